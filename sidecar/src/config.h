@@ -1,0 +1,148 @@
+/*
+ * config: the sidecar's YAML configuration, loaded into plain data.
+ *
+ * wr_config_load() reads one YAML file (libyaml's document API, so every value
+ * keeps its line and column), expands ${VAR} and ${VAR:-default} from the
+ * environment in every scalar, and walks the result against a declarative
+ * schema (the table in config.c, which also feeds `warren --help-config` and
+ * the README's reference table). Unknown keys, wrong types, missing required
+ * fields, bad durations and unparsable URLs are all reported, not just the
+ * first one, each as one line:
+ *
+ *     FILE:LINE:COL: message
+ *
+ * LINE and COL are 1-based and point at the offending key or value. Errors
+ * never echo a password: URLs are shown with their credentials masked.
+ *
+ * The loaded wr_config is plain data owned by the caller; free it with
+ * wr_config_free(). Nothing in here touches the network: handler files are
+ * resolved to absolute paths and checked to exist, compiling them is the Lua
+ * runtime's job (see lua_rt.h).
+ */
+#ifndef WR_CONFIG_H
+#define WR_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define WR_CONFIG_MAX_ERRORS 64
+
+/* One problem found while loading, already formatted as "FILE:LINE:COL: message". */
+typedef struct {
+    char *lines[WR_CONFIG_MAX_ERRORS]; /* malloc'd strings */
+    int count;                         /* number of lines used */
+    int dropped;                       /* errors found beyond WR_CONFIG_MAX_ERRORS */
+} wr_config_errors;
+
+/* An AMQP broker address, parsed from an amqp:// or amqps:// URL. */
+typedef struct {
+    char *url;      /* the URL as written after ${} expansion; may hold a password */
+    char *redacted; /* the same URL with the password replaced by "***": safe to log */
+    char *host;
+    int port;
+    char *user;
+    char *password;
+    char *vhost;
+    int ssl;        /* 1 for amqps:// */
+} wr_amqp_url;
+
+/* A Redis address, parsed from redis://[[user]:password@]host[:port][/db]. */
+typedef struct {
+    char *url;
+    char *redacted;
+    char *host;
+    int port;       /* default 6379 */
+    char *user;     /* NULL unless given */
+    char *password; /* NULL unless given */
+    int db;         /* default 0 */
+} wr_redis_url;
+
+/* One binding of the subscription's queue to an exchange. */
+typedef struct {
+    char *exchange;      /* required, non-empty (the default exchange cannot be bound) */
+    char *type;          /* "direct", "topic", "fanout" or "headers"; default "topic" */
+    int declare;         /* declare the exchange (durable) before binding; default 1 */
+    char **routing_keys; /* NULL-terminated; at least one ("#" for everything) */
+    int routing_key_count;
+} wr_binding;
+
+/* One consumed queue and the handler that processes its messages. */
+typedef struct {
+    char *name;         /* required; [A-Za-z0-9_.-]+, unique; labels logs and metrics */
+    char *queue;        /* required; the durable queue consumed */
+    char *dlq;          /* default "<queue>.dlq" */
+    char *handler;      /* required; absolute path after resolution against the
+                           config file's directory; the file must exist */
+    int prefetch;       /* 1..65535; default from defaults.prefetch */
+    int concurrency;    /* 1..64 worker threads; default from defaults.concurrency */
+    int batch_size;     /* 1..prefetch; default min(defaults.batch_size, prefetch) */
+    int64_t handler_timeout_ms; /* default from defaults.handler_timeout */
+    wr_binding *bindings; /* may be empty: then the queue is consumed as it is */
+    int binding_count;
+    int line, col;      /* where the subscription starts, for later messages */
+} wr_subscription;
+
+typedef enum { WR_LOG_DEBUG = 0, WR_LOG_INFO, WR_LOG_WARN, WR_LOG_ERROR } wr_log_level;
+
+typedef struct {
+    char *path;          /* the config file as given */
+    char *dir;           /* its directory, absolute; handler paths are relative to it */
+
+    wr_amqp_url amqp;    /* amqp.url, required */
+    int64_t amqp_heartbeat_ms;       /* amqp.heartbeat, default 10s, 0 disables, max 300s */
+    int64_t amqp_connect_timeout_ms; /* amqp.connect_timeout, default 5s */
+
+    wr_redis_url redis;  /* redis.url, required */
+    int64_t redis_timeout_ms;        /* redis.timeout, default 2s */
+
+    wr_log_level log_level;          /* log.level: debug|info|warn|error, default info */
+
+    /* defaults: applied to every subscription that does not set its own */
+    int default_prefetch;            /* defaults.prefetch, default 50 */
+    int default_concurrency;         /* defaults.concurrency, default 1 */
+    int default_batch_size;          /* defaults.batch_size, default 50 */
+    int64_t default_handler_timeout_ms; /* defaults.handler_timeout, default 5s */
+
+    int64_t shutdown_grace_ms;       /* shutdown.grace, default 25s (fits Kubernetes' 30s) */
+
+    wr_subscription *subs;           /* at least one */
+    int sub_count;
+} wr_config;
+
+/*
+ * Load and validate PATH. On success returns a new wr_config (free with
+ * wr_config_free) and leaves ERRS empty. On failure returns NULL and fills
+ * ERRS with every problem found (free the lines with wr_config_errors_free).
+ * A file that cannot be opened is reported as "PATH: cannot open: <strerror>".
+ */
+wr_config *wr_config_load(const char *path, wr_config_errors *errs);
+
+void wr_config_free(wr_config *cfg);
+void wr_config_errors_free(wr_config_errors *errs);
+
+/*
+ * Parse a duration such as "250ms", "5s", "2m", "1h", "7d" or a sum of them
+ * ("1m30s"). Returns 0 and stores milliseconds in *MS, or -1 for anything else
+ * (no unit, unknown unit, negative, overflow).
+ */
+int wr_config_parse_duration(const char *text, int64_t *ms);
+
+/* Parse a redis:// URL into OUT (fields malloc'd; free with wr_redis_url_clear).
+ * Returns 0, or -1 with a reason (static string) in *WHY. */
+int wr_redis_url_parse(const char *text, wr_redis_url *out, const char **why);
+void wr_redis_url_clear(wr_redis_url *u);
+
+/* Same for amqp:// and amqps:// URLs (rabbitmq-c's amqp_parse_url rules; the
+ * vhost defaults to "/"). */
+int wr_amqp_url_parse(const char *text, wr_amqp_url *out, const char **why);
+void wr_amqp_url_clear(wr_amqp_url *u);
+
+/*
+ * Write the configuration reference (every key, type, default, whether it
+ * reloads live, description) as a Markdown table to FP. The README's table is
+ * generated from this, so docs and code cannot drift.
+ */
+#include <stdio.h>
+void wr_config_write_reference(FILE *fp);
+
+#endif
