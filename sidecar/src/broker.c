@@ -1,0 +1,632 @@
+/*
+ * broker: an AMQP connection with one channel, used by one worker thread.
+ * See broker.h for the model; this file maps rabbitmq-c's two error
+ * vocabularies (amqp_status_enum and amqp_rpc_reply_t) onto ours.
+ */
+#include "broker.h"
+
+#include <amqp_tcp_socket.h>
+#include <amqp_ssl_socket.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define CH 1
+
+/* What a publish of the current batch was: to match a basic.return to it. */
+typedef struct {
+    amqp_bytes_t exchange;
+    amqp_bytes_t routing_key;
+    amqp_bytes_t message_id;
+} pub_ref;
+
+struct wr_broker {
+    amqp_connection_state_t conn;
+    int open;             /* login done: close politely on destroy */
+    int down;             /* unusable: the worker must rebuild */
+    int consuming;
+    int blocked;
+    char consumer_tag[64];
+    char err[512];
+
+    /* inbox: deliveries read by the pump and not yet taken, FIFO */
+    amqp_envelope_t **inbox;
+    size_t inbox_head, inbox_len, inbox_cap;
+
+    /* publisher confirms */
+    uint64_t next_seq;    /* sequence number of our next publish on the channel */
+    wr_confirm batch;
+    pub_ref *refs;
+    size_t refs_cap;
+};
+
+static int fail(wr_broker *b, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Record an error, mark the connection down when RC says so, and return RC. */
+static int fail(wr_broker *b, int rc, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(b->err, sizeof(b->err), fmt, ap);
+    va_end(ap);
+    if (rc == WR_BROKER_DOWN || rc == WR_BROKER_CONFLICT) {
+        b->down = 1;
+    }
+    return rc;
+}
+
+/*
+ * Turn the reply of the last RPC into our vocabulary. A server exception
+ * (channel.close or connection.close) is answered with its close-ok, so the
+ * broker sees a clean shutdown of that channel; either way we rebuild.
+ * Precondition failures (406) on declarations become WR_BROKER_CONFLICT.
+ */
+static int check_reply(wr_broker *b, amqp_rpc_reply_t r, const char *what)
+{
+    switch (r.reply_type) {
+    case AMQP_RESPONSE_NORMAL:
+        return WR_BROKER_OK;
+    case AMQP_RESPONSE_NONE:
+        return fail(b, WR_BROKER_DOWN, "%s: no reply from the broker", what);
+    case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+        return fail(b, WR_BROKER_DOWN, "%s: %s", what, amqp_error_string2(r.library_error));
+    case AMQP_RESPONSE_SERVER_EXCEPTION:
+        break;
+    }
+    if (r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        amqp_channel_close_t *m = r.reply.decoded;
+        amqp_channel_close_ok_t ok = {0};
+        amqp_send_method(b->conn, CH, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+        int rc = m->reply_code == 406 ? WR_BROKER_CONFLICT : WR_BROKER_DOWN;
+        return fail(b, rc, "%s: channel closed by the broker: %u %.*s", what, m->reply_code,
+                    (int)m->reply_text.len, (char *)m->reply_text.bytes);
+    }
+    if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+        amqp_connection_close_t *m = r.reply.decoded;
+        amqp_connection_close_ok_t ok = {0};
+        amqp_send_method(b->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+        b->open = 0;
+        return fail(b, WR_BROKER_DOWN, "%s: connection closed by the broker: %u %.*s", what,
+                    m->reply_code, (int)m->reply_text.len, (char *)m->reply_text.bytes);
+    }
+    return fail(b, WR_BROKER_DOWN, "%s: unexpected server reply 0x%08x", what, r.reply.id);
+}
+
+static int check_status(wr_broker *b, int status, const char *what)
+{
+    if (status == AMQP_STATUS_OK) {
+        return WR_BROKER_OK;
+    }
+    return fail(b, WR_BROKER_DOWN, "%s: %s", what, amqp_error_string2(status));
+}
+
+static amqp_table_entry_t bool_entry(const char *key, int val)
+{
+    amqp_table_entry_t e;
+    e.key = amqp_cstring_bytes(key);
+    e.value.kind = AMQP_FIELD_KIND_BOOLEAN;
+    e.value.value.boolean = val;
+    return e;
+}
+
+wr_broker *wr_broker_create(const wr_amqp_url *url, int heartbeat_s, int64_t connect_timeout_ms,
+                            const char *name, char *err, size_t errcap)
+{
+    wr_broker *b = calloc(1, sizeof(*b));
+    if (b == NULL) {
+        snprintf(err, errcap, "out of memory");
+        return NULL;
+    }
+    wr_confirm_init(&b->batch);
+    b->next_seq = 1;
+    b->conn = amqp_new_connection();
+    if (b->conn == NULL) {
+        snprintf(err, errcap, "out of memory");
+        goto fail;
+    }
+    amqp_socket_t *sock = url->ssl ? amqp_ssl_socket_new(b->conn) : amqp_tcp_socket_new(b->conn);
+    if (sock == NULL) {
+        snprintf(err, errcap, "cannot create a socket");
+        goto fail;
+    }
+    if (url->ssl) {
+        amqp_ssl_socket_set_verify_peer(sock, 1);
+        amqp_ssl_socket_set_verify_hostname(sock, 1);
+    }
+    struct timeval tv = {.tv_sec = (time_t)(connect_timeout_ms / 1000),
+                         .tv_usec = (suseconds_t)(connect_timeout_ms % 1000) * 1000};
+    int status = amqp_socket_open_noblock(sock, url->host, url->port, &tv);
+    if (status != AMQP_STATUS_OK) {
+        snprintf(err, errcap, "cannot connect to %s:%d: %s", url->host, url->port,
+                 amqp_error_string2(status));
+        goto fail;
+    }
+    amqp_set_handshake_timeout(b->conn, &tv);
+
+    amqp_table_entry_t caps[] = {
+        bool_entry("consumer_cancel_notify", 1),
+        bool_entry("connection.blocked", 1),
+        bool_entry("basic.nack", 1),
+        bool_entry("publisher_confirms", 1),
+    };
+    amqp_table_entry_t props[3];
+    props[0].key = amqp_cstring_bytes("capabilities");
+    props[0].value.kind = AMQP_FIELD_KIND_TABLE;
+    props[0].value.value.table.num_entries = (int)(sizeof(caps) / sizeof(caps[0]));
+    props[0].value.value.table.entries = caps;
+    props[1].key = amqp_cstring_bytes("connection_name");
+    props[1].value.kind = AMQP_FIELD_KIND_UTF8;
+    props[1].value.value.bytes = amqp_cstring_bytes(name);
+    props[2].key = amqp_cstring_bytes("product");
+    props[2].value.kind = AMQP_FIELD_KIND_UTF8;
+    props[2].value.value.bytes = amqp_cstring_bytes("warren " WARREN_VERSION);
+    amqp_table_t table = {.num_entries = 3, .entries = props};
+
+    amqp_rpc_reply_t r =
+        amqp_login_with_properties(b->conn, url->vhost, 0, AMQP_DEFAULT_FRAME_SIZE, heartbeat_s,
+                                   &table, AMQP_SASL_METHOD_PLAIN, url->user, url->password);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        check_reply(b, r, "login");
+        snprintf(err, errcap, "%s (broker %s:%d, vhost '%s', user '%s')", b->err, url->host,
+                 url->port, url->vhost, url->user);
+        goto fail;
+    }
+    b->open = 1;
+    amqp_channel_open(b->conn, CH);
+    if (check_reply(b, amqp_get_rpc_reply(b->conn), "channel.open") != WR_BROKER_OK) {
+        snprintf(err, errcap, "%s", b->err);
+        goto fail;
+    }
+    amqp_confirm_select(b->conn, CH);
+    if (check_reply(b, amqp_get_rpc_reply(b->conn), "confirm.select") != WR_BROKER_OK) {
+        snprintf(err, errcap, "%s", b->err);
+        goto fail;
+    }
+    return b;
+
+fail:
+    wr_broker_destroy(b);
+    return NULL;
+}
+
+void wr_broker_release(amqp_envelope_t *e)
+{
+    if (e != NULL) {
+        amqp_destroy_envelope(e);
+        free(e);
+    }
+}
+
+void wr_broker_destroy(wr_broker *b)
+{
+    if (b == NULL) {
+        return;
+    }
+    if (b->conn != NULL) {
+        if (b->open && !b->down) {
+            /* Best effort: a bounded wait, the broker requeues our unacked either way. */
+            struct timeval tv = {.tv_sec = 2, .tv_usec = 0};
+            amqp_set_rpc_timeout(b->conn, &tv);
+            amqp_channel_close(b->conn, CH, AMQP_REPLY_SUCCESS);
+            amqp_connection_close(b->conn, AMQP_REPLY_SUCCESS);
+        }
+        amqp_destroy_connection(b->conn);
+    }
+    for (size_t i = b->inbox_head; i < b->inbox_len; i++) {
+        wr_broker_release(b->inbox[i]);
+    }
+    free(b->inbox);
+    free(b->refs);
+    wr_confirm_free(&b->batch);
+    free(b);
+}
+
+const char *wr_broker_error(const wr_broker *b)
+{
+    return b->err;
+}
+
+int wr_broker_declare(wr_broker *b, const wr_topology *t)
+{
+    for (int i = 0; i < t->exchange_count; i++) {
+        const wr_exchange_decl *x = &t->exchanges[i];
+        amqp_exchange_declare(b->conn, CH, amqp_cstring_bytes(x->name),
+                              amqp_cstring_bytes(x->type), 0, 1, 0, 0, amqp_empty_table);
+        int rc = check_reply(b, amqp_get_rpc_reply(b->conn), "exchange.declare");
+        if (rc != WR_BROKER_OK) {
+            return fail(b, rc,
+                        "%s (exchange '%s' of type %s: if it exists with another type or "
+                        "durability, set declare: false on the binding or make them match)",
+                        b->err, x->name, x->type);
+        }
+    }
+    for (int i = 0; i < t->queue_count; i++) {
+        const wr_queue_decl *q = &t->queues[i];
+        amqp_table_entry_t args[3];
+        int n = 0;
+        if (q->message_ttl_ms >= 0) {
+            args[n].key = amqp_cstring_bytes("x-message-ttl");
+            args[n].value.kind = AMQP_FIELD_KIND_I64;
+            args[n].value.value.i64 = q->message_ttl_ms;
+            n++;
+        }
+        if (q->dead_letter_exchange != NULL) {
+            args[n].key = amqp_cstring_bytes("x-dead-letter-exchange");
+            args[n].value.kind = AMQP_FIELD_KIND_UTF8;
+            args[n].value.value.bytes = amqp_cstring_bytes(q->dead_letter_exchange);
+            n++;
+        }
+        if (q->dead_letter_routing_key != NULL) {
+            args[n].key = amqp_cstring_bytes("x-dead-letter-routing-key");
+            args[n].value.kind = AMQP_FIELD_KIND_UTF8;
+            args[n].value.value.bytes = amqp_cstring_bytes(q->dead_letter_routing_key);
+            n++;
+        }
+        amqp_table_t table = {.num_entries = n, .entries = args};
+        amqp_queue_declare(b->conn, CH, amqp_cstring_bytes(q->name), 0, q->durable, 0, 0, table);
+        int rc = check_reply(b, amqp_get_rpc_reply(b->conn), "queue.declare");
+        if (rc != WR_BROKER_OK) {
+            return fail(b, rc,
+                        "%s (%s queue '%s': it exists with other arguments; delete it or "
+                        "declare it with the arguments warren expects)",
+                        b->err, q->role, q->name);
+        }
+    }
+    for (int i = 0; i < t->binding_count; i++) {
+        const wr_binding_decl *d = &t->bindings[i];
+        amqp_queue_bind(b->conn, CH, amqp_cstring_bytes(d->queue), amqp_cstring_bytes(d->exchange),
+                        amqp_cstring_bytes(d->routing_key), amqp_empty_table);
+        int rc = check_reply(b, amqp_get_rpc_reply(b->conn), "queue.bind");
+        if (rc != WR_BROKER_OK) {
+            return fail(b, rc, "%s (binding queue '%s' to exchange '%s' with key '%s')", b->err,
+                        d->queue, d->exchange, d->routing_key);
+        }
+    }
+    return WR_BROKER_OK;
+}
+
+int wr_broker_consume(wr_broker *b, const char *queue, int prefetch)
+{
+    amqp_basic_qos(b->conn, CH, 0, (uint16_t)prefetch, 0);
+    int rc = check_reply(b, amqp_get_rpc_reply(b->conn), "basic.qos");
+    if (rc != WR_BROKER_OK) {
+        return rc;
+    }
+    amqp_basic_consume_ok_t *ok = amqp_basic_consume(b->conn, CH, amqp_cstring_bytes(queue),
+                                                     amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+    rc = check_reply(b, amqp_get_rpc_reply(b->conn), "basic.consume");
+    if (rc != WR_BROKER_OK) {
+        return fail(b, rc, "%s (queue '%s')", b->err, queue);
+    }
+    snprintf(b->consumer_tag, sizeof(b->consumer_tag), "%.*s", (int)ok->consumer_tag.len,
+             (char *)ok->consumer_tag.bytes);
+    b->consuming = 1;
+    return WR_BROKER_OK;
+}
+
+int wr_broker_cancel(wr_broker *b)
+{
+    if (!b->consuming || b->down) {
+        return b->down ? WR_BROKER_DOWN : WR_BROKER_OK;
+    }
+    b->consuming = 0;
+    amqp_basic_cancel(b->conn, CH, amqp_cstring_bytes(b->consumer_tag));
+    return check_reply(b, amqp_get_rpc_reply(b->conn), "basic.cancel");
+}
+
+int wr_broker_consuming(const wr_broker *b)
+{
+    return b->consuming && !b->down;
+}
+
+int wr_broker_blocked(const wr_broker *b)
+{
+    return b->blocked;
+}
+
+static int inbox_push(wr_broker *b, amqp_envelope_t *e)
+{
+    if (b->inbox_head == b->inbox_len) {
+        b->inbox_head = b->inbox_len = 0;
+    }
+    if (b->inbox_len == b->inbox_cap) {
+        if (b->inbox_head > 0) {
+            memmove(b->inbox, b->inbox + b->inbox_head,
+                    (b->inbox_len - b->inbox_head) * sizeof(*b->inbox));
+            b->inbox_len -= b->inbox_head;
+            b->inbox_head = 0;
+        } else {
+            size_t cap = b->inbox_cap ? b->inbox_cap * 2 : 128;
+            amqp_envelope_t **in = realloc(b->inbox, cap * sizeof(*in));
+            if (in == NULL) {
+                return -1;
+            }
+            b->inbox = in;
+            b->inbox_cap = cap;
+        }
+    }
+    b->inbox[b->inbox_len++] = e;
+    return 0;
+}
+
+/* Read the content that follows a basic.deliver into a new envelope in the inbox. */
+static int on_deliver(wr_broker *b, const amqp_basic_deliver_t *d)
+{
+    amqp_envelope_t *e = calloc(1, sizeof(*e));
+    if (e == NULL) {
+        return fail(b, WR_BROKER_DOWN, "out of memory reading a delivery");
+    }
+    e->channel = CH;
+    e->delivery_tag = d->delivery_tag;
+    e->redelivered = d->redelivered;
+    e->consumer_tag = amqp_bytes_malloc_dup(d->consumer_tag);
+    e->exchange = amqp_bytes_malloc_dup(d->exchange);
+    e->routing_key = amqp_bytes_malloc_dup(d->routing_key);
+    amqp_rpc_reply_t r = amqp_read_message(b->conn, CH, &e->message, 0);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        /* amqp_read_message frees what it allocated on failure */
+        amqp_bytes_free(e->consumer_tag);
+        amqp_bytes_free(e->exchange);
+        amqp_bytes_free(e->routing_key);
+        free(e);
+        return check_reply(b, r, "reading a delivery");
+    }
+    if (inbox_push(b, e) < 0) {
+        wr_broker_release(e);
+        return fail(b, WR_BROKER_DOWN, "out of memory queueing a delivery");
+    }
+    return WR_BROKER_OK;
+}
+
+static int bytes_eq(amqp_bytes_t a, amqp_bytes_t b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.bytes, b.bytes, a.len) == 0);
+}
+
+/*
+ * A mandatory publish came back unroutable. The frame carries no sequence
+ * number, so find the first pending publish of the batch with the same
+ * exchange, routing key and message id (duplicates of one message in a batch
+ * go to the same place, so whichever we pick, the outcome is the same).
+ */
+static int on_return(wr_broker *b, const amqp_basic_return_t *m)
+{
+    amqp_message_t msg;
+    amqp_rpc_reply_t r = amqp_read_message(b->conn, CH, &msg, 0);
+    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        return check_reply(b, r, "reading a returned message");
+    }
+    amqp_bytes_t id = (msg.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG)
+                          ? msg.properties.message_id
+                          : amqp_empty_bytes;
+    for (size_t i = 0; i < b->batch.count; i++) {
+        if (wr_confirm_state(&b->batch, i) == WR_PUB_PENDING &&
+            bytes_eq(b->refs[i].exchange, m->exchange) &&
+            bytes_eq(b->refs[i].routing_key, m->routing_key) && bytes_eq(b->refs[i].message_id, id)) {
+            wr_confirm_on_return(&b->batch, i);
+            break;
+        }
+    }
+    wr_logline l;
+    if (wr_log_enabled(WR_LOG_WARN)) {
+        wr_log_begin(&l, WR_LOG_WARN, "publish returned unroutable");
+        wr_log_strn(&l, "exchange", m->exchange.bytes, m->exchange.len);
+        wr_log_strn(&l, "routing_key", m->routing_key.bytes, m->routing_key.len);
+        wr_log_strn(&l, "message_id", id.bytes, id.len);
+        wr_log_strn(&l, "reply_text", m->reply_text.bytes, m->reply_text.len);
+        wr_log_end(&l);
+    }
+    amqp_destroy_message(&msg);
+    return WR_BROKER_OK;
+}
+
+/* Handle one method frame that arrived outside an RPC. */
+static int on_method(wr_broker *b, const amqp_frame_t *f)
+{
+    amqp_method_number_t id = f->payload.method.id;
+    void *m = f->payload.method.decoded;
+    switch (id) {
+    case AMQP_BASIC_DELIVER_METHOD:
+        return on_deliver(b, m);
+    case AMQP_BASIC_ACK_METHOD: {
+        amqp_basic_ack_t *a = m;
+        wr_confirm_on_ack(&b->batch, a->delivery_tag, a->multiple, 1);
+        return WR_BROKER_OK;
+    }
+    case AMQP_BASIC_NACK_METHOD: {
+        amqp_basic_nack_t *a = m;
+        wr_confirm_on_ack(&b->batch, a->delivery_tag, a->multiple, 0);
+        return WR_BROKER_OK;
+    }
+    case AMQP_BASIC_RETURN_METHOD:
+        return on_return(b, m);
+    case AMQP_BASIC_CANCEL_METHOD: {
+        /* the broker cancelled our consumer (queue deleted, node failover) */
+        amqp_basic_cancel_t *c = m;
+        b->consuming = 0;
+        wr_logf(WR_LOG_WARN, "consumer %.*s cancelled by the broker (queue deleted?)",
+                (int)c->consumer_tag.len, (char *)c->consumer_tag.bytes);
+        if (!c->nowait) {
+            amqp_basic_cancel_ok_t ok = {.consumer_tag = c->consumer_tag};
+            amqp_send_method(b->conn, CH, AMQP_BASIC_CANCEL_OK_METHOD, &ok);
+        }
+        return WR_BROKER_OK;
+    }
+    case AMQP_CONNECTION_BLOCKED_METHOD: {
+        amqp_connection_blocked_t *bl = m;
+        b->blocked = 1;
+        wr_logf(WR_LOG_WARN, "broker blocked publishing: %.*s", (int)bl->reason.len,
+                (char *)bl->reason.bytes);
+        return WR_BROKER_OK;
+    }
+    case AMQP_CONNECTION_UNBLOCKED_METHOD:
+        b->blocked = 0;
+        wr_logf(WR_LOG_INFO, "broker unblocked publishing");
+        return WR_BROKER_OK;
+    case AMQP_CHANNEL_CLOSE_METHOD: {
+        amqp_channel_close_t *c = m;
+        amqp_channel_close_ok_t ok = {0};
+        amqp_send_method(b->conn, CH, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+        return fail(b, WR_BROKER_DOWN, "channel closed by the broker: %u %.*s", c->reply_code,
+                    (int)c->reply_text.len, (char *)c->reply_text.bytes);
+    }
+    case AMQP_CONNECTION_CLOSE_METHOD: {
+        amqp_connection_close_t *c = m;
+        amqp_connection_close_ok_t ok = {0};
+        amqp_send_method(b->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
+        b->open = 0;
+        return fail(b, WR_BROKER_DOWN, "connection closed by the broker: %u %.*s",
+                    c->reply_code, (int)c->reply_text.len, (char *)c->reply_text.bytes);
+    }
+    default:
+        return WR_BROKER_OK;
+    }
+}
+
+int wr_broker_poll(wr_broker *b, int timeout_ms)
+{
+    if (b->down) {
+        return WR_BROKER_DOWN;
+    }
+    struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    amqp_frame_t f;
+    int status = amqp_simple_wait_frame_noblock(b->conn, &f, &tv);
+    if (status == AMQP_STATUS_TIMEOUT) {
+        return WR_BROKER_TIMEOUT;
+    }
+    if (status != AMQP_STATUS_OK) {
+        return check_status(b, status, "reading from the broker");
+    }
+    int rc = WR_BROKER_OK;
+    if (f.frame_type == AMQP_FRAME_METHOD) {
+        rc = on_method(b, &f);
+    }
+    amqp_maybe_release_buffers(b->conn);
+    return rc;
+}
+
+int wr_broker_take(wr_broker *b, amqp_envelope_t **out, int max, int timeout_ms, int *n)
+{
+    *n = 0;
+    double deadline = wr_mono_ms() + timeout_ms;
+    /* wait for the first delivery */
+    while (b->inbox_head == b->inbox_len) {
+        double left = deadline - wr_mono_ms();
+        if (left <= 0) {
+            return WR_BROKER_OK;
+        }
+        int rc = wr_broker_poll(b, (int)left + 1);
+        if (rc == WR_BROKER_TIMEOUT) {
+            return WR_BROKER_OK;
+        }
+        if (rc != WR_BROKER_OK) {
+            return rc;
+        }
+    }
+    /* then everything already buffered, without waiting */
+    while ((size_t)max > b->inbox_len - b->inbox_head &&
+           (amqp_frames_enqueued(b->conn) || amqp_data_in_buffer(b->conn))) {
+        int rc = wr_broker_poll(b, 0);
+        if (rc == WR_BROKER_TIMEOUT) {
+            break;
+        }
+        if (rc != WR_BROKER_OK) {
+            return rc;
+        }
+    }
+    while (*n < max && b->inbox_head < b->inbox_len) {
+        out[(*n)++] = b->inbox[b->inbox_head++];
+    }
+    return WR_BROKER_OK;
+}
+
+void wr_broker_batch_begin(wr_broker *b)
+{
+    wr_confirm_reset(&b->batch, b->next_seq);
+}
+
+int wr_broker_publish(wr_broker *b, amqp_bytes_t exchange, amqp_bytes_t routing_key,
+                      int mandatory, const amqp_basic_properties_t *props, amqp_bytes_t body,
+                      size_t *index)
+{
+    if (b->down) {
+        return WR_BROKER_DOWN;
+    }
+    long i = wr_confirm_add(&b->batch);
+    if (i < 0) {
+        return fail(b, WR_BROKER_DOWN, "out of memory tracking publishes");
+    }
+    if ((size_t)i >= b->refs_cap) {
+        size_t cap = b->refs_cap ? b->refs_cap * 2 : 64;
+        pub_ref *r = realloc(b->refs, cap * sizeof(*r));
+        if (r == NULL) {
+            return fail(b, WR_BROKER_DOWN, "out of memory tracking publishes");
+        }
+        b->refs = r;
+        b->refs_cap = cap;
+    }
+    b->refs[i].exchange = exchange;
+    b->refs[i].routing_key = routing_key;
+    b->refs[i].message_id =
+        (props->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) ? props->message_id : amqp_empty_bytes;
+    b->next_seq++;
+    *index = (size_t)i;
+    int status = amqp_basic_publish(b->conn, CH, exchange, routing_key, mandatory, 0, props, body);
+    return check_status(b, status, "basic.publish");
+}
+
+int wr_broker_batch_wait(wr_broker *b, int timeout_ms)
+{
+    double deadline = wr_mono_ms() + timeout_ms;
+    while (b->batch.pending > 0) {
+        double left = deadline - wr_mono_ms();
+        if (left <= 0) {
+            return WR_BROKER_TIMEOUT;
+        }
+        int rc = wr_broker_poll(b, (int)left + 1);
+        if (rc == WR_BROKER_DOWN) {
+            return rc;
+        }
+    }
+    return WR_BROKER_OK;
+}
+
+wr_pub_state wr_broker_batch_state(const wr_broker *b, size_t index)
+{
+    return wr_confirm_state(&b->batch, index);
+}
+
+int wr_broker_ack(wr_broker *b, uint64_t delivery_tag, int multiple)
+{
+    if (b->down) {
+        return WR_BROKER_DOWN;
+    }
+    return check_status(b, amqp_basic_ack(b->conn, CH, delivery_tag, multiple), "basic.ack");
+}
+
+int wr_broker_nack(wr_broker *b, uint64_t delivery_tag, int multiple, int requeue)
+{
+    if (b->down) {
+        return WR_BROKER_DOWN;
+    }
+    return check_status(b, amqp_basic_nack(b->conn, CH, delivery_tag, multiple, requeue),
+                        "basic.nack");
+}
+
+int wr_broker_queue_depth(wr_broker *b, const char *queue, uint32_t *messages,
+                          uint32_t *consumers)
+{
+    amqp_queue_declare_ok_t *ok = amqp_queue_declare(b->conn, CH, amqp_cstring_bytes(queue), 1, 0,
+                                                     0, 0, amqp_empty_table);
+    int rc = check_reply(b, amqp_get_rpc_reply(b->conn), "queue.declare passive");
+    if (rc != WR_BROKER_OK) {
+        return rc;
+    }
+    *messages = ok->message_count;
+    *consumers = ok->consumer_count;
+    return WR_BROKER_OK;
+}

@@ -1,0 +1,107 @@
+/*
+ * broker: one AMQP connection with one channel, as a worker uses it.
+ *
+ * A worker thread owns one wr_broker (rabbitmq-c connections are not
+ * thread-safe) and does everything on its single channel: declare topology,
+ * consume with manual acks, publish with confirms, ack and nack. All incoming
+ * frames go through one pump (wr_broker_poll), which files deliveries into
+ * an inbox, feeds basic.ack/nack/return into the current confirm batch, and
+ * turns broker notifications (consumer cancelled, connection blocked, channel
+ * or connection closed) into state the worker can read. Heartbeats are sent
+ * and checked by rabbitmq-c inside the pump, so the worker calls into this
+ * module at least every few hundred milliseconds when idle.
+ *
+ * Errors are mapped once, here: every function returns WR_BROKER_OK, or
+ * WR_BROKER_DOWN when the connection (or its only channel) is unusable and
+ * the worker must destroy it and connect anew. The reason is in
+ * wr_broker_error(). There is no partial recovery: a new connection
+ * re-declares everything and the broker redelivers whatever was unacked.
+ */
+#ifndef WR_BROKER_H
+#define WR_BROKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "amqp_compat.h"
+#include "config.h"
+#include "confirm.h"
+#include "topology.h"
+
+typedef struct wr_broker wr_broker;
+
+enum {
+    WR_BROKER_OK = 0,
+    WR_BROKER_DOWN = -1,      /* rebuild the connection */
+    WR_BROKER_TIMEOUT = -2,   /* nothing arrived in time; the connection is fine */
+    WR_BROKER_CONFLICT = -3,  /* a declaration conflicts with what exists: see error;
+                                 the connection must be rebuilt too */
+};
+
+/*
+ * Connect, log in (advertising consumer_cancel_notify and connection.blocked),
+ * open channel 1 and put it in confirm mode. NAME is shown in the broker's
+ * connection list. Returns NULL with a reason in ERR on failure (the URL's
+ * password never appears in it).
+ */
+wr_broker *wr_broker_create(const wr_amqp_url *url, int heartbeat_s, int64_t connect_timeout_ms,
+                            const char *name, char *err, size_t errcap);
+/* Close the connection (best effort) and free everything, inbox included. */
+void wr_broker_destroy(wr_broker *b);
+
+/* Last error text (for logs); never holds credentials. */
+const char *wr_broker_error(const wr_broker *b);
+
+/* Declare every exchange, queue and binding of T. */
+int wr_broker_declare(wr_broker *b, const wr_topology *t);
+
+/* Set the prefetch (basic.qos) and start consuming QUEUE with manual acks. */
+int wr_broker_consume(wr_broker *b, const char *queue, int prefetch);
+/* Stop the consumer (basic.cancel). Deliveries already sent still arrive and
+ * land in the inbox; the caller returns them with wr_broker_nack. */
+int wr_broker_cancel(wr_broker *b);
+/* 1 while our consumer is active (not cancelled by us or the broker). */
+int wr_broker_consuming(const wr_broker *b);
+/* 1 while the broker has blocked publishing (memory or disk alarm). */
+int wr_broker_blocked(const wr_broker *b);
+
+/*
+ * Wait up to TIMEOUT_MS for deliveries; then take every delivery that is
+ * already buffered, up to MAX, without waiting further. Stores up to MAX
+ * pointers in OUT and the count in *N. The envelopes belong to the caller:
+ * release each with wr_broker_release(). Returns OK (with *N possibly 0 on
+ * timeout) or DOWN.
+ */
+int wr_broker_take(wr_broker *b, amqp_envelope_t **out, int max, int timeout_ms, int *n);
+void wr_broker_release(amqp_envelope_t *e);
+
+/*
+ * Publishing in batches: wr_broker_batch_begin() starts a confirm batch;
+ * each wr_broker_publish() adds one publish and stores its index in the batch
+ * in *INDEX; wr_broker_batch_wait() pumps frames until every publish of the
+ * batch is answered or TIMEOUT_MS passes (deliveries that arrive meanwhile
+ * go to the inbox); wr_broker_batch_state() then says, per index, whether the
+ * broker took it. The exchange, routing key and properties passed to publish
+ * must stay valid until batch_wait returns (they identify a basic.return).
+ * A publish is always persistent when the caller sets delivery_mode 2.
+ */
+void wr_broker_batch_begin(wr_broker *b);
+int wr_broker_publish(wr_broker *b, amqp_bytes_t exchange, amqp_bytes_t routing_key,
+                      int mandatory, const amqp_basic_properties_t *props, amqp_bytes_t body,
+                      size_t *index);
+int wr_broker_batch_wait(wr_broker *b, int timeout_ms);
+wr_pub_state wr_broker_batch_state(const wr_broker *b, size_t index);
+
+/* Acknowledge, or return to the queue (REQUEUE=1) / drop (REQUEUE=0). */
+int wr_broker_ack(wr_broker *b, uint64_t delivery_tag, int multiple);
+int wr_broker_nack(wr_broker *b, uint64_t delivery_tag, int multiple, int requeue);
+
+/* Read frames for up to TIMEOUT_MS (0: only what is already there), which also
+ * services heartbeats. Returns OK, TIMEOUT or DOWN. */
+int wr_broker_poll(wr_broker *b, int timeout_ms);
+
+/* Passive declare: the number of ready messages and consumers of QUEUE. */
+int wr_broker_queue_depth(wr_broker *b, const char *queue, uint32_t *messages,
+                          uint32_t *consumers);
+
+#endif

@@ -1,0 +1,200 @@
+/*
+ * envelope: decode a delivery's properties into a wr_envelope and decide
+ * whether it can be handled at all. See envelope.h.
+ */
+#include "envelope.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "log.h"
+
+const amqp_field_value_t *wr_table_get(const amqp_table_t *table, const char *name)
+{
+    if (table == NULL) {
+        return NULL;
+    }
+    size_t n = strlen(name);
+    for (int i = 0; i < table->num_entries; i++) {
+        const amqp_table_entry_t *e = &table->entries[i];
+        if (e->key.len == n && memcmp(e->key.bytes, name, n) == 0) {
+            return &e->value;
+        }
+    }
+    return NULL;
+}
+
+int wr_table_get_int(const amqp_table_t *table, const char *name, int64_t *out)
+{
+    const amqp_field_value_t *v = wr_table_get(table, name);
+    if (v == NULL) {
+        return -1;
+    }
+    switch (v->kind) {
+    case AMQP_FIELD_KIND_I8:
+        *out = v->value.i8;
+        return 0;
+    case AMQP_FIELD_KIND_U8:
+        *out = v->value.u8;
+        return 0;
+    case AMQP_FIELD_KIND_I16:
+        *out = v->value.i16;
+        return 0;
+    case AMQP_FIELD_KIND_U16:
+        *out = v->value.u16;
+        return 0;
+    case AMQP_FIELD_KIND_I32:
+        *out = v->value.i32;
+        return 0;
+    case AMQP_FIELD_KIND_U32:
+        *out = v->value.u32;
+        return 0;
+    case AMQP_FIELD_KIND_I64:
+        *out = v->value.i64;
+        return 0;
+    case AMQP_FIELD_KIND_U64:
+        *out = (int64_t)v->value.u64;
+        return 0;
+    case AMQP_FIELD_KIND_UTF8:
+    case AMQP_FIELD_KIND_BYTES: {
+        char buf[24];
+        size_t len = v->value.bytes.len;
+        if (len == 0 || len >= sizeof(buf)) {
+            return -1;
+        }
+        memcpy(buf, v->value.bytes.bytes, len);
+        buf[len] = '\0';
+        char *end;
+        long long x = strtoll(buf, &end, 10);
+        if (*end != '\0') {
+            return -1;
+        }
+        *out = x;
+        return 0;
+    }
+    default:
+        return -1;
+    }
+}
+
+amqp_bytes_t wr_table_get_str(const amqp_table_t *table, const char *name)
+{
+    const amqp_field_value_t *v = wr_table_get(table, name);
+    if (v != NULL && (v->kind == AMQP_FIELD_KIND_UTF8 || v->kind == AMQP_FIELD_KIND_BYTES)) {
+        return v->value.bytes;
+    }
+    return amqp_empty_bytes;
+}
+
+size_t wr_utf8_check(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len = wr_utf8_seq_len(s + i, n - i);
+        if (len == 0) {
+            return i;
+        }
+        i += len;
+    }
+    return n;
+}
+
+int wr_envelope_is_json_type(amqp_bytes_t ct)
+{
+    if (ct.len == 0) {
+        return 1;
+    }
+    /* compare the media type only, without parameters such as "; charset=utf-8" */
+    size_t n = 0;
+    const char *s = ct.bytes;
+    while (n < ct.len && s[n] != ';' && s[n] != ' ') {
+        n++;
+    }
+    if ((n == 16 && strncasecmp(s, "application/json", 16) == 0) ||
+        (n == 9 && strncasecmp(s, "text/json", 9) == 0)) {
+        return 1;
+    }
+    return n > 17 && strncasecmp(s, "application/", 12) == 0 &&
+           strncasecmp(s + n - 5, "+json", 5) == 0;
+}
+
+static amqp_bytes_t bytes_if(int flag, amqp_bytes_t b)
+{
+    return flag ? b : amqp_empty_bytes;
+}
+
+int wr_envelope_decode(const amqp_envelope_t *d, size_t max_body, wr_envelope *env,
+                       const char **reason, char *detail, size_t detail_cap)
+{
+    const amqp_basic_properties_t *p = &d->message.properties;
+    amqp_flags_t f = p->_flags;
+
+    memset(env, 0, sizeof(*env));
+    detail[0] = '\0';
+    *reason = NULL;
+    env->id = bytes_if(f & AMQP_BASIC_MESSAGE_ID_FLAG, p->message_id);
+    env->exchange = d->exchange;
+    env->routing_key = d->routing_key;
+    env->type = (f & AMQP_BASIC_TYPE_FLAG) && p->type.len ? p->type : d->routing_key;
+    env->content_type = bytes_if(f & AMQP_BASIC_CONTENT_TYPE_FLAG, p->content_type);
+    env->body = d->message.body;
+    env->headers = (f & AMQP_BASIC_HEADERS_FLAG) ? &p->headers : NULL;
+    env->timestamp = (f & AMQP_BASIC_TIMESTAMP_FLAG) ? (int64_t)p->timestamp : 0;
+    env->redelivered = d->redelivered;
+    env->is_json = wr_envelope_is_json_type(env->content_type);
+
+    int64_t attempt = 0;
+    env->attempt = 1;
+    if (wr_table_get_int(env->headers, "x-warren-attempt", &attempt) == 0 && attempt > 0 &&
+        attempt < 1000000) {
+        env->attempt = (int)attempt + 1;
+    }
+    int64_t version = 0;
+    env->version = wr_table_get_str(env->headers, "version");
+    if (env->version.len == 0 && wr_table_get_int(env->headers, "version", &version) == 0) {
+        int n = snprintf(env->version_buf, sizeof(env->version_buf), "%lld", (long long)version);
+        env->version.bytes = env->version_buf;
+        env->version.len = (size_t)n;
+    }
+
+    if (env->id.len == 0) {
+        *reason = WR_REASON_MISSING_ID;
+        snprintf(detail, detail_cap, "the message has no message_id property");
+        return -1;
+    }
+    if (env->body.len == 0) {
+        *reason = WR_REASON_EMPTY_BODY;
+        snprintf(detail, detail_cap, "the message body is empty");
+        return -1;
+    }
+    if (env->body.len > max_body) {
+        *reason = WR_REASON_TOO_LARGE;
+        snprintf(detail, detail_cap, "the body is %zu bytes, more than the limit of %zu",
+                 env->body.len, max_body);
+        return -1;
+    }
+    if ((f & AMQP_BASIC_CONTENT_ENCODING_FLAG) && p->content_encoding.len > 0 &&
+        !(p->content_encoding.len == 8 &&
+          strncasecmp(p->content_encoding.bytes, "identity", 8) == 0)) {
+        *reason = WR_REASON_ENCODING;
+        snprintf(detail, detail_cap, "content_encoding '%.*s' is not supported",
+                 (int)(p->content_encoding.len > 64 ? 64 : p->content_encoding.len),
+                 (const char *)p->content_encoding.bytes);
+        return -1;
+    }
+    if (env->is_json) {
+        size_t bad = wr_utf8_check(env->body.bytes, env->body.len);
+        if (bad != env->body.len) {
+            *reason = WR_REASON_NOT_UTF8;
+            snprintf(detail, detail_cap, "the JSON body is not valid UTF-8 (byte %zu)", bad);
+            return -1;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,77 @@
+/*
+ * envelope: what warren knows about one delivery before any handler runs.
+ *
+ * wr_envelope_decode() reads the AMQP delivery (properties, routing, body)
+ * into a wr_envelope of views (no copies: every field points into the
+ * delivery, which must outlive the envelope) and decides whether the message
+ * can be processed at all. A message that cannot (no message id, an empty or
+ * oversized body, a JSON content type over bytes that are not UTF-8, a
+ * content encoding we cannot undo) is "invalid": it goes to the DLQ at once
+ * with the reason, and is never retried, because no retry can fix it.
+ *
+ * Decoding the JSON itself happens in the worker's Lua state (lua-cjson), so
+ * the handler gets the table cjson built; a parse error there is reported the
+ * same way (reason "invalid-json").
+ *
+ * Pure logic: no I/O, unit-tested in tests/unit/test_envelope.c.
+ */
+#ifndef WR_ENVELOPE_H
+#define WR_ENVELOPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "amqp_compat.h"
+
+typedef struct {
+    amqp_bytes_t id;           /* AMQP message_id */
+    amqp_bytes_t type;         /* AMQP type property, else the routing key */
+    amqp_bytes_t version;      /* "version" header (string or integer), empty if absent */
+    amqp_bytes_t exchange;     /* exchange the message was published to */
+    amqp_bytes_t routing_key;
+    amqp_bytes_t content_type; /* empty if absent */
+    amqp_bytes_t body;
+    const amqp_table_t *headers; /* NULL when the message has none */
+    int64_t timestamp;         /* AMQP timestamp (seconds), 0 if absent */
+    int redelivered;
+    int is_json;               /* the body is to be decoded as JSON */
+    int attempt;               /* 1 + x-warren-attempt header (retries), 1 if absent */
+    char version_buf[24];      /* storage when "version" is an integer header */
+} wr_envelope;
+
+/* Why a message is invalid: stable codes, used in DLQ headers and metrics. */
+#define WR_REASON_MISSING_ID "missing-message-id"
+#define WR_REASON_EMPTY_BODY "empty-body"
+#define WR_REASON_TOO_LARGE "body-too-large"
+#define WR_REASON_NOT_UTF8 "invalid-json"
+#define WR_REASON_ENCODING "unsupported-content-encoding"
+#define WR_REASON_INVALID_JSON "invalid-json"
+
+/*
+ * Decode delivery D into ENV. MAX_BODY is the largest body accepted, in bytes.
+ * Returns 0 when the message can be handled; -1 when it is invalid, with
+ * *REASON set to one of the WR_REASON_* codes and a human explanation in
+ * DETAIL (always NUL-terminated). ENV is filled as far as possible either way,
+ * so an invalid message can still be logged with its id and type.
+ */
+int wr_envelope_decode(const amqp_envelope_t *d, size_t max_body, wr_envelope *env,
+                       const char **reason, char *detail, size_t detail_cap);
+
+/* 1 when CONTENT_TYPE names JSON: empty (producers often omit it), application/json,
+ * text/json or application/<anything>+json, parameters ignored. */
+int wr_envelope_is_json_type(amqp_bytes_t content_type);
+
+/* The value of header NAME in TABLE, or NULL. */
+const amqp_field_value_t *wr_table_get(const amqp_table_t *table, const char *name);
+
+/* Read an integer header (any AMQP integer kind, or a decimal string); returns 0 and
+ * sets *OUT, or -1 if absent or not an integer. */
+int wr_table_get_int(const amqp_table_t *table, const char *name, int64_t *out);
+
+/* Read a string header (longstr or bytes); returns the bytes, len 0 if absent. */
+amqp_bytes_t wr_table_get_str(const amqp_table_t *table, const char *name);
+
+/* Offset of the first byte that is not valid UTF-8 in S, or N when all of it is. */
+size_t wr_utf8_check(const unsigned char *s, size_t n);
+
+#endif

@@ -1,0 +1,1103 @@
+/*
+ * lua_rt: the handler's LuaJIT state: sandbox, event and ctx, one call per
+ * message. See lua_rt.h for the contract.
+ *
+ * Stack-layout comments ("-- a b c" = bottom to top of the part we touch)
+ * accompany the functions that juggle the Lua stack.
+ */
+#include "lua_rt.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <luajit.h>
+#include <lualib.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define HOOK_EVERY 10000           /* VM instructions between deadline checks */
+#define DEFAULT_MEMORY (64u << 20) /* bytes per state */
+#define MAX_PUBLISHES 1000         /* ctx.publish calls per message */
+
+enum phase { PHASE_NONE, PHASE_INIT, PHASE_HANDLE };
+
+struct wr_lua {
+    lua_State *L;
+    wr_lua_opts opts;
+    char *handler_path;     /* owned copies of the opts strings */
+    char *subscription;
+    char *queue;
+    char *handler_dir;
+    char *handler_name;     /* file name, for logs */
+    char version[17];
+
+    /* memory accounting for the allocator */
+    size_t mem_used;
+    size_t mem_limit;
+    int oom;                /* an allocation was refused since the last reset */
+
+    /* the current call */
+    enum phase phase;
+    double deadline_ms;     /* monotonic */
+    int timed_out;
+    atomic_int interrupted;
+    wr_outcome forced;      /* set by ctx.reject / ctx.retry */
+    char forced_reason[1024];
+    int64_t forced_delay_ms;
+    const wr_envelope *env;
+    const wr_lua_call *call;
+
+    /* buffered publishes of the current call */
+    wr_lua_pub *pubs;
+    int pub_count, pub_cap;
+
+    int ref_handle;         /* registry refs */
+    int ref_ctx;
+    int ref_decode;         /* cjson.decode */
+    int ref_encode;         /* cjson.encode */
+    int ref_null;           /* cjson.null */
+};
+
+const char *wr_outcome_name(wr_outcome o)
+{
+    switch (o) {
+    case WR_OUT_OK:
+        return "ok";
+    case WR_OUT_ERROR:
+        return "error";
+    case WR_OUT_TIMEOUT:
+        return "timeout";
+    case WR_OUT_RETRY:
+        return "retry";
+    case WR_OUT_REJECT:
+        return "rejected";
+    case WR_OUT_INVALID:
+        return "invalid";
+    }
+    return "error";
+}
+
+/* ---- allocator with a limit ------------------------------------------------ */
+
+static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    wr_lua *rt = ud;
+    if (nsize == 0) {
+        free(ptr);
+        rt->mem_used -= osize;
+        return NULL;
+    }
+    if (nsize > osize && rt->mem_used + (nsize - osize) > rt->mem_limit) {
+        rt->oom = 1;
+        return NULL;
+    }
+    void *p = realloc(ptr, nsize);
+    if (p != NULL) {
+        rt->mem_used = rt->mem_used - osize + nsize;
+    } else if (nsize > osize) {
+        rt->oom = 1;
+    }
+    return p;
+}
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+static wr_lua *self(lua_State *L)
+{
+    return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+/*
+ * Raise an error at the caller's level (like error(msg, 2)): the message
+ * starts with the handler's source:line, not with the C function's.
+ */
+static int caller_error(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int caller_error(lua_State *L, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    luaL_where(L, 1);
+    lua_pushstring(L, msg);
+    lua_concat(L, 2);
+    return lua_error(L);
+}
+
+/* "API disabled in the context of ...": a ctx function used outside its phase. */
+static void check_phase(lua_State *L, wr_lua *rt, const char *fn, int allow_init)
+{
+    if (rt->phase == PHASE_HANDLE || (allow_init && rt->phase == PHASE_INIT)) {
+        return;
+    }
+    caller_error(L, "ctx.%s is not available %s", fn,
+                 rt->phase == PHASE_INIT ? "in init (only while handling a message)"
+                                         : "outside a handler call");
+}
+
+static uint64_t fnv1a(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static char *dupn(const char *s, size_t n)
+{
+    char *d = malloc(n + 1);
+    if (d != NULL) {
+        memcpy(d, s, n);
+        d[n] = '\0';
+    }
+    return d;
+}
+
+static void free_pub(wr_lua_pub *p)
+{
+    free(p->exchange);
+    free(p->routing_key);
+    free(p->body);
+    free(p->content_type);
+    free(p->type);
+    for (int k = 0; k < p->header_count; k++) {
+        free(p->header_keys[k]);
+        free(p->header_vals[k]);
+    }
+    free(p->header_keys);
+    free(p->header_vals);
+}
+
+static void free_pubs(wr_lua *rt)
+{
+    for (int i = 0; i < rt->pub_count; i++) {
+        free_pub(&rt->pubs[i]);
+    }
+    rt->pub_count = 0;
+}
+
+/* ---- the timeout hook ---------------------------------------------------------- */
+
+static void deadline_hook(lua_State *L, lua_Debug *ar)
+{
+    (void)ar;
+    lua_getfield(L, LUA_REGISTRYINDEX, "warren.rt");
+    wr_lua *rt = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (rt == NULL || rt->phase == PHASE_NONE) {
+        return;
+    }
+    int stop = atomic_load(&rt->interrupted);
+    if (!stop && wr_mono_ms() < rt->deadline_ms) {
+        return;
+    }
+    rt->timed_out = !stop;
+    /* From now on check at every instruction, so a handler that catches the
+     * error with pcall cannot run on: the next instruction outside the pcall
+     * raises again. */
+    lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 1);
+    if (stop) {
+        luaL_error(L, "handler interrupted: the sidecar is shutting down");
+    }
+    luaL_error(L, "handler timed out after %d ms", (int)rt->opts.timeout_ms);
+}
+
+/* ---- ctx functions -------------------------------------------------------------- */
+
+/* Drop the publish being built (an error in its options): the handler may
+ * catch the error with pcall, and a half-built publish must not go out. */
+static void drop_last_pub(wr_lua *rt)
+{
+    free_pub(&rt->pubs[--rt->pub_count]);
+}
+
+#define PUB_FAIL(L, ...)                                                                    \
+    do {                                                                                    \
+        drop_last_pub(rt);                                                                  \
+        return caller_error(L, __VA_ARGS__);                                                \
+    } while (0)
+
+/* ctx.publish(exchange, routing_key, body, opts) */
+static int ctx_publish(lua_State *L)
+{
+    wr_lua *rt = self(L);
+    check_phase(L, rt, "publish", 0);
+    int nargs = lua_gettop(L);
+    if (nargs < 3 || nargs > 4) {
+        return caller_error(L, "ctx.publish(exchange, routing_key, body [, opts]) takes 3 or 4 "
+                               "arguments, got %d",
+                            nargs);
+    }
+    if (lua_type(L, 1) != LUA_TSTRING) {
+        return caller_error(L, "ctx.publish: exchange must be a string (\"\" for the default "
+                               "exchange), got %s",
+                            luaL_typename(L, 1));
+    }
+    if (lua_type(L, 2) != LUA_TSTRING) {
+        return caller_error(L, "ctx.publish: routing_key must be a string, got %s",
+                            luaL_typename(L, 2));
+    }
+    int btype = lua_type(L, 3);
+    if (btype != LUA_TSTRING && btype != LUA_TTABLE) {
+        return caller_error(L, "ctx.publish: body must be a string or a table, got %s",
+                            luaL_typename(L, 3));
+    }
+    if (nargs == 4 && !lua_isnil(L, 4) && !lua_istable(L, 4)) {
+        return caller_error(L, "ctx.publish: opts must be a table, got %s", luaL_typename(L, 4));
+    }
+    if (rt->pub_count >= MAX_PUBLISHES) {
+        return caller_error(L, "ctx.publish: more than %d publishes in one message",
+                            MAX_PUBLISHES);
+    }
+    const char *json_type = NULL;
+    if (btype == LUA_TTABLE) {
+        /* -- ... body */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_encode);
+        lua_pushvalue(L, 3);
+        if (lua_pcall(L, 1, 1, 0) != 0) {
+            return caller_error(L, "ctx.publish: body cannot be encoded as JSON: %s",
+                                lua_tostring(L, -1));
+        }
+        lua_replace(L, 3);
+        json_type = "application/json";
+    }
+    if (rt->pub_count == rt->pub_cap) {
+        int cap = rt->pub_cap ? rt->pub_cap * 2 : 8;
+        wr_lua_pub *p = realloc(rt->pubs, (size_t)cap * sizeof(*p));
+        if (p == NULL) {
+            return luaL_error(L, "not enough memory");
+        }
+        rt->pubs = p;
+        rt->pub_cap = cap;
+    }
+    wr_lua_pub *p = &rt->pubs[rt->pub_count];
+    memset(p, 0, sizeof(*p));
+    size_t n;
+    const char *s;
+    s = lua_tolstring(L, 1, &n);
+    p->exchange = dupn(s, n);
+    s = lua_tolstring(L, 2, &n);
+    p->routing_key = dupn(s, n);
+    s = lua_tolstring(L, 3, &n);
+    p->body = dupn(s, n);
+    p->body_len = n;
+    p->content_type = json_type ? dupn(json_type, strlen(json_type)) : NULL;
+    rt->pub_count++; /* from here on free_pubs owns what p holds */
+    if (nargs == 4 && lua_istable(L, 4)) {
+        lua_getfield(L, 4, "content_type");
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            free(p->content_type);
+            s = lua_tolstring(L, -1, &n);
+            p->content_type = dupn(s, n);
+        } else if (!lua_isnil(L, -1)) {
+            PUB_FAIL(L, "ctx.publish: opts.content_type must be a string");
+        }
+        lua_getfield(L, 4, "type");
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            s = lua_tolstring(L, -1, &n);
+            p->type = dupn(s, n);
+        } else if (!lua_isnil(L, -1)) {
+            PUB_FAIL(L, "ctx.publish: opts.type must be a string");
+        }
+        lua_getfield(L, 4, "mandatory");
+        p->mandatory = lua_toboolean(L, -1);
+        lua_getfield(L, 4, "headers");
+        if (lua_istable(L, -1)) {
+            int cap = 0;
+            lua_pushnil(L);
+            while (lua_next(L, -2) != 0) {
+                /* -- headers key value */
+                if (lua_type(L, -2) != LUA_TSTRING ||
+                    (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER &&
+                     lua_type(L, -1) != LUA_TBOOLEAN)) {
+                    PUB_FAIL(L, "ctx.publish: opts.headers must map strings to "
+                                           "strings, numbers or booleans");
+                }
+                if (p->header_count == cap) {
+                    cap = cap ? cap * 2 : 4;
+                    char **k = realloc(p->header_keys, (size_t)cap * sizeof(*k));
+                    if (k != NULL) {
+                        p->header_keys = k;
+                    }
+                    char **v = realloc(p->header_vals, (size_t)cap * sizeof(*v));
+                    if (v != NULL) {
+                        p->header_vals = v;
+                    }
+                    if (k == NULL || v == NULL) {
+                        PUB_FAIL(L, "not enough memory");
+                    }
+                }
+                const char *val = lua_type(L, -1) == LUA_TBOOLEAN
+                                      ? (lua_toboolean(L, -1) ? "true" : "false")
+                                      : NULL;
+                size_t vn = val ? strlen(val) : 0;
+                if (val == NULL) {
+                    lua_pushvalue(L, -1); /* tolstring on a copy keeps the number intact */
+                    val = lua_tolstring(L, -1, &vn);
+                    p->header_vals[p->header_count] = dupn(val, vn);
+                    lua_pop(L, 1);
+                } else {
+                    p->header_vals[p->header_count] = dupn(val, vn);
+                }
+                s = lua_tolstring(L, -2, &n);
+                p->header_keys[p->header_count] = dupn(s, n);
+                p->header_count++;
+                lua_pop(L, 1);
+            }
+        } else if (!lua_isnil(L, -1)) {
+            PUB_FAIL(L, "ctx.publish: opts.headers must be a table");
+        }
+    }
+    return 0;
+}
+
+/* Raise the sentinel that unwinds the handler after ctx.reject / ctx.retry. */
+static int unwind(lua_State *L, wr_lua *rt)
+{
+    (void)rt;
+    lua_pushlightuserdata(L, (void *)&unwind);
+    return lua_error(L);
+}
+
+/* ctx.reject(reason): permanent failure; the message goes to the DLQ at once. */
+static int ctx_reject(lua_State *L)
+{
+    wr_lua *rt = self(L);
+    check_phase(L, rt, "reject", 0);
+    if (lua_type(L, 1) != LUA_TSTRING) {
+        return caller_error(L, "ctx.reject(reason): reason must be a string, got %s",
+                            luaL_typename(L, 1));
+    }
+    rt->forced = WR_OUT_REJECT;
+    snprintf(rt->forced_reason, sizeof(rt->forced_reason), "%s", lua_tostring(L, 1));
+    return unwind(L, rt);
+}
+
+/* ctx.retry(reason [, {delay = ms}]): retry later. */
+static int ctx_retry(lua_State *L)
+{
+    wr_lua *rt = self(L);
+    check_phase(L, rt, "retry", 0);
+    if (lua_type(L, 1) != LUA_TSTRING) {
+        return caller_error(L, "ctx.retry(reason [, opts]): reason must be a string, got %s",
+                            luaL_typename(L, 1));
+    }
+    int64_t delay = -1;
+    if (lua_istable(L, 2)) {
+        lua_getfield(L, 2, "delay");
+        if (lua_type(L, -1) == LUA_TNUMBER) {
+            delay = (int64_t)lua_tonumber(L, -1);
+        } else if (lua_type(L, -1) == LUA_TSTRING) {
+            if (wr_config_parse_duration(lua_tostring(L, -1), &delay) != 0) {
+                return caller_error(L, "ctx.retry: opts.delay '%s' is not a duration like 5s",
+                                    lua_tostring(L, -1));
+            }
+        } else if (!lua_isnil(L, -1)) {
+            return caller_error(L, "ctx.retry: opts.delay must be milliseconds or a duration");
+        }
+        lua_pop(L, 1);
+    } else if (!lua_isnoneornil(L, 2)) {
+        return caller_error(L, "ctx.retry: opts must be a table, got %s", luaL_typename(L, 2));
+    }
+    rt->forced = WR_OUT_RETRY;
+    rt->forced_delay_ms = delay;
+    snprintf(rt->forced_reason, sizeof(rt->forced_reason), "%s", lua_tostring(L, 1));
+    return unwind(L, rt);
+}
+
+/* ctx.now(): seconds since the epoch, with millisecond precision (like ngx.now). */
+static int ctx_now(lua_State *L)
+{
+    lua_pushnumber(L, (double)wr_now_ms() / 1000.0);
+    return 1;
+}
+
+/* ctx.log.<level>(msg [, fields]): a line in the sidecar's JSON log. */
+static int ctx_log(lua_State *L)
+{
+    wr_lua *rt = self(L);
+    wr_log_level level = (wr_log_level)lua_tointeger(L, lua_upvalueindex(2));
+    if (lua_type(L, 1) != LUA_TSTRING && lua_type(L, 1) != LUA_TNUMBER) {
+        return caller_error(L, "ctx.log.%s(msg [, fields]): msg must be a string, got %s",
+                            wr_log_level_name(level), luaL_typename(L, 1));
+    }
+    if (!lua_isnoneornil(L, 2) && !lua_istable(L, 2)) {
+        return caller_error(L, "ctx.log.%s: fields must be a table, got %s",
+                            wr_log_level_name(level), luaL_typename(L, 2));
+    }
+    if (!wr_log_enabled(level)) {
+        return 0;
+    }
+    wr_logline line;
+    wr_log_begin(&line, level, lua_tostring(L, 1));
+    wr_log_str(&line, "subscription", rt->subscription);
+    if (rt->env != NULL) {
+        wr_log_strn(&line, "message_id", rt->env->id.bytes, rt->env->id.len);
+        wr_log_strn(&line, "type", rt->env->type.bytes, rt->env->type.len);
+    }
+    if (rt->call != NULL && rt->call->trace_id != NULL) {
+        wr_log_str(&line, "trace_id", rt->call->trace_id);
+    }
+    wr_log_str(&line, "handler_version", rt->version);
+    lua_Debug ar;
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar)) {
+        char where[300];
+        snprintf(where, sizeof(where), "%s:%d", ar.short_src, ar.currentline);
+        wr_log_str(&line, "source", where);
+    }
+    if (lua_istable(L, 2)) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_encode);
+        lua_pushvalue(L, 2);
+        if (lua_pcall(L, 1, 1, 0) == 0) {
+            size_t n;
+            const char *json = lua_tolstring(L, -1, &n);
+            wr_log_raw(&line, "fields", json, n);
+        } else {
+            wr_log_str(&line, "fields_error", lua_tostring(L, -1));
+        }
+        lua_pop(L, 1);
+    }
+    wr_log_end(&line);
+    return 0;
+}
+
+/* ---- building values ---------------------------------------------------------- */
+
+static void push_bytes(lua_State *L, amqp_bytes_t b)
+{
+    lua_pushlstring(L, b.len ? b.bytes : "", b.len);
+}
+
+static void push_table(lua_State *L, const amqp_table_t *t, int depth);
+
+/* Push one AMQP field value as the closest Lua value. */
+static void push_field(lua_State *L, const amqp_field_value_t *v, int depth)
+{
+    switch (v->kind) {
+    case AMQP_FIELD_KIND_BOOLEAN:
+        lua_pushboolean(L, v->value.boolean);
+        break;
+    case AMQP_FIELD_KIND_I8:
+        lua_pushnumber(L, v->value.i8);
+        break;
+    case AMQP_FIELD_KIND_U8:
+        lua_pushnumber(L, v->value.u8);
+        break;
+    case AMQP_FIELD_KIND_I16:
+        lua_pushnumber(L, v->value.i16);
+        break;
+    case AMQP_FIELD_KIND_U16:
+        lua_pushnumber(L, v->value.u16);
+        break;
+    case AMQP_FIELD_KIND_I32:
+        lua_pushnumber(L, v->value.i32);
+        break;
+    case AMQP_FIELD_KIND_U32:
+        lua_pushnumber(L, v->value.u32);
+        break;
+    case AMQP_FIELD_KIND_I64:
+        lua_pushnumber(L, (double)v->value.i64);
+        break;
+    case AMQP_FIELD_KIND_U64:
+    case AMQP_FIELD_KIND_TIMESTAMP:
+        lua_pushnumber(L, (double)v->value.u64);
+        break;
+    case AMQP_FIELD_KIND_F32:
+        lua_pushnumber(L, v->value.f32);
+        break;
+    case AMQP_FIELD_KIND_F64:
+        lua_pushnumber(L, v->value.f64);
+        break;
+    case AMQP_FIELD_KIND_UTF8:
+    case AMQP_FIELD_KIND_BYTES:
+        push_bytes(L, v->value.bytes);
+        break;
+    case AMQP_FIELD_KIND_TABLE:
+        push_table(L, &v->value.table, depth + 1);
+        break;
+    case AMQP_FIELD_KIND_ARRAY:
+        lua_createtable(L, v->value.array.num_entries, 0);
+        if (depth < 8) {
+            for (int i = 0; i < v->value.array.num_entries; i++) {
+                push_field(L, &v->value.array.entries[i], depth + 1);
+                lua_rawseti(L, -2, i + 1);
+            }
+        }
+        break;
+    default:
+        lua_pushboolean(L, 0); /* void and decimals: present, no useful value */
+        break;
+    }
+}
+
+static void push_table(lua_State *L, const amqp_table_t *t, int depth)
+{
+    lua_createtable(L, 0, t ? t->num_entries : 0);
+    if (t == NULL || depth >= 8) {
+        return;
+    }
+    for (int i = 0; i < t->num_entries; i++) {
+        push_bytes(L, t->entries[i].key);
+        push_field(L, &t->entries[i].value, depth);
+        lua_rawset(L, -3);
+    }
+}
+
+/* Set T[K] = the bytes B, or leave it nil when B is empty. */
+static void set_bytes(lua_State *L, const char *k, amqp_bytes_t b)
+{
+    if (b.len > 0) {
+        push_bytes(L, b);
+        lua_setfield(L, -2, k);
+    }
+}
+
+/*
+ * Push the event table for ENV. Decoding JSON can fail; then push nothing,
+ * return -1 and leave the cjson message in ERR.
+ * -- ... event
+ */
+static int push_event(wr_lua *rt, const wr_envelope *env, char *err, size_t errcap)
+{
+    lua_State *L = rt->L;
+    lua_createtable(L, 0, 14);
+    set_bytes(L, "id", env->id);
+    set_bytes(L, "type", env->type);
+    set_bytes(L, "version", env->version);
+    push_bytes(L, env->exchange);
+    lua_setfield(L, -2, "exchange");
+    push_bytes(L, env->routing_key);
+    lua_setfield(L, -2, "routing_key");
+    set_bytes(L, "content_type", env->content_type);
+    push_bytes(L, env->body);
+    lua_setfield(L, -2, "body");
+    push_table(L, env->headers, 0);
+    lua_setfield(L, -2, "headers");
+    if (env->timestamp) {
+        lua_pushnumber(L, (double)env->timestamp);
+        lua_setfield(L, -2, "timestamp");
+    }
+    lua_pushboolean(L, env->redelivered);
+    lua_setfield(L, -2, "redelivered");
+    lua_pushinteger(L, rt->call ? rt->call->attempt : env->attempt);
+    lua_setfield(L, -2, "attempt");
+    if (env->is_json) {
+        /* -- ... event decode body */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_decode);
+        push_bytes(L, env->body);
+        if (lua_pcall(L, 1, 1, 0) != 0) {
+            snprintf(err, errcap, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
+            lua_pop(L, 2);
+            return -1;
+        }
+        lua_setfield(L, -2, "data");
+    }
+    return 0;
+}
+
+/* Refresh the per-message fields of the shared ctx table. -- ... ctx */
+static void update_ctx(wr_lua *rt, const wr_envelope *env, const wr_lua_call *call)
+{
+    lua_State *L = rt->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_ctx);
+    lua_pushinteger(L, call->attempt);
+    lua_setfield(L, -2, "attempt");
+    if (call->idempotency_key) {
+        lua_pushstring(L, call->idempotency_key);
+    } else {
+        push_bytes(L, env->id);
+    }
+    lua_setfield(L, -2, "idempotency_key");
+    if (call->trace_id) {
+        lua_pushstring(L, call->trace_id);
+    } else {
+        lua_pushnil(L);
+    }
+    lua_setfield(L, -2, "trace_id");
+    push_bytes(L, env->id);
+    lua_setfield(L, -2, "message_id");
+}
+
+/* ---- the sandbox ---------------------------------------------------------------- */
+
+/*
+ * The sandbox, written in Lua because it is mostly tables. It receives the
+ * full globals, the handlers directory and a loader for source files, and
+ * returns the handler's environment. Runs once per state, before any handler
+ * code.
+ */
+static const char sandbox_lua[] =
+    "local G, dir, cjson, cjson_safe = ...\n"
+    "local function copy(t, drop)\n"
+    "  local c = {}\n"
+    "  for k, v in G.pairs(t) do if not (drop and drop[k]) then c[k] = v end end\n"
+    "  return c\n"
+    "end\n"
+    "G.string.dump = nil\n" /* also reachable through the string metatable */
+    "local env = {}\n"
+    "for _, k in G.ipairs{'assert','error','ipairs','next','pairs','pcall','select',\n"
+    "  'tonumber','tostring','type','unpack','xpcall','rawequal','rawget','rawset',\n"
+    "  'setmetatable','getmetatable','_VERSION'} do env[k] = G[k] end\n"
+    "env.string = copy(G.string)\n"
+    "env.table = copy(G.table)\n"
+    "env.math = copy(G.math)\n"
+    "env.bit = copy(G.bit)\n"
+    "env.coroutine = copy(G.coroutine)\n"
+    "env.os = { time = G.os.time, clock = G.os.clock, date = G.os.date,\n"
+    "           difftime = G.os.difftime }\n"
+    "local loadstring, setfenv, sub = G.loadstring, G.setfenv, G.string.sub\n"
+    "local function load_text(src, name)\n"
+    "  if G.type(src) ~= 'string' then\n"
+    "    return nil, 'load: only source text is accepted (got ' .. G.type(src) .. ')'\n"
+    "  end\n"
+    "  if sub(src, 1, 1) == '\\27' then\n"
+    "    return nil, 'load: precompiled bytecode is not allowed in handlers'\n"
+    "  end\n"
+    "  local f, err = loadstring(src, name)\n"
+    "  if not f then return nil, err end\n"
+    "  return setfenv(f, env)\n"
+    "end\n"
+    "env.load = load_text\n"
+    "env.loadstring = load_text\n"
+    "local loaded = { cjson = cjson, ['cjson.safe'] = cjson_safe }\n"
+    "local open = G.io.open\n"
+    "function env.require(name)\n"
+    "  if G.type(name) ~= 'string' then G.error('require: module name must be a string', 2) end\n"
+    "  if loaded[name] ~= nil then return loaded[name] end\n"
+    "  if not name:match('^[%w_]+[%w_.]*$') then\n"
+    "    G.error(\"require: bad module name '\" .. name .. \"'\", 2)\n"
+    "  end\n"
+    "  local path = dir .. '/' .. name:gsub('%.', '/') .. '.lua'\n"
+    "  local fh = open(path, 'rb')\n"
+    "  if not fh then\n"
+    "    G.error(\"module '\" .. name .. \"' not found: no \" .. path ..\n"
+    "      ' (handlers may require Lua modules from their directory, and cjson)', 2)\n"
+    "  end\n"
+    "  local src = fh:read('*a'); fh:close()\n"
+    "  local f, err = load_text(src, '@' .. path)\n"
+    "  if not f then G.error(err, 2) end\n"
+    "  local m = f(name)\n"
+    "  if m == nil then m = true end\n"
+    "  loaded[name] = m\n"
+    "  return m\n"
+    "end\n"
+    "env._G = env\n"
+    "G.setmetatable(env, {\n"
+    "  __metatable = false,\n"
+    "  __index = function(_, k)\n"
+    "    G.error(\"attempt to read undeclared global '\" .. G.tostring(k) .. \"'\", 2)\n"
+    "  end,\n"
+    "  __newindex = function(_, k)\n"
+    "    G.error(\"attempt to create global '\" .. G.tostring(k) ..\n"
+    "      \"' (handler globals are locked: declare it local)\", 2)\n"
+    "  end,\n"
+    "})\n"
+    "return env\n";
+
+/* Traceback handler for lua_pcall: keep the error, add where it came from. */
+static int traceback(lua_State *L)
+{
+    if (lua_type(L, 1) == LUA_TLIGHTUSERDATA) {
+        return 1; /* the ctx.reject / ctx.retry sentinel: no traceback needed */
+    }
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (lua_isnil(L, 1)) {
+            msg = "error(nil) raised (raise a string: error('what went wrong'))";
+        } else {
+            lua_pushfstring(L, "error object is a %s, not a string (raise a string: "
+                               "error('what went wrong'))",
+                            luaL_typename(L, 1));
+            msg = lua_tostring(L, -1);
+        }
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+/* Copy the first line of the error at the top of the stack into OUT. */
+static void first_line(lua_State *L, char *out, size_t cap)
+{
+    const char *msg = lua_tostring(L, -1);
+    if (msg == NULL) {
+        msg = "unknown error";
+    }
+    size_t n = strcspn(msg, "\n");
+    snprintf(out, cap, "%.*s", (int)n, msg);
+}
+
+static int set_api(wr_lua *rt)
+{
+    lua_State *L = rt->L;
+    /* -- ... ctx */
+    lua_createtable(L, 0, 16);
+    static const struct {
+        const char *name;
+        lua_CFunction fn;
+    } fns[] = {{"publish", ctx_publish},
+               {"reject", ctx_reject},
+               {"retry", ctx_retry},
+               {"now", ctx_now}};
+    for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
+        lua_pushlightuserdata(L, rt);
+        lua_pushcclosure(L, fns[i].fn, 1);
+        lua_setfield(L, -2, fns[i].name);
+    }
+    lua_createtable(L, 0, 4);
+    static const char *levels[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++) {
+        lua_pushlightuserdata(L, rt);
+        lua_pushinteger(L, i);
+        lua_pushcclosure(L, ctx_log, 2);
+        lua_setfield(L, -2, levels[i]);
+    }
+    lua_setfield(L, -2, "log");
+    lua_getfield(L, LUA_REGISTRYINDEX, "warren.cjson_safe");
+    lua_setfield(L, -2, "json");
+    lua_pushstring(L, rt->subscription);
+    lua_setfield(L, -2, "subscription");
+    lua_pushstring(L, rt->queue);
+    lua_setfield(L, -2, "queue");
+    lua_pushstring(L, rt->version);
+    lua_setfield(L, -2, "handler_version");
+    lua_pushinteger(L, rt->opts.max_attempts > 0 ? rt->opts.max_attempts : 1);
+    lua_setfield(L, -2, "max_attempts");
+    lua_pushinteger(L, rt->opts.worker);
+    lua_setfield(L, -2, "worker");
+    rt->ref_ctx = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+static char *read_file(const char *path, size_t *len, char *err, size_t errcap)
+{
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL) {
+        snprintf(err, errcap, "%s: cannot open handler: %m", path);
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    while (buf != NULL) {
+        size_t r = fread(buf + n, 1, cap - n, fp);
+        n += r;
+        if (r == 0) {
+            break;
+        }
+        if (n == cap) {
+            char *nb = realloc(buf, cap * 2);
+            if (nb == NULL) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    fclose(fp);
+    if (buf == NULL) {
+        snprintf(err, errcap, "%s: out of memory reading the handler", path);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+/* Load cjson and cjson.safe with the real require, before the sandbox hides it. */
+static int open_cjson(wr_lua *rt, char *err, size_t errcap)
+{
+    lua_State *L = rt->L;
+    static const char *mods[] = {"cjson", "cjson.safe"};
+    static const char *keys[] = {"warren.cjson", "warren.cjson_safe"};
+    for (int i = 0; i < 2; i++) {
+        lua_getglobal(L, "require");
+        lua_pushstring(L, mods[i]);
+        if (lua_pcall(L, 1, 1, 0) != 0) {
+            snprintf(err, errcap, "cannot load lua-cjson (%s): %s", mods[i], lua_tostring(L, -1));
+            return -1;
+        }
+        lua_setfield(L, LUA_REGISTRYINDEX, keys[i]);
+    }
+    /* decode_max_depth and friends: cjson's defaults are sane; refs to hot functions */
+    lua_getfield(L, LUA_REGISTRYINDEX, "warren.cjson");
+    lua_getfield(L, -1, "decode");
+    rt->ref_decode = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "encode");
+    rt->ref_encode = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, -1, "null");
+    rt->ref_null = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+    return 0;
+}
+
+/*
+ * Build the sandboxed environment, compile the handler in it, run the module
+ * body, check its shape and run init. -- (empty) on success.
+ */
+static int load_handler(wr_lua *rt, char *err, size_t errcap)
+{
+    lua_State *L = rt->L;
+    size_t len;
+    char *src = read_file(rt->handler_path, &len, err, errcap);
+    if (src == NULL) {
+        return -1;
+    }
+    snprintf(rt->version, sizeof(rt->version), "%012llx",
+             (unsigned long long)(fnv1a(src, len) & 0xFFFFFFFFFFFFULL));
+    if (len > 0 && src[0] == '\033') {
+        free(src);
+        snprintf(err, errcap, "%s: precompiled bytecode is not accepted as a handler",
+                 rt->handler_path);
+        return -1;
+    }
+
+    lua_pushcfunction(L, traceback);
+    int tb = lua_gettop(L);
+    /* the sandbox: -- tb sandboxfn G dir cjson cjson_safe */
+    if (luaL_loadbuffer(L, sandbox_lua, sizeof(sandbox_lua) - 1, "=warren.sandbox") != 0) {
+        free(src);
+        snprintf(err, errcap, "internal: sandbox: %s", lua_tostring(L, -1));
+        return -1;
+    }
+    lua_pushvalue(L, LUA_GLOBALSINDEX);
+    lua_pushstring(L, rt->handler_dir);
+    lua_getfield(L, LUA_REGISTRYINDEX, "warren.cjson");
+    lua_getfield(L, LUA_REGISTRYINDEX, "warren.cjson_safe");
+    if (lua_pcall(L, 4, 1, tb) != 0) {
+        free(src);
+        snprintf(err, errcap, "internal: sandbox: %s", lua_tostring(L, -1));
+        return -1;
+    }
+    int envi = lua_gettop(L); /* -- tb env */
+
+    char chunkname[1100];
+    snprintf(chunkname, sizeof(chunkname), "@%s", rt->handler_path);
+    int rc = luaL_loadbuffer(L, src, len, chunkname);
+    free(src);
+    if (rc != 0) {
+        snprintf(err, errcap, "%s", lua_tostring(L, -1));
+        return -1;
+    }
+    lua_pushvalue(L, envi);
+    lua_setfenv(L, -2);
+    /* run the module body under the deadline too: -- tb env chunk */
+    rt->phase = PHASE_INIT;
+    rt->deadline_ms = wr_mono_ms() + (double)rt->opts.timeout_ms;
+    if (lua_pcall(L, 0, 1, tb) != 0) {
+        rt->phase = PHASE_NONE;
+        first_line(L, err, errcap);
+        return -1;
+    }
+    rt->phase = PHASE_NONE;
+    /* -- tb env module */
+    if (!lua_istable(L, -1)) {
+        snprintf(err, errcap, "%s: the handler must return a table with handle(event, ctx), "
+                              "it returned %s",
+                 rt->handler_path, luaL_typename(L, -1));
+        return -1;
+    }
+    lua_getfield(L, -1, "handle");
+    if (!lua_isfunction(L, -1)) {
+        snprintf(err, errcap, "%s: the returned table has no function 'handle' (found %s)",
+                 rt->handler_path, luaL_typename(L, -1));
+        return -1;
+    }
+    rt->ref_handle = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (set_api(rt) != 0) {
+        snprintf(err, errcap, "out of memory");
+        return -1;
+    }
+    lua_getfield(L, -1, "init");
+    if (lua_isfunction(L, -1)) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_ctx);
+        rt->phase = PHASE_INIT;
+        rt->deadline_ms = wr_mono_ms() + (double)rt->opts.timeout_ms;
+        if (lua_pcall(L, 1, 0, tb) != 0) {
+            rt->phase = PHASE_NONE;
+            char msg[900];
+            first_line(L, msg, sizeof(msg));
+            snprintf(err, errcap, "init failed: %s", msg);
+            return -1;
+        }
+        rt->phase = PHASE_NONE;
+    } else if (!lua_isnil(L, -1)) {
+        snprintf(err, errcap, "%s: 'init' must be a function, found %s", rt->handler_path,
+                 luaL_typename(L, -1));
+        return -1;
+    } else {
+        lua_pop(L, 1);
+    }
+    lua_settop(L, 0);
+    return 0;
+}
+
+wr_lua *wr_lua_create(const wr_lua_opts *opts, char *err, size_t errcap)
+{
+    wr_lua *rt = calloc(1, sizeof(*rt));
+    if (rt == NULL) {
+        snprintf(err, errcap, "out of memory");
+        return NULL;
+    }
+    rt->opts = *opts;
+    rt->handler_path = strdup(opts->handler_path);
+    rt->subscription = strdup(opts->subscription ? opts->subscription : "");
+    rt->queue = strdup(opts->queue ? opts->queue : "");
+    rt->handler_dir = strdup(opts->handler_path);
+    if (!rt->handler_path || !rt->subscription || !rt->queue || !rt->handler_dir) {
+        snprintf(err, errcap, "out of memory");
+        goto fail;
+    }
+    char *slash = strrchr(rt->handler_dir, '/');
+    if (slash != NULL) {
+        *slash = '\0';
+        rt->handler_name = rt->handler_path + (slash + 1 - rt->handler_dir);
+    } else {
+        strcpy(rt->handler_dir, ".");
+        rt->handler_name = rt->handler_path;
+    }
+    if (rt->opts.timeout_ms <= 0) {
+        rt->opts.timeout_ms = 5000;
+    }
+    rt->mem_limit = opts->memory_limit ? opts->memory_limit : DEFAULT_MEMORY;
+    rt->opts.handler_path = rt->handler_path;
+    rt->opts.subscription = rt->subscription;
+    rt->opts.queue = rt->queue;
+
+    rt->L = lua_newstate(limited_alloc, rt);
+    if (rt->L == NULL) {
+        snprintf(err, errcap, "cannot create a Lua state");
+        goto fail;
+    }
+    lua_State *L = rt->L;
+    /* The JIT stays off: the timeout hook must fire in every loop (see lua_rt.h). */
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+    luaL_openlibs(L);
+    lua_pushlightuserdata(L, rt);
+    lua_setfield(L, LUA_REGISTRYINDEX, "warren.rt");
+    lua_sethook(L, deadline_hook, LUA_MASKCOUNT, HOOK_EVERY);
+    if (open_cjson(rt, err, errcap) != 0 || load_handler(rt, err, errcap) != 0) {
+        goto fail;
+    }
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    return rt;
+
+fail:
+    wr_lua_destroy(rt);
+    return NULL;
+}
+
+void wr_lua_destroy(wr_lua *rt)
+{
+    if (rt == NULL) {
+        return;
+    }
+    if (rt->L != NULL) {
+        lua_close(rt->L);
+    }
+    free_pubs(rt);
+    free(rt->pubs);
+    free(rt->handler_path);
+    free(rt->subscription);
+    free(rt->queue);
+    free(rt->handler_dir);
+    free(rt);
+}
+
+const char *wr_lua_version(const wr_lua *rt)
+{
+    return rt->version;
+}
+
+size_t wr_lua_memory(const wr_lua *rt)
+{
+    return rt->mem_used;
+}
+
+void wr_lua_interrupt(wr_lua *rt)
+{
+    atomic_store(&rt->interrupted, 1);
+}
+
+static void set_result(wr_lua_result *res, wr_outcome o, const char *reason, const char *error)
+{
+    res->outcome = o;
+    snprintf(res->reason, sizeof(res->reason), "%s", reason);
+    snprintf(res->error, sizeof(res->error), "%s", error ? error : "");
+}
+
+wr_outcome wr_lua_handle(wr_lua *rt, const wr_envelope *env, const wr_lua_call *call,
+                         wr_lua_result *res)
+{
+    lua_State *L = rt->L;
+    memset(res, 0, sizeof(*res));
+    res->retry_delay_ms = -1;
+    free_pubs(rt);
+    rt->forced = WR_OUT_OK;
+    rt->forced_reason[0] = '\0';
+    rt->timed_out = 0;
+    rt->oom = 0;
+    rt->env = env;
+    rt->call = call;
+
+    lua_settop(L, 0);
+    lua_pushcfunction(L, traceback); /* -- tb */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_handle);
+    char err[512];
+    if (push_event(rt, env, err, sizeof(err)) != 0) { /* -- tb handle event */
+        set_result(res, WR_OUT_INVALID, WR_REASON_INVALID_JSON, err);
+        res->rebuild = rt->oom;
+        goto done;
+    }
+    update_ctx(rt, env, call); /* -- tb handle event ctx */
+
+    rt->phase = PHASE_HANDLE;
+    rt->deadline_ms = wr_mono_ms() + (double)rt->opts.timeout_ms;
+    int rc = lua_pcall(L, 2, 1, 1);
+    rt->phase = PHASE_NONE;
+    lua_sethook(L, deadline_hook, LUA_MASKCOUNT, HOOK_EVERY); /* undo a timeout's every-1 */
+
+    if (rt->forced != WR_OUT_OK) {
+        /* ctx.reject / ctx.retry win even if the handler caught the unwind with pcall */
+        free_pubs(rt);
+        set_result(res, rt->forced, rt->forced == WR_OUT_REJECT ? "rejected" : "retry-requested",
+                   rt->forced_reason);
+        res->retry_delay_ms = rt->forced_delay_ms;
+    } else if (rc == 0) {
+        set_result(res, WR_OUT_OK, "", NULL);
+        res->pubs = rt->pubs;
+        res->pub_count = rt->pub_count;
+    } else {
+        free_pubs(rt);
+        char msg[1024];
+        first_line(L, msg, sizeof(msg));
+        if (rt->timed_out) {
+            set_result(res, WR_OUT_TIMEOUT, "timeout", msg);
+        } else if (rc == LUA_ERRMEM || rt->oom) {
+            set_result(res, WR_OUT_ERROR, "out-of-memory", "not enough memory: the handler "
+                                                           "exceeded the state's memory limit");
+            res->rebuild = 1;
+        } else {
+            set_result(res, WR_OUT_ERROR, "handler-error", msg);
+        }
+        if (wr_log_enabled(WR_LOG_DEBUG) && lua_isstring(L, -1)) {
+            wr_logline l;
+            wr_log_begin(&l, WR_LOG_DEBUG, "handler error traceback");
+            wr_log_str(&l, "subscription", rt->subscription);
+            wr_log_strn(&l, "message_id", env->id.bytes, env->id.len);
+            wr_log_str(&l, "traceback", lua_tostring(L, -1));
+            wr_log_end(&l);
+        }
+    }
+done:
+    rt->env = NULL;
+    rt->call = NULL;
+    lua_settop(L, 0);
+    return res->outcome;
+}

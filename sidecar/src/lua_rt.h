@@ -1,0 +1,124 @@
+/*
+ * lua_rt: a worker's LuaJIT state with one handler version loaded.
+ *
+ * A handler is a Lua module (a file returning a table) with
+ * `handle(event, ctx)` and optionally `init(ctx)`. wr_lua_create() builds a
+ * fresh state, opens the sandbox, compiles the file, runs the module body and
+ * `init`, and only then returns: a state that exists is a state that works.
+ * Hot reload builds a new one and swaps it in between messages; a failure
+ * leaves the old one running.
+ *
+ * wr_lua_handle() runs one message: it decodes the JSON body (lua-cjson),
+ * builds the `event` table and the per-message `ctx`, calls `handle` under
+ * lua_pcall with a traceback handler, and reports the outcome in a
+ * wr_lua_result. Whatever the handler does (errors with any value, loops
+ * forever, allocates without bound, calls ctx.reject inside a pcall) costs
+ * that one message, never the process.
+ *
+ * The sandbox: the handler's chunk runs with its own global table holding
+ * only safe functions (no io, os.execute/exit/getenv/remove, ffi, debug,
+ * package.loadlib, dofile, loadfile, string.dump; `load` and `loadstring`
+ * accept source text only and run in the sandbox). Globals are locked:
+ * creating or reading an undeclared global is an error, so a typo fails
+ * loudly instead of leaking state between messages. Module-level locals
+ * persist for the life of the state (one per worker per handler version).
+ * `require` loads Lua modules from the handler's directory, plus "cjson" and
+ * "cjson.safe".
+ *
+ * Timeouts: the state runs with LuaJIT's JIT compiler off, so an instruction
+ * count hook fires everywhere, including in `while true do end`, and stops a
+ * handler that runs past its deadline (PLATFORM.md: with the JIT on, hooks
+ * never fire in compiled loops). Memory: the state's allocator refuses to
+ * grow past a limit; the handler then fails with "not enough memory" and the
+ * worker rebuilds the state (wr_lua_result.rebuild).
+ *
+ * One wr_lua belongs to one thread. Nothing in here touches the network:
+ * ctx.publish only buffers; the worker publishes after success.
+ */
+#ifndef WR_LUA_RT_H
+#define WR_LUA_RT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "envelope.h"
+
+typedef struct wr_lua wr_lua;
+
+typedef struct {
+    const char *handler_path;   /* absolute path of the handler file */
+    const char *subscription;   /* name, for ctx.subscription and logs */
+    const char *queue;
+    int64_t timeout_ms;         /* handler deadline per message */
+    size_t memory_limit;        /* bytes the state may allocate; 0 = 64 MiB */
+    int worker;                 /* worker index, for logs */
+    int max_attempts;           /* ctx.max_attempts */
+} wr_lua_opts;
+
+typedef enum {
+    WR_OUT_OK = 0,   /* handled: publish its events, then ack */
+    WR_OUT_ERROR,    /* the handler raised an error (retryable) */
+    WR_OUT_TIMEOUT,  /* the handler ran past its deadline (retryable) */
+    WR_OUT_RETRY,    /* the handler asked for a retry: ctx.retry */
+    WR_OUT_REJECT,   /* permanent failure: ctx.reject */
+    WR_OUT_INVALID,  /* the message could not be decoded: invalid-json */
+} wr_outcome;
+
+const char *wr_outcome_name(wr_outcome o);
+
+/* One ctx.publish, copied out of the Lua state. */
+typedef struct {
+    char *exchange;
+    char *routing_key;
+    char *body;
+    size_t body_len;
+    char *content_type;  /* NULL: none */
+    char *type;          /* NULL: none */
+    int mandatory;       /* fail the message if no queue takes it */
+    char **header_keys;  /* string headers, header_count of them */
+    char **header_vals;
+    int header_count;
+} wr_lua_pub;
+
+typedef struct {
+    wr_outcome outcome;
+    char error[1024];     /* for every outcome but OK: what went wrong, with source:line */
+    char reason[64];      /* stable code for DLQ headers: handler-error, timeout, ... */
+    int64_t retry_delay_ms; /* WR_OUT_RETRY: requested delay, or -1 for the policy's */
+    int rebuild;          /* the state hit its memory limit: build a new one */
+    wr_lua_pub *pubs;     /* WR_OUT_OK: buffered publishes, in order; owned by the
+                             wr_lua, valid until the next wr_lua_handle */
+    int pub_count;
+} wr_lua_result;
+
+/* Per-message values the worker gives the handler beyond the envelope. */
+typedef struct {
+    const char *idempotency_key;
+    const char *trace_id;
+    int attempt;
+} wr_lua_call;
+
+/*
+ * Build a state and load the handler. Returns NULL with the reason in ERR
+ * ("<file>:<line>: <message>" for compile and runtime errors in the module
+ * or its init).
+ */
+wr_lua *wr_lua_create(const wr_lua_opts *opts, char *err, size_t errcap);
+void wr_lua_destroy(wr_lua *L);
+
+/* The loaded version: 12 hex digits of the FNV-1a hash of the handler file's
+ * content, so the same file has the same version in every process. */
+const char *wr_lua_version(const wr_lua *L);
+
+/* Run one message through `handle`. Always fills RES; returns RES->outcome. */
+wr_outcome wr_lua_handle(wr_lua *L, const wr_envelope *env, const wr_lua_call *call,
+                         wr_lua_result *res);
+
+/* Ask a running handler to stop at its next hook check (shutdown past grace).
+ * Safe to call from another thread. */
+void wr_lua_interrupt(wr_lua *L);
+
+/* Bytes the state currently holds. */
+size_t wr_lua_memory(const wr_lua *L);
+
+#endif

@@ -1,0 +1,65 @@
+/*
+ * topology: the declarations a subscription needs. See topology.h.
+ */
+#include "topology.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void add_queue(wr_topology *t, const char *name, const char *role)
+{
+    wr_queue_decl *q = &t->queues[t->queue_count++];
+    memset(q, 0, sizeof(*q));
+    q->name = name;
+    q->durable = 1;
+    q->message_ttl_ms = -1;
+    q->role = role;
+}
+
+int wr_topology_plan(const wr_subscription *sub, wr_topology *out)
+{
+    memset(out, 0, sizeof(*out));
+    add_queue(out, sub->queue, "main");
+    add_queue(out, sub->dlq, "dlq");
+
+    int nkeys = 0;
+    for (int i = 0; i < sub->binding_count; i++) {
+        nkeys += sub->bindings[i].routing_key_count;
+    }
+    if (sub->binding_count > 0) {
+        out->exchanges = calloc((size_t)sub->binding_count, sizeof(*out->exchanges));
+        out->bindings = calloc((size_t)(nkeys > 0 ? nkeys : 1), sizeof(*out->bindings));
+        if (out->exchanges == NULL || out->bindings == NULL) {
+            wr_topology_clear(out);
+            return -1;
+        }
+    }
+    for (int i = 0; i < sub->binding_count; i++) {
+        const wr_binding *b = &sub->bindings[i];
+        if (b->declare) {
+            int seen = 0;
+            for (int j = 0; j < out->exchange_count; j++) {
+                seen |= strcmp(out->exchanges[j].name, b->exchange) == 0;
+            }
+            if (!seen) {
+                out->exchanges[out->exchange_count].name = b->exchange;
+                out->exchanges[out->exchange_count].type = b->type;
+                out->exchange_count++;
+            }
+        }
+        for (int k = 0; k < b->routing_key_count; k++) {
+            wr_binding_decl *d = &out->bindings[out->binding_count++];
+            d->queue = sub->queue;
+            d->exchange = b->exchange;
+            d->routing_key = b->routing_keys[k];
+        }
+    }
+    return 0;
+}
+
+void wr_topology_clear(wr_topology *t)
+{
+    free(t->exchanges);
+    free(t->bindings);
+    memset(t, 0, sizeof(*t));
+}
