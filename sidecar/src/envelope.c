@@ -155,6 +155,7 @@ int wr_envelope_decode(const amqp_envelope_t *d, size_t max_body, wr_envelope *e
         attempt < 1000000) {
         env->attempt = (int)attempt + 1;
     }
+    env->traceparent = wr_table_get_str(env->headers, "traceparent");
     int64_t version = 0;
     env->version = wr_table_get_str(env->headers, "version");
     if (env->version.len == 0 && wr_table_get_int(env->headers, "version", &version) == 0) {
@@ -196,5 +197,41 @@ int wr_envelope_decode(const amqp_envelope_t *d, size_t max_body, wr_envelope *e
             return -1;
         }
     }
+    return 0;
+}
+
+/* 1 when the N bytes at S are lowercase hex and not all zeros. */
+static int hex_id(const char *s, size_t n)
+{
+    int nonzero = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+            return 0;
+        }
+        nonzero |= c != '0';
+    }
+    return nonzero;
+}
+
+int wr_trace_parse(amqp_bytes_t tp, char *trace_id, char *span_id)
+{
+    const char *s = tp.bytes;
+    /* version 00 is exactly 55 bytes; later versions may append fields */
+    if (tp.len < 55 || s[2] != '-' || s[35] != '-' || s[52] != '-' ||
+        (tp.len > 55 && s[55] != '-')) {
+        return -1;
+    }
+    if (!(s[0] >= '0' && s[0] <= '9') && !(s[0] >= 'a' && s[0] <= 'e')) {
+        return -1; /* version ff is invalid */
+    }
+    if ((s[0] == '0' && s[1] == '0' && tp.len != 55) || !hex_id(s + 3, 32) ||
+        !hex_id(s + 36, 16)) {
+        return -1;
+    }
+    memcpy(trace_id, s + 3, 32);
+    trace_id[32] = '\0';
+    memcpy(span_id, s + 36, 16);
+    span_id[16] = '\0';
     return 0;
 }

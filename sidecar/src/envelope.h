@@ -36,6 +36,7 @@ typedef struct {
     int redelivered;
     int is_json;               /* the body is to be decoded as JSON */
     int attempt;               /* 1 + x-warren-attempt header (retries), 1 if absent */
+    amqp_bytes_t traceparent;  /* W3C traceparent header, empty if absent */
     char version_buf[24];      /* storage when "version" is an integer header */
 } wr_envelope;
 
@@ -70,6 +71,13 @@ int wr_table_get_int(const amqp_table_t *table, const char *name, int64_t *out);
 
 /* Read a string header (longstr or bytes); returns the bytes, len 0 if absent. */
 amqp_bytes_t wr_table_get_str(const amqp_table_t *table, const char *name);
+
+/*
+ * Parse a W3C traceparent ("00-<32 hex trace id>-<16 hex span id>-<2 hex flags>").
+ * Returns 0 and fills TRACE_ID (33 bytes) and SPAN_ID (17 bytes) when valid
+ * (lowercase hex, ids not all zero), -1 otherwise.
+ */
+int wr_trace_parse(amqp_bytes_t tp, char *trace_id, char *span_id);
 
 /* Offset of the first byte that is not valid UTF-8 in S, or N when all of it is. */
 size_t wr_utf8_check(const unsigned char *s, size_t n);

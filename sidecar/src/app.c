@@ -1,0 +1,216 @@
+/*
+ * app: `warren run` and `warren check`. See app.h.
+ *
+ * Signals are handled synchronously: the main thread blocks them before any
+ * worker starts (so every thread inherits the mask) and waits for them with
+ * sigtimedwait. No code runs in signal-handler context.
+ */
+#include "app.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "config.h"
+#include "log.h"
+#include "lua_rt.h"
+#include "worker.h"
+
+/* Print the config's errors, one FILE:LINE:COL: message per line, to stderr. */
+static void print_errors(const wr_config_errors *errs)
+{
+    for (int i = 0; i < errs->count; i++) {
+        fprintf(stderr, "%s\n", errs->lines[i]);
+    }
+    if (errs->dropped > 0) {
+        fprintf(stderr, "(%d more errors not shown)\n", errs->dropped);
+    }
+}
+
+static wr_config *load(const char *path)
+{
+    wr_config_errors errs = {0};
+    wr_config *cfg = wr_config_load(path, &errs);
+    if (cfg == NULL) {
+        print_errors(&errs);
+    }
+    wr_config_errors_free(&errs);
+    return cfg;
+}
+
+/*
+ * Compile every subscription's handler in a throwaway state (module body and
+ * init run, as they would in a worker). Prints each failure as
+ * CONFIG:LINE:COL: subscriptions[i].handler: <error>, pointing at the
+ * subscription in the config, since Lua reports no column of its own.
+ */
+static int compile_handlers(const wr_config *cfg, int verbose)
+{
+    int failures = 0;
+    for (int i = 0; i < cfg->sub_count; i++) {
+        const wr_subscription *s = &cfg->subs[i];
+        wr_lua_opts o = {.handler_path = s->handler,
+                         .subscription = s->name,
+                         .queue = s->queue,
+                         .timeout_ms = s->handler_timeout_ms,
+                         .max_attempts = 1};
+        char err[1024];
+        wr_lua *L = wr_lua_create(&o, err, sizeof(err));
+        if (L == NULL) {
+            fprintf(stderr, "%s:%d:%d: subscriptions[%d].handler: %s\n", cfg->path, s->line, s->col,
+                    i, err);
+            failures++;
+            continue;
+        }
+        if (verbose) {
+            printf("  %-20s queue %-28s handler %s (version %s)\n", s->name, s->queue, s->handler,
+                   wr_lua_version(L));
+        }
+        wr_lua_destroy(L);
+    }
+    return failures;
+}
+
+int wr_app_check(const char *config_path)
+{
+    wr_config *cfg = load(config_path);
+    if (cfg == NULL) {
+        return 1;
+    }
+    printf("%s: configuration OK, %d subscription%s\n", cfg->path, cfg->sub_count,
+           cfg->sub_count == 1 ? "" : "s");
+    int failures = compile_handlers(cfg, 1);
+    if (failures == 0) {
+        printf("all handlers compiled and initialised\n");
+    }
+    wr_config_free(cfg);
+    return failures ? 1 : 0;
+}
+
+static int all_done(wr_worker **workers, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (!wr_worker_done(workers[i])) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int wr_app_run(const char *config_path)
+{
+    wr_config *cfg = load(config_path);
+    if (cfg == NULL) {
+        return 1;
+    }
+    wr_log_set_level(cfg->log_level);
+
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int total = 0;
+    for (int i = 0; i < cfg->sub_count; i++) {
+        total += cfg->subs[i].concurrency;
+    }
+    wr_worker **workers = calloc((size_t)total, sizeof(*workers));
+    wr_run_flags flags;
+    atomic_init(&flags.stop, 0);
+    atomic_init(&flags.abort, 0);
+    int started = 0;
+    int rc = 0;
+    if (workers == NULL) {
+        fprintf(stderr, "warren: out of memory\n");
+        wr_config_free(cfg);
+        return 1;
+    }
+    for (int i = 0; i < cfg->sub_count && rc == 0; i++) {
+        const wr_subscription *s = &cfg->subs[i];
+        for (int k = 0; k < s->concurrency; k++) {
+            char err[1024];
+            workers[started] = wr_worker_start(cfg, s, k, &flags, err, sizeof(err));
+            if (workers[started] == NULL) {
+                fprintf(stderr, "%s:%d:%d: subscriptions[%d].handler: %s\n", cfg->path, s->line,
+                        s->col, i, err);
+                rc = 1;
+                break;
+            }
+            started++;
+        }
+    }
+    if (rc != 0) {
+        atomic_store(&flags.stop, 1);
+        for (int i = 0; i < started; i++) {
+            wr_worker_free(workers[i]);
+        }
+        free(workers);
+        wr_config_free(cfg);
+        return rc;
+    }
+
+    wr_logline l;
+    wr_log_begin(&l, WR_LOG_INFO, "warren started");
+    wr_log_str(&l, "version", WARREN_VERSION);
+    wr_log_str(&l, "config", cfg->path);
+    wr_log_str(&l, "broker", cfg->amqp.redacted);
+    wr_log_int(&l, "subscriptions", cfg->sub_count);
+    wr_log_int(&l, "workers", total);
+    wr_log_end(&l);
+
+    double deadline = 0;
+    for (;;) {
+        struct timespec tick = {.tv_sec = 0, .tv_nsec = 200 * 1000000L};
+        int sig = sigtimedwait(&set, NULL, &tick);
+        if (sig == SIGTERM || sig == SIGINT) {
+            if (!atomic_load(&flags.stop)) {
+                deadline = wr_mono_ms() + (double)cfg->shutdown_grace_ms;
+                atomic_store(&flags.stop, 1);
+                wr_logf(WR_LOG_INFO,
+                        "%s: stopping consumption, finishing in-flight messages (grace %lld ms)",
+                        sig == SIGTERM ? "SIGTERM" : "SIGINT", (long long)cfg->shutdown_grace_ms);
+            } else if (!atomic_load(&flags.abort)) {
+                wr_logf(WR_LOG_WARN, "second signal: interrupting handlers and returning their "
+                                     "messages to the broker");
+                atomic_store(&flags.abort, 1);
+            }
+        } else if (sig == SIGHUP) {
+            wr_logf(WR_LOG_WARN, "SIGHUP received: reloading is not available in this version; "
+                                 "restart to apply changes");
+        }
+        if (atomic_load(&flags.stop)) {
+            if (all_done(workers, started)) {
+                break;
+            }
+            if (!atomic_load(&flags.abort) && wr_mono_ms() > deadline) {
+                wr_logf(WR_LOG_WARN, "grace period over: interrupting handlers and returning "
+                                     "their messages to the broker");
+                atomic_store(&flags.abort, 1);
+            }
+            if (atomic_load(&flags.abort)) {
+                for (int i = 0; i < started; i++) {
+                    wr_worker_interrupt(workers[i]);
+                }
+                if (wr_mono_ms() > deadline + 5000) {
+                    /* a worker stuck outside Lua: exit anyway, the broker requeues */
+                    wr_logf(WR_LOG_ERROR, "workers did not stop in time; exiting");
+                    fflush(stdout);
+                    _Exit(0);
+                }
+            }
+        }
+    }
+    for (int i = 0; i < started; i++) {
+        wr_worker_free(workers[i]);
+    }
+    free(workers);
+    wr_logf(WR_LOG_INFO, "warren stopped");
+    wr_config_free(cfg);
+    return 0;
+}

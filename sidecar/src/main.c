@@ -1,0 +1,76 @@
+/*
+ * main: parse the command line and hand over to app.c. No logic lives here.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "app.h"
+#include "config.h"
+
+static const char usage[] =
+    "usage: warren <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  run -c FILE          consume the configured queues until SIGTERM/SIGINT\n"
+    "  check -c FILE        validate the config and compile every handler\n"
+    "  config-reference     print every config key as a Markdown table\n"
+    "\n"
+    "options:\n"
+    "  -c, --config FILE    the YAML configuration (see config/warren.yaml)\n"
+    "  -h, --help           show this help\n"
+    "  -V, --version        show the version\n"
+    "\n"
+    "exit status: 0 ok, 1 failure (config errors are printed as FILE:LINE:COL: message),\n"
+    "2 usage error\n";
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "warren: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n\n%s", usage);
+    return 2;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        return usage_error("%s", "no command given");
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "-V") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("warren %s\n", WARREN_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "config-reference") == 0) {
+        if (argc != 2) {
+            return usage_error("config-reference takes no arguments (got '%s')", argv[2]);
+        }
+        wr_config_write_reference(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0) {
+        return usage_error("unknown command '%s'", cmd);
+    }
+    const char *config = NULL;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
+            if (i + 1 >= argc) {
+                return usage_error("%s needs a file name", argv[i]);
+            }
+            config = argv[++i];
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            fputs(usage, stdout);
+            return 0;
+        } else {
+            return usage_error("unexpected argument '%s'", argv[i]);
+        }
+    }
+    if (config == NULL) {
+        return usage_error("%s needs -c FILE", cmd);
+    }
+    return strcmp(cmd, "run") == 0 ? wr_app_run(config) : wr_app_check(config);
+}

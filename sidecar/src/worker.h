@@ -1,0 +1,62 @@
+/*
+ * worker: one consumer thread of one subscription.
+ *
+ * A worker owns everything on its hot path: its AMQP connection (broker.h),
+ * its Lua state (lua_rt.h), its publish pool. Nothing is shared with other
+ * workers except the run flags below and the read-only config.
+ *
+ * The loop, per batch (DESIGN.md, "Flow of one message"):
+ *
+ *   take the deliveries already buffered (up to batch_size)
+ *   for each: decode the envelope; run the handler
+ *       ok       -> publish its buffered events (persistent, confirmed)
+ *       failed   -> publish a copy with its story to the DLQ (confirmed)
+ *       invalid  -> the same, at once, no handler run
+ *   wait for the broker's confirms of everything the batch published
+ *   ack every message whose publishes were all confirmed (one ack with
+ *   `multiple` when the whole batch succeeded); return the others to the
+ *   queue (nack + requeue): nothing is acked before what must survive it
+ *   is stored.
+ *
+ * Connection loss at any point acks nothing more; the worker reconnects
+ * with capped, jittered backoff, re-declares its topology and resumes, and
+ * the broker redelivers what was unacked.
+ *
+ * Shutdown: when `stop` is set the worker cancels its consumer, finishes
+ * the handler it is running and the publishes of its batch, returns
+ * everything not started to the broker, closes and exits. When `abort` is
+ * set as well (grace period over, or a second signal) the running handler
+ * is interrupted and its message returned, not dead-lettered.
+ */
+#ifndef WR_WORKER_H
+#define WR_WORKER_H
+
+#include <stdatomic.h>
+
+#include "config.h"
+
+typedef struct {
+    atomic_int stop;  /* drain: stop consuming, finish in-flight work, exit */
+    atomic_int abort; /* stop now: interrupt handlers, return their messages */
+} wr_run_flags;
+
+typedef struct wr_worker wr_worker;
+
+/*
+ * Create worker INDEX of SUB: build its Lua state (compiling the handler, so
+ * a broken handler fails here, in the caller's thread) and start its thread.
+ * CFG and FLAGS must outlive the worker. Returns NULL with the reason in ERR.
+ */
+wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int index,
+                           wr_run_flags *flags, char *err, size_t errcap);
+
+/* 1 once the worker's thread has finished. */
+int wr_worker_done(const wr_worker *w);
+
+/* Interrupt the handler the worker is running, if any (after abort is set). */
+void wr_worker_interrupt(wr_worker *w);
+
+/* Join the thread (it must be done, or about to be) and free the worker. */
+void wr_worker_free(wr_worker *w);
+
+#endif
