@@ -77,6 +77,8 @@ typedef struct {
     int concurrency;    /* 1..64 worker threads; default from defaults.concurrency */
     int batch_size;     /* 1..prefetch; default min(defaults.batch_size, prefetch) */
     int64_t handler_timeout_ms; /* default from defaults.handler_timeout */
+    int64_t max_body_size; /* bytes; larger messages are dead-lettered as body-too-large;
+                              default from defaults.max_body_size */
     wr_binding *bindings; /* may be empty: then the queue is consumed as it is */
     int binding_count;
     int line, col;      /* where the subscription starts, for later messages */
@@ -102,6 +104,7 @@ typedef struct {
     int default_concurrency;         /* defaults.concurrency, default 1 */
     int default_batch_size;          /* defaults.batch_size, default 50 */
     int64_t default_handler_timeout_ms; /* defaults.handler_timeout, default 5s */
+    int64_t default_max_body_size;   /* defaults.max_body_size, bytes, default 512 KiB */
 
     int64_t shutdown_grace_ms;       /* shutdown.grace, default 25s (fits Kubernetes' 30s) */
 
