@@ -1,0 +1,240 @@
+"""wrtest: the shared fixture of warren's integration tests.
+
+Every test talks to the real RabbitMQ and Redis that the `stack` fixture
+(deploy/local/stack.sh, run by ctest) started on loopback; WR_STACK_DIR/env
+holds their URLs. A test gets its own queue names (a per-test prefix), writes
+its own config and handlers into a temp directory, starts the real `warren`
+binary, and drives it through the broker with pika. Nothing here is a mock.
+
+Checks are plain functions that record failures and keep going, so one run
+shows every problem; `finish()` prints the tally and exits non-zero on any
+failure.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+import pika
+
+SOURCE_DIR = os.environ.get("WR_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "../..")))
+BUILD_DIR = os.environ.get("WR_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
+STACK_DIR = os.environ.get("WR_STACK_DIR", os.path.join(BUILD_DIR, "stack"))
+WARREN = os.path.join(BUILD_DIR, "warren")
+
+_failures = []
+_checks = 0
+
+
+def stack_env():
+    env = {}
+    path = os.path.join(STACK_DIR, "env")
+    with open(path) as fh:
+        for line in fh:
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                k, v = line.split("=", 1)
+                env[k.replace("export ", "").strip()] = v.strip().strip('"').strip("'")
+    return env
+
+
+ENV = stack_env()
+AMQP_URL = ENV["WARREN_AMQP_URL"]
+REDIS_URL = ENV["WARREN_REDIS_URL"]
+
+
+def check(cond, what):
+    global _checks
+    _checks += 1
+    if cond:
+        print("  ok   %s" % what, flush=True)
+    else:
+        _failures.append(what)
+        print("  FAIL %s" % what, flush=True)
+    return cond
+
+
+def check_eq(got, want, what):
+    return check(got == want, "%s (got %r, want %r)" % (what, _short(got), _short(want)))
+
+
+def _short(v):
+    s = repr(v)
+    return v if len(s) < 300 else s[:300] + "..."
+
+
+def finish():
+    print("%d checks, %d failed" % (_checks, len(_failures)))
+    for f in _failures:
+        print("  failed: %s" % f)
+    sys.exit(1 if _failures else 0)
+
+
+def wait_for(pred, timeout, what, interval=0.1):
+    """Poll PRED until it returns a true value or TIMEOUT seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            check(False, "timed out after %ss waiting for %s" % (timeout, what))
+            return v
+        time.sleep(interval)
+
+
+def prefix():
+    return "t%s" % uuid.uuid4().hex[:8]
+
+
+class Broker:
+    """A pika connection for publishing, counting and draining."""
+
+    def __init__(self):
+        self.conn = pika.BlockingConnection(pika.URLParameters(AMQP_URL))
+        self.ch = self.conn.channel()
+        self.ch.confirm_delivery()
+
+    def close(self):
+        try:
+            self.conn.close()
+        except Exception:
+            pass
+
+    def declare(self, queue):
+        self.ch.queue_declare(queue=queue, durable=True)
+
+    def delete(self, *queues):
+        for q in queues:
+            self.ch.queue_delete(queue=q)
+
+    def depth(self, queue):
+        return self.ch.queue_declare(queue=queue, passive=True).method.message_count
+
+    def consumers(self, queue):
+        return self.ch.queue_declare(queue=queue, passive=True).method.consumer_count
+
+    def publish(self, routing_key, body, exchange="", message_id=None, content_type="application/json",
+                type=None, headers=None, persistent=True):
+        props = pika.BasicProperties(
+            message_id=message_id,
+            content_type=content_type,
+            type=type,
+            headers=headers,
+            delivery_mode=2 if persistent else 1,
+        )
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        self.ch.basic_publish(exchange=exchange, routing_key=routing_key, body=body, properties=props,
+                              mandatory=True)
+
+    def drain(self, queue, limit=None):
+        """Take every message in QUEUE (acking it); returns [(properties, body)]."""
+        out = []
+        while limit is None or len(out) < limit:
+            method, props, body = self.ch.basic_get(queue=queue, auto_ack=False)
+            if method is None:
+                break
+            out.append((props, body))
+            self.ch.basic_ack(method.delivery_tag)
+        return out
+
+
+class Warren:
+    """The real warren binary with a generated config, logging to a file."""
+
+    def __init__(self, tmp, subscriptions, extra="", name="warren"):
+        self.tmp = tmp
+        self.config = os.path.join(tmp, name + ".yaml")
+        self.log_path = os.path.join(tmp, name + ".log")
+        with open(self.config, "w") as fh:
+            fh.write("amqp:\n  url: ${WARREN_AMQP_URL}\n  heartbeat: 5s\n")
+            fh.write("redis:\n  url: ${WARREN_REDIS_URL}\n")
+            fh.write("log:\n  level: info\n")
+            fh.write(extra)
+            fh.write("subscriptions:\n")
+            for s in subscriptions:
+                fh.write("  - name: %s\n" % s["name"])
+                for k, v in s.items():
+                    if k in ("name", "bindings"):
+                        continue
+                    fh.write("    %s: %s\n" % (k, v))
+                if s.get("bindings"):
+                    fh.write("    bindings:\n")
+                    for b in s["bindings"]:
+                        fh.write("      - exchange: %s\n" % b["exchange"])
+                        fh.write("        type: %s\n" % b.get("type", "topic"))
+                        fh.write("        routing_keys: [%s]\n" % ", ".join(b["routing_keys"]))
+        self.proc = None
+        self.logfh = None
+
+    def start(self):
+        env = dict(os.environ)
+        env.update(ENV)
+        self.logfh = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([WARREN, "run", "-c", self.config], stdout=self.logfh,
+                                     stderr=subprocess.STDOUT, env=env)
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_consuming(self, count, timeout=20):
+        return wait_for(lambda: len(self.lines(msg="consuming")) >= count or not self.alive(),
+                        timeout, "warren to start consuming") and self.alive()
+
+    def stop(self, sig=signal.SIGTERM, timeout=40):
+        """Signal warren and wait; returns the exit code (None if it had to be killed)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            rc = None
+        self.logfh.close()
+        return rc
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.logfh.close()
+
+    def lines(self, **match):
+        """Parsed JSON log lines whose fields equal every MATCH item."""
+        out = []
+        try:
+            with open(self.log_path, "rb") as fh:
+                for raw in fh:
+                    try:
+                        rec = json.loads(raw)
+                    except ValueError:
+                        continue
+                    if all(rec.get(k) == v for k, v in match.items()):
+                        out.append(rec)
+        except FileNotFoundError:
+            pass
+        return out
+
+    def raw_log(self):
+        with open(self.log_path, "rb") as fh:
+            return fh.read().decode("utf-8", "replace")
+
+
+def tempdir():
+    return tempfile.mkdtemp(prefix="warren-test-")
+
+
+def write(path, text):
+    with open(path, "w") as fh:
+        fh.write(text)
+    return path
