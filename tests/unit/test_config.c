@@ -1,0 +1,1269 @@
+/*
+ * test_config.c: unit tests for the config module.
+ *
+ * Each case writes a small YAML file into a private temporary directory (next
+ * to a tiny handler file, so the "handler must exist" check can pass), loads
+ * it, and compares the result field by field, or compares every error line
+ * exactly: "FILE:LINE:COL: message" is an interface (users read it, CI greps
+ * it), so a changed word or column is a test failure. The parsers for
+ * durations and URLs and the reference table are checked directly, and the
+ * shipped example config/warren.yaml must load (WR_SOURCE_DIR names the
+ * source tree; ctest sets it). Built with ASan/UBSan, leaks fail the run.
+ */
+/* realpath() and mkdtemp() are XSI / POSIX.1-2008: ask for them explicitly. */
+#define _XOPEN_SOURCE 700
+
+#include "config.h"
+
+#include "check.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char tmp_dir[PATH_MAX];       /* private directory, realpath'd */
+static char conf_dir[PATH_MAX + 16]; /* tmp_dir/conf: the config file's directory */
+static char cfg_path[PATH_MAX + 32]; /* tmp_dir/conf/warren.yaml */
+
+/* Create FILE (relative to tmp_dir) holding TEXT. */
+static void write_file(const char *rel, const char *text)
+{
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof(path), "%s/%s", tmp_dir, rel);
+    FILE *fp = fopen(path, "w");
+    if (fp == NULL) {
+        fprintf(stderr, "cannot write %s: %s\n", path, strerror(errno));
+        exit(2);
+    }
+    fputs(text, fp);
+    fclose(fp);
+}
+
+static void setup(void)
+{
+    char tmpl[] = "/tmp/wr-test-config-XXXXXX";
+    char path[PATH_MAX + 64];
+    if (mkdtemp(tmpl) == NULL || realpath(tmpl, tmp_dir) == NULL) {
+        fprintf(stderr, "mkdtemp: %s\n", strerror(errno));
+        exit(2);
+    }
+    snprintf(conf_dir, sizeof(conf_dir), "%s/conf", tmp_dir);
+    snprintf(path, sizeof(path), "%s/handlers", tmp_dir);
+    if (mkdir(conf_dir, 0700) != 0 || mkdir(path, 0700) != 0) {
+        fprintf(stderr, "mkdir: %s\n", strerror(errno));
+        exit(2);
+    }
+    snprintf(cfg_path, sizeof(cfg_path), "%s/warren.yaml", conf_dir);
+    write_file("conf/h.lua", "return { handle = function(event, ctx) end }\n");
+    write_file("handlers/other.lua", "return { handle = function(event, ctx) end }\n");
+}
+
+static void teardown(void)
+{
+    static const char *const files[] = {"conf/h.lua", "conf/warren.yaml", "handlers/other.lua",
+                                        NULL};
+    char path[PATH_MAX + 64];
+    for (int i = 0; files[i] != NULL; i++) {
+        snprintf(path, sizeof(path), "%s/%s", tmp_dir, files[i]);
+        unlink(path);
+    }
+    snprintf(path, sizeof(path), "%s/handlers", tmp_dir);
+    rmdir(path);
+    rmdir(conf_dir);
+    rmdir(tmp_dir);
+}
+
+static wr_config *load_text(const char *text, wr_config_errors *errs)
+{
+    write_file("conf/warren.yaml", text);
+    return wr_config_load(cfg_path, errs);
+}
+
+/*
+ * Load TEXT, expect it to fail with exactly the error lines in WANT (NULL-
+ * terminated; each without the "FILE:" prefix, which is checked to be the
+ * config path). CALLER is the test's line, for the failure report.
+ */
+static void expect_errors_at(int caller, const char *text, const char *const *want)
+{
+    wr_config_errors errs;
+    wr_config *cfg = load_text(text, &errs);
+    int nwant = 0;
+    size_t plen = strlen(cfg_path);
+
+    while (want[nwant] != NULL) {
+        nwant++;
+    }
+    check_count++;
+    if (cfg != NULL) {
+        check_failures++;
+        fprintf(stderr, "%s:%d: config loaded, expected %d error(s)\n", __FILE__, caller, nwant);
+        wr_config_free(cfg);
+        return;
+    }
+    check_count++;
+    if (errs.count != nwant || errs.dropped != 0) {
+        check_failures++;
+        fprintf(stderr, "%s:%d: got %d error(s) (%d dropped), want %d:\n", __FILE__, caller,
+                errs.count, errs.dropped, nwant);
+        for (int i = 0; i < errs.count; i++) {
+            fprintf(stderr, "   got: %s\n", errs.lines[i]);
+        }
+        for (int i = 0; i < nwant; i++) {
+            fprintf(stderr, "  want: %s:%s\n", cfg_path, want[i]);
+        }
+    } else {
+        for (int i = 0; i < nwant; i++) {
+            const char *got = errs.lines[i];
+            check_count++;
+            if (strncmp(got, cfg_path, plen) != 0 || got[plen] != ':' ||
+                strcmp(got + plen + 1, want[i]) != 0) {
+                check_failures++;
+                fprintf(stderr, "%s:%d: error %d:\n   got: %s\n  want: %s:%s\n", __FILE__, caller,
+                        i, got, cfg_path, want[i]);
+            }
+        }
+    }
+    wr_config_errors_free(&errs);
+}
+
+#define EXPECT_ERRORS(text, ...)                                                                  \
+    expect_errors_at(__LINE__, text, (const char *const[]){__VA_ARGS__, NULL})
+
+/* The smallest valid config; cases below change one thing in it. */
+#define MINIMAL                                                                                   \
+    "amqp:\n"                                                                                     \
+    "  url: amqp://localhost/\n"                                                                  \
+    "redis:\n"                                                                                    \
+    "  url: redis://localhost\n"                                                                  \
+    "subscriptions:\n"                                                                            \
+    "  - name: a\n"                                                                               \
+    "    queue: q\n"                                                                              \
+    "    handler: h.lua\n"
+
+/* ------------------------------------------------------------------------ */
+
+static void test_minimal_defaults(void)
+{
+    wr_config_errors errs;
+    wr_config *cfg = load_text(MINIMAL, &errs);
+    char want[PATH_MAX + 64];
+
+    CHECK(cfg != NULL);
+    CHECK_INT(errs.count, 0);
+    if (cfg == NULL) {
+        for (int i = 0; i < errs.count; i++) {
+            fprintf(stderr, "  %s\n", errs.lines[i]);
+        }
+        wr_config_errors_free(&errs);
+        return;
+    }
+    CHECK_STR(cfg->path, cfg_path);
+    CHECK_STR(cfg->dir, conf_dir);
+    CHECK_STR(cfg->amqp.host, "localhost");
+    CHECK_INT(cfg->amqp.port, 5672);
+    CHECK_STR(cfg->amqp.vhost, "/");
+    CHECK_STR(cfg->amqp.user, "guest");
+    CHECK_STR(cfg->amqp.password, "guest");
+    CHECK_INT(cfg->amqp.ssl, 0);
+    CHECK_INT(cfg->amqp_heartbeat_ms, 10000);
+    CHECK_INT(cfg->amqp_connect_timeout_ms, 5000);
+    CHECK_STR(cfg->redis.host, "localhost");
+    CHECK_INT(cfg->redis.port, 6379);
+    CHECK_INT(cfg->redis.db, 0);
+    CHECK(cfg->redis.user == NULL);
+    CHECK(cfg->redis.password == NULL);
+    CHECK_INT(cfg->redis_timeout_ms, 2000);
+    CHECK_INT(cfg->log_level, WR_LOG_INFO);
+    CHECK_INT(cfg->default_prefetch, 50);
+    CHECK_INT(cfg->default_concurrency, 1);
+    CHECK_INT(cfg->default_batch_size, 50);
+    CHECK_INT(cfg->default_handler_timeout_ms, 5000);
+    CHECK_INT(cfg->default_max_body_size, 512 * 1024);
+    CHECK_INT(cfg->shutdown_grace_ms, 25000);
+    CHECK_INT(cfg->sub_count, 1);
+    CHECK_STR(cfg->subs[0].name, "a");
+    CHECK_STR(cfg->subs[0].queue, "q");
+    CHECK_STR(cfg->subs[0].dlq, "q.dlq");
+    snprintf(want, sizeof(want), "%s/h.lua", conf_dir);
+    CHECK_STR(cfg->subs[0].handler, want);
+    CHECK_INT(cfg->subs[0].prefetch, 50);
+    CHECK_INT(cfg->subs[0].concurrency, 1);
+    CHECK_INT(cfg->subs[0].batch_size, 50);
+    CHECK_INT(cfg->subs[0].handler_timeout_ms, 5000);
+    CHECK_INT(cfg->subs[0].max_body_size, 512 * 1024);
+    CHECK_INT(cfg->subs[0].binding_count, 0);
+    CHECK(cfg->subs[0].bindings == NULL);
+    CHECK_INT(cfg->subs[0].line, 6);
+    CHECK_INT(cfg->subs[0].col, 5);
+    wr_config_free(cfg);
+    wr_config_errors_free(&errs);
+}
+
+/* Every key set, with env expansion, inheritance, overrides and the batch clamp. */
+static void test_full_config(void)
+{
+    static const char text[] =
+        "# a full configuration\n"
+        "amqp:\n"
+        "  url: amqps://${WR_T_USER}:${WR_T_PASS}@${WR_T_HOST:-mq.example}:5673/prod\n"
+        "  heartbeat: 30s\n"
+        "  connect_timeout: 1m30s\n"
+        "redis:\n"
+        "  url: redis://:${WR_T_EMPTY:-fallback}@cache:6380/3\n"
+        "  timeout: 250ms\n"
+        "log:\n"
+        "  level: debug\n"
+        "defaults:\n"
+        "  prefetch: 20\n"
+        "  concurrency: 4\n"
+        "  batch_size: 100\n"
+        "  handler_timeout: 2s\n"
+        "  max_body_size: 4MiB\n"
+        "shutdown:\n"
+        "  grace: 0\n"
+        "subscriptions:\n"
+        "  - name: orders\n"
+        "    queue: orders.events\n"
+        "    handler: ../handlers/other.lua\n"
+        "    prefetch: 200\n"
+        "    batch_size: 500\n"
+        "    bindings:\n"
+        "      - exchange: shop.events\n"
+        "        routing_keys: [order.created, order.cancelled]\n"
+        "      - exchange: ${WR_T_EXCHANGE:-audit}\n"
+        "        type: fanout\n"
+        "        declare: false\n"
+        "        routing_keys: \"cost$$center\"\n"
+        "  - name: notify-2.x_y\n"
+        "    queue: notifications\n"
+        "    dlq: notifications.dead\n"
+        "    handler: h.lua\n"
+        "    concurrency: 8\n"
+        "    handler_timeout: 750ms\n"
+        "    max_body_size: 1000\n"
+        "    bindings:\n"
+        "      - exchange: shop.events\n"
+        "        type: direct\n"
+        "        routing_keys: order.shipped\n";
+    wr_config_errors errs;
+    char want[PATH_MAX + 64];
+
+    setenv("WR_T_USER", "svc", 1);
+    setenv("WR_T_PASS", "s3cr%40t", 1);
+    unsetenv("WR_T_HOST");
+    setenv("WR_T_EMPTY", "", 1);
+    unsetenv("WR_T_EXCHANGE");
+    wr_config *cfg = load_text(text, &errs);
+    CHECK(cfg != NULL);
+    CHECK_INT(errs.count, 0);
+    if (cfg == NULL) {
+        for (int i = 0; i < errs.count; i++) {
+            fprintf(stderr, "  %s\n", errs.lines[i]);
+        }
+        wr_config_errors_free(&errs);
+        return;
+    }
+    CHECK_STR(cfg->amqp.url, "amqps://svc:s3cr%40t@mq.example:5673/prod");
+    CHECK_STR(cfg->amqp.redacted, "amqps://svc:***@mq.example:5673/prod");
+    CHECK_STR(cfg->amqp.user, "svc");
+    CHECK_STR(cfg->amqp.password, "s3cr@t");
+    CHECK_STR(cfg->amqp.host, "mq.example");
+    CHECK_INT(cfg->amqp.port, 5673);
+    CHECK_STR(cfg->amqp.vhost, "prod");
+    CHECK_INT(cfg->amqp.ssl, 1);
+    CHECK_INT(cfg->amqp_heartbeat_ms, 30000);
+    CHECK_INT(cfg->amqp_connect_timeout_ms, 90000);
+    CHECK_STR(cfg->redis.url, "redis://:fallback@cache:6380/3");
+    CHECK_STR(cfg->redis.redacted, "redis://:***@cache:6380/3");
+    CHECK(cfg->redis.user == NULL);
+    CHECK_STR(cfg->redis.password, "fallback");
+    CHECK_STR(cfg->redis.host, "cache");
+    CHECK_INT(cfg->redis.port, 6380);
+    CHECK_INT(cfg->redis.db, 3);
+    CHECK_INT(cfg->redis_timeout_ms, 250);
+    CHECK_INT(cfg->log_level, WR_LOG_DEBUG);
+    CHECK_INT(cfg->default_prefetch, 20);
+    CHECK_INT(cfg->default_concurrency, 4);
+    CHECK_INT(cfg->default_batch_size, 100);
+    CHECK_INT(cfg->default_handler_timeout_ms, 2000);
+    CHECK_INT(cfg->default_max_body_size, 4 << 20);
+    CHECK_INT(cfg->shutdown_grace_ms, 0);
+    CHECK_INT(cfg->sub_count, 2);
+
+    wr_subscription *s = &cfg->subs[0];
+    CHECK_STR(s->name, "orders");
+    CHECK_STR(s->queue, "orders.events");
+    CHECK_STR(s->dlq, "orders.events.dlq");
+    snprintf(want, sizeof(want), "%s/handlers/other.lua", tmp_dir);
+    CHECK_STR(s->handler, want);
+    CHECK_INT(s->prefetch, 200);
+    CHECK_INT(s->concurrency, 4);  /* inherited */
+    CHECK_INT(s->batch_size, 200); /* 500 clamped to prefetch */
+    CHECK_INT(s->handler_timeout_ms, 2000);
+    CHECK_INT(s->max_body_size, 4 << 20); /* inherited */
+    CHECK_INT(s->line, 20);
+    CHECK_INT(s->col, 5);
+    CHECK_INT(s->binding_count, 2);
+    CHECK_STR(s->bindings[0].exchange, "shop.events");
+    CHECK_STR(s->bindings[0].type, "topic");
+    CHECK_INT(s->bindings[0].declare, 1);
+    CHECK_INT(s->bindings[0].routing_key_count, 2);
+    CHECK_STR(s->bindings[0].routing_keys[0], "order.created");
+    CHECK_STR(s->bindings[0].routing_keys[1], "order.cancelled");
+    CHECK(s->bindings[0].routing_keys[2] == NULL);
+    CHECK_STR(s->bindings[1].exchange, "audit");
+    CHECK_STR(s->bindings[1].type, "fanout");
+    CHECK_INT(s->bindings[1].declare, 0);
+    CHECK_INT(s->bindings[1].routing_key_count, 1);
+    CHECK_STR(s->bindings[1].routing_keys[0], "cost$center");
+    CHECK(s->bindings[1].routing_keys[1] == NULL);
+
+    s = &cfg->subs[1];
+    CHECK_STR(s->name, "notify-2.x_y");
+    CHECK_STR(s->queue, "notifications");
+    CHECK_STR(s->dlq, "notifications.dead");
+    snprintf(want, sizeof(want), "%s/h.lua", conf_dir);
+    CHECK_STR(s->handler, want);
+    CHECK_INT(s->prefetch, 20); /* inherited */
+    CHECK_INT(s->concurrency, 8);
+    CHECK_INT(s->batch_size, 20); /* inherited 100, clamped to prefetch 20 */
+    CHECK_INT(s->handler_timeout_ms, 750);
+    CHECK_INT(s->max_body_size, 1000);
+    CHECK_INT(s->binding_count, 1);
+    CHECK_STR(s->bindings[0].type, "direct");
+    CHECK_INT(s->bindings[0].routing_key_count, 1);
+    CHECK_STR(s->bindings[0].routing_keys[0], "order.shipped");
+
+    wr_config_free(cfg);
+    wr_config_errors_free(&errs);
+    unsetenv("WR_T_USER");
+    unsetenv("WR_T_PASS");
+    unsetenv("WR_T_EMPTY");
+}
+
+/* The defaults section may come after the subscriptions that inherit from it. */
+static void test_defaults_after_subscriptions(void)
+{
+    wr_config_errors errs;
+    wr_config *cfg = load_text(MINIMAL "defaults:\n"
+                                       "  prefetch: 7\n"
+                                       "  handler_timeout: 1h\n",
+                               &errs);
+    CHECK(cfg != NULL);
+    if (cfg != NULL) {
+        CHECK_INT(cfg->subs[0].prefetch, 7);
+        CHECK_INT(cfg->subs[0].batch_size, 7);
+        CHECK_INT(cfg->subs[0].handler_timeout_ms, 3600000);
+        wr_config_free(cfg);
+    }
+    wr_config_errors_free(&errs);
+}
+
+/* Absolute handler paths are taken as they are (and still resolved). */
+static void test_absolute_handler(void)
+{
+    char text[2 * PATH_MAX], want[PATH_MAX + 64];
+    wr_config_errors errs;
+
+    snprintf(text, sizeof(text),
+             "amqp: {url: 'amqp://h'}\n"
+             "redis: {url: 'redis://h'}\n"
+             "subscriptions:\n"
+             "  - {name: a, queue: q, handler: '%s/conf/../handlers/./other.lua'}\n",
+             tmp_dir);
+    wr_config *cfg = load_text(text, &errs);
+    CHECK(cfg != NULL);
+    if (cfg != NULL) {
+        snprintf(want, sizeof(want), "%s/handlers/other.lua", tmp_dir);
+        CHECK_STR(cfg->subs[0].handler, want);
+        wr_config_free(cfg);
+    }
+    wr_config_errors_free(&errs);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Bad configurations: each asserts the exact error lines.                    */
+/* ------------------------------------------------------------------------ */
+
+static void test_empty_and_not_a_mapping(void)
+{
+    EXPECT_ERRORS("", "1:1: empty configuration: expected a mapping with 'amqp', 'redis' and "
+                      "'subscriptions'");
+    EXPECT_ERRORS("# only a comment\n\n",
+                  "1:1: empty configuration: expected a mapping with 'amqp', 'redis' and "
+                  "'subscriptions'");
+    EXPECT_ERRORS("\n- amqp\n- redis\n", "2:1: expected a mapping at the top level, got a list");
+    EXPECT_ERRORS("just words\n", "1:1: expected a mapping at the top level, got a string");
+    EXPECT_ERRORS(MINIMAL "---\nmore: 1\n",
+                  "10:1: expected a single YAML document, found another one here");
+}
+
+static void test_missing_file(void)
+{
+    wr_config_errors errs;
+    char path[PATH_MAX + 64], want[PATH_MAX + 128];
+
+    snprintf(path, sizeof(path), "%s/nope.yaml", tmp_dir);
+    wr_config *cfg = wr_config_load(path, &errs);
+    CHECK(cfg == NULL);
+    CHECK_INT(errs.count, 1);
+    snprintf(want, sizeof(want), "%s: cannot open: No such file or directory", path);
+    CHECK_STR(errs.count > 0 ? errs.lines[0] : NULL, want);
+    wr_config_errors_free(&errs);
+
+    /* A directory opens but cannot be read. */
+    cfg = wr_config_load(tmp_dir, &errs);
+    CHECK(cfg == NULL);
+    CHECK_INT(errs.count, 1);
+    snprintf(want, sizeof(want), "%s: cannot read: Is a directory", tmp_dir);
+    CHECK_STR(errs.count > 0 ? errs.lines[0] : NULL, want);
+    wr_config_errors_free(&errs);
+
+    /* NULL errs is allowed: the errors are dropped. */
+    CHECK(wr_config_load(path, NULL) == NULL);
+}
+
+static void test_yaml_syntax_errors(void)
+{
+    /* A key indented deeper than its siblings. */
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: amqp://localhost/\n"
+                  "   heartbeat: 5s\n",
+                  "3:13: YAML syntax error: mapping values are not allowed in this context");
+    /* A quote never closed. */
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: \"amqp://localhost/\n"
+                  "redis:\n",
+                  "4:1: YAML syntax error: found unexpected end of stream "
+                  "(while scanning a quoted scalar that started at 2:8)");
+    /* A flow mapping never closed. */
+    EXPECT_ERRORS("amqp: {url: x\n"
+                  "redis: 1\n",
+                  "2:6: YAML syntax error: did not find expected ',' or '}' "
+                  "(while parsing a flow mapping that started at 1:7)");
+    /* A tab where indentation is expected. */
+    EXPECT_ERRORS("amqp:\n\turl: x\n",
+                  "2:1: YAML syntax error: found character that cannot start any token "
+                  "(while scanning for the next token that started at 2:1)");
+}
+
+static void test_unknown_keys(void)
+{
+    EXPECT_ERRORS(MINIMAL "amqps:\n  url: x\n",
+                  "9:1: unknown key 'amqps' at the top level (expected one of: amqp, redis, log, "
+                  "defaults, shutdown, subscriptions)");
+    EXPECT_ERRORS(
+        MINIMAL "    prefetc: 10\n",
+        "9:5: unknown key 'prefetc' in subscriptions[0] (expected one of: name, queue, "
+        "dlq, handler, prefetch, concurrency, batch_size, handler_timeout, max_body_size, "
+        "bindings)");
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: amqp://localhost/\n"
+                  "  heartbeats: 5s\n"
+                  "redis:\n"
+                  "  url: redis://localhost\n"
+                  "subscriptions:\n"
+                  "  - name: a\n"
+                  "    queue: q\n"
+                  "    handler: h.lua\n"
+                  "    bindings:\n"
+                  "      - exchange: x\n"
+                  "        routing_key: k\n",
+                  "3:3: unknown key 'heartbeats' in amqp (expected one of: url, heartbeat, "
+                  "connect_timeout)",
+                  "11:9: missing required key 'routing_keys' in subscriptions[0].bindings[0]",
+                  "12:9: unknown key 'routing_key' in subscriptions[0].bindings[0] (expected one "
+                  "of: exchange, type, declare, routing_keys)");
+    EXPECT_ERRORS(MINIMAL "log:\n  level: info\n  level: warn\n",
+                  "11:3: duplicate key 'level' in log (first at 10:3)");
+    EXPECT_ERRORS(MINIMAL "? [a, b]\n: 1\n",
+                  "9:3: expected a string key at the top level, got a list");
+}
+
+static void test_wrong_node_kinds(void)
+{
+    EXPECT_ERRORS(MINIMAL "defaults:\n  prefetch: abc\n",
+                  "10:13: defaults.prefetch: expected an integer from 1 to 65535, got 'abc'");
+    EXPECT_ERRORS("amqp:\n"
+                  "  - url: amqp://localhost/\n"
+                  "redis:\n"
+                  "  url: redis://localhost\n"
+                  "subscriptions:\n"
+                  "  - name: a\n"
+                  "    queue: q\n"
+                  "    handler: h.lua\n",
+                  "2:3: amqp: expected a mapping, got a list");
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: amqp://localhost/\n"
+                  "redis:\n"
+                  "  url: redis://localhost\n"
+                  "subscriptions:\n"
+                  "  name: a\n"
+                  "  queue: q\n"
+                  "  handler: h.lua\n",
+                  "6:3: subscriptions: expected a list, got a mapping");
+    EXPECT_ERRORS(MINIMAL "log:\n", "9:5: log: expected a mapping, got an empty value");
+    EXPECT_ERRORS(MINIMAL "  - just a string\n",
+                  "9:5: subscriptions[1]: expected a mapping, got a string");
+    EXPECT_ERRORS(MINIMAL "    prefetch: [1, 2]\n",
+                  "9:15: subscriptions[0].prefetch: expected an integer from 1 to 65535, "
+                  "got a list");
+    EXPECT_ERRORS(
+        MINIMAL "    queue2: q\n    bindings: {exchange: x}\n",
+        "9:5: unknown key 'queue2' in subscriptions[0] (expected one of: name, queue, "
+        "dlq, handler, prefetch, concurrency, batch_size, handler_timeout, max_body_size, "
+        "bindings)",
+        "10:15: subscriptions[0].bindings: expected a list, got a mapping");
+    /* Never echo a scalar where a mapping was expected: it may be a secret URL. */
+    EXPECT_ERRORS("amqp: amqp://user:hunter2@host/\n"
+                  "redis:\n"
+                  "  url: redis://localhost\n"
+                  "subscriptions:\n"
+                  "  - name: a\n"
+                  "    queue: q\n"
+                  "    handler: h.lua\n",
+                  "1:7: amqp: expected a mapping, got a string");
+}
+
+static void test_missing_required(void)
+{
+    EXPECT_ERRORS("amqp:\n"
+                  "  heartbeat: 5s\n"
+                  "redis:\n"
+                  "  url: redis://localhost\n"
+                  "subscriptions:\n"
+                  "  - name: a\n"
+                  "    queue: q\n"
+                  "    handler: h.lua\n",
+                  "2:3: missing required key 'url' in amqp");
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: amqp://localhost/\n"
+                  "log:\n"
+                  "  level: info\n",
+                  "1:1: missing required key 'redis' at the top level",
+                  "1:1: missing required key 'subscriptions' at the top level");
+    EXPECT_ERRORS(MINIMAL "  - name: b\n"
+                          "    handler: h.lua\n"
+                          "  - queue: q3\n"
+                          "    handler: h.lua\n"
+                          "  - name: d\n"
+                          "    queue: q4\n",
+                  "9:5: missing required key 'queue' in subscriptions[1]",
+                  "11:5: missing required key 'name' in subscriptions[2]",
+                  "13:5: missing required key 'handler' in subscriptions[3]");
+    EXPECT_ERRORS(MINIMAL "    bindings:\n"
+                          "      - type: topic\n"
+                          "        routing_keys: a.b\n"
+                          "      - exchange: ex\n",
+                  "10:9: missing required key 'exchange' in subscriptions[0].bindings[0]",
+                  "12:9: missing required key 'routing_keys' in subscriptions[0].bindings[1]");
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: amqp://localhost/\n"
+                  "redis:\n"
+                  "  url: redis://localhost\n"
+                  "subscriptions: []\n",
+                  "5:16: subscriptions: expected a non-empty list");
+    EXPECT_ERRORS(MINIMAL "    bindings:\n"
+                          "      - exchange: ex\n"
+                          "        routing_keys: []\n"
+                          "      - exchange: ex2\n"
+                          "        routing_keys:\n"
+                          "      - exchange: ex3\n"
+                          "        routing_keys: [a, {b: c}]\n",
+                  "11:23: subscriptions[0].bindings[0].routing_keys: expected a non-empty list",
+                  "13:22: subscriptions[0].bindings[1].routing_keys: expected a string or a list "
+                  "of strings, got an empty value",
+                  "15:27: subscriptions[0].bindings[2].routing_keys[1]: expected a string, "
+                  "got a mapping");
+}
+
+static void test_bad_values(void)
+{
+    EXPECT_ERRORS(
+        MINIMAL "    handler_timeout: 5x\n",
+        "9:22: subscriptions[0].handler_timeout: expected a duration like 500ms, 5s, 2m, "
+        "1h or 7d, got '5x'");
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: amqp://localhost/\n"
+                  "  heartbeat: 5x\n"
+                  "  connect_timeout: 10\n"
+                  "redis:\n"
+                  "  url: redis://localhost\n"
+                  "  timeout: 0s\n"
+                  "shutdown:\n"
+                  "  grace: ''\n"
+                  "subscriptions:\n"
+                  "  - name: a\n"
+                  "    queue: q\n"
+                  "    handler: h.lua\n",
+                  "3:14: amqp.heartbeat: expected a duration like 500ms, 5s, 2m, 1h or 7d, "
+                  "got '5x'",
+                  "4:20: amqp.connect_timeout: expected a duration like 500ms, 5s, 2m, 1h or 7d, "
+                  "got '10'",
+                  "7:12: redis.timeout: expected a duration from 1ms to 5m, got '0s'",
+                  "9:10: shutdown.grace: expected a duration like 500ms, 5s, 2m, 1h or 7d, "
+                  "got an empty value");
+    EXPECT_ERRORS(MINIMAL "amqp_extra: 1\n"
+                          "defaults:\n"
+                          "  handler_timeout: 0\n",
+                  "9:1: unknown key 'amqp_extra' at the top level (expected one of: amqp, redis, "
+                  "log, defaults, shutdown, subscriptions)",
+                  "11:20: defaults.handler_timeout: expected a duration from 1ms to 1h, got '0'");
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: amqp://localhost/\n"
+                  "  heartbeat: 10m\n"
+                  "redis:\n"
+                  "  url: redis://localhost\n"
+                  "subscriptions:\n"
+                  "  - name: a\n"
+                  "    queue: q\n"
+                  "    handler: h.lua\n"
+                  "    prefetch: 0\n"
+                  "    concurrency: 65\n"
+                  "    batch_size: -1\n"
+                  "  - name: b\n"
+                  "    queue: q2\n"
+                  "    handler: h.lua\n"
+                  "    prefetch: 70000\n",
+                  "3:14: amqp.heartbeat: expected a duration from 0s to 5m, got '10m'",
+                  "10:15: subscriptions[0].prefetch: expected an integer from 1 to 65535, got '0'",
+                  "11:18: subscriptions[0].concurrency: expected an integer from 1 to 64, "
+                  "got '65'",
+                  "12:17: subscriptions[0].batch_size: expected an integer from 1 to 1000, "
+                  "got '-1'",
+                  "16:15: subscriptions[1].prefetch: expected an integer from 1 to 65535, "
+                  "got '70000'");
+    EXPECT_ERRORS(MINIMAL "    max_body_size: 1GiB\n"
+                          "defaults:\n"
+                          "  max_body_size: 64KB\n",
+                  "9:20: subscriptions[0].max_body_size: expected a size from 1B to 512MiB, "
+                  "got '1GiB'",
+                  "11:18: defaults.max_body_size: expected a size like 65536, 512KiB or 4MiB, "
+                  "got '64KB'");
+    EXPECT_ERRORS(MINIMAL "    max_body_size: 0\n",
+                  "9:20: subscriptions[0].max_body_size: expected a size from 1B to 512MiB, "
+                  "got '0'");
+    EXPECT_ERRORS(MINIMAL "log:\n  level: verbose\n",
+                  "10:10: log.level: expected one of debug, info, warn, error, got 'verbose'");
+    EXPECT_ERRORS(MINIMAL "    bindings:\n"
+                          "      - exchange: ex\n"
+                          "        type: Topic\n"
+                          "        declare: maybe\n"
+                          "        routing_keys: '#'\n",
+                  "11:15: subscriptions[0].bindings[0].type: expected one of direct, topic, "
+                  "fanout, headers, got 'Topic'",
+                  "12:18: subscriptions[0].bindings[0].declare: expected true or false, "
+                  "got 'maybe'");
+}
+
+static void test_strings(void)
+{
+    char text[2048], line[600];
+
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: amqp://localhost/\n"
+                  "redis:\n"
+                  "  url: redis://localhost\n"
+                  "subscriptions:\n"
+                  "  - name: my orders\n"
+                  "    queue: ''\n"
+                  "    dlq: ''\n"
+                  "    handler: h.lua\n"
+                  "    bindings:\n"
+                  "      - exchange: ''\n"
+                  "        routing_keys: a\n",
+                  "6:11: subscriptions[0].name: may contain only letters, digits, '_', '.' and "
+                  "'-', got 'my orders'",
+                  "7:12: subscriptions[0].queue: must not be empty",
+                  "8:10: subscriptions[0].dlq: must not be empty",
+                  "11:19: subscriptions[0].bindings[0].exchange: must not be empty");
+
+    char longq[301];
+    memset(longq, 'q', 300);
+    longq[300] = '\0';
+    snprintf(text, sizeof(text), MINIMAL "  - name: b\n    queue: %s\n    handler: h.lua\n",
+             longq);
+    EXPECT_ERRORS(text, "10:12: subscriptions[1].queue: must be at most 255 bytes long, "
+                        "got 300 bytes");
+
+    /* The default dlq must fit too. */
+    longq[253] = '\0';
+    snprintf(text, sizeof(text), MINIMAL "  - name: b\n    queue: %s\n    handler: h.lua\n",
+             longq);
+    snprintf(line, sizeof(line),
+             "10:12: subscriptions[1].queue: the default dlq '<queue>.dlq' "
+             "would be longer than 255 bytes (set dlq)");
+    EXPECT_ERRORS(text, line);
+
+    EXPECT_ERRORS(MINIMAL "    dlq: q\n", "9:10: subscriptions[0].dlq: must differ from the "
+                                          "queue 'q'");
+}
+
+static void test_duplicates(void)
+{
+    EXPECT_ERRORS(MINIMAL "  - name: a\n"
+                          "    queue: q\n"
+                          "    handler: h.lua\n",
+                  "9:11: subscriptions[1].name: duplicate subscription name 'a' (also at 6:5)",
+                  "10:12: subscriptions[1].queue: queue 'q' is already consumed by "
+                  "subscriptions[0] (at 6:5)");
+}
+
+static void test_handler_missing(void)
+{
+    char line[PATH_MAX + 200], line2[PATH_MAX + 200];
+
+    snprintf(line, sizeof(line),
+             "8:14: subscriptions[0].handler: handler file 'missing.lua' not found "
+             "(relative to %s)",
+             conf_dir);
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: amqp://localhost/\n"
+                  "redis:\n"
+                  "  url: redis://localhost\n"
+                  "subscriptions:\n"
+                  "  - name: a\n"
+                  "    queue: q\n"
+                  "    handler: missing.lua\n",
+                  line);
+
+    snprintf(line, sizeof(line),
+             "10:14: subscriptions[1].handler: handler file '/nonexistent/x.lua' not found");
+    snprintf(line2, sizeof(line2),
+             "13:14: subscriptions[2].handler: handler file '..' is not a regular file");
+    EXPECT_ERRORS(MINIMAL "  - name: b\n"
+                          "    handler: /nonexistent/x.lua\n"
+                          "    queue: q2\n"
+                          "  - name: c\n"
+                          "    handler: ..\n"
+                          "    queue: q3\n",
+                  line, line2);
+}
+
+static void test_urls_in_errors(void)
+{
+    wr_config_errors errs;
+    wr_config *cfg;
+
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: amqp://guest:hunter2@host:notaport/\n"
+                  "redis:\n"
+                  "  url: http://cache:6379\n"
+                  "subscriptions:\n"
+                  "  - name: a\n"
+                  "    queue: q\n"
+                  "    handler: h.lua\n",
+                  "2:8: amqp.url: invalid AMQP URL 'amqp://guest:***@host:notaport/' (port must "
+                  "be a number from 1 to 65535)",
+                  "4:8: redis.url: invalid Redis URL 'http://cache:6379' (the scheme must be "
+                  "redis://)");
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: 'amqp://me:p/ss@host/'\n"
+                  "redis:\n"
+                  "  url: redis://topsecret@cache:99999/0\n"
+                  "subscriptions:\n"
+                  "  - name: a\n"
+                  "    queue: q\n"
+                  "    handler: h.lua\n",
+                  "2:8: amqp.url: invalid AMQP URL 'amqp://me:***@host/' (malformed URL "
+                  "(percent-encode ':', '@' and '/' in the user name and password))",
+                  "4:8: redis.url: invalid Redis URL 'redis://***@cache:99999/0' (port must be a "
+                  "number from 1 to 65535)");
+
+    /* Belt and braces: the passwords appear nowhere in the messages. */
+    setenv("WR_T_SECRET", "hunter2", 1);
+    cfg = load_text("amqp:\n"
+                    "  url: amqp://u:${WR_T_SECRET}@h:0/\n"
+                    "redis:\n"
+                    "  url: redis://u:${WR_T_SECRET}@:6379/x\n"
+                    "subscriptions:\n"
+                    "  - name: a\n"
+                    "    queue: q\n"
+                    "    handler: h.lua\n",
+                    &errs);
+    CHECK(cfg == NULL);
+    CHECK_INT(errs.count, 2);
+    for (int i = 0; i < errs.count; i++) {
+        CHECK(strstr(errs.lines[i], "hunter2") == NULL);
+        CHECK(strstr(errs.lines[i], "***") != NULL);
+    }
+    wr_config_errors_free(&errs);
+    unsetenv("WR_T_SECRET");
+}
+
+static void test_env_errors(void)
+{
+    unsetenv("WR_T_UNSET");
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: ${WR_T_UNSET}\n"
+                  "redis:\n"
+                  "  url: redis://${WR_T_HOST\n"
+                  "subscriptions:\n"
+                  "  - name: a\n"
+                  "    queue: ${}\n"
+                  "    handler: ${WR-T}\n"
+                  "    dlq: x${WR_T_UNSET:-${WR_T_UNSET}}\n",
+                  "2:8: amqp.url: environment variable 'WR_T_UNSET' is not set (write "
+                  "${WR_T_UNSET:-default} to give a default)",
+                  "4:8: redis.url: unterminated '${' (write $$ for a literal '$')",
+                  "7:12: subscriptions[0].queue: empty environment variable name in '${}'",
+                  "8:14: subscriptions[0].handler: invalid environment variable name 'WR-T' "
+                  "(letters, digits and '_')",
+                  "9:10: subscriptions[0].dlq: environment variable 'WR_T_UNSET' is not set "
+                  "(write ${WR_T_UNSET:-default} to give a default)");
+    EXPECT_ERRORS(MINIMAL "    bindings:\n"
+                          "      - exchange: x\n"
+                          "        routing_keys: [a, '${WR_T_UNSET}']\n",
+                  "11:27: subscriptions[0].bindings[0].routing_keys[1]: environment variable "
+                  "'WR_T_UNSET' is not set (write ${WR_T_UNSET:-default} to give a default)");
+}
+
+/* Many problems in one file: every one is reported, in file order. */
+static void test_multiple_errors(void)
+{
+    char handler_line[PATH_MAX + 128];
+
+    snprintf(handler_line, sizeof(handler_line),
+             "4:14: subscriptions[0].handler: handler file 'nope.lua' not found (relative to %s)",
+             conf_dir);
+    EXPECT_ERRORS("subscriptions:\n"
+                  "  - name: a\n"
+                  "    queue: q\n"
+                  "    handler: nope.lua\n"
+                  "    prefetch: lots\n"
+                  "  - name: a\n"
+                  "    queue: q2\n"
+                  "    handler: h.lua\n"
+                  "    bindings:\n"
+                  "      - exchange: x\n"
+                  "        type: bogus\n"
+                  "log:\n"
+                  "  level: loud\n"
+                  "amqp:\n"
+                  "  url: amqp://h/\n"
+                  "  heartbeat: 1y\n",
+                  "1:1: missing required key 'redis' at the top level", handler_line,
+                  "5:15: subscriptions[0].prefetch: expected an integer from 1 to 65535, "
+                  "got 'lots'",
+                  "6:11: subscriptions[1].name: duplicate subscription name 'a' (also at 2:5)",
+                  "10:9: missing required key 'routing_keys' in subscriptions[1].bindings[0]",
+                  "11:15: subscriptions[1].bindings[0].type: expected one of direct, topic, "
+                  "fanout, headers, got 'bogus'",
+                  "13:10: log.level: expected one of debug, info, warn, error, got 'loud'",
+                  "16:14: amqp.heartbeat: expected a duration like 500ms, 5s, 2m, 1h or 7d, "
+                  "got '1y'");
+}
+
+/* More errors than fit: the first WR_CONFIG_MAX_ERRORS are kept, the rest counted. */
+static void test_error_limit(void)
+{
+    size_t cap = 64 * 1024, used = 0;
+    char *text = malloc(cap);
+    wr_config_errors errs;
+
+    used += (size_t)snprintf(text + used, cap - used, MINIMAL);
+    for (int i = 0; i < WR_CONFIG_MAX_ERRORS + 10; i++) {
+        used += (size_t)snprintf(text + used, cap - used, "    bad%d: 1\n", i);
+    }
+    wr_config *cfg = load_text(text, &errs);
+    CHECK(cfg == NULL);
+    CHECK_INT(errs.count, WR_CONFIG_MAX_ERRORS);
+    CHECK_INT(errs.dropped, 10);
+    wr_config_errors_free(&errs);
+    CHECK_INT(errs.count, 0);
+    free(text);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Parsers                                                                    */
+/* ------------------------------------------------------------------------ */
+
+static void test_durations(void)
+{
+    static const struct {
+        const char *text;
+        int64_t ms; /* -1: rejected */
+    } cases[] = {
+        {"250ms", 250},
+        {"5s", 5000},
+        {"2m", 120000},
+        {"1h", 3600000},
+        {"7d", 604800000},
+        {"1m30s", 90000},
+        {"1h2m3s4ms", 3723004},
+        {"0s", 0},
+        {"0", 0},
+        {"0ms", 0},
+        {"30s1m", 90000},
+        {"106751991167d", 106751991167LL * 86400000},
+        {"", -1},
+        {"5", -1},
+        {"00", -1},
+        {"5x", -1},
+        {"s", -1},
+        {"-5s", -1},
+        {"+5s", -1},
+        {" 5s", -1},
+        {"5s ", -1},
+        {"1.5s", -1},
+        {"5S", -1},
+        {"5mss", -1},
+        {"1m30", -1},
+        {"106751991168d", -1},
+        {"9223372036854775807ms", INT64_MAX},
+        {"9223372036854775808ms", -1},
+        {"9223372036854775807ms1ms", -1},
+        {"99999999999999999999s", -1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int64_t ms = -42;
+        int rc = wr_config_parse_duration(cases[i].text, &ms);
+        if (cases[i].ms < 0) {
+            if (rc != -1 || ms != -42) {
+                fprintf(stderr, "duration '%s' should be rejected\n", cases[i].text);
+            }
+            CHECK_INT(rc, -1);
+            CHECK_INT(ms, -42);
+        } else {
+            if (rc != 0 || ms != cases[i].ms) {
+                fprintf(stderr, "duration '%s'\n", cases[i].text);
+            }
+            CHECK_INT(rc, 0);
+            CHECK_INT(ms, cases[i].ms);
+        }
+    }
+}
+
+static void test_amqp_urls(void)
+{
+    wr_amqp_url u;
+    const char *why;
+
+    CHECK_INT(wr_amqp_url_parse("amqp://guest:guest@127.0.0.1:5672/", &u, &why), 0);
+    CHECK_STR(u.host, "127.0.0.1");
+    CHECK_INT(u.port, 5672);
+    CHECK_STR(u.user, "guest");
+    CHECK_STR(u.password, "guest");
+    CHECK_STR(u.vhost, "/");
+    CHECK_INT(u.ssl, 0);
+    CHECK_STR(u.url, "amqp://guest:guest@127.0.0.1:5672/");
+    CHECK_STR(u.redacted, "amqp://guest:***@127.0.0.1:5672/");
+    wr_amqp_url_clear(&u);
+    CHECK(u.url == NULL && u.host == NULL);
+
+    CHECK_INT(wr_amqp_url_parse("amqps://broker", &u, &why), 0);
+    CHECK_STR(u.host, "broker");
+    CHECK_INT(u.port, 5671);
+    CHECK_INT(u.ssl, 1);
+    CHECK_STR(u.vhost, "/");
+    CHECK_STR(u.redacted, "amqps://broker");
+    wr_amqp_url_clear(&u);
+
+    CHECK_INT(wr_amqp_url_parse("amqp://app@[::1]:5673/%2F", &u, &why), 0);
+    CHECK_STR(u.host, "::1");
+    CHECK_INT(u.port, 5673);
+    CHECK_STR(u.user, "app");
+    CHECK_STR(u.password, "guest"); /* rabbitmq-c's default */
+    CHECK_STR(u.vhost, "/");
+    CHECK_STR(u.redacted, "amqp://app@[::1]:5673/%2F");
+    wr_amqp_url_clear(&u);
+
+    CHECK_INT(wr_amqp_url_parse("amqp://u:p%3Aw%2Fd@h/my-vhost", &u, &why), 0);
+    CHECK_STR(u.password, "p:w/d");
+    CHECK_STR(u.vhost, "my-vhost");
+    CHECK_STR(u.redacted, "amqp://u:***@h/my-vhost");
+    wr_amqp_url_clear(&u);
+
+    static const struct {
+        const char *text, *why;
+    } bad[] = {
+        {"http://h/", "the scheme must be amqp:// or amqps://"},
+        {"AMQP://h/", "the scheme must be amqp:// or amqps://"},
+        {"amqp://", "missing host"},
+        {"amqp://u:p@/v", "missing host"},
+        {"amqp://h:0/", "port must be a number from 1 to 65535"},
+        {"amqp://h:65536/", "port must be a number from 1 to 65535"},
+        {"amqp://h:/", "port must be a number from 1 to 65535"},
+        {"amqp://h:abc/", "port must be a number from 1 to 65535"},
+        {"amqp://h/a/b", "the vhost must be a single path segment (write %2F for '/')"},
+        {"amqp://h/v?heartbeat=5", "query strings and fragments are not supported "
+                                   "(percent-encode '?' and '#')"},
+        {"amqp://u:p%zz@h/", "bad percent-encoding (use %XX for ASCII characters only)"},
+        {"amqp://u:p%C3%A9@h/", "bad percent-encoding (use %XX for ASCII characters only)"},
+        {"amqp://[::1/", "unterminated '[' in the host"},
+        {"amqp://[::1]x/", "unexpected text after the ']' of the host"},
+        {"amqp://a:b:c@h/", "malformed URL (percent-encode ':', '@' and '/' in the user name "
+                            "and password)"},
+        {"amqp://h:1:2/", "too many ':' (IPv6 addresses go in brackets; percent-encode ':' in a "
+                          "password as %3A)"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        why = NULL;
+        if (wr_amqp_url_parse(bad[i].text, &u, &why) != -1) {
+            fprintf(stderr, "AMQP URL '%s' should be rejected\n", bad[i].text);
+            check_failures++;
+            wr_amqp_url_clear(&u);
+            continue;
+        }
+        CHECK_STR(why, bad[i].why);
+        CHECK(u.url == NULL && u.host == NULL && u.password == NULL);
+    }
+}
+
+static void test_redis_urls(void)
+{
+    wr_redis_url u;
+    const char *why;
+
+    CHECK_INT(wr_redis_url_parse("redis://127.0.0.1:6379/0", &u, &why), 0);
+    CHECK_STR(u.host, "127.0.0.1");
+    CHECK_INT(u.port, 6379);
+    CHECK_INT(u.db, 0);
+    CHECK(u.user == NULL);
+    CHECK(u.password == NULL);
+    CHECK_STR(u.redacted, "redis://127.0.0.1:6379/0");
+    wr_redis_url_clear(&u);
+    CHECK(u.url == NULL && u.host == NULL);
+
+    CHECK_INT(wr_redis_url_parse("redis://cache", &u, &why), 0);
+    CHECK_STR(u.host, "cache");
+    CHECK_INT(u.port, 6379);
+    CHECK_INT(u.db, 0);
+    wr_redis_url_clear(&u);
+
+    CHECK_INT(wr_redis_url_parse("redis://app:s%40cret@cache:6380/12", &u, &why), 0);
+    CHECK_STR(u.user, "app");
+    CHECK_STR(u.password, "s@cret");
+    CHECK_STR(u.host, "cache");
+    CHECK_INT(u.port, 6380);
+    CHECK_INT(u.db, 12);
+    CHECK_STR(u.url, "redis://app:s%40cret@cache:6380/12");
+    CHECK_STR(u.redacted, "redis://app:***@cache:6380/12");
+    wr_redis_url_clear(&u);
+
+    CHECK_INT(wr_redis_url_parse("redis://:pw@cache/", &u, &why), 0);
+    CHECK(u.user == NULL);
+    CHECK_STR(u.password, "pw");
+    CHECK_INT(u.db, 0);
+    CHECK_STR(u.redacted, "redis://:***@cache/");
+    wr_redis_url_clear(&u);
+
+    /* As in redis-cli, a userinfo without ':' is a password alone. */
+    CHECK_INT(wr_redis_url_parse("redis://justpw@[::1]:7000", &u, &why), 0);
+    CHECK(u.user == NULL);
+    CHECK_STR(u.password, "justpw");
+    CHECK_STR(u.host, "::1");
+    CHECK_INT(u.port, 7000);
+    CHECK_STR(u.redacted, "redis://***@[::1]:7000");
+    wr_redis_url_clear(&u);
+
+    static const struct {
+        const char *text, *why;
+    } bad[] = {
+        {"http://cache", "the scheme must be redis://"},
+        {"cache:6379", "the scheme must be redis://"},
+        {"rediss://cache", "TLS (rediss://) is not supported"},
+        {"unix:///tmp/redis.sock", "unix sockets are not supported"},
+        {"redis://", "missing host"},
+        {"redis://:pw@", "missing host"},
+        {"redis://:6379", "missing host"},
+        {"redis://cache:0", "port must be a number from 1 to 65535"},
+        {"redis://cache:65536", "port must be a number from 1 to 65535"},
+        {"redis://cache:x", "port must be a number from 1 to 65535"},
+        {"redis://cache/-1", "the database must be a non-negative integer"},
+        {"redis://cache/a", "the database must be a non-negative integer"},
+        {"redis://cache/1/2", "the database must be a non-negative integer"},
+        {"redis://cache/99999999999", "the database must be a non-negative integer"},
+        {"redis://cache/0?timeout=1", "query strings and fragments are not supported "
+                                      "(percent-encode '?' and '#')"},
+        {"redis://u:p%g1@cache", "bad percent-encoding in the user name or password"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        why = NULL;
+        if (wr_redis_url_parse(bad[i].text, &u, &why) != -1) {
+            fprintf(stderr, "Redis URL '%s' should be rejected\n", bad[i].text);
+            check_failures++;
+            wr_redis_url_clear(&u);
+            continue;
+        }
+        CHECK_STR(why, bad[i].why);
+        CHECK(u.url == NULL && u.host == NULL && u.password == NULL);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reference table and the shipped example                                    */
+/* ------------------------------------------------------------------------ */
+
+static void test_reference(void)
+{
+    static const char *const keys[] = {
+        "amqp",
+        "amqp.url",
+        "amqp.heartbeat",
+        "amqp.connect_timeout",
+        "redis",
+        "redis.url",
+        "redis.timeout",
+        "log",
+        "log.level",
+        "defaults",
+        "defaults.prefetch",
+        "defaults.concurrency",
+        "defaults.batch_size",
+        "defaults.handler_timeout",
+        "defaults.max_body_size",
+        "shutdown",
+        "shutdown.grace",
+        "subscriptions",
+        "subscriptions[].name",
+        "subscriptions[].queue",
+        "subscriptions[].dlq",
+        "subscriptions[].handler",
+        "subscriptions[].prefetch",
+        "subscriptions[].concurrency",
+        "subscriptions[].batch_size",
+        "subscriptions[].handler_timeout",
+        "subscriptions[].max_body_size",
+        "subscriptions[].bindings",
+        "subscriptions[].bindings[].exchange",
+        "subscriptions[].bindings[].type",
+        "subscriptions[].bindings[].declare",
+        "subscriptions[].bindings[].routing_keys",
+    };
+    size_t nkeys = sizeof(keys) / sizeof(keys[0]);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&buf, &len);
+
+    wr_config_write_reference(fp);
+    fclose(fp);
+    CHECK(strncmp(buf,
+                  "| key | type | default | live reload | description |\n"
+                  "|---|---|---|---|---|\n",
+                  strlen("| key | type | default | live reload | description |\n"
+                         "|---|---|---|---|---|\n")) == 0);
+    for (size_t i = 0; i < nkeys; i++) {
+        char row[128];
+        snprintf(row, sizeof(row), "\n| `%s` | ", keys[i]);
+        if (strstr(buf, row) == NULL) {
+            fprintf(stderr, "reference has no row for %s\n", keys[i]);
+        }
+        CHECK(strstr(buf, row) != NULL);
+    }
+    /* Exactly one row per key, plus the header and the separator. */
+    int lines = 0;
+    for (char *p = buf; *p != '\0'; p++) {
+        lines += *p == '\n';
+    }
+    CHECK_INT(lines, (int)nkeys + 2);
+    /* Spot checks of whole rows. */
+    CHECK(strstr(buf, "\n| `amqp.heartbeat` | duration, 0s to 5m | `10s` | no (restart) | "
+                      "AMQP heartbeat interval; 0 disables heartbeats. |\n") != NULL);
+    CHECK(strstr(buf, "\n| `log.level` | one of `debug`, `info`, `warn`, `error` | `info` | yes "
+                      "| ") != NULL);
+    CHECK(strstr(buf, "\n| `subscriptions[].handler_timeout` | duration, 1ms to 1h | "
+                      "`defaults.handler_timeout` | yes | ") != NULL);
+    CHECK(strstr(buf, "\n| `subscriptions[].dlq` | string | `<queue>.dlq` | no (restart) | ") !=
+          NULL);
+    CHECK(strstr(buf, "\n| `amqp.url` | AMQP URL | required | no (restart) | ") != NULL);
+    free(buf);
+}
+
+static void test_example_config(void)
+{
+    const char *src = getenv("WR_SOURCE_DIR");
+    char path[PATH_MAX], want[PATH_MAX + 64], root[PATH_MAX];
+    wr_config_errors errs;
+
+    snprintf(path, sizeof(path), "%s/config/warren.yaml", src != NULL ? src : ".");
+    unsetenv("WARREN_AMQP_URL");
+    unsetenv("WARREN_REDIS_URL");
+    wr_config *cfg = wr_config_load(path, &errs);
+    CHECK(cfg != NULL);
+    for (int i = 0; i < errs.count; i++) {
+        fprintf(stderr, "  %s\n", errs.lines[i]);
+    }
+    wr_config_errors_free(&errs);
+    if (cfg == NULL) {
+        return;
+    }
+    CHECK(realpath(src != NULL ? src : ".", root) != NULL);
+    CHECK_STR(cfg->amqp.url, "amqp://guest:guest@127.0.0.1:5672/");
+    CHECK_STR(cfg->amqp.redacted, "amqp://guest:***@127.0.0.1:5672/");
+    CHECK_STR(cfg->amqp.vhost, "/");
+    CHECK_STR(cfg->redis.url, "redis://127.0.0.1:6379/0");
+    CHECK_INT(cfg->sub_count, 2);
+    if (cfg->sub_count == 2) {
+        wr_subscription *o = &cfg->subs[0], *n = &cfg->subs[1];
+        CHECK_STR(o->name, "orders");
+        CHECK_STR(o->queue, "orders.events");
+        CHECK_STR(o->dlq, "orders.events.dlq");
+        snprintf(want, sizeof(want), "%s/handlers/orders.lua", root);
+        CHECK_STR(o->handler, want);
+        CHECK_INT(o->concurrency, 2);
+        CHECK_INT(o->prefetch, 50);
+        CHECK_INT(o->binding_count, 1);
+        CHECK_STR(o->bindings[0].exchange, "shop.events");
+        CHECK_STR(o->bindings[0].type, "topic");
+        CHECK_INT(o->bindings[0].routing_key_count, 2);
+        CHECK_STR(o->bindings[0].routing_keys[0], "order.created");
+        CHECK_STR(o->bindings[0].routing_keys[1], "order.cancelled");
+        CHECK_STR(n->name, "notifications");
+        CHECK_STR(n->queue, "notifications.events");
+        snprintf(want, sizeof(want), "%s/handlers/notifications.lua", root);
+        CHECK_STR(n->handler, want);
+        CHECK_INT(n->binding_count, 1);
+        CHECK_STR(n->bindings[0].exchange, "shop.events");
+        CHECK_INT(n->bindings[0].routing_key_count, 1);
+        CHECK_STR(n->bindings[0].routing_keys[0], "order.*");
+    }
+    wr_config_free(cfg);
+
+    /* The environment overrides the defaults written in the file. */
+    setenv("WARREN_AMQP_URL", "amqp://svc:pw@mq:5672/shop", 1);
+    cfg = wr_config_load(path, &errs);
+    CHECK(cfg != NULL);
+    if (cfg != NULL) {
+        CHECK_STR(cfg->amqp.host, "mq");
+        CHECK_STR(cfg->amqp.vhost, "shop");
+        wr_config_free(cfg);
+    }
+    wr_config_errors_free(&errs);
+    unsetenv("WARREN_AMQP_URL");
+}
+
+int main(void)
+{
+    setup();
+    test_minimal_defaults();
+    test_full_config();
+    test_defaults_after_subscriptions();
+    test_absolute_handler();
+    test_empty_and_not_a_mapping();
+    test_missing_file();
+    test_yaml_syntax_errors();
+    test_unknown_keys();
+    test_wrong_node_kinds();
+    test_missing_required();
+    test_bad_values();
+    test_strings();
+    test_duplicates();
+    test_handler_missing();
+    test_urls_in_errors();
+    test_env_errors();
+    test_multiple_errors();
+    test_error_limit();
+    test_durations();
+    test_amqp_urls();
+    test_redis_urls();
+    test_reference();
+    test_example_config();
+    teardown();
+    return check_report("test_config");
+}
