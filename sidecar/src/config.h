@@ -4,7 +4,7 @@
  * wr_config_load() reads one YAML file (libyaml's document API, so every value
  * keeps its line and column), expands ${VAR} and ${VAR:-default} from the
  * environment in every scalar, and walks the result against a declarative
- * schema (the table in config.c, which also feeds `warren --help-config` and
+ * schema (the table in config.c, which also feeds `warren config-reference` and
  * the README's reference table). Unknown keys, wrong types, missing required
  * fields, bad durations and unparsable URLs are all reported, not just the
  * first one, each as one line:

@@ -976,9 +976,10 @@ wr_lua *wr_lua_create(const wr_lua_opts *opts, char *err, size_t errcap)
         goto fail;
     }
     lua_State *L = rt->L;
-    /* The JIT stays off: the timeout hook must fire in every loop (see lua_rt.h). */
-    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
     luaL_openlibs(L);
+    /* The JIT stays off: the timeout hook must fire in every loop (see lua_rt.h).
+     * After openlibs, which turns the JIT on when it opens the jit library. */
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
     lua_pushlightuserdata(L, rt);
     lua_setfield(L, LUA_REGISTRYINDEX, "warren.rt");
     lua_sethook(L, deadline_hook, LUA_MASKCOUNT, HOOK_EVERY);

@@ -1,0 +1,87 @@
+"""The command line: --version, --help, usage errors (exit 2), `check` on a
+good config (exit 0) and on broken ones (exit 1, FILE:LINE:COL: message),
+and `run` refusing a handler that does not compile."""
+import os
+import subprocess
+
+from wrtest import ENV, SOURCE_DIR, WARREN, check, check_eq, finish, tempdir, write
+
+
+def run(*args, env_extra=None):
+    env = dict(os.environ)
+    env.update(ENV)
+    env.update(env_extra or {})
+    p = subprocess.run([WARREN] + list(args), capture_output=True, text=True, env=env, timeout=30)
+    return p.returncode, p.stdout, p.stderr
+
+
+rc, out, _ = run("--version")
+check_eq(rc, 0, "--version exits 0")
+check(out.startswith("warren "), "--version prints the version: %r" % out)
+rc, out, _ = run("--help")
+check_eq(rc, 0, "--help exits 0")
+check("run -c FILE" in out and "check -c FILE" in out, "--help lists the commands")
+for args, what in ((["frobnicate"], "unknown command"), (["run"], "run without -c"),
+                   (["check", "-c"], "-c without a file"), (["run", "-c", "x", "extra"], "extra argument"),
+                   ([], "no command")):
+    rc, _, err = run(*args)
+    check_eq(rc, 2, "%s exits 2" % what)
+    check("usage: warren" in err, "%s prints the usage on stderr" % what)
+
+# The shipped example config and handlers check clean.
+rc, out, err = run("check", "-c", os.path.join(SOURCE_DIR, "config", "warren.yaml"))
+check_eq(rc, 0, "check of config/warren.yaml exits 0 (stderr: %s)" % err.strip())
+check("configuration OK" in out and "all handlers compiled" in out, "check says what it verified")
+
+tmp = tempdir()
+good = write(os.path.join(tmp, "good.lua"), "return { handle = function(event, ctx) end }\n")
+broken = write(os.path.join(tmp, "broken.lua"), "local M = {}\nfunction M.handle(event, ctx)\n"
+               "  if then end\nend\nreturn M\n")
+noinit = write(os.path.join(tmp, "noinit.lua"), "return { handle = function() end,\n"
+               "  init = function(ctx) error('no database') end }\n")
+
+
+def config(name, body):
+    return write(os.path.join(tmp, name), "amqp:\n  url: ${WARREN_AMQP_URL}\n"
+                 "redis:\n  url: ${WARREN_REDIS_URL}\nsubscriptions:\n" + body)
+
+
+cfg = config("broken.yaml", "  - name: a\n    queue: q.a\n    handler: good.lua\n"
+             "  - name: b\n    queue: q.b\n    handler: broken.lua\n"
+             "  - name: c\n    queue: q.c\n    handler: noinit.lua\n")
+rc, out, err = run("check", "-c", cfg)
+check_eq(rc, 1, "check with broken handlers exits 1")
+lines = err.strip().splitlines()
+check_eq(len(lines), 2, "one line per broken handler")
+check_eq(lines[0] if lines else "",
+         "%s:9:5: subscriptions[1].handler: %s:3: unexpected symbol near 'then'" % (cfg, broken),
+         "compile error names the config position and the Lua file:line")
+check_eq(lines[1] if len(lines) > 1 else "",
+         "%s:12:5: subscriptions[2].handler: init failed: %s:2: no database" % (cfg, noinit),
+         "init failure is reported")
+
+rc, _, err = run("run", "-c", cfg)
+check_eq(rc, 1, "run refuses to start with a broken handler")
+check("unexpected symbol near 'then'" in err, "run says why")
+
+bad = config("bad.yaml", "  - name: a\n    queue: q.a\n    handler: good.lua\n    prefetch: lots\n"
+             "    bogus: 1\n")
+rc, _, err = run("check", "-c", bad)
+check_eq(rc, 1, "check with config errors exits 1")
+errs = err.strip().splitlines()
+check_eq(len(errs), 2, "every config problem is reported")
+check(all(e.startswith(bad + ":") for e in errs), "each problem is FILE:LINE:COL: message")
+check(any(":9:15: " in e and "prefetch" in e for e in errs), "prefetch error at 9:15: %r" % errs)
+check(any(":10:5: " in e and "bogus" in e for e in errs), "unknown key at 10:5: %r" % errs)
+
+rc, _, err = run("check", "-c", os.path.join(tmp, "nope.yaml"))
+check_eq(rc, 1, "a missing config file exits 1")
+check("nope.yaml" in err, "and names the file")
+
+# Credentials never appear in errors.
+leak = config("leak.yaml", "  - name: a\n    queue: q.a\n    handler: good.lua\n")
+rc, _, err = run("check", "-c", leak,
+                 env_extra={"WARREN_AMQP_URL": "amqp://bob:s3cr3t@127.0.0.1:notaport/"})
+check_eq(rc, 1, "an unparsable AMQP URL is an error")
+check("s3cr3t" not in err and "bob" in err, "the password is masked: %r" % err.strip())
+finish()
