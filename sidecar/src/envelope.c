@@ -4,6 +4,7 @@
  */
 #include "envelope.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,9 @@ int wr_table_get_int(const amqp_table_t *table, const char *name, int64_t *out)
         *out = v->value.i64;
         return 0;
     case AMQP_FIELD_KIND_U64:
+        if (v->value.u64 > (uint64_t)INT64_MAX) {
+            return -1; /* not representable: the cast would make it negative */
+        }
         *out = (int64_t)v->value.u64;
         return 0;
     case AMQP_FIELD_KIND_UTF8:
@@ -67,8 +71,9 @@ int wr_table_get_int(const amqp_table_t *table, const char *name, int64_t *out)
         memcpy(buf, v->value.bytes.bytes, len);
         buf[len] = '\0';
         char *end;
+        errno = 0;
         long long x = strtoll(buf, &end, 10);
-        if (*end != '\0') {
+        if (*end != '\0' || errno == ERANGE) {
             return -1;
         }
         *out = x;
