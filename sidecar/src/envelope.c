@@ -205,13 +205,19 @@ int wr_envelope_decode(const amqp_envelope_t *d, size_t max_body, wr_envelope *e
     return 0;
 }
 
+/* 1 when C is a lowercase hex digit. */
+static int lower_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+}
+
 /* 1 when the N bytes at S are lowercase hex and not all zeros. */
 static int hex_id(const char *s, size_t n)
 {
     int nonzero = 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+        if (!lower_hex(c)) {
             return 0;
         }
         nonzero |= c != '0';
@@ -227,8 +233,10 @@ int wr_trace_parse(amqp_bytes_t tp, char *trace_id, char *span_id)
         (tp.len > 55 && s[55] != '-')) {
         return -1;
     }
-    if (!(s[0] >= '0' && s[0] <= '9') && !(s[0] >= 'a' && s[0] <= 'e')) {
-        return -1; /* version ff is invalid */
+    /* version and flags are two lowercase hex digits each; version ff is invalid */
+    if (!lower_hex(s[0]) || !lower_hex(s[1]) || (s[0] == 'f' && s[1] == 'f') ||
+        !lower_hex(s[53]) || !lower_hex(s[54])) {
+        return -1;
     }
     if ((s[0] == '0' && s[1] == '0' && tp.len != 55) || !hex_id(s + 3, 32) ||
         !hex_id(s + 36, 16)) {
