@@ -593,7 +593,8 @@ static int push_event(wr_lua *rt, const wr_envelope *env, char *err, size_t errc
         lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_decode);
         push_bytes(L, env->body);
         if (lua_pcall(L, 1, 1, 0) != 0) {
-            snprintf(err, errcap, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
+            snprintf(err, errcap, "the body is not valid JSON: %s",
+                     lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
             lua_pop(L, 2);
             return -1;
         }

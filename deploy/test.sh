@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The whole test suite, one command (the README's second command; .ci/run calls it).
+#
+#   1. installs what it needs (deploy/install-deps.sh: apt-get, only when missing)
+#   2. builds twice: build-asan/ with AddressSanitizer + UBSan for the unit
+#      tests, build/ (optimised, -Werror) for the integration tests
+#   3. C unit tests (ctest -L unit, under the sanitizers)
+#   4. integration tests (ctest -L integration): a private RabbitMQ and Redis
+#      on loopback ports 35672/36379 started by the `stack` fixture and stopped
+#      by its cleanup even when a test fails
+#
+# Ends with one summary line: "N passed, N failed". Exit status 0 only when
+# nothing failed. Safe to run twice in a row.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+JOBS=${JOBS:-2}
+
+bash deploy/install-deps.sh || exit 1
+
+build() { # dir, extra cmake args...
+    local dir=$1
+    shift
+    cmake -S "$ROOT" -B "$dir" -DWARREN_WERROR=ON "$@" >"$dir.configure.log" 2>&1 ||
+        { cat "$dir.configure.log"; return 1; }
+    cmake --build "$dir" -j"$JOBS" >"$dir.build.log" 2>&1 ||
+        { grep -E "error|warning" "$dir.build.log" | head -50; return 1; }
+}
+mkdir -p build build-asan
+echo "test: building (sanitizers) in build-asan/"
+build build-asan -DWARREN_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug || exit 1
+echo "test: building (release) in build/"
+build build -DCMAKE_BUILD_TYPE=RelWithDebInfo || exit 1
+
+passed=0
+failed=0
+tally() { # log file of one ctest run
+    local line
+    line=$(grep -E "tests passed, [0-9]+ tests? failed out of [0-9]+" "$1" | tail -1)
+    if [ -z "$line" ]; then
+        failed=$((failed + 1)) # ctest itself failed to run
+        return
+    fi
+    local total fails
+    total=$(echo "$line" | sed -E 's/.*out of ([0-9]+).*/\1/')
+    fails=$(echo "$line" | sed -E 's/.* ([0-9]+) tests? failed.*/\1/')
+    passed=$((passed + total - fails))
+    failed=$((failed + fails))
+}
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+echo "test: unit tests (AddressSanitizer + UBSan)"
+ctest --test-dir build-asan -L unit --output-on-failure -j"$JOBS" 2>&1 | tee build-asan/unit.log
+tally build-asan/unit.log
+
+echo "test: integration tests (real RabbitMQ and Redis on loopback)"
+ctest --test-dir build -L integration --output-on-failure 2>&1 | tee build/integration.log
+tally build/integration.log
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
