@@ -2,7 +2,7 @@
 # The demo, one command (the README's first command).
 #
 # Installs what it needs, builds warren, starts a private RabbitMQ and Redis on
-# loopback (state in .demo/, ports 5672 and 6379 unless WR_AMQP_PORT /
+# loopback (data in /var/tmp/warren/, ports 5672 and 6379 unless WR_AMQP_PORT /
 # WR_REDIS_PORT say otherwise), runs `warren run -c config/warren.yaml` with the
 # example order handlers, publishes a handful of order events (good ones, a
 # rejected order, an order nobody can be notified about, a malformed message,
@@ -14,6 +14,9 @@ ROOT=$(pwd)
 DEMO="$ROOT/.demo"
 export WR_AMQP_PORT=${WR_AMQP_PORT:-5672}
 export WR_REDIS_PORT=${WR_REDIS_PORT:-6379}
+# The servers' data lives outside the checkout: they run as the rabbitmq and
+# redis users, who cannot enter a checkout under a private directory like /root.
+STACK=/var/tmp/warren/demo-$WR_AMQP_PORT
 
 bash deploy/install-deps.sh
 echo "demo: building warren"
@@ -29,15 +32,15 @@ cleanup() {
         kill -TERM "$warren_pid" 2>/dev/null || true
         wait "$warren_pid" 2>/dev/null || true
     fi
-    bash deploy/local/stack.sh stop "$DEMO/stack" || true
+    bash deploy/local/stack.sh stop "$STACK" || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-bash deploy/local/stack.sh start "$DEMO/stack"
+bash deploy/local/stack.sh start "$STACK"
 set -a
 # shellcheck disable=SC1091
-. "$DEMO/stack/env"
+. "$STACK/env"
 set +a
 
 echo "demo: warren check -c config/warren.yaml"

@@ -309,8 +309,12 @@ PYEOF
 redis_ping() { [ "$(timeout 3 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; }
 
 ensure_dir() {
-    mkdir -p -- "$DIR"
+    # created world-enterable whatever the caller's umask: the servers run as
+    # the rabbitmq and redis users and must reach their data below DIR
+    (umask 022 && mkdir -p -- "$DIR")
     [ -d "$DIR" ] || die "$DIR is not a directory"
+    runuser -u rabbitmq -- test -x "$DIR" ||
+        die "$DIR cannot be entered by the rabbitmq user (is a parent directory private, like /root?); use a directory under /var/tmp"
 }
 
 write_env() {
