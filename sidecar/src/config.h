@@ -66,6 +66,42 @@ typedef struct {
     int routing_key_count;
 } wr_binding;
 
+/*
+ * When and how often a failed message is tried again. Either an explicit list
+ * of delays (attempt n+1 waits delays[n-1]; the last delay repeats) or
+ * exponential backoff (initial * multiplier^(n-1), capped at max, each delay
+ * shortened by up to `jitter` of itself at random).
+ */
+typedef struct {
+    int max_attempts;          /* attempts in all, the first included; 1..100, default 5 */
+    int64_t *delays_ms;        /* explicit delays, delay_count of them; NULL with backoff */
+    int delay_count;
+    int64_t initial_ms;        /* backoff.initial, default 1s */
+    double multiplier;         /* backoff.multiplier, 1.0..10.0, default 2.0 */
+    int64_t max_ms;            /* backoff.max, default 5m */
+    double jitter;             /* backoff.jitter, 0.0..1.0, default 0.0 */
+} wr_retry_policy;
+
+typedef enum {
+    WR_KEY_MESSAGE_ID = 0, /* the AMQP message_id (default) */
+    WR_KEY_HEADER,         /* a header, named by key_arg */
+    WR_KEY_JSON,           /* a field of the JSON body, dot path in key_arg ("order.id") */
+} wr_key_source;
+
+/* How a subscription deduplicates messages in Redis. */
+typedef struct {
+    int enabled;               /* idempotency.enabled, default 1 */
+    wr_key_source source;      /* from idempotency.key: "message_id", "header:NAME", "json:PATH" */
+    char *key_arg;             /* header name or JSON path; NULL for message_id */
+    char *prefix;              /* Redis key prefix, default "warren:idem:"; the full key is
+                                  <prefix><subscription>:<key> */
+    int64_t ttl_ms;            /* how long a done record is kept; default 7d; 0 = "none":
+                                  kept forever */
+    int64_t lease_ms;          /* how long a claim holds before another worker may take over;
+                                  default 30s, at least 1s */
+    int missing_key_hash;      /* missing_key: "dlq" (0, default) or "body-hash" (1) */
+} wr_idem_policy;
+
 /* One consumed queue and the handler that processes its messages. */
 typedef struct {
     char *name;         /* required; [A-Za-z0-9_.-]+, unique; labels logs and metrics */
@@ -79,6 +115,8 @@ typedef struct {
     int64_t handler_timeout_ms; /* default from defaults.handler_timeout */
     int64_t max_body_size; /* bytes; larger messages are dead-lettered as body-too-large;
                               default from defaults.max_body_size */
+    wr_retry_policy retry;   /* defaults.retry merged with subscriptions[].retry, key by key */
+    wr_idem_policy idem;     /* defaults.idempotency merged with subscriptions[].idempotency */
     wr_binding *bindings; /* may be empty: then the queue is consumed as it is */
     int binding_count;
     int line, col;      /* where the subscription starts, for later messages */
