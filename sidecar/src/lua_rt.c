@@ -142,7 +142,7 @@ static void check_phase(lua_State *L, wr_lua *rt, const char *fn, int allow_init
 
 static uint64_t fnv1a(const char *s, size_t n)
 {
-    uint64_t h = 1469598103934665603ULL;
+    uint64_t h = 0xcbf29ce484222325ULL; /* the FNV-1a 64 offset basis */
     for (size_t i = 0; i < n; i++) {
         h ^= (unsigned char)s[i];
         h *= 1099511628211ULL;
