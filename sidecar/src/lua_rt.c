@@ -203,10 +203,16 @@ static void deadline_hook(lua_State *L, lua_Debug *ar)
      * error with pcall cannot run on: the next instruction outside the pcall
      * raises again. */
     lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 1);
+    /* In a hook the running Lua function is level 0: luaL_error (level 1) would
+     * name its caller, or nothing when that is C, instead of the looping line. */
+    luaL_where(L, 0);
     if (stop) {
-        luaL_error(L, "handler interrupted: the sidecar is shutting down");
+        lua_pushstring(L, "handler interrupted: the sidecar is shutting down");
+    } else {
+        lua_pushfstring(L, "handler timed out after %d ms", (int)rt->opts.timeout_ms);
     }
-    luaL_error(L, "handler timed out after %d ms", (int)rt->opts.timeout_ms);
+    lua_concat(L, 2);
+    lua_error(L);
 }
 
 /* ---- ctx functions -------------------------------------------------------------- */
