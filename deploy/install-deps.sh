@@ -10,7 +10,7 @@ set -euo pipefail
 PACKAGES=(
     build-essential cmake pkg-config
     librabbitmq-dev libhiredis-dev libluajit2-5.1-dev luajit2
-    libyaml-dev libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev
+    libyaml-dev libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev libssl-dev
     lua-cjson lua-busted
     rabbitmq-server redis-server redis-tools
     python3 python3-pika python3-redis

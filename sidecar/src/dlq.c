@@ -148,3 +148,33 @@ int wr_dlq_build_props(amqp_pool_t *pool, const amqp_basic_properties_t *orig,
     out->headers.entries = e;
     return rc ? -1 : 0;
 }
+
+int wr_dlq_build_wait_props(amqp_pool_t *pool, const amqp_basic_properties_t *orig,
+                            amqp_bytes_t exchange, amqp_bytes_t routing_key,
+                            amqp_basic_properties_t *out)
+{
+    const amqp_table_t *old = (orig->_flags & AMQP_BASIC_HEADERS_FLAG) ? &orig->headers : NULL;
+    int old_n = old ? old->num_entries : 0;
+
+    *out = *orig;
+    out->_flags &= ~(AMQP_BASIC_EXPIRATION_FLAG | AMQP_BASIC_USER_ID_FLAG);
+    out->_flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
+    out->delivery_mode = AMQP_DELIVERY_PERSISTENT;
+    if (wr_table_get(old, X_PREFIX "original-exchange") != NULL) {
+        return 0;
+    }
+    amqp_table_entry_t *e = amqp_pool_alloc(pool, sizeof(*e) * (size_t)(old_n + 2));
+    if (e == NULL) {
+        return -1;
+    }
+    for (int i = 0; i < old_n; i++) {
+        e[i] = old->entries[i];
+    }
+    int rc = set_str(pool, &e[old_n], X_PREFIX "original-exchange", exchange.bytes, exchange.len);
+    rc |= set_str(pool, &e[old_n + 1], X_PREFIX "original-routing-key", routing_key.bytes,
+                  routing_key.len);
+    out->_flags |= AMQP_BASIC_HEADERS_FLAG;
+    out->headers.num_entries = old_n + 2;
+    out->headers.entries = e;
+    return rc ? -1 : 0;
+}

@@ -59,6 +59,17 @@ int wr_dlq_build_props(amqp_pool_t *pool, const amqp_basic_properties_t *orig,
                        amqp_bytes_t exchange, amqp_bytes_t routing_key, const wr_failure *f,
                        amqp_basic_properties_t *out);
 
+/*
+ * Build in OUT the properties of a copy that only waits (its idempotency key
+ * was busy): the original properties and headers untouched, except that the
+ * original route is recorded (x-warren-original-exchange/-routing-key, unless
+ * already there) because the copy comes back through the default exchange.
+ * Returns 0, or -1 when the pool is out of memory.
+ */
+int wr_dlq_build_wait_props(amqp_pool_t *pool, const amqp_basic_properties_t *orig,
+                            amqp_bytes_t exchange, amqp_bytes_t routing_key,
+                            amqp_basic_properties_t *out);
+
 /* Truncate N bytes of S to at most MAX bytes without splitting a UTF-8 sequence. */
 size_t wr_utf8_truncate(const char *s, size_t n, size_t max);
 

@@ -134,8 +134,8 @@ static amqp_bytes_t bytes_if(int flag, amqp_bytes_t b)
     return flag ? b : amqp_empty_bytes;
 }
 
-int wr_envelope_decode(const amqp_envelope_t *d, size_t max_body, wr_envelope *env,
-                       const char **reason, char *detail, size_t detail_cap)
+int wr_envelope_decode(const amqp_envelope_t *d, size_t max_body, int require_id,
+                       wr_envelope *env, const char **reason, char *detail, size_t detail_cap)
 {
     const amqp_basic_properties_t *p = &d->message.properties;
     amqp_flags_t f = p->_flags;
@@ -144,12 +144,19 @@ int wr_envelope_decode(const amqp_envelope_t *d, size_t max_body, wr_envelope *e
     detail[0] = '\0';
     *reason = NULL;
     env->id = bytes_if(f & AMQP_BASIC_MESSAGE_ID_FLAG, p->message_id);
-    env->exchange = d->exchange;
-    env->routing_key = d->routing_key;
-    env->type = (f & AMQP_BASIC_TYPE_FLAG) && p->type.len ? p->type : d->routing_key;
+    env->headers = (f & AMQP_BASIC_HEADERS_FLAG) ? &p->headers : NULL;
+    /* A retry comes back from its delay queue through the default exchange;
+     * the route the producer chose travels in our headers. */
+    if (wr_table_get(env->headers, "x-warren-original-exchange") != NULL) {
+        env->exchange = wr_table_get_str(env->headers, "x-warren-original-exchange");
+        env->routing_key = wr_table_get_str(env->headers, "x-warren-original-routing-key");
+    } else {
+        env->exchange = d->exchange;
+        env->routing_key = d->routing_key;
+    }
+    env->type = (f & AMQP_BASIC_TYPE_FLAG) && p->type.len ? p->type : env->routing_key;
     env->content_type = bytes_if(f & AMQP_BASIC_CONTENT_TYPE_FLAG, p->content_type);
     env->body = d->message.body;
-    env->headers = (f & AMQP_BASIC_HEADERS_FLAG) ? &p->headers : NULL;
     env->timestamp = (f & AMQP_BASIC_TIMESTAMP_FLAG) ? (int64_t)p->timestamp : 0;
     env->redelivered = d->redelivered;
     env->is_json = wr_envelope_is_json_type(env->content_type);
@@ -169,7 +176,7 @@ int wr_envelope_decode(const amqp_envelope_t *d, size_t max_body, wr_envelope *e
         env->version.len = (size_t)n;
     }
 
-    if (env->id.len == 0) {
+    if (env->id.len == 0 && require_id) {
         *reason = WR_REASON_MISSING_ID;
         snprintf(detail, detail_cap, "the message has no message_id property");
         return -1;

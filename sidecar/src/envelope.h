@@ -27,7 +27,7 @@ typedef struct {
     amqp_bytes_t id;           /* AMQP message_id */
     amqp_bytes_t type;         /* AMQP type property, else the routing key */
     amqp_bytes_t version;      /* "version" header (string or integer), empty if absent */
-    amqp_bytes_t exchange;     /* exchange the message was published to */
+    amqp_bytes_t exchange;     /* exchange the producer published to */
     amqp_bytes_t routing_key;
     amqp_bytes_t content_type; /* empty if absent */
     amqp_bytes_t body;
@@ -49,14 +49,18 @@ typedef struct {
 #define WR_REASON_INVALID_JSON "invalid-json"
 
 /*
- * Decode delivery D into ENV. MAX_BODY is the largest body accepted, in bytes.
+ * Decode delivery D into ENV. MAX_BODY is the largest body accepted, in bytes;
+ * REQUIRE_ID makes a message without message_id invalid (it is, unless the
+ * subscription's idempotency key comes from elsewhere). A message that comes
+ * back from a delay queue gets its original exchange and routing key from the
+ * x-warren-original-* headers.
  * Returns 0 when the message can be handled; -1 when it is invalid, with
  * *REASON set to one of the WR_REASON_* codes and a human explanation in
  * DETAIL (always NUL-terminated). ENV is filled as far as possible either way,
  * so an invalid message can still be logged with its id and type.
  */
-int wr_envelope_decode(const amqp_envelope_t *d, size_t max_body, wr_envelope *env,
-                       const char **reason, char *detail, size_t detail_cap);
+int wr_envelope_decode(const amqp_envelope_t *d, size_t max_body, int require_id,
+                       wr_envelope *env, const char **reason, char *detail, size_t detail_cap);
 
 /* 1 when CONTENT_TYPE names JSON: empty (producers often omit it), application/json,
  * text/json or application/<anything>+json, parameters ignored. */

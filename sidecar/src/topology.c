@@ -3,6 +3,7 @@
  */
 #include "topology.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,11 +17,39 @@ static void add_queue(wr_topology *t, const char *name, const char *role)
     q->role = role;
 }
 
-int wr_topology_plan(const wr_subscription *sub, wr_topology *out)
+/* A delay queue: expires after MS into the default exchange, back to QUEUE. */
+static int add_delay(wr_topology *t, const wr_subscription *sub, int64_t ms, const char *role)
+{
+    int i = t->queue_count;
+    char *name = t->names[i];
+    int n = strcmp(role, "wait") == 0
+                ? snprintf(name, sizeof(t->names[i]), "%s.wait", sub->queue)
+                : wr_retry_queue_name(sub->queue, ms, name, sizeof(t->names[i]));
+    if (n < 0 || n > 255) {
+        return -1;
+    }
+    add_queue(t, name, role);
+    t->queues[i].message_ttl_ms = ms;
+    t->queues[i].dead_letter_exchange = "";
+    t->queues[i].dead_letter_routing_key = sub->queue;
+    return i;
+}
+
+int wr_topology_plan(const wr_subscription *sub, const wr_retry_tiers *tiers, wr_topology *out)
 {
     memset(out, 0, sizeof(*out));
     add_queue(out, sub->queue, "main");
     add_queue(out, sub->dlq, "dlq");
+    for (int i = 0; tiers != NULL && i < tiers->count; i++) {
+        out->tier_queue[i] = add_delay(out, sub, tiers->delay_ms[i], "retry");
+        if (out->tier_queue[i] < 0) {
+            return -1;
+        }
+    }
+    out->wait_queue = add_delay(out, sub, WR_TOPO_WAIT_MS, "wait");
+    if (out->wait_queue < 0) {
+        return -1;
+    }
 
     int nkeys = 0;
     for (int i = 0; i < sub->binding_count; i++) {

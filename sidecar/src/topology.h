@@ -10,6 +10,12 @@
  *     as it is;
  *   - the dead-letter queue (<queue>.dlq by default): durable, classic, no
  *     TTL and no length limit: nothing in it ages out;
+ *   - one delay queue per retry tier (<queue>.retry.<delay>, see retry.h):
+ *     durable, x-message-ttl = the delay, dead-lettering through the default
+ *     exchange back to <queue> only, never to the producer's exchange (which
+ *     would copy the message to every other subscriber);
+ *   - the wait queue (<queue>.wait, WR_TOPO_WAIT_MS): where a message goes
+ *     while another worker holds its idempotency claim, built like a tier;
  *   - each binding's exchange (durable, when `declare` is set) and binding.
  *
  * Pure logic: no I/O. The plan borrows strings from the config, which must
@@ -20,7 +26,10 @@
 
 #include "config.h"
 
-#define WR_TOPO_MAX_QUEUES 16
+#include "retry.h"
+
+#define WR_TOPO_MAX_QUEUES (WR_RETRY_MAX_TIERS + 3)
+#define WR_TOPO_WAIT_MS 1000 /* how long a message whose key is busy waits */
 
 typedef struct {
     const char *name;
@@ -28,7 +37,7 @@ typedef struct {
     int64_t message_ttl_ms;        /* x-message-ttl, or -1 for none */
     const char *dead_letter_exchange;   /* x-dead-letter-exchange, or NULL */
     const char *dead_letter_routing_key; /* x-dead-letter-routing-key, or NULL */
-    const char *role;              /* "main", "dlq": for error messages */
+    const char *role;              /* "main", "dlq", "retry", "wait": for error messages */
 } wr_queue_decl;
 
 typedef struct {
@@ -45,15 +54,19 @@ typedef struct {
 typedef struct {
     wr_queue_decl queues[WR_TOPO_MAX_QUEUES];
     int queue_count;
+    int tier_queue[WR_RETRY_MAX_TIERS]; /* index in queues[] of each retry tier's queue */
+    int wait_queue;                     /* index in queues[] of the wait queue */
+    char names[WR_TOPO_MAX_QUEUES][300]; /* storage for the generated queue names */
     wr_exchange_decl *exchanges; /* malloc'd */
     int exchange_count;
     wr_binding_decl *bindings;   /* malloc'd */
     int binding_count;
 } wr_topology;
 
-/* Build the plan for SUB. Returns 0, or -1 when out of memory. Free with
+/* Build the plan for SUB with the retry tiers TIERS (NULL: none). Returns 0, or
+ * -1 when out of memory or a generated name would be too long. Free with
  * wr_topology_clear(). */
-int wr_topology_plan(const wr_subscription *sub, wr_topology *out);
+int wr_topology_plan(const wr_subscription *sub, const wr_retry_tiers *tiers, wr_topology *out);
 void wr_topology_clear(wr_topology *t);
 
 #endif

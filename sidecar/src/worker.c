@@ -15,28 +15,36 @@
 #include "broker.h"
 #include "dlq.h"
 #include "envelope.h"
+#include "idem.h"
+#include "idkey.h"
 #include "log.h"
 #include "lua_rt.h"
+#include "retry.h"
 #include "topology.h"
 
 #define TAKE_TIMEOUT_MS 200       /* idle wait per loop turn: bounds shutdown latency */
 #define CONFIRM_TIMEOUT_MS 30000  /* a batch's confirms; past this the connection is suspect */
 #define BACKOFF_MIN_MS 200
 #define BACKOFF_MAX_MS 30000
+#define PAUSE 1                   /* run_batch: Redis failed; close the broker connection
+                                     (returning every delivery) until Redis answers */
 
 /* What the worker decided for one delivery of a batch. */
 typedef enum {
-    ACT_NONE = 0,  /* not started (shutdown): return it to the queue */
-    ACT_OK,        /* handled: its publishes (if any) must be confirmed */
-    ACT_DLQ,       /* failed or invalid: its DLQ copy must be confirmed */
+    ACT_NONE = 0,  /* not started (shutdown, lost claim, Redis down): back to the queue */
+    ACT_OK,        /* handled: its publishes must be confirmed, its record committed */
+    ACT_DLQ,       /* failed for good or invalid: its DLQ copy must be confirmed */
+    ACT_RETRY,     /* failed, attempts left: its copy in a delay queue must be confirmed */
+    ACT_WAIT,      /* its key is busy elsewhere: its copy in the wait queue must be confirmed */
+    ACT_DUPLICATE, /* already done: ack, nothing else */
 } action;
 
 typedef struct {
     amqp_envelope_t *d;
     wr_envelope env;
+    int valid;                 /* the envelope decoded */
     action act;
     size_t pub_first, pub_end; /* its publishes, as indexes in the confirm batch */
-    int publish_failed;        /* a publish call itself failed */
     const char *outcome;       /* for the log: handler outcome name */
     char reason[64];
     char error[1024];
@@ -44,6 +52,15 @@ typedef struct {
     double duration_ms;
     int attempt;
     char trace_id[33];
+    /* idempotency */
+    char key[WR_IDKEY_MAX + 1];    /* the message's key ("" when idempotency is off) */
+    char rkey[WR_IDKEY_MAX + 300]; /* the Redis key */
+    int claimed;               /* we hold its record (ACQUIRED or TAKEOVER) */
+    int takeover;
+    int starts;
+    wr_finish_op op;           /* what to do with the record once the copies are confirmed */
+    const char *done_outcome;  /* for WR_FINISH_DONE */
+    int64_t delay_ms;          /* ACT_RETRY / ACT_WAIT: how long it waits */
 } item;
 
 struct wr_worker {
@@ -54,17 +71,23 @@ struct wr_worker {
     const wr_subscription *sub;
     wr_run_flags *flags;
     int index;
-    char name[160];        /* "orders#0": logs and the broker's connection name */
+    char name[160];        /* "warren orders#0": logs and the broker's connection name */
+    char token[64];        /* our idempotency claims' owner token */
 
     pthread_mutex_t lua_lock; /* guards swapping `lua` against wr_worker_interrupt */
     wr_lua *lua;
     wr_lua_opts lua_opts;
 
     wr_broker *b;
+    wr_idem *idem;         /* NULL when idempotency is off, or while Redis is away */
     wr_topology topo;
+    wr_retry_tiers tiers;
     amqp_pool_t pool;      /* per batch: publish properties and routing strings */
     item *items;
     amqp_envelope_t **taken;
+    wr_claim *claims;
+    wr_finish *finishes;
+    int *map;              /* claims[k] / finishes[k] belong to items[map[k]] */
     uint64_t rng;
     size_t max_body;
 };
@@ -136,7 +159,66 @@ static amqp_bytes_t pool_dup(amqp_pool_t *pool, const char *s, size_t n)
     return b;
 }
 
-/* ---- connection ------------------------------------------------------------------ */
+/* ---- connections ------------------------------------------------------------- */
+
+static void log_unavailable(wr_worker *w, const char *what, const char *where, const char *err,
+                            int wait)
+{
+    wr_logline l;
+    wr_log_begin(&l, WR_LOG_ERROR, what);
+    wr_log_str(&l, "subscription", w->sub->name);
+    wr_log_int(&l, "worker", w->index);
+    wr_log_str(&l, "address", where);
+    wr_log_str(&l, "error", err);
+    wr_log_int(&l, "retry_in_ms", wait);
+    wr_log_end(&l);
+}
+
+static int jittered(wr_worker *w, int backoff)
+{
+    return backoff / 2 + (int)(next_rand(w) % (uint64_t)(backoff / 2 + 1));
+}
+
+/*
+ * Make sure Redis answers (when idempotency is on), retrying with capped,
+ * jittered backoff until it does or the worker is told to stop. Nothing is
+ * consumed meanwhile: without the record, no message can be handled safely.
+ * Returns 0 ready, -1 stopping.
+ */
+static int ensure_redis(wr_worker *w)
+{
+    if (!w->sub->idem.enabled) {
+        return 0;
+    }
+    int backoff = BACKOFF_MIN_MS;
+    int down = 0;
+    while (!atomic_load(&w->flags->stop)) {
+        char err[512];
+        if (w->idem != NULL && wr_idem_ping(w->idem) == 0) {
+            if (down) {
+                wr_logf(WR_LOG_INFO, "%s: Redis is back", w->name);
+            }
+            return 0;
+        }
+        if (w->idem != NULL) {
+            snprintf(err, sizeof(err), "%s", wr_idem_error(w->idem));
+            wr_idem_destroy(w->idem);
+        }
+        w->idem = wr_idem_create(&w->cfg->redis, w->cfg->redis_timeout_ms, err, sizeof(err));
+        if (w->idem != NULL) {
+            if (down) {
+                wr_logf(WR_LOG_INFO, "%s: Redis is back", w->name);
+            }
+            return 0;
+        }
+        down = 1;
+        int wait = jittered(w, backoff);
+        log_unavailable(w, "Redis not available", w->cfg->redis.redacted, err, wait);
+        nap(w, wait);
+        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+    }
+    return -1;
+}
 
 /*
  * Connect, declare and consume, retrying with capped, jittered exponential
@@ -151,6 +233,9 @@ static int connect_broker(wr_worker *w)
     while (!atomic_load(&w->flags->stop)) {
         char err[512];
         attempt++;
+        if (ensure_redis(w) != 0) {
+            return -1;
+        }
         w->b = wr_broker_create(&cfg->amqp, (int)(cfg->amqp_heartbeat_ms / 1000),
                                 cfg->amqp_connect_timeout_ms, w->name, err, sizeof(err));
         if (w->b != NULL) {
@@ -173,26 +258,33 @@ static int connect_broker(wr_worker *w)
             wr_broker_destroy(w->b);
             w->b = NULL;
         }
-        int wait = backoff / 2 + (int)(next_rand(w) % (uint64_t)(backoff / 2 + 1));
-        wr_logline l;
-        wr_log_begin(&l, WR_LOG_ERROR, "broker not available");
-        wr_log_str(&l, "subscription", w->sub->name);
-        wr_log_int(&l, "worker", w->index);
-        wr_log_str(&l, "broker", cfg->amqp.redacted);
-        wr_log_str(&l, "error", err);
-        wr_log_int(&l, "retry_in_ms", wait);
-        wr_log_end(&l);
+        int wait = jittered(w, backoff);
+        log_unavailable(w, "broker not available", cfg->amqp.redacted, err, wait);
         nap(w, wait);
         backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
     }
     return -1;
 }
 
-/* ---- one message ------------------------------------------------------------------ */
+/* ---- publishing copies ------------------------------------------------------------ */
+
+static void note_pub(item *it, size_t idx)
+{
+    if (it->pub_end == it->pub_first) {
+        it->pub_first = idx;
+    }
+    it->pub_end = idx + 1;
+}
 
 /* Publish the handler's buffered events for IT. Returns a WR_BROKER_* code. */
 static int publish_outgoing(wr_worker *w, item *it, const wr_lua_result *res)
 {
+    /* deterministic ids: a re-run after a crash publishes the same ids */
+    const char *base = it->key[0] ? it->key : NULL;
+    size_t base_len = base ? strlen(base) : it->env.id.len;
+    if (base == NULL) {
+        base = it->env.id.bytes;
+    }
     for (int i = 0; i < res->pub_count; i++) {
         const wr_lua_pub *p = &res->pubs[i];
         amqp_basic_properties_t props;
@@ -201,10 +293,8 @@ static int publish_outgoing(wr_worker *w, item *it, const wr_lua_result *res)
                        AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_HEADERS_FLAG;
         props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
         props.timestamp = (uint64_t)(wr_now_ms() / 1000);
-        /* deterministic: a re-run after a crash publishes the same ids */
-        char id[300];
-        int n = snprintf(id, sizeof(id), "%.*s:%d", (int)(it->env.id.len > 256 ? 256 : it->env.id.len),
-                         (const char *)it->env.id.bytes, i + 1);
+        char id[WR_IDKEY_MAX + 32];
+        int n = snprintf(id, sizeof(id), "%.*s:%d", (int)base_len, base, i + 1);
         props.message_id = pool_dup(&w->pool, id, (size_t)n);
         if (p->content_type) {
             props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
@@ -223,12 +313,13 @@ static int publish_outgoing(wr_worker *w, item *it, const wr_lua_result *res)
         for (int k = 0; k < p->header_count; k++) {
             h[nh].key = pool_dup(&w->pool, p->header_keys[k], strlen(p->header_keys[k]));
             h[nh].value.kind = AMQP_FIELD_KIND_UTF8;
-            h[nh].value.value.bytes = pool_dup(&w->pool, p->header_vals[k], strlen(p->header_vals[k]));
+            h[nh].value.value.bytes =
+                pool_dup(&w->pool, p->header_vals[k], strlen(p->header_vals[k]));
             nh++;
         }
         h[nh].key = amqp_cstring_bytes("x-warren-causation-id");
         h[nh].value.kind = AMQP_FIELD_KIND_UTF8;
-        h[nh].value.value.bytes = it->env.id;
+        h[nh].value.value.bytes = pool_dup(&w->pool, base, base_len);
         nh++;
         char tp[56], span[17];
         hex_rand(w, span, 16);
@@ -248,40 +339,58 @@ static int publish_outgoing(wr_worker *w, item *it, const wr_lua_result *res)
         if (rc != WR_BROKER_OK) {
             return rc;
         }
-        if (i == 0) {
-            it->pub_first = idx;
-        }
-        it->pub_end = idx + 1;
+        note_pub(it, idx);
     }
     return WR_BROKER_OK;
 }
 
-/* Publish IT's original body with its story to the DLQ. */
-static int publish_dlq(wr_worker *w, item *it, const char *error_class)
+/*
+ * Publish a copy of IT's original body: with its story (ACT_DLQ to the DLQ,
+ * ACT_RETRY to its delay tier) or untouched (ACT_WAIT to the wait queue).
+ * Always persistent and mandatory: a copy no queue takes is a failure.
+ */
+static int publish_copy(wr_worker *w, item *it, const char *error_class, int tier)
 {
-    wr_failure f = {
-        .reason = it->reason,
-        .error_class = error_class,
-        .error = it->error,
-        .attempt = it->attempt,
-        .now_ms = wr_now_ms(),
-        .subscription = w->sub->name,
-        .queue = w->sub->queue,
-        .handler = w->sub->handler,
-        .handler_version = w->lua ? wr_lua_version(w->lua) : NULL,
-        .trace_id = it->trace_id,
-    };
     amqp_basic_properties_t props;
-    if (wr_dlq_build_props(&w->pool, &it->d->message.properties, it->d->exchange,
-                           it->d->routing_key, &f, &props) != 0) {
+    const char *queue;
+    int rc;
+    if (it->act == ACT_WAIT) {
+        queue = w->topo.queues[w->topo.wait_queue].name;
+        rc = wr_dlq_build_wait_props(&w->pool, &it->d->message.properties, it->d->exchange,
+                                     it->d->routing_key, &props);
+    } else {
+        wr_failure f = {
+            .reason = it->reason,
+            .error_class = error_class,
+            .error = it->error,
+            .attempt = it->attempt,
+            .now_ms = wr_now_ms(),
+            .subscription = w->sub->name,
+            .queue = w->sub->queue,
+            .handler = w->sub->handler,
+            .handler_version = w->lua ? wr_lua_version(w->lua) : NULL,
+            .trace_id = it->trace_id,
+        };
+        rc = wr_dlq_build_props(&w->pool, &it->d->message.properties, it->d->exchange,
+                                it->d->routing_key, &f, &props);
+        queue = it->act == ACT_RETRY ? w->topo.queues[w->topo.tier_queue[tier]].name : w->sub->dlq;
+        if (rc == 0 && it->act == ACT_RETRY &&
+            it->delay_ms < w->topo.queues[w->topo.tier_queue[tier]].message_ttl_ms) {
+            /* jitter: leave the tier a little early, never late */
+            char exp[24];
+            int n = snprintf(exp, sizeof(exp), "%lld", (long long)it->delay_ms);
+            props._flags |= AMQP_BASIC_EXPIRATION_FLAG;
+            props.expiration = pool_dup(&w->pool, exp, (size_t)n);
+        }
+    }
+    if (rc != 0) {
         return WR_BROKER_DOWN;
     }
     size_t idx;
-    int rc = wr_broker_publish(w->b, amqp_empty_bytes, amqp_cstring_bytes(w->sub->dlq), 1, &props,
-                               it->d->message.body, &idx);
+    rc = wr_broker_publish(w->b, amqp_empty_bytes, amqp_cstring_bytes(queue), 1, &props,
+                           it->d->message.body, &idx);
     if (rc == WR_BROKER_OK) {
-        it->pub_first = idx;
-        it->pub_end = idx + 1;
+        note_pub(it, idx);
     }
     return rc;
 }
@@ -305,38 +414,60 @@ static void rebuild_lua(wr_worker *w)
     wr_logf(WR_LOG_WARN, "Lua state of %s rebuilt after it exceeded its memory limit", w->name);
 }
 
+/* ---- one message ------------------------------------------------------------------ */
+
 /*
- * Decode and run one delivery; publish what its outcome requires. Returns a
- * WR_BROKER_* code (DOWN stops the batch: nothing more is acked).
+ * Decode IT and derive its key. An invalid message is marked ACT_DLQ with
+ * its reason (its copy is published by the caller).
  */
-static int run_one(wr_worker *w, item *it)
+static void prepare(wr_worker *w, item *it)
 {
+    const wr_idem_policy *pol = &w->sub->idem;
     const char *reason = NULL;
-    it->started_ms = wr_mono_ms();
-    it->pub_first = it->pub_end = 0;
-    if (wr_envelope_decode(it->d, w->max_body, &it->env, &reason, it->error,
-                           sizeof(it->error)) != 0) {
-        it->attempt = it->env.attempt;
-        char span[17];
-        if (wr_trace_parse(it->env.traceparent, it->trace_id, span) != 0) {
-            hex_rand(w, it->trace_id, 32);
-        }
-        snprintf(it->reason, sizeof(it->reason), "%s", reason);
-        it->outcome = "invalid";
-        it->act = ACT_DLQ;
-        it->duration_ms = wr_mono_ms() - it->started_ms;
-        return publish_dlq(w, it, "invalid");
-    }
-    it->attempt = it->env.attempt;
     char span[17];
+    it->started_ms = wr_mono_ms();
+    int require_id = !(pol->enabled && (pol->source != WR_KEY_MESSAGE_ID || pol->missing_key_hash));
+    int rc = wr_envelope_decode(it->d, w->max_body, require_id, &it->env, &reason, it->error,
+                                sizeof(it->error));
+    it->attempt = it->env.attempt;
     if (wr_trace_parse(it->env.traceparent, it->trace_id, span) != 0) {
         hex_rand(w, it->trace_id, 32);
     }
+    if (rc == 0 && pol->enabled &&
+        wr_idkey_derive(pol, &it->env, it->key, sizeof(it->key), it->error,
+                        sizeof(it->error)) != 0) {
+        reason = WR_REASON_MISSING_KEY;
+        rc = -1;
+    }
+    if (rc != 0) {
+        snprintf(it->reason, sizeof(it->reason), "%s", reason);
+        it->outcome = "invalid";
+        it->act = ACT_DLQ;
+        it->key[0] = '\0';
+        return;
+    }
+    it->valid = 1;
+    if (pol->enabled) {
+        snprintf(it->rkey, sizeof(it->rkey), "%s%s:%s", pol->prefix, w->sub->name, it->key);
+    }
+}
 
-    char key[300];
-    snprintf(key, sizeof(key), "%.*s", (int)(it->env.id.len > 256 ? 256 : it->env.id.len),
-             (const char *)it->env.id.bytes);
-    wr_lua_call call = {.idempotency_key = key, .trace_id = it->trace_id, .attempt = it->attempt};
+/*
+ * Run IT's handler and decide what happens to it. Publishes what the outcome
+ * needs. Returns a WR_BROKER_* code (DOWN stops the batch: nothing more is
+ * acked).
+ */
+static int run_one(wr_worker *w, item *it)
+{
+    wr_lua_call call = {.idempotency_key = it->key[0] ? it->key : NULL,
+                        .trace_id = it->trace_id,
+                        .attempt = it->attempt};
+    char idbuf[WR_IDKEY_MAX + 1];
+    if (call.idempotency_key == NULL) {
+        snprintf(idbuf, sizeof(idbuf), "%.*s", (int)it->env.id.len, (const char *)it->env.id.bytes);
+        call.idempotency_key = idbuf;
+    }
+    it->started_ms = wr_mono_ms();
     wr_lua_result res;
     wr_outcome out = wr_lua_handle(w->lua, &it->env, &call, &res);
     it->duration_ms = wr_mono_ms() - it->started_ms;
@@ -349,27 +480,39 @@ static int run_one(wr_worker *w, item *it)
     if (out != WR_OUT_OK && atomic_load(&w->flags->abort)) {
         /* interrupted by shutdown, not failed: give it back untouched */
         it->act = ACT_NONE;
+        it->op = WR_FINISH_RELEASE;
         return WR_BROKER_OK;
     }
     switch (out) {
     case WR_OUT_OK:
         it->act = ACT_OK;
+        it->op = WR_FINISH_DONE;
+        it->done_outcome = "ok";
         return publish_outgoing(w, it, &res);
     case WR_OUT_INVALID:
-        it->act = ACT_DLQ;
-        return publish_dlq(w, it, "invalid");
     case WR_OUT_REJECT:
+        /* permanent: no retry can change the outcome */
         it->act = ACT_DLQ;
-        return publish_dlq(w, it, "rejected");
+        it->op = WR_FINISH_DONE;
+        it->done_outcome = out == WR_OUT_REJECT ? "rejected" : "dead-lettered";
+        return publish_copy(w, it, out == WR_OUT_REJECT ? "rejected" : "invalid", 0);
     case WR_OUT_TIMEOUT:
-        it->act = ACT_DLQ;
-        return publish_dlq(w, it, "timeout");
     case WR_OUT_RETRY:
-    case WR_OUT_ERROR:
-        /* Retries through delay queues are not built yet: a failure is dead-lettered
-         * with its story, never dropped and never acked unsaved. */
+    case WR_OUT_ERROR: {
+        const char *cls = out == WR_OUT_TIMEOUT ? "timeout" : "error";
+        int tier;
+        double r = (double)(next_rand(w) >> 11) / 9007199254740992.0; /* [0, 1) */
+        if (wr_retry_plan(&w->sub->retry, &w->tiers, it->attempt, res.retry_delay_ms, r, &tier,
+                          &it->delay_ms) == 0) {
+            it->act = ACT_RETRY;
+            it->op = WR_FINISH_RELEASE;
+            return publish_copy(w, it, cls, tier);
+        }
         it->act = ACT_DLQ;
-        return publish_dlq(w, it, "error");
+        it->op = WR_FINISH_DONE;
+        it->done_outcome = "dead-lettered";
+        return publish_copy(w, it, cls, 0);
+    }
     }
     return WR_BROKER_OK;
 }
@@ -386,28 +529,68 @@ static int item_confirmed(const wr_worker *w, const item *it)
     return 1;
 }
 
+static const char *act_outcome(action a)
+{
+    switch (a) {
+    case ACT_OK:
+        return "ok";
+    case ACT_DLQ:
+        return "dead-lettered";
+    case ACT_RETRY:
+        return "retried";
+    case ACT_WAIT:
+        return "deferred";
+    case ACT_DUPLICATE:
+        return "duplicate";
+    case ACT_NONE:
+        return "returned";
+    }
+    return "returned";
+}
+
 static void log_item(const wr_worker *w, const item *it, const char *outcome, wr_log_level level)
 {
     if (!wr_log_enabled(level)) {
         return;
     }
+    static const struct {
+        const char *outcome, *msg;
+    } msgs[] = {{"ok", "message handled"},
+                {"dead-lettered", "message dead-lettered"},
+                {"retried", "message scheduled for retry"},
+                {"deferred", "message deferred: another worker holds its key"},
+                {"duplicate", "duplicate message skipped"},
+                {"returned", "message returned to the queue"}};
+    const char *msg = "message returned to the queue";
+    for (size_t i = 0; i < sizeof(msgs) / sizeof(msgs[0]); i++) {
+        if (strcmp(msgs[i].outcome, outcome) == 0) {
+            msg = msgs[i].msg;
+        }
+    }
     wr_logline l;
-    const char *msg = strcmp(outcome, "ok") == 0              ? "message handled"
-                      : strcmp(outcome, "dead-lettered") == 0 ? "message dead-lettered"
-                                                              : "message returned to the queue";
     wr_log_begin(&l, level, msg);
     wr_log_str(&l, "subscription", w->sub->name);
     wr_log_int(&l, "worker", w->index);
     wr_log_strn(&l, "message_id", it->env.id.bytes, it->env.id.len);
+    if (it->key[0] && (it->env.id.len != strlen(it->key) ||
+                       memcmp(it->env.id.bytes, it->key, it->env.id.len) != 0)) {
+        wr_log_str(&l, "idempotency_key", it->key);
+    }
     wr_log_strn(&l, "type", it->env.type.bytes, it->env.type.len);
     wr_log_str(&l, "outcome", outcome);
-    if (it->act != ACT_OK && it->reason[0]) {
+    if ((it->act == ACT_DLQ || it->act == ACT_RETRY || it->act == ACT_NONE) && it->reason[0]) {
         wr_log_str(&l, "reason", it->reason);
     }
-    if (it->act != ACT_OK && it->error[0]) {
+    if ((it->act == ACT_DLQ || it->act == ACT_RETRY || it->act == ACT_NONE) && it->error[0]) {
         wr_log_str(&l, "error", it->error);
     }
+    if (it->act == ACT_RETRY || it->act == ACT_WAIT) {
+        wr_log_int(&l, "delay_ms", it->delay_ms);
+    }
     wr_log_int(&l, "attempt", it->attempt);
+    if (it->takeover) {
+        wr_log_bool(&l, "lease_takeover", 1);
+    }
     wr_log_num(&l, "duration_ms", it->duration_ms);
     if (it->trace_id[0]) {
         wr_log_str(&l, "trace_id", it->trace_id);
@@ -419,26 +602,158 @@ static void log_item(const wr_worker *w, const item *it, const char *outcome, wr
     wr_log_end(&l);
 }
 
+/* Return every delivery of the batch to the queue, after Redis failed us. */
+static int return_all(wr_worker *w, int n, const char *why)
+{
+    wr_logline l;
+    wr_log_begin(&l, WR_LOG_ERROR, "Redis failed mid-batch: messages returned to the queue");
+    wr_log_str(&l, "subscription", w->sub->name);
+    wr_log_int(&l, "worker", w->index);
+    wr_log_str(&l, "error", why);
+    wr_log_int(&l, "batch", n);
+    wr_log_end(&l);
+    for (int i = 0; i < n; i++) {
+        if (wr_broker_nack(w->b, w->items[i].d->delivery_tag, 0, 1) != WR_BROKER_OK) {
+            return WR_BROKER_DOWN;
+        }
+    }
+    return WR_BROKER_OK;
+}
+
 /*
- * Process N deliveries: run them, wait for the confirms of everything they
- * published, then ack or return each. Returns WR_BROKER_OK or DOWN.
+ * Claim the keys of the batch's valid items in one round trip. A key that
+ * appears twice in the batch is claimed once: the second copy waits (ACT_WAIT)
+ * and finds the record done when it comes back. Returns 0, or -1 when Redis
+ * failed (nothing is known; the caller returns the batch).
+ */
+static int claim_batch(wr_worker *w, int n)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        item *it = &w->items[i];
+        if (!it->valid || !w->sub->idem.enabled) {
+            continue;
+        }
+        int dup = 0;
+        for (int j = 0; j < i && !dup; j++) {
+            dup = w->items[j].valid && strcmp(w->items[j].rkey, it->rkey) == 0;
+        }
+        if (dup) {
+            it->act = ACT_WAIT;
+            it->delay_ms = WR_TOPO_WAIT_MS;
+            continue;
+        }
+        w->claims[k].key = it->rkey;
+        w->map[k++] = i;
+    }
+    const wr_idem_policy *pol = &w->sub->idem;
+    if (wr_idem_claim(w->idem, w->claims, k, w->token, pol->lease_ms, pol->ttl_ms) != 0) {
+        return -1;
+    }
+    for (int c = 0; c < k; c++) {
+        item *it = &w->items[w->map[c]];
+        switch (w->claims[c].status) {
+        case WR_CLAIM_DONE:
+            it->act = ACT_DUPLICATE;
+            break;
+        case WR_CLAIM_BUSY:
+            it->act = ACT_WAIT;
+            it->delay_ms = WR_TOPO_WAIT_MS;
+            break;
+        case WR_CLAIM_TAKEOVER:
+            it->takeover = 1;
+            /* fall through */
+        case WR_CLAIM_ACQUIRED:
+            it->claimed = 1;
+            it->starts = w->claims[c].starts;
+            break;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Push out the leases of the claimed items from FROM on, when the batch has
+ * run long. Items whose lease was lost are given back (ACT_NONE). Returns 0,
+ * or -1 when Redis failed.
+ */
+static int extend_leases(wr_worker *w, int from, int n)
+{
+    int k = 0;
+    for (int i = from; i < n; i++) {
+        if (w->items[i].claimed) {
+            w->finishes[k] = (wr_finish){.key = w->items[i].rkey, .op = WR_FINISH_EXTEND};
+            w->map[k++] = i;
+        }
+    }
+    const wr_idem_policy *pol = &w->sub->idem;
+    if (wr_idem_finish(w->idem, w->finishes, k, w->token, pol->lease_ms, pol->ttl_ms) != 0) {
+        return -1;
+    }
+    for (int c = 0; c < k; c++) {
+        if (!w->finishes[c].owned) {
+            item *it = &w->items[w->map[c]];
+            it->claimed = 0;
+            it->act = ACT_NONE;
+            snprintf(it->error, sizeof(it->error), "lease lost before the handler ran");
+        }
+    }
+    return 0;
+}
+
+/*
+ * Process N deliveries (DESIGN.md, "Flow of one message"): decode, claim,
+ * run, publish every copy, wait for the confirms, write the records, then ack
+ * or return each. Returns WR_BROKER_OK or DOWN.
  */
 static int run_batch(wr_worker *w, int n)
 {
-    empty_amqp_pool(&w->pool);
+    const wr_idem_policy *pol = &w->sub->idem;
+    recycle_amqp_pool(&w->pool);
     wr_broker_batch_begin(w->b);
     int rc = WR_BROKER_OK;
-    int ran = 0;
     for (int i = 0; i < n; i++) {
         item *it = &w->items[i];
         memset(it, 0, sizeof(*it));
         it->d = w->taken[i];
+        prepare(w, it);
     }
-    for (; ran < n && rc == WR_BROKER_OK; ran++) {
-        if (atomic_load(&w->flags->stop)) {
-            break; /* draining: what has not started goes back */
+    if (pol->enabled && claim_batch(w, n) != 0) {
+        rc = return_all(w, n, wr_idem_error(w->idem));
+        return rc == WR_BROKER_OK ? PAUSE : rc;
+    }
+    double leased_at = wr_mono_ms();
+    for (int i = 0; i < n && rc == WR_BROKER_OK; i++) {
+        item *it = &w->items[i];
+        if (it->act == ACT_DLQ) {
+            rc = publish_copy(w, it, "invalid", 0); /* invalid: never runs */
+            continue;
         }
-        rc = run_one(w, &w->items[ran]);
+        if (it->act == ACT_WAIT) {
+            rc = publish_copy(w, it, NULL, 0);
+            continue;
+        }
+        if (it->act == ACT_DUPLICATE || (pol->enabled && !it->claimed)) {
+            continue;
+        }
+        if (atomic_load(&w->flags->stop)) {
+            it->act = ACT_NONE; /* draining: what has not started goes back */
+            it->op = WR_FINISH_RELEASE;
+            continue;
+        }
+        if (pol->enabled && wr_mono_ms() - leased_at > (double)pol->lease_ms / 3) {
+            if (extend_leases(w, i, n) != 0) {
+                /* nothing of this batch was published yet past this point's copies;
+                 * returning all of it repeats only work that is idempotent */
+                rc = return_all(w, n, wr_idem_error(w->idem));
+                return rc == WR_BROKER_OK ? PAUSE : rc;
+            }
+            leased_at = wr_mono_ms();
+            if (!it->claimed) {
+                continue;
+            }
+        }
+        rc = run_one(w, it);
     }
     if (rc == WR_BROKER_OK) {
         rc = wr_broker_batch_wait(w->b, CONFIRM_TIMEOUT_MS);
@@ -449,7 +764,8 @@ static int run_batch(wr_worker *w, int n)
         }
     }
     if (rc != WR_BROKER_OK) {
-        /* Nothing is acked: the broker redelivers all of the batch on the new connection. */
+        /* Nothing is acked: the broker redelivers all of the batch on the new
+         * connection; our claims are re-acquired by our own token. */
         wr_logline l;
         wr_log_begin(&l, WR_LOG_ERROR, "broker connection lost mid-batch; nothing acked");
         wr_log_str(&l, "subscription", w->sub->name);
@@ -460,43 +776,78 @@ static int run_batch(wr_worker *w, int n)
         return WR_BROKER_DOWN;
     }
 
-    int all_ok = 1;
-    int lost = 0;
+    /* Copies whose confirm failed: their message goes back to the queue. */
+    int lost_copies = 0;
     for (int i = 0; i < n; i++) {
         item *it = &w->items[i];
-        if (i >= ran || it->act == ACT_NONE || !item_confirmed(w, it)) {
-            all_ok = 0;
+        if (it->act != ACT_NONE && it->act != ACT_DUPLICATE && !item_confirmed(w, it)) {
+            lost_copies++;
+            snprintf(it->error, sizeof(it->error), "%s",
+                     it->act == ACT_OK ? "an outgoing event was not confirmed by the broker"
+                                       : "a copy was not confirmed by the broker");
+            it->act = ACT_NONE;
+            it->op = WR_FINISH_RELEASE;
         }
+    }
+
+    /* Write the records: done after confirmed effects, released for retries. */
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        item *it = &w->items[i];
+        if (it->claimed) {
+            w->finishes[k] = (wr_finish){.key = it->rkey, .op = it->op,
+                                         .outcome = it->done_outcome};
+            w->map[k++] = i;
+        }
+    }
+    int redis_failed = pol->enabled &&
+                       wr_idem_finish(w->idem, w->finishes, k, w->token, pol->lease_ms,
+                                      pol->ttl_ms) != 0;
+    for (int c = 0; c < k; c++) {
+        item *it = &w->items[w->map[c]];
+        if (it->op != WR_FINISH_DONE || it->act == ACT_NONE) {
+            continue; /* a release that failed only delays the next claim until the lease ends */
+        }
+        if (redis_failed || !w->finishes[c].owned) {
+            /* The effects are published but the record is not written: never ack
+             * on guesswork. The redelivery is claimed again (by our token, or
+             * after the lease by anyone) and re-run; its outgoing events carry
+             * the same ids, so consumers downstream deduplicate them. */
+            snprintf(it->error, sizeof(it->error), "%s",
+                     redis_failed ? "the idempotency record could not be written"
+                                  : "lease lost: another worker took the message over");
+            it->act = ACT_NONE;
+        }
+    }
+
+    int all_ok = 1;
+    for (int i = 0; i < n; i++) {
+        all_ok &= w->items[i].act != ACT_NONE;
     }
     if (all_ok) {
         rc = wr_broker_ack(w->b, w->items[n - 1].d->delivery_tag, 1);
     }
     for (int i = 0; i < n && rc == WR_BROKER_OK; i++) {
         item *it = &w->items[i];
-        int done = i < ran && it->act != ACT_NONE && item_confirmed(w, it);
         if (!all_ok) {
-            rc = done ? wr_broker_ack(w->b, it->d->delivery_tag, 0)
-                      : wr_broker_nack(w->b, it->d->delivery_tag, 0, 1);
+            rc = it->act != ACT_NONE ? wr_broker_ack(w->b, it->d->delivery_tag, 0)
+                                     : wr_broker_nack(w->b, it->d->delivery_tag, 0, 1);
         }
-        if (i >= ran || it->act == ACT_NONE) {
-            continue; /* not started: returned quietly */
+        if (it->act == ACT_NONE && it->error[0] == '\0') {
+            continue; /* not started (shutdown): returned quietly */
         }
-        if (done) {
-            log_item(w, it, it->act == ACT_OK ? "ok" : "dead-lettered",
-                     it->act == ACT_OK ? WR_LOG_INFO : WR_LOG_WARN);
-        } else {
-            lost++;
-            snprintf(it->error, sizeof(it->error), "%s",
-                     it->act == ACT_OK ? "an outgoing event was not confirmed by the broker"
-                                       : "the DLQ copy was not confirmed by the broker");
-            it->act = ACT_NONE;
-            log_item(w, it, "returned", WR_LOG_ERROR);
-        }
+        wr_log_level level = it->act == ACT_OK || it->act == ACT_DUPLICATE ? WR_LOG_INFO
+                             : it->act == ACT_NONE                          ? WR_LOG_ERROR
+                                                                            : WR_LOG_WARN;
+        log_item(w, it, act_outcome(it->act), level);
     }
     if (rc != WR_BROKER_OK) {
         return WR_BROKER_DOWN;
     }
-    if (lost > 0) {
+    if (redis_failed) {
+        return PAUSE;
+    }
+    if (lost_copies > 0) {
         /* A refused or unroutable copy: make sure our queues exist, and don't spin. */
         if (wr_broker_declare(w->b, &w->topo) != WR_BROKER_OK) {
             return WR_BROKER_DOWN;
@@ -540,6 +891,15 @@ static void *worker_main(void *arg)
                 for (int i = 0; i < n; i++) {
                     wr_broker_release(w->taken[i]);
                 }
+            }
+            if (rc == PAUSE) {
+                /* closing the connection returns every delivery we hold; we
+                 * consume again once Redis answers (connect_broker waits for it) */
+                wr_logf(WR_LOG_WARN, "%s: pausing consumption until Redis answers", w->name);
+                drain(w);
+                wr_broker_destroy(w->b);
+                w->b = NULL;
+                break;
             }
             if (rc == WR_BROKER_OK && !wr_broker_consuming(w->b)) {
                 wr_logf(WR_LOG_WARN, "%s: consumer cancelled by the broker; reconnecting",
@@ -585,6 +945,10 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
     pthread_mutex_init(&w->lua_lock, NULL);
     init_amqp_pool(&w->pool, 16384);
     seed_rand(w);
+    char rnd[17];
+    hex_rand(w, rnd, 16);
+    snprintf(w->token, sizeof(w->token), "%d-%d-%s", (int)getpid(), index, rnd);
+    wr_retry_tiers_of(&sub->retry, &w->tiers);
 
     w->lua_opts = (wr_lua_opts){
         .handler_path = sub->handler,
@@ -592,12 +956,21 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
         .queue = sub->queue,
         .timeout_ms = sub->handler_timeout_ms,
         .worker = index,
-        .max_attempts = 1,
+        .max_attempts = sub->retry.max_attempts,
     };
-    w->items = calloc((size_t)sub->batch_size, sizeof(*w->items));
-    w->taken = calloc((size_t)sub->batch_size, sizeof(*w->taken));
-    if (w->items == NULL || w->taken == NULL || wr_topology_plan(sub, &w->topo) != 0) {
+    size_t bs = (size_t)sub->batch_size;
+    w->items = calloc(bs, sizeof(*w->items));
+    w->taken = calloc(bs, sizeof(*w->taken));
+    w->claims = calloc(bs, sizeof(*w->claims));
+    w->finishes = calloc(bs, sizeof(*w->finishes));
+    w->map = calloc(bs, sizeof(*w->map));
+    if (!w->items || !w->taken || !w->claims || !w->finishes || !w->map) {
         snprintf(err, errcap, "out of memory");
+        goto fail;
+    }
+    if (wr_topology_plan(sub, &w->tiers, &w->topo) != 0) {
+        snprintf(err, errcap, "queue '%s': the names of its retry queues would be too long",
+                 sub->queue);
         goto fail;
     }
     w->lua = wr_lua_create(&w->lua_opts, err, errcap);
@@ -639,10 +1012,14 @@ void wr_worker_free(wr_worker *w)
         pthread_join(w->thread, NULL);
     }
     wr_lua_destroy(w->lua);
+    wr_idem_destroy(w->idem);
     wr_topology_clear(&w->topo);
     empty_amqp_pool(&w->pool);
     free(w->items);
     free(w->taken);
+    free(w->claims);
+    free(w->finishes);
+    free(w->map);
     pthread_mutex_destroy(&w->lua_lock);
     free(w);
 }

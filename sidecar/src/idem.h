@@ -1,0 +1,76 @@
+/*
+ * idem: the idempotency record of each message, in Redis.
+ *
+ * One hash per key (<prefix><subscription>:<key>) moves through a small state
+ * machine, always inside server-side scripts (EVALSHA, loaded once per
+ * connection and again after NOSCRIPT), never check-then-set from here:
+ *
+ *   absent/released --claim--> processing(token, lease_until, starts+1)
+ *   processing, lease live      --claim--> BUSY (someone else is on it)
+ *   processing, lease expired   --claim--> processing (TAKEOVER: a worker died)
+ *   processing(our token) --done-->    done(outcome)          kept ttl (or forever)
+ *   processing(our token) --release--> released               (retry: claimable again)
+ *   processing(our token) --extend-->  lease_until pushed out (a long batch)
+ *   done                  --claim-->   DONE (a duplicate: ack it, run nothing)
+ *
+ * done/release/extend check that our token still owns the key; when it does
+ * not (our lease expired and another worker took over) the call reports LOST
+ * and changes nothing. Time comes from the Redis server (TIME), so the
+ * sidecars' clocks do not matter.
+ *
+ * Every call takes a whole batch and costs one round trip (pipelined EVALSHA).
+ * A wr_idem belongs to one worker thread. On any connection error the call
+ * returns -1, the outcome of the batch is unknown, and the next call
+ * reconnects.
+ */
+#ifndef WR_IDEM_H
+#define WR_IDEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+typedef struct wr_idem wr_idem;
+
+typedef enum {
+    WR_CLAIM_ACQUIRED = 0, /* ours: run the handler */
+    WR_CLAIM_TAKEOVER,     /* ours, after another owner's lease expired: run the handler */
+    WR_CLAIM_DONE,         /* already handled: a duplicate */
+    WR_CLAIM_BUSY,         /* another live worker has it: come back later */
+} wr_claim_status;
+
+typedef struct {
+    const char *key;        /* full Redis key (in) */
+    wr_claim_status status; /* (out) */
+    int starts;             /* (out) claims so far, this one included (ACQUIRED/TAKEOVER) */
+    int64_t busy_ms;        /* (out) BUSY: lease time left */
+    char outcome[32];       /* (out) DONE: the outcome recorded */
+} wr_claim;
+
+typedef enum { WR_FINISH_DONE = 0, WR_FINISH_RELEASE, WR_FINISH_EXTEND } wr_finish_op;
+
+typedef struct {
+    const char *key;     /* (in) */
+    wr_finish_op op;     /* (in) */
+    const char *outcome; /* (in) DONE: "ok", "rejected", "dead-lettered" */
+    int owned;           /* (out) 1: applied; 0: LOST, another worker owns the key now */
+} wr_finish;
+
+/* Connect (and AUTH/SELECT as the URL says). Returns NULL with ERR on failure. */
+wr_idem *wr_idem_create(const wr_redis_url *url, int64_t timeout_ms, char *err, size_t errcap);
+void wr_idem_destroy(wr_idem *d);
+const char *wr_idem_error(const wr_idem *d);
+
+/* Claim N keys for TOKEN. Returns 0 with every status filled, or -1. */
+int wr_idem_claim(wr_idem *d, wr_claim *claims, int n, const char *token, int64_t lease_ms,
+                  int64_t ttl_ms);
+
+/* Apply N finishing operations for TOKEN. Returns 0 with every `owned` filled, or -1. */
+int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t lease_ms,
+                   int64_t ttl_ms);
+
+/* PING: 0 when Redis answers. */
+int wr_idem_ping(wr_idem *d);
+
+#endif

@@ -1,0 +1,30 @@
+/*
+ * idkey: which key identifies a message for idempotency, as a pure function.
+ *
+ * Per subscription (config: idempotency.key) the key comes from the AMQP
+ * message_id, a header, or a field of the JSON body ("json:order.id"). A
+ * message that has no key cannot be deduplicated: by default it is invalid
+ * (dead-lettered with reason "missing-idempotency-key"); with
+ * `missing_key: body-hash` the key is the SHA-256 of the body instead
+ * ("sha256:<hex>"), so byte-identical redeliveries are still caught.
+ */
+#ifndef WR_IDKEY_H
+#define WR_IDKEY_H
+
+#include <stddef.h>
+
+#include "config.h"
+#include "envelope.h"
+
+#define WR_IDKEY_MAX 512 /* longest key accepted, in bytes */
+#define WR_REASON_MISSING_KEY "missing-idempotency-key"
+
+/*
+ * Derive the key of ENV under POLICY into OUT (NUL-terminated, at most
+ * WR_IDKEY_MAX bytes plus the terminator; CAP must be larger). Returns 0, or -1
+ * with a human explanation in WHY (reason: WR_REASON_MISSING_KEY).
+ */
+int wr_idkey_derive(const wr_idem_policy *policy, const wr_envelope *env, char *out, size_t cap,
+                    char *why, size_t whycap);
+
+#endif
