@@ -42,6 +42,8 @@
 #define MAX_FIELDS 16          /* most keys any one section has */
 #define AMQP_SHORTSTR 255      /* AMQP names (queues, exchanges, routing keys) are shortstrs */
 #define MAX_BODY (512LL << 20) /* RabbitMQ's own ceiling on a message body */
+#define DAY_MS 86400000LL      /* one day in milliseconds */
+#define MAX_DELAYS 20          /* most entries in retry.delays */
 
 /* ------------------------------------------------------------------------ */
 /* Schema                                                                     */
@@ -56,6 +58,10 @@ typedef enum {
     T_BOOL,      /* int, 0 or 1 */
     T_ENUM,      /* int: the index of the value in enum_values */
     T_ENUM_STR,  /* char *: one of enum_values, copied */
+    T_NUMBER,    /* double; min/max bound the value (whole numbers) */
+    T_DURLIST,   /* int64_t * milliseconds (malloc'd) + int count; min/max bound each item,
+                    max_count the number of items (at least one) */
+    T_KEY,       /* idempotency key: wr_key_source at offset, char * argument at arg_offset */
     T_AMQP_URL,  /* wr_amqp_url */
     T_REDIS_URL, /* wr_redis_url */
     T_STRLIST,   /* char ** (NULL-terminated) + int count; a single string is a list of one */
@@ -67,6 +73,10 @@ typedef enum {
 #define F_LIVE 0x2u     /* a reload applies a change without restarting */
 #define F_IDENT 0x4u    /* string limited to [A-Za-z0-9_.-] */
 #define F_INHERIT 0x8u  /* unset: copied from the wr_config field at inherit_offset */
+#define F_NONE 0x10u    /* T_DURATION: "none" is accepted too, stored as 0 */
+/* F_MERGE: starts unset (see mark_unset); once the whole file is walked, merge_policies()
+ * fills it from the defaults, else from def. */
+#define F_MERGE 0x20u
 
 typedef struct loader loader;
 typedef struct section section;
@@ -75,21 +85,27 @@ typedef struct {
     const char *name;
     field_type type;
     size_t offset;                  /* where the value goes in the section's struct */
-    size_t count_offset;            /* T_STRLIST, T_LIST: where the item count goes */
+    size_t count_offset;            /* T_STRLIST, T_LIST, T_DURLIST: where the count goes */
+    size_t arg_offset;              /* T_KEY: where the key's argument (char *) goes */
     const char *def;                /* default as it would be written in YAML; NULL: none */
     const char *def_doc;            /* what the reference shows when def alone would not do */
     int64_t min, max;               /* bounds, see field_type */
+    int max_count;                  /* T_DURLIST: most items */
     unsigned flags;                 /* F_* */
     const char *const *enum_values; /* T_ENUM, T_ENUM_STR: NULL-terminated */
     const section *sub;             /* T_SECTION, T_LIST: the nested fields */
+    void *(*locate)(loader *ld);    /* T_SECTION: where its struct lives when not in the
+                                       parent's (at offset); then the loader owns it */
+    const char *merge_from;         /* T_SECTION of F_MERGE fields: the section they are
+                                       merged over, shown as their default in the reference */
     size_t inherit_offset;          /* F_INHERIT: the wr_config field holding the default */
     const char *desc;               /* one line for the reference table */
 } field;
 
 /*
  * A section is a list of fields plus, for list elements, the element size and
- * a hook run after each element is walked (for checks that span fields or
- * elements, like uniqueness).
+ * a hook run after each element (or the section's mapping) is walked (for
+ * checks that span fields or elements, like uniqueness).
  */
 struct section {
     const field *fields;
@@ -102,11 +118,138 @@ struct section {
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const exchange_types[] = {"direct", "topic", "fanout", "headers", NULL};
+static const char *const missing_key_actions[] = {"dlq", "body-hash", NULL};
 
 _Static_assert(sizeof(wr_log_level) == sizeof(int), "log level is stored as an int");
+_Static_assert(sizeof(wr_key_source) == sizeof(int), "key source is stored as an int");
 
 static void finish_subscription(loader *ld, void *elems, int index, yaml_node_t *node,
                                 const char *path);
+static void finish_retry(loader *ld, void *elems, int index, yaml_node_t *node, const char *path);
+static void *default_retry(loader *ld);
+static void *default_idem(loader *ld);
+
+/*
+ * retry and idempotency: one table each, used both under defaults (where the
+ * loader keeps the values: wr_config has no room for them) and in every
+ * subscription. Every key starts unset and is merged after the walk (see
+ * merge_policies): the subscription's value, else the defaults', else def.
+ */
+static const field backoff_fields[] = {
+    {.name = "initial",
+     .type = T_DURATION,
+     .offset = offsetof(wr_retry_policy, initial_ms),
+     .def = "1s",
+     .min = 1,
+     .max = DAY_MS,
+     .flags = F_MERGE | F_LIVE,
+     .desc = "Delay before the first retry."},
+    {.name = "multiplier",
+     .type = T_NUMBER,
+     .offset = offsetof(wr_retry_policy, multiplier),
+     .def = "2.0",
+     .min = 1,
+     .max = 10,
+     .flags = F_MERGE | F_LIVE,
+     .desc = "Factor each further delay is multiplied by (1.5, 2, ...)."},
+    {.name = "max",
+     .type = T_DURATION,
+     .offset = offsetof(wr_retry_policy, max_ms),
+     .def = "5m",
+     .min = 1,
+     .max = DAY_MS,
+     .flags = F_MERGE | F_LIVE,
+     .desc = "Longest delay, however many attempts came before; at least `initial`."},
+    {.name = "jitter",
+     .type = T_NUMBER,
+     .offset = offsetof(wr_retry_policy, jitter),
+     .def = "0",
+     .min = 0,
+     .max = 1,
+     .flags = F_MERGE | F_LIVE,
+     .desc = "Each delay is shortened at random by up to this fraction of itself; 0: never."},
+};
+
+static const section backoff_section = {backoff_fields, NFIELDS(backoff_fields), 0, NULL};
+
+static const field retry_fields[] = {
+    {.name = "max_attempts",
+     .type = T_INT,
+     .offset = offsetof(wr_retry_policy, max_attempts),
+     .def = "5",
+     .min = 1,
+     .max = 100,
+     .flags = F_MERGE | F_LIVE,
+     .desc = "Attempts in all, the first included; a message that fails them all is "
+             "dead-lettered."},
+    {.name = "delays",
+     .type = T_DURLIST,
+     .offset = offsetof(wr_retry_policy, delays_ms),
+     .count_offset = offsetof(wr_retry_policy, delay_count),
+     .def = "[1s, 5s, 30s, 2m]",
+     .min = 1,
+     .max = DAY_MS,
+     .max_count = MAX_DELAYS,
+     .flags = F_MERGE | F_LIVE,
+     .desc = "Wait before each retry in turn, the last one repeating; not with `backoff`."},
+    {.name = "backoff",
+     .type = T_SECTION,
+     .sub = &backoff_section,
+     .desc = "Exponential backoff instead of `delays`: initial, times multiplier per retry, "
+             "up to max."},
+};
+
+static const section retry_section = {retry_fields, NFIELDS(retry_fields), 0, finish_retry};
+
+static const field idem_fields[] = {
+    {.name = "enabled",
+     .type = T_BOOL,
+     .offset = offsetof(wr_idem_policy, enabled),
+     .def = "true",
+     .flags = F_MERGE,
+     .desc = "Skip messages whose key was handled already (tracked in Redis)."},
+    {.name = "key",
+     .type = T_KEY,
+     .offset = offsetof(wr_idem_policy, source),
+     .arg_offset = offsetof(wr_idem_policy, key_arg),
+     .def = "message_id",
+     .flags = F_MERGE,
+     .desc = "Where a message's key comes from: its message_id, a header, or a field of the "
+             "JSON body (dot path like order.id)."},
+    {.name = "prefix",
+     .type = T_STRING,
+     .offset = offsetof(wr_idem_policy, prefix),
+     .def = "warren:idem:",
+     .min = 1,
+     .max = 100,
+     .flags = F_MERGE,
+     .desc = "Redis key prefix; the full key is `<prefix><subscription>:<key>`."},
+    {.name = "ttl",
+     .type = T_DURATION,
+     .offset = offsetof(wr_idem_policy, ttl_ms),
+     .def = "7d",
+     .min = 1000,
+     .max = 3650 * DAY_MS,
+     .flags = F_MERGE | F_NONE,
+     .desc = "How long the record of a handled message is kept; `none`: forever."},
+    {.name = "lease",
+     .type = T_DURATION,
+     .offset = offsetof(wr_idem_policy, lease_ms),
+     .def = "30s",
+     .min = 1000,
+     .max = 3600000,
+     .flags = F_MERGE,
+     .desc = "How long a worker's claim on a message holds before another may take it over."},
+    {.name = "missing_key",
+     .type = T_ENUM,
+     .offset = offsetof(wr_idem_policy, missing_key_hash),
+     .def = "dlq",
+     .enum_values = missing_key_actions,
+     .flags = F_MERGE,
+     .desc = "A message without a key: dead-letter it, or key it by a hash of its body."},
+};
+
+static const section idem_section = {idem_fields, NFIELDS(idem_fields), 0, NULL};
 
 static const field binding_fields[] = {
     {.name = "exchange",
@@ -214,6 +357,19 @@ static const field subscription_fields[] = {
      .def_doc = "`defaults.max_body_size`",
      .inherit_offset = offsetof(wr_config, default_max_body_size),
      .desc = "Largest message body handled; larger ones are dead-lettered as body-too-large."},
+    {.name = "retry",
+     .type = T_SECTION,
+     .offset = offsetof(wr_subscription, retry),
+     .sub = &retry_section,
+     .merge_from = "defaults.retry",
+     .desc = "Retry policy; overrides `defaults.retry` key by key (delays and backoff replace "
+             "each other)."},
+    {.name = "idempotency",
+     .type = T_SECTION,
+     .offset = offsetof(wr_subscription, idem),
+     .sub = &idem_section,
+     .merge_from = "defaults.idempotency",
+     .desc = "Deduplication; overrides `defaults.idempotency` key by key."},
     {.name = "bindings",
      .type = T_LIST,
      .offset = offsetof(wr_subscription, bindings),
@@ -310,6 +466,16 @@ static const field defaults_fields[] = {
      .min = 1,
      .max = MAX_BODY,
      .desc = "Largest message body for subscriptions that do not set their own."},
+    {.name = "retry",
+     .type = T_SECTION,
+     .sub = &retry_section,
+     .locate = default_retry,
+     .desc = "How failed messages are retried: explicit `delays` or `backoff`, not both."},
+    {.name = "idempotency",
+     .type = T_SECTION,
+     .sub = &idem_section,
+     .locate = default_idem,
+     .desc = "How messages are deduplicated in Redis, so a redelivery is not handled twice."},
 };
 
 static const field shutdown_fields[] = {
@@ -365,6 +531,9 @@ _Static_assert(NFIELDS(top_fields) <= MAX_FIELDS, "too many top-level keys");
 _Static_assert(NFIELDS(subscription_fields) <= MAX_FIELDS, "too many subscription keys");
 _Static_assert(NFIELDS(binding_fields) <= MAX_FIELDS, "too many binding keys");
 _Static_assert(NFIELDS(defaults_fields) <= MAX_FIELDS, "too many defaults keys");
+_Static_assert(NFIELDS(retry_fields) <= MAX_FIELDS, "too many retry keys");
+_Static_assert(NFIELDS(backoff_fields) <= MAX_FIELDS, "too many backoff keys");
+_Static_assert(NFIELDS(idem_fields) <= MAX_FIELDS, "too many idempotency keys");
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                              */
@@ -1097,7 +1266,19 @@ struct loader {
     error_entry errs[WR_CONFIG_MAX_ERRORS];
     int nerr;
     int dropped;
+    wr_retry_policy def_retry; /* defaults.retry: as written, then merged over def */
+    wr_idem_policy def_idem;   /* defaults.idempotency, likewise */
 };
+
+static void *default_retry(loader *ld)
+{
+    return &ld->def_retry;
+}
+
+static void *default_idem(loader *ld)
+{
+    return &ld->def_idem;
+}
 
 /* Keep TEXT (taking ownership) or, past the limit or out of memory, count it as dropped. */
 static void add_error(loader *ld, int line, int col, char *text)
@@ -1168,7 +1349,17 @@ static void expected_phrase(const field *f, char *out, size_t len)
         snprintf(out, len, "an integer from %lld to %lld", (long long)f->min, (long long)f->max);
         break;
     case T_DURATION:
-        snprintf(out, len, "a duration like 500ms, 5s, 2m, 1h or 7d");
+        snprintf(out, len, "a duration like 500ms, 5s, 2m, 1h or 7d%s",
+                 (f->flags & F_NONE) ? ", or none" : "");
+        break;
+    case T_NUMBER:
+        snprintf(out, len, "a number from %lld to %lld", (long long)f->min, (long long)f->max);
+        break;
+    case T_DURLIST:
+        snprintf(out, len, "a list of durations");
+        break;
+    case T_KEY:
+        snprintf(out, len, "message_id, header:NAME or json:PATH");
         break;
     case T_SIZE:
         snprintf(out, len, "a size like 65536, 512KiB or 4MiB");
@@ -1221,6 +1412,26 @@ static bool set_string(char **p, const char *text)
     free(*p);
     *p = copy;
     return true;
+}
+
+/* A JSON path for idempotency.key: names of [A-Za-z0-9_-], one or more, joined by '.'. */
+static bool valid_json_path(const char *p)
+{
+    static const char name[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-";
+    for (;;) {
+        size_t n = strspn(p, name);
+        if (n == 0) {
+            return false;
+        }
+        p += n;
+        if (*p == '\0') {
+            return true;
+        }
+        if (*p != '.') {
+            return false;
+        }
+        p++;
+    }
 }
 
 /*
@@ -1331,6 +1542,11 @@ static void set_scalar(loader *ld, const field *f, void *base, const char *text,
     }
     case T_DURATION: {
         int64_t ms;
+        const char *or_none = (f->flags & F_NONE) ? ", or none" : "";
+        if ((f->flags & F_NONE) && strcmp(text, "none") == 0) {
+            *AT(base, f->offset, int64_t) = 0;
+            return;
+        }
         if (wr_config_parse_duration(text, &ms) != 0) {
             expected_phrase(f, want, sizeof(want));
             err_at(ld, line, col, "%s: expected %s, got %s%s%s", path, want, got_q, got, got_q);
@@ -1340,11 +1556,68 @@ static void set_scalar(loader *ld, const field *f, void *base, const char *text,
             char lo[32], hi[32];
             format_duration(f->min, lo, sizeof(lo));
             format_duration(f->max, hi, sizeof(hi));
-            err_at(ld, line, col, "%s: expected a duration from %s to %s, got '%s'", path, lo, hi,
-                   text);
+            err_at(ld, line, col, "%s: expected a duration from %s to %s%s, got '%s'", path, lo,
+                   hi, or_none, text);
             return;
         }
         *AT(base, f->offset, int64_t) = ms;
+        return;
+    }
+    case T_NUMBER: {
+        /* Plain decimals only (2, 1.5): no signs, exponents, hex, inf or nan. */
+        size_t i = strspn(text, "0123456789");
+        bool ok = i > 0;
+        if (ok && text[i] == '.') {
+            size_t frac = strspn(text + i + 1, "0123456789");
+            ok = frac > 0;
+            i += 1 + frac;
+        }
+        double v = ok && text[i] == '\0' ? strtod(text, NULL) : -1.0;
+        if (!ok || text[i] != '\0' || v < (double)f->min || v > (double)f->max) {
+            expected_phrase(f, want, sizeof(want));
+            err_at(ld, line, col, "%s: expected %s, got %s%s%s", path, want, got_q, got, got_q);
+            return;
+        }
+        *AT(base, f->offset, double) = v;
+        return;
+    }
+    case T_KEY: {
+        int source;
+        const char *arg = NULL;
+        char *copy = NULL;
+        if (strcmp(text, "message_id") == 0) {
+            source = WR_KEY_MESSAGE_ID;
+        } else if (strncmp(text, "header:", 7) == 0 && text[7] != '\0') {
+            source = WR_KEY_HEADER;
+            arg = text + 7;
+            if (strlen(arg) > AMQP_SHORTSTR) {
+                err_at(ld, line, col,
+                       "%s: the header name must be at most %d bytes long, got %zu bytes", path,
+                       AMQP_SHORTSTR, strlen(arg));
+                return;
+            }
+        } else if (strncmp(text, "json:", 5) == 0) {
+            source = WR_KEY_JSON;
+            arg = text + 5;
+            if (!valid_json_path(arg)) {
+                err_at(ld, line, col,
+                       "%s: invalid JSON path '%s' (names of letters, digits, '_' and '-', "
+                       "joined by '.')",
+                       path, arg);
+                return;
+            }
+        } else {
+            expected_phrase(f, want, sizeof(want));
+            err_at(ld, line, col, "%s: expected %s, got %s%s%s", path, want, got_q, got, got_q);
+            return;
+        }
+        if (arg != NULL && (copy = strdup(arg)) == NULL) {
+            err_at(ld, line, col, "%s: out of memory", path);
+            return;
+        }
+        free(*AT(base, f->arg_offset, char *));
+        *AT(base, f->arg_offset, char *) = copy;
+        *AT(base, f->offset, int) = source;
         return;
     }
     case T_SIZE: {
@@ -1423,6 +1696,7 @@ static void set_scalar(loader *ld, const field *f, void *base, const char *text,
         return;
     }
     case T_STRLIST:
+    case T_DURLIST:
     case T_SECTION:
     case T_LIST:
         break; /* not scalars: handled by set_node */
@@ -1509,6 +1783,102 @@ static void set_strlist(loader *ld, const field *f, void *base, yaml_node_t *nod
     }
 }
 
+/*
+ * Read a list of durations (a sequence, never a lone scalar) into a malloc'd
+ * array: one item at least, f->max_count at most, each bounded like a
+ * T_DURATION by f->min and f->max.
+ */
+static void set_durlist(loader *ld, const field *f, void *base, yaml_node_t *node,
+                        const char *path)
+{
+    int64_t **listp = AT(base, f->offset, int64_t *);
+    field item = *f;
+    yaml_node_item_t *items;
+    int n;
+
+    if (node->type != YAML_SEQUENCE_NODE) {
+        kind_error(ld, f, node, path);
+        return;
+    }
+    items = node->data.sequence.items.start;
+    n = (int)(node->data.sequence.items.top - items);
+    if (n == 0) {
+        err_at(ld, NODE_LINE(node), NODE_COL(node), "%s: expected a non-empty list", path);
+        return;
+    }
+    if (n > f->max_count) {
+        err_at(ld, NODE_LINE(node), NODE_COL(node), "%s: must have at most %d entries, got %d",
+               path, f->max_count, n);
+        return;
+    }
+    int64_t *list = calloc((size_t)n, sizeof(int64_t));
+    if (list == NULL) {
+        err_at(ld, NODE_LINE(node), NODE_COL(node), "%s: out of memory", path);
+        return;
+    }
+    free(*listp);
+    *listp = list;
+    *AT(base, f->count_offset, int) = n;
+    /* Each item is read as a T_DURATION stored straight into its slot. */
+    item.type = T_DURATION;
+    item.offset = 0;
+    item.flags &= ~F_NONE;
+    for (int i = 0; i < n; i++) {
+        yaml_node_t *it = yaml_document_get_node(ld->doc, items[i]);
+        char ipath[PATH_BUF];
+        make_path(ipath, "%s[%d]", path, i);
+        if (it->type != YAML_SCALAR_NODE) {
+            kind_error(ld, &item, it, ipath);
+            continue;
+        }
+        char *text = expanded_scalar(ld, it, ipath);
+        if (text != NULL) {
+            set_scalar(ld, &item, &list[i], text, NODE_LINE(it), NODE_COL(it), ipath);
+            free(text);
+        }
+    }
+}
+
+/* Where the fields of section F live, given BASE, the struct holding F itself. */
+static void *section_base(loader *ld, const field *f, void *base)
+{
+    return f->locate != NULL ? f->locate(ld) : (char *)base + f->offset;
+}
+
+/* Mark field F in BASE as not set (F_MERGE fields); pointers are unset when NULL. */
+static void mark_unset(const field *f, void *base)
+{
+    switch (f->type) {
+    case T_INT:
+    case T_BOOL:
+    case T_ENUM:
+    case T_KEY:
+        *AT(base, f->offset, int) = -1;
+        break;
+    case T_DURATION:
+        *AT(base, f->offset, int64_t) = -1;
+        break;
+    case T_NUMBER:
+        *AT(base, f->offset, double) = -1.0;
+        break;
+    default:
+        break;
+    }
+}
+
+/* Mark every F_MERGE field of SEC in BASE unset, nested sections included. */
+static void mark_unset_fields(const section *sec, void *base)
+{
+    for (size_t i = 0; i < sec->nfields; i++) {
+        const field *f = &sec->fields[i];
+        if (f->type == T_SECTION && f->locate == NULL) {
+            mark_unset_fields(f->sub, (char *)base + f->offset);
+        } else if (f->flags & F_MERGE) {
+            mark_unset(f, base);
+        }
+    }
+}
+
 /* Read a list of mappings into a calloc'd element array, each walked against f->sub. */
 static void set_list(loader *ld, const field *f, void *base, yaml_node_t *node, const char *path)
 {
@@ -1556,18 +1926,26 @@ static void set_list(loader *ld, const field *f, void *base, yaml_node_t *node, 
 static void set_node(loader *ld, const field *f, void *base, yaml_node_t *node, const char *path)
 {
     switch (f->type) {
-    case T_SECTION:
+    case T_SECTION: {
         if (node->type != YAML_MAPPING_NODE) {
             kind_error(ld, f, node, path);
             return;
         }
-        walk_mapping(ld, f->sub, base, node, path);
+        void *sbase = section_base(ld, f, base);
+        walk_mapping(ld, f->sub, sbase, node, path);
+        if (f->sub->finish != NULL) {
+            f->sub->finish(ld, sbase, 0, node, path);
+        }
         return;
+    }
     case T_LIST:
         set_list(ld, f, base, node, path);
         return;
     case T_STRLIST:
         set_strlist(ld, f, base, node, path);
+        return;
+    case T_DURLIST:
+        set_durlist(ld, f, base, node, path);
         return;
     default:
         break;
@@ -1587,7 +1965,8 @@ static void set_node(loader *ld, const field *f, void *base, yaml_node_t *node, 
  * A field that MAP (the mapping being walked; NULL when the whole section is
  * absent) does not set: required ones are reported at the mapping's start,
  * sections get their own defaults, inherited ones are marked unset (-1) for
- * the final pass, and the rest take their default.
+ * the final pass, merged ones stay unset (walk_mapping marked them), and the
+ * rest take their default.
  */
 static void apply_missing(loader *ld, const field *f, void *base, yaml_node_t *map,
                           const char *path)
@@ -1598,10 +1977,13 @@ static void apply_missing(loader *ld, const field *f, void *base, yaml_node_t *m
     }
     if (f->type == T_SECTION) {
         char sub[PATH_BUF];
+        void *sbase = section_base(ld, f, base);
         join_key(sub, path, f->name);
         for (size_t i = 0; i < f->sub->nfields; i++) {
-            apply_missing(ld, &f->sub->fields[i], base, NULL, sub);
+            apply_missing(ld, &f->sub->fields[i], sbase, NULL, sub);
         }
+    } else if (f->flags & F_MERGE) {
+        return;
     } else if (f->flags & F_INHERIT) {
         if (f->type == T_DURATION || f->type == T_SIZE) {
             *AT(base, f->offset, int64_t) = -1;
@@ -1637,6 +2019,8 @@ static void walk_mapping(loader *ld, const section *sec, void *base, yaml_node_t
     yaml_node_t *seen[MAX_FIELDS] = {0};
     const char *where = path[0] != '\0' ? "in " : "at the top level";
 
+    /* Merged fields start unset, so a value that fails to parse stays unset too. */
+    mark_unset_fields(sec, base);
     for (yaml_node_pair_t *pair = node->data.mapping.pairs.start;
          pair < node->data.mapping.pairs.top; pair++) {
         yaml_node_t *key = yaml_document_get_node(ld->doc, pair->key);
@@ -1740,6 +2124,271 @@ static void finish_subscription(loader *ld, void *elems, int index, yaml_node_t 
 }
 
 /*
+ * After a retry mapping is walked: delays and backoff exclude each other.
+ * The error points at whichever of the two keys comes second.
+ */
+static void finish_retry(loader *ld, void *elems, int index, yaml_node_t *node, const char *path)
+{
+    const char *first = NULL;
+
+    (void)elems;
+    (void)index;
+    for (yaml_node_pair_t *pair = node->data.mapping.pairs.start;
+         pair < node->data.mapping.pairs.top; pair++) {
+        yaml_node_t *key = yaml_document_get_node(ld->doc, pair->key);
+        if (key->type != YAML_SCALAR_NODE) {
+            continue;
+        }
+        const char *name = (const char *)key->data.scalar.value;
+        if (strcmp(name, "delays") != 0 && strcmp(name, "backoff") != 0) {
+            continue;
+        }
+        if (first == NULL) {
+            first = name;
+        } else if (strcmp(first, name) != 0) {
+            err_at(ld, NODE_LINE(key), NODE_COL(key), "%s: set either delays or backoff, not both",
+                   path);
+            return;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Merging retry and idempotency over the defaults                            */
+/* ------------------------------------------------------------------------ */
+
+/* True when F_MERGE field F holds a value in BASE (see mark_unset). */
+static bool is_set(const field *f, void *base)
+{
+    switch (f->type) {
+    case T_INT:
+    case T_BOOL:
+    case T_ENUM:
+    case T_KEY:
+        return *AT(base, f->offset, int) >= 0;
+    case T_DURATION:
+        return *AT(base, f->offset, int64_t) >= 0;
+    case T_NUMBER:
+        return *AT(base, f->offset, double) >= 0.0;
+    case T_STRING:
+        return *AT(base, f->offset, char *) != NULL;
+    case T_DURLIST:
+        return *AT(base, f->offset, int64_t *) != NULL;
+    default:
+        return false;
+    }
+}
+
+/* Copy F_MERGE field F from SRC to DST (where it is unset); PATH names it for errors. */
+static void copy_value(loader *ld, const field *f, void *dst, void *src, const char *path)
+{
+    switch (f->type) {
+    case T_INT:
+    case T_BOOL:
+    case T_ENUM:
+        *AT(dst, f->offset, int) = *AT(src, f->offset, int);
+        return;
+    case T_DURATION:
+        *AT(dst, f->offset, int64_t) = *AT(src, f->offset, int64_t);
+        return;
+    case T_NUMBER:
+        *AT(dst, f->offset, double) = *AT(src, f->offset, double);
+        return;
+    case T_STRING:
+        if (!set_string(AT(dst, f->offset, char *), *AT(src, f->offset, char *))) {
+            err_at(ld, 0, 0, "%s: out of memory", path);
+        }
+        return;
+    case T_KEY: {
+        const char *arg = *AT(src, f->arg_offset, char *);
+        if (arg != NULL && !set_string(AT(dst, f->arg_offset, char *), arg)) {
+            err_at(ld, 0, 0, "%s: out of memory", path);
+            return;
+        }
+        *AT(dst, f->offset, int) = *AT(src, f->offset, int);
+        return;
+    }
+    case T_DURLIST: {
+        int n = *AT(src, f->count_offset, int);
+        int64_t *list = malloc((size_t)n * sizeof(int64_t));
+        if (list == NULL) {
+            err_at(ld, 0, 0, "%s: out of memory", path);
+            return;
+        }
+        memcpy(list, *AT(src, f->offset, int64_t *), (size_t)n * sizeof(int64_t));
+        *AT(dst, f->offset, int64_t *) = list;
+        *AT(dst, f->count_offset, int) = n;
+        return;
+    }
+    default:
+        return;
+    }
+}
+
+/*
+ * Give F_MERGE field F in BASE its built-in default, f->def. Scalars go
+ * through set_scalar like any value; a T_DURLIST default is written as a
+ * YAML flow list of durations, "[1s, 5s]".
+ */
+static void set_default(loader *ld, const field *f, void *base, const char *path)
+{
+    if (f->type != T_DURLIST) {
+        set_scalar(ld, f, base, f->def, 0, 0, path);
+        return;
+    }
+    int n = 1;
+    for (const char *p = f->def; *p != '\0'; p++) {
+        n += *p == ',';
+    }
+    int64_t *list = calloc((size_t)n, sizeof(int64_t));
+    if (list == NULL) {
+        err_at(ld, 0, 0, "%s: out of memory", path);
+        return;
+    }
+    const char *p = f->def + strspn(f->def, "[ ");
+    for (int i = 0; i < n; i++) {
+        size_t len = strcspn(p, ", ]");
+        char item[32];
+        snprintf(item, sizeof(item), "%.*s", (int)len, p);
+        if (wr_config_parse_duration(item, &list[i]) != 0) {
+            err_at(ld, 0, 0, "%s: bad built-in default '%s'", path, f->def);
+        }
+        p += len;
+        p += strspn(p, ", ]");
+    }
+    *AT(base, f->offset, int64_t *) = list;
+    *AT(base, f->count_offset, int) = n;
+}
+
+/*
+ * Fill the unset F_MERGE fields of SEC in DST, key by key: from SRC where it
+ * has the key set (SRC NULL: nowhere), otherwise from the built-in default.
+ */
+static void merge_fields(loader *ld, const section *sec, void *dst, void *src, const char *path)
+{
+    for (size_t i = 0; i < sec->nfields; i++) {
+        const field *f = &sec->fields[i];
+        char key[PATH_BUF];
+        join_key(key, path, f->name);
+        if (f->type == T_SECTION) {
+            merge_fields(ld, f->sub, (char *)dst + f->offset,
+                         src != NULL ? (char *)src + f->offset : NULL, key);
+        } else if (!(f->flags & F_MERGE) || is_set(f, dst)) {
+            continue;
+        } else if (src != NULL && is_set(f, src)) {
+            copy_value(ld, f, dst, src, key);
+        } else {
+            set_default(ld, f, dst, key);
+        }
+    }
+}
+
+/* The value for KEY in MAP when both are mappings; otherwise NULL. */
+static yaml_node_t *find_mapping(loader *ld, yaml_node_t *map, const char *key)
+{
+    yaml_node_t *v;
+    if (map == NULL || map->type != YAML_MAPPING_NODE) {
+        return NULL;
+    }
+    v = find_value(ld, map, key);
+    return v != NULL && v->type == YAML_MAPPING_NODE ? v : NULL;
+}
+
+/*
+ * Complete retry policy DST, read from mapping NODE (NULL when absent), over
+ * SRC (the completed defaults; NULL for the defaults themselves). The kind,
+ * delays or backoff, is the one NODE sets, else SRC's, else delays; the other
+ * kind is dropped whole: no delays with backoff, built-in backoff values with
+ * delays. Then checks backoff.max >= backoff.initial, blaming the key DST set
+ * itself (a clash within the defaults is reported once, for the defaults).
+ */
+static void merge_retry(loader *ld, wr_retry_policy *dst, yaml_node_t *node, wr_retry_policy *src,
+                        const char *path)
+{
+    bool own_initial = dst->initial_ms >= 0, own_max = dst->max_ms >= 0;
+    bool backoff;
+    char bpath[PATH_BUF];
+
+    if (node != NULL && find_value(ld, node, "delays") != NULL) {
+        backoff = false;
+    } else if (node != NULL && find_value(ld, node, "backoff") != NULL) {
+        backoff = true;
+    } else {
+        backoff = src != NULL && src->delays_ms == NULL;
+    }
+    merge_fields(ld, &retry_section, dst, src, path);
+    join_key(bpath, path, "backoff");
+    if (backoff) {
+        free(dst->delays_ms);
+        dst->delays_ms = NULL;
+        dst->delay_count = 0;
+    } else {
+        mark_unset_fields(&backoff_section, dst);
+        merge_fields(ld, &backoff_section, dst, NULL, bpath);
+        return;
+    }
+    if (dst->max_ms >= dst->initial_ms || (!own_initial && !own_max)) {
+        return;
+    }
+    /* Set here, so NODE has a backoff mapping; skip if one of the two failed to parse. */
+    yaml_node_t *b = find_mapping(ld, node, "backoff");
+    yaml_node_t *vi = b != NULL ? find_value(ld, b, "initial") : NULL;
+    yaml_node_t *vm = b != NULL ? find_value(ld, b, "max") : NULL;
+    char other[32];
+    if (b == NULL || (vi != NULL && !own_initial) || (vm != NULL && !own_max)) {
+        return;
+    }
+    if (own_max) {
+        format_duration(dst->initial_ms, other, sizeof(other));
+        err_at(ld, NODE_LINE(vm), NODE_COL(vm), "%s.max: must be at least backoff.initial (%s)",
+               bpath, other);
+    } else {
+        format_duration(dst->max_ms, other, sizeof(other));
+        err_at(ld, NODE_LINE(vi), NODE_COL(vi), "%s.initial: must be at most backoff.max (%s)",
+               bpath, other);
+    }
+}
+
+/*
+ * Once the whole file is walked (the defaults may come after the
+ * subscriptions): complete defaults.retry and defaults.idempotency from the
+ * built-in defaults, then each subscription's retry and idempotency from
+ * those, key by key. Subscriptions or sections that are not mappings were
+ * reported already and are skipped.
+ */
+static void merge_policies(loader *ld, wr_config *cfg, yaml_node_t *root)
+{
+    yaml_node_t *defaults = find_mapping(ld, root, "defaults");
+    yaml_node_t *subs = find_value(ld, root, "subscriptions");
+
+    merge_retry(ld, &ld->def_retry, find_mapping(ld, defaults, "retry"), NULL, "defaults.retry");
+    merge_fields(ld, &idem_section, &ld->def_idem, NULL, "defaults.idempotency");
+    if (subs == NULL || subs->type != YAML_SEQUENCE_NODE || cfg->subs == NULL ||
+        subs->data.sequence.items.top - subs->data.sequence.items.start != cfg->sub_count) {
+        return;
+    }
+    for (int i = 0; i < cfg->sub_count; i++) {
+        yaml_node_t *item = yaml_document_get_node(ld->doc, subs->data.sequence.items.start[i]);
+        wr_subscription *s = &cfg->subs[i];
+        char path[PATH_BUF];
+        yaml_node_t *v;
+        if (item->type != YAML_MAPPING_NODE) {
+            continue;
+        }
+        v = find_value(ld, item, "retry");
+        if (v == NULL || v->type == YAML_MAPPING_NODE) {
+            make_path(path, "subscriptions[%d].retry", i);
+            merge_retry(ld, &s->retry, v, &ld->def_retry, path);
+        }
+        v = find_value(ld, item, "idempotency");
+        if (v == NULL || v->type == YAML_MAPPING_NODE) {
+            make_path(path, "subscriptions[%d].idempotency", i);
+            merge_fields(ld, &idem_section, &s->idem, &ld->def_idem, path);
+        }
+    }
+}
+
+/*
  * The final pass: subscriptions take the defaults they did not override
  * (fields marked F_INHERIT), and batch_size is clamped to prefetch, since a
  * batch can never hold more than the broker sends ahead.
@@ -1797,7 +2446,19 @@ static void free_fields(const section *sec, void *base)
             break;
         }
         case T_SECTION:
-            free_fields(f->sub, base);
+            /* A located section lives outside BASE: its owner frees it. */
+            if (f->locate == NULL) {
+                free_fields(f->sub, (char *)base + f->offset);
+            }
+            break;
+        case T_DURLIST:
+            free(*AT(base, f->offset, int64_t *));
+            *AT(base, f->offset, int64_t *) = NULL;
+            *AT(base, f->count_offset, int) = 0;
+            break;
+        case T_KEY:
+            free(*AT(base, f->arg_offset, char *));
+            *AT(base, f->arg_offset, char *) = NULL;
             break;
         case T_LIST: {
             char *elems = *AT(base, f->offset, void *);
@@ -1815,6 +2476,7 @@ static void free_fields(const section *sec, void *base)
         case T_SIZE:
         case T_BOOL:
         case T_ENUM:
+        case T_NUMBER:
             break;
         }
     }
@@ -1981,6 +2643,8 @@ wr_config *wr_config_load(const char *path, wr_config_errors *errs)
 
     memset(&ld, 0, sizeof(ld));
     ld.file = path;
+    mark_unset_fields(&retry_section, &ld.def_retry);
+    mark_unset_fields(&idem_section, &ld.def_idem);
     if (errs != NULL) {
         memset(errs, 0, sizeof(*errs));
     }
@@ -2043,11 +2707,14 @@ wr_config *wr_config_load(const char *path, wr_config_errors *errs)
     }
 
     walk_mapping(&ld, &top_section, cfg, root, "");
+    merge_policies(&ld, cfg, root);
     if (ld.nerr == 0 && ld.dropped == 0) {
         inherit_defaults(cfg);
     }
 
 done:
+    free_fields(&retry_section, &ld.def_retry);
+    free_fields(&idem_section, &ld.def_idem);
     if (have_doc) {
         yaml_document_delete(&doc);
     }
@@ -2096,7 +2763,19 @@ static void reference_type(const field *f, char *out, size_t len)
     case T_DURATION:
         format_duration(f->min, lo, sizeof(lo));
         format_duration(f->max, hi, sizeof(hi));
-        snprintf(out, len, "duration, %s to %s", lo, hi);
+        snprintf(out, len, "duration, %s to %s%s", lo, hi,
+                 (f->flags & F_NONE) ? ", or `none`" : "");
+        break;
+    case T_NUMBER:
+        snprintf(out, len, "number, %lld to %lld", (long long)f->min, (long long)f->max);
+        break;
+    case T_DURLIST:
+        format_duration(f->min, lo, sizeof(lo));
+        format_duration(f->max, hi, sizeof(hi));
+        snprintf(out, len, "list of 1 to %d durations, %s to %s", f->max_count, lo, hi);
+        break;
+    case T_KEY:
+        snprintf(out, len, "`message_id`, `header:NAME` or `json:PATH`");
         break;
     case T_SIZE:
         format_size(f->min, lo, sizeof(lo));
@@ -2133,16 +2812,23 @@ static void reference_type(const field *f, char *out, size_t len)
     }
 }
 
-static void write_rows(FILE *fp, const section *sec, const char *prefix)
+/*
+ * Rows for SEC's fields, keys prefixed with PREFIX. INHERIT, when not NULL,
+ * is the prefix of the section they are merged over ("defaults.retry."): it
+ * stands in for their default.
+ */
+static void write_rows(FILE *fp, const section *sec, const char *prefix, const char *inherit)
 {
     for (size_t i = 0; i < sec->nfields; i++) {
         const field *f = &sec->fields[i];
-        char key[PATH_BUF], type[160], def[64];
+        char key[PATH_BUF], type[160], def[PATH_BUF + 2];
 
         make_path(key, "%s%s", prefix, f->name);
         reference_type(f, type, sizeof(type));
         if (f->flags & F_REQUIRED) {
             snprintf(def, sizeof(def), "required");
+        } else if (inherit != NULL && f->type != T_SECTION) {
+            snprintf(def, sizeof(def), "`%s%s`", inherit, f->name);
         } else if (f->def_doc != NULL) {
             snprintf(def, sizeof(def), "%s", f->def_doc);
         } else if (f->def != NULL) {
@@ -2156,13 +2842,18 @@ static void write_rows(FILE *fp, const section *sec, const char *prefix)
                                                           : "no (restart)",
                 f->desc);
         if (f->type == T_SECTION) {
-            char sub[PATH_BUF];
+            char sub[PATH_BUF], from[PATH_BUF];
             make_path(sub, "%s.", key);
-            write_rows(fp, f->sub, sub);
+            if (inherit != NULL) {
+                make_path(from, "%s%s.", inherit, f->name);
+            } else if (f->merge_from != NULL) {
+                make_path(from, "%s.", f->merge_from);
+            }
+            write_rows(fp, f->sub, sub, inherit != NULL || f->merge_from != NULL ? from : NULL);
         } else if (f->type == T_LIST) {
             char sub[PATH_BUF];
             make_path(sub, "%s[].", key);
-            write_rows(fp, f->sub, sub);
+            write_rows(fp, f->sub, sub, NULL);
         }
     }
 }
@@ -2176,5 +2867,5 @@ void wr_config_write_reference(FILE *fp)
 {
     fprintf(fp, "| key | type | default | live reload | description |\n");
     fprintf(fp, "|---|---|---|---|---|\n");
-    write_rows(fp, &top_section, "");
+    write_rows(fp, &top_section, "", NULL);
 }

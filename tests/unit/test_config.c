@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -461,7 +462,7 @@ static void test_unknown_keys(void)
         MINIMAL "    prefetc: 10\n",
         "9:5: unknown key 'prefetc' in subscriptions[0] (expected one of: name, queue, "
         "dlq, handler, prefetch, concurrency, batch_size, handler_timeout, max_body_size, "
-        "bindings)");
+        "retry, idempotency, bindings)");
     EXPECT_ERRORS("amqp:\n"
                   "  url: amqp://localhost/\n"
                   "  heartbeats: 5s\n"
@@ -517,7 +518,7 @@ static void test_wrong_node_kinds(void)
         MINIMAL "    queue2: q\n    bindings: {exchange: x}\n",
         "9:5: unknown key 'queue2' in subscriptions[0] (expected one of: name, queue, "
         "dlq, handler, prefetch, concurrency, batch_size, handler_timeout, max_body_size, "
-        "bindings)",
+        "retry, idempotency, bindings)",
         "10:15: subscriptions[0].bindings: expected a list, got a mapping");
     /* Never echo a scalar where a mapping was expected: it may be a secret URL. */
     EXPECT_ERRORS("amqp: amqp://user:hunter2@host/\n"
@@ -880,6 +881,546 @@ static void test_error_limit(void)
 }
 
 /* ------------------------------------------------------------------------ */
+/* retry and idempotency                                                      */
+/* ------------------------------------------------------------------------ */
+
+/* Load TEXT, expecting success; on failure print the errors and return NULL. */
+static wr_config *load_ok_at(int caller, const char *text)
+{
+    wr_config_errors errs;
+    wr_config *cfg = load_text(text, &errs);
+
+    check_count++;
+    if (cfg == NULL) {
+        check_failures++;
+        fprintf(stderr, "%s:%d: config did not load:\n", __FILE__, caller);
+        for (int i = 0; i < errs.count; i++) {
+            fprintf(stderr, "  %s\n", errs.lines[i]);
+        }
+    }
+    wr_config_errors_free(&errs);
+    return cfg;
+}
+
+#define LOAD_OK(text) load_ok_at(__LINE__, text)
+
+/* Check a retry policy's delays against WANT (N of them; N 0: backoff, no list). */
+static void check_delays_at(int caller, const wr_retry_policy *r, const int64_t *want, int n)
+{
+    check_count++;
+    bool same = r->delay_count == n && (n == 0 ? r->delays_ms == NULL : r->delays_ms != NULL);
+    for (int i = 0; same && i < n; i++) {
+        same = r->delays_ms[i] == want[i];
+    }
+    if (!same) {
+        check_failures++;
+        fprintf(stderr, "%s:%d: delays: got %d of them:", __FILE__, caller, r->delay_count);
+        for (int i = 0; r->delays_ms != NULL && i < r->delay_count; i++) {
+            fprintf(stderr, " %lld", (long long)r->delays_ms[i]);
+        }
+        fprintf(stderr, "; want %d:", n);
+        for (int i = 0; i < n; i++) {
+            fprintf(stderr, " %lld", (long long)want[i]);
+        }
+        fprintf(stderr, "\n");
+    }
+}
+
+#define CHECK_DELAYS(r, ...)                                                                      \
+    check_delays_at(__LINE__, (r), (const int64_t[]){__VA_ARGS__},                                \
+                    (int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
+#define CHECK_NO_DELAYS(r) check_delays_at(__LINE__, (r), NULL, 0)
+
+/* The built-in backoff values, filled in even when delays are used. */
+static void check_builtin_backoff_at(int caller, const wr_retry_policy *r)
+{
+    check_count++;
+    if (r->initial_ms != 1000 || r->multiplier != 2.0 || r->max_ms != 300000 || r->jitter != 0.0) {
+        check_failures++;
+        fprintf(stderr, "%s:%d: backoff: got %lld, %g, %lld, %g; want 1000, 2, 300000, 0\n",
+                __FILE__, caller, (long long)r->initial_ms, r->multiplier, (long long)r->max_ms,
+                r->jitter);
+    }
+}
+
+#define CHECK_BUILTIN_BACKOFF(r) check_builtin_backoff_at(__LINE__, (r))
+
+/* Neither section anywhere: the built-in defaults. */
+static void test_policy_defaults(void)
+{
+    wr_config *cfg = LOAD_OK(MINIMAL);
+    if (cfg == NULL) {
+        return;
+    }
+    wr_retry_policy *r = &cfg->subs[0].retry;
+    wr_idem_policy *d = &cfg->subs[0].idem;
+    CHECK_INT(r->max_attempts, 5);
+    CHECK_DELAYS(r, 1000, 5000, 30000, 120000);
+    CHECK_BUILTIN_BACKOFF(r);
+    CHECK_INT(d->enabled, 1);
+    CHECK_INT(d->source, WR_KEY_MESSAGE_ID);
+    CHECK(d->key_arg == NULL);
+    CHECK_STR(d->prefix, "warren:idem:");
+    CHECK_INT(d->ttl_ms, 7 * 86400000LL);
+    CHECK_INT(d->lease_ms, 30000);
+    CHECK_INT(d->missing_key_hash, 0);
+    wr_config_free(cfg);
+
+    /* Empty sections are the same as none. */
+    cfg = LOAD_OK(MINIMAL "    retry: {}\n"
+                          "    idempotency: {}\n"
+                          "defaults:\n"
+                          "  retry: {}\n"
+                          "  idempotency: {}\n");
+    if (cfg == NULL) {
+        return;
+    }
+    r = &cfg->subs[0].retry;
+    CHECK_INT(r->max_attempts, 5);
+    CHECK_DELAYS(r, 1000, 5000, 30000, 120000);
+    CHECK_BUILTIN_BACKOFF(r);
+    CHECK_STR(cfg->subs[0].idem.prefix, "warren:idem:");
+    CHECK_INT(cfg->subs[0].idem.ttl_ms, 7 * 86400000LL);
+    wr_config_free(cfg);
+}
+
+/* Every key set, in the defaults and in subscriptions. */
+static void test_policy_full(void)
+{
+    static const char text[] = "amqp:\n"
+                               "  url: amqp://localhost/\n"
+                               "redis:\n"
+                               "  url: redis://localhost\n"
+                               "defaults:\n"
+                               "  retry:\n"
+                               "    max_attempts: 7\n"
+                               "    backoff:\n"
+                               "      initial: 250ms\n"
+                               "      multiplier: 1.5\n"
+                               "      max: 1m\n"
+                               "      jitter: 0.2\n"
+                               "  idempotency:\n"
+                               "    enabled: false\n"
+                               "    key: header:x-request-id\n"
+                               "    prefix: \"shop:\"\n"
+                               "    ttl: none\n"
+                               "    lease: 1m\n"
+                               "    missing_key: body-hash\n"
+                               "subscriptions:\n"
+                               "  - name: a\n"
+                               "    queue: q\n"
+                               "    handler: h.lua\n"
+                               "  - name: b\n"
+                               "    queue: q2\n"
+                               "    handler: h.lua\n"
+                               "    retry:\n"
+                               "      max_attempts: 3\n"
+                               "      delays: [100ms, 2s, '${WR_T_DELAY:-1h}']\n"
+                               "    idempotency:\n"
+                               "      enabled: yes\n"
+                               "      key: json:order.id\n"
+                               "      ttl: 36h\n"
+                               "  - name: c\n"
+                               "    queue: q3\n"
+                               "    handler: h.lua\n"
+                               "    retry:\n"
+                               "      backoff:\n"
+                               "        max: 10m\n"
+                               "        multiplier: 10\n"
+                               "    idempotency:\n"
+                               "      key: message_id\n"
+                               "      prefix: ${WR_T_PREFIX:-c:}\n"
+                               "      ttl: 3650d\n"
+                               "      lease: 1h\n"
+                               "      missing_key: dlq\n"
+                               "  - name: d\n"
+                               "    queue: q4\n"
+                               "    handler: h.lua\n"
+                               "    retry:\n"
+                               "      max_attempts: 100\n"
+                               "      delays: [1ms, 24h]\n"
+                               "      backoff: {}\n";
+    unsetenv("WR_T_DELAY");
+    unsetenv("WR_T_PREFIX");
+    /* d sets both delays and backoff: take it out for the success case. */
+    char ok[sizeof(text)];
+    snprintf(ok, sizeof(ok), "%.*s", (int)(strstr(text, "      backoff: {}\n") - text), text);
+    wr_config *cfg = LOAD_OK(ok);
+    if (cfg == NULL) {
+        return;
+    }
+    CHECK_INT(cfg->sub_count, 4);
+
+    wr_subscription *s = &cfg->subs[0]; /* all inherited */
+    CHECK_INT(s->retry.max_attempts, 7);
+    CHECK_NO_DELAYS(&s->retry);
+    CHECK_INT(s->retry.initial_ms, 250);
+    CHECK(s->retry.multiplier == 1.5);
+    CHECK_INT(s->retry.max_ms, 60000);
+    CHECK(s->retry.jitter == 0.2);
+    CHECK_INT(s->idem.enabled, 0);
+    CHECK_INT(s->idem.source, WR_KEY_HEADER);
+    CHECK_STR(s->idem.key_arg, "x-request-id");
+    CHECK_STR(s->idem.prefix, "shop:");
+    CHECK_INT(s->idem.ttl_ms, 0);
+    CHECK_INT(s->idem.lease_ms, 60000);
+    CHECK_INT(s->idem.missing_key_hash, 1);
+
+    s = &cfg->subs[1]; /* delays replace the defaults' backoff whole */
+    CHECK_INT(s->retry.max_attempts, 3);
+    CHECK_DELAYS(&s->retry, 100, 2000, 3600000);
+    CHECK_BUILTIN_BACKOFF(&s->retry);
+    CHECK_INT(s->idem.enabled, 1);
+    CHECK_INT(s->idem.source, WR_KEY_JSON);
+    CHECK_STR(s->idem.key_arg, "order.id");
+    CHECK_STR(s->idem.prefix, "shop:");
+    CHECK_INT(s->idem.ttl_ms, 36 * 3600000LL);
+    CHECK_INT(s->idem.lease_ms, 60000);
+    CHECK_INT(s->idem.missing_key_hash, 1);
+
+    s = &cfg->subs[2]; /* backoff merged key by key */
+    CHECK_INT(s->retry.max_attempts, 7);
+    CHECK_NO_DELAYS(&s->retry);
+    CHECK_INT(s->retry.initial_ms, 250);
+    CHECK(s->retry.multiplier == 10.0);
+    CHECK_INT(s->retry.max_ms, 600000);
+    CHECK(s->retry.jitter == 0.2);
+    CHECK_INT(s->idem.enabled, 0);
+    CHECK_INT(s->idem.source, WR_KEY_MESSAGE_ID);
+    CHECK(s->idem.key_arg == NULL);
+    CHECK_STR(s->idem.prefix, "c:");
+    CHECK_INT(s->idem.ttl_ms, 3650 * 86400000LL);
+    CHECK_INT(s->idem.lease_ms, 3600000);
+    CHECK_INT(s->idem.missing_key_hash, 0);
+
+    s = &cfg->subs[3]; /* the bounds themselves are accepted */
+    CHECK_INT(s->retry.max_attempts, 100);
+    CHECK_DELAYS(&s->retry, 1, 86400000);
+    CHECK_BUILTIN_BACKOFF(&s->retry);
+    wr_config_free(cfg);
+
+    /* With the backoff back in, d sets both. */
+    EXPECT_ERRORS(text, "53:7: subscriptions[3].retry: set either delays or backoff, not both");
+}
+
+/* A subscription's section is merged over the defaults' key by key. */
+static void test_policy_merge(void)
+{
+    /* Only max_attempts: the defaults' delays stay (defaults after subscriptions). */
+    wr_config *cfg = LOAD_OK(MINIMAL "    retry:\n"
+                                     "      max_attempts: 9\n"
+                                     "    idempotency:\n"
+                                     "      lease: 5s\n"
+                                     "defaults:\n"
+                                     "  retry:\n"
+                                     "    max_attempts: 2\n"
+                                     "    delays: [2s, 4s]\n"
+                                     "  idempotency:\n"
+                                     "    key: header:id\n"
+                                     "    ttl: 1d\n");
+    if (cfg != NULL) {
+        wr_subscription *s = &cfg->subs[0];
+        CHECK_INT(s->retry.max_attempts, 9);
+        CHECK_DELAYS(&s->retry, 2000, 4000);
+        CHECK_BUILTIN_BACKOFF(&s->retry);
+        CHECK_INT(s->idem.source, WR_KEY_HEADER);
+        CHECK_STR(s->idem.key_arg, "id");
+        CHECK_INT(s->idem.ttl_ms, 86400000);
+        CHECK_INT(s->idem.lease_ms, 5000);
+        CHECK_STR(s->idem.prefix, "warren:idem:");
+        wr_config_free(cfg);
+    }
+
+    /* The defaults use delays, the subscription switches to backoff. */
+    cfg = LOAD_OK(MINIMAL "    retry:\n"
+                          "      backoff:\n"
+                          "        initial: 3s\n"
+                          "  - name: b\n"
+                          "    queue: q2\n"
+                          "    handler: h.lua\n"
+                          "defaults:\n"
+                          "  retry:\n"
+                          "    max_attempts: 2\n"
+                          "    delays: [2s, 4s]\n");
+    if (cfg != NULL) {
+        wr_retry_policy *r = &cfg->subs[0].retry;
+        CHECK_INT(r->max_attempts, 2);
+        CHECK_NO_DELAYS(r);
+        CHECK_INT(r->initial_ms, 3000);
+        CHECK(r->multiplier == 2.0);
+        CHECK_INT(r->max_ms, 300000);
+        CHECK(r->jitter == 0.0);
+        CHECK_DELAYS(&cfg->subs[1].retry, 2000, 4000);
+        wr_config_free(cfg);
+    }
+
+    /* The defaults use backoff, the subscription switches to delays: built-in backoff values. */
+    cfg = LOAD_OK(MINIMAL "    retry:\n"
+                          "      delays: [10s]\n"
+                          "defaults:\n"
+                          "  retry:\n"
+                          "    backoff: {initial: 2s, multiplier: 3, max: 1h, jitter: 1}\n");
+    if (cfg != NULL) {
+        CHECK_INT(cfg->subs[0].retry.max_attempts, 5);
+        CHECK_DELAYS(&cfg->subs[0].retry, 10000);
+        CHECK_BUILTIN_BACKOFF(&cfg->subs[0].retry);
+        wr_config_free(cfg);
+    }
+
+    /* max equal to initial is fine, and so is a sub fixing the defaults' max by its own. */
+    cfg = LOAD_OK(MINIMAL "    retry:\n"
+                          "      backoff: {max: 2s}\n"
+                          "defaults:\n"
+                          "  retry:\n"
+                          "    backoff: {initial: 2s, max: 1h}\n");
+    if (cfg != NULL) {
+        CHECK_INT(cfg->subs[0].retry.initial_ms, 2000);
+        CHECK_INT(cfg->subs[0].retry.max_ms, 2000);
+        wr_config_free(cfg);
+    }
+}
+
+static void test_policy_errors(void)
+{
+    char text[4096], big[300];
+
+    /* delays and backoff together, in a subscription and in the defaults. */
+    EXPECT_ERRORS(MINIMAL "    retry:\n"
+                          "      delays: [1s]\n"
+                          "      backoff:\n"
+                          "        initial: 1s\n"
+                          "defaults:\n"
+                          "  retry:\n"
+                          "    backoff: {initial: 1s}\n"
+                          "    max_attempts: 3\n"
+                          "    delays: [1s]\n",
+                  "11:7: subscriptions[0].retry: set either delays or backoff, not both",
+                  "17:5: defaults.retry: set either delays or backoff, not both");
+
+    /* Key specs and JSON paths. */
+    EXPECT_ERRORS(MINIMAL "    idempotency:\n"
+                          "      key: jsn:x\n"
+                          "  - name: b\n"
+                          "    queue: q2\n"
+                          "    handler: h.lua\n"
+                          "    idempotency: {key: 'header:'}\n"
+                          "  - name: c\n"
+                          "    queue: q3\n"
+                          "    handler: h.lua\n"
+                          "    idempotency: {key: json:order..id}\n"
+                          "  - name: d\n"
+                          "    queue: q4\n"
+                          "    handler: h.lua\n"
+                          "    idempotency: {key: 'json:'}\n"
+                          "defaults:\n"
+                          "  idempotency:\n"
+                          "    key: json:order.id$\n",
+                  "10:12: subscriptions[0].idempotency.key: expected message_id, header:NAME or "
+                  "json:PATH, got 'jsn:x'",
+                  "14:24: subscriptions[1].idempotency.key: expected message_id, header:NAME or "
+                  "json:PATH, got 'header:'",
+                  "18:24: subscriptions[2].idempotency.key: invalid JSON path 'order..id' (names "
+                  "of letters, digits, '_' and '-', joined by '.')",
+                  "22:24: subscriptions[3].idempotency.key: invalid JSON path '' (names of "
+                  "letters, digits, '_' and '-', joined by '.')",
+                  "25:10: defaults.idempotency.key: invalid JSON path 'order.id$' (names of "
+                  "letters, digits, '_' and '-', joined by '.')");
+    memset(big, 'h', 256);
+    big[256] = '\0';
+    snprintf(text, sizeof(text), MINIMAL "    idempotency:\n      key: header:%s\n", big);
+    EXPECT_ERRORS(text, "10:12: subscriptions[0].idempotency.key: the header name must be at "
+                        "most 255 bytes long, got 256 bytes");
+
+    /* Numbers: wrong type, out of range, forms that are not plain decimals. */
+    EXPECT_ERRORS(MINIMAL "    retry:\n"
+                          "      backoff:\n"
+                          "        multiplier: fast\n"
+                          "        jitter: 1.5\n"
+                          "defaults:\n"
+                          "  retry:\n"
+                          "    backoff:\n"
+                          "      multiplier: 0.5\n"
+                          "      jitter: -0.1\n",
+                  "11:21: subscriptions[0].retry.backoff.multiplier: expected a number from 1 "
+                  "to 10, got 'fast'",
+                  "12:17: subscriptions[0].retry.backoff.jitter: expected a number from 0 to 1, "
+                  "got '1.5'",
+                  "16:19: defaults.retry.backoff.multiplier: expected a number from 1 to 10, "
+                  "got '0.5'",
+                  "17:15: defaults.retry.backoff.jitter: expected a number from 0 to 1, "
+                  "got '-0.1'");
+    EXPECT_ERRORS(MINIMAL "    retry:\n"
+                          "      backoff:\n"
+                          "        multiplier: [2]\n"
+                          "        jitter: .5\n"
+                          "  - name: b\n"
+                          "    queue: q2\n"
+                          "    handler: h.lua\n"
+                          "    retry:\n"
+                          "      backoff: {multiplier: 1e1, jitter: 0.5.1}\n"
+                          "  - name: c\n"
+                          "    queue: q3\n"
+                          "    handler: h.lua\n"
+                          "    retry:\n"
+                          "      backoff: {multiplier: 10.01, jitter: ''}\n",
+                  "11:21: subscriptions[0].retry.backoff.multiplier: expected a number from 1 "
+                  "to 10, got a list",
+                  "12:17: subscriptions[0].retry.backoff.jitter: expected a number from 0 to 1, "
+                  "got '.5'",
+                  "17:29: subscriptions[1].retry.backoff.multiplier: expected a number from 1 "
+                  "to 10, got '1e1'",
+                  "17:42: subscriptions[1].retry.backoff.jitter: expected a number from 0 to 1, "
+                  "got '0.5.1'",
+                  "22:29: subscriptions[2].retry.backoff.multiplier: expected a number from 1 "
+                  "to 10, got '10.01'",
+                  "22:44: subscriptions[2].retry.backoff.jitter: expected a number from 0 to 1, "
+                  "got an empty value");
+
+    /* backoff.max below backoff.initial, within a section and across the merge. */
+    EXPECT_ERRORS(MINIMAL "    retry:\n"
+                          "      backoff: {max: 1500ms}\n"
+                          "  - name: b\n"
+                          "    queue: q2\n"
+                          "    handler: h.lua\n"
+                          "    retry:\n"
+                          "      backoff: {initial: 10m}\n"
+                          "defaults:\n"
+                          "  retry:\n"
+                          "    backoff:\n"
+                          "      initial: 2s\n"
+                          "      max: 1s\n",
+                  "10:22: subscriptions[0].retry.backoff.max: must be at least backoff.initial "
+                  "(2s)",
+                  "15:26: subscriptions[1].retry.backoff.initial: must be at most backoff.max "
+                  "(1s)",
+                  "20:12: defaults.retry.backoff.max: must be at least backoff.initial (2s)");
+    EXPECT_ERRORS(MINIMAL "    retry:\n"
+                          "      backoff: {initial: 10m}\n"
+                          "  - name: b\n"
+                          "    queue: q2\n"
+                          "    handler: h.lua\n"
+                          "    retry:\n"
+                          "      backoff: {initial: 10m, max: soon}\n",
+                  "10:26: subscriptions[0].retry.backoff.initial: must be at most backoff.max "
+                  "(5m)",
+                  "15:36: subscriptions[1].retry.backoff.max: expected a duration like 500ms, "
+                  "5s, 2m, 1h or 7d, got 'soon'");
+
+    /* Delay lists: empty, too long, items out of range or not durations. */
+    snprintf(text, sizeof(text),
+             MINIMAL "    retry:\n"
+                     "      delays: []\n"
+                     "  - name: b\n"
+                     "    queue: q2\n"
+                     "    handler: h.lua\n"
+                     "    retry:\n"
+                     "      delays: [%s1s]\n"
+                     "  - name: c\n"
+                     "    queue: q3\n"
+                     "    handler: h.lua\n"
+                     "    retry:\n"
+                     "      delays: [1s, 25h, 0, 5x, [1s], '']\n"
+                     "defaults:\n"
+                     "  retry:\n"
+                     "    delays: 5s\n"
+                     "  idempotency:\n"
+                     "    enabled: maybe\n",
+             "1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, 1s, ");
+    EXPECT_ERRORS(text, "10:15: subscriptions[0].retry.delays: expected a non-empty list",
+                  "15:15: subscriptions[1].retry.delays: must have at most 20 entries, got 21",
+                  "20:20: subscriptions[2].retry.delays[1]: expected a duration from 1ms to 1d, "
+                  "got '25h'",
+                  "20:25: subscriptions[2].retry.delays[2]: expected a duration from 1ms to 1d, "
+                  "got '0'",
+                  "20:28: subscriptions[2].retry.delays[3]: expected a duration like 500ms, 5s, "
+                  "2m, 1h or 7d, got '5x'",
+                  "20:32: subscriptions[2].retry.delays[4]: expected a duration like 500ms, 5s, "
+                  "2m, 1h or 7d, got a list",
+                  "20:38: subscriptions[2].retry.delays[5]: expected a duration like 500ms, 5s, "
+                  "2m, 1h or 7d, got an empty value",
+                  "23:13: defaults.retry.delays: expected a list of durations, got a string",
+                  "25:14: defaults.idempotency.enabled: expected true or false, got 'maybe'");
+
+    /* max_attempts, ttl, lease, prefix, missing_key. */
+    EXPECT_ERRORS(MINIMAL "    retry: {max_attempts: 0}\n"
+                          "    idempotency:\n"
+                          "      ttl: 7x\n"
+                          "      lease: 500ms\n"
+                          "      missing_key: drop\n"
+                          "      prefix: ''\n"
+                          "defaults:\n"
+                          "  retry: {max_attempts: 101}\n"
+                          "  idempotency:\n"
+                          "    ttl: 0s\n"
+                          "    lease: 2h\n"
+                          "    prefix: "
+                          "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+                          "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\n"
+                          "    missing_key: DLQ\n",
+                  "9:27: subscriptions[0].retry.max_attempts: expected an integer from 1 to "
+                  "100, got '0'",
+                  "11:12: subscriptions[0].idempotency.ttl: expected a duration like 500ms, 5s, "
+                  "2m, 1h or 7d, or none, got '7x'",
+                  "12:14: subscriptions[0].idempotency.lease: expected a duration from 1s to 1h, "
+                  "got '500ms'",
+                  "13:20: subscriptions[0].idempotency.missing_key: expected one of dlq, "
+                  "body-hash, got 'drop'",
+                  "14:15: subscriptions[0].idempotency.prefix: must not be empty",
+                  "16:25: defaults.retry.max_attempts: expected an integer from 1 to 100, "
+                  "got '101'",
+                  "18:10: defaults.idempotency.ttl: expected a duration from 1s to 3650d, or "
+                  "none, got '0s'",
+                  "19:12: defaults.idempotency.lease: expected a duration from 1s to 1h, "
+                  "got '2h'",
+                  "20:13: defaults.idempotency.prefix: must be at most 100 bytes long, "
+                  "got 101 bytes",
+                  "21:18: defaults.idempotency.missing_key: expected one of dlq, body-hash, "
+                  "got 'DLQ'");
+    EXPECT_ERRORS(MINIMAL "    idempotency: {ttl: 3651d}\n",
+                  "9:24: subscriptions[0].idempotency.ttl: expected a duration from 1s to "
+                  "3650d, or none, got '3651d'");
+
+    /* Unknown keys. */
+    EXPECT_ERRORS(MINIMAL "    retry:\n"
+                          "      max_attempt: 3\n"
+                          "      backoff:\n"
+                          "        factor: 2\n"
+                          "defaults:\n"
+                          "  idempotency:\n"
+                          "    ttl_ms: 5\n",
+                  "10:7: unknown key 'max_attempt' in subscriptions[0].retry (expected one of: "
+                  "max_attempts, delays, backoff)",
+                  "12:9: unknown key 'factor' in subscriptions[0].retry.backoff (expected one "
+                  "of: initial, multiplier, max, jitter)",
+                  "15:5: unknown key 'ttl_ms' in defaults.idempotency (expected one of: enabled, "
+                  "key, prefix, ttl, lease, missing_key)");
+
+    /* Wrong node kinds. */
+    EXPECT_ERRORS(MINIMAL "    retry: [1s, 5s]\n"
+                          "    idempotency:\n"
+                          "  - name: b\n"
+                          "    queue: q2\n"
+                          "    handler: h.lua\n"
+                          "    retry:\n"
+                          "      backoff: 5s\n"
+                          "      max_attempts: {n: 1}\n"
+                          "    idempotency:\n"
+                          "      key: [message_id]\n"
+                          "defaults:\n"
+                          "  retry: 3\n"
+                          "  idempotency: [a]\n",
+                  "9:12: subscriptions[0].retry: expected a mapping, got a list",
+                  "10:17: subscriptions[0].idempotency: expected a mapping, got an empty value",
+                  "15:16: subscriptions[1].retry.backoff: expected a mapping, got a string",
+                  "16:21: subscriptions[1].retry.max_attempts: expected an integer from 1 to "
+                  "100, got a mapping",
+                  "18:12: subscriptions[1].idempotency.key: expected message_id, header:NAME or "
+                  "json:PATH, got a list",
+                  "20:10: defaults.retry: expected a mapping, got a string",
+                  "21:16: defaults.idempotency: expected a mapping, got a list");
+}
+
+/* ------------------------------------------------------------------------ */
 /* Parsers                                                                    */
 /* ------------------------------------------------------------------------ */
 
@@ -1118,6 +1659,21 @@ static void test_reference(void)
         "defaults.batch_size",
         "defaults.handler_timeout",
         "defaults.max_body_size",
+        "defaults.retry",
+        "defaults.retry.max_attempts",
+        "defaults.retry.delays",
+        "defaults.retry.backoff",
+        "defaults.retry.backoff.initial",
+        "defaults.retry.backoff.multiplier",
+        "defaults.retry.backoff.max",
+        "defaults.retry.backoff.jitter",
+        "defaults.idempotency",
+        "defaults.idempotency.enabled",
+        "defaults.idempotency.key",
+        "defaults.idempotency.prefix",
+        "defaults.idempotency.ttl",
+        "defaults.idempotency.lease",
+        "defaults.idempotency.missing_key",
         "shutdown",
         "shutdown.grace",
         "subscriptions",
@@ -1130,6 +1686,21 @@ static void test_reference(void)
         "subscriptions[].batch_size",
         "subscriptions[].handler_timeout",
         "subscriptions[].max_body_size",
+        "subscriptions[].retry",
+        "subscriptions[].retry.max_attempts",
+        "subscriptions[].retry.delays",
+        "subscriptions[].retry.backoff",
+        "subscriptions[].retry.backoff.initial",
+        "subscriptions[].retry.backoff.multiplier",
+        "subscriptions[].retry.backoff.max",
+        "subscriptions[].retry.backoff.jitter",
+        "subscriptions[].idempotency",
+        "subscriptions[].idempotency.enabled",
+        "subscriptions[].idempotency.key",
+        "subscriptions[].idempotency.prefix",
+        "subscriptions[].idempotency.ttl",
+        "subscriptions[].idempotency.lease",
+        "subscriptions[].idempotency.missing_key",
         "subscriptions[].bindings",
         "subscriptions[].bindings[].exchange",
         "subscriptions[].bindings[].type",
@@ -1172,6 +1743,17 @@ static void test_reference(void)
     CHECK(strstr(buf, "\n| `subscriptions[].dlq` | string | `<queue>.dlq` | no (restart) | ") !=
           NULL);
     CHECK(strstr(buf, "\n| `amqp.url` | AMQP URL | required | no (restart) | ") != NULL);
+    CHECK(strstr(buf, "\n| `defaults.retry.delays` | list of 1 to 20 durations, 1ms to 1d | "
+                      "`[1s, 5s, 30s, 2m]` | yes | ") != NULL);
+    CHECK(strstr(buf, "\n| `defaults.retry.backoff.multiplier` | number, 1 to 10 | `2.0` | yes "
+                      "| ") != NULL);
+    CHECK(strstr(buf, "\n| `subscriptions[].retry.backoff.max` | duration, 1ms to 1d | "
+                      "`defaults.retry.backoff.max` | yes | ") != NULL);
+    CHECK(strstr(buf, "\n| `defaults.idempotency.ttl` | duration, 1s to 3650d, or `none` | "
+                      "`7d` | no (restart) | ") != NULL);
+    CHECK(strstr(buf, "\n| `subscriptions[].idempotency.key` | `message_id`, `header:NAME` or "
+                      "`json:PATH` | `defaults.idempotency.key` | no (restart) | ") != NULL);
+    CHECK(strstr(buf, "\n| `subscriptions[].idempotency` | mapping | - | - | ") != NULL);
     free(buf);
 }
 
@@ -1214,6 +1796,15 @@ static void test_example_config(void)
         CHECK_INT(o->bindings[0].routing_key_count, 2);
         CHECK_STR(o->bindings[0].routing_keys[0], "order.created");
         CHECK_STR(o->bindings[0].routing_keys[1], "order.cancelled");
+        CHECK_INT(o->retry.max_attempts, 4);
+        CHECK_DELAYS(&o->retry, 1000, 5000, 30000);
+        CHECK_BUILTIN_BACKOFF(&o->retry);
+        CHECK_INT(o->idem.enabled, 1);
+        CHECK_INT(o->idem.source, WR_KEY_MESSAGE_ID);
+        CHECK_STR(o->idem.prefix, "warren:idem:");
+        CHECK_INT(o->idem.ttl_ms, 7 * 86400000LL);
+        CHECK_INT(o->idem.lease_ms, 30000);
+        CHECK_INT(o->idem.missing_key_hash, 0);
         CHECK_STR(n->name, "notifications");
         CHECK_STR(n->queue, "notifications.events");
         snprintf(want, sizeof(want), "%s/handlers/notifications.lua", root);
@@ -1221,7 +1812,9 @@ static void test_example_config(void)
         CHECK_INT(n->binding_count, 1);
         CHECK_STR(n->bindings[0].exchange, "shop.events");
         CHECK_INT(n->bindings[0].routing_key_count, 1);
-        CHECK_STR(n->bindings[0].routing_keys[0], "order.*");
+        CHECK_STR(n->bindings[0].routing_keys[0], "order.confirmed");
+        CHECK_INT(n->retry.max_attempts, 5);
+        CHECK_DELAYS(&n->retry, 1000, 5000, 30000, 120000);
     }
     wr_config_free(cfg);
 
@@ -1259,6 +1852,10 @@ int main(void)
     test_env_errors();
     test_multiple_errors();
     test_error_limit();
+    test_policy_defaults();
+    test_policy_full();
+    test_policy_merge();
+    test_policy_errors();
     test_durations();
     test_amqp_urls();
     test_redis_urls();
