@@ -65,7 +65,7 @@ struct wr_idem {
     int64_t timeout_ms;
     char claim_sha[41];
     char finish_sha[41];
-    char err[256];
+    char err[512];
 };
 
 static int fail(wr_idem *d, const char *what)

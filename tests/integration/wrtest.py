@@ -20,6 +20,7 @@ import time
 import uuid
 
 import pika
+import redis as redislib
 
 SOURCE_DIR = os.environ.get("WR_SOURCE_DIR", os.path.abspath(os.path.join(os.path.dirname(__file__), "../..")))
 BUILD_DIR = os.environ.get("WR_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
@@ -164,6 +165,8 @@ class Warren:
                 for k, v in s.items():
                     if k in ("name", "bindings"):
                         continue
+                    if isinstance(v, (dict, list)):
+                        v = json.dumps(v)  # a JSON flow collection is valid YAML
                     fh.write("    %s: %s\n" % (k, v))
                 if s.get("bindings"):
                     fh.write("    bindings:\n")
@@ -208,6 +211,7 @@ class Warren:
         self.proc.kill()
         self.proc.wait()
         self.logfh.close()
+        self.proc = None
 
     def lines(self, **match):
         """Parsed JSON log lines whose fields equal every MATCH item."""
@@ -228,6 +232,15 @@ class Warren:
     def raw_log(self):
         with open(self.log_path, "rb") as fh:
             return fh.read().decode("utf-8", "replace")
+
+
+def redis_client():
+    return redislib.Redis.from_url(REDIS_URL, decode_responses=True)
+
+
+def idem_record(r, subscription, key, prefix="warren:idem:"):
+    """The idempotency record of KEY for SUBSCRIPTION, as a dict ({} if none)."""
+    return r.hgetall("%s%s:%s" % (prefix, subscription, key))
 
 
 def tempdir():
