@@ -15,6 +15,7 @@ import pika
 URL = os.environ["WARREN_AMQP_URL"]
 EXCHANGE = "shop.events"
 QUEUES = ["orders.events", "orders.events.dlq", "notifications.events", "notifications.events.dlq"]
+REDIS_PREFIXES = ["warren:idem:orders:", "warren:idem:notifications:"]
 
 EVENTS = [
     # (message id, routing key, body, what to expect)
@@ -22,20 +23,30 @@ EVENTS = [
      {"order_id": "o-1001", "customer_id": "c-7", "email": "ada@example.com",
       "items": [{"sku": "book-42", "qty": 1}], "total": 29.90},
      "confirmed, then the customer is notified"),
+    ("evt-1001", "order.created",
+     {"order_id": "o-1001", "customer_id": "c-7", "email": "ada@example.com",
+      "items": [{"sku": "book-42", "qty": 1}], "total": 29.90},
+     "the producer sent it twice: skipped as a duplicate, nobody charged twice"),
     ("evt-1002", "order.created",
-     {"order_id": "o-1002", "customer_id": "c-8", "items": [{"sku": "pen-1", "qty": 3}],
-      "total": 4.50},
-     "confirmed, but the notification fails: no e-mail address"),
+     {"order_id": "o-1002", "customer_id": "c-8", "email": "bob@flaky.example",
+      "items": [{"sku": "pen-1", "qty": 3}], "total": 4.50},
+     "confirmed; the mail relay fails once, the notification is retried and succeeds"),
     ("evt-1003", "order.created",
-     {"order_id": "o-1003", "customer_id": "c-9", "items": [], "total": 0},
+     {"order_id": "o-1003", "customer_id": "c-9", "items": [{"sku": "mug", "qty": 1}],
+      "total": 9.00},
+     "confirmed, but nobody can be notified: no e-mail address (DLQ, no retry)"),
+    ("evt-1004", "order.created",
+     {"order_id": "o-1004", "customer_id": "c-9", "items": [], "total": 0},
      "rejected: an order without items"),
-    ("evt-1004", "order.cancelled", {"order_id": "o-1001", "reason": "changed my mind"},
+    ("evt-1005", "order.cancelled", {"order_id": "o-1001", "reason": "changed my mind"},
      "closed"),
-    ("evt-1005", "order.created", '{"order_id": "o-1005", "items": [',
+    ("evt-1006", "order.created", '{"order_id": "o-1006", "items": [',
      "malformed JSON: dead-lettered without running the handler"),
-    (None, "order.created", {"order_id": "o-1006", "items": [{"sku": "x", "qty": 1}], "total": 1},
+    (None, "order.created", {"order_id": "o-1007", "items": [{"sku": "x", "qty": 1}], "total": 1},
      "no message id: dead-lettered (it could never be deduplicated)"),
 ]
+# outcome lines to wait for: 8 inputs, 3 order.confirmed, 1 retry of one of them
+EXPECTED_OUTCOMES = 12
 
 
 def connect():
@@ -44,10 +55,18 @@ def connect():
 
 
 def reset():
+    """Empty queues and forget the demo's idempotency records, so a second run
+    tells the same story (otherwise every event would be a duplicate)."""
     conn, ch = connect()
     for q in QUEUES:
         ch.queue_delete(queue=q)
     conn.close()
+    import redis
+    r = redis.Redis.from_url(os.environ["WARREN_REDIS_URL"])
+    for prefix in REDIS_PREFIXES:
+        keys = list(r.scan_iter(prefix + "*"))
+        if keys:
+            r.delete(*keys)
 
 
 def read_log(path):
@@ -61,8 +80,12 @@ def read_log(path):
     return out
 
 
+OUTCOME_MSGS = ("message handled", "message dead-lettered", "duplicate message skipped",
+                "message scheduled for retry")
+
+
 def outcomes(log):
-    return [r for r in log if r.get("msg") in ("message handled", "message dead-lettered")]
+    return [r for r in log if r.get("msg") in OUTCOME_MSGS]
 
 
 def run(log_path):
@@ -82,10 +105,9 @@ def run(log_path):
             message_id=mid, content_type="application/json", delivery_mode=2), mandatory=True)
         print("  %-9s %-16s expect: %s" % (mid or "(no id)", rk, expect))
 
-    # Wait until every event and its follow-ups have an outcome: 6 inputs, plus
-    # the two order.confirmed events the orders handler publishes.
+    # Wait until every event and its follow-ups have an outcome.
     deadline = time.time() + 30
-    while len(outcomes(read_log(log_path))) < len(EVENTS) + 2 and time.time() < deadline:
+    while len(outcomes(read_log(log_path))) < EXPECTED_OUTCOMES and time.time() < deadline:
         time.sleep(0.2)
     log = read_log(log_path)
 
@@ -96,20 +118,29 @@ def run(log_path):
         mid = r.get("message_id") or "(no id)"
         if r["outcome"] == "ok":
             extra = ", published %d event(s)" % r["published"] if r.get("published") else ""
-            what = "handled in %.2f ms%s" % (r["duration_ms"], extra)
+            what = "handled in %.2f ms on attempt %d%s" % (r["duration_ms"], r["attempt"], extra)
+        elif r["outcome"] == "duplicate":
+            what = "DUPLICATE: already handled, skipped (nothing ran)"
+        elif r["outcome"] == "retried":
+            what = "attempt %d failed (%s), retry in %d ms" % (r["attempt"], r.get("error"),
+                                                             r["delay_ms"])
         else:
             what = "DEAD-LETTERED (%s): %s" % (r.get("reason"), r.get("error"))
         print("  %s%-*s %-16s %-14s %s" % (indent, 13 - len(indent), mid, r.get("type") or "",
                                            r["subscription"], what))
 
+    shown = set()
     for mid, _, _, _ in EVENTS:
+        if mid in shown:
+            continue
+        shown.add(mid)
         for r in results:
             if r.get("message_id") == mid:
                 show(r, "")
-                # the events this one caused: their ids derive from it (<id>:<n>)
-                for f in results:
-                    if mid and (f.get("message_id") or "").startswith(mid + ":"):
-                        show(f, "-> ")
+        # the events this one caused: their ids derive from it (<id>:<n>)
+        for f in results:
+            if mid and (f.get("message_id") or "").startswith(mid + ":"):
+                show(f, "-> ")
 
     print("\nwhat the handlers logged:")
     for r in log:
@@ -139,8 +170,9 @@ def run(log_path):
             print("      body: %s" % body[:80].decode("utf-8", "replace"))
     conn.close()
     got = len(outcomes(log))
-    if got < len(EVENTS) + 2:
-        sys.exit("demo: only %d of %d outcomes arrived; see .demo/warren.log" % (got, len(EVENTS) + 2))
+    if got < EXPECTED_OUTCOMES:
+        sys.exit("demo: only %d of %d outcomes arrived; see .demo/warren.log" % (got,
+                                                                            EXPECTED_OUTCOMES))
 
 
 if __name__ == "__main__":
