@@ -49,10 +49,12 @@ static int fail(wr_broker *b, int rc, const char *fmt, ...) __attribute__((forma
 /* Record an error, mark the connection down when RC says so, and return RC. */
 static int fail(wr_broker *b, int rc, const char *fmt, ...)
 {
+    char msg[sizeof(b->err)]; /* the arguments may include b->err itself */
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(b->err, sizeof(b->err), fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    memcpy(b->err, msg, sizeof(msg));
     if (rc == WR_BROKER_DOWN || rc == WR_BROKER_CONFLICT) {
         b->down = 1;
     }
