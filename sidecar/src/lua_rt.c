@@ -652,6 +652,16 @@ static const char sandbox_lua[] =
     "for _, k in G.ipairs{'assert','error','ipairs','next','pairs','pcall','select',\n"
     "  'tonumber','tostring','type','unpack','xpcall','rawequal','rawget','rawset',\n"
     "  'setmetatable','getmetatable','_VERSION'} do env[k] = G[k] end\n"
+    /* xpcall's message handler runs inside the hook that raised a timeout,
+     * where hooks cannot fire: a handler that loops would never be stopped.
+     * Run it after the unwind (without debug it could see nothing more). */
+    "local pcall = G.pcall\n"
+    "local function xpcall_done(h, ok, ...)\n"
+    "  if ok then return true, ... end\n"
+    "  local _, r = pcall(h, (...))\n"
+    "  return false, r\n"
+    "end\n"
+    "env.xpcall = function(f, h, ...) return xpcall_done(h, pcall(f, ...)) end\n"
     "env.string = copy(G.string)\n"
     "env.table = copy(G.table)\n"
     "env.math = copy(G.math)\n"
