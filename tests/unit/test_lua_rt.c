@@ -1,0 +1,1167 @@
+/*
+ * test_lua_rt.c: unit tests for the Lua runtime (lua_rt).
+ *
+ * Each case writes a handler file (and, where needed, modules next to it)
+ * into a private temporary directory, builds a state with wr_lua_create() and
+ * drives wr_lua_handle() with envelopes built by hand around JSON bodies. The
+ * handlers assert on what they see (event fields, decoded data, ctx values)
+ * and report back through the outcome and error text; buffered publishes are
+ * read from the wr_lua_result.
+ *
+ * Covered: a handled message with its event and ctx; ctx.publish buffering
+ * (string and table bodies, options, order, nothing kept when the handler
+ * fails afterwards); errors of every shape with "file:line: message" text;
+ * ctx.reject (even inside pcall) and ctx.retry with a delay; a body that is not
+ * JSON; runaway loops (plain, inside pcall, inside a coroutine, in an xpcall
+ * message handler) stopped by the deadline with the state still usable; a
+ * memory hog stopped by the allocator limit; every sandbox escape we know of
+ * failing with a clear error;
+ * require of sibling modules and cjson; module loading failures (syntax error,
+ * wrong shape, failing init, ctx.publish from init); module-level state kept
+ * between messages; the handler version (FNV-1a of the file). Error texts are
+ * compared exactly where lua_rt promises them; line numbers are found by
+ * looking for a marker comment in the handler source, not copied from output.
+ *
+ * lua-cjson is loaded by the state through the default cpath: the binary is
+ * linked with -Wl,-E so the C module finds the Lua API.
+ */
+/* mkdtemp() and realpath() are POSIX.1-2008 / XSI */
+#define _XOPEN_SOURCE 700
+
+#include "lua_rt.h"
+
+#include "check.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char tmp_dir[PATH_MAX]; /* private directory, realpath'd */
+
+/* ---- helpers -------------------------------------------------------------------- */
+
+/* Write TEXT to REL (relative to tmp_dir); returns the absolute path (static
+ * rotating buffer). */
+static const char *write_file(const char *rel, const char *text)
+{
+    static char paths[8][PATH_MAX + 64];
+    static int next;
+    char *path = paths[next++ % 8];
+    snprintf(path, sizeof(paths[0]), "%s/%s", tmp_dir, rel);
+    FILE *fp = fopen(path, "wb");
+    if (fp == NULL) {
+        fprintf(stderr, "cannot write %s: %s\n", path, strerror(errno));
+        exit(2);
+    }
+    fputs(text, fp);
+    fclose(fp);
+    return path;
+}
+
+/* Absolute path of REL in tmp_dir (static rotating buffer). */
+static const char *path_of(const char *rel)
+{
+    static char paths[4][PATH_MAX + 64];
+    static int next;
+    char *path = paths[next++ % 4];
+    snprintf(path, sizeof(paths[0]), "%s/%s", tmp_dir, rel);
+    return path;
+}
+
+/* The 1-based line of SRC holding MARKER; aborts the run when it is missing
+ * (a broken test, not a failing module). */
+static int line_of(const char *src, const char *marker)
+{
+    const char *at = strstr(src, marker);
+    if (at == NULL) {
+        fprintf(stderr, "marker %s not in the handler source\n", marker);
+        exit(2);
+    }
+    int line = 1;
+    for (const char *p = src; p < at; p++) {
+        line += *p == '\n';
+    }
+    return line;
+}
+
+/* printf into a static rotating buffer: expected error texts. */
+static const char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+static const char *fmt(const char *f, ...)
+{
+    static char bufs[4][2048];
+    static int next;
+    char *b = bufs[next++ % 4];
+    va_list ap;
+    va_start(ap, f);
+    vsnprintf(b, sizeof(bufs[0]), f, ap);
+    va_end(ap);
+    return b;
+}
+
+static wr_lua_opts opts_for(const char *path, int64_t timeout_ms, size_t memory_limit)
+{
+    wr_lua_opts o;
+    memset(&o, 0, sizeof(o));
+    o.handler_path = path;
+    o.subscription = "orders";
+    o.queue = "orders.q";
+    o.timeout_ms = timeout_ms;
+    o.memory_limit = memory_limit;
+    o.worker = 3;
+    o.max_attempts = 5;
+    return o;
+}
+
+/* Write handler NAME with SRC and build a state for it (5 s deadline, default
+ * memory). On failure the reason is in ERR and NULL is returned. */
+static wr_lua *load(const char *name, const char *src, char *err, size_t errcap)
+{
+    const char *path = write_file(name, src);
+    wr_lua_opts o = opts_for(path, 5000, 0);
+    err[0] = '\0';
+    return wr_lua_create(&o, err, errcap);
+}
+
+/* Same, for a state that must load: reports the error and returns NULL otherwise. */
+static wr_lua *must_load(const char *name, const char *src)
+{
+    char err[1024];
+    wr_lua *L = load(name, src, err, sizeof(err));
+    if (L == NULL) {
+        fprintf(stderr, "cannot load %s: %s\n", name, err);
+    }
+    CHECK(L != NULL);
+    return L;
+}
+
+static amqp_bytes_t B(const char *s)
+{
+    amqp_bytes_t b;
+    b.len = strlen(s);
+    b.bytes = (void *)s;
+    return b;
+}
+
+/* Headers every test message carries: x-warren-attempt 2 and tenant "acme". */
+static amqp_table_entry_t std_headers[2];
+static amqp_table_t std_table = {2, std_headers};
+
+/* A JSON message "m-1" of type OrderCreated from exchange shop, attempt 3. */
+static void make_env(wr_envelope *env, const char *body)
+{
+    memset(env, 0, sizeof(*env));
+    env->id = B("m-1");
+    env->type = B("OrderCreated");
+    env->version = B("2");
+    env->exchange = B("shop");
+    env->routing_key = B("order.created");
+    env->content_type = B("application/json");
+    env->body = B(body);
+    env->headers = &std_table;
+    env->timestamp = 1700000000;
+    env->redelivered = 1;
+    env->is_json = 1;
+    env->attempt = 3;
+}
+
+static const wr_lua_call std_call = {
+    .idempotency_key = "orders:m-1",
+    .trace_id = "4bf92f3577b34da6a3ce929d0e0e4736",
+    .attempt = 3,
+};
+
+/* Run BODY (in the standard test message) through L. */
+static wr_outcome run(wr_lua *L, const char *body, wr_lua_result *res)
+{
+    wr_envelope env;
+    make_env(&env, body);
+    return wr_lua_handle(L, &env, &std_call, res);
+}
+
+/* Check that RES has outcome WANT; on failure print the handler's error too. */
+static void check_outcome(const wr_lua_result *res, wr_outcome want, int line)
+{
+    check_count++;
+    if (res->outcome != want) {
+        check_failures++;
+        fprintf(stderr, "%s:%d: outcome %s, want %s; error: %s\n", __FILE__, line,
+                wr_outcome_name(res->outcome), wr_outcome_name(want), res->error);
+    }
+}
+#define CHECK_OUTCOME(res, want) check_outcome(&(res), (want), __LINE__)
+
+/* The header KEY of publish P, or NULL. */
+static const char *pub_header(const wr_lua_pub *p, const char *key)
+{
+    for (int i = 0; i < p->header_count; i++) {
+        if (strcmp(p->header_keys[i], key) == 0) {
+            return p->header_vals[i];
+        }
+    }
+    return NULL;
+}
+
+/* FNV-1a 64, written from the published algorithm (offset basis and prime). */
+static uint64_t fnv1a64(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+/* ---- a handled message ---------------------------------------------------------- */
+
+static const char ok_src[] =
+    "local M = {}\n"
+    "function M.handle(event, ctx)\n"
+    "  assert(event.id == 'm-1', 'event.id')\n"
+    "  assert(event.type == 'OrderCreated', 'event.type')\n"
+    "  assert(event.version == '2', 'event.version')\n"
+    "  assert(event.exchange == 'shop', 'event.exchange')\n"
+    "  assert(event.routing_key == 'order.created', 'event.routing_key')\n"
+    "  assert(event.content_type == 'application/json', 'event.content_type')\n"
+    "  assert(event.timestamp == 1700000000, 'event.timestamp')\n"
+    "  assert(event.redelivered == true, 'event.redelivered')\n"
+    "  assert(event.attempt == 3, 'event.attempt')\n"
+    "  assert(event.headers.tenant == 'acme', 'event.headers.tenant')\n"
+    "  assert(event.headers['x-warren-attempt'] == 2, 'event.headers x-warren-attempt')\n"
+    "  local d = event.data\n"
+    "  assert(d.order_id == 42, 'data.order_id')\n"
+    "  assert(d.customer.name == 'caf\\195\\169', 'data.customer.name')\n"
+    "  assert(#d.items == 2 and d.items[2].sku == 'B-2', 'data.items')\n"
+    "  assert(d.paid == false, 'data.paid')\n"
+    "  assert(d.note == require('cjson').null, 'data.note')\n"
+    "  assert(event.body:sub(1, 1) == '{', 'event.body')\n"
+    "  assert(ctx.idempotency_key == 'orders:m-1', 'ctx.idempotency_key')\n"
+    "  assert(ctx.trace_id == '4bf92f3577b34da6a3ce929d0e0e4736', 'ctx.trace_id')\n"
+    "  assert(ctx.subscription == 'orders', 'ctx.subscription')\n"
+    "  assert(ctx.queue == 'orders.q', 'ctx.queue')\n"
+    "  assert(ctx.attempt == 3, 'ctx.attempt')\n"
+    "  assert(ctx.max_attempts == 5, 'ctx.max_attempts')\n"
+    "  assert(ctx.worker == 3, 'ctx.worker')\n"
+    "  assert(ctx.message_id == 'm-1', 'ctx.message_id')\n"
+    "  assert(type(ctx.handler_version) == 'string' and #ctx.handler_version == 12,\n"
+    "         'ctx.handler_version')\n"
+    "  assert(math.abs(ctx.now() - os.time()) < 5, 'ctx.now')\n"
+    "  assert(ctx.json.decode('[1,2]')[2] == 2, 'ctx.json')\n"
+    "  assert(ctx.json.decode('{bad') == nil, 'ctx.json is the safe variant')\n"
+    "end\n"
+    "return M\n";
+
+static const char ok_body[] =
+    "{\"order_id\":42,\"customer\":{\"name\":\"caf\xc3\xa9\"},"
+    "\"items\":[{\"sku\":\"A-1\"},{\"sku\":\"B-2\"}],\"paid\":false,\"note\":null}";
+
+static void test_ok(void)
+{
+    wr_lua *L = must_load("ok.lua", ok_src);
+    if (L == NULL) {
+        return;
+    }
+    wr_lua_result res;
+    CHECK_INT(run(L, ok_body, &res), WR_OUT_OK);
+    CHECK_OUTCOME(res, WR_OUT_OK);
+    CHECK_STR(res.error, "");
+    CHECK_INT(res.pub_count, 0);
+    CHECK_INT(res.rebuild, 0);
+    CHECK_STR(wr_outcome_name(res.outcome), "ok");
+    CHECK(wr_lua_memory(L) > 0);
+
+    /* without an idempotency key or trace id the ctx falls back to the id and nil */
+    const char *src2 =
+        "return { handle = function(event, ctx)\n"
+        "  assert(ctx.idempotency_key == event.id, 'idempotency_key falls back to the id')\n"
+        "  assert(ctx.trace_id == nil, 'no trace id')\n"
+        "  assert(ctx.attempt == 1 and event.attempt == 1, 'attempt')\n"
+        "end }\n";
+    wr_lua *L2 = must_load("ok2.lua", src2);
+    if (L2 != NULL) {
+        wr_envelope env;
+        make_env(&env, "{}");
+        wr_lua_call call = {.idempotency_key = NULL, .trace_id = NULL, .attempt = 1};
+        wr_lua_handle(L2, &env, &call, &res);
+        CHECK_OUTCOME(res, WR_OUT_OK);
+        wr_lua_destroy(L2);
+    }
+
+    /* a body that is not JSON by content type: raw bytes in event.body, no event.data */
+    const char *src3 = "return { handle = function(event, ctx)\n"
+                       "  assert(event.data == nil, 'no data for a non-JSON body')\n"
+                       "  assert(event.body == 'not \\255 json', 'raw body')\n"
+                       "  assert(event.content_type == 'text/plain', 'content type')\n"
+                       "end }\n";
+    wr_lua *L3 = must_load("ok3.lua", src3);
+    if (L3 != NULL) {
+        wr_envelope env;
+        make_env(&env, "not \xff json");
+        env.content_type = B("text/plain");
+        env.is_json = 0;
+        wr_lua_handle(L3, &env, &std_call, &res);
+        CHECK_OUTCOME(res, WR_OUT_OK);
+        wr_lua_destroy(L3);
+    }
+    wr_lua_destroy(L);
+}
+
+/* ---- ctx.publish ------------------------------------------------------------------ */
+
+static const char pub_src[] =
+    "local M = {}\n"
+    "function M.handle(event, ctx)\n"
+    "  local d = event.data\n"
+    "  ctx.publish('shop', 'order.shipped', 'plain text')\n"
+    "  ctx.publish('shop.audit', 'order.audited', { order = { id = event.id } },\n"
+    "              { headers = { tenant = 'acme', n = 5, vip = true }, type = 'OrderAudited',\n"
+    "                mandatory = true })\n"
+    "  ctx.publish('', 'reply.q', '<x/>', { content_type = 'application/xml' })\n"
+    "  ctx.publish('shop', 'arr', { 1, 2, 3 }, { content_type = 'application/vnd.x+json' })\n"
+    "  if d.bad_opts then\n"
+    "    local ok = pcall(ctx.publish, 'shop', 'k', 'b', { headers = { x = {} } })\n"
+    "    assert(not ok, 'bad headers must raise')\n"
+    "  end\n"
+    "  if d.bad_args then ctx.publish('shop', nil, 'b') end -- @bad_args\n"
+    "  if d.fail then error('failed after publishing') end\n"
+    "end\n"
+    "return M\n";
+
+static void test_publish(void)
+{
+    wr_lua *L = must_load("pub.lua", pub_src);
+    if (L == NULL) {
+        return;
+    }
+    wr_lua_result res;
+    run(L, "{}", &res);
+    CHECK_OUTCOME(res, WR_OUT_OK);
+    CHECK_INT(res.pub_count, 4);
+    if (res.pub_count == 4) {
+        const wr_lua_pub *p = res.pubs;
+        CHECK_STR(p[0].exchange, "shop");
+        CHECK_STR(p[0].routing_key, "order.shipped");
+        CHECK_STR(p[0].body, "plain text");
+        CHECK_INT(p[0].body_len, 10);
+        CHECK(p[0].content_type == NULL);
+        CHECK(p[0].type == NULL);
+        CHECK_INT(p[0].mandatory, 0);
+        CHECK_INT(p[0].header_count, 0);
+
+        CHECK_STR(p[1].exchange, "shop.audit");
+        CHECK_STR(p[1].routing_key, "order.audited");
+        CHECK_STR(p[1].body, "{\"order\":{\"id\":\"m-1\"}}");
+        CHECK_INT(p[1].body_len, strlen("{\"order\":{\"id\":\"m-1\"}}"));
+        CHECK_STR(p[1].content_type, "application/json");
+        CHECK_STR(p[1].type, "OrderAudited");
+        CHECK_INT(p[1].mandatory, 1);
+        CHECK_INT(p[1].header_count, 3);
+        CHECK_STR(pub_header(&p[1], "tenant"), "acme");
+        CHECK_STR(pub_header(&p[1], "n"), "5");
+        CHECK_STR(pub_header(&p[1], "vip"), "true");
+
+        CHECK_STR(p[2].exchange, "");
+        CHECK_STR(p[2].routing_key, "reply.q");
+        CHECK_STR(p[2].body, "<x/>");
+        CHECK_STR(p[2].content_type, "application/xml");
+
+        CHECK_STR(p[3].body, "[1,2,3]");
+        CHECK_STR(p[3].content_type, "application/vnd.x+json");
+    }
+
+    /* a publish whose options raise (caught by pcall) is not kept */
+    run(L, "{\"bad_opts\":true}", &res);
+    CHECK_OUTCOME(res, WR_OUT_OK);
+    CHECK_INT(res.pub_count, 4);
+
+    /* the next message starts with an empty buffer */
+    run(L, "{}", &res);
+    CHECK_INT(res.pub_count, 4);
+
+    /* a handler that fails after publishing publishes nothing */
+    run(L, "{\"fail\":true}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_INT(res.pub_count, 0);
+    CHECK(res.pubs == NULL);
+    CHECK_STR(res.error, fmt("%s:%d: failed after publishing", path_of("pub.lua"),
+                             line_of(pub_src, "error('failed after publishing')")));
+
+    /* argument errors name the caller's line */
+    run(L, "{\"bad_args\":true}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.error, fmt("%s:%d: ctx.publish: routing_key must be a string, got nil",
+                             path_of("pub.lua"), line_of(pub_src, "@bad_args")));
+    CHECK_INT(res.pub_count, 0);
+    wr_lua_destroy(L);
+}
+
+/* ---- errors, reject, retry ------------------------------------------------------ */
+
+static const char err_src[] =
+    "local M = {}\n"
+    "local modes = {}\n"
+    "function modes.string(ctx) error('boom') end -- @string\n"
+    "function modes.table(ctx) error({ code = 1 }) end\n"
+    "function modes.nilerr(ctx) error(nil) end\n"
+    "function modes.number(ctx) error(42) end -- @number\n"
+    "function modes.level0(ctx) error('no position', 0) end\n"
+    "function modes.runtime(ctx) local t = nil; return t.x end -- @runtime\n"
+    "function modes.reject(ctx)\n"
+    "  ctx.publish('shop', 'k', 'dropped with the message')\n"
+    "  ctx.reject('order has no items')\n"
+    "  error('not reached')\n"
+    "end\n"
+    "function modes.reject_pcall(ctx)\n"
+    "  local ok, e = pcall(ctx.reject, 'caught but still rejected')\n"
+    "  assert(not ok)\n"
+    "  local ok2 = pcall(function() ctx.reject('inner') end)\n"
+    "  return 'normal return'\n"
+    "end\n"
+    "function modes.reject_then_error(ctx)\n"
+    "  pcall(ctx.reject, 'rejected first')\n"
+    "  error('then failed')\n"
+    "end\n"
+    "function modes.reject_bad(ctx) ctx.reject(42) end -- @reject_bad\n"
+    "function modes.retry_delay(ctx) ctx.retry('stock service down', { delay = '5s' }) end\n"
+    "function modes.retry_ms(ctx) ctx.retry('later', { delay = 250 }) end\n"
+    "function modes.retry_plain(ctx) ctx.retry('soon') end\n"
+    "function modes.retry_sum(ctx) ctx.retry('sum', { delay = '1m30s' }) end\n"
+    "function modes.retry_bad(ctx) ctx.retry('x', { delay = '5 parsecs' }) end -- @retry_bad\n"
+    "function modes.log_bad(ctx) ctx.log.info('msg', 5) end -- @log_bad\n"
+    "function modes.stack(ctx)\n"
+    "  local function f(n) return 1 + f(n + 1) end\n"
+    "  return f(1)\n"
+    "end\n"
+    "function M.handle(event, ctx)\n"
+    "  return modes[event.data.mode](ctx)\n"
+    "end\n"
+    "return M\n";
+
+static void test_errors(void)
+{
+    wr_lua *L = must_load("err.lua", err_src);
+    if (L == NULL) {
+        return;
+    }
+    const char *path = path_of("err.lua");
+    wr_lua_result res;
+
+    run(L, "{\"mode\":\"string\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.reason, "handler-error");
+    CHECK_STR(res.error, fmt("%s:%d: boom", path, line_of(err_src, "@string")));
+    CHECK_INT(res.rebuild, 0);
+    CHECK_STR(wr_outcome_name(res.outcome), "error");
+
+    run(L, "{\"mode\":\"table\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.error, "error object is a table, not a string "
+                         "(raise a string: error('what went wrong'))");
+
+    run(L, "{\"mode\":\"nilerr\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.error, "error(nil) raised (raise a string: error('what went wrong'))");
+
+    /* a number is a string to Lua: error() gives it a position like a string */
+    run(L, "{\"mode\":\"number\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.error, fmt("%s:%d: 42", path, line_of(err_src, "@number")));
+
+    run(L, "{\"mode\":\"level0\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.error, "no position");
+
+    run(L, "{\"mode\":\"runtime\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.error, fmt("%s:%d: attempt to index local 't' (a nil value)", path,
+                             line_of(err_src, "@runtime")));
+
+    run(L, "{\"mode\":\"stack\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK(strstr(res.error, "stack overflow") != NULL);
+
+    /* reject: the reason, and the publishes are dropped */
+    run(L, "{\"mode\":\"reject\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_REJECT);
+    CHECK_STR(res.reason, "rejected");
+    CHECK_STR(res.error, "order has no items");
+    CHECK_INT(res.pub_count, 0);
+    CHECK_STR(wr_outcome_name(res.outcome), "rejected");
+
+    /* a pcall around ctx.reject does not undo it, nor does a normal return */
+    run(L, "{\"mode\":\"reject_pcall\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_REJECT);
+    CHECK_STR(res.error, "inner"); /* the last call wins */
+
+    run(L, "{\"mode\":\"reject_then_error\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_REJECT);
+    CHECK_STR(res.error, "rejected first");
+
+    run(L, "{\"mode\":\"reject_bad\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.error, fmt("%s:%d: ctx.reject(reason): reason must be a string, "
+                             "got number",
+                             path, line_of(err_src, "@reject_bad")));
+
+    /* retry: the delay as a duration, milliseconds, absent */
+    run(L, "{\"mode\":\"retry_delay\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_RETRY);
+    CHECK_STR(res.reason, "retry-requested");
+    CHECK_STR(res.error, "stock service down");
+    CHECK_INT(res.retry_delay_ms, 5000);
+    CHECK_STR(wr_outcome_name(res.outcome), "retry");
+
+    run(L, "{\"mode\":\"retry_ms\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_RETRY);
+    CHECK_INT(res.retry_delay_ms, 250);
+
+    run(L, "{\"mode\":\"retry_plain\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_RETRY);
+    CHECK_STR(res.error, "soon");
+    CHECK_INT(res.retry_delay_ms, -1);
+
+    run(L, "{\"mode\":\"retry_sum\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_RETRY);
+    CHECK_INT(res.retry_delay_ms, 90000);
+
+    run(L, "{\"mode\":\"retry_bad\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.error, fmt("%s:%d: ctx.retry: opts.delay '5 parsecs' is not a duration like 5s",
+                             path, line_of(err_src, "@retry_bad")));
+    CHECK_INT(res.retry_delay_ms, -1);
+
+    /* a forced outcome does not leak into the next message */
+    run(L, "{\"mode\":\"string\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+
+    run(L, "{\"mode\":\"log_bad\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.error, fmt("%s:%d: ctx.log.info: fields must be a table, got number", path,
+                             line_of(err_src, "@log_bad")));
+
+    /* a body that is not JSON never reaches the handler */
+    run(L, "{\"mode\": oops", &res);
+    CHECK_OUTCOME(res, WR_OUT_INVALID);
+    CHECK_STR(res.reason, "invalid-json");
+    CHECK(res.error[0] != '\0');
+    CHECK_STR(wr_outcome_name(res.outcome), "invalid");
+    run(L, "", &res);
+    CHECK_OUTCOME(res, WR_OUT_INVALID);
+    CHECK_STR(res.reason, "invalid-json");
+
+    wr_lua_destroy(L);
+}
+
+/* ---- deadlines and memory ------------------------------------------------------- */
+
+static const char loop_src[] =
+    "local M = {}\n"
+    "local modes = {}\n"
+    "function modes.spin() while true do end end -- @spin\n"
+    "function modes.pcall_spin()\n"
+    "  local ok = pcall(function() while true do end end)\n"
+    "  return 'escaped the deadline'\n"
+    "end\n"
+    "function modes.pcall_loop()\n"
+    "  while true do pcall(function() while true do end end) end\n"
+    "end\n"
+    "function modes.coroutine_spin()\n"
+    "  local co = coroutine.create(function() while true do end end)\n"
+    "  local ok = coroutine.resume(co)\n"
+    "  return 'escaped the deadline'\n"
+    "end\n"
+    "function modes.xpcall_spin()\n"
+    "  xpcall(function() while true do end end, function(e) while true do end end)\n"
+    "  return 'escaped the deadline'\n"
+    "end\n"
+    "function modes.quick() return 1 end\n"
+    "function M.handle(event, ctx)\n"
+    "  return modes[event.data.mode]()\n"
+    "end\n"
+    "return M\n";
+
+static void test_timeouts(void)
+{
+    const char *path = write_file("loop.lua", loop_src);
+    wr_lua_opts o = opts_for(path, 200, 0);
+    char err[1024];
+    wr_lua *L = wr_lua_create(&o, err, sizeof(err));
+    if (L == NULL) {
+        fprintf(stderr, "cannot load loop.lua: %s\n", err);
+    }
+    CHECK(L != NULL);
+    if (L == NULL) {
+        return;
+    }
+    static const char *const modes[] = {"spin", "pcall_spin", "pcall_loop", "coroutine_spin",
+                                        "xpcall_spin"};
+    wr_lua_result res;
+    for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++) {
+        char body[64];
+        snprintf(body, sizeof(body), "{\"mode\":\"%s\"}", modes[i]);
+        run(L, body, &res);
+        if (res.outcome != WR_OUT_TIMEOUT) {
+            fprintf(stderr, "mode %s\n", modes[i]);
+        }
+        CHECK_OUTCOME(res, WR_OUT_TIMEOUT);
+        CHECK_STR(res.reason, "timeout");
+        CHECK(strstr(res.error, "handler timed out after 200 ms") != NULL);
+        /* every stop names a line of the handler (xpcall's runs in the sandbox's
+         * wrapper, whose line it names) */
+        if (strcmp(modes[i], "xpcall_spin") != 0) {
+            CHECK(strncmp(res.error, path_of("loop.lua"), strlen(path_of("loop.lua"))) == 0);
+        }
+        if (i == 0) {
+            CHECK_STR(res.error, fmt("%s:%d: handler timed out after 200 ms", path_of("loop.lua"),
+                                     line_of(loop_src, "@spin")));
+        }
+        CHECK_INT(res.rebuild, 0);
+
+        /* the state still works for the next message */
+        run(L, "{\"mode\":\"quick\"}", &res);
+        CHECK_OUTCOME(res, WR_OUT_OK);
+    }
+    CHECK_STR(wr_outcome_name(WR_OUT_TIMEOUT), "timeout");
+
+    /* an interrupt (shutdown past the grace period) stops the next long run */
+    wr_lua_interrupt(L);
+    run(L, "{\"mode\":\"spin\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK(strstr(res.error, "handler interrupted: the sidecar is shutting down") != NULL);
+    wr_lua_destroy(L);
+
+    /* a module body that never returns: create fails instead of hanging */
+    path = write_file("loop_body.lua", "while true do end\nreturn {}\n");
+    o = opts_for(path, 200, 0);
+    L = wr_lua_create(&o, err, sizeof(err));
+    CHECK(L == NULL);
+    CHECK(strstr(err, "handler timed out after 200 ms") != NULL);
+    wr_lua_destroy(L);
+}
+
+static const char hog_src[] =
+    "local M = {}\n"
+    "function M.handle(event, ctx)\n"
+    "  if event.data.small then return end\n"
+    "  local t = {} while true do t[#t+1] = string.rep('x', 1e6) .. #t end\n"
+    "end\n"
+    "return M\n";
+
+static void test_memory(void)
+{
+    const char *path = write_file("hog.lua", hog_src);
+    wr_lua_opts o = opts_for(path, 5000, 16u << 20);
+    char err[1024];
+    wr_lua *L = wr_lua_create(&o, err, sizeof(err));
+    if (L == NULL) {
+        fprintf(stderr, "cannot load hog.lua: %s\n", err);
+    }
+    CHECK(L != NULL);
+    if (L == NULL) {
+        return;
+    }
+    CHECK(wr_lua_memory(L) < (16u << 20));
+    wr_lua_result res;
+    run(L, "{}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.reason, "out-of-memory");
+    CHECK_STR(res.error, "not enough memory: the handler exceeded the state's memory limit");
+    CHECK_INT(res.rebuild, 1);
+    CHECK(wr_lua_memory(L) <= (16u << 20));
+    wr_lua_destroy(L);
+
+    /* the worker's answer: a new state, which works */
+    L = wr_lua_create(&o, err, sizeof(err));
+    CHECK(L != NULL);
+    if (L != NULL) {
+        run(L, "{\"small\":true}", &res);
+        CHECK_OUTCOME(res, WR_OUT_OK);
+        CHECK_INT(res.rebuild, 0);
+        wr_lua_destroy(L);
+    }
+}
+
+/* ---- the sandbox ------------------------------------------------------------------ */
+
+static const char sandbox_src[] =
+    "local M = {}\n"
+    "local p = {}\n"
+    "p.os_execute = function() return os.execute('id') end -- @os_execute\n"
+    "p.os_exit = function() return os.exit(3) end -- @os_exit\n"
+    "p.os_getenv = function() return os.getenv('HOME') end -- @os_getenv\n"
+    "p.io_open = function() return io.open('/etc/passwd') end -- @io_open\n"
+    "p.ffi = function() local m = require('ffi') return m end -- @ffi\n"
+    "p.debug = function() return debug.getinfo(1) end -- @debug\n"
+    "p.loadlib = function() return package.loadlib('libc.so.6', 'system') end -- @loadlib\n"
+    "p.dofile = function() return dofile('/etc/passwd') end -- @dofile\n"
+    "p.loadfile = function() return loadfile('/etc/passwd') end -- @loadfile\n"
+    "p.dump = function() return string.dump(M.handle) end -- @dump\n"
+    "p.dump_meta = function() return (''):dump() end -- @dump_meta\n"
+    "p.bytecode = function()\n"
+    "  local f, e = load('\\27LJ\\2\\0\\0garbage')\n"
+    "  assert(f == nil)\n"
+    "  error(e, 0)\n"
+    "end\n"
+    "p.bytecode_ls = function()\n"
+    "  local f, e = loadstring('\\27LuaQ')\n"
+    "  assert(f == nil)\n"
+    "  error(e, 0)\n"
+    "end\n"
+    "p.load_fn = function()\n"
+    "  local f, e = load(function() return nil end)\n"
+    "  assert(f == nil)\n"
+    "  error(e, 0)\n"
+    "end\n"
+    "p.load_text = function()\n"
+    "  local f = assert(load('return 1 + 1'))\n"
+    "  assert(f() == 2, 'load of source text works')\n"
+    "  local g = assert(load('return io'))\n"
+    "  return g()\n"
+    "end\n"
+    "p.setfenv = function() return setfenv(1, {}) end -- @setfenv\n"
+    "p.getfenv = function() return getfenv(1) end -- @getfenv\n"
+    "p.getmeta = function()\n"
+    "  assert(getmetatable(_G) == false, 'the globals metatable is hidden')\n"
+    "  setmetatable(_G, nil) -- @getmeta\n"
+    "end\n"
+    "p.global_new = function() x = 1 end -- @global_new\n"
+    "p.global_read = function() return undeclared_thing end -- @global_read\n"
+    "p.global_g = function() _G.y = 2 end -- @global_g\n"
+    "p.collect = function() return collectgarbage() end -- @collect\n"
+    "p.xpcall_ok = function()\n"
+    "  local ok, a, b = xpcall(function(x, y) return x + y, 'two' end, error, 1, 2)\n"
+    "  assert(ok == true and a == 3 and b == 'two', 'xpcall returns the results')\n"
+    "  local ok2, e = xpcall(function() error('inner', 0) end,\n"
+    "                        function(m) return 'handled ' .. m end)\n"
+    "  assert(ok2 == false and e == 'handled inner', 'xpcall runs the message handler')\n"
+    "  return 'fine'\n"
+    "end\n"
+    "p.string_meta = function()\n"
+    "  assert(getmetatable('').__index.dump == nil, 'no dump through the string metatable')\n"
+    "  return 'fine'\n"
+    "end\n"
+    "function M.handle(event, ctx)\n"
+    "  return p[event.data.mode]()\n"
+    "end\n"
+    "return M\n";
+
+static void test_sandbox(void)
+{
+    wr_lua *L = must_load("sandbox.lua", sandbox_src);
+    if (L == NULL) {
+        return;
+    }
+    const char *path = path_of("sandbox.lua");
+    static const struct {
+        const char *mode;
+        const char *marker; /* NULL: the error has no position */
+        const char *msg;
+    } cases[] = {
+        {"os_execute", "@os_execute", "attempt to call field 'execute' (a nil value)"},
+        {"os_exit", "@os_exit", "attempt to call field 'exit' (a nil value)"},
+        {"os_getenv", "@os_getenv", "attempt to call field 'getenv' (a nil value)"},
+        {"io_open", "@io_open", "attempt to read undeclared global 'io'"},
+        {"debug", "@debug", "attempt to read undeclared global 'debug'"},
+        {"loadlib", "@loadlib", "attempt to read undeclared global 'package'"},
+        {"dofile", "@dofile", "attempt to read undeclared global 'dofile'"},
+        {"loadfile", "@loadfile", "attempt to read undeclared global 'loadfile'"},
+        {"dump", "@dump", "attempt to call field 'dump' (a nil value)"},
+        {"dump_meta", "@dump_meta", "attempt to call method 'dump' (a nil value)"},
+        {"bytecode", NULL, "load: precompiled bytecode is not allowed in handlers"},
+        {"bytecode_ls", NULL, "load: precompiled bytecode is not allowed in handlers"},
+        {"load_fn", NULL, "load: only source text is accepted (got function)"},
+        {"setfenv", "@setfenv", "attempt to read undeclared global 'setfenv'"},
+        {"getfenv", "@getfenv", "attempt to read undeclared global 'getfenv'"},
+        {"getmeta", "@getmeta", "cannot change a protected metatable"},
+        {"global_new", "@global_new",
+         "attempt to create global 'x' (handler globals are locked: declare it local)"},
+        {"global_read", "@global_read", "attempt to read undeclared global 'undeclared_thing'"},
+        {"global_g", "@global_g",
+         "attempt to create global 'y' (handler globals are locked: declare it local)"},
+        {"collect", "@collect", "attempt to read undeclared global 'collectgarbage'"},
+    };
+    wr_lua_result res;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char body[64];
+        snprintf(body, sizeof(body), "{\"mode\":\"%s\"}", cases[i].mode);
+        run(L, body, &res);
+        const char *want =
+            cases[i].marker == NULL
+                ? cases[i].msg
+                : fmt("%s:%d: %s", path, line_of(sandbox_src, cases[i].marker), cases[i].msg);
+        if (res.outcome != WR_OUT_ERROR || strcmp(res.error, want) != 0) {
+            fprintf(stderr, "sandbox probe %s\n", cases[i].mode);
+        }
+        CHECK_OUTCOME(res, WR_OUT_ERROR);
+        CHECK_STR(res.error, want);
+    }
+
+    /* require "ffi" is looked up as a file next to the handler, and is not there */
+    run(L, "{\"mode\":\"ffi\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.error, fmt("%s:%d: module 'ffi' not found: no %s/ffi.lua (handlers may "
+                             "require Lua modules from their directory, and cjson)",
+                             path, line_of(sandbox_src, "@ffi"), tmp_dir));
+
+    /* source text loaded at run time runs in the sandbox too */
+    run(L, "{\"mode\":\"load_text\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.error, "[string \"return io\"]:1: attempt to read undeclared global 'io'");
+
+    run(L, "{\"mode\":\"string_meta\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_OK);
+    run(L, "{\"mode\":\"xpcall_ok\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_OK);
+
+    /* after all that, the globals are still locked and nothing leaked */
+    run(L, "{\"mode\":\"global_read\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    wr_lua_destroy(L);
+}
+
+/* ---- require ---------------------------------------------------------------------- */
+
+static const char req_src[] =
+    "local helper = require 'helper'\n"
+    "local util = require 'lib.util'\n"
+    "local cjson = require 'cjson'\n"
+    "local cjson_safe = require 'cjson.safe'\n"
+    "local M = {}\n"
+    "function M.handle(event, ctx)\n"
+    "  local mode = event.data.mode\n"
+    "  if mode == 'missing' then local m = require('nope') end -- @missing\n"
+    "  if mode == 'bad_name' then local m = require('../etc/passwd') end -- @bad_name\n"
+    "  if mode == 'not_string' then local m = require(42) end -- @not_string\n"
+    "  if mode == 'tail' then return require('nope') end\n"
+    "  assert(helper.double(21) == 42, 'helper module')\n"
+    "  assert(util.shout('hi') == 'HI!', 'nested module')\n"
+    "  assert(require('helper') == helper, 'modules are loaded once')\n"
+    "  assert(helper.loads == 1, 'module body ran once')\n"
+    "  assert(cjson.encode({ 1, 2 }) == '[1,2]', 'cjson')\n"
+    "  assert(cjson_safe.decode('{') == nil, 'cjson.safe')\n"
+    "end\n"
+    "return M\n";
+
+static void test_require(void)
+{
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof(path), "%s/lib", tmp_dir);
+    if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+        fprintf(stderr, "mkdir %s: %s\n", path, strerror(errno));
+        exit(2);
+    }
+    write_file("helper.lua", "local H = { loads = 0 }\n"
+                             "H.loads = H.loads + 1\n"
+                             "function H.double(x) return 2 * x end\n"
+                             "return H\n");
+    write_file("lib/util.lua", "return { shout = function(s) return s:upper() .. '!' end }\n");
+    wr_lua *L = must_load("req.lua", req_src);
+    if (L == NULL) {
+        return;
+    }
+    const char *hp = path_of("req.lua");
+    wr_lua_result res;
+    run(L, "{\"mode\":\"ok\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_OK);
+    run(L, "{\"mode\":\"ok\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_OK);
+
+    run(L, "{\"mode\":\"missing\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.error, fmt("%s:%d: module 'nope' not found: no %s/nope.lua (handlers may "
+                             "require Lua modules from their directory, and cjson)",
+                             hp, line_of(req_src, "@missing"), tmp_dir));
+
+    run(L, "{\"mode\":\"bad_name\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.error, fmt("%s:%d: require: bad module name '../etc/passwd'", hp,
+                             line_of(req_src, "@bad_name")));
+
+    run(L, "{\"mode\":\"not_string\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.error, fmt("%s:%d: require: module name must be a string", hp,
+                             line_of(req_src, "@not_string")));
+
+    /* in a tail call the caller's frame is gone (LuaJIT): the message, no position */
+    run(L, "{\"mode\":\"tail\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.error, fmt("module 'nope' not found: no %s/nope.lua (handlers may require "
+                             "Lua modules from their directory, and cjson)",
+                             tmp_dir));
+    wr_lua_destroy(L);
+
+    /* a required module with a syntax error fails the load with its own position */
+    write_file("broken.lua", "return {\n  = 1\n}\n");
+    char err[1024];
+    L = load("req_broken.lua", "local b = require 'broken'\nreturn { handle = function() end }\n",
+             err, sizeof(err));
+    CHECK(L == NULL);
+    const char *want = fmt("%s:1: %s:2: ", path_of("req_broken.lua"), path_of("broken.lua"));
+    CHECK(strncmp(err, want, strlen(want)) == 0);
+    CHECK(strstr(err, "near '='") != NULL);
+    wr_lua_destroy(L);
+}
+
+/* ---- loading ---------------------------------------------------------------------- */
+
+static void test_load_failures(void)
+{
+    char err[1024];
+    const char *path;
+    wr_lua *L;
+
+    /* syntax error: "file:line:" then the parser's message */
+    path = path_of("syntax.lua");
+    L = load("syntax.lua", "local M = {}\nlocal x = = 1\nreturn M\n", err, sizeof(err));
+    CHECK(L == NULL);
+    CHECK(strncmp(err, fmt("%s:2: ", path), strlen(path) + 4) == 0);
+    CHECK(strstr(err, "near '='") != NULL);
+
+    /* a runtime error in the module body */
+    path = path_of("body_err.lua");
+    L = load("body_err.lua", "local M = {}\n\nerror('top level failure')\nreturn M\n", err,
+             sizeof(err));
+    CHECK(L == NULL);
+    CHECK_STR(err, fmt("%s:3: top level failure", path));
+
+    /* a global created by the module body */
+    path = path_of("body_global.lua");
+    L = load("body_global.lua", "counter = 0\nreturn { handle = function() end }\n", err,
+             sizeof(err));
+    CHECK(L == NULL);
+    CHECK_STR(err, fmt("%s:1: attempt to create global 'counter' (handler globals are locked: "
+                       "declare it local)",
+                       path));
+
+    /* not a table */
+    path = path_of("number.lua");
+    L = load("number.lua", "return 42\n", err, sizeof(err));
+    CHECK(L == NULL);
+    CHECK_STR(err, fmt("%s: the handler must return a table with handle(event, ctx), it "
+                       "returned number",
+                       path));
+    path = path_of("nothing.lua");
+    L = load("nothing.lua", "local M = {}\n", err, sizeof(err));
+    CHECK(L == NULL);
+    CHECK_STR(err, fmt("%s: the handler must return a table with handle(event, ctx), it "
+                       "returned nil",
+                       path));
+
+    /* a table without handle (a typo), and with handle of the wrong type */
+    path = path_of("nohandle.lua");
+    L = load("nohandle.lua", "return { hande = function() end }\n", err, sizeof(err));
+    CHECK(L == NULL);
+    CHECK_STR(err, fmt("%s: the returned table has no function 'handle' (found nil)", path));
+    path = path_of("strhandle.lua");
+    L = load("strhandle.lua", "return { handle = 'yes' }\n", err, sizeof(err));
+    CHECK(L == NULL);
+    CHECK_STR(err, fmt("%s: the returned table has no function 'handle' (found string)", path));
+
+    /* init: errors, wrong type, publishing from it */
+    static const char init_err[] = "local M = {}\n"
+                                   "function M.init(ctx)\n"
+                                   "  error('no database') -- @init\n"
+                                   "end\n"
+                                   "function M.handle() end\n"
+                                   "return M\n";
+    path = path_of("init_err.lua");
+    L = load("init_err.lua", init_err, err, sizeof(err));
+    CHECK(L == NULL);
+    CHECK_STR(err, fmt("init failed: %s:%d: no database", path, line_of(init_err, "@init")));
+
+    path = path_of("init_num.lua");
+    L = load("init_num.lua", "return { init = 5, handle = function() end }\n", err, sizeof(err));
+    CHECK(L == NULL);
+    CHECK_STR(err, fmt("%s: 'init' must be a function, found number", path));
+
+    static const char init_pub[] = "local M = {}\n"
+                                   "function M.init(ctx)\n"
+                                   "  ctx.publish('shop', 'k', 'too early') -- @init_pub\n"
+                                   "end\n"
+                                   "function M.handle() end\n"
+                                   "return M\n";
+    path = path_of("init_pub.lua");
+    L = load("init_pub.lua", init_pub, err, sizeof(err));
+    CHECK(L == NULL);
+    CHECK_STR(err, fmt("init failed: %s:%d: ctx.publish is not available in init (only while "
+                       "handling a message)",
+                       path, line_of(init_pub, "@init_pub")));
+
+    static const char init_reject[] = "return { init = function(ctx) ctx.reject('x') end,\n"
+                                      "         handle = function() end }\n";
+    path = path_of("init_rej.lua");
+    L = load("init_rej.lua", init_reject, err, sizeof(err));
+    CHECK(L == NULL);
+    CHECK_STR(err, fmt("init failed: %s:1: ctx.reject is not available in init (only while "
+                       "handling a message)",
+                       path));
+
+    /* a working init sees the ctx and can log */
+    static const char init_ok[] = "local ready = false\n"
+                                  "local M = {}\n"
+                                  "function M.init(ctx)\n"
+                                  "  assert(ctx.subscription == 'orders')\n"
+                                  "  ctx.log.debug('loaded', { version = ctx.handler_version })\n"
+                                  "  ready = true\n"
+                                  "end\n"
+                                  "function M.handle() assert(ready, 'init ran') end\n"
+                                  "return M\n";
+    L = load("init_ok.lua", init_ok, err, sizeof(err));
+    CHECK(L != NULL);
+    if (L != NULL) {
+        wr_lua_result res;
+        run(L, "{}", &res);
+        CHECK_OUTCOME(res, WR_OUT_OK);
+        wr_lua_destroy(L);
+    } else {
+        fprintf(stderr, "init_ok.lua: %s\n", err);
+    }
+
+    /* no such file */
+    path = path_of("absent.lua");
+    wr_lua_opts o = opts_for(path, 5000, 0);
+    L = wr_lua_create(&o, err, sizeof(err));
+    CHECK(L == NULL);
+    CHECK_STR(err, fmt("%s: cannot open handler: %s", path, strerror(ENOENT)));
+
+    /* precompiled bytecode as the handler file */
+    path = path_of("bytecode.lua");
+    L = load("bytecode.lua", "\033LJ\002garbage", err, sizeof(err));
+    CHECK(L == NULL);
+    CHECK_STR(err, fmt("%s: precompiled bytecode is not accepted as a handler", path));
+}
+
+/* ---- state and version ---------------------------------------------------------- */
+
+static void test_state_and_version(void)
+{
+    static const char counter_src[] =
+        "local n = 0\n"
+        "return { handle = function(event, ctx)\n"
+        "  n = n + 1\n"
+        "  if n ~= event.data.expect then error('n is ' .. n, 0) end\n"
+        "end }\n";
+    wr_lua *L = must_load("counter.lua", counter_src);
+    if (L == NULL) {
+        return;
+    }
+    wr_lua_result res;
+    run(L, "{\"expect\":1}", &res);
+    CHECK_OUTCOME(res, WR_OUT_OK);
+    run(L, "{\"expect\":2}", &res);
+    CHECK_OUTCOME(res, WR_OUT_OK);
+    run(L, "{\"expect\":5}", &res); /* the third call: n is 3 */
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.error, "n is 3");
+    run(L, "{\"expect\":4}", &res); /* a failed call still counted */
+    CHECK_OUTCOME(res, WR_OUT_OK);
+
+    /* the version: 12 lowercase hex digits of FNV-1a 64 of the file */
+    char v[32];
+    snprintf(v, sizeof(v), "%s", wr_lua_version(L));
+    CHECK_INT(strlen(v), 12);
+    CHECK_INT(strspn(v, "0123456789abcdef"), 12);
+    char want[32];
+    snprintf(want, sizeof(want), "%012llx",
+             (unsigned long long)(fnv1a64(counter_src, strlen(counter_src)) & 0xFFFFFFFFFFFFULL));
+    CHECK_STR(v, want);
+
+    /* a second state of the same file: fresh module state, same version */
+    char err[1024];
+    wr_lua *L2 = load("counter.lua", counter_src, err, sizeof(err));
+    CHECK(L2 != NULL);
+    if (L2 != NULL) {
+        run(L2, "{\"expect\":1}", &res);
+        CHECK_OUTCOME(res, WR_OUT_OK);
+        CHECK_STR(wr_lua_version(L2), v);
+        wr_lua_destroy(L2);
+    }
+
+    /* a changed file has another version */
+    static const char changed[] = "local n = 100\n"
+                                  "return { handle = function(event, ctx)\n"
+                                  "  n = n + 1\n"
+                                  "  if n ~= event.data.expect then error('n is ' .. n, 0) end\n"
+                                  "end }\n";
+    L2 = load("counter.lua", changed, err, sizeof(err));
+    CHECK(L2 != NULL);
+    if (L2 != NULL) {
+        CHECK(strcmp(wr_lua_version(L2), v) != 0);
+        snprintf(want, sizeof(want), "%012llx",
+                 (unsigned long long)(fnv1a64(changed, strlen(changed)) & 0xFFFFFFFFFFFFULL));
+        CHECK_STR(wr_lua_version(L2), want);
+        run(L2, "{\"expect\":101}", &res);
+        CHECK_OUTCOME(res, WR_OUT_OK);
+        wr_lua_destroy(L2);
+    }
+    /* the old state keeps its version and its module state */
+    CHECK_STR(wr_lua_version(L), v);
+    run(L, "{\"expect\":5}", &res);
+    CHECK_OUTCOME(res, WR_OUT_OK);
+    wr_lua_destroy(L);
+}
+
+/* The FNV-1a reference implementation above, against published test vectors. */
+static void test_fnv_reference(void)
+{
+    CHECK(fnv1a64("", 0) == 0xcbf29ce484222325ULL);
+    CHECK(fnv1a64("a", 1) == 0xaf63dc4c8601ec8cULL);
+    CHECK(fnv1a64("foobar", 6) == 0x85944171f73967e8ULL);
+}
+
+/* Remove the temporary directory and what the tests wrote into it. */
+static void cleanup(void)
+{
+    static const char *const files[] = {
+        "ok.lua",        "ok2.lua",         "ok3.lua",      "pub.lua",        "err.lua",
+        "loop.lua",      "loop_body.lua",   "hog.lua",      "sandbox.lua",    "helper.lua",
+        "lib/util.lua",  "req.lua",         "broken.lua",   "req_broken.lua", "syntax.lua",
+        "body_err.lua",  "body_global.lua", "number.lua",   "nothing.lua",    "nohandle.lua",
+        "strhandle.lua", "init_err.lua",    "init_num.lua", "init_pub.lua",   "init_rej.lua",
+        "init_ok.lua",   "bytecode.lua",    "counter.lua",
+    };
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        unlink(path_of(files[i]));
+    }
+    rmdir(path_of("lib"));
+    rmdir(tmp_dir);
+}
+
+int main(void)
+{
+    char tmpl[] = "/tmp/wr-lua-XXXXXX";
+    if (mkdtemp(tmpl) == NULL || realpath(tmpl, tmp_dir) == NULL) {
+        fprintf(stderr, "cannot create a temporary directory: %s\n", strerror(errno));
+        return 2;
+    }
+    /* LuaJIT keeps 60 bytes of a chunk name: longer paths would be shortened in
+     * error messages, and the expected texts here use the whole path */
+    if (strlen(tmp_dir) > 30) {
+        fprintf(stderr, "temporary directory path too long: %s\n", tmp_dir);
+        return 2;
+    }
+    std_headers[0].key = B("x-warren-attempt");
+    std_headers[0].value.kind = AMQP_FIELD_KIND_I32;
+    std_headers[0].value.value.i32 = 2;
+    std_headers[1].key = B("tenant");
+    std_headers[1].value.kind = AMQP_FIELD_KIND_UTF8;
+    std_headers[1].value.value.bytes = B("acme");
+
+    test_fnv_reference();
+    test_ok();
+    test_publish();
+    test_errors();
+    test_timeouts();
+    test_memory();
+    test_sandbox();
+    test_require();
+    test_load_failures();
+    test_state_and_version();
+    cleanup();
+    return check_report("test_lua_rt");
+}
