@@ -3,7 +3,7 @@
 #
 #   1. installs what it needs (deploy/install-deps.sh: apt-get, only when missing)
 #   2. builds twice: build-asan/ with AddressSanitizer + UBSan for the unit
-#      tests, build/ (optimised, -Werror) for the integration tests
+#      tests, build-test/ (optimised, -Werror) for the integration tests
 #   3. C unit tests (ctest -L unit, under the sanitizers)
 #   4. integration tests (ctest -L integration): a private RabbitMQ and Redis
 #      on loopback ports 35672/36379 started by the `stack` fixture and stopped
@@ -26,11 +26,11 @@ build() { # dir, extra cmake args...
     cmake --build "$dir" -j"$JOBS" >"$dir.build.log" 2>&1 ||
         { grep -E "error|warning" "$dir.build.log" | head -50; return 1; }
 }
-mkdir -p build build-asan
+mkdir -p build-test build-asan
 echo "test: building (sanitizers) in build-asan/"
-build build-asan -DWARREN_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug || exit 1
-echo "test: building (release) in build/"
-build build -DCMAKE_BUILD_TYPE=RelWithDebInfo || exit 1
+build build-asan -DWARREN_SANITIZE=ON -DWARREN_TESTS=ON -DCMAKE_BUILD_TYPE=Debug || exit 1
+echo "test: building (release) in build-test/"
+build build-test -DWARREN_TESTS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo || exit 1
 
 passed=0
 failed=0
@@ -56,8 +56,8 @@ ctest --test-dir build-asan -L unit --output-on-failure -j"$JOBS" 2>&1 | tee bui
 tally build-asan/unit.log
 
 echo "test: integration tests (real RabbitMQ and Redis on loopback)"
-ctest --test-dir build -L integration --output-on-failure 2>&1 | tee build/integration.log
-tally build/integration.log
+ctest --test-dir build-test -L integration --output-on-failure 2>&1 | tee build-test/integration.log
+tally build-test/integration.log
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

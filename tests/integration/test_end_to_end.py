@@ -35,6 +35,7 @@ b.declare(out_queue)
 w = Warren(tmp, [{
     "name": "e2e", "queue": queue, "handler": "echo.lua", "concurrency": 2, "prefetch": 100,
     "batch_size": 50,
+    "retry": {"max_attempts": 1},  # retries have their own test: fail straight to the DLQ
     "bindings": [{"exchange": exchange, "routing_keys": ["order.*"]}],
 }]).start()
 check(w.wait_consuming(2), "both workers consuming")
@@ -129,6 +130,6 @@ check_eq(rc, 0, "warren exits 0 on SIGTERM")
 check_eq(b.depth(queue), 0, "nothing left in (or returned to) the input queue")
 check_eq(b.depth(queue + ".dlq"), 0, "DLQ drained by the test")
 check(w.lines(msg="warren stopped"), "warren logged its clean stop")
-b.delete(queue, queue + ".dlq", out_queue)
+b.delete(queue, queue + ".dlq", queue + ".wait", out_queue)
 b.close()
 finish()

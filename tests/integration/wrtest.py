@@ -243,6 +243,17 @@ def idem_record(r, subscription, key, prefix="warren:idem:"):
     return r.hgetall("%s%s:%s" % (prefix, subscription, key))
 
 
+def fresh_redis():
+    """Start a test from an empty Redis database: idempotency records of an
+    earlier run (the test servers keep their data) would turn this run's
+    events into duplicates. Integration tests run one at a time (ctest
+    RESOURCE_LOCK), so this cannot disturb another test."""
+    redis_client().flushdb()
+
+
+fresh_redis()
+
+
 def tempdir():
     return tempfile.mkdtemp(prefix="warren-test-")
 
