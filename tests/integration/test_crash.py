@@ -1,9 +1,10 @@
 """kill -9 the sidecar at random moments, at least 10 times, while 20,000
 events flow (10% of them repeats), restarting it each time. At the end:
-every input id has exactly one done record or one DLQ copy, the distinct
-outgoing ids are exactly the processed inputs, nothing is left in any queue,
-and no input's effect counted twice beyond the re-publish of the same
-(deterministic) id that a crash between confirm and commit allows."""
+every input id has exactly one done record (ok, or dead-lettered with its
+copy in the DLQ), the distinct outgoing ids are exactly the processed inputs,
+nothing is left in any queue, and no input's effect counted twice beyond the
+re-publish of the same (deterministic) id that a kill between a confirmed
+publish and the record allows."""
 import json
 import os
 import random
@@ -92,7 +93,13 @@ check(len(twice) <= KILLS * 2 * 50, "re-publishes bounded by the in-flight batch
 dlq = b.drain(queue + ".dlq")
 dlq_ids = [props.message_id for props, _ in dlq]
 check_eq(sorted(set(dlq_ids)), sorted(distinct_bad), "the failing inputs are in the DLQ")
-check_eq(len(dlq_ids), len(set(dlq_ids)), "one DLQ copy per failing input")
+# A kill after a DLQ copy is confirmed and before its record is written makes the
+# re-run dead-letter it again: the copies share their message id (at-least-once,
+# like outgoing events); anything beyond that window would be a bug.
+extra = len(dlq_ids) - len(set(dlq_ids))
+print("  %d DLQ copies for %d failing inputs" % (len(dlq_ids), len(distinct_bad)))
+check(extra <= KILLS, "extra DLQ copies only from kills inside the publish-to-record window (%d)"
+      % extra)
 
 keys = r.keys("warren:idem:crashy:*")
 records = {}
