@@ -20,11 +20,12 @@ bash deploy/install-deps.sh || exit 1
 
 build() { # dir, extra cmake args...
     local dir=$1
+    mkdir -p "$dir"
     shift
-    cmake -S "$ROOT" -B "$dir" -DWARREN_WERROR=ON "$@" >"$dir.configure.log" 2>&1 ||
-        { cat "$dir.configure.log"; return 1; }
-    cmake --build "$dir" -j"$JOBS" >"$dir.build.log" 2>&1 ||
-        { grep -E "error|warning" "$dir.build.log" | head -50; return 1; }
+    cmake -S "$ROOT" -B "$dir" -DWARREN_WERROR=ON "$@" >"$dir/configure.log" 2>&1 ||
+        { cat "$dir/configure.log"; return 1; }
+    cmake --build "$dir" -j"$JOBS" >"$dir/build.log" 2>&1 ||
+        { grep -E "error|warning" "$dir/build.log" | head -50; return 1; }
 }
 mkdir -p build-test build-asan
 echo "test: building (sanitizers) in build-asan/"
