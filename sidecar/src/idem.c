@@ -9,55 +9,77 @@
 #include <string.h>
 
 /*
- * KEYS[1] the record; ARGV: token, lease_ms, ttl_ms (0: keep forever).
- * Returns {status, detail}: {"acquired"|"takeover", starts}, {"busy", ms left},
- * {"done", outcome}. A key that TOKEN already holds is acquired again: that is
- * our own earlier claim (a batch re-sent after NOSCRIPT, or a redelivery after
- * our broker connection dropped before the commit), never another worker's.
- * Callers never claim one key twice in one batch.
+ * Claim every key of a batch in one script call (one round trip, and one
+ * script invocation's overhead on the Redis side for the whole batch).
+ * KEYS: the records; ARGV: token, lease_ms, ttl_ms (0: keep forever).
+ * Returns a flat array, two entries per key: "acquired"|"takeover", starts;
+ * "busy", ms left; "done", outcome. A key that TOKEN already holds is acquired
+ * again: that is our own earlier claim (a redelivery after our broker
+ * connection dropped before the commit), never another worker's. Callers
+ * never pass one key twice in one call.
  */
 static const char claim_lua[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "local h = redis.call('HMGET', KEYS[1], 'state', 'lease_until', 'outcome', 'token')\n"
-    "if h[1] == 'done' then return {'done', h[3] or ''} end\n"
-    "local status = 'acquired'\n"
-    "if h[1] == 'processing' and h[4] ~= ARGV[1] then\n"
-    "  local left = (tonumber(h[2]) or 0) - now\n"
-    "  if left > 0 then return {'busy', tostring(left)} end\n"
-    "  status = 'takeover'\n"
+    "local token, lease, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local out = {}\n"
+    "for _, k in ipairs(KEYS) do\n"
+    "  local h = redis.call('HMGET', k, 'state', 'lease_until', 'outcome', 'token')\n"
+    "  local status = 'acquired'\n"
+    "  if h[1] == 'done' then\n"
+    "    status = nil\n"
+    "    out[#out + 1] = 'done'; out[#out + 1] = h[3] or ''\n"
+    "  elseif h[1] == 'processing' and h[4] ~= token then\n"
+    "    local left = (tonumber(h[2]) or 0) - now\n"
+    "    if left > 0 then\n"
+    "      status = nil\n"
+    "      out[#out + 1] = 'busy'; out[#out + 1] = tostring(left)\n"
+    "    else\n"
+    "      status = 'takeover'\n"
+    "    end\n"
+    "  end\n"
+    "  if status then\n"
+    "    local starts = redis.call('HINCRBY', k, 'starts', 1)\n"
+    "    redis.call('HSET', k, 'state', 'processing', 'token', token,\n"
+    "               'lease_until', tostring(now + lease))\n"
+    "    if ttl > 0 then redis.call('PEXPIRE', k, math.max(ttl, 2 * lease))\n"
+    "    else redis.call('PERSIST', k) end\n"
+    "    out[#out + 1] = status; out[#out + 1] = tostring(starts)\n"
+    "  end\n"
     "end\n"
-    "local lease = tonumber(ARGV[2])\n"
-    "local starts = redis.call('HINCRBY', KEYS[1], 'starts', 1)\n"
-    "redis.call('HSET', KEYS[1], 'state', 'processing', 'token', ARGV[1],\n"
-    "           'lease_until', tostring(now + lease))\n"
-    "local ttl = tonumber(ARGV[3])\n"
-    "if ttl > 0 then redis.call('PEXPIRE', KEYS[1], math.max(ttl, 2 * lease))\n"
-    "else redis.call('PERSIST', KEYS[1]) end\n"
-    "return {status, tostring(starts)}\n";
+    "return out\n";
 
 /*
- * KEYS[1] the record; ARGV: token, op (done|release|extend), outcome, ttl_ms,
- * lease_ms. Returns 1 when the token owned the key and the op was applied, 0
- * otherwise (nothing changed).
+ * Finish every key of a batch in one script call. KEYS: the records; ARGV:
+ * token, ttl_ms, lease_ms, then two per key: op (done|release|extend) and
+ * outcome. Returns one integer per key: 1 when the token owned the key and the
+ * op was applied, 0 otherwise (that key is left as it was).
  */
 static const char finish_lua[] =
-    "local h = redis.call('HMGET', KEYS[1], 'state', 'token')\n"
-    "if h[1] ~= 'processing' or h[2] ~= ARGV[1] then return 0 end\n"
+    "local token, ttl, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "if ARGV[2] == 'done' then\n"
-    "  redis.call('HSET', KEYS[1], 'state', 'done', 'outcome', ARGV[3], 'done_at', tostring(now))\n"
-    "  redis.call('HDEL', KEYS[1], 'token', 'lease_until')\n"
-    "  local ttl = tonumber(ARGV[4])\n"
-    "  if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) else redis.call('PERSIST', KEYS[1]) end\n"
-    "elseif ARGV[2] == 'release' then\n"
-    "  redis.call('HSET', KEYS[1], 'state', 'released')\n"
-    "  redis.call('HDEL', KEYS[1], 'token', 'lease_until')\n"
-    "else\n"
-    "  redis.call('HSET', KEYS[1], 'lease_until', tostring(now + tonumber(ARGV[5])))\n"
+    "local out = {}\n"
+    "for i, k in ipairs(KEYS) do\n"
+    "  local op, outcome = ARGV[2 + 2 * i], ARGV[3 + 2 * i]\n"
+    "  local h = redis.call('HMGET', k, 'state', 'token')\n"
+    "  if h[1] ~= 'processing' or h[2] ~= token then\n"
+    "    out[i] = 0\n"
+    "  else\n"
+    "    if op == 'done' then\n"
+    "      redis.call('HSET', k, 'state', 'done', 'outcome', outcome, 'done_at', tostring(now))\n"
+    "      redis.call('HDEL', k, 'token', 'lease_until')\n"
+    "      if ttl > 0 then redis.call('PEXPIRE', k, ttl) else redis.call('PERSIST', k) end\n"
+    "    elseif op == 'release' then\n"
+    "      redis.call('HSET', k, 'state', 'released')\n"
+    "      redis.call('HDEL', k, 'token', 'lease_until')\n"
+    "    else\n"
+    "      redis.call('HSET', k, 'lease_until', tostring(now + lease))\n"
+    "    end\n"
+    "    out[i] = 1\n"
+    "  end\n"
     "end\n"
-    "return 1\n";
+    "return out\n";
 
 struct wr_idem {
     redisContext *c;
@@ -203,63 +225,79 @@ static int is_noscript(const redisReply *r)
 }
 
 /*
- * Send one EVALSHA per entry (pipelined), read all replies into REPLIES. A
- * NOSCRIPT (Redis restarted or flushed its script cache) reloads the scripts
- * and sends the whole batch again, once: both scripts are safe to repeat for
- * entries that did run (a claim by the same token is acquired again; a done or
- * release that ran reports LOST the second time, which only costs a
- * redelivery). Returns 0 or -1; the caller frees the replies.
+ * Run one EVALSHA with ARGC arguments (argv[1] is filled with the script's
+ * SHA here). On NOSCRIPT (Redis restarted or flushed its script cache: the
+ * script did not run at all) load the scripts and send it once more. Returns
+ * the reply (caller frees) or NULL with d->err set.
  */
-typedef void (*append_fn)(wr_idem *d, const void *entry, int i);
-
-static int pipeline(wr_idem *d, int n, append_fn append, const void *entries,
-                    redisReply **replies)
+static redisReply *evalsha(wr_idem *d, const char *sha_of, int argc, const char **argv,
+                           size_t *lens)
 {
     for (int round = 0; round < 2; round++) {
         if (d->c == NULL && connect_redis(d) != 0) {
-            return -1;
+            return NULL;
         }
-        for (int i = 0; i < n; i++) {
-            append(d, entries, i);
+        argv[1] = sha_of == claim_lua ? d->claim_sha : d->finish_sha;
+        lens[1] = strlen(argv[1]);
+        redisReply *r = redisCommandArgv(d->c, argc, argv, lens);
+        if (r == NULL) {
+            fail(d, "EVALSHA");
+            return NULL;
         }
-        int noscript = 0;
-        for (int i = 0; i < n; i++) {
-            void *r = NULL;
-            if (redisGetReply(d->c, &r) != REDIS_OK || r == NULL) {
-                for (int k = 0; k < i; k++) {
-                    freeReplyObject(replies[k]);
-                }
-                return fail(d, "EVALSHA");
-            }
-            replies[i] = r;
-            noscript |= is_noscript(replies[i]);
+        if (!is_noscript(r)) {
+            return r;
         }
-        if (!noscript) {
-            return 0;
-        }
-        for (int i = 0; i < n; i++) {
-            freeReplyObject(replies[i]);
-        }
+        freeReplyObject(r);
         if (load_script(d, claim_lua, d->claim_sha) != 0 ||
             load_script(d, finish_lua, d->finish_sha) != 0) {
-            return -1;
+            return NULL;
         }
     }
     snprintf(d->err, sizeof(d->err), "EVALSHA: NOSCRIPT after reloading the scripts");
-    return -1;
+    return NULL;
 }
 
+/* Argument vectors for one call: EVALSHA sha numkeys key... arg... */
 typedef struct {
-    wr_claim *claims;
-    const char *token;
-    long long lease_ms, ttl_ms;
-} claim_args;
+    const char **argv;
+    size_t *lens;
+    int argc;
+    char nums[4][24];
+} args;
 
-static void append_claim(wr_idem *d, const void *entries, int i)
+static int args_init(args *a, int cap)
 {
-    const claim_args *a = entries;
-    redisAppendCommand(d->c, "EVALSHA %s 1 %s %s %lld %lld", d->claim_sha, a->claims[i].key,
-                       a->token, a->lease_ms, a->ttl_ms);
+    a->argv = calloc((size_t)cap, sizeof(*a->argv));
+    a->lens = calloc((size_t)cap, sizeof(*a->lens));
+    a->argc = 0;
+    return a->argv && a->lens ? 0 : -1;
+}
+
+static void args_free(args *a)
+{
+    free(a->argv);
+    free(a->lens);
+}
+
+static void args_add(args *a, const char *s)
+{
+    a->argv[a->argc] = s;
+    a->lens[a->argc] = strlen(s);
+    a->argc++;
+}
+
+static void args_num(args *a, int slot, long long v)
+{
+    snprintf(a->nums[slot], sizeof(a->nums[slot]), "%lld", v);
+    args_add(a, a->nums[slot]);
+}
+
+static int unexpected(wr_idem *d, const char *what, const redisReply *r)
+{
+    snprintf(d->err, sizeof(d->err), "%s: unexpected reply%s%s", what,
+             r->type == REDIS_REPLY_ERROR ? ": " : "",
+             r->type == REDIS_REPLY_ERROR ? r->str : "");
+    return -1;
 }
 
 int wr_idem_claim(wr_idem *d, wr_claim *claims, int n, const char *token, int64_t lease_ms,
@@ -268,94 +306,97 @@ int wr_idem_claim(wr_idem *d, wr_claim *claims, int n, const char *token, int64_
     if (n == 0) {
         return 0;
     }
-    redisReply **replies = calloc((size_t)n, sizeof(*replies));
-    if (replies == NULL) {
+    args a;
+    if (args_init(&a, n + 6) != 0) {
+        args_free(&a);
         snprintf(d->err, sizeof(d->err), "out of memory");
         return -1;
     }
-    claim_args a = {claims, token, (long long)lease_ms, (long long)ttl_ms};
-    int rc = pipeline(d, n, append_claim, &a, replies);
+    args_add(&a, "EVALSHA");
+    args_add(&a, ""); /* the SHA, filled by evalsha() */
+    args_num(&a, 0, n);
+    for (int i = 0; i < n; i++) {
+        args_add(&a, claims[i].key);
+    }
+    args_add(&a, token);
+    args_num(&a, 1, (long long)lease_ms);
+    args_num(&a, 2, (long long)ttl_ms);
+    redisReply *r = evalsha(d, claim_lua, a.argc, a.argv, a.lens);
+    args_free(&a);
+    if (r == NULL) {
+        return -1;
+    }
+    int rc = 0;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != (size_t)n * 2) {
+        rc = unexpected(d, "claim", r);
+    }
     for (int i = 0; rc == 0 && i < n; i++) {
-        redisReply *r = replies[i];
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-            r->element[0]->type != REDIS_REPLY_STRING ||
-            r->element[1]->type != REDIS_REPLY_STRING) {
-            snprintf(d->err, sizeof(d->err), "claim: unexpected reply%s%s",
-                     r->type == REDIS_REPLY_ERROR ? ": " : "",
-                     r->type == REDIS_REPLY_ERROR ? r->str : "");
-            rc = -1;
+        redisReply *st = r->element[2 * i], *detail = r->element[2 * i + 1];
+        if (st->type != REDIS_REPLY_STRING || detail->type != REDIS_REPLY_STRING) {
+            rc = unexpected(d, "claim", st);
             break;
         }
-        const char *st = r->element[0]->str;
-        const char *detail = r->element[1]->str;
         wr_claim *c = &claims[i];
         c->starts = 0;
         c->busy_ms = 0;
         c->outcome[0] = '\0';
-        if (strcmp(st, "done") == 0) {
+        if (strcmp(st->str, "done") == 0) {
             c->status = WR_CLAIM_DONE;
-            snprintf(c->outcome, sizeof(c->outcome), "%s", detail);
-        } else if (strcmp(st, "busy") == 0) {
+            snprintf(c->outcome, sizeof(c->outcome), "%s", detail->str);
+        } else if (strcmp(st->str, "busy") == 0) {
             c->status = WR_CLAIM_BUSY;
-            c->busy_ms = strtoll(detail, NULL, 10);
+            c->busy_ms = strtoll(detail->str, NULL, 10);
         } else {
-            c->status = strcmp(st, "takeover") == 0 ? WR_CLAIM_TAKEOVER : WR_CLAIM_ACQUIRED;
-            c->starts = (int)strtol(detail, NULL, 10);
+            c->status = strcmp(st->str, "takeover") == 0 ? WR_CLAIM_TAKEOVER : WR_CLAIM_ACQUIRED;
+            c->starts = (int)strtol(detail->str, NULL, 10);
         }
     }
-    for (int i = 0; i < n; i++) {
-        if (replies[i] != NULL) {
-            freeReplyObject(replies[i]);
-        }
-    }
-    free(replies);
+    freeReplyObject(r);
     return rc;
-}
-
-typedef struct {
-    wr_finish *ops;
-    const char *token;
-    long long lease_ms, ttl_ms;
-} finish_args;
-
-static void append_finish(wr_idem *d, const void *entries, int i)
-{
-    static const char *names[] = {"done", "release", "extend"};
-    const finish_args *a = entries;
-    const wr_finish *f = &a->ops[i];
-    redisAppendCommand(d->c, "EVALSHA %s 1 %s %s %s %s %lld %lld", d->finish_sha, f->key,
-                       a->token, names[f->op], f->outcome ? f->outcome : "", a->ttl_ms,
-                       a->lease_ms);
 }
 
 int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t lease_ms,
                    int64_t ttl_ms)
 {
+    static const char *names[] = {"done", "release", "extend"};
     if (n == 0) {
         return 0;
     }
-    redisReply **replies = calloc((size_t)n, sizeof(*replies));
-    if (replies == NULL) {
+    args a;
+    if (args_init(&a, 3 * n + 7) != 0) {
+        args_free(&a);
         snprintf(d->err, sizeof(d->err), "out of memory");
         return -1;
     }
-    finish_args a = {ops, token, (long long)lease_ms, (long long)ttl_ms};
-    int rc = pipeline(d, n, append_finish, &a, replies);
+    args_add(&a, "EVALSHA");
+    args_add(&a, "");
+    args_num(&a, 0, n);
+    for (int i = 0; i < n; i++) {
+        args_add(&a, ops[i].key);
+    }
+    args_add(&a, token);
+    args_num(&a, 1, (long long)ttl_ms);
+    args_num(&a, 2, (long long)lease_ms);
+    for (int i = 0; i < n; i++) {
+        args_add(&a, names[ops[i].op]);
+        args_add(&a, ops[i].outcome ? ops[i].outcome : "");
+    }
+    redisReply *r = evalsha(d, finish_lua, a.argc, a.argv, a.lens);
+    args_free(&a);
+    if (r == NULL) {
+        return -1;
+    }
+    int rc = 0;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != (size_t)n) {
+        rc = unexpected(d, "finish", r);
+    }
     for (int i = 0; rc == 0 && i < n; i++) {
-        if (replies[i]->type != REDIS_REPLY_INTEGER) {
-            snprintf(d->err, sizeof(d->err), "finish: unexpected reply%s%s",
-                     replies[i]->type == REDIS_REPLY_ERROR ? ": " : "",
-                     replies[i]->type == REDIS_REPLY_ERROR ? replies[i]->str : "");
-            rc = -1;
+        if (r->element[i]->type != REDIS_REPLY_INTEGER) {
+            rc = unexpected(d, "finish", r->element[i]);
             break;
         }
-        ops[i].owned = replies[i]->integer == 1;
+        ops[i].owned = r->element[i]->integer == 1;
     }
-    for (int i = 0; i < n; i++) {
-        if (replies[i] != NULL) {
-            freeReplyObject(replies[i]);
-        }
-    }
-    free(replies);
+    freeReplyObject(r);
     return rc;
 }

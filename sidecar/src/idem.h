@@ -18,7 +18,10 @@
  * and changes nothing. Time comes from the Redis server (TIME), so the
  * sidecars' clocks do not matter.
  *
- * Every call takes a whole batch and costs one round trip (pipelined EVALSHA).
+ * Every call takes a whole batch and costs one round trip and one script run
+ * (all of a batch's keys in one EVALSHA). The keys of one call must live on
+ * one Redis node: a single Redis server (or a cluster with hash tags in the
+ * key prefix).
  * A wr_idem belongs to one worker thread. On any connection error the call
  * returns -1, the outcome of the batch is unknown, and the next call
  * reconnects.
