@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "lua_api.h"
 
 #define HOOK_EVERY 10000           /* VM instructions between deadline checks */
 #define DEFAULT_MEMORY (64u << 20) /* bytes per state */
@@ -138,6 +139,54 @@ static void check_phase(lua_State *L, wr_lua *rt, const char *fn, int allow_init
     caller_error(L, "ctx.%s is not available %s", fn,
                  rt->phase == PHASE_INIT ? "in init (only while handling a message)"
                                          : "outside a handler call");
+}
+
+/* ---- for the API-area modules (lua_api.h) ------------------------------------- */
+
+static wr_lua *rt_of(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "warren.rt");
+    wr_lua *rt = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return rt;
+}
+
+void wr_lua_check_handling(lua_State *L, const char *fn)
+{
+    check_phase(L, rt_of(L), fn, 0);
+}
+
+int wr_lua_caller_error(lua_State *L, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    return caller_error(L, "%s", msg);
+}
+
+double wr_lua_time_left_ms(lua_State *L)
+{
+    return rt_of(L)->deadline_ms - wr_mono_ms();
+}
+
+const char *wr_lua_trace_id(lua_State *L)
+{
+    wr_lua *rt = rt_of(L);
+    return rt->call != NULL ? rt->call->trace_id : NULL;
+}
+
+void wr_lua_push_encode(lua_State *L)
+{
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt_of(L)->ref_encode);
+}
+
+void wr_lua_push_safe_decode(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "warren.cjson_safe");
+    lua_getfield(L, -1, "decode");
+    lua_remove(L, -2);
 }
 
 static uint64_t fnv1a(const char *s, size_t n)
@@ -776,6 +825,7 @@ static int set_api(wr_lua *rt)
         lua_setfield(L, -2, levels[i]);
     }
     lua_setfield(L, -2, "log");
+    wr_lua_http_inject(L);
     lua_getfield(L, LUA_REGISTRYINDEX, "warren.cjson_safe");
     lua_setfield(L, -2, "json");
     lua_pushstring(L, rt->subscription);

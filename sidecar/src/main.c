@@ -1,6 +1,7 @@
 /*
  * main: parse the command line and hand over to app.c. No logic lives here.
  */
+#include <curl/curl.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -72,5 +73,9 @@ int main(int argc, char **argv)
     if (config == NULL) {
         return usage_error("%s needs -c FILE", cmd);
     }
-    return strcmp(cmd, "run") == 0 ? wr_app_run(config) : wr_app_check(config);
+    /* libcurl's global set-up is not thread-safe: once, before any worker starts */
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int rc = strcmp(cmd, "run") == 0 ? wr_app_run(config) : wr_app_check(config);
+    curl_global_cleanup();
+    return rc;
 }

@@ -1,0 +1,32 @@
+/*
+ * lua_api: what the modules of the handler API (one per area, like
+ * lua_http.c) need from the runtime in lua_rt.c. Internal to the Lua side:
+ * not for the worker. Every function finds the runtime through the Lua
+ * state's registry, so API closures need no upvalues of ours.
+ */
+#ifndef WR_LUA_API_H
+#define WR_LUA_API_H
+
+#include <lua.h>
+
+/* Raise "ctx.<FN> is not available ..." at the caller's level unless a message
+ * is being handled. */
+void wr_lua_check_handling(lua_State *L, const char *fn);
+
+/* Raise an error at the caller's level (like error(msg, 2)). */
+int wr_lua_caller_error(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Milliseconds left before the current handler call's deadline (may be <= 0). */
+double wr_lua_time_left_ms(lua_State *L);
+
+/* The current message's trace id (32 hex digits), or NULL. */
+const char *wr_lua_trace_id(lua_State *L);
+
+/* Push cjson.encode / cjson.safe.decode. */
+void wr_lua_push_encode(lua_State *L);
+void wr_lua_push_safe_decode(lua_State *L);
+
+/* Add ctx.http (lua_http.c) to the table at the top of the stack. */
+void wr_lua_http_inject(lua_State *L);
+
+#endif

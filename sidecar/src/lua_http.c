@@ -1,0 +1,397 @@
+/*
+ * lua_http: ctx.http.request, the handler's HTTP client (libcurl).
+ *
+ * The common case is the service beside the sidecar, on localhost: create an
+ * order, charge a payment, passing ctx.idempotency_key so the service can
+ * deduplicate. A call is synchronous and bounded: its timeout is the one
+ * asked for (default 5 s) but never more than the handler's time left, so a
+ * slow service cannot stretch a handler past its deadline. The W3C
+ * traceparent of the message (a new span of its trace) is sent along unless
+ * the handler sets one.
+ *
+ * Failures: by default (raise = true) a transport error or a 5xx raises an
+ * error, which warren retries like any handler error; 4xx responses are
+ * returned for the handler to judge (a 409 may mean "not yet", a 422 "never").
+ * With raise = false, transport errors return nil, err and 5xx responses are
+ * returned as they are.
+ *
+ * One curl handle per Lua state (so per worker), kept for connection reuse and
+ * closed with the state (a userdata with __gc in the registry).
+ */
+#include <curl/curl.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "config.h"
+#include "lua_api.h"
+
+#define MAX_BODY (8u << 20)       /* response bytes kept */
+#define DEFAULT_TIMEOUT_MS 5000
+
+typedef struct {
+    CURL *curl;
+    char *buf;  /* response body */
+    size_t len, cap;
+    int too_big;
+    char *hdr;  /* raw response headers of the last response */
+    size_t hlen, hcap;
+    unsigned seq; /* for span ids */
+} http_state;
+
+static int http_gc(lua_State *L)
+{
+    http_state *h = lua_touserdata(L, 1);
+    if (h->curl != NULL) {
+        curl_easy_cleanup(h->curl);
+    }
+    free(h->buf);
+    free(h->hdr);
+    memset(h, 0, sizeof(*h));
+    return 0;
+}
+
+static int grow(char **buf, size_t *cap, size_t need)
+{
+    if (need <= *cap) {
+        return 0;
+    }
+    size_t c = *cap ? *cap : 4096;
+    while (c < need) {
+        c *= 2;
+    }
+    char *nb = realloc(*buf, c);
+    if (nb == NULL) {
+        return -1;
+    }
+    *buf = nb;
+    *cap = c;
+    return 0;
+}
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+    http_state *h = ud;
+    size_t len = size * n;
+    if (h->len + len > MAX_BODY) {
+        h->too_big = 1;
+        return 0; /* aborts the transfer */
+    }
+    if (grow(&h->buf, &h->cap, h->len + len) != 0) {
+        return 0;
+    }
+    memcpy(h->buf + h->len, p, len);
+    h->len += len;
+    return len;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+    http_state *h = ud;
+    size_t len = size * n;
+    if (len >= 5 && strncmp(p, "HTTP/", 5) == 0) {
+        h->hlen = 0; /* a new response (after a 100 Continue or a redirect) */
+    }
+    if (h->hlen + len <= 65536 && grow(&h->hdr, &h->hcap, h->hlen + len) == 0) {
+        memcpy(h->hdr + h->hlen, p, len);
+        h->hlen += len;
+    }
+    return len;
+}
+
+static http_state *state_of(lua_State *L)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, "warren.http");
+    http_state *h = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    if (h == NULL) {
+        h = lua_newuserdata(L, sizeof(*h));
+        memset(h, 0, sizeof(*h));
+        lua_createtable(L, 0, 1);
+        lua_pushcfunction(L, http_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_setmetatable(L, -2);
+        lua_setfield(L, LUA_REGISTRYINDEX, "warren.http");
+    }
+    if (h->curl == NULL) {
+        h->curl = curl_easy_init();
+    }
+    return h;
+}
+
+/* Push the response headers as a table with lowercased names. -- ... headers */
+static void push_headers(lua_State *L, const http_state *h)
+{
+    lua_createtable(L, 0, 8);
+    size_t i = 0;
+    while (i < h->hlen) {
+        size_t end = i;
+        while (end < h->hlen && h->hdr[end] != '\n') {
+            end++;
+        }
+        const char *line = h->hdr + i;
+        size_t n = end - i;
+        if (n > 0 && line[n - 1] == '\r') {
+            n--;
+        }
+        const char *colon = memchr(line, ':', n);
+        if (colon != NULL && strncmp(line, "HTTP/", 5) != 0) {
+            size_t kn = (size_t)(colon - line);
+            char key[128];
+            if (kn > 0 && kn < sizeof(key)) {
+                for (size_t k = 0; k < kn; k++) {
+                    char c = line[k];
+                    key[k] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+                }
+                const char *v = colon + 1;
+                while (v < line + n && (*v == ' ' || *v == '\t')) {
+                    v++;
+                }
+                lua_pushlstring(L, key, kn);
+                lua_pushlstring(L, v, (size_t)(line + n - v));
+                lua_rawset(L, -3);
+            }
+        }
+        i = end + 1;
+    }
+}
+
+static int is_json_type(const char *ct)
+{
+    if (ct == NULL) {
+        return 0;
+    }
+    size_t n = strcspn(ct, "; ");
+    return (n == 16 && strncasecmp(ct, "application/json", 16) == 0) ||
+           (n > 5 && strncasecmp(ct + n - 5, "+json", 5) == 0);
+}
+
+/* Read opts.timeout: seconds (number) or a duration string. -1 when absent. */
+static int64_t read_timeout(lua_State *L)
+{
+    lua_getfield(L, 1, "timeout");
+    int64_t ms = -1;
+    if (lua_type(L, -1) == LUA_TNUMBER) {
+        double s = lua_tonumber(L, -1);
+        if (!(s > 0)) {
+            wr_lua_caller_error(L, "ctx.http.request: timeout must be positive seconds, got %g", s);
+        }
+        ms = (int64_t)(s * 1000.0);
+    } else if (lua_type(L, -1) == LUA_TSTRING) {
+        if (wr_config_parse_duration(lua_tostring(L, -1), &ms) != 0 || ms <= 0) {
+            wr_lua_caller_error(L, "ctx.http.request: timeout '%s' is not a duration like 2s",
+                                lua_tostring(L, -1));
+        }
+    } else if (!lua_isnil(L, -1)) {
+        wr_lua_caller_error(L, "ctx.http.request: timeout must be seconds or a duration, got %s",
+                            luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);
+    return ms;
+}
+
+/*
+ * ctx.http.request{method, url, headers, body, timeout, raise}
+ * Returns res ({status, headers, body, json}) or nil, err (raise = false).
+ */
+static int http_request(lua_State *L)
+{
+    wr_lua_check_handling(L, "http.request");
+    if (lua_gettop(L) != 1 || !lua_istable(L, 1)) {
+        return wr_lua_caller_error(L, "ctx.http.request{...} takes one table of options, got %s",
+                                   lua_gettop(L) == 0 ? "nothing" : luaL_typename(L, 1));
+    }
+    lua_getfield(L, 1, "url");
+    if (lua_type(L, -1) != LUA_TSTRING) {
+        return wr_lua_caller_error(L, "ctx.http.request: url must be a string, got %s",
+                                   luaL_typename(L, -1));
+    }
+    const char *url = lua_tostring(L, -1);
+    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
+        return wr_lua_caller_error(L, "ctx.http.request: url must start with http:// or "
+                                      "https://, got '%.200s'",
+                                   url);
+    }
+    lua_getfield(L, 1, "method");
+    const char *method = "GET";
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        method = lua_tostring(L, -1);
+        for (const char *c = method; *c; c++) {
+            if (!((*c >= 'A' && *c <= 'Z') || *c == '-')) {
+                return wr_lua_caller_error(L, "ctx.http.request: method must be an upper-case "
+                                              "HTTP method like \"POST\", got '%.40s'",
+                                           method);
+            }
+        }
+        if (*method == '\0') {
+            return wr_lua_caller_error(L, "ctx.http.request: method must not be empty");
+        }
+    } else if (!lua_isnil(L, -1)) {
+        return wr_lua_caller_error(L, "ctx.http.request: method must be a string, got %s",
+                                   luaL_typename(L, -1));
+    }
+    lua_getfield(L, 1, "raise");
+    int raise = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+    int64_t timeout = read_timeout(L);
+    if (timeout < 0) {
+        timeout = DEFAULT_TIMEOUT_MS;
+    }
+    double left = wr_lua_time_left_ms(L);
+    if ((double)timeout > left) {
+        timeout = (int64_t)left;
+    }
+    if (timeout < 1) {
+        return wr_lua_caller_error(L, "http %s %s: no time left before the handler's deadline",
+                                   method, url);
+    }
+
+    /* the body: a string, or a table sent as JSON -- stack: opts url method raise [body] */
+    const char *body = NULL;
+    size_t body_len = 0;
+    int json_body = 0;
+    lua_getfield(L, 1, "body");
+    if (lua_istable(L, -1)) {
+        wr_lua_push_encode(L);
+        lua_pushvalue(L, -2);
+        if (lua_pcall(L, 1, 1, 0) != 0) {
+            return wr_lua_caller_error(L, "ctx.http.request: body cannot be encoded as JSON: %s",
+                                       lua_tostring(L, -1));
+        }
+        json_body = 1;
+    } else if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) {
+        return wr_lua_caller_error(L, "ctx.http.request: body must be a string or a table, got %s",
+                                   luaL_typename(L, -1));
+    }
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        body = lua_tolstring(L, -1, &body_len);
+    }
+    int body_index = lua_gettop(L); /* keeps the body string alive */
+
+    http_state *h = state_of(L);
+    if (h->curl == NULL) {
+        return luaL_error(L, "http: cannot create a curl handle");
+    }
+    /* headers */
+    struct curl_slist *hl = NULL;
+    int has_ct = 0, has_tp = 0;
+    lua_getfield(L, 1, "headers");
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (lua_next(L, -2) != 0) {
+            if (lua_type(L, -2) != LUA_TSTRING ||
+                (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)) {
+                curl_slist_free_all(hl);
+                return wr_lua_caller_error(L, "ctx.http.request: headers must map strings to "
+                                              "strings or numbers");
+            }
+            const char *k = lua_tostring(L, -2);
+            lua_pushvalue(L, -1);
+            const char *v = lua_tostring(L, -1);
+            if (strpbrk(k, "\r\n:") != NULL || strpbrk(v, "\r\n") != NULL) {
+                curl_slist_free_all(hl);
+                return wr_lua_caller_error(L, "ctx.http.request: header '%.60s' holds a line "
+                                              "break or a colon in its name",
+                                           k);
+            }
+            char line[4096];
+            snprintf(line, sizeof(line), "%s: %s", k, v);
+            hl = curl_slist_append(hl, line);
+            has_ct |= strcasecmp(k, "content-type") == 0;
+            has_tp |= strcasecmp(k, "traceparent") == 0;
+            lua_pop(L, 2);
+        }
+    } else if (!lua_isnil(L, -1)) {
+        return wr_lua_caller_error(L, "ctx.http.request: headers must be a table, got %s",
+                                   luaL_typename(L, -1));
+    }
+    lua_pop(L, 1);
+    if (json_body && !has_ct) {
+        hl = curl_slist_append(hl, "Content-Type: application/json");
+    }
+    const char *trace = wr_lua_trace_id(L);
+    if (trace != NULL && !has_tp) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        unsigned long long span = ((unsigned long long)ts.tv_nsec << 20) ^
+                                  (unsigned long long)ts.tv_sec ^ ((unsigned long long)++h->seq << 40);
+        char line[128];
+        snprintf(line, sizeof(line), "traceparent: 00-%s-%016llx-01", trace, span | 1);
+        hl = curl_slist_append(hl, line);
+    }
+    hl = curl_slist_append(hl, "Expect:"); /* no 100-continue round trip */
+
+    CURL *c = h->curl;
+    curl_easy_reset(c);
+    h->len = 0;
+    h->hlen = 0;
+    h->too_big = 0;
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, h);
+    curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(c, CURLOPT_HEADERDATA, h);
+    curl_easy_setopt(c, CURLOPT_USERAGENT, "warren/" WARREN_VERSION);
+    if (strcmp(method, "GET") != 0) {
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    }
+    if (body != NULL) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+    } else if (strcmp(method, "HEAD") == 0) {
+        curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+    }
+    CURLcode rc = curl_easy_perform(c);
+    curl_slist_free_all(hl);
+    (void)body_index;
+
+    if (rc != CURLE_OK) {
+        const char *why = h->too_big ? "response body larger than 8 MiB" : curl_easy_strerror(rc);
+        if (raise) {
+            return wr_lua_caller_error(L, "http %s %s: %s", method, url, why);
+        }
+        lua_pushnil(L);
+        lua_pushfstring(L, "http %s %s: %s", method, url, why);
+        return 2;
+    }
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    if (status >= 500 && raise) {
+        return wr_lua_caller_error(L, "http %s %s: %ld", method, url, status);
+    }
+    /* -- ... res */
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, (lua_Integer)status);
+    lua_setfield(L, -2, "status");
+    push_headers(L, h);
+    lua_getfield(L, -1, "content-type");
+    int json = is_json_type(lua_tostring(L, -1));
+    lua_pop(L, 1);
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, h->buf ? h->buf : "", h->len);
+    lua_setfield(L, -2, "body");
+    if (json && h->len > 0) {
+        wr_lua_push_safe_decode(L);
+        lua_pushlstring(L, h->buf, h->len);
+        lua_call(L, 1, 1); /* cjson.safe: nil on bad JSON, never raises */
+        lua_setfield(L, -2, "json");
+    }
+    return 1;
+}
+
+void wr_lua_http_inject(lua_State *L)
+{
+    /* -- ... ctx */
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, http_request);
+    lua_setfield(L, -2, "request");
+    lua_setfield(L, -2, "http");
+}
