@@ -1436,12 +1436,16 @@ static bool valid_json_path(const char *p)
 
 /*
  * Resolve a handler path: absolute as written, otherwise relative to the
- * config file's directory; then realpath() it and insist on a regular file.
+ * config file's directory. The directory is made canonical with realpath(),
+ * the file name is kept as written: in a Kubernetes ConfigMap volume the file
+ * is a symlink into a timestamped directory that the next update deletes, so
+ * the path to keep (and to watch for hot reload) is the symlink's, never its
+ * target's. The file (followed through symlinks) must be a regular file.
  * Returns a malloc'd absolute path, or NULL with a message in *ERR.
  */
 static char *resolve_path(loader *ld, const field *f, const char *text, char **err)
 {
-    char *joined, *real;
+    char *joined, *dir, *real, *out;
     struct stat st;
 
     *err = NULL;
@@ -1450,9 +1454,13 @@ static char *resolve_path(loader *ld, const field *f, const char *text, char **e
         *err = strdup("out of memory");
         return NULL;
     }
-    real = realpath(joined, NULL);
-    if (real == NULL) {
-        int e = errno;
+    char *slash = strrchr(joined, '/');
+    dir = slash == joined ? strdup("/") : dup_range(joined, (size_t)(slash - joined));
+    real = dir ? realpath(dir, NULL) : NULL;
+    int e = errno;
+    free(dir);
+    if (real == NULL || stat(joined, &st) != 0) {
+        e = real == NULL ? e : errno;
         if (e == ENOENT || e == ENOTDIR) {
             *err = text[0] == '/'
                        ? format("%s file '%s' not found", f->name, text)
@@ -1460,16 +1468,23 @@ static char *resolve_path(loader *ld, const field *f, const char *text, char **e
         } else {
             *err = format("%s file '%s': %s", f->name, text, strerror(e));
         }
+        free(real);
         free(joined);
         return NULL;
     }
+    out = format("%s%s%s", real, strcmp(real, "/") == 0 ? "" : "/", slash + 1);
+    free(real);
     free(joined);
-    if (stat(real, &st) != 0 || !S_ISREG(st.st_mode)) {
-        *err = format("%s file '%s' is not a regular file", f->name, text);
-        free(real);
+    if (out == NULL) {
+        *err = strdup("out of memory");
         return NULL;
     }
-    return real;
+    if (!S_ISREG(st.st_mode)) {
+        *err = format("%s file '%s' is not a regular file", f->name, text);
+        free(out);
+        return NULL;
+    }
+    return out;
 }
 
 /*
