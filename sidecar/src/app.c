@@ -2,13 +2,17 @@
  * app: `warren run` and `warren check`. See app.h.
  *
  * Signals are handled synchronously: the main thread blocks them before any
- * worker starts (so every thread inherits the mask) and waits for them with
- * sigtimedwait. No code runs in signal-handler context.
+ * worker starts (so every thread inherits the mask) and reads them from a
+ * signalfd, in one poll loop with the reloader's file watch. No code runs in
+ * signal-handler context.
  */
 #include "app.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +21,7 @@
 #include "config.h"
 #include "log.h"
 #include "lua_rt.h"
+#include "reload.h"
 #include "worker.h"
 
 /* Print the config's errors, one FILE:LINE:COL: message per line, to stderr. */
@@ -52,7 +57,9 @@ static int compile_handlers(const wr_config *cfg, int verbose)
     int failures = 0;
     for (int i = 0; i < cfg->sub_count; i++) {
         const wr_subscription *s = &cfg->subs[i];
+        char version[17];
         wr_lua_opts o = {.handler_path = s->handler,
+                         .version = wr_handler_version(s->handler, version) == 0 ? version : NULL,
                          .subscription = s->name,
                          .queue = s->queue,
                          .timeout_ms = s->handler_timeout_ms,
@@ -120,14 +127,24 @@ int wr_app_run(const char *config_path)
     for (int i = 0; i < cfg->sub_count; i++) {
         total += cfg->subs[i].concurrency;
     }
+    char rerr[1024];
+    wr_reloader *reloader = wr_reloader_create(cfg, rerr, sizeof(rerr));
+    if (reloader == NULL) {
+        fprintf(stderr, "warren: %s\n", rerr);
+        wr_config_free(cfg);
+        return 1;
+    }
+    int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
     wr_worker **workers = calloc((size_t)total, sizeof(*workers));
     wr_run_flags flags;
     atomic_init(&flags.stop, 0);
     atomic_init(&flags.abort, 0);
     int started = 0;
     int rc = 0;
-    if (workers == NULL) {
-        fprintf(stderr, "warren: out of memory\n");
+    if (workers == NULL || sfd < 0) {
+        fprintf(stderr, "warren: cannot start: %s\n", workers ? "signalfd failed" : "out of memory");
+        free(workers);
+        wr_reloader_destroy(reloader);
         wr_config_free(cfg);
         return 1;
     }
@@ -135,7 +152,8 @@ int wr_app_run(const char *config_path)
         const wr_subscription *s = &cfg->subs[i];
         for (int k = 0; k < s->concurrency; k++) {
             char err[1024];
-            workers[started] = wr_worker_start(cfg, s, k, &flags, err, sizeof(err));
+            workers[started] = wr_worker_start(cfg, s, k, wr_reloader_live(reloader, i), &flags,
+                                               err, sizeof(err));
             if (workers[started] == NULL) {
                 fprintf(stderr, "%s:%d:%d: subscriptions[%d].handler: %s\n", cfg->path, s->line,
                         s->col, i, err);
@@ -151,6 +169,8 @@ int wr_app_run(const char *config_path)
             wr_worker_free(workers[i]);
         }
         free(workers);
+        close(sfd);
+        wr_reloader_destroy(reloader);
         wr_config_free(cfg);
         return rc;
     }
@@ -165,9 +185,17 @@ int wr_app_run(const char *config_path)
     wr_log_end(&l);
 
     double deadline = 0;
+    int wait_ms = 200;
     for (;;) {
-        struct timespec tick = {.tv_sec = 0, .tv_nsec = 200 * 1000000L};
-        int sig = sigtimedwait(&set, NULL, &tick);
+        struct pollfd fds[2] = {{.fd = sfd, .events = POLLIN},
+                                {.fd = wr_reloader_fd(reloader), .events = POLLIN}};
+        int timeout = atomic_load(&flags.stop) || wait_ms < 0 || wait_ms > 200 ? 200 : wait_ms;
+        poll(fds, fds[1].fd >= 0 ? 2 : 1, timeout);
+        struct signalfd_siginfo si;
+        int sig = 0;
+        if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+            sig = (int)si.ssi_signo;
+        }
         if (sig == SIGTERM || sig == SIGINT) {
             if (!atomic_load(&flags.stop)) {
                 deadline = wr_mono_ms() + (double)cfg->shutdown_grace_ms;
@@ -180,9 +208,11 @@ int wr_app_run(const char *config_path)
                                      "messages to the broker");
                 atomic_store(&flags.abort, 1);
             }
-        } else if (sig == SIGHUP) {
-            wr_logf(WR_LOG_WARN, "SIGHUP received: reloading is not available in this version; "
-                                 "restart to apply changes");
+        } else if (sig == SIGHUP && !atomic_load(&flags.stop)) {
+            wr_reloader_reload(reloader, "SIGHUP");
+        }
+        if (!atomic_load(&flags.stop)) {
+            wr_reloader_tick(reloader, &wait_ms);
         }
         if (atomic_load(&flags.stop)) {
             if (all_done(workers, started)) {
@@ -210,7 +240,15 @@ int wr_app_run(const char *config_path)
         wr_worker_free(workers[i]);
     }
     free(workers);
-    wr_logf(WR_LOG_INFO, "warren stopped");
+    long applied, refused;
+    wr_reloader_counts(reloader, &applied, &refused);
+    wr_logline fin;
+    wr_log_begin(&fin, WR_LOG_INFO, "warren stopped");
+    wr_log_int(&fin, "reloads_applied", applied);
+    wr_log_int(&fin, "reloads_refused", refused);
+    wr_log_end(&fin);
+    close(sfd);
+    wr_reloader_destroy(reloader);
     wr_config_free(cfg);
     return 0;
 }

@@ -189,11 +189,11 @@ void wr_lua_push_safe_decode(lua_State *L)
     lua_remove(L, -2);
 }
 
-static uint64_t fnv1a(const char *s, size_t n)
+uint64_t wr_fnv1a(uint64_t h, const void *p, size_t n)
 {
-    uint64_t h = 0xcbf29ce484222325ULL; /* the FNV-1a 64 offset basis */
+    const unsigned char *s = p;
     for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
+        h ^= s[i];
         h *= 1099511628211ULL;
     }
     return h;
@@ -912,12 +912,24 @@ static int load_handler(wr_lua *rt, char *err, size_t errcap)
 {
     lua_State *L = rt->L;
     size_t len;
-    char *src = read_file(rt->handler_path, &len, err, errcap);
-    if (src == NULL) {
+    char *src;
+    if (rt->opts.source != NULL) {
+        len = rt->opts.source_len;
+        src = malloc(len + 1);
+        if (src == NULL) {
+            snprintf(err, errcap, "out of memory");
+            return -1;
+        }
+        memcpy(src, rt->opts.source, len);
+    } else if ((src = read_file(rt->handler_path, &len, err, errcap)) == NULL) {
         return -1;
     }
-    snprintf(rt->version, sizeof(rt->version), "%012llx",
-             (unsigned long long)(fnv1a(src, len) & 0xFFFFFFFFFFFFULL));
+    if (rt->opts.version != NULL) {
+        snprintf(rt->version, sizeof(rt->version), "%s", rt->opts.version);
+    } else {
+        snprintf(rt->version, sizeof(rt->version), "%012llx",
+                 (unsigned long long)(wr_fnv1a(WR_FNV1A_INIT, src, len) & 0xFFFFFFFFFFFFULL));
+    }
     if (len > 0 && src[0] == '\033') {
         free(src);
         snprintf(err, errcap, "%s: precompiled bytecode is not accepted as a handler",
@@ -1036,6 +1048,7 @@ wr_lua *wr_lua_create(const wr_lua_opts *opts, char *err, size_t errcap)
     rt->opts.handler_path = rt->handler_path;
     rt->opts.subscription = rt->subscription;
     rt->opts.queue = rt->queue;
+    /* opts.source and opts.version are read during create only (load_handler) */
 
     rt->L = lua_newstate(limited_alloc, rt);
     if (rt->L == NULL) {
@@ -1054,6 +1067,8 @@ wr_lua *wr_lua_create(const wr_lua_opts *opts, char *err, size_t errcap)
         goto fail;
     }
     lua_gc(L, LUA_GCCOLLECT, 0);
+    rt->opts.source = NULL;
+    rt->opts.version = NULL;
     return rt;
 
 fail:
@@ -1086,6 +1101,16 @@ const char *wr_lua_version(const wr_lua *rt)
 size_t wr_lua_memory(const wr_lua *rt)
 {
     return rt->mem_used;
+}
+
+void wr_lua_set_limits(wr_lua *rt, int64_t timeout_ms, int max_attempts)
+{
+    rt->opts.timeout_ms = timeout_ms > 0 ? timeout_ms : 5000;
+    rt->opts.max_attempts = max_attempts;
+    lua_rawgeti(rt->L, LUA_REGISTRYINDEX, rt->ref_ctx);
+    lua_pushinteger(rt->L, max_attempts > 0 ? max_attempts : 1);
+    lua_setfield(rt->L, -2, "max_attempts");
+    lua_pop(rt->L, 1);
 }
 
 void wr_lua_interrupt(wr_lua *rt)

@@ -47,6 +47,10 @@ typedef struct wr_lua wr_lua;
 
 typedef struct {
     const char *handler_path;   /* absolute path of the handler file */
+    const char *source;         /* its content, when the caller read it already (hot
+                                   reload reads once for every worker); NULL: read the file */
+    size_t source_len;
+    const char *version;        /* the version to report; NULL: hash of the source */
     const char *subscription;   /* name, for ctx.subscription and logs */
     const char *queue;
     int64_t timeout_ms;         /* handler deadline per message */
@@ -113,6 +117,14 @@ const char *wr_lua_version(const wr_lua *L);
 /* Run one message through `handle`. Always fills RES; returns RES->outcome. */
 wr_outcome wr_lua_handle(wr_lua *L, const wr_envelope *env, const wr_lua_call *call,
                          wr_lua_result *res);
+
+/* FNV-1a over N bytes at P, continuing from H (start with WR_FNV1A_INIT): the
+ * content hash behind handler versions. */
+#define WR_FNV1A_INIT 14695981039346656037ULL
+uint64_t wr_fnv1a(uint64_t h, const void *p, size_t n);
+
+/* Change the per-call deadline and ctx.max_attempts (a live config reload). */
+void wr_lua_set_limits(wr_lua *L, int64_t timeout_ms, int max_attempts);
 
 /* Ask a running handler to stop at its next hook check (shutdown past grace).
  * Safe to call from another thread. */

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,9 @@ typedef struct {
     char *path;
     char *dir;
     int wd;            /* watch descriptor of dir, -1 when not watched */
+    char *target_dir;  /* directory of the file the path resolves to, when it is a
+                          symlink elsewhere (an edit there changes the file too) */
+    int target_wd;
     int exists;
     dev_t dev;
     ino_t ino;
@@ -66,10 +70,23 @@ static int refresh(entry *e)
 static void add_watches(wr_watch *w)
 {
     for (int i = 0; i < w->n; i++) {
-        if (w->files[i].wd < 0) {
+        entry *e = &w->files[i];
+        if (e->wd < 0) {
             /* directories shared by several files get the same wd back */
-            w->files[i].wd = inotify_add_watch(w->fd, w->files[i].dir, DIR_MASK);
+            e->wd = inotify_add_watch(w->fd, e->dir, DIR_MASK);
         }
+        /* follow the symlink (again: a ConfigMap update points it elsewhere) */
+        char *real = realpath(e->path, NULL);
+        char *rdir = real ? strdup(dirname(real)) : NULL;
+        free(real);
+        if (rdir != NULL && strcmp(rdir, e->dir) != 0 &&
+            (e->target_dir == NULL || strcmp(rdir, e->target_dir) != 0)) {
+            free(e->target_dir);
+            e->target_dir = rdir;
+            e->target_wd = inotify_add_watch(w->fd, rdir, DIR_MASK);
+            rdir = NULL;
+        }
+        free(rdir);
     }
 }
 
@@ -91,6 +108,7 @@ wr_watch *wr_watch_create(const char *const *paths, int n, char *err, unsigned l
     for (int i = 0; i < n; i++) {
         entry *e = &w->files[i];
         e->wd = -1;
+        e->target_wd = -1;
         e->path = strdup(paths[i]);
         char *tmp = strdup(paths[i]);
         e->dir = tmp ? strdup(dirname(tmp)) : NULL;
@@ -124,6 +142,7 @@ void wr_watch_destroy(wr_watch *w)
     for (int i = 0; i < w->n; i++) {
         free(w->files[i].path);
         free(w->files[i].dir);
+        free(w->files[i].target_dir);
     }
     free(w->files);
     free(w);
@@ -160,6 +179,11 @@ int wr_watch_check(wr_watch *w, int settle_ms, int *wait_ms)
                     if (ev->wd == w->files[i].wd || (ev->mask & IN_Q_OVERFLOW)) {
                         w->files[i].wd = -1;
                     }
+                    if (ev->wd == w->files[i].target_wd || (ev->mask & IN_Q_OVERFLOW)) {
+                        free(w->files[i].target_dir); /* re-resolved by add_watches */
+                        w->files[i].target_dir = NULL;
+                        w->files[i].target_wd = -1;
+                    }
                 }
             }
             w->pending = 1;
@@ -178,5 +202,10 @@ int wr_watch_check(wr_watch *w, int settle_ms, int *wait_ms)
     }
     w->pending = 0;
     *wait_ms = -1;
-    return wr_watch_rescan(w);
+    add_watches(w);
+    /* Something happened in a watched directory: report it even when no
+     * watched file's stat changed, because a file the watched ones depend on
+     * (a module a handler requires) may have. The caller compares content. */
+    wr_watch_rescan(w);
+    return 1;
 }

@@ -30,8 +30,9 @@ void wr_watch_destroy(wr_watch *w);
 int wr_watch_fd(const wr_watch *w);
 
 /*
- * Drain pending events. Returns 1 when a watched file is different from when
- * it was last checked (and remembers the new state), 0 otherwise. Events are
+ * Drain pending events. Returns 1 when events arrived in a watched directory
+ * and have settled (the caller compares contents: an event may concern a
+ * sibling file, such as a module a handler requires), 0 otherwise. Events are
  * debounced: after the last event, nothing is compared until SETTLE_MS have
  * passed without another (call again on a timer meanwhile; *WAIT_MS says how
  * long to wait, or -1 when nothing is pending).

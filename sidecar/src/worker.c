@@ -19,6 +19,7 @@
 #include "idkey.h"
 #include "log.h"
 #include "lua_rt.h"
+#include "reload.h"
 #include "retry.h"
 #include "topology.h"
 
@@ -77,6 +78,11 @@ struct wr_worker {
     pthread_mutex_t lua_lock; /* guards swapping `lua` against wr_worker_interrupt */
     wr_lua *lua;
     wr_lua_opts lua_opts;
+
+    wr_live *live;         /* the subscription's live handler and policy (reload.h) */
+    unsigned live_gen;     /* the generation this worker runs */
+    wr_retry_policy retry; /* the worker's copy of the live retry policy */
+    int64_t retry_delays[WR_LIVE_MAX_DELAYS];
 
     wr_broker *b;
     wr_idem *idem;         /* NULL when idempotency is off, or while Redis is away */
@@ -502,7 +508,7 @@ static int run_one(wr_worker *w, item *it)
         const char *cls = out == WR_OUT_TIMEOUT ? "timeout" : "error";
         int tier;
         double r = (double)(next_rand(w) >> 11) / 9007199254740992.0; /* [0, 1) */
-        if (wr_retry_plan(&w->sub->retry, &w->tiers, it->attempt, res.retry_delay_ms, r, &tier,
+        if (wr_retry_plan(&w->retry, &w->tiers, it->attempt, res.retry_delay_ms, r, &tier,
                           &it->delay_ms) == 0) {
             it->act = ACT_RETRY;
             it->op = WR_FINISH_RELEASE;
@@ -876,6 +882,72 @@ static void drain(wr_worker *w)
     wr_broker_nack(w->b, 0, 1, 1);
 }
 
+/*
+ * Switch to the subscription's new live generation (reload.h), between two
+ * batches: build a Lua state from the new source (the old one keeps running
+ * if that fails), take the new timeout and retry policy, and declare the delay
+ * queues a new schedule needs. Returns a WR_BROKER_* code.
+ */
+static int apply_live(wr_worker *w)
+{
+    wr_live_snapshot snap;
+    if (wr_live_snapshot_take(w->live, &snap) != 0) {
+        wr_live_snapshot_free(&snap);
+        return WR_BROKER_OK; /* out of memory: try at the next batch */
+    }
+    w->live_gen = snap.gen;
+    if (strcmp(snap.version, wr_lua_version(w->lua)) != 0) {
+        wr_lua_opts o = w->lua_opts;
+        o.source = snap.source;
+        o.source_len = snap.source_len;
+        o.version = snap.version;
+        o.timeout_ms = snap.timeout_ms;
+        o.max_attempts = snap.retry.max_attempts;
+        char err[1024];
+        wr_lua *fresh = wr_lua_create(&o, err, sizeof(err));
+        if (fresh == NULL) {
+            wr_logline l;
+            wr_log_begin(&l, WR_LOG_ERROR, "worker could not load the new handler version");
+            wr_log_str(&l, "subscription", w->sub->name);
+            wr_log_int(&l, "worker", w->index);
+            wr_log_str(&l, "version", snap.version);
+            wr_log_str(&l, "running_version", wr_lua_version(w->lua));
+            wr_log_str(&l, "error", err);
+            wr_log_end(&l);
+        } else {
+            pthread_mutex_lock(&w->lua_lock);
+            wr_lua *old = w->lua;
+            w->lua = fresh;
+            pthread_mutex_unlock(&w->lua_lock);
+            wr_lua_destroy(old);
+        }
+    }
+    w->lua_opts.timeout_ms = snap.timeout_ms;
+    w->lua_opts.max_attempts = snap.retry.max_attempts;
+    wr_lua_set_limits(w->lua, snap.timeout_ms, snap.retry.max_attempts);
+    wr_retry_policy_copy(&w->retry, w->retry_delays, &snap.retry);
+    wr_live_snapshot_free(&snap);
+
+    wr_retry_tiers tiers;
+    wr_retry_tiers_of(&w->retry, &tiers);
+    if (tiers.count == w->tiers.count &&
+        memcmp(tiers.delay_ms, w->tiers.delay_ms, sizeof(int64_t) * (size_t)tiers.count) == 0) {
+        return WR_BROKER_OK;
+    }
+    wr_topology topo;
+    if (wr_topology_plan(w->sub, &tiers, &topo) != 0) {
+        wr_logf(WR_LOG_ERROR, "%s: the new retry delays need queue names that are too long; "
+                              "keeping the old schedule", w->name);
+        wr_retry_policy_copy(&w->retry, w->retry_delays, &w->sub->retry);
+        return WR_BROKER_OK;
+    }
+    wr_topology_clear(&w->topo);
+    w->topo = topo;
+    w->tiers = tiers;
+    /* the new delay queues must exist before the first retry copy goes to one */
+    return w->b != NULL ? wr_broker_declare(w->b, &w->topo) : WR_BROKER_OK;
+}
+
 static void *worker_main(void *arg)
 {
     wr_worker *w = arg;
@@ -884,6 +956,14 @@ static void *worker_main(void *arg)
             break;
         }
         while (!atomic_load(&w->flags->stop)) {
+            if (atomic_load(&w->live->gen) != w->live_gen &&
+                apply_live(w) != WR_BROKER_OK) {
+                wr_logf(WR_LOG_ERROR, "%s: declaring new delay queues failed: %s", w->name,
+                        wr_broker_error(w->b));
+                wr_broker_destroy(w->b);
+                w->b = NULL;
+                break;
+            }
             int n = 0;
             int rc = wr_broker_take(w->b, w->taken, w->sub->batch_size, TAKE_TIMEOUT_MS, &n);
             if (rc == WR_BROKER_OK && n > 0) {
@@ -929,7 +1009,7 @@ static void *worker_main(void *arg)
 }
 
 wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int index,
-                           wr_run_flags *flags, char *err, size_t errcap)
+                           wr_live *live, wr_run_flags *flags, char *err, size_t errcap)
 {
     wr_worker *w = calloc(1, sizeof(*w));
     if (w == NULL) {
@@ -948,15 +1028,24 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
     char rnd[17];
     hex_rand(w, rnd, 16);
     snprintf(w->token, sizeof(w->token), "%d-%d-%s", (int)getpid(), index, rnd);
-    wr_retry_tiers_of(&sub->retry, &w->tiers);
+    w->live = live;
+    wr_live_snapshot snap;
+    if (wr_live_snapshot_take(live, &snap) != 0) {
+        wr_live_snapshot_free(&snap);
+        snprintf(err, errcap, "out of memory");
+        goto fail;
+    }
+    w->live_gen = snap.gen;
+    wr_retry_policy_copy(&w->retry, w->retry_delays, &snap.retry);
+    wr_retry_tiers_of(&w->retry, &w->tiers);
 
     w->lua_opts = (wr_lua_opts){
         .handler_path = sub->handler,
         .subscription = sub->name,
         .queue = sub->queue,
-        .timeout_ms = sub->handler_timeout_ms,
+        .timeout_ms = snap.timeout_ms,
         .worker = index,
-        .max_attempts = sub->retry.max_attempts,
+        .max_attempts = snap.retry.max_attempts,
     };
     size_t bs = (size_t)sub->batch_size;
     w->items = calloc(bs, sizeof(*w->items));
@@ -966,14 +1055,21 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
     w->map = calloc(bs, sizeof(*w->map));
     if (!w->items || !w->taken || !w->claims || !w->finishes || !w->map) {
         snprintf(err, errcap, "out of memory");
+        wr_live_snapshot_free(&snap);
         goto fail;
     }
     if (wr_topology_plan(sub, &w->tiers, &w->topo) != 0) {
         snprintf(err, errcap, "queue '%s': the names of its retry queues would be too long",
                  sub->queue);
+        wr_live_snapshot_free(&snap);
         goto fail;
     }
-    w->lua = wr_lua_create(&w->lua_opts, err, errcap);
+    wr_lua_opts o = w->lua_opts;
+    o.source = snap.source;
+    o.source_len = snap.source_len;
+    o.version = snap.version;
+    w->lua = wr_lua_create(&o, err, errcap);
+    wr_live_snapshot_free(&snap);
     if (w->lua == NULL) {
         goto fail;
     }

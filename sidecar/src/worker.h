@@ -34,6 +34,7 @@
 #include <stdatomic.h>
 
 #include "config.h"
+#include "reload.h"
 
 typedef struct {
     atomic_int stop;  /* drain: stop consuming, finish in-flight work, exit */
@@ -43,12 +44,14 @@ typedef struct {
 typedef struct wr_worker wr_worker;
 
 /*
- * Create worker INDEX of SUB: build its Lua state (compiling the handler, so
- * a broken handler fails here, in the caller's thread) and start its thread.
- * CFG and FLAGS must outlive the worker. Returns NULL with the reason in ERR.
+ * Create worker INDEX of SUB: build its Lua state from LIVE (the handler and
+ * policy of the moment, compiled here, so a broken handler fails in the
+ * caller's thread) and start its thread. Between batches the worker follows
+ * LIVE's changes (hot reload). CFG, LIVE and FLAGS must outlive the worker.
+ * Returns NULL with the reason in ERR.
  */
 wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int index,
-                           wr_run_flags *flags, char *err, size_t errcap);
+                           wr_live *live, wr_run_flags *flags, char *err, size_t errcap);
 
 /* 1 once the worker's thread has finished. */
 int wr_worker_done(const wr_worker *w);

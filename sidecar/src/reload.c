@@ -1,0 +1,466 @@
+/*
+ * reload: build, validate, swap. See reload.h.
+ */
+#define _DEFAULT_SOURCE /* DT_* and d_type are not POSIX */
+#include "reload.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "lua_rt.h"
+#include "watch.h"
+
+#define RESCAN_MS 10000 /* the backstop re-stat, for events the kernel never sent */
+
+struct wr_reloader {
+    const wr_config *cfg;  /* the running config: restart-only values come from it */
+    wr_live *live;         /* one per subscription */
+    wr_watch *watch;
+    double next_rescan;
+    long applied, refused;
+};
+
+/* ---- snapshots ------------------------------------------------------------------- */
+
+void wr_retry_policy_copy(wr_retry_policy *dst, int64_t *delays, const wr_retry_policy *src)
+{
+    *dst = *src;
+    dst->delays_ms = NULL;
+    if (src->delays_ms != NULL && src->delay_count > 0) {
+        int n = src->delay_count < WR_LIVE_MAX_DELAYS ? src->delay_count : WR_LIVE_MAX_DELAYS;
+        memcpy(delays, src->delays_ms, (size_t)n * sizeof(*delays));
+        dst->delays_ms = delays;
+        dst->delay_count = n;
+    }
+}
+
+static int same_retry(const wr_retry_policy *a, const wr_retry_policy *b)
+{
+    if (a->max_attempts != b->max_attempts || (a->delays_ms == NULL) != (b->delays_ms == NULL) ||
+        a->initial_ms != b->initial_ms || a->multiplier != b->multiplier ||
+        a->max_ms != b->max_ms || a->jitter != b->jitter) {
+        return 0;
+    }
+    if (a->delays_ms == NULL) {
+        return 1;
+    }
+    return a->delay_count == b->delay_count &&
+           memcmp(a->delays_ms, b->delays_ms, (size_t)a->delay_count * sizeof(int64_t)) == 0;
+}
+
+int wr_live_snapshot_take(wr_live *live, wr_live_snapshot *out)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&live->lock);
+    out->gen = atomic_load(&live->gen);
+    out->source = malloc(live->source_len + 1);
+    if (out->source != NULL) {
+        memcpy(out->source, live->source, live->source_len);
+        out->source[live->source_len] = '\0';
+        out->source_len = live->source_len;
+    }
+    memcpy(out->version, live->version, sizeof(out->version));
+    out->timeout_ms = live->timeout_ms;
+    wr_retry_policy_copy(&out->retry, out->delays, &live->retry);
+    pthread_mutex_unlock(&live->lock);
+    return out->source != NULL ? 0 : -1;
+}
+
+void wr_live_snapshot_free(wr_live_snapshot *s)
+{
+    free(s->source);
+    s->source = NULL;
+}
+
+/* ---- reading handlers ------------------------------------------------------------- */
+
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL) {
+        return NULL;
+    }
+    size_t cap = 8192, n = 0;
+    char *buf = malloc(cap);
+    while (buf != NULL) {
+        size_t r = fread(buf + n, 1, cap - n, fp);
+        n += r;
+        if (r == 0) {
+            break;
+        }
+        if (n == cap) {
+            char *nb = realloc(buf, cap *= 2);
+            if (nb == NULL) {
+                free(buf);
+                buf = NULL;
+            }
+            buf = nb;
+        }
+    }
+    fclose(fp);
+    *len = n;
+    return buf;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * The version of a handler: FNV-1a over its source, then over the name and
+ * content of every other .lua file in its directory, in name order (the
+ * modules it may require). 12 hex digits.
+ */
+static void version_of(const char *path, const char *src, size_t len, char out[17])
+{
+    uint64_t h = wr_fnv1a(WR_FNV1A_INIT, src, len);
+    char dir[4096];
+    snprintf(dir, sizeof(dir), "%s", path);
+    char *slash = strrchr(dir, '/');
+    const char *self = slash ? slash + 1 : path;
+    if (slash != NULL) {
+        *slash = '\0';
+    }
+    DIR *d = opendir(slash ? dir : ".");
+    char *names[256];
+    int n = 0;
+    struct dirent *de;
+    while (d != NULL && n < 256 && (de = readdir(d)) != NULL) {
+        size_t l = strlen(de->d_name);
+        if (l > 4 && strcmp(de->d_name + l - 4, ".lua") == 0 && de->d_name[0] != '.' &&
+            strcmp(de->d_name, self) != 0) {
+            names[n] = strdup(de->d_name);
+            n += names[n] != NULL;
+        }
+    }
+    if (d != NULL) {
+        closedir(d);
+    }
+    qsort(names, (size_t)n, sizeof(names[0]), cmp_names);
+    for (int i = 0; i < n; i++) {
+        char p[4400];
+        snprintf(p, sizeof(p), "%s/%s", slash ? dir : ".", names[i]);
+        size_t ml;
+        char *m = slurp(p, &ml);
+        if (m != NULL) {
+            h = wr_fnv1a(h, names[i], strlen(names[i]) + 1);
+            h = wr_fnv1a(h, m, ml);
+            free(m);
+        }
+        free(names[i]);
+    }
+    snprintf(out, 17, "%012llx", (unsigned long long)(h & 0xFFFFFFFFFFFFULL));
+}
+
+int wr_handler_version(const char *path, char out[17])
+{
+    size_t len;
+    char *src = slurp(path, &len);
+    if (src == NULL) {
+        return -1;
+    }
+    version_of(path, src, len, out);
+    free(src);
+    return 0;
+}
+
+/* ---- set-up ------------------------------------------------------------------------ */
+
+wr_reloader *wr_reloader_create(const wr_config *cfg, char *err, size_t errcap)
+{
+    wr_reloader *r = calloc(1, sizeof(*r));
+    const char **paths = calloc((size_t)cfg->sub_count + 1, sizeof(*paths));
+    if (r == NULL || paths == NULL) {
+        free(r);
+        free(paths);
+        snprintf(err, errcap, "out of memory");
+        return NULL;
+    }
+    r->cfg = cfg;
+    r->live = calloc((size_t)cfg->sub_count, sizeof(*r->live));
+    if (r->live == NULL) {
+        snprintf(err, errcap, "out of memory");
+        goto fail;
+    }
+    for (int i = 0; i < cfg->sub_count; i++) {
+        const wr_subscription *s = &cfg->subs[i];
+        wr_live *l = &r->live[i];
+        pthread_mutex_init(&l->lock, NULL);
+        atomic_init(&l->gen, 1);
+        l->source = slurp(s->handler, &l->source_len);
+        if (l->source == NULL) {
+            snprintf(err, errcap, "%s: cannot read the handler", s->handler);
+            goto fail;
+        }
+        version_of(s->handler, l->source, l->source_len, l->version);
+        l->timeout_ms = s->handler_timeout_ms;
+        wr_retry_policy_copy(&l->retry, l->delays, &s->retry);
+        paths[i] = s->handler;
+    }
+    paths[cfg->sub_count] = cfg->path;
+    r->watch = wr_watch_create(paths, cfg->sub_count + 1, err, errcap);
+    if (r->watch == NULL) {
+        /* no inotify (a restricted container): SIGHUP and the periodic re-stat still work */
+        wr_logf(WR_LOG_WARN, "file watching unavailable (%s): reload with SIGHUP", err);
+    }
+    r->next_rescan = wr_mono_ms() + RESCAN_MS;
+    free(paths);
+    return r;
+
+fail:
+    free(paths);
+    wr_reloader_destroy(r);
+    return NULL;
+}
+
+void wr_reloader_destroy(wr_reloader *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    for (int i = 0; r->live != NULL && i < r->cfg->sub_count; i++) {
+        free(r->live[i].source);
+        pthread_mutex_destroy(&r->live[i].lock);
+    }
+    free(r->live);
+    wr_watch_destroy(r->watch);
+    free(r);
+}
+
+wr_live *wr_reloader_live(wr_reloader *r, int i)
+{
+    return &r->live[i];
+}
+
+int wr_reloader_fd(const wr_reloader *r)
+{
+    return r->watch ? wr_watch_fd(r->watch) : -1;
+}
+
+void wr_reloader_counts(const wr_reloader *r, long *applied, long *refused)
+{
+    *applied = r->applied;
+    *refused = r->refused;
+}
+
+/* ---- reloading ----------------------------------------------------------------------- */
+
+static void add(char *what, size_t cap, const char *key)
+{
+    size_t n = strlen(what);
+    snprintf(what + n, cap - n, "%s%s", n ? ", " : "", key);
+}
+
+static int str_eq(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
+/* Name the keys whose change needs a restart into WHAT; returns how many. */
+static int restart_diff(const wr_config *a, const wr_config *b, char *what, size_t cap)
+{
+    int n = 0;
+    what[0] = '\0';
+#define DIFF(cond, key)                                                                     \
+    do {                                                                                    \
+        if (cond) {                                                                         \
+            add(what, cap, key);                                                            \
+            n++;                                                                            \
+        }                                                                                   \
+    } while (0)
+    DIFF(!str_eq(a->amqp.url, b->amqp.url), "amqp.url");
+    DIFF(a->amqp_heartbeat_ms != b->amqp_heartbeat_ms, "amqp.heartbeat");
+    DIFF(a->amqp_connect_timeout_ms != b->amqp_connect_timeout_ms, "amqp.connect_timeout");
+    DIFF(!str_eq(a->redis.url, b->redis.url), "redis.url");
+    DIFF(a->redis_timeout_ms != b->redis_timeout_ms, "redis.timeout");
+    DIFF(a->shutdown_grace_ms != b->shutdown_grace_ms, "shutdown.grace");
+    DIFF(a->sub_count != b->sub_count, "subscriptions (added or removed)");
+    for (int i = 0; i < a->sub_count && i < b->sub_count; i++) {
+        const wr_subscription *x = &a->subs[i], *y = &b->subs[i];
+        char key[300];
+#define SUB(cond, field)                                                                    \
+    do {                                                                                    \
+        snprintf(key, sizeof(key), "subscriptions[%d].%s", i, field);                       \
+        DIFF(cond, key);                                                                    \
+    } while (0)
+        SUB(!str_eq(x->name, y->name), "name");
+        SUB(!str_eq(x->queue, y->queue), "queue");
+        SUB(!str_eq(x->dlq, y->dlq), "dlq");
+        SUB(!str_eq(x->handler, y->handler), "handler (the file name)");
+        SUB(x->prefetch != y->prefetch, "prefetch");
+        SUB(x->concurrency != y->concurrency, "concurrency");
+        SUB(x->batch_size != y->batch_size, "batch_size");
+        SUB(x->max_body_size != y->max_body_size, "max_body_size");
+        SUB(x->idem.enabled != y->idem.enabled || x->idem.source != y->idem.source ||
+                !str_eq(x->idem.key_arg, y->idem.key_arg) ||
+                !str_eq(x->idem.prefix, y->idem.prefix) || x->idem.ttl_ms != y->idem.ttl_ms ||
+                x->idem.lease_ms != y->idem.lease_ms ||
+                x->idem.missing_key_hash != y->idem.missing_key_hash,
+            "idempotency");
+        int bind_same = x->binding_count == y->binding_count;
+        for (int k = 0; bind_same && k < x->binding_count; k++) {
+            const wr_binding *p = &x->bindings[k], *q = &y->bindings[k];
+            bind_same = str_eq(p->exchange, q->exchange) && str_eq(p->type, q->type) &&
+                        p->declare == q->declare && p->routing_key_count == q->routing_key_count;
+            for (int j = 0; bind_same && j < p->routing_key_count; j++) {
+                bind_same = str_eq(p->routing_keys[j], q->routing_keys[j]);
+            }
+        }
+        SUB(!bind_same, "bindings");
+#undef SUB
+    }
+#undef DIFF
+    return n;
+}
+
+/*
+ * Reload subscription I's live parts from NEW (the same subscription in a
+ * freshly loaded config). Returns 1 applied, 0 nothing changed, -1 refused.
+ */
+static int reload_sub(wr_reloader *r, int i, const wr_subscription *nsub, const char *why)
+{
+    wr_live *l = &r->live[i];
+    const wr_subscription *run = &r->cfg->subs[i];
+    size_t len;
+    char *src = slurp(run->handler, &len);
+    if (src == NULL) {
+        wr_logline line;
+        wr_log_begin(&line, WR_LOG_ERROR, "handler reload refused");
+        wr_log_str(&line, "subscription", run->name);
+        wr_log_str(&line, "file", run->handler);
+        wr_log_str(&line, "error", "cannot read the handler file; the running version stays");
+        wr_log_end(&line);
+        return -1;
+    }
+    char version[17];
+    version_of(run->handler, src, len, version);
+
+    pthread_mutex_lock(&l->lock);
+    int same_code = strcmp(version, l->version) == 0;
+    int same_policy = l->timeout_ms == nsub->handler_timeout_ms && same_retry(&l->retry, &nsub->retry);
+    char old_version[17];
+    memcpy(old_version, l->version, sizeof(old_version));
+    pthread_mutex_unlock(&l->lock);
+    if (same_code && same_policy) {
+        free(src);
+        return 0;
+    }
+    if (!same_code) {
+        /* validate once, in a throwaway state: compiles, returns handle, init succeeds */
+        wr_lua_opts o = {.handler_path = run->handler,
+                         .source = src,
+                         .source_len = len,
+                         .version = version,
+                         .subscription = run->name,
+                         .queue = run->queue,
+                         .timeout_ms = nsub->handler_timeout_ms,
+                         .max_attempts = nsub->retry.max_attempts};
+        char err[1024];
+        wr_lua *probe = wr_lua_create(&o, err, sizeof(err));
+        if (probe == NULL) {
+            wr_logline line;
+            wr_log_begin(&line, WR_LOG_ERROR, "handler reload refused");
+            wr_log_str(&line, "subscription", run->name);
+            wr_log_str(&line, "file", run->handler);
+            wr_log_str(&line, "version", version);
+            wr_log_str(&line, "running_version", old_version);
+            wr_log_str(&line, "error", err);
+            wr_log_str(&line, "trigger", why);
+            wr_log_end(&line);
+            free(src);
+            return -1;
+        }
+        wr_lua_destroy(probe);
+    }
+    pthread_mutex_lock(&l->lock);
+    free(l->source);
+    l->source = src;
+    l->source_len = len;
+    memcpy(l->version, version, sizeof(l->version));
+    l->timeout_ms = nsub->handler_timeout_ms;
+    wr_retry_policy_copy(&l->retry, l->delays, &nsub->retry);
+    atomic_fetch_add(&l->gen, 1);
+    pthread_mutex_unlock(&l->lock);
+
+    wr_logline line;
+    wr_log_begin(&line, WR_LOG_INFO, same_code ? "policy reloaded" : "handler reloaded");
+    wr_log_str(&line, "subscription", run->name);
+    wr_log_str(&line, "file", run->handler);
+    wr_log_str(&line, "version", version);
+    if (!same_code) {
+        wr_log_str(&line, "previous_version", old_version);
+    }
+    wr_log_int(&line, "handler_timeout_ms", nsub->handler_timeout_ms);
+    wr_log_int(&line, "max_attempts", nsub->retry.max_attempts);
+    wr_log_str(&line, "trigger", why);
+    wr_log_end(&line);
+    return 1;
+}
+
+void wr_reloader_reload(wr_reloader *r, const char *why)
+{
+    wr_config_errors errs = {0};
+    wr_config *next = wr_config_load(r->cfg->path, &errs);
+    if (next == NULL) {
+        for (int i = 0; i < errs.count; i++) {
+            wr_logline line;
+            wr_log_begin(&line, WR_LOG_ERROR, "config reload refused");
+            wr_log_str(&line, "error", errs.lines[i]);
+            wr_log_str(&line, "trigger", why);
+            wr_log_end(&line);
+        }
+        wr_config_errors_free(&errs);
+        r->refused++;
+        return;
+    }
+    wr_config_errors_free(&errs);
+
+    char what[2048];
+    if (restart_diff(r->cfg, next, what, sizeof(what)) > 0) {
+        wr_logline line;
+        wr_log_begin(&line, WR_LOG_WARN, "config change needs a restart; the running values stay");
+        wr_log_str(&line, "keys", what);
+        wr_log_str(&line, "trigger", why);
+        wr_log_end(&line);
+    }
+    if (next->log_level != r->cfg->log_level) {
+        wr_log_set_level(next->log_level);
+        wr_logf(WR_LOG_INFO, "log level now %s", wr_log_level_name(next->log_level));
+    }
+    for (int i = 0; i < r->cfg->sub_count; i++) {
+        /* live parts follow the subscription of the same name */
+        const wr_subscription *nsub = NULL;
+        for (int k = 0; k < next->sub_count && nsub == NULL; k++) {
+            if (strcmp(next->subs[k].name, r->cfg->subs[i].name) == 0) {
+                nsub = &next->subs[k];
+            }
+        }
+        if (nsub == NULL) {
+            continue;
+        }
+        int rc = reload_sub(r, i, nsub, why);
+        r->applied += rc > 0;
+        r->refused += rc < 0;
+    }
+    wr_config_free(next);
+}
+
+void wr_reloader_tick(wr_reloader *r, int *wait_ms)
+{
+    int wait = -1;
+    int changed = r->watch != NULL && wr_watch_check(r->watch, 200, &wait);
+    double now = wr_mono_ms();
+    if (now >= r->next_rescan) {
+        changed |= r->watch != NULL && wr_watch_rescan(r->watch);
+        r->next_rescan = now + RESCAN_MS;
+    }
+    if (changed) {
+        wr_reloader_reload(r, "file change");
+    }
+    int until_rescan = (int)(r->next_rescan - wr_mono_ms()) + 1;
+    *wait_ms = wait >= 0 && wait < until_rescan ? wait : until_rescan;
+}
