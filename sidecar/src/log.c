@@ -14,6 +14,12 @@
 #include <unistd.h>
 
 static atomic_int log_level = WR_LOG_INFO;
+static atomic_int log_fd = STDOUT_FILENO;
+
+void wr_log_set_fd(int fd)
+{
+    atomic_store(&log_fd, fd);
+}
 
 void wr_log_set_level(wr_log_level level)
 {
@@ -257,7 +263,7 @@ void wr_log_end(wr_logline *l)
     l->buf[l->len++] = '\n';
     size_t off = 0;
     while (off < l->len) {
-        ssize_t w = write(STDOUT_FILENO, l->buf + off, l->len - off);
+        ssize_t w = write(atomic_load(&log_fd), l->buf + off, l->len - off);
         if (w <= 0) {
             break; /* nowhere left to report it */
         }

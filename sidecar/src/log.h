@@ -30,6 +30,8 @@ typedef struct {
 } wr_logline;
 
 void wr_log_set_level(wr_log_level level);
+/* Write lines to FD instead of stdout (warren exec keeps stdout for its report). */
+void wr_log_set_fd(int fd);
 int wr_log_enabled(wr_log_level level);
 const char *wr_log_level_name(wr_log_level level);
 

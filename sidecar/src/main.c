@@ -7,6 +7,7 @@
 
 #include "app.h"
 #include "config.h"
+#include "exec.h"
 
 static const char usage[] =
     "usage: warren <command> [options]\n"
@@ -14,6 +15,9 @@ static const char usage[] =
     "commands:\n"
     "  run -c FILE          consume the configured queues until SIGTERM/SIGINT\n"
     "  check -c FILE        validate the config and compile every handler\n"
+    "  exec -c FILE --subscription NAME --event FILE.json [--json]\n"
+    "                       run one event through the handler, no broker: print the\n"
+    "                       outcome and what would be published, retried or dead-lettered\n"
     "  config-reference     print every config key as a Markdown table\n"
     "\n"
     "options:\n"
@@ -21,8 +25,8 @@ static const char usage[] =
     "  -h, --help           show this help\n"
     "  -V, --version        show the version\n"
     "\n"
-    "exit status: 0 ok, 1 failure (config errors are printed as FILE:LINE:COL: message),\n"
-    "2 usage error\n";
+    "exit status: 0 ok, 1 failure (config errors are printed as FILE:LINE:COL: message;\n"
+    "for exec: the handler did not succeed), 2 usage error\n";
 
 static int usage_error(const char *fmt, const char *arg)
 {
@@ -53,16 +57,27 @@ int main(int argc, char **argv)
         wr_config_write_reference(stdout);
         return 0;
     }
-    if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0) {
+    int exec = strcmp(cmd, "exec") == 0;
+    if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0 && !exec) {
         return usage_error("unknown command '%s'", cmd);
     }
-    const char *config = NULL;
+    const char *config = NULL, *sub = NULL, *event = NULL;
+    int json = 0;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
             if (i + 1 >= argc) {
                 return usage_error("%s needs a file name", argv[i]);
             }
             config = argv[++i];
+        } else if (exec && (strcmp(argv[i], "--subscription") == 0 ||
+                            strcmp(argv[i], "--event") == 0)) {
+            if (i + 1 >= argc) {
+                return usage_error("%s needs a value", argv[i]);
+            }
+            *(argv[i][2] == 's' ? &sub : &event) = argv[i + 1];
+            i++;
+        } else if (exec && strcmp(argv[i], "--json") == 0) {
+            json = 1;
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             fputs(usage, stdout);
             return 0;
@@ -73,9 +88,13 @@ int main(int argc, char **argv)
     if (config == NULL) {
         return usage_error("%s needs -c FILE", cmd);
     }
+    if (exec && (sub == NULL || event == NULL)) {
+        return usage_error("%s", "exec needs --subscription NAME and --event FILE.json");
+    }
     /* libcurl's global set-up is not thread-safe: once, before any worker starts */
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    int rc = strcmp(cmd, "run") == 0 ? wr_app_run(config) : wr_app_check(config);
+    int rc = exec ? wr_exec_run(config, sub, event, json)
+             : strcmp(cmd, "run") == 0 ? wr_app_run(config) : wr_app_check(config);
     curl_global_cleanup();
     return rc;
 }

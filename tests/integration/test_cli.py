@@ -84,4 +84,60 @@ rc, _, err = run("check", "-c", leak,
                  env_extra={"WARREN_AMQP_URL": "amqp://bob:s3cr3t@127.0.0.1:notaport/"})
 check_eq(rc, 1, "an unparsable AMQP URL is an error")
 check("s3cr3t" not in err and "bob" in err, "the password is masked: %r" % err.strip())
+# warren exec: one event through the real runtime, no broker.
+import json as _json
+ex_handler = write(os.path.join(tmp, "ex.lua"), r'''
+local M = {}
+function M.handle(event, ctx)
+  ctx.log.info("seen", { id = event.id })
+  if event.data.fail then error("downstream down") end
+  if event.data.bad then return ctx.reject("bad order") end
+  ctx.publish("shop", "order.confirmed", { id = event.id, attempt = ctx.attempt,
+                                           tenant = event.headers["x-tenant"] })
+end
+return M
+''')
+ex_cfg = config("ex.yaml", "  - name: ex\n    queue: q.ex\n    handler: ex.lua\n"
+                "    retry: {max_attempts: 3, delays: [2s, 10s]}\n")
+
+
+def run_exec(event, *extra):
+    path = write(os.path.join(tmp, "event.json"), _json.dumps(event))
+    return run("exec", "-c", ex_cfg, "--subscription", "ex", "--event", path, *extra)
+
+
+rc, out, err = run_exec({"id": "e-1", "type": "order.created", "data": {"n": 1},
+                         "headers": {"x-tenant": "acme"}}, "--json")
+check_eq(rc, 0, "exec of a good event exits 0")
+rep = _json.loads(out) if rc == 0 else {}
+check_eq(rep.get("outcome"), "ok", "exec outcome ok")
+check_eq(rep.get("decision", {}).get("action"), "ack", "exec decision ack")
+pubs = rep.get("published", [])
+check_eq(len(pubs), 1, "exec shows the event it would publish")
+if pubs:
+    check_eq(pubs[0].get("message_id"), "e-1:1", "with its deterministic id")
+    check_eq(_json.loads(pubs[0]["body"]), {"id": "e-1", "attempt": 1, "tenant": "acme"},
+             "and its body")
+check('"msg":"seen"' in err, "handler logs go to stderr")
+rc, out, _ = run_exec({"id": "e-2", "data": {"fail": True}, "attempt": 2}, "--json")
+rep = _json.loads(out) if out else {}
+check_eq(rc, 1, "exec of a failing event exits 1")
+check_eq(rep.get("decision"), {"action": "retry", "delay_ms": 10000, "queue": "q.ex.retry.10s",
+                                "next_attempt": 3, "max_attempts": 3},
+         "a failure on attempt 2 of 3 would be retried in 10s")
+rc, out, _ = run_exec({"id": "e-3", "data": {"fail": True}, "attempt": 3}, "--json")
+rep = _json.loads(out) if out else {}
+check_eq(rep.get("decision", {}).get("why"), "attempts exhausted", "the last attempt dead-letters")
+rc, out, _ = run_exec({"id": "e-4", "data": {"bad": True}})
+check("decision      dead-letter -> q.ex.dlq" in out, "a rejection dead-letters: %r" % out)
+rc, out, _ = run_exec({"data": {"n": 1}}, "--json")
+rep = _json.loads(out) if out else {}
+check_eq((rep.get("outcome"), rep.get("reason")), ("invalid", "missing-message-id"),
+         "a message without id is invalid")
+rc, _, err = run("exec", "-c", ex_cfg, "--subscription", "nope", "--event",
+                 os.path.join(tmp, "event.json"))
+check_eq(rc, 2, "an unknown subscription exits 2")
+check("no subscription 'nope'" in err and "have: ex" in err, "and lists the subscriptions")
+rc, _, err = run("exec", "-c", ex_cfg, "--subscription", "ex")
+check_eq(rc, 2, "exec without --event is a usage error")
 finish()

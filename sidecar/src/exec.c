@@ -1,0 +1,352 @@
+/*
+ * exec: run one event through a subscription's handler. See exec.h.
+ */
+#include "exec.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "envelope.h"
+#include "idkey.h"
+#include "log.h"
+#include "lua_rt.h"
+#include "reload.h"
+#include "retry.h"
+#include "topology.h"
+
+/* Build an AMQP header value from a JSON value (strings, integers, reals, booleans). */
+static int field_of(amqp_pool_t *pool, json_t *v, amqp_field_value_t *out)
+{
+    if (json_is_string(v)) {
+        size_t n = json_string_length(v);
+        out->kind = AMQP_FIELD_KIND_UTF8;
+        out->value.bytes.len = n;
+        out->value.bytes.bytes = amqp_pool_alloc(pool, n ? n : 1);
+        if (out->value.bytes.bytes == NULL) {
+            return -1;
+        }
+        memcpy(out->value.bytes.bytes, json_string_value(v), n);
+    } else if (json_is_integer(v)) {
+        out->kind = AMQP_FIELD_KIND_I64;
+        out->value.i64 = json_integer_value(v);
+    } else if (json_is_real(v)) {
+        out->kind = AMQP_FIELD_KIND_F64;
+        out->value.f64 = json_real_value(v);
+    } else if (json_is_boolean(v)) {
+        out->kind = AMQP_FIELD_KIND_BOOLEAN;
+        out->value.boolean = json_is_true(v);
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+static amqp_bytes_t str_field(json_t *ev, const char *key)
+{
+    json_t *v = json_object_get(ev, key);
+    return json_is_string(v) ? amqp_cstring_bytes(json_string_value(v)) : amqp_empty_bytes;
+}
+
+/*
+ * Turn the event file into a delivery as the broker would hand it over. The
+ * body is the compact JSON of "data", or "body" as given. Returns 0 or -1
+ * with a message in ERR.
+ */
+static int delivery_of(json_t *ev, amqp_pool_t *pool, amqp_envelope_t *d, char **body_out,
+                       char *err, size_t errcap)
+{
+    memset(d, 0, sizeof(*d));
+    amqp_basic_properties_t *p = &d->message.properties;
+    amqp_bytes_t id = str_field(ev, "id");
+    if (id.len) {
+        p->_flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
+        p->message_id = id;
+    }
+    amqp_bytes_t type = str_field(ev, "type");
+    if (type.len) {
+        p->_flags |= AMQP_BASIC_TYPE_FLAG;
+        p->type = type;
+    }
+    amqp_bytes_t ct = str_field(ev, "content_type");
+    if (ct.len) {
+        p->_flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
+        p->content_type = ct;
+    }
+    d->exchange = str_field(ev, "exchange");
+    d->routing_key = str_field(ev, "routing_key");
+    if (d->routing_key.len == 0) {
+        d->routing_key = type;
+    }
+    json_t *redelivered = json_object_get(ev, "redelivered");
+    d->redelivered = json_is_true(redelivered);
+
+    json_t *headers = json_object_get(ev, "headers");
+    json_t *attempt = json_object_get(ev, "attempt");
+    size_t nh = (json_is_object(headers) ? json_object_size(headers) : 0) + 1;
+    amqp_table_entry_t *e = amqp_pool_alloc(pool, sizeof(*e) * nh);
+    int n = 0;
+    if (e == NULL) {
+        snprintf(err, errcap, "out of memory");
+        return -1;
+    }
+    if (json_is_object(headers)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(headers, k, v)
+        {
+            e[n].key = amqp_cstring_bytes(k);
+            if (field_of(pool, v, &e[n].value) != 0) {
+                snprintf(err, errcap, "header '%s': only strings, numbers and booleans", k);
+                return -1;
+            }
+            n++;
+        }
+    } else if (headers != NULL) {
+        snprintf(err, errcap, "\"headers\" must be an object");
+        return -1;
+    }
+    if (json_is_integer(attempt) && json_integer_value(attempt) > 1) {
+        /* attempt n means n-1 failed before: what the retry header says */
+        e[n].key = amqp_cstring_bytes("x-warren-attempt");
+        e[n].value.kind = AMQP_FIELD_KIND_I32;
+        e[n].value.value.i32 = (int32_t)json_integer_value(attempt) - 1;
+        n++;
+    }
+    if (n > 0) {
+        p->_flags |= AMQP_BASIC_HEADERS_FLAG;
+        p->headers.num_entries = n;
+        p->headers.entries = e;
+    }
+    json_t *data = json_object_get(ev, "data");
+    json_t *body = json_object_get(ev, "body");
+    if (data != NULL) {
+        *body_out = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+    } else if (json_is_string(body)) {
+        *body_out = strdup(json_string_value(body));
+    } else {
+        snprintf(err, errcap, "the event needs \"data\" (JSON) or \"body\" (a string)");
+        return -1;
+    }
+    if (*body_out == NULL) {
+        snprintf(err, errcap, "out of memory");
+        return -1;
+    }
+    d->message.body = amqp_cstring_bytes(*body_out);
+    return 0;
+}
+
+static json_t *pub_json(const wr_lua_pub *p, const char *key, int i)
+{
+    char id[WR_IDKEY_MAX + 32];
+    snprintf(id, sizeof(id), "%s:%d", key, i + 1);
+    json_t *h = json_object();
+    for (int k = 0; k < p->header_count; k++) {
+        json_object_set_new(h, p->header_keys[k], json_string(p->header_vals[k]));
+    }
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s%, s:o}", "exchange", p->exchange, "routing_key",
+                          p->routing_key, "message_id", id, "body", p->body, p->body_len,
+                          "headers", h);
+    if (o != NULL && p->content_type) {
+        json_object_set_new(o, "content_type", json_string(p->content_type));
+    }
+    if (o != NULL && p->type) {
+        json_object_set_new(o, "type", json_string(p->type));
+    }
+    return o;
+}
+
+int wr_exec_run(const char *config_path, const char *subscription, const char *event_path,
+                int json_output)
+{
+    int rc = 2;
+    wr_config_errors errs = {0};
+    wr_config *cfg = wr_config_load(config_path, &errs);
+    if (cfg == NULL) {
+        for (int i = 0; i < errs.count; i++) {
+            fprintf(stderr, "%s\n", errs.lines[i]);
+        }
+        wr_config_errors_free(&errs);
+        return 2;
+    }
+    const wr_subscription *sub = NULL;
+    for (int i = 0; i < cfg->sub_count; i++) {
+        if (strcmp(cfg->subs[i].name, subscription) == 0) {
+            sub = &cfg->subs[i];
+        }
+    }
+    json_error_t jerr;
+    json_t *ev = NULL;
+    char *body = NULL;
+    wr_lua *L = NULL;
+    amqp_pool_t pool;
+    init_amqp_pool(&pool, 4096);
+    if (sub == NULL) {
+        fprintf(stderr, "warren exec: no subscription '%s' in %s (have:", subscription, cfg->path);
+        for (int i = 0; i < cfg->sub_count; i++) {
+            fprintf(stderr, " %s", cfg->subs[i].name);
+        }
+        fprintf(stderr, ")\n");
+        goto out;
+    }
+    ev = json_load_file(event_path, 0, &jerr);
+    if (ev == NULL || !json_is_object(ev)) {
+        fprintf(stderr, "%s:%d:%d: %s\n", event_path, jerr.line, jerr.column,
+                ev ? "the event must be a JSON object" : jerr.text);
+        goto out;
+    }
+    amqp_envelope_t d;
+    char err[1024];
+    if (delivery_of(ev, &pool, &d, &body, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s: %s\n", event_path, err);
+        goto out;
+    }
+
+    /* logs from the handler go to stderr: stdout carries the report */
+    wr_log_set_fd(STDERR_FILENO);
+    wr_log_set_level(cfg->log_level);
+    char version[17];
+    wr_lua_opts o = {.handler_path = sub->handler,
+                     .version = wr_handler_version(sub->handler, version) == 0 ? version : NULL,
+                     .subscription = sub->name,
+                     .queue = sub->queue,
+                     .timeout_ms = sub->handler_timeout_ms,
+                     .max_attempts = sub->retry.max_attempts};
+    L = wr_lua_create(&o, err, sizeof(err));
+    if (L == NULL) {
+        fprintf(stderr, "%s:%d:%d: subscriptions: %s: %s\n", cfg->path, sub->line, sub->col,
+                sub->name, err);
+        goto out;
+    }
+
+    const wr_idem_policy *pol = &sub->idem;
+    int require_id = !(pol->enabled && (pol->source != WR_KEY_MESSAGE_ID || pol->missing_key_hash));
+    wr_envelope env;
+    const char *reason = NULL;
+    char detail[1024];
+    char key[WR_IDKEY_MAX + 1] = "";
+    json_t *report = json_object();
+    json_t *decision = json_object();
+    json_t *published = json_array();
+    json_object_set_new(report, "subscription", json_string(sub->name));
+    json_object_set_new(report, "handler", json_string(sub->handler));
+    json_object_set_new(report, "handler_version", json_string(wr_lua_version(L)));
+    int ok = 0;
+    int invalid = wr_envelope_decode(&d, sub->max_body_size > 0 ? (size_t)sub->max_body_size
+                                                                : 512 * 1024,
+                                     require_id, &env, &reason, detail, sizeof(detail)) != 0;
+    if (!invalid && pol->enabled &&
+        wr_idkey_derive(pol, &env, key, sizeof(key), detail, sizeof(detail)) != 0) {
+        invalid = 1;
+        reason = WR_REASON_MISSING_KEY;
+    }
+    if (!invalid && key[0] == '\0') {
+        snprintf(key, sizeof(key), "%.*s", (int)env.id.len, (const char *)env.id.bytes);
+    }
+    json_object_set_new(report, "attempt", json_integer(env.attempt));
+    if (key[0]) {
+        json_object_set_new(report, "idempotency_key", json_string(key));
+    }
+    if (invalid) {
+        json_object_set_new(report, "outcome", json_string("invalid"));
+        json_object_set_new(report, "reason", json_string(reason));
+        json_object_set_new(report, "error", json_string(detail));
+        json_object_set_new(decision, "action", json_string("dead-letter"));
+        json_object_set_new(decision, "queue", json_string(sub->dlq));
+    } else {
+        wr_lua_call call = {.idempotency_key = key, .trace_id = NULL, .attempt = env.attempt};
+        char trace[33] = "", span[17];
+        if (wr_trace_parse(env.traceparent, trace, span) == 0) {
+            call.trace_id = trace;
+        }
+        wr_lua_result res;
+        double t0 = wr_mono_ms();
+        wr_outcome out = wr_lua_handle(L, &env, &call, &res);
+        json_object_set_new(report, "duration_ms", json_real(wr_mono_ms() - t0));
+        json_object_set_new(report, "outcome", json_string(wr_outcome_name(out)));
+        if (out != WR_OUT_OK) {
+            json_object_set_new(report, "reason", json_string(res.reason));
+            json_object_set_new(report, "error", json_string(res.error));
+        }
+        wr_retry_tiers tiers;
+        wr_retry_tiers_of(&sub->retry, &tiers);
+        int tier;
+        int64_t delay;
+        if (out == WR_OUT_OK) {
+            ok = 1;
+            for (int i = 0; i < res.pub_count; i++) {
+                json_array_append_new(published, pub_json(&res.pubs[i], key, i));
+            }
+            json_object_set_new(decision, "action", json_string("ack"));
+        } else if ((out == WR_OUT_ERROR || out == WR_OUT_TIMEOUT || out == WR_OUT_RETRY) &&
+                   wr_retry_plan(&sub->retry, &tiers, env.attempt, res.retry_delay_ms, 0, &tier,
+                                 &delay) == 0) {
+            char q[300];
+            wr_retry_queue_name(sub->queue, tiers.delay_ms[tier], q, sizeof(q));
+            json_object_set_new(decision, "action", json_string("retry"));
+            json_object_set_new(decision, "delay_ms", json_integer(delay));
+            json_object_set_new(decision, "queue", json_string(q));
+            json_object_set_new(decision, "next_attempt", json_integer(env.attempt + 1));
+            json_object_set_new(decision, "max_attempts", json_integer(sub->retry.max_attempts));
+        } else {
+            json_object_set_new(decision, "action", json_string("dead-letter"));
+            json_object_set_new(decision, "queue", json_string(sub->dlq));
+            if (out != WR_OUT_REJECT && out != WR_OUT_INVALID) {
+                json_object_set_new(decision, "why", json_string("attempts exhausted"));
+            }
+        }
+    }
+    json_object_set_new(report, "published", published);
+    json_object_set_new(report, "decision", decision);
+    if (json_output) {
+        char *s = json_dumps(report, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        printf("%s\n", s ? s : "{}");
+        free(s);
+    } else {
+        json_t *a = json_object_get(decision, "action");
+        printf("subscription  %s (handler %s, version %s)\n", sub->name, sub->handler,
+               wr_lua_version(L));
+        printf("outcome       %s", json_string_value(json_object_get(report, "outcome")));
+        if (json_object_get(report, "error")) {
+            printf(" (%s): %s", json_string_value(json_object_get(report, "reason")),
+                   json_string_value(json_object_get(report, "error")));
+        }
+        printf("\nattempt       %d of %d\n", env.attempt, sub->retry.max_attempts);
+        if (key[0]) {
+            printf("key           %s\n", key);
+        }
+        printf("decision      %s", json_string_value(a));
+        if (json_object_get(decision, "queue")) {
+            printf(" -> %s", json_string_value(json_object_get(decision, "queue")));
+        }
+        if (json_object_get(decision, "delay_ms")) {
+            printf(" in %lld ms (attempt %lld)",
+                   (long long)json_integer_value(json_object_get(decision, "delay_ms")),
+                   (long long)json_integer_value(json_object_get(decision, "next_attempt")));
+        }
+        printf("\npublished     %zu event(s)\n", json_array_size(published));
+        size_t i;
+        json_t *p;
+        json_array_foreach(published, i, p)
+        {
+            printf("  %s -> %s/%s: %s\n",
+                   json_string_value(json_object_get(p, "message_id")),
+                   json_string_value(json_object_get(p, "exchange")),
+                   json_string_value(json_object_get(p, "routing_key")),
+                   json_string_value(json_object_get(p, "body")));
+        }
+    }
+    json_decref(report);
+    rc = ok ? 0 : 1;
+
+out:
+    wr_lua_destroy(L);
+    json_decref(ev);
+    free(body);
+    empty_amqp_pool(&pool);
+    wr_config_free(cfg);
+    return rc;
+}
