@@ -733,6 +733,7 @@ static const char sandbox_src[] =
     "p.global_read = function() return undeclared_thing end -- @global_read\n"
     "p.global_g = function() _G.y = 2 end -- @global_g\n"
     "p.collect = function() return collectgarbage() end -- @collect\n"
+    "p.rawset_g = function() rawset(_G, 'leak', 1) end -- @rawset_g\n"
     "p.xpcall_ok = function()\n"
     "  local ok, a, b = xpcall(function(x, y) return x + y, 'two' end, error, 1, 2)\n"
     "  assert(ok == true and a == 3 and b == 'two', 'xpcall returns the results')\n"
@@ -784,6 +785,8 @@ static void test_sandbox(void)
         {"global_g", "@global_g",
          "attempt to create global 'y' (handler globals are locked: declare it local)"},
         {"collect", "@collect", "attempt to read undeclared global 'collectgarbage'"},
+        {"rawset_g", "@rawset_g",
+         "attempt to create global 'leak' (handler globals are locked: declare it local)"},
     };
     wr_lua_result res;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
