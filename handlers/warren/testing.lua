@@ -1,0 +1,1338 @@
+--- warren.testing: run warren handlers under busted with the runtime's ctx API.
+--
+-- A handler spec builds an event (`testing.event{...}`), a ctx
+-- (`testing.ctx{...}`), loads the handler the way the sidecar does
+-- (`testing.load(path)`: the same sandbox, the same locked globals, the same
+-- `require`) and runs one message (`testing.run(module, event, ctx)`). The
+-- result says what warren would do with the message: `ok` (and what it would
+-- publish), `rejected`, `retry`, `error`, `timeout` or `invalid`.
+--
+-- The ctx functions check their arguments in the order sidecar/src/lua_rt.c
+-- does and raise the same texts at the caller's level (testing.ERRORS holds
+-- them; a spec compares them with the C source). For ctx.http.request the kit
+-- is the reference: testing.HTTP_ERRORS defines the texts that
+-- sidecar/src/lua_http.c is to use. Nothing here touches the network or the
+-- wall clock: HTTP answers come from fakes given to testing.ctx, and
+-- ctx.now() reads a fake clock that only ctx.clock moves.
+--
+-- What the kit does not reproduce: the memory limit (no "out-of-memory"
+-- outcome), the shutdown interrupt, an HTTP call cut short by the handler's
+-- deadline, and the envelope checks other than an empty or non-JSON body.
+-- Timeouts are measured in CPU time (os.clock).
+-- Needs LuaJIT, like the runtime: run busted with `--lua=luajit` (the
+-- `.busted` file in handlers/ does).
+--
+-- @module warren.testing
+
+if not setfenv or not loadstring then
+  error("warren.testing needs LuaJIT (the sidecar's Lua): run busted with --lua=luajit", 2)
+end
+
+local cjson = require "cjson"
+local cjson_safe = require "cjson.safe"
+
+local type, pairs, ipairs, select = type, pairs, ipairs, select
+local tostring, tonumber = tostring, tonumber
+local error, pcall, setmetatable, getmetatable = error, pcall, setmetatable, getmetatable
+local fmt, floor, huge = string.format, math.floor, math.huge
+local sethook, gethook, getinfo = debug.sethook, debug.gethook, debug.getinfo
+local co_create, co_resume, co_status, co_running =
+  coroutine.create, coroutine.resume, coroutine.status, coroutine.running
+local bxor = bit and bit.bxor
+local jit = rawget(_G, "jit")
+local string_table = string -- the strings' metatable __index: s:dump() looks here
+
+local testing = { _VERSION = "0.1.0" }
+
+--- Error texts of the runtime, as format strings (both string.format and printf).
+-- Copied from sidecar/src/lua_rt.c (and envelope.c for `empty_body`); the spec
+-- spec/01-unit/testing_spec.lua checks that each one still appears there.
+-- The `ctx.*` argument errors are raised at the caller's level, so the text a
+-- handler sees starts with its own `file:line: `.
+-- @table ERRORS
+testing.ERRORS = {
+  -- a ctx function used outside its phase: phase:format(fn, phase_init or phase_none)
+  phase = "ctx.%s is not available %s",
+  phase_init = "in init (only while handling a message)",
+  phase_none = "outside a handler call",
+
+  publish_args = "ctx.publish(exchange, routing_key, body [, opts]) takes 3 or 4 arguments, "
+    .. "got %d",
+  publish_exchange = 'ctx.publish: exchange must be a string ("" for the default exchange), '
+    .. "got %s",
+  publish_routing_key = "ctx.publish: routing_key must be a string, got %s",
+  publish_body = "ctx.publish: body must be a string or a table, got %s",
+  publish_opts = "ctx.publish: opts must be a table, got %s",
+  publish_limit = "ctx.publish: more than %d publishes in one message",
+  publish_encode = "ctx.publish: body cannot be encoded as JSON: %s",
+  publish_content_type = "ctx.publish: opts.content_type must be a string",
+  publish_type = "ctx.publish: opts.type must be a string",
+  publish_headers = "ctx.publish: opts.headers must be a table",
+  publish_header_value = "ctx.publish: opts.headers must map strings to strings, numbers or "
+    .. "booleans",
+
+  reject_reason = "ctx.reject(reason): reason must be a string, got %s",
+
+  retry_reason = "ctx.retry(reason [, opts]): reason must be a string, got %s",
+  retry_opts = "ctx.retry: opts must be a table, got %s",
+  retry_delay = "ctx.retry: opts.delay '%s' is not a duration like 5s",
+  retry_delay_type = "ctx.retry: opts.delay must be milliseconds or a duration",
+
+  -- log_msg:format(level, type), log_fields:format(level, type)
+  log_msg = "ctx.log.%s(msg [, fields]): msg must be a string, got %s",
+  log_fields = "ctx.log.%s: fields must be a table, got %s",
+
+  -- how a failed call is reported (wr_lua_result.error)
+  timeout = "handler timed out after %d ms",
+  error_nil = "error(nil) raised (raise a string: error('what went wrong'))",
+  error_object = "error object is a %s, not a string (raise a string: error('what went wrong'))",
+  invalid_json = "the body is not valid JSON: %s",
+  empty_body = "the message body is empty",
+
+  -- loading (wr_lua_create's err)
+  load_open = "%s: cannot open handler: %s",
+  load_bytecode = "%s: precompiled bytecode is not accepted as a handler",
+  load_not_table = "%s: the handler must return a table with handle(event, ctx), it returned %s",
+  load_no_handle = "%s: the returned table has no function 'handle' (found %s)",
+  load_init_type = "%s: 'init' must be a function, found %s",
+  init_failed = "init failed: %s",
+}
+
+--- Error texts of ctx.http.request, as format strings (string.format and printf).
+-- The kit defines them; the runtime's C implementation copies them. Argument
+-- errors are raised at the caller's level and checked in this order: the
+-- phase (ERRORS.phase with "http.request"), `args`, `option` (the first
+-- unknown key), then url, method, raise, timeout, body, headers (the order
+-- of sidecar/src/lua_http.c).
+-- `status`, `status_reason` and `transport` are raised (raise = true) or
+-- returned as `nil, err` (transport errors with raise = false).
+-- @table HTTP_ERRORS
+testing.HTTP_ERRORS = {
+  args = "ctx.http.request(opts) takes one table, got %s",
+  option = "ctx.http.request{...}: unknown option '%s' (expected method, url, headers, body, "
+    .. "timeout, raise)",
+  method = "ctx.http.request{...}: method must be a string, got %s",
+  method_token = "ctx.http.request{...}: method '%s' is not an HTTP method like GET or POST",
+  url = "ctx.http.request{...}: url must be a string, got %s",
+  url_scheme = "ctx.http.request{...}: url '%s' does not start with http:// or https://",
+  url_chars = "ctx.http.request{...}: url '%s' contains spaces or control characters",
+  headers = "ctx.http.request{...}: headers must be a table, got %s",
+  header_name = "ctx.http.request{...}: header names must be strings, got %s",
+  header_value = "ctx.http.request{...}: header '%s' must be a string or a number, got %s",
+  header_chars = "ctx.http.request{...}: header '%s' holds a line break, or a colon in its name",
+  body = "ctx.http.request{...}: body must be a string or a table, got %s",
+  body_json = "ctx.http.request{...}: body cannot be encoded as JSON: %s",
+  timeout = "ctx.http.request{...}: timeout must be seconds or a duration like 2s, got %s",
+  timeout_duration = "ctx.http.request{...}: timeout '%s' is not a duration like 2s",
+  timeout_range = "ctx.http.request{...}: timeout must be more than 0 seconds, got %s",
+  raise = "ctx.http.request{...}: raise must be a boolean, got %s",
+  -- outcomes: status:format(method, url, status), status_reason adds the reason phrase
+  status = "http %s %s: %d",
+  status_reason = "http %s %s: %d %s",
+  transport = "http %s %s: %s",
+  -- the kit's own transport error for a request nobody faked
+  no_fake = "no fake response for %s %s (add one to testing.ctx{http = ...})",
+}
+
+local E, H = testing.ERRORS, testing.HTTP_ERRORS
+
+local MAX_PUBLISHES = 1000          -- ctx.publish calls per message (lua_rt.c)
+local HOOK_EVERY = 10000            -- VM instructions between deadline checks (lua_rt.c)
+local DEFAULT_TIMEOUT_MS = 5000     -- handler_timeout's default
+local DEFAULT_MAX_ATTEMPTS = 5      -- retry.max_attempts' default
+local DEFAULT_NOW = 1767225600      -- the fake clock's start: 2026-01-01T00:00:00Z
+local DEFAULT_VERSION = "000000000000"
+local MAX_ERROR = 1023              -- wr_lua_result.error holds 1023 bytes
+local LEVELS = { "debug", "info", "warn", "error" }
+
+-- The sandbox, byte for byte the `sandbox_lua` source embedded in
+-- sidecar/src/lua_rt.c (a spec compares them). It receives the globals, the
+-- handler's directory and the cjson modules, and returns the handler's env.
+local SANDBOX_LUA = [==[
+local G, dir, cjson, cjson_safe = ...
+local function copy(t, drop)
+  local c = {}
+  for k, v in G.pairs(t) do if not (drop and drop[k]) then c[k] = v end end
+  return c
+end
+G.string.dump = nil
+local env = {}
+for _, k in G.ipairs{'assert','error','ipairs','next','pairs','pcall','select',
+  'tonumber','tostring','type','unpack','xpcall','rawequal','rawget','rawset',
+  'setmetatable','getmetatable','_VERSION'} do env[k] = G[k] end
+local pcall = G.pcall
+local function xpcall_done(h, ok, ...)
+  if ok then return true, ... end
+  local _, r = pcall(h, (...))
+  return false, r
+end
+env.xpcall = function(f, h, ...) return xpcall_done(h, pcall(f, ...)) end
+local rawset = G.rawset
+env.rawset = function(t, k, v)
+  if t == env then
+    G.error("attempt to create global '" .. G.tostring(k) ..
+      "' (handler globals are locked: declare it local)", 2)
+  end
+  return rawset(t, k, v)
+end
+env.string = copy(G.string)
+env.table = copy(G.table)
+env.math = copy(G.math)
+env.bit = copy(G.bit)
+env.coroutine = copy(G.coroutine)
+env.os = { time = G.os.time, clock = G.os.clock, date = G.os.date,
+           difftime = G.os.difftime }
+local loadstring, setfenv, sub = G.loadstring, G.setfenv, G.string.sub
+local function load_text(src, name)
+  if G.type(src) ~= 'string' then
+    return nil, 'load: only source text is accepted (got ' .. G.type(src) .. ')'
+  end
+  if sub(src, 1, 1) == '\27' then
+    return nil, 'load: precompiled bytecode is not allowed in handlers'
+  end
+  local f, err = loadstring(src, name)
+  if not f then return nil, err end
+  return setfenv(f, env)
+end
+env.load = load_text
+env.loadstring = load_text
+local loaded = { cjson = cjson, ['cjson.safe'] = cjson_safe }
+local open = G.io.open
+function env.require(name)
+  if G.type(name) ~= 'string' then G.error('require: module name must be a string', 2) end
+  if loaded[name] ~= nil then return loaded[name] end
+  if not name:match('^[%w_]+[%w_.]*$') then
+    G.error("require: bad module name '" .. name .. "'", 2)
+  end
+  local path = dir .. '/' .. name:gsub('%.', '/') .. '.lua'
+  local fh = open(path, 'rb')
+  if not fh then
+    G.error("module '" .. name .. "' not found: no " .. path ..
+      ' (handlers may require Lua modules from their directory, and cjson)', 2)
+  end
+  local src = fh:read('*a'); fh:close()
+  local f, err = load_text(src, '@' .. path)
+  if not f then G.error(err, 2) end
+  local m = f(name)
+  if m == nil then m = true end
+  loaded[name] = m
+  return m
+end
+env._G = env
+G.setmetatable(env, {
+  __metatable = false,
+  __index = function(_, k)
+    G.error("attempt to read undeclared global '" .. G.tostring(k) .. "'", 2)
+  end,
+  __newindex = function(_, k)
+    G.error("attempt to create global '" .. G.tostring(k) ..
+      "' (handler globals are locked: declare it local)", 2)
+  end,
+})
+return env
+]==]
+
+testing._SANDBOX_LUA = SANDBOX_LUA -- for the spec that compares it with lua_rt.c
+
+-- Private state, keyed weakly by the public tables.
+local states = setmetatable({}, { __mode = "k" })   -- ctx -> its state
+local modules = setmetatable({}, { __mode = "k" })  -- module -> {path, version}
+local invalid = setmetatable({}, { __mode = "k" })  -- event -> {reason, error}
+
+local SENTINEL = newproxy and newproxy(false) or {} -- what ctx.reject / ctx.retry raise
+local event_count, trace_count = 0, 0
+
+---------------------------------------------------------------------------
+-- helpers
+---------------------------------------------------------------------------
+
+-- luaL_typename: the type of argument I of N, "no value" past the end.
+local function arg_type(n, i, v)
+  if i > n then
+    return "no value"
+  end
+  return type(v)
+end
+
+-- A value for a misuse message: numbers as themselves, the rest by type.
+local function describe(v)
+  if type(v) == "number" then
+    return tostring(v)
+  elseif type(v) == "string" then
+    return "'" .. v .. "'"
+  end
+  return type(v)
+end
+
+local function deep_copy(v, seen)
+  if type(v) ~= "table" then
+    return v
+  end
+  seen = seen or {}
+  if seen[v] then
+    return seen[v]
+  end
+  local c = {}
+  seen[v] = c
+  for k, x in pairs(v) do
+    c[deep_copy(k, seen)] = deep_copy(x, seen)
+  end
+  return setmetatable(c, getmetatable(v))
+end
+
+-- wr_envelope_is_json_type: no content type, application/json, text/json or
+-- application/*+json (parameters after ';' ignored).
+local function is_json_type(ct)
+  if ct == nil or ct == "" then
+    return true
+  end
+  local media = ct:match("^[^; ]*"):lower()
+  if media == "application/json" or media == "text/json" then
+    return true
+  end
+  return #media > 17 and media:sub(1, 12) == "application/" and media:sub(-5) == "+json"
+end
+
+-- wr_config_parse_duration: "0", or one or more <digits><ms|s|m|h|d>.
+-- Returns milliseconds, or nil when TEXT is not a duration.
+local UNITS = { ms = 1, s = 1000, m = 60000, h = 3600000, d = 86400000 }
+local function parse_duration(text)
+  if text == "" then
+    return nil
+  end
+  if text == "0" then
+    return 0
+  end
+  local total, i = 0, 1
+  while i <= #text do
+    local digits = text:match("^%d+", i)
+    if not digits then
+      return nil
+    end
+    i = i + #digits
+    local unit = text:sub(i, i + 1) == "ms" and "ms" or text:sub(i, i)
+    local scale = UNITS[unit]
+    if not scale then
+      return nil
+    end
+    i = i + #unit
+    total = total + tonumber(digits) * scale
+    if total >= 2 ^ 63 then
+      return nil
+    end
+  end
+  return total
+end
+
+-- The first line of an error value, as wr_lua_handle reports it.
+local function error_text(e)
+  local msg
+  if type(e) == "string" or type(e) == "number" then
+    msg = tostring(e)
+  elseif e == nil then
+    msg = E.error_nil
+  else
+    msg = fmt(E.error_object, type(e))
+  end
+  return (msg:match("^[^\n]*"):sub(1, MAX_ERROR))
+end
+
+-- FNV-1a 64 of S, its low 48 bits as 12 hex digits: the handler version
+-- lua_rt.c computes. 64-bit arithmetic in two 32-bit halves (doubles are exact).
+local function handler_version(s)
+  local hi, lo = 0xcbf29ce4, 0x84222325
+  for i = 1, #s do
+    lo = bxor(lo, s:byte(i)) % 4294967296
+    -- h * (2^40 + 0x1b3) mod 2^64
+    local l = lo * 0x1b3
+    local carry = floor(l / 4294967296)
+    hi = (hi * 0x1b3 + carry + (lo % 16777216) * 256) % 4294967296
+    lo = l % 4294967296
+  end
+  return fmt("%04x%08x", hi % 65536, lo)
+end
+
+-- The trace id of a W3C traceparent header value, or nil (wr_trace_parse).
+local function traceparent_id(tp)
+  if type(tp) ~= "string" or #tp < 55 then
+    return nil
+  end
+  local version, trace, span, flags = tp:match("^(%x%x)%-(%x+)%-(%x+)%-(%x%x)")
+  if not version or #trace ~= 32 or #span ~= 16 or version == "ff"
+      or (version == "00" and #tp ~= 55) or (#tp > 55 and tp:sub(56, 56) ~= "-") then
+    return nil
+  end
+  for _, s in ipairs { version, trace, span, flags } do
+    if s:find("[^0-9a-f]") then
+      return nil
+    end
+  end
+  if not trace:find("[^0]") or not span:find("[^0]") then
+    return nil
+  end
+  return trace
+end
+
+-- Fail with "FN: unknown option 'k'" unless every key of OPTS is in KNOWN.
+local function unknown_option(fn, opts, known)
+  for k in pairs(opts) do
+    if not known[k] then
+      return fmt("%s: unknown option '%s'", fn, tostring(k))
+    end
+  end
+  return nil
+end
+
+local function check_type(fn, name, v, want, allowed)
+  if v ~= nil and not allowed[type(v)] then
+    return fmt("%s: %s must be %s, got %s", fn, name, want, type(v))
+  end
+  return nil
+end
+
+local function check_count(fn, name, v, min)
+  if v ~= nil and (type(v) ~= "number" or v ~= floor(v) or v < min or v == huge) then
+    return fmt("%s: %s must be an integer of at least %d, got %s", fn, name, min, describe(v))
+  end
+  return nil
+end
+
+-- Seconds from a number of seconds or a duration string; nil, err otherwise.
+local function seconds_of(fn, name, v)
+  if type(v) == "number" then
+    if not (v > 0) or v == huge then
+      return nil, fmt("%s: %s must be a positive number of seconds, got %s", fn, name,
+                      describe(v))
+    end
+    return v
+  elseif type(v) == "string" then
+    local ms = parse_duration(v)
+    if not ms or ms == 0 then
+      return nil, fmt("%s: %s '%s' is not a duration like 2s", fn, name, v)
+    end
+    return ms / 1000
+  end
+  return nil, fmt("%s: %s must be seconds or a duration like 2s, got %s", fn, name, type(v))
+end
+
+---------------------------------------------------------------------------
+-- running handler code: deadline, phase, errors
+---------------------------------------------------------------------------
+
+-- Call FN(...) the way lua_rt.c calls handler code: in its own coroutine
+-- under a deadline (CPU time) checked by a count hook, with the JIT off so
+-- the hook fires in every loop. Once the deadline passed, the hook raises at
+-- every instruction of the handler, so a pcall cannot swallow the timeout.
+-- Returns ok, error value, timed_out.
+local function guarded_call(timeout_ms, fn, ...)
+  local n, args = select("#", ...), { ... }
+  local co = co_create(function()
+    return fn(unpack(args, 1, n))
+  end)
+  local outer = co_running()
+  local deadline = os.clock() + timeout_ms / 1000
+  local timed_out = false
+  local function hook()
+    if co_running() == outer then
+      return -- the kit's own code, between resumes
+    end
+    if not timed_out then
+      if os.clock() < deadline then
+        return
+      end
+      timed_out = true
+      sethook(hook, "", 1)
+    end
+    error(fmt(E.timeout, timeout_ms), 2)
+  end
+  local old_hook, old_mask, old_count = gethook()
+  local jit_was_on = jit and jit.status()
+  local dump = string_table.dump
+  string_table.dump = nil -- as in the runtime's state, where the sandbox removed it
+  if jit then
+    jit.off()
+    jit.flush()
+  end
+  sethook(hook, "", HOOK_EVERY)
+  local ok, err = co_resume(co)
+  if old_hook then
+    sethook(old_hook, old_mask, old_count)
+  else
+    sethook()
+  end
+  if jit_was_on then
+    jit.on()
+  end
+  string_table.dump = dump
+  if ok and co_status(co) ~= "dead" then
+    -- the handler yielded at its top level: from C that cannot happen, and
+    -- LuaJIT names the line that called yield
+    local where = getinfo(co, 1, "Sl")
+    err = "attempt to yield across C-call boundary"
+    if where and where.currentline and where.currentline > 0 then
+      err = where.short_src .. ":" .. where.currentline .. ": " .. err
+    end
+    ok = false
+  end
+  return ok, err, timed_out
+end
+
+-- "ctx.FN is not available ..." unless the phase allows FN, or nil.
+local function phase_error(st, fn, allow_init)
+  if st.phase == "handle" or (allow_init and st.phase == "init") then
+    return nil
+  end
+  return fmt(E.phase, fn, st.phase == "init" and E.phase_init or E.phase_none)
+end
+
+---------------------------------------------------------------------------
+-- the fake clock
+---------------------------------------------------------------------------
+
+local Clock = {}
+Clock.__index = Clock
+
+--- Move the fake clock forward.
+-- @tparam number seconds how far (0 or more)
+-- @treturn number the new time, seconds since the epoch
+function Clock:advance(seconds)
+  if type(seconds) ~= "number" or not (seconds >= 0) or seconds == huge then
+    error(fmt("clock:advance(seconds): seconds must be a number of at least 0, got %s",
+              type(seconds) == "number" and tostring(seconds) or type(seconds)), 2)
+  end
+  self.t = self.t + seconds
+  return self.t
+end
+
+--- Set the fake clock.
+-- @tparam number seconds seconds since the epoch
+-- @treturn number the new time
+function Clock:set(seconds)
+  if type(seconds) ~= "number" or seconds ~= seconds or seconds == huge or seconds == -huge then
+    error(fmt("clock:set(seconds): seconds must be a number, got %s",
+              type(seconds) == "number" and tostring(seconds) or type(seconds)), 2)
+  end
+  self.t = seconds
+  return self.t
+end
+
+--- The fake clock's time, unrounded.
+-- @treturn number seconds since the epoch
+function Clock:now()
+  return self.t
+end
+
+---------------------------------------------------------------------------
+-- ctx.publish, ctx.reject, ctx.retry, ctx.log, ctx.now
+---------------------------------------------------------------------------
+
+local function make_publish(ctx, st)
+  return function(...)
+    local err = phase_error(st, "publish", false)
+    if err then
+      error(err, 2)
+    end
+    local n = select("#", ...)
+    local exchange, routing_key, body, opts = ...
+    if n < 3 or n > 4 then
+      error(fmt(E.publish_args, n), 2)
+    end
+    if type(exchange) ~= "string" then
+      error(fmt(E.publish_exchange, type(exchange)), 2)
+    end
+    if type(routing_key) ~= "string" then
+      error(fmt(E.publish_routing_key, type(routing_key)), 2)
+    end
+    if type(body) ~= "string" and type(body) ~= "table" then
+      error(fmt(E.publish_body, type(body)), 2)
+    end
+    if n == 4 and opts ~= nil and type(opts) ~= "table" then
+      error(fmt(E.publish_opts, type(opts)), 2)
+    end
+    if #ctx.published >= MAX_PUBLISHES then
+      error(fmt(E.publish_limit, MAX_PUBLISHES), 2)
+    end
+    local content_type
+    if type(body) == "table" then
+      local ok, encoded = pcall(cjson.encode, body)
+      if not ok then
+        error(fmt(E.publish_encode, tostring(encoded)), 2)
+      end
+      body, content_type = encoded, "application/json"
+    end
+    local pub = {
+      exchange = exchange,
+      routing_key = routing_key,
+      body = body,
+      content_type = content_type,
+      type = nil,
+      headers = {},
+      mandatory = false,
+    }
+    if type(opts) == "table" then
+      local ct = opts.content_type
+      if type(ct) == "string" then
+        pub.content_type = ct
+      elseif ct ~= nil then
+        error(E.publish_content_type, 2)
+      end
+      local t = opts.type
+      if type(t) == "string" then
+        pub.type = t
+      elseif t ~= nil then
+        error(E.publish_type, 2)
+      end
+      pub.mandatory = opts.mandatory ~= nil and opts.mandatory ~= false
+      local headers = opts.headers
+      if type(headers) == "table" then
+        for k, v in pairs(headers) do
+          local tv = type(v)
+          if type(k) ~= "string" or (tv ~= "string" and tv ~= "number" and tv ~= "boolean") then
+            error(E.publish_header_value, 2)
+          end
+          pub.headers[k] = tv == "boolean" and (v and "true" or "false") or tostring(v)
+        end
+      elseif headers ~= nil then
+        error(E.publish_headers, 2)
+      end
+    end
+    local list = ctx.published
+    pub.message_id = tostring(ctx.idempotency_key) .. ":" .. (#list + 1)
+    if is_json_type(pub.content_type) then
+      pub.data = cjson_safe.decode(pub.body)
+    end
+    list[#list + 1] = pub
+  end
+end
+
+local function make_reject(st)
+  return function(...)
+    local err = phase_error(st, "reject", false)
+    if err then
+      error(err, 2)
+    end
+    local reason = ...
+    if type(reason) ~= "string" then
+      error(fmt(E.reject_reason, arg_type(select("#", ...), 1, reason)), 2)
+    end
+    st.forced, st.forced_reason, st.forced_delay = "rejected", reason:sub(1, MAX_ERROR), nil
+    error(SENTINEL)
+  end
+end
+
+local function make_retry(st)
+  return function(...)
+    local err = phase_error(st, "retry", false)
+    if err then
+      error(err, 2)
+    end
+    local n = select("#", ...)
+    local reason, opts = ...
+    if type(reason) ~= "string" then
+      error(fmt(E.retry_reason, arg_type(n, 1, reason)), 2)
+    end
+    local delay = nil
+    if type(opts) == "table" then
+      local d = opts.delay
+      if type(d) == "number" then
+        if d == d and d < huge and d > -huge then
+          delay = d >= 0 and floor(d) or -floor(-d) -- (int64_t) truncates toward zero
+        end
+      elseif type(d) == "string" then
+        delay = parse_duration(d)
+        if not delay then
+          error(fmt(E.retry_delay, d), 2)
+        end
+      elseif d ~= nil then
+        error(E.retry_delay_type, 2)
+      end
+    elseif opts ~= nil then
+      error(fmt(E.retry_opts, type(opts)), 2)
+    end
+    if delay and delay < 0 then
+      delay = nil -- a negative delay means the policy's, as -1 does
+    end
+    st.forced, st.forced_reason, st.forced_delay = "retry", reason:sub(1, MAX_ERROR), delay
+    error(SENTINEL)
+  end
+end
+
+local function make_log(ctx, level)
+  return function(...)
+    local n = select("#", ...)
+    local msg, fields = ...
+    if type(msg) ~= "string" and type(msg) ~= "number" then
+      error(fmt(E.log_msg, level, arg_type(n, 1, msg)), 2)
+    end
+    if fields ~= nil and type(fields) ~= "table" then
+      error(fmt(E.log_fields, level, type(fields)), 2)
+    end
+    local entry = { level = level, msg = tostring(msg) }
+    local info = getinfo(2, "Sl")
+    if info and info.currentline and info.currentline > 0 then
+      entry.source = info.short_src .. ":" .. info.currentline
+    end
+    if fields ~= nil then
+      -- the runtime encodes the fields when it logs: keep what they were then
+      local ok, encoded = pcall(cjson.encode, fields)
+      if ok then
+        entry.fields = cjson.decode(encoded)
+      else
+        entry.fields_error = tostring(encoded)
+      end
+    end
+    ctx.logs[#ctx.logs + 1] = entry
+  end
+end
+
+---------------------------------------------------------------------------
+-- ctx.http.request against fakes
+---------------------------------------------------------------------------
+
+local HTTP_OPTIONS = { method = true, url = true, headers = true, body = true, timeout = true,
+                       raise = true }
+local RESPONSE_FIELDS = { status = true, headers = true, body = true, reason = true,
+                          error = true }
+
+-- Check a fake response table; returns nil or what is wrong with it.
+local function fake_problem(r)
+  if type(r) ~= "table" then
+    return "must be a table, got " .. type(r)
+  end
+  for k in pairs(r) do
+    if not RESPONSE_FIELDS[k] then
+      return fmt("has an unknown field '%s' (expected status, headers, body, reason, error)",
+                 tostring(k))
+    end
+  end
+  if r.error ~= nil then
+    if type(r.error) ~= "string" then
+      return "error must be a string, got " .. type(r.error)
+    end
+    return nil
+  end
+  local s = r.status
+  if s ~= nil and (type(s) ~= "number" or s ~= floor(s) or s < 100 or s > 599) then
+    return "status must be an integer from 100 to 599, got " .. describe(s)
+  end
+  if r.headers ~= nil and type(r.headers) ~= "table" then
+    return "headers must be a table, got " .. type(r.headers)
+  end
+  if r.body ~= nil and type(r.body) ~= "string" and type(r.body) ~= "table" then
+    return "body must be a string or a table, got " .. type(r.body)
+  end
+  if r.reason ~= nil and type(r.reason) ~= "string" then
+    return "reason must be a string, got " .. type(r.reason)
+  end
+  return nil
+end
+
+-- Find and build the answer to REQ. Returns the response table, or nil and
+-- the transport error.
+local function fake_answer(st, req)
+  local fakes = st.http
+  local fake
+  if type(fakes) == "function" then
+    fake = fakes
+  elseif type(fakes) == "table" then
+    fake = fakes[req.method .. " " .. req.url]
+  end
+  if fake == nil then
+    return nil, fmt(H.no_fake, req.method, req.url)
+  end
+  local r = fake
+  if type(fake) == "function" then
+    r = fake(deep_copy(req))
+    if r == nil then
+      return nil, fmt(H.no_fake, req.method, req.url)
+    end
+    local problem = fake_problem(r)
+    if problem then
+      error(fmt("testing: the fake for %s %s returned a response that %s", req.method, req.url,
+                problem), 0)
+    end
+  end
+  if r.error ~= nil then
+    return nil, r.error
+  end
+  local res = { status = r.status or 200, headers = {}, body = "" }
+  for k, v in pairs(r.headers or {}) do
+    res.headers[tostring(k):lower()] = tostring(v)
+  end
+  if type(r.body) == "table" then
+    res.body = cjson.encode(r.body)
+    res.headers["content-type"] = res.headers["content-type"] or "application/json"
+  elseif r.body ~= nil then
+    res.body = r.body
+  end
+  -- lua_http.c's rule: application/json or any type ending in +json, non-empty
+  local media = (res.headers["content-type"] or ""):match("^[^; ]*"):lower()
+  if (media == "application/json" or (#media > 5 and media:sub(-5) == "+json"))
+      and res.body ~= "" then
+    res.json = (cjson_safe.decode(res.body))
+  end
+  return res, nil, r.reason
+end
+
+local function make_http_request(ctx, st)
+  return function(...)
+    local err = phase_error(st, "http.request", false)
+    if err then
+      error(err, 2)
+    end
+    local o = ...
+    if type(o) ~= "table" then
+      error(fmt(H.args, arg_type(select("#", ...), 1, o)), 2)
+    end
+    for k in pairs(o) do
+      if not HTTP_OPTIONS[k] then
+        error(fmt(H.option, tostring(k)), 2)
+      end
+    end
+    local url = o.url
+    if type(url) ~= "string" then
+      error(fmt(H.url, type(url)), 2)
+    end
+    if not url:lower():match("^https?://[^/]") then
+      error(fmt(H.url_scheme, url), 2)
+    end
+    if url:find("[%c ]") then
+      error(fmt(H.url_chars, url), 2)
+    end
+    local method = o.method
+    if method == nil then
+      method = "GET"
+    elseif type(method) ~= "string" then
+      error(fmt(H.method, type(method)), 2)
+    elseif not method:match("^[A-Z]+$") then
+      error(fmt(H.method_token, method), 2)
+    end
+    local raise = o.raise
+    if raise == nil then
+      raise = true
+    elseif type(raise) ~= "boolean" then
+      error(fmt(H.raise, type(raise)), 2)
+    end
+    local timeout = o.timeout
+    if type(timeout) == "number" then
+      if not (timeout > 0) or timeout == huge then
+        error(fmt(H.timeout_range, tostring(timeout)), 2)
+      end
+    elseif type(timeout) == "string" then
+      local ms = parse_duration(timeout)
+      if not ms then
+        error(fmt(H.timeout_duration, timeout), 2)
+      elseif ms == 0 then
+        error(fmt(H.timeout_range, timeout), 2)
+      end
+      timeout = ms / 1000
+    elseif timeout ~= nil then
+      error(fmt(H.timeout, type(timeout)), 2)
+    end
+    local body = o.body
+    if type(body) == "table" then
+      local ok, encoded = pcall(cjson.encode, body)
+      if not ok then
+        error(fmt(H.body_json, tostring(encoded)), 2)
+      end
+      body = encoded
+    elseif body ~= nil and type(body) ~= "string" then
+      error(fmt(H.body, type(body)), 2)
+    end
+    local headers, has_ct, has_tp = {}, false, false
+    if o.headers ~= nil then
+      if type(o.headers) ~= "table" then
+        error(fmt(H.headers, type(o.headers)), 2)
+      end
+      for k, v in pairs(o.headers) do
+        if type(k) ~= "string" then
+          error(fmt(H.header_name, type(k)), 2)
+        end
+        if type(v) ~= "string" and type(v) ~= "number" then
+          error(fmt(H.header_value, k, type(v)), 2)
+        end
+        v = tostring(v)
+        if k:find("[\r\n:]") or v:find("[\r\n]") then
+          error(fmt(H.header_chars, k), 2)
+        end
+        headers[k] = v
+        has_ct = has_ct or k:lower() == "content-type"
+        has_tp = has_tp or k:lower() == "traceparent"
+      end
+    end
+    if type(o.body) == "table" and not has_ct then
+      headers["Content-Type"] = "application/json"
+    end
+    if not has_tp and ctx.trace_id then
+      -- the runtime sends the message's trace along, as a new span
+      st.spans = (st.spans or 0) + 1
+      headers.traceparent = fmt("00-%s-%016x-01", ctx.trace_id, st.spans * 2 + 1)
+    end
+
+    local req = { method = method, url = url, headers = headers, body = body,
+                  timeout = timeout, raise = raise }
+    ctx.http_calls[#ctx.http_calls + 1] = req
+    local res, terr, reason = fake_answer(st, req)
+    if not res then
+      local msg = fmt(H.transport, method, url, terr)
+      if raise then
+        error(msg, 2)
+      end
+      return nil, msg
+    end
+    if res.status >= 500 and raise then
+      if reason then
+        error(fmt(H.status_reason, method, url, res.status, reason), 2)
+      end
+      error(fmt(H.status, method, url, res.status), 2)
+    end
+    return res
+  end
+end
+
+---------------------------------------------------------------------------
+-- the public API
+---------------------------------------------------------------------------
+
+local EVENT_OPTIONS = {
+  id = true, type = true, data = true, body = true, headers = true, routing_key = true,
+  exchange = true, content_type = true, attempt = true, redelivered = true, timestamp = true,
+  version = true,
+}
+
+--- Build an event table shaped like the runtime's.
+-- Fields the runtime leaves out when empty (`id`, `type`, `version`,
+-- `content_type`, `timestamp`, `data` for non-JSON messages) are left out
+-- here too. `data` is what the handler would get from decoding the body: a
+-- JSON round trip of the `data` given (so `nil` fields vanish, `cjson.null`
+-- stays). An event whose body the runtime would refuse (empty, or not JSON
+-- under a JSON content type) is still built; testing.run reports it
+-- `invalid` without running the handler, as the sidecar does.
+-- @tparam[opt] table opts
+--   `id` (default "test-<n>"; "" for none), `type` (default: the routing key),
+--   `data` (default {}; encoded as the body) or `body` (a string; not both),
+--   `headers` (table), `routing_key` (default: the type, else ""),
+--   `exchange` (default ""), `content_type` (default none, i.e. JSON),
+--   `attempt` (default 1 + the `x-warren-attempt` header, else 1),
+--   `redelivered` (default false), `timestamp` (seconds), `version` (default:
+--   the `version` header; given, it is also put in the headers).
+-- @treturn table the event
+function testing.event(opts)
+  if opts == nil then
+    opts = {}
+  elseif type(opts) ~= "table" then
+    error(fmt("testing.event(opts): opts must be a table, got %s", type(opts)), 2)
+  end
+  local fn = "testing.event"
+  local STR = { string = true }
+  local err = unknown_option(fn, opts, EVENT_OPTIONS)
+    or check_type(fn, "id", opts.id, "a string", STR)
+    or check_type(fn, "type", opts.type, "a string", STR)
+    or check_type(fn, "body", opts.body, "a string", STR)
+    or check_type(fn, "headers", opts.headers, "a table", { table = true })
+    or check_type(fn, "routing_key", opts.routing_key, "a string", STR)
+    or check_type(fn, "exchange", opts.exchange, "a string", STR)
+    or check_type(fn, "content_type", opts.content_type, "a string", STR)
+    or check_count(fn, "attempt", opts.attempt, 1)
+    or check_type(fn, "redelivered", opts.redelivered, "a boolean", { boolean = true })
+    or check_type(fn, "timestamp", opts.timestamp, "a number", { number = true })
+    or check_type(fn, "version", opts.version, "a string or a number",
+                  { string = true, number = true })
+  if not err and opts.data ~= nil and opts.body ~= nil then
+    err = "testing.event: pass data or body, not both"
+  end
+  local json = is_json_type(opts.content_type)
+  if not err and not json and opts.body == nil then
+    err = fmt("testing.event: a message of content type '%s' needs a body (data is for JSON)",
+              opts.content_type)
+  end
+  if err then
+    error(err, 2)
+  end
+
+  local ev = {}
+  local id = opts.id
+  if id == nil then
+    event_count = event_count + 1
+    id = "test-" .. event_count
+  end
+  if id ~= "" then
+    ev.id = id
+  end
+  ev.routing_key = opts.routing_key or opts.type or ""
+  ev.exchange = opts.exchange or ""
+  local t = opts.type or ev.routing_key
+  if t ~= "" then
+    ev.type = t
+  end
+  local headers = deep_copy(opts.headers or {})
+  if opts.version ~= nil then
+    headers.version = opts.version
+  end
+  local v = headers.version
+  if type(v) == "string" and v ~= "" then
+    ev.version = v
+  elseif type(v) == "number" and v == floor(v) then
+    ev.version = fmt("%d", v)
+  end
+  ev.headers = headers
+  if opts.content_type ~= nil and opts.content_type ~= "" then
+    ev.content_type = opts.content_type
+  end
+  local body = opts.body
+  if body == nil then
+    local data = opts.data
+    if data == nil then
+      data = {}
+    end
+    local ok, encoded = pcall(cjson.encode, data)
+    if not ok then
+      error(fmt("testing.event: data cannot be encoded as JSON: %s", tostring(encoded)), 2)
+    end
+    body = encoded
+  end
+  ev.body = body
+  if opts.timestamp ~= nil and opts.timestamp ~= 0 then
+    ev.timestamp = opts.timestamp
+  end
+  ev.redelivered = opts.redelivered or false
+  local attempt = opts.attempt
+  if attempt == nil then
+    local n = tonumber(headers["x-warren-attempt"])
+    attempt = (n and n > 0 and n < 1000000 and n == floor(n)) and n + 1 or 1
+  end
+  ev.attempt = attempt
+  if body == "" then
+    invalid[ev] = { reason = "empty-body", error = E.empty_body }
+  elseif json then
+    local ok, data = pcall(cjson.decode, body)
+    if ok then
+      ev.data = data
+    else
+      invalid[ev] = { reason = "invalid-json", error = fmt(E.invalid_json, tostring(data)) }
+    end
+  end
+  return ev
+end
+
+local CTX_OPTIONS = {
+  attempt = true, max_attempts = true, idempotency_key = true, trace_id = true,
+  subscription = true, queue = true, worker = true, handler_version = true, now = true,
+  http = true, timeout = true,
+}
+
+--- Build a ctx with the runtime's API, recording what the handler does.
+-- Besides the runtime's fields and functions, the ctx has `published` (the
+-- events the last run buffered: exchange, routing_key, body, content_type,
+-- type, headers, mandatory, plus message_id and, for JSON, the decoded
+-- `data`), `logs` (every ctx.log call: level, msg, fields, source),
+-- `http_calls` (every ctx.http.request: method, url, headers, body, timeout,
+-- raise) and `clock` (the fake clock behind ctx.now(): `clock:advance(s)`,
+-- `clock:set(t)`, `clock:now()`). A ctx may serve several runs; `logs` and
+-- `http_calls` accumulate, `published` is reset by each run.
+-- @tparam[opt] table opts
+--   `attempt` (default: the event's), `max_attempts` (5),
+--   `idempotency_key` (default: the event's id), `trace_id` (default: from
+--   the event's traceparent header, else a made-up one), `subscription`
+--   ("test"), `queue` (the subscription), `worker` (0), `handler_version`
+--   (default: the loaded handler's), `now` (the fake clock's start, seconds;
+--   default 2026-01-01T00:00:00Z), `timeout` (handler_timeout: seconds or a
+--   duration like "200ms"; default 5 s of CPU time), `http` (fakes: a table
+--   mapping "METHOD URL" to a response `{status=, headers=, body=, reason=}`,
+--   a transport failure `{error = "..."}`, or a function(request) returning
+--   one; or one such function for every request).
+-- @treturn table the ctx
+function testing.ctx(opts)
+  if opts == nil then
+    opts = {}
+  elseif type(opts) ~= "table" then
+    error(fmt("testing.ctx(opts): opts must be a table, got %s", type(opts)), 2)
+  end
+  local fn = "testing.ctx"
+  local STR = { string = true }
+  local err = unknown_option(fn, opts, CTX_OPTIONS)
+    or check_count(fn, "attempt", opts.attempt, 1)
+    or check_count(fn, "max_attempts", opts.max_attempts, 1)
+    or check_type(fn, "idempotency_key", opts.idempotency_key, "a string", STR)
+    or check_type(fn, "trace_id", opts.trace_id, "a string", STR)
+    or check_type(fn, "subscription", opts.subscription, "a string", STR)
+    or check_type(fn, "queue", opts.queue, "a string", STR)
+    or check_count(fn, "worker", opts.worker, 0)
+    or check_type(fn, "handler_version", opts.handler_version, "a string", STR)
+    or check_type(fn, "now", opts.now, "a number", { number = true })
+    or check_type(fn, "http", opts.http, "a table or a function",
+                  { table = true, ["function"] = true })
+  local timeout_ms = DEFAULT_TIMEOUT_MS
+  if not err and opts.timeout ~= nil then
+    local s, terr = seconds_of(fn, "timeout", opts.timeout)
+    err = terr
+    timeout_ms = s and floor(s * 1000 + 0.5)
+  end
+  if not err and type(opts.http) == "table" then
+    for k, fake in pairs(opts.http) do
+      if type(k) ~= "string" or not k:match("^[A-Z]+ [hH][tT][tT][pP][sS]?://") then
+        err = fmt("testing.ctx: http keys are \"METHOD URL\" like \"GET http://host/path\", "
+                  .. "got %s", describe(k))
+        break
+      end
+      if type(fake) ~= "function" then
+        local problem = fake_problem(fake)
+        if problem then
+          err = fmt("testing.ctx: the fake response for %s %s", k, problem)
+          break
+        end
+      end
+    end
+  end
+  if err then
+    error(err, 2)
+  end
+
+  trace_count = trace_count + 1
+  local st = {
+    phase = "none",
+    attempt = opts.attempt,
+    key = opts.idempotency_key,
+    trace = opts.trace_id,
+    made_up_trace = fmt("7e57%028x", trace_count),
+    version = opts.handler_version,
+    timeout_ms = timeout_ms,
+    http = opts.http,
+  }
+  local ctx = {}
+  ctx.publish = make_publish(ctx, st)
+  ctx.reject = make_reject(st)
+  ctx.retry = make_retry(st)
+  local clock = setmetatable({ t = opts.now or DEFAULT_NOW }, Clock)
+  ctx.now = function()
+    return floor(clock.t * 1000) / 1000
+  end
+  ctx.log = {}
+  for _, level in ipairs(LEVELS) do
+    ctx.log[level] = make_log(ctx, level)
+  end
+  ctx.http = { request = make_http_request(ctx, st) }
+  ctx.json = cjson_safe
+  ctx.subscription = opts.subscription or "test"
+  ctx.queue = opts.queue or ctx.subscription
+  ctx.worker = opts.worker or 0
+  ctx.max_attempts = opts.max_attempts or DEFAULT_MAX_ATTEMPTS
+  ctx.handler_version = opts.handler_version or DEFAULT_VERSION
+  ctx.attempt = opts.attempt or 1
+  ctx.idempotency_key = opts.idempotency_key
+  ctx.trace_id = opts.trace_id or st.made_up_trace
+  ctx.message_id = nil
+  ctx.published, ctx.logs, ctx.http_calls = {}, {}, {}
+  ctx.clock = clock
+  states[ctx] = st
+  return ctx
+end
+
+--- Load a handler file the way the sidecar does.
+-- The file runs in a fresh sandbox (the runtime's own sandbox source: the same
+-- whitelisted globals, locked globals, `require` of Lua modules from the
+-- handler's directory plus cjson), under the default deadline, and must return
+-- a table with `handle` (and `init`, if any, a function). Each call is a fresh
+-- "Lua state": module-level locals start over. `init` is not run: see
+-- testing.init.
+-- @tparam string path the handler file (relative to the current directory, or absolute)
+-- @tparam[opt] table opts `timeout`: the deadline of the module body, seconds
+--   or a duration like "200ms" (default 5 s of CPU time, as handler_timeout's)
+-- @treturn[1] table the module
+-- @treturn[2] nil
+-- @treturn[2] string what went wrong, in the sidecar's words
+function testing.load(path, opts)
+  if type(path) ~= "string" then
+    error(fmt("testing.load(path [, opts]): path must be a string, got %s", type(path)), 2)
+  end
+  local timeout_ms = DEFAULT_TIMEOUT_MS
+  if opts ~= nil then
+    if type(opts) ~= "table" then
+      error(fmt("testing.load(path [, opts]): opts must be a table, got %s", type(opts)), 2)
+    end
+    local err = unknown_option("testing.load", opts, { timeout = true })
+    if not err and opts.timeout ~= nil then
+      local s
+      s, err = seconds_of("testing.load", "timeout", opts.timeout)
+      timeout_ms = s and floor(s * 1000 + 0.5)
+    end
+    if err then
+      error(err, 2)
+    end
+  end
+  local fh, oerr = io.open(path, "rb")
+  if not fh then
+    local why = tostring(oerr)
+    if why:sub(1, #path + 2) == path .. ": " then
+      why = why:sub(#path + 3)
+    end
+    return nil, fmt(E.load_open, path, why)
+  end
+  local src = fh:read("*a")
+  fh:close()
+  local version = handler_version(src)
+  if src:sub(1, 1) == "\27" then
+    return nil, fmt(E.load_bytecode, path)
+  end
+  local dir = path:match("^(.*)/[^/]*$") or "."
+  local make_env = assert(loadstring(SANDBOX_LUA, "=warren.sandbox"))
+  local dump = string_table.dump
+  local env = make_env(_G, dir, cjson, cjson_safe)
+  string_table.dump = dump -- the sandbox removes it for good; the kit only while handlers run
+  local chunk, cerr = loadstring(src, "@" .. path)
+  if not chunk then
+    return nil, cerr
+  end
+  setfenv(chunk, env)
+  local ok, m = guarded_call(timeout_ms, chunk)
+  if not ok then
+    return nil, error_text(m)
+  end
+  if type(m) ~= "table" then
+    return nil, fmt(E.load_not_table, path, type(m))
+  end
+  if type(m.handle) ~= "function" then
+    return nil, fmt(E.load_no_handle, path, type(m.handle))
+  end
+  if m.init ~= nil and type(m.init) ~= "function" then
+    return nil, fmt(E.load_init_type, path, type(m.init))
+  end
+  modules[m] = { path = path, version = version }
+  return m
+end
+
+--- The version the sidecar gives a handler file: 12 hex digits of the FNV-1a
+-- hash of its content (what ctx.handler_version holds).
+-- @tparam string source the file's content
+-- @treturn string
+function testing.version(source)
+  if type(source) ~= "string" then
+    error(fmt("testing.version(source): source must be a string, got %s", type(source)), 2)
+  end
+  return handler_version(source)
+end
+
+local function ctx_state(fn, ctx)
+  local st = states[ctx]
+  if not st then
+    error(fmt("%s: ctx must come from testing.ctx{...}, got %s", fn, type(ctx)), 3)
+  end
+  return st
+end
+
+--- Run a handler's init(ctx) the way the sidecar does when it loads it.
+-- In init, ctx.publish, ctx.reject, ctx.retry and ctx.http.request raise
+-- "ctx.<fn> is not available in init (only while handling a message)", and the
+-- per-message fields (attempt, idempotency_key, trace_id, message_id) are nil.
+-- @tparam table module a handler module (from testing.load, or any table)
+-- @tparam[opt] table ctx from testing.ctx (default: a new one)
+-- @treturn[1] boolean true (also when the module has no init)
+-- @treturn[2] nil
+-- @treturn[2] string "init failed: <error>", as the sidecar reports it
+function testing.init(module, ctx)
+  if type(module) ~= "table" then
+    error(fmt("testing.init(module, ctx): module must be a table, got %s", type(module)), 2)
+  end
+  ctx = ctx or testing.ctx()
+  local st = ctx_state("testing.init", ctx)
+  local init = module.init
+  if init == nil then
+    return true
+  end
+  local info = modules[module]
+  if type(init) ~= "function" then
+    return nil, fmt(E.load_init_type, info and info.path or "handler", type(init))
+  end
+  if not st.version then
+    ctx.handler_version = info and info.version or DEFAULT_VERSION
+  end
+  local saved = { ctx.attempt, ctx.idempotency_key, ctx.trace_id, ctx.message_id }
+  ctx.attempt, ctx.idempotency_key, ctx.trace_id, ctx.message_id = nil, nil, nil, nil
+  st.phase = "init"
+  local ok, err = guarded_call(st.timeout_ms, init, ctx)
+  st.phase = "none"
+  ctx.attempt, ctx.idempotency_key, ctx.trace_id, ctx.message_id = saved[1], saved[2],
+    saved[3], saved[4]
+  if not ok then
+    return nil, fmt(E.init_failed, error_text(err))
+  end
+  return true
+end
+
+--- Run one message through `module.handle(event, ctx)`, as wr_lua_handle does.
+-- The handler gets a fresh copy of the event (the runtime builds one per
+-- call); `event.attempt` and `ctx.attempt` agree. ctx.reject and ctx.retry win
+-- even when the handler caught their unwinding with pcall; any other error
+-- becomes outcome "error" with its first line. Only an "ok" run keeps what
+-- ctx.publish buffered.
+-- @tparam table module a handler module (from testing.load, or any table with handle)
+-- @tparam table event from testing.event (or a table shaped like one)
+-- @tparam[opt] table ctx from testing.ctx (default: a new one)
+-- @treturn table `outcome` ("ok", "rejected", "retry", "error", "timeout",
+--   "invalid"), `reason` (the stable code warren puts in x-warren-reason:
+--   "rejected", "retry-requested", "handler-error", "timeout", "invalid-json",
+--   "empty-body"; nil when ok), `error` (the reject/retry reason or the error
+--   text; nil when ok), `delay` (ms asked by ctx.retry, or nil for the
+--   policy's), `published` (= ctx.published), `logs` and `http_calls` (this
+--   run's), `event` (the copy the handler got) and `ctx`.
+function testing.run(module, event, ctx)
+  if type(module) ~= "table" or type(module.handle) ~= "function" then
+    error(fmt("testing.run(module, event, ctx): module must be a table with a function "
+              .. "'handle', got %s", type(module)), 2)
+  end
+  if type(event) ~= "table" then
+    error(fmt("testing.run(module, event, ctx): event must be a table, got %s", type(event)), 2)
+  end
+  ctx = ctx or testing.ctx()
+  local st = ctx_state("testing.run", ctx)
+  local first_log, first_call = #ctx.logs + 1, #ctx.http_calls + 1
+  ctx.published = {}
+  local result = { ctx = ctx, published = ctx.published }
+
+  local bad = invalid[event]
+  if bad then
+    result.outcome, result.reason, result.error = "invalid", bad.reason, bad.error
+    result.logs, result.http_calls = {}, {}
+    return result
+  end
+
+  local ev = deep_copy(event)
+  local attempt = st.attempt or (type(ev.attempt) == "number" and ev.attempt) or 1
+  ev.attempt = attempt
+  ctx.attempt = attempt
+  ctx.message_id = type(ev.id) == "string" and ev.id or ""
+  ctx.idempotency_key = st.key or ctx.message_id
+  ctx.trace_id = st.trace
+    or traceparent_id(type(ev.headers) == "table" and ev.headers.traceparent or nil)
+    or st.made_up_trace
+  local info = modules[module]
+  ctx.handler_version = st.version or (info and info.version) or DEFAULT_VERSION
+  result.event = ev
+
+  st.forced, st.forced_reason, st.forced_delay = nil, nil, nil
+  st.phase = "handle"
+  local ok, err, timed_out = guarded_call(st.timeout_ms, module.handle, ev, ctx)
+  st.phase = "none"
+
+  if st.forced then
+    result.outcome = st.forced
+    result.reason = st.forced == "rejected" and "rejected" or "retry-requested"
+    result.error = st.forced_reason
+    result.delay = st.forced_delay
+  elseif ok then
+    result.outcome = "ok"
+  else
+    result.outcome = timed_out and "timeout" or "error"
+    result.reason = timed_out and "timeout" or "handler-error"
+    result.error = error_text(err)
+  end
+  if result.outcome ~= "ok" then
+    ctx.published = {} -- a failed handler publishes nothing
+    result.published = ctx.published
+  end
+  result.logs = { unpack(ctx.logs, first_log) }
+  result.http_calls = { unpack(ctx.http_calls, first_call) }
+  return result
+end
+
+return testing

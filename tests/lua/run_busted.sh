@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Run the busted specs of the Lua side: the warren.testing kit and the example
+# handlers (handlers/spec, configured by handlers/.busted), under LuaJIT.
+#
+# busted's own summary is not what CI reads: this script has busted write TAP,
+# counts it, and ends with one line "N passed, N failed" (pending specs are
+# reported on the line before and count as neither). It exits non-zero when a
+# spec fails or errors, when busted stops before the end of its report, when
+# no spec ran at all, or when busted is missing (deploy/install-deps.sh
+# installs it: Debian package lua-busted). Extra arguments go to busted, e.g.
+# `bash tests/lua/run_busted.sh spec/02-handlers`.
+set -uo pipefail
+
+script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+handlers_dir="$(cd "$script_dir/../../handlers" && pwd)"
+
+fail_early() {
+    echo "run_busted: $1" >&2
+    echo "0 passed, 1 failed"
+    exit 1
+}
+
+installer="bash deploy/install-deps.sh installs it"
+command -v busted >/dev/null 2>&1 ||
+    fail_early "busted is not installed (Debian package lua-busted; $installer)"
+command -v luajit >/dev/null 2>&1 ||
+    fail_early "luajit is not installed (Debian package luajit2; $installer)"
+
+tap="$(mktemp)"
+trap 'rm -f "$tap"' EXIT
+
+cd "$handlers_dir" || fail_early "cannot enter $handlers_dir"
+busted --lua=luajit -o spec/helpers/tap_output.lua "$@" | tee "$tap"
+rc=${PIPESTATUS[0]}
+
+# ok N - name | ok N - # SKIP name | not ok N - name | 1..N (the plan, printed last)
+read -r passed failed pending plan < <(awk '
+    /^not ok [0-9]+ - / { failed++; next }
+    /^ok [0-9]+ - # SKIP/ { pending++; next }
+    /^ok [0-9]+ - / { passed++; next }
+    /^1\.\.[0-9]+$/ { plan = substr($0, 4) }
+    END { printf "%d %d %d %s\n", passed, failed, pending, (plan == "" ? "-" : plan) }
+' "$tap")
+
+if [ "$plan" = "-" ]; then
+    echo "run_busted: busted stopped before the end of its report (exit status $rc)" >&2
+    failed=$((failed + 1))
+elif [ $((passed + failed + pending)) -ne "$plan" ]; then
+    echo "run_busted: busted announced $plan results, the report holds" \
+        "$((passed + failed + pending))" >&2
+    failed=$((failed + 1))
+elif [ $((passed + failed + pending)) -eq 0 ]; then
+    echo "run_busted: no spec ran" >&2
+    failed=$((failed + 1))
+fi
+if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
+    echo "run_busted: busted exited with status $rc" >&2
+    failed=1
+fi
+
+if [ "$pending" -gt 0 ]; then
+    echo "$pending pending"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
