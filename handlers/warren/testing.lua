@@ -156,6 +156,8 @@ local function copy(t, drop)
   return c
 end
 G.string.dump = nil
+G.debug.getmetatable('').__metatable = false
+local match, gsub = G.string.match, G.string.gsub
 local env = {}
 for _, k in G.ipairs{'assert','error','ipairs','next','pairs','pcall','select',
   'tonumber','tostring','type','unpack','xpcall','rawequal','rawget','rawset',
@@ -201,10 +203,10 @@ local open = G.io.open
 function env.require(name)
   if G.type(name) ~= 'string' then G.error('require: module name must be a string', 2) end
   if loaded[name] ~= nil then return loaded[name] end
-  if not name:match('^[%w_]+[%w_.]*$') then
+  if not match(name, '^[%w_]+[%w_.]*$') then
     G.error("require: bad module name '" .. name .. "'", 2)
   end
-  local path = dir .. '/' .. name:gsub('%.', '/') .. '.lua'
+  local path = dir .. '/' .. gsub(name, '%.', '/') .. '.lua'
   local fh = open(path, 'rb')
   if not fh then
     G.error("module '" .. name .. "' not found: no " .. path ..

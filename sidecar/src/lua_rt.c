@@ -697,6 +697,10 @@ static const char sandbox_lua[] =
     "  return c\n"
     "end\n"
     "G.string.dump = nil\n" /* also reachable through the string metatable */
+    /* the string metatable's __index is the real string table, shared by every
+     * string: hide the metatable, so no handler can rewrite string methods */
+    "G.debug.getmetatable('').__metatable = false\n"
+    "local match, gsub = G.string.match, G.string.gsub\n"
     "local env = {}\n"
     "for _, k in G.ipairs{'assert','error','ipairs','next','pairs','pcall','select',\n"
     "  'tonumber','tostring','type','unpack','xpcall','rawequal','rawget','rawset',\n"
@@ -746,10 +750,10 @@ static const char sandbox_lua[] =
     "function env.require(name)\n"
     "  if G.type(name) ~= 'string' then G.error('require: module name must be a string', 2) end\n"
     "  if loaded[name] ~= nil then return loaded[name] end\n"
-    "  if not name:match('^[%w_]+[%w_.]*$') then\n"
+    "  if not match(name, '^[%w_]+[%w_.]*$') then\n"
     "    G.error(\"require: bad module name '\" .. name .. \"'\", 2)\n"
     "  end\n"
-    "  local path = dir .. '/' .. name:gsub('%.', '/') .. '.lua'\n"
+    "  local path = dir .. '/' .. gsub(name, '%.', '/') .. '.lua'\n"
     "  local fh = open(path, 'rb')\n"
     "  if not fh then\n"
     "    G.error(\"module '\" .. name .. \"' not found: no \" .. path ..\n"

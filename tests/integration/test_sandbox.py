@@ -27,6 +27,10 @@ local probes = {
   getfenv = function() return getfenv(0) end,
   unlock = function() getmetatable(_G).__newindex = nil end,
   rawset = function() rawset(_G, "x", 1) end,
+  string_hijack = function()
+    getmetatable("").__index.match = function() return true end
+    return require("../../../etc/hostname\0")
+  end,
   global = function() leaked = true end,
   spin = function() while true do end end,
   hog = function() local t = {} while true do t[#t + 1] = string.rep("x", 65536) .. #t end end,
@@ -59,6 +63,7 @@ expect = {
     "getfenv": "attempt to read undeclared global 'getfenv'",
     "unlock": "attempt to index a boolean value",
     "rawset": "attempt to create global 'x'",
+    "string_hijack": "attempt to index a boolean value",
     "global": "attempt to create global 'leaked'",
     "spin": "handler timed out after 500 ms",
     "hog": "not enough memory",
