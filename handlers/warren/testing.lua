@@ -77,6 +77,7 @@ testing.ERRORS = {
   retry_opts = "ctx.retry: opts must be a table, got %s",
   retry_delay = "ctx.retry: opts.delay '%s' is not a duration like 5s",
   retry_delay_type = "ctx.retry: opts.delay must be milliseconds or a duration",
+  retry_delay_range = "ctx.retry: opts.delay must be from 0 to 86400000 milliseconds, got %s",
 
   -- log_msg:format(level, type), log_fields:format(level, type)
   log_msg = "ctx.log.%s(msg [, fields]): msg must be a string, got %s",
@@ -637,9 +638,10 @@ local function make_retry(st)
     if type(opts) == "table" then
       local d = opts.delay
       if type(d) == "number" then
-        if d == d and d < huge and d > -huge then
-          delay = d >= 0 and floor(d) or -floor(-d) -- (int64_t) truncates toward zero
+        if not (d >= 0 and d <= 86400000) then -- NaN fails too
+          error(fmt(E.retry_delay_range, tostring(d)), 2)
         end
+        delay = floor(d)
       elseif type(d) == "string" then
         delay = parse_duration(d)
         if not delay then

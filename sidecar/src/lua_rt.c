@@ -448,7 +448,13 @@ static int ctx_retry(lua_State *L)
     if (lua_istable(L, 2)) {
         lua_getfield(L, 2, "delay");
         if (lua_type(L, -1) == LUA_TNUMBER) {
-            delay = (int64_t)lua_tonumber(L, -1);
+            double d = lua_tonumber(L, -1);
+            if (!(d >= 0 && d <= 86400000.0)) { /* NaN fails too */
+                return caller_error(L, "ctx.retry: opts.delay must be from 0 to 86400000 "
+                                       "milliseconds, got %s",
+                                    lua_tostring(L, -1));
+            }
+            delay = (int64_t)d;
         } else if (lua_type(L, -1) == LUA_TSTRING) {
             if (wr_config_parse_duration(lua_tostring(L, -1), &delay) != 0) {
                 return caller_error(L, "ctx.retry: opts.delay '%s' is not a duration like 5s",

@@ -422,7 +422,6 @@ describe("ctx.reject and ctx.retry", function()
       { "ctx.retry('zero', { delay = '0' })", 0 },
       { "ctx.retry('soon')", nil },
       { "ctx.retry('soon', {})", nil },
-      { "ctx.retry('negative', { delay = -5 })", nil },
     }
     for _, case in ipairs(cases) do
       local res = run_body(case[1])
@@ -443,6 +442,9 @@ describe("ctx.reject and ctx.retry", function()
       { "ctx.retry('r', { delay = '5 parsecs' })", fmt(E.retry_delay, "5 parsecs") },
       { "ctx.retry('r', { delay = '' })", fmt(E.retry_delay, "") },
       { "ctx.retry('r', { delay = true })", E.retry_delay_type },
+      { "ctx.retry('r', { delay = -5 })", fmt(E.retry_delay_range, "-5") },
+      { "ctx.retry('r', { delay = 0/0 })", fmt(E.retry_delay_range, tostring(0/0)) },
+      { "ctx.retry('r', { delay = math.huge })", fmt(E.retry_delay_range, "inf") },
     }
     for _, case in ipairs(cases) do
       local res, path = run_body(case[1])
