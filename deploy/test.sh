@@ -5,7 +5,9 @@
 #   2. builds twice: build-asan/ with AddressSanitizer + UBSan for the unit
 #      tests, build-test/ (optimised, -Werror) for the integration tests
 #   3. C unit tests (ctest -L unit, under the sanitizers)
-#   4. integration tests (ctest -L integration): a private RabbitMQ and Redis
+#   4. busted specs of the handlers and the Lua test kit (LuaJIT), including
+#      the contract between the kit and the runtime
+#   5. integration tests (ctest -L integration): a private RabbitMQ and Redis
 #      on loopback ports 35672/36379 started by the `stack` fixture and stopped
 #      by its cleanup even when a test fails
 #
@@ -55,6 +57,16 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 echo "test: unit tests (AddressSanitizer + UBSan)"
 ctest --test-dir build-asan -L unit --output-on-failure -j"$JOBS" 2>&1 | tee build-asan/unit.log
 tally build-asan/unit.log
+
+echo "test: handler specs (busted under LuaJIT)"
+WARREN_BIN="$ROOT/build-test/warren" bash tests/lua/run_busted.sh 2>&1 | tee build-test/busted.log
+line=$(grep -E "^[0-9]+ passed, [0-9]+ failed" build-test/busted.log | tail -1)
+if [ -n "$line" ]; then
+    passed=$((passed + $(echo "$line" | cut -d' ' -f1)))
+    failed=$((failed + $(echo "$line" | cut -d' ' -f3)))
+else
+    failed=$((failed + 1)) # busted did not run
+fi
 
 echo "test: integration tests (real RabbitMQ and Redis on loopback)"
 ctest --test-dir build-test -L integration --output-on-failure 2>&1 | tee build-test/integration.log
