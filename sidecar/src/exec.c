@@ -259,9 +259,13 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
     } else {
         wr_lua_call call = {.idempotency_key = key, .trace_id = NULL, .attempt = env.attempt};
         char trace[33] = "", span[17];
-        if (wr_trace_parse(env.traceparent, trace, span) == 0) {
-            call.trace_id = trace;
+        if (wr_trace_parse(env.traceparent, trace, span) != 0) {
+            /* a new trace, as a worker starts one: from the clock, no need for quality */
+            unsigned long long a = (unsigned long long)(wr_mono_ms() * 1000.0);
+            unsigned long long b = (unsigned long long)wr_now_ms() ^ 0x9e3779b97f4a7c15ULL;
+            snprintf(trace, sizeof(trace), "%016llx%016llx", a * 0x2545F4914F6CDD1DULL, b);
         }
+        call.trace_id = trace;
         wr_lua_result res;
         double t0 = wr_mono_ms();
         wr_outcome out = wr_lua_handle(L, &env, &call, &res);

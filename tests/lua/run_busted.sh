@@ -26,6 +26,17 @@ command -v busted >/dev/null 2>&1 ||
 command -v luajit >/dev/null 2>&1 ||
     fail_early "luajit is not installed (Debian package luajit2; $installer)"
 
+# the contract spec runs the real binary (warren exec): point it at a build
+if [ -z "${WARREN_BIN:-}" ]; then
+    for b in "$script_dir/../../build-test/warren" "$script_dir/../../build/warren"; do
+        if [ -x "$b" ]; then
+            WARREN_BIN="$(cd "$(dirname "$b")" && pwd)/warren"
+            break
+        fi
+    done
+fi
+export WARREN_BIN="${WARREN_BIN:-}"
+
 tap="$(mktemp)"
 trap 'rm -f "$tap"' EXIT
 

@@ -1,0 +1,156 @@
+-- The contract between the test kit and the runtime, checked by running the
+-- same probe handler in both: in the real runtime through `warren exec` (the
+-- embedded LuaJIT state, the C implementation of ctx), and in the kit through
+-- testing.run. The probe describes ctx (every key, the type of every value,
+-- the functions inside log/json/http) and calls each ctx function with wrong
+-- arguments, recording the errors raised (whole, with the probe's file:line).
+-- The two descriptions must be identical: a function added to one side only,
+-- an argument check that differs or an error text that drifts fails here.
+--
+-- Needs the built binary: WARREN_BIN (tests/lua/run_busted.sh sets it to
+-- build-test/warren or build/warren). Without it this spec fails; it never
+-- skips.
+
+local cjson = require "cjson"
+local testing = require "warren.testing"
+
+local PROBE = [==[
+local M = {}
+
+local function describe_table(t)
+  local keys = {}
+  for k, v in pairs(t) do
+    keys[#keys + 1] = k .. ":" .. type(v)
+  end
+  table.sort(keys)
+  return keys
+end
+
+local function try(f, ...)
+  local ok, err = pcall(f, ...)
+  if ok then return "no error" end
+  return type(err) == "string" and err or ("non-string error: " .. type(err))
+end
+
+function M.handle(event, ctx)
+  local d = {}
+  d.ctx = describe_table(ctx)
+  d.log = describe_table(ctx.log)
+  d.json = describe_table(ctx.json)
+  d.http = describe_table(ctx.http)
+  d.now = type(ctx.now())
+  d.attempt = ctx.attempt
+  d.max_attempts = ctx.max_attempts
+  d.idempotency_key = ctx.idempotency_key
+  local ok_decode, err_decode = ctx.json.decode("{")
+  d.decode_bad = { tostring(ok_decode), type(err_decode) }
+  d.encode = ctx.json.encode({ a = 1 })
+  local e = {}
+  e[#e + 1] = try(ctx.publish)
+  e[#e + 1] = try(ctx.publish, 1, "k", "b")
+  e[#e + 1] = try(ctx.publish, "", 2, "b")
+  e[#e + 1] = try(ctx.publish, "", "k", 3)
+  e[#e + 1] = try(ctx.publish, "", "k", "b", 5)
+  e[#e + 1] = try(ctx.publish, "", "k", "b", { headers = 5 })
+  e[#e + 1] = try(ctx.publish, "", "k", "b", { headers = { "x" } })
+  e[#e + 1] = try(ctx.publish, "", "k", "b", { content_type = 1 })
+  e[#e + 1] = try(ctx.publish, "", "k", "b", { type = 1 })
+  e[#e + 1] = try(ctx.reject)
+  e[#e + 1] = try(ctx.reject, 1)
+  e[#e + 1] = try(ctx.retry)
+  e[#e + 1] = try(ctx.retry, "r", 5)
+  e[#e + 1] = try(ctx.retry, "r", { delay = "soon" })
+  e[#e + 1] = try(ctx.retry, "r", { delay = true })
+  e[#e + 1] = try(ctx.retry, "r", { delay = -1 })
+  e[#e + 1] = try(ctx.log.info)
+  e[#e + 1] = try(ctx.log.warn, {})
+  e[#e + 1] = try(ctx.log.error, "m", 5)
+  local http = ctx.http.request
+  e[#e + 1] = try(http)
+  e[#e + 1] = try(http, 5)
+  e[#e + 1] = try(http, { url = 5 })
+  e[#e + 1] = try(http, { url = "ftp://x" })
+  e[#e + 1] = try(http, { url = "http://a b" })
+  e[#e + 1] = try(http, { url = "http://x", method = 5 })
+  e[#e + 1] = try(http, { url = "http://x", method = "get" })
+  e[#e + 1] = try(http, { url = "http://x", raise = 1 })
+  e[#e + 1] = try(http, { url = "http://x", timeout = -1 })
+  e[#e + 1] = try(http, { url = "http://x", timeout = "soon" })
+  e[#e + 1] = try(http, { url = "http://x", timeout = {} })
+  e[#e + 1] = try(http, { url = "http://x", body = 5 })
+  e[#e + 1] = try(http, { url = "http://x", headers = 5 })
+  e[#e + 1] = try(http, { url = "http://x", headers = { "v" } })
+  e[#e + 1] = try(http, { url = "http://x", headers = { a = {} } })
+  e[#e + 1] = try(http, { url = "http://x", headers = { ["a:b"] = "v" } })
+  e[#e + 1] = try(http, { url = "http://x", bogus = 1 })
+  d.errors = e
+  ctx.publish("", "probe", d)
+end
+
+return M
+]==]
+
+local function tmpdir()
+  local name = os.tmpname()
+  os.remove(name)
+  assert(os.execute("mkdir -p " .. name) == 0 or true)
+  return name
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+local function run_runtime(dir)
+  local bin = os.getenv("WARREN_BIN")
+  assert(bin and bin ~= "", "WARREN_BIN is not set: build warren and run the specs with "
+    .. "tests/lua/run_busted.sh, which points it at build-test/warren or build/warren")
+  write(dir .. "/warren.yaml", table.concat({
+    "amqp:", "  url: amqp://guest:guest@127.0.0.1:5672/",
+    "redis:", "  url: redis://127.0.0.1:6379/0",
+    "subscriptions:", "  - name: probe", "    queue: probe.q", "    handler: probe.lua",
+    "    retry: {max_attempts: 3}", "" }, "\n"))
+  write(dir .. "/event.json", cjson.encode({ id = "p-1", type = "probe", data = { n = 1 } }))
+  local cmd = string.format("%q exec -c %q --subscription probe --event %q --json 2>/dev/null",
+    bin, dir .. "/warren.yaml", dir .. "/event.json")
+  local p = assert(io.popen(cmd))
+  local out = p:read("*a")
+  p:close()
+  local report = cjson.decode(out)
+  assert.equals("ok", report.outcome)
+  return cjson.decode(report.published[1].body)
+end
+
+local function run_kit(dir)
+  local module = assert(testing.load(dir .. "/probe.lua"))
+  local res = testing.run(module, testing.event{ id = "p-1", type = "probe", data = { n = 1 } },
+    testing.ctx{ max_attempts = 3, idempotency_key = "p-1" })
+  assert.equals("ok", res.outcome, res.error)
+  return cjson.decode(res.published[1].body)
+end
+
+describe("the contract between the kit and the runtime", function()
+  it("gives handlers the same ctx: names, types, argument checks and error texts", function()
+    local dir = tmpdir()
+    write(dir .. "/probe.lua", PROBE)
+    local runtime = run_runtime(dir)
+    local kit = run_kit(dir)
+    os.execute("rm -rf " .. dir)
+    assert.is_true(#runtime.errors >= 30)
+    -- the kit adds its recorders to ctx, and nothing else
+    local extras, kept = {}, {}
+    for _, entry in ipairs(kit.ctx) do
+      local name = entry:match("^([^:]+):")
+      if name == "clock" or name == "published" or name == "logs" or name == "http_calls" then
+        extras[#extras + 1] = entry
+      else
+        kept[#kept + 1] = entry
+      end
+    end
+    assert.same({ "clock:table", "http_calls:table", "logs:table", "published:table" }, extras)
+    kit.ctx = kept
+    assert.same(runtime, kit)
+  end)
+end)
