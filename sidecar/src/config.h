@@ -102,6 +102,26 @@ typedef struct {
     int missing_key_hash;      /* missing_key: "dlq" (0, default) or "body-hash" (1) */
 } wr_idem_policy;
 
+/*
+ * When a circuit breaker opens and how it recovers (breaker.h). Failures are
+ * retryable handler failures and timeouts; rejections, duplicates and invalid
+ * messages do not count.
+ */
+typedef struct {
+    int enabled;               /* breaker.enabled, default 1 */
+    int window;                /* calls in the sliding window, 1..1000, default 20 */
+    int64_t window_ms;         /* or a time window (breaker.window_time), 0 = count window;
+                                  1s..1h when set; then `window` is unused */
+    int min_calls;             /* calls in the window before the ratio counts, 1..1000,
+                                  default 10 */
+    double failure_ratio;      /* failures/calls that open it, 0 < r <= 1, default 0.5 */
+    int consecutive_failures;  /* or this many failures in a row open it, 0 = off (default) */
+    int64_t open_ms;           /* how long it stays open before half-open, 100ms..1h,
+                                  default 30s */
+    int half_open_probes;      /* calls let through half-open; that many successes close it,
+                                  one failure re-opens it; 1..100, default 3 */
+} wr_breaker_policy;
+
 /* One consumed queue and the handler that processes its messages. */
 typedef struct {
     char *name;         /* required; [A-Za-z0-9_.-]+, unique; labels logs and metrics */
@@ -117,6 +137,7 @@ typedef struct {
                               default from defaults.max_body_size */
     wr_retry_policy retry;   /* defaults.retry merged with subscriptions[].retry, key by key */
     wr_idem_policy idem;     /* defaults.idempotency merged with subscriptions[].idempotency */
+    wr_breaker_policy breaker; /* defaults.breaker merged with subscriptions[].breaker */
     wr_binding *bindings; /* may be empty: then the queue is consumed as it is */
     int binding_count;
     int line, col;      /* where the subscription starts, for later messages */
@@ -145,6 +166,12 @@ typedef struct {
     int64_t default_max_body_size;   /* defaults.max_body_size, bytes, default 512 KiB */
 
     int64_t shutdown_grace_ms;       /* shutdown.grace, default 25s (fits Kubernetes' 30s) */
+
+    /* breakers: named breakers handlers call through (ctx.breaker(name)), each
+     * defaults.breaker merged with breakers.<name>; names [A-Za-z0-9_.-]+ */
+    char **breaker_names;
+    wr_breaker_policy *breakers;
+    int breaker_count;
 
     wr_subscription *subs;           /* at least one */
     int sub_count;
