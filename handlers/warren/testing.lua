@@ -135,6 +135,15 @@ testing.HTTP_ERRORS = {
   no_fake = "no fake response for %s %s (add one to testing.ctx{http = ...})",
 }
 
+--- Error texts of ctx.breaker (sidecar/src/lua_breaker.c), checked against it by a spec.
+-- @table BREAKER_ERRORS
+testing.BREAKER_ERRORS = {
+  name = "ctx.breaker(name): name must be a non-empty string of at most 100 bytes, got %s",
+  self = "breaker:%s: call it with ':' (breaker:%s(...))",
+  fn = "breaker:call(fn, ...): fn must be a function, got %s",
+  open = "breaker '%s' is open: call refused, the message will be retried later",
+}
+
 local E, H = testing.ERRORS, testing.HTTP_ERRORS
 
 local MAX_PUBLISHES = 1000          -- ctx.publish calls per message (lua_rt.c)
@@ -778,6 +787,49 @@ local function fake_answer(st, req)
   return res, nil, r.reason
 end
 
+-- ctx.breaker(name): the runtime's breakers are shared by the whole process
+-- and move with the results of calls; here each name's state is what the spec
+-- says (testing.ctx{breakers = {payments = "open"}}, default "closed"). An
+-- open breaker's call raises the runtime's error, which warren retries.
+local BRK = testing.BREAKER_ERRORS
+local function make_breaker(st)
+  local objects = {}
+  local function check_self(self, fn)
+    if type(self) ~= "table" or not self.__name_of_breaker then
+      error(fmt(BRK.self, fn, fn), 3)
+    end
+  end
+  local function call(self, fn, ...)
+    local perr = phase_error(st, "breaker(...):call")
+    if perr then
+      error(perr, 2)
+    end
+    check_self(self, "call")
+    if type(fn) ~= "function" then
+      error(fmt(BRK.fn, type(fn) == "nil" and select("#", ...) == 0 and "no value"
+        or type(fn)), 2)
+    end
+    local state = (st.breakers or {})[self.name] or "closed"
+    if state == "open" then
+      error(fmt(BRK.open, self.name), 2)
+    end
+    return fn(...)
+  end
+  local function state(self)
+    check_self(self, "state")
+    return (st.breakers or {})[self.name] or "closed"
+  end
+  return function(name)
+    if type(name) ~= "string" or #name == 0 or #name > 100 then
+      error(fmt(BRK.name, name == nil and "no value" or type(name)), 2)
+    end
+    if not objects[name] then
+      objects[name] = { __name_of_breaker = true, name = name, call = call, state = state }
+    end
+    return objects[name]
+  end
+end
+
 local function make_http_request(ctx, st)
   return function(...)
     local err = phase_error(st, "http.request", false)
@@ -1022,7 +1074,7 @@ end
 local CTX_OPTIONS = {
   attempt = true, max_attempts = true, idempotency_key = true, trace_id = true,
   subscription = true, queue = true, worker = true, handler_version = true, now = true,
-  http = true, timeout = true,
+  http = true, timeout = true, breakers = true,
 }
 
 --- Build a ctx with the runtime's API, recording what the handler does.
@@ -1102,6 +1154,7 @@ function testing.ctx(opts)
     version = opts.handler_version,
     timeout_ms = timeout_ms,
     http = opts.http,
+    breakers = opts.breakers,
   }
   local ctx = {}
   ctx.publish = make_publish(ctx, st)
@@ -1116,6 +1169,7 @@ function testing.ctx(opts)
     ctx.log[level] = make_log(ctx, level)
   end
   ctx.http = { request = make_http_request(ctx, st) }
+  ctx.breaker = make_breaker(st)
   ctx.json = cjson_safe
   ctx.subscription = opts.subscription or "test"
   ctx.queue = opts.queue or ctx.subscription

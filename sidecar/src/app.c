@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "breakers.h"
 #include "config.h"
 #include "log.h"
 #include "lua_rt.h"
@@ -135,15 +136,17 @@ int wr_app_run(const char *config_path)
         return 1;
     }
     int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    wr_breakers *breakers = wr_breakers_create(cfg);
     wr_worker **workers = calloc((size_t)total, sizeof(*workers));
     wr_run_flags flags;
     atomic_init(&flags.stop, 0);
     atomic_init(&flags.abort, 0);
     int started = 0;
     int rc = 0;
-    if (workers == NULL || sfd < 0) {
-        fprintf(stderr, "warren: cannot start: %s\n", workers ? "signalfd failed" : "out of memory");
+    if (workers == NULL || sfd < 0 || breakers == NULL) {
+        fprintf(stderr, "warren: cannot start: %s\n", sfd < 0 ? "signalfd failed" : "out of memory");
         free(workers);
+        wr_breakers_destroy(breakers);
         wr_reloader_destroy(reloader);
         wr_config_free(cfg);
         return 1;
@@ -152,7 +155,8 @@ int wr_app_run(const char *config_path)
         const wr_subscription *s = &cfg->subs[i];
         for (int k = 0; k < s->concurrency; k++) {
             char err[1024];
-            workers[started] = wr_worker_start(cfg, s, k, wr_reloader_live(reloader, i), &flags,
+            workers[started] = wr_worker_start(cfg, s, k, wr_reloader_live(reloader, i),
+                                               wr_breakers_sub(breakers, i), breakers, &flags,
                                                err, sizeof(err));
             if (workers[started] == NULL) {
                 fprintf(stderr, "%s:%d:%d: subscriptions[%d].handler: %s\n", cfg->path, s->line,
@@ -170,6 +174,7 @@ int wr_app_run(const char *config_path)
         }
         free(workers);
         close(sfd);
+        wr_breakers_destroy(breakers);
         wr_reloader_destroy(reloader);
         wr_config_free(cfg);
         return rc;
@@ -248,6 +253,7 @@ int wr_app_run(const char *config_path)
     wr_log_int(&fin, "reloads_refused", refused);
     wr_log_end(&fin);
     close(sfd);
+    wr_breakers_destroy(breakers);
     wr_reloader_destroy(reloader);
     wr_config_free(cfg);
     return 0;

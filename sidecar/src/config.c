@@ -66,7 +66,9 @@ typedef enum {
     T_REDIS_URL, /* wr_redis_url */
     T_STRLIST,   /* char ** (NULL-terminated) + int count; a single string is a list of one */
     T_SECTION,   /* nested mapping whose fields live in the same struct */
-    T_LIST       /* list of mappings: element array + int count; min bounds the length */
+    T_LIST,      /* list of mappings: element array + int count; min bounds the length */
+    T_NAMED      /* mapping of names to mappings: element array at offset, names (char **)
+                    at arg_offset, int count; names are limited like F_IDENT strings */
 } field_type;
 
 #define F_REQUIRED 0x1u /* the key must be present */
@@ -77,6 +79,7 @@ typedef enum {
 /* F_MERGE: starts unset (see mark_unset); once the whole file is walked, merge_policies()
  * fills it from the defaults, else from def. */
 #define F_MERGE 0x20u
+#define F_GT_MIN 0x40u /* T_NUMBER: min itself is excluded (0 < r <= 1) */
 
 typedef struct loader loader;
 typedef struct section section;
@@ -85,19 +88,22 @@ typedef struct {
     const char *name;
     field_type type;
     size_t offset;                  /* where the value goes in the section's struct */
-    size_t count_offset;            /* T_STRLIST, T_LIST, T_DURLIST: where the count goes */
-    size_t arg_offset;              /* T_KEY: where the key's argument (char *) goes */
+    size_t count_offset;            /* T_STRLIST, T_LIST, T_DURLIST, T_NAMED: where the count
+                                       goes */
+    size_t arg_offset;              /* T_KEY: where the key's argument (char *) goes;
+                                       T_NAMED: where the names (char **) go */
     const char *def;                /* default as it would be written in YAML; NULL: none */
     const char *def_doc;            /* what the reference shows when def alone would not do */
     int64_t min, max;               /* bounds, see field_type */
     int max_count;                  /* T_DURLIST: most items */
     unsigned flags;                 /* F_* */
     const char *const *enum_values; /* T_ENUM, T_ENUM_STR: NULL-terminated */
-    const section *sub;             /* T_SECTION, T_LIST: the nested fields */
+    const section *sub;             /* T_SECTION, T_LIST, T_NAMED: the nested fields */
     void *(*locate)(loader *ld);    /* T_SECTION: where its struct lives when not in the
                                        parent's (at offset); then the loader owns it */
-    const char *merge_from;         /* T_SECTION of F_MERGE fields: the section they are
-                                       merged over, shown as their default in the reference */
+    const char *merge_from;         /* T_SECTION, T_NAMED of F_MERGE fields: the section they
+                                       are merged over, shown as their default in the
+                                       reference */
     size_t inherit_offset;          /* F_INHERIT: the wr_config field holding the default */
     const char *desc;               /* one line for the reference table */
 } field;
@@ -110,7 +116,7 @@ typedef struct {
 struct section {
     const field *fields;
     size_t nfields;
-    size_t elem_size; /* T_LIST elements */
+    size_t elem_size; /* T_LIST and T_NAMED elements */
     void (*finish)(loader *ld, void *elems, int index, yaml_node_t *node, const char *path);
 };
 
@@ -128,12 +134,14 @@ static void finish_subscription(loader *ld, void *elems, int index, yaml_node_t 
 static void finish_retry(loader *ld, void *elems, int index, yaml_node_t *node, const char *path);
 static void *default_retry(loader *ld);
 static void *default_idem(loader *ld);
+static void *default_breaker(loader *ld);
 
 /*
- * retry and idempotency: one table each, used both under defaults (where the
- * loader keeps the values: wr_config has no room for them) and in every
- * subscription. Every key starts unset and is merged after the walk (see
- * merge_policies): the subscription's value, else the defaults', else def.
+ * retry, idempotency and breaker: one table each, used both under defaults
+ * (where the loader keeps the values: wr_config has no room for them) and in
+ * every subscription (breaker also in every named breaker). Every key starts
+ * unset and is merged after the walk (see merge_policies): the subscription's
+ * value, else the defaults', else def.
  */
 static const field backoff_fields[] = {
     {.name = "initial",
@@ -250,6 +258,76 @@ static const field idem_fields[] = {
 };
 
 static const section idem_section = {idem_fields, NFIELDS(idem_fields), 0, NULL};
+
+static const field breaker_fields[] = {
+    {.name = "enabled",
+     .type = T_BOOL,
+     .offset = offsetof(wr_breaker_policy, enabled),
+     .def = "true",
+     .flags = F_MERGE,
+     .desc = "Use the breaker; false: calls always go ahead and nothing is counted."},
+    {.name = "window",
+     .type = T_INT,
+     .offset = offsetof(wr_breaker_policy, window),
+     .def = "20",
+     .min = 1,
+     .max = 1000,
+     .flags = F_MERGE,
+     .desc = "Calls in the sliding window the failure ratio is taken over."},
+    {.name = "window_time",
+     .type = T_DURATION,
+     .offset = offsetof(wr_breaker_policy, window_ms),
+     .def = "none",
+     .min = 1000,
+     .max = 3600000,
+     .flags = F_MERGE | F_NONE,
+     .desc = "A time window (the calls of the last window_time) instead of `window`; `none`: "
+             "the count window."},
+    {.name = "min_calls",
+     .type = T_INT,
+     .offset = offsetof(wr_breaker_policy, min_calls),
+     .def = "10",
+     .min = 1,
+     .max = 1000,
+     .flags = F_MERGE,
+     .desc = "Calls the window must hold before the failure ratio can open the breaker."},
+    {.name = "failure_ratio",
+     .type = T_NUMBER,
+     .offset = offsetof(wr_breaker_policy, failure_ratio),
+     .def = "0.5",
+     .min = 0,
+     .max = 1,
+     .flags = F_MERGE | F_GT_MIN,
+     .desc = "Failures per call in the window (retryable failures and timeouts) that open it."},
+    {.name = "consecutive_failures",
+     .type = T_INT,
+     .offset = offsetof(wr_breaker_policy, consecutive_failures),
+     .def = "0",
+     .min = 0,
+     .max = 1000,
+     .flags = F_MERGE,
+     .desc = "Or this many failures in a row open it, whatever the ratio; 0: off."},
+    {.name = "open_for",
+     .type = T_DURATION,
+     .offset = offsetof(wr_breaker_policy, open_ms),
+     .def = "30s",
+     .min = 100,
+     .max = 3600000,
+     .flags = F_MERGE,
+     .desc = "How long it stays open, failing calls fast, before letting probes through."},
+    {.name = "half_open_probes",
+     .type = T_INT,
+     .offset = offsetof(wr_breaker_policy, half_open_probes),
+     .def = "3",
+     .min = 1,
+     .max = 100,
+     .flags = F_MERGE,
+     .desc = "Calls let through half-open: that many successes close it, one failure "
+             "re-opens it."},
+};
+
+static const section breaker_section = {breaker_fields, NFIELDS(breaker_fields),
+                                        sizeof(wr_breaker_policy), NULL};
 
 static const field binding_fields[] = {
     {.name = "exchange",
@@ -370,6 +448,13 @@ static const field subscription_fields[] = {
      .sub = &idem_section,
      .merge_from = "defaults.idempotency",
      .desc = "Deduplication; overrides `defaults.idempotency` key by key."},
+    {.name = "breaker",
+     .type = T_SECTION,
+     .offset = offsetof(wr_subscription, breaker),
+     .sub = &breaker_section,
+     .merge_from = "defaults.breaker",
+     .desc = "Circuit breaker around this subscription's handler; overrides "
+             "`defaults.breaker` key by key."},
     {.name = "bindings",
      .type = T_LIST,
      .offset = offsetof(wr_subscription, bindings),
@@ -476,6 +561,11 @@ static const field defaults_fields[] = {
      .sub = &idem_section,
      .locate = default_idem,
      .desc = "How messages are deduplicated in Redis, so a redelivery is not handled twice."},
+    {.name = "breaker",
+     .type = T_SECTION,
+     .sub = &breaker_section,
+     .locate = default_breaker,
+     .desc = "When a circuit breaker opens on failures and how it recovers."},
 };
 
 static const field shutdown_fields[] = {
@@ -510,6 +600,15 @@ static const field top_fields[] = {
      .type = T_SECTION,
      .sub = &defaults_section,
      .desc = "Values every subscription inherits unless it sets its own."},
+    {.name = "breakers",
+     .type = T_NAMED,
+     .offset = offsetof(wr_config, breakers),
+     .count_offset = offsetof(wr_config, breaker_count),
+     .arg_offset = offsetof(wr_config, breaker_names),
+     .sub = &breaker_section,
+     .merge_from = "defaults.breaker",
+     .desc = "Named breakers for ctx.breaker(name) ([A-Za-z0-9_.-]), each over "
+             "`defaults.breaker` key by key."},
     {.name = "shutdown",
      .type = T_SECTION,
      .sub = &shutdown_section,
@@ -534,6 +633,7 @@ _Static_assert(NFIELDS(defaults_fields) <= MAX_FIELDS, "too many defaults keys")
 _Static_assert(NFIELDS(retry_fields) <= MAX_FIELDS, "too many retry keys");
 _Static_assert(NFIELDS(backoff_fields) <= MAX_FIELDS, "too many backoff keys");
 _Static_assert(NFIELDS(idem_fields) <= MAX_FIELDS, "too many idempotency keys");
+_Static_assert(NFIELDS(breaker_fields) <= MAX_FIELDS, "too many breaker keys");
 
 /* ------------------------------------------------------------------------ */
 /* Small helpers                                                              */
@@ -1266,8 +1366,9 @@ struct loader {
     error_entry errs[WR_CONFIG_MAX_ERRORS];
     int nerr;
     int dropped;
-    wr_retry_policy def_retry; /* defaults.retry: as written, then merged over def */
-    wr_idem_policy def_idem;   /* defaults.idempotency, likewise */
+    wr_retry_policy def_retry;     /* defaults.retry: as written, then merged over def */
+    wr_idem_policy def_idem;       /* defaults.idempotency, likewise */
+    wr_breaker_policy def_breaker; /* defaults.breaker, likewise */
 };
 
 static void *default_retry(loader *ld)
@@ -1278,6 +1379,11 @@ static void *default_retry(loader *ld)
 static void *default_idem(loader *ld)
 {
     return &ld->def_idem;
+}
+
+static void *default_breaker(loader *ld)
+{
+    return &ld->def_breaker;
 }
 
 /* Keep TEXT (taking ownership) or, past the limit or out of memory, count it as dropped. */
@@ -1353,7 +1459,8 @@ static void expected_phrase(const field *f, char *out, size_t len)
                  (f->flags & F_NONE) ? ", or none" : "");
         break;
     case T_NUMBER:
-        snprintf(out, len, "a number from %lld to %lld", (long long)f->min, (long long)f->max);
+        snprintf(out, len, "a number from %lld%s to %lld", (long long)f->min,
+                 (f->flags & F_GT_MIN) ? " (exclusive)" : "", (long long)f->max);
         break;
     case T_DURLIST:
         snprintf(out, len, "a list of durations");
@@ -1386,6 +1493,7 @@ static void expected_phrase(const field *f, char *out, size_t len)
         snprintf(out, len, "a string or a list of strings");
         break;
     case T_SECTION:
+    case T_NAMED:
         snprintf(out, len, "a mapping");
         break;
     case T_LIST:
@@ -1588,7 +1696,8 @@ static void set_scalar(loader *ld, const field *f, void *base, const char *text,
             i += 1 + frac;
         }
         double v = ok && text[i] == '\0' ? strtod(text, NULL) : -1.0;
-        if (!ok || text[i] != '\0' || v < (double)f->min || v > (double)f->max) {
+        bool low = (f->flags & F_GT_MIN) ? v <= (double)f->min : v < (double)f->min;
+        if (!ok || text[i] != '\0' || low || v > (double)f->max) {
             expected_phrase(f, want, sizeof(want));
             err_at(ld, line, col, "%s: expected %s, got %s%s%s", path, want, got_q, got, got_q);
             return;
@@ -1714,6 +1823,7 @@ static void set_scalar(loader *ld, const field *f, void *base, const char *text,
     case T_DURLIST:
     case T_SECTION:
     case T_LIST:
+    case T_NAMED:
         break; /* not scalars: handled by set_node */
     }
 }
@@ -1937,6 +2047,84 @@ static void set_list(loader *ld, const field *f, void *base, yaml_node_t *node, 
     }
 }
 
+/*
+ * Read a mapping of names to mappings (the named breakers) into a calloc'd
+ * element array, each value walked against f->sub, and a parallel array of
+ * the names (malloc'd), both in file order. A name is checked like a
+ * subscription name (and reported at the key); a name given twice is a
+ * duplicate key, reported like any other.
+ */
+static void set_named(loader *ld, const field *f, void *base, yaml_node_t *node, const char *path)
+{
+    static const field name_field = {.name = "name",
+                                     .type = T_STRING,
+                                     .min = 1,
+                                     .max = 128,
+                                     .flags = F_IDENT};
+    const section *sec = f->sub;
+    yaml_node_pair_t *pairs;
+    int n;
+
+    if (node->type != YAML_MAPPING_NODE) {
+        kind_error(ld, f, node, path);
+        return;
+    }
+    pairs = node->data.mapping.pairs.start;
+    n = (int)(node->data.mapping.pairs.top - pairs);
+    if (n == 0) {
+        return;
+    }
+    char *elems = calloc((size_t)n, sec->elem_size);
+    char **names = calloc((size_t)n, sizeof(char *));
+    if (elems == NULL || names == NULL) {
+        free(elems);
+        free(names);
+        err_at(ld, NODE_LINE(node), NODE_COL(node), "%s: out of memory", path);
+        return;
+    }
+    *AT(base, f->offset, void *) = elems;
+    *AT(base, f->arg_offset, char **) = names;
+    *AT(base, f->count_offset, int) = n;
+    for (int i = 0; i < n; i++) {
+        yaml_node_t *key = yaml_document_get_node(ld->doc, pairs[i].key);
+        yaml_node_t *value = yaml_document_get_node(ld->doc, pairs[i].value);
+        void *elem = elems + (size_t)i * sec->elem_size;
+        yaml_node_t *first = NULL;
+        char sub[PATH_BUF];
+
+        mark_unset_fields(sec, elem);
+        if (key->type != YAML_SCALAR_NODE) {
+            err_at(ld, NODE_LINE(key), NODE_COL(key), "expected a string key in %s, got %s",
+                   path, node_kind(key));
+            continue;
+        }
+        const char *name = (const char *)key->data.scalar.value;
+        for (int j = 0; j < i && first == NULL; j++) {
+            yaml_node_t *k = yaml_document_get_node(ld->doc, pairs[j].key);
+            if (k->type == YAML_SCALAR_NODE &&
+                strcmp((const char *)k->data.scalar.value, name) == 0) {
+                first = k;
+            }
+        }
+        if (first != NULL) {
+            err_at(ld, NODE_LINE(key), NODE_COL(key), "duplicate key '%s' in %s (first at %d:%d)",
+                   name, path, NODE_LINE(first), NODE_COL(first));
+            continue;
+        }
+        set_scalar(ld, &name_field, &names[i], name, NODE_LINE(key), NODE_COL(key), path);
+        join_key(sub, path, name);
+        if (value->type != YAML_MAPPING_NODE) {
+            err_at(ld, NODE_LINE(value), NODE_COL(value), "%s: expected a mapping, got %s", sub,
+                   node_kind(value));
+            continue;
+        }
+        walk_mapping(ld, sec, elem, value, sub);
+        if (sec->finish != NULL) {
+            sec->finish(ld, elems, i, value, sub);
+        }
+    }
+}
+
 /* Store NODE as the value of field F (path PATH) in BASE, whatever the field's type. */
 static void set_node(loader *ld, const field *f, void *base, yaml_node_t *node, const char *path)
 {
@@ -1955,6 +2143,9 @@ static void set_node(loader *ld, const field *f, void *base, yaml_node_t *node, 
     }
     case T_LIST:
         set_list(ld, f, base, node, path);
+        return;
+    case T_NAMED:
+        set_named(ld, f, base, node, path);
         return;
     case T_STRLIST:
         set_strlist(ld, f, base, node, path);
@@ -2169,7 +2360,7 @@ static void finish_retry(loader *ld, void *elems, int index, yaml_node_t *node, 
 }
 
 /* ------------------------------------------------------------------------ */
-/* Merging retry and idempotency over the defaults                            */
+/* Merging retry, idempotency and breaker over the defaults                   */
 /* ------------------------------------------------------------------------ */
 
 /* True when F_MERGE field F holds a value in BASE (see mark_unset). */
@@ -2366,10 +2557,11 @@ static void merge_retry(loader *ld, wr_retry_policy *dst, yaml_node_t *node, wr_
 
 /*
  * Once the whole file is walked (the defaults may come after the
- * subscriptions): complete defaults.retry and defaults.idempotency from the
- * built-in defaults, then each subscription's retry and idempotency from
- * those, key by key. Subscriptions or sections that are not mappings were
- * reported already and are skipped.
+ * subscriptions): complete defaults.retry, defaults.idempotency and
+ * defaults.breaker from the built-in defaults, then each named breaker and
+ * each subscription's retry, idempotency and breaker from those, key by key.
+ * Subscriptions or sections that are not mappings were reported already and
+ * are skipped.
  */
 static void merge_policies(loader *ld, wr_config *cfg, yaml_node_t *root)
 {
@@ -2378,6 +2570,12 @@ static void merge_policies(loader *ld, wr_config *cfg, yaml_node_t *root)
 
     merge_retry(ld, &ld->def_retry, find_mapping(ld, defaults, "retry"), NULL, "defaults.retry");
     merge_fields(ld, &idem_section, &ld->def_idem, NULL, "defaults.idempotency");
+    merge_fields(ld, &breaker_section, &ld->def_breaker, NULL, "defaults.breaker");
+    for (int i = 0; i < cfg->breaker_count; i++) {
+        char path[PATH_BUF];
+        make_path(path, "breakers.%s", cfg->breaker_names[i] ? cfg->breaker_names[i] : "?");
+        merge_fields(ld, &breaker_section, &cfg->breakers[i], &ld->def_breaker, path);
+    }
     if (subs == NULL || subs->type != YAML_SEQUENCE_NODE || cfg->subs == NULL ||
         subs->data.sequence.items.top - subs->data.sequence.items.start != cfg->sub_count) {
         return;
@@ -2399,6 +2597,11 @@ static void merge_policies(loader *ld, wr_config *cfg, yaml_node_t *root)
         if (v == NULL || v->type == YAML_MAPPING_NODE) {
             make_path(path, "subscriptions[%d].idempotency", i);
             merge_fields(ld, &idem_section, &s->idem, &ld->def_idem, path);
+        }
+        v = find_value(ld, item, "breaker");
+        if (v == NULL || v->type == YAML_MAPPING_NODE) {
+            make_path(path, "subscriptions[%d].breaker", i);
+            merge_fields(ld, &breaker_section, &s->breaker, &ld->def_breaker, path);
         }
     }
 }
@@ -2483,6 +2686,25 @@ static void free_fields(const section *sec, void *base)
             }
             free(elems);
             *AT(base, f->offset, void *) = NULL;
+            *AT(base, f->count_offset, int) = 0;
+            break;
+        }
+        case T_NAMED: {
+            char *elems = *AT(base, f->offset, void *);
+            char **names = *AT(base, f->arg_offset, char **);
+            int n = *AT(base, f->count_offset, int);
+            for (int k = 0; k < n; k++) {
+                if (elems != NULL) {
+                    free_fields(f->sub, elems + (size_t)k * f->sub->elem_size);
+                }
+                if (names != NULL) {
+                    free(names[k]);
+                }
+            }
+            free(elems);
+            free(names);
+            *AT(base, f->offset, void *) = NULL;
+            *AT(base, f->arg_offset, char **) = NULL;
             *AT(base, f->count_offset, int) = 0;
             break;
         }
@@ -2660,6 +2882,7 @@ wr_config *wr_config_load(const char *path, wr_config_errors *errs)
     ld.file = path;
     mark_unset_fields(&retry_section, &ld.def_retry);
     mark_unset_fields(&idem_section, &ld.def_idem);
+    mark_unset_fields(&breaker_section, &ld.def_breaker);
     if (errs != NULL) {
         memset(errs, 0, sizeof(*errs));
     }
@@ -2730,6 +2953,7 @@ wr_config *wr_config_load(const char *path, wr_config_errors *errs)
 done:
     free_fields(&retry_section, &ld.def_retry);
     free_fields(&idem_section, &ld.def_idem);
+    free_fields(&breaker_section, &ld.def_breaker);
     if (have_doc) {
         yaml_document_delete(&doc);
     }
@@ -2782,7 +3006,8 @@ static void reference_type(const field *f, char *out, size_t len)
                  (f->flags & F_NONE) ? ", or `none`" : "");
         break;
     case T_NUMBER:
-        snprintf(out, len, "number, %lld to %lld", (long long)f->min, (long long)f->max);
+        snprintf(out, len, "number, %lld%s to %lld", (long long)f->min,
+                 (f->flags & F_GT_MIN) ? " (exclusive)" : "", (long long)f->max);
         break;
     case T_DURLIST:
         format_duration(f->min, lo, sizeof(lo));
@@ -2824,6 +3049,9 @@ static void reference_type(const field *f, char *out, size_t len)
     case T_LIST:
         snprintf(out, len, "list of mappings");
         break;
+    case T_NAMED:
+        snprintf(out, len, "mapping of names to mappings");
+        break;
     }
 }
 
@@ -2852,9 +3080,9 @@ static void write_rows(FILE *fp, const section *sec, const char *prefix, const c
             snprintf(def, sizeof(def), "-");
         }
         fprintf(fp, "| `%s` | %s | %s | %s | %s |\n", key, type, def,
-                f->type == T_SECTION || f->type == T_LIST ? "-"
-                : (f->flags & F_LIVE)                     ? "yes"
-                                                          : "no (restart)",
+                f->type == T_SECTION || f->type == T_LIST || f->type == T_NAMED ? "-"
+                : (f->flags & F_LIVE)                                           ? "yes"
+                                                                                : "no (restart)",
                 f->desc);
         if (f->type == T_SECTION) {
             char sub[PATH_BUF], from[PATH_BUF];
@@ -2869,6 +3097,11 @@ static void write_rows(FILE *fp, const section *sec, const char *prefix, const c
             char sub[PATH_BUF];
             make_path(sub, "%s[].", key);
             write_rows(fp, f->sub, sub, NULL);
+        } else if (f->type == T_NAMED) {
+            char sub[PATH_BUF], from[PATH_BUF];
+            make_path(sub, "%s.<name>.", key);
+            make_path(from, "%s.", f->merge_from);
+            write_rows(fp, f->sub, sub, from);
         }
     }
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "breakers.h"
 #include "config.h"
 #include "envelope.h"
 #include "idkey.h"
@@ -182,6 +183,7 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
     json_t *ev = NULL;
     char *body = NULL;
     wr_lua *L = NULL;
+    wr_breakers *breakers = wr_breakers_create(cfg);
     amqp_pool_t pool;
     init_amqp_pool(&pool, 4096);
     if (sub == NULL) {
@@ -214,7 +216,9 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
                      .subscription = sub->name,
                      .queue = sub->queue,
                      .timeout_ms = sub->handler_timeout_ms,
-                     .max_attempts = sub->retry.max_attempts};
+                     .max_attempts = sub->retry.max_attempts,
+                     .breakers = breakers,
+                     .breaker_fallback = &sub->breaker};
     L = wr_lua_create(&o, err, sizeof(err));
     if (L == NULL) {
         fprintf(stderr, "%s:%d:%d: subscriptions: %s: %s\n", cfg->path, sub->line, sub->col,
@@ -348,6 +352,7 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
 
 out:
     wr_lua_destroy(L);
+    wr_breakers_destroy(breakers);
     json_decref(ev);
     free(body);
     empty_amqp_pool(&pool);

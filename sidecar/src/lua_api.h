@@ -29,4 +29,9 @@ void wr_lua_push_safe_decode(lua_State *L);
 /* Add ctx.http (lua_http.c) to the table at the top of the stack. */
 void wr_lua_http_inject(lua_State *L);
 
+/* Add ctx.breaker (lua_breaker.c), over the shared set BREAKERS (a struct
+ * wr_breakers *, may be NULL) with FALLBACK (a wr_breaker_policy *) for names
+ * not in the config. */
+void wr_lua_breaker_inject(lua_State *L, void *breakers, const void *fallback);
+
 #endif

@@ -845,6 +845,7 @@ static int set_api(wr_lua *rt)
     }
     lua_setfield(L, -2, "log");
     wr_lua_http_inject(L);
+    wr_lua_breaker_inject(L, rt->opts.breakers, rt->opts.breaker_fallback);
     lua_getfield(L, LUA_REGISTRYINDEX, "warren.cjson_safe");
     lua_setfield(L, -2, "json");
     lua_pushstring(L, rt->subscription);

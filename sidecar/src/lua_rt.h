@@ -41,6 +41,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "config.h"
 #include "envelope.h"
 
 typedef struct wr_lua wr_lua;
@@ -57,6 +58,8 @@ typedef struct {
     size_t memory_limit;        /* bytes the state may allocate; 0 = 64 MiB */
     int worker;                 /* worker index, for logs */
     int max_attempts;           /* ctx.max_attempts */
+    struct wr_breakers *breakers; /* named breakers for ctx.breaker (breakers.h); NULL: none */
+    const wr_breaker_policy *breaker_fallback; /* policy of names not in the config */
 } wr_lua_opts;
 
 typedef enum {

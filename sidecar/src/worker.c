@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "breakers.h"
 #include "broker.h"
 #include "dlq.h"
 #include "envelope.h"
@@ -62,6 +63,7 @@ typedef struct {
     wr_finish_op op;           /* what to do with the record once the copies are confirmed */
     const char *done_outcome;  /* for WR_FINISH_DONE */
     int64_t delay_ms;          /* ACT_RETRY / ACT_WAIT: how long it waits */
+    wr_outcome out;            /* the handler's outcome, when it ran */
 } item;
 
 struct wr_worker {
@@ -83,6 +85,9 @@ struct wr_worker {
     unsigned live_gen;     /* the generation this worker runs */
     wr_retry_policy retry; /* the worker's copy of the live retry policy */
     int64_t retry_delays[WR_LIVE_MAX_DELAYS];
+
+    wr_shared_brk *brk;    /* the subscription's circuit breaker (shared by its workers) */
+    int paused;            /* consumption stopped because the breaker is open */
 
     wr_broker *b;
     wr_idem *idem;         /* NULL when idempotency is off, or while Redis is away */
@@ -247,6 +252,7 @@ static int connect_broker(wr_worker *w)
         if (w->b != NULL) {
             if (wr_broker_declare(w->b, &w->topo) == WR_BROKER_OK &&
                 wr_broker_consume(w->b, w->sub->queue, w->sub->prefetch) == WR_BROKER_OK) {
+                w->paused = 0;
                 wr_logline l;
                 wr_log_begin(&l, WR_LOG_INFO, "consuming");
                 wr_log_str(&l, "subscription", w->sub->name);
@@ -477,6 +483,7 @@ static int run_one(wr_worker *w, item *it)
     wr_lua_result res;
     wr_outcome out = wr_lua_handle(w->lua, &it->env, &call, &res);
     it->duration_ms = wr_mono_ms() - it->started_ms;
+    it->out = out;
     if (res.rebuild) {
         rebuild_lua(w);
     }
@@ -759,7 +766,24 @@ static int run_batch(wr_worker *w, int n)
                 continue;
             }
         }
+        if (!wr_shared_brk_allow(w->brk)) {
+            /* the breaker opened (or half-open has no probe slot left): back to the
+             * queue without counting an attempt, quietly */
+            it->act = ACT_NONE;
+            it->op = WR_FINISH_RELEASE;
+            continue;
+        }
         rc = run_one(w, it);
+        if (it->act == ACT_NONE) {
+            wr_shared_brk_release(w->brk); /* interrupted by shutdown: no verdict */
+        } else if (it->out == WR_OUT_OK) {
+            wr_shared_brk_record(w->brk, 1);
+        } else if (it->out == WR_OUT_ERROR || it->out == WR_OUT_TIMEOUT ||
+                   it->out == WR_OUT_RETRY) {
+            wr_shared_brk_record(w->brk, 0);
+        } else {
+            wr_shared_brk_release(w->brk); /* rejections and invalid bodies don't count */
+        }
     }
     if (rc == WR_BROKER_OK) {
         rc = wr_broker_batch_wait(w->b, CONFIRM_TIMEOUT_MS);
@@ -964,6 +988,41 @@ static void *worker_main(void *arg)
                 w->b = NULL;
                 break;
             }
+            int64_t wait_ms;
+            if (wr_shared_brk_blocks(w->brk, &wait_ms)) {
+                if (!w->paused) {
+                    /* stop consuming: what was delivered but not started goes back,
+                     * without counting an attempt; nothing burns retries meanwhile */
+                    drain(w);
+                    w->paused = 1;
+                    wr_logline l;
+                    wr_log_begin(&l, WR_LOG_WARN, "consumption paused: circuit breaker open");
+                    wr_log_str(&l, "subscription", w->sub->name);
+                    wr_log_int(&l, "worker", w->index);
+                    wr_log_end(&l);
+                }
+                int prc = wr_broker_poll(w->b, (int)wait_ms); /* keeps heartbeats going */
+                if (prc == WR_BROKER_DOWN) {
+                    wr_broker_destroy(w->b);
+                    w->b = NULL;
+                    break;
+                }
+                continue;
+            }
+            if (w->paused) {
+                if (wr_broker_consume(w->b, w->sub->queue, w->sub->prefetch) != WR_BROKER_OK) {
+                    wr_broker_destroy(w->b);
+                    w->b = NULL;
+                    break;
+                }
+                w->paused = 0;
+                wr_logline l;
+                wr_log_begin(&l, WR_LOG_INFO, "consumption resumed");
+                wr_log_str(&l, "subscription", w->sub->name);
+                wr_log_int(&l, "worker", w->index);
+                wr_log_str(&l, "breaker", wr_brk_state_name(wr_shared_brk_state(w->brk)));
+                wr_log_end(&l);
+            }
             int n = 0;
             int rc = wr_broker_take(w->b, w->taken, w->sub->batch_size, TAKE_TIMEOUT_MS, &n);
             if (rc == WR_BROKER_OK && n > 0) {
@@ -1009,7 +1068,8 @@ static void *worker_main(void *arg)
 }
 
 wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int index,
-                           wr_live *live, wr_run_flags *flags, char *err, size_t errcap)
+                           wr_live *live, wr_shared_brk *brk, wr_breakers *named,
+                           wr_run_flags *flags, char *err, size_t errcap)
 {
     wr_worker *w = calloc(1, sizeof(*w));
     if (w == NULL) {
@@ -1029,6 +1089,7 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
     hex_rand(w, rnd, 16);
     snprintf(w->token, sizeof(w->token), "%d-%d-%s", (int)getpid(), index, rnd);
     w->live = live;
+    w->brk = brk;
     wr_live_snapshot snap;
     if (wr_live_snapshot_take(live, &snap) != 0) {
         wr_live_snapshot_free(&snap);
@@ -1046,6 +1107,8 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
         .timeout_ms = snap.timeout_ms,
         .worker = index,
         .max_attempts = snap.retry.max_attempts,
+        .breakers = named,
+        .breaker_fallback = &sub->breaker,
     };
     size_t bs = (size_t)sub->batch_size;
     w->items = calloc(bs, sizeof(*w->items));

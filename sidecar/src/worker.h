@@ -22,6 +22,12 @@
  * with capped, jittered backoff, re-declares its topology and resumes, and
  * the broker redelivers what was unacked.
  *
+ * Circuit breaker: the subscription's breaker (shared by its workers) counts
+ * retryable failures and timeouts. While it is open the worker stops
+ * consuming (basic.cancel) and returns every delivery it holds that has not
+ * started, without counting an attempt; half-open lets a few probes through;
+ * when it closes, consumption resumes.
+ *
  * Shutdown: when `stop` is set the worker cancels its consumer, finishes
  * the handler it is running and the publishes of its batch, returns
  * everything not started to the broker, closes and exits. When `abort` is
@@ -33,6 +39,7 @@
 
 #include <stdatomic.h>
 
+#include "breakers.h"
 #include "config.h"
 #include "reload.h"
 
@@ -51,7 +58,8 @@ typedef struct wr_worker wr_worker;
  * Returns NULL with the reason in ERR.
  */
 wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int index,
-                           wr_live *live, wr_run_flags *flags, char *err, size_t errcap);
+                           wr_live *live, wr_shared_brk *brk, wr_breakers *named,
+                           wr_run_flags *flags, char *err, size_t errcap);
 
 /* 1 once the worker's thread has finished. */
 int wr_worker_done(const wr_worker *w);

@@ -83,6 +83,17 @@ function M.handle(event, ctx)
   e[#e + 1] = try(http, { url = "http://x", headers = { a = {} } })
   e[#e + 1] = try(http, { url = "http://x", headers = { ["a:b"] = "v" } })
   e[#e + 1] = try(http, { url = "http://x", bogus = 1 })
+  e[#e + 1] = try(ctx.breaker)
+  e[#e + 1] = try(ctx.breaker, 5)
+  e[#e + 1] = try(ctx.breaker, "")
+  local brk = ctx.breaker("probe-dep")
+  e[#e + 1] = try(brk.call, 5)
+  e[#e + 1] = try(brk.call, brk, 5)
+  e[#e + 1] = try(brk.state, 5)
+  d.breaker_state = brk:state()
+  d.breaker_same = ctx.breaker("probe-dep") == brk
+  d.breaker_result = { brk:call(function(a, b) return a + b, "two" end, 1, 2) }
+  e[#e + 1] = try(brk.call, brk, function() error("boom", 0) end)
   d.errors = e
   ctx.publish("", "probe", d)
 end

@@ -1,0 +1,196 @@
+/*
+ * breakers: shared, locked circuit breakers. See breakers.h.
+ */
+#include "breakers.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+struct wr_shared_brk {
+    pthread_mutex_t lock;
+    wr_brk b;
+    char name[128];   /* "subscription:orders" or "payments" */
+    char kind[16];    /* "subscription" or "dependency" */
+    wr_shared_brk *next;
+};
+
+struct wr_breakers {
+    pthread_mutex_t lock; /* guards the named list */
+    wr_shared_brk *subs;  /* sub_count of them */
+    int sub_count;
+    wr_shared_brk *named; /* linked list */
+};
+
+static void init_one(wr_shared_brk *b, const char *kind, const char *name,
+                     const wr_breaker_policy *p)
+{
+    pthread_mutex_init(&b->lock, NULL);
+    wr_brk_init(&b->b, p);
+    snprintf(b->name, sizeof(b->name), "%s", name);
+    snprintf(b->kind, sizeof(b->kind), "%s", kind);
+}
+
+wr_breakers *wr_breakers_create(const wr_config *cfg)
+{
+    wr_breakers *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        return NULL;
+    }
+    pthread_mutex_init(&s->lock, NULL);
+    s->subs = calloc((size_t)(cfg->sub_count > 0 ? cfg->sub_count : 1), sizeof(*s->subs));
+    if (s->subs == NULL) {
+        free(s);
+        return NULL;
+    }
+    s->sub_count = cfg->sub_count;
+    for (int i = 0; i < cfg->sub_count; i++) {
+        init_one(&s->subs[i], "subscription", cfg->subs[i].name, &cfg->subs[i].breaker);
+    }
+    for (int i = 0; i < cfg->breaker_count; i++) {
+        wr_shared_brk *b = calloc(1, sizeof(*b));
+        if (b == NULL) {
+            break;
+        }
+        init_one(b, "dependency", cfg->breaker_names[i], &cfg->breakers[i]);
+        b->next = s->named;
+        s->named = b;
+    }
+    return s;
+}
+
+void wr_breakers_destroy(wr_breakers *s)
+{
+    if (s == NULL) {
+        return;
+    }
+    for (int i = 0; i < s->sub_count; i++) {
+        pthread_mutex_destroy(&s->subs[i].lock);
+    }
+    free(s->subs);
+    while (s->named != NULL) {
+        wr_shared_brk *n = s->named->next;
+        pthread_mutex_destroy(&s->named->lock);
+        free(s->named);
+        s->named = n;
+    }
+    pthread_mutex_destroy(&s->lock);
+    free(s);
+}
+
+wr_shared_brk *wr_breakers_sub(wr_breakers *s, int i)
+{
+    return &s->subs[i];
+}
+
+wr_shared_brk *wr_breakers_named(wr_breakers *s, const char *name,
+                                 const wr_breaker_policy *fallback)
+{
+    pthread_mutex_lock(&s->lock);
+    wr_shared_brk *b = s->named;
+    while (b != NULL && strcmp(b->name, name) != 0) {
+        b = b->next;
+    }
+    if (b == NULL && (b = calloc(1, sizeof(*b))) != NULL) {
+        init_one(b, "dependency", name, fallback);
+        b->next = s->named;
+        s->named = b;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return b;
+}
+
+/* Log a state change (called with the breaker's lock held: lines stay in order). */
+static void log_change(const wr_shared_brk *b, const wr_brk_change *c)
+{
+    static const char *msgs[] = {"breaker closed", "breaker opened", "breaker half-open"};
+    wr_logline l;
+    wr_log_begin(&l, c->to == WR_BRK_OPEN ? WR_LOG_WARN : WR_LOG_INFO, msgs[c->to]);
+    wr_log_str(&l, "breaker", b->name);
+    wr_log_str(&l, "kind", b->kind);
+    wr_log_str(&l, "from", wr_brk_state_name(c->from));
+    wr_log_str(&l, "to", wr_brk_state_name(c->to));
+    if (c->to == WR_BRK_OPEN) {
+        wr_log_int(&l, "calls", c->calls);
+        wr_log_int(&l, "failures", c->failures);
+        wr_log_int(&l, "open_ms", b->b.p.open_ms);
+    }
+    wr_log_end(&l);
+}
+
+int wr_shared_brk_allow(wr_shared_brk *b)
+{
+    wr_brk_change c;
+    int changed = 0;
+    pthread_mutex_lock(&b->lock);
+    int ok = wr_brk_allow(&b->b, wr_now_ms(), &c, &changed);
+    if (changed) {
+        log_change(b, &c);
+    }
+    pthread_mutex_unlock(&b->lock);
+    return ok;
+}
+
+void wr_shared_brk_record(wr_shared_brk *b, int ok)
+{
+    wr_brk_change c;
+    int changed = 0;
+    pthread_mutex_lock(&b->lock);
+    wr_brk_record(&b->b, wr_now_ms(), ok, &c, &changed);
+    if (changed) {
+        log_change(b, &c);
+    }
+    pthread_mutex_unlock(&b->lock);
+}
+
+void wr_shared_brk_release(wr_shared_brk *b)
+{
+    pthread_mutex_lock(&b->lock);
+    wr_brk_release(&b->b);
+    pthread_mutex_unlock(&b->lock);
+}
+
+int wr_shared_brk_blocks(wr_shared_brk *b, int64_t *wait_ms)
+{
+    wr_brk_change c;
+    int changed = 0;
+    *wait_ms = 200;
+    if (!b->b.p.enabled) {
+        return 0;
+    }
+    pthread_mutex_lock(&b->lock);
+    int64_t now = wr_now_ms();
+    wr_brk_state st = wr_brk_state_at(&b->b, now, &c, &changed);
+    if (changed) {
+        log_change(b, &c);
+    }
+    int blocks = st == WR_BRK_OPEN ||
+                 (st == WR_BRK_HALF_OPEN && b->b.probes_given >= b->b.p.half_open_probes);
+    if (st == WR_BRK_OPEN) {
+        int64_t left = wr_brk_open_left(&b->b, now);
+        *wait_ms = left < 200 ? left + 1 : 200;
+    }
+    pthread_mutex_unlock(&b->lock);
+    return blocks;
+}
+
+wr_brk_state wr_shared_brk_state(wr_shared_brk *b)
+{
+    wr_brk_change c;
+    int changed = 0;
+    pthread_mutex_lock(&b->lock);
+    wr_brk_state st = wr_brk_state_at(&b->b, wr_now_ms(), &c, &changed);
+    if (changed) {
+        log_change(b, &c);
+    }
+    pthread_mutex_unlock(&b->lock);
+    return st;
+}
+
+const char *wr_shared_brk_name(const wr_shared_brk *b)
+{
+    return b->name;
+}

@@ -1,0 +1,47 @@
+/*
+ * breakers: the process's shared circuit breakers, behind locks.
+ *
+ * One per subscription (its workers stop consuming while it is open) and one
+ * per named downstream dependency (ctx.breaker(name) in handlers: "payments",
+ * "inventory"), each a wr_brk (breaker.h) with a mutex; every operation is a
+ * few arithmetic steps under the lock. State changes are logged here, one
+ * line each ("breaker opened", "breaker half-open", "breaker closed").
+ *
+ * Named breakers are those of the config's `breakers` section; a name that is
+ * not there gets the policy of the subscription whose handler first asks for
+ * it. The set lives as long as the process.
+ */
+#ifndef WR_BREAKERS_H
+#define WR_BREAKERS_H
+
+#include "breaker.h"
+#include "config.h"
+
+typedef struct wr_breakers wr_breakers;
+typedef struct wr_shared_brk wr_shared_brk;
+
+wr_breakers *wr_breakers_create(const wr_config *cfg);
+void wr_breakers_destroy(wr_breakers *s);
+
+/* The breaker of subscription I. */
+wr_shared_brk *wr_breakers_sub(wr_breakers *s, int i);
+
+/* The named breaker NAME (created with FALLBACK's policy when not configured).
+ * Returns NULL only when out of memory. */
+wr_shared_brk *wr_breakers_named(wr_breakers *s, const char *name,
+                                 const wr_breaker_policy *fallback);
+
+/* wr_brk_allow / wr_brk_record / wr_brk_release under the lock, logging changes. */
+int wr_shared_brk_allow(wr_shared_brk *b);
+void wr_shared_brk_record(wr_shared_brk *b, int ok);
+void wr_shared_brk_release(wr_shared_brk *b);
+
+/* 1 when no call may start now: open, or half-open with every probe slot taken.
+ * *WAIT_MS: a good time to look again. */
+int wr_shared_brk_blocks(wr_shared_brk *b, int64_t *wait_ms);
+
+/* The state now, and its name. */
+wr_brk_state wr_shared_brk_state(wr_shared_brk *b);
+const char *wr_shared_brk_name(const wr_shared_brk *b);
+
+#endif
