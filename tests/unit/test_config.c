@@ -457,12 +457,12 @@ static void test_unknown_keys(void)
 {
     EXPECT_ERRORS(MINIMAL "amqps:\n  url: x\n",
                   "9:1: unknown key 'amqps' at the top level (expected one of: amqp, redis, log, "
-                  "defaults, shutdown, subscriptions)");
+                  "defaults, breakers, shutdown, subscriptions)");
     EXPECT_ERRORS(
         MINIMAL "    prefetc: 10\n",
         "9:5: unknown key 'prefetc' in subscriptions[0] (expected one of: name, queue, "
         "dlq, handler, prefetch, concurrency, batch_size, handler_timeout, max_body_size, "
-        "retry, idempotency, bindings)");
+        "retry, idempotency, breaker, bindings)");
     EXPECT_ERRORS("amqp:\n"
                   "  url: amqp://localhost/\n"
                   "  heartbeats: 5s\n"
@@ -518,7 +518,7 @@ static void test_wrong_node_kinds(void)
         MINIMAL "    queue2: q\n    bindings: {exchange: x}\n",
         "9:5: unknown key 'queue2' in subscriptions[0] (expected one of: name, queue, "
         "dlq, handler, prefetch, concurrency, batch_size, handler_timeout, max_body_size, "
-        "retry, idempotency, bindings)",
+        "retry, idempotency, breaker, bindings)",
         "10:15: subscriptions[0].bindings: expected a list, got a mapping");
     /* Never echo a scalar where a mapping was expected: it may be a secret URL. */
     EXPECT_ERRORS("amqp: amqp://user:hunter2@host/\n"
@@ -613,7 +613,7 @@ static void test_bad_values(void)
                           "defaults:\n"
                           "  handler_timeout: 0\n",
                   "9:1: unknown key 'amqp_extra' at the top level (expected one of: amqp, redis, "
-                  "log, defaults, shutdown, subscriptions)",
+                  "log, defaults, breakers, shutdown, subscriptions)",
                   "11:20: defaults.handler_timeout: expected a duration from 1ms to 1h, got '0'");
     EXPECT_ERRORS("amqp:\n"
                   "  url: amqp://localhost/\n"
@@ -1421,6 +1421,301 @@ static void test_policy_errors(void)
 }
 
 /* ------------------------------------------------------------------------ */
+/* breaker and breakers                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* Compare every field of a breaker policy. */
+static void check_breaker_at(int caller, const char *what, const wr_breaker_policy *b, int enabled,
+                             int window, int64_t window_ms, int min_calls, double ratio,
+                             int consecutive, int64_t open_ms, int probes)
+{
+    check_count++;
+    if (b->enabled != enabled || b->window != window || b->window_ms != window_ms ||
+        b->min_calls != min_calls || b->failure_ratio != ratio ||
+        b->consecutive_failures != consecutive || b->open_ms != open_ms ||
+        b->half_open_probes != probes) {
+        check_failures++;
+        fprintf(stderr,
+                "%s:%d: %s: got %d, %d, %lld, %d, %g, %d, %lld, %d;\n"
+                "  want %d, %d, %lld, %d, %g, %d, %lld, %d\n",
+                __FILE__, caller, what, b->enabled, b->window, (long long)b->window_ms,
+                b->min_calls, b->failure_ratio, b->consecutive_failures, (long long)b->open_ms,
+                b->half_open_probes, enabled, window, (long long)window_ms, min_calls, ratio,
+                consecutive, (long long)open_ms, probes);
+    }
+}
+
+#define CHECK_BREAKER(b, ...) check_breaker_at(__LINE__, #b, (b), __VA_ARGS__)
+
+/* No breaker sections anywhere, or empty ones: the built-in defaults, no named breakers. */
+static void test_breaker_defaults(void)
+{
+    wr_config *cfg = LOAD_OK(MINIMAL);
+    if (cfg != NULL) {
+        CHECK_BREAKER(&cfg->subs[0].breaker, 1, 20, 0, 10, 0.5, 0, 30000, 3);
+        CHECK_INT(cfg->breaker_count, 0);
+        CHECK(cfg->breakers == NULL);
+        CHECK(cfg->breaker_names == NULL);
+        wr_config_free(cfg);
+    }
+
+    cfg = LOAD_OK(MINIMAL "    breaker: {}\n"
+                          "defaults:\n"
+                          "  breaker: {}\n"
+                          "breakers: {}\n");
+    if (cfg != NULL) {
+        CHECK_BREAKER(&cfg->subs[0].breaker, 1, 20, 0, 10, 0.5, 0, 30000, 3);
+        CHECK_INT(cfg->breaker_count, 0);
+        CHECK(cfg->breakers == NULL);
+        CHECK(cfg->breaker_names == NULL);
+        wr_config_free(cfg);
+    }
+
+    /* A named breaker with nothing set, and no defaults.breaker: the built-in values. */
+    cfg = LOAD_OK(MINIMAL "breakers:\n"
+                          "  search: {}\n");
+    if (cfg != NULL) {
+        CHECK_INT(cfg->breaker_count, 1);
+        if (cfg->breaker_count == 1) {
+            CHECK_STR(cfg->breaker_names[0], "search");
+            CHECK_BREAKER(&cfg->breakers[0], 1, 20, 0, 10, 0.5, 0, 30000, 3);
+        }
+        wr_config_free(cfg);
+    }
+}
+
+/* defaults.breaker over the built-in values, subscriptions and named breakers over it. */
+static void test_breaker_merge(void)
+{
+    /* The defaults come last: merging waits for the whole file. */
+    wr_config *cfg = LOAD_OK(MINIMAL "    breaker:\n"
+                                     "      failure_ratio: 0.25\n"
+                                     "      open_for: 1m\n"
+                                     "  - name: b\n"
+                                     "    queue: q2\n"
+                                     "    handler: h.lua\n"
+                                     "  - name: c\n"
+                                     "    queue: q3\n"
+                                     "    handler: h.lua\n"
+                                     "    breaker:\n"
+                                     "      enabled: false\n"
+                                     "      window: 1000\n"
+                                     "      window_time: none\n"
+                                     "      min_calls: 1000\n"
+                                     "      failure_ratio: 1\n"
+                                     "      consecutive_failures: 1000\n"
+                                     "      open_for: 100ms\n"
+                                     "      half_open_probes: 100\n"
+                                     "breakers:\n"
+                                     "  payments:\n"
+                                     "    failure_ratio: 0.3\n"
+                                     "  search.v2-x_y: {window_time: 1h, consecutive_failures: "
+                                     "0}\n"
+                                     "  inventory:\n"
+                                     "    enabled: off\n"
+                                     "    window: 1\n"
+                                     "    window_time: 1s\n"
+                                     "    min_calls: 1\n"
+                                     "    failure_ratio: 0.001\n"
+                                     "    consecutive_failures: 1\n"
+                                     "    open_for: ${WR_T_OPEN:-1h}\n"
+                                     "    half_open_probes: 1\n"
+                                     "defaults:\n"
+                                     "  breaker:\n"
+                                     "    enabled: true\n"
+                                     "    window: 50\n"
+                                     "    window_time: 2m\n"
+                                     "    min_calls: 5\n"
+                                     "    failure_ratio: 0.75\n"
+                                     "    consecutive_failures: 7\n"
+                                     "    open_for: 10s\n"
+                                     "    half_open_probes: 2\n");
+    unsetenv("WR_T_OPEN");
+    if (cfg == NULL) {
+        return;
+    }
+    /* Key by key: the subscription's two keys, the defaults' six others. */
+    CHECK_BREAKER(&cfg->subs[0].breaker, 1, 50, 120000, 5, 0.25, 7, 60000, 2);
+    /* No section: the defaults whole. */
+    CHECK_BREAKER(&cfg->subs[1].breaker, 1, 50, 120000, 5, 0.75, 7, 10000, 2);
+    /* Everything its own, at the upper bounds; `none` goes back to the count window. */
+    CHECK_BREAKER(&cfg->subs[2].breaker, 0, 1000, 0, 1000, 1.0, 1000, 100, 100);
+    CHECK_INT(cfg->breaker_count, 3);
+    if (cfg->breaker_count == 3) {
+        CHECK_STR(cfg->breaker_names[0], "payments");
+        CHECK_BREAKER(&cfg->breakers[0], 1, 50, 120000, 5, 0.3, 7, 10000, 2);
+        CHECK_STR(cfg->breaker_names[1], "search.v2-x_y");
+        CHECK_BREAKER(&cfg->breakers[1], 1, 50, 3600000, 5, 0.75, 0, 10000, 2);
+        CHECK_STR(cfg->breaker_names[2], "inventory");
+        CHECK_BREAKER(&cfg->breakers[2], 0, 1, 1000, 1, 0.001, 1, 3600000, 1);
+    }
+    wr_config_free(cfg);
+
+    /* Only some defaults set: the rest built in, for subscriptions and named breakers. */
+    cfg = LOAD_OK(MINIMAL "    breaker: {window: 30}\n"
+                          "defaults:\n"
+                          "  breaker:\n"
+                          "    min_calls: 20\n"
+                          "breakers:\n"
+                          "  payments: {open_for: 5s}\n");
+    if (cfg != NULL) {
+        CHECK_BREAKER(&cfg->subs[0].breaker, 1, 30, 0, 20, 0.5, 0, 30000, 3);
+        CHECK_INT(cfg->breaker_count, 1);
+        if (cfg->breaker_count == 1) {
+            CHECK_STR(cfg->breaker_names[0], "payments");
+            CHECK_BREAKER(&cfg->breakers[0], 1, 20, 0, 20, 0.5, 0, 5000, 3);
+        }
+        wr_config_free(cfg);
+    }
+}
+
+static void test_breaker_errors(void)
+{
+    static const char keys[] = "(expected one of: enabled, window, window_time, min_calls, "
+                               "failure_ratio, consecutive_failures, open_for, half_open_probes)";
+    char unknown[3][256];
+
+    /* Integers out of range, in a subscription, the defaults and a named breaker. */
+    EXPECT_ERRORS(MINIMAL "    breaker:\n"
+                          "      window: 0\n"
+                          "      min_calls: 1001\n"
+                          "      consecutive_failures: -1\n"
+                          "defaults:\n"
+                          "  breaker:\n"
+                          "    window: 1001\n"
+                          "    half_open_probes: 0\n"
+                          "breakers:\n"
+                          "  payments:\n"
+                          "    half_open_probes: 101\n"
+                          "    enabled: maybe\n",
+                  "10:15: subscriptions[0].breaker.window: expected an integer from 1 to 1000, "
+                  "got '0'",
+                  "11:18: subscriptions[0].breaker.min_calls: expected an integer from 1 to "
+                  "1000, got '1001'",
+                  "12:29: subscriptions[0].breaker.consecutive_failures: expected an integer "
+                  "from 0 to 1000, got '-1'",
+                  "15:13: defaults.breaker.window: expected an integer from 1 to 1000, "
+                  "got '1001'",
+                  "16:23: defaults.breaker.half_open_probes: expected an integer from 1 to 100, "
+                  "got '0'",
+                  "19:23: breakers.payments.half_open_probes: expected an integer from 1 to 100, "
+                  "got '101'",
+                  "20:14: breakers.payments.enabled: expected true or false, got 'maybe'");
+
+    /* failure_ratio: 0 is excluded, above 1 and words are not numbers in range. */
+    EXPECT_ERRORS(MINIMAL "    breaker: {failure_ratio: 0}\n"
+                          "  - name: b\n"
+                          "    queue: q2\n"
+                          "    handler: h.lua\n"
+                          "    breaker: {failure_ratio: 0.0}\n"
+                          "defaults:\n"
+                          "  breaker:\n"
+                          "    failure_ratio: 1.5\n"
+                          "breakers:\n"
+                          "  payments: {failure_ratio: half}\n"
+                          "  search: {failure_ratio: 1e-1}\n",
+                  "9:30: subscriptions[0].breaker.failure_ratio: expected a number from 0 "
+                  "(exclusive) to 1, got '0'",
+                  "13:30: subscriptions[1].breaker.failure_ratio: expected a number from 0 "
+                  "(exclusive) to 1, got '0.0'",
+                  "16:20: defaults.breaker.failure_ratio: expected a number from 0 (exclusive) "
+                  "to 1, got '1.5'",
+                  "18:29: breakers.payments.failure_ratio: expected a number from 0 (exclusive) "
+                  "to 1, got 'half'",
+                  "19:27: breakers.search.failure_ratio: expected a number from 0 (exclusive) "
+                  "to 1, got '1e-1'");
+
+    /* Durations: not a duration, below and above the bounds. */
+    EXPECT_ERRORS(MINIMAL "    breaker:\n"
+                          "      open_for: soon\n"
+                          "      window_time: 500ms\n"
+                          "defaults:\n"
+                          "  breaker:\n"
+                          "    open_for: 50ms\n"
+                          "    window_time: 0\n"
+                          "breakers:\n"
+                          "  payments:\n"
+                          "    open_for: 2h\n"
+                          "    window_time: 61m\n",
+                  "10:17: subscriptions[0].breaker.open_for: expected a duration like 500ms, 5s, "
+                  "2m, 1h or 7d, got 'soon'",
+                  "11:20: subscriptions[0].breaker.window_time: expected a duration from 1s to "
+                  "1h, or none, got '500ms'",
+                  "14:15: defaults.breaker.open_for: expected a duration from 100ms to 1h, "
+                  "got '50ms'",
+                  "15:18: defaults.breaker.window_time: expected a duration from 1s to 1h, or "
+                  "none, got '0'",
+                  "18:15: breakers.payments.open_for: expected a duration from 100ms to 1h, "
+                  "got '2h'",
+                  "19:18: breakers.payments.window_time: expected a duration from 1s to 1h, or "
+                  "none, got '61m'");
+
+    /* Unknown keys in every kind of breaker section. */
+    snprintf(unknown[0], sizeof(unknown[0]),
+             "10:7: unknown key 'ratio' in subscriptions[0].breaker %s", keys);
+    snprintf(unknown[1], sizeof(unknown[1]),
+             "13:5: unknown key 'window_ms' in defaults.breaker %s", keys);
+    snprintf(unknown[2], sizeof(unknown[2]),
+             "16:5: unknown key 'probes' in breakers.payments %s", keys);
+    EXPECT_ERRORS(MINIMAL "    breaker:\n"
+                          "      ratio: 0.5\n"
+                          "defaults:\n"
+                          "  breaker:\n"
+                          "    window_ms: 1000\n"
+                          "breakers:\n"
+                          "  payments:\n"
+                          "    probes: 3\n",
+                  unknown[0], unknown[1], unknown[2]);
+
+    /* Names: the subscription-name rule, reported at the key; and no duplicates. */
+    EXPECT_ERRORS(MINIMAL "breakers:\n"
+                          "  pay ments: {}\n"
+                          "  '': {window: 5}\n"
+                          "  payments/eu: {window: 0}\n"
+                          "  ok.name_1-2: {}\n",
+                  "10:3: breakers: may contain only letters, digits, '_', '.' and '-', got "
+                  "'pay ments'",
+                  "11:3: breakers: must not be empty",
+                  "12:3: breakers: may contain only letters, digits, '_', '.' and '-', got "
+                  "'payments/eu'",
+                  "12:25: breakers.payments/eu.window: expected an integer from 1 to 1000, "
+                  "got '0'");
+    EXPECT_ERRORS(MINIMAL "breakers:\n"
+                          "  payments: {}\n"
+                          "  search: {}\n"
+                          "  payments:\n"
+                          "    window: 5\n",
+                  "12:3: duplicate key 'payments' in breakers (first at 10:3)");
+    EXPECT_ERRORS(MINIMAL "    breaker:\n"
+                          "      window: 5\n"
+                          "      window: 6\n",
+                  "11:7: duplicate key 'window' in subscriptions[0].breaker (first at 10:7)");
+
+    /* Wrong node kinds. */
+    EXPECT_ERRORS(MINIMAL "breakers:\n"
+                          "  - payments\n",
+                  "10:3: breakers: expected a mapping, got a list");
+    EXPECT_ERRORS(MINIMAL "breakers:\n", "9:10: breakers: expected a mapping, got an empty value");
+    EXPECT_ERRORS(MINIMAL "    breaker: on\n"
+                          "defaults:\n"
+                          "  breaker: [window]\n"
+                          "breakers:\n"
+                          "  payments: 5\n"
+                          "  search:\n"
+                          "  ? [a, b]\n"
+                          "  : {}\n"
+                          "  inventory:\n"
+                          "    window: [5]\n",
+                  "9:14: subscriptions[0].breaker: expected a mapping, got a string",
+                  "11:12: defaults.breaker: expected a mapping, got a list",
+                  "13:13: breakers.payments: expected a mapping, got a string",
+                  "14:10: breakers.search: expected a mapping, got an empty value",
+                  "15:5: expected a string key in breakers, got a list",
+                  "18:13: breakers.inventory.window: expected an integer from 1 to 1000, "
+                  "got a list");
+}
+
+/* ------------------------------------------------------------------------ */
 /* Parsers                                                                    */
 /* ------------------------------------------------------------------------ */
 
@@ -1674,6 +1969,24 @@ static void test_reference(void)
         "defaults.idempotency.ttl",
         "defaults.idempotency.lease",
         "defaults.idempotency.missing_key",
+        "defaults.breaker",
+        "defaults.breaker.enabled",
+        "defaults.breaker.window",
+        "defaults.breaker.window_time",
+        "defaults.breaker.min_calls",
+        "defaults.breaker.failure_ratio",
+        "defaults.breaker.consecutive_failures",
+        "defaults.breaker.open_for",
+        "defaults.breaker.half_open_probes",
+        "breakers",
+        "breakers.<name>.enabled",
+        "breakers.<name>.window",
+        "breakers.<name>.window_time",
+        "breakers.<name>.min_calls",
+        "breakers.<name>.failure_ratio",
+        "breakers.<name>.consecutive_failures",
+        "breakers.<name>.open_for",
+        "breakers.<name>.half_open_probes",
         "shutdown",
         "shutdown.grace",
         "subscriptions",
@@ -1701,6 +2014,15 @@ static void test_reference(void)
         "subscriptions[].idempotency.ttl",
         "subscriptions[].idempotency.lease",
         "subscriptions[].idempotency.missing_key",
+        "subscriptions[].breaker",
+        "subscriptions[].breaker.enabled",
+        "subscriptions[].breaker.window",
+        "subscriptions[].breaker.window_time",
+        "subscriptions[].breaker.min_calls",
+        "subscriptions[].breaker.failure_ratio",
+        "subscriptions[].breaker.consecutive_failures",
+        "subscriptions[].breaker.open_for",
+        "subscriptions[].breaker.half_open_probes",
         "subscriptions[].bindings",
         "subscriptions[].bindings[].exchange",
         "subscriptions[].bindings[].type",
@@ -1754,6 +2076,24 @@ static void test_reference(void)
     CHECK(strstr(buf, "\n| `subscriptions[].idempotency.key` | `message_id`, `header:NAME` or "
                       "`json:PATH` | `defaults.idempotency.key` | no (restart) | ") != NULL);
     CHECK(strstr(buf, "\n| `subscriptions[].idempotency` | mapping | - | - | ") != NULL);
+    CHECK(strstr(buf, "\n| `defaults.breaker.failure_ratio` | number, 0 (exclusive) to 1 | "
+                      "`0.5` | no (restart) | ") != NULL);
+    CHECK(strstr(buf, "\n| `defaults.breaker.window_time` | duration, 1s to 1h, or `none` | "
+                      "`none` | no (restart) | ") != NULL);
+    CHECK(strstr(buf, "\n| `defaults.breaker.open_for` | duration, 100ms to 1h | `30s` | "
+                      "no (restart) | ") != NULL);
+    CHECK(strstr(buf, "\n| `breakers` | mapping of names to mappings | - | - | ") != NULL);
+    CHECK(strstr(buf, "\n| `breakers.<name>.consecutive_failures` | integer, 0 to 1000 | "
+                      "`defaults.breaker.consecutive_failures` | no (restart) | ") != NULL);
+    CHECK(strstr(buf, "\n| `subscriptions[].breaker.half_open_probes` | integer, 1 to 100 | "
+                      "`defaults.breaker.half_open_probes` | no (restart) | ") != NULL);
+    CHECK(strstr(buf, "\n| `subscriptions[].breaker` | mapping | - | - | ") != NULL);
+    /* Every breaker key needs a restart. */
+    for (const char *p = strstr(buf, "breaker"); p != NULL; p = strstr(p + 1, "breaker")) {
+        const char *eol = strchr(p, '\n');
+        const char *yes = strstr(p, "| yes |");
+        CHECK(yes == NULL || yes > eol);
+    }
     free(buf);
 }
 
@@ -1805,6 +2145,8 @@ static void test_example_config(void)
         CHECK_INT(o->idem.ttl_ms, 7 * 86400000LL);
         CHECK_INT(o->idem.lease_ms, 30000);
         CHECK_INT(o->idem.missing_key_hash, 0);
+        CHECK_BREAKER(&o->breaker, 1, 20, 0, 10, 0.5, 0, 30000, 3);
+        CHECK_BREAKER(&n->breaker, 1, 20, 0, 10, 0.5, 0, 30000, 3);
         CHECK_STR(n->name, "notifications");
         CHECK_STR(n->queue, "notifications.events");
         snprintf(want, sizeof(want), "%s/handlers/notifications.lua", root);
@@ -1816,6 +2158,7 @@ static void test_example_config(void)
         CHECK_INT(n->retry.max_attempts, 5);
         CHECK_DELAYS(&n->retry, 1000, 5000, 30000, 120000);
     }
+    CHECK_INT(cfg->breaker_count, 0); /* breakers: only a commented example */
     wr_config_free(cfg);
 
     /* The environment overrides the defaults written in the file. */
@@ -1856,6 +2199,9 @@ int main(void)
     test_policy_full();
     test_policy_merge();
     test_policy_errors();
+    test_breaker_defaults();
+    test_breaker_merge();
+    test_breaker_errors();
     test_durations();
     test_amqp_urls();
     test_redis_urls();
