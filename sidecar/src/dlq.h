@@ -8,7 +8,7 @@
  * operator what happened without a second tool:
  *
  *   x-warren-reason                 stable code: invalid-json, handler-error, ...
- *   x-warren-error-class            invalid | error | rejected | timeout
+ *   x-warren-error-class            invalid | error | rejected | timeout | crashed
  *   x-warren-error                  the last error, at most WR_DLQ_MAX_ERROR bytes
  *   x-warren-errors                 every error so far (array, the newest
  *                                   WR_DLQ_MAX_ERRORS kept)

@@ -679,6 +679,22 @@ static int claim_batch(wr_worker *w, int n)
         case WR_CLAIM_ACQUIRED:
             it->claimed = 1;
             it->starts = w->claims[c].starts;
+            /* Crash-loop guard: every claim counts a start; retries count attempts.
+             * Starts beyond the attempts are runs that never reached an outcome
+             * (the worker or the process died in the handler: a segfault in a C
+             * module, an OOM kill). After max_attempts of those, the message goes
+             * to the DLQ instead of killing the sidecar again. */
+            if (it->starts - it->attempt >= w->retry.max_attempts) {
+                it->act = ACT_DLQ;
+                it->op = WR_FINISH_DONE;
+                it->done_outcome = "dead-lettered";
+                it->outcome = "crashed";
+                snprintf(it->reason, sizeof(it->reason), "crashed");
+                snprintf(it->error, sizeof(it->error),
+                         "the handler was started %d times without an outcome: the worker "
+                         "or the process died each time",
+                         it->starts - it->attempt);
+            }
             break;
         }
     }
@@ -739,7 +755,8 @@ static int run_batch(wr_worker *w, int n)
     for (int i = 0; i < n && rc == WR_BROKER_OK; i++) {
         item *it = &w->items[i];
         if (it->act == ACT_DLQ) {
-            rc = publish_copy(w, it, "invalid", 0); /* invalid: never runs */
+            /* invalid (never runs), or crashed too often to run again */
+            rc = publish_copy(w, it, it->claimed ? "crashed" : "invalid", 0);
             continue;
         }
         if (it->act == ACT_WAIT) {
@@ -1022,6 +1039,17 @@ static void *worker_main(void *arg)
                 wr_log_int(&l, "worker", w->index);
                 wr_log_str(&l, "breaker", wr_brk_state_name(wr_shared_brk_state(w->brk)));
                 wr_log_end(&l);
+            }
+            if (wr_broker_blocked(w->b)) {
+                /* the broker's memory or disk alarm: a publish now would block the
+                 * thread once TCP buffers fill; take no batch (each one publishes)
+                 * until it lifts, servicing the connection meanwhile */
+                if (wr_broker_poll(w->b, TAKE_TIMEOUT_MS) == WR_BROKER_DOWN) {
+                    wr_broker_destroy(w->b);
+                    w->b = NULL;
+                    break;
+                }
+                continue;
             }
             int n = 0;
             int rc = wr_broker_take(w->b, w->taken, w->sub->batch_size, TAKE_TIMEOUT_MS, &n);
