@@ -44,6 +44,7 @@ struct wr_lua {
     /* the current call */
     enum phase phase;
     double deadline_ms;     /* monotonic */
+    double next_service_ms; /* monotonic: when the hook next calls opts.service */
     int timed_out;
     atomic_int interrupted;
     wr_outcome forced;      /* set by ctx.reject / ctx.retry */
@@ -244,7 +245,12 @@ static void deadline_hook(lua_State *L, lua_Debug *ar)
         return;
     }
     int stop = atomic_load(&rt->interrupted);
-    if (!stop && wr_mono_ms() < rt->deadline_ms) {
+    double now = wr_mono_ms();
+    if (rt->opts.service != NULL && now >= rt->next_service_ms && rt->phase == PHASE_HANDLE) {
+        rt->next_service_ms = now + (double)rt->opts.service_every_ms;
+        rt->opts.service(rt->opts.service_ud);
+    }
+    if (!stop && now < rt->deadline_ms) {
         return;
     }
     rt->timed_out = !stop;
@@ -1172,6 +1178,7 @@ wr_outcome wr_lua_handle(wr_lua *rt, const wr_envelope *env, const wr_lua_call *
 
     rt->phase = PHASE_HANDLE;
     rt->deadline_ms = wr_mono_ms() + (double)rt->opts.timeout_ms;
+    rt->next_service_ms = wr_mono_ms() + (double)rt->opts.service_every_ms;
     int rc = lua_pcall(L, 2, 1, 1);
     rt->phase = PHASE_NONE;
     lua_sethook(L, deadline_hook, LUA_MASKCOUNT, HOOK_EVERY); /* undo a timeout's every-1 */

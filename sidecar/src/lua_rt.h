@@ -59,6 +59,12 @@ typedef struct {
     int worker;                 /* worker index, for logs */
     int max_attempts;           /* ctx.max_attempts */
     struct wr_breakers *breakers; /* named breakers for ctx.breaker (breakers.h); NULL: none */
+    /* Called from inside a long handler every SERVICE_EVERY_MS (from the count
+     * hook, between VM instructions): the worker keeps its AMQP connection's
+     * heartbeats flowing while a handler runs. NULL: never. */
+    void (*service)(void *ud);
+    void *service_ud;
+    int64_t service_every_ms;
     const wr_breaker_policy *breaker_fallback; /* policy of names not in the config */
 } wr_lua_opts;
 

@@ -407,6 +407,22 @@ static int publish_copy(wr_worker *w, item *it, const char *error_class, int tie
     return rc;
 }
 
+/*
+ * Called from inside a running handler (lua_rt's hook): read what the broker
+ * sent and let rabbitmq-c send a heartbeat when one is due, so a handler that
+ * runs longer than the heartbeat interval does not get the connection closed
+ * under it. A delivery read here waits in the inbox; a confirm is booked; a
+ * dead connection is noticed by the batch's next broker call.
+ */
+static void service_broker(void *ud)
+{
+    wr_worker *w = ud;
+    if (w->b != NULL) {
+        while (wr_broker_poll(w->b, 0) == WR_BROKER_OK) {
+        }
+    }
+}
+
 /* Replace the Lua state after it ran out of memory. */
 static void rebuild_lua(wr_worker *w)
 {
@@ -1137,6 +1153,9 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
         .max_attempts = snap.retry.max_attempts,
         .breakers = named,
         .breaker_fallback = &sub->breaker,
+        .service = service_broker,
+        .service_ud = w,
+        .service_every_ms = cfg->amqp_heartbeat_ms > 0 ? cfg->amqp_heartbeat_ms / 4 : 1000,
     };
     size_t bs = (size_t)sub->batch_size;
     w->items = calloc(bs, sizeof(*w->items));
