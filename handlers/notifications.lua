@@ -1,11 +1,14 @@
--- notifications: tells the customer that their order is confirmed.
+-- notifications: e-mails the customer once their payment is captured.
 --
--- Consumes order.confirmed events published by the orders handler. Two kinds
--- of failure, handled differently:
+-- Consumes payment.captured events published by the payments handler. Three
+-- kinds of failure, handled differently:
 --   * the mail relay is briefly unavailable: error(...) -- warren retries the
 --     event later through its delay queues (ctx.attempt counts the tries);
---   * the order has no e-mail address: no retry can fix that, so ctx.reject
---     sends it to the notifications DLQ at once, with the reason.
+--   * the payment has no e-mail address: no retry can fix that, so ctx.reject
+--     sends it to the notifications DLQ at once, with the reason;
+--   * the body is not a JSON object (a string, a number, an array, null, or
+--     not JSON at all): rejected the same way, before anything reads a field
+--     of it, so it cannot fail on every retry.
 
 local M = {}
 
@@ -20,18 +23,23 @@ local function send_mail(to, attempt)
 end
 
 function M.handle(event, ctx)
-  local order = event.data
-  if type(order.email) ~= "string" or not order.email:find("@", 1, true) then
-    return ctx.reject("cannot notify about order " .. tostring(order.order_id)
+  local payment = event.data
+  if type(payment) ~= "table" or payment[1] ~= nil then
+    return ctx.reject(tostring(event.type) .. ": the body is not a JSON object")
+  end
+  local email = payment.email
+  if type(email) ~= "string" or not email:find("^[^@%s]+@[^@%s]+$") then
+    return ctx.reject("cannot notify about order " .. tostring(payment.order_id)
                       .. ": no e-mail address")
   end
-  local ok, err = send_mail(order.email, ctx.attempt)
+  local ok, err = send_mail(email, ctx.attempt)
   if not ok then
     error(err .. " (attempt " .. ctx.attempt .. " of " .. ctx.max_attempts .. ")")
   end
-  ctx.log.info("confirmation e-mail sent", {
-    order_id = order.order_id,
-    to = order.email,
+  ctx.log.info("receipt e-mail sent", {
+    order_id = payment.order_id,
+    payment_id = payment.payment_id,
+    to = email,
     attempt = ctx.attempt,
     idempotency_key = ctx.idempotency_key,
   })
