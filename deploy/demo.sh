@@ -3,17 +3,28 @@
 #
 # Installs what it needs, builds warren, starts a private RabbitMQ and Redis on
 # loopback (data in /var/tmp/warren/, ports 5672 and 6379 unless WR_AMQP_PORT /
-# WR_REDIS_PORT say otherwise), runs `warren run -c config/warren.yaml` with the
-# example order handlers, publishes a handful of order events (good ones, a
-# rejected order, an order nobody can be notified about, a malformed message,
-# one without an id), prints what happened to each, then stops everything it
-# started. Safe to run twice in a row.
+# WR_REDIS_PORT say otherwise) and the shop's stand-in services
+# (deploy/shop_service.py on 127.0.0.1:8089, or WR_SHOP_PORT), runs warren with
+# config/warren.yaml and the order-flow handlers (orders, inventory, payments,
+# notifications), publishes example order events (a normal order, a duplicate,
+# a payment that fails once, a declined card, an order without items, a cancel
+# before its order, a cancel after it, malformed messages), prints what
+# happened to each, the dead-letter queues and what the services recorded,
+# then stops everything it started. Safe to run twice in a row.
+#
+# The handlers find the services at the address in handlers/shop.lua, and a
+# handler cannot read the environment (no os.getenv in the sandbox). So warren
+# runs a view of the repository in .demo/run/: config/warren.yaml and the
+# handlers as symlinks (so edits to them still hot-reload), and a shop.lua of
+# its own holding WR_SHOP_PORT's address.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 DEMO="$ROOT/.demo"
 export WR_AMQP_PORT=${WR_AMQP_PORT:-5672}
 export WR_REDIS_PORT=${WR_REDIS_PORT:-6379}
+export WR_SHOP_PORT=${WR_SHOP_PORT:-8089}
+export SHOP_URL=http://127.0.0.1:$WR_SHOP_PORT
 # The servers' data lives outside the checkout: they run as the rabbitmq and
 # redis users, who cannot enter a checkout under a private directory like /root.
 STACK=/var/tmp/warren/demo-$WR_AMQP_PORT
@@ -27,10 +38,15 @@ cmake --build build -j2 --target warren >"$DEMO/build.log" 2>&1 ||
     { tail -30 "$DEMO/build.log"; exit 1; }
 
 warren_pid=
+shop_pid=
 cleanup() {
     if [ -n "$warren_pid" ] && kill -0 "$warren_pid" 2>/dev/null; then
         kill -TERM "$warren_pid" 2>/dev/null || true
         wait "$warren_pid" 2>/dev/null || true
+    fi
+    if [ -n "$shop_pid" ] && kill -0 "$shop_pid" 2>/dev/null; then
+        kill -TERM "$shop_pid" 2>/dev/null || true
+        wait "$shop_pid" 2>/dev/null || true
     fi
     bash deploy/local/stack.sh stop "$STACK" || true
 }
@@ -43,20 +59,49 @@ set -a
 . "$STACK/env"
 set +a
 
-echo "demo: warren check -c config/warren.yaml"
-build/warren check -c config/warren.yaml
+# warren's view of the repository: the real config and handlers (symlinks),
+# and the services' address for this run.
+RUN="$DEMO/run"
+rm -rf "$RUN"
+mkdir -p "$RUN/config" "$RUN/handlers"
+ln -s "$ROOT/config/warren.yaml" "$RUN/config/warren.yaml"
+for f in "$ROOT"/handlers/*.lua; do
+    [ "$(basename "$f")" = shop.lua ] || ln -s "$f" "$RUN/handlers/"
+done
+sed -E "s#^( *url *= *)\"[^\"]*\"#\1\"$SHOP_URL\"#" handlers/shop.lua >"$RUN/handlers/shop.lua"
+grep -qF "\"$SHOP_URL\"" "$RUN/handlers/shop.lua" ||
+    { echo "demo: handlers/shop.lua has no 'url = \"...\"' line to point at $SHOP_URL" >&2; exit 1; }
+
+echo "demo: warren check -c .demo/run/config/warren.yaml (config/warren.yaml, shop at $SHOP_URL)"
+build/warren check -c "$RUN/config/warren.yaml" 2>&1 | grep -v '"msg":"orders handler loaded"'
+
+echo "demo: starting the shop's services (deploy/shop_service.py) on $SHOP_URL"
+/usr/bin/python3 deploy/shop_service.py "$WR_SHOP_PORT" >"$DEMO/shop.log" 2>&1 &
+shop_pid=$!
+for _ in $(seq 100); do
+    grep -q '^ready' "$DEMO/shop.log" && break
+    if ! kill -0 "$shop_pid" 2>/dev/null; then
+        shop_pid=
+        tail -3 "$DEMO/shop.log" >&2
+        echo "demo: the shop's services did not start; is port $WR_SHOP_PORT taken? (WR_SHOP_PORT=... moves them)" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+grep -q '^ready' "$DEMO/shop.log" || { echo "demo: the shop's services did not answer" >&2; exit 1; }
 
 # Start from empty queues so a second run shows the same story.
 /usr/bin/python3 deploy/demo.py reset
 
 : >"$DEMO/warren.log"
-build/warren run -c config/warren.yaml >>"$DEMO/warren.log" 2>&1 &
+build/warren run -c "$RUN/config/warren.yaml" >>"$DEMO/warren.log" 2>&1 &
 warren_pid=$!
 echo "demo: warren running (pid $warren_pid), log in .demo/warren.log"
 
-/usr/bin/python3 deploy/demo.py run "$DEMO/warren.log"
+/usr/bin/python3 deploy/demo.py run "$DEMO/warren.log" && story=0 || story=$?
 
 kill -TERM "$warren_pid"
 wait "$warren_pid" && rc=0 || rc=$?
 warren_pid=
 echo "demo: warren stopped on SIGTERM with exit status $rc"
+exit "$story"
