@@ -39,7 +39,10 @@ static const char claim_lua[] =
     "    end\n"
     "  end\n"
     "  if status then\n"
-    "    local starts = redis.call('HINCRBY', k, 'starts', 1)\n"
+    /* our own token: this process never died, so it is not another start */
+    "    local starts = h[4] == token and h[1] == 'processing'\n"
+    "      and tonumber(redis.call('HGET', k, 'starts') or '1')\n"
+    "      or redis.call('HINCRBY', k, 'starts', 1)\n"
     "    redis.call('HSET', k, 'state', 'processing', 'token', token,\n"
     "               'lease_until', tostring(now + lease))\n"
     "    if ttl > 0 then redis.call('PEXPIRE', k, math.max(ttl, 2 * lease))\n"
@@ -51,7 +54,7 @@ static const char claim_lua[] =
 
 /*
  * Finish every key of a batch in one script call. KEYS: the records; ARGV:
- * token, ttl_ms, lease_ms, then two per key: op (done|release|extend) and
+ * token, ttl_ms, lease_ms, then two per key: op (done|release|unclaim|extend) and
  * outcome. Returns one integer per key: 1 when the token owned the key and the
  * op was applied, 0 otherwise (that key is left as it was).
  */
@@ -70,9 +73,10 @@ static const char finish_lua[] =
     "      redis.call('HSET', k, 'state', 'done', 'outcome', outcome, 'done_at', tostring(now))\n"
     "      redis.call('HDEL', k, 'token', 'lease_until')\n"
     "      if ttl > 0 then redis.call('PEXPIRE', k, ttl) else redis.call('PERSIST', k) end\n"
-    "    elseif op == 'release' then\n"
+    "    elseif op == 'release' or op == 'unclaim' then\n"
     "      redis.call('HSET', k, 'state', 'released')\n"
     "      redis.call('HDEL', k, 'token', 'lease_until')\n"
+    "      if op == 'unclaim' then redis.call('HINCRBY', k, 'starts', -1) end\n"
     "    else\n"
     "      redis.call('HSET', k, 'lease_until', tostring(now + lease))\n"
     "    end\n"
@@ -358,7 +362,7 @@ int wr_idem_claim(wr_idem *d, wr_claim *claims, int n, const char *token, int64_
 int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t lease_ms,
                    int64_t ttl_ms)
 {
-    static const char *names[] = {"done", "release", "extend"};
+    static const char *names[] = {"done", "release", "extend", "unclaim"};
     if (n == 0) {
         return 0;
     }

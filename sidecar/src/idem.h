@@ -10,6 +10,7 @@
  *   processing, lease expired   --claim--> processing (TAKEOVER: a worker died)
  *   processing(our token) --done-->    done(outcome)          kept ttl (or forever)
  *   processing(our token) --release--> released               (retry: claimable again)
+ *   processing(our token) --unclaim--> released, starts-1     (it never ran)
  *   processing(our token) --extend-->  lease_until pushed out (a long batch)
  *   done                  --claim-->   DONE (a duplicate: ack it, run nothing)
  *
@@ -51,7 +52,13 @@ typedef struct {
     char outcome[32];       /* (out) DONE: the outcome recorded */
 } wr_claim;
 
-typedef enum { WR_FINISH_DONE = 0, WR_FINISH_RELEASE, WR_FINISH_EXTEND } wr_finish_op;
+typedef enum {
+    WR_FINISH_DONE = 0, /* handled for good: keep the outcome */
+    WR_FINISH_RELEASE,  /* ran, to be retried: claimable again */
+    WR_FINISH_EXTEND,   /* still working on it: push the lease out */
+    WR_FINISH_UNCLAIM,  /* never ran (shutdown, breaker): claimable again, and the start it
+                           counted is taken back, so the crash-loop guard ignores it */
+} wr_finish_op;
 
 typedef struct {
     const char *key;     /* (in) */

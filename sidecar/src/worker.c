@@ -509,7 +509,7 @@ static int run_one(wr_worker *w, item *it)
     if (out != WR_OUT_OK && atomic_load(&w->flags->abort)) {
         /* interrupted by shutdown, not failed: give it back untouched */
         it->act = ACT_NONE;
-        it->op = WR_FINISH_RELEASE;
+        it->op = WR_FINISH_UNCLAIM;
         return WR_BROKER_OK;
     }
     switch (out) {
@@ -784,7 +784,7 @@ static int run_batch(wr_worker *w, int n)
         }
         if (atomic_load(&w->flags->stop)) {
             it->act = ACT_NONE; /* draining: what has not started goes back */
-            it->op = WR_FINISH_RELEASE;
+            it->op = WR_FINISH_UNCLAIM;
             continue;
         }
         if (pol->enabled && wr_mono_ms() - leased_at > (double)pol->lease_ms / 3) {
@@ -803,7 +803,7 @@ static int run_batch(wr_worker *w, int n)
             /* the breaker opened (or half-open has no probe slot left): back to the
              * queue without counting an attempt, quietly */
             it->act = ACT_NONE;
-            it->op = WR_FINISH_RELEASE;
+            it->op = WR_FINISH_UNCLAIM;
             continue;
         }
         rc = run_one(w, it);

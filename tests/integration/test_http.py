@@ -79,7 +79,8 @@ b = Broker()
 b.declare(out)
 b.declare(queue)
 w = Warren(tmp, [{"name": "pay", "queue": queue, "handler": "pay.lua",
-                  "retry": {"max_attempts": 3, "delays": ["1s"]}}]).start()
+                  "retry": {"max_attempts": 3, "delays": ["1s"]},
+                  "breaker": {"enabled": False}}]).start()
 check(w.wait_consuming(1), "consuming")
 tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 b.publish(queue, {"amount": 12.5}, message_id="pay-ok", headers={"traceparent": tp})

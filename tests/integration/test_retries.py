@@ -46,6 +46,7 @@ w = Warren(tmp, [{
     "name": "flaky", "queue": queue, "handler": "flaky.lua", "concurrency": 2,
     "handler_timeout": "300ms",
     "retry": {"max_attempts": 4, "delays": ["1s", "2s", "3s"]},
+    "breaker": {"enabled": False},  # most of these fail on purpose
     "bindings": [{"exchange": exchange, "routing_keys": ["order.#"]}],
 }]).start()
 check(w.wait_consuming(2), "consuming")
@@ -87,7 +88,7 @@ for mid, attempt, min_wait in (("ok-1", 1, 0), ("k1-1", 2, 1.0), ("k1-2", 2, 1.0
     check_eq(o.get("attempt"), attempt, "%s succeeded on attempt %d" % (mid, attempt))
     check_eq(o.get("routing_key"), "order.created", "%s keeps its routing key" % mid)
     check_eq(o.get("exchange"), exchange, "%s keeps its exchange" % mid)
-    if min_wait:
+    if min_wait and "now" in o:
         waited = o["now"] - iso(o["last_failure"])
         check(waited >= min_wait, "%s waited %.3fs >= %.1fs in its delay tier" % (mid, waited, min_wait))
         check(waited < min_wait + 5, "%s did not wait much longer than its tier (%.3fs)" % (mid, waited))

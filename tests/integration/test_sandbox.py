@@ -35,6 +35,7 @@ local probes = {
   spin = function() while true do end end,
   hog = function() local t = {} while true do t[#t + 1] = string.rep("x", 65536) .. #t end end,
   table_error = function() error({ code = 42 }) end,
+  yield = function() coroutine.yield("out") end,
 }
 function M.handle(event, ctx)
   local probe = probes[event.data.probe]
@@ -48,7 +49,9 @@ b = Broker()
 b.declare(out)
 b.declare(queue)
 w = Warren(tmp, [{"name": "evil", "queue": queue, "handler": "evil.lua", "handler_timeout": "500ms",
-                  "retry": {"max_attempts": 1}}]).start()
+                  "retry": {"max_attempts": 1},
+                  # every probe fails on purpose: the breaker would (rightly) stop consuming
+                  "breaker": {"enabled": False}}]).start()
 check(w.wait_consuming(1), "consuming")
 expect = {
     "os_execute": "attempt to call field 'execute' (a nil value)",
@@ -68,6 +71,7 @@ expect = {
     "spin": "handler timed out after 500 ms",
     "hog": "not enough memory",
     "table_error": "error object is a table, not a string",
+    "yield": "attempt to yield across C-call boundary",
 }
 for name in expect:
     b.publish(queue, {"probe": name}, message_id="probe-" + name)
