@@ -29,7 +29,6 @@ Prints "ready PORT" when listening.
 """
 import argparse
 import json
-import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
