@@ -47,7 +47,9 @@ for mid in seq:
     b.publish(queue, {"n": mid}, message_id=mid)
 
 sub = {"name": "crashy", "queue": queue, "handler": "work.lua", "concurrency": 2, "prefetch": 100,
-       "batch_size": 50, "retry": {"max_attempts": 2, "delays": ["1s"]},
+       # max_attempts bounds the crash-loop guard too: claims count starts, and a message
+       # in flight at several kills looks like one that keeps killing the process
+       "batch_size": 50, "retry": {"max_attempts": 5, "delays": ["1s"]},
        "idempotency": {"lease": "2s"}}
 w = Warren(tmp, [sub])
 kills = 0

@@ -2120,9 +2120,16 @@ static void test_example_config(void)
     CHECK_STR(cfg->amqp.redacted, "amqp://guest:***@127.0.0.1:5672/");
     CHECK_STR(cfg->amqp.vhost, "/");
     CHECK_STR(cfg->redis.url, "redis://127.0.0.1:6379/0");
-    CHECK_INT(cfg->sub_count, 2);
-    if (cfg->sub_count == 2) {
-        wr_subscription *o = &cfg->subs[0], *n = &cfg->subs[1];
+    CHECK_INT(cfg->sub_count, 4);
+    if (cfg->sub_count == 4) {
+        wr_subscription *o = &cfg->subs[0], *inv = &cfg->subs[1], *pay = &cfg->subs[2];
+        wr_subscription *n = &cfg->subs[3];
+        CHECK_STR(inv->name, "inventory");
+        CHECK_INT(inv->bindings[0].routing_key_count, 2);
+        CHECK_STR(inv->bindings[0].routing_keys[1], "order.cancellation.confirmed");
+        CHECK_STR(pay->name, "payments");
+        CHECK_INT(pay->idem.source, WR_KEY_JSON);
+        CHECK_STR(pay->idem.key_arg, "order_id");
         CHECK_STR(o->name, "orders");
         CHECK_STR(o->queue, "orders.events");
         CHECK_STR(o->dlq, "orders.events.dlq");
@@ -2154,7 +2161,7 @@ static void test_example_config(void)
         CHECK_INT(n->binding_count, 1);
         CHECK_STR(n->bindings[0].exchange, "shop.events");
         CHECK_INT(n->bindings[0].routing_key_count, 1);
-        CHECK_STR(n->bindings[0].routing_keys[0], "order.confirmed");
+        CHECK_STR(n->bindings[0].routing_keys[0], "payment.captured");
         CHECK_INT(n->retry.max_attempts, 5);
         CHECK_DELAYS(&n->retry, 1000, 5000, 30000, 120000);
     }
