@@ -84,6 +84,8 @@ static int compile_handlers(const wr_config *cfg, int verbose)
 
 int wr_app_check(const char *config_path)
 {
+    /* what handlers log in init goes to stderr: stdout is the report */
+    wr_log_set_fd(STDERR_FILENO);
     wr_config *cfg = load(config_path);
     if (cfg == NULL) {
         return 1;
