@@ -7,6 +7,7 @@
 
 #include "app.h"
 #include "config.h"
+#include "dlqtool.h"
 #include "exec.h"
 
 static const char usage[] =
@@ -18,7 +19,9 @@ static const char usage[] =
     "  exec -c FILE --subscription NAME --event FILE.json [--json]\n"
     "                       run one event through the handler, no broker: print the\n"
     "                       outcome and what would be published, retried or dead-lettered\n"
-    "  config-reference     print every config key as a Markdown table\n"
+    "  config-reference     print every config key as a Markdown table\n";
+
+static const char usage_tail[] =
     "\n"
     "options:\n"
     "  -c, --config FILE    the YAML configuration (see config/warren.yaml)\n"
@@ -26,13 +29,23 @@ static const char usage[] =
     "  -V, --version        show the version\n"
     "\n"
     "exit status: 0 ok, 1 failure (config errors are printed as FILE:LINE:COL: message;\n"
-    "for exec: the handler did not succeed), 2 usage error\n";
+    "for exec: the handler did not succeed; for dlq: a message not replayed, a purge\n"
+    "refused), 2 usage error\n";
+
+/* The commands (dlq's from dlqtool.c), then the options and exit status. */
+static void put_usage(FILE *fp)
+{
+    fputs(usage, fp);
+    fputs(wr_dlqtool_usage, fp);
+    fputs(usage_tail, fp);
+}
 
 static int usage_error(const char *fmt, const char *arg)
 {
     fprintf(stderr, "warren: ");
     fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\n\n%s", usage);
+    fprintf(stderr, "\n\n");
+    put_usage(stderr);
     return 2;
 }
 
@@ -43,7 +56,7 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[1];
     if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
-        fputs(usage, stdout);
+        put_usage(stdout);
         return 0;
     }
     if (strcmp(cmd, "-V") == 0 || strcmp(cmd, "--version") == 0) {
@@ -56,6 +69,9 @@ int main(int argc, char **argv)
         }
         wr_config_write_reference(stdout);
         return 0;
+    }
+    if (strcmp(cmd, "dlq") == 0) {
+        return wr_dlqtool_main(argc - 2, argv + 2);
     }
     int exec = strcmp(cmd, "exec") == 0;
     if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0 && !exec) {
@@ -79,7 +95,7 @@ int main(int argc, char **argv)
         } else if (exec && strcmp(argv[i], "--json") == 0) {
             json = 1;
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            fputs(usage, stdout);
+            put_usage(stdout);
             return 0;
         } else {
             return usage_error("unexpected argument '%s'", argv[i]);

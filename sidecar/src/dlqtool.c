@@ -1,0 +1,1154 @@
+/*
+ * dlqtool: `warren dlq list|show|replay|purge`. See dlqtool.h.
+ *
+ * The DLQ is read on a plain rabbitmq-c connection of our own (heartbeats off:
+ * the command may sleep between replays) with basic.get and manual acks; the
+ * replayed copies go out through a wr_broker (confirm mode) on a second
+ * connection. Redis is reached with hiredis directly: only HMGET and DEL.
+ */
+#include "dlqtool.h"
+
+#include <amqp_ssl_socket.h>
+#include <amqp_tcp_socket.h>
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "amqp_compat.h"
+#include "broker.h"
+#include "config.h"
+#include "dlq.h"
+#include "envelope.h"
+#include "idkey.h"
+#include "log.h"
+
+#define CH 1
+#define XW "x-warren-"
+
+const char wr_dlqtool_usage[] =
+    "  dlq list -c FILE --subscription NAME [filters] [--json]\n"
+    "                       one line per DLQ message; the DLQ is left as it is\n"
+    "  dlq show ID -c FILE --subscription NAME [--json]\n"
+    "                       every property and header of one DLQ message, and its body\n"
+    "  dlq replay -c FILE --subscription NAME [filters] [--rate N/s] [--dry-run]\n"
+    "                       reset the idempotency record and send each matching message\n"
+    "                       back to the subscription's queue (default rate 50/s)\n"
+    "  dlq purge -c FILE --subscription NAME [filters] [--yes]\n"
+    "                       delete the matching messages (asks first without --yes)\n"
+    "  dlq filters: --id ID, --reason R, --grep TEXT (id, error, body),\n"
+    "               --older-than DURATION (last failure), --limit N (list: default 100)\n";
+
+typedef enum { CMD_LIST, CMD_SHOW, CMD_REPLAY, CMD_PURGE } dlq_cmd;
+
+typedef struct {
+    dlq_cmd cmd;
+    const char *config, *sub, *id, *reason, *grep;
+    int64_t older_ms; /* -1: no --older-than */
+    long limit;       /* 0: no limit */
+    int json, dry_run, yes;
+    double rate;      /* messages per second */
+} opts;
+
+/* One DLQ message taken with basic.get, still unacked. */
+typedef struct {
+    uint64_t tag;
+    amqp_bytes_t exchange, routing_key; /* of the get-ok (malloc'd) */
+    amqp_message_t msg;
+    int done;                           /* acked (replayed or purged) or nacked already */
+} dmsg;
+
+typedef struct {
+    amqp_connection_state_t conn;
+    int open;
+    const char *queue;
+    uint32_t depth;
+    dmsg *msgs;
+    size_t n, cap;
+    size_t scanned;
+    char err[256];
+} reader;
+
+static int usage(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "warren dlq: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\n\nusage:\n%s", wr_dlqtool_usage);
+    return 2;
+}
+
+/* --- small helpers ------------------------------------------------------ */
+
+static const amqp_table_t *headers_of(const amqp_basic_properties_t *p)
+{
+    return (p->_flags & AMQP_BASIC_HEADERS_FLAG) ? &p->headers : NULL;
+}
+
+static amqp_bytes_t prop_str(const amqp_basic_properties_t *p, amqp_flags_t flag, amqp_bytes_t v)
+{
+    amqp_bytes_t none = {0, NULL};
+    return (p->_flags & flag) ? v : none;
+}
+
+static amqp_bytes_t msg_id(const dmsg *m)
+{
+    return prop_str(&m->msg.properties, AMQP_BASIC_MESSAGE_ID_FLAG,
+                    m->msg.properties.message_id);
+}
+
+static amqp_bytes_t hdr(const dmsg *m, const char *name)
+{
+    return wr_table_get_str(headers_of(&m->msg.properties), name);
+}
+
+static int bytes_is(amqp_bytes_t b, const char *s)
+{
+    size_t n = strlen(s);
+    return b.len == n && (n == 0 || memcmp(b.bytes, s, n) == 0);
+}
+
+static int bytes_has(amqp_bytes_t b, const char *needle)
+{
+    size_t n = strlen(needle);
+    if (n == 0) {
+        return 1;
+    }
+    for (size_t i = 0; i + n <= b.len; i++) {
+        if (memcmp((const char *)b.bytes + i, needle, n) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A JSON string of B; bytes that are not UTF-8 become '?'. */
+static json_t *json_bytes(amqp_bytes_t b)
+{
+    const char *s = b.bytes ? b.bytes : "";
+    if (wr_utf8_check((const unsigned char *)s, b.len) == b.len) {
+        return json_stringn(s, b.len);
+    }
+    char *c = malloc(b.len + 1);
+    if (c == NULL) {
+        return json_null();
+    }
+    for (size_t i = 0; i < b.len; i++) {
+        c[i] = (unsigned char)s[i] < 0x80 ? s[i] : '?';
+    }
+    json_t *j = json_stringn(c, b.len);
+    free(c);
+    return j;
+}
+
+/* Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm). */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* Parse an ISO-8601 UTC time ("2026-11-30T01:34:13.101Z") into ms; -1 if not one. */
+static int64_t parse_iso(amqp_bytes_t b)
+{
+    char s[40];
+    if (b.len == 0 || b.len >= sizeof(s)) {
+        return -1;
+    }
+    memcpy(s, b.bytes, b.len);
+    s[b.len] = '\0';
+    int y, mo, d, h, mi, sec, ms = 0;
+    if (sscanf(s, "%d-%d-%dT%d:%d:%d", &y, &mo, &d, &h, &mi, &sec) != 6) {
+        return -1;
+    }
+    const char *dot = strchr(s, '.');
+    if (dot != NULL) {
+        ms = atoi(dot + 1);
+    }
+    return ((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60000LL + sec * 1000LL + ms;
+}
+
+/* --- reading the DLQ ------------------------------------------------------ */
+
+static int reply_ok(reader *r, amqp_rpc_reply_t rep, const char *what)
+{
+    if (rep.reply_type == AMQP_RESPONSE_NORMAL) {
+        return 0;
+    }
+    if (rep.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
+        rep.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        amqp_channel_close_t *c = rep.reply.decoded;
+        snprintf(r->err, sizeof(r->err), "%s: %.*s", what, (int)c->reply_text.len,
+                 (const char *)c->reply_text.bytes);
+        amqp_channel_close_ok_t ok = {0};
+        amqp_send_method(r->conn, CH, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+    } else if (rep.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION) {
+        snprintf(r->err, sizeof(r->err), "%s: the broker closed the connection", what);
+    } else if (rep.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
+        snprintf(r->err, sizeof(r->err), "%s: %s", what, amqp_error_string2(rep.library_error));
+    } else {
+        snprintf(r->err, sizeof(r->err), "%s failed", what);
+    }
+    r->open = 0;
+    return -1;
+}
+
+static int reader_open(reader *r, const wr_config *cfg, const char *queue)
+{
+    const wr_amqp_url *u = &cfg->amqp;
+    r->queue = queue;
+    r->conn = amqp_new_connection();
+    amqp_socket_t *sock = u->ssl ? amqp_ssl_socket_new(r->conn) : amqp_tcp_socket_new(r->conn);
+    if (sock == NULL) {
+        snprintf(r->err, sizeof(r->err), "cannot create a socket");
+        return -1;
+    }
+    if (u->ssl) {
+        amqp_ssl_socket_set_verify_peer(sock, 1);
+        amqp_ssl_socket_set_verify_hostname(sock, 1);
+    }
+    struct timeval tv = {(time_t)(cfg->amqp_connect_timeout_ms / 1000),
+                         (suseconds_t)(cfg->amqp_connect_timeout_ms % 1000 * 1000)};
+    int st = amqp_socket_open_noblock(sock, u->host, u->port, &tv);
+    if (st != AMQP_STATUS_OK) {
+        snprintf(r->err, sizeof(r->err), "cannot connect to %s: %s", u->redacted,
+                 amqp_error_string2(st));
+        return -1;
+    }
+    amqp_rpc_reply_t rep = amqp_login(r->conn, u->vhost, 0, AMQP_DEFAULT_FRAME_SIZE, 0,
+                                      AMQP_SASL_METHOD_PLAIN, u->user, u->password);
+    if (rep.reply_type != AMQP_RESPONSE_NORMAL) {
+        snprintf(r->err, sizeof(r->err), "cannot log in to %s", u->redacted);
+        return -1;
+    }
+    amqp_channel_open(r->conn, CH);
+    if (reply_ok(r, amqp_get_rpc_reply(r->conn), "channel.open") != 0) {
+        return -1;
+    }
+    r->open = 1;
+    amqp_queue_declare_ok_t *ok =
+        amqp_queue_declare(r->conn, CH, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
+    if (reply_ok(r, amqp_get_rpc_reply(r->conn), "queue.declare (passive)") != 0) {
+        return -1;
+    }
+    r->depth = ok->message_count;
+    return 0;
+}
+
+/* Take the next message; 1 got one, 0 the queue is empty (or we took DEPTH), -1 error. */
+static int reader_next(reader *r)
+{
+    if (r->scanned >= r->depth) {
+        return 0;
+    }
+    amqp_rpc_reply_t rep = amqp_basic_get(r->conn, CH, amqp_cstring_bytes(r->queue), 0);
+    if (reply_ok(r, rep, "basic.get") != 0) {
+        return -1;
+    }
+    if (rep.reply.id == AMQP_BASIC_GET_EMPTY_METHOD) {
+        return 0;
+    }
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 64;
+        dmsg *p = realloc(r->msgs, cap * sizeof(*p));
+        if (p == NULL) {
+            snprintf(r->err, sizeof(r->err), "out of memory");
+            return -1;
+        }
+        r->msgs = p;
+        r->cap = cap;
+    }
+    amqp_basic_get_ok_t *ok = rep.reply.decoded;
+    dmsg *m = &r->msgs[r->n];
+    memset(m, 0, sizeof(*m));
+    m->tag = ok->delivery_tag;
+    m->exchange = amqp_bytes_malloc_dup(ok->exchange);
+    m->routing_key = amqp_bytes_malloc_dup(ok->routing_key);
+    rep = amqp_read_message(r->conn, CH, &m->msg, 0);
+    if (reply_ok(r, rep, "reading a message") != 0) {
+        amqp_bytes_free(m->exchange);
+        amqp_bytes_free(m->routing_key);
+        return -1;
+    }
+    r->n++;
+    r->scanned++;
+    amqp_maybe_release_buffers(r->conn);
+    return 1;
+}
+
+static int reader_ack(reader *r, dmsg *m)
+{
+    m->done = 1;
+    return amqp_basic_ack(r->conn, CH, m->tag, 0) == AMQP_STATUS_OK ? 0 : -1;
+}
+
+static int reader_return(reader *r, dmsg *m)
+{
+    m->done = 1;
+    return amqp_basic_nack(r->conn, CH, m->tag, 0, 1) == AMQP_STATUS_OK ? 0 : -1;
+}
+
+/* Give back every message still held (nack requeue=1), close, free. */
+static void reader_close(reader *r)
+{
+    if (r->open) {
+        for (size_t i = 0; i < r->n; i++) {
+            if (!r->msgs[i].done) {
+                amqp_basic_nack(r->conn, CH, r->msgs[i].tag, 0, 1);
+            }
+        }
+        amqp_channel_close(r->conn, CH, AMQP_REPLY_SUCCESS);
+        amqp_connection_close(r->conn, AMQP_REPLY_SUCCESS);
+    }
+    if (r->conn != NULL) {
+        amqp_destroy_connection(r->conn);
+    }
+    for (size_t i = 0; i < r->n; i++) {
+        amqp_bytes_free(r->msgs[i].exchange);
+        amqp_bytes_free(r->msgs[i].routing_key);
+        amqp_destroy_message(&r->msgs[i].msg);
+    }
+    free(r->msgs);
+}
+
+static int matches(const opts *o, const dmsg *m, int64_t now)
+{
+    if (o->id != NULL && !bytes_is(msg_id(m), o->id)) {
+        return 0;
+    }
+    if (o->reason != NULL && !bytes_is(hdr(m, XW "reason"), o->reason)) {
+        return 0;
+    }
+    if (o->older_ms >= 0) {
+        int64_t t = parse_iso(hdr(m, XW "last-failure"));
+        if (t < 0 || now - t < o->older_ms) {
+            return 0;
+        }
+    }
+    if (o->grep != NULL) {
+        const amqp_field_value_t *errs = wr_table_get(headers_of(&m->msg.properties),
+                                                      XW "errors");
+        int hit = bytes_has(msg_id(m), o->grep) || bytes_has(hdr(m, XW "error"), o->grep) ||
+                  bytes_has(m->msg.body, o->grep);
+        if (!hit && errs != NULL && errs->kind == AMQP_FIELD_KIND_ARRAY) {
+            for (int i = 0; i < errs->value.array.num_entries && !hit; i++) {
+                const amqp_field_value_t *e = &errs->value.array.entries[i];
+                if (e->kind == AMQP_FIELD_KIND_UTF8 || e->kind == AMQP_FIELD_KIND_BYTES) {
+                    hit = bytes_has(e->value.bytes, o->grep);
+                }
+            }
+        }
+        if (!hit) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/*
+ * Take messages from the DLQ until LIMIT of them match (0: all of it). Stores
+ * the indexes of the matching ones in *SEL (malloc'd) and their count in *NSEL.
+ */
+static int scan(reader *r, const opts *o, long limit, size_t **sel, size_t *nsel)
+{
+    int64_t now = wr_now_ms();
+    *sel = NULL;
+    *nsel = 0;
+    size_t cap = 0;
+    for (;;) {
+        if (limit > 0 && *nsel >= (size_t)limit) {
+            return 0;
+        }
+        int rc = reader_next(r);
+        if (rc <= 0) {
+            return rc;
+        }
+        if (!matches(o, &r->msgs[r->n - 1], now)) {
+            continue;
+        }
+        if (*nsel == cap) {
+            cap = cap ? cap * 2 : 64;
+            size_t *p = realloc(*sel, cap * sizeof(*p));
+            if (p == NULL) {
+                snprintf(r->err, sizeof(r->err), "out of memory");
+                return -1;
+            }
+            *sel = p;
+        }
+        (*sel)[(*nsel)++] = r->n - 1;
+    }
+}
+
+/* --- rendering ------------------------------------------------------------ */
+
+static json_t *field_json(const amqp_field_value_t *v);
+
+static json_t *table_json(const amqp_table_t *t)
+{
+    json_t *o = json_object();
+    for (int i = 0; t != NULL && i < t->num_entries; i++) {
+        char key[256];
+        amqp_bytes_t k = t->entries[i].key;
+        snprintf(key, sizeof(key), "%.*s", (int)k.len, (const char *)k.bytes);
+        json_object_set_new(o, key, field_json(&t->entries[i].value));
+    }
+    return o;
+}
+
+static json_t *field_json(const amqp_field_value_t *v)
+{
+    switch (v->kind) {
+    case AMQP_FIELD_KIND_BOOLEAN:
+        return json_boolean(v->value.boolean);
+    case AMQP_FIELD_KIND_I8:
+        return json_integer(v->value.i8);
+    case AMQP_FIELD_KIND_U8:
+        return json_integer(v->value.u8);
+    case AMQP_FIELD_KIND_I16:
+        return json_integer(v->value.i16);
+    case AMQP_FIELD_KIND_U16:
+        return json_integer(v->value.u16);
+    case AMQP_FIELD_KIND_I32:
+        return json_integer(v->value.i32);
+    case AMQP_FIELD_KIND_U32:
+        return json_integer(v->value.u32);
+    case AMQP_FIELD_KIND_I64:
+        return json_integer(v->value.i64);
+    case AMQP_FIELD_KIND_U64:
+    case AMQP_FIELD_KIND_TIMESTAMP:
+        return json_integer((json_int_t)v->value.u64);
+    case AMQP_FIELD_KIND_F32:
+        return json_real(v->value.f32);
+    case AMQP_FIELD_KIND_F64:
+        return json_real(v->value.f64);
+    case AMQP_FIELD_KIND_UTF8:
+    case AMQP_FIELD_KIND_BYTES:
+        return json_bytes(v->value.bytes);
+    case AMQP_FIELD_KIND_ARRAY: {
+        json_t *a = json_array();
+        for (int i = 0; i < v->value.array.num_entries; i++) {
+            json_array_append_new(a, field_json(&v->value.array.entries[i]));
+        }
+        return a;
+    }
+    case AMQP_FIELD_KIND_TABLE:
+        return table_json(&v->value.table);
+    default:
+        return json_null();
+    }
+}
+
+/* Print N bytes of S on one line: control characters become spaces. */
+static void put_line(FILE *fp, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        fputc(c < 0x20 || c == 0x7f ? ' ' : c, fp);
+    }
+}
+
+static void put_bytes_field(FILE *fp, amqp_bytes_t b)
+{
+    if (b.len == 0) {
+        fputc('-', fp);
+    } else {
+        put_line(fp, b.bytes, b.len);
+    }
+}
+
+static int attempts_of(const dmsg *m)
+{
+    int64_t a = 0;
+    return wr_table_get_int(headers_of(&m->msg.properties), XW "attempt", &a) == 0 ? (int)a : 0;
+}
+
+static json_t *summary_json(const dmsg *m)
+{
+    amqp_bytes_t err = hdr(m, XW "error");
+    json_t *o = json_object();
+    json_object_set_new(o, "message_id", json_bytes(msg_id(m)));
+    json_object_set_new(o, "reason", json_bytes(hdr(m, XW "reason")));
+    json_object_set_new(o, "error_class", json_bytes(hdr(m, XW "error-class")));
+    json_object_set_new(o, "attempts", json_integer(attempts_of(m)));
+    json_object_set_new(o, "first_failure", json_bytes(hdr(m, XW "first-failure")));
+    json_object_set_new(o, "last_failure", json_bytes(hdr(m, XW "last-failure")));
+    json_object_set_new(o, "original_exchange", json_bytes(hdr(m, XW "original-exchange")));
+    json_object_set_new(o, "original_routing_key",
+                        json_bytes(hdr(m, XW "original-routing-key")));
+    json_object_set_new(o, "type", json_bytes(prop_str(&m->msg.properties,
+                                                       AMQP_BASIC_TYPE_FLAG,
+                                                       m->msg.properties.type)));
+    json_object_set_new(o, "error", json_bytes(err));
+    json_object_set_new(o, "body_bytes", json_integer((json_int_t)m->msg.body.len));
+    return o;
+}
+
+static void summary_line(FILE *fp, const dmsg *m)
+{
+    amqp_bytes_t err = hdr(m, XW "error");
+    put_bytes_field(fp, msg_id(m));
+    fputs("  ", fp);
+    put_bytes_field(fp, hdr(m, XW "reason"));
+    fputs("  ", fp);
+    put_bytes_field(fp, hdr(m, XW "error-class"));
+    fprintf(fp, "  attempts=%d  ", attempts_of(m));
+    put_bytes_field(fp, hdr(m, XW "last-failure"));
+    fputs("  ", fp);
+    put_bytes_field(fp, hdr(m, XW "original-routing-key"));
+    fputs("  ", fp);
+    err.len = wr_utf8_truncate(err.bytes, err.len, 80);
+    put_bytes_field(fp, err);
+    fputc('\n', fp);
+}
+
+static int print_json(json_t *j)
+{
+    int rc = json_dumpf(j, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII) == 0 ? 0 : 1;
+    fputc('\n', stdout);
+    json_decref(j);
+    return rc;
+}
+
+typedef struct {
+    const char *name;
+    amqp_flags_t flag;
+    size_t off;
+} str_prop;
+
+#define SP(n, f) {#n, AMQP_BASIC_##f##_FLAG, offsetof(amqp_basic_properties_t, n)}
+static const str_prop str_props[] = {
+    SP(message_id, MESSAGE_ID),     SP(type, TYPE),         SP(content_type, CONTENT_TYPE),
+    SP(content_encoding, CONTENT_ENCODING), SP(correlation_id, CORRELATION_ID),
+    SP(reply_to, REPLY_TO),         SP(expiration, EXPIRATION), SP(user_id, USER_ID),
+    SP(app_id, APP_ID),             SP(cluster_id, CLUSTER_ID),
+};
+#undef SP
+
+static json_t *show_json(const dmsg *m)
+{
+    const amqp_basic_properties_t *p = &m->msg.properties;
+    json_t *props = json_object();
+    for (size_t i = 0; i < sizeof(str_props) / sizeof(str_props[0]); i++) {
+        if (p->_flags & str_props[i].flag) {
+            const amqp_bytes_t *b = (const void *)((const char *)p + str_props[i].off);
+            json_object_set_new(props, str_props[i].name, json_bytes(*b));
+        }
+    }
+    if (p->_flags & AMQP_BASIC_TIMESTAMP_FLAG) {
+        json_object_set_new(props, "timestamp", json_integer((json_int_t)p->timestamp));
+    }
+    if (p->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG) {
+        json_object_set_new(props, "delivery_mode", json_integer(p->delivery_mode));
+    }
+    if (p->_flags & AMQP_BASIC_PRIORITY_FLAG) {
+        json_object_set_new(props, "priority", json_integer(p->priority));
+    }
+    json_t *o = json_object();
+    json_object_set_new(o, "properties", props);
+    json_object_set_new(o, "headers", table_json(headers_of(p)));
+    json_object_set_new(o, "body_bytes", json_integer((json_int_t)m->msg.body.len));
+    if (wr_utf8_check(m->msg.body.bytes, m->msg.body.len) == m->msg.body.len) {
+        json_object_set_new(o, "body", json_bytes(m->msg.body));
+    } else {
+        char hex[2 * 64 + 1];
+        size_t n = m->msg.body.len < 64 ? m->msg.body.len : 64;
+        for (size_t i = 0; i < n; i++) {
+            snprintf(hex + 2 * i, 3, "%02x", ((const unsigned char *)m->msg.body.bytes)[i]);
+        }
+        hex[2 * n] = '\0';
+        json_object_set_new(o, "body_hex_head", json_string(hex));
+    }
+    return o;
+}
+
+/* Human form of show: properties, headers (arrays one entry per line), body. */
+static void show_text(const dmsg *m, const char *dlq)
+{
+    json_t *j = show_json(m);
+    const char *k;
+    json_t *v;
+    printf("message %.*s in %s\n\nproperties:\n", (int)msg_id(m).len,
+           (const char *)msg_id(m).bytes, dlq);
+    json_object_foreach(json_object_get(j, "properties"), k, v) {
+        if (json_is_string(v)) {
+            printf("  %s: %s\n", k, json_string_value(v));
+        } else if (strcmp(k, "timestamp") == 0) {
+            char iso[32];
+            wr_format_time((int64_t)json_integer_value(v) * 1000, iso, sizeof(iso));
+            printf("  %s: %" JSON_INTEGER_FORMAT " (%s)\n", k, json_integer_value(v), iso);
+        } else {
+            printf("  %s: %" JSON_INTEGER_FORMAT "\n", k, json_integer_value(v));
+        }
+    }
+    printf("\nheaders:\n");
+    const amqp_table_t *t = headers_of(&m->msg.properties);
+    for (int i = 0; t != NULL && i < t->num_entries; i++) {
+        const amqp_table_entry_t *e = &t->entries[i];
+        printf("  %.*s:", (int)e->key.len, (const char *)e->key.bytes);
+        if (e->value.kind == AMQP_FIELD_KIND_UTF8 || e->value.kind == AMQP_FIELD_KIND_BYTES) {
+            fputc(' ', stdout);
+            put_line(stdout, e->value.value.bytes.bytes, e->value.value.bytes.len);
+            fputc('\n', stdout);
+        } else if (e->value.kind == AMQP_FIELD_KIND_ARRAY) {
+            fputc('\n', stdout);
+            for (int a = 0; a < e->value.value.array.num_entries; a++) {
+                const amqp_field_value_t *x = &e->value.value.array.entries[a];
+                printf("    [%d] ", a + 1);
+                if (x->kind == AMQP_FIELD_KIND_UTF8 || x->kind == AMQP_FIELD_KIND_BYTES) {
+                    put_line(stdout, x->value.bytes.bytes, x->value.bytes.len);
+                } else {
+                    json_t *xj = field_json(x);
+                    json_dumpf(xj, stdout, JSON_COMPACT | JSON_ENCODE_ANY);
+                    json_decref(xj);
+                }
+                fputc('\n', stdout);
+            }
+        } else {
+            json_t *xj = field_json(&e->value);
+            fputc(' ', stdout);
+            json_dumpf(xj, stdout, JSON_COMPACT | JSON_ENCODE_ANY);
+            json_decref(xj);
+            fputc('\n', stdout);
+        }
+    }
+    printf("\nbody (%zu bytes):\n", m->msg.body.len);
+    json_t *body = json_object_get(j, "body");
+    if (body != NULL) {
+        fwrite(m->msg.body.bytes, 1, m->msg.body.len, stdout);
+        fputc('\n', stdout);
+    } else {
+        printf("  not UTF-8; first bytes in hex: %s%s\n",
+               json_string_value(json_object_get(j, "body_hex_head")),
+               m->msg.body.len > 64 ? "..." : "");
+    }
+    json_decref(j);
+}
+
+/* --- replay ------------------------------------------------------------- */
+
+typedef struct {
+    redisContext *rc;
+    char err[1200];
+} redis_conn;
+
+static int redis_open(redis_conn *r, const wr_config *cfg)
+{
+    struct timeval tv = {(time_t)(cfg->redis_timeout_ms / 1000),
+                         (suseconds_t)(cfg->redis_timeout_ms % 1000 * 1000)};
+    r->rc = redisConnectWithTimeout(cfg->redis.host, cfg->redis.port, tv);
+    if (r->rc == NULL || r->rc->err) {
+        snprintf(r->err, sizeof(r->err), "cannot connect to %s: %s", cfg->redis.redacted,
+                 r->rc ? r->rc->errstr : "out of memory");
+        return -1;
+    }
+    redisSetTimeout(r->rc, tv);
+    redisReply *rep = NULL;
+    if (cfg->redis.password != NULL) {
+        rep = cfg->redis.user != NULL
+                  ? redisCommand(r->rc, "AUTH %s %s", cfg->redis.user, cfg->redis.password)
+                  : redisCommand(r->rc, "AUTH %s", cfg->redis.password);
+        if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
+            snprintf(r->err, sizeof(r->err), "%s: AUTH failed", cfg->redis.redacted);
+            freeReplyObject(rep);
+            return -1;
+        }
+        freeReplyObject(rep);
+    }
+    rep = redisCommand(r->rc, "SELECT %d", cfg->redis.db);
+    if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
+        snprintf(r->err, sizeof(r->err), "%s: SELECT failed", cfg->redis.redacted);
+        freeReplyObject(rep);
+        return -1;
+    }
+    freeReplyObject(rep);
+    return 0;
+}
+
+/* Read STATE and OUTCOME of KEY (empty when absent). Returns 0, or -1 on error. */
+static int redis_record(redis_conn *r, const char *key, char *state, char *outcome, size_t cap)
+{
+    state[0] = outcome[0] = '\0';
+    redisReply *rep = redisCommand(r->rc, "HMGET %s state outcome", key);
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
+        snprintf(r->err, sizeof(r->err), "HMGET %s: %s", key,
+                 rep && rep->type == REDIS_REPLY_ERROR ? rep->str : r->rc->errstr);
+        freeReplyObject(rep);
+        return -1;
+    }
+    if (rep->element[0]->type == REDIS_REPLY_STRING) {
+        snprintf(state, cap, "%s", rep->element[0]->str);
+    }
+    if (rep->element[1]->type == REDIS_REPLY_STRING) {
+        snprintf(outcome, cap, "%s", rep->element[1]->str);
+    }
+    freeReplyObject(rep);
+    return 0;
+}
+
+static int redis_del(redis_conn *r, const char *key)
+{
+    redisReply *rep = redisCommand(r->rc, "DEL %s", key);
+    int rc = rep != NULL && rep->type == REDIS_REPLY_INTEGER ? 0 : -1;
+    if (rc != 0) {
+        snprintf(r->err, sizeof(r->err), "DEL %s: %s", key,
+                 rep && rep->type == REDIS_REPLY_ERROR ? rep->str : r->rc->errstr);
+    }
+    freeReplyObject(rep);
+    return rc;
+}
+
+/* The full Redis key of M (as the worker derives it) into OUT; -1 when it has none. */
+static int record_key(const wr_subscription *sub, const dmsg *m, char *out, size_t cap,
+                      char *why, size_t whycap)
+{
+    const wr_idem_policy *pol = &sub->idem;
+    amqp_envelope_t d;
+    memset(&d, 0, sizeof(d));
+    d.channel = CH;
+    d.delivery_tag = m->tag;
+    d.exchange = m->exchange;
+    d.routing_key = m->routing_key;
+    d.message = m->msg;
+    wr_envelope env;
+    const char *reason = NULL;
+    int require_id = !(pol->source != WR_KEY_MESSAGE_ID || pol->missing_key_hash);
+    /* a message too large for the subscription still has a key: do not cap the body */
+    if (wr_envelope_decode(&d, (size_t)-1 / 2, require_id, &env, &reason, why, whycap) != 0 &&
+        env.body.bytes == NULL) {
+        return -1;
+    }
+    char key[WR_IDKEY_MAX + 1];
+    if (wr_idkey_derive(pol, &env, key, sizeof(key), why, whycap) != 0) {
+        return -1;
+    }
+    snprintf(out, cap, "%s%s:%s", pol->prefix, sub->name, key);
+    return 0;
+}
+
+/* Build the replayed copy's properties in POOL. */
+static int replay_props(amqp_pool_t *pool, const dmsg *m, amqp_basic_properties_t *out)
+{
+    const amqp_table_t *old = headers_of(&m->msg.properties);
+    int old_n = old ? old->num_entries : 0;
+    *out = m->msg.properties;
+    out->_flags &= ~(AMQP_BASIC_EXPIRATION_FLAG | AMQP_BASIC_USER_ID_FLAG);
+    out->_flags |= AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_HEADERS_FLAG;
+    out->delivery_mode = AMQP_DELIVERY_PERSISTENT;
+    amqp_table_entry_t *e = amqp_pool_alloc(pool, sizeof(*e) * (size_t)(old_n + 3));
+    char *now = amqp_pool_alloc(pool, 32);
+    char *tp = amqp_pool_alloc(pool, 64);
+    if (e == NULL || now == NULL || tp == NULL) {
+        return -1;
+    }
+    int n = 0, has_tp = 0;
+    int64_t count = 0;
+    wr_table_get_int(old, XW "replay-count", &count);
+    for (int i = 0; i < old_n; i++) {
+        amqp_bytes_t k = old->entries[i].key;
+        if (bytes_is(k, "traceparent")) {
+            has_tp = 1;
+        }
+        /* the story starts over: keep only the route and the trace */
+        if (k.len >= strlen(XW) && memcmp(k.bytes, XW, strlen(XW)) == 0 &&
+            !bytes_is(k, XW "original-exchange") && !bytes_is(k, XW "original-routing-key") &&
+            !bytes_is(k, XW "trace-id")) {
+            continue;
+        }
+        e[n++] = old->entries[i];
+    }
+    wr_format_time(wr_now_ms(), now, 32);
+    e[n].key = amqp_cstring_bytes(XW "replayed-at");
+    e[n].value.kind = AMQP_FIELD_KIND_UTF8;
+    e[n++].value.value.bytes = amqp_cstring_bytes(now);
+    e[n].key = amqp_cstring_bytes(XW "replay-count");
+    e[n].value.kind = AMQP_FIELD_KIND_I32;
+    e[n++].value.value.i32 = (int32_t)(count + 1);
+    /* no traceparent of its own: carry the trace the DLQ copy recorded */
+    amqp_bytes_t trace = wr_table_get_str(old, XW "trace-id");
+    if (!has_tp && trace.len == 32) {
+        unsigned span = (unsigned)rand() ^ (unsigned)wr_now_ms();
+        snprintf(tp, 64, "00-%.32s-%08x%08x-01", (const char *)trace.bytes, span,
+                 (unsigned)rand() | 1u);
+        e[n].key = amqp_cstring_bytes("traceparent");
+        e[n].value.kind = AMQP_FIELD_KIND_UTF8;
+        e[n++].value.value.bytes = amqp_cstring_bytes(tp);
+    }
+    out->headers.num_entries = n;
+    out->headers.entries = e;
+    return 0;
+}
+
+static void sleep_ms(double ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)((ms - (time_t)(ms / 1000) * 1000) * 1e6)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription *sub,
+                     reader *r, const size_t *sel, size_t nsel)
+{
+    redis_conn rd = {0};
+    wr_broker *b = NULL;
+    int fail = 0, down = 0;
+    size_t replayed = 0;
+    json_t *out = json_array();
+    char berr[256];
+    if (!o->dry_run && sub->idem.enabled && redis_open(&rd, cfg) != 0) {
+        fprintf(stderr, "warren dlq: %s\n", rd.err);
+        fail = 1;
+        goto done;
+    }
+    if (o->dry_run && sub->idem.enabled && redis_open(&rd, cfg) != 0) {
+        fprintf(stderr, "warren dlq: %s (records not shown)\n", rd.err);
+        redisFree(rd.rc);
+        rd.rc = NULL;
+    }
+    if (!o->dry_run && nsel > 0) {
+        b = wr_broker_create(&cfg->amqp, 0, cfg->amqp_connect_timeout_ms, "warren dlq replay",
+                             berr, sizeof(berr));
+        if (b == NULL) {
+            fprintf(stderr, "warren dlq: %s\n", berr);
+            fail = 1;
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < nsel; i++) {
+        dmsg *m = &r->msgs[sel[i]];
+        char key[WR_IDKEY_MAX + 256], why[256], state[32] = "", outcome[32] = "";
+        const char *action = "nothing to reset";
+        int have_key = sub->idem.enabled &&
+                       record_key(sub, m, key, sizeof(key), why, sizeof(why)) == 0;
+        if (have_key && rd.rc != NULL &&
+            redis_record(&rd, key, state, outcome, sizeof(state)) != 0) {
+            fprintf(stderr, "warren dlq: %s\n", rd.err);
+            fail = 1;
+            break;
+        }
+        if (have_key && state[0] != '\0') {
+            if (strcmp(outcome, "ok") == 0) {
+                action = "kept (outcome ok: the replay will be acked as a duplicate)";
+            } else if (strcmp(state, "processing") == 0) {
+                action = "kept (a worker holds it: the replay waits for its lease)";
+            } else {
+                action = o->dry_run ? "would be reset" : "reset";
+            }
+        }
+        if (!o->dry_run && strcmp(action, "reset") == 0 && redis_del(&rd, key) != 0) {
+            fprintf(stderr, "warren dlq: %s\n", rd.err);
+            fail = 1;
+            break;
+        }
+        const char *result = "dry-run";
+        if (!o->dry_run) {
+            if (replayed > 0 && o->rate > 0) {
+                sleep_ms(1000.0 / o->rate);
+            }
+            amqp_pool_t pool;
+            init_amqp_pool(&pool, 4096);
+            amqp_basic_properties_t props;
+            size_t idx = 0;
+            int prc = replay_props(&pool, m, &props);
+            wr_pub_state ps = WR_PUB_PENDING;
+            if (prc == 0) {
+                wr_broker_batch_begin(b);
+                prc = wr_broker_publish(b, amqp_cstring_bytes(""), amqp_cstring_bytes(sub->queue),
+                                        1, &props, m->msg.body, &idx);
+                if (prc == WR_BROKER_OK) {
+                    prc = wr_broker_batch_wait(b, 10000);
+                }
+                ps = prc == WR_BROKER_OK ? wr_broker_batch_state(b, idx) : WR_PUB_PENDING;
+                down = prc == WR_BROKER_DOWN || prc == WR_BROKER_CONFLICT;
+            }
+            empty_amqp_pool(&pool);
+            if (ps == WR_PUB_ACKED) {
+                if (reader_ack(r, m) != 0) {
+                    result = "replayed, but the DLQ ack failed (it may be replayed twice)";
+                    fail = 1;
+                } else {
+                    result = "replayed";
+                    replayed++;
+                }
+            } else {
+                reader_return(r, m);
+                result = ps == WR_PUB_RETURNED ? "not replayed: unroutable (no queue?)"
+                         : ps == WR_PUB_NACKED ? "not replayed: the broker refused the copy"
+                                               : "not replayed: the copy was not confirmed";
+                fail = 1;
+            }
+        }
+        if (o->json) {
+            json_t *j = summary_json(m);
+            json_object_set_new(j, "record", have_key ? json_string(key) : json_null());
+            json_object_set_new(j, "record_state", json_string(state));
+            json_object_set_new(j, "record_outcome", json_string(outcome));
+            json_object_set_new(j, "record_action", json_string(action));
+            json_object_set_new(j, "result", json_string(result));
+            json_array_append_new(out, j);
+        } else {
+            printf("%s ", o->dry_run ? "would replay" : "replay");
+            put_bytes_field(stdout, msg_id(m));
+            printf(" (%.*s) to %s: %s\n", (int)hdr(m, XW "reason").len,
+                   (const char *)hdr(m, XW "reason").bytes, sub->queue, result);
+            if (have_key) {
+                printf("  record %s: %s%s%s, %s\n", key, state[0] ? state : "absent",
+                       outcome[0] ? "/" : "", outcome, action);
+            } else if (sub->idem.enabled) {
+                printf("  no idempotency key: %s\n", why);
+            }
+        }
+        if (!o->dry_run && strncmp(result, "not", 3) == 0) {
+            const char *why_b = wr_broker_error(b);
+            fprintf(stderr, "warren dlq: %.*s: %s%s%s; it stays in %s\n", (int)msg_id(m).len,
+                    (const char *)msg_id(m).bytes, result, why_b[0] ? ": " : "", why_b,
+                    sub->dlq);
+            if (down) {
+                fprintf(stderr, "warren dlq: the broker connection is lost: stopping; the "
+                        "remaining messages stay in %s\n", sub->dlq);
+                break;
+            }
+        }
+    }
+done:
+    if (o->json) {
+        print_json(out);
+    } else {
+        json_decref(out);
+        if (o->dry_run) {
+            printf("dry run: %zu message(s) would be replayed from %s; nothing changed\n", nsel,
+                   sub->dlq);
+        } else {
+            printf("replayed %zu of %zu message(s) from %s to %s\n", replayed, nsel, sub->dlq,
+                   sub->queue);
+        }
+    }
+    if (b != NULL) {
+        wr_broker_destroy(b);
+    }
+    if (rd.rc != NULL) {
+        redisFree(rd.rc);
+    }
+    return fail;
+}
+
+/* --- purge ---------------------------------------------------------------- */
+
+static int do_purge(const opts *o, const wr_subscription *sub, reader *r, const size_t *sel,
+                    size_t nsel)
+{
+    if (nsel > 0 && !o->yes) {
+        if (!isatty(STDIN_FILENO)) {
+            fprintf(stderr, "warren dlq: refusing to purge %zu message(s) from %s: stdin is not "
+                    "a terminal; pass --yes\n", nsel, sub->dlq);
+            return 1;
+        }
+        fprintf(stderr, "purge %zu messages from %s? [y/N] ", nsel, sub->dlq);
+        char line[16] = "";
+        if (fgets(line, sizeof(line), stdin) == NULL ||
+            (strcmp(line, "y\n") != 0 && strcmp(line, "yes\n") != 0 &&
+             strcmp(line, "Y\n") != 0)) {
+            fprintf(stderr, "nothing purged\n");
+            return 1;
+        }
+    }
+    size_t purged = 0;
+    for (size_t i = 0; i < nsel; i++) {
+        if (reader_ack(r, &r->msgs[sel[i]]) == 0) {
+            purged++;
+        }
+    }
+    if (o->json) {
+        json_t *j = json_object();
+        json_object_set_new(j, "dlq", json_string(sub->dlq));
+        json_object_set_new(j, "purged", json_integer((json_int_t)purged));
+        print_json(j);
+    } else {
+        printf("purged %zu message(s) from %s\n", purged, sub->dlq);
+    }
+    return purged == nsel ? 0 : 1;
+}
+
+/* --- entry ---------------------------------------------------------------- */
+
+static int parse_rate(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno != 0 || end == s || !(v > 0) || (*end && strcmp(end, "/s") != 0)) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int wr_dlqtool_main(int argc, char **argv)
+{
+    opts o = {.older_ms = -1, .limit = -1, .rate = 50};
+    const char *show_id = NULL;
+    if (argc < 1) {
+        return usage("%s", "dlq needs a command: list, show, replay or purge");
+    }
+    if (strcmp(argv[0], "list") == 0) {
+        o.cmd = CMD_LIST;
+    } else if (strcmp(argv[0], "show") == 0) {
+        o.cmd = CMD_SHOW;
+    } else if (strcmp(argv[0], "replay") == 0) {
+        o.cmd = CMD_REPLAY;
+    } else if (strcmp(argv[0], "purge") == 0) {
+        o.cmd = CMD_PURGE;
+    } else if (strcmp(argv[0], "-h") == 0 || strcmp(argv[0], "--help") == 0) {
+        printf("usage:\n%s", wr_dlqtool_usage);
+        return 0;
+    } else {
+        return usage("unknown dlq command '%s'", argv[0]);
+    }
+    int filters = o.cmd != CMD_SHOW;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int val = strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0 ||
+                  strcmp(a, "--subscription") == 0 ||
+                  (filters && (strcmp(a, "--id") == 0 || strcmp(a, "--reason") == 0 ||
+                               strcmp(a, "--grep") == 0 || strcmp(a, "--older-than") == 0 ||
+                               strcmp(a, "--limit") == 0)) ||
+                  (o.cmd == CMD_REPLAY && strcmp(a, "--rate") == 0);
+        if (val && i + 1 >= argc) {
+            return usage("%s needs a value", a);
+        }
+        if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0) {
+            o.config = argv[++i];
+        } else if (strcmp(a, "--subscription") == 0) {
+            o.sub = argv[++i];
+        } else if (val && strcmp(a, "--id") == 0) {
+            o.id = argv[++i];
+        } else if (val && strcmp(a, "--reason") == 0) {
+            o.reason = argv[++i];
+        } else if (val && strcmp(a, "--grep") == 0) {
+            o.grep = argv[++i];
+        } else if (val && strcmp(a, "--older-than") == 0) {
+            if (wr_config_parse_duration(argv[++i], &o.older_ms) != 0) {
+                return usage("--older-than: '%s' is not a duration (e.g. 30m, 2h, 7d)", argv[i]);
+            }
+        } else if (val && strcmp(a, "--limit") == 0) {
+            char *end;
+            o.limit = strtol(argv[++i], &end, 10);
+            if (*end || end == argv[i] || o.limit < 0) {
+                return usage("--limit: '%s' is not a count (0 = no limit)", argv[i]);
+            }
+        } else if (val && strcmp(a, "--rate") == 0) {
+            if (parse_rate(argv[++i], &o.rate) != 0) {
+                return usage("--rate: '%s' is not a rate (e.g. 50/s)", argv[i]);
+            }
+        } else if (strcmp(a, "--json") == 0) {
+            o.json = 1;
+        } else if (o.cmd == CMD_REPLAY && strcmp(a, "--dry-run") == 0) {
+            o.dry_run = 1;
+        } else if (o.cmd == CMD_PURGE && strcmp(a, "--yes") == 0) {
+            o.yes = 1;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            printf("usage:\n%s", wr_dlqtool_usage);
+            return 0;
+        } else if (o.cmd == CMD_SHOW && show_id == NULL && a[0] != '-') {
+            show_id = a;
+        } else {
+            return usage("unexpected argument '%s'", a);
+        }
+    }
+    if (o.config == NULL || o.sub == NULL) {
+        return usage("dlq %s needs -c FILE and --subscription NAME", argv[0]);
+    }
+    if (o.cmd == CMD_SHOW && show_id == NULL) {
+        return usage("%s", "dlq show needs a message ID");
+    }
+    if (o.cmd == CMD_SHOW) {
+        o.id = show_id;
+        o.limit = 1;
+    } else if (o.limit < 0) {
+        o.limit = o.cmd == CMD_LIST ? 100 : 0;
+    }
+
+    wr_config_errors errs = {0};
+    wr_config *cfg = wr_config_load(o.config, &errs);
+    if (cfg == NULL) {
+        for (int i = 0; i < errs.count; i++) {
+            fprintf(stderr, "%s\n", errs.lines[i]);
+        }
+        wr_config_errors_free(&errs);
+        return 2;
+    }
+    const wr_subscription *sub = NULL;
+    for (int i = 0; i < cfg->sub_count; i++) {
+        if (strcmp(cfg->subs[i].name, o.sub) == 0) {
+            sub = &cfg->subs[i];
+        }
+    }
+    if (sub == NULL) {
+        fprintf(stderr, "warren dlq: no subscription '%s' in %s (have:", o.sub, cfg->path);
+        for (int i = 0; i < cfg->sub_count; i++) {
+            fprintf(stderr, " %s", cfg->subs[i].name);
+        }
+        fprintf(stderr, ")\n");
+        wr_config_free(cfg);
+        return 2;
+    }
+    srand((unsigned)wr_now_ms() ^ (unsigned)getpid());
+    /* the broker module's log lines go to stderr: stdout is the report (and JSON) */
+    wr_log_set_fd(STDERR_FILENO);
+    wr_log_set_level(cfg->log_level);
+
+    int rc = 1;
+    reader r = {0};
+    size_t *sel = NULL, nsel = 0;
+    if (reader_open(&r, cfg, sub->dlq) != 0 || scan(&r, &o, o.limit, &sel, &nsel) != 0) {
+        fprintf(stderr, "warren dlq: %s: %s\n", sub->dlq, r.err);
+        goto out;
+    }
+    switch (o.cmd) {
+    case CMD_LIST:
+        if (o.json) {
+            json_t *a = json_array();
+            for (size_t i = 0; i < nsel; i++) {
+                json_array_append_new(a, summary_json(&r.msgs[sel[i]]));
+            }
+            rc = print_json(a);
+        } else {
+            for (size_t i = 0; i < nsel; i++) {
+                summary_line(stdout, &r.msgs[sel[i]]);
+            }
+            fprintf(stderr, "%zu message(s) listed; %s held %u\n", nsel, sub->dlq, r.depth);
+            rc = 0;
+        }
+        break;
+    case CMD_SHOW:
+        if (nsel == 0) {
+            fprintf(stderr, "warren dlq: no message '%s' in %s\n", show_id, sub->dlq);
+            rc = 1;
+        } else if (o.json) {
+            rc = print_json(show_json(&r.msgs[sel[0]]));
+        } else {
+            show_text(&r.msgs[sel[0]], sub->dlq);
+            rc = 0;
+        }
+        break;
+    case CMD_REPLAY:
+        rc = do_replay(&o, cfg, sub, &r, sel, nsel);
+        break;
+    case CMD_PURGE:
+        rc = do_purge(&o, sub, &r, sel, nsel);
+        break;
+    }
+out:
+    fflush(stdout);
+    reader_close(&r);
+    free(sel);
+    wr_config_free(cfg);
+    return rc;
+}

@@ -1,0 +1,37 @@
+/*
+ * dlqtool: `warren dlq`, the operator's commands for a subscription's
+ * dead-letter queue.
+ *
+ *   list    one line per DLQ message (id, reason, error class, attempts,
+ *           last failure, original routing key, start of the error)
+ *   show    every property and header of one message, and its body
+ *   replay  send matching messages back to the subscription's queue
+ *   purge   delete matching messages
+ *
+ * Every command reads the DLQ with basic.get and manual acks on a connection
+ * of its own, at most as many messages as the queue held when it started, and
+ * holds them unacked while it works: what it does not take out for good is
+ * returned with basic.nack requeue=1 at the end (and by the broker if the
+ * process dies), so list and show never change the DLQ. Filters (--id,
+ * --reason, --grep, --older-than, --limit) apply client-side.
+ *
+ * replay, per message: reset the idempotency record in Redis unless its
+ * outcome is "ok" (the key is derived as the worker does, from the
+ * subscription's idempotency.key, so message_id, header: and json: sources all
+ * work), publish a copy (persistent, mandatory, publisher confirms) to the
+ * subscription's queue through the default exchange, and ack the DLQ message
+ * only once the copy is confirmed; an unconfirmed copy leaves the message in
+ * the DLQ and the command exits 1.
+ *
+ * Exit status: 0 ok, 1 failure (or purge refused), 2 usage error.
+ */
+#ifndef WR_DLQTOOL_H
+#define WR_DLQTOOL_H
+
+/* Run `warren dlq ARGV...` (ARGV[0] is the subcommand). Prints the usage itself. */
+int wr_dlqtool_main(int argc, char **argv);
+
+/* The lines `warren --help` shows for the dlq commands. */
+extern const char wr_dlqtool_usage[];
+
+#endif
