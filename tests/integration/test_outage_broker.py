@@ -1,0 +1,249 @@
+"""Broker outage: stop RabbitMQ while 10,000 persistent events flow, start it
+again a few seconds later. warren must rebuild its connections by itself
+(a "consuming" line per worker again), and at the end: every input has
+exactly one done record (outcome ok), the distinct outgoing ids are exactly
+the inputs' `<id>:1`, no input was logged "message handled" twice, nothing
+is left in any queue, and warren exits 0 on SIGTERM.
+
+A batch in flight when the broker went away is not acked; the broker
+redelivers it and it runs again (by the same worker under its own claim, or
+by the other one once the claim's lease has ended), publishing the same
+output ids again. Those re-publishes are counted and bounded by the
+in-flight batches (concurrency x batch_size), and reported.
+
+retry.max_attempts is 1 and the lease 5 s, shorter than the outage: the
+worker that reconnects first finds the other worker's claims expired and
+takes them over. That is not a crash, so the crash-loop guard (starts beyond
+attempts are runs that died) must not dead-letter anything: the DLQ stays
+empty, every record's outcome is ok.
+
+The servers are shared by the whole ctest run: RabbitMQ is started again in
+a `finally`, whatever happened."""
+import collections
+import os
+import subprocess
+import time
+import traceback
+from urllib.parse import urlparse
+
+import pika
+
+from wrtest import (ENV, SOURCE_DIR, STACK_DIR, Broker, Warren, check, check_eq, finish, prefix,
+                    redis_client, tempdir, wait_for, write)
+
+FIRST = 8000          # published before the outage
+TOTAL = 10000         # the rest is published once the broker is back
+CONCURRENCY, BATCH, PREFETCH = 2, 50, 100
+DOWN_FOR = 4          # seconds between "stopped" and "start again"
+STACK_SH = os.path.join(SOURCE_DIR, "deploy", "local", "stack.sh")
+
+
+def stack(cmd):
+    """Run stack.sh CMD on the test's stack dir with the stack's own ports."""
+    env = dict(os.environ)
+    env["WR_AMQP_PORT"] = str(urlparse(ENV["WARREN_AMQP_URL"]).port)
+    env["WR_REDIS_PORT"] = str(urlparse(ENV["WARREN_REDIS_URL"]).port)
+    t0 = time.monotonic()
+    p = subprocess.run(["bash", STACK_SH, cmd, STACK_DIR], env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=240)
+    for line in p.stdout.decode("utf-8", "replace").splitlines():
+        print("    | %s" % line, flush=True)
+    print("  stack.sh %s: exit %d in %.1fs" % (cmd, p.returncode, time.monotonic() - t0),
+          flush=True)
+    return p.returncode
+
+
+def depth(b, q):
+    """Ready messages in Q, or None when Q does not exist (the channel is reopened)."""
+    try:
+        return b.depth(q)
+    except pika.exceptions.ChannelClosedByBroker:
+        b.ch = b.conn.channel()
+        b.ch.confirm_delivery()
+        return None
+
+
+def delete_queues(queues):
+    """Best effort, on a connection of its own: the shared broker keeps no leftovers."""
+    try:
+        c = Broker()
+    except Exception as e:
+        print("  cleanup: cannot connect to delete the queues: %s" % e, flush=True)
+        return
+    for q in queues:
+        try:
+            c.ch.queue_delete(queue=q)
+        except Exception:
+            c.ch = c.conn.channel()
+    c.close()
+
+
+def records(r, sub):
+    """{key: record} of every idempotency record of SUB."""
+    keys = list(r.scan_iter(match="warren:idem:%s:*" % sub, count=2000))
+    out = {}
+    pipe = r.pipeline()
+    for k in keys:
+        pipe.hgetall(k)
+    for k, rec in zip(keys, pipe.execute()):
+        out[k.split(":", 3)[3]] = rec
+    return out
+
+
+def done_count(r, sub):
+    keys = list(r.scan_iter(match="warren:idem:%s:*" % sub, count=2000))
+    pipe = r.pipeline()
+    for k in keys:
+        pipe.hget(k, "state")
+    return sum(1 for s in pipe.execute() if s == "done")
+
+
+p = prefix()
+tmp = tempdir()
+queue, out_queue = p + ".in", p + ".out"
+sub_name = "brk"
+all_queues = (queue, queue + ".wait", queue + ".dlq", out_queue)
+r = redis_client()
+ids = ["b-%05d" % i for i in range(TOTAL)]
+
+# About 5 ms of work per event, so the flow lasts long enough to be cut even when
+# `stack.sh stop-rabbit` takes a while (rabbitmqctl boots its own Erlang VM).
+write(os.path.join(tmp, "work.lua"), r'''
+local M = {}
+function M.handle(event, ctx)
+  local t = ctx.now()
+  while ctx.now() - t < 0.005 do end
+  ctx.publish("", "%s", { input = event.id })
+end
+return M
+''' % out_queue)
+
+sub = {"name": sub_name, "queue": queue, "handler": "work.lua", "concurrency": CONCURRENCY,
+       "prefetch": PREFETCH, "batch_size": BATCH, "retry": {"max_attempts": 1},
+       "idempotency": {"lease": "5s"}}
+w = Warren(tmp, [sub])
+b = None
+rabbit_stopped = False
+try:
+    b = Broker()
+    b.declare(out_queue)
+    b.declare(queue)
+    t0 = time.monotonic()
+    for mid in ids[:FIRST]:
+        b.publish(queue, {"n": mid}, message_id=mid)
+    print("  published %d events in %.1fs" % (FIRST, time.monotonic() - t0), flush=True)
+
+    w.start()
+    check(w.wait_consuming(CONCURRENCY), "warren consuming (%d workers)" % CONCURRENCY)
+    wait_for(lambda: b.depth(out_queue) >= 1000, 60, "1000 outputs before the outage", interval=0.05)
+    before = b.depth(out_queue)
+    consuming_before = len(w.lines(msg="consuming"))
+    b.close()
+    b = None
+
+    print("  stopping RabbitMQ with %d outputs out, %d consuming lines" % (before, consuming_before),
+          flush=True)
+    rabbit_stopped = True
+    check_eq(stack("stop-rabbit"), 0, "stack.sh stop-rabbit")
+    wait_for(lambda: len(w.lines(msg="broker not available")) >= 1 or not w.alive(), 20,
+             "warren to notice the broker is gone")
+    time.sleep(DOWN_FOR)
+    check(w.alive(), "warren is still running while the broker is down")
+    lost = w.lines(msg="broker connection lost") + \
+        w.lines(msg="broker connection lost mid-batch; nothing acked")
+    check(len(lost) >= 1, "warren logged the lost connection (%d lines)" % len(lost))
+    if lost:
+        cut = min(x["ts"] for x in lost)
+        handled_before = sum(1 for x in w.lines(msg="message handled") if x["ts"] < cut)
+        print("  %d events handled when the connection was lost at %s" % (handled_before, cut),
+              flush=True)
+        check(handled_before < FIRST, "the outage cut the stream (%d of %d handled)"
+              % (handled_before, FIRST))
+    if check_eq(stack("start-rabbit"), 0, "stack.sh start-rabbit"):
+        rabbit_stopped = False
+    t_back = time.monotonic()
+
+    ok = wait_for(lambda: len(w.lines(msg="consuming")) >= consuming_before + CONCURRENCY
+                  or not w.alive(), 90, "every worker consuming again")
+    check(ok and w.alive(), "every worker reconnected by itself and logs 'consuming' again")
+    print("  consuming again %.1fs after the broker was back" % (time.monotonic() - t_back),
+          flush=True)
+
+    b = Broker()
+    for mid in ids[FIRST:]:
+        b.publish(queue, {"n": mid}, message_id=mid)
+    print("  published the last %d events after the restart" % (TOTAL - FIRST), flush=True)
+
+    def drained():
+        return b.depth(queue) == 0 and b.depth(queue + ".wait") == 0 and \
+            done_count(r, sub_name) >= TOTAL
+
+    wait_for(drained, 150, "every event done after the restart", interval=1)
+    time.sleep(2)
+    wait_for(drained, 30, "still drained", interval=1)
+    check_eq(w.stop(), 0, "warren exits 0 on SIGTERM")
+
+    # ---- the invariants
+    outs = b.drain(out_queue)
+    per_input = {}
+    for props, body in outs:
+        per_input[props.message_id] = per_input.get(props.message_id, 0) + 1
+    want = set(i + ":1" for i in ids)
+    check_eq(sorted(want - set(per_input)), [], "every input has its output <id>:1")
+    check_eq(sorted(set(per_input) - want), [], "no output id that is not an input's <id>:1")
+    repub = sorted(k for k, v in per_input.items() if v > 1)
+    print("  %d outputs for %d inputs; %d output ids published more than once (re-runs of the "
+          "batches in flight at the outage): %s" % (len(outs), TOTAL, len(repub), repub[:10]),
+          flush=True)
+    check(len(repub) <= CONCURRENCY * BATCH,
+          "re-published ids bounded by the in-flight batches (%d <= %d)"
+          % (len(repub), CONCURRENCY * BATCH))
+
+    recs = records(r, sub_name)
+    check_eq(sorted(i for i in ids if recs.get(i, {}).get("state") != "done"), [],
+             "every input has a done record")
+    check_eq(sorted(i for i in ids if recs.get(i, {}).get("outcome") != "ok"), [],
+             "every record's outcome is ok")
+    check_eq(sorted(k for k in recs if k not in set(ids)), [], "no record for anything else")
+    restarted = sorted(i for i in ids if int(recs.get(i, {}).get("starts", 0)) > 1)
+    print("  %d records claimed more than once (redelivered after the outage before their "
+          "record was written)" % len(restarted), flush=True)
+
+    handled = {}
+    for rec in w.lines(msg="message handled"):
+        handled[rec.get("message_id")] = handled.get(rec.get("message_id"), 0) + 1
+    check_eq(sorted(k for k, v in handled.items() if v > 1), [],
+             "no input logged 'message handled' twice")
+    unlogged = sorted(i for i in ids if i not in handled)
+    ack_lost = [i for i in unlogged if recs.get(i, {}).get("outcome") == "ok"]
+    print("  %d inputs without a 'message handled' line; %d of them recorded ok (handled, the ack "
+          "lost with the connection, then skipped as a duplicate): %s"
+          % (len(unlogged), len(ack_lost), ack_lost[:10]), flush=True)
+    print("  log: %d 'broker connection lost', %d 'broker connection lost mid-batch', "
+          "%d 'broker not available', %d 'consuming'"
+          % (len(w.lines(msg="broker connection lost")),
+             len(w.lines(msg="broker connection lost mid-batch; nothing acked")),
+             len(w.lines(msg="broker not available")), len(w.lines(msg="consuming"))), flush=True)
+    check_eq(w.lines(level="fatal"), [], "no fatal log line")
+
+    dlq = b.drain(queue + ".dlq")
+    reasons = collections.Counter(str((props.headers or {}).get("x-warren-reason")) for props, _ in dlq)
+    for x in w.lines(msg="message dead-lettered")[:3]:
+        print("    warren: %s" % {k: x.get(k) for k in ("ts", "worker", "message_id", "reason",
+                                                      "error", "lease_takeover")}, flush=True)
+    check_eq(sorted(props.message_id for props, _ in dlq), [],
+             "nothing dead-lettered: an outage is not a crash (DLQ reasons %s)" % dict(reasons))
+    for q in all_queues:
+        check_eq(depth(b, q), 0, "%s has no leftovers" % q)
+except Exception:
+    traceback.print_exc()
+    check(False, "the test ran to its end without an exception")
+finally:
+    if rabbit_stopped:
+        stack("start-rabbit")
+    if w.alive():
+        w.stop()
+    if b is not None:
+        b.close()
+    delete_queues(all_queues)
+finish()

@@ -1,0 +1,260 @@
+"""Redis outage: stop Redis for ~15 s while 10,000 events flow, then start it
+again (appendonly: the records survive the restart).
+
+While Redis is down warren must stop taking deliveries: its workers close
+their broker connections (the queue has no consumer, its depth never
+shrinks), the output count stops growing after a short moment, and nothing
+is acked that was not recorded: every input gone from the queues at that
+moment has a done record written before Redis came back. When Redis is back
+warren consumes again by itself. At the end: every input has exactly one
+done record (ok), the distinct output ids are exactly the inputs' `<id>:1`,
+no input is logged "message handled" twice, nothing is left in any queue,
+and warren exits 0 on SIGTERM.
+
+An input published more than once is the in-flight batch whose outputs were
+confirmed when the record could not be written: it is returned and re-run
+with the same output ids. Those are counted, bounded by the in-flight
+batches (concurrency x batch_size) and reported.
+
+retry.max_attempts is 1 and the lease 5 s, shorter than the outage: after
+it, a worker may take over the other worker's expired claims. Nothing
+crashed, so the crash-loop guard (starts beyond attempts are runs that died)
+must not dead-letter anything: the DLQ stays empty, every outcome is ok.
+
+The servers are shared by the whole ctest run: Redis is started again in a
+`finally`, whatever happened."""
+import collections
+import os
+import subprocess
+import time
+import traceback
+from urllib.parse import urlparse
+
+import pika
+
+from wrtest import (ENV, SOURCE_DIR, STACK_DIR, Broker, Warren, check, check_eq, finish, prefix,
+                    redis_client, tempdir, wait_for, write)
+
+TOTAL = 10000
+CONCURRENCY, BATCH, PREFETCH = 2, 50, 100
+OUTAGE = 15           # seconds Redis stays down
+SETTLE = 2            # "a short moment": what was in flight when Redis died finishes
+STACK_SH = os.path.join(SOURCE_DIR, "deploy", "local", "stack.sh")
+
+
+def stack(cmd):
+    """Run stack.sh CMD on the test's stack dir with the stack's own ports."""
+    env = dict(os.environ)
+    env["WR_AMQP_PORT"] = str(urlparse(ENV["WARREN_AMQP_URL"]).port)
+    env["WR_REDIS_PORT"] = str(urlparse(ENV["WARREN_REDIS_URL"]).port)
+    t0 = time.monotonic()
+    p = subprocess.run(["bash", STACK_SH, cmd, STACK_DIR], env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=240)
+    for line in p.stdout.decode("utf-8", "replace").splitlines():
+        print("    | %s" % line, flush=True)
+    print("  stack.sh %s: exit %d in %.1fs" % (cmd, p.returncode, time.monotonic() - t0),
+          flush=True)
+    return p.returncode
+
+
+def depth(b, q):
+    """Ready messages in Q, or None when Q does not exist (the channel is reopened)."""
+    try:
+        return b.depth(q)
+    except pika.exceptions.ChannelClosedByBroker:
+        b.ch = b.conn.channel()
+        b.ch.confirm_delivery()
+        return None
+
+
+def delete_queues(queues):
+    """Best effort, on a connection of its own: the shared broker keeps no leftovers."""
+    try:
+        c = Broker()
+    except Exception as e:
+        print("  cleanup: cannot connect to delete the queues: %s" % e, flush=True)
+        return
+    for q in queues:
+        try:
+            c.ch.queue_delete(queue=q)
+        except Exception:
+            c.ch = c.conn.channel()
+    c.close()
+
+
+def records(r, sub):
+    """{key: record} of every idempotency record of SUB."""
+    keys = list(r.scan_iter(match="warren:idem:%s:*" % sub, count=2000))
+    out = {}
+    pipe = r.pipeline()
+    for k in keys:
+        pipe.hgetall(k)
+    for k, rec in zip(keys, pipe.execute()):
+        out[k.split(":", 3)[3]] = rec
+    return out
+
+
+def done_count(r, sub):
+    keys = list(r.scan_iter(match="warren:idem:%s:*" % sub, count=2000))
+    pipe = r.pipeline()
+    for k in keys:
+        pipe.hget(k, "state")
+    return sum(1 for s in pipe.execute() if s == "done")
+
+
+p = prefix()
+tmp = tempdir()
+queue, out_queue = p + ".in", p + ".out"
+side_queues = (queue + ".wait",)
+all_queues = (queue, queue + ".wait", queue + ".dlq", out_queue)
+sub_name = "rds"
+r = redis_client()
+ids = ["r-%05d" % i for i in range(TOTAL)]
+
+write(os.path.join(tmp, "work.lua"), r'''
+local M = {}
+function M.handle(event, ctx)
+  local t = ctx.now()
+  while ctx.now() - t < 0.002 do end
+  ctx.publish("", "%s", { input = event.id })
+end
+return M
+''' % out_queue)
+
+sub = {"name": sub_name, "queue": queue, "handler": "work.lua", "concurrency": CONCURRENCY,
+       "prefetch": PREFETCH, "batch_size": BATCH, "retry": {"max_attempts": 1},
+       "idempotency": {"lease": "5s"}}
+w = Warren(tmp, [sub])
+b = Broker()
+redis_stopped = False
+try:
+    b.declare(out_queue)
+    b.declare(queue)
+    t0 = time.monotonic()
+    for mid in ids:
+        b.publish(queue, {"n": mid}, message_id=mid)
+    print("  published %d events in %.1fs" % (TOTAL, time.monotonic() - t0), flush=True)
+
+    w.start()
+    check(w.wait_consuming(CONCURRENCY), "warren consuming (%d workers)" % CONCURRENCY)
+    wait_for(lambda: b.depth(out_queue) >= 2000, 60, "2000 outputs before the outage", interval=0.05)
+    consuming_before = len(w.lines(msg="consuming"))
+    print("  stopping Redis with %d outputs out" % b.depth(out_queue), flush=True)
+    redis_stopped = True
+    t_stop = time.monotonic()
+    check_eq(stack("stop-redis"), 0, "stack.sh stop-redis")
+
+    # ---- while Redis is down
+    check(wait_for(lambda: b.consumers(queue) == 0, 10, "warren to stop consuming"),
+          "warren closed its consumers while Redis is down")
+    time.sleep(max(0, t_stop + SETTLE - time.monotonic()))
+    out0, in0 = b.depth(out_queue), b.depth(queue)
+    side0 = sum(b.depth(q) for q in side_queues)
+    finished_at_outage = TOTAL - in0 - side0   # inputs acked for good (one live copy per pending input)
+    samples = []
+    while time.monotonic() < t_stop + OUTAGE:
+        samples.append((b.depth(out_queue), b.depth(queue), b.consumers(queue)))
+        time.sleep(0.5)
+    print("  outage: %d outputs, %d ready in the queue after %ds; %d samples until %ds: outputs "
+          "%d..%d, queue %d..%d, consumers max %d"
+          % (out0, in0, SETTLE, len(samples), OUTAGE, min(s[0] for s in samples),
+             max(s[0] for s in samples), min(s[1] for s in samples), max(s[1] for s in samples),
+             max(s[2] for s in samples)), flush=True)
+    check(in0 > 0, "the outage cut the stream (%d events still queued)" % in0)
+    check(all(s[0] == out0 for s in samples), "the output count stops growing while Redis is down")
+    check(all(s[1] >= in0 for s in samples) and
+          all(samples[i][1] <= samples[i + 1][1] for i in range(len(samples) - 1)),
+          "the queue depth stays put or grows while Redis is down")
+    check(all(s[2] == 0 for s in samples), "no consumer on the queue while Redis is down")
+    check(w.alive(), "warren is still running while Redis is down")
+    check(len(w.lines(msg="Redis not available")) >= 1, "warren logged 'Redis not available'")
+
+    if check_eq(stack("start-redis"), 0, "stack.sh start-redis"):
+        redis_stopped = False
+    t_back = time.monotonic()
+    wall_back = time.time()
+    r = redis_client()
+    ok = wait_for(lambda: len(w.lines(msg="consuming")) >= consuming_before + CONCURRENCY
+                  or not w.alive(), 60, "every worker consuming again")
+    check(ok and w.alive(), "every worker consumes again by itself once Redis is back")
+    print("  consuming again %.1fs after Redis was back" % (time.monotonic() - t_back), flush=True)
+
+    def drained():
+        return b.depth(queue) == 0 and all(b.depth(q) == 0 for q in side_queues) and \
+            done_count(r, sub_name) >= TOTAL
+
+    wait_for(drained, 150, "every event done after Redis came back", interval=1)
+    time.sleep(2)
+    wait_for(drained, 30, "still drained", interval=1)
+    check_eq(w.stop(), 0, "warren exits 0 on SIGTERM")
+
+    # ---- the invariants
+    outs = b.drain(out_queue)
+    per_input = {}
+    for props, body in outs:
+        per_input[props.message_id] = per_input.get(props.message_id, 0) + 1
+    want = set(i + ":1" for i in ids)
+    check_eq(sorted(want - set(per_input)), [], "every input has its output <id>:1")
+    check_eq(sorted(set(per_input) - want), [], "no output id that is not an input's <id>:1")
+    repub = sorted(k for k, v in per_input.items() if v > 1)
+    print("  %d outputs for %d inputs; %d output ids published more than once (the batches in "
+          "flight when Redis died, re-run with the same ids): %s"
+          % (len(outs), TOTAL, len(repub), repub[:10]), flush=True)
+    check(len(repub) <= CONCURRENCY * BATCH,
+          "re-published ids bounded by the in-flight batches (%d <= %d)"
+          % (len(repub), CONCURRENCY * BATCH))
+
+    recs = records(r, sub_name)
+    check_eq(sorted(i for i in ids if recs.get(i, {}).get("state") != "done"), [],
+             "every input has a done record")
+    check_eq(sorted(i for i in ids if recs.get(i, {}).get("outcome") != "ok"), [],
+             "every record's outcome is ok")
+    done_before = sum(1 for i in ids
+                      if int(recs.get(i, {}).get("done_at", "0") or 0) < wall_back * 1000)
+    print("  %d inputs had left the queues for good during the outage; %d records were written "
+          "before Redis came back" % (finished_at_outage, done_before), flush=True)
+    check(finished_at_outage <= done_before,
+          "nothing was acked without its record (%d acked <= %d recorded before the outage)"
+          % (finished_at_outage, done_before))
+    restarted = sorted(i for i in ids if int(recs.get(i, {}).get("starts", 0)) > 1)
+    print("  %d records claimed more than once" % len(restarted), flush=True)
+
+    handled = {}
+    for rec in w.lines(msg="message handled"):
+        handled[rec.get("message_id")] = handled.get(rec.get("message_id"), 0) + 1
+    check_eq(sorted(k for k, v in handled.items() if v > 1), [],
+             "no input logged 'message handled' twice")
+    check_eq(sorted(i for i in ids if i not in handled), [],
+             "every input logged 'message handled' once")
+    returned = w.lines(msg="message returned to the queue")
+    print("  log: %d 'Redis failed mid-batch', %d 'message returned to the queue' (errors: %s), "
+          "%d 'Redis not available', %d 'Redis is back' lines, %d 'consuming'"
+          % (len(w.lines(msg="Redis failed mid-batch: messages returned to the queue")),
+             len(returned), sorted(set(x.get("error", "") for x in returned)),
+             len(w.lines(msg="Redis not available")),
+             sum(1 for x in w.lines() if "Redis is back" in x.get("msg", "")),
+             len(w.lines(msg="consuming"))), flush=True)
+    check_eq([x.get("msg") for x in w.lines(msg="broker connection lost")], [],
+             "no broker connection lost (only Redis went away)")
+    check_eq(w.lines(level="fatal"), [], "no fatal log line")
+
+    dlq = b.drain(queue + ".dlq")
+    reasons = collections.Counter(str((props.headers or {}).get("x-warren-reason")) for props, _ in dlq)
+    for x in w.lines(msg="message dead-lettered")[:3]:
+        print("    warren: %s" % {k: x.get(k) for k in ("ts", "worker", "message_id", "reason",
+                                                      "error", "lease_takeover")}, flush=True)
+    check_eq(sorted(props.message_id for props, _ in dlq), [],
+             "nothing dead-lettered: an outage is not a crash (DLQ reasons %s)" % dict(reasons))
+    for q in all_queues:
+        check_eq(depth(b, q), 0, "%s has no leftovers" % q)
+except Exception:
+    traceback.print_exc()
+    check(False, "the test ran to its end without an exception")
+finally:
+    if redis_stopped:
+        stack("start-redis")
+    if w.alive():
+        w.stop()
+    b.close()
+    delete_queues(all_queues)
+finish()

@@ -1,0 +1,271 @@
+"""Slow dependencies: a slow handler and a Redis that stalls, with a short
+AMQP heartbeat (2 s).
+
+3,000 events flow through 2 workers. Most publish one output each after a
+few ms of work. Two runs of 6 consecutive events are slow: the handler
+busy-loops 3 s (handler_timeout 10 s) and publishes nothing, like a handler
+that calls a slow service. A worker's batch (batch_size 10) holds several of
+them in a row, so the handler keeps the worker busy for 6 s or more without
+any AMQP traffic of its own (warren publishes a handler's events right after
+the call, and that traffic would count as a heartbeat to the broker: a slow
+handler that publishes nothing is the case that needs real heartbeats).
+RabbitMQ closes a connection after 2 to 3 heartbeat intervals without
+traffic, so a 2 s heartbeat needs warren to keep talking while handlers run.
+Meanwhile Redis stalls 3 s, three times (`DEBUG SLEEP 3`; when the server
+refuses DEBUG, as Redis 7 does by default, `CLIENT PAUSE 3000 ALL`, which
+holds every command the same way), longer than warren's Redis timeout (2 s).
+
+What must hold: the broker never drops warren's connection for missed
+heartbeats (no "broker connection lost" line in warren's log, no "missed
+heartbeats" in the node's log), and everything is processed once: every
+input has one done record (ok), every slow event's handler ran once, the
+distinct output ids are exactly the publishing inputs' `<id>:1`, nothing
+left in any queue, warren exits 0 on SIGTERM.
+A Redis stall may cost re-publishes of the same ids (a batch whose record
+could not be written is returned and re-run): they are reported and bounded
+by the in-flight batches per stall.
+
+Redis is stalled, never stopped; the stall ends by itself."""
+import collections
+import os
+import subprocess
+import time
+import traceback
+from urllib.parse import urlparse
+
+import pika
+
+from wrtest import (ENV, STACK_DIR, Broker, Warren, check, check_eq, finish, prefix, redis_client,
+                    tempdir, wait_for, write)
+
+TOTAL = 3000
+SLOW = set(range(700, 706)) | set(range(1900, 1906))
+CONCURRENCY, BATCH, PREFETCH = 2, 10, 20
+STALLS = (2.0, 9.0, 16.0)   # seconds after warren starts consuming
+STALL_S = 3
+REDIS_PORT = urlparse(ENV["WARREN_REDIS_URL"]).port
+AMQP_PORT = urlparse(ENV["WARREN_AMQP_URL"]).port
+NODE_LOG = os.path.join(STACK_DIR, "rabbit", "log", "warren-%d@localhost.log" % AMQP_PORT)
+
+
+def redis_cli(*args):
+    p = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(REDIS_PORT)] + list(args),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+    return p.stdout.decode("utf-8", "replace").strip()
+
+
+def stall_method():
+    reply = redis_cli("DEBUG", "SLEEP", "0")
+    if reply == "OK":
+        return "debug-sleep"
+    print("  DEBUG SLEEP refused (%s); stalling with CLIENT PAUSE instead" % reply.splitlines()[0],
+          flush=True)
+    return "client-pause"
+
+
+def stall(method):
+    t0 = time.monotonic()
+    if method == "debug-sleep":
+        reply = redis_cli("DEBUG", "SLEEP", str(STALL_S))
+    else:
+        reply = redis_cli("CLIENT", "PAUSE", str(STALL_S * 1000), "ALL")
+        time.sleep(max(0, t0 + STALL_S - time.monotonic()))
+    print("  Redis stalled %ds (%s: %s)" % (STALL_S, method, reply), flush=True)
+    return reply == "OK"
+
+
+def node_log_size():
+    try:
+        return os.path.getsize(NODE_LOG)
+    except OSError:
+        return None
+
+
+def node_log_since(offset):
+    if offset is None:
+        return []
+    try:
+        with open(NODE_LOG, "rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return []
+
+
+def depth(b, q):
+    """Ready messages in Q, or None when Q does not exist (the channel is reopened)."""
+    try:
+        return b.depth(q)
+    except pika.exceptions.ChannelClosedByBroker:
+        b.ch = b.conn.channel()
+        b.ch.confirm_delivery()
+        return None
+
+
+def delete_queues(queues):
+    """Best effort, on a connection of its own: the shared broker keeps no leftovers."""
+    try:
+        c = Broker()
+    except Exception as e:
+        print("  cleanup: cannot connect to delete the queues: %s" % e, flush=True)
+        return
+    for q in queues:
+        try:
+            c.ch.queue_delete(queue=q)
+        except Exception:
+            c.ch = c.conn.channel()
+    c.close()
+
+
+def records(r, sub):
+    keys = list(r.scan_iter(match="warren:idem:%s:*" % sub, count=2000))
+    out = {}
+    pipe = r.pipeline()
+    for k in keys:
+        pipe.hgetall(k)
+    for k, rec in zip(keys, pipe.execute()):
+        out[k.split(":", 3)[3]] = rec
+    return out
+
+
+def done_count(r, sub):
+    keys = list(r.scan_iter(match="warren:idem:%s:*" % sub, count=2000))
+    pipe = r.pipeline()
+    for k in keys:
+        pipe.hget(k, "state")
+    return sum(1 for s in pipe.execute() if s == "done")
+
+
+p = prefix()
+tmp = tempdir()
+queue, out_queue = p + ".in", p + ".out"
+side_queues = (queue + ".wait", queue + ".retry.1s")
+all_queues = (queue,) + side_queues + (queue + ".dlq", out_queue)
+sub_name = "slow"
+r = redis_client()
+ids = ["s-%05d" % i for i in range(TOTAL)]
+slow_ids = set(ids[i] for i in SLOW)
+publishing = [i for i in ids if i not in slow_ids]
+
+write(os.path.join(tmp, "work.lua"), r'''
+local M = {}
+function M.handle(event, ctx)
+  ctx.log.info("handler ran", { slow = event.data.slow })
+  local t = ctx.now()
+  if event.data.slow then
+    while ctx.now() - t < 3 do end    -- a slow call that publishes nothing
+    return
+  end
+  while ctx.now() - t < 0.004 do end
+  ctx.publish("", "%s", { input = event.id })
+end
+return M
+''' % out_queue)
+
+sub = {"name": sub_name, "queue": queue, "handler": "work.lua", "concurrency": CONCURRENCY,
+       "prefetch": PREFETCH, "batch_size": BATCH, "handler_timeout": "10s",
+       "retry": {"max_attempts": 3, "delays": ["1s"]}, "idempotency": {"lease": "15s"}}
+w = Warren(tmp, [sub])
+# wrtest.Warren writes `heartbeat: 5s`; this test wants 2 s.
+with open(w.config) as fh:
+    text = fh.read()
+check("  heartbeat: 5s\n" in text, "the generated config has the heartbeat line to change")
+write(w.config, text.replace("  heartbeat: 5s\n", "  heartbeat: 2s\n"))
+
+b = Broker()
+method = stall_method()
+node_off = node_log_size()
+try:
+    b.declare(out_queue)
+    b.declare(queue)
+    for i, mid in enumerate(ids):
+        b.publish(queue, {"n": mid, "slow": i in SLOW}, message_id=mid)
+
+    w.start()
+    t_start = time.monotonic()
+    check(w.wait_consuming(CONCURRENCY), "warren consuming (%d workers)" % CONCURRENCY)
+    for at in STALLS:
+        time.sleep(max(0, t_start + at - time.monotonic()))
+        print("  t=%.0fs: %d outputs, %d ready" % (time.monotonic() - t_start, b.depth(out_queue),
+                                                  b.depth(queue)), flush=True)
+        check(stall(method), "Redis stalled at t=%.0fs" % at)
+
+    def drained():
+        return b.depth(queue) == 0 and all(b.depth(q) == 0 for q in side_queues) and \
+            done_count(r, sub_name) >= TOTAL
+
+    wait_for(drained, 90, "every event done", interval=1)
+    print("  drained %.0fs after warren started" % (time.monotonic() - t_start), flush=True)
+    time.sleep(2)
+    wait_for(drained, 30, "still drained", interval=1)
+    check_eq(w.stop(), 0, "warren exits 0 on SIGTERM")
+
+    lost = [x for x in w.lines() if x.get("msg", "").startswith("broker connection lost")]
+    for x in lost[:6]:
+        print("    warren: %s" % {k: x.get(k) for k in ("ts", "msg", "worker", "error", "batch")},
+              flush=True)
+    node_lines = [l for l in node_log_since(node_off) if "heartbeat" in l.lower()]
+    for l in node_lines[:6]:
+        print("    node: %s" % l.strip()[:300], flush=True)
+    check_eq(len(lost), 0, "the broker never dropped warren's connection ('broker connection lost' "
+                           "lines)")
+    check_eq(len(node_lines), 0, "no missed-heartbeat closes in the broker's log")
+
+    outs = b.drain(out_queue)
+    per_input = {}
+    for props, body in outs:
+        per_input[props.message_id] = per_input.get(props.message_id, 0) + 1
+    want = set(i + ":1" for i in publishing)
+    check_eq(sorted(want - set(per_input)), [], "every input has its output <id>:1")
+    check_eq(sorted(set(per_input) - want), [], "no output id that is not a publishing input's <id>:1")
+    repub = sorted(k for k, v in per_input.items() if v > 1)
+    print("  %d outputs for %d publishing inputs; %d ids published more than once: %s"
+          % (len(outs), len(publishing), len(repub), repub[:12]), flush=True)
+    check(len(repub) <= len(STALLS) * CONCURRENCY * BATCH,
+          "re-published ids bounded by the batches in flight at the stalls (%d <= %d)"
+          % (len(repub), len(STALLS) * CONCURRENCY * BATCH))
+
+    recs = records(r, sub_name)
+    check_eq(sorted(i for i in ids if recs.get(i, {}).get("state") != "done"), [],
+             "every input has a done record")
+    check_eq(sorted(i for i in ids if recs.get(i, {}).get("outcome") != "ok"), [],
+             "every record's outcome is ok (no timeout, no DLQ)")
+
+    runs = {}
+    for x in w.lines(msg="handler ran"):
+        runs[x.get("message_id")] = runs.get(x.get("message_id"), 0) + 1
+    slow_runs = {i: runs.get(i, 0) for i in sorted(slow_ids)}
+    print("  handler runs of the slow events: %s" % slow_runs, flush=True)
+    print("  handler runs in all: %d for %d inputs; %d inputs ran more than once"
+          % (sum(runs.values()), TOTAL, sum(1 for v in runs.values() if v > 1)), flush=True)
+    check_eq(sorted(i for i, n in slow_runs.items() if n != 1), [],
+             "every slow event ran exactly once")
+    handled = {}
+    for x in w.lines(msg="message handled"):
+        handled[x.get("message_id")] = handled.get(x.get("message_id"), 0) + 1
+    check_eq(sorted(k for k, v in handled.items() if v > 1), [],
+             "no input logged 'message handled' twice")
+    print("  log: %d 'Redis failed mid-batch', %d 'pausing consumption', %d 'Redis not available', "
+          "%d 'message returned to the queue', %d 'consuming'"
+          % (len(w.lines(msg="Redis failed mid-batch: messages returned to the queue")),
+             sum(1 for x in w.lines() if "pausing consumption" in x.get("msg", "")),
+             len(w.lines(msg="Redis not available")),
+             len(w.lines(msg="message returned to the queue")), len(w.lines(msg="consuming"))),
+          flush=True)
+    check_eq(w.lines(level="fatal"), [], "no fatal log line")
+
+    dlq = b.drain(queue + ".dlq")
+    reasons = collections.Counter(str((props.headers or {}).get("x-warren-reason")) for props, _ in dlq)
+    check_eq(sorted(props.message_id for props, _ in dlq), [],
+             "nothing dead-lettered (DLQ reasons %s)" % dict(reasons))
+    for q in all_queues:
+        check_eq(depth(b, q), 0, "%s has no leftovers" % q)
+except Exception:
+    traceback.print_exc()
+    check(False, "the test ran to its end without an exception")
+finally:
+    if w.alive():
+        w.stop()
+    b.close()
+    delete_queues(all_queues)
+finish()

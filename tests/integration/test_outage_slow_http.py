@@ -1,0 +1,241 @@
+"""A slow dependency behind ctx.http.request, with a short AMQP heartbeat (2 s).
+
+The usual slow handler does not spin in Lua: it waits for the service beside
+the sidecar. Here that service (a real HTTP server on loopback) takes 3 s to
+answer; handler_timeout is 10 s and the call's own timeout 8 s, so every
+call succeeds. 1,000 events flow through 2 workers; two runs of 4
+consecutive events call the slow service and publish nothing (the others
+publish one output each after a few ms of work), so a worker's batch
+(batch_size 10) holds 2 or more slow calls in a row: 6 s or more inside
+libcurl, with no AMQP traffic of the worker's own. RabbitMQ closes a
+connection after 2 to 3 heartbeat intervals (4-6 s here) without traffic.
+
+What must hold: the broker never drops warren's connection for missed
+heartbeats (no "broker connection lost" line in warren's log, no "missed
+heartbeats" in the node's log) and everything is processed once: each slow
+event called the service exactly once (a dropped connection returns the
+batch and re-runs it, calling the service again), every input has one done
+record (ok), the distinct output ids are exactly the publishing inputs'
+`<id>:1`, nothing left in any queue, warren exits 0 on SIGTERM."""
+import collections
+import json
+import os
+import threading
+import time
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse
+
+import pika
+
+from wrtest import (ENV, STACK_DIR, Broker, Warren, check, check_eq, finish, prefix, redis_client,
+                    tempdir, wait_for, write)
+
+TOTAL = 1000
+SLOW = set(range(200, 204)) | set(range(600, 604))
+SLOW_S = 3
+CONCURRENCY, BATCH, PREFETCH = 2, 10, 20
+AMQP_PORT = urlparse(ENV["WARREN_AMQP_URL"]).port
+NODE_LOG = os.path.join(STACK_DIR, "rabbit", "log", "warren-%d@localhost.log" % AMQP_PORT)
+
+calls = collections.Counter()
+calls_lock = threading.Lock()
+
+
+class SlowService(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        body = json.loads(self.rfile.read(n) or b"{}")
+        with calls_lock:
+            calls[body.get("id")] += 1
+        time.sleep(SLOW_S)
+        data = b'{"ok":true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        try:
+            self.wfile.write(data)
+        except BrokenPipeError:
+            pass
+
+
+def depth(b, q):
+    """Ready messages in Q, or None when Q does not exist (the channel is reopened)."""
+    try:
+        return b.depth(q)
+    except pika.exceptions.ChannelClosedByBroker:
+        b.ch = b.conn.channel()
+        b.ch.confirm_delivery()
+        return None
+
+
+def delete_queues(queues):
+    """Best effort, on a connection of its own: the shared broker keeps no leftovers."""
+    try:
+        c = Broker()
+    except Exception as e:
+        print("  cleanup: cannot connect to delete the queues: %s" % e, flush=True)
+        return
+    for q in queues:
+        try:
+            c.ch.queue_delete(queue=q)
+        except Exception:
+            c.ch = c.conn.channel()
+    c.close()
+
+
+def node_log_size():
+    try:
+        return os.path.getsize(NODE_LOG)
+    except OSError:
+        return None
+
+
+def node_log_since(offset):
+    if offset is None:
+        return []
+    try:
+        with open(NODE_LOG, "rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return []
+
+
+def records(r, sub):
+    keys = list(r.scan_iter(match="warren:idem:%s:*" % sub, count=2000))
+    out = {}
+    pipe = r.pipeline()
+    for k in keys:
+        pipe.hgetall(k)
+    for k, rec in zip(keys, pipe.execute()):
+        out[k.split(":", 3)[3]] = rec
+    return out
+
+
+def done_count(r, sub):
+    keys = list(r.scan_iter(match="warren:idem:%s:*" % sub, count=2000))
+    pipe = r.pipeline()
+    for k in keys:
+        pipe.hget(k, "state")
+    return sum(1 for s in pipe.execute() if s == "done")
+
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), SlowService)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+url = "http://127.0.0.1:%d/slow" % server.server_address[1]
+
+p = prefix()
+tmp = tempdir()
+queue, out_queue = p + ".in", p + ".out"
+side_queues = (queue + ".wait", queue + ".retry.1s")
+all_queues = (queue,) + side_queues + (queue + ".dlq", out_queue)
+sub_name = "slowhttp"
+r = redis_client()
+ids = ["h-%05d" % i for i in range(TOTAL)]
+slow_ids = set(ids[i] for i in SLOW)
+publishing = [i for i in ids if i not in slow_ids]
+
+write(os.path.join(tmp, "work.lua"), r'''
+local M = {}
+function M.handle(event, ctx)
+  if event.data.slow then
+    -- the service takes %d s; nothing to publish
+    ctx.http.request{ method = "POST", url = "%s", body = { id = event.id }, timeout = 8 }
+    return
+  end
+  local t = ctx.now()
+  while ctx.now() - t < 0.004 do end
+  ctx.publish("", "%s", { input = event.id })
+end
+return M
+''' % (SLOW_S, url, out_queue))
+
+sub = {"name": sub_name, "queue": queue, "handler": "work.lua", "concurrency": CONCURRENCY,
+       "prefetch": PREFETCH, "batch_size": BATCH, "handler_timeout": "10s",
+       "retry": {"max_attempts": 3, "delays": ["1s"]}, "idempotency": {"lease": "30s"}}
+w = Warren(tmp, [sub])
+# wrtest.Warren writes `heartbeat: 5s`; this test wants 2 s.
+with open(w.config) as fh:
+    text = fh.read()
+check("  heartbeat: 5s\n" in text, "the generated config has the heartbeat line to change")
+write(w.config, text.replace("  heartbeat: 5s\n", "  heartbeat: 2s\n"))
+
+b = Broker()
+node_off = node_log_size()
+try:
+    b.declare(out_queue)
+    b.declare(queue)
+    for i, mid in enumerate(ids):
+        b.publish(queue, {"n": mid, "slow": i in SLOW}, message_id=mid)
+
+    w.start()
+    t_start = time.monotonic()
+    check(w.wait_consuming(CONCURRENCY), "warren consuming (%d workers)" % CONCURRENCY)
+
+    def drained():
+        return b.depth(queue) == 0 and all(depth(b, q) in (0, None) for q in side_queues) and \
+            done_count(r, sub_name) >= TOTAL
+
+    wait_for(drained, 60, "every event done", interval=1)
+    print("  drained %.0fs after warren started" % (time.monotonic() - t_start), flush=True)
+    time.sleep(2)
+    wait_for(drained, 15, "still drained", interval=1)
+    check_eq(w.stop(), 0, "warren exits 0 on SIGTERM")
+
+    lost = [x for x in w.lines() if x.get("msg", "").startswith("broker connection lost")]
+    for x in lost[:6]:
+        print("    warren: %s" % {k: x.get(k) for k in ("ts", "msg", "worker", "error", "batch")},
+              flush=True)
+    node_lines = [l for l in node_log_since(node_off) if "missed heartbeats" in l]
+    for l in node_lines[:6]:
+        print("    node: %s" % l.strip()[:300], flush=True)
+    check_eq(len(lost), 0, "the broker never dropped warren's connection ('broker connection lost' "
+                           "lines)")
+    check_eq(len(node_lines), 0, "no 'missed heartbeats' closes in the broker's log")
+
+    with calls_lock:
+        slow_calls = {i: calls.get(i, 0) for i in sorted(slow_ids)}
+    print("  service calls of the slow events: %s" % slow_calls, flush=True)
+    check_eq(sorted(i for i, n in slow_calls.items() if n != 1), [],
+             "each slow event called the service exactly once")
+
+    outs = b.drain(out_queue)
+    per_input = collections.Counter(props.message_id for props, _ in outs)
+    want = set(i + ":1" for i in publishing)
+    check_eq(sorted(want - set(per_input)), [], "every publishing input has its output <id>:1")
+    check_eq(sorted(set(per_input) - want), [], "no output id that is not a publishing input's <id>:1")
+    repub = sorted(k for k, v in per_input.items() if v > 1)
+    print("  %d outputs for %d publishing inputs; %d ids published more than once: %s"
+          % (len(outs), len(publishing), len(repub), repub[:12]), flush=True)
+
+    recs = records(r, sub_name)
+    check_eq(sorted(i for i in ids if recs.get(i, {}).get("state") != "done"), [],
+             "every input has a done record")
+    check_eq(sorted(i for i in ids if recs.get(i, {}).get("outcome") != "ok"), [],
+             "every record's outcome is ok (no timeout, no DLQ)")
+    handled = collections.Counter(x.get("message_id") for x in w.lines(msg="message handled"))
+    check_eq(sorted(k for k, v in handled.items() if v > 1), [],
+             "no input logged 'message handled' twice")
+    check_eq(w.lines(level="fatal"), [], "no fatal log line")
+
+    dlq = b.drain(queue + ".dlq")
+    reasons = collections.Counter(str((props.headers or {}).get("x-warren-reason")) for props, _ in dlq)
+    check_eq(sorted(props.message_id for props, _ in dlq), [],
+             "nothing dead-lettered (DLQ reasons %s)" % dict(reasons))
+    for q in all_queues:
+        check_eq(depth(b, q) or 0, 0, "%s has no leftovers" % q)
+except Exception:
+    traceback.print_exc()
+    check(False, "the test ran to its end without an exception")
+finally:
+    if w.alive():
+        w.stop()
+    b.close()
+    delete_queues(all_queues)
+    server.shutdown()
+finish()
