@@ -26,6 +26,10 @@ const char *wr_lua_trace_id(lua_State *L);
 void wr_lua_push_encode(lua_State *L);
 void wr_lua_push_safe_decode(lua_State *L);
 
+/* Let the worker service its connections (heartbeats) if it is due: for API
+ * functions that block in C, where the count hook cannot run. */
+void wr_lua_service(lua_State *L);
+
 /* Add ctx.http (lua_http.c) to the table at the top of the stack. */
 void wr_lua_http_inject(lua_State *L);
 

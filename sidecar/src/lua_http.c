@@ -103,6 +103,17 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud)
     return len;
 }
 
+/* libcurl's progress callback, about once a second and on every chunk: while a
+ * call waits on a slow service, the worker's AMQP connection gets its
+ * heartbeats (lua_api.h). Returning 0 lets the transfer go on. */
+static int on_progress(void *ud, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                       curl_off_t ulnow)
+{
+    (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    wr_lua_service(ud);
+    return 0;
+}
+
 static http_state *state_of(lua_State *L)
 {
     lua_getfield(L, LUA_REGISTRYINDEX, "warren.http");
@@ -392,6 +403,9 @@ static int http_request(lua_State *L)
     curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(c, CURLOPT_HEADERDATA, h);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "warren/" WARREN_VERSION);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, L);
     if (strcmp(method, "GET") != 0) {
         curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     }

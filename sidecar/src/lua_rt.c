@@ -178,6 +178,16 @@ const char *wr_lua_trace_id(lua_State *L)
     return rt->call != NULL ? rt->call->trace_id : NULL;
 }
 
+void wr_lua_service(lua_State *L)
+{
+    wr_lua *rt = rt_of(L);
+    double now = wr_mono_ms();
+    if (rt->opts.service != NULL && now >= rt->next_service_ms) {
+        rt->next_service_ms = now + (double)rt->opts.service_every_ms;
+        rt->opts.service(rt->opts.service_ud);
+    }
+}
+
 void wr_lua_push_encode(lua_State *L)
 {
     lua_rawgeti(L, LUA_REGISTRYINDEX, rt_of(L)->ref_encode);

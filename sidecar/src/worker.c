@@ -88,6 +88,7 @@ struct wr_worker {
 
     wr_shared_brk *brk;    /* the subscription's circuit breaker (shared by its workers) */
     int paused;            /* consumption stopped because the breaker is open */
+    double next_service_ms; /* when the connection should next be serviced mid-batch */
 
     wr_broker *b;
     wr_idem *idem;         /* NULL when idempotency is off, or while Redis is away */
@@ -98,6 +99,12 @@ struct wr_worker {
     amqp_envelope_t **taken;
     wr_claim *claims;
     wr_finish *finishes;
+    struct orphan {
+        char key[WR_IDKEY_MAX + 300];
+        wr_finish_op op;
+    } *orphans;            /* records we still hold for messages we are done with, written
+                              while Redis was away: given back when it answers again */
+    int orphan_count;
     int *map;              /* claims[k] / finishes[k] belong to items[map[k]] */
     uint64_t rng;
     size_t max_body;
@@ -190,6 +197,8 @@ static int jittered(wr_worker *w, int backoff)
     return backoff / 2 + (int)(next_rand(w) % (uint64_t)(backoff / 2 + 1));
 }
 
+static int unclaim_orphans(wr_worker *w);
+
 /*
  * Make sure Redis answers (when idempotency is on), retrying with capped,
  * jittered backoff until it does or the worker is told to stop. Nothing is
@@ -205,7 +214,7 @@ static int ensure_redis(wr_worker *w)
     int down = 0;
     while (!atomic_load(&w->flags->stop)) {
         char err[512];
-        if (w->idem != NULL && wr_idem_ping(w->idem) == 0) {
+        if (w->idem != NULL && wr_idem_ping(w->idem) == 0 && unclaim_orphans(w) == 0) {
             if (down) {
                 wr_logf(WR_LOG_INFO, "%s: Redis is back", w->name);
             }
@@ -216,7 +225,7 @@ static int ensure_redis(wr_worker *w)
             wr_idem_destroy(w->idem);
         }
         w->idem = wr_idem_create(&w->cfg->redis, w->cfg->redis_timeout_ms, err, sizeof(err));
-        if (w->idem != NULL) {
+        if (w->idem != NULL && unclaim_orphans(w) == 0) {
             if (down) {
                 wr_logf(WR_LOG_INFO, "%s: Redis is back", w->name);
             }
@@ -226,7 +235,10 @@ static int ensure_redis(wr_worker *w)
         int wait = jittered(w, backoff);
         log_unavailable(w, "Redis not available", w->cfg->redis.redacted, err, wait);
         nap(w, wait);
-        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+        /* holding records of messages we gave back: look often, so they are given
+         * back before another worker's takeover counts them as crashed runs */
+        int cap = w->orphan_count > 0 ? 500 : BACKOFF_MAX_MS;
+        backoff = backoff * 2 > cap ? cap : backoff * 2;
     }
     return -1;
 }
@@ -417,6 +429,7 @@ static int publish_copy(wr_worker *w, item *it, const char *error_class, int tie
 static void service_broker(void *ud)
 {
     wr_worker *w = ud;
+    w->next_service_ms = wr_mono_ms() + (double)w->lua_opts.service_every_ms;
     if (w->b != NULL) {
         while (wr_broker_poll(w->b, 0) == WR_BROKER_OK) {
         }
@@ -747,6 +760,59 @@ static int extend_leases(wr_worker *w, int from, int n)
 }
 
 /*
+ * Give back the records of a batch that will not finish here (the broker
+ * connection dropped; Redis failed), so whoever gets the messages next
+ * claims them at once, and the crash-loop guard does not take a lost
+ * connection for a crash. With Redis away the keys are kept as orphans and
+ * given back when it answers again (see ensure_redis).
+ */
+static void unclaim_batch(wr_worker *w, int n, int redis_down)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        item *it = &w->items[i];
+        if (!it->claimed) {
+            continue;
+        }
+        /* a message retried through a delay queue did start; one going back did not
+         * reach an outcome here, which is not a crash either */
+        wr_finish_op op = it->act == ACT_RETRY ? WR_FINISH_RELEASE : WR_FINISH_UNCLAIM;
+        if (redis_down) {
+            if (w->orphan_count < w->sub->batch_size) {
+                struct orphan *o = &w->orphans[w->orphan_count++];
+                snprintf(o->key, sizeof(o->key), "%s", it->rkey);
+                o->op = op;
+            }
+            continue;
+        }
+        w->finishes[k] = (wr_finish){.key = it->rkey, .op = op};
+        w->map[k++] = i;
+    }
+    if (k > 0) {
+        const wr_idem_policy *pol = &w->sub->idem;
+        wr_idem_finish(w->idem, w->finishes, k, w->token, pol->lease_ms, pol->ttl_ms);
+    }
+}
+
+/* Give back the orphans (Redis answers again). Returns 0, or -1 on failure. */
+static int unclaim_orphans(wr_worker *w)
+{
+    if (w->orphan_count == 0 || w->idem == NULL) {
+        return 0;
+    }
+    for (int i = 0; i < w->orphan_count; i++) {
+        w->finishes[i] = (wr_finish){.key = w->orphans[i].key, .op = w->orphans[i].op};
+    }
+    const wr_idem_policy *pol = &w->sub->idem;
+    if (wr_idem_finish(w->idem, w->finishes, w->orphan_count, w->token, pol->lease_ms,
+                       pol->ttl_ms) != 0) {
+        return -1;
+    }
+    w->orphan_count = 0;
+    return 0;
+}
+
+/*
  * Process N deliveries (DESIGN.md, "Flow of one message"): decode, claim,
  * run, publish every copy, wait for the confirms, write the records, then ack
  * or return each. Returns WR_BROKER_OK or DOWN.
@@ -792,6 +858,7 @@ static int run_batch(wr_worker *w, int n)
                 /* nothing of this batch was published yet past this point's copies;
                  * returning all of it repeats only work that is idempotent */
                 rc = return_all(w, n, wr_idem_error(w->idem));
+                unclaim_batch(w, n, 1);
                 return rc == WR_BROKER_OK ? PAUSE : rc;
             }
             leased_at = wr_mono_ms();
@@ -807,6 +874,10 @@ static int run_batch(wr_worker *w, int n)
             continue;
         }
         rc = run_one(w, it);
+        if (rc == WR_BROKER_OK && wr_mono_ms() >= w->next_service_ms) {
+            /* a batch of slow handlers: keep heartbeats going between them too */
+            service_broker(w);
+        }
         if (it->act == ACT_NONE) {
             wr_shared_brk_release(w->brk); /* interrupted by shutdown: no verdict */
         } else if (it->out == WR_OUT_OK) {
@@ -836,6 +907,7 @@ static int run_batch(wr_worker *w, int n)
         wr_log_str(&l, "error", wr_broker_error(w->b));
         wr_log_int(&l, "batch", n);
         wr_log_end(&l);
+        unclaim_batch(w, n, 0);
         return WR_BROKER_DOWN;
     }
 
@@ -890,12 +962,14 @@ static int run_batch(wr_worker *w, int n)
     if (all_ok) {
         rc = wr_broker_ack(w->b, w->items[n - 1].d->delivery_tag, 1);
     }
-    for (int i = 0; i < n && rc == WR_BROKER_OK; i++) {
+    for (int i = 0; i < n; i++) {
         item *it = &w->items[i];
-        if (!all_ok) {
+        if (!all_ok && rc == WR_BROKER_OK) {
             rc = it->act != ACT_NONE ? wr_broker_ack(w->b, it->d->delivery_tag, 0)
                                      : wr_broker_nack(w->b, it->d->delivery_tag, 0, 1);
         }
+        /* logged even when an ack failed: the outcome (and its record) stands, the
+         * redelivery will be skipped as a duplicate */
         if (it->act == ACT_NONE && it->error[0] == '\0') {
             continue; /* not started (shutdown): returned quietly */
         }
@@ -908,6 +982,8 @@ static int run_batch(wr_worker *w, int n)
         return WR_BROKER_DOWN;
     }
     if (redis_failed) {
+        /* none of the batch's records was written: all of them are still ours */
+        unclaim_batch(w, n, 1);
         return PAUSE;
     }
     if (lost_copies > 0) {
@@ -1163,7 +1239,8 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
     w->claims = calloc(bs, sizeof(*w->claims));
     w->finishes = calloc(bs, sizeof(*w->finishes));
     w->map = calloc(bs, sizeof(*w->map));
-    if (!w->items || !w->taken || !w->claims || !w->finishes || !w->map) {
+    w->orphans = calloc(bs, sizeof(*w->orphans));
+    if (!w->items || !w->taken || !w->claims || !w->finishes || !w->map || !w->orphans) {
         snprintf(err, errcap, "out of memory");
         wr_live_snapshot_free(&snap);
         goto fail;
@@ -1226,6 +1303,7 @@ void wr_worker_free(wr_worker *w)
     free(w->claims);
     free(w->finishes);
     free(w->map);
+    free(w->orphans);
     pthread_mutex_destroy(&w->lua_lock);
     free(w);
 }
