@@ -143,6 +143,7 @@ int wr_app_run(const char *config_path)
     wr_run_flags flags;
     atomic_init(&flags.stop, 0);
     atomic_init(&flags.abort, 0);
+    atomic_init(&flags.orphans, 0);
     int started = 0;
     int rc = 0;
     if (workers == NULL || sfd < 0 || breakers == NULL) {

@@ -259,6 +259,13 @@ static int connect_broker(wr_worker *w)
         if (ensure_redis(w) != 0) {
             return -1;
         }
+        /* Another worker of ours may still hold records of messages it gave back
+         * during a Redis outage: let it give them back first (a few seconds at
+         * most), or taking those messages over would count them as crashed runs. */
+        for (int waited = 0; atomic_load(&w->flags->orphans) > 0 && waited < 3000;
+             waited += 100) {
+            nap(w, 100);
+        }
         w->b = wr_broker_create(&cfg->amqp, (int)(cfg->amqp_heartbeat_ms / 1000),
                                 cfg->amqp_connect_timeout_ms, w->name, err, sizeof(err));
         if (w->b != NULL) {
@@ -779,6 +786,7 @@ static void unclaim_batch(wr_worker *w, int n, int redis_down)
         wr_finish_op op = it->act == ACT_RETRY ? WR_FINISH_RELEASE : WR_FINISH_UNCLAIM;
         if (redis_down) {
             if (w->orphan_count < w->sub->batch_size) {
+                atomic_fetch_add(&w->flags->orphans, 1);
                 struct orphan *o = &w->orphans[w->orphan_count++];
                 snprintf(o->key, sizeof(o->key), "%s", it->rkey);
                 o->op = op;
@@ -808,6 +816,7 @@ static int unclaim_orphans(wr_worker *w)
                        pol->ttl_ms) != 0) {
         return -1;
     }
+    atomic_fetch_sub(&w->flags->orphans, w->orphan_count);
     w->orphan_count = 0;
     return 0;
 }

@@ -46,6 +46,8 @@
 typedef struct {
     atomic_int stop;  /* drain: stop consuming, finish in-flight work, exit */
     atomic_int abort; /* stop now: interrupt handlers, return their messages */
+    atomic_int orphans; /* records workers hold for messages they gave back while Redis
+                           was away; others wait for them before consuming again */
 } wr_run_flags;
 
 typedef struct wr_worker wr_worker;
