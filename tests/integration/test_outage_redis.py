@@ -25,81 +25,17 @@ The servers are shared by the whole ctest run: Redis is started again in a
 `finally`, whatever happened."""
 import collections
 import os
-import subprocess
 import time
 import traceback
-from urllib.parse import urlparse
 
-import pika
 
-from wrtest import (ENV, SOURCE_DIR, STACK_DIR, Broker, Warren, check, check_eq, finish, prefix,
+from wrtest import (stack, depth, delete_queues, records, done_count, ENV, SOURCE_DIR, STACK_DIR, Broker, Warren, check, check_eq, finish, prefix,
                     redis_client, tempdir, wait_for, write)
 
 TOTAL = 10000
 CONCURRENCY, BATCH, PREFETCH = 2, 50, 100
 OUTAGE = 15           # seconds Redis stays down
 SETTLE = 2            # "a short moment": what was in flight when Redis died finishes
-STACK_SH = os.path.join(SOURCE_DIR, "deploy", "local", "stack.sh")
-
-
-def stack(cmd):
-    """Run stack.sh CMD on the test's stack dir with the stack's own ports."""
-    env = dict(os.environ)
-    env["WR_AMQP_PORT"] = str(urlparse(ENV["WARREN_AMQP_URL"]).port)
-    env["WR_REDIS_PORT"] = str(urlparse(ENV["WARREN_REDIS_URL"]).port)
-    t0 = time.monotonic()
-    p = subprocess.run(["bash", STACK_SH, cmd, STACK_DIR], env=env, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, timeout=240)
-    for line in p.stdout.decode("utf-8", "replace").splitlines():
-        print("    | %s" % line, flush=True)
-    print("  stack.sh %s: exit %d in %.1fs" % (cmd, p.returncode, time.monotonic() - t0),
-          flush=True)
-    return p.returncode
-
-
-def depth(b, q):
-    """Ready messages in Q, or None when Q does not exist (the channel is reopened)."""
-    try:
-        return b.depth(q)
-    except pika.exceptions.ChannelClosedByBroker:
-        b.ch = b.conn.channel()
-        b.ch.confirm_delivery()
-        return None
-
-
-def delete_queues(queues):
-    """Best effort, on a connection of its own: the shared broker keeps no leftovers."""
-    try:
-        c = Broker()
-    except Exception as e:
-        print("  cleanup: cannot connect to delete the queues: %s" % e, flush=True)
-        return
-    for q in queues:
-        try:
-            c.ch.queue_delete(queue=q)
-        except Exception:
-            c.ch = c.conn.channel()
-    c.close()
-
-
-def records(r, sub):
-    """{key: record} of every idempotency record of SUB."""
-    keys = list(r.scan_iter(match="warren:idem:%s:*" % sub, count=2000))
-    out = {}
-    pipe = r.pipeline()
-    for k in keys:
-        pipe.hgetall(k)
-    for k, rec in zip(keys, pipe.execute()):
-        out[k.split(":", 3)[3]] = rec
-    return out
-
-
-def done_count(r, sub):
-    keys = list(r.scan_iter(match="warren:idem:%s:*" % sub, count=2000))
-    pipe = r.pipeline()
-    for k in keys:
-        pipe.hget(k, "state")
-    return sum(1 for s in pipe.execute() if s == "done")
 
 
 p = prefix()

@@ -26,9 +26,8 @@ import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
-import pika
 
-from wrtest import (ENV, STACK_DIR, Broker, Warren, check, check_eq, finish, prefix, redis_client,
+from wrtest import (depth, delete_queues, records, done_count, ENV, STACK_DIR, Broker, Warren, check, check_eq, finish, prefix, redis_client,
                     tempdir, wait_for, write)
 
 TOTAL = 1000
@@ -63,31 +62,6 @@ class SlowService(BaseHTTPRequestHandler):
             pass
 
 
-def depth(b, q):
-    """Ready messages in Q, or None when Q does not exist (the channel is reopened)."""
-    try:
-        return b.depth(q)
-    except pika.exceptions.ChannelClosedByBroker:
-        b.ch = b.conn.channel()
-        b.ch.confirm_delivery()
-        return None
-
-
-def delete_queues(queues):
-    """Best effort, on a connection of its own: the shared broker keeps no leftovers."""
-    try:
-        c = Broker()
-    except Exception as e:
-        print("  cleanup: cannot connect to delete the queues: %s" % e, flush=True)
-        return
-    for q in queues:
-        try:
-            c.ch.queue_delete(queue=q)
-        except Exception:
-            c.ch = c.conn.channel()
-    c.close()
-
-
 def node_log_size():
     try:
         return os.path.getsize(NODE_LOG)
@@ -104,25 +78,6 @@ def node_log_since(offset):
             return fh.read().decode("utf-8", "replace").splitlines()
     except OSError:
         return []
-
-
-def records(r, sub):
-    keys = list(r.scan_iter(match="warren:idem:%s:*" % sub, count=2000))
-    out = {}
-    pipe = r.pipeline()
-    for k in keys:
-        pipe.hgetall(k)
-    for k, rec in zip(keys, pipe.execute()):
-        out[k.split(":", 3)[3]] = rec
-    return out
-
-
-def done_count(r, sub):
-    keys = list(r.scan_iter(match="warren:idem:%s:*" % sub, count=2000))
-    pipe = r.pipeline()
-    for k in keys:
-        pipe.hget(k, "state")
-    return sum(1 for s in pipe.execute() if s == "done")
 
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), SlowService)
