@@ -609,7 +609,8 @@ local function make_publish(ctx, st)
       end
     end
     local list = ctx.published
-    pub.message_id = tostring(ctx.idempotency_key) .. ":" .. (#list + 1)
+    pub.message_id = tostring(ctx.idempotency_key) .. ":" .. tostring(ctx.subscription) .. ":"
+      .. (#list + 1)
     if is_json_type(pub.content_type) then
       pub.data = cjson_safe.decode(pub.body)
     end

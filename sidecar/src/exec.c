@@ -140,10 +140,10 @@ static int delivery_of(json_t *ev, amqp_pool_t *pool, amqp_envelope_t *d, char *
     return 0;
 }
 
-static json_t *pub_json(const wr_lua_pub *p, const char *key, int i)
+static json_t *pub_json(const wr_lua_pub *p, const char *key, const char *sub, int i)
 {
-    char id[WR_IDKEY_MAX + 32];
-    snprintf(id, sizeof(id), "%s:%d", key, i + 1);
+    char id[WR_IDKEY_MAX + 320];
+    snprintf(id, sizeof(id), "%s:%s:%d", key, sub, i + 1);
     json_t *h = json_object();
     for (int k = 0; k < p->header_count; k++) {
         json_object_set_new(h, p->header_keys[k], json_string(p->header_vals[k]));
@@ -286,7 +286,7 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
         if (out == WR_OUT_OK) {
             ok = 1;
             for (int i = 0; i < res.pub_count; i++) {
-                json_array_append_new(published, pub_json(&res.pubs[i], key, i));
+                json_array_append_new(published, pub_json(&res.pubs[i], key, sub->name, i));
             }
             json_object_set_new(decision, "action", json_string("ack"));
         } else if ((out == WR_OUT_ERROR || out == WR_OUT_TIMEOUT || out == WR_OUT_RETRY) &&

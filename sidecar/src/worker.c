@@ -324,8 +324,10 @@ static int publish_outgoing(wr_worker *w, item *it, const wr_lua_result *res)
                        AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_HEADERS_FLAG;
         props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
         props.timestamp = (uint64_t)(wr_now_ms() / 1000);
-        char id[WR_IDKEY_MAX + 32];
-        int n = snprintf(id, sizeof(id), "%.*s:%d", (int)base_len, base, i + 1);
+        /* <key>:<subscription>:<n>: two subscriptions that consume the same event
+         * publish different events, which must not share an id */
+        char id[WR_IDKEY_MAX + 320];
+        int n = snprintf(id, sizeof(id), "%.*s:%s:%d", (int)base_len, base, w->sub->name, i + 1);
         props.message_id = pool_dup(&w->pool, id, (size_t)n);
         if (p->content_type) {
             props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;

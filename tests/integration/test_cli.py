@@ -115,7 +115,7 @@ check_eq(rep.get("decision", {}).get("action"), "ack", "exec decision ack")
 pubs = rep.get("published", [])
 check_eq(len(pubs), 1, "exec shows the event it would publish")
 if pubs:
-    check_eq(pubs[0].get("message_id"), "e-1:1", "with its deterministic id")
+    check_eq(pubs[0].get("message_id"), "e-1:ex:1", "with its deterministic id")
     check_eq(_json.loads(pubs[0]["body"]), {"id": "e-1", "attempt": 1, "tenant": "acme"},
              "and its body")
 check('"msg":"seen"' in err, "handler logs go to stderr")

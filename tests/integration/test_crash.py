@@ -88,7 +88,7 @@ for props, body in outs:
 pipe.execute()
 effects = r.hgetall(counter)
 check_eq(set(effects), distinct_good, "the distinct outputs are exactly the processed inputs")
-check_eq(set(props.message_id for props, _ in outs), set(i + ":1" for i in distinct_good),
+check_eq(set(props.message_id for props, _ in outs), set(i + ":crashy:1" for i in distinct_good),
          "output ids are deterministic")
 twice = sorted(k for k, v in effects.items() if int(v) > 1)
 print("  %d outputs for %d inputs; %d ids re-published after a crash between confirm and "

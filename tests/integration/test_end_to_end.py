@@ -72,7 +72,7 @@ inputs = [json.loads(body)["input"] for _, body in outs]
 want = set("m-%05d" % i for i in range(N)) | {"m-after-poison"}
 check_eq(len(outs), N + 1, "one output per input, no duplicates")
 check_eq(set(inputs), want, "every input id produced an output")
-check_eq(set(ids), set(i + ":1" for i in want), "output ids derive from input ids")
+check_eq(set(ids), set(i + ":e2e:1" for i in want), "output ids derive from input ids")
 check(all(props.delivery_mode == 2 for props, _ in outs), "outputs are persistent")
 check(all(props.headers.get("x-warren-causation-id") == json.loads(body)["input"]
           for props, body in outs), "outputs carry their causation id")

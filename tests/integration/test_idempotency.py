@@ -67,7 +67,7 @@ effects = r.hgetall(counter)
 check_eq(len(effects), len(distinct), "an effect for every distinct id")
 check_eq(sorted(k for k, v in effects.items() if int(v) != 1), [], "no effect happened twice")
 check_eq(len(outs), len(distinct), "output events = distinct ids")
-check_eq(set(props.message_id for props, _ in outs), set(m + ":1" for m in distinct),
+check_eq(set(props.message_id for props, _ in outs), set(m + ":dedup:1" for m in distinct),
          "output ids derive from the idempotency key")
 
 dups = w.lines(msg="duplicate message skipped")

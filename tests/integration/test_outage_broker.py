@@ -2,7 +2,7 @@
 again a few seconds later. warren must rebuild its connections by itself
 (a "consuming" line per worker again), and at the end: every input has
 exactly one done record (outcome ok), the distinct outgoing ids are exactly
-the inputs' `<id>:1`, no input was logged "message handled" twice, nothing
+the inputs' `<id>:<subscription>:1`, no input was logged "message handled" twice, nothing
 is left in any queue, and warren exits 0 on SIGTERM.
 
 A batch in flight when the broker went away is not acked; the broker
@@ -124,9 +124,9 @@ try:
     per_input = {}
     for props, body in outs:
         per_input[props.message_id] = per_input.get(props.message_id, 0) + 1
-    want = set(i + ":1" for i in ids)
-    check_eq(sorted(want - set(per_input)), [], "every input has its output <id>:1")
-    check_eq(sorted(set(per_input) - want), [], "no output id that is not an input's <id>:1")
+    want = set("%s:%s:1" % (i, sub_name) for i in ids)
+    check_eq(sorted(want - set(per_input)), [], "every input has its output <id>:<subscription>:1")
+    check_eq(sorted(set(per_input) - want), [], "no output id that is not an input's <id>:<subscription>:1")
     repub = sorted(k for k, v in per_input.items() if v > 1)
     print("  %d outputs for %d inputs; %d output ids published more than once (re-runs of the "
           "batches in flight at the outage): %s" % (len(outs), TOTAL, len(repub), repub[:10]),

@@ -7,7 +7,7 @@ shrinks), the output count stops growing after a short moment, and nothing
 is acked that was not recorded: every input gone from the queues at that
 moment has a done record written before Redis came back. When Redis is back
 warren consumes again by itself. At the end: every input has exactly one
-done record (ok), the distinct output ids are exactly the inputs' `<id>:1`,
+done record (ok), the distinct output ids are exactly the inputs' `<id>:<subscription>:1`,
 no input is logged "message handled" twice, nothing is left in any queue,
 and warren exits 0 on SIGTERM.
 
@@ -129,9 +129,9 @@ try:
     per_input = {}
     for props, body in outs:
         per_input[props.message_id] = per_input.get(props.message_id, 0) + 1
-    want = set(i + ":1" for i in ids)
-    check_eq(sorted(want - set(per_input)), [], "every input has its output <id>:1")
-    check_eq(sorted(set(per_input) - want), [], "no output id that is not an input's <id>:1")
+    want = set("%s:%s:1" % (i, sub_name) for i in ids)
+    check_eq(sorted(want - set(per_input)), [], "every input has its output <id>:<subscription>:1")
+    check_eq(sorted(set(per_input) - want), [], "no output id that is not an input's <id>:<subscription>:1")
     repub = sorted(k for k, v in per_input.items() if v > 1)
     print("  %d outputs for %d inputs; %d output ids published more than once (the batches in "
           "flight when Redis died, re-run with the same ids): %s"

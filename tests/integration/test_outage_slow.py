@@ -19,7 +19,7 @@ What must hold: the broker never drops warren's connection for missed
 heartbeats (no "broker connection lost" line in warren's log, no "missed
 heartbeats" in the node's log), and everything is processed once: every
 input has one done record (ok), every slow event's handler ran once, the
-distinct output ids are exactly the publishing inputs' `<id>:1`, nothing
+distinct output ids are exactly the publishing inputs' `<id>:<subscription>:1`, nothing
 left in any queue, warren exits 0 on SIGTERM.
 A Redis stall may cost re-publishes of the same ids (a batch whose record
 could not be written is returned and re-run): they are reported and bounded
@@ -170,9 +170,9 @@ try:
     per_input = {}
     for props, body in outs:
         per_input[props.message_id] = per_input.get(props.message_id, 0) + 1
-    want = set(i + ":1" for i in publishing)
-    check_eq(sorted(want - set(per_input)), [], "every input has its output <id>:1")
-    check_eq(sorted(set(per_input) - want), [], "no output id that is not a publishing input's <id>:1")
+    want = set("%s:%s:1" % (i, sub_name) for i in publishing)
+    check_eq(sorted(want - set(per_input)), [], "every input has its output <id>:<subscription>:1")
+    check_eq(sorted(set(per_input) - want), [], "no output id that is not a publishing input's <id>:<subscription>:1")
     repub = sorted(k for k, v in per_input.items() if v > 1)
     print("  %d outputs for %d publishing inputs; %d ids published more than once: %s"
           % (len(outs), len(publishing), len(repub), repub[:12]), flush=True)

@@ -16,7 +16,7 @@ heartbeats" in the node's log) and everything is processed once: each slow
 event called the service exactly once (a dropped connection returns the
 batch and re-runs it, calling the service again), every input has one done
 record (ok), the distinct output ids are exactly the publishing inputs'
-`<id>:1`, nothing left in any queue, warren exits 0 on SIGTERM."""
+`<id>:<subscription>:1`, nothing left in any queue, warren exits 0 on SIGTERM."""
 import collections
 import json
 import os
@@ -161,9 +161,9 @@ try:
 
     outs = b.drain(out_queue)
     per_input = collections.Counter(props.message_id for props, _ in outs)
-    want = set(i + ":1" for i in publishing)
-    check_eq(sorted(want - set(per_input)), [], "every publishing input has its output <id>:1")
-    check_eq(sorted(set(per_input) - want), [], "no output id that is not a publishing input's <id>:1")
+    want = set("%s:%s:1" % (i, sub_name) for i in publishing)
+    check_eq(sorted(want - set(per_input)), [], "every publishing input has its output <id>:<subscription>:1")
+    check_eq(sorted(set(per_input) - want), [], "no output id that is not a publishing input's <id>:<subscription>:1")
     repub = sorted(k for k, v in per_input.items() if v > 1)
     print("  %d outputs for %d publishing inputs; %d ids published more than once: %s"
           % (len(outs), len(publishing), len(repub), repub[:12]), flush=True)

@@ -288,7 +288,7 @@ describe("ctx.publish", function()
     local p = res.published
     assert.equals(4, #p)
     assert.same({ exchange = "shop", routing_key = "order.shipped", body = "plain text",
-                  headers = {}, mandatory = false, message_id = "evt-1:1" }, p[1])
+                  headers = {}, mandatory = false, message_id = "evt-1:test:1" }, p[1])
     assert.equals("shop.audit", p[2].exchange)
     assert.equals("order.audited", p[2].routing_key)
     assert.equals('{"order":{"id":"m-1"}}', p[2].body)
@@ -297,7 +297,7 @@ describe("ctx.publish", function()
     assert.equals("OrderAudited", p[2].type)
     assert.same({ tenant = "acme", n = "5", vip = "true" }, p[2].headers) -- as AMQP strings
     assert.is_true(p[2].mandatory)
-    assert.equals("evt-1:2", p[2].message_id)
+    assert.equals("evt-1:test:2", p[2].message_id)
     assert.equals("application/xml", p[3].content_type)
     assert.is_nil(p[3].data)
     assert.equals("", p[3].exchange)
@@ -312,8 +312,8 @@ describe("ctx.publish", function()
     local ev = testing.event { id = "evt-9" }
     local first = testing.run(m, ev)
     local again = testing.run(m, ev)
-    assert.equals("evt-9:1", first.published[1].message_id)
-    assert.equals("evt-9:2", first.published[2].message_id)
+    assert.equals("evt-9:test:1", first.published[1].message_id)
+    assert.equals("evt-9:test:2", first.published[2].message_id)
     assert.same(first.published, again.published)
   end)
 

@@ -93,6 +93,7 @@ local function bus(service)
       return
     end
     local res = testing.run(handlers[name], ev, testing.ctx { idempotency_key = key,
+                                                             subscription = name,
                                                              http = service.http })
     assert.is_not.equals("error", res.outcome, res.error)
     b.done[name .. ":" .. key] = true
@@ -144,8 +145,8 @@ describe("the order flow", function()
     flow.run("orders", created("evt-1", "o-1"))
     assert.same({ "o-1" }, service.charges)
     assert.same({ { sku = "tea", qty = 1 } }, service.reserved["o-1"])
-    assert.same({ "orders ok evt-1", "inventory ok evt-1:1", "payments ok o-1",
-                  "notifications ok o-1:1" }, flow.outcomes)
+    assert.same({ "orders ok evt-1", "inventory ok evt-1:orders:1", "payments ok o-1",
+                  "notifications ok o-1:payments:1" }, flow.outcomes)
   end)
 
   it("charges once when the same message runs again after its record was lost", function()
@@ -185,8 +186,8 @@ describe("the order flow", function()
     assert.is_nil(service.reserved["o-1"])
     -- the order was created before its cancel, so it is charged: the flow has
     -- no refund step (yet)
-    assert.same({ "orders ok evt-1", "orders ok evt-2", "inventory ok evt-2:1",
-                  "inventory ok evt-1:1", "payments ok o-1", "notifications ok o-1:1" },
+    assert.same({ "orders ok evt-1", "orders ok evt-2", "inventory ok evt-2:orders:1",
+                  "inventory ok evt-1:orders:1", "payments ok o-1", "notifications ok o-1:payments:1" },
                 flow.outcomes)
   end)
 end)

@@ -148,7 +148,7 @@ describe("orders handler", function()
       local row = { event = created(), call = { "POST", "/orders", create_body() },
                     answer = { status = 201, body = { state = "created" } } }
       local first, again = cases.run(HANDLER, row), cases.run(HANDLER, row)
-      assert.equals("evt-1:1", first.published[1].message_id)
+      assert.equals("evt-1:test:1", first.published[1].message_id)
       assert.same(first.published, again.published)
       assert.equals(first.http_calls[1].headers["Idempotency-Key"],
                     again.http_calls[1].headers["Idempotency-Key"])
