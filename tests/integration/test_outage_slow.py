@@ -18,7 +18,8 @@ holds every command the same way), longer than warren's Redis timeout (2 s).
 What must hold: the broker never drops warren's connection for missed
 heartbeats (no "broker connection lost" line in warren's log, no "missed
 heartbeats" in the node's log), and everything is processed once: every
-input has one done record (ok), every slow event's handler ran once, the
+input has one done record (ok), every slow event's handler ran once (once more
+only when a stall hit the writing of its record and its batch was returned), the
 distinct output ids are exactly the publishing inputs' `<id>:<subscription>:1`, nothing
 left in any queue, warren exits 0 on SIGTERM.
 A Redis stall may cost re-publishes of the same ids (a batch whose record
@@ -193,8 +194,15 @@ try:
     print("  handler runs of the slow events: %s" % slow_runs, flush=True)
     print("  handler runs in all: %d for %d inputs; %d inputs ran more than once"
           % (sum(runs.values()), TOTAL, sum(1 for v in runs.values() if v > 1)), flush=True)
-    check_eq(sorted(i for i, n in slow_runs.items() if n != 1), [],
-             "every slow event ran exactly once")
+    # A stall that outlasts the Redis timeout while a batch's records are being
+    # written makes warren return that batch (it never acks on guesswork), so
+    # those messages run once more: the only re-runs allowed, each logged as
+    # returned because the record could not be written.
+    returned = collections.Counter(
+        x.get("message_id") for x in w.lines(msg="message returned to the queue")
+        if "record could not be written" in x.get("error", ""))
+    check_eq(sorted(i for i, n in slow_runs.items() if n != 1 + returned.get(i, 0)), [],
+             "every slow event ran once, plus once more only if a stall returned it")
     handled = {}
     for x in w.lines(msg="message handled"):
         handled[x.get("message_id")] = handled.get(x.get("message_id"), 0) + 1
