@@ -910,7 +910,8 @@ static int run_batch(wr_worker *w, int n)
     }
     if (rc != WR_BROKER_OK) {
         /* Nothing is acked: the broker redelivers all of the batch on the new
-         * connection; our claims are re-acquired by our own token. */
+         * connection; the records are given back, so whoever gets a message next
+         * claims it at once and no start is counted against it. */
         wr_logline l;
         wr_log_begin(&l, WR_LOG_ERROR, "broker connection lost mid-batch; nothing acked");
         wr_log_str(&l, "subscription", w->sub->name);
@@ -932,7 +933,7 @@ static int run_batch(wr_worker *w, int n)
                      it->act == ACT_OK ? "an outgoing event was not confirmed by the broker"
                                        : "a copy was not confirmed by the broker");
             it->act = ACT_NONE;
-            it->op = WR_FINISH_RELEASE;
+            it->op = WR_FINISH_UNCLAIM; /* the broker refused a copy: not a crashed run */
         }
     }
 
