@@ -10,6 +10,7 @@ Checks are plain functions that record failures and keep going, so one run
 shows every problem; `finish()` prints the tally and exits non-zero on any
 failure.
 """
+import atexit
 import json
 import os
 import signal
@@ -148,6 +149,18 @@ class Broker:
         return out
 
 
+_started = []
+
+
+@atexit.register
+def _stop_leftovers():
+    """A test that dies halfway (an exception, a failed wait) leaves no warren running."""
+    for proc in _started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 class Warren:
     """The real warren binary with a generated config, logging to a file."""
 
@@ -184,6 +197,7 @@ class Warren:
         self.logfh = open(self.log_path, "ab")
         self.proc = subprocess.Popen([WARREN, "run", "-c", self.config], stdout=self.logfh,
                                      stderr=subprocess.STDOUT, env=env)
+        _started.append(self.proc)
         return self
 
     def alive(self):
