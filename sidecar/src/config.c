@@ -578,11 +578,37 @@ static const field shutdown_fields[] = {
      .desc = "On SIGTERM, time to finish in-flight messages before giving up."},
 };
 
+static const field store_fields[] = {
+    {.name = "prefix",
+     .type = T_STRING,
+     .offset = offsetof(wr_config, store_prefix),
+     .def = "warren:store:",
+     .min = 1,
+     .max = 100,
+     .desc = "Redis key prefix of ctx.store: the service's namespace (give each service its "
+             "own; `{tag}` in it and in `idempotency.prefix` for Redis Cluster)."},
+    {.name = "max_writes",
+     .type = T_INT,
+     .offset = offsetof(wr_config, store_max_writes),
+     .def = "256",
+     .min = 1,
+     .max = 10000,
+     .desc = "Most ctx.store writes one message may buffer; one more is an error."},
+    {.name = "max_value_bytes",
+     .type = T_SIZE,
+     .offset = offsetof(wr_config, store_max_value_bytes),
+     .def = "64KiB",
+     .min = 1,
+     .max = 16LL << 20,
+     .desc = "Largest value (or key, field, member) ctx.store accepts."},
+};
+
 static const section amqp_section = {amqp_fields, NFIELDS(amqp_fields), 0, NULL};
 static const section redis_section = {redis_fields, NFIELDS(redis_fields), 0, NULL};
 static const section log_section = {log_fields, NFIELDS(log_fields), 0, NULL};
 static const section defaults_section = {defaults_fields, NFIELDS(defaults_fields), 0, NULL};
 static const section shutdown_section = {shutdown_fields, NFIELDS(shutdown_fields), 0, NULL};
+static const section store_section = {store_fields, NFIELDS(store_fields), 0, NULL};
 
 static const field top_fields[] = {
     {.name = "amqp",
@@ -613,6 +639,10 @@ static const field top_fields[] = {
      .type = T_SECTION,
      .sub = &shutdown_section,
      .desc = "Graceful shutdown."},
+    {.name = "store",
+     .type = T_SECTION,
+     .sub = &store_section,
+     .desc = "ctx.store: handler state written atomically with the idempotency record."},
     {.name = "subscriptions",
      .type = T_LIST,
      .offset = offsetof(wr_config, subs),

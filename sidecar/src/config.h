@@ -167,6 +167,11 @@ typedef struct {
 
     int64_t shutdown_grace_ms;       /* shutdown.grace, default 25s (fits Kubernetes' 30s) */
 
+    /* store: ctx.store (lua_store.c), committed with the idempotency record */
+    char *store_prefix;              /* store.prefix, default "warren:store:" */
+    int store_max_writes;            /* store.max_writes, 1..10000, default 256 per message */
+    int64_t store_max_value_bytes;   /* store.max_value_bytes, default 64 KiB, max 16 MiB */
+
     /* breakers: named breakers handlers call through (ctx.breaker(name)), each
      * defaults.breaker merged with breakers.<name>; names [A-Za-z0-9_.-]+ */
     char **breaker_names;

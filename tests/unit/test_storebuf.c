@@ -1,0 +1,299 @@
+/*
+ * Unit tests for storebuf: ctx.store's write buffer and how reads merge it
+ * with what Redis holds. Redis is a fake here: a fetch callback over a few
+ * fixed values, which also counts how often it was asked.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "storebuf.h"
+
+/* The fake Redis: "s" = "41" (string), "h" = {a: "1", b: "x"} (hash),
+ * "set" = {m1, m2} (set), "txt" = "hello"; PTTL of "s" is 5000. */
+typedef struct {
+    int calls;
+    wr_sbstr items[4];
+} fake;
+
+static int eq(wr_sbstr s, const char *c)
+{
+    return s.n == strlen(c) && memcmp(s.p, c, s.n) == 0;
+}
+
+static wr_sbstr S(const char *c)
+{
+    return (wr_sbstr){c, strlen(c)};
+}
+
+static int fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_base *out,
+                 char *err, size_t errcap)
+{
+    fake *f = ud;
+    f->calls++;
+    if (eq(key, "down")) {
+        snprintf(err, errcap, "connection refused");
+        return -1;
+    }
+    if (strcmp(cmd, "GET") == 0) {
+        if (eq(key, "s")) {
+            out->present = 1;
+            out->str = S("41");
+        } else if (eq(key, "txt")) {
+            out->present = 1;
+            out->str = S("hello");
+        }
+    } else if (strcmp(cmd, "HGET") == 0 && eq(key, "h")) {
+        if (eq(arg, "a")) {
+            out->present = 1;
+            out->str = S("1");
+        } else if (eq(arg, "b")) {
+            out->present = 1;
+            out->str = S("x");
+        }
+    } else if (strcmp(cmd, "HGETALL") == 0 && eq(key, "h")) {
+        f->items[0] = S("a");
+        f->items[1] = S("1");
+        f->items[2] = S("b");
+        f->items[3] = S("x");
+        out->items = f->items;
+        out->count = 4;
+    } else if (strcmp(cmd, "SMEMBERS") == 0 && eq(key, "set")) {
+        f->items[0] = S("m1");
+        f->items[1] = S("m2");
+        out->items = f->items;
+        out->count = 2;
+    } else if (strcmp(cmd, "SISMEMBER") == 0) {
+        out->num = eq(key, "set") && (eq(arg, "m1") || eq(arg, "m2"));
+    } else if (strcmp(cmd, "EXISTS") == 0) {
+        out->num = eq(key, "s") || eq(key, "h") || eq(key, "set") || eq(key, "txt");
+    } else if (strcmp(cmd, "PTTL") == 0) {
+        out->num = eq(key, "s") ? 5000 : (eq(key, "h") || eq(key, "set") || eq(key, "txt")) ? -1
+                                                                                             : -2;
+    }
+    return 0;
+}
+
+static wr_sbstr none = {"", 0};
+static char err[256];
+
+static int W(wr_storebuf *b, wr_sb_op op, const char *k, const char *a, const char *v, int64_t n)
+{
+    err[0] = '\0';
+    return wr_storebuf_write(b, op, S(k), a ? S(a) : none, v ? S(v) : none, n, err, sizeof(err));
+}
+
+static wr_sb_result R(wr_storebuf *b, fake *f, const char *cmd, const char *k, const char *a)
+{
+    wr_sb_result r;
+    err[0] = '\0';
+    if (wr_storebuf_read(b, cmd, S(k), a ? S(a) : none, fetch, f, &r, err, sizeof(err)) != 0) {
+        r.present = -1;
+        r.num = -99;
+    }
+    return r;
+}
+
+/* Find FIELD in a hgetall result; its value or NULL. */
+static const char *hfind(const wr_sb_result *r, const char *field, char *buf)
+{
+    for (size_t i = 0; i + 1 < r->count; i += 2) {
+        if (eq(r->items[i], field)) {
+            memcpy(buf, r->items[i + 1].p, r->items[i + 1].n);
+            buf[r->items[i + 1].n] = '\0';
+            return buf;
+        }
+    }
+    return NULL;
+}
+
+static int has(const wr_sb_result *r, const char *m)
+{
+    for (size_t i = 0; i < r->count; i++) {
+        if (eq(r->items[i], m)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void test_strings(void)
+{
+    fake f = {0};
+    wr_storebuf *b = wr_storebuf_create(16);
+    wr_sb_result r = R(b, &f, "GET", "s", NULL);
+    CHECK(r.present == 1 && eq(r.str, "41"));
+    CHECK_INT(f.calls, 1);
+
+    /* get after incrby: base + delta */
+    CHECK_INT(W(b, WR_SB_INCRBY, "s", NULL, NULL, -3), 0);
+    r = R(b, &f, "GET", "s", NULL);
+    CHECK(r.present == 1 && eq(r.str, "38"));
+    /* incrby on a missing key counts from 0 */
+    CHECK_INT(W(b, WR_SB_INCRBY, "new", NULL, NULL, 5), 0);
+    r = R(b, &f, "GET", "new", NULL);
+    CHECK(r.present == 1 && eq(r.str, "5"));
+    /* set then get: no Redis */
+    int before = f.calls;
+    CHECK_INT(W(b, WR_SB_SET, "k", "v1", NULL, 0), 0);
+    r = R(b, &f, "GET", "k", NULL);
+    CHECK(r.present == 1 && eq(r.str, "v1"));
+    CHECK_INT(f.calls, before);
+    /* del then get = nil, exists = 0, ttl = -2 */
+    CHECK_INT(W(b, WR_SB_DEL, "s", NULL, NULL, 0), 0);
+    r = R(b, &f, "GET", "s", NULL);
+    CHECK_INT(r.present, 0);
+    CHECK_INT(R(b, &f, "EXISTS", "s", NULL).num, 0);
+    CHECK_INT(R(b, &f, "PTTL", "s", NULL).num, -2);
+    /* del, then incrby: starts from 0, no expiry */
+    CHECK_INT(W(b, WR_SB_INCRBY, "s", NULL, NULL, 2), 0);
+    r = R(b, &f, "GET", "s", NULL);
+    CHECK(r.present == 1 && eq(r.str, "2"));
+    CHECK_INT(R(b, &f, "PTTL", "s", NULL).num, -1);
+    /* set with a TTL, and expire */
+    CHECK_INT(W(b, WR_SB_SET, "t", "x", NULL, 60000), 0);
+    CHECK_INT(R(b, &f, "PTTL", "t", NULL).num, 60000);
+    CHECK_INT(W(b, WR_SB_EXPIRE, "t", NULL, NULL, 1000), 0);
+    CHECK_INT(R(b, &f, "PTTL", "t", NULL).num, 1000);
+    /* a set without TTL drops the TTL, as in Redis */
+    CHECK_INT(W(b, WR_SB_SET, "t", "y", NULL, 0), 0);
+    CHECK_INT(R(b, &f, "PTTL", "t", NULL).num, -1);
+    /* untouched keys: Redis answers */
+    CHECK_INT(R(b, &f, "PTTL", "txt", NULL).num, -1);
+    /* incrby on a non-integer known value is refused at once */
+    CHECK_INT(W(b, WR_SB_INCRBY, "k", NULL, NULL, 1), -1);
+    CHECK_STR(err, "value is not an integer");
+    /* incrby over a non-integer base: the read says so */
+    CHECK_INT(W(b, WR_SB_INCRBY, "txt", NULL, NULL, 1), 0);
+    r = R(b, &f, "GET", "txt", NULL);
+    CHECK_INT(r.present, -1);
+    CHECK_STR(err, "value is not an integer");
+    /* overflow */
+    CHECK_INT(W(b, WR_SB_SET, "big", "9223372036854775806", NULL, 0), 0);
+    CHECK_INT(W(b, WR_SB_INCRBY, "big", NULL, NULL, 2), -1);
+    CHECK_STR(err, "increment or decrement would overflow");
+    /* the writes are kept in order, rejected ones not */
+    int n;
+    const wr_sb_write *w = wr_storebuf_writes(b, &n);
+    CHECK_INT(n, 10);
+    CHECK_INT(w[0].op, WR_SB_INCRBY);
+    CHECK_INT(w[0].num, -3);
+    CHECK(eq(wr_storebuf_key(b, w[0].key), "s"));
+    CHECK_STR(wr_sb_op_name(w[2].op), "set");
+    CHECK(eq(w[2].a, "v1"));
+    wr_storebuf_destroy(b);
+}
+
+static void test_hashes(void)
+{
+    fake f = {0};
+    char buf[64];
+    wr_storebuf *b = wr_storebuf_create(32);
+    CHECK_INT(W(b, WR_SB_HSET, "h", "c", "new", 0), 0);
+    CHECK_INT(W(b, WR_SB_HDEL, "h", "b", NULL, 0), 0);
+    CHECK_INT(W(b, WR_SB_HINCRBY, "h", "a", NULL, 10), 0);
+    CHECK_INT(W(b, WR_SB_HINCRBY, "h", "n", NULL, 4), 0);
+    wr_sb_result r = R(b, &f, "HGETALL", "h", NULL);
+    CHECK_INT(r.count, 6);
+    CHECK_STR(hfind(&r, "a", buf), "11");
+    CHECK(hfind(&r, "b", buf) == NULL);
+    CHECK_STR(hfind(&r, "c", buf), "new");
+    CHECK_STR(hfind(&r, "n", buf), "4");
+    wr_sb_result_free(&r);
+    r = R(b, &f, "HGET", "h", "a");
+    CHECK(r.present == 1 && eq(r.str, "11"));
+    r = R(b, &f, "HGET", "h", "b");
+    CHECK_INT(r.present, 0);
+    r = R(b, &f, "HGET", "h", "c");
+    CHECK(r.present == 1 && eq(r.str, "new"));
+    /* a kind conflict inside the message is refused */
+    CHECK_INT(W(b, WR_SB_INCRBY, "h", NULL, NULL, 1), -1);
+    CHECK_STR(err, "key 'h' holds a hash in this message");
+    CHECK_INT(W(b, WR_SB_SADD, "h", "m", NULL, 0), -1);
+    r = R(b, &f, "GET", "h", NULL);
+    CHECK_INT(r.present, -1);
+    CHECK_STR(err, "key 'h' holds a hash in this message");
+    /* del then hset: only the new fields */
+    CHECK_INT(W(b, WR_SB_DEL, "h", NULL, NULL, 0), 0);
+    CHECK_INT(W(b, WR_SB_HINCRBY, "h", "a", NULL, 3), 0);
+    r = R(b, &f, "HGETALL", "h", NULL);
+    CHECK_INT(r.count, 2);
+    CHECK_STR(hfind(&r, "a", buf), "3");
+    wr_sb_result_free(&r);
+    CHECK_INT(R(b, &f, "EXISTS", "h", NULL).num, 1);
+    CHECK_INT(W(b, WR_SB_HDEL, "h", "a", NULL, 0), 0);
+    CHECK_INT(R(b, &f, "EXISTS", "h", NULL).num, 0);
+    /* hincrby after hdel restarts at 0 */
+    CHECK_INT(W(b, WR_SB_HINCRBY, "h", "a", NULL, -2), 0);
+    r = R(b, &f, "HGET", "h", "a");
+    CHECK(r.present == 1 && eq(r.str, "-2"));
+    /* a hash with every field deleted no longer exists (unknown base: fetched) */
+    wr_storebuf_reset(b);
+    CHECK_INT(W(b, WR_SB_HDEL, "h", "a", NULL, 0), 0);
+    CHECK_INT(R(b, &f, "EXISTS", "h", NULL).num, 1);
+    CHECK_INT(W(b, WR_SB_HDEL, "h", "b", NULL, 0), 0);
+    CHECK_INT(R(b, &f, "EXISTS", "h", NULL).num, 0);
+    wr_storebuf_destroy(b);
+}
+
+static void test_sets(void)
+{
+    fake f = {0};
+    wr_storebuf *b = wr_storebuf_create(32);
+    CHECK_INT(R(b, &f, "SISMEMBER", "set", "m1").num, 1);
+    CHECK_INT(W(b, WR_SB_SREM, "set", "m1", NULL, 0), 0);
+    CHECK_INT(W(b, WR_SB_SADD, "set", "m3", NULL, 0), 0);
+    CHECK_INT(R(b, &f, "SISMEMBER", "set", "m1").num, 0);
+    CHECK_INT(R(b, &f, "SISMEMBER", "set", "m2").num, 1);
+    CHECK_INT(R(b, &f, "SISMEMBER", "set", "m3").num, 1);
+    wr_sb_result r = R(b, &f, "SMEMBERS", "set", NULL);
+    CHECK_INT(r.count, 2);
+    CHECK(has(&r, "m2") && has(&r, "m3") && !has(&r, "m1"));
+    wr_sb_result_free(&r);
+    /* sadd then srem of the same member */
+    CHECK_INT(W(b, WR_SB_SADD, "other", "x", NULL, 0), 0);
+    CHECK_INT(W(b, WR_SB_SREM, "other", "x", NULL, 0), 0);
+    CHECK_INT(R(b, &f, "SISMEMBER", "other", "x").num, 0);
+    r = R(b, &f, "SMEMBERS", "other", NULL);
+    CHECK_INT(r.count, 0);
+    wr_sb_result_free(&r);
+    wr_storebuf_destroy(b);
+}
+
+static void test_limits_and_errors(void)
+{
+    fake f = {0};
+    wr_storebuf *b = wr_storebuf_create(3);
+    CHECK_INT(W(b, WR_SB_SET, "a", "1", NULL, 0), 0);
+    CHECK_INT(W(b, WR_SB_SET, "b", "1", NULL, 0), 0);
+    CHECK_INT(W(b, WR_SB_SET, "c", "1", NULL, 0), 0);
+    CHECK_INT(W(b, WR_SB_SET, "d", "1", NULL, 0), -1);
+    CHECK_STR(err, "more than 3 writes in one message (store.max_writes)");
+    /* a failing fetch is an error of the read */
+    wr_sb_result r = R(b, &f, "GET", "down", NULL);
+    CHECK_INT(r.present, -1);
+    CHECK_STR(err, "connection refused");
+    /* reset forgets everything */
+    wr_storebuf_reset(b);
+    int n;
+    wr_storebuf_writes(b, &n);
+    CHECK_INT(n, 0);
+    CHECK_INT(wr_storebuf_key_count(b), 0);
+    r = R(b, &f, "GET", "a", NULL);
+    CHECK_INT(r.present, 0);
+    /* binary-safe keys and values */
+    wr_sbstr k = {"x\0y", 3}, v = {"a\0b", 3};
+    CHECK_INT(wr_storebuf_write(b, WR_SB_SET, k, v, none, 0, err, sizeof(err)), 0);
+    CHECK_INT(wr_storebuf_read(b, "GET", k, none, fetch, &f, &r, err, sizeof(err)), 0);
+    CHECK(r.present == 1 && r.str.n == 3 && memcmp(r.str.p, "a\0b", 3) == 0);
+    wr_storebuf_destroy(b);
+}
+
+int main(void)
+{
+    test_strings();
+    test_hashes();
+    test_sets();
+    test_limits_and_errors();
+    return check_report("test_storebuf");
+}
