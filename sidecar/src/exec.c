@@ -19,6 +19,157 @@
 #include "retry.h"
 #include "topology.h"
 
+/*
+ * ctx.store under `warren exec`: Redis is not touched. Reads see the event
+ * file's "store" object (the state before the event: "key": "value" or a
+ * number for strings, {field: value} for hashes, [member, ...] for sets) and
+ * the handler's own writes; the writes are reported, never applied.
+ */
+typedef struct {
+    json_t *seed;      /* the event file's "store", or NULL */
+    size_t prefix_len; /* store.prefix, stripped from the keys asked for */
+    char num[32];
+    wr_sbstr *items;
+    size_t cap;
+} exec_store;
+
+static int exec_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_base *out,
+                      char *err, size_t errcap)
+{
+    exec_store *es = ud;
+    char k[1100];
+    size_t kn = key.n - es->prefix_len;
+    snprintf(k, sizeof(k), "%.*s", (int)kn, key.p + es->prefix_len);
+    json_t *v = es->seed ? json_object_get(es->seed, k) : NULL;
+    if (strcmp(cmd, "EXISTS") == 0) {
+        out->num = v != NULL;
+        return 0;
+    }
+    if (strcmp(cmd, "PTTL") == 0) {
+        out->num = v != NULL ? -1 : -2;
+        return 0;
+    }
+    int is_str = json_is_string(v) || json_is_number(v);
+    if (v != NULL && ((strcmp(cmd, "GET") == 0 && !is_str) ||
+                      (cmd[0] == 'H' && !json_is_object(v)) ||
+                      (cmd[0] == 'S' && !json_is_array(v)))) {
+        snprintf(err, errcap, "WRONGTYPE Operation against a key holding the wrong kind of value");
+        return -1;
+    }
+    if (v == NULL) {
+        return 0;
+    }
+    if (strcmp(cmd, "GET") == 0 || strcmp(cmd, "HGET") == 0) {
+        json_t *x = v;
+        if (cmd[0] == 'H') {
+            char f[1100];
+            snprintf(f, sizeof(f), "%.*s", (int)arg.n, arg.p);
+            x = json_object_get(v, f);
+        }
+        if (json_is_string(x)) {
+            out->present = 1;
+            out->str = (wr_sbstr){json_string_value(x), json_string_length(x)};
+        } else if (json_is_number(x)) {
+            int n = json_is_integer(x)
+                        ? snprintf(es->num, sizeof(es->num), "%lld",
+                                   (long long)json_integer_value(x))
+                        : snprintf(es->num, sizeof(es->num), "%.17g", json_number_value(x));
+            out->present = 1;
+            out->str = (wr_sbstr){es->num, (size_t)n};
+        }
+        return 0;
+    }
+    if (strcmp(cmd, "SISMEMBER") == 0) {
+        size_t i;
+        json_t *m;
+        json_array_foreach(v, i, m)
+        {
+            if (json_is_string(m) && json_string_length(m) == arg.n &&
+                memcmp(json_string_value(m), arg.p, arg.n) == 0) {
+                out->num = 1;
+            }
+        }
+        return 0;
+    }
+    size_t need = json_is_object(v) ? 2 * json_object_size(v) : json_array_size(v);
+    if (need > es->cap) {
+        wr_sbstr *n = realloc(es->items, need * sizeof(*n));
+        if (n == NULL) {
+            snprintf(err, errcap, "out of memory");
+            return -1;
+        }
+        es->items = n;
+        es->cap = need;
+    }
+    size_t c = 0;
+    if (json_is_object(v)) {
+        const char *f;
+        json_t *x;
+        json_object_foreach(v, f, x)
+        {
+            if (json_is_string(x)) {
+                es->items[c++] = (wr_sbstr){f, strlen(f)};
+                es->items[c++] = (wr_sbstr){json_string_value(x), json_string_length(x)};
+            }
+        }
+    } else {
+        size_t i;
+        json_t *m;
+        json_array_foreach(v, i, m)
+        {
+            if (json_is_string(m)) {
+                es->items[c++] = (wr_sbstr){json_string_value(m), json_string_length(m)};
+            }
+        }
+    }
+    out->items = es->items;
+    out->count = c;
+    return 0;
+}
+
+/* The buffered ctx.store writes as a JSON array of [op, key, args...] (keys without the
+ * prefix). */
+static json_t *writes_json(const wr_storebuf *buf, size_t prefix_len)
+{
+    json_t *a = json_array();
+    int n;
+    const wr_sb_write *ws = wr_storebuf_writes(buf, &n);
+    for (int i = 0; i < n; i++) {
+        const wr_sb_write *w = &ws[i];
+        wr_sbstr k = wr_storebuf_key(buf, w->key);
+        json_t *e = json_array();
+        json_array_append_new(e, json_string(wr_sb_op_name(w->op)));
+        json_array_append_new(e, json_stringn(k.p + prefix_len, k.n - prefix_len));
+        switch (w->op) {
+        case WR_SB_SET:
+            json_array_append_new(e, json_stringn(w->a.p, w->a.n));
+            if (w->num > 0) {
+                json_array_append_new(e, json_integer(w->num));
+            }
+            break;
+        case WR_SB_INCRBY:
+        case WR_SB_EXPIRE:
+            json_array_append_new(e, json_integer(w->num));
+            break;
+        case WR_SB_HINCRBY:
+            json_array_append_new(e, json_stringn(w->a.p, w->a.n));
+            json_array_append_new(e, json_integer(w->num));
+            break;
+        case WR_SB_HSET:
+            json_array_append_new(e, json_stringn(w->a.p, w->a.n));
+            json_array_append_new(e, json_stringn(w->b.p, w->b.n));
+            break;
+        case WR_SB_DEL:
+            break;
+        default:
+            json_array_append_new(e, json_stringn(w->a.p, w->a.n));
+            break;
+        }
+        json_array_append_new(a, e);
+    }
+    return a;
+}
+
 /* Build an AMQP header value from a JSON value (strings, integers, reals, booleans). */
 static int field_of(amqp_pool_t *pool, json_t *v, amqp_field_value_t *out)
 {
@@ -183,6 +334,9 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
     json_t *ev = NULL;
     char *body = NULL;
     wr_lua *L = NULL;
+    exec_store es = {0};
+    wr_storebuf *store_buf = NULL;
+    wr_lua_store store;
     wr_breakers *breakers = wr_breakers_create(cfg);
     amqp_pool_t pool;
     init_amqp_pool(&pool, 4096);
@@ -262,6 +416,17 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
         json_object_set_new(decision, "queue", json_string(sub->dlq));
     } else {
         wr_lua_call call = {.idempotency_key = key, .trace_id = NULL, .attempt = env.attempt};
+        if (pol->enabled) {
+            es.seed = json_object_get(ev, "store");
+            es.prefix_len = strlen(cfg->store_prefix);
+            store_buf = wr_storebuf_create(cfg->store_max_writes);
+            store = (wr_lua_store){.buf = store_buf,
+                                   .fetch = exec_fetch,
+                                   .fetch_ud = &es,
+                                   .prefix = cfg->store_prefix,
+                                   .max_value_bytes = (size_t)cfg->store_max_value_bytes};
+            call.store = store_buf ? &store : NULL;
+        }
         char trace[33] = "", span[17];
         if (wr_trace_parse(env.traceparent, trace, span) != 0) {
             /* a new trace, as a worker starts one: from the clock, no need for quality */
@@ -287,6 +452,11 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
             ok = 1;
             for (int i = 0; i < res.pub_count; i++) {
                 json_array_append_new(published, pub_json(&res.pubs[i], key, sub->name, i));
+            }
+            if (store_buf != NULL) {
+                /* what the commit would apply with the done mark */
+                json_object_set_new(report, "store_writes",
+                                    writes_json(store_buf, es.prefix_len));
             }
             json_object_set_new(decision, "action", json_string("ack"));
         } else if ((out == WR_OUT_ERROR || out == WR_OUT_TIMEOUT || out == WR_OUT_RETRY) &&
@@ -335,6 +505,12 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
                    (long long)json_integer_value(json_object_get(decision, "delay_ms")),
                    (long long)json_integer_value(json_object_get(decision, "next_attempt")));
         }
+        json_t *sw = json_object_get(report, "store_writes");
+        if (sw != NULL) {
+            char *t = json_dumps(sw, JSON_COMPACT);
+            printf("\nstore writes  %zu: %s", json_array_size(sw), t ? t : "");
+            free(t);
+        }
         printf("\npublished     %zu event(s)\n", json_array_size(published));
         size_t i;
         json_t *p;
@@ -351,6 +527,8 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
     rc = ok ? 0 : 1;
 
 out:
+    wr_storebuf_destroy(store_buf);
+    free(es.items);
     wr_lua_destroy(L);
     wr_breakers_destroy(breakers);
     json_decref(ev);

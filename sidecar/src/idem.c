@@ -52,22 +52,100 @@ static const char claim_lua[] =
     "return out\n";
 
 /*
- * Finish every key of a batch in one script call. KEYS: the records; ARGV:
- * token, ttl_ms, lease_ms, then two per key: op (done|release|unclaim|extend) and
- * outcome. Returns one integer per key: 1 when the token owned the key and the
- * op was applied, 0 otherwise (that key is left as it was).
+ * Finish every record of a batch in one script call. KEYS: the records
+ * (NREC of them), then the ctx.store keys their writes touch (store.h: each
+ * key the script writes is declared, so Redis Cluster can check they share a
+ * slot). ARGV: token, ttl_ms, lease_ms, NREC, then three per record: op
+ * (done|release|unclaim|extend), outcome, and how many store writes it
+ * carries; then four per write, in order: name, index of its key in KEYS,
+ * and two arguments (see wr_sb_op in storebuf.h).
+ *
+ * Returns one entry per record: 1 when the token owned it and the op was
+ * applied (for done: the done mark and every write of the record, in one
+ * step); 0 when it did not own it (nothing changed, no write applied); or,
+ * for a done whose writes cannot apply (a key of another type in Redis, a
+ * counter that is not an integer), a string saying why: then nothing of the
+ * record's writes is applied and the record is released, not marked done.
+ * The writes are checked before any is applied, so a record's writes are
+ * all applied or none (a Redis script is not rolled back on an error).
  */
 static const char finish_lua[] =
     "local token, ttl, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
+    "local nrec = tonumber(ARGV[4])\n"
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "local LIMIT = 9.2e18\n"
+    "local function int_ok(v, d)\n"
+    "  if v == false or v == nil then return true end\n"
+    "  if not string.match(v, '^%-?%d+$') then return false end\n"
+    "  return math.abs(tonumber(v)) + math.abs(tonumber(d)) < LIMIT\n"
+    "end\n"
+    "local compat = {incrby = 'string', hset = 'hash', hdel = 'hash', hincrby = 'hash',\n"
+    "                sadd = 'set', srem = 'set'}\n"
+    /* check a record's writes against what Redis holds, in order */
+    "local function check(w, nw)\n"
+    "  local kind, checked = {}, {}\n"
+    "  for j = 0, nw - 1 do\n"
+    "    local b = w + 4 * j\n"
+    "    local op, k, x, y = ARGV[b], KEYS[tonumber(ARGV[b + 1])], ARGV[b + 2], ARGV[b + 3]\n"
+    "    local want = compat[op]\n"
+    "    if want then\n"
+    "      local have = kind[k]\n"
+    "      if have == nil then have = redis.call('TYPE', k).ok; kind[k] = have end\n"
+    "      if have ~= 'none' and have ~= want then\n"
+    "        return 'ctx.store.' .. op .. ': key ' .. k .. ' holds a ' .. have .. ' in Redis'\n"
+    "      end\n"
+    "      if op == 'incrby' and not checked[k] and not int_ok(redis.call('GET', k), x) then\n"
+    "        return 'ctx.store.incrby: the value of ' .. k .. ' is not an integer or would '\n"
+    "               .. 'overflow'\n"
+    "      end\n"
+    "      local fk = k .. '\\0' .. x\n"
+    "      if op == 'hincrby' and not checked[fk] and\n"
+    "         not int_ok(redis.call('HGET', k, x), y) then\n"
+    "        return 'ctx.store.hincrby: field ' .. x .. ' of ' .. k .. ' is not an integer or '\n"
+    "               .. 'would overflow'\n"
+    "      end\n"
+    "      if op == 'incrby' then checked[k] = true end\n"
+    "      if op == 'hset' or op == 'hincrby' then checked[fk] = true end\n"
+    "      if op ~= 'hdel' and op ~= 'srem' then kind[k] = want end\n"
+    "    elseif op == 'set' then kind[k] = 'string'; checked[k] = true\n"
+    "    elseif op == 'del' then kind[k] = 'none'; checked[k] = nil\n"
+    "    end\n"
+    "  end\n"
+    "  return nil\n"
+    "end\n"
+    "local function apply(w, nw)\n"
+    "  for j = 0, nw - 1 do\n"
+    "    local b = w + 4 * j\n"
+    "    local op, k, x, y = ARGV[b], KEYS[tonumber(ARGV[b + 1])], ARGV[b + 2], ARGV[b + 3]\n"
+    "    if op == 'set' then\n"
+    "      if tonumber(y) > 0 then redis.call('SET', k, x, 'PX', y)\n"
+    "      else redis.call('SET', k, x) end\n"
+    "    elseif op == 'del' then redis.call('DEL', k)\n"
+    "    elseif op == 'incrby' then redis.call('INCRBY', k, x)\n"
+    "    elseif op == 'expire' then redis.call('PEXPIRE', k, x)\n"
+    "    elseif op == 'hset' then redis.call('HSET', k, x, y)\n"
+    "    elseif op == 'hdel' then redis.call('HDEL', k, x)\n"
+    "    elseif op == 'hincrby' then redis.call('HINCRBY', k, x, y)\n"
+    "    elseif op == 'sadd' then redis.call('SADD', k, x)\n"
+    "    elseif op == 'srem' then redis.call('SREM', k, x)\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
     "local out = {}\n"
-    "for i, k in ipairs(KEYS) do\n"
-    "  local op, outcome = ARGV[2 + 2 * i], ARGV[3 + 2 * i]\n"
+    "local w = 5 + 3 * nrec\n"
+    "for i = 1, nrec do\n"
+    "  local k = KEYS[i]\n"
+    "  local op, outcome, nw = ARGV[2 + 3 * i], ARGV[3 + 3 * i], tonumber(ARGV[4 + 3 * i])\n"
     "  local h = redis.call('HMGET', k, 'state', 'token')\n"
     "  if h[1] ~= 'processing' or h[2] ~= token then\n"
     "    out[i] = 0\n"
     "  else\n"
+    "    local refused = nil\n"
+    "    if op == 'done' and nw > 0 then\n"
+    "      refused = check(w, nw)\n"
+    "      if refused then op = 'release' else apply(w, nw) end\n"
+    "    end\n"
     "    if op == 'done' then\n"
     "      redis.call('HSET', k, 'state', 'done', 'outcome', outcome, 'done_at', tostring(now))\n"
     "      redis.call('HDEL', k, 'token', 'lease_until')\n"
@@ -79,8 +157,9 @@ static const char finish_lua[] =
     "    else\n"
     "      redis.call('HSET', k, 'lease_until', tostring(now + lease))\n"
     "    end\n"
-    "    out[i] = 1\n"
+    "    out[i] = refused or 1\n"
     "  end\n"
+    "  w = w + 4 * nw\n"
     "end\n"
     "return out\n";
 
@@ -91,6 +170,9 @@ struct wr_idem {
     char claim_sha[41];
     char finish_sha[41];
     char err[512];
+    redisReply *last;     /* wr_idem_store_fetch: the reply its answer points into */
+    wr_sbstr *items;      /* ... and its array answers */
+    size_t items_cap;
 };
 
 static int fail(wr_idem *d, const char *what)
@@ -200,6 +282,10 @@ void wr_idem_destroy(wr_idem *d)
         if (d->c != NULL) {
             redisFree(d->c);
         }
+        if (d->last != NULL) {
+            freeReplyObject(d->last);
+        }
+        free(d->items);
         free(d);
     }
 }
@@ -289,6 +375,14 @@ static void args_add(args *a, const char *s)
     a->argc++;
 }
 
+/* A binary-safe argument (ctx.store keys and values). */
+static void args_addn(args *a, const char *s, size_t n)
+{
+    a->argv[a->argc] = s;
+    a->lens[a->argc] = n;
+    a->argc++;
+}
+
 static void args_num(args *a, int slot, long long v)
 {
     snprintf(a->nums[slot], sizeof(a->nums[slot]), "%lld", v);
@@ -365,27 +459,108 @@ int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t
     if (n == 0) {
         return 0;
     }
+    /* the store writes ride along with their DONE records */
+    int total_writes = 0, total_keys = 0;
+    for (int i = 0; i < n; i++) {
+        ops[i].refused = 0;
+        ops[i].why[0] = '\0';
+        if (ops[i].op == WR_FINISH_DONE && ops[i].writes != NULL) {
+            int nw;
+            wr_storebuf_writes(ops[i].writes, &nw);
+            total_writes += nw;
+            total_keys += nw > 0 ? wr_storebuf_key_count(ops[i].writes) : 0;
+        }
+    }
     args a;
-    if (args_init(&a, 3 * n + 7) != 0) {
+    char(*nums)[24] = calloc((size_t)(n + 2 * total_writes + 1), sizeof(*nums));
+    if (args_init(&a, 4 * n + 8 + total_keys + 4 * total_writes) != 0 || nums == NULL) {
         args_free(&a);
+        free(nums);
         snprintf(d->err, sizeof(d->err), "out of memory");
         return -1;
     }
+    int nn = 0;
     args_add(&a, "EVALSHA");
     args_add(&a, "");
-    args_num(&a, 0, n);
+    snprintf(nums[nn], sizeof(nums[nn]), "%d", n + total_keys);
+    args_add(&a, nums[nn++]);
     for (int i = 0; i < n; i++) {
         args_add(&a, ops[i].key);
+    }
+    /* the store keys, record by record: a write names its key by index in KEYS */
+    int *key_base = calloc((size_t)n, sizeof(*key_base));
+    if (key_base == NULL) {
+        args_free(&a);
+        free(nums);
+        snprintf(d->err, sizeof(d->err), "out of memory");
+        return -1;
+    }
+    int next_key = n + 1; /* Lua's KEYS is 1-based */
+    for (int i = 0; i < n; i++) {
+        int nw = 0;
+        if (ops[i].op == WR_FINISH_DONE && ops[i].writes != NULL) {
+            wr_storebuf_writes(ops[i].writes, &nw);
+        }
+        key_base[i] = next_key;
+        for (int k = 0; nw > 0 && k < wr_storebuf_key_count(ops[i].writes); k++) {
+            wr_sbstr key = wr_storebuf_key(ops[i].writes, k);
+            args_addn(&a, key.p, key.n);
+            next_key++;
+        }
     }
     args_add(&a, token);
     args_num(&a, 1, (long long)ttl_ms);
     args_num(&a, 2, (long long)lease_ms);
+    args_num(&a, 3, (long long)n);
     for (int i = 0; i < n; i++) {
+        int nw = 0;
+        if (ops[i].op == WR_FINISH_DONE && ops[i].writes != NULL) {
+            wr_storebuf_writes(ops[i].writes, &nw);
+        }
         args_add(&a, names[ops[i].op]);
         args_add(&a, ops[i].outcome ? ops[i].outcome : "");
+        snprintf(nums[nn], sizeof(nums[nn]), "%d", nw);
+        args_add(&a, nums[nn++]);
     }
+    for (int i = 0; i < n; i++) {
+        int nw = 0;
+        const wr_sb_write *ws = NULL;
+        if (ops[i].op == WR_FINISH_DONE && ops[i].writes != NULL) {
+            ws = wr_storebuf_writes(ops[i].writes, &nw);
+        }
+        for (int j = 0; j < nw; j++) {
+            const wr_sb_write *w = &ws[j];
+            args_add(&a, wr_sb_op_name(w->op));
+            snprintf(nums[nn], sizeof(nums[nn]), "%d", key_base[i] + w->key);
+            args_add(&a, nums[nn++]);
+            switch (w->op) {
+            case WR_SB_INCRBY:
+            case WR_SB_EXPIRE:
+                snprintf(nums[nn], sizeof(nums[nn]), "%lld", (long long)w->num);
+                args_add(&a, nums[nn++]);
+                args_add(&a, "");
+                break;
+            case WR_SB_SET:
+                args_addn(&a, w->a.p, w->a.n);
+                snprintf(nums[nn], sizeof(nums[nn]), "%lld", (long long)w->num);
+                args_add(&a, nums[nn++]);
+                break;
+            case WR_SB_HINCRBY:
+                args_addn(&a, w->a.p, w->a.n);
+                snprintf(nums[nn], sizeof(nums[nn]), "%lld", (long long)w->num);
+                args_add(&a, nums[nn++]);
+                break;
+            default:
+                args_addn(&a, w->a.p, w->a.n);
+                args_addn(&a, w->b.p, w->b.n);
+                break;
+            }
+        }
+    }
+    free(key_base);
     redisReply *r = evalsha(d, finish_lua, a.argc, a.argv, a.lens);
     args_free(&a);
+    free(nums);
     if (r == NULL) {
         return -1;
     }
@@ -394,12 +569,86 @@ int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t
         rc = unexpected(d, "finish", r);
     }
     for (int i = 0; rc == 0 && i < n; i++) {
-        if (r->element[i]->type != REDIS_REPLY_INTEGER) {
-            rc = unexpected(d, "finish", r->element[i]);
+        redisReply *e = r->element[i];
+        if (e->type == REDIS_REPLY_STRING) {
+            /* owned, but its writes were refused: released, nothing applied */
+            ops[i].owned = 1;
+            ops[i].refused = 1;
+            snprintf(ops[i].why, sizeof(ops[i].why), "%s", e->str);
+            continue;
+        }
+        if (e->type != REDIS_REPLY_INTEGER) {
+            rc = unexpected(d, "finish", e);
             break;
         }
-        ops[i].owned = r->element[i]->integer == 1;
+        ops[i].owned = e->integer == 1;
     }
     freeReplyObject(r);
     return rc;
+}
+
+/*
+ * ctx.store's reads (a wr_sb_fetch, UD = the wr_idem): one plain command on
+ * the worker's connection. The answer points into the reply, kept until the
+ * next call. A connection failure drops the connection (the next call, or the
+ * batch's finish, reconnects); an error reply (WRONGTYPE) is returned as the
+ * error text.
+ */
+int wr_idem_store_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_base *out,
+                        char *err, size_t errcap)
+{
+    wr_idem *d = ud;
+    if (d->last != NULL) {
+        freeReplyObject(d->last);
+        d->last = NULL;
+    }
+    if (d->c == NULL && connect_redis(d) != 0) {
+        snprintf(err, errcap, "Redis: %s", d->err);
+        return -1;
+    }
+    int with_arg = strcmp(cmd, "HGET") == 0 || strcmp(cmd, "SISMEMBER") == 0;
+    const char *argv[3] = {cmd, key.p, arg.p};
+    size_t lens[3] = {strlen(cmd), key.n, arg.n};
+    redisReply *r = redisCommandArgv(d->c, with_arg ? 3 : 2, argv, lens);
+    if (r == NULL) {
+        fail(d, cmd);
+        snprintf(err, errcap, "Redis: %s", d->err);
+        return -1;
+    }
+    d->last = r;
+    switch (r->type) {
+    case REDIS_REPLY_ERROR:
+        snprintf(err, errcap, "Redis: %s", r->str);
+        return -1;
+    case REDIS_REPLY_STRING:
+        out->present = 1;
+        out->str = (wr_sbstr){r->str, r->len};
+        return 0;
+    case REDIS_REPLY_INTEGER:
+        out->num = r->integer;
+        return 0;
+    case REDIS_REPLY_NIL:
+        return 0;
+    case REDIS_REPLY_ARRAY:
+        if (r->elements > d->items_cap) {
+            wr_sbstr *n = realloc(d->items, r->elements * sizeof(*n));
+            if (n == NULL) {
+                snprintf(err, errcap, "out of memory");
+                return -1;
+            }
+            d->items = n;
+            d->items_cap = r->elements;
+        }
+        for (size_t i = 0; i < r->elements; i++) {
+            redisReply *e = r->element[i];
+            d->items[i] = e->type == REDIS_REPLY_STRING ? (wr_sbstr){e->str, e->len}
+                                                        : (wr_sbstr){"", 0};
+        }
+        out->items = d->items;
+        out->count = r->elements;
+        return 0;
+    default:
+        snprintf(err, errcap, "Redis: unexpected reply to %s", cmd);
+        return -1;
+    }
 }

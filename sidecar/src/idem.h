@@ -14,6 +14,12 @@
  *   processing(our token) --extend-->  lease_until pushed out (a long batch)
  *   done                  --claim-->   DONE (a duplicate: ack it, run nothing)
  *
+ * A done can carry the message's ctx.store writes (storebuf.h): the same
+ * script run applies them with the done mark, all or none, and only while our
+ * token owns the record; with Redis Cluster the store keys and the record must
+ * share a slot (hash tags in both prefixes), else Redis refuses the call with
+ * CROSSSLOT and wr_idem_finish() returns -1 (nothing applied).
+ *
  * done/release/extend check that our token still owns the key; when it does
  * not (our lease expired and another worker took over) the call reports LOST
  * and changes nothing. Time comes from the Redis server (TIME), so the
@@ -34,6 +40,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "storebuf.h"
 
 typedef struct wr_idem wr_idem;
 
@@ -64,7 +71,15 @@ typedef struct {
     const char *key;     /* (in) */
     wr_finish_op op;     /* (in) */
     const char *outcome; /* (in) DONE: "ok", "rejected", "dead-lettered" */
-    int owned;           /* (out) 1: applied; 0: LOST, another worker owns the key now */
+    const wr_storebuf *writes; /* (in) DONE: the message's ctx.store writes (storebuf.h),
+                                  applied in the same script run as the done mark, only
+                                  when the token owns the record; NULL: none */
+    int owned;           /* (out) 1: applied; 0: LOST, another worker owns the key now (and
+                            none of the writes was applied) */
+    int refused;         /* (out) owned, but the writes cannot apply (a key of another type
+                            in Redis, a non-integer counter): nothing of them was applied and
+                            the record was released instead of marked done */
+    char why[200];       /* (out) refused: why */
 } wr_finish;
 
 /* Connect (and AUTH/SELECT as the URL says). Returns NULL with ERR on failure. */
@@ -82,5 +97,13 @@ int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t
 
 /* PING: 0 when Redis answers. */
 int wr_idem_ping(wr_idem *d);
+
+/*
+ * ctx.store's reads, on this connection: a wr_sb_fetch (storebuf.h) with UD
+ * the wr_idem. What OUT points to stays valid until the next call. Returns 0,
+ * or -1 with ERR ("Redis: WRONGTYPE ...", "Redis: connect ...").
+ */
+int wr_idem_store_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_base *out,
+                        char *err, size_t errcap);
 
 #endif

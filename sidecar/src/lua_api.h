@@ -30,6 +30,12 @@ void wr_lua_push_safe_decode(lua_State *L);
  * functions that block in C, where the count hook cannot run. */
 void wr_lua_service(lua_State *L);
 
+/* The current call's store (lua_rt.h), or NULL when ctx.store is not available. */
+const struct wr_lua_store_s *wr_lua_store_of(lua_State *L);
+
+/* Add ctx.store (lua_store.c) to the table at the top of the stack. */
+void wr_lua_store_inject(lua_State *L);
+
 /* Add ctx.http (lua_http.c) to the table at the top of the stack. */
 void wr_lua_http_inject(lua_State *L);
 

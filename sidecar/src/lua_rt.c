@@ -178,6 +178,12 @@ const char *wr_lua_trace_id(lua_State *L)
     return rt->call != NULL ? rt->call->trace_id : NULL;
 }
 
+const struct wr_lua_store_s *wr_lua_store_of(lua_State *L)
+{
+    wr_lua *rt = rt_of(L);
+    return rt->call != NULL ? rt->call->store : NULL;
+}
+
 void wr_lua_service(lua_State *L)
 {
     wr_lua *rt = rt_of(L);
@@ -862,6 +868,7 @@ static int set_api(wr_lua *rt)
     lua_setfield(L, -2, "log");
     wr_lua_http_inject(L);
     wr_lua_breaker_inject(L, rt->opts.breakers, rt->opts.breaker_fallback);
+    wr_lua_store_inject(L);
     lua_getfield(L, LUA_REGISTRYINDEX, "warren.cjson_safe");
     lua_setfield(L, -2, "json");
     lua_pushstring(L, rt->subscription);

@@ -43,6 +43,7 @@
 
 #include "config.h"
 #include "envelope.h"
+#include "storebuf.h"
 
 typedef struct wr_lua wr_lua;
 
@@ -104,11 +105,27 @@ typedef struct {
     int pub_count;
 } wr_lua_result;
 
+/*
+ * What ctx.store (lua_store.c) works with during one call: the message's
+ * write buffer, how reads reach Redis, and the service's limits. The writes
+ * stay in BUF after the call; the caller commits them (idem.h) when the
+ * outcome is OK and must reset BUF before reusing it.
+ */
+typedef struct wr_lua_store_s {
+    struct wr_storebuf *buf;   /* the message's buffer (storebuf.h) */
+    int (*fetch)(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_base *out,
+                 char *err, size_t errcap); /* reads: a wr_sb_fetch */
+    void *fetch_ud;
+    const char *prefix;        /* store.prefix: every key is <prefix><key> */
+    size_t max_value_bytes;    /* store.max_value_bytes */
+} wr_lua_store;
+
 /* Per-message values the worker gives the handler beyond the envelope. */
 typedef struct {
     const char *idempotency_key;
     const char *trace_id;
     int attempt;
+    const wr_lua_store *store; /* NULL: ctx.store is not available (idempotency off) */
 } wr_lua_call;
 
 /*

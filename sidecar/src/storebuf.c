@@ -46,8 +46,8 @@ typedef struct {
 
 struct wr_storebuf {
     int max_writes;
-    wr_sb_write *w;
-    int nw;
+    wr_sb_write *w;  /* grows as needed, up to max_writes */
+    int nw, capw;
     skey *k;
     int nk, capk;
     /* numbers computed by a read (base + delta): valid until the next read */
@@ -143,11 +143,6 @@ wr_storebuf *wr_storebuf_create(int max_writes)
         return NULL;
     }
     b->max_writes = max_writes > 0 ? max_writes : 256;
-    b->w = calloc((size_t)b->max_writes, sizeof(*b->w));
-    if (b->w == NULL) {
-        free(b);
-        return NULL;
-    }
     return b;
 }
 
@@ -398,6 +393,16 @@ int wr_storebuf_write(wr_storebuf *b, wr_sb_op op, wr_sbstr key, wr_sbstr a, wr_
 {
     if (b->nw >= b->max_writes) {
         FAIL("more than %d writes in one message (store.max_writes)", b->max_writes);
+    }
+    if (b->nw == b->capw) {
+        int cap = b->capw ? b->capw * 2 : 8;
+        cap = cap > b->max_writes ? b->max_writes : cap;
+        wr_sb_write *nw = realloc(b->w, (size_t)cap * sizeof(*nw));
+        if (nw == NULL) {
+            OOM();
+        }
+        b->w = nw;
+        b->capw = cap;
     }
     int index;
     skey *k = get_key(b, key, &index);

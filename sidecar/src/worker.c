@@ -99,6 +99,8 @@ struct wr_worker {
     amqp_envelope_t **taken;
     wr_claim *claims;
     wr_finish *finishes;
+    wr_storebuf **stores;  /* ctx.store writes of items[i], committed with its record */
+    wr_lua_store store;    /* what ctx.store works with (lua_rt.h); buf set per message */
     struct orphan {
         char key[WR_IDKEY_MAX + 300];
         wr_finish_op op;
@@ -512,6 +514,12 @@ static int run_one(wr_worker *w, item *it)
     wr_lua_call call = {.idempotency_key = it->key[0] ? it->key : NULL,
                         .trace_id = it->trace_id,
                         .attempt = it->attempt};
+    if (w->sub->idem.enabled && w->idem != NULL) {
+        /* ctx.store: this item's own buffer, reads on this worker's Redis connection */
+        w->store.buf = w->stores[it - w->items];
+        w->store.fetch_ud = w->idem;
+        call.store = &w->store;
+    }
     char idbuf[WR_IDKEY_MAX + 1];
     if (call.idempotency_key == NULL) {
         snprintf(idbuf, sizeof(idbuf), "%.*s", (int)it->env.id.len, (const char *)it->env.id.bytes);
@@ -641,6 +649,9 @@ static void log_item(const wr_worker *w, const item *it, const char *outcome, wr
     wr_log_int(&l, "attempt", it->attempt);
     if (it->takeover) {
         wr_log_bool(&l, "lease_takeover", 1);
+    }
+    if (it->act == ACT_NONE && strncmp(it->error, "lease lost", 10) == 0) {
+        wr_log_int(&l, "leases_lost_total", atomic_load(&w->flags->leases_lost));
     }
     wr_log_num(&l, "duration_ms", it->duration_ms);
     if (it->trace_id[0]) {
@@ -838,6 +849,7 @@ static int run_batch(wr_worker *w, int n)
         item *it = &w->items[i];
         memset(it, 0, sizeof(*it));
         it->d = w->taken[i];
+        wr_storebuf_reset(w->stores[i]);
         prepare(w, it);
     }
     if (pol->enabled && claim_batch(w, n) != 0) {
@@ -942,8 +954,13 @@ static int run_batch(wr_worker *w, int n)
     for (int i = 0; i < n; i++) {
         item *it = &w->items[i];
         if (it->claimed) {
-            w->finishes[k] = (wr_finish){.key = it->rkey, .op = it->op,
-                                         .outcome = it->done_outcome};
+            /* a handled message's ctx.store writes ride on its done mark; a
+                             failed one's (dead-lettered, rejected) are dropped */
+            w->finishes[k] = (wr_finish){
+                .key = it->rkey,
+                .op = it->op,
+                .outcome = it->done_outcome,
+                .writes = it->act == ACT_OK && it->op == WR_FINISH_DONE ? w->stores[i] : NULL};
             w->map[k++] = i;
         }
     }
@@ -955,14 +972,31 @@ static int run_batch(wr_worker *w, int n)
         if (it->op != WR_FINISH_DONE || it->act == ACT_NONE) {
             continue; /* a release that failed only delays the next claim until the lease ends */
         }
+        int nwrites = 0;
+        if (w->finishes[c].writes != NULL) {
+            wr_storebuf_writes(w->finishes[c].writes, &nwrites);
+        }
         if (redis_failed || !w->finishes[c].owned) {
             /* The effects are published but the record is not written: never ack
              * on guesswork. The redelivery is claimed again (by our token, or
              * after the lease by anyone) and re-run; its outgoing events carry
-             * the same ids, so consumers downstream deduplicate them. */
+             * the same ids, so consumers downstream deduplicate them. Its
+             * ctx.store writes were not applied (they ride on the done mark). */
             snprintf(it->error, sizeof(it->error), "%s",
                      redis_failed ? "the idempotency record could not be written"
-                                  : "lease lost: another worker took the message over");
+                     : nwrites > 0
+                         ? "lease lost: writes not applied; another worker took the message over"
+                         : "lease lost: another worker took the message over");
+            it->act = ACT_NONE;
+            if (!redis_failed) {
+                atomic_fetch_add(&w->flags->leases_lost, 1);
+            }
+        } else if (w->finishes[c].refused) {
+            /* Owned, but Redis holds a key of another type (or a counter that is
+             * not an integer): nothing applied, the record released; the message
+             * goes back (the crash-loop guard dead-letters it if it keeps failing). */
+            snprintf(it->error, sizeof(it->error), "store writes refused, nothing applied: %s",
+                     w->finishes[c].why);
             it->act = ACT_NONE;
         }
     }
@@ -1250,9 +1284,23 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
     w->taken = calloc(bs, sizeof(*w->taken));
     w->claims = calloc(bs, sizeof(*w->claims));
     w->finishes = calloc(bs, sizeof(*w->finishes));
+    w->stores = calloc(bs, sizeof(*w->stores));
+    for (size_t i = 0; w->stores != NULL && i < bs; i++) {
+        if ((w->stores[i] = wr_storebuf_create(cfg->store_max_writes)) == NULL) {
+            snprintf(err, errcap, "out of memory");
+            wr_live_snapshot_free(&snap);
+            goto fail;
+        }
+    }
+    w->store = (wr_lua_store){.fetch = wr_idem_store_fetch,
+                              .prefix = cfg->store_prefix ? cfg->store_prefix : "warren:store:",
+                              .max_value_bytes = cfg->store_max_value_bytes > 0
+                                                     ? (size_t)cfg->store_max_value_bytes
+                                                     : 65536};
     w->map = calloc(bs, sizeof(*w->map));
     w->orphans = calloc(bs, sizeof(*w->orphans));
-    if (!w->items || !w->taken || !w->claims || !w->finishes || !w->map || !w->orphans) {
+    if (!w->items || !w->taken || !w->claims || !w->finishes || !w->map || !w->orphans ||
+        !w->stores) {
         snprintf(err, errcap, "out of memory");
         wr_live_snapshot_free(&snap);
         goto fail;
@@ -1314,6 +1362,10 @@ void wr_worker_free(wr_worker *w)
     free(w->taken);
     free(w->claims);
     free(w->finishes);
+    for (int i = 0; w->stores != NULL && i < w->sub->batch_size; i++) {
+        wr_storebuf_destroy(w->stores[i]);
+    }
+    free(w->stores);
     free(w->map);
     free(w->orphans);
     pthread_mutex_destroy(&w->lua_lock);

@@ -186,6 +186,9 @@ static void test_minimal_defaults(void)
     CHECK_INT(cfg->default_handler_timeout_ms, 5000);
     CHECK_INT(cfg->default_max_body_size, 512 * 1024);
     CHECK_INT(cfg->shutdown_grace_ms, 25000);
+    CHECK_STR(cfg->store_prefix, "warren:store:");
+    CHECK_INT(cfg->store_max_writes, 256);
+    CHECK_INT(cfg->store_max_value_bytes, 65536);
     CHECK_INT(cfg->sub_count, 1);
     CHECK_STR(cfg->subs[0].name, "a");
     CHECK_STR(cfg->subs[0].queue, "q");
@@ -457,7 +460,7 @@ static void test_unknown_keys(void)
 {
     EXPECT_ERRORS(MINIMAL "amqps:\n  url: x\n",
                   "9:1: unknown key 'amqps' at the top level (expected one of: amqp, redis, log, "
-                  "defaults, breakers, shutdown, subscriptions)");
+                  "defaults, breakers, shutdown, store, subscriptions)");
     EXPECT_ERRORS(
         MINIMAL "    prefetc: 10\n",
         "9:5: unknown key 'prefetc' in subscriptions[0] (expected one of: name, queue, "
@@ -609,11 +612,21 @@ static void test_bad_values(void)
                   "7:12: redis.timeout: expected a duration from 1ms to 5m, got '0s'",
                   "9:10: shutdown.grace: expected a duration like 500ms, 5s, 2m, 1h or 7d, "
                   "got an empty value");
+    EXPECT_ERRORS(MINIMAL "store:\n"
+                          "  prefix: ''\n"
+                          "  max_writes: 0\n"
+                          "  max_value_bytes: 32MiB\n"
+                          "  max_reads: 3\n",
+                  "10:11: store.prefix: must not be empty",
+                  "11:15: store.max_writes: expected an integer from 1 to 10000, got '0'",
+                  "12:20: store.max_value_bytes: expected a size from 1B to 16MiB, got '32MiB'",
+                  "13:3: unknown key 'max_reads' in store (expected one of: prefix, max_writes, "
+                  "max_value_bytes)");
     EXPECT_ERRORS(MINIMAL "amqp_extra: 1\n"
                           "defaults:\n"
                           "  handler_timeout: 0\n",
                   "9:1: unknown key 'amqp_extra' at the top level (expected one of: amqp, redis, "
-                  "log, defaults, breakers, shutdown, subscriptions)",
+                  "log, defaults, breakers, shutdown, store, subscriptions)",
                   "11:20: defaults.handler_timeout: expected a duration from 1ms to 1h, got '0'");
     EXPECT_ERRORS("amqp:\n"
                   "  url: amqp://localhost/\n"
@@ -1989,6 +2002,10 @@ static void test_reference(void)
         "breakers.<name>.half_open_probes",
         "shutdown",
         "shutdown.grace",
+        "store",
+        "store.prefix",
+        "store.max_writes",
+        "store.max_value_bytes",
         "subscriptions",
         "subscriptions[].name",
         "subscriptions[].queue",
