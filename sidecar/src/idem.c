@@ -53,21 +53,27 @@ static const char claim_lua[] =
 
 /*
  * Finish every record of a batch in one script call. KEYS: the records
- * (NREC of them), then the ctx.store keys their writes touch (store.h: each
- * key the script writes is declared, so Redis Cluster can check they share a
- * slot). ARGV: token, ttl_ms, lease_ms, NREC, then three per record: op
- * (done|release|unclaim|extend), outcome, and how many store writes it
- * carries; then four per write, in order: name, index of its key in KEYS,
- * and two arguments (see wr_sb_op in storebuf.h).
+ * (NREC of them), then the ctx.store keys their writes and guarded reads
+ * touch (storebuf.h: each key the script reads or writes is declared, so
+ * Redis Cluster can check they share a slot). ARGV: token, ttl_ms, lease_ms,
+ * NREC, then four per record: op (done|release|unclaim|extend), outcome, how
+ * many store writes it carries and how many ARGV slots its guards take; then,
+ * record by record, its guards (command, index of its key in KEYS, field or
+ * member, count, then COUNT items: what the read saw) and its writes (four
+ * each, in order: name, index of its key in KEYS, and two arguments: see
+ * wr_sb_op in storebuf.h).
  *
  * Returns one entry per record: 1 when the token owned it and the op was
  * applied (for done: the done mark and every write of the record, in one
  * step); 0 when it did not own it (nothing changed, no write applied); or,
  * for a done whose writes cannot apply (a key of another type in Redis, a
  * counter that is not an integer), a string saying why: then nothing of the
- * record's writes is applied and the record is released, not marked done.
- * The writes are checked before any is applied, so a record's writes are
- * all applied or none (a Redis script is not rolled back on an error).
+ * record's writes is applied and the record is released, not marked done;
+ * or "conflict: ..." when a guarded read no longer holds (another message
+ * changed what this one read): nothing applied, the record unclaimed, so the
+ * message runs again from fresh state. Guards and writes are checked before
+ * any write is applied, so a record's writes are all applied or none (a
+ * Redis script is not rolled back on an error).
  */
 static const char finish_lua[] =
     "local token, ttl, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
@@ -114,6 +120,38 @@ static const char finish_lua[] =
     "  end\n"
     "  return nil\n"
     "end\n"
+    /* do the record's guarded reads still see what the handler saw? */
+    "local function guards_hold(g, stop)\n"
+    "  while g < stop do\n"
+    "    local cmd, k, a, c = ARGV[g], KEYS[tonumber(ARGV[g + 1])], ARGV[g + 2],\n"
+    "                         tonumber(ARGV[g + 3])\n"
+    "    local o = g + 4\n"
+    "    local ok, cur\n"
+    "    if cmd == 'GET' or cmd == 'HGET' or cmd == 'EXISTS' or cmd == 'SISMEMBER' then\n"
+    "      if cmd == 'GET' or cmd == 'EXISTS' then cur = redis.pcall(cmd, k)\n"
+    "      else cur = redis.pcall(cmd, k, a) end\n"
+    "      if type(cur) == 'table' then return false, k end\n"
+    "      if type(cur) == 'number' then cur = tostring(cur) end\n"
+    "      if c == 0 then ok = not cur else ok = cur == ARGV[o] end\n"
+    "    else\n"
+    "      cur = redis.pcall(cmd, k)\n"
+    "      if cur.err or #cur ~= c then return false, k end\n"
+    "      local seen = {}\n"
+    "      if cmd == 'HGETALL' then\n"
+    "        for i = 1, #cur, 2 do seen[cur[i]] = cur[i + 1] end\n"
+    "        ok = true\n"
+    "        for i = o, o + c - 1, 2 do ok = ok and seen[ARGV[i]] == ARGV[i + 1] end\n"
+    "      else\n"
+    "        for i = 1, #cur do seen[cur[i]] = true end\n"
+    "        ok = true\n"
+    "        for i = o, o + c - 1 do ok = ok and seen[ARGV[i]] == true end\n"
+    "      end\n"
+    "    end\n"
+    "    if not ok then return false, k end\n"
+    "    g = o + c\n"
+    "  end\n"
+    "  return true\n"
+    "end\n"
     "local function apply(w, nw)\n"
     "  for j = 0, nw - 1 do\n"
     "    local b = w + 4 * j\n"
@@ -133,18 +171,25 @@ static const char finish_lua[] =
     "  end\n"
     "end\n"
     "local out = {}\n"
-    "local w = 5 + 3 * nrec\n"
+    "local w = 5 + 4 * nrec\n"
     "for i = 1, nrec do\n"
     "  local k = KEYS[i]\n"
-    "  local op, outcome, nw = ARGV[2 + 3 * i], ARGV[3 + 3 * i], tonumber(ARGV[4 + 3 * i])\n"
+    "  local op, outcome = ARGV[1 + 4 * i], ARGV[2 + 4 * i]\n"
+    "  local nw, ng = tonumber(ARGV[3 + 4 * i]), tonumber(ARGV[4 + 4 * i])\n"
     "  local h = redis.call('HMGET', k, 'state', 'token')\n"
     "  if h[1] ~= 'processing' or h[2] ~= token then\n"
     "    out[i] = 0\n"
     "  else\n"
     "    local refused = nil\n"
     "    if op == 'done' and nw > 0 then\n"
-    "      refused = check(w, nw)\n"
-    "      if refused then op = 'release' else apply(w, nw) end\n"
+    "      local held, changed = guards_hold(w, w + ng)\n"
+    "      if not held then\n"
+    "        refused = 'conflict: ' .. changed .. ' changed since the handler read it'\n"
+    "        op = 'unclaim'\n"
+    "      else\n"
+    "        refused = check(w + ng, nw)\n"
+    "        if refused then op = 'release' else apply(w + ng, nw) end\n"
+    "      end\n"
     "    end\n"
     "    if op == 'done' then\n"
     "      redis.call('HSET', k, 'state', 'done', 'outcome', outcome, 'done_at', tostring(now))\n"
@@ -159,7 +204,7 @@ static const char finish_lua[] =
     "    end\n"
     "    out[i] = refused or 1\n"
     "  end\n"
-    "  w = w + 4 * nw\n"
+    "  w = w + ng + 4 * nw\n"
     "end\n"
     "return out\n";
 
@@ -460,20 +505,32 @@ int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t
         return 0;
     }
     /* the store writes ride along with their DONE records */
-    int total_writes = 0, total_keys = 0;
+    /* the store writes (and the reads they depend on) ride along with their DONE
+     * records; a record without writes needs no guard */
+    int total_writes = 0, total_keys = 0, total_guards = 0, guard_slots = 0;
     for (int i = 0; i < n; i++) {
         ops[i].refused = 0;
+        ops[i].conflict = 0;
         ops[i].why[0] = '\0';
+        int nw = 0, ng = 0;
         if (ops[i].op == WR_FINISH_DONE && ops[i].writes != NULL) {
-            int nw;
             wr_storebuf_writes(ops[i].writes, &nw);
+        }
+        if (nw > 0) {
+            const wr_sb_guard *g = wr_storebuf_guards(ops[i].writes, &ng);
+            for (int j = 0; j < ng; j++) {
+                guard_slots += 4 + (int)g[j].count;
+            }
             total_writes += nw;
-            total_keys += nw > 0 ? wr_storebuf_key_count(ops[i].writes) : 0;
+            total_guards += ng;
+            total_keys += wr_storebuf_key_count(ops[i].writes);
         }
     }
     args a;
-    char(*nums)[24] = calloc((size_t)(n + 2 * total_writes + 1), sizeof(*nums));
-    if (args_init(&a, 4 * n + 8 + total_keys + 4 * total_writes) != 0 || nums == NULL) {
+    char(*nums)[24] = calloc((size_t)(2 * n + 2 * total_writes + 2 * total_guards + 1),
+                              sizeof(*nums));
+    if (args_init(&a, 5 * n + 8 + total_keys + 4 * total_writes + guard_slots) != 0 ||
+        nums == NULL) {
         args_free(&a);
         free(nums);
         snprintf(d->err, sizeof(d->err), "out of memory");
@@ -517,9 +574,18 @@ int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t
         if (ops[i].op == WR_FINISH_DONE && ops[i].writes != NULL) {
             wr_storebuf_writes(ops[i].writes, &nw);
         }
+        int slots = 0, ng = 0;
+        if (nw > 0) {
+            const wr_sb_guard *g = wr_storebuf_guards(ops[i].writes, &ng);
+            for (int j = 0; j < ng; j++) {
+                slots += 4 + (int)g[j].count;
+            }
+        }
         args_add(&a, names[ops[i].op]);
         args_add(&a, ops[i].outcome ? ops[i].outcome : "");
         snprintf(nums[nn], sizeof(nums[nn]), "%d", nw);
+        args_add(&a, nums[nn++]);
+        snprintf(nums[nn], sizeof(nums[nn]), "%d", slots);
         args_add(&a, nums[nn++]);
     }
     for (int i = 0; i < n; i++) {
@@ -527,6 +593,20 @@ int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t
         const wr_sb_write *ws = NULL;
         if (ops[i].op == WR_FINISH_DONE && ops[i].writes != NULL) {
             ws = wr_storebuf_writes(ops[i].writes, &nw);
+        }
+        int ng = 0;
+        const wr_sb_guard *gs = nw > 0 ? wr_storebuf_guards(ops[i].writes, &ng) : NULL;
+        for (int j = 0; j < ng; j++) {
+            const wr_sb_guard *g = &gs[j];
+            args_add(&a, g->cmd);
+            snprintf(nums[nn], sizeof(nums[nn]), "%d", key_base[i] + g->key);
+            args_add(&a, nums[nn++]);
+            args_addn(&a, g->arg.p, g->arg.n);
+            snprintf(nums[nn], sizeof(nums[nn]), "%zu", g->count);
+            args_add(&a, nums[nn++]);
+            for (size_t x = 0; x < g->count; x++) {
+                args_addn(&a, g->items[x].p, g->items[x].n);
+            }
         }
         for (int j = 0; j < nw; j++) {
             const wr_sb_write *w = &ws[j];
@@ -571,9 +651,11 @@ int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t
     for (int i = 0; rc == 0 && i < n; i++) {
         redisReply *e = r->element[i];
         if (e->type == REDIS_REPLY_STRING) {
-            /* owned, but its writes were refused: released, nothing applied */
+            /* owned, but its writes were refused (released) or its reads changed
+             * (unclaimed): nothing applied */
             ops[i].owned = 1;
-            ops[i].refused = 1;
+            ops[i].conflict = strncmp(e->str, "conflict:", 9) == 0;
+            ops[i].refused = !ops[i].conflict;
             snprintf(ops[i].why, sizeof(ops[i].why), "%s", e->str);
             continue;
         }

@@ -79,7 +79,10 @@ typedef struct {
     int refused;         /* (out) owned, but the writes cannot apply (a key of another type
                             in Redis, a non-integer counter): nothing of them was applied and
                             the record was released instead of marked done */
-    char why[200];       /* (out) refused: why */
+    int conflict;        /* (out) owned, but a guarded read of the handler no longer holds
+                            (storebuf.h): nothing applied, the record unclaimed, so the
+                            message can run again from fresh state */
+    char why[200];       /* (out) refused or conflict: why */
 } wr_finish;
 
 /* Connect (and AUTH/SELECT as the URL says). Returns NULL with ERR on failure. */

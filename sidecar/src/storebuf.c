@@ -51,6 +51,8 @@ struct wr_storebuf {
     skey *k;
     int nk, capk;
     /* numbers computed by a read (base + delta): valid until the next read */
+    wr_sb_guard *g; /* reads to check at commit */
+    int ng, capg;
     char strnum[24];
     char (*nums)[24]; /* one slot per field of the key read */
     size_t nums_cap;
@@ -153,6 +155,14 @@ void wr_storebuf_reset(wr_storebuf *b)
         free((char *)b->w[i].b.p);
     }
     b->nw = 0;
+    for (int i = 0; i < b->ng; i++) {
+        for (size_t j = 0; j < b->g[i].count; j++) {
+            free((char *)b->g[i].items[j].p);
+        }
+        free(b->g[i].items);
+        free((char *)b->g[i].arg.p);
+    }
+    b->ng = 0;
     for (int i = 0; i < b->nk; i++) {
         skey *k = &b->k[i];
         clear_fields(k);
@@ -171,6 +181,7 @@ void wr_storebuf_destroy(wr_storebuf *b)
     wr_storebuf_reset(b);
     free(b->k);
     free(b->w);
+    free(b->g);
     free(b->nums);
     free(b);
 }
@@ -499,11 +510,100 @@ static int base_plus(wr_sbstr base, int present, int64_t delta, char *buf, size_
     return 0;
 }
 
-static int fetch_base(wr_sb_fetch fetch, void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg,
-                      wr_sb_base *base, char *err, size_t errcap)
+static wr_sbstr dup_str(wr_sbstr s)
+{
+    char *p = malloc(s.n + 1);
+    if (p != NULL) {
+        if (s.n > 0) {
+            memcpy(p, s.p, s.n);
+        }
+        p[s.n] = '\0';
+    }
+    return (wr_sbstr){p, s.n};
+}
+
+/* Keep what CMD saw on KEY as a guard for the commit (once per command, key and arg). */
+static int add_guard(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg,
+                     const wr_sb_base *base)
+{
+    int index;
+    if (get_key(b, key, &index) == NULL) {
+        return -1;
+    }
+    for (int i = 0; i < b->ng; i++) {
+        wr_sb_guard *g = &b->g[i];
+        if (g->key == index && strcmp(g->cmd, cmd) == 0 && g->arg.n == arg.n &&
+            (arg.n == 0 || memcmp(g->arg.p, arg.p, arg.n) == 0)) {
+            return 0; /* the first observation is the one to check */
+        }
+    }
+    if (b->ng == b->capg) {
+        int cap = b->capg ? b->capg * 2 : 8;
+        wr_sb_guard *ng = realloc(b->g, (size_t)cap * sizeof(*ng));
+        if (ng == NULL) {
+            return -1;
+        }
+        b->g = ng;
+        b->capg = cap;
+    }
+    static const char *const cmds[] = {"GET", "HGET", "HGETALL", "SMEMBERS", "SISMEMBER",
+                                       "EXISTS"};
+    const char *name = NULL;
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+        if (strcmp(cmds[i], cmd) == 0) {
+            name = cmds[i]; /* a static string: the guard outlives the caller's */
+        }
+    }
+    if (name == NULL) {
+        return 0;
+    }
+    wr_sb_guard *g = &b->g[b->ng];
+    memset(g, 0, sizeof(*g));
+    g->cmd = name;
+    g->key = index;
+    g->arg = dup_str(arg);
+    int single = strcmp(cmd, "GET") == 0 || strcmp(cmd, "HGET") == 0;
+    int flag = strcmp(cmd, "EXISTS") == 0 || strcmp(cmd, "SISMEMBER") == 0;
+    size_t count = single ? (base->present ? 1 : 0) : flag ? 1 : base->count;
+    g->items = calloc(count ? count : 1, sizeof(*g->items));
+    if (g->arg.p == NULL || g->items == NULL) {
+        free((char *)g->arg.p);
+        free(g->items);
+        return -1;
+    }
+    b->ng++;
+    for (size_t i = 0; i < count; i++) {
+        wr_sbstr v = single ? base->str
+                     : flag ? (base->num ? (wr_sbstr){"1", 1} : (wr_sbstr){"0", 1})
+                            : base->items[i];
+        g->items[i] = dup_str(v);
+        if (g->items[i].p == NULL) {
+            return -1;
+        }
+        g->count = i + 1;
+    }
+    return 0;
+}
+
+/* Fetch the base of a read and keep it as a guard (not PTTL: a TTL runs down by itself). */
+static int fetch_base(wr_storebuf *b, wr_sb_fetch fetch, void *ud, const char *cmd, wr_sbstr key,
+                      wr_sbstr arg, wr_sb_base *base, char *err, size_t errcap)
 {
     memset(base, 0, sizeof(*base));
-    return fetch(ud, cmd, key, arg, base, err, errcap);
+    if (fetch(ud, cmd, key, arg, base, err, errcap) != 0) {
+        return -1;
+    }
+    if (strcmp(cmd, "PTTL") != 0 && add_guard(b, cmd, key, arg, base) != 0) {
+        snprintf(err, errcap, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+const wr_sb_guard *wr_storebuf_guards(const wr_storebuf *b, int *count)
+{
+    *count = b->ng;
+    return b->g;
 }
 
 /*
@@ -511,14 +611,14 @@ static int fetch_base(wr_sb_fetch fetch, void *ud, const char *cmd, wr_sbstr key
  * Computed values are formatted into NUMS (caller's, one slot per overlay
  * field), which must live as long as OUT.
  */
-static int merged(skey *k, wr_sb_fetch fetch, void *ud, wr_sb_result *out, char (*nums)[24],
+static int merged(wr_storebuf *b, skey *k, wr_sb_fetch fetch, void *ud, wr_sb_result *out, char (*nums)[24],
                   char *err, size_t errcap)
 {
     int hash = k->kind == K_HASH;
     builder bd = {0};
     wr_sb_base base = {0};
     if (k->state == S_UNKNOWN &&
-        fetch_base(fetch, ud, hash ? "HGETALL" : "SMEMBERS", view(&k->key), (wr_sbstr){"", 0},
+        fetch_base(b, fetch, ud, hash ? "HGETALL" : "SMEMBERS", view(&k->key), (wr_sbstr){"", 0},
                    &base, err, errcap) != 0) {
         return -1;
     }
@@ -591,7 +691,7 @@ int wr_storebuf_read(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg
     wr_sb_base base;
     if (k == NULL) {
         /* nothing buffered: Redis answers */
-        if (fetch_base(fetch, ud, cmd, key, arg, &base, err, errcap) != 0) {
+        if (fetch_base(b, fetch, ud, cmd, key, arg, &base, err, errcap) != 0) {
             return -1;
         }
         out->present = base.present;
@@ -620,7 +720,7 @@ int wr_storebuf_read(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg
             out->str = view(&k->str);
             return 0;
         }
-        if (fetch_base(fetch, ud, "GET", key, arg, &base, err, errcap) != 0) {
+        if (fetch_base(b, fetch, ud, "GET", key, arg, &base, err, errcap) != 0) {
             return -1;
         }
         if (!k->has_delta) {
@@ -652,7 +752,7 @@ int wr_storebuf_read(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg
         if (f == NULL && k->state == S_KNOWN) {
             return 0;
         }
-        if (fetch_base(fetch, ud, cmd, key, arg, &base, err, errcap) != 0) {
+        if (fetch_base(b, fetch, ud, cmd, key, arg, &base, err, errcap) != 0) {
             return -1;
         }
         if (f == NULL) {
@@ -675,7 +775,7 @@ int wr_storebuf_read(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg
         }
         if (k->kind == K_NONE) {
             /* only an expire buffered: the base as it is */
-            if (fetch_base(fetch, ud, cmd, key, arg, &base, err, errcap) != 0) {
+            if (fetch_base(b, fetch, ud, cmd, key, arg, &base, err, errcap) != 0) {
                 return -1;
             }
             if (base.count > 0) {
@@ -697,7 +797,7 @@ int wr_storebuf_read(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg
             b->nums = n;
             b->nums_cap = k->nf + 1;
         }
-        return merged(k, fetch, ud, out, b->nums, err, errcap);
+        return merged(b, k, fetch, ud, out, b->nums, err, errcap);
     }
     if (strcmp(cmd, "EXISTS") == 0) {
         if (k->state == S_ABSENT) {
@@ -726,7 +826,7 @@ int wr_storebuf_read(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg
             wr_sb_result_free(&m);
             return 0;
         }
-        if (fetch_base(fetch, ud, "EXISTS", key, arg, &base, err, errcap) != 0) {
+        if (fetch_base(b, fetch, ud, "EXISTS", key, arg, &base, err, errcap) != 0) {
             return -1;
         }
         out->num = base.num;
@@ -745,7 +845,7 @@ int wr_storebuf_read(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg
             out->num = k->ttl_ms;
             return 0;
         }
-        if (fetch_base(fetch, ud, "PTTL", key, arg, &base, err, errcap) != 0) {
+        if (fetch_base(b, fetch, ud, "PTTL", key, arg, &base, err, errcap) != 0) {
             return -1;
         }
         /* created by this message's increments: no expiry */

@@ -24,6 +24,15 @@
  * Whether the kind matches what Redis holds is checked by the commit script
  * before anything of the message is applied (idem.c).
  *
+ * Reads are also checked at commit (optimistic concurrency): every value a
+ * read fetched from Redis is kept as a guard (the command, the key, what it
+ * saw), and the commit script compares each guard with what Redis holds then,
+ * before applying anything. If another message changed what this one read
+ * (two workers handling an order's create and its cancel at once), the
+ * commit is refused as a conflict and the message runs again from fresh
+ * state. So a message's reads and writes commit as if it ran alone. TTL reads
+ * are not guarded (a TTL changes by itself).
+ *
  * Keys given here are full Redis keys (the caller adds the service prefix).
  * Strings are binary-safe (pointer + length). Errors are returned as -1 with
  * a message in ERR (no "ctx.store." prefix: the caller adds the call's name).
@@ -124,10 +133,24 @@ int wr_storebuf_write(wr_storebuf *b, wr_sb_op op, wr_sbstr key, wr_sbstr a, wr_
 int wr_storebuf_read(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg,
                      wr_sb_fetch fetch, void *ud, wr_sb_result *out, char *err, size_t errcap);
 
-/* The buffered writes in order, and the keys they refer to. */
+/* The buffered writes in order, and the keys they (and the guards) refer to. */
 const wr_sb_write *wr_storebuf_writes(const wr_storebuf *b, int *count);
 int wr_storebuf_key_count(const wr_storebuf *b);
 wr_sbstr wr_storebuf_key(const wr_storebuf *b, int i);
+
+/* One read checked at commit: CMD on KEY (ARG: field or member) saw ITEMS:
+ * GET/HGET: the value (count 1) or nothing (count 0); EXISTS/SISMEMBER: "0" or
+ * "1"; HGETALL: field, value pairs; SMEMBERS: the members. */
+typedef struct {
+    const char *cmd;
+    int key;        /* index: wr_storebuf_key() */
+    wr_sbstr arg;
+    wr_sbstr *items; /* owned by the buffer */
+    size_t count;
+} wr_sb_guard;
+
+/* The reads to check at commit (see above). */
+const wr_sb_guard *wr_storebuf_guards(const wr_storebuf *b, int *count);
 
 /* The commit script's name for OP ("set", "del", "incrby", ...). */
 const char *wr_sb_op_name(wr_sb_op op);

@@ -991,6 +991,14 @@ static int run_batch(wr_worker *w, int n)
             if (!redis_failed) {
                 atomic_fetch_add(&w->flags->leases_lost, 1);
             }
+        } else if (w->finishes[c].conflict) {
+            /* Another message changed what this one read (optimistic concurrency,
+             * storebuf.h): nothing applied, the record unclaimed; the message goes
+             * back and runs again from fresh state. Its outgoing events, if any
+             * went out, carry the same ids next time. */
+            snprintf(it->error, sizeof(it->error), "store %s; nothing applied, the message "
+                                                   "runs again", w->finishes[c].why);
+            it->act = ACT_NONE;
         } else if (w->finishes[c].refused) {
             /* Owned, but Redis holds a key of another type (or a counter that is
              * not an integer): nothing applied, the record released; the message
@@ -1019,9 +1027,12 @@ static int run_batch(wr_worker *w, int n)
         if (it->act == ACT_NONE && it->error[0] == '\0') {
             continue; /* not started (shutdown): returned quietly */
         }
+        /* a store conflict is concurrency doing its job, not a failure */
         wr_log_level level = it->act == ACT_OK || it->act == ACT_DUPLICATE ? WR_LOG_INFO
-                             : it->act == ACT_NONE                          ? WR_LOG_ERROR
-                                                                            : WR_LOG_WARN;
+                             : it->act == ACT_NONE &&
+                                     strncmp(it->error, "store conflict", 14) != 0
+                                 ? WR_LOG_ERROR
+                                 : WR_LOG_WARN;
         log_item(w, it, act_outcome(it->act), level);
     }
     if (rc != WR_BROKER_OK) {

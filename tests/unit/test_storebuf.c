@@ -289,8 +289,45 @@ static void test_limits_and_errors(void)
     wr_storebuf_destroy(b);
 }
 
+static void test_guards(void)
+{
+    fake f = {0};
+    wr_storebuf *b = wr_storebuf_create(16);
+    int n;
+    /* reads that reach Redis are kept, once each, with what they saw */
+    R(b, &f, "GET", "s", NULL);
+    R(b, &f, "GET", "s", NULL);
+    R(b, &f, "GET", "missing", NULL);
+    wr_sb_result all = R(b, &f, "HGETALL", "h", NULL);
+    wr_sb_result_free(&all);
+    R(b, &f, "SISMEMBER", "set", "m1");
+    R(b, &f, "PTTL", "txt", NULL); /* TTLs run down by themselves: no guard */
+    const wr_sb_guard *g = wr_storebuf_guards(b, &n);
+    CHECK_INT(n, 4);
+    CHECK_STR(g[0].cmd, "GET");
+    CHECK(eq(wr_storebuf_key(b, g[0].key), "s"));
+    CHECK(g[0].count == 1 && eq(g[0].items[0], "41"));
+    CHECK_INT(g[1].count, 0);
+    CHECK_STR(g[2].cmd, "HGETALL");
+    CHECK_INT(g[2].count, 4);
+    CHECK_STR(g[3].cmd, "SISMEMBER");
+    CHECK(eq(g[3].arg, "m1") && g[3].count == 1 && eq(g[3].items[0], "1"));
+    /* reads the overlay answers alone add none */
+    CHECK_INT(W(b, WR_SB_SET, "k", "v", NULL, 0), 0);
+    R(b, &f, "GET", "k", NULL);
+    wr_storebuf_guards(b, &n);
+    CHECK_INT(n, 4);
+    /* read-only keys are listed with the written ones (the commit declares them all) */
+    CHECK_INT(wr_storebuf_key_count(b), 5);
+    wr_storebuf_reset(b);
+    wr_storebuf_guards(b, &n);
+    CHECK_INT(n, 0);
+    wr_storebuf_destroy(b);
+}
+
 int main(void)
 {
+    test_guards();
     test_strings();
     test_hashes();
     test_sets();
