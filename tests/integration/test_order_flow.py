@@ -30,14 +30,15 @@ import threading
 import time
 import urllib.request
 
-from wrtest import (SOURCE_DIR, Broker, Warren, check, check_eq, finish, prefix, tempdir,
+from wrtest import (SOURCE_DIR, Broker, Warren, check, check_eq, finish, prefix, redis_client,
+                    tempdir,
                     wait_for, write)
 
 SEED = int(os.environ.get("WR_FLOW_SEED", "0")) or random.randrange(1, 1 << 30)
 rnd = random.Random(SEED)
 print("order flow: seed %d (WR_FLOW_SEED=%d repeats this run)" % (SEED, SEED), flush=True)
 
-SUBS = ["orders", "inventory", "payments", "notifications"]
+SUBS = ["orders", "inventory", "payments", "notifications", "ledger"]
 PRICES = {"tea": 4.0, "cup": 6.5, "pot": 21.0, "jam": 3.25}
 FINAL = ("ok", "duplicate", "dead-lettered")
 
@@ -82,7 +83,7 @@ w = Warren(os.path.join(tmp, "config"), [])
 write(w.config, config)  # the shipped config, renamed; handlers: ../handlers/*.lua
 w.start()
 atexit.register(lambda: w.alive() and w.stop())  # when the test dies half-way
-check(w.wait_consuming(5), "warren consumes the four queues (orders with 2 workers)")
+check(w.wait_consuming(6), "warren consumes the five queues (orders with 2 workers)")
 b = Broker()
 
 # ------------------------------------------------------------------ the orders
@@ -190,7 +191,8 @@ def settled():
     return (len(finals("orders")) == sum(published.values())
             and len(finals("inventory")) == confirmed + len(handler_logs("orders", "order cancelled"))
             and len(finals("payments")) == confirmed
-            and len(finals("notifications")) == len(handler_logs("payments", "payment captured")))
+            and len(finals("notifications")) == len(handler_logs("payments", "payment captured"))
+            and len(finals("ledger")) == sum(published.values()))
 
 
 t0 = time.monotonic()
@@ -275,6 +277,35 @@ ordered = {o["order_id"]: o["items"] for o in normal + declined + racing}
 check_eq(sorted(oid for oid, items in s["reserved"].items() if ordered.get(oid) != items), [],
          "each reservation holds its order's items")
 
+# ------------------------------------------------------------------ the ledger (ctx.store)
+
+# handlers/ledger.lua keeps stock per SKU and a ledger per customer in ctx.store:
+# an order counts once when it was created and never cancelled, whatever the
+# duplicates (same id in a row, at once, or the order under a new id) and
+# whichever of a racing create and cancel came first.
+rds = redis_client()
+want_stock = collections.Counter()
+want_ledger = collections.defaultdict(lambda: [0, 0])
+for o in normal + declined:
+    for i in o["items"]:
+        want_stock[i["sku"]] -= i["qty"]
+    want_ledger[o["customer_id"]][0] += 1
+    want_ledger[o["customer_id"]][1] += int(o["total"] * 100 + 0.5)
+got_stock = {sku: int(rds.get("shop:store:stock:" + sku) or 0) for sku in PRICES}
+check_eq(got_stock, {sku: want_stock[sku] for sku in PRICES},
+         "ledger: stock per SKU counts each live order once")
+customers_all = set(o["customer_id"] for o in normal + declined + cancel_first + racing)
+got_ledger = {}
+for c in customers_all:
+    h = rds.hgetall("shop:store:ledger:" + c)
+    got_ledger[c] = [int(h.get("orders", 0)), int(h.get("total_cents", 0))]
+check_eq({c: v for c, v in got_ledger.items() if v != list(want_ledger[c])}, {},
+         "ledger: each customer's orders and total count each live order once")
+check(len(handler_logs("ledger", "order cancelled before it was created: no stock taken"))
+      >= len(cancel_first), "ledger: the early cancels left tombstones their orders respected")
+check(len(handler_logs("ledger", "order already booked (sent again under another message id)"))
+      >= len(dup_newid), "ledger: the orders re-sent under a new id booked nothing")
+
 # ------------------------------------------------------------------ retries, e-mails, DLQs
 
 flaky = {oid for oid in should_charge if customers[oid].endswith("-flaky")}
@@ -298,7 +329,8 @@ check(all((props.headers or {}).get("x-warren-error", "").startswith("payment de
 no_mail = sorted(oid for oid in captured_ids if oid not in emailed)
 check_eq(sorted(json.loads(body)["order_id"] for _, body in dlq["notifications"]), no_mail,
          "the notifications DLQ holds the charged orders without an address")
-check_eq([len(dlq["orders"]), len(dlq["inventory"])], [0, 0], "no other dead letters")
+check_eq([len(dlq["orders"]), len(dlq["inventory"]), len(dlq["ledger"])], [0, 0, 0],
+         "no other dead letters")
 
 # ------------------------------------------------------------------ the end
 

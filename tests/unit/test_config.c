@@ -2137,8 +2137,9 @@ static void test_example_config(void)
     CHECK_STR(cfg->amqp.redacted, "amqp://guest:***@127.0.0.1:5672/");
     CHECK_STR(cfg->amqp.vhost, "/");
     CHECK_STR(cfg->redis.url, "redis://127.0.0.1:6379/0");
-    CHECK_INT(cfg->sub_count, 4);
-    if (cfg->sub_count == 4) {
+    CHECK_INT(cfg->sub_count, 5);
+    CHECK_STR(cfg->store_prefix, "shop:store:");
+    if (cfg->sub_count == 5) {
         wr_subscription *o = &cfg->subs[0], *inv = &cfg->subs[1], *pay = &cfg->subs[2];
         wr_subscription *n = &cfg->subs[3];
         CHECK_STR(inv->name, "inventory");
