@@ -600,7 +600,7 @@ static const field store_fields[] = {
      .def = "64KiB",
      .min = 1,
      .max = 16LL << 20,
-     .desc = "Largest value (or key, field, member) ctx.store accepts."},
+     .desc = "Largest value, field or member ctx.store accepts."},
 };
 
 static const section amqp_section = {amqp_fields, NFIELDS(amqp_fields), 0, NULL};
