@@ -831,6 +831,453 @@ local function make_breaker(st)
   end
 end
 
+--- Error texts of ctx.store (sidecar/src/lua_store.c and storebuf.c), checked against
+-- them by a spec. Arguments are checked in the runtime's order: the phase
+-- (ERRORS.phase with "store.<fn>"), availability, the argument count, the key,
+-- then the call's other arguments (set: ttl before value; hincrby: n before field).
+-- @table STORE_ERRORS
+testing.STORE_ERRORS = {
+  unavailable = "ctx.store.%s: ctx.store is not available: idempotency is off for this "
+    .. "subscription (the store's writes are committed with the idempotency record)",
+  nargs = "ctx.store.%s takes %d argument%s, got %d",
+  nargs_range = "ctx.store.%s takes %d to %d arguments, got %d",
+  members = "ctx.store.%s(key, member...) takes a key and at least one member, got %d arguments",
+  key = "ctx.store.%s: key must be a string, got %s",
+  key_len = "ctx.store.%s: key must be 1 to %d bytes, got %d",
+  value = "ctx.store.%s: %s must be a string or a number, got %s",
+  value_len = "ctx.store.%s: %s is %d bytes, more than store.max_value_bytes (%d)",
+  int = "ctx.store.%s: %s must be a whole number, got %s",
+  int_range = "ctx.store.%s: %s must be a whole number within +-2^53, got %s",
+  ttl = "ctx.store.%s: ttl must be a positive number of seconds (at most 10 years), got %s",
+  -- what the buffer refuses (storebuf.c), after "ctx.store.<fn>: "
+  max_writes = "more than %d writes in one message (store.max_writes)",
+  kind = "key '%s' holds %s in this message",
+  not_integer = "value is not an integer",
+  hash_not_integer = "hash value is not an integer",
+  overflow = "increment or decrement would overflow",
+  -- the kit's stand-in for what Redis itself refuses (a read of the wrong type; a
+  -- write the commit would refuse: the runtime returns the message instead)
+  wrongtype = "Redis: WRONGTYPE Operation against a key holding the wrong kind of value",
+  refused = "key '%s' holds a %s in Redis (the commit would refuse this message's writes)",
+}
+
+local S = testing.STORE_ERRORS
+local THIS_FILE = getinfo(1, "S").source
+
+-- Raise MSG at the level of the first caller outside this file (the handler's
+-- line, as the runtime's C functions do), wherever in the kit it is found.
+local function raise(msg)
+  local level = 2
+  while true do
+    local info = getinfo(level, "S")
+    if not info or info.source ~= THIS_FILE then
+      break
+    end
+    level = level + 1
+  end
+  error(msg, level)
+end
+local MAX_INT = 9007199254740992 -- 2^53
+local KEY_MAX = 1023             -- KEY_BUF - 1 in lua_store.c, prefix included
+local KIND_NAME = { string = "a string", hash = "a hash", set = "a set" }
+
+-- A store value as the runtime stores it: strings as they are, whole numbers
+-- as "%.0f", other numbers as LuaJIT prints them.
+local function store_text(v)
+  if type(v) == "number" then
+    if v == floor(v) and math.abs(v) < MAX_INT then
+      return fmt("%.0f", v)
+    end
+    return tostring(v)
+  end
+  return v
+end
+
+-- The seed of testing.ctx{store = ...}: "k" = string or number, {f = v} a hash,
+-- {m1, m2} a set; returns data (key -> {kind, v}) or nil, err.
+local function seed_store(seed)
+  local data = {}
+  for k, v in pairs(seed or {}) do
+    if type(k) ~= "string" then
+      return nil, "testing.ctx: store keys must be strings, got " .. type(k)
+    end
+    if type(v) == "string" or type(v) == "number" then
+      data[k] = { kind = "string", v = store_text(v) }
+    elseif type(v) == "table" and #v > 0 then
+      local set = {}
+      for _, m in ipairs(v) do
+        set[store_text(m)] = true
+      end
+      data[k] = { kind = "set", v = set }
+    elseif type(v) == "table" then
+      local h = {}
+      for f, x in pairs(v) do
+        h[store_text(f)] = store_text(x)
+      end
+      data[k] = { kind = "hash", v = h }
+    else
+      return nil, "testing.ctx: store." .. k .. " must be a string, a number or a table, got "
+        .. type(v)
+    end
+  end
+  return data
+end
+
+local function copy_entry(e)
+  if not e then
+    return e
+  end
+  if e.kind == "string" then
+    return { kind = e.kind, v = e.v }
+  end
+  local t = {}
+  for k, v in pairs(e.v) do
+    t[k] = v
+  end
+  return { kind = e.kind, v = t }
+end
+
+-- ctx.stored: the committed state as plain tables (strings; hashes field -> value;
+-- sets member -> true).
+local function stored_view(st)
+  local out = {}
+  for k, e in pairs(st.store.data) do
+    out[k] = e.kind == "string" and e.v or copy_entry(e).v
+  end
+  return out
+end
+
+local function make_store(ctx, st)
+  local s = st.store
+  local function now()
+    return ctx.clock.t
+  end
+  local function begin(fn, min, max, usage, n)
+    local perr = phase_error(st, "store." .. fn, false)
+    if perr then
+      raise(perr)
+    end
+    if not s.enabled then
+      raise(fmt(S.unavailable, fn))
+    end
+    if min and (n < min or n > max) then
+      if min == max then
+        raise(fmt(S.nargs, usage, min, min == 1 and "" or "s", n))
+      end
+      raise(fmt(S.nargs_range, usage, min, max, n))
+    end
+  end
+  local function key_of(fn, n, k)
+    if type(k) ~= "string" then
+      raise(fmt(S.key, fn, arg_type(n, 1, k)))
+    end
+    if #k == 0 or #s.prefix + #k > KEY_MAX then
+      raise(fmt(S.key_len, fn, KEY_MAX - #s.prefix, #k))
+    end
+    return k
+  end
+  local function value_of(fn, n, i, v, what)
+    if type(v) ~= "string" and type(v) ~= "number" then
+      raise(fmt(S.value, fn, what, arg_type(n, i, v)))
+    end
+    local text = store_text(v)
+    if #text > s.max_value_bytes then
+      raise(fmt(S.value_len, fn, what, #text, s.max_value_bytes))
+    end
+    return text
+  end
+  local function int_of(fn, n, i, v, what)
+    if type(v) ~= "number" then
+      raise(fmt(S.int, fn, what, arg_type(n, i, v)))
+    end
+    if v ~= floor(v) or math.abs(v) >= MAX_INT then
+      raise(fmt(S.int_range, fn, what, tostring(v)))
+    end
+    return v
+  end
+  local function ttl_of(fn, n, i, v)
+    if type(v) ~= "number" or not (v > 0) or v > 10 * 365 * 86400 then
+      raise(fmt(S.ttl, fn, type(v) == "number" and tostring(v) or arg_type(n, i, v)))
+    end
+    return v
+  end
+  -- the entry of K as this message sees it (its own writes over the committed state)
+  local function cur(k)
+    local e
+    if s.work[k] ~= nil then
+      e = s.work[k]
+    else
+      e = s.data[k]
+    end
+    local exp = s.wexp[k]
+    if exp == nil then
+      exp = s.exp[k]
+    end
+    if e and exp and exp <= now() then
+      return nil
+    end
+    return e or nil
+  end
+  local function read(fn, k, kind)
+    local e = cur(k)
+    local mk = s.msgkind[k]
+    if kind and mk and mk ~= kind then
+      raise(fmt("ctx.store.%s: " .. S.kind, fn, s.prefix .. k, KIND_NAME[mk]))
+    end
+    if e and kind and e.kind ~= kind then
+      raise(fmt("ctx.store.%s: %s", fn, S.wrongtype))
+    end
+    return e
+  end
+  -- a write of KIND on K: the buffer's limits and kind rules; returns a copy to change
+  local function write(fn, k, kind)
+    if s.nwrites >= s.max_writes then
+      raise(fmt("ctx.store.%s: " .. S.max_writes, fn, s.max_writes))
+    end
+    local mk = s.msgkind[k]
+    if kind and mk and mk ~= kind then
+      raise(fmt("ctx.store.%s: " .. S.kind, fn, s.prefix .. k, KIND_NAME[mk]))
+    end
+    local e = cur(k)
+    if kind and e and e.kind ~= kind then
+      raise(fmt("ctx.store.%s: " .. S.refused, fn, s.prefix .. k, e.kind))
+    end
+    if s.work[k] == nil then
+      s.work[k] = copy_entry(cur(k)) or false
+    end
+    s.nwrites = s.nwrites + 1
+    if kind then
+      s.msgkind[k] = kind
+    end
+    return s.work[k] or nil
+  end
+  local function drop_if_empty(k)
+    local e = s.work[k]
+    if e and e.kind ~= "string" and next(e.v) == nil then
+      s.work[k] = false
+      s.wexp[k] = false
+    end
+  end
+  local function incr(fn, text, n, msg)
+    local v = tonumber(text)
+    if not text:match("^%-?%d+$") or not v then
+      raise(fmt("ctx.store.%s: %s", fn, msg))
+    end
+    if math.abs(v + n) >= 9.2e18 then
+      raise(fmt("ctx.store.%s: %s", fn, S.overflow))
+    end
+    return fmt("%.0f", v + n)
+  end
+
+  local store = {}
+  function store.get(...)
+    local n = select("#", ...)
+    begin("get", 1, 1, "get(key)", n)
+    local k = key_of("get", n, (...))
+    local e = read("get", k, "string")
+    return e and e.v or nil
+  end
+  function store.hget(...)
+    local n = select("#", ...)
+    begin("hget", 2, 2, "hget(key, field)", n)
+    local k, f = ...
+    key_of("hget", n, k)
+    f = value_of("hget", n, 2, f, "field")
+    local e = read("hget", k, "hash")
+    return e and e.v[f] or nil
+  end
+  function store.hgetall(...)
+    local n = select("#", ...)
+    begin("hgetall", 1, 1, "hgetall(key)", n)
+    local k = key_of("hgetall", n, (...))
+    local e = read("hgetall", k, "hash")
+    local out = {}
+    for f, v in pairs(e and e.v or {}) do
+      out[f] = v
+    end
+    return out
+  end
+  function store.smembers(...)
+    local n = select("#", ...)
+    begin("smembers", 1, 1, "smembers(key)", n)
+    local k = key_of("smembers", n, (...))
+    local e = read("smembers", k, "set")
+    local out = {}
+    for m in pairs(e and e.v or {}) do
+      out[#out + 1] = m
+    end
+    return out
+  end
+  function store.sismember(...)
+    local n = select("#", ...)
+    begin("sismember", 2, 2, "sismember(key, member)", n)
+    local k, m = ...
+    key_of("sismember", n, k)
+    m = value_of("sismember", n, 2, m, "member")
+    local e = read("sismember", k, "set")
+    return e ~= nil and e.v[m] == true
+  end
+  function store.exists(...)
+    local n = select("#", ...)
+    begin("exists", 1, 1, "exists(key)", n)
+    local k = key_of("exists", n, (...))
+    return cur(k) ~= nil
+  end
+  function store.ttl(...)
+    local n = select("#", ...)
+    begin("ttl", 1, 1, "ttl(key)", n)
+    local k = key_of("ttl", n, (...))
+    if cur(k) == nil then
+      return -2
+    end
+    local exp = s.wexp[k]
+    if exp == nil then
+      exp = s.exp[k]
+    end
+    if not exp then
+      return -1
+    end
+    return floor(exp - now() + 0.5)
+  end
+  function store.set(...)
+    local n = select("#", ...)
+    begin("set", 2, 3, "set(key, value [, ttl])", n)
+    local k, v, ttl = ...
+    key_of("set", n, k)
+    if ttl ~= nil then
+      ttl_of("set", n, 3, ttl)
+    end
+    v = value_of("set", n, 2, v, "value")
+    write("set", k, nil)
+    s.work[k] = { kind = "string", v = v }
+    s.wexp[k] = ttl and now() + ttl or false
+    s.msgkind[k] = "string"
+  end
+  function store.del(...)
+    local n = select("#", ...)
+    begin("del", 1, 1, "del(key)", n)
+    local k = key_of("del", n, (...))
+    write("del", k, nil)
+    s.work[k] = false
+    s.wexp[k] = false
+    s.msgkind[k] = nil
+  end
+  function store.incrby(...)
+    local n = select("#", ...)
+    begin("incrby", 2, 2, "incrby(key, n)", n)
+    local k, by = ...
+    key_of("incrby", n, k)
+    by = int_of("incrby", n, 2, by, "n")
+    local e = write("incrby", k, "string")
+    local text = incr("incrby", e and e.v or "0", by, S.not_integer)
+    s.work[k] = { kind = "string", v = text }
+    if not e then
+      s.wexp[k] = false
+    end
+  end
+  function store.expire(...)
+    local n = select("#", ...)
+    begin("expire", 2, 2, "expire(key, ttl)", n)
+    local k, ttl = ...
+    key_of("expire", n, k)
+    ttl = ttl_of("expire", n, 2, ttl)
+    if write("expire", k, nil) then
+      s.wexp[k] = now() + ttl
+    end
+  end
+  local function coll(fn, k, kind)
+    local e = write(fn, k, kind)
+    if not e then
+      e = { kind = kind, v = {} }
+      s.work[k] = e
+      s.wexp[k] = false
+    end
+    return e
+  end
+  function store.hset(...)
+    local n = select("#", ...)
+    begin("hset", 3, 3, "hset(key, field, value)", n)
+    local k, f, v = ...
+    key_of("hset", n, k)
+    f = value_of("hset", n, 2, f, "field")
+    v = value_of("hset", n, 3, v, "value")
+    coll("hset", k, "hash").v[f] = v
+  end
+  function store.hdel(...)
+    local n = select("#", ...)
+    begin("hdel", 2, 2, "hdel(key, field)", n)
+    local k, f = ...
+    key_of("hdel", n, k)
+    f = value_of("hdel", n, 2, f, "field")
+    local e = write("hdel", k, "hash")
+    if e then
+      e.v[f] = nil
+      drop_if_empty(k)
+    end
+  end
+  function store.hincrby(...)
+    local n = select("#", ...)
+    begin("hincrby", 3, 3, "hincrby(key, field, n)", n)
+    local k, f, by = ...
+    key_of("hincrby", n, k)
+    by = int_of("hincrby", n, 3, by, "n")
+    f = value_of("hincrby", n, 2, f, "field")
+    local e = coll("hincrby", k, "hash")
+    e.v[f] = incr("hincrby", e.v[f] or "0", by, S.hash_not_integer)
+  end
+  local function members(fn, add, ...)
+    local n = select("#", ...)
+    begin(fn, nil, nil, nil, n)
+    if n < 2 then
+      raise(fmt(S.members, fn, n))
+    end
+    local k = ...
+    key_of(fn, n, k)
+    local ms = {}
+    for i = 2, n do
+      ms[#ms + 1] = value_of(fn, n, i, (select(i, ...)), "member")
+    end
+    for _, m in ipairs(ms) do
+      if add then
+        coll(fn, k, "set").v[m] = true
+      else
+        local e = write(fn, k, "set")
+        if e then
+          e.v[m] = nil
+          drop_if_empty(k)
+        end
+      end
+    end
+  end
+  function store.sadd(...)
+    return members("sadd", true, ...)
+  end
+  function store.srem(...)
+    return members("srem", false, ...)
+  end
+  return store
+end
+
+-- Before a run: an empty buffer. After it: commit (ok) or drop the buffer.
+local function store_begin(st)
+  local s = st.store
+  s.work, s.wexp, s.msgkind, s.nwrites = {}, {}, {}, 0
+end
+
+local function store_end(ctx, st, ok)
+  local s = st.store
+  if ok then
+    for k, e in pairs(s.work) do
+      s.data[k] = e or nil
+    end
+    for k, exp in pairs(s.wexp) do
+      s.exp[k] = exp or nil
+    end
+  end
+  s.work, s.wexp, s.msgkind, s.nwrites = {}, {}, {}, 0
+  ctx.stored = stored_view(st)
+end
+
 local function make_http_request(ctx, st)
   return function(...)
     local err = phase_error(st, "http.request", false)
@@ -1075,7 +1522,8 @@ end
 local CTX_OPTIONS = {
   attempt = true, max_attempts = true, idempotency_key = true, trace_id = true,
   subscription = true, queue = true, worker = true, handler_version = true, now = true,
-  http = true, timeout = true, breakers = true,
+  http = true, timeout = true, breakers = true, store = true, store_prefix = true,
+  store_max_writes = true, store_max_value_bytes = true, idempotency = true,
 }
 
 --- Build a ctx with the runtime's API, recording what the handler does.
@@ -1097,7 +1545,18 @@ local CTX_OPTIONS = {
 --   duration like "200ms"; default 5 s of CPU time), `http` (fakes: a table
 --   mapping "METHOD URL" to a response `{status=, headers=, body=, reason=}`,
 --   a transport failure `{error = "..."}`, or a function(request) returning
---   one; or one such function for every request).
+--   one; or one such function for every request), `store` (ctx.store's state
+--   before the first run: "key" = a string or number, {field = value} a hash,
+--   {member, ...} a set: the shape of `warren exec`'s "store"), `store_prefix`
+--   ("warren:store:", shown in error texts), `store_max_writes` (256),
+--   `store_max_value_bytes` (65536), `idempotency` (false: ctx.store is not
+--   available, as in a subscription without idempotency).
+--   ctx.store behaves as in the runtime: reads see the message's own writes,
+--   writes are buffered and land in the ctx's store only when the run is "ok";
+--   `ctx.stored` shows the committed state after each run (strings; hashes
+--   as {field = value}; sets as {member = true}). TTLs follow the fake clock.
+--   Unlike the runtime, a write of a kind the stored key does not hold raises at
+--   the call (the runtime refuses the message's writes at commit).
 -- @treturn table the ctx
 function testing.ctx(opts)
   if opts == nil then
@@ -1141,6 +1600,17 @@ function testing.ctx(opts)
       end
     end
   end
+  local data
+  if not err then
+    err = check_type(fn, "store", opts.store, "a table", { table = true })
+      or check_type(fn, "store_prefix", opts.store_prefix, "a string", STR)
+      or check_count(fn, "store_max_writes", opts.store_max_writes, 1)
+      or check_count(fn, "store_max_value_bytes", opts.store_max_value_bytes, 1)
+      or check_type(fn, "idempotency", opts.idempotency, "a boolean", { boolean = true })
+  end
+  if not err then
+    data, err = seed_store(opts.store)
+  end
   if err then
     error(err, 2)
   end
@@ -1156,6 +1626,13 @@ function testing.ctx(opts)
     timeout_ms = timeout_ms,
     http = opts.http,
     breakers = opts.breakers,
+    store = {
+      enabled = opts.idempotency ~= false,
+      prefix = opts.store_prefix or "warren:store:",
+      max_writes = opts.store_max_writes or 256,
+      max_value_bytes = opts.store_max_value_bytes or 65536,
+      data = data, exp = {}, work = {}, wexp = {}, msgkind = {}, nwrites = 0,
+    },
   }
   local ctx = {}
   ctx.publish = make_publish(ctx, st)
@@ -1171,6 +1648,7 @@ function testing.ctx(opts)
   end
   ctx.http = { request = make_http_request(ctx, st) }
   ctx.breaker = make_breaker(st)
+  ctx.store = make_store(ctx, st)
   ctx.json = cjson_safe
   ctx.subscription = opts.subscription or "test"
   ctx.queue = opts.queue or ctx.subscription
@@ -1183,6 +1661,7 @@ function testing.ctx(opts)
   ctx.message_id = nil
   ctx.published, ctx.logs, ctx.http_calls = {}, {}, {}
   ctx.clock = clock
+  ctx.stored = stored_view(st)
   states[ctx] = st
   return ctx
 end
@@ -1369,9 +1848,12 @@ function testing.run(module, event, ctx)
   result.event = ev
 
   st.forced, st.forced_reason, st.forced_delay = nil, nil, nil
+  store_begin(st)
   st.phase = "handle"
   local ok, err, timed_out = guarded_call(st.timeout_ms, module.handle, ev, ctx)
   st.phase = "none"
+  -- ctx.store: the writes land only when the handler succeeded (with the done mark)
+  store_end(ctx, st, ok and not st.forced)
 
   if st.forced then
     result.outcome = st.forced

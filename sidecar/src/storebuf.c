@@ -290,7 +290,7 @@ static int overlay(skey *k, wr_sb_op op, wr_sbstr a, wr_sbstr bv, int64_t num, c
                : op == WR_SB_SADD || op == WR_SB_SREM                         ? K_SET
                                                                                : K_NONE;
     if (want != K_NONE && k->kind != K_NONE && k->kind != want) {
-        FAIL("key '%.*s' holds %s in this message", (int)k->key.n, k->key.p,
+        FAIL("key '%s' holds %s in this message", k->key.p,
              kind_names[k->kind]);
     }
     switch (op) {
@@ -489,7 +489,7 @@ static int push(builder *bd, wr_sbstr s)
 static int wrongtype(skey *k, int want, char *err, size_t errcap)
 {
     if (k->kind != K_NONE && k->kind != want) {
-        FAIL("key '%.*s' holds %s in this message", (int)k->key.n, k->key.p,
+        FAIL("key '%s' holds %s in this message", k->key.p,
              kind_names[k->kind]);
     }
     return 0;

@@ -94,12 +94,49 @@ function M.handle(event, ctx)
   d.breaker_same = ctx.breaker("probe-dep") == brk
   d.breaker_result = { brk:call(function(a, b) return a + b, "two" end, 1, 2) }
   e[#e + 1] = try(brk.call, brk, function() error("boom", 0) end)
+  -- ctx.store over the seeded state (the event file's "store" / testing.ctx{store})
+  local st = ctx.store
+  d.store = describe_table(st)
+  st.incrby("n", 2)
+  d.n = st.get("n")
+  st.hset("h", "a", 1)
+  d.h = st.hgetall("h")
+  st.sadd("s", "m")
+  d.sm = { st.sismember("s", "m"), st.sismember("s", "x") }
+  st.del("gone")
+  d.gone = { st.get("gone") == nil, st.exists("gone"), st.ttl("gone") }
+  st.set("t", "x", 60)
+  d.t = { st.get("t"), st.ttl("t"), st.ttl("n"), st.exists("n") }
+  local members = st.smembers("seedset")
+  table.sort(members)
+  d.members = members
+  d.hget = { st.hget("h", "b"), st.hget("h", "zz") == nil }
+  e[#e + 1] = try(st.get)
+  e[#e + 1] = try(st.get, 5)
+  e[#e + 1] = try(st.get, "")
+  e[#e + 1] = try(st.get, "h")
+  e[#e + 1] = try(st.set, "k", {})
+  e[#e + 1] = try(st.set, "k", true)
+  e[#e + 1] = try(st.set, "k", "v", -1)
+  e[#e + 1] = try(st.set, "k", "v", "x")
+  e[#e + 1] = try(st.incrby, "k", 1.5)
+  e[#e + 1] = try(st.incrby, "k", "x")
+  e[#e + 1] = try(st.hincrby, "h", "f", {})
+  e[#e + 1] = try(st.sadd, "s")
+  e[#e + 1] = try(st.hset, "k", "f")
+  e[#e + 1] = try(st.incrby, "h", 1)
+  e[#e + 1] = try(st.expire, "k", 0)
+  e[#e + 1] = try(st.hget, "h", {})
+  e[#e + 1] = try(st.exists, "a", "b")
   d.errors = e
   ctx.publish("", "probe", d)
 end
 
 return M
 ]==]
+
+-- ctx.store's state before the probe runs, in both
+local SEED = { n = 5, h = { b = "x" }, gone = "v", seedset = { "a", "b" } }
 
 local function tmpdir()
   local name = os.tmpname()
@@ -123,7 +160,8 @@ local function run_runtime(dir)
     "redis:", "  url: redis://127.0.0.1:6379/0",
     "subscriptions:", "  - name: probe", "    queue: probe.q", "    handler: probe.lua",
     "    retry: {max_attempts: 3}", "" }, "\n"))
-  write(dir .. "/event.json", cjson.encode({ id = "p-1", type = "probe", data = { n = 1 } }))
+  write(dir .. "/event.json", cjson.encode({ id = "p-1", type = "probe", data = { n = 1 },
+                                            store = SEED }))
   local cmd = string.format("%q exec -c %q --subscription probe --event %q --json 2>/dev/null",
     bin, dir .. "/warren.yaml", dir .. "/event.json")
   local p = assert(io.popen(cmd))
@@ -137,7 +175,7 @@ end
 local function run_kit(dir)
   local module = assert(testing.load(dir .. "/probe.lua"))
   local res = testing.run(module, testing.event{ id = "p-1", type = "probe", data = { n = 1 } },
-    testing.ctx{ max_attempts = 3, idempotency_key = "p-1" })
+    testing.ctx{ max_attempts = 3, idempotency_key = "p-1", store = SEED })
   assert.equals("ok", res.outcome, res.error)
   return cjson.decode(res.published[1].body)
 end
@@ -154,13 +192,15 @@ describe("the contract between the kit and the runtime", function()
     local extras, kept = {}, {}
     for _, entry in ipairs(kit.ctx) do
       local name = entry:match("^([^:]+):")
-      if name == "clock" or name == "published" or name == "logs" or name == "http_calls" then
+      if name == "clock" or name == "published" or name == "logs" or name == "http_calls"
+        or name == "stored" then
         extras[#extras + 1] = entry
       else
         kept[#kept + 1] = entry
       end
     end
-    assert.same({ "clock:table", "http_calls:table", "logs:table", "published:table" }, extras)
+    assert.same({ "clock:table", "http_calls:table", "logs:table", "published:table",
+                  "stored:table" }, extras)
     kit.ctx = kept
     assert.same(runtime, kit)
   end)

@@ -1,0 +1,161 @@
+-- Specs of the kit's ctx.store: the runtime's semantics in memory. Reads see
+-- the message's own writes; writes land only when the handler succeeds; a
+-- failed, retried or rejected run applies nothing; argument errors match the
+-- runtime's texts (the contract spec compares them with the real runtime).
+
+local testing = require "warren.testing"
+local S, E = testing.STORE_ERRORS, testing.ERRORS
+
+local function handler(fn)
+  return { handle = fn }
+end
+
+local function run(fn, ctx, event)
+  return testing.run(handler(fn), event or testing.event{ id = "e-1", data = {} }, ctx)
+end
+
+describe("ctx.store in the kit", function()
+  it("reads see the message's own writes", function()
+    local ctx = testing.ctx{ store = { n = 5, h = { b = "x" }, s = { "m1", "m2" }, gone = "v" } }
+    local seen = {}
+    local res = run(function(_, c)
+      local st = c.store
+      st.incrby("n", 2)
+      seen.n = st.get("n")
+      st.hset("h", "a", 1)
+      st.hincrby("h", "a", 4)
+      seen.h = st.hgetall("h")
+      st.srem("s", "m1")
+      st.sadd("s", "m3")
+      seen.m1, seen.m3 = st.sismember("s", "m1"), st.sismember("s", "m3")
+      st.del("gone")
+      seen.gone, seen.gone_exists = st.get("gone"), st.exists("gone")
+      st.set("t", "x", 60)
+      seen.ttl, seen.ttl_n = st.ttl("t"), st.ttl("n")
+      seen.missing = st.get("missing")
+    end, ctx)
+    assert.equals("ok", res.outcome, res.error)
+    assert.same({ n = "7", h = { a = "5", b = "x" }, m1 = false, m3 = true, gone = nil,
+                  gone_exists = false, ttl = 60, ttl_n = -1, missing = nil }, seen)
+    assert.same({ n = "7", h = { a = "5", b = "x" }, s = { m2 = true, m3 = true }, t = "x" },
+                ctx.stored)
+  end)
+
+  it("applies nothing when the handler fails, retries or is rejected", function()
+    local ctx = testing.ctx{ store = { n = 1 } }
+    for _, fail in ipairs {
+      function() error("boom") end,
+      function(c) c.retry("later") end,
+      function(c) c.reject("never") end,
+    } do
+      local res = run(function(_, c)
+        c.store.incrby("n", 10)
+        c.store.set("other", "x")
+        fail(c)
+      end, ctx)
+      assert.are_not.equals("ok", res.outcome)
+      assert.same({ n = "1" }, ctx.stored)
+    end
+    -- and the next run starts from the state as it was
+    local before
+    assert.equals("ok", run(function(_, c)
+      before = c.store.get("n")
+      c.store.incrby("n", 1)
+    end, ctx).outcome)
+    assert.equals("1", before)
+    assert.same({ n = "2" }, ctx.stored)
+  end)
+
+  it("runs the order ledger once per order, whatever comes first", function()
+    local ledger = assert(testing.load("ledger.lua"))
+    local ctx = testing.ctx()
+    local order = { order_id = "o-1", customer_id = "c-1", total = 10.5,
+                    items = { { sku = "tea", qty = 2 }, { sku = "cup", qty = 1 } } }
+    local function send(typ, id, data)
+      return testing.run(ledger, testing.event{ id = id, type = typ, data = data }, ctx)
+    end
+    assert.equals("ok", send("order.created", "m-1", order).outcome)
+    assert.equals("-2", ctx.stored["stock:tea"])
+    assert.same({ orders = "1", total_cents = "1050" }, ctx.stored["ledger:c-1"])
+    -- the same order under a new message id books nothing
+    assert.equals("ok", send("order.created", "m-2", order).outcome)
+    assert.equals("-2", ctx.stored["stock:tea"])
+    -- the cancel puts the stock back once, however often it comes
+    assert.equals("ok", send("order.cancelled", "m-3", { order_id = "o-1" }).outcome)
+    assert.equals("ok", send("order.cancelled", "m-4", { order_id = "o-1" }).outcome)
+    assert.equals("0", ctx.stored["stock:tea"])
+    assert.equals("0", ctx.stored["stock:cup"])
+    assert.same({ orders = "0", total_cents = "0" }, ctx.stored["ledger:c-1"])
+    -- a cancel before its order leaves a tombstone: the order takes nothing
+    assert.equals("ok", send("order.cancelled", "m-5", { order_id = "o-2" }).outcome)
+    assert.equals("ok", send("order.created", "m-6",
+                             { order_id = "o-2", customer_id = "c-2", total = 3,
+                               items = { { sku = "tea", qty = 5 } } }).outcome)
+    assert.equals("0", ctx.stored["stock:tea"])
+    assert.is_nil(ctx.stored["ledger:c-2"])
+    assert.equals("cancelled", ctx.stored["order:o-2"].state)
+    -- a malformed order is rejected and applies nothing
+    local res = send("order.created", "m-7", { order_id = "o-3", customer_id = "c-3",
+                                                items = {}, total = 1 })
+    assert.equals("rejected", res.outcome)
+    assert.is_nil(ctx.stored["order:o-3"])
+  end)
+
+  it("follows the fake clock for TTLs", function()
+    local ctx = testing.ctx()
+    run(function(_, c) c.store.set("k", "v", 10) end, ctx)
+    ctx.clock:advance(4)
+    local ttl
+    run(function(_, c) ttl = c.store.ttl("k") end, ctx)
+    assert.equals(6, ttl)
+    ctx.clock:advance(7)
+    local v
+    run(function(_, c) v = c.store.get("k") end, ctx)
+    assert.is_nil(v)
+  end)
+
+  it("checks its arguments and limits like the runtime", function()
+    local ctx = testing.ctx{ store_max_writes = 2, store_max_value_bytes = 4 }
+    local errs = {}
+    run(function(_, c)
+      local st = c.store
+      local function try(f, ...)
+        local ok, err = pcall(f, ...)
+        errs[#errs + 1] = ok and "no error" or err
+      end
+      try(st.get)
+      try(st.get, 5)
+      try(st.set, "k", {})
+      try(st.set, "k", "toolong")
+      try(st.set, "k", "v", -1)
+      try(st.incrby, "k", 1.5)
+      try(st.sadd, "k")
+      st.incrby("n", 1)
+      try(st.hset, "n", "f", "v")
+      st.set("a", "1")
+      try(st.set, "b", "1")
+    end, ctx)
+    assert.same({
+      S.nargs:format("get(key)", 1, "", 0),
+      S.key:format("get", "number"),
+      S.value:format("set", "value", "table"),
+      S.value_len:format("set", "value", 7, 4),
+      S.ttl:format("set", "-1"),
+      S.int_range:format("incrby", "n", "1.5"),
+      S.members:format("sadd", 1),
+      "ctx.store.hset: " .. S.kind:format("warren:store:n", "a string"),
+      "ctx.store.set: " .. S.max_writes:format(2),
+    }, errs)
+  end)
+
+  it("is not available without idempotency, nor in init", function()
+    local ctx = testing.ctx{ idempotency = false }
+    local res = run(function(_, c) c.store.get("k") end, ctx)
+    assert.equals("error", res.outcome)
+    assert.matches(S.unavailable:format("get"), res.error, 1, true)
+    local ok, err = testing.init({ handle = function() end,
+                                   init = function(c) c.store.get("k") end })
+    assert.is_nil(ok)
+    assert.matches(E.phase:format("store.get", E.phase_init), err, 1, true)
+  end)
+end)
