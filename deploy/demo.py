@@ -5,7 +5,9 @@ dead-letter queues, and from the shop's services (GET /stats).
   demo.py reset            delete the demo's queues and idempotency records
                            (before warren starts)
   demo.py run WARREN_LOG   publish, wait, report; exits 1 when the story is not
-                           the one expected (an order charged twice, say)
+                           the one expected (an order charged twice, say); phase 3
+                           redelivers a handled order.created and shows the
+                           ledger's stock (ctx.store) before and after: untouched
 
 Environment: WARREN_AMQP_URL, WARREN_REDIS_URL (the stack's env file) and
 SHOP_URL (deploy/shop_service.py's address).
@@ -22,8 +24,10 @@ import pika
 URL = os.environ["WARREN_AMQP_URL"]
 SHOP_URL = os.environ.get("SHOP_URL", "http://127.0.0.1:8089")
 EXCHANGE = "shop.events"
-SUBSCRIPTIONS = ["orders", "inventory", "payments", "notifications"]
-QUEUES = ["orders.events", "inventory.events", "payments.events", "notifications.events"]
+SUBSCRIPTIONS = ["orders", "inventory", "payments", "notifications", "ledger"]
+QUEUES = ["orders.events", "inventory.events", "payments.events", "notifications.events",
+          "ledger.events"]
+STORE = "shop:store:"  # config/warren.yaml's store.prefix (handlers/ledger.lua's state)
 # every queue warren declares for one of QUEUES (delays: config/warren.yaml's)
 SUFFIXES = ["", ".dlq", ".wait", ".retry.1s", ".retry.5s", ".retry.30s", ".retry.2m"]
 WAIT = 30  # seconds to wait for each phase's outcomes
@@ -37,41 +41,42 @@ def order(oid, customer, items, total, email=None):
 
 
 # (phase, message id, routing key, body, what to expect, final outcomes it leads to:
-#  its own and those of the events it causes, in every subscription)
+#  its own and those of the events it causes, in every subscription; the ledger
+#  subscription (ctx.store) gets every order.created and order.cancelled too)
 EVENTS = [
     (1, "evt-1001", "order.created",
      order("o-1001", "c-7", [{"sku": "book-42", "qty": 1}], 29.90, "ada@example.com"),
-     "confirmed -> stock reserved + charged -> receipt e-mailed", 4),
+     "confirmed -> stock reserved + charged -> receipt e-mailed", 5),
     (1, "evt-1001", "order.created",
      order("o-1001", "c-7", [{"sku": "book-42", "qty": 1}], 29.90, "ada@example.com"),
-     "the producer sent it twice: a duplicate, skipped: charged once", 1),
+     "the producer sent it twice: a duplicate, skipped: charged once", 2),
     (1, "evt-1002", "order.created",
      order("o-1002", "c-8-flaky", [{"sku": "pen-1", "qty": 3}], 4.50, "bob@flaky.example"),
      "the payment fails once (503) and is retried: charged once; the mail relay fails once too",
-     4),
+     5),
     (1, "evt-1003", "order.created",
      order("o-1003", "c-declined", [{"sku": "mug", "qty": 1}], 9.00, "cy@example.com"),
-     "card declined: the payment is dead-lettered, nobody charged", 3),
+     "card declined: the payment is dead-lettered, nobody charged", 4),
     (1, "evt-1004", "order.created", order("o-1004", "c-9", [], 0, "dee@example.com"),
-     "an order without items: dead-lettered by orders", 1),
+     "an order without items: dead-lettered by orders", 2),
     (1, "evt-1005", "order.cancelled", {"order_id": "o-1005", "reason": "changed my mind"},
-     "a cancel BEFORE its order: recorded by the order service", 1),
+     "a cancel BEFORE its order: recorded by the order service", 2),
     (1, "evt-1006", "order.created",
      order("o-1006", "c-10", [{"sku": "pen-1", "qty": 1}], 1.50),
-     "charged, but no e-mail address: the receipt is dead-lettered", 4),
+     "charged, but no e-mail address: the receipt is dead-lettered", 5),
     (1, "evt-1007", "order.created",
      order("o-1007", "c-11", [{"sku": "mug", "qty": 2}], 18.00, "eve@example.com"),
-     "confirmed, reserved, charged, e-mailed (cancelled in phase 2)", 4),
+     "confirmed, reserved, charged, e-mailed (cancelled in phase 2)", 5),
     (1, "evt-1008", "order.created", '{"order_id": "o-1008", "items": [',
-     "malformed JSON: dead-lettered without running the handler", 1),
+     "malformed JSON: dead-lettered without running the handler", 2),
     (1, None, "order.created",
      order("o-1009", "c-12", [{"sku": "pen-1", "qty": 1}], 1.50, "fay@example.com"),
-     "no message id: dead-lettered (it could never be deduplicated)", 1),
+     "no message id: dead-lettered (it could never be deduplicated)", 2),
     (2, "evt-1010", "order.created",
      order("o-1005", "c-13", [{"sku": "book-42", "qty": 1}], 29.90, "gus@example.com"),
-     "the order whose cancel came first: refused (409) -> order.closed, never charged", 1),
+     "the order whose cancel came first: refused (409) -> order.closed, never charged", 2),
     (2, "evt-1011", "order.cancelled", {"order_id": "o-1007", "reason": "too slow"},
-     "a cancel after its order: cancelled -> stock released", 2),
+     "a cancel after its order: cancelled -> stock released", 3),
 ]
 # what the shop's services must have recorded at the end
 CHARGED = {"o-1001": 29.90, "o-1002": 4.50, "o-1006": 1.50, "o-1007": 18.00}
@@ -101,6 +106,22 @@ def reset():
         keys = list(r.scan_iter("warren:idem:%s:*" % sub))
         if keys:
             r.delete(*keys)
+    keys = list(r.scan_iter(STORE + "*"))
+    if keys:
+        r.delete(*keys)
+
+
+def ledger_state():
+    """handlers/ledger.lua's ctx.store state: stock per SKU, ledger per customer."""
+    import redis
+    r = redis.Redis.from_url(os.environ["WARREN_REDIS_URL"], decode_responses=True)
+    stock = {k[len(STORE) + 6:]: int(r.get(k)) for k in r.scan_iter(STORE + "stock:*")}
+    ledgers = {k[len(STORE) + 7:]: r.hgetall(k) for k in r.scan_iter(STORE + "ledger:*")}
+    return stock, ledgers
+
+
+def show_stock(stock):
+    return ", ".join("%s %+d" % (sku, n) for sku, n in sorted(stock.items())) or "none"
 
 
 def read_log(path):
@@ -289,6 +310,24 @@ def run(log_path):
         if got < expected:
             problems.append("phase %d: only %d of %d outcomes after %d s" % (phase, got, expected,
                                                                            WAIT))
+    # phase 3: the broker redelivers an order.created that was handled already
+    # (a consumer died before its ack, say): the ledger's stock must not move
+    stock_before, _ = ledger_state()
+    print("\ndemo: phase 3: evt-1001 (order.created, handled in phase 1) delivered once more")
+    print("  ledger stock before: %s" % show_stock(stock_before))
+    ph1 = [e for e in EVENTS if e[1] == "evt-1001"][0]
+    ch.basic_publish(EXCHANGE, ph1[2], json.dumps(ph1[3]).encode(), pika.BasicProperties(
+        message_id=ph1[1], content_type="application/json", delivery_mode=2), mandatory=True)
+    expected += 2  # a duplicate in orders and in ledger
+    got = wait_for_outcomes(log_path, expected)
+    if got < expected:
+        problems.append("phase 3: only %d of %d outcomes after %d s" % (got, expected, WAIT))
+    stock_after, ledgers = ledger_state()
+    print("  ledger stock after:  %s  (%s)" % (
+        show_stock(stock_after), "untouched" if stock_after == stock_before else "CHANGED"))
+    if stock_after != stock_before:
+        problems.append("the redelivered order.created changed the ledger's stock: %s -> %s"
+                        % (stock_before, stock_after))
     log = read_log(log_path)
 
     print("\nwhat happened to each event (from warren's log; -> the events it caused):")
@@ -307,6 +346,17 @@ def run(log_path):
 
     print("\nwhat the shop's services recorded (GET %s/stats):" % SHOP_URL)
     problems += report_shop(shop_stats())
+
+    print("\nwhat handlers/ledger.lua keeps in ctx.store (%s*), written once per order:" % STORE)
+    print("  stock:   %s" % show_stock(stock_after))
+    for c, h in sorted(ledgers.items()):
+        print("  ledger %-10s orders %s, total %.2f" % (c, h.get("orders", "0"),
+                                                         int(h.get("total_cents", 0)) / 100))
+    # o-1001 (twice: one duplicate, then a redelivery), o-1002, o-1003, o-1006 hold stock;
+    # o-1007 was cancelled after it (stock back), o-1005's cancel came first (none taken)
+    want = {"book-42": -1, "pen-1": -4, "mug": -1}
+    if stock_after != want:
+        problems.append("ledger stock %s, expected %s" % (stock_after, want))
 
     if problems:
         print("\ndemo: NOT the expected story:")

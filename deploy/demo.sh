@@ -6,7 +6,8 @@
 # WR_REDIS_PORT say otherwise) and the shop's stand-in services
 # (deploy/shop_service.py on 127.0.0.1:8089, or WR_SHOP_PORT), runs warren with
 # config/warren.yaml and the order-flow handlers (orders, inventory, payments,
-# notifications), publishes example order events (a normal order, a duplicate,
+# notifications, and ledger: stock and ledgers in ctx.store), publishes example
+# order events (a normal order, a duplicate,
 # a payment that fails once, a declined card, an order without items, a cancel
 # before its order, a cancel after it, malformed messages), prints what
 # happened to each, the dead-letter queues and what the services recorded,

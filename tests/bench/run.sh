@@ -12,6 +12,10 @@
 #   warren-c1     warren, idempotency on (default), no-op handler, concurrency 1
 #   warren-c2     the same with concurrency 2
 #   warren-noidem warren, concurrency 1, defaults.idempotency.enabled: false
+#   warren-store  warren-c1 with a realistic handler: reads the decoded JSON body
+#                 and makes three ctx.store writes per message (a stock counter,
+#                 a ledger hash field, the order's record), committed with the
+#                 idempotency record
 #
 # All use prefetch 100 and ack with `multiple` every 50 messages (warren:
 # batch_size 50). Prints the median msg/s of each and its ratio to the
@@ -25,7 +29,7 @@
 #   BENCH_SETTLE      seconds to let the broker settle after a prefill (2)
 #   BENCH_AMQP_PORT   RabbitMQ port of the private stack     (5900)
 #   BENCH_REDIS_PORT  Redis port of the private stack        (6500)
-#   BENCH_VARIANTS    subset, e.g. "baseline warren-c1"      (all four)
+#   BENCH_VARIANTS    subset, e.g. "baseline warren-c1"      (all five)
 #   BENCH_KEEP_LOGS   1: keep every warren log in the work directory
 #   BENCH_NO_BUILD    1: skip the cmake build (use the build directory as it is)
 #   BENCH_BUILD_DIR   build directory                        (build)
@@ -36,7 +40,7 @@ ROUNDS=${BENCH_ROUNDS:-3}
 SETTLE=${BENCH_SETTLE:-2}
 AMQP_PORT=${BENCH_AMQP_PORT:-5900}
 REDIS_PORT=${BENCH_REDIS_PORT:-6500}
-VARIANTS=${BENCH_VARIANTS:-"baseline warren-c1 warren-c2 warren-noidem"}
+VARIANTS=${BENCH_VARIANTS:-"baseline warren-c1 warren-c2 warren-noidem warren-store"}
 STACK_DIR=/var/tmp/warren/bench-$AMQP_PORT
 BUILD=${BENCH_BUILD_DIR:-build}
 PY=/usr/bin/python3
@@ -54,7 +58,8 @@ for v in COUNT ROUNDS SETTLE AMQP_PORT REDIS_PORT; do
 done
 [ "$COUNT" -ge 1 ] && [ "$ROUNDS" -ge 1 ] || die "BENCH_COUNT and BENCH_ROUNDS must be at least 1"
 for v in $VARIANTS; do
-    case $v in baseline|warren-c1|warren-c2|warren-noidem) ;; *) die "unknown variant '$v'" ;; esac
+    case $v in baseline|warren-c1|warren-c2|warren-noidem|warren-store) ;;
+        *) die "unknown variant '$v'" ;; esac
 done
 [ -x "$PY" ] && "$PY" -c 'import pika' 2>/dev/null || die "$PY with python3-pika is needed (apt-get install python3-pika)"
 command -v redis-cli >/dev/null || die "redis-cli is needed (apt-get install redis-tools)"
@@ -192,13 +197,32 @@ HANDLER=$WORK/noop.lua
 cat >"$HANDLER" <<'EOF'
 return { handle = function(event, ctx) end }
 EOF
+# warren-store: what a small real handler does with prefill.py's bodies
+# ({"event":"order.created","order_id":...,"n":...,"total":...}): use the
+# decoded JSON, three blind ctx.store writes (no reads: nothing to guard)
+STORE_HANDLER=$WORK/store.lua
+cat >"$STORE_HANDLER" <<'EOF'
+local M = {}
+function M.handle(event, ctx)
+  local o = event.data
+  if type(o) ~= "table" or type(o.order_id) ~= "string" then
+    return ctx.reject("not an order")
+  end
+  local st = ctx.store
+  st.incrby("stock:sku-" .. (o.n % 20), -1)
+  st.hincrby("ledger:c-" .. (o.n % 500), "total_cents", math.floor(o.total * 100 + 0.5))
+  st.hset("order:" .. o.order_id, "state", "created")
+end
+return M
+EOF
 
 queue_of() { echo "bench.$1"; }
 
 write_config() {   # variant file
-    local v=$1 f=$2 conc=1 idem=""
+    local v=$1 f=$2 conc=1 idem="" handler=$HANDLER
     case $v in
         warren-c2) conc=2 ;;
+        warren-store) handler=$STORE_HANDLER ;;
         warren-noidem) idem=$'  idempotency:\n    enabled: false\n' ;;
     esac
     {
@@ -219,7 +243,7 @@ write_config() {   # variant file
         echo "subscriptions:"
         echo "  - name: bench"
         echo "    queue: $(queue_of "$v")"
-        echo "    handler: $HANDLER"
+        echo "    handler: $handler"
     } >"$f"
 }
 
@@ -263,7 +287,8 @@ record() {   # variant round json key=value...
 import json, sys
 path, v, r, raw = sys.argv[1:5]
 labels = {"baseline": "baseline (rabbitmq-c)", "warren-c1": "warren c=1, idempotency on",
-          "warren-c2": "warren c=2, idempotency on", "warren-noidem": "warren c=1, idempotency off"}
+          "warren-c2": "warren c=2, idempotency on", "warren-noidem": "warren c=1, idempotency off",
+          "warren-store": "warren c=1, JSON + 3 ctx.store writes"}
 try:
     rec = json.loads(raw)
 except ValueError:
@@ -337,7 +362,7 @@ run_warren() {   # variant round
     rstats=$(rcli info commandstats | tr -d '\r' | awk -F'[:,=]' '
         $1 ~ /^cmdstat_(evalsha|eval)$/ { c += $3; u += $5 }
         END { printf "{\"calls\": %d, \"usec\": %d}", c, u }')
-    sample=$(rcli --scan 2>/dev/null | head -1 || true)
+    sample=$(rcli --scan --pattern 'warren:idem:*' 2>/dev/null | head -1 || true)
     left=$("$PY" tests/bench/benchctl.py depth "$WARREN_AMQP_URL" "$q")
     dlq=$("$PY" tests/bench/benchctl.py depth "$WARREN_AMQP_URL" "$q.dlq")
     say "  $v: $out"
@@ -383,7 +408,7 @@ echo
 "$PY" - "$RESULTS" "$COUNT" <<'PYEOF'
 import json, sys
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-for v in ("warren-c1", "warren-c2"):
+for v in ("warren-c1", "warren-c2", "warren-store"):
     rs = [r for r in runs if r["variant"] == v]
     if rs:
         print("bench: redis keys (DBSIZE) in %s runs, before -> after: %s" % (
