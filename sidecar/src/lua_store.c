@@ -53,9 +53,10 @@ static const wr_lua_store *check_store(lua_State *L, const char *fn)
     wr_lua_check_handling(L, name);
     const wr_lua_store *st = wr_lua_store_of(L);
     if (st == NULL || st->buf == NULL) {
-        wr_lua_caller_error(L, "ctx.store.%s: ctx.store is not available: idempotency is off "
-                               "for this subscription (the store's writes are committed with "
-                               "the idempotency record)",
+        wr_lua_caller_error(L,
+                            "ctx.store.%s: ctx.store is not available: idempotency is off "
+                            "for this subscription (the store's writes are committed with "
+                            "the idempotency record)",
                             fn);
     }
     return st;
@@ -69,8 +70,7 @@ static void check_nargs(lua_State *L, const char *usage, int min, int max)
             wr_lua_caller_error(L, "ctx.store.%s takes %d argument%s, got %d", usage, min,
                                 min == 1 ? "" : "s", n);
         }
-        wr_lua_caller_error(L, "ctx.store.%s takes %d to %d arguments, got %d", usage, min, max,
-                            n);
+        wr_lua_caller_error(L, "ctx.store.%s takes %d to %d arguments, got %d", usage, min, max, n);
     }
 }
 
@@ -122,8 +122,9 @@ static wr_sbstr value_arg(lua_State *L, const wr_lua_store *st, const char *fn, 
     }
     s = lua_tolstring(L, idx, &n);
     if (n > st->max_value_bytes) {
-        wr_lua_caller_error(L, "ctx.store.%s: %s is %zu bytes, more than store.max_value_bytes "
-                               "(%zu)",
+        wr_lua_caller_error(L,
+                            "ctx.store.%s: %s is %zu bytes, more than store.max_value_bytes "
+                            "(%zu)",
                             fn, what, n, st->max_value_bytes);
     }
     return (wr_sbstr){s, n};
@@ -137,8 +138,8 @@ static int64_t int_arg(lua_State *L, const char *fn, int idx, const char *what)
     }
     lua_Number v = lua_tonumber(L, idx);
     if (v != floor(v) || fabs(v) >= MAX_INCREMENT) {
-        wr_lua_caller_error(L, "ctx.store.%s: %s must be a whole number within +-2^53, got %s",
-                            fn, what, lua_tostring(L, idx));
+        wr_lua_caller_error(L, "ctx.store.%s: %s must be a whole number within +-2^53, got %s", fn,
+                            what, lua_tostring(L, idx));
     }
     return (int64_t)v;
 }
@@ -148,17 +149,18 @@ static int64_t ttl_arg(lua_State *L, const char *fn, int idx)
 {
     if (lua_type(L, idx) != LUA_TNUMBER || !(lua_tonumber(L, idx) > 0) ||
         lua_tonumber(L, idx) > 10.0 * 365 * 86400) {
-        wr_lua_caller_error(L, "ctx.store.%s: ttl must be a positive number of seconds (at "
-                               "most 10 years), got %s",
-                            fn, lua_type(L, idx) == LUA_TNUMBER ? lua_tostring(L, idx)
-                                                                : luaL_typename(L, idx));
+        wr_lua_caller_error(
+            L,
+            "ctx.store.%s: ttl must be a positive number of seconds (at "
+            "most 10 years), got %s",
+            fn, lua_type(L, idx) == LUA_TNUMBER ? lua_tostring(L, idx) : luaL_typename(L, idx));
     }
     int64_t ms = (int64_t)(lua_tonumber(L, idx) * 1000.0 + 0.5);
     return ms < 1 ? 1 : ms;
 }
 
-static void buffer(lua_State *L, const wr_lua_store *st, const char *fn, wr_sb_op op,
-                   wr_sbstr key, wr_sbstr a, wr_sbstr b, int64_t num)
+static void buffer(lua_State *L, const wr_lua_store *st, const char *fn, wr_sb_op op, wr_sbstr key,
+                   wr_sbstr a, wr_sbstr b, int64_t num)
 {
     char err[300];
     if (wr_storebuf_write(st->buf, op, key, a, b, num, err, sizeof(err)) != 0) {
@@ -261,8 +263,9 @@ static int members(lua_State *L, const char *fn, wr_sb_op op)
 {
     const wr_lua_store *st = check_store(L, fn);
     if (lua_gettop(L) < 2) {
-        return wr_lua_caller_error(L, "ctx.store.%s(key, member...) takes a key and at least "
-                                      "one member, got %d arguments",
+        return wr_lua_caller_error(L,
+                                   "ctx.store.%s(key, member...) takes a key and at least "
+                                   "one member, got %d arguments",
                                    fn, lua_gettop(L));
     }
     char kb[KEY_BUF];
@@ -292,11 +295,11 @@ static int st_srem(lua_State *L)
 /* ---- reads ----------------------------------------------------------------------- */
 
 static int store_read(lua_State *L, const wr_lua_store *st, const char *fn, const char *cmd,
-                wr_sbstr key, wr_sbstr arg, wr_sb_result *out)
+                      wr_sbstr key, wr_sbstr arg, wr_sb_result *out)
 {
     char err[600];
-    int rc = wr_storebuf_read(st->buf, cmd, key, arg, st->fetch, st->fetch_ud, out, err,
-                              sizeof(err));
+    int rc =
+        wr_storebuf_read(st->buf, cmd, key, arg, st->fetch, st->fetch_ud, out, err, sizeof(err));
     wr_lua_service(L); /* a blocking call: keep the worker's heartbeats going */
     if (rc != 0) {
         return wr_lua_caller_error(L, "ctx.store.%s: %s", fn, err);
@@ -424,12 +427,23 @@ static int st_ttl(lua_State *L)
 void wr_lua_store_inject(lua_State *L)
 {
     static const luaL_Reg fns[] = {
-        {"get", st_get},         {"hget", st_hget},       {"hgetall", st_hgetall},
-        {"exists", st_exists},   {"smembers", st_smembers}, {"sismember", st_sismember},
-        {"ttl", st_ttl},         {"set", st_set},         {"del", st_del},
-        {"incrby", st_incrby},   {"expire", st_expire},   {"hset", st_hset},
-        {"hdel", st_hdel},       {"hincrby", st_hincrby}, {"sadd", st_sadd},
-        {"srem", st_srem},       {NULL, NULL},
+        {"get", st_get},
+        {"hget", st_hget},
+        {"hgetall", st_hgetall},
+        {"exists", st_exists},
+        {"smembers", st_smembers},
+        {"sismember", st_sismember},
+        {"ttl", st_ttl},
+        {"set", st_set},
+        {"del", st_del},
+        {"incrby", st_incrby},
+        {"expire", st_expire},
+        {"hset", st_hset},
+        {"hdel", st_hdel},
+        {"hincrby", st_hincrby},
+        {"sadd", st_sadd},
+        {"srem", st_srem},
+        {NULL, NULL},
     };
     /* -- ... ctx */
     lua_createtable(L, 0, 16);

@@ -25,20 +25,20 @@ typedef struct {
 } own;
 
 typedef struct {
-    own name;     /* field or member */
-    int st;       /* enum fstate */
-    own val;      /* F_SET of a hash field */
+    own name;      /* field or member */
+    int st;        /* enum fstate */
+    own val;       /* F_SET of a hash field */
     int64_t delta; /* F_DELTA */
 } fent;
 
 typedef struct {
     own key;
-    int kind;       /* enum kind */
-    int state;      /* enum state */
-    own str;        /* K_STR, S_KNOWN */
-    int has_delta;  /* K_STR, S_UNKNOWN: incremented over the base */
+    int kind;      /* enum kind */
+    int state;     /* enum state */
+    own str;       /* K_STR, S_KNOWN */
+    int has_delta; /* K_STR, S_UNKNOWN: incremented over the base */
     int64_t delta;
-    int ttl_known;  /* a write fixed the TTL: ttl_ms (-1: none) */
+    int ttl_known; /* a write fixed the TTL: ttl_ms (-1: none) */
     int64_t ttl_ms;
     fent *f;
     size_t nf, capf;
@@ -46,7 +46,7 @@ typedef struct {
 
 struct wr_storebuf {
     int max_writes;
-    wr_sb_write *w;  /* grows as needed, up to max_writes */
+    wr_sb_write *w; /* grows as needed, up to max_writes */
     int nw, capw;
     skey *k;
     int nk, capk;
@@ -274,10 +274,10 @@ static void create_known(skey *k)
     }
 }
 
-#define FAIL(...)                                \
-    do {                                         \
-        snprintf(err, errcap, __VA_ARGS__);      \
-        return -1;                               \
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        snprintf(err, errcap, __VA_ARGS__);                                                        \
+        return -1;                                                                                 \
     } while (0)
 #define OOM() FAIL("out of memory")
 
@@ -285,13 +285,12 @@ static void create_known(skey *k)
 static int overlay(skey *k, wr_sb_op op, wr_sbstr a, wr_sbstr bv, int64_t num, char *err,
                    size_t errcap)
 {
-    int want = op == WR_SB_INCRBY                                               ? K_STR
-               : op == WR_SB_HSET || op == WR_SB_HDEL || op == WR_SB_HINCRBY  ? K_HASH
-               : op == WR_SB_SADD || op == WR_SB_SREM                         ? K_SET
-                                                                               : K_NONE;
+    int want = op == WR_SB_INCRBY                                            ? K_STR
+               : op == WR_SB_HSET || op == WR_SB_HDEL || op == WR_SB_HINCRBY ? K_HASH
+               : op == WR_SB_SADD || op == WR_SB_SREM                        ? K_SET
+                                                                             : K_NONE;
     if (want != K_NONE && k->kind != K_NONE && k->kind != want) {
-        FAIL("key '%s' holds %s in this message", k->key.p,
-             kind_names[k->kind]);
+        FAIL("key '%s' holds %s in this message", k->key.p, kind_names[k->kind]);
     }
     switch (op) {
     case WR_SB_SET:
@@ -489,8 +488,7 @@ static int push(builder *bd, wr_sbstr s)
 static int wrongtype(skey *k, int want, char *err, size_t errcap)
 {
     if (k->kind != K_NONE && k->kind != want) {
-        FAIL("key '%s' holds %s in this message", k->key.p,
-             kind_names[k->kind]);
+        FAIL("key '%s' holds %s in this message", k->key.p, kind_names[k->kind]);
     }
     return 0;
 }
@@ -546,8 +544,7 @@ static int add_guard(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg
         b->g = ng;
         b->capg = cap;
     }
-    static const char *const cmds[] = {"GET", "HGET", "HGETALL", "SMEMBERS", "SISMEMBER",
-                                       "EXISTS"};
+    static const char *const cmds[] = {"GET", "HGET", "HGETALL", "SMEMBERS", "SISMEMBER", "EXISTS"};
     const char *name = NULL;
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
         if (strcmp(cmds[i], cmd) == 0) {
@@ -611,8 +608,8 @@ const wr_sb_guard *wr_storebuf_guards(const wr_storebuf *b, int *count)
  * Computed values are formatted into NUMS (caller's, one slot per overlay
  * field), which must live as long as OUT.
  */
-static int merged(wr_storebuf *b, skey *k, wr_sb_fetch fetch, void *ud, wr_sb_result *out, char (*nums)[24],
-                  char *err, size_t errcap)
+static int merged(wr_storebuf *b, skey *k, wr_sb_fetch fetch, void *ud, wr_sb_result *out,
+                  char (*nums)[24], char *err, size_t errcap)
 {
     int hash = k->kind == K_HASH;
     builder bd = {0};
@@ -683,8 +680,8 @@ oom:
     FAIL("out of memory");
 }
 
-int wr_storebuf_read(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg,
-                     wr_sb_fetch fetch, void *ud, wr_sb_result *out, char *err, size_t errcap)
+int wr_storebuf_read(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_fetch fetch,
+                     void *ud, wr_sb_result *out, char *err, size_t errcap)
 {
     memset(out, 0, sizeof(*out));
     skey *k = find_key(b, key, NULL);
@@ -790,7 +787,7 @@ int wr_storebuf_read(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg
         }
         /* computed values go into per-field slots kept by the buffer */
         if (b->nums_cap < k->nf + 1) {
-            char (*n)[24] = realloc(b->nums, (k->nf + 1) * sizeof(*n));
+            char(*n)[24] = realloc(b->nums, (k->nf + 1) * sizeof(*n));
             if (n == NULL) {
                 FAIL("out of memory");
             }
@@ -818,8 +815,8 @@ int wr_storebuf_read(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg
                 return 0;
             }
             wr_sb_result m;
-            if (wr_storebuf_read(b, k->kind == K_HASH ? "HGETALL" : "SMEMBERS", key, arg, fetch,
-                                 ud, &m, err, errcap) != 0) {
+            if (wr_storebuf_read(b, k->kind == K_HASH ? "HGETALL" : "SMEMBERS", key, arg, fetch, ud,
+                                 &m, err, errcap) != 0) {
                 return -1;
             }
             out->num = m.count > 0;

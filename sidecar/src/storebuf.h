@@ -69,8 +69,8 @@ typedef enum {
 /* One buffered write, in the order the handler made it. */
 typedef struct {
     wr_sb_op op;
-    int key;         /* index: wr_storebuf_key() */
-    wr_sbstr a, b;   /* see wr_sb_op; owned by the buffer */
+    int key;       /* index: wr_storebuf_key() */
+    wr_sbstr a, b; /* see wr_sb_op; owned by the buffer */
     int64_t num;
 } wr_sb_write;
 
@@ -90,8 +90,8 @@ typedef struct {
  * of the callback or until the read that asked returns. Returns 0, or -1 with
  * the reason in ERR (for example WRONGTYPE, or the connection failed).
  */
-typedef int (*wr_sb_fetch)(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg,
-                           wr_sb_base *out, char *err, size_t errcap);
+typedef int (*wr_sb_fetch)(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_base *out,
+                           char *err, size_t errcap);
 
 /* The answer to a read. ITEMS is malloc'd (free with wr_sb_result_free); the
  * strings it points to are the buffer's or the base's (valid until the next
@@ -130,8 +130,8 @@ int wr_storebuf_write(wr_storebuf *b, wr_sb_op op, wr_sbstr key, wr_sbstr a, wr_
  * base through FETCH only when needed. Returns 0 with OUT filled, or -1 with
  * ERR (the fetch failed, or a buffered increment meets a non-integer base).
  */
-int wr_storebuf_read(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg,
-                     wr_sb_fetch fetch, void *ud, wr_sb_result *out, char *err, size_t errcap);
+int wr_storebuf_read(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_fetch fetch,
+                     void *ud, wr_sb_result *out, char *err, size_t errcap);
 
 /* The buffered writes in order, and the keys they (and the guards) refer to. */
 const wr_sb_write *wr_storebuf_writes(const wr_storebuf *b, int *count);
@@ -143,7 +143,7 @@ wr_sbstr wr_storebuf_key(const wr_storebuf *b, int i);
  * "1"; HGETALL: field, value pairs; SMEMBERS: the members. */
 typedef struct {
     const char *cmd;
-    int key;        /* index: wr_storebuf_key() */
+    int key; /* index: wr_storebuf_key() */
     wr_sbstr arg;
     wr_sbstr *items; /* owned by the buffer */
     size_t count;

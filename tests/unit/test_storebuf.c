@@ -26,8 +26,8 @@ static wr_sbstr S(const char *c)
     return (wr_sbstr){c, strlen(c)};
 }
 
-static int fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_base *out,
-                 char *err, size_t errcap)
+static int fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_base *out, char *err,
+                 size_t errcap)
 {
     fake *f = ud;
     f->calls++;
@@ -68,8 +68,9 @@ static int fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_ba
     } else if (strcmp(cmd, "EXISTS") == 0) {
         out->num = eq(key, "s") || eq(key, "h") || eq(key, "set") || eq(key, "txt");
     } else if (strcmp(cmd, "PTTL") == 0) {
-        out->num = eq(key, "s") ? 5000 : (eq(key, "h") || eq(key, "set") || eq(key, "txt")) ? -1
-                                                                                             : -2;
+        out->num = eq(key, "s")                                         ? 5000
+                   : (eq(key, "h") || eq(key, "set") || eq(key, "txt")) ? -1
+                                                                        : -2;
     }
     return 0;
 }
