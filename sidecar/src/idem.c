@@ -68,7 +68,8 @@ static const char claim_lua[] =
  * step); 0 when it did not own it (nothing changed, no write applied); or,
  * for a done whose writes cannot apply (a key of another type in Redis, a
  * counter that is not an integer), a string saying why: then nothing of the
- * record's writes is applied and the record is released, not marked done;
+ * record's writes is applied and the record is left as it was (processing,
+ * ours: the caller dead-letters the message and then marks it done);
  * or "conflict: ..." when a guarded read no longer holds (another message
  * changed what this one read): nothing applied, the record unclaimed, so the
  * message runs again from fresh state. Guards and writes are checked before
@@ -188,7 +189,7 @@ static const char finish_lua[] =
     "        op = 'unclaim'\n"
     "      else\n"
     "        refused = check(w + ng, nw)\n"
-    "        if refused then op = 'release' else apply(w + ng, nw) end\n"
+    "        if refused then op = 'keep' else apply(w + ng, nw) end\n"
     "      end\n"
     "    end\n"
     "    if op == 'done' then\n"
@@ -199,7 +200,7 @@ static const char finish_lua[] =
     "      redis.call('HSET', k, 'state', 'released')\n"
     "      redis.call('HDEL', k, 'token', 'lease_until')\n"
     "      if op == 'unclaim' then redis.call('HINCRBY', k, 'starts', -1) end\n"
-    "    else\n"
+    "    elseif op == 'extend' then\n"
     "      redis.call('HSET', k, 'lease_until', tostring(now + lease))\n"
     "    end\n"
     "    out[i] = refused or 1\n"
@@ -651,8 +652,8 @@ int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t
     for (int i = 0; rc == 0 && i < n; i++) {
         redisReply *e = r->element[i];
         if (e->type == REDIS_REPLY_STRING) {
-            /* owned, but its writes were refused (released) or its reads changed
-             * (unclaimed): nothing applied */
+            /* owned, but its writes were refused (left processing) or its reads
+             * changed (unclaimed): nothing applied */
             ops[i].owned = 1;
             ops[i].conflict = strncmp(e->str, "conflict:", 9) == 0;
             ops[i].refused = !ops[i].conflict;

@@ -78,7 +78,8 @@ typedef struct {
                             none of the writes was applied) */
     int refused;         /* (out) owned, but the writes cannot apply (a key of another type
                             in Redis, a non-integer counter): nothing of them was applied and
-                            the record was released instead of marked done */
+                            the record is left as it was (processing, ours), for the caller
+                            to dead-letter the message and then mark it done */
     int conflict;        /* (out) owned, but a guarded read of the handler no longer holds
                             (storebuf.h): nothing applied, the record unclaimed, so the
                             message can run again from fresh state */

@@ -835,6 +835,55 @@ static int unclaim_orphans(wr_worker *w)
 }
 
 /*
+ * The batch's messages whose ctx.store writes the commit refused (marked
+ * ACT_DLQ with reason store-refused; their records are still ours, processing):
+ * publish their DLQ copies, wait for the confirms, then mark their records done
+ * as dead-lettered. A copy that is not confirmed, or a record that cannot be
+ * written, sends its message back to the queue (ACT_NONE) with the record
+ * given back. Returns a WR_BROKER_* code (DOWN: nothing of the batch is acked;
+ * the records left processing run out with their lease).
+ */
+static int dead_letter_refused(wr_worker *w, int n)
+{
+    const wr_idem_policy *pol = &w->sub->idem;
+    for (int i = 0; i < n; i++) {
+        item *it = &w->items[i];
+        if (it->act == ACT_DLQ && strcmp(it->reason, "store-refused") == 0) {
+            it->pub_first = it->pub_end = 0; /* just the copy, not its outgoing events */
+            int rc = publish_copy(w, it, "store-refused", 0);
+            if (rc != WR_BROKER_OK) {
+                return rc;
+            }
+        }
+    }
+    int rc = wr_broker_batch_wait(w->b, CONFIRM_TIMEOUT_MS);
+    if (rc != WR_BROKER_OK) {
+        return WR_BROKER_DOWN;
+    }
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        item *it = &w->items[i];
+        if (it->act != ACT_DLQ || strcmp(it->reason, "store-refused") != 0) {
+            continue;
+        }
+        int ok = item_confirmed(w, it);
+        w->finishes[k] = (wr_finish){.key = it->rkey,
+                                     .op = ok ? WR_FINISH_DONE : WR_FINISH_UNCLAIM,
+                                     .outcome = "dead-lettered"};
+        w->map[k++] = i;
+    }
+    int failed = wr_idem_finish(w->idem, w->finishes, k, w->token, pol->lease_ms,
+                                pol->ttl_ms) != 0;
+    for (int c = 0; c < k; c++) {
+        item *it = &w->items[w->map[c]];
+        if (failed || w->finishes[c].op != WR_FINISH_DONE || !w->finishes[c].owned) {
+            it->act = ACT_NONE; /* back to the queue; its next run dead-letters it again */
+        }
+    }
+    return WR_BROKER_OK;
+}
+
+/*
  * Process N deliveries (DESIGN.md, "Flow of one message"): decode, claim,
  * run, publish every copy, wait for the confirms, write the records, then ack
  * or return each. Returns WR_BROKER_OK or DOWN.
@@ -967,6 +1016,7 @@ static int run_batch(wr_worker *w, int n)
     int redis_failed = pol->enabled &&
                        wr_idem_finish(w->idem, w->finishes, k, w->token, pol->lease_ms,
                                       pol->ttl_ms) != 0;
+    int refused = 0;
     for (int c = 0; c < k; c++) {
         item *it = &w->items[w->map[c]];
         if (it->op != WR_FINISH_DONE || it->act == ACT_NONE) {
@@ -1001,12 +1051,18 @@ static int run_batch(wr_worker *w, int n)
             it->act = ACT_NONE;
         } else if (w->finishes[c].refused) {
             /* Owned, but Redis holds a key of another type (or a counter that is
-             * not an integer): nothing applied, the record released; the message
-             * goes back (the crash-loop guard dead-letters it if it keeps failing). */
+             * not an integer): nothing applied, the record still ours and
+             * processing. No retry can change that: dead-letter it (below). */
             snprintf(it->error, sizeof(it->error), "store writes refused, nothing applied: %s",
                      w->finishes[c].why);
-            it->act = ACT_NONE;
+            it->act = ACT_DLQ;
+            it->outcome = "store-refused";
+            snprintf(it->reason, sizeof(it->reason), "store-refused");
+            refused++;
         }
+    }
+    if (refused > 0 && dead_letter_refused(w, n) != WR_BROKER_OK) {
+        return WR_BROKER_DOWN;
     }
 
     int all_ok = 1;

@@ -132,19 +132,27 @@ wait_for(lambda: b.depth(queue + ".dlq") >= 1, 20, "rej-1 dead-lettered")
 check_eq(r.get(SP + "rejected"), None, "a rejected message applied nothing")
 b.drain(queue + ".dlq")
 
-# 4. writes that cannot apply are refused whole: nothing of the message lands
+# 4. writes that cannot apply are refused whole: nothing of the message lands, and
+#    it is dead-lettered at once (no retry can change a key's type)
 r.hset(SP + "is-a-hash", "f", "1")
 b.publish(queue, {"kind": "wrongtype"}, message_id="wt-1")
-wait_for(lambda: any("store writes refused" in l.get("error", "")
-                     for l in w.lines(message_id="wt-1")), 20, "the refusal logged")
-refused = [l for l in w.lines(message_id="wt-1") if "store writes refused" in l.get("error", "")]
-check("holds a hash in Redis" in refused[0]["error"], "the refusal says why: %s"
-      % refused[0]["error"])
+wait_for(lambda: w.lines(msg="message dead-lettered", message_id="wt-1"), 20,
+         "wt-1 dead-lettered")
+dl = w.lines(msg="message dead-lettered", message_id="wt-1")
+check_eq(dl[0].get("reason"), "store-refused", "reason store-refused")
+check("store writes refused, nothing applied" in dl[0].get("error", "") and
+      "holds a hash in Redis" in dl[0].get("error", ""), "the error says why: %s"
+      % dl[0].get("error"))
 check_eq(r.get(SP + "ok-counter"), None, "no write of the refused message applied")
-# it keeps failing; the crash-loop guard dead-letters it (max_attempts = 3)
-wait_for(lambda: b.depth(queue + ".dlq") >= 1, 60, "wt-1 dead-lettered eventually")
-check_eq(r.get(SP + "ok-counter"), None, "still nothing applied")
-b.drain(queue + ".dlq")
+wait_for(lambda: b.depth(queue + ".dlq") >= 1, 20, "its copy in the DLQ")
+copies = b.drain(queue + ".dlq")
+check_eq([props.message_id for props, _ in copies], ["wt-1"], "one DLQ copy")
+check_eq((copies[0][0].headers or {}).get("x-warren-reason"), "store-refused",
+         "the copy carries the reason")
+rec = idem_record(r, "st", "wt-1")
+check_eq((rec.get("state"), rec.get("outcome")), ("done", "dead-lettered"),
+         "its record done as dead-lettered")
+check_eq(len(w.lines(msg="message handled", message_id="wt-1")), 0, "never recorded as handled")
 b.drain(out_queue)
 check_eq(w.stop(), 0, "a exits 0")
 
