@@ -167,6 +167,10 @@ typedef struct {
 
     int64_t shutdown_grace_ms;       /* shutdown.grace, default 25s (fits Kubernetes' 30s) */
 
+    char *http_listen;               /* http.listen: "HOST:PORT" for /metrics, /healthz,
+                                        /readyz; default "0.0.0.0:9464"; "off" disables */
+    int64_t queue_poll_ms;           /* http.queue_poll: queue depth poll period, default 15s */
+
     /* breakers: named breakers handlers call through (ctx.breaker(name)), each
      * defaults.breaker merged with breakers.<name>; names [A-Za-z0-9_.-]+ */
     char **breaker_names;
@@ -204,6 +208,14 @@ void wr_redis_url_clear(wr_redis_url *u);
  * vhost defaults to "/"). */
 int wr_amqp_url_parse(const char *text, wr_amqp_url *out, const char **why);
 void wr_amqp_url_clear(wr_amqp_url *u);
+
+/*
+ * Parse an http.listen value: "HOST:PORT" with HOST an IPv4 address (or
+ * "localhost", meaning 127.0.0.1) and PORT 0..65535 (0: any free port), or
+ * "off". Returns 1 for off, 0 with the address in HOST (at least 16 bytes)
+ * and *PORT, or -1 with a reason in *WHY.
+ */
+int wr_listen_parse(const char *text, char *host, size_t hostcap, int *port, const char **why);
 
 /*
  * Write the configuration reference (every key, type, default, whether it
