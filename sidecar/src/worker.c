@@ -55,6 +55,7 @@ typedef struct {
     double duration_ms;
     int attempt;
     char trace_id[33];
+    char tracestate[513];      /* the message's tracestate, NUL-terminated for ctx.http */
     /* idempotency */
     char key[WR_IDKEY_MAX + 1];    /* the message's key ("" when idempotency is off) */
     char rkey[WR_IDKEY_MAX + 300]; /* the Redis key */
@@ -345,7 +346,7 @@ static int publish_outgoing(wr_worker *w, item *it, const wr_lua_result *res)
             props.type = pool_dup(&w->pool, p->type, strlen(p->type));
         }
         amqp_table_entry_t *h =
-            amqp_pool_alloc(&w->pool, sizeof(*h) * (size_t)(p->header_count + 2));
+            amqp_pool_alloc(&w->pool, sizeof(*h) * (size_t)(p->header_count + 3));
         if (h == NULL) {
             return WR_BROKER_DOWN;
         }
@@ -368,6 +369,12 @@ static int publish_outgoing(wr_worker *w, item *it, const wr_lua_result *res)
         h[nh].value.kind = AMQP_FIELD_KIND_UTF8;
         h[nh].value.value.bytes = pool_dup(&w->pool, tp, strlen(tp));
         nh++;
+        if (it->env.tracestate.len > 0) { /* vendors' trace data travels with the trace */
+            h[nh].key = amqp_cstring_bytes("tracestate");
+            h[nh].value.kind = AMQP_FIELD_KIND_UTF8;
+            h[nh].value.value.bytes = it->env.tracestate;
+            nh++;
+        }
         props.headers.num_entries = nh;
         props.headers.entries = h;
 
@@ -516,8 +523,11 @@ static void prepare(wr_worker *w, item *it)
  */
 static int run_one(wr_worker *w, item *it)
 {
+    snprintf(it->tracestate, sizeof(it->tracestate), "%.*s", (int)it->env.tracestate.len,
+             (const char *)it->env.tracestate.bytes);
     wr_lua_call call = {.idempotency_key = it->key[0] ? it->key : NULL,
                         .trace_id = it->trace_id,
+                        .tracestate = it->tracestate[0] ? it->tracestate : NULL,
                         .attempt = it->attempt};
     char idbuf[WR_IDKEY_MAX + 1];
     if (call.idempotency_key == NULL) {
