@@ -512,6 +512,12 @@ static const field log_fields[] = {
      .enum_values = log_levels,
      .flags = F_LIVE,
      .desc = "Lowest level written to the log."},
+    {.name = "bodies",
+     .type = T_BOOL,
+     .offset = offsetof(wr_config, log_bodies),
+     .def = "false",
+     .desc = "Add the first 2 KiB of each message's body to its outcome line (off: bodies "
+             "may hold personal data)."},
 };
 
 static const field defaults_fields[] = {

@@ -157,6 +157,8 @@ typedef struct {
     int64_t redis_timeout_ms;        /* redis.timeout, default 2s */
 
     wr_log_level log_level;          /* log.level: debug|info|warn|error, default info */
+    int log_bodies;                  /* log.bodies: outcome lines carry the body's first
+                                        2 KiB; default 0 (bodies may hold personal data) */
 
     /* defaults: applied to every subscription that does not set its own */
     int default_prefetch;            /* defaults.prefetch, default 50 */

@@ -26,6 +26,7 @@
 #include "topology.h"
 
 #define TAKE_TIMEOUT_MS 200       /* idle wait per loop turn: bounds shutdown latency */
+#define LOG_BODY_MAX 2048         /* log.bodies: bytes of a body shown in its outcome line */
 #define CONFIRM_TIMEOUT_MS 30000  /* a batch's confirms; past this the connection is suspect */
 #define BACKOFF_MIN_MS 200
 #define BACKOFF_MAX_MS 30000
@@ -670,6 +671,15 @@ static void log_item(const wr_worker *w, const item *it, const char *outcome, wr
     wr_log_str(&l, "handler_version", w->lua ? wr_lua_version(w->lua) : "");
     if (it->act == ACT_OK && it->pub_end > it->pub_first) {
         wr_log_int(&l, "published", (long long)(it->pub_end - it->pub_first));
+    }
+    if (w->cfg->log_bodies && it->d != NULL) {
+        /* last: a line too long for the buffer loses only this */
+        const amqp_bytes_t *body = &it->d->message.body;
+        size_t n = body->len > LOG_BODY_MAX ? LOG_BODY_MAX : body->len;
+        wr_log_strn(&l, "body", body->bytes, n);
+        if (n < body->len) {
+            wr_log_bool(&l, "body_truncated", 1);
+        }
     }
     wr_log_end(&l);
 }

@@ -154,6 +154,22 @@ try:
     print("  ready again %.1f s after Redis started" % (time.monotonic() - t0), flush=True)
     check_eq(w.metric(w.metrics(), "warren_redis_up"), 1, "warren_redis_up is 1")
     check_eq(w.stop(), 0, "warren exits 0 on SIGTERM")
+    check(not any("body" in rec for rec in w.lines(msg="message handled")),
+          "bodies are not logged by default")
+
+    # log.bodies: the outcome line carries the body (its first 2 KiB)
+    w = Warren(tmp, [sub], name="bodies", log_bodies=True).start()
+    check(w.wait_consuming(2), "the second warren consumes")
+    b.publish(queue, {"note": "body-in-the-log"}, message_id="with-body")
+    b.publish(queue, {"note": "x" * 5000}, message_id="big-body")
+    wait_for(lambda: len(w.lines(msg="message handled")) >= 2, 20, "two outcome lines")
+    lines = {rec.get("message_id"): rec for rec in w.lines(msg="message handled")}
+    check_eq(lines.get("with-body", {}).get("body"), '{"note": "body-in-the-log"}',
+             "log.bodies: the body is in the outcome line")
+    big = lines.get("big-body", {})
+    check(len(big.get("body", "")) == 2048 and big.get("body_truncated") is True,
+          "a long body is cut at 2 KiB and marked truncated")
+    check_eq(w.stop(), 0, "the second warren exits 0")
 except Exception:
     traceback.print_exc()
     check(False, "no exception")

@@ -165,7 +165,7 @@ def _stop_leftovers():
 class Warren:
     """The real warren binary with a generated config, logging to a file."""
 
-    def __init__(self, tmp, subscriptions, extra="", name="warren"):
+    def __init__(self, tmp, subscriptions, extra="", name="warren", log_bodies=False):
         self.tmp = tmp
         self.config = os.path.join(tmp, name + ".yaml")
         self.log_path = os.path.join(tmp, name + ".log")
@@ -173,6 +173,8 @@ class Warren:
             fh.write("amqp:\n  url: ${WARREN_AMQP_URL}\n  heartbeat: 5s\n")
             fh.write("redis:\n  url: ${WARREN_REDIS_URL}\n")
             fh.write("log:\n  level: info\n")
+            if log_bodies:
+                fh.write("  bodies: true\n")
             if "\nhttp:" not in "\n" + extra:
                 # any free loopback port: tests run several sidecars at once
                 fh.write("http:\n  listen: 127.0.0.1:0\n  queue_poll: 1s\n")

@@ -1948,6 +1948,7 @@ static void test_reference(void)
         "redis.timeout",
         "log",
         "log.level",
+        "log.bodies",
         "defaults",
         "defaults.prefetch",
         "defaults.concurrency",
