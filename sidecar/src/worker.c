@@ -407,6 +407,8 @@ static int publish_copy(wr_worker *w, item *it, const char *error_class, int tie
         rc = wr_dlq_build_wait_props(&w->pool, &it->d->message.properties, it->d->exchange,
                                      it->d->routing_key, &props);
     } else {
+        char span[17];
+        hex_rand(w, span, 16);
         wr_failure f = {
             .reason = it->reason,
             .error_class = error_class,
@@ -418,6 +420,7 @@ static int publish_copy(wr_worker *w, item *it, const char *error_class, int tie
             .handler = w->sub->handler,
             .handler_version = w->lua ? wr_lua_version(w->lua) : NULL,
             .trace_id = it->trace_id,
+            .span_id = span,
         };
         rc = wr_dlq_build_props(&w->pool, &it->d->message.properties, it->d->exchange,
                                 it->d->routing_key, &f, &props);

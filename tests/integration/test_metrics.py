@@ -93,6 +93,12 @@ try:
                  n, "dead letters, reason %s" % reason)
     check_eq(w.metric(m, "warren_retries_total", subscription=sub_name, attempt="1"), FAIL,
              "retries of attempt 1")
+    # a message that came without a traceparent keeps one trace across its attempts
+    for k in range(FAIL):
+        traces = {rec.get("trace_id") for rec in w.lines(message_id="fail-%d" % k)
+                  if rec.get("outcome") in ("retried", "dead-lettered")}
+        check(len(traces) == 1 and None not in traces,
+              "fail-%d: one trace id over both attempts: %r" % (k, traces))
     check_eq(w.metric(m, "warren_handler_duration_seconds_count", subscription=sub_name),
              OK + 2 * FAIL + REJ, "one handler duration per handler run")
     check_eq(w.metric(m, "warren_handler_duration_seconds_bucket", subscription=sub_name,
