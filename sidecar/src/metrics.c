@@ -392,6 +392,17 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
         fprintf(fp, "warren_workers_connected{subscription=\"%s\"} %d\n", cfg->subs[s].name, t);
     }
 
+    family(fp, "warren_workers_blocked", "gauge",
+           "Workers whose publishes the broker blocks (memory or disk alarm): they take no "
+           "messages until it lifts.");
+    for (int s = 0; s < nsub; s++) {
+        int t = 0;
+        for (int k = 0; k < m->nworkers; k++) {
+            t += m->ws_sub[k] == s ? atomic_load(&m->ws[k].blocked) : 0;
+        }
+        fprintf(fp, "warren_workers_blocked{subscription=\"%s\"} %d\n", cfg->subs[s].name, t);
+    }
+
     if (m->brk != NULL) {
         family(fp, "warren_breaker_state", "gauge",
                "Circuit breaker state: 1 for the state it is in, 0 for the others.");
@@ -512,6 +523,15 @@ int wr_metrics_ready(wr_metrics *m, FILE *fp)
         fprintf(fp, "broker: %d workers connected\n", m->nworkers);
     } else {
         ok = 0;
+    }
+    int blocked = 0;
+    for (int k = 0; k < m->nworkers; k++) {
+        blocked += atomic_load(&m->ws[k].blocked);
+    }
+    if (blocked > 0) {
+        ok = 0;
+        fprintf(fp, "broker: publishing blocked by a broker alarm (memory or disk) for %d "
+                    "workers\n", blocked);
     }
     fprintf(fp, ok ? "ready\n" : "not ready\n");
     return ok;

@@ -74,6 +74,7 @@ typedef struct {
     wr_hist confirm;                   /* a batch's wait for its publish confirms */
     atomic_int in_flight;              /* deliveries of the batch being processed */
     atomic_int connected;              /* 1 while consuming (or paused by its breaker) */
+    atomic_int blocked;                /* 1 while the broker blocks our publishes (alarm) */
     atomic_int busy;                   /* 1 inside a batch */
     atomic_llong beat_ms;              /* wr_mono_ms() of the last progress inside a batch */
     int64_t stuck_after_ms;            /* busy without progress this long = stuck */

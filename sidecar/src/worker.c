@@ -277,6 +277,7 @@ static int connect_broker(wr_worker *w)
             if (wr_broker_declare(w->b, &w->topo) == WR_BROKER_OK &&
                 wr_broker_consume(w->b, w->sub->queue, w->sub->prefetch) == WR_BROKER_OK) {
                 w->paused = 0;
+                wr_broker_mirror_blocked(w->b, &w->st->blocked);
                 if (w->connections++ > 0) {
                     wr_stat_add(&w->st->reconnects, 1);
                 }
@@ -1221,6 +1222,7 @@ static void *worker_main(void *arg)
     wr_worker *w = arg;
     while (!atomic_load(&w->flags->stop)) {
         atomic_store(&w->st->connected, 0);
+        atomic_store(&w->st->blocked, 0);
         if (connect_broker(w) != 0) {
             break;
         }
@@ -1316,6 +1318,7 @@ static void *worker_main(void *arg)
         }
     }
     atomic_store(&w->st->connected, 0);
+    atomic_store(&w->st->blocked, 0);
     drain(w);
     wr_broker_destroy(w->b);
     w->b = NULL;
