@@ -184,6 +184,12 @@ const struct wr_lua_store_s *wr_lua_store_of(lua_State *L)
     return rt->call != NULL ? rt->call->store : NULL;
 }
 
+const char *wr_lua_tracestate(lua_State *L)
+{
+    wr_lua *rt = rt_of(L);
+    return rt->call != NULL ? rt->call->tracestate : NULL;
+}
+
 void wr_lua_service(lua_State *L)
 {
     wr_lua *rt = rt_of(L);

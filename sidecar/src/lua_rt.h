@@ -124,6 +124,7 @@ typedef struct wr_lua_store_s {
 typedef struct {
     const char *idempotency_key;
     const char *trace_id;
+    const char *tracestate; /* the message's W3C tracestate, or NULL: sent on by ctx.http */
     int attempt;
     const wr_lua_store *store; /* NULL: ctx.store is not available (idempotency off) */
 } wr_lua_call;
