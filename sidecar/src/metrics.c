@@ -17,8 +17,8 @@ const double wr_hist_bounds[WR_HIST_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 
 
 static const char *const outcome_names[WR_MO_COUNT] = {
     "ok", "retried", "dead_lettered", "rejected", "invalid", "duplicate", "deferred", "returned"};
-static const char *const dl_names[WR_DL_COUNT] = {"error", "timeout", "rejected", "invalid",
-                                                  "crashed"};
+static const char *const dl_names[WR_DL_COUNT] = {"error",   "timeout", "rejected",
+                                                  "invalid", "crashed", "store-refused"};
 
 #define MAX_QUEUES_PER_SUB 40
 #define REDIS_STALE_MS 15000/* a Redis check older than this does not count as "up" */

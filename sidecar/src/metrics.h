@@ -55,6 +55,7 @@ typedef enum {
     WR_DL_REJECTED,
     WR_DL_INVALID,
     WR_DL_CRASHED,   /* the crash-loop guard */
+    WR_DL_STORE_REFUSED, /* the commit refused its ctx.store writes (a key of another type) */
     WR_DL_COUNT
 } wr_met_dl_reason;
 

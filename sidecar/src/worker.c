@@ -676,9 +676,6 @@ static void log_item(const wr_worker *w, const item *it, const char *outcome, wr
     if (it->takeover) {
         wr_log_bool(&l, "lease_takeover", 1);
     }
-    if (it->act == ACT_NONE && strncmp(it->error, "lease lost", 10) == 0) {
-        wr_log_int(&l, "leases_lost_total", atomic_load(&w->flags->leases_lost));
-    }
     wr_log_num(&l, "duration_ms", it->duration_ms);
     if (it->trace_id[0]) {
         wr_log_str(&l, "trace_id", it->trace_id);
@@ -920,6 +917,8 @@ static void count_item(wr_worker *w, const item *it)
             o = WR_MO_INVALID;
         } else if (it->outcome && strcmp(it->outcome, "crashed") == 0) {
             r = WR_DL_CRASHED;
+        } else if (it->outcome && strcmp(it->outcome, "store-refused") == 0) {
+            r = WR_DL_STORE_REFUSED;
         } else if (it->out == WR_OUT_REJECT) {
             r = WR_DL_REJECTED;
             o = WR_MO_REJECTED;
@@ -1161,9 +1160,6 @@ static int process_batch(wr_worker *w, int n)
                          ? "lease lost: writes not applied; another worker took the message over"
                          : "lease lost: another worker took the message over");
             it->act = ACT_NONE;
-            if (!redis_failed) {
-                atomic_fetch_add(&w->flags->leases_lost, 1);
-            }
         } else if (w->finishes[c].conflict) {
             /* Another message changed what this one read (optimistic concurrency,
              * storebuf.h): nothing applied, the record unclaimed; the message goes

@@ -49,9 +49,6 @@ typedef struct {
     atomic_int abort; /* stop now: interrupt handlers, return their messages */
     atomic_int orphans; /* records workers hold for messages they gave back while Redis
                            was away; others wait for them before consuming again */
-    atomic_int leases_lost; /* done marks (and their ctx.store writes) not applied because
-                               another worker had taken the message over: a running count,
-                               logged with each one as leases_lost_total */
 } wr_run_flags;
 
 typedef struct wr_worker wr_worker;

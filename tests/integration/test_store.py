@@ -153,6 +153,9 @@ rec = idem_record(r, "st", "wt-1")
 check_eq((rec.get("state"), rec.get("outcome")), ("done", "dead-lettered"),
          "its record done as dead-lettered")
 check_eq(len(w.lines(msg="message handled", message_id="wt-1")), 0, "never recorded as handled")
+check_eq(w.metric(w.metrics(), "warren_dead_letters_total", subscription="st",
+                  reason="store-refused"), 1,
+         "counted as warren_dead_letters_total{reason=\"store-refused\"}")
 b.drain(out_queue)
 check_eq(w.stop(), 0, "a exits 0")
 
@@ -207,8 +210,8 @@ time.sleep(max(0.0, 4 - (time.time() - stopped_at)))
 os.kill(a.proc.pid, signal.SIGCONT)
 wait_for(lambda: any("lease lost: writes not applied" in l.get("error", "")
                      for l in a.lines(message_id="slow-1")), 30, "A's lost lease logged")
-lost = [l for l in a.lines(message_id="slow-1") if "lease lost" in l.get("error", "")]
-check(lost and lost[0].get("leases_lost_total", 0) >= 1, "the lost lease is counted")
+check_eq(a.metric(a.metrics(), "warren_lease_lost_total", subscription="st"), 1,
+         "the lost lease is counted (warren_lease_lost_total)")
 check_eq(len(a.lines(msg="message handled", message_id="slow-1")), 0,
          "A never recorded slow-1 as handled")
 # A's returned delivery comes back and is skipped as a duplicate (by A or B)
