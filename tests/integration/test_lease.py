@@ -47,7 +47,9 @@ write(os.path.join(tmp, "fast.lua"), open(os.path.join(tmp, "stuck.lua")).read()
       .replace("event.data.busy or 0", "0"))
 c = Warren(tmp, [sub_fast], name="c").start()
 check(c.wait_consuming(1), "c consuming")
-wait_for(lambda: b.depth(out_queue) >= 1, 30, "the message processed after the lease")
+# the output is confirmed before the record and the log line: wait for both
+wait_for(lambda: b.depth(out_queue) >= 1 and c.lines(msg="message handled", message_id="dies-1"),
+         30, "the message processed after the lease")
 done_at = time.time()
 check(done_at - claimed_at >= 2.0, "not before the 2s lease ended (%.1fs)" % (done_at - claimed_at))
 handled = c.lines(msg="message handled", message_id="dies-1")
