@@ -66,6 +66,16 @@ function M.handle(event, ctx)
     local t = os.clock()
     while os.clock() - t < (d.busy or 0) do end
     st.set("rmw", v + 1)
+  elseif d.kind == "guards" then
+    -- reads of each kind, then a write: the commit re-checks what was read
+    seen.h = st.hgetall("gh")
+    seen.m = st.sismember("gs", "m")
+    seen.e = st.exists("ge")
+    seen.members = #st.smembers("gs")
+    ctx.log.info("started")
+    local t = os.clock()
+    while os.clock() - t < (d.busy or 0) do end
+    st.incrby("guarded-writes", 1)
   elseif d.kind == "slow" then
     st.incrby("slow", 1)
     ctx.log.info("started")
@@ -186,7 +196,29 @@ check(all(l["level"] == "warn" for l in conflicts), "as a warning")
 check_eq(w.stop(), 0, "conc exits 0")
 b.drain(out_queue)
 
-# 7. a lost lease: sidecar A starts the message and is paused (SIGSTOP) past its
+# 7. every kind of read is checked at commit: a change by someone else between the
+#    read and the commit (a hash field, a set member, a key appearing) is a conflict
+w = Warren(tmp, [sub_c], extra=extra, name="guards").start()
+check(w.wait_consuming(2), "consuming for the guards")
+r.hset(SP + "gh", "f", "1")
+r.sadd(SP + "gs", "x")
+changes = [("hash field", lambda: r.hset(SP + "gh", "f", "2")),
+           ("set member", lambda: r.sadd(SP + "gs", "m")),
+           ("key created", lambda: r.set(SP + "ge", "1"))]
+for n, (what, change) in enumerate(changes):
+    mid = "guard-%d" % n
+    b.publish(queue, {"kind": "guards", "busy": 0.8}, message_id=mid)
+    wait_for(lambda: w.lines(msg="started", message_id=mid), 20, "%s started" % mid)
+    change()
+    wait_for(lambda: w.lines(msg="message handled", message_id=mid), 30, "%s handled" % mid)
+    conflicts = [l for l in w.lines(message_id=mid) if "store conflict" in l.get("error", "")]
+    check_eq(len(conflicts), 1, "a %s between read and commit: one conflict, one re-run" % what)
+    check_eq(len(w.lines(msg="started", message_id=mid)), 2, "%s ran twice" % mid)
+check_eq(r.get(SP + "guarded-writes"), str(len(changes)), "each message's write applied once")
+check_eq(w.stop(), 0, "guards exits 0")
+b.drain(out_queue)
+
+# 8. a lost lease: sidecar A starts the message and is paused (SIGSTOP) past its
 #    2s lease; sidecar B takes a copy of the message over and commits its writes;
 #    when A resumes its commit is refused: its writes are not applied, the lost
 #    lease is logged, and its delivery is not acked as a second success.
