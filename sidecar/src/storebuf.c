@@ -53,6 +53,7 @@ struct wr_storebuf {
     /* numbers computed by a read (base + delta): valid until the next read */
     wr_sb_guard *g; /* reads to check at commit */
     int ng, capg;
+    int peeking;    /* inside wr_storebuf_peek: keep no guards */
     char strnum[24];
     char (*nums)[24]; /* one slot per field of the key read */
     size_t nums_cap;
@@ -590,7 +591,7 @@ static int fetch_base(wr_storebuf *b, wr_sb_fetch fetch, void *ud, const char *c
     if (fetch(ud, cmd, key, arg, base, err, errcap) != 0) {
         return -1;
     }
-    if (strcmp(cmd, "PTTL") != 0 && add_guard(b, cmd, key, arg, base) != 0) {
+    if (!b->peeking && strcmp(cmd, "PTTL") != 0 && add_guard(b, cmd, key, arg, base) != 0) {
         snprintf(err, errcap, "out of memory");
         return -1;
     }
@@ -850,4 +851,14 @@ int wr_storebuf_read(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg
         return 0;
     }
     FAIL("unknown read command %s", cmd);
+}
+
+int wr_storebuf_peek(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg,
+                     wr_sb_fetch fetch, void *ud, wr_sb_result *out, char *err, size_t errcap)
+{
+    int saved = b->peeking;
+    b->peeking = 1;
+    int rc = wr_storebuf_read(b, cmd, key, arg, fetch, ud, out, err, errcap);
+    b->peeking = saved;
+    return rc;
 }

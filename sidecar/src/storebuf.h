@@ -133,6 +133,16 @@ int wr_storebuf_write(wr_storebuf *b, wr_sb_op op, wr_sbstr key, wr_sbstr a, wr_
 int wr_storebuf_read(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_fetch fetch,
                      void *ud, wr_sb_result *out, char *err, size_t errcap);
 
+/*
+ * A read as wr_storebuf_read() answers it, but keeping no guard (and adding no
+ * key): how a later message of the same batch sees this one's writes (the
+ * worker chains the batch's buffers: a read of message n goes through the
+ * buffers of the messages before it that succeeded, down to Redis). What OUT
+ * points to stays valid until the next read or peek of B.
+ */
+int wr_storebuf_peek(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg,
+                     wr_sb_fetch fetch, void *ud, wr_sb_result *out, char *err, size_t errcap);
+
 /* The buffered writes in order, and the keys they (and the guards) refer to. */
 const wr_sb_write *wr_storebuf_writes(const wr_storebuf *b, int *count);
 int wr_storebuf_key_count(const wr_storebuf *b);

@@ -103,6 +103,11 @@ struct wr_worker {
     wr_claim *claims;
     wr_finish *finishes;
     wr_storebuf **stores;  /* ctx.store writes of items[i], committed with its record */
+    struct store_link {
+        struct wr_worker *w;
+        int index;         /* reads of items[index] see the writes of the earlier items */
+        wr_sb_result held; /* what the last read through this link returned */
+    } *links;
     wr_lua_store store;    /* what ctx.store works with (lua_rt.h); buf set per message */
     struct orphan {
         char key[WR_IDKEY_MAX + 300];
@@ -488,6 +493,48 @@ static void rebuild_lua(wr_worker *w)
 /* ---- one message ------------------------------------------------------------------ */
 
 /*
+ * ctx.store reads of items[link->index] (a wr_sb_fetch): what Redis holds with
+ * the writes of the batch's earlier handled items on top, in order, as the
+ * commit script will apply them before this item's. Without this, a message
+ * that reads what an earlier message of its batch wrote (an order's cancel
+ * behind its create) would read around it and always conflict at commit. If an
+ * earlier item's writes end up not applied, the guards of what this one read
+ * no longer hold, and it conflicts and runs again: never wrong, at worst late.
+ */
+static int chained_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg,
+                         wr_sb_base *out, char *err, size_t errcap)
+{
+    struct store_link *link = ud;
+    wr_worker *w = link->w;
+    int j = link->index - 1;
+    while (j >= 0) {
+        int nw = 0;
+        if (w->items[j].act == ACT_OK) {
+            wr_storebuf_writes(w->stores[j], &nw);
+        }
+        if (nw > 0) {
+            break;
+        }
+        j--;
+    }
+    if (j < 0) {
+        return wr_idem_store_fetch(w->idem, cmd, key, arg, out, err, errcap);
+    }
+    struct store_link *prev = &w->links[j];
+    wr_sb_result_free(&prev->held);
+    if (wr_storebuf_peek(w->stores[j], cmd, key, arg, chained_fetch, prev, &prev->held, err,
+                         errcap) != 0) {
+        return -1;
+    }
+    out->present = prev->held.present;
+    out->str = prev->held.str;
+    out->num = prev->held.num;
+    out->items = prev->held.items;
+    out->count = prev->held.count;
+    return 0;
+}
+
+/*
  * Decode IT and derive its key. An invalid message is marked ACT_DLQ with
  * its reason (its copy is published by the caller).
  */
@@ -538,8 +585,10 @@ static int run_one(wr_worker *w, item *it)
                         .attempt = it->attempt};
     if (w->sub->idem.enabled && w->idem != NULL) {
         /* ctx.store: this item's own buffer, reads on this worker's Redis connection */
-        w->store.buf = w->stores[it - w->items];
-        w->store.fetch_ud = w->idem;
+        int idx = (int)(it - w->items);
+        w->store.buf = w->stores[idx];
+        w->links[idx] = (struct store_link){.w = w, .index = idx};
+        w->store.fetch_ud = &w->links[idx];
         call.store = &w->store;
     }
     char idbuf[WR_IDKEY_MAX + 1];
@@ -1007,6 +1056,7 @@ static int process_batch(wr_worker *w, int n)
         memset(it, 0, sizeof(*it));
         it->d = w->taken[i];
         wr_storebuf_reset(w->stores[i]);
+        wr_sb_result_free(&w->links[i].held);
         prepare(w, it);
     }
     if (pol->enabled && claim_batch(w, n) != 0) {
@@ -1484,7 +1534,8 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
             goto fail;
         }
     }
-    w->store = (wr_lua_store){.fetch = wr_idem_store_fetch,
+    w->links = calloc(bs, sizeof(*w->links));
+    w->store = (wr_lua_store){.fetch = chained_fetch,
                               .prefix = cfg->store_prefix ? cfg->store_prefix : "warren:store:",
                               .max_value_bytes = cfg->store_max_value_bytes > 0
                                                      ? (size_t)cfg->store_max_value_bytes
@@ -1492,7 +1543,7 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
     w->map = calloc(bs, sizeof(*w->map));
     w->orphans = calloc(bs, sizeof(*w->orphans));
     if (!w->items || !w->taken || !w->claims || !w->finishes || !w->map || !w->orphans ||
-        !w->stores) {
+        !w->stores || !w->links) {
         snprintf(err, errcap, "out of memory");
         wr_live_snapshot_free(&snap);
         goto fail;
@@ -1558,6 +1609,10 @@ void wr_worker_free(wr_worker *w)
         wr_storebuf_destroy(w->stores[i]);
     }
     free(w->stores);
+    for (int i = 0; w->links != NULL && i < w->sub->batch_size; i++) {
+        wr_sb_result_free(&w->links[i].held);
+    }
+    free(w->links);
     free(w->map);
     free(w->orphans);
     pthread_mutex_destroy(&w->lua_lock);

@@ -62,10 +62,10 @@ function M.handle(event, ctx)
     st.incrby("is-a-hash", 1)
   elseif d.kind == "rmw" then
     -- read-modify-write: safe only because the commit checks the read still holds
-    local v = tonumber(st.get("rmw") or "0")
+    local v = tonumber(st.get(d.key or "rmw") or "0")
     local t = os.clock()
     while os.clock() - t < (d.busy or 0) do end
-    st.set("rmw", v + 1)
+    st.set(d.key or "rmw", v + 1)
   elseif d.kind == "guards" then
     -- reads of each kind, then a write: the commit re-checks what was read
     seen.h = st.hgetall("gh")
@@ -196,7 +196,19 @@ check(all(l["level"] == "warn" for l in conflicts), "as a warning")
 check_eq(w.stop(), 0, "conc exits 0")
 b.drain(out_queue)
 
-# 7. every kind of read is checked at commit: a change by someone else between the
+# 7. in one batch, a message reads what the messages before it wrote (as the commit
+#    will apply them): five read-modify-writes of one key in a batch, no conflict
+for n in range(5):
+    b.publish(queue, {"kind": "rmw", "key": "chain"}, message_id="chain-%d" % n)
+w = Warren(tmp, [dict(sub, name="st-b", batch_size=10)], extra=extra, name="chain").start()
+wait_for(lambda: len(w.lines(msg="message handled")) >= 5, 30, "the batch handled")
+check_eq(r.get(SP + "chain"), "5", "each saw the ones before it: 5")
+check_eq([l for l in w.lines() if "store conflict" in l.get("error", "")], [],
+         "no conflict inside the batch")
+check_eq(w.stop(), 0, "chain exits 0")
+b.drain(out_queue)
+
+# 8. every kind of read is checked at commit: a change by someone else between the
 #    read and the commit (a hash field, a set member, a key appearing) is a conflict
 w = Warren(tmp, [sub_c], extra=extra, name="guards").start()
 check(w.wait_consuming(2), "consuming for the guards")
@@ -218,7 +230,7 @@ check_eq(r.get(SP + "guarded-writes"), str(len(changes)), "each message's write 
 check_eq(w.stop(), 0, "guards exits 0")
 b.drain(out_queue)
 
-# 8. a lost lease: sidecar A starts the message and is paused (SIGSTOP) past its
+# 9. a lost lease: sidecar A starts the message and is paused (SIGSTOP) past its
 #    2s lease; sidecar B takes a copy of the message over and commits its writes;
 #    when A resumes its commit is refused: its writes are not applied, the lost
 #    lease is logged, and its delivery is not acked as a second success.

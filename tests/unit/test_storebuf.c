@@ -326,8 +326,58 @@ static void test_guards(void)
     wr_storebuf_destroy(b);
 }
 
+/* A second buffer reading through a first one (the worker's batch chain). */
+static int through(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_base *out,
+                   char *why, size_t whycap)
+{
+    void **chain = ud; /* {first buffer, fake, result holder} */
+    wr_sb_result *held = chain[2];
+    wr_sb_result_free(held);
+    if (wr_storebuf_peek(chain[0], cmd, key, arg, fetch, chain[1], held, why, whycap) != 0) {
+        return -1;
+    }
+    out->present = held->present;
+    out->str = held->str;
+    out->num = held->num;
+    out->items = held->items;
+    out->count = held->count;
+    return 0;
+}
+
+static void test_peek_chain(void)
+{
+    fake f = {0};
+    wr_storebuf *first = wr_storebuf_create(16), *second = wr_storebuf_create(16);
+    CHECK_INT(W(first, WR_SB_INCRBY, "s", NULL, NULL, 1), 0);
+    CHECK_INT(W(first, WR_SB_HSET, "h", "z", "9", 0), 0);
+    wr_sb_result held = {0};
+    void *chain[3] = {first, &f, &held};
+    wr_sb_result r;
+    /* the second sees Redis with the first's writes on top */
+    CHECK_INT(wr_storebuf_read(second, "GET", S("s"), none, through, chain, &r, err, sizeof(err)),
+              0);
+    CHECK(r.present == 1 && eq(r.str, "42"));
+    CHECK_INT(wr_storebuf_read(second, "HGETALL", S("h"), none, through, chain, &r, err,
+                               sizeof(err)),
+              0);
+    CHECK_INT(r.count, 6);
+    wr_sb_result_free(&r);
+    /* the second guards what it saw; the first gained no guard nor key by the peeks */
+    int n;
+    const wr_sb_guard *g = wr_storebuf_guards(second, &n);
+    CHECK_INT(n, 2);
+    CHECK(g[0].count == 1 && eq(g[0].items[0], "42"));
+    wr_storebuf_guards(first, &n);
+    CHECK_INT(n, 0);
+    CHECK_INT(wr_storebuf_key_count(first), 2);
+    wr_sb_result_free(&held);
+    wr_storebuf_destroy(first);
+    wr_storebuf_destroy(second);
+}
+
 int main(void)
 {
+    test_peek_chain();
     test_guards();
     test_strings();
     test_hashes();
