@@ -578,11 +578,35 @@ static const field shutdown_fields[] = {
      .desc = "On SIGTERM, time to finish in-flight messages before giving up."},
 };
 
+static const field journal_fields[] = {
+    {.name = "enabled",
+     .type = T_BOOL,
+     .offset = offsetof(wr_config, journal_enabled),
+     .def = "true",
+     .desc = "Record a short journal per event in Redis for `warren trace` (needs "
+             "idempotency on for the subscription)."},
+    {.name = "ttl",
+     .type = T_DURATION,
+     .offset = offsetof(wr_config, journal_ttl_ms),
+     .def = "7d",
+     .min = 1000,
+     .max = 365 * DAY_MS,
+     .desc = "How long an event's journal is kept after its last entry."},
+    {.name = "max_entries",
+     .type = T_INT,
+     .offset = offsetof(wr_config, journal_max_entries),
+     .def = "50",
+     .min = 5,
+     .max = 1000,
+     .desc = "Entries kept per event; older ones are dropped first."},
+};
+
 static const section amqp_section = {amqp_fields, NFIELDS(amqp_fields), 0, NULL};
 static const section redis_section = {redis_fields, NFIELDS(redis_fields), 0, NULL};
 static const section log_section = {log_fields, NFIELDS(log_fields), 0, NULL};
 static const section defaults_section = {defaults_fields, NFIELDS(defaults_fields), 0, NULL};
 static const section shutdown_section = {shutdown_fields, NFIELDS(shutdown_fields), 0, NULL};
+static const section journal_section = {journal_fields, NFIELDS(journal_fields), 0, NULL};
 
 static const field top_fields[] = {
     {.name = "amqp",
@@ -613,6 +637,10 @@ static const field top_fields[] = {
      .type = T_SECTION,
      .sub = &shutdown_section,
      .desc = "Graceful shutdown."},
+    {.name = "journal",
+     .type = T_SECTION,
+     .sub = &journal_section,
+     .desc = "The per-event journal (`warren trace`)."},
     {.name = "subscriptions",
      .type = T_LIST,
      .offset = offsetof(wr_config, subs),
