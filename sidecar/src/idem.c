@@ -403,3 +403,82 @@ int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t
     freeReplyObject(r);
     return rc;
 }
+
+/*
+ * Journal entries (journal.h): plain list commands, pipelined, no script, so
+ * nothing here touches the record scripts above. RPUSH's reply is the new
+ * length, which tells which lists need an LTRIM; most never do.
+ */
+int wr_idem_journal(wr_idem *d, const wr_idem_jlist *lists, int n, int max_entries,
+                    int64_t ttl_ms)
+{
+    if (n <= 0) {
+        return 0;
+    }
+    if (d->c == NULL && connect_redis(d) != 0) {
+        return -1;
+    }
+    int most = 0;
+    for (int i = 0; i < n; i++) {
+        most = lists[i].count > most ? lists[i].count : most;
+    }
+    args a;
+    if (args_init(&a, most + 2) != 0) {
+        args_free(&a);
+        snprintf(d->err, sizeof(d->err), "out of memory");
+        return -1;
+    }
+    char ttl[24];
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)ttl_ms);
+    for (int i = 0; i < n; i++) {
+        a.argc = 0;
+        args_add(&a, "RPUSH");
+        args_add(&a, lists[i].key);
+        for (int k = 0; k < lists[i].count; k++) {
+            args_add(&a, lists[i].entries[k]);
+        }
+        if (redisAppendCommandArgv(d->c, a.argc, a.argv, a.lens) != REDIS_OK ||
+            redisAppendCommand(d->c, "PEXPIRE %s %s", lists[i].key, ttl) != REDIS_OK) {
+            args_free(&a);
+            return fail(d, "journal");
+        }
+    }
+    args_free(&a);
+    /* read every reply (the pipeline must be drained), remembering what to trim */
+    int rc = 0, trims = 0;
+    char *over = calloc((size_t)n, 1);
+    for (int i = 0; i < 2 * n; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(d->c, (void **)&r) != REDIS_OK || r == NULL) {
+            free(over);
+            return fail(d, "journal");
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            rc = unexpected(d, "journal", r);
+        } else if (i % 2 == 0 && r->type == REDIS_REPLY_INTEGER && r->integer > max_entries &&
+                   over != NULL) {
+            over[i / 2] = 1;
+            trims++;
+        }
+        freeReplyObject(r);
+    }
+    for (int i = 0; i < n && trims > 0; i++) {
+        if (over[i] && redisAppendCommand(d->c, "LTRIM %s %d -1", lists[i].key,
+                                          -max_entries) != REDIS_OK) {
+            free(over);
+            return fail(d, "journal trim");
+        }
+    }
+    free(over);
+    for (int i = 0; i < trims; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(d->c, (void **)&r) != REDIS_OK || r == NULL) {
+            return fail(d, "journal trim");
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            rc = unexpected(d, "journal trim", r);
+        }
+        freeReplyObject(r);
+    }
+    return rc;
+}

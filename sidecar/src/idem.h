@@ -83,4 +83,22 @@ int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t
 /* PING: 0 when Redis answers. */
 int wr_idem_ping(wr_idem *d);
 
+/* One event's new journal entries (journal.h), for wr_idem_journal. */
+typedef struct {
+    const char *key;            /* the journal's Redis key (wr_journal_key) */
+    const char *const *entries; /* encoded entries, oldest first */
+    int count;                  /* at least 1 */
+} wr_idem_jlist;
+
+/*
+ * Append the entries of N journals in one round trip (pipelined RPUSH and
+ * PEXPIRE TTL_MS per journal), then trim the journals that grew past
+ * MAX_ENTRIES to their newest MAX_ENTRIES (LTRIM, a second round trip only
+ * when one did). Not atomic across journals, and not meant to be: a journal is
+ * best effort. Returns 0, or -1 with the reason in wr_idem_error (some entries
+ * may have been written).
+ */
+int wr_idem_journal(wr_idem *d, const wr_idem_jlist *lists, int n, int max_entries,
+                    int64_t ttl_ms);
+
 #endif

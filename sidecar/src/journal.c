@@ -111,7 +111,10 @@ char *wr_journal_encode(const wr_journal_entry *e)
         rc |= json_object_set_new(o, "redelivered", json_true());
     }
     rc |= put_cstr(o, "note", e->note);
-    char *out = rc == 0 ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    /* 6 significant digits: durations without binary noise (0.098, not 0.0980000000004) */
+    char *out = rc == 0 ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER |
+                                            JSON_REAL_PRECISION(6))
+                        : NULL;
     json_decref(o);
     return out;
 }

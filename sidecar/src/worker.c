@@ -18,6 +18,7 @@
 #include "envelope.h"
 #include "idem.h"
 #include "idkey.h"
+#include "journal.h"
 #include "log.h"
 #include "lua_rt.h"
 #include "reload.h"
@@ -63,6 +64,7 @@ typedef struct {
     wr_finish_op op;           /* what to do with the record once the copies are confirmed */
     const char *done_outcome;  /* for WR_FINISH_DONE */
     int64_t delay_ms;          /* ACT_RETRY / ACT_WAIT: how long it waits */
+    int tier;                  /* ACT_RETRY: its delay tier (for the journal) */
     wr_outcome out;            /* the handler's outcome, when it ran */
 } item;
 
@@ -108,6 +110,7 @@ struct wr_worker {
     int *map;              /* claims[k] / finishes[k] belong to items[map[k]] */
     uint64_t rng;
     size_t max_body;
+    unsigned long journal_failures; /* batches whose journal entries could not be written */
 };
 
 /* ---- small helpers ------------------------------------------------------------- */
@@ -481,7 +484,20 @@ static void prepare(wr_worker *w, item *it)
                                 sizeof(it->error));
     it->attempt = it->env.attempt;
     if (wr_trace_parse(it->env.traceparent, it->trace_id, span) != 0) {
-        hex_rand(w, it->trace_id, 32);
+        /* no traceparent: a retry copy of a message that came without one still has
+         * the trace id its first attempt was given; keep it, so one event keeps one trace */
+        amqp_bytes_t t = wr_table_get_str(it->env.headers, "x-warren-trace-id");
+        int hex = t.len == 32;
+        for (size_t i = 0; hex && i < t.len; i++) {
+            char c = ((const char *)t.bytes)[i];
+            hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+        }
+        if (hex) {
+            memcpy(it->trace_id, t.bytes, 32);
+            it->trace_id[32] = '\0';
+        } else {
+            hex_rand(w, it->trace_id, 32);
+        }
     }
     if (rc == 0 && pol->enabled &&
         wr_idkey_derive(pol, &it->env, it->key, sizeof(it->key), it->error,
@@ -557,6 +573,7 @@ static int run_one(wr_worker *w, item *it)
                           &it->delay_ms) == 0) {
             it->act = ACT_RETRY;
             it->op = WR_FINISH_RELEASE;
+            it->tier = tier;
             return publish_copy(w, it, cls, tier);
         }
         it->act = ACT_DLQ;
@@ -824,6 +841,128 @@ static int unclaim_orphans(wr_worker *w)
 }
 
 /*
+ * Fill the journal entries of IT (journal.h) into OUT: "received" for a first
+ * attempt, then what the batch decided. NOW is the wall clock, MONO the
+ * monotonic clock, both read once for the batch. Returns how many (0..2).
+ */
+static int journal_item(const wr_worker *w, const item *it, int64_t now, double mono,
+                        wr_journal_entry *out)
+{
+    int replay = wr_table_get_str(it->env.headers, "x-warren-replayed-at").len > 0;
+    int k = 0;
+    if (it->attempt <= 1 && it->act != ACT_DUPLICATE) {
+        wr_journal_entry *r = &out[k++];
+        *r = wr_journal_entry_init(WR_JOURNAL_RECEIVED);
+        /* when it started here, a moment before its outcome */
+        r->ts_ms = now - (int64_t)(mono - it->started_ms) - (int64_t)it->duration_ms - 1;
+        r->type = it->env.type.bytes;
+        r->type_len = it->env.type.len;
+        r->redelivered = it->env.redelivered;
+    }
+    wr_journal_entry *e = &out[k++];
+    *e = wr_journal_entry_init(act_outcome(it->act));
+    e->ts_ms = now;
+    e->worker = w->index;
+    e->attempt = it->attempt;
+    if (it->act == ACT_DLQ || it->act == ACT_RETRY || it->act == ACT_NONE) {
+        e->reason = it->reason;
+        e->error = it->error;
+    }
+    if (it->act == ACT_RETRY || it->act == ACT_WAIT) {
+        e->delay_ms = it->delay_ms;
+        e->queue = w->topo.queues[it->act == ACT_RETRY ? w->topo.tier_queue[it->tier]
+                                                        : w->topo.wait_queue].name;
+    } else if (it->act == ACT_DLQ) {
+        e->queue = w->sub->dlq;
+    }
+    if (it->duration_ms > 0) {
+        /* the handler ran: how long, and which version */
+        e->duration_ms = it->duration_ms;
+        e->handler_version = w->lua ? wr_lua_version(w->lua) : NULL;
+    }
+    if (it->act == ACT_OK) {
+        e->published = (int)(it->pub_end - it->pub_first);
+    }
+    for (int i = 0; i < k; i++) {
+        out[i].message_id = it->env.id.bytes;
+        out[i].message_id_len = it->env.id.len;
+        out[i].trace_id = it->trace_id;
+        out[i].replay = replay;
+    }
+    return k;
+}
+
+/*
+ * Journal what the batch decided: one Redis round trip (wr_idem_journal),
+ * after the records are written and before the acks. Best effort: a failure
+ * is logged and counted, and changes nothing else. Only with Redis connected
+ * (idempotency on).
+ */
+static void journal_batch(wr_worker *w, int n)
+{
+    const wr_config *cfg = w->cfg;
+    if (!cfg->journal_enabled || w->idem == NULL || n == 0) {
+        return;
+    }
+    enum { KEYCAP = WR_IDKEY_MAX + 320 };
+    wr_idem_jlist *lists = calloc((size_t)n, sizeof(*lists));
+    char **texts = calloc((size_t)n * 2, sizeof(*texts));
+    char *keys = malloc((size_t)n * KEYCAP);
+    int nl = 0, nt = 0;
+    int64_t now = wr_now_ms();
+    double mono = wr_mono_ms();
+    if (lists == NULL || texts == NULL || keys == NULL) {
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        const item *it = &w->items[i];
+        if (it->act == ACT_NONE && it->error[0] == '\0') {
+            continue; /* not started (shutdown, breaker): returned quietly */
+        }
+        char id[WR_IDKEY_MAX + 1];
+        snprintf(id, sizeof(id), "%.*s", (int)it->env.id.len, (const char *)it->env.id.bytes);
+        const char *key = it->key[0] ? it->key : id;
+        char *jkey = keys + (size_t)nl * KEYCAP;
+        if (key[0] == '\0' ||
+            wr_journal_key(w->sub->idem.prefix, w->sub->name, key, jkey, KEYCAP) != 0) {
+            continue; /* no id to file it under */
+        }
+        wr_journal_entry e[2];
+        int k = journal_item(w, it, now, mono, e);
+        int first = nt;
+        for (int j = 0; j < k; j++) {
+            if ((texts[nt] = wr_journal_encode(&e[j])) != NULL) {
+                nt++;
+            }
+        }
+        if (nt > first) {
+            lists[nl++] = (wr_idem_jlist){.key = jkey,
+                                          .entries = (const char *const *)&texts[first],
+                                          .count = nt - first};
+        }
+    }
+    if (wr_idem_journal(w->idem, lists, nl, cfg->journal_max_entries, cfg->journal_ttl_ms) !=
+        0) {
+        w->journal_failures++;
+        wr_logline l;
+        wr_log_begin(&l, WR_LOG_WARN, "journal entries not written");
+        wr_log_str(&l, "subscription", w->sub->name);
+        wr_log_int(&l, "worker", w->index);
+        wr_log_str(&l, "error", wr_idem_error(w->idem));
+        wr_log_int(&l, "events", nl);
+        wr_log_int(&l, "failures", (long long)w->journal_failures);
+        wr_log_end(&l);
+    }
+out:
+    for (int i = 0; i < nt; i++) {
+        free(texts[i]);
+    }
+    free(texts);
+    free(lists);
+    free(keys);
+}
+
+/*
  * Process N deliveries (DESIGN.md, "Flow of one message"): decode, claim,
  * run, publish every copy, wait for the confirms, write the records, then ack
  * or return each. Returns WR_BROKER_OK or DOWN.
@@ -965,6 +1104,10 @@ static int run_batch(wr_worker *w, int n)
                                   : "lease lost: another worker took the message over");
             it->act = ACT_NONE;
         }
+    }
+
+    if (!redis_failed) {
+        journal_batch(w, n);
     }
 
     int all_ok = 1;
