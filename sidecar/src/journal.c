@@ -301,7 +301,29 @@ json_t *wr_journal_story(const wr_journal_subject *s, const char *const *entries
             json_t *raw = clean_string(entries[i], strlen(entries[i]), 200);
             json_object_set_new(e, "raw", raw ? raw : json_null());
         }
-        json_array_append_new(list, e);
+        /* Keep time order. Entries are appended when written, and one writer may
+         * write after another that acted later (`warren dlq replay` writes its
+         * entry once the copy is confirmed, and a worker may have handled the
+         * copy by then): move an entry back past later ones. Stable; an
+         * unreadable entry (no ts) stays where it is. */
+        size_t at = json_array_size(list);
+        int64_t ts = int_of(e, "ts", -1);
+        int replayed = is_event(e, WR_JOURNAL_REPLAYED);
+        while (ts >= 0 && at > 0) {
+            const json_t *prev = json_array_get(list, at - 1);
+            int64_t pts = int_of(prev, "ts", -1);
+            /* in the same millisecond, a replay comes before what its copy did */
+            if (pts > ts || (pts == ts && replayed && !is_event(prev, WR_JOURNAL_REPLAYED))) {
+                at--;
+            } else {
+                break;
+            }
+        }
+        json_array_insert_new(list, at, e);
+    }
+    size_t idx;
+    json_t *e;
+    json_array_foreach(list, idx, e) {
         if (str_of(e, "trace_id")[0]) {
             trace = str_of(e, "trace_id");
         }
