@@ -853,8 +853,8 @@ static int journal_item(const wr_worker *w, const item *it, int64_t now, double 
     if (it->attempt <= 1 && it->act != ACT_DUPLICATE) {
         wr_journal_entry *r = &out[k++];
         *r = wr_journal_entry_init(WR_JOURNAL_RECEIVED);
-        /* when it started here, a moment before its outcome */
-        r->ts_ms = now - (int64_t)(mono - it->started_ms) - (int64_t)it->duration_ms - 1;
+        /* when it started here (its handler's start, or its decoding): before its outcome */
+        r->ts_ms = now - (int64_t)(mono - it->started_ms);
         r->type = it->env.type.bytes;
         r->type_len = it->env.type.len;
         r->redelivered = it->env.redelivered;
