@@ -110,6 +110,9 @@ char *wr_journal_encode(const wr_journal_entry *e)
     if (e->redelivered) {
         rc |= json_object_set_new(o, "redelivered", json_true());
     }
+    if (e->received_ms > 0) {
+        rc |= put_int(o, "received_at", e->received_ms);
+    }
     rc |= put_cstr(o, "note", e->note);
     /* 6 significant digits: durations without binary noise (0.098, not 0.0980000000004) */
     char *out = rc == 0 ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER |
@@ -279,6 +282,31 @@ static void decide_where(json_t *story, const wr_journal_subject *s, const json_
     }
 }
 
+/*
+ * Insert entry E (reference stolen) into LIST in time order. Entries are
+ * appended when written, and one writer may write after another that acted
+ * later (`warren dlq replay` writes its entry once the copy is confirmed, and
+ * a worker may have handled the copy by then): move an entry back past later
+ * ones. Stable; an unreadable entry (no ts) stays where it is.
+ */
+static void insert_in_order(json_t *list, json_t *e)
+{
+    size_t at = json_array_size(list);
+    int64_t ts = int_of(e, "ts", -1);
+    int replayed = is_event(e, WR_JOURNAL_REPLAYED);
+    while (ts >= 0 && at > 0) {
+        const json_t *prev = json_array_get(list, at - 1);
+        int64_t pts = int_of(prev, "ts", -1);
+        /* in the same millisecond, a replay comes before what its copy did */
+        if (pts > ts || (pts == ts && replayed && !is_event(prev, WR_JOURNAL_REPLAYED))) {
+            at--;
+        } else {
+            break;
+        }
+    }
+    json_array_insert_new(list, at, e);
+}
+
 json_t *wr_journal_story(const wr_journal_subject *s, const char *const *entries, int n,
                          const wr_journal_record *rec)
 {
@@ -301,25 +329,23 @@ json_t *wr_journal_story(const wr_journal_subject *s, const char *const *entries
             json_t *raw = clean_string(entries[i], strlen(entries[i]), 200);
             json_object_set_new(e, "raw", raw ? raw : json_null());
         }
-        /* Keep time order. Entries are appended when written, and one writer may
-         * write after another that acted later (`warren dlq replay` writes its
-         * entry once the copy is confirmed, and a worker may have handled the
-         * copy by then): move an entry back past later ones. Stable; an
-         * unreadable entry (no ts) stays where it is. */
-        size_t at = json_array_size(list);
-        int64_t ts = int_of(e, "ts", -1);
-        int replayed = is_event(e, WR_JOURNAL_REPLAYED);
-        while (ts >= 0 && at > 0) {
-            const json_t *prev = json_array_get(list, at - 1);
-            int64_t pts = int_of(prev, "ts", -1);
-            /* in the same millisecond, a replay comes before what its copy did */
-            if (pts > ts || (pts == ts && replayed && !is_event(prev, WR_JOURNAL_REPLAYED))) {
-                at--;
-            } else {
-                break;
+        /* A first attempt's outcome carries its arrival: show it as an entry of its own. */
+        int64_t received = int_of(e, "received_at", 0);
+        if (received > 0) {
+            json_t *r = json_object();
+            json_object_set_new(r, "ts", json_integer((json_int_t)received));
+            json_object_set_new(r, "event", json_string(WR_JOURNAL_RECEIVED));
+            static const char *const copied[] = {"message_id", "type", "trace_id", "replay",
+                                                 "redelivered"};
+            for (size_t c = 0; c < sizeof(copied) / sizeof(copied[0]); c++) {
+                json_t *v = json_object_get(e, copied[c]);
+                if (v != NULL) {
+                    json_object_set(r, copied[c], v);
+                }
             }
+            insert_in_order(list, r);
         }
-        json_array_insert_new(list, at, e);
+        insert_in_order(list, e);
     }
     size_t idx;
     json_t *e;

@@ -17,7 +17,9 @@
  *
  * `event` is one of the WR_JOURNAL_* names below. Only the fields that mean
  * something for that event are written. `ts` is the writer's wall clock in
- * epoch milliseconds.
+ * epoch milliseconds. The outcome of a first attempt carries `received_at`
+ * (with `type` and `redelivered`), from which the reader makes the "received"
+ * entry of the timeline: one entry per handled message, not two.
  *
  * This module is pure: it builds entries (wr_journal_encode) and, for the
  * reader, turns a list of entries plus the event's idempotency record into a
@@ -35,7 +37,7 @@
 #include <stdio.h>
 
 /* Event names (the `event` field). */
-#define WR_JOURNAL_RECEIVED "received"           /* a first attempt arrived */
+#define WR_JOURNAL_RECEIVED "received"           /* a first attempt arrived (see received_ms) */
 #define WR_JOURNAL_OK "ok"                       /* handled; the record is done/ok */
 #define WR_JOURNAL_RETRIED "retried"             /* failed; a copy waits in a delay tier */
 #define WR_JOURNAL_DEAD_LETTERED "dead-lettered" /* failed for good (or invalid): in the DLQ */
@@ -72,6 +74,9 @@ typedef struct {
     int published;               /* ok: events published; -1 none */
     int replay;                  /* 1: this copy came from `warren dlq replay` */
     int redelivered;             /* 1: the broker redelivered it */
+    int64_t received_ms;         /* > 0: this is a first attempt, which arrived then; the
+                                    reader shows a "received" entry before this one (one
+                                    entry per message instead of two: half the writes) */
     const char *note;            /* free text (replay: what was done to the record) */
 } wr_journal_entry;
 

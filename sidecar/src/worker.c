@@ -841,29 +841,28 @@ static int unclaim_orphans(wr_worker *w)
 }
 
 /*
- * Fill the journal entries of IT (journal.h) into OUT: "received" for a first
- * attempt, then what the batch decided. NOW is the wall clock, MONO the
- * monotonic clock, both read once for the batch. Returns how many (0..2).
+ * Fill the journal entry of IT (journal.h): what the batch decided, and for a
+ * first attempt when it arrived. NOW is the wall clock, MONO the monotonic
+ * clock, both read once for the batch.
  */
-static int journal_item(const wr_worker *w, const item *it, int64_t now, double mono,
-                        wr_journal_entry *out)
+static void journal_item(const wr_worker *w, const item *it, int64_t now, double mono,
+                         wr_journal_entry *e)
 {
-    int replay = wr_table_get_str(it->env.headers, "x-warren-replayed-at").len > 0;
-    int k = 0;
-    if (it->attempt <= 1 && it->act != ACT_DUPLICATE) {
-        wr_journal_entry *r = &out[k++];
-        *r = wr_journal_entry_init(WR_JOURNAL_RECEIVED);
-        /* when it started here (its handler's start, or its decoding): before its outcome */
-        r->ts_ms = now - (int64_t)(mono - it->started_ms);
-        r->type = it->env.type.bytes;
-        r->type_len = it->env.type.len;
-        r->redelivered = it->env.redelivered;
-    }
-    wr_journal_entry *e = &out[k++];
     *e = wr_journal_entry_init(act_outcome(it->act));
     e->ts_ms = now;
     e->worker = w->index;
+    e->message_id = it->env.id.bytes;
+    e->message_id_len = it->env.id.len;
+    e->trace_id = it->trace_id;
     e->attempt = it->attempt;
+    e->replay = wr_table_get_str(it->env.headers, "x-warren-replayed-at").len > 0;
+    if (it->attempt <= 1 && it->act != ACT_DUPLICATE) {
+        /* when it started here (its handler's start, or its decoding) */
+        e->received_ms = now - (int64_t)(mono - it->started_ms);
+        e->type = it->env.type.bytes;
+        e->type_len = it->env.type.len;
+        e->redelivered = it->env.redelivered;
+    }
     if (it->act == ACT_DLQ || it->act == ACT_RETRY || it->act == ACT_NONE) {
         e->reason = it->reason;
         e->error = it->error;
@@ -883,13 +882,6 @@ static int journal_item(const wr_worker *w, const item *it, int64_t now, double 
     if (it->act == ACT_OK) {
         e->published = (int)(it->pub_end - it->pub_first);
     }
-    for (int i = 0; i < k; i++) {
-        out[i].message_id = it->env.id.bytes;
-        out[i].message_id_len = it->env.id.len;
-        out[i].trace_id = it->trace_id;
-        out[i].replay = replay;
-    }
-    return k;
 }
 
 /*
@@ -906,7 +898,7 @@ static void journal_batch(wr_worker *w, int n)
     }
     enum { KEYCAP = WR_IDKEY_MAX + 320 };
     wr_idem_jlist *lists = calloc((size_t)n, sizeof(*lists));
-    char **texts = calloc((size_t)n * 2, sizeof(*texts));
+    char **texts = calloc((size_t)n, sizeof(*texts));
     char *keys = malloc((size_t)n * KEYCAP);
     int nl = 0, nt = 0;
     int64_t now = wr_now_ms();
@@ -927,13 +919,11 @@ static void journal_batch(wr_worker *w, int n)
             wr_journal_key(w->sub->idem.prefix, w->sub->name, key, jkey, KEYCAP) != 0) {
             continue; /* no id to file it under */
         }
-        wr_journal_entry e[2];
-        int k = journal_item(w, it, now, mono, e);
+        wr_journal_entry e;
+        journal_item(w, it, now, mono, &e);
         int first = nt;
-        for (int j = 0; j < k; j++) {
-            if ((texts[nt] = wr_journal_encode(&e[j])) != NULL) {
-                nt++;
-            }
+        if ((texts[nt] = wr_journal_encode(&e)) != NULL) {
+            nt++;
         }
         if (nt > first) {
             lists[nl++] = (wr_idem_jlist){.key = jkey,

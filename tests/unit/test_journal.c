@@ -246,6 +246,44 @@ static void test_story_where(void)
     json_decref(s);
 }
 
+static void test_story_received_at(void)
+{
+    /* one entry per message: the reader makes the "received" entry from received_at */
+    wr_journal_entry e = wr_journal_entry_init(WR_JOURNAL_OK);
+    e.ts_ms = 2000;
+    e.received_ms = 1990;
+    e.message_id = "m-1";
+    e.message_id_len = 3;
+    e.type = "order.created";
+    e.type_len = 13;
+    e.redelivered = 1;
+    e.trace_id = "t9";
+    e.attempt = 1;
+    char *text = wr_journal_encode(&e);
+    CHECK_STR(text, "{\"ts\":2000,\"event\":\"ok\",\"message_id\":\"m-1\","
+                    "\"type\":\"order.created\",\"attempt\":1,\"trace_id\":\"t9\","
+                    "\"redelivered\":true,\"received_at\":1990}");
+    const char *entries[] = {text};
+    json_t *s = wr_journal_story(&subject, entries, 1, NULL);
+    const json_t *list = json_object_get(s, "entries");
+    CHECK_INT(json_array_size(list), 2);
+    const json_t *r = json_array_get(list, 0);
+    CHECK_STR(json_string_value(json_object_get(r, "event")), "received");
+    CHECK_INT(json_integer_value(json_object_get(r, "ts")), 1990);
+    CHECK_STR(json_string_value(json_object_get(r, "type")), "order.created");
+    CHECK(json_is_true(json_object_get(r, "redelivered")));
+    CHECK_STR(json_string_value(json_object_get(json_array_get(list, 1), "event")), "ok");
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&buf, &len);
+    wr_journal_render(fp, s);
+    fclose(fp);
+    CHECK(strstr(buf, "received       message m-1 (order.created), redelivered\n") != NULL);
+    free(buf);
+    json_decref(s);
+    free(text);
+}
+
 int main(void)
 {
     test_encode();
@@ -253,5 +291,6 @@ int main(void)
     test_story_dlq_then_replayed_ok();
     test_story_duplicate_replay();
     test_story_where();
+    test_story_received_at();
     return check_report("test_journal");
 }
