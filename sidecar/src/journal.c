@@ -219,7 +219,16 @@ static void decide_where(json_t *story, const wr_journal_subject *s, const json_
         return;
     }
     if (last == NULL) {
-        if (rec != NULL && rec->state != NULL && strcmp(rec->state, "done") == 0) {
+        if (rec != NULL && rec->state != NULL && strcmp(rec->state, "done") == 0 &&
+            rec->outcome != NULL && strcmp(rec->outcome, "ok") != 0) {
+            /* failed for good, journal gone: its copy went to the DLQ (unless purged since) */
+            snprintf(detail, sizeof(detail),
+                     "its record says %s and it has no journal entries left: its copy went to "
+                     "%s (unless it was purged or replayed since)",
+                     rec->outcome, s->dlq ? s->dlq : "the DLQ");
+            set_where(story, "dlq", detail, rec->done_at, 0);
+            add_next(story, "warren dlq show -c %s --subscription %s %s", s, id);
+        } else if (rec != NULL && rec->state != NULL && strcmp(rec->state, "done") == 0) {
             wr_format_time(rec->done_at, when, sizeof(when));
             snprintf(detail, sizeof(detail), "done: outcome %s%s%s; no journal entries left",
                      rec->outcome ? rec->outcome : "?", rec->done_at > 0 ? " at " : "",

@@ -233,6 +233,13 @@ static void test_story_where(void)
     CHECK(json_is_true(json_object_get(s, "found")));
     json_decref(s);
 
+    /* dead-lettered long ago: the journal expired, the record did not */
+    wr_journal_record dead = {.state = "done", .outcome = "rejected", .done_at = 1000};
+    s = wr_journal_story(&subject, NULL, 0, &dead);
+    CHECK_STR(where_state(s), "dlq");
+    CHECK_STR(next_cmd(s, 0), "warren dlq show -c w.yaml --subscription orders evt-1");
+    json_decref(s);
+
     /* replayed, not picked up yet */
     const char *replayed[] = {"{\"ts\":9000,\"event\":\"replayed\",\"by\":\"x\"}"};
     s = wr_journal_story(&subject, replayed, 1, NULL);
