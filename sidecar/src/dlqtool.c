@@ -802,8 +802,7 @@ static void sleep_ms(double ms)
  * record. Best effort: a failure is reported on stderr and changes nothing.
  */
 static void journal_replayed(wr_idem *jd, const wr_config *cfg, const wr_subscription *sub,
-                             const dmsg *m, const char *record_key, const char *action,
-                             int64_t ts)
+                             const dmsg *m, const char *record_key, const char *action, int64_t ts)
 {
     size_t skip = strlen(sub->idem.prefix) + strlen(sub->name) + 1;
     char jkey[WR_IDKEY_MAX + 320], by[160], trace[33] = "";

@@ -409,8 +409,7 @@ int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t
  * nothing here touches the record scripts above. RPUSH's reply is the new
  * length, which tells which lists need an LTRIM; most never do.
  */
-int wr_idem_journal(wr_idem *d, const wr_idem_jlist *lists, int n, int max_entries,
-                    int64_t ttl_ms)
+int wr_idem_journal(wr_idem *d, const wr_idem_jlist *lists, int n, int max_entries, int64_t ttl_ms)
 {
     if (n <= 0) {
         return 0;
@@ -463,8 +462,8 @@ int wr_idem_journal(wr_idem *d, const wr_idem_jlist *lists, int n, int max_entri
         freeReplyObject(r);
     }
     for (int i = 0; i < n && trims > 0; i++) {
-        if (over[i] && redisAppendCommand(d->c, "LTRIM %s %d -1", lists[i].key,
-                                          -max_entries) != REDIS_OK) {
+        if (over[i] &&
+            redisAppendCommand(d->c, "LTRIM %s %d -1", lists[i].key, -max_entries) != REDIS_OK) {
             free(over);
             return fail(d, "journal trim");
         }

@@ -98,7 +98,6 @@ typedef struct {
  * best effort. Returns 0, or -1 with the reason in wr_idem_error (some entries
  * may have been written).
  */
-int wr_idem_journal(wr_idem *d, const wr_idem_jlist *lists, int n, int max_entries,
-                    int64_t ttl_ms);
+int wr_idem_journal(wr_idem *d, const wr_idem_jlist *lists, int n, int max_entries, int64_t ttl_ms);
 
 #endif

@@ -115,9 +115,8 @@ char *wr_journal_encode(const wr_journal_entry *e)
     }
     rc |= put_cstr(o, "note", e->note);
     /* 6 significant digits: durations without binary noise (0.098, not 0.0980000000004) */
-    char *out = rc == 0 ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER |
-                                            JSON_REAL_PRECISION(6))
-                        : NULL;
+    char *out =
+        rc == 0 ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6)) : NULL;
     json_decref(o);
     return out;
 }
@@ -156,7 +155,8 @@ static void add_unique(json_t *a, const char *s)
     }
     size_t i;
     json_t *v;
-    json_array_foreach(a, i, v) {
+    json_array_foreach(a, i, v)
+    {
         if (strcmp(json_string_value(v), s) == 0) {
             return;
         }
@@ -179,8 +179,7 @@ static void set_where(json_t *story, const char *state, const char *detail, int6
     json_object_set_new(story, "where", w);
 }
 
-static void add_next(json_t *story, const char *fmt, const wr_journal_subject *s,
-                     const char *id)
+static void add_next(json_t *story, const char *fmt, const wr_journal_subject *s, const char *id)
 {
     char cmd[1024];
     /* every command names the config, the subscription and the id, in that order */
@@ -200,16 +199,17 @@ static void decide_where(json_t *story, const wr_journal_subject *s, const json_
     const json_t *last = NULL;
     size_t i;
     json_t *e;
-    json_array_foreach(entries, i, e) {
+    json_array_foreach(entries, i, e)
+    {
         if (!is_event(e, "unreadable")) {
             last = e;
         }
     }
     /* --id of `warren dlq` matches the message id, which may differ from the key */
-    const char *id = last != NULL && str_of(last, "message_id")[0] ? str_of(last, "message_id")
-                                                                     : s->key;
-    int processing = rec != NULL && rec->state != NULL &&
-                     strcmp(rec->state, "processing") == 0 && rec->lease_until > s->now_ms;
+    const char *id =
+        last != NULL && str_of(last, "message_id")[0] ? str_of(last, "message_id") : s->key;
+    int processing = rec != NULL && rec->state != NULL && strcmp(rec->state, "processing") == 0 &&
+                     rec->lease_until > s->now_ms;
     if (processing) {
         snprintf(detail, sizeof(detail),
                  "a worker is handling it now (its lease runs %lld ms more)",
@@ -240,8 +240,7 @@ static void decide_where(json_t *story, const wr_journal_subject *s, const json_
                      rec->state);
             set_where(story, "unknown", detail, 0, 0);
         } else {
-            set_where(story, "unknown", "never seen: no journal and no idempotency record", 0,
-                      0);
+            set_where(story, "unknown", "never seen: no journal and no idempotency record", 0, 0);
         }
         return;
     }
@@ -253,13 +252,13 @@ static void decide_where(json_t *story, const wr_journal_subject *s, const json_
         snprintf(detail, sizeof(detail), "done: handled ok at %s", when);
         set_where(story, "done", detail, ts, 0);
     } else if (strcmp(ev, WR_JOURNAL_DUPLICATE) == 0) {
-        snprintf(detail, sizeof(detail), "done: already handled; the copy seen at %s was %s",
-                 when, json_is_true(json_object_get(last, "replay"))
-                           ? "a replay, skipped as a duplicate"
-                           : "a duplicate, skipped");
+        snprintf(detail, sizeof(detail), "done: already handled; the copy seen at %s was %s", when,
+                 json_is_true(json_object_get(last, "replay")) ? "a replay, skipped as a duplicate"
+                                                               : "a duplicate, skipped");
         set_where(story, "done", detail, ts, 0);
     } else if (strcmp(ev, WR_JOURNAL_DEAD_LETTERED) == 0) {
-        snprintf(detail, sizeof(detail), "in the DLQ %s: dead-lettered at %s after attempt %lld%s%s",
+        snprintf(detail, sizeof(detail),
+                 "in the DLQ %s: dead-lettered at %s after attempt %lld%s%s",
                  queue[0] ? queue : s->dlq, when, (long long)int_of(last, "attempt", 0),
                  str_of(last, "reason")[0] ? " (" : "", str_of(last, "reason"));
         if (str_of(last, "reason")[0]) {
@@ -358,7 +357,8 @@ json_t *wr_journal_story(const wr_journal_subject *s, const char *const *entries
     }
     size_t idx;
     json_t *e;
-    json_array_foreach(list, idx, e) {
+    json_array_foreach(list, idx, e)
+    {
         if (str_of(e, "trace_id")[0]) {
             trace = str_of(e, "trace_id");
         }
@@ -366,8 +366,7 @@ json_t *wr_journal_story(const wr_journal_subject *s, const char *const *entries
     }
     json_object_set_new(story, "subscription", json_string(s->subscription));
     json_object_set_new(story, "key", clean_string(s->key, strlen(s->key), 0));
-    json_object_set_new(story, "journal", clean_string(s->journal_key,
-                                                       strlen(s->journal_key), 0));
+    json_object_set_new(story, "journal", clean_string(s->journal_key, strlen(s->journal_key), 0));
     json_object_set_new(story, "trace_id", trace[0] ? json_string(trace) : json_null());
     json_object_set_new(story, "handler_versions", versions);
     json_t *r = json_null();
@@ -386,8 +385,7 @@ json_t *wr_journal_story(const wr_journal_subject *s, const char *const *entries
         }
     }
     json_object_set_new(story, "record", r);
-    json_object_set_new(story, "found",
-                        json_boolean(n > 0 || (rec != NULL && rec->state != NULL)));
+    json_object_set_new(story, "found", json_boolean(n > 0 || (rec != NULL && rec->state != NULL)));
     json_object_set_new(story, "next", json_array());
     decide_where(story, s, list, rec);
     json_object_set_new(story, "entries", list);
@@ -414,9 +412,9 @@ static void describe(const json_t *e, char *out, size_t cap)
         snprintf(out, cap, "message %s%s%s%s%s", str_of(e, "message_id"),
                  str_of(e, "type")[0] ? " (" : "", str_of(e, "type"),
                  str_of(e, "type")[0] ? ")" : "",
-                 replay ? ", a replayed copy"
+                 replay                                            ? ", a replayed copy"
                  : json_is_true(json_object_get(e, "redelivered")) ? ", redelivered"
-                                                                    : "");
+                                                                   : "");
     } else if (strcmp(ev, WR_JOURNAL_OK) == 0) {
         snprintf(out, cap, "attempt %lld handled ok in %.3f ms, %lld event(s) published%s", attempt,
                  json_number_value(json_object_get(e, "duration_ms")),
@@ -428,8 +426,9 @@ static void describe(const json_t *e, char *out, size_t cap)
         snprintf(out, cap, "attempt %lld failed for good: %s; copy in %s", attempt, failed,
                  queue[0] ? queue : "the DLQ");
     } else if (strcmp(ev, WR_JOURNAL_DUPLICATE) == 0) {
-        snprintf(out, cap, "%s", replay ? "replayed, skipped as duplicate (already done)"
-                                        : "skipped as duplicate (already done)");
+        snprintf(out, cap, "%s",
+                 replay ? "replayed, skipped as duplicate (already done)"
+                        : "skipped as duplicate (already done)");
     } else if (strcmp(ev, WR_JOURNAL_DEFERRED) == 0) {
         snprintf(out, cap, "another worker held its key; waits %lld ms in %s", delay, queue);
     } else if (strcmp(ev, WR_JOURNAL_RETURNED) == 0) {
@@ -459,7 +458,8 @@ void wr_journal_render(FILE *fp, const json_t *story)
     fprintf(fp, "  handlers  ");
     size_t i;
     json_t *v;
-    json_array_foreach(json_object_get(story, "handler_versions"), i, v) {
+    json_array_foreach(json_object_get(story, "handler_versions"), i, v)
+    {
         fprintf(fp, "%s%s", i > 0 ? ", " : "", json_string_value(v));
     }
     fprintf(fp, "%s\n", json_array_size(json_object_get(story, "handler_versions")) ? "" : "-");
@@ -473,7 +473,8 @@ void wr_journal_render(FILE *fp, const json_t *story)
     if (json_array_size(entries) > 0) {
         fprintf(fp, "\n");
     }
-    json_array_foreach(entries, i, v) {
+    json_array_foreach(entries, i, v)
+    {
         char when[32], line[1200];
         wr_format_time(int_of(v, "ts", 0), when, sizeof(when));
         describe(v, line, sizeof(line));
@@ -484,7 +485,8 @@ void wr_journal_render(FILE *fp, const json_t *story)
     if (json_array_size(next) == 0) {
         fprintf(fp, "next:  nothing to do\n");
     }
-    json_array_foreach(next, i, v) {
+    json_array_foreach(next, i, v)
+    {
         fprintf(fp, "%s%s\n", i == 0 ? "next:  " : "       ", json_string_value(v));
     }
 }

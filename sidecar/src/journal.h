@@ -54,30 +54,30 @@
  * so are negative numbers. Plain data, borrowed by wr_journal_encode.
  */
 typedef struct {
-    int64_t ts_ms;               /* epoch ms; 0: now (wall clock) */
-    const char *event;           /* WR_JOURNAL_*, required */
+    int64_t ts_ms;     /* epoch ms; 0: now (wall clock) */
+    const char *event; /* WR_JOURNAL_*, required */
     const char *subscription;
-    int worker;                  /* worker index; -1 when not written by a worker */
-    const char *by;              /* who, when not a worker ("warren dlq replay") */
-    const char *message_id;      /* message_id_len bytes, need not be NUL-terminated */
+    int worker;             /* worker index; -1 when not written by a worker */
+    const char *by;         /* who, when not a worker ("warren dlq replay") */
+    const char *message_id; /* message_id_len bytes, need not be NUL-terminated */
     size_t message_id_len;
-    const char *type;            /* the event type, type_len bytes */
+    const char *type; /* the event type, type_len bytes */
     size_t type_len;
-    int attempt;                 /* 0: none */
-    const char *reason;          /* stable code: handler-error, timeout, rejected, ... */
-    const char *error;           /* truncated to WR_JOURNAL_ERROR_MAX */
-    int64_t delay_ms;            /* retried/deferred: how long the copy waits; -1 none */
-    const char *queue;           /* where its copy went (delay tier, DLQ, queue) */
-    double duration_ms;          /* handler run time; < 0: none */
+    int attempt;        /* 0: none */
+    const char *reason; /* stable code: handler-error, timeout, rejected, ... */
+    const char *error;  /* truncated to WR_JOURNAL_ERROR_MAX */
+    int64_t delay_ms;   /* retried/deferred: how long the copy waits; -1 none */
+    const char *queue;  /* where its copy went (delay tier, DLQ, queue) */
+    double duration_ms; /* handler run time; < 0: none */
     const char *trace_id;
     const char *handler_version;
-    int published;               /* ok: events published; -1 none */
-    int replay;                  /* 1: this copy came from `warren dlq replay` */
-    int redelivered;             /* 1: the broker redelivered it */
-    int64_t received_ms;         /* > 0: this is a first attempt, which arrived then; the
-                                    reader shows a "received" entry before this one (one
-                                    entry per message instead of two: half the writes) */
-    const char *note;            /* free text (replay: what was done to the record) */
+    int published;       /* ok: events published; -1 none */
+    int replay;          /* 1: this copy came from `warren dlq replay` */
+    int redelivered;     /* 1: the broker redelivered it */
+    int64_t received_ms; /* > 0: this is a first attempt, which arrived then; the
+                            reader shows a "received" entry before this one (one
+                            entry per message instead of two: half the writes) */
+    const char *note;    /* free text (replay: what was done to the record) */
 } wr_journal_entry;
 
 /* An entry with every optional field unset. */
@@ -108,13 +108,13 @@ typedef struct {
 
 /* What the story is about, and how the operator reaches it. */
 typedef struct {
-    const char *config;       /* the config file given to warren trace (for commands) */
+    const char *config; /* the config file given to warren trace (for commands) */
     const char *subscription;
-    const char *key;          /* the event key asked for */
-    const char *journal_key;  /* the Redis key of the journal */
-    const char *queue;        /* the subscription's queue */
-    const char *dlq;          /* the subscription's DLQ */
-    int64_t now_ms;           /* Redis (or wall clock) time now */
+    const char *key;         /* the event key asked for */
+    const char *journal_key; /* the Redis key of the journal */
+    const char *queue;       /* the subscription's queue */
+    const char *dlq;         /* the subscription's DLQ */
+    int64_t now_ms;          /* Redis (or wall clock) time now */
 } wr_journal_subject;
 
 /*

@@ -236,7 +236,8 @@ int wr_tracecmd_main(int argc, char **argv)
     int found = 0;
     size_t k;
     json_t *st;
-    json_array_foreach(stories, k, st) {
+    json_array_foreach(stories, k, st)
+    {
         found += json_is_true(json_object_get(st, "found"));
     }
     if (json) {
@@ -248,7 +249,8 @@ int wr_tracecmd_main(int argc, char **argv)
         fputc('\n', stdout);
         json_decref(o);
     } else if (found > 0) {
-        json_array_foreach(stories, k, st) {
+        json_array_foreach(stories, k, st)
+        {
             if (json_is_true(json_object_get(st, "found"))) {
                 if (k > 0) {
                     fputc('\n', stdout);

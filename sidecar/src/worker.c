@@ -484,20 +484,7 @@ static void prepare(wr_worker *w, item *it)
                                 sizeof(it->error));
     it->attempt = it->env.attempt;
     if (wr_trace_parse(it->env.traceparent, it->trace_id, span) != 0) {
-        /* no traceparent: a retry copy of a message that came without one still has
-         * the trace id its first attempt was given; keep it, so one event keeps one trace */
-        amqp_bytes_t t = wr_table_get_str(it->env.headers, "x-warren-trace-id");
-        int hex = t.len == 32;
-        for (size_t i = 0; hex && i < t.len; i++) {
-            char c = ((const char *)t.bytes)[i];
-            hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-        }
-        if (hex) {
-            memcpy(it->trace_id, t.bytes, 32);
-            it->trace_id[32] = '\0';
-        } else {
-            hex_rand(w, it->trace_id, 32);
-        }
+        hex_rand(w, it->trace_id, 32);
     }
     if (rc == 0 && pol->enabled &&
         wr_idkey_derive(pol, &it->env, it->key, sizeof(it->key), it->error,
@@ -869,8 +856,9 @@ static void journal_item(const wr_worker *w, const item *it, int64_t now, double
     }
     if (it->act == ACT_RETRY || it->act == ACT_WAIT) {
         e->delay_ms = it->delay_ms;
-        e->queue = w->topo.queues[it->act == ACT_RETRY ? w->topo.tier_queue[it->tier]
-                                                        : w->topo.wait_queue].name;
+        e->queue =
+            w->topo.queues[it->act == ACT_RETRY ? w->topo.tier_queue[it->tier] : w->topo.wait_queue]
+                .name;
     } else if (it->act == ACT_DLQ) {
         e->queue = w->sub->dlq;
     }
@@ -926,13 +914,11 @@ static void journal_batch(wr_worker *w, int n)
             nt++;
         }
         if (nt > first) {
-            lists[nl++] = (wr_idem_jlist){.key = jkey,
-                                          .entries = (const char *const *)&texts[first],
-                                          .count = nt - first};
+            lists[nl++] = (wr_idem_jlist){
+                .key = jkey, .entries = (const char *const *)&texts[first], .count = nt - first};
         }
     }
-    if (wr_idem_journal(w->idem, lists, nl, cfg->journal_max_entries, cfg->journal_ttl_ms) !=
-        0) {
+    if (wr_idem_journal(w->idem, lists, nl, cfg->journal_max_entries, cfg->journal_ttl_ms) != 0) {
         w->journal_failures++;
         wr_logline l;
         wr_log_begin(&l, WR_LOG_WARN, "journal entries not written");

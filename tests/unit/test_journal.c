@@ -115,8 +115,8 @@ static void test_story_dlq_then_replayed_ok(void)
         "\"reason\":\"handler-error\",\"error\":\"boom\",\"queue\":\"orders.in.dlq\","
         "\"trace_id\":\"t1\",\"handler_version\":\"v1\"}",
     };
-    wr_journal_record rec = {.state = "done", .outcome = "dead-lettered", .done_at = 1600,
-                             .starts = 2};
+    wr_journal_record rec = {
+        .state = "done", .outcome = "dead-lettered", .done_at = 1600, .starts = 2};
     json_t *s = wr_journal_story(&subject, entries, 3, &rec);
     CHECK_STR(where_state(s), "dlq");
     CHECK_STR(json_string_value(json_object_get(s, "trace_id")), "t1");
@@ -131,7 +131,9 @@ static void test_story_dlq_then_replayed_ok(void)
 
     /* after the replay: replayed, received, ok with a new handler version */
     const char *more[] = {
-        entries[0], entries[1], entries[2],
+        entries[0],
+        entries[1],
+        entries[2],
         "{\"ts\":2000,\"event\":\"replayed\",\"by\":\"warren dlq replay\","
         "\"queue\":\"orders.in\",\"note\":\"record reset\"}",
         "{\"ts\":2100,\"event\":\"received\",\"message_id\":\"evt-1\",\"replay\":true}",
@@ -159,8 +161,7 @@ static void test_story_dlq_then_replayed_ok(void)
     CHECK(strstr(buf, "  handlers  v1, v2\n") != NULL);
     CHECK(strstr(buf, "  record    done/ok, started 1 time(s)\n") != NULL);
     CHECK(strstr(buf, "1970-01-01T00:00:01.001Z  retried        attempt 1 failed: "
-                      "handler-error: boom; retry in 500 ms via orders.in.retry.500ms\n") !=
-          NULL);
+                      "handler-error: boom; retry in 500 ms via orders.in.retry.500ms\n") != NULL);
     CHECK(strstr(buf, "replayed       sent back to orders.in by warren dlq replay; record "
                       "reset\n") != NULL);
     CHECK(strstr(buf, "ok             attempt 1 handled ok in 0.500 ms, 1 event(s) published "
