@@ -267,6 +267,40 @@ def report_shop(stats):
     return problems
 
 
+def report_metrics(log):
+    """What warren's /metrics and /readyz say now (the port is in its start line)."""
+    import urllib.request
+    import urllib.error
+    started = [r for r in log if r.get("msg") == "warren started" and r.get("http")]
+    if not started:
+        print("  (warren's HTTP endpoint is off)")
+        return
+    base = "http://%s" % started[-1]["http"].replace("0.0.0.0", "127.0.0.1")
+    try:
+        text = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+    except (OSError, urllib.error.URLError) as e:
+        print("  cannot read %s/metrics: %s" % (base, e))
+        return
+    handled = {}
+    for line in text.splitlines():
+        if line.startswith("warren_messages_handled_total{") and not line.endswith(" 0"):
+            labels, value = line[len("warren_messages_handled_total{"):].rsplit("} ", 1)
+            kv = dict(part.split("=", 1) for part in labels.split(","))
+            handled.setdefault(kv["subscription"].strip('"'), []).append(
+                "%s %s" % (kv["outcome"].strip('"'), value))
+    print("  GET %s/metrics: warren_messages_handled_total by subscription and outcome" % base)
+    for sub in SUBSCRIPTIONS:
+        print("    %-14s %s" % (sub, ", ".join(handled.get(sub, ["nothing yet"]))))
+    try:
+        resp = urllib.request.urlopen(base + "/readyz", timeout=5)
+        status, body = resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:
+        status, body = e.code, e.read().decode()
+    except OSError as e:
+        status, body = "-", str(e)
+    print("  GET %s/readyz: %s %s" % (base, status, " / ".join(body.strip().splitlines())))
+
+
 def run(log_path):
     # wait until every subscription consumes (its queue is bound then)
     deadline = time.time() + 30
@@ -304,6 +338,9 @@ def run(log_path):
     print("\ndead-letter queues (each message keeps its body and its story):")
     report_dlqs(ch)
     conn.close()
+
+    print("\nwarren's metrics and readiness (what Prometheus and Kubernetes see):")
+    report_metrics(read_log(log_path))
 
     print("\nwhat the shop's services recorded (GET %s/stats):" % SHOP_URL)
     problems += report_shop(shop_stats())

@@ -94,7 +94,7 @@ grep -q '^ready' "$DEMO/shop.log" || { echo "demo: the shop's services did not a
 /usr/bin/python3 deploy/demo.py reset
 
 : >"$DEMO/warren.log"
-build/warren run -c "$RUN/config/warren.yaml" >>"$DEMO/warren.log" 2>&1 &
+WARREN_HTTP_LISTEN=127.0.0.1:0 build/warren run -c "$RUN/config/warren.yaml" >>"$DEMO/warren.log" 2>&1 &
 warren_pid=$!
 echo "demo: warren running (pid $warren_pid), log in .demo/warren.log"
 

@@ -14,6 +14,7 @@ PACKAGES=(
     lua-cjson lua-busted
     rabbitmq-server redis-server redis-tools
     python3 python3-pika python3-redis
+    prometheus
     procps iproute2
 )
 

@@ -4,6 +4,8 @@
 #   stack.sh start|stop|status DIR
 #   stack.sh start-rabbit|stop-rabbit|restart-rabbit DIR
 #   stack.sh start-redis|stop-redis|restart-redis DIR
+#   stack.sh alarm-on|alarm-off DIR   raise / clear RabbitMQ's memory alarm (the
+#                         broker blocks every publisher: for fault tests)
 #
 # All state (data, logs, pid files, config) lives under DIR; restarting on the
 # same DIR keeps the data. No systemd; must run as root (RabbitMQ runs as the
@@ -44,6 +46,7 @@ usage: stack.sh COMMAND DIR
   start | stop | status            both servers
   start-rabbit | stop-rabbit | restart-rabbit
   start-redis  | stop-redis  | restart-redis
+  alarm-on | alarm-off             RabbitMQ's memory alarm (blocks publishers)
 env: WR_AMQP_PORT (5672) WR_RABBIT_DIST_PORT (AMQP+20000)
      WR_RABBIT_CTL_PORT (DIST+100) WR_REDIS_PORT (6379)
 EOF
@@ -557,5 +560,8 @@ case $CMD in
     start-redis)    take_lock; start_redis; write_env ;;
     stop-redis)     take_lock; stop_redis ;;
     restart-redis)  take_lock; stop_redis; start_redis; write_env ;;
+    # a watermark of 0 sets the memory alarm off at once; 0.4 is RabbitMQ's default
+    alarm-on)       rabbitmqctl set_vm_memory_high_watermark 0 ;;
+    alarm-off)      rabbitmqctl set_vm_memory_high_watermark 0.4 ;;
     *)              usage ;;
 esac

@@ -20,8 +20,11 @@
 
 #include "breakers.h"
 #include "config.h"
+#include "http.h"
 #include "log.h"
 #include "lua_rt.h"
+#include "metrics.h"
+#include "probe.h"
 #include "reload.h"
 #include "worker.h"
 
@@ -139,6 +142,9 @@ int wr_app_run(const char *config_path)
     }
     int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
     wr_breakers *breakers = wr_breakers_create(cfg);
+    wr_metrics *metrics = wr_metrics_create(cfg);
+    wr_http *http = NULL;
+    wr_probe *probe = NULL;
     wr_worker **workers = calloc((size_t)total, sizeof(*workers));
     wr_run_flags flags;
     atomic_init(&flags.stop, 0);
@@ -146,13 +152,26 @@ int wr_app_run(const char *config_path)
     atomic_init(&flags.orphans, 0);
     int started = 0;
     int rc = 0;
-    if (workers == NULL || sfd < 0 || breakers == NULL) {
+    if (workers == NULL || sfd < 0 || breakers == NULL || metrics == NULL) {
         fprintf(stderr, "warren: cannot start: %s\n", sfd < 0 ? "signalfd failed" : "out of memory");
         free(workers);
+        wr_metrics_destroy(metrics);
         wr_breakers_destroy(breakers);
         wr_reloader_destroy(reloader);
         wr_config_free(cfg);
         return 1;
+    }
+    wr_metrics_sources(metrics, breakers, reloader);
+    char host[64];
+    int port = 0;
+    const char *why = "";
+    if (wr_listen_parse(cfg->http_listen, host, sizeof(host), &port, &why) == 0) {
+        char err[512];
+        http = wr_http_start(host, port, metrics, err, sizeof(err));
+        if (http == NULL) {
+            fprintf(stderr, "%s: http.listen: %s\n", cfg->path, err);
+            rc = 1;
+        }
     }
     for (int i = 0; i < cfg->sub_count && rc == 0; i++) {
         const wr_subscription *s = &cfg->subs[i];
@@ -160,7 +179,8 @@ int wr_app_run(const char *config_path)
             char err[1024];
             workers[started] = wr_worker_start(cfg, s, k, wr_reloader_live(reloader, i),
                                                wr_breakers_sub(breakers, i), breakers, &flags,
-                                               err, sizeof(err));
+                                               wr_metrics_worker(metrics, i, k), err,
+                                               sizeof(err));
             if (workers[started] == NULL) {
                 fprintf(stderr, "%s:%d:%d: subscriptions[%d].handler: %s\n", cfg->path, s->line,
                         s->col, i, err);
@@ -177,11 +197,15 @@ int wr_app_run(const char *config_path)
         }
         free(workers);
         close(sfd);
+        wr_http_stop(http);
+        wr_metrics_destroy(metrics);
         wr_breakers_destroy(breakers);
         wr_reloader_destroy(reloader);
         wr_config_free(cfg);
         return rc;
     }
+    probe = wr_probe_start(cfg, reloader, metrics);
+    wr_metrics_set_started(metrics);
 
     wr_logline l;
     wr_log_begin(&l, WR_LOG_INFO, "warren started");
@@ -190,6 +214,11 @@ int wr_app_run(const char *config_path)
     wr_log_str(&l, "broker", cfg->amqp.redacted);
     wr_log_int(&l, "subscriptions", cfg->sub_count);
     wr_log_int(&l, "workers", total);
+    if (http != NULL) {
+        char addr[96];
+        snprintf(addr, sizeof(addr), "%s:%d", host, wr_http_port(http));
+        wr_log_str(&l, "http", addr);
+    }
     wr_log_end(&l);
 
     double deadline = 0;
@@ -208,6 +237,7 @@ int wr_app_run(const char *config_path)
             if (!atomic_load(&flags.stop)) {
                 deadline = wr_mono_ms() + (double)cfg->shutdown_grace_ms;
                 atomic_store(&flags.stop, 1);
+                wr_metrics_set_draining(metrics, 1);
                 wr_logf(WR_LOG_INFO,
                         "%s: stopping consumption, finishing in-flight messages (grace %lld ms)",
                         sig == SIGTERM ? "SIGTERM" : "SIGINT", (long long)cfg->shutdown_grace_ms);
@@ -256,6 +286,9 @@ int wr_app_run(const char *config_path)
     wr_log_int(&fin, "reloads_refused", refused);
     wr_log_end(&fin);
     close(sfd);
+    wr_probe_stop(probe);
+    wr_http_stop(http);
+    wr_metrics_destroy(metrics);
     wr_breakers_destroy(breakers);
     wr_reloader_destroy(reloader);
     wr_config_free(cfg);

@@ -15,6 +15,7 @@ struct wr_shared_brk {
     wr_brk b;
     char name[128];   /* "subscription:orders" or "payments" */
     char kind[16];    /* "subscription" or "dependency" */
+    unsigned long transitions[3]; /* changes into each wr_brk_state (under lock) */
     wr_shared_brk *next;
 };
 
@@ -103,10 +104,12 @@ wr_shared_brk *wr_breakers_named(wr_breakers *s, const char *name,
     return b;
 }
 
-/* Log a state change (called with the breaker's lock held: lines stay in order). */
+/* Count and log a state change (called with the breaker's lock held: lines stay in
+ * order). */
 static void log_change(const wr_shared_brk *b, const wr_brk_change *c)
 {
     static const char *msgs[] = {"breaker closed", "breaker opened", "breaker half-open"};
+    ((wr_shared_brk *)b)->transitions[c->to]++;
     wr_logline l;
     wr_log_begin(&l, c->to == WR_BRK_OPEN ? WR_LOG_WARN : WR_LOG_INFO, msgs[c->to]);
     wr_log_str(&l, "breaker", b->name);
@@ -193,4 +196,29 @@ wr_brk_state wr_shared_brk_state(wr_shared_brk *b)
 const char *wr_shared_brk_name(const wr_shared_brk *b)
 {
     return b->name;
+}
+
+static void visit(wr_shared_brk *b, wr_breakers_visit fn, void *ud)
+{
+    wr_brk_state st = wr_shared_brk_state(b);
+    unsigned long tr[3];
+    pthread_mutex_lock(&b->lock);
+    memcpy(tr, b->transitions, sizeof(tr));
+    pthread_mutex_unlock(&b->lock);
+    fn(ud, b->name, b->kind, st, tr);
+}
+
+void wr_breakers_each(wr_breakers *s, wr_breakers_visit fn, void *ud)
+{
+    for (int i = 0; i < s->sub_count; i++) {
+        visit(&s->subs[i], fn, ud);
+    }
+    /* named breakers are only ever prepended and live as long as the set: the
+     * list from its head at this moment stays valid without the lock */
+    pthread_mutex_lock(&s->lock);
+    wr_shared_brk *b = s->named;
+    pthread_mutex_unlock(&s->lock);
+    for (; b != NULL; b = b->next) {
+        visit(b, fn, ud);
+    }
 }

@@ -44,4 +44,10 @@ int wr_shared_brk_blocks(wr_shared_brk *b, int64_t *wait_ms);
 wr_brk_state wr_shared_brk_state(wr_shared_brk *b);
 const char *wr_shared_brk_name(const wr_shared_brk *b);
 
+/* Call FN for every breaker (subscriptions first, then named ones) with its
+ * state now and how many times it changed into each state. For metrics. */
+typedef void (*wr_breakers_visit)(void *ud, const char *name, const char *kind,
+                                  wr_brk_state state, const unsigned long transitions[3]);
+void wr_breakers_each(wr_breakers *s, wr_breakers_visit fn, void *ud);
+
 #endif

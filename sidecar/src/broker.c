@@ -30,6 +30,8 @@ struct wr_broker {
     int down;             /* unusable: the worker must rebuild */
     int consuming;
     int blocked;
+    atomic_int *blocked_mirror; /* NULL, or where the blocked state is published */
+    char name[128];       /* the connection name, for logs */
     char consumer_tag[64];
     char err[512];
 
@@ -123,6 +125,7 @@ wr_broker *wr_broker_create(const wr_amqp_url *url, int heartbeat_s, int64_t con
         snprintf(err, errcap, "out of memory");
         return NULL;
     }
+    snprintf(b->name, sizeof(b->name), "%s", name);
     wr_confirm_init(&b->batch);
     b->next_seq = 1;
     b->conn = amqp_new_connection();
@@ -203,11 +206,26 @@ void wr_broker_release(amqp_envelope_t *e)
     }
 }
 
+static void set_blocked(wr_broker *b, int blocked)
+{
+    b->blocked = blocked;
+    if (b->blocked_mirror != NULL) {
+        atomic_store(b->blocked_mirror, blocked);
+    }
+}
+
+void wr_broker_mirror_blocked(wr_broker *b, atomic_int *flag)
+{
+    b->blocked_mirror = flag;
+    atomic_store(flag, b->blocked);
+}
+
 void wr_broker_destroy(wr_broker *b)
 {
     if (b == NULL) {
         return;
     }
+    set_blocked(b, 0);
     if (b->conn != NULL) {
         if (b->open && !b->down) {
             /* Best effort: a bounded wait, the broker requeues our unacked either way. */
@@ -460,15 +478,22 @@ static int on_method(wr_broker *b, const amqp_frame_t *f)
     }
     case AMQP_CONNECTION_BLOCKED_METHOD: {
         amqp_connection_blocked_t *bl = m;
-        b->blocked = 1;
-        wr_logf(WR_LOG_WARN, "broker blocked publishing: %.*s", (int)bl->reason.len,
-                (char *)bl->reason.bytes);
+        set_blocked(b, 1);
+        wr_logline l;
+        wr_log_begin(&l, WR_LOG_WARN, "broker blocked publishing");
+        wr_log_str(&l, "connection", b->name);
+        wr_log_strn(&l, "reason", bl->reason.bytes, bl->reason.len);
+        wr_log_end(&l);
         return WR_BROKER_OK;
     }
-    case AMQP_CONNECTION_UNBLOCKED_METHOD:
-        b->blocked = 0;
-        wr_logf(WR_LOG_INFO, "broker unblocked publishing");
+    case AMQP_CONNECTION_UNBLOCKED_METHOD: {
+        set_blocked(b, 0);
+        wr_logline l;
+        wr_log_begin(&l, WR_LOG_INFO, "broker unblocked publishing");
+        wr_log_str(&l, "connection", b->name);
+        wr_log_end(&l);
         return WR_BROKER_OK;
+    }
     case AMQP_CHANNEL_CLOSE_METHOD: {
         amqp_channel_close_t *c = m;
         amqp_channel_close_ok_t ok = {0};

@@ -20,6 +20,7 @@
 #ifndef WR_BROKER_H
 #define WR_BROKER_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -64,6 +65,9 @@ int wr_broker_cancel(wr_broker *b);
 int wr_broker_consuming(const wr_broker *b);
 /* 1 while the broker has blocked publishing (memory or disk alarm). */
 int wr_broker_blocked(const wr_broker *b);
+/* Also store that state in FLAG whenever it changes, even mid-batch (for metrics
+ * and /readyz, read by other threads); FLAG goes back to 0 when B is destroyed. */
+void wr_broker_mirror_blocked(wr_broker *b, atomic_int *flag);
 
 /*
  * Wait up to TIMEOUT_MS for deliveries; then take every delivery that is

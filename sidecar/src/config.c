@@ -512,6 +512,12 @@ static const field log_fields[] = {
      .enum_values = log_levels,
      .flags = F_LIVE,
      .desc = "Lowest level written to the log."},
+    {.name = "bodies",
+     .type = T_BOOL,
+     .offset = offsetof(wr_config, log_bodies),
+     .def = "false",
+     .desc = "Add the first 2 KiB of each message's body to its outcome line (off: bodies "
+             "may hold personal data)."},
 };
 
 static const field defaults_fields[] = {
@@ -578,6 +584,26 @@ static const field shutdown_fields[] = {
      .desc = "On SIGTERM, time to finish in-flight messages before giving up."},
 };
 
+static void finish_http(loader *ld, void *base, int index, yaml_node_t *node, const char *path);
+
+static const field http_fields[] = {
+    {.name = "listen",
+     .type = T_STRING,
+     .offset = offsetof(wr_config, http_listen),
+     .def = "0.0.0.0:9464",
+     .min = 1,
+     .max = 64,
+     .desc = "Address of the HTTP endpoint (/metrics, /healthz, /readyz), IPv4 `HOST:PORT` "
+             "(port 0: any free port, logged at start); `off` disables it."},
+    {.name = "queue_poll",
+     .type = T_DURATION,
+     .offset = offsetof(wr_config, queue_poll_ms),
+     .def = "15s",
+     .min = 1000,
+     .max = 3600000,
+     .desc = "How often queue depths (main, delay, wait, DLQ) are read for /metrics."},
+};
+
 static const field journal_fields[] = {
     {.name = "enabled",
      .type = T_BOOL,
@@ -606,6 +632,7 @@ static const section redis_section = {redis_fields, NFIELDS(redis_fields), 0, NU
 static const section log_section = {log_fields, NFIELDS(log_fields), 0, NULL};
 static const section defaults_section = {defaults_fields, NFIELDS(defaults_fields), 0, NULL};
 static const section shutdown_section = {shutdown_fields, NFIELDS(shutdown_fields), 0, NULL};
+static const section http_section = {http_fields, NFIELDS(http_fields), 0, finish_http};
 static const section journal_section = {journal_fields, NFIELDS(journal_fields), 0, NULL};
 
 static const field top_fields[] = {
@@ -637,6 +664,10 @@ static const field top_fields[] = {
      .type = T_SECTION,
      .sub = &shutdown_section,
      .desc = "Graceful shutdown."},
+    {.name = "http",
+     .type = T_SECTION,
+     .sub = &http_section,
+     .desc = "Metrics and health endpoints for Prometheus and Kubernetes probes."},
     {.name = "journal",
      .type = T_SECTION,
      .sub = &journal_section,
@@ -2306,6 +2337,61 @@ static yaml_node_t *find_value(loader *ld, yaml_node_t *map, const char *key)
         }
     }
     return NULL;
+}
+
+/* After the http section is walked: its listen address must parse. */
+static void finish_http(loader *ld, void *base, int index, yaml_node_t *node, const char *path)
+{
+    const wr_config *cfg = base;
+    char host[64];
+    int port;
+    const char *why;
+    (void)index;
+    if (cfg->http_listen != NULL &&
+        wr_listen_parse(cfg->http_listen, host, sizeof(host), &port, &why) < 0) {
+        yaml_node_t *v = find_value(ld, node, "listen");
+        err_at(ld, NODE_LINE(v), NODE_COL(v), "%s.listen: %s", path, why);
+    }
+}
+
+int wr_listen_parse(const char *text, char *host, size_t hostcap, int *port, const char **why)
+{
+    if (strcmp(text, "off") == 0) {
+        return 1;
+    }
+    const char *colon = strrchr(text, ':');
+    if (colon == NULL) {
+        *why = "expected HOST:PORT (such as 0.0.0.0:9464 or 127.0.0.1:0) or off";
+        return -1;
+    }
+    size_t hl = (size_t)(colon - text);
+    char h[64];
+    if (hl == 0 || hl >= sizeof(h) || hl >= hostcap) {
+        *why = "expected an IPv4 address before the port, such as 0.0.0.0:9464";
+        return -1;
+    }
+    memcpy(h, text, hl);
+    h[hl] = '\0';
+    if (strcmp(h, "localhost") == 0) {
+        snprintf(h, sizeof(h), "127.0.0.1");
+    }
+    unsigned a, b, c, d;
+    char extra;
+    if (sscanf(h, "%3u.%3u.%3u.%3u%c", &a, &b, &c, &d, &extra) != 4 || a > 255 || b > 255 ||
+        c > 255 || d > 255) {
+        *why = "expected an IPv4 address before the port, such as 0.0.0.0:9464";
+        return -1;
+    }
+    char *end;
+    errno = 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (colon[1] == '\0' || *end != '\0' || errno != 0 || p < 0 || p > 65535) {
+        *why = "expected a port 0..65535 after the colon";
+        return -1;
+    }
+    snprintf(host, hostcap, "%s", h);
+    *port = (int)p;
+    return 0;
 }
 
 /*

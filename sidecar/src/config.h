@@ -157,6 +157,8 @@ typedef struct {
     int64_t redis_timeout_ms;        /* redis.timeout, default 2s */
 
     wr_log_level log_level;          /* log.level: debug|info|warn|error, default info */
+    int log_bodies;                  /* log.bodies: outcome lines carry the body's first
+                                        2 KiB; default 0 (bodies may hold personal data) */
 
     /* defaults: applied to every subscription that does not set its own */
     int default_prefetch;            /* defaults.prefetch, default 50 */
@@ -166,6 +168,10 @@ typedef struct {
     int64_t default_max_body_size;   /* defaults.max_body_size, bytes, default 512 KiB */
 
     int64_t shutdown_grace_ms;       /* shutdown.grace, default 25s (fits Kubernetes' 30s) */
+
+    char *http_listen;               /* http.listen: "HOST:PORT" for /metrics, /healthz,
+                                        /readyz; default "0.0.0.0:9464"; "off" disables */
+    int64_t queue_poll_ms;           /* http.queue_poll: queue depth poll period, default 15s */
 
     /* journal: the short per-event history `warren trace` reads (journal.h) */
     int journal_enabled;             /* journal.enabled, default 1 */
@@ -209,6 +215,14 @@ void wr_redis_url_clear(wr_redis_url *u);
  * vhost defaults to "/"). */
 int wr_amqp_url_parse(const char *text, wr_amqp_url *out, const char **why);
 void wr_amqp_url_clear(wr_amqp_url *u);
+
+/*
+ * Parse an http.listen value: "HOST:PORT" with HOST an IPv4 address (or
+ * "localhost", meaning 127.0.0.1) and PORT 0..65535 (0: any free port), or
+ * "off". Returns 1 for off, 0 with the address in HOST (at least 16 bytes)
+ * and *PORT, or -1 with a reason in *WHY.
+ */
+int wr_listen_parse(const char *text, char *host, size_t hostcap, int *port, const char **why);
 
 /*
  * Write the configuration reference (every key, type, default, whether it

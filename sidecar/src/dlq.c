@@ -57,13 +57,20 @@ static int is_warren_key(amqp_bytes_t key)
     return key.len >= sizeof(X_PREFIX) - 1 && memcmp(key.bytes, X_PREFIX, sizeof(X_PREFIX) - 1) == 0;
 }
 
+static int key_is(amqp_bytes_t key, const char *name)
+{
+    size_t n = strlen(name);
+    return key.len == n && memcmp(key.bytes, name, n) == 0;
+}
+
 int wr_dlq_build_props(amqp_pool_t *pool, const amqp_basic_properties_t *orig,
                        amqp_bytes_t exchange, amqp_bytes_t routing_key, const wr_failure *f,
                        amqp_basic_properties_t *out)
 {
     const amqp_table_t *old = (orig->_flags & AMQP_BASIC_HEADERS_FLAG) ? &orig->headers : NULL;
     int old_n = old ? old->num_entries : 0;
-    enum { NEW_HEADERS = 15 };
+    enum { NEW_HEADERS = 16 };
+    int new_tp = f->trace_id != NULL && f->span_id != NULL;
 
     *out = *orig;
     out->_flags &= ~(AMQP_BASIC_EXPIRATION_FLAG | AMQP_BASIC_USER_ID_FLAG);
@@ -77,7 +84,8 @@ int wr_dlq_build_props(amqp_pool_t *pool, const amqp_basic_properties_t *orig,
     }
     int n = 0;
     for (int i = 0; i < old_n; i++) {
-        if (!is_warren_key(old->entries[i].key)) {
+        if (!is_warren_key(old->entries[i].key) &&
+            !(new_tp && key_is(old->entries[i].key, "traceparent"))) {
             e[n++] = old->entries[i];
         }
     }
@@ -143,6 +151,11 @@ int wr_dlq_build_props(amqp_pool_t *pool, const amqp_basic_properties_t *orig,
     }
     if (f->trace_id) {
         rc |= set_cstr(pool, &e[n++], X_PREFIX "trace-id", f->trace_id);
+    }
+    if (new_tp) {
+        char tp[64];
+        snprintf(tp, sizeof(tp), "00-%.32s-%.16s-01", f->trace_id, f->span_id);
+        rc |= set_cstr(pool, &e[n++], "traceparent", tp);
     }
     out->headers.num_entries = n;
     out->headers.entries = e;

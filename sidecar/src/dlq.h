@@ -19,6 +19,7 @@
  *   x-warren-original-routing-key   retries, which travel through other queues)
  *   x-warren-subscription, x-warren-queue, x-warren-handler,
  *   x-warren-handler-version, x-warren-trace-id
+ * and a traceparent of the same trace with a new span (see span_id).
  *
  * Properties the copy must not keep: `expiration` (a DLQ copy must not age
  * out) and `user_id` (the broker refuses a publish whose user_id is not the
@@ -48,6 +49,10 @@ typedef struct {
     const char *handler;         /* handler file name */
     const char *handler_version; /* content hash of the loaded handler, or NULL */
     const char *trace_id;        /* or NULL */
+    const char *span_id;         /* 16 hex digits, or NULL: with trace_id, the copy's
+                                    traceparent becomes 00-<trace_id>-<span_id>-01 (a child
+                                    span of the same trace, also for a message that came
+                                    without one, so every attempt logs the same trace) */
 } wr_failure;
 
 /*

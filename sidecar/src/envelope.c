@@ -168,6 +168,7 @@ int wr_envelope_decode(const amqp_envelope_t *d, size_t max_body, int require_id
         env->attempt = (int)attempt + 1;
     }
     env->traceparent = wr_table_get_str(env->headers, "traceparent");
+    env->tracestate = wr_table_get_str(env->headers, "tracestate");
     int64_t version = 0;
     env->version = wr_table_get_str(env->headers, "version");
     if (env->version.len == 0 && wr_table_get_int(env->headers, "version", &version) == 0) {

@@ -37,6 +37,7 @@ typedef struct {
     int is_json;               /* the body is to be decoded as JSON */
     int attempt;               /* 1 + x-warren-attempt header (retries), 1 if absent */
     amqp_bytes_t traceparent;  /* W3C traceparent header, empty if absent */
+    amqp_bytes_t tracestate;   /* W3C tracestate header, empty if absent: passed on as is */
     char version_buf[24];      /* storage when "version" is an integer header */
 } wr_envelope;
 

@@ -21,6 +21,8 @@ double wr_lua_time_left_ms(lua_State *L);
 
 /* The current message's trace id (32 hex digits), or NULL. */
 const char *wr_lua_trace_id(lua_State *L);
+/* The message's W3C tracestate, or NULL (passed on unchanged with the trace). */
+const char *wr_lua_tracestate(lua_State *L);
 
 /* Push cjson.encode / cjson.safe.decode. */
 void wr_lua_push_encode(lua_State *L);

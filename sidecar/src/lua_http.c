@@ -384,6 +384,12 @@ static int http_request(lua_State *L)
         char line[128];
         snprintf(line, sizeof(line), "traceparent: 00-%s-%016llx-01", trace, span | 1);
         hl = curl_slist_append(hl, line);
+        const char *state = wr_lua_tracestate(L);
+        if (state != NULL && state[0] != '\0' && strpbrk(state, "\r\n") == NULL) {
+            char sl[600];
+            snprintf(sl, sizeof(sl), "tracestate: %.512s", state);
+            hl = curl_slist_append(hl, sl);
+        }
     }
     hl = curl_slist_append(hl, "Expect:"); /* no 100-continue round trip */
 

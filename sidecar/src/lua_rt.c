@@ -178,6 +178,12 @@ const char *wr_lua_trace_id(lua_State *L)
     return rt->call != NULL ? rt->call->trace_id : NULL;
 }
 
+const char *wr_lua_tracestate(lua_State *L)
+{
+    wr_lua *rt = rt_of(L);
+    return rt->call != NULL ? rt->call->tracestate : NULL;
+}
+
 void wr_lua_service(lua_State *L)
 {
     wr_lua *rt = rt_of(L);

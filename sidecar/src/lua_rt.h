@@ -108,6 +108,7 @@ typedef struct {
 typedef struct {
     const char *idempotency_key;
     const char *trace_id;
+    const char *tracestate; /* the message's W3C tracestate, or NULL: sent on by ctx.http */
     int attempt;
 } wr_lua_call;
 

@@ -20,7 +20,7 @@ struct wr_reloader {
     wr_live *live;         /* one per subscription */
     wr_watch *watch;
     double next_rescan;
-    long applied, refused;
+    atomic_long applied, refused; /* read by the metrics thread */
 };
 
 /* ---- snapshots ------------------------------------------------------------------- */
@@ -241,10 +241,17 @@ int wr_reloader_fd(const wr_reloader *r)
     return r->watch ? wr_watch_fd(r->watch) : -1;
 }
 
+void wr_live_version(wr_live *live, char out[17])
+{
+    pthread_mutex_lock(&live->lock);
+    memcpy(out, live->version, 17);
+    pthread_mutex_unlock(&live->lock);
+}
+
 void wr_reloader_counts(const wr_reloader *r, long *applied, long *refused)
 {
-    *applied = r->applied;
-    *refused = r->refused;
+    *applied = atomic_load(&r->applied);
+    *refused = atomic_load(&r->refused);
 }
 
 /* ---- reloading ----------------------------------------------------------------------- */

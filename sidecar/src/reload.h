@@ -90,6 +90,9 @@ void wr_reloader_tick(wr_reloader *r, int *wait_ms);
 /* Reload now (SIGHUP). WHY names the trigger in the log. */
 void wr_reloader_reload(wr_reloader *r, const char *why);
 
+/* The handler version LIVE runs now (under its lock). */
+void wr_live_version(wr_live *live, char out[17]);
+
 /* Reloads applied and refused since start. */
 void wr_reloader_counts(const wr_reloader *r, long *applied, long *refused);
 

@@ -21,11 +21,13 @@
 #include "journal.h"
 #include "log.h"
 #include "lua_rt.h"
+#include "metrics.h"
 #include "reload.h"
 #include "retry.h"
 #include "topology.h"
 
 #define TAKE_TIMEOUT_MS 200       /* idle wait per loop turn: bounds shutdown latency */
+#define LOG_BODY_MAX 2048         /* log.bodies: bytes of a body shown in its outcome line */
 #define CONFIRM_TIMEOUT_MS 30000  /* a batch's confirms; past this the connection is suspect */
 #define BACKOFF_MIN_MS 200
 #define BACKOFF_MAX_MS 30000
@@ -55,6 +57,7 @@ typedef struct {
     double duration_ms;
     int attempt;
     char trace_id[33];
+    char tracestate[513];      /* the message's tracestate, NUL-terminated for ctx.http */
     /* idempotency */
     char key[WR_IDKEY_MAX + 1];    /* the message's key ("" when idempotency is off) */
     char rkey[WR_IDKEY_MAX + 300]; /* the Redis key */
@@ -110,6 +113,8 @@ struct wr_worker {
     int *map;              /* claims[k] / finishes[k] belong to items[map[k]] */
     uint64_t rng;
     size_t max_body;
+    wr_wstats *st;         /* this worker's figures (metrics.h); only we write them */
+    int connections;       /* broker connections made so far */
     unsigned long journal_failures; /* batches whose journal entries could not be written */
 };
 
@@ -275,6 +280,11 @@ static int connect_broker(wr_worker *w)
             if (wr_broker_declare(w->b, &w->topo) == WR_BROKER_OK &&
                 wr_broker_consume(w->b, w->sub->queue, w->sub->prefetch) == WR_BROKER_OK) {
                 w->paused = 0;
+                wr_broker_mirror_blocked(w->b, &w->st->blocked);
+                if (w->connections++ > 0) {
+                    wr_stat_add(&w->st->reconnects, 1);
+                }
+                atomic_store(&w->st->connected, 1);
                 wr_logline l;
                 wr_log_begin(&l, WR_LOG_INFO, "consuming");
                 wr_log_str(&l, "subscription", w->sub->name);
@@ -341,7 +351,7 @@ static int publish_outgoing(wr_worker *w, item *it, const wr_lua_result *res)
             props.type = pool_dup(&w->pool, p->type, strlen(p->type));
         }
         amqp_table_entry_t *h =
-            amqp_pool_alloc(&w->pool, sizeof(*h) * (size_t)(p->header_count + 2));
+            amqp_pool_alloc(&w->pool, sizeof(*h) * (size_t)(p->header_count + 3));
         if (h == NULL) {
             return WR_BROKER_DOWN;
         }
@@ -364,6 +374,12 @@ static int publish_outgoing(wr_worker *w, item *it, const wr_lua_result *res)
         h[nh].value.kind = AMQP_FIELD_KIND_UTF8;
         h[nh].value.value.bytes = pool_dup(&w->pool, tp, strlen(tp));
         nh++;
+        if (it->env.tracestate.len > 0) { /* vendors' trace data travels with the trace */
+            h[nh].key = amqp_cstring_bytes("tracestate");
+            h[nh].value.kind = AMQP_FIELD_KIND_UTF8;
+            h[nh].value.value.bytes = it->env.tracestate;
+            nh++;
+        }
         props.headers.num_entries = nh;
         props.headers.entries = h;
 
@@ -395,6 +411,8 @@ static int publish_copy(wr_worker *w, item *it, const char *error_class, int tie
         rc = wr_dlq_build_wait_props(&w->pool, &it->d->message.properties, it->d->exchange,
                                      it->d->routing_key, &props);
     } else {
+        char span[17];
+        hex_rand(w, span, 16);
         wr_failure f = {
             .reason = it->reason,
             .error_class = error_class,
@@ -406,6 +424,7 @@ static int publish_copy(wr_worker *w, item *it, const char *error_class, int tie
             .handler = w->sub->handler,
             .handler_version = w->lua ? wr_lua_version(w->lua) : NULL,
             .trace_id = it->trace_id,
+            .span_id = span,
         };
         rc = wr_dlq_build_props(&w->pool, &it->d->message.properties, it->d->exchange,
                                 it->d->routing_key, &f, &props);
@@ -512,8 +531,11 @@ static void prepare(wr_worker *w, item *it)
  */
 static int run_one(wr_worker *w, item *it)
 {
+    snprintf(it->tracestate, sizeof(it->tracestate), "%.*s", (int)it->env.tracestate.len,
+             (const char *)it->env.tracestate.bytes);
     wr_lua_call call = {.idempotency_key = it->key[0] ? it->key : NULL,
                         .trace_id = it->trace_id,
+                        .tracestate = it->tracestate[0] ? it->tracestate : NULL,
                         .attempt = it->attempt};
     char idbuf[WR_IDKEY_MAX + 1];
     if (call.idempotency_key == NULL) {
@@ -525,6 +547,10 @@ static int run_one(wr_worker *w, item *it)
     wr_outcome out = wr_lua_handle(w->lua, &it->env, &call, &res);
     it->duration_ms = wr_mono_ms() - it->started_ms;
     it->out = out;
+    if (out != WR_OUT_INVALID) { /* an undecodable body never reaches the handler */
+        wr_hist_observe(&w->st->handler, it->duration_ms / 1000);
+    }
+    atomic_store(&w->st->beat_ms, (long long)wr_mono_ms());
     if (res.rebuild) {
         rebuild_lua(w);
     }
@@ -654,6 +680,15 @@ static void log_item(const wr_worker *w, const item *it, const char *outcome, wr
     if (it->act == ACT_OK && it->pub_end > it->pub_first) {
         wr_log_int(&l, "published", (long long)(it->pub_end - it->pub_first));
     }
+    if (w->cfg->log_bodies && it->d != NULL) {
+        /* last: a line too long for the buffer loses only this */
+        const amqp_bytes_t *body = &it->d->message.body;
+        size_t n = body->len > LOG_BODY_MAX ? LOG_BODY_MAX : body->len;
+        wr_log_strn(&l, "body", body->bytes, n);
+        if (n < body->len) {
+            wr_log_bool(&l, "body_truncated", 1);
+        }
+    }
     wr_log_end(&l);
 }
 
@@ -702,9 +737,12 @@ static int claim_batch(wr_worker *w, int n)
         w->map[k++] = i;
     }
     const wr_idem_policy *pol = &w->sub->idem;
+    double t0 = wr_mono_ms();
     if (wr_idem_claim(w->idem, w->claims, k, w->token, pol->lease_ms, pol->ttl_ms) != 0) {
+        wr_stat_add(&w->st->redis_errors, 1);
         return -1;
     }
+    wr_hist_observe(&w->st->redis_claim, (wr_mono_ms() - t0) / 1000);
     for (int c = 0; c < k; c++) {
         item *it = &w->items[w->map[c]];
         switch (w->claims[c].status) {
@@ -827,6 +865,69 @@ static int unclaim_orphans(wr_worker *w)
     return 0;
 }
 
+/* ---- figures (metrics.h) ---------------------------------------------------------- */
+
+static void batch_started(wr_worker *w, int n)
+{
+    wr_stat_add(&w->st->received, (uint64_t)n);
+    atomic_store(&w->st->in_flight, n);
+    atomic_store(&w->st->beat_ms, (long long)wr_mono_ms());
+    atomic_store(&w->st->busy, 1);
+}
+
+static void batch_ended(wr_worker *w, int n)
+{
+    (void)n;
+    atomic_store(&w->st->busy, 0);
+    atomic_store(&w->st->in_flight, 0);
+}
+
+/* Count how IT ended (a delivery that went back unstarted is not counted). */
+static void count_item(wr_worker *w, const item *it)
+{
+    wr_met_outcome o = WR_MO_RETURNED;
+    switch (it->act) {
+    case ACT_OK:
+        o = WR_MO_OK;
+        break;
+    case ACT_RETRY:
+        o = WR_MO_RETRIED;
+        if (it->attempt >= 1 && it->attempt <= WR_MET_MAX_ATTEMPT) {
+            wr_stat_add(&w->st->retries[it->attempt], 1);
+        }
+        break;
+    case ACT_DUPLICATE:
+        o = WR_MO_DUPLICATE;
+        break;
+    case ACT_WAIT:
+        o = WR_MO_DEFERRED;
+        break;
+    case ACT_NONE:
+        o = WR_MO_RETURNED;
+        break;
+    case ACT_DLQ: {
+        wr_met_dl_reason r = WR_DL_ERROR;
+        o = WR_MO_DEAD_LETTERED;
+        if (!it->valid || (it->outcome && strcmp(it->outcome, "invalid") == 0)) {
+            r = WR_DL_INVALID;
+            o = WR_MO_INVALID;
+        } else if (it->outcome && strcmp(it->outcome, "crashed") == 0) {
+            r = WR_DL_CRASHED;
+        } else if (it->out == WR_OUT_REJECT) {
+            r = WR_DL_REJECTED;
+            o = WR_MO_REJECTED;
+        } else if (it->out == WR_OUT_TIMEOUT) {
+            r = WR_DL_TIMEOUT;
+        }
+        wr_stat_add(&w->st->dead_letters[r], 1);
+        break;
+    }
+    }
+    wr_stat_add(&w->st->outcomes[o], 1);
+}
+
+static int process_batch(wr_worker *w, int n);
+
 /*
  * Fill the journal entry of IT (journal.h): what the batch decided, and for a
  * first attempt when it arrived. NOW is the wall clock, MONO the monotonic
@@ -918,8 +1019,14 @@ static void journal_batch(wr_worker *w, int n)
                 .key = jkey, .entries = (const char *const *)&texts[first], .count = nt - first};
         }
     }
-    if (wr_idem_journal(w->idem, lists, nl, cfg->journal_max_entries, cfg->journal_ttl_ms) != 0) {
+    double t0 = wr_mono_ms();
+    int jrc = wr_idem_journal(w->idem, lists, nl, cfg->journal_max_entries, cfg->journal_ttl_ms);
+    if (nl > 0) {
+        wr_hist_observe(&w->st->redis_journal, (wr_mono_ms() - t0) / 1000);
+    }
+    if (jrc != 0) {
         w->journal_failures++;
+        wr_stat_add(&w->st->journal_errors, 1);
         wr_logline l;
         wr_log_begin(&l, WR_LOG_WARN, "journal entries not written");
         wr_log_str(&l, "subscription", w->sub->name);
@@ -945,9 +1052,17 @@ out:
  */
 static int run_batch(wr_worker *w, int n)
 {
-    const wr_idem_policy *pol = &w->sub->idem;
     recycle_amqp_pool(&w->pool);
     wr_broker_batch_begin(w->b);
+    batch_started(w, n);
+    int rc = process_batch(w, n);
+    batch_ended(w, n);
+    return rc;
+}
+
+static int process_batch(wr_worker *w, int n)
+{
+    const wr_idem_policy *pol = &w->sub->idem;
     int rc = WR_BROKER_OK;
     for (int i = 0; i < n; i++) {
         item *it = &w->items[i];
@@ -1016,7 +1131,10 @@ static int run_batch(wr_worker *w, int n)
         }
     }
     if (rc == WR_BROKER_OK) {
+        double t0 = wr_mono_ms();
         rc = wr_broker_batch_wait(w->b, CONFIRM_TIMEOUT_MS);
+        wr_hist_observe(&w->st->confirm, (wr_mono_ms() - t0) / 1000);
+        atomic_store(&w->st->beat_ms, (long long)wr_mono_ms());
         if (rc == WR_BROKER_TIMEOUT) {
             wr_logf(WR_LOG_ERROR, "%s: publish confirms did not arrive within %d ms; reconnecting",
                     w->name, CONFIRM_TIMEOUT_MS);
@@ -1062,15 +1180,26 @@ static int run_batch(wr_worker *w, int n)
             w->map[k++] = i;
         }
     }
+    double t0 = wr_mono_ms();
     int redis_failed = pol->enabled &&
                        wr_idem_finish(w->idem, w->finishes, k, w->token, pol->lease_ms,
                                       pol->ttl_ms) != 0;
+    if (pol->enabled) {
+        if (redis_failed) {
+            wr_stat_add(&w->st->redis_errors, 1);
+        } else {
+            wr_hist_observe(&w->st->redis_finish, (wr_mono_ms() - t0) / 1000);
+        }
+    }
     for (int c = 0; c < k; c++) {
         item *it = &w->items[w->map[c]];
         if (it->op != WR_FINISH_DONE || it->act == ACT_NONE) {
             continue; /* a release that failed only delays the next claim until the lease ends */
         }
         if (redis_failed || !w->finishes[c].owned) {
+            if (!redis_failed) {
+                wr_stat_add(&w->st->lease_lost, 1);
+            }
             /* The effects are published but the record is not written: never ack
              * on guesswork. The redelivery is claimed again (by our token, or
              * after the lease by anyone) and re-run; its outgoing events carry
@@ -1104,6 +1233,7 @@ static int run_batch(wr_worker *w, int n)
         if (it->act == ACT_NONE && it->error[0] == '\0') {
             continue; /* not started (shutdown): returned quietly */
         }
+        count_item(w, it);
         wr_log_level level = it->act == ACT_OK || it->act == ACT_DUPLICATE ? WR_LOG_INFO
                              : it->act == ACT_NONE                          ? WR_LOG_ERROR
                                                                             : WR_LOG_WARN;
@@ -1216,6 +1346,8 @@ static void *worker_main(void *arg)
 {
     wr_worker *w = arg;
     while (!atomic_load(&w->flags->stop)) {
+        atomic_store(&w->st->connected, 0);
+        atomic_store(&w->st->blocked, 0);
         if (connect_broker(w) != 0) {
             break;
         }
@@ -1310,6 +1442,8 @@ static void *worker_main(void *arg)
             }
         }
     }
+    atomic_store(&w->st->connected, 0);
+    atomic_store(&w->st->blocked, 0);
     drain(w);
     wr_broker_destroy(w->b);
     w->b = NULL;
@@ -1320,7 +1454,7 @@ static void *worker_main(void *arg)
 
 wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int index,
                            wr_live *live, wr_shared_brk *brk, wr_breakers *named,
-                           wr_run_flags *flags, char *err, size_t errcap)
+                           wr_run_flags *flags, wr_wstats *stats, char *err, size_t errcap)
 {
     wr_worker *w = calloc(1, sizeof(*w));
     if (w == NULL) {
@@ -1331,6 +1465,7 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
     w->sub = sub;
     w->index = index;
     w->flags = flags;
+    w->st = stats;
     w->max_body = sub->max_body_size > 0 ? (size_t)sub->max_body_size : 512 * 1024;
     snprintf(w->name, sizeof(w->name), "warren %s#%d", sub->name, index);
     pthread_mutex_init(&w->lua_lock, NULL);

@@ -41,6 +41,7 @@
 
 #include "breakers.h"
 #include "config.h"
+#include "metrics.h"
 #include "reload.h"
 
 typedef struct {
@@ -56,12 +57,13 @@ typedef struct wr_worker wr_worker;
  * Create worker INDEX of SUB: build its Lua state from LIVE (the handler and
  * policy of the moment, compiled here, so a broken handler fails in the
  * caller's thread) and start its thread. Between batches the worker follows
- * LIVE's changes (hot reload). CFG, LIVE and FLAGS must outlive the worker.
+ * LIVE's changes (hot reload). It counts what it does in STATS (metrics.h),
+ * which it alone writes. CFG, LIVE, FLAGS and STATS must outlive the worker.
  * Returns NULL with the reason in ERR.
  */
 wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int index,
                            wr_live *live, wr_shared_brk *brk, wr_breakers *named,
-                           wr_run_flags *flags, char *err, size_t errcap);
+                           wr_run_flags *flags, wr_wstats *stats, char *err, size_t errcap);
 
 /* 1 once the worker's thread has finished. */
 int wr_worker_done(const wr_worker *w);

@@ -25,6 +25,7 @@ class Service(BaseHTTPRequestHandler):
         key = self.headers.get("Idempotency-Key")
         requests.append({"path": self.path, "key": key, "body": body,
                          "traceparent": self.headers.get("traceparent"),
+                         "tracestate": self.headers.get("tracestate"),
                          "content_type": self.headers.get("Content-Type")})
         if key.startswith("pay-slow"):
             time.sleep(2)
@@ -83,7 +84,8 @@ w = Warren(tmp, [{"name": "pay", "queue": queue, "handler": "pay.lua",
                   "breaker": {"enabled": False}}]).start()
 check(w.wait_consuming(1), "consuming")
 tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-b.publish(queue, {"amount": 12.5}, message_id="pay-ok", headers={"traceparent": tp})
+b.publish(queue, {"amount": 12.5}, message_id="pay-ok",
+          headers={"traceparent": tp, "tracestate": "vendor=abc,other=1"})
 b.publish(queue, {"amount": 3}, message_id="pay-503")
 b.publish(queue, {"amount": 4}, message_id="pay-409")
 b.publish(queue, {"amount": 5}, message_id="pay-slow", headers={"x": "1"})
@@ -91,9 +93,11 @@ b.publish(queue, {"amount": 6, "raise": False}, message_id="pay-slow2")
 wait_for(lambda: b.depth(out) >= 3 and b.depth(queue + ".dlq") >= 2, 30, "outcomes")
 
 outs = {}
-for _, body in b.drain(out):
+out_props = {}
+for props, body in b.drain(out):
     d = json.loads(body)
     outs[d["id"]] = d
+    out_props[d["id"]] = props
 ok = outs.get("pay-ok", {})
 check_eq(ok.get("status"), 201, "the response status")
 check_eq(ok.get("payment"), "p-pay-ok", "the JSON response decoded")
@@ -106,6 +110,12 @@ if req:
     check((req[0]["traceparent"] or "").startswith("00-0af7651916cd43dd8448eb211c80319c-"),
           "the message's trace goes to the service: %r" % req[0]["traceparent"])
     check(not (req[0]["traceparent"] or "").endswith("b7ad6b7169203331-01"), "as a new span")
+    check_eq(req[0]["tracestate"], "vendor=abc,other=1", "the tracestate goes along unchanged")
+okp = out_props.get("pay-ok")
+check(okp is not None and (okp.headers or {}).get("tracestate") == "vendor=abc,other=1",
+      "the published event carries the message's tracestate")
+check(okp is not None and (okp.headers or {}).get("traceparent", "").startswith(
+      "00-0af7651916cd43dd8448eb211c80319c-"), "and its trace")
 r503 = outs.get("pay-503", {})
 check_eq(r503.get("attempt"), 2, "a 503 raised, and the retry succeeded")
 check_eq(len([r for r in requests if r["key"] == "pay-503"]), 2, "two requests for pay-503")

@@ -12,6 +12,7 @@ failure.
 """
 import atexit
 import json
+import re
 import os
 import signal
 import subprocess
@@ -164,7 +165,7 @@ def _stop_leftovers():
 class Warren:
     """The real warren binary with a generated config, logging to a file."""
 
-    def __init__(self, tmp, subscriptions, extra="", name="warren"):
+    def __init__(self, tmp, subscriptions, extra="", name="warren", log_bodies=False):
         self.tmp = tmp
         self.config = os.path.join(tmp, name + ".yaml")
         self.log_path = os.path.join(tmp, name + ".log")
@@ -172,6 +173,11 @@ class Warren:
             fh.write("amqp:\n  url: ${WARREN_AMQP_URL}\n  heartbeat: 5s\n")
             fh.write("redis:\n  url: ${WARREN_REDIS_URL}\n")
             fh.write("log:\n  level: info\n")
+            if log_bodies:
+                fh.write("  bodies: true\n")
+            if "\nhttp:" not in "\n" + extra:
+                # any free loopback port: tests run several sidecars at once
+                fh.write("http:\n  listen: 127.0.0.1:0\n  queue_poll: 1s\n")
             fh.write(extra)
             fh.write("subscriptions:\n")
             for s in subscriptions:
@@ -243,6 +249,48 @@ class Warren:
         except FileNotFoundError:
             pass
         return out
+
+    def http_port(self, timeout=20):
+        """The port of warren's HTTP endpoint, from its "warren started" line."""
+        wait_for(lambda: self.lines(msg="warren started") or not self.alive(), timeout,
+                 "warren to start")
+        started = self.lines(msg="warren started")
+        if not started or "http" not in started[-1]:
+            check(False, "warren logged its HTTP address")
+            raise RuntimeError("warren has no HTTP address")
+        return int(started[-1]["http"].rsplit(":", 1)[1])
+
+    def get(self, path, timeout=5):
+        """GET PATH from warren's HTTP endpoint: (status, body text)."""
+        import urllib.request
+        import urllib.error
+        url = "http://127.0.0.1:%d%s" % (self.http_port(), path)
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    def metrics(self):
+        """The /metrics samples as {(name, frozenset(labels.items())): value}."""
+        status, text = self.get("/metrics")
+        check_eq(status, 200, "/metrics answers 200")
+        out = {}
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            head, value = line.rsplit(" ", 1)
+            name, labels = head, {}
+            if "{" in head:
+                name, rest = head.split("{", 1)
+                for part in re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', rest):
+                    labels[part[0]] = part[1]
+            out[(name, frozenset(labels.items()))] = float(value)
+        return out
+
+    def metric(self, samples, name, **labels):
+        """The value of NAME{LABELS} in SAMPLES (from metrics()), 0 when absent."""
+        return samples.get((name, frozenset(labels.items())), 0.0)
 
     def raw_log(self):
         with open(self.log_path, "rb") as fh:

@@ -460,7 +460,7 @@ static void test_unknown_keys(void)
 {
     EXPECT_ERRORS(MINIMAL "amqps:\n  url: x\n",
                   "9:1: unknown key 'amqps' at the top level (expected one of: amqp, redis, log, "
-                  "defaults, breakers, shutdown, journal, subscriptions)");
+                  "defaults, breakers, shutdown, http, journal, subscriptions)");
     EXPECT_ERRORS(
         MINIMAL "    prefetc: 10\n",
         "9:5: unknown key 'prefetc' in subscriptions[0] (expected one of: name, queue, "
@@ -616,7 +616,7 @@ static void test_bad_values(void)
                           "defaults:\n"
                           "  handler_timeout: 0\n",
                   "9:1: unknown key 'amqp_extra' at the top level (expected one of: amqp, redis, "
-                  "log, defaults, breakers, shutdown, journal, subscriptions)",
+                  "log, defaults, breakers, shutdown, http, journal, subscriptions)",
                   "11:20: defaults.handler_timeout: expected a duration from 1ms to 1h, got '0'");
     EXPECT_ERRORS("amqp:\n"
                   "  url: amqp://localhost/\n"
@@ -1981,6 +1981,7 @@ static void test_reference(void)
         "redis.timeout",
         "log",
         "log.level",
+        "log.bodies",
         "defaults",
         "defaults.prefetch",
         "defaults.concurrency",
@@ -2022,6 +2023,9 @@ static void test_reference(void)
         "breakers.<name>.half_open_probes",
         "shutdown",
         "shutdown.grace",
+        "http",
+        "http.listen",
+        "http.queue_poll",
         "journal",
         "journal.enabled",
         "journal.ttl",
@@ -2218,9 +2222,57 @@ static void test_example_config(void)
     unsetenv("WARREN_AMQP_URL");
 }
 
+static void test_http_section(void)
+{
+    wr_config *cfg = LOAD_OK(MINIMAL);
+    if (cfg != NULL) {
+        CHECK_STR(cfg->http_listen, "0.0.0.0:9464");
+        CHECK_INT(cfg->queue_poll_ms, 15000);
+        wr_config_free(cfg);
+    }
+    cfg = LOAD_OK("http:\n  listen: localhost:0\n  queue_poll: 2s\n" MINIMAL);
+    if (cfg != NULL) {
+        CHECK_STR(cfg->http_listen, "localhost:0");
+        CHECK_INT(cfg->queue_poll_ms, 2000);
+        wr_config_free(cfg);
+    }
+    cfg = LOAD_OK("http:\n  listen: \"off\"\n" MINIMAL);
+    if (cfg != NULL) {
+        CHECK_STR(cfg->http_listen, "off");
+        wr_config_free(cfg);
+    }
+    EXPECT_ERRORS("http:\n  listen: 9464\n" MINIMAL,
+                  "2:11: http.listen: expected HOST:PORT (such as 0.0.0.0:9464 or 127.0.0.1:0) "
+                  "or off");
+    EXPECT_ERRORS("http:\n  listen: \"[::]:9464\"\n" MINIMAL,
+                  "2:11: http.listen: expected an IPv4 address before the port, such as "
+                  "0.0.0.0:9464");
+    EXPECT_ERRORS("http:\n  listen: 0.0.0.0:99999\n" MINIMAL,
+                  "2:11: http.listen: expected a port 0..65535 after the colon");
+    EXPECT_ERRORS("http:\n  listen: \"0.0.0.0:\"\n" MINIMAL,
+                  "2:11: http.listen: expected a port 0..65535 after the colon");
+    EXPECT_ERRORS("http:\n  queue_poll: 10ms\n" MINIMAL,
+                  "2:15: http.queue_poll: expected a duration from 1s to 1h, got '10ms'");
+
+    char host[64];
+    int port = -1;
+    const char *why = NULL;
+    CHECK_INT(wr_listen_parse("127.0.0.1:8080", host, sizeof(host), &port, &why), 0);
+    CHECK_STR(host, "127.0.0.1");
+    CHECK_INT(port, 8080);
+    CHECK_INT(wr_listen_parse("localhost:1", host, sizeof(host), &port, &why), 0);
+    CHECK_STR(host, "127.0.0.1");
+    CHECK_INT(wr_listen_parse("off", host, sizeof(host), &port, &why), 1);
+    CHECK_INT(wr_listen_parse("1.2.3:80", host, sizeof(host), &port, &why), -1);
+    CHECK_INT(wr_listen_parse("1.2.3.4.5:80", host, sizeof(host), &port, &why), -1);
+    CHECK_INT(wr_listen_parse("256.0.0.1:80", host, sizeof(host), &port, &why), -1);
+    CHECK_INT(wr_listen_parse("1.2.3.4:-1", host, sizeof(host), &port, &why), -1);
+}
+
 int main(void)
 {
     setup();
+    test_http_section();
     test_minimal_defaults();
     test_full_config();
     test_defaults_after_subscriptions();

@@ -452,8 +452,51 @@ static void test_utf8_truncate(void)
     CHECK_INT(wr_utf8_truncate(s5, 4, 3), 2);
 }
 
+/* With a span id the copy continues the trace: one traceparent, same trace, new
+ * span, whether the original had one (replaced) or not (added); tracestate kept. */
+static void test_traceparent(void)
+{
+    amqp_pool_t pool;
+    init_amqp_pool(&pool, 4096);
+    amqp_table_entry_t h[2];
+    memset(h, 0, sizeof(h));
+    h[0].key = B("traceparent");
+    h[0].value.kind = AMQP_FIELD_KIND_UTF8;
+    h[0].value.value.bytes = B("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    h[1].key = B("tracestate");
+    h[1].value.kind = AMQP_FIELD_KIND_UTF8;
+    h[1].value.value.bytes = B("vendor=1");
+    amqp_basic_properties_t orig, out;
+    memset(&orig, 0, sizeof(orig));
+    orig._flags = AMQP_BASIC_HEADERS_FLAG;
+    orig.headers.num_entries = 2;
+    orig.headers.entries = h;
+
+    wr_failure f = base_failure();
+    f.span_id = "a1b2c3d4e5f60718";
+    CHECK_INT(wr_dlq_build_props(&pool, &orig, B(""), B("q"), &f, &out), 0);
+    CHECK_INT(key_count(&out.headers, "traceparent"), 1);
+    CHECK_STR(hstr(&out.headers, "traceparent"),
+              "00-4bf92f3577b34da6a3ce929d0e0e4736-a1b2c3d4e5f60718-01");
+    CHECK_STR(hstr(&out.headers, "tracestate"), "vendor=1");
+
+    orig._flags = 0; /* no headers at all: a traceparent is added */
+    CHECK_INT(wr_dlq_build_props(&pool, &orig, B(""), B("q"), &f, &out), 0);
+    CHECK_INT(key_count(&out.headers, "traceparent"), 1);
+    CHECK_STR(hstr(&out.headers, "traceparent"),
+              "00-4bf92f3577b34da6a3ce929d0e0e4736-a1b2c3d4e5f60718-01");
+
+    f.span_id = NULL; /* without a span id the original is kept as it was */
+    orig._flags = AMQP_BASIC_HEADERS_FLAG;
+    CHECK_INT(wr_dlq_build_props(&pool, &orig, B(""), B("q"), &f, &out), 0);
+    CHECK_STR(hstr(&out.headers, "traceparent"),
+              "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    empty_amqp_pool(&pool);
+}
+
 int main(void)
 {
+    test_traceparent();
     test_first_failure();
     test_minimal_original();
     test_repeated_failures();

@@ -1,0 +1,545 @@
+/*
+ * metrics: per-worker figures and the Prometheus exposition. See metrics.h.
+ */
+#include "metrics.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "breakers.h"
+#include "log.h"
+#include "reload.h"
+
+const double wr_hist_bounds[WR_HIST_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                                0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
+                                                1,      2.5,     5,      10,    30};
+
+static const char *const outcome_names[WR_MO_COUNT] = {
+    "ok", "retried", "dead_lettered", "rejected", "invalid", "duplicate", "deferred", "returned"};
+static const char *const dl_names[WR_DL_COUNT] = {"error", "timeout", "rejected", "invalid",
+                                                  "crashed"};
+
+#define MAX_QUEUES_PER_SUB 40
+#define REDIS_STALE_MS 15000/* a Redis check older than this does not count as "up" */
+
+typedef struct {
+    char queue[300];
+    const char *kind;
+    long messages, consumers;
+} qdepth;
+
+struct wr_metrics {
+    const wr_config *cfg;
+    int nworkers;
+    wr_wstats *ws;     /* nworkers of them */
+    int *ws_sub;       /* the subscription of each */
+    int *ws_index;     /* its index within the subscription */
+    struct wr_breakers *brk;
+    struct wr_reloader *rel;
+
+    pthread_mutex_t lock; /* guards what the prober stores below */
+    qdepth *queues;       /* sub_count * MAX_QUEUES_PER_SUB slots */
+    int *queue_count;     /* per subscription */
+    unsigned long queue_poll_errors;
+    int redis_up;
+    double redis_checked_ms;
+    char redis_error[256];
+    int draining, started;
+};
+
+void wr_hist_observe(wr_hist *h, double seconds)
+{
+    int i = 0;
+    while (i < WR_HIST_BUCKETS && seconds > wr_hist_bounds[i]) {
+        i++;
+    }
+    wr_stat_add(&h->bucket[i], 1);
+    wr_stat_add(&h->count, 1);
+    wr_stat_add(&h->sum_ns, seconds > 0 ? (uint64_t)(seconds * 1e9) : 0);
+}
+
+wr_metrics *wr_metrics_create(const wr_config *cfg)
+{
+    wr_metrics *m = calloc(1, sizeof(*m));
+    if (m == NULL) {
+        return NULL;
+    }
+    m->cfg = cfg;
+    for (int i = 0; i < cfg->sub_count; i++) {
+        m->nworkers += cfg->subs[i].concurrency;
+    }
+    m->ws = calloc((size_t)m->nworkers, sizeof(*m->ws));
+    m->ws_sub = calloc((size_t)m->nworkers, sizeof(int));
+    m->ws_index = calloc((size_t)m->nworkers, sizeof(int));
+    m->queues = calloc((size_t)cfg->sub_count * MAX_QUEUES_PER_SUB, sizeof(qdepth));
+    m->queue_count = calloc((size_t)cfg->sub_count, sizeof(int));
+    if (!m->ws || !m->ws_sub || !m->ws_index || !m->queues || !m->queue_count) {
+        wr_metrics_destroy(m);
+        return NULL;
+    }
+    int k = 0;
+    for (int i = 0; i < cfg->sub_count; i++) {
+        const wr_subscription *s = &cfg->subs[i];
+        /* a handler may run its full timeout, then Redis and the confirms theirs */
+        int64_t stuck = 2 * s->handler_timeout_ms + 2 * cfg->redis_timeout_ms + 60000;
+        for (int j = 0; j < s->concurrency; j++, k++) {
+            m->ws_sub[k] = i;
+            m->ws_index[k] = j;
+            m->ws[k].stuck_after_ms = stuck;
+        }
+    }
+    pthread_mutex_init(&m->lock, NULL);
+    return m;
+}
+
+void wr_metrics_destroy(wr_metrics *m)
+{
+    if (m == NULL) {
+        return;
+    }
+    if (m->ws && m->ws_sub && m->ws_index && m->queues && m->queue_count) {
+        pthread_mutex_destroy(&m->lock);
+    }
+    free(m->ws);
+    free(m->ws_sub);
+    free(m->ws_index);
+    free(m->queues);
+    free(m->queue_count);
+    free(m);
+}
+
+wr_wstats *wr_metrics_worker(wr_metrics *m, int sub, int index)
+{
+    for (int k = 0; k < m->nworkers; k++) {
+        if (m->ws_sub[k] == sub && m->ws_index[k] == index) {
+            return &m->ws[k];
+        }
+    }
+    return NULL;
+}
+
+void wr_metrics_sources(wr_metrics *m, struct wr_breakers *brk, struct wr_reloader *rel)
+{
+    m->brk = brk;
+    m->rel = rel;
+}
+
+void wr_metrics_set_queue(wr_metrics *m, int sub, const char *queue, const char *kind,
+                          long messages, long consumers)
+{
+    if (sub < 0 || sub >= m->cfg->sub_count) {
+        return;
+    }
+    pthread_mutex_lock(&m->lock);
+    qdepth *q = &m->queues[sub * MAX_QUEUES_PER_SUB];
+    int n = m->queue_count[sub], i = 0;
+    while (i < n && strcmp(q[i].queue, queue) != 0) {
+        i++;
+    }
+    if (i == n && n < MAX_QUEUES_PER_SUB) {
+        snprintf(q[i].queue, sizeof(q[i].queue), "%s", queue);
+        m->queue_count[sub] = ++n;
+    }
+    if (i < n) {
+        q[i].kind = kind;
+        q[i].messages = messages;
+        q[i].consumers = consumers;
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
+void wr_metrics_queue_poll_failed(wr_metrics *m)
+{
+    pthread_mutex_lock(&m->lock);
+    m->queue_poll_errors++;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void wr_metrics_set_redis(wr_metrics *m, int up, const char *error)
+{
+    pthread_mutex_lock(&m->lock);
+    m->redis_up = up;
+    m->redis_checked_ms = wr_mono_ms();
+    snprintf(m->redis_error, sizeof(m->redis_error), "%s", error ? error : "");
+    pthread_mutex_unlock(&m->lock);
+}
+
+void wr_metrics_set_draining(wr_metrics *m, int draining)
+{
+    pthread_mutex_lock(&m->lock);
+    m->draining = draining;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void wr_metrics_set_started(wr_metrics *m)
+{
+    pthread_mutex_lock(&m->lock);
+    m->started = 1;
+    pthread_mutex_unlock(&m->lock);
+}
+
+void wr_metrics_label_escape(const char *value, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (const char *p = value; *p && o + 3 < cap; p++) {
+        if (*p == '\\' || *p == '"') {
+            out[o++] = '\\';
+            out[o++] = *p;
+        } else if (*p == '\n') {
+            out[o++] = '\\';
+            out[o++] = 'n';
+        } else {
+            out[o++] = *p;
+        }
+    }
+    out[o] = '\0';
+}
+
+/* ---- rendering ------------------------------------------------------------------------ */
+
+static uint64_t ld(const atomic_uint_fast64_t *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+static void family(FILE *fp, const char *name, const char *type, const char *help)
+{
+    fprintf(fp, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* Sum of counter FIELD (an offset into wr_wstats) over the workers of SUB. */
+static uint64_t sum_sub(const wr_metrics *m, int sub, size_t offset)
+{
+    uint64_t t = 0;
+    for (int k = 0; k < m->nworkers; k++) {
+        if (m->ws_sub[k] == sub) {
+            t += ld((const atomic_uint_fast64_t *)((const char *)&m->ws[k] + offset));
+        }
+    }
+    return t;
+}
+
+static void counter_per_sub(FILE *fp, const wr_metrics *m, const char *name, const char *help,
+                            size_t offset)
+{
+    family(fp, name, "counter", help);
+    for (int s = 0; s < m->cfg->sub_count; s++) {
+        fprintf(fp, "%s{subscription=\"%s\"} %llu\n", name, m->cfg->subs[s].name,
+                (unsigned long long)sum_sub(m, s, offset));
+    }
+}
+
+/* One histogram series: H summed over the workers of SUB. EXTRA: more labels. */
+static void hist_series(FILE *fp, const wr_metrics *m, const char *name, int sub, size_t offset,
+                        const char *extra)
+{
+    uint64_t b[WR_HIST_BUCKETS + 1] = {0}, count = 0, sum_ns = 0;
+    for (int k = 0; k < m->nworkers; k++) {
+        if (m->ws_sub[k] != sub) {
+            continue;
+        }
+        const wr_hist *h = (const wr_hist *)((const char *)&m->ws[k] + offset);
+        for (int i = 0; i <= WR_HIST_BUCKETS; i++) {
+            b[i] += ld(&h->bucket[i]);
+        }
+        count += ld(&h->count);
+        sum_ns += ld(&h->sum_ns);
+    }
+    /* buckets first, +Inf last: the count is the sum of the buckets read, so the
+     * series stays consistent even while workers keep observing */
+    const char *sn = m->cfg->subs[sub].name;
+    uint64_t cum = 0;
+    for (int i = 0; i < WR_HIST_BUCKETS; i++) {
+        cum += b[i];
+        fprintf(fp, "%s_bucket{subscription=\"%s\"%s,le=\"%g\"} %llu\n", name, sn, extra,
+                wr_hist_bounds[i], (unsigned long long)cum);
+    }
+    cum += b[WR_HIST_BUCKETS];
+    (void)count;
+    fprintf(fp, "%s_bucket{subscription=\"%s\"%s,le=\"+Inf\"} %llu\n", name, sn, extra,
+            (unsigned long long)cum);
+    fprintf(fp, "%s_sum{subscription=\"%s\"%s} %.9f\n", name, sn, extra, (double)sum_ns / 1e9);
+    fprintf(fp, "%s_count{subscription=\"%s\"%s} %llu\n", name, sn, extra,
+            (unsigned long long)cum);
+}
+
+static void breaker_line(void *ud, const char *name, const char *kind, wr_brk_state state,
+                         const unsigned long transitions[3])
+{
+    FILE *fp = ud;
+    static const char *states[] = {"closed", "open", "half_open"};
+    char esc[300];
+    wr_metrics_label_escape(name, esc, sizeof(esc));
+    (void)transitions;
+    for (int i = 0; i < 3; i++) {
+        fprintf(fp, "warren_breaker_state{breaker=\"%s\",kind=\"%s\",state=\"%s\"} %d\n", esc,
+                kind, states[i], (int)state == i);
+    }
+}
+
+static void breaker_transitions(void *ud, const char *name, const char *kind, wr_brk_state state,
+                                const unsigned long transitions[3])
+{
+    FILE *fp = ud;
+    static const char *states[] = {"closed", "open", "half_open"};
+    char esc[300];
+    wr_metrics_label_escape(name, esc, sizeof(esc));
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        fprintf(fp, "warren_breaker_transitions_total{breaker=\"%s\",kind=\"%s\",to=\"%s\"} %lu\n",
+                esc, kind, states[i], transitions[i]);
+    }
+}
+
+#define OFF(field) offsetof(wr_wstats, field)
+
+void wr_metrics_render(wr_metrics *m, FILE *fp)
+{
+    const wr_config *cfg = m->cfg;
+    int nsub = cfg->sub_count;
+
+    family(fp, "warren_build_info", "gauge", "The running warren version (always 1).");
+    fprintf(fp, "warren_build_info{version=\"%s\"} 1\n", WARREN_VERSION);
+
+    counter_per_sub(fp, m, "warren_messages_received_total",
+                    "Deliveries taken from the subscription's queue.", OFF(received));
+
+    family(fp, "warren_messages_handled_total", "counter",
+           "Deliveries finished, by outcome (ok, retried, dead_lettered, rejected, invalid, "
+           "duplicate, deferred, returned).");
+    for (int s = 0; s < nsub; s++) {
+        for (int o = 0; o < WR_MO_COUNT; o++) {
+            fprintf(fp, "warren_messages_handled_total{subscription=\"%s\",outcome=\"%s\"} %llu\n",
+                    cfg->subs[s].name, outcome_names[o],
+                    (unsigned long long)sum_sub(m, s, OFF(outcomes) + sizeof(atomic_uint_fast64_t) *
+                                                                       (size_t)o));
+        }
+    }
+
+    family(fp, "warren_dead_letters_total", "counter",
+           "Copies sent to the dead-letter queue, by reason.");
+    for (int s = 0; s < nsub; s++) {
+        for (int r = 0; r < WR_DL_COUNT; r++) {
+            fprintf(fp, "warren_dead_letters_total{subscription=\"%s\",reason=\"%s\"} %llu\n",
+                    cfg->subs[s].name, dl_names[r],
+                    (unsigned long long)sum_sub(m, s, OFF(dead_letters) +
+                                                          sizeof(atomic_uint_fast64_t) * (size_t)r));
+        }
+    }
+
+    family(fp, "warren_retries_total", "counter",
+           "Failed attempts sent to a delay queue, by the attempt that failed.");
+    for (int s = 0; s < nsub; s++) {
+        int max = cfg->subs[s].retry.max_attempts;
+        if (max > WR_MET_MAX_ATTEMPT) {
+            max = WR_MET_MAX_ATTEMPT;
+        }
+        for (int a = 1; a <= max; a++) {
+            uint64_t v = sum_sub(m, s, OFF(retries) + sizeof(atomic_uint_fast64_t) * (size_t)a);
+            if (v > 0 || a < max) {
+                fprintf(fp, "warren_retries_total{subscription=\"%s\",attempt=\"%d\"} %llu\n",
+                        cfg->subs[s].name, a, (unsigned long long)v);
+            }
+        }
+    }
+
+    family(fp, "warren_handler_duration_seconds", "histogram",
+           "Time the handler ran per message.");
+    for (int s = 0; s < nsub; s++) {
+        hist_series(fp, m, "warren_handler_duration_seconds", s, OFF(handler), "");
+    }
+
+    family(fp, "warren_messages_in_flight", "gauge",
+           "Deliveries in the batches being processed now.");
+    for (int s = 0; s < nsub; s++) {
+        long t = 0;
+        for (int k = 0; k < m->nworkers; k++) {
+            t += m->ws_sub[k] == s ? atomic_load(&m->ws[k].in_flight) : 0;
+        }
+        fprintf(fp, "warren_messages_in_flight{subscription=\"%s\"} %ld\n", cfg->subs[s].name, t);
+    }
+
+    family(fp, "warren_redis_call_duration_seconds", "histogram",
+           "Round trips to Redis for a batch's idempotency records (claim, finish) and "
+           "journal entries (journal).");
+    for (int s = 0; s < nsub; s++) {
+        hist_series(fp, m, "warren_redis_call_duration_seconds", s, OFF(redis_claim),
+                    ",call=\"claim\"");
+        hist_series(fp, m, "warren_redis_call_duration_seconds", s, OFF(redis_finish),
+                    ",call=\"finish\"");
+        hist_series(fp, m, "warren_redis_call_duration_seconds", s, OFF(redis_journal),
+                    ",call=\"journal\"");
+    }
+    counter_per_sub(fp, m, "warren_redis_errors_total",
+                    "Redis calls that failed (the batch was returned to the queue).",
+                    OFF(redis_errors));
+    counter_per_sub(fp, m, "warren_journal_write_failures_total",
+                    "Batches whose journal entries could not be written (best effort: the "
+                    "messages were handled and acked all the same).",
+                    OFF(journal_errors));
+    counter_per_sub(fp, m, "warren_lease_lost_total",
+                    "Outcomes not recorded because another worker had taken the message over.",
+                    OFF(lease_lost));
+
+    family(fp, "warren_publish_confirm_duration_seconds", "histogram",
+           "Wait for the broker's confirms of a batch's publishes.");
+    for (int s = 0; s < nsub; s++) {
+        hist_series(fp, m, "warren_publish_confirm_duration_seconds", s, OFF(confirm), "");
+    }
+    counter_per_sub(fp, m, "warren_broker_reconnects_total",
+                    "Broker connections made again after one was lost.", OFF(reconnects));
+
+    family(fp, "warren_workers_connected", "gauge", "Workers connected to the broker.");
+    for (int s = 0; s < nsub; s++) {
+        int t = 0;
+        for (int k = 0; k < m->nworkers; k++) {
+            t += m->ws_sub[k] == s ? atomic_load(&m->ws[k].connected) : 0;
+        }
+        fprintf(fp, "warren_workers_connected{subscription=\"%s\"} %d\n", cfg->subs[s].name, t);
+    }
+
+    family(fp, "warren_workers_blocked", "gauge",
+           "Workers whose publishes the broker blocks (memory or disk alarm): they take no "
+           "messages until it lifts.");
+    for (int s = 0; s < nsub; s++) {
+        int t = 0;
+        for (int k = 0; k < m->nworkers; k++) {
+            t += m->ws_sub[k] == s ? atomic_load(&m->ws[k].blocked) : 0;
+        }
+        fprintf(fp, "warren_workers_blocked{subscription=\"%s\"} %d\n", cfg->subs[s].name, t);
+    }
+
+    if (m->brk != NULL) {
+        family(fp, "warren_breaker_state", "gauge",
+               "Circuit breaker state: 1 for the state it is in, 0 for the others.");
+        wr_breakers_each(m->brk, breaker_line, fp);
+        family(fp, "warren_breaker_transitions_total", "counter",
+               "Circuit breaker state changes, by the state entered.");
+        wr_breakers_each(m->brk, breaker_transitions, fp);
+    }
+
+    if (m->rel != NULL) {
+        long applied, refused;
+        wr_reloader_counts(m->rel, &applied, &refused);
+        family(fp, "warren_handler_reloads_total", "counter",
+               "Handler and policy reloads, by result.");
+        fprintf(fp, "warren_handler_reloads_total{result=\"applied\"} %ld\n", applied);
+        fprintf(fp, "warren_handler_reloads_total{result=\"refused\"} %ld\n", refused);
+        family(fp, "warren_handler_info", "gauge",
+               "The handler version each subscription runs (always 1).");
+        for (int s = 0; s < nsub; s++) {
+            char v[17];
+            wr_live_version(wr_reloader_live(m->rel, s), v);
+            fprintf(fp, "warren_handler_info{subscription=\"%s\",version=\"%s\"} 1\n",
+                    cfg->subs[s].name, v);
+        }
+    }
+
+    pthread_mutex_lock(&m->lock);
+    family(fp, "warren_queue_messages", "gauge",
+           "Messages ready in the subscription's queues (polled), by kind: main, retry, "
+           "wait, dlq.");
+    for (int s = 0; s < nsub; s++) {
+        for (int i = 0; i < m->queue_count[s]; i++) {
+            const qdepth *q = &m->queues[s * MAX_QUEUES_PER_SUB + i];
+            if (q->messages >= 0) {
+                char esc[620];
+                wr_metrics_label_escape(q->queue, esc, sizeof(esc));
+                fprintf(fp, "warren_queue_messages{subscription=\"%s\",queue=\"%s\",kind=\"%s\"} %ld\n",
+                        cfg->subs[s].name, esc, q->kind, q->messages);
+            }
+        }
+    }
+    family(fp, "warren_queue_consumers", "gauge",
+           "Consumers of the subscription's main queue (polled), from every process.");
+    for (int s = 0; s < nsub; s++) {
+        for (int i = 0; i < m->queue_count[s]; i++) {
+            const qdepth *q = &m->queues[s * MAX_QUEUES_PER_SUB + i];
+            if (q->messages >= 0 && strcmp(q->kind, "main") == 0) {
+                fprintf(fp, "warren_queue_consumers{subscription=\"%s\"} %ld\n", cfg->subs[s].name,
+                        q->consumers);
+            }
+        }
+    }
+    family(fp, "warren_queue_poll_errors_total", "counter",
+           "Queue depth polls that failed (broker away or a queue missing).");
+    fprintf(fp, "warren_queue_poll_errors_total %lu\n", m->queue_poll_errors);
+    family(fp, "warren_redis_up", "gauge", "1 when Redis answered the last health check.");
+    fprintf(fp, "warren_redis_up %d\n",
+            m->redis_up && wr_mono_ms() - m->redis_checked_ms < REDIS_STALE_MS);
+    pthread_mutex_unlock(&m->lock);
+}
+
+/* ---- health ---------------------------------------------------------------------------- */
+
+int wr_metrics_live(wr_metrics *m, FILE *fp)
+{
+    int ok = 1;
+    double now = wr_mono_ms();
+    for (int k = 0; k < m->nworkers; k++) {
+        const wr_wstats *w = &m->ws[k];
+        double idle = now - (double)atomic_load(&w->beat_ms);
+        if (atomic_load(&w->busy) && idle > (double)w->stuck_after_ms) {
+            ok = 0;
+            fprintf(fp, "worker %s#%d: stuck, no progress for %.0f s (limit %lld s)\n",
+                    m->cfg->subs[m->ws_sub[k]].name, m->ws_index[k], idle / 1000,
+                    (long long)(w->stuck_after_ms / 1000));
+        }
+    }
+    fprintf(fp, ok ? "ok: %d workers making progress\n" : "not live\n", m->nworkers);
+    return ok;
+}
+
+int wr_metrics_ready(wr_metrics *m, FILE *fp)
+{
+    int ok = 1;
+    pthread_mutex_lock(&m->lock);
+    int started = m->started, draining = m->draining;
+    int redis = m->redis_up && wr_mono_ms() - m->redis_checked_ms < REDIS_STALE_MS;
+    char rerr[256];
+    snprintf(rerr, sizeof(rerr), "%s", m->redis_error[0] ? m->redis_error : "no answer yet");
+    pthread_mutex_unlock(&m->lock);
+    if (!started) {
+        ok = 0;
+        fprintf(fp, "handlers: not loaded yet\n");
+    } else {
+        fprintf(fp, "handlers: loaded\n");
+    }
+    if (draining) {
+        ok = 0;
+        fprintf(fp, "draining: shutting down\n");
+    }
+    if (redis) {
+        fprintf(fp, "redis: ok\n");
+    } else {
+        ok = 0;
+        fprintf(fp, "redis: not answering: %s\n", rerr);
+    }
+    int down = 0;
+    for (int k = 0; k < m->nworkers; k++) {
+        if (!atomic_load(&m->ws[k].connected)) {
+            down++;
+            if (down <= 5) {
+                fprintf(fp, "broker: worker %s#%d not connected\n",
+                        m->cfg->subs[m->ws_sub[k]].name, m->ws_index[k]);
+            }
+        }
+    }
+    if (down == 0) {
+        fprintf(fp, "broker: %d workers connected\n", m->nworkers);
+    } else {
+        ok = 0;
+    }
+    int blocked = 0;
+    for (int k = 0; k < m->nworkers; k++) {
+        blocked += atomic_load(&m->ws[k].blocked);
+    }
+    if (blocked > 0) {
+        ok = 0;
+        fprintf(fp, "broker: publishing blocked by a broker alarm (memory or disk) for %d "
+                    "workers\n", blocked);
+    }
+    fprintf(fp, ok ? "ready\n" : "not ready\n");
+    return ok;
+}

@@ -1,0 +1,136 @@
+/*
+ * metrics: what warren counts, and its Prometheus text exposition.
+ *
+ * Every worker owns one wr_wstats and is its only writer: counters and
+ * histograms are relaxed atomics bumped on the worker's own thread, so the
+ * hot path takes no lock and shares no cache line with other workers. A
+ * scrape (the HTTP thread, http.h) reads every worker's block and sums them
+ * per subscription; a figure read mid-update is at most one message behind.
+ *
+ * Figures that are not per message come from their owners at scrape time:
+ * breaker states and transitions (breakers.h), handler versions and reload
+ * counts (reload.h), queue depths and Redis reachability (probe.h, which
+ * polls them on its own connections and stores them here under a lock).
+ *
+ * Naming follows Prometheus conventions: warren_ prefix, base units
+ * (seconds), _total for counters, labels for subscription, outcome, reason,
+ * attempt. README "Metrics" lists every family.
+ */
+#ifndef WR_METRICS_H
+#define WR_METRICS_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config.h"
+
+/* Buckets (upper bounds, seconds) shared by every histogram: 100 us .. 30 s. */
+#define WR_HIST_BUCKETS 17
+extern const double wr_hist_bounds[WR_HIST_BUCKETS];
+
+typedef struct {
+    atomic_uint_fast64_t bucket[WR_HIST_BUCKETS + 1]; /* per bucket (not cumulative); +Inf last */
+    atomic_uint_fast64_t count;
+    atomic_uint_fast64_t sum_ns;
+} wr_hist;
+
+/* How a delivery ended, as counted by warren_messages_handled_total{outcome}. */
+typedef enum {
+    WR_MO_OK = 0,        /* handler succeeded; its events confirmed, record done */
+    WR_MO_RETRIED,       /* failed, copy sent to a delay queue */
+    WR_MO_DEAD_LETTERED, /* failed for good (attempts used up, crash-looped) */
+    WR_MO_REJECTED,      /* the handler rejected it (ctx.reject): DLQ at once */
+    WR_MO_INVALID,       /* undecodable or without a key: DLQ without running */
+    WR_MO_DUPLICATE,     /* already done: acked, nothing run */
+    WR_MO_DEFERRED,      /* its key is busy on another worker: sent to the wait queue */
+    WR_MO_RETURNED,      /* given back to the broker unfinished (lease lost, copy refused) */
+    WR_MO_COUNT
+} wr_met_outcome;
+
+/* Why a copy went to the DLQ: warren_dead_letters_total{reason}. */
+typedef enum {
+    WR_DL_ERROR = 0, /* the handler raised or returned an error on its last attempt */
+    WR_DL_TIMEOUT,   /* ... or ran past its timeout */
+    WR_DL_REJECTED,
+    WR_DL_INVALID,
+    WR_DL_CRASHED,   /* the crash-loop guard */
+    WR_DL_COUNT
+} wr_met_dl_reason;
+
+#define WR_MET_MAX_ATTEMPT 100 /* retry.max_attempts' upper bound */
+
+/* The figures of one worker. Zeroed at creation; written by that worker only. */
+typedef struct {
+    atomic_uint_fast64_t received;
+    atomic_uint_fast64_t outcomes[WR_MO_COUNT];
+    atomic_uint_fast64_t dead_letters[WR_DL_COUNT];
+    atomic_uint_fast64_t retries[WR_MET_MAX_ATTEMPT + 1]; /* by the attempt that failed */
+    atomic_uint_fast64_t redis_errors;
+    atomic_uint_fast64_t reconnects;   /* broker connections made after the first */
+    atomic_uint_fast64_t lease_lost;   /* outcomes not recorded: another worker owned the key */
+    wr_hist handler;                   /* handler run time */
+    wr_hist redis_claim, redis_finish; /* one round trip per batch each */
+    wr_hist redis_journal;             /* the batch's journal entries (journal.h) */
+    atomic_uint_fast64_t journal_errors; /* batches whose journal entries were not written */
+    wr_hist confirm;                   /* a batch's wait for its publish confirms */
+    atomic_int in_flight;              /* deliveries of the batch being processed */
+    atomic_int connected;              /* 1 while consuming (or paused by its breaker) */
+    atomic_int blocked;                /* 1 while the broker blocks our publishes (alarm) */
+    atomic_int busy;                   /* 1 inside a batch */
+    atomic_llong beat_ms;              /* wr_mono_ms() of the last progress inside a batch */
+    int64_t stuck_after_ms;            /* busy without progress this long = stuck */
+} wr_wstats;
+
+/* Add one observation of SECONDS to H (relaxed; the owner thread only). */
+void wr_hist_observe(wr_hist *h, double seconds);
+
+static inline void wr_stat_add(atomic_uint_fast64_t *c, uint64_t n)
+{
+    atomic_fetch_add_explicit(c, n, memory_order_relaxed);
+}
+
+/* ---- the process's registry ------------------------------------------------------- */
+
+typedef struct wr_metrics wr_metrics;
+struct wr_breakers;
+struct wr_reloader;
+
+/* Create the registry for CFG: one wr_wstats per worker of every subscription. */
+wr_metrics *wr_metrics_create(const wr_config *cfg);
+void wr_metrics_destroy(wr_metrics *m);
+
+/* The stats block of worker INDEX of subscription SUB. */
+wr_wstats *wr_metrics_worker(wr_metrics *m, int sub, int index);
+
+/* Where scrape-time figures come from (either may be NULL). */
+void wr_metrics_sources(wr_metrics *m, struct wr_breakers *brk, struct wr_reloader *rel);
+
+/* Queue depths, stored by the prober. KIND: "main", "retry", "wait", "dlq".
+ * MESSAGES < 0: the queue could not be read (missing, or the broker is away). */
+void wr_metrics_set_queue(wr_metrics *m, int sub, const char *queue, const char *kind,
+                          long messages, long consumers);
+void wr_metrics_queue_poll_failed(wr_metrics *m);
+
+/* Redis reachability, stored by the prober; and the process phase. */
+void wr_metrics_set_redis(wr_metrics *m, int up, const char *error);
+void wr_metrics_set_draining(wr_metrics *m, int draining);
+void wr_metrics_set_started(wr_metrics *m);
+
+/* Write every metric family in the Prometheus text format (0.0.4) to FP. */
+void wr_metrics_render(wr_metrics *m, FILE *fp);
+
+/*
+ * Health for the probes. Liveness: 1 unless a worker has been inside a batch
+ * without progress for longer than its stuck_after_ms. Readiness: started,
+ * not draining, Redis answering, every worker connected to the broker, and
+ * handlers loaded (a worker exists only with its handler loaded). Each writes
+ * a one-line-per-check text report to FP.
+ */
+int wr_metrics_live(wr_metrics *m, FILE *fp);
+int wr_metrics_ready(wr_metrics *m, FILE *fp);
+
+/* Escape VALUE as a Prometheus label value (\\, \", \n) into OUT. */
+void wr_metrics_label_escape(const char *value, char *out, size_t cap);
+
+#endif
