@@ -203,6 +203,15 @@ try:
     check_eq(effects(e1), 1, "the effect did not happen again")
     check_eq(b.depth(queue), 0, "nothing left in the queue")
 
+    # the journal's cost and health are on /metrics: a round trip per batch, no failure
+    mt = w.metrics()
+    jcalls = mt.get(("warren_redis_call_duration_seconds_count",
+                     frozenset({"subscription": SUB, "call": "journal"}.items())), 0)
+    check(jcalls >= 5, "journal round trips on /metrics: %r" % jcalls)
+    check_eq(mt.get(("warren_journal_write_failures_total", frozenset({"subscription": SUB}.items()))),
+             0, "no journal write failed")
+    check_eq(w.lines(msg="journal entries not written"), [], "no journal failure logged")
+
     # not found: exit 1 with a message
     rc, out, err = run("trace", "-c", w.config, p + "-never")
     check_eq(rc, 1, "trace of an unknown id exits 1")
