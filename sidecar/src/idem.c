@@ -91,10 +91,28 @@ struct wr_idem {
     char claim_sha[41];
     char finish_sha[41];
     char err[512];
+    /* journal writes sent but not yet answered (wr_idem_journal does not wait):
+     * their replies are read first thing in the next call, see usable() */
+    int jowed;           /* replies owed: 2 per journal (RPUSH, PEXPIRE) */
+    char **jkeys;        /* the journals written, to trim those past the cap */
+    int jkey_count, jkey_cap;
+    int jmax;            /* max_entries of the last write */
+    int jerrors;         /* error replies collected and not yet reported */
+    char jerr[256];
 };
+
+static void forget_journal(wr_idem *d)
+{
+    for (int i = 0; i < d->jkey_count; i++) {
+        free(d->jkeys[i]);
+    }
+    d->jkey_count = 0;
+    d->jowed = 0;
+}
 
 static int fail(wr_idem *d, const char *what)
 {
+    forget_journal(d); /* the connection goes: nothing more will answer */
     snprintf(d->err, sizeof(d->err), "%s: %s", what,
              d->c && d->c->err ? d->c->errstr : "unexpected reply");
     if (d->c != NULL) {
@@ -200,6 +218,8 @@ void wr_idem_destroy(wr_idem *d)
         if (d->c != NULL) {
             redisFree(d->c);
         }
+        forget_journal(d);
+        free(d->jkeys);
         free(d);
     }
 }
@@ -209,9 +229,25 @@ const char *wr_idem_error(const wr_idem *d)
     return d->err;
 }
 
+static int collect_journal(wr_idem *d);
+
+/*
+ * Make D ready for a command: connected, and the replies owed by the last
+ * journal write read (a reply stream is in order, so they come first). Every
+ * call that talks to Redis starts here. Returns 0, or -1 with d->err set.
+ */
+static int usable(wr_idem *d)
+{
+    if (d->c == NULL) {
+        forget_journal(d);
+        return connect_redis(d);
+    }
+    return d->jowed > 0 ? collect_journal(d) : 0;
+}
+
 int wr_idem_ping(wr_idem *d)
 {
-    if (d->c == NULL && connect_redis(d) != 0) {
+    if (usable(d) != 0) {
         return -1;
     }
     redisReply *r = redisCommand(d->c, "PING");
@@ -237,7 +273,7 @@ static redisReply *evalsha(wr_idem *d, const char *sha_of, int argc, const char 
                            size_t *lens)
 {
     for (int round = 0; round < 2; round++) {
-        if (d->c == NULL && connect_redis(d) != 0) {
+        if (usable(d) != 0) {
             return NULL;
         }
         argv[1] = sha_of == claim_lua ? d->claim_sha : d->finish_sha;
@@ -409,13 +445,76 @@ int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t
  * nothing here touches the record scripts above. RPUSH's reply is the new
  * length, which tells which lists need an LTRIM; most never do.
  */
+/*
+ * Read the replies owed by the last journal write; trim the journals that
+ * grew past the cap (LTRIM, a round trip of its own, only then). Error replies
+ * are kept for the next wr_idem_journal to report; only a broken connection
+ * fails the caller. Returns 0 or -1.
+ */
+static int collect_journal(wr_idem *d)
+{
+    int owed = d->jowed, trims = 0;
+    d->jowed = 0;
+    for (int i = 0; i < owed; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(d->c, (void **)&r) != REDIS_OK || r == NULL) {
+            return fail(d, "journal");
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            d->jerrors++;
+            snprintf(d->jerr, sizeof(d->jerr), "%s", r->str);
+        } else if (i % 2 == 0 && r->type == REDIS_REPLY_INTEGER && r->integer > d->jmax &&
+                   i / 2 < d->jkey_count && d->jkeys[i / 2] != NULL) {
+            if (redisAppendCommand(d->c, "LTRIM %s %d -1", d->jkeys[i / 2], -d->jmax) !=
+                REDIS_OK) {
+                freeReplyObject(r);
+                return fail(d, "journal trim");
+            }
+            trims++;
+        }
+        freeReplyObject(r);
+    }
+    for (int i = 0; i < d->jkey_count; i++) {
+        free(d->jkeys[i]);
+    }
+    d->jkey_count = 0;
+    for (int i = 0; i < trims; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(d->c, (void **)&r) != REDIS_OK || r == NULL) {
+            return fail(d, "journal trim");
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            d->jerrors++;
+            snprintf(d->jerr, sizeof(d->jerr), "%s", r->str);
+        }
+        freeReplyObject(r);
+    }
+    return 0;
+}
+
 int wr_idem_journal(wr_idem *d, const wr_idem_jlist *lists, int n, int max_entries, int64_t ttl_ms)
 {
+    if (usable(d) != 0) {
+        return -1;
+    }
+    if (d->jerrors > 0) {
+        /* what the previous write's replies said (they are read one call late) */
+        snprintf(d->err, sizeof(d->err), "journal: %d error repl%s, the last: %s", d->jerrors,
+                 d->jerrors == 1 ? "y" : "ies", d->jerr);
+        d->jerrors = 0;
+        return -1;
+    }
     if (n <= 0) {
         return 0;
     }
-    if (d->c == NULL && connect_redis(d) != 0) {
-        return -1;
+    if (n > d->jkey_cap) {
+        char **k = realloc(d->jkeys, sizeof(*k) * (size_t)n);
+        if (k == NULL) {
+            snprintf(d->err, sizeof(d->err), "out of memory");
+            return -1;
+        }
+        d->jkeys = k;
+        d->jkey_cap = n;
     }
     int most = 0;
     for (int i = 0; i < n; i++) {
@@ -441,43 +540,18 @@ int wr_idem_journal(wr_idem *d, const wr_idem_jlist *lists, int n, int max_entri
             args_free(&a);
             return fail(d, "journal");
         }
+        d->jowed += 2;
+        d->jkeys[d->jkey_count++] = strdup(lists[i].key); /* NULL: not trimmed, no harm */
     }
     args_free(&a);
-    /* read every reply (the pipeline must be drained), remembering what to trim */
-    int rc = 0, trims = 0;
-    char *over = calloc((size_t)n, 1);
-    for (int i = 0; i < 2 * n; i++) {
-        redisReply *r = NULL;
-        if (redisGetReply(d->c, (void **)&r) != REDIS_OK || r == NULL) {
-            free(over);
+    d->jmax = max_entries;
+    /* send now, read later: Redis appends while the worker acks and takes the next
+     * batch, whose first call (claim) collects the replies */
+    int done = 0;
+    while (!done) {
+        if (redisBufferWrite(d->c, &done) != REDIS_OK) {
             return fail(d, "journal");
         }
-        if (r->type == REDIS_REPLY_ERROR) {
-            rc = unexpected(d, "journal", r);
-        } else if (i % 2 == 0 && r->type == REDIS_REPLY_INTEGER && r->integer > max_entries &&
-                   over != NULL) {
-            over[i / 2] = 1;
-            trims++;
-        }
-        freeReplyObject(r);
     }
-    for (int i = 0; i < n && trims > 0; i++) {
-        if (over[i] &&
-            redisAppendCommand(d->c, "LTRIM %s %d -1", lists[i].key, -max_entries) != REDIS_OK) {
-            free(over);
-            return fail(d, "journal trim");
-        }
-    }
-    free(over);
-    for (int i = 0; i < trims; i++) {
-        redisReply *r = NULL;
-        if (redisGetReply(d->c, (void **)&r) != REDIS_OK || r == NULL) {
-            return fail(d, "journal trim");
-        }
-        if (r->type == REDIS_REPLY_ERROR) {
-            rc = unexpected(d, "journal trim", r);
-        }
-        freeReplyObject(r);
-    }
-    return rc;
+    return 0;
 }

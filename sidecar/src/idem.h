@@ -91,12 +91,15 @@ typedef struct {
 } wr_idem_jlist;
 
 /*
- * Append the entries of N journals in one round trip (pipelined RPUSH and
- * PEXPIRE TTL_MS per journal), then trim the journals that grew past
- * MAX_ENTRIES to their newest MAX_ENTRIES (LTRIM, a second round trip only
- * when one did). Not atomic across journals, and not meant to be: a journal is
- * best effort. Returns 0, or -1 with the reason in wr_idem_error (some entries
- * may have been written).
+ * Append the entries of N journals (RPUSH and PEXPIRE TTL_MS per journal,
+ * pipelined) without waiting for Redis: the commands are sent, and their
+ * replies are read at the start of the next call on D (claim, finish, ping or
+ * journal), usually already there by then, so the journal adds no wait to a
+ * batch. Journals past MAX_ENTRIES are trimmed to their newest MAX_ENTRIES
+ * (LTRIM) when the replies are read. Not atomic across journals, and not meant
+ * to be: a journal is best effort. Returns 0, or -1 with the reason in
+ * wr_idem_error: the connection failed, or the previous write's replies held
+ * errors (reported one call late).
  */
 int wr_idem_journal(wr_idem *d, const wr_idem_jlist *lists, int n, int max_entries, int64_t ttl_ms);
 

@@ -361,8 +361,9 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
     }
 
     family(fp, "warren_redis_call_duration_seconds", "histogram",
-           "Round trips to Redis for a batch's idempotency records (claim, finish) and "
-           "journal entries (journal).");
+           "Round trips to Redis for a batch's idempotency records (claim, finish); "
+           "journal: the time to send a batch's journal entries (their replies are read "
+           "with the next claim).");
     for (int s = 0; s < nsub; s++) {
         hist_series(fp, m, "warren_redis_call_duration_seconds", s, OFF(redis_claim),
                     ",call=\"claim\"");
