@@ -629,6 +629,29 @@ static const field http_fields[] = {
      .desc = "How often queue depths (main, delay, wait, DLQ) are read for /metrics."},
 };
 
+static const field journal_fields[] = {
+    {.name = "enabled",
+     .type = T_BOOL,
+     .offset = offsetof(wr_config, journal_enabled),
+     .def = "true",
+     .desc = "Record a short journal per event in Redis for `warren trace` (needs "
+             "idempotency on for the subscription)."},
+    {.name = "ttl",
+     .type = T_DURATION,
+     .offset = offsetof(wr_config, journal_ttl_ms),
+     .def = "7d",
+     .min = 1000,
+     .max = 365 * DAY_MS,
+     .desc = "How long an event's journal is kept after its last entry."},
+    {.name = "max_entries",
+     .type = T_INT,
+     .offset = offsetof(wr_config, journal_max_entries),
+     .def = "50",
+     .min = 5,
+     .max = 1000,
+     .desc = "Entries kept per event; older ones are dropped first."},
+};
+
 static const section amqp_section = {amqp_fields, NFIELDS(amqp_fields), 0, NULL};
 static const section redis_section = {redis_fields, NFIELDS(redis_fields), 0, NULL};
 static const section log_section = {log_fields, NFIELDS(log_fields), 0, NULL};
@@ -636,6 +659,7 @@ static const section defaults_section = {defaults_fields, NFIELDS(defaults_field
 static const section shutdown_section = {shutdown_fields, NFIELDS(shutdown_fields), 0, NULL};
 static const section store_section = {store_fields, NFIELDS(store_fields), 0, NULL};
 static const section http_section = {http_fields, NFIELDS(http_fields), 0, finish_http};
+static const section journal_section = {journal_fields, NFIELDS(journal_fields), 0, NULL};
 
 static const field top_fields[] = {
     {.name = "amqp",
@@ -674,6 +698,10 @@ static const field top_fields[] = {
      .type = T_SECTION,
      .sub = &http_section,
      .desc = "Metrics and health endpoints for Prometheus and Kubernetes probes."},
+    {.name = "journal",
+     .type = T_SECTION,
+     .sub = &journal_section,
+     .desc = "The per-event journal (`warren trace`)."},
     {.name = "subscriptions",
      .type = T_LIST,
      .offset = offsetof(wr_config, subs),

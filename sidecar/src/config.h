@@ -178,6 +178,11 @@ typedef struct {
                                         /readyz; default "0.0.0.0:9464"; "off" disables */
     int64_t queue_poll_ms;           /* http.queue_poll: queue depth poll period, default 15s */
 
+    /* journal: the short per-event history `warren trace` reads (journal.h) */
+    int journal_enabled;             /* journal.enabled, default 1 */
+    int64_t journal_ttl_ms;          /* journal.ttl, default 7d, 1s..365d */
+    int journal_max_entries;         /* journal.max_entries, default 50, 5..1000 */
+
     /* breakers: named breakers handlers call through (ctx.breaker(name)), each
      * defaults.breaker merged with breakers.<name>; names [A-Za-z0-9_.-]+ */
     char **breaker_names;

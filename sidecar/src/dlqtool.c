@@ -25,7 +25,9 @@
 #include "config.h"
 #include "dlq.h"
 #include "envelope.h"
+#include "idem.h"
 #include "idkey.h"
+#include "journal.h"
 #include "log.h"
 
 #define CH 1
@@ -793,11 +795,60 @@ static void sleep_ms(double ms)
     }
 }
 
+/*
+ * Append a "replayed" entry to M's journal (journal.h): when (TS, taken before
+ * the copy was published, so the timeline stays in order even when a worker
+ * handles the copy before this is written), by whom, what became of the
+ * record. Best effort: a failure is reported on stderr and changes nothing.
+ */
+static void journal_replayed(wr_idem *jd, const wr_config *cfg, const wr_subscription *sub,
+                             const dmsg *m, const char *record_key, const char *action, int64_t ts)
+{
+    size_t skip = strlen(sub->idem.prefix) + strlen(sub->name) + 1;
+    char jkey[WR_IDKEY_MAX + 320], by[160], trace[33] = "";
+    if (jd == NULL || strlen(record_key) <= skip ||
+        wr_journal_key(sub->idem.prefix, sub->name, record_key + skip, jkey, sizeof(jkey)) != 0) {
+        return;
+    }
+    const char *user = getenv("USER");
+    snprintf(by, sizeof(by), "warren dlq replay%s%s%s", user ? " (" : "", user ? user : "",
+             user ? ")" : "");
+    amqp_bytes_t t = hdr(m, XW "trace-id");
+    if (t.len == 32) {
+        memcpy(trace, t.bytes, 32);
+        trace[32] = '\0';
+    }
+    char reason[64];
+    snprintf(reason, sizeof(reason), "%.*s", (int)hdr(m, XW "reason").len,
+             (const char *)hdr(m, XW "reason").bytes);
+    wr_journal_entry e = wr_journal_entry_init(WR_JOURNAL_REPLAYED);
+    e.ts_ms = ts;
+    e.by = by;
+    e.message_id = msg_id(m).bytes;
+    e.message_id_len = msg_id(m).len;
+    e.reason = reason;
+    e.queue = sub->queue;
+    e.trace_id = trace;
+    char note[200];
+    snprintf(note, sizeof(note), "from %s; record %s", sub->dlq, action);
+    e.note = note;
+    char *text = wr_journal_encode(&e);
+    const char *const entries[1] = {text};
+    wr_idem_jlist l = {.key = jkey, .entries = entries, .count = 1};
+    if (text == NULL ||
+        wr_idem_journal(jd, &l, 1, cfg->journal_max_entries, cfg->journal_ttl_ms) != 0) {
+        fprintf(stderr, "warren dlq: the journal entry of the replay was not written: %s\n",
+                text ? wr_idem_error(jd) : "out of memory");
+    }
+    free(text);
+}
+
 static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription *sub,
                      reader *r, const size_t *sel, size_t nsel)
 {
     redis_conn rd = {0};
     wr_broker *b = NULL;
+    wr_idem *jd = NULL; /* the journal's connection */
     int fail = 0, down = 0;
     size_t replayed = 0;
     json_t *out = json_array();
@@ -811,6 +862,13 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
         fprintf(stderr, "warren dlq: %s (records not shown)\n", rd.err);
         redisFree(rd.rc);
         rd.rc = NULL;
+    }
+    if (!o->dry_run && nsel > 0 && sub->idem.enabled && cfg->journal_enabled) {
+        char jerr[256];
+        jd = wr_idem_create(&cfg->redis, cfg->redis_timeout_ms, jerr, sizeof(jerr));
+        if (jd == NULL) {
+            fprintf(stderr, "warren dlq: journal entries will not be written: %s\n", jerr);
+        }
     }
     if (!o->dry_run && nsel > 0) {
         b = wr_broker_create(&cfg->amqp, 0, cfg->amqp_connect_timeout_ms, "warren dlq replay",
@@ -852,6 +910,7 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
             if (replayed > 0 && o->rate > 0) {
                 sleep_ms(1000.0 / o->rate);
             }
+            int64_t sent_at = wr_now_ms();
             amqp_pool_t pool;
             init_amqp_pool(&pool, 4096);
             amqp_basic_properties_t props;
@@ -876,6 +935,9 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
                 } else {
                     result = "replayed";
                     replayed++;
+                }
+                if (have_key) {
+                    journal_replayed(jd, cfg, sub, m, key, action, sent_at);
                 }
             } else {
                 reader_return(r, m);
@@ -933,6 +995,7 @@ done:
     if (b != NULL) {
         wr_broker_destroy(b);
     }
+    wr_idem_destroy(jd);
     if (rd.rc != NULL) {
         redisFree(rd.rc);
     }

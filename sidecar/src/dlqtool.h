@@ -21,7 +21,9 @@
  * work), publish a copy (persistent, mandatory, publisher confirms) to the
  * subscription's queue through the default exchange, and ack the DLQ message
  * only once the copy is confirmed; an unconfirmed copy leaves the message in
- * the DLQ and the command exits 1.
+ * the DLQ and the command exits 1. A confirmed copy gets a "replayed" entry in
+ * the event's journal (journal.h: who, from which DLQ, what was done to the
+ * record; best effort), which `warren trace` shows.
  *
  * Exit status: 0 ok, 1 failure (or purge refused), 2 usage error.
  */

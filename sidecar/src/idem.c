@@ -219,10 +219,28 @@ struct wr_idem {
     redisReply *last;     /* wr_idem_store_fetch: the reply its answer points into */
     wr_sbstr *items;      /* ... and its array answers */
     size_t items_cap;
+    /* journal writes sent but not yet answered (wr_idem_journal does not wait):
+     * their replies are read first thing in the next call, see usable() */
+    int jowed;           /* replies owed: 2 per journal (RPUSH, PEXPIRE) */
+    char **jkeys;        /* the journals written, to trim those past the cap */
+    int jkey_count, jkey_cap;
+    int jmax;            /* max_entries of the last write */
+    int jerrors;         /* error replies collected and not yet reported */
+    char jerr[256];
 };
+
+static void forget_journal(wr_idem *d)
+{
+    for (int i = 0; i < d->jkey_count; i++) {
+        free(d->jkeys[i]);
+    }
+    d->jkey_count = 0;
+    d->jowed = 0;
+}
 
 static int fail(wr_idem *d, const char *what)
 {
+    forget_journal(d); /* the connection goes: nothing more will answer */
     snprintf(d->err, sizeof(d->err), "%s: %s", what,
              d->c && d->c->err ? d->c->errstr : "unexpected reply");
     if (d->c != NULL) {
@@ -332,6 +350,8 @@ void wr_idem_destroy(wr_idem *d)
             freeReplyObject(d->last);
         }
         free(d->items);
+        forget_journal(d);
+        free(d->jkeys);
         free(d);
     }
 }
@@ -341,9 +361,25 @@ const char *wr_idem_error(const wr_idem *d)
     return d->err;
 }
 
+static int collect_journal(wr_idem *d);
+
+/*
+ * Make D ready for a command: connected, and the replies owed by the last
+ * journal write read (a reply stream is in order, so they come first). Every
+ * call that talks to Redis starts here. Returns 0, or -1 with d->err set.
+ */
+static int usable(wr_idem *d)
+{
+    if (d->c == NULL) {
+        forget_journal(d);
+        return connect_redis(d);
+    }
+    return d->jowed > 0 ? collect_journal(d) : 0;
+}
+
 int wr_idem_ping(wr_idem *d)
 {
-    if (d->c == NULL && connect_redis(d) != 0) {
+    if (usable(d) != 0) {
         return -1;
     }
     redisReply *r = redisCommand(d->c, "PING");
@@ -369,7 +405,7 @@ static redisReply *evalsha(wr_idem *d, const char *sha_of, int argc, const char 
                            size_t *lens)
 {
     for (int round = 0; round < 2; round++) {
-        if (d->c == NULL && connect_redis(d) != 0) {
+        if (usable(d) != 0) {
             return NULL;
         }
         argv[1] = sha_of == claim_lua ? d->claim_sha : d->finish_sha;
@@ -685,7 +721,9 @@ int wr_idem_store_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, w
         freeReplyObject(d->last);
         d->last = NULL;
     }
-    if (d->c == NULL && connect_redis(d) != 0) {
+    /* (re)connect, and read what a journal write still owes first: the next
+     * reply on the connection must be this command's */
+    if (usable(d) != 0) {
         snprintf(err, errcap, "Redis: %s", d->err);
         return -1;
     }
@@ -734,4 +772,120 @@ int wr_idem_store_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, w
         snprintf(err, errcap, "Redis: unexpected reply to %s", cmd);
         return -1;
     }
+}
+
+/*
+ * Journal entries (journal.h): plain list commands, pipelined, no script, so
+ * nothing here touches the record scripts above. RPUSH's reply is the new
+ * length, which tells which lists need an LTRIM; most never do.
+ */
+/*
+ * Read the replies owed by the last journal write; trim the journals that
+ * grew past the cap (LTRIM, a round trip of its own, only then). Error replies
+ * are kept for the next wr_idem_journal to report; only a broken connection
+ * fails the caller. Returns 0 or -1.
+ */
+static int collect_journal(wr_idem *d)
+{
+    int owed = d->jowed, trims = 0;
+    d->jowed = 0;
+    for (int i = 0; i < owed; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(d->c, (void **)&r) != REDIS_OK || r == NULL) {
+            return fail(d, "journal");
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            d->jerrors++;
+            snprintf(d->jerr, sizeof(d->jerr), "%s", r->str);
+        } else if (i % 2 == 0 && r->type == REDIS_REPLY_INTEGER && r->integer > d->jmax &&
+                   i / 2 < d->jkey_count && d->jkeys[i / 2] != NULL) {
+            if (redisAppendCommand(d->c, "LTRIM %s %d -1", d->jkeys[i / 2], -d->jmax) !=
+                REDIS_OK) {
+                freeReplyObject(r);
+                return fail(d, "journal trim");
+            }
+            trims++;
+        }
+        freeReplyObject(r);
+    }
+    for (int i = 0; i < d->jkey_count; i++) {
+        free(d->jkeys[i]);
+    }
+    d->jkey_count = 0;
+    for (int i = 0; i < trims; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(d->c, (void **)&r) != REDIS_OK || r == NULL) {
+            return fail(d, "journal trim");
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            d->jerrors++;
+            snprintf(d->jerr, sizeof(d->jerr), "%s", r->str);
+        }
+        freeReplyObject(r);
+    }
+    return 0;
+}
+
+int wr_idem_journal(wr_idem *d, const wr_idem_jlist *lists, int n, int max_entries, int64_t ttl_ms)
+{
+    if (usable(d) != 0) {
+        return -1;
+    }
+    if (d->jerrors > 0) {
+        /* what the previous write's replies said (they are read one call late) */
+        snprintf(d->err, sizeof(d->err), "journal: %d error repl%s, the last: %s", d->jerrors,
+                 d->jerrors == 1 ? "y" : "ies", d->jerr);
+        d->jerrors = 0;
+        return -1;
+    }
+    if (n <= 0) {
+        return 0;
+    }
+    if (n > d->jkey_cap) {
+        char **k = realloc(d->jkeys, sizeof(*k) * (size_t)n);
+        if (k == NULL) {
+            snprintf(d->err, sizeof(d->err), "out of memory");
+            return -1;
+        }
+        d->jkeys = k;
+        d->jkey_cap = n;
+    }
+    int most = 0;
+    for (int i = 0; i < n; i++) {
+        most = lists[i].count > most ? lists[i].count : most;
+    }
+    args a;
+    if (args_init(&a, most + 2) != 0) {
+        args_free(&a);
+        snprintf(d->err, sizeof(d->err), "out of memory");
+        return -1;
+    }
+    char ttl[24];
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)ttl_ms);
+    for (int i = 0; i < n; i++) {
+        a.argc = 0;
+        args_add(&a, "RPUSH");
+        args_add(&a, lists[i].key);
+        for (int k = 0; k < lists[i].count; k++) {
+            args_add(&a, lists[i].entries[k]);
+        }
+        if (redisAppendCommandArgv(d->c, a.argc, a.argv, a.lens) != REDIS_OK ||
+            redisAppendCommand(d->c, "PEXPIRE %s %s", lists[i].key, ttl) != REDIS_OK) {
+            args_free(&a);
+            return fail(d, "journal");
+        }
+        d->jowed += 2;
+        d->jkeys[d->jkey_count++] = strdup(lists[i].key); /* NULL: not trimmed, no harm */
+    }
+    args_free(&a);
+    d->jmax = max_entries;
+    /* send now, read later: Redis appends while the worker acks and takes the next
+     * batch, whose first call (claim) collects the replies */
+    int done = 0;
+    while (!done) {
+        if (redisBufferWrite(d->c, &done) != REDIS_OK) {
+            return fail(d, "journal");
+        }
+    }
+    return 0;
 }

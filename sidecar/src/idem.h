@@ -110,4 +110,24 @@ int wr_idem_ping(wr_idem *d);
 int wr_idem_store_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_base *out,
                         char *err, size_t errcap);
 
+/* One event's new journal entries (journal.h), for wr_idem_journal. */
+typedef struct {
+    const char *key;            /* the journal's Redis key (wr_journal_key) */
+    const char *const *entries; /* encoded entries, oldest first */
+    int count;                  /* at least 1 */
+} wr_idem_jlist;
+
+/*
+ * Append the entries of N journals (RPUSH and PEXPIRE TTL_MS per journal,
+ * pipelined) without waiting for Redis: the commands are sent, and their
+ * replies are read at the start of the next call on D (claim, finish, ping or
+ * journal), usually already there by then, so the journal adds no wait to a
+ * batch. Journals past MAX_ENTRIES are trimmed to their newest MAX_ENTRIES
+ * (LTRIM) when the replies are read. Not atomic across journals, and not meant
+ * to be: a journal is best effort. Returns 0, or -1 with the reason in
+ * wr_idem_error: the connection failed, or the previous write's replies held
+ * errors (reported one call late).
+ */
+int wr_idem_journal(wr_idem *d, const wr_idem_jlist *lists, int n, int max_entries, int64_t ttl_ms);
+
 #endif

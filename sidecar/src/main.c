@@ -9,6 +9,7 @@
 #include "config.h"
 #include "dlqtool.h"
 #include "exec.h"
+#include "tracecmd.h"
 
 static const char usage[] =
     "usage: warren <command> [options]\n"
@@ -30,13 +31,14 @@ static const char usage_tail[] =
     "\n"
     "exit status: 0 ok, 1 failure (config errors are printed as FILE:LINE:COL: message;\n"
     "for exec: the handler did not succeed; for dlq: a message not replayed, a purge\n"
-    "refused), 2 usage error\n";
+    "refused; for trace: the event was not found), 2 usage error\n";
 
 /* The commands (dlq's from dlqtool.c), then the options and exit status. */
 static void put_usage(FILE *fp)
 {
     fputs(usage, fp);
     fputs(wr_dlqtool_usage, fp);
+    fputs(wr_tracecmd_usage, fp);
     fputs(usage_tail, fp);
 }
 
@@ -72,6 +74,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "dlq") == 0) {
         return wr_dlqtool_main(argc - 2, argv + 2);
+    }
+    if (strcmp(cmd, "trace") == 0) {
+        return wr_tracecmd_main(argc - 2, argv + 2);
     }
     int exec = strcmp(cmd, "exec") == 0;
     if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0 && !exec) {

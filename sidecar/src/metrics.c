@@ -361,16 +361,24 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
     }
 
     family(fp, "warren_redis_call_duration_seconds", "histogram",
-           "Round trips to Redis for a batch's idempotency records (claim, finish).");
+           "Round trips to Redis for a batch's idempotency records (claim, finish); "
+           "journal: the time to send a batch's journal entries (their replies are read "
+           "with the next claim).");
     for (int s = 0; s < nsub; s++) {
         hist_series(fp, m, "warren_redis_call_duration_seconds", s, OFF(redis_claim),
                     ",call=\"claim\"");
         hist_series(fp, m, "warren_redis_call_duration_seconds", s, OFF(redis_finish),
                     ",call=\"finish\"");
+        hist_series(fp, m, "warren_redis_call_duration_seconds", s, OFF(redis_journal),
+                    ",call=\"journal\"");
     }
     counter_per_sub(fp, m, "warren_redis_errors_total",
                     "Redis calls that failed (the batch was returned to the queue).",
                     OFF(redis_errors));
+    counter_per_sub(fp, m, "warren_journal_write_failures_total",
+                    "Batches whose journal entries could not be written (best effort: the "
+                    "messages were handled and acked all the same).",
+                    OFF(journal_errors));
     counter_per_sub(fp, m, "warren_lease_lost_total",
                     "Outcomes not recorded because another worker had taken the message over.",
                     OFF(lease_lost));

@@ -72,6 +72,8 @@ typedef struct {
     atomic_uint_fast64_t lease_lost;   /* outcomes not recorded: another worker owned the key */
     wr_hist handler;                   /* handler run time */
     wr_hist redis_claim, redis_finish; /* one round trip per batch each */
+    wr_hist redis_journal;             /* the batch's journal entries (journal.h) */
+    atomic_uint_fast64_t journal_errors; /* batches whose journal entries were not written */
     wr_hist confirm;                   /* a batch's wait for its publish confirms */
     atomic_int in_flight;              /* deliveries of the batch being processed */
     atomic_int connected;              /* 1 while consuming (or paused by its breaker) */

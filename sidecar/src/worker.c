@@ -18,6 +18,7 @@
 #include "envelope.h"
 #include "idem.h"
 #include "idkey.h"
+#include "journal.h"
 #include "log.h"
 #include "lua_rt.h"
 #include "metrics.h"
@@ -66,6 +67,7 @@ typedef struct {
     wr_finish_op op;           /* what to do with the record once the copies are confirmed */
     const char *done_outcome;  /* for WR_FINISH_DONE */
     int64_t delay_ms;          /* ACT_RETRY / ACT_WAIT: how long it waits */
+    int tier;                  /* ACT_RETRY: its delay tier (for the journal) */
     wr_outcome out;            /* the handler's outcome, when it ran */
 } item;
 
@@ -120,6 +122,7 @@ struct wr_worker {
     size_t max_body;
     wr_wstats *st;         /* this worker's figures (metrics.h); only we write them */
     int connections;       /* broker connections made so far */
+    unsigned long journal_failures; /* batches whose journal entries could not be written */
 };
 
 /* ---- small helpers ------------------------------------------------------------- */
@@ -640,6 +643,7 @@ static int run_one(wr_worker *w, item *it)
                           &it->delay_ms) == 0) {
             it->act = ACT_RETRY;
             it->op = WR_FINISH_RELEASE;
+            it->tier = tier;
             return publish_copy(w, it, cls, tier);
         }
         it->act = ACT_DLQ;
@@ -1033,6 +1037,123 @@ static int dead_letter_refused(wr_worker *w, int n)
 }
 
 /*
+ * Fill the journal entry of IT (journal.h): what the batch decided, and for a
+ * first attempt when it arrived. NOW is the wall clock, MONO the monotonic
+ * clock, both read once for the batch.
+ */
+static void journal_item(const wr_worker *w, const item *it, int64_t now, double mono,
+                         wr_journal_entry *e)
+{
+    *e = wr_journal_entry_init(act_outcome(it->act));
+    e->ts_ms = now;
+    e->worker = w->index;
+    e->message_id = it->env.id.bytes;
+    e->message_id_len = it->env.id.len;
+    e->trace_id = it->trace_id;
+    e->attempt = it->attempt;
+    e->replay = wr_table_get_str(it->env.headers, "x-warren-replayed-at").len > 0;
+    if (it->attempt <= 1 && it->act != ACT_DUPLICATE) {
+        /* when it started here (its handler's start, or its decoding) */
+        e->received_ms = now - (int64_t)(mono - it->started_ms);
+        e->type = it->env.type.bytes;
+        e->type_len = it->env.type.len;
+        e->redelivered = it->env.redelivered;
+    }
+    if (it->act == ACT_DLQ || it->act == ACT_RETRY || it->act == ACT_NONE) {
+        e->reason = it->reason;
+        e->error = it->error;
+    }
+    if (it->act == ACT_RETRY || it->act == ACT_WAIT) {
+        e->delay_ms = it->delay_ms;
+        e->queue =
+            w->topo.queues[it->act == ACT_RETRY ? w->topo.tier_queue[it->tier] : w->topo.wait_queue]
+                .name;
+    } else if (it->act == ACT_DLQ) {
+        e->queue = w->sub->dlq;
+    }
+    if (it->duration_ms > 0) {
+        /* the handler ran: how long, and which version */
+        e->duration_ms = it->duration_ms;
+        e->handler_version = w->lua ? wr_lua_version(w->lua) : NULL;
+    }
+    if (it->act == ACT_OK) {
+        e->published = (int)(it->pub_end - it->pub_first);
+    }
+}
+
+/*
+ * Journal what the batch decided: one Redis round trip (wr_idem_journal),
+ * after the records are written and before the acks. Best effort: a failure
+ * is logged and counted, and changes nothing else. Only with Redis connected
+ * (idempotency on).
+ */
+static void journal_batch(wr_worker *w, int n)
+{
+    const wr_config *cfg = w->cfg;
+    if (!cfg->journal_enabled || w->idem == NULL || n == 0) {
+        return;
+    }
+    enum { KEYCAP = WR_IDKEY_MAX + 320 };
+    wr_idem_jlist *lists = calloc((size_t)n, sizeof(*lists));
+    char **texts = calloc((size_t)n, sizeof(*texts));
+    char *keys = malloc((size_t)n * KEYCAP);
+    int nl = 0, nt = 0;
+    int64_t now = wr_now_ms();
+    double mono = wr_mono_ms();
+    if (lists == NULL || texts == NULL || keys == NULL) {
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        const item *it = &w->items[i];
+        if (it->act == ACT_NONE && it->error[0] == '\0') {
+            continue; /* not started (shutdown, breaker): returned quietly */
+        }
+        char id[WR_IDKEY_MAX + 1];
+        snprintf(id, sizeof(id), "%.*s", (int)it->env.id.len, (const char *)it->env.id.bytes);
+        const char *key = it->key[0] ? it->key : id;
+        char *jkey = keys + (size_t)nl * KEYCAP;
+        if (key[0] == '\0' ||
+            wr_journal_key(w->sub->idem.prefix, w->sub->name, key, jkey, KEYCAP) != 0) {
+            continue; /* no id to file it under */
+        }
+        wr_journal_entry e;
+        journal_item(w, it, now, mono, &e);
+        int first = nt;
+        if ((texts[nt] = wr_journal_encode(&e)) != NULL) {
+            nt++;
+        }
+        if (nt > first) {
+            lists[nl++] = (wr_idem_jlist){
+                .key = jkey, .entries = (const char *const *)&texts[first], .count = nt - first};
+        }
+    }
+    double t0 = wr_mono_ms();
+    int jrc = wr_idem_journal(w->idem, lists, nl, cfg->journal_max_entries, cfg->journal_ttl_ms);
+    if (nl > 0) {
+        wr_hist_observe(&w->st->redis_journal, (wr_mono_ms() - t0) / 1000);
+    }
+    if (jrc != 0) {
+        w->journal_failures++;
+        wr_stat_add(&w->st->journal_errors, 1);
+        wr_logline l;
+        wr_log_begin(&l, WR_LOG_WARN, "journal entries not written");
+        wr_log_str(&l, "subscription", w->sub->name);
+        wr_log_int(&l, "worker", w->index);
+        wr_log_str(&l, "error", wr_idem_error(w->idem));
+        wr_log_int(&l, "events", nl);
+        wr_log_int(&l, "failures", (long long)w->journal_failures);
+        wr_log_end(&l);
+    }
+out:
+    for (int i = 0; i < nt; i++) {
+        free(texts[i]);
+    }
+    free(texts);
+    free(lists);
+    free(keys);
+}
+
+/*
  * Process N deliveries (DESIGN.md, "Flow of one message"): decode, claim,
  * run, publish every copy, wait for the confirms, write the records, then ack
  * or return each. Returns WR_BROKER_OK or DOWN.
@@ -1232,6 +1353,10 @@ static int process_batch(wr_worker *w, int n)
     }
     if (refused > 0 && dead_letter_refused(w, n) != WR_BROKER_OK) {
         return WR_BROKER_DOWN;
+    }
+
+    if (!redis_failed) {
+        journal_batch(w, n);
     }
 
     int all_ok = 1;

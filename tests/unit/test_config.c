@@ -189,6 +189,9 @@ static void test_minimal_defaults(void)
     CHECK_STR(cfg->store_prefix, "warren:store:");
     CHECK_INT(cfg->store_max_writes, 256);
     CHECK_INT(cfg->store_max_value_bytes, 65536);
+    CHECK_INT(cfg->journal_enabled, 1);
+    CHECK_INT(cfg->journal_ttl_ms, 7 * 86400000LL);
+    CHECK_INT(cfg->journal_max_entries, 50);
     CHECK_INT(cfg->sub_count, 1);
     CHECK_STR(cfg->subs[0].name, "a");
     CHECK_STR(cfg->subs[0].queue, "q");
@@ -460,7 +463,7 @@ static void test_unknown_keys(void)
 {
     EXPECT_ERRORS(MINIMAL "amqps:\n  url: x\n",
                   "9:1: unknown key 'amqps' at the top level (expected one of: amqp, redis, log, "
-                  "defaults, breakers, shutdown, store, http, subscriptions)");
+                  "defaults, breakers, shutdown, store, http, journal, subscriptions)");
     EXPECT_ERRORS(
         MINIMAL "    prefetc: 10\n",
         "9:5: unknown key 'prefetc' in subscriptions[0] (expected one of: name, queue, "
@@ -626,7 +629,7 @@ static void test_bad_values(void)
                           "defaults:\n"
                           "  handler_timeout: 0\n",
                   "9:1: unknown key 'amqp_extra' at the top level (expected one of: amqp, redis, "
-                  "log, defaults, breakers, shutdown, store, http, subscriptions)",
+                  "log, defaults, breakers, shutdown, store, http, journal, subscriptions)",
                   "11:20: defaults.handler_timeout: expected a duration from 1ms to 1h, got '0'");
     EXPECT_ERRORS("amqp:\n"
                   "  url: amqp://localhost/\n"
@@ -1732,6 +1735,36 @@ static void test_breaker_errors(void)
 /* Parsers                                                                    */
 /* ------------------------------------------------------------------------ */
 
+static void test_journal(void)
+{
+    wr_config_errors errs = {0};
+    wr_config *cfg = load_text(MINIMAL "journal:\n"
+                                       "  enabled: false\n"
+                                       "  ttl: 2h\n"
+                                       "  max_entries: 200\n",
+                               &errs);
+    CHECK(cfg != NULL);
+    if (cfg != NULL) {
+        CHECK_INT(cfg->journal_enabled, 0);
+        CHECK_INT(cfg->journal_ttl_ms, 2 * 3600000LL);
+        CHECK_INT(cfg->journal_max_entries, 200);
+        wr_config_free(cfg);
+    }
+    wr_config_errors_free(&errs);
+    EXPECT_ERRORS(MINIMAL "journal:\n"
+                          "  enabled: maybe\n"
+                          "  ttl: 0s\n"
+                          "  max_entries: 2\n"
+                          "  cap: 3\n",
+                  "10:12: journal.enabled: expected true or false, got 'maybe'",
+                  "11:8: journal.ttl: expected a duration from 1s to 365d, got '0s'",
+                  "12:16: journal.max_entries: expected an integer from 5 to 1000, got '2'",
+                  "13:3: unknown key 'cap' in journal (expected one of: enabled, ttl, "
+                  "max_entries)");
+    EXPECT_ERRORS(MINIMAL "journal: 7d\n",
+                  "9:10: journal: expected a mapping, got a string");
+}
+
 static void test_durations(void)
 {
     static const struct {
@@ -2010,6 +2043,10 @@ static void test_reference(void)
         "http",
         "http.listen",
         "http.queue_poll",
+        "journal",
+        "journal.enabled",
+        "journal.ttl",
+        "journal.max_entries",
         "subscriptions",
         "subscriptions[].name",
         "subscriptions[].queue",
@@ -2279,6 +2316,7 @@ int main(void)
     test_breaker_defaults();
     test_breaker_merge();
     test_breaker_errors();
+    test_journal();
     test_durations();
     test_amqp_urls();
     test_redis_urls();

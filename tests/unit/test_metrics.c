@@ -88,6 +88,9 @@ static void test_render(void)
     wr_stat_add(&a->dead_letters[WR_DL_TIMEOUT], 1);
     wr_stat_add(&a->retries[2], 3);
     wr_stat_add(&c->received, 1);
+    wr_stat_add(&a->journal_errors, 1);
+    wr_stat_add(&b->journal_errors, 1);
+    wr_hist_observe(&a->redis_journal, 0.0004);
     wr_hist_observe(&a->handler, 0.002);
     wr_hist_observe(&b->handler, 0.2);
     wr_hist_observe(&b->handler, 0.2);
@@ -108,6 +111,10 @@ static void test_render(void)
     CHECK_LINE(t, "warren_messages_handled_total{subscription=\"orders\",outcome=\"invalid\"} 0");
     CHECK_LINE(t, "warren_dead_letters_total{subscription=\"orders\",reason=\"timeout\"} 1");
     CHECK_LINE(t, "warren_retries_total{subscription=\"orders\",attempt=\"2\"} 3");
+    CHECK_LINE(t, "warren_journal_write_failures_total{subscription=\"orders\"} 2");
+    CHECK_LINE(t, "warren_journal_write_failures_total{subscription=\"payments\"} 0");
+    CHECK_LINE(t, "warren_redis_call_duration_seconds_count{subscription=\"orders\","
+                  "call=\"journal\"} 1");
     CHECK_LINE(t, "warren_retries_total{subscription=\"orders\",attempt=\"1\"} 0");
     CHECK(strstr(t, "attempt=\"3\"") == NULL); /* the last attempt never retries */
     CHECK_LINE(t, "# TYPE warren_handler_duration_seconds histogram");
