@@ -8,7 +8,7 @@
 #   4. busted specs of the handlers and the Lua test kit (LuaJIT), including
 #      the contract between the kit and the runtime
 #   5. integration tests (ctest -L integration): a private RabbitMQ and Redis
-#      on loopback ports 35672/36379 started by the `stack` fixture and stopped
+#      on loopback ports 17672/17379 started by the `stack` fixture and stopped
 #      by its cleanup even when a test fails
 #
 # Ends with one summary line: "N passed, N failed". Exit status 0 only when

@@ -18,7 +18,7 @@
 #                         node                     (default WR_RABBIT_DIST_PORT+100)
 #   WR_REDIS_PORT         Redis                    (default 6379)
 # The node name is warren-<WR_AMQP_PORT>@localhost, so stacks on different
-# ports (demo 5672/6379, tests 35672/36379) can run side by side.
+# ports (demo 5672/6379, tests 17672/17379) can run side by side.
 #
 # start writes DIR/env (KEY=VALUE lines, sourceable):
 #   WARREN_AMQP_URL=amqp://guest:guest@127.0.0.1:<port>/
