@@ -22,49 +22,135 @@ wr_journal_entry wr_journal_entry_init(const char *event)
     return e;
 }
 
-/* A JSON string of N bytes of S, cut to MAX bytes (0: no cut) on a UTF-8
- * boundary; bytes that are not valid UTF-8 become '?'. NULL when out of memory. */
-static json_t *clean_string(const char *s, size_t n, size_t max)
+/*
+ * The encoder writes JSON text straight into a growing buffer: an entry is
+ * built for every message a worker handles, and a DOM (jansson) would cost a
+ * few allocations per field on that path.
+ */
+typedef struct {
+    char *buf;
+    size_t len, cap;
+    int failed;
+} jbuf;
+
+static void jb_reserve(jbuf *b, size_t more)
 {
+    if (b->failed || b->len + more + 1 <= b->cap) {
+        return;
+    }
+    size_t cap = b->cap ? b->cap : 512;
+    while (cap < b->len + more + 1) {
+        cap *= 2;
+    }
+    char *p = realloc(b->buf, cap);
+    if (p == NULL) {
+        b->failed = 1;
+        return;
+    }
+    b->buf = p;
+    b->cap = cap;
+}
+
+static void jb_raw(jbuf *b, const char *s, size_t n)
+{
+    jb_reserve(b, n);
+    if (!b->failed) {
+        memcpy(b->buf + b->len, s, n);
+        b->len += n;
+        b->buf[b->len] = '\0';
+    }
+}
+
+/* ,"NAME": (the first field has no comma) */
+static void jb_key(jbuf *b, const char *name)
+{
+    jb_raw(b, b->len > 1 ? ",\"" : "\"", b->len > 1 ? 2 : 1);
+    jb_raw(b, name, strlen(name));
+    jb_raw(b, "\":", 2);
+}
+
+/* N bytes of S as a JSON string, cut to MAX bytes (0: no cut) on a UTF-8
+ * boundary; bytes that are not valid UTF-8, and NULs, become '?'. */
+static void jb_string(jbuf *b, const char *s, size_t n, size_t max)
+{
+    static const char hex[] = "0123456789abcdef";
     if (max > 0 && n > max) {
         n = wr_utf8_truncate(s, n, max);
     }
-    char *c = malloc(n + 1);
-    if (c == NULL) {
-        return NULL;
+    jb_reserve(b, 6 * n + 2); /* the worst case: every byte a \u00XX */
+    if (b->failed) {
+        return;
     }
+    char *o = b->buf + b->len;
+    *o++ = '"';
     size_t i = 0;
     while (i < n) {
-        size_t len = wr_utf8_seq_len((const unsigned char *)s + i, n - i);
-        if (len == 0 || (len == 1 && (unsigned char)s[i] == 0)) {
-            c[i++] = '?'; /* invalid byte, or a NUL that would cut the string */
-            continue;
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            *o++ = '\\';
+            *o++ = (char)c;
+        } else if (c == '\n') {
+            *o++ = '\\';
+            *o++ = 'n';
+        } else if (c == '\r') {
+            *o++ = '\\';
+            *o++ = 'r';
+        } else if (c == '\t') {
+            *o++ = '\\';
+            *o++ = 't';
+        } else if (c == 0) {
+            *o++ = '?';
+        } else if (c < 0x20) {
+            memcpy(o, "\\u00", 4);
+            o[4] = hex[c >> 4];
+            o[5] = hex[c & 15];
+            o += 6;
+        } else if (c < 0x80) {
+            *o++ = (char)c;
+        } else {
+            size_t len = wr_utf8_seq_len((const unsigned char *)s + i, n - i);
+            if (len == 0) {
+                *o++ = '?';
+            } else {
+                memcpy(o, s + i, len);
+                o += len;
+                i += len;
+                continue;
+            }
         }
-        memcpy(c + i, s + i, len);
-        i += len;
+        i++;
     }
-    json_t *j = json_stringn(c, n);
-    free(c);
-    return j;
+    *o++ = '"';
+    b->len = (size_t)(o - b->buf);
+    b->buf[b->len] = '\0';
 }
 
-static int put_str(json_t *o, const char *name, const char *s, size_t n, size_t max)
+static void put_str(jbuf *b, const char *name, const char *s, size_t n, size_t max)
 {
     if (s == NULL || n == 0) {
-        return 0;
+        return;
     }
-    json_t *v = clean_string(s, n, max);
-    return v != NULL && json_object_set_new(o, name, v) == 0 ? 0 : -1;
+    jb_key(b, name);
+    jb_string(b, s, n, max);
 }
 
-static int put_cstr(json_t *o, const char *name, const char *s)
+static void put_cstr(jbuf *b, const char *name, const char *s)
 {
-    return put_str(o, name, s, s ? strlen(s) : 0, 0);
+    put_str(b, name, s, s ? strlen(s) : 0, 0);
 }
 
-static int put_int(json_t *o, const char *name, int64_t v)
+static void put_int(jbuf *b, const char *name, int64_t v)
 {
-    return json_object_set_new(o, name, json_integer((json_int_t)v));
+    char num[32];
+    int n = snprintf(num, sizeof(num), "%lld", (long long)v);
+    jb_key(b, name);
+    jb_raw(b, num, (size_t)n);
+}
+
+static void put_true(jbuf *b, const char *name)
+{
+    jb_key(b, name);
+    jb_raw(b, "true", 4);
 }
 
 char *wr_journal_encode(const wr_journal_entry *e)
@@ -72,53 +158,70 @@ char *wr_journal_encode(const wr_journal_entry *e)
     if (e->event == NULL || e->event[0] == '\0') {
         return NULL;
     }
-    json_t *o = json_object();
-    if (o == NULL) {
-        return NULL;
-    }
-    int rc = put_int(o, "ts", e->ts_ms > 0 ? e->ts_ms : wr_now_ms());
-    rc |= put_cstr(o, "event", e->event);
-    rc |= put_cstr(o, "subscription", e->subscription);
+    jbuf b = {0};
+    jb_raw(&b, "{", 1);
+    put_int(&b, "ts", e->ts_ms > 0 ? e->ts_ms : wr_now_ms());
+    put_cstr(&b, "event", e->event);
+    put_cstr(&b, "subscription", e->subscription);
     if (e->worker >= 0) {
-        rc |= put_int(o, "worker", e->worker);
+        put_int(&b, "worker", e->worker);
     }
-    rc |= put_cstr(o, "by", e->by);
-    rc |= put_str(o, "message_id", e->message_id, e->message_id_len, 256);
-    rc |= put_str(o, "type", e->type, e->type_len, 256);
+    put_cstr(&b, "by", e->by);
+    put_str(&b, "message_id", e->message_id, e->message_id_len, 256);
+    put_str(&b, "type", e->type, e->type_len, 256);
     if (e->attempt > 0) {
-        rc |= put_int(o, "attempt", e->attempt);
+        put_int(&b, "attempt", e->attempt);
     }
-    rc |= put_cstr(o, "reason", e->reason);
-    rc |= put_str(o, "error", e->error, e->error ? strlen(e->error) : 0, WR_JOURNAL_ERROR_MAX);
+    put_cstr(&b, "reason", e->reason);
+    put_str(&b, "error", e->error, e->error ? strlen(e->error) : 0, WR_JOURNAL_ERROR_MAX);
     if (e->delay_ms >= 0) {
-        rc |= put_int(o, "delay_ms", e->delay_ms);
+        put_int(&b, "delay_ms", e->delay_ms);
     }
-    rc |= put_cstr(o, "queue", e->queue);
+    put_cstr(&b, "queue", e->queue);
     if (e->duration_ms >= 0) {
-        /* three decimals are plenty, and keep the entry short */
-        rc |= json_object_set_new(o, "duration_ms",
-                                  json_real((double)(int64_t)(e->duration_ms * 1000) / 1000));
+        /* three decimals are plenty, and keep the entry short; always a number with
+         * a fraction or an exponent, so readers see a real */
+        char num[48];
+        double d = (double)(int64_t)(e->duration_ms * 1000) / 1000;
+        int n = snprintf(num, sizeof(num), "%.6g", d);
+        if (strpbrk(num, ".eE") == NULL) {
+            n += snprintf(num + n, sizeof(num) - (size_t)n, ".0");
+        }
+        jb_key(&b, "duration_ms");
+        jb_raw(&b, num, (size_t)n);
     }
-    rc |= put_cstr(o, "trace_id", e->trace_id);
-    rc |= put_cstr(o, "handler_version", e->handler_version);
+    put_cstr(&b, "trace_id", e->trace_id);
+    put_cstr(&b, "handler_version", e->handler_version);
     if (e->published >= 0) {
-        rc |= put_int(o, "published", e->published);
+        put_int(&b, "published", e->published);
     }
     if (e->replay) {
-        rc |= json_object_set_new(o, "replay", json_true());
+        put_true(&b, "replay");
     }
     if (e->redelivered) {
-        rc |= json_object_set_new(o, "redelivered", json_true());
+        put_true(&b, "redelivered");
     }
     if (e->received_ms > 0) {
-        rc |= put_int(o, "received_at", e->received_ms);
+        put_int(&b, "received_at", e->received_ms);
     }
-    rc |= put_cstr(o, "note", e->note);
-    /* 6 significant digits: durations without binary noise (0.098, not 0.0980000000004) */
-    char *out =
-        rc == 0 ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6)) : NULL;
-    json_decref(o);
-    return out;
+    put_cstr(&b, "note", e->note);
+    jb_raw(&b, "}", 1);
+    if (b.failed) {
+        free(b.buf);
+        return NULL;
+    }
+    return b.buf;
+}
+
+/* For the reader: a JSON string of N bytes of S, cut to MAX bytes (0: no cut),
+ * cleaned as the encoder cleans. NULL when out of memory. */
+static json_t *clean_string(const char *s, size_t n, size_t max)
+{
+    jbuf b = {0};
+    jb_string(&b, s, n, max);
+    json_t *j = b.failed ? NULL : json_loads(b.buf, JSON_DECODE_ANY, NULL);
+    free(b.buf);
+    return j;
 }
 
 int wr_journal_key(const char *prefix, const char *subscription, const char *key, char *out,

@@ -73,6 +73,19 @@ static void test_encode(void)
     s = wr_journal_encode(&e);
     CHECK(s != NULL && strstr(s, "\"error\":\"bad ? byte\"") != NULL);
     free(s);
+
+    /* quotes, backslashes and control bytes are escaped; the text stays JSON */
+    e = wr_journal_entry_init(WR_JOURNAL_OK);
+    e.ts_ms = 1;
+    e.error = "say \"hi\"\\\n\x01";
+    e.duration_ms = 2;
+    s = wr_journal_encode(&e);
+    CHECK_STR(s, "{\"ts\":1,\"event\":\"ok\",\"error\":\"say \\\"hi\\\"\\\\\\n\\u0001\","
+                 "\"duration_ms\":2.0}");
+    j = json_loads(s, 0, NULL);
+    CHECK_STR(json_string_value(json_object_get(j, "error")), "say \"hi\"\\\n\x01");
+    json_decref(j);
+    free(s);
 }
 
 static void test_key(void)
