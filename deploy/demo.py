@@ -93,7 +93,7 @@ def connect():
 
 
 def reset():
-    """Delete the demo's queues and forget its idempotency records, so a second
+    """Delete the demo's queues and forget its idempotency records and journals, so a second
     run tells the same story (otherwise every event would be a duplicate)."""
     conn, ch = connect()
     for q in QUEUES:
@@ -103,9 +103,11 @@ def reset():
     import redis
     r = redis.Redis.from_url(os.environ["WARREN_REDIS_URL"])
     for sub in SUBSCRIPTIONS:
-        keys = list(r.scan_iter("warren:idem:%s:*" % sub))
-        if keys:
-            r.delete(*keys)
+        # the records, and the journals warren trace reads
+        for pattern in ("warren:idem:%s:*", "warren:idem:journal:%s:*"):
+            keys = list(r.scan_iter(pattern % sub))
+            if keys:
+                r.delete(*keys)
     keys = list(r.scan_iter(STORE + "*"))
     if keys:
         r.delete(*keys)
@@ -288,6 +290,30 @@ def report_shop(stats):
     return problems
 
 
+def report_trace(log):
+    """What `warren trace` says of the first event that was dead-lettered after a
+    retry: the one command an operator runs for "what happened to X"."""
+    import subprocess
+    binary, config = os.environ.get("WARREN_BIN"), os.environ.get("WARREN_CONFIG")
+    retried = {(r.get("subscription"), r.get("idempotency_key") or r.get("message_id"))
+               for r in log if r.get("outcome") == "retried"}
+    pick = next((r for r in log if r.get("outcome") == "dead-lettered" and
+                 (r.get("subscription"), r.get("idempotency_key") or r.get("message_id"))
+                 in retried), None)
+    pick = pick or next((r for r in log if r.get("outcome") == "dead-lettered"
+                         and r.get("message_id")), None)
+    if not binary or not config or pick is None:
+        print("  (nothing to trace)")
+        return
+    key = pick.get("idempotency_key") or pick["message_id"]
+    cmd = [binary, "trace", "-c", config, "--subscription", pick["subscription"], key]
+    print("  $ warren trace -c config/warren.yaml --subscription %s %s" % (pick["subscription"],
+                                                                          key))
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+    for line in p.stdout.decode("utf-8", "replace").splitlines():
+        print("  " + line)
+
+
 def report_metrics(log):
     """What warren's /metrics and /readyz say now (the port is in its start line)."""
     import urllib.request
@@ -377,6 +403,9 @@ def run(log_path):
     print("\ndead-letter queues (each message keeps its body and its story):")
     report_dlqs(ch)
     conn.close()
+
+    print("\none event's whole story, in one command (warren trace):")
+    report_trace(read_log(log_path))
 
     print("\nwarren's metrics and readiness (what Prometheus and Kubernetes see):")
     report_metrics(read_log(log_path))

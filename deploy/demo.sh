@@ -99,7 +99,8 @@ WARREN_HTTP_LISTEN=127.0.0.1:0 build/warren run -c "$RUN/config/warren.yaml" >>"
 warren_pid=$!
 echo "demo: warren running (pid $warren_pid), log in .demo/warren.log"
 
-/usr/bin/python3 deploy/demo.py run "$DEMO/warren.log" && story=0 || story=$?
+WARREN_BIN="$PWD/build/warren" WARREN_CONFIG="$RUN/config/warren.yaml" \
+    /usr/bin/python3 deploy/demo.py run "$DEMO/warren.log" && story=0 || story=$?
 
 kill -TERM "$warren_pid"
 wait "$warren_pid" && rc=0 || rc=$?
