@@ -82,16 +82,45 @@ static const char finish_lua[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
     "local LIMIT = 9.2e18\n"
-    "local function int_ok(v, d)\n"
-    "  if v == false or v == nil then return true end\n"
-    "  if not string.match(v, '^%-?%d+$') then return false end\n"
-    "  return math.abs(tonumber(v)) + math.abs(tonumber(d)) < LIMIT\n"
+    /* Redis's own integer grammar (string2ll): no '+', no leading zeros, no
+     * spaces, at most 20 characters, within a signed 64-bit range (LIMIT is a
+     * little inside it: Lua numbers are doubles) */
+    "local function int_of(v)\n"
+    "  if type(v) ~= 'string' or #v == 0 or #v > 20 then return nil end\n"
+    "  if v ~= '0' and not string.match(v, '^%-?[1-9]%d*$') then return nil end\n"
+    "  local n = tonumber(v)\n"
+    "  if n == nil or math.abs(n) >= LIMIT then return nil end\n"
+    "  return n\n"
     "end\n"
     "local compat = {incrby = 'string', hset = 'hash', hdel = 'hash', hincrby = 'hash',\n"
     "                sadd = 'set', srem = 'set'}\n"
-    /* check a record's writes against what Redis holds, in order */
+    /* Check a record's writes against what Redis holds by playing them forward:
+     * the type of every key written, and the value of every counter after each
+     * increment (not only the first), so that no write can fail once applying
+     * has begun (a script is not rolled back: a write that failed halfway would
+     * leave the ones before it applied). Returns nil, or why the writes are
+     * refused. */
     "local function check(w, nw)\n"
-    "  local kind, checked = {}, {}\n"
+    "  local kind, val, fields, gone = {}, {}, {}, {}\n"
+    "  local function current(k)\n"
+    "    if val[k] ~= nil then return val[k] end\n"
+    "    if kind[k] == 'none' then return false end\n"
+    "    local v = redis.pcall('GET', k)\n"
+    "    if type(v) == 'table' then return nil end\n"
+    "    return v\n"
+    "  end\n"
+    "  local function current_field(k, f)\n"
+    "    local fk = fields[k]\n"
+    "    if fk and fk[f] ~= nil then return fk[f] end\n"
+    "    if kind[k] == 'none' or gone[k] then return false end\n"
+    "    local v = redis.pcall('HGET', k, f)\n"
+    "    if type(v) == 'table' then return nil end\n"
+    "    return v\n"
+    "  end\n"
+    "  local function set_field(k, f, v)\n"
+    "    fields[k] = fields[k] or {}\n"
+    "    fields[k][f] = v\n"
+    "  end\n"
     "  for j = 0, nw - 1 do\n"
     "    local b = w + 4 * j\n"
     "    local op, k, x, y = ARGV[b], KEYS[tonumber(ARGV[b + 1])], ARGV[b + 2], ARGV[b + 3]\n"
@@ -102,21 +131,30 @@ static const char finish_lua[] =
     "      if have ~= 'none' and have ~= want then\n"
     "        return 'ctx.store.' .. op .. ': key ' .. k .. ' holds a ' .. have .. ' in Redis'\n"
     "      end\n"
-    "      if op == 'incrby' and not checked[k] and not int_ok(redis.call('GET', k), x) then\n"
-    "        return 'ctx.store.incrby: the value of ' .. k .. ' is not an integer or would '\n"
-    "               .. 'overflow'\n"
+    "      if op == 'incrby' then\n"
+    "        local cur = current(k)\n"
+    "        local n = cur == false and 0 or int_of(cur)\n"
+    "        local s = n and n + tonumber(x)\n"
+    "        if s == nil or math.abs(s) >= LIMIT then\n"
+    "          return 'ctx.store.incrby: the value of ' .. k .. ' is not an integer or would '\n"
+    "                 .. 'overflow'\n"
+    "        end\n"
+    "        val[k] = string.format('%.0f', s)\n"
+    "      elseif op == 'hincrby' then\n"
+    "        local cur = current_field(k, x)\n"
+    "        local n = cur == false and 0 or int_of(cur)\n"
+    "        local s = n and n + tonumber(y)\n"
+    "        if s == nil or math.abs(s) >= LIMIT then\n"
+    "          return 'ctx.store.hincrby: field ' .. x .. ' of ' .. k .. ' is not an integer or '\n"
+    "                 .. 'would overflow'\n"
+    "        end\n"
+    "        set_field(k, x, string.format('%.0f', s))\n"
+    "      elseif op == 'hset' then set_field(k, x, y)\n"
+    "      elseif op == 'hdel' then set_field(k, x, false)\n"
     "      end\n"
-    "      local fk = k .. '\\0' .. x\n"
-    "      if op == 'hincrby' and not checked[fk] and\n"
-    "         not int_ok(redis.call('HGET', k, x), y) then\n"
-    "        return 'ctx.store.hincrby: field ' .. x .. ' of ' .. k .. ' is not an integer or '\n"
-    "               .. 'would overflow'\n"
-    "      end\n"
-    "      if op == 'incrby' then checked[k] = true end\n"
-    "      if op == 'hset' or op == 'hincrby' then checked[fk] = true end\n"
     "      if op ~= 'hdel' and op ~= 'srem' then kind[k] = want end\n"
-    "    elseif op == 'set' then kind[k] = 'string'; checked[k] = true\n"
-    "    elseif op == 'del' then kind[k] = 'none'; checked[k] = nil\n"
+    "    elseif op == 'set' then kind[k] = 'string'; val[k] = x; fields[k] = nil\n"
+    "    elseif op == 'del' then kind[k] = 'none'; val[k] = false; fields[k] = nil; gone[k] = true\n"
     "    end\n"
     "  end\n"
     "  return nil\n"
@@ -362,6 +400,7 @@ const char *wr_idem_error(const wr_idem *d)
 }
 
 static int collect_journal(wr_idem *d);
+static int unexpected(wr_idem *d, const char *what, const redisReply *r);
 
 /*
  * Make D ready for a command: connected, and the replies owed by the last
@@ -386,8 +425,13 @@ int wr_idem_ping(wr_idem *d)
     if (r == NULL) {
         return fail(d, "PING");
     }
+    /* BUSY (a long script), LOADING (a restart reading its data): not serving */
+    int ok = r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
+    if (!ok) {
+        unexpected(d, "PING", r);
+    }
     freeReplyObject(r);
-    return 0;
+    return ok ? 0 : -1;
 }
 
 static int is_noscript(const redisReply *r)
@@ -538,7 +582,7 @@ int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t
                    int64_t ttl_ms)
 {
     static const char *names[] = {"done", "release", "extend", "unclaim"};
-    if (n == 0) {
+    if (n <= 0) {
         return 0;
     }
     /* the store writes ride along with their DONE records */
@@ -682,6 +726,12 @@ int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t
         return -1;
     }
     int rc = 0;
+    if (r->type == REDIS_REPLY_ERROR) {
+        /* the script ran and raised: what it did before is not rolled back */
+        unexpected(d, "finish script", r);
+        freeReplyObject(r);
+        return WR_IDEM_SCRIPT_FAILED;
+    }
     if (r->type != REDIS_REPLY_ARRAY || r->elements != (size_t)n) {
         rc = unexpected(d, "finish", r);
     }
@@ -831,15 +881,17 @@ int wr_idem_journal(wr_idem *d, const wr_idem_jlist *lists, int n, int max_entri
     if (usable(d) != 0) {
         return -1;
     }
+    int reported = 0;
     if (d->jerrors > 0) {
-        /* what the previous write's replies said (they are read one call late) */
+        /* what the previous write's replies said (they are read one call late);
+         * this batch's entries are sent all the same */
         snprintf(d->err, sizeof(d->err), "journal: %d error repl%s, the last: %s", d->jerrors,
                  d->jerrors == 1 ? "y" : "ies", d->jerr);
         d->jerrors = 0;
-        return -1;
+        reported = 1;
     }
     if (n <= 0) {
-        return 0;
+        return reported ? -1 : 0;
     }
     if (n > d->jkey_cap) {
         char **k = realloc(d->jkeys, sizeof(*k) * (size_t)n);
@@ -887,5 +939,5 @@ int wr_idem_journal(wr_idem *d, const wr_idem_jlist *lists, int n, int max_entri
             return fail(d, "journal");
         }
     }
-    return 0;
+    return reported ? -1 : 0;
 }

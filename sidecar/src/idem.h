@@ -84,6 +84,8 @@ typedef struct {
                             (storebuf.h): nothing applied, the record unclaimed, so the
                             message can run again from fresh state */
     char why[200];       /* (out) refused or conflict: why */
+    int failed;          /* set by the caller when the script raised on this record alone
+                            (see WR_IDEM_SCRIPT_FAILED): nothing is known of it */
 } wr_finish;
 
 /* Connect (and AUTH/SELECT as the URL says). Returns NULL with ERR on failure. */
@@ -95,11 +97,17 @@ const char *wr_idem_error(const wr_idem *d);
 int wr_idem_claim(wr_idem *d, wr_claim *claims, int n, const char *token, int64_t lease_ms,
                   int64_t ttl_ms);
 
-/* Apply N finishing operations for TOKEN. Returns 0 with every `owned` filled, or -1. */
+/* wr_idem_finish: the script ran and raised an error (the reason in
+ * wr_idem_error). Redis does not roll a script back: records before the failing
+ * one may be written. The connection is fine. */
+#define WR_IDEM_SCRIPT_FAILED (-2)
+
+/* Apply N finishing operations for TOKEN. Returns 0 with every `owned` filled, -1
+ * (connection failed: nothing known), or WR_IDEM_SCRIPT_FAILED. */
 int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t lease_ms,
                    int64_t ttl_ms);
 
-/* PING: 0 when Redis answers. */
+/* PING: 0 when Redis answers PONG (not BUSY or LOADING: -1 then). */
 int wr_idem_ping(wr_idem *d);
 
 /*
@@ -126,7 +134,7 @@ typedef struct {
  * (LTRIM) when the replies are read. Not atomic across journals, and not meant
  * to be: a journal is best effort. Returns 0, or -1 with the reason in
  * wr_idem_error: the connection failed, or the previous write's replies held
- * errors (reported one call late).
+ * errors (reported one call late; this call's entries are sent all the same).
  */
 int wr_idem_journal(wr_idem *d, const wr_idem_jlist *lists, int n, int max_entries, int64_t ttl_ms);
 

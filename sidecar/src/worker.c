@@ -122,6 +122,7 @@ struct wr_worker {
     size_t max_body;
     wr_wstats *st;         /* this worker's figures (metrics.h); only we write them */
     int connections;       /* broker connections made so far */
+    int pause_backoff_ms;  /* wait before the next pause's reconnect (pauses in a row) */
     unsigned long journal_failures; /* batches whose journal entries could not be written */
 };
 
@@ -985,6 +986,43 @@ static void count_item(wr_worker *w, const item *it)
     wr_stat_add(&w->st->outcomes[o], 1);
 }
 
+/*
+ * The batch's commit script raised (WR_IDEM_SCRIPT_FAILED): Redis answers, but
+ * one record's writes failed in a way the script's checks did not foresee,
+ * and a script is not rolled back. Commit the K records one at a time, so the
+ * others are not held back with it: a record the failed run already wrote
+ * reports LOST (its redelivery is a duplicate); the one that raises again is
+ * marked failed and released (its start stays counted). Returns 0, or -1 when
+ * Redis failed.
+ */
+static int finish_one_by_one(wr_worker *w, int k)
+{
+    const wr_idem_policy *pol = &w->sub->idem;
+    wr_logline l;
+    wr_log_begin(&l, WR_LOG_ERROR, "commit script failed; committing the batch's records "
+                                   "one by one");
+    wr_log_str(&l, "subscription", w->sub->name);
+    wr_log_int(&l, "worker", w->index);
+    wr_log_str(&l, "error", wr_idem_error(w->idem));
+    wr_log_end(&l);
+    for (int c = 0; c < k; c++) {
+        wr_finish *f = &w->finishes[c];
+        int rc = wr_idem_finish(w->idem, f, 1, w->token, pol->lease_ms, pol->ttl_ms);
+        if (rc == WR_IDEM_SCRIPT_FAILED) {
+            snprintf(f->why, sizeof(f->why), "%s", wr_idem_error(w->idem));
+            wr_finish rel = {.key = f->key, .op = WR_FINISH_RELEASE};
+            if (wr_idem_finish(w->idem, &rel, 1, w->token, pol->lease_ms, pol->ttl_ms) == -1) {
+                return -1;
+            }
+            f->owned = 1;
+            f->failed = 1;
+        } else if (rc != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int process_batch(wr_worker *w, int n);
 
 /*
@@ -1296,9 +1334,14 @@ static int process_batch(wr_worker *w, int n)
         }
     }
     double t0 = wr_mono_ms();
-    int redis_failed = pol->enabled &&
-                       wr_idem_finish(w->idem, w->finishes, k, w->token, pol->lease_ms,
-                                      pol->ttl_ms) != 0;
+    int frc = 0;
+    if (pol->enabled) {
+        frc = wr_idem_finish(w->idem, w->finishes, k, w->token, pol->lease_ms, pol->ttl_ms);
+        if (frc == WR_IDEM_SCRIPT_FAILED) {
+            frc = finish_one_by_one(w, k);
+        }
+    }
+    int redis_failed = frc != 0;
     int refused = 0;
     if (pol->enabled) {
         if (redis_failed) {
@@ -1316,7 +1359,15 @@ static int process_batch(wr_worker *w, int n)
         if (w->finishes[c].writes != NULL) {
             wr_storebuf_writes(w->finishes[c].writes, &nwrites);
         }
-        if (redis_failed || !w->finishes[c].owned) {
+        if (!redis_failed && w->finishes[c].failed) {
+            /* The commit script raised on this record (a write Redis refused that
+             * the checks did not foresee). Its record was given back as released:
+             * the start stays counted, so a message that fails this way every
+             * time reaches the crash-loop guard and the DLQ instead of looping. */
+            snprintf(it->error, sizeof(it->error), "the commit failed, the message runs "
+                                                   "again: %s", w->finishes[c].why);
+            it->act = ACT_NONE;
+        } else if (redis_failed || !w->finishes[c].owned) {
             if (!redis_failed) {
                 wr_stat_add(&w->st->lease_lost, 1);
             }
@@ -1325,11 +1376,12 @@ static int process_batch(wr_worker *w, int n)
              * after the lease by anyone) and re-run; its outgoing events carry
              * the same ids, so consumers downstream deduplicate them. Its
              * ctx.store writes were not applied (they ride on the done mark). */
-            snprintf(it->error, sizeof(it->error), "%s",
+            snprintf(it->error, sizeof(it->error), "%s%s%s",
                      redis_failed ? "the idempotency record could not be written"
                      : nwrites > 0
                          ? "lease lost: writes not applied; another worker took the message over"
-                         : "lease lost: another worker took the message over");
+                         : "lease lost: another worker took the message over",
+                     redis_failed ? ": " : "", redis_failed ? wr_idem_error(w->idem) : "");
             it->act = ACT_NONE;
         } else if (w->finishes[c].conflict) {
             /* Another message changed what this one read (optimistic concurrency,
@@ -1563,12 +1615,25 @@ static void *worker_main(void *arg)
             }
             if (rc == PAUSE) {
                 /* closing the connection returns every delivery we hold; we
-                 * consume again once Redis answers (connect_broker waits for it) */
+                 * consume again once Redis answers (connect_broker waits for it).
+                 * Redis may answer PING and still refuse what a batch needs (OOM
+                 * at maxmemory, a read-only replica): pauses in a row back off, or
+                 * the worker would spin through reconnects. */
                 wr_logf(WR_LOG_WARN, "%s: pausing consumption until Redis answers", w->name);
                 drain(w);
                 wr_broker_destroy(w->b);
                 w->b = NULL;
+                if (w->pause_backoff_ms > 0) {
+                    nap(w, jittered(w, w->pause_backoff_ms));
+                }
+                w->pause_backoff_ms = w->pause_backoff_ms == 0 ? BACKOFF_MIN_MS
+                                      : w->pause_backoff_ms * 2 > BACKOFF_MAX_MS
+                                          ? BACKOFF_MAX_MS
+                                          : w->pause_backoff_ms * 2;
                 break;
+            }
+            if (rc == WR_BROKER_OK && n > 0) {
+                w->pause_backoff_ms = 0; /* a batch went through */
             }
             if (rc == WR_BROKER_OK && !wr_broker_consuming(w->b)) {
                 wr_logf(WR_LOG_WARN, "%s: consumer cancelled by the broker; reconnecting",
