@@ -995,6 +995,10 @@ done:
     if (b != NULL) {
         wr_broker_destroy(b);
     }
+    if (wr_idem_settle(jd) != 0) {
+        fprintf(stderr, "warren dlq: journal entries of the replay may be missing: %s\n",
+                wr_idem_error(jd));
+    }
     wr_idem_destroy(jd);
     if (rd.rc != NULL) {
         redisFree(rd.rc);

@@ -876,6 +876,17 @@ static int collect_journal(wr_idem *d)
     return 0;
 }
 
+int wr_idem_settle(wr_idem *d)
+{
+    if (d == NULL || d->c == NULL) {
+        return 0;
+    }
+    if (usable(d) != 0) {
+        return -1;
+    }
+    return wr_idem_journal(d, NULL, 0, d->jmax, 0);
+}
+
 int wr_idem_journal(wr_idem *d, const wr_idem_jlist *lists, int n, int max_entries, int64_t ttl_ms)
 {
     if (usable(d) != 0) {

@@ -138,4 +138,8 @@ typedef struct {
  */
 int wr_idem_journal(wr_idem *d, const wr_idem_jlist *lists, int n, int max_entries, int64_t ttl_ms);
 
+/* Wait for what the last journal write still owes (before closing D). Returns
+ * 0, or -1 with the reason: the connection failed, or Redis refused entries. */
+int wr_idem_settle(wr_idem *d);
+
 #endif
