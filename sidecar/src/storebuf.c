@@ -835,7 +835,9 @@ int wr_storebuf_read(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg
         if (wr_storebuf_read(b, "EXISTS", key, arg, fetch, ud, &ex, err, errcap) != 0) {
             return -1;
         }
-        if (!ex.num) {
+        int64_t exists = ex.num;
+        wr_sb_result_free(&ex); /* a number: nothing to free today, but it is a result */
+        if (!exists) {
             out->num = -2;
             return 0;
         }
