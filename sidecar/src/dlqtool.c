@@ -713,7 +713,7 @@ static int record_key(const wr_subscription *sub, const dmsg *m, char *out, size
     if (wr_idkey_derive(pol, &env, key, sizeof(key), why, whycap) != 0) {
         return -1;
     }
-    snprintf(out, cap, "%s%s:%s", pol->prefix, sub->name, key);
+    wr_record_key(pol->prefix, sub->name, key, out, cap);
     return 0;
 }
 
