@@ -15,8 +15,13 @@
 
 static wr_retry_policy policy(int max_attempts, int64_t *d, int n)
 {
-    wr_retry_policy p = {.max_attempts = max_attempts, .delays_ms = d, .delay_count = n,
-                         .initial_ms = 1000, .multiplier = 2.0, .max_ms = 300000, .jitter = 0};
+    wr_retry_policy p = {.max_attempts = max_attempts,
+                         .delays_ms = d,
+                         .delay_count = n,
+                         .initial_ms = 1000,
+                         .multiplier = 2.0,
+                         .max_ms = 300000,
+                         .jitter = 0};
     return p;
 }
 

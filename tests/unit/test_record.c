@@ -48,9 +48,9 @@ static void test_parse(void)
     CHECK_INT(r.state, 'r');
     CHECK_INT(r.starts, 0);
 
-    static const char *const bad[] = {"", "x|1", "p|", "p|1", "p|1|tok", "p|x|t|1", "r|1|x",
-                                      "d|1|ok", "d|1|ok|x", "p|1|t|12a", "r|",
-                                      "p|1|t|9999999999999999999"};
+    static const char *const bad[] = {
+        "",      "x|1",    "p|",       "p|1",       "p|1|tok", "p|x|t|1",
+        "r|1|x", "d|1|ok", "d|1|ok|x", "p|1|t|12a", "r|",      "p|1|t|9999999999999999999"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         if (wr_record_parse(bad[i], strlen(bad[i]), &r) != -1) {
             fprintf(stderr, "accepted: %s\n", bad[i]);
