@@ -335,7 +335,22 @@ int wr_broker_cancel(wr_broker *b)
     }
     b->consuming = 0;
     amqp_basic_cancel(b->conn, CH, amqp_cstring_bytes(b->consumer_tag));
-    return check_reply(b, amqp_get_rpc_reply(b->conn), "basic.cancel");
+    int rc = check_reply(b, amqp_get_rpc_reply(b->conn), "basic.cancel");
+    /* Deliveries the broker sent before cancel-ok arrived before it too: rabbitmq-c
+     * kept them aside while it waited for the reply. File them in the inbox now,
+     * so the caller's "return everything" covers them; read later, they would be
+     * taken for new deliveries after a nack of every tag had already returned
+     * them (and their ack would close the channel: unknown delivery tag). */
+    while (rc == WR_BROKER_OK &&
+           (amqp_frames_enqueued(b->conn) || amqp_data_in_buffer(b->conn))) {
+        int prc = wr_broker_poll(b, 0);
+        if (prc == WR_BROKER_DOWN) {
+            rc = prc;
+        } else if (prc == WR_BROKER_TIMEOUT) {
+            break;
+        }
+    }
+    return rc;
 }
 
 int wr_broker_consuming(const wr_broker *b)

@@ -58,8 +58,9 @@ int wr_broker_declare(wr_broker *b, const wr_topology *t);
 
 /* Set the prefetch (basic.qos) and start consuming QUEUE with manual acks. */
 int wr_broker_consume(wr_broker *b, const char *queue, int prefetch);
-/* Stop the consumer (basic.cancel). Deliveries already sent still arrive and
- * land in the inbox; the caller returns them with wr_broker_nack. */
+/* Stop the consumer (basic.cancel). Every delivery the broker sent before it
+ * confirmed the cancel is in the inbox when this returns; the caller returns
+ * them with wr_broker_nack. */
 int wr_broker_cancel(wr_broker *b);
 /* 1 while our consumer is active (not cancelled by us or the broker). */
 int wr_broker_consuming(const wr_broker *b);

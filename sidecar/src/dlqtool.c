@@ -667,10 +667,13 @@ static void redis_close(redis_conn *r)
     r->rc = NULL;
 }
 
-/* Read STATE and OUTCOME of KEY (empty when absent). Returns 0, or -1 on error. */
-static int redis_record(redis_conn *r, const char *key, char *state, char *outcome, size_t cap)
+/* Read STATE and OUTCOME of KEY (empty when absent), and the journal entry a
+ * done record keeps (*ENTRY, malloc'd; NULL when none). Returns 0, or -1. */
+static int redis_record(redis_conn *r, const char *key, char *state, char *outcome, size_t cap,
+                        char **entry)
 {
     state[0] = outcome[0] = '\0';
+    *entry = NULL;
     wr_record rec;
     redisReply *hold = NULL;
     int rc = wr_rconn_read_record(r->rc, key, &rec, &hold, r->err, sizeof(r->err));
@@ -678,10 +681,31 @@ static int redis_record(redis_conn *r, const char *key, char *state, char *outco
         snprintf(state, cap, "%s", wr_record_state_name(rec.state));
         if (rec.state == 'd') {
             snprintf(outcome, cap, "%.*s", (int)rec.outcome_len, rec.outcome);
+            if (rec.entry_len > 0) {
+                *entry = strndup(rec.entry, rec.entry_len);
+            }
         }
     }
     freeReplyObject(hold);
     return rc;
+}
+
+/* Before a done record is reset: the journal entry it keeps (the event's last
+ * step) moves to the event's journal list, so `warren trace` still shows it.
+ * Best effort. */
+static void keep_entry(redis_conn *r, const wr_config *cfg, const wr_subscription *sub,
+                       const char *record_key, const char *entry)
+{
+    size_t skip = strlen(sub->idem.prefix) + strlen(sub->name) + 1;
+    char jkey[WR_IDKEY_MAX + 320];
+    if (entry == NULL || strlen(record_key) <= skip ||
+        wr_journal_key(sub->idem.prefix, sub->name, record_key + skip, jkey, sizeof(jkey)) != 0) {
+        return;
+    }
+    redisReply *rep = wr_rconn_commandf(r->rc, "RPUSH %s %s", jkey, entry);
+    freeReplyObject(rep);
+    rep = wr_rconn_commandf(r->rc, "PEXPIRE %s %lld", jkey, (long long)cfg->journal_ttl_ms);
+    freeReplyObject(rep);
 }
 
 static int redis_del(redis_conn *r, const char *key)
@@ -870,11 +894,12 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
     for (size_t i = 0; i < nsel; i++) {
         dmsg *m = &r->msgs[sel[i]];
         char key[WR_IDKEY_MAX + 256], why[256], state[32] = "", outcome[32] = "";
+        char *entry = NULL;
         const char *action = "nothing to reset";
         int have_key =
             sub->idem.enabled && record_key(sub, m, key, sizeof(key), why, sizeof(why)) == 0;
         if (have_key && rd.rc != NULL &&
-            redis_record(&rd, key, state, outcome, sizeof(state)) != 0) {
+            redis_record(&rd, key, state, outcome, sizeof(state), &entry) != 0) {
             fprintf(stderr, "warren dlq: %s\n", rd.err);
             fail = 1;
             break;
@@ -888,6 +913,10 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
                 action = o->dry_run ? "would be reset" : "reset";
             }
         }
+        if (!o->dry_run && strcmp(action, "reset") == 0 && cfg->journal_enabled) {
+            keep_entry(&rd, cfg, sub, key, entry);
+        }
+        free(entry);
         if (!o->dry_run && strcmp(action, "reset") == 0 && redis_del(&rd, key) != 0) {
             fprintf(stderr, "warren dlq: %s\n", rd.err);
             fail = 1;
