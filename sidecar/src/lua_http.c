@@ -470,7 +470,9 @@ static int http_request(lua_State *L)
         lua_rawseti(L, lines, ++count);
         const char *state = wr_lua_tracestate(L);
         if (state != NULL && state[0] != '\0' && strpbrk(state, "\r\n") == NULL) {
-            lua_pushfstring(L, "tracestate: %s", state);
+            char sl[600];
+            snprintf(sl, sizeof(sl), "tracestate: %.512s", state); /* W3C: 512 at most */
+            lua_pushstring(L, sl);
             lua_rawseti(L, lines, ++count);
         }
     }
