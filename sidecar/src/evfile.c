@@ -332,24 +332,26 @@ static void check_field(checker *ck, field_kind kind, const json_t *v, const cha
         {
             char sub[600];
             snprintf(sub, sizeof(sub), "%.250s.%.250s", path, k);
-            wr_textpos kat = member_at(ck, v, k, 0), vat = member_at(ck, v, k, 1);
+            /* positions are looked up only for a problem */
             if (kind == F_MSG_HEADERS) {
                 if (!json_is_string(x) && !json_is_number(x) && !json_is_boolean(x)) {
-                    err_at(ck, vat, "%s: expected a string, a number or a boolean, got %s", sub,
+                    err_at(ck, member_at(ck, v, k, 1),
+                           "%s: expected a string, a number or a boolean, got %s", sub,
                            kind_of(x, got, sizeof(got)));
                 }
                 continue;
             }
             if (k[0] == '\0' || strpbrk(k, "\r\n: \t") != NULL) {
-                err_at(ck, kat,
+                err_at(ck, member_at(ck, v, k, 0),
                        "%s: a header name cannot be empty or hold a colon, a space "
                        "or a line break",
                        path);
             } else if (!json_is_string(x) && !json_is_number(x)) {
-                err_at(ck, vat, "%s: expected a string or a number, got %s", sub,
+                err_at(ck, member_at(ck, v, k, 1), "%s: expected a string or a number, got %s", sub,
                        kind_of(x, got, sizeof(got)));
             } else if (json_is_string(x) && has_line_break(json_string_value(x))) {
-                err_at(ck, vat, "%s: expected one line of text, got a line break", sub);
+                err_at(ck, member_at(ck, v, k, 1),
+                       "%s: expected one line of text, got a line break", sub);
             }
         }
         return;
@@ -365,7 +367,6 @@ static void check_field(checker *ck, field_kind kind, const json_t *v, const cha
         {
             char sub[600];
             snprintf(sub, sizeof(sub), "%.250s.%.250s", path, k);
-            wr_textpos vat = member_at(ck, v, k, 1);
             if (json_is_object(x)) {
                 const char *f;
                 json_t *fv;
@@ -389,7 +390,7 @@ static void check_field(checker *ck, field_kind kind, const json_t *v, const cha
                     }
                 }
             } else if (!json_is_string(x) && !json_is_number(x)) {
-                err_at(ck, vat,
+                err_at(ck, member_at(ck, v, k, 1),
                        "%s: expected a string or a number (a string key), an object (a hash) "
                        "or an array (a set), got %s",
                        sub, kind_of(x, got, sizeof(got)));

@@ -3,10 +3,13 @@
  *
  * The walk trusts that jansson accepted the text already, but still checks
  * every step against the tree and the text's end: a mismatch makes the index
- * fail rather than point at the wrong place.
+ * fail rather than point at the wrong place. The entries are then sorted by
+ * container, so a lookup reads only its container's entries (an event's
+ * large "data" never slows down a lookup in its "http" list).
  */
 #include "jsonpos.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -223,6 +226,33 @@ static void walk(scanner *sc, const json_t *node)
     }
 }
 
+/* Order entries by container (then by file order, which the walk gave). */
+static int by_parent(const void *a, const void *b)
+{
+    const entry *x = a, *y = b;
+    if (x->parent != y->parent) {
+        return (uintptr_t)x->parent < (uintptr_t)y->parent ? -1 : 1;
+    }
+    return x->key_pos.line != y->key_pos.line
+               ? (x->key_pos.line < y->key_pos.line ? -1 : 1)
+               : (x->key_pos.col > y->key_pos.col) - (x->key_pos.col < y->key_pos.col);
+}
+
+/* The first entry of container PARENT, or P->n when it has none. */
+static size_t first_of(const wr_jsonpos *p, const json_t *parent)
+{
+    size_t lo = 0, hi = p->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if ((uintptr_t)p->e[mid].parent < (uintptr_t)parent) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
 wr_jsonpos *wr_jsonpos_index(const char *text, size_t len, const json_t *root)
 {
     wr_jsonpos *p = calloc(1, sizeof(*p));
@@ -236,6 +266,9 @@ wr_jsonpos *wr_jsonpos_index(const char *text, size_t len, const json_t *root)
     if (sc.failed) {
         wr_jsonpos_free(p);
         return NULL;
+    }
+    if (p->n > 1) {
+        qsort(p->e, p->n, sizeof(*p->e), by_parent);
     }
     return p;
 }
@@ -259,9 +292,9 @@ wr_textpos wr_jsonpos_root(const wr_jsonpos *p)
 
 wr_textpos wr_jsonpos_member(const wr_jsonpos *p, const json_t *obj, const char *key, int value)
 {
-    for (size_t i = 0; i < p->n; i++) {
+    for (size_t i = first_of(p, obj); i < p->n && p->e[i].parent == obj; i++) {
         const entry *e = &p->e[i];
-        if (e->parent == obj && e->key != NULL && strcmp(e->key, key) == 0) {
+        if (e->key != NULL && strcmp(e->key, key) == 0) {
             return value ? e->value_pos : e->key_pos;
         }
     }
@@ -270,11 +303,11 @@ wr_textpos wr_jsonpos_member(const wr_jsonpos *p, const json_t *obj, const char 
 
 wr_textpos wr_jsonpos_element(const wr_jsonpos *p, const json_t *arr, size_t i)
 {
-    for (size_t k = 0; k < p->n; k++) {
-        const entry *e = &p->e[k];
-        if (e->parent == arr && e->key == NULL && e->index == i) {
-            return e->value_pos;
-        }
+    size_t first = first_of(p, arr);
+    /* an array's elements are its entries, in order */
+    if (first + i < p->n && p->e[first + i].parent == arr && p->e[first + i].key == NULL &&
+        p->e[first + i].index == i) {
+        return p->e[first + i].value_pos;
     }
     return (wr_textpos){0, 0};
 }
