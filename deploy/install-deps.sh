@@ -8,7 +8,7 @@
 set -euo pipefail
 
 PACKAGES=(
-    build-essential cmake pkg-config
+    build-essential cmake pkg-config help2man
     librabbitmq-dev libhiredis-dev libluajit2-5.1-dev luajit2
     libyaml-dev libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev libssl-dev
     lua-cjson lua-busted

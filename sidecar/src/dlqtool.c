@@ -35,14 +35,17 @@
 
 const char wr_dlqtool_usage[] =
     "  dlq list -c FILE --subscription NAME [filters] [--json]\n"
-    "                       one line per DLQ message; the DLQ is left as it is\n"
+    "                       one line per message id in the DLQ, with its copy count;\n"
+    "                       the DLQ is left as it is\n"
     "  dlq show ID -c FILE --subscription NAME [--json]\n"
     "                       every property and header of one DLQ message, and its body\n"
     "  dlq replay -c FILE --subscription NAME [filters] [--rate N/s] [--dry-run]\n"
     "                       reset the idempotency record and send each matching message\n"
-    "                       back to the subscription's queue (default rate 50/s)\n"
+    "                       back to the subscription's queue, once per id, removing\n"
+    "                       every copy of it from the DLQ (default rate 50/s)\n"
     "  dlq purge -c FILE --subscription NAME [filters] [--yes]\n"
-    "                       delete the matching messages (asks first without --yes)\n"
+    "                       delete the matching messages, every copy of each id\n"
+    "                       (asks first without --yes)\n"
     "  dlq filters: --id ID, --reason R, --grep TEXT (id, error, body),\n"
     "               --older-than DURATION (last failure), --limit N (list: default 100)\n";
 
