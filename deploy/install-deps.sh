@@ -13,7 +13,7 @@ PACKAGES=(
     libyaml-dev libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev libssl-dev
     lua-cjson lua-busted
     rabbitmq-server redis-server redis-tools
-    python3 python3-pika python3-redis
+    python3 python3-pika python3-redis python3-yaml
     prometheus
     procps iproute2
 )
