@@ -31,7 +31,7 @@ import traceback
 import pika
 
 from wrtest import (AMQP_URL, Broker, Warren, check, check_eq, delete_queues, done_count, finish,
-                    prefix, redis_client, stack, tempdir, wait_for, write)
+                    idem_record, prefix, redis_client, stack, tempdir, wait_for, write)
 
 REDIS_DOWN = 8        # seconds: long enough for an uncapped backoff to reach 6.4-12.8 s waits
 BROKER_DOWN = 2       # seconds between "stopped" and "start again"
@@ -191,8 +191,7 @@ try:
         for n in CAPS:
             if n not in consumed and len(warrens[n].lines(msg="consuming")) > consuming[n]:
                 consumed[n] = time.monotonic() - t_back
-            if n not in handled and rc.hget("warren:idem:%s:%s" % (n, probes[n]),
-                                            "state") == "done":
+            if n not in handled and idem_record(rc, n, probes[n]).get("state") == "done":
                 handled[n] = time.monotonic() - t_back
         time.sleep(0.05)
     starter.join()
