@@ -53,7 +53,9 @@ void wr_broker_destroy(wr_broker *b);
 /* Last error text (for logs); never holds credentials. */
 const char *wr_broker_error(const wr_broker *b);
 
-/* Declare every exchange, queue and binding of T. */
+/* Declare every exchange, queue and binding of T. The main queue is declared
+ * only when a passive declaration (on a throwaway channel) says it is missing:
+ * one that exists is consumed as it is, whatever its type or arguments. */
 int wr_broker_declare(wr_broker *b, const wr_topology *t);
 
 /* Set the prefetch (basic.qos) and start consuming QUEUE with manual acks. */
