@@ -86,6 +86,26 @@ static int64_t body_stamp(amqp_bytes_t body)
     return -1;
 }
 
+/* This process's peak resident set (VmHWM), in KiB, or -1. Not getrusage's
+ * ru_maxrss: Linux carries that over exec, from the process that forked us. */
+static long vm_hwm_kb(void)
+{
+    long kb = -1;
+    char line[256];
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f == NULL) {
+        return -1;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "VmHWM:", 6) == 0) {
+            kb = strtol(line + 6, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return kb;
+}
+
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -374,9 +394,9 @@ int main(int argc, char **argv)
     printf("{\"consumer\":\"baseline\",\"queue\":\"%s\",\"messages\":%ld,\"requested\":%ld,"
            "\"elapsed_s\":%.3f,\"msgs_per_s\":%.1f,\"first_delivery_after_s\":%.3f,"
            "\"prefetch\":%ld,\"ack_every\":%ld,\"left_in_queue\":%ld,\"idle_timeout\":%s,"
-           "\"cpu_s\":%.3f,\"max_rss_kb\":%ld",
+           "\"cpu_s\":%.3f,\"vm_hwm_kb\":%ld",
            queue, got, count, elapsed, (double)got / elapsed, got > 0 ? t_first - t0 : 0.0,
-           prefetch, ack_every, left, idle ? "true" : "false", cpu_s, (long)ru.ru_maxrss);
+           prefetch, ack_every, left, idle ? "true" : "false", cpu_s, vm_hwm_kb());
     if (latency && lat.n > 0) {
         qsort(lat.v, lat.n, sizeof(*lat.v), cmp_i64);
         printf(",\"unstamped\":%ld,\"latency_us\":{\"count\":%zu,\"p50\":%lld,\"p90\":%lld,"

@@ -690,9 +690,10 @@ subscriptions:
             p.returncode = os.waitstatus_to_exitcode(status)
             s1 = self.snapshot(None)
             s1["consumer"] = ru.ru_utime + ru.ru_stime if ru else None
-            s1["hwm_kb"] = ru.ru_maxrss if ru else None
+            s1["hwm_kb"] = None                  # read below from its own report
             out = self._json_line(log_path)
             rec["consumer_report"] = out
+            s1["hwm_kb"] = out.get("vm_hwm_kb")
             if p.returncode != 0:
                 rec["errors"].append("wr-baseline-consumer exited %d" % p.returncode)
             elif out.get("messages") != len(wl.messages) or out.get("left_in_queue") != 0:
