@@ -46,6 +46,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
 
@@ -955,6 +956,18 @@ def fmt(x, spec="%.1f", none="?"):
     return spec % x if x is not None else none
 
 
+def pack(words, width, first, rest):
+    """WORDS (kept whole) joined by spaces into lines of at most WIDTH columns."""
+    lines, line = [], first
+    for w in words:
+        if line.strip() and len(line) + 1 + len(w) > width:
+            lines.append(line)
+            line = rest
+        line += ("" if not line.strip() else " ") + w
+    lines.append(line)
+    return "\n".join(lines)
+
+
 def report(results_path, count):
     runs = [json.loads(ln) for ln in open(results_path) if ln.strip()]
     tp = [r for r in runs if r["mode"] == "throughput"]
@@ -991,15 +1004,16 @@ def report(results_path, count):
                 fmt(rss / 1024 if rss else None, "%.1f"),
                 fmt(med([r["other_cores"] for r in g]), "%.2f"), each))
         print()
-        print("%d messages per run (5%% duplicates, 1%% malformed); msg/s: from process start to "
-              "every effect applied and every message acked, median of the rounds; ratio: over the "
-              "baseline's median. CPU us/msg: the consumer / RabbitMQ / Redis processes (/proc). "
-              "Redis us/msg: INFO commandstats (top-level commands) / INFO cpu main thread. other "
-              "cores: CPU used by everything else on the machine meanwhile (this driver's poller "
-              "included)." % count)
+        print(textwrap.fill(
+            "%d messages per run (5%% duplicates, 1%% malformed); msg/s: from process start to "
+            "every effect applied and every message acked, median of the rounds; ratio: over the "
+            "baseline's median. CPU us/msg: the consumer / RabbitMQ / Redis processes (/proc). "
+            "Redis us/msg: INFO commandstats (top-level commands) / INFO cpu main thread. other "
+            "cores: CPU used by everything else on the machine meanwhile (this driver's poller "
+            "included)." % count, 100, break_on_hyphens=False))
         print()
         print("Redis commands per message (median over the rounds; calls/msg x us/call = us/msg;"
-              " * = run inside EVALSHA/EXEC, already counted in it):")
+              "\n* = run inside EVALSHA/EXEC, already counted in it):")
         for c in order:
             g = good[c]
             if not g or c == "baseline":
@@ -1016,12 +1030,15 @@ def report(results_path, count):
                 star = "*" if any(k in r["redis_nested_cmds"] for r in g) else ""
                 parts.append("%s%s %.2f x %.1f = %.2f" % (k, star, calls / count, usec / calls,
                                                           usec / count))
-            print("  %s: %s" % (CONSUMERS[c]["label"], "; ".join(parts)))
+            print(pack(["%s:" % CONSUMERS[c]["label"]] + [x + ";" for x in parts[:-1]]
+                       + parts[-1:], 100, "  ", "      "))
         both = sorted({k for r in tp if r["ok"] for k in r.get("redis_nested_also_direct", [])})
         if both:
-            print("  (%s: called by warren's scripts, and also sent directly somewhere in "
-                  "warren's C code; the total leaves such direct calls out too: Redis's "
-                  "main-thread CPU is the complete figure)" % ", ".join(both))
+            print(textwrap.fill(
+                "(%s: called by warren's scripts, and also sent directly somewhere in warren's C "
+                "code; the total leaves such direct calls out too: Redis's main-thread CPU is the "
+                "complete figure)" % ", ".join(both), 100, initial_indent="  ",
+                subsequent_indent="   "))
     if lat:
         print()
         print("Latency, open-loop publisher (publish -> effect committed for warren, -> EXEC+ack "
