@@ -61,7 +61,9 @@ PY = "/usr/bin/python3"
 HZ = os.sysconf("SC_CLK_TCK")
 PREFETCH = 200
 BATCH = 100
-POLL_S = 0.020                   # the drain poller's period
+POLL_S = 0.020                   # the drain poller's period near the end of a run ...
+POLL_FAR_S = 0.100               # ... and while more than POLL_FAR_READY messages are ready
+POLL_FAR_READY = 2000
 WARREN_STORE_PREFIX = "warren:store:"
 REF_PREFIX = "ref:"
 # Queues warren declares beside the main one (default retry delays, the wait queue, the DLQ).
@@ -336,6 +338,24 @@ def stop_proc(p, grace):
         return p.wait()
 
 
+def wait_rusage(p, timeout):
+    """Wait up to TIMEOUT s for child P to exit; returns the CPU seconds it used (None when
+    it is still running, or was reaped already). Sets P.returncode."""
+    end = time.monotonic() + timeout
+    while p.returncode is None:
+        try:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if pid == p.pid:
+            p.returncode = os.waitstatus_to_exitcode(status)
+            return ru.ru_utime + ru.ru_stime
+        if time.monotonic() > end:
+            return None
+        time.sleep(0.02)
+    return None
+
+
 def say(msg):
     print("orders: " + msg, flush=True)
 
@@ -475,7 +495,8 @@ def redis_main_cpu(info):
 
 
 def parse_metrics(text):
-    """A few of warren's /metrics families, summed over labels but the interesting one."""
+    """A few of warren's /metrics families: outcome and dead-letter counts, and the
+    histograms' sums and counts (summed over subscriptions)."""
     out = {"outcomes": {}, "dead_letters": {}, "timings": {}}
     line_re = re.compile(r'^([a-z_]+)(?:\{([^}]*)\})?\s+([0-9.eE+-]+)$')
     for line in text.splitlines():
@@ -627,7 +648,8 @@ subscriptions:
         """Poll every POLL_S until the queue has nothing ready (for warren: its wait queue
         neither, and its DLQ holds the n_bad malformed messages) and Redis holds exactly
         the expected totals, twice in a row. Returns (snapshot at the first of the two
-        polls, None) or (None, why)."""
+        polls, None) or (None, why). While the queue holds thousands of messages the end
+        is far: the poller then looks every POLL_FAR_S only."""
         first = None
         stuck_since = None
         last_vals = None
@@ -639,7 +661,8 @@ subscriptions:
             if now > deadline:
                 return None, "not drained after %.0fs" % (deadline - self.t_start)
             done = False
-            if self.broker.ready(queue) == 0:
+            ready = self.broker.ready(queue)
+            if ready == 0:
                 drained = True
                 if kind == "warren":
                     drained = (self.broker.ready(queue + ".wait") == 0
@@ -660,7 +683,7 @@ subscriptions:
                 first["t"] = now
             else:
                 first = None
-            next_t += POLL_S
+            next_t += POLL_FAR_S if ready > POLL_FAR_READY else POLL_S
             time.sleep(max(0.0, next_t - time.monotonic()))
 
     # ---- one throughput run
@@ -691,10 +714,9 @@ subscriptions:
             p.returncode = os.waitstatus_to_exitcode(status)
             s1 = self.snapshot(None)
             s1["consumer"] = ru.ru_utime + ru.ru_stime if ru else None
-            s1["hwm_kb"] = None                  # read below from its own report
             out = self._json_line(log_path)
             rec["consumer_report"] = out
-            s1["hwm_kb"] = out.get("vm_hwm_kb")
+            s1["hwm_kb"] = out.get("vm_hwm_kb")        # its own: it has exited
             if p.returncode != 0:
                 rec["errors"].append("wr-baseline-consumer exited %d" % p.returncode)
             elif out.get("messages") != len(wl.messages) or out.get("left_in_queue") != 0:
@@ -869,6 +891,7 @@ subscriptions:
                     raise SystemExit("orders: %s did not start consuming %s (see %s)" % (
                         cname, q, log_path))
                 time.sleep(0.05)
+            s0 = self.snapshot(p.pid)
             pub = self.spawn([self.a.publisher, "--url", self.a.amqp_url, "--queue", q,
                               "--rate", str(rate), "--messages", msgs_path, "--sent", sent_path],
                              pub_log)
@@ -884,7 +907,8 @@ subscriptions:
             elif kind == "baseline":
                 while p.poll() is None and time.monotonic() < end:
                     time.sleep(0.05)
-            if pub.wait(max(1.0, end - time.monotonic())) != 0:
+            pub_cpu = wait_rusage(pub, max(1.0, end - time.monotonic()))
+            if pub.returncode != 0:
                 rec["errors"].append("the publisher failed (see %s)" % pub_log)
             if kind == "python":
                 _s, why = self.wait_drained(kind, q, eff, p, end, 0)
@@ -892,6 +916,8 @@ subscriptions:
                     rec["errors"].append(why)
             if p.poll() is None and kind == "baseline":
                 rec["errors"].append("the baseline did not finish")
+            s1 = self.snapshot(None)
+            s1["consumer"] = proc_cpu_s(p.pid) if p.poll() is None else None
             stop_proc(p, 30)
         finally:
             if ps is not None:
@@ -911,6 +937,17 @@ subscriptions:
             rep = self._json_line(log_path)
             rec["consumer_report"] = rep
             rec["latency_us"] = rep.get("latency_us")
+            if s1["consumer"] is None:
+                s1["consumer"] = rep.get("cpu_s")       # the baseline: exited, its own count
+        # CPU during the run (publisher start to the end), and what everything else used
+        wall = s1["t"] - s0["t"]
+        cpu = {"consumer": None if s1["consumer"] is None or s0["consumer"] is None
+               else s1["consumer"] - s0["consumer"],
+               "rabbitmq": s1["rabbit"] - s0["rabbit"], "redis": s1["redis"] - s0["redis"],
+               "publisher": pub_cpu, "driver": s1["driver"] - s0["driver"]}
+        rec["cpu_s"] = {k: (round(v, 3) if v is not None else None) for k, v in cpu.items()}
+        ours = sum(cpu[k] or 0 for k in ("consumer", "rabbitmq", "redis", "publisher"))
+        rec["other_cores"] = round(max(0.0, (s1["busy"] - s0["busy"] - ours) / wall), 2)
         got = (rec["latency_us"] or {}).get("count", 0)
         if got != count:
             rec["errors"].append("%d latency samples for %d messages" % (got, count))
@@ -922,13 +959,15 @@ subscriptions:
         if left:
             rec["errors"].append("%d messages left in %s" % (left, q))
         rec["ok"] = not rec["errors"]
-        self.children = []
+        self.stop_all()                 # the publisher, if it is still running
         self.record(rec)
         lu = rec["latency_us"] or {}
-        say("  latency %s at %d msg/s: p50 %s p90 %s p99 %s max %s ms (%s samples); publisher %s%s"
+        say("  latency %s at %d msg/s: p50 %s p90 %s p99 %s max %s ms (%s samples); publisher %s; "
+            "CPU s %s; other load %.2f cores%s"
             % (rec["label"], rate, *("%.2f" % (lu[k] / 1e3) if k in lu else "?"
                                      for k in ("p50", "p90", "p99", "max")),
-               lu.get("count", 0), json.dumps(pubrep), "" if rec["ok"] else "  ** FAILED **"))
+               lu.get("count", 0), json.dumps(pubrep), json.dumps(rec["cpu_s"]),
+               rec["other_cores"], "" if rec["ok"] else "  ** FAILED **"))
         for e in rec["errors"]:
             say("    FAILED: %s" % e)
         if rec["ok"] and not self.a.keep_logs:
@@ -1041,18 +1080,20 @@ def report(results_path, count):
                 subsequent_indent="   "))
     if lat:
         print()
-        print("Latency, open-loop publisher (publish -> effect committed for warren, -> EXEC+ack "
-              "for the python reference, -> ack for the baseline), ms:")
+        print("Latency, ms, open-loop publisher: publish -> effect committed (warren),\n"
+              "-> EXEC + ack (python reference), -> ack (baseline):")
         w = max(len(CONSUMERS[r["consumer"]]["label"]) for r in lat)
-        print("%-*s  %6s  %7s  %8s  %8s  %8s  %8s  %s" % (
-            w, "consumer", "rate", "samples", "p50", "p90", "p99", "max", "publisher lag p99/max"))
+        print("%-*s  %6s  %7s  %8s  %8s  %8s  %8s  %6s  %s" % (
+            w, "consumer", "rate", "samples", "p50", "p90", "p99", "max", "other",
+            "publisher lag p99/max"))
         for r in sorted(lat, key=lambda r: (list(CONSUMERS).index(r["consumer"]), r["rate"])):
             lu = r.get("latency_us") or {}
             pub = r.get("publisher") or {}
-            print("%-*s  %6d  %7s  %8s  %8s  %8s  %8s  %s%s" % (
+            print("%-*s  %6d  %7s  %8s  %8s  %8s  %8s  %6s  %s%s" % (
                 w, CONSUMERS[r["consumer"]]["label"], r["rate"], lu.get("count", 0),
                 *(fmt(lu[k] / 1e3 if k in lu else None, "%.2f") for k in ("p50", "p90", "p99",
                                                                           "max")),
+                fmt(r.get("other_cores"), "%.2f"),
                 "%s/%s ms" % (fmt(pub.get("lag_p99_ms"), "%.2f"), fmt(pub.get("lag_max_ms"),
                                                                       "%.2f")),
                 "" if r["ok"] else "  FAILED"))
