@@ -18,7 +18,8 @@ quantity for each item and charged:<customer> += total (cents). A run whose
 Redis state differs from the totals computed here from the inputs is FAILED.
 
     orders.py run --work DIR --amqp-url URL --redis-url URL --rabbit-pid PID --redis-pid PID
-                  --warren BIN --baseline BIN --publisher BIN [--count 50000] [--rounds 3] [--seed 11]
+                  --warren BIN --baseline BIN --publisher BIN
+                  [--count 50000] [--rounds 3] [--seed 11]
                   [--consumers baseline,warren-c1,warren-c2,python]
                   [--latency 1000,5000 | --latency off] [--latency-only]
                   [--latency-seconds 10] [--settle 2] [--keep-logs]
@@ -84,7 +85,8 @@ SKUS = 2000                      # catalogue; popularity falls off as 1/rank^0.9
 CUSTOMERS = 5000
 DUP_SHARE = 0.05
 BAD_SHARE = 0.01
-NEAR_MAX = 35                    # a near duplicate follows its original by 1..35 (+ what lands between)
+NEAR_MAX = 35                    # a near duplicate follows its original by 1..35 (+ what
+                                 # lands between)
 NEAR_LIMIT = 50                  # ... and is checked to be within 50 messages of it
 FAR_MIN = 1000                   # a far one by at least this many (less for tiny counts)
 TAIL = 250                       # the stream ends with this many unique valid orders
@@ -157,7 +159,8 @@ def malformed(rng, kind, good):
 
 
 def effects_of(orders):
-    """{key suffix: integer} the orders leave: inventory:<sku> -= quantity, charged:<c> += total."""
+    """{key suffix: integer} the orders leave:
+    inventory:<sku> -= quantity, charged:<customer> += total."""
     eff = {}
     for o in orders:
         for it in o["items"]:
@@ -954,7 +957,8 @@ subscriptions:
         if kind != "baseline":
             d = eff.diff()
             if d:
-                rec["errors"].append("effects differ in %d key(s): %s" % (len(d), "; ".join(d[:5])))
+                rec["errors"].append("effects differ in %d key(s): %s" % (len(d),
+                                                                          "; ".join(d[:5])))
         left = self.broker.ready(q)
         if left:
             rec["errors"].append("%d messages left in %s" % (left, q))

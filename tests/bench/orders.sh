@@ -49,7 +49,8 @@ die() { echo "orders: error: $*" >&2; exit 1; }
 
 [ -f CMakeLists.txt ] && [ -f tests/bench/orders.sh ] && [ -f deploy/local/stack.sh ] ||
     die "run me from the repository's root: bash tests/bench/orders.sh"
-[ "$(id -u)" -eq 0 ] || die "must run as root (deploy/local/stack.sh starts the servers as their users)"
+[ "$(id -u)" -eq 0 ] ||
+    die "must run as root (deploy/local/stack.sh starts the servers as their users)"
 for v in AMQP_PORT REDIS_PORT; do
     case ${!v} in ''|*[!0-9]*) die "$v=${!v} is not a number" ;; esac
 done
@@ -72,7 +73,8 @@ while [ $# -gt 0 ]; do
 done
 
 [ -x "$PY" ] && "$PY" -c 'import pika, redis' 2>/dev/null ||
-    die "$PY with python3-pika and python3-redis is needed (apt-get install python3-pika python3-redis)"
+    die "$PY with python3-pika and python3-redis is needed" \
+        "(apt-get install python3-pika python3-redis)"
 command -v redis-cli >/dev/null || die "redis-cli is needed (apt-get install redis-tools)"
 
 WORK=$(mktemp -d /tmp/warren-orders.XXXXXX)
@@ -83,8 +85,8 @@ T_START=$SECONDS
 STACK_STARTED=0
 CHILD_PID=       # the driver, while it runs
 stack() {   # command: deploy/local/stack.sh on our ports
-    env WR_AMQP_PORT="$AMQP_PORT" WR_REDIS_PORT="$REDIS_PORT" ${DIST_PORT:+WR_RABBIT_DIST_PORT=$DIST_PORT} \
-        bash deploy/local/stack.sh "$1" "$STACK_DIR"
+    env WR_AMQP_PORT="$AMQP_PORT" WR_REDIS_PORT="$REDIS_PORT" \
+        ${DIST_PORT:+WR_RABBIT_DIST_PORT=$DIST_PORT} bash deploy/local/stack.sh "$1" "$STACK_DIR"
 }
 cleanup() {
     local rc=$?
@@ -116,10 +118,13 @@ trap 'exit 143' TERM
 # ------------------------------------------------------------------ machine facts
 
 NPROC=$(nproc)
-say "machine: $NPROC CPU(s) ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
+say "machine: $NPROC CPU(s) ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo))," \
+    "$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
 say "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-say "the consumer under test, RabbitMQ (beam.smp), Redis and this script's poller all share these $NPROC cores"
-say "RabbitMQ/Redis servers already running on this machine (other stacks): beam.smp x$(pgrep -c -x beam.smp || true), redis-server x$(pgrep -c -x redis-server || true)"
+say "the consumer under test, RabbitMQ (beam.smp), Redis and this script's poller" \
+    "all share these $NPROC cores"
+say "RabbitMQ/Redis servers already running on this machine (other stacks):" \
+    "beam.smp x$(pgrep -c -x beam.smp || true), redis-server x$(pgrep -c -x redis-server || true)"
 
 # ------------------------------------------------------------------ build
 
@@ -127,7 +132,8 @@ if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
     say "building warren, wr-baseline-consumer and wr-bench-publisher (RelWithDebInfo) in $BUILD/"
     cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$WORK/cmake.log" 2>&1 ||
         { cat "$WORK/cmake.log"; die "cmake configure failed"; }
-    cmake --build "$BUILD" -j2 --target warren wr-baseline-consumer wr-bench-publisher >>"$WORK/cmake.log" 2>&1 ||
+    cmake --build "$BUILD" -j2 --target warren wr-baseline-consumer wr-bench-publisher \
+        >>"$WORK/cmake.log" 2>&1 ||
         { tail -40 "$WORK/cmake.log"; die "build failed"; }
 fi
 BUILD_ABS=$(cd "$BUILD" && pwd)
@@ -137,27 +143,40 @@ PUBLISHER=$BUILD_ABS/wr-bench-publisher
 [ -x "$WARREN" ] || die "$WARREN is missing"
 [ -x "$BASELINE" ] || die "$BASELINE is missing"
 [ -x "$PUBLISHER" ] || die "$PUBLISHER is missing"
-say "build type: $(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt"), $("$WARREN" --version 2>&1 | head -1), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' (with local changes)')"
+say "build type: $(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$BUILD/CMakeCache.txt")," \
+    "$("$WARREN" --version 2>&1 | head -1)," \
+    "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')" \
+    "$(git diff --quiet HEAD 2>/dev/null || echo '(with local changes)')"
 
 # ------------------------------------------------------------------ stack
 
 if stack status >/dev/null 2>&1; then
-    say "the bench stack in $STACK_DIR is already running (not started by this run: left running at the end)"
+    say "the bench stack in $STACK_DIR is already running" \
+        "(not started by this run: left running at the end)"
 else
     say "starting RabbitMQ on 127.0.0.1:$AMQP_PORT and Redis on 127.0.0.1:$REDIS_PORT ($STACK_DIR)"
     STACK_STARTED=1
-    stack start >"$WORK/stack-start.log" 2>&1 || { cat "$WORK/stack-start.log"; die "stack.sh start failed"; }
+    stack start >"$WORK/stack-start.log" 2>&1 ||
+        { cat "$WORK/stack-start.log"; die "stack.sh start failed"; }
 fi
 set -a
 # shellcheck disable=SC1091
 . "$STACK_DIR/env"
 set +a
-case $WARREN_AMQP_URL in amqp://*@127.*) ;; *) die "WARREN_AMQP_URL is not on loopback: $WARREN_AMQP_URL" ;; esac
-case $WARREN_REDIS_URL in redis://127.*) ;; *) die "WARREN_REDIS_URL is not on loopback: $WARREN_REDIS_URL" ;; esac
+case $WARREN_AMQP_URL in
+    amqp://*@127.*) ;;
+    *) die "WARREN_AMQP_URL is not on loopback: $WARREN_AMQP_URL" ;;
+esac
+case $WARREN_REDIS_URL in
+    redis://127.*) ;;
+    *) die "WARREN_REDIS_URL is not on loopback: $WARREN_REDIS_URL" ;;
+esac
 RABBIT_PID=$(tr -dc '0-9' <"$STACK_DIR/rabbit/rabbit.pid" 2>/dev/null || true)
 REDIS_PID=$(tr -dc '0-9' <"$STACK_DIR/redis/redis.pid" 2>/dev/null || true)
 [ -n "$RABBIT_PID" ] && [ -n "$REDIS_PID" ] || die "no pid files in $STACK_DIR"
-say "RabbitMQ pid $RABBIT_PID, Redis pid $REDIS_PID (Redis: $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config get appendonly | paste -sd" "), $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config get appendfsync | paste -sd" "))"
+rconf() { redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config get "$1" | paste -sd' '; }
+say "RabbitMQ pid $RABBIT_PID, Redis pid $REDIS_PID" \
+    "(Redis: $(rconf appendonly), $(rconf appendfsync))"
 
 # ------------------------------------------------------------------ the runs
 
@@ -171,5 +190,6 @@ rc=0
 CHILD_PID=$!
 wait "$CHILD_PID" || rc=$?
 CHILD_PID=
-[ "$rc" -eq 0 ] || say "FAILED: some runs failed (exit status $rc); see above and $WORK/results.jsonl"
+[ "$rc" -eq 0 ] ||
+    say "FAILED: some runs failed (exit status $rc); see above and $WORK/results.jsonl"
 exit "$rc"
