@@ -17,14 +17,14 @@ local token, lease, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = now_ms()
 -- a processing record outlives its lease (the crash-loop guard counts the
 -- starts of a message whose worker died) and, with a ttl, the done record's ttl
-local hold = ttl > 0 and math.max(ttl, 2 * lease) or 0
+local hold = string.format('%d', ttl > 0 and math.max(ttl, 2 * lease) or 0)
 local lease_until = string.format('%d', now + lease)
 local fresh = 'p|1|' .. token .. '|' .. lease_until
 local out = {}
 for i, k in ipairs(KEYS) do
   local o = 2 * i - 1
   local created
-  if hold > 0 then created = redis.call('SET', k, fresh, 'NX', 'PX', hold)
+  if hold ~= '0' then created = redis.call('SET', k, fresh, 'NX', 'PX', hold)
   else created = redis.call('SET', k, fresh, 'NX') end
   if created then
     out[o], out[o + 1] = 0, 1

@@ -363,13 +363,13 @@ for i = 1, nrec do
       if refused then unsum(s, ns) end
     end
     if op == 'done' then
-      write_record(k, ARGV[b + 1], ttl)
+      write_record(k, ARGV[b + 1], ARGV[2])
     elseif op == 'release' or op == 'unclaim' then
-      write_record(k, ARGV[b + 1], -1)
+      write_record(k, ARGV[b + 1], nil)
     elseif op == 'extend' or op == 'conflict' then
       local _, starts = read_record(k)
-      if op == 'extend' then write_record(k, processing(starts, token, now + lease), -1)
-      else write_record(k, 'r|' .. math.max(starts - 1, 0), -1) end -- unclaimed: runs again
+      if op == 'extend' then write_record(k, processing(starts, token, now + lease), nil)
+      else write_record(k, 'r|' .. math.max(starts - 1, 0), nil) end -- unclaimed: runs again
     end
     out[i] = refused or 1
   end

@@ -56,11 +56,13 @@ local function owner_of(k)
   return nil
 end
 
--- Write V to record K. EXPIRE_MS > 0: expire then; 0: never; < 0: keep its expiry.
-local function write_record(k, v, expire_ms)
-  if expire_ms > 0 then redis.call('SET', k, v, 'PX', expire_ms)
-  elseif expire_ms == 0 then redis.call('SET', k, v)
-  else redis.call('SET', k, v, 'KEEPTTL') end
+-- Write V to record K. EXPIRE: the expiry in ms as a string ("0": never;
+-- nil: keep its expiry). A string, not a number: redis.call formats a Lua
+-- number with printf on every call.
+local function write_record(k, v, expire)
+  if expire == nil then redis.call('SET', k, v, 'KEEPTTL')
+  elseif expire == '0' then redis.call('SET', k, v)
+  else redis.call('SET', k, v, 'PX', expire) end
 end
 
 -- The processing form of a record.
