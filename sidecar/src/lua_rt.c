@@ -11,11 +11,15 @@
 #include <lua.h>
 #include <luajit.h>
 #include <lualib.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "lua_api.h"
@@ -29,17 +33,17 @@ enum phase { PHASE_NONE, PHASE_INIT, PHASE_HANDLE };
 struct wr_lua {
     lua_State *L;
     wr_lua_opts opts;
-    char *handler_path;     /* owned copies of the opts strings */
+    char *handler_path; /* owned copies of the opts strings */
     char *subscription;
     char *queue;
     char *handler_dir;
-    char *handler_name;     /* file name, for logs */
+    char *handler_name; /* file name, for logs */
     char version[17];
 
     /* memory accounting for the allocator */
     size_t mem_used;
     size_t mem_limit;
-    int oom;                /* an allocation was refused since the last reset */
+    int oom; /* an allocation was refused since the last reset */
 
     /* the current call */
     enum phase phase;
@@ -47,7 +51,7 @@ struct wr_lua {
     double next_service_ms; /* monotonic: when the hook next calls opts.service */
     int timed_out;
     atomic_int interrupted;
-    wr_outcome forced;      /* set by ctx.reject / ctx.retry */
+    wr_outcome forced; /* set by ctx.reject / ctx.retry */
     char forced_reason[1024];
     int64_t forced_delay_ms;
     const wr_envelope *env;
@@ -57,11 +61,11 @@ struct wr_lua {
     wr_lua_pub *pubs;
     int pub_count, pub_cap;
 
-    int ref_handle;         /* registry refs */
+    int ref_handle; /* registry refs */
     int ref_ctx;
-    int ref_decode;         /* cjson.decode */
-    int ref_encode;         /* cjson.encode */
-    int ref_null;           /* cjson.null */
+    int ref_decode; /* cjson.decode */
+    int ref_encode; /* cjson.encode */
+    int ref_null;   /* cjson.null */
 };
 
 const char *wr_outcome_name(wr_outcome o)
@@ -301,10 +305,10 @@ static void drop_last_pub(wr_lua *rt)
     free_pub(&rt->pubs[--rt->pub_count]);
 }
 
-#define PUB_FAIL(L, ...)                                                                    \
-    do {                                                                                    \
-        drop_last_pub(rt);                                                                  \
-        return caller_error(L, __VA_ARGS__);                                                \
+#define PUB_FAIL(L, ...)                                                                           \
+    do {                                                                                           \
+        drop_last_pub(rt);                                                                         \
+        return caller_error(L, __VA_ARGS__);                                                       \
     } while (0)
 
 /* ctx.publish(exchange, routing_key, body, opts) */
@@ -314,13 +318,15 @@ static int ctx_publish(lua_State *L)
     check_phase(L, rt, "publish", 0);
     int nargs = lua_gettop(L);
     if (nargs < 3 || nargs > 4) {
-        return caller_error(L, "ctx.publish(exchange, routing_key, body [, opts]) takes 3 or 4 "
-                               "arguments, got %d",
+        return caller_error(L,
+                            "ctx.publish(exchange, routing_key, body [, opts]) takes 3 or 4 "
+                            "arguments, got %d",
                             nargs);
     }
     if (lua_type(L, 1) != LUA_TSTRING) {
-        return caller_error(L, "ctx.publish: exchange must be a string (\"\" for the default "
-                               "exchange), got %s",
+        return caller_error(L,
+                            "ctx.publish: exchange must be a string (\"\" for the default "
+                            "exchange), got %s",
                             luaL_typename(L, 1));
     }
     if (lua_type(L, 2) != LUA_TSTRING) {
@@ -336,8 +342,7 @@ static int ctx_publish(lua_State *L)
         return caller_error(L, "ctx.publish: opts must be a table, got %s", luaL_typename(L, 4));
     }
     if (rt->pub_count >= MAX_PUBLISHES) {
-        return caller_error(L, "ctx.publish: more than %d publishes in one message",
-                            MAX_PUBLISHES);
+        return caller_error(L, "ctx.publish: more than %d publishes in one message", MAX_PUBLISHES);
     }
     const char *json_type = NULL;
     if (btype == LUA_TTABLE) {
@@ -401,7 +406,7 @@ static int ctx_publish(lua_State *L)
                     (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER &&
                      lua_type(L, -1) != LUA_TBOOLEAN)) {
                     PUB_FAIL(L, "ctx.publish: opts.headers must map strings to "
-                                           "strings, numbers or booleans");
+                                "strings, numbers or booleans");
                 }
                 if (p->header_count == cap) {
                     cap = cap ? cap * 2 : 4;
@@ -478,8 +483,9 @@ static int ctx_retry(lua_State *L)
         if (lua_type(L, -1) == LUA_TNUMBER) {
             double d = lua_tonumber(L, -1);
             if (!(d >= 0 && d <= 86400000.0)) { /* NaN fails too */
-                return caller_error(L, "ctx.retry: opts.delay must be from 0 to 86400000 "
-                                       "milliseconds, got %s",
+                return caller_error(L,
+                                    "ctx.retry: opts.delay must be from 0 to 86400000 "
+                                    "milliseconds, got %s",
                                     lua_tostring(L, -1));
             }
             delay = (int64_t)d;
@@ -724,7 +730,7 @@ static void update_ctx(wr_lua *rt, const wr_envelope *env, const wr_lua_call *ca
  * code.
  */
 static const char sandbox_lua[] =
-    "local G, dir, cjson, cjson_safe = ...\n"
+    "local G, dir, cjson, cjson_safe, read_source = ...\n"
     "local function copy(t, drop)\n"
     "  local c = {}\n"
     "  for k, v in G.pairs(t) do if not (drop and drop[k]) then c[k] = v end end\n"
@@ -780,7 +786,6 @@ static const char sandbox_lua[] =
     "env.load = load_text\n"
     "env.loadstring = load_text\n"
     "local loaded = { cjson = cjson, ['cjson.safe'] = cjson_safe }\n"
-    "local open = G.io.open\n"
     "function env.require(name)\n"
     "  if G.type(name) ~= 'string' then G.error('require: module name must be a string', 2) end\n"
     "  if loaded[name] ~= nil then return loaded[name] end\n"
@@ -788,12 +793,12 @@ static const char sandbox_lua[] =
     "    G.error(\"require: bad module name '\" .. name .. \"'\", 2)\n"
     "  end\n"
     "  local path = dir .. '/' .. gsub(name, '%.', '/') .. '.lua'\n"
-    "  local fh = open(path, 'rb')\n"
-    "  if not fh then\n"
+    "  local src, rerr, missing = read_source(path)\n"
+    "  if missing then\n"
     "    G.error(\"module '\" .. name .. \"' not found: no \" .. path ..\n"
     "      ' (handlers may require Lua modules from their directory, and cjson)', 2)\n"
     "  end\n"
-    "  local src = fh:read('*a'); fh:close()\n"
+    "  if not src then G.error(rerr, 2) end\n"
     "  local f, err = load_text(src, '@' .. path)\n"
     "  if not f then G.error(err, 2) end\n"
     "  local m = f(name)\n"
@@ -825,8 +830,9 @@ static int traceback(lua_State *L)
         if (lua_isnil(L, 1)) {
             msg = "error(nil) raised (raise a string: error('what went wrong'))";
         } else {
-            lua_pushfstring(L, "error object is a %s, not a string (raise a string: "
-                               "error('what went wrong'))",
+            lua_pushfstring(L,
+                            "error object is a %s, not a string (raise a string: "
+                            "error('what went wrong'))",
                             luaL_typename(L, 1));
             msg = lua_tostring(L, -1);
         }
@@ -854,10 +860,8 @@ static int set_api(wr_lua *rt)
     static const struct {
         const char *name;
         lua_CFunction fn;
-    } fns[] = {{"publish", ctx_publish},
-               {"reject", ctx_reject},
-               {"retry", ctx_retry},
-               {"now", ctx_now}};
+    } fns[] = {
+        {"publish", ctx_publish}, {"reject", ctx_reject}, {"retry", ctx_retry}, {"now", ctx_now}};
     for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
         lua_pushlightuserdata(L, rt);
         lua_pushcclosure(L, fns[i].fn, 1);
@@ -891,23 +895,66 @@ static int set_api(wr_lua *rt)
     return 0;
 }
 
-static char *read_file(const char *path, size_t *len, char *err, size_t errcap)
+char *wr_lua_read_source(const char *path, const char *what, size_t *len, char *err, size_t errcap)
 {
-    FILE *fp = fopen(path, "rb");
-    if (fp == NULL) {
-        snprintf(err, errcap, "%s: cannot open handler: %m", path);
+    /* stat first: a device is not even opened (opening some has effects);
+     * O_NONBLOCK: a FIFO put in its place meanwhile opens at once, and fstat on
+     * the descriptor sees what was opened, whatever the name points to now */
+    struct stat pre;
+    if (stat(path, &pre) == 0 && !S_ISREG(pre.st_mode)) {
+        snprintf(err, errcap, "%s: cannot load %s: not a regular file", path, what);
+        errno = 0;
         return NULL;
     }
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errcap, "%s: cannot open %s: %s", path, what, strerror(e));
+        errno = e;
+        return NULL;
+    }
+    struct stat st;
+    char *buf = NULL;
+    if (fstat(fd, &st) != 0) {
+        snprintf(err, errcap, "%s: cannot read %s: %s", path, what, strerror(errno));
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errcap, "%s: cannot load %s: not a regular file", path, what);
+        goto fail;
+    }
+    if (st.st_size > (off_t)WR_LUA_MAX_SOURCE) {
+        snprintf(err, errcap, "%s: cannot load %s: larger than %u bytes", path, what,
+                 (unsigned)WR_LUA_MAX_SOURCE);
+        goto fail;
+    }
+    /* read to the end, not to st_size: the file may change meanwhile; one byte
+     * over the limit is enough to refuse it */
+    size_t cap = (size_t)st.st_size + 1, n = 0;
+    if (cap < 4096) {
+        cap = 4096;
+    }
+    buf = malloc(cap + 1);
     while (buf != NULL) {
-        size_t r = fread(buf + n, 1, cap - n, fp);
-        n += r;
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            snprintf(err, errcap, "%s: cannot read %s: %s", path, what, strerror(errno));
+            goto fail;
+        }
         if (r == 0) {
             break;
         }
+        n += (size_t)r;
+        if (n > WR_LUA_MAX_SOURCE) {
+            snprintf(err, errcap, "%s: cannot load %s: larger than %u bytes", path, what,
+                     (unsigned)WR_LUA_MAX_SOURCE);
+            goto fail;
+        }
         if (n == cap) {
-            char *nb = realloc(buf, cap * 2);
+            char *nb = realloc(buf, cap * 2 + 1);
             if (nb == NULL) {
                 free(buf);
                 buf = NULL;
@@ -917,13 +964,20 @@ static char *read_file(const char *path, size_t *len, char *err, size_t errcap)
             cap *= 2;
         }
     }
-    fclose(fp);
     if (buf == NULL) {
-        snprintf(err, errcap, "%s: out of memory reading the handler", path);
-        return NULL;
+        snprintf(err, errcap, "%s: out of memory reading the %s", path, what);
+        goto fail;
     }
+    close(fd);
+    buf[n] = '\0';
     *len = n;
     return buf;
+
+fail:
+    free(buf);
+    close(fd);
+    errno = 0;
+    return NULL;
 }
 
 /* Load cjson and cjson.safe with the real require, before the sandbox hides it. */
@@ -953,6 +1007,47 @@ static int open_cjson(wr_lua *rt, char *err, size_t errcap)
     return 0;
 }
 
+typedef struct {
+    const char *p;
+    size_t n;
+} src_text;
+
+/* lua_pcall'd by read_module: push the text (may run out of memory). */
+static int push_src_text(lua_State *L)
+{
+    const src_text *t = lua_touserdata(L, 1);
+    lua_pushlstring(L, t->p, t->n);
+    return 1;
+}
+
+/* read_source(path) for the sandbox's require: the source text, or nil, why,
+ * and true when the file does not exist (wr_lua_read_source's checks). */
+static int read_module(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_pushcfunction(L, push_src_text); /* before the malloc: this may raise */
+    char err[1200];
+    src_text t;
+    char *src = wr_lua_read_source(path, "module", &t.n, err, sizeof(err));
+    if (src == NULL) {
+        int missing = errno == ENOENT;
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        lua_pushboolean(L, missing);
+        return 3;
+    }
+    /* the buffer is ours until the copy is made: copy under pcall, free, then
+     * raise a failure to copy */
+    t.p = src;
+    lua_pushlightuserdata(L, &t);
+    int rc = lua_pcall(L, 1, 1, 0);
+    free(src);
+    if (rc != 0) {
+        return lua_error(L);
+    }
+    return 1;
+}
+
 /*
  * Build the sandboxed environment, compile the handler in it, run the module
  * body, check its shape and run init. -- (empty) on success.
@@ -970,7 +1065,7 @@ static int load_handler(wr_lua *rt, char *err, size_t errcap)
             return -1;
         }
         memcpy(src, rt->opts.source, len);
-    } else if ((src = read_file(rt->handler_path, &len, err, errcap)) == NULL) {
+    } else if ((src = wr_lua_read_source(rt->handler_path, "handler", &len, err, errcap)) == NULL) {
         return -1;
     }
     if (rt->opts.version != NULL) {
@@ -988,7 +1083,7 @@ static int load_handler(wr_lua *rt, char *err, size_t errcap)
 
     lua_pushcfunction(L, traceback);
     int tb = lua_gettop(L);
-    /* the sandbox: -- tb sandboxfn G dir cjson cjson_safe */
+    /* the sandbox: -- tb sandboxfn G dir cjson cjson_safe read_module */
     if (luaL_loadbuffer(L, sandbox_lua, sizeof(sandbox_lua) - 1, "=warren.sandbox") != 0) {
         free(src);
         snprintf(err, errcap, "internal: sandbox: %s", lua_tostring(L, -1));
@@ -998,7 +1093,8 @@ static int load_handler(wr_lua *rt, char *err, size_t errcap)
     lua_pushstring(L, rt->handler_dir);
     lua_getfield(L, LUA_REGISTRYINDEX, "warren.cjson");
     lua_getfield(L, LUA_REGISTRYINDEX, "warren.cjson_safe");
-    if (lua_pcall(L, 4, 1, tb) != 0) {
+    lua_pushcfunction(L, read_module);
+    if (lua_pcall(L, 5, 1, tb) != 0) {
         free(src);
         snprintf(err, errcap, "internal: sandbox: %s", lua_tostring(L, -1));
         return -1;
@@ -1026,8 +1122,9 @@ static int load_handler(wr_lua *rt, char *err, size_t errcap)
     rt->phase = PHASE_NONE;
     /* -- tb env module */
     if (!lua_istable(L, -1)) {
-        snprintf(err, errcap, "%s: the handler must return a table with handle(event, ctx), "
-                              "it returned %s",
+        snprintf(err, errcap,
+                 "%s: the handler must return a table with handle(event, ctx), "
+                 "it returned %s",
                  rt->handler_path, luaL_typename(L, -1));
         return -1;
     }
@@ -1223,8 +1320,9 @@ wr_outcome wr_lua_handle(wr_lua *rt, const wr_envelope *env, const wr_lua_call *
         if (rt->timed_out) {
             set_result(res, WR_OUT_TIMEOUT, "timeout", msg);
         } else if (rc == LUA_ERRMEM || rt->oom) {
-            set_result(res, WR_OUT_ERROR, "out-of-memory", "not enough memory: the handler "
-                                                           "exceeded the state's memory limit");
+            set_result(res, WR_OUT_ERROR, "out-of-memory",
+                       "not enough memory: the handler "
+                       "exceeded the state's memory limit");
             res->rebuild = 1;
         } else {
             set_result(res, WR_OUT_ERROR, "handler-error", msg);

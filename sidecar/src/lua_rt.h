@@ -48,17 +48,17 @@
 typedef struct wr_lua wr_lua;
 
 typedef struct {
-    const char *handler_path;   /* absolute path of the handler file */
-    const char *source;         /* its content, when the caller read it already (hot
-                                   reload reads once for every worker); NULL: read the file */
+    const char *handler_path; /* absolute path of the handler file */
+    const char *source;       /* its content, when the caller read it already (hot
+                                 reload reads once for every worker); NULL: read the file */
     size_t source_len;
-    const char *version;        /* the version to report; NULL: hash of the source */
-    const char *subscription;   /* name, for ctx.subscription and logs */
+    const char *version;      /* the version to report; NULL: hash of the source */
+    const char *subscription; /* name, for ctx.subscription and logs */
     const char *queue;
-    int64_t timeout_ms;         /* handler deadline per message */
-    size_t memory_limit;        /* bytes the state may allocate; 0 = 64 MiB */
-    int worker;                 /* worker index, for logs */
-    int max_attempts;           /* ctx.max_attempts */
+    int64_t timeout_ms;           /* handler deadline per message */
+    size_t memory_limit;          /* bytes the state may allocate; 0 = 64 MiB */
+    int worker;                   /* worker index, for logs */
+    int max_attempts;             /* ctx.max_attempts */
     struct wr_breakers *breakers; /* named breakers for ctx.breaker (breakers.h); NULL: none */
     /* Called from inside a long handler every SERVICE_EVERY_MS (from the count
      * hook, between VM instructions): the worker keeps its AMQP connection's
@@ -70,12 +70,12 @@ typedef struct {
 } wr_lua_opts;
 
 typedef enum {
-    WR_OUT_OK = 0,   /* handled: publish its events, then ack */
-    WR_OUT_ERROR,    /* the handler raised an error (retryable) */
-    WR_OUT_TIMEOUT,  /* the handler ran past its deadline (retryable) */
-    WR_OUT_RETRY,    /* the handler asked for a retry: ctx.retry */
-    WR_OUT_REJECT,   /* permanent failure: ctx.reject */
-    WR_OUT_INVALID,  /* the message could not be decoded: invalid-json */
+    WR_OUT_OK = 0,  /* handled: publish its events, then ack */
+    WR_OUT_ERROR,   /* the handler raised an error (retryable) */
+    WR_OUT_TIMEOUT, /* the handler ran past its deadline (retryable) */
+    WR_OUT_RETRY,   /* the handler asked for a retry: ctx.retry */
+    WR_OUT_REJECT,  /* permanent failure: ctx.reject */
+    WR_OUT_INVALID, /* the message could not be decoded: invalid-json */
 } wr_outcome;
 
 const char *wr_outcome_name(wr_outcome o);
@@ -86,22 +86,22 @@ typedef struct {
     char *routing_key;
     char *body;
     size_t body_len;
-    char *content_type;  /* NULL: none */
-    char *type;          /* NULL: none */
-    int mandatory;       /* fail the message if no queue takes it */
-    char **header_keys;  /* string headers, header_count of them */
+    char *content_type; /* NULL: none */
+    char *type;         /* NULL: none */
+    int mandatory;      /* fail the message if no queue takes it */
+    char **header_keys; /* string headers, header_count of them */
     char **header_vals;
     int header_count;
 } wr_lua_pub;
 
 typedef struct {
     wr_outcome outcome;
-    char error[1024];     /* for every outcome but OK: what went wrong, with source:line */
-    char reason[64];      /* stable code for DLQ headers: handler-error, timeout, ... */
+    char error[1024];       /* for every outcome but OK: what went wrong, with source:line */
+    char reason[64];        /* stable code for DLQ headers: handler-error, timeout, ... */
     int64_t retry_delay_ms; /* WR_OUT_RETRY: requested delay, or -1 for the policy's */
-    int rebuild;          /* the state hit its memory limit: build a new one */
-    wr_lua_pub *pubs;     /* WR_OUT_OK: buffered publishes, in order; owned by the
-                             wr_lua, valid until the next wr_lua_handle */
+    int rebuild;            /* the state hit its memory limit: build a new one */
+    wr_lua_pub *pubs;       /* WR_OUT_OK: buffered publishes, in order; owned by the
+                               wr_lua, valid until the next wr_lua_handle */
     int pub_count;
 } wr_lua_result;
 
@@ -112,12 +112,12 @@ typedef struct {
  * outcome is OK and must reset BUF before reusing it.
  */
 typedef struct wr_lua_store_s {
-    struct wr_storebuf *buf;   /* the message's buffer (storebuf.h) */
-    int (*fetch)(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_base *out,
-                 char *err, size_t errcap); /* reads: a wr_sb_fetch */
+    struct wr_storebuf *buf; /* the message's buffer (storebuf.h) */
+    int (*fetch)(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_base *out, char *err,
+                 size_t errcap); /* reads: a wr_sb_fetch */
     void *fetch_ud;
-    const char *prefix;        /* store.prefix: every key is <prefix><key> */
-    size_t max_value_bytes;    /* store.max_value_bytes */
+    const char *prefix;     /* store.prefix: every key is <prefix><key> */
+    size_t max_value_bytes; /* store.max_value_bytes */
 } wr_lua_store;
 
 /* Per-message values the worker gives the handler beyond the envelope. */
@@ -144,6 +144,21 @@ const char *wr_lua_version(const wr_lua *L);
 /* Run one message through `handle`. Always fills RES; returns RES->outcome. */
 wr_outcome wr_lua_handle(wr_lua *L, const wr_envelope *env, const wr_lua_call *call,
                          wr_lua_result *res);
+
+/* Largest handler or module source file accepted, in bytes. */
+#define WR_LUA_MAX_SOURCE (8u << 20)
+
+/*
+ * Read the Lua source at PATH (a handler, WHAT = "handler", or a module it
+ * requires, "module"): a regular file once symlinks are followed, of at most
+ * WR_LUA_MAX_SOURCE bytes. A FIFO, a device or a directory is refused without
+ * blocking or reading: the file is opened non-blocking and checked on the
+ * open descriptor. Returns a malloc'd buffer (NUL-terminated after *LEN
+ * bytes), or NULL with ERR set to "PATH: cannot open WHAT: <errno text>"
+ * (errno kept), "PATH: cannot load WHAT: not a regular file", "PATH: cannot
+ * load WHAT: larger than N bytes" or "PATH: cannot read WHAT: <errno text>".
+ */
+char *wr_lua_read_source(const char *path, const char *what, size_t *len, char *err, size_t errcap);
 
 /* FNV-1a over N bytes at P, continuing from H (start with WR_FNV1A_INIT): the
  * content hash behind handler versions. */

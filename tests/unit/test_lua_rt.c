@@ -34,14 +34,53 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "reload.h"
+
 static char tmp_dir[PATH_MAX]; /* private directory, realpath'd */
+
+/* A case that can hang (a FIFO, a runaway C function) runs under a watchdog:
+ * when it fires, the run fails naming the case instead of blocking ctest. */
+static const char *watched_case = "";
+
+static void watchdog_fired(int sig)
+{
+    (void)sig;
+    static const char msg[] = "test_lua_rt: watchdog: a case hung: ";
+    ssize_t rc = write(2, msg, sizeof(msg) - 1);
+    rc = write(2, watched_case, strlen(watched_case));
+    rc = write(2, "\n", 1);
+    (void)rc;
+    _exit(1);
+}
+
+static void watch_case(const char *name, unsigned seconds)
+{
+    watched_case = name;
+    signal(SIGALRM, watchdog_fired);
+    alarm(seconds);
+}
+
+static void unwatch(void)
+{
+    alarm(0);
+    watched_case = "";
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 /* ---- helpers -------------------------------------------------------------------- */
 
@@ -912,6 +951,81 @@ static void test_require(void)
     wr_lua_destroy(L);
 }
 
+/* ---- sources that are not regular files ------------------------------------------ */
+
+/* A FIFO, a symlink to /dev/zero and a file over the size limit, as modules
+ * beside a handler and as the handler itself: each is refused at once with
+ * its reason; nothing blocks (a FIFO without a writer) or reads without end. */
+static void test_source_files(void)
+{
+    static const char src[] = "local M = {}\n"
+                              "function M.handle(event, ctx)\n"
+                              "  require(event.data.mod) -- @require\n"
+                              "end\n"
+                              "return M\n";
+    const char *names[] = {"fifo_mod.lua", "zero_mod.lua", "big_mod.lua", "fifo_handler.lua"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        unlink(path_of(names[i]));
+    }
+    CHECK_INT(mkfifo(path_of("fifo_mod.lua"), 0600), 0);
+    CHECK_INT(symlink("/dev/zero", path_of("zero_mod.lua")), 0);
+    write_file("big_mod.lua", "return {}\n");
+    CHECK_INT(truncate(path_of("big_mod.lua"), (off_t)WR_LUA_MAX_SOURCE + 1), 0);
+
+    watch_case("loading a handler beside a FIFO", 10);
+    wr_lua *L = must_load("srcfiles.lua", src);
+    unwatch();
+    if (L != NULL) {
+        const char *hp = path_of("srcfiles.lua");
+        int line = line_of(src, "@require");
+        wr_lua_result res;
+        watch_case("require of a FIFO", 10);
+        run(L, "{\"mod\":\"fifo_mod\"}", &res);
+        unwatch();
+        CHECK_OUTCOME(res, WR_OUT_ERROR);
+        CHECK_STR(res.error, fmt("%s:%d: %s: cannot load module: not a regular file", hp, line,
+                                 path_of("fifo_mod.lua")));
+        watch_case("require of /dev/zero", 10);
+        run(L, "{\"mod\":\"zero_mod\"}", &res);
+        unwatch();
+        CHECK_OUTCOME(res, WR_OUT_ERROR);
+        CHECK_STR(res.error, fmt("%s:%d: %s: cannot load module: not a regular file", hp, line,
+                                 path_of("zero_mod.lua")));
+        run(L, "{\"mod\":\"big_mod\"}", &res);
+        CHECK_OUTCOME(res, WR_OUT_ERROR);
+        CHECK_STR(res.error, fmt("%s:%d: %s: cannot load module: larger than %u bytes", hp, line,
+                                 path_of("big_mod.lua"), (unsigned)WR_LUA_MAX_SOURCE));
+        wr_lua_destroy(L);
+    }
+
+    /* the version hash skips them: the same version as without them, at once */
+    char with[17] = "", without[17] = "";
+    watch_case("handler version beside a FIFO and /dev/zero", 10);
+    double t0 = mono_s();
+    CHECK_INT(wr_handler_version(path_of("srcfiles.lua"), with), 0);
+    CHECK(mono_s() - t0 < 1.0);
+    unwatch();
+    unlink(path_of("fifo_mod.lua"));
+    unlink(path_of("zero_mod.lua"));
+    unlink(path_of("big_mod.lua"));
+    CHECK_INT(wr_handler_version(path_of("srcfiles.lua"), without), 0);
+    CHECK_STR(with, without);
+
+    /* a FIFO as the handler itself */
+    CHECK_INT(mkfifo(path_of("fifo_handler.lua"), 0600), 0);
+    char err[1024] = "";
+    wr_lua_opts o = opts_for(path_of("fifo_handler.lua"), 5000, 0);
+    watch_case("a FIFO as the handler", 10);
+    L = wr_lua_create(&o, err, sizeof(err));
+    CHECK(L == NULL);
+    CHECK_STR(err, fmt("%s: cannot load handler: not a regular file", path_of("fifo_handler.lua")));
+    wr_lua_destroy(L);
+    char v[17];
+    CHECK_INT(wr_handler_version(path_of("fifo_handler.lua"), v), -1);
+    unwatch();
+    unlink(path_of("fifo_handler.lua"));
+}
+
 /* ---- loading ---------------------------------------------------------------------- */
 
 static void test_load_failures(void)
@@ -1128,7 +1242,7 @@ static void cleanup(void)
         "lib/util.lua",  "req.lua",         "broken.lua",   "req_broken.lua", "syntax.lua",
         "body_err.lua",  "body_global.lua", "number.lua",   "nothing.lua",    "nohandle.lua",
         "strhandle.lua", "init_err.lua",    "init_num.lua", "init_pub.lua",   "init_rej.lua",
-        "init_ok.lua",   "bytecode.lua",    "counter.lua",
+        "init_ok.lua",   "bytecode.lua",    "counter.lua",  "srcfiles.lua",
     };
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         unlink(path_of(files[i]));
@@ -1166,6 +1280,7 @@ int main(void)
     test_sandbox();
     test_require();
     test_load_failures();
+    test_source_files();
     test_state_and_version();
     cleanup();
     return check_report("test_lua_rt");
