@@ -43,6 +43,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <lauxlib.h>
+#include <lua.h>
+#include <sys/wait.h>
+
+#include "log.h"
+#include "lua_api.h"
 #include "reload.h"
 
 static char tmp_dir[PATH_MAX]; /* private directory, realpath'd */
@@ -725,6 +731,392 @@ static void test_memory(void)
     }
 }
 
+/* ---- memory outside the handler call ------------------------------------------- */
+
+/* A state whose module-level cache fills its memory (the handler catches the
+ * "not enough memory" itself), then a message whose body no longer fits: the
+ * event cannot be built. The message fails with out-of-memory and the state
+ * is marked for a rebuild; nothing raises outside a protected call (which
+ * would end the process). The same for a body larger than the whole limit
+ * and for JSON whose decoded form does not fit (not "invalid JSON"). */
+static const char cache_src[] =
+    "local cache = {}\n"
+    "local M = {}\n"
+    "function M.handle(event, ctx)\n"
+    "  if event.body == 'fill' then\n"
+    "    pcall(function()\n"
+    "      while true do cache[#cache + 1] = string.rep('x', 1000) .. #cache end\n"
+    "    end)\n"
+    "  end\n"
+    "end\n"
+    "return M\n";
+
+static void run_text(wr_lua *L, const char *body, size_t len, wr_lua_result *res)
+{
+    wr_envelope env;
+    make_env(&env, "");
+    env.body.bytes = (void *)body;
+    env.body.len = len;
+    env.is_json = 0;
+    env.content_type = B("text/plain");
+    wr_lua_handle(L, &env, &std_call, res);
+}
+
+static void test_memory_outside_call(void)
+{
+    const char *path = write_file("cache.lua", cache_src);
+    wr_lua_opts o = opts_for(path, 5000, 16u << 20);
+    char err[1024];
+    wr_lua *L = wr_lua_create(&o, err, sizeof(err));
+    CHECK(L != NULL);
+    if (L == NULL) {
+        fprintf(stderr, "cannot load cache.lua: %s\n", err);
+        return;
+    }
+    size_t big_len = 20u << 20;
+    char *big = malloc(big_len);
+    if (big == NULL) {
+        exit(2);
+    }
+    memset(big, 'b', big_len);
+    wr_lua_result res;
+    run_text(L, "fill", 4, &res);
+    CHECK_OUTCOME(res, WR_OUT_OK); /* the handler caught its own out-of-memory */
+    run_text(L, big, 500 * 1024, &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.reason, "out-of-memory");
+    CHECK_STR(res.error, "not enough memory: the state's memory limit was reached before the "
+                         "handler ran (building the event)");
+    CHECK_INT(res.rebuild, 1);
+    wr_lua_destroy(L);
+
+    /* a body larger than the limit, in a fresh state */
+    L = wr_lua_create(&o, err, sizeof(err));
+    CHECK(L != NULL);
+    if (L != NULL) {
+        run_text(L, big, big_len, &res);
+        CHECK_OUTCOME(res, WR_OUT_ERROR);
+        CHECK_STR(res.reason, "out-of-memory");
+        CHECK_INT(res.rebuild, 1);
+        /* the failed call left the state usable */
+        run_text(L, "small", 5, &res);
+        CHECK_OUTCOME(res, WR_OUT_OK);
+        wr_lua_destroy(L);
+    }
+
+    /* JSON that is valid but does not fit once decoded: out of memory, not invalid */
+    size_t jn = (12u << 20) + 1; /* "[1,1,...,1]" */
+    for (size_t i = 0; i < jn; i++) {
+        big[i] = (i & 1) ? '1' : ',';
+    }
+    big[0] = '[';
+    big[jn - 1] = ']';
+    L = wr_lua_create(&o, err, sizeof(err));
+    CHECK(L != NULL);
+    if (L != NULL) {
+        wr_envelope env;
+        make_env(&env, "");
+        env.body.bytes = big;
+        env.body.len = jn;
+        wr_lua_handle(L, &env, &std_call, &res);
+        CHECK_OUTCOME(res, WR_OUT_ERROR);
+        CHECK_STR(res.reason, "out-of-memory");
+        CHECK_STR(res.error, "not enough memory: the state's memory limit was reached before "
+                             "the handler ran (decoding the JSON body)");
+        CHECK_INT(res.rebuild, 1);
+        wr_lua_destroy(L);
+    }
+    free(big);
+}
+
+/* ---- metamethods on tables the handler controls ----------------------------------- */
+
+/* The handler may give ctx a metatable, or return a module table with one.
+ * The runtime writes ctx's per-message fields and reads handle/init; none of
+ * that may run handler code outside a protected call and its deadline. */
+static void test_metamethods(void)
+{
+    char err[1024];
+    wr_lua_result res;
+
+    /* init makes every new ctx field raise: the per-message fields are set raw */
+    static const char raise_src[] =
+        "return {\n"
+        "  init = function(ctx)\n"
+        "    setmetatable(ctx, { __newindex = function(_, k) error('no writes: ' .. k) end })\n"
+        "  end,\n"
+        "  handle = function(event, ctx)\n"
+        "    assert(ctx.attempt == 3 and ctx.message_id == 'm-1', 'per-message fields')\n"
+        "  end,\n"
+        "}\n";
+    watch_case("ctx with a raising __newindex", 10);
+    wr_lua *L = load("mm_raise.lua", raise_src, err, sizeof(err));
+    CHECK(L != NULL);
+    if (L != NULL) {
+        run(L, "{}", &res);
+        CHECK_OUTCOME(res, WR_OUT_OK);
+        wr_lua_destroy(L);
+    }
+    unwatch();
+
+    /* the same with an endless __newindex */
+    static const char newindex_loop[] =
+        "return {\n"
+        "  init = function(ctx)\n"
+        "    setmetatable(ctx, { __newindex = function() while true do end end })\n"
+        "  end,\n"
+        "  handle = function(event, ctx) end,\n"
+        "}\n";
+    watch_case("ctx with an endless __newindex", 10);
+    L = load("mm_loop.lua", newindex_loop, err, sizeof(err));
+    CHECK(L != NULL);
+    if (L != NULL) {
+        run(L, "{}", &res);
+        CHECK_OUTCOME(res, WR_OUT_OK);
+        wr_lua_destroy(L);
+    }
+    unwatch();
+
+    /* a live reload of max_attempts after init removed the field and locked ctx */
+    static const char limits_src[] =
+        "return {\n"
+        "  init = function(ctx)\n"
+        "    ctx.max_attempts = nil\n"
+        "    setmetatable(ctx, { __newindex = function(_, k) error('no writes: ' .. k) end })\n"
+        "  end,\n"
+        "  handle = function(event, ctx)\n"
+        "    if ctx.max_attempts ~= event.data.want then\n"
+        "      error('max_attempts is ' .. tostring(ctx.max_attempts), 0)\n"
+        "    end\n"
+        "  end,\n"
+        "}\n";
+    watch_case("set_limits on a locked ctx", 10);
+    L = load("mm_limits.lua", limits_src, err, sizeof(err));
+    CHECK(L != NULL);
+    if (L != NULL) {
+        wr_lua_set_limits(L, 1000, 7);
+        run(L, "{\"want\":7}", &res);
+        CHECK_OUTCOME(res, WR_OUT_OK);
+        wr_lua_destroy(L);
+    }
+    unwatch();
+
+    /* a module table whose __index loops: loading stops at the deadline */
+    static const char index_loop[] =
+        "return setmetatable({}, { __index = function() while true do end end }) -- @loop\n";
+    const char *path = write_file("mm_index_loop.lua", index_loop);
+    wr_lua_opts o = opts_for(path, 200, 0);
+    watch_case("module table with an endless __index", 10);
+    double t0 = mono_s();
+    L = wr_lua_create(&o, err, sizeof(err));
+    double took = mono_s() - t0;
+    unwatch();
+    CHECK(L == NULL);
+    CHECK_STR(err,
+              fmt("%s:%d: handler timed out after 200 ms", path, line_of(index_loop, "@loop")));
+    CHECK(took < 1.0);
+    wr_lua_destroy(L);
+
+    /* ... and one whose __index raises */
+    static const char index_raise[] =
+        "return setmetatable({}, { __index = function(_, k) error('no ' .. k) end }) -- @raise\n";
+    path = write_file("mm_index_raise.lua", index_raise);
+    L = load("mm_index_raise.lua", index_raise, err, sizeof(err));
+    CHECK(L == NULL);
+    CHECK_STR(err, fmt("%s:%d: no handle", path, line_of(index_raise, "@raise")));
+    wr_lua_destroy(L);
+}
+
+/* ---- the C stack ------------------------------------------------------------------ */
+
+/* Recursion through C functions that call back into Lua nests on the C
+ * stack, where LuaJIT sets no limit: a template expander recursing through
+ * string.gsub 1,200 levels deep ended the process with SIGSEGV. Each such
+ * nesting fails its message with "C stack overflow" instead, and the state
+ * goes on working; moderate nesting still works, and cjson (which recurses
+ * in C itself) still works at the deepest level a handler can reach. */
+static const char cstack_src[] =
+    "local cjson = require('cjson')\n"
+    "local M = {}\n"
+    "local modes = {}\n"
+    "local function expand(s)\n"
+    "  return (s:gsub('%b{}', function(m) return expand(m:sub(2, -2)) end))\n"
+    "end\n"
+    "function modes.gsub(n)\n"
+    "  return expand(string.rep('{', n) .. string.rep('}', n))\n"
+    "end\n"
+    "-- f(...) in a coroutine of its own, its error raised again as it is\n"
+    "local function inco(f, ...)\n"
+    "  local ok, r = coroutine.resume(coroutine.create(f), ...)\n"
+    "  if not ok then error(r, 0) end\n"
+    "  return r\n"
+    "end\n"
+    "local function sorts(n)\n"
+    "  if n > 0 then\n"
+    "    table.sort({ 2, 1 }, function(a, b) inco(sorts, n - 1) return a < b end)\n"
+    "  end\n"
+    "end\n"
+    "function modes.sort(n) sorts(n) end\n"
+    "local function nest(n)\n"
+    "  if n == 0 then return 0 end\n"
+    "  return inco(nest, n - 1) + 1\n"
+    "end\n"
+    "function modes.coroutine(n) return nest(n) end\n"
+    "local function wrapped(n)\n"
+    "  if n == 0 then return 0 end\n"
+    "  return coroutine.wrap(wrapped)(n - 1) + 1\n"
+    "end\n"
+    "function modes.wrap(n) return wrapped(n) end\n"
+    "function modes.sort_c(n)\n"
+    "  -- no Lua code at all between the levels: table.sort is its own comparator\n"
+    "  local t = {}\n"
+    "  t[1] = table.sort t[2] = t\n"
+    "  if n == 40 then t[2] = {} end\n"
+    "  pcall(table.sort, t, table.sort)\n"
+    "  if n ~= 40 then table.sort(t, table.sort) end\n"
+    "end\n"
+    "function modes.format(n)\n"
+    "  local mt = {}\n"
+    "  mt.__tostring = function(o)\n"
+    "    if o.n == 0 then return 'x' end\n"
+    "    return inco(function()\n"
+    "      return string.format('%s', setmetatable({ n = o.n - 1 }, mt))\n"
+    "    end)\n"
+    "  end\n"
+    "  return string.format('%s', setmetatable({ n = n }, mt))\n"
+    "end\n"
+    "function modes.bottom()\n"
+    "  local deep = {}\n"
+    "  local t = deep\n"
+    "  for i = 1, 999 do t[1] = {} t = t[1] end\n"
+    "  local text = string.rep('[', 999) .. string.rep(']', 999)\n"
+    "  local reached = 0\n"
+    "  local function go(n)\n"
+    "    local ok = pcall(string.gsub, 'x', 'x', function() go(n + 1) return 'x' end)\n"
+    "    if not ok and reached == 0 then\n"
+    "      reached = n\n"
+    "      assert(#cjson.encode(deep) == 2 * 1000, 'encode at the bottom')\n"
+    "      assert(cjson.decode(text)[1] ~= nil, 'decode at the bottom')\n"
+    "    end\n"
+    "  end\n"
+    "  go(1)\n"
+    "  assert(reached > 50, 'reached ' .. reached)\n"
+    "end\n"
+    "function M.handle(event, ctx)\n"
+    "  return modes[event.data.mode](event.data.n)\n"
+    "end\n"
+    "return M\n";
+
+/* Run MODE of cstack.lua N deep in L: it must fail with "C stack overflow";
+ * then 40 deep it must work. */
+static void check_cstack_mode(wr_lua *L, const char *mode, int n)
+{
+    const char *tail = "C stack overflow: calls nested too deeply through C functions "
+                       "(string.gsub or table.sort callbacks, coroutines, metamethods)";
+    wr_lua_result res;
+    char body[128];
+    snprintf(body, sizeof(body), "{\"mode\":\"%s\",\"n\":%d}", mode, n);
+    watch_case(mode, 60);
+    run(L, body, &res);
+    unwatch();
+    if (res.outcome != WR_OUT_ERROR || strcmp(res.reason, "stack-overflow") != 0) {
+        fprintf(stderr, "mode %s: %s (%s): %s\n", mode, wr_outcome_name(res.outcome), res.reason,
+                res.error);
+    }
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.reason, "stack-overflow");
+    size_t len = strlen(res.error), m = strlen(tail);
+    CHECK(len >= m && strcmp(res.error + len - m, tail) == 0);
+    CHECK_INT(res.rebuild, 0);
+    snprintf(body, sizeof(body), "{\"mode\":\"%s\",\"n\":40}", mode);
+    run(L, body, &res);
+    CHECK_OUTCOME(res, WR_OUT_OK);
+}
+
+static void test_cstack(void)
+{
+    wr_lua *L = must_load("cstack.lua", cstack_src);
+    if (L == NULL) {
+        return;
+    }
+    /* the 1,200-level template of the report (and deeper), named at the expander */
+    check_cstack_mode(L, "gsub", 1200);
+    check_cstack_mode(L, "gsub", 5000);
+    wr_lua_result res;
+    run(L, "{\"mode\":\"gsub\",\"n\":1200}", &res);
+    CHECK(strncmp(res.error, path_of("cstack.lua"), strlen(path_of("cstack.lua"))) == 0);
+    /* comparators that sort again, each in a coroutine of its own (one Lua
+     * stack each: LuaJIT's own limit never trips) */
+    check_cstack_mode(L, "sort", 200000);
+    /* table.sort as its own comparator: no Lua code runs between the levels */
+    check_cstack_mode(L, "sort_c", 0);
+    /* __tostring run by string.format, nesting through coroutines */
+    check_cstack_mode(L, "format", 200000);
+    /* cjson recursing 1,000 levels in C at the deepest point a handler reaches */
+    watch_case("cjson at the bottom of the C stack", 60);
+    run(L, "{\"mode\":\"bottom\"}", &res);
+    unwatch();
+    CHECK_OUTCOME(res, WR_OUT_OK);
+
+    /* coroutines alone (about 80 bytes of C stack each: SIGSEGV at about
+     * 100,000 levels on an 8 MiB stack) */
+    check_cstack_mode(L, "coroutine", 200000);
+    /* the same through coroutine.wrap, which adds a position to the error at
+     * every level on the way out: the message outgrows the state first */
+    watch_case("coroutine.wrap nesting", 60);
+    run(L, "{\"mode\":\"wrap\",\"n\":200000}", &res);
+    unwatch();
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.reason, "out-of-memory");
+    CHECK_INT(res.rebuild, 1);
+    run(L, "{\"mode\":\"wrap\",\"n\":40}", &res);
+    CHECK_OUTCOME(res, WR_OUT_OK);
+    wr_lua_destroy(L);
+}
+
+/* ---- the panic function ---------------------------------------------------------- */
+
+/* An error outside every protected call makes LuaJIT call the state's panic
+ * function and end the process. wr_lua_panic must log the error first: run
+ * it in a child whose log goes to a pipe. */
+static void test_panic(void)
+{
+    int fds[2];
+    if (pipe(fds) != 0) {
+        exit(2);
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        wr_log_set_fd(fds[1]);
+        lua_State *L = luaL_newstate();
+        lua_atpanic(L, wr_lua_panic);
+        lua_pushstring(L, "boom outside any pcall");
+        lua_error(L);
+        _exit(0); /* not reached: LuaJIT exits after the panic function */
+    }
+    close(fds[1]);
+    char out[4096];
+    size_t n = 0;
+    ssize_t r;
+    while (n < sizeof(out) - 1 && (r = read(fds[0], out + n, sizeof(out) - 1 - n)) > 0) {
+        n += (size_t)r;
+    }
+    out[n] = '\0';
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+    CHECK(strstr(out, "\"level\":\"error\"") != NULL);
+    CHECK(strstr(out, "\"msg\":\"Lua panic: an error outside any protected call; the process "
+                      "exits\"") != NULL);
+    CHECK(strstr(out, "\"error\":\"boom outside any pcall\"") != NULL);
+    if (strstr(out, "boom outside any pcall") == NULL) {
+        fprintf(stderr, "child wrote: %s\n", out);
+    }
+}
+
 /* ---- the sandbox ------------------------------------------------------------------ */
 
 static const char sandbox_src[] =
@@ -1237,12 +1629,42 @@ static void test_fnv_reference(void)
 static void cleanup(void)
 {
     static const char *const files[] = {
-        "ok.lua",        "ok2.lua",         "ok3.lua",      "pub.lua",        "err.lua",
-        "loop.lua",      "loop_body.lua",   "hog.lua",      "sandbox.lua",    "helper.lua",
-        "lib/util.lua",  "req.lua",         "broken.lua",   "req_broken.lua", "syntax.lua",
-        "body_err.lua",  "body_global.lua", "number.lua",   "nothing.lua",    "nohandle.lua",
-        "strhandle.lua", "init_err.lua",    "init_num.lua", "init_pub.lua",   "init_rej.lua",
-        "init_ok.lua",   "bytecode.lua",    "counter.lua",  "srcfiles.lua",
+        "ok.lua",
+        "ok2.lua",
+        "ok3.lua",
+        "pub.lua",
+        "err.lua",
+        "loop.lua",
+        "loop_body.lua",
+        "hog.lua",
+        "sandbox.lua",
+        "helper.lua",
+        "lib/util.lua",
+        "req.lua",
+        "broken.lua",
+        "req_broken.lua",
+        "syntax.lua",
+        "body_err.lua",
+        "body_global.lua",
+        "number.lua",
+        "nothing.lua",
+        "nohandle.lua",
+        "strhandle.lua",
+        "init_err.lua",
+        "init_num.lua",
+        "init_pub.lua",
+        "init_rej.lua",
+        "init_ok.lua",
+        "bytecode.lua",
+        "counter.lua",
+        "srcfiles.lua",
+        "cache.lua",
+        "mm_raise.lua",
+        "mm_loop.lua",
+        "mm_limits.lua",
+        "mm_index_loop.lua",
+        "mm_index_raise.lua",
+        "cstack.lua",
     };
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         unlink(path_of(files[i]));
@@ -1277,6 +1699,10 @@ int main(void)
     test_errors();
     test_timeouts();
     test_memory();
+    test_memory_outside_call();
+    test_metamethods();
+    test_panic();
+    test_cstack();
     test_sandbox();
     test_require();
     test_load_failures();

@@ -676,7 +676,7 @@ describe("testing.load", function()
   it("reports what the sidecar reports for a handler it cannot load", function()
     local missing = fixtures.dir() .. "/nope.lua"
     local cases = {
-      { missing, fmt(E.load_open, missing, "No such file or directory") },
+      { missing, fmt(E.load_open, missing, "handler", "No such file or directory") },
       { fixtures.file("syntax.lua", "return {\n  = 1\n}\n"),
         function(p) return p .. ":2: unexpected symbol near '='" end },
       { fixtures.file("number.lua", "return 42\n"),
