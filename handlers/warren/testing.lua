@@ -183,7 +183,7 @@ local LEVELS = { "debug", "info", "warn", "error" }
 -- sidecar/src/lua_rt.c (a spec compares them). It receives the globals, the
 -- handler's directory and the cjson modules, and returns the handler's env.
 local SANDBOX_LUA = [==[
-local G, dir, cjson, cjson_safe, read_source = ...
+local G, dir, cjson, cjson_safe, read_source, max_source = ...
 local function copy(t, drop)
   local c = {}
   for k, v in G.pairs(t) do if not (drop and drop[k]) then c[k] = v end end
@@ -225,6 +225,9 @@ local function load_text(src, name)
   end
   if sub(src, 1, 1) == '\27' then
     return nil, 'load: precompiled bytecode is not allowed in handlers'
+  end
+  if #src > max_source then
+    return nil, 'load: source text over ' .. max_source .. ' bytes'
   end
   local f, err = loadstring(src, name)
   if not f then return nil, err end
@@ -1741,7 +1744,7 @@ function testing.load(path, opts)
   local dir = path:match("^(.*)/[^/]*$") or "."
   local make_env = assert(loadstring(SANDBOX_LUA, "=warren.sandbox"))
   local dump = string_table.dump
-  local env = make_env(_G, dir, cjson, cjson_safe, read_source)
+  local env = make_env(_G, dir, cjson, cjson_safe, read_source, MAX_SOURCE)
   string_table.dump = dump -- the sandbox removes it for good; the kit only while handlers run
   local chunk, cerr = loadstring(src, "@" .. path)
   if not chunk then

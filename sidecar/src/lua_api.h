@@ -56,6 +56,10 @@ size_t wr_lua_mem_limit(lua_State *L);
 void wr_lua_note_oom(lua_State *L);
 void wr_lua_mem_slack(lua_State *L, int on);
 
+/* Replace string.find, match, gmatch and gsub and table.sort in the state's
+ * libraries with versions the deadline can stop (lua_pattern.c). */
+void wr_lua_pattern_inject(lua_State *L);
+
 /* Guard the cjson module table stored in the registry under REGISTRY_KEY
  * (lua_json.c): bounded encode and decode, no kept buffer, nesting limits
  * capped, no new instances. */

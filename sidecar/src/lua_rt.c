@@ -342,13 +342,14 @@ static wr_lua *rt_of_alloc(lua_State *L)
 }
 
 static void deadline_hook(lua_State *L, lua_Debug *ar);
+static int traceback(lua_State *L);
 
 /* Push "<source:line>: " of the innermost Lua function at or above LEVEL
  * (nothing when there is none). */
 static void push_where(lua_State *L, int level)
 {
     lua_Debug d;
-    for (int i = level; i < level + 3 && lua_getstack(L, i, &d); i++) {
+    for (int i = level; i < level + 8 && lua_getstack(L, i, &d); i++) {
         if (lua_getinfo(L, "Sl", &d) && d.currentline > 0) {
             lua_pushfstring(L, "%s:%d: ", d.short_src, d.currentline);
             return;
@@ -413,6 +414,15 @@ static void deadline_hook(lua_State *L, lua_Debug *ar)
         if (coarse_ms() < rt->next_check_ms &&
             !atomic_load_explicit(&rt->interrupted, memory_order_relaxed)) {
             return;
+        }
+        /* never in the traceback handler: an error there would replace the
+         * one being reported with "error in error handling" */
+        if (lua_getinfo(L, "f", ar)) {
+            int tb = lua_tocfunction(L, -1) == traceback;
+            lua_pop(L, 1);
+            if (tb) {
+                return;
+            }
         }
     }
     /* In a hook the running function is level 0 (luaL_error's level 1 would
@@ -925,7 +935,7 @@ static void update_ctx(wr_lua *rt, const wr_envelope *env, const wr_lua_call *ca
  * code.
  */
 static const char sandbox_lua[] =
-    "local G, dir, cjson, cjson_safe, read_source = ...\n"
+    "local G, dir, cjson, cjson_safe, read_source, max_source = ...\n"
     "local function copy(t, drop)\n"
     "  local c = {}\n"
     "  for k, v in G.pairs(t) do if not (drop and drop[k]) then c[k] = v end end\n"
@@ -973,6 +983,9 @@ static const char sandbox_lua[] =
     "  end\n"
     "  if sub(src, 1, 1) == '\\27' then\n"
     "    return nil, 'load: precompiled bytecode is not allowed in handlers'\n"
+    "  end\n"
+    "  if #src > max_source then\n"
+    "    return nil, 'load: source text over ' .. max_source .. ' bytes'\n"
     "  end\n"
     "  local f, err = loadstring(src, name)\n"
     "  if not f then return nil, err end\n"
@@ -1271,7 +1284,7 @@ static int load_handler(wr_lua *rt, const char *src, size_t len, char *err, size
     lua_State *L = rt->L;
     lua_pushcfunction(L, traceback);
     int tb = lua_gettop(L);
-    /* the sandbox: -- tb sandboxfn G dir cjson cjson_safe read_module */
+    /* the sandbox: -- tb sandboxfn G dir cjson cjson_safe read_module max_source */
     if (luaL_loadbuffer(L, sandbox_lua, sizeof(sandbox_lua) - 1, "=warren.sandbox") != 0) {
         snprintf(err, errcap, "internal: sandbox: %s", lua_tostring(L, -1));
         return -1;
@@ -1281,7 +1294,8 @@ static int load_handler(wr_lua *rt, const char *src, size_t len, char *err, size
     lua_getfield(L, LUA_REGISTRYINDEX, "warren.cjson");
     lua_getfield(L, LUA_REGISTRYINDEX, "warren.cjson_safe");
     lua_pushcfunction(L, read_module);
-    if (lua_pcall(L, 5, 1, tb) != 0) {
+    lua_pushinteger(L, WR_LUA_MAX_SOURCE);
+    if (lua_pcall(L, 6, 1, tb) != 0) {
         snprintf(err, errcap, "internal: sandbox: %s", lua_tostring(L, -1));
         return -1;
     }
@@ -1372,6 +1386,9 @@ static int create_state(lua_State *L)
     /* The JIT stays off: the timeout hook must fire in every loop (see lua_rt.h).
      * After openlibs, which turns the JIT on when it opens the jit library. */
     luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+    /* pattern functions and table.sort the deadline can stop, before
+     * anything (cjson, the sandbox) takes references to the originals */
+    wr_lua_pattern_inject(L);
     lua_pushlightuserdata(L, rt);
     lua_setfield(L, LUA_REGISTRYINDEX, "warren.rt");
     if (open_cjson(rt, a->err, a->errcap) != 0 ||
@@ -1561,14 +1578,6 @@ static void set_result(wr_lua_result *res, wr_outcome o, const char *reason, con
     snprintf(res->error, sizeof(res->error), "%s", error ? error : "");
 }
 
-/* A full collection, run by lua_cpcall: shrinking the string table
- * allocates, and may fail. */
-static int collect_garbage(lua_State *L)
-{
-    lua_gc(L, LUA_GCCOLLECT, 0);
-    return 0;
-}
-
 /* What handle_call works on (lua_cpcall's light userdata). */
 typedef struct {
     wr_lua *rt;
@@ -1627,15 +1636,15 @@ static int handle_call(lua_State *L)
         free_pubs(rt);
         char msg[1024];
         first_line(L, msg, sizeof(msg));
-        if (rt->timed_out) {
+        if (rc == LUA_ERRMEM || rt->oom) {
+            /* first: whatever else happened, the state may be full */
+            set_result(res, WR_OUT_ERROR, "out-of-memory",
+                       "not enough memory: the handler exceeded the state's memory limit");
+            res->rebuild = 1;
+        } else if (rt->timed_out) {
             set_result(res, WR_OUT_TIMEOUT, "timeout", msg);
         } else if (rt->cstack_overflow && strstr(msg, CSTACK_ERROR) != NULL) {
             set_result(res, WR_OUT_ERROR, "stack-overflow", msg);
-        } else if (rc == LUA_ERRMEM || rt->oom) {
-            set_result(res, WR_OUT_ERROR, "out-of-memory",
-                       "not enough memory: the handler "
-                       "exceeded the state's memory limit");
-            res->rebuild = 1;
         } else {
             set_result(res, WR_OUT_ERROR, "handler-error", msg);
         }
@@ -1697,9 +1706,13 @@ wr_outcome wr_lua_handle(wr_lua *rt, const wr_envelope *env, const wr_lua_call *
     if (res->rebuild) {
         /* LuaJIT does not collect when an allocation fails: what the failed
          * call left would fill the state until the next cycle. The worker
-         * builds a new state, but keeps this one when that fails. */
-        lua_cpcall(L, collect_garbage, NULL);
-        lua_settop(L, 0);
+         * builds a new state, but keeps this one when that fails. Not under
+         * lua_cpcall, which needs memory itself; the slack covers the one
+         * allocation a collection makes (a smaller string table, after the
+         * strings are freed). */
+        rt->mem_slack = 1;
+        lua_gc(L, LUA_GCCOLLECT, 0);
+        rt->mem_slack = 0;
     }
     return res->outcome;
 }

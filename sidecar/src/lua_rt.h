@@ -28,9 +28,32 @@
  * Timeouts: the state runs with LuaJIT's JIT compiler off, so an instruction
  * count hook fires everywhere, including in `while true do end`, and stops a
  * handler that runs past its deadline (PLATFORM.md: with the JIT on, hooks
- * never fire in compiled loops). Memory: the state's allocator refuses to
- * grow past a limit; the handler then fails with "not enough memory" and the
- * worker rebuilds the state (wr_lua_result.rebuild).
+ * never fire in compiled loops). The hook also runs at every function call,
+ * where it reads the coarse clock, so a loop of slow C calls stops in time.
+ * The C functions that could run long without calling anything are replaced
+ * by versions that check the deadline as they go (lua_pattern.c: string.find,
+ * match, gmatch, gsub, table.sort; lua_json.c: cjson's encode bound); load()
+ * takes at most WR_LUA_MAX_SOURCE bytes of text. What remains is bounded by
+ * the memory limit: a C function that copies or scans at most the state's
+ * memory (string.rep, table.concat, cjson.decode of the largest string the
+ * state can hold, one garbage collection), measured at well under a second.
+ *
+ * Memory: the state's allocator refuses to grow past a limit; the handler
+ * then fails with "not enough memory" and the worker rebuilds the state
+ * (wr_lua_result.rebuild). Everything that allocates in the state or runs
+ * Lua code (building the event and ctx, loading, live limits) runs under a
+ * protected call, so running out of memory costs a message, never the
+ * process; metamethods the handler set on ctx or on its module table never
+ * run outside the deadline (ctx's fields are written raw). lua-cjson's
+ * malloc'd buffers are bounded before it runs (lua_json.c). A panic (an
+ * error outside any protected call: a bug) is logged before LuaJIT exits.
+ *
+ * The C stack: recursion through C functions that call back into Lua
+ * (string.gsub with a function, table.sort's comparator, coroutines,
+ * metamethods) is checked at every call against a floor 2 MiB below the
+ * call's entry (and 1 MiB above the thread stack's end): past it the call
+ * fails with "C stack overflow" (reason stack-overflow), where it used to
+ * end the process with SIGSEGV.
  *
  * One wr_lua belongs to one thread. Nothing in here touches the network:
  * ctx.publish only buffers; the worker publishes after success.

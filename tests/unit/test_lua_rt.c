@@ -45,6 +45,7 @@
 
 #include <lauxlib.h>
 #include <lua.h>
+#include <lualib.h>
 #include <sys/wait.h>
 
 #include "log.h"
@@ -1039,6 +1040,7 @@ static void test_cstack(void)
     if (L == NULL) {
         return;
     }
+    wr_lua_set_limits(L, 60000, 5); /* deep nesting is slow under the sanitizers */
     /* the 1,200-level template of the report (and deeper), named at the expander */
     check_cstack_mode(L, "gsub", 1200);
     check_cstack_mode(L, "gsub", 5000);
@@ -1071,6 +1073,228 @@ static void test_cstack(void)
     CHECK_INT(res.rebuild, 1);
     run(L, "{\"mode\":\"wrap\",\"n\":40}", &res);
     CHECK_OUTCOME(res, WR_OUT_OK);
+    wr_lua_destroy(L);
+}
+
+/* ---- pattern functions the deadline can stop -------------------------------------- */
+
+/* lua_pattern.c's string.find/match/gmatch/gsub against LuaJIT's own, on
+ * random patterns (every item kind, malformed ones too) and subjects: the
+ * same results and the same error texts. Runs in a plain state: the
+ * originals are kept, then replaced. */
+static const char pattern_diff_lua[] =
+    "local orig = ...\n"
+    "local new = { find = string.find, match = string.match, gmatch = string.gmatch,\n"
+    "              gsub = string.gsub, sort = table.sort }\n"
+    "local items = { 'a', 'b', 'c', '.', '%a', '%d', '%s', '%w', '%p', '%x', '%u', '%l',\n"
+    "  '%c', '%g', '%z', '%A', '%D', '%S', '%W', '%.', '%%', '[ab]', '[^a]', '[a-c]',\n"
+    "  '[%d_]', '[]]', '[^]a]', '[a-]', '%b()', '%bab', '%f[%w]', '%f[%W]', '(', ')', '()',\n"
+    "  '%1', '%2', '%0', 'x', '$', '^', '-', '*', '+', '?', '%', '[', '%f', '%b', '\\0' }\n"
+    "local quants = { '', '', '', '*', '+', '-', '?' }\n"
+    "local chars = { 'a', 'b', 'c', '(', ')', '1', ' ', '_', '\\0', '\\t', '\\128', '.', '%',\n"
+    "  '-', 'A', 'Z', '[', ']', 'x' }\n"
+    "math.randomseed(20261205)\n"
+    "local R = math.random\n"
+    "local function pattern()\n"
+    "  local t = {}\n"
+    "  if R(4) == 1 then t[#t + 1] = '^' end\n"
+    "  for _ = 1, R(0, 5) do t[#t + 1] = items[R(#items)] .. quants[R(#quants)] end\n"
+    "  if R(5) == 1 then t[#t + 1] = '$' end\n"
+    "  return table.concat(t)\n"
+    "end\n"
+    "local function subject()\n"
+    "  local t = {}\n"
+    "  for _ = 1, R(0, 12) do t[#t + 1] = chars[R(#chars)] end\n"
+    "  return table.concat(t)\n"
+    "end\n"
+    "local function show(ok, ...)\n"
+    "  local t = { tostring(ok) }\n"
+    "  for i = 1, select('#', ...) do\n"
+    "    local v = select(i, ...)\n"
+    "    t[#t + 1] = type(v) .. ':' .. tostring(v)\n"
+    "  end\n"
+    "  return table.concat(t, '|')\n"
+    "end\n"
+    "local function collect(lib, s, p)\n"
+    "  local out = {}\n"
+    "  for a, b in lib.gmatch(s, p) do\n"
+    "    out[#out + 1] = tostring(a) .. ',' .. tostring(b)\n"
+    "    if #out > 50 then break end\n"
+    "  end\n"
+    "  return table.concat(out, ';')\n"
+    "end\n"
+    "local repl_t = setmetatable({ a = 'A', ['('] = false }, { __index = function(_, k)\n"
+    "  if k == 'b' then return 7 end\n"
+    "end })\n"
+    "local calls = {\n"
+    "  function(lib, s, p) return lib.find(s, p) end,\n"
+    "  function(lib, s, p, i) return lib.find(s, p, i) end,\n"
+    "  function(lib, s, p, i) return lib.find(s, p, i, true) end,\n"
+    "  function(lib, s, p) return lib.match(s, p) end,\n"
+    "  function(lib, s, p, i) return lib.match(s, p, i) end,\n"
+    "  function(lib, s, p) return collect(lib, s, p) end,\n"
+    "  function(lib, s, p) return lib.gsub(s, p, '<%0>') end,\n"
+    "  function(lib, s, p) return lib.gsub(s, p, '[%1|%%|%x]', 3) end,\n"
+    "  function(lib, s, p) return lib.gsub(s, p, 'end%') end,\n"
+    "  function(lib, s, p)\n"
+    "    return lib.gsub(s, p, function(a, b) if a == 'b' then return { } end\n"
+    "      if a == 'a' then return false end return (a or '') .. '!' end)\n"
+    "  end,\n"
+    "  function(lib, s, p) return lib.gsub(s, p, repl_t) end,\n"
+    "  function(lib, s, p) return lib.gsub(s, p, 42, 2) end,\n"
+    "  function(lib, s, p) return lib.gsub(s, p, true) end,\n"
+    "}\n"
+    "local diffs, cases = {}, 0\n"
+    "for _ = 1, 6000 do\n"
+    "  local p, s, i = pattern(), subject(), R(-6, 14)\n"
+    "  for k, call in ipairs(calls) do\n"
+    "    cases = cases + 1\n"
+    "    local want = show(pcall(call, orig, s, p, i))\n"
+    "    local got = show(pcall(call, new, s, p, i))\n"
+    "    if want ~= got and #diffs < 10 then\n"
+    "      diffs[#diffs + 1] = string.format('call %d find(%q, %q, %d): want %s, got %s',\n"
+    "        k, s, p, i, want, got)\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "-- sort: the same order and the same errors\n"
+    "for n = 0, 40 do\n"
+    "  local a, b = {}, {}\n"
+    "  for j = 1, n do local v = R(10) a[j] = v b[j] = v end\n"
+    "  orig.sort(a) new.sort(b)\n"
+    "  if table.concat(a, ',') ~= table.concat(b, ',') then diffs[#diffs + 1] = 'sort ' .. n end\n"
+    "end\n"
+    "local e1 = show(pcall(orig.sort, { {}, {} }))\n"
+    "local e2 = show(pcall(new.sort, { {}, {} }))\n"
+    "if e1 ~= e2 then diffs[#diffs + 1] = 'sort compare: ' .. e1 .. ' / ' .. e2 end\n"
+    "e1 = show(pcall(orig.sort, nil)) e2 = show(pcall(new.sort, nil))\n"
+    "if e1 ~= e2 then diffs[#diffs + 1] = 'sort nil: ' .. e1 .. ' / ' .. e2 end\n"
+    "return cases, table.concat(diffs, '\\n')\n";
+
+static void test_pattern_equivalence(void)
+{
+    lua_State *L = luaL_newstate();
+    luaL_openlibs(L);
+    /* the originals, then ours in their place */
+    lua_newtable(L);
+    static const char *const names[] = {"find", "match", "gmatch", "gsub"};
+    for (int i = 0; i < 4; i++) {
+        lua_getglobal(L, "string");
+        lua_getfield(L, -1, names[i]);
+        lua_setfield(L, -3, names[i]);
+        lua_pop(L, 1);
+    }
+    lua_getglobal(L, "table");
+    lua_getfield(L, -1, "sort");
+    lua_setfield(L, -3, "sort");
+    lua_pop(L, 1);
+    int orig = lua_gettop(L);
+    wr_lua_pattern_inject(L);
+    CHECK_INT(luaL_loadbuffer(L, pattern_diff_lua, sizeof(pattern_diff_lua) - 1, "=diff"), 0);
+    lua_pushvalue(L, orig);
+    if (lua_pcall(L, 1, 2, 0) != 0) {
+        fprintf(stderr, "pattern_diff: %s\n", lua_tostring(L, -1));
+        CHECK(0);
+    } else {
+        CHECK(lua_tointeger(L, -2) > 50000);
+        CHECK_STR(lua_tostring(L, -1), "");
+    }
+    lua_close(L);
+}
+
+/* Each of the reported runaway C calls, under a 100 ms deadline: stopped as
+ * a timeout within the deadline plus a second (measured: the worst is
+ * printed), and the state works on. Before, the first ran 5 s and the second
+ * 18 s, and both succeeded. */
+static const char runaway_src[] =
+    "local M = {}\n"
+    "local big = {}\n"
+    "local calls = {\n"
+    "  trim = function(b) return b:match('^%s*(.-)%s*$') end,\n"
+    "  find = function() return (string.rep('a', 200)):find('.-.-.-.-b') end,\n"
+    "  gsub = function(b) return (b:gsub('(.-)%s*$', '%1')) end,\n"
+    "  gmatch = function() for w in (string.rep('a', 200)):gmatch('.-.-.-.-b') do end end,\n"
+    "  plain = function()\n"
+    "    local h = string.rep('a', 4 * 1024 * 1024)\n"
+    "    return h:find(string.rep('a', 100000) .. 'b', 1, true)\n"
+    "  end,\n"
+    "  plain_short = function()\n"
+    "    local h = string.rep('a', 8 * 1024 * 1024)\n"
+    "    return h:find(string.rep('a', 4000) .. 'b', 1, true)\n"
+    "  end,\n"
+    "  sort = function() table.sort(big) end,\n"
+    "  encode = function()\n"
+    "    local t = { 'x' }\n"
+    "    for i = 1, 40 do t = { t, t } end\n"
+    "    return require('cjson').encode(t)\n"
+    "  end,\n"
+    "  quick = function() return ('  x  '):match('^%s*(.-)%s*$') end,\n"
+    "}\n"
+    "function M.handle(event, ctx)\n"
+    "  if event.data.fill then\n"
+    "    for i = #big + 1, #big + event.data.fill do big[i] = (i * 7919) % 1000003 end\n"
+    "    return\n"
+    "  end\n"
+    "  local r = calls[event.data.call](event.data.body)\n"
+    "  if event.data.call == 'quick' then assert(r == 'x', 'quick match works') end\n"
+    "end\n"
+    "return M\n";
+
+static void test_runaway_c_calls(void)
+{
+    const char *path = write_file("runaway.lua", runaway_src);
+    wr_lua_opts o = opts_for(path, 100, 0);
+    char err[1024];
+    wr_lua *L = wr_lua_create(&o, err, sizeof(err));
+    CHECK(L != NULL);
+    if (L == NULL) {
+        fprintf(stderr, "runaway.lua: %s\n", err);
+        return;
+    }
+    wr_lua_result res;
+    /* a 40 KB body of spaces between two words */
+    size_t n = 40 * 1024;
+    char *body = malloc(n + 64);
+    int k = snprintf(body, n + 64, "{\"body\":\"a");
+    memset(body + k, ' ', n);
+    snprintf(body + k + n, 64, "b\",\"call\":\"%%s\"}");
+    static const char *const calls[] = {"trim",  "find",        "gsub",   "gmatch",
+                                        "plain", "plain_short", "encode", "sort"};
+    double worst = 0;
+    for (size_t i = 0; i < sizeof(calls) / sizeof(calls[0]); i++) {
+        if (strcmp(calls[i], "sort") == 0) {
+            /* a table of 3.5 million numbers, filled across messages (a
+             * module-level cache); under a longer deadline here, as the
+             * sanitizers are slow */
+            wr_lua_set_limits(L, 10000, 5);
+            for (int f = 0; f < 7; f++) {
+                run(L, "{\"fill\":500000}", &res);
+                CHECK_OUTCOME(res, WR_OUT_OK);
+            }
+            wr_lua_set_limits(L, 100, 5);
+        }
+        char *msg = malloc(n + 128);
+        snprintf(msg, n + 128, body, calls[i]);
+        watch_case(calls[i], 30);
+        double t0 = mono_s();
+        run(L, msg, &res);
+        double took = mono_s() - t0;
+        unwatch();
+        free(msg);
+        worst = took > worst ? took : worst;
+        printf("  runaway %-12s %-8s %6.0f ms  %s\n", calls[i], wr_outcome_name(res.outcome),
+               took * 1000, res.error);
+        /* the plain searches are linear: they may also finish in time */
+        if (strncmp(calls[i], "plain", 5) != 0 || res.outcome != WR_OUT_OK) {
+            CHECK_OUTCOME(res, WR_OUT_TIMEOUT);
+            CHECK(strstr(res.error, "handler timed out after 100 ms") != NULL);
+        }
+        CHECK(took < 1.1);
+        run(L, "{\"call\":\"quick\"}", &res);
+        CHECK_OUTCOME(res, WR_OUT_OK);
+    }
+    printf("  runaway: worst %.0f ms under a 100 ms deadline\n", worst * 1000);
+    free(body);
     wr_lua_destroy(L);
 }
 
@@ -1403,6 +1627,24 @@ static void test_source_files(void)
     CHECK_INT(wr_handler_version(path_of("srcfiles.lua"), without), 0);
     CHECK_STR(with, without);
 
+    /* source text handed to load: the same size limit as files (parse time) */
+    L = must_load("loadbig.lua", "return { handle = function(event, ctx)\n"
+                                 "  local f, e = load(string.rep(' ', event.data.n))\n"
+                                 "  if not f then error(e, 0) end\n"
+                                 "end }\n");
+    if (L != NULL) {
+        wr_lua_result res;
+        char body[64];
+        snprintf(body, sizeof(body), "{\"n\":%u}", (unsigned)WR_LUA_MAX_SOURCE + 1);
+        run(L, body, &res);
+        CHECK_OUTCOME(res, WR_OUT_ERROR);
+        CHECK_STR(res.error, fmt("load: source text over %u bytes", (unsigned)WR_LUA_MAX_SOURCE));
+        snprintf(body, sizeof(body), "{\"n\":%u}", (unsigned)WR_LUA_MAX_SOURCE);
+        run(L, body, &res);
+        CHECK_OUTCOME(res, WR_OUT_OK);
+        wr_lua_destroy(L);
+    }
+
     /* a FIFO as the handler itself */
     CHECK_INT(mkfifo(path_of("fifo_handler.lua"), 0600), 0);
     char err[1024] = "";
@@ -1703,6 +1945,8 @@ int main(void)
     test_metamethods();
     test_panic();
     test_cstack();
+    test_pattern_equivalence();
+    test_runaway_c_calls();
     test_sandbox();
     test_require();
     test_load_failures();
