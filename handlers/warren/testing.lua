@@ -64,6 +64,7 @@ testing.ERRORS = {
   publish_body = "ctx.publish: body must be a string or a table, got %s",
   publish_opts = "ctx.publish: opts must be a table, got %s",
   publish_limit = "ctx.publish: more than %d publishes in one message",
+  publish_too_big = "ctx.publish: this message's events would exceed max_publish_size (%d bytes)",
   publish_encode = "ctx.publish: body cannot be encoded as JSON: %s",
   publish_content_type = "ctx.publish: opts.content_type must be a string",
   publish_type = "ctx.publish: opts.type must be a string",
@@ -148,6 +149,7 @@ testing.BREAKER_ERRORS = {
 local E, H = testing.ERRORS, testing.HTTP_ERRORS
 
 local MAX_PUBLISHES = 1000          -- ctx.publish calls per message (lua_rt.c)
+local MAX_PUBLISH_BYTES = 16 * 1024 * 1024 -- defaults.max_publish_size
 local HOOK_EVERY = 10000            -- VM instructions between deadline checks (lua_rt.c)
 local DEFAULT_TIMEOUT_MS = 5000     -- handler_timeout's default
 local DEFAULT_MAX_ATTEMPTS = 5      -- retry.max_attempts' default
@@ -635,6 +637,21 @@ local function make_publish(ctx, st)
       end
     end
     local list = ctx.published
+    -- what the runtime copies out of the state, against max_publish_size
+    local function size_of(p)
+      local n = #p.exchange + #p.routing_key + #p.body + #(p.content_type or "") + #(p.type or "")
+      for k, v in pairs(p.headers) do
+        n = n + #k + #v
+      end
+      return n
+    end
+    local total = size_of(pub)
+    for _, p in ipairs(list) do
+      total = total + size_of(p)
+    end
+    if total > MAX_PUBLISH_BYTES then
+      error(fmt(E.publish_too_big, MAX_PUBLISH_BYTES), 2)
+    end
     pub.message_id = tostring(ctx.idempotency_key) .. ":" .. tostring(ctx.subscription) .. ":"
       .. (#list + 1)
     if is_json_type(pub.content_type) then

@@ -372,7 +372,8 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
                      .timeout_ms = sub->handler_timeout_ms,
                      .max_attempts = sub->retry.max_attempts,
                      .breakers = breakers,
-                     .breaker_fallback = &sub->breaker};
+                     .breaker_fallback = &sub->breaker,
+                     .max_publish_bytes = (size_t)sub->max_publish_size};
     L = wr_lua_create(&o, err, sizeof(err));
     if (L == NULL) {
         fprintf(stderr, "%s:%d:%d: subscriptions: %s: %s\n", cfg->path, sub->line, sub->col,

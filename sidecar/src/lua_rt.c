@@ -34,8 +34,9 @@
 #define CSTACK_ERROR                                                                               \
     "C stack overflow: calls nested too deeply through C functions (string.gsub or "               \
     "table.sort callbacks, coroutines, metamethods)"
-#define DEFAULT_MEMORY (64u << 20) /* bytes per state */
-#define MAX_PUBLISHES 1000         /* ctx.publish calls per message */
+#define DEFAULT_MEMORY (64u << 20)        /* bytes per state */
+#define MAX_PUBLISHES 1000                /* ctx.publish calls per message */
+#define DEFAULT_PUBLISH_BYTES (16u << 20) /* what ctx.publish may buffer per message */
 
 enum phase { PHASE_NONE, PHASE_INIT, PHASE_HANDLE };
 
@@ -74,6 +75,7 @@ struct wr_lua {
     /* buffered publishes of the current call */
     wr_lua_pub *pubs;
     int pub_count, pub_cap;
+    size_t pub_bytes; /* what they hold, against opts.max_publish_bytes */
 
     int ref_handle; /* registry refs */
     int ref_ctx;
@@ -272,6 +274,22 @@ static void free_pubs(wr_lua *rt)
         free_pub(&rt->pubs[i]);
     }
     rt->pub_count = 0;
+    rt->pub_bytes = 0;
+}
+
+/* The bytes publish P holds (what counts against max_publish_bytes). */
+static size_t pub_size(const wr_lua_pub *p)
+{
+    size_t n = p->body_len;
+    const char *strs[] = {p->exchange, p->routing_key, p->content_type, p->type};
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+        n += strs[i] != NULL ? strlen(strs[i]) : 0;
+    }
+    for (int k = 0; k < p->header_count; k++) {
+        n += (p->header_keys[k] != NULL ? strlen(p->header_keys[k]) : 0) +
+             (p->header_vals[k] != NULL ? strlen(p->header_vals[k]) : 0);
+    }
+    return n;
 }
 
 /* ---- the timeout hook ---------------------------------------------------------- */
@@ -489,8 +507,26 @@ void wr_lua_mem_slack(lua_State *L, int on)
  * catch the error with pcall, and a half-built publish must not go out. */
 static void drop_last_pub(wr_lua *rt)
 {
-    free_pub(&rt->pubs[--rt->pub_count]);
+    wr_lua_pub *p = &rt->pubs[--rt->pub_count];
+    rt->pub_bytes -= pub_size(p);
+    free_pub(p);
 }
+
+/* Whether N more bytes of publishes fit in this message's allowance; if so
+ * they are counted. */
+static int charge_pub(wr_lua *rt, size_t n)
+{
+    size_t cap = rt->opts.max_publish_bytes ? rt->opts.max_publish_bytes : DEFAULT_PUBLISH_BYTES;
+    if (n > cap || rt->pub_bytes > cap - n) {
+        return -1;
+    }
+    rt->pub_bytes += n;
+    return 0;
+}
+
+#define PUB_TOO_BIG "ctx.publish: this message's events would exceed max_publish_size (%zu bytes)"
+#define PUB_CAP(rt)                                                                                \
+    ((rt)->opts.max_publish_bytes ? (rt)->opts.max_publish_bytes : (size_t)DEFAULT_PUBLISH_BYTES)
 
 #define PUB_FAIL(L, ...)                                                                           \
     do {                                                                                           \
@@ -552,6 +588,16 @@ static int ctx_publish(lua_State *L)
         rt->pubs = p;
         rt->pub_cap = cap;
     }
+    /* what is copied out of the state counts against the message's allowance,
+     * checked before anything is copied */
+    size_t ne, nr, nb;
+    lua_tolstring(L, 1, &ne);
+    lua_tolstring(L, 2, &nr);
+    lua_tolstring(L, 3, &nb);
+    size_t nj = json_type ? strlen(json_type) : 0;
+    if (ne + nr < ne || ne + nr + nb < nb || charge_pub(rt, ne + nr + nb + nj) != 0) {
+        return caller_error(L, PUB_TOO_BIG, PUB_CAP(rt));
+    }
     wr_lua_pub *p = &rt->pubs[rt->pub_count];
     memset(p, 0, sizeof(*p));
     size_t n;
@@ -565,11 +611,19 @@ static int ctx_publish(lua_State *L)
     p->body_len = n;
     p->content_type = json_type ? dupn(json_type, strlen(json_type)) : NULL;
     rt->pub_count++; /* from here on free_pubs owns what p holds */
+    if (p->exchange == NULL || p->routing_key == NULL || p->body == NULL ||
+        (json_type != NULL && p->content_type == NULL)) {
+        PUB_FAIL(L, "not enough memory");
+    }
     if (nargs == 4 && lua_istable(L, 4)) {
         lua_getfield(L, 4, "content_type");
         if (lua_type(L, -1) == LUA_TSTRING) {
-            free(p->content_type);
             s = lua_tolstring(L, -1, &n);
+            if (charge_pub(rt, n) != 0) {
+                PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
+            }
+            rt->pub_bytes -= nj; /* the JSON content type it replaces */
+            free(p->content_type);
             p->content_type = dupn(s, n);
         } else if (!lua_isnil(L, -1)) {
             PUB_FAIL(L, "ctx.publish: opts.content_type must be a string");
@@ -577,6 +631,9 @@ static int ctx_publish(lua_State *L)
         lua_getfield(L, 4, "type");
         if (lua_type(L, -1) == LUA_TSTRING) {
             s = lua_tolstring(L, -1, &n);
+            if (charge_pub(rt, n) != 0) {
+                PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
+            }
             p->type = dupn(s, n);
         } else if (!lua_isnil(L, -1)) {
             PUB_FAIL(L, "ctx.publish: opts.type must be a string");
@@ -613,17 +670,22 @@ static int ctx_publish(lua_State *L)
                                       ? (lua_toboolean(L, -1) ? "true" : "false")
                                       : NULL;
                 size_t vn = val ? strlen(val) : 0;
+                lua_pushvalue(L, -1); /* tolstring on a copy keeps the number intact */
                 if (val == NULL) {
-                    lua_pushvalue(L, -1); /* tolstring on a copy keeps the number intact */
                     val = lua_tolstring(L, -1, &vn);
-                    p->header_vals[p->header_count] = dupn(val, vn);
-                    lua_pop(L, 1);
-                } else {
-                    p->header_vals[p->header_count] = dupn(val, vn);
                 }
-                s = lua_tolstring(L, -2, &n);
+                s = lua_tolstring(L, -3, &n);
+                if (charge_pub(rt, n + vn) != 0 || n + vn < n) {
+                    PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
+                }
+                p->header_vals[p->header_count] = dupn(val, vn);
                 p->header_keys[p->header_count] = dupn(s, n);
                 p->header_count++;
+                lua_pop(L, 1);
+                if (p->header_vals[p->header_count - 1] == NULL ||
+                    p->header_keys[p->header_count - 1] == NULL) {
+                    PUB_FAIL(L, "not enough memory");
+                }
                 lua_pop(L, 1);
             }
         } else if (!lua_isnil(L, -1)) {

@@ -90,6 +90,8 @@ typedef struct {
     void *service_ud;
     int64_t service_every_ms;
     const wr_breaker_policy *breaker_fallback; /* policy of names not in the config */
+    size_t max_publish_bytes; /* what ctx.publish may buffer per message (bodies, names,
+                                 headers: copied out of the state); 0 = 16 MiB */
 } wr_lua_opts;
 
 typedef enum {

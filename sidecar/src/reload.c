@@ -284,6 +284,7 @@ static int restart_diff(const wr_config *a, const wr_config *b, char *what, size
         SUB(x->concurrency != y->concurrency, "concurrency");
         SUB(x->batch_size != y->batch_size, "batch_size");
         SUB(x->max_body_size != y->max_body_size, "max_body_size");
+        SUB(x->max_publish_size != y->max_publish_size, "max_publish_size");
         SUB(x->idem.enabled != y->idem.enabled || x->idem.source != y->idem.source ||
                 !str_eq(x->idem.key_arg, y->idem.key_arg) ||
                 !str_eq(x->idem.prefix, y->idem.prefix) || x->idem.ttl_ms != y->idem.ttl_ms ||

@@ -46,6 +46,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include "log.h"
@@ -1298,6 +1299,119 @@ static void test_runaway_c_calls(void)
     wr_lua_destroy(L);
 }
 
+/* ---- memory copied out of the state ------------------------------------------------ */
+
+/* What ctx.publish copies into C memory (outside the state's limit) is
+ * bounded per message: 60 publishes of one 8 MiB string grew the process by
+ * 480 MB and succeeded. And cjson's encode buffer (malloc'd too) stays within
+ * the state's limit: a table that refers 100 times to one 1 MiB string made a
+ * 128 MiB buffer. Each case runs in a child, which reports how much its
+ * resident size grew. */
+static const char copies_src[] =
+    "local cjson = require('cjson')\n"
+    "local M = {}\n"
+    "function M.handle(event, ctx)\n"
+    "  local s = string.rep('x', event.data.size)\n"
+    "  if event.data.encode then\n"
+    "    local t = {}\n"
+    "    for i = 1, event.data.encode do t[i] = s end\n"
+    "    return #cjson.encode(t)\n"
+    "  end\n"
+    "  for i = 1, event.data.count do ctx.publish('shop', 'k' .. i, s) end -- @publish\n"
+    "end\n"
+    "return M\n";
+
+/* Run BODY through copies.lua in a child (memory limit MEM, publish cap CAP,
+ * 0: defaults): returns how many KiB its peak resident size grew, and the
+ * outcome and error through OUT/ERR. */
+static long run_in_child(const char *body, size_t mem, size_t cap, wr_outcome *out, char *err,
+                         size_t errcap)
+{
+    int fds[2];
+    if (pipe(fds) != 0) {
+        exit(2);
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        wr_lua_opts o = opts_for(path_of("copies.lua"), 20000, mem);
+        o.max_publish_bytes = cap;
+        char e[1024];
+        wr_lua *L = wr_lua_create(&o, e, sizeof(e));
+        struct {
+            long grew;
+            int outcome;
+            char error[1024];
+        } r = {0};
+        if (L == NULL) {
+            r.outcome = -1;
+            snprintf(r.error, sizeof(r.error), "%s", e);
+        } else {
+            struct rusage ru;
+            getrusage(RUSAGE_SELF, &ru);
+            long before = ru.ru_maxrss;
+            wr_lua_result res;
+            run(L, body, &res);
+            getrusage(RUSAGE_SELF, &ru);
+            r.grew = ru.ru_maxrss - before;
+            r.outcome = res.outcome;
+            snprintf(r.error, sizeof(r.error), "%s", res.error);
+        }
+        ssize_t w = write(fds[1], &r, sizeof(r));
+        (void)w;
+        _exit(0);
+    }
+    close(fds[1]);
+    struct {
+        long grew;
+        int outcome;
+        char error[1024];
+    } r = {0};
+    ssize_t got = read(fds[0], &r, sizeof(r));
+    close(fds[0]);
+    waitpid(pid, NULL, 0);
+    CHECK(got == (ssize_t)sizeof(r));
+    *out = (wr_outcome)r.outcome;
+    snprintf(err, errcap, "%s", r.error);
+    return r.grew;
+}
+
+static void test_copies_bounded(void)
+{
+    write_file("copies.lua", copies_src);
+    wr_outcome out;
+    char err[1024];
+    /* 60 x 8 MiB under the default cap (16 MiB per message) */
+    long grew = run_in_child("{\"size\":8388608,\"count\":60}", 0, 0, &out, err, sizeof(err));
+    printf("  60 publishes of 8 MiB: %s, resident size +%ld MiB\n", wr_outcome_name(out),
+           grew / 1024);
+    CHECK_INT(out, WR_OUT_ERROR);
+    CHECK_STR(err, fmt("%s:%d: ctx.publish: this message's events would exceed "
+                       "max_publish_size (16777216 bytes)",
+                       path_of("copies.lua"), line_of(copies_src, "@publish")));
+    CHECK(grew < 200 * 1024);
+    /* a cap of its own, and publishes within it */
+    grew = run_in_child("{\"size\":100000,\"count\":9}", 0, 1000000, &out, err, sizeof(err));
+    CHECK_INT(out, WR_OUT_OK);
+    CHECK_STR(err, "");
+    grew = run_in_child("{\"size\":100000,\"count\":10}", 0, 1000000, &out, err, sizeof(err));
+    CHECK_INT(out, WR_OUT_ERROR);
+    CHECK_STR(err, fmt("%s:%d: ctx.publish: this message's events would exceed "
+                       "max_publish_size (1000000 bytes)",
+                       path_of("copies.lua"), line_of(copies_src, "@publish")));
+    /* cjson: 100 references to one 1 MiB string, 100 MiB of JSON */
+    grew = run_in_child("{\"size\":1048576,\"encode\":100}", 0, 0, &out, err, sizeof(err));
+    printf("  cjson.encode of 100 MiB of JSON: %s, resident size +%ld MiB\n", wr_outcome_name(out),
+           grew / 1024);
+    CHECK_INT(out, WR_OUT_ERROR);
+    CHECK_STR(err, "not enough memory: the handler exceeded the state's memory limit");
+    CHECK(grew < 80 * 1024);
+    /* ... and 40 of them, 40 MiB: it fits, and encodes */
+    grew = run_in_child("{\"size\":1048576,\"encode\":40}", 0, 0, &out, err, sizeof(err));
+    CHECK_INT(out, WR_OUT_OK);
+}
+
 /* ---- the panic function ---------------------------------------------------------- */
 
 /* An error outside every protected call makes LuaJIT call the state's panic
@@ -1947,6 +2061,7 @@ int main(void)
     test_cstack();
     test_pattern_equivalence();
     test_runaway_c_calls();
+    test_copies_bounded();
     test_sandbox();
     test_require();
     test_load_failures();

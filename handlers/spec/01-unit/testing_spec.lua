@@ -349,6 +349,8 @@ describe("ctx.publish", function()
       { 'ctx.publish("x", "y", "b", { headers = { n = {} } })', E.publish_header_value },
       { 'ctx.publish("x", "y", "b", { headers = { "positional" } })', E.publish_header_value },
       { 'for i = 1, 1001 do ctx.publish("x", "y", "b") end', fmt(E.publish_limit, 1000) },
+      { 'local s = string.rep("x", 6 * 1024 * 1024) for i = 1, 3 do ctx.publish("x", "y", s) end',
+        fmt(E.publish_too_big, 16 * 1024 * 1024) },
     }
     for _, case in ipairs(cases) do
       local res, path = run_body(case[1])
