@@ -29,6 +29,8 @@
 #include "idkey.h"
 #include "journal.h"
 #include "log.h"
+#include "rconn.h"
+#include "record.h"
 
 #define CH 1
 #define XW "x-warren-"
@@ -54,7 +56,7 @@ typedef struct {
     int64_t older_ms; /* -1: no --older-than */
     long limit;       /* 0: no limit */
     int json, dry_run, yes;
-    double rate;      /* messages per second */
+    double rate; /* messages per second */
 } opts;
 
 /* One DLQ message taken with basic.get, still unacked. */
@@ -62,7 +64,7 @@ typedef struct {
     uint64_t tag;
     amqp_bytes_t exchange, routing_key; /* of the get-ok (malloc'd) */
     amqp_message_t msg;
-    int done;                           /* acked (replayed or purged) or nacked already */
+    int done; /* acked (replayed or purged) or nacked already */
 } dmsg;
 
 typedef struct {
@@ -99,8 +101,7 @@ static amqp_bytes_t prop_str(const amqp_basic_properties_t *p, amqp_flags_t flag
 
 static amqp_bytes_t msg_id(const dmsg *m)
 {
-    return prop_str(&m->msg.properties, AMQP_BASIC_MESSAGE_ID_FLAG,
-                    m->msg.properties.message_id);
+    return prop_str(&m->msg.properties, AMQP_BASIC_MESSAGE_ID_FLAG, m->msg.properties.message_id);
 }
 
 static amqp_bytes_t hdr(const dmsg *m, const char *name)
@@ -336,8 +337,7 @@ static int matches(const opts *o, const dmsg *m, int64_t now)
         }
     }
     if (o->grep != NULL) {
-        const amqp_field_value_t *errs = wr_table_get(headers_of(&m->msg.properties),
-                                                      XW "errors");
+        const amqp_field_value_t *errs = wr_table_get(headers_of(&m->msg.properties), XW "errors");
         int hit = bytes_has(msg_id(m), o->grep) || bytes_has(hdr(m, XW "error"), o->grep) ||
                   bytes_has(m->msg.body, o->grep);
         if (!hit && errs != NULL && errs->kind == AMQP_FIELD_KIND_ARRAY) {
@@ -483,11 +483,10 @@ static json_t *summary_json(const dmsg *m)
     json_object_set_new(o, "first_failure", json_bytes(hdr(m, XW "first-failure")));
     json_object_set_new(o, "last_failure", json_bytes(hdr(m, XW "last-failure")));
     json_object_set_new(o, "original_exchange", json_bytes(hdr(m, XW "original-exchange")));
-    json_object_set_new(o, "original_routing_key",
-                        json_bytes(hdr(m, XW "original-routing-key")));
-    json_object_set_new(o, "type", json_bytes(prop_str(&m->msg.properties,
-                                                       AMQP_BASIC_TYPE_FLAG,
-                                                       m->msg.properties.type)));
+    json_object_set_new(o, "original_routing_key", json_bytes(hdr(m, XW "original-routing-key")));
+    json_object_set_new(
+        o, "type",
+        json_bytes(prop_str(&m->msg.properties, AMQP_BASIC_TYPE_FLAG, m->msg.properties.type)));
     json_object_set_new(o, "error", json_bytes(err));
     json_object_set_new(o, "body_bytes", json_integer((json_int_t)m->msg.body.len));
     return o;
@@ -525,12 +524,21 @@ typedef struct {
     size_t off;
 } str_prop;
 
-#define SP(n, f) {#n, AMQP_BASIC_##f##_FLAG, offsetof(amqp_basic_properties_t, n)}
+#define SP(n, f)                                                                                   \
+    {                                                                                              \
+#n, AMQP_BASIC_##f##_FLAG, offsetof(amqp_basic_properties_t, n)                            \
+    }
 static const str_prop str_props[] = {
-    SP(message_id, MESSAGE_ID),     SP(type, TYPE),         SP(content_type, CONTENT_TYPE),
-    SP(content_encoding, CONTENT_ENCODING), SP(correlation_id, CORRELATION_ID),
-    SP(reply_to, REPLY_TO),         SP(expiration, EXPIRATION), SP(user_id, USER_ID),
-    SP(app_id, APP_ID),             SP(cluster_id, CLUSTER_ID),
+    SP(message_id, MESSAGE_ID),
+    SP(type, TYPE),
+    SP(content_type, CONTENT_TYPE),
+    SP(content_encoding, CONTENT_ENCODING),
+    SP(correlation_id, CORRELATION_ID),
+    SP(reply_to, REPLY_TO),
+    SP(expiration, EXPIRATION),
+    SP(user_id, USER_ID),
+    SP(app_id, APP_ID),
+    SP(cluster_id, CLUSTER_ID),
 };
 #undef SP
 
@@ -577,9 +585,10 @@ static void show_text(const dmsg *m, const char *dlq)
     json_t *j = show_json(m);
     const char *k;
     json_t *v;
-    printf("message %.*s in %s\n\nproperties:\n", (int)msg_id(m).len,
-           (const char *)msg_id(m).bytes, dlq);
-    json_object_foreach(json_object_get(j, "properties"), k, v) {
+    printf("message %.*s in %s\n\nproperties:\n", (int)msg_id(m).len, (const char *)msg_id(m).bytes,
+           dlq);
+    json_object_foreach(json_object_get(j, "properties"), k, v)
+    {
         if (json_is_string(v)) {
             printf("  %s: %s\n", k, json_string_value(v));
         } else if (strcmp(k, "timestamp") == 0) {
@@ -637,79 +646,59 @@ static void show_text(const dmsg *m, const char *dlq)
 /* --- replay ------------------------------------------------------------- */
 
 typedef struct {
-    redisContext *rc;
+    wr_rconn *rc;
     char err[1200];
 } redis_conn;
 
 static int redis_open(redis_conn *r, const wr_config *cfg)
 {
-    struct timeval tv = {(time_t)(cfg->redis_timeout_ms / 1000),
-                         (suseconds_t)(cfg->redis_timeout_ms % 1000 * 1000)};
-    r->rc = redisConnectWithTimeout(cfg->redis.host, cfg->redis.port, tv);
-    if (r->rc == NULL || r->rc->err) {
-        snprintf(r->err, sizeof(r->err), "cannot connect to %s: %s", cfg->redis.redacted,
-                 r->rc ? r->rc->errstr : "out of memory");
+    char err[512];
+    r->rc = wr_rconn_create(&cfg->redis, cfg->redis_timeout_ms, NULL, 0, err, sizeof(err));
+    if (r->rc == NULL) {
+        snprintf(r->err, sizeof(r->err), "cannot connect to %s: %s", cfg->redis.redacted, err);
         return -1;
     }
-    redisSetTimeout(r->rc, tv);
-    redisReply *rep = NULL;
-    if (cfg->redis.password != NULL) {
-        rep = cfg->redis.user != NULL
-                  ? redisCommand(r->rc, "AUTH %s %s", cfg->redis.user, cfg->redis.password)
-                  : redisCommand(r->rc, "AUTH %s", cfg->redis.password);
-        if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
-            snprintf(r->err, sizeof(r->err), "%s: AUTH failed", cfg->redis.redacted);
-            freeReplyObject(rep);
-            return -1;
-        }
-        freeReplyObject(rep);
-    }
-    rep = redisCommand(r->rc, "SELECT %d", cfg->redis.db);
-    if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
-        snprintf(r->err, sizeof(r->err), "%s: SELECT failed", cfg->redis.redacted);
-        freeReplyObject(rep);
-        return -1;
-    }
-    freeReplyObject(rep);
     return 0;
+}
+
+static void redis_close(redis_conn *r)
+{
+    wr_rconn_destroy(r->rc);
+    r->rc = NULL;
 }
 
 /* Read STATE and OUTCOME of KEY (empty when absent). Returns 0, or -1 on error. */
 static int redis_record(redis_conn *r, const char *key, char *state, char *outcome, size_t cap)
 {
     state[0] = outcome[0] = '\0';
-    redisReply *rep = redisCommand(r->rc, "HMGET %s state outcome", key);
-    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
-        snprintf(r->err, sizeof(r->err), "HMGET %s: %s", key,
-                 rep && rep->type == REDIS_REPLY_ERROR ? rep->str : r->rc->errstr);
-        freeReplyObject(rep);
-        return -1;
+    wr_record rec;
+    redisReply *hold = NULL;
+    int rc = wr_rconn_read_record(r->rc, key, &rec, &hold, r->err, sizeof(r->err));
+    if (rc == 0 && rec.state != 0) {
+        snprintf(state, cap, "%s", wr_record_state_name(rec.state));
+        if (rec.state == 'd') {
+            snprintf(outcome, cap, "%.*s", (int)rec.outcome_len, rec.outcome);
+        }
     }
-    if (rep->element[0]->type == REDIS_REPLY_STRING) {
-        snprintf(state, cap, "%s", rep->element[0]->str);
-    }
-    if (rep->element[1]->type == REDIS_REPLY_STRING) {
-        snprintf(outcome, cap, "%s", rep->element[1]->str);
-    }
-    freeReplyObject(rep);
-    return 0;
+    freeReplyObject(hold);
+    return rc;
 }
 
 static int redis_del(redis_conn *r, const char *key)
 {
-    redisReply *rep = redisCommand(r->rc, "DEL %s", key);
+    redisReply *rep = wr_rconn_commandf(r->rc, "DEL %s", key);
     int rc = rep != NULL && rep->type == REDIS_REPLY_INTEGER ? 0 : -1;
     if (rc != 0) {
         snprintf(r->err, sizeof(r->err), "DEL %s: %s", key,
-                 rep && rep->type == REDIS_REPLY_ERROR ? rep->str : r->rc->errstr);
+                 rep && rep->type == REDIS_REPLY_ERROR ? rep->str : wr_rconn_error(r->rc));
     }
     freeReplyObject(rep);
     return rc;
 }
 
 /* The full Redis key of M (as the worker derives it) into OUT; -1 when it has none. */
-static int record_key(const wr_subscription *sub, const dmsg *m, char *out, size_t cap,
-                      char *why, size_t whycap)
+static int record_key(const wr_subscription *sub, const dmsg *m, char *out, size_t cap, char *why,
+                      size_t whycap)
 {
     const wr_idem_policy *pol = &sub->idem;
     amqp_envelope_t d;
@@ -731,7 +720,7 @@ static int record_key(const wr_subscription *sub, const dmsg *m, char *out, size
     if (wr_idkey_derive(pol, &env, key, sizeof(key), why, whycap) != 0) {
         return -1;
     }
-    snprintf(out, cap, "%s%s:%s", pol->prefix, sub->name, key);
+    wr_record_key(pol->prefix, sub->name, key, out, cap);
     return 0;
 }
 
@@ -843,8 +832,8 @@ static void journal_replayed(wr_idem *jd, const wr_config *cfg, const wr_subscri
     free(text);
 }
 
-static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription *sub,
-                     reader *r, const size_t *sel, size_t nsel)
+static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription *sub, reader *r,
+                     const size_t *sel, size_t nsel)
 {
     redis_conn rd = {0};
     wr_broker *b = NULL;
@@ -860,8 +849,7 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
     }
     if (o->dry_run && sub->idem.enabled && redis_open(&rd, cfg) != 0) {
         fprintf(stderr, "warren dlq: %s (records not shown)\n", rd.err);
-        redisFree(rd.rc);
-        rd.rc = NULL;
+        redis_close(&rd);
     }
     if (!o->dry_run && nsel > 0 && sub->idem.enabled && cfg->journal_enabled) {
         char jerr[256];
@@ -871,8 +859,8 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
         }
     }
     if (!o->dry_run && nsel > 0) {
-        b = wr_broker_create(&cfg->amqp, 0, cfg->amqp_connect_timeout_ms, "warren dlq replay",
-                             berr, sizeof(berr));
+        b = wr_broker_create(&cfg->amqp, 0, cfg->amqp_connect_timeout_ms, "warren dlq replay", berr,
+                             sizeof(berr));
         if (b == NULL) {
             fprintf(stderr, "warren dlq: %s\n", berr);
             fail = 1;
@@ -883,8 +871,8 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
         dmsg *m = &r->msgs[sel[i]];
         char key[WR_IDKEY_MAX + 256], why[256], state[32] = "", outcome[32] = "";
         const char *action = "nothing to reset";
-        int have_key = sub->idem.enabled &&
-                       record_key(sub, m, key, sizeof(key), why, sizeof(why)) == 0;
+        int have_key =
+            sub->idem.enabled && record_key(sub, m, key, sizeof(key), why, sizeof(why)) == 0;
         if (have_key && rd.rc != NULL &&
             redis_record(&rd, key, state, outcome, sizeof(state)) != 0) {
             fprintf(stderr, "warren dlq: %s\n", rd.err);
@@ -914,18 +902,18 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
             amqp_pool_t pool;
             init_amqp_pool(&pool, 4096);
             amqp_basic_properties_t props;
-            size_t idx = 0;
+            uint64_t seq = 0;
             int prc = replay_props(&pool, m, &props);
             wr_pub_state ps = WR_PUB_PENDING;
             if (prc == 0) {
-                wr_broker_batch_begin(b);
                 prc = wr_broker_publish(b, amqp_cstring_bytes(""), amqp_cstring_bytes(sub->queue),
-                                        1, &props, m->msg.body, &idx);
+                                        1, &props, m->msg.body, &seq);
                 if (prc == WR_BROKER_OK) {
-                    prc = wr_broker_batch_wait(b, 10000);
+                    prc = wr_broker_confirm_wait(b, seq + 1, 10000);
                 }
-                ps = prc == WR_BROKER_OK ? wr_broker_batch_state(b, idx) : WR_PUB_PENDING;
+                ps = prc == WR_BROKER_OK ? wr_broker_confirm_state(b, seq) : WR_PUB_PENDING;
                 down = prc == WR_BROKER_DOWN || prc == WR_BROKER_CONFLICT;
+                wr_broker_confirm_release(b, seq + 1); /* before the pool it points into goes */
             }
             empty_amqp_pool(&pool);
             if (ps == WR_PUB_ACKED) {
@@ -970,11 +958,12 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
         if (!o->dry_run && strncmp(result, "not", 3) == 0) {
             const char *why_b = wr_broker_error(b);
             fprintf(stderr, "warren dlq: %.*s: %s%s%s; it stays in %s\n", (int)msg_id(m).len,
-                    (const char *)msg_id(m).bytes, result, why_b[0] ? ": " : "", why_b,
-                    sub->dlq);
+                    (const char *)msg_id(m).bytes, result, why_b[0] ? ": " : "", why_b, sub->dlq);
             if (down) {
-                fprintf(stderr, "warren dlq: the broker connection is lost: stopping; the "
-                        "remaining messages stay in %s\n", sub->dlq);
+                fprintf(stderr,
+                        "warren dlq: the broker connection is lost: stopping; the "
+                        "remaining messages stay in %s\n",
+                        sub->dlq);
                 break;
             }
         }
@@ -1001,7 +990,7 @@ done:
     }
     wr_idem_destroy(jd);
     if (rd.rc != NULL) {
-        redisFree(rd.rc);
+        redis_close(&rd);
     }
     return fail;
 }
@@ -1013,15 +1002,16 @@ static int do_purge(const opts *o, const wr_subscription *sub, reader *r, const 
 {
     if (nsel > 0 && !o->yes) {
         if (!isatty(STDIN_FILENO)) {
-            fprintf(stderr, "warren dlq: refusing to purge %zu message(s) from %s: stdin is not "
-                    "a terminal; pass --yes\n", nsel, sub->dlq);
+            fprintf(stderr,
+                    "warren dlq: refusing to purge %zu message(s) from %s: stdin is not "
+                    "a terminal; pass --yes\n",
+                    nsel, sub->dlq);
             return 1;
         }
         fprintf(stderr, "purge %zu messages from %s? [y/N] ", nsel, sub->dlq);
         char line[16] = "";
         if (fgets(line, sizeof(line), stdin) == NULL ||
-            (strcmp(line, "y\n") != 0 && strcmp(line, "yes\n") != 0 &&
-             strcmp(line, "Y\n") != 0)) {
+            (strcmp(line, "y\n") != 0 && strcmp(line, "yes\n") != 0 && strcmp(line, "Y\n") != 0)) {
             fprintf(stderr, "nothing purged\n");
             return 1;
         }

@@ -11,6 +11,7 @@
 
 #include "breakers.h"
 #include "config.h"
+#include "decide.h"
 #include "envelope.h"
 #include "idkey.h"
 #include "log.h"
@@ -50,9 +51,9 @@ static int exec_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_
         return 0;
     }
     int is_str = json_is_string(v) || json_is_number(v);
-    if (v != NULL && ((strcmp(cmd, "GET") == 0 && !is_str) ||
-                      (cmd[0] == 'H' && !json_is_object(v)) ||
-                      (cmd[0] == 'S' && !json_is_array(v)))) {
+    if (v != NULL &&
+        ((strcmp(cmd, "GET") == 0 && !is_str) || (cmd[0] == 'H' && !json_is_object(v)) ||
+         (cmd[0] == 'S' && !json_is_array(v)))) {
         snprintf(err, errcap, "WRONGTYPE Operation against a key holding the wrong kind of value");
         return -1;
     }
@@ -70,10 +71,10 @@ static int exec_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_
             out->present = 1;
             out->str = (wr_sbstr){json_string_value(x), json_string_length(x)};
         } else if (json_is_number(x)) {
-            int n = json_is_integer(x)
-                        ? snprintf(es->num, sizeof(es->num), "%lld",
-                                   (long long)json_integer_value(x))
-                        : snprintf(es->num, sizeof(es->num), "%.17g", json_number_value(x));
+            int n =
+                json_is_integer(x)
+                    ? snprintf(es->num, sizeof(es->num), "%lld", (long long)json_integer_value(x))
+                    : snprintf(es->num, sizeof(es->num), "%.17g", json_number_value(x));
             out->present = 1;
             out->str = (wr_sbstr){es->num, (size_t)n};
         }
@@ -299,9 +300,9 @@ static json_t *pub_json(const wr_lua_pub *p, const char *key, const char *sub, i
     for (int k = 0; k < p->header_count; k++) {
         json_object_set_new(h, p->header_keys[k], json_string(p->header_vals[k]));
     }
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s%, s:o}", "exchange", p->exchange, "routing_key",
-                          p->routing_key, "message_id", id, "body", p->body, p->body_len,
-                          "headers", h);
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:s%, s:o}", "exchange", p->exchange, "routing_key",
+                  p->routing_key, "message_id", id, "body", p->body, p->body_len, "headers", h);
     if (o != NULL && p->content_type) {
         json_object_set_new(o, "content_type", json_string(p->content_type));
     }
@@ -394,9 +395,9 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
     json_object_set_new(report, "handler", json_string(sub->handler));
     json_object_set_new(report, "handler_version", json_string(wr_lua_version(L)));
     int ok = 0;
-    int invalid = wr_envelope_decode(&d, sub->max_body_size > 0 ? (size_t)sub->max_body_size
-                                                                : 512 * 1024,
-                                     require_id, &env, &reason, detail, sizeof(detail)) != 0;
+    int invalid =
+        wr_envelope_decode(&d, sub->max_body_size > 0 ? (size_t)sub->max_body_size : 512 * 1024,
+                           require_id, &env, &reason, detail, sizeof(detail)) != 0;
     if (!invalid && pol->enabled &&
         wr_idkey_derive(pol, &env, key, sizeof(key), detail, sizeof(detail)) != 0) {
         invalid = 1;
@@ -445,35 +446,33 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
             json_object_set_new(report, "reason", json_string(res.reason));
             json_object_set_new(report, "error", json_string(res.error));
         }
+        /* the same decision as the worker's (decide.h), jitter pinned to none */
         wr_retry_tiers tiers;
         wr_retry_tiers_of(&sub->retry, &tiers);
-        int tier;
-        int64_t delay;
-        if (out == WR_OUT_OK) {
+        wr_decision dec =
+            wr_decide(out, env.attempt, &sub->retry, &tiers, res.retry_delay_ms, 0, 0);
+        if (dec.action == WR_ACT_OK) {
             ok = 1;
             for (int i = 0; i < res.pub_count; i++) {
                 json_array_append_new(published, pub_json(&res.pubs[i], key, sub->name, i));
             }
             if (store_buf != NULL) {
                 /* what the commit would apply with the done mark */
-                json_object_set_new(report, "store_writes",
-                                    writes_json(store_buf, es.prefix_len));
+                json_object_set_new(report, "store_writes", writes_json(store_buf, es.prefix_len));
             }
             json_object_set_new(decision, "action", json_string("ack"));
-        } else if ((out == WR_OUT_ERROR || out == WR_OUT_TIMEOUT || out == WR_OUT_RETRY) &&
-                   wr_retry_plan(&sub->retry, &tiers, env.attempt, res.retry_delay_ms, 0, &tier,
-                                 &delay) == 0) {
+        } else if (dec.action == WR_ACT_RETRY) {
             char q[300];
-            wr_retry_queue_name(sub->queue, tiers.delay_ms[tier], q, sizeof(q));
+            wr_retry_queue_name(sub->queue, tiers.delay_ms[dec.tier], q, sizeof(q));
             json_object_set_new(decision, "action", json_string("retry"));
-            json_object_set_new(decision, "delay_ms", json_integer(delay));
+            json_object_set_new(decision, "delay_ms", json_integer(dec.delay_ms));
             json_object_set_new(decision, "queue", json_string(q));
             json_object_set_new(decision, "next_attempt", json_integer(env.attempt + 1));
             json_object_set_new(decision, "max_attempts", json_integer(sub->retry.max_attempts));
         } else {
             json_object_set_new(decision, "action", json_string("dead-letter"));
             json_object_set_new(decision, "queue", json_string(sub->dlq));
-            if (out != WR_OUT_REJECT && out != WR_OUT_INVALID) {
+            if (dec.exhausted) {
                 json_object_set_new(decision, "why", json_string("attempts exhausted"));
             }
         }
@@ -517,8 +516,7 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
         json_t *p;
         json_array_foreach(published, i, p)
         {
-            printf("  %s -> %s/%s: %s\n",
-                   json_string_value(json_object_get(p, "message_id")),
+            printf("  %s -> %s/%s: %s\n", json_string_value(json_object_get(p, "message_id")),
                    json_string_value(json_object_get(p, "exchange")),
                    json_string_value(json_object_get(p, "routing_key")),
                    json_string_value(json_object_get(p, "body")));

@@ -65,6 +65,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "outcome.h"
 #include "envelope.h"
 #include "storebuf.h"
 
@@ -94,16 +95,7 @@ typedef struct {
                                  headers: copied out of the state); 0 = 16 MiB */
 } wr_lua_opts;
 
-typedef enum {
-    WR_OUT_OK = 0,  /* handled: publish its events, then ack */
-    WR_OUT_ERROR,   /* the handler raised an error (retryable) */
-    WR_OUT_TIMEOUT, /* the handler ran past its deadline (retryable) */
-    WR_OUT_RETRY,   /* the handler asked for a retry: ctx.retry */
-    WR_OUT_REJECT,  /* permanent failure: ctx.reject */
-    WR_OUT_INVALID, /* the message could not be decoded: invalid-json */
-} wr_outcome;
-
-const char *wr_outcome_name(wr_outcome o);
+/* How a handler call ended: wr_outcome (outcome.h). */
 
 /* One ctx.publish, copied out of the Lua state. */
 typedef struct {
@@ -122,7 +114,8 @@ typedef struct {
 typedef struct {
     wr_outcome outcome;
     char error[1024];       /* for every outcome but OK: what went wrong, with source:line */
-    char reason[64];        /* stable code for DLQ headers: handler-error, timeout, ... */
+    char reason[64];        /* stable code for DLQ headers (outcome.h): handler-error,
+                               timeout, out-of-memory, stack-overflow, ... */
     int64_t retry_delay_ms; /* WR_OUT_RETRY: requested delay, or -1 for the policy's */
     int rebuild;            /* the state hit its memory limit: build a new one */
     wr_lua_pub *pubs;       /* WR_OUT_OK: buffered publishes, in order; owned by the
