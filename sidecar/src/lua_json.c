@@ -197,7 +197,7 @@ static int enc_bound(enc_walk *w, int idx, int depth)
 
 /* ---- the guards -------------------------------------------------------------------- */
 
-/* Run the original function (upvalue 1) on the argument at 1, with the
+/* Run the original function (upvalue 1, its name upvalue 2) on the arguments, with the
  * state's limit raised by a quarter while it runs; raise its error again,
  * with the caller's position as cjson would have had it. Returns its results. */
 static int call_original(lua_State *L)
@@ -214,10 +214,21 @@ static int call_original(lua_State *L)
             return lua_error(L);
         }
         if (lua_type(L, -1) == LUA_TSTRING) {
-            /* cjson raised with luaL_error from under this C function: no position */
+            /* cjson raised from under this C function, which LuaJIT cannot name:
+             * give its argument errors the name, and every error the caller's
+             * position, as a direct call would have had */
+            const char *msg = lua_tostring(L, -1);
+            const char *q = strstr(msg, " to '?' (");
             luaL_where(L, 1);
-            lua_insert(L, -2);
-            lua_concat(L, 2);
+            if (strncmp(msg, "bad argument #", 14) == 0 && q != NULL) {
+                lua_pushlstring(L, msg, (size_t)(q - msg));
+                lua_pushfstring(L, " to '%s' (%s", lua_tostring(L, lua_upvalueindex(2)),
+                                q + strlen(" to '?' ("));
+                lua_concat(L, 3);
+            } else {
+                lua_pushvalue(L, -2);
+                lua_concat(L, 2);
+            }
         }
         return lua_error(L);
     }
@@ -299,11 +310,13 @@ static int refused(lua_State *L)
                                lua_tostring(L, lua_upvalueindex(1)));
 }
 
-/* Wrap field NAME of the module table at the top of the stack with FN. */
+/* Wrap field NAME of the module table at the top of the stack with FN
+ * (upvalues: the original function, NAME). */
 static void wrap(lua_State *L, const char *name, lua_CFunction fn)
 {
     lua_getfield(L, -1, name);
-    lua_pushcclosure(L, fn, 1);
+    lua_pushstring(L, name);
+    lua_pushcclosure(L, fn, 2);
     lua_setfield(L, -2, name);
 }
 
