@@ -324,6 +324,9 @@ static void set_cstack_floor(wr_lua *rt)
     if (low != 0 && low + CSTACK_RESERVE > floor) {
         floor = low + CSTACK_RESERVE;
     }
+    if (low != 0 && floor >= here) {
+        floor = low + (here - low) / 2; /* a small stack: half of what is left */
+    }
     rt->cstack_floor = floor;
 }
 

@@ -34,6 +34,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -1076,6 +1077,60 @@ static void test_cstack(void)
     wr_lua_destroy(L);
 }
 
+/* The same on threads with smaller stacks than the 8 MiB of a default
+ * thread (a container's ulimit, another libc): the floor follows the thread's
+ * own stack (1 MiB kept free, or half of what is left on a tiny one), so the
+ * nesting fails with "C stack overflow" there too, and plain handlers run. */
+typedef struct {
+    size_t stack;
+    wr_outcome deep, plain;
+    char reason[64];
+} small_stack_case;
+
+static void *small_stack_main(void *arg)
+{
+    small_stack_case *c = arg;
+    wr_lua_opts o = opts_for(path_of("cstack.lua"), 60000, 0);
+    char err[1024];
+    wr_lua *L = wr_lua_create(&o, err, sizeof(err));
+    if (L == NULL) {
+        fprintf(stderr, "cstack.lua on a %zu KiB stack: %s\n", c->stack >> 10, err);
+        return NULL;
+    }
+    wr_lua_result res;
+    run(L, "{\"mode\":\"gsub\",\"n\":5000}", &res);
+    c->deep = res.outcome;
+    snprintf(c->reason, sizeof(c->reason), "%s", res.reason);
+    run(L, "{\"mode\":\"gsub\",\"n\":10}", &res);
+    c->plain = res.outcome;
+    wr_lua_destroy(L);
+    return NULL;
+}
+
+static void test_small_stacks(void)
+{
+    static const size_t stacks[] = {4u << 20, 1536u << 10, 768u << 10};
+    for (size_t i = 0; i < sizeof(stacks) / sizeof(stacks[0]); i++) {
+        small_stack_case c = {.stack = stacks[i], .deep = WR_OUT_OK, .plain = WR_OUT_ERROR};
+        pthread_attr_t a;
+        pthread_attr_init(&a);
+        pthread_attr_setstacksize(&a, stacks[i]);
+        pthread_t t;
+        watch_case("a small thread stack", 60);
+        CHECK_INT(pthread_create(&t, &a, small_stack_main, &c), 0);
+        pthread_join(t, NULL);
+        unwatch();
+        pthread_attr_destroy(&a);
+        if (c.deep != WR_OUT_ERROR || c.plain != WR_OUT_OK) {
+            fprintf(stderr, "stack %zu KiB: deep %s (%s), plain %s\n", stacks[i] >> 10,
+                    wr_outcome_name(c.deep), c.reason, wr_outcome_name(c.plain));
+        }
+        CHECK_INT(c.deep, WR_OUT_ERROR);
+        CHECK_STR(c.reason, "stack-overflow");
+        CHECK_INT(c.plain, WR_OUT_OK);
+    }
+}
+
 /* ---- pattern functions the deadline can stop -------------------------------------- */
 
 /* lua_pattern.c's string.find/match/gmatch/gsub against LuaJIT's own, on
@@ -1284,8 +1339,11 @@ static void test_runaway_c_calls(void)
         worst = took > worst ? took : worst;
         printf("  runaway %-12s %-8s %6.0f ms  %s\n", calls[i], wr_outcome_name(res.outcome),
                took * 1000, res.error);
-        /* the plain searches are linear: they may also finish in time */
-        if (strncmp(calls[i], "plain", 5) != 0 || res.outcome != WR_OUT_OK) {
+        /* the plain searches are linear: they may also finish in time; the
+         * encode's bound may pass the memory limit before the deadline */
+        if (strcmp(calls[i], "encode") == 0 && res.outcome == WR_OUT_ERROR) {
+            CHECK_STR(res.reason, "out-of-memory");
+        } else if (strncmp(calls[i], "plain", 5) != 0 || res.outcome != WR_OUT_OK) {
             CHECK_OUTCOME(res, WR_OUT_TIMEOUT);
             CHECK(strstr(res.error, "handler timed out after 100 ms") != NULL);
         }
@@ -2213,6 +2271,7 @@ int main(void)
     test_metamethods();
     test_panic();
     test_cstack();
+    test_small_stacks();
     test_pattern_equivalence();
     test_runaway_c_calls();
     test_bounded_c_calls();
