@@ -16,6 +16,8 @@
  * word of a bug, never of a handler. */
 int wr_lua_panic(lua_State *L);
 
+#include "lua_http.h"
+
 /* Raise "ctx.<FN> is not available ..." at the caller's level unless a message
  * is being handled. */
 void wr_lua_check_handling(lua_State *L, const char *fn);
@@ -72,6 +74,9 @@ size_t wr_json_decode_bound(const char *text, size_t n, int *max_depth);
 
 /* Add ctx.store (lua_store.c) to the table at the top of the stack. */
 void wr_lua_store_inject(lua_State *L);
+
+/* The state's HTTP transport (wr_lua_opts.http_send) and its UD; NULL: libcurl. */
+wr_http_send_fn wr_lua_http_transport(lua_State *L, void **ud);
 
 /* Add ctx.http (lua_http.c) to the table at the top of the stack. */
 void wr_lua_http_inject(lua_State *L);
