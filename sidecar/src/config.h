@@ -135,6 +135,8 @@ typedef struct {
     int64_t handler_timeout_ms; /* default from defaults.handler_timeout */
     int64_t max_body_size; /* bytes; larger messages are dead-lettered as body-too-large;
                               default from defaults.max_body_size */
+    int64_t max_publish_size; /* bytes a handler may publish per message (bodies, names,
+                                 headers); default from defaults.max_publish_size */
     wr_retry_policy retry;   /* defaults.retry merged with subscriptions[].retry, key by key */
     wr_idem_policy idem;     /* defaults.idempotency merged with subscriptions[].idempotency */
     wr_breaker_policy breaker; /* defaults.breaker merged with subscriptions[].breaker */
@@ -170,6 +172,7 @@ typedef struct {
     int default_batch_size;          /* defaults.batch_size, default 50 */
     int64_t default_handler_timeout_ms; /* defaults.handler_timeout, default 5s */
     int64_t default_max_body_size;   /* defaults.max_body_size, bytes, default 512 KiB */
+    int64_t default_max_publish_size; /* defaults.max_publish_size, bytes, default 16 MiB */
 
     int64_t shutdown_grace_ms;       /* shutdown.grace, default 25s (fits Kubernetes' 30s) */
 

@@ -544,6 +544,7 @@ int wr_exec_run(const wr_exec_opts *opts)
                      .max_attempts = sub->retry.max_attempts,
                      .breakers = breakers,
                      .breaker_fallback = &sub->breaker,
+                     .max_publish_bytes = (size_t)sub->max_publish_size,
                      .http_send = exec_send,
                      .http_ud = &xh};
     L = wr_lua_create(&o, err, sizeof(err));

@@ -2231,6 +2231,7 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
         .service = service_broker,
         .service_ud = w,
         .service_every_ms = cfg->amqp_heartbeat_ms > 0 ? cfg->amqp_heartbeat_ms / 4 : 1000,
+        .max_publish_bytes = (size_t)sub->max_publish_size,
     };
     int bs = sub->batch_size;
     for (int b = 0; b < 2; b++) {

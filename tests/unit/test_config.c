@@ -187,6 +187,7 @@ static void test_minimal_defaults(void)
     CHECK_INT(cfg->default_batch_size, 50);
     CHECK_INT(cfg->default_handler_timeout_ms, 5000);
     CHECK_INT(cfg->default_max_body_size, 512 * 1024);
+    CHECK_INT(cfg->default_max_publish_size, 16 << 20);
     CHECK_INT(cfg->shutdown_grace_ms, 25000);
     CHECK_STR(cfg->store_prefix, "warren:store:");
     CHECK_INT(cfg->store_max_writes, 256);
@@ -205,6 +206,7 @@ static void test_minimal_defaults(void)
     CHECK_INT(cfg->subs[0].batch_size, 50);
     CHECK_INT(cfg->subs[0].handler_timeout_ms, 5000);
     CHECK_INT(cfg->subs[0].max_body_size, 512 * 1024);
+    CHECK_INT(cfg->subs[0].max_publish_size, 16 << 20);
     CHECK_INT(cfg->subs[0].binding_count, 0);
     CHECK(cfg->subs[0].bindings == NULL);
     CHECK_INT(cfg->subs[0].line, 6);
@@ -257,6 +259,7 @@ static void test_full_config(void)
         "    concurrency: 8\n"
         "    handler_timeout: 750ms\n"
         "    max_body_size: 1000\n"
+        "    max_publish_size: 64KiB\n"
         "    bindings:\n"
         "      - exchange: shop.events\n"
         "        type: direct\n"
@@ -319,6 +322,7 @@ static void test_full_config(void)
     CHECK_INT(s->batch_size, 200); /* 500 clamped to prefetch */
     CHECK_INT(s->handler_timeout_ms, 2000);
     CHECK_INT(s->max_body_size, 4 << 20); /* inherited */
+    CHECK_INT(s->max_publish_size, 16 << 20); /* the default, inherited */
     CHECK_INT(s->line, 22);
     CHECK_INT(s->col, 5);
     CHECK_INT(s->binding_count, 2);
@@ -347,6 +351,7 @@ static void test_full_config(void)
     CHECK_INT(s->batch_size, 20); /* inherited 100, clamped to prefetch 20 */
     CHECK_INT(s->handler_timeout_ms, 750);
     CHECK_INT(s->max_body_size, 1000);
+    CHECK_INT(s->max_publish_size, 64 << 10);
     CHECK_INT(s->binding_count, 1);
     CHECK_STR(s->bindings[0].type, "direct");
     CHECK_INT(s->bindings[0].routing_key_count, 1);
@@ -474,7 +479,7 @@ static void test_unknown_keys(void)
         MINIMAL "    prefetc: 10\n",
         "9:5: unknown key 'prefetc' in subscriptions[0] (expected one of: name, queue, "
         "dlq, handler, prefetch, concurrency, batch_size, handler_timeout, max_body_size, "
-        "retry, idempotency, breaker, bindings)");
+        "max_publish_size, retry, idempotency, breaker, bindings)");
     EXPECT_ERRORS("amqp:\n"
                   "  url: amqp://localhost/\n"
                   "  heartbeats: 5s\n"
@@ -530,7 +535,7 @@ static void test_wrong_node_kinds(void)
         MINIMAL "    queue2: q\n    bindings: {exchange: x}\n",
         "9:5: unknown key 'queue2' in subscriptions[0] (expected one of: name, queue, "
         "dlq, handler, prefetch, concurrency, batch_size, handler_timeout, max_body_size, "
-        "retry, idempotency, breaker, bindings)",
+        "max_publish_size, retry, idempotency, breaker, bindings)",
         "10:15: subscriptions[0].bindings: expected a list, got a mapping");
     /* Never echo a scalar where a mapping was expected: it may be a secret URL. */
     EXPECT_ERRORS("amqp: amqp://user:hunter2@host/\n"
@@ -2011,6 +2016,7 @@ static void test_reference(void)
         "defaults.batch_size",
         "defaults.handler_timeout",
         "defaults.max_body_size",
+        "defaults.max_publish_size",
         "defaults.retry",
         "defaults.retry.max_attempts",
         "defaults.retry.delays",
@@ -2067,6 +2073,7 @@ static void test_reference(void)
         "subscriptions[].batch_size",
         "subscriptions[].handler_timeout",
         "subscriptions[].max_body_size",
+        "subscriptions[].max_publish_size",
         "subscriptions[].retry",
         "subscriptions[].retry.max_attempts",
         "subscriptions[].retry.delays",

@@ -349,6 +349,8 @@ describe("ctx.publish", function()
       { 'ctx.publish("x", "y", "b", { headers = { n = {} } })', E.publish_header_value },
       { 'ctx.publish("x", "y", "b", { headers = { "positional" } })', E.publish_header_value },
       { 'for i = 1, 1001 do ctx.publish("x", "y", "b") end', fmt(E.publish_limit, 1000) },
+      { 'local s = string.rep("x", 6 * 1024 * 1024) for i = 1, 3 do ctx.publish("x", "y", s) end',
+        fmt(E.publish_too_big, 16 * 1024 * 1024) },
     }
     for _, case in ipairs(cases) do
       local res, path = run_body(case[1])
@@ -676,7 +678,7 @@ describe("testing.load", function()
   it("reports what the sidecar reports for a handler it cannot load", function()
     local missing = fixtures.dir() .. "/nope.lua"
     local cases = {
-      { missing, fmt(E.load_open, missing, "No such file or directory") },
+      { missing, fmt(E.load_open, missing, "handler", "No such file or directory") },
       { fixtures.file("syntax.lua", "return {\n  = 1\n}\n"),
         function(p) return p .. ":2: unexpected symbol near '='" end },
       { fixtures.file("number.lua", "return 42\n"),
