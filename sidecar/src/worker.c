@@ -149,7 +149,10 @@ struct wr_worker {
 
     pthread_mutex_t lua_lock; /* guards swapping `lua` against wr_worker_interrupt */
     wr_lua *lua;
-    wr_lua_opts lua_opts;
+    wr_lua_opts lua_opts;  /* what `lua` was built from (source and version: the copies
+                              below), so an out-of-memory rebuild makes the same version */
+    char *run_source;      /* the running version's source */
+    char run_version[64];
 
     wr_live *live;         /* the subscription's live handler and policy (reload.h) */
     unsigned live_gen;     /* the generation this worker runs */
@@ -574,7 +577,29 @@ static void service_broker(void *ud)
     }
 }
 
-/* Replace the Lua state after it ran out of memory. */
+/* Keep a copy of the source and version the running state was built from (in
+ * w->lua_opts), for rebuild_lua. Returns 0, or -1 when out of memory (the old
+ * copy is kept). */
+static int remember_source(wr_worker *w, const char *source, size_t len, const char *version)
+{
+    char *copy = malloc(len + 1);
+    if (copy == NULL) {
+        return -1;
+    }
+    memcpy(copy, source, len);
+    copy[len] = '\0';
+    free(w->run_source);
+    w->run_source = copy;
+    snprintf(w->run_version, sizeof(w->run_version), "%s", version ? version : "");
+    w->lua_opts.source = w->run_source;
+    w->lua_opts.source_len = len;
+    w->lua_opts.version = version ? w->run_version : NULL;
+    return 0;
+}
+
+/* Replace the Lua state after it ran out of memory: the same version, from the
+ * source it was built from (not the file on disk, which may hold a version the
+ * reloader has not validated). */
 static void rebuild_lua(wr_worker *w)
 {
     char err[1024];
@@ -1944,6 +1969,7 @@ static int apply_live(wr_worker *w)
             w->lua = fresh;
             pthread_mutex_unlock(&w->lua_lock);
             wr_lua_destroy(old);
+            remember_source(w, snap.source, snap.source_len, snap.version);
         }
     }
     w->lua_opts.timeout_ms = snap.timeout_ms;
@@ -2258,12 +2284,13 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
         wr_live_snapshot_free(&snap);
         goto fail;
     }
-    wr_lua_opts o = w->lua_opts;
-    o.source = snap.source;
-    o.source_len = snap.source_len;
-    o.version = snap.version;
-    w->lua = wr_lua_create(&o, err, errcap);
+    if (remember_source(w, snap.source, snap.source_len, snap.version) != 0) {
+        snprintf(err, errcap, "out of memory");
+        wr_live_snapshot_free(&snap);
+        goto fail;
+    }
     wr_live_snapshot_free(&snap);
+    w->lua = wr_lua_create(&w->lua_opts, err, errcap);
     if (w->lua == NULL) {
         goto fail;
     }
@@ -2310,6 +2337,7 @@ void wr_worker_free(wr_worker *w)
     free(w->held);
     free(w->orphans);
     free(w->scratch);
+    free(w->run_source);
     pthread_mutex_destroy(&w->lua_lock);
     free(w);
 }
