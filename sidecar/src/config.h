@@ -201,6 +201,21 @@ typedef struct {
  */
 wr_config *wr_config_load(const char *path, wr_config_errors *errs);
 
+/*
+ * The same for a configuration already in memory: TEXT (LEN bytes, NUL bytes
+ * allowed, no terminator needed) as if read from PATH, which names the file
+ * in messages and whose directory handler paths are relative to.
+ *
+ * Hostile input is bounded, each limit reported as FILE:LINE:COL: at most
+ * 1 MiB of text, YAML collections nested at most 32 deep, a value at most
+ * 64 KiB after ${} expansion, ${VAR:-default} nested at most 8 deep, at most
+ * 100000 values visited (YAML aliases count once per use), at most 1000
+ * subscriptions and 1000 named breakers, no NUL byte in a key or value.
+ * Messages quote a value only when it is at most 8 bytes long (a longer one
+ * may be a secret under the wrong key): otherwise they give its length.
+ */
+wr_config *wr_config_parse(const char *path, const char *text, size_t len, wr_config_errors *errs);
+
 void wr_config_free(wr_config *cfg);
 void wr_config_errors_free(wr_config_errors *errs);
 
@@ -215,6 +230,17 @@ int wr_config_parse_duration(const char *text, int64_t *ms);
  * Returns 0, or -1 with a reason (static string) in *WHY. */
 int wr_redis_url_parse(const char *text, wr_redis_url *out, const char **why);
 void wr_redis_url_clear(wr_redis_url *u);
+
+/*
+ * Copy TEXT, a URL or something like one, with its password masked: the
+ * userinfo (after "scheme://", or from the start when there is no scheme, up
+ * to the last '@') keeps what comes before its first ':' and loses the rest
+ * to "***"; a userinfo without ':' is masked whole. Only a real scheme (a
+ * letter, then letters, digits, '+', '-', '.') before the first ':' counts,
+ * so "user:pa://ss@host" becomes "user:***@host". Returns a malloc'd string,
+ * or NULL when out of memory.
+ */
+char *wr_url_mask(const char *text);
 
 /* Same for amqp:// and amqps:// URLs (rabbitmq-c's amqp_parse_url rules; the
  * vhost defaults to "/"). */
