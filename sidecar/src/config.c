@@ -61,6 +61,7 @@
 #define MAX_ENV_NAME 128     /* bytes in the name of a ${VAR} */
 #define ECHO_MAX 8           /* values up to this many bytes are quoted in messages */
 #define KEY_ECHO_MAX 64      /* keys and names are quoted up to this many bytes */
+#define GOT_MAX (KEY_ECHO_MAX + 48) /* room for describe_value's phrase */
 
 /* ------------------------------------------------------------------------ */
 /* Schema                                                                     */
@@ -489,6 +490,33 @@ static const field subscription_fields[] = {
 static const section subscription_section = {subscription_fields, NFIELDS(subscription_fields),
                                              sizeof(wr_subscription), finish_subscription};
 
+static const field tls_fields[] = {
+    {.name = "ca",
+     .type = T_PATH,
+     .offset = offsetof(wr_config, amqp_tls.ca),
+     .min = 1,
+     .max = PATH_MAX,
+     .def_doc = "the system's CAs",
+     .desc = "CA certificates (PEM) the broker's certificate must chain to; its name must "
+             "match the URL's host."},
+    {.name = "cert",
+     .type = T_PATH,
+     .offset = offsetof(wr_config, amqp_tls.cert),
+     .min = 1,
+     .max = PATH_MAX,
+     .desc = "Client certificate chain (PEM) shown to the broker; with `key`."},
+    {.name = "key",
+     .type = T_PATH,
+     .offset = offsetof(wr_config, amqp_tls.key),
+     .min = 1,
+     .max = PATH_MAX,
+     .desc = "Private key (PEM, not encrypted) of `cert`."},
+};
+
+static const section tls_section = {tls_fields, NFIELDS(tls_fields), 0, NULL};
+
+static void finish_amqp(loader *ld, void *base, int index, yaml_node_t *node, const char *path);
+
 static const field amqp_fields[] = {
     {.name = "url",
      .type = T_AMQP_URL,
@@ -509,6 +537,11 @@ static const field amqp_fields[] = {
      .min = 1,
      .max = 300000,
      .desc = "Time allowed for the TCP connect and AMQP handshake."},
+    {.name = "tls",
+     .type = T_SECTION,
+     .sub = &tls_section,
+     .desc = "TLS files for an amqps:// URL; without them the broker's certificate is checked "
+             "against the system's CAs."},
 };
 
 static const field redis_fields[] = {
@@ -674,7 +707,7 @@ static const field journal_fields[] = {
      .desc = "Entries kept per event; older ones are dropped first."},
 };
 
-static const section amqp_section = {amqp_fields, NFIELDS(amqp_fields), 0, NULL};
+static const section amqp_section = {amqp_fields, NFIELDS(amqp_fields), 0, finish_amqp};
 static const section redis_section = {redis_fields, NFIELDS(redis_fields), 0, NULL};
 static const section log_section = {log_fields, NFIELDS(log_fields), 0, NULL};
 static const section defaults_section = {defaults_fields, NFIELDS(defaults_fields), 0, NULL};
@@ -1737,7 +1770,7 @@ static bool valid_json_path(const char *p)
  */
 static char *resolve_path(loader *ld, const field *f, const char *text, char **err)
 {
-    char *joined, *dir, *real, *out, got[64];
+    char *joined, *dir, *real, *out, got[GOT_MAX];
     struct stat st;
 
     *err = NULL;
@@ -1795,7 +1828,7 @@ static void url_error(loader *ld, int line, int col, const char *path, const cha
                why);
         free(masked);
     } else {
-        char got[64];
+        char got[GOT_MAX];
         describe_value(NULL, text, got, sizeof(got));
         err_at(ld, line, col, "%s: invalid %s URL (%s), got %s", path, kind, why, got);
     }
@@ -1809,7 +1842,7 @@ static void url_error(loader *ld, int line, int col, const char *path, const cha
 static void set_scalar(loader *ld, const field *f, void *base, const char *text, int line, int col,
                        const char *path)
 {
-    char want[128], got[64];
+    char want[128], got[GOT_MAX];
 
     describe_value(f, text, got, sizeof(got));
 
@@ -1929,7 +1962,7 @@ static void set_scalar(loader *ld, const field *f, void *base, const char *text,
             source = WR_KEY_JSON;
             arg = text + 5;
             if (!valid_json_path(arg)) {
-                char gotpath[64];
+                char gotpath[GOT_MAX];
                 describe_value(f, arg, gotpath, sizeof(gotpath));
                 err_at(ld, line, col,
                        "%s: invalid JSON path (names of letters, digits, '_' and '-', joined by "
@@ -2550,6 +2583,30 @@ static yaml_node_t *find_value(loader *ld, yaml_node_t *map, const char *key)
         }
     }
     return NULL;
+}
+
+/*
+ * After the amqp section is walked: TLS files need an amqps:// URL (with
+ * amqp:// they would be ignored and the password sent in the clear), and a
+ * client certificate comes with its key.
+ */
+static void finish_amqp(loader *ld, void *base, int index, yaml_node_t *node, const char *path)
+{
+    wr_config *cfg = base;
+    yaml_node_t *tls = find_value(ld, node, "tls");
+    (void)index;
+    if (tls == NULL || tls->type != YAML_MAPPING_NODE) {
+        return;
+    }
+    if (cfg->amqp.url != NULL && !cfg->amqp.ssl) {
+        err_at(ld, NODE_LINE(tls), NODE_COL(tls),
+               "%s.tls: TLS files are set but %s.url is not an amqps:// URL", path, path);
+    }
+    if ((cfg->amqp_tls.cert == NULL) != (cfg->amqp_tls.key == NULL) &&
+        find_value(ld, tls, cfg->amqp_tls.cert == NULL ? "cert" : "key") == NULL) {
+        err_at(ld, NODE_LINE(tls), NODE_COL(tls), "%s.tls: cert and key go together: %s is missing",
+               path, cfg->amqp_tls.cert == NULL ? "cert" : "key");
+    }
 }
 
 /* After the http section is walked: its listen address must parse. */
@@ -3355,6 +3412,7 @@ wr_config *wr_config_parse(const char *path, const char *text, size_t len, wr_co
     merge_policies(&ld, cfg, root);
     if (ld.nerr == 0 && ld.dropped == 0) {
         inherit_defaults(cfg);
+        cfg->amqp.tls = &cfg->amqp_tls;
     }
 
 done:

@@ -34,6 +34,13 @@ typedef struct {
     int dropped;                       /* errors found beyond WR_CONFIG_MAX_ERRORS */
 } wr_config_errors;
 
+/* TLS files for an amqps:// broker (amqp.tls): absolute paths, or NULL when not set. */
+typedef struct {
+    char *ca;   /* CA certificates (PEM) to verify the broker with; NULL: the system's */
+    char *cert; /* client certificate chain (PEM); set with key, or neither */
+    char *key;  /* its private key (PEM, not encrypted) */
+} wr_amqp_tls;
+
 /* An AMQP broker address, parsed from an amqp:// or amqps:// URL. */
 typedef struct {
     char *url;      /* the URL as written after ${} expansion; may hold a password */
@@ -44,6 +51,8 @@ typedef struct {
     char *password;
     char *vhost;
     int ssl;        /* 1 for amqps:// */
+    const wr_amqp_tls *tls; /* in a loaded wr_config: its amqp.tls (owned by the config);
+                               NULL from wr_amqp_url_parse */
 } wr_amqp_url;
 
 /* A Redis address, parsed from redis://[[user]:password@]host[:port][/db]. */
@@ -152,6 +161,7 @@ typedef struct {
     wr_amqp_url amqp;    /* amqp.url, required */
     int64_t amqp_heartbeat_ms;       /* amqp.heartbeat, default 10s, 0 disables, max 300s */
     int64_t amqp_connect_timeout_ms; /* amqp.connect_timeout, default 5s */
+    wr_amqp_tls amqp_tls;            /* amqp.tls; amqp.tls points here once loaded */
 
     wr_redis_url redis;  /* redis.url, required */
     int64_t redis_timeout_ms;        /* redis.timeout, default 2s */

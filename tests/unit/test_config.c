@@ -483,7 +483,7 @@ static void test_unknown_keys(void)
                   "      - exchange: x\n"
                   "        routing_key: k\n",
                   "3:3: unknown key 'heartbeats' in amqp (expected one of: url, heartbeat, "
-                  "connect_timeout)",
+                  "connect_timeout, tls)",
                   "11:9: missing required key 'routing_keys' in subscriptions[0].bindings[0]",
                   "12:9: unknown key 'routing_key' in subscriptions[0].bindings[0] (expected one "
                   "of: exchange, type, declare, routing_keys)");
@@ -2258,6 +2258,88 @@ static void test_values_not_echoed(void)
     unsetenv("WR_T_SECRET");
 }
 
+/*
+ * amqp.tls: files resolved like handler paths and pointed to by the loaded
+ * URL; only with amqps://, and a client certificate comes with its key.
+ */
+static void test_tls_config(void)
+{
+    char path[PATH_MAX + 64], line[PATH_MAX + 200];
+
+    write_file("conf/ca.pem", "not checked here\n");
+    write_file("conf/client.pem", "x\n");
+    write_file("conf/client.key", "x\n");
+    wr_config *cfg = LOAD_OK("amqp:\n"
+                             "  url: amqps://guest:guest@localhost:5671/\n"
+                             "  tls:\n"
+                             "    ca: ca.pem\n"
+                             "    cert: client.pem\n"
+                             "    key: client.key\n"
+                             "redis:\n"
+                             "  url: redis://localhost\n"
+                             "subscriptions:\n"
+                             "  - name: a\n"
+                             "    queue: q\n"
+                             "    handler: h.lua\n");
+    if (cfg != NULL) {
+        CHECK_INT(cfg->amqp.ssl, 1);
+        CHECK(cfg->amqp.tls == &cfg->amqp_tls);
+        snprintf(path, sizeof(path), "%s/ca.pem", conf_dir);
+        CHECK_STR(cfg->amqp_tls.ca, path);
+        snprintf(path, sizeof(path), "%s/client.pem", conf_dir);
+        CHECK_STR(cfg->amqp_tls.cert, path);
+        snprintf(path, sizeof(path), "%s/client.key", conf_dir);
+        CHECK_STR(cfg->amqp_tls.key, path);
+        wr_config_free(cfg);
+    }
+    cfg = LOAD_OK("amqp:\n  url: amqps://h/\nredis:\n  url: redis://h\n"
+                  "subscriptions:\n  - name: a\n    queue: q\n    handler: h.lua\n");
+    if (cfg != NULL) {
+        CHECK(cfg->amqp.tls == &cfg->amqp_tls);
+        CHECK(cfg->amqp_tls.ca == NULL && cfg->amqp_tls.cert == NULL);
+        wr_config_free(cfg);
+    }
+
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: amqp://localhost/\n"
+                  "  tls: {ca: ca.pem}\n"
+                  "redis:\n"
+                  "  url: redis://localhost\n"
+                  "subscriptions:\n"
+                  "  - name: a\n"
+                  "    queue: q\n"
+                  "    handler: h.lua\n",
+                  "3:8: amqp.tls: TLS files are set but amqp.url is not an amqps:// URL");
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: amqps://localhost/\n"
+                  "  tls:\n"
+                  "    cert: client.pem\n"
+                  "redis:\n"
+                  "  url: redis://localhost\n"
+                  "subscriptions:\n"
+                  "  - name: a\n"
+                  "    queue: q\n"
+                  "    handler: h.lua\n",
+                  "4:5: amqp.tls: cert and key go together: key is missing");
+    snprintf(line, sizeof(line),
+             "3:13: amqp.tls.ca: ca file not found (relative to %s), got 'nope.pem'", conf_dir);
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: amqps://localhost/\n"
+                  "  tls: {ca: nope.pem, key: client.key}\n"
+                  "redis:\n"
+                  "  url: redis://localhost\n"
+                  "subscriptions:\n"
+                  "  - name: a\n"
+                  "    queue: q\n"
+                  "    handler: h.lua\n",
+                  "3:8: amqp.tls: cert and key go together: cert is missing", line);
+    static const char *const files[] = {"conf/ca.pem", "conf/client.pem", "conf/client.key"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s/%s", tmp_dir, files[i]);
+        unlink(path);
+    }
+}
+
 /* Masking: the userinfo's password, whatever the URL looks like. */
 static void test_mask_url(void)
 {
@@ -2295,6 +2377,10 @@ static void test_reference(void)
         "amqp.url",
         "amqp.heartbeat",
         "amqp.connect_timeout",
+        "amqp.tls",
+        "amqp.tls.ca",
+        "amqp.tls.cert",
+        "amqp.tls.key",
         "redis",
         "redis.url",
         "redis.timeout",
@@ -2626,6 +2712,7 @@ int main(void)
     test_durations();
     test_amqp_urls();
     test_mask_url();
+    test_tls_config();
     test_expansion_depth();
     test_value_size();
     test_yaml_depth();
