@@ -63,12 +63,16 @@ double wr_mono_ms(void)
 
 void wr_format_time(int64_t ms, char *out, size_t cap)
 {
-    time_t secs = (time_t)(ms / 1000);
+    /* floor division: a time before 1970 keeps its milliseconds in 0..999 */
+    int64_t rem = ms % 1000 < 0 ? ms % 1000 + 1000 : ms % 1000;
+    time_t secs = (time_t)(ms / 1000 - (ms % 1000 < 0 ? 1 : 0));
     struct tm tm;
-    gmtime_r(&secs, &tm);
+    if (gmtime_r(&secs, &tm) == NULL) {
+        memset(&tm, 0, sizeof(tm)); /* a year gmtime cannot represent: 1900-01-00 */
+    }
     char buf[128]; /* room for any int the compiler can imagine in each field */
     snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)rem);
     size_t n = strlen(buf) < cap ? strlen(buf) : cap - 1;
     memcpy(out, buf, n);
     out[n] = '\0';

@@ -342,6 +342,20 @@ static void test_many_fields(void)
     free(line);
 }
 
+/* Times a header or a clock may hold, before 1970 or past what gmtime knows. */
+static void test_format_time(void)
+{
+    char out[32];
+    wr_format_time(1700000000123LL, out, sizeof(out));
+    CHECK_STR(out, "2023-11-14T22:13:20.123Z");
+    wr_format_time(-1, out, sizeof(out));
+    CHECK_STR(out, "1969-12-31T23:59:59.999Z");
+    wr_format_time(INT64_MIN, out, sizeof(out)); /* no overflow; milliseconds 0..999 */
+    CHECK(strlen(out) > 5 && strcmp(out + strlen(out) - 5, ".192Z") == 0);
+    wr_format_time(0, out, 8);
+    CHECK_STR(out, "1970-01");
+}
+
 int main(void)
 {
     char path[] = "/tmp/wr-test-log-XXXXXX";
@@ -360,6 +374,7 @@ int main(void)
     test_long_raw();
     test_non_finite();
     test_many_fields();
+    test_format_time();
     close(out_fd);
     return check_report("test_log");
 }
