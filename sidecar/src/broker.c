@@ -786,14 +786,14 @@ int wr_broker_take(wr_broker *b, amqp_envelope_t **out, int max, int timeout_ms,
     return WR_BROKER_OK;
 }
 
-void wr_broker_batch_begin(wr_broker *b)
+uint64_t wr_broker_next_seq(const wr_broker *b)
 {
-    wr_confirm_reset(&b->batch, b->next_seq);
+    return b->next_seq;
 }
 
 int wr_broker_publish(wr_broker *b, amqp_bytes_t exchange, amqp_bytes_t routing_key,
                       int mandatory, const amqp_basic_properties_t *props, amqp_bytes_t body,
-                      size_t *index)
+                      uint64_t *seq)
 {
     if (b->down) {
         return WR_BROKER_DOWN;
@@ -815,16 +815,26 @@ int wr_broker_publish(wr_broker *b, amqp_bytes_t exchange, amqp_bytes_t routing_
     b->refs[i].routing_key = routing_key;
     b->refs[i].message_id =
         (props->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) ? props->message_id : amqp_empty_bytes;
-    b->next_seq++;
-    *index = (size_t)i;
+    *seq = b->next_seq++;
     int status = amqp_basic_publish(b->conn, CH, exchange, routing_key, mandatory, 0, props, body);
     return check_status(b, status, "basic.publish");
 }
 
-int wr_broker_batch_wait(wr_broker *b, int timeout_ms)
+/* 1 while a publish before UPTO has no answer yet. */
+static int unanswered_before(const wr_broker *b, uint64_t upto)
+{
+    for (size_t i = 0; i < b->batch.count && b->batch.first_seq + i < upto; i++) {
+        if (wr_confirm_state(&b->batch, i) == WR_PUB_PENDING) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int wr_broker_confirm_wait(wr_broker *b, uint64_t upto, int timeout_ms)
 {
     double deadline = wr_mono_ms() + timeout_ms;
-    while (b->batch.pending > 0) {
+    while (b->batch.pending > 0 && unanswered_before(b, upto)) {
         double left = deadline - wr_mono_ms();
         if (left <= 0) {
             return WR_BROKER_TIMEOUT;
@@ -837,9 +847,27 @@ int wr_broker_batch_wait(wr_broker *b, int timeout_ms)
     return WR_BROKER_OK;
 }
 
-wr_pub_state wr_broker_batch_state(const wr_broker *b, size_t index)
+wr_pub_state wr_broker_confirm_state(const wr_broker *b, uint64_t seq)
 {
-    return wr_confirm_state(&b->batch, index);
+    if (seq < b->batch.first_seq) {
+        return WR_PUB_NACKED; /* released already: nobody should ask */
+    }
+    return wr_confirm_state(&b->batch, (size_t)(seq - b->batch.first_seq));
+}
+
+void wr_broker_confirm_release(wr_broker *b, uint64_t upto)
+{
+    if (upto <= b->batch.first_seq) {
+        return;
+    }
+    size_t n = (size_t)(upto - b->batch.first_seq);
+    if (n > b->batch.count) {
+        n = b->batch.count;
+    }
+    if (n < b->batch.count) {
+        memmove(b->refs, b->refs + n, (b->batch.count - n) * sizeof(*b->refs));
+    }
+    wr_confirm_trim(&b->batch, n);
 }
 
 int wr_broker_ack(wr_broker *b, uint64_t delivery_tag, int multiple)

@@ -100,21 +100,25 @@ int wr_broker_take(wr_broker *b, amqp_envelope_t **out, int max, int timeout_ms,
 void wr_broker_release(amqp_envelope_t *e);
 
 /*
- * Publishing in batches: wr_broker_batch_begin() starts a confirm batch;
- * each wr_broker_publish() adds one publish and stores its index in the batch
- * in *INDEX; wr_broker_batch_wait() pumps frames until every publish of the
- * batch is answered or TIMEOUT_MS passes (deliveries that arrive meanwhile
- * go to the inbox); wr_broker_batch_state() then says, per index, whether the
- * broker took it. The exchange, routing key and properties passed to publish
- * must stay valid until batch_wait returns (they identify a basic.return).
- * A publish is always persistent when the caller sets delivery_mode 2.
+ * Publishing with confirms: wr_broker_publish() sends one publish and stores
+ * its sequence number on the channel in *SEQ (1, 2, 3, ...; the broker's
+ * confirm tags). wr_broker_confirm_wait() pumps frames until every publish
+ * numbered below UPTO is answered or TIMEOUT_MS passes (deliveries that arrive
+ * meanwhile go to the inbox); wr_broker_confirm_state() then says whether the
+ * broker took a publish (acked and not returned). The exchange, routing key
+ * and properties passed to publish must stay valid until the caller releases
+ * the publish with wr_broker_confirm_release() (they identify a basic.return):
+ * a worker keeps two batches in flight, and releases a batch's publishes once
+ * the batch is done. A publish is persistent when the caller sets
+ * delivery_mode 2.
  */
-void wr_broker_batch_begin(wr_broker *b);
+uint64_t wr_broker_next_seq(const wr_broker *b); /* the number the next publish gets */
 int wr_broker_publish(wr_broker *b, amqp_bytes_t exchange, amqp_bytes_t routing_key,
                       int mandatory, const amqp_basic_properties_t *props, amqp_bytes_t body,
-                      size_t *index);
-int wr_broker_batch_wait(wr_broker *b, int timeout_ms);
-wr_pub_state wr_broker_batch_state(const wr_broker *b, size_t index);
+                      uint64_t *seq);
+int wr_broker_confirm_wait(wr_broker *b, uint64_t upto, int timeout_ms);
+wr_pub_state wr_broker_confirm_state(const wr_broker *b, uint64_t seq);
+void wr_broker_confirm_release(wr_broker *b, uint64_t upto);
 
 /* Acknowledge, or return to the queue (REQUEUE=1) / drop (REQUEUE=0). */
 int wr_broker_ack(wr_broker *b, uint64_t delivery_tag, int multiple);

@@ -27,6 +27,8 @@
 #include "idkey.h"
 #include "journal.h"
 #include "log.h"
+#include "rconn.h"
+#include "record.h"
 
 #define CH 1
 #define XW "x-warren-"
@@ -640,71 +642,51 @@ static void show_text(const dmsg *m, const char *dlq)
 /* --- replay ------------------------------------------------------------- */
 
 typedef struct {
-    redisContext *rc;
+    wr_rconn *rc;
     char err[1200];
 } redis_conn;
 
 static int redis_open(redis_conn *r, const wr_config *cfg)
 {
-    struct timeval tv = {(time_t)(cfg->redis_timeout_ms / 1000),
-                         (suseconds_t)(cfg->redis_timeout_ms % 1000 * 1000)};
-    r->rc = redisConnectWithTimeout(cfg->redis.host, cfg->redis.port, tv);
-    if (r->rc == NULL || r->rc->err) {
-        snprintf(r->err, sizeof(r->err), "cannot connect to %s: %s", cfg->redis.redacted,
-                 r->rc ? r->rc->errstr : "out of memory");
+    char err[512];
+    r->rc = wr_rconn_create(&cfg->redis, cfg->redis_timeout_ms, NULL, 0, err, sizeof(err));
+    if (r->rc == NULL) {
+        snprintf(r->err, sizeof(r->err), "cannot connect to %s: %s", cfg->redis.redacted, err);
         return -1;
     }
-    redisSetTimeout(r->rc, tv);
-    redisReply *rep = NULL;
-    if (cfg->redis.password != NULL) {
-        rep = cfg->redis.user != NULL
-                  ? redisCommand(r->rc, "AUTH %s %s", cfg->redis.user, cfg->redis.password)
-                  : redisCommand(r->rc, "AUTH %s", cfg->redis.password);
-        if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
-            snprintf(r->err, sizeof(r->err), "%s: AUTH failed", cfg->redis.redacted);
-            freeReplyObject(rep);
-            return -1;
-        }
-        freeReplyObject(rep);
-    }
-    rep = redisCommand(r->rc, "SELECT %d", cfg->redis.db);
-    if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
-        snprintf(r->err, sizeof(r->err), "%s: SELECT failed", cfg->redis.redacted);
-        freeReplyObject(rep);
-        return -1;
-    }
-    freeReplyObject(rep);
     return 0;
+}
+
+static void redis_close(redis_conn *r)
+{
+    wr_rconn_destroy(r->rc);
+    r->rc = NULL;
 }
 
 /* Read STATE and OUTCOME of KEY (empty when absent). Returns 0, or -1 on error. */
 static int redis_record(redis_conn *r, const char *key, char *state, char *outcome, size_t cap)
 {
     state[0] = outcome[0] = '\0';
-    redisReply *rep = redisCommand(r->rc, "HMGET %s state outcome", key);
-    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
-        snprintf(r->err, sizeof(r->err), "HMGET %s: %s", key,
-                 rep && rep->type == REDIS_REPLY_ERROR ? rep->str : r->rc->errstr);
-        freeReplyObject(rep);
-        return -1;
+    wr_record rec;
+    redisReply *hold = NULL;
+    int rc = wr_rconn_read_record(r->rc, key, &rec, &hold, r->err, sizeof(r->err));
+    if (rc == 0 && rec.state != 0) {
+        snprintf(state, cap, "%s", wr_record_state_name(rec.state));
+        if (rec.state == 'd') {
+            snprintf(outcome, cap, "%.*s", (int)rec.outcome_len, rec.outcome);
+        }
     }
-    if (rep->element[0]->type == REDIS_REPLY_STRING) {
-        snprintf(state, cap, "%s", rep->element[0]->str);
-    }
-    if (rep->element[1]->type == REDIS_REPLY_STRING) {
-        snprintf(outcome, cap, "%s", rep->element[1]->str);
-    }
-    freeReplyObject(rep);
-    return 0;
+    freeReplyObject(hold);
+    return rc;
 }
 
 static int redis_del(redis_conn *r, const char *key)
 {
-    redisReply *rep = redisCommand(r->rc, "DEL %s", key);
+    redisReply *rep = wr_rconn_commandf(r->rc, "DEL %s", key);
     int rc = rep != NULL && rep->type == REDIS_REPLY_INTEGER ? 0 : -1;
     if (rc != 0) {
         snprintf(r->err, sizeof(r->err), "DEL %s: %s", key,
-                 rep && rep->type == REDIS_REPLY_ERROR ? rep->str : r->rc->errstr);
+                 rep && rep->type == REDIS_REPLY_ERROR ? rep->str : wr_rconn_error(r->rc));
     }
     freeReplyObject(rep);
     return rc;
@@ -863,8 +845,7 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
     }
     if (o->dry_run && sub->idem.enabled && redis_open(&rd, cfg) != 0) {
         fprintf(stderr, "warren dlq: %s (records not shown)\n", rd.err);
-        redisFree(rd.rc);
-        rd.rc = NULL;
+        redis_close(&rd);
     }
     if (!o->dry_run && nsel > 0 && sub->idem.enabled && cfg->journal_enabled) {
         char jerr[256];
@@ -917,18 +898,18 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
             amqp_pool_t pool;
             init_amqp_pool(&pool, 4096);
             amqp_basic_properties_t props;
-            size_t idx = 0;
+            uint64_t seq = 0;
             int prc = replay_props(&pool, m, &props);
             wr_pub_state ps = WR_PUB_PENDING;
             if (prc == 0) {
-                wr_broker_batch_begin(b);
                 prc = wr_broker_publish(b, amqp_cstring_bytes(""), amqp_cstring_bytes(sub->queue),
-                                        1, &props, m->msg.body, &idx);
+                                        1, &props, m->msg.body, &seq);
                 if (prc == WR_BROKER_OK) {
-                    prc = wr_broker_batch_wait(b, 10000);
+                    prc = wr_broker_confirm_wait(b, seq + 1, 10000);
                 }
-                ps = prc == WR_BROKER_OK ? wr_broker_batch_state(b, idx) : WR_PUB_PENDING;
+                ps = prc == WR_BROKER_OK ? wr_broker_confirm_state(b, seq) : WR_PUB_PENDING;
                 down = prc == WR_BROKER_DOWN || prc == WR_BROKER_CONFLICT;
+                wr_broker_confirm_release(b, seq + 1); /* before the pool it points into goes */
             }
             empty_amqp_pool(&pool);
             if (ps == WR_PUB_ACKED) {
@@ -1004,7 +985,7 @@ done:
     }
     wr_idem_destroy(jd);
     if (rd.rc != NULL) {
-        redisFree(rd.rc);
+        redis_close(&rd);
     }
     return fail;
 }

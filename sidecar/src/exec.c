@@ -11,6 +11,7 @@
 
 #include "breakers.h"
 #include "config.h"
+#include "decide.h"
 #include "envelope.h"
 #include "idkey.h"
 #include "log.h"
@@ -444,11 +445,12 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
             json_object_set_new(report, "reason", json_string(res.reason));
             json_object_set_new(report, "error", json_string(res.error));
         }
+        /* the same decision as the worker's (decide.h), jitter pinned to none */
         wr_retry_tiers tiers;
         wr_retry_tiers_of(&sub->retry, &tiers);
-        int tier;
-        int64_t delay;
-        if (out == WR_OUT_OK) {
+        wr_decision dec =
+            wr_decide(out, env.attempt, &sub->retry, &tiers, res.retry_delay_ms, 0, 0);
+        if (dec.action == WR_ACT_OK) {
             ok = 1;
             for (int i = 0; i < res.pub_count; i++) {
                 json_array_append_new(published, pub_json(&res.pubs[i], key, sub->name, i));
@@ -459,20 +461,18 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
                                     writes_json(store_buf, es.prefix_len));
             }
             json_object_set_new(decision, "action", json_string("ack"));
-        } else if ((out == WR_OUT_ERROR || out == WR_OUT_TIMEOUT || out == WR_OUT_RETRY) &&
-                   wr_retry_plan(&sub->retry, &tiers, env.attempt, res.retry_delay_ms, 0, &tier,
-                                 &delay) == 0) {
+        } else if (dec.action == WR_ACT_RETRY) {
             char q[300];
-            wr_retry_queue_name(sub->queue, tiers.delay_ms[tier], q, sizeof(q));
+            wr_retry_queue_name(sub->queue, tiers.delay_ms[dec.tier], q, sizeof(q));
             json_object_set_new(decision, "action", json_string("retry"));
-            json_object_set_new(decision, "delay_ms", json_integer(delay));
+            json_object_set_new(decision, "delay_ms", json_integer(dec.delay_ms));
             json_object_set_new(decision, "queue", json_string(q));
             json_object_set_new(decision, "next_attempt", json_integer(env.attempt + 1));
             json_object_set_new(decision, "max_attempts", json_integer(sub->retry.max_attempts));
         } else {
             json_object_set_new(decision, "action", json_string("dead-letter"));
             json_object_set_new(decision, "queue", json_string(sub->dlq));
-            if (out != WR_OUT_REJECT && out != WR_OUT_INVALID) {
+            if (dec.exhausted) {
                 json_object_set_new(decision, "why", json_string("attempts exhausted"));
             }
         }

@@ -64,25 +64,6 @@ struct wr_lua {
     int ref_null;           /* cjson.null */
 };
 
-const char *wr_outcome_name(wr_outcome o)
-{
-    switch (o) {
-    case WR_OUT_OK:
-        return "ok";
-    case WR_OUT_ERROR:
-        return "error";
-    case WR_OUT_TIMEOUT:
-        return "timeout";
-    case WR_OUT_RETRY:
-        return "retry";
-    case WR_OUT_REJECT:
-        return "rejected";
-    case WR_OUT_INVALID:
-        return "invalid";
-    }
-    return "error";
-}
-
 /* ---- allocator with a limit ------------------------------------------------ */
 
 static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)

@@ -42,6 +42,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "outcome.h"
 #include "envelope.h"
 #include "storebuf.h"
 
@@ -69,16 +70,7 @@ typedef struct {
     const wr_breaker_policy *breaker_fallback; /* policy of names not in the config */
 } wr_lua_opts;
 
-typedef enum {
-    WR_OUT_OK = 0,   /* handled: publish its events, then ack */
-    WR_OUT_ERROR,    /* the handler raised an error (retryable) */
-    WR_OUT_TIMEOUT,  /* the handler ran past its deadline (retryable) */
-    WR_OUT_RETRY,    /* the handler asked for a retry: ctx.retry */
-    WR_OUT_REJECT,   /* permanent failure: ctx.reject */
-    WR_OUT_INVALID,  /* the message could not be decoded: invalid-json */
-} wr_outcome;
-
-const char *wr_outcome_name(wr_outcome o);
+/* How a handler call ended: wr_outcome (outcome.h). */
 
 /* One ctx.publish, copied out of the Lua state. */
 typedef struct {
