@@ -823,6 +823,21 @@ static char *dup_range(const char *s, size_t n)
 }
 
 /*
+ * The first MAX bytes of S (N bytes) into OUT (at least MAX + 4 bytes), for a
+ * message: control characters become '?' (a newline would split the message's
+ * line in two), and "..." marks a cut.
+ */
+static void printable(const char *s, size_t n, size_t max, char *out)
+{
+    size_t k = n < max ? n : max;
+    for (size_t i = 0; i < k; i++) {
+        unsigned char c = (unsigned char)s[i];
+        out[i] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    }
+    strcpy(out + k, n > max ? "..." : "");
+}
+
+/*
  * Format a dotted key path into OUT (PATH_BUF bytes). Paths are built from
  * schema names and list indexes, so they stay short; one that did not fit
  * would merely be cut in a message.
@@ -1480,9 +1495,10 @@ static char *expand_into(strbuf *sb, const char *in, size_t n)
             return format("environment variable name longer than %d bytes", MAX_ENV_NAME);
         }
         if (!valid_env_name(body, namelen)) {
-            return format("invalid environment variable name '%.*s%s' (letters, digits and '_')",
-                          namelen > KEY_ECHO_MAX ? KEY_ECHO_MAX : (int)namelen, body,
-                          namelen > KEY_ECHO_MAX ? "..." : "");
+            char shown[KEY_ECHO_MAX + 4];
+            printable(body, namelen, KEY_ECHO_MAX, shown);
+            return format("invalid environment variable name '%s' (letters, digits and '_')",
+                          shown);
         }
         char *name = dup_range(body, namelen);
         if (name == NULL) {
@@ -1638,11 +1654,13 @@ static void describe_value(const field *f, const char *text, char *out, size_t c
 {
     size_t n = strlen(text);
     size_t max = f != NULL && (f->flags & F_KEYNAME) ? KEY_ECHO_MAX : ECHO_MAX;
+    char shown[KEY_ECHO_MAX + 4];
 
     if (n == 0) {
         snprintf(out, cap, "an empty value");
     } else if (n <= max) {
-        snprintf(out, cap, "'%s'", text);
+        printable(text, n, max, shown);
+        snprintf(out, cap, "'%s'", shown);
     } else {
         snprintf(out, cap, "a value of %zu bytes (not shown)", n);
     }
@@ -1651,8 +1669,10 @@ static void describe_value(const field *f, const char *text, char *out, size_t c
 /* " 'TEXT'" when TEXT may be quoted in a message (see describe_value), else "". */
 static void quote_if_short(const char *text, char *out, size_t cap)
 {
+    char shown[ECHO_MAX + 4];
     if (strlen(text) <= ECHO_MAX) {
-        snprintf(out, cap, " '%s'", text);
+        printable(text, strlen(text), ECHO_MAX, shown);
+        snprintf(out, cap, " '%s'", shown);
     } else {
         out[0] = '\0';
     }
@@ -2397,14 +2417,16 @@ static void set_named(loader *ld, const field *f, void *base, yaml_node_t *node,
             }
         }
         if (first != NULL) {
-            err_at(ld, NODE_LINE(key), NODE_COL(key),
-                   "duplicate key '%.*s%s' in %s (first at %d:%d)", KEY_ECHO_MAX, name,
-                   strlen(name) > KEY_ECHO_MAX ? "..." : "", path, NODE_LINE(first),
-                   NODE_COL(first));
+            char shown[KEY_ECHO_MAX + 4];
+            printable(name, strlen(name), KEY_ECHO_MAX, shown);
+            err_at(ld, NODE_LINE(key), NODE_COL(key), "duplicate key '%s' in %s (first at %d:%d)",
+                   shown, path, NODE_LINE(first), NODE_COL(first));
             continue;
         }
         set_scalar(ld, &name_field, &names[i], name, NODE_LINE(key), NODE_COL(key), path);
-        join_key(sub, path, name);
+        char shown[KEY_ECHO_MAX + 4];
+        printable(name, strlen(name), KEY_ECHO_MAX, shown);
+        join_key(sub, path, shown);
         if (value->type != YAML_MAPPING_NODE) {
             err_at(ld, NODE_LINE(value), NODE_COL(value), "%s: expected a mapping, got %s", sub,
                    node_kind(value));
@@ -2541,7 +2563,6 @@ static void walk_mapping(loader *ld, const section *sec, void *base, yaml_node_t
             continue;
         }
         const char *name = (const char *)key->data.scalar.value;
-        const char *more = strlen(name) > KEY_ECHO_MAX ? "..." : "";
         int i = find_field(sec, name);
         if (i < 0) {
             char known[512];
@@ -2551,9 +2572,10 @@ static void walk_mapping(loader *ld, const section *sec, void *base, yaml_node_t
                 used += (size_t)snprintf(known + used, sizeof(known) - used, "%s%s",
                                          k > 0 ? ", " : "", sec->fields[k].name);
             }
-            err_at(ld, NODE_LINE(key), NODE_COL(key),
-                   "unknown key '%.*s%s' %s%s (expected one of: %s)", KEY_ECHO_MAX, name, more,
-                   where, path, known);
+            char shown[KEY_ECHO_MAX + 4];
+            printable(name, strlen(name), KEY_ECHO_MAX, shown);
+            err_at(ld, NODE_LINE(key), NODE_COL(key), "unknown key '%s' %s%s (expected one of: %s)",
+                   shown, where, path, known);
             continue;
         }
         if (seen[i] != NULL) {

@@ -8,8 +8,8 @@
  * libFuzzer's -timeout catches inputs that make the loader slow (nesting,
  * aliases), ASan and UBSan what they always catch. Checked here: a config
  * that loads has at least one subscription and no errors; one that does not
- * has at least one error; every error line starts with the file's name and
- * stays short (messages quote at most a few bytes of any value, or of a key),
+ * has at least one error; every error line starts with the file's name, is
+ * one line and stays short (messages quote at most a few bytes of any value, or of a key),
  * and none carries the value of WR_FUZZ_SECRET (which only ${} can bring in,
  * unless the input holds it literally) except a URL's, shown masked: only its
  * userinfo is a secret, the fuzzer may put this one in a vhost.
@@ -81,7 +81,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int i = 0; i < errs.count; i++) {
         const char *line = errs.lines[i];
         FZ_ASSERT(strncmp(line, cfg_path, plen) == 0 && line[plen] == ':');
-        FZ_ASSERT(strlen(line) < 2048);
+        FZ_ASSERT(strlen(line) < 2048 && strchr(line, '\n') == NULL);
         FZ_ASSERT(literal || strstr(line, secret) == NULL || strstr(line, " URL '") != NULL);
     }
     wr_config_errors_free(&errs);

@@ -2340,6 +2340,22 @@ static void test_tls_config(void)
     }
 }
 
+/* A message stays one line: control characters in what it quotes become '?'. */
+static void test_control_characters(void)
+{
+    EXPECT_ERRORS(MINIMAL "log: {level: \"a\\tb\\nc\"}\n",
+                  "9:14: log.level: expected one of debug, info, warn, error, got 'a?b?c'");
+    EXPECT_ERRORS(MINIMAL "\"x\\ny\": 1\n",
+                  "9:1: unknown key 'x?y' at the top level (expected one of: amqp, redis, log, "
+                  "defaults, breakers, shutdown, store, http, journal, subscriptions)");
+    EXPECT_ERRORS(MINIMAL "    dlq: \"${A\\rB}\"\n",
+                  "9:10: subscriptions[0].dlq: invalid environment variable name 'A?B' (letters, "
+                  "digits and '_')");
+    EXPECT_ERRORS(MINIMAL "breakers:\n  \"p\\ty\": {window: 0}\n",
+                  "10:3: breakers: may contain only letters, digits, '_', '.' and '-', got 'p?y'",
+                  "10:20: breakers.p?y.window: expected an integer from 1 to 1000, got '0'");
+}
+
 /* Masking: the userinfo's password, whatever the URL looks like. */
 static void test_mask_url(void)
 {
@@ -2713,6 +2729,7 @@ int main(void)
     test_amqp_urls();
     test_mask_url();
     test_tls_config();
+    test_control_characters();
     test_expansion_depth();
     test_value_size();
     test_yaml_depth();
