@@ -1058,9 +1058,12 @@ local function make_store(ctx, st)
       s.wexp[k] = false
     end
   end
+  -- Redis's integer grammar (string2ll), as storebuf.c and the commit script
+  -- use it: "0", or an optional "-" and a first digit 1-9; no "+", no leading
+  -- zeros ("05", "-0"), at most 20 characters
   local function incr(fn, text, n, msg)
     local v = tonumber(text)
-    if not text:match("^%-?%d+$") or not v then
+    if #text > 20 or not (text == "0" or text:match("^%-?[1-9]%d*$")) or not v then
       raise(fmt("ctx.store.%s: %s", fn, msg))
     end
     if math.abs(v + n) >= 9.2e18 then

@@ -97,7 +97,7 @@ local function counter(k)
       n = 0
     else
       local v = redis.call('GET', k)
-      n = v and int_of(v) or 0
+      if v then n = int_of(v) else n = 0 end
       fits[k] = 'string'
     end
     num[k] = n
@@ -118,7 +118,7 @@ local function field_counter(k, f)
       n = 0
     else
       local v = redis.call('HGET', k, f)
-      n = v and int_of(v) or 0
+      if v then n = int_of(v) else n = 0 end
       fits[k] = 'hash'
     end
     fk[f] = n
@@ -300,7 +300,8 @@ for j = 0, nsum - 1 do
     unfit[k] = refuse_type('incrby', k, redis.call('TYPE', k).ok)
     any_unfit = true
   else
-    local n = v and int_of(v) or 0
+    local n = 0
+    if v then n = int_of(v) end
     if not (n and add(n, ARGV[b + 2]) and add(n, ARGV[b + 3])) then
       unfit[k] = refuse_counter('incrby', k)
       any_unfit = true

@@ -171,7 +171,8 @@ int wr_app_run(const char *config_path)
         inflight_ok = inflight[i] != NULL;
     }
     if (workers == NULL || sfd < 0 || breakers == NULL || metrics == NULL || !inflight_ok) {
-        fprintf(stderr, "warren: cannot start: %s\n", sfd < 0 ? "signalfd failed" : "out of memory");
+        fprintf(stderr, "warren: cannot start: %s\n",
+                sfd < 0 ? "signalfd failed" : "out of memory");
         free(workers);
         wr_metrics_destroy(metrics);
         wr_breakers_destroy(breakers);
@@ -196,11 +197,9 @@ int wr_app_run(const char *config_path)
         const wr_subscription *s = &cfg->subs[i];
         for (int k = 0; k < s->concurrency; k++) {
             char err[1024];
-            workers[started] = wr_worker_start(cfg, s, k, wr_reloader_live(reloader, i),
-                                               wr_breakers_sub(breakers, i), breakers,
-                                               inflight[i], &flags,
-                                               wr_metrics_worker(metrics, i, k), err,
-                                               sizeof(err));
+            workers[started] = wr_worker_start(
+                cfg, s, k, wr_reloader_live(reloader, i), wr_breakers_sub(breakers, i), breakers,
+                inflight[i], &flags, wr_metrics_worker(metrics, i, k), err, sizeof(err));
             if (workers[started] == NULL) {
                 fprintf(stderr, "%s:%d:%d: subscriptions[%d].handler: %s\n", cfg->path, s->line,
                         s->col, i, err);

@@ -29,12 +29,12 @@ typedef struct {
 
 struct wr_broker {
     amqp_connection_state_t conn;
-    int open;             /* login done: close politely on destroy */
-    int down;             /* unusable: the worker must rebuild */
+    int open; /* login done: close politely on destroy */
+    int down; /* unusable: the worker must rebuild */
     int consuming;
     int blocked;
     atomic_int *blocked_mirror; /* NULL, or where the blocked state is published */
-    char name[128];       /* the connection name, for logs */
+    char name[128];             /* the connection name, for logs */
     char consumer_tag[64];
     char err[512];
 
@@ -43,7 +43,7 @@ struct wr_broker {
     size_t inbox_head, inbox_len, inbox_cap;
 
     /* publisher confirms */
-    uint64_t next_seq;    /* sequence number of our next publish on the channel */
+    uint64_t next_seq; /* sequence number of our next publish on the channel */
     wr_confirm batch;
     pub_ref *refs;
     size_t refs_cap;
@@ -469,8 +469,8 @@ int wr_broker_declare(wr_broker *b, const wr_topology *t)
 {
     for (int i = 0; i < t->exchange_count; i++) {
         const wr_exchange_decl *x = &t->exchanges[i];
-        amqp_exchange_declare(b->conn, CH, amqp_cstring_bytes(x->name),
-                              amqp_cstring_bytes(x->type), 0, 1, 0, 0, amqp_empty_table);
+        amqp_exchange_declare(b->conn, CH, amqp_cstring_bytes(x->name), amqp_cstring_bytes(x->type),
+                              0, 1, 0, 0, amqp_empty_table);
         int rc = check_reply(b, amqp_get_rpc_reply(b->conn), "exchange.declare");
         if (rc != WR_BROKER_OK) {
             return fail(b, rc,
@@ -641,7 +641,8 @@ static int on_return(wr_broker *b, const amqp_basic_return_t *m)
     for (size_t i = 0; i < b->batch.count; i++) {
         if (wr_confirm_state(&b->batch, i) == WR_PUB_PENDING &&
             bytes_eq(b->refs[i].exchange, m->exchange) &&
-            bytes_eq(b->refs[i].routing_key, m->routing_key) && bytes_eq(b->refs[i].message_id, id)) {
+            bytes_eq(b->refs[i].routing_key, m->routing_key) &&
+            bytes_eq(b->refs[i].message_id, id)) {
             wr_confirm_on_return(&b->batch, i);
             break;
         }
@@ -721,8 +722,8 @@ static int on_method(wr_broker *b, const amqp_frame_t *f)
         amqp_connection_close_ok_t ok = {0};
         amqp_send_method(b->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
         b->open = 0;
-        return fail(b, WR_BROKER_DOWN, "connection closed by the broker: %u %.*s",
-                    c->reply_code, (int)c->reply_text.len, (char *)c->reply_text.bytes);
+        return fail(b, WR_BROKER_DOWN, "connection closed by the broker: %u %.*s", c->reply_code,
+                    (int)c->reply_text.len, (char *)c->reply_text.bytes);
     }
     default:
         return WR_BROKER_OK;
@@ -791,9 +792,8 @@ uint64_t wr_broker_next_seq(const wr_broker *b)
     return b->next_seq;
 }
 
-int wr_broker_publish(wr_broker *b, amqp_bytes_t exchange, amqp_bytes_t routing_key,
-                      int mandatory, const amqp_basic_properties_t *props, amqp_bytes_t body,
-                      uint64_t *seq)
+int wr_broker_publish(wr_broker *b, amqp_bytes_t exchange, amqp_bytes_t routing_key, int mandatory,
+                      const amqp_basic_properties_t *props, amqp_bytes_t body, uint64_t *seq)
 {
     if (b->down) {
         return WR_BROKER_DOWN;
@@ -887,11 +887,10 @@ int wr_broker_nack(wr_broker *b, uint64_t delivery_tag, int multiple, int requeu
                         "basic.nack");
 }
 
-int wr_broker_queue_depth(wr_broker *b, const char *queue, uint32_t *messages,
-                          uint32_t *consumers)
+int wr_broker_queue_depth(wr_broker *b, const char *queue, uint32_t *messages, uint32_t *consumers)
 {
-    amqp_queue_declare_ok_t *ok = amqp_queue_declare(b->conn, CH, amqp_cstring_bytes(queue), 1, 0,
-                                                     0, 0, amqp_empty_table);
+    amqp_queue_declare_ok_t *ok =
+        amqp_queue_declare(b->conn, CH, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
     int rc = check_reply(b, amqp_get_rpc_reply(b->conn), "queue.declare passive");
     if (rc != WR_BROKER_OK) {
         return rc;

@@ -33,10 +33,10 @@ typedef struct wr_broker wr_broker;
 
 enum {
     WR_BROKER_OK = 0,
-    WR_BROKER_DOWN = -1,      /* rebuild the connection */
-    WR_BROKER_TIMEOUT = -2,   /* nothing arrived in time; the connection is fine */
-    WR_BROKER_CONFLICT = -3,  /* a declaration conflicts with what exists: see error;
-                                 the connection must be rebuilt too */
+    WR_BROKER_DOWN = -1,     /* rebuild the connection */
+    WR_BROKER_TIMEOUT = -2,  /* nothing arrived in time; the connection is fine */
+    WR_BROKER_CONFLICT = -3, /* a declaration conflicts with what exists: see error;
+                                the connection must be rebuilt too */
 };
 
 /*
@@ -113,9 +113,8 @@ void wr_broker_release(amqp_envelope_t *e);
  * delivery_mode 2.
  */
 uint64_t wr_broker_next_seq(const wr_broker *b); /* the number the next publish gets */
-int wr_broker_publish(wr_broker *b, amqp_bytes_t exchange, amqp_bytes_t routing_key,
-                      int mandatory, const amqp_basic_properties_t *props, amqp_bytes_t body,
-                      uint64_t *seq);
+int wr_broker_publish(wr_broker *b, amqp_bytes_t exchange, amqp_bytes_t routing_key, int mandatory,
+                      const amqp_basic_properties_t *props, amqp_bytes_t body, uint64_t *seq);
 int wr_broker_confirm_wait(wr_broker *b, uint64_t upto, int timeout_ms);
 wr_pub_state wr_broker_confirm_state(const wr_broker *b, uint64_t seq);
 void wr_broker_confirm_release(wr_broker *b, uint64_t upto);
@@ -129,7 +128,6 @@ int wr_broker_nack(wr_broker *b, uint64_t delivery_tag, int multiple, int requeu
 int wr_broker_poll(wr_broker *b, int timeout_ms);
 
 /* Passive declare: the number of ready messages and consumers of QUEUE. */
-int wr_broker_queue_depth(wr_broker *b, const char *queue, uint32_t *messages,
-                          uint32_t *consumers);
+int wr_broker_queue_depth(wr_broker *b, const char *queue, uint32_t *messages, uint32_t *consumers);
 
 #endif

@@ -10,9 +10,9 @@
  *
  * A wr_confirm tracks a window of publishes: wr_confirm_add() gives each the
  * next sequence number, wr_confirm_trim() drops the oldest once nobody needs
- * them (a worker keeps two batches in flight, so the window spans both), the broker module feeds it the frames, and the worker
- * asks, per publish, whether it is safe (acked and not returned). Pure logic,
- * unit-tested without a broker.
+ * them (a worker keeps two batches in flight, so the window spans both), the broker module feeds it
+ * the frames, and the worker asks, per publish, whether it is safe (acked and not returned). Pure
+ * logic, unit-tested without a broker.
  */
 #ifndef WR_CONFIRM_H
 #define WR_CONFIRM_H
@@ -22,9 +22,9 @@
 
 typedef enum {
     WR_PUB_PENDING = 0, /* published, no answer yet */
-    WR_PUB_ACKED,       /* the broker has it (persisted, for persistent messages to durable queues) */
-    WR_PUB_NACKED,      /* the broker refused it */
-    WR_PUB_RETURNED,    /* mandatory and unroutable: acked later, but lost */
+    WR_PUB_ACKED,    /* the broker has it (persisted, for persistent messages to durable queues) */
+    WR_PUB_NACKED,   /* the broker refused it */
+    WR_PUB_RETURNED, /* mandatory and unroutable: acked later, but lost */
 } wr_pub_state;
 
 typedef struct {
@@ -32,7 +32,7 @@ typedef struct {
     size_t count;       /* entries in use */
     size_t cap;
     unsigned char *state; /* wr_pub_state per entry */
-    size_t pending;     /* entries still WR_PUB_PENDING */
+    size_t pending;       /* entries still WR_PUB_PENDING */
 } wr_confirm;
 
 void wr_confirm_init(wr_confirm *c);

@@ -54,7 +54,7 @@ typedef struct {
     int64_t older_ms; /* -1: no --older-than */
     long limit;       /* 0: no limit */
     int json, dry_run, yes;
-    double rate;      /* messages per second */
+    double rate; /* messages per second */
 } opts;
 
 /* One DLQ message taken with basic.get, still unacked. */
@@ -62,7 +62,7 @@ typedef struct {
     uint64_t tag;
     amqp_bytes_t exchange, routing_key; /* of the get-ok (malloc'd) */
     amqp_message_t msg;
-    int done;                           /* acked (replayed or purged) or nacked already */
+    int done; /* acked (replayed or purged) or nacked already */
 } dmsg;
 
 typedef struct {
@@ -99,8 +99,7 @@ static amqp_bytes_t prop_str(const amqp_basic_properties_t *p, amqp_flags_t flag
 
 static amqp_bytes_t msg_id(const dmsg *m)
 {
-    return prop_str(&m->msg.properties, AMQP_BASIC_MESSAGE_ID_FLAG,
-                    m->msg.properties.message_id);
+    return prop_str(&m->msg.properties, AMQP_BASIC_MESSAGE_ID_FLAG, m->msg.properties.message_id);
 }
 
 static amqp_bytes_t hdr(const dmsg *m, const char *name)
@@ -341,8 +340,7 @@ static int matches(const opts *o, const dmsg *m, int64_t now)
         }
     }
     if (o->grep != NULL) {
-        const amqp_field_value_t *errs = wr_table_get(headers_of(&m->msg.properties),
-                                                      XW "errors");
+        const amqp_field_value_t *errs = wr_table_get(headers_of(&m->msg.properties), XW "errors");
         int hit = bytes_has(msg_id(m), o->grep) || bytes_has(hdr(m, XW "error"), o->grep) ||
                   bytes_has(m->msg.body, o->grep);
         if (!hit && errs != NULL && errs->kind == AMQP_FIELD_KIND_ARRAY) {
@@ -488,11 +486,10 @@ static json_t *summary_json(const dmsg *m)
     json_object_set_new(o, "first_failure", json_bytes(hdr(m, XW "first-failure")));
     json_object_set_new(o, "last_failure", json_bytes(hdr(m, XW "last-failure")));
     json_object_set_new(o, "original_exchange", json_bytes(hdr(m, XW "original-exchange")));
-    json_object_set_new(o, "original_routing_key",
-                        json_bytes(hdr(m, XW "original-routing-key")));
-    json_object_set_new(o, "type", json_bytes(prop_str(&m->msg.properties,
-                                                       AMQP_BASIC_TYPE_FLAG,
-                                                       m->msg.properties.type)));
+    json_object_set_new(o, "original_routing_key", json_bytes(hdr(m, XW "original-routing-key")));
+    json_object_set_new(
+        o, "type",
+        json_bytes(prop_str(&m->msg.properties, AMQP_BASIC_TYPE_FLAG, m->msg.properties.type)));
     json_object_set_new(o, "error", json_bytes(err));
     json_object_set_new(o, "body_bytes", json_integer((json_int_t)m->msg.body.len));
     return o;
@@ -530,12 +527,21 @@ typedef struct {
     size_t off;
 } str_prop;
 
-#define SP(n, f) {#n, AMQP_BASIC_##f##_FLAG, offsetof(amqp_basic_properties_t, n)}
+#define SP(n, f)                                                                                   \
+    {                                                                                              \
+#n, AMQP_BASIC_##f##_FLAG, offsetof(amqp_basic_properties_t, n)                            \
+    }
 static const str_prop str_props[] = {
-    SP(message_id, MESSAGE_ID),     SP(type, TYPE),         SP(content_type, CONTENT_TYPE),
-    SP(content_encoding, CONTENT_ENCODING), SP(correlation_id, CORRELATION_ID),
-    SP(reply_to, REPLY_TO),         SP(expiration, EXPIRATION), SP(user_id, USER_ID),
-    SP(app_id, APP_ID),             SP(cluster_id, CLUSTER_ID),
+    SP(message_id, MESSAGE_ID),
+    SP(type, TYPE),
+    SP(content_type, CONTENT_TYPE),
+    SP(content_encoding, CONTENT_ENCODING),
+    SP(correlation_id, CORRELATION_ID),
+    SP(reply_to, REPLY_TO),
+    SP(expiration, EXPIRATION),
+    SP(user_id, USER_ID),
+    SP(app_id, APP_ID),
+    SP(cluster_id, CLUSTER_ID),
 };
 #undef SP
 
@@ -582,9 +588,10 @@ static void show_text(const dmsg *m, const char *dlq)
     json_t *j = show_json(m);
     const char *k;
     json_t *v;
-    printf("message %.*s in %s\n\nproperties:\n", (int)msg_id(m).len,
-           (const char *)msg_id(m).bytes, dlq);
-    json_object_foreach(json_object_get(j, "properties"), k, v) {
+    printf("message %.*s in %s\n\nproperties:\n", (int)msg_id(m).len, (const char *)msg_id(m).bytes,
+           dlq);
+    json_object_foreach(json_object_get(j, "properties"), k, v)
+    {
         if (json_is_string(v)) {
             printf("  %s: %s\n", k, json_string_value(v));
         } else if (strcmp(k, "timestamp") == 0) {
@@ -693,8 +700,8 @@ static int redis_del(redis_conn *r, const char *key)
 }
 
 /* The full Redis key of M (as the worker derives it) into OUT; -1 when it has none. */
-static int record_key(const wr_subscription *sub, const dmsg *m, char *out, size_t cap,
-                      char *why, size_t whycap)
+static int record_key(const wr_subscription *sub, const dmsg *m, char *out, size_t cap, char *why,
+                      size_t whycap)
 {
     const wr_idem_policy *pol = &sub->idem;
     amqp_envelope_t d;
@@ -716,7 +723,7 @@ static int record_key(const wr_subscription *sub, const dmsg *m, char *out, size
     if (wr_idkey_derive(pol, &env, key, sizeof(key), why, whycap) != 0) {
         return -1;
     }
-    snprintf(out, cap, "%s%s:%s", pol->prefix, sub->name, key);
+    wr_record_key(pol->prefix, sub->name, key, out, cap);
     return 0;
 }
 
@@ -828,8 +835,8 @@ static void journal_replayed(wr_idem *jd, const wr_config *cfg, const wr_subscri
     free(text);
 }
 
-static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription *sub,
-                     reader *r, const size_t *sel, size_t nsel)
+static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription *sub, reader *r,
+                     const size_t *sel, size_t nsel)
 {
     redis_conn rd = {0};
     wr_broker *b = NULL;
@@ -855,8 +862,8 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
         }
     }
     if (!o->dry_run && nsel > 0) {
-        b = wr_broker_create(&cfg->amqp, 0, cfg->amqp_connect_timeout_ms, "warren dlq replay",
-                             berr, sizeof(berr));
+        b = wr_broker_create(&cfg->amqp, 0, cfg->amqp_connect_timeout_ms, "warren dlq replay", berr,
+                             sizeof(berr));
         if (b == NULL) {
             fprintf(stderr, "warren dlq: %s\n", berr);
             fail = 1;
@@ -867,8 +874,8 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
         dmsg *m = &r->msgs[sel[i]];
         char key[WR_IDKEY_MAX + 256], why[256], state[32] = "", outcome[32] = "";
         const char *action = "nothing to reset";
-        int have_key = sub->idem.enabled &&
-                       record_key(sub, m, key, sizeof(key), why, sizeof(why)) == 0;
+        int have_key =
+            sub->idem.enabled && record_key(sub, m, key, sizeof(key), why, sizeof(why)) == 0;
         if (have_key && rd.rc != NULL &&
             redis_record(&rd, key, state, outcome, sizeof(state)) != 0) {
             fprintf(stderr, "warren dlq: %s\n", rd.err);
@@ -954,11 +961,12 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
         if (!o->dry_run && strncmp(result, "not", 3) == 0) {
             const char *why_b = wr_broker_error(b);
             fprintf(stderr, "warren dlq: %.*s: %s%s%s; it stays in %s\n", (int)msg_id(m).len,
-                    (const char *)msg_id(m).bytes, result, why_b[0] ? ": " : "", why_b,
-                    sub->dlq);
+                    (const char *)msg_id(m).bytes, result, why_b[0] ? ": " : "", why_b, sub->dlq);
             if (down) {
-                fprintf(stderr, "warren dlq: the broker connection is lost: stopping; the "
-                        "remaining messages stay in %s\n", sub->dlq);
+                fprintf(stderr,
+                        "warren dlq: the broker connection is lost: stopping; the "
+                        "remaining messages stay in %s\n",
+                        sub->dlq);
                 break;
             }
         }
@@ -997,15 +1005,16 @@ static int do_purge(const opts *o, const wr_subscription *sub, reader *r, const 
 {
     if (nsel > 0 && !o->yes) {
         if (!isatty(STDIN_FILENO)) {
-            fprintf(stderr, "warren dlq: refusing to purge %zu message(s) from %s: stdin is not "
-                    "a terminal; pass --yes\n", nsel, sub->dlq);
+            fprintf(stderr,
+                    "warren dlq: refusing to purge %zu message(s) from %s: stdin is not "
+                    "a terminal; pass --yes\n",
+                    nsel, sub->dlq);
             return 1;
         }
         fprintf(stderr, "purge %zu messages from %s? [y/N] ", nsel, sub->dlq);
         char line[16] = "";
         if (fgets(line, sizeof(line), stdin) == NULL ||
-            (strcmp(line, "y\n") != 0 && strcmp(line, "yes\n") != 0 &&
-             strcmp(line, "Y\n") != 0)) {
+            (strcmp(line, "y\n") != 0 && strcmp(line, "yes\n") != 0 && strcmp(line, "Y\n") != 0)) {
             fprintf(stderr, "nothing purged\n");
             return 1;
         }

@@ -51,9 +51,9 @@ static int exec_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_
         return 0;
     }
     int is_str = json_is_string(v) || json_is_number(v);
-    if (v != NULL && ((strcmp(cmd, "GET") == 0 && !is_str) ||
-                      (cmd[0] == 'H' && !json_is_object(v)) ||
-                      (cmd[0] == 'S' && !json_is_array(v)))) {
+    if (v != NULL &&
+        ((strcmp(cmd, "GET") == 0 && !is_str) || (cmd[0] == 'H' && !json_is_object(v)) ||
+         (cmd[0] == 'S' && !json_is_array(v)))) {
         snprintf(err, errcap, "WRONGTYPE Operation against a key holding the wrong kind of value");
         return -1;
     }
@@ -71,10 +71,10 @@ static int exec_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_
             out->present = 1;
             out->str = (wr_sbstr){json_string_value(x), json_string_length(x)};
         } else if (json_is_number(x)) {
-            int n = json_is_integer(x)
-                        ? snprintf(es->num, sizeof(es->num), "%lld",
-                                   (long long)json_integer_value(x))
-                        : snprintf(es->num, sizeof(es->num), "%.17g", json_number_value(x));
+            int n =
+                json_is_integer(x)
+                    ? snprintf(es->num, sizeof(es->num), "%lld", (long long)json_integer_value(x))
+                    : snprintf(es->num, sizeof(es->num), "%.17g", json_number_value(x));
             out->present = 1;
             out->str = (wr_sbstr){es->num, (size_t)n};
         }
@@ -300,9 +300,9 @@ static json_t *pub_json(const wr_lua_pub *p, const char *key, const char *sub, i
     for (int k = 0; k < p->header_count; k++) {
         json_object_set_new(h, p->header_keys[k], json_string(p->header_vals[k]));
     }
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s%, s:o}", "exchange", p->exchange, "routing_key",
-                          p->routing_key, "message_id", id, "body", p->body, p->body_len,
-                          "headers", h);
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:s%, s:o}", "exchange", p->exchange, "routing_key",
+                  p->routing_key, "message_id", id, "body", p->body, p->body_len, "headers", h);
     if (o != NULL && p->content_type) {
         json_object_set_new(o, "content_type", json_string(p->content_type));
     }
@@ -394,9 +394,9 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
     json_object_set_new(report, "handler", json_string(sub->handler));
     json_object_set_new(report, "handler_version", json_string(wr_lua_version(L)));
     int ok = 0;
-    int invalid = wr_envelope_decode(&d, sub->max_body_size > 0 ? (size_t)sub->max_body_size
-                                                                : 512 * 1024,
-                                     require_id, &env, &reason, detail, sizeof(detail)) != 0;
+    int invalid =
+        wr_envelope_decode(&d, sub->max_body_size > 0 ? (size_t)sub->max_body_size : 512 * 1024,
+                           require_id, &env, &reason, detail, sizeof(detail)) != 0;
     if (!invalid && pol->enabled &&
         wr_idkey_derive(pol, &env, key, sizeof(key), detail, sizeof(detail)) != 0) {
         invalid = 1;
@@ -457,8 +457,7 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
             }
             if (store_buf != NULL) {
                 /* what the commit would apply with the done mark */
-                json_object_set_new(report, "store_writes",
-                                    writes_json(store_buf, es.prefix_len));
+                json_object_set_new(report, "store_writes", writes_json(store_buf, es.prefix_len));
             }
             json_object_set_new(decision, "action", json_string("ack"));
         } else if (dec.action == WR_ACT_RETRY) {
@@ -516,8 +515,7 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
         json_t *p;
         json_array_foreach(published, i, p)
         {
-            printf("  %s -> %s/%s: %s\n",
-                   json_string_value(json_object_get(p, "message_id")),
+            printf("  %s -> %s/%s: %s\n", json_string_value(json_object_get(p, "message_id")),
                    json_string_value(json_object_get(p, "exchange")),
                    json_string_value(json_object_get(p, "routing_key")),
                    json_string_value(json_object_get(p, "body")));

@@ -42,17 +42,17 @@ typedef struct {
 struct wr_idem {
     wr_rconn *rc;
     wr_rscript scripts[SCRIPT_COUNT];
-    owe *owed;              /* FIFO of what the owed replies answer */
+    owe *owed; /* FIFO of what the owed replies answer */
     int owe_head, owe_count, owe_cap;
-    call calls[2];          /* [OWE_CLAIM], [OWE_FINISH] */
-    redisReply *sync;       /* the reply of the last OWE_SYNC */
+    call calls[2];    /* [OWE_CLAIM], [OWE_FINISH] */
+    redisReply *sync; /* the reply of the last OWE_SYNC */
     char err[512];
     /* ctx.store reads */
-    redisReply *last;       /* the reply wr_idem_store_fetch's answer points into */
+    redisReply *last; /* the reply wr_idem_store_fetch's answer points into */
     wr_sbstr *items;
     size_t items_cap;
     /* journal writes sent and not answered yet */
-    int jerrors;            /* error replies collected and not yet reported */
+    int jerrors; /* error replies collected and not yet reported */
     char jerr[256];
 };
 
@@ -297,8 +297,7 @@ const char *wr_idem_error(const wr_idem *d)
 static int unexpected(wr_idem *d, const char *what, const redisReply *r)
 {
     snprintf(d->err, sizeof(d->err), "%s: unexpected reply%s%s", what,
-             r->type == REDIS_REPLY_ERROR ? ": " : "",
-             r->type == REDIS_REPLY_ERROR ? r->str : "");
+             r->type == REDIS_REPLY_ERROR ? ": " : "", r->type == REDIS_REPLY_ERROR ? r->str : "");
     return -1;
 }
 
@@ -456,9 +455,9 @@ int wr_idem_claim(wr_idem *d, wr_claim *claims, int n, const char *token, int64_
  */
 typedef struct {
     wr_sbstr key;
-    int index;       /* in KEYS, 1-based */
-    int incr_only;   /* every write on it is an incrby */
-    int guarded;     /* a guard reads it */
+    int index;               /* in KEYS, 1-based */
+    int incr_only;           /* every write on it is an incrby */
+    int guarded;             /* a guard reads it */
     int64_t total, neg, pos; /* the increments: all, the negative, the positive */
 } skey;
 
@@ -632,15 +631,14 @@ int wr_idem_finish_send(wr_idem *d, const wr_finish *ops, int n, const char *tok
                 }
                 plain++;
                 for (int x = 0; x < j && shape; x++) {
-                    shape = ws[x].key != ws[j].key ||
-                            sum_fits(&sk.slots[kmap[i][ws[x].key]]);
+                    shape = ws[x].key != ws[j].key || sum_fits(&sk.slots[kmap[i][ws[x].key]]);
                 }
             }
         }
         args_add(&a, names[o->op]);
         if (o->op == WR_FINISH_DONE) {
-            values[i] = wr_record_done(o->starts, o->outcome ? o->outcome : "", o->done_at,
-                                       o->entry);
+            values[i] =
+                wr_record_done(o->starts, o->outcome ? o->outcome : "", o->done_at, o->entry);
         } else if (o->op == WR_FINISH_RELEASE || o->op == WR_FINISH_UNCLAIM) {
             values[i] = wr_record_released(o->op == WR_FINISH_UNCLAIM ? o->starts - 1 : o->starts);
         }
@@ -828,8 +826,8 @@ int wr_idem_store_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, w
         }
         for (size_t i = 0; i < r->elements; i++) {
             const redisReply *e = r->element[i];
-            d->items[i] = e->type == REDIS_REPLY_STRING ? (wr_sbstr){e->str, e->len}
-                                                        : (wr_sbstr){"", 0};
+            d->items[i] =
+                e->type == REDIS_REPLY_STRING ? (wr_sbstr){e->str, e->len} : (wr_sbstr){"", 0};
         }
         out->items = d->items;
         out->count = r->elements;

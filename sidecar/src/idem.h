@@ -77,28 +77,28 @@ typedef enum {
 } wr_finish_op;
 
 typedef struct {
-    const char *key;     /* (in) */
-    wr_finish_op op;     /* (in) */
-    const char *outcome; /* (in) DONE: "ok", "rejected", "dead-lettered" */
-    int starts;          /* (in) DONE, RELEASE, UNCLAIM: the starts its claim counted */
-    const char *entry;   /* (in) DONE: the journal entry of the message's last step, kept
-                            in the record (journal.h); NULL: none */
-    int64_t done_at;     /* (in) DONE: when (epoch ms) */
+    const char *key;           /* (in) */
+    wr_finish_op op;           /* (in) */
+    const char *outcome;       /* (in) DONE: "ok", "rejected", "dead-lettered" */
+    int starts;                /* (in) DONE, RELEASE, UNCLAIM: the starts its claim counted */
+    const char *entry;         /* (in) DONE: the journal entry of the message's last step, kept
+                                  in the record (journal.h); NULL: none */
+    int64_t done_at;           /* (in) DONE: when (epoch ms) */
     const wr_storebuf *writes; /* (in) DONE: the message's ctx.store writes (storebuf.h),
                                   applied in the same script run as the done mark, only
                                   when the token owns the record; NULL: none */
-    int owned;           /* (out) 1: applied; 0: LOST, another worker owns the key now (and
-                            none of the writes was applied) */
-    int refused;         /* (out) owned, but the writes cannot apply (a key of another type
-                            in Redis, a non-integer counter): nothing of them was applied and
-                            the record is left as it was (processing, ours), for the caller
-                            to dead-letter the message and then mark it done */
-    int conflict;        /* (out) owned, but a guarded read of the handler no longer holds
-                            (storebuf.h): nothing applied, the record unclaimed, so the
-                            message can run again from fresh state */
-    char why[200];       /* (out) refused or conflict: why */
-    int failed;          /* set by the caller when the script raised on this record alone
-                            (see WR_IDEM_SCRIPT_FAILED): nothing is known of it */
+    int owned;                 /* (out) 1: applied; 0: LOST, another worker owns the key now (and
+                                  none of the writes was applied) */
+    int refused;               /* (out) owned, but the writes cannot apply (a key of another type
+                                  in Redis, a non-integer counter): nothing of them was applied and
+                                  the record is left as it was (processing, ours), for the caller
+                                  to dead-letter the message and then mark it done */
+    int conflict;              /* (out) owned, but a guarded read of the handler no longer holds
+                                  (storebuf.h): nothing applied, the record unclaimed, so the
+                                  message can run again from fresh state */
+    char why[200];             /* (out) refused or conflict: why */
+    int failed;                /* set by the caller when the script raised on this record alone
+                                  (see WR_IDEM_SCRIPT_FAILED): nothing is known of it */
 } wr_finish;
 
 /* Connect (and AUTH/SELECT as the URL says). Returns NULL with ERR on failure. */

@@ -10,12 +10,12 @@
 #define WR_OUTCOME_H
 
 typedef enum {
-    WR_OUT_OK = 0,   /* handled: publish its events, then ack */
-    WR_OUT_ERROR,    /* the handler raised an error (retryable) */
-    WR_OUT_TIMEOUT,  /* the handler ran past its deadline (retryable) */
-    WR_OUT_RETRY,    /* the handler asked for a retry: ctx.retry */
-    WR_OUT_REJECT,   /* permanent failure: ctx.reject */
-    WR_OUT_INVALID,  /* the message could not be decoded: invalid-json */
+    WR_OUT_OK = 0,  /* handled: publish its events, then ack */
+    WR_OUT_ERROR,   /* the handler raised an error (retryable) */
+    WR_OUT_TIMEOUT, /* the handler ran past its deadline (retryable) */
+    WR_OUT_RETRY,   /* the handler asked for a retry: ctx.retry */
+    WR_OUT_REJECT,  /* permanent failure: ctx.reject */
+    WR_OUT_INVALID, /* the message could not be decoded: invalid-json */
 } wr_outcome;
 
 /* "ok", "error", "timeout", "retry", "rejected", "invalid". */
@@ -24,22 +24,22 @@ const char *wr_outcome_name(wr_outcome o);
 typedef enum {
     WR_RS_NONE = 0,
     /* the message itself (envelope.h, idkey.h): dead-lettered at once */
-    WR_RS_MISSING_ID,    /* missing-message-id */
-    WR_RS_EMPTY_BODY,    /* empty-body */
-    WR_RS_TOO_LARGE,     /* body-too-large */
-    WR_RS_INVALID_JSON,  /* invalid-json */
-    WR_RS_ENCODING,      /* unsupported-content-encoding */
-    WR_RS_MISSING_KEY,   /* missing-idempotency-key */
+    WR_RS_MISSING_ID,   /* missing-message-id */
+    WR_RS_EMPTY_BODY,   /* empty-body */
+    WR_RS_TOO_LARGE,    /* body-too-large */
+    WR_RS_INVALID_JSON, /* invalid-json */
+    WR_RS_ENCODING,     /* unsupported-content-encoding */
+    WR_RS_MISSING_KEY,  /* missing-idempotency-key */
     /* the handler (lua_rt.h) */
-    WR_RS_HANDLER_ERROR,      /* handler-error */
-    WR_RS_TIMEOUT,            /* timeout */
-    WR_RS_OUT_OF_MEMORY,      /* out-of-memory */
-    WR_RS_RETRY_REQUESTED,    /* retry-requested: ctx.retry */
-    WR_RS_REJECTED,           /* rejected: ctx.reject */
+    WR_RS_HANDLER_ERROR,   /* handler-error */
+    WR_RS_TIMEOUT,         /* timeout */
+    WR_RS_OUT_OF_MEMORY,   /* out-of-memory */
+    WR_RS_RETRY_REQUESTED, /* retry-requested: ctx.retry */
+    WR_RS_REJECTED,        /* rejected: ctx.reject */
     /* the worker */
-    WR_RS_CRASHED,            /* crashed: started too often without an outcome */
-    WR_RS_STORE_REFUSED,      /* store-refused: Redis cannot take its ctx.store writes */
-    WR_RS_OTHER,              /* a code this table does not know (kept as text) */
+    WR_RS_CRASHED,       /* crashed: started too often without an outcome */
+    WR_RS_STORE_REFUSED, /* store-refused: Redis cannot take its ctx.store writes */
+    WR_RS_OTHER,         /* a code this table does not know (kept as text) */
     WR_RS_COUNT
 } wr_reason;
 

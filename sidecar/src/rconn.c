@@ -12,12 +12,12 @@
 #include <string.h>
 
 struct wr_rconn {
-    redisContext *c;     /* NULL while disconnected */
-    wr_redis_url url;    /* borrowed from the config */
+    redisContext *c;  /* NULL while disconnected */
+    wr_redis_url url; /* borrowed from the config */
     int64_t timeout_ms;
     wr_rscript *scripts; /* borrowed */
     int nscripts;
-    int owed;            /* replies not read yet */
+    int owed; /* replies not read yet */
     char err[512];
 };
 
@@ -96,9 +96,8 @@ static int connect_now(wr_rconn *c)
     }
     int rc = 0;
     if (c->url.password != NULL) {
-        redisReply *r =
-            c->url.user ? redisCommand(c->c, "AUTH %s %s", c->url.user, c->url.password)
-                        : redisCommand(c->c, "AUTH %s", c->url.password);
+        redisReply *r = c->url.user ? redisCommand(c->c, "AUTH %s %s", c->url.user, c->url.password)
+                                    : redisCommand(c->c, "AUTH %s", c->url.password);
         rc = setup_reply(c, "AUTH", r);
     }
     if (rc == 0 && c->url.db != 0) {
@@ -266,8 +265,8 @@ int wr_rconn_noscript(const redisReply *r)
     return r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0;
 }
 
-int wr_rconn_read_record(wr_rconn *c, const char *key, wr_record *r, redisReply **hold,
-                         char *err, size_t errcap)
+int wr_rconn_read_record(wr_rconn *c, const char *key, wr_record *r, redisReply **hold, char *err,
+                         size_t errcap)
 {
     memset(r, 0, sizeof(*r));
     *hold = wr_rconn_commandf(c, "GET %s", key);
@@ -296,8 +295,9 @@ int wr_rconn_read_record(wr_rconn *c, const char *key, wr_record *r, redisReply 
     *hold = rep = wr_rconn_commandf(c, "HGETALL %s", key);
     if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
         snprintf(err, errcap, "HGETALL %s: %s", key,
-                 rep == NULL ? c->err : rep->type == REDIS_REPLY_ERROR ? rep->str
-                                                                       : "unexpected reply");
+                 rep == NULL                      ? c->err
+                 : rep->type == REDIS_REPLY_ERROR ? rep->str
+                                                  : "unexpected reply");
         return -1;
     }
     int n = (int)(rep->elements / 2);

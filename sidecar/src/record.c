@@ -112,8 +112,7 @@ int wr_record_parse(const char *v, size_t n, wr_record *r)
     return 0;
 }
 
-int wr_record_from_hash(const char *const *fields, const char *const *values, int n,
-                        wr_record *r)
+int wr_record_from_hash(const char *const *fields, const char *const *values, int n, wr_record *r)
 {
     memset(r, 0, sizeof(*r));
     const char *state = NULL;

@@ -32,15 +32,15 @@
 
 /* A record's value, read. The strings point into the parsed text. */
 typedef struct wr_record {
-    char state;         /* 'p' processing, 'r' released, 'd' done; 0: no record */
+    char state; /* 'p' processing, 'r' released, 'd' done; 0: no record */
     int starts;
-    const char *token;  /* p */
+    const char *token; /* p */
     size_t token_len;
     int64_t lease_until; /* p */
     const char *outcome; /* d */
     size_t outcome_len;
-    int64_t done_at;     /* d */
-    const char *entry;   /* d: "" when none */
+    int64_t done_at;   /* d */
+    const char *entry; /* d: "" when none */
     size_t entry_len;
 } wr_record;
 
@@ -53,8 +53,7 @@ int wr_record_key(const char *prefix, const char *subscription, const char *key,
 int wr_record_parse(const char *v, size_t n, wr_record *r);
 
 /* A record of the hash form: N field/value pairs (FIELDS[i], VALUES[i]). */
-int wr_record_from_hash(const char *const *fields, const char *const *values, int n,
-                        wr_record *r);
+int wr_record_from_hash(const char *const *fields, const char *const *values, int n, wr_record *r);
 
 /* The state's name: "processing", "released", "done" (NULL for none). */
 const char *wr_record_state_name(char state);

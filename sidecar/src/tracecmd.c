@@ -45,8 +45,8 @@ static int64_t entry_ts(const char *text)
  * (record.h): it joins the journal's entries in time order. Returns 0, or -1
  * when Redis failed (ERR says why).
  */
-static int read_story(wr_rconn *c, const char *config, const wr_subscription *sub,
-                      const char *id, json_t **story, char *err, size_t cap)
+static int read_story(wr_rconn *c, const char *config, const wr_subscription *sub, const char *id,
+                      json_t **story, char *err, size_t cap)
 {
     char jkey[1024], rkey[1024];
     if (wr_journal_key(sub->idem.prefix, sub->name, id, jkey, sizeof(jkey)) != 0 ||
@@ -62,7 +62,7 @@ static int read_story(wr_rconn *c, const char *config, const wr_subscription *su
     int rc = -1;
     if (list == NULL || list->type != REDIS_REPLY_ARRAY) {
         snprintf(err, cap, "Redis: %s",
-                 list == NULL                       ? wr_rconn_error(c)
+                 list == NULL                      ? wr_rconn_error(c)
                  : list->type == REDIS_REPLY_ERROR ? list->str
                                                    : "unexpected reply");
         goto out;

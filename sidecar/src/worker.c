@@ -53,44 +53,45 @@
 #include "retry.h"
 #include "topology.h"
 
-#define TAKE_TIMEOUT_MS 200       /* idle wait per loop turn: bounds shutdown latency */
-#define LOG_BODY_MAX 2048         /* log.bodies: bytes of a body shown in its outcome line */
-#define CONFIRM_TIMEOUT_MS 30000  /* a batch's confirms; past this the connection is suspect */
+#define TAKE_TIMEOUT_MS 200      /* idle wait per loop turn: bounds shutdown latency */
+#define LOG_BODY_MAX 2048        /* log.bodies: bytes of a body shown in its outcome line */
+#define CONFIRM_TIMEOUT_MS 30000 /* a batch's confirms; past this the connection is suspect */
 #define BACKOFF_MIN_MS 200
 #define BACKOFF_MAX_MS 30000
-#define PAUSE 1                   /* a batch step: Redis failed; close the broker connection
-                                     (returning every delivery) until Redis answers */
+#define PAUSE                                                                                      \
+    1 /* a batch step: Redis failed; close the broker connection                                   \
+         (returning every delivery) until Redis answers */
 #define RKEY_MAX (WR_IDKEY_MAX + 300)
 
 /* One delivery of a batch and what became of it. */
 typedef struct {
     amqp_envelope_t *d;
     wr_envelope env;
-    int valid;                 /* the envelope decoded */
-    int held;                  /* a copy of a key in flight here: held back, not ours now */
+    int valid; /* the envelope decoded */
+    int held;  /* a copy of a key in flight here: held back, not ours now */
     wr_action act;
     uint64_t pub_first, pub_end; /* its publishes, as sequence numbers on the channel */
-    const char *outcome;       /* for the log: handler outcome name */
-    wr_reason rs;              /* why it failed or was refused (outcome.h) */
-    char reason[64];           /* the same as text (for headers; a handler's own code) */
+    const char *outcome;         /* for the log: handler outcome name */
+    wr_reason rs;                /* why it failed or was refused (outcome.h) */
+    char reason[64];             /* the same as text (for headers; a handler's own code) */
     char error[1024];
     double started_ms;
     double duration_ms;
     int attempt;
     char trace_id[33];
-    char tracestate[513];      /* the message's tracestate, NUL-terminated for ctx.http */
+    char tracestate[513]; /* the message's tracestate, NUL-terminated for ctx.http */
     /* idempotency */
     char key[WR_IDKEY_MAX + 1]; /* the message's key ("" when idempotency is off) */
-    char rkey[RKEY_MAX];       /* its record's key */
-    int inflight;              /* we put rkey in the subscription's inflight set */
-    int claimed;               /* we hold its record (ACQUIRED or TAKEOVER) */
+    char rkey[RKEY_MAX];        /* its record's key */
+    int inflight;               /* we put rkey in the subscription's inflight set */
+    int claimed;                /* we hold its record (ACQUIRED or TAKEOVER) */
     int takeover;
     int starts;
-    wr_decision dec;           /* what its outcome means (decide.h) */
-    int64_t delay_ms;          /* RETRY / WAIT: how long it waits */
-    int tier;                  /* RETRY: its delay tier */
-    wr_outcome out;            /* the handler's outcome, when it ran */
-    int ran;                   /* the handler ran (out is set) */
+    wr_decision dec;  /* what its outcome means (decide.h) */
+    int64_t delay_ms; /* RETRY / WAIT: how long it waits */
+    int tier;         /* RETRY: its delay tier */
+    wr_outcome out;   /* the handler's outcome, when it ran */
+    int ran;          /* the handler ran (out is set) */
 } item;
 
 struct wr_worker;
@@ -107,25 +108,26 @@ struct store_link {
 /* A batch: its deliveries, items and the calls about them. */
 typedef struct batch {
     int n;
-    amqp_envelope_t **taken;   /* deliveries, ours until released (a held one moves on) */
+    amqp_envelope_t **taken; /* deliveries, ours until released (a held one moves on) */
     item *items;
     wr_claim *claims;
     wr_finish *fin;
-    int *cmap, *fmap;          /* claims[k] / fin[k] belong to items[map[k]] */
+    int *cmap, *fmap; /* claims[k] / fin[k] belong to items[map[k]] */
     int nclaims, nfin;
-    wr_storebuf **stores;      /* ctx.store writes of items[i], committed with its record */
+    wr_storebuf **stores; /* ctx.store writes of items[i], committed with its record */
     struct store_link *links;
-    char **entries;            /* items[i]'s journal entry, kept in its done record */
-    amqp_pool_t pool;          /* publish properties and strings: until it is settled */
-    int live;                  /* taken and not settled */
+    char **entries;   /* items[i]'s journal entry, kept in its done record */
+    amqp_pool_t pool; /* publish properties and strings: until it is settled */
+    int live;         /* taken and not settled */
     int claim_sent;
-    int commit_sent;           /* its finish went out (or it needed none) */
-    int commit_read;           /* its finish's answer is in (frc) */
-    int frc;                   /* that answer: 0, -1 (Redis failed), WR_IDEM_SCRIPT_FAILED */
+    int commit_sent; /* its finish went out (or it needed none) */
+    int commit_read; /* its finish's answer is in (frc) */
+    int frc;         /* that answer: 0, -1 (Redis failed), WR_IDEM_SCRIPT_FAILED */
     double claim_t0, commit_t0;
     double leased_at;
-    uint64_t seq_first;        /* the first sequence number it published (0: none) */
-    uint64_t seq_end;          /* one past the last */
+    uint64_t seq_first; /* the first sequence number it published (0: none) */
+    uint64_t seq_end;   /* one past the last */
+    int again;          /* deliveries held back before and taken again (counted once) */
 } batch;
 
 /* A delivery held back while another copy of its key is in flight here. */
@@ -142,8 +144,8 @@ struct wr_worker {
     const wr_subscription *sub;
     wr_run_flags *flags;
     int index;
-    char name[160];        /* "warren orders#0": logs and the broker's connection name */
-    char token[64];        /* our idempotency claims' owner token */
+    char name[160]; /* "warren orders#0": logs and the broker's connection name */
+    char token[64]; /* our idempotency claims' owner token */
 
     pthread_mutex_t lua_lock; /* guards swapping `lua` against wr_worker_interrupt */
     wr_lua *lua;
@@ -154,34 +156,34 @@ struct wr_worker {
     wr_retry_policy retry; /* the worker's copy of the live retry policy */
     int64_t retry_delays[WR_LIVE_MAX_DELAYS];
 
-    wr_shared_brk *brk;    /* the subscription's circuit breaker (shared by its workers) */
-    wr_inflight *inflight; /* the subscription's keys in flight in this process */
-    int paused;            /* consumption stopped because the breaker is open */
+    wr_shared_brk *brk;     /* the subscription's circuit breaker (shared by its workers) */
+    wr_inflight *inflight;  /* the subscription's keys in flight in this process */
+    int paused;             /* consumption stopped because the breaker is open */
     double next_service_ms; /* when the connection should next be serviced mid-batch */
 
     wr_broker *b;
-    wr_idem *idem;         /* NULL when idempotency is off, or while Redis is away */
+    wr_idem *idem; /* NULL when idempotency is off, or while Redis is away */
     wr_topology topo;
     wr_retry_tiers tiers;
     batch batches[2];
-    int cur;               /* batches[cur] is the one being taken and run */
-    held *held;            /* copies held back (inflight.h), oldest first */
+    int cur;    /* batches[cur] is the one being taken and run */
+    held *held; /* copies held back (inflight.h), oldest first */
     int nheld;
-    wr_lua_store store;    /* what ctx.store works with (lua_rt.h); buf set per message */
+    wr_lua_store store; /* what ctx.store works with (lua_rt.h); buf set per message */
     struct orphan {
         char key[RKEY_MAX];
         wr_finish_op op;
         int starts;
-    } *orphans;            /* records we still hold for messages we gave back while Redis
-                              was away: given back when it answers again */
+    } * orphans; /* records we still hold for messages we gave back while Redis
+                    was away: given back when it answers again */
     int orphan_count, orphan_cap;
-    wr_finish *scratch;    /* for orphans, lease extensions and one-by-one commits */
+    wr_finish *scratch; /* for orphans, lease extensions and one-by-one commits */
     int scratch_cap;
     uint64_t rng;
     size_t max_body;
-    wr_wstats *st;         /* this worker's figures (metrics.h); only we write them */
-    int connections;       /* broker connections made so far */
-    int pause_backoff_ms;  /* wait before the next pause's reconnect (pauses in a row) */
+    wr_wstats *st;                  /* this worker's figures (metrics.h); only we write them */
+    int connections;                /* broker connections made so far */
+    int pause_backoff_ms;           /* wait before the next pause's reconnect (pauses in a row) */
     unsigned long journal_failures; /* batches whose journal entries could not be written */
 };
 
@@ -358,8 +360,7 @@ static int connect_broker(wr_worker *w)
         /* Another worker of ours may still hold records of messages it gave back
          * during a Redis outage: let it give them back first (a few seconds at
          * most), or taking those messages over would count them as crashed runs. */
-        for (int waited = 0; atomic_load(&w->flags->orphans) > 0 && waited < 3000;
-             waited += 100) {
+        for (int waited = 0; atomic_load(&w->flags->orphans) > 0 && waited < 3000; waited += 100) {
             nap(w, 100);
         }
         w->b = wr_broker_create(&cfg->amqp, (int)(cfg->amqp_heartbeat_ms / 1000),
@@ -596,8 +597,8 @@ static batch *other_batch(wr_worker *w, const batch *bt)
  * The batch before this one needs no such chain: its commit went out before
  * this batch ran, so Redis answers a read after applying it.
  */
-static int chained_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg,
-                         wr_sb_base *out, char *err, size_t errcap)
+static int chained_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_base *out,
+                         char *err, size_t errcap)
 {
     struct store_link *link = ud;
     wr_worker *w = link->w;
@@ -621,8 +622,8 @@ static int chained_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg,
     p->b = bt;
     p->index = j;
     wr_sb_result_free(&p->held);
-    if (wr_storebuf_peek(bt->stores[j], cmd, key, arg, chained_fetch, p, &p->held, err,
-                         errcap) != 0) {
+    if (wr_storebuf_peek(bt->stores[j], cmd, key, arg, chained_fetch, p, &p->held, err, errcap) !=
+        0) {
         return -1;
     }
     out->present = p->held.present;
@@ -649,8 +650,8 @@ static void prepare(wr_worker *w, item *it)
         hex_rand(w, it->trace_id, 32);
     }
     if (rc == 0 && pol->enabled &&
-        wr_idkey_derive(pol, &it->env, it->key, sizeof(it->key), it->error,
-                        sizeof(it->error)) != 0) {
+        wr_idkey_derive(pol, &it->env, it->key, sizeof(it->key), it->error, sizeof(it->error)) !=
+            0) {
         reason = WR_REASON_MISSING_KEY;
         rc = -1;
     }
@@ -659,9 +660,8 @@ static void prepare(wr_worker *w, item *it)
         snprintf(it->reason, sizeof(it->reason), "%s", reason);
         it->outcome = "invalid";
         it->act = WR_ACT_DLQ;
-        it->dec = (wr_decision){.action = WR_ACT_DLQ,
-                                .done_outcome = "dead-lettered",
-                                .error_class = "invalid"};
+        it->dec = (wr_decision){
+            .action = WR_ACT_DLQ, .done_outcome = "dead-lettered", .error_class = "invalid"};
         it->key[0] = '\0';
         return;
     }
@@ -893,10 +893,10 @@ static char *journal_text(const wr_worker *w, const item *it, int64_t now, doubl
     }
     if (it->act == WR_ACT_RETRY || it->act == WR_ACT_WAIT) {
         e.delay_ms = it->delay_ms;
-        e.queue = w->topo
-                      .queues[it->act == WR_ACT_RETRY ? w->topo.tier_queue[it->tier]
-                                                      : w->topo.wait_queue]
-                      .name;
+        e.queue =
+            w->topo
+                .queues[it->act == WR_ACT_RETRY ? w->topo.tier_queue[it->tier] : w->topo.wait_queue]
+                .name;
     } else if (it->act == WR_ACT_DLQ) {
         e.queue = w->sub->dlq;
     }
@@ -1117,9 +1117,11 @@ static int take(wr_worker *w, batch *bt, int timeout_ms)
 {
     int max = w->sub->batch_size;
     bt->n = 0;
+    bt->again = 0;
     for (int i = 0; i < w->nheld && bt->n < max;) {
         if (!wr_inflight_has(w->inflight, w->held[i].rkey)) {
             bt->taken[bt->n++] = w->held[i].d;
+            bt->again++;
             memmove(&w->held[i], &w->held[i + 1], sizeof(*w->held) * (size_t)(w->nheld - i - 1));
             w->nheld--;
         } else {
@@ -1129,8 +1131,7 @@ static int take(wr_worker *w, batch *bt, int timeout_ms)
     int got = 0;
     int rc = WR_BROKER_OK;
     if (bt->n < max) {
-        rc = wr_broker_take(w->b, bt->taken + bt->n, max - bt->n, bt->n > 0 ? 0 : timeout_ms,
-                            &got);
+        rc = wr_broker_take(w->b, bt->taken + bt->n, max - bt->n, bt->n > 0 ? 0 : timeout_ms, &got);
     }
     bt->n += got;
     if (rc != WR_BROKER_OK) {
@@ -1151,7 +1152,7 @@ static int prepare_batch(wr_worker *w, batch *bt)
 {
     const wr_idem_policy *pol = &w->sub->idem;
     bt->live = 1;
-    wr_stat_add(&w->st->received, (uint64_t)bt->n);
+    wr_stat_add(&w->st->received, (uint64_t)(bt->n - bt->again));
     atomic_store(&w->st->in_flight, bt->n);
     atomic_store(&w->st->beat_ms, (long long)wr_mono_ms());
     atomic_store(&w->st->busy, 1);
@@ -1479,8 +1480,9 @@ static int finish_one_by_one(wr_worker *w, batch *bt)
 {
     const wr_idem_policy *pol = &w->sub->idem;
     wr_logline l;
-    wr_log_begin(&l, WR_LOG_ERROR, "commit script failed; committing the batch's records "
-                                   "one by one");
+    wr_log_begin(&l, WR_LOG_ERROR,
+                 "commit script failed; committing the batch's records "
+                 "one by one");
     wr_log_str(&l, "subscription", w->sub->name);
     wr_log_int(&l, "worker", w->index);
     wr_log_str(&l, "error", wr_idem_error(w->idem));
@@ -1612,8 +1614,7 @@ static void journal_batch(wr_worker *w, batch *bt)
     }
     if (nl == 0 && lists == NULL) {
         /* nothing to write; still report what earlier writes' replies said */
-        if (wr_idem_journal(w->idem, NULL, 0, cfg->journal_max_entries, cfg->journal_ttl_ms) ==
-            0) {
+        if (wr_idem_journal(w->idem, NULL, 0, cfg->journal_max_entries, cfg->journal_ttl_ms) == 0) {
             return;
         }
     } else {
@@ -1706,8 +1707,10 @@ static int settle(wr_worker *w, batch *bt)
              * the checks did not foresee). Its record was given back as released:
              * the start stays counted, so a message that fails this way every
              * time reaches the crash-loop guard and the DLQ instead of looping. */
-            snprintf(it->error, sizeof(it->error), "the commit failed, the message runs "
-                                                   "again: %s", f->why);
+            snprintf(it->error, sizeof(it->error),
+                     "the commit failed, the message runs "
+                     "again: %s",
+                     f->why);
             it->act = WR_ACT_NONE;
         } else if (!f->owned) {
             wr_stat_add(&w->st->lease_lost, 1);
@@ -1726,8 +1729,10 @@ static int settle(wr_worker *w, batch *bt)
              * storebuf.h): nothing applied, the record unclaimed; the message goes
              * back and runs again from fresh state. Its outgoing events, if any
              * went out, carry the same ids next time. */
-            snprintf(it->error, sizeof(it->error), "store %s; nothing applied, the message "
-                                                   "runs again", f->why);
+            snprintf(it->error, sizeof(it->error),
+                     "store %s; nothing applied, the message "
+                     "runs again",
+                     f->why);
             it->act = WR_ACT_NONE;
             it->claimed = 0;
         } else if (f->refused) {
@@ -1778,11 +1783,10 @@ static int settle(wr_worker *w, batch *bt)
         }
         count_item(w, it);
         /* a store conflict is concurrency doing its job, not a failure */
-        wr_log_level level = it->act == WR_ACT_OK || it->act == WR_ACT_DUPLICATE ? WR_LOG_INFO
-                             : it->act == WR_ACT_NONE &&
-                                     strncmp(it->error, "store conflict", 14) != 0
-                                 ? WR_LOG_ERROR
-                                 : WR_LOG_WARN;
+        wr_log_level level =
+            it->act == WR_ACT_OK || it->act == WR_ACT_DUPLICATE                       ? WR_LOG_INFO
+            : it->act == WR_ACT_NONE && strncmp(it->error, "store conflict", 14) != 0 ? WR_LOG_ERROR
+                                                                                      : WR_LOG_WARN;
         log_item(w, it, level);
     }
     if (rc != WR_BROKER_OK) {
@@ -1791,7 +1795,7 @@ static int settle(wr_worker *w, batch *bt)
     /* the publishes of this batch matter to nobody now; those of the other one do */
     batch *o = other_batch(w, bt);
     wr_broker_confirm_release(w->b, o->live && o->seq_first != 0 ? o->seq_first
-                                                                  : wr_broker_next_seq(w->b));
+                                                                 : wr_broker_next_seq(w->b));
     int lost_copies = 0;
     for (int i = 0; i < bt->n; i++) {
         lost_copies += !bt->items[i].held && bt->items[i].act == WR_ACT_NONE &&
@@ -1942,8 +1946,10 @@ static int apply_live(wr_worker *w)
     }
     wr_topology topo;
     if (wr_topology_plan(w->sub, &tiers, &topo) != 0) {
-        wr_logf(WR_LOG_ERROR, "%s: the new retry delays need queue names that are too long; "
-                              "keeping the old schedule", w->name);
+        wr_logf(WR_LOG_ERROR,
+                "%s: the new retry delays need queue names that are too long; "
+                "keeping the old schedule",
+                w->name);
         wr_retry_policy_copy(&w->retry, w->retry_delays, &w->sub->retry);
         return WR_BROKER_OK;
     }
@@ -1983,10 +1989,9 @@ static void fail_turn(wr_worker *w, int rc)
         if (w->pause_backoff_ms > 0) {
             nap(w, jittered(w, w->pause_backoff_ms));
         }
-        w->pause_backoff_ms = w->pause_backoff_ms == 0 ? BACKOFF_MIN_MS
-                              : w->pause_backoff_ms * 2 > BACKOFF_MAX_MS
-                                  ? BACKOFF_MAX_MS
-                                  : w->pause_backoff_ms * 2;
+        w->pause_backoff_ms = w->pause_backoff_ms == 0                   ? BACKOFF_MIN_MS
+                              : w->pause_backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
+                                                                         : w->pause_backoff_ms * 2;
         return;
     }
     const char *why = w->b ? wr_broker_error(w->b) : "broker connection lost";
@@ -2094,8 +2099,7 @@ static void *worker_main(void *arg)
                 w->pause_backoff_ms = 0; /* a batch went through */
             }
             if (!wr_broker_consuming(w->b) && !w->paused) {
-                wr_logf(WR_LOG_WARN, "%s: consumer cancelled by the broker; reconnecting",
-                        w->name);
+                wr_logf(WR_LOG_WARN, "%s: consumer cancelled by the broker; reconnecting", w->name);
                 rc = settle_all(w);
                 fail_turn(w, rc == WR_BROKER_OK ? WR_BROKER_DOWN : rc);
                 break;
@@ -2168,8 +2172,8 @@ static void batch_free(batch *bt, int n)
 
 wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int index,
                            wr_live *live, wr_shared_brk *brk, wr_breakers *named,
-                           wr_inflight *inflight, wr_run_flags *flags, wr_wstats *stats,
-                           char *err, size_t errcap)
+                           wr_inflight *inflight, wr_run_flags *flags, wr_wstats *stats, char *err,
+                           size_t errcap)
 {
     wr_worker *w = calloc(1, sizeof(*w));
     if (w == NULL) {

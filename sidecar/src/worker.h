@@ -53,8 +53,8 @@
 #include "reload.h"
 
 typedef struct {
-    atomic_int stop;  /* drain: stop consuming, finish in-flight work, exit */
-    atomic_int abort; /* stop now: interrupt handlers, return their messages */
+    atomic_int stop;    /* drain: stop consuming, finish in-flight work, exit */
+    atomic_int abort;   /* stop now: interrupt handlers, return their messages */
     atomic_int orphans; /* records workers hold for messages they gave back while Redis
                            was away; others wait for them before consuming again */
 } wr_run_flags;
@@ -73,8 +73,8 @@ typedef struct wr_worker wr_worker;
  */
 wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int index,
                            wr_live *live, wr_shared_brk *brk, wr_breakers *named,
-                           wr_inflight *inflight, wr_run_flags *flags, wr_wstats *stats,
-                           char *err, size_t errcap);
+                           wr_inflight *inflight, wr_run_flags *flags, wr_wstats *stats, char *err,
+                           size_t errcap);
 
 /* 1 once the worker's thread has finished. */
 int wr_worker_done(const wr_worker *w);

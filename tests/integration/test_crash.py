@@ -11,6 +11,7 @@ import random
 import time
 
 from wrtest import (Broker, Warren, check, check_eq, finish, prefix, redis_client, tempdir,
+                    records as records_of,
                     wait_for, write)
 
 TOTAL = 20000
@@ -106,13 +107,7 @@ print("  %d DLQ copies for %d failing inputs" % (len(dlq_ids), len(distinct_bad)
 check(extra <= KILLS, "extra DLQ copies only from kills inside the publish-to-record window (%d)"
       % extra)
 
-keys = r.keys("warren:idem:crashy:*")
-records = {}
-pipe = r.pipeline()
-for k in keys:
-    pipe.hgetall(k)
-for k, rec in zip(keys, pipe.execute()):
-    records[k.split(":", 3)[3]] = rec
+records = records_of(r, "crashy")
 not_done = sorted(i for i in ids if records.get(i, {}).get("state") != "done")
 check_eq(not_done, [], "every input id has a done record")
 check_eq(sorted(i for i in distinct_good if records[i].get("outcome") != "ok"), [],

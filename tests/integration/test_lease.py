@@ -63,20 +63,28 @@ check_eq(len(outs), 1, "one output")
 check_eq(idem_record(r, "lease", "dies-1").get("state"), "done", "record done")
 check_eq(c.stop(), 0, "c exits 0")
 
-# 2. A live worker outlives its lease: another worker takes a duplicate copy
-#    over; the first worker's commit is refused and its message is not acked
-#    as a second success.
-sub2 = dict(sub, concurrency=2, prefetch=1, batch_size=1)
+# 2. A live worker outlives its lease: a worker of another process takes a
+#    duplicate copy over; the first worker's commit is refused and its message
+#    is not acked as a second success. (Two copies in one process never run
+#    at once: the second waits for the first, see test_idempotency.)
+sub2 = dict(sub, concurrency=1, prefetch=1, batch_size=1)
 d = Warren(tmp, [sub2], name="d").start()
-check(d.wait_consuming(2), "d consuming with two workers")
+e = Warren(tmp, [sub2], name="e").start()
+check(d.wait_consuming(1) and e.wait_consuming(1), "d and e consuming")
+
+
+def lines(**match):
+    return d.lines(**match) + e.lines(**match)
+
+
 b.publish(queue, {"busy": 4}, message_id="slow-1")
-wait_for(lambda: d.lines(msg="started", message_id="slow-1"), 20, "slow-1 started")
+wait_for(lambda: lines(msg="started", message_id="slow-1"), 20, "slow-1 started")
 b.publish(queue, {"busy": 0}, message_id="slow-1")  # the producer's duplicate
-wait_for(lambda: d.lines(msg="duplicate message skipped", message_id="slow-1"), 60,
+wait_for(lambda: lines(msg="duplicate message skipped", message_id="slow-1"), 60,
          "the late commit found the record done and skipped the redelivery")
-lost = d.lines(msg="message returned to the queue", message_id="slow-1")
+lost = lines(msg="message returned to the queue", message_id="slow-1")
 check(any("lease lost" in l.get("error", "") for l in lost), "the lost lease was logged")
-handled = d.lines(msg="message handled", message_id="slow-1")
+handled = lines(msg="message handled", message_id="slow-1")
 check_eq(len(handled), 1, "exactly one run recorded as done")
 time.sleep(1.5)
 outs = [json.loads(body) for _, body in b.drain(out_queue)]
@@ -84,6 +92,7 @@ check(1 <= len(outs) <= 2 and all(o["input"] == "slow-1" for o in outs),
       "outputs carry the same deterministic id (%d published)" % len(outs))
 check_eq(idem_record(r, "lease", "slow-1").get("outcome"), "ok", "slow-1 recorded ok")
 check_eq(d.stop(), 0, "d exits 0")
+check_eq(e.stop(), 0, "e exits 0")
 for q in (queue, queue + ".wait", queue + ".dlq"):
     check_eq(b.depth(q), 0, "%s empty" % q)
 b.delete(queue, queue + ".dlq", queue + ".wait", out_queue,
