@@ -43,7 +43,8 @@ import redis as redislib
 
 sys.path.insert(0, os.path.dirname(__file__))
 from wrtest import (ENV, STACK_DIR, STACK_SH, WARREN, Broker, Warren, check, check_eq,  # noqa: E402
-                    delete_queues, finish, prefix, redis_client, tempdir, wait_for, write)
+                    delete_queues, finish, idem_record, prefix, redis_client, tempdir, wait_for,
+                    write)
 
 if "WARREN_AMQPS_URL" not in ENV:
     check(False, "the test stack has a TLS listener (WR_AMQPS_PORT; %s/env has no "
@@ -128,22 +129,6 @@ def connection_of(sub_name):
         if props.get("connection_name") == "warren %s#0" % sub_name:
             return c
     return None
-
-
-def idem_record(client, sub, key):
-    """The idempotency record of KEY as {"state", "outcome"} ({} when none), whichever form
-    it has: the compact string (record.h) or the older hash."""
-    k = "warren:idem:%s:%s" % (sub, key)
-    kind = client.type(k)
-    kind = kind.decode() if isinstance(kind, bytes) else kind
-    if kind == "hash":
-        return client.hgetall(k)
-    if kind != "string":
-        return {}
-    v = client.get(k)
-    parts = (v.decode() if isinstance(v, bytes) else v).split("|")
-    state = {"p": "processing", "r": "released", "d": "done"}.get(parts[0], parts[0])
-    return {"state": state, "outcome": parts[2] if state == "done" and len(parts) > 2 else None}
 
 
 def handled(w, r, mid, timeout=30):
