@@ -61,6 +61,7 @@
 #define MAX_ENV_NAME 128     /* bytes in the name of a ${VAR} */
 #define ECHO_MAX 8           /* values up to this many bytes are quoted in messages */
 #define KEY_ECHO_MAX 64      /* keys and names are quoted up to this many bytes */
+#define URL_ECHO_MAX 200     /* URLs (masked) are quoted up to this many bytes */
 #define GOT_MAX (KEY_ECHO_MAX + 48) /* room for describe_value's phrase */
 
 /* ------------------------------------------------------------------------ */
@@ -1844,8 +1845,9 @@ static void url_error(loader *ld, int line, int col, const char *path, const cha
 {
     if (after_scheme(text) != NULL) {
         char *masked = mask_url(text, true);
-        err_at(ld, line, col, "%s: invalid %s URL '%s' (%s)", path, kind, masked ? masked : "***",
-               why);
+        char shown[URL_ECHO_MAX + 4];
+        printable(masked ? masked : "***", masked ? strlen(masked) : 3, URL_ECHO_MAX, shown);
+        err_at(ld, line, col, "%s: invalid %s URL '%s' (%s)", path, kind, shown, why);
         free(masked);
     } else {
         char got[GOT_MAX];

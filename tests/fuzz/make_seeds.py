@@ -116,6 +116,9 @@ def seeds_config():
           "  - {name: b, queue: q2, handler: h.lua, bindings: *b}\n")
     write("config", "env.yaml", minimal.replace("localhost", "${WR_FUZZ_SECRET:-${X:-h}}") +
           "    dlq: '$${WR_FUZZ_EMPTY:-d}${WR_FUZZ_SECRET}'\nlog: {level: '${WR_FUZZ_SECRET}'}\n")
+    # found by fuzz_config: a URL error quoted a folded scalar's newline (now a unit test)
+    write("config", "crash-url-over-lines.yaml",
+          "{amqp: {url: 'amqps://uh@p:576/1en\n:y4 c6  \n" + "\n" * 40 + "'}}\n")
     write("config", "errors.yaml", minimal +
           "    bogus: 1\n    concurrency: 65\n    handler_timeout: 5x\n"
           "    retry: {delays: [1s], backoff: {initial: 2s}}\n"

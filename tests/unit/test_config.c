@@ -2351,6 +2351,19 @@ static void test_control_characters(void)
     EXPECT_ERRORS(MINIMAL "    dlq: \"${A\\rB}\"\n",
                   "9:10: subscriptions[0].dlq: invalid environment variable name 'A?B' (letters, "
                   "digits and '_')");
+    /* a quoted URL folded over lines keeps its blank lines as newlines; and a long one */
+    EXPECT_ERRORS("amqp: {url: 'amqps://u:p@h:0/v\n\n  x'}\n"
+                  "redis:\n  url: redis://localhost\n"
+                  "subscriptions:\n  - {name: a, queue: q, handler: h.lua}\n",
+                  "1:13: amqp.url: invalid AMQP URL 'amqps://u:***@h:0/v?x' (port must be a "
+                  "number from 1 to 65535)");
+    char text[1024], want[512];
+    snprintf(text, sizeof(text), "amqp:\n  url: amqp://h:0/%0300d\n"
+             "redis:\n  url: redis://localhost\n"
+             "subscriptions:\n  - {name: a, queue: q, handler: h.lua}\n", 0);
+    snprintf(want, sizeof(want), "2:8: amqp.url: invalid AMQP URL 'amqp://h:0/%0189d...' (port "
+             "must be a number from 1 to 65535)", 0);
+    EXPECT_ERRORS(text, want);
     EXPECT_ERRORS(MINIMAL "breakers:\n  \"p\\ty\": {window: 0}\n",
                   "10:3: breakers: may contain only letters, digits, '_', '.' and '-', got 'p?y'",
                   "10:20: breakers.p?y.window: expected an integer from 1 to 1000, got '0'");
