@@ -465,6 +465,41 @@ const char *wr_broker_error(const wr_broker *b)
     return b->err;
 }
 
+#define PROBE_CH 2 /* throwaway channel: a passive declare of a missing queue closes it */
+
+/*
+ * Whether QUEUE exists already, whatever its type and arguments: a passive
+ * queue.declare on a channel of its own, since a missing queue closes the
+ * channel that asked (404) and CH must survive. Returns 1 it exists, 0 it
+ * does not, or WR_BROKER_DOWN.
+ */
+static int queue_exists(wr_broker *b, const char *queue)
+{
+    amqp_channel_open(b->conn, PROBE_CH);
+    int rc = check_reply(b, amqp_get_rpc_reply(b->conn), "channel.open");
+    if (rc != WR_BROKER_OK) {
+        return rc;
+    }
+    amqp_queue_declare(b->conn, PROBE_CH, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(b->conn);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+        rc = check_reply(b, amqp_channel_close(b->conn, PROBE_CH, AMQP_REPLY_SUCCESS),
+                         "channel.close");
+        return rc == WR_BROKER_OK ? 1 : rc;
+    }
+    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        amqp_channel_close_t *m = r.reply.decoded;
+        amqp_channel_close_ok_t ok = {0};
+        amqp_send_method(b->conn, PROBE_CH, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+        if (m->reply_code == 404) {
+            return 0;
+        }
+        return fail(b, WR_BROKER_DOWN, "queue.declare passive of '%s': %u %.*s", queue,
+                    m->reply_code, (int)m->reply_text.len, (char *)m->reply_text.bytes);
+    }
+    return check_reply(b, r, "queue.declare passive");
+}
+
 int wr_broker_declare(wr_broker *b, const wr_topology *t)
 {
     for (int i = 0; i < t->exchange_count; i++) {
@@ -500,6 +535,17 @@ int wr_broker_declare(wr_broker *b, const wr_topology *t)
             args[n].value.kind = AMQP_FIELD_KIND_UTF8;
             args[n].value.value.bytes = amqp_cstring_bytes(q->dead_letter_routing_key);
             n++;
+        }
+        if (strcmp(q->role, "main") == 0) {
+            /* the consumed queue is the service's: one that exists is taken as it is
+             * (a quorum queue, say, which a plain declaration would conflict with) */
+            int rc = queue_exists(b, q->name);
+            if (rc < 0) {
+                return rc;
+            }
+            if (rc == 1) {
+                continue;
+            }
         }
         amqp_table_t table = {.num_entries = n, .entries = args};
         amqp_queue_declare(b->conn, CH, amqp_cstring_bytes(q->name), 0, q->durable, 0, 0, table);
@@ -550,7 +596,22 @@ int wr_broker_cancel(wr_broker *b)
     }
     b->consuming = 0;
     amqp_basic_cancel(b->conn, CH, amqp_cstring_bytes(b->consumer_tag));
-    return check_reply(b, amqp_get_rpc_reply(b->conn), "basic.cancel");
+    int rc = check_reply(b, amqp_get_rpc_reply(b->conn), "basic.cancel");
+    /* Deliveries the broker sent before cancel-ok arrived before it too: rabbitmq-c
+     * kept them aside while it waited for the reply. File them in the inbox now,
+     * so the caller's "return everything" covers them; read later, they would be
+     * taken for new deliveries after a nack of every tag had already returned
+     * them (and their ack would close the channel: unknown delivery tag). */
+    while (rc == WR_BROKER_OK &&
+           (amqp_frames_enqueued(b->conn) || amqp_data_in_buffer(b->conn))) {
+        int prc = wr_broker_poll(b, 0);
+        if (prc == WR_BROKER_DOWN) {
+            rc = prc;
+        } else if (prc == WR_BROKER_TIMEOUT) {
+            break;
+        }
+    }
+    return rc;
 }
 
 int wr_broker_consuming(const wr_broker *b)

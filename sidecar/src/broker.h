@@ -73,13 +73,16 @@ void wr_broker_destroy(wr_broker *b);
 /* Last error text (for logs); never holds credentials. */
 const char *wr_broker_error(const wr_broker *b);
 
-/* Declare every exchange, queue and binding of T. */
+/* Declare every exchange, queue and binding of T. The main queue is declared
+ * only when a passive declaration (on a throwaway channel) says it is missing:
+ * one that exists is consumed as it is, whatever its type or arguments. */
 int wr_broker_declare(wr_broker *b, const wr_topology *t);
 
 /* Set the prefetch (basic.qos) and start consuming QUEUE with manual acks. */
 int wr_broker_consume(wr_broker *b, const char *queue, int prefetch);
-/* Stop the consumer (basic.cancel). Deliveries already sent still arrive and
- * land in the inbox; the caller returns them with wr_broker_nack. */
+/* Stop the consumer (basic.cancel). Every delivery the broker sent before it
+ * confirmed the cancel is in the inbox when this returns; the caller returns
+ * them with wr_broker_nack. */
 int wr_broker_cancel(wr_broker *b);
 /* 1 while our consumer is active (not cancelled by us or the broker). */
 int wr_broker_consuming(const wr_broker *b);

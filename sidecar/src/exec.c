@@ -13,8 +13,10 @@
 #include "config.h"
 #include "decide.h"
 #include "envelope.h"
+#include "evfile.h"
 #include "idkey.h"
 #include "log.h"
+#include "lua_http.h"
 #include "lua_rt.h"
 #include "reload.h"
 #include "retry.h"
@@ -171,6 +173,164 @@ static json_t *writes_json(const wr_storebuf *buf, size_t prefix_len)
     return a;
 }
 
+/* A JSON string of S (N bytes); bytes that are not UTF-8 become '?' (a request
+ * body or URL may hold anything). */
+static json_t *text_json(const char *s, size_t n)
+{
+    json_t *j = json_stringn(s, n);
+    if (j != NULL) {
+        return j;
+    }
+    char *c = malloc(n + 1);
+    if (c == NULL) {
+        return json_string("");
+    }
+    for (size_t i = 0; i < n; i++) {
+        c[i] = (unsigned char)s[i] < 0x80 && s[i] != '\0' ? s[i] : '?';
+    }
+    j = json_stringn(c, n);
+    free(c);
+    return j;
+}
+
+/*
+ * ctx.http under `warren exec` (the transport of lua_http.h): every request
+ * is listed for the report; a fake from the event file answers it, or, with
+ * --live-http, libcurl sends it. A request no fake answers is refused with a
+ * message that names it (URL masked, as every ctx.http error) and shows the
+ * entry to add; the report shows that entry with the exact URL.
+ */
+typedef struct {
+    wr_evfile *ev;
+    int live;
+    json_t *calls; /* the report's "http_calls" */
+    int unfaked;   /* requests refused for want of a fake */
+    char *refusal; /* the last refusal's text: the WR_HTTP_REFUSED error */
+} exec_http;
+
+static int exec_send(void *ud, struct lua_State *L, const wr_http_req *req, wr_http_resp *resp)
+{
+    exec_http *x = ud;
+    char safe[1024];
+    wr_http_safe_url(req->url, safe, sizeof(safe));
+    json_t *call = json_object();
+    json_object_set_new(call, "method", json_string(req->method));
+    json_object_set_new(call, "url", text_json(safe, strlen(safe)));
+    if (req->body != NULL) {
+        json_object_set_new(call, "body", text_json(req->body, req->body_len));
+    }
+    json_array_append_new(x->calls, call);
+
+    if (x->live) {
+        int rc = wr_lua_http_curl(NULL, L, req, resp);
+        json_object_set_new(call, "answer", json_string("live"));
+        if (rc == WR_HTTP_OK) {
+            json_object_set_new(call, "status", json_integer(resp->status));
+        } else {
+            json_object_set_new(call, "error", json_string(resp->error ? resp->error : "?"));
+        }
+        return rc;
+    }
+    wr_evfile_fake *f = wr_evfile_match(x->ev, req->method, req->url);
+    if (f == NULL) {
+        x->unfaked++;
+        char *hint = wr_evfile_fake_for(req->method, req->url);
+        json_object_set_new(call, "answer", json_string("none"));
+        json_object_set_new(call, "add", hint ? json_loads(hint, 0, NULL) : json_null());
+        const char *head = "no fake response in the event file (warren exec makes no network "
+                           "call without --live-http); to fake it, add";
+        const char *fmt = "http %s %s: %s %s to the event file's \"http\" list";
+        const char *what = hint != NULL && strcmp(safe, req->url) == 0
+                               ? hint
+                               : "the entry warren exec prints for this call";
+        int n = snprintf(NULL, 0, fmt, req->method, safe, head, what);
+        free(x->refusal);
+        x->refusal = malloc((size_t)n + 1);
+        if (x->refusal != NULL) {
+            snprintf(x->refusal, (size_t)n + 1, fmt, req->method, safe, head, what);
+        }
+        free(hint);
+        resp->error = x->refusal;
+        return WR_HTTP_REFUSED;
+    }
+    char at[1100];
+    snprintf(at, sizeof(at), "%s:%d:%d", x->ev->path, f->line, f->col);
+    json_object_set_new(call, "answer", json_string("fake"));
+    json_object_set_new(call, "fake", json_string(f->name));
+    json_object_set_new(call, "at", text_json(at, strlen(at)));
+    if (f->error != NULL) {
+        json_object_set_new(call, "error", json_string(f->error));
+        resp->error = f->error;
+        return WR_HTTP_FAILED;
+    }
+    json_object_set_new(call, "status", json_integer(f->status));
+    resp->status = f->status;
+    resp->head = f->head;
+    resp->head_len = f->head_len;
+    resp->body = f->body;
+    resp->body_len = f->body_len;
+    return WR_HTTP_OK;
+}
+
+/* The report's "unused_fakes": fakes no request used. */
+static json_t *unused_json(const wr_evfile *ev)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < ev->fake_count; i++) {
+        const wr_evfile_fake *f = &ev->fakes[i];
+        if (f->uses == 0) {
+            char at[1100];
+            snprintf(at, sizeof(at), "%s:%d:%d", ev->path, f->line, f->col);
+            json_array_append_new(
+                a, json_pack("{s:s, s:o}", "fake", f->name, "at", text_json(at, strlen(at))));
+        }
+    }
+    return a;
+}
+
+/* The text report's lines for the HTTP calls and unused fakes. */
+static void print_http(json_t *calls, json_t *unused, int live)
+{
+    if (json_array_size(calls) == 0 && json_array_size(unused) == 0) {
+        return;
+    }
+    printf("http          %zu call(s), %s\n", json_array_size(calls),
+           live ? "sent over the network (--live-http)"
+                : "answered by the event file's fakes (no network)");
+    size_t i;
+    json_t *c;
+    json_array_foreach(calls, i, c)
+    {
+        const char *body = json_string_value(json_object_get(c, "body"));
+        printf("  %s %s%s%s -> ", json_string_value(json_object_get(c, "method")),
+               json_string_value(json_object_get(c, "url")), body ? " " : "", body ? body : "");
+        const char *answer = json_string_value(json_object_get(c, "answer"));
+        json_t *status = json_object_get(c, "status");
+        const char *err = json_string_value(json_object_get(c, "error"));
+        if (strcmp(answer, "none") == 0) {
+            char *add = json_dumps(json_object_get(c, "add"), JSON_PRESERVE_ORDER);
+            printf("no fake; add to the event file's \"http\" list:\n      %s\n", add ? add : "");
+            free(add);
+            continue;
+        }
+        if (status != NULL) {
+            printf("%lld", (long long)json_integer_value(status));
+        } else {
+            printf("%s", err ? err : "?");
+        }
+        if (strcmp(answer, "live") == 0) {
+            printf(" (live)\n");
+        } else {
+            printf(" from %s\n", json_string_value(json_object_get(c, "fake")));
+        }
+    }
+    json_array_foreach(unused, i, c)
+    {
+        printf("unused fake   %s (%s)\n", json_string_value(json_object_get(c, "fake")),
+               json_string_value(json_object_get(c, "at")));
+    }
+}
+
 /* Build an AMQP header value from a JSON value (strings, integers, reals, booleans). */
 static int field_of(amqp_pool_t *pool, json_t *v, amqp_field_value_t *out)
 {
@@ -312,9 +472,11 @@ static json_t *pub_json(const wr_lua_pub *p, const char *key, const char *sub, i
     return o;
 }
 
-int wr_exec_run(const char *config_path, const char *subscription, const char *event_path,
-                int json_output)
+int wr_exec_run(const wr_exec_opts *opts)
 {
+    const char *config_path = opts->config_path, *subscription = opts->subscription;
+    const char *event_path = opts->event_path;
+    int json_output = opts->json_output;
     int rc = 2;
     wr_config_errors errs = {0};
     wr_config *cfg = wr_config_load(config_path, &errs);
@@ -331,8 +493,9 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
             sub = &cfg->subs[i];
         }
     }
-    json_error_t jerr;
+    wr_evfile *evf = NULL;
     json_t *ev = NULL;
+    exec_http xh = {.live = opts->live_http, .calls = json_array()};
     char *body = NULL;
     wr_lua *L = NULL;
     exec_store es = {0};
@@ -349,12 +512,19 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
         fprintf(stderr, ")\n");
         goto out;
     }
-    ev = json_load_file(event_path, 0, &jerr);
-    if (ev == NULL || !json_is_object(ev)) {
-        fprintf(stderr, "%s:%d:%d: %s\n", event_path, jerr.line, jerr.column,
-                ev ? "the event must be a JSON object" : jerr.text);
+    evf = wr_evfile_load(event_path, &errs);
+    if (evf == NULL) {
+        for (int i = 0; i < errs.count; i++) {
+            fprintf(stderr, "%s\n", errs.lines[i]);
+        }
+        if (errs.dropped > 0) {
+            fprintf(stderr, "%s: %d more problem(s) not shown\n", event_path, errs.dropped);
+        }
+        wr_config_errors_free(&errs);
         goto out;
     }
+    ev = evf->event;
+    xh.ev = evf;
     amqp_envelope_t d;
     char err[1024];
     if (delivery_of(ev, &pool, &d, &body, err, sizeof(err)) != 0) {
@@ -373,7 +543,9 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
                      .timeout_ms = sub->handler_timeout_ms,
                      .max_attempts = sub->retry.max_attempts,
                      .breakers = breakers,
-                     .breaker_fallback = &sub->breaker};
+                     .breaker_fallback = &sub->breaker,
+                     .http_send = exec_send,
+                     .http_ud = &xh};
     L = wr_lua_create(&o, err, sizeof(err));
     if (L == NULL) {
         fprintf(stderr, "%s:%d:%d: subscriptions: %s: %s\n", cfg->path, sub->line, sub->col,
@@ -478,6 +650,9 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
     }
     json_object_set_new(report, "published", published);
     json_object_set_new(report, "decision", decision);
+    json_t *unused = unused_json(evf);
+    json_object_set_new(report, "http_calls", json_incref(xh.calls));
+    json_object_set_new(report, "unused_fakes", unused);
     if (json_output) {
         char *s = json_dumps(report, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         printf("%s\n", s ? s : "{}");
@@ -510,7 +685,9 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
             printf("\nstore writes  %zu: %s", json_array_size(sw), t ? t : "");
             free(t);
         }
-        printf("\npublished     %zu event(s)\n", json_array_size(published));
+        printf("\n");
+        print_http(xh.calls, unused, xh.live);
+        printf("published     %zu event(s)\n", json_array_size(published));
         size_t i;
         json_t *p;
         json_array_foreach(published, i, p)
@@ -522,14 +699,16 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
         }
     }
     json_decref(report);
-    rc = ok ? 0 : 1;
+    rc = ok && xh.unfaked == 0 ? 0 : 1;
 
 out:
     wr_storebuf_destroy(store_buf);
     free(es.items);
     wr_lua_destroy(L);
     wr_breakers_destroy(breakers);
-    json_decref(ev);
+    wr_evfile_free(evf);
+    json_decref(xh.calls);
+    free(xh.refusal);
     free(body);
     empty_amqp_pool(&pool);
     wr_config_free(cfg);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "numfmt.h"
 #include "rconn.h"
 #include "record.h"
 #include "scripts.h"
@@ -34,7 +35,7 @@ typedef struct {
  * after NOSCRIPT, and its reply once read. */
 typedef struct {
     char *cmd;
-    int len;
+    size_t len;
     int resent;
     redisReply *reply;
 } call;
@@ -161,7 +162,7 @@ static redisReply *reply_of(wr_idem *d, owe_kind kind)
                 c->resent = 1;
                 if (wr_rconn_append_load(d->rc, &d->scripts[o.kind]) != 0 ||
                     owe_push(d, OWE_LOAD, o.kind) != 0 ||
-                    wr_rconn_append_formatted(d->rc, c->cmd, (size_t)c->len) != 0 ||
+                    wr_rconn_append_formatted(d->rc, c->cmd, c->len) != 0 ||
                     owe_push(d, o.kind, 0) != 0 || wr_rconn_flush(d->rc) != 0) {
                     lost(d);
                     return NULL;
@@ -223,12 +224,12 @@ static int send_script(wr_idem *d, owe_kind kind, int argc, const char **argv, s
     argv[1] = d->scripts[kind == OWE_CLAIM ? SCRIPT_CLAIM : SCRIPT_FINISH].sha;
     lens[1] = 40;
     char *cmd = NULL;
-    int len = redisFormatCommandArgv(&cmd, argc, argv, lens);
+    long len = wr_rconn_format(&cmd, argc, argv, lens);
     if (len < 0 || cmd == NULL) {
         snprintf(d->err, sizeof(d->err), "out of memory");
         return -1;
     }
-    *c = (call){.cmd = cmd, .len = len};
+    *c = (call){.cmd = cmd, .len = (size_t)len};
     if (wr_rconn_append_formatted(d->rc, cmd, (size_t)len) != 0 || owe_push(d, kind, 0) != 0 ||
         wr_rconn_flush(d->rc) != 0) {
         return lost(d);
@@ -363,8 +364,7 @@ static void args_add(args *a, const char *s)
 static void args_num(args *a, long long v)
 {
     char *p = a->nums + 24 * a->nnums++;
-    int n = snprintf(p, 24, "%lld", v);
-    args_addn(a, p, (size_t)n);
+    args_addn(a, p, wr_fmt_i64(p, (int64_t)v));
 }
 
 /* ---- claim ------------------------------------------------------------------------------- */

@@ -171,6 +171,13 @@ const char *wr_lua_tracestate(lua_State *L)
     return rt->call != NULL ? rt->call->tracestate : NULL;
 }
 
+wr_http_send_fn wr_lua_http_transport(lua_State *L, void **ud)
+{
+    wr_lua *rt = rt_of(L);
+    *ud = rt->opts.http_ud;
+    return rt->opts.http_send;
+}
+
 void wr_lua_service(lua_State *L)
 {
     wr_lua *rt = rt_of(L);

@@ -44,6 +44,7 @@
 #include "config.h"
 #include "outcome.h"
 #include "envelope.h"
+#include "lua_http.h"
 #include "storebuf.h"
 
 typedef struct wr_lua wr_lua;
@@ -68,6 +69,10 @@ typedef struct {
     void *service_ud;
     int64_t service_every_ms;
     const wr_breaker_policy *breaker_fallback; /* policy of names not in the config */
+    /* How ctx.http sends (lua_http.h): NULL is libcurl, the sidecar's transport;
+     * `warren exec` answers from the event file's fakes instead. */
+    wr_http_send_fn http_send;
+    void *http_ud;
 } wr_lua_opts;
 
 /* How a handler call ended: wr_outcome (outcome.h). */

@@ -4,6 +4,7 @@
  */
 #include "rconn.h"
 
+#include "numfmt.h"
 #include "record.h"
 
 #include <stdarg.h>
@@ -187,6 +188,36 @@ int wr_rconn_append_formatted(wr_rconn *c, const char *cmd, size_t len)
     }
     c->owed++;
     return 0;
+}
+
+long wr_rconn_format(char **out, int argc, const char **argv, const size_t *lens)
+{
+    char num[WR_NUMFMT_MAX];
+    size_t total = 1 + wr_fmt_u64(num, (uint64_t)argc) + 2;
+    for (int i = 0; i < argc; i++) {
+        total += 1 + wr_fmt_u64(num, lens[i]) + 2 + lens[i] + 2;
+    }
+    char *p = malloc(total + 1);
+    *out = p;
+    if (p == NULL) {
+        return -1;
+    }
+    *p++ = '*';
+    p += wr_fmt_u64(p, (uint64_t)argc);
+    *p++ = '\r';
+    *p++ = '\n';
+    for (int i = 0; i < argc; i++) {
+        *p++ = '$';
+        p += wr_fmt_u64(p, lens[i]);
+        *p++ = '\r';
+        *p++ = '\n';
+        memcpy(p, argv[i], lens[i]);
+        p += lens[i];
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    *p = '\0';
+    return (long)total;
 }
 
 int wr_rconn_append_load(wr_rconn *c, const wr_rscript *s)

@@ -65,6 +65,12 @@ int wr_rconn_append(wr_rconn *c, int argc, const char **argv, const size_t *lens
 /* Queue an already formatted command (redisFormatCommandArgv). Returns 0 or -1. */
 int wr_rconn_append_formatted(wr_rconn *c, const char *cmd, size_t len);
 
+/* Format ARGC arguments as one RESP command into *OUT (malloc'd; the caller
+ * frees it), for wr_rconn_append_formatted. hiredis's own formatter prints
+ * each length with sprintf, which showed in profiles of the batch path.
+ * Returns the length, or -1 when out of memory. */
+long wr_rconn_format(char **out, int argc, const char **argv, const size_t *lens);
+
 /* Send everything queued, without waiting for replies. Returns 0, or -1. */
 int wr_rconn_flush(wr_rconn *c);
 

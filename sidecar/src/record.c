@@ -3,6 +3,8 @@
  */
 #include "record.h"
 
+#include "numfmt.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,11 +162,22 @@ const char *wr_record_state_name(char state)
 
 char *wr_record_done(int starts, const char *outcome, int64_t done_at, const char *entry)
 {
-    size_t cap = strlen(outcome) + (entry ? strlen(entry) : 0) + 64;
-    char *v = malloc(cap);
+    /* built by hand: one per handled message, on the batch path */
+    size_t ol = strlen(outcome), el = entry ? strlen(entry) : 0;
+    char *v = malloc(ol + el + 2 * WR_NUMFMT_MAX + 8);
     if (v != NULL) {
-        snprintf(v, cap, "d|%d|%s|%lld|%s", starts, outcome, (long long)done_at,
-                 entry ? entry : "");
+        char *p = v;
+        *p++ = 'd';
+        *p++ = '|';
+        p += wr_fmt_i64(p, starts);
+        *p++ = '|';
+        memcpy(p, outcome, ol);
+        p += ol;
+        *p++ = '|';
+        p += wr_fmt_i64(p, done_at);
+        *p++ = '|';
+        memcpy(p, entry ? entry : "", el);
+        p[el] = '\0';
     }
     return v;
 }

@@ -297,10 +297,18 @@ static void log_unavailable(wr_worker *w, const char *what, const char *where, c
 
 static int unclaim_orphans(wr_worker *w);
 
+/* The first wait of a reconnect backoff capped at CAP_MS: 200 ms, or the cap if lower. */
+static int backoff_start(int64_t cap_ms)
+{
+    return cap_ms < BACKOFF_MIN_MS ? (int)cap_ms : BACKOFF_MIN_MS;
+}
+
 /*
  * Make sure Redis answers (when idempotency is on), retrying with capped,
- * jittered backoff until it does or the worker is told to stop. Nothing is
- * consumed meanwhile: without the record, no message can be handled safely.
+ * jittered backoff until it does or the worker is told to stop. The wait
+ * doubles up to redis.reconnect_max and starts over at every call, so an
+ * outage never inherits the backoff of an earlier one. Nothing is consumed
+ * meanwhile: without the record, no message can be handled safely.
  * Returns 0 ready, -1 stopping.
  */
 static int ensure_redis(wr_worker *w)
@@ -308,7 +316,7 @@ static int ensure_redis(wr_worker *w)
     if (!w->sub->idem.enabled) {
         return 0;
     }
-    int backoff = BACKOFF_MIN_MS;
+    int backoff = backoff_start(w->cfg->redis_reconnect_max_ms);
     int down = 0;
     while (!atomic_load(&w->flags->stop)) {
         char err[512];
@@ -335,20 +343,25 @@ static int ensure_redis(wr_worker *w)
         nap(w, wait);
         /* holding records of messages we gave back: look often, so they are given
          * back before another worker's takeover counts them as crashed runs */
-        int cap = w->orphan_count > 0 ? 500 : BACKOFF_MAX_MS;
-        backoff = backoff * 2 > cap ? cap : backoff * 2;
+        int64_t cap = w->orphan_count > 0 && w->cfg->redis_reconnect_max_ms > 500
+                          ? 500
+                          : w->cfg->redis_reconnect_max_ms;
+        backoff = backoff * 2 > cap ? (int)cap : backoff * 2;
     }
     return -1;
 }
 
 /*
  * Connect, declare and consume, retrying with capped, jittered exponential
- * backoff until it works or the worker is told to stop. Returns 0 connected,
- * -1 stopping.
+ * backoff until it works or the worker is told to stop. The wait doubles up
+ * to amqp.reconnect_max and starts over at every call (a connection lost
+ * later begins again at 200 ms), so the time between the broker coming back
+ * and consumption resuming is at most about one reconnect_max. Returns 0
+ * connected, -1 stopping.
  */
 static int connect_broker(wr_worker *w)
 {
-    int backoff = BACKOFF_MIN_MS;
+    int backoff = backoff_start(w->cfg->amqp_reconnect_max_ms);
     int attempt = 0;
     const wr_config *cfg = w->cfg;
     while (!atomic_load(&w->flags->stop)) {
@@ -394,7 +407,8 @@ static int connect_broker(wr_worker *w)
         int wait = jittered(w, backoff);
         log_unavailable(w, "broker not available", cfg->amqp.redacted, err, wait);
         nap(w, wait);
-        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+        backoff = backoff * 2 > cfg->amqp_reconnect_max_ms ? (int)cfg->amqp_reconnect_max_ms
+                                                           : backoff * 2;
     }
     return -1;
 }

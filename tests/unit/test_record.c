@@ -9,6 +9,8 @@
  * in a small table, removed in a scrambled order), and is shared by threads.
  */
 #include "inflight.h"
+#include "numfmt.h"
+#include "rconn.h"
 #include "record.h"
 
 #include <pthread.h>
@@ -178,8 +180,32 @@ static void test_inflight_threads(void)
     wr_inflight_destroy(shared);
 }
 
+/* Numbers and RESP commands as the batch path writes them, against printf. */
+static void test_numfmt_and_resp(void)
+{
+    static const int64_t vals[] = {0, 1, -1, 9, 10, -10, 1234567890123LL, INT64_MAX, INT64_MIN};
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        char a[WR_NUMFMT_MAX], b[32];
+        size_t n = wr_fmt_i64(a, vals[i]);
+        snprintf(b, sizeof(b), "%lld", (long long)vals[i]);
+        CHECK_STR(a, b);
+        CHECK_INT(n, strlen(b));
+    }
+    char u[WR_NUMFMT_MAX];
+    CHECK_INT(wr_fmt_u64(u, UINT64_MAX), 20);
+    CHECK_STR(u, "18446744073709551615");
+    const char *argv[] = {"EVALSHA", "", "x\r\ny"};
+    size_t lens[] = {7, 0, 4};
+    char *cmd = NULL;
+    long n = wr_rconn_format(&cmd, 3, argv, lens);
+    CHECK_STR(cmd, "*3\r\n$7\r\nEVALSHA\r\n$0\r\n\r\n$4\r\nx\r\ny\r\n");
+    CHECK_INT(n, (long)strlen("*3\r\n$7\r\nEVALSHA\r\n$0\r\n\r\n$4\r\nx\r\ny\r\n"));
+    free(cmd);
+}
+
 int main(void)
 {
+    test_numfmt_and_resp();
     test_parse();
     test_build_and_key();
     test_hash_form();
