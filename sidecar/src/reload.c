@@ -265,6 +265,9 @@ static int restart_diff(const wr_config *a, const wr_config *b, char *what, size
     DIFF(a->amqp_heartbeat_ms != b->amqp_heartbeat_ms, "amqp.heartbeat");
     DIFF(a->amqp_connect_timeout_ms != b->amqp_connect_timeout_ms, "amqp.connect_timeout");
     DIFF(a->amqp_reconnect_max_ms != b->amqp_reconnect_max_ms, "amqp.reconnect_max");
+    DIFF(!str_eq(a->amqp_tls.ca, b->amqp_tls.ca), "amqp.tls.ca");
+    DIFF(!str_eq(a->amqp_tls.cert, b->amqp_tls.cert), "amqp.tls.cert");
+    DIFF(!str_eq(a->amqp_tls.key, b->amqp_tls.key), "amqp.tls.key");
     DIFF(!str_eq(a->redis.url, b->redis.url), "redis.url");
     DIFF(a->redis_timeout_ms != b->redis_timeout_ms, "redis.timeout");
     DIFF(a->redis_reconnect_max_ms != b->redis_reconnect_max_ms, "redis.reconnect_max");
