@@ -71,6 +71,8 @@ testing.ERRORS = {
   publish_headers = "ctx.publish: opts.headers must be a table",
   publish_header_value = "ctx.publish: opts.headers must map strings to strings, numbers or "
     .. "booleans",
+  publish_long = "ctx.publish: %s is longer than 255 bytes (%d)",
+  publish_headers_big = "ctx.publish: opts.headers take more than %d bytes",
 
   reject_reason = "ctx.reject(reason): reason must be a string, got %s",
 
@@ -620,6 +622,11 @@ local function make_publish(ctx, st)
     if #ctx.published >= MAX_PUBLISHES then
       error(fmt(E.publish_limit, MAX_PUBLISHES), 2)
     end
+    -- AMQP short strings, as the runtime checks them
+    if #exchange > 255 or #routing_key > 255 then
+      error(fmt(E.publish_long, #exchange > 255 and "exchange" or "routing_key",
+                #exchange > 255 and #exchange or #routing_key), 2)
+    end
     local content_type
     if type(body) == "table" then
       local ok, encoded = pcall(cjson.encode, body)
@@ -640,12 +647,14 @@ local function make_publish(ctx, st)
     if type(opts) == "table" then
       local ct = opts.content_type
       if type(ct) == "string" then
+        if #ct > 255 then error(fmt(E.publish_long, "opts.content_type", #ct), 2) end
         pub.content_type = ct
       elseif ct ~= nil then
         error(E.publish_content_type, 2)
       end
       local t = opts.type
       if type(t) == "string" then
+        if #t > 255 then error(fmt(E.publish_long, "opts.type", #t), 2) end
         pub.type = t
       elseif t ~= nil then
         error(E.publish_type, 2)
@@ -653,12 +662,16 @@ local function make_publish(ctx, st)
       pub.mandatory = opts.mandatory ~= nil and opts.mandatory ~= false
       local headers = opts.headers
       if type(headers) == "table" then
+        local header_bytes = 0
         for k, v in pairs(headers) do
           local tv = type(v)
           if type(k) ~= "string" or (tv ~= "string" and tv ~= "number" and tv ~= "boolean") then
             error(E.publish_header_value, 2)
           end
+          if #k > 255 then error(fmt(E.publish_long, "a name in opts.headers", #k), 2) end
           pub.headers[k] = tv == "boolean" and (v and "true" or "false") or tostring(v)
+          header_bytes = header_bytes + #k + #pub.headers[k]
+          if header_bytes > 65536 then error(fmt(E.publish_headers_big, 65536), 2) end
         end
       elseif headers ~= nil then
         error(E.publish_headers, 2)

@@ -516,6 +516,13 @@ static int charge_pub(wr_lua *rt, size_t n)
 }
 
 #define PUB_TOO_BIG "ctx.publish: this message's events would exceed max_publish_size (%zu bytes)"
+/* AMQP short strings (exchange, routing key, type, header names) */
+#define SHORTSTR 255
+#define PUB_LONG "ctx.publish: %s is longer than 255 bytes (%zu)"
+/* the headers travel in one frame with the properties: well inside the 128 KiB
+ * frame RabbitMQ offers */
+#define MAX_HEADER_BYTES 65536
+#define PUB_HEADERS "ctx.publish: opts.headers take more than %zu bytes"
 #define PUB_CAP(rt)                                                                                \
     ((rt)->opts.max_publish_bytes ? (rt)->opts.max_publish_bytes : (size_t)DEFAULT_PUBLISH_BYTES)
 
@@ -585,6 +592,12 @@ static int ctx_publish(lua_State *L)
     lua_tolstring(L, 1, &ne);
     lua_tolstring(L, 2, &nr);
     lua_tolstring(L, 3, &nb);
+    /* AMQP short strings: the broker could not take a longer one, and the failed
+     * publish would cost the connection rather than this message */
+    if (ne > SHORTSTR || nr > SHORTSTR) {
+        return caller_error(L, PUB_LONG, ne > SHORTSTR ? "exchange" : "routing_key",
+                            ne > SHORTSTR ? ne : nr);
+    }
     size_t nj = json_type ? strlen(json_type) : 0;
     if (ne + nr < ne || ne + nr + nb < nb || charge_pub(rt, ne + nr + nb + nj) != 0) {
         return caller_error(L, PUB_TOO_BIG, PUB_CAP(rt));
@@ -610,6 +623,9 @@ static int ctx_publish(lua_State *L)
         lua_getfield(L, 4, "content_type");
         if (lua_type(L, -1) == LUA_TSTRING) {
             s = lua_tolstring(L, -1, &n);
+            if (n > SHORTSTR) {
+                PUB_FAIL(L, PUB_LONG, "opts.content_type", n);
+            }
             if (charge_pub(rt, n) != 0) {
                 PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
             }
@@ -622,6 +638,9 @@ static int ctx_publish(lua_State *L)
         lua_getfield(L, 4, "type");
         if (lua_type(L, -1) == LUA_TSTRING) {
             s = lua_tolstring(L, -1, &n);
+            if (n > SHORTSTR) {
+                PUB_FAIL(L, PUB_LONG, "opts.type", n);
+            }
             if (charge_pub(rt, n) != 0) {
                 PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
             }
@@ -634,6 +653,7 @@ static int ctx_publish(lua_State *L)
         lua_getfield(L, 4, "headers");
         if (lua_istable(L, -1)) {
             int cap = 0;
+            size_t header_bytes = 0;
             lua_pushnil(L);
             while (lua_next(L, -2) != 0) {
                 /* -- headers key value */
@@ -666,6 +686,13 @@ static int ctx_publish(lua_State *L)
                     val = lua_tolstring(L, -1, &vn);
                 }
                 s = lua_tolstring(L, -3, &n);
+                if (n > SHORTSTR) {
+                    PUB_FAIL(L, PUB_LONG, "a name in opts.headers", n);
+                }
+                header_bytes += n + vn;
+                if (header_bytes > MAX_HEADER_BYTES) {
+                    PUB_FAIL(L, PUB_HEADERS, (size_t)MAX_HEADER_BYTES);
+                }
                 if (charge_pub(rt, n + vn) != 0 || n + vn < n) {
                     PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
                 }

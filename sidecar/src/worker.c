@@ -447,11 +447,11 @@ static int publish_outgoing(wr_worker *w, batch *bt, item *it, const wr_lua_resu
                        AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_HEADERS_FLAG;
         props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
         props.timestamp = (uint64_t)(wr_now_ms() / 1000);
-        /* <key>:<subscription>:<n>: two subscriptions that consume the same event
-         * publish different events, which must not share an id */
-        char id[WR_IDKEY_MAX + 320];
-        int n = snprintf(id, sizeof(id), "%.*s:%s:%d", (int)base_len, base, w->sub->name, i + 1);
-        props.message_id = pool_dup(&bt->pool, id, (size_t)n);
+        /* <key>:<subscription>:<n> (idkey.h): two subscriptions that consume the
+         * same event publish different events, which must not share an id */
+        char id[WR_EVENT_ID_CAP];
+        size_t n = wr_idkey_event_id(base, base_len, w->sub->name, i + 1, id);
+        props.message_id = pool_dup(&bt->pool, id, n);
         if (p->content_type) {
             props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
             props.content_type = pool_dup(&bt->pool, p->content_type, strlen(p->content_type));

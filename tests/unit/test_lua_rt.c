@@ -1621,6 +1621,60 @@ static void test_copies_bounded(void)
     CHECK_INT(out, WR_OUT_OK);
 }
 
+/* ---- AMQP short strings ----------------------------------------------------------- */
+
+/* What the broker cannot take (a name longer than 255 bytes, headers past one
+ * frame) is refused at ctx.publish, naming the field, instead of costing the
+ * connection when the batch publishes. */
+static void test_publish_limits(void)
+{
+    static const char src[] =
+        "return { handle = function(event, ctx)\n"
+        "  local d, long = event.data, string.rep('x', 256)\n"
+        "  local ok = string.rep('y', 255)\n"
+        "  if d.what == 'fine' then\n"
+        "    ctx.publish(ok, ok, 'b', { type = ok, content_type = ok, headers = { [ok] = 1 } })\n"
+        "  elseif d.what == 'exchange' then ctx.publish(long, 'k', 'b')\n"
+        "  elseif d.what == 'routing_key' then ctx.publish('', long, 'b')\n"
+        "  elseif d.what == 'type' then ctx.publish('', 'k', 'b', { type = long })\n"
+        "  elseif d.what == 'content_type' then ctx.publish('', 'k', 'b', { content_type = long })\n"
+        "  elseif d.what == 'header' then ctx.publish('', 'k', 'b', { headers = { [long] = 'v' } })\n"
+        "  elseif d.what == 'headers' then\n"
+        "    local h = {}\n"
+        "    for i = 1, 70 do h['h' .. i] = string.rep('v', 1000) end\n"
+        "    ctx.publish('', 'k', 'b', { headers = h })\n"
+        "  end\n"
+        "end }\n";
+    wr_lua *L = must_load("limits.lua", src);
+    if (L == NULL) {
+        return;
+    }
+    wr_lua_result res;
+    CHECK_INT(run(L, "{\"what\":\"fine\"}", &res), WR_OUT_OK);
+    CHECK_INT(res.pub_count, 1);
+    static const struct {
+        const char *what, *field;
+        int n;
+    } cases[] = {{"exchange", "exchange", 256},
+                 {"routing_key", "routing_key", 256},
+                 {"type", "opts.type", 256},
+                 {"content_type", "opts.content_type", 256},
+                 {"header", "a name in opts.headers", 256}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char body[64];
+        snprintf(body, sizeof(body), "{\"what\":\"%s\"}", cases[i].what);
+        CHECK_INT(run(L, body, &res), WR_OUT_ERROR);
+        char want[200];
+        snprintf(want, sizeof(want), "ctx.publish: %s is longer than 255 bytes (%d)",
+                 cases[i].field, cases[i].n);
+        CHECK(strstr(res.error, want) != NULL);
+        CHECK_INT(res.pub_count, 0);
+    }
+    CHECK_INT(run(L, "{\"what\":\"headers\"}", &res), WR_OUT_ERROR);
+    CHECK(strstr(res.error, "ctx.publish: opts.headers take more than 65536 bytes") != NULL);
+    wr_lua_destroy(L);
+}
+
 /* ---- the panic function ---------------------------------------------------------- */
 
 /* An error outside every protected call makes LuaJIT call the state's panic
@@ -2240,6 +2294,7 @@ static void cleanup(void)
 
 int main(void)
 {
+    test_publish_limits();
     char tmpl[] = "/tmp/wr-lua-XXXXXX";
     if (mkdtemp(tmpl) == NULL || realpath(tmpl, tmp_dir) == NULL) {
         fprintf(stderr, "cannot create a temporary directory: %s\n", strerror(errno));
