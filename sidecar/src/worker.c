@@ -70,6 +70,7 @@ typedef struct {
     wr_envelope env;
     int valid;  /* the envelope decoded */
     int forged; /* its x-warren-* headers were not warren's (sign.h): ignored */
+    int returned; /* goes back to the queue unclaimed (see prepare_batch) */
     int held;   /* a copy of a key in flight here: held back, not ours now */
     wr_action act;
     uint64_t pub_first, pub_end; /* its publishes, as sequence numbers on the channel */
@@ -1236,8 +1237,15 @@ static int prepare_batch(wr_worker *w, batch *bt)
                 w->nheld++;
                 continue;
             }
-            /* out of memory (or no room to hold it): claim it as before; the
-             * record's lease keeps the copies apart */
+            if (r != 1) {
+                /* out of memory (or, which cannot happen, no room to hold it): never
+                 * claim it with our token while a twin may hold the record, which
+                 * would run it twice; back to the queue instead */
+                it->returned = 1;
+                it->act = WR_ACT_NONE;
+                snprintf(it->error, sizeof(it->error),
+                         "returned: could not note its key as in flight");
+            }
         }
     }
     for (int i = 0; i < bt->n; i++) {
@@ -1261,7 +1269,7 @@ static int claim_send(wr_worker *w, batch *bt)
     }
     for (int i = 0; i < bt->n; i++) {
         item *it = &bt->items[i];
-        if (it->valid && !it->held) {
+        if (it->valid && !it->held && !it->returned) {
             bt->claims[bt->nclaims].key = it->rkey;
             bt->cmap[bt->nclaims++] = i;
         }
