@@ -22,6 +22,9 @@
 #   WR_REDIS_PORT         Redis                    (default 6379)
 #   WR_AMQPS_PORT         optional: RabbitMQ also listens for AMQP over TLS
 #                         on this port (none when unset or empty)
+#   WR_RABBIT_BUSY_WAIT   how long Erlang's schedulers spin before they sleep:
+#                         none (default: the broker shares the machine with
+#                         the consumer and Redis) or default (Erlang's own)
 # The node name is warren-<WR_AMQP_PORT>@localhost, so stacks on different
 # ports (demo 5672/6379, tests 17672/17379) can run side by side.
 #
@@ -52,6 +55,17 @@ RABBIT_STOP_TIMEOUT=60
 REDIS_START_TIMEOUT=10
 REDIS_STOP_TIMEOUT=15
 LOOPBACK_ERL_ARGS='-kernel inet_dist_use_interface {127,0,0,1}'
+# Erlang's schedulers spin for a while when they run out of work before they
+# sleep. On a machine the broker shares with the consumer and Redis (this
+# stack is for local runs and tests) that spinning takes CPU from them:
+# WR_RABBIT_BUSY_WAIT=none (the default here) turns it off; "default" keeps
+# Erlang's own setting.
+case ${WR_RABBIT_BUSY_WAIT:-none} in
+    default) BUSY_WAIT_ERL_ARGS='' ;;
+    none | very_short | short | medium | long | very_long)
+        BUSY_WAIT_ERL_ARGS="+sbwt ${WR_RABBIT_BUSY_WAIT:-none} +sbwtdcpu ${WR_RABBIT_BUSY_WAIT:-none} +sbwtdio ${WR_RABBIT_BUSY_WAIT:-none}" ;;
+    *) echo "stack: error: WR_RABBIT_BUSY_WAIT must be default, none, very_short, short, medium, long or very_long" >&2; exit 1 ;;
+esac
 
 say() { echo "stack: $*"; }
 die() { echo "stack: error: $*" >&2; exit 1; }
@@ -136,7 +150,7 @@ RABBIT_ENV=(
     RABBITMQ_ENABLED_PLUGINS_FILE="$R/enabled_plugins"
     RABBITMQ_PID_FILE="$R_PID"
     ERL_CRASH_DUMP="$R/log/erl_crash.dump"
-    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="$LOOPBACK_ERL_ARGS"
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="$LOOPBACK_ERL_ARGS $BUSY_WAIT_ERL_ARGS"
     RABBITMQ_CTL_ERL_ARGS="$LOOPBACK_ERL_ARGS"
     RABBITMQ_CTL_DIST_PORT_MIN="$CTL_PORT"
     RABBITMQ_CTL_DIST_PORT_MAX="$((CTL_PORT + 10))"

@@ -1737,6 +1737,55 @@ static uint64_t lowest_open_tag(const wr_worker *w, const batch *bt)
 }
 
 /*
+ * Ack or return BT's deliveries in as few frames as it can: one ack with
+ * `multiple` covers the longest run of deliveries to ack, in tag order from
+ * BT's lowest, that stays below every delivery still open outside BT (in the
+ * other batch, or held back): every unacked delivery below that point is one
+ * of BT's. The rest are acked or returned (nack, requeue) one by one. Returns
+ * a WR_BROKER_* code.
+ */
+static int ack_batch(wr_worker *w, batch *bt)
+{
+    uint64_t low = lowest_open_tag(w, bt);
+    int *order = bt->cmap; /* free once the claims are read */
+    int m = 0;
+    for (int i = 0; i < bt->n; i++) {
+        if (!bt->items[i].held) {
+            /* insertion sort by tag: the batch is in delivery order but for the copies
+             * held back earlier, taken again at its start */
+            int j = m++;
+            while (j > 0 && bt->items[order[j - 1]].d->delivery_tag > bt->items[i].d->delivery_tag) {
+                order[j] = order[j - 1];
+                j--;
+            }
+            order[j] = i;
+        }
+    }
+    int k = 0;
+    uint64_t cover = 0;
+    while (k < m) {
+        const item *it = &bt->items[order[k]];
+        if (it->act == WR_ACT_NONE || (low != 0 && it->d->delivery_tag >= low)) {
+            break;
+        }
+        cover = it->d->delivery_tag;
+        k++;
+    }
+    int rc = WR_BROKER_OK;
+    if (k >= 2) {
+        rc = wr_broker_ack(w->b, cover, 1);
+    } else {
+        k = 0;
+    }
+    for (int j = k; j < m && rc == WR_BROKER_OK; j++) {
+        const item *it = &bt->items[order[j]];
+        rc = it->act != WR_ACT_NONE ? wr_broker_ack(w->b, it->d->delivery_tag, 0)
+                                    : wr_broker_nack(w->b, it->d->delivery_tag, 0, 1);
+    }
+    return rc;
+}
+
+/*
  * Commit BT, second half: read its finish's answer, act on what the commit
  * said, journal, ack or return each item, log and count, and let BT go.
  * Returns a WR_BROKER_* code, or PAUSE when Redis failed (the batch is then
@@ -1820,29 +1869,11 @@ static int settle(wr_worker *w, batch *bt)
     }
     journal_batch(w, bt);
 
-    int all_ok = 1;
-    uint64_t last = 0;
-    for (int i = 0; i < bt->n; i++) {
-        item *it = &bt->items[i];
-        if (!it->held) {
-            all_ok &= it->act != WR_ACT_NONE;
-            last = it->d->delivery_tag > last ? it->d->delivery_tag : last;
-        }
-    }
-    int rc = WR_BROKER_OK;
-    uint64_t low = lowest_open_tag(w, bt);
-    int multiple = all_ok && last != 0 && (low == 0 || low > last);
-    if (multiple) {
-        rc = wr_broker_ack(w->b, last, 1);
-    }
+    int rc = ack_batch(w, bt);
     for (int i = 0; i < bt->n; i++) {
         item *it = &bt->items[i];
         if (it->held) {
             continue;
-        }
-        if (!multiple && rc == WR_BROKER_OK) {
-            rc = it->act != WR_ACT_NONE ? wr_broker_ack(w->b, it->d->delivery_tag, 0)
-                                        : wr_broker_nack(w->b, it->d->delivery_tag, 0, 1);
         }
         /* logged even when an ack failed: the outcome (and its record) stands, the
          * redelivery will be skipped as a duplicate */
