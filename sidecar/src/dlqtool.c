@@ -922,10 +922,14 @@ static void sleep_ms(double ms)
  * Append a "replayed" entry to M's journal (journal.h): when (TS, taken before
  * the copy was published, so the timeline stays in order even when a worker
  * handles the copy before this is written), by whom, what became of the
- * record. Best effort: a failure is reported on stderr and changes nothing.
+ * record; UNSURE when the copy went out but its confirm never came (the
+ * broker went away): it may have been taken and handled, so the timeline
+ * must show it. Best effort: a failure is reported on stderr and changes
+ * nothing.
  */
 static void journal_replayed(wr_idem *jd, const wr_config *cfg, const wr_subscription *sub,
-                             const dmsg *m, const char *record_key, const char *action, int64_t ts)
+                             const dmsg *m, const char *record_key, const char *action, int unsure,
+                             int64_t ts)
 {
     size_t skip = strlen(sub->idem.prefix) + strlen(sub->name) + 1;
     char jkey[WR_IDKEY_MAX + 320], by[160], trace[33] = "";
@@ -952,8 +956,11 @@ static void journal_replayed(wr_idem *jd, const wr_config *cfg, const wr_subscri
     e.reason = reason;
     e.queue = sub->queue;
     e.trace_id = trace;
-    char note[200];
-    snprintf(note, sizeof(note), "from %s; record %s", sub->dlq, action);
+    char note[300];
+    snprintf(note, sizeof(note), "from %s; record %s%s", sub->dlq, action,
+             unsure ? "; not confirmed (the broker went away): the copy may have gone through,"
+                      " the DLQ copy stays"
+                    : "");
     e.note = note;
     char *text = wr_journal_encode(&e);
     const char *const entries[1] = {text};
@@ -1048,10 +1055,12 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
             uint64_t seq = 0;
             int prc = replay_props(&pool, m, &sign, &props);
             wr_pub_state ps = WR_PUB_PENDING;
+            int sent = 0;
             if (prc == 0) {
                 prc = wr_broker_publish(b, amqp_cstring_bytes(""), amqp_cstring_bytes(sub->queue),
                                         1, &props, m->msg.body, &seq);
                 if (prc == WR_BROKER_OK) {
+                    sent = 1;
                     prc = wr_broker_confirm_wait(b, seq + 1, 10000);
                 }
                 ps = prc == WR_BROKER_OK ? wr_broker_confirm_state(b, seq) : WR_PUB_PENDING;
@@ -1078,9 +1087,12 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
                     replayed++;
                 }
                 if (have_key) {
-                    journal_replayed(jd, cfg, sub, m, key, action, sent_at);
+                    journal_replayed(jd, cfg, sub, m, key, action, 0, sent_at);
                 }
             } else {
+                if (sent && ps == WR_PUB_PENDING && have_key) {
+                    journal_replayed(jd, cfg, sub, m, key, action, 1, sent_at);
+                }
                 reader_return(r, m);
                 result = ps == WR_PUB_RETURNED ? "not replayed: unroutable (no queue?)"
                          : ps == WR_PUB_NACKED ? "not replayed: the broker refused the copy"
