@@ -27,13 +27,18 @@ return M
 random.seed(7)
 distinct = ["d-%05d" % i for i in range(TOTAL * 8 // 10)]
 sequence = []
+behind = set()                             # ids whose copy follows right behind
 for mid in distinct:
     sequence.append(mid)
     if random.random() < 0.125:           # right behind its original: concurrent copies
         sequence.append(mid)
+        behind.add(mid)
+early = len(sequence)
 while len(sequence) < TOTAL:               # the rest: repeats of any earlier id, later on
     sequence.append(random.choice(distinct[: len(sequence) // 2 or 1]))
-random.shuffle(sequence[len(distinct):])   # keep the early part, mix the late repeats
+late = sequence[early:]
+random.shuffle(late)                       # keep the early part, mix the late repeats
+sequence[early:] = late
 repeats = len(sequence) - len(distinct)
 print("  %d events, %d distinct ids, %d repeats" % (len(sequence), len(distinct), repeats))
 
@@ -73,8 +78,14 @@ check_eq(set(props.message_id for props, _ in outs), set(m + ":dedup:1" for m in
 dups = w.lines(msg="duplicate message skipped")
 check_eq(len(dups), repeats, "every repeat logged as a duplicate")
 check_eq(len(w.lines(msg="message handled")), len(distinct), "every distinct id handled once")
+# The concurrent-copy path: a copy whose original another worker (or the same
+# batch) holds is deferred through the wait queue, not run, and comes back as a
+# duplicate. The copies published right behind their original must take it.
 deferred = w.lines(msg="message deferred: another worker holds its key")
-print("  %d copies deferred while another worker held their key" % len(deferred))
+deferred_ids = set(d.get("message_id") for d in deferred)
+print("  %d copies deferred while another worker held their key (%d of the %d ids sent twice "
+      "in a row)" % (len(deferred), len(deferred_ids & behind), len(behind)))
+check(len(deferred_ids & behind) > 0, "copies right behind their original were deferred")
 
 missing = [m for m in distinct if idem_record(r, "dedup", m).get("state") != "done"]
 check_eq(missing, [], "every distinct id has a done record")

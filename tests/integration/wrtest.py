@@ -8,7 +8,8 @@ binary, and drives it through the broker with pika. Nothing here is a mock.
 
 Checks are plain functions that record failures and keep going, so one run
 shows every problem; `finish()` prints the tally and exits non-zero on any
-failure.
+failure, and on a run that made no check at all (a test that checks nothing
+cannot pass).
 """
 import atexit
 import json
@@ -72,6 +73,8 @@ def _short(v):
 
 
 def finish():
+    if _checks == 0:
+        _failures.append("the test made no check")
     print("%d checks, %d failed" % (_checks, len(_failures)))
     for f in _failures:
         print("  failed: %s" % f)
@@ -289,8 +292,17 @@ class Warren:
         return out
 
     def metric(self, samples, name, **labels):
-        """The value of NAME{LABELS} in SAMPLES (from metrics()), 0 when absent."""
-        return samples.get((name, frozenset(labels.items())), 0.0)
+        """The value of NAME{LABELS} in SAMPLES (from metrics()), None when the
+        series is absent: a missing or mislabelled series must not read as 0
+        (check_eq(..., 0) then fails, as it should; compare with
+        metric_or_0() only inside a wait)."""
+        return samples.get((name, frozenset(labels.items())))
+
+    def metric_or_0(self, samples, name, **labels):
+        """metric(), with an absent series as 0: for polling a counter that
+        appears with its first event; the final check uses metric()."""
+        v = self.metric(samples, name, **labels)
+        return 0.0 if v is None else v
 
     def raw_log(self):
         with open(self.log_path, "rb") as fh:
