@@ -190,7 +190,8 @@ wait_for(lambda: len(w.lines(msg="handler reloaded")) > applied_before, 15, "a g
 
 # a policy change in the config applies live; a restart-only change is named
 cfg = open(w.config).read()
-write(w.config, cfg.replace("    concurrency: 2\n", "    concurrency: 3\n    handler_timeout: 300ms\n"))
+write(w.config, cfg.replace("    concurrency: 2\n",
+                            "    concurrency: 3\n    handler_timeout: 300ms\n"))
 wait_for(lambda: w.lines(msg="policy reloaded"), 15, "the policy reload")
 pol = w.lines(msg="policy reloaded")
 check(pol and pol[-1].get("handler_timeout_ms") == 300, "the policy reload names the new timeout")

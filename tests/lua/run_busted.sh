@@ -4,10 +4,11 @@
 #
 # busted's own summary is not what CI reads: this script has busted write TAP,
 # counts it, and ends with one line "N passed, N failed". A pending spec
-# (`pending(...)`) is not a pass: each one is named and counts as failed. It exits non-zero when a spec fails, errors or is
-# pending, when busted stops before the end of its report, when no spec ran at
-# all, or when busted is missing (deploy/install-deps.sh installs it: Debian
-# package lua-busted). Extra arguments go to busted, e.g.
+# (`pending(...)`) is not a pass: each one is named and counts as failed. It
+# exits non-zero when a spec fails, errors or is pending, when busted stops
+# before the end of its report, when no spec ran at all, or when busted is
+# missing (deploy/install-deps.sh installs it: Debian package lua-busted).
+# Extra arguments go to busted, e.g.
 # `bash tests/lua/run_busted.sh spec/02-handlers`.
 set -uo pipefail
 

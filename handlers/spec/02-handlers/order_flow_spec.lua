@@ -115,7 +115,8 @@ local function config_subscriptions()
     for _, bnd in ipairs(s.bindings or {}) do
       local keys = type(bnd.routing_keys) == "table" and bnd.routing_keys or { bnd.routing_keys }
       local kind = bnd.type or "topic"
-      assert(kind == "topic" or kind == "direct", "an exchange type this spec cannot route: " .. kind)
+      assert(kind == "topic" or kind == "direct",
+             "an exchange type this spec cannot route: " .. kind)
       sub.bindings[#sub.bindings + 1] = { exchange = bnd.exchange, type = kind, keys = keys }
     end
     subs[#subs + 1] = sub
