@@ -95,6 +95,7 @@ mkdir -p "$copy"
 git -C "$ROOT" ls-files -z --cached --others --exclude-standard |
     tar -C "$ROOT" --null --ignore-failed-read -T - -cf - 2>/dev/null | tar -C "$copy" -xf - ||
     die "cannot copy the tree"
+DEFS="$copy/tests/mutations/mutations.py" # from here on, the copy's table
 "$PY" "$DEFS" snapshot "$copy" || die "cannot keep the pristine sources"
 
 build() {

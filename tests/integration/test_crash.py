@@ -1,7 +1,9 @@
-"""kill -9 the sidecar at random moments, 10 times, while 20,000 events flow
-(10% of them repeats), restarting it each time and waiting until it consumes
-again. Every kill must catch work in flight: the killed process still holds
-claims in Redis (records "processing" under its token). At the end: every
+"""kill -9 the sidecar 10 times while 20,000 events flow (10% of them
+repeats), each time once it has taken 700 more messages from the queue, at a
+random moment up to 0.2 s later, restarting it and waiting until it consumes
+again. A kill counts when it caught work in flight: the killed process still
+holds claims in Redis (records "processing" under its token); one that finds
+the workers between batches is tried again (wrtest.kill_in_flight). At the end: every
 input id has exactly one done record (ok, or dead-lettered with its copy in
 the DLQ), the distinct outgoing ids are exactly the processed inputs, nothing
 is left in any queue, and an input's output (or DLQ copy) went out twice only
@@ -12,8 +14,8 @@ import os
 import random
 import time
 
-from wrtest import (Broker, Warren, check, check_eq, finish, held_by, prefix, redis_client,
-                    tempdir, wait_for, write)
+from wrtest import (Broker, Warren, check, check_eq, finish, kill_in_flight, prefix,
+                    redis_client, tempdir, wait_for, write)
 
 TOTAL = 20000
 KILLS = 10
@@ -60,18 +62,8 @@ w = Warren(tmp, [sub])
 rng = random.Random(5)
 w.start()
 check(w.wait_consuming(2), "consuming")
-in_flight = []  # per kill: the keys the killed process held
-for kill in range(1, KILLS + 1):
-    time.sleep(rng.uniform(0.3, 1.2))
-    pid = w.proc.pid
-    w.kill9()
-    held = held_by(r, "crashy", pid)
-    in_flight.append(held)
-    check(len(held) > 0, "kill -9 #%d caught work in flight: %d claims held, %d messages ready"
-          % (kill, len(held), b.depth(queue)))
-    w.start()
-    # each run logs "consuming" once per worker (the log file is appended to)
-    check(w.wait_consuming(2 * (kill + 1)), "consuming again after restart #%d" % kill)
+# KILLS kills that catch work in flight, one after every 700 messages taken
+in_flight = kill_in_flight(w, b, r, "crashy", queue, KILLS, 700, rng, 2)
 caught = set().union(*in_flight)
 
 

@@ -3,10 +3,10 @@ ledger per customer in ctx.store) gets 20,000 order events, 20 % of them
 repeats of an earlier message id (half of those published right behind their
 original, so two workers hold the two copies at once), cancels that come
 before or after their order, orders re-sent under a new message id, and a
-few malformed ones; the sidecar (two workers) is killed -9 at random moments
-10 times and restarted, each kill catching work in flight (the killed
-process's claims still "processing" in Redis), each restart consuming again
-before the next kill. At the end every input id is done once (ok) or
+few malformed ones; the sidecar (two workers) is killed -9 and restarted until
+10 kills have caught work in flight (the killed process's claims still
+"processing" in Redis: wrtest.kill_in_flight), each one after 700 more
+messages are taken, each restart consuming again before the next kill. At the end every input id is done once (ok) or
 dead-lettered with its copy in the DLQ, and what is dead-lettered is the
 malformed orders plus, at most, messages the crash-loop guard stopped: each
 of those was caught in flight by at least max_attempts kills. Every stock
@@ -18,8 +18,8 @@ import random
 import shutil
 import time
 
-from wrtest import (SOURCE_DIR, Broker, Warren, check, check_eq, finish, held_by, prefix,
-                    redis_client, tempdir, wait_for)
+from wrtest import (SOURCE_DIR, Broker, Warren, check, check_eq, finish, kill_in_flight,
+                    prefix, redis_client, tempdir, wait_for)
 
 TOTAL = 20000
 DUP_SHARE = 0.20
@@ -96,18 +96,8 @@ kill_rng = random.Random(3)
 w.start()
 check(w.wait_consuming(2), "consuming")
 t0 = time.monotonic()
-in_flight = []  # per kill: the keys the killed process held
-for kill in range(1, KILLS + 1):
-    time.sleep(kill_rng.uniform(0.3, 1.0))
-    pid = w.proc.pid
-    w.kill9()
-    held = held_by(r, "ledger", pid)
-    in_flight.append(held)
-    check(len(held) > 0, "kill -9 #%d caught work in flight: %d claims held, %d messages ready"
-          % (kill, len(held), b.depth(queue)))
-    w.start()
-    # each run logs "consuming" once per worker (the log file is appended to)
-    check(w.wait_consuming(2 * (kill + 1)), "consuming again after restart #%d" % kill)
+# KILLS kills that catch work in flight, one after every 700 messages taken
+in_flight = kill_in_flight(w, b, r, "ledger", queue, KILLS, 700, kill_rng, 2)
 kills = len(in_flight)
 
 

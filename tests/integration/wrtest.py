@@ -408,6 +408,42 @@ def held_by(r, sub, pid):
                if state == "processing" and (token or "").startswith(mine))
 
 
+def kill_in_flight(w, b, r, sub, queue, kills, step, rng, workers, max_tries=None):
+    """kill -9 the running warren W until KILLS kills have caught work in
+    flight, restarting it after each kill and waiting until its WORKERS consume
+    again. A kill comes once the run has taken STEP more messages from QUEUE
+    (so there is work left to catch, however fast the machine), at a random
+    moment up to 0.2 s after (RNG). It counts only when the killed process
+    still holds claims in Redis (held_by: records "processing" under its
+    token); a kill that finds none (the workers were between batches) is
+    reported and tried again, up to MAX_TRIES kills in all (default 2 x KILLS).
+    Returns [keys held at each kill], misses included (as empty sets)."""
+    max_tries = max_tries or 2 * kills
+    held_at = []
+    caught = 0
+    starts = 1
+    while caught < kills and len(held_at) < max_tries:
+        mark = b.depth(queue)
+        if not wait_for(lambda: b.depth(queue) <= mark - step, 120,
+                        "%d more messages taken from %s" % (step, queue), interval=0.02):
+            break
+        time.sleep(rng.uniform(0, 0.2))
+        pid = w.proc.pid
+        w.kill9()
+        held = held_by(r, sub, pid)
+        held_at.append(held)
+        caught += 1 if held else 0
+        print("  kill -9 #%d %s: %d claims held, %d messages ready"
+              % (len(held_at), "caught work in flight" if held else "MISSED (between batches)",
+                 len(held), b.depth(queue)), flush=True)
+        w.start()
+        starts += 1
+        # each run logs "consuming" once per worker (the log file is appended to)
+        check(w.wait_consuming(workers * starts), "consuming again after restart #%d" % (starts - 1))
+    check(caught >= kills, "%d kills caught work in flight (%d tried)" % (caught, len(held_at)))
+    return held_at
+
+
 def done_count(r, sub):
     keys = list(r.scan_iter(match="warren:idem:%s:*" % sub, count=2000))
     pipe = r.pipeline()
