@@ -18,7 +18,6 @@ Names the non-passing tests and a summary on stderr, and prints only
 the arguments are wrong.
 """
 import json
-import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
