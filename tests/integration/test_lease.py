@@ -17,66 +17,29 @@ handler at a gate (an HTTP service of its own) to place each step exactly.
    record over and commits the write once."""
 import json
 import os
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from wrtest import (Broker, Warren, check, check_eq, finish, idem_record, prefix, redis_client,
-                    tempdir, wait_for, write)
+from wrtest import (GATE_LUA, Broker, Gate, Warren, check, check_eq, finish, idem_record, prefix,
+                    redis_client, tempdir, wait_for, write)
 
 p = prefix()
 tmp = tempdir()
 queue, out_queue = p + ".in", p + ".out"
 r = redis_client()
 SP = p + ":store:"
-
-
-class Gate(BaseHTTPRequestHandler):
-    """POST /gate/NAME: note the arrival, answer once the test opens NAME."""
-    arrived = {}  # name -> threading.Event
-    opened = {}
-
-    @classmethod
-    def event(cls, table, name):
-        return table.setdefault(name, threading.Event())
-
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        name = self.path.rsplit("/", 1)[-1]
-        Gate.event(Gate.arrived, name).set()
-        ok = Gate.event(Gate.opened, name).wait(50)
-        self.send_response(200 if ok else 504)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-
-server = ThreadingHTTPServer(("127.0.0.1", 0), Gate)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-
-
-def arrived(name, timeout, what):
-    return wait_for(lambda: Gate.event(Gate.arrived, name).is_set(), timeout, what)
+gate = Gate()
 
 
 def store_get(key):
     return r.get(SP + key)
 
 
-write(os.path.join(tmp, "h.lua"), r'''
+write(os.path.join(tmp, "h.lua"), GATE_LUA + r'''
 local M = {}
 function M.handle(event, ctx)
   ctx.log.info("started")
   local d = event.data
-  if d.gate then
-    local res, err = ctx.http.request{ method = "POST", url = "http://127.0.0.1:%d/gate/" .. d.gate,
-                                       timeout = 55, raise = false }
-    if not res or res.status ~= 200 then
-      error("gate " .. d.gate .. ": " .. tostring(res and res.status or err))
-    end
-  end
+  if d.gate then gate(ctx, "%s", d.gate) end
   local t = os.clock()
   while os.clock() - t < (d.busy or 0) do end
   ctx.store.incrby("runs:" .. event.id, 1)
@@ -84,7 +47,7 @@ function M.handle(event, ctx)
   ctx.publish("", "%s", { input = event.id, copy = d.copy, worker = ctx.worker })
 end
 return M
-''' % (server.server_address[1], out_queue))
+''' % (gate.url, out_queue))
 # the same handler without the busy loop: the process that takes a message over
 write(os.path.join(tmp, "fast.lua"), open(os.path.join(tmp, "h.lua")).read()
       .replace("d.busy or 0", "0"))
@@ -132,13 +95,13 @@ sub2 = dict(sub, concurrency=2, prefetch=1, batch_size=1, idempotency={"lease": 
 d = Warren(tmp, [sub2], name="d", extra=extra).start()
 check(d.wait_consuming(2), "d consuming with two workers")
 b.publish(queue, {"gate": "first", "copy": "first"}, message_id="slow-1")
-arrived("first", 20, "the first run at its gate")
+gate.wait("first", 20, "the first run at its gate")
 t_first = time.monotonic()
 rec = idem_record(r, "lease", "slow-1")
 first_token, first_until = rec.get("token"), int(rec.get("lease_until", 0))
 check(first_token, "the first run holds the record")
 b.publish(queue, {"gate": "second", "copy": "second"}, message_id="slow-1")  # the producer's copy
-arrived("second", 40, "the copy's run at its gate")
+gate.wait("second", 40, "the copy's run at its gate")
 print("  the copy's run started %.1f s after the first" % (time.monotonic() - t_first))
 rec = idem_record(r, "lease", "slow-1")
 check(rec.get("state") == "processing" and rec.get("token") not in (None, first_token),
@@ -148,7 +111,7 @@ check(int(rec.get("lease_until", 0)) - 4000 >= first_until,
       "the copy ran only after the first run's 4 s lease ended")
 second_token = rec.get("token")
 # the first run goes on: its output is confirmed, then its commit must be refused
-Gate.event(Gate.opened, "first").set()
+gate.open("first")
 wait_for(lambda: b.depth(out_queue) >= 1, 20, "the first run's output")
 wait_for(lambda: [x for x in d.lines(message_id="slow-1") if x.get("outcome")], 20,
          "the first run's outcome")
@@ -159,7 +122,7 @@ check_eq((store_get("runs:slow-1"), store_get("winner:slow-1")), (None, None),
          "the first run's late commit applied no write")
 lost = d.lines(msg="message returned to the queue", message_id="slow-1")
 check(any("lease lost" in x.get("error", "") for x in lost), "the lost lease was logged")
-Gate.event(Gate.opened, "second").set()
+gate.open("second")
 wait_for(lambda: idem_record(r, "lease", "slow-1").get("state") == "done", 20, "slow-1 done")
 check_eq(idem_record(r, "lease", "slow-1").get("outcome"), "ok", "slow-1 recorded ok")
 check_eq(store_get("runs:slow-1"), "1", "one run's writes applied")
@@ -181,11 +144,11 @@ check_eq(d.stop(), 0, "d exits 0")
 e = Warren(tmp, [sub], name="e", extra=extra).start()
 check(e.wait_consuming(1), "e consuming")
 b.publish(queue, {"gate": "gap", "copy": "gap"}, message_id="gap-1")
-arrived("gap", 20, "the handler at its gate")
+gate.wait("gap", 20, "the handler at its gate")
 pid = e.proc.pid
 r.execute_command("CLIENT", "PAUSE", 15000, "WRITE")
 try:
-    Gate.event(Gate.opened, "gap").set()
+    gate.open("gap")
     wait_for(lambda: b.depth(out_queue) >= 1, 10, "the output confirmed")
     time.sleep(0.5)  # the worker is in its commit now, waiting for Redis
     e.kill9()
@@ -213,5 +176,5 @@ for k in r.scan_iter(match=SP + "*"):
 b.delete(queue, queue + ".dlq", queue + ".wait", out_queue,
          *["%s.retry.%s" % (queue, x) for x in ("1s", "5s", "30s", "2m")])
 b.close()
-server.shutdown()
+gate.close()
 finish()

@@ -10,7 +10,9 @@ the output (a worker switches versions between batches, never inside one).
 Broken versions are refused with file and error; after the last, broken, swap
 the previous good version is the one running. A policy change in the config
 applies live: a message that runs 1 s succeeds on attempt 1 under the old
-5 s timeout and times out (and succeeds on its retry) under the new 300 ms."""
+5 s timeout and times out (and succeeds on its retry) under the new 300 ms.
+Last, a batch held at a gate while a new version is published finishes on the
+version it started with, and the next batch runs the new one."""
 import json
 import os
 import shutil
@@ -18,12 +20,14 @@ import signal
 import threading
 import time
 
-from wrtest import Broker, Warren, check, check_eq, finish, prefix, tempdir, wait_for, write
+from wrtest import (GATE_LUA, Broker, Gate, Warren, check, check_eq, finish, idem_record, prefix,
+                    redis_client, tempdir, wait_for, write)
 
 TOTAL = 20000
 p = prefix()
 tmp = tempdir()
 queue, out = p + ".in", p + ".out"
+r = redis_client()
 hdir = os.path.join(tmp, "handlers")
 os.makedirs(hdir)
 
@@ -214,5 +218,60 @@ for q in retry_queues + [queue + ".dlq", queue + ".wait", queue]:
     check_eq(b.depth(q), 0, "%s empty at the end" % q)
 b.delete(queue, queue + ".dlq", queue + ".wait", out,
          *["%s.retry.%s" % (queue, d) for d in ("1s", "5s", "30s", "2m")])
+
+# A new version never takes over inside a batch. A worker's batch of ten is held
+# at a gate (its first message waits on the test's HTTP service) while a new
+# version is published; released, the batch finishes on the version it started
+# with, and the next batch runs the new one. (The ten arrive while an earlier
+# batch is held at a gate of its own, so they are all buffered when the worker
+# takes its next batch; their records share one commit time, which shows it.)
+gate = Gate()
+bdir = os.path.join(tmp, "batch")
+os.makedirs(bdir)
+BATCH = GATE_LUA + r'''
+local MARK = "%s"
+local M = {}
+function M.handle(event, ctx)
+  if event.data.gate then gate(ctx, "%s", event.data.gate) end
+  ctx.publish("", "%s", { id = event.id, mark = MARK, version = ctx.handler_version })
+end
+return M
+'''
+bq, bout = p + ".batch", p + ".batch.out"
+b.declare(bout)
+b.declare(bq)
+write(os.path.join(bdir, "h.lua"), BATCH % ("A", gate.url, bout))
+wb = Warren(tmp, [{"name": "batch", "queue": bq, "handler": "batch/h.lua", "concurrency": 1,
+                   "prefetch": 20, "batch_size": 20}], name="batch").start()
+check(wb.wait_consuming(1), "the batch warren consuming")
+b.publish(bq, {"gate": "first"}, message_id="b-first")
+gate.wait("first", 20, "the first batch held at its gate")
+ten = ["b-%02d" % i for i in range(10)]
+b.publish(bq, {"gate": "held"}, message_id=ten[0])
+for mid in ten[1:]:
+    b.publish(bq, {}, message_id=mid)
+time.sleep(0.5)  # delivered to the worker (prefetch 20) while its first batch is held
+gate.open("first")
+gate.wait("held", 20, "the batch of ten held at its gate")
+applied = len(wb.lines(msg="handler reloaded"))
+swap = os.path.join(bdir, "h.lua.swp")
+write(swap, BATCH % ("B", gate.url, bout))
+os.rename(swap, os.path.join(bdir, "h.lua"))
+wait_for(lambda: len(wb.lines(msg="handler reloaded")) > applied, 15, "version B published")
+gate.open("held")
+wait_for(lambda: b.depth(bout) >= 11, 20, "the batch of ten handled")
+b.publish(bq, {}, message_id="b-after")
+wait_for(lambda: b.depth(bout) >= 12, 20, "the message after it handled")
+marks = dict((o["id"], o["mark"]) for o in (json.loads(body) for _, body in b.drain(bout)))
+done_at = dict((m, idem_record(r, "batch", m).get("done_at")) for m in ten)
+check(done_at[ten[0]] and all(done_at[m] == done_at[ten[0]] for m in ten),
+      "the ten were one batch (one commit: %s)" % sorted(set(done_at.values()), key=str))
+check_eq(dict((m, marks.get(m)) for m in ten if marks.get(m) != "A"), {},
+         "the whole batch ran on the version it started with (A)")
+check_eq(marks.get("b-after"), "B", "the next batch runs the new version")
+check_eq(wb.stop(), 0, "the batch warren exits 0")
+gate.close()
+b.delete(bq, bq + ".dlq", bq + ".wait", bout,
+         *["%s.retry.%s" % (bq, d) for d in ("1s", "5s", "30s", "2m")])
 b.close()
 finish()

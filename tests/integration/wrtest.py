@@ -19,8 +19,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
 import pika
@@ -307,6 +309,74 @@ class Warren:
     def raw_log(self):
         with open(self.log_path, "rb") as fh:
             return fh.read().decode("utf-8", "replace")
+
+
+class Gate:
+    """An HTTP service of the test's own that holds a handler where the test
+    wants it: POST URL/NAME (ctx.http.request from the handler) is noted as
+    arrived, and answered 200 once the test opens NAME (504 after 50 s).
+
+        gate = Gate()          # gate.url: http://127.0.0.1:<port>/gate/
+        gate.wait("x", 20, "the handler at its gate")
+        gate.open("x")
+    """
+
+    def __init__(self):
+        arrived, opened = {}, {}
+        self._arrived, self._opened = arrived, opened
+        self._lock = threading.Lock()
+        lock = self._lock
+
+        def event(table, name):
+            with lock:
+                return table.setdefault(name, threading.Event())
+
+        self._event = event
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                name = self.path.rsplit("/", 1)[-1]
+                event(arrived, name).set()
+                ok = event(opened, name).wait(50)
+                self.send_response(200 if ok else 504)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = "http://127.0.0.1:%d/gate/" % self.server.server_address[1]
+
+    def arrived(self, name):
+        return self._event(self._arrived, name).is_set()
+
+    def wait(self, name, timeout, what):
+        """Wait until a handler is at gate NAME; true when it is."""
+        return wait_for(lambda: self.arrived(name), timeout, what)
+
+    def open(self, name):
+        self._event(self._opened, name).set()
+
+    def close(self):
+        for e in list(self._opened.values()):
+            e.set()
+        self.server.shutdown()
+
+
+# What a handler calls to wait at gate NAME (GATE: the Gate's url), in Lua.
+GATE_LUA = r'''
+local function gate(ctx, url, name)
+  local res, err = ctx.http.request{ method = "POST", url = url .. name, timeout = 55,
+                                     raise = false }
+  if not res or res.status ~= 200 then
+    error("gate " .. name .. ": " .. tostring(res and res.status or err))
+  end
+end
+'''
 
 
 def redis_client():
