@@ -121,19 +121,47 @@ testing.HTTP_ERRORS = {
   header_name = "ctx.http.request{...}: header names must be strings, got %s",
   header_value = "ctx.http.request{...}: header '%s' must be a string or a number, got %s",
   header_chars = "ctx.http.request{...}: header '%s' holds a line break, or a colon in its name",
+  -- header_size:format(name, testing.HTTP_MAX_HEADER_LINE): a "Name: value" line too long
+  header_size = "ctx.http.request{...}: header '%s' is longer than %d bytes",
   body = "ctx.http.request{...}: body must be a string or a table, got %s",
   body_json = "ctx.http.request{...}: body cannot be encoded as JSON: %s",
   timeout = "ctx.http.request{...}: timeout must be seconds or a duration like 2s, got %s",
   timeout_duration = "ctx.http.request{...}: timeout '%s' is not a duration like 2s",
   timeout_range = "ctx.http.request{...}: timeout must be more than 0 seconds, got %s",
   raise = "ctx.http.request{...}: raise must be a boolean, got %s",
-  -- outcomes: status:format(method, url, status), status_reason adds the reason phrase
+  -- outcomes: status:format(method, url, status), status_reason adds the reason phrase;
+  -- the url as testing.safe_url shows it (no userinfo, no query string)
   status = "http %s %s: %d",
   status_reason = "http %s %s: %d %s",
   transport = "http %s %s: %s",
   -- the kit's own transport error for a request nobody faked
   no_fake = "no fake response for %s %s (add one to testing.ctx{http = ...})",
 }
+
+--- The longest request header line ("Name: value") ctx.http.request sends
+-- (WR_HTTP_MAX_HEADER_LINE in sidecar/src/lua_http.h).
+testing.HTTP_MAX_HEADER_LINE = 4096
+
+--- A URL as ctx.http's error texts show it (wr_http_safe_url in
+-- sidecar/src/lua_http.c): the userinfo (between "://" and the last "@"
+-- before the query) replaced by "***", the query string and fragment by
+-- "?..." or "#...". Error texts reach logs and DLQ headers: no credentials.
+-- @tparam string url
+-- @treturn string
+function testing.safe_url(url)
+  local scheme = url:match("^%a[%w+%.%-]*://") or ""
+  local rest = url:sub(#scheme + 1)
+  local cut = rest:find("[?#]")
+  local main, tail = rest, ""
+  if cut then
+    main, tail = rest:sub(1, cut - 1), rest:sub(cut, cut) .. "..."
+  end
+  local at = main:match("^.*()@")
+  if at then
+    main = "***" .. main:sub(at)
+  end
+  return scheme .. main .. tail
+end
 
 --- Error texts of ctx.breaker (sidecar/src/lua_breaker.c), checked against it by a spec.
 -- @table BREAKER_ERRORS
@@ -1058,9 +1086,12 @@ local function make_store(ctx, st)
       s.wexp[k] = false
     end
   end
+  -- Redis's integer grammar (string2ll), as storebuf.c and the commit script
+  -- use it: "0", or an optional "-" and a first digit 1-9; no "+", no leading
+  -- zeros ("05", "-0"), at most 20 characters
   local function incr(fn, text, n, msg)
     local v = tonumber(text)
-    if not text:match("^%-?%d+$") or not v then
+    if #text > 20 or not (text == "0" or text:match("^%-?[1-9]%d*$")) or not v then
       raise(fmt("ctx.store.%s: %s", fn, msg))
     end
     if math.abs(v + n) >= 9.2e18 then
@@ -1298,10 +1329,10 @@ local function make_http_request(ctx, st)
       error(fmt(H.url, type(url)), 2)
     end
     if not url:lower():match("^https?://[^/]") then
-      error(fmt(H.url_scheme, url), 2)
+      error(fmt(H.url_scheme, testing.safe_url(url)), 2)
     end
     if url:find("[%c ]") then
-      error(fmt(H.url_chars, url), 2)
+      error(fmt(H.url_chars, testing.safe_url(url)), 2)
     end
     local method = o.method
     if method == nil then
@@ -1359,6 +1390,9 @@ local function make_http_request(ctx, st)
         if k:find("[\r\n:]") or v:find("[\r\n]") then
           error(fmt(H.header_chars, k), 2)
         end
+        if #k + 2 + #v > testing.HTTP_MAX_HEADER_LINE then
+          error(fmt(H.header_size, k, testing.HTTP_MAX_HEADER_LINE), 2)
+        end
         headers[k] = v
         has_ct = has_ct or k:lower() == "content-type"
         has_tp = has_tp or k:lower() == "traceparent"
@@ -1378,7 +1412,7 @@ local function make_http_request(ctx, st)
     ctx.http_calls[#ctx.http_calls + 1] = req
     local res, terr, reason = fake_answer(st, req)
     if not res then
-      local msg = fmt(H.transport, method, url, terr)
+      local msg = fmt(H.transport, method, testing.safe_url(url), terr)
       if raise then
         error(msg, 2)
       end
@@ -1386,9 +1420,9 @@ local function make_http_request(ctx, st)
     end
     if res.status >= 500 and raise then
       if reason then
-        error(fmt(H.status_reason, method, url, res.status, reason), 2)
+        error(fmt(H.status_reason, method, testing.safe_url(url), res.status, reason), 2)
       end
-      error(fmt(H.status, method, url, res.status), 2)
+      error(fmt(H.status, method, testing.safe_url(url), res.status), 2)
     end
     return res
   end

@@ -21,6 +21,7 @@
 #include "breakers.h"
 #include "config.h"
 #include "http.h"
+#include "inflight.h"
 #include "log.h"
 #include "lua_rt.h"
 #include "metrics.h"
@@ -113,6 +114,14 @@ static int all_done(wr_worker **workers, int n)
     return 1;
 }
 
+static void free_inflight(wr_inflight **f, int n)
+{
+    for (int i = 0; f != NULL && i < n; i++) {
+        wr_inflight_destroy(f[i]);
+    }
+    free(f);
+}
+
 int wr_app_run(const char *config_path)
 {
     wr_config *cfg = load(config_path);
@@ -146,17 +155,28 @@ int wr_app_run(const char *config_path)
     wr_http *http = NULL;
     wr_probe *probe = NULL;
     wr_worker **workers = calloc((size_t)total, sizeof(*workers));
+    /* per subscription: the keys its workers have in flight (inflight.h) */
+    wr_inflight **inflight = calloc((size_t)cfg->sub_count + 1, sizeof(*inflight));
+    for (int i = 0; inflight != NULL && i < cfg->sub_count; i++) {
+        inflight[i] = wr_inflight_create();
+    }
     wr_run_flags flags;
     atomic_init(&flags.stop, 0);
     atomic_init(&flags.abort, 0);
     atomic_init(&flags.orphans, 0);
     int started = 0;
     int rc = 0;
-    if (workers == NULL || sfd < 0 || breakers == NULL || metrics == NULL) {
-        fprintf(stderr, "warren: cannot start: %s\n", sfd < 0 ? "signalfd failed" : "out of memory");
+    int inflight_ok = inflight != NULL;
+    for (int i = 0; inflight_ok && i < cfg->sub_count; i++) {
+        inflight_ok = inflight[i] != NULL;
+    }
+    if (workers == NULL || sfd < 0 || breakers == NULL || metrics == NULL || !inflight_ok) {
+        fprintf(stderr, "warren: cannot start: %s\n",
+                sfd < 0 ? "signalfd failed" : "out of memory");
         free(workers);
         wr_metrics_destroy(metrics);
         wr_breakers_destroy(breakers);
+        free_inflight(inflight, cfg->sub_count);
         wr_reloader_destroy(reloader);
         wr_config_free(cfg);
         return 1;
@@ -177,10 +197,9 @@ int wr_app_run(const char *config_path)
         const wr_subscription *s = &cfg->subs[i];
         for (int k = 0; k < s->concurrency; k++) {
             char err[1024];
-            workers[started] = wr_worker_start(cfg, s, k, wr_reloader_live(reloader, i),
-                                               wr_breakers_sub(breakers, i), breakers, &flags,
-                                               wr_metrics_worker(metrics, i, k), err,
-                                               sizeof(err));
+            workers[started] = wr_worker_start(
+                cfg, s, k, wr_reloader_live(reloader, i), wr_breakers_sub(breakers, i), breakers,
+                inflight[i], &flags, wr_metrics_worker(metrics, i, k), err, sizeof(err));
             if (workers[started] == NULL) {
                 fprintf(stderr, "%s:%d:%d: subscriptions[%d].handler: %s\n", cfg->path, s->line,
                         s->col, i, err);
@@ -200,6 +219,7 @@ int wr_app_run(const char *config_path)
         wr_http_stop(http);
         wr_metrics_destroy(metrics);
         wr_breakers_destroy(breakers);
+        free_inflight(inflight, cfg->sub_count);
         wr_reloader_destroy(reloader);
         wr_config_free(cfg);
         return rc;
@@ -290,6 +310,7 @@ int wr_app_run(const char *config_path)
     wr_http_stop(http);
     wr_metrics_destroy(metrics);
     wr_breakers_destroy(breakers);
+    free_inflight(inflight, cfg->sub_count);
     wr_reloader_destroy(reloader);
     wr_config_free(cfg);
     return 0;

@@ -26,12 +26,12 @@ typedef struct {
 
 struct wr_broker {
     amqp_connection_state_t conn;
-    int open;             /* login done: close politely on destroy */
-    int down;             /* unusable: the worker must rebuild */
+    int open; /* login done: close politely on destroy */
+    int down; /* unusable: the worker must rebuild */
     int consuming;
     int blocked;
     atomic_int *blocked_mirror; /* NULL, or where the blocked state is published */
-    char name[128];       /* the connection name, for logs */
+    char name[128];             /* the connection name, for logs */
     char consumer_tag[64];
     char err[512];
 
@@ -40,7 +40,7 @@ struct wr_broker {
     size_t inbox_head, inbox_len, inbox_cap;
 
     /* publisher confirms */
-    uint64_t next_seq;    /* sequence number of our next publish on the channel */
+    uint64_t next_seq; /* sequence number of our next publish on the channel */
     wr_confirm batch;
     pub_ref *refs;
     size_t refs_cap;
@@ -250,12 +250,47 @@ const char *wr_broker_error(const wr_broker *b)
     return b->err;
 }
 
+#define PROBE_CH 2 /* throwaway channel: a passive declare of a missing queue closes it */
+
+/*
+ * Whether QUEUE exists already, whatever its type and arguments: a passive
+ * queue.declare on a channel of its own, since a missing queue closes the
+ * channel that asked (404) and CH must survive. Returns 1 it exists, 0 it
+ * does not, or WR_BROKER_DOWN.
+ */
+static int queue_exists(wr_broker *b, const char *queue)
+{
+    amqp_channel_open(b->conn, PROBE_CH);
+    int rc = check_reply(b, amqp_get_rpc_reply(b->conn), "channel.open");
+    if (rc != WR_BROKER_OK) {
+        return rc;
+    }
+    amqp_queue_declare(b->conn, PROBE_CH, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
+    amqp_rpc_reply_t r = amqp_get_rpc_reply(b->conn);
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+        rc = check_reply(b, amqp_channel_close(b->conn, PROBE_CH, AMQP_REPLY_SUCCESS),
+                         "channel.close");
+        return rc == WR_BROKER_OK ? 1 : rc;
+    }
+    if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION && r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
+        amqp_channel_close_t *m = r.reply.decoded;
+        amqp_channel_close_ok_t ok = {0};
+        amqp_send_method(b->conn, PROBE_CH, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
+        if (m->reply_code == 404) {
+            return 0;
+        }
+        return fail(b, WR_BROKER_DOWN, "queue.declare passive of '%s': %u %.*s", queue,
+                    m->reply_code, (int)m->reply_text.len, (char *)m->reply_text.bytes);
+    }
+    return check_reply(b, r, "queue.declare passive");
+}
+
 int wr_broker_declare(wr_broker *b, const wr_topology *t)
 {
     for (int i = 0; i < t->exchange_count; i++) {
         const wr_exchange_decl *x = &t->exchanges[i];
-        amqp_exchange_declare(b->conn, CH, amqp_cstring_bytes(x->name),
-                              amqp_cstring_bytes(x->type), 0, 1, 0, 0, amqp_empty_table);
+        amqp_exchange_declare(b->conn, CH, amqp_cstring_bytes(x->name), amqp_cstring_bytes(x->type),
+                              0, 1, 0, 0, amqp_empty_table);
         int rc = check_reply(b, amqp_get_rpc_reply(b->conn), "exchange.declare");
         if (rc != WR_BROKER_OK) {
             return fail(b, rc,
@@ -285,6 +320,17 @@ int wr_broker_declare(wr_broker *b, const wr_topology *t)
             args[n].value.kind = AMQP_FIELD_KIND_UTF8;
             args[n].value.value.bytes = amqp_cstring_bytes(q->dead_letter_routing_key);
             n++;
+        }
+        if (strcmp(q->role, "main") == 0) {
+            /* the consumed queue is the service's: one that exists is taken as it is
+             * (a quorum queue, say, which a plain declaration would conflict with) */
+            int rc = queue_exists(b, q->name);
+            if (rc < 0) {
+                return rc;
+            }
+            if (rc == 1) {
+                continue;
+            }
         }
         amqp_table_t table = {.num_entries = n, .entries = args};
         amqp_queue_declare(b->conn, CH, amqp_cstring_bytes(q->name), 0, q->durable, 0, 0, table);
@@ -335,7 +381,22 @@ int wr_broker_cancel(wr_broker *b)
     }
     b->consuming = 0;
     amqp_basic_cancel(b->conn, CH, amqp_cstring_bytes(b->consumer_tag));
-    return check_reply(b, amqp_get_rpc_reply(b->conn), "basic.cancel");
+    int rc = check_reply(b, amqp_get_rpc_reply(b->conn), "basic.cancel");
+    /* Deliveries the broker sent before cancel-ok arrived before it too: rabbitmq-c
+     * kept them aside while it waited for the reply. File them in the inbox now,
+     * so the caller's "return everything" covers them; read later, they would be
+     * taken for new deliveries after a nack of every tag had already returned
+     * them (and their ack would close the channel: unknown delivery tag). */
+    while (rc == WR_BROKER_OK &&
+           (amqp_frames_enqueued(b->conn) || amqp_data_in_buffer(b->conn))) {
+        int prc = wr_broker_poll(b, 0);
+        if (prc == WR_BROKER_DOWN) {
+            rc = prc;
+        } else if (prc == WR_BROKER_TIMEOUT) {
+            break;
+        }
+    }
+    return rc;
 }
 
 int wr_broker_consuming(const wr_broker *b)
@@ -426,7 +487,8 @@ static int on_return(wr_broker *b, const amqp_basic_return_t *m)
     for (size_t i = 0; i < b->batch.count; i++) {
         if (wr_confirm_state(&b->batch, i) == WR_PUB_PENDING &&
             bytes_eq(b->refs[i].exchange, m->exchange) &&
-            bytes_eq(b->refs[i].routing_key, m->routing_key) && bytes_eq(b->refs[i].message_id, id)) {
+            bytes_eq(b->refs[i].routing_key, m->routing_key) &&
+            bytes_eq(b->refs[i].message_id, id)) {
             wr_confirm_on_return(&b->batch, i);
             break;
         }
@@ -506,8 +568,8 @@ static int on_method(wr_broker *b, const amqp_frame_t *f)
         amqp_connection_close_ok_t ok = {0};
         amqp_send_method(b->conn, 0, AMQP_CONNECTION_CLOSE_OK_METHOD, &ok);
         b->open = 0;
-        return fail(b, WR_BROKER_DOWN, "connection closed by the broker: %u %.*s",
-                    c->reply_code, (int)c->reply_text.len, (char *)c->reply_text.bytes);
+        return fail(b, WR_BROKER_DOWN, "connection closed by the broker: %u %.*s", c->reply_code,
+                    (int)c->reply_text.len, (char *)c->reply_text.bytes);
     }
     default:
         return WR_BROKER_OK;
@@ -571,14 +633,13 @@ int wr_broker_take(wr_broker *b, amqp_envelope_t **out, int max, int timeout_ms,
     return WR_BROKER_OK;
 }
 
-void wr_broker_batch_begin(wr_broker *b)
+uint64_t wr_broker_next_seq(const wr_broker *b)
 {
-    wr_confirm_reset(&b->batch, b->next_seq);
+    return b->next_seq;
 }
 
-int wr_broker_publish(wr_broker *b, amqp_bytes_t exchange, amqp_bytes_t routing_key,
-                      int mandatory, const amqp_basic_properties_t *props, amqp_bytes_t body,
-                      size_t *index)
+int wr_broker_publish(wr_broker *b, amqp_bytes_t exchange, amqp_bytes_t routing_key, int mandatory,
+                      const amqp_basic_properties_t *props, amqp_bytes_t body, uint64_t *seq)
 {
     if (b->down) {
         return WR_BROKER_DOWN;
@@ -600,16 +661,26 @@ int wr_broker_publish(wr_broker *b, amqp_bytes_t exchange, amqp_bytes_t routing_
     b->refs[i].routing_key = routing_key;
     b->refs[i].message_id =
         (props->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) ? props->message_id : amqp_empty_bytes;
-    b->next_seq++;
-    *index = (size_t)i;
+    *seq = b->next_seq++;
     int status = amqp_basic_publish(b->conn, CH, exchange, routing_key, mandatory, 0, props, body);
     return check_status(b, status, "basic.publish");
 }
 
-int wr_broker_batch_wait(wr_broker *b, int timeout_ms)
+/* 1 while a publish before UPTO has no answer yet. */
+static int unanswered_before(const wr_broker *b, uint64_t upto)
+{
+    for (size_t i = 0; i < b->batch.count && b->batch.first_seq + i < upto; i++) {
+        if (wr_confirm_state(&b->batch, i) == WR_PUB_PENDING) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int wr_broker_confirm_wait(wr_broker *b, uint64_t upto, int timeout_ms)
 {
     double deadline = wr_mono_ms() + timeout_ms;
-    while (b->batch.pending > 0) {
+    while (b->batch.pending > 0 && unanswered_before(b, upto)) {
         double left = deadline - wr_mono_ms();
         if (left <= 0) {
             return WR_BROKER_TIMEOUT;
@@ -622,9 +693,27 @@ int wr_broker_batch_wait(wr_broker *b, int timeout_ms)
     return WR_BROKER_OK;
 }
 
-wr_pub_state wr_broker_batch_state(const wr_broker *b, size_t index)
+wr_pub_state wr_broker_confirm_state(const wr_broker *b, uint64_t seq)
 {
-    return wr_confirm_state(&b->batch, index);
+    if (seq < b->batch.first_seq) {
+        return WR_PUB_NACKED; /* released already: nobody should ask */
+    }
+    return wr_confirm_state(&b->batch, (size_t)(seq - b->batch.first_seq));
+}
+
+void wr_broker_confirm_release(wr_broker *b, uint64_t upto)
+{
+    if (upto <= b->batch.first_seq) {
+        return;
+    }
+    size_t n = (size_t)(upto - b->batch.first_seq);
+    if (n > b->batch.count) {
+        n = b->batch.count;
+    }
+    if (n < b->batch.count) {
+        memmove(b->refs, b->refs + n, (b->batch.count - n) * sizeof(*b->refs));
+    }
+    wr_confirm_trim(&b->batch, n);
 }
 
 int wr_broker_ack(wr_broker *b, uint64_t delivery_tag, int multiple)
@@ -644,11 +733,10 @@ int wr_broker_nack(wr_broker *b, uint64_t delivery_tag, int multiple, int requeu
                         "basic.nack");
 }
 
-int wr_broker_queue_depth(wr_broker *b, const char *queue, uint32_t *messages,
-                          uint32_t *consumers)
+int wr_broker_queue_depth(wr_broker *b, const char *queue, uint32_t *messages, uint32_t *consumers)
 {
-    amqp_queue_declare_ok_t *ok = amqp_queue_declare(b->conn, CH, amqp_cstring_bytes(queue), 1, 0,
-                                                     0, 0, amqp_empty_table);
+    amqp_queue_declare_ok_t *ok =
+        amqp_queue_declare(b->conn, CH, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
     int rc = check_reply(b, amqp_get_rpc_reply(b->conn), "queue.declare passive");
     if (rc != WR_BROKER_OK) {
         return rc;

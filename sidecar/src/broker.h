@@ -33,10 +33,10 @@ typedef struct wr_broker wr_broker;
 
 enum {
     WR_BROKER_OK = 0,
-    WR_BROKER_DOWN = -1,      /* rebuild the connection */
-    WR_BROKER_TIMEOUT = -2,   /* nothing arrived in time; the connection is fine */
-    WR_BROKER_CONFLICT = -3,  /* a declaration conflicts with what exists: see error;
-                                 the connection must be rebuilt too */
+    WR_BROKER_DOWN = -1,     /* rebuild the connection */
+    WR_BROKER_TIMEOUT = -2,  /* nothing arrived in time; the connection is fine */
+    WR_BROKER_CONFLICT = -3, /* a declaration conflicts with what exists: see error;
+                                the connection must be rebuilt too */
 };
 
 /*
@@ -53,13 +53,16 @@ void wr_broker_destroy(wr_broker *b);
 /* Last error text (for logs); never holds credentials. */
 const char *wr_broker_error(const wr_broker *b);
 
-/* Declare every exchange, queue and binding of T. */
+/* Declare every exchange, queue and binding of T. The main queue is declared
+ * only when a passive declaration (on a throwaway channel) says it is missing:
+ * one that exists is consumed as it is, whatever its type or arguments. */
 int wr_broker_declare(wr_broker *b, const wr_topology *t);
 
 /* Set the prefetch (basic.qos) and start consuming QUEUE with manual acks. */
 int wr_broker_consume(wr_broker *b, const char *queue, int prefetch);
-/* Stop the consumer (basic.cancel). Deliveries already sent still arrive and
- * land in the inbox; the caller returns them with wr_broker_nack. */
+/* Stop the consumer (basic.cancel). Every delivery the broker sent before it
+ * confirmed the cancel is in the inbox when this returns; the caller returns
+ * them with wr_broker_nack. */
 int wr_broker_cancel(wr_broker *b);
 /* 1 while our consumer is active (not cancelled by us or the broker). */
 int wr_broker_consuming(const wr_broker *b);
@@ -80,21 +83,24 @@ int wr_broker_take(wr_broker *b, amqp_envelope_t **out, int max, int timeout_ms,
 void wr_broker_release(amqp_envelope_t *e);
 
 /*
- * Publishing in batches: wr_broker_batch_begin() starts a confirm batch;
- * each wr_broker_publish() adds one publish and stores its index in the batch
- * in *INDEX; wr_broker_batch_wait() pumps frames until every publish of the
- * batch is answered or TIMEOUT_MS passes (deliveries that arrive meanwhile
- * go to the inbox); wr_broker_batch_state() then says, per index, whether the
- * broker took it. The exchange, routing key and properties passed to publish
- * must stay valid until batch_wait returns (they identify a basic.return).
- * A publish is always persistent when the caller sets delivery_mode 2.
+ * Publishing with confirms: wr_broker_publish() sends one publish and stores
+ * its sequence number on the channel in *SEQ (1, 2, 3, ...; the broker's
+ * confirm tags). wr_broker_confirm_wait() pumps frames until every publish
+ * numbered below UPTO is answered or TIMEOUT_MS passes (deliveries that arrive
+ * meanwhile go to the inbox); wr_broker_confirm_state() then says whether the
+ * broker took a publish (acked and not returned). The exchange, routing key
+ * and properties passed to publish must stay valid until the caller releases
+ * the publish with wr_broker_confirm_release() (they identify a basic.return):
+ * a worker keeps two batches in flight, and releases a batch's publishes once
+ * the batch is done. A publish is persistent when the caller sets
+ * delivery_mode 2.
  */
-void wr_broker_batch_begin(wr_broker *b);
-int wr_broker_publish(wr_broker *b, amqp_bytes_t exchange, amqp_bytes_t routing_key,
-                      int mandatory, const amqp_basic_properties_t *props, amqp_bytes_t body,
-                      size_t *index);
-int wr_broker_batch_wait(wr_broker *b, int timeout_ms);
-wr_pub_state wr_broker_batch_state(const wr_broker *b, size_t index);
+uint64_t wr_broker_next_seq(const wr_broker *b); /* the number the next publish gets */
+int wr_broker_publish(wr_broker *b, amqp_bytes_t exchange, amqp_bytes_t routing_key, int mandatory,
+                      const amqp_basic_properties_t *props, amqp_bytes_t body, uint64_t *seq);
+int wr_broker_confirm_wait(wr_broker *b, uint64_t upto, int timeout_ms);
+wr_pub_state wr_broker_confirm_state(const wr_broker *b, uint64_t seq);
+void wr_broker_confirm_release(wr_broker *b, uint64_t upto);
 
 /* Acknowledge, or return to the queue (REQUEUE=1) / drop (REQUEUE=0). */
 int wr_broker_ack(wr_broker *b, uint64_t delivery_tag, int multiple);
@@ -105,7 +111,6 @@ int wr_broker_nack(wr_broker *b, uint64_t delivery_tag, int multiple, int requeu
 int wr_broker_poll(wr_broker *b, int timeout_ms);
 
 /* Passive declare: the number of ready messages and consumers of QUEUE. */
-int wr_broker_queue_depth(wr_broker *b, const char *queue, uint32_t *messages,
-                          uint32_t *consumers);
+int wr_broker_queue_depth(wr_broker *b, const char *queue, uint32_t *messages, uint32_t *consumers);
 
 #endif

@@ -487,6 +487,15 @@ static const field amqp_fields[] = {
      .min = 1,
      .max = 300000,
      .desc = "Time allowed for the TCP connect and AMQP handshake."},
+    {.name = "reconnect_max",
+     .type = T_DURATION,
+     .offset = offsetof(wr_config, amqp_reconnect_max_ms),
+     .def = "5s",
+     .min = 100,
+     .max = 600000,
+     .desc = "Longest wait between two attempts to reach the broker: the wait doubles from "
+             "200ms up to this (each one shortened at random by up to half) and starts over "
+             "once connected."},
 };
 
 static const field redis_fields[] = {
@@ -502,6 +511,15 @@ static const field redis_fields[] = {
      .min = 1,
      .max = 300000,
      .desc = "Connect and per-command timeout for Redis."},
+    {.name = "reconnect_max",
+     .type = T_DURATION,
+     .offset = offsetof(wr_config, redis_reconnect_max_ms),
+     .def = "5s",
+     .min = 100,
+     .max = 600000,
+     .desc = "Longest wait between two attempts to reach Redis while it is away (consumption "
+             "is paused meanwhile): doubles from 200ms up to this, starts over once it "
+             "answers."},
 };
 
 static const field log_fields[] = {

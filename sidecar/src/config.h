@@ -152,9 +152,13 @@ typedef struct {
     wr_amqp_url amqp;    /* amqp.url, required */
     int64_t amqp_heartbeat_ms;       /* amqp.heartbeat, default 10s, 0 disables, max 300s */
     int64_t amqp_connect_timeout_ms; /* amqp.connect_timeout, default 5s */
+    int64_t amqp_reconnect_max_ms;   /* amqp.reconnect_max: cap of the reconnect backoff,
+                                        default 5s, 100ms..10m */
 
     wr_redis_url redis;  /* redis.url, required */
     int64_t redis_timeout_ms;        /* redis.timeout, default 2s */
+    int64_t redis_reconnect_max_ms;  /* redis.reconnect_max: cap of the backoff while Redis
+                                        is away, default 5s, 100ms..10m */
 
     wr_log_level log_level;          /* log.level: debug|info|warn|error, default info */
     int log_bodies;                  /* log.bodies: outcome lines carry the body's first

@@ -25,6 +25,23 @@ void wr_confirm_reset(wr_confirm *c, uint64_t next_seq)
     c->pending = 0;
 }
 
+void wr_confirm_trim(wr_confirm *c, size_t n)
+{
+    if (n > c->count) {
+        n = c->count;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (c->state[i] == WR_PUB_PENDING) {
+            c->pending--;
+        }
+    }
+    if (n > 0 && n < c->count) {
+        memmove(c->state, c->state + n, c->count - n);
+    }
+    c->count -= n;
+    c->first_seq += n;
+}
+
 long wr_confirm_add(wr_confirm *c)
 {
     if (c->count == c->cap) {

@@ -8,10 +8,11 @@
  * takes comes back as basic.return (before its ack), which we must also count
  * as a failure: a DLQ copy that was "confirmed" into nowhere is lost.
  *
- * A wr_confirm tracks one batch of publishes: wr_confirm_add() gives each the
- * next sequence number, the broker module feeds it the frames, and the worker
- * asks, per publish, whether it is safe (acked and not returned). Pure logic,
- * unit-tested without a broker.
+ * A wr_confirm tracks a window of publishes: wr_confirm_add() gives each the
+ * next sequence number, wr_confirm_trim() drops the oldest once nobody needs
+ * them (a worker keeps two batches in flight, so the window spans both), the broker module feeds it
+ * the frames, and the worker asks, per publish, whether it is safe (acked and not returned). Pure
+ * logic, unit-tested without a broker.
  */
 #ifndef WR_CONFIRM_H
 #define WR_CONFIRM_H
@@ -21,9 +22,9 @@
 
 typedef enum {
     WR_PUB_PENDING = 0, /* published, no answer yet */
-    WR_PUB_ACKED,       /* the broker has it (persisted, for persistent messages to durable queues) */
-    WR_PUB_NACKED,      /* the broker refused it */
-    WR_PUB_RETURNED,    /* mandatory and unroutable: acked later, but lost */
+    WR_PUB_ACKED,    /* the broker has it (persisted, for persistent messages to durable queues) */
+    WR_PUB_NACKED,   /* the broker refused it */
+    WR_PUB_RETURNED, /* mandatory and unroutable: acked later, but lost */
 } wr_pub_state;
 
 typedef struct {
@@ -31,7 +32,7 @@ typedef struct {
     size_t count;       /* entries in use */
     size_t cap;
     unsigned char *state; /* wr_pub_state per entry */
-    size_t pending;     /* entries still WR_PUB_PENDING */
+    size_t pending;       /* entries still WR_PUB_PENDING */
 } wr_confirm;
 
 void wr_confirm_init(wr_confirm *c);
@@ -39,6 +40,10 @@ void wr_confirm_free(wr_confirm *c);
 
 /* Start a new batch whose first publish will carry sequence number NEXT_SEQ. */
 void wr_confirm_reset(wr_confirm *c, uint64_t next_seq);
+
+/* Forget the first N entries (their publishes no longer matter to anyone):
+ * the entry after them becomes index 0 and first_seq moves on by N. */
+void wr_confirm_trim(wr_confirm *c, size_t n);
 
 /* Record one more publish; returns its index in the batch, or -1 when out of memory. */
 long wr_confirm_add(wr_confirm *c);

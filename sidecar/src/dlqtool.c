@@ -29,20 +29,25 @@
 #include "idkey.h"
 #include "journal.h"
 #include "log.h"
+#include "rconn.h"
+#include "record.h"
 
 #define CH 1
 #define XW "x-warren-"
 
 const char wr_dlqtool_usage[] =
     "  dlq list -c FILE --subscription NAME [filters] [--json]\n"
-    "                       one line per DLQ message; the DLQ is left as it is\n"
+    "                       one line per message id in the DLQ, with its copy count;\n"
+    "                       the DLQ is left as it is\n"
     "  dlq show ID -c FILE --subscription NAME [--json]\n"
     "                       every property and header of one DLQ message, and its body\n"
     "  dlq replay -c FILE --subscription NAME [filters] [--rate N/s] [--dry-run]\n"
     "                       reset the idempotency record and send each matching message\n"
-    "                       back to the subscription's queue (default rate 50/s)\n"
+    "                       back to the subscription's queue, once per id, removing\n"
+    "                       every copy of it from the DLQ (default rate 50/s)\n"
     "  dlq purge -c FILE --subscription NAME [filters] [--yes]\n"
-    "                       delete the matching messages (asks first without --yes)\n"
+    "                       delete the matching messages, every copy of each id\n"
+    "                       (asks first without --yes)\n"
     "  dlq filters: --id ID, --reason R, --grep TEXT (id, error, body),\n"
     "               --older-than DURATION (last failure), --limit N (list: default 100)\n";
 
@@ -54,16 +59,35 @@ typedef struct {
     int64_t older_ms; /* -1: no --older-than */
     long limit;       /* 0: no limit */
     int json, dry_run, yes;
-    double rate;      /* messages per second */
+    double rate; /* messages per second */
 } opts;
+
+#define NO_MSG ((size_t)-1)
 
 /* One DLQ message taken with basic.get, still unacked. */
 typedef struct {
     uint64_t tag;
     amqp_bytes_t exchange, routing_key; /* of the get-ok (malloc'd) */
-    amqp_message_t msg;
+    amqp_message_t msg;                 /* all zero once freed by lighten() */
     int done;                           /* acked (replayed or purged) or nacked already */
+    size_t next;                        /* the next copy of the same message id (an index in
+                                           reader.msgs), or NO_MSG */
 } dmsg;
+
+/*
+ * The copies of one message id in the DLQ. A crash between a confirmed DLQ
+ * copy and its idempotency record makes the worker dead-letter the message
+ * again when it is redelivered: the DLQ then holds two (or more) copies with
+ * the same message_id. The commands work on groups: list shows one row per
+ * id with its copy count, replay sends one copy back and removes them all,
+ * purge removes them all. A message without an id is a group of its own.
+ */
+typedef struct {
+    size_t first, last; /* its copies in DLQ order, linked through dmsg.next */
+    size_t copies;
+    size_t rep; /* the copy shown and replayed: the first one that matched the
+                   filters, or NO_MSG (the group is not selected) */
+} dgroup;
 
 typedef struct {
     amqp_connection_state_t conn;
@@ -73,6 +97,9 @@ typedef struct {
     dmsg *msgs;
     size_t n, cap;
     size_t scanned;
+    dgroup *groups;
+    size_t ngroups, gcap;
+    json_t *ids; /* message id -> index in groups (a jansson object as a hash map) */
     char err[256];
 } reader;
 
@@ -99,8 +126,7 @@ static amqp_bytes_t prop_str(const amqp_basic_properties_t *p, amqp_flags_t flag
 
 static amqp_bytes_t msg_id(const dmsg *m)
 {
-    return prop_str(&m->msg.properties, AMQP_BASIC_MESSAGE_ID_FLAG,
-                    m->msg.properties.message_id);
+    return prop_str(&m->msg.properties, AMQP_BASIC_MESSAGE_ID_FLAG, m->msg.properties.message_id);
 }
 
 static amqp_bytes_t hdr(const dmsg *m, const char *name)
@@ -319,6 +345,8 @@ static void reader_close(reader *r)
         amqp_destroy_message(&r->msgs[i].msg);
     }
     free(r->msgs);
+    free(r->groups);
+    json_decref(r->ids);
 }
 
 static int matches(const opts *o, const dmsg *m, int64_t now)
@@ -336,8 +364,7 @@ static int matches(const opts *o, const dmsg *m, int64_t now)
         }
     }
     if (o->grep != NULL) {
-        const amqp_field_value_t *errs = wr_table_get(headers_of(&m->msg.properties),
-                                                      XW "errors");
+        const amqp_field_value_t *errs = wr_table_get(headers_of(&m->msg.properties), XW "errors");
         int hit = bytes_has(msg_id(m), o->grep) || bytes_has(hdr(m, XW "error"), o->grep) ||
                   bytes_has(m->msg.body, o->grep);
         if (!hit && errs != NULL && errs->kind == AMQP_FIELD_KIND_ARRAY) {
@@ -356,8 +383,59 @@ static int matches(const opts *o, const dmsg *m, int64_t now)
 }
 
 /*
- * Take messages from the DLQ until LIMIT of them match (0: all of it). Stores
- * the indexes of the matching ones in *SEL (malloc'd) and their count in *NSEL.
+ * The group of message I (just read): the existing one of its message id, with
+ * I linked at its end, or a new one. Returns its index in r->groups, or NO_MSG
+ * when out of memory.
+ */
+static size_t group_of(reader *r, size_t i)
+{
+    amqp_bytes_t id = msg_id(&r->msgs[i]);
+    r->msgs[i].next = NO_MSG;
+    if (id.len > 0) {
+        json_t *g = json_object_getn(r->ids, id.bytes, id.len);
+        if (g != NULL) {
+            size_t gi = (size_t)json_integer_value(g);
+            dgroup *grp = &r->groups[gi];
+            r->msgs[grp->last].next = i;
+            grp->last = i;
+            grp->copies++;
+            return gi;
+        }
+    }
+    if (r->ngroups == r->gcap) {
+        size_t cap = r->gcap ? r->gcap * 2 : 64;
+        dgroup *p = realloc(r->groups, cap * sizeof(*p));
+        if (p == NULL) {
+            return NO_MSG;
+        }
+        r->groups = p;
+        r->gcap = cap;
+    }
+    if (id.len > 0 && json_object_setn_new_nocheck(r->ids, id.bytes, id.len,
+                                                   json_integer((json_int_t)r->ngroups)) != 0) {
+        return NO_MSG;
+    }
+    r->groups[r->ngroups] = (dgroup){.first = i, .last = i, .copies = 1, .rep = NO_MSG};
+    return r->ngroups++;
+}
+
+/* Free what M holds but its delivery tag: a copy that is neither shown nor replayed. */
+static void lighten(dmsg *m)
+{
+    amqp_destroy_message(&m->msg);
+    memset(&m->msg, 0, sizeof(m->msg));
+}
+
+/*
+ * Read the whole DLQ (at most as many messages as it held when opened) and
+ * group the messages by id (dgroup). A group is selected when one of its
+ * copies matches the filters, at most LIMIT groups (0: no limit), in the
+ * order their first matching copy came. Stores the selected groups' indexes
+ * in r->groups in *SEL (malloc'd) and their count in *NSEL. Every copy stays
+ * held (unacked) until the end, but only each selected group's first
+ * matching copy keeps its properties and body: the rest are freed as they
+ * come, so a long DLQ costs its delivery tags, not its bodies. Returns 0, or
+ * -1 with r->err set.
  */
 static int scan(reader *r, const opts *o, long limit, size_t **sel, size_t *nsel)
 {
@@ -365,15 +443,24 @@ static int scan(reader *r, const opts *o, long limit, size_t **sel, size_t *nsel
     *sel = NULL;
     *nsel = 0;
     size_t cap = 0;
+    if (r->ids == NULL && (r->ids = json_object()) == NULL) {
+        snprintf(r->err, sizeof(r->err), "out of memory");
+        return -1;
+    }
     for (;;) {
-        if (limit > 0 && *nsel >= (size_t)limit) {
-            return 0;
-        }
         int rc = reader_next(r);
         if (rc <= 0) {
             return rc;
         }
-        if (!matches(o, &r->msgs[r->n - 1], now)) {
+        size_t i = r->n - 1;
+        size_t g = group_of(r, i);
+        if (g == NO_MSG) {
+            snprintf(r->err, sizeof(r->err), "out of memory");
+            return -1;
+        }
+        if (r->groups[g].rep != NO_MSG || (limit > 0 && *nsel >= (size_t)limit) ||
+            !matches(o, &r->msgs[i], now)) {
+            lighten(&r->msgs[i]);
             continue;
         }
         if (*nsel == cap) {
@@ -385,7 +472,8 @@ static int scan(reader *r, const opts *o, long limit, size_t **sel, size_t *nsel
             }
             *sel = p;
         }
-        (*sel)[(*nsel)++] = r->n - 1;
+        (*sel)[(*nsel)++] = g;
+        r->groups[g].rep = i;
     }
 }
 
@@ -472,7 +560,7 @@ static int attempts_of(const dmsg *m)
     return wr_table_get_int(headers_of(&m->msg.properties), XW "attempt", &a) == 0 ? (int)a : 0;
 }
 
-static json_t *summary_json(const dmsg *m)
+static json_t *summary_json(const dmsg *m, size_t copies)
 {
     amqp_bytes_t err = hdr(m, XW "error");
     json_t *o = json_object();
@@ -480,20 +568,20 @@ static json_t *summary_json(const dmsg *m)
     json_object_set_new(o, "reason", json_bytes(hdr(m, XW "reason")));
     json_object_set_new(o, "error_class", json_bytes(hdr(m, XW "error-class")));
     json_object_set_new(o, "attempts", json_integer(attempts_of(m)));
+    json_object_set_new(o, "copies", json_integer((json_int_t)copies));
     json_object_set_new(o, "first_failure", json_bytes(hdr(m, XW "first-failure")));
     json_object_set_new(o, "last_failure", json_bytes(hdr(m, XW "last-failure")));
     json_object_set_new(o, "original_exchange", json_bytes(hdr(m, XW "original-exchange")));
-    json_object_set_new(o, "original_routing_key",
-                        json_bytes(hdr(m, XW "original-routing-key")));
-    json_object_set_new(o, "type", json_bytes(prop_str(&m->msg.properties,
-                                                       AMQP_BASIC_TYPE_FLAG,
-                                                       m->msg.properties.type)));
+    json_object_set_new(o, "original_routing_key", json_bytes(hdr(m, XW "original-routing-key")));
+    json_object_set_new(
+        o, "type",
+        json_bytes(prop_str(&m->msg.properties, AMQP_BASIC_TYPE_FLAG, m->msg.properties.type)));
     json_object_set_new(o, "error", json_bytes(err));
     json_object_set_new(o, "body_bytes", json_integer((json_int_t)m->msg.body.len));
     return o;
 }
 
-static void summary_line(FILE *fp, const dmsg *m)
+static void summary_line(FILE *fp, const dmsg *m, size_t copies)
 {
     amqp_bytes_t err = hdr(m, XW "error");
     put_bytes_field(fp, msg_id(m));
@@ -501,7 +589,7 @@ static void summary_line(FILE *fp, const dmsg *m)
     put_bytes_field(fp, hdr(m, XW "reason"));
     fputs("  ", fp);
     put_bytes_field(fp, hdr(m, XW "error-class"));
-    fprintf(fp, "  attempts=%d  ", attempts_of(m));
+    fprintf(fp, "  attempts=%d  copies=%zu  ", attempts_of(m), copies);
     put_bytes_field(fp, hdr(m, XW "last-failure"));
     fputs("  ", fp);
     put_bytes_field(fp, hdr(m, XW "original-routing-key"));
@@ -525,16 +613,25 @@ typedef struct {
     size_t off;
 } str_prop;
 
-#define SP(n, f) {#n, AMQP_BASIC_##f##_FLAG, offsetof(amqp_basic_properties_t, n)}
+#define SP(n, f)                                                                                   \
+    {                                                                                              \
+#n, AMQP_BASIC_##f##_FLAG, offsetof(amqp_basic_properties_t, n)                            \
+    }
 static const str_prop str_props[] = {
-    SP(message_id, MESSAGE_ID),     SP(type, TYPE),         SP(content_type, CONTENT_TYPE),
-    SP(content_encoding, CONTENT_ENCODING), SP(correlation_id, CORRELATION_ID),
-    SP(reply_to, REPLY_TO),         SP(expiration, EXPIRATION), SP(user_id, USER_ID),
-    SP(app_id, APP_ID),             SP(cluster_id, CLUSTER_ID),
+    SP(message_id, MESSAGE_ID),
+    SP(type, TYPE),
+    SP(content_type, CONTENT_TYPE),
+    SP(content_encoding, CONTENT_ENCODING),
+    SP(correlation_id, CORRELATION_ID),
+    SP(reply_to, REPLY_TO),
+    SP(expiration, EXPIRATION),
+    SP(user_id, USER_ID),
+    SP(app_id, APP_ID),
+    SP(cluster_id, CLUSTER_ID),
 };
 #undef SP
 
-static json_t *show_json(const dmsg *m)
+static json_t *show_json(const dmsg *m, size_t copies)
 {
     const amqp_basic_properties_t *p = &m->msg.properties;
     json_t *props = json_object();
@@ -554,6 +651,7 @@ static json_t *show_json(const dmsg *m)
         json_object_set_new(props, "priority", json_integer(p->priority));
     }
     json_t *o = json_object();
+    json_object_set_new(o, "copies", json_integer((json_int_t)copies));
     json_object_set_new(o, "properties", props);
     json_object_set_new(o, "headers", table_json(headers_of(p)));
     json_object_set_new(o, "body_bytes", json_integer((json_int_t)m->msg.body.len));
@@ -572,14 +670,18 @@ static json_t *show_json(const dmsg *m)
 }
 
 /* Human form of show: properties, headers (arrays one entry per line), body. */
-static void show_text(const dmsg *m, const char *dlq)
+static void show_text(const dmsg *m, size_t copies, const char *dlq)
 {
-    json_t *j = show_json(m);
+    json_t *j = show_json(m, copies);
     const char *k;
     json_t *v;
-    printf("message %.*s in %s\n\nproperties:\n", (int)msg_id(m).len,
-           (const char *)msg_id(m).bytes, dlq);
-    json_object_foreach(json_object_get(j, "properties"), k, v) {
+    printf("message %.*s in %s", (int)msg_id(m).len, (const char *)msg_id(m).bytes, dlq);
+    if (copies > 1) {
+        printf(" (%zu copies with this id; the first is shown)", copies);
+    }
+    printf("\n\nproperties:\n");
+    json_object_foreach(json_object_get(j, "properties"), k, v)
+    {
         if (json_is_string(v)) {
             printf("  %s: %s\n", k, json_string_value(v));
         } else if (strcmp(k, "timestamp") == 0) {
@@ -637,79 +739,83 @@ static void show_text(const dmsg *m, const char *dlq)
 /* --- replay ------------------------------------------------------------- */
 
 typedef struct {
-    redisContext *rc;
+    wr_rconn *rc;
     char err[1200];
 } redis_conn;
 
 static int redis_open(redis_conn *r, const wr_config *cfg)
 {
-    struct timeval tv = {(time_t)(cfg->redis_timeout_ms / 1000),
-                         (suseconds_t)(cfg->redis_timeout_ms % 1000 * 1000)};
-    r->rc = redisConnectWithTimeout(cfg->redis.host, cfg->redis.port, tv);
-    if (r->rc == NULL || r->rc->err) {
-        snprintf(r->err, sizeof(r->err), "cannot connect to %s: %s", cfg->redis.redacted,
-                 r->rc ? r->rc->errstr : "out of memory");
+    char err[512];
+    r->rc = wr_rconn_create(&cfg->redis, cfg->redis_timeout_ms, NULL, 0, err, sizeof(err));
+    if (r->rc == NULL) {
+        snprintf(r->err, sizeof(r->err), "cannot connect to %s: %s", cfg->redis.redacted, err);
         return -1;
     }
-    redisSetTimeout(r->rc, tv);
-    redisReply *rep = NULL;
-    if (cfg->redis.password != NULL) {
-        rep = cfg->redis.user != NULL
-                  ? redisCommand(r->rc, "AUTH %s %s", cfg->redis.user, cfg->redis.password)
-                  : redisCommand(r->rc, "AUTH %s", cfg->redis.password);
-        if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
-            snprintf(r->err, sizeof(r->err), "%s: AUTH failed", cfg->redis.redacted);
-            freeReplyObject(rep);
-            return -1;
-        }
-        freeReplyObject(rep);
-    }
-    rep = redisCommand(r->rc, "SELECT %d", cfg->redis.db);
-    if (rep == NULL || rep->type == REDIS_REPLY_ERROR) {
-        snprintf(r->err, sizeof(r->err), "%s: SELECT failed", cfg->redis.redacted);
-        freeReplyObject(rep);
-        return -1;
-    }
-    freeReplyObject(rep);
     return 0;
 }
 
-/* Read STATE and OUTCOME of KEY (empty when absent). Returns 0, or -1 on error. */
-static int redis_record(redis_conn *r, const char *key, char *state, char *outcome, size_t cap)
+static void redis_close(redis_conn *r)
+{
+    wr_rconn_destroy(r->rc);
+    r->rc = NULL;
+}
+
+/* Read STATE and OUTCOME of KEY (empty when absent), and the journal entry a
+ * done record keeps (*ENTRY, malloc'd; NULL when none). Returns 0, or -1. */
+static int redis_record(redis_conn *r, const char *key, char *state, char *outcome, size_t cap,
+                        char **entry)
 {
     state[0] = outcome[0] = '\0';
-    redisReply *rep = redisCommand(r->rc, "HMGET %s state outcome", key);
-    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2) {
-        snprintf(r->err, sizeof(r->err), "HMGET %s: %s", key,
-                 rep && rep->type == REDIS_REPLY_ERROR ? rep->str : r->rc->errstr);
-        freeReplyObject(rep);
-        return -1;
+    *entry = NULL;
+    wr_record rec;
+    redisReply *hold = NULL;
+    int rc = wr_rconn_read_record(r->rc, key, &rec, &hold, r->err, sizeof(r->err));
+    if (rc == 0 && rec.state != 0) {
+        snprintf(state, cap, "%s", wr_record_state_name(rec.state));
+        if (rec.state == 'd') {
+            snprintf(outcome, cap, "%.*s", (int)rec.outcome_len, rec.outcome);
+            if (rec.entry_len > 0) {
+                *entry = strndup(rec.entry, rec.entry_len);
+            }
+        }
     }
-    if (rep->element[0]->type == REDIS_REPLY_STRING) {
-        snprintf(state, cap, "%s", rep->element[0]->str);
+    freeReplyObject(hold);
+    return rc;
+}
+
+/* Before a done record is reset: the journal entry it keeps (the event's last
+ * step) moves to the event's journal list, so `warren trace` still shows it.
+ * Best effort. */
+static void keep_entry(redis_conn *r, const wr_config *cfg, const wr_subscription *sub,
+                       const char *record_key, const char *entry)
+{
+    size_t skip = strlen(sub->idem.prefix) + strlen(sub->name) + 1;
+    char jkey[WR_IDKEY_MAX + 320];
+    if (entry == NULL || strlen(record_key) <= skip ||
+        wr_journal_key(sub->idem.prefix, sub->name, record_key + skip, jkey, sizeof(jkey)) != 0) {
+        return;
     }
-    if (rep->element[1]->type == REDIS_REPLY_STRING) {
-        snprintf(outcome, cap, "%s", rep->element[1]->str);
-    }
+    redisReply *rep = wr_rconn_commandf(r->rc, "RPUSH %s %s", jkey, entry);
     freeReplyObject(rep);
-    return 0;
+    rep = wr_rconn_commandf(r->rc, "PEXPIRE %s %lld", jkey, (long long)cfg->journal_ttl_ms);
+    freeReplyObject(rep);
 }
 
 static int redis_del(redis_conn *r, const char *key)
 {
-    redisReply *rep = redisCommand(r->rc, "DEL %s", key);
+    redisReply *rep = wr_rconn_commandf(r->rc, "DEL %s", key);
     int rc = rep != NULL && rep->type == REDIS_REPLY_INTEGER ? 0 : -1;
     if (rc != 0) {
         snprintf(r->err, sizeof(r->err), "DEL %s: %s", key,
-                 rep && rep->type == REDIS_REPLY_ERROR ? rep->str : r->rc->errstr);
+                 rep && rep->type == REDIS_REPLY_ERROR ? rep->str : wr_rconn_error(r->rc));
     }
     freeReplyObject(rep);
     return rc;
 }
 
 /* The full Redis key of M (as the worker derives it) into OUT; -1 when it has none. */
-static int record_key(const wr_subscription *sub, const dmsg *m, char *out, size_t cap,
-                      char *why, size_t whycap)
+static int record_key(const wr_subscription *sub, const dmsg *m, char *out, size_t cap, char *why,
+                      size_t whycap)
 {
     const wr_idem_policy *pol = &sub->idem;
     amqp_envelope_t d;
@@ -731,7 +837,7 @@ static int record_key(const wr_subscription *sub, const dmsg *m, char *out, size
     if (wr_idkey_derive(pol, &env, key, sizeof(key), why, whycap) != 0) {
         return -1;
     }
-    snprintf(out, cap, "%s%s:%s", pol->prefix, sub->name, key);
+    wr_record_key(pol->prefix, sub->name, key, out, cap);
     return 0;
 }
 
@@ -843,14 +949,14 @@ static void journal_replayed(wr_idem *jd, const wr_config *cfg, const wr_subscri
     free(text);
 }
 
-static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription *sub,
-                     reader *r, const size_t *sel, size_t nsel)
+static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription *sub, reader *r,
+                     const size_t *sel, size_t nsel)
 {
     redis_conn rd = {0};
     wr_broker *b = NULL;
     wr_idem *jd = NULL; /* the journal's connection */
     int fail = 0, down = 0;
-    size_t replayed = 0;
+    size_t replayed = 0, removed = 0;
     json_t *out = json_array();
     char berr[256];
     if (!o->dry_run && sub->idem.enabled && redis_open(&rd, cfg) != 0) {
@@ -860,8 +966,7 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
     }
     if (o->dry_run && sub->idem.enabled && redis_open(&rd, cfg) != 0) {
         fprintf(stderr, "warren dlq: %s (records not shown)\n", rd.err);
-        redisFree(rd.rc);
-        rd.rc = NULL;
+        redis_close(&rd);
     }
     if (!o->dry_run && nsel > 0 && sub->idem.enabled && cfg->journal_enabled) {
         char jerr[256];
@@ -871,8 +976,8 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
         }
     }
     if (!o->dry_run && nsel > 0) {
-        b = wr_broker_create(&cfg->amqp, 0, cfg->amqp_connect_timeout_ms, "warren dlq replay",
-                             berr, sizeof(berr));
+        b = wr_broker_create(&cfg->amqp, 0, cfg->amqp_connect_timeout_ms, "warren dlq replay", berr,
+                             sizeof(berr));
         if (b == NULL) {
             fprintf(stderr, "warren dlq: %s\n", berr);
             fail = 1;
@@ -880,13 +985,16 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
         }
     }
     for (size_t i = 0; i < nsel; i++) {
-        dmsg *m = &r->msgs[sel[i]];
+        const dgroup *g = &r->groups[sel[i]];
+        dmsg *m = &r->msgs[g->rep];
+        size_t gone = 0; /* copies of this id taken out of the DLQ */
         char key[WR_IDKEY_MAX + 256], why[256], state[32] = "", outcome[32] = "";
+        char *entry = NULL;
         const char *action = "nothing to reset";
-        int have_key = sub->idem.enabled &&
-                       record_key(sub, m, key, sizeof(key), why, sizeof(why)) == 0;
+        int have_key =
+            sub->idem.enabled && record_key(sub, m, key, sizeof(key), why, sizeof(why)) == 0;
         if (have_key && rd.rc != NULL &&
-            redis_record(&rd, key, state, outcome, sizeof(state)) != 0) {
+            redis_record(&rd, key, state, outcome, sizeof(state), &entry) != 0) {
             fprintf(stderr, "warren dlq: %s\n", rd.err);
             fail = 1;
             break;
@@ -900,6 +1008,10 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
                 action = o->dry_run ? "would be reset" : "reset";
             }
         }
+        if (!o->dry_run && strcmp(action, "reset") == 0 && cfg->journal_enabled) {
+            keep_entry(&rd, cfg, sub, key, entry);
+        }
+        free(entry);
         if (!o->dry_run && strcmp(action, "reset") == 0 && redis_del(&rd, key) != 0) {
             fprintf(stderr, "warren dlq: %s\n", rd.err);
             fail = 1;
@@ -914,22 +1026,32 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
             amqp_pool_t pool;
             init_amqp_pool(&pool, 4096);
             amqp_basic_properties_t props;
-            size_t idx = 0;
+            uint64_t seq = 0;
             int prc = replay_props(&pool, m, &props);
             wr_pub_state ps = WR_PUB_PENDING;
             if (prc == 0) {
-                wr_broker_batch_begin(b);
                 prc = wr_broker_publish(b, amqp_cstring_bytes(""), amqp_cstring_bytes(sub->queue),
-                                        1, &props, m->msg.body, &idx);
+                                        1, &props, m->msg.body, &seq);
                 if (prc == WR_BROKER_OK) {
-                    prc = wr_broker_batch_wait(b, 10000);
+                    prc = wr_broker_confirm_wait(b, seq + 1, 10000);
                 }
-                ps = prc == WR_BROKER_OK ? wr_broker_batch_state(b, idx) : WR_PUB_PENDING;
+                ps = prc == WR_BROKER_OK ? wr_broker_confirm_state(b, seq) : WR_PUB_PENDING;
                 down = prc == WR_BROKER_DOWN || prc == WR_BROKER_CONFLICT;
+                wr_broker_confirm_release(b, seq + 1); /* before the pool it points into goes */
             }
             empty_amqp_pool(&pool);
             if (ps == WR_PUB_ACKED) {
-                if (reader_ack(r, m) != 0) {
+                /* one copy went back: every copy of the id leaves the DLQ */
+                int acked = 1;
+                for (size_t c = g->first; c != NO_MSG; c = r->msgs[c].next) {
+                    if (reader_ack(r, &r->msgs[c]) == 0) {
+                        gone++;
+                    } else {
+                        acked = 0;
+                    }
+                }
+                removed += gone;
+                if (!acked) {
                     result = "replayed, but the DLQ ack failed (it may be replayed twice)";
                     fail = 1;
                 } else {
@@ -948,7 +1070,8 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
             }
         }
         if (o->json) {
-            json_t *j = summary_json(m);
+            json_t *j = summary_json(m, g->copies);
+            json_object_set_new(j, "copies_removed", json_integer((json_int_t)gone));
             json_object_set_new(j, "record", have_key ? json_string(key) : json_null());
             json_object_set_new(j, "record_state", json_string(state));
             json_object_set_new(j, "record_outcome", json_string(outcome));
@@ -958,8 +1081,14 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
         } else {
             printf("%s ", o->dry_run ? "would replay" : "replay");
             put_bytes_field(stdout, msg_id(m));
-            printf(" (%.*s) to %s: %s\n", (int)hdr(m, XW "reason").len,
+            printf(" (%.*s) to %s: %s", (int)hdr(m, XW "reason").len,
                    (const char *)hdr(m, XW "reason").bytes, sub->queue, result);
+            if (g->copies > 1 && o->dry_run) {
+                printf("; its %zu copies in the DLQ would all be removed", g->copies);
+            } else if (g->copies > 1) {
+                printf("; %zu of its %zu copies removed from the DLQ", gone, g->copies);
+            }
+            printf("\n");
             if (have_key) {
                 printf("  record %s: %s%s%s, %s\n", key, state[0] ? state : "absent",
                        outcome[0] ? "/" : "", outcome, action);
@@ -970,11 +1099,12 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
         if (!o->dry_run && strncmp(result, "not", 3) == 0) {
             const char *why_b = wr_broker_error(b);
             fprintf(stderr, "warren dlq: %.*s: %s%s%s; it stays in %s\n", (int)msg_id(m).len,
-                    (const char *)msg_id(m).bytes, result, why_b[0] ? ": " : "", why_b,
-                    sub->dlq);
+                    (const char *)msg_id(m).bytes, result, why_b[0] ? ": " : "", why_b, sub->dlq);
             if (down) {
-                fprintf(stderr, "warren dlq: the broker connection is lost: stopping; the "
-                        "remaining messages stay in %s\n", sub->dlq);
+                fprintf(stderr,
+                        "warren dlq: the broker connection is lost: stopping; the "
+                        "remaining messages stay in %s\n",
+                        sub->dlq);
                 break;
             }
         }
@@ -988,8 +1118,12 @@ done:
             printf("dry run: %zu message(s) would be replayed from %s; nothing changed\n", nsel,
                    sub->dlq);
         } else {
-            printf("replayed %zu of %zu message(s) from %s to %s\n", replayed, nsel, sub->dlq,
+            printf("replayed %zu of %zu message(s) from %s to %s", replayed, nsel, sub->dlq,
                    sub->queue);
+            if (removed != replayed) {
+                printf(" (%zu copies removed from the DLQ)", removed);
+            }
+            printf("\n");
         }
     }
     if (b != NULL) {
@@ -1001,7 +1135,7 @@ done:
     }
     wr_idem_destroy(jd);
     if (rd.rc != NULL) {
-        redisFree(rd.rc);
+        redis_close(&rd);
     }
     return fail;
 }
@@ -1011,36 +1145,45 @@ done:
 static int do_purge(const opts *o, const wr_subscription *sub, reader *r, const size_t *sel,
                     size_t nsel)
 {
+    size_t copies = 0;
+    for (size_t i = 0; i < nsel; i++) {
+        copies += r->groups[sel[i]].copies;
+    }
     if (nsel > 0 && !o->yes) {
         if (!isatty(STDIN_FILENO)) {
-            fprintf(stderr, "warren dlq: refusing to purge %zu message(s) from %s: stdin is not "
-                    "a terminal; pass --yes\n", nsel, sub->dlq);
+            fprintf(stderr,
+                    "warren dlq: refusing to purge %zu message(s) from %s: stdin is not "
+                    "a terminal; pass --yes\n",
+                    copies, sub->dlq);
             return 1;
         }
-        fprintf(stderr, "purge %zu messages from %s? [y/N] ", nsel, sub->dlq);
+        fprintf(stderr, "purge %zu messages (%zu ids) from %s? [y/N] ", copies, nsel, sub->dlq);
         char line[16] = "";
         if (fgets(line, sizeof(line), stdin) == NULL ||
-            (strcmp(line, "y\n") != 0 && strcmp(line, "yes\n") != 0 &&
-             strcmp(line, "Y\n") != 0)) {
+            (strcmp(line, "y\n") != 0 && strcmp(line, "yes\n") != 0 && strcmp(line, "Y\n") != 0)) {
             fprintf(stderr, "nothing purged\n");
             return 1;
         }
     }
+    /* every copy of a selected id goes: --id X leaves no copy of X behind */
     size_t purged = 0;
     for (size_t i = 0; i < nsel; i++) {
-        if (reader_ack(r, &r->msgs[sel[i]]) == 0) {
-            purged++;
+        for (size_t c = r->groups[sel[i]].first; c != NO_MSG; c = r->msgs[c].next) {
+            if (reader_ack(r, &r->msgs[c]) == 0) {
+                purged++;
+            }
         }
     }
     if (o->json) {
         json_t *j = json_object();
         json_object_set_new(j, "dlq", json_string(sub->dlq));
         json_object_set_new(j, "purged", json_integer((json_int_t)purged));
+        json_object_set_new(j, "ids", json_integer((json_int_t)nsel));
         print_json(j);
     } else {
-        printf("purged %zu message(s) from %s\n", purged, sub->dlq);
+        printf("purged %zu message(s) (%zu ids) from %s\n", purged, nsel, sub->dlq);
     }
-    return purged == nsel ? 0 : 1;
+    return purged == copies ? 0 : 1;
 }
 
 /* --- entry ---------------------------------------------------------------- */
@@ -1183,14 +1326,19 @@ int wr_dlqtool_main(int argc, char **argv)
         if (o.json) {
             json_t *a = json_array();
             for (size_t i = 0; i < nsel; i++) {
-                json_array_append_new(a, summary_json(&r.msgs[sel[i]]));
+                const dgroup *g = &r.groups[sel[i]];
+                json_array_append_new(a, summary_json(&r.msgs[g->rep], g->copies));
             }
             rc = print_json(a);
         } else {
+            size_t copies = 0;
             for (size_t i = 0; i < nsel; i++) {
-                summary_line(stdout, &r.msgs[sel[i]]);
+                const dgroup *g = &r.groups[sel[i]];
+                summary_line(stdout, &r.msgs[g->rep], g->copies);
+                copies += g->copies;
             }
-            fprintf(stderr, "%zu message(s) listed; %s held %u\n", nsel, sub->dlq, r.depth);
+            fprintf(stderr, "%zu id(s) listed (%zu message(s)); %s held %u\n", nsel, copies,
+                    sub->dlq, r.depth);
             rc = 0;
         }
         break;
@@ -1199,9 +1347,11 @@ int wr_dlqtool_main(int argc, char **argv)
             fprintf(stderr, "warren dlq: no message '%s' in %s\n", show_id, sub->dlq);
             rc = 1;
         } else if (o.json) {
-            rc = print_json(show_json(&r.msgs[sel[0]]));
+            const dgroup *g = &r.groups[sel[0]];
+            rc = print_json(show_json(&r.msgs[g->rep], g->copies));
         } else {
-            show_text(&r.msgs[sel[0]], sub->dlq);
+            const dgroup *g = &r.groups[sel[0]];
+            show_text(&r.msgs[g->rep], g->copies, sub->dlq);
             rc = 0;
         }
         break;

@@ -2,18 +2,26 @@
  * dlqtool: `warren dlq`, the operator's commands for a subscription's
  * dead-letter queue.
  *
- *   list    one line per DLQ message (id, reason, error class, attempts,
+ *   list    one line per message id (id, reason, error class, attempts, copies,
  *           last failure, original routing key, start of the error)
  *   show    every property and header of one message, and its body
  *   replay  send matching messages back to the subscription's queue
  *   purge   delete matching messages
  *
- * Every command reads the DLQ with basic.get and manual acks on a connection
- * of its own, at most as many messages as the queue held when it started, and
- * holds them unacked while it works: what it does not take out for good is
- * returned with basic.nack requeue=1 at the end (and by the broker if the
- * process dies), so list and show never change the DLQ. Filters (--id,
- * --reason, --grep, --older-than, --limit) apply client-side.
+ * Every command reads the whole DLQ with basic.get and manual acks on a
+ * connection of its own, at most as many messages as the queue held when it
+ * started, and holds them unacked while it works: what it does not take out
+ * for good is returned with basic.nack requeue=1 at the end (and by the
+ * broker if the process dies), so list and show never change the DLQ.
+ * Filters (--id, --reason, --grep, --older-than, --limit) apply client-side.
+ *
+ * Copies: a crash between a confirmed DLQ copy and its idempotency record
+ * can leave several copies of one message (same message_id) in the DLQ. The
+ * commands work per message id: list shows one row per id with its copy
+ * count, --limit counts ids, replay sends one copy back and, once it is
+ * confirmed, removes every copy, purge removes every copy. An id is selected
+ * when one of its copies matches the filters; a message without an id is an
+ * id of its own.
  *
  * replay, per message: reset the idempotency record in Redis unless its
  * outcome is "ok" (the key is derived as the worker does, from the

@@ -11,9 +11,12 @@
 
 #include "breakers.h"
 #include "config.h"
+#include "decide.h"
 #include "envelope.h"
+#include "evfile.h"
 #include "idkey.h"
 #include "log.h"
+#include "lua_http.h"
 #include "lua_rt.h"
 #include "reload.h"
 #include "retry.h"
@@ -50,9 +53,9 @@ static int exec_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_
         return 0;
     }
     int is_str = json_is_string(v) || json_is_number(v);
-    if (v != NULL && ((strcmp(cmd, "GET") == 0 && !is_str) ||
-                      (cmd[0] == 'H' && !json_is_object(v)) ||
-                      (cmd[0] == 'S' && !json_is_array(v)))) {
+    if (v != NULL &&
+        ((strcmp(cmd, "GET") == 0 && !is_str) || (cmd[0] == 'H' && !json_is_object(v)) ||
+         (cmd[0] == 'S' && !json_is_array(v)))) {
         snprintf(err, errcap, "WRONGTYPE Operation against a key holding the wrong kind of value");
         return -1;
     }
@@ -70,10 +73,10 @@ static int exec_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_
             out->present = 1;
             out->str = (wr_sbstr){json_string_value(x), json_string_length(x)};
         } else if (json_is_number(x)) {
-            int n = json_is_integer(x)
-                        ? snprintf(es->num, sizeof(es->num), "%lld",
-                                   (long long)json_integer_value(x))
-                        : snprintf(es->num, sizeof(es->num), "%.17g", json_number_value(x));
+            int n =
+                json_is_integer(x)
+                    ? snprintf(es->num, sizeof(es->num), "%lld", (long long)json_integer_value(x))
+                    : snprintf(es->num, sizeof(es->num), "%.17g", json_number_value(x));
             out->present = 1;
             out->str = (wr_sbstr){es->num, (size_t)n};
         }
@@ -168,6 +171,164 @@ static json_t *writes_json(const wr_storebuf *buf, size_t prefix_len)
         json_array_append_new(a, e);
     }
     return a;
+}
+
+/* A JSON string of S (N bytes); bytes that are not UTF-8 become '?' (a request
+ * body or URL may hold anything). */
+static json_t *text_json(const char *s, size_t n)
+{
+    json_t *j = json_stringn(s, n);
+    if (j != NULL) {
+        return j;
+    }
+    char *c = malloc(n + 1);
+    if (c == NULL) {
+        return json_string("");
+    }
+    for (size_t i = 0; i < n; i++) {
+        c[i] = (unsigned char)s[i] < 0x80 && s[i] != '\0' ? s[i] : '?';
+    }
+    j = json_stringn(c, n);
+    free(c);
+    return j;
+}
+
+/*
+ * ctx.http under `warren exec` (the transport of lua_http.h): every request
+ * is listed for the report; a fake from the event file answers it, or, with
+ * --live-http, libcurl sends it. A request no fake answers is refused with a
+ * message that names it (URL masked, as every ctx.http error) and shows the
+ * entry to add; the report shows that entry with the exact URL.
+ */
+typedef struct {
+    wr_evfile *ev;
+    int live;
+    json_t *calls; /* the report's "http_calls" */
+    int unfaked;   /* requests refused for want of a fake */
+    char *refusal; /* the last refusal's text: the WR_HTTP_REFUSED error */
+} exec_http;
+
+static int exec_send(void *ud, struct lua_State *L, const wr_http_req *req, wr_http_resp *resp)
+{
+    exec_http *x = ud;
+    char safe[1024];
+    wr_http_safe_url(req->url, safe, sizeof(safe));
+    json_t *call = json_object();
+    json_object_set_new(call, "method", json_string(req->method));
+    json_object_set_new(call, "url", text_json(safe, strlen(safe)));
+    if (req->body != NULL) {
+        json_object_set_new(call, "body", text_json(req->body, req->body_len));
+    }
+    json_array_append_new(x->calls, call);
+
+    if (x->live) {
+        int rc = wr_lua_http_curl(NULL, L, req, resp);
+        json_object_set_new(call, "answer", json_string("live"));
+        if (rc == WR_HTTP_OK) {
+            json_object_set_new(call, "status", json_integer(resp->status));
+        } else {
+            json_object_set_new(call, "error", json_string(resp->error ? resp->error : "?"));
+        }
+        return rc;
+    }
+    wr_evfile_fake *f = wr_evfile_match(x->ev, req->method, req->url);
+    if (f == NULL) {
+        x->unfaked++;
+        char *hint = wr_evfile_fake_for(req->method, req->url);
+        json_object_set_new(call, "answer", json_string("none"));
+        json_object_set_new(call, "add", hint ? json_loads(hint, 0, NULL) : json_null());
+        const char *head = "no fake response in the event file (warren exec makes no network "
+                           "call without --live-http); to fake it, add";
+        const char *fmt = "http %s %s: %s %s to the event file's \"http\" list";
+        const char *what = hint != NULL && strcmp(safe, req->url) == 0
+                               ? hint
+                               : "the entry warren exec prints for this call";
+        int n = snprintf(NULL, 0, fmt, req->method, safe, head, what);
+        free(x->refusal);
+        x->refusal = malloc((size_t)n + 1);
+        if (x->refusal != NULL) {
+            snprintf(x->refusal, (size_t)n + 1, fmt, req->method, safe, head, what);
+        }
+        free(hint);
+        resp->error = x->refusal;
+        return WR_HTTP_REFUSED;
+    }
+    char at[1100];
+    snprintf(at, sizeof(at), "%s:%d:%d", x->ev->path, f->line, f->col);
+    json_object_set_new(call, "answer", json_string("fake"));
+    json_object_set_new(call, "fake", json_string(f->name));
+    json_object_set_new(call, "at", text_json(at, strlen(at)));
+    if (f->error != NULL) {
+        json_object_set_new(call, "error", json_string(f->error));
+        resp->error = f->error;
+        return WR_HTTP_FAILED;
+    }
+    json_object_set_new(call, "status", json_integer(f->status));
+    resp->status = f->status;
+    resp->head = f->head;
+    resp->head_len = f->head_len;
+    resp->body = f->body;
+    resp->body_len = f->body_len;
+    return WR_HTTP_OK;
+}
+
+/* The report's "unused_fakes": fakes no request used. */
+static json_t *unused_json(const wr_evfile *ev)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < ev->fake_count; i++) {
+        const wr_evfile_fake *f = &ev->fakes[i];
+        if (f->uses == 0) {
+            char at[1100];
+            snprintf(at, sizeof(at), "%s:%d:%d", ev->path, f->line, f->col);
+            json_array_append_new(
+                a, json_pack("{s:s, s:o}", "fake", f->name, "at", text_json(at, strlen(at))));
+        }
+    }
+    return a;
+}
+
+/* The text report's lines for the HTTP calls and unused fakes. */
+static void print_http(json_t *calls, json_t *unused, int live)
+{
+    if (json_array_size(calls) == 0 && json_array_size(unused) == 0) {
+        return;
+    }
+    printf("http          %zu call(s), %s\n", json_array_size(calls),
+           live ? "sent over the network (--live-http)"
+                : "answered by the event file's fakes (no network)");
+    size_t i;
+    json_t *c;
+    json_array_foreach(calls, i, c)
+    {
+        const char *body = json_string_value(json_object_get(c, "body"));
+        printf("  %s %s%s%s -> ", json_string_value(json_object_get(c, "method")),
+               json_string_value(json_object_get(c, "url")), body ? " " : "", body ? body : "");
+        const char *answer = json_string_value(json_object_get(c, "answer"));
+        json_t *status = json_object_get(c, "status");
+        const char *err = json_string_value(json_object_get(c, "error"));
+        if (strcmp(answer, "none") == 0) {
+            char *add = json_dumps(json_object_get(c, "add"), JSON_PRESERVE_ORDER);
+            printf("no fake; add to the event file's \"http\" list:\n      %s\n", add ? add : "");
+            free(add);
+            continue;
+        }
+        if (status != NULL) {
+            printf("%lld", (long long)json_integer_value(status));
+        } else {
+            printf("%s", err ? err : "?");
+        }
+        if (strcmp(answer, "live") == 0) {
+            printf(" (live)\n");
+        } else {
+            printf(" from %s\n", json_string_value(json_object_get(c, "fake")));
+        }
+    }
+    json_array_foreach(unused, i, c)
+    {
+        printf("unused fake   %s (%s)\n", json_string_value(json_object_get(c, "fake")),
+               json_string_value(json_object_get(c, "at")));
+    }
 }
 
 /* Build an AMQP header value from a JSON value (strings, integers, reals, booleans). */
@@ -299,9 +460,9 @@ static json_t *pub_json(const wr_lua_pub *p, const char *key, const char *sub, i
     for (int k = 0; k < p->header_count; k++) {
         json_object_set_new(h, p->header_keys[k], json_string(p->header_vals[k]));
     }
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s%, s:o}", "exchange", p->exchange, "routing_key",
-                          p->routing_key, "message_id", id, "body", p->body, p->body_len,
-                          "headers", h);
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:s%, s:o}", "exchange", p->exchange, "routing_key",
+                  p->routing_key, "message_id", id, "body", p->body, p->body_len, "headers", h);
     if (o != NULL && p->content_type) {
         json_object_set_new(o, "content_type", json_string(p->content_type));
     }
@@ -311,9 +472,11 @@ static json_t *pub_json(const wr_lua_pub *p, const char *key, const char *sub, i
     return o;
 }
 
-int wr_exec_run(const char *config_path, const char *subscription, const char *event_path,
-                int json_output)
+int wr_exec_run(const wr_exec_opts *opts)
 {
+    const char *config_path = opts->config_path, *subscription = opts->subscription;
+    const char *event_path = opts->event_path;
+    int json_output = opts->json_output;
     int rc = 2;
     wr_config_errors errs = {0};
     wr_config *cfg = wr_config_load(config_path, &errs);
@@ -330,8 +493,9 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
             sub = &cfg->subs[i];
         }
     }
-    json_error_t jerr;
+    wr_evfile *evf = NULL;
     json_t *ev = NULL;
+    exec_http xh = {.live = opts->live_http, .calls = json_array()};
     char *body = NULL;
     wr_lua *L = NULL;
     exec_store es = {0};
@@ -348,12 +512,19 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
         fprintf(stderr, ")\n");
         goto out;
     }
-    ev = json_load_file(event_path, 0, &jerr);
-    if (ev == NULL || !json_is_object(ev)) {
-        fprintf(stderr, "%s:%d:%d: %s\n", event_path, jerr.line, jerr.column,
-                ev ? "the event must be a JSON object" : jerr.text);
+    evf = wr_evfile_load(event_path, &errs);
+    if (evf == NULL) {
+        for (int i = 0; i < errs.count; i++) {
+            fprintf(stderr, "%s\n", errs.lines[i]);
+        }
+        if (errs.dropped > 0) {
+            fprintf(stderr, "%s: %d more problem(s) not shown\n", event_path, errs.dropped);
+        }
+        wr_config_errors_free(&errs);
         goto out;
     }
+    ev = evf->event;
+    xh.ev = evf;
     amqp_envelope_t d;
     char err[1024];
     if (delivery_of(ev, &pool, &d, &body, err, sizeof(err)) != 0) {
@@ -372,7 +543,9 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
                      .timeout_ms = sub->handler_timeout_ms,
                      .max_attempts = sub->retry.max_attempts,
                      .breakers = breakers,
-                     .breaker_fallback = &sub->breaker};
+                     .breaker_fallback = &sub->breaker,
+                     .http_send = exec_send,
+                     .http_ud = &xh};
     L = wr_lua_create(&o, err, sizeof(err));
     if (L == NULL) {
         fprintf(stderr, "%s:%d:%d: subscriptions: %s: %s\n", cfg->path, sub->line, sub->col,
@@ -393,9 +566,9 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
     json_object_set_new(report, "handler", json_string(sub->handler));
     json_object_set_new(report, "handler_version", json_string(wr_lua_version(L)));
     int ok = 0;
-    int invalid = wr_envelope_decode(&d, sub->max_body_size > 0 ? (size_t)sub->max_body_size
-                                                                : 512 * 1024,
-                                     require_id, &env, &reason, detail, sizeof(detail)) != 0;
+    int invalid =
+        wr_envelope_decode(&d, sub->max_body_size > 0 ? (size_t)sub->max_body_size : 512 * 1024,
+                           require_id, &env, &reason, detail, sizeof(detail)) != 0;
     if (!invalid && pol->enabled &&
         wr_idkey_derive(pol, &env, key, sizeof(key), detail, sizeof(detail)) != 0) {
         invalid = 1;
@@ -444,41 +617,42 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
             json_object_set_new(report, "reason", json_string(res.reason));
             json_object_set_new(report, "error", json_string(res.error));
         }
+        /* the same decision as the worker's (decide.h), jitter pinned to none */
         wr_retry_tiers tiers;
         wr_retry_tiers_of(&sub->retry, &tiers);
-        int tier;
-        int64_t delay;
-        if (out == WR_OUT_OK) {
+        wr_decision dec =
+            wr_decide(out, env.attempt, &sub->retry, &tiers, res.retry_delay_ms, 0, 0);
+        if (dec.action == WR_ACT_OK) {
             ok = 1;
             for (int i = 0; i < res.pub_count; i++) {
                 json_array_append_new(published, pub_json(&res.pubs[i], key, sub->name, i));
             }
             if (store_buf != NULL) {
                 /* what the commit would apply with the done mark */
-                json_object_set_new(report, "store_writes",
-                                    writes_json(store_buf, es.prefix_len));
+                json_object_set_new(report, "store_writes", writes_json(store_buf, es.prefix_len));
             }
             json_object_set_new(decision, "action", json_string("ack"));
-        } else if ((out == WR_OUT_ERROR || out == WR_OUT_TIMEOUT || out == WR_OUT_RETRY) &&
-                   wr_retry_plan(&sub->retry, &tiers, env.attempt, res.retry_delay_ms, 0, &tier,
-                                 &delay) == 0) {
+        } else if (dec.action == WR_ACT_RETRY) {
             char q[300];
-            wr_retry_queue_name(sub->queue, tiers.delay_ms[tier], q, sizeof(q));
+            wr_retry_queue_name(sub->queue, tiers.delay_ms[dec.tier], q, sizeof(q));
             json_object_set_new(decision, "action", json_string("retry"));
-            json_object_set_new(decision, "delay_ms", json_integer(delay));
+            json_object_set_new(decision, "delay_ms", json_integer(dec.delay_ms));
             json_object_set_new(decision, "queue", json_string(q));
             json_object_set_new(decision, "next_attempt", json_integer(env.attempt + 1));
             json_object_set_new(decision, "max_attempts", json_integer(sub->retry.max_attempts));
         } else {
             json_object_set_new(decision, "action", json_string("dead-letter"));
             json_object_set_new(decision, "queue", json_string(sub->dlq));
-            if (out != WR_OUT_REJECT && out != WR_OUT_INVALID) {
+            if (dec.exhausted) {
                 json_object_set_new(decision, "why", json_string("attempts exhausted"));
             }
         }
     }
     json_object_set_new(report, "published", published);
     json_object_set_new(report, "decision", decision);
+    json_t *unused = unused_json(evf);
+    json_object_set_new(report, "http_calls", json_incref(xh.calls));
+    json_object_set_new(report, "unused_fakes", unused);
     if (json_output) {
         char *s = json_dumps(report, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         printf("%s\n", s ? s : "{}");
@@ -511,27 +685,30 @@ int wr_exec_run(const char *config_path, const char *subscription, const char *e
             printf("\nstore writes  %zu: %s", json_array_size(sw), t ? t : "");
             free(t);
         }
-        printf("\npublished     %zu event(s)\n", json_array_size(published));
+        printf("\n");
+        print_http(xh.calls, unused, xh.live);
+        printf("published     %zu event(s)\n", json_array_size(published));
         size_t i;
         json_t *p;
         json_array_foreach(published, i, p)
         {
-            printf("  %s -> %s/%s: %s\n",
-                   json_string_value(json_object_get(p, "message_id")),
+            printf("  %s -> %s/%s: %s\n", json_string_value(json_object_get(p, "message_id")),
                    json_string_value(json_object_get(p, "exchange")),
                    json_string_value(json_object_get(p, "routing_key")),
                    json_string_value(json_object_get(p, "body")));
         }
     }
     json_decref(report);
-    rc = ok ? 0 : 1;
+    rc = ok && xh.unfaked == 0 ? 0 : 1;
 
 out:
     wr_storebuf_destroy(store_buf);
     free(es.items);
     wr_lua_destroy(L);
     wr_breakers_destroy(breakers);
-    json_decref(ev);
+    wr_evfile_free(evf);
+    json_decref(xh.calls);
+    free(xh.refusal);
     free(body);
     empty_amqp_pool(&pool);
     wr_config_free(cfg);

@@ -1,5 +1,7 @@
 /*
- * idem: idempotency records in Redis through server-side scripts. See idem.h.
+ * idem: idempotency records in Redis through server-side scripts. See idem.h;
+ * the scripts are sidecar/scripts/claim.lua and finish.lua, the record format
+ * record.h.
  */
 #include "idem.h"
 
@@ -8,358 +10,248 @@
 #include <stdlib.h>
 #include <string.h>
 
-/*
- * Claim every key of a batch in one script call (one round trip, and one
- * script invocation's overhead on the Redis side for the whole batch).
- * KEYS: the records; ARGV: token, lease_ms, ttl_ms (0: keep forever).
- * Returns a flat array, two entries per key: "acquired"|"takeover", starts;
- * "busy", ms left; "done", outcome. A key that TOKEN already holds is acquired
- * again: that is our own earlier claim (a redelivery after our broker
- * connection dropped before the commit), never another worker's. Callers
- * never pass one key twice in one call.
- */
-static const char claim_lua[] =
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "local token, lease, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-    "local out = {}\n"
-    "for _, k in ipairs(KEYS) do\n"
-    "  local h = redis.call('HMGET', k, 'state', 'lease_until', 'outcome', 'token', 'starts')\n"
-    "  local status = 'acquired'\n"
-    "  if h[1] == 'done' then\n"
-    "    status = nil\n"
-    "    out[#out + 1] = 'done'; out[#out + 1] = h[3] or ''\n"
-    "  elseif h[1] == 'processing' and h[4] ~= token then\n"
-    "    local left = (tonumber(h[2]) or 0) - now\n"
-    "    if left > 0 then\n"
-    "      status = nil\n"
-    "      out[#out + 1] = 'busy'; out[#out + 1] = tostring(left)\n"
-    "    else\n"
-    "      status = 'takeover'\n"
-    "    end\n"
-    "  end\n"
-    "  if status then\n"
-    /* our own token: this process never died, so it is not another start */
-    "    local starts = tonumber(h[5]) or 0\n"
-    "    if not (h[4] == token and h[1] == 'processing') then starts = starts + 1 end\n"
-    "    redis.call('HSET', k, 'state', 'processing', 'token', token,\n"
-    "               'lease_until', tostring(now + lease), 'starts', tostring(starts))\n"
-    "    if ttl > 0 then redis.call('PEXPIRE', k, math.max(ttl, 2 * lease))\n"
-    "    else redis.call('PERSIST', k) end\n"
-    "    out[#out + 1] = status; out[#out + 1] = tostring(starts)\n"
-    "  end\n"
-    "end\n"
-    "return out\n";
+#include "numfmt.h"
+#include "rconn.h"
+#include "record.h"
+#include "scripts.h"
 
-/*
- * Finish every record of a batch in one script call. KEYS: the records
- * (NREC of them), then the ctx.store keys their writes and guarded reads
- * touch (storebuf.h: each key the script reads or writes is declared, so
- * Redis Cluster can check they share a slot). ARGV: token, ttl_ms, lease_ms,
- * NREC, then four per record: op (done|release|unclaim|extend), outcome, how
- * many store writes it carries and how many ARGV slots its guards take; then,
- * record by record, its guards (command, index of its key in KEYS, field or
- * member, count, then COUNT items: what the read saw) and its writes (four
- * each, in order: name, index of its key in KEYS, and two arguments: see
- * wr_sb_op in storebuf.h).
- *
- * Returns one entry per record: 1 when the token owned it and the op was
- * applied (for done: the done mark and every write of the record, in one
- * step); 0 when it did not own it (nothing changed, no write applied); or,
- * for a done whose writes cannot apply (a key of another type in Redis, a
- * counter that is not an integer), a string saying why: then nothing of the
- * record's writes is applied and the record is left as it was (processing,
- * ours: the caller dead-letters the message and then marks it done);
- * or "conflict: ..." when a guarded read no longer holds (another message
- * changed what this one read): nothing applied, the record unclaimed, so the
- * message runs again from fresh state. Guards and writes are checked before
- * any write is applied, so a record's writes are all applied or none (a
- * Redis script is not rolled back on an error).
- */
-static const char finish_lua[] =
-    "local token, ttl, lease = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-    "local nrec = tonumber(ARGV[4])\n"
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-    "local LIMIT = 9.2e18\n"
-    /* Redis's own integer grammar (string2ll): no '+', no leading zeros, no
-     * spaces, at most 20 characters, within a signed 64-bit range (LIMIT is a
-     * little inside it: Lua numbers are doubles) */
-    "local function int_of(v)\n"
-    "  if type(v) ~= 'string' or #v == 0 or #v > 20 then return nil end\n"
-    "  if v ~= '0' and not string.match(v, '^%-?[1-9]%d*$') then return nil end\n"
-    "  local n = tonumber(v)\n"
-    "  if n == nil or math.abs(n) >= LIMIT then return nil end\n"
-    "  return n\n"
-    "end\n"
-    "local compat = {incrby = 'string', hset = 'hash', hdel = 'hash', hincrby = 'hash',\n"
-    "                sadd = 'set', srem = 'set'}\n"
-    /* Check a record's writes against what Redis holds by playing them forward:
-     * the type of every key written, and the value of every counter after each
-     * increment (not only the first), so that no write can fail once applying
-     * has begun (a script is not rolled back: a write that failed halfway would
-     * leave the ones before it applied). Returns nil, or why the writes are
-     * refused. */
-    "local function check(w, nw)\n"
-    "  local kind, val, fields, gone = {}, {}, {}, {}\n"
-    "  local function current(k)\n"
-    "    if val[k] ~= nil then return val[k] end\n"
-    "    if kind[k] == 'none' then return false end\n"
-    "    local v = redis.pcall('GET', k)\n"
-    "    if type(v) == 'table' then return nil end\n"
-    "    return v\n"
-    "  end\n"
-    "  local function current_field(k, f)\n"
-    "    local fk = fields[k]\n"
-    "    if fk and fk[f] ~= nil then return fk[f] end\n"
-    "    if kind[k] == 'none' or gone[k] then return false end\n"
-    "    local v = redis.pcall('HGET', k, f)\n"
-    "    if type(v) == 'table' then return nil end\n"
-    "    return v\n"
-    "  end\n"
-    "  local function set_field(k, f, v)\n"
-    "    fields[k] = fields[k] or {}\n"
-    "    fields[k][f] = v\n"
-    "  end\n"
-    "  for j = 0, nw - 1 do\n"
-    "    local b = w + 4 * j\n"
-    "    local op, k, x, y = ARGV[b], KEYS[tonumber(ARGV[b + 1])], ARGV[b + 2], ARGV[b + 3]\n"
-    "    local want = compat[op]\n"
-    "    if want then\n"
-    "      local have = kind[k]\n"
-    "      if have == nil then have = redis.call('TYPE', k).ok; kind[k] = have end\n"
-    "      if have ~= 'none' and have ~= want then\n"
-    "        return 'ctx.store.' .. op .. ': key ' .. k .. ' holds a ' .. have .. ' in Redis'\n"
-    "      end\n"
-    "      if op == 'incrby' then\n"
-    "        local cur = current(k)\n"
-    "        local n = cur == false and 0 or int_of(cur)\n"
-    "        local s = n and n + tonumber(x)\n"
-    "        if s == nil or math.abs(s) >= LIMIT then\n"
-    "          return 'ctx.store.incrby: the value of ' .. k .. ' is not an integer or would '\n"
-    "                 .. 'overflow'\n"
-    "        end\n"
-    "        val[k] = string.format('%.0f', s)\n"
-    "      elseif op == 'hincrby' then\n"
-    "        local cur = current_field(k, x)\n"
-    "        local n = cur == false and 0 or int_of(cur)\n"
-    "        local s = n and n + tonumber(y)\n"
-    "        if s == nil or math.abs(s) >= LIMIT then\n"
-    "          return 'ctx.store.hincrby: field ' .. x .. ' of ' .. k .. ' is not an integer or '\n"
-    "                 .. 'would overflow'\n"
-    "        end\n"
-    "        set_field(k, x, string.format('%.0f', s))\n"
-    "      elseif op == 'hset' then set_field(k, x, y)\n"
-    "      elseif op == 'hdel' then set_field(k, x, false)\n"
-    "      end\n"
-    "      if op ~= 'hdel' and op ~= 'srem' then kind[k] = want end\n"
-    "    elseif op == 'set' then kind[k] = 'string'; val[k] = x; fields[k] = nil\n"
-    "    elseif op == 'del' then kind[k] = 'none'; val[k] = false; fields[k] = nil; gone[k] = true\n"
-    "    end\n"
-    "  end\n"
-    "  return nil\n"
-    "end\n"
-    /* do the record's guarded reads still see what the handler saw? */
-    "local function guards_hold(g, stop)\n"
-    "  while g < stop do\n"
-    "    local cmd, k, a, c = ARGV[g], KEYS[tonumber(ARGV[g + 1])], ARGV[g + 2],\n"
-    "                         tonumber(ARGV[g + 3])\n"
-    "    local o = g + 4\n"
-    "    local ok, cur\n"
-    "    if cmd == 'GET' or cmd == 'HGET' or cmd == 'EXISTS' or cmd == 'SISMEMBER' then\n"
-    "      if cmd == 'GET' or cmd == 'EXISTS' then cur = redis.pcall(cmd, k)\n"
-    "      else cur = redis.pcall(cmd, k, a) end\n"
-    "      if type(cur) == 'table' then return false, k end\n"
-    "      if type(cur) == 'number' then cur = tostring(cur) end\n"
-    "      if c == 0 then ok = not cur else ok = cur == ARGV[o] end\n"
-    "    else\n"
-    "      cur = redis.pcall(cmd, k)\n"
-    "      if cur.err or #cur ~= c then return false, k end\n"
-    "      local seen = {}\n"
-    "      if cmd == 'HGETALL' then\n"
-    "        for i = 1, #cur, 2 do seen[cur[i]] = cur[i + 1] end\n"
-    "        ok = true\n"
-    "        for i = o, o + c - 1, 2 do ok = ok and seen[ARGV[i]] == ARGV[i + 1] end\n"
-    "      else\n"
-    "        for i = 1, #cur do seen[cur[i]] = true end\n"
-    "        ok = true\n"
-    "        for i = o, o + c - 1 do ok = ok and seen[ARGV[i]] == true end\n"
-    "      end\n"
-    "    end\n"
-    "    if not ok then return false, k end\n"
-    "    g = o + c\n"
-    "  end\n"
-    "  return true\n"
-    "end\n"
-    "local function apply(w, nw)\n"
-    "  for j = 0, nw - 1 do\n"
-    "    local b = w + 4 * j\n"
-    "    local op, k, x, y = ARGV[b], KEYS[tonumber(ARGV[b + 1])], ARGV[b + 2], ARGV[b + 3]\n"
-    "    if op == 'set' then\n"
-    "      if tonumber(y) > 0 then redis.call('SET', k, x, 'PX', y)\n"
-    "      else redis.call('SET', k, x) end\n"
-    "    elseif op == 'del' then redis.call('DEL', k)\n"
-    "    elseif op == 'incrby' then redis.call('INCRBY', k, x)\n"
-    "    elseif op == 'expire' then redis.call('PEXPIRE', k, x)\n"
-    "    elseif op == 'hset' then redis.call('HSET', k, x, y)\n"
-    "    elseif op == 'hdel' then redis.call('HDEL', k, x)\n"
-    "    elseif op == 'hincrby' then redis.call('HINCRBY', k, x, y)\n"
-    "    elseif op == 'sadd' then redis.call('SADD', k, x)\n"
-    "    elseif op == 'srem' then redis.call('SREM', k, x)\n"
-    "    end\n"
-    "  end\n"
-    "end\n"
-    "local out = {}\n"
-    "local w = 5 + 4 * nrec\n"
-    "for i = 1, nrec do\n"
-    "  local k = KEYS[i]\n"
-    "  local op, outcome = ARGV[1 + 4 * i], ARGV[2 + 4 * i]\n"
-    "  local nw, ng = tonumber(ARGV[3 + 4 * i]), tonumber(ARGV[4 + 4 * i])\n"
-    "  local h = redis.call('HMGET', k, 'state', 'token')\n"
-    "  if h[1] ~= 'processing' or h[2] ~= token then\n"
-    "    out[i] = 0\n"
-    "  else\n"
-    "    local refused = nil\n"
-    "    if op == 'done' and nw > 0 then\n"
-    "      local held, changed = guards_hold(w, w + ng)\n"
-    "      if not held then\n"
-    "        refused = 'conflict: ' .. changed .. ' changed since the handler read it'\n"
-    "        op = 'unclaim'\n"
-    "      else\n"
-    "        refused = check(w + ng, nw)\n"
-    "        if refused then op = 'keep' else apply(w + ng, nw) end\n"
-    "      end\n"
-    "    end\n"
-    "    if op == 'done' then\n"
-    "      redis.call('HSET', k, 'state', 'done', 'outcome', outcome, 'done_at', tostring(now))\n"
-    "      redis.call('HDEL', k, 'token', 'lease_until')\n"
-    "      if ttl > 0 then redis.call('PEXPIRE', k, ttl) else redis.call('PERSIST', k) end\n"
-    "    elseif op == 'release' or op == 'unclaim' then\n"
-    "      redis.call('HSET', k, 'state', 'released')\n"
-    "      redis.call('HDEL', k, 'token', 'lease_until')\n"
-    "      if op == 'unclaim' then redis.call('HINCRBY', k, 'starts', -1) end\n"
-    "    elseif op == 'extend' then\n"
-    "      redis.call('HSET', k, 'lease_until', tostring(now + lease))\n"
-    "    end\n"
-    "    out[i] = refused or 1\n"
-    "  end\n"
-    "  w = w + ng + 4 * nw\n"
-    "end\n"
-    "return out\n";
+enum { SCRIPT_CLAIM, SCRIPT_FINISH, SCRIPT_COUNT };
+
+/* What an owed reply answers, in the order the commands were sent. */
+typedef enum {
+    OWE_CLAIM,   /* the claim script */
+    OWE_FINISH,  /* the finish script */
+    OWE_SYNC,    /* a command whose caller waits for it (PING, a store read) */
+    OWE_LOAD,    /* SCRIPT LOAD before a script sent again after NOSCRIPT */
+    OWE_JOURNAL, /* RPUSH, LTRIM or PEXPIRE of a journal */
+} owe_kind;
+
+typedef struct {
+    owe_kind kind;
+    int index;
+} owe;
+
+/* A script call sent and not answered yet: its command, kept to send it again
+ * after NOSCRIPT, and its reply once read. */
+typedef struct {
+    char *cmd;
+    size_t len;
+    int resent;
+    redisReply *reply;
+} call;
 
 struct wr_idem {
-    redisContext *c;
-    wr_redis_url url; /* borrowed from the config */
-    int64_t timeout_ms;
-    char claim_sha[41];
-    char finish_sha[41];
+    wr_rconn *rc;
+    wr_rscript scripts[SCRIPT_COUNT];
+    owe *owed; /* FIFO of what the owed replies answer */
+    int owe_head, owe_count, owe_cap;
+    call calls[2];    /* [OWE_CLAIM], [OWE_FINISH] */
+    redisReply *sync; /* the reply of the last OWE_SYNC */
     char err[512];
-    redisReply *last;     /* wr_idem_store_fetch: the reply its answer points into */
-    wr_sbstr *items;      /* ... and its array answers */
+    /* ctx.store reads */
+    redisReply *last; /* the reply wr_idem_store_fetch's answer points into */
+    wr_sbstr *items;
     size_t items_cap;
-    /* journal writes sent but not yet answered (wr_idem_journal does not wait):
-     * their replies are read first thing in the next call, see usable() */
-    int jowed;           /* replies owed: 2 per journal (RPUSH, PEXPIRE) */
-    char **jkeys;        /* the journals written, to trim those past the cap */
-    int jkey_count, jkey_cap;
-    int jmax;            /* max_entries of the last write */
-    int jerrors;         /* error replies collected and not yet reported */
+    /* journal writes sent and not answered yet */
+    int jerrors; /* error replies collected and not yet reported */
     char jerr[256];
 };
 
-static void forget_journal(wr_idem *d)
+/* ---- replies in order -------------------------------------------------------------- */
+
+static int owe_push(wr_idem *d, owe_kind kind, int index)
 {
-    for (int i = 0; i < d->jkey_count; i++) {
-        free(d->jkeys[i]);
+    if (d->owe_count == d->owe_cap) {
+        int cap = d->owe_cap ? d->owe_cap * 2 : 64;
+        owe *n = malloc(sizeof(*n) * (size_t)cap);
+        if (n == NULL) {
+            return -1;
+        }
+        for (int i = 0; i < d->owe_count; i++) {
+            n[i] = d->owed[(d->owe_head + i) % d->owe_cap];
+        }
+        free(d->owed);
+        d->owed = n;
+        d->owe_head = 0;
+        d->owe_cap = cap;
     }
-    d->jkey_count = 0;
-    d->jowed = 0;
+    d->owed[(d->owe_head + d->owe_count) % d->owe_cap] = (owe){kind, index};
+    d->owe_count++;
+    return 0;
 }
 
-static int fail(wr_idem *d, const char *what)
+static owe owe_pop(wr_idem *d)
 {
-    forget_journal(d); /* the connection goes: nothing more will answer */
-    snprintf(d->err, sizeof(d->err), "%s: %s", what,
-             d->c && d->c->err ? d->c->errstr : "unexpected reply");
-    if (d->c != NULL) {
-        redisFree(d->c);
-        d->c = NULL;
+    owe o = d->owed[d->owe_head];
+    d->owe_head = (d->owe_head + 1) % d->owe_cap;
+    d->owe_count--;
+    return o;
+}
+
+static void forget_call(call *c)
+{
+    free(c->cmd);
+    if (c->reply != NULL) {
+        freeReplyObject(c->reply);
+    }
+    *c = (call){0};
+}
+
+/* The connection failed: every owed reply is lost with it. */
+static int lost(wr_idem *d)
+{
+    snprintf(d->err, sizeof(d->err), "%s", wr_rconn_error(d->rc));
+    d->owe_count = 0;
+    d->owe_head = 0;
+    for (int i = 0; i < 2; i++) {
+        forget_call(&d->calls[i]);
+    }
+    if (d->sync != NULL) {
+        freeReplyObject(d->sync);
+        d->sync = NULL;
     }
     return -1;
 }
 
-/* Run one command and check for an error reply. Frees the reply. */
-static int simple(wr_idem *d, const char *what, redisReply *r)
+static void journal_reply(wr_idem *d, const redisReply *r)
 {
-    if (r == NULL) {
-        return fail(d, what);
+    if (r->type == REDIS_REPLY_ERROR) {
+        d->jerrors++;
+        snprintf(d->jerr, sizeof(d->jerr), "%s", r->str);
     }
-    int bad = r->type == REDIS_REPLY_ERROR;
-    if (bad) {
-        snprintf(d->err, sizeof(d->err), "%s: %s", what, r->str);
-    }
-    freeReplyObject(r);
-    return bad ? -1 : 0;
-}
-
-static int load_script(wr_idem *d, const char *src, char *sha)
-{
-    redisReply *r = redisCommand(d->c, "SCRIPT LOAD %s", src);
-    if (r == NULL) {
-        return fail(d, "SCRIPT LOAD");
-    }
-    int ok = r->type == REDIS_REPLY_STRING && r->len == 40;
-    if (ok) {
-        memcpy(sha, r->str, 41);
-    } else {
-        snprintf(d->err, sizeof(d->err), "SCRIPT LOAD: %s",
-                 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-    }
-    freeReplyObject(r);
-    return ok ? 0 : -1;
 }
 
 /*
- * (Re)connect: TCP with the timeout, then the command timeout and keep-alive
- * (hiredis 0.14 forgets both on reconnect: PLATFORM.md), AUTH, SELECT and
- * the scripts.
+ * Read owed replies in order until the one of KIND is there, and return it
+ * (the caller frees it). Replies met on the way are handled: journal writes
+ * counted, another call's kept for its own _recv, a script the server forgot
+ * (NOSCRIPT) loaded and sent again at the end of the pipeline (its keys are
+ * disjoint from everything sent after it, so the order does not matter).
+ * Returns NULL with d->err on a connection failure, or when nothing of KIND
+ * is owed.
  */
-static int connect_redis(wr_idem *d)
+static redisReply *reply_of(wr_idem *d, owe_kind kind)
 {
-    struct timeval tv = {.tv_sec = (time_t)(d->timeout_ms / 1000),
-                         .tv_usec = (suseconds_t)(d->timeout_ms % 1000) * 1000};
-    if (d->c != NULL) {
-        redisFree(d->c);
-    }
-    d->c = redisConnectWithTimeout(d->url.host, d->url.port, tv);
-    if (d->c == NULL) {
-        snprintf(d->err, sizeof(d->err), "connect: out of memory");
-        return -1;
-    }
-    if (d->c->err) {
-        char msg[200];
-        snprintf(msg, sizeof(msg), "connect to %s:%d", d->url.host, d->url.port);
-        return fail(d, msg);
-    }
-    if (redisSetTimeout(d->c, tv) != REDIS_OK || redisEnableKeepAlive(d->c) != REDIS_OK) {
-        return fail(d, "socket options");
-    }
-    if (d->url.password != NULL) {
-        redisReply *r = d->url.user ? redisCommand(d->c, "AUTH %s %s", d->url.user, d->url.password)
-                                    : redisCommand(d->c, "AUTH %s", d->url.password);
-        if (simple(d, "AUTH", r) != 0) {
-            return -1;
+    for (;;) {
+        if (kind == OWE_SYNC && d->sync != NULL) {
+            redisReply *r = d->sync;
+            d->sync = NULL;
+            return r;
+        }
+        if ((kind == OWE_CLAIM || kind == OWE_FINISH) && d->calls[kind].reply != NULL) {
+            redisReply *r = d->calls[kind].reply;
+            d->calls[kind].reply = NULL;
+            return r;
+        }
+        if (d->owe_count == 0) {
+            snprintf(d->err, sizeof(d->err), "no reply owed");
+            return NULL;
+        }
+        owe o = owe_pop(d);
+        redisReply *r = wr_rconn_read(d->rc);
+        if (r == NULL) {
+            lost(d);
+            return NULL;
+        }
+        switch (o.kind) {
+        case OWE_CLAIM:
+        case OWE_FINISH: {
+            call *c = &d->calls[o.kind];
+            if (wr_rconn_noscript(r) && !c->resent && c->cmd != NULL) {
+                freeReplyObject(r);
+                c->resent = 1;
+                if (wr_rconn_append_load(d->rc, &d->scripts[o.kind]) != 0 ||
+                    owe_push(d, OWE_LOAD, o.kind) != 0 ||
+                    wr_rconn_append_formatted(d->rc, c->cmd, c->len) != 0 ||
+                    owe_push(d, o.kind, 0) != 0 || wr_rconn_flush(d->rc) != 0) {
+                    lost(d);
+                    return NULL;
+                }
+                continue;
+            }
+            c->reply = r;
+            break;
+        }
+        case OWE_SYNC:
+            if (d->sync != NULL) {
+                freeReplyObject(d->sync);
+            }
+            d->sync = r;
+            break;
+        case OWE_LOAD:
+            if (r->type == REDIS_REPLY_STRING && r->len == 40) {
+                memcpy(d->scripts[o.index].sha, r->str, 41);
+            }
+            freeReplyObject(r);
+            break;
+        case OWE_JOURNAL:
+            journal_reply(d, r);
+            freeReplyObject(r);
+            break;
         }
     }
-    if (d->url.db != 0 && simple(d, "SELECT", redisCommand(d->c, "SELECT %d", d->url.db)) != 0) {
+}
+
+/* Send one command and wait for its reply (after whatever is owed before it). */
+static redisReply *sync_command(wr_idem *d, int argc, const char **argv, const size_t *lens)
+{
+    if (wr_rconn_owed(d->rc) == 0 && wr_rconn_ensure(d->rc) != 0) {
+        lost(d);
+        return NULL;
+    }
+    if (wr_rconn_append(d->rc, argc, argv, lens) != 0 || owe_push(d, OWE_SYNC, 0) != 0) {
+        lost(d);
+        return NULL;
+    }
+    return reply_of(d, OWE_SYNC);
+}
+
+/* Send script S with ARGC arguments (argv[0], argv[1] are set here) as call
+ * KIND. Returns 0, or -1. */
+static int send_script(wr_idem *d, owe_kind kind, int argc, const char **argv, size_t *lens)
+{
+    call *c = &d->calls[kind];
+    if (c->cmd != NULL) {
+        snprintf(d->err, sizeof(d->err), "a %s is already outstanding",
+                 kind == OWE_CLAIM ? "claim" : "finish");
         return -1;
     }
-    if (load_script(d, claim_lua, d->claim_sha) != 0 ||
-        load_script(d, finish_lua, d->finish_sha) != 0) {
+    if (wr_rconn_owed(d->rc) == 0 && wr_rconn_ensure(d->rc) != 0) {
+        return lost(d);
+    }
+    argv[0] = "EVALSHA";
+    lens[0] = 7;
+    argv[1] = d->scripts[kind == OWE_CLAIM ? SCRIPT_CLAIM : SCRIPT_FINISH].sha;
+    lens[1] = 40;
+    char *cmd = NULL;
+    long len = wr_rconn_format(&cmd, argc, argv, lens);
+    if (len < 0 || cmd == NULL) {
+        snprintf(d->err, sizeof(d->err), "out of memory");
         return -1;
+    }
+    *c = (call){.cmd = cmd, .len = (size_t)len};
+    if (wr_rconn_append_formatted(d->rc, cmd, (size_t)len) != 0 || owe_push(d, kind, 0) != 0 ||
+        wr_rconn_flush(d->rc) != 0) {
+        return lost(d);
     }
     return 0;
 }
+
+/* The answer of the outstanding call KIND (caller frees), or NULL. */
+static redisReply *recv_script(wr_idem *d, owe_kind kind)
+{
+    if (d->calls[kind].cmd == NULL) {
+        snprintf(d->err, sizeof(d->err), "no %s outstanding",
+                 kind == OWE_CLAIM ? "claim" : "finish");
+        return NULL;
+    }
+    redisReply *r = reply_of(d, kind);
+    free(d->calls[kind].cmd);
+    d->calls[kind] = (call){0};
+    return r;
+}
+
+/* ---- connection ---------------------------------------------------------------------- */
 
 wr_idem *wr_idem_create(const wr_redis_url *url, int64_t timeout_ms, char *err, size_t errcap)
 {
@@ -368,11 +260,11 @@ wr_idem *wr_idem_create(const wr_redis_url *url, int64_t timeout_ms, char *err, 
         snprintf(err, errcap, "out of memory");
         return NULL;
     }
-    d->url = *url;
-    d->timeout_ms = timeout_ms > 0 ? timeout_ms : 2000;
-    if (connect_redis(d) != 0) {
-        snprintf(err, errcap, "%s", d->err);
-        wr_idem_destroy(d);
+    d->scripts[SCRIPT_CLAIM].source = wr_script_claim;
+    d->scripts[SCRIPT_FINISH].source = wr_script_finish;
+    d->rc = wr_rconn_create(url, timeout_ms, d->scripts, SCRIPT_COUNT, err, errcap);
+    if (d->rc == NULL) {
+        free(d);
         return NULL;
     }
     return d;
@@ -380,18 +272,22 @@ wr_idem *wr_idem_create(const wr_redis_url *url, int64_t timeout_ms, char *err, 
 
 void wr_idem_destroy(wr_idem *d)
 {
-    if (d != NULL) {
-        if (d->c != NULL) {
-            redisFree(d->c);
-        }
-        if (d->last != NULL) {
-            freeReplyObject(d->last);
-        }
-        free(d->items);
-        forget_journal(d);
-        free(d->jkeys);
-        free(d);
+    if (d == NULL) {
+        return;
     }
+    for (int i = 0; i < 2; i++) {
+        forget_call(&d->calls[i]);
+    }
+    if (d->sync != NULL) {
+        freeReplyObject(d->sync);
+    }
+    if (d->last != NULL) {
+        freeReplyObject(d->last);
+    }
+    wr_rconn_destroy(d->rc);
+    free(d->items);
+    free(d->owed);
+    free(d);
 }
 
 const char *wr_idem_error(const wr_idem *d)
@@ -399,31 +295,20 @@ const char *wr_idem_error(const wr_idem *d)
     return d->err;
 }
 
-static int collect_journal(wr_idem *d);
-static int unexpected(wr_idem *d, const char *what, const redisReply *r);
-
-/*
- * Make D ready for a command: connected, and the replies owed by the last
- * journal write read (a reply stream is in order, so they come first). Every
- * call that talks to Redis starts here. Returns 0, or -1 with d->err set.
- */
-static int usable(wr_idem *d)
+static int unexpected(wr_idem *d, const char *what, const redisReply *r)
 {
-    if (d->c == NULL) {
-        forget_journal(d);
-        return connect_redis(d);
-    }
-    return d->jowed > 0 ? collect_journal(d) : 0;
+    snprintf(d->err, sizeof(d->err), "%s: unexpected reply%s%s", what,
+             r->type == REDIS_REPLY_ERROR ? ": " : "", r->type == REDIS_REPLY_ERROR ? r->str : "");
+    return -1;
 }
 
 int wr_idem_ping(wr_idem *d)
 {
-    if (usable(d) != 0) {
-        return -1;
-    }
-    redisReply *r = redisCommand(d->c, "PING");
+    const char *argv[1] = {"PING"};
+    size_t lens[1] = {4};
+    redisReply *r = sync_command(d, 1, argv, lens);
     if (r == NULL) {
-        return fail(d, "PING");
+        return -1;
     }
     /* BUSY (a long script), LOADING (a restart reading its data): not serving */
     int ok = r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0;
@@ -434,74 +319,36 @@ int wr_idem_ping(wr_idem *d)
     return ok ? 0 : -1;
 }
 
-static int is_noscript(const redisReply *r)
-{
-    return r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0;
-}
+/* ---- argument vectors ------------------------------------------------------------------ */
 
-/*
- * Run one EVALSHA with ARGC arguments (argv[1] is filled with the script's
- * SHA here). On NOSCRIPT (Redis restarted or flushed its script cache: the
- * script did not run at all) load the scripts and send it once more. Returns
- * the reply (caller frees) or NULL with d->err set.
- */
-static redisReply *evalsha(wr_idem *d, const char *sha_of, int argc, const char **argv,
-                           size_t *lens)
-{
-    for (int round = 0; round < 2; round++) {
-        if (usable(d) != 0) {
-            return NULL;
-        }
-        argv[1] = sha_of == claim_lua ? d->claim_sha : d->finish_sha;
-        lens[1] = strlen(argv[1]);
-        redisReply *r = redisCommandArgv(d->c, argc, argv, lens);
-        if (r == NULL) {
-            fail(d, "EVALSHA");
-            return NULL;
-        }
-        if (!is_noscript(r)) {
-            return r;
-        }
-        freeReplyObject(r);
-        if (load_script(d, claim_lua, d->claim_sha) != 0 ||
-            load_script(d, finish_lua, d->finish_sha) != 0) {
-            return NULL;
-        }
-    }
-    snprintf(d->err, sizeof(d->err), "EVALSHA: NOSCRIPT after reloading the scripts");
-    return NULL;
-}
-
-/* Argument vectors for one call: EVALSHA sha numkeys key... arg... */
+/* EVALSHA sha numkeys key... arg...: pointers into the callers' strings and
+ * into NUMS, a scratch area for the numbers written here. */
 typedef struct {
     const char **argv;
     size_t *lens;
     int argc;
-    char nums[4][24];
+    char *nums; /* 24 bytes per number */
+    int nnums, nums_cap;
 } args;
 
-static int args_init(args *a, int cap)
+static int args_init(args *a, int cap, int nums)
 {
-    a->argv = calloc((size_t)cap, sizeof(*a->argv));
-    a->lens = calloc((size_t)cap, sizeof(*a->lens));
+    a->argv = malloc(sizeof(*a->argv) * (size_t)cap);
+    a->lens = malloc(sizeof(*a->lens) * (size_t)cap);
+    a->nums = malloc(24 * (size_t)(nums > 0 ? nums : 1));
     a->argc = 0;
-    return a->argv && a->lens ? 0 : -1;
+    a->nnums = 0;
+    a->nums_cap = nums;
+    return a->argv && a->lens && a->nums ? 0 : -1;
 }
 
 static void args_free(args *a)
 {
     free(a->argv);
     free(a->lens);
+    free(a->nums);
 }
 
-static void args_add(args *a, const char *s)
-{
-    a->argv[a->argc] = s;
-    a->lens[a->argc] = strlen(s);
-    a->argc++;
-}
-
-/* A binary-safe argument (ctx.store keys and values). */
 static void args_addn(args *a, const char *s, size_t n)
 {
     a->argv[a->argc] = s;
@@ -509,43 +356,45 @@ static void args_addn(args *a, const char *s, size_t n)
     a->argc++;
 }
 
-static void args_num(args *a, int slot, long long v)
+static void args_add(args *a, const char *s)
 {
-    snprintf(a->nums[slot], sizeof(a->nums[slot]), "%lld", v);
-    args_add(a, a->nums[slot]);
+    args_addn(a, s, strlen(s));
 }
 
-static int unexpected(wr_idem *d, const char *what, const redisReply *r)
+static void args_num(args *a, long long v)
 {
-    snprintf(d->err, sizeof(d->err), "%s: unexpected reply%s%s", what,
-             r->type == REDIS_REPLY_ERROR ? ": " : "",
-             r->type == REDIS_REPLY_ERROR ? r->str : "");
-    return -1;
+    char *p = a->nums + 24 * a->nnums++;
+    args_addn(a, p, wr_fmt_i64(p, (int64_t)v));
 }
 
-int wr_idem_claim(wr_idem *d, wr_claim *claims, int n, const char *token, int64_t lease_ms,
-                  int64_t ttl_ms)
+/* ---- claim ------------------------------------------------------------------------------- */
+
+int wr_idem_claim_send(wr_idem *d, const wr_claim *claims, int n, const char *token,
+                       int64_t lease_ms, int64_t ttl_ms)
 {
-    if (n == 0) {
-        return 0;
-    }
     args a;
-    if (args_init(&a, n + 6) != 0) {
+    if (args_init(&a, n + 6, 4) != 0) {
         args_free(&a);
         snprintf(d->err, sizeof(d->err), "out of memory");
         return -1;
     }
     args_add(&a, "EVALSHA");
-    args_add(&a, ""); /* the SHA, filled by evalsha() */
-    args_num(&a, 0, n);
+    args_add(&a, ""); /* the SHA, filled by send_script() */
+    args_num(&a, n);
     for (int i = 0; i < n; i++) {
         args_add(&a, claims[i].key);
     }
     args_add(&a, token);
-    args_num(&a, 1, (long long)lease_ms);
-    args_num(&a, 2, (long long)ttl_ms);
-    redisReply *r = evalsha(d, claim_lua, a.argc, a.argv, a.lens);
+    args_num(&a, (long long)lease_ms);
+    args_num(&a, (long long)ttl_ms);
+    int rc = send_script(d, OWE_CLAIM, a.argc, a.argv, a.lens);
     args_free(&a);
+    return rc;
+}
+
+int wr_idem_claim_recv(wr_idem *d, wr_claim *claims, int n)
+{
+    redisReply *r = recv_script(d, OWE_CLAIM);
     if (r == NULL) {
         return -1;
     }
@@ -554,8 +403,8 @@ int wr_idem_claim(wr_idem *d, wr_claim *claims, int n, const char *token, int64_
         rc = unexpected(d, "claim", r);
     }
     for (int i = 0; rc == 0 && i < n; i++) {
-        redisReply *st = r->element[2 * i], *detail = r->element[2 * i + 1];
-        if (st->type != REDIS_REPLY_STRING || detail->type != REDIS_REPLY_STRING) {
+        const redisReply *st = r->element[2 * i], *detail = r->element[2 * i + 1];
+        if (st->type != REDIS_REPLY_INTEGER) {
             rc = unexpected(d, "claim", st);
             break;
         }
@@ -563,153 +412,282 @@ int wr_idem_claim(wr_idem *d, wr_claim *claims, int n, const char *token, int64_
         c->starts = 0;
         c->busy_ms = 0;
         c->outcome[0] = '\0';
-        if (strcmp(st->str, "done") == 0) {
+        switch (st->integer) {
+        case 2:
             c->status = WR_CLAIM_DONE;
-            snprintf(c->outcome, sizeof(c->outcome), "%s", detail->str);
-        } else if (strcmp(st->str, "busy") == 0) {
+            if (detail->type == REDIS_REPLY_STRING) {
+                snprintf(c->outcome, sizeof(c->outcome), "%s", detail->str);
+            }
+            break;
+        case 3:
             c->status = WR_CLAIM_BUSY;
-            c->busy_ms = strtoll(detail->str, NULL, 10);
-        } else {
-            c->status = strcmp(st->str, "takeover") == 0 ? WR_CLAIM_TAKEOVER : WR_CLAIM_ACQUIRED;
-            c->starts = (int)strtol(detail->str, NULL, 10);
+            c->busy_ms = detail->type == REDIS_REPLY_INTEGER ? detail->integer : 0;
+            break;
+        default:
+            c->status = st->integer == 1 ? WR_CLAIM_TAKEOVER : WR_CLAIM_ACQUIRED;
+            c->starts = detail->type == REDIS_REPLY_INTEGER ? (int)detail->integer : 0;
+            break;
         }
     }
     freeReplyObject(r);
     return rc;
 }
 
-int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t lease_ms,
-                   int64_t ttl_ms)
+int wr_idem_claim(wr_idem *d, wr_claim *claims, int n, const char *token, int64_t lease_ms,
+                  int64_t ttl_ms)
 {
-    static const char *names[] = {"done", "release", "extend", "unclaim"};
-    if (n <= 0) {
+    if (n == 0) {
         return 0;
     }
-    /* the store writes ride along with their DONE records */
-    /* the store writes (and the reads they depend on) ride along with their DONE
-     * records; a record without writes needs no guard */
-    int total_writes = 0, total_keys = 0, total_guards = 0, guard_slots = 0;
-    for (int i = 0; i < n; i++) {
-        ops[i].refused = 0;
-        ops[i].conflict = 0;
-        ops[i].why[0] = '\0';
-        int nw = 0, ng = 0;
-        if (ops[i].op == WR_FINISH_DONE && ops[i].writes != NULL) {
-            wr_storebuf_writes(ops[i].writes, &nw);
+    if (wr_idem_claim_send(d, claims, n, token, lease_ms, ttl_ms) != 0) {
+        return -1;
+    }
+    return wr_idem_claim_recv(d, claims, n);
+}
+
+/* ---- finish ------------------------------------------------------------------------------ */
+
+/*
+ * The store keys of one finish call, each once (KEYS after the records), with
+ * what the batch does to it: a key every write of the batch increments and no
+ * read guards is a "sum" key (finish.lua): checked once, its increments
+ * applied as one.
+ */
+typedef struct {
+    wr_sbstr key;
+    int index;               /* in KEYS, 1-based */
+    int incr_only;           /* every write on it is an incrby */
+    int guarded;             /* a guard reads it */
+    int64_t total, neg, pos; /* the increments: all, the negative, the positive */
+} skey;
+
+typedef struct {
+    skey *slots; /* open addressing, cap a power of two */
+    size_t cap, count;
+    skey **order; /* in order of first use */
+} skeys;
+
+static uint64_t hash_of(wr_sbstr k)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < k.n; i++) {
+        h = (h ^ (unsigned char)k.p[i]) * 1099511628211ULL;
+    }
+    return h;
+}
+
+static skey *skeys_get(skeys *s, wr_sbstr k)
+{
+    size_t i = (size_t)hash_of(k) & (s->cap - 1);
+    while (s->slots[i].key.p != NULL) {
+        if (s->slots[i].key.n == k.n && memcmp(s->slots[i].key.p, k.p, k.n) == 0) {
+            return &s->slots[i];
         }
+        i = (i + 1) & (s->cap - 1);
+    }
+    skey *e = &s->slots[i];
+    *e = (skey){.key = k, .incr_only = 1};
+    s->order[s->count++] = e;
+    return e;
+}
+
+/* Is every increment of K exactly representable in the script (a double)? */
+static int sum_fits(const skey *k)
+{
+    const int64_t lim = (int64_t)1 << 53;
+    return k->incr_only && !k->guarded && k->total > -lim && k->total < lim && k->neg > -lim &&
+           k->pos < lim;
+}
+
+static void add_incr(skey *k, int64_t x)
+{
+    if (__builtin_add_overflow(k->total, x, &k->total) ||
+        (x < 0 ? __builtin_add_overflow(k->neg, x, &k->neg)
+               : __builtin_add_overflow(k->pos, x, &k->pos))) {
+        k->incr_only = 0; /* no sum: applied write by write, as the handler made them */
+    }
+}
+
+/* The writes a finish op carries (only a done's). */
+static const wr_sb_write *op_writes(const wr_finish *o, int *nw)
+{
+    *nw = 0;
+    if (o->op == WR_FINISH_DONE && o->writes != NULL) {
+        return wr_storebuf_writes(o->writes, nw);
+    }
+    return NULL;
+}
+
+int wr_idem_finish_send(wr_idem *d, const wr_finish *ops, int n, const char *token,
+                        int64_t lease_ms, int64_t ttl_ms)
+{
+    /* the store keys of the whole batch, each once */
+    size_t total_keys = 0;
+    int total_writes = 0, guard_slots = 0, total_guards = 0;
+    for (int i = 0; i < n; i++) {
+        int nw;
+        op_writes(&ops[i], &nw);
         if (nw > 0) {
+            int ng;
             const wr_sb_guard *g = wr_storebuf_guards(ops[i].writes, &ng);
             for (int j = 0; j < ng; j++) {
                 guard_slots += 4 + (int)g[j].count;
             }
-            total_writes += nw;
             total_guards += ng;
-            total_keys += wr_storebuf_key_count(ops[i].writes);
+            total_writes += nw;
+            total_keys += (size_t)wr_storebuf_key_count(ops[i].writes);
         }
     }
-    args a;
-    char(*nums)[24] = calloc((size_t)(2 * n + 2 * total_writes + 2 * total_guards + 1),
-                              sizeof(*nums));
-    if (args_init(&a, 5 * n + 8 + total_keys + 4 * total_writes + guard_slots) != 0 ||
-        nums == NULL) {
-        args_free(&a);
-        free(nums);
-        snprintf(d->err, sizeof(d->err), "out of memory");
-        return -1;
+    skeys sk = {0};
+    sk.cap = 16;
+    while (sk.cap < 2 * total_keys + 2) {
+        sk.cap *= 2;
     }
-    int nn = 0;
+    sk.slots = calloc(sk.cap, sizeof(*sk.slots));
+    sk.order = malloc(sizeof(*sk.order) * (total_keys + 1));
+    char **values = calloc((size_t)n + 1, sizeof(*values));
+    int **kmap = calloc((size_t)n + 1, sizeof(*kmap)); /* per op: storebuf key -> skey index */
+    args a = {0};
+    int rc = -1;
+    if (sk.slots == NULL || sk.order == NULL || values == NULL || kmap == NULL ||
+        args_init(&a, 7 * n + 10 + 5 * (int)total_keys + 4 * total_writes + guard_slots,
+                  8 + 3 * n + 4 * (int)total_keys + 2 * total_writes + 2 * total_guards) != 0) {
+        snprintf(d->err, sizeof(d->err), "out of memory");
+        goto out;
+    }
+    /* what the batch does to each key */
+    for (int i = 0; i < n; i++) {
+        int nw;
+        const wr_sb_write *ws = op_writes(&ops[i], &nw);
+        if (nw == 0) {
+            continue;
+        }
+        int kc = wr_storebuf_key_count(ops[i].writes);
+        kmap[i] = malloc(sizeof(int) * (size_t)(kc > 0 ? kc : 1));
+        if (kmap[i] == NULL) {
+            snprintf(d->err, sizeof(d->err), "out of memory");
+            goto out;
+        }
+        for (int k = 0; k < kc; k++) {
+            skey *e = skeys_get(&sk, wr_storebuf_key(ops[i].writes, k));
+            kmap[i][k] = (int)(e - sk.slots);
+        }
+        for (int j = 0; j < nw; j++) {
+            skey *e = &sk.slots[kmap[i][ws[j].key]];
+            if (ws[j].op == WR_SB_INCRBY) {
+                add_incr(e, ws[j].num);
+            } else {
+                e->incr_only = 0;
+            }
+        }
+        int ng;
+        const wr_sb_guard *g = wr_storebuf_guards(ops[i].writes, &ng);
+        for (int j = 0; j < ng; j++) {
+            sk.slots[kmap[i][g[j].key]].guarded = 1;
+        }
+    }
     args_add(&a, "EVALSHA");
     args_add(&a, "");
-    snprintf(nums[nn], sizeof(nums[nn]), "%d", n + total_keys);
-    args_add(&a, nums[nn++]);
+    args_num(&a, (long long)n + (long long)sk.count);
     for (int i = 0; i < n; i++) {
         args_add(&a, ops[i].key);
     }
-    /* the store keys, record by record: a write names its key by index in KEYS */
-    int *key_base = calloc((size_t)n, sizeof(*key_base));
-    if (key_base == NULL) {
-        args_free(&a);
-        free(nums);
-        snprintf(d->err, sizeof(d->err), "out of memory");
-        return -1;
-    }
-    int next_key = n + 1; /* Lua's KEYS is 1-based */
-    for (int i = 0; i < n; i++) {
-        int nw = 0;
-        if (ops[i].op == WR_FINISH_DONE && ops[i].writes != NULL) {
-            wr_storebuf_writes(ops[i].writes, &nw);
-        }
-        key_base[i] = next_key;
-        for (int k = 0; nw > 0 && k < wr_storebuf_key_count(ops[i].writes); k++) {
-            wr_sbstr key = wr_storebuf_key(ops[i].writes, k);
-            args_addn(&a, key.p, key.n);
-            next_key++;
-        }
+    int nsum = 0;
+    for (size_t k = 0; k < sk.count; k++) {
+        sk.order[k]->index = n + 1 + (int)k; /* Lua's KEYS is 1-based */
+        args_addn(&a, sk.order[k]->key.p, sk.order[k]->key.n);
+        nsum += sum_fits(sk.order[k]);
     }
     args_add(&a, token);
-    args_num(&a, 1, (long long)ttl_ms);
-    args_num(&a, 2, (long long)lease_ms);
-    args_num(&a, 3, (long long)n);
-    for (int i = 0; i < n; i++) {
-        int nw = 0;
-        if (ops[i].op == WR_FINISH_DONE && ops[i].writes != NULL) {
-            wr_storebuf_writes(ops[i].writes, &nw);
+    args_num(&a, (long long)ttl_ms);
+    args_num(&a, (long long)lease_ms);
+    args_num(&a, n);
+    args_num(&a, nsum);
+    for (size_t k = 0; k < sk.count; k++) {
+        const skey *e = sk.order[k];
+        if (sum_fits(e)) {
+            args_num(&a, e->index);
+            args_num(&a, (long long)e->total);
+            args_num(&a, (long long)e->neg);
+            args_num(&a, (long long)e->pos);
         }
-        int slots = 0, ng = 0;
+    }
+    static const char *names[] = {"done", "release", "extend", "unclaim"};
+    for (int i = 0; i < n; i++) {
+        const wr_finish *o = &ops[i];
+        int nw;
+        const wr_sb_write *ws = op_writes(o, &nw);
+        int plain = 0, sums = 0, slots = 0, shape = 1;
         if (nw > 0) {
-            const wr_sb_guard *g = wr_storebuf_guards(ops[i].writes, &ng);
+            int ng;
+            const wr_sb_guard *g = wr_storebuf_guards(o->writes, &ng);
             for (int j = 0; j < ng; j++) {
                 slots += 4 + (int)g[j].count;
             }
+            for (int j = 0; j < nw; j++) {
+                if (sum_fits(&sk.slots[kmap[i][ws[j].key]])) {
+                    sums++;
+                    continue;
+                }
+                plain++;
+                for (int x = 0; x < j && shape; x++) {
+                    shape = ws[x].key != ws[j].key || sum_fits(&sk.slots[kmap[i][ws[x].key]]);
+                }
+            }
         }
-        args_add(&a, names[ops[i].op]);
-        args_add(&a, ops[i].outcome ? ops[i].outcome : "");
-        snprintf(nums[nn], sizeof(nums[nn]), "%d", nw);
-        args_add(&a, nums[nn++]);
-        snprintf(nums[nn], sizeof(nums[nn]), "%d", slots);
-        args_add(&a, nums[nn++]);
+        args_add(&a, names[o->op]);
+        if (o->op == WR_FINISH_DONE) {
+            values[i] =
+                wr_record_done(o->starts, o->outcome ? o->outcome : "", o->done_at, o->entry);
+        } else if (o->op == WR_FINISH_RELEASE || o->op == WR_FINISH_UNCLAIM) {
+            values[i] = wr_record_released(o->op == WR_FINISH_UNCLAIM ? o->starts - 1 : o->starts);
+        }
+        if (o->op != WR_FINISH_EXTEND && values[i] == NULL) {
+            snprintf(d->err, sizeof(d->err), "out of memory");
+            goto out;
+        }
+        args_add(&a, values[i] ? values[i] : "");
+        args_num(&a, plain);
+        args_num(&a, slots);
+        args_add(&a, shape ? "1" : "0");
+        args_num(&a, sums);
     }
     for (int i = 0; i < n; i++) {
-        int nw = 0;
-        const wr_sb_write *ws = NULL;
-        if (ops[i].op == WR_FINISH_DONE && ops[i].writes != NULL) {
-            ws = wr_storebuf_writes(ops[i].writes, &nw);
+        int nw;
+        const wr_sb_write *ws = op_writes(&ops[i], &nw);
+        if (nw == 0) {
+            continue;
         }
-        int ng = 0;
-        const wr_sb_guard *gs = nw > 0 ? wr_storebuf_guards(ops[i].writes, &ng) : NULL;
+        int ng;
+        const wr_sb_guard *gs = wr_storebuf_guards(ops[i].writes, &ng);
         for (int j = 0; j < ng; j++) {
             const wr_sb_guard *g = &gs[j];
             args_add(&a, g->cmd);
-            snprintf(nums[nn], sizeof(nums[nn]), "%d", key_base[i] + g->key);
-            args_add(&a, nums[nn++]);
+            args_num(&a, sk.slots[kmap[i][g->key]].index);
             args_addn(&a, g->arg.p, g->arg.n);
-            snprintf(nums[nn], sizeof(nums[nn]), "%zu", g->count);
-            args_add(&a, nums[nn++]);
+            args_num(&a, (long long)g->count);
             for (size_t x = 0; x < g->count; x++) {
                 args_addn(&a, g->items[x].p, g->items[x].n);
             }
         }
         for (int j = 0; j < nw; j++) {
             const wr_sb_write *w = &ws[j];
+            const skey *e = &sk.slots[kmap[i][w->key]];
+            if (sum_fits(e)) {
+                continue;
+            }
             args_add(&a, wr_sb_op_name(w->op));
-            snprintf(nums[nn], sizeof(nums[nn]), "%d", key_base[i] + w->key);
-            args_add(&a, nums[nn++]);
+            args_num(&a, e->index);
             switch (w->op) {
             case WR_SB_INCRBY:
             case WR_SB_EXPIRE:
-                snprintf(nums[nn], sizeof(nums[nn]), "%lld", (long long)w->num);
-                args_add(&a, nums[nn++]);
+                args_num(&a, (long long)w->num);
                 args_add(&a, "");
                 break;
             case WR_SB_SET:
-                args_addn(&a, w->a.p, w->a.n);
-                snprintf(nums[nn], sizeof(nums[nn]), "%lld", (long long)w->num);
-                args_add(&a, nums[nn++]);
-                break;
             case WR_SB_HINCRBY:
                 args_addn(&a, w->a.p, w->a.n);
-                snprintf(nums[nn], sizeof(nums[nn]), "%lld", (long long)w->num);
-                args_add(&a, nums[nn++]);
+                args_num(&a, (long long)w->num);
                 break;
             default:
                 args_addn(&a, w->a.p, w->a.n);
@@ -717,26 +695,54 @@ int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t
                 break;
             }
         }
+        for (int j = 0; j < nw; j++) {
+            const skey *e = &sk.slots[kmap[i][ws[j].key]];
+            if (sum_fits(e)) {
+                args_num(&a, e->index);
+                args_num(&a, (long long)ws[j].num);
+            }
+        }
     }
-    free(key_base);
-    redisReply *r = evalsha(d, finish_lua, a.argc, a.argv, a.lens);
+    rc = send_script(d, OWE_FINISH, a.argc, a.argv, a.lens);
+out:
     args_free(&a);
-    free(nums);
+    for (int i = 0; values != NULL && i < n; i++) {
+        free(values[i]);
+    }
+    for (int i = 0; kmap != NULL && i < n; i++) {
+        free(kmap[i]);
+    }
+    free(values);
+    free(kmap);
+    free(sk.slots);
+    free(sk.order);
+    return rc;
+}
+
+int wr_idem_finish_recv(wr_idem *d, wr_finish *ops, int n)
+{
+    for (int i = 0; i < n; i++) {
+        ops[i].owned = 0;
+        ops[i].refused = 0;
+        ops[i].conflict = 0;
+        ops[i].why[0] = '\0';
+    }
+    redisReply *r = recv_script(d, OWE_FINISH);
     if (r == NULL) {
         return -1;
     }
-    int rc = 0;
     if (r->type == REDIS_REPLY_ERROR) {
         /* the script ran and raised: what it did before is not rolled back */
         unexpected(d, "finish script", r);
         freeReplyObject(r);
         return WR_IDEM_SCRIPT_FAILED;
     }
+    int rc = 0;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != (size_t)n) {
         rc = unexpected(d, "finish", r);
     }
     for (int i = 0; rc == 0 && i < n; i++) {
-        redisReply *e = r->element[i];
+        const redisReply *e = r->element[i];
         if (e->type == REDIS_REPLY_STRING) {
             /* owned, but its writes were refused (left processing) or its reads
              * changed (unclaimed): nothing applied */
@@ -756,12 +762,27 @@ int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t
     return rc;
 }
 
+int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t lease_ms,
+                   int64_t ttl_ms)
+{
+    if (n <= 0) {
+        return 0;
+    }
+    if (wr_idem_finish_send(d, ops, n, token, lease_ms, ttl_ms) != 0) {
+        return -1;
+    }
+    return wr_idem_finish_recv(d, ops, n);
+}
+
+/* ---- ctx.store reads ------------------------------------------------------------------------ */
+
 /*
  * ctx.store's reads (a wr_sb_fetch, UD = the wr_idem): one plain command on
- * the worker's connection. The answer points into the reply, kept until the
- * next call. A connection failure drops the connection (the next call, or the
- * batch's finish, reconnects); an error reply (WRONGTYPE) is returned as the
- * error text.
+ * the worker's connection, after whatever is owed before it (so a read sees
+ * every commit this worker sent before it). The answer points into the reply,
+ * kept until the next call. A connection failure drops the connection (the
+ * next call reconnects); an error reply (WRONGTYPE) is returned as the error
+ * text.
  */
 int wr_idem_store_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_base *out,
                         char *err, size_t errcap)
@@ -771,18 +792,11 @@ int wr_idem_store_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, w
         freeReplyObject(d->last);
         d->last = NULL;
     }
-    /* (re)connect, and read what a journal write still owes first: the next
-     * reply on the connection must be this command's */
-    if (usable(d) != 0) {
-        snprintf(err, errcap, "Redis: %s", d->err);
-        return -1;
-    }
     int with_arg = strcmp(cmd, "HGET") == 0 || strcmp(cmd, "SISMEMBER") == 0;
     const char *argv[3] = {cmd, key.p, arg.p};
     size_t lens[3] = {strlen(cmd), key.n, arg.n};
-    redisReply *r = redisCommandArgv(d->c, with_arg ? 3 : 2, argv, lens);
+    redisReply *r = sync_command(d, with_arg ? 3 : 2, argv, lens);
     if (r == NULL) {
-        fail(d, cmd);
         snprintf(err, errcap, "Redis: %s", d->err);
         return -1;
     }
@@ -811,9 +825,9 @@ int wr_idem_store_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, w
             d->items_cap = r->elements;
         }
         for (size_t i = 0; i < r->elements; i++) {
-            redisReply *e = r->element[i];
-            d->items[i] = e->type == REDIS_REPLY_STRING ? (wr_sbstr){e->str, e->len}
-                                                        : (wr_sbstr){"", 0};
+            const redisReply *e = r->element[i];
+            d->items[i] =
+                e->type == REDIS_REPLY_STRING ? (wr_sbstr){e->str, e->len} : (wr_sbstr){"", 0};
         }
         out->items = d->items;
         out->count = r->elements;
@@ -824,78 +838,41 @@ int wr_idem_store_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, w
     }
 }
 
-/*
- * Journal entries (journal.h): plain list commands, pipelined, no script, so
- * nothing here touches the record scripts above. RPUSH's reply is the new
- * length, which tells which lists need an LTRIM; most never do.
- */
-/*
- * Read the replies owed by the last journal write; trim the journals that
- * grew past the cap (LTRIM, a round trip of its own, only then). Error replies
- * are kept for the next wr_idem_journal to report; only a broken connection
- * fails the caller. Returns 0 or -1.
- */
-static int collect_journal(wr_idem *d)
+/* ---- journal -------------------------------------------------------------------------------- */
+
+int wr_idem_settle(wr_idem *d)
 {
-    int owed = d->jowed, trims = 0;
-    d->jowed = 0;
-    for (int i = 0; i < owed; i++) {
-        redisReply *r = NULL;
-        if (redisGetReply(d->c, (void **)&r) != REDIS_OK || r == NULL) {
-            return fail(d, "journal");
+    if (d == NULL) {
+        return 0;
+    }
+    /* read what the journal writes owe (calls are read by their callers) */
+    while (d->owe_count > 0 &&
+           (d->owed[d->owe_head].kind == OWE_JOURNAL || d->owed[d->owe_head].kind == OWE_LOAD)) {
+        owe o = owe_pop(d);
+        redisReply *r = wr_rconn_read(d->rc);
+        if (r == NULL) {
+            return lost(d);
         }
-        if (r->type == REDIS_REPLY_ERROR) {
-            d->jerrors++;
-            snprintf(d->jerr, sizeof(d->jerr), "%s", r->str);
-        } else if (i % 2 == 0 && r->type == REDIS_REPLY_INTEGER && r->integer > d->jmax &&
-                   i / 2 < d->jkey_count && d->jkeys[i / 2] != NULL) {
-            if (redisAppendCommand(d->c, "LTRIM %s %d -1", d->jkeys[i / 2], -d->jmax) !=
-                REDIS_OK) {
-                freeReplyObject(r);
-                return fail(d, "journal trim");
-            }
-            trims++;
+        if (o.kind == OWE_JOURNAL) {
+            journal_reply(d, r);
         }
         freeReplyObject(r);
     }
-    for (int i = 0; i < d->jkey_count; i++) {
-        free(d->jkeys[i]);
-    }
-    d->jkey_count = 0;
-    for (int i = 0; i < trims; i++) {
-        redisReply *r = NULL;
-        if (redisGetReply(d->c, (void **)&r) != REDIS_OK || r == NULL) {
-            return fail(d, "journal trim");
-        }
-        if (r->type == REDIS_REPLY_ERROR) {
-            d->jerrors++;
-            snprintf(d->jerr, sizeof(d->jerr), "%s", r->str);
-        }
-        freeReplyObject(r);
+    if (d->jerrors > 0) {
+        snprintf(d->err, sizeof(d->err), "journal: %d error repl%s, the last: %s", d->jerrors,
+                 d->jerrors == 1 ? "y" : "ies", d->jerr);
+        d->jerrors = 0;
+        return -1;
     }
     return 0;
 }
 
-int wr_idem_settle(wr_idem *d)
-{
-    if (d == NULL || d->c == NULL) {
-        return 0;
-    }
-    if (usable(d) != 0) {
-        return -1;
-    }
-    return wr_idem_journal(d, NULL, 0, d->jmax, 0);
-}
-
 int wr_idem_journal(wr_idem *d, const wr_idem_jlist *lists, int n, int max_entries, int64_t ttl_ms)
 {
-    if (usable(d) != 0) {
-        return -1;
-    }
     int reported = 0;
     if (d->jerrors > 0) {
-        /* what the previous write's replies said (they are read one call late);
-         * this batch's entries are sent all the same */
+        /* what earlier writes' replies said (they are read late); this batch's
+         * entries are sent all the same */
         snprintf(d->err, sizeof(d->err), "journal: %d error repl%s, the last: %s", d->jerrors,
                  d->jerrors == 1 ? "y" : "ies", d->jerr);
         d->jerrors = 0;
@@ -904,51 +881,50 @@ int wr_idem_journal(wr_idem *d, const wr_idem_jlist *lists, int n, int max_entri
     if (n <= 0) {
         return reported ? -1 : 0;
     }
-    if (n > d->jkey_cap) {
-        char **k = realloc(d->jkeys, sizeof(*k) * (size_t)n);
-        if (k == NULL) {
-            snprintf(d->err, sizeof(d->err), "out of memory");
-            return -1;
-        }
-        d->jkeys = k;
-        d->jkey_cap = n;
+    if (wr_rconn_owed(d->rc) == 0 && wr_rconn_ensure(d->rc) != 0) {
+        return lost(d);
     }
     int most = 0;
     for (int i = 0; i < n; i++) {
         most = lists[i].count > most ? lists[i].count : most;
     }
     args a;
-    if (args_init(&a, most + 2) != 0) {
+    if (args_init(&a, most + 2, 1) != 0) {
         args_free(&a);
         snprintf(d->err, sizeof(d->err), "out of memory");
         return -1;
     }
-    char ttl[24];
+    char ttl[24], keep[24];
     snprintf(ttl, sizeof(ttl), "%lld", (long long)ttl_ms);
+    snprintf(keep, sizeof(keep), "%d", -max_entries);
     for (int i = 0; i < n; i++) {
+        /* RPUSH, then LTRIM to the newest MAX_ENTRIES and PEXPIRE: journal writes
+         * are off the happy path (a message handled at its first attempt keeps
+         * its entry in its record), so the trim is not worth saving */
         a.argc = 0;
         args_add(&a, "RPUSH");
         args_add(&a, lists[i].key);
         for (int k = 0; k < lists[i].count; k++) {
             args_add(&a, lists[i].entries[k]);
         }
-        if (redisAppendCommandArgv(d->c, a.argc, a.argv, a.lens) != REDIS_OK ||
-            redisAppendCommand(d->c, "PEXPIRE %s %s", lists[i].key, ttl) != REDIS_OK) {
+        size_t kl = strlen(lists[i].key);
+        const char *tr[4] = {"LTRIM", lists[i].key, keep, "-1"};
+        size_t trl[4] = {5, kl, strlen(keep), 2};
+        const char *ex[3] = {"PEXPIRE", lists[i].key, ttl};
+        size_t exl[3] = {7, kl, strlen(ttl)};
+        if (wr_rconn_append(d->rc, a.argc, a.argv, a.lens) != 0 ||
+            owe_push(d, OWE_JOURNAL, 0) != 0 || wr_rconn_append(d->rc, 4, tr, trl) != 0 ||
+            owe_push(d, OWE_JOURNAL, 0) != 0 || wr_rconn_append(d->rc, 3, ex, exl) != 0 ||
+            owe_push(d, OWE_JOURNAL, 0) != 0) {
             args_free(&a);
-            return fail(d, "journal");
+            return lost(d);
         }
-        d->jowed += 2;
-        d->jkeys[d->jkey_count++] = strdup(lists[i].key); /* NULL: not trimmed, no harm */
     }
     args_free(&a);
-    d->jmax = max_entries;
-    /* send now, read later: Redis appends while the worker acks and takes the next
-     * batch, whose first call (claim) collects the replies */
-    int done = 0;
-    while (!done) {
-        if (redisBufferWrite(d->c, &done) != REDIS_OK) {
-            return fail(d, "journal");
-        }
+    /* send now, read later: the replies are read whenever a later call reads its
+     * own */
+    if (wr_rconn_flush(d->rc) != 0) {
+        return lost(d);
     }
     return reported ? -1 : 0;
 }

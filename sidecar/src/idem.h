@@ -1,14 +1,15 @@
 /*
  * idem: the idempotency record of each message, in Redis.
  *
- * One hash per key (<prefix><subscription>:<key>) moves through a small state
- * machine, always inside server-side scripts (EVALSHA, loaded once per
- * connection and again after NOSCRIPT), never check-then-set from here:
+ * One string per key (record.h: <prefix><subscription>:<key>) moves through a
+ * small state machine, always inside server-side scripts (sidecar/scripts/,
+ * EVALSHA, loaded on every connect and again after NOSCRIPT), never
+ * check-then-set from here:
  *
  *   absent/released --claim--> processing(token, lease_until, starts+1)
  *   processing, lease live      --claim--> BUSY (someone else is on it)
  *   processing, lease expired   --claim--> processing (TAKEOVER: a worker died)
- *   processing(our token) --done-->    done(outcome)          kept ttl (or forever)
+ *   processing(our token) --done-->    done(outcome, entry)   kept ttl (or forever)
  *   processing(our token) --release--> released               (retry: claimable again)
  *   processing(our token) --unclaim--> released, starts-1     (it never ran)
  *   processing(our token) --extend-->  lease_until pushed out (a long batch)
@@ -18,20 +19,28 @@
  * script run applies them with the done mark, all or none, and only while our
  * token owns the record; with Redis Cluster the store keys and the record must
  * share a slot (hash tags in both prefixes), else Redis refuses the call with
- * CROSSSLOT and wr_idem_finish() returns -1 (nothing applied).
+ * CROSSSLOT (nothing applied). A done also keeps the journal entry of the
+ * message's last step (journal.h), so a message handled at its first attempt
+ * costs one record write and no journal write.
  *
  * done/release/extend check that our token still owns the key; when it does
  * not (our lease expired and another worker took over) the call reports LOST
- * and changes nothing. Time comes from the Redis server (TIME), so the
+ * and changes nothing. Leases run on the Redis server's clock (TIME), so the
  * sidecars' clocks do not matter.
  *
- * Every call takes a whole batch and costs one round trip and one script run
- * (all of a batch's keys in one EVALSHA). The keys of one call must live on
- * one Redis node: a single Redis server (or a cluster with hash tags in the
- * key prefix).
+ * Every call takes a whole batch and costs one script run (all of a batch's
+ * keys in one EVALSHA). Calls can overlap: wr_idem_claim_send() and
+ * wr_idem_finish_send() send without waiting, and the matching _recv()
+ * collects the answer later (at most one claim and one finish outstanding at a
+ * time), so a worker claims its next batch while the previous one commits.
+ * Replies come back in the order the commands were sent; whatever a call
+ * finds in front of its own reply (another call's, a journal write's) is kept
+ * or handled on the way. The keys of one call must live on one Redis node: a
+ * single Redis server (or a cluster with hash tags in the key prefix).
+ *
  * A wr_idem belongs to one worker thread. On any connection error the call
- * returns -1, the outcome of the batch is unknown, and the next call
- * reconnects.
+ * returns -1, every outstanding call's outcome is unknown (its _recv returns
+ * -1 too), and the next send reconnects.
  */
 #ifndef WR_IDEM_H
 #define WR_IDEM_H
@@ -68,24 +77,28 @@ typedef enum {
 } wr_finish_op;
 
 typedef struct {
-    const char *key;     /* (in) */
-    wr_finish_op op;     /* (in) */
-    const char *outcome; /* (in) DONE: "ok", "rejected", "dead-lettered" */
+    const char *key;           /* (in) */
+    wr_finish_op op;           /* (in) */
+    const char *outcome;       /* (in) DONE: "ok", "rejected", "dead-lettered" */
+    int starts;                /* (in) DONE, RELEASE, UNCLAIM: the starts its claim counted */
+    const char *entry;         /* (in) DONE: the journal entry of the message's last step, kept
+                                  in the record (journal.h); NULL: none */
+    int64_t done_at;           /* (in) DONE: when (epoch ms) */
     const wr_storebuf *writes; /* (in) DONE: the message's ctx.store writes (storebuf.h),
                                   applied in the same script run as the done mark, only
                                   when the token owns the record; NULL: none */
-    int owned;           /* (out) 1: applied; 0: LOST, another worker owns the key now (and
-                            none of the writes was applied) */
-    int refused;         /* (out) owned, but the writes cannot apply (a key of another type
-                            in Redis, a non-integer counter): nothing of them was applied and
-                            the record is left as it was (processing, ours), for the caller
-                            to dead-letter the message and then mark it done */
-    int conflict;        /* (out) owned, but a guarded read of the handler no longer holds
-                            (storebuf.h): nothing applied, the record unclaimed, so the
-                            message can run again from fresh state */
-    char why[200];       /* (out) refused or conflict: why */
-    int failed;          /* set by the caller when the script raised on this record alone
-                            (see WR_IDEM_SCRIPT_FAILED): nothing is known of it */
+    int owned;                 /* (out) 1: applied; 0: LOST, another worker owns the key now (and
+                                  none of the writes was applied) */
+    int refused;               /* (out) owned, but the writes cannot apply (a key of another type
+                                  in Redis, a non-integer counter): nothing of them was applied and
+                                  the record is left as it was (processing, ours), for the caller
+                                  to dead-letter the message and then mark it done */
+    int conflict;              /* (out) owned, but a guarded read of the handler no longer holds
+                                  (storebuf.h): nothing applied, the record unclaimed, so the
+                                  message can run again from fresh state */
+    char why[200];             /* (out) refused or conflict: why */
+    int failed;                /* set by the caller when the script raised on this record alone
+                                  (see WR_IDEM_SCRIPT_FAILED): nothing is known of it */
 } wr_finish;
 
 /* Connect (and AUTH/SELECT as the URL says). Returns NULL with ERR on failure. */
@@ -97,6 +110,12 @@ const char *wr_idem_error(const wr_idem *d);
 int wr_idem_claim(wr_idem *d, wr_claim *claims, int n, const char *token, int64_t lease_ms,
                   int64_t ttl_ms);
 
+/* The same in two steps: send the claim now (0, or -1), read its answer later
+ * into the same N CLAIMS (0, or -1: the connection failed, nothing known). */
+int wr_idem_claim_send(wr_idem *d, const wr_claim *claims, int n, const char *token,
+                       int64_t lease_ms, int64_t ttl_ms);
+int wr_idem_claim_recv(wr_idem *d, wr_claim *claims, int n);
+
 /* wr_idem_finish: the script ran and raised an error (the reason in
  * wr_idem_error). Redis does not roll a script back: records before the failing
  * one may be written. The connection is fine. */
@@ -106,6 +125,12 @@ int wr_idem_claim(wr_idem *d, wr_claim *claims, int n, const char *token, int64_
  * (connection failed: nothing known), or WR_IDEM_SCRIPT_FAILED. */
 int wr_idem_finish(wr_idem *d, wr_finish *ops, int n, const char *token, int64_t lease_ms,
                    int64_t ttl_ms);
+
+/* The same in two steps: send now (0, or -1), read the answer later into the
+ * same N OPS, which must stay unchanged meanwhile (returns as wr_idem_finish). */
+int wr_idem_finish_send(wr_idem *d, const wr_finish *ops, int n, const char *token,
+                        int64_t lease_ms, int64_t ttl_ms);
+int wr_idem_finish_recv(wr_idem *d, wr_finish *ops, int n);
 
 /* PING: 0 when Redis answers PONG (not BUSY or LOADING: -1 then). */
 int wr_idem_ping(wr_idem *d);
@@ -127,9 +152,9 @@ typedef struct {
 
 /*
  * Append the entries of N journals (RPUSH and PEXPIRE TTL_MS per journal,
- * pipelined) without waiting for Redis: the commands are sent, and their
- * replies are read at the start of the next call on D (claim, finish, ping or
- * journal), usually already there by then, so the journal adds no wait to a
+ * pipelined) without waiting for Redis: the commands are queued and go out
+ * with the next call that sends (or wr_idem_settle), and their replies are
+ * read whenever a later call reads its own, so the journal adds no wait to a
  * batch. Journals past MAX_ENTRIES are trimmed to their newest MAX_ENTRIES
  * (LTRIM) when the replies are read. Not atomic across journals, and not meant
  * to be: a journal is best effort. Returns 0, or -1 with the reason in

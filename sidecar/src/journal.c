@@ -9,6 +9,7 @@
 
 #include "dlq.h"
 #include "log.h"
+#include "numfmt.h"
 
 wr_journal_entry wr_journal_entry_init(const char *event)
 {
@@ -141,10 +142,10 @@ static void put_cstr(jbuf *b, const char *name, const char *s)
 
 static void put_int(jbuf *b, const char *name, int64_t v)
 {
-    char num[32];
-    int n = snprintf(num, sizeof(num), "%lld", (long long)v);
+    char num[WR_NUMFMT_MAX];
+    size_t n = wr_fmt_i64(num, v);
     jb_key(b, name);
-    jb_raw(b, num, (size_t)n);
+    jb_raw(b, num, n);
 }
 
 static void put_true(jbuf *b, const char *name)

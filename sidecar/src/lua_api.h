@@ -9,6 +9,8 @@
 
 #include <lua.h>
 
+#include "lua_http.h"
+
 /* Raise "ctx.<FN> is not available ..." at the caller's level unless a message
  * is being handled. */
 void wr_lua_check_handling(lua_State *L, const char *fn);
@@ -37,6 +39,9 @@ const struct wr_lua_store_s *wr_lua_store_of(lua_State *L);
 
 /* Add ctx.store (lua_store.c) to the table at the top of the stack. */
 void wr_lua_store_inject(lua_State *L);
+
+/* The state's HTTP transport (wr_lua_opts.http_send) and its UD; NULL: libcurl. */
+wr_http_send_fn wr_lua_http_transport(lua_State *L, void **ud);
 
 /* Add ctx.http (lua_http.c) to the table at the top of the stack. */
 void wr_lua_http_inject(lua_State *L);

@@ -17,6 +17,10 @@
  *
  * One curl handle per Lua state (so per worker), kept for connection reuse and
  * closed with the state (a userdata with __gc in the registry).
+ *
+ * The request is built once, here, and handed to a transport (lua_http.h):
+ * libcurl in the sidecar, the event file's fakes under `warren exec`. Error
+ * texts show URLs through wr_http_safe_url (no userinfo, no query string).
  */
 #include <curl/curl.h>
 #include <lauxlib.h>
@@ -29,6 +33,7 @@
 
 #include "config.h"
 #include "lua_api.h"
+#include "lua_http.h"
 
 #define MAX_BODY (8u << 20)       /* response bytes kept */
 #define DEFAULT_TIMEOUT_MS 5000
@@ -134,23 +139,24 @@ static http_state *state_of(lua_State *L)
     return h;
 }
 
-/* Push the response headers as a table with lowercased names. -- ... headers */
-static void push_headers(lua_State *L, const http_state *h)
+/* Push the headers of a response head (HEAD, LEN bytes: status line, then
+ * "Name: value" lines) as a table with lowercased names. -- ... headers */
+static void push_headers(lua_State *L, const char *head, size_t len)
 {
     lua_createtable(L, 0, 8);
     size_t i = 0;
-    while (i < h->hlen) {
+    while (i < len) {
         size_t end = i;
-        while (end < h->hlen && h->hdr[end] != '\n') {
+        while (end < len && head[end] != '\n') {
             end++;
         }
-        const char *line = h->hdr + i;
+        const char *line = head + i;
         size_t n = end - i;
         if (n > 0 && line[n - 1] == '\r') {
             n--;
         }
         const char *colon = memchr(line, ':', n);
-        if (colon != NULL && strncmp(line, "HTTP/", 5) != 0) {
+        if (colon != NULL && (n < 5 || strncmp(line, "HTTP/", 5) != 0)) {
             size_t kn = (size_t)(colon - line);
             char key[128];
             if (kn > 0 && kn < sizeof(key)) {
@@ -168,6 +174,22 @@ static void push_headers(lua_State *L, const http_state *h)
             }
         }
         i = end + 1;
+    }
+}
+
+/* The reason phrase of a response head's status line ("503 Service
+ * Unavailable" -> "Service Unavailable") into OUT; "" when there is none. */
+static void reason_of(const char *head, size_t len, char *out, size_t cap)
+{
+    out[0] = '\0';
+    const char *sp = len ? memchr(head, ' ', len) : NULL;
+    sp = sp ? memchr(sp + 1, ' ', len - (size_t)(sp + 1 - head)) : NULL;
+    if (sp != NULL) {
+        size_t n = 0, room = len - (size_t)(sp + 1 - head);
+        while (n < room && n < 100 && sp[1 + n] != '\r' && sp[1 + n] != '\n') {
+            n++;
+        }
+        snprintf(out, cap, "%.*s", (int)n, sp + 1);
     }
 }
 
@@ -201,6 +223,7 @@ static const char E_OPTION[] =
 #define E_HEADER_VALUE "ctx.http.request{...}: header '%s' must be a string or a number, got %s"
 static const char E_HEADER_CHARS[] =
     "ctx.http.request{...}: header '%s' holds a line break, or a colon in its name";
+#define E_HEADER_SIZE "ctx.http.request{...}: header '%s' is longer than %d bytes"
 #define E_BODY "ctx.http.request{...}: body must be a string or a table, got %s"
 #define E_BODY_JSON "ctx.http.request{...}: body cannot be encoded as JSON: %s"
 #define E_TIMEOUT "ctx.http.request{...}: timeout must be seconds or a duration like 2s, got %s"
@@ -243,6 +266,66 @@ static int valid_url_chars(const char *u)
     return 1;
 }
 
+/* Length of a URI scheme followed by "://" at the start of U (RFC 3986:
+ * ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )), or 0 when U has none. */
+static size_t scheme_len(const char *u)
+{
+    size_t n = 0;
+    if (!((u[0] >= 'a' && u[0] <= 'z') || (u[0] >= 'A' && u[0] <= 'Z'))) {
+        return 0;
+    }
+    while ((u[n] >= 'a' && u[n] <= 'z') || (u[n] >= 'A' && u[n] <= 'Z') ||
+           (u[n] >= '0' && u[n] <= '9') || u[n] == '+' || u[n] == '-' || u[n] == '.') {
+        n++;
+    }
+    return strncmp(u + n, "://", 3) == 0 ? n + 3 : 0;
+}
+
+char *wr_http_safe_url(const char *url, char *out, size_t cap)
+{
+    size_t start = scheme_len(url);
+    size_t end = start + strcspn(url + start, "?#");
+    const char *at = NULL;
+    for (const char *p = url + start; p < url + end; p++) {
+        if (*p == '@') {
+            at = p;
+        }
+    }
+    const char *tail = url[end] == '?' ? "?..." : url[end] == '#' ? "#..." : "";
+    if (at != NULL) {
+        snprintf(out, cap, "%.*s***%.*s%s", (int)start, url, (int)(url + end - at), at, tail);
+    } else {
+        snprintf(out, cap, "%.*s%s", (int)end, url, tail);
+    }
+    return out;
+}
+
+/* What an error text shows of the request's URL: wr_http_safe_url's form. */
+typedef struct {
+    char url[1024];
+} safe_url;
+
+static const char *safe(safe_url *s, const char *url)
+{
+    return wr_http_safe_url(url, s->url, sizeof(s->url));
+}
+
+/* Raise MSG (any length) at the caller's level, as error(msg, 2) would. */
+static int raise_text(lua_State *L, const char *msg)
+{
+    luaL_where(L, 1);
+    lua_pushstring(L, msg);
+    lua_concat(L, 2);
+    return lua_error(L);
+}
+
+/* Find the transport to send with: exec's, or libcurl. */
+static wr_http_send_fn transport_of(lua_State *L, void **ud)
+{
+    wr_http_send_fn fn = wr_lua_http_transport(L, ud);
+    return fn != NULL ? fn : wr_lua_http_curl;
+}
+
 /*
  * ctx.http.request{method, url, headers, body, timeout, raise}
  * Returns res ({status, headers, body, json}) or nil, err (raise = false).
@@ -272,16 +355,17 @@ static int http_request(lua_State *L)
         }
         lua_pop(L, 1);
     }
+    safe_url su;
     lua_getfield(L, 1, "url");
     if (lua_type(L, -1) != LUA_TSTRING) {
         return wr_lua_caller_error(L, E_URL, luaL_typename(L, -1));
     }
     const char *url = lua_tostring(L, -1);
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
-        return wr_lua_caller_error(L, E_URL_SCHEME, url);
+        return wr_lua_caller_error(L, E_URL_SCHEME, safe(&su, url));
     }
     if (!valid_url_chars(url)) {
-        return wr_lua_caller_error(L, E_URL_CHARS, url);
+        return wr_lua_caller_error(L, E_URL_CHARS, safe(&su, url));
     }
     lua_getfield(L, 1, "method");
     const char *method = "GET";
@@ -312,7 +396,7 @@ static int http_request(lua_State *L)
     }
     if (timeout < 1) {
         return wr_lua_caller_error(L, "http %s %s: no time left before the handler's deadline",
-                                   method, url);
+                                   method, safe(&su, url));
     }
 
     /* the body: a string, or a table sent as JSON -- stack: opts url method raise [body] */
@@ -333,37 +417,34 @@ static int http_request(lua_State *L)
     if (lua_type(L, -1) == LUA_TSTRING) {
         body = lua_tolstring(L, -1, &body_len);
     }
-    int body_index = lua_gettop(L); /* keeps the body string alive */
 
-    http_state *h = state_of(L);
-    if (h->curl == NULL) {
-        return luaL_error(L, "http: cannot create a curl handle");
-    }
-    /* headers */
-    struct curl_slist *hl = NULL;
+    /* the header lines, kept alive in a table -- stack: ... body lines */
+    lua_newtable(L);
+    int lines = lua_gettop(L);
+    int count = 0;
     int has_ct = 0, has_tp = 0;
     lua_getfield(L, 1, "headers");
     if (lua_istable(L, -1)) {
         lua_pushnil(L);
         while (lua_next(L, -2) != 0) {
             if (lua_type(L, -2) != LUA_TSTRING) {
-                curl_slist_free_all(hl);
                 return wr_lua_caller_error(L, E_HEADER_NAME, luaL_typename(L, -2));
             }
-            const char *k = lua_tostring(L, -2);
+            size_t kn, vn;
+            const char *k = lua_tolstring(L, -2, &kn);
             if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {
-                curl_slist_free_all(hl);
                 return wr_lua_caller_error(L, E_HEADER_VALUE, k, luaL_typename(L, -1));
             }
             lua_pushvalue(L, -1);
-            const char *v = lua_tostring(L, -1);
+            const char *v = lua_tolstring(L, -1, &vn);
             if (strpbrk(k, "\r\n:") != NULL || strpbrk(v, "\r\n") != NULL) {
-                curl_slist_free_all(hl);
                 return wr_lua_caller_error(L, E_HEADER_CHARS, k);
             }
-            char line[4096];
-            snprintf(line, sizeof(line), "%s: %s", k, v);
-            hl = curl_slist_append(hl, line);
+            if (kn + 2 + vn > WR_HTTP_MAX_HEADER_LINE) {
+                return wr_lua_caller_error(L, E_HEADER_SIZE, k, WR_HTTP_MAX_HEADER_LINE);
+            }
+            lua_pushfstring(L, "%s: %s", k, v);
+            lua_rawseti(L, lines, ++count);
             has_ct |= strcasecmp(k, "content-type") == 0;
             has_tp |= strcasecmp(k, "traceparent") == 0;
             lua_pop(L, 2);
@@ -373,23 +454,103 @@ static int http_request(lua_State *L)
     }
     lua_pop(L, 1);
     if (json_body && !has_ct) {
-        hl = curl_slist_append(hl, "Content-Type: application/json");
+        lua_pushliteral(L, "Content-Type: application/json");
+        lua_rawseti(L, lines, ++count);
     }
     const char *trace = wr_lua_trace_id(L);
     if (trace != NULL && !has_tp) {
+        http_state *h = state_of(L);
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         unsigned long long span = ((unsigned long long)ts.tv_nsec << 20) ^
                                   (unsigned long long)ts.tv_sec ^ ((unsigned long long)++h->seq << 40);
         char line[128];
         snprintf(line, sizeof(line), "traceparent: 00-%s-%016llx-01", trace, span | 1);
-        hl = curl_slist_append(hl, line);
+        lua_pushstring(L, line);
+        lua_rawseti(L, lines, ++count);
         const char *state = wr_lua_tracestate(L);
         if (state != NULL && state[0] != '\0' && strpbrk(state, "\r\n") == NULL) {
             char sl[600];
-            snprintf(sl, sizeof(sl), "tracestate: %.512s", state);
-            hl = curl_slist_append(hl, sl);
+            snprintf(sl, sizeof(sl), "tracestate: %.512s", state); /* W3C: 512 at most */
+            lua_pushstring(L, sl);
+            lua_rawseti(L, lines, ++count);
         }
+    }
+    const char **hv = lua_newuserdata(L, sizeof(*hv) * (size_t)(count ? count : 1));
+    for (int i = 0; i < count; i++) {
+        lua_rawgeti(L, lines, i + 1);
+        hv[i] = lua_tostring(L, -1); /* the string stays in the lines table */
+        lua_pop(L, 1);
+    }
+
+    wr_http_req req = {.method = method,
+                       .url = url,
+                       .headers = hv,
+                       .header_count = count,
+                       .body = body,
+                       .body_len = body_len,
+                       .timeout_ms = timeout};
+    wr_http_resp resp;
+    memset(&resp, 0, sizeof(resp));
+    void *ud = NULL;
+    wr_http_send_fn send = transport_of(L, &ud);
+    int rc = send(ud, L, &req, &resp);
+    if (rc == WR_HTTP_REFUSED) {
+        return raise_text(L, resp.error ? resp.error : "http: the request was refused");
+    }
+    if (rc != WR_HTTP_OK) {
+        const char *why = resp.error ? resp.error : "transport error";
+        if (raise) {
+            return wr_lua_caller_error(L, "http %s %s: %s", method, safe(&su, url), why);
+        }
+        lua_pushnil(L);
+        lua_pushfstring(L, "http %s %s: %s", method, safe(&su, url), why);
+        return 2;
+    }
+    if (resp.status >= 500 && raise) {
+        char reason[128];
+        reason_of(resp.head, resp.head_len, reason, sizeof(reason));
+        if (reason[0]) {
+            return wr_lua_caller_error(L, "http %s %s: %ld %s", method, safe(&su, url), resp.status,
+                                       reason);
+        }
+        return wr_lua_caller_error(L, "http %s %s: %ld", method, safe(&su, url), resp.status);
+    }
+    /* -- ... res */
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, (lua_Integer)resp.status);
+    lua_setfield(L, -2, "status");
+    push_headers(L, resp.head, resp.head_len);
+    lua_getfield(L, -1, "content-type");
+    int json = is_json_type(lua_tostring(L, -1));
+    lua_pop(L, 1);
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, resp.body ? resp.body : "", resp.body_len);
+    lua_setfield(L, -2, "body");
+    if (json && resp.body_len > 0) {
+        wr_lua_push_safe_decode(L);
+        lua_pushlstring(L, resp.body, resp.body_len);
+        lua_call(L, 1, 1); /* cjson.safe: nil on bad JSON, never raises */
+        lua_setfield(L, -2, "json");
+    }
+    return 1;
+}
+
+/*
+ * The sidecar's transport: send REQ with the state's curl handle. The
+ * response head and body stay in the handle's buffers until the next request.
+ */
+int wr_lua_http_curl(void *ud, lua_State *L, const wr_http_req *req, wr_http_resp *resp)
+{
+    (void)ud;
+    http_state *h = state_of(L);
+    if (h->curl == NULL) {
+        resp->error = "cannot create a curl handle";
+        return WR_HTTP_FAILED;
+    }
+    struct curl_slist *hl = NULL;
+    for (int i = 0; i < req->header_count; i++) {
+        hl = curl_slist_append(hl, req->headers[i]);
     }
     hl = curl_slist_append(hl, "Expect:"); /* no 100-continue round trip */
 
@@ -398,11 +559,11 @@ static int http_request(lua_State *L)
     h->len = 0;
     h->hlen = 0;
     h->too_big = 0;
-    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_URL, req->url);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)timeout);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)timeout);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)req->timeout_ms);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)req->timeout_ms);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, h);
@@ -412,65 +573,27 @@ static int http_request(lua_State *L)
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, L);
-    if (strcmp(method, "GET") != 0) {
-        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    if (strcmp(req->method, "GET") != 0) {
+        curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, req->method);
     }
-    if (body != NULL) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-    } else if (strcmp(method, "HEAD") == 0) {
+    if (req->body != NULL) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, req->body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+    } else if (strcmp(req->method, "HEAD") == 0) {
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
     }
     CURLcode rc = curl_easy_perform(c);
     curl_slist_free_all(hl);
-    (void)body_index;
-
     if (rc != CURLE_OK) {
-        const char *why = h->too_big ? "response body larger than 8 MiB" : curl_easy_strerror(rc);
-        if (raise) {
-            return wr_lua_caller_error(L, "http %s %s: %s", method, url, why);
-        }
-        lua_pushnil(L);
-        lua_pushfstring(L, "http %s %s: %s", method, url, why);
-        return 2;
+        resp->error = h->too_big ? "response body larger than 8 MiB" : curl_easy_strerror(rc);
+        return WR_HTTP_FAILED;
     }
-    long status = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    if (status >= 500 && raise) {
-        /* the reason phrase from the status line, when the server sent one */
-        char reason[128] = "";
-        const char *sp = h->hlen ? memchr(h->hdr, ' ', h->hlen) : NULL;
-        sp = sp ? memchr(sp + 1, ' ', h->hlen - (size_t)(sp + 1 - h->hdr)) : NULL;
-        if (sp != NULL) {
-            size_t n = 0, room = h->hlen - (size_t)(sp + 1 - h->hdr);
-            while (n < room && n < 100 && sp[1 + n] != '\r' && sp[1 + n] != '\n') {
-                n++;
-            }
-            snprintf(reason, sizeof(reason), "%.*s", (int)n, sp + 1);
-        }
-        if (reason[0]) {
-            return wr_lua_caller_error(L, "http %s %s: %ld %s", method, url, status, reason);
-        }
-        return wr_lua_caller_error(L, "http %s %s: %ld", method, url, status);
-    }
-    /* -- ... res */
-    lua_createtable(L, 0, 4);
-    lua_pushinteger(L, (lua_Integer)status);
-    lua_setfield(L, -2, "status");
-    push_headers(L, h);
-    lua_getfield(L, -1, "content-type");
-    int json = is_json_type(lua_tostring(L, -1));
-    lua_pop(L, 1);
-    lua_setfield(L, -2, "headers");
-    lua_pushlstring(L, h->buf ? h->buf : "", h->len);
-    lua_setfield(L, -2, "body");
-    if (json && h->len > 0) {
-        wr_lua_push_safe_decode(L);
-        lua_pushlstring(L, h->buf, h->len);
-        lua_call(L, 1, 1); /* cjson.safe: nil on bad JSON, never raises */
-        lua_setfield(L, -2, "json");
-    }
-    return 1;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
+    resp->head = h->hdr;
+    resp->head_len = h->hlen;
+    resp->body = h->buf;
+    resp->body_len = h->len;
+    return WR_HTTP_OK;
 }
 
 void wr_lua_http_inject(lua_State *L)

@@ -64,25 +64,6 @@ struct wr_lua {
     int ref_null;           /* cjson.null */
 };
 
-const char *wr_outcome_name(wr_outcome o)
-{
-    switch (o) {
-    case WR_OUT_OK:
-        return "ok";
-    case WR_OUT_ERROR:
-        return "error";
-    case WR_OUT_TIMEOUT:
-        return "timeout";
-    case WR_OUT_RETRY:
-        return "retry";
-    case WR_OUT_REJECT:
-        return "rejected";
-    case WR_OUT_INVALID:
-        return "invalid";
-    }
-    return "error";
-}
-
 /* ---- allocator with a limit ------------------------------------------------ */
 
 static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
@@ -188,6 +169,13 @@ const char *wr_lua_tracestate(lua_State *L)
 {
     wr_lua *rt = rt_of(L);
     return rt->call != NULL ? rt->call->tracestate : NULL;
+}
+
+wr_http_send_fn wr_lua_http_transport(lua_State *L, void **ud)
+{
+    wr_lua *rt = rt_of(L);
+    *ud = rt->opts.http_ud;
+    return rt->opts.http_send;
 }
 
 void wr_lua_service(lua_State *L)

@@ -42,7 +42,9 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "outcome.h"
 #include "envelope.h"
+#include "lua_http.h"
 #include "storebuf.h"
 
 typedef struct wr_lua wr_lua;
@@ -67,18 +69,13 @@ typedef struct {
     void *service_ud;
     int64_t service_every_ms;
     const wr_breaker_policy *breaker_fallback; /* policy of names not in the config */
+    /* How ctx.http sends (lua_http.h): NULL is libcurl, the sidecar's transport;
+     * `warren exec` answers from the event file's fakes instead. */
+    wr_http_send_fn http_send;
+    void *http_ud;
 } wr_lua_opts;
 
-typedef enum {
-    WR_OUT_OK = 0,   /* handled: publish its events, then ack */
-    WR_OUT_ERROR,    /* the handler raised an error (retryable) */
-    WR_OUT_TIMEOUT,  /* the handler ran past its deadline (retryable) */
-    WR_OUT_RETRY,    /* the handler asked for a retry: ctx.retry */
-    WR_OUT_REJECT,   /* permanent failure: ctx.reject */
-    WR_OUT_INVALID,  /* the message could not be decoded: invalid-json */
-} wr_outcome;
-
-const char *wr_outcome_name(wr_outcome o);
+/* How a handler call ended: wr_outcome (outcome.h). */
 
 /* One ctx.publish, copied out of the Lua state. */
 typedef struct {

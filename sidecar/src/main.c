@@ -17,9 +17,11 @@ static const char usage[] =
     "commands:\n"
     "  run -c FILE          consume the configured queues until SIGTERM/SIGINT\n"
     "  check -c FILE        validate the config and compile every handler\n"
-    "  exec -c FILE --subscription NAME --event FILE.json [--json]\n"
+    "  exec -c FILE --subscription NAME --event FILE.json [--json] [--live-http]\n"
     "                       run one event through the handler, no broker: print the\n"
-    "                       outcome and what would be published, retried or dead-lettered\n"
+    "                       outcome and what would be published, retried or dead-lettered;\n"
+    "                       ctx.http is answered by the event file's \"http\" fakes, and\n"
+    "                       only --live-http sends requests over the network\n"
     "  config-reference     print every config key as a Markdown table\n";
 
 static const char usage_tail[] =
@@ -83,7 +85,7 @@ int main(int argc, char **argv)
         return usage_error("unknown command '%s'", cmd);
     }
     const char *config = NULL, *sub = NULL, *event = NULL;
-    int json = 0;
+    int json = 0, live_http = 0;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
             if (i + 1 >= argc) {
@@ -99,6 +101,8 @@ int main(int argc, char **argv)
             i++;
         } else if (exec && strcmp(argv[i], "--json") == 0) {
             json = 1;
+        } else if (exec && strcmp(argv[i], "--live-http") == 0) {
+            live_http = 1;
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             put_usage(stdout);
             return 0;
@@ -114,8 +118,14 @@ int main(int argc, char **argv)
     }
     /* libcurl's global set-up is not thread-safe: once, before any worker starts */
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    int rc = exec ? wr_exec_run(config, sub, event, json)
-             : strcmp(cmd, "run") == 0 ? wr_app_run(config) : wr_app_check(config);
+    wr_exec_opts eo = {.config_path = config,
+                       .subscription = sub,
+                       .event_path = event,
+                       .json_output = json,
+                       .live_http = live_http};
+    int rc = exec                      ? wr_exec_run(&eo)
+             : strcmp(cmd, "run") == 0 ? wr_app_run(config)
+                                       : wr_app_check(config);
     curl_global_cleanup();
     return rc;
 }

@@ -282,8 +282,10 @@ static int restart_diff(const wr_config *a, const wr_config *b, char *what, size
     DIFF(!str_eq(a->amqp.url, b->amqp.url), "amqp.url");
     DIFF(a->amqp_heartbeat_ms != b->amqp_heartbeat_ms, "amqp.heartbeat");
     DIFF(a->amqp_connect_timeout_ms != b->amqp_connect_timeout_ms, "amqp.connect_timeout");
+    DIFF(a->amqp_reconnect_max_ms != b->amqp_reconnect_max_ms, "amqp.reconnect_max");
     DIFF(!str_eq(a->redis.url, b->redis.url), "redis.url");
     DIFF(a->redis_timeout_ms != b->redis_timeout_ms, "redis.timeout");
+    DIFF(a->redis_reconnect_max_ms != b->redis_reconnect_max_ms, "redis.reconnect_max");
     DIFF(a->shutdown_grace_ms != b->shutdown_grace_ms, "shutdown.grace");
     DIFF(a->sub_count != b->sub_count, "subscriptions (added or removed)");
     for (int i = 0; i < a->sub_count && i < b->sub_count; i++) {

@@ -101,18 +101,29 @@ static int same(const own *o, wr_sbstr s)
     return o->n == s.n && (s.n == 0 || memcmp(o->p, s.p, s.n) == 0);
 }
 
-/* Parse a Redis integer: optional '-', digits, no spaces, in int64 range. */
+/*
+ * Parse an integer as Redis does (string2ll): "0", or an optional '-' and a
+ * first digit 1-9 then digits; no '+', no leading zeros ("05", "-0"), no
+ * spaces, at most 20 characters, in int64 range. The same grammar as the
+ * commit script (sidecar/scripts/finish.lua) and the test kit.
+ */
 static int parse_int(wr_sbstr s, int64_t *out)
 {
     char buf[32];
-    if (s.n == 0 || s.n >= sizeof(buf)) {
+    if (s.n == 0 || s.n > 20) {
         return -1;
     }
     memcpy(buf, s.p, s.n);
     buf[s.n] = '\0';
-    for (size_t i = 0; i < s.n; i++) {
-        if (!((buf[i] >= '0' && buf[i] <= '9') || (i == 0 && buf[i] == '-' && s.n > 1))) {
+    if (!(s.n == 1 && buf[0] == '0')) {
+        size_t first = buf[0] == '-' ? 1 : 0;
+        if (first >= s.n || buf[first] < '1' || buf[first] > '9') {
             return -1;
+        }
+        for (size_t i = first + 1; i < s.n; i++) {
+            if (buf[i] < '0' || buf[i] > '9') {
+                return -1;
+            }
         }
     }
     errno = 0;

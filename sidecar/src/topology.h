@@ -5,7 +5,8 @@
  * broker module applies them (idempotently: every worker declares on connect
  * and after every reconnect, so a broker that lost its state gets it back).
  *
- *   - the consumed queue: durable, no arguments of ours, so a queue that the
+ *   - the consumed queue: durable, no arguments of ours, declared only when it
+ *     does not exist yet (the broker module asks first), so a queue that the
  *     service's team declared themselves (say as a quorum queue) is accepted
  *     as it is;
  *   - the dead-letter queue (<queue>.dlq by default): durable, classic, no

@@ -12,6 +12,8 @@
 
 #include "config.h"
 #include "journal.h"
+#include "rconn.h"
+#include "record.h"
 #include "log.h"
 
 const char wr_tracecmd_usage[] =
@@ -28,130 +30,110 @@ static int usage(const char *fmt, const char *arg)
     return 2;
 }
 
-/* Connect, AUTH and SELECT as the config says. Returns the context, or NULL with ERR. */
-static redisContext *connect_redis(const wr_config *cfg, char *err, size_t cap)
+/* The "ts" of journal entry TEXT (0 when it has none). */
+static int64_t entry_ts(const char *text)
 {
-    struct timeval tv = {(time_t)(cfg->redis_timeout_ms / 1000),
-                         (suseconds_t)(cfg->redis_timeout_ms % 1000 * 1000)};
-    redisContext *c = redisConnectWithTimeout(cfg->redis.host, cfg->redis.port, tv);
-    if (c == NULL || c->err) {
-        snprintf(err, cap, "cannot connect to %s: %s", cfg->redis.redacted,
-                 c ? c->errstr : "out of memory");
-        redisFree(c);
-        return NULL;
-    }
-    redisSetTimeout(c, tv);
-    redisReply *r = NULL;
-    if (cfg->redis.password != NULL) {
-        r = cfg->redis.user != NULL
-                ? redisCommand(c, "AUTH %s %s", cfg->redis.user, cfg->redis.password)
-                : redisCommand(c, "AUTH %s", cfg->redis.password);
-        if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-            snprintf(err, cap, "%s: AUTH failed", cfg->redis.redacted);
-            freeReplyObject(r);
-            redisFree(c);
-            return NULL;
-        }
-        freeReplyObject(r);
-    }
-    r = redisCommand(c, "SELECT %d", cfg->redis.db);
-    if (r == NULL || r->type == REDIS_REPLY_ERROR) {
-        snprintf(err, cap, "%s: SELECT failed", cfg->redis.redacted);
-        freeReplyObject(r);
-        redisFree(c);
-        return NULL;
-    }
-    freeReplyObject(r);
-    return c;
-}
-
-/* The value of FIELD in an HGETALL reply, or NULL. */
-static const char *hash_get(const redisReply *h, const char *field)
-{
-    for (size_t i = 0; h->type == REDIS_REPLY_ARRAY && i + 1 < h->elements; i += 2) {
-        if (h->element[i]->type == REDIS_REPLY_STRING && strcmp(h->element[i]->str, field) == 0 &&
-            h->element[i + 1]->type == REDIS_REPLY_STRING) {
-            return h->element[i + 1]->str;
-        }
-    }
-    return NULL;
-}
-
-static int64_t hash_int(const redisReply *h, const char *field)
-{
-    const char *v = hash_get(h, field);
-    return v != NULL ? strtoll(v, NULL, 10) : 0;
+    json_t *j = json_loads(text, 0, NULL);
+    int64_t ts = j ? (int64_t)json_integer_value(json_object_get(j, "ts")) : 0;
+    json_decref(j);
+    return ts;
 }
 
 /*
  * Read the journal and the record of ID in SUB and build its story into
- * *STORY. Returns 0, or -1 when Redis failed (ERR says why).
+ * *STORY. The record of a done event keeps the journal entry of its last step
+ * (record.h): it joins the journal's entries in time order. Returns 0, or -1
+ * when Redis failed (ERR says why).
  */
-static int read_story(redisContext *c, const char *config, const wr_subscription *sub,
-                      const char *id, json_t **story, char *err, size_t cap)
+static int read_story(wr_rconn *c, const char *config, const wr_subscription *sub, const char *id,
+                      json_t **story, char *err, size_t cap)
 {
     char jkey[1024], rkey[1024];
-    if (wr_journal_key(sub->idem.prefix, sub->name, id, jkey, sizeof(jkey)) != 0) {
+    if (wr_journal_key(sub->idem.prefix, sub->name, id, jkey, sizeof(jkey)) != 0 ||
+        wr_record_key(sub->idem.prefix, sub->name, id, rkey, sizeof(rkey)) < 0) {
         snprintf(err, cap, "the id is too long");
         return -1;
     }
-    snprintf(rkey, sizeof(rkey), "%s%s:%s", sub->idem.prefix, sub->name, id);
-    redisAppendCommand(c, "LRANGE %s 0 -1", jkey);
-    redisAppendCommand(c, "HGETALL %s", rkey);
-    redisAppendCommand(c, "TIME");
-    redisReply *rep[3] = {NULL, NULL, NULL};
-    int rc = 0;
-    for (int i = 0; i < 3; i++) {
-        if (redisGetReply(c, (void **)&rep[i]) != REDIS_OK || rep[i] == NULL) {
-            snprintf(err, cap, "Redis: %s", c->errstr[0] ? c->errstr : "no reply");
-            rc = -1;
-            break;
-        }
-        if (rep[i]->type == REDIS_REPLY_ERROR) {
-            snprintf(err, cap, "Redis: %s", rep[i]->str);
-            rc = -1;
+    redisReply *list = wr_rconn_commandf(c, "LRANGE %s 0 -1", jkey);
+    redisReply *hold = NULL, *time = NULL;
+    wr_record rec;
+    char *entry = NULL;
+    const char **entries = NULL;
+    int rc = -1;
+    if (list == NULL || list->type != REDIS_REPLY_ARRAY) {
+        snprintf(err, cap, "Redis: %s",
+                 list == NULL                      ? wr_rconn_error(c)
+                 : list->type == REDIS_REPLY_ERROR ? list->str
+                                                   : "unexpected reply");
+        goto out;
+    }
+    if (wr_rconn_read_record(c, rkey, &rec, &hold, err, cap) != 0) {
+        goto out;
+    }
+    time = wr_rconn_commandf(c, "TIME");
+    if (time == NULL || time->type != REDIS_REPLY_ARRAY || time->elements != 2) {
+        snprintf(err, cap, "Redis: %s", time == NULL ? wr_rconn_error(c) : "unexpected reply");
+        goto out;
+    }
+    entries = calloc(list->elements + 2, sizeof(*entries));
+    if (entries == NULL) {
+        snprintf(err, cap, "out of memory");
+        goto out;
+    }
+    int n = 0;
+    for (size_t i = 0; i < list->elements; i++) {
+        if (list->element[i]->type == REDIS_REPLY_STRING) {
+            entries[n++] = list->element[i]->str;
         }
     }
-    if (rc == 0 && (rep[0]->type != REDIS_REPLY_ARRAY || rep[1]->type != REDIS_REPLY_ARRAY ||
-                    rep[2]->type != REDIS_REPLY_ARRAY || rep[2]->elements != 2)) {
-        snprintf(err, cap, "Redis: unexpected reply");
-        rc = -1;
-    }
-    if (rc == 0) {
-        const char **entries = calloc(rep[0]->elements + 1, sizeof(*entries));
-        int n = 0;
-        for (size_t i = 0; entries != NULL && i < rep[0]->elements; i++) {
-            if (rep[0]->element[i]->type == REDIS_REPLY_STRING) {
-                entries[n++] = rep[0]->element[i]->str;
+    if (rec.state == 'd' && rec.entry_len > 0) {
+        entry = strndup(rec.entry, rec.entry_len);
+        if (entry != NULL) {
+            int64_t ts = entry_ts(entry);
+            int at = n;
+            while (at > 0 && entry_ts(entries[at - 1]) > ts) {
+                at--;
             }
-        }
-        wr_journal_record rec = {
-            .state = hash_get(rep[1], "state"),
-            .outcome = hash_get(rep[1], "outcome"),
-            .lease_until = hash_int(rep[1], "lease_until"),
-            .done_at = hash_int(rep[1], "done_at"),
-            .starts = (int)hash_int(rep[1], "starts"),
-        };
-        wr_journal_subject s = {
-            .config = config,
-            .subscription = sub->name,
-            .key = id,
-            .journal_key = jkey,
-            .queue = sub->queue,
-            .dlq = sub->dlq,
-            .now_ms = strtoll(rep[2]->element[0]->str, NULL, 10) * 1000 +
-                      strtoll(rep[2]->element[1]->str, NULL, 10) / 1000,
-        };
-        *story = entries != NULL ? wr_journal_story(&s, entries, n, &rec) : NULL;
-        free(entries);
-        if (*story == NULL) {
-            snprintf(err, cap, "out of memory");
-            rc = -1;
+            memmove(&entries[at + 1], &entries[at], sizeof(*entries) * (size_t)(n - at));
+            entries[at] = entry;
+            n++;
         }
     }
-    for (int i = 0; i < 3; i++) {
-        freeReplyObject(rep[i]);
+    char state[16] = "", outcome[64] = "";
+    if (rec.state != 0) {
+        snprintf(state, sizeof(state), "%s", wr_record_state_name(rec.state));
+        snprintf(outcome, sizeof(outcome), "%.*s", (int)rec.outcome_len,
+                 rec.outcome ? rec.outcome : "");
     }
+    wr_journal_record jr = {
+        .state = rec.state != 0 ? state : NULL,
+        .outcome = rec.state == 'd' ? outcome : NULL,
+        .lease_until = rec.lease_until,
+        .done_at = rec.done_at,
+        .starts = rec.starts,
+    };
+    wr_journal_subject subj = {
+        .config = config,
+        .subscription = sub->name,
+        .key = id,
+        .journal_key = jkey,
+        .queue = sub->queue,
+        .dlq = sub->dlq,
+        .now_ms = strtoll(time->element[0]->str, NULL, 10) * 1000 +
+                  strtoll(time->element[1]->str, NULL, 10) / 1000,
+    };
+    *story = wr_journal_story(&subj, entries, n, &jr);
+    if (*story == NULL) {
+        snprintf(err, cap, "out of memory");
+        goto out;
+    }
+    rc = 0;
+out:
+    free(entries);
+    free(entry);
+    freeReplyObject(list);
+    freeReplyObject(hold);
+    freeReplyObject(time);
     return rc;
 }
 
@@ -197,7 +179,7 @@ int wr_tracecmd_main(int argc, char **argv)
     int rc = 1;
     char err[512];
     json_t *stories = json_array();
-    redisContext *c = NULL;
+    wr_rconn *c = NULL;
     int matched = 0;
     for (int i = 0; i < cfg->sub_count; i++) {
         matched += subname == NULL || strcmp(cfg->subs[i].name, subname) == 0;
@@ -211,9 +193,9 @@ int wr_tracecmd_main(int argc, char **argv)
         rc = 2;
         goto out;
     }
-    c = connect_redis(cfg, err, sizeof(err));
+    c = wr_rconn_create(&cfg->redis, cfg->redis_timeout_ms, NULL, 0, err, sizeof(err));
     if (c == NULL) {
-        fprintf(stderr, "warren trace: %s\n", err);
+        fprintf(stderr, "warren trace: cannot connect to %s: %s\n", cfg->redis.redacted, err);
         goto out;
     }
     for (int i = 0; i < cfg->sub_count; i++) {
@@ -270,9 +252,7 @@ int wr_tracecmd_main(int argc, char **argv)
     rc = found > 0 ? 0 : 1;
 out:
     fflush(stdout);
-    if (c != NULL) {
-        redisFree(c);
-    }
+    wr_rconn_destroy(c);
     json_decref(stories);
     wr_config_free(cfg);
     return rc;

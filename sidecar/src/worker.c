@@ -1,6 +1,30 @@
 /*
  * worker: one consumer thread: connect, declare, consume, and run batches
  * through the handler with confirmed publishes before acks. See worker.h.
+ *
+ * Two batches are in flight: while batch n waits for its publishes' confirms
+ * and its commit, batch n+1 is claimed and run. One turn of the loop:
+ *
+ *   take      the deliveries already buffered (and the held-back copies whose
+ *             twin is finished), up to batch_size: batch n+1
+ *   prepare   decode each, derive its key; a second copy of a key in flight
+ *             in this process is held back (inflight.h); undecodable ones get
+ *             their DLQ copy published at once
+ *   claim     send batch n+1's claims (idem.h), without waiting
+ *   commit    of batch n: wait for its confirms (they had all of batch n+1's
+ *             preparation to arrive), then send its records' finish, without
+ *             waiting
+ *   run       read n+1's claims; run its handlers (their ctx.store reads
+ *             come after n's commit on the connection, so they see it); publish
+ *             what each outcome needs (events, retry, DLQ or wait copies)
+ *   settle    of batch n: read its commit's answer; dead-letter what the
+ *             commit refused; journal; ack (one ack with `multiple` when it
+ *             can); log and count
+ *
+ * So each Redis round trip overlaps other work, and the broker's confirms
+ * of one batch arrive while the next one is prepared. Nothing is acked before
+ * what must survive it is stored: a batch is settled only after its confirms
+ * and its commit. What an outcome means is decided by decide.h.
  */
 #include "worker.h"
 
@@ -14,62 +38,103 @@
 
 #include "breakers.h"
 #include "broker.h"
+#include "decide.h"
 #include "dlq.h"
 #include "envelope.h"
 #include "idem.h"
 #include "idkey.h"
+#include "inflight.h"
 #include "journal.h"
 #include "log.h"
 #include "lua_rt.h"
 #include "metrics.h"
+#include "record.h"
 #include "reload.h"
 #include "retry.h"
 #include "topology.h"
 
-#define TAKE_TIMEOUT_MS 200       /* idle wait per loop turn: bounds shutdown latency */
-#define LOG_BODY_MAX 2048         /* log.bodies: bytes of a body shown in its outcome line */
-#define CONFIRM_TIMEOUT_MS 30000  /* a batch's confirms; past this the connection is suspect */
+#define TAKE_TIMEOUT_MS 200      /* idle wait per loop turn: bounds shutdown latency */
+#define LOG_BODY_MAX 2048        /* log.bodies: bytes of a body shown in its outcome line */
+#define CONFIRM_TIMEOUT_MS 30000 /* a batch's confirms; past this the connection is suspect */
 #define BACKOFF_MIN_MS 200
 #define BACKOFF_MAX_MS 30000
-#define PAUSE 1                   /* run_batch: Redis failed; close the broker connection
-                                     (returning every delivery) until Redis answers */
+#define PAUSE                                                                                      \
+    1 /* a batch step: Redis failed; close the broker connection                                   \
+         (returning every delivery) until Redis answers */
+#define RKEY_MAX (WR_IDKEY_MAX + 300)
 
-/* What the worker decided for one delivery of a batch. */
-typedef enum {
-    ACT_NONE = 0,  /* not started (shutdown, lost claim, Redis down): back to the queue */
-    ACT_OK,        /* handled: its publishes must be confirmed, its record committed */
-    ACT_DLQ,       /* failed for good or invalid: its DLQ copy must be confirmed */
-    ACT_RETRY,     /* failed, attempts left: its copy in a delay queue must be confirmed */
-    ACT_WAIT,      /* its key is busy elsewhere: its copy in the wait queue must be confirmed */
-    ACT_DUPLICATE, /* already done: ack, nothing else */
-} action;
-
+/* One delivery of a batch and what became of it. */
 typedef struct {
     amqp_envelope_t *d;
     wr_envelope env;
-    int valid;                 /* the envelope decoded */
-    action act;
-    size_t pub_first, pub_end; /* its publishes, as indexes in the confirm batch */
-    const char *outcome;       /* for the log: handler outcome name */
-    char reason[64];
+    int valid; /* the envelope decoded */
+    int held;  /* a copy of a key in flight here: held back, not ours now */
+    wr_action act;
+    uint64_t pub_first, pub_end; /* its publishes, as sequence numbers on the channel */
+    const char *outcome;         /* for the log: handler outcome name */
+    wr_reason rs;                /* why it failed or was refused (outcome.h) */
+    char reason[64];             /* the same as text (for headers; a handler's own code) */
     char error[1024];
     double started_ms;
     double duration_ms;
     int attempt;
     char trace_id[33];
-    char tracestate[513];      /* the message's tracestate, NUL-terminated for ctx.http */
+    char tracestate[513]; /* the message's tracestate, NUL-terminated for ctx.http */
     /* idempotency */
-    char key[WR_IDKEY_MAX + 1];    /* the message's key ("" when idempotency is off) */
-    char rkey[WR_IDKEY_MAX + 300]; /* the Redis key */
-    int claimed;               /* we hold its record (ACQUIRED or TAKEOVER) */
+    char key[WR_IDKEY_MAX + 1]; /* the message's key ("" when idempotency is off) */
+    char rkey[RKEY_MAX];        /* its record's key */
+    int inflight;               /* we put rkey in the subscription's inflight set */
+    int claimed;                /* we hold its record (ACQUIRED or TAKEOVER) */
     int takeover;
     int starts;
-    wr_finish_op op;           /* what to do with the record once the copies are confirmed */
-    const char *done_outcome;  /* for WR_FINISH_DONE */
-    int64_t delay_ms;          /* ACT_RETRY / ACT_WAIT: how long it waits */
-    int tier;                  /* ACT_RETRY: its delay tier (for the journal) */
-    wr_outcome out;            /* the handler's outcome, when it ran */
+    wr_decision dec;  /* what its outcome means (decide.h) */
+    int64_t delay_ms; /* RETRY / WAIT: how long it waits */
+    int tier;         /* RETRY: its delay tier */
+    wr_outcome out;   /* the handler's outcome, when it ran */
+    int ran;          /* the handler ran (out is set) */
 } item;
+
+struct wr_worker;
+
+/* Reads of items[index] see the writes of the earlier handled items of the
+ * batch, and of the batch before it (chained_fetch). */
+struct store_link {
+    struct wr_worker *w;
+    struct batch *b;
+    int index;
+    wr_sb_result held; /* what the last read through this link returned */
+};
+
+/* A batch: its deliveries, items and the calls about them. */
+typedef struct batch {
+    int n;
+    amqp_envelope_t **taken; /* deliveries, ours until released (a held one moves on) */
+    item *items;
+    wr_claim *claims;
+    wr_finish *fin;
+    int *cmap, *fmap; /* claims[k] / fin[k] belong to items[map[k]] */
+    int nclaims, nfin;
+    wr_storebuf **stores; /* ctx.store writes of items[i], committed with its record */
+    struct store_link *links;
+    char **entries;   /* items[i]'s journal entry, kept in its done record */
+    amqp_pool_t pool; /* publish properties and strings: until it is settled */
+    int live;         /* taken and not settled */
+    int claim_sent;
+    int commit_sent; /* its finish went out (or it needed none) */
+    int commit_read; /* its finish's answer is in (frc) */
+    int frc;         /* that answer: 0, -1 (Redis failed), WR_IDEM_SCRIPT_FAILED */
+    double claim_t0, commit_t0;
+    double leased_at;
+    uint64_t seq_first; /* the first sequence number it published (0: none) */
+    uint64_t seq_end;   /* one past the last */
+    int again;          /* deliveries held back before and taken again (counted once) */
+} batch;
+
+/* A delivery held back while another copy of its key is in flight here. */
+typedef struct {
+    amqp_envelope_t *d;
+    char rkey[RKEY_MAX];
+} held;
 
 struct wr_worker {
     pthread_t thread;
@@ -79,8 +144,8 @@ struct wr_worker {
     const wr_subscription *sub;
     wr_run_flags *flags;
     int index;
-    char name[160];        /* "warren orders#0": logs and the broker's connection name */
-    char token[64];        /* our idempotency claims' owner token */
+    char name[160]; /* "warren orders#0": logs and the broker's connection name */
+    char token[64]; /* our idempotency claims' owner token */
 
     pthread_mutex_t lua_lock; /* guards swapping `lua` against wr_worker_interrupt */
     wr_lua *lua;
@@ -91,38 +156,34 @@ struct wr_worker {
     wr_retry_policy retry; /* the worker's copy of the live retry policy */
     int64_t retry_delays[WR_LIVE_MAX_DELAYS];
 
-    wr_shared_brk *brk;    /* the subscription's circuit breaker (shared by its workers) */
-    int paused;            /* consumption stopped because the breaker is open */
+    wr_shared_brk *brk;     /* the subscription's circuit breaker (shared by its workers) */
+    wr_inflight *inflight;  /* the subscription's keys in flight in this process */
+    int paused;             /* consumption stopped because the breaker is open */
     double next_service_ms; /* when the connection should next be serviced mid-batch */
 
     wr_broker *b;
-    wr_idem *idem;         /* NULL when idempotency is off, or while Redis is away */
+    wr_idem *idem; /* NULL when idempotency is off, or while Redis is away */
     wr_topology topo;
     wr_retry_tiers tiers;
-    amqp_pool_t pool;      /* per batch: publish properties and routing strings */
-    item *items;
-    amqp_envelope_t **taken;
-    wr_claim *claims;
-    wr_finish *finishes;
-    wr_storebuf **stores;  /* ctx.store writes of items[i], committed with its record */
-    struct store_link {
-        struct wr_worker *w;
-        int index;         /* reads of items[index] see the writes of the earlier items */
-        wr_sb_result held; /* what the last read through this link returned */
-    } *links;
-    wr_lua_store store;    /* what ctx.store works with (lua_rt.h); buf set per message */
+    batch batches[2];
+    int cur;    /* batches[cur] is the one being taken and run */
+    held *held; /* copies held back (inflight.h), oldest first */
+    int nheld;
+    wr_lua_store store; /* what ctx.store works with (lua_rt.h); buf set per message */
     struct orphan {
-        char key[WR_IDKEY_MAX + 300];
+        char key[RKEY_MAX];
         wr_finish_op op;
-    } *orphans;            /* records we still hold for messages we are done with, written
-                              while Redis was away: given back when it answers again */
-    int orphan_count;
-    int *map;              /* claims[k] / finishes[k] belong to items[map[k]] */
+        int starts;
+    } * orphans; /* records we still hold for messages we gave back while Redis
+                    was away: given back when it answers again */
+    int orphan_count, orphan_cap;
+    wr_finish *scratch; /* for orphans, lease extensions and one-by-one commits */
+    int scratch_cap;
     uint64_t rng;
     size_t max_body;
-    wr_wstats *st;         /* this worker's figures (metrics.h); only we write them */
-    int connections;       /* broker connections made so far */
-    int pause_backoff_ms;  /* wait before the next pause's reconnect (pauses in a row) */
+    wr_wstats *st;                  /* this worker's figures (metrics.h); only we write them */
+    int connections;                /* broker connections made so far */
+    int pause_backoff_ms;           /* wait before the next pause's reconnect (pauses in a row) */
     unsigned long journal_failures; /* batches whose journal entries could not be written */
 };
 
@@ -193,6 +254,32 @@ static amqp_bytes_t pool_dup(amqp_pool_t *pool, const char *s, size_t n)
     return b;
 }
 
+static int jittered(wr_worker *w, int backoff)
+{
+    return backoff / 2 + (int)(next_rand(w) % (uint64_t)(backoff / 2 + 1));
+}
+
+/* Room for N finish ops in w->scratch. Returns 0, or -1. */
+static int scratch_room(wr_worker *w, int n)
+{
+    if (n <= w->scratch_cap) {
+        return 0;
+    }
+    wr_finish *s = realloc(w->scratch, sizeof(*s) * (size_t)n);
+    if (s == NULL) {
+        return -1;
+    }
+    w->scratch = s;
+    w->scratch_cap = n;
+    return 0;
+}
+
+static void set_reason(item *it, wr_reason rs)
+{
+    it->rs = rs;
+    snprintf(it->reason, sizeof(it->reason), "%s", wr_reason_name(rs));
+}
+
 /* ---- connections ------------------------------------------------------------- */
 
 static void log_unavailable(wr_worker *w, const char *what, const char *where, const char *err,
@@ -208,17 +295,20 @@ static void log_unavailable(wr_worker *w, const char *what, const char *where, c
     wr_log_end(&l);
 }
 
-static int jittered(wr_worker *w, int backoff)
-{
-    return backoff / 2 + (int)(next_rand(w) % (uint64_t)(backoff / 2 + 1));
-}
-
 static int unclaim_orphans(wr_worker *w);
+
+/* The first wait of a reconnect backoff capped at CAP_MS: 200 ms, or the cap if lower. */
+static int backoff_start(int64_t cap_ms)
+{
+    return cap_ms < BACKOFF_MIN_MS ? (int)cap_ms : BACKOFF_MIN_MS;
+}
 
 /*
  * Make sure Redis answers (when idempotency is on), retrying with capped,
- * jittered backoff until it does or the worker is told to stop. Nothing is
- * consumed meanwhile: without the record, no message can be handled safely.
+ * jittered backoff until it does or the worker is told to stop. The wait
+ * doubles up to redis.reconnect_max and starts over at every call, so an
+ * outage never inherits the backoff of an earlier one. Nothing is consumed
+ * meanwhile: without the record, no message can be handled safely.
  * Returns 0 ready, -1 stopping.
  */
 static int ensure_redis(wr_worker *w)
@@ -226,7 +316,7 @@ static int ensure_redis(wr_worker *w)
     if (!w->sub->idem.enabled) {
         return 0;
     }
-    int backoff = BACKOFF_MIN_MS;
+    int backoff = backoff_start(w->cfg->redis_reconnect_max_ms);
     int down = 0;
     while (!atomic_load(&w->flags->stop)) {
         char err[512];
@@ -253,20 +343,25 @@ static int ensure_redis(wr_worker *w)
         nap(w, wait);
         /* holding records of messages we gave back: look often, so they are given
          * back before another worker's takeover counts them as crashed runs */
-        int cap = w->orphan_count > 0 ? 500 : BACKOFF_MAX_MS;
-        backoff = backoff * 2 > cap ? cap : backoff * 2;
+        int64_t cap = w->orphan_count > 0 && w->cfg->redis_reconnect_max_ms > 500
+                          ? 500
+                          : w->cfg->redis_reconnect_max_ms;
+        backoff = backoff * 2 > cap ? (int)cap : backoff * 2;
     }
     return -1;
 }
 
 /*
  * Connect, declare and consume, retrying with capped, jittered exponential
- * backoff until it works or the worker is told to stop. Returns 0 connected,
- * -1 stopping.
+ * backoff until it works or the worker is told to stop. The wait doubles up
+ * to amqp.reconnect_max and starts over at every call (a connection lost
+ * later begins again at 200 ms), so the time between the broker coming back
+ * and consumption resuming is at most about one reconnect_max. Returns 0
+ * connected, -1 stopping.
  */
 static int connect_broker(wr_worker *w)
 {
-    int backoff = BACKOFF_MIN_MS;
+    int backoff = backoff_start(w->cfg->amqp_reconnect_max_ms);
     int attempt = 0;
     const wr_config *cfg = w->cfg;
     while (!atomic_load(&w->flags->stop)) {
@@ -278,8 +373,7 @@ static int connect_broker(wr_worker *w)
         /* Another worker of ours may still hold records of messages it gave back
          * during a Redis outage: let it give them back first (a few seconds at
          * most), or taking those messages over would count them as crashed runs. */
-        for (int waited = 0; atomic_load(&w->flags->orphans) > 0 && waited < 3000;
-             waited += 100) {
+        for (int waited = 0; atomic_load(&w->flags->orphans) > 0 && waited < 3000; waited += 100) {
             nap(w, 100);
         }
         w->b = wr_broker_create(&cfg->amqp, (int)(cfg->amqp_heartbeat_ms / 1000),
@@ -313,23 +407,28 @@ static int connect_broker(wr_worker *w)
         int wait = jittered(w, backoff);
         log_unavailable(w, "broker not available", cfg->amqp.redacted, err, wait);
         nap(w, wait);
-        backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+        backoff = backoff * 2 > cfg->amqp_reconnect_max_ms ? (int)cfg->amqp_reconnect_max_ms
+                                                           : backoff * 2;
     }
     return -1;
 }
 
 /* ---- publishing copies ------------------------------------------------------------ */
 
-static void note_pub(item *it, size_t idx)
+static void note_pub(batch *bt, item *it, uint64_t seq)
 {
     if (it->pub_end == it->pub_first) {
-        it->pub_first = idx;
+        it->pub_first = seq;
     }
-    it->pub_end = idx + 1;
+    it->pub_end = seq + 1;
+    if (bt->seq_first == 0) {
+        bt->seq_first = seq;
+    }
+    bt->seq_end = seq + 1;
 }
 
 /* Publish the handler's buffered events for IT. Returns a WR_BROKER_* code. */
-static int publish_outgoing(wr_worker *w, item *it, const wr_lua_result *res)
+static int publish_outgoing(wr_worker *w, batch *bt, item *it, const wr_lua_result *res)
 {
     /* deterministic ids: a re-run after a crash publishes the same ids */
     const char *base = it->key[0] ? it->key : NULL;
@@ -349,38 +448,38 @@ static int publish_outgoing(wr_worker *w, item *it, const wr_lua_result *res)
          * publish different events, which must not share an id */
         char id[WR_IDKEY_MAX + 320];
         int n = snprintf(id, sizeof(id), "%.*s:%s:%d", (int)base_len, base, w->sub->name, i + 1);
-        props.message_id = pool_dup(&w->pool, id, (size_t)n);
+        props.message_id = pool_dup(&bt->pool, id, (size_t)n);
         if (p->content_type) {
             props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
-            props.content_type = pool_dup(&w->pool, p->content_type, strlen(p->content_type));
+            props.content_type = pool_dup(&bt->pool, p->content_type, strlen(p->content_type));
         }
         if (p->type) {
             props._flags |= AMQP_BASIC_TYPE_FLAG;
-            props.type = pool_dup(&w->pool, p->type, strlen(p->type));
+            props.type = pool_dup(&bt->pool, p->type, strlen(p->type));
         }
         amqp_table_entry_t *h =
-            amqp_pool_alloc(&w->pool, sizeof(*h) * (size_t)(p->header_count + 3));
+            amqp_pool_alloc(&bt->pool, sizeof(*h) * (size_t)(p->header_count + 3));
         if (h == NULL) {
             return WR_BROKER_DOWN;
         }
         int nh = 0;
         for (int k = 0; k < p->header_count; k++) {
-            h[nh].key = pool_dup(&w->pool, p->header_keys[k], strlen(p->header_keys[k]));
+            h[nh].key = pool_dup(&bt->pool, p->header_keys[k], strlen(p->header_keys[k]));
             h[nh].value.kind = AMQP_FIELD_KIND_UTF8;
             h[nh].value.value.bytes =
-                pool_dup(&w->pool, p->header_vals[k], strlen(p->header_vals[k]));
+                pool_dup(&bt->pool, p->header_vals[k], strlen(p->header_vals[k]));
             nh++;
         }
         h[nh].key = amqp_cstring_bytes("x-warren-causation-id");
         h[nh].value.kind = AMQP_FIELD_KIND_UTF8;
-        h[nh].value.value.bytes = pool_dup(&w->pool, base, base_len);
+        h[nh].value.value.bytes = pool_dup(&bt->pool, base, base_len);
         nh++;
         char tp[56], span[17];
         hex_rand(w, span, 16);
         snprintf(tp, sizeof(tp), "00-%s-%s-01", it->trace_id, span);
         h[nh].key = amqp_cstring_bytes("traceparent");
         h[nh].value.kind = AMQP_FIELD_KIND_UTF8;
-        h[nh].value.value.bytes = pool_dup(&w->pool, tp, strlen(tp));
+        h[nh].value.value.bytes = pool_dup(&bt->pool, tp, strlen(tp));
         nh++;
         if (it->env.tracestate.len > 0) { /* vendors' trace data travels with the trace */
             h[nh].key = amqp_cstring_bytes("tracestate");
@@ -391,32 +490,32 @@ static int publish_outgoing(wr_worker *w, item *it, const wr_lua_result *res)
         props.headers.num_entries = nh;
         props.headers.entries = h;
 
-        amqp_bytes_t ex = pool_dup(&w->pool, p->exchange, strlen(p->exchange));
-        amqp_bytes_t rk = pool_dup(&w->pool, p->routing_key, strlen(p->routing_key));
+        amqp_bytes_t ex = pool_dup(&bt->pool, p->exchange, strlen(p->exchange));
+        amqp_bytes_t rk = pool_dup(&bt->pool, p->routing_key, strlen(p->routing_key));
         amqp_bytes_t body = {p->body_len, p->body};
-        size_t idx;
-        int rc = wr_broker_publish(w->b, ex, rk, p->mandatory, &props, body, &idx);
+        uint64_t seq;
+        int rc = wr_broker_publish(w->b, ex, rk, p->mandatory, &props, body, &seq);
         if (rc != WR_BROKER_OK) {
             return rc;
         }
-        note_pub(it, idx);
+        note_pub(bt, it, seq);
     }
     return WR_BROKER_OK;
 }
 
 /*
- * Publish a copy of IT's original body: with its story (ACT_DLQ to the DLQ,
- * ACT_RETRY to its delay tier) or untouched (ACT_WAIT to the wait queue).
- * Always persistent and mandatory: a copy no queue takes is a failure.
+ * Publish a copy of IT's original body: with its story (WR_ACT_DLQ to the
+ * DLQ, WR_ACT_RETRY to its delay tier) or untouched (WR_ACT_WAIT to the wait
+ * queue). Always persistent and mandatory: a copy no queue takes is a failure.
  */
-static int publish_copy(wr_worker *w, item *it, const char *error_class, int tier)
+static int publish_copy(wr_worker *w, batch *bt, item *it, const char *error_class)
 {
     amqp_basic_properties_t props;
     const char *queue;
     int rc;
-    if (it->act == ACT_WAIT) {
+    if (it->act == WR_ACT_WAIT) {
         queue = w->topo.queues[w->topo.wait_queue].name;
-        rc = wr_dlq_build_wait_props(&w->pool, &it->d->message.properties, it->d->exchange,
+        rc = wr_dlq_build_wait_props(&bt->pool, &it->d->message.properties, it->d->exchange,
                                      it->d->routing_key, &props);
     } else {
         char span[17];
@@ -434,26 +533,26 @@ static int publish_copy(wr_worker *w, item *it, const char *error_class, int tie
             .trace_id = it->trace_id,
             .span_id = span,
         };
-        rc = wr_dlq_build_props(&w->pool, &it->d->message.properties, it->d->exchange,
+        rc = wr_dlq_build_props(&bt->pool, &it->d->message.properties, it->d->exchange,
                                 it->d->routing_key, &f, &props);
-        queue = it->act == ACT_RETRY ? w->topo.queues[w->topo.tier_queue[tier]].name : w->sub->dlq;
-        if (rc == 0 && it->act == ACT_RETRY &&
-            it->delay_ms < w->topo.queues[w->topo.tier_queue[tier]].message_ttl_ms) {
+        int q = it->act == WR_ACT_RETRY ? w->topo.tier_queue[it->tier] : -1;
+        queue = q >= 0 ? w->topo.queues[q].name : w->sub->dlq;
+        if (rc == 0 && q >= 0 && it->delay_ms < w->topo.queues[q].message_ttl_ms) {
             /* jitter: leave the tier a little early, never late */
             char exp[24];
             int n = snprintf(exp, sizeof(exp), "%lld", (long long)it->delay_ms);
             props._flags |= AMQP_BASIC_EXPIRATION_FLAG;
-            props.expiration = pool_dup(&w->pool, exp, (size_t)n);
+            props.expiration = pool_dup(&bt->pool, exp, (size_t)n);
         }
     }
     if (rc != 0) {
         return WR_BROKER_DOWN;
     }
-    size_t idx;
+    uint64_t seq;
     rc = wr_broker_publish(w->b, amqp_empty_bytes, amqp_cstring_bytes(queue), 1, &props,
-                           it->d->message.body, &idx);
+                           it->d->message.body, &seq);
     if (rc == WR_BROKER_OK) {
-        note_pub(it, idx);
+        note_pub(bt, it, seq);
     }
     return rc;
 }
@@ -496,6 +595,11 @@ static void rebuild_lua(wr_worker *w)
 
 /* ---- one message ------------------------------------------------------------------ */
 
+static batch *other_batch(wr_worker *w, const batch *bt)
+{
+    return bt == &w->batches[0] ? &w->batches[1] : &w->batches[0];
+}
+
 /*
  * ctx.store reads of items[link->index] (a wr_sb_fetch): what Redis holds with
  * the writes of the batch's earlier handled items on top, in order, as the
@@ -504,17 +608,20 @@ static void rebuild_lua(wr_worker *w)
  * behind its create) would read around it and always conflict at commit. If an
  * earlier item's writes end up not applied, the guards of what this one read
  * no longer hold, and it conflicts and runs again: never wrong, at worst late.
+ * The batch before this one needs no such chain: its commit went out before
+ * this batch ran, so Redis answers a read after applying it.
  */
-static int chained_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg,
-                         wr_sb_base *out, char *err, size_t errcap)
+static int chained_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_base *out,
+                         char *err, size_t errcap)
 {
     struct store_link *link = ud;
     wr_worker *w = link->w;
+    batch *bt = link->b;
     int j = link->index - 1;
     while (j >= 0) {
         int nw = 0;
-        if (w->items[j].act == ACT_OK) {
-            wr_storebuf_writes(w->stores[j], &nw);
+        if (bt->items[j].act == WR_ACT_OK) {
+            wr_storebuf_writes(bt->stores[j], &nw);
         }
         if (nw > 0) {
             break;
@@ -524,24 +631,25 @@ static int chained_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg,
     if (j < 0) {
         return wr_idem_store_fetch(w->idem, cmd, key, arg, out, err, errcap);
     }
-    struct store_link *prev = &w->links[j];
-    wr_sb_result_free(&prev->held);
-    if (wr_storebuf_peek(w->stores[j], cmd, key, arg, chained_fetch, prev, &prev->held, err,
-                         errcap) != 0) {
+    struct store_link *p = &bt->links[j];
+    p->w = w;
+    p->b = bt;
+    p->index = j;
+    wr_sb_result_free(&p->held);
+    if (wr_storebuf_peek(bt->stores[j], cmd, key, arg, chained_fetch, p, &p->held, err, errcap) !=
+        0) {
         return -1;
     }
-    out->present = prev->held.present;
-    out->str = prev->held.str;
-    out->num = prev->held.num;
-    out->items = prev->held.items;
-    out->count = prev->held.count;
+    out->present = p->held.present;
+    out->str = p->held.str;
+    out->num = p->held.num;
+    out->items = p->held.items;
+    out->count = p->held.count;
     return 0;
 }
 
-/*
- * Decode IT and derive its key. An invalid message is marked ACT_DLQ with
- * its reason (its copy is published by the caller).
- */
+/* Decode IT and derive its key. An invalid message is marked WR_ACT_DLQ with
+ * its reason (its copy is published by the caller). */
 static void prepare(wr_worker *w, item *it)
 {
     const wr_idem_policy *pol = &w->sub->idem;
@@ -556,30 +664,34 @@ static void prepare(wr_worker *w, item *it)
         hex_rand(w, it->trace_id, 32);
     }
     if (rc == 0 && pol->enabled &&
-        wr_idkey_derive(pol, &it->env, it->key, sizeof(it->key), it->error,
-                        sizeof(it->error)) != 0) {
+        wr_idkey_derive(pol, &it->env, it->key, sizeof(it->key), it->error, sizeof(it->error)) !=
+            0) {
         reason = WR_REASON_MISSING_KEY;
         rc = -1;
     }
     if (rc != 0) {
+        it->rs = wr_reason_parse(reason);
         snprintf(it->reason, sizeof(it->reason), "%s", reason);
         it->outcome = "invalid";
-        it->act = ACT_DLQ;
+        it->act = WR_ACT_DLQ;
+        it->dec = (wr_decision){
+            .action = WR_ACT_DLQ, .done_outcome = "dead-lettered", .error_class = "invalid"};
         it->key[0] = '\0';
         return;
     }
     it->valid = 1;
-    if (pol->enabled) {
-        snprintf(it->rkey, sizeof(it->rkey), "%s%s:%s", pol->prefix, w->sub->name, it->key);
+    if (pol->enabled &&
+        wr_record_key(pol->prefix, w->sub->name, it->key, it->rkey, sizeof(it->rkey)) < 0) {
+        it->rkey[0] = '\0'; /* cannot happen: the key's length is bounded */
     }
 }
 
 /*
- * Run IT's handler and decide what happens to it. Publishes what the outcome
- * needs. Returns a WR_BROKER_* code (DOWN stops the batch: nothing more is
- * acked).
+ * Run IT's handler and decide what happens to it (decide.h). Publishes what
+ * the outcome needs. Returns a WR_BROKER_* code (DOWN stops the batch:
+ * nothing more is acked).
  */
-static int run_one(wr_worker *w, item *it)
+static int run_one(wr_worker *w, batch *bt, item *it)
 {
     snprintf(it->tracestate, sizeof(it->tracestate), "%.*s", (int)it->env.tracestate.len,
              (const char *)it->env.tracestate.bytes);
@@ -587,12 +699,14 @@ static int run_one(wr_worker *w, item *it)
                         .trace_id = it->trace_id,
                         .tracestate = it->tracestate[0] ? it->tracestate : NULL,
                         .attempt = it->attempt};
+    int idx = (int)(it - bt->items);
     if (w->sub->idem.enabled && w->idem != NULL) {
         /* ctx.store: this item's own buffer, reads on this worker's Redis connection */
-        int idx = (int)(it - w->items);
-        w->store.buf = w->stores[idx];
-        w->links[idx] = (struct store_link){.w = w, .index = idx};
-        w->store.fetch_ud = &w->links[idx];
+        w->store.buf = bt->stores[idx];
+        bt->links[idx].w = w;
+        bt->links[idx].b = bt;
+        bt->links[idx].index = idx;
+        w->store.fetch_ud = &bt->links[idx];
         call.store = &w->store;
     }
     char idbuf[WR_IDKEY_MAX + 1];
@@ -605,6 +719,7 @@ static int run_one(wr_worker *w, item *it)
     wr_outcome out = wr_lua_handle(w->lua, &it->env, &call, &res);
     it->duration_ms = wr_mono_ms() - it->started_ms;
     it->out = out;
+    it->ran = 1;
     if (out != WR_OUT_INVALID) { /* an undecodable body never reaches the handler */
         wr_hist_observe(&w->st->handler, it->duration_ms / 1000);
     }
@@ -613,101 +728,68 @@ static int run_one(wr_worker *w, item *it)
         rebuild_lua(w);
     }
     it->outcome = wr_outcome_name(out);
+    it->rs = wr_reason_parse(res.reason);
     snprintf(it->reason, sizeof(it->reason), "%s", res.reason);
     snprintf(it->error, sizeof(it->error), "%s", res.error);
-    if (out != WR_OUT_OK && atomic_load(&w->flags->abort)) {
-        /* interrupted by shutdown, not failed: give it back untouched */
-        it->act = ACT_NONE;
-        it->op = WR_FINISH_UNCLAIM;
-        return WR_BROKER_OK;
+    double r = (double)(next_rand(w) >> 11) / 9007199254740992.0; /* [0, 1) */
+    it->dec = wr_decide(out, it->attempt, &w->retry, &w->tiers, res.retry_delay_ms, r,
+                        atomic_load(&w->flags->abort));
+    it->act = it->dec.action;
+    switch (it->act) {
+    case WR_ACT_OK:
+        return publish_outgoing(w, bt, it, &res);
+    case WR_ACT_RETRY:
+        it->tier = it->dec.tier;
+        it->delay_ms = it->dec.delay_ms;
+        return publish_copy(w, bt, it, it->dec.error_class);
+    case WR_ACT_DLQ:
+        return publish_copy(w, bt, it, it->dec.error_class);
+    default:
+        return WR_BROKER_OK; /* interrupted by shutdown: back untouched */
     }
-    switch (out) {
-    case WR_OUT_OK:
-        it->act = ACT_OK;
-        it->op = WR_FINISH_DONE;
-        it->done_outcome = "ok";
-        return publish_outgoing(w, it, &res);
-    case WR_OUT_INVALID:
-    case WR_OUT_REJECT:
-        /* permanent: no retry can change the outcome */
-        it->act = ACT_DLQ;
-        it->op = WR_FINISH_DONE;
-        it->done_outcome = out == WR_OUT_REJECT ? "rejected" : "dead-lettered";
-        return publish_copy(w, it, out == WR_OUT_REJECT ? "rejected" : "invalid", 0);
-    case WR_OUT_TIMEOUT:
-    case WR_OUT_RETRY:
-    case WR_OUT_ERROR: {
-        const char *cls = out == WR_OUT_TIMEOUT ? "timeout" : "error";
-        int tier;
-        double r = (double)(next_rand(w) >> 11) / 9007199254740992.0; /* [0, 1) */
-        if (wr_retry_plan(&w->retry, &w->tiers, it->attempt, res.retry_delay_ms, r, &tier,
-                          &it->delay_ms) == 0) {
-            it->act = ACT_RETRY;
-            it->op = WR_FINISH_RELEASE;
-            it->tier = tier;
-            return publish_copy(w, it, cls, tier);
-        }
-        it->act = ACT_DLQ;
-        it->op = WR_FINISH_DONE;
-        it->done_outcome = "dead-lettered";
-        return publish_copy(w, it, cls, 0);
-    }
-    }
-    return WR_BROKER_OK;
 }
 
-/* ---- one batch --------------------------------------------------------------------- */
+/* What to do with IT's record once its copies are confirmed. */
+static wr_finish_op finish_op_of(const item *it)
+{
+    switch (it->act) {
+    case WR_ACT_OK:
+    case WR_ACT_DLQ:
+        return WR_FINISH_DONE;
+    case WR_ACT_RETRY:
+        return WR_FINISH_RELEASE;
+    default:
+        return WR_FINISH_UNCLAIM; /* it never reached an outcome here: not a crashed run */
+    }
+}
+
+/* ---- logging and counting ---------------------------------------------------------- */
 
 static int item_confirmed(const wr_worker *w, const item *it)
 {
-    for (size_t i = it->pub_first; i < it->pub_end; i++) {
-        if (wr_broker_batch_state(w->b, i) != WR_PUB_ACKED) {
+    for (uint64_t s = it->pub_first; s < it->pub_end; s++) {
+        if (wr_broker_confirm_state(w->b, s) != WR_PUB_ACKED) {
             return 0;
         }
     }
     return 1;
 }
 
-static const char *act_outcome(action a)
-{
-    switch (a) {
-    case ACT_OK:
-        return "ok";
-    case ACT_DLQ:
-        return "dead-lettered";
-    case ACT_RETRY:
-        return "retried";
-    case ACT_WAIT:
-        return "deferred";
-    case ACT_DUPLICATE:
-        return "duplicate";
-    case ACT_NONE:
-        return "returned";
-    }
-    return "returned";
-}
-
-static void log_item(const wr_worker *w, const item *it, const char *outcome, wr_log_level level)
+static void log_item(const wr_worker *w, const item *it, wr_log_level level)
 {
     if (!wr_log_enabled(level)) {
         return;
     }
-    static const struct {
-        const char *outcome, *msg;
-    } msgs[] = {{"ok", "message handled"},
-                {"dead-lettered", "message dead-lettered"},
-                {"retried", "message scheduled for retry"},
-                {"deferred", "message deferred: another worker holds its key"},
-                {"duplicate", "duplicate message skipped"},
-                {"returned", "message returned to the queue"}};
-    const char *msg = "message returned to the queue";
-    for (size_t i = 0; i < sizeof(msgs) / sizeof(msgs[0]); i++) {
-        if (strcmp(msgs[i].outcome, outcome) == 0) {
-            msg = msgs[i].msg;
-        }
-    }
+    static const char *const msgs[] = {
+        [WR_ACT_NONE] = "message returned to the queue",
+        [WR_ACT_OK] = "message handled",
+        [WR_ACT_DLQ] = "message dead-lettered",
+        [WR_ACT_RETRY] = "message scheduled for retry",
+        [WR_ACT_WAIT] = "message deferred: another worker holds its key",
+        [WR_ACT_DUPLICATE] = "duplicate message skipped",
+    };
     wr_logline l;
-    wr_log_begin(&l, level, msg);
+    wr_log_begin(&l, level, msgs[it->act]);
     wr_log_str(&l, "subscription", w->sub->name);
     wr_log_int(&l, "worker", w->index);
     wr_log_strn(&l, "message_id", it->env.id.bytes, it->env.id.len);
@@ -716,14 +798,15 @@ static void log_item(const wr_worker *w, const item *it, const char *outcome, wr
         wr_log_str(&l, "idempotency_key", it->key);
     }
     wr_log_strn(&l, "type", it->env.type.bytes, it->env.type.len);
-    wr_log_str(&l, "outcome", outcome);
-    if ((it->act == ACT_DLQ || it->act == ACT_RETRY || it->act == ACT_NONE) && it->reason[0]) {
+    wr_log_str(&l, "outcome", wr_action_name(it->act));
+    int failed = it->act == WR_ACT_DLQ || it->act == WR_ACT_RETRY || it->act == WR_ACT_NONE;
+    if (failed && it->reason[0]) {
         wr_log_str(&l, "reason", it->reason);
     }
-    if ((it->act == ACT_DLQ || it->act == ACT_RETRY || it->act == ACT_NONE) && it->error[0]) {
+    if (failed && it->error[0]) {
         wr_log_str(&l, "error", it->error);
     }
-    if (it->act == ACT_RETRY || it->act == ACT_WAIT) {
+    if (it->act == WR_ACT_RETRY || it->act == WR_ACT_WAIT) {
         wr_log_int(&l, "delay_ms", it->delay_ms);
     }
     wr_log_int(&l, "attempt", it->attempt);
@@ -735,7 +818,7 @@ static void log_item(const wr_worker *w, const item *it, const char *outcome, wr
         wr_log_str(&l, "trace_id", it->trace_id);
     }
     wr_log_str(&l, "handler_version", w->lua ? wr_lua_version(w->lua) : "");
-    if (it->act == ACT_OK && it->pub_end > it->pub_first) {
+    if (it->act == WR_ACT_OK && it->pub_end > it->pub_first) {
         wr_log_int(&l, "published", (long long)(it->pub_end - it->pub_first));
     }
     if (w->cfg->log_bodies && it->d != NULL) {
@@ -750,228 +833,38 @@ static void log_item(const wr_worker *w, const item *it, const char *outcome, wr
     wr_log_end(&l);
 }
 
-/* Return every delivery of the batch to the queue, after Redis failed us. */
-static int return_all(wr_worker *w, int n, const char *why)
-{
-    wr_logline l;
-    wr_log_begin(&l, WR_LOG_ERROR, "Redis failed mid-batch: messages returned to the queue");
-    wr_log_str(&l, "subscription", w->sub->name);
-    wr_log_int(&l, "worker", w->index);
-    wr_log_str(&l, "error", why);
-    wr_log_int(&l, "batch", n);
-    wr_log_end(&l);
-    for (int i = 0; i < n; i++) {
-        if (wr_broker_nack(w->b, w->items[i].d->delivery_tag, 0, 1) != WR_BROKER_OK) {
-            return WR_BROKER_DOWN;
-        }
-    }
-    return WR_BROKER_OK;
-}
-
-/*
- * Claim the keys of the batch's valid items in one round trip. A key that
- * appears twice in the batch is claimed once: the second copy waits (ACT_WAIT)
- * and finds the record done when it comes back. Returns 0, or -1 when Redis
- * failed (nothing is known; the caller returns the batch).
- */
-static int claim_batch(wr_worker *w, int n)
-{
-    int k = 0;
-    for (int i = 0; i < n; i++) {
-        item *it = &w->items[i];
-        if (!it->valid || !w->sub->idem.enabled) {
-            continue;
-        }
-        int dup = 0;
-        for (int j = 0; j < i && !dup; j++) {
-            dup = w->items[j].valid && strcmp(w->items[j].rkey, it->rkey) == 0;
-        }
-        if (dup) {
-            it->act = ACT_WAIT;
-            it->delay_ms = WR_TOPO_WAIT_MS;
-            continue;
-        }
-        w->claims[k].key = it->rkey;
-        w->map[k++] = i;
-    }
-    const wr_idem_policy *pol = &w->sub->idem;
-    double t0 = wr_mono_ms();
-    if (wr_idem_claim(w->idem, w->claims, k, w->token, pol->lease_ms, pol->ttl_ms) != 0) {
-        wr_stat_add(&w->st->redis_errors, 1);
-        return -1;
-    }
-    wr_hist_observe(&w->st->redis_claim, (wr_mono_ms() - t0) / 1000);
-    for (int c = 0; c < k; c++) {
-        item *it = &w->items[w->map[c]];
-        switch (w->claims[c].status) {
-        case WR_CLAIM_DONE:
-            it->act = ACT_DUPLICATE;
-            break;
-        case WR_CLAIM_BUSY:
-            it->act = ACT_WAIT;
-            it->delay_ms = WR_TOPO_WAIT_MS;
-            break;
-        case WR_CLAIM_TAKEOVER:
-            it->takeover = 1;
-            /* fall through */
-        case WR_CLAIM_ACQUIRED:
-            it->claimed = 1;
-            it->starts = w->claims[c].starts;
-            /* Crash-loop guard: every claim counts a start; retries count attempts.
-             * Starts beyond the attempts are runs that never reached an outcome
-             * (the worker or the process died in the handler: a segfault in a C
-             * module, an OOM kill). After max_attempts of those, the message goes
-             * to the DLQ instead of killing the sidecar again. */
-            if (it->starts - it->attempt >= w->retry.max_attempts) {
-                it->act = ACT_DLQ;
-                it->op = WR_FINISH_DONE;
-                it->done_outcome = "dead-lettered";
-                it->outcome = "crashed";
-                snprintf(it->reason, sizeof(it->reason), "crashed");
-                snprintf(it->error, sizeof(it->error),
-                         "the handler was started %d times without an outcome: the worker "
-                         "or the process died each time",
-                         it->starts - it->attempt);
-            }
-            break;
-        }
-    }
-    return 0;
-}
-
-/*
- * Push out the leases of the claimed items from FROM on, when the batch has
- * run long. Items whose lease was lost are given back (ACT_NONE). Returns 0,
- * or -1 when Redis failed.
- */
-static int extend_leases(wr_worker *w, int from, int n)
-{
-    int k = 0;
-    for (int i = from; i < n; i++) {
-        if (w->items[i].claimed) {
-            w->finishes[k] = (wr_finish){.key = w->items[i].rkey, .op = WR_FINISH_EXTEND};
-            w->map[k++] = i;
-        }
-    }
-    const wr_idem_policy *pol = &w->sub->idem;
-    if (wr_idem_finish(w->idem, w->finishes, k, w->token, pol->lease_ms, pol->ttl_ms) != 0) {
-        return -1;
-    }
-    for (int c = 0; c < k; c++) {
-        if (!w->finishes[c].owned) {
-            item *it = &w->items[w->map[c]];
-            it->claimed = 0;
-            it->act = ACT_NONE;
-            snprintf(it->error, sizeof(it->error), "lease lost before the handler ran");
-        }
-    }
-    return 0;
-}
-
-/*
- * Give back the records of a batch that will not finish here (the broker
- * connection dropped; Redis failed), so whoever gets the messages next
- * claims them at once, and the crash-loop guard does not take a lost
- * connection for a crash. With Redis away the keys are kept as orphans and
- * given back when it answers again (see ensure_redis).
- */
-static void unclaim_batch(wr_worker *w, int n, int redis_down)
-{
-    int k = 0;
-    for (int i = 0; i < n; i++) {
-        item *it = &w->items[i];
-        if (!it->claimed) {
-            continue;
-        }
-        /* a message retried through a delay queue did start; one going back did not
-         * reach an outcome here, which is not a crash either */
-        wr_finish_op op = it->act == ACT_RETRY ? WR_FINISH_RELEASE : WR_FINISH_UNCLAIM;
-        if (redis_down) {
-            if (w->orphan_count < w->sub->batch_size) {
-                atomic_fetch_add(&w->flags->orphans, 1);
-                struct orphan *o = &w->orphans[w->orphan_count++];
-                snprintf(o->key, sizeof(o->key), "%s", it->rkey);
-                o->op = op;
-            }
-            continue;
-        }
-        w->finishes[k] = (wr_finish){.key = it->rkey, .op = op};
-        w->map[k++] = i;
-    }
-    if (k > 0) {
-        const wr_idem_policy *pol = &w->sub->idem;
-        wr_idem_finish(w->idem, w->finishes, k, w->token, pol->lease_ms, pol->ttl_ms);
-    }
-}
-
-/* Give back the orphans (Redis answers again). Returns 0, or -1 on failure. */
-static int unclaim_orphans(wr_worker *w)
-{
-    if (w->orphan_count == 0 || w->idem == NULL) {
-        return 0;
-    }
-    for (int i = 0; i < w->orphan_count; i++) {
-        w->finishes[i] = (wr_finish){.key = w->orphans[i].key, .op = w->orphans[i].op};
-    }
-    const wr_idem_policy *pol = &w->sub->idem;
-    if (wr_idem_finish(w->idem, w->finishes, w->orphan_count, w->token, pol->lease_ms,
-                       pol->ttl_ms) != 0) {
-        return -1;
-    }
-    atomic_fetch_sub(&w->flags->orphans, w->orphan_count);
-    w->orphan_count = 0;
-    return 0;
-}
-
-/* ---- figures (metrics.h) ---------------------------------------------------------- */
-
-static void batch_started(wr_worker *w, int n)
-{
-    wr_stat_add(&w->st->received, (uint64_t)n);
-    atomic_store(&w->st->in_flight, n);
-    atomic_store(&w->st->beat_ms, (long long)wr_mono_ms());
-    atomic_store(&w->st->busy, 1);
-}
-
-static void batch_ended(wr_worker *w, int n)
-{
-    (void)n;
-    atomic_store(&w->st->busy, 0);
-    atomic_store(&w->st->in_flight, 0);
-}
-
-/* Count how IT ended (a delivery that went back unstarted is not counted). */
+/* Count how IT ended. */
 static void count_item(wr_worker *w, const item *it)
 {
     wr_met_outcome o = WR_MO_RETURNED;
     switch (it->act) {
-    case ACT_OK:
+    case WR_ACT_OK:
         o = WR_MO_OK;
         break;
-    case ACT_RETRY:
+    case WR_ACT_RETRY:
         o = WR_MO_RETRIED;
         if (it->attempt >= 1 && it->attempt <= WR_MET_MAX_ATTEMPT) {
             wr_stat_add(&w->st->retries[it->attempt], 1);
         }
         break;
-    case ACT_DUPLICATE:
+    case WR_ACT_DUPLICATE:
         o = WR_MO_DUPLICATE;
         break;
-    case ACT_WAIT:
+    case WR_ACT_WAIT:
         o = WR_MO_DEFERRED;
         break;
-    case ACT_NONE:
+    case WR_ACT_NONE:
         o = WR_MO_RETURNED;
         break;
-    case ACT_DLQ: {
+    case WR_ACT_DLQ: {
         wr_met_dl_reason r = WR_DL_ERROR;
         o = WR_MO_DEAD_LETTERED;
-        if (!it->valid || (it->outcome && strcmp(it->outcome, "invalid") == 0)) {
+        if (!it->valid || it->out == WR_OUT_INVALID) {
             r = WR_DL_INVALID;
             o = WR_MO_INVALID;
-        } else if (it->outcome && strcmp(it->outcome, "crashed") == 0) {
+        } else if (it->rs == WR_RS_CRASHED) {
             r = WR_DL_CRASHED;
-        } else if (it->outcome && strcmp(it->outcome, "store-refused") == 0) {
+        } else if (it->rs == WR_RS_STORE_REFUSED) {
             r = WR_DL_STORE_REFUSED;
         } else if (it->out == WR_OUT_REJECT) {
             r = WR_DL_REJECTED;
@@ -987,30 +880,633 @@ static void count_item(wr_worker *w, const item *it)
 }
 
 /*
+ * The journal entry of IT (journal.h): what the batch decided, and for a
+ * first attempt when it arrived. NOW is the wall clock, MONO the monotonic
+ * clock, both read once for the batch. Returns a malloc'd string, or NULL.
+ */
+static char *journal_text(const wr_worker *w, const item *it, int64_t now, double mono)
+{
+    wr_journal_entry e = wr_journal_entry_init(wr_action_name(it->act));
+    e.ts_ms = now;
+    e.worker = w->index;
+    e.message_id = it->env.id.bytes;
+    e.message_id_len = it->env.id.len;
+    e.trace_id = it->trace_id;
+    e.attempt = it->attempt;
+    e.replay = wr_table_get_str(it->env.headers, "x-warren-replayed-at").len > 0;
+    if (it->attempt <= 1 && it->act != WR_ACT_DUPLICATE) {
+        /* when it started here (its handler's start, or its decoding) */
+        e.received_ms = now - (int64_t)(mono - it->started_ms);
+        e.type = it->env.type.bytes;
+        e.type_len = it->env.type.len;
+        e.redelivered = it->env.redelivered;
+    }
+    if (it->act == WR_ACT_DLQ || it->act == WR_ACT_RETRY || it->act == WR_ACT_NONE) {
+        e.reason = it->reason;
+        e.error = it->error;
+    }
+    if (it->act == WR_ACT_RETRY || it->act == WR_ACT_WAIT) {
+        e.delay_ms = it->delay_ms;
+        e.queue =
+            w->topo
+                .queues[it->act == WR_ACT_RETRY ? w->topo.tier_queue[it->tier] : w->topo.wait_queue]
+                .name;
+    } else if (it->act == WR_ACT_DLQ) {
+        e.queue = w->sub->dlq;
+    }
+    if (it->duration_ms > 0) {
+        /* the handler ran: how long, and which version */
+        e.duration_ms = it->duration_ms;
+        e.handler_version = w->lua ? wr_lua_version(w->lua) : NULL;
+    }
+    if (it->act == WR_ACT_OK) {
+        e.published = (int)(it->pub_end - it->pub_first);
+    }
+    return wr_journal_encode(&e);
+}
+
+/* ---- records ------------------------------------------------------------------------ */
+
+/* Keep record KEY as an orphan, to give back (OP) when Redis answers again. */
+static void orphan(wr_worker *w, const char *key, wr_finish_op op, int starts)
+{
+    if (w->orphan_count == w->orphan_cap) {
+        int cap = w->orphan_cap ? w->orphan_cap * 2 : 64;
+        struct orphan *o = realloc(w->orphans, sizeof(*o) * (size_t)cap);
+        if (o == NULL) {
+            return; /* the record runs out with its lease */
+        }
+        w->orphans = o;
+        w->orphan_cap = cap;
+    }
+    atomic_fetch_add(&w->flags->orphans, 1);
+    struct orphan *o = &w->orphans[w->orphan_count++];
+    snprintf(o->key, sizeof(o->key), "%s", key);
+    o->op = op;
+    o->starts = starts;
+}
+
+/* Give back the orphans (Redis answers again). Returns 0, or -1 on failure. */
+static int unclaim_orphans(wr_worker *w)
+{
+    if (w->orphan_count == 0 || w->idem == NULL) {
+        return 0;
+    }
+    if (scratch_room(w, w->orphan_count) != 0) {
+        return -1;
+    }
+    for (int i = 0; i < w->orphan_count; i++) {
+        w->scratch[i] = (wr_finish){
+            .key = w->orphans[i].key, .op = w->orphans[i].op, .starts = w->orphans[i].starts};
+    }
+    const wr_idem_policy *pol = &w->sub->idem;
+    if (wr_idem_finish(w->idem, w->scratch, w->orphan_count, w->token, pol->lease_ms,
+                       pol->ttl_ms) != 0) {
+        return -1;
+    }
+    atomic_fetch_sub(&w->flags->orphans, w->orphan_count);
+    w->orphan_count = 0;
+    return 0;
+}
+
+/*
+ * Read what the calls of BT still owe (its claim, its commit), so the
+ * connection can be used for something else. Results are kept in BT. Returns
+ * 0, or -1 when Redis failed.
+ */
+static int drain_calls(wr_worker *w, batch *bt)
+{
+    int rc = 0;
+    if (bt->claim_sent) {
+        bt->claim_sent = 0;
+        if (wr_idem_claim_recv(w->idem, bt->claims, bt->nclaims) != 0) {
+            rc = -1;
+        }
+    }
+    if (bt->commit_sent && !bt->commit_read) {
+        bt->commit_read = 1;
+        bt->frc = bt->nfin > 0 ? wr_idem_finish_recv(w->idem, bt->fin, bt->nfin) : 0;
+        if (bt->frc == -1) {
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+/*
+ * Give back the records of a batch that will not finish here (the broker
+ * connection dropped; Redis failed), so whoever gets the messages next claims
+ * them at once, and the crash-loop guard does not take a lost connection for a
+ * crash. With Redis away the keys are kept as orphans and given back when it
+ * answers again (see ensure_redis). A record whose commit went out may be done
+ * already: giving it back then changes nothing (the script checks the state).
+ */
+static void unclaim_batch(wr_worker *w, batch *bt, int redis_down)
+{
+    if (!w->sub->idem.enabled) {
+        return;
+    }
+    if (w->idem == NULL) {
+        redis_down = 1;
+    }
+    if (!redis_down && drain_calls(w, bt) != 0) {
+        redis_down = 1;
+    }
+    if (scratch_room(w, bt->n) != 0) {
+        return;
+    }
+    int k = 0;
+    for (int i = 0; i < bt->n; i++) {
+        item *it = &bt->items[i];
+        if (!it->claimed || it->held) {
+            continue;
+        }
+        /* a message retried through a delay queue did start; one going back did not
+         * reach an outcome here, which is not a crash either */
+        wr_finish_op op = it->act == WR_ACT_RETRY ? WR_FINISH_RELEASE : WR_FINISH_UNCLAIM;
+        if (redis_down) {
+            orphan(w, it->rkey, op, it->starts);
+            continue;
+        }
+        w->scratch[k++] = (wr_finish){.key = it->rkey, .op = op, .starts = it->starts};
+    }
+    if (k > 0) {
+        const wr_idem_policy *pol = &w->sub->idem;
+        if (wr_idem_finish(w->idem, w->scratch, k, w->token, pol->lease_ms, pol->ttl_ms) == -1) {
+            for (int c = 0; c < k; c++) {
+                orphan(w, w->scratch[c].key, w->scratch[c].op, w->scratch[c].starts);
+            }
+        }
+    }
+}
+
+/* ---- a batch's life ------------------------------------------------------------------ */
+
+/* Release BT's deliveries and keys and make it empty. */
+static void batch_clear(wr_worker *w, batch *bt)
+{
+    for (int i = 0; i < bt->n; i++) {
+        item *it = &bt->items[i];
+        if (it->inflight) {
+            wr_inflight_remove(w->inflight, it->rkey);
+            it->inflight = 0;
+        }
+        if (!it->held && bt->taken[i] != NULL) {
+            wr_broker_release(bt->taken[i]);
+        }
+        bt->taken[i] = NULL;
+        free(bt->entries[i]);
+        bt->entries[i] = NULL;
+    }
+    bt->n = 0;
+    bt->live = 0;
+    bt->claim_sent = bt->commit_sent = bt->commit_read = 0;
+    bt->nclaims = bt->nfin = 0;
+    bt->frc = 0;
+    bt->seq_first = bt->seq_end = 0;
+    recycle_amqp_pool(&bt->pool);
+}
+
+/* Forget the copies held back (their deliveries are gone with the connection,
+ * or were given back). */
+static void drop_held(wr_worker *w)
+{
+    for (int i = 0; i < w->nheld; i++) {
+        wr_broker_release(w->held[i].d);
+    }
+    w->nheld = 0;
+}
+
+/*
+ * Abandon both batches: nothing of them is acked; with the connection still
+ * up their deliveries go back to the queue (so does every held copy), and
+ * their records are given back (REDIS_DOWN: kept as orphans).
+ */
+static void abandon(wr_worker *w, int redis_down, const char *why)
+{
+    int n = 0;
+    for (int b = 0; b < 2; b++) {
+        n += w->batches[b].live ? w->batches[b].n : 0;
+    }
+    if (n > 0) {
+        wr_logline l;
+        wr_log_begin(&l, WR_LOG_ERROR,
+                     redis_down ? "Redis failed mid-batch: messages returned to the queue"
+                                : "broker connection lost mid-batch; nothing acked");
+        wr_log_str(&l, "subscription", w->sub->name);
+        wr_log_int(&l, "worker", w->index);
+        wr_log_str(&l, "error", why);
+        wr_log_int(&l, "batch", n);
+        wr_log_end(&l);
+    }
+    /* the older batch first: its commit was sent before the newer one's */
+    batch *order[2] = {&w->batches[w->cur ^ 1], &w->batches[w->cur]};
+    for (int b = 0; b < 2; b++) {
+        batch *bt = order[b];
+        if (!bt->live) {
+            continue;
+        }
+        unclaim_batch(w, bt, redis_down);
+        for (int i = 0; w->b != NULL && i < bt->n; i++) {
+            if (!bt->items[i].held) {
+                wr_broker_nack(w->b, bt->items[i].d->delivery_tag, 0, 1);
+            }
+        }
+        batch_clear(w, bt);
+    }
+    for (int i = 0; w->b != NULL && i < w->nheld; i++) {
+        wr_broker_nack(w->b, w->held[i].d->delivery_tag, 0, 1);
+    }
+    drop_held(w);
+    atomic_store(&w->st->busy, 0);
+    atomic_store(&w->st->in_flight, 0);
+}
+
+/*
+ * Take BT's deliveries: first the held-back copies whose twin is finished,
+ * then what the broker has buffered (waiting up to TIMEOUT_MS when there is
+ * nothing). Returns a WR_BROKER_* code.
+ */
+static int take(wr_worker *w, batch *bt, int timeout_ms)
+{
+    int max = w->sub->batch_size;
+    bt->n = 0;
+    bt->again = 0;
+    for (int i = 0; i < w->nheld && bt->n < max;) {
+        if (!wr_inflight_has(w->inflight, w->held[i].rkey)) {
+            bt->taken[bt->n++] = w->held[i].d;
+            bt->again++;
+            memmove(&w->held[i], &w->held[i + 1], sizeof(*w->held) * (size_t)(w->nheld - i - 1));
+            w->nheld--;
+        } else {
+            i++;
+        }
+    }
+    int got = 0;
+    int rc = WR_BROKER_OK;
+    if (bt->n < max) {
+        rc = wr_broker_take(w->b, bt->taken + bt->n, max - bt->n, bt->n > 0 ? 0 : timeout_ms, &got);
+    }
+    bt->n += got;
+    if (rc != WR_BROKER_OK) {
+        /* the deliveries die with the connection */
+        for (int i = 0; i < bt->n; i++) {
+            wr_broker_release(bt->taken[i]);
+        }
+        bt->n = 0;
+    }
+    return rc;
+}
+
+/*
+ * Decode BT's items, hold back second copies of keys in flight here, and
+ * publish the DLQ copies of the undecodable ones. Returns a WR_BROKER_* code.
+ */
+static int prepare_batch(wr_worker *w, batch *bt)
+{
+    const wr_idem_policy *pol = &w->sub->idem;
+    bt->live = 1;
+    wr_stat_add(&w->st->received, (uint64_t)(bt->n - bt->again));
+    atomic_store(&w->st->in_flight, bt->n);
+    atomic_store(&w->st->beat_ms, (long long)wr_mono_ms());
+    atomic_store(&w->st->busy, 1);
+    for (int i = 0; i < bt->n; i++) {
+        item *it = &bt->items[i];
+        memset(it, 0, sizeof(*it));
+        it->d = bt->taken[i];
+        wr_storebuf_reset(bt->stores[i]);
+        wr_sb_result_free(&bt->links[i].held);
+        prepare(w, it);
+        if (it->valid && pol->enabled) {
+            int r = wr_inflight_add(w->inflight, it->rkey);
+            if (r == 1) {
+                it->inflight = 1;
+            } else if (r == 0 && w->nheld < w->sub->prefetch + w->sub->batch_size) {
+                /* another copy of this key is in flight in this process: hold this one
+                 * back until that one is finished, then claim it (inflight.h) */
+                it->held = 1;
+                w->held[w->nheld].d = it->d;
+                snprintf(w->held[w->nheld].rkey, sizeof(w->held[w->nheld].rkey), "%s", it->rkey);
+                w->nheld++;
+                continue;
+            }
+            /* out of memory (or no room to hold it): claim it as before; the
+             * record's lease keeps the copies apart */
+        }
+    }
+    for (int i = 0; i < bt->n; i++) {
+        item *it = &bt->items[i];
+        if (it->act == WR_ACT_DLQ && !it->held) {
+            int rc = publish_copy(w, bt, it, "invalid");
+            if (rc != WR_BROKER_OK) {
+                return rc;
+            }
+        }
+    }
+    return WR_BROKER_OK;
+}
+
+/* Send BT's claims (the valid items' keys). Returns 0, or -1 when Redis failed. */
+static int claim_send(wr_worker *w, batch *bt)
+{
+    bt->nclaims = 0;
+    if (!w->sub->idem.enabled) {
+        return 0;
+    }
+    for (int i = 0; i < bt->n; i++) {
+        item *it = &bt->items[i];
+        if (it->valid && !it->held) {
+            bt->claims[bt->nclaims].key = it->rkey;
+            bt->cmap[bt->nclaims++] = i;
+        }
+    }
+    if (bt->nclaims == 0) {
+        return 0;
+    }
+    const wr_idem_policy *pol = &w->sub->idem;
+    bt->claim_t0 = wr_mono_ms();
+    if (wr_idem_claim_send(w->idem, bt->claims, bt->nclaims, w->token, pol->lease_ms,
+                           pol->ttl_ms) != 0) {
+        return -1;
+    }
+    bt->claim_sent = 1;
+    return 0;
+}
+
+/* Read BT's claims and act on them. Returns 0, or -1 when Redis failed. */
+static int claim_recv(wr_worker *w, batch *bt)
+{
+    if (!bt->claim_sent) {
+        bt->leased_at = wr_mono_ms();
+        return 0;
+    }
+    bt->claim_sent = 0;
+    if (wr_idem_claim_recv(w->idem, bt->claims, bt->nclaims) != 0) {
+        return -1;
+    }
+    bt->leased_at = wr_mono_ms();
+    wr_hist_observe(&w->st->redis_claim, (bt->leased_at - bt->claim_t0) / 1000);
+    for (int c = 0; c < bt->nclaims; c++) {
+        item *it = &bt->items[bt->cmap[c]];
+        const wr_claim *cl = &bt->claims[c];
+        switch (cl->status) {
+        case WR_CLAIM_DONE:
+            it->act = WR_ACT_DUPLICATE;
+            break;
+        case WR_CLAIM_BUSY:
+            /* another process's worker holds it: the wait queue brings it back */
+            it->act = WR_ACT_WAIT;
+            it->delay_ms = WR_TOPO_WAIT_MS;
+            break;
+        case WR_CLAIM_TAKEOVER:
+            it->takeover = 1;
+            /* fall through */
+        case WR_CLAIM_ACQUIRED:
+            it->claimed = 1;
+            it->starts = cl->starts;
+            /* Crash-loop guard: every claim counts a start; retries count attempts.
+             * Starts beyond the attempts are runs that never reached an outcome
+             * (the worker or the process died in the handler: a segfault in a C
+             * module, an OOM kill). After max_attempts of those, the message goes
+             * to the DLQ instead of killing the sidecar again. */
+            if (it->starts - it->attempt >= w->retry.max_attempts) {
+                it->act = WR_ACT_DLQ;
+                it->dec = (wr_decision){.action = WR_ACT_DLQ,
+                                        .done_outcome = "dead-lettered",
+                                        .error_class = "crashed"};
+                it->outcome = "crashed";
+                set_reason(it, WR_RS_CRASHED);
+                snprintf(it->error, sizeof(it->error),
+                         "the handler was started %d times without an outcome: the worker "
+                         "or the process died each time",
+                         it->starts - it->attempt);
+            }
+            break;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Push out the leases of BT's claimed items from FROM on, when the batch has
+ * run long. Items whose lease was lost are given back (WR_ACT_NONE). Returns
+ * 0, or -1 when Redis failed.
+ */
+static int extend_leases(wr_worker *w, batch *bt, int from)
+{
+    /* one finish at a time on the connection: read the other batch's first */
+    batch *other = other_batch(w, bt);
+    if (other->live && drain_calls(w, other) != 0) {
+        return -1;
+    }
+    if (scratch_room(w, bt->n) != 0) {
+        return 0;
+    }
+    int k = 0;
+    for (int i = from; i < bt->n; i++) {
+        if (bt->items[i].claimed) {
+            w->scratch[k] = (wr_finish){.key = bt->items[i].rkey, .op = WR_FINISH_EXTEND};
+            bt->fmap[k++] = i;
+        }
+    }
+    const wr_idem_policy *pol = &w->sub->idem;
+    if (wr_idem_finish(w->idem, w->scratch, k, w->token, pol->lease_ms, pol->ttl_ms) != 0) {
+        return -1;
+    }
+    for (int c = 0; c < k; c++) {
+        if (!w->scratch[c].owned) {
+            item *it = &bt->items[bt->fmap[c]];
+            it->claimed = 0;
+            it->act = WR_ACT_NONE;
+            snprintf(it->error, sizeof(it->error), "lease lost before the handler ran");
+        }
+    }
+    return 0;
+}
+
+/*
+ * Run BT's handlers and publish what each outcome needs (the invalid items'
+ * copies went out in prepare_batch). Returns a WR_BROKER_* code, or PAUSE
+ * when Redis failed.
+ */
+static int run_batch(wr_worker *w, batch *bt)
+{
+    const wr_idem_policy *pol = &w->sub->idem;
+    for (int i = 0; i < bt->n; i++) {
+        item *it = &bt->items[i];
+        int rc = WR_BROKER_OK;
+        if (it->held) {
+            continue;
+        }
+        if (it->act == WR_ACT_DLQ) {
+            if (it->claimed) { /* crashed too often to run again */
+                rc = publish_copy(w, bt, it, "crashed");
+            }
+            if (rc != WR_BROKER_OK) {
+                return rc;
+            }
+            continue;
+        }
+        if (it->act == WR_ACT_WAIT) {
+            rc = publish_copy(w, bt, it, NULL);
+            if (rc != WR_BROKER_OK) {
+                return rc;
+            }
+            continue;
+        }
+        if (it->act == WR_ACT_DUPLICATE || (pol->enabled && !it->claimed)) {
+            continue;
+        }
+        if (atomic_load(&w->flags->stop)) {
+            it->act = WR_ACT_NONE; /* draining: what has not started goes back */
+            continue;
+        }
+        if (pol->enabled && wr_mono_ms() - bt->leased_at > (double)pol->lease_ms / 3) {
+            if (extend_leases(w, bt, i) != 0) {
+                return PAUSE;
+            }
+            bt->leased_at = wr_mono_ms();
+            if (!it->claimed) {
+                continue;
+            }
+        }
+        if (!wr_shared_brk_allow(w->brk)) {
+            /* the breaker opened (or half-open has no probe slot left): back to the
+             * queue without counting an attempt, quietly */
+            it->act = WR_ACT_NONE;
+            continue;
+        }
+        rc = run_one(w, bt, it);
+        if (rc == WR_BROKER_OK && wr_mono_ms() >= w->next_service_ms) {
+            /* a batch of slow handlers: keep heartbeats going between them too */
+            service_broker(w);
+        }
+        if (it->act == WR_ACT_NONE) {
+            wr_shared_brk_release(w->brk); /* interrupted by shutdown: no verdict */
+        } else if (it->out == WR_OUT_OK) {
+            wr_shared_brk_record(w->brk, 1);
+        } else if (it->out == WR_OUT_ERROR || it->out == WR_OUT_TIMEOUT ||
+                   it->out == WR_OUT_RETRY) {
+            wr_shared_brk_record(w->brk, 0);
+        } else {
+            wr_shared_brk_release(w->brk); /* rejections and invalid bodies don't count */
+        }
+        if (rc != WR_BROKER_OK) {
+            return rc;
+        }
+    }
+    return WR_BROKER_OK;
+}
+
+/*
+ * Commit BT, first half: wait for its publishes' confirms, send back to the
+ * queue the items a copy of which the broker did not take, and send the
+ * records' finish (done after confirmed effects, released for retries), with
+ * the handled items' ctx.store writes and journal entries, without waiting.
+ * Returns a WR_BROKER_* code, or PAUSE when Redis failed.
+ */
+static int commit_send(wr_worker *w, batch *bt)
+{
+    const wr_idem_policy *pol = &w->sub->idem;
+    if (bt->seq_first != 0) {
+        double t0 = wr_mono_ms();
+        int rc = wr_broker_confirm_wait(w->b, bt->seq_end, CONFIRM_TIMEOUT_MS);
+        wr_hist_observe(&w->st->confirm, (wr_mono_ms() - t0) / 1000);
+        atomic_store(&w->st->beat_ms, (long long)wr_mono_ms());
+        if (rc == WR_BROKER_TIMEOUT) {
+            wr_logf(WR_LOG_ERROR, "%s: publish confirms did not arrive within %d ms; reconnecting",
+                    w->name, CONFIRM_TIMEOUT_MS);
+            return WR_BROKER_DOWN;
+        }
+        if (rc != WR_BROKER_OK) {
+            return WR_BROKER_DOWN;
+        }
+    }
+    for (int i = 0; i < bt->n; i++) {
+        item *it = &bt->items[i];
+        if (!it->held && it->act != WR_ACT_NONE && it->act != WR_ACT_DUPLICATE &&
+            !item_confirmed(w, it)) {
+            snprintf(it->error, sizeof(it->error), "%s",
+                     it->act == WR_ACT_OK ? "an outgoing event was not confirmed by the broker"
+                                          : "a copy was not confirmed by the broker");
+            it->act = WR_ACT_NONE; /* the broker refused a copy: not a crashed run */
+        }
+    }
+    bt->commit_sent = 1;
+    bt->commit_read = 0;
+    bt->nfin = 0;
+    if (!pol->enabled) {
+        bt->commit_read = 1;
+        return WR_BROKER_OK;
+    }
+    int64_t now = wr_now_ms();
+    double mono = wr_mono_ms();
+    for (int i = 0; i < bt->n; i++) {
+        item *it = &bt->items[i];
+        if (!it->claimed || it->held) {
+            continue;
+        }
+        wr_finish_op op = finish_op_of(it);
+        const char *entry = NULL;
+        if (op == WR_FINISH_DONE && w->cfg->journal_enabled) {
+            /* its last step is kept in its done record: no journal write for it */
+            free(bt->entries[i]);
+            bt->entries[i] = journal_text(w, it, now, mono);
+            entry = bt->entries[i];
+        }
+        bt->fin[bt->nfin] = (wr_finish){
+            .key = it->rkey,
+            .op = op,
+            .outcome = it->dec.done_outcome,
+            .starts = it->starts,
+            .entry = entry,
+            .done_at = now,
+            /* a handled message's ctx.store writes ride on its done mark; a failed
+             * one's (dead-lettered, rejected) are dropped */
+            .writes = it->act == WR_ACT_OK ? bt->stores[i] : NULL,
+        };
+        bt->fmap[bt->nfin++] = i;
+    }
+    if (bt->nfin == 0) {
+        bt->commit_read = 1;
+        return WR_BROKER_OK;
+    }
+    bt->commit_t0 = wr_mono_ms();
+    if (wr_idem_finish_send(w->idem, bt->fin, bt->nfin, w->token, pol->lease_ms, pol->ttl_ms) !=
+        0) {
+        bt->commit_read = 1;
+        bt->frc = -1;
+        return PAUSE;
+    }
+    return WR_BROKER_OK;
+}
+
+/*
  * The batch's commit script raised (WR_IDEM_SCRIPT_FAILED): Redis answers, but
  * one record's writes failed in a way the script's checks did not foresee,
- * and a script is not rolled back. Commit the K records one at a time, so the
+ * and a script is not rolled back. Commit the records one at a time, so the
  * others are not held back with it: a record the failed run already wrote
  * reports LOST (its redelivery is a duplicate); the one that raises again is
  * marked failed and released (its start stays counted). Returns 0, or -1 when
  * Redis failed.
  */
-static int finish_one_by_one(wr_worker *w, int k)
+static int finish_one_by_one(wr_worker *w, batch *bt)
 {
     const wr_idem_policy *pol = &w->sub->idem;
     wr_logline l;
-    wr_log_begin(&l, WR_LOG_ERROR, "commit script failed; committing the batch's records "
-                                   "one by one");
+    wr_log_begin(&l, WR_LOG_ERROR,
+                 "commit script failed; committing the batch's records "
+                 "one by one");
     wr_log_str(&l, "subscription", w->sub->name);
     wr_log_int(&l, "worker", w->index);
     wr_log_str(&l, "error", wr_idem_error(w->idem));
     wr_log_end(&l);
-    for (int c = 0; c < k; c++) {
-        wr_finish *f = &w->finishes[c];
+    for (int c = 0; c < bt->nfin; c++) {
+        wr_finish *f = &bt->fin[c];
         int rc = wr_idem_finish(w->idem, f, 1, w->token, pol->lease_ms, pol->ttl_ms);
         if (rc == WR_IDEM_SCRIPT_FAILED) {
             snprintf(f->why, sizeof(f->why), "%s", wr_idem_error(w->idem));
-            wr_finish rel = {.key = f->key, .op = WR_FINISH_RELEASE};
+            wr_finish rel = {.key = f->key, .op = WR_FINISH_RELEASE, .starts = f->starts};
             if (wr_idem_finish(w->idem, &rel, 1, w->token, pol->lease_ms, pol->ttl_ms) == -1) {
                 return -1;
             }
@@ -1023,128 +1519,97 @@ static int finish_one_by_one(wr_worker *w, int k)
     return 0;
 }
 
-static int process_batch(wr_worker *w, int n);
-
 /*
- * The batch's messages whose ctx.store writes the commit refused (marked
- * ACT_DLQ with reason store-refused; their records are still ours, processing):
- * publish their DLQ copies, wait for the confirms, then mark their records done
- * as dead-lettered. A copy that is not confirmed, or a record that cannot be
- * written, sends its message back to the queue (ACT_NONE) with the record
+ * The items whose ctx.store writes the commit refused (marked WR_ACT_DLQ with
+ * reason store-refused; their records are still ours, processing): publish
+ * their DLQ copies, wait for the confirms, then mark their records done as
+ * dead-lettered. A copy that is not confirmed, or a record that cannot be
+ * written, sends its message back to the queue (WR_ACT_NONE) with the record
  * given back. Returns a WR_BROKER_* code (DOWN: nothing of the batch is acked;
  * the records left processing run out with their lease).
  */
-static int dead_letter_refused(wr_worker *w, int n)
+static int dead_letter_refused(wr_worker *w, batch *bt)
 {
     const wr_idem_policy *pol = &w->sub->idem;
-    for (int i = 0; i < n; i++) {
-        item *it = &w->items[i];
-        if (it->act == ACT_DLQ && strcmp(it->reason, "store-refused") == 0) {
+    for (int i = 0; i < bt->n; i++) {
+        item *it = &bt->items[i];
+        if (it->act == WR_ACT_DLQ && it->rs == WR_RS_STORE_REFUSED) {
             it->pub_first = it->pub_end = 0; /* just the copy, not its outgoing events */
-            int rc = publish_copy(w, it, "store-refused", 0);
+            int rc = publish_copy(w, bt, it, "store-refused");
             if (rc != WR_BROKER_OK) {
                 return rc;
             }
         }
     }
-    int rc = wr_broker_batch_wait(w->b, CONFIRM_TIMEOUT_MS);
-    if (rc != WR_BROKER_OK) {
+    if (wr_broker_confirm_wait(w->b, wr_broker_next_seq(w->b), CONFIRM_TIMEOUT_MS) !=
+        WR_BROKER_OK) {
+        return WR_BROKER_DOWN;
+    }
+    if (scratch_room(w, bt->n) != 0) {
         return WR_BROKER_DOWN;
     }
     int k = 0;
-    for (int i = 0; i < n; i++) {
-        item *it = &w->items[i];
-        if (it->act != ACT_DLQ || strcmp(it->reason, "store-refused") != 0) {
+    int64_t now = wr_now_ms();
+    double mono = wr_mono_ms();
+    for (int i = 0; i < bt->n; i++) {
+        item *it = &bt->items[i];
+        if (it->act != WR_ACT_DLQ || it->rs != WR_RS_STORE_REFUSED) {
             continue;
         }
         int ok = item_confirmed(w, it);
-        w->finishes[k] = (wr_finish){.key = it->rkey,
-                                     .op = ok ? WR_FINISH_DONE : WR_FINISH_UNCLAIM,
-                                     .outcome = "dead-lettered"};
-        w->map[k++] = i;
+        free(bt->entries[i]);
+        bt->entries[i] = ok && w->cfg->journal_enabled ? journal_text(w, it, now, mono) : NULL;
+        w->scratch[k] = (wr_finish){.key = it->rkey,
+                                    .op = ok ? WR_FINISH_DONE : WR_FINISH_UNCLAIM,
+                                    .outcome = "dead-lettered",
+                                    .starts = it->starts,
+                                    .entry = bt->entries[i],
+                                    .done_at = now};
+        bt->fmap[k++] = i;
     }
-    int failed = wr_idem_finish(w->idem, w->finishes, k, w->token, pol->lease_ms,
-                                pol->ttl_ms) != 0;
+    int failed = wr_idem_finish(w->idem, w->scratch, k, w->token, pol->lease_ms, pol->ttl_ms) != 0;
     for (int c = 0; c < k; c++) {
-        item *it = &w->items[w->map[c]];
-        if (failed || w->finishes[c].op != WR_FINISH_DONE || !w->finishes[c].owned) {
-            it->act = ACT_NONE; /* back to the queue; its next run dead-letters it again */
+        item *it = &bt->items[bt->fmap[c]];
+        if (failed || w->scratch[c].op != WR_FINISH_DONE || !w->scratch[c].owned) {
+            it->act = WR_ACT_NONE; /* back to the queue; its next run dead-letters it again */
         }
     }
     return WR_BROKER_OK;
 }
 
 /*
- * Fill the journal entry of IT (journal.h): what the batch decided, and for a
- * first attempt when it arrived. NOW is the wall clock, MONO the monotonic
- * clock, both read once for the batch.
+ * Journal what BT decided for the items whose record does not keep it (every
+ * step but a done): one pipelined write, not waited for. Best effort: a
+ * failure is logged and counted, and changes nothing else.
  */
-static void journal_item(const wr_worker *w, const item *it, int64_t now, double mono,
-                         wr_journal_entry *e)
-{
-    *e = wr_journal_entry_init(act_outcome(it->act));
-    e->ts_ms = now;
-    e->worker = w->index;
-    e->message_id = it->env.id.bytes;
-    e->message_id_len = it->env.id.len;
-    e->trace_id = it->trace_id;
-    e->attempt = it->attempt;
-    e->replay = wr_table_get_str(it->env.headers, "x-warren-replayed-at").len > 0;
-    if (it->attempt <= 1 && it->act != ACT_DUPLICATE) {
-        /* when it started here (its handler's start, or its decoding) */
-        e->received_ms = now - (int64_t)(mono - it->started_ms);
-        e->type = it->env.type.bytes;
-        e->type_len = it->env.type.len;
-        e->redelivered = it->env.redelivered;
-    }
-    if (it->act == ACT_DLQ || it->act == ACT_RETRY || it->act == ACT_NONE) {
-        e->reason = it->reason;
-        e->error = it->error;
-    }
-    if (it->act == ACT_RETRY || it->act == ACT_WAIT) {
-        e->delay_ms = it->delay_ms;
-        e->queue =
-            w->topo.queues[it->act == ACT_RETRY ? w->topo.tier_queue[it->tier] : w->topo.wait_queue]
-                .name;
-    } else if (it->act == ACT_DLQ) {
-        e->queue = w->sub->dlq;
-    }
-    if (it->duration_ms > 0) {
-        /* the handler ran: how long, and which version */
-        e->duration_ms = it->duration_ms;
-        e->handler_version = w->lua ? wr_lua_version(w->lua) : NULL;
-    }
-    if (it->act == ACT_OK) {
-        e->published = (int)(it->pub_end - it->pub_first);
-    }
-}
-
-/*
- * Journal what the batch decided: one Redis round trip (wr_idem_journal),
- * after the records are written and before the acks. Best effort: a failure
- * is logged and counted, and changes nothing else. Only with Redis connected
- * (idempotency on).
- */
-static void journal_batch(wr_worker *w, int n)
+static void journal_batch(wr_worker *w, batch *bt)
 {
     const wr_config *cfg = w->cfg;
-    if (!cfg->journal_enabled || w->idem == NULL || n == 0) {
+    if (!cfg->journal_enabled || w->idem == NULL || bt->n == 0) {
         return;
     }
     enum { KEYCAP = WR_IDKEY_MAX + 320 };
-    wr_idem_jlist *lists = calloc((size_t)n, sizeof(*lists));
-    char **texts = calloc((size_t)n, sizeof(*texts));
-    char *keys = malloc((size_t)n * KEYCAP);
-    int nl = 0, nt = 0;
+    wr_idem_jlist *lists = NULL;
+    char **texts = NULL;
+    char *keys = NULL;
+    int nl = 0;
     int64_t now = wr_now_ms();
     double mono = wr_mono_ms();
-    if (lists == NULL || texts == NULL || keys == NULL) {
-        goto out;
-    }
-    for (int i = 0; i < n; i++) {
-        const item *it = &w->items[i];
-        if (it->act == ACT_NONE && it->error[0] == '\0') {
-            continue; /* not started (shutdown, breaker): returned quietly */
+    for (int i = 0; i < bt->n; i++) {
+        const item *it = &bt->items[i];
+        if (it->held || (it->act == WR_ACT_NONE && it->error[0] == '\0')) {
+            continue; /* held back, or not started (shutdown, breaker): quietly */
+        }
+        if (it->claimed && finish_op_of(it) == WR_FINISH_DONE && bt->entries[i] != NULL) {
+            continue; /* kept in its done record */
+        }
+        if (lists == NULL) {
+            lists = calloc((size_t)bt->n, sizeof(*lists));
+            texts = calloc((size_t)bt->n, sizeof(*texts));
+            keys = malloc((size_t)bt->n * KEYCAP);
+            if (lists == NULL || texts == NULL || keys == NULL) {
+                goto out;
+            }
         }
         char id[WR_IDKEY_MAX + 1];
         snprintf(id, sizeof(id), "%.*s", (int)it->env.id.len, (const char *)it->env.id.bytes);
@@ -1154,36 +1619,41 @@ static void journal_batch(wr_worker *w, int n)
             wr_journal_key(w->sub->idem.prefix, w->sub->name, key, jkey, KEYCAP) != 0) {
             continue; /* no id to file it under */
         }
-        wr_journal_entry e;
-        journal_item(w, it, now, mono, &e);
-        int first = nt;
-        if ((texts[nt] = wr_journal_encode(&e)) != NULL) {
-            nt++;
-        }
-        if (nt > first) {
-            lists[nl++] = (wr_idem_jlist){
-                .key = jkey, .entries = (const char *const *)&texts[first], .count = nt - first};
+        texts[nl] = journal_text(w, it, now, mono);
+        if (texts[nl] != NULL) {
+            lists[nl] = (wr_idem_jlist){
+                .key = jkey, .entries = (const char *const *)&texts[nl], .count = 1};
+            nl++;
         }
     }
-    double t0 = wr_mono_ms();
-    int jrc = wr_idem_journal(w->idem, lists, nl, cfg->journal_max_entries, cfg->journal_ttl_ms);
-    if (nl > 0) {
-        wr_hist_observe(&w->st->redis_journal, (wr_mono_ms() - t0) / 1000);
+    if (nl == 0 && lists == NULL) {
+        /* nothing to write; still report what earlier writes' replies said */
+        if (wr_idem_journal(w->idem, NULL, 0, cfg->journal_max_entries, cfg->journal_ttl_ms) == 0) {
+            return;
+        }
+    } else {
+        double t0 = wr_mono_ms();
+        int jrc =
+            wr_idem_journal(w->idem, lists, nl, cfg->journal_max_entries, cfg->journal_ttl_ms);
+        if (nl > 0) {
+            wr_hist_observe(&w->st->redis_journal, (wr_mono_ms() - t0) / 1000);
+        }
+        if (jrc == 0) {
+            goto out;
+        }
     }
-    if (jrc != 0) {
-        w->journal_failures++;
-        wr_stat_add(&w->st->journal_errors, 1);
-        wr_logline l;
-        wr_log_begin(&l, WR_LOG_WARN, "journal entries not written");
-        wr_log_str(&l, "subscription", w->sub->name);
-        wr_log_int(&l, "worker", w->index);
-        wr_log_str(&l, "error", wr_idem_error(w->idem));
-        wr_log_int(&l, "events", nl);
-        wr_log_int(&l, "failures", (long long)w->journal_failures);
-        wr_log_end(&l);
-    }
+    w->journal_failures++;
+    wr_stat_add(&w->st->journal_errors, 1);
+    wr_logline l;
+    wr_log_begin(&l, WR_LOG_WARN, "journal entries not written");
+    wr_log_str(&l, "subscription", w->sub->name);
+    wr_log_int(&l, "worker", w->index);
+    wr_log_str(&l, "error", wr_idem_error(w->idem));
+    wr_log_int(&l, "events", nl);
+    wr_log_int(&l, "failures", (long long)w->journal_failures);
+    wr_log_end(&l);
 out:
-    for (int i = 0; i < nt; i++) {
+    for (int i = 0; i < nl; i++) {
         free(texts[i]);
     }
     free(texts);
@@ -1191,262 +1661,164 @@ out:
     free(keys);
 }
 
-/*
- * Process N deliveries (DESIGN.md, "Flow of one message"): decode, claim,
- * run, publish every copy, wait for the confirms, write the records, then ack
- * or return each. Returns WR_BROKER_OK or DOWN.
- */
-static int run_batch(wr_worker *w, int n)
+/* The lowest delivery tag still unfinished outside BT: in the other batch or
+ * held back (0: none). */
+static uint64_t lowest_open_tag(const wr_worker *w, const batch *bt)
 {
-    recycle_amqp_pool(&w->pool);
-    wr_broker_batch_begin(w->b);
-    batch_started(w, n);
-    int rc = process_batch(w, n);
-    batch_ended(w, n);
-    return rc;
+    uint64_t low = 0;
+    const batch *o = other_batch((wr_worker *)w, bt);
+    for (int i = 0; o->live && i < o->n; i++) {
+        uint64_t t = o->items[i].held ? 0 : o->items[i].d->delivery_tag;
+        if (t != 0 && (low == 0 || t < low)) {
+            low = t;
+        }
+    }
+    for (int i = 0; i < w->nheld; i++) {
+        uint64_t t = w->held[i].d->delivery_tag;
+        if (low == 0 || t < low) {
+            low = t;
+        }
+    }
+    return low;
 }
 
-static int process_batch(wr_worker *w, int n)
+/*
+ * Commit BT, second half: read its finish's answer, act on what the commit
+ * said, journal, ack or return each item, log and count, and let BT go.
+ * Returns a WR_BROKER_* code, or PAUSE when Redis failed (the batch is then
+ * abandoned by the caller).
+ */
+static int settle(wr_worker *w, batch *bt)
 {
     const wr_idem_policy *pol = &w->sub->idem;
-    int rc = WR_BROKER_OK;
-    for (int i = 0; i < n; i++) {
-        item *it = &w->items[i];
-        memset(it, 0, sizeof(*it));
-        it->d = w->taken[i];
-        wr_storebuf_reset(w->stores[i]);
-        wr_sb_result_free(&w->links[i].held);
-        prepare(w, it);
-    }
-    if (pol->enabled && claim_batch(w, n) != 0) {
-        rc = return_all(w, n, wr_idem_error(w->idem));
-        return rc == WR_BROKER_OK ? PAUSE : rc;
-    }
-    double leased_at = wr_mono_ms();
-    for (int i = 0; i < n && rc == WR_BROKER_OK; i++) {
-        item *it = &w->items[i];
-        if (it->act == ACT_DLQ) {
-            /* invalid (never runs), or crashed too often to run again */
-            rc = publish_copy(w, it, it->claimed ? "crashed" : "invalid", 0);
-            continue;
+    if (pol->enabled && bt->nfin > 0) {
+        if (!bt->commit_read) {
+            bt->commit_read = 1;
+            bt->frc = wr_idem_finish_recv(w->idem, bt->fin, bt->nfin);
         }
-        if (it->act == ACT_WAIT) {
-            rc = publish_copy(w, it, NULL, 0);
-            continue;
+        if (bt->frc == WR_IDEM_SCRIPT_FAILED) {
+            bt->frc = finish_one_by_one(w, bt);
         }
-        if (it->act == ACT_DUPLICATE || (pol->enabled && !it->claimed)) {
-            continue;
-        }
-        if (atomic_load(&w->flags->stop)) {
-            it->act = ACT_NONE; /* draining: what has not started goes back */
-            it->op = WR_FINISH_UNCLAIM;
-            continue;
-        }
-        if (pol->enabled && wr_mono_ms() - leased_at > (double)pol->lease_ms / 3) {
-            if (extend_leases(w, i, n) != 0) {
-                /* nothing of this batch was published yet past this point's copies;
-                 * returning all of it repeats only work that is idempotent */
-                rc = return_all(w, n, wr_idem_error(w->idem));
-                unclaim_batch(w, n, 1);
-                return rc == WR_BROKER_OK ? PAUSE : rc;
-            }
-            leased_at = wr_mono_ms();
-            if (!it->claimed) {
-                continue;
-            }
-        }
-        if (!wr_shared_brk_allow(w->brk)) {
-            /* the breaker opened (or half-open has no probe slot left): back to the
-             * queue without counting an attempt, quietly */
-            it->act = ACT_NONE;
-            it->op = WR_FINISH_UNCLAIM;
-            continue;
-        }
-        rc = run_one(w, it);
-        if (rc == WR_BROKER_OK && wr_mono_ms() >= w->next_service_ms) {
-            /* a batch of slow handlers: keep heartbeats going between them too */
-            service_broker(w);
-        }
-        if (it->act == ACT_NONE) {
-            wr_shared_brk_release(w->brk); /* interrupted by shutdown: no verdict */
-        } else if (it->out == WR_OUT_OK) {
-            wr_shared_brk_record(w->brk, 1);
-        } else if (it->out == WR_OUT_ERROR || it->out == WR_OUT_TIMEOUT ||
-                   it->out == WR_OUT_RETRY) {
-            wr_shared_brk_record(w->brk, 0);
-        } else {
-            wr_shared_brk_release(w->brk); /* rejections and invalid bodies don't count */
-        }
-    }
-    if (rc == WR_BROKER_OK) {
-        double t0 = wr_mono_ms();
-        rc = wr_broker_batch_wait(w->b, CONFIRM_TIMEOUT_MS);
-        wr_hist_observe(&w->st->confirm, (wr_mono_ms() - t0) / 1000);
-        atomic_store(&w->st->beat_ms, (long long)wr_mono_ms());
-        if (rc == WR_BROKER_TIMEOUT) {
-            wr_logf(WR_LOG_ERROR, "%s: publish confirms did not arrive within %d ms; reconnecting",
-                    w->name, CONFIRM_TIMEOUT_MS);
-            rc = WR_BROKER_DOWN;
-        }
-    }
-    if (rc != WR_BROKER_OK) {
-        /* Nothing is acked: the broker redelivers all of the batch on the new
-         * connection; the records are given back, so whoever gets a message next
-         * claims it at once and no start is counted against it. */
-        wr_logline l;
-        wr_log_begin(&l, WR_LOG_ERROR, "broker connection lost mid-batch; nothing acked");
-        wr_log_str(&l, "subscription", w->sub->name);
-        wr_log_int(&l, "worker", w->index);
-        wr_log_str(&l, "error", wr_broker_error(w->b));
-        wr_log_int(&l, "batch", n);
-        wr_log_end(&l);
-        unclaim_batch(w, n, 0);
-        return WR_BROKER_DOWN;
-    }
-
-    /* Copies whose confirm failed: their message goes back to the queue. */
-    int lost_copies = 0;
-    for (int i = 0; i < n; i++) {
-        item *it = &w->items[i];
-        if (it->act != ACT_NONE && it->act != ACT_DUPLICATE && !item_confirmed(w, it)) {
-            lost_copies++;
-            snprintf(it->error, sizeof(it->error), "%s",
-                     it->act == ACT_OK ? "an outgoing event was not confirmed by the broker"
-                                       : "a copy was not confirmed by the broker");
-            it->act = ACT_NONE;
-            it->op = WR_FINISH_UNCLAIM; /* the broker refused a copy: not a crashed run */
-        }
-    }
-
-    /* Write the records: done after confirmed effects, released for retries. */
-    int k = 0;
-    for (int i = 0; i < n; i++) {
-        item *it = &w->items[i];
-        if (it->claimed) {
-            /* a handled message's ctx.store writes ride on its done mark; a
-                             failed one's (dead-lettered, rejected) are dropped */
-            w->finishes[k] = (wr_finish){
-                .key = it->rkey,
-                .op = it->op,
-                .outcome = it->done_outcome,
-                .writes = it->act == ACT_OK && it->op == WR_FINISH_DONE ? w->stores[i] : NULL};
-            w->map[k++] = i;
-        }
-    }
-    double t0 = wr_mono_ms();
-    int frc = 0;
-    if (pol->enabled) {
-        frc = wr_idem_finish(w->idem, w->finishes, k, w->token, pol->lease_ms, pol->ttl_ms);
-        if (frc == WR_IDEM_SCRIPT_FAILED) {
-            frc = finish_one_by_one(w, k);
-        }
-    }
-    int redis_failed = frc != 0;
-    int refused = 0;
-    if (pol->enabled) {
-        if (redis_failed) {
+        if (bt->frc != 0) {
             wr_stat_add(&w->st->redis_errors, 1);
-        } else {
-            wr_hist_observe(&w->st->redis_finish, (wr_mono_ms() - t0) / 1000);
+            return PAUSE;
         }
+        wr_hist_observe(&w->st->redis_finish, (wr_mono_ms() - bt->commit_t0) / 1000);
     }
-    for (int c = 0; c < k; c++) {
-        item *it = &w->items[w->map[c]];
-        if (it->op != WR_FINISH_DONE || it->act == ACT_NONE) {
+    int refused = 0;
+    for (int c = 0; c < bt->nfin; c++) {
+        item *it = &bt->items[bt->fmap[c]];
+        const wr_finish *f = &bt->fin[c];
+        if (f->op != WR_FINISH_DONE || it->act == WR_ACT_NONE) {
             continue; /* a release that failed only delays the next claim until the lease ends */
         }
         int nwrites = 0;
-        if (w->finishes[c].writes != NULL) {
-            wr_storebuf_writes(w->finishes[c].writes, &nwrites);
+        if (f->writes != NULL) {
+            wr_storebuf_writes(f->writes, &nwrites);
         }
-        if (!redis_failed && w->finishes[c].failed) {
+        if (f->failed) {
             /* The commit script raised on this record (a write Redis refused that
              * the checks did not foresee). Its record was given back as released:
              * the start stays counted, so a message that fails this way every
              * time reaches the crash-loop guard and the DLQ instead of looping. */
-            snprintf(it->error, sizeof(it->error), "the commit failed, the message runs "
-                                                   "again: %s", w->finishes[c].why);
-            it->act = ACT_NONE;
-        } else if (redis_failed || !w->finishes[c].owned) {
-            if (!redis_failed) {
-                wr_stat_add(&w->st->lease_lost, 1);
-            }
+            snprintf(it->error, sizeof(it->error),
+                     "the commit failed, the message runs "
+                     "again: %s",
+                     f->why);
+            it->act = WR_ACT_NONE;
+        } else if (!f->owned) {
+            wr_stat_add(&w->st->lease_lost, 1);
             /* The effects are published but the record is not written: never ack
              * on guesswork. The redelivery is claimed again (by our token, or
              * after the lease by anyone) and re-run; its outgoing events carry
              * the same ids, so consumers downstream deduplicate them. Its
              * ctx.store writes were not applied (they ride on the done mark). */
-            snprintf(it->error, sizeof(it->error), "%s%s%s",
-                     redis_failed ? "the idempotency record could not be written"
-                     : nwrites > 0
+            snprintf(it->error, sizeof(it->error), "%s",
+                     nwrites > 0
                          ? "lease lost: writes not applied; another worker took the message over"
-                         : "lease lost: another worker took the message over",
-                     redis_failed ? ": " : "", redis_failed ? wr_idem_error(w->idem) : "");
-            it->act = ACT_NONE;
-        } else if (w->finishes[c].conflict) {
+                         : "lease lost: another worker took the message over");
+            it->act = WR_ACT_NONE;
+        } else if (f->conflict) {
             /* Another message changed what this one read (optimistic concurrency,
              * storebuf.h): nothing applied, the record unclaimed; the message goes
              * back and runs again from fresh state. Its outgoing events, if any
              * went out, carry the same ids next time. */
-            snprintf(it->error, sizeof(it->error), "store %s; nothing applied, the message "
-                                                   "runs again", w->finishes[c].why);
-            it->act = ACT_NONE;
-        } else if (w->finishes[c].refused) {
+            snprintf(it->error, sizeof(it->error),
+                     "store %s; nothing applied, the message "
+                     "runs again",
+                     f->why);
+            it->act = WR_ACT_NONE;
+            it->claimed = 0;
+        } else if (f->refused) {
             /* Owned, but Redis holds a key of another type (or a counter that is
              * not an integer): nothing applied, the record still ours and
              * processing. No retry can change that: dead-letter it (below). */
             snprintf(it->error, sizeof(it->error), "store writes refused, nothing applied: %s",
-                     w->finishes[c].why);
-            it->act = ACT_DLQ;
+                     f->why);
+            it->act = WR_ACT_DLQ;
             it->outcome = "store-refused";
-            snprintf(it->reason, sizeof(it->reason), "store-refused");
+            set_reason(it, WR_RS_STORE_REFUSED);
             refused++;
         }
     }
-    if (refused > 0 && dead_letter_refused(w, n) != WR_BROKER_OK) {
+    if (refused > 0 && dead_letter_refused(w, bt) != WR_BROKER_OK) {
         return WR_BROKER_DOWN;
     }
-
-    if (!redis_failed) {
-        journal_batch(w, n);
-    }
+    journal_batch(w, bt);
 
     int all_ok = 1;
-    for (int i = 0; i < n; i++) {
-        all_ok &= w->items[i].act != ACT_NONE;
+    uint64_t last = 0;
+    for (int i = 0; i < bt->n; i++) {
+        item *it = &bt->items[i];
+        if (!it->held) {
+            all_ok &= it->act != WR_ACT_NONE;
+            last = it->d->delivery_tag > last ? it->d->delivery_tag : last;
+        }
     }
-    if (all_ok) {
-        rc = wr_broker_ack(w->b, w->items[n - 1].d->delivery_tag, 1);
+    int rc = WR_BROKER_OK;
+    uint64_t low = lowest_open_tag(w, bt);
+    int multiple = all_ok && last != 0 && (low == 0 || low > last);
+    if (multiple) {
+        rc = wr_broker_ack(w->b, last, 1);
     }
-    for (int i = 0; i < n; i++) {
-        item *it = &w->items[i];
-        if (!all_ok && rc == WR_BROKER_OK) {
-            rc = it->act != ACT_NONE ? wr_broker_ack(w->b, it->d->delivery_tag, 0)
-                                     : wr_broker_nack(w->b, it->d->delivery_tag, 0, 1);
+    for (int i = 0; i < bt->n; i++) {
+        item *it = &bt->items[i];
+        if (it->held) {
+            continue;
+        }
+        if (!multiple && rc == WR_BROKER_OK) {
+            rc = it->act != WR_ACT_NONE ? wr_broker_ack(w->b, it->d->delivery_tag, 0)
+                                        : wr_broker_nack(w->b, it->d->delivery_tag, 0, 1);
         }
         /* logged even when an ack failed: the outcome (and its record) stands, the
          * redelivery will be skipped as a duplicate */
-        if (it->act == ACT_NONE && it->error[0] == '\0') {
-            continue; /* not started (shutdown): returned quietly */
+        if (it->act == WR_ACT_NONE && it->error[0] == '\0') {
+            continue; /* not started (shutdown, breaker): returned quietly */
         }
         count_item(w, it);
         /* a store conflict is concurrency doing its job, not a failure */
-        wr_log_level level = it->act == ACT_OK || it->act == ACT_DUPLICATE ? WR_LOG_INFO
-                             : it->act == ACT_NONE &&
-                                     strncmp(it->error, "store conflict", 14) != 0
-                                 ? WR_LOG_ERROR
-                                 : WR_LOG_WARN;
-        log_item(w, it, act_outcome(it->act), level);
+        wr_log_level level =
+            it->act == WR_ACT_OK || it->act == WR_ACT_DUPLICATE                       ? WR_LOG_INFO
+            : it->act == WR_ACT_NONE && strncmp(it->error, "store conflict", 14) != 0 ? WR_LOG_ERROR
+                                                                                      : WR_LOG_WARN;
+        log_item(w, it, level);
     }
     if (rc != WR_BROKER_OK) {
         return WR_BROKER_DOWN;
     }
-    if (redis_failed) {
-        /* none of the batch's records was written: all of them are still ours */
-        unclaim_batch(w, n, 1);
-        return PAUSE;
+    /* the publishes of this batch matter to nobody now; those of the other one do */
+    batch *o = other_batch(w, bt);
+    wr_broker_confirm_release(w->b, o->live && o->seq_first != 0 ? o->seq_first
+                                                                 : wr_broker_next_seq(w->b));
+    int lost_copies = 0;
+    for (int i = 0; i < bt->n; i++) {
+        lost_copies += !bt->items[i].held && bt->items[i].act == WR_ACT_NONE &&
+                       strstr(bt->items[i].error, "not confirmed by the broker") != NULL;
     }
-    if (lost_copies > 0) {
+    batch_clear(w, bt);
+    atomic_store(&w->st->busy, o->live);
+    atomic_store(&w->st->in_flight, o->live ? o->n : 0);
+    if (lost_copies > 0 && !o->live) {
         /* A refused or unroutable copy: make sure our queues exist, and don't spin. */
         if (wr_broker_declare(w->b, &w->topo) != WR_BROKER_OK) {
             return WR_BROKER_DOWN;
@@ -1454,6 +1826,50 @@ static int process_batch(wr_worker *w, int n)
         nap(w, 1000);
     }
     return WR_BROKER_OK;
+}
+
+/* Commit and settle BT at once (nothing else to overlap with). */
+static int complete(wr_worker *w, batch *bt)
+{
+    if (!bt->live) {
+        return WR_BROKER_OK;
+    }
+    int rc = bt->commit_sent ? WR_BROKER_OK : commit_send(w, bt);
+    return rc != WR_BROKER_OK ? rc : settle(w, bt);
+}
+
+/*
+ * One turn with deliveries in CUR (see the top of this file): prepare and
+ * claim CUR, commit PREV, run CUR, settle PREV. CUR is then the batch in
+ * flight. Returns a WR_BROKER_* code, or PAUSE when Redis failed; on either
+ * failure the caller abandons both batches.
+ */
+static int step(wr_worker *w, batch *cur, batch *prev)
+{
+    recycle_amqp_pool(&cur->pool);
+    int rc = prepare_batch(w, cur);
+    if (rc != WR_BROKER_OK) {
+        return rc;
+    }
+    if (claim_send(w, cur) != 0) {
+        wr_stat_add(&w->st->redis_errors, 1);
+        return PAUSE;
+    }
+    if (prev->live && !prev->commit_sent && (rc = commit_send(w, prev)) != WR_BROKER_OK) {
+        return rc;
+    }
+    if (claim_recv(w, cur) != 0) {
+        wr_stat_add(&w->st->redis_errors, 1);
+        return PAUSE;
+    }
+    rc = run_batch(w, cur);
+    if (rc != WR_BROKER_OK) {
+        return rc;
+    }
+    if (prev->live) {
+        rc = settle(w, prev);
+    }
+    return rc;
 }
 
 /* ---- the thread --------------------------------------------------------------------- */
@@ -1465,14 +1881,29 @@ static void drain(wr_worker *w)
         return;
     }
     wr_broker_cancel(w->b);
+    amqp_envelope_t **tmp = w->batches[w->cur].taken;
     int n;
-    while (wr_broker_take(w->b, w->taken, w->sub->batch_size, 0, &n) == WR_BROKER_OK && n > 0) {
-        for (int i = 0; i < n; i++) {
-            wr_broker_release(w->taken[i]);
+    if (!w->batches[w->cur].live) {
+        while (wr_broker_take(w->b, tmp, w->sub->batch_size, 0, &n) == WR_BROKER_OK && n > 0) {
+            for (int i = 0; i < n; i++) {
+                wr_broker_release(tmp[i]);
+            }
         }
     }
+    drop_held(w);
     /* delivery tag 0 with multiple: every unacked delivery on the channel */
     wr_broker_nack(w->b, 0, 1, 1);
+}
+
+/* Settle whatever batch is in flight (before pausing, reloading or stopping).
+ * Returns a WR_BROKER_* code or PAUSE. */
+static int settle_all(wr_worker *w)
+{
+    int rc = complete(w, &w->batches[w->cur ^ 1]);
+    if (rc == WR_BROKER_OK) {
+        rc = complete(w, &w->batches[w->cur]);
+    }
+    return rc;
 }
 
 /*
@@ -1529,8 +1960,10 @@ static int apply_live(wr_worker *w)
     }
     wr_topology topo;
     if (wr_topology_plan(w->sub, &tiers, &topo) != 0) {
-        wr_logf(WR_LOG_ERROR, "%s: the new retry delays need queue names that are too long; "
-                              "keeping the old schedule", w->name);
+        wr_logf(WR_LOG_ERROR,
+                "%s: the new retry delays need queue names that are too long; "
+                "keeping the old schedule",
+                w->name);
         wr_retry_policy_copy(&w->retry, w->retry_delays, &w->sub->retry);
         return WR_BROKER_OK;
     }
@@ -1539,6 +1972,55 @@ static int apply_live(wr_worker *w)
     w->tiers = tiers;
     /* the new delay queues must exist before the first retry copy goes to one */
     return w->b != NULL ? wr_broker_declare(w->b, &w->topo) : WR_BROKER_OK;
+}
+
+/* Close the broker connection (after abandon or settle). */
+static void disconnect(wr_worker *w)
+{
+    wr_broker_destroy(w->b);
+    w->b = NULL;
+}
+
+/* After a failed step or settle: abandon what is in flight and close the
+ * connection. RC is what failed. */
+static void fail_turn(wr_worker *w, int rc)
+{
+    if (rc == PAUSE) {
+        char why[512];
+        snprintf(why, sizeof(why), "%s", w->idem ? wr_idem_error(w->idem) : "Redis failed");
+        abandon(w, 1, why);
+        /* a new connection when Redis answers: nothing owed on this one matters now */
+        wr_idem_destroy(w->idem);
+        w->idem = NULL;
+        /* closing the connection returns every delivery we hold; we consume again
+         * once Redis answers (connect_broker waits for it). Redis may answer PING
+         * and still refuse what a batch needs (OOM at maxmemory, a read-only
+         * replica): pauses in a row back off, or the worker would spin through
+         * reconnects. */
+        wr_logf(WR_LOG_WARN, "%s: pausing consumption until Redis answers", w->name);
+        drain(w);
+        disconnect(w);
+        if (w->pause_backoff_ms > 0) {
+            nap(w, jittered(w, w->pause_backoff_ms));
+        }
+        w->pause_backoff_ms = w->pause_backoff_ms == 0                   ? BACKOFF_MIN_MS
+                              : w->pause_backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
+                                                                         : w->pause_backoff_ms * 2;
+        return;
+    }
+    const char *why = w->b ? wr_broker_error(w->b) : "broker connection lost";
+    wr_logline l;
+    wr_log_begin(&l, WR_LOG_ERROR, "broker connection lost");
+    wr_log_str(&l, "subscription", w->sub->name);
+    wr_log_int(&l, "worker", w->index);
+    wr_log_str(&l, "error", why);
+    wr_log_end(&l);
+    /* the deliveries die with the connection; the records are given back */
+    if (w->b != NULL) {
+        disconnect(w);
+    }
+    abandon(w, 0, why);
+    nap(w, BACKOFF_MIN_MS);
 }
 
 static void *worker_main(void *arg)
@@ -1551,19 +2033,30 @@ static void *worker_main(void *arg)
             break;
         }
         while (!atomic_load(&w->flags->stop)) {
-            if (atomic_load(&w->live->gen) != w->live_gen &&
-                apply_live(w) != WR_BROKER_OK) {
-                wr_logf(WR_LOG_ERROR, "%s: declaring new delay queues failed: %s", w->name,
-                        wr_broker_error(w->b));
-                wr_broker_destroy(w->b);
-                w->b = NULL;
-                break;
+            batch *cur = &w->batches[w->cur];
+            batch *prev = &w->batches[w->cur ^ 1];
+            int rc = WR_BROKER_OK;
+            if (atomic_load(&w->live->gen) != w->live_gen) {
+                rc = settle_all(w);
+                if (rc == WR_BROKER_OK && apply_live(w) != WR_BROKER_OK) {
+                    wr_logf(WR_LOG_ERROR, "%s: declaring new delay queues failed: %s", w->name,
+                            wr_broker_error(w->b));
+                    rc = WR_BROKER_DOWN;
+                }
+                if (rc != WR_BROKER_OK) {
+                    fail_turn(w, rc);
+                    break;
+                }
             }
             int64_t wait_ms;
             if (wr_shared_brk_blocks(w->brk, &wait_ms)) {
                 if (!w->paused) {
                     /* stop consuming: what was delivered but not started goes back,
                      * without counting an attempt; nothing burns retries meanwhile */
+                    if ((rc = settle_all(w)) != WR_BROKER_OK) {
+                        fail_turn(w, rc);
+                        break;
+                    }
                     drain(w);
                     w->paused = 1;
                     wr_logline l;
@@ -1572,18 +2065,15 @@ static void *worker_main(void *arg)
                     wr_log_int(&l, "worker", w->index);
                     wr_log_end(&l);
                 }
-                int prc = wr_broker_poll(w->b, (int)wait_ms); /* keeps heartbeats going */
-                if (prc == WR_BROKER_DOWN) {
-                    wr_broker_destroy(w->b);
-                    w->b = NULL;
+                if (wr_broker_poll(w->b, (int)wait_ms) == WR_BROKER_DOWN) {
+                    fail_turn(w, WR_BROKER_DOWN);
                     break;
                 }
                 continue;
             }
             if (w->paused) {
                 if (wr_broker_consume(w->b, w->sub->queue, w->sub->prefetch) != WR_BROKER_OK) {
-                    wr_broker_destroy(w->b);
-                    w->b = NULL;
+                    fail_turn(w, WR_BROKER_DOWN);
                     break;
                 }
                 w->paused = 0;
@@ -1596,77 +2086,108 @@ static void *worker_main(void *arg)
             }
             if (wr_broker_blocked(w->b)) {
                 /* the broker's memory or disk alarm: a publish now would block the
-                 * thread once TCP buffers fill; take no batch (each one publishes)
+                 * thread once TCP buffers fill; take no batch (each one may publish)
                  * until it lifts, servicing the connection meanwhile */
                 if (wr_broker_poll(w->b, TAKE_TIMEOUT_MS) == WR_BROKER_DOWN) {
-                    wr_broker_destroy(w->b);
-                    w->b = NULL;
+                    fail_turn(w, WR_BROKER_DOWN);
                     break;
                 }
                 continue;
             }
-            int n = 0;
-            int rc = wr_broker_take(w->b, w->taken, w->sub->batch_size, TAKE_TIMEOUT_MS, &n);
-            if (rc == WR_BROKER_OK && n > 0) {
-                rc = run_batch(w, n);
-                for (int i = 0; i < n; i++) {
-                    wr_broker_release(w->taken[i]);
+            /* with a batch in flight, take only what is there: settling it must not
+             * wait for new deliveries */
+            rc = take(w, cur, prev->live ? 0 : TAKE_TIMEOUT_MS);
+            if (rc == WR_BROKER_OK && cur->n > 0) {
+                rc = step(w, cur, prev);
+                if (rc == WR_BROKER_OK) {
+                    w->cur ^= 1; /* cur is in flight now */
                 }
-            }
-            if (rc == PAUSE) {
-                /* closing the connection returns every delivery we hold; we
-                 * consume again once Redis answers (connect_broker waits for it).
-                 * Redis may answer PING and still refuse what a batch needs (OOM
-                 * at maxmemory, a read-only replica): pauses in a row back off, or
-                 * the worker would spin through reconnects. */
-                wr_logf(WR_LOG_WARN, "%s: pausing consumption until Redis answers", w->name);
-                drain(w);
-                wr_broker_destroy(w->b);
-                w->b = NULL;
-                if (w->pause_backoff_ms > 0) {
-                    nap(w, jittered(w, w->pause_backoff_ms));
-                }
-                w->pause_backoff_ms = w->pause_backoff_ms == 0 ? BACKOFF_MIN_MS
-                                      : w->pause_backoff_ms * 2 > BACKOFF_MAX_MS
-                                          ? BACKOFF_MAX_MS
-                                          : w->pause_backoff_ms * 2;
-                break;
-            }
-            if (rc == WR_BROKER_OK && n > 0) {
-                w->pause_backoff_ms = 0; /* a batch went through */
-            }
-            if (rc == WR_BROKER_OK && !wr_broker_consuming(w->b)) {
-                wr_logf(WR_LOG_WARN, "%s: consumer cancelled by the broker; reconnecting",
-                        w->name);
-                rc = WR_BROKER_DOWN;
+            } else if (rc == WR_BROKER_OK && prev->live) {
+                rc = complete(w, prev);
             }
             if (rc != WR_BROKER_OK) {
-                wr_logline l;
-                wr_log_begin(&l, WR_LOG_ERROR, "broker connection lost");
-                wr_log_str(&l, "subscription", w->sub->name);
-                wr_log_int(&l, "worker", w->index);
-                wr_log_str(&l, "error", wr_broker_error(w->b));
-                wr_log_end(&l);
-                wr_broker_destroy(w->b);
-                w->b = NULL;
-                nap(w, BACKOFF_MIN_MS);
+                fail_turn(w, rc);
                 break;
             }
+            if (cur->n > 0) {
+                w->pause_backoff_ms = 0; /* a batch went through */
+            }
+            if (!wr_broker_consuming(w->b) && !w->paused) {
+                wr_logf(WR_LOG_WARN, "%s: consumer cancelled by the broker; reconnecting", w->name);
+                rc = settle_all(w);
+                fail_turn(w, rc == WR_BROKER_OK ? WR_BROKER_DOWN : rc);
+                break;
+            }
+        }
+    }
+    /* stopping: settle what is in flight, give back the rest */
+    if (w->b != NULL) {
+        int rc = settle_all(w);
+        if (rc != WR_BROKER_OK) {
+            fail_turn(w, rc);
         }
     }
     atomic_store(&w->st->connected, 0);
     atomic_store(&w->st->blocked, 0);
     drain(w);
-    wr_broker_destroy(w->b);
-    w->b = NULL;
+    disconnect(w);
     wr_logf(WR_LOG_INFO, "%s: stopped", w->name);
     atomic_store(&w->done, 1);
     return NULL;
 }
 
+static int batch_init(batch *bt, int n, int max_writes)
+{
+    size_t bs = (size_t)n;
+    bt->taken = calloc(bs, sizeof(*bt->taken));
+    bt->items = calloc(bs, sizeof(*bt->items));
+    bt->claims = calloc(bs, sizeof(*bt->claims));
+    bt->fin = calloc(bs, sizeof(*bt->fin));
+    bt->cmap = calloc(bs, sizeof(*bt->cmap));
+    bt->fmap = calloc(bs, sizeof(*bt->fmap));
+    bt->stores = calloc(bs, sizeof(*bt->stores));
+    bt->links = calloc(bs, sizeof(*bt->links));
+    bt->entries = calloc(bs, sizeof(*bt->entries));
+    init_amqp_pool(&bt->pool, 16384);
+    if (!bt->taken || !bt->items || !bt->claims || !bt->fin || !bt->cmap || !bt->fmap ||
+        !bt->stores || !bt->links || !bt->entries) {
+        return -1;
+    }
+    for (size_t i = 0; i < bs; i++) {
+        if ((bt->stores[i] = wr_storebuf_create(max_writes)) == NULL) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void batch_free(batch *bt, int n)
+{
+    for (int i = 0; bt->stores != NULL && i < n; i++) {
+        wr_storebuf_destroy(bt->stores[i]);
+    }
+    for (int i = 0; bt->links != NULL && i < n; i++) {
+        wr_sb_result_free(&bt->links[i].held);
+    }
+    for (int i = 0; bt->entries != NULL && i < n; i++) {
+        free(bt->entries[i]);
+    }
+    empty_amqp_pool(&bt->pool);
+    free(bt->taken);
+    free(bt->items);
+    free(bt->claims);
+    free(bt->fin);
+    free(bt->cmap);
+    free(bt->fmap);
+    free(bt->stores);
+    free(bt->links);
+    free(bt->entries);
+}
+
 wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int index,
                            wr_live *live, wr_shared_brk *brk, wr_breakers *named,
-                           wr_run_flags *flags, wr_wstats *stats, char *err, size_t errcap)
+                           wr_inflight *inflight, wr_run_flags *flags, wr_wstats *stats, char *err,
+                           size_t errcap)
 {
     wr_worker *w = calloc(1, sizeof(*w));
     if (w == NULL) {
@@ -1678,10 +2199,10 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
     w->index = index;
     w->flags = flags;
     w->st = stats;
+    w->inflight = inflight;
     w->max_body = sub->max_body_size > 0 ? (size_t)sub->max_body_size : 512 * 1024;
     snprintf(w->name, sizeof(w->name), "warren %s#%d", sub->name, index);
     pthread_mutex_init(&w->lua_lock, NULL);
-    init_amqp_pool(&w->pool, 16384);
     seed_rand(w);
     char rnd[17];
     hex_rand(w, rnd, 16);
@@ -1711,29 +2232,21 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
         .service_ud = w,
         .service_every_ms = cfg->amqp_heartbeat_ms > 0 ? cfg->amqp_heartbeat_ms / 4 : 1000,
     };
-    size_t bs = (size_t)sub->batch_size;
-    w->items = calloc(bs, sizeof(*w->items));
-    w->taken = calloc(bs, sizeof(*w->taken));
-    w->claims = calloc(bs, sizeof(*w->claims));
-    w->finishes = calloc(bs, sizeof(*w->finishes));
-    w->stores = calloc(bs, sizeof(*w->stores));
-    for (size_t i = 0; w->stores != NULL && i < bs; i++) {
-        if ((w->stores[i] = wr_storebuf_create(cfg->store_max_writes)) == NULL) {
+    int bs = sub->batch_size;
+    for (int b = 0; b < 2; b++) {
+        if (batch_init(&w->batches[b], bs, cfg->store_max_writes) != 0) {
             snprintf(err, errcap, "out of memory");
             wr_live_snapshot_free(&snap);
             goto fail;
         }
     }
-    w->links = calloc(bs, sizeof(*w->links));
+    w->held = calloc((size_t)(sub->prefetch + bs), sizeof(*w->held));
     w->store = (wr_lua_store){.fetch = chained_fetch,
                               .prefix = cfg->store_prefix ? cfg->store_prefix : "warren:store:",
                               .max_value_bytes = cfg->store_max_value_bytes > 0
                                                      ? (size_t)cfg->store_max_value_bytes
                                                      : 65536};
-    w->map = calloc(bs, sizeof(*w->map));
-    w->orphans = calloc(bs, sizeof(*w->orphans));
-    if (!w->items || !w->taken || !w->claims || !w->finishes || !w->map || !w->orphans ||
-        !w->stores || !w->links) {
+    if (w->held == NULL || scratch_room(w, bs) != 0) {
         snprintf(err, errcap, "out of memory");
         wr_live_snapshot_free(&snap);
         goto fail;
@@ -1790,21 +2303,12 @@ void wr_worker_free(wr_worker *w)
     wr_lua_destroy(w->lua);
     wr_idem_destroy(w->idem);
     wr_topology_clear(&w->topo);
-    empty_amqp_pool(&w->pool);
-    free(w->items);
-    free(w->taken);
-    free(w->claims);
-    free(w->finishes);
-    for (int i = 0; w->stores != NULL && i < w->sub->batch_size; i++) {
-        wr_storebuf_destroy(w->stores[i]);
+    for (int b = 0; b < 2; b++) {
+        batch_free(&w->batches[b], w->sub->batch_size);
     }
-    free(w->stores);
-    for (int i = 0; w->links != NULL && i < w->sub->batch_size; i++) {
-        wr_sb_result_free(&w->links[i].held);
-    }
-    free(w->links);
-    free(w->map);
+    free(w->held);
     free(w->orphans);
+    free(w->scratch);
     pthread_mutex_destroy(&w->lua_lock);
     free(w);
 }

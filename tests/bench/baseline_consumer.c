@@ -14,10 +14,19 @@
  * and last "message handled" log lines mark). A passive queue.declare after
  * the clock stops reports how many messages are left ready in the queue.
  *
+ * With --latency (tests/bench/orders.sh's latency runs) it acks as soon as
+ * nothing more is buffered instead: after each delivery, when rabbitmq-c holds
+ * no further frame and no unread byte, one ack with `multiple` covers every
+ * delivery since the last ack. Each body carries its publisher's clock
+ * ("sent_us": CLOCK_REALTIME in microseconds, anywhere in the body); the time
+ * from that stamp to the ack covering the message is recorded, and the JSON
+ * line gets "latency_us": {"count","p50","p90","p99","max"} (nearest rank)
+ * and "unstamped" (deliveries without a stamp).
+ *
  * Exit status: 0 all K consumed; 1 error; 2 usage; 3 idle timeout before K.
  *
  *   wr-baseline-consumer --url amqp://guest:guest@127.0.0.1:5900/ --queue q --count 50000
- *       [--prefetch 100] [--ack-every 50] [--idle-timeout 10]
+ *       [--prefetch 100] [--ack-every 50] [--idle-timeout 10] [--latency]
  */
 #include <sys/resource.h>
 #include <sys/time.h> /* before amqp.h under -std=c11 */
@@ -34,10 +43,9 @@
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: wr-baseline-consumer --url AMQP_URL --queue QUEUE --count K\n"
-            "                            [--prefetch N (100)] [--ack-every M (50)]\n"
-            "                            [--idle-timeout SECONDS (10)]\n");
+    fprintf(stderr, "usage: wr-baseline-consumer --url AMQP_URL --queue QUEUE --count K\n"
+                    "                            [--prefetch N (100)] [--ack-every M (50)]\n"
+                    "                            [--idle-timeout SECONDS (10)] [--latency]\n");
     exit(2);
 }
 
@@ -46,6 +54,94 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CLOCK_REALTIME in microseconds: the clock the publisher stamps bodies with. */
+static int64_t realtime_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* The body's "sent_us": stamp (digits after the key), or -1 when it has none. */
+static int64_t body_stamp(amqp_bytes_t body)
+{
+    static const char key[] = "\"sent_us\":";
+    const size_t klen = sizeof(key) - 1;
+    const char *b = body.bytes;
+    for (size_t i = 0; i + klen < body.len; i++) {
+        if (memcmp(b + i, key, klen) != 0) {
+            continue;
+        }
+        int64_t v = 0;
+        size_t j = i + klen, digits = 0;
+        while (j < body.len && b[j] >= '0' && b[j] <= '9' && digits < 18) {
+            v = v * 10 + (b[j] - '0');
+            j++;
+            digits++;
+        }
+        return digits > 0 ? v : -1;
+    }
+    return -1;
+}
+
+/* This process's peak resident set (VmHWM), in KiB, or -1. Not getrusage's
+ * ru_maxrss: Linux carries that over exec, from the process that forked us. */
+static long vm_hwm_kb(void)
+{
+    long kb = -1;
+    char line[256];
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f == NULL) {
+        return -1;
+    }
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "VmHWM:", 6) == 0) {
+            kb = strtol(line + 6, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return kb;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Latencies recorded in --latency mode: a growing array. */
+typedef struct {
+    int64_t *v;
+    size_t n, cap;
+} samples;
+
+static void samples_push(samples *s, int64_t x)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 4096;
+        int64_t *v = realloc(s->v, cap * sizeof(*v));
+        if (v == NULL) {
+            fprintf(stderr, "wr-baseline-consumer: out of memory\n");
+            exit(1);
+        }
+        s->v = v;
+        s->cap = cap;
+    }
+    s->v[s->n++] = x;
+}
+
+/* Nearest-rank percentile P (0-100] of the sorted samples. */
+static int64_t rank(const samples *s, double p)
+{
+    double r = p / 100.0 * (double)s->n;
+    size_t i = (size_t)r;
+    if ((double)i < r) {
+        i++;
+    }
+    return s->v[i > 0 ? i - 1 : 0];
 }
 
 static long parse_long(const char *name, const char *s, long min, long max)
@@ -71,7 +167,8 @@ static void die_on_reply(amqp_rpc_reply_t r, const char *what)
         fprintf(stderr, "wr-baseline-consumer: %s: missing RPC reply\n", what);
         break;
     case AMQP_RESPONSE_LIBRARY_EXCEPTION:
-        fprintf(stderr, "wr-baseline-consumer: %s: %s\n", what, amqp_error_string2(r.library_error));
+        fprintf(stderr, "wr-baseline-consumer: %s: %s\n", what,
+                amqp_error_string2(r.library_error));
         break;
     case AMQP_RESPONSE_SERVER_EXCEPTION:
         if (r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
@@ -103,11 +200,16 @@ int main(int argc, char **argv)
 {
     const char *url = NULL, *queue = NULL;
     long count = -1, prefetch = 100, ack_every = 50, idle_timeout_s = 10;
+    int latency = 0;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage();
+        }
+        if (strcmp(a, "--latency") == 0) {
+            latency = 1;
+            continue;
         }
         if (i + 1 >= argc) {
             usage();
@@ -142,7 +244,8 @@ int main(int argc, char **argv)
     struct amqp_connection_info ci;
     amqp_default_connection_info(&ci);
     if (amqp_parse_url(url_buf, &ci) != AMQP_STATUS_OK || ci.ssl) {
-        fprintf(stderr, "wr-baseline-consumer: --url: expected amqp://user:password@host:port/vhost\n");
+        fprintf(stderr,
+                "wr-baseline-consumer: --url: expected amqp://user:password@host:port/vhost\n");
         return 2;
     }
     const char *vhost = (ci.vhost == NULL || ci.vhost[0] == '\0') ? "/" : ci.vhost;
@@ -172,6 +275,15 @@ int main(int argc, char **argv)
     long unacked = 0;
     uint64_t last_tag = 0;
     int idle = 0;
+    /* --latency: the stamps of the deliveries not acked yet, and the results */
+    int64_t *pending = calloc((size_t)prefetch + 1, sizeof(*pending));
+    size_t npending = 0;
+    long unstamped = 0;
+    samples lat = {0};
+    if (pending == NULL) {
+        fprintf(stderr, "wr-baseline-consumer: out of memory\n");
+        return 1;
+    }
     struct timeval idle_tv = {.tv_sec = idle_timeout_s, .tv_usec = 0};
 
     while (got < count) {
@@ -185,8 +297,31 @@ int main(int argc, char **argv)
             got++;
             t_last = now_s(); /* where the clock stops if we end idle (vDSO: ~20 ns) */
             last_tag = env.delivery_tag;
+            if (latency) {
+                int64_t st = body_stamp(env.message.body);
+                unstamped += st < 0;
+                if (npending < (size_t)prefetch) {
+                    pending[npending++] = st;
+                }
+            }
             amqp_destroy_envelope(&env);
-            if (++unacked >= ack_every) {
+            unacked++;
+            if (latency) {
+                /* ack what we hold as soon as nothing more is buffered */
+                if (!amqp_frames_enqueued(conn) && !amqp_data_in_buffer(conn)) {
+                    die_on_status(amqp_basic_ack(conn, 1, last_tag, 1), "basic.ack");
+                    int64_t t = realtime_us();
+                    for (size_t i = 0; i < npending; i++) {
+                        if (pending[i] >= 0) {
+                            samples_push(&lat, t - pending[i]);
+                        }
+                    }
+                    npending = 0;
+                    unacked = 0;
+                }
+                continue;
+            }
+            if (unacked >= ack_every) {
                 die_on_status(amqp_basic_ack(conn, 1, last_tag, 1), "basic.ack");
                 unacked = 0;
             }
@@ -225,6 +360,13 @@ int main(int argc, char **argv)
     }
     if (unacked > 0) {
         die_on_status(amqp_basic_ack(conn, 1, last_tag, 1), "basic.ack");
+        int64_t t = realtime_us();
+        for (size_t i = 0; i < npending; i++) {
+            if (pending[i] >= 0) {
+                samples_push(&lat, t - pending[i]);
+            }
+        }
+        npending = 0;
     }
     t_end = idle ? (got > 0 ? t_last : t0) : now_s();
 
@@ -252,9 +394,21 @@ int main(int argc, char **argv)
     printf("{\"consumer\":\"baseline\",\"queue\":\"%s\",\"messages\":%ld,\"requested\":%ld,"
            "\"elapsed_s\":%.3f,\"msgs_per_s\":%.1f,\"first_delivery_after_s\":%.3f,"
            "\"prefetch\":%ld,\"ack_every\":%ld,\"left_in_queue\":%ld,\"idle_timeout\":%s,"
-           "\"cpu_s\":%.3f}\n",
+           "\"cpu_s\":%.3f,\"vm_hwm_kb\":%ld",
            queue, got, count, elapsed, (double)got / elapsed, got > 0 ? t_first - t0 : 0.0,
-           prefetch, ack_every, left, idle ? "true" : "false", cpu_s);
+           prefetch, ack_every, left, idle ? "true" : "false", cpu_s, vm_hwm_kb());
+    if (latency && lat.n > 0) {
+        qsort(lat.v, lat.n, sizeof(*lat.v), cmp_i64);
+        printf(",\"unstamped\":%ld,\"latency_us\":{\"count\":%zu,\"p50\":%lld,\"p90\":%lld,"
+               "\"p99\":%lld,\"max\":%lld}",
+               unstamped, lat.n, (long long)rank(&lat, 50), (long long)rank(&lat, 90),
+               (long long)rank(&lat, 99), (long long)lat.v[lat.n - 1]);
+    } else if (latency) {
+        printf(",\"unstamped\":%ld,\"latency_us\":null", unstamped);
+    }
+    printf("}\n");
+    free(lat.v);
+    free(pending);
     fflush(stdout);
     return got < count ? 3 : 0;
 }

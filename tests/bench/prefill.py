@@ -10,6 +10,9 @@ mode, with up to --window confirms outstanding (the broker acks them with
     /usr/bin/python3 tests/bench/prefill.py --url amqp://guest:guest@127.0.0.1:5900/ \
         --queue bench.a --count 50000 [--purge] [--id-prefix run1-a] [--window 2000]
 
+tests/bench/orders.py imports it and passes its own messages instead:
+Prefill(args, messages=[(message_id, body, type), ...]).
+
 Prints one line of JSON ({"queue":..., "published":N, "elapsed_s":..., "msgs_per_s":...,
 "depth":...}) and exits 0 when every message was confirmed and the queue
 holds at least N messages; 1 otherwise. Uses python3-pika (Debian's, hence
@@ -34,8 +37,9 @@ def body_for(n, size):
 
 
 class Prefill:
-    def __init__(self, args):
+    def __init__(self, args, messages=None):
         self.a = args
+        self.messages = messages   # None: body_for(); else (message_id, body, type) per n
         self.params = pika.URLParameters(args.url)
         self.params.heartbeat = 0
         self.next_n = 0            # next message number to publish
@@ -114,13 +118,18 @@ class Prefill:
             while (self.next_n < self.a.count and len(self.outstanding) < self.a.window
                    and chunk < 500):
                 n = self.next_n
+                if self.messages is None:
+                    mid, body, mtype = "%s-%d" % (self.a.id_prefix, n), body_for(n, self.a.size), \
+                        "bench.event"
+                else:
+                    mid, body, mtype = self.messages[n]
                 props = pika.BasicProperties(
-                    message_id="%s-%d" % (self.a.id_prefix, n),
+                    message_id=mid,
                     content_type="application/json",
-                    type="bench.event",
+                    type=mtype,
                     delivery_mode=2,
                 )
-                self.ch.basic_publish("", self.a.queue, body_for(n, self.a.size), props)
+                self.ch.basic_publish("", self.a.queue, body, props)
                 self.tag += 1
                 self.outstanding[self.tag] = True
                 self.next_n += 1

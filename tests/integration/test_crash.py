@@ -15,7 +15,7 @@ import random
 import time
 
 from wrtest import (Broker, Warren, check, check_eq, finish, kill_in_flight, prefix,
-                    redis_client, tempdir, wait_for, write)
+                    records as records_of, redis_client, tempdir, wait_for, write)
 
 TOTAL = 20000
 KILLS = 10
@@ -104,13 +104,7 @@ print("  %d DLQ copies for %d failing inputs" % (len(dlq_ids), len(distinct_bad)
 check_eq(sorted(set(extra) - caught), [],
          "only inputs a kill caught in flight were dead-lettered twice (%d were)" % len(extra))
 
-keys = r.keys("warren:idem:crashy:*")
-records = {}
-pipe = r.pipeline()
-for k in keys:
-    pipe.hgetall(k)
-for k, rec in zip(keys, pipe.execute()):
-    records[k.split(":", 3)[3]] = rec
+records = records_of(r, "crashy")
 not_done = sorted(i for i in ids if records.get(i, {}).get("state") != "done")
 check_eq(not_done, [], "every input id has a done record")
 check_eq(sorted(i for i in distinct_good if records[i].get("outcome") != "ok"), [],

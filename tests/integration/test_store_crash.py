@@ -19,7 +19,7 @@ import shutil
 import time
 
 from wrtest import (SOURCE_DIR, Broker, Warren, check, check_eq, finish, kill_in_flight,
-                    prefix, redis_client, tempdir, wait_for)
+                    prefix, records as records_of, redis_client, tempdir, wait_for)
 
 TOTAL = 20000
 DUP_SHARE = 0.20
@@ -112,13 +112,7 @@ print("  drained %.1f s after the first start" % (time.monotonic() - t0), flush=
 check_eq(w.stop(), 0, "the last run exits 0")
 
 # every input: done once, ok, or dead-lettered with its copy in the DLQ
-recs = {}
-keys = list(r.scan_iter(match="warren:idem:ledger:*", count=5000))
-pipe = r.pipeline()
-for k in keys:
-    pipe.hgetall(k)
-for k, rec in zip(keys, pipe.execute()):
-    recs[k.split(":", 3)[3]] = rec
+recs = records_of(r, "ledger")
 dlq_ids = set(props.message_id for props, _ in b.drain(queue + ".dlq"))
 ids = set(mid for mid, _, _ in distinct)
 not_done = sorted(m for m in ids if recs.get(m, {}).get("state") != "done")

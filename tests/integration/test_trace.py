@@ -203,11 +203,13 @@ try:
     check_eq(effects(e1), 1, "the effect did not happen again")
     check_eq(b.depth(queue), 0, "nothing left in the queue")
 
-    # the journal's cost and health are on /metrics: a round trip per batch, no failure
+    # the journal's cost and health are on /metrics: a write per batch with steps
+    # to journal (e1's two retries and the replay's duplicate at least; a step that
+    # ends in a done record is kept in the record), no failure
     mt = w.metrics()
     jcalls = w.metric(mt, "warren_redis_call_duration_seconds_count", subscription=SUB,
                       call="journal")
-    check(jcalls is not None and jcalls >= 5, "journal round trips on /metrics: %r" % jcalls)
+    check(jcalls is not None and jcalls >= 3, "journal writes on /metrics: %r" % jcalls)
     check_eq(w.metric(mt, "warren_journal_write_failures_total", subscription=SUB), 0,
              "no journal write failed")
     check_eq(w.lines(msg="journal entries not written"), [], "no journal failure logged")

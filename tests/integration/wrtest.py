@@ -383,9 +383,35 @@ def redis_client():
     return redislib.Redis.from_url(REDIS_URL, decode_responses=True)
 
 
+STATES = {"p": "processing", "r": "released", "d": "done"}
+
+
+def parse_record(value):
+    """An idempotency record's value (sidecar/src/record.h) as a dict: state,
+    starts, and token + lease_until (processing) or outcome + done_at + entry
+    (done). {} for None. Parsed here on its own, not with warren's code, so a
+    test notices when warren writes something else."""
+    if value is None:
+        return {}
+    state, _, rest = value.partition("|")
+    if state not in STATES:
+        raise ValueError("not an idempotency record: %r" % value[:80])
+    rec = {"state": STATES[state]}
+    if state == "r":
+        rec["starts"] = rest
+    elif state == "p":
+        starts, _, rest = rest.partition("|")
+        token, _, lease = rest.rpartition("|")
+        rec.update(starts=starts, token=token, lease_until=lease)
+    else:
+        starts, outcome, done_at, entry = (rest.split("|", 3) + [""])[:4]
+        rec.update(starts=starts, outcome=outcome, done_at=done_at, entry=entry)
+    return rec
+
+
 def idem_record(r, subscription, key, prefix="warren:idem:"):
     """The idempotency record of KEY for SUBSCRIPTION, as a dict ({} if none)."""
-    return r.hgetall("%s%s:%s" % (prefix, subscription, key))
+    return parse_record(r.get("%s%s:%s" % (prefix, subscription, key)))
 
 
 def fresh_redis():
@@ -459,9 +485,9 @@ def records(r, sub):
     out = {}
     pipe = r.pipeline()
     for k in keys:
-        pipe.hgetall(k)
+        pipe.get(k)
     for k, rec in zip(keys, pipe.execute()):
-        out[k.split(":", 3)[3]] = rec
+        out[k.split(":", 3)[3]] = parse_record(rec)
     return out
 
 
@@ -518,5 +544,5 @@ def done_count(r, sub):
     keys = list(r.scan_iter(match="warren:idem:%s:*" % sub, count=2000))
     pipe = r.pipeline()
     for k in keys:
-        pipe.hget(k, "state")
-    return sum(1 for s in pipe.execute() if s == "done")
+        pipe.get(k)
+    return sum(1 for v in pipe.execute() if parse_record(v).get("state") == "done")

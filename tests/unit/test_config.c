@@ -173,6 +173,8 @@ static void test_minimal_defaults(void)
     CHECK_INT(cfg->amqp.ssl, 0);
     CHECK_INT(cfg->amqp_heartbeat_ms, 10000);
     CHECK_INT(cfg->amqp_connect_timeout_ms, 5000);
+    CHECK_INT(cfg->amqp_reconnect_max_ms, 5000);
+    CHECK_INT(cfg->redis_reconnect_max_ms, 5000);
     CHECK_STR(cfg->redis.host, "localhost");
     CHECK_INT(cfg->redis.port, 6379);
     CHECK_INT(cfg->redis.db, 0);
@@ -220,9 +222,11 @@ static void test_full_config(void)
         "  url: amqps://${WR_T_USER}:${WR_T_PASS}@${WR_T_HOST:-mq.example}:5673/prod\n"
         "  heartbeat: 30s\n"
         "  connect_timeout: 1m30s\n"
+        "  reconnect_max: 2s\n"
         "redis:\n"
         "  url: redis://:${WR_T_EMPTY:-fallback}@cache:6380/3\n"
         "  timeout: 250ms\n"
+        "  reconnect_max: 750ms\n"
         "log:\n"
         "  level: debug\n"
         "defaults:\n"
@@ -285,6 +289,8 @@ static void test_full_config(void)
     CHECK_INT(cfg->amqp.ssl, 1);
     CHECK_INT(cfg->amqp_heartbeat_ms, 30000);
     CHECK_INT(cfg->amqp_connect_timeout_ms, 90000);
+    CHECK_INT(cfg->amqp_reconnect_max_ms, 2000);
+    CHECK_INT(cfg->redis_reconnect_max_ms, 750);
     CHECK_STR(cfg->redis.url, "redis://:fallback@cache:6380/3");
     CHECK_STR(cfg->redis.redacted, "redis://:***@cache:6380/3");
     CHECK(cfg->redis.user == NULL);
@@ -313,7 +319,7 @@ static void test_full_config(void)
     CHECK_INT(s->batch_size, 200); /* 500 clamped to prefetch */
     CHECK_INT(s->handler_timeout_ms, 2000);
     CHECK_INT(s->max_body_size, 4 << 20); /* inherited */
-    CHECK_INT(s->line, 20);
+    CHECK_INT(s->line, 22);
     CHECK_INT(s->col, 5);
     CHECK_INT(s->binding_count, 2);
     CHECK_STR(s->bindings[0].exchange, "shop.events");
@@ -482,7 +488,7 @@ static void test_unknown_keys(void)
                   "      - exchange: x\n"
                   "        routing_key: k\n",
                   "3:3: unknown key 'heartbeats' in amqp (expected one of: url, heartbeat, "
-                  "connect_timeout)",
+                  "connect_timeout, reconnect_max)",
                   "11:9: missing required key 'routing_keys' in subscriptions[0].bindings[0]",
                   "12:9: unknown key 'routing_key' in subscriptions[0].bindings[0] (expected one "
                   "of: exchange, type, declare, routing_keys)");
@@ -602,6 +608,7 @@ static void test_bad_values(void)
                   "redis:\n"
                   "  url: redis://localhost\n"
                   "  timeout: 0s\n"
+                  "  reconnect_max: 50ms\n"
                   "shutdown:\n"
                   "  grace: ''\n"
                   "subscriptions:\n"
@@ -613,7 +620,8 @@ static void test_bad_values(void)
                   "4:20: amqp.connect_timeout: expected a duration like 500ms, 5s, 2m, 1h or 7d, "
                   "got '10'",
                   "7:12: redis.timeout: expected a duration from 1ms to 5m, got '0s'",
-                  "9:10: shutdown.grace: expected a duration like 500ms, 5s, 2m, 1h or 7d, "
+                  "8:18: redis.reconnect_max: expected a duration from 100ms to 10m, got '50ms'",
+                  "10:10: shutdown.grace: expected a duration like 500ms, 5s, 2m, 1h or 7d, "
                   "got an empty value");
     EXPECT_ERRORS(MINIMAL "store:\n"
                           "  prefix: ''\n"
@@ -1989,9 +1997,11 @@ static void test_reference(void)
         "amqp.url",
         "amqp.heartbeat",
         "amqp.connect_timeout",
+        "amqp.reconnect_max",
         "redis",
         "redis.url",
         "redis.timeout",
+        "redis.reconnect_max",
         "log",
         "log.level",
         "log.bodies",

@@ -218,8 +218,40 @@ static void test_growth_and_reset(void)
     CHECK_INT(c.cap, 0);
 }
 
+/* A window spanning two batches: the older one's entries are dropped once done,
+ * the newer one's keep their sequence numbers, and late answers still land. */
+static void test_trim(void)
+{
+    wr_confirm c;
+    wr_confirm_init(&c);
+    add_n(&c, 5); /* publishes 1..5: batch A is 1..3, batch B 4..5 */
+    wr_confirm_on_ack(&c, 2, 1, 1);
+    CHECK_INT(c.pending, 3);
+    wr_confirm_trim(&c, 3); /* batch A is done with: its pending 3 is forgotten */
+    CHECK_INT(c.first_seq, 4);
+    CHECK_INT(c.count, 2);
+    CHECK_INT(c.pending, 2);
+    CHECK_INT(wr_confirm_state(&c, 0), WR_PUB_PENDING); /* publish 4 */
+    wr_confirm_on_ack(&c, 3, 0, 1);                     /* A's late ack: not ours now */
+    CHECK_INT(c.pending, 2);
+    wr_confirm_on_ack(&c, 5, 0, 0);
+    CHECK_INT(wr_confirm_state(&c, 1), WR_PUB_NACKED);
+    add_n(&c, 1); /* publish 6 gets index 2 */
+    CHECK_INT(c.count, 3);
+    wr_confirm_on_ack(&c, 6, 1, 1); /* multiple: 4 and 6 acked, 5 stays nacked */
+    CHECK_INT(wr_confirm_state(&c, 0), WR_PUB_ACKED);
+    CHECK_INT(wr_confirm_state(&c, 1), WR_PUB_NACKED);
+    CHECK_INT(wr_confirm_state(&c, 2), WR_PUB_ACKED);
+    CHECK_INT(c.pending, 0);
+    wr_confirm_trim(&c, 10); /* more than there is: all of it */
+    CHECK_INT(c.count, 0);
+    CHECK_INT(c.first_seq, 7);
+    wr_confirm_free(&c);
+}
+
 int main(void)
 {
+    test_trim();
     test_single_acks();
     test_multiple_and_nack();
     test_tags_outside_batch();

@@ -375,8 +375,31 @@ static void test_peek_chain(void)
     wr_storebuf_destroy(second);
 }
 
+/* Counters follow Redis's integer grammar (string2ll), as the commit script
+ * does: an incrby over a value Redis would refuse is refused here too. */
+static void test_integer_grammar(void)
+{
+    static const char *const refused[] = {"05", "-0", "+5", " 5", "5 ", "", "1.5", "0x10",
+                                          "-", "99999999999999999999", "123456789012345678901"};
+    static const char *const taken[] = {"0", "-5", "9223372036854775806", "-42"};
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        wr_storebuf *b = wr_storebuf_create(4);
+        CHECK_INT(W(b, WR_SB_SET, "k", refused[i], NULL, 0), 0);
+        CHECK_INT(W(b, WR_SB_INCRBY, "k", NULL, NULL, 1), -1);
+        CHECK_STR(err, "value is not an integer");
+        wr_storebuf_destroy(b);
+    }
+    for (size_t i = 0; i < sizeof(taken) / sizeof(taken[0]); i++) {
+        wr_storebuf *b = wr_storebuf_create(4);
+        CHECK_INT(W(b, WR_SB_SET, "k", taken[i], NULL, 0), 0);
+        CHECK_INT(W(b, WR_SB_INCRBY, "k", NULL, NULL, 1), 0);
+        wr_storebuf_destroy(b);
+    }
+}
+
 int main(void)
 {
+    test_integer_grammar();
     test_peek_chain();
     test_guards();
     test_strings();

@@ -15,6 +15,22 @@ local function run(fn, ctx, event)
 end
 
 describe("ctx.store in the kit", function()
+  it("counts with Redis's integer grammar: 05, -0, +5 are not integers", function()
+    for _, v in ipairs{ "05", "-0", "+5", " 5", "1.5", "123456789012345678901" } do
+      local ctx = testing.ctx{ store = { n = v } }
+      local res = run(function(_, c) c.store.incrby("n", 1) end, ctx)
+      assert.equals("error", res.outcome, v)
+      assert.matches("value is not an integer", res.error, 1, true)
+      assert.same({ n = v }, ctx.stored)
+    end
+    for _, v in ipairs{ "0", "-5", "42" } do
+      local ctx = testing.ctx{ store = { n = v } }
+      local res = run(function(_, c) c.store.incrby("n", 1) end, ctx)
+      assert.equals("ok", res.outcome, v)
+      assert.equals(tostring(tonumber(v) + 1), ctx.stored.n)
+    end
+  end)
+
   it("reads see the message's own writes", function()
     local ctx = testing.ctx{ store = { n = 5, h = { b = "x" }, s = { "m1", "m2" }, gone = "v" } }
     local seen = {}

@@ -930,6 +930,63 @@ describe("ctx.http.request", function()
                   .. "(add one to testing.ctx{http = ...})", res.error:match(":%d+: (.*)$"))
   end)
 
+  it("never shows a URL's userinfo or query string in its errors", function()
+    local secret = "http://admin:s3cr3t@127.0.0.1:8080/pay?api_key=k3y"
+    local shown = "http://***@127.0.0.1:8080/pay?..."
+    local cases = {
+      { { error = "Couldn't connect to server" },
+        fmt(H.transport, "GET", shown, "Couldn't connect to server") },
+      { { status = 503, reason = "Service Unavailable" },
+        fmt(H.status_reason, "GET", shown, 503, "Service Unavailable") },
+      { { status = 500 }, fmt(H.status, "GET", shown, 500) },
+    }
+    for _, case in ipairs(cases) do
+      local res, path = run_body("ctx.http.request{ url = '" .. secret .. "' }",
+                                 { http = { ["GET " .. secret] = case[1] } })
+      assert.equals(at(path, case[2]), res.error)
+      assert.is_nil(res.error:find("s3cr3t", 1, true))
+      assert.is_nil(res.error:find("k3y", 1, true))
+      assert.equals(secret, res.http_calls[1].url) -- sent as given
+    end
+    local res, path = run_body("ctx.http.request{ url = 'ftp://u:pw@x/?k=v' }")
+    assert.equals(at(path, fmt(H.url_scheme, "ftp://***@x/?...")), res.error)
+  end)
+
+  it("masks URLs as the runtime does (testing.safe_url)", function()
+    local cases = {
+      { "http://svc/a/b", "http://svc/a/b" },
+      { "http://admin:s3cr3t@svc/p", "http://***@svc/p" },
+      { "http://token@svc", "http://***@svc" },
+      { "https://svc/p?api_key=k", "https://svc/p?..." },
+      { "https://svc/p#frag", "https://svc/p#..." },
+      { "http://a:b@svc:81/p?q=1#f", "http://***@svc:81/p?..." },
+      { "http://u:p@ss@svc/", "http://***@svc/" },
+      { "http://u:pa/ss@svc/", "http://***@svc/" },
+      { "http://svc/p?to=a@b", "http://svc/p?..." },
+      { "admin:pa://ss@svc/p", "***@svc/p" },
+      { "", "" },
+    }
+    for _, case in ipairs(cases) do
+      assert.equals(case[2], testing.safe_url(case[1]))
+    end
+  end)
+
+  it("refuses a header line longer than the runtime sends, instead of cutting it", function()
+    local max = testing.HTTP_MAX_HEADER_LINE
+    assert.equals(4096, max)
+    local res = run_body(("ctx.http.request{ url = 'http://x/', headers = { ['X-Big'] = "
+                          .. "string.rep('v', %d) } }"):format(max - 7),
+                         { http = function() return {} end })
+    assert.equals("ok", res.outcome, res.error)
+    assert.equals(max - 7, #res.http_calls[1].headers["X-Big"])
+    local path
+    res, path = run_body(("ctx.http.request{ url = 'http://x/', headers = { ['X-Big'] = "
+                          .. "string.rep('v', %d) } }"):format(max - 6),
+                         { http = function() return {} end })
+    assert.equals(at(path, fmt(H.header_size, "X-Big", max)), res.error)
+    assert.same({}, res.http_calls)
+  end)
+
   it("with raise = false returns nil, err for transport errors and the response for 5xx", function()
     local res = run_body([[
       local r1, e1 = ctx.http.request{ url = "http://x/down", raise = false }

@@ -4,6 +4,9 @@
 -- testing.run. The probe describes ctx (every key, the type of every value,
 -- the functions inside log/json/http) and calls each ctx function with wrong
 -- arguments, recording the errors raised (whole, with the probe's file:line).
+-- Its HTTP calls are answered by fakes on both sides (the event file's "http"
+-- list under `warren exec`, testing.ctx{http} in the kit), so transport and
+-- 5xx errors, masked URLs and responses are compared too, with no network.
 -- The two descriptions must be identical: a function added to one side only,
 -- an argument check that differs or an error text that drifts fails here.
 --
@@ -83,6 +86,15 @@ function M.handle(event, ctx)
   e[#e + 1] = try(http, { url = "http://x", headers = { a = {} } })
   e[#e + 1] = try(http, { url = "http://x", headers = { ["a:b"] = "v" } })
   e[#e + 1] = try(http, { url = "http://x", bogus = 1 })
+  e[#e + 1] = try(http, { url = "ftp://admin:s3cr3t@x/?api_key=k" })
+  e[#e + 1] = try(http, { url = "http://x", headers = { ["X-Big"] = string.rep("v", 4090) } })
+  -- answered by fakes: the event file's "http" / testing.ctx{http}
+  e[#e + 1] = try(http, { url = "http://admin:s3cr3t@svc/down?api_key=k" })
+  e[#e + 1] = try(http, { url = "http://svc/busy" })
+  local res = http{ method = "POST", url = "http://svc/ok", body = { a = 1 } }
+  d.http_ok = { res.status, res.json.id, res.headers["content-type"], res.body }
+  local none, err = http{ url = "http://svc/slow", raise = false }
+  d.http_quiet = { none == nil, err }
   e[#e + 1] = try(ctx.breaker)
   e[#e + 1] = try(ctx.breaker, 5)
   e[#e + 1] = try(ctx.breaker, "")
@@ -138,6 +150,22 @@ return M
 -- ctx.store's state before the probe runs, in both
 local SEED = { n = 5, h = { b = "x" }, gone = "v", seedset = { "a", "b" } }
 
+-- the answers to the probe's HTTP calls, in both: exec's fakes (which speak
+-- of transport errors by kind and give a 5xx its standard reason phrase)
+-- and the kit's (which take the texts as they are)
+local EXEC_FAKES = {
+  { method = "GET", url = "http://admin:s3cr3t@svc/down?api_key=k", error = "connect" },
+  { method = "GET", url = "http://svc/busy", status = 503 },
+  { method = "POST", url = "http://svc/ok", status = 201, json = { id = "r-1" } },
+  { method = "GET", url = "http://svc/slow", error = "timeout" },
+}
+local KIT_FAKES = {
+  ["GET http://admin:s3cr3t@svc/down?api_key=k"] = { error = "Couldn't connect to server" },
+  ["GET http://svc/busy"] = { status = 503, reason = "Service Unavailable" },
+  ["POST http://svc/ok"] = { status = 201, body = { id = "r-1" } },
+  ["GET http://svc/slow"] = { error = "Timeout was reached" },
+}
+
 local function tmpdir()
   local name = os.tmpname()
   os.remove(name)
@@ -161,7 +189,7 @@ local function run_runtime(dir)
     "subscriptions:", "  - name: probe", "    queue: probe.q", "    handler: probe.lua",
     "    retry: {max_attempts: 3}", "" }, "\n"))
   write(dir .. "/event.json", cjson.encode({ id = "p-1", type = "probe", data = { n = 1 },
-                                            store = SEED }))
+                                            store = SEED, http = EXEC_FAKES }))
   local cmd = string.format("%q exec -c %q --subscription probe --event %q --json 2>/dev/null",
     bin, dir .. "/warren.yaml", dir .. "/event.json")
   local p = assert(io.popen(cmd))
@@ -175,7 +203,7 @@ end
 local function run_kit(dir)
   local module = assert(testing.load(dir .. "/probe.lua"))
   local res = testing.run(module, testing.event{ id = "p-1", type = "probe", data = { n = 1 } },
-    testing.ctx{ max_attempts = 3, idempotency_key = "p-1", store = SEED })
+    testing.ctx{ max_attempts = 3, idempotency_key = "p-1", store = SEED, http = KIT_FAKES })
   assert.equals("ok", res.outcome, res.error)
   return cjson.decode(res.published[1].body)
 end

@@ -1,0 +1,61 @@
+/*
+ * decide: what happens to a message once its handler has run (or could not
+ * run), as one pure function. The worker acts on it; `warren exec` prints it;
+ * both get the same answer for the same outcome, attempt and policy.
+ *
+ *   ok                          -> ack (its events published and confirmed first;
+ *                                  the record done as "ok")
+ *   error, timeout, ctx.retry   -> retry in the delay tier the policy picks
+ *                                  (record released), or, after the last
+ *                                  attempt, the DLQ (record done as
+ *                                  "dead-lettered")
+ *   ctx.reject                  -> the DLQ at once (record done as "rejected")
+ *   invalid (undecodable)       -> the DLQ at once (record done as "dead-lettered")
+ *   anything but ok while the worker is shutting down
+ *                               -> back to the queue untouched (record unclaimed):
+ *                                  interrupted, not failed
+ */
+#ifndef WR_DECIDE_H
+#define WR_DECIDE_H
+
+#include <stdint.h>
+
+#include "outcome.h"
+#include "retry.h"
+
+/* What the worker does with a delivery. */
+typedef enum {
+    WR_ACT_NONE = 0,  /* not started or interrupted: back to the queue */
+    WR_ACT_OK,        /* handled: its publishes confirmed, its record done, acked */
+    WR_ACT_DLQ,       /* failed for good or invalid: its DLQ copy confirmed, acked */
+    WR_ACT_RETRY,     /* failed, attempts left: its copy in a delay queue confirmed, acked */
+    WR_ACT_WAIT,      /* its key is busy in another process: a copy in the wait queue */
+    WR_ACT_DUPLICATE, /* already done: acked, nothing ran */
+} wr_action;
+
+/* The journal's and the logs' word for A: "ok", "dead-lettered", "retried",
+ * "deferred", "duplicate", "returned". */
+const char *wr_action_name(wr_action a);
+
+typedef struct {
+    wr_action action;         /* OK, RETRY, DLQ or NONE */
+    const char *done_outcome; /* OK, DLQ: the record's outcome ("ok", "rejected",
+                                 "dead-lettered"); NULL otherwise */
+    const char *error_class;  /* RETRY, DLQ: x-warren-error-class ("error", "timeout",
+                                 "rejected", "invalid"); NULL for OK */
+    int tier;                 /* RETRY: the delay tier (index in the tiers) */
+    int64_t delay_ms;         /* RETRY: how long the copy waits (jitter applied) */
+    int exhausted;            /* DLQ: no attempts were left */
+} wr_decision;
+
+/*
+ * Decide for a message whose handler ended with OUT at attempt ATTEMPT (1 the
+ * first), under POLICY and its TIERS. REQUESTED_MS >= 0: the delay ctx.retry
+ * asked for. RAND01 in [0, 1): the jitter's draw (tests pin it). ABORTING: the
+ * worker is shutting down (an unfinished run is not a failure).
+ */
+wr_decision wr_decide(wr_outcome out, int attempt, const wr_retry_policy *policy,
+                      const wr_retry_tiers *tiers, int64_t requested_ms, double rand01,
+                      int aborting);
+
+#endif

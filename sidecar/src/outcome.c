@@ -1,0 +1,61 @@
+/*
+ * outcome: name tables of wr_outcome and wr_reason. See outcome.h.
+ */
+#include "outcome.h"
+
+#include <string.h>
+
+const char *wr_outcome_name(wr_outcome o)
+{
+    switch (o) {
+    case WR_OUT_OK:
+        return "ok";
+    case WR_OUT_ERROR:
+        return "error";
+    case WR_OUT_TIMEOUT:
+        return "timeout";
+    case WR_OUT_RETRY:
+        return "retry";
+    case WR_OUT_REJECT:
+        return "rejected";
+    case WR_OUT_INVALID:
+        return "invalid";
+    }
+    return "error";
+}
+
+static const char *const reason_names[WR_RS_COUNT] = {
+    [WR_RS_NONE] = "",
+    [WR_RS_MISSING_ID] = "missing-message-id",
+    [WR_RS_EMPTY_BODY] = "empty-body",
+    [WR_RS_TOO_LARGE] = "body-too-large",
+    [WR_RS_INVALID_JSON] = "invalid-json",
+    [WR_RS_ENCODING] = "unsupported-content-encoding",
+    [WR_RS_MISSING_KEY] = "missing-idempotency-key",
+    [WR_RS_HANDLER_ERROR] = "handler-error",
+    [WR_RS_TIMEOUT] = "timeout",
+    [WR_RS_OUT_OF_MEMORY] = "out-of-memory",
+    [WR_RS_RETRY_REQUESTED] = "retry-requested",
+    [WR_RS_REJECTED] = "rejected",
+    [WR_RS_CRASHED] = "crashed",
+    [WR_RS_STORE_REFUSED] = "store-refused",
+    [WR_RS_OTHER] = "other",
+};
+
+const char *wr_reason_name(wr_reason r)
+{
+    return r >= 0 && r < WR_RS_COUNT ? reason_names[r] : "other";
+}
+
+wr_reason wr_reason_parse(const char *name)
+{
+    if (name == NULL || name[0] == '\0') {
+        return WR_RS_NONE;
+    }
+    for (int r = 1; r < WR_RS_COUNT; r++) {
+        if (strcmp(reason_names[r], name) == 0) {
+            return (wr_reason)r;
+        }
+    }
+    return WR_RS_OTHER;
+}

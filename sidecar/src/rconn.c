@@ -1,0 +1,357 @@
+/*
+ * rconn: one Redis connection with timeouts, keep-alive, AUTH, SELECT,
+ * scripts and pipelining. See rconn.h.
+ */
+#include "rconn.h"
+
+#include "numfmt.h"
+#include "record.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct wr_rconn {
+    redisContext *c;  /* NULL while disconnected */
+    wr_redis_url url; /* borrowed from the config */
+    int64_t timeout_ms;
+    wr_rscript *scripts; /* borrowed */
+    int nscripts;
+    int owed; /* replies not read yet */
+    char err[512];
+};
+
+/* Close the connection after a failure on it, keeping the reason. */
+static void drop(wr_rconn *c, const char *what)
+{
+    snprintf(c->err, sizeof(c->err), "%s: %s", what,
+             c->c != NULL && c->c->err ? c->c->errstr : "unexpected reply");
+    if (c->c != NULL) {
+        redisFree(c->c);
+        c->c = NULL;
+    }
+    c->owed = 0;
+}
+
+/* Check a reply of a set-up command (AUTH, SELECT, SCRIPT LOAD); frees it. */
+static int setup_reply(wr_rconn *c, const char *what, redisReply *r)
+{
+    if (r == NULL) {
+        drop(c, what);
+        return -1;
+    }
+    int bad = r->type == REDIS_REPLY_ERROR;
+    if (bad) {
+        snprintf(c->err, sizeof(c->err), "%s: %s", what, r->str);
+    }
+    freeReplyObject(r);
+    return bad ? -1 : 0;
+}
+
+static int load_script(wr_rconn *c, wr_rscript *s)
+{
+    redisReply *r = redisCommand(c->c, "SCRIPT LOAD %s", s->source);
+    if (r == NULL) {
+        drop(c, "SCRIPT LOAD");
+        return -1;
+    }
+    int ok = r->type == REDIS_REPLY_STRING && r->len == 40;
+    if (ok) {
+        memcpy(s->sha, r->str, 41);
+    } else {
+        snprintf(c->err, sizeof(c->err), "SCRIPT LOAD: %s",
+                 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    }
+    freeReplyObject(r);
+    return ok ? 0 : -1;
+}
+
+/*
+ * Connect: TCP with the timeout, then the command timeout and keep-alive
+ * (hiredis 0.14 forgets both on a reconnect), AUTH, SELECT and the scripts.
+ * On failure the connection is left closed. Returns 0 or -1.
+ */
+static int connect_now(wr_rconn *c)
+{
+    struct timeval tv = {.tv_sec = (time_t)(c->timeout_ms / 1000),
+                         .tv_usec = (suseconds_t)(c->timeout_ms % 1000) * 1000};
+    if (c->c != NULL) {
+        redisFree(c->c);
+    }
+    c->owed = 0;
+    c->c = redisConnectWithTimeout(c->url.host, c->url.port, tv);
+    if (c->c == NULL) {
+        snprintf(c->err, sizeof(c->err), "connect: out of memory");
+        return -1;
+    }
+    if (c->c->err) {
+        char what[300];
+        snprintf(what, sizeof(what), "connect to %s:%d", c->url.host, c->url.port);
+        drop(c, what);
+        return -1;
+    }
+    if (redisSetTimeout(c->c, tv) != REDIS_OK || redisEnableKeepAlive(c->c) != REDIS_OK) {
+        drop(c, "socket options");
+        return -1;
+    }
+    int rc = 0;
+    if (c->url.password != NULL) {
+        redisReply *r = c->url.user ? redisCommand(c->c, "AUTH %s %s", c->url.user, c->url.password)
+                                    : redisCommand(c->c, "AUTH %s", c->url.password);
+        rc = setup_reply(c, "AUTH", r);
+    }
+    if (rc == 0 && c->url.db != 0) {
+        rc = setup_reply(c, "SELECT", redisCommand(c->c, "SELECT %d", c->url.db));
+    }
+    for (int i = 0; rc == 0 && i < c->nscripts; i++) {
+        rc = load_script(c, &c->scripts[i]);
+    }
+    if (rc != 0 && c->c != NULL) {
+        redisFree(c->c);
+        c->c = NULL;
+    }
+    return rc;
+}
+
+wr_rconn *wr_rconn_create(const wr_redis_url *url, int64_t timeout_ms, wr_rscript *scripts,
+                          int nscripts, char *err, size_t errcap)
+{
+    wr_rconn *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        snprintf(err, errcap, "out of memory");
+        return NULL;
+    }
+    c->url = *url;
+    c->timeout_ms = timeout_ms > 0 ? timeout_ms : 2000;
+    c->scripts = scripts;
+    c->nscripts = nscripts;
+    if (connect_now(c) != 0) {
+        snprintf(err, errcap, "%s", c->err);
+        wr_rconn_destroy(c);
+        return NULL;
+    }
+    return c;
+}
+
+void wr_rconn_destroy(wr_rconn *c)
+{
+    if (c != NULL) {
+        if (c->c != NULL) {
+            redisFree(c->c);
+        }
+        free(c);
+    }
+}
+
+const char *wr_rconn_error(const wr_rconn *c)
+{
+    return c->err;
+}
+
+int wr_rconn_ensure(wr_rconn *c)
+{
+    return c->c != NULL ? 0 : connect_now(c);
+}
+
+int wr_rconn_connected(const wr_rconn *c)
+{
+    return c->c != NULL;
+}
+
+int wr_rconn_owed(const wr_rconn *c)
+{
+    return c->owed;
+}
+
+int wr_rconn_append(wr_rconn *c, int argc, const char **argv, const size_t *lens)
+{
+    if (c->c == NULL && connect_now(c) != 0) {
+        return -1;
+    }
+    if (redisAppendCommandArgv(c->c, argc, argv, lens) != REDIS_OK) {
+        drop(c, argc > 0 ? argv[0] : "command");
+        return -1;
+    }
+    c->owed++;
+    return 0;
+}
+
+int wr_rconn_append_formatted(wr_rconn *c, const char *cmd, size_t len)
+{
+    if (c->c == NULL && connect_now(c) != 0) {
+        return -1;
+    }
+    if (redisAppendFormattedCommand(c->c, cmd, len) != REDIS_OK) {
+        drop(c, "command");
+        return -1;
+    }
+    c->owed++;
+    return 0;
+}
+
+long wr_rconn_format(char **out, int argc, const char **argv, const size_t *lens)
+{
+    char num[WR_NUMFMT_MAX];
+    size_t total = 1 + wr_fmt_u64(num, (uint64_t)argc) + 2;
+    for (int i = 0; i < argc; i++) {
+        total += 1 + wr_fmt_u64(num, lens[i]) + 2 + lens[i] + 2;
+    }
+    char *p = malloc(total + 1);
+    *out = p;
+    if (p == NULL) {
+        return -1;
+    }
+    *p++ = '*';
+    p += wr_fmt_u64(p, (uint64_t)argc);
+    *p++ = '\r';
+    *p++ = '\n';
+    for (int i = 0; i < argc; i++) {
+        *p++ = '$';
+        p += wr_fmt_u64(p, lens[i]);
+        *p++ = '\r';
+        *p++ = '\n';
+        memcpy(p, argv[i], lens[i]);
+        p += lens[i];
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    *p = '\0';
+    return (long)total;
+}
+
+int wr_rconn_append_load(wr_rconn *c, const wr_rscript *s)
+{
+    const char *argv[3] = {"SCRIPT", "LOAD", s->source};
+    size_t lens[3] = {6, 4, strlen(s->source)};
+    return wr_rconn_append(c, 3, argv, lens);
+}
+
+int wr_rconn_flush(wr_rconn *c)
+{
+    if (c->c == NULL) {
+        snprintf(c->err, sizeof(c->err), "not connected");
+        return -1;
+    }
+    int done = 0;
+    while (!done) {
+        if (redisBufferWrite(c->c, &done) != REDIS_OK) {
+            drop(c, "send");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+redisReply *wr_rconn_read(wr_rconn *c)
+{
+    if (c->c == NULL || c->owed == 0) {
+        snprintf(c->err, sizeof(c->err), "%s", c->c == NULL ? "not connected" : "no reply owed");
+        return NULL;
+    }
+    redisReply *r = NULL;
+    if (redisGetReply(c->c, (void **)&r) != REDIS_OK || r == NULL) {
+        drop(c, "reply");
+        return NULL;
+    }
+    c->owed--;
+    return r;
+}
+
+redisReply *wr_rconn_command(wr_rconn *c, int argc, const char **argv, const size_t *lens)
+{
+    if (c->owed > 0) {
+        snprintf(c->err, sizeof(c->err), "%s: replies still owed", argc > 0 ? argv[0] : "command");
+        return NULL;
+    }
+    if (wr_rconn_append(c, argc, argv, lens) != 0) {
+        return NULL;
+    }
+    return wr_rconn_read(c);
+}
+
+redisReply *wr_rconn_commandf(wr_rconn *c, const char *fmt, ...)
+{
+    if (c->owed > 0) {
+        snprintf(c->err, sizeof(c->err), "replies still owed");
+        return NULL;
+    }
+    if (c->c == NULL && connect_now(c) != 0) {
+        return NULL;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = redisvAppendCommand(c->c, fmt, ap);
+    va_end(ap);
+    if (rc != REDIS_OK) {
+        drop(c, "command");
+        return NULL;
+    }
+    c->owed++;
+    return wr_rconn_read(c);
+}
+
+int wr_rconn_noscript(const redisReply *r)
+{
+    return r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0;
+}
+
+int wr_rconn_read_record(wr_rconn *c, const char *key, wr_record *r, redisReply **hold, char *err,
+                         size_t errcap)
+{
+    memset(r, 0, sizeof(*r));
+    *hold = wr_rconn_commandf(c, "GET %s", key);
+    redisReply *rep = *hold;
+    if (rep == NULL) {
+        snprintf(err, errcap, "GET %s: %s", key, c->err);
+        return -1;
+    }
+    if (rep->type == REDIS_REPLY_NIL) {
+        return 0;
+    }
+    if (rep->type == REDIS_REPLY_STRING) {
+        if (wr_record_parse(rep->str, rep->len, r) != 0) {
+            snprintf(err, errcap, "%s does not hold an idempotency record", key);
+            return -1;
+        }
+        return 0;
+    }
+    if (rep->type != REDIS_REPLY_ERROR || strncmp(rep->str, "WRONGTYPE", 9) != 0) {
+        snprintf(err, errcap, "GET %s: %s", key,
+                 rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+        return -1;
+    }
+    /* the hash form of records written before 0.2 */
+    freeReplyObject(rep);
+    *hold = rep = wr_rconn_commandf(c, "HGETALL %s", key);
+    if (rep == NULL || rep->type != REDIS_REPLY_ARRAY) {
+        snprintf(err, errcap, "HGETALL %s: %s", key,
+                 rep == NULL                      ? c->err
+                 : rep->type == REDIS_REPLY_ERROR ? rep->str
+                                                  : "unexpected reply");
+        return -1;
+    }
+    int n = (int)(rep->elements / 2);
+    const char **f = calloc((size_t)n + 1, sizeof(*f));
+    const char **v = calloc((size_t)n + 1, sizeof(*v));
+    int rc = -1;
+    if (f != NULL && v != NULL) {
+        int k = 0;
+        for (int i = 0; i < n; i++) {
+            if (rep->element[2 * i]->type == REDIS_REPLY_STRING &&
+                rep->element[2 * i + 1]->type == REDIS_REPLY_STRING) {
+                f[k] = rep->element[2 * i]->str;
+                v[k++] = rep->element[2 * i + 1]->str;
+            }
+        }
+        rc = wr_record_from_hash(f, v, k, r);
+        if (rc != 0) {
+            snprintf(err, errcap, "%s does not hold an idempotency record", key);
+        }
+    } else {
+        snprintf(err, errcap, "out of memory");
+    }
+    free(f);
+    free(v);
+    return rc;
+}

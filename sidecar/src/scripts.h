@@ -1,0 +1,15 @@
+/*
+ * scripts: the server-side Lua scripts of the idempotency records, as C
+ * strings. The sources are sidecar/scripts/claim.lua and finish.lua (each
+ * opening with its KEYS/ARGV layout and what it returns), with record.lua (the
+ * record format's helpers) in front of each; the build embeds them
+ * (cmake/embed_scripts.cmake). tests/scripts/ runs them directly against a
+ * throwaway redis-server.
+ */
+#ifndef WR_SCRIPTS_H
+#define WR_SCRIPTS_H
+
+extern const char wr_script_claim[];  /* claim a batch's records (idem.h) */
+extern const char wr_script_finish[]; /* finish them, with their ctx.store writes */
+
+#endif

@@ -1,0 +1,344 @@
+#!/usr/bin/python3
+"""The Redis scripts of the idempotency records, run directly.
+
+sidecar/scripts/claim.lua and finish.lua (each with record.lua in front, as
+the build embeds them) are loaded into a throwaway redis-server started here in
+a temporary directory, and driven the way idem.c drives them: every transition
+of the record's state machine (idem.h), the record's exact string form
+(record.h), the expiries, records of the hash form earlier versions wrote, and
+the ctx.store writes a done carries: applied all or none, refused on a key of
+another type or a counter Redis would refuse, conflicts on guarded reads, and
+the "sum" keys whose increments are applied as one (less those of records that
+did not apply). Every expectation is computed here from the inputs; nothing is
+read back from warren's own code.
+
+Exit status 0 when every check passed.
+"""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import redis
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPTS = os.path.join(HERE, "..", "..", "sidecar", "scripts")
+
+checks = 0
+failures = 0
+
+
+def check(cond, what):
+    global checks, failures
+    checks += 1
+    if not cond:
+        failures += 1
+        print("  failed: %s" % what, flush=True)
+
+
+def check_eq(got, want, what):
+    check(got == want, "%s (got %r, want %r)" % (what, got, want))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def start_redis():
+    d = tempfile.mkdtemp(prefix="warren-scripts-")
+    port = free_port()
+    user = []
+    if os.getuid() == 0:
+        shutil.chown(d, "redis", "redis")
+        user = ["runuser", "-u", "redis", "--"]
+    p = subprocess.Popen(user + ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                 "--dir", d, "--save", "", "--appendonly", "yes"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    r = redis.Redis(port=port, decode_responses=True)
+    for _ in range(100):
+        try:
+            r.ping()
+            return p, d, r
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.05)
+    p.kill()
+    sys.exit("redis-server did not start on port %d" % port)
+
+
+def source(name):
+    with open(os.path.join(SCRIPTS, "record.lua")) as a, open(os.path.join(SCRIPTS, name)) as b:
+        return a.read() + "\n" + b.read()
+
+
+TTL, LEASE = 604800000, 30000
+
+
+class Scripts:
+    def __init__(self, r):
+        self.r = r
+        self.claim_sha = r.script_load(source("claim.lua"))
+        self.finish_sha = r.script_load(source("finish.lua"))
+
+    def claim(self, keys, token, lease=LEASE, ttl=TTL):
+        out = self.r.evalsha(self.claim_sha, len(keys), *keys, token, lease, ttl)
+        return [(out[i], out[i + 1]) for i in range(0, len(out), 2)]
+
+    def finish(self, token, recs, ttl=TTL, lease=LEASE):
+        """RECS: dicts with key, op, value and optionally writes (list of (op, key,
+        a, b)), sums (list of (key, delta)), guards (list of (cmd, key, arg,
+        items)), shape. Builds the argument layout finish.lua documents."""
+        store_keys = []
+
+        def kidx(k):
+            if k not in store_keys:
+                store_keys.append(k)
+            return len(recs) + store_keys.index(k) + 1
+        sum_keys = {}
+        for rec in recs:
+            for k, d in rec.get("sums", []):
+                t = sum_keys.setdefault(k, [0, 0, 0])
+                t[0] += d
+                t[1 if d < 0 else 2] += d
+        head, blocks, data = [], [], []
+        for k, (tot, neg, pos) in sum_keys.items():
+            head += [kidx(k), tot, neg, pos]
+        for rec in recs:
+            guards, writes, sums = rec.get("guards", []), rec.get("writes", []), rec.get("sums", [])
+            g = []
+            for cmd, k, arg, items in guards:
+                g += [cmd, kidx(k), arg, len(items)] + list(items)
+            w = []
+            for op, k, a, b in writes:
+                w += [op, kidx(k), a, b]
+            s = []
+            for k, d in sums:
+                s += [kidx(k), d]
+            blocks += [rec["op"], rec.get("value", ""), len(writes), len(g),
+                       rec.get("shape", "1"), len(sums)]
+            data += g + w + s
+        keys = [rec["key"] for rec in recs] + store_keys
+        args = [token, ttl, lease, len(recs), len(sum_keys)] + head + blocks + data
+        return self.r.evalsha(self.finish_sha, len(keys), *keys, *args)
+
+
+def main():
+    proc, tmp, r = start_redis()
+    try:
+        run(r)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("%d checks, %d failed" % (checks, failures))
+    if checks == 0:
+        print("no checks ran")
+        return 1
+    return 1 if failures else 0
+
+
+def run(r):
+    s = Scripts(r)
+    A, B = "111-0-aaaa", "222-0-bbbb"
+
+    # -- claim: a fresh key
+    check_eq(s.claim(["k1"], A), [(0, 1)], "fresh key: acquired, first start")
+    v = r.get("k1")
+    check(v.startswith("p|1|%s|" % A), "processing record form: %r" % v)
+    lease_until = int(v.rsplit("|", 1)[1])
+    now_ms = int(r.time()[0]) * 1000
+    check(abs(lease_until - (now_ms + LEASE)) < 2000, "lease_until is the server's now + lease")
+    check(TTL - 5000 < r.pttl("k1") <= TTL, "a processing record lives the done ttl")
+    # -- the same token again (a redelivery after our own connection dropped)
+    check_eq(s.claim(["k1"], A), [(0, 1)], "own claim: acquired again, no new start")
+    # -- another token while the lease lives
+    st, left = s.claim(["k1"], B)[0]
+    check_eq(st, 3, "another worker: busy")
+    check(0 < left <= LEASE, "busy: the lease time left (%r)" % left)
+    # -- a lease that ran out: takeover counts a start
+    check_eq(s.claim(["k2"], A, lease=50), [(0, 1)], "short lease")
+    time.sleep(0.12)
+    check_eq(s.claim(["k2"], B), [(1, 2)], "expired lease: takeover, second start")
+    check_eq(s.finish(A, [{"key": "k2", "op": "done", "value": "d|2|ok|1|"}]), [0],
+             "the old owner's done is LOST after a takeover")
+    check(r.get("k2").startswith("p|2|%s|" % B), "record unchanged by a lost done")
+
+    # -- done, then a duplicate
+    entry = '{"ts":1,"event":"ok","note":"a|b"}'
+    check_eq(s.finish(A, [{"key": "k1", "op": "done", "value": "d|1|ok|1700000000000|" + entry}]),
+             [1], "done applied")
+    check_eq(r.get("k1"), "d|1|ok|1700000000000|" + entry, "done record: the value given")
+    check(TTL - 5000 < r.pttl("k1") <= TTL, "done record expires after the ttl")
+    check_eq(s.claim(["k1"], B), [(2, "ok")], "done: a duplicate, with its outcome")
+    check_eq(s.claim(["k1"], A), [(2, "ok")], "done: a duplicate for its own owner too")
+
+    # -- release (retry) and unclaim (never ran)
+    s.claim(["k3"], A)
+    check_eq(s.finish(A, [{"key": "k3", "op": "release", "value": "r|1"}]), [1], "release")
+    check_eq(r.get("k3"), "r|1", "released record")
+    check_eq(s.claim(["k3"], B), [(0, 2)], "released: claimable, the start counted")
+    check_eq(s.finish(B, [{"key": "k3", "op": "unclaim", "value": "r|1"}]), [1], "unclaim")
+    check_eq(r.get("k3"), "r|1", "unclaimed: the start taken back")
+    check_eq(s.finish(B, [{"key": "k3", "op": "unclaim", "value": "r|0"}]), [0],
+             "unclaim of a released record: LOST, nothing changes")
+
+    # -- extend pushes the lease
+    s.claim(["k4"], A, lease=1000)
+    before = int(r.get("k4").rsplit("|", 1)[1])
+    time.sleep(0.05)
+    check_eq(s.finish(A, [{"key": "k4", "op": "extend"}], lease=60000), [1], "extend")
+    after = int(r.get("k4").rsplit("|", 1)[1])
+    check(after - before > 55000, "extend: lease pushed out (%d -> %d)" % (before, after))
+    check(r.get("k4").startswith("p|1|%s|" % A), "extend keeps starts and token")
+    check(r.pttl("k4") > TTL - 5000, "extend keeps the expiry")
+
+    # -- ttl 0: kept forever
+    check_eq(s.claim(["k5"], A, ttl=0), [(0, 1)], "ttl 0: acquired")
+    check_eq(r.pttl("k5"), -1, "ttl 0: the processing record does not expire")
+    s.finish(A, [{"key": "k5", "op": "done", "value": "d|1|ok|1|"}], ttl=0)
+    check_eq(r.pttl("k5"), -1, "ttl 0: the done record does not expire")
+
+    # -- records of earlier versions (hashes)
+    r.hset("old1", mapping={"state": "done", "outcome": "rejected", "done_at": "5", "starts": "1"})
+    check_eq(s.claim(["old1"], A), [(2, "rejected")], "old done hash: a duplicate")
+    r.hset("old2", mapping={"state": "processing", "token": B, "starts": "2",
+                            "lease_until": str(now_ms + 600000)})
+    check_eq(s.claim(["old2"], A)[0][0], 3, "old processing hash with a live lease: busy")
+    r.hset("old3", mapping={"state": "processing", "token": B, "starts": "2", "lease_until": "1"})
+    check_eq(s.claim(["old3"], A), [(1, 3)], "old processing hash, lease over: takeover")
+    check(r.type("old3") == "string" and r.get("old3").startswith("p|3|%s|" % A),
+          "the old hash is replaced by the string form")
+    r.hset("old4", mapping={"state": "processing", "token": A, "starts": "1",
+                            "lease_until": str(now_ms + 600000)})
+    check_eq(s.finish(A, [{"key": "old4", "op": "done", "value": "d|1|ok|9|"}]), [1],
+             "done over an old processing hash we own")
+    check_eq(r.get("old4"), "d|1|ok|9|", "... written in the string form")
+
+    # -- a batch of many keys, one round trip, in order
+    keys = ["b%d" % i for i in range(50)]
+    r.set("b7", "d|1|ok|1|")
+    res = s.claim(keys, A)
+    check_eq(len(res), 50, "one answer per key")
+    check_eq(res[7], (2, "ok"), "the done one in the middle")
+    check_eq(sum(1 for x in res if x == (0, 1)), 49, "the others acquired")
+
+    store_writes(r, s, A, B)
+
+
+def store_writes(r, s, A, B):
+    def claimed(key):
+        s.claim([key], A)
+        return {"key": key, "op": "done", "value": "d|1|ok|1|"}
+
+    # all kinds of writes, applied with the done mark
+    rec = claimed("w1")
+    rec["writes"] = [("set", "s:a", "x", "0"), ("incrby", "s:n", "5", ""),
+                     ("hset", "s:h", "f", "v"), ("hincrby", "s:h", "c", "3"),
+                     ("sadd", "s:set", "m", ""), ("set", "s:t", "y", "60000"),
+                     ("expire", "s:a", "120000", "")]
+    check_eq(s.finish(A, [rec]), [1], "writes applied")
+    check_eq((r.get("s:a"), r.get("s:n"), r.hgetall("s:h"), r.smembers("s:set"), r.get("s:t")),
+             ("x", "5", {"f": "v", "c": "3"}, {"m"}, "y"), "every write landed")
+    check(0 < r.pttl("s:t") <= 60000 and 60000 < r.pttl("s:a") <= 120000, "ttls set")
+    check(r.get("w1").startswith("d|"), "record done with them")
+
+    # a refused write: nothing of the record applied, the record left processing
+    r.hset("s:hash", "f", "1")
+    rec = claimed("w2")
+    rec["writes"] = [("incrby", "s:n", "1", ""), ("incrby", "s:hash", "1", "")]
+    out = s.finish(A, [rec])
+    check_eq(out, ["ctx.store.incrby: key s:hash holds a hash in Redis"], "refused: why")
+    check_eq(r.get("s:n"), "5", "refused: the first write not applied either")
+    check(r.get("w2").startswith("p|1|%s|" % A), "refused: the record left processing")
+
+    # Redis's integer grammar: "05" is not a counter
+    for bad in ("05", "-0", "+5", "1.5", " 5"):
+        r.set("s:bad", bad)
+        rec = claimed("w3" + bad)
+        rec["writes"] = [("incrby", "s:bad", "1", "")]
+        check_eq(s.finish(A, [rec]),
+                 ["ctx.store.incrby: the value of s:bad is not an integer or would overflow"],
+                 "incrby over %r refused" % bad)
+        check_eq(r.get("s:bad"), bad, "%r untouched" % bad)
+    r.set("s:big", "9200000000000000000")
+    rec = claimed("w4")
+    rec["writes"] = [("incrby", "s:big", "100000000000000000", "")]
+    check_eq(s.finish(A, [rec])[0][:25], "ctx.store.incrby: the val", "overflow refused")
+
+    # played forward: del then hincrby over what was a string applies
+    r.set("s:x", "text")
+    rec = claimed("w5")
+    rec["shape"] = "0"
+    rec["writes"] = [("del", "s:x", "", ""), ("hincrby", "s:x", "f", "3"),
+                     ("incrby", "s:n", "1", ""), ("incrby", "s:n", "1", "")]
+    check_eq(s.finish(A, [rec]), [1], "played forward: applied")
+    check_eq((r.hgetall("s:x"), r.get("s:n")), ({"f": "3"}, "7"), "del, hincrby, two incrbys")
+
+    # guards: a read that changed is a conflict; nothing applied, record unclaimed
+    r.set("s:g", "1")
+    rec = claimed("w6")
+    rec["guards"] = [("GET", "s:g", "", ["0"])]
+    rec["writes"] = [("incrby", "s:n", "1", "")]
+    check_eq(s.finish(A, [rec]), ["conflict: s:g changed since the handler read it"], "conflict")
+    check_eq((r.get("s:n"), r.get("w6")), ("7", "r|0"), "conflict: nothing applied, unclaimed")
+    rec = claimed("w7")
+    rec["guards"] = [("GET", "s:g", "", ["1"]), ("HGETALL", "s:x", "", ["f", "3"]),
+                     ("SISMEMBER", "s:set", "m", ["1"])]
+    rec["writes"] = [("incrby", "s:n", "1", "")]
+    check_eq(s.finish(A, [rec]), [1], "guards that hold: applied")
+    check_eq(r.get("s:n"), "8", "guarded write landed")
+
+    # records of one batch see each other's writes, in order
+    r.delete("s:c")
+    recs = []
+    for i in range(3):
+        rec = claimed("w8-%d" % i)
+        rec["writes"] = [("incrby", "s:c", str(i + 1), "")]
+        recs.append(rec)
+    recs[1]["key"] = "w8-lost"  # never claimed: LOST, its write not applied
+    check_eq(s.finish(A, recs), [1, 0, 1], "a lost record in the middle")
+    check_eq(r.get("s:c"), "4", "1 + 3: the lost one's write not applied")
+
+    # sums: increments of a key only incremented, applied as one, less the lost
+    r.set("s:stock", "100")
+    recs = []
+    deltas = [-1, -2, -3, 5, -4]
+    for i, d in enumerate(deltas):
+        rec = claimed("w9-%d" % i)
+        rec["sums"] = [("s:stock", d), ("s:total", abs(d))]
+        recs.append(rec)
+    recs[3]["key"] = "w9-lost"
+    res = s.finish(A, recs)
+    check_eq(res, [1, 1, 1, 0, 1], "sums: the lost record answers 0")
+    check_eq(r.get("s:stock"), str(100 - 1 - 2 - 3 - 4), "sums: stock less the lost one's")
+    check_eq(r.get("s:total"), str(1 + 2 + 3 + 4), "sums: a key absent before")
+    # a sum key of another type refuses every record that increments it
+    r.delete("s:sumh")
+    r.hset("s:sumh", "f", "1")
+    a, b = claimed("w10-a"), claimed("w10-b")
+    a["sums"] = [("s:sumh", 1)]
+    b["sums"] = [("s:ok", 2)]
+    check_eq(s.finish(A, [a, b]), ["ctx.store.incrby: key s:sumh holds a hash in Redis", 1],
+             "a sum key holding a hash refuses its record only")
+    check_eq(r.get("s:ok"), "2", "the other record's sum applied")
+    # a sum that could pass 64 bits refuses
+    r.set("s:near", "9100000000000000000")
+    a = claimed("w11")
+    a["sums"] = [("s:near", 200000000000000000)]
+    check_eq(s.finish(A, [a])[0][:17], "ctx.store.incrby:", "sum past 64 bits refused")
+    check_eq(r.get("s:near"), "9100000000000000000", "untouched")
+    # a sum with "05" in Redis refuses
+    r.set("s:z", "05")
+    a = claimed("w12")
+    a["sums"] = [("s:z", 1)]
+    check(str(s.finish(A, [a])[0]).endswith("not an integer or would overflow"), "sum over 05")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
