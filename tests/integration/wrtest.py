@@ -495,13 +495,9 @@ def held_by(r, sub, pid):
     """Keys of SUB's records that process PID holds (state processing, a claim
     token of that process: "<pid>-<worker>-<random>"). Read right after a kill
     -9, they are the work the kill caught in flight."""
-    keys = list(r.scan_iter(match="warren:idem:%s:*" % sub, count=5000))
-    pipe = r.pipeline()
-    for k in keys:
-        pipe.hmget(k, "state", "token")
     mine = "%d-" % pid
-    return set(k.split(":", 3)[3] for k, (state, token) in zip(keys, pipe.execute())
-               if state == "processing" and (token or "").startswith(mine))
+    return set(k for k, rec in records(r, sub).items()
+               if rec.get("state") == "processing" and rec.get("token", "").startswith(mine))
 
 
 def kill_in_flight(w, b, r, sub, queue, kills, step, rng, workers, max_tries=None):

@@ -29,87 +29,94 @@ MUTATIONS = [
         # Breaks: a message is handled at most once. The claim script answers
         # "acquired" for every key, so a done record (a duplicate) and a record
         # another live worker holds (a concurrent copy) are both run again.
-        "file": "sidecar/src/idem.c",
+        "file": "sidecar/scripts/claim.lua",
         "edits": [
-            ('''    "  if h[1] == 'done' then\\n"''', '''    "  if false then\\n"'''),
-            ('''    "  elseif h[1] == 'processing' and h[4] ~= token then\\n"''',
-             '''    "  elseif false then\\n"'''),
+            ("    if st == 'd' then\n", "    if false then\n"),
+            ("    elseif st == 'p' and a ~= token and b > now then\n", "    elseif false then\n"),
         ],
         "tests": CORE,
     },
     {
         "name": "finish-ignores-token",
-        # Breaks: only the owner of a claim commits. The commit script checks the
-        # record's state but not its token, so a run whose lease ran out and was
-        # taken over still writes its done mark and ctx.store writes over the
-        # taker's claim.
-        "file": "sidecar/src/idem.c",
+        # Breaks: only the owner of a claim commits. The commit script checks
+        # that the record is processing but not whose token holds it, so a run
+        # whose lease ran out and was taken over still writes its done mark and
+        # ctx.store writes over the taker's claim.
+        "file": "sidecar/scripts/finish.lua",
         "edits": [
-            ('''    "  if h[1] ~= 'processing' or h[2] ~= token then\\n"''',
-             '''    "  if h[1] ~= 'processing' then\\n"'''),
+            ("  if owner_of(k) ~= token then\n", "  if owner_of(k) == nil then\n"),
         ],
         "tests": CORE,
     },
     {
         "name": "ack-before-record",
         # Breaks: nothing is acked before its record is durably written. The
-        # batch is acked (or returned) before the commit script runs, so a crash
-        # or a failed commit in between loses the message: acked, never done,
-        # its ctx.store writes never applied.
+        # batch's deliveries are acked (or returned) when its commit is sent,
+        # before Redis has answered it, so a crash or a failed commit in between
+        # loses the message: acked, never done, its ctx.store writes never
+        # applied.
         "file": "sidecar/src/worker.c",
         "edits": [
-            ('''    double t0 = wr_mono_ms();
-    int frc = 0;
-''', '''    for (int i = 0; i < n; i++) { /* mutation: ack before the record */
-        if (w->items[i].act != ACT_NONE) {
-            wr_broker_ack(w->b, w->items[i].d->delivery_tag, 0);
-        } else {
-            wr_broker_nack(w->b, w->items[i].d->delivery_tag, 0, 1);
+            ("""    bt->commit_sent = 1;
+    bt->commit_read = 0;
+    bt->nfin = 0;
+""", """    for (int i = 0; i < bt->n; i++) { /* mutation: ack before the record */
+        if (!bt->items[i].held) {
+            if (bt->items[i].act != WR_ACT_NONE) {
+                wr_broker_ack(w->b, bt->items[i].d->delivery_tag, 0);
+            } else {
+                wr_broker_nack(w->b, bt->items[i].d->delivery_tag, 0, 1);
+            }
         }
     }
-    double t0 = wr_mono_ms();
-    int frc = 0;
-'''),
-            ('''    if (all_ok) {
-        rc = wr_broker_ack(w->b, w->items[n - 1].d->delivery_tag, 1);
+    bt->commit_sent = 1;
+    bt->commit_read = 0;
+    bt->nfin = 0;
+"""),
+            ("""    int multiple = all_ok && last != 0 && (low == 0 || low > last);
+    if (multiple) {
+        rc = wr_broker_ack(w->b, last, 1);
     }
-''', '''    (void)all_ok; /* mutation: acked above already */
-'''),
-            ('''        if (!all_ok && rc == WR_BROKER_OK) {
-            rc = it->act != ACT_NONE''', '''        if (0) {
-            rc = it->act != ACT_NONE'''),
+""", """    int multiple = 1; /* mutation: acked when the commit was sent */
+    (void)all_ok;
+    (void)low;
+    (void)last;
+"""),
         ],
         "tests": CORE,
     },
     {
         "name": "store-commit-skipped",
         # Breaks: a handled message's ctx.store writes are applied with its done
-        # mark. The commit script writes the done mark and skips the writes.
-        "file": "sidecar/src/idem.c",
+        # mark. The commit script writes the done mark and skips the writes (the
+        # record's own, and the batch's summed increments).
+        "file": "sidecar/scripts/finish.lua",
         "edits": [
-            ('''    "        if refused then op = 'keep' else apply(w + ng, nw) end\\n"''',
-             '''    "        if refused then op = 'keep' end\\n"'''),
+            ("        if refused then op = 'check' else apply(w + ng, nw) end\n",
+             "        if refused then op = 'check' end\n"),
+            ("  if total ~= 0 and not unfit[k] then redis.call('INCRBY', k, "
+             "string.format('%.0f', total)) end\n",
+             "  local _ = {k, total}\n"),
         ],
         "tests": CORE,
     },
     {
         "name": "reload-mid-batch",
-        # Breaks: a worker switches handler versions between batches, so a batch
-        # runs under one fully loaded version and what it reports (outcome lines,
-        # journal) names the version that ran it. Here a new version is taken
-        # before every message, in the middle of a batch.
+        # Breaks: a worker switches handler versions between batches (settling
+        # the batches in flight first), so a batch runs under one fully loaded
+        # version and what it reports (outcome lines, journal) names the version
+        # that ran it. Here a new version is taken before every message, in the
+        # middle of a batch.
         "file": "sidecar/src/worker.c",
         "edits": [
-            ('''static int process_batch(wr_worker *w, int n);
-''', '''static int process_batch(wr_worker *w, int n);
-static int apply_live(wr_worker *w);
-'''),
-            ('''        rc = run_one(w, it);
-''', '''        if (atomic_load(&w->live->gen) != w->live_gen) {
+            ("static int unclaim_orphans(wr_worker *w);\n",
+             "static int unclaim_orphans(wr_worker *w);\nstatic int apply_live(wr_worker *w);\n"),
+            ("        rc = run_one(w, bt, it);\n",
+             """        if (atomic_load(&w->live->gen) != w->live_gen) {
             apply_live(w); /* mutation: a new version mid-batch */
         }
-        rc = run_one(w, it);
-'''),
+        rc = run_one(w, bt, it);
+"""),
         ],
         "tests": CORE,
     },
