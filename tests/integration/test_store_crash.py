@@ -5,13 +5,14 @@ original, so two workers hold the two copies at once), cancels that come
 before or after their order, orders re-sent under a new message id, and a
 few malformed ones; the sidecar (two workers) is killed -9 and restarted until
 10 kills have caught work in flight (the killed process's claims still
-"processing" in Redis: wrtest.kill_in_flight), each one after 700 more
-messages are taken, each restart consuming again before the next kill. At the end every input id is done once (ok) or
-dead-lettered with its copy in the DLQ, and what is dead-lettered is the
-malformed orders plus, at most, messages the crash-loop guard stopped: each
-of those was caught in flight by at least max_attempts kills. Every stock
-counter and every ledger equals the exactly-once sum the test computes from
-what it sent, less those dead letters."""
+"processing" in Redis; the kills spread over the queue's messages, each
+restart consuming again before the next kill: wrtest.kill_in_flight). At the
+end every input id is done once (ok) or dead-lettered with its copy in the
+DLQ, and what is dead-lettered is the malformed orders plus, at most,
+messages the crash-loop guard stopped: each of those was caught in flight by
+at least max_attempts kills. Every stock counter and every ledger equals the
+exactly-once sum the test computes from what it sent, less those dead
+letters."""
 import collections
 import os
 import random
@@ -96,8 +97,8 @@ kill_rng = random.Random(3)
 w.start()
 check(w.wait_consuming(2), "consuming")
 t0 = time.monotonic()
-# KILLS kills that catch work in flight, one after every 700 messages taken
-in_flight = kill_in_flight(w, b, r, "ledger", queue, KILLS, 700, kill_rng, 2)
+# KILLS kills that catch work in flight, spread over the queue
+in_flight = kill_in_flight(w, b, r, "ledger", queue, KILLS, kill_rng, 2)
 kills = len(in_flight)
 
 

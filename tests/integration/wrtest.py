@@ -500,26 +500,29 @@ def held_by(r, sub, pid):
                if rec.get("state") == "processing" and rec.get("token", "").startswith(mine))
 
 
-def kill_in_flight(w, b, r, sub, queue, kills, step, rng, workers, max_tries=None):
+def kill_in_flight(w, b, r, sub, queue, kills, rng, workers, max_tries=None):
     """kill -9 the running warren W until KILLS kills have caught work in
     flight, restarting it after each kill and waiting until its WORKERS consume
-    again. A kill comes once the run has taken STEP more messages from QUEUE
-    (so there is work left to catch, however fast the machine), at a random
-    moment up to 0.2 s after (RNG). It counts only when the killed process
-    still holds claims in Redis (held_by: records "processing" under its
-    token); a kill that finds none (the workers were between batches) is
-    reported and tried again, up to MAX_TRIES kills in all (default 2 x KILLS).
-    Returns [keys held at each kill], misses included (as empty sets)."""
-    max_tries = max_tries or 2 * kills
+    again. The kills are spread over the messages QUEUE holds now: try j comes
+    once the queue is down to (j + 1) / (MAX_TRIES + 2) of them taken (so there
+    is work left to catch, however fast the machine), at a random moment 50 to
+    250 ms later (RNG). A kill counts only when the killed process still held
+    claims in Redis (held_by: records "processing" under its token); one that
+    finds none (the workers were between batches) is reported and the next try
+    comes, up to MAX_TRIES (default 3 x KILLS). Returns [keys held at each
+    kill], misses included (as empty sets)."""
+    max_tries = max_tries or 3 * kills
+    first = b.depth(queue)
+    step = max(1, first // (max_tries + 2))
     held_at = []
     caught = 0
     starts = 1
     while caught < kills and len(held_at) < max_tries:
-        mark = b.depth(queue)
-        if not wait_for(lambda: b.depth(queue) <= mark - step, 120,
-                        "%d more messages taken from %s" % (step, queue), interval=0.02):
+        mark = first - (len(held_at) + 1) * step
+        if not wait_for(lambda: b.depth(queue) <= mark, 120,
+                        "%s down to %d messages" % (queue, mark), interval=0.02):
             break
-        time.sleep(rng.uniform(0, 0.2))
+        time.sleep(rng.uniform(0.05, 0.25))
         pid = w.proc.pid
         w.kill9()
         held = held_by(r, sub, pid)
