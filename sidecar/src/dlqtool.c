@@ -8,8 +8,6 @@
  */
 #include "dlqtool.h"
 
-#include <amqp_ssl_socket.h>
-#include <amqp_tcp_socket.h>
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <jansson.h>
@@ -30,6 +28,7 @@
 #include "journal.h"
 #include "log.h"
 #include "rconn.h"
+#include "sign.h"
 #include "record.h"
 
 #define CH 1
@@ -100,7 +99,7 @@ typedef struct {
     dgroup *groups;
     size_t ngroups, gcap;
     json_t *ids; /* message id -> index in groups (a jansson object as a hash map) */
-    char err[256];
+    char err[768];
 } reader;
 
 static int usage(const char *fmt, const char *arg)
@@ -234,27 +233,32 @@ static int reader_open(reader *r, const wr_config *cfg, const char *queue)
     const wr_amqp_url *u = &cfg->amqp;
     r->queue = queue;
     r->conn = amqp_new_connection();
-    amqp_socket_t *sock = u->ssl ? amqp_ssl_socket_new(r->conn) : amqp_tcp_socket_new(r->conn);
-    if (sock == NULL) {
-        snprintf(r->err, sizeof(r->err), "cannot create a socket");
+    char why[sizeof(r->err) - 64];
+    if (r->conn == NULL) {
+        snprintf(r->err, sizeof(r->err), "out of memory");
         return -1;
     }
-    if (u->ssl) {
-        amqp_ssl_socket_set_verify_peer(sock, 1);
-        amqp_ssl_socket_set_verify_hostname(sock, 1);
-    }
-    struct timeval tv = {(time_t)(cfg->amqp_connect_timeout_ms / 1000),
-                         (suseconds_t)(cfg->amqp_connect_timeout_ms % 1000 * 1000)};
-    int st = amqp_socket_open_noblock(sock, u->host, u->port, &tv);
-    if (st != AMQP_STATUS_OK) {
-        snprintf(r->err, sizeof(r->err), "cannot connect to %s: %s", u->redacted,
-                 amqp_error_string2(st));
+    if (wr_broker_open_socket(r->conn, u, cfg->amqp_connect_timeout_ms, why, sizeof(why)) != 0) {
+        snprintf(r->err, sizeof(r->err), "%s: %s", u->redacted, why);
         return -1;
     }
     amqp_rpc_reply_t rep = amqp_login(r->conn, u->vhost, 0, AMQP_DEFAULT_FRAME_SIZE, 0,
                                       AMQP_SASL_METHOD_PLAIN, u->user, u->password);
     if (rep.reply_type != AMQP_RESPONSE_NORMAL) {
-        snprintf(r->err, sizeof(r->err), "cannot log in to %s", u->redacted);
+        char tls_why[300] = "";
+        if (u->ssl && rep.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
+            wr_broker_tls_reason(tls_why, sizeof(tls_why));
+            if (tls_why[0] == '\0') {
+                snprintf(tls_why, sizeof(tls_why),
+                         " (the broker closed the TLS connection: does it refuse our "
+                         "client certificate, or want one?)");
+            }
+        }
+        snprintf(r->err, sizeof(r->err), "cannot log in to %s: %s%s", u->redacted,
+                 rep.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION
+                     ? amqp_error_string2(rep.library_error)
+                     : "refused by the broker",
+                 tls_why);
         return -1;
     }
     amqp_channel_open(r->conn, CH);
@@ -842,7 +846,8 @@ static int record_key(const wr_subscription *sub, const dmsg *m, char *out, size
 }
 
 /* Build the replayed copy's properties in POOL. */
-static int replay_props(amqp_pool_t *pool, const dmsg *m, amqp_basic_properties_t *out)
+static int replay_props(amqp_pool_t *pool, const dmsg *m, const wr_sign_key *sign,
+                        amqp_basic_properties_t *out)
 {
     const amqp_table_t *old = headers_of(&m->msg.properties);
     int old_n = old ? old->num_entries : 0;
@@ -850,10 +855,11 @@ static int replay_props(amqp_pool_t *pool, const dmsg *m, amqp_basic_properties_
     out->_flags &= ~(AMQP_BASIC_EXPIRATION_FLAG | AMQP_BASIC_USER_ID_FLAG);
     out->_flags |= AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_HEADERS_FLAG;
     out->delivery_mode = AMQP_DELIVERY_PERSISTENT;
-    amqp_table_entry_t *e = amqp_pool_alloc(pool, sizeof(*e) * (size_t)(old_n + 3));
+    amqp_table_entry_t *e = amqp_pool_alloc(pool, sizeof(*e) * (size_t)(old_n + 4));
     char *now = amqp_pool_alloc(pool, 32);
     char *tp = amqp_pool_alloc(pool, 64);
-    if (e == NULL || now == NULL || tp == NULL) {
+    char *sig = amqp_pool_alloc(pool, WR_SIGN_LEN + 1);
+    if (e == NULL || now == NULL || tp == NULL || sig == NULL) {
         return -1;
     }
     int n = 0, has_tp = 0;
@@ -879,6 +885,17 @@ static int replay_props(amqp_pool_t *pool, const dmsg *m, amqp_basic_properties_
     e[n].key = amqp_cstring_bytes(XW "replay-count");
     e[n].value.kind = AMQP_FIELD_KIND_I32;
     e[n++].value.value.i32 = (int32_t)(count + 1);
+    /* the route it keeps, signed as warren's (sign.h): its attempts start over */
+    if (wr_table_get(old, XW "original-exchange") != NULL) {
+        amqp_bytes_t id = (m->msg.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG)
+                              ? m->msg.properties.message_id
+                              : amqp_empty_bytes;
+        wr_sign(sign, id, 0, wr_table_get_str(old, XW "original-exchange"),
+                wr_table_get_str(old, XW "original-routing-key"), sig);
+        e[n].key = amqp_cstring_bytes(WR_SIGN_HEADER);
+        e[n].value.kind = AMQP_FIELD_KIND_UTF8;
+        e[n++].value.value.bytes = amqp_cstring_bytes(sig);
+    }
     /* no traceparent of its own: carry the trace the DLQ copy recorded */
     amqp_bytes_t trace = wr_table_get_str(old, XW "trace-id");
     if (!has_tp && trace.len == 32) {
@@ -953,6 +970,8 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
                      const size_t *sel, size_t nsel)
 {
     redis_conn rd = {0};
+    wr_sign_key sign;
+    wr_sign_key_for(&sign, cfg);
     wr_broker *b = NULL;
     wr_idem *jd = NULL; /* the journal's connection */
     int fail = 0, down = 0;
@@ -1027,7 +1046,7 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
             init_amqp_pool(&pool, 4096);
             amqp_basic_properties_t props;
             uint64_t seq = 0;
-            int prc = replay_props(&pool, m, &props);
+            int prc = replay_props(&pool, m, &sign, &props);
             wr_pub_state ps = WR_PUB_PENDING;
             if (prc == 0) {
                 prc = wr_broker_publish(b, amqp_cstring_bytes(""), amqp_cstring_bytes(sub->queue),

@@ -51,6 +51,7 @@
 #include "record.h"
 #include "reload.h"
 #include "retry.h"
+#include "sign.h"
 #include "topology.h"
 
 #define TAKE_TIMEOUT_MS 200      /* idle wait per loop turn: bounds shutdown latency */
@@ -58,17 +59,19 @@
 #define CONFIRM_TIMEOUT_MS 30000 /* a batch's confirms; past this the connection is suspect */
 #define BACKOFF_MIN_MS 200
 #define BACKOFF_MAX_MS 30000
-#define PAUSE                                                                                      \
-    1 /* a batch step: Redis failed; close the broker connection                                   \
-         (returning every delivery) until Redis answers */
+/* A batch step's result: Redis failed; close the broker connection (returning
+ * every delivery) until Redis answers. */
+#define PAUSE 1
 #define RKEY_MAX (WR_IDKEY_MAX + 300)
 
 /* One delivery of a batch and what became of it. */
 typedef struct {
     amqp_envelope_t *d;
     wr_envelope env;
-    int valid; /* the envelope decoded */
-    int held;  /* a copy of a key in flight here: held back, not ours now */
+    int valid;  /* the envelope decoded */
+    int forged; /* its x-warren-* headers were not warren's (sign.h): ignored */
+    int returned; /* goes back to the queue unclaimed (see prepare_batch) */
+    int held;   /* a copy of a key in flight here: held back, not ours now */
     wr_action act;
     uint64_t pub_first, pub_end; /* its publishes, as sequence numbers on the channel */
     const char *outcome;         /* for the log: handler outcome name */
@@ -149,7 +152,10 @@ struct wr_worker {
 
     pthread_mutex_t lua_lock; /* guards swapping `lua` against wr_worker_interrupt */
     wr_lua *lua;
-    wr_lua_opts lua_opts;
+    wr_lua_opts lua_opts; /* what `lua` was built from (source and version: the copies
+                             below), so an out-of-memory rebuild makes the same version */
+    char *run_source;     /* the running version's source */
+    char run_version[64];
 
     wr_live *live;         /* the subscription's live handler and policy (reload.h) */
     unsigned live_gen;     /* the generation this worker runs */
@@ -161,6 +167,7 @@ struct wr_worker {
     int paused;             /* consumption stopped because the breaker is open */
     double next_service_ms; /* when the connection should next be serviced mid-batch */
 
+    wr_sign_key sign; /* signs and checks the x-warren-* headers of our copies */
     wr_broker *b;
     wr_idem *idem; /* NULL when idempotency is off, or while Redis is away */
     wr_topology topo;
@@ -444,11 +451,11 @@ static int publish_outgoing(wr_worker *w, batch *bt, item *it, const wr_lua_resu
                        AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_HEADERS_FLAG;
         props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
         props.timestamp = (uint64_t)(wr_now_ms() / 1000);
-        /* <key>:<subscription>:<n>: two subscriptions that consume the same event
-         * publish different events, which must not share an id */
-        char id[WR_IDKEY_MAX + 320];
-        int n = snprintf(id, sizeof(id), "%.*s:%s:%d", (int)base_len, base, w->sub->name, i + 1);
-        props.message_id = pool_dup(&bt->pool, id, (size_t)n);
+        /* <key>:<subscription>:<n> (idkey.h): two subscriptions that consume the
+         * same event publish different events, which must not share an id */
+        char id[WR_EVENT_ID_CAP];
+        size_t n = wr_idkey_event_id(base, base_len, w->sub->name, i + 1, id);
+        props.message_id = pool_dup(&bt->pool, id, n);
         if (p->content_type) {
             props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
             props.content_type = pool_dup(&bt->pool, p->content_type, strlen(p->content_type));
@@ -510,13 +517,21 @@ static int publish_outgoing(wr_worker *w, batch *bt, item *it, const wr_lua_resu
  */
 static int publish_copy(wr_worker *w, batch *bt, item *it, const char *error_class)
 {
-    amqp_basic_properties_t props;
+    amqp_basic_properties_t props, clean;
+    const amqp_basic_properties_t *orig = &it->d->message.properties;
     const char *queue;
     int rc;
+    if (it->forged) {
+        /* the story in its headers was not written by warren: it starts here */
+        if (wr_dlq_strip_props(&bt->pool, orig, &clean) != 0) {
+            return WR_BROKER_DOWN;
+        }
+        orig = &clean;
+    }
     if (it->act == WR_ACT_WAIT) {
         queue = w->topo.queues[w->topo.wait_queue].name;
-        rc = wr_dlq_build_wait_props(&bt->pool, &it->d->message.properties, it->d->exchange,
-                                     it->d->routing_key, &props);
+        rc = wr_dlq_build_wait_props(&bt->pool, orig, it->d->exchange, it->d->routing_key, &w->sign,
+                                     &props);
     } else {
         char span[17];
         hex_rand(w, span, 16);
@@ -532,9 +547,9 @@ static int publish_copy(wr_worker *w, batch *bt, item *it, const char *error_cla
             .handler_version = w->lua ? wr_lua_version(w->lua) : NULL,
             .trace_id = it->trace_id,
             .span_id = span,
+            .sign = &w->sign,
         };
-        rc = wr_dlq_build_props(&bt->pool, &it->d->message.properties, it->d->exchange,
-                                it->d->routing_key, &f, &props);
+        rc = wr_dlq_build_props(&bt->pool, orig, it->d->exchange, it->d->routing_key, &f, &props);
         int q = it->act == WR_ACT_RETRY ? w->topo.tier_queue[it->tier] : -1;
         queue = q >= 0 ? w->topo.queues[q].name : w->sub->dlq;
         if (rc == 0 && q >= 0 && it->delay_ms < w->topo.queues[q].message_ttl_ms) {
@@ -574,7 +589,29 @@ static void service_broker(void *ud)
     }
 }
 
-/* Replace the Lua state after it ran out of memory. */
+/* Keep a copy of the source and version the running state was built from (in
+ * w->lua_opts), for rebuild_lua. Returns 0, or -1 when out of memory (the old
+ * copy is kept). */
+static int remember_source(wr_worker *w, const char *source, size_t len, const char *version)
+{
+    char *copy = malloc(len + 1);
+    if (copy == NULL) {
+        return -1;
+    }
+    memcpy(copy, source, len);
+    copy[len] = '\0';
+    free(w->run_source);
+    w->run_source = copy;
+    snprintf(w->run_version, sizeof(w->run_version), "%s", version ? version : "");
+    w->lua_opts.source = w->run_source;
+    w->lua_opts.source_len = len;
+    w->lua_opts.version = version ? w->run_version : NULL;
+    return 0;
+}
+
+/* Replace the Lua state after it ran out of memory: the same version, from the
+ * source it was built from (not the file on disk, which may hold a version the
+ * reloader has not validated). */
 static void rebuild_lua(wr_worker *w)
 {
     char err[1024];
@@ -659,6 +696,16 @@ static void prepare(wr_worker *w, item *it)
     int require_id = !(pol->enabled && (pol->source != WR_KEY_MESSAGE_ID || pol->missing_key_hash));
     int rc = wr_envelope_decode(it->d, w->max_body, require_id, &it->env, &reason, it->error,
                                 sizeof(it->error));
+    if (wr_sign_check(&w->sign, it->d, &it->env) != 0) {
+        it->forged = 1;
+        wr_stat_add(&w->st->forged, 1);
+        wr_logline l;
+        wr_log_begin(&l, WR_LOG_WARN, "x-warren-* headers not signed by warren: ignored");
+        wr_log_str(&l, "subscription", w->sub->name);
+        wr_log_int(&l, "worker", w->index);
+        wr_log_strn(&l, "message_id", it->env.id.bytes, it->env.id.len);
+        wr_log_end(&l);
+    }
     it->attempt = it->env.attempt;
     if (wr_trace_parse(it->env.traceparent, it->trace_id, span) != 0) {
         hex_rand(w, it->trace_id, 32);
@@ -1190,8 +1237,15 @@ static int prepare_batch(wr_worker *w, batch *bt)
                 w->nheld++;
                 continue;
             }
-            /* out of memory (or no room to hold it): claim it as before; the
-             * record's lease keeps the copies apart */
+            if (r != 1) {
+                /* out of memory (or, which cannot happen, no room to hold it): never
+                 * claim it with our token while a twin may hold the record, which
+                 * would run it twice; back to the queue instead */
+                it->returned = 1;
+                it->act = WR_ACT_NONE;
+                snprintf(it->error, sizeof(it->error),
+                         "returned: could not note its key as in flight");
+            }
         }
     }
     for (int i = 0; i < bt->n; i++) {
@@ -1215,7 +1269,7 @@ static int claim_send(wr_worker *w, batch *bt)
     }
     for (int i = 0; i < bt->n; i++) {
         item *it = &bt->items[i];
-        if (it->valid && !it->held) {
+        if (it->valid && !it->held && !it->returned) {
             bt->claims[bt->nclaims].key = it->rkey;
             bt->cmap[bt->nclaims++] = i;
         }
@@ -1944,6 +1998,7 @@ static int apply_live(wr_worker *w)
             w->lua = fresh;
             pthread_mutex_unlock(&w->lua_lock);
             wr_lua_destroy(old);
+            remember_source(w, snap.source, snap.source_len, snap.version);
         }
     }
     w->lua_opts.timeout_ms = snap.timeout_ms;
@@ -2209,6 +2264,7 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
     snprintf(w->token, sizeof(w->token), "%d-%d-%s", (int)getpid(), index, rnd);
     w->live = live;
     w->brk = brk;
+    wr_sign_key_for(&w->sign, cfg);
     wr_live_snapshot snap;
     if (wr_live_snapshot_take(live, &snap) != 0) {
         wr_live_snapshot_free(&snap);
@@ -2231,6 +2287,7 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
         .service = service_broker,
         .service_ud = w,
         .service_every_ms = cfg->amqp_heartbeat_ms > 0 ? cfg->amqp_heartbeat_ms / 4 : 1000,
+        .max_publish_bytes = (size_t)sub->max_publish_size,
     };
     int bs = sub->batch_size;
     for (int b = 0; b < 2; b++) {
@@ -2257,12 +2314,13 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
         wr_live_snapshot_free(&snap);
         goto fail;
     }
-    wr_lua_opts o = w->lua_opts;
-    o.source = snap.source;
-    o.source_len = snap.source_len;
-    o.version = snap.version;
-    w->lua = wr_lua_create(&o, err, errcap);
+    if (remember_source(w, snap.source, snap.source_len, snap.version) != 0) {
+        snprintf(err, errcap, "out of memory");
+        wr_live_snapshot_free(&snap);
+        goto fail;
+    }
     wr_live_snapshot_free(&snap);
+    w->lua = wr_lua_create(&w->lua_opts, err, errcap);
     if (w->lua == NULL) {
         goto fail;
     }
@@ -2309,6 +2367,7 @@ void wr_worker_free(wr_worker *w)
     free(w->held);
     free(w->orphans);
     free(w->scratch);
+    free(w->run_source);
     pthread_mutex_destroy(&w->lua_lock);
     free(w);
 }
