@@ -74,8 +74,10 @@ ctest --test-dir build-asan -L unit --output-on-failure -j"$JOBS" \
 tally build-asan unit "$ROOT/build-asan/unit.xml"
 
 echo "test: fuzzing (libFuzzer, ${WR_FUZZ_SECONDS:-30} s per target, ASan + UBSan)"
-ctest --test-dir build-fuzz -L fuzz --output-on-failure -j"$JOBS" 2>&1 | tee build-fuzz/fuzz.log
-tally build-fuzz/fuzz.log
+rm -f build-fuzz/fuzz.xml
+ctest --test-dir build-fuzz -L fuzz --output-on-failure -j"$JOBS" \
+    --output-junit "$ROOT/build-fuzz/fuzz.xml" 2>&1 | tee build-fuzz/fuzz.log
+tally build-fuzz fuzz "$ROOT/build-fuzz/fuzz.xml"
 
 echo "test: handler specs (busted under LuaJIT)"
 WARREN_BIN="$ROOT/build-test/warren" bash tests/lua/run_busted.sh 2>&1 | tee build-test/busted.log
