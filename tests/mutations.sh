@@ -74,7 +74,11 @@ copy="$work/tree"
 # the servers' data: a fresh directory the rabbitmq and redis users can enter
 stack_dir="/var/tmp/warren/mutations-$AMQP_PORT"
 stack_up=0
+test_pid=""
 cleanup() {
+    if [ -n "$test_pid" ]; then
+        kill -9 -- -"$test_pid" 2>/dev/null # the test running when we were stopped
+    fi
     if [ "$stack_up" -eq 1 ]; then
         WR_AMQP_PORT=$AMQP_PORT WR_REDIS_PORT=$REDIS_PORT WR_RABBIT_DIST_PORT=$DIST_PORT \
             bash "$copy/deploy/local/stack.sh" stop "$stack_dir" >"$logs/stack-stop.log" 2>&1 &&
@@ -124,6 +128,7 @@ run_test() { # name log
         WR_RABBIT_DIST_PORT="$DIST_PORT" setsid "$PY" "$copy/tests/integration/test_$1.py" \
         >"$2" 2>&1 &
     local pid=$! waited=0 rc
+    test_pid=$pid
     while kill -0 "$pid" 2>/dev/null; do
         if [ "$waited" -ge "$TIMEOUT" ]; then
             echo "mutations: timed out after $TIMEOUT s" >>"$2"
@@ -136,6 +141,7 @@ run_test() { # name log
     wait "$pid"
     rc=$?
     kill -9 -- -"$pid" 2>/dev/null # what the test left running
+    test_pid=""
     return "$rc"
 }
 
