@@ -14,7 +14,7 @@ PACKAGES=(
     build-essential cmake pkg-config help2man
     librabbitmq-dev libhiredis-dev libluajit2-5.1-dev luajit2
     libyaml-dev libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev libssl-dev
-    lua-cjson lua-busted
+    lua-cjson lua-busted lua-yaml
     rabbitmq-server redis-server redis-tools
     python3 python3-pika python3-redis python3-yaml
     prometheus

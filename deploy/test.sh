@@ -15,7 +15,10 @@
 #      on loopback ports 17672/17379 (and AMQP over TLS on 17671) started by
 #      the `stack` fixture and stopped by its cleanup even when a test fails
 #
-# Ends with one summary line: "N passed, N failed". Exit status 0 only when
+# Ends with one summary line: "N passed, N failed". Only what ran and passed
+# counts as passed: a pending busted spec, a skipped or not-run ctest test and
+# a test missing from ctest's report count as failed; the stack fixtures are
+# not tests (a fixture that fails counts as a failure). Exit status 0 only when
 # nothing failed. Safe to run twice in a row.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -47,33 +50,38 @@ cmake --build build-fuzz -j"$JOBS" --target fuzz >build-fuzz/build.log 2>&1 ||
 
 passed=0
 failed=0
-tally() { # log file of one ctest run
+# Count one ctest run explicitly (deploy/ctest_tally.py): a test passed only
+# when ctest's JUnit report says it ran and passed; skipped, not run, disabled
+# and missing tests are failures; the stack fixtures are not tests.
+tally() { # build dir, label, JUnit report of that run
     local line
-    line=$(grep -E "tests passed, [0-9]+ tests? failed out of [0-9]+" "$1" | tail -1)
-    if [ -z "$line" ]; then
-        failed=$((failed + 1)) # ctest itself failed to run
+    line=$(/usr/bin/python3 deploy/ctest_tally.py "$1" "$2" "$3")
+    if ! [[ "$line" =~ ^[0-9]+\ [0-9]+$ ]]; then
+        failed=$((failed + 1)) # the tally itself failed
         return
     fi
-    local total fails
-    total=$(echo "$line" | sed -E 's/.*out of ([0-9]+).*/\1/')
-    fails=$(echo "$line" | sed -E 's/.* ([0-9]+) tests? failed.*/\1/')
-    passed=$((passed + total - fails))
-    failed=$((failed + fails))
+    passed=$((passed + ${line% *}))
+    failed=$((failed + ${line#* }))
 }
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 echo "test: unit tests (AddressSanitizer + UBSan)"
-ctest --test-dir build-asan -L unit --output-on-failure -j"$JOBS" 2>&1 | tee build-asan/unit.log
-tally build-asan/unit.log
+rm -f build-asan/unit.xml
+ctest --test-dir build-asan -L unit --output-on-failure -j"$JOBS" \
+    --output-junit "$ROOT/build-asan/unit.xml" 2>&1 | tee build-asan/unit.log
+tally build-asan unit "$ROOT/build-asan/unit.xml"
 
 echo "test: fuzzing (libFuzzer, ${WR_FUZZ_SECONDS:-30} s per target, ASan + UBSan)"
-ctest --test-dir build-fuzz -L fuzz --output-on-failure -j"$JOBS" 2>&1 | tee build-fuzz/fuzz.log
-tally build-fuzz/fuzz.log
+rm -f build-fuzz/fuzz.xml
+ctest --test-dir build-fuzz -L fuzz --output-on-failure -j"$JOBS" \
+    --output-junit "$ROOT/build-fuzz/fuzz.xml" 2>&1 | tee build-fuzz/fuzz.log
+tally build-fuzz fuzz "$ROOT/build-fuzz/fuzz.xml"
 
 echo "test: handler specs (busted under LuaJIT)"
 WARREN_BIN="$ROOT/build-test/warren" bash tests/lua/run_busted.sh 2>&1 | tee build-test/busted.log
+# run_busted.sh counts pending specs as failed
 line=$(grep -E "^[0-9]+ passed, [0-9]+ failed" build-test/busted.log | tail -1)
 if [ -n "$line" ]; then
     passed=$((passed + $(echo "$line" | cut -d' ' -f1)))
@@ -83,8 +91,10 @@ else
 fi
 
 echo "test: integration tests (real RabbitMQ and Redis on loopback)"
-ctest --test-dir build-test -L integration --output-on-failure 2>&1 | tee build-test/integration.log
-tally build-test/integration.log
+rm -f build-test/integration.xml
+ctest --test-dir build-test -L integration --output-on-failure \
+    --output-junit "$ROOT/build-test/integration.xml" 2>&1 | tee build-test/integration.log
+tally build-test integration "$ROOT/build-test/integration.xml"
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -17,6 +17,7 @@ queue, out_queue = p + ".in", p + ".out"
 write(os.path.join(tmp, "slow.lua"), r'''
 local M = {}
 function M.handle(event, ctx)
+  ctx.log.info("started")
   local t = os.clock()
   while os.clock() - t < (event.data.busy or 0.05) do end
   ctx.publish("", "%s", { input = event.id })
@@ -64,7 +65,10 @@ b.publish(q2, {"busy": 20}, message_id="stuck-1")
 w3 = Warren(tmp, [{"name": "stuck", "queue": q2, "handler": "slow.lua", "handler_timeout": "60s"}],
             extra="shutdown:\n  grace: 1s\n", name="stuck").start()
 check(w3.wait_consuming(1), "stuck worker consuming")
-time.sleep(1.0)
+# the handler's own log line: it is running when the signal comes
+check(wait_for(lambda: w3.lines(msg="started", message_id="stuck-1"), 20, "the handler started"),
+      "the 20 s handler started before SIGTERM")
+time.sleep(0.5)
 t0 = time.monotonic()
 rc = w3.stop(signal.SIGTERM, timeout=30)
 took = time.monotonic() - t0

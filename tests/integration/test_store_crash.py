@@ -3,23 +3,29 @@ ledger per customer in ctx.store) gets 20,000 order events, 20 % of them
 repeats of an earlier message id (half of those published right behind their
 original, so two workers hold the two copies at once), cancels that come
 before or after their order, orders re-sent under a new message id, and a
-few malformed ones; the sidecar (two workers) is killed -9 at random moments
-at least 10 times and restarted. At the end every stock counter and every
-ledger equals the exactly-once sum the test computes from what it sent, and
-every input id is done once (ok) or dead-lettered with its copy in the DLQ."""
+few malformed ones; the sidecar (two workers) is killed -9 and restarted until
+10 kills have caught work in flight (the killed process's claims still
+"processing" in Redis; the kills spread over the queue's messages, each
+restart consuming again before the next kill: wrtest.kill_in_flight). At the
+end every input id is done once (ok) or dead-lettered with its copy in the
+DLQ, and what is dead-lettered is the malformed orders plus, at most,
+messages the crash-loop guard stopped: each of those was caught in flight by
+at least max_attempts kills. Every stock counter and every ledger equals the
+exactly-once sum the test computes from what it sent, less those dead
+letters."""
 import collections
 import os
 import random
 import shutil
 import time
 
-from wrtest import (SOURCE_DIR, Broker, Warren, check, check_eq, finish, prefix, redis_client,
-                    records as records_of,
-                    tempdir, wait_for)
+from wrtest import (SOURCE_DIR, Broker, Warren, check, check_eq, finish, kill_in_flight,
+                    prefix, records as records_of, redis_client, tempdir, wait_for)
 
 TOTAL = 20000
 DUP_SHARE = 0.20
 KILLS = 10
+MAX_ATTEMPTS = 5
 p = prefix()
 tmp = tempdir()
 queue = p + ".in"
@@ -84,21 +90,16 @@ extra = "store:\n  prefix: '%s'\n" % SP
 sub = {"name": "ledger", "queue": queue, "handler": "ledger.lua", "concurrency": 2,
        "prefetch": 100, "batch_size": 50,
        # max_attempts bounds the crash-loop guard too (test_crash.py)
-       "retry": {"max_attempts": 5, "delays": ["1s"]},
+       "retry": {"max_attempts": MAX_ATTEMPTS, "delays": ["1s"]},
        "idempotency": {"lease": "2s"}, "breaker": {"enabled": False}}
 w = Warren(tmp, [sub], extra=extra)
 kill_rng = random.Random(3)
 w.start()
 check(w.wait_consuming(2), "consuming")
 t0 = time.monotonic()
-kills = 0
-while kills < KILLS:
-    time.sleep(kill_rng.uniform(0.3, 1.0))
-    w.kill9()
-    kills += 1
-    print("  kill -9 #%d, %d messages ready" % (kills, b.depth(queue)), flush=True)
-    w.start()
-check(kills >= KILLS, "killed %d times" % kills)
+# KILLS kills that catch work in flight, spread over the queue
+in_flight = kill_in_flight(w, b, r, "ledger", queue, KILLS, kill_rng, 2)
+kills = len(in_flight)
 
 
 def drained():
@@ -123,15 +124,30 @@ check_eq(sorted(failed - dlq_ids)[:10], [], "every input not handled ok is in th
 check_eq(sorted(dlq_ids - failed)[:10], [], "nothing handled ok is in the DLQ")
 bad = set(m for m, _, body in distinct if body.get("total") == "free")
 check_eq(sorted(bad - dlq_ids), [], "the malformed orders were dead-lettered")
-print("  %d inputs handled ok, %d dead-lettered (%d malformed, %d crash-looped)"
-      % (len(ok), len(failed), len(bad), len(failed - bad)), flush=True)
+# Anything else in the DLQ was stopped by the crash-loop guard: a message
+# claimed max_attempts times without an outcome. Every such claim is one a kill
+# caught (the claims a killed process held), so each of them must have been
+# in flight at max_attempts kills at least; and their number is bounded by the
+# claims the kills caught.
+looped = dlq_ids - bad
+kills_of = collections.Counter(k for held in in_flight for k in held)
+check_eq(sorted(m for m in looped if kills_of[m] < MAX_ATTEMPTS)[:10], [],
+         "every crash-looped message was caught in flight by %d kills" % MAX_ATTEMPTS)
+caught = sum(len(held) for held in in_flight)
+check(len(looped) * MAX_ATTEMPTS <= caught,
+      "crash-loop dead letters bounded by the claims the kills caught (%d x %d <= %d)"
+      % (len(looped), MAX_ATTEMPTS, caught))
+print("  %d inputs handled ok, %d dead-lettered (%d malformed, %d crash-looped); the kills "
+      "caught %d claims" % (len(ok), len(failed), len(bad), len(looped), caught), flush=True)
 
-# the exactly-once sums, from what was sent and which inputs were handled ok: an
-# order counts when a create of it was handled and no cancel of it was
+# the exactly-once sums, from what was sent, less what the DLQ holds: an order
+# counts when a create of it was sent (and not dead-lettered) and no cancel of
+# it was
 stock = collections.Counter()
 ledger = collections.defaultdict(lambda: [0, 0])
-created_ok = set(m.split("-", 1)[1] for m in ok if m.startswith(("create-", "resend-")))
-cancelled_ok = set(m.split("-", 1)[1] for m in ok if m.startswith("cancel-"))
+sent = set(mid for mid, _, _ in distinct) - dlq_ids
+created_ok = set(m.split("-", 1)[1] for m in sent if m.startswith(("create-", "resend-")))
+cancelled_ok = set(m.split("-", 1)[1] for m in sent if m.startswith("cancel-"))
 for oid in created_ok - cancelled_ok:
     o = orders[oid]
     for it in o["items"]:

@@ -8,7 +8,8 @@ binary, and drives it through the broker with pika. Nothing here is a mock.
 
 Checks are plain functions that record failures and keep going, so one run
 shows every problem; `finish()` prints the tally and exits non-zero on any
-failure.
+failure, and on a run that made no check at all (a test that checks nothing
+cannot pass).
 """
 import atexit
 import json
@@ -18,8 +19,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
 import pika
@@ -72,6 +75,8 @@ def _short(v):
 
 
 def finish():
+    if _checks == 0:
+        _failures.append("the test made no check")
     print("%d checks, %d failed" % (_checks, len(_failures)))
     for f in _failures:
         print("  failed: %s" % f)
@@ -289,12 +294,89 @@ class Warren:
         return out
 
     def metric(self, samples, name, **labels):
-        """The value of NAME{LABELS} in SAMPLES (from metrics()), 0 when absent."""
-        return samples.get((name, frozenset(labels.items())), 0.0)
+        """The value of NAME{LABELS} in SAMPLES (from metrics()), None when the
+        series is absent: a missing or mislabelled series must not read as 0
+        (check_eq(..., 0) then fails, as it should; compare with
+        metric_or_0() only inside a wait)."""
+        return samples.get((name, frozenset(labels.items())))
+
+    def metric_or_0(self, samples, name, **labels):
+        """metric(), with an absent series as 0: for polling a counter that
+        appears with its first event; the final check uses metric()."""
+        v = self.metric(samples, name, **labels)
+        return 0.0 if v is None else v
 
     def raw_log(self):
         with open(self.log_path, "rb") as fh:
             return fh.read().decode("utf-8", "replace")
+
+
+class Gate:
+    """An HTTP service of the test's own that holds a handler where the test
+    wants it: POST URL/NAME (ctx.http.request from the handler) is noted as
+    arrived, and answered 200 once the test opens NAME (504 after 50 s).
+
+        gate = Gate()          # gate.url: http://127.0.0.1:<port>/gate/
+        gate.wait("x", 20, "the handler at its gate")
+        gate.open("x")
+    """
+
+    def __init__(self):
+        arrived, opened = {}, {}
+        self._arrived, self._opened = arrived, opened
+        self._lock = threading.Lock()
+        lock = self._lock
+
+        def event(table, name):
+            with lock:
+                return table.setdefault(name, threading.Event())
+
+        self._event = event
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                name = self.path.rsplit("/", 1)[-1]
+                event(arrived, name).set()
+                ok = event(opened, name).wait(50)
+                self.send_response(200 if ok else 504)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = "http://127.0.0.1:%d/gate/" % self.server.server_address[1]
+
+    def arrived(self, name):
+        return self._event(self._arrived, name).is_set()
+
+    def wait(self, name, timeout, what):
+        """Wait until a handler is at gate NAME; true when it is."""
+        return wait_for(lambda: self.arrived(name), timeout, what)
+
+    def open(self, name):
+        self._event(self._opened, name).set()
+
+    def close(self):
+        for e in list(self._opened.values()):
+            e.set()
+        self.server.shutdown()
+
+
+# What a handler calls to wait at gate NAME (GATE: the Gate's url), in Lua.
+GATE_LUA = r'''
+local function gate(ctx, url, name)
+  local res, err = ctx.http.request{ method = "POST", url = url .. name, timeout = 55,
+                                     raise = false }
+  if not res or res.status ~= 200 then
+    error("gate " .. name .. ": " .. tostring(res and res.status or err))
+  end
+end
+'''
 
 
 def redis_client():
@@ -409,6 +491,54 @@ def records(r, sub):
     for k, rec in zip(keys, pipe.execute()):
         out[k.split(":", 3)[3]] = parse_record(rec)
     return out
+
+
+def held_by(r, sub, pid):
+    """Keys of SUB's records that process PID holds (state processing, a claim
+    token of that process: "<pid>-<worker>-<random>"). Read right after a kill
+    -9, they are the work the kill caught in flight."""
+    mine = "%d-" % pid
+    return set(k for k, rec in records(r, sub).items()
+               if rec.get("state") == "processing" and rec.get("token", "").startswith(mine))
+
+
+def kill_in_flight(w, b, r, sub, queue, kills, rng, workers, max_tries=None):
+    """kill -9 the running warren W until KILLS kills have caught work in
+    flight, restarting it after each kill and waiting until its WORKERS consume
+    again. The kills are spread over the messages QUEUE holds now: try j comes
+    once the queue is down to (j + 1) / (MAX_TRIES + 2) of them taken (so there
+    is work left to catch, however fast the machine), at a random moment 50 to
+    250 ms later (RNG). A kill counts only when the killed process still held
+    claims in Redis (held_by: records "processing" under its token); one that
+    finds none (the workers were between batches) is reported and the next try
+    comes, up to MAX_TRIES (default 3 x KILLS). Returns [keys held at each
+    kill], misses included (as empty sets)."""
+    max_tries = max_tries or 3 * kills
+    first = b.depth(queue)
+    step = max(1, first // (max_tries + 2))
+    held_at = []
+    caught = 0
+    starts = 1
+    while caught < kills and len(held_at) < max_tries:
+        mark = first - (len(held_at) + 1) * step
+        if not wait_for(lambda: b.depth(queue) <= mark, 120,
+                        "%s down to %d messages" % (queue, mark), interval=0.02):
+            break
+        time.sleep(rng.uniform(0.05, 0.25))
+        pid = w.proc.pid
+        w.kill9()
+        held = held_by(r, sub, pid)
+        held_at.append(held)
+        caught += 1 if held else 0
+        print("  kill -9 #%d %s: %d claims held, %d messages ready"
+              % (len(held_at), "caught work in flight" if held else "MISSED (between batches)",
+                 len(held), b.depth(queue)), flush=True)
+        w.start()
+        starts += 1
+        # each run logs "consuming" once per worker (the log file is appended to)
+        check(w.wait_consuming(workers * starts), "consuming again after restart #%d" % (starts - 1))
+    check(caught >= kills, "%d kills caught work in flight (%d tried)" % (caught, len(held_at)))
+    return held_at
 
 
 def done_count(r, sub):

@@ -3,11 +3,12 @@
 # handlers (handlers/spec, configured by handlers/.busted), under LuaJIT.
 #
 # busted's own summary is not what CI reads: this script has busted write TAP,
-# counts it, and ends with one line "N passed, N failed" (pending specs are
-# reported on the line before and count as neither). It exits non-zero when a
-# spec fails or errors, when busted stops before the end of its report, when
-# no spec ran at all, or when busted is missing (deploy/install-deps.sh
-# installs it: Debian package lua-busted). Extra arguments go to busted, e.g.
+# counts it, and ends with one line "N passed, N failed". A pending spec
+# (`pending(...)`) is not a pass: each one is named and counts as failed. It
+# exits non-zero when a spec fails, errors or is pending, when busted stops
+# before the end of its report, when no spec ran at all, or when busted is
+# missing (deploy/install-deps.sh installs it: Debian package lua-busted).
+# Extra arguments go to busted, e.g.
 # `bash tests/lua/run_busted.sh spec/02-handlers`.
 set -uo pipefail
 
@@ -70,7 +71,10 @@ if [ "$rc" -ne 0 ] && [ "$failed" -eq 0 ]; then
 fi
 
 if [ "$pending" -gt 0 ]; then
-    echo "$pending pending"
+    # a spec that does not run checks nothing: it cannot be reported as passed
+    echo "run_busted: $pending pending spec(s), counted as failed:" >&2
+    sed -nE 's/^ok [0-9]+ - # SKIP/  pending:/p' "$tap" >&2
+    failed=$((failed + pending))
 fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -12,6 +12,7 @@
 
 local testing = require "warren.testing"
 local cjson = require "cjson"
+local lyaml = require "lyaml"
 local shop = require "shop"
 
 -- A fake shop service: a function fake for testing.ctx{http = ...}.
@@ -68,14 +69,77 @@ local function fake_shop()
   return s
 end
 
--- The subscriptions of config/warren.yaml: who gets which routing key, and
--- what they key a message by (payments: the order).
-local SUBSCRIPTIONS = {
-  { name = "inventory", keys = { ["order.confirmed"] = true,
-                                 ["order.cancellation.confirmed"] = true } },
-  { name = "payments", keys = { ["order.confirmed"] = true }, key = "order_id" },
-  { name = "notifications", keys = { ["payment.captured"] = true } },
-}
+-- Does the topic binding key PATTERN match ROUTING_KEY? (AMQP: words between
+-- dots, `*` one word, `#` zero or more.)
+local function topic_match(pattern, routing_key)
+  local function words(s)
+    local out = {}
+    for w in (s .. "."):gmatch("([^.]*)%.") do
+      out[#out + 1] = w
+    end
+    return out
+  end
+  local p, k = words(pattern), words(routing_key)
+  local function from(i, j)
+    if i > #p then
+      return j > #k
+    end
+    if p[i] == "#" then
+      for jj = j, #k + 1 do
+        if from(i + 1, jj) then
+          return true
+        end
+      end
+      return false
+    end
+    return j <= #k and (p[i] == "*" or p[i] == k[j]) and from(i + 1, j + 1)
+  end
+  return from(1, 1)
+end
+
+-- The subscriptions of config/warren.yaml, read from the file (the specs run
+-- from handlers/): their handler, what they are bound to (exchange, type and
+-- binding keys), and what they key a message by (payments: the order).
+local function config_subscriptions()
+  local fh = assert(io.open("../config/warren.yaml"))
+  local cfg = lyaml.load(fh:read("*a"))
+  fh:close()
+  local default_key = cfg.defaults and cfg.defaults.idempotency and cfg.defaults.idempotency.key
+  local subs = {}
+  for _, s in ipairs(cfg.subscriptions) do
+    local key = s.idempotency and s.idempotency.key or default_key or "message_id"
+    local sub = { name = s.name, handler = s.handler:match("([^/]+)$"), bindings = {} }
+    if key ~= "message_id" then
+      sub.key = assert(key:match("^json:(.+)$"), "a key this spec cannot derive: " .. key)
+    end
+    for _, bnd in ipairs(s.bindings or {}) do
+      local keys = type(bnd.routing_keys) == "table" and bnd.routing_keys or { bnd.routing_keys }
+      local kind = bnd.type or "topic"
+      assert(kind == "topic" or kind == "direct",
+             "an exchange type this spec cannot route: " .. kind)
+      sub.bindings[#sub.bindings + 1] = { exchange = bnd.exchange, type = kind, keys = keys }
+    end
+    subs[#subs + 1] = sub
+  end
+  return subs
+end
+
+local SUBSCRIPTIONS = config_subscriptions()
+
+-- Is a message published to EXCHANGE with ROUTING_KEY delivered to SUB?
+local function routed(sub, exchange, routing_key)
+  for _, bnd in ipairs(sub.bindings) do
+    if bnd.exchange == exchange then
+      for _, k in ipairs(bnd.keys) do
+        if (bnd.type == "direct" and k == routing_key)
+          or (bnd.type == "topic" and topic_match(k, routing_key)) then
+          return true
+        end
+      end
+    end
+  end
+  return false
+end
 
 -- A tiny warren: runs messages through the handlers, skips a key it has
 -- handled already, and delivers what a handler published to the subscribers,
@@ -83,8 +147,8 @@ local SUBSCRIPTIONS = {
 local function bus(service)
   local b = { done = {}, held = {}, outcomes = {} }
   local handlers = {}
-  for _, name in ipairs { "orders", "inventory", "payments", "notifications" } do
-    handlers[name] = assert(testing.load(name .. ".lua"))
+  for _, sub in ipairs(SUBSCRIPTIONS) do
+    handlers[sub.name] = assert(testing.load(sub.handler))
   end
   function b.run(name, ev, key)
     key = key or ev.id
@@ -101,7 +165,7 @@ local function bus(service)
     for _, p in ipairs(res.published) do
       assert.equals(shop.exchange, p.exchange)
       for _, sub in ipairs(SUBSCRIPTIONS) do
-        if sub.keys[p.routing_key] then
+        if routed(sub, p.exchange, p.routing_key) then
           local out = testing.event { id = p.message_id, type = p.type, body = p.body }
           local k = sub.key and out.data[sub.key] or out.id
           if b.hold and b.hold[p.routing_key] then
@@ -132,6 +196,31 @@ end
 local function cancelled(id, order_id)
   return testing.event { id = id, type = "order.cancelled", data = { order_id = order_id } }
 end
+
+describe("the routing of config/warren.yaml", function()
+  it("is read from the file", function()
+    local names = {}
+    for _, sub in ipairs(SUBSCRIPTIONS) do
+      names[#names + 1] = sub.name
+    end
+    assert.same({ "orders", "inventory", "payments", "notifications", "ledger" }, names)
+    assert.is_true(routed(SUBSCRIPTIONS[3], shop.exchange, "order.confirmed"))
+    assert.equals("order_id", SUBSCRIPTIONS[3].key)
+    assert.is_false(routed(SUBSCRIPTIONS[3], "elsewhere", "order.confirmed"))
+    assert.is_false(routed(SUBSCRIPTIONS[4], shop.exchange, "order.confirmed"))
+  end)
+
+  it("matches topic binding keys as the broker does", function()
+    assert.is_true(topic_match("order.confirmed", "order.confirmed"))
+    assert.is_false(topic_match("order.confirmed", "order.confirmed.late"))
+    assert.is_true(topic_match("order.*", "order.created"))
+    assert.is_false(topic_match("order.*", "order.cancellation.confirmed"))
+    assert.is_true(topic_match("order.#", "order.cancellation.confirmed"))
+    assert.is_true(topic_match("order.#", "order"))
+    assert.is_true(topic_match("#", "payment.captured"))
+    assert.is_false(topic_match("*.captured", "captured"))
+  end)
+end)
 
 describe("the order flow", function()
   local service, flow
