@@ -569,10 +569,12 @@ int wr_exec_run(const wr_exec_opts *opts)
     int invalid =
         wr_envelope_decode(&d, sub->max_body_size > 0 ? (size_t)sub->max_body_size : 512 * 1024,
                            require_id, &env, &reason, detail, sizeof(detail)) != 0;
+    wr_reason key_rs = WR_RS_NONE;
     if (!invalid && pol->enabled &&
-        wr_idkey_derive(pol, &env, key, sizeof(key), detail, sizeof(detail)) != 0) {
+        (key_rs = wr_idkey_derive(pol, &env, key, sizeof(key), detail, sizeof(detail))) !=
+            WR_RS_NONE) {
         invalid = 1;
-        reason = WR_REASON_MISSING_KEY;
+        reason = wr_reason_name(key_rs);
     }
     if (!invalid && key[0] == '\0') {
         snprintf(key, sizeof(key), "%.*s", (int)env.id.len, (const char *)env.id.bytes);
