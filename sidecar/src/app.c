@@ -55,9 +55,11 @@ static wr_config *load(const char *path)
  * Compile every subscription's handler in a throwaway state (module body and
  * init run, as they would in a worker). Prints each failure as
  * CONFIG:LINE:COL: subscriptions[i].handler: <error>, pointing at the
- * subscription in the config, since Lua reports no column of its own.
+ * subscription in the config, since Lua reports no column of its own. With
+ * REPORT, each handler that loads gets a line there (shown only when
+ * everything checks out).
  */
-static int compile_handlers(const wr_config *cfg, int verbose)
+static int compile_handlers(const wr_config *cfg, FILE *report)
 {
     int failures = 0;
     for (int i = 0; i < cfg->sub_count; i++) {
@@ -77,15 +79,20 @@ static int compile_handlers(const wr_config *cfg, int verbose)
             failures++;
             continue;
         }
-        if (verbose) {
-            printf("  %-20s queue %-28s handler %s (version %s)\n", s->name, s->queue, s->handler,
-                   wr_lua_version(L));
+        if (report != NULL) {
+            fprintf(report, "  %-20s queue %-28s handler %s (version %s)\n", s->name, s->queue,
+                    s->handler, wr_lua_version(L));
         }
         wr_lua_destroy(L);
     }
     return failures;
 }
 
+/*
+ * `warren check`: problems go to stderr, one FILE:LINE:COL: message each; stdout
+ * says what was verified only when all of it was (a "configuration OK" above
+ * a handler error would be read as a pass), else how many problems there were.
+ */
 int wr_app_check(const char *config_path)
 {
     /* what handlers log in init goes to stderr: stdout is the report */
@@ -94,12 +101,22 @@ int wr_app_check(const char *config_path)
     if (cfg == NULL) {
         return 1;
     }
-    printf("%s: configuration OK, %d subscription%s\n", cfg->path, cfg->sub_count,
-           cfg->sub_count == 1 ? "" : "s");
-    int failures = compile_handlers(cfg, 1);
-    if (failures == 0) {
-        printf("all handlers compiled and initialised\n");
+    char *lines = NULL;
+    size_t lines_len = 0;
+    FILE *report = open_memstream(&lines, &lines_len);
+    int failures = compile_handlers(cfg, report);
+    if (report != NULL) {
+        fclose(report);
     }
+    if (failures == 0) {
+        printf("%s: configuration OK, %d subscription%s\n%s", cfg->path, cfg->sub_count,
+               cfg->sub_count == 1 ? "" : "s", lines ? lines : "");
+        printf("all handlers compiled and initialised\n");
+    } else {
+        printf("%s: check failed, %d problem%s (listed on stderr)\n", cfg->path, failures,
+               failures == 1 ? "" : "s");
+    }
+    free(lines);
     wr_config_free(cfg);
     return failures ? 1 : 0;
 }

@@ -51,6 +51,8 @@ cfg = config("broken.yaml", "  - name: a\n    queue: q.a\n    handler: good.lua\
              "  - name: c\n    queue: q.c\n    handler: noinit.lua\n")
 rc, out, err = run("check", "-c", cfg)
 check_eq(rc, 1, "check with broken handlers exits 1")
+check_eq(out, "%s: check failed, 2 problems (listed on stderr)\n" % cfg,
+         "stdout claims nothing was OK when a handler failed")
 lines = err.strip().splitlines()
 check_eq(len(lines), 2, "one line per broken handler")
 check_eq(lines[0] if lines else "",
