@@ -18,6 +18,7 @@
 #include "log.h"
 #include "lua_http.h"
 #include "lua_rt.h"
+#include "offcommit.h"
 #include "reload.h"
 #include "retry.h"
 #include "topology.h"
@@ -589,6 +590,7 @@ int wr_exec_run(const wr_exec_opts *opts)
         json_object_set_new(report, "error", json_string(detail));
         json_object_set_new(decision, "action", json_string("dead-letter"));
         json_object_set_new(decision, "queue", json_string(sub->dlq));
+        json_object_set_new(decision, "reason", json_string(reason));
     } else {
         wr_lua_call call = {.idempotency_key = key, .trace_id = NULL, .attempt = env.attempt};
         if (pol->enabled) {
@@ -626,14 +628,55 @@ int wr_exec_run(const wr_exec_opts *opts)
             wr_decide(out, env.attempt, &sub->retry, &tiers, res.retry_delay_ms, 0, 0);
         if (dec.action == WR_ACT_OK) {
             ok = 1;
+            /* the sidecar publishes them before the commit, whatever it says */
             for (int i = 0; i < res.pub_count; i++) {
                 json_array_append_new(published, pub_json(&res.pubs[i], key, sub->name, i));
             }
+            int nw = 0;
             if (store_buf != NULL) {
                 /* what the commit would apply with the done mark */
                 json_object_set_new(report, "store_writes", writes_json(store_buf, es.prefix_len));
+                wr_storebuf_writes(store_buf, &nw);
             }
-            json_object_set_new(decision, "action", json_string("ack"));
+            wr_offcommit_result cr = WR_OFFCOMMIT_APPLIED;
+            char why[1024] = "";
+            if (nw > 0) {
+                /* the sidecar's commit script, over the event file's store */
+                cr = wr_offcommit_run(store_buf, cfg->store_prefix, es.seed,
+                                      json_object_get(ev, "store_at_commit"),
+                                      (double)wr_now_ms() / 1000.0, why, sizeof(why));
+                json_t *c = json_pack("{s:s}", "result", wr_offcommit_name(cr));
+                if (cr != WR_OFFCOMMIT_APPLIED) {
+                    json_object_set_new(c, "error", json_string(why));
+                }
+                json_object_set_new(report, "commit", c);
+            }
+            char text[1200];
+            if (cr == WR_OFFCOMMIT_APPLIED) {
+                json_object_set_new(decision, "action", json_string("ack"));
+            } else if (cr == WR_OFFCOMMIT_REFUSED) {
+                /* no retry can change it: the worker dead-letters it (worker.c) */
+                ok = 0;
+                snprintf(text, sizeof(text), "store writes refused, nothing applied: %s", why);
+                json_object_set_new(decision, "action", json_string("dead-letter"));
+                json_object_set_new(decision, "queue", json_string(sub->dlq));
+                json_object_set_new(decision, "reason",
+                                    json_string(wr_reason_name(WR_RS_STORE_REFUSED)));
+                json_object_set_new(decision, "error", json_string(text));
+            } else {
+                /* back to the queue, nothing applied: it runs again from fresh state */
+                ok = 0;
+                if (cr == WR_OFFCOMMIT_CONFLICT) {
+                    snprintf(text, sizeof(text),
+                             "store %s; nothing applied, the message runs again", why);
+                } else {
+                    snprintf(text, sizeof(text), "the commit failed, the message runs again: %s",
+                             why);
+                }
+                json_object_set_new(decision, "action", json_string("requeue"));
+                json_object_set_new(decision, "queue", json_string(sub->queue));
+                json_object_set_new(decision, "why", json_string(text));
+            }
         } else if (dec.action == WR_ACT_RETRY) {
             char q[300];
             wr_retry_queue_name(sub->queue, tiers.delay_ms[dec.tier], q, sizeof(q));
@@ -642,9 +685,11 @@ int wr_exec_run(const wr_exec_opts *opts)
             json_object_set_new(decision, "queue", json_string(q));
             json_object_set_new(decision, "next_attempt", json_integer(env.attempt + 1));
             json_object_set_new(decision, "max_attempts", json_integer(sub->retry.max_attempts));
+            json_object_set_new(decision, "reason", json_string(res.reason));
         } else {
             json_object_set_new(decision, "action", json_string("dead-letter"));
             json_object_set_new(decision, "queue", json_string(sub->dlq));
+            json_object_set_new(decision, "reason", json_string(res.reason));
             if (dec.exhausted) {
                 json_object_set_new(decision, "why", json_string("attempts exhausted"));
             }
@@ -681,11 +726,27 @@ int wr_exec_run(const wr_exec_opts *opts)
                    (long long)json_integer_value(json_object_get(decision, "delay_ms")),
                    (long long)json_integer_value(json_object_get(decision, "next_attempt")));
         }
+        const char *derr = json_string_value(json_object_get(decision, "error"));
+        const char *dwhy = json_string_value(json_object_get(decision, "why"));
+        if (derr != NULL || (dwhy != NULL && strcmp(json_string_value(a), "requeue") == 0)) {
+            printf(" (%s)", derr ? derr : dwhy);
+        }
         json_t *sw = json_object_get(report, "store_writes");
         if (sw != NULL) {
             char *t = json_dumps(sw, JSON_COMPACT);
             printf("\nstore writes  %zu: %s", json_array_size(sw), t ? t : "");
             free(t);
+        }
+        json_t *commit = json_object_get(report, "commit");
+        if (commit != NULL) {
+            const char *cres = json_string_value(json_object_get(commit, "result"));
+            const char *cerr = json_string_value(json_object_get(commit, "error"));
+            size_t n = strlen(cres);
+            if (cerr != NULL && strncmp(cerr, cres, n) == 0 && cerr[n] == ':') {
+                printf("\ncommit        %s", cerr); /* "conflict: k changed since ..." */
+            } else {
+                printf("\ncommit        %s%s%s", cres, cerr ? ": " : "", cerr ? cerr : "");
+            }
         }
         printf("\n");
         print_http(xh.calls, unused, xh.live);
