@@ -883,10 +883,11 @@ testing.STORE_ERRORS = {
   not_integer = "value is not an integer",
   hash_not_integer = "hash value is not an integer",
   overflow = "increment or decrement would overflow",
-  -- the kit's stand-in for what Redis itself refuses (a read of the wrong type; a
-  -- write the commit would refuse: the runtime returns the message instead)
+  -- what Redis answers a read of a key of another type (after "ctx.store.<fn>: ")
   wrongtype = "Redis: WRONGTYPE Operation against a key holding the wrong kind of value",
-  refused = "key '%s' holds a %s in Redis (the commit would refuse this message's writes)",
+  -- how a commit that did not apply is reported (worker.c), then the commit script's words
+  refused = "store writes refused, nothing applied: %s",
+  conflict = "store %s; nothing applied, the message runs again",
 }
 
 local S = testing.STORE_ERRORS
@@ -909,6 +910,52 @@ local MAX_INT = 9007199254740992 -- 2^53
 local KEY_MAX = 1023             -- KEY_BUF - 1 in lua_store.c, prefix included
 local KIND_NAME = { string = "a string", hash = "a hash", set = "a set" }
 
+---------------------------------------------------------------------------
+-- warren's own Lua files: the commit script and the model it runs over
+---------------------------------------------------------------------------
+
+-- The kit commits a message's ctx.store writes the way the sidecar does: with
+-- the sidecar's commit script (sidecar/scripts/finish.lua), run over the
+-- in-memory Redis of sidecar/lua/commit_model.lua (what `warren exec` runs
+-- too). They are found next to the kit: in the source tree
+-- (handlers/warren/testing.lua -> sidecar/), or where the package installs
+-- them (share/lua/5.1/warren/testing.lua -> share/warren/), or in
+-- $WARREN_SHARE_DIR.
+local warren_files
+local function find_warren_files()
+  if warren_files then
+    return warren_files
+  end
+  local here = (THIS_FILE:match("^@(.*)/[^/]*$")) or "."
+  local tried = {}
+  local candidates = { os.getenv("WARREN_SHARE_DIR"), here .. "/../../sidecar",
+                       here .. "/../../../warren" }
+  for _, dir in pairs(candidates) do
+    local path = dir .. "/lua/commit_model.lua"
+    tried[#tried + 1] = path
+    local fh = io.open(path, "rb")
+    if fh then
+      fh:close()
+      local model = assert(loadfile(path))()
+      local parts = {}
+      for i, name in ipairs { "record.lua", "finish.lua" } do
+        local sh = assert(io.open(dir .. "/scripts/" .. name, "rb"))
+        parts[i] = sh:read("*a")
+        sh:close()
+      end
+      warren_files = { model = model, finish = parts[1] .. "\n" .. parts[2] }
+      return warren_files
+    end
+  end
+  error("warren.testing: cannot find warren's commit model (tried " .. table.concat(tried, ", ")
+        .. "); set WARREN_SHARE_DIR to the directory holding lua/commit_model.lua and "
+        .. "scripts/finish.lua (the source tree's sidecar/, or share/warren)", 0)
+end
+
+---------------------------------------------------------------------------
+-- ctx.store: storebuf.c's write buffer and read overlay, in Lua
+---------------------------------------------------------------------------
+
 -- A store value as the runtime stores it: strings as they are, whole numbers
 -- as "%.0f", other numbers as LuaJIT prints them.
 local function store_text(v)
@@ -921,65 +968,402 @@ local function store_text(v)
   return v
 end
 
--- The seed of testing.ctx{store = ...}: "k" = string or number, {f = v} a hash,
--- {m1, m2} a set; returns data (key -> {kind, v}) or nil, err.
-local function seed_store(seed)
-  local data = {}
-  for k, v in pairs(seed or {}) do
-    if type(k) ~= "string" then
-      return nil, "testing.ctx: store keys must be strings, got " .. type(k)
+-- An entry of the committed state from the seed shape: "v" or a number for a
+-- string, {member, ...} a set, {field = value} a hash; nil for false or an
+-- empty table (no key, as in Redis). Returns entry, or nil and err.
+local function seed_entry(fn, k, v)
+  if v == false then
+    return nil
+  elseif type(v) == "string" or type(v) == "number" then
+    return { kind = "string", v = store_text(v) }
+  elseif type(v) == "table" and #v > 0 then
+    local set = {}
+    for _, m in ipairs(v) do
+      set[store_text(m)] = true
     end
-    if type(v) == "string" or type(v) == "number" then
-      data[k] = { kind = "string", v = store_text(v) }
-    elseif type(v) == "table" and #v > 0 then
-      local set = {}
-      for _, m in ipairs(v) do
-        set[store_text(m)] = true
-      end
-      data[k] = { kind = "set", v = set }
-    elseif type(v) == "table" then
-      local h = {}
-      for f, x in pairs(v) do
-        h[store_text(f)] = store_text(x)
-      end
-      data[k] = { kind = "hash", v = h }
-    else
-      return nil, "testing.ctx: store." .. k .. " must be a string, a number or a table, got "
-        .. type(v)
+    return { kind = "set", v = set }
+  elseif type(v) == "table" then
+    local h = {}
+    for f, x in pairs(v) do
+      h[store_text(f)] = store_text(x)
     end
+    if next(h) == nil then
+      return nil
+    end
+    return { kind = "hash", v = h }
   end
-  return data
+  return nil, fmt("%s: store.%s must be a string, a number or a table, got %s", fn, k, type(v))
 end
 
-local function copy_entry(e)
-  if not e then
-    return e
+local function seed_into(fn, data, exp, seed)
+  for k, v in pairs(seed or {}) do
+    if type(k) ~= "string" then
+      return fmt("%s: store keys must be strings, got %s", fn, type(k))
+    end
+    local e, err = seed_entry(fn, k, v)
+    if err then
+      return err
+    end
+    data[k] = e
+    exp[k] = nil
   end
-  if e.kind == "string" then
-    return { kind = e.kind, v = e.v }
-  end
-  local t = {}
-  for k, v in pairs(e.v) do
-    t[k] = v
-  end
-  return { kind = e.kind, v = t }
+  return nil
 end
 
 -- ctx.stored: the committed state as plain tables (strings; hashes field -> value;
--- sets member -> true).
+-- sets member -> true), expired keys left out.
 local function stored_view(st)
-  local out = {}
-  for k, e in pairs(st.store.data) do
-    out[k] = e.kind == "string" and e.v or copy_entry(e).v
+  local s, out = st.store, {}
+  for k, e in pairs(s.data) do
+    local x = s.exp[k]
+    if not (x and x <= st.clock.t) then
+      if e.kind == "string" then
+        out[k] = e.v
+      else
+        local t = {}
+        for f, v in pairs(e.v) do
+          t[f] = v
+        end
+        out[k] = t
+      end
+    end
   end
   return out
 end
 
-local function make_store(ctx, st)
-  local s = st.store
-  local function now()
-    return ctx.clock.t
+-- Redis's integers (string2ll) and int64 arithmetic, from the commit model.
+local function ll_parse(text)
+  return find_warren_files().model._ll_of(text)
+end
+local function ll_add(a, b)
+  local MAXLL, MINLL = 9223372036854775807LL, -9223372036854775807LL - 1
+  a, b = a + 0LL, b + 0LL
+  if (b > 0 and a > MAXLL - b) or (b < 0 and a < MINLL - b) then
+    return nil
   end
+  return a + b
+end
+local function ll_text(v)
+  return (tostring(v + 0LL):gsub("LL$", ""))
+end
+
+-- What the committed state answers to a read command (wr_sb_fetch): Redis's
+-- view of KEY (without the prefix), at the fake clock's time.
+local function fetch(st, cmd, k, arg)
+  local s = st.store
+  local e = s.data[k]
+  local x = s.exp[k]
+  if e and x and x <= st.clock.t then
+    e = nil
+  end
+  local want = (cmd == "GET" and "string") or ((cmd == "HGET" or cmd == "HGETALL") and "hash")
+    or ((cmd == "SMEMBERS" or cmd == "SISMEMBER") and "set") or nil
+  if e and want and e.kind ~= want then
+    return nil, S.wrongtype
+  end
+  local r = { num = 0, items = {} }
+  if cmd == "GET" then
+    r.present, r.str = e ~= nil, e and e.v
+  elseif cmd == "HGET" then
+    local v = e and e.v[arg]
+    r.present, r.str = v ~= nil, v
+  elseif cmd == "HGETALL" then
+    for f, v in pairs(e and e.v or {}) do
+      r.items[#r.items + 1] = f
+      r.items[#r.items + 1] = v
+    end
+  elseif cmd == "SMEMBERS" then
+    for m in pairs(e and e.v or {}) do
+      r.items[#r.items + 1] = m
+    end
+  elseif cmd == "SISMEMBER" then
+    r.num = e and e.v[arg] and 1 or 0
+  elseif cmd == "EXISTS" then
+    r.num = e and 1 or 0
+  elseif cmd == "PTTL" then
+    r.num = not e and -2 or not x and -1 or floor(x * 1000 + 0.5) - floor(st.clock.t * 1000)
+  end
+  return r
+end
+
+local WANT_KIND = { incrby = "string", hset = "hash", hdel = "hash", hincrby = "hash",
+                    sadd = "set", srem = "set" }
+
+-- The message's buffer: the writes in order, the reads to check at commit,
+-- and per key what the writes say about it (storebuf.c's skey: kind; state
+-- "unknown" (Redis still counts, the overlay on top), "absent" (deleted
+-- here) or "known"; a delta over the base; the TTL; fields and members).
+local function new_buffer()
+  return { keys = {}, writes = {}, guards = {}, guarded = {} }
+end
+
+local function buf_key(b, k)
+  local e = b.keys[k]
+  if not e then
+    e = { state = "unknown", delta = 0, f = {} }
+    b.keys[k] = e
+  end
+  return e
+end
+
+-- A field entry, created as storebuf's get_field does (state "set", no value).
+local function buf_field(e, name)
+  local f = e.f[name]
+  if not f then
+    f = { st = "set" }
+    e.f[name] = f
+  end
+  return f
+end
+
+local function create_known(e)
+  if e.state == "absent" then
+    e.state, e.ttl_known, e.ttl_ms = "known", true, -1
+  end
+end
+
+-- Apply one write to the overlay of E (storebuf.c's overlay); nil or the error.
+local function overlay(e, full, op, a, bv, num)
+  local want = WANT_KIND[op]
+  if want and e.kind and e.kind ~= want then
+    return fmt(S.kind, full, KIND_NAME[e.kind])
+  end
+  if op == "set" then
+    e.f, e.str, e.kind, e.state = {}, a, "string", "known"
+    e.has_delta, e.delta, e.ttl_known, e.ttl_ms = false, 0, true, num > 0 and num or -1
+    return nil
+  elseif op == "del" then
+    e.f, e.str, e.kind, e.state = {}, nil, nil, "absent"
+    e.has_delta, e.delta, e.ttl_known, e.ttl_ms = false, 0, true, -2
+    return nil
+  elseif op == "expire" then
+    if e.state ~= "absent" then
+      e.ttl_known, e.ttl_ms = true, num
+    end
+    return nil
+  elseif op == "incrby" then
+    e.kind = "string"
+    if e.state == "known" then
+      local cur = ll_parse(e.str)
+      if not cur then
+        return S.not_integer
+      end
+      local nxt = ll_add(cur, num)
+      if not nxt then
+        return S.overflow
+      end
+      e.str = ll_text(nxt)
+    elseif e.state == "absent" then
+      create_known(e)
+      e.str = ll_text(num)
+    else
+      local d = ll_add(e.delta, num)
+      if not d then
+        return S.overflow
+      end
+      e.delta, e.has_delta = d, true
+    end
+    return nil
+  end
+  e.kind = want
+  if op == "hdel" or op == "srem" then
+    if e.state ~= "absent" then
+      local f = buf_field(e, a)
+      f.st, f.val = "del", nil
+    end
+    return nil
+  end
+  create_known(e)
+  local f = buf_field(e, a)
+  if op == "sadd" then
+    f.st = "set"
+  elseif op == "hset" then
+    f.st, f.val = "set", bv
+  elseif f.st == "set" and f.val ~= nil then -- hincrby over a value set here
+    local cur = ll_parse(f.val)
+    if not cur then
+      return S.hash_not_integer
+    end
+    local nxt = ll_add(cur, num)
+    if not nxt then
+      return S.overflow
+    end
+    f.val = ll_text(nxt)
+  elseif f.st == "del" or e.state == "known" then
+    f.st, f.val = "set", ll_text(num)
+  else
+    if f.st == "delta" then
+      local d = ll_add(f.delta, num)
+      if not d then
+        return S.overflow
+      end
+      f.delta = d
+    else
+      f.delta = num
+    end
+    f.st = "delta"
+  end
+  return nil
+end
+
+-- Fetch CMD's base from the committed state and keep what it saw as a guard
+-- for the commit (not PTTL: a TTL runs down by itself). Raises as the
+-- runtime does when Redis refuses the read.
+local function fetch_base(st, fn, cmd, k, arg)
+  local r, err = fetch(st, cmd, k, arg or "")
+  if not r then
+    raise(fmt("ctx.store.%s: %s", fn, err))
+  end
+  local b = st.store.buf
+  local id = cmd .. "\0" .. k .. "\0" .. (arg or "")
+  if cmd ~= "PTTL" and not b.guarded[id] then
+    b.guarded[id] = true
+    local items
+    if cmd == "GET" or cmd == "HGET" then
+      items = r.present and { r.str } or {}
+    elseif cmd == "EXISTS" or cmd == "SISMEMBER" then
+      items = { r.num ~= 0 and "1" or "0" }
+    else
+      items = { unpack(r.items) }
+    end
+    b.guards[#b.guards + 1] = { cmd = cmd, key = k, arg = arg or "", items = items }
+  end
+  return r
+end
+
+-- base + delta as text (storebuf's base_plus), or raise as it reports.
+local function base_plus(fn, base, present, delta)
+  local v = 0LL
+  if present then
+    v = ll_parse(base)
+    if not v then
+      raise(fmt("ctx.store.%s: %s", fn, S.not_integer))
+    end
+  end
+  local sum = ll_add(v, delta)
+  if not sum then
+    raise(fmt("ctx.store.%s: %s", fn, S.overflow))
+  end
+  return ll_text(sum)
+end
+
+-- A read as wr_storebuf_read answers it: {present, str, num, items}.
+local function buf_read(st, fn, cmd, k, arg)
+  local s = st.store
+  local e = s.buf.keys[k]
+  if not e then
+    return fetch_base(st, fn, cmd, k, arg)
+  end
+  local function wrongtype(want)
+    if e.kind and e.kind ~= want then
+      raise(fmt("ctx.store.%s: " .. S.kind, fn, s.prefix .. k, KIND_NAME[e.kind]))
+    end
+  end
+  if cmd == "GET" then
+    wrongtype("string")
+    if e.state == "absent" then
+      return { num = 0 }
+    elseif e.state == "known" then
+      return { present = true, str = e.str }
+    end
+    local base = fetch_base(st, fn, "GET", k)
+    if not e.has_delta then
+      return base
+    end
+    return { present = true, str = base_plus(fn, base.str, base.present, e.delta) }
+  elseif cmd == "HGET" or cmd == "SISMEMBER" then
+    local hash = cmd == "HGET"
+    wrongtype(hash and "hash" or "set")
+    if e.state == "absent" then
+      return { num = 0 }
+    end
+    local f = e.f[arg]
+    if f and f.st ~= "delta" then
+      local present = f.st == "set"
+      return { present = present, num = present and 1 or 0, str = hash and present and f.val or nil }
+    end
+    if not f and e.state == "known" then
+      return { num = 0 }
+    end
+    local base = fetch_base(st, fn, cmd, k, arg)
+    if not f then
+      return base
+    end
+    return { present = true, str = base_plus(fn, base.str, base.present, f.delta) }
+  elseif cmd == "HGETALL" or cmd == "SMEMBERS" then
+    local hash = cmd == "HGETALL"
+    wrongtype(hash and "hash" or "set")
+    if e.state == "absent" then
+      return { items = {} }
+    end
+    if e.kind == nil then
+      return fetch_base(st, fn, cmd, k) -- only an expire buffered
+    end
+    local base = { items = {} }
+    if e.state == "unknown" then
+      base = fetch_base(st, fn, cmd, k)
+    end
+    local out, seen, step = {}, {}, hash and 2 or 1
+    for i = 1, #base.items, step do
+      local name = base.items[i]
+      local f = e.f[name]
+      seen[name] = true
+      if not (f and f.st == "del") then
+        out[#out + 1] = name
+        if hash then
+          local v = base.items[i + 1]
+          if f and f.st == "set" then
+            v = f.val
+          elseif f and f.st == "delta" then
+            v = base_plus(fn, v, true, f.delta)
+          end
+          out[#out + 1] = v
+        end
+      end
+    end
+    for name, f in pairs(e.f) do
+      if f.st ~= "del" and not seen[name] then
+        out[#out + 1] = name
+        if hash then
+          out[#out + 1] = f.st == "delta" and ll_text(f.delta) or f.val
+        end
+      end
+    end
+    return { items = out }
+  elseif cmd == "EXISTS" then
+    if e.state == "absent" then
+      return { num = 0 }
+    end
+    if e.kind == "string" and (e.state == "known" or e.has_delta) then
+      return { num = 1 }
+    end
+    if e.kind == "hash" or e.kind == "set" then
+      for _, f in pairs(e.f) do
+        if f.st ~= "del" then
+          return { num = 1 }
+        end
+      end
+      if e.state == "known" then
+        return { num = 0 }
+      end
+      local m = buf_read(st, fn, e.kind == "hash" and "HGETALL" or "SMEMBERS", k)
+      return { num = #m.items > 0 and 1 or 0 }
+    end
+    return fetch_base(st, fn, "EXISTS", k)
+  end
+  -- PTTL
+  if buf_read(st, fn, "EXISTS", k).num == 0 then
+    return { num = -2 }
+  end
+  if e.ttl_known then
+    return { num = e.ttl_ms }
+  end
+  local base = fetch_base(st, fn, "PTTL", k)
+  return { num = base.num == -2 and -1 or base.num }
+end
+
+local function make_store(st)
+  local s = st.store
   local function begin(fn, min, max, usage, n)
     local perr = phase_error(st, "store." .. fn, false)
     if perr then
@@ -1023,90 +1407,33 @@ local function make_store(ctx, st)
     end
     return v
   end
+  -- a TTL in seconds as milliseconds, at least 1 (lua_store.c's ttl_arg)
   local function ttl_of(fn, n, i, v)
     if type(v) ~= "number" or not (v > 0) or v > 10 * 365 * 86400 then
       raise(fmt(S.ttl, fn, type(v) == "number" and tostring(v) or arg_type(n, i, v)))
     end
-    return v
+    local ms = floor(v * 1000 + 0.5)
+    return ms < 1 and 1 or ms
   end
-  -- the entry of K as this message sees it (its own writes over the committed state)
-  local function cur(k)
-    local e
-    if s.work[k] ~= nil then
-      e = s.work[k]
-    else
-      e = s.data[k]
-    end
-    local exp = s.wexp[k]
-    if exp == nil then
-      exp = s.exp[k]
-    end
-    if e and exp and exp <= now() then
-      return nil
-    end
-    return e or nil
-  end
-  local function read(fn, k, kind)
-    local e = cur(k)
-    local mk = s.msgkind[k]
-    if kind and mk and mk ~= kind then
-      raise(fmt("ctx.store.%s: " .. S.kind, fn, s.prefix .. k, KIND_NAME[mk]))
-    end
-    if e and kind and e.kind ~= kind then
-      raise(fmt("ctx.store.%s: %s", fn, S.wrongtype))
-    end
-    return e
-  end
-  -- a write of KIND on K: the buffer's limits and kind rules; returns a copy to change
-  local function write(fn, k, kind)
-    if s.nwrites >= s.max_writes then
+  -- buffer one write (wr_storebuf_write)
+  local function write(fn, op, k, a, bv, num)
+    local b = s.buf
+    if #b.writes >= s.max_writes then
       raise(fmt("ctx.store.%s: " .. S.max_writes, fn, s.max_writes))
     end
-    local mk = s.msgkind[k]
-    if kind and mk and mk ~= kind then
-      raise(fmt("ctx.store.%s: " .. S.kind, fn, s.prefix .. k, KIND_NAME[mk]))
+    local err = overlay(buf_key(b, k), s.prefix .. k, op, a, bv, num or 0)
+    if err then
+      raise(fmt("ctx.store.%s: %s", fn, err))
     end
-    local e = cur(k)
-    if kind and e and e.kind ~= kind then
-      raise(fmt("ctx.store.%s: " .. S.refused, fn, s.prefix .. k, e.kind))
-    end
-    if s.work[k] == nil then
-      s.work[k] = copy_entry(cur(k)) or false
-    end
-    s.nwrites = s.nwrites + 1
-    if kind then
-      s.msgkind[k] = kind
-    end
-    return s.work[k] or nil
-  end
-  local function drop_if_empty(k)
-    local e = s.work[k]
-    if e and e.kind ~= "string" and next(e.v) == nil then
-      s.work[k] = false
-      s.wexp[k] = false
-    end
-  end
-  -- Redis's integer grammar (string2ll), as storebuf.c and the commit script
-  -- use it: "0", or an optional "-" and a first digit 1-9; no "+", no leading
-  -- zeros ("05", "-0"), at most 20 characters
-  local function incr(fn, text, n, msg)
-    local v = tonumber(text)
-    if #text > 20 or not (text == "0" or text:match("^%-?[1-9]%d*$")) or not v then
-      raise(fmt("ctx.store.%s: %s", fn, msg))
-    end
-    if math.abs(v + n) >= 9.2e18 then
-      raise(fmt("ctx.store.%s: %s", fn, S.overflow))
-    end
-    return fmt("%.0f", v + n)
+    b.writes[#b.writes + 1] = { op = op, key = k, a = a or "", b = bv or "", num = num or 0 }
   end
 
   local store = {}
   function store.get(...)
     local n = select("#", ...)
     begin("get", 1, 1, "get(key)", n)
-    local k = key_of("get", n, (...))
-    local e = read("get", k, "string")
-    return e and e.v or nil
+    local r = buf_read(st, "get", "GET", key_of("get", n, (...)))
+    return r.present and r.str or nil
   end
   function store.hget(...)
     local n = select("#", ...)
@@ -1114,30 +1441,24 @@ local function make_store(ctx, st)
     local k, f = ...
     key_of("hget", n, k)
     f = value_of("hget", n, 2, f, "field")
-    local e = read("hget", k, "hash")
-    return e and e.v[f] or nil
+    local r = buf_read(st, "hget", "HGET", k, f)
+    return r.present and r.str or nil
   end
   function store.hgetall(...)
     local n = select("#", ...)
     begin("hgetall", 1, 1, "hgetall(key)", n)
-    local k = key_of("hgetall", n, (...))
-    local e = read("hgetall", k, "hash")
+    local r = buf_read(st, "hgetall", "HGETALL", key_of("hgetall", n, (...)))
     local out = {}
-    for f, v in pairs(e and e.v or {}) do
-      out[f] = v
+    for i = 1, #r.items, 2 do
+      out[r.items[i]] = r.items[i + 1]
     end
     return out
   end
   function store.smembers(...)
     local n = select("#", ...)
     begin("smembers", 1, 1, "smembers(key)", n)
-    local k = key_of("smembers", n, (...))
-    local e = read("smembers", k, "set")
-    local out = {}
-    for m in pairs(e and e.v or {}) do
-      out[#out + 1] = m
-    end
-    return out
+    local r = buf_read(st, "smembers", "SMEMBERS", key_of("smembers", n, (...)))
+    return { unpack(r.items) }
   end
   function store.sismember(...)
     local n = select("#", ...)
@@ -1145,85 +1466,49 @@ local function make_store(ctx, st)
     local k, m = ...
     key_of("sismember", n, k)
     m = value_of("sismember", n, 2, m, "member")
-    local e = read("sismember", k, "set")
-    return e ~= nil and e.v[m] == true
+    return buf_read(st, "sismember", "SISMEMBER", k, m).num ~= 0
   end
   function store.exists(...)
     local n = select("#", ...)
     begin("exists", 1, 1, "exists(key)", n)
-    local k = key_of("exists", n, (...))
-    return cur(k) ~= nil
+    return buf_read(st, "exists", "EXISTS", key_of("exists", n, (...))).num ~= 0
   end
   function store.ttl(...)
     local n = select("#", ...)
     begin("ttl", 1, 1, "ttl(key)", n)
-    local k = key_of("ttl", n, (...))
-    if cur(k) == nil then
-      return -2
-    end
-    local exp = s.wexp[k]
-    if exp == nil then
-      exp = s.exp[k]
-    end
-    if not exp then
-      return -1
-    end
-    return floor(exp - now() + 0.5)
+    local ms = buf_read(st, "ttl", "PTTL", key_of("ttl", n, (...))).num
+    return ms < 0 and ms or floor((ms + 500) / 1000)
   end
   function store.set(...)
     local n = select("#", ...)
     begin("set", 2, 3, "set(key, value [, ttl])", n)
     local k, v, ttl = ...
     key_of("set", n, k)
+    local ms = 0
     if ttl ~= nil then
-      ttl_of("set", n, 3, ttl)
+      ms = ttl_of("set", n, 3, ttl)
     end
     v = value_of("set", n, 2, v, "value")
-    write("set", k, nil)
-    s.work[k] = { kind = "string", v = v }
-    s.wexp[k] = ttl and now() + ttl or false
-    s.msgkind[k] = "string"
+    write("set", "set", k, v, nil, ms)
   end
   function store.del(...)
     local n = select("#", ...)
     begin("del", 1, 1, "del(key)", n)
-    local k = key_of("del", n, (...))
-    write("del", k, nil)
-    s.work[k] = false
-    s.wexp[k] = false
-    s.msgkind[k] = nil
+    write("del", "del", key_of("del", n, (...)))
   end
   function store.incrby(...)
     local n = select("#", ...)
     begin("incrby", 2, 2, "incrby(key, n)", n)
     local k, by = ...
     key_of("incrby", n, k)
-    by = int_of("incrby", n, 2, by, "n")
-    local e = write("incrby", k, "string")
-    local text = incr("incrby", e and e.v or "0", by, S.not_integer)
-    s.work[k] = { kind = "string", v = text }
-    if not e then
-      s.wexp[k] = false
-    end
+    write("incrby", "incrby", k, nil, nil, int_of("incrby", n, 2, by, "n"))
   end
   function store.expire(...)
     local n = select("#", ...)
     begin("expire", 2, 2, "expire(key, ttl)", n)
     local k, ttl = ...
     key_of("expire", n, k)
-    ttl = ttl_of("expire", n, 2, ttl)
-    if write("expire", k, nil) then
-      s.wexp[k] = now() + ttl
-    end
-  end
-  local function coll(fn, k, kind)
-    local e = write(fn, k, kind)
-    if not e then
-      e = { kind = kind, v = {} }
-      s.work[k] = e
-      s.wexp[k] = false
-    end
-    return e
+    write("expire", "expire", k, nil, nil, ttl_of("expire", n, 2, ttl))
   end
   function store.hset(...)
     local n = select("#", ...)
@@ -1232,19 +1517,14 @@ local function make_store(ctx, st)
     key_of("hset", n, k)
     f = value_of("hset", n, 2, f, "field")
     v = value_of("hset", n, 3, v, "value")
-    coll("hset", k, "hash").v[f] = v
+    write("hset", "hset", k, f, v)
   end
   function store.hdel(...)
     local n = select("#", ...)
     begin("hdel", 2, 2, "hdel(key, field)", n)
     local k, f = ...
     key_of("hdel", n, k)
-    f = value_of("hdel", n, 2, f, "field")
-    local e = write("hdel", k, "hash")
-    if e then
-      e.v[f] = nil
-      drop_if_empty(k)
-    end
+    write("hdel", "hdel", k, value_of("hdel", n, 2, f, "field"))
   end
   function store.hincrby(...)
     local n = select("#", ...)
@@ -1253,10 +1533,9 @@ local function make_store(ctx, st)
     key_of("hincrby", n, k)
     by = int_of("hincrby", n, 3, by, "n")
     f = value_of("hincrby", n, 2, f, "field")
-    local e = coll("hincrby", k, "hash")
-    e.v[f] = incr("hincrby", e.v[f] or "0", by, S.hash_not_integer)
+    write("hincrby", "hincrby", k, f, nil, by)
   end
-  local function members(fn, add, ...)
+  local function members(fn, ...)
     local n = select("#", ...)
     begin(fn, nil, nil, nil, n)
     if n < 2 then
@@ -1269,44 +1548,47 @@ local function make_store(ctx, st)
       ms[#ms + 1] = value_of(fn, n, i, (select(i, ...)), "member")
     end
     for _, m in ipairs(ms) do
-      if add then
-        coll(fn, k, "set").v[m] = true
-      else
-        local e = write(fn, k, "set")
-        if e then
-          e.v[m] = nil
-          drop_if_empty(k)
-        end
-      end
+      write(fn, fn, k, m)
     end
   end
   function store.sadd(...)
-    return members("sadd", true, ...)
+    return members("sadd", ...)
   end
   function store.srem(...)
-    return members("srem", false, ...)
+    return members("srem", ...)
   end
   return store
 end
 
--- Before a run: an empty buffer. After it: commit (ok) or drop the buffer.
+-- Before a run: an empty buffer.
 local function store_begin(st)
-  local s = st.store
-  s.work, s.wexp, s.msgkind, s.nwrites = {}, {}, {}, 0
+  st.store.buf = new_buffer()
 end
 
-local function store_end(ctx, st, ok)
+-- After a run: what other messages committed meanwhile (AT_COMMIT, the seed
+-- shape, false deleting a key) lands first; then, when the run was ok and
+-- wrote something, the commit script decides, as the sidecar's does: returns
+-- nil (nothing to commit), "applied", or "refused"/"conflict"/"failed" and why.
+local function store_end(ctx, st, ok, at_commit)
   local s = st.store
-  if ok then
-    for k, e in pairs(s.work) do
-      s.data[k] = e or nil
-    end
-    for k, exp in pairs(s.wexp) do
-      s.exp[k] = exp or nil
+  local b = s.buf
+  s.buf = new_buffer()
+  if at_commit then
+    local err = seed_into("testing.run", s.data, s.exp, at_commit)
+    if err then
+      error(err, 3)
     end
   end
-  s.work, s.wexp, s.msgkind, s.nwrites = {}, {}, {}, 0
+  local result, why
+  if ok and #b.writes > 0 then
+    local files = find_warren_files()
+    result, why = files.model.commit(files.finish, {
+      db = s.data, exp = s.exp, prefix = s.prefix,
+      now = function() return st.clock.t end,
+    }, { writes = b.writes, guards = b.guards })
+  end
   ctx.stored = stored_view(st)
+  return result, why
 end
 
 local function make_http_request(ctx, st)
@@ -1642,8 +1924,10 @@ function testing.ctx(opts)
       or check_count(fn, "store_max_value_bytes", opts.store_max_value_bytes, 1)
       or check_type(fn, "idempotency", opts.idempotency, "a boolean", { boolean = true })
   end
+  local exp = {}
   if not err then
-    data, err = seed_store(opts.store)
+    data = {}
+    err = seed_into("testing.ctx", data, exp, opts.store)
   end
   if err then
     error(err, 2)
@@ -1665,7 +1949,7 @@ function testing.ctx(opts)
       prefix = opts.store_prefix or "warren:store:",
       max_writes = opts.store_max_writes or 256,
       max_value_bytes = opts.store_max_value_bytes or 65536,
-      data = data, exp = {}, work = {}, wexp = {}, msgkind = {}, nwrites = 0,
+      data = data, exp = exp, buf = new_buffer(),
     },
   }
   local ctx = {}
@@ -1673,6 +1957,7 @@ function testing.ctx(opts)
   ctx.reject = make_reject(st)
   ctx.retry = make_retry(st)
   local clock = setmetatable({ t = opts.now or DEFAULT_NOW }, Clock)
+  st.clock = clock
   ctx.now = function()
     return floor(clock.t * 1000) / 1000
   end
@@ -1682,7 +1967,7 @@ function testing.ctx(opts)
   end
   ctx.http = { request = make_http_request(ctx, st) }
   ctx.breaker = make_breaker(st)
-  ctx.store = make_store(ctx, st)
+  ctx.store = make_store(st)
   ctx.json = cjson_safe
   ctx.subscription = opts.subscription or "test"
   ctx.queue = opts.queue or ctx.subscription
@@ -1837,23 +2122,47 @@ end
 -- even when the handler caught their unwinding with pcall; any other error
 -- becomes outcome "error" with its first line. Only an "ok" run keeps what
 -- ctx.publish buffered.
+-- The ctx.store writes of an ok run are committed as the sidecar commits
+-- them: by its commit script (sidecar/scripts/finish.lua) over the ctx's
+-- store. A write Redis would refuse (a hincrby on a key that holds a string)
+-- refuses them all: the sidecar dead-letters such a message (store-refused).
+-- A value the handler read that another message changed before the commit
+-- (opts.store_at_commit) is a conflict: nothing applied, the sidecar runs the
+-- message again. Either way its events were published (the sidecar publishes
+-- before the commit).
 -- @tparam table module a handler module (from testing.load, or any table with handle)
 -- @tparam table event from testing.event (or a table shaped like one)
 -- @tparam[opt] table ctx from testing.ctx (default: a new one)
+-- @tparam[opt] table opts `store_at_commit`: what other messages commit to
+--   ctx.store while this one runs, after its reads and before its commit (the
+--   shape of testing.ctx's `store`; false deletes a key)
 -- @treturn table `outcome` ("ok", "rejected", "retry", "error", "timeout",
 --   "invalid"), `reason` (the stable code warren puts in x-warren-reason:
 --   "rejected", "retry-requested", "handler-error", "timeout", "invalid-json",
---   "empty-body"; nil when ok), `error` (the reject/retry reason or the error
---   text; nil when ok), `delay` (ms asked by ctx.retry, or nil for the
---   policy's), `published` (= ctx.published), `logs` and `http_calls` (this
---   run's), `event` (the copy the handler got) and `ctx`.
-function testing.run(module, event, ctx)
+--   "empty-body", "store-refused"; nil when ok), `error` (the reject/retry
+--   reason or the error text; nil when ok), `delay` (ms asked by ctx.retry,
+--   or nil for the policy's), `commit` (when an ok run wrote to ctx.store:
+--   "applied", "refused" or "conflict"; then `reason` and `error` say why it
+--   did not apply), `published` (= ctx.published), `logs` and `http_calls`
+--   (this run's), `event` (the copy the handler got) and `ctx`.
+function testing.run(module, event, ctx, opts)
   if type(module) ~= "table" or type(module.handle) ~= "function" then
     error(fmt("testing.run(module, event, ctx): module must be a table with a function "
               .. "'handle', got %s", type(module)), 2)
   end
   if type(event) ~= "table" then
     error(fmt("testing.run(module, event, ctx): event must be a table, got %s", type(event)), 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error(fmt("testing.run(module, event, ctx, opts): opts must be a table, got %s", type(opts)),
+          2)
+  end
+  opts = opts or {}
+  local oerr = unknown_option("testing.run", opts, { store_at_commit = true })
+    or check_type("testing.run", "store_at_commit", opts.store_at_commit, "a table",
+                  { table = true })
+  if oerr then
+    error(oerr, 2)
   end
   ctx = ctx or testing.ctx()
   local st = ctx_state("testing.run", ctx)
@@ -1886,8 +2195,9 @@ function testing.run(module, event, ctx)
   st.phase = "handle"
   local ok, err, timed_out = guarded_call(st.timeout_ms, module.handle, ev, ctx)
   st.phase = "none"
-  -- ctx.store: the writes land only when the handler succeeded (with the done mark)
-  store_end(ctx, st, ok and not st.forced)
+  -- ctx.store: the writes land only when the handler succeeded (with the done
+  -- mark), and only when the commit script lets them
+  local commit, why = store_end(ctx, st, ok and not st.forced, opts.store_at_commit)
 
   if st.forced then
     result.outcome = st.forced
@@ -1904,6 +2214,14 @@ function testing.run(module, event, ctx)
   if result.outcome ~= "ok" then
     ctx.published = {} -- a failed handler publishes nothing
     result.published = ctx.published
+  end
+  result.commit = commit
+  if commit == "refused" then
+    result.reason, result.error = "store-refused", fmt(S.refused, why)
+  elseif commit == "conflict" then
+    result.error = fmt(S.conflict, why)
+  elseif commit == "failed" then
+    result.error = "the commit failed, the message runs again: " .. why
   end
   result.logs = { unpack(ctx.logs, first_log) }
   result.http_calls = { unpack(ctx.http_calls, first_call) }

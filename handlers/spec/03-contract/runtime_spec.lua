@@ -208,7 +208,62 @@ local function run_kit(dir)
   return cjson.decode(res.published[1].body)
 end
 
+-- A handler whose commit depends on the store: the runtime's (warren exec,
+-- the sidecar's commit script over the event file's store) and the kit's must
+-- decide alike, in the same words.
+local COMMITTER = [==[
+return { handle = function(event, ctx)
+  local d = event.data
+  if d.read then ctx.store.get(d.read) end
+  for _, w in ipairs(d.writes) do ctx.store[w[1]](unpack(w, 2)) end
+end }
+]==]
+
+local COMMIT_CASES = {
+  { name = "a hincrby on a string", store = { c = "500" },
+    data = { writes = { { "hincrby", "c", "cents", 100 } } } },
+  { name = "an incrby over 05", store = { n = "05" }, data = { writes = { { "incrby", "n", 1 } } } },
+  { name = "an sadd on a hash", store = { h = { f = "1" } },
+    data = { writes = { { "set", "x", "1" }, { "sadd", "h", "m" } } } },
+  { name = "a read changed before the commit", store = { s = "5" }, at_commit = { s = "3" },
+    data = { read = "s", writes = { { "incrby", "s", -1 } } } },
+  { name = "a blind write over a changed key", store = { s = "5" }, at_commit = { s = "3" },
+    data = { writes = { { "incrby", "s", -1 } } } },
+  { name = "writes that apply", store = { h = { f = "1" } },
+    data = { read = "h2", writes = { { "hincrby", "h", "f", 2 }, { "del", "h2" } } } },
+}
+
 describe("the contract between the kit and the runtime", function()
+  it("commits ctx.store writes alike: applied, refused (store-refused) or a conflict",
+     function()
+    local bin = os.getenv("WARREN_BIN")
+    assert(bin and bin ~= "", "WARREN_BIN is not set")
+    local dir = tmpdir()
+    write(dir .. "/committer.lua", COMMITTER)
+    write(dir .. "/warren.yaml", table.concat({
+      "amqp:", "  url: amqp://guest:guest@127.0.0.1:5672/",
+      "redis:", "  url: redis://127.0.0.1:6379/0",
+      "subscriptions:", "  - name: c", "    queue: c.q", "    handler: committer.lua", "" },
+      "\n"))
+    local module = assert(testing.load(dir .. "/committer.lua"))
+    for i, c in ipairs(COMMIT_CASES) do
+      local ev = { id = "c-" .. i, data = c.data, store = c.store, store_at_commit = c.at_commit }
+      write(dir .. "/event.json", cjson.encode(ev))
+      local p = assert(io.popen(string.format(
+        "%q exec -c %q --subscription c --event %q --json 2>/dev/null", bin,
+        dir .. "/warren.yaml", dir .. "/event.json")))
+      local report = cjson.decode(p:read("*a"))
+      p:close()
+      local runtime = { report.outcome, report.commit.result,
+                        report.decision.error or report.decision.why }
+      local res = testing.run(module, testing.event{ id = "c-" .. i, data = c.data },
+                              testing.ctx{ store = c.store },
+                              { store_at_commit = c.at_commit })
+      assert.same(runtime, { res.outcome, res.commit, res.error }, c.name)
+    end
+    os.execute("rm -rf " .. dir)
+  end)
+
   it("gives handlers the same ctx: names, types, argument checks and error texts", function()
     local dir = tmpdir()
     write(dir .. "/probe.lua", PROBE)
