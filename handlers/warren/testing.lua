@@ -1835,12 +1835,146 @@ function testing.event(opts)
   return ev
 end
 
+---------------------------------------------------------------------------
+-- the real config, through the warren binary
+---------------------------------------------------------------------------
+
+-- What the config decides (the idempotency key's source, attempts, delay
+-- queues, timeouts, the store's prefix and limits), what the worker makes of
+-- a message before its handler runs (invalid, missing key, body too large)
+-- and the decision it takes after (ack, retry through which delay queue, DLQ
+-- with which reason) are answered by `warren exec` itself (--envelope and
+-- --result), not re-implemented here: the kit parses no YAML and keeps no copy
+-- of those rules. The binary is $WARREN_BIN, else `warren` on the PATH.
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function read_all(path)
+  local fh = io.open(path, "rb")
+  if not fh then
+    return ""
+  end
+  local s = fh:read("*a")
+  fh:close()
+  return s
+end
+
+-- Run `warren exec ARGS...` and decode the JSON it prints. Returns the table
+-- and the exit status, or raises (at LEVEL) with what warren said.
+local function warren_exec(fn, level, args)
+  local bin = os.getenv("WARREN_BIN")
+  if not bin or bin == "" then
+    bin = "warren"
+  end
+  local errfile = os.tmpname()
+  local parts = { shell_quote(bin), "exec" }
+  for _, a in ipairs(args) do
+    parts[#parts + 1] = shell_quote(a)
+  end
+  local cmd = table.concat(parts, " ") .. " 2>" .. shell_quote(errfile) .. "; echo \"rc=$?\""
+  local p = io.popen(cmd)
+  local out = p:read("*a")
+  p:close()
+  local stderr = read_all(errfile)
+  os.remove(errfile)
+  local body, rc = out:match("^(.-)\n?rc=(%d+)%s*$")
+  rc = tonumber(rc)
+  local ok, j = pcall(cjson.decode, body or "")
+  if rc == nil or rc > 1 or not ok or type(j) ~= "table" then
+    local said = stderr:gsub("%s+$", "")
+    if said == "" then
+      said = "exit status " .. tostring(rc) .. (rc == 127 and " (is warren installed? set "
+                                                   .. "WARREN_BIN to the binary)" or "")
+    end
+    error(fmt("%s: warren exec %s: %s", fn, table.concat(args, " "), said), level + 1)
+  end
+  return j, rc
+end
+
+local subscriptions = {} -- config path .. "\0" .. name -> settings
+
+--- A subscription's settings as the sidecar resolves them from the config
+-- (defaults and inheritance included), read by `warren exec --envelope`:
+-- `subscription`, `queue`, `dlq`, `handler` (absolute path),
+-- `handler_version` (the sidecar's: the file and the modules beside it),
+-- `max_attempts`, `handler_timeout_ms`, `max_body_size`, `idempotency`
+-- (enabled), `idempotency_key` (its source: "message_id", "header:NAME" or
+-- "json:PATH"), `store_prefix`, `store_max_writes`, `store_max_value_bytes`
+-- and `retry_queues` (the delay queues' names).
+-- @tparam string config the YAML file (as `warren -c` takes it)
+-- @tparam string name the subscription's name
+-- @treturn table the settings (a copy)
+function testing.subscription(config, name)
+  if type(config) ~= "string" or type(name) ~= "string" then
+    error(fmt("testing.subscription(config, name): config and name must be strings, got %s "
+              .. "and %s", type(config), type(name)), 2)
+  end
+  local id = config .. "\0" .. name
+  if not subscriptions[id] then
+    subscriptions[id] = warren_exec("testing.subscription", 2,
+                                    { "-c", config, "--subscription", name, "--envelope" })
+  end
+  return deep_copy(subscriptions[id])
+end
+
+-- The event as `warren exec`'s event file (evfile.h) holds it.
+local function event_file(fn, ev)
+  local headers = {}
+  for k, v in pairs(type(ev.headers) == "table" and ev.headers or {}) do
+    local t = type(v)
+    if t ~= "string" and t ~= "number" and t ~= "boolean" then
+      error(fmt("%s: header '%s' is a %s: the sidecar's decision is taken on events whose "
+                .. "headers are strings, numbers and booleans", fn, tostring(k), t), 3)
+    end
+    if k ~= "x-warren-attempt" then -- "attempt" says it
+      headers[k] = v
+    end
+  end
+  local f = { type = ev.type, routing_key = ev.routing_key, exchange = ev.exchange,
+              content_type = ev.content_type, redelivered = ev.redelivered == true,
+              body = type(ev.body) == "string" and ev.body or "", attempt = ev.attempt }
+  if type(ev.id) == "string" and ev.id ~= "" then
+    f.id = ev.id
+  end
+  if next(headers) ~= nil then
+    f.headers = headers
+  end
+  return f
+end
+
+local function write_temp(text)
+  local path = os.tmpname()
+  local fh = assert(io.open(path, "wb"))
+  fh:write(text)
+  fh:close()
+  return path
+end
+
+-- What the worker makes of EV before running a handler (exec --envelope).
+local function envelope_of(fn, cfg, ev)
+  local path = write_temp(cjson.encode(event_file(fn, ev)))
+  local ok, j = pcall(warren_exec, fn, 3, { "-c", cfg.config, "--subscription",
+                                             cfg.settings.subscription, "--event", path,
+                                             "--envelope" })
+  os.remove(path)
+  if not ok then
+    error(j, 0)
+  end
+  return j
+end
+
 local CTX_OPTIONS = {
   attempt = true, max_attempts = true, idempotency_key = true, trace_id = true,
   subscription = true, queue = true, worker = true, handler_version = true, now = true,
   http = true, timeout = true, breakers = true, store = true, store_prefix = true,
-  store_max_writes = true, store_max_value_bytes = true, idempotency = true,
+  store_max_writes = true, store_max_value_bytes = true, idempotency = true, config = true,
 }
+-- what testing.ctx{config = ...} takes from the config: not given besides it
+local FROM_CONFIG = { "max_attempts", "idempotency_key", "queue", "handler_version", "timeout",
+                      "store_prefix", "store_max_writes", "store_max_value_bytes",
+                      "idempotency" }
 
 --- Build a ctx with the runtime's API, recording what the handler does.
 -- Besides the runtime's fields and functions, the ctx has `published` (the
@@ -1866,13 +2000,22 @@ local CTX_OPTIONS = {
 --   {member, ...} a set: the shape of `warren exec`'s "store"), `store_prefix`
 --   ("warren:store:", shown in error texts), `store_max_writes` (256),
 --   `store_max_value_bytes` (65536), `idempotency` (false: ctx.store is not
---   available, as in a subscription without idempotency).
+--   available, as in a subscription without idempotency), `breakers` (the
+--   state of each named breaker: `{psp = "open"}`; default "closed").
+--   With `config` (the YAML file) and `subscription` (a name in it), the
+--   ctx is that subscription's: max_attempts, timeout, queue, the store's
+--   prefix and limits, whether idempotency is on and the handler version
+--   come from the config as the sidecar reads it (testing.subscription), and
+--   each run derives the idempotency key and checks the message as the worker
+--   does before its handler runs (an invalid message, a missing key, a body
+--   too large: outcome "invalid" with the worker's reason, the handler not
+--   run). Those options are not given besides `config`. testing.deliver
+--   needs such a ctx.
 --   ctx.store behaves as in the runtime: reads see the message's own writes,
---   writes are buffered and land in the ctx's store only when the run is "ok";
+--   writes are buffered and land in the ctx's store only when the run is "ok"
+--   and the sidecar's commit script lets them (see testing.run);
 --   `ctx.stored` shows the committed state after each run (strings; hashes
 --   as {field = value}; sets as {member = true}). TTLs follow the fake clock.
---   Unlike the runtime, a write of a kind the stored key does not hold raises at
---   the call (the runtime refuses the message's writes at commit).
 -- @treturn table the ctx
 function testing.ctx(opts)
   if opts == nil then
@@ -1882,6 +2025,34 @@ function testing.ctx(opts)
   end
   local fn = "testing.ctx"
   local STR = { string = true }
+  local cfg
+  if opts.config ~= nil then
+    if type(opts.config) ~= "string" or type(opts.subscription) ~= "string" then
+      error(fmt("%s: config must be a file name and subscription the name of one of its "
+                .. "subscriptions, got %s and %s", fn, type(opts.config),
+                type(opts.subscription)), 2)
+    end
+    for _, k in ipairs(FROM_CONFIG) do
+      if opts[k] ~= nil then
+        error(fmt("%s: %s comes from the config (%s, subscription %s): leave it out", fn, k,
+                  opts.config, opts.subscription), 2)
+      end
+    end
+    local ok, settings = pcall(testing.subscription, opts.config, opts.subscription)
+    if not ok then
+      error(settings, 2)
+    end
+    cfg = { config = opts.config, settings = settings }
+    opts = deep_copy(opts)
+    opts.max_attempts = settings.max_attempts
+    opts.queue = settings.queue
+    opts.handler_version = settings.handler_version
+    opts.timeout = settings.handler_timeout_ms / 1000
+    opts.store_prefix = settings.store_prefix
+    opts.store_max_writes = settings.store_max_writes
+    opts.store_max_value_bytes = settings.store_max_value_bytes
+    opts.idempotency = settings.idempotency
+  end
   local err = unknown_option(fn, opts, CTX_OPTIONS)
     or check_count(fn, "attempt", opts.attempt, 1)
     or check_count(fn, "max_attempts", opts.max_attempts, 1)
@@ -1935,6 +2106,7 @@ function testing.ctx(opts)
 
   trace_count = trace_count + 1
   local st = {
+    config = cfg,
     phase = "none",
     attempt = opts.attempt,
     key = opts.idempotency_key,
@@ -2116,6 +2288,8 @@ function testing.init(module, ctx)
   return true
 end
 
+local run_message
+
 --- Run one message through `module.handle(event, ctx)`, as wr_lua_handle does.
 -- The handler gets a fresh copy of the event (the runtime builds one per
 -- call); `event.attempt` and `ctx.attempt` agree. ctx.reject and ctx.retry win
@@ -2166,10 +2340,26 @@ function testing.run(module, event, ctx, opts)
   end
   ctx = ctx or testing.ctx()
   local st = ctx_state("testing.run", ctx)
+  return run_message(module, event, ctx, st, opts)
+end
+
+-- testing.run's body (testing.deliver runs it too).
+run_message = function(module, event, ctx, st, opts)
   local first_log, first_call = #ctx.logs + 1, #ctx.http_calls + 1
   ctx.published = {}
   local result = { ctx = ctx, published = ctx.published }
 
+  -- a ctx of a config's subscription: what the worker does before the handler
+  local env
+  if st.config then
+    env = envelope_of("testing.run", st.config, event)
+    if env.outcome == "invalid" then
+      result.outcome, result.reason, result.error = "invalid", env.reason, env.error
+      result.decision = env.decision
+      result.logs, result.http_calls = {}, {}
+      return result
+    end
+  end
   local bad = invalid[event]
   if bad then
     result.outcome, result.reason, result.error = "invalid", bad.reason, bad.error
@@ -2178,11 +2368,12 @@ function testing.run(module, event, ctx, opts)
   end
 
   local ev = deep_copy(event)
-  local attempt = st.attempt or (type(ev.attempt) == "number" and ev.attempt) or 1
+  local attempt = st.attempt or (env and env.attempt)
+    or (type(ev.attempt) == "number" and ev.attempt) or 1
   ev.attempt = attempt
   ctx.attempt = attempt
   ctx.message_id = type(ev.id) == "string" and ev.id or ""
-  ctx.idempotency_key = st.key or ctx.message_id
+  ctx.idempotency_key = st.key or (env and env.idempotency_key) or ctx.message_id
   ctx.trace_id = st.trace
     or traceparent_id(type(ev.headers) == "table" and ev.headers.traceparent or nil)
     or st.made_up_trace
@@ -2215,7 +2406,7 @@ function testing.run(module, event, ctx, opts)
     ctx.published = {} -- a failed handler publishes nothing
     result.published = ctx.published
   end
-  result.commit = commit
+  result.commit, result.commit_error = commit, why
   if commit == "refused" then
     result.reason, result.error = "store-refused", fmt(S.refused, why)
   elseif commit == "conflict" then
@@ -2226,6 +2417,74 @@ function testing.run(module, event, ctx, opts)
   result.logs = { unpack(ctx.logs, first_log) }
   result.http_calls = { unpack(ctx.http_calls, first_call) }
   return result
+end
+
+--- Deliver one message as the sidecar would: the checks the worker makes
+-- before any handler runs, the handler (as testing.run runs it, with the
+-- ctx's fakes), its commit, and the decision the worker takes, which is
+-- `warren exec`'s own (the same decision `warren exec` prints for the event).
+-- @tparam table module a handler module (from testing.load)
+-- @tparam table event from testing.event
+-- @tparam table ctx from testing.ctx{config = ..., subscription = ...}
+-- @tparam[opt] table opts as testing.run's
+-- @treturn table testing.run's result, plus `decision`: `action` ("ack",
+--   "retry", "dead-letter" or "requeue"), `queue` (the delay queue, the DLQ or
+--   the queue), `delay_ms` and `next_attempt` (retry), `reason` (the
+--   x-warren-reason of a retry or DLQ copy), `error` or `why`; and `report`,
+--   all that `warren exec --json` would print but the HTTP calls (the
+--   published events with their ids, `commit`, ...)
+function testing.deliver(module, event, ctx, opts)
+  local fn = "testing.deliver"
+  if type(module) ~= "table" or type(module.handle) ~= "function" then
+    error(fmt("%s(module, event, ctx): module must be a table with a function 'handle', got %s",
+              fn, type(module)), 2)
+  end
+  if type(event) ~= "table" then
+    error(fmt("%s(module, event, ctx): event must be a table, got %s", fn, type(event)), 2)
+  end
+  local st = states[ctx]
+  if not st or not st.config then
+    error(fmt("%s: ctx must come from testing.ctx{config = ..., subscription = ...}: the "
+              .. "decision is the config's", fn), 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error(fmt("%s(module, event, ctx, opts): opts must be a table, got %s", fn, type(opts)), 2)
+  end
+  opts = opts or {}
+  local oerr = unknown_option(fn, opts, { store_at_commit = true })
+  if oerr then
+    error(oerr, 2)
+  end
+  local res = run_message(module, event, ctx, st, opts)
+  if res.decision then
+    return res -- invalid before the handler: the worker's decision came with it
+  end
+  local pubs = {}
+  for i, p in ipairs(res.published) do
+    pubs[i] = { exchange = p.exchange, routing_key = p.routing_key, body = p.body,
+                content_type = p.content_type, type = p.type, headers = p.headers }
+  end
+  local ran = { outcome = res.outcome, reason = res.reason, error = res.error,
+                retry_delay_ms = res.delay, published = pubs }
+  if res.commit then
+    ran.commit = { result = res.commit, error = res.commit_error }
+  end
+  if res.outcome ~= "ok" then
+    ran.reason, ran.error = res.reason, res.error
+  end
+  local evpath = write_temp(cjson.encode(event_file(fn, event)))
+  local respath = write_temp(cjson.encode(ran))
+  local ok, report = pcall(warren_exec, fn, 2, { "-c", st.config.config, "--subscription",
+                                                  st.config.settings.subscription, "--event",
+                                                  evpath, "--result", respath, "--json" })
+  os.remove(evpath)
+  os.remove(respath)
+  if not ok then
+    error(report, 0)
+  end
+  report.http_calls, report.unused_fakes = nil, nil
+  res.decision, res.report = report.decision, report
+  return res
 end
 
 return testing

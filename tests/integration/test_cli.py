@@ -125,7 +125,7 @@ rc, out, _ = run_exec({"id": "e-2", "data": {"fail": True}, "attempt": 2}, "--js
 rep = _json.loads(out) if out else {}
 check_eq(rc, 1, "exec of a failing event exits 1")
 check_eq(rep.get("decision"), {"action": "retry", "delay_ms": 10000, "queue": "q.ex.retry.10s",
-                                "next_attempt": 3, "max_attempts": 3},
+                                "next_attempt": 3, "max_attempts": 3, "reason": "handler-error"},
          "a failure on attempt 2 of 3 would be retried in 10s")
 rc, out, _ = run_exec({"id": "e-3", "data": {"fail": True}, "attempt": 3}, "--json")
 rep = _json.loads(out) if out else {}
