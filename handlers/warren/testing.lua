@@ -1689,8 +1689,14 @@ local function make_http_request(ctx, st)
       headers.traceparent = fmt("00-%s-%016x-01", ctx.trace_id, st.spans * 2 + 1)
     end
 
-    local req = { method = method, url = url, headers = headers, body = body,
-                  timeout = timeout, raise = raise }
+    -- body: as the handler gave it (a table stays a table, to compare with
+    -- assert.same); body_text: the bytes sent (a table encoded as JSON)
+    local given = o.body
+    if type(given) == "table" then
+      given = deep_copy(given)
+    end
+    local req = { method = method, url = url, headers = headers, body = given,
+                  body_text = body, timeout = timeout, raise = raise }
     ctx.http_calls[#ctx.http_calls + 1] = req
     local res, terr, reason = fake_answer(st, req)
     if not res then
@@ -1981,8 +1987,10 @@ local FROM_CONFIG = { "max_attempts", "idempotency_key", "queue", "handler_versi
 -- events the last run buffered: exchange, routing_key, body, content_type,
 -- type, headers, mandatory, plus message_id and, for JSON, the decoded
 -- `data`), `logs` (every ctx.log call: level, msg, fields, source),
--- `http_calls` (every ctx.http.request: method, url, headers, body, timeout,
--- raise) and `clock` (the fake clock behind ctx.now(): `clock:advance(s)`,
+-- `http_calls` (every ctx.http.request: method, url, headers, `body` as the
+-- handler gave it (a table stays a table), `body_text` (the bytes sent: a
+-- table encoded as JSON), timeout, raise; an http fake function receives the
+-- same table) and `clock` (the fake clock behind ctx.now(): `clock:advance(s)`,
 -- `clock:set(t)`, `clock:now()`). A ctx may serve several runs; `logs` and
 -- `http_calls` accumulate, `published` is reset by each run.
 -- @tparam[opt] table opts

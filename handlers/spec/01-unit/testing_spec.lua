@@ -847,7 +847,8 @@ describe("ctx.http.request", function()
     assert.equals("ok", res.outcome, res.error)
     assert.same({ status = 201, id = "pay-1", ct = "application/json", body = '{"id":"pay-1"}' },
                 res.logs[1].fields)
-    assert.same({ { method = "POST", url = URL, body = '{"amount":10}', timeout = 2, raise = true,
+    assert.same({ { method = "POST", url = URL, body = { amount = 10 },
+                    body_text = '{"amount":10}', timeout = 2, raise = true,
                     headers = { ["Idempotency-Key"] = "evt-3", ["X-N"] = "5",
                                 ["Content-Type"] = "application/json",
                                 traceparent = "00-" .. res.ctx.trace_id .. "-0000000000000003-01" } } },
@@ -874,7 +875,10 @@ describe("ctx.http.request", function()
     assert.equals("ok", res.outcome, res.error)
     assert.same({ "content-type", "traceparent" }, keys(res.http_calls[1].headers))
     assert.equals("application/merge-patch+json", res.http_calls[1].headers["content-type"])
+    assert.same({ a = 1 }, res.http_calls[1].body) -- as the handler gave it
+    assert.equals('{"a":1}', res.http_calls[1].body_text) -- as sent
     assert.equals("raw", res.http_calls[2].body)
+    assert.equals("raw", res.http_calls[2].body_text)
     assert.same({ "traceparent" }, keys(res.http_calls[2].headers))
     assert.equals(1.5, res.http_calls[2].timeout)
   end)
