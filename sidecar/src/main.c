@@ -16,7 +16,10 @@ static const char usage[] =
     "\n"
     "commands:\n"
     "  run -c FILE          consume the configured queues until SIGTERM/SIGINT\n"
-    "  check -c FILE        validate the config and compile every handler\n"
+    "  check -c FILE [--lint error|warn|off]\n"
+    "                       validate the config, compile every handler, and find reads\n"
+    "                       and writes of undeclared globals in handlers and their\n"
+    "                       modules (an error unless --lint says otherwise)\n"
     "  exec -c FILE --subscription NAME --event FILE.json [--json] [--live-http]\n"
     "                       run one event through the handler, no broker: print the\n"
     "                       outcome and what would be published, retried or dead-lettered;\n"
@@ -92,6 +95,8 @@ int main(int argc, char **argv)
     }
     const char *config = NULL, *sub = NULL, *event = NULL, *result = NULL;
     int json = 0, live_http = 0, envelope = 0;
+    wr_lint_mode lint = WR_LINT_ERROR;
+    int check = strcmp(cmd, "check") == 0;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
             if (i + 1 >= argc) {
@@ -109,6 +114,17 @@ int main(int argc, char **argv)
             json = 1;
         } else if (exec && strcmp(argv[i], "--live-http") == 0) {
             live_http = 1;
+        } else if (check && strcmp(argv[i], "--lint") == 0) {
+            const char *m = i + 1 < argc ? argv[++i] : "";
+            if (strcmp(m, "error") == 0) {
+                lint = WR_LINT_ERROR;
+            } else if (strcmp(m, "warn") == 0) {
+                lint = WR_LINT_WARN;
+            } else if (strcmp(m, "off") == 0) {
+                lint = WR_LINT_OFF;
+            } else {
+                return usage_error("--lint takes error, warn or off (got '%s')", m);
+            }
         } else if (exec && strcmp(argv[i], "--envelope") == 0) {
             envelope = 1;
         } else if (exec && strcmp(argv[i], "--result") == 0) {
@@ -143,7 +159,7 @@ int main(int argc, char **argv)
                        .result_path = result};
     int rc = exec                      ? wr_exec_run(&eo)
              : strcmp(cmd, "run") == 0 ? wr_app_run(config)
-                                       : wr_app_check(config);
+                                       : wr_app_check(config, lint);
     curl_global_cleanup();
     return rc;
 }

@@ -17,5 +17,6 @@ extern const char wr_script_finish[]; /* finish them, with their ctx.store write
  * in a handler's: */
 extern const char wr_lua_commit_model[]; /* the commit script over an in-memory Redis
                                             (offcommit.h) */
+extern const char wr_lua_lint[];         /* undeclared globals in handlers (lint.h) */
 
 #endif
