@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Install warren's build, test and local-server dependencies on Debian 12.
+# clang-14 and its runtime build the libFuzzer targets (tests/fuzz/); openssl
+# makes the test CA of the TLS tests, stunnel4 is the TLS proxy in front of a
+# TLS-only Redis there (hiredis 0.14 has no TLS).
 # Idempotent: when every package is already installed it only runs
 # dpkg-query (no apt-get update). Must run as root.
 # Package installs never start the system rabbitmq/redis services: if no
@@ -16,6 +19,8 @@ PACKAGES=(
     python3 python3-pika python3-redis python3-yaml
     prometheus
     procps iproute2
+    clang-14 libclang-rt-14-dev
+    openssl stunnel4
 )
 
 if [ "$(id -u)" -ne 0 ]; then

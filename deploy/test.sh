@@ -5,11 +5,15 @@
 #   2. builds twice: build-asan/ with AddressSanitizer + UBSan for the unit
 #      tests, build-test/ (optimised, -Werror) for the integration tests
 #   3. C unit tests (ctest -L unit, under the sanitizers)
-#   4. busted specs of the handlers and the Lua test kit (LuaJIT), including
+#   4. fuzzing (ctest -L fuzz in build-fuzz/, built with clang-14): each
+#      libFuzzer target of tests/fuzz/ runs WR_FUZZ_SECONDS (default 30) from
+#      its seed corpus under ASan + UBSan, two at a time; a crash, sanitizer
+#      report or slow input is a failed test (input in build-fuzz/fuzz-artifacts/)
+#   5. busted specs of the handlers and the Lua test kit (LuaJIT), including
 #      the contract between the kit and the runtime
-#   5. integration tests (ctest -L integration): a private RabbitMQ and Redis
-#      on loopback ports 17672/17379 started by the `stack` fixture and stopped
-#      by its cleanup even when a test fails
+#   6. integration tests (ctest -L integration): a private RabbitMQ and Redis
+#      on loopback ports 17672/17379 (and AMQP over TLS on 17671) started by
+#      the `stack` fixture and stopped by its cleanup even when a test fails
 #
 # Ends with one summary line: "N passed, N failed". Exit status 0 only when
 # nothing failed. Safe to run twice in a row.
@@ -29,11 +33,17 @@ build() { # dir, extra cmake args...
     cmake --build "$dir" -j"$JOBS" >"$dir/build.log" 2>&1 ||
         { grep -E "error|warning" "$dir/build.log" | head -50; return 1; }
 }
-mkdir -p build-test build-asan
+mkdir -p build-test build-asan build-fuzz
 echo "test: building (sanitizers) in build-asan/"
 build build-asan -DWARREN_SANITIZE=ON -DWARREN_TESTS=ON -DCMAKE_BUILD_TYPE=Debug || exit 1
 echo "test: building (release) in build-test/"
 build build-test -DWARREN_TESTS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo || exit 1
+echo "test: building (libFuzzer targets, clang-14) in build-fuzz/"
+CC=clang-14 cmake -S "$ROOT" -B build-fuzz -DWARREN_WERROR=ON -DWARREN_FUZZ=ON -DWARREN_TESTS=OFF \
+    -DCMAKE_BUILD_TYPE=Debug -DWR_FUZZ_SECONDS="${WR_FUZZ_SECONDS:-30}" >build-fuzz/configure.log 2>&1 ||
+    { cat build-fuzz/configure.log; exit 1; }
+cmake --build build-fuzz -j"$JOBS" --target fuzz >build-fuzz/build.log 2>&1 ||
+    { grep -E "error|warning" build-fuzz/build.log | head -50; exit 1; }
 
 passed=0
 failed=0
@@ -57,6 +67,10 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 echo "test: unit tests (AddressSanitizer + UBSan)"
 ctest --test-dir build-asan -L unit --output-on-failure -j"$JOBS" 2>&1 | tee build-asan/unit.log
 tally build-asan/unit.log
+
+echo "test: fuzzing (libFuzzer, ${WR_FUZZ_SECONDS:-30} s per target, ASan + UBSan)"
+ctest --test-dir build-fuzz -L fuzz --output-on-failure -j"$JOBS" 2>&1 | tee build-fuzz/fuzz.log
+tally build-fuzz/fuzz.log
 
 echo "test: handler specs (busted under LuaJIT)"
 WARREN_BIN="$ROOT/build-test/warren" bash tests/lua/run_busted.sh 2>&1 | tee build-test/busted.log

@@ -6,6 +6,9 @@
 #   stack.sh start-redis|stop-redis|restart-redis DIR
 #   stack.sh alarm-on|alarm-off DIR   raise / clear RabbitMQ's memory alarm (the
 #                         broker blocks every publisher: for fault tests)
+#   stack.sh connections DIR   RabbitMQ's client connections as JSON (name, user,
+#                         ssl, peer_cert_subject, client_properties): for the
+#                         TLS tests
 #
 # All state (data, logs, pid files, config) lives under DIR; restarting on the
 # same DIR keeps the data. No systemd; must run as root (RabbitMQ runs as the
@@ -17,12 +20,25 @@
 #   WR_RABBIT_CTL_PORT    first of 11 ports used by rabbitmqctl's own Erlang
 #                         node                     (default WR_RABBIT_DIST_PORT+100)
 #   WR_REDIS_PORT         Redis                    (default 6379)
+#   WR_AMQPS_PORT         optional: RabbitMQ also listens for AMQP over TLS
+#                         on this port (none when unset or empty)
 # The node name is warren-<WR_AMQP_PORT>@localhost, so stacks on different
 # ports (demo 5672/6379, tests 17672/17379) can run side by side.
+#
+# With WR_AMQPS_PORT, each fresh start of RabbitMQ makes a throwaway test PKI
+# with openssl in DIR/tls: ca.pem (the test CA), server.pem/.key (the
+# broker's, for DNS name "localhost" only, so connecting to 127.0.0.1 must
+# fail the name check), client.pem/.key (a client certificate of the test
+# CA), other-ca.pem and other-client.pem/.key (a second CA nobody trusts).
+# The broker asks for a client certificate and checks it against ca.pem, but
+# does not require one.
 #
 # start writes DIR/env (KEY=VALUE lines, sourceable):
 #   WARREN_AMQP_URL=amqp://guest:guest@127.0.0.1:<port>/
 #   WARREN_REDIS_URL=redis://127.0.0.1:<port>/0
+# and with WR_AMQPS_PORT:
+#   WARREN_AMQPS_URL=amqps://guest:guest@localhost:<port>/
+#   WARREN_TLS_DIR=DIR/tls
 #
 # Exit status: 0 ok; 1 error. status: 0 when both servers run and answer,
 # 3 otherwise. The shared epmd daemon (127.0.0.1:4369) is never stopped.
@@ -47,8 +63,10 @@ usage: stack.sh COMMAND DIR
   start-rabbit | stop-rabbit | restart-rabbit
   start-redis  | stop-redis  | restart-redis
   alarm-on | alarm-off             RabbitMQ's memory alarm (blocks publishers)
+  connections                      RabbitMQ's client connections as JSON
 env: WR_AMQP_PORT (5672) WR_RABBIT_DIST_PORT (AMQP+20000)
      WR_RABBIT_CTL_PORT (DIST+100) WR_REDIS_PORT (6379)
+     WR_AMQPS_PORT (none: no TLS listener)
 EOF
     exit 2
 }
@@ -70,9 +88,14 @@ DIST_PORT=${WR_RABBIT_DIST_PORT:-$((AMQP_PORT + 20000))}; check_port WR_RABBIT_D
 CTL_PORT=${WR_RABBIT_CTL_PORT:-$((DIST_PORT + 100))};     check_port WR_RABBIT_CTL_PORT "$CTL_PORT"
 check_port "WR_RABBIT_CTL_PORT+10" "$((CTL_PORT + 10))"
 REDIS_PORT=${WR_REDIS_PORT:-6379};                        check_port WR_REDIS_PORT "$REDIS_PORT"
+AMQPS_PORT=${WR_AMQPS_PORT:-}
+[ -z "$AMQPS_PORT" ] || check_port WR_AMQPS_PORT "$AMQPS_PORT"
 if [ "$AMQP_PORT" = "$DIST_PORT" ] || [ "$AMQP_PORT" = "$REDIS_PORT" ] || [ "$DIST_PORT" = "$REDIS_PORT" ]; then
     die "ports must differ: amqp=$AMQP_PORT dist=$DIST_PORT redis=$REDIS_PORT"
 fi
+case " $AMQP_PORT $DIST_PORT $REDIS_PORT " in
+    *" ${AMQPS_PORT:-none} "*) die "WR_AMQPS_PORT=$AMQPS_PORT is already used by another server" ;;
+esac
 for p in "$AMQP_PORT" "$DIST_PORT" "$REDIS_PORT"; do
     if [ "$p" -ge "$CTL_PORT" ] && [ "$p" -le $((CTL_PORT + 10)) ]; then
         die "port $p falls inside the rabbitmqctl range $CTL_PORT-$((CTL_PORT + 10)); set WR_RABBIT_CTL_PORT"
@@ -87,6 +110,7 @@ R_PID=$R/rabbit.pid
 R_LOG=$R/log/$NODE.log
 R_OUT=$R/log/startup.out
 R_DUMP=$R/log/erl_crash.dump
+T=$DIR/tls
 D=$DIR/redis
 D_PID=$D/redis.pid
 D_LOG=$D/redis.log
@@ -324,6 +348,10 @@ write_env() {
     local tmp="$DIR/env.tmp.$$"
     printf 'WARREN_AMQP_URL=amqp://guest:guest@127.0.0.1:%s/\nWARREN_REDIS_URL=redis://127.0.0.1:%s/0\n' \
         "$AMQP_PORT" "$REDIS_PORT" >"$tmp"
+    if [ -n "$AMQPS_PORT" ]; then
+        printf 'WARREN_AMQPS_URL=amqps://guest:guest@localhost:%s/\nWARREN_TLS_DIR=%s\n' \
+            "$AMQPS_PORT" "$T" >>"$tmp"
+    fi
     chmod 644 "$tmp"
     mv -f -- "$tmp" "$DIR/env"
     say "wrote $DIR/env:"
@@ -335,6 +363,42 @@ take_lock() {
     ensure_dir
     exec 9>"$DIR/.stack.lock"
     flock -w 180 9 || die "another stack.sh holds $DIR/.stack.lock"
+}
+
+# ---------------------------------------------------------------- test PKI
+
+# A certificate NAME.pem/.key for subject CN, signed by CA (ca or other-ca),
+# with the extensions in EXT (one per line).
+tls_cert() {        # name cn ca ext
+    local name=$1 cn=$2 ca=$3 ext=$4
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=$cn" \
+        -keyout "$T/$name.key" -out "$T/$name.csr" 2>/dev/null
+    printf '%s\n' "$ext" >"$T/$name.ext"
+    openssl x509 -req -in "$T/$name.csr" -CA "$T/$ca.pem" -CAkey "$T/$ca.key" \
+        -CAcreateserial -days 3650 -out "$T/$name.pem" -extfile "$T/$name.ext" 2>/dev/null
+    rm -f -- "$T/$name.csr" "$T/$name.ext"
+}
+
+# The throwaway PKI of the TLS listener (see the top of this file), made anew.
+make_test_pki() {
+    local ca
+    rm -rf -- "$T"
+    (umask 022 && mkdir -p -- "$T")
+    for ca in ca other-ca; do
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+            -subj "/CN=warren $ca for tests" -keyout "$T/$ca.key" -out "$T/$ca.pem" 2>/dev/null ||
+            die "openssl cannot make the test CA in $T"
+    done
+    tls_cert server localhost ca \
+        "$(printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE')"
+    tls_cert client warren-test-client ca \
+        "$(printf 'extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE')"
+    tls_cert other-client warren-test-other-client other-ca \
+        "$(printf 'extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE')"
+    [ -s "$T/server.pem" ] && [ -s "$T/client.pem" ] && [ -s "$T/other-client.pem" ] ||
+        die "openssl cannot make the test certificates in $T"
+    chgrp rabbitmq -- "$T/server.key" && chmod 640 -- "$T/server.key"
+    say "rabbitmq: test CA and certificates made in $T"
 }
 
 # ---------------------------------------------------------------- rabbitmq
@@ -350,6 +414,17 @@ log.file.level = info
 log.file.rotation.size = 10485760
 log.file.rotation.count = 3
 EOF
+    if [ -n "$AMQPS_PORT" ]; then
+        make_test_pki
+        cat >>"$R/rabbitmq.conf" <<EOF
+listeners.ssl.default = 127.0.0.1:$AMQPS_PORT
+ssl_options.cacertfile = $T/ca.pem
+ssl_options.certfile = $T/server.pem
+ssl_options.keyfile = $T/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
+EOF
+    fi
     # Plugins: none by default. Kept across restarts, so
     # `rabbitmq-plugins enable` against this node persists.
     [ -f "$R/enabled_plugins" ] || echo '[].' >"$R/enabled_plugins"
@@ -371,6 +446,7 @@ start_rabbit() {
     else
         require_free "$AMQP_PORT" "RabbitMQ AMQP"
         require_free "$DIST_PORT" "RabbitMQ Erlang distribution"
+        [ -z "$AMQPS_PORT" ] || require_free "$AMQPS_PORT" "RabbitMQ AMQP over TLS"
         rabbit_write_config
         say "rabbitmq: starting node $NODE (amqp 127.0.0.1:$AMQP_PORT, dist 127.0.0.1:$DIST_PORT, data $R)"
         : >"$R_OUT"; chown rabbitmq:rabbitmq "$R_OUT"
@@ -382,8 +458,19 @@ start_rabbit() {
         fi
     fi
     rc=0; amqp_wait "$RABBIT_START_TIMEOUT" || rc=$?
+    if [ "$rc" -eq 0 ] && [ -n "$AMQPS_PORT" ]; then
+        # the TLS listener starts with the AMQP one; give it a moment all the same
+        local until_tls=$((SECONDS + 10))
+        until port_listening "$AMQPS_PORT"; do
+            if [ "$SECONDS" -ge "$until_tls" ]; then
+                rabbit_failure_details
+                die "rabbitmq: no TLS listener on 127.0.0.1:$AMQPS_PORT (see the log above)"
+            fi
+            sleep 0.2
+        done
+    fi
     case $rc in
-        0) say "rabbitmq: ready in $((SECONDS - t0))s (pid $(read_pid "$R_PID"))" ;;
+        0) say "rabbitmq: ready in $((SECONDS - t0))s (pid $(read_pid "$R_PID"))${AMQPS_PORT:+, TLS on 127.0.0.1:$AMQPS_PORT}" ;;
         2) rabbit_failure_details; die "rabbitmq: node $NODE exited during startup" ;;
         3) exit 1 ;;
         *) rabbit_failure_details
@@ -531,6 +618,7 @@ preflight() {       # rabbit|redis...
                 if [ -z "$(live_pid "$R_PID" is_our_rabbit rabbitmq)" ]; then
                     require_free "$AMQP_PORT" "RabbitMQ AMQP"
                     require_free "$DIST_PORT" "RabbitMQ Erlang distribution"
+                    [ -z "$AMQPS_PORT" ] || require_free "$AMQPS_PORT" "RabbitMQ AMQP over TLS"
                 fi ;;
             redis)
                 if [ -z "$(live_pid "$D_PID" is_our_redis redis)" ]; then
@@ -563,5 +651,7 @@ case $CMD in
     # a watermark of 0 sets the memory alarm off at once; 0.4 is RabbitMQ's default
     alarm-on)       rabbitmqctl set_vm_memory_high_watermark 0 ;;
     alarm-off)      rabbitmqctl set_vm_memory_high_watermark 0.4 ;;
+    connections)    CMD_TIMEOUT=30 rabbitmqctl list_connections name user ssl peer_cert_subject \
+                        client_properties --formatter json ;;
     *)              usage ;;
 esac

@@ -64,12 +64,15 @@ testing.ERRORS = {
   publish_body = "ctx.publish: body must be a string or a table, got %s",
   publish_opts = "ctx.publish: opts must be a table, got %s",
   publish_limit = "ctx.publish: more than %d publishes in one message",
+  publish_too_big = "ctx.publish: this message's events would exceed max_publish_size (%d bytes)",
   publish_encode = "ctx.publish: body cannot be encoded as JSON: %s",
   publish_content_type = "ctx.publish: opts.content_type must be a string",
   publish_type = "ctx.publish: opts.type must be a string",
   publish_headers = "ctx.publish: opts.headers must be a table",
   publish_header_value = "ctx.publish: opts.headers must map strings to strings, numbers or "
     .. "booleans",
+  publish_long = "ctx.publish: %s is longer than 255 bytes (%d)",
+  publish_headers_big = "ctx.publish: opts.headers take more than %d bytes",
 
   reject_reason = "ctx.reject(reason): reason must be a string, got %s",
 
@@ -91,7 +94,8 @@ testing.ERRORS = {
   empty_body = "the message body is empty",
 
   -- loading (wr_lua_create's err)
-  load_open = "%s: cannot open handler: %s",
+  load_open = "%s: cannot open %s: %s",
+  load_too_large = "%s: cannot load %s: larger than %u bytes",
   load_bytecode = "%s: precompiled bytecode is not accepted as a handler",
   load_not_table = "%s: the handler must return a table with handle(event, ctx), it returned %s",
   load_no_handle = "%s: the returned table has no function 'handle' (found %s)",
@@ -175,19 +179,43 @@ testing.BREAKER_ERRORS = {
 local E, H = testing.ERRORS, testing.HTTP_ERRORS
 
 local MAX_PUBLISHES = 1000          -- ctx.publish calls per message (lua_rt.c)
+local MAX_PUBLISH_BYTES = 16 * 1024 * 1024 -- defaults.max_publish_size
 local HOOK_EVERY = 10000            -- VM instructions between deadline checks (lua_rt.c)
 local DEFAULT_TIMEOUT_MS = 5000     -- handler_timeout's default
 local DEFAULT_MAX_ATTEMPTS = 5      -- retry.max_attempts' default
 local DEFAULT_NOW = 1767225600      -- the fake clock's start: 2026-01-01T00:00:00Z
 local DEFAULT_VERSION = "000000000000"
 local MAX_ERROR = 1023              -- wr_lua_result.error holds 1023 bytes
+local MAX_SOURCE = 8 * 1024 * 1024  -- WR_LUA_MAX_SOURCE: the largest handler or module file
+
+-- The sandbox's read_source(path) (lua_rt.c's read_module): the text of a
+-- module file, or nil, why, and true when it does not exist. The runtime also
+-- refuses what is not a regular file (a FIFO, a device) without opening it;
+-- plain Lua cannot tell, so the kit reads what it is given.
+local function read_source(path)
+  local fh, oerr = io.open(path, "rb")
+  if not fh then
+    local why = tostring(oerr)
+    if why:sub(1, #path + 2) == path .. ": " then
+      why = why:sub(#path + 3)
+    end
+    return nil, string.format("%s: cannot open module: %s", path, why),
+      why == "No such file or directory"
+  end
+  local src = fh:read("*a")
+  fh:close()
+  if #src > MAX_SOURCE then
+    return nil, string.format("%s: cannot load module: larger than %u bytes", path, MAX_SOURCE)
+  end
+  return src
+end
 local LEVELS = { "debug", "info", "warn", "error" }
 
 -- The sandbox, byte for byte the `sandbox_lua` source embedded in
 -- sidecar/src/lua_rt.c (a spec compares them). It receives the globals, the
 -- handler's directory and the cjson modules, and returns the handler's env.
 local SANDBOX_LUA = [==[
-local G, dir, cjson, cjson_safe = ...
+local G, dir, cjson, cjson_safe, read_source, max_source = ...
 local function copy(t, drop)
   local c = {}
   for k, v in G.pairs(t) do if not (drop and drop[k]) then c[k] = v end end
@@ -230,6 +258,9 @@ local function load_text(src, name)
   if sub(src, 1, 1) == '\27' then
     return nil, 'load: precompiled bytecode is not allowed in handlers'
   end
+  if #src > max_source then
+    return nil, 'load: source text over ' .. max_source .. ' bytes'
+  end
   local f, err = loadstring(src, name)
   if not f then return nil, err end
   return setfenv(f, env)
@@ -237,7 +268,6 @@ end
 env.load = load_text
 env.loadstring = load_text
 local loaded = { cjson = cjson, ['cjson.safe'] = cjson_safe }
-local open = G.io.open
 function env.require(name)
   if G.type(name) ~= 'string' then G.error('require: module name must be a string', 2) end
   if loaded[name] ~= nil then return loaded[name] end
@@ -245,12 +275,12 @@ function env.require(name)
     G.error("require: bad module name '" .. name .. "'", 2)
   end
   local path = dir .. '/' .. gsub(name, '%.', '/') .. '.lua'
-  local fh = open(path, 'rb')
-  if not fh then
+  local src, rerr, missing = read_source(path)
+  if missing then
     G.error("module '" .. name .. "' not found: no " .. path ..
       ' (handlers may require Lua modules from their directory, and cjson)', 2)
   end
-  local src = fh:read('*a'); fh:close()
+  if not src then G.error(rerr, 2) end
   local f, err = load_text(src, '@' .. path)
   if not f then G.error(err, 2) end
   local m = f(name)
@@ -592,6 +622,11 @@ local function make_publish(ctx, st)
     if #ctx.published >= MAX_PUBLISHES then
       error(fmt(E.publish_limit, MAX_PUBLISHES), 2)
     end
+    -- AMQP short strings, as the runtime checks them
+    if #exchange > 255 or #routing_key > 255 then
+      error(fmt(E.publish_long, #exchange > 255 and "exchange" or "routing_key",
+                #exchange > 255 and #exchange or #routing_key), 2)
+    end
     local content_type
     if type(body) == "table" then
       local ok, encoded = pcall(cjson.encode, body)
@@ -612,12 +647,14 @@ local function make_publish(ctx, st)
     if type(opts) == "table" then
       local ct = opts.content_type
       if type(ct) == "string" then
+        if #ct > 255 then error(fmt(E.publish_long, "opts.content_type", #ct), 2) end
         pub.content_type = ct
       elseif ct ~= nil then
         error(E.publish_content_type, 2)
       end
       local t = opts.type
       if type(t) == "string" then
+        if #t > 255 then error(fmt(E.publish_long, "opts.type", #t), 2) end
         pub.type = t
       elseif t ~= nil then
         error(E.publish_type, 2)
@@ -625,18 +662,37 @@ local function make_publish(ctx, st)
       pub.mandatory = opts.mandatory ~= nil and opts.mandatory ~= false
       local headers = opts.headers
       if type(headers) == "table" then
+        local header_bytes = 0
         for k, v in pairs(headers) do
           local tv = type(v)
           if type(k) ~= "string" or (tv ~= "string" and tv ~= "number" and tv ~= "boolean") then
             error(E.publish_header_value, 2)
           end
+          if #k > 255 then error(fmt(E.publish_long, "a name in opts.headers", #k), 2) end
           pub.headers[k] = tv == "boolean" and (v and "true" or "false") or tostring(v)
+          header_bytes = header_bytes + #k + #pub.headers[k]
+          if header_bytes > 65536 then error(fmt(E.publish_headers_big, 65536), 2) end
         end
       elseif headers ~= nil then
         error(E.publish_headers, 2)
       end
     end
     local list = ctx.published
+    -- what the runtime copies out of the state, against max_publish_size
+    local function size_of(p)
+      local n = #p.exchange + #p.routing_key + #p.body + #(p.content_type or "") + #(p.type or "")
+      for k, v in pairs(p.headers) do
+        n = n + #k + #v
+      end
+      return n
+    end
+    local total = size_of(pub)
+    for _, p in ipairs(list) do
+      total = total + size_of(p)
+    end
+    if total > MAX_PUBLISH_BYTES then
+      error(fmt(E.publish_too_big, MAX_PUBLISH_BYTES), 2)
+    end
     pub.message_id = tostring(ctx.idempotency_key) .. ":" .. tostring(ctx.subscription) .. ":"
       .. (#list + 1)
     if is_json_type(pub.content_type) then
@@ -2203,10 +2259,13 @@ function testing.load(path, opts)
     if why:sub(1, #path + 2) == path .. ": " then
       why = why:sub(#path + 3)
     end
-    return nil, fmt(E.load_open, path, why)
+    return nil, fmt(E.load_open, path, "handler", why)
   end
   local src = fh:read("*a")
   fh:close()
+  if #src > MAX_SOURCE then
+    return nil, fmt(E.load_too_large, path, "handler", MAX_SOURCE)
+  end
   local version = handler_version(src)
   if src:sub(1, 1) == "\27" then
     return nil, fmt(E.load_bytecode, path)
@@ -2214,7 +2273,7 @@ function testing.load(path, opts)
   local dir = path:match("^(.*)/[^/]*$") or "."
   local make_env = assert(loadstring(SANDBOX_LUA, "=warren.sandbox"))
   local dump = string_table.dump
-  local env = make_env(_G, dir, cjson, cjson_safe)
+  local env = make_env(_G, dir, cjson, cjson_safe, read_source, MAX_SOURCE)
   string_table.dump = dump -- the sandbox removes it for good; the kit only while handlers run
   local chunk, cerr = loadstring(src, "@" .. path)
   if not chunk then

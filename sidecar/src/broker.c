@@ -8,6 +8,9 @@
 #include <amqp_tcp_socket.h>
 #include <amqp_ssl_socket.h>
 #include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -117,6 +120,218 @@ static amqp_table_entry_t bool_entry(const char *key, int val)
     return e;
 }
 
+/* ---- TLS ------------------------------------------------------------------------ */
+
+/*
+ * What the certificate check saw, for a message that says which check failed
+ * and why: rabbitmq-c reports only "peer cert verification failed" or
+ * "hostname verification failed". Reached from OpenSSL's verify callback
+ * through the SSL_CTX's app data while wr_broker_open_socket() runs.
+ */
+typedef struct {
+    int failed;        /* the chain did not verify: error, depth, subject */
+    int error;         /* X509_V_ERR_* */
+    int depth;         /* 0: the broker's own certificate */
+    char subject[160]; /* of the certificate that failed */
+    char names[200];   /* the broker's certificate: its DNS and IP names, or its CN */
+} tls_diag;
+
+/* The names a certificate is valid for (subjectAltName DNS and IP, else CN) into OUT. */
+static void cert_names(X509 *cert, char *out, size_t cap)
+{
+    size_t used = 0;
+    GENERAL_NAMES *sans = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+
+    out[0] = '\0';
+    for (int i = 0; sans != NULL && i < sk_GENERAL_NAME_num(sans) && used < cap; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
+        char ip[64] = "";
+        const char *name = NULL;
+        if (g->type == GEN_DNS) {
+            name = (const char *)ASN1_STRING_get0_data(g->d.dNSName);
+        } else if (g->type == GEN_IPADD && ASN1_STRING_length(g->d.iPAddress) == 4) {
+            const unsigned char *a = ASN1_STRING_get0_data(g->d.iPAddress);
+            snprintf(ip, sizeof(ip), "%u.%u.%u.%u", a[0], a[1], a[2], a[3]);
+            name = ip;
+        } else if (g->type == GEN_IPADD) {
+            name = "(an IPv6 address)";
+        }
+        if (name != NULL) {
+            used += (size_t)snprintf(out + used, cap - used, "%s'%s'", used ? ", " : "", name);
+        }
+    }
+    GENERAL_NAMES_free(sans);
+    if (out[0] == '\0') {
+        char cn[128];
+        if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn)) >
+            0) {
+            snprintf(out, cap, "'%s' (its common name)", cn);
+        } else {
+            snprintf(out, cap, "no name at all");
+        }
+    }
+}
+
+/* OpenSSL's verify callback: remember the first failure and the broker's names; the
+ * verdict itself is rabbitmq-c's (it checks the result after the handshake). */
+static int tls_verify_cb(int ok, X509_STORE_CTX *store)
+{
+    SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+    tls_diag *d = ssl != NULL ? SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) : NULL;
+    X509 *cert = X509_STORE_CTX_get_current_cert(store);
+    int depth = X509_STORE_CTX_get_error_depth(store);
+
+    if (d == NULL || cert == NULL) {
+        return ok;
+    }
+    if (depth == 0 && d->names[0] == '\0') {
+        cert_names(cert, d->names, sizeof(d->names));
+    }
+    if (!ok && !d->failed) {
+        d->failed = 1;
+        d->error = X509_STORE_CTX_get_error(store);
+        d->depth = depth;
+        X509_NAME_oneline(X509_get_subject_name(cert), d->subject, sizeof(d->subject));
+    }
+    return ok;
+}
+
+/* A client key must never prompt for a passphrase on the terminal: refuse instead. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)u;
+    return 0;
+}
+
+/* OpenSSL's last error on this thread as ": text" into OUT ("" when none); clears the queue. */
+void wr_broker_tls_reason(char *out, size_t cap)
+{
+    unsigned long e = ERR_peek_last_error();
+    out[0] = '\0';
+    if (e != 0) {
+        char buf[256];
+        ERR_error_string_n(e, buf, sizeof(buf));
+        const char *r = ERR_reason_error_string(e);
+        snprintf(out, cap, ": %s", r != NULL ? r : buf);
+    }
+    ERR_clear_error();
+}
+
+/*
+ * Set up SOCK (a new SSL socket) from URL->tls: the CA to trust (else the
+ * system's), the client certificate and key, peer and host name checks on,
+ * and DIAG to collect what the check sees. Returns 0, or -1 with ERR.
+ */
+static int tls_setup(amqp_socket_t *sock, const wr_amqp_url *url, tls_diag *diag, char *err,
+                     size_t errcap)
+{
+    const wr_amqp_tls *tls = url->tls;
+    SSL_CTX *ctx = amqp_ssl_socket_get_context(sock);
+    char why[300];
+
+    ERR_clear_error();
+    amqp_ssl_socket_set_verify_peer(sock, 1);
+    amqp_ssl_socket_set_verify_hostname(sock, 1);
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, tls_verify_cb);
+    SSL_CTX_set_app_data(ctx, diag);
+    if (tls != NULL && tls->ca != NULL) {
+        if (amqp_ssl_socket_set_cacert(sock, tls->ca) != AMQP_STATUS_OK) {
+            wr_broker_tls_reason(why, sizeof(why));
+            snprintf(err, errcap, "TLS: cannot load the CA certificates of amqp.tls.ca '%s'%s",
+                     tls->ca, why);
+            return -1;
+        }
+    } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        wr_broker_tls_reason(why, sizeof(why));
+        snprintf(err, errcap, "TLS: cannot load the system's CA certificates%s", why);
+        return -1;
+    }
+    if (tls != NULL && tls->cert != NULL && tls->key != NULL &&
+        amqp_ssl_socket_set_key(sock, tls->cert, tls->key) != AMQP_STATUS_OK) {
+        wr_broker_tls_reason(why, sizeof(why));
+        snprintf(err, errcap,
+                 "TLS: cannot load the client certificate '%s' with key '%s'%s (PEM files; "
+                 "an encrypted key is not supported)",
+                 tls->cert, tls->key, why);
+        return -1;
+    }
+    return 0;
+}
+
+/* Why opening URL's TLS connection failed with STATUS, from DIAG, into ERR. */
+static void tls_failure(const wr_amqp_url *url, int status, const tls_diag *diag, char *err,
+                        size_t errcap)
+{
+    char why[300];
+    wr_broker_tls_reason(why, sizeof(why));
+    switch (status) {
+    case AMQP_STATUS_SSL_PEER_VERIFY_FAILED:
+        if (diag->failed) {
+            snprintf(err, errcap,
+                     "TLS: the broker %s:%d is not trusted: %s (certificate %s, depth %d); "
+                     "amqp.tls.ca names the CA to trust",
+                     url->host, url->port, X509_verify_cert_error_string(diag->error),
+                     diag->subject, diag->depth);
+        } else {
+            snprintf(err, errcap, "TLS: the broker %s:%d sent no usable certificate", url->host,
+                     url->port);
+        }
+        return;
+    case AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED:
+        snprintf(err, errcap,
+                 "TLS: the broker's certificate does not name host '%s' (it names %s); use a "
+                 "name from its certificate in amqp.url",
+                 url->host, diag->names[0] ? diag->names : "nothing");
+        return;
+    case AMQP_STATUS_SSL_CONNECTION_FAILED:
+        snprintf(err, errcap, "TLS handshake with %s:%d failed%s", url->host, url->port,
+                 why[0] ? why : " (is it a TLS port? does the broker want a client certificate?)");
+        return;
+    default:
+        snprintf(err, errcap, "cannot connect to %s:%d: %s%s", url->host, url->port,
+                 amqp_error_string2(status), why);
+        return;
+    }
+}
+
+int wr_broker_open_socket(amqp_connection_state_t conn, const wr_amqp_url *url, int64_t timeout_ms,
+                          char *err, size_t errcap)
+{
+    amqp_socket_t *sock = url->ssl ? amqp_ssl_socket_new(conn) : amqp_tcp_socket_new(conn);
+    tls_diag diag;
+
+    memset(&diag, 0, sizeof(diag));
+    if (sock == NULL) {
+        snprintf(err, errcap, "cannot create a socket");
+        return -1;
+    }
+    if (url->ssl && tls_setup(sock, url, &diag, err, errcap) != 0) {
+        SSL_CTX_set_app_data((SSL_CTX *)amqp_ssl_socket_get_context(sock), NULL);
+        return -1;
+    }
+    struct timeval tv = {.tv_sec = (time_t)(timeout_ms / 1000),
+                         .tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000};
+    int status = amqp_socket_open_noblock(sock, url->host, url->port, &tv);
+    if (url->ssl) {
+        SSL_CTX_set_app_data((SSL_CTX *)amqp_ssl_socket_get_context(sock), NULL);
+    }
+    if (status != AMQP_STATUS_OK) {
+        if (url->ssl) {
+            tls_failure(url, status, &diag, err, errcap);
+        } else {
+            snprintf(err, errcap, "cannot connect to %s:%d: %s", url->host, url->port,
+                     amqp_error_string2(status));
+        }
+        return -1;
+    }
+    return 0;
+}
+
 wr_broker *wr_broker_create(const wr_amqp_url *url, int heartbeat_s, int64_t connect_timeout_ms,
                             const char *name, char *err, size_t errcap)
 {
@@ -133,23 +348,11 @@ wr_broker *wr_broker_create(const wr_amqp_url *url, int heartbeat_s, int64_t con
         snprintf(err, errcap, "out of memory");
         goto fail;
     }
-    amqp_socket_t *sock = url->ssl ? amqp_ssl_socket_new(b->conn) : amqp_tcp_socket_new(b->conn);
-    if (sock == NULL) {
-        snprintf(err, errcap, "cannot create a socket");
+    if (wr_broker_open_socket(b->conn, url, connect_timeout_ms, err, errcap) != 0) {
         goto fail;
-    }
-    if (url->ssl) {
-        amqp_ssl_socket_set_verify_peer(sock, 1);
-        amqp_ssl_socket_set_verify_hostname(sock, 1);
     }
     struct timeval tv = {.tv_sec = (time_t)(connect_timeout_ms / 1000),
                          .tv_usec = (suseconds_t)(connect_timeout_ms % 1000) * 1000};
-    int status = amqp_socket_open_noblock(sock, url->host, url->port, &tv);
-    if (status != AMQP_STATUS_OK) {
-        snprintf(err, errcap, "cannot connect to %s:%d: %s", url->host, url->port,
-                 amqp_error_string2(status));
-        goto fail;
-    }
     amqp_set_handshake_timeout(b->conn, &tv);
 
     amqp_table_entry_t caps[] = {
@@ -175,9 +378,21 @@ wr_broker *wr_broker_create(const wr_amqp_url *url, int heartbeat_s, int64_t con
         amqp_login_with_properties(b->conn, url->vhost, 0, AMQP_DEFAULT_FRAME_SIZE, heartbeat_s,
                                    &table, AMQP_SASL_METHOD_PLAIN, url->user, url->password);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
+        char tls_why[300] = "";
         check_reply(b, r, "login");
-        snprintf(err, errcap, "%s (broker %s:%d, vhost '%s', user '%s')", b->err, url->host,
-                 url->port, url->vhost, url->user);
+        if (url->ssl && r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
+            /* With TLS 1.3 the broker judges our certificate after the handshake:
+             * its alert ("unknown ca", "certificate required") surfaces here, unless
+             * the connection was reset before we read it. */
+            wr_broker_tls_reason(tls_why, sizeof(tls_why));
+            if (tls_why[0] == '\0') {
+                snprintf(tls_why, sizeof(tls_why),
+                         " (the broker closed the TLS connection: does it refuse our "
+                         "client certificate, or want one?)");
+            }
+        }
+        snprintf(err, errcap, "%s%s (broker %s:%d, vhost '%s', user '%s')", b->err, tls_why,
+                 url->host, url->port, url->vhost, url->user);
         goto fail;
     }
     b->open = 1;

@@ -47,6 +47,26 @@ enum {
  */
 wr_broker *wr_broker_create(const wr_amqp_url *url, int heartbeat_s, int64_t connect_timeout_ms,
                             const char *name, char *err, size_t errcap);
+/*
+ * Open CONN's socket to URL within TIMEOUT_MS: plain TCP for amqp://; for
+ * amqps:// TLS 1.2 or later, the broker's certificate verified against
+ * url->tls->ca (else the system's CAs) and checked to name the URL's host,
+ * and the client certificate and key of url->tls presented when set. Used
+ * by every AMQP connection warren makes (workers, probes, `warren dlq`).
+ * Returns 0, or -1 with a reason in ERR that says which step failed (a name
+ * mismatch names the host and the certificate's names; an untrusted
+ * certificate gives OpenSSL's reason). Never holds credentials.
+ */
+int wr_broker_open_socket(amqp_connection_state_t conn, const wr_amqp_url *url, int64_t timeout_ms,
+                          char *err, size_t errcap);
+
+/*
+ * After a failed call on a TLS connection: OpenSSL's reason on this thread as
+ * ": reason" (such as ": tlsv1 alert unknown ca", the broker refusing our
+ * client certificate), or "" when there is none. Clears OpenSSL's queue.
+ */
+void wr_broker_tls_reason(char *out, size_t cap);
+
 /* Close the connection (best effort) and free everything, inbox included. */
 void wr_broker_destroy(wr_broker *b);
 

@@ -44,6 +44,25 @@
 #define MAX_BODY (512LL << 20) /* RabbitMQ's own ceiling on a message body */
 #define DAY_MS 86400000LL      /* one day in milliseconds */
 #define MAX_DELAYS 20          /* most entries in retry.delays */
+#define MAX_LIST                                                                                   \
+    1000 /* most subscriptions, and most named breakers (their checks                              \
+            compare every entry with every other) */
+
+/*
+ * Limits on hostile or broken input, each reported as FILE:LINE:COL. A real
+ * configuration is a few KiB, nests six levels and holds a few hundred values;
+ * these bound the time and memory a file can cost far above that.
+ */
+#define MAX_FILE (1 << 20)   /* bytes read from the file: 1 MiB */
+#define MAX_YAML_DEPTH 32    /* nested YAML collections, the top-level mapping included */
+#define MAX_VALUE (64 << 10) /* bytes of one value, after ${} expansion: 64 KiB */
+#define MAX_EXPAND_DEPTH 8   /* ${VAR:-default} nested in a default */
+#define MAX_VALUES 100000    /* values the walk visits (an alias counts once per use) */
+#define MAX_ENV_NAME 128     /* bytes in the name of a ${VAR} */
+#define ECHO_MAX 8           /* values up to this many bytes are quoted in messages */
+#define KEY_ECHO_MAX 64      /* keys and names are quoted up to this many bytes */
+#define URL_ECHO_MAX 200     /* URLs (masked) are quoted up to this many bytes */
+#define GOT_MAX (KEY_ECHO_MAX + 48) /* room for describe_value's phrase */
 
 /* ------------------------------------------------------------------------ */
 /* Schema                                                                     */
@@ -66,9 +85,11 @@ typedef enum {
     T_REDIS_URL, /* wr_redis_url */
     T_STRLIST,   /* char ** (NULL-terminated) + int count; a single string is a list of one */
     T_SECTION,   /* nested mapping whose fields live in the same struct */
-    T_LIST,      /* list of mappings: element array + int count; min bounds the length */
+    T_LIST,      /* list of mappings: element array + int count; min and max (0: none)
+                    bound the length */
     T_NAMED      /* mapping of names to mappings: element array at offset, names (char **)
-                    at arg_offset, int count; names are limited like F_IDENT strings */
+                    at arg_offset, int count; names are limited like F_IDENT strings;
+                    max (0: none) bounds the count */
 } field_type;
 
 #define F_REQUIRED 0x1u /* the key must be present */
@@ -80,6 +101,9 @@ typedef enum {
  * fills it from the defaults, else from def. */
 #define F_MERGE 0x20u
 #define F_GT_MIN 0x40u /* T_NUMBER: min itself is excluded (0 < r <= 1) */
+#define F_KEYNAME                                                                                  \
+    0x80u /* the value is a mapping key (a breaker's name): quoted in messages up                  \
+             to KEY_ECHO_MAX bytes, where other values stop at ECHO_MAX */
 
 typedef struct loader loader;
 typedef struct section section;
@@ -358,8 +382,8 @@ static const field binding_fields[] = {
      .desc = "Binding keys (one string or a list); `#` matches everything on a topic exchange."},
 };
 
-static const section binding_section = {binding_fields, NFIELDS(binding_fields),
-                                        sizeof(wr_binding), NULL};
+static const section binding_section = {binding_fields, NFIELDS(binding_fields), sizeof(wr_binding),
+                                        NULL};
 
 static const field subscription_fields[] = {
     {.name = "name",
@@ -435,6 +459,16 @@ static const field subscription_fields[] = {
      .def_doc = "`defaults.max_body_size`",
      .inherit_offset = offsetof(wr_config, default_max_body_size),
      .desc = "Largest message body handled; larger ones are dead-lettered as body-too-large."},
+    {.name = "max_publish_size",
+     .type = T_SIZE,
+     .offset = offsetof(wr_subscription, max_publish_size),
+     .min = 1,
+     .max = MAX_BODY,
+     .flags = F_INHERIT,
+     .def_doc = "`defaults.max_publish_size`",
+     .inherit_offset = offsetof(wr_config, default_max_publish_size),
+     .desc = "Most bytes the handler may publish for one message (bodies, exchange and routing "
+             "key names, headers); a ctx.publish beyond it raises."},
     {.name = "retry",
      .type = T_SECTION,
      .offset = offsetof(wr_subscription, retry),
@@ -467,6 +501,33 @@ static const field subscription_fields[] = {
 static const section subscription_section = {subscription_fields, NFIELDS(subscription_fields),
                                              sizeof(wr_subscription), finish_subscription};
 
+static const field tls_fields[] = {
+    {.name = "ca",
+     .type = T_PATH,
+     .offset = offsetof(wr_config, amqp_tls.ca),
+     .min = 1,
+     .max = PATH_MAX,
+     .def_doc = "the system's CAs",
+     .desc = "CA certificates (PEM) the broker's certificate must chain to; its name must "
+             "match the URL's host."},
+    {.name = "cert",
+     .type = T_PATH,
+     .offset = offsetof(wr_config, amqp_tls.cert),
+     .min = 1,
+     .max = PATH_MAX,
+     .desc = "Client certificate chain (PEM) shown to the broker; with `key`."},
+    {.name = "key",
+     .type = T_PATH,
+     .offset = offsetof(wr_config, amqp_tls.key),
+     .min = 1,
+     .max = PATH_MAX,
+     .desc = "Private key (PEM, not encrypted) of `cert`."},
+};
+
+static const section tls_section = {tls_fields, NFIELDS(tls_fields), 0, NULL};
+
+static void finish_amqp(loader *ld, void *base, int index, yaml_node_t *node, const char *path);
+
 static const field amqp_fields[] = {
     {.name = "url",
      .type = T_AMQP_URL,
@@ -496,6 +557,11 @@ static const field amqp_fields[] = {
      .desc = "Longest wait between two attempts to reach the broker: the wait doubles from "
              "200ms up to this (each one shortened at random by up to half) and starts over "
              "once connected."},
+    {.name = "tls",
+     .type = T_SECTION,
+     .sub = &tls_section,
+     .desc = "TLS files for an amqps:// URL; without them the broker's certificate is checked "
+             "against the system's CAs."},
 };
 
 static const field redis_fields[] = {
@@ -575,6 +641,14 @@ static const field defaults_fields[] = {
      .min = 1,
      .max = MAX_BODY,
      .desc = "Largest message body for subscriptions that do not set their own."},
+    {.name = "max_publish_size",
+     .type = T_SIZE,
+     .offset = offsetof(wr_config, default_max_publish_size),
+     .def = "16MiB",
+     .min = 1,
+     .max = MAX_BODY,
+     .desc = "Most bytes a handler may publish per message, for subscriptions that do not set "
+             "their own."},
     {.name = "retry",
      .type = T_SECTION,
      .sub = &retry_section,
@@ -670,7 +744,7 @@ static const field journal_fields[] = {
      .desc = "Entries kept per event; older ones are dropped first."},
 };
 
-static const section amqp_section = {amqp_fields, NFIELDS(amqp_fields), 0, NULL};
+static const section amqp_section = {amqp_fields, NFIELDS(amqp_fields), 0, finish_amqp};
 static const section redis_section = {redis_fields, NFIELDS(redis_fields), 0, NULL};
 static const section log_section = {log_fields, NFIELDS(log_fields), 0, NULL};
 static const section defaults_section = {defaults_fields, NFIELDS(defaults_fields), 0, NULL};
@@ -700,14 +774,12 @@ static const field top_fields[] = {
      .offset = offsetof(wr_config, breakers),
      .count_offset = offsetof(wr_config, breaker_count),
      .arg_offset = offsetof(wr_config, breaker_names),
+     .max = MAX_LIST,
      .sub = &breaker_section,
      .merge_from = "defaults.breaker",
      .desc = "Named breakers for ctx.breaker(name) ([A-Za-z0-9_.-]), each over "
              "`defaults.breaker` key by key."},
-    {.name = "shutdown",
-     .type = T_SECTION,
-     .sub = &shutdown_section,
-     .desc = "Graceful shutdown."},
+    {.name = "shutdown", .type = T_SECTION, .sub = &shutdown_section, .desc = "Graceful shutdown."},
     {.name = "store",
      .type = T_SECTION,
      .sub = &store_section,
@@ -725,6 +797,7 @@ static const field top_fields[] = {
      .offset = offsetof(wr_config, subs),
      .count_offset = offsetof(wr_config, sub_count),
      .min = 1,
+     .max = MAX_LIST,
      .sub = &subscription_section,
      .flags = F_REQUIRED,
      .desc = "Queues to consume and the handler for each; at least one."},
@@ -784,6 +857,21 @@ static char *dup_range(const char *s, size_t n)
         d[n] = '\0';
     }
     return d;
+}
+
+/*
+ * The first MAX bytes of S (N bytes) into OUT (at least MAX + 4 bytes), for a
+ * message: control characters become '?' (a newline would split the message's
+ * line in two), and "..." marks a cut.
+ */
+static void printable(const char *s, size_t n, size_t max, char *out)
+{
+    size_t k = n < max ? n : max;
+    for (size_t i = 0; i < k; i++) {
+        unsigned char c = (unsigned char)s[i];
+        out[i] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    }
+    strcpy(out + k, n > max ? "..." : "");
 }
 
 /*
@@ -960,16 +1048,35 @@ static void format_size(int64_t bytes, char *out, size_t len)
 /* ------------------------------------------------------------------------ */
 
 /*
+ * Where the part after "scheme://" starts in TEXT, or NULL when TEXT does not
+ * begin with a scheme (RFC 3986: a letter, then letters, digits, '+', '-' or
+ * '.') followed by "://". Only the first ':' can end a scheme: in
+ * "user:pa://ss@host" the "://" belongs to a password.
+ */
+static const char *after_scheme(const char *text)
+{
+    static const char tail[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.";
+    size_t n = strspn(text, tail);
+    bool letter = (text[0] >= 'a' && text[0] <= 'z') || (text[0] >= 'A' && text[0] <= 'Z');
+
+    if (n == 0 || !letter || strncmp(text + n, "://", 3) != 0) {
+        return NULL;
+    }
+    return text + n + 3;
+}
+
+/*
  * Copy a URL with its password replaced by "***", for logs and messages. The
- * userinfo is everything after "://" up to the last '@'; its password is what
- * follows the first ':' in it. When SECRET_ALONE is set (Redis, as redis-cli
- * reads it) a userinfo without ':' is itself the password. This errs on the
- * side of masking too much for malformed URLs, never too little.
+ * userinfo is everything after "scheme://" (or from the start, when there is
+ * no scheme) up to the last '@'; its password is what follows the first ':'
+ * in it. When SECRET_ALONE is set (Redis, as redis-cli reads it) a userinfo
+ * without ':' is itself the password. This errs on the side of masking too
+ * much for malformed URLs, never too little.
  */
 static char *mask_url(const char *text, bool secret_alone)
 {
-    const char *scheme_end = strstr(text, "://");
-    const char *start = scheme_end != NULL ? scheme_end + 3 : text;
+    const char *scheme_end = after_scheme(text);
+    const char *start = scheme_end != NULL ? scheme_end : text;
     const char *at = strrchr(start, '@');
     const char *colon;
 
@@ -984,6 +1091,11 @@ static char *mask_url(const char *text, bool secret_alone)
         return format("%.*s***%s", (int)(start - text), text, at);
     }
     return strdup(text);
+}
+
+char *wr_url_mask(const char *text)
+{
+    return mask_url(text, true);
 }
 
 /* True when S is 1 to 5 digits making a port from 1 to 65535. */
@@ -1313,11 +1425,16 @@ typedef struct {
     char *buf;
     size_t len, cap;
     bool oom;
+    bool too_long; /* more than MAX_VALUE bytes were added: the rest is dropped */
 } strbuf;
 
 static void sb_add(strbuf *sb, const char *s, size_t n)
 {
-    if (sb->oom) {
+    if (sb->oom || sb->too_long) {
+        return;
+    }
+    if (n > MAX_VALUE || sb->len + n > MAX_VALUE) {
+        sb->too_long = true;
         return;
     }
     if (sb->len + n + 1 > sb->cap) {
@@ -1356,15 +1473,18 @@ static bool valid_env_name(const char *s, size_t n)
 /*
  * Expand [IN, IN+N) into SB: "$$" is a literal '$', "${VAR}" the variable
  * (an error when unset), "${VAR:-default}" the variable or, when it is unset
- * or empty, the default (itself expanded, so defaults may nest). Any other
- * '$' is kept as it is. Returns NULL, or an error message (malloc'd) that
- * names the variable but never echoes the text, which may hold secrets.
+ * or empty, the default (itself expanded, so defaults may nest, up to
+ * MAX_EXPAND_DEPTH levels in all: checked while the closing '}' is looked
+ * for, so the text is scanned a bounded number of times and the recursion
+ * stays shallow). Any other '$' is kept as it is. Stops as soon as SB is
+ * full (MAX_VALUE). Returns NULL, or an error message (malloc'd) that names
+ * the variable but never echoes the text, which may hold secrets.
  */
 static char *expand_into(strbuf *sb, const char *in, size_t n)
 {
     size_t i = 0, lit = 0;
 
-    while (i < n) {
+    while (i < n && !sb->too_long) {
         if (in[i] != '$' || i + 1 >= n || (in[i + 1] != '$' && in[i + 1] != '{')) {
             i++;
             continue;
@@ -1381,6 +1501,9 @@ static char *expand_into(strbuf *sb, const char *in, size_t n)
         while (j < n && depth > 0) {
             if (in[j] == '$' && j + 1 < n && (in[j + 1] == '$' || in[j + 1] == '{')) {
                 depth += in[j + 1] == '{';
+                if (depth > MAX_EXPAND_DEPTH) {
+                    return format("${} defaults nested more than %d deep", MAX_EXPAND_DEPTH);
+                }
                 j += 2;
                 continue;
             }
@@ -1405,9 +1528,14 @@ static char *expand_into(strbuf *sb, const char *in, size_t n)
         if (namelen == 0) {
             return strdup("empty environment variable name in '${}'");
         }
+        if (namelen > MAX_ENV_NAME) {
+            return format("environment variable name longer than %d bytes", MAX_ENV_NAME);
+        }
         if (!valid_env_name(body, namelen)) {
-            return format("invalid environment variable name '%.*s' (letters, digits and '_')",
-                          (int)namelen, body);
+            char shown[KEY_ECHO_MAX + 4];
+            printable(body, namelen, KEY_ECHO_MAX, shown);
+            return format("invalid environment variable name '%s' (letters, digits and '_')",
+                          shown);
         }
         char *name = dup_range(body, namelen);
         if (name == NULL) {
@@ -1446,6 +1574,9 @@ static char *expand_env(const char *text, char **out)
     *out = NULL;
     sb_add(&sb, "", 0);
     err = expand_into(&sb, text, strlen(text));
+    if (err == NULL && sb.too_long) {
+        err = format("the value is longer than %d KiB", MAX_VALUE >> 10);
+    }
     if (err == NULL && sb.oom) {
         err = strdup("out of memory");
     }
@@ -1476,6 +1607,8 @@ struct loader {
     wr_retry_policy def_retry;     /* defaults.retry: as written, then merged over def */
     wr_idem_policy def_idem;       /* defaults.idempotency, likewise */
     wr_breaker_policy def_breaker; /* defaults.breaker, likewise */
+    long values;                   /* values visited by the walk so far (MAX_VALUES) */
+    bool exhausted;                /* MAX_VALUES was reached: the walk stops */
 };
 
 static void *default_retry(loader *ld)
@@ -1545,6 +1678,40 @@ static const char *node_kind(const yaml_node_t *n)
         return "a list";
     default:
         return is_null_scalar(n) ? "an empty value" : "a string";
+    }
+}
+
+/*
+ * How a value is shown after "got" in a message: quoted when it is at most
+ * ECHO_MAX bytes ("5x", "lots", "verbose"), otherwise by its length only,
+ * because a value under the wrong key may well be a password. Names that are
+ * mapping keys (F_KEYNAME) are quoted up to KEY_ECHO_MAX bytes.
+ */
+static void describe_value(const field *f, const char *text, char *out, size_t cap)
+{
+    size_t n = strlen(text);
+    size_t max = f != NULL && (f->flags & F_KEYNAME) ? KEY_ECHO_MAX : ECHO_MAX;
+    char shown[KEY_ECHO_MAX + 4];
+
+    if (n == 0) {
+        snprintf(out, cap, "an empty value");
+    } else if (n <= max) {
+        printable(text, n, max, shown);
+        snprintf(out, cap, "'%s'", shown);
+    } else {
+        snprintf(out, cap, "a value of %zu bytes (not shown)", n);
+    }
+}
+
+/* " 'TEXT'" when TEXT may be quoted in a message (see describe_value), else "". */
+static void quote_if_short(const char *text, char *out, size_t cap)
+{
+    char shown[ECHO_MAX + 4];
+    if (strlen(text) <= ECHO_MAX) {
+        printable(text, strlen(text), ECHO_MAX, shown);
+        snprintf(out, cap, " '%s'", shown);
+    } else {
+        out[0] = '\0';
     }
 }
 
@@ -1678,7 +1845,7 @@ static bool valid_json_path(const char *p)
  */
 static char *resolve_path(loader *ld, const field *f, const char *text, char **err)
 {
-    char *joined, *dir, *real, *out;
+    char *joined, *dir, *real, *out, got[GOT_MAX];
     struct stat st;
 
     *err = NULL;
@@ -1692,14 +1859,15 @@ static char *resolve_path(loader *ld, const field *f, const char *text, char **e
     real = dir ? realpath(dir, NULL) : NULL;
     int e = errno;
     free(dir);
+    describe_value(f, text, got, sizeof(got));
     if (real == NULL || stat(joined, &st) != 0) {
         e = real == NULL ? e : errno;
         if (e == ENOENT || e == ENOTDIR) {
-            *err = text[0] == '/'
-                       ? format("%s file '%s' not found", f->name, text)
-                       : format("%s file '%s' not found (relative to %s)", f->name, text, ld->dir);
+            *err = text[0] == '/' ? format("%s file not found, got %s", f->name, got)
+                                  : format("%s file not found (relative to %s), got %s", f->name,
+                                           ld->dir, got);
         } else {
-            *err = format("%s file '%s': %s", f->name, text, strerror(e));
+            *err = format("%s file: %s, got %s", f->name, strerror(e), got);
         }
         free(real);
         free(joined);
@@ -1713,11 +1881,33 @@ static char *resolve_path(loader *ld, const field *f, const char *text, char **e
         return NULL;
     }
     if (!S_ISREG(st.st_mode)) {
-        *err = format("%s file '%s' is not a regular file", f->name, text);
+        *err = format("%s file is not a regular file, got %s", f->name, got);
         free(out);
         return NULL;
     }
     return out;
+}
+
+/*
+ * Report an unparsable URL. One that starts with a scheme is shown with its
+ * whole userinfo masked (the user name too: in a malformed URL it may be the
+ * password); one without is described like any other value, since it may be
+ * a secret pasted under the wrong key.
+ */
+static void url_error(loader *ld, int line, int col, const char *path, const char *kind,
+                      const char *text, const char *why)
+{
+    if (after_scheme(text) != NULL) {
+        char *masked = mask_url(text, true);
+        char shown[URL_ECHO_MAX + 4];
+        printable(masked ? masked : "***", masked ? strlen(masked) : 3, URL_ECHO_MAX, shown);
+        err_at(ld, line, col, "%s: invalid %s URL '%s' (%s)", path, kind, shown, why);
+        free(masked);
+    } else {
+        char got[GOT_MAX];
+        describe_value(NULL, text, got, sizeof(got));
+        err_at(ld, line, col, "%s: invalid %s URL (%s), got %s", path, kind, why, got);
+    }
 }
 
 /*
@@ -1728,9 +1918,9 @@ static char *resolve_path(loader *ld, const field *f, const char *text, char **e
 static void set_scalar(loader *ld, const field *f, void *base, const char *text, int line, int col,
                        const char *path)
 {
-    char want[128];
-    const char *got_q = text[0] != '\0' ? "'" : "";
-    const char *got = text[0] != '\0' ? text : "an empty value";
+    char want[128], got[GOT_MAX];
+
+    describe_value(f, text, got, sizeof(got));
 
     switch (f->type) {
     case T_STRING: {
@@ -1749,8 +1939,7 @@ static void set_scalar(loader *ld, const field *f, void *base, const char *text,
                                         "abcdefghijklmnopqrstuvwxyz0123456789_.-";
             if (strspn(text, ident) != len) {
                 err_at(ld, line, col,
-                       "%s: may contain only letters, digits, '_', '.' and '-', got '%s'", path,
-                       text);
+                       "%s: may contain only letters, digits, '_', '.' and '-', got %s", path, got);
                 return;
             }
         }
@@ -1782,7 +1971,7 @@ static void set_scalar(loader *ld, const field *f, void *base, const char *text,
         bool digits = text[0] == '-' || (text[0] >= '0' && text[0] <= '9');
         if (!digits || *end != '\0' || errno != 0 || v < f->min || v > f->max) {
             expected_phrase(f, want, sizeof(want));
-            err_at(ld, line, col, "%s: expected %s, got %s%s%s", path, want, got_q, got, got_q);
+            err_at(ld, line, col, "%s: expected %s, got %s", path, want, got);
             return;
         }
         *AT(base, f->offset, int) = (int)v;
@@ -1797,15 +1986,15 @@ static void set_scalar(loader *ld, const field *f, void *base, const char *text,
         }
         if (wr_config_parse_duration(text, &ms) != 0) {
             expected_phrase(f, want, sizeof(want));
-            err_at(ld, line, col, "%s: expected %s, got %s%s%s", path, want, got_q, got, got_q);
+            err_at(ld, line, col, "%s: expected %s, got %s", path, want, got);
             return;
         }
         if (ms < f->min || ms > f->max) {
             char lo[32], hi[32];
             format_duration(f->min, lo, sizeof(lo));
             format_duration(f->max, hi, sizeof(hi));
-            err_at(ld, line, col, "%s: expected a duration from %s to %s%s, got '%s'", path, lo,
-                   hi, or_none, text);
+            err_at(ld, line, col, "%s: expected a duration from %s to %s%s, got %s", path, lo, hi,
+                   or_none, got);
             return;
         }
         *AT(base, f->offset, int64_t) = ms;
@@ -1824,7 +2013,7 @@ static void set_scalar(loader *ld, const field *f, void *base, const char *text,
         bool low = (f->flags & F_GT_MIN) ? v <= (double)f->min : v < (double)f->min;
         if (!ok || text[i] != '\0' || low || v > (double)f->max) {
             expected_phrase(f, want, sizeof(want));
-            err_at(ld, line, col, "%s: expected %s, got %s%s%s", path, want, got_q, got, got_q);
+            err_at(ld, line, col, "%s: expected %s, got %s", path, want, got);
             return;
         }
         *AT(base, f->offset, double) = v;
@@ -1849,15 +2038,17 @@ static void set_scalar(loader *ld, const field *f, void *base, const char *text,
             source = WR_KEY_JSON;
             arg = text + 5;
             if (!valid_json_path(arg)) {
+                char gotpath[GOT_MAX];
+                describe_value(f, arg, gotpath, sizeof(gotpath));
                 err_at(ld, line, col,
-                       "%s: invalid JSON path '%s' (names of letters, digits, '_' and '-', "
-                       "joined by '.')",
-                       path, arg);
+                       "%s: invalid JSON path (names of letters, digits, '_' and '-', joined by "
+                       "'.'), got %s",
+                       path, gotpath);
                 return;
             }
         } else {
             expected_phrase(f, want, sizeof(want));
-            err_at(ld, line, col, "%s: expected %s, got %s%s%s", path, want, got_q, got, got_q);
+            err_at(ld, line, col, "%s: expected %s, got %s", path, want, got);
             return;
         }
         if (arg != NULL && (copy = strdup(arg)) == NULL) {
@@ -1873,15 +2064,14 @@ static void set_scalar(loader *ld, const field *f, void *base, const char *text,
         int64_t bytes;
         if (parse_size(text, &bytes) != 0) {
             expected_phrase(f, want, sizeof(want));
-            err_at(ld, line, col, "%s: expected %s, got %s%s%s", path, want, got_q, got, got_q);
+            err_at(ld, line, col, "%s: expected %s, got %s", path, want, got);
             return;
         }
         if (bytes < f->min || bytes > f->max) {
             char lo[32], hi[32];
             format_size(f->min, lo, sizeof(lo));
             format_size(f->max, hi, sizeof(hi));
-            err_at(ld, line, col, "%s: expected a size from %s to %s, got '%s'", path, lo, hi,
-                   text);
+            err_at(ld, line, col, "%s: expected a size from %s to %s, got %s", path, lo, hi, got);
             return;
         }
         *AT(base, f->offset, int64_t) = bytes;
@@ -1902,7 +2092,7 @@ static void set_scalar(loader *ld, const field *f, void *base, const char *text,
                 return;
             }
         }
-        err_at(ld, line, col, "%s: expected true or false, got %s%s%s", path, got_q, got, got_q);
+        err_at(ld, line, col, "%s: expected true or false, got %s", path, got);
         return;
     }
     case T_ENUM:
@@ -1918,17 +2108,14 @@ static void set_scalar(loader *ld, const field *f, void *base, const char *text,
             }
         }
         expected_phrase(f, want, sizeof(want));
-        err_at(ld, line, col, "%s: expected %s, got %s%s%s", path, want, got_q, got, got_q);
+        err_at(ld, line, col, "%s: expected %s, got %s", path, want, got);
         return;
     case T_AMQP_URL: {
         const char *why;
         wr_amqp_url *u = AT(base, f->offset, wr_amqp_url);
         wr_amqp_url_clear(u);
         if (wr_amqp_url_parse(text, u, &why) != 0) {
-            char *masked = mask_url(text, false);
-            err_at(ld, line, col, "%s: invalid AMQP URL '%s' (%s)", path, masked ? masked : "***",
-                   why);
-            free(masked);
+            url_error(ld, line, col, path, "AMQP", text, why);
         }
         return;
     }
@@ -1937,10 +2124,7 @@ static void set_scalar(loader *ld, const field *f, void *base, const char *text,
         wr_redis_url *u = AT(base, f->offset, wr_redis_url);
         wr_redis_url_clear(u);
         if (wr_redis_url_parse(text, u, &why) != 0) {
-            char *masked = mask_url(text, true);
-            err_at(ld, line, col, "%s: invalid Redis URL '%s' (%s)", path, masked ? masked : "***",
-                   why);
-            free(masked);
+            url_error(ld, line, col, path, "Redis", text, why);
         }
         return;
     }
@@ -1953,12 +2137,47 @@ static void set_scalar(loader *ld, const field *f, void *base, const char *text,
     }
 }
 
-/* Expand a scalar node's text from the environment; NULL (error recorded) on failure. */
+/*
+ * Count one more value visited at NODE (PATH). Past MAX_VALUES the walk
+ * stops: without this, a few KB of nested YAML aliases (a list of aliases
+ * to a list of aliases...) stand for billions of values. Returns false, with
+ * the error recorded once, when the budget is spent.
+ */
+static bool spend(loader *ld, yaml_node_t *node, const char *path)
+{
+    if (ld->exhausted) {
+        return false;
+    }
+    if (++ld->values > MAX_VALUES) {
+        ld->exhausted = true;
+        err_at(ld, NODE_LINE(node), NODE_COL(node),
+               "%s: more than %d values in all (a YAML alias counts once per use)", path,
+               MAX_VALUES);
+        return false;
+    }
+    return true;
+}
+
+/* True when scalar NODE holds a NUL byte: C strings would end there, silently. */
+static bool has_nul(const yaml_node_t *node)
+{
+    return node->type == YAML_SCALAR_NODE &&
+           strlen((const char *)node->data.scalar.value) != node->data.scalar.length;
+}
+
+/*
+ * Expand a scalar node's text from the environment; NULL (error recorded) on
+ * failure, also for a value holding a NUL byte (YAML's "\0" escape).
+ */
 static char *expanded_scalar(loader *ld, yaml_node_t *node, const char *path)
 {
     char *out, *err;
     const char *text = is_null_scalar(node) ? "" : (const char *)node->data.scalar.value;
 
+    if (has_nul(node)) {
+        err_at(ld, NODE_LINE(node), NODE_COL(node), "%s: contains a NUL byte (\\0)", path);
+        return NULL;
+    }
     err = expand_env(text, &out);
     if (err != NULL) {
         err_at(ld, NODE_LINE(node), NODE_COL(node), "%s: %s", path, err);
@@ -1977,8 +2196,7 @@ static void apply_missing(loader *ld, const field *f, void *base, yaml_node_t *m
  * Read a string list: a sequence of scalars, or one scalar standing for a
  * list of one. Items are expanded and bounded like strings (f->max bytes).
  */
-static void set_strlist(loader *ld, const field *f, void *base, yaml_node_t *node,
-                        const char *path)
+static void set_strlist(loader *ld, const field *f, void *base, yaml_node_t *node, const char *path)
 {
     char ***listp = AT(base, f->offset, char **);
     int *countp = AT(base, f->count_offset, int);
@@ -2013,6 +2231,9 @@ static void set_strlist(loader *ld, const field *f, void *base, yaml_node_t *nod
         } else {
             make_path(ipath, "%s", path);
         }
+        if (items != NULL && !spend(ld, item, ipath)) {
+            return;
+        }
         if (item->type != YAML_SCALAR_NODE) {
             err_at(ld, NODE_LINE(item), NODE_COL(item), "%s: expected a string, got %s", ipath,
                    node_kind(item));
@@ -2038,8 +2259,7 @@ static void set_strlist(loader *ld, const field *f, void *base, yaml_node_t *nod
  * array: one item at least, f->max_count at most, each bounded like a
  * T_DURATION by f->min and f->max.
  */
-static void set_durlist(loader *ld, const field *f, void *base, yaml_node_t *node,
-                        const char *path)
+static void set_durlist(loader *ld, const field *f, void *base, yaml_node_t *node, const char *path)
 {
     int64_t **listp = AT(base, f->offset, int64_t *);
     field item = *f;
@@ -2077,6 +2297,9 @@ static void set_durlist(loader *ld, const field *f, void *base, yaml_node_t *nod
         yaml_node_t *it = yaml_document_get_node(ld->doc, items[i]);
         char ipath[PATH_BUF];
         make_path(ipath, "%s[%d]", path, i);
+        if (!spend(ld, it, ipath)) {
+            return;
+        }
         if (it->type != YAML_SCALAR_NODE) {
             kind_error(ld, &item, it, ipath);
             continue;
@@ -2146,6 +2369,11 @@ static void set_list(loader *ld, const field *f, void *base, yaml_node_t *node, 
         err_at(ld, NODE_LINE(node), NODE_COL(node), "%s: expected a non-empty list", path);
         return;
     }
+    if (f->max > 0 && n > f->max) {
+        err_at(ld, NODE_LINE(node), NODE_COL(node), "%s: must have at most %lld entries, got %d",
+               path, (long long)f->max, n);
+        return;
+    }
     if (n == 0) {
         return;
     }
@@ -2160,6 +2388,9 @@ static void set_list(loader *ld, const field *f, void *base, yaml_node_t *node, 
         yaml_node_t *item = yaml_document_get_node(ld->doc, items[i]);
         char ipath[PATH_BUF];
         make_path(ipath, "%s[%d]", path, i);
+        if (!spend(ld, item, ipath)) {
+            return;
+        }
         if (item->type != YAML_MAPPING_NODE) {
             err_at(ld, NODE_LINE(item), NODE_COL(item), "%s: expected a mapping, got %s", ipath,
                    node_kind(item));
@@ -2181,11 +2412,8 @@ static void set_list(loader *ld, const field *f, void *base, yaml_node_t *node, 
  */
 static void set_named(loader *ld, const field *f, void *base, yaml_node_t *node, const char *path)
 {
-    static const field name_field = {.name = "name",
-                                     .type = T_STRING,
-                                     .min = 1,
-                                     .max = 128,
-                                     .flags = F_IDENT};
+    static const field name_field = {
+        .name = "name", .type = T_STRING, .min = 1, .max = 128, .flags = F_IDENT | F_KEYNAME};
     const section *sec = f->sub;
     yaml_node_pair_t *pairs;
     int n;
@@ -2196,6 +2424,11 @@ static void set_named(loader *ld, const field *f, void *base, yaml_node_t *node,
     }
     pairs = node->data.mapping.pairs.start;
     n = (int)(node->data.mapping.pairs.top - pairs);
+    if (f->max > 0 && n > f->max) {
+        err_at(ld, NODE_LINE(node), NODE_COL(node), "%s: must have at most %lld entries, got %d",
+               path, (long long)f->max, n);
+        return;
+    }
     if (n == 0) {
         return;
     }
@@ -2218,9 +2451,17 @@ static void set_named(loader *ld, const field *f, void *base, yaml_node_t *node,
         char sub[PATH_BUF];
 
         mark_unset_fields(sec, elem);
+        if (!spend(ld, key, path)) {
+            return;
+        }
         if (key->type != YAML_SCALAR_NODE) {
-            err_at(ld, NODE_LINE(key), NODE_COL(key), "expected a string key in %s, got %s",
-                   path, node_kind(key));
+            err_at(ld, NODE_LINE(key), NODE_COL(key), "expected a string key in %s, got %s", path,
+                   node_kind(key));
+            continue;
+        }
+        if (has_nul(key)) {
+            err_at(ld, NODE_LINE(key), NODE_COL(key), "a key in %s contains a NUL byte (\\0)",
+                   path);
             continue;
         }
         const char *name = (const char *)key->data.scalar.value;
@@ -2232,12 +2473,16 @@ static void set_named(loader *ld, const field *f, void *base, yaml_node_t *node,
             }
         }
         if (first != NULL) {
+            char shown[KEY_ECHO_MAX + 4];
+            printable(name, strlen(name), KEY_ECHO_MAX, shown);
             err_at(ld, NODE_LINE(key), NODE_COL(key), "duplicate key '%s' in %s (first at %d:%d)",
-                   name, path, NODE_LINE(first), NODE_COL(first));
+                   shown, path, NODE_LINE(first), NODE_COL(first));
             continue;
         }
         set_scalar(ld, &name_field, &names[i], name, NODE_LINE(key), NODE_COL(key), path);
-        join_key(sub, path, name);
+        char shown[KEY_ECHO_MAX + 4];
+        printable(name, strlen(name), KEY_ECHO_MAX, shown);
+        join_key(sub, path, shown);
         if (value->type != YAML_MAPPING_NODE) {
             err_at(ld, NODE_LINE(value), NODE_COL(value), "%s: expected a mapping, got %s", sub,
                    node_kind(value));
@@ -2253,6 +2498,9 @@ static void set_named(loader *ld, const field *f, void *base, yaml_node_t *node,
 /* Store NODE as the value of field F (path PATH) in BASE, whatever the field's type. */
 static void set_node(loader *ld, const field *f, void *base, yaml_node_t *node, const char *path)
 {
+    if (!spend(ld, node, path)) {
+        return;
+    }
     switch (f->type) {
     case T_SECTION: {
         if (node->type != YAML_MAPPING_NODE) {
@@ -2369,9 +2617,17 @@ static void walk_mapping(loader *ld, const section *sec, void *base, yaml_node_t
         yaml_node_t *key = yaml_document_get_node(ld->doc, pair->key);
         yaml_node_t *value = yaml_document_get_node(ld->doc, pair->value);
         char sub[PATH_BUF];
+        if (ld->exhausted) {
+            return;
+        }
         if (key->type != YAML_SCALAR_NODE) {
             err_at(ld, NODE_LINE(key), NODE_COL(key), "expected a string key %s%s, got %s", where,
                    path, node_kind(key));
+            continue;
+        }
+        if (has_nul(key)) {
+            err_at(ld, NODE_LINE(key), NODE_COL(key), "a key %s%s contains a NUL byte (\\0)", where,
+                   path);
             continue;
         }
         const char *name = (const char *)key->data.scalar.value;
@@ -2384,8 +2640,10 @@ static void walk_mapping(loader *ld, const section *sec, void *base, yaml_node_t
                 used += (size_t)snprintf(known + used, sizeof(known) - used, "%s%s",
                                          k > 0 ? ", " : "", sec->fields[k].name);
             }
-            err_at(ld, NODE_LINE(key), NODE_COL(key),
-                   "unknown key '%s' %s%s (expected one of: %s)", name, where, path, known);
+            char shown[KEY_ECHO_MAX + 4];
+            printable(name, strlen(name), KEY_ECHO_MAX, shown);
+            err_at(ld, NODE_LINE(key), NODE_COL(key), "unknown key '%s' %s%s (expected one of: %s)",
+                   shown, where, path, known);
             continue;
         }
         if (seen[i] != NULL) {
@@ -2397,7 +2655,7 @@ static void walk_mapping(loader *ld, const section *sec, void *base, yaml_node_t
         join_key(sub, path, name);
         set_node(ld, &sec->fields[i], base, value, sub);
     }
-    for (size_t i = 0; i < sec->nfields; i++) {
+    for (size_t i = 0; i < sec->nfields && !ld->exhausted; i++) {
         if (seen[i] == NULL) {
             apply_missing(ld, &sec->fields[i], base, node, path);
         }
@@ -2407,14 +2665,38 @@ static void walk_mapping(loader *ld, const section *sec, void *base, yaml_node_t
 /* The value node for KEY in mapping MAP, or NULL. */
 static yaml_node_t *find_value(loader *ld, yaml_node_t *map, const char *key)
 {
-    for (yaml_node_pair_t *pair = map->data.mapping.pairs.start;
-         pair < map->data.mapping.pairs.top; pair++) {
+    for (yaml_node_pair_t *pair = map->data.mapping.pairs.start; pair < map->data.mapping.pairs.top;
+         pair++) {
         yaml_node_t *k = yaml_document_get_node(ld->doc, pair->key);
         if (k->type == YAML_SCALAR_NODE && strcmp((const char *)k->data.scalar.value, key) == 0) {
             return yaml_document_get_node(ld->doc, pair->value);
         }
     }
     return NULL;
+}
+
+/*
+ * After the amqp section is walked: TLS files need an amqps:// URL (with
+ * amqp:// they would be ignored and the password sent in the clear), and a
+ * client certificate comes with its key.
+ */
+static void finish_amqp(loader *ld, void *base, int index, yaml_node_t *node, const char *path)
+{
+    wr_config *cfg = base;
+    yaml_node_t *tls = find_value(ld, node, "tls");
+    (void)index;
+    if (tls == NULL || tls->type != YAML_MAPPING_NODE) {
+        return;
+    }
+    if (cfg->amqp.url != NULL && !cfg->amqp.ssl) {
+        err_at(ld, NODE_LINE(tls), NODE_COL(tls),
+               "%s.tls: TLS files are set but %s.url is not an amqps:// URL", path, path);
+    }
+    if ((cfg->amqp_tls.cert == NULL) != (cfg->amqp_tls.key == NULL) &&
+        find_value(ld, tls, cfg->amqp_tls.cert == NULL ? "cert" : "key") == NULL) {
+        err_at(ld, NODE_LINE(tls), NODE_COL(tls), "%s.tls: cert and key go together: %s is missing",
+               path, cfg->amqp_tls.cert == NULL ? "cert" : "key");
+    }
 }
 
 /* After the http section is walked: its listen address must parse. */
@@ -2498,24 +2780,27 @@ static void finish_subscription(loader *ld, void *elems, int index, yaml_node_t 
         }
     } else if (s->dlq != NULL && s->queue != NULL && strcmp(s->dlq, s->queue) == 0) {
         v = find_value(ld, node, "dlq");
-        err_at(ld, NODE_LINE(v), NODE_COL(v), "%s.dlq: must differ from the queue '%s'", path,
-               s->queue);
+        err_at(ld, NODE_LINE(v), NODE_COL(v), "%s.dlq: must differ from the queue", path);
     }
     for (int j = 0; j < index; j++) {
         if (s->name != NULL && subs[j].name != NULL && strcmp(s->name, subs[j].name) == 0) {
+            char q[16];
+            quote_if_short(s->name, q, sizeof(q));
             v = find_value(ld, node, "name");
             err_at(ld, NODE_LINE(v), NODE_COL(v),
-                   "%s.name: duplicate subscription name '%s' (also at %d:%d)", path, s->name,
-                   subs[j].line, subs[j].col);
+                   "%s.name: duplicate subscription name%s (also at %d:%d)", path, q, subs[j].line,
+                   subs[j].col);
             break;
         }
     }
     for (int j = 0; j < index; j++) {
         if (s->queue != NULL && subs[j].queue != NULL && strcmp(s->queue, subs[j].queue) == 0) {
+            char q[16];
+            quote_if_short(s->queue, q, sizeof(q));
             v = find_value(ld, node, "queue");
             err_at(ld, NODE_LINE(v), NODE_COL(v),
-                   "%s.queue: queue '%s' is already consumed by subscriptions[%d] (at %d:%d)",
-                   path, s->queue, j, subs[j].line, subs[j].col);
+                   "%s.queue: queue%s is already consumed by subscriptions[%d] (at %d:%d)", path, q,
+                   j, subs[j].line, subs[j].col);
             break;
         }
     }
@@ -2935,7 +3220,11 @@ void wr_config_errors_free(wr_config_errors *errs)
     errs->dropped = 0;
 }
 
-/* Read all of PATH into a NUL-terminated buffer; NULL with errno set on failure. */
+/*
+ * Read PATH into a NUL-terminated buffer, at most MAX_FILE + 1 bytes (enough
+ * to tell that the file is too large without reading /dev/zero for ever);
+ * NULL with errno set on failure.
+ */
 static char *read_file(const char *path, size_t *len, const char **what)
 {
     FILE *fp = fopen(path, "rb");
@@ -2947,7 +3236,7 @@ static char *read_file(const char *path, size_t *len, const char **what)
         return NULL;
     }
     *what = "cannot read";
-    for (;;) {
+    while (n <= MAX_FILE) {
         if (n + 4096 + 1 > cap) {
             size_t ncap = cap ? cap * 2 : 8192;
             char *b = realloc(buf, ncap);
@@ -2957,7 +3246,11 @@ static char *read_file(const char *path, size_t *len, const char **what)
             buf = b;
             cap = ncap;
         }
-        size_t got = fread(buf + n, 1, cap - n - 1, fp);
+        size_t want = cap - n - 1;
+        if (want > (size_t)MAX_FILE + 1 - n) {
+            want = (size_t)MAX_FILE + 1 - n;
+        }
+        size_t got = fread(buf + n, 1, want, fp);
         n += got;
         if (got == 0) {
             if (ferror(fp)) {
@@ -3039,6 +3332,54 @@ static void yaml_error(loader *ld, yaml_parser_t *parser, const char *buf, size_
     }
 }
 
+/*
+ * Before the document is built: walk the parser's events and refuse YAML
+ * that nests deeper than MAX_YAML_DEPTH collections. libyaml 0.2.5 has no
+ * limit of its own and its scanner does work proportional to the depth for
+ * every token, so 400 KB of '[' took more than 20 s; stopping at the first
+ * collection too deep bounds that (the scanner reads at most about 1 KiB
+ * ahead of the parser). A syntax error ends this pass quietly: the loader
+ * meets and reports it at the same place. Returns false when too deep (the
+ * error recorded).
+ */
+static bool check_depth(loader *ld, const char *buf, size_t len)
+{
+    yaml_parser_t parser;
+    yaml_event_t event;
+    int depth = 0;
+    bool ok = true, done = false;
+
+    if (!yaml_parser_initialize(&parser)) {
+        return true; /* the loader will run out of memory too, and say so */
+    }
+    yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
+    while (!done && yaml_parser_parse(&parser, &event)) {
+        switch (event.type) {
+        case YAML_SEQUENCE_START_EVENT:
+        case YAML_MAPPING_START_EVENT:
+            if (++depth > MAX_YAML_DEPTH) {
+                err_at(ld, (int)event.start_mark.line + 1, (int)event.start_mark.column + 1,
+                       "YAML collections nested more than %d deep", MAX_YAML_DEPTH);
+                ok = false;
+                done = true;
+            }
+            break;
+        case YAML_SEQUENCE_END_EVENT:
+        case YAML_MAPPING_END_EVENT:
+            depth--;
+            break;
+        case YAML_STREAM_END_EVENT:
+            done = true;
+            break;
+        default:
+            break;
+        }
+        yaml_event_delete(&event);
+    }
+    yaml_parser_delete(&parser);
+    return ok;
+}
+
 /* Stable sort of the collected errors into file order (few, so insertion sort). */
 static void sort_errors(loader *ld)
 {
@@ -3054,21 +3395,39 @@ static void sort_errors(loader *ld)
     }
 }
 
-/*
- * Load PATH: read it, parse one YAML document, walk it against the schema,
- * fill inherited defaults. Any error along the way is collected; if there is
- * one, the half-built config is freed and NULL returned with ERRS filled.
- */
 wr_config *wr_config_load(const char *path, wr_config_errors *errs)
+{
+    const char *what;
+    size_t len = 0;
+    char *buf = read_file(path, &len, &what);
+
+    if (buf == NULL) {
+        if (errs != NULL) {
+            memset(errs, 0, sizeof(*errs));
+            errs->lines[0] = format("%s: %s: %s", path, what, strerror(errno));
+            errs->count = errs->lines[0] != NULL;
+            errs->dropped = errs->lines[0] == NULL;
+        }
+        return NULL;
+    }
+    wr_config *cfg = wr_config_parse(path, buf, len, errs);
+    free(buf);
+    return cfg;
+}
+
+/*
+ * Parse TEXT: one YAML document, walked against the schema, inherited
+ * defaults filled. Any error along the way is collected; if there is one,
+ * the half-built config is freed and NULL returned with ERRS filled.
+ */
+wr_config *wr_config_parse(const char *path, const char *text, size_t len, wr_config_errors *errs)
 {
     loader ld;
     yaml_parser_t parser;
     yaml_document_t doc;
     bool have_parser = false, have_doc = false;
     wr_config *cfg = NULL;
-    char *buf = NULL;
-    size_t len = 0;
-    const char *what;
+    const char *buf = text;
 
     memset(&ld, 0, sizeof(ld));
     ld.file = path;
@@ -3079,9 +3438,10 @@ wr_config *wr_config_load(const char *path, wr_config_errors *errs)
         memset(errs, 0, sizeof(*errs));
     }
 
-    buf = read_file(path, &len, &what);
-    if (buf == NULL) {
-        add_error(&ld, 0, 0, format("%s: %s: %s", path, what, strerror(errno)));
+    if (len > MAX_FILE) {
+        int line, col;
+        offset_position(buf, len, MAX_FILE, &line, &col);
+        err_at(&ld, line, col, "the file is larger than %d MiB", MAX_FILE >> 20);
         goto done;
     }
     cfg = calloc(1, sizeof(*cfg));
@@ -3091,8 +3451,7 @@ wr_config *wr_config_load(const char *path, wr_config_errors *errs)
     }
     cfg->dir = config_dir(path);
     if (cfg->dir == NULL) {
-        add_error(&ld, 0, 0,
-                  format("%s: cannot resolve its directory: %s", path, strerror(errno)));
+        add_error(&ld, 0, 0, format("%s: cannot resolve its directory: %s", path, strerror(errno)));
         goto done;
     }
     ld.dir = cfg->dir;
@@ -3103,6 +3462,9 @@ wr_config *wr_config_load(const char *path, wr_config_errors *errs)
         goto done;
     }
     have_parser = true;
+    if (!check_depth(&ld, buf, len)) {
+        goto done;
+    }
     yaml_parser_set_input_string(&parser, (const unsigned char *)buf, len);
     if (!yaml_parser_load(&parser, &doc)) {
         yaml_error(&ld, &parser, buf, len);
@@ -3140,6 +3502,7 @@ wr_config *wr_config_load(const char *path, wr_config_errors *errs)
     merge_policies(&ld, cfg, root);
     if (ld.nerr == 0 && ld.dropped == 0) {
         inherit_defaults(cfg);
+        cfg->amqp.tls = &cfg->amqp_tls;
     }
 
 done:
@@ -3152,7 +3515,6 @@ done:
     if (have_parser) {
         yaml_parser_delete(&parser);
     }
-    free(buf);
     if (ld.nerr > 0 || ld.dropped > 0) {
         wr_config_free(cfg);
         cfg = NULL;

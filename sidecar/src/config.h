@@ -34,6 +34,13 @@ typedef struct {
     int dropped;                       /* errors found beyond WR_CONFIG_MAX_ERRORS */
 } wr_config_errors;
 
+/* TLS files for an amqps:// broker (amqp.tls): absolute paths, or NULL when not set. */
+typedef struct {
+    char *ca;   /* CA certificates (PEM) to verify the broker with; NULL: the system's */
+    char *cert; /* client certificate chain (PEM); set with key, or neither */
+    char *key;  /* its private key (PEM, not encrypted) */
+} wr_amqp_tls;
+
 /* An AMQP broker address, parsed from an amqp:// or amqps:// URL. */
 typedef struct {
     char *url;      /* the URL as written after ${} expansion; may hold a password */
@@ -44,6 +51,8 @@ typedef struct {
     char *password;
     char *vhost;
     int ssl;        /* 1 for amqps:// */
+    const wr_amqp_tls *tls; /* in a loaded wr_config: its amqp.tls (owned by the config);
+                               NULL from wr_amqp_url_parse */
 } wr_amqp_url;
 
 /* A Redis address, parsed from redis://[[user]:password@]host[:port][/db]. */
@@ -135,6 +144,8 @@ typedef struct {
     int64_t handler_timeout_ms; /* default from defaults.handler_timeout */
     int64_t max_body_size; /* bytes; larger messages are dead-lettered as body-too-large;
                               default from defaults.max_body_size */
+    int64_t max_publish_size; /* bytes a handler may publish per message (bodies, names,
+                                 headers); default from defaults.max_publish_size */
     wr_retry_policy retry;   /* defaults.retry merged with subscriptions[].retry, key by key */
     wr_idem_policy idem;     /* defaults.idempotency merged with subscriptions[].idempotency */
     wr_breaker_policy breaker; /* defaults.breaker merged with subscriptions[].breaker */
@@ -154,6 +165,7 @@ typedef struct {
     int64_t amqp_connect_timeout_ms; /* amqp.connect_timeout, default 5s */
     int64_t amqp_reconnect_max_ms;   /* amqp.reconnect_max: cap of the reconnect backoff,
                                         default 5s, 100ms..10m */
+    wr_amqp_tls amqp_tls;            /* amqp.tls; amqp.tls points here once loaded */
 
     wr_redis_url redis;  /* redis.url, required */
     int64_t redis_timeout_ms;        /* redis.timeout, default 2s */
@@ -170,6 +182,7 @@ typedef struct {
     int default_batch_size;          /* defaults.batch_size, default 50 */
     int64_t default_handler_timeout_ms; /* defaults.handler_timeout, default 5s */
     int64_t default_max_body_size;   /* defaults.max_body_size, bytes, default 512 KiB */
+    int64_t default_max_publish_size; /* defaults.max_publish_size, bytes, default 16 MiB */
 
     int64_t shutdown_grace_ms;       /* shutdown.grace, default 25s (fits Kubernetes' 30s) */
 
@@ -205,6 +218,21 @@ typedef struct {
  */
 wr_config *wr_config_load(const char *path, wr_config_errors *errs);
 
+/*
+ * The same for a configuration already in memory: TEXT (LEN bytes, NUL bytes
+ * allowed, no terminator needed) as if read from PATH, which names the file
+ * in messages and whose directory handler paths are relative to.
+ *
+ * Hostile input is bounded, each limit reported as FILE:LINE:COL: at most
+ * 1 MiB of text, YAML collections nested at most 32 deep, a value at most
+ * 64 KiB after ${} expansion, ${VAR:-default} nested at most 8 deep, at most
+ * 100000 values visited (YAML aliases count once per use), at most 1000
+ * subscriptions and 1000 named breakers, no NUL byte in a key or value.
+ * Messages quote a value only when it is at most 8 bytes long (a longer one
+ * may be a secret under the wrong key): otherwise they give its length.
+ */
+wr_config *wr_config_parse(const char *path, const char *text, size_t len, wr_config_errors *errs);
+
 void wr_config_free(wr_config *cfg);
 void wr_config_errors_free(wr_config_errors *errs);
 
@@ -219,6 +247,17 @@ int wr_config_parse_duration(const char *text, int64_t *ms);
  * Returns 0, or -1 with a reason (static string) in *WHY. */
 int wr_redis_url_parse(const char *text, wr_redis_url *out, const char **why);
 void wr_redis_url_clear(wr_redis_url *u);
+
+/*
+ * Copy TEXT, a URL or something like one, with its password masked: the
+ * userinfo (after "scheme://", or from the start when there is no scheme, up
+ * to the last '@') keeps what comes before its first ':' and loses the rest
+ * to "***"; a userinfo without ':' is masked whole. Only a real scheme (a
+ * letter, then letters, digits, '+', '-', '.') before the first ':' counts,
+ * so "user:pa://ss@host" becomes "user:***@host". Returns a malloc'd string,
+ * or NULL when out of memory.
+ */
+char *wr_url_mask(const char *text);
 
 /* Same for amqp:// and amqps:// URLs (rabbitmq-c's amqp_parse_url rules; the
  * vhost defaults to "/"). */

@@ -8,8 +8,6 @@
  */
 #include "dlqtool.h"
 
-#include <amqp_ssl_socket.h>
-#include <amqp_tcp_socket.h>
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <jansson.h>
@@ -100,7 +98,7 @@ typedef struct {
     dgroup *groups;
     size_t ngroups, gcap;
     json_t *ids; /* message id -> index in groups (a jansson object as a hash map) */
-    char err[256];
+    char err[768];
 } reader;
 
 static int usage(const char *fmt, const char *arg)
@@ -234,27 +232,32 @@ static int reader_open(reader *r, const wr_config *cfg, const char *queue)
     const wr_amqp_url *u = &cfg->amqp;
     r->queue = queue;
     r->conn = amqp_new_connection();
-    amqp_socket_t *sock = u->ssl ? amqp_ssl_socket_new(r->conn) : amqp_tcp_socket_new(r->conn);
-    if (sock == NULL) {
-        snprintf(r->err, sizeof(r->err), "cannot create a socket");
+    char why[sizeof(r->err) - 64];
+    if (r->conn == NULL) {
+        snprintf(r->err, sizeof(r->err), "out of memory");
         return -1;
     }
-    if (u->ssl) {
-        amqp_ssl_socket_set_verify_peer(sock, 1);
-        amqp_ssl_socket_set_verify_hostname(sock, 1);
-    }
-    struct timeval tv = {(time_t)(cfg->amqp_connect_timeout_ms / 1000),
-                         (suseconds_t)(cfg->amqp_connect_timeout_ms % 1000 * 1000)};
-    int st = amqp_socket_open_noblock(sock, u->host, u->port, &tv);
-    if (st != AMQP_STATUS_OK) {
-        snprintf(r->err, sizeof(r->err), "cannot connect to %s: %s", u->redacted,
-                 amqp_error_string2(st));
+    if (wr_broker_open_socket(r->conn, u, cfg->amqp_connect_timeout_ms, why, sizeof(why)) != 0) {
+        snprintf(r->err, sizeof(r->err), "%s: %s", u->redacted, why);
         return -1;
     }
     amqp_rpc_reply_t rep = amqp_login(r->conn, u->vhost, 0, AMQP_DEFAULT_FRAME_SIZE, 0,
                                       AMQP_SASL_METHOD_PLAIN, u->user, u->password);
     if (rep.reply_type != AMQP_RESPONSE_NORMAL) {
-        snprintf(r->err, sizeof(r->err), "cannot log in to %s", u->redacted);
+        char tls_why[300] = "";
+        if (u->ssl && rep.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
+            wr_broker_tls_reason(tls_why, sizeof(tls_why));
+            if (tls_why[0] == '\0') {
+                snprintf(tls_why, sizeof(tls_why),
+                         " (the broker closed the TLS connection: does it refuse our "
+                         "client certificate, or want one?)");
+            }
+        }
+        snprintf(r->err, sizeof(r->err), "cannot log in to %s: %s%s", u->redacted,
+                 rep.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION
+                     ? amqp_error_string2(rep.library_error)
+                     : "refused by the broker",
+                 tls_why);
         return -1;
     }
     amqp_channel_open(r->conn, CH);

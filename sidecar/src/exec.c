@@ -455,8 +455,8 @@ static int delivery_of(json_t *ev, amqp_pool_t *pool, amqp_envelope_t *d, char *
 
 static json_t *pub_json(const wr_lua_pub *p, const char *key, const char *sub, int i)
 {
-    char id[WR_IDKEY_MAX + 320];
-    snprintf(id, sizeof(id), "%s:%s:%d", key, sub, i + 1);
+    char id[WR_EVENT_ID_CAP];
+    wr_idkey_event_id(key, strlen(key), sub, i + 1, id); /* as the worker derives it */
     json_t *h = json_object();
     for (int k = 0; k < p->header_count; k++) {
         json_object_set_new(h, p->header_keys[k], json_string(p->header_vals[k]));
@@ -589,8 +589,8 @@ static int read_result(const char *path, const char *key, const char *sub, exec_
     json_t *p;
     json_array_foreach(pubs, i, p)
     {
-        char id[WR_IDKEY_MAX + 320];
-        snprintf(id, sizeof(id), "%s:%s:%zu", key, sub, i + 1);
+        char id[WR_EVENT_ID_CAP];
+        wr_idkey_event_id(key, strlen(key), sub, (int)i + 1, id); /* as the worker derives it */
         json_t *o = json_deep_copy(p);
         json_object_set_new(o, "message_id", json_string(id));
         json_array_append_new(published, o);
@@ -824,6 +824,7 @@ int wr_exec_run(const wr_exec_opts *opts)
                          .max_attempts = sub->retry.max_attempts,
                          .breakers = breakers,
                          .breaker_fallback = &sub->breaker,
+                         .max_publish_bytes = (size_t)sub->max_publish_size,
                          .http_send = exec_send,
                          .http_ud = &xh};
         L = wr_lua_create(&o, err, sizeof(err));

@@ -139,3 +139,33 @@ wr_reason wr_idkey_derive(const wr_idem_policy *pol, const wr_envelope *env, cha
     }
     return WR_RS_MISSING_KEY;
 }
+
+size_t wr_idkey_event_id(const char *base, size_t base_len, const char *subscription, int n,
+                         char *out)
+{
+    int len = snprintf(out, WR_EVENT_ID_CAP, "%.*s:%s:%d", (int)base_len, base, subscription, n);
+    if (len >= 0 && len <= WR_AMQP_SHORTSTR) {
+        return (size_t)len;
+    }
+    /* too long for a message id: the same id every time, in 7 + 64 + 1 + 10 bytes */
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    int ok = c != NULL && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(c, base, base_len) == 1 && EVP_DigestUpdate(c, ":", 1) == 1 &&
+             EVP_DigestUpdate(c, subscription, strlen(subscription)) == 1 &&
+             EVP_DigestFinal_ex(c, md, &mdlen) == 1;
+    EVP_MD_CTX_free(c);
+    if (!ok) {
+        mdlen = 0; /* out of memory in OpenSSL: an id of the index alone, still valid */
+    }
+    static const char hex[] = "0123456789abcdef";
+    char *p = out;
+    memcpy(p, "sha256:", 7);
+    p += 7;
+    for (unsigned int i = 0; i < mdlen; i++) {
+        *p++ = hex[md[i] >> 4];
+        *p++ = hex[md[i] & 15];
+    }
+    return (size_t)(p - out) + (size_t)sprintf(p, ":%d", n);
+}

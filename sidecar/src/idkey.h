@@ -33,4 +33,20 @@
 wr_reason wr_idkey_derive(const wr_idem_policy *policy, const wr_envelope *env, char *out,
                           size_t cap, char *why, size_t whycap);
 
+/* Longest AMQP short string (message ids, exchange and queue names, header names). */
+#define WR_AMQP_SHORTSTR 255
+
+/*
+ * The message id of the N-th event (1-based) a handler published while
+ * handling the message of key BASE (BASE_LEN bytes) in SUBSCRIPTION:
+ * "<base>:<subscription>:<n>", so a run after a crash publishes the same ids
+ * and two subscriptions that handle one message publish different ones. An id
+ * that would be longer than an AMQP message id can be (255 bytes) is
+ * "sha256:<hex of base:subscription>:<n>" instead, still deterministic. OUT
+ * needs WR_EVENT_ID_CAP bytes. Returns the id's length.
+ */
+#define WR_EVENT_ID_CAP (WR_IDKEY_MAX + 320)
+size_t wr_idkey_event_id(const char *base, size_t base_len, const char *subscription, int n,
+                         char *out);
+
 #endif

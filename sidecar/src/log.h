@@ -22,11 +22,20 @@
 #include "config.h" /* wr_log_level */
 
 #define WR_LOG_LINE_MAX 8192
+#define WR_LOG_VALUE_MAX 4096 /* bytes one string value may take, escaped */
 
+/*
+ * Every line is one JSON object of valid UTF-8, at most WR_LOG_LINE_MAX
+ * bytes with its newline, whatever it is given: invalid UTF-8 becomes U+FFFD,
+ * a string longer than WR_LOG_VALUE_MAX bytes (escaped) or than what is left
+ * of the line is cut on a character boundary and ends in "...(N more bytes)"
+ * (N counted in the original), a field that does not fit at all is left out,
+ * and a line that lost anything ends with "truncated":true.
+ */
 typedef struct {
     char buf[WR_LOG_LINE_MAX];
     size_t len;
-    int truncated; /* a field did not fit: the line is closed early with "truncated":true */
+    int truncated; /* something was cut or left out: the line ends with "truncated":true */
 } wr_logline;
 
 void wr_log_set_level(wr_log_level level);
@@ -44,12 +53,13 @@ void wr_log_strn(wr_logline *l, const char *key, const char *val, size_t n);
 void wr_log_int(wr_logline *l, const char *key, long long val);
 void wr_log_num(wr_logline *l, const char *key, double val);
 void wr_log_bool(wr_logline *l, const char *key, int val);
-/* Add a field whose value is already valid JSON (an object from the Lua side). */
+/* Add a field whose value is already valid JSON (an object from the Lua side); its
+ * invalid UTF-8 is replaced, and when it does not fit it is written as a cut string. */
 void wr_log_raw(wr_logline *l, const char *key, const char *json, size_t n);
 /* Close the line and write it to stdout. */
 void wr_log_end(wr_logline *l);
 
-/* One-call form for lines with only a message: printf-style. */
+/* One-call form for lines with only a message: printf-style (cut like any string). */
 void wr_logf(wr_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /*

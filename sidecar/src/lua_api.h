@@ -8,6 +8,13 @@
 #define WR_LUA_API_H
 
 #include <lua.h>
+#include <stddef.h>
+
+/* The panic function of every state (lua_atpanic): logs the error, with the
+ * subscription and handler when L is a runtime's state, before LuaJIT ends
+ * the process. Every call that can raise is protected, so this is the last
+ * word of a bug, never of a handler. */
+int wr_lua_panic(lua_State *L);
 
 #include "lua_http.h"
 
@@ -36,6 +43,34 @@ void wr_lua_service(lua_State *L);
 
 /* The current call's store (lua_rt.h), or NULL when ctx.store is not available. */
 const struct wr_lua_store_s *wr_lua_store_of(lua_State *L);
+
+/* Raise the timeout error (at the caller's position) when the current
+ * handler call is past its deadline or interrupted: for C functions that
+ * run long, where the hook cannot fire. */
+void wr_lua_check_deadline(lua_State *L);
+
+/* Memory, for lua_json.c: bytes the state may still allocate under its limit
+ * (0 when at or over it); the limit; mark the current call as having run out
+ * of memory (its outcome is out-of-memory, the state is rebuilt); let the
+ * state go a quarter over its limit while ON (a guarded cjson call). */
+size_t wr_lua_mem_free(lua_State *L);
+size_t wr_lua_mem_limit(lua_State *L);
+void wr_lua_note_oom(lua_State *L);
+void wr_lua_mem_slack(lua_State *L, int on);
+
+/* Replace string.find, match, gmatch and gsub and table.sort in the state's
+ * libraries with versions the deadline can stop (lua_pattern.c). */
+void wr_lua_pattern_inject(lua_State *L);
+
+/* Guard the cjson module table stored in the registry under REGISTRY_KEY
+ * (lua_json.c): bounded encode and decode, no kept buffer, nesting limits
+ * capped, no new instances. */
+void wr_lua_json_guard(lua_State *L, const char *registry_key);
+
+/* An upper bound of the Lua memory cjson.decode takes for the N bytes of
+ * TEXT (whatever they hold), and in *MAX_DEPTH (may be NULL) the deepest
+ * nesting of arrays and objects, at most 1001. */
+size_t wr_json_decode_bound(const char *text, size_t n, int *max_depth);
 
 /* Add ctx.store (lua_store.c) to the table at the top of the stack. */
 void wr_lua_store_inject(lua_State *L);

@@ -5,49 +5,68 @@
  * Stack-layout comments ("-- a b c" = bottom to top of the part we touch)
  * accompany the functions that juggle the Lua stack.
  */
+#define _GNU_SOURCE /* pthread_getattr_np, CLOCK_MONOTONIC_COARSE */
 #include "lua_rt.h"
 
 #include <lauxlib.h>
 #include <lua.h>
 #include <luajit.h>
 #include <lualib.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 #include "lua_api.h"
 
-#define HOOK_EVERY 10000           /* VM instructions between deadline checks */
-#define DEFAULT_MEMORY (64u << 20) /* bytes per state */
-#define MAX_PUBLISHES 1000         /* ctx.publish calls per message */
+#define HOOK_EVERY 10000                         /* VM instructions between deadline checks */
+#define HOOK_MASK (LUA_MASKCOUNT | LUA_MASKCALL) /* calls: C stack depth, coarse deadline */
+#define CSTACK_BUDGET (2u << 20)  /* C stack a handler call may use below its entry */
+#define CSTACK_RESERVE (1u << 20) /* kept free at the thread stack's end in any case */
+#define CSTACK_ERROR                                                                               \
+    "C stack overflow: calls nested too deeply through C functions (string.gsub or "               \
+    "table.sort callbacks, coroutines, metamethods)"
+#define DEFAULT_MEMORY (64u << 20)        /* bytes per state */
+#define MAX_PUBLISHES 1000                /* ctx.publish calls per message */
+#define DEFAULT_PUBLISH_BYTES (16u << 20) /* what ctx.publish may buffer per message */
 
 enum phase { PHASE_NONE, PHASE_INIT, PHASE_HANDLE };
 
 struct wr_lua {
     lua_State *L;
     wr_lua_opts opts;
-    char *handler_path;     /* owned copies of the opts strings */
+    char *handler_path; /* owned copies of the opts strings */
     char *subscription;
     char *queue;
     char *handler_dir;
-    char *handler_name;     /* file name, for logs */
+    char *handler_name; /* file name, for logs */
     char version[17];
 
     /* memory accounting for the allocator */
     size_t mem_used;
     size_t mem_limit;
-    int oom;                /* an allocation was refused since the last reset */
+    int oom;           /* an allocation was refused since the last reset */
+    int mem_slack;     /* a guarded cjson call runs: the limit is a quarter higher */
+    const char *stage; /* what the runtime does outside the handler, for errors */
 
     /* the current call */
     enum phase phase;
     double deadline_ms;     /* monotonic */
     double next_service_ms; /* monotonic: when the hook next calls opts.service */
+    double next_check_ms;   /* monotonic: when a call event next does the full check */
+    uintptr_t cstack_floor; /* lowest C stack address a call may start below (0: none) */
     int timed_out;
+    int cstack_overflow; /* the current call went below cstack_floor */
     atomic_int interrupted;
-    wr_outcome forced;      /* set by ctx.reject / ctx.retry */
+    wr_outcome forced; /* set by ctx.reject / ctx.retry */
     char forced_reason[1024];
     int64_t forced_delay_ms;
     const wr_envelope *env;
@@ -56,12 +75,13 @@ struct wr_lua {
     /* buffered publishes of the current call */
     wr_lua_pub *pubs;
     int pub_count, pub_cap;
+    size_t pub_bytes; /* what they hold, against opts.max_publish_bytes */
 
-    int ref_handle;         /* registry refs */
+    int ref_handle; /* registry refs */
     int ref_ctx;
-    int ref_decode;         /* cjson.decode */
-    int ref_encode;         /* cjson.encode */
-    int ref_null;           /* cjson.null */
+    int ref_decode; /* cjson.decode */
+    int ref_encode; /* cjson.encode */
+    int ref_null;   /* cjson.null */
 };
 
 /* ---- allocator with a limit ------------------------------------------------ */
@@ -74,7 +94,8 @@ static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         rt->mem_used -= osize;
         return NULL;
     }
-    if (nsize > osize && rt->mem_used + (nsize - osize) > rt->mem_limit) {
+    size_t limit = rt->mem_slack ? rt->mem_limit + rt->mem_limit / 4 : rt->mem_limit;
+    if (nsize > osize && rt->mem_used + (nsize - osize) > limit) {
         rt->oom = 1;
         return NULL;
     }
@@ -241,43 +262,234 @@ static void free_pubs(wr_lua *rt)
         free_pub(&rt->pubs[i]);
     }
     rt->pub_count = 0;
+    rt->pub_bytes = 0;
+}
+
+/* The bytes publish P holds (what counts against max_publish_bytes). */
+static size_t pub_size(const wr_lua_pub *p)
+{
+    size_t n = p->body_len;
+    const char *strs[] = {p->exchange, p->routing_key, p->content_type, p->type};
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+        n += strs[i] != NULL ? strlen(strs[i]) : 0;
+    }
+    for (int k = 0; k < p->header_count; k++) {
+        n += (p->header_keys[k] != NULL ? strlen(p->header_keys[k]) : 0) +
+             (p->header_vals[k] != NULL ? strlen(p->header_vals[k]) : 0);
+    }
+    return n;
 }
 
 /* ---- the timeout hook ---------------------------------------------------------- */
 
-static void deadline_hook(lua_State *L, lua_Debug *ar)
+/*
+ * One hook does three jobs. On count events (every HOOK_EVERY VM
+ * instructions) and on call events once the coarse clock says a check is
+ * due, it lets the worker service its connection and stops a call past its
+ * deadline (or interrupted). On every call event (into a Lua or a C
+ * function) it also compares the C stack with the call's floor: recursion
+ * through C functions that call back into Lua (string.gsub with a function,
+ * table.sort's comparator, coroutines, metamethods run from C) re-enters the
+ * VM on the C stack, where LuaJIT sets no limit and a deep enough nesting
+ * ends the process with SIGSEGV. Every such nesting calls a function at each
+ * level, so the check catches it while there is stack left to raise an error.
+ * Calls are also where a loop of slow C functions (each shorter than the
+ * deadline, thousands of them between count events) is stopped in time.
+ */
+
+static uintptr_t stack_here(void)
 {
-    (void)ar;
-    lua_getfield(L, LUA_REGISTRYINDEX, "warren.rt");
-    wr_lua *rt = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    if (rt == NULL || rt->phase == PHASE_NONE) {
-        return;
+    return (uintptr_t)__builtin_frame_address(0);
+}
+
+/* The low end of this thread's stack, or 0 when the system does not say. */
+static uintptr_t thread_stack_low(void)
+{
+    static _Thread_local uintptr_t low = 1; /* 1: not asked yet */
+    if (low == 1) {
+        low = 0;
+        pthread_attr_t a;
+        if (pthread_getattr_np(pthread_self(), &a) == 0) {
+            void *addr;
+            size_t size;
+            if (pthread_attr_getstack(&a, &addr, &size) == 0) {
+                low = (uintptr_t)addr;
+            }
+            pthread_attr_destroy(&a);
+        }
     }
-    int stop = atomic_load(&rt->interrupted);
-    double now = wr_mono_ms();
-    if (rt->opts.service != NULL && now >= rt->next_service_ms && rt->phase == PHASE_HANDLE) {
-        rt->next_service_ms = now + (double)rt->opts.service_every_ms;
-        rt->opts.service(rt->opts.service_ud);
+    return low;
+}
+
+/* Start a call that runs Lua code: it may use CSTACK_BUDGET bytes of C stack
+ * below here, and never the last CSTACK_RESERVE of the thread's stack. */
+static void set_cstack_floor(wr_lua *rt)
+{
+    uintptr_t here = stack_here();
+    uintptr_t floor = here > CSTACK_BUDGET ? here - CSTACK_BUDGET : 0;
+    uintptr_t low = thread_stack_low();
+    if (low != 0 && low + CSTACK_RESERVE > floor) {
+        floor = low + CSTACK_RESERVE;
     }
-    if (!stop && now < rt->deadline_ms) {
-        return;
+    if (low != 0 && floor >= here) {
+        floor = low + (here - low) / 2; /* a small stack: half of what is left */
     }
+    rt->cstack_floor = floor;
+}
+
+static double coarse_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+static wr_lua *rt_of_alloc(lua_State *L)
+{
+    void *ud = NULL;
+    return lua_getallocf(L, &ud) == limited_alloc ? ud : NULL;
+}
+
+static void deadline_hook(lua_State *L, lua_Debug *ar);
+static int traceback(lua_State *L);
+
+/* Push "<source:line>: " of the innermost Lua function at or above LEVEL
+ * (nothing when there is none). */
+static void push_where(lua_State *L, int level)
+{
+    lua_Debug d;
+    for (int i = level; i < level + 8 && lua_getstack(L, i, &d); i++) {
+        if (lua_getinfo(L, "Sl", &d) && d.currentline > 0) {
+            lua_pushfstring(L, "%s:%d: ", d.short_src, d.currentline);
+            return;
+        }
+    }
+    lua_pushliteral(L, "");
+}
+
+/* Raise the timeout (or interruption) error. From now on the hook runs at
+ * every instruction, so a handler that catches the error with pcall cannot
+ * run on: the next instruction outside the pcall raises again. LEVEL: the
+ * stack level of the code to blame (0 in a hook, 1 in a C function). */
+static int raise_deadline(lua_State *L, wr_lua *rt, int stop, int level)
+{
     rt->timed_out = !stop;
-    /* From now on check at every instruction, so a handler that catches the
-     * error with pcall cannot run on: the next instruction outside the pcall
-     * raises again. */
-    lua_sethook(L, deadline_hook, LUA_MASKCOUNT, 1);
-    /* In a hook the running Lua function is level 0: luaL_error (level 1) would
-     * name its caller, or nothing when that is C, instead of the looping line. */
-    luaL_where(L, 0);
+    lua_sethook(L, deadline_hook, HOOK_MASK, 1);
+    push_where(L, level);
     if (stop) {
         lua_pushstring(L, "handler interrupted: the sidecar is shutting down");
     } else {
         lua_pushfstring(L, "handler timed out after %d ms", (int)rt->opts.timeout_ms);
     }
     lua_concat(L, 2);
-    lua_error(L);
+    return lua_error(L);
+}
+
+/* Service the connection when due; raise when past the deadline. NOW: the
+ * monotonic clock. */
+static void full_check(lua_State *L, wr_lua *rt, double now, int level)
+{
+    int stop = atomic_load(&rt->interrupted);
+    if (rt->opts.service != NULL && now >= rt->next_service_ms && rt->phase == PHASE_HANDLE) {
+        rt->next_service_ms = now + (double)rt->opts.service_every_ms;
+        rt->opts.service(rt->opts.service_ud);
+        now = wr_mono_ms();
+    }
+    rt->next_check_ms = rt->deadline_ms;
+    if (rt->opts.service != NULL && rt->phase == PHASE_HANDLE &&
+        rt->next_service_ms < rt->next_check_ms) {
+        rt->next_check_ms = rt->next_service_ms;
+    }
+    if (stop || now >= rt->deadline_ms) {
+        raise_deadline(L, rt, stop, level);
+    }
+}
+
+static void deadline_hook(lua_State *L, lua_Debug *ar)
+{
+    wr_lua *rt = rt_of_alloc(L);
+    if (rt == NULL || rt->phase == PHASE_NONE) {
+        return;
+    }
+    if (ar->event != LUA_HOOKCOUNT) {
+        if (stack_here() < rt->cstack_floor) {
+            rt->cstack_overflow = 1;
+            /* the function being entered, if it is Lua code, else its caller */
+            push_where(L, 0);
+            lua_pushstring(L, CSTACK_ERROR);
+            lua_concat(L, 2);
+            lua_error(L);
+        }
+        if (coarse_ms() < rt->next_check_ms &&
+            !atomic_load_explicit(&rt->interrupted, memory_order_relaxed)) {
+            return;
+        }
+        /* never in the traceback handler: an error there would replace the
+         * one being reported with "error in error handling" */
+        if (lua_getinfo(L, "f", ar)) {
+            int tb = lua_tocfunction(L, -1) == traceback;
+            lua_pop(L, 1);
+            if (tb) {
+                return;
+            }
+        }
+    }
+    /* In a hook the running function is level 0 (luaL_error's level 1 would
+     * name its caller, or nothing when that is C, instead of the looping line). */
+    full_check(L, rt, wr_mono_ms(), 0);
+}
+
+void wr_lua_check_deadline(lua_State *L)
+{
+    wr_lua *rt = rt_of_alloc(L);
+    if (rt != NULL && rt->phase != PHASE_NONE) {
+        full_check(L, rt, wr_mono_ms(), 1);
+    }
+}
+
+/* Start the deadline of a call that runs handler code. */
+static void start_deadline(wr_lua *rt)
+{
+    double now = wr_mono_ms();
+    rt->deadline_ms = now + (double)rt->opts.timeout_ms;
+    rt->next_service_ms = now + (double)rt->opts.service_every_ms;
+    rt->next_check_ms = rt->deadline_ms;
+    if (rt->opts.service != NULL && rt->next_service_ms < rt->next_check_ms) {
+        rt->next_check_ms = rt->next_service_ms;
+    }
+}
+
+/* ---- memory, for lua_json.c (lua_api.h) ----------------------------------------- */
+
+size_t wr_lua_mem_free(lua_State *L)
+{
+    wr_lua *rt = rt_of_alloc(L);
+    if (rt == NULL) {
+        return (size_t)-1;
+    }
+    return rt->mem_used < rt->mem_limit ? rt->mem_limit - rt->mem_used : 0;
+}
+
+size_t wr_lua_mem_limit(lua_State *L)
+{
+    wr_lua *rt = rt_of_alloc(L);
+    return rt != NULL ? rt->mem_limit : (size_t)-1;
+}
+
+void wr_lua_note_oom(lua_State *L)
+{
+    wr_lua *rt = rt_of_alloc(L);
+    if (rt != NULL) {
+        rt->oom = 1;
+    }
+}
+
+void wr_lua_mem_slack(lua_State *L, int on)
+{
+    wr_lua *rt = rt_of_alloc(L);
+    if (rt != NULL) {
+        rt->mem_slack = on;
+    }
 }
 
 /* ---- ctx functions -------------------------------------------------------------- */
@@ -286,13 +498,38 @@ static void deadline_hook(lua_State *L, lua_Debug *ar)
  * catch the error with pcall, and a half-built publish must not go out. */
 static void drop_last_pub(wr_lua *rt)
 {
-    free_pub(&rt->pubs[--rt->pub_count]);
+    wr_lua_pub *p = &rt->pubs[--rt->pub_count];
+    rt->pub_bytes -= pub_size(p);
+    free_pub(p);
 }
 
-#define PUB_FAIL(L, ...)                                                                    \
-    do {                                                                                    \
-        drop_last_pub(rt);                                                                  \
-        return caller_error(L, __VA_ARGS__);                                                \
+/* Whether N more bytes of publishes fit in this message's allowance; if so
+ * they are counted. */
+static int charge_pub(wr_lua *rt, size_t n)
+{
+    size_t cap = rt->opts.max_publish_bytes ? rt->opts.max_publish_bytes : DEFAULT_PUBLISH_BYTES;
+    if (n > cap || rt->pub_bytes > cap - n) {
+        return -1;
+    }
+    rt->pub_bytes += n;
+    return 0;
+}
+
+#define PUB_TOO_BIG "ctx.publish: this message's events would exceed max_publish_size (%zu bytes)"
+/* AMQP short strings (exchange, routing key, type, header names) */
+#define SHORTSTR 255
+#define PUB_LONG "ctx.publish: %s is longer than 255 bytes (%zu)"
+/* the headers travel in one frame with the properties: well inside the 128 KiB
+ * frame RabbitMQ offers */
+#define MAX_HEADER_BYTES 65536
+#define PUB_HEADERS "ctx.publish: opts.headers take more than %zu bytes"
+#define PUB_CAP(rt)                                                                                \
+    ((rt)->opts.max_publish_bytes ? (rt)->opts.max_publish_bytes : (size_t)DEFAULT_PUBLISH_BYTES)
+
+#define PUB_FAIL(L, ...)                                                                           \
+    do {                                                                                           \
+        drop_last_pub(rt);                                                                         \
+        return caller_error(L, __VA_ARGS__);                                                       \
     } while (0)
 
 /* ctx.publish(exchange, routing_key, body, opts) */
@@ -302,13 +539,15 @@ static int ctx_publish(lua_State *L)
     check_phase(L, rt, "publish", 0);
     int nargs = lua_gettop(L);
     if (nargs < 3 || nargs > 4) {
-        return caller_error(L, "ctx.publish(exchange, routing_key, body [, opts]) takes 3 or 4 "
-                               "arguments, got %d",
+        return caller_error(L,
+                            "ctx.publish(exchange, routing_key, body [, opts]) takes 3 or 4 "
+                            "arguments, got %d",
                             nargs);
     }
     if (lua_type(L, 1) != LUA_TSTRING) {
-        return caller_error(L, "ctx.publish: exchange must be a string (\"\" for the default "
-                               "exchange), got %s",
+        return caller_error(L,
+                            "ctx.publish: exchange must be a string (\"\" for the default "
+                            "exchange), got %s",
                             luaL_typename(L, 1));
     }
     if (lua_type(L, 2) != LUA_TSTRING) {
@@ -324,8 +563,7 @@ static int ctx_publish(lua_State *L)
         return caller_error(L, "ctx.publish: opts must be a table, got %s", luaL_typename(L, 4));
     }
     if (rt->pub_count >= MAX_PUBLISHES) {
-        return caller_error(L, "ctx.publish: more than %d publishes in one message",
-                            MAX_PUBLISHES);
+        return caller_error(L, "ctx.publish: more than %d publishes in one message", MAX_PUBLISHES);
     }
     const char *json_type = NULL;
     if (btype == LUA_TTABLE) {
@@ -348,6 +586,22 @@ static int ctx_publish(lua_State *L)
         rt->pubs = p;
         rt->pub_cap = cap;
     }
+    /* what is copied out of the state counts against the message's allowance,
+     * checked before anything is copied */
+    size_t ne, nr, nb;
+    lua_tolstring(L, 1, &ne);
+    lua_tolstring(L, 2, &nr);
+    lua_tolstring(L, 3, &nb);
+    /* AMQP short strings: the broker could not take a longer one, and the failed
+     * publish would cost the connection rather than this message */
+    if (ne > SHORTSTR || nr > SHORTSTR) {
+        return caller_error(L, PUB_LONG, ne > SHORTSTR ? "exchange" : "routing_key",
+                            ne > SHORTSTR ? ne : nr);
+    }
+    size_t nj = json_type ? strlen(json_type) : 0;
+    if (ne + nr < ne || ne + nr + nb < nb || charge_pub(rt, ne + nr + nb + nj) != 0) {
+        return caller_error(L, PUB_TOO_BIG, PUB_CAP(rt));
+    }
     wr_lua_pub *p = &rt->pubs[rt->pub_count];
     memset(p, 0, sizeof(*p));
     size_t n;
@@ -361,11 +615,22 @@ static int ctx_publish(lua_State *L)
     p->body_len = n;
     p->content_type = json_type ? dupn(json_type, strlen(json_type)) : NULL;
     rt->pub_count++; /* from here on free_pubs owns what p holds */
+    if (p->exchange == NULL || p->routing_key == NULL || p->body == NULL ||
+        (json_type != NULL && p->content_type == NULL)) {
+        PUB_FAIL(L, "not enough memory");
+    }
     if (nargs == 4 && lua_istable(L, 4)) {
         lua_getfield(L, 4, "content_type");
         if (lua_type(L, -1) == LUA_TSTRING) {
-            free(p->content_type);
             s = lua_tolstring(L, -1, &n);
+            if (n > SHORTSTR) {
+                PUB_FAIL(L, PUB_LONG, "opts.content_type", n);
+            }
+            if (charge_pub(rt, n) != 0) {
+                PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
+            }
+            rt->pub_bytes -= nj; /* the JSON content type it replaces */
+            free(p->content_type);
             p->content_type = dupn(s, n);
         } else if (!lua_isnil(L, -1)) {
             PUB_FAIL(L, "ctx.publish: opts.content_type must be a string");
@@ -373,6 +638,12 @@ static int ctx_publish(lua_State *L)
         lua_getfield(L, 4, "type");
         if (lua_type(L, -1) == LUA_TSTRING) {
             s = lua_tolstring(L, -1, &n);
+            if (n > SHORTSTR) {
+                PUB_FAIL(L, PUB_LONG, "opts.type", n);
+            }
+            if (charge_pub(rt, n) != 0) {
+                PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
+            }
             p->type = dupn(s, n);
         } else if (!lua_isnil(L, -1)) {
             PUB_FAIL(L, "ctx.publish: opts.type must be a string");
@@ -382,6 +653,7 @@ static int ctx_publish(lua_State *L)
         lua_getfield(L, 4, "headers");
         if (lua_istable(L, -1)) {
             int cap = 0;
+            size_t header_bytes = 0;
             lua_pushnil(L);
             while (lua_next(L, -2) != 0) {
                 /* -- headers key value */
@@ -389,7 +661,7 @@ static int ctx_publish(lua_State *L)
                     (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER &&
                      lua_type(L, -1) != LUA_TBOOLEAN)) {
                     PUB_FAIL(L, "ctx.publish: opts.headers must map strings to "
-                                           "strings, numbers or booleans");
+                                "strings, numbers or booleans");
                 }
                 if (p->header_count == cap) {
                     cap = cap ? cap * 2 : 4;
@@ -409,17 +681,29 @@ static int ctx_publish(lua_State *L)
                                       ? (lua_toboolean(L, -1) ? "true" : "false")
                                       : NULL;
                 size_t vn = val ? strlen(val) : 0;
+                lua_pushvalue(L, -1); /* tolstring on a copy keeps the number intact */
                 if (val == NULL) {
-                    lua_pushvalue(L, -1); /* tolstring on a copy keeps the number intact */
                     val = lua_tolstring(L, -1, &vn);
-                    p->header_vals[p->header_count] = dupn(val, vn);
-                    lua_pop(L, 1);
-                } else {
-                    p->header_vals[p->header_count] = dupn(val, vn);
                 }
-                s = lua_tolstring(L, -2, &n);
+                s = lua_tolstring(L, -3, &n);
+                if (n > SHORTSTR) {
+                    PUB_FAIL(L, PUB_LONG, "a name in opts.headers", n);
+                }
+                header_bytes += n + vn;
+                if (header_bytes > MAX_HEADER_BYTES) {
+                    PUB_FAIL(L, PUB_HEADERS, (size_t)MAX_HEADER_BYTES);
+                }
+                if (charge_pub(rt, n + vn) != 0 || n + vn < n) {
+                    PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
+                }
+                p->header_vals[p->header_count] = dupn(val, vn);
                 p->header_keys[p->header_count] = dupn(s, n);
                 p->header_count++;
+                lua_pop(L, 1);
+                if (p->header_vals[p->header_count - 1] == NULL ||
+                    p->header_keys[p->header_count - 1] == NULL) {
+                    PUB_FAIL(L, "not enough memory");
+                }
                 lua_pop(L, 1);
             }
         } else if (!lua_isnil(L, -1)) {
@@ -466,8 +750,9 @@ static int ctx_retry(lua_State *L)
         if (lua_type(L, -1) == LUA_TNUMBER) {
             double d = lua_tonumber(L, -1);
             if (!(d >= 0 && d <= 86400000.0)) { /* NaN fails too */
-                return caller_error(L, "ctx.retry: opts.delay must be from 0 to 86400000 "
-                                       "milliseconds, got %s",
+                return caller_error(L,
+                                    "ctx.retry: opts.delay must be from 0 to 86400000 "
+                                    "milliseconds, got %s",
                                     lua_tostring(L, -1));
             }
             delay = (int64_t)d;
@@ -637,8 +922,10 @@ static void set_bytes(lua_State *L, const char *k, amqp_bytes_t b)
 }
 
 /*
- * Push the event table for ENV. Decoding JSON can fail; then push nothing,
- * return -1 and leave the cjson message in ERR.
+ * Push the event table for ENV. Decoding JSON can fail; then push nothing and
+ * return -1 with the cjson message in ERR, or -2 when the decoded body did
+ * not fit in the state's memory. Raises when building the table runs out of
+ * memory: call it protected.
  * -- ... event
  */
 static int push_event(wr_lua *rt, const wr_envelope *env, char *err, size_t errcap)
@@ -669,9 +956,15 @@ static int push_event(wr_lua *rt, const wr_envelope *env, char *err, size_t errc
         /* -- ... event decode body */
         lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_decode);
         push_bytes(L, env->body);
-        if (lua_pcall(L, 1, 1, 0) != 0) {
+        rt->stage = "before the handler ran (decoding the JSON body)";
+        int rc = lua_pcall(L, 1, 1, 0);
+        if (rc != 0 && (rc == LUA_ERRMEM || rt->oom)) {
+            lua_pop(L, 2);
+            return -2; /* valid or not, it did not fit: not the producer's fault */
+        }
+        if (rc != 0) {
             snprintf(err, errcap, "the body is not valid JSON: %s",
-                     lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
+                     lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?");
             lua_pop(L, 2);
             return -1;
         }
@@ -680,27 +973,37 @@ static int push_event(wr_lua *rt, const wr_envelope *env, char *err, size_t errc
     return 0;
 }
 
-/* Refresh the per-message fields of the shared ctx table. -- ... ctx */
+/* T[K] = the value at the top of the stack, raw: no metamethod of a table the
+ * handler may have given a metatable runs. -- ... t v  =>  -- ... t */
+static void raw_setfield(lua_State *L, int t, const char *k)
+{
+    lua_pushstring(L, k);
+    lua_insert(L, -2);
+    lua_rawset(L, t < 0 ? t - 1 : t);
+}
+
+/* Refresh the per-message fields of the shared ctx table (raw writes: init
+ * may have given ctx a metatable). -- ... ctx */
 static void update_ctx(wr_lua *rt, const wr_envelope *env, const wr_lua_call *call)
 {
     lua_State *L = rt->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_ctx);
     lua_pushinteger(L, call->attempt);
-    lua_setfield(L, -2, "attempt");
+    raw_setfield(L, -2, "attempt");
     if (call->idempotency_key) {
         lua_pushstring(L, call->idempotency_key);
     } else {
         push_bytes(L, env->id);
     }
-    lua_setfield(L, -2, "idempotency_key");
+    raw_setfield(L, -2, "idempotency_key");
     if (call->trace_id) {
         lua_pushstring(L, call->trace_id);
     } else {
         lua_pushnil(L);
     }
-    lua_setfield(L, -2, "trace_id");
+    raw_setfield(L, -2, "trace_id");
     push_bytes(L, env->id);
-    lua_setfield(L, -2, "message_id");
+    raw_setfield(L, -2, "message_id");
 }
 
 /* ---- the sandbox ---------------------------------------------------------------- */
@@ -712,7 +1015,7 @@ static void update_ctx(wr_lua *rt, const wr_envelope *env, const wr_lua_call *ca
  * code.
  */
 static const char sandbox_lua[] =
-    "local G, dir, cjson, cjson_safe = ...\n"
+    "local G, dir, cjson, cjson_safe, read_source, max_source = ...\n"
     "local function copy(t, drop)\n"
     "  local c = {}\n"
     "  for k, v in G.pairs(t) do if not (drop and drop[k]) then c[k] = v end end\n"
@@ -761,6 +1064,9 @@ static const char sandbox_lua[] =
     "  if sub(src, 1, 1) == '\\27' then\n"
     "    return nil, 'load: precompiled bytecode is not allowed in handlers'\n"
     "  end\n"
+    "  if #src > max_source then\n"
+    "    return nil, 'load: source text over ' .. max_source .. ' bytes'\n"
+    "  end\n"
     "  local f, err = loadstring(src, name)\n"
     "  if not f then return nil, err end\n"
     "  return setfenv(f, env)\n"
@@ -768,7 +1074,6 @@ static const char sandbox_lua[] =
     "env.load = load_text\n"
     "env.loadstring = load_text\n"
     "local loaded = { cjson = cjson, ['cjson.safe'] = cjson_safe }\n"
-    "local open = G.io.open\n"
     "function env.require(name)\n"
     "  if G.type(name) ~= 'string' then G.error('require: module name must be a string', 2) end\n"
     "  if loaded[name] ~= nil then return loaded[name] end\n"
@@ -776,12 +1081,12 @@ static const char sandbox_lua[] =
     "    G.error(\"require: bad module name '\" .. name .. \"'\", 2)\n"
     "  end\n"
     "  local path = dir .. '/' .. gsub(name, '%.', '/') .. '.lua'\n"
-    "  local fh = open(path, 'rb')\n"
-    "  if not fh then\n"
+    "  local src, rerr, missing = read_source(path)\n"
+    "  if missing then\n"
     "    G.error(\"module '\" .. name .. \"' not found: no \" .. path ..\n"
     "      ' (handlers may require Lua modules from their directory, and cjson)', 2)\n"
     "  end\n"
-    "  local src = fh:read('*a'); fh:close()\n"
+    "  if not src then G.error(rerr, 2) end\n"
     "  local f, err = load_text(src, '@' .. path)\n"
     "  if not f then G.error(err, 2) end\n"
     "  local m = f(name)\n"
@@ -813,8 +1118,9 @@ static int traceback(lua_State *L)
         if (lua_isnil(L, 1)) {
             msg = "error(nil) raised (raise a string: error('what went wrong'))";
         } else {
-            lua_pushfstring(L, "error object is a %s, not a string (raise a string: "
-                               "error('what went wrong'))",
+            lua_pushfstring(L,
+                            "error object is a %s, not a string (raise a string: "
+                            "error('what went wrong'))",
                             luaL_typename(L, 1));
             msg = lua_tostring(L, -1);
         }
@@ -823,12 +1129,24 @@ static int traceback(lua_State *L)
     return 1;
 }
 
-/* Copy the first line of the error at the top of the stack into OUT. */
+/* Copy the first line of the error at the top of the stack into OUT. Never
+ * allocates in the state (it runs after a protected call failed, perhaps out
+ * of memory): a number is formatted here, other values are named. */
 static void first_line(lua_State *L, char *out, size_t cap)
 {
-    const char *msg = lua_tostring(L, -1);
-    if (msg == NULL) {
+    const char *msg;
+    char num[64];
+    switch (lua_type(L, -1)) {
+    case LUA_TSTRING:
+        msg = lua_tostring(L, -1);
+        break;
+    case LUA_TNUMBER:
+        snprintf(num, sizeof(num), "%.14g", lua_tonumber(L, -1));
+        msg = num;
+        break;
+    default:
         msg = "unknown error";
+        break;
     }
     size_t n = strcspn(msg, "\n");
     snprintf(out, cap, "%.*s", (int)n, msg);
@@ -842,10 +1160,8 @@ static int set_api(wr_lua *rt)
     static const struct {
         const char *name;
         lua_CFunction fn;
-    } fns[] = {{"publish", ctx_publish},
-               {"reject", ctx_reject},
-               {"retry", ctx_retry},
-               {"now", ctx_now}};
+    } fns[] = {
+        {"publish", ctx_publish}, {"reject", ctx_reject}, {"retry", ctx_retry}, {"now", ctx_now}};
     for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
         lua_pushlightuserdata(L, rt);
         lua_pushcclosure(L, fns[i].fn, 1);
@@ -879,23 +1195,66 @@ static int set_api(wr_lua *rt)
     return 0;
 }
 
-static char *read_file(const char *path, size_t *len, char *err, size_t errcap)
+char *wr_lua_read_source(const char *path, const char *what, size_t *len, char *err, size_t errcap)
 {
-    FILE *fp = fopen(path, "rb");
-    if (fp == NULL) {
-        snprintf(err, errcap, "%s: cannot open handler: %m", path);
+    /* stat first: a device is not even opened (opening some has effects);
+     * O_NONBLOCK: a FIFO put in its place meanwhile opens at once, and fstat on
+     * the descriptor sees what was opened, whatever the name points to now */
+    struct stat pre;
+    if (stat(path, &pre) == 0 && !S_ISREG(pre.st_mode)) {
+        snprintf(err, errcap, "%s: cannot load %s: not a regular file", path, what);
+        errno = 0;
         return NULL;
     }
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        snprintf(err, errcap, "%s: cannot open %s: %s", path, what, strerror(e));
+        errno = e;
+        return NULL;
+    }
+    struct stat st;
+    char *buf = NULL;
+    if (fstat(fd, &st) != 0) {
+        snprintf(err, errcap, "%s: cannot read %s: %s", path, what, strerror(errno));
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        snprintf(err, errcap, "%s: cannot load %s: not a regular file", path, what);
+        goto fail;
+    }
+    if (st.st_size > (off_t)WR_LUA_MAX_SOURCE) {
+        snprintf(err, errcap, "%s: cannot load %s: larger than %u bytes", path, what,
+                 (unsigned)WR_LUA_MAX_SOURCE);
+        goto fail;
+    }
+    /* read to the end, not to st_size: the file may change meanwhile; one byte
+     * over the limit is enough to refuse it */
+    size_t cap = (size_t)st.st_size + 1, n = 0;
+    if (cap < 4096) {
+        cap = 4096;
+    }
+    buf = malloc(cap + 1);
     while (buf != NULL) {
-        size_t r = fread(buf + n, 1, cap - n, fp);
-        n += r;
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR) {
+            continue;
+        }
+        if (r < 0) {
+            snprintf(err, errcap, "%s: cannot read %s: %s", path, what, strerror(errno));
+            goto fail;
+        }
         if (r == 0) {
             break;
         }
+        n += (size_t)r;
+        if (n > WR_LUA_MAX_SOURCE) {
+            snprintf(err, errcap, "%s: cannot load %s: larger than %u bytes", path, what,
+                     (unsigned)WR_LUA_MAX_SOURCE);
+            goto fail;
+        }
         if (n == cap) {
-            char *nb = realloc(buf, cap * 2);
+            char *nb = realloc(buf, cap * 2 + 1);
             if (nb == NULL) {
                 free(buf);
                 buf = NULL;
@@ -905,13 +1264,20 @@ static char *read_file(const char *path, size_t *len, char *err, size_t errcap)
             cap *= 2;
         }
     }
-    fclose(fp);
     if (buf == NULL) {
-        snprintf(err, errcap, "%s: out of memory reading the handler", path);
-        return NULL;
+        snprintf(err, errcap, "%s: out of memory reading the %s", path, what);
+        goto fail;
     }
+    close(fd);
+    buf[n] = '\0';
     *len = n;
     return buf;
+
+fail:
+    free(buf);
+    close(fd);
+    errno = 0;
+    return NULL;
 }
 
 /* Load cjson and cjson.safe with the real require, before the sandbox hides it. */
@@ -929,7 +1295,10 @@ static int open_cjson(wr_lua *rt, char *err, size_t errcap)
         }
         lua_setfield(L, LUA_REGISTRYINDEX, keys[i]);
     }
-    /* decode_max_depth and friends: cjson's defaults are sane; refs to hot functions */
+    /* inside the memory limit, nesting limits no higher than the defaults
+     * (lua_json.c); then refs to the hot functions */
+    wr_lua_json_guard(L, "warren.cjson");
+    wr_lua_json_guard(L, "warren.cjson_safe");
     lua_getfield(L, LUA_REGISTRYINDEX, "warren.cjson");
     lua_getfield(L, -1, "decode");
     rt->ref_decode = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -941,44 +1310,62 @@ static int open_cjson(wr_lua *rt, char *err, size_t errcap)
     return 0;
 }
 
+typedef struct {
+    const char *p;
+    size_t n;
+} src_text;
+
+/* lua_pcall'd by read_module: push the text (may run out of memory). */
+static int push_src_text(lua_State *L)
+{
+    const src_text *t = lua_touserdata(L, 1);
+    lua_pushlstring(L, t->p, t->n);
+    return 1;
+}
+
+/* read_source(path) for the sandbox's require: the source text, or nil, why,
+ * and true when the file does not exist (wr_lua_read_source's checks). */
+static int read_module(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_pushcfunction(L, push_src_text); /* before the malloc: this may raise */
+    char err[1200];
+    src_text t;
+    char *src = wr_lua_read_source(path, "module", &t.n, err, sizeof(err));
+    if (src == NULL) {
+        int missing = errno == ENOENT;
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        lua_pushboolean(L, missing);
+        return 3;
+    }
+    /* the buffer is ours until the copy is made: copy under pcall, free, then
+     * raise a failure to copy */
+    t.p = src;
+    lua_pushlightuserdata(L, &t);
+    int rc = lua_pcall(L, 1, 1, 0);
+    free(src);
+    if (rc != 0) {
+        return lua_error(L);
+    }
+    return 1;
+}
+
 /*
- * Build the sandboxed environment, compile the handler in it, run the module
- * body, check its shape and run init. -- (empty) on success.
+ * Build the sandboxed environment, compile SRC (LEN bytes) in it, run the
+ * module body, check its shape and run init. Every piece of handler code
+ * (the body, init, and the module table's metamethods when handle and init
+ * are looked up) runs under the deadline. Call it protected: it raises when
+ * the state runs out of memory or the module table's __index raises.
+ * Returns 0, or -1 with ERR. -- (empty) on success.
  */
-static int load_handler(wr_lua *rt, char *err, size_t errcap)
+static int load_handler(wr_lua *rt, const char *src, size_t len, char *err, size_t errcap)
 {
     lua_State *L = rt->L;
-    size_t len;
-    char *src;
-    if (rt->opts.source != NULL) {
-        len = rt->opts.source_len;
-        src = malloc(len + 1);
-        if (src == NULL) {
-            snprintf(err, errcap, "out of memory");
-            return -1;
-        }
-        memcpy(src, rt->opts.source, len);
-    } else if ((src = read_file(rt->handler_path, &len, err, errcap)) == NULL) {
-        return -1;
-    }
-    if (rt->opts.version != NULL) {
-        snprintf(rt->version, sizeof(rt->version), "%s", rt->opts.version);
-    } else {
-        snprintf(rt->version, sizeof(rt->version), "%012llx",
-                 (unsigned long long)(wr_fnv1a(WR_FNV1A_INIT, src, len) & 0xFFFFFFFFFFFFULL));
-    }
-    if (len > 0 && src[0] == '\033') {
-        free(src);
-        snprintf(err, errcap, "%s: precompiled bytecode is not accepted as a handler",
-                 rt->handler_path);
-        return -1;
-    }
-
     lua_pushcfunction(L, traceback);
     int tb = lua_gettop(L);
-    /* the sandbox: -- tb sandboxfn G dir cjson cjson_safe */
+    /* the sandbox: -- tb sandboxfn G dir cjson cjson_safe read_module max_source */
     if (luaL_loadbuffer(L, sandbox_lua, sizeof(sandbox_lua) - 1, "=warren.sandbox") != 0) {
-        free(src);
         snprintf(err, errcap, "internal: sandbox: %s", lua_tostring(L, -1));
         return -1;
     }
@@ -986,8 +1373,9 @@ static int load_handler(wr_lua *rt, char *err, size_t errcap)
     lua_pushstring(L, rt->handler_dir);
     lua_getfield(L, LUA_REGISTRYINDEX, "warren.cjson");
     lua_getfield(L, LUA_REGISTRYINDEX, "warren.cjson_safe");
-    if (lua_pcall(L, 4, 1, tb) != 0) {
-        free(src);
+    lua_pushcfunction(L, read_module);
+    lua_pushinteger(L, WR_LUA_MAX_SOURCE);
+    if (lua_pcall(L, 6, 1, tb) != 0) {
         snprintf(err, errcap, "internal: sandbox: %s", lua_tostring(L, -1));
         return -1;
     }
@@ -995,46 +1383,45 @@ static int load_handler(wr_lua *rt, char *err, size_t errcap)
 
     char chunkname[1100];
     snprintf(chunkname, sizeof(chunkname), "@%s", rt->handler_path);
-    int rc = luaL_loadbuffer(L, src, len, chunkname);
-    free(src);
-    if (rc != 0) {
-        snprintf(err, errcap, "%s", lua_tostring(L, -1));
+    if (luaL_loadbuffer(L, src, len, chunkname) != 0) {
+        first_line(L, err, errcap);
         return -1;
     }
     lua_pushvalue(L, envi);
     lua_setfenv(L, -2);
     /* run the module body under the deadline too: -- tb env chunk */
     rt->phase = PHASE_INIT;
-    rt->deadline_ms = wr_mono_ms() + (double)rt->opts.timeout_ms;
+    start_deadline(rt);
     if (lua_pcall(L, 0, 1, tb) != 0) {
         rt->phase = PHASE_NONE;
         first_line(L, err, errcap);
         return -1;
     }
-    rt->phase = PHASE_NONE;
     /* -- tb env module */
     if (!lua_istable(L, -1)) {
-        snprintf(err, errcap, "%s: the handler must return a table with handle(event, ctx), "
-                              "it returned %s",
+        rt->phase = PHASE_NONE;
+        snprintf(err, errcap,
+                 "%s: the handler must return a table with handle(event, ctx), "
+                 "it returned %s",
                  rt->handler_path, luaL_typename(L, -1));
         return -1;
     }
+    /* still under the deadline: the table's __index is handler code */
     lua_getfield(L, -1, "handle");
+    rt->phase = PHASE_NONE;
     if (!lua_isfunction(L, -1)) {
         snprintf(err, errcap, "%s: the returned table has no function 'handle' (found %s)",
                  rt->handler_path, luaL_typename(L, -1));
         return -1;
     }
     rt->ref_handle = luaL_ref(L, LUA_REGISTRYINDEX);
-    if (set_api(rt) != 0) {
-        snprintf(err, errcap, "out of memory");
-        return -1;
-    }
+    set_api(rt);
+    rt->phase = PHASE_INIT;
+    start_deadline(rt);
     lua_getfield(L, -1, "init");
     if (lua_isfunction(L, -1)) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_ctx);
-        rt->phase = PHASE_INIT;
-        rt->deadline_ms = wr_mono_ms() + (double)rt->opts.timeout_ms;
+        start_deadline(rt);
         if (lua_pcall(L, 1, 0, tb) != 0) {
             rt->phase = PHASE_NONE;
             char msg[900];
@@ -1044,14 +1431,74 @@ static int load_handler(wr_lua *rt, char *err, size_t errcap)
         }
         rt->phase = PHASE_NONE;
     } else if (!lua_isnil(L, -1)) {
+        rt->phase = PHASE_NONE;
         snprintf(err, errcap, "%s: 'init' must be a function, found %s", rt->handler_path,
                  luaL_typename(L, -1));
         return -1;
     } else {
+        rt->phase = PHASE_NONE;
         lua_pop(L, 1);
     }
     lua_settop(L, 0);
     return 0;
+}
+
+/* What create_state works on (lua_cpcall's light userdata). */
+typedef struct {
+    wr_lua *rt;
+    const char *src; /* the handler's source */
+    size_t len;
+    char *err;
+    size_t errcap;
+    int failed; /* a step failed and said why in ERR */
+} create_args;
+
+/* The part of wr_lua_create that allocates in the state or runs Lua code,
+ * run by lua_cpcall: running out of memory here fails the load, not the
+ * process. */
+static int create_state(lua_State *L)
+{
+    create_args *a = lua_touserdata(L, 1);
+    wr_lua *rt = a->rt;
+    set_cstack_floor(rt);
+    lua_settop(L, 0);
+    luaL_openlibs(L);
+    /* The JIT stays off: the timeout hook must fire in every loop (see lua_rt.h).
+     * After openlibs, which turns the JIT on when it opens the jit library. */
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+    /* pattern functions and table.sort the deadline can stop, before
+     * anything (cjson, the sandbox) takes references to the originals */
+    wr_lua_pattern_inject(L);
+    lua_pushlightuserdata(L, rt);
+    lua_setfield(L, LUA_REGISTRYINDEX, "warren.rt");
+    if (open_cjson(rt, a->err, a->errcap) != 0 ||
+        load_handler(rt, a->src, a->len, a->err, a->errcap) != 0) {
+        a->failed = 1;
+        return 0;
+    }
+    lua_gc(L, LUA_GCCOLLECT, 0);
+    return 0;
+}
+
+int wr_lua_panic(lua_State *L)
+{
+    /* nothing here may allocate in the state: a panic is often out of memory */
+    const char *msg =
+        lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "(the error value is not a string)";
+    wr_logline line;
+    wr_log_begin(&line, WR_LOG_ERROR,
+                 "Lua panic: an error outside any protected call; the process exits");
+    void *ud = NULL;
+    if (lua_getallocf(L, &ud) == limited_alloc && ud != NULL) {
+        wr_lua *rt = ud;
+        wr_log_str(&line, "subscription", rt->subscription);
+        wr_log_str(&line, "handler", rt->handler_path);
+        wr_log_int(&line, "worker", rt->opts.worker);
+        wr_log_int(&line, "memory_bytes", (long long)rt->mem_used);
+    }
+    wr_log_str(&line, "error", msg);
+    wr_log_end(&line);
+    return 0; /* LuaJIT then exits with status 1 */
 }
 
 wr_lua *wr_lua_create(const wr_lua_opts *opts, char *err, size_t errcap)
@@ -1085,27 +1532,64 @@ wr_lua *wr_lua_create(const wr_lua_opts *opts, char *err, size_t errcap)
     rt->opts.handler_path = rt->handler_path;
     rt->opts.subscription = rt->subscription;
     rt->opts.queue = rt->queue;
-    /* opts.source and opts.version are read during create only (load_handler) */
+    /* opts.source and opts.version are read here only */
+
+    size_t len;
+    char *src;
+    if (opts->source != NULL) {
+        len = opts->source_len;
+        src = malloc(len + 1);
+        if (src == NULL) {
+            snprintf(err, errcap, "out of memory");
+            goto fail;
+        }
+        memcpy(src, opts->source, len);
+    } else if ((src = wr_lua_read_source(rt->handler_path, "handler", &len, err, errcap)) == NULL) {
+        goto fail;
+    }
+    if (opts->version != NULL) {
+        snprintf(rt->version, sizeof(rt->version), "%s", opts->version);
+    } else {
+        snprintf(rt->version, sizeof(rt->version), "%012llx",
+                 (unsigned long long)(wr_fnv1a(WR_FNV1A_INIT, src, len) & 0xFFFFFFFFFFFFULL));
+    }
+    rt->opts.source = NULL;
+    rt->opts.version = NULL;
+    if (len > 0 && src[0] == '\033') {
+        free(src);
+        snprintf(err, errcap, "%s: precompiled bytecode is not accepted as a handler",
+                 rt->handler_path);
+        goto fail;
+    }
 
     rt->L = lua_newstate(limited_alloc, rt);
     if (rt->L == NULL) {
+        free(src);
         snprintf(err, errcap, "cannot create a Lua state");
         goto fail;
     }
-    lua_State *L = rt->L;
-    luaL_openlibs(L);
-    /* The JIT stays off: the timeout hook must fire in every loop (see lua_rt.h).
-     * After openlibs, which turns the JIT on when it opens the jit library. */
-    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-    lua_pushlightuserdata(L, rt);
-    lua_setfield(L, LUA_REGISTRYINDEX, "warren.rt");
-    lua_sethook(L, deadline_hook, LUA_MASKCOUNT, HOOK_EVERY);
-    if (open_cjson(rt, err, errcap) != 0 || load_handler(rt, err, errcap) != 0) {
+    lua_atpanic(rt->L, wr_lua_panic);
+    lua_sethook(rt->L, deadline_hook, HOOK_MASK, HOOK_EVERY);
+    create_args a = {.rt = rt, .src = src, .len = len, .err = err, .errcap = errcap};
+    err[0] = '\0';
+    int rc = lua_cpcall(rt->L, create_state, &a);
+    rt->phase = PHASE_NONE;
+    free(src);
+    if (rc != 0) {
+        if (rc == LUA_ERRMEM || rt->oom) {
+            snprintf(err, errcap,
+                     "%s: not enough memory to load the handler (the state's limit "
+                     "is %zu bytes)",
+                     rt->handler_path, rt->mem_limit);
+        } else {
+            first_line(rt->L, err, errcap);
+        }
         goto fail;
     }
-    lua_gc(L, LUA_GCCOLLECT, 0);
-    rt->opts.source = NULL;
-    rt->opts.version = NULL;
+    if (a.failed) {
+        goto fail;
+    }
+    lua_settop(rt->L, 0);
     return rt;
 
 fail:
@@ -1140,14 +1624,26 @@ size_t wr_lua_memory(const wr_lua *rt)
     return rt->mem_used;
 }
 
+/* ctx.max_attempts = opts.max_attempts, raw, run by lua_cpcall: it may
+ * allocate (the handler may have removed the field). */
+static int set_max_attempts(lua_State *L)
+{
+    wr_lua *rt = lua_touserdata(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_ctx);
+    lua_pushinteger(L, rt->opts.max_attempts > 0 ? rt->opts.max_attempts : 1);
+    raw_setfield(L, -2, "max_attempts");
+    return 0;
+}
+
 void wr_lua_set_limits(wr_lua *rt, int64_t timeout_ms, int max_attempts)
 {
     rt->opts.timeout_ms = timeout_ms > 0 ? timeout_ms : 5000;
     rt->opts.max_attempts = max_attempts;
-    lua_rawgeti(rt->L, LUA_REGISTRYINDEX, rt->ref_ctx);
-    lua_pushinteger(rt->L, max_attempts > 0 ? max_attempts : 1);
-    lua_setfield(rt->L, -2, "max_attempts");
-    lua_pop(rt->L, 1);
+    if (lua_cpcall(rt->L, set_max_attempts, rt) != 0) {
+        wr_logf(WR_LOG_WARN, "ctx.max_attempts of %s left as it was: not enough memory",
+                rt->subscription);
+    }
+    lua_settop(rt->L, 0);
 }
 
 void wr_lua_interrupt(wr_lua *rt)
@@ -1162,37 +1658,49 @@ static void set_result(wr_lua_result *res, wr_outcome o, const char *reason, con
     snprintf(res->error, sizeof(res->error), "%s", error ? error : "");
 }
 
-wr_outcome wr_lua_handle(wr_lua *rt, const wr_envelope *env, const wr_lua_call *call,
-                         wr_lua_result *res)
-{
-    lua_State *L = rt->L;
-    memset(res, 0, sizeof(*res));
-    res->retry_delay_ms = -1;
-    free_pubs(rt);
-    rt->forced = WR_OUT_OK;
-    rt->forced_reason[0] = '\0';
-    rt->timed_out = 0;
-    rt->oom = 0;
-    rt->env = env;
-    rt->call = call;
+/* What handle_call works on (lua_cpcall's light userdata). */
+typedef struct {
+    wr_lua *rt;
+    const wr_envelope *env;
+    const wr_lua_call *call;
+    wr_lua_result *res;
+} handle_args;
 
+/*
+ * One message, run by lua_cpcall: build the event and ctx, call handle under
+ * a pcall with the traceback handler and the deadline, read the outcome.
+ * What may raise outside the handler's pcall (out of memory building the
+ * event) unwinds to wr_lua_handle, which reports it; rt->stage says where.
+ */
+static int handle_call(lua_State *L)
+{
+    handle_args *a = lua_touserdata(L, 1);
+    wr_lua *rt = a->rt;
+    wr_lua_result *res = a->res;
+    set_cstack_floor(rt);
     lua_settop(L, 0);
+    rt->stage = "before the handler ran (building the event)";
     lua_pushcfunction(L, traceback); /* -- tb */
     lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_handle);
     char err[512];
-    if (push_event(rt, env, err, sizeof(err)) != 0) { /* -- tb handle event */
+    int ev = push_event(rt, a->env, err, sizeof(err)); /* -- tb handle event */
+    if (ev == -1) {
         set_result(res, WR_OUT_INVALID, WR_REASON_INVALID_JSON, err);
-        res->rebuild = rt->oom;
-        goto done;
+        return 0;
     }
-    update_ctx(rt, env, call); /* -- tb handle event ctx */
+    if (ev == -2) {
+        return luaL_error(L, "not enough memory");
+    }
+    rt->stage = "before the handler ran (setting ctx)";
+    update_ctx(rt, a->env, a->call); /* -- tb handle event ctx */
+    rt->stage = NULL;
 
     rt->phase = PHASE_HANDLE;
-    rt->deadline_ms = wr_mono_ms() + (double)rt->opts.timeout_ms;
-    rt->next_service_ms = wr_mono_ms() + (double)rt->opts.service_every_ms;
+    start_deadline(rt);
     int rc = lua_pcall(L, 2, 1, 1);
     rt->phase = PHASE_NONE;
-    lua_sethook(L, deadline_hook, LUA_MASKCOUNT, HOOK_EVERY); /* undo a timeout's every-1 */
+    lua_sethook(L, deadline_hook, HOOK_MASK, HOOK_EVERY); /* undo a timeout's every-1 */
+    rt->stage = "after the handler ran (reading its outcome)";
 
     if (rt->forced != WR_OUT_OK) {
         /* ctx.reject / ctx.retry win even if the handler caught the unwind with pcall */
@@ -1208,27 +1716,83 @@ wr_outcome wr_lua_handle(wr_lua *rt, const wr_envelope *env, const wr_lua_call *
         free_pubs(rt);
         char msg[1024];
         first_line(L, msg, sizeof(msg));
-        if (rt->timed_out) {
-            set_result(res, WR_OUT_TIMEOUT, "timeout", msg);
-        } else if (rc == LUA_ERRMEM || rt->oom) {
-            set_result(res, WR_OUT_ERROR, "out-of-memory", "not enough memory: the handler "
-                                                           "exceeded the state's memory limit");
+        if (rc == LUA_ERRMEM || rt->oom) {
+            /* first: whatever else happened, the state may be full */
+            set_result(res, WR_OUT_ERROR, "out-of-memory",
+                       "not enough memory: the handler exceeded the state's memory limit");
             res->rebuild = 1;
+        } else if (rt->timed_out) {
+            set_result(res, WR_OUT_TIMEOUT, "timeout", msg);
+        } else if (rt->cstack_overflow && strstr(msg, CSTACK_ERROR) != NULL) {
+            set_result(res, WR_OUT_ERROR, "stack-overflow", msg);
         } else {
             set_result(res, WR_OUT_ERROR, "handler-error", msg);
         }
-        if (wr_log_enabled(WR_LOG_DEBUG) && lua_isstring(L, -1)) {
+        if (wr_log_enabled(WR_LOG_DEBUG) && lua_type(L, -1) == LUA_TSTRING) {
             wr_logline l;
             wr_log_begin(&l, WR_LOG_DEBUG, "handler error traceback");
             wr_log_str(&l, "subscription", rt->subscription);
-            wr_log_strn(&l, "message_id", env->id.bytes, env->id.len);
+            wr_log_strn(&l, "message_id", a->env->id.bytes, a->env->id.len);
             wr_log_str(&l, "traceback", lua_tostring(L, -1));
             wr_log_end(&l);
         }
     }
-done:
+    return 0;
+}
+
+wr_outcome wr_lua_handle(wr_lua *rt, const wr_envelope *env, const wr_lua_call *call,
+                         wr_lua_result *res)
+{
+    lua_State *L = rt->L;
+    memset(res, 0, sizeof(*res));
+    res->retry_delay_ms = -1;
+    free_pubs(rt);
+    rt->forced = WR_OUT_OK;
+    rt->forced_reason[0] = '\0';
+    rt->timed_out = 0;
+    rt->cstack_overflow = 0;
+    rt->oom = 0;
+    rt->mem_slack = 0;
+    rt->env = env;
+    rt->call = call;
+    rt->stage = "before the handler ran (starting the call)";
+
+    lua_settop(L, 0);
+    handle_args a = {.rt = rt, .env = env, .call = call, .res = res};
+    int rc = lua_cpcall(L, handle_call, &a);
+    if (rc != 0) {
+        /* raised outside the handler's own pcall: out of memory building the
+         * event or reading the outcome. The state may hold what filled it: the
+         * worker builds a new one. */
+        rt->phase = PHASE_NONE;
+        lua_sethook(L, deadline_hook, HOOK_MASK, HOOK_EVERY);
+        free_pubs(rt);
+        res->pubs = NULL;
+        res->pub_count = 0;
+        char msg[1024];
+        if (rc == LUA_ERRMEM || rt->oom) {
+            snprintf(msg, sizeof(msg), "not enough memory: the state's memory limit was reached %s",
+                     rt->stage ? rt->stage : "");
+            set_result(res, WR_OUT_ERROR, "out-of-memory", msg);
+        } else {
+            first_line(L, msg, sizeof(msg));
+            set_result(res, WR_OUT_ERROR, "handler-error", msg);
+        }
+        res->rebuild = 1;
+    }
     rt->env = NULL;
     rt->call = NULL;
     lua_settop(L, 0);
+    if (res->rebuild) {
+        /* LuaJIT does not collect when an allocation fails: what the failed
+         * call left would fill the state until the next cycle. The worker
+         * builds a new state, but keeps this one when that fails. Not under
+         * lua_cpcall, which needs memory itself; the slack covers the one
+         * allocation a collection makes (a smaller string table, after the
+         * strings are freed). */
+        rt->mem_slack = 1;
+        lua_gc(L, LUA_GCCOLLECT, 0);
+        rt->mem_slack = 0;
+    }
     return res->outcome;
 }

@@ -28,9 +28,32 @@
  * Timeouts: the state runs with LuaJIT's JIT compiler off, so an instruction
  * count hook fires everywhere, including in `while true do end`, and stops a
  * handler that runs past its deadline (PLATFORM.md: with the JIT on, hooks
- * never fire in compiled loops). Memory: the state's allocator refuses to
- * grow past a limit; the handler then fails with "not enough memory" and the
- * worker rebuilds the state (wr_lua_result.rebuild).
+ * never fire in compiled loops). The hook also runs at every function call,
+ * where it reads the coarse clock, so a loop of slow C calls stops in time.
+ * The C functions that could run long without calling anything are replaced
+ * by versions that check the deadline as they go (lua_pattern.c: string.find,
+ * match, gmatch, gsub, table.sort; lua_json.c: cjson's encode bound); load()
+ * takes at most WR_LUA_MAX_SOURCE bytes of text. What remains is bounded by
+ * the memory limit: a C function that copies or scans at most the state's
+ * memory (string.rep, table.concat, cjson.decode of the largest string the
+ * state can hold, one garbage collection), measured at well under a second.
+ *
+ * Memory: the state's allocator refuses to grow past a limit; the handler
+ * then fails with "not enough memory" and the worker rebuilds the state
+ * (wr_lua_result.rebuild). Everything that allocates in the state or runs
+ * Lua code (building the event and ctx, loading, live limits) runs under a
+ * protected call, so running out of memory costs a message, never the
+ * process; metamethods the handler set on ctx or on its module table never
+ * run outside the deadline (ctx's fields are written raw). lua-cjson's
+ * malloc'd buffers are bounded before it runs (lua_json.c). A panic (an
+ * error outside any protected call: a bug) is logged before LuaJIT exits.
+ *
+ * The C stack: recursion through C functions that call back into Lua
+ * (string.gsub with a function, table.sort's comparator, coroutines,
+ * metamethods) is checked at every call against a floor 2 MiB below the
+ * call's entry (and 1 MiB above the thread stack's end): past it the call
+ * fails with "C stack overflow" (reason stack-overflow), where it used to
+ * end the process with SIGSEGV.
  *
  * One wr_lua belongs to one thread. Nothing in here touches the network:
  * ctx.publish only buffers; the worker publishes after success.
@@ -50,17 +73,17 @@
 typedef struct wr_lua wr_lua;
 
 typedef struct {
-    const char *handler_path;   /* absolute path of the handler file */
-    const char *source;         /* its content, when the caller read it already (hot
-                                   reload reads once for every worker); NULL: read the file */
+    const char *handler_path; /* absolute path of the handler file */
+    const char *source;       /* its content, when the caller read it already (hot
+                                 reload reads once for every worker); NULL: read the file */
     size_t source_len;
-    const char *version;        /* the version to report; NULL: hash of the source */
-    const char *subscription;   /* name, for ctx.subscription and logs */
+    const char *version;      /* the version to report; NULL: hash of the source */
+    const char *subscription; /* name, for ctx.subscription and logs */
     const char *queue;
-    int64_t timeout_ms;         /* handler deadline per message */
-    size_t memory_limit;        /* bytes the state may allocate; 0 = 64 MiB */
-    int worker;                 /* worker index, for logs */
-    int max_attempts;           /* ctx.max_attempts */
+    int64_t timeout_ms;           /* handler deadline per message */
+    size_t memory_limit;          /* bytes the state may allocate; 0 = 64 MiB */
+    int worker;                   /* worker index, for logs */
+    int max_attempts;             /* ctx.max_attempts */
     struct wr_breakers *breakers; /* named breakers for ctx.breaker (breakers.h); NULL: none */
     /* Called from inside a long handler every SERVICE_EVERY_MS (from the count
      * hook, between VM instructions): the worker keeps its AMQP connection's
@@ -69,6 +92,8 @@ typedef struct {
     void *service_ud;
     int64_t service_every_ms;
     const wr_breaker_policy *breaker_fallback; /* policy of names not in the config */
+    size_t max_publish_bytes; /* what ctx.publish may buffer per message (bodies, names,
+                                 headers: copied out of the state); 0 = 16 MiB */
     /* How ctx.http sends (lua_http.h): NULL is libcurl, the sidecar's transport;
      * `warren exec` answers from the event file's fakes instead. */
     wr_http_send_fn http_send;
@@ -83,22 +108,23 @@ typedef struct {
     char *routing_key;
     char *body;
     size_t body_len;
-    char *content_type;  /* NULL: none */
-    char *type;          /* NULL: none */
-    int mandatory;       /* fail the message if no queue takes it */
-    char **header_keys;  /* string headers, header_count of them */
+    char *content_type; /* NULL: none */
+    char *type;         /* NULL: none */
+    int mandatory;      /* fail the message if no queue takes it */
+    char **header_keys; /* string headers, header_count of them */
     char **header_vals;
     int header_count;
 } wr_lua_pub;
 
 typedef struct {
     wr_outcome outcome;
-    char error[1024];     /* for every outcome but OK: what went wrong, with source:line */
-    char reason[64];      /* stable code for DLQ headers: handler-error, timeout, ... */
+    char error[1024];       /* for every outcome but OK: what went wrong, with source:line */
+    char reason[64];        /* stable code for DLQ headers (outcome.h): handler-error,
+                               timeout, out-of-memory, stack-overflow, ... */
     int64_t retry_delay_ms; /* WR_OUT_RETRY: requested delay, or -1 for the policy's */
-    int rebuild;          /* the state hit its memory limit: build a new one */
-    wr_lua_pub *pubs;     /* WR_OUT_OK: buffered publishes, in order; owned by the
-                             wr_lua, valid until the next wr_lua_handle */
+    int rebuild;            /* the state hit its memory limit: build a new one */
+    wr_lua_pub *pubs;       /* WR_OUT_OK: buffered publishes, in order; owned by the
+                               wr_lua, valid until the next wr_lua_handle */
     int pub_count;
 } wr_lua_result;
 
@@ -109,12 +135,12 @@ typedef struct {
  * outcome is OK and must reset BUF before reusing it.
  */
 typedef struct wr_lua_store_s {
-    struct wr_storebuf *buf;   /* the message's buffer (storebuf.h) */
-    int (*fetch)(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_base *out,
-                 char *err, size_t errcap); /* reads: a wr_sb_fetch */
+    struct wr_storebuf *buf; /* the message's buffer (storebuf.h) */
+    int (*fetch)(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_base *out, char *err,
+                 size_t errcap); /* reads: a wr_sb_fetch */
     void *fetch_ud;
-    const char *prefix;        /* store.prefix: every key is <prefix><key> */
-    size_t max_value_bytes;    /* store.max_value_bytes */
+    const char *prefix;     /* store.prefix: every key is <prefix><key> */
+    size_t max_value_bytes; /* store.max_value_bytes */
 } wr_lua_store;
 
 /* Per-message values the worker gives the handler beyond the envelope. */
@@ -141,6 +167,21 @@ const char *wr_lua_version(const wr_lua *L);
 /* Run one message through `handle`. Always fills RES; returns RES->outcome. */
 wr_outcome wr_lua_handle(wr_lua *L, const wr_envelope *env, const wr_lua_call *call,
                          wr_lua_result *res);
+
+/* Largest handler or module source file accepted, in bytes. */
+#define WR_LUA_MAX_SOURCE (8u << 20)
+
+/*
+ * Read the Lua source at PATH (a handler, WHAT = "handler", or a module it
+ * requires, "module"): a regular file once symlinks are followed, of at most
+ * WR_LUA_MAX_SOURCE bytes. A FIFO, a device or a directory is refused without
+ * blocking or reading: the file is opened non-blocking and checked on the
+ * open descriptor. Returns a malloc'd buffer (NUL-terminated after *LEN
+ * bytes), or NULL with ERR set to "PATH: cannot open WHAT: <errno text>"
+ * (errno kept), "PATH: cannot load WHAT: not a regular file", "PATH: cannot
+ * load WHAT: larger than N bytes" or "PATH: cannot read WHAT: <errno text>".
+ */
+char *wr_lua_read_source(const char *path, const char *what, size_t *len, char *err, size_t errcap);
 
 /* FNV-1a over N bytes at P, continuing from H (start with WR_FNV1A_INIT): the
  * content hash behind handler versions. */

@@ -35,6 +35,7 @@ static const char *const reason_names[WR_RS_COUNT] = {
     [WR_RS_HANDLER_ERROR] = "handler-error",
     [WR_RS_TIMEOUT] = "timeout",
     [WR_RS_OUT_OF_MEMORY] = "out-of-memory",
+    [WR_RS_STACK_OVERFLOW] = "stack-overflow",
     [WR_RS_RETRY_REQUESTED] = "retry-requested",
     [WR_RS_REJECTED] = "rejected",
     [WR_RS_CRASHED] = "crashed",

@@ -34,6 +34,7 @@ typedef enum {
     WR_RS_HANDLER_ERROR,   /* handler-error */
     WR_RS_TIMEOUT,         /* timeout */
     WR_RS_OUT_OF_MEMORY,   /* out-of-memory */
+    WR_RS_STACK_OVERFLOW,  /* stack-overflow: calls nested too deeply through C */
     WR_RS_RETRY_REQUESTED, /* retry-requested: ctx.retry */
     WR_RS_REJECTED,        /* rejected: ctx.reject */
     /* the worker */

@@ -16,8 +16,8 @@
 #define RESCAN_MS 10000 /* the backstop re-stat, for events the kernel never sent */
 
 struct wr_reloader {
-    const wr_config *cfg;  /* the running config: restart-only values come from it */
-    wr_live *live;         /* one per subscription */
+    const wr_config *cfg; /* the running config: restart-only values come from it */
+    wr_live *live;        /* one per subscription */
     wr_watch *watch;
     double next_rescan;
     atomic_long applied, refused; /* read by the metrics thread */
@@ -77,32 +77,11 @@ void wr_live_snapshot_free(wr_live_snapshot *s)
 
 /* ---- reading handlers ------------------------------------------------------------- */
 
-static char *slurp(const char *path, size_t *len)
+/* A handler's source (lua_rt.h: regular files only, with a size limit), or
+ * NULL with the reason in ERR. */
+static char *slurp(const char *path, size_t *len, char *err, size_t errcap)
 {
-    FILE *fp = fopen(path, "rb");
-    if (fp == NULL) {
-        return NULL;
-    }
-    size_t cap = 8192, n = 0;
-    char *buf = malloc(cap);
-    while (buf != NULL) {
-        size_t r = fread(buf + n, 1, cap - n, fp);
-        n += r;
-        if (r == 0) {
-            break;
-        }
-        if (n == cap) {
-            char *nb = realloc(buf, cap *= 2);
-            if (nb == NULL) {
-                free(buf);
-                buf = NULL;
-            }
-            buf = nb;
-        }
-    }
-    fclose(fp);
-    *len = n;
-    return buf;
+    return wr_lua_read_source(path, "handler", len, err, errcap);
 }
 
 static int cmp_names(const void *a, const void *b)
@@ -113,7 +92,9 @@ static int cmp_names(const void *a, const void *b)
 /*
  * The version of a handler: FNV-1a over its source, then over the name and
  * content of every other .lua file in its directory, in name order (the
- * modules it may require). 12 hex digits.
+ * modules it may require). 12 hex digits. Siblings that are not regular
+ * files or are too large to be required (lua_rt.h) are left out: a FIFO or a
+ * link to /dev/zero named x.lua is neither waited for nor read.
  */
 static void version_of(const char *path, const char *src, size_t len, char out[17])
 {
@@ -145,7 +126,8 @@ static void version_of(const char *path, const char *src, size_t len, char out[1
         char p[4400];
         snprintf(p, sizeof(p), "%s/%s", slash ? dir : ".", names[i]);
         size_t ml;
-        char *m = slurp(p, &ml);
+        char why[256];
+        char *m = wr_lua_read_source(p, "module", &ml, why, sizeof(why));
         if (m != NULL) {
             h = wr_fnv1a(h, names[i], strlen(names[i]) + 1);
             h = wr_fnv1a(h, m, ml);
@@ -159,7 +141,8 @@ static void version_of(const char *path, const char *src, size_t len, char out[1
 int wr_handler_version(const char *path, char out[17])
 {
     size_t len;
-    char *src = slurp(path, &len);
+    char why[256];
+    char *src = slurp(path, &len, why, sizeof(why));
     if (src == NULL) {
         return -1;
     }
@@ -191,9 +174,8 @@ wr_reloader *wr_reloader_create(const wr_config *cfg, char *err, size_t errcap)
         wr_live *l = &r->live[i];
         pthread_mutex_init(&l->lock, NULL);
         atomic_init(&l->gen, 1);
-        l->source = slurp(s->handler, &l->source_len);
+        l->source = slurp(s->handler, &l->source_len, err, errcap);
         if (l->source == NULL) {
-            snprintf(err, errcap, "%s: cannot read the handler", s->handler);
             goto fail;
         }
         version_of(s->handler, l->source, l->source_len, l->version);
@@ -272,17 +254,20 @@ static int restart_diff(const wr_config *a, const wr_config *b, char *what, size
 {
     int n = 0;
     what[0] = '\0';
-#define DIFF(cond, key)                                                                     \
-    do {                                                                                    \
-        if (cond) {                                                                         \
-            add(what, cap, key);                                                            \
-            n++;                                                                            \
-        }                                                                                   \
+#define DIFF(cond, key)                                                                            \
+    do {                                                                                           \
+        if (cond) {                                                                                \
+            add(what, cap, key);                                                                   \
+            n++;                                                                                   \
+        }                                                                                          \
     } while (0)
     DIFF(!str_eq(a->amqp.url, b->amqp.url), "amqp.url");
     DIFF(a->amqp_heartbeat_ms != b->amqp_heartbeat_ms, "amqp.heartbeat");
     DIFF(a->amqp_connect_timeout_ms != b->amqp_connect_timeout_ms, "amqp.connect_timeout");
     DIFF(a->amqp_reconnect_max_ms != b->amqp_reconnect_max_ms, "amqp.reconnect_max");
+    DIFF(!str_eq(a->amqp_tls.ca, b->amqp_tls.ca), "amqp.tls.ca");
+    DIFF(!str_eq(a->amqp_tls.cert, b->amqp_tls.cert), "amqp.tls.cert");
+    DIFF(!str_eq(a->amqp_tls.key, b->amqp_tls.key), "amqp.tls.key");
     DIFF(!str_eq(a->redis.url, b->redis.url), "redis.url");
     DIFF(a->redis_timeout_ms != b->redis_timeout_ms, "redis.timeout");
     DIFF(a->redis_reconnect_max_ms != b->redis_reconnect_max_ms, "redis.reconnect_max");
@@ -291,10 +276,10 @@ static int restart_diff(const wr_config *a, const wr_config *b, char *what, size
     for (int i = 0; i < a->sub_count && i < b->sub_count; i++) {
         const wr_subscription *x = &a->subs[i], *y = &b->subs[i];
         char key[300];
-#define SUB(cond, field)                                                                    \
-    do {                                                                                    \
-        snprintf(key, sizeof(key), "subscriptions[%d].%s", i, field);                       \
-        DIFF(cond, key);                                                                    \
+#define SUB(cond, field)                                                                           \
+    do {                                                                                           \
+        snprintf(key, sizeof(key), "subscriptions[%d].%s", i, field);                              \
+        DIFF(cond, key);                                                                           \
     } while (0)
         SUB(!str_eq(x->name, y->name), "name");
         SUB(!str_eq(x->queue, y->queue), "queue");
@@ -304,6 +289,7 @@ static int restart_diff(const wr_config *a, const wr_config *b, char *what, size
         SUB(x->concurrency != y->concurrency, "concurrency");
         SUB(x->batch_size != y->batch_size, "batch_size");
         SUB(x->max_body_size != y->max_body_size, "max_body_size");
+        SUB(x->max_publish_size != y->max_publish_size, "max_publish_size");
         SUB(x->idem.enabled != y->idem.enabled || x->idem.source != y->idem.source ||
                 !str_eq(x->idem.key_arg, y->idem.key_arg) ||
                 !str_eq(x->idem.prefix, y->idem.prefix) || x->idem.ttl_ms != y->idem.ttl_ms ||
@@ -335,13 +321,16 @@ static int reload_sub(wr_reloader *r, int i, const wr_subscription *nsub, const 
     wr_live *l = &r->live[i];
     const wr_subscription *run = &r->cfg->subs[i];
     size_t len;
-    char *src = slurp(run->handler, &len);
+    char rerr[1200];
+    char *src = slurp(run->handler, &len, rerr, sizeof(rerr));
     if (src == NULL) {
+        char msg[1300];
+        snprintf(msg, sizeof(msg), "%s; the running version stays", rerr);
         wr_logline line;
         wr_log_begin(&line, WR_LOG_ERROR, "handler reload refused");
         wr_log_str(&line, "subscription", run->name);
         wr_log_str(&line, "file", run->handler);
-        wr_log_str(&line, "error", "cannot read the handler file; the running version stays");
+        wr_log_str(&line, "error", msg);
         wr_log_end(&line);
         return -1;
     }
@@ -350,7 +339,8 @@ static int reload_sub(wr_reloader *r, int i, const wr_subscription *nsub, const 
 
     pthread_mutex_lock(&l->lock);
     int same_code = strcmp(version, l->version) == 0;
-    int same_policy = l->timeout_ms == nsub->handler_timeout_ms && same_retry(&l->retry, &nsub->retry);
+    int same_policy =
+        l->timeout_ms == nsub->handler_timeout_ms && same_retry(&l->retry, &nsub->retry);
     char old_version[17];
     memcpy(old_version, l->version, sizeof(old_version));
     pthread_mutex_unlock(&l->lock);

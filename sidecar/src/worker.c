@@ -149,7 +149,10 @@ struct wr_worker {
 
     pthread_mutex_t lua_lock; /* guards swapping `lua` against wr_worker_interrupt */
     wr_lua *lua;
-    wr_lua_opts lua_opts;
+    wr_lua_opts lua_opts;  /* what `lua` was built from (source and version: the copies
+                              below), so an out-of-memory rebuild makes the same version */
+    char *run_source;      /* the running version's source */
+    char run_version[64];
 
     wr_live *live;         /* the subscription's live handler and policy (reload.h) */
     unsigned live_gen;     /* the generation this worker runs */
@@ -444,11 +447,11 @@ static int publish_outgoing(wr_worker *w, batch *bt, item *it, const wr_lua_resu
                        AMQP_BASIC_TIMESTAMP_FLAG | AMQP_BASIC_HEADERS_FLAG;
         props.delivery_mode = AMQP_DELIVERY_PERSISTENT;
         props.timestamp = (uint64_t)(wr_now_ms() / 1000);
-        /* <key>:<subscription>:<n>: two subscriptions that consume the same event
-         * publish different events, which must not share an id */
-        char id[WR_IDKEY_MAX + 320];
-        int n = snprintf(id, sizeof(id), "%.*s:%s:%d", (int)base_len, base, w->sub->name, i + 1);
-        props.message_id = pool_dup(&bt->pool, id, (size_t)n);
+        /* <key>:<subscription>:<n> (idkey.h): two subscriptions that consume the
+         * same event publish different events, which must not share an id */
+        char id[WR_EVENT_ID_CAP];
+        size_t n = wr_idkey_event_id(base, base_len, w->sub->name, i + 1, id);
+        props.message_id = pool_dup(&bt->pool, id, n);
         if (p->content_type) {
             props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
             props.content_type = pool_dup(&bt->pool, p->content_type, strlen(p->content_type));
@@ -574,7 +577,29 @@ static void service_broker(void *ud)
     }
 }
 
-/* Replace the Lua state after it ran out of memory. */
+/* Keep a copy of the source and version the running state was built from (in
+ * w->lua_opts), for rebuild_lua. Returns 0, or -1 when out of memory (the old
+ * copy is kept). */
+static int remember_source(wr_worker *w, const char *source, size_t len, const char *version)
+{
+    char *copy = malloc(len + 1);
+    if (copy == NULL) {
+        return -1;
+    }
+    memcpy(copy, source, len);
+    copy[len] = '\0';
+    free(w->run_source);
+    w->run_source = copy;
+    snprintf(w->run_version, sizeof(w->run_version), "%s", version ? version : "");
+    w->lua_opts.source = w->run_source;
+    w->lua_opts.source_len = len;
+    w->lua_opts.version = version ? w->run_version : NULL;
+    return 0;
+}
+
+/* Replace the Lua state after it ran out of memory: the same version, from the
+ * source it was built from (not the file on disk, which may hold a version the
+ * reloader has not validated). */
 static void rebuild_lua(wr_worker *w)
 {
     char err[1024];
@@ -1945,6 +1970,7 @@ static int apply_live(wr_worker *w)
             w->lua = fresh;
             pthread_mutex_unlock(&w->lua_lock);
             wr_lua_destroy(old);
+            remember_source(w, snap.source, snap.source_len, snap.version);
         }
     }
     w->lua_opts.timeout_ms = snap.timeout_ms;
@@ -2232,6 +2258,7 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
         .service = service_broker,
         .service_ud = w,
         .service_every_ms = cfg->amqp_heartbeat_ms > 0 ? cfg->amqp_heartbeat_ms / 4 : 1000,
+        .max_publish_bytes = (size_t)sub->max_publish_size,
     };
     int bs = sub->batch_size;
     for (int b = 0; b < 2; b++) {
@@ -2258,12 +2285,13 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
         wr_live_snapshot_free(&snap);
         goto fail;
     }
-    wr_lua_opts o = w->lua_opts;
-    o.source = snap.source;
-    o.source_len = snap.source_len;
-    o.version = snap.version;
-    w->lua = wr_lua_create(&o, err, errcap);
+    if (remember_source(w, snap.source, snap.source_len, snap.version) != 0) {
+        snprintf(err, errcap, "out of memory");
+        wr_live_snapshot_free(&snap);
+        goto fail;
+    }
     wr_live_snapshot_free(&snap);
+    w->lua = wr_lua_create(&w->lua_opts, err, errcap);
     if (w->lua == NULL) {
         goto fail;
     }
@@ -2310,6 +2338,7 @@ void wr_worker_free(wr_worker *w)
     free(w->held);
     free(w->orphans);
     free(w->scratch);
+    free(w->run_source);
     pthread_mutex_destroy(&w->lua_lock);
     free(w);
 }

@@ -48,7 +48,9 @@ return M
 b = Broker()
 b.declare(out)
 b.declare(queue)
-w = Warren(tmp, [{"name": "evil", "queue": queue, "handler": "evil.lua", "handler_timeout": "500ms",
+# the hog needs about 0.3 s of CPU to fill its 64 MiB, and the deadline holds
+# (it is checked at every call): leave it time to run out of memory first
+w = Warren(tmp, [{"name": "evil", "queue": queue, "handler": "evil.lua", "handler_timeout": "3s",
                   "retry": {"max_attempts": 1},
                   # every probe fails on purpose: the breaker would (rightly) stop consuming
                   "breaker": {"enabled": False}}]).start()
@@ -68,7 +70,7 @@ expect = {
     "rawset": "attempt to create global 'x'",
     "string_hijack": "attempt to index a boolean value",
     "global": "attempt to create global 'leaked'",
-    "spin": "handler timed out after 500 ms",
+    "spin": "handler timed out after 3000 ms",
     "hog": "not enough memory",
     "table_error": "error object is a table, not a string",
     "yield": "attempt to yield across C-call boundary",

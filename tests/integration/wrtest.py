@@ -362,6 +362,8 @@ def stack(cmd):
     env = dict(os.environ)
     env["WR_AMQP_PORT"] = str(urlparse(ENV["WARREN_AMQP_URL"]).port)
     env["WR_REDIS_PORT"] = str(urlparse(ENV["WARREN_REDIS_URL"]).port)
+    if "WARREN_AMQPS_URL" in ENV:  # a restarted broker keeps its TLS listener
+        env["WR_AMQPS_PORT"] = str(urlparse(ENV["WARREN_AMQPS_URL"]).port)
     t0 = time.monotonic()
     p = subprocess.run(["bash", STACK_SH, cmd, STACK_DIR], env=env, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, timeout=240)

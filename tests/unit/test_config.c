@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static char tmp_dir[PATH_MAX];       /* private directory, realpath'd */
@@ -187,6 +188,7 @@ static void test_minimal_defaults(void)
     CHECK_INT(cfg->default_batch_size, 50);
     CHECK_INT(cfg->default_handler_timeout_ms, 5000);
     CHECK_INT(cfg->default_max_body_size, 512 * 1024);
+    CHECK_INT(cfg->default_max_publish_size, 16 << 20);
     CHECK_INT(cfg->shutdown_grace_ms, 25000);
     CHECK_STR(cfg->store_prefix, "warren:store:");
     CHECK_INT(cfg->store_max_writes, 256);
@@ -205,6 +207,7 @@ static void test_minimal_defaults(void)
     CHECK_INT(cfg->subs[0].batch_size, 50);
     CHECK_INT(cfg->subs[0].handler_timeout_ms, 5000);
     CHECK_INT(cfg->subs[0].max_body_size, 512 * 1024);
+    CHECK_INT(cfg->subs[0].max_publish_size, 16 << 20);
     CHECK_INT(cfg->subs[0].binding_count, 0);
     CHECK(cfg->subs[0].bindings == NULL);
     CHECK_INT(cfg->subs[0].line, 6);
@@ -257,6 +260,7 @@ static void test_full_config(void)
         "    concurrency: 8\n"
         "    handler_timeout: 750ms\n"
         "    max_body_size: 1000\n"
+        "    max_publish_size: 64KiB\n"
         "    bindings:\n"
         "      - exchange: shop.events\n"
         "        type: direct\n"
@@ -319,6 +323,7 @@ static void test_full_config(void)
     CHECK_INT(s->batch_size, 200); /* 500 clamped to prefetch */
     CHECK_INT(s->handler_timeout_ms, 2000);
     CHECK_INT(s->max_body_size, 4 << 20); /* inherited */
+    CHECK_INT(s->max_publish_size, 16 << 20); /* the default, inherited */
     CHECK_INT(s->line, 22);
     CHECK_INT(s->col, 5);
     CHECK_INT(s->binding_count, 2);
@@ -347,6 +352,7 @@ static void test_full_config(void)
     CHECK_INT(s->batch_size, 20); /* inherited 100, clamped to prefetch 20 */
     CHECK_INT(s->handler_timeout_ms, 750);
     CHECK_INT(s->max_body_size, 1000);
+    CHECK_INT(s->max_publish_size, 64 << 10);
     CHECK_INT(s->binding_count, 1);
     CHECK_STR(s->bindings[0].type, "direct");
     CHECK_INT(s->bindings[0].routing_key_count, 1);
@@ -474,7 +480,7 @@ static void test_unknown_keys(void)
         MINIMAL "    prefetc: 10\n",
         "9:5: unknown key 'prefetc' in subscriptions[0] (expected one of: name, queue, "
         "dlq, handler, prefetch, concurrency, batch_size, handler_timeout, max_body_size, "
-        "retry, idempotency, breaker, bindings)");
+        "max_publish_size, retry, idempotency, breaker, bindings)");
     EXPECT_ERRORS("amqp:\n"
                   "  url: amqp://localhost/\n"
                   "  heartbeats: 5s\n"
@@ -488,7 +494,7 @@ static void test_unknown_keys(void)
                   "      - exchange: x\n"
                   "        routing_key: k\n",
                   "3:3: unknown key 'heartbeats' in amqp (expected one of: url, heartbeat, "
-                  "connect_timeout, reconnect_max)",
+                  "connect_timeout, reconnect_max, tls)",
                   "11:9: missing required key 'routing_keys' in subscriptions[0].bindings[0]",
                   "12:9: unknown key 'routing_key' in subscriptions[0].bindings[0] (expected one "
                   "of: exchange, type, declare, routing_keys)");
@@ -530,7 +536,7 @@ static void test_wrong_node_kinds(void)
         MINIMAL "    queue2: q\n    bindings: {exchange: x}\n",
         "9:5: unknown key 'queue2' in subscriptions[0] (expected one of: name, queue, "
         "dlq, handler, prefetch, concurrency, batch_size, handler_timeout, max_body_size, "
-        "retry, idempotency, breaker, bindings)",
+        "max_publish_size, retry, idempotency, breaker, bindings)",
         "10:15: subscriptions[0].bindings: expected a list, got a mapping");
     /* Never echo a scalar where a mapping was expected: it may be a secret URL. */
     EXPECT_ERRORS("amqp: amqp://user:hunter2@host/\n"
@@ -703,7 +709,7 @@ static void test_strings(void)
                   "      - exchange: ''\n"
                   "        routing_keys: a\n",
                   "6:11: subscriptions[0].name: may contain only letters, digits, '_', '.' and "
-                  "'-', got 'my orders'",
+                  "'-', got a value of 9 bytes (not shown)",
                   "7:12: subscriptions[0].queue: must not be empty",
                   "8:10: subscriptions[0].dlq: must not be empty",
                   "11:19: subscriptions[0].bindings[0].exchange: must not be empty");
@@ -726,7 +732,7 @@ static void test_strings(void)
     EXPECT_ERRORS(text, line);
 
     EXPECT_ERRORS(MINIMAL "    dlq: q\n", "9:10: subscriptions[0].dlq: must differ from the "
-                                          "queue 'q'");
+                                          "queue");
 }
 
 static void test_duplicates(void)
@@ -744,8 +750,8 @@ static void test_handler_missing(void)
     char line[PATH_MAX + 200], line2[PATH_MAX + 200];
 
     snprintf(line, sizeof(line),
-             "8:14: subscriptions[0].handler: handler file 'missing.lua' not found "
-             "(relative to %s)",
+             "8:14: subscriptions[0].handler: handler file not found (relative to %s), got a "
+             "value of 11 bytes (not shown)",
              conf_dir);
     EXPECT_ERRORS("amqp:\n"
                   "  url: amqp://localhost/\n"
@@ -758,9 +764,10 @@ static void test_handler_missing(void)
                   line);
 
     snprintf(line, sizeof(line),
-             "10:14: subscriptions[1].handler: handler file '/nonexistent/x.lua' not found");
+             "10:14: subscriptions[1].handler: handler file not found, got a value of 18 bytes "
+             "(not shown)");
     snprintf(line2, sizeof(line2),
-             "13:14: subscriptions[2].handler: handler file '..' is not a regular file");
+             "13:14: subscriptions[2].handler: handler file is not a regular file, got '..'");
     EXPECT_ERRORS(MINIMAL "  - name: b\n"
                           "    handler: /nonexistent/x.lua\n"
                           "    queue: q2\n"
@@ -854,7 +861,8 @@ static void test_multiple_errors(void)
     char handler_line[PATH_MAX + 128];
 
     snprintf(handler_line, sizeof(handler_line),
-             "4:14: subscriptions[0].handler: handler file 'nope.lua' not found (relative to %s)",
+             "4:14: subscriptions[0].handler: handler file not found (relative to %s), got "
+             "'nope.lua'",
              conf_dir);
     EXPECT_ERRORS("subscriptions:\n"
                   "  - name: a\n"
@@ -1272,12 +1280,12 @@ static void test_policy_errors(void)
                   "json:PATH, got 'jsn:x'",
                   "14:24: subscriptions[1].idempotency.key: expected message_id, header:NAME or "
                   "json:PATH, got 'header:'",
-                  "18:24: subscriptions[2].idempotency.key: invalid JSON path 'order..id' (names "
-                  "of letters, digits, '_' and '-', joined by '.')",
-                  "22:24: subscriptions[3].idempotency.key: invalid JSON path '' (names of "
-                  "letters, digits, '_' and '-', joined by '.')",
-                  "25:10: defaults.idempotency.key: invalid JSON path 'order.id$' (names of "
-                  "letters, digits, '_' and '-', joined by '.')");
+                  "18:24: subscriptions[2].idempotency.key: invalid JSON path (names of letters, "
+                  "digits, '_' and '-', joined by '.'), got a value of 9 bytes (not shown)",
+                  "22:24: subscriptions[3].idempotency.key: invalid JSON path (names of letters, "
+                  "digits, '_' and '-', joined by '.'), got an empty value",
+                  "25:10: defaults.idempotency.key: invalid JSON path (names of letters, "
+                  "digits, '_' and '-', joined by '.'), got a value of 9 bytes (not shown)");
     memset(big, 'h', 256);
     big[256] = '\0';
     snprintf(text, sizeof(text), MINIMAL "    idempotency:\n      key: header:%s\n", big);
@@ -2016,6 +2024,420 @@ static void test_redis_urls(void)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Hostile input: limits, NUL bytes, secrets in messages                      */
+/* ------------------------------------------------------------------------ */
+
+/* Seconds of monotonic time since T0 (a timespec taken by the caller). */
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + (double)(t1.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* A buffer holding MINIMAL, then PREFIX, then REPEAT N times, then SUFFIX (malloc'd). */
+static char *build_text(const char *prefix, const char *repeat, int n, const char *suffix)
+{
+    size_t cap = strlen(MINIMAL) + strlen(prefix) + strlen(repeat) * (size_t)n + strlen(suffix) + 1;
+    char *text = malloc(cap), *p = text;
+    p += sprintf(p, "%s%s", MINIMAL, prefix);
+    for (int i = 0; i < n; i++) {
+        p += sprintf(p, "%s", repeat);
+    }
+    sprintf(p, "%s", suffix);
+    return text;
+}
+
+/*
+ * ${} defaults nest, but only so deep: 600 KB of "${A:-" used to recurse once
+ * per level (a stack overflow) after a quadratic scan. Now: an error at once.
+ */
+static void test_expansion_depth(void)
+{
+    struct timespec t0;
+
+    unsetenv("WR_T_UNSET");
+    setenv("WR_T_SET", "v", 1);
+    /* Eight levels are fine... */
+    wr_config *cfg = LOAD_OK(MINIMAL "    dlq: ${WR_T_UNSET:-${WR_T_UNSET:-${WR_T_UNSET:-"
+                                     "${WR_T_UNSET:-${WR_T_UNSET:-${WR_T_UNSET:-${WR_T_UNSET:-"
+                                     "${WR_T_UNSET:-deep}}}}}}}}\n");
+    if (cfg != NULL) {
+        CHECK_STR(cfg->subs[0].dlq, "deep");
+        wr_config_free(cfg);
+    }
+    /* ...nine are not, even when the outer variable is set and the default unused. */
+    EXPECT_ERRORS(MINIMAL
+                  "    dlq: ${WR_T_SET:-${A:-${A:-${A:-${A:-${A:-${A:-${A:-${A:-x}}}}}}}}}\n",
+                  "9:10: subscriptions[0].dlq: ${} defaults nested more than 8 deep");
+
+    char *closers = malloc(40003);
+    closers[0] = 'x';
+    memset(closers + 1, '}', 40000);
+    strcpy(closers + 40001, "\n");
+    char *text = build_text("    dlq: ", "${WR_T_UNSET:-", 40000, closers);
+    free(closers);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    EXPECT_ERRORS(text, "9:10: subscriptions[0].dlq: ${} defaults nested more than 8 deep");
+    CHECK(seconds_since(&t0) < 2.0);
+    free(text);
+    unsetenv("WR_T_SET");
+}
+
+/*
+ * A value may not grow past 64 KiB, however it is made: written out, or
+ * expanded from variables (a few hundred "${BIG}" would otherwise build
+ * gigabytes before anything looked at the result).
+ */
+static void test_value_size(void)
+{
+    char *big = malloc(40001);
+    memset(big, 'b', 40000);
+    big[40000] = '\0';
+    setenv("WR_T_BIG", big, 1);
+    free(big);
+
+    char *text = build_text("    dlq: ", "${WR_T_BIG}", 50000, "\n");
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    EXPECT_ERRORS(text, "9:10: subscriptions[0].dlq: the value is longer than 64 KiB");
+    CHECK(seconds_since(&t0) < 2.0);
+    free(text);
+
+    text = build_text("    dlq: ", "d", 70000, "\n");
+    EXPECT_ERRORS(text, "9:10: subscriptions[0].dlq: the value is longer than 64 KiB");
+    free(text);
+    unsetenv("WR_T_BIG");
+}
+
+/*
+ * libyaml has no nesting limit and its scanner is quadratic in the depth of
+ * flow collections (400 KB of '[' ran for more than 20 s); the loader stops
+ * at 32 levels, flow or block, before the document is built.
+ */
+static void test_yaml_depth(void)
+{
+    struct timespec t0;
+    char *text = build_text("    bindings: ", "[", 200000, "\n");
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    EXPECT_ERRORS(text, "9:44: YAML collections nested more than 32 deep");
+    CHECK(seconds_since(&t0) < 5.0);
+    free(text);
+
+    text = build_text("    bindings: ", "{a: ", 100000, "\n");
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    EXPECT_ERRORS(text, "9:131: YAML collections nested more than 32 deep");
+    CHECK(seconds_since(&t0) < 5.0);
+    free(text);
+
+    /* Block collections count the same way. */
+    char block[8192], *p = block;
+    p += sprintf(p, "%s", MINIMAL "    retry:\n");
+    for (int i = 0; i < 40; i++) {
+        p += sprintf(p, "%*sk%d:\n", 6 + 2 * i, "", i);
+    }
+    sprintf(p, "%*sx\n", 6 + 2 * 40, "");
+    EXPECT_ERRORS(block, "39:65: YAML collections nested more than 32 deep");
+}
+
+/* The file itself: at most 1 MiB is read (a config is a few KiB; /dev/zero is not one). */
+static void test_file_size(void)
+{
+    char *text = build_text("", "# a comment line of some length, repeated many times\n",
+                            1048576 / 53 + 1, "");
+    EXPECT_ERRORS(text, "19791:9: the file is larger than 1 MiB");
+    free(text);
+
+    wr_config_errors errs;
+    CHECK(wr_config_load("/dev/zero", &errs) == NULL);
+    CHECK_INT(errs.count, 1);
+    CHECK_STR(errs.lines[0], "/dev/zero:1:1048577: the file is larger than 1 MiB");
+    wr_config_errors_free(&errs);
+}
+
+/*
+ * YAML aliases reuse a node wherever they appear: three nested lists of
+ * aliases make a few KB stand for billions of values. The walk counts every
+ * value it visits and stops at 100000.
+ */
+static void test_alias_budget(void)
+{
+    size_t cap = 1 << 20;
+    char *text = malloc(cap), *p = text;
+    p += sprintf(p, "amqp:\n  url: amqp://localhost/\nredis:\n  url: redis://localhost\n"
+                    "subscriptions:\n"
+                    "  - name: a\n    queue: q\n    handler: h.lua\n"
+                    "    bindings: &b\n"
+                    "      - exchange: x\n        routing_keys: &r [k");
+    for (int i = 1; i < 1000; i++) {
+        p += sprintf(p, ", k");
+    }
+    p += sprintf(p, "]\n");
+    for (int i = 1; i < 300; i++) {
+        p += sprintf(p, "      - {exchange: x, routing_keys: *r}\n");
+    }
+    (void)cap;
+    EXPECT_ERRORS(text, "11:2097: subscriptions[0].bindings[99].routing_keys[690]: more than "
+                        "100000 values in all (a YAML alias counts once per use)");
+    free(text);
+}
+
+/* Lists whose checks compare every element with every other are bounded. */
+static void test_list_bounds(void)
+{
+    char *text = build_text("breakers:\n", "  b: {}\n", 1, "");
+    free(text);
+    size_t cap = 1 << 20;
+    text = malloc(cap);
+    char *p = text;
+    p += sprintf(p, "%sbreakers:\n", MINIMAL);
+    for (int i = 0; i < 1001; i++) {
+        p += sprintf(p, "  b%d: {}\n", i);
+    }
+    EXPECT_ERRORS(text, "10:3: breakers: must have at most 1000 entries, got 1001");
+    p = text;
+    p += sprintf(p, "amqp:\n  url: amqp://localhost/\nredis:\n  url: redis://localhost\n"
+                    "subscriptions:\n");
+    for (int i = 0; i < 1001; i++) {
+        p += sprintf(p, "  - {name: s%d, queue: q%d, handler: h.lua}\n", i, i);
+    }
+    EXPECT_ERRORS(text, "6:3: subscriptions: must have at most 1000 entries, got 1001");
+    free(text);
+}
+
+/* A NUL byte (YAML's "\0" escape) would silently cut a C string: refused. */
+static void test_nul_bytes(void)
+{
+    EXPECT_ERRORS(MINIMAL "    dlq: \"q.dlq\\0tail\"\n",
+                  "9:10: subscriptions[0].dlq: contains a NUL byte (\\0)");
+    EXPECT_ERRORS(MINIMAL "    bindings:\n"
+                          "      - exchange: x\n"
+                          "        routing_keys: [\"a\\0\"]\n"
+                          "    \"prefetch\\0x\": 5\n",
+                  "11:24: subscriptions[0].bindings[0].routing_keys[0]: contains a NUL byte "
+                  "(\\0)",
+                  "12:5: a key in subscriptions[0] contains a NUL byte (\\0)");
+    EXPECT_ERRORS(MINIMAL "breakers:\n  \"pay\\0ments\": {}\n",
+                  "10:3: a key in breakers contains a NUL byte (\\0)");
+}
+
+/*
+ * A value that does not fit its key is described, not echoed, unless it is a
+ * few characters long: a secret pasted under the wrong key must not reach
+ * the terminal or a CI log. URLs are shown masked only when they look like
+ * URLs (a known scheme); a scheme-less one may be the password itself.
+ */
+static void test_values_not_echoed(void)
+{
+    static const char secret[] = "S3cr3t+Passw0rd";
+    wr_config_errors errs;
+
+    EXPECT_ERRORS(MINIMAL "log:\n  level: hunter2hunter2\n",
+                  "10:10: log.level: expected one of debug, info, warn, error, got a value of "
+                  "14 bytes (not shown)");
+    EXPECT_ERRORS(MINIMAL "log:\n  level: verbose\n",
+                  "10:10: log.level: expected one of debug, info, warn, error, got 'verbose'");
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: 'user:pa://ss@host'\n"
+                  "redis:\n"
+                  "  url: s3cr3tpassword\n"
+                  "subscriptions:\n"
+                  "  - name: a\n"
+                  "    queue: q\n"
+                  "    handler: h.lua\n",
+                  "2:8: amqp.url: invalid AMQP URL (the scheme must be amqp:// or amqps://), "
+                  "got a value of 17 bytes (not shown)",
+                  "4:8: redis.url: invalid Redis URL (the scheme must be redis://), got a value "
+                  "of 14 bytes (not shown)");
+    /* A URL with a scheme that is not ours: shown, its whole userinfo masked. */
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: 'http://tok3n@host/'\n"
+                  "redis:\n"
+                  "  url: redis://localhost\n"
+                  "subscriptions:\n"
+                  "  - name: a\n"
+                  "    queue: q\n"
+                  "    handler: h.lua\n",
+                  "2:8: amqp.url: invalid AMQP URL 'http://***@host/' (the scheme must be amqp:// "
+                  "or amqps://)");
+
+    /* Every kind of value check, fed the secret: it appears in no message. */
+    setenv("WR_T_SECRET", secret, 1);
+    wr_config *cfg = load_text("amqp:\n"
+                               "  url: ${WR_T_SECRET}\n"
+                               "  heartbeat: ${WR_T_SECRET}\n"
+                               "redis:\n"
+                               "  url: ${WR_T_SECRET}\n"
+                               "  timeout: ${WR_T_SECRET}\n"
+                               "log:\n"
+                               "  level: ${WR_T_SECRET}\n"
+                               "  bodies: ${WR_T_SECRET}\n"
+                               "defaults:\n"
+                               "  prefetch: ${WR_T_SECRET}\n"
+                               "  max_body_size: ${WR_T_SECRET}\n"
+                               "  retry: {backoff: {multiplier: '${WR_T_SECRET}'}}\n"
+                               "  idempotency: {key: '${WR_T_SECRET}'}\n"
+                               "subscriptions:\n"
+                               "  - name: ${WR_T_SECRET}\n"
+                               "    queue: ${WR_T_SECRET}\n"
+                               "    dlq: ${WR_T_SECRET}\n"
+                               "    handler: h.lua\n"
+                               "    idempotency: {key: 'json:${WR_T_SECRET}'}\n"
+                               "    bindings: [{exchange: x, type: '${WR_T_SECRET}', "
+                               "routing_keys: a}]\n",
+                               &errs);
+    CHECK(cfg == NULL);
+    CHECK_INT(errs.count, 14);
+    for (int i = 0; i < errs.count; i++) {
+        check_count++;
+        if (strstr(errs.lines[i], "S3cr3t") != NULL) {
+            check_failures++;
+            fprintf(stderr, "%s:%d: secret echoed: %s\n", __FILE__, __LINE__, errs.lines[i]);
+        }
+    }
+    wr_config_errors_free(&errs);
+    unsetenv("WR_T_SECRET");
+}
+
+/*
+ * amqp.tls: files resolved like handler paths and pointed to by the loaded
+ * URL; only with amqps://, and a client certificate comes with its key.
+ */
+static void test_tls_config(void)
+{
+    char path[PATH_MAX + 64], line[PATH_MAX + 200];
+
+    write_file("conf/ca.pem", "not checked here\n");
+    write_file("conf/client.pem", "x\n");
+    write_file("conf/client.key", "x\n");
+    wr_config *cfg = LOAD_OK("amqp:\n"
+                             "  url: amqps://guest:guest@localhost:5671/\n"
+                             "  tls:\n"
+                             "    ca: ca.pem\n"
+                             "    cert: client.pem\n"
+                             "    key: client.key\n"
+                             "redis:\n"
+                             "  url: redis://localhost\n"
+                             "subscriptions:\n"
+                             "  - name: a\n"
+                             "    queue: q\n"
+                             "    handler: h.lua\n");
+    if (cfg != NULL) {
+        CHECK_INT(cfg->amqp.ssl, 1);
+        CHECK(cfg->amqp.tls == &cfg->amqp_tls);
+        snprintf(path, sizeof(path), "%s/ca.pem", conf_dir);
+        CHECK_STR(cfg->amqp_tls.ca, path);
+        snprintf(path, sizeof(path), "%s/client.pem", conf_dir);
+        CHECK_STR(cfg->amqp_tls.cert, path);
+        snprintf(path, sizeof(path), "%s/client.key", conf_dir);
+        CHECK_STR(cfg->amqp_tls.key, path);
+        wr_config_free(cfg);
+    }
+    cfg = LOAD_OK("amqp:\n  url: amqps://h/\nredis:\n  url: redis://h\n"
+                  "subscriptions:\n  - name: a\n    queue: q\n    handler: h.lua\n");
+    if (cfg != NULL) {
+        CHECK(cfg->amqp.tls == &cfg->amqp_tls);
+        CHECK(cfg->amqp_tls.ca == NULL && cfg->amqp_tls.cert == NULL);
+        wr_config_free(cfg);
+    }
+
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: amqp://localhost/\n"
+                  "  tls: {ca: ca.pem}\n"
+                  "redis:\n"
+                  "  url: redis://localhost\n"
+                  "subscriptions:\n"
+                  "  - name: a\n"
+                  "    queue: q\n"
+                  "    handler: h.lua\n",
+                  "3:8: amqp.tls: TLS files are set but amqp.url is not an amqps:// URL");
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: amqps://localhost/\n"
+                  "  tls:\n"
+                  "    cert: client.pem\n"
+                  "redis:\n"
+                  "  url: redis://localhost\n"
+                  "subscriptions:\n"
+                  "  - name: a\n"
+                  "    queue: q\n"
+                  "    handler: h.lua\n",
+                  "4:5: amqp.tls: cert and key go together: key is missing");
+    snprintf(line, sizeof(line),
+             "3:13: amqp.tls.ca: ca file not found (relative to %s), got 'nope.pem'", conf_dir);
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: amqps://localhost/\n"
+                  "  tls: {ca: nope.pem, key: client.key}\n"
+                  "redis:\n"
+                  "  url: redis://localhost\n"
+                  "subscriptions:\n"
+                  "  - name: a\n"
+                  "    queue: q\n"
+                  "    handler: h.lua\n",
+                  "3:8: amqp.tls: cert and key go together: cert is missing", line);
+    static const char *const files[] = {"conf/ca.pem", "conf/client.pem", "conf/client.key"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(path, sizeof(path), "%s/%s", tmp_dir, files[i]);
+        unlink(path);
+    }
+}
+
+/* A message stays one line: control characters in what it quotes become '?'. */
+static void test_control_characters(void)
+{
+    EXPECT_ERRORS(MINIMAL "log: {level: \"a\\tb\\nc\"}\n",
+                  "9:14: log.level: expected one of debug, info, warn, error, got 'a?b?c'");
+    EXPECT_ERRORS(MINIMAL "\"x\\ny\": 1\n",
+                  "9:1: unknown key 'x?y' at the top level (expected one of: amqp, redis, log, "
+                  "defaults, breakers, shutdown, store, http, journal, subscriptions)");
+    EXPECT_ERRORS(MINIMAL "    dlq: \"${A\\rB}\"\n",
+                  "9:10: subscriptions[0].dlq: invalid environment variable name 'A?B' (letters, "
+                  "digits and '_')");
+    /* a quoted URL folded over lines keeps its blank lines as newlines; and a long one */
+    EXPECT_ERRORS("amqp: {url: 'amqps://u:p@h:0/v\n\n  x'}\n"
+                  "redis:\n  url: redis://localhost\n"
+                  "subscriptions:\n  - {name: a, queue: q, handler: h.lua}\n",
+                  "1:13: amqp.url: invalid AMQP URL 'amqps://u:***@h:0/v?x' (port must be a "
+                  "number from 1 to 65535)");
+    char text[1024], want[512];
+    snprintf(text, sizeof(text), "amqp:\n  url: amqp://h:0/%0300d\n"
+             "redis:\n  url: redis://localhost\n"
+             "subscriptions:\n  - {name: a, queue: q, handler: h.lua}\n", 0);
+    snprintf(want, sizeof(want), "2:8: amqp.url: invalid AMQP URL 'amqp://h:0/%0189d...' (port "
+             "must be a number from 1 to 65535)", 0);
+    EXPECT_ERRORS(text, want);
+    EXPECT_ERRORS(MINIMAL "breakers:\n  \"p\\ty\": {window: 0}\n",
+                  "10:3: breakers: may contain only letters, digits, '_', '.' and '-', got 'p?y'",
+                  "10:20: breakers.p?y.window: expected an integer from 1 to 1000, got '0'");
+}
+
+/* Masking: the userinfo's password, whatever the URL looks like. */
+static void test_mask_url(void)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"amqp://guest:guest@h/", "amqp://guest:***@h/"},
+        {"amqp://guest@h/", "amqp://***@h/"},
+        {"redis://:pw@h", "redis://:***@h"},
+        {"user:pa://ss@host", "user:***@host"},
+        {"user:pa://ss@host/x?y=1", "user:***@host/x?y=1"},
+        {"pa://ss@host", "pa://***@host"},
+        {"://x:y@h", ":***@h"},
+        {"x1+-.:b@h", "x1+-.:***@h"},
+        {"amqp://u:p@ss@h/", "amqp://u:***@h/"},
+        {"h:5672", "h:5672"},
+        {"noauth", "noauth"},
+        {"", ""},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *got = wr_url_mask(cases[i].in);
+        CHECK_STR(got, cases[i].out);
+        free(got);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
 /* Reference table and the shipped example                                    */
 /* ------------------------------------------------------------------------ */
 
@@ -2027,6 +2449,10 @@ static void test_reference(void)
         "amqp.heartbeat",
         "amqp.connect_timeout",
         "amqp.reconnect_max",
+        "amqp.tls",
+        "amqp.tls.ca",
+        "amqp.tls.cert",
+        "amqp.tls.key",
         "redis",
         "redis.url",
         "redis.timeout",
@@ -2040,6 +2466,7 @@ static void test_reference(void)
         "defaults.batch_size",
         "defaults.handler_timeout",
         "defaults.max_body_size",
+        "defaults.max_publish_size",
         "defaults.retry",
         "defaults.retry.max_attempts",
         "defaults.retry.delays",
@@ -2096,6 +2523,7 @@ static void test_reference(void)
         "subscriptions[].batch_size",
         "subscriptions[].handler_timeout",
         "subscriptions[].max_body_size",
+        "subscriptions[].max_publish_size",
         "subscriptions[].retry",
         "subscriptions[].retry.max_attempts",
         "subscriptions[].retry.delays",
@@ -2359,6 +2787,17 @@ int main(void)
     test_journal();
     test_durations();
     test_amqp_urls();
+    test_mask_url();
+    test_tls_config();
+    test_control_characters();
+    test_expansion_depth();
+    test_value_size();
+    test_yaml_depth();
+    test_file_size();
+    test_alias_budget();
+    test_list_bounds();
+    test_nul_bytes();
+    test_values_not_echoed();
     test_redis_urls();
     test_reference();
     test_example_config();

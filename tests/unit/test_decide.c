@@ -128,6 +128,7 @@ static void test_names(void)
         CHECK_INT(wr_reason_parse(wr_reason_name((wr_reason)r)), r);
     }
     CHECK_STR(wr_reason_name(WR_RS_STORE_REFUSED), "store-refused");
+    CHECK_STR(wr_reason_name(WR_RS_STACK_OVERFLOW), "stack-overflow");
     CHECK_STR(wr_reason_name(WR_RS_MISSING_KEY), "missing-idempotency-key");
     CHECK_INT(wr_reason_parse(NULL), WR_RS_NONE);
     CHECK_INT(wr_reason_parse(""), WR_RS_NONE);

@@ -8,6 +8,8 @@
 #include "check.h"
 #include "idkey.h"
 
+#include <openssl/evp.h>
+
 static wr_envelope env_of(const char *id, const char *body, amqp_table_t *headers)
 {
     wr_envelope e;
@@ -29,8 +31,45 @@ static int derive(wr_key_source src, const char *arg, int hash, const wr_envelop
     return wr_idkey_derive(&p, e, out, WR_IDKEY_MAX + 1, why, 256);
 }
 
+/* Ids of published events: <key>:<subscription>:<n>, or a digest when that
+ * would not fit in an AMQP message id. */
+static void test_event_ids(void)
+{
+    char id[WR_EVENT_ID_CAP];
+    CHECK_INT(wr_idkey_event_id("o-1", 3, "orders", 2, id), strlen("o-1:orders:2"));
+    CHECK_STR(id, "o-1:orders:2");
+    char key[300];
+    memset(key, 'k', 244);
+    key[244] = '\0';
+    /* 244 + 1 + 6 + 1 + 1 = 253: still plain */
+    CHECK_INT(wr_idkey_event_id(key, 244, "orders", 1, id), 253);
+    memset(key, 'k', 250);
+    key[250] = '\0';
+    size_t n = wr_idkey_event_id(key, 250, "orders", 12, id);
+    CHECK_INT(n, 7 + 64 + 3);
+    CHECK(strncmp(id, "sha256:", 7) == 0);
+    CHECK_STR(id + 71, ":12");
+    char again[WR_EVENT_ID_CAP];
+    wr_idkey_event_id(key, 250, "orders", 12, again);
+    CHECK_STR(again, id); /* the same every time */
+    wr_idkey_event_id(key, 250, "ledger", 12, again);
+    CHECK(strcmp(again, id) != 0); /* another subscription, another id */
+    /* the digest of "<key>:orders", computed here independently of the code */
+    memset(key, 'k', 250);
+    memcpy(key + 250, ":orders", 8);
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    EVP_Digest(key, 257, md, &mdlen, EVP_sha256(), NULL);
+    char hexs[65];
+    for (int i = 0; i < 32; i++) {
+        snprintf(hexs + 2 * i, 3, "%02x", md[i]);
+    }
+    CHECK(strncmp(id + 7, hexs, 64) == 0);
+}
+
 int main(void)
 {
+    test_event_ids();
     char key[WR_IDKEY_MAX + 1], why[256];
 
     wr_envelope e = env_of("m-1", "{}", NULL);

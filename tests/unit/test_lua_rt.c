@@ -34,14 +34,61 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <sys/wait.h>
+
+#include "log.h"
+#include "lua_api.h"
+#include "reload.h"
+
 static char tmp_dir[PATH_MAX]; /* private directory, realpath'd */
+
+/* A case that can hang (a FIFO, a runaway C function) runs under a watchdog:
+ * when it fires, the run fails naming the case instead of blocking ctest. */
+static const char *watched_case = "";
+
+static void watchdog_fired(int sig)
+{
+    (void)sig;
+    static const char msg[] = "test_lua_rt: watchdog: a case hung: ";
+    ssize_t rc = write(2, msg, sizeof(msg) - 1);
+    rc = write(2, watched_case, strlen(watched_case));
+    rc = write(2, "\n", 1);
+    (void)rc;
+    _exit(1);
+}
+
+static void watch_case(const char *name, unsigned seconds)
+{
+    watched_case = name;
+    signal(SIGALRM, watchdog_fired);
+    alarm(seconds);
+}
+
+static void unwatch(void)
+{
+    alarm(0);
+    watched_case = "";
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 /* ---- helpers -------------------------------------------------------------------- */
 
@@ -686,6 +733,991 @@ static void test_memory(void)
     }
 }
 
+/* ---- memory outside the handler call ------------------------------------------- */
+
+/* A state whose module-level cache fills its memory (the handler catches the
+ * "not enough memory" itself), then a message whose body no longer fits: the
+ * event cannot be built. The message fails with out-of-memory and the state
+ * is marked for a rebuild; nothing raises outside a protected call (which
+ * would end the process). The same for a body larger than the whole limit
+ * and for JSON whose decoded form does not fit (not "invalid JSON"). */
+static const char cache_src[] =
+    "local cache = {}\n"
+    "local M = {}\n"
+    "function M.handle(event, ctx)\n"
+    "  if event.body == 'fill' then\n"
+    "    pcall(function()\n"
+    "      while true do cache[#cache + 1] = string.rep('x', 1000) .. #cache end\n"
+    "    end)\n"
+    "  end\n"
+    "end\n"
+    "return M\n";
+
+static void run_text(wr_lua *L, const char *body, size_t len, wr_lua_result *res)
+{
+    wr_envelope env;
+    make_env(&env, "");
+    env.body.bytes = (void *)body;
+    env.body.len = len;
+    env.is_json = 0;
+    env.content_type = B("text/plain");
+    wr_lua_handle(L, &env, &std_call, res);
+}
+
+static void test_memory_outside_call(void)
+{
+    const char *path = write_file("cache.lua", cache_src);
+    wr_lua_opts o = opts_for(path, 5000, 16u << 20);
+    char err[1024];
+    wr_lua *L = wr_lua_create(&o, err, sizeof(err));
+    CHECK(L != NULL);
+    if (L == NULL) {
+        fprintf(stderr, "cannot load cache.lua: %s\n", err);
+        return;
+    }
+    size_t big_len = 20u << 20;
+    char *big = malloc(big_len);
+    if (big == NULL) {
+        exit(2);
+    }
+    memset(big, 'b', big_len);
+    wr_lua_result res;
+    run_text(L, "fill", 4, &res);
+    CHECK_OUTCOME(res, WR_OUT_OK); /* the handler caught its own out-of-memory */
+    run_text(L, big, 500 * 1024, &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.reason, "out-of-memory");
+    CHECK_STR(res.error, "not enough memory: the state's memory limit was reached before the "
+                         "handler ran (building the event)");
+    CHECK_INT(res.rebuild, 1);
+    wr_lua_destroy(L);
+
+    /* a body larger than the limit, in a fresh state */
+    L = wr_lua_create(&o, err, sizeof(err));
+    CHECK(L != NULL);
+    if (L != NULL) {
+        run_text(L, big, big_len, &res);
+        CHECK_OUTCOME(res, WR_OUT_ERROR);
+        CHECK_STR(res.reason, "out-of-memory");
+        CHECK_INT(res.rebuild, 1);
+        /* the failed call left the state usable */
+        run_text(L, "small", 5, &res);
+        CHECK_OUTCOME(res, WR_OUT_OK);
+        wr_lua_destroy(L);
+    }
+
+    /* JSON that is valid but does not fit once decoded: out of memory, not invalid */
+    size_t jn = (12u << 20) + 1; /* "[1,1,...,1]" */
+    for (size_t i = 0; i < jn; i++) {
+        big[i] = (i & 1) ? '1' : ',';
+    }
+    big[0] = '[';
+    big[jn - 1] = ']';
+    L = wr_lua_create(&o, err, sizeof(err));
+    CHECK(L != NULL);
+    if (L != NULL) {
+        wr_envelope env;
+        make_env(&env, "");
+        env.body.bytes = big;
+        env.body.len = jn;
+        wr_lua_handle(L, &env, &std_call, &res);
+        CHECK_OUTCOME(res, WR_OUT_ERROR);
+        CHECK_STR(res.reason, "out-of-memory");
+        CHECK_STR(res.error, "not enough memory: the state's memory limit was reached before "
+                             "the handler ran (decoding the JSON body)");
+        CHECK_INT(res.rebuild, 1);
+        wr_lua_destroy(L);
+    }
+    free(big);
+}
+
+/* ---- metamethods on tables the handler controls ----------------------------------- */
+
+/* The handler may give ctx a metatable, or return a module table with one.
+ * The runtime writes ctx's per-message fields and reads handle/init; none of
+ * that may run handler code outside a protected call and its deadline. */
+static void test_metamethods(void)
+{
+    char err[1024];
+    wr_lua_result res;
+
+    /* init makes every new ctx field raise: the per-message fields are set raw */
+    static const char raise_src[] =
+        "return {\n"
+        "  init = function(ctx)\n"
+        "    setmetatable(ctx, { __newindex = function(_, k) error('no writes: ' .. k) end })\n"
+        "  end,\n"
+        "  handle = function(event, ctx)\n"
+        "    assert(ctx.attempt == 3 and ctx.message_id == 'm-1', 'per-message fields')\n"
+        "  end,\n"
+        "}\n";
+    watch_case("ctx with a raising __newindex", 10);
+    wr_lua *L = load("mm_raise.lua", raise_src, err, sizeof(err));
+    CHECK(L != NULL);
+    if (L != NULL) {
+        run(L, "{}", &res);
+        CHECK_OUTCOME(res, WR_OUT_OK);
+        wr_lua_destroy(L);
+    }
+    unwatch();
+
+    /* the same with an endless __newindex */
+    static const char newindex_loop[] =
+        "return {\n"
+        "  init = function(ctx)\n"
+        "    setmetatable(ctx, { __newindex = function() while true do end end })\n"
+        "  end,\n"
+        "  handle = function(event, ctx) end,\n"
+        "}\n";
+    watch_case("ctx with an endless __newindex", 10);
+    L = load("mm_loop.lua", newindex_loop, err, sizeof(err));
+    CHECK(L != NULL);
+    if (L != NULL) {
+        run(L, "{}", &res);
+        CHECK_OUTCOME(res, WR_OUT_OK);
+        wr_lua_destroy(L);
+    }
+    unwatch();
+
+    /* a live reload of max_attempts after init removed the field and locked ctx */
+    static const char limits_src[] =
+        "return {\n"
+        "  init = function(ctx)\n"
+        "    ctx.max_attempts = nil\n"
+        "    setmetatable(ctx, { __newindex = function(_, k) error('no writes: ' .. k) end })\n"
+        "  end,\n"
+        "  handle = function(event, ctx)\n"
+        "    if ctx.max_attempts ~= event.data.want then\n"
+        "      error('max_attempts is ' .. tostring(ctx.max_attempts), 0)\n"
+        "    end\n"
+        "  end,\n"
+        "}\n";
+    watch_case("set_limits on a locked ctx", 10);
+    L = load("mm_limits.lua", limits_src, err, sizeof(err));
+    CHECK(L != NULL);
+    if (L != NULL) {
+        wr_lua_set_limits(L, 1000, 7);
+        run(L, "{\"want\":7}", &res);
+        CHECK_OUTCOME(res, WR_OUT_OK);
+        wr_lua_destroy(L);
+    }
+    unwatch();
+
+    /* a module table whose __index loops: loading stops at the deadline */
+    static const char index_loop[] =
+        "return setmetatable({}, { __index = function() while true do end end }) -- @loop\n";
+    const char *path = write_file("mm_index_loop.lua", index_loop);
+    wr_lua_opts o = opts_for(path, 200, 0);
+    watch_case("module table with an endless __index", 10);
+    double t0 = mono_s();
+    L = wr_lua_create(&o, err, sizeof(err));
+    double took = mono_s() - t0;
+    unwatch();
+    CHECK(L == NULL);
+    CHECK_STR(err,
+              fmt("%s:%d: handler timed out after 200 ms", path, line_of(index_loop, "@loop")));
+    CHECK(took < 1.0);
+    wr_lua_destroy(L);
+
+    /* ... and one whose __index raises */
+    static const char index_raise[] =
+        "return setmetatable({}, { __index = function(_, k) error('no ' .. k) end }) -- @raise\n";
+    path = write_file("mm_index_raise.lua", index_raise);
+    L = load("mm_index_raise.lua", index_raise, err, sizeof(err));
+    CHECK(L == NULL);
+    CHECK_STR(err, fmt("%s:%d: no handle", path, line_of(index_raise, "@raise")));
+    wr_lua_destroy(L);
+}
+
+/* ---- the C stack ------------------------------------------------------------------ */
+
+/* Recursion through C functions that call back into Lua nests on the C
+ * stack, where LuaJIT sets no limit: a template expander recursing through
+ * string.gsub 1,200 levels deep ended the process with SIGSEGV. Each such
+ * nesting fails its message with "C stack overflow" instead, and the state
+ * goes on working; moderate nesting still works, and cjson (which recurses
+ * in C itself) still works at the deepest level a handler can reach. */
+static const char cstack_src[] =
+    "local cjson = require('cjson')\n"
+    "local M = {}\n"
+    "local modes = {}\n"
+    "local function expand(s)\n"
+    "  return (s:gsub('%b{}', function(m) return expand(m:sub(2, -2)) end))\n"
+    "end\n"
+    "function modes.gsub(n)\n"
+    "  return expand(string.rep('{', n) .. string.rep('}', n))\n"
+    "end\n"
+    "-- f(...) in a coroutine of its own, its error raised again as it is\n"
+    "local function inco(f, ...)\n"
+    "  local ok, r = coroutine.resume(coroutine.create(f), ...)\n"
+    "  if not ok then error(r, 0) end\n"
+    "  return r\n"
+    "end\n"
+    "local function sorts(n)\n"
+    "  if n > 0 then\n"
+    "    table.sort({ 2, 1 }, function(a, b) inco(sorts, n - 1) return a < b end)\n"
+    "  end\n"
+    "end\n"
+    "function modes.sort(n) sorts(n) end\n"
+    "local function nest(n)\n"
+    "  if n == 0 then return 0 end\n"
+    "  return inco(nest, n - 1) + 1\n"
+    "end\n"
+    "function modes.coroutine(n) return nest(n) end\n"
+    "local function wrapped(n)\n"
+    "  if n == 0 then return 0 end\n"
+    "  return coroutine.wrap(wrapped)(n - 1) + 1\n"
+    "end\n"
+    "function modes.wrap(n) return wrapped(n) end\n"
+    "function modes.sort_c(n)\n"
+    "  -- no Lua code at all between the levels: table.sort is its own comparator\n"
+    "  local t = {}\n"
+    "  t[1] = table.sort t[2] = t\n"
+    "  if n == 40 then t[2] = {} end\n"
+    "  pcall(table.sort, t, table.sort)\n"
+    "  if n ~= 40 then table.sort(t, table.sort) end\n"
+    "end\n"
+    "function modes.format(n)\n"
+    "  local mt = {}\n"
+    "  mt.__tostring = function(o)\n"
+    "    if o.n == 0 then return 'x' end\n"
+    "    return inco(function()\n"
+    "      return string.format('%s', setmetatable({ n = o.n - 1 }, mt))\n"
+    "    end)\n"
+    "  end\n"
+    "  return string.format('%s', setmetatable({ n = n }, mt))\n"
+    "end\n"
+    "function modes.bottom()\n"
+    "  local deep = {}\n"
+    "  local t = deep\n"
+    "  for i = 1, 999 do t[1] = {} t = t[1] end\n"
+    "  local text = string.rep('[', 999) .. string.rep(']', 999)\n"
+    "  local reached = 0\n"
+    "  local function go(n)\n"
+    "    local ok = pcall(string.gsub, 'x', 'x', function() go(n + 1) return 'x' end)\n"
+    "    if not ok and reached == 0 then\n"
+    "      reached = n\n"
+    "      assert(#cjson.encode(deep) == 2 * 1000, 'encode at the bottom')\n"
+    "      assert(cjson.decode(text)[1] ~= nil, 'decode at the bottom')\n"
+    "    end\n"
+    "  end\n"
+    "  go(1)\n"
+    "  assert(reached > 50, 'reached ' .. reached)\n"
+    "end\n"
+    "function M.handle(event, ctx)\n"
+    "  return modes[event.data.mode](event.data.n)\n"
+    "end\n"
+    "return M\n";
+
+/* Run MODE of cstack.lua N deep in L: it must fail with "C stack overflow";
+ * then 40 deep it must work. */
+static void check_cstack_mode(wr_lua *L, const char *mode, int n)
+{
+    const char *tail = "C stack overflow: calls nested too deeply through C functions "
+                       "(string.gsub or table.sort callbacks, coroutines, metamethods)";
+    wr_lua_result res;
+    char body[128];
+    snprintf(body, sizeof(body), "{\"mode\":\"%s\",\"n\":%d}", mode, n);
+    watch_case(mode, 60);
+    run(L, body, &res);
+    unwatch();
+    if (res.outcome != WR_OUT_ERROR || strcmp(res.reason, "stack-overflow") != 0) {
+        fprintf(stderr, "mode %s: %s (%s): %s\n", mode, wr_outcome_name(res.outcome), res.reason,
+                res.error);
+    }
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.reason, "stack-overflow");
+    size_t len = strlen(res.error), m = strlen(tail);
+    CHECK(len >= m && strcmp(res.error + len - m, tail) == 0);
+    CHECK_INT(res.rebuild, 0);
+    snprintf(body, sizeof(body), "{\"mode\":\"%s\",\"n\":40}", mode);
+    run(L, body, &res);
+    CHECK_OUTCOME(res, WR_OUT_OK);
+}
+
+static void test_cstack(void)
+{
+    wr_lua *L = must_load("cstack.lua", cstack_src);
+    if (L == NULL) {
+        return;
+    }
+    wr_lua_set_limits(L, 60000, 5); /* deep nesting is slow under the sanitizers */
+    /* the 1,200-level template of the report (and deeper), named at the expander */
+    check_cstack_mode(L, "gsub", 1200);
+    check_cstack_mode(L, "gsub", 5000);
+    wr_lua_result res;
+    run(L, "{\"mode\":\"gsub\",\"n\":1200}", &res);
+    CHECK(strncmp(res.error, path_of("cstack.lua"), strlen(path_of("cstack.lua"))) == 0);
+    /* comparators that sort again, each in a coroutine of its own (one Lua
+     * stack each: LuaJIT's own limit never trips) */
+    check_cstack_mode(L, "sort", 200000);
+    /* table.sort as its own comparator: no Lua code runs between the levels */
+    check_cstack_mode(L, "sort_c", 0);
+    /* __tostring run by string.format, nesting through coroutines */
+    check_cstack_mode(L, "format", 200000);
+    /* cjson recursing 1,000 levels in C at the deepest point a handler reaches */
+    watch_case("cjson at the bottom of the C stack", 60);
+    run(L, "{\"mode\":\"bottom\"}", &res);
+    unwatch();
+    CHECK_OUTCOME(res, WR_OUT_OK);
+
+    /* coroutines alone (about 80 bytes of C stack each: SIGSEGV at about
+     * 100,000 levels on an 8 MiB stack) */
+    check_cstack_mode(L, "coroutine", 200000);
+    /* the same through coroutine.wrap, which adds a position to the error at
+     * every level on the way out: the message outgrows the state first */
+    watch_case("coroutine.wrap nesting", 60);
+    run(L, "{\"mode\":\"wrap\",\"n\":200000}", &res);
+    unwatch();
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.reason, "out-of-memory");
+    CHECK_INT(res.rebuild, 1);
+    run(L, "{\"mode\":\"wrap\",\"n\":40}", &res);
+    CHECK_OUTCOME(res, WR_OUT_OK);
+    wr_lua_destroy(L);
+}
+
+/* The same on threads with smaller stacks than the 8 MiB of a default
+ * thread (a container's ulimit, another libc): the floor follows the thread's
+ * own stack (1 MiB kept free, or half of what is left on a tiny one), so the
+ * nesting fails with "C stack overflow" there too, and plain handlers run. */
+typedef struct {
+    size_t stack;
+    wr_outcome deep, plain;
+    char reason[64];
+} small_stack_case;
+
+static void *small_stack_main(void *arg)
+{
+    small_stack_case *c = arg;
+    wr_lua_opts o = opts_for(path_of("cstack.lua"), 60000, 0);
+    char err[1024];
+    wr_lua *L = wr_lua_create(&o, err, sizeof(err));
+    if (L == NULL) {
+        fprintf(stderr, "cstack.lua on a %zu KiB stack: %s\n", c->stack >> 10, err);
+        return NULL;
+    }
+    wr_lua_result res;
+    run(L, "{\"mode\":\"gsub\",\"n\":5000}", &res);
+    c->deep = res.outcome;
+    snprintf(c->reason, sizeof(c->reason), "%s", res.reason);
+    run(L, "{\"mode\":\"gsub\",\"n\":10}", &res);
+    c->plain = res.outcome;
+    wr_lua_destroy(L);
+    return NULL;
+}
+
+static void test_small_stacks(void)
+{
+    static const size_t stacks[] = {4u << 20, 1536u << 10, 768u << 10};
+    for (size_t i = 0; i < sizeof(stacks) / sizeof(stacks[0]); i++) {
+        small_stack_case c = {.stack = stacks[i], .deep = WR_OUT_OK, .plain = WR_OUT_ERROR};
+        pthread_attr_t a;
+        pthread_attr_init(&a);
+        pthread_attr_setstacksize(&a, stacks[i]);
+        pthread_t t;
+        watch_case("a small thread stack", 60);
+        CHECK_INT(pthread_create(&t, &a, small_stack_main, &c), 0);
+        pthread_join(t, NULL);
+        unwatch();
+        pthread_attr_destroy(&a);
+        if (c.deep != WR_OUT_ERROR || c.plain != WR_OUT_OK) {
+            fprintf(stderr, "stack %zu KiB: deep %s (%s), plain %s\n", stacks[i] >> 10,
+                    wr_outcome_name(c.deep), c.reason, wr_outcome_name(c.plain));
+        }
+        CHECK_INT(c.deep, WR_OUT_ERROR);
+        CHECK_STR(c.reason, "stack-overflow");
+        CHECK_INT(c.plain, WR_OUT_OK);
+    }
+}
+
+/* ---- pattern functions the deadline can stop -------------------------------------- */
+
+/* lua_pattern.c's string.find/match/gmatch/gsub against LuaJIT's own, on
+ * random patterns (every item kind, malformed ones too) and subjects: the
+ * same results and the same error texts. Runs in a plain state: the
+ * originals are kept, then replaced. */
+static const char pattern_diff_lua[] =
+    "local orig = ...\n"
+    "local new = { find = string.find, match = string.match, gmatch = string.gmatch,\n"
+    "              gsub = string.gsub, sort = table.sort }\n"
+    "local items = { 'a', 'b', 'c', '.', '%a', '%d', '%s', '%w', '%p', '%x', '%u', '%l',\n"
+    "  '%c', '%g', '%z', '%A', '%D', '%S', '%W', '%.', '%%', '[ab]', '[^a]', '[a-c]',\n"
+    "  '[%d_]', '[]]', '[^]a]', '[a-]', '%b()', '%bab', '%f[%w]', '%f[%W]', '(', ')', '()',\n"
+    "  '%1', '%2', '%0', 'x', '$', '^', '-', '*', '+', '?', '%', '[', '%f', '%b', '\\0' }\n"
+    "local quants = { '', '', '', '*', '+', '-', '?' }\n"
+    "local chars = { 'a', 'b', 'c', '(', ')', '1', ' ', '_', '\\0', '\\t', '\\128', '.', '%',\n"
+    "  '-', 'A', 'Z', '[', ']', 'x' }\n"
+    "math.randomseed(20261205)\n"
+    "local R = math.random\n"
+    "local function pattern()\n"
+    "  local t = {}\n"
+    "  if R(4) == 1 then t[#t + 1] = '^' end\n"
+    "  for _ = 1, R(0, 5) do t[#t + 1] = items[R(#items)] .. quants[R(#quants)] end\n"
+    "  if R(5) == 1 then t[#t + 1] = '$' end\n"
+    "  return table.concat(t)\n"
+    "end\n"
+    "local function subject()\n"
+    "  local t = {}\n"
+    "  for _ = 1, R(0, 12) do t[#t + 1] = chars[R(#chars)] end\n"
+    "  return table.concat(t)\n"
+    "end\n"
+    "local function show(ok, ...)\n"
+    "  local t = { tostring(ok) }\n"
+    "  for i = 1, select('#', ...) do\n"
+    "    local v = select(i, ...)\n"
+    "    t[#t + 1] = type(v) .. ':' .. tostring(v)\n"
+    "  end\n"
+    "  return table.concat(t, '|')\n"
+    "end\n"
+    "local function collect(lib, s, p)\n"
+    "  local out = {}\n"
+    "  for a, b in lib.gmatch(s, p) do\n"
+    "    out[#out + 1] = tostring(a) .. ',' .. tostring(b)\n"
+    "    if #out > 50 then break end\n"
+    "  end\n"
+    "  return table.concat(out, ';')\n"
+    "end\n"
+    "local repl_t = setmetatable({ a = 'A', ['('] = false }, { __index = function(_, k)\n"
+    "  if k == 'b' then return 7 end\n"
+    "end })\n"
+    "local calls = {\n"
+    "  function(lib, s, p) return lib.find(s, p) end,\n"
+    "  function(lib, s, p, i) return lib.find(s, p, i) end,\n"
+    "  function(lib, s, p, i) return lib.find(s, p, i, true) end,\n"
+    "  function(lib, s, p) return lib.match(s, p) end,\n"
+    "  function(lib, s, p, i) return lib.match(s, p, i) end,\n"
+    "  function(lib, s, p) return collect(lib, s, p) end,\n"
+    "  function(lib, s, p) return lib.gsub(s, p, '<%0>') end,\n"
+    "  function(lib, s, p) return lib.gsub(s, p, '[%1|%%|%x]', 3) end,\n"
+    "  function(lib, s, p) return lib.gsub(s, p, 'end%') end,\n"
+    "  function(lib, s, p)\n"
+    "    return lib.gsub(s, p, function(a, b) if a == 'b' then return { } end\n"
+    "      if a == 'a' then return false end return (a or '') .. '!' end)\n"
+    "  end,\n"
+    "  function(lib, s, p) return lib.gsub(s, p, repl_t) end,\n"
+    "  function(lib, s, p) return lib.gsub(s, p, 42, 2) end,\n"
+    "  function(lib, s, p) return lib.gsub(s, p, true) end,\n"
+    "}\n"
+    "local diffs, cases = {}, 0\n"
+    "for _ = 1, 6000 do\n"
+    "  local p, s, i = pattern(), subject(), R(-6, 14)\n"
+    "  for k, call in ipairs(calls) do\n"
+    "    cases = cases + 1\n"
+    "    local want = show(pcall(call, orig, s, p, i))\n"
+    "    local got = show(pcall(call, new, s, p, i))\n"
+    "    if want ~= got and #diffs < 10 then\n"
+    "      diffs[#diffs + 1] = string.format('call %d find(%q, %q, %d): want %s, got %s',\n"
+    "        k, s, p, i, want, got)\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "-- sort: the same order and the same errors\n"
+    "for n = 0, 40 do\n"
+    "  local a, b = {}, {}\n"
+    "  for j = 1, n do local v = R(10) a[j] = v b[j] = v end\n"
+    "  orig.sort(a) new.sort(b)\n"
+    "  if table.concat(a, ',') ~= table.concat(b, ',') then diffs[#diffs + 1] = 'sort ' .. n end\n"
+    "end\n"
+    "local e1 = show(pcall(orig.sort, { {}, {} }))\n"
+    "local e2 = show(pcall(new.sort, { {}, {} }))\n"
+    "if e1 ~= e2 then diffs[#diffs + 1] = 'sort compare: ' .. e1 .. ' / ' .. e2 end\n"
+    "e1 = show(pcall(orig.sort, nil)) e2 = show(pcall(new.sort, nil))\n"
+    "if e1 ~= e2 then diffs[#diffs + 1] = 'sort nil: ' .. e1 .. ' / ' .. e2 end\n"
+    "return cases, table.concat(diffs, '\\n')\n";
+
+static void test_pattern_equivalence(void)
+{
+    lua_State *L = luaL_newstate();
+    luaL_openlibs(L);
+    /* the originals, then ours in their place */
+    lua_newtable(L);
+    static const char *const names[] = {"find", "match", "gmatch", "gsub"};
+    for (int i = 0; i < 4; i++) {
+        lua_getglobal(L, "string");
+        lua_getfield(L, -1, names[i]);
+        lua_setfield(L, -3, names[i]);
+        lua_pop(L, 1);
+    }
+    lua_getglobal(L, "table");
+    lua_getfield(L, -1, "sort");
+    lua_setfield(L, -3, "sort");
+    lua_pop(L, 1);
+    int orig = lua_gettop(L);
+    wr_lua_pattern_inject(L);
+    CHECK_INT(luaL_loadbuffer(L, pattern_diff_lua, sizeof(pattern_diff_lua) - 1, "=diff"), 0);
+    lua_pushvalue(L, orig);
+    if (lua_pcall(L, 1, 2, 0) != 0) {
+        fprintf(stderr, "pattern_diff: %s\n", lua_tostring(L, -1));
+        CHECK(0);
+    } else {
+        CHECK(lua_tointeger(L, -2) > 50000);
+        CHECK_STR(lua_tostring(L, -1), "");
+    }
+    lua_close(L);
+}
+
+/* Each of the reported runaway C calls, under a 100 ms deadline: stopped as
+ * a timeout within the deadline plus a second (measured: the worst is
+ * printed), and the state works on. Before, the first ran 5 s and the second
+ * 18 s, and both succeeded. */
+static const char runaway_src[] =
+    "local M = {}\n"
+    "local big = {}\n"
+    "local calls = {\n"
+    "  trim = function(b) return b:match('^%s*(.-)%s*$') end,\n"
+    "  find = function() return (string.rep('a', 200)):find('.-.-.-.-b') end,\n"
+    "  gsub = function(b) return (b:gsub('(.-)%s*$', '%1')) end,\n"
+    "  gmatch = function() for w in (string.rep('a', 200)):gmatch('.-.-.-.-b') do end end,\n"
+    "  plain = function()\n"
+    "    local h = string.rep('a', 4 * 1024 * 1024)\n"
+    "    return h:find(string.rep('a', 100000) .. 'b', 1, true)\n"
+    "  end,\n"
+    "  plain_short = function()\n"
+    "    local h = string.rep('a', 8 * 1024 * 1024)\n"
+    "    return h:find(string.rep('a', 4000) .. 'b', 1, true)\n"
+    "  end,\n"
+    "  sort = function() table.sort(big) end,\n"
+    "  encode = function()\n"
+    "    local t = { 'x' }\n"
+    "    for i = 1, 40 do t = { t, t } end\n"
+    "    return require('cjson').encode(t)\n"
+    "  end,\n"
+    "  quick = function() return ('  x  '):match('^%s*(.-)%s*$') end,\n"
+    "}\n"
+    "function M.handle(event, ctx)\n"
+    "  if event.data.fill then\n"
+    "    for i = #big + 1, #big + event.data.fill do big[i] = (i * 7919) % 1000003 end\n"
+    "    return\n"
+    "  end\n"
+    "  local r = calls[event.data.call](event.data.body)\n"
+    "  if event.data.call == 'quick' then assert(r == 'x', 'quick match works') end\n"
+    "end\n"
+    "return M\n";
+
+static void test_runaway_c_calls(void)
+{
+    const char *path = write_file("runaway.lua", runaway_src);
+    wr_lua_opts o = opts_for(path, 100, 0);
+    char err[1024];
+    wr_lua *L = wr_lua_create(&o, err, sizeof(err));
+    CHECK(L != NULL);
+    if (L == NULL) {
+        fprintf(stderr, "runaway.lua: %s\n", err);
+        return;
+    }
+    wr_lua_result res;
+    /* a 40 KB body of spaces between two words */
+    size_t n = 40 * 1024;
+    char *body = malloc(n + 64);
+    int k = snprintf(body, n + 64, "{\"body\":\"a");
+    memset(body + k, ' ', n);
+    snprintf(body + k + n, 64, "b\",\"call\":\"%%s\"}");
+    static const char *const calls[] = {"trim",  "find",        "gsub",   "gmatch",
+                                        "plain", "plain_short", "encode", "sort"};
+    double worst = 0;
+    for (size_t i = 0; i < sizeof(calls) / sizeof(calls[0]); i++) {
+        if (strcmp(calls[i], "sort") == 0) {
+            /* a table of 3.5 million numbers, filled across messages (a
+             * module-level cache); under a longer deadline here, as the
+             * sanitizers are slow */
+            wr_lua_set_limits(L, 10000, 5);
+            for (int f = 0; f < 7; f++) {
+                run(L, "{\"fill\":500000}", &res);
+                CHECK_OUTCOME(res, WR_OUT_OK);
+            }
+            wr_lua_set_limits(L, 100, 5);
+        }
+        char *msg = malloc(n + 128);
+        snprintf(msg, n + 128, body, calls[i]);
+        watch_case(calls[i], 30);
+        double t0 = mono_s();
+        run(L, msg, &res);
+        double took = mono_s() - t0;
+        unwatch();
+        free(msg);
+        worst = took > worst ? took : worst;
+        printf("  runaway %-12s %-8s %6.0f ms  %s\n", calls[i], wr_outcome_name(res.outcome),
+               took * 1000, res.error);
+        /* the plain searches are linear: they may also finish in time; the
+         * encode's bound may pass the memory limit before the deadline */
+        if (strcmp(calls[i], "encode") == 0 && res.outcome == WR_OUT_ERROR) {
+            CHECK_STR(res.reason, "out-of-memory");
+        } else if (strncmp(calls[i], "plain", 5) != 0 || res.outcome != WR_OUT_OK) {
+            CHECK_OUTCOME(res, WR_OUT_TIMEOUT);
+            CHECK(strstr(res.error, "handler timed out after 100 ms") != NULL);
+        }
+        CHECK(took < 1.1);
+        run(L, "{\"call\":\"quick\"}", &res);
+        CHECK_OUTCOME(res, WR_OUT_OK);
+    }
+    printf("  runaway: worst %.0f ms under a 100 ms deadline\n", worst * 1000);
+    free(body);
+    wr_lua_destroy(L);
+}
+
+/* What the deadline cannot interrupt but the memory limit bounds: C calls
+ * that copy or scan at most what the state can hold. Their inputs are built
+ * across messages (module-level state) under a long deadline; each call then
+ * runs under 100 ms and must end (in time, or as a timeout or out of memory
+ * right after it) within a second past the deadline. */
+static const char bounded_src[] =
+    "local cjson = require('cjson')\n"
+    "local M = {}\n"
+    "local input = {}\n"
+    "local prep = {\n"
+    "  concat = function()\n"
+    "    local t = {} for i = 1, 1000000 do t[i] = 'abcdefghij' end input.concat = t\n"
+    "  end,\n"
+    "  decode_str = function() input.text = '\"' .. string.rep('x', 12 * 2^20) .. '\"' end,\n"
+    "  decode_num = function() input.text = '[' .. string.rep('1,', 2^20) .. '1]' end,\n"
+    "  load = function() input.src = 'return ' .. string.rep('1+', 4 * 2^20 - 8) .. '1' end,\n"
+    "  upper = function() input.s = string.rep('x', 12 * 2^20) end,\n"
+    "}\n"
+    "local calls = {\n"
+    "  rep = function() return #string.rep('x', 24 * 2^20) end,\n"
+    "  concat = function() return #table.concat(input.concat) end,\n"
+    "  decode_str = function() return cjson.decode(input.text) end,\n"
+    "  decode_num = function() return cjson.decode(input.text) end,\n"
+    "  load = function() return load(input.src) end,\n"
+    "  upper = function() return #input.s:upper() end,\n"
+    "  wrap = function()\n"
+    "    local function f(n) if n == 0 then return 0 end return coroutine.wrap(f)(n - 1) end\n"
+    "    return f(200000)\n"
+    "  end,\n"
+    "}\n"
+    "function M.handle(event, ctx)\n"
+    "  local d = event.data\n"
+    "  if d.prep then input = {} return prep[d.prep] and prep[d.prep]() end\n"
+    "  return calls[d.call]()\n"
+    "end\n"
+    "return M\n";
+
+static void test_bounded_c_calls(void)
+{
+    const char *path = write_file("bounded.lua", bounded_src);
+    wr_lua_opts o = opts_for(path, 100, 0);
+    char err[1024];
+    wr_lua *L = wr_lua_create(&o, err, sizeof(err));
+    CHECK(L != NULL);
+    if (L == NULL) {
+        fprintf(stderr, "bounded.lua: %s\n", err);
+        return;
+    }
+    static const char *const calls[] = {"rep",  "concat", "decode_str", "decode_num",
+                                        "load", "upper",  "wrap"};
+    wr_lua_result res;
+    double worst = 0;
+    for (size_t i = 0; i < sizeof(calls) / sizeof(calls[0]); i++) {
+        char msg[128];
+        /* the input, under a long deadline (the sanitizers are slow) */
+        wr_lua_set_limits(L, 20000, 5);
+        snprintf(msg, sizeof(msg), "{\"prep\":\"%s\"}", calls[i]);
+        run(L, msg, &res);
+        CHECK_OUTCOME(res, WR_OUT_OK);
+        wr_lua_set_limits(L, 100, 5);
+        snprintf(msg, sizeof(msg), "{\"call\":\"%s\"}", calls[i]);
+        watch_case(calls[i], 30);
+        double t0 = mono_s();
+        run(L, msg, &res);
+        double took = mono_s() - t0;
+        unwatch();
+        worst = took > worst ? took : worst;
+        printf("  bounded %-12s %-8s %6.0f ms  %s\n", calls[i], wr_outcome_name(res.outcome),
+               took * 1000, res.error);
+        CHECK(took < 1.1);
+    }
+    printf("  bounded: worst %.0f ms under a 100 ms deadline\n", worst * 1000);
+    wr_lua_destroy(L);
+}
+
+/* cjson behind lua_json.c's guard raises what it raised before, at the
+ * handler's line; its settings stay within what the C stack holds. */
+static const char cjson_src[] =
+    "local cjson, safe = require('cjson'), require('cjson.safe')\n"
+    "local M = {}\n"
+    "local modes = {}\n"
+    "function modes.decode_nil() local x = cjson.decode(nil) end -- @decode_nil\n"
+    "function modes.decode_bad() local x = cjson.decode('{bad') end -- @decode_bad\n"
+    "function modes.encode_fn() local x = cjson.encode(M.handle) end -- @encode_fn\n"
+    "function modes.encode_args() local x = cjson.encode(1, 2) end -- @encode_args\n"
+    "function modes.safe()\n"
+    "  local v, e = safe.decode('{bad')\n"
+    "  assert(v == nil and e == 'Expected object key string but found invalid token at '\n"
+    "         .. 'character 2', e)\n"
+    "  assert(safe.encode({ a = { 1, 2 } }) == '{\"a\":[1,2]}')\n"
+    "  assert(cjson.decode('[1,\"x\",null]')[3] == cjson.null)\n"
+    "  assert(cjson.encode_max_depth(100) == 100)\n"
+    "end\n"
+    "function modes.depth() cjson.decode_max_depth(100000) end -- @depth\n"
+    "function modes.new() local c = cjson.new() end -- @new\n"
+    "function modes.keep() cjson.encode_keep_buffer(true) end -- @keep\n"
+    "function M.handle(event, ctx) return modes[event.data.mode]() end\n"
+    "return M\n";
+
+static void test_cjson_guard(void)
+{
+    wr_lua *L = must_load("cjsonguard.lua", cjson_src);
+    if (L == NULL) {
+        return;
+    }
+    const char *hp = path_of("cjsonguard.lua");
+    static const struct {
+        const char *mode, *marker, *text;
+    } cases[] = {
+        {"decode_nil", "@decode_nil", "bad argument #1 to 'decode' (string expected, got nil)"},
+        {"decode_bad", "@decode_bad",
+         "Expected object key string but found invalid token at character 2"},
+        {"encode_fn", "@encode_fn", "Cannot serialise function: type not supported"},
+        {"encode_args", "@encode_args", "bad argument #1 to 'encode' (expected 1 argument)"},
+        {"depth", "@depth", "cjson: a nesting depth must be from 1 to 1000"},
+        {"new", "@new", "cjson.new is not available in handlers"},
+        {"keep", "@keep", "cjson.encode_keep_buffer is not available in handlers"},
+    };
+    wr_lua_result res;
+    char body[64];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(body, sizeof(body), "{\"mode\":\"%s\"}", cases[i].mode);
+        run(L, body, &res);
+        CHECK_OUTCOME(res, WR_OUT_ERROR);
+        CHECK_STR(res.error,
+                  fmt("%s:%d: %s", hp, line_of(cjson_src, cases[i].marker), cases[i].text));
+    }
+    run(L, "{\"mode\":\"safe\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_OK);
+    wr_lua_destroy(L);
+}
+
+/* ---- memory copied out of the state ------------------------------------------------ */
+
+/* What ctx.publish copies into C memory (outside the state's limit) is
+ * bounded per message: 60 publishes of one 8 MiB string grew the process by
+ * 480 MB and succeeded. And cjson's encode buffer (malloc'd too) stays within
+ * the state's limit: a table that refers 100 times to one 1 MiB string made a
+ * 128 MiB buffer. Each case runs in a child, which reports how much its
+ * resident size grew. */
+static const char copies_src[] =
+    "local cjson = require('cjson')\n"
+    "local M = {}\n"
+    "function M.handle(event, ctx)\n"
+    "  local s = string.rep('x', event.data.size)\n"
+    "  if event.data.encode then\n"
+    "    local t = {}\n"
+    "    for i = 1, event.data.encode do t[i] = s end\n"
+    "    return #cjson.encode(t)\n"
+    "  end\n"
+    "  for i = 1, event.data.count do ctx.publish('shop', 'k' .. i, s) end -- @publish\n"
+    "end\n"
+    "return M\n";
+
+/* A "Vm...:" line of /proc/self/status, in KiB (0 when absent). */
+static long proc_status_kib(const char *key)
+{
+    FILE *fp = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = 0;
+    while (fp != NULL && fgets(line, sizeof(line), fp) != NULL) {
+        if (strncmp(line, key, strlen(key)) == 0) {
+            v = strtol(line + strlen(key), NULL, 10);
+        }
+    }
+    if (fp != NULL) {
+        fclose(fp);
+    }
+    return v;
+}
+
+/* Run BODY through copies.lua in a child (memory limit MEM, publish cap CAP,
+ * 0: defaults): returns how many KiB its peak resident size grew, and the
+ * outcome and error through OUT/ERR. */
+static long run_in_child(const char *body, size_t mem, size_t cap, wr_outcome *out, char *err,
+                         size_t errcap)
+{
+    int fds[2];
+    if (pipe(fds) != 0) {
+        exit(2);
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        wr_lua_opts o = opts_for(path_of("copies.lua"), 20000, mem);
+        o.max_publish_bytes = cap;
+        char e[1024];
+        wr_lua *L = wr_lua_create(&o, e, sizeof(e));
+        struct {
+            long grew;
+            int outcome;
+            char error[1024];
+        } r = {0};
+        if (L == NULL) {
+            r.outcome = -1;
+            snprintf(r.error, sizeof(r.error), "%s", e);
+        } else {
+            /* the peak resident size of this child alone: reset, then read */
+            FILE *fp = fopen("/proc/self/clear_refs", "w");
+            if (fp != NULL) {
+                fputs("5", fp);
+                fclose(fp);
+            }
+            long before = proc_status_kib("VmRSS:");
+            wr_lua_result res;
+            run(L, body, &res);
+            r.grew = proc_status_kib("VmHWM:") - before;
+            r.outcome = res.outcome;
+            snprintf(r.error, sizeof(r.error), "%s", res.error);
+        }
+        ssize_t w = write(fds[1], &r, sizeof(r));
+        (void)w;
+        _exit(0);
+    }
+    close(fds[1]);
+    struct {
+        long grew;
+        int outcome;
+        char error[1024];
+    } r = {0};
+    ssize_t got = read(fds[0], &r, sizeof(r));
+    close(fds[0]);
+    waitpid(pid, NULL, 0);
+    CHECK(got == (ssize_t)sizeof(r));
+    *out = (wr_outcome)r.outcome;
+    snprintf(err, errcap, "%s", r.error);
+    return r.grew;
+}
+
+static void test_copies_bounded(void)
+{
+    write_file("copies.lua", copies_src);
+    wr_outcome out;
+    char err[1024];
+    /* 60 x 8 MiB under the default cap (16 MiB per message) */
+    long grew = run_in_child("{\"size\":8388608,\"count\":60}", 0, 0, &out, err, sizeof(err));
+    printf("  60 publishes of 8 MiB: %s, resident size +%ld MiB\n", wr_outcome_name(out),
+           grew / 1024);
+    CHECK_INT(out, WR_OUT_ERROR);
+    CHECK_STR(err, fmt("%s:%d: ctx.publish: this message's events would exceed "
+                       "max_publish_size (16777216 bytes)",
+                       path_of("copies.lua"), line_of(copies_src, "@publish")));
+    CHECK(grew < 200 * 1024);
+    /* a cap of its own, and publishes within it */
+    grew = run_in_child("{\"size\":100000,\"count\":9}", 0, 1000000, &out, err, sizeof(err));
+    CHECK_INT(out, WR_OUT_OK);
+    CHECK_STR(err, "");
+    grew = run_in_child("{\"size\":100000,\"count\":10}", 0, 1000000, &out, err, sizeof(err));
+    CHECK_INT(out, WR_OUT_ERROR);
+    CHECK_STR(err, fmt("%s:%d: ctx.publish: this message's events would exceed "
+                       "max_publish_size (1000000 bytes)",
+                       path_of("copies.lua"), line_of(copies_src, "@publish")));
+    /* cjson: 100 references to one 1 MiB string, 100 MiB of JSON */
+    grew = run_in_child("{\"size\":1048576,\"encode\":100}", 0, 0, &out, err, sizeof(err));
+    printf("  cjson.encode of 100 MiB of JSON: %s, resident size +%ld MiB\n", wr_outcome_name(out),
+           grew / 1024);
+    CHECK_INT(out, WR_OUT_ERROR);
+    CHECK_STR(err, "not enough memory: the handler exceeded the state's memory limit");
+    CHECK(grew < 80 * 1024);
+    /* ... and 40 of them, 40 MiB: it fits, and encodes */
+    grew = run_in_child("{\"size\":1048576,\"encode\":40}", 0, 0, &out, err, sizeof(err));
+    CHECK_INT(out, WR_OUT_OK);
+}
+
+/* ---- AMQP short strings ----------------------------------------------------------- */
+
+/* What the broker cannot take (a name longer than 255 bytes, headers past one
+ * frame) is refused at ctx.publish, naming the field, instead of costing the
+ * connection when the batch publishes. */
+static void test_publish_limits(void)
+{
+    static const char src[] =
+        "return { handle = function(event, ctx)\n"
+        "  local d, long = event.data, string.rep('x', 256)\n"
+        "  local ok = string.rep('y', 255)\n"
+        "  if d.what == 'fine' then\n"
+        "    ctx.publish(ok, ok, 'b', { type = ok, content_type = ok, headers = { [ok] = 1 } })\n"
+        "  elseif d.what == 'exchange' then ctx.publish(long, 'k', 'b')\n"
+        "  elseif d.what == 'routing_key' then ctx.publish('', long, 'b')\n"
+        "  elseif d.what == 'type' then ctx.publish('', 'k', 'b', { type = long })\n"
+        "  elseif d.what == 'content_type' then ctx.publish('', 'k', 'b', { content_type = long })\n"
+        "  elseif d.what == 'header' then ctx.publish('', 'k', 'b', { headers = { [long] = 'v' } })\n"
+        "  elseif d.what == 'headers' then\n"
+        "    local h = {}\n"
+        "    for i = 1, 70 do h['h' .. i] = string.rep('v', 1000) end\n"
+        "    ctx.publish('', 'k', 'b', { headers = h })\n"
+        "  end\n"
+        "end }\n";
+    wr_lua *L = must_load("limits.lua", src);
+    if (L == NULL) {
+        return;
+    }
+    wr_lua_result res;
+    CHECK_INT(run(L, "{\"what\":\"fine\"}", &res), WR_OUT_OK);
+    CHECK_INT(res.pub_count, 1);
+    static const struct {
+        const char *what, *field;
+        int n;
+    } cases[] = {{"exchange", "exchange", 256},
+                 {"routing_key", "routing_key", 256},
+                 {"type", "opts.type", 256},
+                 {"content_type", "opts.content_type", 256},
+                 {"header", "a name in opts.headers", 256}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char body[64];
+        snprintf(body, sizeof(body), "{\"what\":\"%s\"}", cases[i].what);
+        CHECK_INT(run(L, body, &res), WR_OUT_ERROR);
+        char want[200];
+        snprintf(want, sizeof(want), "ctx.publish: %s is longer than 255 bytes (%d)",
+                 cases[i].field, cases[i].n);
+        CHECK(strstr(res.error, want) != NULL);
+        CHECK_INT(res.pub_count, 0);
+    }
+    CHECK_INT(run(L, "{\"what\":\"headers\"}", &res), WR_OUT_ERROR);
+    CHECK(strstr(res.error, "ctx.publish: opts.headers take more than 65536 bytes") != NULL);
+    wr_lua_destroy(L);
+}
+
+/* ---- the panic function ---------------------------------------------------------- */
+
+/* An error outside every protected call makes LuaJIT call the state's panic
+ * function and end the process. wr_lua_panic must log the error first: run
+ * it in a child whose log goes to a pipe. */
+static void test_panic(void)
+{
+    int fds[2];
+    if (pipe(fds) != 0) {
+        exit(2);
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fds[0]);
+        wr_log_set_fd(fds[1]);
+        lua_State *L = luaL_newstate();
+        lua_atpanic(L, wr_lua_panic);
+        lua_pushstring(L, "boom outside any pcall");
+        lua_error(L);
+        _exit(0); /* not reached: LuaJIT exits after the panic function */
+    }
+    close(fds[1]);
+    char out[4096];
+    size_t n = 0;
+    ssize_t r;
+    while (n < sizeof(out) - 1 && (r = read(fds[0], out + n, sizeof(out) - 1 - n)) > 0) {
+        n += (size_t)r;
+    }
+    out[n] = '\0';
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+    CHECK(strstr(out, "\"level\":\"error\"") != NULL);
+    CHECK(strstr(out, "\"msg\":\"Lua panic: an error outside any protected call; the process "
+                      "exits\"") != NULL);
+    CHECK(strstr(out, "\"error\":\"boom outside any pcall\"") != NULL);
+    if (strstr(out, "boom outside any pcall") == NULL) {
+        fprintf(stderr, "child wrote: %s\n", out);
+    }
+}
+
 /* ---- the sandbox ------------------------------------------------------------------ */
 
 static const char sandbox_src[] =
@@ -912,6 +1944,99 @@ static void test_require(void)
     wr_lua_destroy(L);
 }
 
+/* ---- sources that are not regular files ------------------------------------------ */
+
+/* A FIFO, a symlink to /dev/zero and a file over the size limit, as modules
+ * beside a handler and as the handler itself: each is refused at once with
+ * its reason; nothing blocks (a FIFO without a writer) or reads without end. */
+static void test_source_files(void)
+{
+    static const char src[] = "local M = {}\n"
+                              "function M.handle(event, ctx)\n"
+                              "  require(event.data.mod) -- @require\n"
+                              "end\n"
+                              "return M\n";
+    const char *names[] = {"fifo_mod.lua", "zero_mod.lua", "big_mod.lua", "fifo_handler.lua"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        unlink(path_of(names[i]));
+    }
+    CHECK_INT(mkfifo(path_of("fifo_mod.lua"), 0600), 0);
+    CHECK_INT(symlink("/dev/zero", path_of("zero_mod.lua")), 0);
+    write_file("big_mod.lua", "return {}\n");
+    CHECK_INT(truncate(path_of("big_mod.lua"), (off_t)WR_LUA_MAX_SOURCE + 1), 0);
+
+    watch_case("loading a handler beside a FIFO", 10);
+    wr_lua *L = must_load("srcfiles.lua", src);
+    unwatch();
+    if (L != NULL) {
+        const char *hp = path_of("srcfiles.lua");
+        int line = line_of(src, "@require");
+        wr_lua_result res;
+        watch_case("require of a FIFO", 10);
+        run(L, "{\"mod\":\"fifo_mod\"}", &res);
+        unwatch();
+        CHECK_OUTCOME(res, WR_OUT_ERROR);
+        CHECK_STR(res.error, fmt("%s:%d: %s: cannot load module: not a regular file", hp, line,
+                                 path_of("fifo_mod.lua")));
+        watch_case("require of /dev/zero", 10);
+        run(L, "{\"mod\":\"zero_mod\"}", &res);
+        unwatch();
+        CHECK_OUTCOME(res, WR_OUT_ERROR);
+        CHECK_STR(res.error, fmt("%s:%d: %s: cannot load module: not a regular file", hp, line,
+                                 path_of("zero_mod.lua")));
+        run(L, "{\"mod\":\"big_mod\"}", &res);
+        CHECK_OUTCOME(res, WR_OUT_ERROR);
+        CHECK_STR(res.error, fmt("%s:%d: %s: cannot load module: larger than %u bytes", hp, line,
+                                 path_of("big_mod.lua"), (unsigned)WR_LUA_MAX_SOURCE));
+        wr_lua_destroy(L);
+    }
+
+    /* the version hash skips them: the same version as without them, at once */
+    char with[17] = "", without[17] = "";
+    watch_case("handler version beside a FIFO and /dev/zero", 10);
+    double t0 = mono_s();
+    CHECK_INT(wr_handler_version(path_of("srcfiles.lua"), with), 0);
+    CHECK(mono_s() - t0 < 1.0);
+    unwatch();
+    unlink(path_of("fifo_mod.lua"));
+    unlink(path_of("zero_mod.lua"));
+    unlink(path_of("big_mod.lua"));
+    CHECK_INT(wr_handler_version(path_of("srcfiles.lua"), without), 0);
+    CHECK_STR(with, without);
+
+    /* source text handed to load: the same size limit as files (parse time) */
+    L = must_load("loadbig.lua", "return { handle = function(event, ctx)\n"
+                                 "  local f, e = load(string.rep(' ', event.data.n))\n"
+                                 "  if not f then error(e, 0) end\n"
+                                 "end }\n");
+    if (L != NULL) {
+        wr_lua_result res;
+        char body[64];
+        snprintf(body, sizeof(body), "{\"n\":%u}", (unsigned)WR_LUA_MAX_SOURCE + 1);
+        run(L, body, &res);
+        CHECK_OUTCOME(res, WR_OUT_ERROR);
+        CHECK_STR(res.error, fmt("load: source text over %u bytes", (unsigned)WR_LUA_MAX_SOURCE));
+        snprintf(body, sizeof(body), "{\"n\":%u}", (unsigned)WR_LUA_MAX_SOURCE);
+        run(L, body, &res);
+        CHECK_OUTCOME(res, WR_OUT_OK);
+        wr_lua_destroy(L);
+    }
+
+    /* a FIFO as the handler itself */
+    CHECK_INT(mkfifo(path_of("fifo_handler.lua"), 0600), 0);
+    char err[1024] = "";
+    wr_lua_opts o = opts_for(path_of("fifo_handler.lua"), 5000, 0);
+    watch_case("a FIFO as the handler", 10);
+    L = wr_lua_create(&o, err, sizeof(err));
+    CHECK(L == NULL);
+    CHECK_STR(err, fmt("%s: cannot load handler: not a regular file", path_of("fifo_handler.lua")));
+    wr_lua_destroy(L);
+    char v[17];
+    CHECK_INT(wr_handler_version(path_of("fifo_handler.lua"), v), -1);
+    unwatch();
+    unlink(path_of("fifo_handler.lua"));
+}
+
 /* ---- loading ---------------------------------------------------------------------- */
 
 static void test_load_failures(void)
@@ -1123,12 +2248,42 @@ static void test_fnv_reference(void)
 static void cleanup(void)
 {
     static const char *const files[] = {
-        "ok.lua",        "ok2.lua",         "ok3.lua",      "pub.lua",        "err.lua",
-        "loop.lua",      "loop_body.lua",   "hog.lua",      "sandbox.lua",    "helper.lua",
-        "lib/util.lua",  "req.lua",         "broken.lua",   "req_broken.lua", "syntax.lua",
-        "body_err.lua",  "body_global.lua", "number.lua",   "nothing.lua",    "nohandle.lua",
-        "strhandle.lua", "init_err.lua",    "init_num.lua", "init_pub.lua",   "init_rej.lua",
-        "init_ok.lua",   "bytecode.lua",    "counter.lua",
+        "ok.lua",
+        "ok2.lua",
+        "ok3.lua",
+        "pub.lua",
+        "err.lua",
+        "loop.lua",
+        "loop_body.lua",
+        "hog.lua",
+        "sandbox.lua",
+        "helper.lua",
+        "lib/util.lua",
+        "req.lua",
+        "broken.lua",
+        "req_broken.lua",
+        "syntax.lua",
+        "body_err.lua",
+        "body_global.lua",
+        "number.lua",
+        "nothing.lua",
+        "nohandle.lua",
+        "strhandle.lua",
+        "init_err.lua",
+        "init_num.lua",
+        "init_pub.lua",
+        "init_rej.lua",
+        "init_ok.lua",
+        "bytecode.lua",
+        "counter.lua",
+        "srcfiles.lua",
+        "cache.lua",
+        "mm_raise.lua",
+        "mm_loop.lua",
+        "mm_limits.lua",
+        "mm_index_loop.lua",
+        "mm_index_raise.lua",
+        "cstack.lua",
     };
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         unlink(path_of(files[i]));
@@ -1139,6 +2294,7 @@ static void cleanup(void)
 
 int main(void)
 {
+    test_publish_limits();
     char tmpl[] = "/tmp/wr-lua-XXXXXX";
     if (mkdtemp(tmpl) == NULL || realpath(tmpl, tmp_dir) == NULL) {
         fprintf(stderr, "cannot create a temporary directory: %s\n", strerror(errno));
@@ -1157,15 +2313,28 @@ int main(void)
     std_headers[1].value.kind = AMQP_FIELD_KIND_UTF8;
     std_headers[1].value.value.bytes = B("acme");
 
+    /* first: its children measure their resident size, which memory this
+     * process freed earlier (resident, reused by malloc) would hide */
+    test_copies_bounded();
     test_fnv_reference();
     test_ok();
     test_publish();
     test_errors();
     test_timeouts();
     test_memory();
+    test_memory_outside_call();
+    test_metamethods();
+    test_panic();
+    test_cstack();
+    test_small_stacks();
+    test_pattern_equivalence();
+    test_runaway_c_calls();
+    test_bounded_c_calls();
+    test_cjson_guard();
     test_sandbox();
     test_require();
     test_load_failures();
+    test_source_files();
     test_state_and_version();
     cleanup();
     return check_report("test_lua_rt");

@@ -349,6 +349,18 @@ describe("ctx.publish", function()
       { 'ctx.publish("x", "y", "b", { headers = { n = {} } })', E.publish_header_value },
       { 'ctx.publish("x", "y", "b", { headers = { "positional" } })', E.publish_header_value },
       { 'for i = 1, 1001 do ctx.publish("x", "y", "b") end', fmt(E.publish_limit, 1000) },
+      { 'ctx.publish(string.rep("x", 256), "y", "b")', fmt(E.publish_long, "exchange", 256) },
+      { 'ctx.publish("x", string.rep("y", 300), "b")', fmt(E.publish_long, "routing_key", 300) },
+      { 'ctx.publish("x", "y", "b", { type = string.rep("t", 256) })',
+        fmt(E.publish_long, "opts.type", 256) },
+      { 'ctx.publish("x", "y", "b", { content_type = string.rep("t", 257) })',
+        fmt(E.publish_long, "opts.content_type", 257) },
+      { 'ctx.publish("x", "y", "b", { headers = { [string.rep("h", 256)] = 1 } })',
+        fmt(E.publish_long, "a name in opts.headers", 256) },
+      { 'local h = {} for i = 1, 70 do h["h" .. i] = string.rep("v", 1000) end '
+        .. 'ctx.publish("x", "y", "b", { headers = h })', fmt(E.publish_headers_big, 65536) },
+      { 'local s = string.rep("x", 6 * 1024 * 1024) for i = 1, 3 do ctx.publish("x", "y", s) end',
+        fmt(E.publish_too_big, 16 * 1024 * 1024) },
     }
     for _, case in ipairs(cases) do
       local res, path = run_body(case[1])
@@ -676,7 +688,7 @@ describe("testing.load", function()
   it("reports what the sidecar reports for a handler it cannot load", function()
     local missing = fixtures.dir() .. "/nope.lua"
     local cases = {
-      { missing, fmt(E.load_open, missing, "No such file or directory") },
+      { missing, fmt(E.load_open, missing, "handler", "No such file or directory") },
       { fixtures.file("syntax.lua", "return {\n  = 1\n}\n"),
         function(p) return p .. ":2: unexpected symbol near '='" end },
       { fixtures.file("number.lua", "return 42\n"),
