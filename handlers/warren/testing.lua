@@ -8,7 +8,7 @@
 -- publish), `rejected`, `retry`, `error`, `timeout` or `invalid`.
 --
 -- The ctx functions check their arguments in the order sidecar/src/lua_rt.c
--- does and raise the same texts at the caller's level (testing.ERRORS holds
+-- does and raise the same texts at the handler's line (testing.ERRORS holds
 -- them; a spec compares them with the C source). For ctx.http.request the kit
 -- is the reference: testing.HTTP_ERRORS defines the texts that
 -- sidecar/src/lua_http.c is to use. Nothing here touches the network or the
@@ -47,7 +47,8 @@ local testing = { _VERSION = "0.1.0" }
 --- Error texts of the runtime, as format strings (both string.format and printf).
 -- Copied from sidecar/src/lua_rt.c (and envelope.c for `empty_body`); the spec
 -- spec/01-unit/testing_spec.lua checks that each one still appears there.
--- The `ctx.*` argument errors are raised at the caller's level, so the text a
+-- The `ctx.*` errors are raised at the handler's line (the nearest handler
+-- frame, also through pcall and a breaker's call), so the text a
 -- handler sees starts with its own `file:line: `.
 -- @table ERRORS
 testing.ERRORS = {
@@ -547,6 +548,28 @@ local function guarded_call(timeout_ms, fn, ...)
   return ok, err, timed_out
 end
 
+local THIS_FILE = getinfo(1, "S").source
+
+-- Raise MSG at the handler's line, as the runtime's ctx functions do
+-- (wr_lua_push_where in sidecar/src/lua_rt.c): the nearest frame up the
+-- stack that runs handler code (a Lua function with a current line, not the
+-- kit's own and not a chunk named "=..."), past pcall, a breaker's call and
+-- frames a tail call replaced; no position when there is none.
+local function raise(msg)
+  local level = 2
+  while true do
+    local info = getinfo(level, "Sl")
+    if not info then
+      error(msg, 0)
+    end
+    if info.source ~= THIS_FILE and (info.currentline or 0) > 0
+        and info.source:sub(1, 1) ~= "=" then
+      error(info.short_src .. ":" .. info.currentline .. ": " .. msg, 0)
+    end
+    level = level + 1
+  end
+end
+
 -- "ctx.FN is not available ..." unless the phase allows FN, or nil.
 local function phase_error(st, fn, allow_init)
   if st.phase == "handle" or (allow_init and st.phase == "init") then
@@ -600,38 +623,38 @@ local function make_publish(ctx, st)
   return function(...)
     local err = phase_error(st, "publish", false)
     if err then
-      error(err, 2)
+      raise(err)
     end
     local n = select("#", ...)
     local exchange, routing_key, body, opts = ...
     if n < 3 or n > 4 then
-      error(fmt(E.publish_args, n), 2)
+      raise(fmt(E.publish_args, n))
     end
     if type(exchange) ~= "string" then
-      error(fmt(E.publish_exchange, type(exchange)), 2)
+      raise(fmt(E.publish_exchange, type(exchange)))
     end
     if type(routing_key) ~= "string" then
-      error(fmt(E.publish_routing_key, type(routing_key)), 2)
+      raise(fmt(E.publish_routing_key, type(routing_key)))
     end
     if type(body) ~= "string" and type(body) ~= "table" then
-      error(fmt(E.publish_body, type(body)), 2)
+      raise(fmt(E.publish_body, type(body)))
     end
     if n == 4 and opts ~= nil and type(opts) ~= "table" then
-      error(fmt(E.publish_opts, type(opts)), 2)
+      raise(fmt(E.publish_opts, type(opts)))
     end
     if #ctx.published >= MAX_PUBLISHES then
-      error(fmt(E.publish_limit, MAX_PUBLISHES), 2)
+      raise(fmt(E.publish_limit, MAX_PUBLISHES))
     end
     -- AMQP short strings, as the runtime checks them
     if #exchange > 255 or #routing_key > 255 then
-      error(fmt(E.publish_long, #exchange > 255 and "exchange" or "routing_key",
-                #exchange > 255 and #exchange or #routing_key), 2)
+      raise(fmt(E.publish_long, #exchange > 255 and "exchange" or "routing_key",
+                #exchange > 255 and #exchange or #routing_key))
     end
     local content_type
     if type(body) == "table" then
       local ok, encoded = pcall(cjson.encode, body)
       if not ok then
-        error(fmt(E.publish_encode, tostring(encoded)), 2)
+        raise(fmt(E.publish_encode, tostring(encoded)))
       end
       body, content_type = encoded, "application/json"
     end
@@ -647,17 +670,17 @@ local function make_publish(ctx, st)
     if type(opts) == "table" then
       local ct = opts.content_type
       if type(ct) == "string" then
-        if #ct > 255 then error(fmt(E.publish_long, "opts.content_type", #ct), 2) end
+        if #ct > 255 then raise(fmt(E.publish_long, "opts.content_type", #ct)) end
         pub.content_type = ct
       elseif ct ~= nil then
-        error(E.publish_content_type, 2)
+        raise(E.publish_content_type)
       end
       local t = opts.type
       if type(t) == "string" then
-        if #t > 255 then error(fmt(E.publish_long, "opts.type", #t), 2) end
+        if #t > 255 then raise(fmt(E.publish_long, "opts.type", #t)) end
         pub.type = t
       elseif t ~= nil then
-        error(E.publish_type, 2)
+        raise(E.publish_type)
       end
       pub.mandatory = opts.mandatory ~= nil and opts.mandatory ~= false
       local headers = opts.headers
@@ -666,15 +689,15 @@ local function make_publish(ctx, st)
         for k, v in pairs(headers) do
           local tv = type(v)
           if type(k) ~= "string" or (tv ~= "string" and tv ~= "number" and tv ~= "boolean") then
-            error(E.publish_header_value, 2)
+            raise(E.publish_header_value)
           end
-          if #k > 255 then error(fmt(E.publish_long, "a name in opts.headers", #k), 2) end
+          if #k > 255 then raise(fmt(E.publish_long, "a name in opts.headers", #k)) end
           pub.headers[k] = tv == "boolean" and (v and "true" or "false") or tostring(v)
           header_bytes = header_bytes + #k + #pub.headers[k]
-          if header_bytes > 65536 then error(fmt(E.publish_headers_big, 65536), 2) end
+          if header_bytes > 65536 then raise(fmt(E.publish_headers_big, 65536)) end
         end
       elseif headers ~= nil then
-        error(E.publish_headers, 2)
+        raise(E.publish_headers)
       end
     end
     local list = ctx.published
@@ -691,7 +714,7 @@ local function make_publish(ctx, st)
       total = total + size_of(p)
     end
     if total > MAX_PUBLISH_BYTES then
-      error(fmt(E.publish_too_big, MAX_PUBLISH_BYTES), 2)
+      raise(fmt(E.publish_too_big, MAX_PUBLISH_BYTES))
     end
     pub.message_id = tostring(ctx.idempotency_key) .. ":" .. tostring(ctx.subscription) .. ":"
       .. (#list + 1)
@@ -706,11 +729,11 @@ local function make_reject(st)
   return function(...)
     local err = phase_error(st, "reject", false)
     if err then
-      error(err, 2)
+      raise(err)
     end
     local reason = ...
     if type(reason) ~= "string" then
-      error(fmt(E.reject_reason, arg_type(select("#", ...), 1, reason)), 2)
+      raise(fmt(E.reject_reason, arg_type(select("#", ...), 1, reason)))
     end
     st.forced, st.forced_reason, st.forced_delay = "rejected", reason:sub(1, MAX_ERROR), nil
     error(SENTINEL)
@@ -721,31 +744,31 @@ local function make_retry(st)
   return function(...)
     local err = phase_error(st, "retry", false)
     if err then
-      error(err, 2)
+      raise(err)
     end
     local n = select("#", ...)
     local reason, opts = ...
     if type(reason) ~= "string" then
-      error(fmt(E.retry_reason, arg_type(n, 1, reason)), 2)
+      raise(fmt(E.retry_reason, arg_type(n, 1, reason)))
     end
     local delay = nil
     if type(opts) == "table" then
       local d = opts.delay
       if type(d) == "number" then
         if not (d >= 0 and d <= 86400000) then -- NaN fails too
-          error(fmt(E.retry_delay_range, tostring(d)), 2)
+          raise(fmt(E.retry_delay_range, tostring(d)))
         end
         delay = floor(d)
       elseif type(d) == "string" then
         delay = parse_duration(d)
         if not delay then
-          error(fmt(E.retry_delay, d), 2)
+          raise(fmt(E.retry_delay, d))
         end
       elseif d ~= nil then
-        error(E.retry_delay_type, 2)
+        raise(E.retry_delay_type)
       end
     elseif opts ~= nil then
-      error(fmt(E.retry_opts, type(opts)), 2)
+      raise(fmt(E.retry_opts, type(opts)))
     end
     if delay and delay < 0 then
       delay = nil -- a negative delay means the policy's, as -1 does
@@ -760,10 +783,10 @@ local function make_log(ctx, level)
     local n = select("#", ...)
     local msg, fields = ...
     if type(msg) ~= "string" and type(msg) ~= "number" then
-      error(fmt(E.log_msg, level, arg_type(n, 1, msg)), 2)
+      raise(fmt(E.log_msg, level, arg_type(n, 1, msg)))
     end
     if fields ~= nil and type(fields) ~= "table" then
-      error(fmt(E.log_fields, level, type(fields)), 2)
+      raise(fmt(E.log_fields, level, type(fields)))
     end
     local entry = { level = level, msg = tostring(msg) }
     local info = getinfo(2, "Sl")
@@ -881,22 +904,22 @@ local function make_breaker(st)
   local objects = {}
   local function check_self(self, fn)
     if type(self) ~= "table" or not self.__name_of_breaker then
-      error(fmt(BRK.self, fn, fn), 3)
+      raise(fmt(BRK.self, fn, fn))
     end
   end
   local function call(self, fn, ...)
     local perr = phase_error(st, "breaker(...):call")
     if perr then
-      error(perr, 2)
+      raise(perr)
     end
     check_self(self, "call")
     if type(fn) ~= "function" then
-      error(fmt(BRK.fn, type(fn) == "nil" and select("#", ...) == 0 and "no value"
-        or type(fn)), 2)
+      raise(fmt(BRK.fn, type(fn) == "nil" and select("#", ...) == 0 and "no value"
+        or type(fn)))
     end
     local state = (st.breakers or {})[self.name] or "closed"
     if state == "open" then
-      error(fmt(BRK.open, self.name), 2)
+      raise(fmt(BRK.open, self.name))
     end
     return fn(...)
   end
@@ -906,7 +929,7 @@ local function make_breaker(st)
   end
   return function(name)
     if type(name) ~= "string" or #name == 0 or #name > 100 then
-      error(fmt(BRK.name, name == nil and "no value" or type(name)), 2)
+      raise(fmt(BRK.name, name == nil and "no value" or type(name)))
     end
     if not objects[name] then
       objects[name] = { __name_of_breaker = true, name = name, call = call, state = state }
@@ -947,21 +970,6 @@ testing.STORE_ERRORS = {
 }
 
 local S = testing.STORE_ERRORS
-local THIS_FILE = getinfo(1, "S").source
-
--- Raise MSG at the level of the first caller outside this file (the handler's
--- line, as the runtime's C functions do), wherever in the kit it is found.
-local function raise(msg)
-  local level = 2
-  while true do
-    local info = getinfo(level, "S")
-    if not info or info.source ~= THIS_FILE then
-      break
-    end
-    level = level + 1
-  end
-  error(msg, level)
-end
 local MAX_INT = 9007199254740992 -- 2^53
 local KEY_MAX = 1023             -- KEY_BUF - 1 in lua_store.c, prefix included
 local KIND_NAME = { string = "a string", hash = "a hash", set = "a set" }
@@ -1651,85 +1659,85 @@ local function make_http_request(ctx, st)
   return function(...)
     local err = phase_error(st, "http.request", false)
     if err then
-      error(err, 2)
+      raise(err)
     end
     local o = ...
     if type(o) ~= "table" then
-      error(fmt(H.args, arg_type(select("#", ...), 1, o)), 2)
+      raise(fmt(H.args, arg_type(select("#", ...), 1, o)))
     end
     for k in pairs(o) do
       if not HTTP_OPTIONS[k] then
-        error(fmt(H.option, tostring(k)), 2)
+        raise(fmt(H.option, tostring(k)))
       end
     end
     local url = o.url
     if type(url) ~= "string" then
-      error(fmt(H.url, type(url)), 2)
+      raise(fmt(H.url, type(url)))
     end
     if not url:lower():match("^https?://[^/]") then
-      error(fmt(H.url_scheme, testing.safe_url(url)), 2)
+      raise(fmt(H.url_scheme, testing.safe_url(url)))
     end
     if url:find("[%c ]") then
-      error(fmt(H.url_chars, testing.safe_url(url)), 2)
+      raise(fmt(H.url_chars, testing.safe_url(url)))
     end
     local method = o.method
     if method == nil then
       method = "GET"
     elseif type(method) ~= "string" then
-      error(fmt(H.method, type(method)), 2)
+      raise(fmt(H.method, type(method)))
     elseif not method:match("^[A-Z]+$") then
-      error(fmt(H.method_token, method), 2)
+      raise(fmt(H.method_token, method))
     end
-    local raise = o.raise
-    if raise == nil then
-      raise = true
-    elseif type(raise) ~= "boolean" then
-      error(fmt(H.raise, type(raise)), 2)
+    local raises = o.raise
+    if raises == nil then
+      raises = true
+    elseif type(raises) ~= "boolean" then
+      raise(fmt(H.raise, type(raises)))
     end
     local timeout = o.timeout
     if type(timeout) == "number" then
       if not (timeout > 0) or timeout == huge then
-        error(fmt(H.timeout_range, tostring(timeout)), 2)
+        raise(fmt(H.timeout_range, tostring(timeout)))
       end
     elseif type(timeout) == "string" then
       local ms = parse_duration(timeout)
       if not ms then
-        error(fmt(H.timeout_duration, timeout), 2)
+        raise(fmt(H.timeout_duration, timeout))
       elseif ms == 0 then
-        error(fmt(H.timeout_range, timeout), 2)
+        raise(fmt(H.timeout_range, timeout))
       end
       timeout = ms / 1000
     elseif timeout ~= nil then
-      error(fmt(H.timeout, type(timeout)), 2)
+      raise(fmt(H.timeout, type(timeout)))
     end
     local body = o.body
     if type(body) == "table" then
       local ok, encoded = pcall(cjson.encode, body)
       if not ok then
-        error(fmt(H.body_json, tostring(encoded)), 2)
+        raise(fmt(H.body_json, tostring(encoded)))
       end
       body = encoded
     elseif body ~= nil and type(body) ~= "string" then
-      error(fmt(H.body, type(body)), 2)
+      raise(fmt(H.body, type(body)))
     end
     local headers, has_ct, has_tp = {}, false, false
     if o.headers ~= nil then
       if type(o.headers) ~= "table" then
-        error(fmt(H.headers, type(o.headers)), 2)
+        raise(fmt(H.headers, type(o.headers)))
       end
       for k, v in pairs(o.headers) do
         if type(k) ~= "string" then
-          error(fmt(H.header_name, type(k)), 2)
+          raise(fmt(H.header_name, type(k)))
         end
         if type(v) ~= "string" and type(v) ~= "number" then
-          error(fmt(H.header_value, k, type(v)), 2)
+          raise(fmt(H.header_value, k, type(v)))
         end
         v = tostring(v)
         if k:find("[\r\n:]") or v:find("[\r\n]") then
-          error(fmt(H.header_chars, k), 2)
+          raise(fmt(H.header_chars, k))
         end
         if #k + 2 + #v > testing.HTTP_MAX_HEADER_LINE then
-          error(fmt(H.header_size, k, testing.HTTP_MAX_HEADER_LINE), 2)
+          raise(fmt(H.header_size, k, testing.HTTP_MAX_HEADER_LINE))
         end
         headers[k] = v
         has_ct = has_ct or k:lower() == "content-type"
@@ -1752,21 +1760,21 @@ local function make_http_request(ctx, st)
       given = deep_copy(given)
     end
     local req = { method = method, url = url, headers = headers, body = given,
-                  body_text = body, timeout = timeout, raise = raise }
+                  body_text = body, timeout = timeout, raise = raises }
     ctx.http_calls[#ctx.http_calls + 1] = req
     local res, terr, reason = fake_answer(st, req)
     if not res then
       local msg = fmt(H.transport, method, testing.safe_url(url), terr)
-      if raise then
-        error(msg, 2)
+      if raises then
+        raise(msg)
       end
       return nil, msg
     end
-    if res.status >= 500 and raise then
+    if res.status >= 500 and raises then
       if reason then
-        error(fmt(H.status_reason, method, testing.safe_url(url), res.status, reason), 2)
+        raise(fmt(H.status_reason, method, testing.safe_url(url), res.status, reason))
       end
-      error(fmt(H.status, method, testing.safe_url(url), res.status), 2)
+      raise(fmt(H.status, method, testing.safe_url(url), res.status))
     end
     return res
   end

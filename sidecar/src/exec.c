@@ -57,7 +57,9 @@ static int exec_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_
     if (v != NULL &&
         ((strcmp(cmd, "GET") == 0 && !is_str) || (cmd[0] == 'H' && !json_is_object(v)) ||
          (cmd[0] == 'S' && !json_is_array(v)))) {
-        snprintf(err, errcap, "WRONGTYPE Operation against a key holding the wrong kind of value");
+        /* in the sidecar's words (wr_idem_store_fetch: "Redis: " and the reply) */
+        snprintf(err, errcap,
+                 "Redis: WRONGTYPE Operation against a key holding the wrong kind of value");
         return -1;
     }
     if (v == NULL) {
