@@ -2494,6 +2494,76 @@ run_message = function(module, event, ctx, st, opts)
   return result
 end
 
+--- An event file of `warren exec` (evfile.h: a recorded event, its store
+-- and its HTTP fakes) as a spec's event, so a spec and `warren exec` run the
+-- same files. The file is read and checked by the binary (as exec checks
+-- it); CTX (from testing.ctx{config = ..., subscription = ...}) takes the
+-- file's "store" as its committed state and answers ctx.http from the
+-- file's "http" fakes, matched as exec matches them (the first unused entry
+-- with the method and URL, in file order; "reuse" answers again), with the
+-- same defaults (status 200, the standard reason phrase, libcurl's words for
+-- a transport error).
+-- @tparam string path the event file
+-- @tparam table ctx from testing.ctx{config = ..., subscription = ...}
+-- @treturn table the event (testing.event's shape)
+-- @treturn table opts for testing.run and testing.deliver: `store_at_commit`
+function testing.event_file(path, ctx)
+  local fn = "testing.event_file"
+  if type(path) ~= "string" then
+    error(fmt("%s(path, ctx): path must be a string, got %s", fn, type(path)), 2)
+  end
+  local st = states[ctx]
+  if not st or not st.config then
+    error(fmt("%s: ctx must come from testing.ctx{config = ..., subscription = ...}", fn), 2)
+  end
+  local j = warren_exec(fn, 2, { "-c", st.config.config, "--subscription",
+                                 st.config.settings.subscription, "--event", path,
+                                 "--envelope" })
+  local f = j.event_file
+  local function value(v)
+    if v == cjson.null then
+      return false
+    end
+    return v
+  end
+  local ev = testing.event{
+    id = f.id or "", type = f.type, routing_key = f.routing_key, exchange = f.exchange,
+    content_type = f.content_type, headers = f.headers, attempt = f.attempt,
+    redelivered = f.redelivered, data = f.data, body = f.body,
+  }
+  -- the file's store is the state before the event
+  local data, exp = {}, {}
+  local err = seed_into(fn, data, exp, f.store)
+  if err then
+    error(err, 2)
+  end
+  st.store.data, st.store.exp = data, exp
+  ctx.stored = stored_view(st)
+  -- its fakes answer ctx.http, as exec's do
+  local fakes, used = j.http_fakes or {}, {}
+  st.http = function(req)
+    for i, fake in ipairs(fakes) do
+      if fake.method == req.method and fake.url == req.url and (fake.reuse or not used[i]) then
+        used[i] = true
+        if fake.error then
+          return { error = fake.error }
+        end
+        return { status = fake.status, reason = fake.reason, headers = fake.headers,
+                 body = fake.body }
+      end
+    end
+    return nil
+  end
+  local opts = {}
+  if type(f.store_at_commit) == "table" then
+    opts.store_at_commit = {}
+    for k, v in pairs(f.store_at_commit) do
+      opts.store_at_commit[k] = value(v)
+    end
+  end
+  return ev, opts
+end
+
 --- Deliver one message as the sidecar would: the checks the worker makes
 -- before any handler runs, the handler (as testing.run runs it, with the
 -- ctx's fakes), its commit, and the decision the worker takes, which is

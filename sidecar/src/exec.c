@@ -291,6 +291,56 @@ static json_t *unused_json(const wr_evfile *ev)
     return a;
 }
 
+/*
+ * The event file's fakes as ctx.http would see them (for the test kit's
+ * testing.event_file, so the kit answers from the same fakes without knowing
+ * their defaults): a transport error in libcurl's words, or the status, the
+ * reason phrase (the standard one unless given), the headers (with the
+ * Content-Type a "json" fake implies) and the body.
+ */
+static json_t *fakes_json(const wr_evfile *ev)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < ev->fake_count; i++) {
+        const wr_evfile_fake *f = &ev->fakes[i];
+        json_t *o =
+            json_pack("{s:s, s:s, s:b}", "method", f->method, "url", f->url, "reuse", f->reuse);
+        if (f->error != NULL) {
+            json_object_set_new(o, "error", json_string(f->error));
+            json_array_append_new(a, o);
+            continue;
+        }
+        json_object_set_new(o, "status", json_integer(f->status));
+        json_t *h = json_object();
+        const char *p = f->head, *end = f->head + f->head_len;
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        /* the status line: "HTTP/1.1 503 Service Unavailable" */
+        const char *sp = memchr(p, ' ', (size_t)(end - p));
+        sp = sp != NULL ? memchr(sp + 1, ' ', (size_t)(end - sp - 1)) : NULL;
+        if (sp != NULL && eol != NULL && sp < eol) {
+            json_object_set_new(o, "reason", text_json(sp + 1, (size_t)(eol - sp - 2)));
+        }
+        for (p = eol ? eol + 1 : end; p < end; p = eol + 1) {
+            eol = memchr(p, '\n', (size_t)(end - p));
+            const char *colon = memchr(p, ':', (size_t)(end - p));
+            if (eol == NULL || colon == NULL || colon > eol) {
+                break;
+            }
+            char name[256];
+            snprintf(name, sizeof(name), "%.*s", (int)(colon - p), p);
+            const char *v = colon + 1;
+            while (v < eol && *v == ' ') {
+                v++;
+            }
+            json_object_set_new(h, name, text_json(v, (size_t)(eol - v - (eol[-1] == '\r'))));
+        }
+        json_object_set_new(o, "headers", h);
+        json_object_set_new(o, "body", text_json(f->body ? f->body : "", f->body_len));
+        json_array_append_new(a, o);
+    }
+    return a;
+}
+
 /* The text report's lines for the HTTP calls and unused fakes. */
 static void print_http(json_t *calls, json_t *unused, int live)
 {
@@ -958,6 +1008,9 @@ int wr_exec_run(const wr_exec_opts *opts)
         }
         json_object_set_new(report, "settings",
                             settings_json(cfg, sub, have_version ? version : NULL));
+        /* the file as checked (store numbers as text), and its fakes resolved */
+        json_object_set_new(report, "event_file", json_deep_copy(ev));
+        json_object_set_new(report, "http_fakes", fakes_json(evf));
         print_json(report);
         rc = invalid ? 1 : 0;
         goto out;
