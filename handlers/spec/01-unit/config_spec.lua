@@ -191,6 +191,41 @@ describe("the kit with the real config", function()
     assert.same(report.decision, res.decision)
   end)
 
+  it("reads warren exec's event files: the event, its store, its fakes as exec answers",
+     function()
+    local path = write(dir .. "/ev.json", cjson.encode{
+      id = "m-7", type = "refund.requested", attempt = 2,
+      data = { refund_id = "r-7", customer = "c-7", amount = 5 },
+      store = { ["customer:c-7"] = { refunded_cents = 10 }, n = 5 },
+      store_at_commit = { n = cjson.null },
+      http = {
+        { method = "GET", url = "http://psp/a", status = 503 },
+        { method = "GET", url = "http://psp/a", json = { ok = true }, reuse = true },
+        { method = "GET", url = "http://psp/b", error = "connect" },
+      },
+    })
+    local c = ctx()
+    local ev, opts = testing.event_file(path, c)
+    assert.equals("m-7", ev.id)
+    assert.equals(2, ev.attempt)
+    assert.same({ refund_id = "r-7", customer = "c-7", amount = 5 }, ev.data)
+    assert.same({ ["customer:c-7"] = { refunded_cents = "10" }, n = "5" }, c.stored)
+    assert.same({ store_at_commit = { n = false } }, opts)
+    local seen = {}
+    local res = testing.run({ handle = function(_, x)
+      for i = 1, 3 do
+        local r, err = x.http.request{ url = "http://psp/a", raise = false }
+        seen[i] = r and (r.status .. " " .. tostring(r.json and r.json.ok)) or err
+      end
+      local _, err = x.http.request{ url = "http://psp/b", raise = false }
+      seen[4] = err
+    end }, ev, c, opts)
+    assert.equals("ok", res.outcome, res.error)
+    assert.same({ "503 nil", "200 true", "200 true",
+                  "http GET http://psp/b: Couldn't connect to server" }, seen)
+    assert.is_nil(c.stored.n) -- another message deleted it meanwhile
+  end)
+
   it("refuses what the config decides, and ctxs without a config", function()
     assert.has_error(function()
       testing.ctx{ config = CONFIG, subscription = "refunds", max_attempts = 9 }
