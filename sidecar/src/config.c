@@ -744,6 +744,19 @@ static const field journal_fields[] = {
      .desc = "Entries kept per event; older ones are dropped first."},
 };
 
+static const field security_fields[] = {
+    {.name = "signing_key",
+     .type = T_STRING,
+     .offset = offsetof(wr_config, signing_key),
+     .min = 16,
+     .max = 4096,
+     .desc = "Secret the sidecars share to sign the x-warren-* headers of the copies they "
+             "send through their delay and wait queues (HMAC-SHA256), so a producer cannot "
+             "forge an attempt count or a route; at least 16 bytes, e.g. "
+             "`${WARREN_SIGNING_KEY}`. Unset: derived from the broker's and Redis's "
+             "passwords (set it when producers share those)."},
+};
+
 static const section amqp_section = {amqp_fields, NFIELDS(amqp_fields), 0, finish_amqp};
 static const section redis_section = {redis_fields, NFIELDS(redis_fields), 0, NULL};
 static const section log_section = {log_fields, NFIELDS(log_fields), 0, NULL};
@@ -752,6 +765,7 @@ static const section shutdown_section = {shutdown_fields, NFIELDS(shutdown_field
 static const section store_section = {store_fields, NFIELDS(store_fields), 0, NULL};
 static const section http_section = {http_fields, NFIELDS(http_fields), 0, finish_http};
 static const section journal_section = {journal_fields, NFIELDS(journal_fields), 0, NULL};
+static const section security_section = {security_fields, NFIELDS(security_fields), 0, NULL};
 
 static const field top_fields[] = {
     {.name = "amqp",
@@ -792,6 +806,10 @@ static const field top_fields[] = {
      .type = T_SECTION,
      .sub = &journal_section,
      .desc = "The per-event journal (`warren trace`)."},
+    {.name = "security",
+     .type = T_SECTION,
+     .sub = &security_section,
+     .desc = "What warren trusts in the messages it consumes."},
     {.name = "subscriptions",
      .type = T_LIST,
      .offset = offsetof(wr_config, subs),

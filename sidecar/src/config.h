@@ -197,6 +197,7 @@ typedef struct {
 
     /* journal: the short per-event history `warren trace` reads (journal.h) */
     int journal_enabled;             /* journal.enabled, default 1 */
+    char *signing_key;               /* security.signing_key, NULL: derived (sign.h) */
     int64_t journal_ttl_ms;          /* journal.ttl, default 7d, 1s..365d */
     int journal_max_entries;         /* journal.max_entries, default 50, 5..1000 */
 

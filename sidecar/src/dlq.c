@@ -54,7 +54,8 @@ static int set_cstr(amqp_pool_t *pool, amqp_table_entry_t *e, const char *key, c
 
 static int is_warren_key(amqp_bytes_t key)
 {
-    return key.len >= sizeof(X_PREFIX) - 1 && memcmp(key.bytes, X_PREFIX, sizeof(X_PREFIX) - 1) == 0;
+    return key.len >= sizeof(X_PREFIX) - 1 &&
+           memcmp(key.bytes, X_PREFIX, sizeof(X_PREFIX) - 1) == 0;
 }
 
 static int key_is(amqp_bytes_t key, const char *name)
@@ -69,7 +70,7 @@ int wr_dlq_build_props(amqp_pool_t *pool, const amqp_basic_properties_t *orig,
 {
     const amqp_table_t *old = (orig->_flags & AMQP_BASIC_HEADERS_FLAG) ? &orig->headers : NULL;
     int old_n = old ? old->num_entries : 0;
-    enum { NEW_HEADERS = 16 };
+    enum { NEW_HEADERS = 17 };
     int new_tp = f->trace_id != NULL && f->span_id != NULL;
 
     *out = *orig;
@@ -77,8 +78,7 @@ int wr_dlq_build_props(amqp_pool_t *pool, const amqp_basic_properties_t *orig,
     out->_flags |= AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_HEADERS_FLAG;
     out->delivery_mode = AMQP_DELIVERY_PERSISTENT;
 
-    amqp_table_entry_t *e =
-        amqp_pool_alloc(pool, sizeof(*e) * (size_t)(old_n + NEW_HEADERS));
+    amqp_table_entry_t *e = amqp_pool_alloc(pool, sizeof(*e) * (size_t)(old_n + NEW_HEADERS));
     if (e == NULL) {
         return -1;
     }
@@ -107,8 +107,8 @@ int wr_dlq_build_props(amqp_pool_t *pool, const amqp_basic_properties_t *orig,
     rc |= set_str(pool, &e[n++], X_PREFIX "error", f->error, elen);
 
     /* x-warren-errors: earlier errors (newest last), then this one, capped */
-    int prev = (errors && errors->kind == AMQP_FIELD_KIND_ARRAY) ? errors->value.array.num_entries
-                                                                 : 0;
+    int prev =
+        (errors && errors->kind == AMQP_FIELD_KIND_ARRAY) ? errors->value.array.num_entries : 0;
     int keep = prev < WR_DLQ_MAX_ERRORS - 1 ? prev : WR_DLQ_MAX_ERRORS - 1;
     amqp_field_value_t *arr = amqp_pool_alloc(pool, sizeof(*arr) * (size_t)(keep + 1));
     if (arr == NULL) {
@@ -157,14 +157,45 @@ int wr_dlq_build_props(amqp_pool_t *pool, const amqp_basic_properties_t *orig,
         snprintf(tp, sizeof(tp), "00-%.32s-%.16s-01", f->trace_id, f->span_id);
         rc |= set_cstr(pool, &e[n++], "traceparent", tp);
     }
+    if (f->sign != NULL) {
+        char sig[WR_SIGN_LEN + 1];
+        amqp_bytes_t id =
+            (orig->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) ? orig->message_id : amqp_empty_bytes;
+        wr_sign(f->sign, id, f->attempt, had_route ? orig_ex : exchange,
+                had_route ? orig_rk : routing_key, sig);
+        rc |= set_cstr(pool, &e[n++], WR_SIGN_HEADER, sig);
+    }
     out->headers.num_entries = n;
     out->headers.entries = e;
     return rc ? -1 : 0;
 }
 
+int wr_dlq_strip_props(amqp_pool_t *pool, const amqp_basic_properties_t *orig,
+                       amqp_basic_properties_t *out)
+{
+    *out = *orig;
+    const amqp_table_t *old = (orig->_flags & AMQP_BASIC_HEADERS_FLAG) ? &orig->headers : NULL;
+    if (old == NULL) {
+        return 0;
+    }
+    amqp_table_entry_t *e = amqp_pool_alloc(pool, sizeof(*e) * (size_t)(old->num_entries + 1));
+    if (e == NULL) {
+        return -1;
+    }
+    int n = 0;
+    for (int i = 0; i < old->num_entries; i++) {
+        if (!is_warren_key(old->entries[i].key)) {
+            e[n++] = old->entries[i];
+        }
+    }
+    out->headers.num_entries = n;
+    out->headers.entries = e;
+    return 0;
+}
+
 int wr_dlq_build_wait_props(amqp_pool_t *pool, const amqp_basic_properties_t *orig,
                             amqp_bytes_t exchange, amqp_bytes_t routing_key,
-                            amqp_basic_properties_t *out)
+                            const wr_sign_key *sign, amqp_basic_properties_t *out)
 {
     const amqp_table_t *old = (orig->_flags & AMQP_BASIC_HEADERS_FLAG) ? &orig->headers : NULL;
     int old_n = old ? old->num_entries : 0;
@@ -174,20 +205,32 @@ int wr_dlq_build_wait_props(amqp_pool_t *pool, const amqp_basic_properties_t *or
     out->_flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
     out->delivery_mode = AMQP_DELIVERY_PERSISTENT;
     if (wr_table_get(old, X_PREFIX "original-exchange") != NULL) {
-        return 0;
+        return 0; /* a copy of warren's already: its route, attempt and signature stand */
     }
-    amqp_table_entry_t *e = amqp_pool_alloc(pool, sizeof(*e) * (size_t)(old_n + 2));
+    amqp_table_entry_t *e = amqp_pool_alloc(pool, sizeof(*e) * (size_t)(old_n + 3));
     if (e == NULL) {
         return -1;
     }
+    int n = 0;
     for (int i = 0; i < old_n; i++) {
-        e[i] = old->entries[i];
+        if (!key_is(old->entries[i].key, WR_SIGN_HEADER)) {
+            e[n++] = old->entries[i];
+        }
     }
-    int rc = set_str(pool, &e[old_n], X_PREFIX "original-exchange", exchange.bytes, exchange.len);
-    rc |= set_str(pool, &e[old_n + 1], X_PREFIX "original-routing-key", routing_key.bytes,
-                  routing_key.len);
+    int rc = set_str(pool, &e[n++], X_PREFIX "original-exchange", exchange.bytes, exchange.len);
+    rc |=
+        set_str(pool, &e[n++], X_PREFIX "original-routing-key", routing_key.bytes, routing_key.len);
+    if (sign != NULL) {
+        int64_t attempt = 0;
+        int has = wr_table_get_int(old, X_PREFIX "attempt", &attempt) == 0;
+        char sig[WR_SIGN_LEN + 1];
+        amqp_bytes_t id =
+            (orig->_flags & AMQP_BASIC_MESSAGE_ID_FLAG) ? orig->message_id : amqp_empty_bytes;
+        wr_sign(sign, id, has ? attempt : 0, exchange, routing_key, sig);
+        rc |= set_cstr(pool, &e[n++], WR_SIGN_HEADER, sig);
+    }
     out->_flags |= AMQP_BASIC_HEADERS_FLAG;
-    out->headers.num_entries = old_n + 2;
+    out->headers.num_entries = n;
     out->headers.entries = e;
     return rc ? -1 : 0;
 }

@@ -19,6 +19,8 @@
  *   x-warren-original-routing-key   retries, which travel through other queues)
  *   x-warren-subscription, x-warren-queue, x-warren-handler,
  *   x-warren-handler-version, x-warren-trace-id
+ *   x-warren-signature              over the id, the attempt and the original route
+ *                                   (sign.h), so that only warren's copies are trusted
  * and a traceparent of the same trace with a new span (see span_id).
  *
  * Properties the copy must not keep: `expiration` (a DLQ copy must not age
@@ -34,16 +36,17 @@
 #include <stdint.h>
 
 #include "amqp_compat.h"
+#include "sign.h"
 
 #define WR_DLQ_MAX_ERROR 1024 /* bytes of error text kept per error */
 #define WR_DLQ_MAX_ERRORS 10  /* errors kept in x-warren-errors */
 
 typedef struct {
-    const char *reason;          /* stable code, e.g. "invalid-json" */
-    const char *error_class;     /* "invalid", "error", "rejected", "timeout" */
-    const char *error;           /* human text; may be long, is truncated */
-    int attempt;                 /* attempts made, including this one */
-    int64_t now_ms;              /* time of this failure */
+    const char *reason;      /* stable code, e.g. "invalid-json" */
+    const char *error_class; /* "invalid", "error", "rejected", "timeout" */
+    const char *error;       /* human text; may be long, is truncated */
+    int attempt;             /* attempts made, including this one */
+    int64_t now_ms;          /* time of this failure */
     const char *subscription;
     const char *queue;           /* the queue the message was consumed from */
     const char *handler;         /* handler file name */
@@ -53,6 +56,8 @@ typedef struct {
                                     traceparent becomes 00-<trace_id>-<span_id>-01 (a child
                                     span of the same trace, also for a message that came
                                     without one, so every attempt logs the same trace) */
+    const wr_sign_key *sign;     /* signs the copy's attempt and route (sign.h); NULL: no
+                                    signature */
 } wr_failure;
 
 /*
@@ -68,12 +73,18 @@ int wr_dlq_build_props(amqp_pool_t *pool, const amqp_basic_properties_t *orig,
  * Build in OUT the properties of a copy that only waits (its idempotency key
  * was busy): the original properties and headers untouched, except that the
  * original route is recorded (x-warren-original-exchange/-routing-key, unless
- * already there) because the copy comes back through the default exchange.
+ * already there) because the copy comes back through the default exchange,
+ * and signed with SIGN (NULL: not signed).
  * Returns 0, or -1 when the pool is out of memory.
  */
 int wr_dlq_build_wait_props(amqp_pool_t *pool, const amqp_basic_properties_t *orig,
                             amqp_bytes_t exchange, amqp_bytes_t routing_key,
-                            amqp_basic_properties_t *out);
+                            const wr_sign_key *sign, amqp_basic_properties_t *out);
+
+/* ORIG without its x-warren-* headers, in OUT (for a message whose headers
+ * were not warren's: sign.h). Returns 0, or -1 when out of memory. */
+int wr_dlq_strip_props(amqp_pool_t *pool, const amqp_basic_properties_t *orig,
+                       amqp_basic_properties_t *out);
 
 /* Truncate N bytes of S to at most MAX bytes without splitting a UTF-8 sequence. */
 size_t wr_utf8_truncate(const char *s, size_t n, size_t max);

@@ -28,6 +28,7 @@
 #include "journal.h"
 #include "log.h"
 #include "rconn.h"
+#include "sign.h"
 #include "record.h"
 
 #define CH 1
@@ -845,7 +846,8 @@ static int record_key(const wr_subscription *sub, const dmsg *m, char *out, size
 }
 
 /* Build the replayed copy's properties in POOL. */
-static int replay_props(amqp_pool_t *pool, const dmsg *m, amqp_basic_properties_t *out)
+static int replay_props(amqp_pool_t *pool, const dmsg *m, const wr_sign_key *sign,
+                        amqp_basic_properties_t *out)
 {
     const amqp_table_t *old = headers_of(&m->msg.properties);
     int old_n = old ? old->num_entries : 0;
@@ -853,10 +855,11 @@ static int replay_props(amqp_pool_t *pool, const dmsg *m, amqp_basic_properties_
     out->_flags &= ~(AMQP_BASIC_EXPIRATION_FLAG | AMQP_BASIC_USER_ID_FLAG);
     out->_flags |= AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_HEADERS_FLAG;
     out->delivery_mode = AMQP_DELIVERY_PERSISTENT;
-    amqp_table_entry_t *e = amqp_pool_alloc(pool, sizeof(*e) * (size_t)(old_n + 3));
+    amqp_table_entry_t *e = amqp_pool_alloc(pool, sizeof(*e) * (size_t)(old_n + 4));
     char *now = amqp_pool_alloc(pool, 32);
     char *tp = amqp_pool_alloc(pool, 64);
-    if (e == NULL || now == NULL || tp == NULL) {
+    char *sig = amqp_pool_alloc(pool, WR_SIGN_LEN + 1);
+    if (e == NULL || now == NULL || tp == NULL || sig == NULL) {
         return -1;
     }
     int n = 0, has_tp = 0;
@@ -882,6 +885,17 @@ static int replay_props(amqp_pool_t *pool, const dmsg *m, amqp_basic_properties_
     e[n].key = amqp_cstring_bytes(XW "replay-count");
     e[n].value.kind = AMQP_FIELD_KIND_I32;
     e[n++].value.value.i32 = (int32_t)(count + 1);
+    /* the route it keeps, signed as warren's (sign.h): its attempts start over */
+    if (wr_table_get(old, XW "original-exchange") != NULL) {
+        amqp_bytes_t id = (m->msg.properties._flags & AMQP_BASIC_MESSAGE_ID_FLAG)
+                              ? m->msg.properties.message_id
+                              : amqp_empty_bytes;
+        wr_sign(sign, id, 0, wr_table_get_str(old, XW "original-exchange"),
+                wr_table_get_str(old, XW "original-routing-key"), sig);
+        e[n].key = amqp_cstring_bytes(WR_SIGN_HEADER);
+        e[n].value.kind = AMQP_FIELD_KIND_UTF8;
+        e[n++].value.value.bytes = amqp_cstring_bytes(sig);
+    }
     /* no traceparent of its own: carry the trace the DLQ copy recorded */
     amqp_bytes_t trace = wr_table_get_str(old, XW "trace-id");
     if (!has_tp && trace.len == 32) {
@@ -956,6 +970,8 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
                      const size_t *sel, size_t nsel)
 {
     redis_conn rd = {0};
+    wr_sign_key sign;
+    wr_sign_key_for(&sign, cfg);
     wr_broker *b = NULL;
     wr_idem *jd = NULL; /* the journal's connection */
     int fail = 0, down = 0;
@@ -1030,7 +1046,7 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
             init_amqp_pool(&pool, 4096);
             amqp_basic_properties_t props;
             uint64_t seq = 0;
-            int prc = replay_props(&pool, m, &props);
+            int prc = replay_props(&pool, m, &sign, &props);
             wr_pub_state ps = WR_PUB_PENDING;
             if (prc == 0) {
                 prc = wr_broker_publish(b, amqp_cstring_bytes(""), amqp_cstring_bytes(sub->queue),

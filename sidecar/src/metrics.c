@@ -21,7 +21,7 @@ static const char *const dl_names[WR_DL_COUNT] = {"error",   "timeout", "rejecte
                                                   "invalid", "crashed", "store-refused"};
 
 #define MAX_QUEUES_PER_SUB 40
-#define REDIS_STALE_MS 15000/* a Redis check older than this does not count as "up" */
+#define REDIS_STALE_MS 15000 /* a Redis check older than this does not count as "up" */
 
 typedef struct {
     char queue[300];
@@ -32,9 +32,9 @@ typedef struct {
 struct wr_metrics {
     const wr_config *cfg;
     int nworkers;
-    wr_wstats *ws;     /* nworkers of them */
-    int *ws_sub;       /* the subscription of each */
-    int *ws_index;     /* its index within the subscription */
+    wr_wstats *ws; /* nworkers of them */
+    int *ws_sub;   /* the subscription of each */
+    int *ws_index; /* its index within the subscription */
     struct wr_breakers *brk;
     struct wr_reloader *rel;
 
@@ -260,8 +260,7 @@ static void hist_series(FILE *fp, const wr_metrics *m, const char *name, int sub
     fprintf(fp, "%s_bucket{subscription=\"%s\"%s,le=\"+Inf\"} %llu\n", name, sn, extra,
             (unsigned long long)cum);
     fprintf(fp, "%s_sum{subscription=\"%s\"%s} %.9f\n", name, sn, extra, (double)sum_ns / 1e9);
-    fprintf(fp, "%s_count{subscription=\"%s\"%s} %llu\n", name, sn, extra,
-            (unsigned long long)cum);
+    fprintf(fp, "%s_count{subscription=\"%s\"%s} %llu\n", name, sn, extra, (unsigned long long)cum);
 }
 
 static void breaker_line(void *ud, const char *name, const char *kind, wr_brk_state state,
@@ -273,8 +272,8 @@ static void breaker_line(void *ud, const char *name, const char *kind, wr_brk_st
     wr_metrics_label_escape(name, esc, sizeof(esc));
     (void)transitions;
     for (int i = 0; i < 3; i++) {
-        fprintf(fp, "warren_breaker_state{breaker=\"%s\",kind=\"%s\",state=\"%s\"} %d\n", esc,
-                kind, states[i], (int)state == i);
+        fprintf(fp, "warren_breaker_state{breaker=\"%s\",kind=\"%s\",state=\"%s\"} %d\n", esc, kind,
+                states[i], (int)state == i);
     }
 }
 
@@ -312,8 +311,8 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
         for (int o = 0; o < WR_MO_COUNT; o++) {
             fprintf(fp, "warren_messages_handled_total{subscription=\"%s\",outcome=\"%s\"} %llu\n",
                     cfg->subs[s].name, outcome_names[o],
-                    (unsigned long long)sum_sub(m, s, OFF(outcomes) + sizeof(atomic_uint_fast64_t) *
-                                                                       (size_t)o));
+                    (unsigned long long)sum_sub(
+                        m, s, OFF(outcomes) + sizeof(atomic_uint_fast64_t) * (size_t)o));
         }
     }
 
@@ -323,8 +322,8 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
         for (int r = 0; r < WR_DL_COUNT; r++) {
             fprintf(fp, "warren_dead_letters_total{subscription=\"%s\",reason=\"%s\"} %llu\n",
                     cfg->subs[s].name, dl_names[r],
-                    (unsigned long long)sum_sub(m, s, OFF(dead_letters) +
-                                                          sizeof(atomic_uint_fast64_t) * (size_t)r));
+                    (unsigned long long)sum_sub(
+                        m, s, OFF(dead_letters) + sizeof(atomic_uint_fast64_t) * (size_t)r));
         }
     }
 
@@ -344,8 +343,7 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
         }
     }
 
-    family(fp, "warren_handler_duration_seconds", "histogram",
-           "Time the handler ran per message.");
+    family(fp, "warren_handler_duration_seconds", "histogram", "Time the handler ran per message.");
     for (int s = 0; s < nsub; s++) {
         hist_series(fp, m, "warren_handler_duration_seconds", s, OFF(handler), "");
     }
@@ -382,6 +380,10 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
     counter_per_sub(fp, m, "warren_lease_lost_total",
                     "Outcomes not recorded because another worker had taken the message over.",
                     OFF(lease_lost));
+    counter_per_sub(fp, m, "warren_forged_headers_total",
+                    "Messages whose x-warren-* headers (attempt, original route) were not "
+                    "signed by warren: ignored, the message handled as a fresh one.",
+                    OFF(forged));
 
     family(fp, "warren_publish_confirm_duration_seconds", "histogram",
            "Wait for the broker's confirms of a batch's publishes.");
@@ -447,7 +449,8 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
             if (q->messages >= 0) {
                 char esc[620];
                 wr_metrics_label_escape(q->queue, esc, sizeof(esc));
-                fprintf(fp, "warren_queue_messages{subscription=\"%s\",queue=\"%s\",kind=\"%s\"} %ld\n",
+                fprintf(fp,
+                        "warren_queue_messages{subscription=\"%s\",queue=\"%s\",kind=\"%s\"} %ld\n",
                         cfg->subs[s].name, esc, q->kind, q->messages);
             }
         }
@@ -522,8 +525,8 @@ int wr_metrics_ready(wr_metrics *m, FILE *fp)
         if (!atomic_load(&m->ws[k].connected)) {
             down++;
             if (down <= 5) {
-                fprintf(fp, "broker: worker %s#%d not connected\n",
-                        m->cfg->subs[m->ws_sub[k]].name, m->ws_index[k]);
+                fprintf(fp, "broker: worker %s#%d not connected\n", m->cfg->subs[m->ws_sub[k]].name,
+                        m->ws_index[k]);
             }
         }
     }
@@ -538,8 +541,10 @@ int wr_metrics_ready(wr_metrics *m, FILE *fp)
     }
     if (blocked > 0) {
         ok = 0;
-        fprintf(fp, "broker: publishing blocked by a broker alarm (memory or disk) for %d "
-                    "workers\n", blocked);
+        fprintf(fp,
+                "broker: publishing blocked by a broker alarm (memory or disk) for %d "
+                "workers\n",
+                blocked);
     }
     fprintf(fp, ok ? "ready\n" : "not ready\n");
     return ok;

@@ -54,7 +54,7 @@ typedef enum {
     WR_DL_TIMEOUT,   /* ... or ran past its timeout */
     WR_DL_REJECTED,
     WR_DL_INVALID,
-    WR_DL_CRASHED,   /* the crash-loop guard */
+    WR_DL_CRASHED,       /* the crash-loop guard */
     WR_DL_STORE_REFUSED, /* the commit refused its ctx.store writes (a key of another type) */
     WR_DL_COUNT
 } wr_met_dl_reason;
@@ -68,19 +68,21 @@ typedef struct {
     atomic_uint_fast64_t dead_letters[WR_DL_COUNT];
     atomic_uint_fast64_t retries[WR_MET_MAX_ATTEMPT + 1]; /* by the attempt that failed */
     atomic_uint_fast64_t redis_errors;
-    atomic_uint_fast64_t reconnects;   /* broker connections made after the first */
-    atomic_uint_fast64_t lease_lost;   /* outcomes not recorded: another worker owned the key */
-    wr_hist handler;                   /* handler run time */
-    wr_hist redis_claim, redis_finish; /* one round trip per batch each */
-    wr_hist redis_journal;             /* the batch's journal entries (journal.h) */
+    atomic_uint_fast64_t reconnects;     /* broker connections made after the first */
+    atomic_uint_fast64_t lease_lost;     /* outcomes not recorded: another worker owned the key */
+    atomic_uint_fast64_t forged;         /* messages whose x-warren-* headers were not signed by
+                                            warren (sign.h): ignored */
+    wr_hist handler;                     /* handler run time */
+    wr_hist redis_claim, redis_finish;   /* one round trip per batch each */
+    wr_hist redis_journal;               /* the batch's journal entries (journal.h) */
     atomic_uint_fast64_t journal_errors; /* batches whose journal entries were not written */
-    wr_hist confirm;                   /* a batch's wait for its publish confirms */
-    atomic_int in_flight;              /* deliveries of the batch being processed */
-    atomic_int connected;              /* 1 while consuming (or paused by its breaker) */
-    atomic_int blocked;                /* 1 while the broker blocks our publishes (alarm) */
-    atomic_int busy;                   /* 1 inside a batch */
-    atomic_llong beat_ms;              /* wr_mono_ms() of the last progress inside a batch */
-    int64_t stuck_after_ms;            /* busy without progress this long = stuck */
+    wr_hist confirm;                     /* a batch's wait for its publish confirms */
+    atomic_int in_flight;                /* deliveries of the batch being processed */
+    atomic_int connected;                /* 1 while consuming (or paused by its breaker) */
+    atomic_int blocked;                  /* 1 while the broker blocks our publishes (alarm) */
+    atomic_int busy;                     /* 1 inside a batch */
+    atomic_llong beat_ms;                /* wr_mono_ms() of the last progress inside a batch */
+    int64_t stuck_after_ms;              /* busy without progress this long = stuck */
 } wr_wstats;
 
 /* Add one observation of SECONDS to H (relaxed; the owner thread only). */

@@ -51,6 +51,7 @@
 #include "record.h"
 #include "reload.h"
 #include "retry.h"
+#include "sign.h"
 #include "topology.h"
 
 #define TAKE_TIMEOUT_MS 200      /* idle wait per loop turn: bounds shutdown latency */
@@ -58,17 +59,19 @@
 #define CONFIRM_TIMEOUT_MS 30000 /* a batch's confirms; past this the connection is suspect */
 #define BACKOFF_MIN_MS 200
 #define BACKOFF_MAX_MS 30000
-#define PAUSE                                                                                      \
-    1 /* a batch step: Redis failed; close the broker connection                                   \
-         (returning every delivery) until Redis answers */
+/* A batch step's result: Redis failed; close the broker connection (returning
+ * every delivery) until Redis answers. */
+#define PAUSE 1
 #define RKEY_MAX (WR_IDKEY_MAX + 300)
 
 /* One delivery of a batch and what became of it. */
 typedef struct {
     amqp_envelope_t *d;
     wr_envelope env;
-    int valid; /* the envelope decoded */
-    int held;  /* a copy of a key in flight here: held back, not ours now */
+    int valid;  /* the envelope decoded */
+    int forged; /* its x-warren-* headers were not warren's (sign.h): ignored */
+    int returned; /* goes back to the queue unclaimed (see prepare_batch) */
+    int held;   /* a copy of a key in flight here: held back, not ours now */
     wr_action act;
     uint64_t pub_first, pub_end; /* its publishes, as sequence numbers on the channel */
     const char *outcome;         /* for the log: handler outcome name */
@@ -149,9 +152,9 @@ struct wr_worker {
 
     pthread_mutex_t lua_lock; /* guards swapping `lua` against wr_worker_interrupt */
     wr_lua *lua;
-    wr_lua_opts lua_opts;  /* what `lua` was built from (source and version: the copies
-                              below), so an out-of-memory rebuild makes the same version */
-    char *run_source;      /* the running version's source */
+    wr_lua_opts lua_opts; /* what `lua` was built from (source and version: the copies
+                             below), so an out-of-memory rebuild makes the same version */
+    char *run_source;     /* the running version's source */
     char run_version[64];
 
     wr_live *live;         /* the subscription's live handler and policy (reload.h) */
@@ -164,6 +167,7 @@ struct wr_worker {
     int paused;             /* consumption stopped because the breaker is open */
     double next_service_ms; /* when the connection should next be serviced mid-batch */
 
+    wr_sign_key sign; /* signs and checks the x-warren-* headers of our copies */
     wr_broker *b;
     wr_idem *idem; /* NULL when idempotency is off, or while Redis is away */
     wr_topology topo;
@@ -513,13 +517,21 @@ static int publish_outgoing(wr_worker *w, batch *bt, item *it, const wr_lua_resu
  */
 static int publish_copy(wr_worker *w, batch *bt, item *it, const char *error_class)
 {
-    amqp_basic_properties_t props;
+    amqp_basic_properties_t props, clean;
+    const amqp_basic_properties_t *orig = &it->d->message.properties;
     const char *queue;
     int rc;
+    if (it->forged) {
+        /* the story in its headers was not written by warren: it starts here */
+        if (wr_dlq_strip_props(&bt->pool, orig, &clean) != 0) {
+            return WR_BROKER_DOWN;
+        }
+        orig = &clean;
+    }
     if (it->act == WR_ACT_WAIT) {
         queue = w->topo.queues[w->topo.wait_queue].name;
-        rc = wr_dlq_build_wait_props(&bt->pool, &it->d->message.properties, it->d->exchange,
-                                     it->d->routing_key, &props);
+        rc = wr_dlq_build_wait_props(&bt->pool, orig, it->d->exchange, it->d->routing_key, &w->sign,
+                                     &props);
     } else {
         char span[17];
         hex_rand(w, span, 16);
@@ -535,9 +547,9 @@ static int publish_copy(wr_worker *w, batch *bt, item *it, const char *error_cla
             .handler_version = w->lua ? wr_lua_version(w->lua) : NULL,
             .trace_id = it->trace_id,
             .span_id = span,
+            .sign = &w->sign,
         };
-        rc = wr_dlq_build_props(&bt->pool, &it->d->message.properties, it->d->exchange,
-                                it->d->routing_key, &f, &props);
+        rc = wr_dlq_build_props(&bt->pool, orig, it->d->exchange, it->d->routing_key, &f, &props);
         int q = it->act == WR_ACT_RETRY ? w->topo.tier_queue[it->tier] : -1;
         queue = q >= 0 ? w->topo.queues[q].name : w->sub->dlq;
         if (rc == 0 && q >= 0 && it->delay_ms < w->topo.queues[q].message_ttl_ms) {
@@ -684,6 +696,16 @@ static void prepare(wr_worker *w, item *it)
     int require_id = !(pol->enabled && (pol->source != WR_KEY_MESSAGE_ID || pol->missing_key_hash));
     int rc = wr_envelope_decode(it->d, w->max_body, require_id, &it->env, &reason, it->error,
                                 sizeof(it->error));
+    if (wr_sign_check(&w->sign, it->d, &it->env) != 0) {
+        it->forged = 1;
+        wr_stat_add(&w->st->forged, 1);
+        wr_logline l;
+        wr_log_begin(&l, WR_LOG_WARN, "x-warren-* headers not signed by warren: ignored");
+        wr_log_str(&l, "subscription", w->sub->name);
+        wr_log_int(&l, "worker", w->index);
+        wr_log_strn(&l, "message_id", it->env.id.bytes, it->env.id.len);
+        wr_log_end(&l);
+    }
     it->attempt = it->env.attempt;
     if (wr_trace_parse(it->env.traceparent, it->trace_id, span) != 0) {
         hex_rand(w, it->trace_id, 32);
@@ -1216,8 +1238,15 @@ static int prepare_batch(wr_worker *w, batch *bt)
                 w->nheld++;
                 continue;
             }
-            /* out of memory (or no room to hold it): claim it as before; the
-             * record's lease keeps the copies apart */
+            if (r != 1) {
+                /* out of memory (or, which cannot happen, no room to hold it): never
+                 * claim it with our token while a twin may hold the record, which
+                 * would run it twice; back to the queue instead */
+                it->returned = 1;
+                it->act = WR_ACT_NONE;
+                snprintf(it->error, sizeof(it->error),
+                         "returned: could not note its key as in flight");
+            }
         }
     }
     for (int i = 0; i < bt->n; i++) {
@@ -1241,7 +1270,7 @@ static int claim_send(wr_worker *w, batch *bt)
     }
     for (int i = 0; i < bt->n; i++) {
         item *it = &bt->items[i];
-        if (it->valid && !it->held) {
+        if (it->valid && !it->held && !it->returned) {
             bt->claims[bt->nclaims].key = it->rkey;
             bt->cmap[bt->nclaims++] = i;
         }
@@ -2236,6 +2265,7 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
     snprintf(w->token, sizeof(w->token), "%d-%d-%s", (int)getpid(), index, rnd);
     w->live = live;
     w->brk = brk;
+    wr_sign_key_for(&w->sign, cfg);
     wr_live_snapshot snap;
     if (wr_live_snapshot_take(live, &snap) != 0) {
         wr_live_snapshot_free(&snap);

@@ -99,7 +99,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     FZ_ASSERT(errors != NULL && errors->kind == AMQP_FIELD_KIND_ARRAY);
     FZ_ASSERT(errors->value.array.num_entries <= WR_DLQ_MAX_ERRORS);
 
-    FZ_ASSERT(wr_dlq_build_wait_props(&pool, orig, ex, route, &out) == 0);
+    wr_sign_key key;
+    wr_sign_key_from(&key, "fuzz signing key", 16);
+    FZ_ASSERT(wr_dlq_build_wait_props(&pool, orig, ex, route, &key, &out) == 0);
     round_trip(&pool, &out, &back);
     FZ_ASSERT(wr_table_get(&back->headers, "x-warren-original-exchange") != NULL);
 

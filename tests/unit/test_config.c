@@ -475,7 +475,7 @@ static void test_unknown_keys(void)
 {
     EXPECT_ERRORS(MINIMAL "amqps:\n  url: x\n",
                   "9:1: unknown key 'amqps' at the top level (expected one of: amqp, redis, log, "
-                  "defaults, breakers, shutdown, store, http, journal, subscriptions)");
+                  "defaults, breakers, shutdown, store, http, journal, security, subscriptions)");
     EXPECT_ERRORS(
         MINIMAL "    prefetc: 10\n",
         "9:5: unknown key 'prefetc' in subscriptions[0] (expected one of: name, queue, "
@@ -643,7 +643,7 @@ static void test_bad_values(void)
                           "defaults:\n"
                           "  handler_timeout: 0\n",
                   "9:1: unknown key 'amqp_extra' at the top level (expected one of: amqp, redis, "
-                  "log, defaults, breakers, shutdown, store, http, journal, subscriptions)",
+                  "log, defaults, breakers, shutdown, store, http, journal, security, subscriptions)",
                   "11:20: defaults.handler_timeout: expected a duration from 1ms to 1h, got '0'");
     EXPECT_ERRORS("amqp:\n"
                   "  url: amqp://localhost/\n"
@@ -2389,7 +2389,7 @@ static void test_control_characters(void)
                   "9:14: log.level: expected one of debug, info, warn, error, got 'a?b?c'");
     EXPECT_ERRORS(MINIMAL "\"x\\ny\": 1\n",
                   "9:1: unknown key 'x?y' at the top level (expected one of: amqp, redis, log, "
-                  "defaults, breakers, shutdown, store, http, journal, subscriptions)");
+                  "defaults, breakers, shutdown, store, http, journal, security, subscriptions)");
     EXPECT_ERRORS(MINIMAL "    dlq: \"${A\\rB}\"\n",
                   "9:10: subscriptions[0].dlq: invalid environment variable name 'A?B' (letters, "
                   "digits and '_')");
@@ -2513,6 +2513,8 @@ static void test_reference(void)
         "journal.enabled",
         "journal.ttl",
         "journal.max_entries",
+        "security",
+        "security.signing_key",
         "subscriptions",
         "subscriptions[].name",
         "subscriptions[].queue",
