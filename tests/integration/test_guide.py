@@ -104,6 +104,18 @@ for args, body in runs:
         check_eq(p.returncode, want_exit, "`%s` exits %d" % (cmd, want_exit))
         check_eq(got, want, "`%s` prints what the guide shows" % cmd)
 
+# The README's own `warren exec` example: a published id is <key>:<subscription>:<n>,
+# with the key and the subscription the example shows.
+with open(os.path.join(SOURCE_DIR, "README.md")) as fh:
+    readme = fh.read()
+example = readme[readme.index("$ build/warren exec -c warren.yaml --subscription refunds"):]
+example = example[:example.index("```")]
+sub = re.search(r"^subscription  (\S+)", example, re.M)
+key = re.search(r"^key           (\S+)", example, re.M)
+ids = re.findall(r"^  (\S+) -> ", example, re.M)
+check(sub and key and ids == ["%s:%s:1" % (key[1], sub[1])],
+      "the README's exec example shows ids as <key>:<subscription>:<n>: %r" % ids)
+
 # ---- the guide's events through the kit, warren exec and the sidecar -----------------
 events = sorted(p for p, _ in files if p.startswith("events/"))
 check_eq(len(events), 6, "six events in the guide")
