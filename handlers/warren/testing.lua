@@ -1344,7 +1344,8 @@ local function buf_read(st, fn, cmd, k, arg)
     local f = e.f[arg]
     if f and f.st ~= "delta" then
       local present = f.st == "set"
-      return { present = present, num = present and 1 or 0, str = hash and present and f.val or nil }
+      return { present = present, num = present and 1 or 0,
+               str = hash and present and f.val or nil }
     end
     if not f and e.state == "known" then
       return { num = 0 }

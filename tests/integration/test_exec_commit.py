@@ -112,8 +112,8 @@ for name in ("string", "counter"):
     dead = {props.message_id: props.headers for props, _ in b.drain(sub["queue"] + ".dlq")}
     h = dead.get(ev["id"]) or {}
     want = cases[name][3]
-    check_eq((h.get("x-warren-reason"), h.get("x-warren-error")),
-             (want["reason"], want["error"]), "%s: the sidecar dead-letters it as exec said" % name)
+    check_eq((h.get("x-warren-reason"), h.get("x-warren-error")), (want["reason"], want["error"]),
+             "%s: the sidecar dead-letters it as exec said" % name)
     check_eq({k[len(SP):]: r.get(k) for k in r.keys(SP + "*")}, ev["store"],
              "%s: nothing applied in Redis" % name)
 check_eq(w.stop(), 0, "exit 0")

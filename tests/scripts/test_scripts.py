@@ -275,7 +275,8 @@ MODEL_CASES = [
     ("a read another message changed: conflict", {"stock": "5"},
      [["incrby", "stock", None, None, -1]], [["GET", "stock", "", ["5"]]], {"stock": "3"}),
     ("a hash field another message added: conflict", {"h": {"a": "1"}},
-     [["hset", "h", "b", "x", None]], [["HGETALL", "h", "", ["a", "1"]]], {"h": {"a": "1", "c": "2"}}),
+     [["hset", "h", "b", "x", None]], [["HGETALL", "h", "", ["a", "1"]]],
+     {"h": {"a": "1", "c": "2"}}),
     ("a key another message deleted: conflict", {"k": "v"},
      [["set", "k2", "x", None, 0]], [["EXISTS", "k", "", ["1"]]], {"k": None}),
     ("a blind write over a changed key: applied", {"stock": "5"},
@@ -295,7 +296,9 @@ local function seed(db, state)
   for k, v in pairs(state) do
     if v == cjson.null then db[k] = nil
     elseif type(v) == "string" then db[k] = { kind = "string", v = v }
-    elseif #v > 0 then local s = {} for _, m in ipairs(v) do s[m] = true end db[k] = { kind = "set", v = s }
+    elseif #v > 0 then
+      local s = {} for _, m in ipairs(v) do s[m] = true end
+      db[k] = { kind = "set", v = s }
     else local h = {} for f, x in pairs(v) do h[f] = x end db[k] = { kind = "hash", v = h } end
   end
 end
@@ -318,7 +321,8 @@ for i, c in ipairs(cases) do
   for k, e in pairs(store.db) do
     local v = e.v
     if e.kind == "set" then v = {} for m in pairs(e.v) do v[#v + 1] = m end table.sort(v) end
-    state[k] = { e.kind, v, store.exp[k] and math.floor((store.exp[k] - 1767225600) * 1000 + 0.5) or -1 }
+    local ttl = store.exp[k] and math.floor((store.exp[k] - 1767225600) * 1000 + 0.5) or -1
+    state[k] = { e.kind, v, ttl }
   end
   out[i] = { result = result, why = why or cjson.null, keys = keys, argv = argv, state = state }
 end

@@ -158,7 +158,8 @@ describe("the kit with the real config", function()
   end)
 
   it("delivers a refused commit to the DLQ and a conflict back to the queue", function()
-    local c = ctx{ store = { ["customer:c-7"] = "500", ["customer:c-8"] = { refunded_cents = 1 } } }
+    local c = ctx{ store = { ["customer:c-7"] = "500",
+                             ["customer:c-8"] = { refunded_cents = 1 } } }
     local res = testing.deliver(module, refund{ refund_id = "r-1", customer = "c-7",
                                                 amount = 100 }, c)
     assert.same({ action = "dead-letter", queue = "shop.refunds.dlq", reason = "store-refused",

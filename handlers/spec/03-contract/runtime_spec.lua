@@ -260,7 +260,8 @@ end }
 local COMMIT_CASES = {
   { name = "a hincrby on a string", store = { c = "500" },
     data = { writes = { { "hincrby", "c", "cents", 100 } } } },
-  { name = "an incrby over 05", store = { n = "05" }, data = { writes = { { "incrby", "n", 1 } } } },
+  { name = "an incrby over 05", store = { n = "05" },
+    data = { writes = { { "incrby", "n", 1 } } } },
   { name = "an sadd on a hash", store = { h = { f = "1" } },
     data = { writes = { { "set", "x", "1" }, { "sadd", "h", "m" } } } },
   { name = "a read changed before the commit", store = { s = "5" }, at_commit = { s = "3" },
@@ -310,7 +311,8 @@ describe("the contract between the kit and the runtime", function()
     os.execute("rm -rf " .. dir)
     assert.is_true(#runtime.errors >= 30)
     -- every deep error names the probe's line that called the breaker
-    local line = PROBE:sub(1, PROBE:find("local r = never:call", 1, true)):gsub("[^\n]", ""):len() + 1
+    local before = PROBE:sub(1, PROBE:find("local r = never:call", 1, true))
+    local line = before:gsub("[^\n]", ""):len() + 1
     for i, err in ipairs(runtime.deep) do
       assert.matches("^" .. (dir .. "/probe.lua"):gsub("%p", "%%%0") .. ":" .. line .. ": ", err,
                      nil, false, "deep[" .. i .. "]")
