@@ -8,7 +8,7 @@
 -- publish), `rejected`, `retry`, `error`, `timeout` or `invalid`.
 --
 -- The ctx functions check their arguments in the order sidecar/src/lua_rt.c
--- does and raise the same texts at the caller's level (testing.ERRORS holds
+-- does and raise the same texts at the handler's line (testing.ERRORS holds
 -- them; a spec compares them with the C source). For ctx.http.request the kit
 -- is the reference: testing.HTTP_ERRORS defines the texts that
 -- sidecar/src/lua_http.c is to use. Nothing here touches the network or the
@@ -47,7 +47,8 @@ local testing = { _VERSION = "0.1.0" }
 --- Error texts of the runtime, as format strings (both string.format and printf).
 -- Copied from sidecar/src/lua_rt.c (and envelope.c for `empty_body`); the spec
 -- spec/01-unit/testing_spec.lua checks that each one still appears there.
--- The `ctx.*` argument errors are raised at the caller's level, so the text a
+-- The `ctx.*` errors are raised at the handler's line (the nearest handler
+-- frame, also through pcall and a breaker's call), so the text a
 -- handler sees starts with its own `file:line: `.
 -- @table ERRORS
 testing.ERRORS = {
@@ -547,6 +548,28 @@ local function guarded_call(timeout_ms, fn, ...)
   return ok, err, timed_out
 end
 
+local THIS_FILE = getinfo(1, "S").source
+
+-- Raise MSG at the handler's line, as the runtime's ctx functions do
+-- (wr_lua_push_where in sidecar/src/lua_rt.c): the nearest frame up the
+-- stack that runs handler code (a Lua function with a current line, not the
+-- kit's own and not a chunk named "=..."), past pcall, a breaker's call and
+-- frames a tail call replaced; no position when there is none.
+local function raise(msg)
+  local level = 2
+  while true do
+    local info = getinfo(level, "Sl")
+    if not info then
+      error(msg, 0)
+    end
+    if info.source ~= THIS_FILE and (info.currentline or 0) > 0
+        and info.source:sub(1, 1) ~= "=" then
+      error(info.short_src .. ":" .. info.currentline .. ": " .. msg, 0)
+    end
+    level = level + 1
+  end
+end
+
 -- "ctx.FN is not available ..." unless the phase allows FN, or nil.
 local function phase_error(st, fn, allow_init)
   if st.phase == "handle" or (allow_init and st.phase == "init") then
@@ -600,38 +623,38 @@ local function make_publish(ctx, st)
   return function(...)
     local err = phase_error(st, "publish", false)
     if err then
-      error(err, 2)
+      raise(err)
     end
     local n = select("#", ...)
     local exchange, routing_key, body, opts = ...
     if n < 3 or n > 4 then
-      error(fmt(E.publish_args, n), 2)
+      raise(fmt(E.publish_args, n))
     end
     if type(exchange) ~= "string" then
-      error(fmt(E.publish_exchange, type(exchange)), 2)
+      raise(fmt(E.publish_exchange, type(exchange)))
     end
     if type(routing_key) ~= "string" then
-      error(fmt(E.publish_routing_key, type(routing_key)), 2)
+      raise(fmt(E.publish_routing_key, type(routing_key)))
     end
     if type(body) ~= "string" and type(body) ~= "table" then
-      error(fmt(E.publish_body, type(body)), 2)
+      raise(fmt(E.publish_body, type(body)))
     end
     if n == 4 and opts ~= nil and type(opts) ~= "table" then
-      error(fmt(E.publish_opts, type(opts)), 2)
+      raise(fmt(E.publish_opts, type(opts)))
     end
     if #ctx.published >= MAX_PUBLISHES then
-      error(fmt(E.publish_limit, MAX_PUBLISHES), 2)
+      raise(fmt(E.publish_limit, MAX_PUBLISHES))
     end
     -- AMQP short strings, as the runtime checks them
     if #exchange > 255 or #routing_key > 255 then
-      error(fmt(E.publish_long, #exchange > 255 and "exchange" or "routing_key",
-                #exchange > 255 and #exchange or #routing_key), 2)
+      raise(fmt(E.publish_long, #exchange > 255 and "exchange" or "routing_key",
+                #exchange > 255 and #exchange or #routing_key))
     end
     local content_type
     if type(body) == "table" then
       local ok, encoded = pcall(cjson.encode, body)
       if not ok then
-        error(fmt(E.publish_encode, tostring(encoded)), 2)
+        raise(fmt(E.publish_encode, tostring(encoded)))
       end
       body, content_type = encoded, "application/json"
     end
@@ -647,17 +670,17 @@ local function make_publish(ctx, st)
     if type(opts) == "table" then
       local ct = opts.content_type
       if type(ct) == "string" then
-        if #ct > 255 then error(fmt(E.publish_long, "opts.content_type", #ct), 2) end
+        if #ct > 255 then raise(fmt(E.publish_long, "opts.content_type", #ct)) end
         pub.content_type = ct
       elseif ct ~= nil then
-        error(E.publish_content_type, 2)
+        raise(E.publish_content_type)
       end
       local t = opts.type
       if type(t) == "string" then
-        if #t > 255 then error(fmt(E.publish_long, "opts.type", #t), 2) end
+        if #t > 255 then raise(fmt(E.publish_long, "opts.type", #t)) end
         pub.type = t
       elseif t ~= nil then
-        error(E.publish_type, 2)
+        raise(E.publish_type)
       end
       pub.mandatory = opts.mandatory ~= nil and opts.mandatory ~= false
       local headers = opts.headers
@@ -666,15 +689,15 @@ local function make_publish(ctx, st)
         for k, v in pairs(headers) do
           local tv = type(v)
           if type(k) ~= "string" or (tv ~= "string" and tv ~= "number" and tv ~= "boolean") then
-            error(E.publish_header_value, 2)
+            raise(E.publish_header_value)
           end
-          if #k > 255 then error(fmt(E.publish_long, "a name in opts.headers", #k), 2) end
+          if #k > 255 then raise(fmt(E.publish_long, "a name in opts.headers", #k)) end
           pub.headers[k] = tv == "boolean" and (v and "true" or "false") or tostring(v)
           header_bytes = header_bytes + #k + #pub.headers[k]
-          if header_bytes > 65536 then error(fmt(E.publish_headers_big, 65536), 2) end
+          if header_bytes > 65536 then raise(fmt(E.publish_headers_big, 65536)) end
         end
       elseif headers ~= nil then
-        error(E.publish_headers, 2)
+        raise(E.publish_headers)
       end
     end
     local list = ctx.published
@@ -691,7 +714,7 @@ local function make_publish(ctx, st)
       total = total + size_of(p)
     end
     if total > MAX_PUBLISH_BYTES then
-      error(fmt(E.publish_too_big, MAX_PUBLISH_BYTES), 2)
+      raise(fmt(E.publish_too_big, MAX_PUBLISH_BYTES))
     end
     pub.message_id = tostring(ctx.idempotency_key) .. ":" .. tostring(ctx.subscription) .. ":"
       .. (#list + 1)
@@ -706,11 +729,11 @@ local function make_reject(st)
   return function(...)
     local err = phase_error(st, "reject", false)
     if err then
-      error(err, 2)
+      raise(err)
     end
     local reason = ...
     if type(reason) ~= "string" then
-      error(fmt(E.reject_reason, arg_type(select("#", ...), 1, reason)), 2)
+      raise(fmt(E.reject_reason, arg_type(select("#", ...), 1, reason)))
     end
     st.forced, st.forced_reason, st.forced_delay = "rejected", reason:sub(1, MAX_ERROR), nil
     error(SENTINEL)
@@ -721,31 +744,31 @@ local function make_retry(st)
   return function(...)
     local err = phase_error(st, "retry", false)
     if err then
-      error(err, 2)
+      raise(err)
     end
     local n = select("#", ...)
     local reason, opts = ...
     if type(reason) ~= "string" then
-      error(fmt(E.retry_reason, arg_type(n, 1, reason)), 2)
+      raise(fmt(E.retry_reason, arg_type(n, 1, reason)))
     end
     local delay = nil
     if type(opts) == "table" then
       local d = opts.delay
       if type(d) == "number" then
         if not (d >= 0 and d <= 86400000) then -- NaN fails too
-          error(fmt(E.retry_delay_range, tostring(d)), 2)
+          raise(fmt(E.retry_delay_range, tostring(d)))
         end
         delay = floor(d)
       elseif type(d) == "string" then
         delay = parse_duration(d)
         if not delay then
-          error(fmt(E.retry_delay, d), 2)
+          raise(fmt(E.retry_delay, d))
         end
       elseif d ~= nil then
-        error(E.retry_delay_type, 2)
+        raise(E.retry_delay_type)
       end
     elseif opts ~= nil then
-      error(fmt(E.retry_opts, type(opts)), 2)
+      raise(fmt(E.retry_opts, type(opts)))
     end
     if delay and delay < 0 then
       delay = nil -- a negative delay means the policy's, as -1 does
@@ -760,10 +783,10 @@ local function make_log(ctx, level)
     local n = select("#", ...)
     local msg, fields = ...
     if type(msg) ~= "string" and type(msg) ~= "number" then
-      error(fmt(E.log_msg, level, arg_type(n, 1, msg)), 2)
+      raise(fmt(E.log_msg, level, arg_type(n, 1, msg)))
     end
     if fields ~= nil and type(fields) ~= "table" then
-      error(fmt(E.log_fields, level, type(fields)), 2)
+      raise(fmt(E.log_fields, level, type(fields)))
     end
     local entry = { level = level, msg = tostring(msg) }
     local info = getinfo(2, "Sl")
@@ -881,22 +904,22 @@ local function make_breaker(st)
   local objects = {}
   local function check_self(self, fn)
     if type(self) ~= "table" or not self.__name_of_breaker then
-      error(fmt(BRK.self, fn, fn), 3)
+      raise(fmt(BRK.self, fn, fn))
     end
   end
   local function call(self, fn, ...)
     local perr = phase_error(st, "breaker(...):call")
     if perr then
-      error(perr, 2)
+      raise(perr)
     end
     check_self(self, "call")
     if type(fn) ~= "function" then
-      error(fmt(BRK.fn, type(fn) == "nil" and select("#", ...) == 0 and "no value"
-        or type(fn)), 2)
+      raise(fmt(BRK.fn, type(fn) == "nil" and select("#", ...) == 0 and "no value"
+        or type(fn)))
     end
     local state = (st.breakers or {})[self.name] or "closed"
     if state == "open" then
-      error(fmt(BRK.open, self.name), 2)
+      raise(fmt(BRK.open, self.name))
     end
     return fn(...)
   end
@@ -906,7 +929,7 @@ local function make_breaker(st)
   end
   return function(name)
     if type(name) ~= "string" or #name == 0 or #name > 100 then
-      error(fmt(BRK.name, name == nil and "no value" or type(name)), 2)
+      raise(fmt(BRK.name, name == nil and "no value" or type(name)))
     end
     if not objects[name] then
       objects[name] = { __name_of_breaker = true, name = name, call = call, state = state }
@@ -939,31 +962,63 @@ testing.STORE_ERRORS = {
   not_integer = "value is not an integer",
   hash_not_integer = "hash value is not an integer",
   overflow = "increment or decrement would overflow",
-  -- the kit's stand-in for what Redis itself refuses (a read of the wrong type; a
-  -- write the commit would refuse: the runtime returns the message instead)
+  -- what Redis answers a read of a key of another type (after "ctx.store.<fn>: ")
   wrongtype = "Redis: WRONGTYPE Operation against a key holding the wrong kind of value",
-  refused = "key '%s' holds a %s in Redis (the commit would refuse this message's writes)",
+  -- how a commit that did not apply is reported (worker.c), then the commit script's words
+  refused = "store writes refused, nothing applied: %s",
+  conflict = "store %s; nothing applied, the message runs again",
 }
 
 local S = testing.STORE_ERRORS
-local THIS_FILE = getinfo(1, "S").source
-
--- Raise MSG at the level of the first caller outside this file (the handler's
--- line, as the runtime's C functions do), wherever in the kit it is found.
-local function raise(msg)
-  local level = 2
-  while true do
-    local info = getinfo(level, "S")
-    if not info or info.source ~= THIS_FILE then
-      break
-    end
-    level = level + 1
-  end
-  error(msg, level)
-end
 local MAX_INT = 9007199254740992 -- 2^53
 local KEY_MAX = 1023             -- KEY_BUF - 1 in lua_store.c, prefix included
 local KIND_NAME = { string = "a string", hash = "a hash", set = "a set" }
+
+---------------------------------------------------------------------------
+-- warren's own Lua files: the commit script and the model it runs over
+---------------------------------------------------------------------------
+
+-- The kit commits a message's ctx.store writes the way the sidecar does: with
+-- the sidecar's commit script (sidecar/scripts/finish.lua), run over the
+-- in-memory Redis of sidecar/lua/commit_model.lua (what `warren exec` runs
+-- too). They are found next to the kit: in the source tree
+-- (handlers/warren/testing.lua -> sidecar/), or where the package installs
+-- them (share/lua/5.1/warren/testing.lua -> share/warren/), or in
+-- $WARREN_SHARE_DIR.
+local warren_files
+local function find_warren_files()
+  if warren_files then
+    return warren_files
+  end
+  local here = (THIS_FILE:match("^@(.*)/[^/]*$")) or "."
+  local tried = {}
+  local candidates = { os.getenv("WARREN_SHARE_DIR"), here .. "/../../sidecar",
+                       here .. "/../../../warren" }
+  for _, dir in pairs(candidates) do
+    local path = dir .. "/lua/commit_model.lua"
+    tried[#tried + 1] = path
+    local fh = io.open(path, "rb")
+    if fh then
+      fh:close()
+      local model = assert(loadfile(path))()
+      local parts = {}
+      for i, name in ipairs { "record.lua", "finish.lua" } do
+        local sh = assert(io.open(dir .. "/scripts/" .. name, "rb"))
+        parts[i] = sh:read("*a")
+        sh:close()
+      end
+      warren_files = { model = model, finish = parts[1] .. "\n" .. parts[2] }
+      return warren_files
+    end
+  end
+  error("warren.testing: cannot find warren's commit model (tried " .. table.concat(tried, ", ")
+        .. "); set WARREN_SHARE_DIR to the directory holding lua/commit_model.lua and "
+        .. "scripts/finish.lua (the source tree's sidecar/, or share/warren)", 0)
+end
+
+---------------------------------------------------------------------------
+-- ctx.store: storebuf.c's write buffer and read overlay, in Lua
+---------------------------------------------------------------------------
 
 -- A store value as the runtime stores it: strings as they are, whole numbers
 -- as "%.0f", other numbers as LuaJIT prints them.
@@ -977,65 +1032,403 @@ local function store_text(v)
   return v
 end
 
--- The seed of testing.ctx{store = ...}: "k" = string or number, {f = v} a hash,
--- {m1, m2} a set; returns data (key -> {kind, v}) or nil, err.
-local function seed_store(seed)
-  local data = {}
-  for k, v in pairs(seed or {}) do
-    if type(k) ~= "string" then
-      return nil, "testing.ctx: store keys must be strings, got " .. type(k)
+-- An entry of the committed state from the seed shape: "v" or a number for a
+-- string, {member, ...} a set, {field = value} a hash; nil for false or an
+-- empty table (no key, as in Redis). Returns entry, or nil and err.
+local function seed_entry(fn, k, v)
+  if v == false then
+    return nil
+  elseif type(v) == "string" or type(v) == "number" then
+    return { kind = "string", v = store_text(v) }
+  elseif type(v) == "table" and #v > 0 then
+    local set = {}
+    for _, m in ipairs(v) do
+      set[store_text(m)] = true
     end
-    if type(v) == "string" or type(v) == "number" then
-      data[k] = { kind = "string", v = store_text(v) }
-    elseif type(v) == "table" and #v > 0 then
-      local set = {}
-      for _, m in ipairs(v) do
-        set[store_text(m)] = true
-      end
-      data[k] = { kind = "set", v = set }
-    elseif type(v) == "table" then
-      local h = {}
-      for f, x in pairs(v) do
-        h[store_text(f)] = store_text(x)
-      end
-      data[k] = { kind = "hash", v = h }
-    else
-      return nil, "testing.ctx: store." .. k .. " must be a string, a number or a table, got "
-        .. type(v)
+    return { kind = "set", v = set }
+  elseif type(v) == "table" then
+    local h = {}
+    for f, x in pairs(v) do
+      h[store_text(f)] = store_text(x)
     end
+    if next(h) == nil then
+      return nil
+    end
+    return { kind = "hash", v = h }
   end
-  return data
+  return nil, fmt("%s: store.%s must be a string, a number or a table, got %s", fn, k, type(v))
 end
 
-local function copy_entry(e)
-  if not e then
-    return e
+local function seed_into(fn, data, exp, seed)
+  for k, v in pairs(seed or {}) do
+    if type(k) ~= "string" then
+      return fmt("%s: store keys must be strings, got %s", fn, type(k))
+    end
+    local e, err = seed_entry(fn, k, v)
+    if err then
+      return err
+    end
+    data[k] = e
+    exp[k] = nil
   end
-  if e.kind == "string" then
-    return { kind = e.kind, v = e.v }
-  end
-  local t = {}
-  for k, v in pairs(e.v) do
-    t[k] = v
-  end
-  return { kind = e.kind, v = t }
+  return nil
 end
 
 -- ctx.stored: the committed state as plain tables (strings; hashes field -> value;
--- sets member -> true).
+-- sets member -> true), expired keys left out.
 local function stored_view(st)
-  local out = {}
-  for k, e in pairs(st.store.data) do
-    out[k] = e.kind == "string" and e.v or copy_entry(e).v
+  local s, out = st.store, {}
+  for k, e in pairs(s.data) do
+    local x = s.exp[k]
+    if not (x and x <= st.clock.t) then
+      if e.kind == "string" then
+        out[k] = e.v
+      else
+        local t = {}
+        for f, v in pairs(e.v) do
+          t[f] = v
+        end
+        out[k] = t
+      end
+    end
   end
   return out
 end
 
-local function make_store(ctx, st)
-  local s = st.store
-  local function now()
-    return ctx.clock.t
+-- Redis's integers (string2ll) and int64 arithmetic, from the commit model.
+local function ll_parse(text)
+  return find_warren_files().model._ll_of(text)
+end
+local function ll_add(a, b)
+  local MAXLL, MINLL = 9223372036854775807LL, -9223372036854775807LL - 1
+  a, b = a + 0LL, b + 0LL
+  if (b > 0 and a > MAXLL - b) or (b < 0 and a < MINLL - b) then
+    return nil
   end
+  return a + b
+end
+local function ll_text(v)
+  return (tostring(v + 0LL):gsub("LL$", ""))
+end
+
+-- What the committed state answers to a read command (wr_sb_fetch): Redis's
+-- view of KEY (without the prefix), at the fake clock's time.
+local function fetch(st, cmd, k, arg)
+  local s = st.store
+  local e = s.data[k]
+  local x = s.exp[k]
+  if e and x and x <= st.clock.t then
+    e = nil
+  end
+  local want = (cmd == "GET" and "string") or ((cmd == "HGET" or cmd == "HGETALL") and "hash")
+    or ((cmd == "SMEMBERS" or cmd == "SISMEMBER") and "set") or nil
+  if e and want and e.kind ~= want then
+    return nil, S.wrongtype
+  end
+  local r = { num = 0, items = {} }
+  if cmd == "GET" then
+    r.present, r.str = e ~= nil, e and e.v
+  elseif cmd == "HGET" then
+    local v = e and e.v[arg]
+    r.present, r.str = v ~= nil, v
+  elseif cmd == "HGETALL" then
+    for f, v in pairs(e and e.v or {}) do
+      r.items[#r.items + 1] = f
+      r.items[#r.items + 1] = v
+    end
+  elseif cmd == "SMEMBERS" then
+    for m in pairs(e and e.v or {}) do
+      r.items[#r.items + 1] = m
+    end
+  elseif cmd == "SISMEMBER" then
+    r.num = e and e.v[arg] and 1 or 0
+  elseif cmd == "EXISTS" then
+    r.num = e and 1 or 0
+  elseif cmd == "PTTL" then
+    r.num = not e and -2 or not x and -1 or floor(x * 1000 + 0.5) - floor(st.clock.t * 1000)
+  end
+  return r
+end
+
+local WANT_KIND = { incrby = "string", hset = "hash", hdel = "hash", hincrby = "hash",
+                    sadd = "set", srem = "set" }
+
+-- The message's buffer: the writes in order, the reads to check at commit,
+-- and per key what the writes say about it (storebuf.c's skey: kind; state
+-- "unknown" (Redis still counts, the overlay on top), "absent" (deleted
+-- here) or "known"; a delta over the base; the TTL; fields and members).
+local function new_buffer()
+  return { keys = {}, writes = {}, guards = {}, guarded = {} }
+end
+
+local function buf_key(b, k)
+  local e = b.keys[k]
+  if not e then
+    e = { state = "unknown", delta = 0, f = {} }
+    b.keys[k] = e
+  end
+  return e
+end
+
+-- A field entry, created as storebuf's get_field does (state "set", no value).
+local function buf_field(e, name)
+  local f = e.f[name]
+  if not f then
+    f = { st = "set" }
+    e.f[name] = f
+  end
+  return f
+end
+
+local function create_known(e)
+  if e.state == "absent" then
+    e.state, e.ttl_known, e.ttl_ms = "known", true, -1
+  end
+end
+
+-- Apply one write to the overlay of E (storebuf.c's overlay); nil or the error.
+local function overlay(e, full, op, a, bv, num)
+  local want = WANT_KIND[op]
+  if want and e.kind and e.kind ~= want then
+    return fmt(S.kind, full, KIND_NAME[e.kind])
+  end
+  if op == "set" then
+    e.f, e.str, e.kind, e.state = {}, a, "string", "known"
+    e.has_delta, e.delta, e.ttl_known, e.ttl_ms = false, 0, true, num > 0 and num or -1
+    return nil
+  elseif op == "del" then
+    e.f, e.str, e.kind, e.state = {}, nil, nil, "absent"
+    e.has_delta, e.delta, e.ttl_known, e.ttl_ms = false, 0, true, -2
+    return nil
+  elseif op == "expire" then
+    if e.state ~= "absent" then
+      e.ttl_known, e.ttl_ms = true, num
+    end
+    return nil
+  elseif op == "incrby" then
+    e.kind = "string"
+    if e.state == "known" then
+      local cur = ll_parse(e.str)
+      if not cur then
+        return S.not_integer
+      end
+      local nxt = ll_add(cur, num)
+      if not nxt then
+        return S.overflow
+      end
+      e.str = ll_text(nxt)
+    elseif e.state == "absent" then
+      create_known(e)
+      e.str = ll_text(num)
+    else
+      local d = ll_add(e.delta, num)
+      if not d then
+        return S.overflow
+      end
+      e.delta, e.has_delta = d, true
+    end
+    return nil
+  end
+  e.kind = want
+  if op == "hdel" or op == "srem" then
+    if e.state ~= "absent" then
+      local f = buf_field(e, a)
+      f.st, f.val = "del", nil
+    end
+    return nil
+  end
+  create_known(e)
+  local f = buf_field(e, a)
+  if op == "sadd" then
+    f.st = "set"
+  elseif op == "hset" then
+    f.st, f.val = "set", bv
+  elseif f.st == "set" and f.val ~= nil then -- hincrby over a value set here
+    local cur = ll_parse(f.val)
+    if not cur then
+      return S.hash_not_integer
+    end
+    local nxt = ll_add(cur, num)
+    if not nxt then
+      return S.overflow
+    end
+    f.val = ll_text(nxt)
+  elseif f.st == "del" or e.state == "known" then
+    f.st, f.val = "set", ll_text(num)
+  else
+    if f.st == "delta" then
+      local d = ll_add(f.delta, num)
+      if not d then
+        return S.overflow
+      end
+      f.delta = d
+    else
+      f.delta = num
+    end
+    f.st = "delta"
+  end
+  return nil
+end
+
+-- Fetch CMD's base from the committed state and keep what it saw as a guard
+-- for the commit (not PTTL: a TTL runs down by itself). Raises as the
+-- runtime does when Redis refuses the read.
+local function fetch_base(st, fn, cmd, k, arg)
+  local r, err = fetch(st, cmd, k, arg or "")
+  if not r then
+    raise(fmt("ctx.store.%s: %s", fn, err))
+  end
+  local b = st.store.buf
+  local id = cmd .. "\0" .. k .. "\0" .. (arg or "")
+  if cmd ~= "PTTL" and not b.guarded[id] then
+    b.guarded[id] = true
+    local items
+    if cmd == "GET" or cmd == "HGET" then
+      items = r.present and { r.str } or {}
+    elseif cmd == "EXISTS" or cmd == "SISMEMBER" then
+      items = { r.num ~= 0 and "1" or "0" }
+    else
+      items = { unpack(r.items) }
+    end
+    b.guards[#b.guards + 1] = { cmd = cmd, key = k, arg = arg or "", items = items }
+  end
+  return r
+end
+
+-- base + delta as text (storebuf's base_plus), or raise as it reports.
+local function base_plus(fn, base, present, delta)
+  local v = 0LL
+  if present then
+    v = ll_parse(base)
+    if not v then
+      raise(fmt("ctx.store.%s: %s", fn, S.not_integer))
+    end
+  end
+  local sum = ll_add(v, delta)
+  if not sum then
+    raise(fmt("ctx.store.%s: %s", fn, S.overflow))
+  end
+  return ll_text(sum)
+end
+
+-- A read as wr_storebuf_read answers it: {present, str, num, items}.
+local function buf_read(st, fn, cmd, k, arg)
+  local s = st.store
+  local e = s.buf.keys[k]
+  if not e then
+    return fetch_base(st, fn, cmd, k, arg)
+  end
+  local function wrongtype(want)
+    if e.kind and e.kind ~= want then
+      raise(fmt("ctx.store.%s: " .. S.kind, fn, s.prefix .. k, KIND_NAME[e.kind]))
+    end
+  end
+  if cmd == "GET" then
+    wrongtype("string")
+    if e.state == "absent" then
+      return { num = 0 }
+    elseif e.state == "known" then
+      return { present = true, str = e.str }
+    end
+    local base = fetch_base(st, fn, "GET", k)
+    if not e.has_delta then
+      return base
+    end
+    return { present = true, str = base_plus(fn, base.str, base.present, e.delta) }
+  elseif cmd == "HGET" or cmd == "SISMEMBER" then
+    local hash = cmd == "HGET"
+    wrongtype(hash and "hash" or "set")
+    if e.state == "absent" then
+      return { num = 0 }
+    end
+    local f = e.f[arg]
+    if f and f.st ~= "delta" then
+      local present = f.st == "set"
+      return { present = present, num = present and 1 or 0,
+               str = hash and present and f.val or nil }
+    end
+    if not f and e.state == "known" then
+      return { num = 0 }
+    end
+    local base = fetch_base(st, fn, cmd, k, arg)
+    if not f then
+      return base
+    end
+    return { present = true, str = base_plus(fn, base.str, base.present, f.delta) }
+  elseif cmd == "HGETALL" or cmd == "SMEMBERS" then
+    local hash = cmd == "HGETALL"
+    wrongtype(hash and "hash" or "set")
+    if e.state == "absent" then
+      return { items = {} }
+    end
+    if e.kind == nil then
+      return fetch_base(st, fn, cmd, k) -- only an expire buffered
+    end
+    local base = { items = {} }
+    if e.state == "unknown" then
+      base = fetch_base(st, fn, cmd, k)
+    end
+    local out, seen, step = {}, {}, hash and 2 or 1
+    for i = 1, #base.items, step do
+      local name = base.items[i]
+      local f = e.f[name]
+      seen[name] = true
+      if not (f and f.st == "del") then
+        out[#out + 1] = name
+        if hash then
+          local v = base.items[i + 1]
+          if f and f.st == "set" then
+            v = f.val
+          elseif f and f.st == "delta" then
+            v = base_plus(fn, v, true, f.delta)
+          end
+          out[#out + 1] = v
+        end
+      end
+    end
+    for name, f in pairs(e.f) do
+      if f.st ~= "del" and not seen[name] then
+        out[#out + 1] = name
+        if hash then
+          out[#out + 1] = f.st == "delta" and ll_text(f.delta) or f.val
+        end
+      end
+    end
+    return { items = out }
+  elseif cmd == "EXISTS" then
+    if e.state == "absent" then
+      return { num = 0 }
+    end
+    if e.kind == "string" and (e.state == "known" or e.has_delta) then
+      return { num = 1 }
+    end
+    if e.kind == "hash" or e.kind == "set" then
+      for _, f in pairs(e.f) do
+        if f.st ~= "del" then
+          return { num = 1 }
+        end
+      end
+      if e.state == "known" then
+        return { num = 0 }
+      end
+      local m = buf_read(st, fn, e.kind == "hash" and "HGETALL" or "SMEMBERS", k)
+      return { num = #m.items > 0 and 1 or 0 }
+    end
+    return fetch_base(st, fn, "EXISTS", k)
+  end
+  -- PTTL
+  if buf_read(st, fn, "EXISTS", k).num == 0 then
+    return { num = -2 }
+  end
+  if e.ttl_known then
+    return { num = e.ttl_ms }
+  end
+  local base = fetch_base(st, fn, "PTTL", k)
+  return { num = base.num == -2 and -1 or base.num }
+end
+
+local function make_store(st)
+  local s = st.store
   local function begin(fn, min, max, usage, n)
     local perr = phase_error(st, "store." .. fn, false)
     if perr then
@@ -1079,90 +1472,33 @@ local function make_store(ctx, st)
     end
     return v
   end
+  -- a TTL in seconds as milliseconds, at least 1 (lua_store.c's ttl_arg)
   local function ttl_of(fn, n, i, v)
     if type(v) ~= "number" or not (v > 0) or v > 10 * 365 * 86400 then
       raise(fmt(S.ttl, fn, type(v) == "number" and tostring(v) or arg_type(n, i, v)))
     end
-    return v
+    local ms = floor(v * 1000 + 0.5)
+    return ms < 1 and 1 or ms
   end
-  -- the entry of K as this message sees it (its own writes over the committed state)
-  local function cur(k)
-    local e
-    if s.work[k] ~= nil then
-      e = s.work[k]
-    else
-      e = s.data[k]
-    end
-    local exp = s.wexp[k]
-    if exp == nil then
-      exp = s.exp[k]
-    end
-    if e and exp and exp <= now() then
-      return nil
-    end
-    return e or nil
-  end
-  local function read(fn, k, kind)
-    local e = cur(k)
-    local mk = s.msgkind[k]
-    if kind and mk and mk ~= kind then
-      raise(fmt("ctx.store.%s: " .. S.kind, fn, s.prefix .. k, KIND_NAME[mk]))
-    end
-    if e and kind and e.kind ~= kind then
-      raise(fmt("ctx.store.%s: %s", fn, S.wrongtype))
-    end
-    return e
-  end
-  -- a write of KIND on K: the buffer's limits and kind rules; returns a copy to change
-  local function write(fn, k, kind)
-    if s.nwrites >= s.max_writes then
+  -- buffer one write (wr_storebuf_write)
+  local function write(fn, op, k, a, bv, num)
+    local b = s.buf
+    if #b.writes >= s.max_writes then
       raise(fmt("ctx.store.%s: " .. S.max_writes, fn, s.max_writes))
     end
-    local mk = s.msgkind[k]
-    if kind and mk and mk ~= kind then
-      raise(fmt("ctx.store.%s: " .. S.kind, fn, s.prefix .. k, KIND_NAME[mk]))
+    local err = overlay(buf_key(b, k), s.prefix .. k, op, a, bv, num or 0)
+    if err then
+      raise(fmt("ctx.store.%s: %s", fn, err))
     end
-    local e = cur(k)
-    if kind and e and e.kind ~= kind then
-      raise(fmt("ctx.store.%s: " .. S.refused, fn, s.prefix .. k, e.kind))
-    end
-    if s.work[k] == nil then
-      s.work[k] = copy_entry(cur(k)) or false
-    end
-    s.nwrites = s.nwrites + 1
-    if kind then
-      s.msgkind[k] = kind
-    end
-    return s.work[k] or nil
-  end
-  local function drop_if_empty(k)
-    local e = s.work[k]
-    if e and e.kind ~= "string" and next(e.v) == nil then
-      s.work[k] = false
-      s.wexp[k] = false
-    end
-  end
-  -- Redis's integer grammar (string2ll), as storebuf.c and the commit script
-  -- use it: "0", or an optional "-" and a first digit 1-9; no "+", no leading
-  -- zeros ("05", "-0"), at most 20 characters
-  local function incr(fn, text, n, msg)
-    local v = tonumber(text)
-    if #text > 20 or not (text == "0" or text:match("^%-?[1-9]%d*$")) or not v then
-      raise(fmt("ctx.store.%s: %s", fn, msg))
-    end
-    if math.abs(v + n) >= 9.2e18 then
-      raise(fmt("ctx.store.%s: %s", fn, S.overflow))
-    end
-    return fmt("%.0f", v + n)
+    b.writes[#b.writes + 1] = { op = op, key = k, a = a or "", b = bv or "", num = num or 0 }
   end
 
   local store = {}
   function store.get(...)
     local n = select("#", ...)
     begin("get", 1, 1, "get(key)", n)
-    local k = key_of("get", n, (...))
-    local e = read("get", k, "string")
-    return e and e.v or nil
+    local r = buf_read(st, "get", "GET", key_of("get", n, (...)))
+    return r.present and r.str or nil
   end
   function store.hget(...)
     local n = select("#", ...)
@@ -1170,30 +1506,24 @@ local function make_store(ctx, st)
     local k, f = ...
     key_of("hget", n, k)
     f = value_of("hget", n, 2, f, "field")
-    local e = read("hget", k, "hash")
-    return e and e.v[f] or nil
+    local r = buf_read(st, "hget", "HGET", k, f)
+    return r.present and r.str or nil
   end
   function store.hgetall(...)
     local n = select("#", ...)
     begin("hgetall", 1, 1, "hgetall(key)", n)
-    local k = key_of("hgetall", n, (...))
-    local e = read("hgetall", k, "hash")
+    local r = buf_read(st, "hgetall", "HGETALL", key_of("hgetall", n, (...)))
     local out = {}
-    for f, v in pairs(e and e.v or {}) do
-      out[f] = v
+    for i = 1, #r.items, 2 do
+      out[r.items[i]] = r.items[i + 1]
     end
     return out
   end
   function store.smembers(...)
     local n = select("#", ...)
     begin("smembers", 1, 1, "smembers(key)", n)
-    local k = key_of("smembers", n, (...))
-    local e = read("smembers", k, "set")
-    local out = {}
-    for m in pairs(e and e.v or {}) do
-      out[#out + 1] = m
-    end
-    return out
+    local r = buf_read(st, "smembers", "SMEMBERS", key_of("smembers", n, (...)))
+    return { unpack(r.items) }
   end
   function store.sismember(...)
     local n = select("#", ...)
@@ -1201,85 +1531,49 @@ local function make_store(ctx, st)
     local k, m = ...
     key_of("sismember", n, k)
     m = value_of("sismember", n, 2, m, "member")
-    local e = read("sismember", k, "set")
-    return e ~= nil and e.v[m] == true
+    return buf_read(st, "sismember", "SISMEMBER", k, m).num ~= 0
   end
   function store.exists(...)
     local n = select("#", ...)
     begin("exists", 1, 1, "exists(key)", n)
-    local k = key_of("exists", n, (...))
-    return cur(k) ~= nil
+    return buf_read(st, "exists", "EXISTS", key_of("exists", n, (...))).num ~= 0
   end
   function store.ttl(...)
     local n = select("#", ...)
     begin("ttl", 1, 1, "ttl(key)", n)
-    local k = key_of("ttl", n, (...))
-    if cur(k) == nil then
-      return -2
-    end
-    local exp = s.wexp[k]
-    if exp == nil then
-      exp = s.exp[k]
-    end
-    if not exp then
-      return -1
-    end
-    return floor(exp - now() + 0.5)
+    local ms = buf_read(st, "ttl", "PTTL", key_of("ttl", n, (...))).num
+    return ms < 0 and ms or floor((ms + 500) / 1000)
   end
   function store.set(...)
     local n = select("#", ...)
     begin("set", 2, 3, "set(key, value [, ttl])", n)
     local k, v, ttl = ...
     key_of("set", n, k)
+    local ms = 0
     if ttl ~= nil then
-      ttl_of("set", n, 3, ttl)
+      ms = ttl_of("set", n, 3, ttl)
     end
     v = value_of("set", n, 2, v, "value")
-    write("set", k, nil)
-    s.work[k] = { kind = "string", v = v }
-    s.wexp[k] = ttl and now() + ttl or false
-    s.msgkind[k] = "string"
+    write("set", "set", k, v, nil, ms)
   end
   function store.del(...)
     local n = select("#", ...)
     begin("del", 1, 1, "del(key)", n)
-    local k = key_of("del", n, (...))
-    write("del", k, nil)
-    s.work[k] = false
-    s.wexp[k] = false
-    s.msgkind[k] = nil
+    write("del", "del", key_of("del", n, (...)))
   end
   function store.incrby(...)
     local n = select("#", ...)
     begin("incrby", 2, 2, "incrby(key, n)", n)
     local k, by = ...
     key_of("incrby", n, k)
-    by = int_of("incrby", n, 2, by, "n")
-    local e = write("incrby", k, "string")
-    local text = incr("incrby", e and e.v or "0", by, S.not_integer)
-    s.work[k] = { kind = "string", v = text }
-    if not e then
-      s.wexp[k] = false
-    end
+    write("incrby", "incrby", k, nil, nil, int_of("incrby", n, 2, by, "n"))
   end
   function store.expire(...)
     local n = select("#", ...)
     begin("expire", 2, 2, "expire(key, ttl)", n)
     local k, ttl = ...
     key_of("expire", n, k)
-    ttl = ttl_of("expire", n, 2, ttl)
-    if write("expire", k, nil) then
-      s.wexp[k] = now() + ttl
-    end
-  end
-  local function coll(fn, k, kind)
-    local e = write(fn, k, kind)
-    if not e then
-      e = { kind = kind, v = {} }
-      s.work[k] = e
-      s.wexp[k] = false
-    end
-    return e
+    write("expire", "expire", k, nil, nil, ttl_of("expire", n, 2, ttl))
   end
   function store.hset(...)
     local n = select("#", ...)
@@ -1288,19 +1582,14 @@ local function make_store(ctx, st)
     key_of("hset", n, k)
     f = value_of("hset", n, 2, f, "field")
     v = value_of("hset", n, 3, v, "value")
-    coll("hset", k, "hash").v[f] = v
+    write("hset", "hset", k, f, v)
   end
   function store.hdel(...)
     local n = select("#", ...)
     begin("hdel", 2, 2, "hdel(key, field)", n)
     local k, f = ...
     key_of("hdel", n, k)
-    f = value_of("hdel", n, 2, f, "field")
-    local e = write("hdel", k, "hash")
-    if e then
-      e.v[f] = nil
-      drop_if_empty(k)
-    end
+    write("hdel", "hdel", k, value_of("hdel", n, 2, f, "field"))
   end
   function store.hincrby(...)
     local n = select("#", ...)
@@ -1309,10 +1598,9 @@ local function make_store(ctx, st)
     key_of("hincrby", n, k)
     by = int_of("hincrby", n, 3, by, "n")
     f = value_of("hincrby", n, 2, f, "field")
-    local e = coll("hincrby", k, "hash")
-    e.v[f] = incr("hincrby", e.v[f] or "0", by, S.hash_not_integer)
+    write("hincrby", "hincrby", k, f, nil, by)
   end
-  local function members(fn, add, ...)
+  local function members(fn, ...)
     local n = select("#", ...)
     begin(fn, nil, nil, nil, n)
     if n < 2 then
@@ -1325,129 +1613,132 @@ local function make_store(ctx, st)
       ms[#ms + 1] = value_of(fn, n, i, (select(i, ...)), "member")
     end
     for _, m in ipairs(ms) do
-      if add then
-        coll(fn, k, "set").v[m] = true
-      else
-        local e = write(fn, k, "set")
-        if e then
-          e.v[m] = nil
-          drop_if_empty(k)
-        end
-      end
+      write(fn, fn, k, m)
     end
   end
   function store.sadd(...)
-    return members("sadd", true, ...)
+    return members("sadd", ...)
   end
   function store.srem(...)
-    return members("srem", false, ...)
+    return members("srem", ...)
   end
   return store
 end
 
--- Before a run: an empty buffer. After it: commit (ok) or drop the buffer.
+-- Before a run: an empty buffer.
 local function store_begin(st)
-  local s = st.store
-  s.work, s.wexp, s.msgkind, s.nwrites = {}, {}, {}, 0
+  st.store.buf = new_buffer()
 end
 
-local function store_end(ctx, st, ok)
+-- After a run: what other messages committed meanwhile (AT_COMMIT, the seed
+-- shape, false deleting a key) lands first; then, when the run was ok and
+-- wrote something, the commit script decides, as the sidecar's does: returns
+-- nil (nothing to commit), "applied", or "refused"/"conflict"/"failed" and why.
+local function store_end(ctx, st, ok, at_commit)
   local s = st.store
-  if ok then
-    for k, e in pairs(s.work) do
-      s.data[k] = e or nil
-    end
-    for k, exp in pairs(s.wexp) do
-      s.exp[k] = exp or nil
+  local b = s.buf
+  s.buf = new_buffer()
+  if at_commit then
+    local err = seed_into("testing.run", s.data, s.exp, at_commit)
+    if err then
+      error(err, 3)
     end
   end
-  s.work, s.wexp, s.msgkind, s.nwrites = {}, {}, {}, 0
+  local result, why
+  if ok and #b.writes > 0 then
+    local files = find_warren_files()
+    result, why = files.model.commit(files.finish, {
+      db = s.data, exp = s.exp, prefix = s.prefix,
+      now = function() return st.clock.t end,
+    }, { writes = b.writes, guards = b.guards })
+  end
   ctx.stored = stored_view(st)
+  return result, why
 end
 
 local function make_http_request(ctx, st)
   return function(...)
     local err = phase_error(st, "http.request", false)
     if err then
-      error(err, 2)
+      raise(err)
     end
     local o = ...
     if type(o) ~= "table" then
-      error(fmt(H.args, arg_type(select("#", ...), 1, o)), 2)
+      raise(fmt(H.args, arg_type(select("#", ...), 1, o)))
     end
     for k in pairs(o) do
       if not HTTP_OPTIONS[k] then
-        error(fmt(H.option, tostring(k)), 2)
+        raise(fmt(H.option, tostring(k)))
       end
     end
     local url = o.url
     if type(url) ~= "string" then
-      error(fmt(H.url, type(url)), 2)
+      raise(fmt(H.url, type(url)))
     end
     if not url:lower():match("^https?://[^/]") then
-      error(fmt(H.url_scheme, testing.safe_url(url)), 2)
+      raise(fmt(H.url_scheme, testing.safe_url(url)))
     end
     if url:find("[%c ]") then
-      error(fmt(H.url_chars, testing.safe_url(url)), 2)
+      raise(fmt(H.url_chars, testing.safe_url(url)))
     end
     local method = o.method
     if method == nil then
       method = "GET"
     elseif type(method) ~= "string" then
-      error(fmt(H.method, type(method)), 2)
+      raise(fmt(H.method, type(method)))
     elseif not method:match("^[A-Z]+$") then
-      error(fmt(H.method_token, method), 2)
+      raise(fmt(H.method_token, method))
     end
-    local raise = o.raise
-    if raise == nil then
-      raise = true
-    elseif type(raise) ~= "boolean" then
-      error(fmt(H.raise, type(raise)), 2)
+    local raises = o.raise
+    if raises == nil then
+      raises = true
+    elseif type(raises) ~= "boolean" then
+      raise(fmt(H.raise, type(raises)))
     end
     local timeout = o.timeout
     if type(timeout) == "number" then
       if not (timeout > 0) or timeout == huge then
-        error(fmt(H.timeout_range, tostring(timeout)), 2)
+        raise(fmt(H.timeout_range, tostring(timeout)))
       end
     elseif type(timeout) == "string" then
       local ms = parse_duration(timeout)
       if not ms then
-        error(fmt(H.timeout_duration, timeout), 2)
+        raise(fmt(H.timeout_duration, timeout))
       elseif ms == 0 then
-        error(fmt(H.timeout_range, timeout), 2)
+        raise(fmt(H.timeout_range, timeout))
       end
       timeout = ms / 1000
     elseif timeout ~= nil then
-      error(fmt(H.timeout, type(timeout)), 2)
+      raise(fmt(H.timeout, type(timeout)))
     end
     local body = o.body
     if type(body) == "table" then
       local ok, encoded = pcall(cjson.encode, body)
       if not ok then
-        error(fmt(H.body_json, tostring(encoded)), 2)
+        raise(fmt(H.body_json, tostring(encoded)))
       end
       body = encoded
     elseif body ~= nil and type(body) ~= "string" then
-      error(fmt(H.body, type(body)), 2)
+      raise(fmt(H.body, type(body)))
     end
     local headers, has_ct, has_tp = {}, false, false
     if o.headers ~= nil then
       if type(o.headers) ~= "table" then
-        error(fmt(H.headers, type(o.headers)), 2)
+        raise(fmt(H.headers, type(o.headers)))
       end
       for k, v in pairs(o.headers) do
         if type(k) ~= "string" then
-          error(fmt(H.header_name, type(k)), 2)
+          raise(fmt(H.header_name, type(k)))
         end
         if type(v) ~= "string" and type(v) ~= "number" then
-          error(fmt(H.header_value, k, type(v)), 2)
+          raise(fmt(H.header_value, k, type(v)))
         end
         v = tostring(v)
         if k:find("[\r\n:]") or v:find("[\r\n]") then
-          error(fmt(H.header_chars, k), 2)
+          raise(fmt(H.header_chars, k))
         end
         if #k + 2 + #v > testing.HTTP_MAX_HEADER_LINE then
-          error(fmt(H.header_size, k, testing.HTTP_MAX_HEADER_LINE), 2)
+          raise(fmt(H.header_size, k, testing.HTTP_MAX_HEADER_LINE))
         end
         headers[k] = v
         has_ct = has_ct or k:lower() == "content-type"
@@ -1463,22 +1754,28 @@ local function make_http_request(ctx, st)
       headers.traceparent = fmt("00-%s-%016x-01", ctx.trace_id, st.spans * 2 + 1)
     end
 
-    local req = { method = method, url = url, headers = headers, body = body,
-                  timeout = timeout, raise = raise }
+    -- body: as the handler gave it (a table stays a table, to compare with
+    -- assert.same); body_text: the bytes sent (a table encoded as JSON)
+    local given = o.body
+    if type(given) == "table" then
+      given = deep_copy(given)
+    end
+    local req = { method = method, url = url, headers = headers, body = given,
+                  body_text = body, timeout = timeout, raise = raises }
     ctx.http_calls[#ctx.http_calls + 1] = req
     local res, terr, reason = fake_answer(st, req)
     if not res then
       local msg = fmt(H.transport, method, testing.safe_url(url), terr)
-      if raise then
-        error(msg, 2)
+      if raises then
+        raise(msg)
       end
       return nil, msg
     end
-    if res.status >= 500 and raise then
+    if res.status >= 500 and raises then
       if reason then
-        error(fmt(H.status_reason, method, testing.safe_url(url), res.status, reason), 2)
+        raise(fmt(H.status_reason, method, testing.safe_url(url), res.status, reason))
       end
-      error(fmt(H.status, method, testing.safe_url(url), res.status), 2)
+      raise(fmt(H.status, method, testing.safe_url(url), res.status))
     end
     return res
   end
@@ -1609,20 +1906,156 @@ function testing.event(opts)
   return ev
 end
 
+---------------------------------------------------------------------------
+-- the real config, through the warren binary
+---------------------------------------------------------------------------
+
+-- What the config decides (the idempotency key's source, attempts, delay
+-- queues, timeouts, the store's prefix and limits), what the worker makes of
+-- a message before its handler runs (invalid, missing key, body too large)
+-- and the decision it takes after (ack, retry through which delay queue, DLQ
+-- with which reason) are answered by `warren exec` itself (--envelope and
+-- --result), not re-implemented here: the kit parses no YAML and keeps no copy
+-- of those rules. The binary is $WARREN_BIN, else `warren` on the PATH.
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local function read_all(path)
+  local fh = io.open(path, "rb")
+  if not fh then
+    return ""
+  end
+  local s = fh:read("*a")
+  fh:close()
+  return s
+end
+
+-- Run `warren exec ARGS...` and decode the JSON it prints. Returns the table
+-- and the exit status, or raises (at LEVEL) with what warren said.
+local function warren_exec(fn, level, args)
+  local bin = os.getenv("WARREN_BIN")
+  if not bin or bin == "" then
+    bin = "warren"
+  end
+  local errfile = os.tmpname()
+  local parts = { shell_quote(bin), "exec" }
+  for _, a in ipairs(args) do
+    parts[#parts + 1] = shell_quote(a)
+  end
+  local cmd = table.concat(parts, " ") .. " 2>" .. shell_quote(errfile) .. "; echo \"rc=$?\""
+  local p = io.popen(cmd)
+  local out = p:read("*a")
+  p:close()
+  local stderr = read_all(errfile)
+  os.remove(errfile)
+  local body, rc = out:match("^(.-)\n?rc=(%d+)%s*$")
+  rc = tonumber(rc)
+  local ok, j = pcall(cjson.decode, body or "")
+  if rc == nil or rc > 1 or not ok or type(j) ~= "table" then
+    local said = stderr:gsub("%s+$", "")
+    if said == "" then
+      said = "exit status " .. tostring(rc) .. (rc == 127 and " (is warren installed? set "
+                                                   .. "WARREN_BIN to the binary)" or "")
+    end
+    error(fmt("%s: warren exec %s: %s", fn, table.concat(args, " "), said), level + 1)
+  end
+  return j, rc
+end
+
+local subscriptions = {} -- config path .. "\0" .. name -> settings
+
+--- A subscription's settings as the sidecar resolves them from the config
+-- (defaults and inheritance included), read by `warren exec --envelope`:
+-- `subscription`, `queue`, `dlq`, `handler` (absolute path),
+-- `handler_version` (the sidecar's: the file and the modules beside it),
+-- `max_attempts`, `handler_timeout_ms`, `max_body_size`, `idempotency`
+-- (enabled), `idempotency_key` (its source: "message_id", "header:NAME" or
+-- "json:PATH"), `store_prefix`, `store_max_writes`, `store_max_value_bytes`
+-- and `retry_queues` (the delay queues' names).
+-- @tparam string config the YAML file (as `warren -c` takes it)
+-- @tparam string name the subscription's name
+-- @treturn table the settings (a copy)
+function testing.subscription(config, name)
+  if type(config) ~= "string" or type(name) ~= "string" then
+    error(fmt("testing.subscription(config, name): config and name must be strings, got %s "
+              .. "and %s", type(config), type(name)), 2)
+  end
+  local id = config .. "\0" .. name
+  if not subscriptions[id] then
+    subscriptions[id] = warren_exec("testing.subscription", 2,
+                                    { "-c", config, "--subscription", name, "--envelope" })
+  end
+  return deep_copy(subscriptions[id])
+end
+
+-- The event as `warren exec`'s event file (evfile.h) holds it.
+local function event_file(fn, ev)
+  local headers = {}
+  for k, v in pairs(type(ev.headers) == "table" and ev.headers or {}) do
+    local t = type(v)
+    if t ~= "string" and t ~= "number" and t ~= "boolean" then
+      error(fmt("%s: header '%s' is a %s: the sidecar's decision is taken on events whose "
+                .. "headers are strings, numbers and booleans", fn, tostring(k), t), 3)
+    end
+    if k ~= "x-warren-attempt" then -- "attempt" says it
+      headers[k] = v
+    end
+  end
+  local f = { type = ev.type, routing_key = ev.routing_key, exchange = ev.exchange,
+              content_type = ev.content_type, redelivered = ev.redelivered == true,
+              body = type(ev.body) == "string" and ev.body or "", attempt = ev.attempt }
+  if type(ev.id) == "string" and ev.id ~= "" then
+    f.id = ev.id
+  end
+  if next(headers) ~= nil then
+    f.headers = headers
+  end
+  return f
+end
+
+local function write_temp(text)
+  local path = os.tmpname()
+  local fh = assert(io.open(path, "wb"))
+  fh:write(text)
+  fh:close()
+  return path
+end
+
+-- What the worker makes of EV before running a handler (exec --envelope).
+local function envelope_of(fn, cfg, ev)
+  local path = write_temp(cjson.encode(event_file(fn, ev)))
+  local ok, j = pcall(warren_exec, fn, 3, { "-c", cfg.config, "--subscription",
+                                             cfg.settings.subscription, "--event", path,
+                                             "--envelope" })
+  os.remove(path)
+  if not ok then
+    error(j, 0)
+  end
+  return j
+end
+
 local CTX_OPTIONS = {
   attempt = true, max_attempts = true, idempotency_key = true, trace_id = true,
   subscription = true, queue = true, worker = true, handler_version = true, now = true,
   http = true, timeout = true, breakers = true, store = true, store_prefix = true,
-  store_max_writes = true, store_max_value_bytes = true, idempotency = true,
+  store_max_writes = true, store_max_value_bytes = true, idempotency = true, config = true,
 }
+-- what testing.ctx{config = ...} takes from the config: not given besides it
+local FROM_CONFIG = { "max_attempts", "idempotency_key", "queue", "handler_version", "timeout",
+                      "store_prefix", "store_max_writes", "store_max_value_bytes",
+                      "idempotency" }
 
 --- Build a ctx with the runtime's API, recording what the handler does.
 -- Besides the runtime's fields and functions, the ctx has `published` (the
 -- events the last run buffered: exchange, routing_key, body, content_type,
 -- type, headers, mandatory, plus message_id and, for JSON, the decoded
 -- `data`), `logs` (every ctx.log call: level, msg, fields, source),
--- `http_calls` (every ctx.http.request: method, url, headers, body, timeout,
--- raise) and `clock` (the fake clock behind ctx.now(): `clock:advance(s)`,
+-- `http_calls` (every ctx.http.request: method, url, headers, `body` as the
+-- handler gave it (a table stays a table), `body_text` (the bytes sent: a
+-- table encoded as JSON), timeout, raise; an http fake function receives the
+-- same table) and `clock` (the fake clock behind ctx.now(): `clock:advance(s)`,
 -- `clock:set(t)`, `clock:now()`). A ctx may serve several runs; `logs` and
 -- `http_calls` accumulate, `published` is reset by each run.
 -- @tparam[opt] table opts
@@ -1640,13 +2073,22 @@ local CTX_OPTIONS = {
 --   {member, ...} a set: the shape of `warren exec`'s "store"), `store_prefix`
 --   ("warren:store:", shown in error texts), `store_max_writes` (256),
 --   `store_max_value_bytes` (65536), `idempotency` (false: ctx.store is not
---   available, as in a subscription without idempotency).
+--   available, as in a subscription without idempotency), `breakers` (the
+--   state of each named breaker: `{psp = "open"}`; default "closed").
+--   With `config` (the YAML file) and `subscription` (a name in it), the
+--   ctx is that subscription's: max_attempts, timeout, queue, the store's
+--   prefix and limits, whether idempotency is on and the handler version
+--   come from the config as the sidecar reads it (testing.subscription), and
+--   each run derives the idempotency key and checks the message as the worker
+--   does before its handler runs (an invalid message, a missing key, a body
+--   too large: outcome "invalid" with the worker's reason, the handler not
+--   run). Those options are not given besides `config`. testing.deliver
+--   needs such a ctx.
 --   ctx.store behaves as in the runtime: reads see the message's own writes,
---   writes are buffered and land in the ctx's store only when the run is "ok";
+--   writes are buffered and land in the ctx's store only when the run is "ok"
+--   and the sidecar's commit script lets them (see testing.run);
 --   `ctx.stored` shows the committed state after each run (strings; hashes
 --   as {field = value}; sets as {member = true}). TTLs follow the fake clock.
---   Unlike the runtime, a write of a kind the stored key does not hold raises at
---   the call (the runtime refuses the message's writes at commit).
 -- @treturn table the ctx
 function testing.ctx(opts)
   if opts == nil then
@@ -1656,6 +2098,34 @@ function testing.ctx(opts)
   end
   local fn = "testing.ctx"
   local STR = { string = true }
+  local cfg
+  if opts.config ~= nil then
+    if type(opts.config) ~= "string" or type(opts.subscription) ~= "string" then
+      error(fmt("%s: config must be a file name and subscription the name of one of its "
+                .. "subscriptions, got %s and %s", fn, type(opts.config),
+                type(opts.subscription)), 2)
+    end
+    for _, k in ipairs(FROM_CONFIG) do
+      if opts[k] ~= nil then
+        error(fmt("%s: %s comes from the config (%s, subscription %s): leave it out", fn, k,
+                  opts.config, opts.subscription), 2)
+      end
+    end
+    local ok, settings = pcall(testing.subscription, opts.config, opts.subscription)
+    if not ok then
+      error(settings, 2)
+    end
+    cfg = { config = opts.config, settings = settings }
+    opts = deep_copy(opts)
+    opts.max_attempts = settings.max_attempts
+    opts.queue = settings.queue
+    opts.handler_version = settings.handler_version
+    opts.timeout = settings.handler_timeout_ms / 1000
+    opts.store_prefix = settings.store_prefix
+    opts.store_max_writes = settings.store_max_writes
+    opts.store_max_value_bytes = settings.store_max_value_bytes
+    opts.idempotency = settings.idempotency
+  end
   local err = unknown_option(fn, opts, CTX_OPTIONS)
     or check_count(fn, "attempt", opts.attempt, 1)
     or check_count(fn, "max_attempts", opts.max_attempts, 1)
@@ -1698,8 +2168,10 @@ function testing.ctx(opts)
       or check_count(fn, "store_max_value_bytes", opts.store_max_value_bytes, 1)
       or check_type(fn, "idempotency", opts.idempotency, "a boolean", { boolean = true })
   end
+  local exp = {}
   if not err then
-    data, err = seed_store(opts.store)
+    data = {}
+    err = seed_into("testing.ctx", data, exp, opts.store)
   end
   if err then
     error(err, 2)
@@ -1707,6 +2179,7 @@ function testing.ctx(opts)
 
   trace_count = trace_count + 1
   local st = {
+    config = cfg,
     phase = "none",
     attempt = opts.attempt,
     key = opts.idempotency_key,
@@ -1721,7 +2194,7 @@ function testing.ctx(opts)
       prefix = opts.store_prefix or "warren:store:",
       max_writes = opts.store_max_writes or 256,
       max_value_bytes = opts.store_max_value_bytes or 65536,
-      data = data, exp = {}, work = {}, wexp = {}, msgkind = {}, nwrites = 0,
+      data = data, exp = exp, buf = new_buffer(),
     },
   }
   local ctx = {}
@@ -1729,6 +2202,7 @@ function testing.ctx(opts)
   ctx.reject = make_reject(st)
   ctx.retry = make_retry(st)
   local clock = setmetatable({ t = opts.now or DEFAULT_NOW }, Clock)
+  st.clock = clock
   ctx.now = function()
     return floor(clock.t * 1000) / 1000
   end
@@ -1738,7 +2212,7 @@ function testing.ctx(opts)
   end
   ctx.http = { request = make_http_request(ctx, st) }
   ctx.breaker = make_breaker(st)
-  ctx.store = make_store(ctx, st)
+  ctx.store = make_store(st)
   ctx.json = cjson_safe
   ctx.subscription = opts.subscription or "test"
   ctx.queue = opts.queue or ctx.subscription
@@ -1890,23 +2364,38 @@ function testing.init(module, ctx)
   return true
 end
 
+local run_message
+
 --- Run one message through `module.handle(event, ctx)`, as wr_lua_handle does.
 -- The handler gets a fresh copy of the event (the runtime builds one per
 -- call); `event.attempt` and `ctx.attempt` agree. ctx.reject and ctx.retry win
 -- even when the handler caught their unwinding with pcall; any other error
 -- becomes outcome "error" with its first line. Only an "ok" run keeps what
 -- ctx.publish buffered.
+-- The ctx.store writes of an ok run are committed as the sidecar commits
+-- them: by its commit script (sidecar/scripts/finish.lua) over the ctx's
+-- store. A write Redis would refuse (a hincrby on a key that holds a string)
+-- refuses them all: the sidecar dead-letters such a message (store-refused).
+-- A value the handler read that another message changed before the commit
+-- (opts.store_at_commit) is a conflict: nothing applied, the sidecar runs the
+-- message again. Either way its events were published (the sidecar publishes
+-- before the commit).
 -- @tparam table module a handler module (from testing.load, or any table with handle)
 -- @tparam table event from testing.event (or a table shaped like one)
 -- @tparam[opt] table ctx from testing.ctx (default: a new one)
+-- @tparam[opt] table opts `store_at_commit`: what other messages commit to
+--   ctx.store while this one runs, after its reads and before its commit (the
+--   shape of testing.ctx's `store`; false deletes a key)
 -- @treturn table `outcome` ("ok", "rejected", "retry", "error", "timeout",
 --   "invalid"), `reason` (the stable code warren puts in x-warren-reason:
 --   "rejected", "retry-requested", "handler-error", "timeout", "invalid-json",
---   "empty-body"; nil when ok), `error` (the reject/retry reason or the error
---   text; nil when ok), `delay` (ms asked by ctx.retry, or nil for the
---   policy's), `published` (= ctx.published), `logs` and `http_calls` (this
---   run's), `event` (the copy the handler got) and `ctx`.
-function testing.run(module, event, ctx)
+--   "empty-body", "store-refused"; nil when ok), `error` (the reject/retry
+--   reason or the error text; nil when ok), `delay` (ms asked by ctx.retry,
+--   or nil for the policy's), `commit` (when an ok run wrote to ctx.store:
+--   "applied", "refused" or "conflict"; then `reason` and `error` say why it
+--   did not apply), `published` (= ctx.published), `logs` and `http_calls`
+--   (this run's), `event` (the copy the handler got) and `ctx`.
+function testing.run(module, event, ctx, opts)
   if type(module) ~= "table" or type(module.handle) ~= "function" then
     error(fmt("testing.run(module, event, ctx): module must be a table with a function "
               .. "'handle', got %s", type(module)), 2)
@@ -1914,12 +2403,39 @@ function testing.run(module, event, ctx)
   if type(event) ~= "table" then
     error(fmt("testing.run(module, event, ctx): event must be a table, got %s", type(event)), 2)
   end
+  if opts ~= nil and type(opts) ~= "table" then
+    error(fmt("testing.run(module, event, ctx, opts): opts must be a table, got %s", type(opts)),
+          2)
+  end
+  opts = opts or {}
+  local oerr = unknown_option("testing.run", opts, { store_at_commit = true })
+    or check_type("testing.run", "store_at_commit", opts.store_at_commit, "a table",
+                  { table = true })
+  if oerr then
+    error(oerr, 2)
+  end
   ctx = ctx or testing.ctx()
   local st = ctx_state("testing.run", ctx)
+  return run_message(module, event, ctx, st, opts)
+end
+
+-- testing.run's body (testing.deliver runs it too).
+run_message = function(module, event, ctx, st, opts)
   local first_log, first_call = #ctx.logs + 1, #ctx.http_calls + 1
   ctx.published = {}
   local result = { ctx = ctx, published = ctx.published }
 
+  -- a ctx of a config's subscription: what the worker does before the handler
+  local env
+  if st.config then
+    env = envelope_of("testing.run", st.config, event)
+    if env.outcome == "invalid" then
+      result.outcome, result.reason, result.error = "invalid", env.reason, env.error
+      result.decision = env.decision
+      result.logs, result.http_calls = {}, {}
+      return result
+    end
+  end
   local bad = invalid[event]
   if bad then
     result.outcome, result.reason, result.error = "invalid", bad.reason, bad.error
@@ -1928,11 +2444,12 @@ function testing.run(module, event, ctx)
   end
 
   local ev = deep_copy(event)
-  local attempt = st.attempt or (type(ev.attempt) == "number" and ev.attempt) or 1
+  local attempt = st.attempt or (env and env.attempt)
+    or (type(ev.attempt) == "number" and ev.attempt) or 1
   ev.attempt = attempt
   ctx.attempt = attempt
   ctx.message_id = type(ev.id) == "string" and ev.id or ""
-  ctx.idempotency_key = st.key or ctx.message_id
+  ctx.idempotency_key = st.key or (env and env.idempotency_key) or ctx.message_id
   ctx.trace_id = st.trace
     or traceparent_id(type(ev.headers) == "table" and ev.headers.traceparent or nil)
     or st.made_up_trace
@@ -1945,8 +2462,9 @@ function testing.run(module, event, ctx)
   st.phase = "handle"
   local ok, err, timed_out = guarded_call(st.timeout_ms, module.handle, ev, ctx)
   st.phase = "none"
-  -- ctx.store: the writes land only when the handler succeeded (with the done mark)
-  store_end(ctx, st, ok and not st.forced)
+  -- ctx.store: the writes land only when the handler succeeded (with the done
+  -- mark), and only when the commit script lets them
+  local commit, why = store_end(ctx, st, ok and not st.forced, opts.store_at_commit)
 
   if st.forced then
     result.outcome = st.forced
@@ -1964,9 +2482,155 @@ function testing.run(module, event, ctx)
     ctx.published = {} -- a failed handler publishes nothing
     result.published = ctx.published
   end
+  result.commit, result.commit_error = commit, why
+  if commit == "refused" then
+    result.reason, result.error = "store-refused", fmt(S.refused, why)
+  elseif commit == "conflict" then
+    result.error = fmt(S.conflict, why)
+  elseif commit == "failed" then
+    result.error = "the commit failed, the message runs again: " .. why
+  end
   result.logs = { unpack(ctx.logs, first_log) }
   result.http_calls = { unpack(ctx.http_calls, first_call) }
   return result
+end
+
+--- An event file of `warren exec` (evfile.h: a recorded event, its store
+-- and its HTTP fakes) as a spec's event, so a spec and `warren exec` run the
+-- same files. The file is read and checked by the binary (as exec checks
+-- it); CTX (from testing.ctx{config = ..., subscription = ...}) takes the
+-- file's "store" as its committed state and answers ctx.http from the
+-- file's "http" fakes, matched as exec matches them (the first unused entry
+-- with the method and URL, in file order; "reuse" answers again), with the
+-- same defaults (status 200, the standard reason phrase, libcurl's words for
+-- a transport error).
+-- @tparam string path the event file
+-- @tparam table ctx from testing.ctx{config = ..., subscription = ...}
+-- @treturn table the event (testing.event's shape)
+-- @treturn table opts for testing.run and testing.deliver: `store_at_commit`
+function testing.event_file(path, ctx)
+  local fn = "testing.event_file"
+  if type(path) ~= "string" then
+    error(fmt("%s(path, ctx): path must be a string, got %s", fn, type(path)), 2)
+  end
+  local st = states[ctx]
+  if not st or not st.config then
+    error(fmt("%s: ctx must come from testing.ctx{config = ..., subscription = ...}", fn), 2)
+  end
+  local j = warren_exec(fn, 2, { "-c", st.config.config, "--subscription",
+                                 st.config.settings.subscription, "--event", path,
+                                 "--envelope" })
+  local f = j.event_file
+  local function value(v)
+    if v == cjson.null then
+      return false
+    end
+    return v
+  end
+  local ev = testing.event{
+    id = f.id or "", type = f.type, routing_key = f.routing_key, exchange = f.exchange,
+    content_type = f.content_type, headers = f.headers, attempt = f.attempt,
+    redelivered = f.redelivered, data = f.data, body = f.body,
+  }
+  -- the file's store is the state before the event
+  local data, exp = {}, {}
+  local err = seed_into(fn, data, exp, f.store)
+  if err then
+    error(err, 2)
+  end
+  st.store.data, st.store.exp = data, exp
+  ctx.stored = stored_view(st)
+  -- its fakes answer ctx.http, as exec's do
+  local fakes, used = j.http_fakes or {}, {}
+  st.http = function(req)
+    for i, fake in ipairs(fakes) do
+      if fake.method == req.method and fake.url == req.url and (fake.reuse or not used[i]) then
+        used[i] = true
+        if fake.error then
+          return { error = fake.error }
+        end
+        return { status = fake.status, reason = fake.reason, headers = fake.headers,
+                 body = fake.body }
+      end
+    end
+    return nil
+  end
+  local opts = {}
+  if type(f.store_at_commit) == "table" then
+    opts.store_at_commit = {}
+    for k, v in pairs(f.store_at_commit) do
+      opts.store_at_commit[k] = value(v)
+    end
+  end
+  return ev, opts
+end
+
+--- Deliver one message as the sidecar would: the checks the worker makes
+-- before any handler runs, the handler (as testing.run runs it, with the
+-- ctx's fakes), its commit, and the decision the worker takes, which is
+-- `warren exec`'s own (the same decision `warren exec` prints for the event).
+-- @tparam table module a handler module (from testing.load)
+-- @tparam table event from testing.event
+-- @tparam table ctx from testing.ctx{config = ..., subscription = ...}
+-- @tparam[opt] table opts as testing.run's
+-- @treturn table testing.run's result, plus `decision`: `action` ("ack",
+--   "retry", "dead-letter" or "requeue"), `queue` (the delay queue, the DLQ or
+--   the queue), `delay_ms` and `next_attempt` (retry), `reason` (the
+--   x-warren-reason of a retry or DLQ copy), `error` or `why`; and `report`,
+--   all that `warren exec --json` would print but the HTTP calls (the
+--   published events with their ids, `commit`, ...)
+function testing.deliver(module, event, ctx, opts)
+  local fn = "testing.deliver"
+  if type(module) ~= "table" or type(module.handle) ~= "function" then
+    error(fmt("%s(module, event, ctx): module must be a table with a function 'handle', got %s",
+              fn, type(module)), 2)
+  end
+  if type(event) ~= "table" then
+    error(fmt("%s(module, event, ctx): event must be a table, got %s", fn, type(event)), 2)
+  end
+  local st = states[ctx]
+  if not st or not st.config then
+    error(fmt("%s: ctx must come from testing.ctx{config = ..., subscription = ...}: the "
+              .. "decision is the config's", fn), 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    error(fmt("%s(module, event, ctx, opts): opts must be a table, got %s", fn, type(opts)), 2)
+  end
+  opts = opts or {}
+  local oerr = unknown_option(fn, opts, { store_at_commit = true })
+  if oerr then
+    error(oerr, 2)
+  end
+  local res = run_message(module, event, ctx, st, opts)
+  if res.decision then
+    return res -- invalid before the handler: the worker's decision came with it
+  end
+  local pubs = {}
+  for i, p in ipairs(res.published) do
+    pubs[i] = { exchange = p.exchange, routing_key = p.routing_key, body = p.body,
+                content_type = p.content_type, type = p.type, headers = p.headers }
+  end
+  local ran = { outcome = res.outcome, reason = res.reason, error = res.error,
+                retry_delay_ms = res.delay, published = pubs }
+  if res.commit then
+    ran.commit = { result = res.commit, error = res.commit_error }
+  end
+  if res.outcome ~= "ok" then
+    ran.reason, ran.error = res.reason, res.error
+  end
+  local evpath = write_temp(cjson.encode(event_file(fn, event)))
+  local respath = write_temp(cjson.encode(ran))
+  local ok, report = pcall(warren_exec, fn, 2, { "-c", st.config.config, "--subscription",
+                                                  st.config.settings.subscription, "--event",
+                                                  evpath, "--result", respath, "--json" })
+  os.remove(evpath)
+  os.remove(respath)
+  if not ok then
+    error(report, 0)
+  end
+  report.http_calls, report.unused_fakes = nil, nil
+  res.decision, res.report = report.decision, report
+  return res
 end
 
 return testing

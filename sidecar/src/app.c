@@ -22,6 +22,7 @@
 #include "config.h"
 #include "http.h"
 #include "inflight.h"
+#include "lint.h"
 #include "log.h"
 #include "lua_rt.h"
 #include "metrics.h"
@@ -55,9 +56,11 @@ static wr_config *load(const char *path)
  * Compile every subscription's handler in a throwaway state (module body and
  * init run, as they would in a worker). Prints each failure as
  * CONFIG:LINE:COL: subscriptions[i].handler: <error>, pointing at the
- * subscription in the config, since Lua reports no column of its own.
+ * subscription in the config, since Lua reports no column of its own. With
+ * REPORT, each handler that loads gets a line there (shown only when
+ * everything checks out).
  */
-static int compile_handlers(const wr_config *cfg, int verbose)
+static int compile_handlers(const wr_config *cfg, FILE *report, int *loaded)
 {
     int failures = 0;
     for (int i = 0; i < cfg->sub_count; i++) {
@@ -77,16 +80,60 @@ static int compile_handlers(const wr_config *cfg, int verbose)
             failures++;
             continue;
         }
-        if (verbose) {
-            printf("  %-20s queue %-28s handler %s (version %s)\n", s->name, s->queue, s->handler,
-                   wr_lua_version(L));
+        loaded[i] = 1;
+        if (report != NULL) {
+            fprintf(report, "  %-20s queue %-28s handler %s (version %s)\n", s->name, s->queue,
+                    s->handler, wr_lua_version(L));
         }
         wr_lua_destroy(L);
     }
     return failures;
 }
 
-int wr_app_check(const char *config_path)
+/*
+ * Lint every handler that loaded (each file once, with the modules it
+ * requires): reads and writes of undeclared globals (lint.h), printed as
+ * FILE:LINE:COL: message, with "warning: " in front when MODE is warn.
+ * Returns the problems found (-1 counted once when the lint could not run).
+ */
+static int lint_handlers(const wr_config *cfg, const int *loaded, wr_lint_mode mode, int *found)
+{
+    int problems = 0;
+    *found = 0;
+    for (int i = 0; i < cfg->sub_count && mode != WR_LINT_OFF; i++) {
+        int seen = 0;
+        for (int j = 0; j < i; j++) {
+            seen |= strcmp(cfg->subs[j].handler, cfg->subs[i].handler) == 0;
+        }
+        if (!loaded[i] || seen) {
+            continue;
+        }
+        wr_lint_report r;
+        char err[512];
+        if (wr_lint_handler(cfg->subs[i].handler, &r, err, sizeof(err)) != 0) {
+            fprintf(stderr, "%s: cannot lint: %s\n", cfg->subs[i].handler, err);
+            problems++;
+            continue;
+        }
+        for (int k = 0; k < r.count; k++) {
+            fprintf(stderr, "%s:%d:%d: %s%s\n", r.items[k].file, r.items[k].line, r.items[k].col,
+                    mode == WR_LINT_WARN ? "warning: " : "", r.items[k].msg);
+        }
+        *found += r.count;
+        if (mode == WR_LINT_ERROR) {
+            problems += r.count;
+        }
+        wr_lint_report_free(&r);
+    }
+    return problems;
+}
+
+/*
+ * `warren check`: problems go to stderr, one FILE:LINE:COL: message each; stdout
+ * says what was verified only when all of it was (a "configuration OK" above
+ * a handler error would be read as a pass), else how many problems there were.
+ */
+int wr_app_check(const char *config_path, wr_lint_mode lint)
 {
     /* what handlers log in init goes to stderr: stdout is the report */
     wr_log_set_fd(STDERR_FILENO);
@@ -94,12 +141,39 @@ int wr_app_check(const char *config_path)
     if (cfg == NULL) {
         return 1;
     }
-    printf("%s: configuration OK, %d subscription%s\n", cfg->path, cfg->sub_count,
-           cfg->sub_count == 1 ? "" : "s");
-    int failures = compile_handlers(cfg, 1);
-    if (failures == 0) {
-        printf("all handlers compiled and initialised\n");
+    char *lines = NULL;
+    size_t lines_len = 0;
+    FILE *report = open_memstream(&lines, &lines_len);
+    int *loaded = calloc((size_t)cfg->sub_count + 1, sizeof(*loaded));
+    if (loaded == NULL) {
+        fprintf(stderr, "warren check: out of memory\n");
+        wr_config_free(cfg);
+        return 1;
     }
+    int failures = compile_handlers(cfg, report, loaded);
+    if (report != NULL) {
+        fclose(report);
+    }
+    int warnings = 0;
+    failures += lint_handlers(cfg, loaded, lint, &warnings);
+    free(loaded);
+    if (failures == 0) {
+        printf("%s: configuration OK, %d subscription%s\n%s", cfg->path, cfg->sub_count,
+               cfg->sub_count == 1 ? "" : "s", lines ? lines : "");
+        printf("all handlers compiled and initialised\n");
+        if (lint == WR_LINT_OFF) {
+            printf("globals not checked (--lint off)\n");
+        } else if (warnings > 0) {
+            printf("%d undeclared global%s (warnings, listed on stderr)\n", warnings,
+                   warnings == 1 ? "" : "s");
+        } else {
+            printf("no undeclared globals\n");
+        }
+    } else {
+        printf("%s: check failed, %d problem%s (listed on stderr)\n", cfg->path, failures,
+               failures == 1 ? "" : "s");
+    }
+    free(lines);
     wr_config_free(cfg);
     return failures ? 1 : 0;
 }

@@ -1794,6 +1794,24 @@ static void expected_phrase(const field *f, char *out, size_t len)
     }
 }
 
+/*
+ * A quoted scalar given to an integer, number or boolean field: YAML makes it
+ * a string, so it is refused like any other string there. A value taken from
+ * the environment (${VAR}) is text whatever its quotes, and is read as usual.
+ */
+static bool quoted_literal(const field *f, const yaml_node_t *node)
+{
+    if (f->type != T_INT && f->type != T_NUMBER && f->type != T_BOOL) {
+        return false;
+    }
+    int style = node->data.scalar.style;
+    if (style != YAML_SINGLE_QUOTED_SCALAR_STYLE && style != YAML_DOUBLE_QUOTED_SCALAR_STYLE) {
+        return false;
+    }
+    const char *v = (const char *)node->data.scalar.value;
+    return v[0] != '\0' && strstr(v, "${") == NULL; /* '' is "an empty value", as ever */
+}
+
 static void kind_error(loader *ld, const field *f, yaml_node_t *node, const char *path)
 {
     char want[128];
@@ -2531,6 +2549,18 @@ static void set_node(loader *ld, const field *f, void *base, yaml_node_t *node, 
     }
     if (node->type != YAML_SCALAR_NODE) {
         kind_error(ld, f, node, path);
+        return;
+    }
+    if (quoted_literal(f, node)) {
+        /* "6" is a string in YAML: a number or a boolean is written bare, as every
+         * other tool reading the file (kubectl, yq, an editor's schema) takes it */
+        char want[128];
+        expected_phrase(f, want, sizeof(want));
+        err_at(ld, NODE_LINE(node), NODE_COL(node),
+               "%s: expected %s, got the quoted string %c%s%c (write it without quotes)", path,
+               want, node->data.scalar.style == YAML_SINGLE_QUOTED_SCALAR_STYLE ? '\'' : '"',
+               (const char *)node->data.scalar.value,
+               node->data.scalar.style == YAML_SINGLE_QUOTED_SCALAR_STYLE ? '\'' : '"');
         return;
     }
     char *text = expanded_scalar(ld, node, path);

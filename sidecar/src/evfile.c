@@ -24,6 +24,7 @@ typedef enum {
     F_ATTEMPT,      /* an integer from 1 to WR_EVFILE_MAX_ATTEMPT */
     F_MSG_HEADERS,  /* AMQP headers: {name: string | number | boolean} */
     F_STORE,        /* ctx.store's state: {key: string | number | {f: v} | [m, ...]} */
+    F_STORE_AT,     /* the same, where null deletes the key: store_at_commit */
     F_FAKES,        /* the "http" list */
     F_METHOD,       /* an HTTP method token: GET, POST, ... */
     F_URL,          /* http:// or https:// */
@@ -40,10 +41,19 @@ typedef struct {
 } field;
 
 static const field event_fields[] = {
-    {"id", F_STRING, 0},       {"type", F_STRING, 0},         {"routing_key", F_STRING, 0},
-    {"exchange", F_STRING, 0}, {"content_type", F_STRING, 0}, {"headers", F_MSG_HEADERS, 0},
-    {"attempt", F_ATTEMPT, 0}, {"redelivered", F_BOOL, 0},    {"data", F_ANY, 0},
-    {"body", F_STRING, 0},     {"store", F_STORE, 0},         {"http", F_FAKES, 0},
+    {"id", F_STRING, 0},
+    {"type", F_STRING, 0},
+    {"routing_key", F_STRING, 0},
+    {"exchange", F_STRING, 0},
+    {"content_type", F_STRING, 0},
+    {"headers", F_MSG_HEADERS, 0},
+    {"attempt", F_ATTEMPT, 0},
+    {"redelivered", F_BOOL, 0},
+    {"data", F_ANY, 0},
+    {"body", F_STRING, 0},
+    {"store", F_STORE, 0},
+    {"http", F_FAKES, 0},
+    {"store_at_commit", F_STORE_AT, 0},
 };
 
 static const field fake_fields[] = {
@@ -356,7 +366,8 @@ static void check_field(checker *ck, field_kind kind, const json_t *v, const cha
         }
         return;
     }
-    case F_STORE: {
+    case F_STORE:
+    case F_STORE_AT: {
         if (!json_is_object(v)) {
             err_at(ck, at, "%s: expected an object, got %s", path, kind_of(v, got, sizeof(got)));
             return;
@@ -367,6 +378,9 @@ static void check_field(checker *ck, field_kind kind, const json_t *v, const cha
         {
             char sub[600];
             snprintf(sub, sizeof(sub), "%.250s.%.250s", path, k);
+            if (kind == F_STORE_AT && json_is_null(x)) {
+                continue; /* deleted by another message */
+            }
             if (json_is_object(x)) {
                 const char *f;
                 json_t *fv;
@@ -392,8 +406,9 @@ static void check_field(checker *ck, field_kind kind, const json_t *v, const cha
             } else if (!json_is_string(x) && !json_is_number(x)) {
                 err_at(ck, member_at(ck, v, k, 1),
                        "%s: expected a string or a number (a string key), an object (a hash) "
-                       "or an array (a set), got %s",
-                       sub, kind_of(x, got, sizeof(got)));
+                       "or an array (a set)%s, got %s",
+                       sub, kind == F_STORE_AT ? ", or null (deleted)" : "",
+                       kind_of(x, got, sizeof(got)));
             }
         }
         return;
@@ -644,8 +659,11 @@ wr_evfile *wr_evfile_parse(const char *path, const char *text, size_t len, wr_co
             f->col = at.col;
             ok = build_fake(f, json_array_get(fakes, i)) == 0;
         }
-        if (ok && json_is_object(json_object_get(root, "store"))) {
-            store_numbers_to_text(json_object_get(root, "store"));
+        for (int i = 0; ok && i < 2; i++) {
+            json_t *store = json_object_get(root, i == 0 ? "store" : "store_at_commit");
+            if (json_is_object(store)) {
+                store_numbers_to_text(store);
+            }
         }
         if (!ok) {
             plain_error(errs, "%s: out of memory", path);

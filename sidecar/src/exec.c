@@ -18,6 +18,7 @@
 #include "log.h"
 #include "lua_http.h"
 #include "lua_rt.h"
+#include "offcommit.h"
 #include "reload.h"
 #include "retry.h"
 #include "topology.h"
@@ -56,7 +57,9 @@ static int exec_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_
     if (v != NULL &&
         ((strcmp(cmd, "GET") == 0 && !is_str) || (cmd[0] == 'H' && !json_is_object(v)) ||
          (cmd[0] == 'S' && !json_is_array(v)))) {
-        snprintf(err, errcap, "WRONGTYPE Operation against a key holding the wrong kind of value");
+        /* in the sidecar's words (wr_idem_store_fetch: "Redis: " and the reply) */
+        snprintf(err, errcap,
+                 "Redis: WRONGTYPE Operation against a key holding the wrong kind of value");
         return -1;
     }
     if (v == NULL) {
@@ -288,6 +291,56 @@ static json_t *unused_json(const wr_evfile *ev)
     return a;
 }
 
+/*
+ * The event file's fakes as ctx.http would see them (for the test kit's
+ * testing.event_file, so the kit answers from the same fakes without knowing
+ * their defaults): a transport error in libcurl's words, or the status, the
+ * reason phrase (the standard one unless given), the headers (with the
+ * Content-Type a "json" fake implies) and the body.
+ */
+static json_t *fakes_json(const wr_evfile *ev)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < ev->fake_count; i++) {
+        const wr_evfile_fake *f = &ev->fakes[i];
+        json_t *o =
+            json_pack("{s:s, s:s, s:b}", "method", f->method, "url", f->url, "reuse", f->reuse);
+        if (f->error != NULL) {
+            json_object_set_new(o, "error", json_string(f->error));
+            json_array_append_new(a, o);
+            continue;
+        }
+        json_object_set_new(o, "status", json_integer(f->status));
+        json_t *h = json_object();
+        const char *p = f->head, *end = f->head + f->head_len;
+        const char *eol = memchr(p, '\n', (size_t)(end - p));
+        /* the status line: "HTTP/1.1 503 Service Unavailable" */
+        const char *sp = memchr(p, ' ', (size_t)(end - p));
+        sp = sp != NULL ? memchr(sp + 1, ' ', (size_t)(end - sp - 1)) : NULL;
+        if (sp != NULL && eol != NULL && sp < eol) {
+            json_object_set_new(o, "reason", text_json(sp + 1, (size_t)(eol - sp - 2)));
+        }
+        for (p = eol ? eol + 1 : end; p < end; p = eol + 1) {
+            eol = memchr(p, '\n', (size_t)(end - p));
+            const char *colon = memchr(p, ':', (size_t)(end - p));
+            if (eol == NULL || colon == NULL || colon > eol) {
+                break;
+            }
+            char name[256];
+            snprintf(name, sizeof(name), "%.*s", (int)(colon - p), p);
+            const char *v = colon + 1;
+            while (v < eol && *v == ' ') {
+                v++;
+            }
+            json_object_set_new(h, name, text_json(v, (size_t)(eol - v - (eol[-1] == '\r'))));
+        }
+        json_object_set_new(o, "headers", h);
+        json_object_set_new(o, "body", text_json(f->body ? f->body : "", f->body_len));
+        json_array_append_new(a, o);
+    }
+    return a;
+}
+
 /* The text report's lines for the HTTP calls and unused fakes. */
 static void print_http(json_t *calls, json_t *unused, int live)
 {
@@ -472,6 +525,273 @@ static json_t *pub_json(const wr_lua_pub *p, const char *key, const char *sub, i
     return o;
 }
 
+/* The key's source as the config writes it: message_id, header:NAME, json:PATH. */
+static void key_source(const wr_idem_policy *pol, char *out, size_t cap)
+{
+    if (pol->source == WR_KEY_HEADER) {
+        snprintf(out, cap, "header:%s", pol->key_arg);
+    } else if (pol->source == WR_KEY_JSON) {
+        snprintf(out, cap, "json:%s", pol->key_arg);
+    } else {
+        snprintf(out, cap, "message_id");
+    }
+}
+
+/* The subscription's settings a handler's spec needs (the test kit's
+ * testing.ctx{config = ...}): everything taken from the config as the
+ * sidecar resolved it, defaults and inheritance included. */
+static json_t *settings_json(const wr_config *cfg, const wr_subscription *sub, const char *version)
+{
+    char src[300];
+    key_source(&sub->idem, src, sizeof(src));
+    wr_retry_tiers tiers;
+    wr_retry_tiers_of(&sub->retry, &tiers);
+    json_t *queues = json_array();
+    for (int i = 0; i < tiers.count; i++) {
+        char q[300];
+        wr_retry_queue_name(sub->queue, tiers.delay_ms[i], q, sizeof(q));
+        json_array_append_new(queues, json_string(q));
+    }
+    return json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:b, s:s, s:s, s:I, s:I, s:o}", "subscription",
+        sub->name, "queue", sub->queue, "dlq", sub->dlq, "handler", sub->handler, "handler_version",
+        version ? version : "", "max_attempts", sub->retry.max_attempts, "handler_timeout_ms",
+        (json_int_t)sub->handler_timeout_ms, "max_body_size", (json_int_t)sub->max_body_size,
+        "idempotency", sub->idem.enabled, "idempotency_key", src, "store_prefix", cfg->store_prefix,
+        "store_max_writes", (json_int_t)cfg->store_max_writes, "store_max_value_bytes",
+        (json_int_t)cfg->store_max_value_bytes, "retry_queues", queues);
+}
+
+/*
+ * How a run ended, whoever ran it: the handler here, or the test kit, which
+ * ran it under busted and hands its result over (--result). The decision is
+ * taken from this alone, the same way for both.
+ */
+typedef struct {
+    wr_outcome out;
+    char reason[64];
+    char error[1024];
+    int64_t retry_delay_ms; /* ctx.retry's delay, or -1 */
+    int committed;          /* the run wrote to ctx.store: commit says how its commit went */
+    wr_offcommit_result commit;
+    char commit_why[1024];
+} exec_ran;
+
+/* The outcome named NAME (wr_outcome_name's words); -1 when unknown. */
+static int outcome_of(const char *name)
+{
+    for (int o = WR_OUT_OK; o <= WR_OUT_INVALID; o++) {
+        if (name != NULL && strcmp(wr_outcome_name((wr_outcome)o), name) == 0) {
+            return o;
+        }
+    }
+    return -1;
+}
+
+/*
+ * Read the test kit's result file (--result) into R and PUBLISHED (events
+ * given their ids as the sidecar derives them from KEY). The file is the
+ * kit's own output, not a user's: a file that does not parse is a usage
+ * error. Returns 0, or -1 with ERR.
+ */
+static int read_result(const char *path, const char *key, const char *sub, exec_ran *r,
+                       json_t *published, char *err, size_t errcap)
+{
+    json_error_t jerr;
+    json_t *j = json_load_file(path, 0, &jerr);
+    if (j == NULL) {
+        snprintf(err, errcap, "%s:%d:%d: %s", path, jerr.line, jerr.column, jerr.text);
+        return -1;
+    }
+    int rc = -1;
+    int out = outcome_of(json_string_value(json_object_get(j, "outcome")));
+    json_t *pubs = json_object_get(j, "published");
+    json_t *commit = json_object_get(j, "commit");
+    if (out < 0) {
+        snprintf(err, errcap,
+                 "%s: \"outcome\" must be one of ok, error, timeout, retry, "
+                 "rejected, invalid",
+                 path);
+        goto done;
+    }
+    r->out = (wr_outcome)out;
+    snprintf(r->reason, sizeof(r->reason), "%s",
+             json_is_string(json_object_get(j, "reason"))
+                 ? json_string_value(json_object_get(j, "reason"))
+                 : "");
+    snprintf(r->error, sizeof(r->error), "%s",
+             json_is_string(json_object_get(j, "error"))
+                 ? json_string_value(json_object_get(j, "error"))
+                 : "");
+    json_t *delay = json_object_get(j, "retry_delay_ms");
+    r->retry_delay_ms = json_is_integer(delay) ? json_integer_value(delay) : -1;
+    if (json_is_object(commit)) {
+        const char *cr = json_string_value(json_object_get(commit, "result"));
+        const char *why = json_string_value(json_object_get(commit, "error"));
+        r->committed = 1;
+        r->commit = WR_OFFCOMMIT_FAILED;
+        for (int c = WR_OFFCOMMIT_APPLIED; c <= WR_OFFCOMMIT_FAILED; c++) {
+            if (cr != NULL && strcmp(cr, wr_offcommit_name((wr_offcommit_result)c)) == 0) {
+                r->commit = (wr_offcommit_result)c;
+            }
+        }
+        snprintf(r->commit_why, sizeof(r->commit_why), "%s", why ? why : "");
+    }
+    size_t i;
+    json_t *p;
+    json_array_foreach(pubs, i, p)
+    {
+        char id[WR_EVENT_ID_CAP];
+        wr_idkey_event_id(key, strlen(key), sub, (int)i + 1, id); /* as the worker derives it */
+        json_t *o = json_deep_copy(p);
+        json_object_set_new(o, "message_id", json_string(id));
+        json_array_append_new(published, o);
+    }
+    rc = 0;
+done:
+    json_decref(j);
+    return rc;
+}
+
+/*
+ * The decision for run R of a message at ATTEMPT (decide.h: the worker's own,
+ * jitter pinned to none), then what its commit changes about it (worker.c: a
+ * refused commit dead-letters it as store-refused; a conflict or a failed
+ * commit sends it back to run again). Fills DECISION, adds "commit" to REPORT.
+ * Returns 1 when the message would be acked as handled.
+ */
+static int decide_run(const wr_subscription *sub, int attempt, const exec_ran *r, json_t *report,
+                      json_t *decision)
+{
+    wr_retry_tiers tiers;
+    wr_retry_tiers_of(&sub->retry, &tiers);
+    wr_decision dec = wr_decide(r->out, attempt, &sub->retry, &tiers, r->retry_delay_ms, 0, 0);
+    if (dec.action == WR_ACT_RETRY) {
+        char q[300];
+        wr_retry_queue_name(sub->queue, tiers.delay_ms[dec.tier], q, sizeof(q));
+        json_object_set_new(decision, "action", json_string("retry"));
+        json_object_set_new(decision, "delay_ms", json_integer(dec.delay_ms));
+        json_object_set_new(decision, "queue", json_string(q));
+        json_object_set_new(decision, "next_attempt", json_integer(attempt + 1));
+        json_object_set_new(decision, "max_attempts", json_integer(sub->retry.max_attempts));
+        json_object_set_new(decision, "reason", json_string(r->reason));
+        return 0;
+    }
+    if (dec.action != WR_ACT_OK) {
+        json_object_set_new(decision, "action", json_string("dead-letter"));
+        json_object_set_new(decision, "queue", json_string(sub->dlq));
+        json_object_set_new(decision, "reason", json_string(r->reason));
+        if (dec.exhausted) {
+            json_object_set_new(decision, "why", json_string("attempts exhausted"));
+        }
+        return 0;
+    }
+    if (r->committed) {
+        json_t *c = json_pack("{s:s}", "result", wr_offcommit_name(r->commit));
+        if (r->commit != WR_OFFCOMMIT_APPLIED) {
+            json_object_set_new(c, "error", json_string(r->commit_why));
+        }
+        json_object_set_new(report, "commit", c);
+    }
+    if (!r->committed || r->commit == WR_OFFCOMMIT_APPLIED) {
+        json_object_set_new(decision, "action", json_string("ack"));
+        return 1;
+    }
+    char text[1200];
+    if (r->commit == WR_OFFCOMMIT_REFUSED) {
+        /* no retry can change it: the worker dead-letters it (worker.c) */
+        snprintf(text, sizeof(text), "store writes refused, nothing applied: %s", r->commit_why);
+        json_object_set_new(decision, "action", json_string("dead-letter"));
+        json_object_set_new(decision, "queue", json_string(sub->dlq));
+        json_object_set_new(decision, "reason", json_string(wr_reason_name(WR_RS_STORE_REFUSED)));
+        json_object_set_new(decision, "error", json_string(text));
+        return 0;
+    }
+    /* back to the queue, nothing applied: it runs again from fresh state */
+    if (r->commit == WR_OFFCOMMIT_CONFLICT) {
+        snprintf(text, sizeof(text), "store %s; nothing applied, the message runs again",
+                 r->commit_why);
+    } else {
+        snprintf(text, sizeof(text), "the commit failed, the message runs again: %s",
+                 r->commit_why);
+    }
+    json_object_set_new(decision, "action", json_string("requeue"));
+    json_object_set_new(decision, "queue", json_string(sub->queue));
+    json_object_set_new(decision, "why", json_string(text));
+    return 0;
+}
+
+/* The report as text (the JSON's fields, one per line). */
+static void print_report(json_t *report, const wr_subscription *sub, int attempt, json_t *calls,
+                         json_t *unused, int live)
+{
+    json_t *decision = json_object_get(report, "decision");
+    json_t *published = json_object_get(report, "published");
+    const char *key = json_string_value(json_object_get(report, "idempotency_key"));
+    const char *action = json_string_value(json_object_get(decision, "action"));
+    printf("subscription  %s (handler %s, version %s)\n", sub->name, sub->handler,
+           json_string_value(json_object_get(report, "handler_version")));
+    printf("outcome       %s", json_string_value(json_object_get(report, "outcome")));
+    if (json_object_get(report, "error")) {
+        printf(" (%s): %s", json_string_value(json_object_get(report, "reason")),
+               json_string_value(json_object_get(report, "error")));
+    }
+    printf("\nattempt       %d of %d\n", attempt, sub->retry.max_attempts);
+    if (key != NULL) {
+        printf("key           %s\n", key);
+    }
+    printf("decision      %s", action);
+    if (json_object_get(decision, "queue")) {
+        printf(" -> %s", json_string_value(json_object_get(decision, "queue")));
+    }
+    if (json_object_get(decision, "delay_ms")) {
+        printf(" in %lld ms (attempt %lld)",
+               (long long)json_integer_value(json_object_get(decision, "delay_ms")),
+               (long long)json_integer_value(json_object_get(decision, "next_attempt")));
+    }
+    const char *derr = json_string_value(json_object_get(decision, "error"));
+    const char *dwhy = json_string_value(json_object_get(decision, "why"));
+    if (derr != NULL || (dwhy != NULL && strcmp(action, "requeue") == 0)) {
+        printf(" (%s)", derr ? derr : dwhy);
+    }
+    json_t *sw = json_object_get(report, "store_writes");
+    if (sw != NULL) {
+        char *t = json_dumps(sw, JSON_COMPACT);
+        printf("\nstore writes  %zu: %s", json_array_size(sw), t ? t : "");
+        free(t);
+    }
+    json_t *commit = json_object_get(report, "commit");
+    if (commit != NULL) {
+        const char *cres = json_string_value(json_object_get(commit, "result"));
+        const char *cerr = json_string_value(json_object_get(commit, "error"));
+        size_t n = strlen(cres);
+        if (cerr != NULL && strncmp(cerr, cres, n) == 0 && cerr[n] == ':') {
+            printf("\ncommit        %s", cerr); /* "conflict: k changed since ..." */
+        } else {
+            printf("\ncommit        %s%s%s", cres, cerr ? ": " : "", cerr ? cerr : "");
+        }
+    }
+    printf("\n");
+    print_http(calls, unused, live);
+    printf("published     %zu event(s)\n", json_array_size(published));
+    size_t i;
+    json_t *p;
+    json_array_foreach(published, i, p)
+    {
+        printf("  %s -> %s/%s: %s\n", json_string_value(json_object_get(p, "message_id")),
+               json_string_value(json_object_get(p, "exchange")),
+               json_string_value(json_object_get(p, "routing_key")),
+               json_string_value(json_object_get(p, "body")));
+    }
+}
+
+static void print_json(json_t *j)
+{
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    printf("%s\n", s ? s : "{}");
+    free(s);
+}
+
 int wr_exec_run(const wr_exec_opts *opts)
 {
     const char *config_path = opts->config_path, *subscription = opts->subscription;
@@ -502,6 +822,7 @@ int wr_exec_run(const wr_exec_opts *opts)
     wr_storebuf *store_buf = NULL;
     wr_lua_store store;
     wr_breakers *breakers = wr_breakers_create(cfg);
+    json_t *report = NULL;
     amqp_pool_t pool;
     init_amqp_pool(&pool, 4096);
     if (sub == NULL) {
@@ -510,6 +831,16 @@ int wr_exec_run(const wr_exec_opts *opts)
             fprintf(stderr, " %s", cfg->subs[i].name);
         }
         fprintf(stderr, ")\n");
+        goto out;
+    }
+    char version[17];
+    int have_version = wr_handler_version(sub->handler, version) == 0;
+    if (opts->envelope && event_path == NULL) {
+        /* the subscription alone: what testing.ctx{config = ...} reads */
+        json_t *j = settings_json(cfg, sub, have_version ? version : NULL);
+        print_json(j);
+        json_decref(j);
+        rc = 0;
         goto out;
     }
     evf = wr_evfile_load(event_path, &errs);
@@ -535,45 +866,53 @@ int wr_exec_run(const wr_exec_opts *opts)
     /* logs from the handler go to stderr: stdout carries the report */
     wr_log_set_fd(STDERR_FILENO);
     wr_log_set_level(cfg->log_level);
-    char version[17];
-    wr_lua_opts o = {.handler_path = sub->handler,
-                     .version = wr_handler_version(sub->handler, version) == 0 ? version : NULL,
-                     .subscription = sub->name,
-                     .queue = sub->queue,
-                     .timeout_ms = sub->handler_timeout_ms,
-                     .max_attempts = sub->retry.max_attempts,
-                     .breakers = breakers,
-                     .breaker_fallback = &sub->breaker,
-                     .max_publish_bytes = (size_t)sub->max_publish_size,
-                     .http_send = exec_send,
-                     .http_ud = &xh};
-    L = wr_lua_create(&o, err, sizeof(err));
-    if (L == NULL) {
-        fprintf(stderr, "%s:%d:%d: subscriptions: %s: %s\n", cfg->path, sub->line, sub->col,
-                sub->name, err);
-        goto out;
+    int run_here = !opts->envelope && opts->result_path == NULL;
+    if (run_here) {
+        wr_lua_opts o = {.handler_path = sub->handler,
+                         .version = have_version ? version : NULL,
+                         .subscription = sub->name,
+                         .queue = sub->queue,
+                         .timeout_ms = sub->handler_timeout_ms,
+                         .max_attempts = sub->retry.max_attempts,
+                         .breakers = breakers,
+                         .breaker_fallback = &sub->breaker,
+                         .max_publish_bytes = (size_t)sub->max_publish_size,
+                         .http_send = exec_send,
+                         .http_ud = &xh};
+        L = wr_lua_create(&o, err, sizeof(err));
+        if (L == NULL) {
+            fprintf(stderr, "%s:%d:%d: subscriptions: %s: %s\n", cfg->path, sub->line, sub->col,
+                    sub->name, err);
+            goto out;
+        }
     }
 
+    /* what the worker does before any handler runs (worker.c's prepare) */
     const wr_idem_policy *pol = &sub->idem;
     int require_id = !(pol->enabled && (pol->source != WR_KEY_MESSAGE_ID || pol->missing_key_hash));
     wr_envelope env;
     const char *reason = NULL;
     char detail[1024];
     char key[WR_IDKEY_MAX + 1] = "";
-    json_t *report = json_object();
+    report = json_object();
     json_t *decision = json_object();
     json_t *published = json_array();
     json_object_set_new(report, "subscription", json_string(sub->name));
     json_object_set_new(report, "handler", json_string(sub->handler));
-    json_object_set_new(report, "handler_version", json_string(wr_lua_version(L)));
+    json_object_set_new(report, "handler_version",
+                        json_string(L              ? wr_lua_version(L)
+                                    : have_version ? version
+                                                   : ""));
     int ok = 0;
     int invalid =
         wr_envelope_decode(&d, sub->max_body_size > 0 ? (size_t)sub->max_body_size : 512 * 1024,
                            require_id, &env, &reason, detail, sizeof(detail)) != 0;
+    wr_reason key_rs = WR_RS_NONE;
     if (!invalid && pol->enabled &&
-        wr_idkey_derive(pol, &env, key, sizeof(key), detail, sizeof(detail)) != 0) {
+        (key_rs = wr_idkey_derive(pol, &env, key, sizeof(key), detail, sizeof(detail))) !=
+            WR_RS_NONE) {
         invalid = 1;
-        reason = WR_REASON_MISSING_KEY;
+        reason = wr_reason_name(key_rs);
     }
     if (!invalid && key[0] == '\0') {
         snprintf(key, sizeof(key), "%.*s", (int)env.id.len, (const char *)env.id.bytes);
@@ -588,121 +927,106 @@ int wr_exec_run(const wr_exec_opts *opts)
         json_object_set_new(report, "error", json_string(detail));
         json_object_set_new(decision, "action", json_string("dead-letter"));
         json_object_set_new(decision, "queue", json_string(sub->dlq));
+        json_object_set_new(decision, "reason", json_string(reason));
+    } else if (opts->envelope) {
+        /* the kit runs the handler itself: it needs the key and the attempt */
+        json_object_set_new(report, "trace_id", json_null());
+        char trace[33], span[17];
+        if (wr_trace_parse(env.traceparent, trace, span) == 0) {
+            json_object_set_new(report, "trace_id", json_string(trace));
+        }
     } else {
-        wr_lua_call call = {.idempotency_key = key, .trace_id = NULL, .attempt = env.attempt};
-        if (pol->enabled) {
-            es.seed = json_object_get(ev, "store");
-            es.prefix_len = strlen(cfg->store_prefix);
-            store_buf = wr_storebuf_create(cfg->store_max_writes);
-            store = (wr_lua_store){.buf = store_buf,
-                                   .fetch = exec_fetch,
-                                   .fetch_ud = &es,
-                                   .prefix = cfg->store_prefix,
-                                   .max_value_bytes = (size_t)cfg->store_max_value_bytes};
-            call.store = store_buf ? &store : NULL;
-        }
-        char trace[33] = "", span[17];
-        if (wr_trace_parse(env.traceparent, trace, span) != 0) {
-            /* a new trace, as a worker starts one: from the clock, no need for quality */
-            unsigned long long a = (unsigned long long)(wr_mono_ms() * 1000.0);
-            unsigned long long b = (unsigned long long)wr_now_ms() ^ 0x9e3779b97f4a7c15ULL;
-            snprintf(trace, sizeof(trace), "%016llx%016llx", a * 0x2545F4914F6CDD1DULL, b);
-        }
-        call.trace_id = trace;
-        wr_lua_result res;
-        double t0 = wr_mono_ms();
-        wr_outcome out = wr_lua_handle(L, &env, &call, &res);
-        json_object_set_new(report, "duration_ms", json_real(wr_mono_ms() - t0));
-        json_object_set_new(report, "outcome", json_string(wr_outcome_name(out)));
-        if (out != WR_OUT_OK) {
-            json_object_set_new(report, "reason", json_string(res.reason));
-            json_object_set_new(report, "error", json_string(res.error));
-        }
-        /* the same decision as the worker's (decide.h), jitter pinned to none */
-        wr_retry_tiers tiers;
-        wr_retry_tiers_of(&sub->retry, &tiers);
-        wr_decision dec =
-            wr_decide(out, env.attempt, &sub->retry, &tiers, res.retry_delay_ms, 0, 0);
-        if (dec.action == WR_ACT_OK) {
-            ok = 1;
-            for (int i = 0; i < res.pub_count; i++) {
-                json_array_append_new(published, pub_json(&res.pubs[i], key, sub->name, i));
+        exec_ran ran = {.retry_delay_ms = -1};
+        if (!run_here) {
+            if (read_result(opts->result_path, key, sub->name, &ran, published, err, sizeof(err)) !=
+                0) {
+                fprintf(stderr, "warren exec: %s\n", err);
+                goto out;
             }
-            if (store_buf != NULL) {
-                /* what the commit would apply with the done mark */
-                json_object_set_new(report, "store_writes", writes_json(store_buf, es.prefix_len));
-            }
-            json_object_set_new(decision, "action", json_string("ack"));
-        } else if (dec.action == WR_ACT_RETRY) {
-            char q[300];
-            wr_retry_queue_name(sub->queue, tiers.delay_ms[dec.tier], q, sizeof(q));
-            json_object_set_new(decision, "action", json_string("retry"));
-            json_object_set_new(decision, "delay_ms", json_integer(dec.delay_ms));
-            json_object_set_new(decision, "queue", json_string(q));
-            json_object_set_new(decision, "next_attempt", json_integer(env.attempt + 1));
-            json_object_set_new(decision, "max_attempts", json_integer(sub->retry.max_attempts));
         } else {
-            json_object_set_new(decision, "action", json_string("dead-letter"));
-            json_object_set_new(decision, "queue", json_string(sub->dlq));
-            if (dec.exhausted) {
-                json_object_set_new(decision, "why", json_string("attempts exhausted"));
+            wr_lua_call call = {.idempotency_key = key, .trace_id = NULL, .attempt = env.attempt};
+            if (pol->enabled) {
+                es.seed = json_object_get(ev, "store");
+                es.prefix_len = strlen(cfg->store_prefix);
+                store_buf = wr_storebuf_create(cfg->store_max_writes);
+                store = (wr_lua_store){.buf = store_buf,
+                                       .fetch = exec_fetch,
+                                       .fetch_ud = &es,
+                                       .prefix = cfg->store_prefix,
+                                       .max_value_bytes = (size_t)cfg->store_max_value_bytes};
+                call.store = store_buf ? &store : NULL;
+            }
+            char trace[33] = "", span[17];
+            if (wr_trace_parse(env.traceparent, trace, span) != 0) {
+                /* a new trace, as a worker starts one: from the clock, no need for quality */
+                unsigned long long a = (unsigned long long)(wr_mono_ms() * 1000.0);
+                unsigned long long b = (unsigned long long)wr_now_ms() ^ 0x9e3779b97f4a7c15ULL;
+                snprintf(trace, sizeof(trace), "%016llx%016llx", a * 0x2545F4914F6CDD1DULL, b);
+            }
+            call.trace_id = trace;
+            wr_lua_result res;
+            double t0 = wr_mono_ms();
+            ran.out = wr_lua_handle(L, &env, &call, &res);
+            json_object_set_new(report, "duration_ms", json_real(wr_mono_ms() - t0));
+            snprintf(ran.reason, sizeof(ran.reason), "%s", res.reason);
+            snprintf(ran.error, sizeof(ran.error), "%s", res.error);
+            ran.retry_delay_ms = res.retry_delay_ms;
+            int nw = 0;
+            if (ran.out == WR_OUT_OK) {
+                /* the sidecar publishes them before the commit, whatever it says */
+                for (int i = 0; i < res.pub_count; i++) {
+                    json_array_append_new(published, pub_json(&res.pubs[i], key, sub->name, i));
+                }
+                if (store_buf != NULL) {
+                    /* what the commit would apply with the done mark */
+                    json_object_set_new(report, "store_writes",
+                                        writes_json(store_buf, es.prefix_len));
+                    wr_storebuf_writes(store_buf, &nw);
+                }
+            }
+            if (nw > 0) {
+                /* the sidecar's commit script, over the event file's store */
+                ran.committed = 1;
+                ran.commit = wr_offcommit_run(
+                    store_buf, cfg->store_prefix, es.seed, json_object_get(ev, "store_at_commit"),
+                    (double)wr_now_ms() / 1000.0, ran.commit_why, sizeof(ran.commit_why));
             }
         }
+        json_object_set_new(report, "outcome", json_string(wr_outcome_name(ran.out)));
+        if (ran.out != WR_OUT_OK) {
+            json_object_set_new(report, "reason", json_string(ran.reason));
+            json_object_set_new(report, "error", json_string(ran.error));
+        }
+        ok = decide_run(sub, env.attempt, &ran, report, decision);
     }
     json_object_set_new(report, "published", published);
     json_object_set_new(report, "decision", decision);
+    if (opts->envelope) {
+        json_object_del(report, "published");
+        if (!invalid) {
+            json_object_del(report, "decision");
+        }
+        json_object_set_new(report, "settings",
+                            settings_json(cfg, sub, have_version ? version : NULL));
+        /* the file as checked (store numbers as text), and its fakes resolved */
+        json_object_set_new(report, "event_file", json_deep_copy(ev));
+        json_object_set_new(report, "http_fakes", fakes_json(evf));
+        print_json(report);
+        rc = invalid ? 1 : 0;
+        goto out;
+    }
     json_t *unused = unused_json(evf);
     json_object_set_new(report, "http_calls", json_incref(xh.calls));
     json_object_set_new(report, "unused_fakes", unused);
     if (json_output) {
-        char *s = json_dumps(report, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        printf("%s\n", s ? s : "{}");
-        free(s);
+        print_json(report);
     } else {
-        json_t *a = json_object_get(decision, "action");
-        printf("subscription  %s (handler %s, version %s)\n", sub->name, sub->handler,
-               wr_lua_version(L));
-        printf("outcome       %s", json_string_value(json_object_get(report, "outcome")));
-        if (json_object_get(report, "error")) {
-            printf(" (%s): %s", json_string_value(json_object_get(report, "reason")),
-                   json_string_value(json_object_get(report, "error")));
-        }
-        printf("\nattempt       %d of %d\n", env.attempt, sub->retry.max_attempts);
-        if (key[0]) {
-            printf("key           %s\n", key);
-        }
-        printf("decision      %s", json_string_value(a));
-        if (json_object_get(decision, "queue")) {
-            printf(" -> %s", json_string_value(json_object_get(decision, "queue")));
-        }
-        if (json_object_get(decision, "delay_ms")) {
-            printf(" in %lld ms (attempt %lld)",
-                   (long long)json_integer_value(json_object_get(decision, "delay_ms")),
-                   (long long)json_integer_value(json_object_get(decision, "next_attempt")));
-        }
-        json_t *sw = json_object_get(report, "store_writes");
-        if (sw != NULL) {
-            char *t = json_dumps(sw, JSON_COMPACT);
-            printf("\nstore writes  %zu: %s", json_array_size(sw), t ? t : "");
-            free(t);
-        }
-        printf("\n");
-        print_http(xh.calls, unused, xh.live);
-        printf("published     %zu event(s)\n", json_array_size(published));
-        size_t i;
-        json_t *p;
-        json_array_foreach(published, i, p)
-        {
-            printf("  %s -> %s/%s: %s\n", json_string_value(json_object_get(p, "message_id")),
-                   json_string_value(json_object_get(p, "exchange")),
-                   json_string_value(json_object_get(p, "routing_key")),
-                   json_string_value(json_object_get(p, "body")));
-        }
+        print_report(report, sub, env.attempt, xh.calls, unused, xh.live);
     }
-    json_decref(report);
     rc = ok && xh.unfaked == 0 ? 0 : 1;
 
 out:
+    json_decref(report);
     wr_storebuf_destroy(store_buf);
     free(es.items);
     wr_lua_destroy(L);

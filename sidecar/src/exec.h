@@ -26,6 +26,21 @@
  * The event file is checked first, like the config: unknown keys, wrong
  * types, an attempt out of range are errors as FILE:LINE:COL: message
  * (evfile.h has the format).
+ *
+ * Two modes serve the busted kit (handlers/warren/testing.lua), which runs
+ * handlers in-process with Lua fakes but takes everything the config decides
+ * from here, so the config is parsed, the envelope checked and the decision
+ * taken by one piece of code:
+ *   envelope  print, as JSON, the subscription's settings as the sidecar
+ *             resolved them ("settings": key source, attempts, timeouts,
+ *             store prefix and limits, queues) and, for an event, what the
+ *             worker makes of it before any handler runs: its idempotency key
+ *             and attempt, or why it is invalid and the decision (DLQ). Exit
+ *             0, or 1 for an invalid message.
+ *   result    do not run the handler: read how it ended from a JSON file the
+ *             kit wrote ({"outcome", "reason", "error", "retry_delay_ms",
+ *             "published": [...], "commit": {"result", "error"}}), then
+ *             check the envelope and decide exactly as for a run here.
  */
 #ifndef WR_EXEC_H
 #define WR_EXEC_H
@@ -33,9 +48,11 @@
 typedef struct {
     const char *config_path;
     const char *subscription;
-    const char *event_path;
-    int json_output; /* print the report as JSON */
-    int live_http;   /* send ctx.http requests for real instead of answering from fakes */
+    const char *event_path;  /* NULL only with envelope: the subscription's settings alone */
+    int json_output;         /* print the report as JSON */
+    int live_http;           /* send ctx.http requests for real instead of answering from fakes */
+    int envelope;            /* stop before the handler (below) */
+    const char *result_path; /* do not run the handler: take how it ended from this file */
 } wr_exec_opts;
 
 /*

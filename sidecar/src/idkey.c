@@ -48,6 +48,8 @@ static json_t *json_path(json_t *root, const char *path)
     return cur;
 }
 
+/* The key from a field of the JSON body: 0, -1 (no such field), or -2 (the body
+ * is not JSON). */
 static int from_json(const wr_idem_policy *pol, const wr_envelope *env, char *out, size_t cap,
                      char *why, size_t whycap)
 {
@@ -56,7 +58,7 @@ static int from_json(const wr_idem_policy *pol, const wr_envelope *env, char *ou
     if (root == NULL) {
         snprintf(why, whycap, "the key is the JSON field '%s', but the body is not JSON (%s)",
                  pol->key_arg, jerr.text);
-        return -1;
+        return -2;
     }
     json_t *v = json_path(root, pol->key_arg);
     int rc = -1;
@@ -92,8 +94,8 @@ static int body_hash(const wr_envelope *env, char *out, size_t cap)
     return 0;
 }
 
-int wr_idkey_derive(const wr_idem_policy *pol, const wr_envelope *env, char *out, size_t cap,
-                    char *why, size_t whycap)
+wr_reason wr_idkey_derive(const wr_idem_policy *pol, const wr_envelope *env, char *out, size_t cap,
+                          char *why, size_t whycap)
 {
     int rc = -1;
     char what[300];
@@ -123,12 +125,19 @@ int wr_idkey_derive(const wr_idem_policy *pol, const wr_envelope *env, char *out
     }
     case WR_KEY_JSON:
         rc = from_json(pol, env, out, cap, why, whycap);
+        if (rc == -2 && env->is_json) {
+            /* invalid whatever the key: the handler could not decode it either */
+            return WR_RS_INVALID_JSON;
+        }
         break;
     }
-    if (rc != 0 && pol->missing_key_hash && env->body.len > 0) {
-        return body_hash(env, out, cap);
+    if (rc == 0) {
+        return WR_RS_NONE;
     }
-    return rc;
+    if (pol->missing_key_hash && env->body.len > 0 && body_hash(env, out, cap) == 0) {
+        return WR_RS_NONE;
+    }
+    return WR_RS_MISSING_KEY;
 }
 
 size_t wr_idkey_event_id(const char *base, size_t base_len, const char *subscription, int n,

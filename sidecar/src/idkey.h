@@ -15,17 +15,23 @@
 
 #include "config.h"
 #include "envelope.h"
+#include "outcome.h"
 
 #define WR_IDKEY_MAX 512 /* longest key accepted, in bytes */
 #define WR_REASON_MISSING_KEY "missing-idempotency-key"
 
 /*
  * Derive the key of ENV under POLICY into OUT (NUL-terminated, at most
- * WR_IDKEY_MAX bytes plus the terminator; CAP must be larger). Returns 0, or -1
- * with a human explanation in WHY (reason: WR_REASON_MISSING_KEY).
+ * WR_IDKEY_MAX bytes plus the terminator; CAP must be larger). Returns
+ * WR_RS_NONE (0), or why the message is invalid, with a human explanation in
+ * WHY: WR_RS_MISSING_KEY, or WR_RS_INVALID_JSON when the key is a JSON field
+ * and a body of a JSON content type (or none) is not JSON at all (what the
+ * handler's decoding would say too, so `warren dlq list --reason invalid-json`
+ * finds it whatever the key's source). A body hash (missing_key: body-hash)
+ * stands in for a missing key, never for a body that is not JSON.
  */
-int wr_idkey_derive(const wr_idem_policy *policy, const wr_envelope *env, char *out, size_t cap,
-                    char *why, size_t whycap);
+wr_reason wr_idkey_derive(const wr_idem_policy *policy, const wr_envelope *env, char *out,
+                          size_t cap, char *why, size_t whycap);
 
 /* Longest AMQP short string (message ids, exchange and queue names, header names). */
 #define WR_AMQP_SHORTSTR 255

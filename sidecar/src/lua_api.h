@@ -22,7 +22,20 @@ int wr_lua_panic(lua_State *L);
  * is being handled. */
 void wr_lua_check_handling(lua_State *L, const char *fn);
 
-/* Raise an error at the caller's level (like error(msg, 2)). */
+/*
+ * Push "source:line: " of the handler code that made the current ctx call:
+ * the nearest frame up the stack that runs handler code (a Lua function with
+ * a current line, not one of warren's own chunks, whose names start with
+ * '='), past C frames (pcall, a breaker's call) and past a frame a tail call
+ * replaced (`return ctx.http.request{...}` inside a breaker's function names
+ * the line that called the breaker). "" when there is none. So an error keeps
+ * where it came from on its way to the log and the DLQ headers; the kit
+ * (warren.testing) follows the same rule.
+ */
+void wr_lua_push_where(lua_State *L);
+
+/* Raise an error at the handler's line (wr_lua_push_where): like error(msg,
+ * 2) when the handler called the function directly. */
 int wr_lua_caller_error(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Milliseconds left before the current handler call's deadline (may be <= 0). */

@@ -310,10 +310,10 @@ static const char *safe(safe_url *s, const char *url)
     return wr_http_safe_url(url, s->url, sizeof(s->url));
 }
 
-/* Raise MSG (any length) at the caller's level, as error(msg, 2) would. */
+/* Raise MSG (any length) at the handler's line (wr_lua_push_where). */
 static int raise_text(lua_State *L, const char *msg)
 {
-    luaL_where(L, 1);
+    wr_lua_push_where(L);
     lua_pushstring(L, msg);
     lua_concat(L, 2);
     return lua_error(L);

@@ -115,9 +115,24 @@ static wr_lua *self(lua_State *L)
     return lua_touserdata(L, lua_upvalueindex(1));
 }
 
+void wr_lua_push_where(lua_State *L)
+{
+    lua_Debug ar;
+    /* a bound: handler code is rarely deep, and this runs only on errors */
+    for (int level = 1; level < 64 && lua_getstack(L, level, &ar); level++) {
+        if (lua_getinfo(L, "Sl", &ar) && ar.currentline > 0 && ar.source[0] != '=') {
+            lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+            return;
+        }
+    }
+    lua_pushliteral(L, "");
+}
+
 /*
- * Raise an error at the caller's level (like error(msg, 2)): the message
- * starts with the handler's source:line, not with the C function's.
+ * Raise an error at the handler's line (like error(msg, 2) when the handler
+ * called us directly): the message starts with the source:line of the
+ * handler code that made the call (wr_lua_push_where), not with the C
+ * function's, even through pcall or a breaker's call.
  */
 static int caller_error(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int caller_error(lua_State *L, const char *fmt, ...)
@@ -127,7 +142,7 @@ static int caller_error(lua_State *L, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    luaL_where(L, 1);
+    wr_lua_push_where(L);
     lua_pushstring(L, msg);
     lua_concat(L, 2);
     return lua_error(L);

@@ -16,12 +16,21 @@ static const char usage[] =
     "\n"
     "commands:\n"
     "  run -c FILE          consume the configured queues until SIGTERM/SIGINT\n"
-    "  check -c FILE        validate the config and compile every handler\n"
+    "  check -c FILE [--lint error|warn|off]\n"
+    "                       validate the config, compile every handler, and find reads\n"
+    "                       and writes of undeclared globals in handlers and their\n"
+    "                       modules (an error unless --lint says otherwise)\n"
     "  exec -c FILE --subscription NAME --event FILE.json [--json] [--live-http]\n"
     "                       run one event through the handler, no broker: print the\n"
     "                       outcome and what would be published, retried or dead-lettered;\n"
     "                       ctx.http is answered by the event file's \"http\" fakes, and\n"
     "                       only --live-http sends requests over the network\n"
+    "  exec -c FILE --subscription NAME [--event FILE.json] --envelope\n"
+    "  exec -c FILE --subscription NAME --event FILE.json --result FILE.json [--json]\n"
+    "                       for the busted kit (warren.testing): the subscription's\n"
+    "                       settings and what the worker makes of an event before its\n"
+    "                       handler runs (JSON); or the decision for a handler's result\n"
+    "                       the kit ran itself\n"
     "  config-reference     print every config key as a Markdown table\n";
 
 static const char usage_tail[] =
@@ -84,8 +93,10 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0 && !exec) {
         return usage_error("unknown command '%s'", cmd);
     }
-    const char *config = NULL, *sub = NULL, *event = NULL;
-    int json = 0, live_http = 0;
+    const char *config = NULL, *sub = NULL, *event = NULL, *result = NULL;
+    int json = 0, live_http = 0, envelope = 0;
+    wr_lint_mode lint = WR_LINT_ERROR;
+    int check = strcmp(cmd, "check") == 0;
     for (int i = 2; i < argc; i++) {
         if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
             if (i + 1 >= argc) {
@@ -103,6 +114,24 @@ int main(int argc, char **argv)
             json = 1;
         } else if (exec && strcmp(argv[i], "--live-http") == 0) {
             live_http = 1;
+        } else if (check && strcmp(argv[i], "--lint") == 0) {
+            const char *m = i + 1 < argc ? argv[++i] : "";
+            if (strcmp(m, "error") == 0) {
+                lint = WR_LINT_ERROR;
+            } else if (strcmp(m, "warn") == 0) {
+                lint = WR_LINT_WARN;
+            } else if (strcmp(m, "off") == 0) {
+                lint = WR_LINT_OFF;
+            } else {
+                return usage_error("--lint takes error, warn or off (got '%s')", m);
+            }
+        } else if (exec && strcmp(argv[i], "--envelope") == 0) {
+            envelope = 1;
+        } else if (exec && strcmp(argv[i], "--result") == 0) {
+            if (i + 1 >= argc) {
+                return usage_error("%s needs a file name", argv[i]);
+            }
+            result = argv[++i];
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             put_usage(stdout);
             return 0;
@@ -113,8 +142,11 @@ int main(int argc, char **argv)
     if (config == NULL) {
         return usage_error("%s needs -c FILE", cmd);
     }
-    if (exec && (sub == NULL || event == NULL)) {
+    if (exec && (sub == NULL || (event == NULL && !envelope))) {
         return usage_error("%s", "exec needs --subscription NAME and --event FILE.json");
+    }
+    if (exec && envelope && (result != NULL || live_http)) {
+        return usage_error("%s", "exec --envelope runs no handler: no --result, no --live-http");
     }
     /* libcurl's global set-up is not thread-safe: once, before any worker starts */
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -122,10 +154,12 @@ int main(int argc, char **argv)
                        .subscription = sub,
                        .event_path = event,
                        .json_output = json,
-                       .live_http = live_http};
+                       .live_http = live_http,
+                       .envelope = envelope,
+                       .result_path = result};
     int rc = exec                      ? wr_exec_run(&eo)
              : strcmp(cmd, "run") == 0 ? wr_app_run(config)
-                                       : wr_app_check(config);
+                                       : wr_app_check(config, lint);
     curl_global_cleanup();
     return rc;
 }

@@ -4,12 +4,19 @@
  * opening with its KEYS/ARGV layout and what it returns), with record.lua (the
  * record format's helpers) in front of each; the build embeds them
  * (cmake/embed_scripts.cmake). tests/scripts/ runs them directly against a
- * throwaway redis-server.
+ * throwaway redis-server, and the offline model (commit_model.lua) beside
+ * them.
  */
 #ifndef WR_SCRIPTS_H
 #define WR_SCRIPTS_H
 
 extern const char wr_script_claim[];  /* claim a batch's records (idem.h) */
 extern const char wr_script_finish[]; /* finish them, with their ctx.store writes */
+
+/* warren's own Lua (sidecar/lua/), run in a plain LuaJIT state of its own, never
+ * in a handler's: */
+extern const char wr_lua_commit_model[]; /* the commit script over an in-memory Redis
+                                            (offcommit.h) */
+extern const char wr_lua_lint[];         /* undeclared globals in handlers (lint.h) */
 
 #endif

@@ -710,10 +710,11 @@ static void prepare(wr_worker *w, item *it)
     if (wr_trace_parse(it->env.traceparent, it->trace_id, span) != 0) {
         hex_rand(w, it->trace_id, 32);
     }
+    wr_reason key_rs = WR_RS_NONE;
     if (rc == 0 && pol->enabled &&
-        wr_idkey_derive(pol, &it->env, it->key, sizeof(it->key), it->error, sizeof(it->error)) !=
-            0) {
-        reason = WR_REASON_MISSING_KEY;
+        (key_rs = wr_idkey_derive(pol, &it->env, it->key, sizeof(it->key), it->error,
+                                  sizeof(it->error))) != WR_RS_NONE) {
+        reason = wr_reason_name(key_rs); /* missing-idempotency-key or invalid-json */
         rc = -1;
     }
     if (rc != 0) {

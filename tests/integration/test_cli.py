@@ -31,7 +31,8 @@ for args, what in ((["frobnicate"], "unknown command"), (["run"], "run without -
 # The shipped example config and handlers check clean.
 rc, out, err = run("check", "-c", os.path.join(SOURCE_DIR, "config", "warren.yaml"))
 check_eq(rc, 0, "check of config/warren.yaml exits 0 (stderr: %s)" % err.strip())
-check("configuration OK" in out and "all handlers compiled" in out, "check says what it verified")
+check("configuration OK" in out and "all handlers compiled" in out and
+      "no undeclared globals" in out, "check says what it verified")
 
 tmp = tempdir()
 good = write(os.path.join(tmp, "good.lua"), "return { handle = function(event, ctx) end }\n")
@@ -51,6 +52,8 @@ cfg = config("broken.yaml", "  - name: a\n    queue: q.a\n    handler: good.lua\
              "  - name: c\n    queue: q.c\n    handler: noinit.lua\n")
 rc, out, err = run("check", "-c", cfg)
 check_eq(rc, 1, "check with broken handlers exits 1")
+check_eq(out, "%s: check failed, 2 problems (listed on stderr)\n" % cfg,
+         "stdout claims nothing was OK when a handler failed")
 lines = err.strip().splitlines()
 check_eq(len(lines), 2, "one line per broken handler")
 check_eq(lines[0] if lines else "",
@@ -59,6 +62,33 @@ check_eq(lines[0] if lines else "",
 check_eq(lines[1] if len(lines) > 1 else "",
          "%s:12:5: subscriptions[2].handler: init failed: %s:2: no database" % (cfg, noinit),
          "init failure is reported")
+
+# A handler that compiles and loads but reads and writes undeclared globals:
+# check finds them without running the handler, at FILE:LINE:COL.
+typo = write(os.path.join(tmp, "typo.lua"), "local M = {}\n"
+             "function M.handle(event, ctx)\n"
+             "  local v = store.get('k')\n"
+             "  total = v\n"
+             "end\n"
+             "return M\n")
+lint_cfg = config("lint.yaml", "  - name: t\n    queue: q.t\n    handler: typo.lua\n")
+rc, out, err = run("check", "-c", lint_cfg)
+check_eq(rc, 1, "undeclared globals fail check")
+check_eq(err.strip().splitlines(), [
+    "%s:3:13: read of the undeclared global 'store' (handler globals are locked: this line "
+    "fails when it runs; did you mean ctx.store?)" % typo,
+    "%s:4:3: assignment to the global 'total' (handler globals are locked: this line fails "
+    "when it runs; declare it local)" % typo], "each one at FILE:LINE:COL")
+check_eq(out, "%s: check failed, 2 problems (listed on stderr)\n" % lint_cfg,
+         "and stdout says check failed")
+rc, out, err = run("check", "-c", lint_cfg, "--lint", "warn")
+check_eq(rc, 0, "--lint warn lists them and passes")
+check(err.count(": warning: ") == 2 and "2 undeclared globals (warnings" in out,
+      "as warnings: %r %r" % (out, err))
+rc, out, err = run("check", "-c", lint_cfg, "--lint", "off")
+check((rc, err) == (0, "") and "globals not checked" in out, "--lint off does not look")
+rc, _, err = run("check", "-c", lint_cfg, "--lint", "loud")
+check_eq(rc, 2, "--lint with another word is a usage error")
 
 rc, _, err = run("run", "-c", cfg)
 check_eq(rc, 1, "run refuses to start with a broken handler")
@@ -123,7 +153,7 @@ rc, out, _ = run_exec({"id": "e-2", "data": {"fail": True}, "attempt": 2}, "--js
 rep = _json.loads(out) if out else {}
 check_eq(rc, 1, "exec of a failing event exits 1")
 check_eq(rep.get("decision"), {"action": "retry", "delay_ms": 10000, "queue": "q.ex.retry.10s",
-                                "next_attempt": 3, "max_attempts": 3},
+                                "next_attempt": 3, "max_attempts": 3, "reason": "handler-error"},
          "a failure on attempt 2 of 3 would be retried in 10s")
 rc, out, _ = run_exec({"id": "e-3", "data": {"fail": True}, "attempt": 3}, "--json")
 rep = _json.loads(out) if out else {}

@@ -244,7 +244,8 @@ def pos(text, needle):
 
 want = [
     "%s:%s: unknown key 'stroe' at the top level (expected one of: id, type, routing_key, "
-    "exchange, content_type, headers, attempt, redelivered, data, body, store, http)"
+    "exchange, content_type, headers, attempt, redelivered, data, body, store, http, "
+    "store_at_commit)"
     % (path, pos(text, '"stroe"')),
     "%s:%s: attempt: expected an integer from 1 to 1000000, got 2147483648"
     % (path, pos(text, "2147483648")),

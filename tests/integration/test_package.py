@@ -83,6 +83,8 @@ print("  installed: %s" % ", ".join(files), flush=True)
 handlers = sorted(os.path.basename(p) for p in glob.glob(os.path.join(SOURCE_DIR, "handlers",
                                                                       "*.lua")))
 for f in ["bin/warren", "share/man/man1/warren.1.gz", "share/lua/5.1/warren/testing.lua",
+          "share/warren/scripts/record.lua", "share/warren/scripts/finish.lua",
+          "share/warren/lua/commit_model.lua",
           "share/doc/warren/examples/config/warren.yaml", "share/doc/warren/README.md",
           "share/doc/warren/operations.md"] + \
         ["share/doc/warren/examples/handlers/" + h for h in handlers]:
@@ -100,6 +102,14 @@ r = run(["luajit", "-e", 'local t = require "warren.testing"; io.write(t._VERSIO
         env=dict(os.environ, LUA_PATH=lua_path))
 check(r.returncode == 0 and r.stdout, "the installed kit loads as require \"warren.testing\" "
       "(version %r; %s)" % (r.stdout, r.stderr.strip()[-200:]))
+# ... and commits ctx.store writes with the installed commit script (from /, far from the tree)
+commit = ('local t = require "warren.testing"; local c = t.ctx{store = {k = "text"}}; '
+          'io.write(t.run({handle = function(e, ctx) ctx.store.incrby("k", 1) end}, '
+          't.event{}, c).commit)')
+r = subprocess.run(["luajit", "-e", commit], capture_output=True, text=True, cwd="/",
+                   env=dict(os.environ, LUA_PATH=lua_path))
+check_eq((r.stdout, r.stderr.strip()[-200:]), ("refused", ""),
+         "the installed kit commits with the installed commit script")
 with gzip.open(os.path.join(prefix, "share/man/man1/warren.1.gz"), "rt") as fh:
     man = fh.read()
 for want in (".TH WARREN \"1\"", "dlq replay", "config\\-reference", "warren.testing"):

@@ -115,6 +115,9 @@ check_eq((seen.get("m1"), seen.get("m2")), (False, True), "sismember after sadd/
 check_eq((seen.get("gone"), seen.get("gone_exists")), (None, False), "del then get = nil")
 check_eq(seen.get("ttl"), 60, "ttl of a set with ttl")
 check_eq((seen.get("base"), seen.get("base_after")), ("10", "11"), "get over a Redis value")
+# the output event is published (and confirmed) before the commit: wait for the
+# commit (the record done, in the same script as the writes), not for the event
+wait_for(lambda: idem_record(r, "st", "ryw-1").get("state") == "done", 20, "ryw-1 committed")
 check_eq(r.get(SP + "s"), "v1", "set applied")
 check_eq(r.get(SP + "n"), "3", "incrby applied")
 check_eq(r.hgetall(SP + "h"), {"a": "5"}, "hash applied")

@@ -26,6 +26,7 @@ import redis
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = os.path.join(HERE, "..", "..", "sidecar", "scripts")
+MODEL = os.path.join(HERE, "..", "..", "sidecar", "lua", "commit_model.lua")
 
 checks = 0
 failures = 0
@@ -229,6 +230,156 @@ def run(r):
     check_eq(sum(1 for x in res if x == (0, 1)), 49, "the others acquired")
 
     store_writes(r, s, A, B)
+    offline_model(r)
+
+
+# One message's commit, run by the offline model (sidecar/lua/commit_model.lua:
+# what `warren exec` and the test kit use instead of Redis) and by Redis with
+# the same KEYS and ARGV: the same answer and the same state after.
+# Each case: the state before (kit/exec seed shape), the writes and guards of
+# the message (storebuf's form), and what another message changed in between.
+MODEL_CASES = [
+    ("applied, every kind of write",
+     {"n": "5", "h": {"a": "1"}, "s": ["x", "y"], "gone": "v"},
+     [["incrby", "n", None, None, 2], ["hset", "h", "b", "2", None],
+      ["hincrby", "h", "a", None, 4], ["sadd", "s", "z", None, None],
+      ["srem", "s", "x", None, None], ["del", "gone", None, None, None],
+      ["set", "t", "v", None, 60000], ["expire", "n", None, None, 120000],
+      ["hdel", "h", "b", None, None]], [], {}),
+    ("hincrby on a string: refused", {"customer:c-7": "500"},
+     [["hincrby", "customer:c-7", "refunded_cents", None, 100]], [], {}),
+    ("incrby on a hash: refused", {"h": {"f": "1"}}, [["incrby", "h", None, None, 1]], [], {}),
+    ("sadd on a hash after an incrby elsewhere", {"h": {"f": "1"}},
+     [["incrby", "n", None, None, 1], ["sadd", "h", "m", None, None]], [], {}),
+    ("incrby over 05: refused", {"n": "05"}, [["incrby", "n", None, None, 1]], [], {}),
+    ("incrby over -0 with a read: refused", {"n": "-0"}, [["incrby", "n", None, None, 1]],
+     [["GET", "n", "", ["-0"]]], {}),
+    ("hincrby over a text field: refused", {"h": {"f": "abc"}},
+     [["hincrby", "h", "f", None, 1]], [], {}),
+    ("del then hincrby over a string: applied", {"x": "text"},
+     [["del", "x", None, None, None], ["hincrby", "x", "f", None, 3]], [], {}),
+    ("set then incrby twice: applied", {},
+     [["set", "c", "10", None, 0], ["incrby", "c", None, None, 5],
+      ["incrby", "c", None, None, -20]], [], {}),
+    ("past 2^53: exact", {"big": "9007199254740993", "h": {"f": "-9007199254740993"}},
+     [["incrby", "big", None, None, 2], ["hincrby", "h", "f", None, -2]], [], {}),
+    ("near 2^63: refused", {"big": "9223372036854775000"},
+     [["incrby", "big", None, None, 800]], [], {}),
+    ("hset emptied by hdel: the key goes", {"h": {"f": "1"}},
+     [["hdel", "h", "f", None, None]], [], {}),
+    ("a guarded read that holds", {"stock": "5", "h": {"a": "1"}, "s": ["m"]},
+     [["incrby", "stock", None, None, -1]],
+     [["GET", "stock", "", ["5"]], ["HGETALL", "h", "", ["a", "1"]],
+      ["SISMEMBER", "s", "m", ["1"]], ["EXISTS", "nope", "", ["0"]],
+      ["SMEMBERS", "s", "", ["m"]], ["HGET", "h", "zz", []]], {}),
+    ("a read another message changed: conflict", {"stock": "5"},
+     [["incrby", "stock", None, None, -1]], [["GET", "stock", "", ["5"]]], {"stock": "3"}),
+    ("a hash field another message added: conflict", {"h": {"a": "1"}},
+     [["hset", "h", "b", "x", None]], [["HGETALL", "h", "", ["a", "1"]]],
+     {"h": {"a": "1", "c": "2"}}),
+    ("a key another message deleted: conflict", {"k": "v"},
+     [["set", "k2", "x", None, 0]], [["EXISTS", "k", "", ["1"]]], {"k": None}),
+    ("a blind write over a changed key: applied", {"stock": "5"},
+     [["incrby", "stock", None, None, -1]], [], {"stock": "3"}),
+]
+
+
+def offline_model(r):
+    import json
+    script = source("finish.lua")
+    driver = r'''
+local cjson = require "cjson"
+local M = dofile(arg[1])
+local f = io.open(arg[2]); local script = f:read("*a"); f:close()
+local cases = cjson.decode(io.read("*a"))
+local function seed(db, state)
+  for k, v in pairs(state) do
+    if v == cjson.null then db[k] = nil
+    elseif type(v) == "string" then db[k] = { kind = "string", v = v }
+    elseif #v > 0 then
+      local s = {} for _, m in ipairs(v) do s[m] = true end
+      db[k] = { kind = "set", v = s }
+    else local h = {} for f, x in pairs(v) do h[f] = x end db[k] = { kind = "hash", v = h } end
+  end
+end
+local out = {}
+for i, c in ipairs(cases) do
+  local store = { db = {}, exp = {}, now = function() return 1767225600 end, prefix = "m:" }
+  seed(store.db, c.seed)
+  seed(store.db, c.changes)
+  local msg = { writes = {}, guards = {} }
+  for _, w in ipairs(c.writes) do
+    msg.writes[#msg.writes + 1] = { op = w[1], key = w[2], a = w[3] ~= cjson.null and w[3] or nil,
+      b = w[4] ~= cjson.null and w[4] or nil, num = w[5] ~= cjson.null and w[5] or nil }
+  end
+  for _, g in ipairs(c.guards) do
+    msg.guards[#msg.guards + 1] = { cmd = g[1], key = g[2], arg = g[3], items = g[4] }
+  end
+  local keys, argv = M._script_args(msg, "rec", "tok", "m:")
+  local result, why = M.commit(script, store, msg)
+  local state = {}
+  for k, e in pairs(store.db) do
+    local v = e.v
+    if e.kind == "set" then v = {} for m in pairs(e.v) do v[#v + 1] = m end table.sort(v) end
+    local ttl = store.exp[k] and math.floor((store.exp[k] - 1767225600) * 1000 + 0.5) or -1
+    state[k] = { e.kind, v, ttl }
+  end
+  out[i] = { result = result, why = why or cjson.null, keys = keys, argv = argv, state = state }
+end
+print(cjson.encode(out))
+'''
+    tmpd = tempfile.mkdtemp(prefix="warren-model-")
+    try:
+        dpath = os.path.join(tmpd, "driver.lua")
+        spath = os.path.join(tmpd, "finish.lua")
+        with open(dpath, "w") as fh:
+            fh.write(driver)
+        with open(spath, "w") as fh:
+            fh.write(script)
+        cases = [{"seed": seed, "writes": writes, "guards": guards, "changes": changes}
+                 for _, seed, writes, guards, changes in MODEL_CASES]
+        p = subprocess.run(["luajit", dpath, MODEL, spath], input=json.dumps(cases),
+                           capture_output=True, text=True, timeout=60)
+        check_eq(p.returncode, 0, "the model's driver runs (%s)" % p.stderr.strip())
+        results = json.loads(p.stdout) if p.returncode == 0 else []
+    finally:
+        shutil.rmtree(tmpd, ignore_errors=True)
+    sha = r.script_load(script)
+    for (name, seed, writes, guards, changes), m in zip(MODEL_CASES, results):
+        r.flushall()
+        for state in (seed, changes):
+            for k, v in state.items():
+                r.delete("m:" + k)
+                if isinstance(v, str):
+                    r.set("m:" + k, v)
+                elif isinstance(v, list):
+                    r.sadd("m:" + k, *v)
+                elif isinstance(v, dict):
+                    r.hset("m:" + k, mapping=v)
+        r.set("rec", "p|1|tok|%d" % (int(time.time() * 1000) + 30000))
+        out = r.evalsha(sha, len(m["keys"]), *m["keys"], *m["argv"])[0]
+        if out == 1:
+            want = ("applied", None)
+        elif str(out).startswith("conflict:"):
+            want = ("conflict", out)
+        else:
+            want = ("refused", out)
+        check_eq((m["result"], m["why"]), want, "model vs Redis: %s" % name)
+        state = {}
+        for k in r.keys("m:*"):
+            t = r.type(k)
+            v = r.get(k) if t == "string" else r.hgetall(k) if t == "hash" else \
+                sorted(r.smembers(k))
+            pttl = r.pttl(k)
+            state[k[2:]] = [t, v, -1 if pttl < 0 else pttl]
+        for k, e in m["state"].items():
+            if isinstance(e[1], dict) and not e[1] and e[0] != "hash":
+                e[1] = []
+        for st in (state, m["state"]):
+            for e in st.values():
+                e[2] = -1 if e[2] < 0 else round(e[2] / 1000)
+        check_eq(m["state"], state, "model vs Redis: the state after %s" % name)
+    check_eq(len(results), len(MODEL_CASES), "every model case ran")
 
 
 def store_writes(r, s, A, B):

@@ -978,6 +978,35 @@ static void check_builtin_backoff_at(int caller, const wr_retry_policy *r)
 #define CHECK_BUILTIN_BACKOFF(r) check_builtin_backoff_at(__LINE__, (r))
 
 /* Neither section anywhere: the built-in defaults. */
+/* A quoted number or boolean is a string in YAML: refused like any other string
+ * where a number or a boolean goes. Values from the environment are text
+ * whatever their quotes; sizes and durations are text anyway. */
+static void test_quoted_scalars(void)
+{
+    EXPECT_ERRORS(MINIMAL "    retry:\n"
+                          "      max_attempts: \"6\"\n"
+                          "      backoff: {multiplier: '2'}\n"
+                          "    breaker:\n"
+                          "      enabled: \"true\"\n",
+                  "10:21: subscriptions[0].retry.max_attempts: expected an integer from 1 to 100, "
+                  "got the quoted string \"6\" (write it without quotes)",
+                  "11:29: subscriptions[0].retry.backoff.multiplier: expected a number from 1 to "
+                  "10, got the quoted string '2' (write it without quotes)",
+                  "13:16: subscriptions[0].breaker.enabled: expected true or false, got the "
+                  "quoted string \"true\" (write it without quotes)");
+    setenv("WR_T_ATTEMPTS", "6", 1);
+    wr_config *cfg = LOAD_OK(MINIMAL "    retry: {max_attempts: \"${WR_T_ATTEMPTS}\"}\n"
+                                     "    max_body_size: \"64KiB\"\n"
+                                     "    handler_timeout: '2s'\n");
+    if (cfg != NULL) {
+        CHECK_INT(cfg->subs[0].retry.max_attempts, 6);
+        CHECK_INT(cfg->subs[0].max_body_size, 65536);
+        CHECK_INT(cfg->subs[0].handler_timeout_ms, 2000);
+        wr_config_free(cfg);
+    }
+    unsetenv("WR_T_ATTEMPTS");
+}
+
 static void test_policy_defaults(void)
 {
     wr_config *cfg = LOAD_OK(MINIMAL);
@@ -2743,6 +2772,7 @@ int main(void)
     test_missing_required();
     test_bad_values();
     test_strings();
+    test_quoted_scalars();
     test_duplicates();
     test_handler_missing();
     test_urls_in_errors();

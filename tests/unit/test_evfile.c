@@ -85,6 +85,7 @@ static void test_good(void)
         " \"attempt\": 1000000, \"redelivered\": false, \"data\": [1, {\"a\": null}],\n"
         " \"store\": {\"s\": \"v\", \"n\": 5, \"r\": 0.5, \"h\": {\"f\": 7, \"g\": \"x\"},\n"
         "           \"set\": [\"a\", \"b\"]},\n"
+        " \"store_at_commit\": {\"s\": null, \"n\": 6},\n"
         " \"http\": [\n"
         "  {\"method\": \"POST\", \"url\": \"http://svc/r\", \"status\": 201,\n"
         "   \"json\": {\"id\": \"r-1\"}, \"headers\": {\"X-Id\": \"7\", \"Retry-After\": 3}},\n"
@@ -136,6 +137,9 @@ static void test_good(void)
     CHECK_STR(json_string_value(json_object_get(json_object_get(store, "h"), "f")), "7");
     CHECK_STR(json_string_value(json_object_get(store, "s")), "v");
     CHECK(json_is_array(json_object_get(store, "set")));
+    json_t *later = json_object_get(ev->event, "store_at_commit");
+    CHECK(json_is_null(json_object_get(later, "s")));
+    CHECK_STR(json_string_value(json_object_get(later, "n")), "6");
     CHECK_INT(json_integer_value(json_object_get(ev->event, "attempt")), 1000000);
     wr_evfile_free(ev);
 }
@@ -146,7 +150,7 @@ static void test_problems(void)
     t = "{\"id\": \"e\", \"data\": {},\n \"stroe\": {}}";
     CHECK_REFUSED(t, fmt("%s: unknown key 'stroe' at the top level (expected one of: id, type, "
                          "routing_key, exchange, content_type, headers, attempt, redelivered, "
-                         "data, body, store, http)%s",
+                         "data, body, store, http, store_at_commit)%s",
                          at(t, "\"stroe\""), ""));
     t = "{\"id\": \"e\", \"data\": {}, \"attempt\": 2147483648}";
     CHECK_REFUSED(t, fmt("%s: attempt: expected an integer from 1 to 1000000, got 2147483648%s",
@@ -180,6 +184,16 @@ static void test_problems(void)
     t = "{\"id\": \"e\", \"data\": {}, \"store\": {\"s\": [\"a\", 1]}}";
     CHECK_REFUSED(
         t, fmt("%s: store.s[1]: expected a string (a set member), got 1%s", at(t, "1]"), ""));
+    /* store_at_commit: what another message changed meanwhile; null deletes a key */
+    t = "{\"id\": \"e\", \"data\": {}, \"store_at_commit\": {\"k\": true}}";
+    CHECK_REFUSED(t, fmt("%s: store_at_commit.k: expected a string or a number (a string key), "
+                         "an object (a hash) or an array (a set), or null (deleted), got a "
+                         "boolean%s",
+                         at(t, "true"), ""));
+    t = "{\"id\": \"e\", \"data\": {}, \"store\": {\"k\": null}}";
+    CHECK_REFUSED(t, fmt("%s: store.k: expected a string or a number (a string key), an object "
+                         "(a hash) or an array (a set), got null%s",
+                         at(t, "null"), ""));
     t = "{\"id\": \"e\", \"data\": {},\n  \"body\": \"x\"}";
     CHECK_REFUSED(t, fmt("%s: body: give \"data\" or \"body\", not both%s", at(t, "\"body\""), ""));
     t = "  {\"id\": \"e\"}";
@@ -257,7 +271,8 @@ static void test_many_in_file_order(void)
                                      at(t, "0,"), ""));
         CHECK_STR(errs.lines[3], fmt("%s: unknown key 'stroe' at the top level (expected one "
                                      "of: id, type, routing_key, exchange, content_type, "
-                                     "headers, attempt, redelivered, data, body, store, http)%s",
+                                     "headers, attempt, redelivered, data, body, store, http, "
+                                     "store_at_commit)%s",
                                      at(t, "\"stroe\""), ""));
     }
     wr_config_errors_free(&errs);

@@ -26,8 +26,8 @@ static wr_envelope env_of(const char *id, const char *body, amqp_table_t *header
 static int derive(wr_key_source src, const char *arg, int hash, const wr_envelope *e, char *out,
                   char *why)
 {
-    wr_idem_policy p = {.enabled = 1, .source = src, .key_arg = (char *)arg,
-                        .missing_key_hash = hash};
+    wr_idem_policy p = {
+        .enabled = 1, .source = src, .key_arg = (char *)arg, .missing_key_hash = hash};
     return wr_idkey_derive(&p, e, out, WR_IDKEY_MAX + 1, why, 256);
 }
 
@@ -77,7 +77,7 @@ int main(void)
     CHECK_STR(key, "m-1");
 
     e = env_of(NULL, "{}", NULL);
-    CHECK_INT(derive(WR_KEY_MESSAGE_ID, NULL, 0, &e, key, why), -1);
+    CHECK_INT(derive(WR_KEY_MESSAGE_ID, NULL, 0, &e, key, why), WR_RS_MISSING_KEY);
     CHECK_STR(why, "the message has no message_id");
 
     amqp_table_entry_t h[2];
@@ -93,7 +93,7 @@ int main(void)
     CHECK_STR(key, "order-77");
     CHECK_INT(derive(WR_KEY_HEADER, "x-seq", 0, &e, key, why), 0);
     CHECK_STR(key, "4200000000");
-    CHECK_INT(derive(WR_KEY_HEADER, "x-other", 0, &e, key, why), -1);
+    CHECK_INT(derive(WR_KEY_HEADER, "x-other", 0, &e, key, why), WR_RS_MISSING_KEY);
     CHECK_STR(why, "the message has no header 'x-other'");
 
     e = env_of("m-3", "{\"order\": {\"id\": \"o-9\", \"n\": 12, \"f\": 1.5}, \"e\": \"\"}", NULL);
@@ -101,19 +101,31 @@ int main(void)
     CHECK_STR(key, "o-9");
     CHECK_INT(derive(WR_KEY_JSON, "order.n", 0, &e, key, why), 0);
     CHECK_STR(key, "12");
-    CHECK_INT(derive(WR_KEY_JSON, "order.missing", 0, &e, key, why), -1);
+    CHECK_INT(derive(WR_KEY_JSON, "order.missing", 0, &e, key, why), WR_RS_MISSING_KEY);
     CHECK_STR(why, "the body has no JSON field 'order.missing'");
-    CHECK_INT(derive(WR_KEY_JSON, "order.f", 0, &e, key, why), -1);
+    CHECK_INT(derive(WR_KEY_JSON, "order.f", 0, &e, key, why), WR_RS_MISSING_KEY);
     CHECK_STR(why, "the JSON field 'order.f' is not a string or an integer");
-    CHECK_INT(derive(WR_KEY_JSON, "order", 0, &e, key, why), -1);
+    CHECK_INT(derive(WR_KEY_JSON, "order", 0, &e, key, why), WR_RS_MISSING_KEY);
     CHECK_STR(why, "the JSON field 'order' is not a string or an integer");
-    CHECK_INT(derive(WR_KEY_JSON, "e", 0, &e, key, why), -1);
+    CHECK_INT(derive(WR_KEY_JSON, "e", 0, &e, key, why), WR_RS_MISSING_KEY);
     CHECK_STR(why, "the JSON field 'e' is empty");
-    CHECK_INT(derive(WR_KEY_JSON, "order.id.deeper", 0, &e, key, why), -1);
+    CHECK_INT(derive(WR_KEY_JSON, "order.id.deeper", 0, &e, key, why), WR_RS_MISSING_KEY);
 
+    /* a body of a JSON content type that is not JSON is invalid-json, as the
+     * handler's decoding would find it, with or without a body hash */
     e = env_of("m-4", "not json", NULL);
-    CHECK_INT(derive(WR_KEY_JSON, "order.id", 0, &e, key, why), -1);
-    CHECK(strncmp(why, "the key is the JSON field 'order.id', but the body is not JSON (", 63) == 0);
+    CHECK_INT(derive(WR_KEY_JSON, "order.id", 0, &e, key, why), WR_RS_INVALID_JSON);
+    CHECK_STR(why, "the key is the JSON field 'order.id', but the body is not JSON "
+                   "(invalid token near 'not')");
+    CHECK_INT(derive(WR_KEY_JSON, "order.id", 1, &e, key, why), WR_RS_INVALID_JSON);
+    /* under another content type the body need not be JSON: the key is missing */
+    e.is_json = 0;
+    CHECK_INT(derive(WR_KEY_JSON, "order.id", 0, &e, key, why), WR_RS_MISSING_KEY);
+    CHECK_INT(derive(WR_KEY_JSON, "order.id", 1, &e, key, why), WR_RS_NONE);
+    CHECK_STR(key, "sha256:7ccfa1fbf3940e6f0c0375d87c0f9235a50514e14cb427bdfaf5077987b26ccf");
+    e = env_of("m-4", "{\"order\": {}}", NULL);
+    CHECK_INT(derive(WR_KEY_JSON, "order.id", 0, &e, key, why), WR_RS_MISSING_KEY);
+    CHECK_STR(why, "the body has no JSON field 'order.id'");
 
     /* body-hash: a missing key becomes the SHA-256 of the body */
     e = env_of(NULL, "abc", NULL);
@@ -128,7 +140,7 @@ int main(void)
     memset(longid, 'k', sizeof(longid) - 1);
     longid[sizeof(longid) - 1] = '\0';
     e = env_of(longid, "{}", NULL);
-    CHECK_INT(derive(WR_KEY_MESSAGE_ID, NULL, 0, &e, key, why), -1);
+    CHECK_INT(derive(WR_KEY_MESSAGE_ID, NULL, 0, &e, key, why), WR_RS_MISSING_KEY);
     CHECK_STR(why, "the message_id is 513 bytes, longer than the 512 allowed for a key");
     return check_report("test_idkey");
 }

@@ -2292,6 +2292,54 @@ static void cleanup(void)
     rmdir(tmp_dir);
 }
 
+/* ---- where a ctx error says it came from -------------------------------------- */
+
+/* A ctx function's error names the handler's line that made the call, also
+ * through pcall and when a tail call replaced the function that made it (the
+ * line of the call into that function); with no handler frame left at all
+ * (handle's own tail call), the message has no position. */
+static const char where_src[] = "local M = {}\n"
+                                "function M.handle(event, ctx)\n"
+                                "  local m = event.data.mode\n"
+                                "  if m == 'direct' then\n"
+                                "    ctx.publish(1, 'k', 'b') -- @direct\n"
+                                "  elseif m == 'pcall' then\n"
+                                "    local ok, err = pcall(ctx.publish, 1, 'k', 'b') -- @pcall\n"
+                                "    error(err, 0)\n"
+                                "  elseif m == 'tail' then\n"
+                                "    local function f() return ctx.publish(1, 'k', 'b') end\n"
+                                "    local r = f() -- @tail\n"
+                                "    return r\n"
+                                "  end\n"
+                                "  return ctx.publish(1, 'k', 'b')\n"
+                                "end\n"
+                                "return M\n";
+
+static void test_error_where(void)
+{
+    wr_lua *L = must_load("where.lua", where_src);
+    if (L == NULL) {
+        return;
+    }
+    const char *path = path_of("where.lua");
+    const char *msg = "ctx.publish: exchange must be a string (\"\" for the default exchange), "
+                      "got number";
+    wr_lua_result res;
+    const char *modes[] = {"direct", "pcall", "tail"};
+    for (int i = 0; i < 3; i++) {
+        char body[64], marker[16];
+        snprintf(body, sizeof(body), "{\"mode\":\"%s\"}", modes[i]);
+        snprintf(marker, sizeof(marker), "@%s", modes[i]);
+        run(L, body, &res);
+        CHECK_OUTCOME(res, WR_OUT_ERROR);
+        CHECK_STR(res.error, fmt("%s:%d: %s", path, line_of(where_src, marker), msg));
+    }
+    run(L, "{\"mode\":\"gone\"}", &res);
+    CHECK_OUTCOME(res, WR_OUT_ERROR);
+    CHECK_STR(res.error, msg);
+    wr_lua_destroy(L);
+}
+
 int main(void)
 {
     test_publish_limits();
@@ -2336,6 +2384,7 @@ int main(void)
     test_load_failures();
     test_source_files();
     test_state_and_version();
+    test_error_where();
     cleanup();
     return check_report("test_lua_rt");
 }

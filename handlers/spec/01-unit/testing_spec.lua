@@ -859,7 +859,8 @@ describe("ctx.http.request", function()
     assert.equals("ok", res.outcome, res.error)
     assert.same({ status = 201, id = "pay-1", ct = "application/json", body = '{"id":"pay-1"}' },
                 res.logs[1].fields)
-    assert.same({ { method = "POST", url = URL, body = '{"amount":10}', timeout = 2, raise = true,
+    assert.same({ { method = "POST", url = URL, body = { amount = 10 },
+                    body_text = '{"amount":10}', timeout = 2, raise = true,
                     headers = { ["Idempotency-Key"] = "evt-3", ["X-N"] = "5",
                                 ["Content-Type"] = "application/json",
                                 traceparent = "00-" .. res.ctx.trace_id .. "-0000000000000003-01" } } },
@@ -886,7 +887,10 @@ describe("ctx.http.request", function()
     assert.equals("ok", res.outcome, res.error)
     assert.same({ "content-type", "traceparent" }, keys(res.http_calls[1].headers))
     assert.equals("application/merge-patch+json", res.http_calls[1].headers["content-type"])
+    assert.same({ a = 1 }, res.http_calls[1].body) -- as the handler gave it
+    assert.equals('{"a":1}', res.http_calls[1].body_text) -- as sent
     assert.equals("raw", res.http_calls[2].body)
+    assert.equals("raw", res.http_calls[2].body_text)
     assert.same({ "traceparent" }, keys(res.http_calls[2].headers))
     assert.equals(1.5, res.http_calls[2].timeout)
   end)
@@ -1114,14 +1118,15 @@ describe("the kit and the runtime", function()
     assert.same({}, missing)
   end)
 
-  it("raise the same ctx.store texts (testing.STORE_ERRORS in lua_store.c, storebuf.c)",
-     function()
+  it("raise the same ctx.store texts (testing.STORE_ERRORS in lua_store.c, storebuf.c; "
+     .. "a commit's in worker.c)", function()
     if not need_sources() then return end
-    local set = c_source.text_set { dir .. "/lua_store.c", dir .. "/storebuf.c" }
+    local set = c_source.text_set { dir .. "/lua_store.c", dir .. "/storebuf.c",
+                                    dir .. "/worker.c" }
     local missing = {}
     for key, text in pairs(testing.STORE_ERRORS) do
-      -- the kit's own stand-ins for what Redis refuses are not in the C sources
-      if key ~= "wrongtype" and key ~= "refused" and not set[text] then
+      -- Redis's own WRONGTYPE reply is not in the C sources
+      if key ~= "wrongtype" and not set[text] then
         missing[#missing + 1] = key .. ": " .. text
       end
     end

@@ -64,7 +64,8 @@ function M.check(handler, case)
     local call = res.http_calls[1]
     assert.equals(case.call[1], call.method)
     assert.equals(shop.url .. case.call[2], call.url)
-    assert.same(case.call[3], decoded(call.body))
+    assert.same(case.call[3], call.body) -- the table the handler sent
+    assert.same(case.call[3], decoded(call.body_text)) -- and its JSON
     assert.equals(case.key or res.event.id, call.headers["Idempotency-Key"])
   else
     assert.same({}, res.http_calls)

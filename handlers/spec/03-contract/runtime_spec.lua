@@ -144,7 +144,38 @@ function M.handle(event, ctx)
   e[#e + 1] = try(st.expire, "k", 0)
   e[#e + 1] = try(st.hget, "h", {})
   e[#e + 1] = try(st.exists, "a", "b")
+  e[#e + 1] = try(st.hget, "str", "f") -- Redis refuses the read: WRONGTYPE
   d.errors = e
+  -- Every area's errors again, raised deep inside a breaker's function by a
+  -- tail call and caught outside: each must still name the handler's line
+  -- that called the breaker (a DLQ copy keeps where the call came from).
+  local deep = {}
+  local never = ctx.breaker("probe-deep") -- enabled: false in the runtime: never opens
+  local function via_breaker(f, ...)
+    local args, n = { ... }, select("#", ...)
+    local ok, err = pcall(function()
+      local r = never:call(function() return f(unpack(args, 1, n)) end)
+      return r
+    end)
+    return ok and "no error" or err
+  end
+  deep[#deep + 1] = via_breaker(http, { url = "http://admin:s3cr3t@svc/down?api_key=k" })
+  deep[#deep + 1] = via_breaker(http, { url = "http://svc/busy" })
+  deep[#deep + 1] = via_breaker(http, { url = 5 })
+  deep[#deep + 1] = via_breaker(st.get, 5)
+  deep[#deep + 1] = via_breaker(st.hget, "str", "f")
+  deep[#deep + 1] = via_breaker(st.hset, "n", "f", "v")
+  deep[#deep + 1] = via_breaker(ctx.publish, 1, "k", "b")
+  deep[#deep + 1] = via_breaker(ctx.retry, "r", { delay = true })
+  deep[#deep + 1] = via_breaker(ctx.reject, 1)
+  deep[#deep + 1] = via_breaker(ctx.breaker, 5)
+  deep[#deep + 1] = via_breaker(ctx.log.info, {})
+  -- a breaker that opens: one failure opens it (consecutive_failures: 1 in the
+  -- runtime's config; the kit is told it is open)
+  local dep = ctx.breaker("dep-open")
+  pcall(dep.call, dep, function() error("down", 0) end)
+  deep[#deep + 1] = via_breaker(dep.call, dep, function() end)
+  d.deep = deep
   ctx.publish("", "probe", d)
 end
 
@@ -152,14 +183,15 @@ return M
 ]==]
 
 -- ctx.store's state before the probe runs, in both
-local SEED = { n = 5, h = { b = "x" }, gone = "v", seedset = { "a", "b" } }
+local SEED = { n = 5, h = { b = "x" }, gone = "v", seedset = { "a", "b" }, str = "v" }
 
 -- the answers to the probe's HTTP calls, in both: exec's fakes (which speak
 -- of transport errors by kind and give a 5xx its standard reason phrase)
 -- and the kit's (which take the texts as they are)
 local EXEC_FAKES = {
-  { method = "GET", url = "http://admin:s3cr3t@svc/down?api_key=k", error = "connect" },
-  { method = "GET", url = "http://svc/busy", status = 503 },
+  { method = "GET", url = "http://admin:s3cr3t@svc/down?api_key=k", error = "connect",
+    reuse = true },
+  { method = "GET", url = "http://svc/busy", status = 503, reuse = true },
   { method = "POST", url = "http://svc/ok", status = 201, json = { id = "r-1" } },
   { method = "GET", url = "http://svc/slow", error = "timeout" },
 }
@@ -190,6 +222,7 @@ local function run_runtime(dir)
   write(dir .. "/warren.yaml", table.concat({
     "amqp:", "  url: amqp://guest:guest@127.0.0.1:5672/",
     "redis:", "  url: redis://127.0.0.1:6379/0",
+    "breakers:", "  dep-open: {consecutive_failures: 1}", "  probe-deep: {enabled: false}",
     "subscriptions:", "  - name: probe", "    queue: probe.q", "    handler: probe.lua",
     "    retry: {max_attempts: 3}", "" }, "\n"))
   write(dir .. "/event.json", cjson.encode({ id = "p-1", type = "probe", data = { n = 1 },
@@ -207,12 +240,69 @@ end
 local function run_kit(dir)
   local module = assert(testing.load(dir .. "/probe.lua"))
   local res = testing.run(module, testing.event{ id = "p-1", type = "probe", data = { n = 1 } },
-    testing.ctx{ max_attempts = 3, idempotency_key = "p-1", store = SEED, http = KIT_FAKES })
+    testing.ctx{ max_attempts = 3, idempotency_key = "p-1", store = SEED, http = KIT_FAKES,
+                 breakers = { ["dep-open"] = "open" } })
   assert.equals("ok", res.outcome, res.error)
   return cjson.decode(res.published[1].body)
 end
 
+-- A handler whose commit depends on the store: the runtime's (warren exec,
+-- the sidecar's commit script over the event file's store) and the kit's must
+-- decide alike, in the same words.
+local COMMITTER = [==[
+return { handle = function(event, ctx)
+  local d = event.data
+  if d.read then ctx.store.get(d.read) end
+  for _, w in ipairs(d.writes) do ctx.store[w[1]](unpack(w, 2)) end
+end }
+]==]
+
+local COMMIT_CASES = {
+  { name = "a hincrby on a string", store = { c = "500" },
+    data = { writes = { { "hincrby", "c", "cents", 100 } } } },
+  { name = "an incrby over 05", store = { n = "05" },
+    data = { writes = { { "incrby", "n", 1 } } } },
+  { name = "an sadd on a hash", store = { h = { f = "1" } },
+    data = { writes = { { "set", "x", "1" }, { "sadd", "h", "m" } } } },
+  { name = "a read changed before the commit", store = { s = "5" }, at_commit = { s = "3" },
+    data = { read = "s", writes = { { "incrby", "s", -1 } } } },
+  { name = "a blind write over a changed key", store = { s = "5" }, at_commit = { s = "3" },
+    data = { writes = { { "incrby", "s", -1 } } } },
+  { name = "writes that apply", store = { h = { f = "1" } },
+    data = { read = "h2", writes = { { "hincrby", "h", "f", 2 }, { "del", "h2" } } } },
+}
+
 describe("the contract between the kit and the runtime", function()
+  it("commits ctx.store writes alike: applied, refused (store-refused) or a conflict",
+     function()
+    local bin = os.getenv("WARREN_BIN")
+    assert(bin and bin ~= "", "WARREN_BIN is not set")
+    local dir = tmpdir()
+    write(dir .. "/committer.lua", COMMITTER)
+    write(dir .. "/warren.yaml", table.concat({
+      "amqp:", "  url: amqp://guest:guest@127.0.0.1:5672/",
+      "redis:", "  url: redis://127.0.0.1:6379/0",
+      "subscriptions:", "  - name: c", "    queue: c.q", "    handler: committer.lua", "" },
+      "\n"))
+    local module = assert(testing.load(dir .. "/committer.lua"))
+    for i, c in ipairs(COMMIT_CASES) do
+      local ev = { id = "c-" .. i, data = c.data, store = c.store, store_at_commit = c.at_commit }
+      write(dir .. "/event.json", cjson.encode(ev))
+      local p = assert(io.popen(string.format(
+        "%q exec -c %q --subscription c --event %q --json 2>/dev/null", bin,
+        dir .. "/warren.yaml", dir .. "/event.json")))
+      local report = cjson.decode(p:read("*a"))
+      p:close()
+      local runtime = { report.outcome, report.commit.result,
+                        report.decision.error or report.decision.why }
+      local res = testing.run(module, testing.event{ id = "c-" .. i, data = c.data },
+                              testing.ctx{ store = c.store },
+                              { store_at_commit = c.at_commit })
+      assert.same(runtime, { res.outcome, res.commit, res.error }, c.name)
+    end
+    os.execute("rm -rf " .. dir)
+  end)
+
   it("gives handlers the same ctx: names, types, argument checks and error texts", function()
     local dir = tmpdir()
     write(dir .. "/probe.lua", PROBE)
@@ -220,6 +310,14 @@ describe("the contract between the kit and the runtime", function()
     local kit = run_kit(dir)
     os.execute("rm -rf " .. dir)
     assert.is_true(#runtime.errors >= 30)
+    -- every deep error names the probe's line that called the breaker
+    local before = PROBE:sub(1, PROBE:find("local r = never:call", 1, true))
+    local line = before:gsub("[^\n]", ""):len() + 1
+    for i, err in ipairs(runtime.deep) do
+      assert.matches("^" .. (dir .. "/probe.lua"):gsub("%p", "%%%0") .. ":" .. line .. ": ", err,
+                     nil, false, "deep[" .. i .. "]")
+    end
+    assert.equals(12, #runtime.deep)
     -- the kit adds its recorders to ctx, and nothing else
     local extras, kept = {}, {}
     for _, entry in ipairs(kit.ctx) do
