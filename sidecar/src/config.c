@@ -385,6 +385,21 @@ static const field binding_fields[] = {
 static const section binding_section = {binding_fields, NFIELDS(binding_fields), sizeof(wr_binding),
                                         NULL};
 
+static void finish_ordering(loader *ld, void *base, int index, yaml_node_t *node, const char *path);
+
+static const field ordering_fields[] = {
+    {.name = "key",
+     .type = T_KEY,
+     .offset = offsetof(wr_ordering_policy, source),
+     .arg_offset = offsetof(wr_ordering_policy, key_arg),
+     .flags = F_REQUIRED,
+     .desc = "What a message's ordering key is: a header (`header:NAME`) or a field of the "
+             "JSON body (`json:order_id`); messages without one run in no order."},
+};
+
+static const section ordering_section = {ordering_fields, NFIELDS(ordering_fields), 0,
+                                         finish_ordering};
+
 static const field subscription_fields[] = {
     {.name = "name",
      .type = T_STRING,
@@ -489,6 +504,12 @@ static const field subscription_fields[] = {
      .merge_from = "defaults.breaker",
      .desc = "Circuit breaker around this subscription's handler; overrides "
              "`defaults.breaker` key by key."},
+    {.name = "ordering",
+     .type = T_SECTION,
+     .offset = offsetof(wr_subscription, ordering),
+     .sub = &ordering_section,
+     .desc = "Handle the messages that share a key in delivery order (see the README's "
+             "Ordering section); off when absent."},
     {.name = "bindings",
      .type = T_LIST,
      .offset = offsetof(wr_subscription, bindings),
@@ -2778,6 +2799,23 @@ int wr_listen_parse(const char *text, char *host, size_t hostcap, int *port, con
  * or fields (the dlq differs from the queue). Inherited values are filled in
  * later, once the defaults section is known wherever it sits in the file.
  */
+/* An `ordering` section turns ordering on; a message_id is unique per message,
+ * so it cannot order anything. */
+static void finish_ordering(loader *ld, void *base, int index, yaml_node_t *node, const char *path)
+{
+    (void)index;
+    wr_ordering_policy *o = base;
+    o->enabled = 1;
+    yaml_node_t *v = find_value(ld, node, "key");
+    if (v != NULL && v->type == YAML_SCALAR_NODE &&
+        strcmp((const char *)v->data.scalar.value, "message_id") == 0) {
+        err_at(ld, NODE_LINE(v), NODE_COL(v),
+               "%s.key: expected header:NAME or json:PATH (a message_id is unique per message "
+               "and orders nothing), got message_id",
+               path);
+    }
+}
+
 static void finish_subscription(loader *ld, void *elems, int index, yaml_node_t *node,
                                 const char *path)
 {

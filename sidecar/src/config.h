@@ -131,6 +131,18 @@ typedef struct {
                                   one failure re-opens it; 1..100, default 3 */
 } wr_breaker_policy;
 
+/*
+ * Per-key order (ordering.h): the messages of a subscription that share an
+ * ordering key are handled in delivery order by a worker; a message whose
+ * key's earlier message did not finish (it went back to the queue, or to the
+ * wait queue) follows it there instead of running.
+ */
+typedef struct {
+    int enabled;          /* an `ordering` section was given */
+    wr_key_source source; /* ordering.key: "header:NAME" or "json:PATH" */
+    char *key_arg;        /* header name or JSON path */
+} wr_ordering_policy;
+
 /* One consumed queue and the handler that processes its messages. */
 typedef struct {
     char *name;         /* required; [A-Za-z0-9_.-]+, unique; labels logs and metrics */
@@ -149,6 +161,7 @@ typedef struct {
     wr_retry_policy retry;   /* defaults.retry merged with subscriptions[].retry, key by key */
     wr_idem_policy idem;     /* defaults.idempotency merged with subscriptions[].idempotency */
     wr_breaker_policy breaker; /* defaults.breaker merged with subscriptions[].breaker */
+    wr_ordering_policy ordering; /* subscriptions[].ordering; off when absent */
     wr_binding *bindings; /* may be empty: then the queue is consumed as it is */
     int binding_count;
     int line, col;      /* where the subscription starts, for later messages */

@@ -480,7 +480,7 @@ static void test_unknown_keys(void)
         MINIMAL "    prefetc: 10\n",
         "9:5: unknown key 'prefetc' in subscriptions[0] (expected one of: name, queue, "
         "dlq, handler, prefetch, concurrency, batch_size, handler_timeout, max_body_size, "
-        "max_publish_size, retry, idempotency, breaker, bindings)");
+        "max_publish_size, retry, idempotency, breaker, ordering, bindings)");
     EXPECT_ERRORS("amqp:\n"
                   "  url: amqp://localhost/\n"
                   "  heartbeats: 5s\n"
@@ -536,7 +536,7 @@ static void test_wrong_node_kinds(void)
         MINIMAL "    queue2: q\n    bindings: {exchange: x}\n",
         "9:5: unknown key 'queue2' in subscriptions[0] (expected one of: name, queue, "
         "dlq, handler, prefetch, concurrency, batch_size, handler_timeout, max_body_size, "
-        "max_publish_size, retry, idempotency, breaker, bindings)",
+        "max_publish_size, retry, idempotency, breaker, ordering, bindings)",
         "10:15: subscriptions[0].bindings: expected a list, got a mapping");
     /* Never echo a scalar where a mapping was expected: it may be a secret URL. */
     EXPECT_ERRORS("amqp: amqp://user:hunter2@host/\n"
@@ -2550,6 +2550,8 @@ static void test_reference(void)
         "subscriptions[].breaker.consecutive_failures",
         "subscriptions[].breaker.open_for",
         "subscriptions[].breaker.half_open_probes",
+        "subscriptions[].ordering",
+        "subscriptions[].ordering.key",
         "subscriptions[].bindings",
         "subscriptions[].bindings[].exchange",
         "subscriptions[].bindings[].type",
@@ -2756,6 +2758,46 @@ static void test_http_section(void)
     CHECK_INT(wr_listen_parse("1.2.3.4:-1", host, sizeof(host), &port, &why), -1);
 }
 
+/* ordering: off unless given; a header or a JSON field; never the message_id;
+ * its key required, nothing else accepted. */
+static void test_ordering(void)
+{
+    wr_config_errors errs = {0};
+    wr_config *cfg = load_text(MINIMAL, &errs);
+    CHECK(cfg != NULL);
+    if (cfg != NULL) {
+        CHECK_INT(cfg->subs[0].ordering.enabled, 0);
+        wr_config_free(cfg);
+    }
+    cfg = load_text(MINIMAL "    ordering:\n      key: json:order.id\n", &errs);
+    CHECK(cfg != NULL);
+    if (cfg != NULL) {
+        CHECK_INT(cfg->subs[0].ordering.enabled, 1);
+        CHECK_INT(cfg->subs[0].ordering.source, WR_KEY_JSON);
+        CHECK_STR(cfg->subs[0].ordering.key_arg, "order.id");
+        wr_config_free(cfg);
+    }
+    cfg = load_text(MINIMAL "    ordering: {key: 'header:x-order'}\n", &errs);
+    CHECK(cfg != NULL);
+    if (cfg != NULL) {
+        CHECK_INT(cfg->subs[0].ordering.enabled, 1);
+        CHECK_INT(cfg->subs[0].ordering.source, WR_KEY_HEADER);
+        CHECK_STR(cfg->subs[0].ordering.key_arg, "x-order");
+        wr_config_free(cfg);
+    }
+    EXPECT_ERRORS(MINIMAL "    ordering:\n      key: message_id\n",
+                  "10:12: subscriptions[0].ordering.key: expected header:NAME or json:PATH (a "
+                  "message_id is unique per message and orders nothing), got message_id");
+    EXPECT_ERRORS(MINIMAL "    ordering: {}\n",
+                  "9:15: missing required key 'key' in subscriptions[0].ordering");
+    EXPECT_ERRORS(MINIMAL "    ordering:\n      key: json:a..b\n      lanes: 2\n",
+                  "10:12: subscriptions[0].ordering.key: invalid JSON path (names of letters, "
+                  "digits, '_' and '-', joined by '.'), got 'a..b'",
+                  "11:7: unknown key 'lanes' in subscriptions[0].ordering (expected one of: key)");
+    EXPECT_ERRORS(MINIMAL "    ordering: json:order_id\n",
+                  "9:15: subscriptions[0].ordering: expected a mapping, got a string");
+}
+
 int main(void)
 {
     setup();
@@ -2802,6 +2844,7 @@ int main(void)
     test_values_not_echoed();
     test_redis_urls();
     test_reference();
+    test_ordering();
     test_example_config();
     teardown();
     return check_report("test_config");
