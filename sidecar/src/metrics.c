@@ -384,6 +384,10 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
                     "Messages whose x-warren-* headers (attempt, original route) were not "
                     "signed by warren: ignored, the message handled as a fresh one.",
                     OFF(forged));
+    counter_per_sub(fp, m, "warren_ordering_followed_total",
+                    "Messages not run because an earlier message of their ordering key had not "
+                    "finished: sent after it, back to the queue or through the wait queue.",
+                    OFF(lane_followed));
 
     family(fp, "warren_publish_confirm_duration_seconds", "histogram",
            "Wait for the broker's confirms of a batch's publishes.");

@@ -72,6 +72,8 @@ typedef struct {
     atomic_uint_fast64_t lease_lost;     /* outcomes not recorded: another worker owned the key */
     atomic_uint_fast64_t forged;         /* messages whose x-warren-* headers were not signed by
                                             warren (sign.h): ignored */
+    atomic_uint_fast64_t lane_followed;  /* messages that followed an unfinished earlier
+                                            message of their ordering key (ordering.h) */
     wr_hist handler;                     /* handler run time */
     wr_hist redis_claim, redis_finish;   /* one round trip per batch each */
     wr_hist redis_journal;               /* the batch's journal entries (journal.h) */

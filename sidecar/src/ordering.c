@@ -2,9 +2,9 @@
  * ordering: per-key lanes inside a worker. See ordering.h.
  *
  * The blocked lanes are an open-addressing hash table of key copies (linear
- * probing, at most half full), so a batch of any size costs one lookup per
- * message. Keys are copied in; the table only grows, and is cleared (not
- * freed) between batches.
+ * probing, at most half full; removal shifts the run after the slot back, so
+ * there are no tombstones), so a batch of any size costs one lookup per
+ * message. Keys are copied in; the table only grows.
  */
 #include "ordering.h"
 
@@ -101,12 +101,43 @@ int wr_ordering_finished(wr_action act)
     return act == WR_ACT_OK || act == WR_ACT_DLQ || act == WR_ACT_DUPLICATE;
 }
 
-int wr_lanes_note(wr_lanes *l, const char *key, wr_action act, const char *head_id)
+/* Empty slot S and shift the probe run after it back, so every key stays
+ * reachable from its home slot. */
+static void remove_slot(wr_lanes *l, slot *s)
+{
+    free((char *)s->key);
+    free((char *)s->head_id);
+    size_t hole = (size_t)(s - l->slots);
+    size_t i = hole;
+    l->slots[hole] = (slot){0};
+    l->count--;
+    for (;;) {
+        i = (i + 1) & (l->cap - 1);
+        if (l->slots[i].key == NULL) {
+            return;
+        }
+        size_t home = (size_t)hash(l->slots[i].key) & (l->cap - 1);
+        /* move it into the hole unless its home lies cyclically in (hole, i] */
+        int stays = hole <= i ? (hole < home && home <= i) : (hole < home || home <= i);
+        if (!stays) {
+            l->slots[hole] = l->slots[i];
+            l->slots[i] = (slot){0};
+            hole = i;
+        }
+    }
+}
+
+int wr_lanes_note(wr_lanes *l, const char *key, wr_action act, const char *head_id, double now_ms,
+                  double hold_ms)
 {
     if (wr_ordering_finished(act) || key == NULL || key[0] == '\0') {
         return 0;
     }
-    if (l->cap > 0 && lookup(l->slots, l->cap, key)->key != NULL) {
+    slot *x = (slot *)wr_lanes_find(l, key, now_ms);
+    if (x != NULL) {
+        if (strcmp(x->head_id, head_id != NULL ? head_id : "") == 0) {
+            x->until_ms = now_ms + hold_ms; /* its head, round again: held longer */
+        }
         return 0; /* blocked already: the first head stays */
     }
     if (grow(l) != 0) {
@@ -120,18 +151,38 @@ int wr_lanes_note(wr_lanes *l, const char *key, wr_action act, const char *head_
         free(id);
         return -1;
     }
-    *s = (slot){.key = k, .head_id = id, .head_act = act};
+    *s = (slot){.key = k, .head_id = id, .head_act = act, .until_ms = now_ms + hold_ms};
     l->count++;
     return 1;
 }
 
-const wr_lane *wr_lanes_find(const wr_lanes *l, const char *key)
+const wr_lane *wr_lanes_find(wr_lanes *l, const char *key, double now_ms)
 {
     if (l->count == 0 || key == NULL || key[0] == '\0') {
         return NULL;
     }
-    const slot *s = lookup(l->slots, l->cap, key);
-    return s->key != NULL ? s : NULL;
+    slot *s = lookup(l->slots, l->cap, key);
+    if (s->key == NULL) {
+        return NULL;
+    }
+    if (now_ms >= s->until_ms) {
+        remove_slot(l, s);
+        return NULL;
+    }
+    return s;
+}
+
+int wr_lanes_release(wr_lanes *l, const char *key, const char *id)
+{
+    if (l->count == 0 || key == NULL || key[0] == '\0' || id == NULL) {
+        return 0;
+    }
+    slot *s = lookup(l->slots, l->cap, key);
+    if (s->key == NULL || strcmp(s->head_id, id) != 0) {
+        return 0;
+    }
+    remove_slot(l, s);
+    return 1;
 }
 
 size_t wr_lanes_count(const wr_lanes *l)

@@ -18,10 +18,14 @@
  *   retry              -> run (parking behind a retried head is not done yet:
  *                         see the README's Ordering section)
  *
- * A wr_lanes is the set of keys blocked in the batch being run, each with the
- * head that blocks it (the first message of the key that did not finish). It
- * belongs to one worker; the worker clears it before each batch and seeds it
- * from the batch before (see worker.c's step()).
+ * A wr_lanes is the set of blocked keys of one worker, each with the head
+ * that blocks it (the first message of the key that did not finish). A
+ * follower that goes back to the queue or through the wait queue goes there
+ * after its head, so the head comes back to the worker first: when the worker
+ * takes the head again (wr_lanes_release), the lane opens and the head runs.
+ * A lane also opens when its hold time is over (the head came back to another
+ * worker, or never did), so a lane never stays shut for good. Times are
+ * passed in (milliseconds of a monotonic clock): the module reads no clock.
  */
 #ifndef WR_ORDERING_H
 #define WR_ORDERING_H
@@ -37,26 +41,34 @@ typedef struct {
     const char *key;     /* the ordering key */
     wr_action head_act;  /* what became of the head (NONE, WAIT or RETRY) */
     const char *head_id; /* the head's message id ("" when it had none) */
+    double until_ms;     /* the lane opens by itself then */
 } wr_lane;
 
 wr_lanes *wr_lanes_create(void); /* NULL: out of memory */
 void wr_lanes_destroy(wr_lanes *l);
 
-/* Forget every lane (before a new batch). Keeps the memory. */
+/* Forget every lane (the worker's deliveries went back to the queue). */
 void wr_lanes_clear(wr_lanes *l);
 
 /*
- * Note that the message HEAD_ID of lane KEY ended with ACT. A finished action
- * (wr_ordering_finished) changes nothing; otherwise KEY is blocked behind it,
- * unless it is blocked already (the first head stays: the later ones follow
- * it). Returns 1 when KEY is now blocked by this call, 0 when nothing changed,
- * -1 when out of memory (then KEY is not blocked).
+ * Note that the message HEAD_ID of lane KEY ended with ACT at NOW_MS. A
+ * finished action (wr_ordering_finished) changes nothing; otherwise KEY is
+ * blocked behind it until NOW_MS + HOLD_MS, unless it is blocked already (the
+ * first head stays: the later ones follow it; the head itself, noted again
+ * on its next round, holds the lane until NOW_MS + HOLD_MS). Returns 1 when KEY is now
+ * blocked by this call, 0 when nothing changed, -1 when out of memory (then
+ * KEY is not blocked).
  */
-int wr_lanes_note(wr_lanes *l, const char *key, wr_action act, const char *head_id);
+int wr_lanes_note(wr_lanes *l, const char *key, wr_action act, const char *head_id, double now_ms,
+                  double hold_ms);
 
-/* The lane blocking KEY, or NULL when KEY may run. Valid until the next call
- * that changes L. */
-const wr_lane *wr_lanes_find(const wr_lanes *l, const char *key);
+/* The lane blocking KEY at NOW_MS, or NULL when KEY may run (a lane past its
+ * hold time is forgotten here). Valid until the next call that changes L. */
+const wr_lane *wr_lanes_find(wr_lanes *l, const char *key, double now_ms);
+
+/* The message ID of lane KEY is taken again: when it is the lane's head, the
+ * lane opens (returns 1); otherwise nothing changes (returns 0). */
+int wr_lanes_release(wr_lanes *l, const char *key, const char *id);
 
 /* How many lanes are blocked. */
 size_t wr_lanes_count(const wr_lanes *l);

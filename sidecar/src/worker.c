@@ -48,6 +48,7 @@
 #include "log.h"
 #include "lua_rt.h"
 #include "metrics.h"
+#include "ordering.h"
 #include "record.h"
 #include "reload.h"
 #include "retry.h"
@@ -95,6 +96,9 @@ typedef struct {
     int tier;         /* RETRY: its delay tier */
     wr_outcome out;   /* the handler's outcome, when it ran */
     int ran;          /* the handler ran (out is set) */
+
+    char okey[WR_IDKEY_MAX + 1]; /* its ordering key ("": none, or ordering is off) */
+    int followed;                /* it followed an unfinished earlier message of okey */
 } item;
 
 struct wr_worker;
@@ -164,6 +168,7 @@ struct wr_worker {
 
     wr_shared_brk *brk;     /* the subscription's circuit breaker (shared by its workers) */
     wr_inflight *inflight;  /* the subscription's keys in flight in this process */
+    wr_lanes *lanes;        /* ordering on: this worker's blocked ordering keys (ordering.h) */
     int paused;             /* consumption stopped because the breaker is open */
     double next_service_ms; /* when the connection should next be serviced mid-batch */
 
@@ -728,6 +733,16 @@ static void prepare(wr_worker *w, item *it)
         return;
     }
     it->valid = 1;
+    const wr_ordering_policy *op = &w->sub->ordering;
+    if (w->lanes != NULL) {
+        /* a message without an ordering key runs in no lane */
+        wr_idem_policy by = {.enabled = 1, .source = op->source, .key_arg = op->key_arg};
+        char why[200];
+        if (wr_idkey_derive(&by, &it->env, it->okey, sizeof(it->okey), why, sizeof(why)) !=
+            WR_RS_NONE) {
+            it->okey[0] = '\0';
+        }
+    }
     if (pol->enabled &&
         wr_record_key(pol->prefix, w->sub->name, it->key, it->rkey, sizeof(it->rkey)) < 0) {
         it->rkey[0] = '\0'; /* cannot happen: the key's length is bounded */
@@ -1166,6 +1181,9 @@ static void abandon(wr_worker *w, int redis_down, const char *why)
         wr_broker_nack(w->b, w->held[i].d->delivery_tag, 0, 1);
     }
     drop_held(w);
+    if (w->lanes != NULL) {
+        wr_lanes_clear(w->lanes); /* every delivery went back, in order */
+    }
     atomic_store(&w->st->busy, 0);
     atomic_store(&w->st->in_flight, 0);
 }
@@ -1379,6 +1397,91 @@ static int extend_leases(wr_worker *w, batch *bt, int from)
     return 0;
 }
 
+/* ---- per-key lanes (ordering.h) ---------------------------------------------------- */
+
+/* How long a lane stays shut at most: its head comes back through the wait
+ * queue in about WR_TOPO_WAIT_MS, and at once from a requeue. */
+#define LANE_HOLD_MS (3 * WR_TOPO_WAIT_MS)
+
+/* Who IT is, for its lane: its idempotency key, else its message id. */
+static const char *lane_id(const item *it, char *buf, size_t cap)
+{
+    if (it->key[0] != '\0') {
+        return it->key;
+    }
+    snprintf(buf, cap, "%.*s", (int)it->env.id.len, (const char *)it->env.id.bytes);
+    return buf;
+}
+
+/* Note what became of IT in its lane: an unfinished message shuts its key. */
+static void lane_note(wr_worker *w, const item *it)
+{
+    char buf[WR_IDKEY_MAX + 1];
+    if (w->lanes != NULL && it->okey[0] != '\0' && !it->held) {
+        wr_lanes_note(w->lanes, it->okey, it->act, lane_id(it, buf, sizeof(buf)), wr_mono_ms(),
+                      LANE_HOLD_MS);
+    }
+}
+
+/*
+ * IT is about to run: when an earlier message of its ordering key did not
+ * finish, IT follows it instead (back to the queue, or through the wait queue,
+ * published here) and 1 is returned with *RC the publish's WR_BROKER_* code;
+ * 0: IT runs. IT being its lane's head, taken again, opens the lane.
+ */
+static int lane_follow(wr_worker *w, batch *bt, item *it, int *rc)
+{
+    char buf[WR_IDKEY_MAX + 1];
+    *rc = WR_BROKER_OK;
+    if (w->lanes == NULL || it->okey[0] == '\0') {
+        return 0;
+    }
+    const char *id = lane_id(it, buf, sizeof(buf));
+    wr_lanes_release(w->lanes, it->okey, id);
+    const wr_lane *lane = wr_lanes_find(w->lanes, it->okey, wr_mono_ms());
+    if (lane == NULL) {
+        return 0;
+    }
+    wr_lane_move move = wr_ordering_follow(lane->head_act);
+    if (move == WR_LANE_RUN) {
+        return 0;
+    }
+    wr_logline l;
+    wr_log_begin(&l, WR_LOG_INFO, "behind an unfinished message of its ordering key: not run");
+    wr_log_str(&l, "subscription", w->sub->name);
+    wr_log_int(&l, "worker", w->index);
+    wr_log_strn(&l, "message_id", it->env.id.bytes, it->env.id.len);
+    wr_log_str(&l, "ordering_key", it->okey);
+    wr_log_str(&l, "behind", lane->head_id);
+    wr_log_str(&l, "move", wr_lane_move_name(move));
+    wr_log_str(&l, "trace_id", it->trace_id);
+    wr_log_end(&l);
+    wr_stat_add(&w->st->lane_followed, 1);
+    it->followed = 1;
+    if (move == WR_LANE_WAIT) {
+        it->act = WR_ACT_WAIT;
+        it->delay_ms = WR_TOPO_WAIT_MS;
+        *rc = publish_copy(w, bt, it, NULL);
+    } else {
+        it->act = WR_ACT_NONE; /* back to the queue, unstarted: quietly */
+    }
+    return 1;
+}
+
+/* 1 when an item of CUR shares its ordering key with one of PREV. */
+static int lanes_meet(const batch *prev, const batch *cur)
+{
+    for (int i = 0; i < cur->n; i++) {
+        const char *k = cur->items[i].okey;
+        for (int j = 0; k[0] != '\0' && !cur->items[i].held && j < prev->n; j++) {
+            if (!prev->items[j].held && strcmp(prev->items[j].okey, k) == 0) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
 /*
  * Run BT's handlers and publish what each outcome needs (the invalid items'
  * copies went out in prepare_batch). Returns a WR_BROKER_* code, or PAUSE
@@ -1387,7 +1490,8 @@ static int extend_leases(wr_worker *w, batch *bt, int from)
 static int run_batch(wr_worker *w, batch *bt)
 {
     const wr_idem_policy *pol = &w->sub->idem;
-    for (int i = 0; i < bt->n; i++) {
+    /* each item's turn ends with lane_note: what became of it shuts its lane or not */
+    for (int i = 0; i < bt->n; lane_note(w, &bt->items[i]), i++) {
         item *it = &bt->items[i];
         int rc = WR_BROKER_OK;
         if (it->held) {
@@ -1414,6 +1518,12 @@ static int run_batch(wr_worker *w, batch *bt)
         }
         if (atomic_load(&w->flags->stop)) {
             it->act = WR_ACT_NONE; /* draining: what has not started goes back */
+            continue;
+        }
+        if (lane_follow(w, bt, it, &rc)) {
+            if (rc != WR_BROKER_OK) {
+                return rc;
+            }
             continue;
         }
         if (pol->enabled && wr_mono_ms() - bt->leased_at > (double)pol->lease_ms / 3) {
@@ -1892,6 +2002,9 @@ static int settle(wr_worker *w, batch *bt)
     if (rc != WR_BROKER_OK) {
         return WR_BROKER_DOWN;
     }
+    for (int i = 0; i < bt->n; i++) {
+        lane_note(w, &bt->items[i]); /* what the commit changed (a conflict, a lost lease) */
+    }
     /* the publishes of this batch matter to nobody now; those of the other one do */
     batch *o = other_batch(w, bt);
     wr_broker_confirm_release(w->b, o->live && o->seq_first != 0 ? o->seq_first
@@ -1947,6 +2060,12 @@ static int step(wr_worker *w, batch *cur, batch *prev)
     if (claim_recv(w, cur) != 0) {
         wr_stat_add(&w->st->redis_errors, 1);
         return PAUSE;
+    }
+    if (w->lanes != NULL && prev->live && lanes_meet(prev, cur) &&
+        (rc = settle(w, prev)) != WR_BROKER_OK) {
+        /* an ordering key in both batches: PREV's outcome is known for good (its
+         * commit read) before CUR's message of that key runs */
+        return rc;
     }
     rc = run_batch(w, cur);
     if (rc != WR_BROKER_OK) {
@@ -2330,6 +2449,12 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
         }
     }
     w->held = calloc((size_t)(sub->prefetch + bs), sizeof(*w->held));
+    if (sub->ordering.enabled && sub->ordering.source != WR_KEY_MESSAGE_ID &&
+        (w->lanes = wr_lanes_create()) == NULL) {
+        snprintf(err, errcap, "out of memory");
+        wr_live_snapshot_free(&snap);
+        goto fail;
+    }
     w->store = (wr_lua_store){.fetch = chained_fetch,
                               .prefix = cfg->store_prefix ? cfg->store_prefix : "warren:store:",
                               .max_value_bytes = cfg->store_max_value_bytes > 0
@@ -2397,6 +2522,7 @@ void wr_worker_free(wr_worker *w)
         batch_free(&w->batches[b], w->sub->batch_size);
     }
     free(w->held);
+    wr_lanes_destroy(w->lanes);
     free(w->orphans);
     free(w->scratch);
     free(w->run_source);
