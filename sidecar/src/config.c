@@ -38,6 +38,8 @@
 #include <amqp.h>
 #include <yaml.h>
 
+#include "gates.h"
+
 #define PATH_BUF 256           /* dotted key paths such as subscriptions[3].bindings[0].type */
 #define MAX_FIELDS 16          /* most keys any one section has */
 #define AMQP_SHORTSTR 255      /* AMQP names (queues, exchanges, routing keys) are shortstrs */
@@ -400,6 +402,42 @@ static const field ordering_fields[] = {
 static const section ordering_section = {ordering_fields, NFIELDS(ordering_fields), 0,
                                          finish_ordering};
 
+static void finish_gate(loader *ld, void *elems, int index, yaml_node_t *node, const char *path);
+
+static const field gate_fields[] = {
+    {.name = "type",
+     .type = T_STRING,
+     .offset = offsetof(wr_gate, type),
+     .min = 1,
+     .max = AMQP_SHORTSTR,
+     .flags = F_REQUIRED,
+     .desc = "The message type that waits (the AMQP type property, else the routing key)."},
+    {.name = "after",
+     .type = T_STRING,
+     .offset = offsetof(wr_gate, after),
+     .min = 1,
+     .max = AMQP_SHORTSTR,
+     .flags = F_REQUIRED,
+     .desc = "The type that must be done (handled ok) first for the same key; a binding of "
+             "the queue must route it."},
+    {.name = "key",
+     .type = T_KEY,
+     .offset = offsetof(wr_gate, source),
+     .arg_offset = offsetof(wr_gate, key_arg),
+     .flags = F_REQUIRED,
+     .desc = "The key both types share: `header:NAME` or `json:PATH`."},
+    {.name = "timeout",
+     .type = T_DURATION,
+     .offset = offsetof(wr_gate, timeout_ms),
+     .def = "10m",
+     .min = 1000,
+     .max = 7 * DAY_MS,
+     .desc = "How long a message may wait; then it is dead-lettered with reason gate-timeout."},
+};
+
+static const section gate_section = {gate_fields, NFIELDS(gate_fields), sizeof(wr_gate),
+                                     finish_gate};
+
 static const field subscription_fields[] = {
     {.name = "name",
      .type = T_STRING,
@@ -510,6 +548,15 @@ static const field subscription_fields[] = {
      .sub = &ordering_section,
      .desc = "Handle the messages that share a key in delivery order (see the README's "
              "Ordering section); off when absent."},
+    {.name = "gates",
+     .type = T_LIST,
+     .offset = offsetof(wr_subscription, gates),
+     .count_offset = offsetof(wr_subscription, gate_count),
+     .min = 0,
+     .max = 64,
+     .sub = &gate_section,
+     .desc = "Causal gates: a type that waits until another type is done for the same key "
+             "(see the README's Ordering section)."},
     {.name = "bindings",
      .type = T_LIST,
      .offset = offsetof(wr_subscription, bindings),
@@ -2816,6 +2863,70 @@ static void finish_ordering(loader *ld, void *base, int index, yaml_node_t *node
     }
 }
 
+/* A gate: its key is not the message_id, and a type does not wait for itself. */
+static void finish_gate(loader *ld, void *elems, int index, yaml_node_t *node, const char *path)
+{
+    wr_gate *g = &((wr_gate *)elems)[index];
+    g->line = NODE_LINE(node);
+    g->col = NODE_COL(node);
+    yaml_node_t *v = find_value(ld, node, "key");
+    if (v != NULL && v->type == YAML_SCALAR_NODE &&
+        strcmp((const char *)v->data.scalar.value, "message_id") == 0) {
+        err_at(ld, NODE_LINE(v), NODE_COL(v),
+               "%s.key: expected header:NAME or json:PATH (a message_id is unique per message "
+               "and names no predecessor), got message_id",
+               path);
+    }
+    v = find_value(ld, node, "after");
+    if (v != NULL && g->type != NULL && g->after != NULL && strcmp(g->type, g->after) == 0) {
+        err_at(ld, NODE_LINE(v), NODE_COL(v), "%s.after: a type cannot wait for itself ('%s')",
+               path, g->after);
+    }
+}
+
+/*
+ * Gates, once the policies are merged: they need the idempotency records
+ * (the done mark rides on them), and each gate's `after` type must reach the
+ * queue through one of its bindings (read as a routing key; a queue without
+ * bindings is consumed as it is, and cannot be checked).
+ */
+static void check_gates(loader *ld, wr_config *cfg, yaml_node_t *root)
+{
+    yaml_node_t *subs = find_value(ld, root, "subscriptions");
+    if (subs == NULL || subs->type != YAML_SEQUENCE_NODE || cfg->subs == NULL ||
+        subs->data.sequence.items.top - subs->data.sequence.items.start != cfg->sub_count) {
+        return;
+    }
+    for (int i = 0; i < cfg->sub_count; i++) {
+        const wr_subscription *s = &cfg->subs[i];
+        yaml_node_t *item = yaml_document_get_node(ld->doc, subs->data.sequence.items.start[i]);
+        yaml_node_t *gates = item->type == YAML_MAPPING_NODE ? find_value(ld, item, "gates") : NULL;
+        if (s->gate_count == 0 || gates == NULL) {
+            continue;
+        }
+        if (s->idem.enabled != 1) {
+            err_at(ld, NODE_LINE(gates), NODE_COL(gates),
+                   "subscriptions[%d].gates: need idempotency.enabled (the done mark a gate waits "
+                   "for is written with the idempotency record)",
+                   i);
+            continue;
+        }
+        for (int g = 0; g < s->gate_count && s->binding_count > 0; g++) {
+            const wr_gate *gt = &s->gates[g];
+            if (gt->after == NULL || wr_gates_routed(s, gt->after)) {
+                continue;
+            }
+            yaml_node_t *gn = yaml_document_get_node(ld->doc,
+                                                     gates->data.sequence.items.start[g]);
+            yaml_node_t *v = find_value(ld, gn, "after");
+            err_at(ld, v ? NODE_LINE(v) : gt->line, v ? NODE_COL(v) : gt->col,
+                   "subscriptions[%d].gates[%d].after: no binding of queue '%s' routes '%s': "
+                   "the gate would wait for a type that never comes",
+                   i, g, s->queue, gt->after);
+        }
+    }
+}
+
 static void finish_subscription(loader *ld, void *elems, int index, yaml_node_t *node,
                                 const char *path)
 {
@@ -3556,6 +3667,7 @@ wr_config *wr_config_parse(const char *path, const char *text, size_t len, wr_co
 
     walk_mapping(&ld, &top_section, cfg, root, "");
     merge_policies(&ld, cfg, root);
+    check_gates(&ld, cfg, root);
     if (ld.nerr == 0 && ld.dropped == 0) {
         inherit_defaults(cfg);
         cfg->amqp.tls = &cfg->amqp_tls;

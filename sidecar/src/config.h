@@ -143,6 +143,19 @@ typedef struct {
     char *key_arg;        /* header name or JSON path */
 } wr_ordering_policy;
 
+/*
+ * A causal gate (gates.h): a message of `type` waits, parked, until a message
+ * of type `after` with the same key is done (handled ok) in this subscription.
+ */
+typedef struct {
+    char *type;           /* required: the gated type */
+    char *after;          /* required: the type it waits for; not `type` */
+    wr_key_source source; /* key: "header:NAME" or "json:PATH", for both types */
+    char *key_arg;
+    int64_t timeout_ms;   /* how long it may wait; then the DLQ (gate-timeout); default 10m */
+    int line, col;        /* where it starts, for later messages */
+} wr_gate;
+
 /* One consumed queue and the handler that processes its messages. */
 typedef struct {
     char *name;         /* required; [A-Za-z0-9_.-]+, unique; labels logs and metrics */
@@ -162,6 +175,8 @@ typedef struct {
     wr_idem_policy idem;     /* defaults.idempotency merged with subscriptions[].idempotency */
     wr_breaker_policy breaker; /* defaults.breaker merged with subscriptions[].breaker */
     wr_ordering_policy ordering; /* subscriptions[].ordering; off when absent */
+    wr_gate *gates;              /* subscriptions[].gates; may be empty */
+    int gate_count;
     wr_binding *bindings; /* may be empty: then the queue is consumed as it is */
     int binding_count;
     int line, col;      /* where the subscription starts, for later messages */

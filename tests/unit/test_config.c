@@ -480,7 +480,7 @@ static void test_unknown_keys(void)
         MINIMAL "    prefetc: 10\n",
         "9:5: unknown key 'prefetc' in subscriptions[0] (expected one of: name, queue, "
         "dlq, handler, prefetch, concurrency, batch_size, handler_timeout, max_body_size, "
-        "max_publish_size, retry, idempotency, breaker, ordering, bindings)");
+        "max_publish_size, retry, idempotency, breaker, ordering, gates, bindings)");
     EXPECT_ERRORS("amqp:\n"
                   "  url: amqp://localhost/\n"
                   "  heartbeats: 5s\n"
@@ -536,7 +536,7 @@ static void test_wrong_node_kinds(void)
         MINIMAL "    queue2: q\n    bindings: {exchange: x}\n",
         "9:5: unknown key 'queue2' in subscriptions[0] (expected one of: name, queue, "
         "dlq, handler, prefetch, concurrency, batch_size, handler_timeout, max_body_size, "
-        "max_publish_size, retry, idempotency, breaker, ordering, bindings)",
+        "max_publish_size, retry, idempotency, breaker, ordering, gates, bindings)",
         "10:15: subscriptions[0].bindings: expected a list, got a mapping");
     /* Never echo a scalar where a mapping was expected: it may be a secret URL. */
     EXPECT_ERRORS("amqp: amqp://user:hunter2@host/\n"
@@ -2552,6 +2552,11 @@ static void test_reference(void)
         "subscriptions[].breaker.half_open_probes",
         "subscriptions[].ordering",
         "subscriptions[].ordering.key",
+        "subscriptions[].gates",
+        "subscriptions[].gates[].type",
+        "subscriptions[].gates[].after",
+        "subscriptions[].gates[].key",
+        "subscriptions[].gates[].timeout",
         "subscriptions[].bindings",
         "subscriptions[].bindings[].exchange",
         "subscriptions[].bindings[].type",
@@ -2798,6 +2803,70 @@ static void test_ordering(void)
                   "9:15: subscriptions[0].ordering: expected a mapping, got a string");
 }
 
+/* gates: read with their defaults; their key is never the message_id; a type
+ * does not wait for itself; they need idempotency; and `after` must be a type
+ * a binding routes to the queue (no bindings: not checked). */
+static void test_gates(void)
+{
+    wr_config_errors errs = {0};
+    wr_config *cfg = load_text(MINIMAL "    bindings:\n"
+                                       "      - exchange: shop\n"
+                                       "        routing_keys: ['order.*']\n"
+                                       "    gates:\n"
+                                       "      - type: order.cancelled\n"
+                                       "        after: order.created\n"
+                                       "        key: json:order_id\n"
+                                       "      - {type: order.shipped, after: order.paid, "
+                                       "key: 'header:x-order', timeout: 30s}\n",
+                               &errs);
+    CHECK(cfg != NULL);
+    if (cfg != NULL) {
+        const wr_subscription *s = &cfg->subs[0];
+        CHECK_INT(s->gate_count, 2);
+        CHECK_STR(s->gates[0].type, "order.cancelled");
+        CHECK_STR(s->gates[0].after, "order.created");
+        CHECK_INT(s->gates[0].source, WR_KEY_JSON);
+        CHECK_STR(s->gates[0].key_arg, "order_id");
+        CHECK_INT(s->gates[0].timeout_ms, 600000);
+        CHECK_INT(s->gates[1].source, WR_KEY_HEADER);
+        CHECK_STR(s->gates[1].key_arg, "x-order");
+        CHECK_INT(s->gates[1].timeout_ms, 30000);
+        CHECK_INT(s->gates[1].line, 16);
+        wr_config_free(cfg);
+    } else {
+        for (int i = 0; i < errs.count; i++) {
+            fprintf(stderr, "  %s\n", errs.lines[i]);
+        }
+        wr_config_errors_free(&errs);
+    }
+    cfg = load_text(MINIMAL "    gates: [{type: a, after: b, key: 'json:k'}]\n", &errs);
+    CHECK(cfg != NULL); /* no bindings: nothing to check `after` against */
+    wr_config_free(cfg);
+    EXPECT_ERRORS(MINIMAL "    bindings:\n"
+                          "      - exchange: shop\n"
+                          "        routing_keys: ['order.created', 'order.paid']\n"
+                          "        type: direct\n"
+                          "    gates:\n"
+                          "      - type: order.cancelled\n"
+                          "        after: order.create\n"
+                          "        key: json:order_id\n",
+                  "15:16: subscriptions[0].gates[0].after: no binding of queue 'q' routes "
+                  "'order.create': the gate would wait for a type that never comes");
+    EXPECT_ERRORS(MINIMAL "    gates:\n"
+                          "      - {type: a, after: a, key: message_id, timeout: 0s}\n",
+                  "10:26: subscriptions[0].gates[0].after: a type cannot wait for itself ('a')",
+                  "10:34: subscriptions[0].gates[0].key: expected header:NAME or json:PATH (a "
+                  "message_id is unique per message and names no predecessor), got message_id",
+                  "10:55: subscriptions[0].gates[0].timeout: expected a duration from 1s to 7d, "
+                  "got '0s'");
+    EXPECT_ERRORS(MINIMAL "    idempotency: {enabled: false}\n"
+                          "    gates: [{type: a, after: b, key: 'json:k'}]\n",
+                  "10:12: subscriptions[0].gates: need idempotency.enabled (the done mark a gate "
+                  "waits for is written with the idempotency record)");
+    EXPECT_ERRORS(MINIMAL "    gates: [{type: a, key: 'json:k'}]\n",
+                  "9:13: missing required key 'after' in subscriptions[0].gates[0]");
+}
+
 int main(void)
 {
     setup();
@@ -2845,6 +2914,7 @@ int main(void)
     test_redis_urls();
     test_reference();
     test_ordering();
+    test_gates();
     test_example_config();
     teardown();
     return check_report("test_config");
