@@ -17,7 +17,7 @@ endfunction()
 
 set(body "/* Generated from the .lua files of sidecar/scripts by cmake/embed_scripts.cmake: do not edit. */\n")
 string(APPEND body "#include \"scripts.h\"\n\n")
-foreach(name claim finish)
+foreach(name claim finish gate)
   file(READ "${SRC}/${name}.lua" text)
   c_literal("${common}\n${text}" lit)
   string(APPEND body "const char wr_script_${name}[] =\n${lit};\n\n")

@@ -2900,7 +2900,8 @@ static void check_gates(loader *ld, wr_config *cfg, yaml_node_t *root)
     for (int i = 0; i < cfg->sub_count; i++) {
         const wr_subscription *s = &cfg->subs[i];
         yaml_node_t *item = yaml_document_get_node(ld->doc, subs->data.sequence.items.start[i]);
-        yaml_node_t *gates = item->type == YAML_MAPPING_NODE ? find_value(ld, item, "gates") : NULL;
+        yaml_node_t *gates =
+            item->type == YAML_MAPPING_NODE ? find_value(ld, item, "gates") : NULL;
         if (s->gate_count == 0 || gates == NULL) {
             continue;
         }

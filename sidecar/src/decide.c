@@ -18,6 +18,8 @@ const char *wr_action_name(wr_action a)
         return "deferred";
     case WR_ACT_DUPLICATE:
         return "duplicate";
+    case WR_ACT_PARKED:
+        return "parked";
     case WR_ACT_NONE:
         break;
     }

@@ -31,10 +31,12 @@ typedef enum {
     WR_ACT_RETRY,     /* failed, attempts left: its copy in a delay queue confirmed, acked */
     WR_ACT_WAIT,      /* its key is busy in another process: a copy in the wait queue */
     WR_ACT_DUPLICATE, /* already done: acked, nothing ran */
+    WR_ACT_PARKED,    /* a causal gate's predecessor is not done: parked in Redis (gates.h),
+                         acked, nothing ran */
 } wr_action;
 
 /* The journal's and the logs' word for A: "ok", "dead-lettered", "retried",
- * "deferred", "duplicate", "returned". */
+ * "deferred", "duplicate", "parked", "returned". */
 const char *wr_action_name(wr_action a);
 
 typedef struct {

@@ -15,7 +15,7 @@
 #include "record.h"
 #include "scripts.h"
 
-enum { SCRIPT_CLAIM, SCRIPT_FINISH, SCRIPT_COUNT };
+enum { SCRIPT_CLAIM, SCRIPT_FINISH, SCRIPT_GATE, SCRIPT_COUNT };
 
 /* What an owed reply answers, in the order the commands were sent. */
 typedef enum {
@@ -50,6 +50,7 @@ struct wr_idem {
     char err[512];
     /* ctx.store reads */
     redisReply *last; /* the reply wr_idem_store_fetch's answer points into */
+    redisReply *gate; /* the reply of the last wr_idem_gate */
     wr_sbstr *items;
     size_t items_cap;
     /* journal writes sent and not answered yet */
@@ -262,6 +263,7 @@ wr_idem *wr_idem_create(const wr_redis_url *url, int64_t timeout_ms, char *err, 
     }
     d->scripts[SCRIPT_CLAIM].source = wr_script_claim;
     d->scripts[SCRIPT_FINISH].source = wr_script_finish;
+    d->scripts[SCRIPT_GATE].source = wr_script_gate;
     d->rc = wr_rconn_create(url, timeout_ms, d->scripts, SCRIPT_COUNT, err, errcap);
     if (d->rc == NULL) {
         free(d);
@@ -283,6 +285,9 @@ void wr_idem_destroy(wr_idem *d)
     }
     if (d->last != NULL) {
         freeReplyObject(d->last);
+    }
+    if (d->gate != NULL) {
+        freeReplyObject(d->gate);
     }
     wr_rconn_destroy(d->rc);
     free(d->items);
@@ -836,6 +841,59 @@ int wr_idem_store_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, w
         snprintf(err, errcap, "Redis: unexpected reply to %s", cmd);
         return -1;
     }
+}
+
+/* ---- causal gates ------------------------------------------------------------------------- */
+
+const redisReply *wr_idem_gate(wr_idem *d, int nkeys, const char *const *keys,
+                               const size_t *klens, int nargs, const char *const *vals,
+                               const size_t *vlens)
+{
+    enum { MAXARGS = 16 };
+    const char *argv[MAXARGS];
+    size_t lens[MAXARGS];
+    char nk[12];
+    if (3 + nkeys + nargs > MAXARGS) {
+        snprintf(d->err, sizeof(d->err), "gate.lua: too many arguments");
+        return NULL;
+    }
+    if (d->gate != NULL) {
+        freeReplyObject(d->gate);
+        d->gate = NULL;
+    }
+    argv[0] = "EVALSHA";
+    argv[1] = d->scripts[SCRIPT_GATE].sha;
+    argv[2] = nk;
+    lens[0] = 7;
+    lens[1] = 40;
+    lens[2] = (size_t)snprintf(nk, sizeof(nk), "%d", nkeys);
+    for (int i = 0; i < nkeys; i++) {
+        argv[3 + i] = keys[i];
+        lens[3 + i] = klens[i];
+    }
+    for (int i = 0; i < nargs; i++) {
+        argv[3 + nkeys + i] = vals[i];
+        lens[3 + nkeys + i] = vlens[i];
+    }
+    redisReply *r = sync_command(d, 3 + nkeys + nargs, argv, lens);
+    if (r != NULL && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+        /* flushed since we connected: send the source itself */
+        freeReplyObject(r);
+        argv[0] = "EVAL";
+        lens[0] = 4;
+        argv[1] = wr_script_gate;
+        lens[1] = strlen(wr_script_gate);
+        r = sync_command(d, 3 + nkeys + nargs, argv, lens);
+    }
+    if (r == NULL) {
+        return NULL;
+    }
+    d->gate = r;
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(d->err, sizeof(d->err), "gate.lua: %s", r->str);
+        return NULL;
+    }
+    return r;
 }
 
 /* ---- journal -------------------------------------------------------------------------------- */

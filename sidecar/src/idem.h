@@ -143,6 +143,19 @@ int wr_idem_ping(wr_idem *d);
 int wr_idem_store_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_base *out,
                         char *err, size_t errcap);
 
+/*
+ * Run the causal gates' script (sidecar/scripts/gate.lua, gates.h) with NKEYS
+ * keys and NARGS arguments (at most 13 in all), on this connection, after
+ * whatever is owed before it, and wait for the answer. Returns the reply
+ * (owned by D, valid until the next call that waits for a reply), or NULL
+ * with wr_idem_error set: the connection failed (the next call reconnects)
+ * or the script raised.
+ */
+struct redisReply;
+const struct redisReply *wr_idem_gate(wr_idem *d, int nkeys, const char *const *keys,
+                                      const size_t *klens, int nargs, const char *const *vals,
+                                      const size_t *vlens);
+
 /* One event's new journal entries (journal.h), for wr_idem_journal. */
 typedef struct {
     const char *key;            /* the journal's Redis key (wr_journal_key) */

@@ -16,7 +16,8 @@ const double wr_hist_bounds[WR_HIST_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 
                                                 1,      2.5,     5,      10,    30};
 
 static const char *const outcome_names[WR_MO_COUNT] = {
-    "ok", "retried", "dead_lettered", "rejected", "invalid", "duplicate", "deferred", "returned"};
+    "ok",        "retried",  "dead_lettered", "rejected", "invalid",
+    "duplicate", "deferred", "returned",      "parked"};
 static const char *const dl_names[WR_DL_COUNT] = {"error",   "timeout", "rejected",
                                                   "invalid", "crashed", "store-refused"};
 
@@ -388,6 +389,14 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
                     "Messages not run because an earlier message of their ordering key had not "
                     "finished: sent after it, back to the queue or through the wait queue.",
                     OFF(lane_followed));
+    counter_per_sub(fp, m, "warren_gate_released_total",
+                    "Parked messages sent back to the queue once their causal gate's "
+                    "predecessor was done (or again, after their sender died).",
+                    OFF(gate_released));
+    counter_per_sub(fp, m, "warren_gate_timeouts_total",
+                    "Parked messages dead-lettered because their predecessor was not done "
+                    "within the gate's timeout (reason gate-timeout).",
+                    OFF(gate_timeouts));
 
     family(fp, "warren_publish_confirm_duration_seconds", "histogram",
            "Wait for the broker's confirms of a batch's publishes.");

@@ -45,6 +45,7 @@ typedef enum {
     WR_MO_DUPLICATE,     /* already done: acked, nothing run */
     WR_MO_DEFERRED,      /* its key is busy on another worker: sent to the wait queue */
     WR_MO_RETURNED,      /* given back to the broker unfinished (lease lost, copy refused) */
+    WR_MO_PARKED,        /* a causal gate's predecessor not done: parked in Redis (gates.h) */
     WR_MO_COUNT
 } wr_met_outcome;
 
@@ -74,6 +75,8 @@ typedef struct {
                                             warren (sign.h): ignored */
     atomic_uint_fast64_t lane_followed;  /* messages that followed an unfinished earlier
                                             message of their ordering key (ordering.h) */
+    atomic_uint_fast64_t gate_released;  /* parked messages sent back to the queue (gates.h) */
+    atomic_uint_fast64_t gate_timeouts;  /* parked messages dead-lettered: gate-timeout */
     wr_hist handler;                     /* handler run time */
     wr_hist redis_claim, redis_finish;   /* one round trip per batch each */
     wr_hist redis_journal;               /* the batch's journal entries (journal.h) */

@@ -5,7 +5,8 @@
  * ordering key form a lane: a worker runs them one after the other in
  * delivery order (it runs a batch's handlers in order anyway), and a message
  * runs only when every earlier message of its lane that this worker saw has
- * finished: handled (ok), dead-lettered, or found to be a duplicate. When an
+ * finished: handled (ok), dead-lettered, found to be a duplicate, or parked
+ * behind a causal gate (gates.h: it waits for a later message). When an
  * earlier one did not finish (it went back to the queue unstarted, or to the
  * wait queue because another process holds its idempotency key), the later
  * ones follow it there instead of running ahead of it:

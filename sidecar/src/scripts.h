@@ -12,6 +12,7 @@
 
 extern const char wr_script_claim[];  /* claim a batch's records (idem.h) */
 extern const char wr_script_finish[]; /* finish them, with their ctx.store writes */
+extern const char wr_script_gate[];   /* causal gates: park, take, sent, sweep (gates.h) */
 
 /* warren's own Lua (sidecar/lua/), run in a plain LuaJIT state of its own, never
  * in a handler's: */

@@ -36,11 +36,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <hiredis/hiredis.h>
+
 #include "breakers.h"
 #include "broker.h"
 #include "decide.h"
 #include "dlq.h"
 #include "envelope.h"
+#include "gates.h"
 #include "idem.h"
 #include "idkey.h"
 #include "inflight.h"
@@ -99,6 +102,7 @@ typedef struct {
 
     char okey[WR_IDKEY_MAX + 1]; /* its ordering key ("": none, or ordering is off) */
     int followed;                /* it followed an unfinished earlier message of okey */
+    int marks;                   /* its commit writes causal gates' done marks (gates.h) */
 } item;
 
 struct wr_worker;
@@ -169,6 +173,10 @@ struct wr_worker {
     wr_shared_brk *brk;     /* the subscription's circuit breaker (shared by its workers) */
     wr_inflight *inflight;  /* the subscription's keys in flight in this process */
     wr_lanes *lanes;        /* ordering on: this worker's blocked ordering keys (ordering.h) */
+    amqp_pool_t gate_pool;  /* message ids of the parked messages sent back (the broker
+                               keeps them until their publishes are released) */
+    uint64_t gate_seq_end;  /* one past the last of those publishes */
+    double next_sweep_ms;   /* when this worker next sweeps the parked messages */
     int paused;             /* consumption stopped because the breaker is open */
     double next_service_ms; /* when the connection should next be serviced mid-batch */
 
@@ -919,6 +927,9 @@ static void count_item(wr_worker *w, const item *it)
     case WR_ACT_NONE:
         o = WR_MO_RETURNED;
         break;
+    case WR_ACT_PARKED:
+        o = WR_MO_PARKED;
+        break;
     case WR_ACT_DLQ: {
         wr_met_dl_reason r = WR_DL_ERROR;
         o = WR_MO_DEAD_LETTERED;
@@ -1397,6 +1408,379 @@ static int extend_leases(wr_worker *w, batch *bt, int from)
     return 0;
 }
 
+/* ---- causal gates (gates.h) --------------------------------------------------------- */
+
+#define GATE_RECHECK_MS 5000 /* a parked list is looked at by the sweep at least this often */
+#define GATE_RETRY_MS 30000  /* a list being sent and not done by then is sent again */
+#define GATE_SWEEP_MS 1000   /* how often worker 0 of a subscription sweeps */
+#define GATE_KEY_MAX (RKEY_MAX + 600)
+
+/* The gate key of IT under gate G into OUT. Returns 0, or -1 when it has none. */
+static int gate_key_of(const wr_worker *w, const item *it, int g, char *out, size_t cap)
+{
+    const wr_gate *gt = &w->sub->gates[g];
+    wr_idem_policy by = {.enabled = 1, .source = gt->source, .key_arg = gt->key_arg};
+    char why[200];
+    return wr_idkey_derive(&by, &it->env, out, cap, why, sizeof(why)) == WR_RS_NONE ? 0 : -1;
+}
+
+/* The subscription-wide keys of gate.lua: index, marks, sending, seq. */
+static void gate_sub_keys(const wr_worker *w, char k[4][GATE_KEY_MAX])
+{
+    const char *pfx = w->sub->idem.prefix, *sub = w->sub->name;
+    wr_gate_index_key(k[0], GATE_KEY_MAX, pfx, sub);
+    wr_gate_marks_key(k[1], GATE_KEY_MAX, pfx, sub);
+    snprintf(k[2], GATE_KEY_MAX, "%s~sending:%s", pfx, sub);
+    snprintf(k[3], GATE_KEY_MAX, "%s~seq:%s", pfx, sub);
+}
+
+/* Run gate.lua with N keys and M arguments (C strings). NULL: Redis failed. */
+static const redisReply *gate_call(wr_worker *w, int n, const char *const *keys, int m,
+                                   const char *const *args, const size_t *arglens)
+{
+    size_t klens[8];
+    for (int i = 0; i < n; i++) {
+        klens[i] = strlen(keys[i]);
+    }
+    const redisReply *r = wr_idem_gate(w->idem, n, keys, klens, m, args, arglens);
+    if (r == NULL) {
+        wr_logf(WR_LOG_ERROR, "%s: causal gates: %s", w->name, wr_idem_error(w->idem));
+    }
+    return r;
+}
+
+/*
+ * IT is about to run. When its type waits on a gate (gates.h) whose "done
+ * for key" mark is not there, park it and return 1 (IT is WR_ACT_PARKED; *RC
+ * PAUSE when Redis failed); else 0: IT runs. The mark is read as a guarded
+ * ctx.store read of IT's own buffer, so the earlier messages of the batch
+ * count, and a mark that is not committed after all makes IT run again.
+ */
+static int gate_park(wr_worker *w, batch *bt, item *it, int *rc)
+{
+    *rc = WR_BROKER_OK;
+    const wr_subscription *sub = w->sub;
+    if (sub->gate_count == 0 || w->idem == NULL || !sub->idem.enabled) {
+        return 0;
+    }
+    int g = wr_gates_waiting(sub, it->env.type.bytes, it->env.type.len);
+    char gkey[WR_IDKEY_MAX + 1], mark[GATE_KEY_MAX], list[GATE_KEY_MAX];
+    if (g < 0 || gate_key_of(w, it, g, gkey, sizeof(gkey)) != 0 ||
+        wr_gate_mark_key(mark, sizeof(mark), sub->idem.prefix, sub->name, sub->gates[g].after,
+                         gkey) < 0 ||
+        wr_gate_park_key(list, sizeof(list), sub->idem.prefix, sub->name, g, gkey) < 0) {
+        return 0; /* not gated, or no key to wait on */
+    }
+    int idx = (int)(it - bt->items);
+    bt->links[idx] = (struct store_link){.w = w, .b = bt, .index = idx};
+    wr_sb_result res = {0};
+    char err[256];
+    if (wr_storebuf_read(bt->stores[idx], "EXISTS", (wr_sbstr){mark, strlen(mark)},
+                         (wr_sbstr){"", 0}, chained_fetch, &bt->links[idx], &res, err,
+                         sizeof(err)) != 0) {
+        wr_logf(WR_LOG_ERROR, "%s: causal gates: %s", w->name, err);
+        *rc = PAUSE;
+        return 1;
+    }
+    int done = res.num == 1;
+    wr_sb_result_free(&res);
+    if (done) {
+        return 0;
+    }
+    /* park a copy that carries its route, as a wait copy does */
+    amqp_basic_properties_t props, clean;
+    const amqp_basic_properties_t *orig = &it->d->message.properties;
+    if (it->forged) {
+        if (wr_dlq_strip_props(&bt->pool, orig, &clean) != 0) {
+            return 0;
+        }
+        orig = &clean;
+    }
+    char *entry = NULL;
+    size_t elen = 0;
+    if (wr_dlq_build_wait_props(&bt->pool, orig, it->d->exchange, it->d->routing_key, &w->sign,
+                                &props) != 0 ||
+        wr_gate_entry_encode(&props, it->d->message.body,
+                             wr_now_ms() + sub->gates[g].timeout_ms, &entry, &elen) != 0) {
+        it->act = WR_ACT_NONE; /* out of memory: back to the queue */
+        snprintf(it->error, sizeof(it->error), "returned: out of memory parking it");
+        return 1;
+    }
+    char k[4][GATE_KEY_MAX];
+    gate_sub_keys(w, k);
+    const char *keys[4] = {mark, list, k[0], k[1]};
+    char recheck[24];
+    snprintf(recheck, sizeof(recheck), "%d", GATE_RECHECK_MS);
+    const char *args[3] = {"park", entry, recheck};
+    size_t lens[3] = {4, elen, strlen(recheck)};
+    const redisReply *r = gate_call(w, 4, keys, 3, args, lens);
+    free(entry);
+    if (r == NULL) {
+        *rc = PAUSE;
+        return 1;
+    }
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 0) {
+        /* the mark was written meanwhile: run it, reading afresh */
+        wr_storebuf_reset(bt->stores[idx]);
+        return 0;
+    }
+    it->act = WR_ACT_PARKED;
+    snprintf(it->error, sizeof(it->error), "waiting for %s of %s", sub->gates[g].after, gkey);
+    wr_logline l;
+    wr_log_begin(&l, WR_LOG_INFO, "parked behind a causal gate");
+    wr_log_str(&l, "subscription", sub->name);
+    wr_log_int(&l, "worker", w->index);
+    wr_log_strn(&l, "message_id", it->env.id.bytes, it->env.id.len);
+    wr_log_strn(&l, "type", it->env.type.bytes, it->env.type.len);
+    wr_log_str(&l, "waiting_for", sub->gates[g].after);
+    wr_log_str(&l, "gate_key", gkey);
+    wr_log_str(&l, "trace_id", it->trace_id);
+    wr_log_end(&l);
+    return 1;
+}
+
+/* IT was handled ok: its commit also writes the done mark of every gate that
+ * waits for its type (one more write of its ctx.store buffer). */
+static void gate_mark(wr_worker *w, batch *bt, item *it)
+{
+    const wr_subscription *sub = w->sub;
+    if (sub->gate_count == 0 || w->idem == NULL || it->act != WR_ACT_OK) {
+        return;
+    }
+    const char *t = it->env.type.bytes;
+    size_t tn = it->env.type.len;
+    for (int g = wr_gates_after(sub, t, tn, 0); g >= 0; g = wr_gates_after(sub, t, tn, g + 1)) {
+        char gkey[WR_IDKEY_MAX + 1], mark[GATE_KEY_MAX], err[256];
+        if (gate_key_of(w, it, g, gkey, sizeof(gkey)) != 0 ||
+            wr_gate_mark_key(mark, sizeof(mark), sub->idem.prefix, sub->name, sub->gates[g].after,
+                             gkey) < 0) {
+            continue;
+        }
+        if (wr_storebuf_write(bt->stores[it - bt->items], WR_SB_SET,
+                              (wr_sbstr){mark, strlen(mark)}, (wr_sbstr){"1", 1},
+                              (wr_sbstr){"", 0}, sub->idem.ttl_ms, err, sizeof(err)) != 0) {
+            wr_logf(WR_LOG_ERROR, "%s: causal gate: cannot write the done mark %s: %s", w->name,
+                    mark, err);
+            continue;
+        }
+        it->marks = 1;
+    }
+}
+
+/*
+ * Publish the entries of sending list KEY (gate.lua's take or sweep) back to
+ * the queue (KIND 'o') or to the DLQ (KIND 'd': past their gate's timeout),
+ * wait for the confirms, then tell Redis they are sent. Returns a
+ * WR_BROKER_* code, or PAUSE when Redis failed. Entries that cannot be
+ * decoded are logged and dropped.
+ */
+static int gate_send(wr_worker *w, char kind, const char *key, redisReply *const *entries,
+                     size_t n)
+{
+    amqp_pool_t *pool = &w->gate_pool;
+    uint64_t first = wr_broker_next_seq(w->b), end = first;
+    int sent = 0;
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *e = entries[i];
+        amqp_basic_properties_t props, dprops;
+        amqp_bytes_t body;
+        int64_t deadline;
+        char err[128];
+        if (e->type != REDIS_REPLY_STRING ||
+            wr_gate_entry_decode(e->str, e->len, pool, &props, &body, &deadline, err,
+                                 sizeof(err)) != 0) {
+            wr_logf(WR_LOG_ERROR, "%s: causal gate: dropping a parked entry of %s: %s", w->name,
+                    key, e->type == REDIS_REPLY_STRING ? err : "not a string");
+            continue;
+        }
+        /* the broker keeps the message id until the publish is released */
+        if (props._flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
+            void *id = amqp_pool_alloc(pool, props.message_id.len);
+            if (id == NULL && props.message_id.len > 0) {
+                return WR_BROKER_DOWN;
+            }
+            memcpy(id, props.message_id.bytes, props.message_id.len);
+            props.message_id.bytes = id;
+        }
+        const amqp_basic_properties_t *use = &props;
+        const char *queue = w->sub->queue;
+        if (kind == 'd') {
+            char error[300];
+            int g = (props._flags & AMQP_BASIC_TYPE_FLAG)
+                        ? wr_gates_waiting(w->sub, props.type.bytes, props.type.len)
+                        : -1;
+            snprintf(error, sizeof(error),
+                     "gate-timeout: %s%s was not done for its key within the gate's timeout",
+                     g >= 0 ? "its predecessor " : "its causal gate's predecessor",
+                     g >= 0 ? w->sub->gates[g].after : "");
+            wr_failure f = {.reason = "gate-timeout",
+                            .error_class = "gate-timeout",
+                            .error = error,
+                            .attempt = 1,
+                            .now_ms = wr_now_ms(),
+                            .subscription = w->sub->name,
+                            .queue = w->sub->queue,
+                            .handler = w->sub->handler,
+                            .handler_version = w->lua ? wr_lua_version(w->lua) : NULL,
+                            .sign = &w->sign};
+            if (wr_dlq_build_props(pool, &props, amqp_empty_bytes,
+                                   amqp_cstring_bytes(w->sub->queue), &f, &dprops) != 0) {
+                return WR_BROKER_DOWN;
+            }
+            use = &dprops;
+            queue = w->sub->dlq;
+        }
+        uint64_t seq;
+        int rc = wr_broker_publish(w->b, amqp_empty_bytes, amqp_cstring_bytes(queue), 1, use, body,
+                                   &seq);
+        if (rc != WR_BROKER_OK) {
+            return rc;
+        }
+        end = seq + 1;
+        sent++;
+    }
+    w->gate_seq_end = end > w->gate_seq_end ? end : w->gate_seq_end;
+    if (end > first) {
+        if (wr_broker_confirm_wait(w->b, end, CONFIRM_TIMEOUT_MS) != WR_BROKER_OK) {
+            return WR_BROKER_DOWN;
+        }
+        for (uint64_t s = first; s < end; s++) {
+            if (wr_broker_confirm_state(w->b, s) != WR_PUB_ACKED) {
+                /* left in Redis: the sweep sends the list again */
+                wr_logf(WR_LOG_ERROR, "%s: causal gate: the broker did not take a copy of %s",
+                        w->name, key);
+                return WR_BROKER_OK;
+            }
+        }
+    }
+    char k[4][GATE_KEY_MAX];
+    gate_sub_keys(w, k);
+    const char *keys[2] = {key, k[2]};
+    const char *args[1] = {"sent"};
+    size_t lens[1] = {4};
+    if (gate_call(w, 2, keys, 1, args, lens) == NULL) {
+        return PAUSE;
+    }
+    wr_stat_add(kind == 'd' ? &w->st->gate_timeouts : &w->st->gate_released, (uint64_t)sent);
+    wr_logline l;
+    wr_log_begin(&l, kind == 'd' ? WR_LOG_WARN : WR_LOG_INFO,
+                 kind == 'd' ? "parked messages dead-lettered: gate-timeout"
+                             : "parked messages released");
+    wr_log_str(&l, "subscription", w->sub->name);
+    wr_log_int(&l, "worker", w->index);
+    wr_log_int(&l, "count", sent);
+    wr_log_end(&l);
+    return WR_BROKER_OK;
+}
+
+/* BT's commit is read: release what its done marks were waiting for. Returns
+ * a WR_BROKER_* code or PAUSE. */
+static int gate_release(wr_worker *w, batch *bt)
+{
+    const wr_subscription *sub = w->sub;
+    if (sub->gate_count == 0 || w->idem == NULL) {
+        return WR_BROKER_OK;
+    }
+    char k[4][GATE_KEY_MAX];
+    gate_sub_keys(w, k);
+    char retry[24];
+    snprintf(retry, sizeof(retry), "%d", GATE_RETRY_MS);
+    for (int i = 0; i < bt->n; i++) {
+        item *it = &bt->items[i];
+        if (!it->marks || it->act != WR_ACT_OK || it->held) {
+            continue;
+        }
+        const char *t = it->env.type.bytes;
+        size_t tn = it->env.type.len;
+        for (int g = wr_gates_after(sub, t, tn, 0); g >= 0;
+             g = wr_gates_after(sub, t, tn, g + 1)) {
+            char gkey[WR_IDKEY_MAX + 1], list[GATE_KEY_MAX];
+            if (gate_key_of(w, it, g, gkey, sizeof(gkey)) != 0 ||
+                wr_gate_park_key(list, sizeof(list), sub->idem.prefix, sub->name, g, gkey) < 0) {
+                continue;
+            }
+            const char *keys[5] = {list, k[0], k[1], k[2], k[3]};
+            const char *args[2] = {"take", retry};
+            size_t lens[2] = {4, strlen(retry)};
+            const redisReply *r = gate_call(w, 5, keys, 2, args, lens);
+            if (r == NULL) {
+                return PAUSE;
+            }
+            if (r->type != REDIS_REPLY_ARRAY || r->elements < 2) {
+                continue; /* nothing was parked */
+            }
+            /* the reply goes with the next gate call: keep the sending key */
+            char sending[GATE_KEY_MAX];
+            snprintf(sending, sizeof(sending), "%.*s", (int)r->element[0]->len,
+                     r->element[0]->str);
+            int rc = gate_send(w, 'o', sending, r->element + 1, r->elements - 1);
+            if (rc != WR_BROKER_OK) {
+                return rc;
+            }
+        }
+    }
+    return WR_BROKER_OK;
+}
+
+/*
+ * What the normal path left behind (gates.h): lists whose sender died,
+ * parked messages whose predecessor's worker died between its commit and the
+ * release, and parked messages past their gate's timeout. Worker 0 of a
+ * subscription does it about once a second. Returns a WR_BROKER_* code or
+ * PAUSE.
+ */
+static int gate_sweep(wr_worker *w)
+{
+    if (w->sub->gate_count == 0 || w->idem == NULL || w->index != 0 ||
+        wr_mono_ms() < w->next_sweep_ms) {
+        return WR_BROKER_OK;
+    }
+    w->next_sweep_ms = wr_mono_ms() + GATE_SWEEP_MS;
+    char k[4][GATE_KEY_MAX];
+    gate_sub_keys(w, k);
+    char recheck[24], retry[24];
+    snprintf(recheck, sizeof(recheck), "%d", GATE_RECHECK_MS);
+    snprintf(retry, sizeof(retry), "%d", GATE_RETRY_MS);
+    const char *keys[4] = {k[0], k[1], k[2], k[3]};
+    const char *args[4] = {"sweep", recheck, retry, "20"};
+    size_t lens[4] = {5, strlen(recheck), strlen(retry), 2};
+    const redisReply *r = gate_call(w, 4, keys, 4, args, lens);
+    if (r == NULL) {
+        return PAUSE;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+        return WR_BROKER_OK;
+    }
+    /* each gate_send's "sent" call frees this reply: take the groups out first */
+    size_t ng = r->elements;
+    redisReply **groups = calloc(ng, sizeof(*groups));
+    if (groups == NULL) {
+        return WR_BROKER_OK;
+    }
+    for (size_t i = 0; i < ng; i++) {
+        groups[i] = r->element[i];
+        ((redisReply *)r)->element[i] = NULL;
+    }
+    int rc = WR_BROKER_OK;
+    for (size_t i = 0; i < ng; i++) {
+        redisReply *gr = groups[i];
+        if (rc == WR_BROKER_OK && gr != NULL && gr->type == REDIS_REPLY_ARRAY &&
+            gr->elements >= 3 && gr->element[0]->type == REDIS_REPLY_STRING &&
+            gr->element[1]->type == REDIS_REPLY_STRING) {
+            char sending[GATE_KEY_MAX];
+            snprintf(sending, sizeof(sending), "%.*s", (int)gr->element[1]->len,
+                     gr->element[1]->str);
+            rc = gate_send(w, gr->element[0]->str[0], sending, gr->element + 2,
+                           gr->elements - 2);
+        }
+        if (gr != NULL) {
+            freeReplyObject(gr);
+        }
+    }
+    free(groups);
+    return rc;
+}
+
 /* ---- per-key lanes (ordering.h) ---------------------------------------------------- */
 
 /* How long a lane stays shut at most: its head comes back through the wait
@@ -1520,7 +1904,7 @@ static int run_batch(wr_worker *w, batch *bt)
             it->act = WR_ACT_NONE; /* draining: what has not started goes back */
             continue;
         }
-        if (lane_follow(w, bt, it, &rc)) {
+        if (lane_follow(w, bt, it, &rc) || gate_park(w, bt, it, &rc)) {
             if (rc != WR_BROKER_OK) {
                 return rc;
             }
@@ -1542,6 +1926,7 @@ static int run_batch(wr_worker *w, batch *bt)
             continue;
         }
         rc = run_one(w, bt, it);
+        gate_mark(w, bt, it);
         if (rc == WR_BROKER_OK && wr_mono_ms() >= w->next_service_ms) {
             /* a batch of slow handlers: keep heartbeats going between them too */
             service_broker(w);
@@ -2005,10 +2390,17 @@ static int settle(wr_worker *w, batch *bt)
     for (int i = 0; i < bt->n; i++) {
         lane_note(w, &bt->items[i]); /* what the commit changed (a conflict, a lost lease) */
     }
+    if ((rc = gate_release(w, bt)) != WR_BROKER_OK) {
+        return rc;
+    }
     /* the publishes of this batch matter to nobody now; those of the other one do */
     batch *o = other_batch(w, bt);
-    wr_broker_confirm_release(w->b, o->live && o->seq_first != 0 ? o->seq_first
-                                                                 : wr_broker_next_seq(w->b));
+    uint64_t upto = o->live && o->seq_first != 0 ? o->seq_first : wr_broker_next_seq(w->b);
+    wr_broker_confirm_release(w->b, upto);
+    if (w->gate_seq_end != 0 && upto >= w->gate_seq_end) {
+        recycle_amqp_pool(&w->gate_pool); /* the broker holds no parked message's id now */
+        w->gate_seq_end = 0;
+    }
     int lost_copies = 0;
     for (int i = 0; i < bt->n; i++) {
         lost_copies += !bt->items[i].held && bt->items[i].act == WR_ACT_NONE &&
@@ -2185,6 +2577,8 @@ static void disconnect(wr_worker *w)
 {
     wr_broker_destroy(w->b);
     w->b = NULL;
+    recycle_amqp_pool(&w->gate_pool);
+    w->gate_seq_end = 0;
 }
 
 /* After a failed step or settle: abandon what is in flight and close the
@@ -2311,6 +2705,9 @@ static void *worker_main(void *arg)
             } else if (rc == WR_BROKER_OK && prev->live) {
                 rc = complete(w, prev);
             }
+            if (rc == WR_BROKER_OK) {
+                rc = gate_sweep(w);
+            }
             if (rc != WR_BROKER_OK) {
                 fail_turn(w, rc);
                 break;
@@ -2409,6 +2806,7 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
     w->max_body = sub->max_body_size > 0 ? (size_t)sub->max_body_size : 512 * 1024;
     snprintf(w->name, sizeof(w->name), "warren %s#%d", sub->name, index);
     pthread_mutex_init(&w->lua_lock, NULL);
+    init_amqp_pool(&w->gate_pool, 4096);
     seed_rand(w);
     char rnd[17];
     hex_rand(w, rnd, 16);
@@ -2442,7 +2840,8 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
     };
     int bs = sub->batch_size;
     for (int b = 0; b < 2; b++) {
-        if (batch_init(&w->batches[b], bs, cfg->store_max_writes) != 0) {
+        /* one more write per gate: the done marks ride on a handled message's commit */
+        if (batch_init(&w->batches[b], bs, cfg->store_max_writes + sub->gate_count) != 0) {
             snprintf(err, errcap, "out of memory");
             wr_live_snapshot_free(&snap);
             goto fail;
@@ -2523,6 +2922,7 @@ void wr_worker_free(wr_worker *w)
     }
     free(w->held);
     wr_lanes_destroy(w->lanes);
+    empty_amqp_pool(&w->gate_pool);
     free(w->orphans);
     free(w->scratch);
     free(w->run_source);

@@ -1,0 +1,126 @@
+-- gate.lua: the parked messages of causal gates (sidecar/src/gates.h).
+--
+-- A parked list holds entries "<deadline_ms>|<properties><body>" in arrival
+-- order. INDEX is a sorted set of the parked lists, scored by when the sweep
+-- should look at each again; SENDING a sorted set of the lists being sent
+-- ("o" .. key: back to the queue, "d" .. key: to the DLQ), scored by when the
+-- sweep should send them again if the worker sending them never says 'sent'.
+-- MARKS maps each parked list to the "done for key" mark it waits for.
+--
+-- ARGV[1] is the operation:
+--
+--   park   KEYS: mark, list, index, marks
+--          ARGV: entry, recheck_ms
+--          The mark exists: nothing is parked; returns 0 (run the message).
+--          Else the entry is appended to the list; returns 1.
+--   take   KEYS: list, index, marks, sending, seq
+--          ARGV: retry_ms
+--          The mark of the list was just written: its entries move to a new
+--          list, which is returned as {key, entries...} ({} when nothing was
+--          parked). The caller publishes them, then calls 'sent'.
+--   sent   KEYS: the list returned by take or sweep, sending
+--          The entries are published and confirmed: the list is dropped.
+--   sweep  KEYS: index, marks, sending, seq
+--          ARGV: recheck_ms, retry_ms, max
+--          Returns up to MAX groups {kind, key, entries...}, kind "o" (send
+--          back to the queue) or "d" (dead-letter: past the gate's timeout):
+--          lists whose sender did not say 'sent' within retry_ms, parked lists
+--          whose mark exists (the worker that wrote it died before taking
+--          them), and parked entries past their deadline.
+local op = ARGV[1]
+local now = now_ms()
+
+-- Move ENTRIES (already removed from where they were) to a new sending list of
+-- KIND; returns its key.
+local function to_sending(kind, entries, sending, seq, retry)
+  local key = sending .. ':' .. redis.call('INCR', seq)
+  for i = 1, #entries, 1000 do
+    redis.call('RPUSH', key, unpack(entries, i, math.min(i + 999, #entries)))
+  end
+  redis.call('ZADD', sending, now + retry, kind .. key)
+  return key
+end
+
+-- Take every entry of parked LIST to a sending list; returns {key, entries...}.
+local function take(list, index, marks, sending, seq, retry)
+  local entries = redis.call('LRANGE', list, 0, -1)
+  redis.call('DEL', list)
+  redis.call('ZREM', index, list)
+  redis.call('HDEL', marks, list)
+  if #entries == 0 then return {} end
+  local key = to_sending('o', entries, sending, seq, retry)
+  local out = {key}
+  for i = 1, #entries do out[i + 1] = entries[i] end
+  return out
+end
+
+local function deadline(e)
+  return tonumber(string.match(e, '^(%d+)|')) or 0
+end
+
+if op == 'park' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+  redis.call('HSET', KEYS[4], KEYS[2], KEYS[1])
+  local due = math.min(deadline(ARGV[2]), now + tonumber(ARGV[3]))
+  local cur = redis.call('ZSCORE', KEYS[3], KEYS[2])
+  if not cur or tonumber(cur) > due then redis.call('ZADD', KEYS[3], due, KEYS[2]) end
+  return 1
+elseif op == 'take' then
+  return take(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], tonumber(ARGV[2]))
+elseif op == 'sent' then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], 'o' .. KEYS[1], 'd' .. KEYS[1])
+  return 1
+elseif op == 'sweep' then
+  local index, marks, sending, seq = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+  local recheck, retry, max = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+  local out = {}
+  -- lists whose sender went quiet: send them again
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', sending, '-inf', now, 'LIMIT', 0, max)) do
+    local key = string.sub(m, 2)
+    local entries = redis.call('LRANGE', key, 0, -1)
+    if #entries == 0 then
+      redis.call('ZREM', sending, m)
+    else
+      redis.call('ZADD', sending, now + retry, m)
+      local g = {string.sub(m, 1, 1), key}
+      for i = 1, #entries do g[i + 2] = entries[i] end
+      out[#out + 1] = g
+    end
+  end
+  -- parked lists due for a look
+  for _, list in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, max)) do
+    local mark = redis.call('HGET', marks, list)
+    if mark and redis.call('EXISTS', mark) == 1 then
+      local t = take(list, index, marks, sending, seq, retry)
+      if #t > 0 then
+        local g = {'o'}
+        for i = 1, #t do g[i + 1] = t[i] end
+        out[#out + 1] = g
+      end
+    else
+      local late = {}
+      while true do
+        local e = redis.call('LINDEX', list, 0)
+        if not e or deadline(e) > now then break end
+        late[#late + 1] = redis.call('LPOP', list)
+      end
+      if #late > 0 then
+        local key = to_sending('d', late, sending, seq, retry)
+        local g = {'d', key}
+        for i = 1, #late do g[i + 2] = late[i] end
+        out[#out + 1] = g
+      end
+      local head = redis.call('LINDEX', list, 0)
+      if head then
+        redis.call('ZADD', index, math.min(deadline(head), now + recheck), list)
+      else
+        redis.call('ZREM', index, list)
+        redis.call('HDEL', marks, list)
+      end
+    end
+  end
+  return out
+end
+return redis.error_reply('gate.lua: unknown operation ' .. tostring(op))
