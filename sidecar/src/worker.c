@@ -1411,7 +1411,7 @@ static int extend_leases(wr_worker *w, batch *bt, int from)
 /* ---- causal gates (gates.h) --------------------------------------------------------- */
 
 #define GATE_RECHECK_MS 5000 /* a parked list is looked at by the sweep at least this often */
-#define GATE_RETRY_MS 30000  /* a list being sent and not done by then is sent again */
+#define GATE_RETRY_MS 10000  /* a list being sent and not done by then is sent again */
 #define GATE_SWEEP_MS 1000   /* how often worker 0 of a subscription sweeps */
 #define GATE_KEY_MAX (RKEY_MAX + 600)
 
