@@ -975,9 +975,10 @@ static char *journal_text(const wr_worker *w, const item *it, int64_t now, doubl
         e.type_len = it->env.type.len;
         e.redelivered = it->env.redelivered;
     }
-    if (it->act == WR_ACT_DLQ || it->act == WR_ACT_RETRY || it->act == WR_ACT_NONE) {
+    if (it->act == WR_ACT_DLQ || it->act == WR_ACT_RETRY || it->act == WR_ACT_NONE ||
+        it->act == WR_ACT_PARKED) {
         e.reason = it->reason;
-        e.error = it->error;
+        e.error = it->error; /* parked: "waiting for <after> of <key>" */
     }
     if (it->act == WR_ACT_RETRY || it->act == WR_ACT_WAIT) {
         e.delay_ms = it->delay_ms;

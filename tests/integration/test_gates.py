@@ -18,7 +18,8 @@ logs.
   the DLQ with reason gate-timeout, its body untouched; it never ran.
 - o-5: its cancel is parked, warren is killed (kill -9), its create is
   published while warren is down; the new warren handles the create, then
-  releases the cancel: nothing lost, nothing run twice.
+  releases the cancel: nothing lost, nothing run twice. While it is parked,
+  `warren trace` shows what it waits for and since when.
 - o-6: its cancel is parked; then the done mark appears with nobody taking
   the parked list (as when a worker dies between its commit and the
   release): the sweep releases it.
@@ -29,8 +30,10 @@ import json
 import os
 import time
 
-from wrtest import (Broker, Warren, check, check_eq, delete_queues, finish, prefix, redis_client,
-                    tempdir, wait_for, write)
+import subprocess
+
+from wrtest import (ENV, WARREN, Broker, Warren, check, check_eq, delete_queues, finish, prefix,
+                    redis_client, tempdir, wait_for, write)
 
 p = prefix()
 tmp = tempdir()
@@ -139,6 +142,11 @@ try:
     publish(b, "o-5", "order.cancelled")
     check(wait_for(lambda: parked_count() == 1, 10, "o-5 parked"), "o-5's cancel is parked")
     time.sleep(0.5)  # its batch settles (counted) once nothing more comes
+    tr = subprocess.run([WARREN, "trace", "-c", w.config, "o-5-order.cancelled"],
+                        capture_output=True, text=True, env=dict(os.environ, **ENV))
+    check("parked behind a causal gate: waiting for order.created of o-5" in tr.stdout and
+          "where: parked - parked in Redis, waiting for order.created of o-5 since " in tr.stdout,
+          "warren trace shows what the parked cancel waits for, and since when:\n%s" % tr.stdout)
     samples = w.metrics()
     check_eq(w.metric(samples, "warren_messages_handled_total", subscription=SUB,
                       outcome="parked"), 4, "4 parked messages counted (o-1, o-2, o-4, o-5)")
