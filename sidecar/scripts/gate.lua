@@ -26,7 +26,30 @@
 --          back to the queue) or "d" (dead-letter: past the gate's timeout):
 --          lists whose sender did not say 'sent' within retry_ms, parked lists
 --          whose mark exists (the worker that wrote it died before taking
---          them), and parked entries past their deadline.
+--          them), parked entries past their deadline, and the next message of
+--          a lane whose holder is done (its worker died before handing over).
+--
+-- Lanes (ordering.key, retries keep order): HOLD names the idempotency
+-- record of the message a key's later messages wait behind (a retried one,
+-- then each released one in turn). A lane's parked entries are
+-- "<n>:<record key>" (n its length) followed by the entry; MARKS maps the list
+-- to "L" .. hold.
+--
+--   lpark  KEYS: hold, list, index, marks
+--          ARGV: record key, entry, recheck_ms
+--          The hold is absent or is this message's: returns 0 (run it). Else
+--          the entry is appended to the list; returns 1.
+--   lhold  KEYS: hold   ARGV: record key
+--          This message (retried) now holds its key, unless another one does;
+--          returns 1 when it holds it.
+--   lnext  KEYS: hold, list, index, marks, sending, seq
+--          ARGV: retry_ms, record key, mode ("release" or "dlq_all")
+--          The holder (this record) is done: release: the next parked entry
+--          becomes the holder and moves to a sending list, returned as
+--          {key, entry} (no entry: the hold is dropped, {} returned);
+--          dlq_all: every parked entry moves to a "d" sending list, returned as
+--          {key, entries...}, and the hold is dropped. Nothing happens ({})
+--          when the hold is not this record's.
 local op = ARGV[1]
 local now = now_ms()
 
@@ -58,6 +81,46 @@ local function deadline(e)
   return tonumber(string.match(e, '^(%d+)|')) or 0
 end
 
+-- A lane entry: its record key and the entry itself.
+local function lane_entry(e)
+  local colon = string.find(e, ':', 1, true)
+  local n = tonumber(string.sub(e, 1, colon - 1))
+  return string.sub(e, colon + 1, colon + n), string.sub(e, colon + n + 1)
+end
+
+-- Hand lane LIST over from its holder: see lnext. RELEASE (true) or dlq_all.
+local function hand_over(hold, list, index, marks, sending, seq, retry, release)
+  if release then
+    local e = redis.call('LPOP', list)
+    if not e then
+      redis.call('DEL', hold)
+      redis.call('ZREM', index, list)
+      redis.call('HDEL', marks, list)
+      return {}
+    end
+    local rkey, entry = lane_entry(e)
+    redis.call('SET', hold, rkey)
+    if redis.call('LLEN', list) == 0 then
+      redis.call('ZREM', index, list)
+      redis.call('HDEL', marks, list)
+    end
+    return {'o', to_sending('o', {entry}, sending, seq, retry), entry}
+  end
+  local all = redis.call('LRANGE', list, 0, -1)
+  redis.call('DEL', list, hold)
+  redis.call('ZREM', index, list)
+  redis.call('HDEL', marks, list)
+  if #all == 0 then return {} end
+  local entries = {}
+  for i = 1, #all do
+    local _, entry = lane_entry(all[i])
+    entries[i] = entry
+  end
+  local out = {'d', to_sending('d', entries, sending, seq, retry)}
+  for i = 1, #entries do out[i + 2] = entries[i] end
+  return out
+end
+
 if op == 'park' then
   if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
   redis.call('RPUSH', KEYS[2], ARGV[2])
@@ -66,6 +129,27 @@ if op == 'park' then
   local cur = redis.call('ZSCORE', KEYS[3], KEYS[2])
   if not cur or tonumber(cur) > due then redis.call('ZADD', KEYS[3], due, KEYS[2]) end
   return 1
+elseif op == 'lpark' then
+  local h = redis.call('GET', KEYS[1])
+  if not h or h == ARGV[2] then return 0 end
+  redis.call('RPUSH', KEYS[2], string.len(ARGV[2]) .. ':' .. ARGV[2] .. ARGV[3])
+  redis.call('HSET', KEYS[4], KEYS[2], 'L' .. KEYS[1])
+  if not redis.call('ZSCORE', KEYS[3], KEYS[2]) then
+    redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), KEYS[2])
+  end
+  return 1
+elseif op == 'lhold' then
+  local h = redis.call('GET', KEYS[1])
+  if h and h ~= ARGV[2] then return 0 end
+  redis.call('SET', KEYS[1], ARGV[2])
+  return 1
+elseif op == 'lnext' then
+  if redis.call('GET', KEYS[1]) ~= ARGV[3] then return {} end
+  local r = hand_over(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], tonumber(ARGV[2]),
+                      ARGV[4] ~= 'dlq_all')
+  if #r == 0 then return {} end
+  table.remove(r, 1) -- the kind: the caller knows it from the mode
+  return r
 elseif op == 'take' then
   return take(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], tonumber(ARGV[2]))
 elseif op == 'sent' then
@@ -92,7 +176,17 @@ elseif op == 'sweep' then
   -- parked lists due for a look
   for _, list in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, max)) do
     local mark = redis.call('HGET', marks, list)
-    if mark and redis.call('EXISTS', mark) == 1 then
+    if mark and string.sub(mark, 1, 1) == 'L' then
+      -- a lane: hand it over when its holder is gone or done
+      local hold = string.sub(mark, 2)
+      local h = redis.call('GET', hold)
+      if not h or read_record(h) == 'd' then
+        local g = hand_over(hold, list, index, marks, sending, seq, retry, true)
+        if #g > 0 then out[#out + 1] = g end
+      else
+        redis.call('ZADD', index, now + recheck, list)
+      end
+    elseif mark and redis.call('EXISTS', mark) == 1 then
       local t = take(list, index, marks, sending, seq, retry)
       if #t > 0 then
         local g = {'o'}

@@ -151,6 +151,7 @@ struct section {
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const exchange_types[] = {"direct", "topic", "fanout", "headers", NULL};
 static const char *const missing_key_actions[] = {"dlq", "body-hash", NULL};
+static const char *const on_dlq_actions[] = {"release", "dlq_all", NULL};
 
 _Static_assert(sizeof(wr_log_level) == sizeof(int), "log level is stored as an int");
 _Static_assert(sizeof(wr_key_source) == sizeof(int), "key source is stored as an int");
@@ -397,6 +398,13 @@ static const field ordering_fields[] = {
      .flags = F_REQUIRED,
      .desc = "What a message's ordering key is: a header (`header:NAME`) or a field of the "
              "JSON body (`json:order_id`); messages without one run in no order."},
+    {.name = "on_dlq",
+     .type = T_ENUM,
+     .offset = offsetof(wr_ordering_policy, dlq_all),
+     .def = "release",
+     .enum_values = on_dlq_actions,
+     .desc = "A retried message of a key that ends in the DLQ: let the messages parked behind "
+             "it run (`release`), or dead-letter them too (`dlq_all`)."},
 };
 
 static const section ordering_section = {ordering_fields, NFIELDS(ordering_fields), 0,

@@ -141,6 +141,9 @@ typedef struct {
     int enabled;          /* an `ordering` section was given */
     wr_key_source source; /* ordering.key: "header:NAME" or "json:PATH" */
     char *key_arg;        /* header name or JSON path */
+    int dlq_all;          /* ordering.on_dlq: "release" (0, default): a dead-lettered head
+                             lets the messages parked behind it run; "dlq_all" (1): they
+                             are dead-lettered too */
 } wr_ordering_policy;
 
 /*

@@ -129,10 +129,113 @@ class Scripts:
         return self.r.evalsha(self.finish_sha, len(keys), *keys, *args)
 
 
+def gates(r):
+    """gate.lua (gates.h): parking behind a causal gate's mark and behind a
+    lane's holder, taking, sending and sweeping, against this Redis."""
+    sha = r.script_load(source("gate.lua"))
+
+    def g(keys, *args):
+        return r.evalsha(sha, len(keys), *keys, *args)
+    P = "t:"
+    idx, marks, sending, seq = P + "~parked:s", P + "~parkmark:s", P + "~sending:s", P + "~seq:s"
+    mark, lst = P + "~gate:s:created:o1", P + "~park:s:0:o1"
+    far = str(int(time.time() * 1000) + 600000)
+    # the mark absent: parked, in order; present: run
+    check_eq(g([mark, lst, idx, marks], "park", far + "|a", 5000), 1, "park without the mark")
+    check_eq(g([mark, lst, idx, marks], "park", far + "|b", 5000), 1, "park a second")
+    check_eq(r.lrange(lst, 0, -1), [far + "|a", far + "|b"], "parked in arrival order")
+    check_eq(r.hget(marks, lst), mark, "the list's mark noted")
+    check(r.zscore(idx, lst) is not None, "the list is in the index")
+    r.set(mark, "1")
+    check_eq(g([mark, lst, idx, marks], "park", far + "|c", 5000), 0, "the mark exists: run")
+    check_eq(r.llen(lst), 2, "nothing more parked")
+    # take: moved to a sending list, returned; sent drops it
+    out = g([lst, idx, marks, sending, seq], "take", 10000)
+    check_eq(out[1:], [far + "|a", far + "|b"], "take returns the entries in order")
+    check(out[0].startswith(sending + ":"), "into a sending list: %r" % out[0])
+    check_eq(r.exists(lst), 0, "the parked list is gone")
+    check_eq(r.zscore(idx, lst), None, "and out of the index")
+    check_eq(r.lrange(out[0], 0, -1), [far + "|a", far + "|b"], "the sending list holds them")
+    check(r.zscore(sending, "o" + out[0]) is not None, "the sending list is noted")
+    check_eq(g([lst, idx, marks, sending, seq], "take", 10000), [], "a second take: nothing")
+    # a sender that never says sent: the sweep sends it again once retry_ms passed
+    r.zadd(sending, {"o" + out[0]: 0})
+    sw = g([idx, marks, sending, seq], "sweep", 5000, 10000, 20)
+    check_eq(sw, [["o", out[0], far + "|a", far + "|b"]], "the sweep resends a stale list")
+    check_eq(g([out[0], sending], "sent"), 1, "sent")
+    check_eq((r.exists(out[0]), r.zcard(sending)), (0, 0), "sent drops the list and its note")
+    # timeouts: past their deadline, dead-lettered through a "d" sending list
+    mark2, lst2 = P + "~gate:s:created:o2", P + "~park:s:0:o2"
+    past = str(int(time.time() * 1000) - 1)
+    g([mark2, lst2, idx, marks], "park", past + "|x", 5000)
+    g([mark2, lst2, idx, marks], "park", far + "|y", 5000)
+    sw = g([idx, marks, sending, seq], "sweep", 5000, 10000, 20)
+    check_eq(len(sw), 1, "one group")
+    check_eq((sw[0][0], sw[0][2:]), ("d", [past + "|x"]), "the late entry goes to the DLQ")
+    check_eq(r.lrange(lst2, 0, -1), [far + "|y"], "the other stays parked")
+    g([sw[0][1], sending], "sent")
+    # a mark written with nobody taking the list: the sweep releases it once due
+    r.set(mark2, "1")
+    r.zadd(idx, {lst2: 0})
+    sw = g([idx, marks, sending, seq], "sweep", 5000, 10000, 20)
+    check_eq([(x[0], x[2:]) for x in sw], [("o", [far + "|y"])], "the sweep releases it")
+    g([sw[0][1], sending], "sent")
+    check_eq((r.zcard(idx), r.hlen(marks), r.zcard(sending)), (0, 0, 0), "all clean")
+
+    # lanes: a retried head holds its key; later messages park behind it, then run
+    # one by one in order, each the holder in turn
+    hold, lane = P + "~hold:s:o3", P + "~park:s:lane:o3"
+    check_eq(g([hold, lane, idx, marks], "lpark", "rec:m1", "0|m1", 5000), 0,
+             "no hold: run")
+    check_eq(g([hold], "lhold", "rec:m1"), 1, "the retried m1 holds o3")
+    check_eq(g([hold], "lhold", "rec:m2"), 0, "m2 cannot take it")
+    check_eq(g([hold, lane, idx, marks], "lpark", "rec:m1", "0|m1", 5000), 0,
+             "the holder itself runs")
+    for m in ("m2", "m3", "m4"):
+        check_eq(g([hold, lane, idx, marks], "lpark", "rec:" + m, "0|" + m, 5000), 1,
+                 "%s parks behind m1" % m)
+    check_eq(r.hget(marks, lane), "L" + hold, "the lane's hold noted")
+    check_eq(g([hold, lane, idx, marks, sending, seq], "lnext", 10000, "rec:m3", "release"), [],
+             "not the holder: nothing")
+    nx = g([hold, lane, idx, marks, sending, seq], "lnext", 10000, "rec:m1", "release")
+    check_eq(nx[1:], ["0|m2"], "m1 done: m2 is released, alone")
+    check_eq(r.get(hold), "rec:m2", "and holds the key")
+    g([nx[0], sending], "sent")
+    check_eq(g([hold, lane, idx, marks], "lpark", "rec:m5", "0|m5", 5000), 1,
+             "a new message parks behind the released ones")
+    check_eq(g([hold, lane, idx, marks], "lpark", "rec:m2", "0|m2", 5000), 0, "m2 runs")
+    nx = g([hold, lane, idx, marks, sending, seq], "lnext", 10000, "rec:m2", "release")
+    check_eq(nx[1:], ["0|m3"], "then m3")
+    g([nx[0], sending], "sent")
+    # m3's worker died after its commit: the sweep hands over once m3's record is done
+    r.set("rec:m3", "d|1|ok|1|")
+    r.zadd(idx, {lane: 0})
+    sw = g([idx, marks, sending, seq], "sweep", 5000, 10000, 20)
+    check_eq([(x[0], x[2:]) for x in sw], [("o", ["0|m4"])], "the sweep releases m4")
+    check_eq(r.get(hold), "rec:m4", "m4 holds")
+    g([sw[0][1], sending], "sent")
+    r.zadd(idx, {lane: 0})
+    sw = g([idx, marks, sending, seq], "sweep", 5000, 10000, 20)
+    check_eq(sw, [], "m4 not done: the sweep waits")
+    # dlq_all: the holder dead-lettered takes the rest with it
+    nx = g([hold, lane, idx, marks, sending, seq], "lnext", 10000, "rec:m4", "dlq_all")
+    check_eq(nx[1:], ["0|m5"], "dlq_all: the parked ones go to the DLQ")
+    check(r.zscore(sending, "d" + nx[0]) is not None, "through a 'd' sending list")
+    g([nx[0], sending], "sent")
+    check_eq((r.exists(hold), r.exists(lane), r.zcard(idx), r.hlen(marks), r.zcard(sending)),
+             (0, 0, 0, 0, 0), "the lane is free and clean")
+    # the last holder done with nothing behind it: the hold is dropped
+    g([hold], "lhold", "rec:m9")
+    check_eq(g([hold, lane, idx, marks, sending, seq], "lnext", 10000, "rec:m9", "release"), [],
+             "nothing parked: nothing released")
+    check_eq(r.exists(hold), 0, "and the key is free")
+
+
 def main():
     proc, tmp, r = start_redis()
     try:
         run(r)
+        gates(r)
     finally:
         proc.terminate()
         proc.wait(10)

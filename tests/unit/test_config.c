@@ -2552,6 +2552,7 @@ static void test_reference(void)
         "subscriptions[].breaker.half_open_probes",
         "subscriptions[].ordering",
         "subscriptions[].ordering.key",
+        "subscriptions[].ordering.on_dlq",
         "subscriptions[].gates",
         "subscriptions[].gates[].type",
         "subscriptions[].gates[].after",
@@ -2780,14 +2781,16 @@ static void test_ordering(void)
         CHECK_INT(cfg->subs[0].ordering.enabled, 1);
         CHECK_INT(cfg->subs[0].ordering.source, WR_KEY_JSON);
         CHECK_STR(cfg->subs[0].ordering.key_arg, "order.id");
+        CHECK_INT(cfg->subs[0].ordering.dlq_all, 0);
         wr_config_free(cfg);
     }
-    cfg = load_text(MINIMAL "    ordering: {key: 'header:x-order'}\n", &errs);
+    cfg = load_text(MINIMAL "    ordering: {key: 'header:x-order', on_dlq: dlq_all}\n", &errs);
     CHECK(cfg != NULL);
     if (cfg != NULL) {
         CHECK_INT(cfg->subs[0].ordering.enabled, 1);
         CHECK_INT(cfg->subs[0].ordering.source, WR_KEY_HEADER);
         CHECK_STR(cfg->subs[0].ordering.key_arg, "x-order");
+        CHECK_INT(cfg->subs[0].ordering.dlq_all, 1);
         wr_config_free(cfg);
     }
     EXPECT_ERRORS(MINIMAL "    ordering:\n      key: message_id\n",
@@ -2798,7 +2801,8 @@ static void test_ordering(void)
     EXPECT_ERRORS(MINIMAL "    ordering:\n      key: json:a..b\n      lanes: 2\n",
                   "10:12: subscriptions[0].ordering.key: invalid JSON path (names of letters, "
                   "digits, '_' and '-', joined by '.'), got 'a..b'",
-                  "11:7: unknown key 'lanes' in subscriptions[0].ordering (expected one of: key)");
+                  "11:7: unknown key 'lanes' in subscriptions[0].ordering (expected one of: key, "
+                  "on_dlq)");
     EXPECT_ERRORS(MINIMAL "    ordering: json:order_id\n",
                   "9:15: subscriptions[0].ordering: expected a mapping, got a string");
 }
