@@ -103,6 +103,8 @@ typedef struct {
     char okey[WR_IDKEY_MAX + 1]; /* its ordering key ("": none, or ordering is off) */
     int followed;                /* it followed an unfinished earlier message of okey */
     int marks;                   /* its commit writes causal gates' done marks (gates.h) */
+    int holder;                  /* it holds its ordering key in Redis: a retried message, or
+                                    one released behind it (gate.lua's lanes) */
 } item;
 
 struct wr_worker;
@@ -757,6 +759,8 @@ static void prepare(wr_worker *w, item *it)
     }
 }
 
+static int lane_hold(wr_worker *w, item *it);
+
 /*
  * Run IT's handler and decide what happens to it (decide.h). Publishes what
  * the outcome needs. Returns a WR_BROKER_* code (DOWN stops the batch:
@@ -812,6 +816,9 @@ static int run_one(wr_worker *w, batch *bt, item *it)
     case WR_ACT_RETRY:
         it->tier = it->dec.tier;
         it->delay_ms = it->dec.delay_ms;
+        if (lane_hold(w, it) != 0) {
+            return PAUSE; /* its key's later messages must not run ahead of its retry */
+        }
         return publish_copy(w, bt, it, it->dec.error_class);
     case WR_ACT_DLQ:
         return publish_copy(w, bt, it, it->dec.error_class);
@@ -1576,7 +1583,7 @@ static void gate_mark(wr_worker *w, batch *bt, item *it)
  * decoded are logged and dropped.
  */
 static int gate_send(wr_worker *w, char kind, const char *key, redisReply *const *entries,
-                     size_t n)
+                     size_t n, const char *holder)
 {
     amqp_pool_t *pool = &w->gate_pool;
     uint64_t first = wr_broker_next_seq(w->b), end = first;
@@ -1606,16 +1613,25 @@ static int gate_send(wr_worker *w, char kind, const char *key, redisReply *const
         const amqp_basic_properties_t *use = &props;
         const char *queue = w->sub->queue;
         if (kind == 'd') {
-            char error[300];
+            char error[700];
             int g = (props._flags & AMQP_BASIC_TYPE_FLAG)
                         ? wr_gates_waiting(w->sub, props.type.bytes, props.type.len)
                         : -1;
-            snprintf(error, sizeof(error),
-                     "gate-timeout: %s%s was not done for its key within the gate's timeout",
-                     g >= 0 ? "its predecessor " : "its causal gate's predecessor",
-                     g >= 0 ? w->sub->gates[g].after : "");
-            wr_failure f = {.reason = "gate-timeout",
-                            .error_class = "gate-timeout",
+            if (holder != NULL) {
+                /* ordering.on_dlq: dlq_all */
+                snprintf(error, sizeof(error),
+                         "ordering-head-dead-lettered: %.600s, an earlier message of its "
+                         "ordering key, was dead-lettered",
+                         holder);
+            } else {
+                snprintf(error, sizeof(error),
+                         "gate-timeout: %s%s was not done for its key within the gate's timeout",
+                         g >= 0 ? "its predecessor " : "its causal gate's predecessor",
+                         g >= 0 ? w->sub->gates[g].after : "");
+            }
+            const char *why = holder != NULL ? "ordering-head-dead-lettered" : "gate-timeout";
+            wr_failure f = {.reason = why,
+                            .error_class = why,
                             .error = error,
                             .attempt = 1,
                             .now_ms = wr_now_ms(),
@@ -1662,11 +1678,14 @@ static int gate_send(wr_worker *w, char kind, const char *key, redisReply *const
     if (gate_call(w, 2, keys, 1, args, lens) == NULL) {
         return PAUSE;
     }
-    wr_stat_add(kind == 'd' ? &w->st->gate_timeouts : &w->st->gate_released, (uint64_t)sent);
+    if (kind != 'd' || holder == NULL) {
+        wr_stat_add(kind == 'd' ? &w->st->gate_timeouts : &w->st->gate_released, (uint64_t)sent);
+    }
     wr_logline l;
     wr_log_begin(&l, kind == 'd' ? WR_LOG_WARN : WR_LOG_INFO,
-                 kind == 'd' ? "parked messages dead-lettered: gate-timeout"
-                             : "parked messages released");
+                 kind != 'd'        ? "parked messages released"
+                 : holder == NULL ? "parked messages dead-lettered: gate-timeout"
+                                  : "parked messages dead-lettered: ordering-head-dead-lettered");
     wr_log_str(&l, "subscription", w->sub->name);
     wr_log_int(&l, "worker", w->index);
     wr_log_int(&l, "count", sent);
@@ -1714,7 +1733,7 @@ static int gate_release(wr_worker *w, batch *bt)
             char sending[GATE_KEY_MAX];
             snprintf(sending, sizeof(sending), "%.*s", (int)r->element[0]->len,
                      r->element[0]->str);
-            int rc = gate_send(w, 'o', sending, r->element + 1, r->elements - 1);
+            int rc = gate_send(w, 'o', sending, r->element + 1, r->elements - 1, NULL);
             if (rc != WR_BROKER_OK) {
                 return rc;
             }
@@ -1771,8 +1790,8 @@ static int gate_sweep(wr_worker *w)
             char sending[GATE_KEY_MAX];
             snprintf(sending, sizeof(sending), "%.*s", (int)gr->element[1]->len,
                      gr->element[1]->str);
-            rc = gate_send(w, gr->element[0]->str[0], sending, gr->element + 2,
-                           gr->elements - 2);
+            rc = gate_send(w, gr->element[0]->str[0], sending, gr->element + 2, gr->elements - 2,
+                           NULL);
         }
         if (gr != NULL) {
             freeReplyObject(gr);
@@ -1780,6 +1799,162 @@ static int gate_sweep(wr_worker *w)
     }
     free(groups);
     return rc;
+}
+
+/* ---- retries keep order (ordering.h, gate.lua's lanes) ------------------------------- */
+
+/* Whether IT's ordering key is held in Redis while one of its messages is
+ * retried: ordering on, with idempotency (the holder is named by its record). */
+static int lane_redis(const wr_worker *w, const item *it)
+{
+    return w->lanes != NULL && w->sub->idem.enabled && w->idem != NULL && it->okey[0] != '\0' &&
+           it->rkey[0] != '\0';
+}
+
+static void lane_keys(const wr_worker *w, const item *it, char *hold, char *list)
+{
+    snprintf(hold, GATE_KEY_MAX, "%s~hold:%s:%s", w->sub->idem.prefix, w->sub->name, it->okey);
+    snprintf(list, GATE_KEY_MAX, "%s~park:%s:lane:%s", w->sub->idem.prefix, w->sub->name,
+             it->okey);
+}
+
+/*
+ * IT is about to run: when a message of its ordering key is being retried
+ * (or was released behind one and is not done), park IT behind it and return
+ * 1 (*RC PAUSE when Redis failed); 0: IT runs (it may be the holder itself).
+ * The hold is read as a guarded ctx.store read, as a gate's mark is.
+ */
+static int lane_park(wr_worker *w, batch *bt, item *it, int *rc)
+{
+    *rc = WR_BROKER_OK;
+    if (!lane_redis(w, it)) {
+        return 0;
+    }
+    char hold[GATE_KEY_MAX], list[GATE_KEY_MAX], err[256];
+    lane_keys(w, it, hold, list);
+    int idx = (int)(it - bt->items);
+    bt->links[idx] = (struct store_link){.w = w, .b = bt, .index = idx};
+    wr_sb_result res = {0};
+    if (wr_storebuf_read(bt->stores[idx], "GET", (wr_sbstr){hold, strlen(hold)},
+                         (wr_sbstr){"", 0}, chained_fetch, &bt->links[idx], &res, err,
+                         sizeof(err)) != 0) {
+        wr_logf(WR_LOG_ERROR, "%s: ordering: %s", w->name, err);
+        *rc = PAUSE;
+        return 1;
+    }
+    char holder[RKEY_MAX];
+    int taken = res.present;
+    snprintf(holder, sizeof(holder), "%.*s", taken ? (int)res.str.n : 0, taken ? res.str.p : "");
+    wr_sb_result_free(&res);
+    if (!taken || strcmp(holder, it->rkey) == 0) {
+        it->holder = taken;
+        return 0;
+    }
+    amqp_basic_properties_t props, clean;
+    const amqp_basic_properties_t *orig = &it->d->message.properties;
+    if (it->forged) {
+        if (wr_dlq_strip_props(&bt->pool, orig, &clean) != 0) {
+            return 0;
+        }
+        orig = &clean;
+    }
+    char *entry = NULL;
+    size_t elen = 0;
+    if (wr_dlq_build_wait_props(&bt->pool, orig, it->d->exchange, it->d->routing_key, &w->sign,
+                                &props) != 0 ||
+        wr_gate_entry_encode(&props, it->d->message.body, 0, &entry, &elen) != 0) {
+        it->act = WR_ACT_NONE;
+        snprintf(it->error, sizeof(it->error), "returned: out of memory parking it");
+        return 1;
+    }
+    char k[4][GATE_KEY_MAX], recheck[24];
+    gate_sub_keys(w, k);
+    snprintf(recheck, sizeof(recheck), "%d", GATE_RECHECK_MS);
+    const char *keys[4] = {hold, list, k[0], k[1]};
+    const char *args[4] = {"lpark", it->rkey, entry, recheck};
+    size_t lens[4] = {5, strlen(it->rkey), elen, strlen(recheck)};
+    const redisReply *r = gate_call(w, 4, keys, 4, args, lens);
+    free(entry);
+    if (r == NULL) {
+        *rc = PAUSE;
+        return 1;
+    }
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 0) {
+        wr_storebuf_reset(bt->stores[idx]); /* the lane came free meanwhile: run, afresh */
+        return 0;
+    }
+    it->act = WR_ACT_PARKED;
+    snprintf(it->error, sizeof(it->error), "behind %.400s, retried, of ordering key %.400s",
+             holder, it->okey);
+    wr_logline l;
+    wr_log_begin(&l, WR_LOG_INFO, "parked behind a retried message of its ordering key");
+    wr_log_str(&l, "subscription", w->sub->name);
+    wr_log_int(&l, "worker", w->index);
+    wr_log_strn(&l, "message_id", it->env.id.bytes, it->env.id.len);
+    wr_log_str(&l, "ordering_key", it->okey);
+    wr_log_str(&l, "behind", holder);
+    wr_log_str(&l, "trace_id", it->trace_id);
+    wr_log_end(&l);
+    return 1;
+}
+
+/* IT goes to a delay queue: from now on its key's later messages wait behind
+ * it (before its copy is published: a crash in between leaves it holding, and
+ * its redelivery is the holder). Returns 0, or -1 when Redis failed. */
+static int lane_hold(wr_worker *w, item *it)
+{
+    if (!lane_redis(w, it)) {
+        return 0;
+    }
+    char hold[GATE_KEY_MAX], list[GATE_KEY_MAX];
+    lane_keys(w, it, hold, list);
+    const char *keys[1] = {hold};
+    const char *args[2] = {"lhold", it->rkey};
+    size_t lens[2] = {5, strlen(it->rkey)};
+    const redisReply *r = gate_call(w, 1, keys, 2, args, lens);
+    if (r == NULL) {
+        return -1;
+    }
+    it->holder = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    return 0;
+}
+
+/* BT's commit is read: each holder that is done (handled, or dead-lettered)
+ * hands its key over to the next message parked behind it (ordering.on_dlq
+ * says what a dead-lettered one does). Returns a WR_BROKER_* code or PAUSE. */
+static int lane_release(wr_worker *w, batch *bt)
+{
+    char k[4][GATE_KEY_MAX], retry[24];
+    gate_sub_keys(w, k);
+    snprintf(retry, sizeof(retry), "%d", GATE_RETRY_MS);
+    for (int i = 0; i < bt->n; i++) {
+        item *it = &bt->items[i];
+        if (!it->holder || it->held || !lane_redis(w, it) ||
+            (it->act != WR_ACT_OK && it->act != WR_ACT_DLQ)) {
+            continue;
+        }
+        int dlq_all = it->act == WR_ACT_DLQ && w->sub->ordering.dlq_all;
+        char hold[GATE_KEY_MAX], list[GATE_KEY_MAX];
+        lane_keys(w, it, hold, list);
+        const char *keys[6] = {hold, list, k[0], k[1], k[2], k[3]};
+        const char *args[4] = {"lnext", retry, it->rkey, dlq_all ? "dlq_all" : "release"};
+        size_t lens[4] = {5, strlen(retry), strlen(it->rkey), strlen(args[3])};
+        const redisReply *r = gate_call(w, 6, keys, 4, args, lens);
+        if (r == NULL) {
+            return PAUSE;
+        }
+        if (r->type != REDIS_REPLY_ARRAY || r->elements < 2) {
+            continue; /* nothing was waiting: the key is free */
+        }
+        char sending[GATE_KEY_MAX];
+        snprintf(sending, sizeof(sending), "%.*s", (int)r->element[0]->len, r->element[0]->str);
+        int rc = gate_send(w, dlq_all ? 'd' : 'o', sending, r->element + 1, r->elements - 1,
+                           it->key);
+        if (rc != WR_BROKER_OK) {
+            return rc;
+        }
+    }
+    return WR_BROKER_OK;
 }
 
 /* ---- per-key lanes (ordering.h) ---------------------------------------------------- */
@@ -1905,7 +2080,8 @@ static int run_batch(wr_worker *w, batch *bt)
             it->act = WR_ACT_NONE; /* draining: what has not started goes back */
             continue;
         }
-        if (lane_follow(w, bt, it, &rc) || gate_park(w, bt, it, &rc)) {
+        if (lane_follow(w, bt, it, &rc) || lane_park(w, bt, it, &rc) ||
+            gate_park(w, bt, it, &rc)) {
             if (rc != WR_BROKER_OK) {
                 return rc;
             }
@@ -2391,7 +2567,8 @@ static int settle(wr_worker *w, batch *bt)
     for (int i = 0; i < bt->n; i++) {
         lane_note(w, &bt->items[i]); /* what the commit changed (a conflict, a lost lease) */
     }
-    if ((rc = gate_release(w, bt)) != WR_BROKER_OK) {
+    if ((rc = gate_release(w, bt)) != WR_BROKER_OK ||
+        (rc = lane_release(w, bt)) != WR_BROKER_OK) {
         return rc;
     }
     /* the publishes of this batch matter to nobody now; those of the other one do */
