@@ -1921,7 +1921,10 @@ static int lane_hold(wr_worker *w, item *it)
 
 /* BT's commit is read: each holder that is done (handled, or dead-lettered)
  * hands its key over to the next message parked behind it (ordering.on_dlq
- * says what a dead-lettered one does). Returns a WR_BROKER_* code or PAUSE. */
+ * says what a dead-lettered one does). So does a holder parked behind a
+ * causal gate: it waits for a predecessor of its key, which may be parked
+ * behind it here, and holding on would deadlock the two; the gate orders it.
+ * Returns a WR_BROKER_* code or PAUSE. */
 static int lane_release(wr_worker *w, batch *bt)
 {
     char k[4][GATE_KEY_MAX], retry[24];
@@ -1930,7 +1933,7 @@ static int lane_release(wr_worker *w, batch *bt)
     for (int i = 0; i < bt->n; i++) {
         item *it = &bt->items[i];
         if (!it->holder || it->held || !lane_redis(w, it) ||
-            (it->act != WR_ACT_OK && it->act != WR_ACT_DLQ)) {
+            (it->act != WR_ACT_OK && it->act != WR_ACT_DLQ && it->act != WR_ACT_PARKED)) {
             continue;
         }
         int dlq_all = it->act == WR_ACT_DLQ && w->sub->ordering.dlq_all;

@@ -12,6 +12,11 @@ delay 1 s, 3 attempts.
   order. o-2 (no failures) is not held up. o-3's first event fails every
   attempt: it is dead-lettered, and then o-3's later events run, in order
   (on_dlq: release).
+- `lane` also has a causal gate (order.cancelled after order.created): o-4's
+  `order.paid` fails once (holding o-4), then its cancel and its create
+  arrive, parked behind the paid. Released first, the cancel is parked again
+  by its gate, and hands the key on: the create runs, then the cancel (no
+  deadlock between the lane and the gate).
 - `all` (on_dlq: dlq_all): o-3's later events are dead-lettered with their
   head (reason ordering-head-dead-lettered), never run.
 - `free` (no ordering, the control): o-1's later events run before the first
@@ -50,6 +55,8 @@ for name, queue in SUBS.items():
          "retry": {"max_attempts": 3, "delays": ["1s"]}}
     if name == "lane":
         s["ordering"] = {"key": "json:order_id"}
+        s["gates"] = [{"type": "order.cancelled", "after": "order.created",
+                       "key": "json:order_id"}]
     elif name == "all":
         s["ordering"] = {"key": "json:order_id", "on_dlq": "dlq_all"}
     subs.append(s)
@@ -57,10 +64,10 @@ w = Warren(tmp, subs)
 b = Broker()
 
 
-def publish(name, order, seq, fail=0):
+def publish(name, order, seq, fail=0, typ=None):
     eid = "%s-%s-%d" % (name, order, seq)
     b.publish(SUBS[name], {"event_id": eid, "order_id": order, "seq": seq, "fail": fail},
-              message_id=eid, headers={"x-sub": name})
+              message_id=eid, headers={"x-sub": name}, type=typ)
 
 
 def parked():
@@ -81,13 +88,16 @@ try:
         publish(name, "o-1", 4)
         publish(name, "o-3", 2)
         publish(name, "o-3", 3)
+    publish("lane", "o-4", 1, fail=1, typ="order.paid")
+    publish("lane", "o-4", 2, typ="order.cancelled")
+    publish("lane", "o-4", 3, typ="order.created")
     w.start()
     check(w.wait_consuming(3), "warren consumes the three queues")
     time.sleep(0.5)  # o-1's first event is in the delay queue now
     for name in SUBS:
         publish(name, "o-1", 5)
-    # lane: 5 + 2 + 2 (o-3's first dead-lettered); all: 5 + 2; free: 5 + 2 + 2
-    want = 9 + 7 + 9
+    # lane: 5 + 2 + 2 (o-3's first dead-lettered) + 3 (o-4); all: 5 + 2; free: 5 + 2 + 2
+    want = 12 + 7 + 9
     check(wait_for(lambda: b.depth(out) >= want, 40, "every run"), "every event that can run ran")
     time.sleep(2)  # a run too many would show by now
     runs = [json.loads(body) for _, body in b.drain(out)]
@@ -103,6 +113,8 @@ try:
           "lane: o-2 was not held up by o-1's retry: %r" % lane)
     check_eq(seqs.get(("lane", "o-3")), [2, 3],
              "lane: o-3's head dead-lettered, then its later events ran in order (on_dlq release)")
+    check_eq(seqs.get(("lane", "o-4")), [1, 3, 2],
+             "lane + gate: o-4's paid, then its create, then its cancel (gated behind it)")
     check_eq(seqs.get(("all", "o-1")), [1, 2, 3, 4, 5], "dlq_all: o-1 in order too")
     check_eq(seqs.get(("all", "o-3")), None, "dlq_all: none of o-3's events ran")
     free = seqs.get(("free", "o-1"), [])
