@@ -2570,9 +2570,11 @@ static int settle(wr_worker *w, batch *bt)
     for (int i = 0; i < bt->n; i++) {
         lane_note(w, &bt->items[i]); /* what the commit changed (a conflict, a lost lease) */
     }
-    if ((rc = gate_release(w, bt)) != WR_BROKER_OK ||
-        (rc = lane_release(w, bt)) != WR_BROKER_OK) {
-        return rc;
+    /* BT is acked: a release that fails now is not BT's failure. What it did not
+     * send stays in Redis, and the sweep sends it (gates.h); a broker or Redis
+     * that went away is noticed by the next call that needs it. */
+    if (gate_release(w, bt) != WR_BROKER_OK || lane_release(w, bt) != WR_BROKER_OK) {
+        wr_logf(WR_LOG_WARN, "%s: parked messages not released now: the sweep will", w->name);
     }
     /* the publishes of this batch matter to nobody now; those of the other one do */
     batch *o = other_batch(w, bt);
@@ -2886,8 +2888,10 @@ static void *worker_main(void *arg)
             } else if (rc == WR_BROKER_OK && prev->live) {
                 rc = complete(w, prev);
             }
-            if (rc == WR_BROKER_OK) {
-                rc = gate_sweep(w);
+            if (rc == WR_BROKER_OK && gate_sweep(w) != WR_BROKER_OK) {
+                /* nothing of a batch depends on it: what it did not send stays in
+                 * Redis for the next sweep; a broken connection shows at the next call */
+                wr_logf(WR_LOG_WARN, "%s: sweep of parked messages interrupted", w->name);
             }
             if (rc != WR_BROKER_OK) {
                 fail_turn(w, rc);
