@@ -77,8 +77,11 @@ local function take(list, index, marks, sending, seq, retry)
   return out
 end
 
+-- An entry's deadline; none (a lane's entry, or "0|") is never due.
 local function deadline(e)
-  return tonumber(string.match(e, '^(%d+)|')) or 0
+  local d = tonumber(string.match(e, '^(%d+)|'))
+  if not d or d == 0 then return math.huge end
+  return d
 end
 
 -- A lane entry: its record key and the entry itself.

@@ -229,6 +229,13 @@ def gates(r):
     check_eq(g([hold, lane, idx, marks, sending, seq], "lnext", 10000, "rec:m9", "release"), [],
              "nothing parked: nothing released")
     check_eq(r.exists(hold), 0, "and the key is free")
+    # an entry without a deadline (a lane's) is never taken for a late one
+    stray = P + "~park:s:lane:zz"
+    r.rpush(stray, "5:rec:z0|z")
+    r.zadd(idx, {stray: 0})
+    check_eq(g([idx, marks, sending, seq], "sweep", 5000, 10000, 20), [],
+             "no deadline: nothing dead-lettered")
+    check_eq(r.lrange(stray, 0, -1), ["5:rec:z0|z"], "the entry stays")
 
 
 def main():
