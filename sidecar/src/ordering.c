@@ -99,8 +99,7 @@ static int grow(wr_lanes *l)
 int wr_ordering_finished(wr_action act)
 {
     /* a parked message waits for a predecessor that comes later: it holds nothing up */
-    return act == WR_ACT_OK || act == WR_ACT_DLQ || act == WR_ACT_DUPLICATE ||
-           act == WR_ACT_PARKED;
+    return act == WR_ACT_OK || act == WR_ACT_DLQ || act == WR_ACT_DUPLICATE || act == WR_ACT_PARKED;
 }
 
 /* Empty slot S and shift the probe run after it back, so every key stays

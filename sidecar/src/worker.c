@@ -1508,8 +1508,8 @@ static int gate_park(wr_worker *w, batch *bt, item *it, int *rc)
     size_t elen = 0;
     if (wr_dlq_build_wait_props(&bt->pool, orig, it->d->exchange, it->d->routing_key, &w->sign,
                                 &props) != 0 ||
-        wr_gate_entry_encode(&props, it->d->message.body,
-                             wr_now_ms() + sub->gates[g].timeout_ms, &entry, &elen) != 0) {
+        wr_gate_entry_encode(&props, it->d->message.body, wr_now_ms() + sub->gates[g].timeout_ms,
+                             &entry, &elen) != 0) {
         it->act = WR_ACT_NONE; /* out of memory: back to the queue */
         snprintf(it->error, sizeof(it->error), "returned: out of memory parking it");
         return 1;
@@ -1564,9 +1564,9 @@ static void gate_mark(wr_worker *w, batch *bt, item *it)
                              gkey) < 0) {
             continue;
         }
-        if (wr_storebuf_write(bt->stores[it - bt->items], WR_SB_SET,
-                              (wr_sbstr){mark, strlen(mark)}, (wr_sbstr){"1", 1},
-                              (wr_sbstr){"", 0}, sub->idem.ttl_ms, err, sizeof(err)) != 0) {
+        if (wr_storebuf_write(bt->stores[it - bt->items], WR_SB_SET, (wr_sbstr){mark, strlen(mark)},
+                              (wr_sbstr){"1", 1}, (wr_sbstr){"", 0}, sub->idem.ttl_ms, err,
+                              sizeof(err)) != 0) {
             wr_logf(WR_LOG_ERROR, "%s: causal gate: cannot write the done mark %s: %s", w->name,
                     mark, err);
             continue;
@@ -1582,8 +1582,8 @@ static void gate_mark(wr_worker *w, batch *bt, item *it)
  * WR_BROKER_* code, or PAUSE when Redis failed. Entries that cannot be
  * decoded are logged and dropped.
  */
-static int gate_send(wr_worker *w, char kind, const char *key, redisReply *const *entries,
-                     size_t n, const char *holder)
+static int gate_send(wr_worker *w, char kind, const char *key, redisReply *const *entries, size_t n,
+                     const char *holder)
 {
     amqp_pool_t *pool = &w->gate_pool;
     uint64_t first = wr_broker_next_seq(w->b), end = first;
@@ -1683,7 +1683,7 @@ static int gate_send(wr_worker *w, char kind, const char *key, redisReply *const
     }
     wr_logline l;
     wr_log_begin(&l, kind == 'd' ? WR_LOG_WARN : WR_LOG_INFO,
-                 kind != 'd'        ? "parked messages released"
+                 kind != 'd'      ? "parked messages released"
                  : holder == NULL ? "parked messages dead-lettered: gate-timeout"
                                   : "parked messages dead-lettered: ordering-head-dead-lettered");
     wr_log_str(&l, "subscription", w->sub->name);
@@ -1712,8 +1712,7 @@ static int gate_release(wr_worker *w, batch *bt)
         }
         const char *t = it->env.type.bytes;
         size_t tn = it->env.type.len;
-        for (int g = wr_gates_after(sub, t, tn, 0); g >= 0;
-             g = wr_gates_after(sub, t, tn, g + 1)) {
+        for (int g = wr_gates_after(sub, t, tn, 0); g >= 0; g = wr_gates_after(sub, t, tn, g + 1)) {
             char gkey[WR_IDKEY_MAX + 1], list[GATE_KEY_MAX];
             if (gate_key_of(w, it, g, gkey, sizeof(gkey)) != 0 ||
                 wr_gate_park_key(list, sizeof(list), sub->idem.prefix, sub->name, g, gkey) < 0) {
@@ -1731,8 +1730,7 @@ static int gate_release(wr_worker *w, batch *bt)
             }
             /* the reply goes with the next gate call: keep the sending key */
             char sending[GATE_KEY_MAX];
-            snprintf(sending, sizeof(sending), "%.*s", (int)r->element[0]->len,
-                     r->element[0]->str);
+            snprintf(sending, sizeof(sending), "%.*s", (int)r->element[0]->len, r->element[0]->str);
             int rc = gate_send(w, 'o', sending, r->element + 1, r->elements - 1, NULL);
             if (rc != WR_BROKER_OK) {
                 return rc;
@@ -1814,8 +1812,7 @@ static int lane_redis(const wr_worker *w, const item *it)
 static void lane_keys(const wr_worker *w, const item *it, char *hold, char *list)
 {
     snprintf(hold, GATE_KEY_MAX, "%s~hold:%s:%s", w->sub->idem.prefix, w->sub->name, it->okey);
-    snprintf(list, GATE_KEY_MAX, "%s~park:%s:lane:%s", w->sub->idem.prefix, w->sub->name,
-             it->okey);
+    snprintf(list, GATE_KEY_MAX, "%s~park:%s:lane:%s", w->sub->idem.prefix, w->sub->name, it->okey);
 }
 
 /*
@@ -1835,9 +1832,8 @@ static int lane_park(wr_worker *w, batch *bt, item *it, int *rc)
     int idx = (int)(it - bt->items);
     bt->links[idx] = (struct store_link){.w = w, .b = bt, .index = idx};
     wr_sb_result res = {0};
-    if (wr_storebuf_read(bt->stores[idx], "GET", (wr_sbstr){hold, strlen(hold)},
-                         (wr_sbstr){"", 0}, chained_fetch, &bt->links[idx], &res, err,
-                         sizeof(err)) != 0) {
+    if (wr_storebuf_read(bt->stores[idx], "GET", (wr_sbstr){hold, strlen(hold)}, (wr_sbstr){"", 0},
+                         chained_fetch, &bt->links[idx], &res, err, sizeof(err)) != 0) {
         wr_logf(WR_LOG_ERROR, "%s: ordering: %s", w->name, err);
         *rc = PAUSE;
         return 1;
@@ -1884,8 +1880,8 @@ static int lane_park(wr_worker *w, batch *bt, item *it, int *rc)
         return 0;
     }
     it->act = WR_ACT_PARKED;
-    snprintf(it->error, sizeof(it->error), "behind %.400s, retried, of ordering key %.400s",
-             holder, it->okey);
+    snprintf(it->error, sizeof(it->error), "behind %.400s, retried, of ordering key %.400s", holder,
+             it->okey);
     wr_logline l;
     wr_log_begin(&l, WR_LOG_INFO, "parked behind a retried message of its ordering key");
     wr_log_str(&l, "subscription", w->sub->name);
@@ -1951,8 +1947,8 @@ static int lane_release(wr_worker *w, batch *bt)
         }
         char sending[GATE_KEY_MAX];
         snprintf(sending, sizeof(sending), "%.*s", (int)r->element[0]->len, r->element[0]->str);
-        int rc = gate_send(w, dlq_all ? 'd' : 'o', sending, r->element + 1, r->elements - 1,
-                           it->key);
+        int rc =
+            gate_send(w, dlq_all ? 'd' : 'o', sending, r->element + 1, r->elements - 1, it->key);
         if (rc != WR_BROKER_OK) {
             return rc;
         }
@@ -2083,8 +2079,7 @@ static int run_batch(wr_worker *w, batch *bt)
             it->act = WR_ACT_NONE; /* draining: what has not started goes back */
             continue;
         }
-        if (lane_follow(w, bt, it, &rc) || lane_park(w, bt, it, &rc) ||
-            gate_park(w, bt, it, &rc)) {
+        if (lane_follow(w, bt, it, &rc) || lane_park(w, bt, it, &rc) || gate_park(w, bt, it, &rc)) {
             if (rc != WR_BROKER_OK) {
                 return rc;
             }
