@@ -383,11 +383,13 @@ static void decide_where(json_t *story, const wr_journal_subject *s, const json_
         set_where(story, retried ? "delay" : "wait", detail, ts, due);
         add_next(story, "warren trace -c %s --subscription %s %s", s, s->key);
     } else if (strcmp(ev, WR_JOURNAL_PARKED) == 0) {
-        snprintf(detail, sizeof(detail),
-                 "parked in Redis, %s since %s; sent back to %s once that is done, or "
-                 "dead-lettered (gate-timeout) when the gate's timeout runs out",
-                 str_of(last, "error")[0] ? str_of(last, "error") : "waiting", when,
-                 s->queue ? s->queue : "its queue");
+        /* "waiting for <after> of <key>" (a gate) or "behind <record>, retried, ..." */
+        const char *error = str_of(last, "error");
+        int gate = strncmp(error, "waiting for ", 12) == 0;
+        snprintf(detail, sizeof(detail), "parked in Redis, %s since %s; sent back to %s once %s%s",
+                 error[0] ? error : "waiting", when, s->queue ? s->queue : "its queue",
+                 gate ? "that is done" : "that one is done or dead-lettered",
+                 gate ? ", or dead-lettered (gate-timeout) when the gate's timeout runs out" : "");
         set_where(story, "parked", detail, ts, 0);
         add_next(story, "warren trace -c %s --subscription %s %s", s, s->key);
     } else if (strcmp(ev, WR_JOURNAL_REPLAYED) == 0 || strcmp(ev, WR_JOURNAL_RETURNED) == 0 ||
@@ -546,7 +548,7 @@ static void describe(const json_t *e, char *out, size_t cap)
     } else if (strcmp(ev, WR_JOURNAL_RETURNED) == 0) {
         snprintf(out, cap, "returned to its queue: %s", failed[0] ? failed : "not started");
     } else if (strcmp(ev, WR_JOURNAL_PARKED) == 0) {
-        snprintf(out, cap, "parked behind a causal gate: %s", error[0] ? error : "?");
+        snprintf(out, cap, "parked in Redis: %s", error[0] ? error : "?");
     } else if (strcmp(ev, WR_JOURNAL_REPLAYED) == 0) {
         snprintf(out, cap, "sent back to %s by %s%s%s", queue[0] ? queue : "its queue",
                  str_of(e, "by")[0] ? str_of(e, "by") : "?", str_of(e, "note")[0] ? "; " : "",

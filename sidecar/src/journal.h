@@ -45,7 +45,8 @@
 #define WR_JOURNAL_DEFERRED "deferred"           /* its key was busy: a copy waits */
 #define WR_JOURNAL_RETURNED "returned"           /* given back to its queue (see error) */
 #define WR_JOURNAL_REPLAYED "replayed"           /* sent back from the DLQ by the operator */
-#define WR_JOURNAL_PARKED "parked" /* waits in Redis behind a causal gate (see error, gates.h) */
+/* waits in Redis behind a causal gate or a retried message of its ordering key (gates.h) */
+#define WR_JOURNAL_PARKED "parked"
 
 /* Longest error kept in an entry, in bytes (cut on a UTF-8 boundary). */
 #define WR_JOURNAL_ERROR_MAX 400

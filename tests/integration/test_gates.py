@@ -144,7 +144,7 @@ try:
     time.sleep(0.5)  # its batch settles (counted) once nothing more comes
     tr = subprocess.run([WARREN, "trace", "-c", w.config, "o-5-order.cancelled"],
                         capture_output=True, text=True, env=dict(os.environ, **ENV))
-    check("parked behind a causal gate: waiting for order.created of o-5" in tr.stdout and
+    check("parked in Redis: waiting for order.created of o-5" in tr.stdout and
           "where: parked - parked in Redis, waiting for order.created of o-5 since " in tr.stdout,
           "warren trace shows what the parked cancel waits for, and since when:\n%s" % tr.stdout)
     samples = w.metrics()
