@@ -787,3 +787,76 @@ int wr_contracts_check_examples(const wr_contracts *c, FILE *fp)
     }
     return problems;
 }
+
+wr_reason wr_contracts_check_envelope(wr_contracts *c, const wr_contract_policy *policy,
+                                      const wr_envelope *env, wr_ct_result *result,
+                                      int64_t *version, char *detail, size_t cap)
+{
+    wr_contract_opts o = {.version_header = policy->version_header,
+                          .default_version = policy->default_version,
+                          .unknown_dlq = policy->unknown_types_dlq};
+    const char *type = (const char *)env->type.bytes;
+    size_t tlen = env->type.len;
+    json_t *body = NULL;
+    json_error_t jerr;
+    *result = WR_CT_NO_CONTRACT;
+    *version = policy->default_version;
+    if (cap) {
+        detail[0] = 0;
+    }
+    if (!find(c, type, tlen)) {
+        *result = wr_contracts_check(c, &o, type, tlen, 0, NULL, detail, cap);
+        return *result == WR_CT_UNKNOWN_TYPE ? WR_RS_UNKNOWN_TYPE : WR_RS_NONE;
+    }
+    if (!env->is_json) {
+        snprintf(detail, cap, "%.*s: the body is not JSON (content type %.*s)", (int)tlen, type,
+                 (int)env->content_type.len, (const char *)env->content_type.bytes);
+        return WR_RS_SCHEMA_INVALID;
+    }
+    body = json_loadb((const char *)env->body.bytes, env->body.len,
+                      JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    if (!body) {
+        body = json_loadb((const char *)env->body.bytes, env->body.len,
+                          JSON_DECODE_ANY | JSON_ALLOW_NUL | JSON_DECODE_INT_AS_REAL, &jerr);
+    }
+    if (!body) {
+        snprintf(detail, cap, "the body is not valid JSON: %s at line %d, column %d", jerr.text,
+                 jerr.line, jerr.column);
+        return WR_RS_INVALID_JSON;
+    }
+    /* the version header, as any AMQP integer or a string */
+    const char *vtext = NULL;
+    size_t vlen = 0;
+    char vbuf[24];
+    int64_t hv;
+    amqp_bytes_t hs = wr_table_get_str(env->headers, policy->version_header);
+    if (hs.len > 0) {
+        vtext = (const char *)hs.bytes;
+        vlen = hs.len;
+    } else if (wr_table_get_int(env->headers, policy->version_header, &hv) == 0) {
+        vlen = (size_t)snprintf(vbuf, sizeof vbuf, "%lld", (long long)hv);
+        vtext = vbuf;
+    } else if (wr_table_get(env->headers, policy->version_header)) {
+        vtext = "?";
+        vlen = 1;
+    }
+    if (wr_contracts_version(&o, vtext, vlen, body, version) != 0) {
+        snprintf(detail, cap, "%.*s: version %s%.*s is not a positive integer", (int)tlen, type,
+                 vtext ? "" : "field ", vtext ? (int)vlen : 0, vtext ? vtext : "");
+        json_decref(body);
+        *result = WR_CT_VERSION_UNKNOWN;
+        return WR_RS_VERSION_UNKNOWN;
+    }
+    *result = wr_contracts_check(c, &o, type, tlen, *version, body, detail, cap);
+    json_decref(body);
+    switch (*result) {
+    case WR_CT_INVALID:
+        return WR_RS_SCHEMA_INVALID;
+    case WR_CT_VERSION_UNKNOWN:
+        return WR_RS_VERSION_UNKNOWN;
+    case WR_CT_UNKNOWN_TYPE:
+        return WR_RS_UNKNOWN_TYPE;
+    default:
+        return WR_RS_NONE;
+    }
+}

@@ -38,6 +38,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "config.h"
+#include "envelope.h"
+#include "outcome.h"
 #include "schema.h"
 
 typedef struct wr_contracts wr_contracts;
@@ -95,6 +98,19 @@ int wr_contracts_version(const wr_contract_opts *opts, const char *version, size
 wr_ct_result wr_contracts_check(wr_contracts *c, const wr_contract_opts *opts, const char *type,
                                 size_t type_len, int64_t version, const json_t *body, char *detail,
                                 size_t cap);
+
+/*
+ * The check the worker makes before the handler: the event's type and
+ * version from envelope ENV (version header per POLICY, else the body's
+ * field, else the default), its JSON body parsed, then wr_contracts_check().
+ * Returns the reason to dead-letter it (WR_RS_SCHEMA_INVALID,
+ * WR_RS_VERSION_UNKNOWN, WR_RS_UNKNOWN_TYPE, WR_RS_INVALID_JSON) with DETAIL,
+ * or WR_RS_NONE to go on, with *RESULT (WR_CT_VALID, WR_CT_NO_CONTRACT or
+ * WR_CT_UPCAST) and *VERSION set.
+ */
+wr_reason wr_contracts_check_envelope(wr_contracts *c, const wr_contract_policy *policy,
+                                      const wr_envelope *env, wr_ct_result *result,
+                                      int64_t *version, char *detail, size_t cap);
 
 /* "valid", "no-contract", "schema-invalid", "version-unknown", "unknown-type", "upcast". */
 const char *wr_ct_result_name(wr_ct_result r);

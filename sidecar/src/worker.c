@@ -38,6 +38,7 @@
 
 #include "breakers.h"
 #include "broker.h"
+#include "contracts.h"
 #include "decide.h"
 #include "dlq.h"
 #include "envelope.h"
@@ -716,6 +717,18 @@ static void prepare(wr_worker *w, item *it)
                                   sizeof(it->error))) != WR_RS_NONE) {
         reason = wr_reason_name(key_rs); /* missing-idempotency-key or invalid-json */
         rc = -1;
+    }
+    if (rc == 0 && w->live->contracts != NULL) {
+        /* the contract (contracts.h): schema-invalid, version-unknown, unknown-type */
+        wr_ct_result ct;
+        int64_t version;
+        wr_reason crs =
+            wr_contracts_check_envelope(w->live->contracts, &w->sub->contracts, &it->env, &ct,
+                                        &version, it->error, sizeof(it->error));
+        if (crs != WR_RS_NONE) {
+            reason = wr_reason_name(crs);
+            rc = -1;
+        }
     }
     if (rc != 0) {
         it->rs = wr_reason_parse(reason);

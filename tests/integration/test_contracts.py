@@ -1,0 +1,191 @@
+"""Event contracts at the edge, against the real broker and Redis.
+
+A mixed stream goes through two subscriptions that share one contracts file:
+valid v2 events reach the handler; invalid ones go to the DLQ at once (no
+retry, the handler never runs) with reason schema-invalid and every violation
+(JSON pointer, rule, what was found) in x-warren-error and in `warren trace`;
+a version newer than the contract is version-unknown; a type without a
+contract is passed (unknown_types: pass) or dead-lettered as unknown-type
+(dlq); the version comes from the configured header, else the body's field,
+else the default. Counted by type, version and result on /metrics. `warren
+check` reports a contract's unsupported keyword and an invalid example at
+FILE:LINE:COL."""
+import json
+import os
+import subprocess
+
+from wrtest import (ENV, WARREN, Broker, Warren, check, check_eq, finish, prefix, tempdir,
+                    wait_for, write)
+
+p = prefix()
+tmp = tempdir()
+out = p + ".out"
+qa, qb = p + ".a", p + ".b"
+
+CONTRACTS = """\
+events:
+  order.created:
+    version: 2
+    schema:
+      type: object
+      required: [order_id, customer_id, items, total_amount]
+      properties:
+        order_id: { type: string, minLength: 1 }
+        customer_id: { type: string }
+        items:
+          type: array
+          minItems: 1
+          items:
+            type: object
+            required: [sku, quantity]
+            properties:
+              quantity: { type: integer, minimum: 1 }
+        total_amount: { type: number, exclusiveMinimum: 0 }
+        timestamp: { type: string, format: date-time }
+    examples:
+      - { order_id: o-1, customer_id: c-1, items: [{ sku: a, quantity: 1 }], total_amount: 5 }
+  order.cancelled:
+    version: 1
+    schema: { type: object, required: [order_id], additionalProperties: false,
+              properties: { order_id: { type: string } } }
+"""
+write(os.path.join(tmp, "contracts.yaml"), CONTRACTS)
+write(os.path.join(tmp, "h.lua"), r'''
+return { handle = function(event, ctx)
+  ctx.publish("", "%s", { id = event.id, type = event.type, version = event.version,
+                          original_version = event.original_version })
+end }
+''' % out)
+
+subs = [
+    {"name": "pass", "queue": qa, "handler": "h.lua",
+     "contracts": {"file": "contracts.yaml"}},
+    {"name": "strict", "queue": qb, "handler": "h.lua",
+     "contracts": {"file": "contracts.yaml", "unknown_types": "dlq",
+                   "version_header": "x-schema-version", "default_version": 2}},
+]
+
+
+def run(*args):
+    env = dict(os.environ)
+    env.update(ENV)
+    res = subprocess.run([WARREN] + list(args), capture_output=True, env=env, timeout=60)
+    return res.returncode, res.stdout.decode(), res.stderr.decode()
+
+
+GOOD = {"order_id": "o-1", "customer_id": "c-1", "items": [{"sku": "a", "quantity": 2}],
+        "total_amount": 10.5, "timestamp": "2026-12-05T15:00:00Z"}
+BAD = {"order_id": "", "items": [{"sku": "a", "quantity": 0}], "total_amount": 10,
+       "timestamp": "yesterday"}
+
+b = Broker()
+for q in (out, qa, qb):
+    b.declare(q)
+w = Warren(tmp, subs, extra="journal:\n  ttl: 1h\n")
+try:
+    w.start()
+    check(w.wait_consuming(2), "consuming")
+    # subscription "pass": version from the "version" header, else the body's field, else 1
+    b.publish(qa, GOOD, message_id="a-good", type="order.created", headers={"version": 2})
+    b.publish(qa, BAD, message_id="a-bad", type="order.created", headers={"version": "2"})
+    b.publish(qa, dict(GOOD, version=2), message_id="a-field", type="order.created")
+    b.publish(qa, GOOD, message_id="a-v3", type="order.created", headers={"version": 3})
+    b.publish(qa, GOOD, message_id="a-vbad", type="order.created", headers={"version": "v2"})
+    b.publish(qa, {"anything": 1}, message_id="a-unknown", type="order.shipped")
+    b.publish(qa, {"order_id": "o-1", "why": "x"}, message_id="a-cancel", type="order.cancelled")
+    # subscription "strict": its own version header, default 2, unknown types to the DLQ;
+    # no AMQP type: the routing key (the queue's name) is the type, which has no contract
+    b.publish(qb, GOOD, message_id="b-default", type="order.created")
+    b.publish(qb, GOOD, message_id="b-header", type="order.created",
+              headers={"x-schema-version": 3, "version": 2})
+    b.publish(qb, {"anything": 1}, message_id="b-unknown", type="order.shipped")
+    b.publish(qb, GOOD, message_id="b-notype")
+
+    wait_for(lambda: b.depth(out) >= 4 and b.depth(qa + ".dlq") >= 4 and
+             b.depth(qb + ".dlq") >= 3, 30, "all handled")
+    handled = {json.loads(body)["id"]: json.loads(body) for _, body in b.drain(out)}
+    check_eq(sorted(handled), ["a-field", "a-good", "a-unknown", "b-default"],
+             "valid events and the unknown type on 'pass' reach the handler")
+    check_eq(handled.get("a-good", {}).get("version"), "2", "event.version")
+
+    dead = {}
+    for q in (qa + ".dlq", qb + ".dlq"):
+        for props, _ in b.drain(q):
+            dead[props.message_id] = props.headers
+    check_eq(sorted(dead), ["a-bad", "a-cancel", "a-v3", "a-vbad", "b-header", "b-notype",
+                            "b-unknown"], "the rest is dead-lettered")
+    want = {
+        "a-bad": ("schema-invalid",
+                  "order.created v2: /: required: missing 'customer_id'; /order_id: minLength: "
+                  "length 0 < 1; /items/0/quantity: minimum: 0 < 1; /timestamp: format: "
+                  "\"yesterday\" is not a date-time"),
+        "a-cancel": ("schema-invalid",
+                     "order.cancelled v1: /why: additionalProperties: not allowed"),
+        "a-v3": ("version-unknown",
+                 "order.created v3: no contract for this version (current: v2)"),
+        "a-vbad": ("version-unknown", "order.created: version v2 is not a positive integer"),
+        "b-header": ("version-unknown",
+                     "order.created v3: no contract for this version (current: v2)"),
+        "b-unknown": ("unknown-type", "no contract for event type 'order.shipped'"),
+        "b-notype": ("unknown-type", "no contract for event type '%s'" % qb),
+    }
+    for mid, (reason, error) in want.items():
+        h = dead.get(mid) or {}
+        check_eq(h.get("x-warren-reason"), reason, "%s: reason" % mid)
+        check_eq(h.get("x-warren-error"), error, "%s: the violations" % mid)
+        check_eq(h.get("x-warren-attempts", h.get("x-warren-attempt")), 1,
+                 "%s: dead-lettered on its first attempt" % mid)
+    check(not w.lines(msg="message scheduled for retry"), "nothing was retried")
+
+    samples = w.metrics()
+    for labels, n in ((dict(subscription="pass", type="order.created", version="2",
+                            result="valid"), 2),
+                      (dict(subscription="pass", type="order.created", version="2",
+                            result="schema-invalid"), 1),
+                      (dict(subscription="pass", type="order.created", version="other",
+                            result="version-unknown"), 1),
+                      (dict(subscription="pass", type="", version="", result="no-contract"), 1),
+                      (dict(subscription="strict", type="", version="",
+                            result="unknown-type"), 2)):
+        check_eq(w.metric_or_0(samples, "warren_contract_events_total", **labels), n,
+                 "warren_contract_events_total%r" % labels)
+
+    rc, text, err = run("trace", "-c", w.config, "a-bad", "--json")
+    story = (json.loads(text).get("stories") or [None])[0] if rc == 0 else None
+    check(story is not None, "trace of a-bad: rc %d %s" % (rc, err))
+    if story:
+        last = story["entries"][-1]
+        check_eq(last.get("reason"), "schema-invalid", "trace: reason")
+        check("/items/0/quantity: minimum: 0 < 1" in last.get("error", ""),
+              "trace shows the violations: %r" % last.get("error"))
+        check_eq(story["where"]["state"], "dlq", "trace: in the DLQ")
+    check_eq(w.stop(), 0, "exit 0")
+
+    # warren check: the contracts compile and their examples validate
+    rc, text, err = run("check", "-c", w.config)
+    check_eq(rc, 0, "check passes: %s" % err)
+    check("pass: 2 event contracts, examples valid" in text, "check reports contracts: %r" % text)
+    write(os.path.join(tmp, "contracts.yaml"),
+          CONTRACTS.replace("minLength: 1 }", "minLength: 1, patternProperties: {} , x-db: 1 }")
+          .replace("quantity: 1 }], total_amount: 5", "quantity: 0 }], total_amount: 5"))
+    rc, text, err = run("check", "-c", w.config)
+    check_eq(rc, 1, "check fails")
+    path = os.path.realpath(os.path.join(tmp, "contracts.yaml"))
+    check_eq(err.strip().splitlines()[:2],
+             ["%s:8:73: schema: unsupported keyword 'x-db'" % path] * 2,
+             "check names the keyword's line and column, for each subscription")
+    write(os.path.join(tmp, "contracts.yaml"),
+          CONTRACTS.replace("quantity: 1 }], total_amount: 5", "quantity: 0 }], total_amount: 5"))
+    rc, text, err = run("check", "-c", w.config)
+    check_eq(rc, 1, "check fails on an invalid example")
+    check("%s:21:9: example 0 of order.created v2 does not validate: /items/0/quantity: "
+          "minimum: 0 < 1" % path in err, "the example's line: %r" % err)
+finally:
+    if w.alive():
+        w.stop()
+    for s in subs:
+        b.delete(s["queue"], s["queue"] + ".dlq", s["queue"] + ".wait",
+                 *["%s.retry.%s" % (s["queue"], d) for d in ("1s", "5s", "30s", "2m")])
+    b.delete(out)
+    b.close()
+finish()
