@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <yaml.h>
 
+#include "lua_rt.h"
 #include "metrics.h"
 
 #define MAX_FILE (4 << 20) /* a contracts file larger than this is refused */
@@ -40,7 +41,9 @@ typedef struct {
 /* One version of an event type. */
 typedef struct {
     int64_t version;
-    char *upcaster;    /* absolute path, NULL for the current version */
+    char *upcaster; /* absolute path, NULL for the current version */
+    char *up_src;   /* its source */
+    size_t up_len;
     wr_schema *schema; /* NULL for an older version without a schema of its own */
     char *ptr;         /* JSON pointer of this version's entry in the document */
 } cversion;
@@ -406,6 +409,15 @@ static int load_version(loader *ld, cversion *cv, const json_t *e, const char *a
         } else {
             cv->upcaster = resolve(ld, p, json_string_value(up));
             ok &= cv->upcaster != NULL;
+            if (cv->upcaster != NULL) {
+                char why[512];
+                cv->up_src =
+                    wr_lua_read_source(cv->upcaster, "upcaster", &cv->up_len, why, sizeof why);
+                if (cv->up_src == NULL) {
+                    err_at(ld, p, "%s", why);
+                    ok = 0;
+                }
+            }
         }
     }
     return ok ? 0 : -1;
@@ -455,6 +467,23 @@ static int load_contract(loader *ld, contract *c, const char *type, const json_t
             }
         }
     }
+    /* every listed version's upcaster leads to a version that is listed or current */
+    for (size_t i = 1; i < c->nv && ok; i++) {
+        int64_t to = c->v[i].version + 1;
+        int found = 0;
+        for (size_t j = 0; j < c->nv; j++) {
+            found |= c->v[j].version == to;
+        }
+        if (!found) {
+            char bp[1300];
+            snprintf(bp, sizeof bp, "%s/%zu/version", p, i - 1);
+            err_at(ld, bp,
+                   "the upcaster of version %lld makes version %lld, which is neither "
+                   "listed nor current",
+                   (long long)c->v[i].version, (long long)to);
+            ok = 0;
+        }
+    }
     return ok ? 0 : -1;
 }
 
@@ -463,6 +492,7 @@ static void contract_free(contract *c)
     for (size_t i = 0; i < c->nv; i++) {
         wr_schema_free(c->v[i].schema);
         free(c->v[i].upcaster);
+        free(c->v[i].up_src);
         free(c->v[i].ptr);
     }
     free(c->v);
@@ -859,4 +889,64 @@ wr_reason wr_contracts_check_envelope(wr_contracts *c, const wr_contract_policy 
     default:
         return WR_RS_NONE;
     }
+}
+
+int wr_contracts_chain(const wr_contracts *c, const char *type, size_t type_len, int64_t from,
+                       wr_upcast_step *steps, int cap)
+{
+    const contract *k = find(c, type, type_len);
+    int n = 0;
+    if (!k) {
+        return -1;
+    }
+    for (int64_t v = from; v < k->v[0].version; v++) {
+        const cversion *cv = NULL;
+        for (size_t j = 1; j < k->nv; j++) {
+            if (k->v[j].version == v) {
+                cv = &k->v[j];
+            }
+        }
+        if (!cv || n == cap) {
+            return -1;
+        }
+        steps[n++] =
+            (wr_upcast_step){.from = v, .path = cv->upcaster, .src = cv->up_src, .len = cv->up_len};
+    }
+    return from > k->v[0].version ? -1 : n;
+}
+
+int wr_contracts_validate_current(wr_contracts *c, const char *type, size_t type_len, int64_t from,
+                                  const char *body, size_t len, char *detail, size_t cap)
+{
+    const contract *k = find(c, type, type_len);
+    json_error_t jerr;
+    if (!k) {
+        snprintf(detail, cap, "no contract for event type '%.*s'", (int)type_len, type);
+        return -1;
+    }
+    int n = snprintf(detail, cap, "%s v%lld -> v%lld: ", k->type, (long long)from,
+                     (long long)k->v[0].version);
+    if (n < 0 || (size_t)n >= cap) {
+        return -1;
+    }
+    json_t *j = json_loadb(body, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    if (!j) {
+        snprintf(detail + n, cap - (size_t)n, "the result is not JSON: %s", jerr.text);
+        return -1;
+    }
+    wr_schema_violation vs[WR_CONTRACTS_MAX_VIOLATIONS];
+    size_t total = 0;
+    int ok = wr_schema_validate(k->v[0].schema, j, vs, WR_CONTRACTS_MAX_VIOLATIONS, &total);
+    json_decref(j);
+    if (ok) {
+        detail[0] = 0;
+        return 0;
+    }
+    int m = snprintf(detail + n, cap - (size_t)n, "the result does not validate: ");
+    if (m > 0 && (size_t)(n + m) < cap) {
+        wr_schema_format(vs,
+                         total < WR_CONTRACTS_MAX_VIOLATIONS ? total : WR_CONTRACTS_MAX_VIOLATIONS,
+                         total, detail + n + m, cap - (size_t)(n + m));
+    }
+    return -1;
 }

@@ -112,6 +112,34 @@ wr_reason wr_contracts_check_envelope(wr_contracts *c, const wr_contract_policy 
                                       const wr_envelope *env, wr_ct_result *result,
                                       int64_t *version, char *detail, size_t cap);
 
+/* One step of an upcast chain: the upcaster that turns FROM into FROM + 1. */
+typedef struct {
+    int64_t from;
+    const char *path; /* the upcaster file (absolute) */
+    const char *src;  /* its source, read at load */
+    size_t len;
+} wr_upcast_step;
+
+#define WR_CONTRACTS_MAX_CHAIN 32
+
+/*
+ * The upcasters that take an event of TYPE from version FROM to the current
+ * one, in order, into STEPS (at most CAP; they point into C). Returns the
+ * number of steps, 0 when FROM is the current version, -1 when there is no
+ * such chain (FROM unknown). The loader makes sure every listed version has
+ * a complete chain.
+ */
+int wr_contracts_chain(const wr_contracts *c, const char *type, size_t type_len, int64_t from,
+                       wr_upcast_step *steps, int cap);
+
+/*
+ * Validate BODY (LEN bytes of JSON), an event of TYPE upcast from FROM, against
+ * the current version's schema. Returns 0 when it validates; -1 with DETAIL:
+ * "order.created v1 -> v2: /items: required: ..." (or why it is not JSON).
+ */
+int wr_contracts_validate_current(wr_contracts *c, const char *type, size_t type_len, int64_t from,
+                                  const char *body, size_t len, char *detail, size_t cap);
+
 /* "valid", "no-contract", "schema-invalid", "version-unknown", "unknown-type", "upcast". */
 const char *wr_ct_result_name(wr_ct_result r);
 

@@ -198,4 +198,25 @@ void wr_lua_interrupt(wr_lua *L);
 /* Bytes the state currently holds. */
 size_t wr_lua_memory(const wr_lua *L);
 
+/* One upcaster (contracts.h): the file, its source, the version it takes. */
+typedef struct {
+    int64_t from;
+    const char *path;
+    const char *src;
+    size_t len;
+} wr_lua_upcaster;
+
+/*
+ * Upcast event BODY (LEN bytes of JSON) of TYPE through the N upcasters in
+ * STEPS, in order, in this state: each file is compiled once into a sandbox
+ * of its own (handler rules: no io, os.execute, ffi, debug, bytecode) and
+ * returns function(data, info) -> the data of the next version, where info
+ * is {from, to, type}. The chain runs under the handler's timeout. Returns 0
+ * with *OUT (malloc'd JSON, the caller frees it) and *OUT_LEN, or -1 with ERR:
+ * "v1 -> v2: /path/up.lua:3: message", a non-table result, or a timeout.
+ */
+int wr_lua_upcast(wr_lua *L, const wr_lua_upcaster *steps, int n, const char *type,
+                  const char *body, size_t len, char **out, size_t *out_len, char *err,
+                  size_t errcap);
+
 #endif

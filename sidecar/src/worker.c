@@ -96,6 +96,7 @@ typedef struct {
     int tier;         /* RETRY: its delay tier */
     wr_outcome out;   /* the handler's outcome, when it ran */
     int ran;          /* the handler ran (out is set) */
+    int64_t upcast_from; /* its contract says: upcast from this version first (0: no) */
 } item;
 
 struct wr_worker;
@@ -728,6 +729,12 @@ static void prepare(wr_worker *w, item *it)
         if (crs != WR_RS_NONE) {
             reason = wr_reason_name(crs);
             rc = -1;
+        } else if (ct != WR_CT_NO_CONTRACT) {
+            /* event.version: the version its contract found (header, field or default) */
+            int n = snprintf(it->env.version_buf, sizeof(it->env.version_buf), "%lld",
+                             (long long)version);
+            it->env.version = (amqp_bytes_t){.len = (size_t)n, .bytes = it->env.version_buf};
+            it->upcast_from = ct == WR_CT_UPCAST ? version : 0;
         }
     }
     if (rc != 0) {
@@ -745,6 +752,51 @@ static void prepare(wr_worker *w, item *it)
         wr_record_key(pol->prefix, w->sub->name, it->key, it->rkey, sizeof(it->rkey)) < 0) {
         it->rkey[0] = '\0'; /* cannot happen: the key's length is bounded */
     }
+}
+
+/*
+ * Upcast IT (an older version its contract lists) to the current version:
+ * its contract's upcasters run in the worker's Lua state (lua_rt.h), and the
+ * result must validate against the current schema. Returns the new body
+ * (malloc'd; IT's envelope then shows the current and the original version),
+ * or NULL with the reason in IT->error.
+ */
+static char *upcast(wr_worker *w, item *it, size_t *len)
+{
+    wr_contracts *c = w->live->contracts;
+    wr_upcast_step steps[WR_CONTRACTS_MAX_CHAIN];
+    wr_lua_upcaster lsteps[WR_CONTRACTS_MAX_CHAIN];
+    char type[256];
+    snprintf(type, sizeof(type), "%.*s", (int)it->env.type.len, (const char *)it->env.type.bytes);
+    int n = wr_contracts_chain(c, type, strlen(type), it->upcast_from, steps,
+                               WR_CONTRACTS_MAX_CHAIN);
+    if (n < 0) {
+        snprintf(it->error, sizeof(it->error), "%s v%lld: no upcaster chain to the current version",
+                 type, (long long)it->upcast_from);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        lsteps[i] = (wr_lua_upcaster){
+            .from = steps[i].from, .path = steps[i].path, .src = steps[i].src, .len = steps[i].len};
+    }
+    char *out = NULL, err[900];
+    if (wr_lua_upcast(w->lua, lsteps, n, type, (const char *)it->env.body.bytes, it->env.body.len,
+                      &out, len, err, sizeof(err)) != 0) {
+        snprintf(it->error, sizeof(it->error), "%s: %s", type, err);
+        return NULL;
+    }
+    if (wr_contracts_validate_current(c, type, strlen(type), it->upcast_from, out, *len,
+                                      it->error, sizeof(it->error)) != 0) {
+        free(out);
+        return NULL;
+    }
+    memcpy(it->env.original_buf, it->env.version_buf, sizeof(it->env.original_buf));
+    it->env.original_version =
+        (amqp_bytes_t){.len = it->env.version.len, .bytes = it->env.original_buf};
+    int k = snprintf(it->env.version_buf, sizeof(it->env.version_buf), "%lld",
+                     (long long)wr_contracts_current(c, type, strlen(type)));
+    it->env.version = (amqp_bytes_t){.len = (size_t)k, .bytes = it->env.version_buf};
+    return out;
 }
 
 /*
@@ -776,8 +828,27 @@ static int run_one(wr_worker *w, batch *bt, item *it)
         call.idempotency_key = idbuf;
     }
     it->started_ms = wr_mono_ms();
+    amqp_bytes_t body = it->env.body;
+    char *upcast_body = NULL;
+    if (it->upcast_from > 0) {
+        size_t len = 0;
+        if ((upcast_body = upcast(w, it, &len)) == NULL) {
+            /* the upcaster failed or its result is not the current version: DLQ at once */
+            it->duration_ms = wr_mono_ms() - it->started_ms;
+            it->out = WR_OUT_INVALID;
+            it->outcome = wr_outcome_name(WR_OUT_INVALID);
+            it->rs = WR_RS_UPCAST_FAILED;
+            snprintf(it->reason, sizeof(it->reason), "%s", wr_reason_name(WR_RS_UPCAST_FAILED));
+            it->dec = wr_decide(WR_OUT_INVALID, it->attempt, &w->retry, &w->tiers, -1, 0, 0);
+            it->act = it->dec.action;
+            return publish_copy(w, bt, it, it->dec.error_class);
+        }
+        it->env.body = (amqp_bytes_t){.len = len, .bytes = upcast_body};
+    }
     wr_lua_result res;
     wr_outcome out = wr_lua_handle(w->lua, &it->env, &call, &res);
+    it->env.body = body;
+    free(upcast_body);
     it->duration_ms = wr_mono_ms() - it->started_ms;
     it->out = out;
     it->ran = 1;

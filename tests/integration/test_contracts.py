@@ -1,7 +1,10 @@
 """Event contracts at the edge, against the real broker and Redis.
 
 A mixed stream goes through two subscriptions that share one contracts file:
-valid v2 events reach the handler; invalid ones go to the DLQ at once (no
+valid v2 events reach the handler; v1 events are
+upcast by the contract's Lua upcaster and reach it as v2 (event.version 2,
+event.original_version 1), and an upcaster that raises, or whose result does
+not validate as v2, sends its event to the DLQ as upcast-failed; invalid ones go to the DLQ at once (no
 retry, the handler never runs) with reason schema-invalid and every violation
 (JSON pointer, rule, what was found) in x-warren-error and in `warren trace`;
 a version newer than the contract is version-unknown; a type without a
@@ -44,16 +47,38 @@ events:
         timestamp: { type: string, format: date-time }
     examples:
       - { order_id: o-1, customer_id: c-1, items: [{ sku: a, quantity: 1 }], total_amount: 5 }
+    backwards_compatible_with:
+      - version: 1
+        upcaster: upcasters/order_created_v1.lua
+        schema:
+          type: object
+          required: [order_id, customer, items, total]
   order.cancelled:
     version: 1
     schema: { type: object, required: [order_id], additionalProperties: false,
               properties: { order_id: { type: string } } }
 """
 write(os.path.join(tmp, "contracts.yaml"), CONTRACTS)
+os.makedirs(os.path.join(tmp, "upcasters"))
+write(os.path.join(tmp, "upcasters", "order_created_v1.lua"), r'''
+-- v1 -> v2: customer -> customer_id, items[].qty -> items[].quantity, total -> total_amount
+return function(data, info)
+  if data.fail then
+    error("cannot upcast " .. data.order_id .. " to v" .. info.to)
+  end
+  local items = {}
+  for i, item in ipairs(data.items) do
+    items[i] = { sku = item.sku, quantity = item.qty }
+  end
+  return { order_id = data.order_id, customer_id = data.customer, items = items,
+           total_amount = data.total }
+end
+''')
 write(os.path.join(tmp, "h.lua"), r'''
 return { handle = function(event, ctx)
   ctx.publish("", "%s", { id = event.id, type = event.type, version = event.version,
-                          original_version = event.original_version })
+                          original_version = event.original_version,
+                          customer_id = event.data.customer_id })
 end }
 ''' % out)
 
@@ -93,6 +118,14 @@ try:
     b.publish(qa, GOOD, message_id="a-vbad", type="order.created", headers={"version": "v2"})
     b.publish(qa, {"anything": 1}, message_id="a-unknown", type="order.shipped")
     b.publish(qa, {"order_id": "o-1", "why": "x"}, message_id="a-cancel", type="order.cancelled")
+    V1 = {"order_id": "o-9", "customer": "c-9", "items": [{"sku": "a", "qty": 3}], "total": 7}
+    b.publish(qa, V1, message_id="a-v1", type="order.created", headers={"version": 1})
+    b.publish(qa, V1, message_id="a-v1-default", type="order.created")  # no version: 1
+    b.publish(qa, dict(V1, fail=True), message_id="a-v1-fail", type="order.created")
+    b.publish(qa, dict(V1, items=[{"sku": "a", "qty": 0}]), message_id="a-v1-bad",
+              type="order.created")
+    b.publish(qa, {"order_id": "o-9", "items": [], "total": 1}, message_id="a-v1-invalid",
+              type="order.created")
     # subscription "strict": its own version header, default 2, unknown types to the DLQ;
     # no AMQP type: the routing key (the queue's name) is the type, which has no contract
     b.publish(qb, GOOD, message_id="b-default", type="order.created")
@@ -101,19 +134,26 @@ try:
     b.publish(qb, {"anything": 1}, message_id="b-unknown", type="order.shipped")
     b.publish(qb, GOOD, message_id="b-notype")
 
-    wait_for(lambda: b.depth(out) >= 4 and b.depth(qa + ".dlq") >= 4 and
+    wait_for(lambda: b.depth(out) >= 6 and b.depth(qa + ".dlq") >= 7 and
              b.depth(qb + ".dlq") >= 3, 30, "all handled")
     handled = {json.loads(body)["id"]: json.loads(body) for _, body in b.drain(out)}
-    check_eq(sorted(handled), ["a-field", "a-good", "a-unknown", "b-default"],
-             "valid events and the unknown type on 'pass' reach the handler")
-    check_eq(handled.get("a-good", {}).get("version"), "2", "event.version")
+    check_eq(sorted(handled), ["a-field", "a-good", "a-unknown", "a-v1", "a-v1-default",
+                               "b-default"],
+             "valid events, upcast v1 events and the unknown type on 'pass' reach the handler")
+    for mid, version, original in (("a-good", "2", "2"), ("a-field", "2", "2"),
+                                   ("a-v1", "2", "1"), ("a-v1-default", "2", "1")):
+        got = handled.get(mid, {})
+        check_eq((got.get("version"), got.get("original_version")), (version, original),
+                 "%s: event.version and event.original_version" % mid)
+    check_eq(handled.get("a-v1", {}).get("customer_id"), "c-9", "the handler sees v2 data")
 
     dead = {}
     for q in (qa + ".dlq", qb + ".dlq"):
         for props, _ in b.drain(q):
             dead[props.message_id] = props.headers
-    check_eq(sorted(dead), ["a-bad", "a-cancel", "a-v3", "a-vbad", "b-header", "b-notype",
-                            "b-unknown"], "the rest is dead-lettered")
+    check_eq(sorted(dead), ["a-bad", "a-cancel", "a-v1-bad", "a-v1-fail", "a-v1-invalid", "a-v3",
+                            "a-vbad", "b-header", "b-notype", "b-unknown"],
+             "the rest is dead-lettered")
     want = {
         "a-bad": ("schema-invalid",
                   "order.created v2: /: required: missing 'customer_id'; /order_id: minLength: "
@@ -127,6 +167,14 @@ try:
         "b-header": ("version-unknown",
                      "order.created v3: no contract for this version (current: v2)"),
         "b-unknown": ("unknown-type", "no contract for event type 'order.shipped'"),
+        "a-v1-fail": ("upcast-failed",
+                      "order.created: v1 -> v2: %s:5: cannot upcast o-9 to v2"
+                      % os.path.realpath(os.path.join(tmp, "upcasters", "order_created_v1.lua"))),
+        "a-v1-bad": ("upcast-failed",
+                     "order.created v1 -> v2: the result does not validate: /items/0/quantity: "
+                     "minimum: 0 < 1"),
+        "a-v1-invalid": ("schema-invalid",
+                         "order.created v1: /: required: missing 'customer'"),
         "b-notype": ("unknown-type", "no contract for event type '%s'" % qb),
     }
     for mid, (reason, error) in want.items():
@@ -145,6 +193,10 @@ try:
                       (dict(subscription="pass", type="order.created", version="other",
                             result="version-unknown"), 1),
                       (dict(subscription="pass", type="", version="", result="no-contract"), 1),
+                      (dict(subscription="pass", type="order.created", version="1",
+                            result="upcast"), 4),
+                      (dict(subscription="pass", type="order.created", version="1",
+                            result="schema-invalid"), 1),
                       (dict(subscription="strict", type="", version="",
                             result="unknown-type"), 2)):
         check_eq(w.metric_or_0(samples, "warren_contract_events_total", **labels), n,
