@@ -768,8 +768,8 @@ static char *upcast(wr_worker *w, item *it, size_t *len)
     wr_lua_upcaster lsteps[WR_CONTRACTS_MAX_CHAIN];
     char type[256];
     snprintf(type, sizeof(type), "%.*s", (int)it->env.type.len, (const char *)it->env.type.bytes);
-    int n = wr_contracts_chain(c, type, strlen(type), it->upcast_from, steps,
-                               WR_CONTRACTS_MAX_CHAIN);
+    int n =
+        wr_contracts_chain(c, type, strlen(type), it->upcast_from, steps, WR_CONTRACTS_MAX_CHAIN);
     if (n < 0) {
         snprintf(it->error, sizeof(it->error), "%s v%lld: no upcaster chain to the current version",
                  type, (long long)it->upcast_from);
@@ -785,8 +785,8 @@ static char *upcast(wr_worker *w, item *it, size_t *len)
         snprintf(it->error, sizeof(it->error), "%s: %s", type, err);
         return NULL;
     }
-    if (wr_contracts_validate_current(c, type, strlen(type), it->upcast_from, out, *len,
-                                      it->error, sizeof(it->error)) != 0) {
+    if (wr_contracts_validate_current(c, type, strlen(type), it->upcast_from, out, *len, it->error,
+                                      sizeof(it->error)) != 0) {
         free(out);
         return NULL;
     }
