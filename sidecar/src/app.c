@@ -154,6 +154,19 @@ static int check_contracts(const wr_config *cfg, FILE *report)
             continue;
         }
         int bad = wr_contracts_check_examples(c, stderr);
+        char version[17], lerr[1024];
+        wr_lua_opts o = {.handler_path = s->handler,
+                         .version = wr_handler_version(s->handler, version) == 0 ? version : NULL,
+                         .subscription = s->name,
+                         .queue = s->queue,
+                         .timeout_ms = s->handler_timeout_ms,
+                         .max_attempts = 1};
+        wr_lua *L = wr_lua_create(&o, lerr, sizeof(lerr));
+        if (L != NULL) {
+            /* upcasters run in the handler's state, as in a worker */
+            bad += wr_contracts_check_upcasts(c, L, stderr, NULL);
+            wr_lua_destroy(L);
+        }
         problems += bad;
         if (bad == 0 && report != NULL) {
             fprintf(report, "%s: %d event contract%s, examples valid (%s)\n", s->name,

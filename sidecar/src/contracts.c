@@ -950,3 +950,70 @@ int wr_contracts_validate_current(wr_contracts *c, const char *type, size_t type
     }
     return -1;
 }
+
+int wr_contracts_check_upcasts(wr_contracts *c, struct wr_lua *L, FILE *fp, FILE *show)
+{
+    int problems = 0;
+    for (size_t i = 0; i < c->n; i++) {
+        const contract *k = &c->c[i];
+        const json_t *entry = json_object_get(json_object_get(c->doc, "events"), k->type);
+        const json_t *back = json_object_get(entry, "backwards_compatible_with");
+        for (size_t s = 1; s < k->nv; s++) {
+            const cversion *cv = &k->v[s];
+            char p[1300], err[1024];
+            int l, col;
+            wr_lua_upcaster u = {
+                .from = cv->version, .path = cv->upcaster, .src = cv->up_src, .len = cv->up_len};
+            if (wr_lua_upcaster_compile(L, &u, err, sizeof err) != 0) {
+                snprintf(p, sizeof p, "%s/upcaster", cv->ptr);
+                locate(c, p, 1, &l, &col);
+                fprintf(fp, "%s:%d:%d: upcaster of %s v%lld: %s\n", c->path, l, col, k->type,
+                        (long long)cv->version, err);
+                problems++;
+                continue;
+            }
+            const json_t *ex = json_object_get(json_array_get(back, s - 1), "examples");
+            size_t j;
+            json_t *e;
+            json_array_foreach((json_t *)ex, j, e)
+            {
+                wr_upcast_step steps[WR_CONTRACTS_MAX_CHAIN];
+                wr_lua_upcaster ls[WR_CONTRACTS_MAX_CHAIN];
+                int n = wr_contracts_chain(c, k->type, strlen(k->type), cv->version, steps,
+                                           WR_CONTRACTS_MAX_CHAIN);
+                for (int m = 0; m < n; m++) {
+                    ls[m] = (wr_lua_upcaster){.from = steps[m].from,
+                                              .path = steps[m].path,
+                                              .src = steps[m].src,
+                                              .len = steps[m].len};
+                }
+                char *body = json_dumps(e, JSON_COMPACT | JSON_ENCODE_ANY);
+                char *out = NULL;
+                size_t out_len = 0;
+                int bad = body == NULL || n < 0;
+                if (!bad && wr_lua_upcast(L, ls, n, k->type, body, strlen(body), &out, &out_len,
+                                          err, sizeof err) != 0) {
+                    bad = 1;
+                } else if (!bad && wr_contracts_validate_current(c, k->type, strlen(k->type),
+                                                                 cv->version, out, out_len, err,
+                                                                 sizeof err) != 0) {
+                    bad = 1;
+                }
+                snprintf(p, sizeof p, "%s/examples/%zu", cv->ptr, j);
+                locate(c, p, 1, &l, &col);
+                if (bad) {
+                    fprintf(fp, "%s:%d:%d: example %zu of %s v%lld does not upcast: %s\n",
+                            c->path, l, col, j, k->type, (long long)cv->version,
+                            body ? err : "out of memory");
+                    problems++;
+                } else if (show) {
+                    fprintf(show, "%s example %zu: v%lld -> v%lld valid: %s\n", k->type, j,
+                            (long long)cv->version, (long long)k->v[0].version, out);
+                }
+                free(body);
+                free(out);
+            }
+        }
+    }
+    return problems;
+}

@@ -161,4 +161,14 @@ void wr_contracts_render(const wr_contracts *c, const char *sub, FILE *fp);
  */
 int wr_contracts_check_examples(const wr_contracts *c, FILE *fp);
 
+/*
+ * `warren check`: compile every upcaster in Lua state L (a subscription's,
+ * lua_rt.h) and run each example of an older version through its chain; the
+ * result must validate against the current schema. One "FILE:LINE:COL:
+ * message" line per problem to FP; returns how many. With SHOW, each example
+ * upcast is described on SHOW ("order.created example 0: v1 -> v2 valid").
+ */
+struct wr_lua;
+int wr_contracts_check_upcasts(wr_contracts *c, struct wr_lua *L, FILE *fp, FILE *show);
+
 #endif

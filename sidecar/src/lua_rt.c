@@ -1998,3 +1998,39 @@ int wr_lua_upcast(wr_lua *rt, const wr_lua_upcaster *steps, int n, const char *t
     *out_len = a.out_len;
     return 0;
 }
+
+typedef struct {
+    wr_lua *rt;
+    const wr_lua_upcaster *u;
+    char *err;
+    size_t errcap;
+    int failed;
+} compile_up_args;
+
+/* lua_cpcall'd by wr_lua_upcaster_compile. -- ud */
+static int compile_up_call(lua_State *L)
+{
+    compile_up_args *a = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    lua_pushcfunction(L, traceback);
+    a->rt->phase = PHASE_INIT;
+    start_deadline(a->rt);
+    a->failed = push_upcaster(a->rt, 1, a->u, a->err, a->errcap) != 0;
+    a->rt->phase = PHASE_NONE;
+    return 0;
+}
+
+int wr_lua_upcaster_compile(wr_lua *rt, const wr_lua_upcaster *u, char *err, size_t errcap)
+{
+    compile_up_args a = {.rt = rt, .u = u, .err = err, .errcap = errcap};
+    err[0] = 0;
+    int rc = lua_cpcall(rt->L, compile_up_call, &a);
+    rt->phase = PHASE_NONE;
+    if (rc != 0) {
+        first_line(rt->L, err, errcap);
+        a.failed = 1;
+    }
+    lua_sethook(rt->L, deadline_hook, HOOK_MASK, HOOK_EVERY);
+    lua_settop(rt->L, 0);
+    return a.failed ? -1 : 0;
+}

@@ -215,6 +215,11 @@ typedef struct {
  * with *OUT (malloc'd JSON, the caller frees it) and *OUT_LEN, or -1 with ERR:
  * "v1 -> v2: /path/up.lua:3: message", a non-table result, or a timeout.
  */
+/* Compile upcaster U into this state (as wr_lua_upcast would, once): 0, or
+ * -1 with ERR ("path:line: message", or what the file returned instead of a
+ * function). */
+int wr_lua_upcaster_compile(wr_lua *L, const wr_lua_upcaster *u, char *err, size_t errcap);
+
 int wr_lua_upcast(wr_lua *L, const wr_lua_upcaster *steps, int n, const char *type,
                   const char *body, size_t len, char **out, size_t *out_len, char *err,
                   size_t errcap);

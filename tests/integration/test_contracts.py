@@ -53,6 +53,8 @@ events:
         schema:
           type: object
           required: [order_id, customer, items, total]
+        examples:
+          - { order_id: o-5, customer: c-5, items: [{ sku: a, qty: 1 }], total: 3 }
   order.cancelled:
     version: 1
     schema: { type: object, required: [order_id], additionalProperties: false,
@@ -232,6 +234,21 @@ try:
     check_eq(rc, 1, "check fails on an invalid example")
     check("%s:21:9: example 0 of order.created v2 does not validate: /items/0/quantity: "
           "minimum: 0 < 1" % path in err, "the example's line: %r" % err)
+    # warren check runs the upcasters on the older versions' examples
+    write(os.path.join(tmp, "contracts.yaml"),
+          CONTRACTS.replace("qty: 1 }], total: 3", "qty: 0 }], total: 3"))
+    rc, text, err = run("check", "-c", w.config)
+    check_eq(rc, 1, "check fails on a v1 example that does not upcast to a valid v2")
+    check("%s:29:13: example 0 of order.created v1 does not upcast: order.created v1 -> v2: the "
+          "result does not validate: /items/0/quantity: minimum: 0 < 1" % path in err,
+          "the v1 example's line: %r" % err)
+    write(os.path.join(tmp, "contracts.yaml"), CONTRACTS)
+    upcaster = os.path.join(tmp, "upcasters", "order_created_v1.lua")
+    write(upcaster, "return function(data)\n  return data +\nend\n")
+    rc, text, err = run("check", "-c", w.config)
+    check_eq(rc, 1, "check fails on an upcaster that does not compile")
+    check("%s:24:19: upcaster of order.created v1: %s:3: unexpected symbol near 'end'"
+          % (path, os.path.realpath(upcaster)) in err, "the upcaster's error: %r" % err)
 finally:
     if w.alive():
         w.stop()
