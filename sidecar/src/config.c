@@ -413,10 +413,11 @@ static const field contract_fields[] = {
     {.name = "default_version",
      .type = T_INT,
      .offset = offsetof(wr_contract_policy, default_version),
-     .def = "1",
-     .min = 1,
+     .def = "0",
+     .min = 0,
      .max = 1000000,
-     .desc = "The version of an event that carries none."},
+     .desc = "The version of an event that carries none; 0: its type's current version (the "
+             "contract's `version`)."},
 };
 
 static const section contracts_section = {contract_fields, NFIELDS(contract_fields), 0, NULL};

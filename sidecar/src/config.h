@@ -137,7 +137,8 @@ typedef struct {
     int unknown_types_dlq; /* contracts.unknown_types: pass (0, default) or dlq (1) */
     char *version_header;  /* contracts.version_header: header (or JSON field) with the
                               event's version; default "version" */
-    int default_version;   /* contracts.default_version: of an event without one; default 1 */
+    int default_version;   /* contracts.default_version: of an event without one; 0
+                              (default): its type's current version */
 } wr_contract_policy;
 
 /* One consumed queue and the handler that processes its messages. */

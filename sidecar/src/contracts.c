@@ -834,7 +834,12 @@ wr_reason wr_contracts_check_envelope(wr_contracts *c, const wr_contract_policy 
     if (cap) {
         detail[0] = 0;
     }
-    if (!find(c, type, tlen)) {
+    const contract *k = find(c, type, tlen);
+    if (k && o.default_version == 0) {
+        o.default_version = k->v[0].version; /* no version: the current one */
+    }
+    *version = o.default_version;
+    if (!k) {
         *result = wr_contracts_check(c, &o, type, tlen, 0, NULL, detail, cap);
         return *result == WR_CT_UNKNOWN_TYPE ? WR_RS_UNKNOWN_TYPE : WR_RS_NONE;
     }

@@ -59,7 +59,8 @@ typedef enum {
 /* How a subscription reads its events' versions and treats unknown types. */
 typedef struct {
     const char *version_header; /* header (or top-level JSON field) with the version */
-    int64_t default_version;    /* for events that carry none */
+    int64_t default_version;    /* for events that carry none (0 in a wr_contract_policy:
+                                   the type's current version) */
     int unknown_dlq;            /* 1: a type without a contract goes to the DLQ */
 } wr_contract_opts;
 

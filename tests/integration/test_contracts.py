@@ -86,10 +86,11 @@ end }
 
 subs = [
     {"name": "pass", "queue": qa, "handler": "h.lua",
-     "contracts": {"file": "contracts.yaml"}},
+     "contracts": {"file": "contracts.yaml", "default_version": 1}},
+    # no default_version: an event without one is of its type's current version (2)
     {"name": "strict", "queue": qb, "handler": "h.lua",
      "contracts": {"file": "contracts.yaml", "unknown_types": "dlq",
-                   "version_header": "x-schema-version", "default_version": 2}},
+                   "version_header": "x-schema-version"}},
 ]
 
 
@@ -113,6 +114,7 @@ try:
     w.start()
     check(w.wait_consuming(2), "consuming")
     # subscription "pass": version from the "version" header, else the body's field, else 1
+    # (its default_version)
     b.publish(qa, GOOD, message_id="a-good", type="order.created", headers={"version": 2})
     b.publish(qa, BAD, message_id="a-bad", type="order.created", headers={"version": "2"})
     b.publish(qa, dict(GOOD, version=2), message_id="a-field", type="order.created")
@@ -128,22 +130,25 @@ try:
               type="order.created")
     b.publish(qa, {"order_id": "o-9", "items": [], "total": 1}, message_id="a-v1-invalid",
               type="order.created")
-    # subscription "strict": its own version header, default 2, unknown types to the DLQ;
+    # subscription "strict": its own version header, default the current version (2),
+    # unknown types to the DLQ;
     # no AMQP type: the routing key (the queue's name) is the type, which has no contract
     b.publish(qb, GOOD, message_id="b-default", type="order.created")
     b.publish(qb, GOOD, message_id="b-header", type="order.created",
               headers={"x-schema-version": 3, "version": 2})
+    b.publish(qb, {"order_id": "o-2"}, message_id="b-cancel", type="order.cancelled")  # v1
     b.publish(qb, {"anything": 1}, message_id="b-unknown", type="order.shipped")
     b.publish(qb, GOOD, message_id="b-notype")
 
-    wait_for(lambda: b.depth(out) >= 6 and b.depth(qa + ".dlq") >= 7 and
+    wait_for(lambda: b.depth(out) >= 7 and b.depth(qa + ".dlq") >= 7 and
              b.depth(qb + ".dlq") >= 3, 30, "all handled")
     handled = {json.loads(body)["id"]: json.loads(body) for _, body in b.drain(out)}
     check_eq(sorted(handled), ["a-field", "a-good", "a-unknown", "a-v1", "a-v1-default",
-                               "b-default"],
+                               "b-cancel", "b-default"],
              "valid events, upcast v1 events and the unknown type on 'pass' reach the handler")
     for mid, version, original in (("a-good", "2", "2"), ("a-field", "2", "2"),
-                                   ("a-v1", "2", "1"), ("a-v1-default", "2", "1")):
+                                   ("a-v1", "2", "1"), ("a-v1-default", "2", "1"),
+                                   ("b-default", "2", "2"), ("b-cancel", "1", "1")):
         got = handled.get(mid, {})
         check_eq((got.get("version"), got.get("original_version")), (version, original),
                  "%s: event.version and event.original_version" % mid)
