@@ -969,6 +969,17 @@ static int push_event(wr_lua *rt, const wr_envelope *env, char *err, size_t errc
     lua_setfield(L, -2, "redelivered");
     lua_pushinteger(L, rt->call ? rt->call->attempt : env->attempt);
     lua_setfield(L, -2, "attempt");
+    if (rt->call != NULL && rt->call->cloudevent != NULL) {
+        /* -- ... event decode attributes: event.cloudevent */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_decode);
+        lua_pushstring(L, rt->call->cloudevent);
+        int rc = lua_pcall(L, 1, 1, 0);
+        if (rc != 0) {
+            lua_pop(L, 2);
+            return -2; /* warren's own JSON: only memory can fail it */
+        }
+        lua_setfield(L, -2, "cloudevent");
+    }
     if (env->is_json) {
         /* -- ... event decode body */
         lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_decode);

@@ -150,6 +150,8 @@ typedef struct {
     const char *tracestate; /* the message's W3C tracestate, or NULL: sent on by ctx.http */
     int attempt;
     const wr_lua_store *store; /* NULL: ctx.store is not available (idempotency off) */
+    const char *cloudevent;    /* the message's CloudEvent attributes as a JSON object
+                                  (cloudevent.h): event.cloudevent; NULL: not one */
 } wr_lua_call;
 
 /*

@@ -36,6 +36,7 @@ static const char *const reason_names[WR_RS_COUNT] = {
     [WR_RS_VERSION_UNKNOWN] = "version-unknown",
     [WR_RS_UNKNOWN_TYPE] = "unknown-type",
     [WR_RS_UPCAST_FAILED] = "upcast-failed",
+    [WR_RS_INVALID_CLOUDEVENT] = "invalid-cloudevent",
     [WR_RS_HANDLER_ERROR] = "handler-error",
     [WR_RS_TIMEOUT] = "timeout",
     [WR_RS_OUT_OF_MEMORY] = "out-of-memory",

@@ -38,6 +38,7 @@
 
 #include "breakers.h"
 #include "broker.h"
+#include "cloudevent.h"
 #include "contracts.h"
 #include "decide.h"
 #include "dlq.h"
@@ -97,6 +98,7 @@ typedef struct {
     wr_outcome out;   /* the handler's outcome, when it ran */
     int ran;          /* the handler ran (out is set) */
     int64_t upcast_from; /* its contract says: upcast from this version first (0: no) */
+    wr_cloudevent ce;    /* what it is as a CloudEvent (cloudevent.h), mode NONE if not one */
 } item;
 
 struct wr_worker;
@@ -719,6 +721,23 @@ static void prepare(wr_worker *w, item *it)
         reason = wr_reason_name(key_rs); /* missing-idempotency-key or invalid-json */
         rc = -1;
     }
+    if (rc == 0) {
+        /* a CloudEvent: its type selects the contract, its data is the body (structured) */
+        int cr = wr_cloudevent_read(&it->env, &it->ce, it->error, sizeof(it->error));
+        if (cr < 0) {
+            reason = wr_reason_name(WR_RS_INVALID_CLOUDEVENT);
+            rc = -1;
+        } else if (cr == 1) {
+            it->env.type = (amqp_bytes_t){.len = strlen(it->ce.type), .bytes = it->ce.type};
+            if (it->env.id.len == 0) {
+                it->env.id = (amqp_bytes_t){.len = strlen(it->ce.id), .bytes = it->ce.id};
+            }
+            if (it->ce.mode == WR_CE_STRUCTURED) {
+                it->env.body = (amqp_bytes_t){.len = it->ce.data_len, .bytes = it->ce.data};
+                it->env.is_json = it->ce.data != NULL;
+            }
+        }
+    }
     if (rc == 0 && w->live->contracts != NULL) {
         /* the contract (contracts.h): schema-invalid, version-unknown, unknown-type */
         wr_ct_result ct;
@@ -808,7 +827,8 @@ static int run_one(wr_worker *w, batch *bt, item *it)
 {
     snprintf(it->tracestate, sizeof(it->tracestate), "%.*s", (int)it->env.tracestate.len,
              (const char *)it->env.tracestate.bytes);
-    wr_lua_call call = {.idempotency_key = it->key[0] ? it->key : NULL,
+    wr_lua_call call = {.cloudevent = it->ce.attributes,
+                        .idempotency_key = it->key[0] ? it->key : NULL,
                         .trace_id = it->trace_id,
                         .tracestate = it->tracestate[0] ? it->tracestate : NULL,
                         .attempt = it->attempt};
@@ -1304,6 +1324,7 @@ static int prepare_batch(wr_worker *w, batch *bt)
     atomic_store(&w->st->busy, 1);
     for (int i = 0; i < bt->n; i++) {
         item *it = &bt->items[i];
+        wr_cloudevent_clear(&it->ce);
         memset(it, 0, sizeof(*it));
         it->d = bt->taken[i];
         wr_storebuf_reset(bt->stores[i]);
@@ -2342,6 +2363,9 @@ static void batch_free(batch *bt, int n)
     }
     for (int i = 0; bt->entries != NULL && i < n; i++) {
         free(bt->entries[i]);
+    }
+    for (int i = 0; bt->items != NULL && i < n; i++) {
+        wr_cloudevent_clear(&bt->items[i].ce);
     }
     empty_amqp_pool(&bt->pool);
     free(bt->taken);
