@@ -269,6 +269,9 @@ static void free_pub(wr_lua_pub *p)
     }
     free(p->header_keys);
     free(p->header_vals);
+    free(p->ce_type);
+    free(p->ce_source);
+    free(p->ce_subject);
 }
 
 static void free_pubs(wr_lua *rt)
@@ -284,7 +287,8 @@ static void free_pubs(wr_lua *rt)
 static size_t pub_size(const wr_lua_pub *p)
 {
     size_t n = p->body_len;
-    const char *strs[] = {p->exchange, p->routing_key, p->content_type, p->type};
+    const char *strs[] = {p->exchange, p->routing_key, p->content_type, p->type,
+                          p->ce_type,  p->ce_source,   p->ce_subject};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
         n += strs[i] != NULL ? strlen(strs[i]) : 0;
     }
@@ -723,6 +727,36 @@ static int ctx_publish(lua_State *L)
             }
         } else if (!lua_isnil(L, -1)) {
             PUB_FAIL(L, "ctx.publish: opts.headers must be a table");
+        }
+        lua_pop(L, 1);
+        /* opts.cloudevent = {type = ..., source = ... [, subject = ...]}: a CloudEvent in
+         * binary mode (the worker adds specversion, id, time and traceparent) */
+        lua_getfield(L, 4, "cloudevent");
+        if (lua_istable(L, -1)) {
+            static const char *const keys[] = {"type", "source", "subject"};
+            char **dst[] = {&p->ce_type, &p->ce_source, &p->ce_subject};
+            for (int k = 0; k < 3; k++) {
+                lua_getfield(L, -1, keys[k]);
+                if (lua_type(L, -1) == LUA_TSTRING) {
+                    s = lua_tolstring(L, -1, &n);
+                    if (n == 0 || n > SHORTSTR) {
+                        PUB_FAIL(L, "ctx.publish: opts.cloudevent.%s must be 1 to %d bytes",
+                                 keys[k], SHORTSTR);
+                    }
+                    if (charge_pub(rt, n) != 0) {
+                        PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
+                    }
+                    *dst[k] = dupn(s, n);
+                    if (*dst[k] == NULL) {
+                        PUB_FAIL(L, "not enough memory");
+                    }
+                } else if (k < 2 || !lua_isnil(L, -1)) {
+                    PUB_FAIL(L, "ctx.publish: opts.cloudevent.%s must be a string", keys[k]);
+                }
+                lua_pop(L, 1);
+            }
+        } else if (!lua_isnil(L, -1)) {
+            PUB_FAIL(L, "ctx.publish: opts.cloudevent must be a table");
         }
     }
     return 0;

@@ -469,7 +469,7 @@ static int publish_outgoing(wr_worker *w, batch *bt, item *it, const wr_lua_resu
             props.type = pool_dup(&bt->pool, p->type, strlen(p->type));
         }
         amqp_table_entry_t *h =
-            amqp_pool_alloc(&bt->pool, sizeof(*h) * (size_t)(p->header_count + 3));
+            amqp_pool_alloc(&bt->pool, sizeof(*h) * (size_t)(p->header_count + 3 + 7));
         if (h == NULL) {
             return WR_BROKER_DOWN;
         }
@@ -497,6 +497,33 @@ static int publish_outgoing(wr_worker *w, batch *bt, item *it, const wr_lua_resu
             h[nh].value.kind = AMQP_FIELD_KIND_UTF8;
             h[nh].value.value.bytes = it->env.tracestate;
             nh++;
+        }
+        if (p->ce_type != NULL) {
+            /* a CloudEvent in binary mode (cloudevent.h): its id is the message's
+             * deterministic id, its trace the traceparent extension */
+            char when[40];
+            int64_t now = wr_now_ms();
+            time_t secs = (time_t)(now / 1000);
+            struct tm tm;
+            gmtime_r(&secs, &tm);
+            size_t wl = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+            snprintf(when + wl, sizeof(when) - wl, ".%03dZ", (int)(now % 1000));
+            const char *ce[][2] = {{"cloudEvents:specversion", "1.0"},
+                                   {"cloudEvents:id", id},
+                                   {"cloudEvents:type", p->ce_type},
+                                   {"cloudEvents:source", p->ce_source},
+                                   {"cloudEvents:time", when},
+                                   {"cloudEvents:traceparent", tp},
+                                   {"cloudEvents:subject", p->ce_subject}};
+            for (size_t k = 0; k < sizeof(ce) / sizeof(ce[0]); k++) {
+                if (ce[k][1] == NULL) {
+                    continue;
+                }
+                h[nh].key = amqp_cstring_bytes(ce[k][0]);
+                h[nh].value.kind = AMQP_FIELD_KIND_UTF8;
+                h[nh].value.value.bytes = pool_dup(&bt->pool, ce[k][1], strlen(ce[k][1]));
+                nh++;
+            }
         }
         props.headers.num_entries = nh;
         props.headers.entries = h;

@@ -10,9 +10,14 @@ of the handler unchanged. The CloudEvent's type selects the contract, checked
 against its data (a structured event whose data breaks it is schema-invalid);
 a message that claims to be a CloudEvent but lacks a required attribute is
 dead-lettered as invalid-cloudevent; the CloudEvent's id can be the
-idempotency key (header:cloudEvents:id), so a second copy is a duplicate."""
+idempotency key (header:cloudEvents:id), so a second copy is a duplicate.
+ctx.publish(..., {cloudevent = {type, source}}) emits a valid binary-mode
+CloudEvent (specversion 1.0, id = warren's deterministic message id, time,
+the trace as the traceparent extension), which a subscription reads back
+with the same attributes."""
 import json
 import os
+import re
 
 from wrtest import Broker, Warren, check, check_eq, finish, prefix, tempdir, wait_for, write
 
@@ -21,6 +26,7 @@ tmp = tempdir()
 out = p + ".out"
 q = p + ".ce"
 qk = p + ".cekey"
+qe, emitted = p + ".emit", p + ".emitted"
 
 write(os.path.join(tmp, "contracts.yaml"), """\
 events:
@@ -39,7 +45,15 @@ return { handle = function(event, ctx)
                           data = event.data, key = ctx.idempotency_key })
 end }
 ''' % out)
-subs = [{"name": "ce", "queue": q, "handler": "h.lua", "contracts": {"file": "contracts.yaml"}},
+write(os.path.join(tmp, "emit.lua"), r'''
+return { handle = function(event, ctx)
+  ctx.publish("", "%s", { appinfoA = "from " .. event.id, appinfoB = 7 },
+              { cloudevent = { type = "com.example.someevent", source = "/warren/emit",
+                               subject = "orders/o-1" } })
+end }
+''' % emitted)
+subs = [{"name": "emit", "queue": qe, "handler": "emit.lua"},
+        {"name": "ce", "queue": q, "handler": "h.lua", "contracts": {"file": "contracts.yaml"}},
         {"name": "cekey", "queue": qk, "handler": "h.lua",
          "idempotency": {"key": "header:cloudEvents:id"}}]
 
@@ -55,12 +69,12 @@ STRUCTURED = {"specversion": "1.0", "type": "com.example.someevent", "source": "
               "datacontenttype": "application/json", "data": DATA}
 
 b = Broker()
-for queue in (out, q, qk):
+for queue in (out, q, qk, qe, emitted):
     b.declare(queue)
 w = Warren(tmp, subs)
 try:
     w.start()
-    check(w.wait_consuming(2), "consuming")
+    check(w.wait_consuming(3), "consuming")
     for pfx in ("cloudEvents:", "cloudEvents_", "ce-", "ce_"):
         attrs = dict(BINARY, id="bin-" + pfx)
         b.publish(q, DATA, message_id="m-" + pfx, content_type="application/json",
@@ -110,6 +124,42 @@ try:
     check_eq((h.get("x-warren-reason"), h.get("x-warren-error")),
              ("invalid-cloudevent", "structured CloudEvent without source"),
              "a CloudEvent without source")
+
+    # ctx.publish with a cloudevent option, read back by the CloudEvents subscription
+    tid = "4bf92f3577b34da6a3ce929d0e0e4736"
+    b.publish(qe, {"x": 1}, message_id="e-1",
+              headers={"traceparent": "00-%s-00f067aa0ba902b7-01" % tid})
+    wait_for(lambda: b.depth(emitted) >= 1, 20, "the CloudEvent emitted")
+    msgs = b.drain(emitted)
+    check_eq(len(msgs), 1, "one event emitted")
+    if msgs:
+        props, body = msgs[0]
+        h = props.headers or {}
+        ce = {k[len("cloudEvents:"):]: v for k, v in h.items() if k.startswith("cloudEvents:")}
+        check_eq(sorted(ce), ["id", "source", "specversion", "subject", "time", "traceparent",
+                              "type"], "the CloudEvent's attributes as cloudEvents: headers")
+        check_eq((ce.get("specversion"), ce.get("id"), ce.get("type"), ce.get("source"),
+                  ce.get("subject")),
+                 ("1.0", props.message_id, "com.example.someevent", "/warren/emit",
+                  "orders/o-1"),
+                 "specversion 1.0, the message's deterministic id, type, source, subject")
+        check_eq(props.message_id, "e-1:emit:1", "the deterministic id")
+        check(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", ce.get("time", "")),
+              "time is RFC 3339: %r" % ce.get("time"))
+        check((ce.get("traceparent") or "").startswith("00-%s-" % tid),
+              "the trace travels as the traceparent extension: %r" % ce.get("traceparent"))
+        check_eq(props.content_type, "application/json", "datacontenttype: the content type")
+        # the round trip: the emitted CloudEvent, as it is, read by a subscription
+        b.publish(q, body, message_id=props.message_id, content_type=props.content_type,
+                  headers=h)
+        wait_for(lambda: b.depth(out) >= 1, 20, "the emitted CloudEvent handled")
+        back = [json.loads(x) for _, x in b.drain(out)]
+        check_eq(len(back), 1, "read back once")
+        if back:
+            want = dict(ce, datacontenttype="application/json")
+            check_eq(back[0].get("cloudevent"), want, "read back with the same attributes")
+            check_eq(back[0].get("data"), {"appinfoA": "from e-1", "appinfoB": 7},
+                     "and the same data (valid against the type's contract)")
     check_eq(w.stop(), 0, "exit 0")
 finally:
     if w.alive():
