@@ -418,6 +418,14 @@ static const field contract_fields[] = {
      .max = 1000000,
      .desc = "The version of an event that carries none; 0: its type's current version (the "
              "contract's `version`)."},
+    {.name = "validate_outgoing",
+     .type = T_BOOL,
+     .offset = offsetof(wr_contract_policy, validate_outgoing),
+     .def = "false",
+     .desc = "Check the events the handler publishes against their type's current contract "
+             "(type: opts.cloudevent.type, else opts.type, else the routing key): one that "
+             "does not match fails the handler's own message (schema-invalid, DLQ) instead "
+             "of reaching the next service."},
 };
 
 static const section contracts_section = {contract_fields, NFIELDS(contract_fields), 0, NULL};

@@ -139,6 +139,7 @@ typedef struct {
                               event's version; default "version" */
     int default_version;   /* contracts.default_version: of an event without one; 0
                               (default): its type's current version */
+    int validate_outgoing; /* contracts.validate_outgoing: check published events too */
 } wr_contract_policy;
 
 /* One consumed queue and the handler that processes its messages. */

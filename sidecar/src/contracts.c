@@ -1022,3 +1022,33 @@ int wr_contracts_check_upcasts(wr_contracts *c, struct wr_lua *L, FILE *fp, FILE
     }
     return problems;
 }
+
+int wr_contracts_validate_outgoing(wr_contracts *c, const char *type, size_t type_len,
+                                   const char *body, size_t len, char *detail, size_t cap)
+{
+    const contract *k = find(c, type, type_len);
+    json_error_t jerr;
+    if (!k) {
+        return 1;
+    }
+    int n = snprintf(detail, cap, "%s v%lld: ", k->type, (long long)k->v[0].version);
+    if (n < 0 || (size_t)n >= cap) {
+        return -1;
+    }
+    json_t *j = json_loadb(body, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    if (!j) {
+        snprintf(detail + n, cap - (size_t)n, "the body is not JSON: %s", jerr.text);
+        return -1;
+    }
+    wr_schema_violation vs[WR_CONTRACTS_MAX_VIOLATIONS];
+    size_t total = 0;
+    int ok = wr_schema_validate(k->v[0].schema, j, vs, WR_CONTRACTS_MAX_VIOLATIONS, &total);
+    json_decref(j);
+    if (ok) {
+        detail[0] = 0;
+        return 0;
+    }
+    wr_schema_format(vs, total < WR_CONTRACTS_MAX_VIOLATIONS ? total : WR_CONTRACTS_MAX_VIOLATIONS,
+                     total, detail + n, cap - (size_t)n);
+    return -1;
+}

@@ -141,6 +141,15 @@ int wr_contracts_chain(const wr_contracts *c, const char *type, size_t type_len,
 int wr_contracts_validate_current(wr_contracts *c, const char *type, size_t type_len, int64_t from,
                                   const char *body, size_t len, char *detail, size_t cap);
 
+/*
+ * validate_outgoing: check BODY (LEN bytes), an event a handler publishes as
+ * TYPE, against TYPE's current version. Returns 0 when it validates, 1 when
+ * TYPE has no contract (nothing to check), -1 with DETAIL ("order.confirmed
+ * v1: /total: type: string, not number", or why it is not JSON).
+ */
+int wr_contracts_validate_outgoing(wr_contracts *c, const char *type, size_t type_len,
+                                   const char *body, size_t len, char *detail, size_t cap);
+
 /* "valid", "no-contract", "schema-invalid", "version-unknown", "unknown-type", "upcast". */
 const char *wr_ct_result_name(wr_ct_result r);
 

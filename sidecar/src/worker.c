@@ -846,6 +846,30 @@ static char *upcast(wr_worker *w, item *it, size_t *len)
 }
 
 /*
+ * contracts.validate_outgoing: check each event RES publishes against its
+ * type's current contract. Returns WR_OUT_OK, or WR_OUT_INVALID with RES's
+ * reason (schema-invalid) and error naming the event: the handler's own
+ * message fails, permanently, instead of the next service's.
+ */
+static wr_outcome check_outgoing(wr_worker *w, wr_lua_result *res)
+{
+    for (int i = 0; i < res->pub_count; i++) {
+        const wr_lua_pub *p = &res->pubs[i];
+        const char *type = p->ce_type ? p->ce_type : p->type ? p->type : p->routing_key;
+        char detail[900];
+        if (wr_contracts_validate_outgoing(w->live->contracts, type, strlen(type), p->body,
+                                           p->body_len, detail, sizeof(detail)) < 0) {
+            snprintf(res->reason, sizeof(res->reason), "%s", wr_reason_name(WR_RS_SCHEMA_INVALID));
+            snprintf(res->error, sizeof(res->error),
+                     "ctx.publish #%d does not match its contract: %s", i + 1, detail);
+            res->outcome = WR_OUT_INVALID;
+            return WR_OUT_INVALID;
+        }
+    }
+    return WR_OUT_OK;
+}
+
+/*
  * Run IT's handler and decide what happens to it (decide.h). Publishes what
  * the outcome needs. Returns a WR_BROKER_* code (DOWN stops the batch:
  * nothing more is acked).
@@ -896,6 +920,9 @@ static int run_one(wr_worker *w, batch *bt, item *it)
     wr_outcome out = wr_lua_handle(w->lua, &it->env, &call, &res);
     it->env.body = body;
     free(upcast_body);
+    if (out == WR_OUT_OK && w->live->contracts != NULL && w->sub->contracts.validate_outgoing) {
+        out = check_outgoing(w, &res);
+    }
     it->duration_ms = wr_mono_ms() - it->started_ms;
     it->out = out;
     it->ran = 1;

@@ -24,6 +24,7 @@ p = prefix()
 tmp = tempdir()
 out = p + ".out"
 qa, qb = p + ".a", p + ".b"
+qo, out2 = p + ".o", p + ".out2"
 
 CONTRACTS = """\
 events:
@@ -84,7 +85,15 @@ return { handle = function(event, ctx)
 end }
 ''' % out)
 
+write(os.path.join(tmp, "pub.lua"), r'''
+return { handle = function(event, ctx)
+  ctx.publish("", "%s", event.data.publish, { type = "order.created" })
+end }
+''' % out2)
 subs = [
+    # validate_outgoing: what the handler publishes is checked against its contract too
+    {"name": "outgoing", "queue": qo, "handler": "pub.lua",
+     "contracts": {"file": "contracts.yaml", "validate_outgoing": True}},
     {"name": "pass", "queue": qa, "handler": "h.lua",
      "contracts": {"file": "contracts.yaml", "default_version": 1}},
     # no default_version: an event without one is of its type's current version (2)
@@ -107,12 +116,12 @@ BAD = {"order_id": "", "items": [{"sku": "a", "quantity": 0}], "total_amount": 1
        "timestamp": "yesterday"}
 
 b = Broker()
-for q in (out, qa, qb):
+for q in (out, out2, qa, qb, qo):
     b.declare(q)
 w = Warren(tmp, subs, extra="journal:\n  ttl: 1h\n")
 try:
     w.start()
-    check(w.wait_consuming(2), "consuming")
+    check(w.wait_consuming(3), "consuming")
     # subscription "pass": version from the "version" header, else the body's field, else 1
     # (its default_version)
     b.publish(qa, GOOD, message_id="a-good", type="order.created", headers={"version": 2})
@@ -192,6 +201,26 @@ try:
                  "%s: dead-lettered on its first attempt" % mid)
     check(not w.lines(msg="message scheduled for retry"), "nothing was retried")
 
+    # validate_outgoing: a handler that publishes an invalid order.created fails its own message
+    b.publish(qo, {"publish": GOOD}, message_id="o-good")
+    b.publish(qo, {"publish": {"order_id": "", "items": [{"sku": "a", "quantity": 0}]}},
+              message_id="o-bad")
+    wait_for(lambda: b.depth(out2) >= 1 and b.depth(qo + ".dlq") >= 1, 30, "outgoing checked")
+    check_eq([json.loads(x) for _, x in b.drain(out2)], [GOOD], "the valid event is published")
+    dead_o = {props.message_id: props.headers for props, _ in b.drain(qo + ".dlq")}
+    check_eq(sorted(dead_o), ["o-bad"], "the message whose handler published an invalid event")
+    h = dead_o.get("o-bad") or {}
+    head = "ctx.publish #1 does not match its contract: order.created v2: "
+    err = h.get("x-warren-error") or ""
+    check_eq(h.get("x-warren-reason"), "schema-invalid", "dead-lettered as schema-invalid")
+    # the members' order is the order cjson wrote them in: compare the violations as a set
+    check(err.startswith(head), "the error names the publish and its contract: %r" % err)
+    check_eq(sorted(err[len(head):].split("; ")),
+             sorted(["/: required: missing 'customer_id'", "/: required: missing 'total_amount'",
+                     "/order_id: minLength: length 0 < 1",
+                     "/items/0/quantity: minimum: 0 < 1"]), "and every violation")
+    check_eq(b.depth(out2), 0, "nothing of it was published")
+
     samples = w.metrics()
     for labels, n in ((dict(subscription="pass", type="order.created", version="2",
                             result="valid"), 2),
@@ -260,6 +289,6 @@ finally:
     for s in subs:
         b.delete(s["queue"], s["queue"] + ".dlq", s["queue"] + ".wait",
                  *["%s.retry.%s" % (s["queue"], d) for d in ("1s", "5s", "30s", "2m")])
-    b.delete(out)
+    b.delete(out, out2)
     b.close()
 finish()

@@ -2555,6 +2555,7 @@ static void test_reference(void)
         "subscriptions[].contracts.unknown_types",
         "subscriptions[].contracts.version_header",
         "subscriptions[].contracts.default_version",
+        "subscriptions[].contracts.validate_outgoing",
         "subscriptions[].bindings",
         "subscriptions[].bindings[].exchange",
         "subscriptions[].bindings[].type",
