@@ -825,7 +825,7 @@ static char *upcast(wr_worker *w, item *it, size_t *len)
         lsteps[i] = (wr_lua_upcaster){
             .from = steps[i].from, .path = steps[i].path, .src = steps[i].src, .len = steps[i].len};
     }
-    char *out = NULL, err[900];
+    char *out = NULL, err[700];
     if (wr_lua_upcast(w->lua, lsteps, n, type, (const char *)it->env.body.bytes, it->env.body.len,
                       &out, len, err, sizeof(err)) != 0) {
         snprintf(it->error, sizeof(it->error), "%s: %s", type, err);
