@@ -41,7 +41,7 @@
 #include "gates.h"
 
 #define PATH_BUF 256           /* dotted key paths such as subscriptions[3].bindings[0].type */
-#define MAX_FIELDS 16          /* most keys any one section has */
+#define MAX_FIELDS 24          /* most keys any one section has */
 #define AMQP_SHORTSTR 255      /* AMQP names (queues, exchanges, routing keys) are shortstrs */
 #define MAX_BODY (512LL << 20) /* RabbitMQ's own ceiling on a message body */
 #define DAY_MS 86400000LL      /* one day in milliseconds */
@@ -152,6 +152,7 @@ static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL}
 static const char *const exchange_types[] = {"direct", "topic", "fanout", "headers", NULL};
 static const char *const missing_key_actions[] = {"dlq", "body-hash", NULL};
 static const char *const on_dlq_actions[] = {"release", "dlq_all", NULL};
+static const char *const unknown_type_actions[] = {"pass", "dlq", NULL};
 
 _Static_assert(sizeof(wr_log_level) == sizeof(int), "log level is stored as an int");
 _Static_assert(sizeof(wr_key_source) == sizeof(int), "key source is stored as an int");
@@ -445,6 +446,49 @@ static const field gate_fields[] = {
 
 static const section gate_section = {gate_fields, NFIELDS(gate_fields), sizeof(wr_gate),
                                      finish_gate};
+static const field contract_fields[] = {
+    {.name = "file",
+     .type = T_PATH,
+     .offset = offsetof(wr_contract_policy, file),
+     .min = 1,
+     .max = PATH_MAX,
+     .flags = F_REQUIRED,
+     .desc = "Contracts file (YAML: a JSON Schema per event type and version, upcasters for "
+             "older versions), relative to the config file's directory."},
+    {.name = "unknown_types",
+     .type = T_ENUM,
+     .offset = offsetof(wr_contract_policy, unknown_types_dlq),
+     .def = "pass",
+     .enum_values = unknown_type_actions,
+     .desc = "An event whose type has no contract is passed to the handler "
+             "(`pass`) or dead-lettered at once as unknown-type (`dlq`)."},
+    {.name = "version_header",
+     .type = T_STRING,
+     .offset = offsetof(wr_contract_policy, version_header),
+     .def = "version",
+     .min = 1,
+     .max = AMQP_SHORTSTR,
+     .desc = "The header that carries an event's version (else the body's "
+             "top-level field of that name)."},
+    {.name = "default_version",
+     .type = T_INT,
+     .offset = offsetof(wr_contract_policy, default_version),
+     .def = "0",
+     .min = 0,
+     .max = 1000000,
+     .desc = "The version of an event that carries none; 0: its type's current version (the "
+             "contract's `version`)."},
+    {.name = "validate_outgoing",
+     .type = T_BOOL,
+     .offset = offsetof(wr_contract_policy, validate_outgoing),
+     .def = "false",
+     .desc = "Check the events the handler publishes against their type's current contract "
+             "(type: opts.cloudevent.type, else opts.type, else the routing key): one that "
+             "does not match fails the handler's own message (schema-invalid, DLQ) instead "
+             "of reaching the next service."},
+};
+
+static const section contracts_section = {contract_fields, NFIELDS(contract_fields), 0, NULL};
 
 static const field subscription_fields[] = {
     {.name = "name",
@@ -565,6 +609,13 @@ static const field subscription_fields[] = {
      .sub = &gate_section,
      .desc = "Causal gates: a type that waits until another type is done for the same key "
              "(see the README's Ordering section)."},
+    {.name = "contracts",
+     .type = T_SECTION,
+     .offset = offsetof(wr_subscription, contracts),
+     .sub = &contracts_section,
+     .desc = "Event contracts: every message is checked against its type's contract before "
+             "its handler runs (schema-invalid, version-unknown and unknown-type go to the DLQ "
+             "at once)."},
     {.name = "bindings",
      .type = T_LIST,
      .offset = offsetof(wr_subscription, bindings),

@@ -158,6 +158,16 @@ typedef struct {
     int64_t timeout_ms;   /* how long it may wait; then the DLQ (gate-timeout); default 10m */
     int line, col;        /* where it starts, for later messages */
 } wr_gate;
+/* A subscription's event contracts (contracts.h). */
+typedef struct {
+    char *file;            /* contracts.file, absolute; NULL: no contracts */
+    int unknown_types_dlq; /* contracts.unknown_types: pass (0, default) or dlq (1) */
+    char *version_header;  /* contracts.version_header: header (or JSON field) with the
+                              event's version; default "version" */
+    int default_version;   /* contracts.default_version: of an event without one; 0
+                              (default): its type's current version */
+    int validate_outgoing; /* contracts.validate_outgoing: check published events too */
+} wr_contract_policy;
 
 /* One consumed queue and the handler that processes its messages. */
 typedef struct {
@@ -180,6 +190,7 @@ typedef struct {
     wr_ordering_policy ordering; /* subscriptions[].ordering; off when absent */
     wr_gate *gates;              /* subscriptions[].gates; may be empty */
     int gate_count;
+    wr_contract_policy contracts; /* contracts: event contracts, file NULL when none */
     wr_binding *bindings; /* may be empty: then the queue is consumed as it is */
     int binding_count;
     int line, col;      /* where the subscription starts, for later messages */

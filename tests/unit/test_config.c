@@ -480,7 +480,7 @@ static void test_unknown_keys(void)
         MINIMAL "    prefetc: 10\n",
         "9:5: unknown key 'prefetc' in subscriptions[0] (expected one of: name, queue, "
         "dlq, handler, prefetch, concurrency, batch_size, handler_timeout, max_body_size, "
-        "max_publish_size, retry, idempotency, breaker, ordering, gates, bindings)");
+        "max_publish_size, retry, idempotency, breaker, ordering, gates, contracts, bindings)");
     EXPECT_ERRORS("amqp:\n"
                   "  url: amqp://localhost/\n"
                   "  heartbeats: 5s\n"
@@ -536,7 +536,7 @@ static void test_wrong_node_kinds(void)
         MINIMAL "    queue2: q\n    bindings: {exchange: x}\n",
         "9:5: unknown key 'queue2' in subscriptions[0] (expected one of: name, queue, "
         "dlq, handler, prefetch, concurrency, batch_size, handler_timeout, max_body_size, "
-        "max_publish_size, retry, idempotency, breaker, ordering, gates, bindings)",
+        "max_publish_size, retry, idempotency, breaker, ordering, gates, contracts, bindings)",
         "10:15: subscriptions[0].bindings: expected a list, got a mapping");
     /* Never echo a scalar where a mapping was expected: it may be a secret URL. */
     EXPECT_ERRORS("amqp: amqp://user:hunter2@host/\n"
@@ -2558,6 +2558,12 @@ static void test_reference(void)
         "subscriptions[].gates[].after",
         "subscriptions[].gates[].key",
         "subscriptions[].gates[].timeout",
+        "subscriptions[].contracts",
+        "subscriptions[].contracts.file",
+        "subscriptions[].contracts.unknown_types",
+        "subscriptions[].contracts.version_header",
+        "subscriptions[].contracts.default_version",
+        "subscriptions[].contracts.validate_outgoing",
         "subscriptions[].bindings",
         "subscriptions[].bindings[].exchange",
         "subscriptions[].bindings[].type",
