@@ -27,6 +27,7 @@
 #include "idkey.h"
 #include "journal.h"
 #include "log.h"
+#include "outcome.h"
 #include "rconn.h"
 #include "sign.h"
 #include "record.h"
@@ -47,16 +48,23 @@ const char wr_dlqtool_usage[] =
     "  dlq purge -c FILE --subscription NAME [filters] [--yes]\n"
     "                       delete the matching messages, every copy of each id\n"
     "                       (asks first without --yes)\n"
+    "  dlq list ... --group-by reason|error\n"
+    "                       count the matching ids and messages per reason code or per\n"
+    "                       error text instead of listing them (no default limit)\n"
     "  dlq filters: --id ID, --reason R, --grep TEXT (id, error, body),\n"
-    "               --older-than DURATION (last failure), --limit N (list: default 100)\n";
+    "               --older-than DURATION (last failure), --limit N (list: default 100)\n"
+    "               R is a reason code, the one of x-warren-reason, metrics and trace:\n"
+    "               warren dlq list --reason help lists them\n";
 
 typedef enum { CMD_LIST, CMD_SHOW, CMD_REPLAY, CMD_PURGE } dlq_cmd;
 
 typedef struct {
     dlq_cmd cmd;
     const char *config, *sub, *id, *reason, *grep;
-    int64_t older_ms; /* -1: no --older-than */
-    long limit;       /* 0: no limit */
+    wr_reason reason_code; /* --reason, checked against outcome.h's table */
+    const char *group_by;  /* list --group-by: "reason" or "error"; NULL: list */
+    int64_t older_ms;      /* -1: no --older-than */
+    long limit;            /* 0: no limit */
     int json, dry_run, yes;
     double rate; /* messages per second */
 } opts;
@@ -353,12 +361,26 @@ static void reader_close(reader *r)
     json_decref(r->ids);
 }
 
+/* The reason code of M's x-warren-reason header (WR_RS_OTHER for a code this
+ * version does not know, WR_RS_NONE for none). */
+static wr_reason reason_of(const dmsg *m)
+{
+    char code[64];
+    amqp_bytes_t b = hdr(m, XW "reason");
+    if (b.len >= sizeof(code)) {
+        return WR_RS_OTHER;
+    }
+    memcpy(code, b.bytes ? b.bytes : "", b.len);
+    code[b.len] = '\0';
+    return wr_reason_parse(code);
+}
+
 static int matches(const opts *o, const dmsg *m, int64_t now)
 {
     if (o->id != NULL && !bytes_is(msg_id(m), o->id)) {
         return 0;
     }
-    if (o->reason != NULL && !bytes_is(hdr(m, XW "reason"), o->reason)) {
+    if (o->reason != NULL && reason_of(m) != o->reason_code) {
         return 0;
     }
     if (o->older_ms >= 0) {
@@ -1217,7 +1239,123 @@ static int do_purge(const opts *o, const wr_subscription *sub, reader *r, const 
     return purged == copies ? 0 : 1;
 }
 
+/* --- group-by ------------------------------------------------------------ */
+
+/* The key M counts under for --group-by BY: its reason code, or its error's
+ * first line (cut to 120 bytes). */
+static json_t *group_key(const char *by, const dmsg *m)
+{
+    amqp_bytes_t b = hdr(m, strcmp(by, "reason") == 0 ? XW "reason" : XW "error");
+    const char *nl = b.len > 0 ? memchr(b.bytes, '\n', b.len) : NULL;
+    if (nl != NULL) {
+        b.len = (size_t)(nl - (const char *)b.bytes);
+    }
+    b.len = wr_utf8_truncate(b.bytes, b.len, 120);
+    if (b.len == 0) {
+        return json_string("-");
+    }
+    return json_bytes(b);
+}
+
+static int cmp_counts(const void *a, const void *b)
+{
+    const json_t *x = *(const json_t *const *)a, *y = *(const json_t *const *)b;
+    json_int_t nx = json_integer_value(json_object_get(x, "ids"));
+    json_int_t ny = json_integer_value(json_object_get(y, "ids"));
+    if (nx != ny) {
+        return nx > ny ? -1 : 1;
+    }
+    return strcmp(json_string_value(json_object_get(x, "key")),
+                  json_string_value(json_object_get(y, "key")));
+}
+
+/*
+ * `dlq list --group-by reason|error`: one row per reason code (or error text)
+ * with the count of selected ids and of their copies, most ids first. Returns
+ * the exit status.
+ */
+static int print_groups(const opts *o, const wr_subscription *sub, const reader *r,
+                        const size_t *sel, size_t nsel)
+{
+    json_t *by = json_object(); /* key -> {key, ids, messages} */
+    size_t width = strlen(o->group_by);
+    for (size_t i = 0; i < nsel; i++) {
+        const dgroup *g = &r->groups[sel[i]];
+        json_t *k = group_key(o->group_by, &r->msgs[g->rep]);
+        const char *key = json_string_value(k);
+        json_t *row = json_object_get(by, key);
+        if (row == NULL) {
+            row = json_object();
+            json_object_set_new(row, "key", json_incref(k));
+            json_object_set_new(row, "ids", json_integer(0));
+            json_object_set_new(row, "messages", json_integer(0));
+            json_object_set_new(by, key, row);
+        }
+        json_object_set_new(row, "ids",
+                            json_integer(json_integer_value(json_object_get(row, "ids")) + 1));
+        json_object_set_new(row, "messages",
+                            json_integer(json_integer_value(json_object_get(row, "messages")) +
+                                         (json_int_t)g->copies));
+        if (strlen(key) > width) {
+            width = strlen(key);
+        }
+        json_decref(k);
+    }
+    size_t n = json_object_size(by), at = 0;
+    json_t **rows = calloc(n + 1, sizeof(*rows));
+    if (rows == NULL) {
+        json_decref(by);
+        fprintf(stderr, "warren dlq: out of memory\n");
+        return 1;
+    }
+    const char *key;
+    json_t *row;
+    json_object_foreach(by, key, row)
+    {
+        rows[at++] = row;
+    }
+    qsort(rows, n, sizeof(*rows), cmp_counts);
+    int rc = 0;
+    if (o->json) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < n; i++) {
+            json_t *x = json_object();
+            json_object_set(x, o->group_by, json_object_get(rows[i], "key"));
+            json_object_set(x, "ids", json_object_get(rows[i], "ids"));
+            json_object_set(x, "messages", json_object_get(rows[i], "messages"));
+            json_array_append_new(a, x);
+        }
+        rc = print_json(a);
+    } else {
+        printf("%-*s  %6s  %8s\n", (int)width, o->group_by, "ids", "messages");
+        for (size_t i = 0; i < n; i++) {
+            printf("%-*s  %6" JSON_INTEGER_FORMAT "  %8" JSON_INTEGER_FORMAT "\n", (int)width,
+                   json_string_value(json_object_get(rows[i], "key")),
+                   json_integer_value(json_object_get(rows[i], "ids")),
+                   json_integer_value(json_object_get(rows[i], "messages")));
+        }
+        fprintf(stderr, "%zu id(s) in %zu group(s); %s held %u\n", nsel, n, sub->dlq, r->depth);
+    }
+    free(rows);
+    json_decref(by);
+    return rc;
+}
+
 /* --- entry ---------------------------------------------------------------- */
+
+/* An unknown --reason: a usage error that lists the codes (--reason help: the
+ * list alone, exit 0). */
+static int bad_reason(const char *name)
+{
+    char list[1024];
+    wr_reason_list(", ", list, sizeof(list));
+    if (strcmp(name, "help") == 0) {
+        printf("reason codes: %s\n", list);
+        return 0;
+    }
+    fprintf(stderr, "warren dlq: --reason: unknown reason '%s'; valid reasons: %s\n", name, list);
+    return 2;
+}
 
 static int parse_rate(const char *s, double *out)
 {
@@ -1260,6 +1398,7 @@ int wr_dlqtool_main(int argc, char **argv)
                   (filters && (strcmp(a, "--id") == 0 || strcmp(a, "--reason") == 0 ||
                                strcmp(a, "--grep") == 0 || strcmp(a, "--older-than") == 0 ||
                                strcmp(a, "--limit") == 0)) ||
+                  (o.cmd == CMD_LIST && strcmp(a, "--group-by") == 0) ||
                   (o.cmd == CMD_REPLAY && strcmp(a, "--rate") == 0);
         if (val && i + 1 >= argc) {
             return usage("%s needs a value", a);
@@ -1272,6 +1411,14 @@ int wr_dlqtool_main(int argc, char **argv)
             o.id = argv[++i];
         } else if (val && strcmp(a, "--reason") == 0) {
             o.reason = argv[++i];
+            if (wr_reason_lookup(o.reason, &o.reason_code) != 0) {
+                return bad_reason(o.reason);
+            }
+        } else if (val && strcmp(a, "--group-by") == 0) {
+            o.group_by = argv[++i];
+            if (strcmp(o.group_by, "reason") != 0 && strcmp(o.group_by, "error") != 0) {
+                return usage("--group-by: '%s' is not reason or error", o.group_by);
+            }
         } else if (val && strcmp(a, "--grep") == 0) {
             o.grep = argv[++i];
         } else if (val && strcmp(a, "--older-than") == 0) {
@@ -1313,7 +1460,7 @@ int wr_dlqtool_main(int argc, char **argv)
         o.id = show_id;
         o.limit = 1;
     } else if (o.limit < 0) {
-        o.limit = o.cmd == CMD_LIST ? 100 : 0;
+        o.limit = o.cmd == CMD_LIST && o.group_by == NULL ? 100 : 0;
     }
 
     wr_config_errors errs = {0};
@@ -1354,7 +1501,9 @@ int wr_dlqtool_main(int argc, char **argv)
     }
     switch (o.cmd) {
     case CMD_LIST:
-        if (o.json) {
+        if (o.group_by != NULL) {
+            rc = print_groups(&o, sub, &r, sel, nsel);
+        } else if (o.json) {
             json_t *a = json_array();
             for (size_t i = 0; i < nsel; i++) {
                 const dgroup *g = &r.groups[sel[i]];

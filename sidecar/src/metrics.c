@@ -17,8 +17,6 @@ const double wr_hist_bounds[WR_HIST_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 
 
 static const char *const outcome_names[WR_MO_COUNT] = {
     "ok", "retried", "dead_lettered", "rejected", "invalid", "duplicate", "deferred", "returned"};
-static const char *const dl_names[WR_DL_COUNT] = {"error",   "timeout", "rejected",
-                                                  "invalid", "crashed", "store-refused"};
 
 #define MAX_QUEUES_PER_SUB 40
 #define REDIS_STALE_MS 15000 /* a Redis check older than this does not count as "up" */
@@ -317,11 +315,11 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
     }
 
     family(fp, "warren_dead_letters_total", "counter",
-           "Copies sent to the dead-letter queue, by reason.");
+           "Copies sent to the dead-letter queue, by reason (the DLQ header's code).");
     for (int s = 0; s < nsub; s++) {
-        for (int r = 0; r < WR_DL_COUNT; r++) {
+        for (int r = WR_RS_NONE + 1; r < WR_RS_COUNT; r++) {
             fprintf(fp, "warren_dead_letters_total{subscription=\"%s\",reason=\"%s\"} %llu\n",
-                    cfg->subs[s].name, dl_names[r],
+                    cfg->subs[s].name, wr_reason_name((wr_reason)r),
                     (unsigned long long)sum_sub(
                         m, s, OFF(dead_letters) + sizeof(atomic_uint_fast64_t) * (size_t)r));
         }

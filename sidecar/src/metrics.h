@@ -14,7 +14,8 @@
  *
  * Naming follows Prometheus conventions: warren_ prefix, base units
  * (seconds), _total for counters, labels for subscription, outcome, reason,
- * attempt. README "Metrics" lists every family.
+ * attempt. A reason label is the code of outcome.h, the one DLQ headers, logs,
+ * `warren trace` and `warren dlq --reason` carry. README "Metrics" lists every family.
  */
 #ifndef WR_METRICS_H
 #define WR_METRICS_H
@@ -24,6 +25,7 @@
 #include <stdio.h>
 
 #include "config.h"
+#include "outcome.h"
 
 /* Buckets (upper bounds, seconds) shared by every histogram: 100 us .. 30 s. */
 #define WR_HIST_BUCKETS 17
@@ -48,24 +50,14 @@ typedef enum {
     WR_MO_COUNT
 } wr_met_outcome;
 
-/* Why a copy went to the DLQ: warren_dead_letters_total{reason}. */
-typedef enum {
-    WR_DL_ERROR = 0, /* the handler raised or returned an error on its last attempt */
-    WR_DL_TIMEOUT,   /* ... or ran past its timeout */
-    WR_DL_REJECTED,
-    WR_DL_INVALID,
-    WR_DL_CRASHED,       /* the crash-loop guard */
-    WR_DL_STORE_REFUSED, /* the commit refused its ctx.store writes (a key of another type) */
-    WR_DL_COUNT
-} wr_met_dl_reason;
-
 #define WR_MET_MAX_ATTEMPT 100 /* retry.max_attempts' upper bound */
 
 /* The figures of one worker. Zeroed at creation; written by that worker only. */
 typedef struct {
     atomic_uint_fast64_t received;
     atomic_uint_fast64_t outcomes[WR_MO_COUNT];
-    atomic_uint_fast64_t dead_letters[WR_DL_COUNT];
+    atomic_uint_fast64_t dead_letters[WR_RS_COUNT];       /* DLQ copies by reason (outcome.h): the
+                                                             label is the DLQ header's code */
     atomic_uint_fast64_t retries[WR_MET_MAX_ATTEMPT + 1]; /* by the attempt that failed */
     atomic_uint_fast64_t redis_errors;
     atomic_uint_fast64_t reconnects;     /* broker connections made after the first */

@@ -905,20 +905,14 @@ static void count_item(wr_worker *w, const item *it)
         o = WR_MO_RETURNED;
         break;
     case WR_ACT_DLQ: {
-        wr_met_dl_reason r = WR_DL_ERROR;
+        /* counted under the code its DLQ copy carries (x-warren-reason) */
+        wr_reason r = it->rs > WR_RS_NONE && it->rs < WR_RS_COUNT ? it->rs : WR_RS_OTHER;
         o = WR_MO_DEAD_LETTERED;
         if (!it->valid || it->out == WR_OUT_INVALID) {
-            r = WR_DL_INVALID;
             o = WR_MO_INVALID;
-        } else if (it->rs == WR_RS_CRASHED) {
-            r = WR_DL_CRASHED;
-        } else if (it->rs == WR_RS_STORE_REFUSED) {
-            r = WR_DL_STORE_REFUSED;
-        } else if (it->out == WR_OUT_REJECT) {
-            r = WR_DL_REJECTED;
+        } else if (it->out == WR_OUT_REJECT && it->rs != WR_RS_CRASHED &&
+                   it->rs != WR_RS_STORE_REFUSED) {
             o = WR_MO_REJECTED;
-        } else if (it->out == WR_OUT_TIMEOUT) {
-            r = WR_DL_TIMEOUT;
         }
         wr_stat_add(&w->st->dead_letters[r], 1);
         break;
