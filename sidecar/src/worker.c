@@ -707,15 +707,17 @@ static void prepare(wr_worker *w, item *it)
         wr_log_end(&l);
     }
     it->attempt = it->env.attempt;
-    if (wr_trace_parse(it->env.traceparent, it->trace_id, span) != 0) {
-        hex_rand(w, it->trace_id, 32);
-    }
+    int traced = wr_trace_parse(it->env.traceparent, it->trace_id, span) == 0;
     wr_reason key_rs = WR_RS_NONE;
     if (rc == 0 && pol->enabled &&
         (key_rs = wr_idkey_derive(pol, &it->env, it->key, sizeof(it->key), it->error,
                                   sizeof(it->error))) != WR_RS_NONE) {
         reason = wr_reason_name(key_rs); /* missing-idempotency-key or invalid-json */
         rc = -1;
+    }
+    /* no traceparent: one trace per input (its id), whichever subscription has it */
+    if (!traced && wr_trace_derive(it->env.id, it->key, it->trace_id) != 0) {
+        hex_rand(w, it->trace_id, 32);
     }
     if (rc != 0) {
         it->rs = wr_reason_parse(reason);
