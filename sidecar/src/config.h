@@ -129,6 +129,10 @@ typedef struct {
                                   default 30s */
     int half_open_probes;      /* calls let through half-open; that many successes close it,
                                   one failure re-opens it; 1..100, default 3 */
+    int count_all;             /* breaker.counts: 0 "dependencies" (default): a subscription's
+                                  breaker counts timeouts, ctx.retry and errors raised by a
+                                  dependency (ctx.http, a named breaker), not the handler's
+                                  own bugs; 1 "all": every retryable failure */
 } wr_breaker_policy;
 
 /* One consumed queue and the handler that processes its messages. */

@@ -125,6 +125,33 @@ void wr_metrics_render(wr_metrics *m, FILE *fp);
 int wr_metrics_live(wr_metrics *m, FILE *fp);
 int wr_metrics_ready(wr_metrics *m, FILE *fp);
 
+/* ---- figures for status (status.h) ------------------------------------------------ */
+
+/* One subscription's figures now. Queue depths: -1 when not read (yet). */
+typedef struct {
+    int workers, connected, blocked, in_flight;
+    long depth_main, depth_retry, depth_wait, depth_dlq, consumers;
+    uint64_t received;
+    uint64_t outcomes[WR_MO_COUNT];
+    uint64_t dead_letters[WR_RS_COUNT];
+} wr_sub_figures;
+
+/* The process's figures now. */
+typedef struct {
+    int started, draining;
+    int redis_up;              /* answered within the staleness limit */
+    char redis_error[256];     /* why not, when not */
+    double redis_checked_ago_ms; /* since the prober's last answer (or try) */
+} wr_proc_figures;
+
+void wr_metrics_sub_figures(wr_metrics *m, int sub, wr_sub_figures *out);
+void wr_metrics_proc_figures(wr_metrics *m, wr_proc_figures *out);
+
+/* The config, breakers and reloader the registry reports on (the last two may be NULL). */
+const wr_config *wr_metrics_config(const wr_metrics *m);
+struct wr_breakers *wr_metrics_breakers(const wr_metrics *m);
+struct wr_reloader *wr_metrics_reloader(const wr_metrics *m);
+
 /* Escape VALUE as a Prometheus label value (\\, \", \n) into OUT. */
 void wr_metrics_label_escape(const char *value, char *out, size_t cap);
 

@@ -70,6 +70,7 @@ typedef struct {
     wr_envelope env;
     int valid;  /* the envelope decoded */
     int forged; /* its x-warren-* headers were not warren's (sign.h): ignored */
+    int dependency; /* its handler error came through a dependency (lua_rt.h) */
     int returned; /* goes back to the queue unclaimed (see prepare_batch) */
     int held;   /* a copy of a key in flight here: held back, not ours now */
     wr_action act;
@@ -779,6 +780,7 @@ static int run_one(wr_worker *w, batch *bt, item *it)
     }
     it->outcome = wr_outcome_name(out);
     it->rs = wr_reason_parse(res.reason);
+    it->dependency = res.dependency;
     snprintf(it->reason, sizeof(it->reason), "%s", res.reason);
     snprintf(it->error, sizeof(it->error), "%s", res.error);
     double r = (double)(next_rand(w) >> 11) / 9007199254740992.0; /* [0, 1) */
@@ -1436,11 +1438,15 @@ static int run_batch(wr_worker *w, batch *bt)
             wr_shared_brk_release(w->brk); /* interrupted by shutdown: no verdict */
         } else if (it->out == WR_OUT_OK) {
             wr_shared_brk_record(w->brk, 1);
-        } else if (it->out == WR_OUT_ERROR || it->out == WR_OUT_TIMEOUT ||
-                   it->out == WR_OUT_RETRY) {
-            wr_shared_brk_record(w->brk, 0);
+        } else if (it->out == WR_OUT_TIMEOUT || it->out == WR_OUT_RETRY ||
+                   (it->out == WR_OUT_ERROR &&
+                    (it->dependency || w->sub->breaker.count_all))) {
+            wr_shared_brk_failed(w->brk, it->env.id.bytes, it->env.id.len, it->error);
         } else {
-            wr_shared_brk_release(w->brk); /* rejections and invalid bodies don't count */
+            /* rejections, invalid bodies and (breaker.counts: dependencies) the
+             * handler's own bugs: not the dependency's fault, no verdict */
+            wr_shared_brk_release(w->brk);
+            wr_shared_brk_note(w->brk, it->env.id.bytes, it->env.id.len, it->error);
         }
         if (rc != WR_BROKER_OK) {
             return rc;
