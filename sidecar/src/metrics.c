@@ -530,7 +530,9 @@ int wr_metrics_ready(wr_metrics *m, FILE *fp)
             }
         }
     }
-    if (down == 0) {
+    if (!redis) {
+        /* no broker line: whatever it said would be about the pause */
+    } else if (down == 0) {
         fprintf(fp, "broker: %d workers connected\n", m->nworkers);
     } else {
         ok = 0;

@@ -23,8 +23,7 @@ const char wr_status_usage[] =
 static const char *const outcome_keys[WR_MO_COUNT] = {
     "ok", "retried", "dead_lettered", "rejected", "invalid", "duplicate", "deferred", "returned"};
 
-static void add_why(wr_status_verdict *v, int pauses, const char *fmt, const char *a,
-                    const char *b)
+static void add_why(wr_status_verdict *v, int pauses, const char *fmt, const char *a, const char *b)
 {
     if (v->n < (int)(sizeof(v->why) / sizeof(v->why[0]))) {
         snprintf(v->why[v->n++], sizeof(v->why[0]), fmt, a, b);
@@ -243,8 +242,9 @@ void wr_status_render(FILE *fp, const json_t *st)
         put_depth(fp, "wait", q);
         put_depth(fp, "dlq", q);
         const json_t *w = json_object_get(s, "workers");
-        fprintf(fp, "  workers %" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT
-                    " connected, %" JSON_INTEGER_FORMAT " in flight\n",
+        fprintf(fp,
+                "  workers %" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT
+                " connected, %" JSON_INTEGER_FORMAT " in flight\n",
                 json_integer_value(json_object_get(w, "connected")),
                 json_integer_value(json_object_get(w, "total")),
                 json_integer_value(json_object_get(w, "in_flight")));

@@ -28,9 +28,9 @@
 
 /* What keeps a subscription from consuming, as words. */
 typedef struct {
-    int paused;        /* 1: it takes no messages now */
-    int n;             /* reasons below */
-    char why[5][512];  /* "breaker payments open since T, next probe at T", ... */
+    int paused;       /* 1: it takes no messages now */
+    int n;            /* reasons below */
+    char why[5][512]; /* "breaker payments open since T, next probe at T", ... */
 } wr_status_verdict;
 
 /*

@@ -48,6 +48,7 @@
 #include "log.h"
 #include "lua_rt.h"
 #include "metrics.h"
+#include "probe.h"
 #include "record.h"
 #include "reload.h"
 #include "retry.h"
@@ -192,6 +193,7 @@ struct wr_worker {
     wr_wstats *st;                  /* this worker's figures (metrics.h); only we write them */
     int connections;                /* broker connections made so far */
     int pause_backoff_ms;           /* wait before the next pause's reconnect (pauses in a row) */
+    unsigned redis_returns;         /* wr_probe_redis_returns() when last checked */
     unsigned long journal_failures; /* batches whose journal entries could not be written */
 };
 
@@ -245,6 +247,18 @@ static void nap(wr_worker *w, int ms)
         struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)step * 1000000L};
         nanosleep(&ts, NULL);
         ms -= step;
+    }
+}
+
+/* nap() while waiting for Redis: cut short when the prober sees it answer again
+ * (probe.h), so consumption resumes within about a second of its return
+ * whatever the backoff had grown to. */
+static void nap_for_redis(wr_worker *w, int ms)
+{
+    unsigned seen = wr_probe_redis_returns();
+    while (ms > 0 && !atomic_load(&w->flags->stop) && wr_probe_redis_returns() == seen) {
+        nap(w, ms < 100 ? ms : 100);
+        ms -= 100;
     }
 }
 
@@ -312,6 +326,32 @@ static int backoff_start(int64_t cap_ms)
 }
 
 /*
+ * Before a batch of an idle worker: when Redis went away and came back since
+ * this worker last looked (probe.h), its connection may have died with the old
+ * server while it had nothing to do. PING it, and connect anew if that fails,
+ * so the batch does not meet a closed connection. Best effort: a Redis that
+ * is really away is found by the batch, which pauses.
+ */
+static void redis_check_idle(wr_worker *w)
+{
+    unsigned now = wr_probe_redis_returns();
+    if (now == w->redis_returns || w->idem == NULL) {
+        return;
+    }
+    w->redis_returns = now;
+    if (wr_idem_ping(w->idem) == 0) {
+        return;
+    }
+    char err[512];
+    wr_idem *fresh = wr_idem_create(&w->cfg->redis, w->cfg->redis_timeout_ms, err, sizeof(err));
+    if (fresh != NULL) {
+        wr_idem_destroy(w->idem);
+        w->idem = fresh;
+        wr_logf(WR_LOG_INFO, "%s: Redis came back while idle: connected anew", w->name);
+    }
+}
+
+/*
  * Make sure Redis answers (when idempotency is on), retrying with capped,
  * jittered backoff until it does or the worker is told to stop. The wait
  * doubles up to redis.reconnect_max and starts over at every call, so an
@@ -348,7 +388,7 @@ static int ensure_redis(wr_worker *w)
         down = 1;
         int wait = jittered(w, backoff);
         log_unavailable(w, "Redis not available", w->cfg->redis.redacted, err, wait);
-        nap(w, wait);
+        nap_for_redis(w, wait);
         /* holding records of messages we gave back: look often, so they are given
          * back before another worker's takeover counts them as crashed runs */
         int64_t cap = w->orphan_count > 0 && w->cfg->redis_reconnect_max_ms > 500
@@ -2090,7 +2130,7 @@ static void fail_turn(wr_worker *w, int rc)
         drain(w);
         disconnect(w);
         if (w->pause_backoff_ms > 0) {
-            nap(w, jittered(w, w->pause_backoff_ms));
+            nap_for_redis(w, jittered(w, w->pause_backoff_ms));
         }
         w->pause_backoff_ms = w->pause_backoff_ms == 0                   ? BACKOFF_MIN_MS
                               : w->pause_backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
@@ -2186,6 +2226,9 @@ static void *worker_main(void *arg)
             /* with a batch in flight, take only what is there: settling it must not
              * wait for new deliveries */
             rc = take(w, cur, prev->live ? 0 : TAKE_TIMEOUT_MS);
+            if (rc == WR_BROKER_OK && cur->n > 0 && !prev->live) {
+                redis_check_idle(w);
+            }
             if (rc == WR_BROKER_OK && cur->n > 0) {
                 rc = step(w, cur, prev);
                 if (rc == WR_BROKER_OK) {
