@@ -297,6 +297,71 @@ static size_t collect(char *data, size_t size, size_t n, void *ud)
     return fwrite(data, size, n, fp);
 }
 
+json_t *wr_status_fetch(const char *config, const char *url, char *err, size_t cap)
+{
+    char where[300];
+    if (url == NULL) {
+        wr_config_errors errs = {0};
+        wr_config *cfg = wr_config_load(config, &errs);
+        if (cfg == NULL) {
+            snprintf(err, cap, "%s", errs.count > 0 ? errs.lines[0] : "config not loaded");
+            wr_config_errors_free(&errs);
+            return NULL;
+        }
+        char host[64];
+        int port = 0;
+        const char *why = NULL;
+        int ok = cfg->http_listen != NULL &&
+                 wr_listen_parse(cfg->http_listen, host, sizeof(host), &port, &why) == 0 &&
+                 port > 0;
+        wr_config_free(cfg);
+        if (!ok) {
+            snprintf(err, cap,
+                     "%s has no fixed http.listen port: give --url http://HOST:PORT/status",
+                     config);
+            return NULL;
+        }
+        /* a wildcard listener answers on loopback */
+        snprintf(where, sizeof(where), "http://%s:%d/status",
+                 strcmp(host, "0.0.0.0") == 0 ? "127.0.0.1" : host, port);
+        url = where;
+    }
+    char *body = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&body, &len);
+    CURL *c = curl_easy_init();
+    if (fp == NULL || c == NULL) {
+        snprintf(err, cap, "out of memory");
+        if (fp != NULL) {
+            fclose(fp);
+        }
+        free(body);
+        curl_easy_cleanup(c);
+        return NULL;
+    }
+    char cerr[CURL_ERROR_SIZE] = "";
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, fp);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    CURLcode rc = curl_easy_perform(c);
+    long code = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    curl_easy_cleanup(c);
+    fclose(fp);
+    json_t *st = NULL;
+    if (rc != CURLE_OK) {
+        snprintf(err, cap, "%s: %s (is warren running?)", url,
+                 cerr[0] ? cerr : curl_easy_strerror(rc));
+    } else if (code != 200 || (st = json_loadb(body, len, 0, NULL)) == NULL) {
+        snprintf(err, cap, "%s answered %ld, not a status", url, code);
+    }
+    free(body);
+    return st;
+}
+
 int wr_status_main(int argc, char **argv)
 {
     const char *config = NULL, *url = NULL;
@@ -321,80 +386,21 @@ int wr_status_main(int argc, char **argv)
             return usage("unexpected argument '%s'", a);
         }
     }
-    char where[300];
-    if (url == NULL) {
-        if (config == NULL) {
-            return usage("%s", "status needs -c FILE (or --url URL)");
-        }
-        wr_config_errors errs = {0};
-        wr_config *cfg = wr_config_load(config, &errs);
-        if (cfg == NULL) {
-            for (int i = 0; i < errs.count; i++) {
-                fprintf(stderr, "%s\n", errs.lines[i]);
-            }
-            wr_config_errors_free(&errs);
-            return 2;
-        }
-        char host[64];
-        int port = 0;
-        const char *why = NULL;
-        int ok = cfg->http_listen != NULL &&
-                 wr_listen_parse(cfg->http_listen, host, sizeof(host), &port, &why) == 0 &&
-                 port > 0;
-        wr_config_free(cfg);
-        if (!ok) {
-            fprintf(stderr,
-                    "warren status: %s has no fixed http.listen port: give --url "
-                    "http://HOST:PORT/status\n",
-                    config);
-            return 2;
-        }
-        /* a wildcard listener answers on loopback */
-        snprintf(where, sizeof(where), "http://%s:%d/status",
-                 strcmp(host, "0.0.0.0") == 0 ? "127.0.0.1" : host, port);
-        url = where;
+    if (url == NULL && config == NULL) {
+        return usage("%s", "status needs -c FILE (or --url URL)");
     }
-    char *body = NULL;
-    size_t len = 0;
-    FILE *fp = open_memstream(&body, &len);
-    CURL *c = curl_easy_init();
-    if (fp == NULL || c == NULL) {
-        fprintf(stderr, "warren status: out of memory\n");
-        if (fp != NULL) {
-            fclose(fp);
-        }
-        free(body);
-        curl_easy_cleanup(c);
-        return 1;
+    char err[1024];
+    json_t *st = wr_status_fetch(config, url, err, sizeof(err));
+    if (st == NULL) {
+        fprintf(stderr, "warren status: %s\n", err);
+        return strstr(err, "http.listen") != NULL ? 2 : 1;
     }
-    char cerr[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, fp);
-    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 5000L);
-    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-    CURLcode rc = curl_easy_perform(c);
-    long code = 0;
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
-    curl_easy_cleanup(c);
-    fclose(fp);
-    int out = 1;
-    json_t *st = NULL;
-    if (rc != CURLE_OK) {
-        fprintf(stderr, "warren status: %s: %s (is warren running?)\n", url,
-                cerr[0] ? cerr : curl_easy_strerror(rc));
-    } else if (code != 200 || (st = json_loadb(body, len, 0, NULL)) == NULL) {
-        fprintf(stderr, "warren status: %s answered %ld, not a status\n", url, code);
-    } else if (json) {
+    if (json) {
         json_dumpf(st, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         fputc('\n', stdout);
-        out = 0;
     } else {
         wr_status_render(stdout, st);
-        out = 0;
     }
     json_decref(st);
-    free(body);
-    return out;
+    return 0;
 }

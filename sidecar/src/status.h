@@ -49,6 +49,11 @@ json_t *wr_status_json(wr_metrics *m);
 /* Print STATUS (from wr_status_json, possibly fetched) readably to FP. */
 void wr_status_render(FILE *fp, const json_t *status);
 
+/* The status of the sidecar running with CONFIG (its http.listen; a fixed
+ * port is needed), or at URL when not NULL: GET /status with libcurl (5 s at
+ * most). Returns the parsed JSON (caller decrefs), or NULL with ERR. */
+json_t *wr_status_fetch(const char *config, const char *url, char *err, size_t cap);
+
 /* `warren status -c FILE [--url URL] [--json]`. */
 int wr_status_main(int argc, char **argv);
 extern const char wr_status_usage[];

@@ -15,6 +15,7 @@
 #include "journal.h"
 #include "rconn.h"
 #include "record.h"
+#include "status.h"
 #include "log.h"
 
 const char wr_tracecmd_usage[] =
@@ -23,7 +24,9 @@ const char wr_tracecmd_usage[] =
     "                       its message id or idempotency key; with --grep any text of\n"
     "                       its journal: a business value, an error): timeline, trace\n"
     "                       id, handler versions, where it is now, what to run next,\n"
-    "                       and the tree of the events it published (N levels, 5)\n";
+    "                       and the tree of the events it published (N levels, 5);\n"
+    "                       a subscription that is not consuming now says why (from\n"
+    "                       the sidecar's /status: http.listen, or --status-url URL)\n";
 
 static int usage(const char *fmt, const char *arg)
 {
@@ -469,17 +472,20 @@ static void render_children(FILE *fp, const json_t *story, const char *pad)
 int wr_tracecmd_main(int argc, char **argv)
 {
     const char *config = NULL, *subname = NULL, *id = NULL;
+    const char *status_url = NULL;
     int json = 0, grep = 0, depth = 5;
     long scan_max = 1000000;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0 ||
             strcmp(a, "--subscription") == 0 || strcmp(a, "--depth") == 0 ||
-            strcmp(a, "--scan-limit") == 0) {
+            strcmp(a, "--scan-limit") == 0 || strcmp(a, "--status-url") == 0) {
             if (i + 1 >= argc) {
                 return usage("%s needs a value", a);
             }
-            if (strcmp(a, "--subscription") == 0) {
+            if (strcmp(a, "--status-url") == 0) {
+                status_url = argv[++i];
+            } else if (strcmp(a, "--subscription") == 0) {
                 subname = argv[++i];
             } else if (strcmp(a, "--depth") == 0 || strcmp(a, "--scan-limit") == 0) {
                 char *end;
@@ -596,11 +602,34 @@ int wr_tracecmd_main(int argc, char **argv)
     int found = hs.n;
     size_t k;
     json_t *st;
+    /* what keeps each subscription from consuming now (best effort: the
+     * sidecar may not run here, or listen on no fixed port) */
+    char serr[512];
+    json_t *status = wr_status_fetch(config, status_url, serr, sizeof(serr));
+    json_t *paused = json_object(); /* subscription -> [why...] */
+    json_array_foreach(json_object_get(status, "subscriptions"), k, st)
+    {
+        const char *state = json_string_value(json_object_get(st, "state"));
+        if (state != NULL && strcmp(state, "paused") == 0) {
+            json_object_set(paused, json_string_value(json_object_get(st, "name")),
+                            json_object_get(st, "why"));
+        }
+    }
+    json_decref(status);
+    json_array_foreach(stories, k, st)
+    {
+        json_t *why =
+            json_object_get(paused, json_string_value(json_object_get(st, "subscription")));
+        if (why != NULL) {
+            json_object_set(st, "consumption_paused", why);
+        }
+    }
     if (json) {
         json_t *o = json_object();
         json_object_set_new(o, "id", json_string(id));
         json_object_set_new(o, "found", json_boolean(found > 0));
         json_object_set_new(o, "stories", json_incref(stories));
+        json_object_set(o, "paused", paused);
         json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
         fputc('\n', stdout);
         json_decref(o);
@@ -611,6 +640,12 @@ int wr_tracecmd_main(int argc, char **argv)
                 fputc('\n', stdout);
             }
             wr_journal_render(stdout, st);
+            size_t w;
+            json_t *why;
+            json_array_foreach(json_object_get(st, "consumption_paused"), w, why)
+            {
+                printf("note:  %s\n", json_string_value(why));
+            }
             if (json_array_size(json_object_get(st, "children")) > 0) {
                 fprintf(stdout, "published:\n");
                 render_children(stdout, st, "  ");
@@ -625,9 +660,20 @@ int wr_tracecmd_main(int argc, char **argv)
                 id, subname ? "subscription " : "any subscription", subname ? subname : "",
                 grep ? "text" : "message id or key", (long long)(cfg->journal_ttl_ms / 3600000),
                 t.scanned);
+        /* a message in a paused subscription's queue has no journal until it is taken */
+        const char *name;
+        json_t *why;
+        json_object_foreach(paused, name, why)
+        {
+            fprintf(stderr,
+                    "warren trace: note: %s is not consuming (%s): an event waiting in "
+                    "its queue has no journal yet\n",
+                    name, json_string_value(json_array_get(why, 0)));
+        }
     } else if (hs.n >= MAX_MATCHES) {
         fprintf(stderr, "warren trace: the first %d matches shown\n", MAX_MATCHES);
     }
+    json_decref(paused);
     rc = found > 0 ? 0 : 1;
 out:
     fflush(stdout);

@@ -167,6 +167,20 @@ try:
     rc, out, err = cli("--json")
     check(rc == 0 and sub_status(json.loads(out), "pay")["state"] == "paused",
           "warren status --json")
+    # trace says so too: a fresh message waiting in the paused queue, a failed one
+    env = dict(os.environ)
+    env.update(ENV)
+    surl = "http://127.0.0.1:%d/status" % w.http_port()
+    r = subprocess.run([WARREN, "trace", "-c", w.config, p + "-fresh-0", "--status-url", surl],
+                       capture_output=True, env=env, timeout=60)
+    err = r.stderr.decode()
+    check(r.returncode == 1 and "note: pay is not consuming (consumption paused: breaker pay "
+          "open since " in err, "trace of a waiting message says pay is paused: %r" % err)
+    r = subprocess.run([WARREN, "trace", "-c", w.config, p + "-dep-0", "--status-url", surl],
+                       capture_output=True, env=env, timeout=60)
+    out = r.stdout.decode()
+    check(r.returncode == 0 and "note:  consumption paused: breaker pay open since " in out,
+          "trace of a failed message notes the pause: %r" % out[-400:])
     state["up"] = True
     check(wait_for(lambda: sub_status(status(), "pay")["state"] == "consuming" and
                    b.depth(qpay) == 0, 40, "pay resumes"),
