@@ -1633,7 +1633,8 @@ static void test_breaker_merge(void)
 static void test_breaker_errors(void)
 {
     static const char keys[] = "(expected one of: enabled, window, window_time, min_calls, "
-                               "failure_ratio, consecutive_failures, open_for, half_open_probes)";
+                               "failure_ratio, consecutive_failures, open_for, half_open_probes, "
+                               "counts)";
     char unknown[3][256];
 
     /* Integers out of range, in a subscription, the defaults and a named breaker. */
@@ -2491,6 +2492,7 @@ static void test_reference(void)
         "defaults.breaker.consecutive_failures",
         "defaults.breaker.open_for",
         "defaults.breaker.half_open_probes",
+        "defaults.breaker.counts",
         "breakers",
         "breakers.<name>.enabled",
         "breakers.<name>.window",
@@ -2500,6 +2502,7 @@ static void test_reference(void)
         "breakers.<name>.consecutive_failures",
         "breakers.<name>.open_for",
         "breakers.<name>.half_open_probes",
+        "breakers.<name>.counts",
         "shutdown",
         "shutdown.grace",
         "store",
@@ -2550,6 +2553,7 @@ static void test_reference(void)
         "subscriptions[].breaker.consecutive_failures",
         "subscriptions[].breaker.open_for",
         "subscriptions[].breaker.half_open_probes",
+        "subscriptions[].breaker.counts",
         "subscriptions[].bindings",
         "subscriptions[].bindings[].exchange",
         "subscriptions[].bindings[].type",
