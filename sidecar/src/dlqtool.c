@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,6 +135,30 @@ static amqp_bytes_t prop_str(const amqp_basic_properties_t *p, amqp_flags_t flag
 static amqp_bytes_t msg_id(const dmsg *m)
 {
     return prop_str(&m->msg.properties, AMQP_BASIC_MESSAGE_ID_FLAG, m->msg.properties.message_id);
+}
+
+/*
+ * The handle of message M, what the commands print and --id / show accept:
+ * its message id, or for a message without one "body:" and the first 12 hex
+ * digits of the SHA-256 of its body (stable: a DLQ copy's body never
+ * changes), so every DLQ entry can be named. BUF holds the latter.
+ */
+static amqp_bytes_t handle_of(const dmsg *m, char buf[24])
+{
+    amqp_bytes_t id = msg_id(m);
+    if (id.len > 0) {
+        return id;
+    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (EVP_Digest(m->msg.body.bytes ? m->msg.body.bytes : "", m->msg.body.len, md, &n,
+                   EVP_sha256(), NULL) != 1 ||
+        n < 6) {
+        return id;
+    }
+    snprintf(buf, 24, "body:%02x%02x%02x%02x%02x%02x", md[0], md[1], md[2], md[3], md[4], md[5]);
+    amqp_bytes_t h = {strlen(buf), buf};
+    return h;
 }
 
 static amqp_bytes_t hdr(const dmsg *m, const char *name)
@@ -377,7 +402,8 @@ static wr_reason reason_of(const dmsg *m)
 
 static int matches(const opts *o, const dmsg *m, int64_t now)
 {
-    if (o->id != NULL && !bytes_is(msg_id(m), o->id)) {
+    char hb[24];
+    if (o->id != NULL && !bytes_is(handle_of(m, hb), o->id)) {
         return 0;
     }
     if (o->reason != NULL && reason_of(m) != o->reason_code) {
@@ -590,7 +616,9 @@ static json_t *summary_json(const dmsg *m, size_t copies)
 {
     amqp_bytes_t err = hdr(m, XW "error");
     json_t *o = json_object();
+    char hb[24];
     json_object_set_new(o, "message_id", json_bytes(msg_id(m)));
+    json_object_set_new(o, "handle", json_bytes(handle_of(m, hb)));
     json_object_set_new(o, "reason", json_bytes(hdr(m, XW "reason")));
     json_object_set_new(o, "error_class", json_bytes(hdr(m, XW "error-class")));
     json_object_set_new(o, "attempts", json_integer(attempts_of(m)));
@@ -610,7 +638,8 @@ static json_t *summary_json(const dmsg *m, size_t copies)
 static void summary_line(FILE *fp, const dmsg *m, size_t copies)
 {
     amqp_bytes_t err = hdr(m, XW "error");
-    put_bytes_field(fp, msg_id(m));
+    char hb[24];
+    put_bytes_field(fp, handle_of(m, hb));
     fputs("  ", fp);
     put_bytes_field(fp, hdr(m, XW "reason"));
     fputs("  ", fp);
@@ -701,7 +730,9 @@ static void show_text(const dmsg *m, size_t copies, const char *dlq)
     json_t *j = show_json(m, copies);
     const char *k;
     json_t *v;
-    printf("message %.*s in %s", (int)msg_id(m).len, (const char *)msg_id(m).bytes, dlq);
+    char hb[24];
+    amqp_bytes_t h = handle_of(m, hb);
+    printf("message %.*s in %s", (int)h.len, (const char *)h.bytes, dlq);
     if (copies > 1) {
         printf(" (%zu copies with this id; the first is shown)", copies);
     }
@@ -1132,8 +1163,9 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
             json_object_set_new(j, "result", json_string(result));
             json_array_append_new(out, j);
         } else {
+            char hb[24];
             printf("%s ", o->dry_run ? "would replay" : "replay");
-            put_bytes_field(stdout, msg_id(m));
+            put_bytes_field(stdout, handle_of(m, hb));
             printf(" (%.*s) to %s: %s", (int)hdr(m, XW "reason").len,
                    (const char *)hdr(m, XW "reason").bytes, sub->queue, result);
             if (g->copies > 1 && o->dry_run) {

@@ -8,8 +8,11 @@ reason CODE, `warren trace`'s dead-lettered entry and `warren dlq list --group-b
 reason` must all agree with the copies counted in the broker (read with pika, not
 through warren). `dlq list --reason CODE` selects exactly those; an unknown code
 (the old metric words "error", "invalid", or "bogus") is a usage error (exit 2)
-that lists the valid codes; `--group-by error` counts per error text.
+that lists the valid codes; `--group-by error` counts per error text. The
+message without an id is listed, shown and replayed by its handle (body: and
+the start of its body's SHA-256).
 """
+import hashlib
 import json
 import os
 import subprocess
@@ -152,6 +155,17 @@ try:
     rc, out, err = run("dlq", "list", "--reason", "help")
     check(rc == 0 and out.startswith("reason codes: ") and "store-refused" in out,
           "--reason help lists the codes: %r" % out)
+    # a message without an id has a handle too: the hash of its body
+    handle = "body:" + hashlib.sha256(json.dumps({"n": 1}).encode()).hexdigest()[:12]
+    rc, out, err = dlq("list", "--reason", "missing-message-id")
+    check(rc == 0 and out.startswith(handle + "  missing-message-id"),
+          "list shows the id-less message by its handle: %r" % out)
+    rc, out, err = dlq("show", handle)
+    check(rc == 0 and out.startswith("message %s in %s" % (handle, dlq_queue)),
+          "show takes the handle: %r" % out[:120])
+    rc, out, err = dlq("replay", "--id", handle, "--dry-run")
+    check(rc == 0 and out.startswith("would replay %s (missing-message-id)" % handle),
+          "replay --id takes the handle: %r" % out[:160])
     rc, out, err = dlq("list", "--group-by", "colour")
     check_eq(rc, 2, "--group-by colour: usage error")
     check_eq(b.depth(dlq_queue), total, "the DLQ is as it was")
