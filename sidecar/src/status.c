@@ -215,7 +215,7 @@ static void put_depth(FILE *fp, const char *name, const json_t *q)
     if (json_is_integer(d)) {
         fprintf(fp, "  %s %" JSON_INTEGER_FORMAT, name, json_integer_value(d));
     } else {
-        fprintf(fp, "  %s ?", name);
+        fprintf(fp, "  %s -", name); /* no such queue, or not read yet */
     }
 }
 
