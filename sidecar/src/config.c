@@ -507,6 +507,15 @@ static const field subscription_fields[] = {
      .min = 0,
      .sub = &binding_section,
      .desc = "Exchange bindings declared for the queue; none: consume the queue as it is."},
+    {.name = "trace_fields",
+     .type = T_STRLIST,
+     .offset = offsetof(wr_subscription, trace_fields),
+     .count_offset = offsetof(wr_subscription, trace_field_count),
+     .min = 1,
+     .max = 200,
+     .desc = "JSON paths of the body (dot-separated, `customer.email`) whose values the "
+             "journal records with a message's first attempt, so `warren trace --grep VALUE` "
+             "finds an event by a business value (an order id, an e-mail address)."},
 };
 
 static const section subscription_section = {subscription_fields, NFIELDS(subscription_fields),

@@ -155,6 +155,9 @@ typedef struct {
     wr_breaker_policy breaker; /* defaults.breaker merged with subscriptions[].breaker */
     wr_binding *bindings; /* may be empty: then the queue is consumed as it is */
     int binding_count;
+    char **trace_fields;  /* JSON paths ("order_id", "customer.email") whose values the
+                             journal records, for `warren trace --grep`; may be empty */
+    int trace_field_count;
     int line, col;      /* where the subscription starts, for later messages */
 } wr_subscription;
 

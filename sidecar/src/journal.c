@@ -207,6 +207,10 @@ char *wr_journal_encode(const wr_journal_entry *e)
         put_int(&b, "received_at", e->received_ms);
     }
     put_cstr(&b, "note", e->note);
+    if (e->fields != NULL && e->fields[0] == '{') {
+        jb_key(&b, "fields");
+        jb_raw(&b, e->fields, strlen(e->fields));
+    }
     jb_raw(&b, "}", 1);
     if (b.failed) {
         free(b.buf);

@@ -200,7 +200,7 @@ static void hits_free(hits *hs)
 
 /*
  * Does journal entry TEXT (N bytes) match VALUE? Exactly: its message_id is
- * VALUE. With GREP: VALUE occurs anywhere in it (an error, a type, a trace
+ * VALUE, or one of its recorded fields (trace_fields) is. With GREP: VALUE occurs anywhere in it (an error, a type, a trace
  * id, a recorded field).
  */
 static int entry_matches(const char *text, size_t n, const char *value, int grep)
@@ -217,6 +217,13 @@ static int entry_matches(const char *text, size_t n, const char *value, int grep
     json_t *j = json_loadb(text, n, 0, NULL);
     const char *id = json_string_value(json_object_get(j, "message_id"));
     int hit = id != NULL && strcmp(id, value) == 0;
+    /* or a business value the journal recorded (trace_fields) */
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(j, "fields"), k, v)
+    {
+        hit |= json_is_string(v) && strcmp(json_string_value(v), value) == 0;
+    }
     json_decref(j);
     return hit;
 }

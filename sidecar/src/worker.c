@@ -1008,7 +1008,13 @@ static char *journal_text(const wr_worker *w, const item *it, int64_t now, doubl
     if (it->act == WR_ACT_OK) {
         e.published = (int)(it->pub_end - it->pub_first);
     }
-    return wr_journal_encode(&e);
+    char *fields = e.received_ms > 0 && w->sub->trace_field_count > 0
+                       ? wr_idkey_fields(w->sub->trace_fields, w->sub->trace_field_count, &it->env)
+                       : NULL;
+    e.fields = fields;
+    char *text = wr_journal_encode(&e);
+    free(fields);
+    return text;
 }
 
 /* ---- records ------------------------------------------------------------------------ */
@@ -1417,6 +1423,20 @@ static int extend_leases(wr_worker *w, batch *bt, int from)
     return 0;
 }
 
+/* Does BT hold, after item I, a fresh message (a first attempt) that is still
+ * to run? */
+static int fresh_after(const wr_worker *w, const batch *bt, int i)
+{
+    for (int j = i + 1; j < bt->n; j++) {
+        const item *x = &bt->items[j];
+        if (!x->held && x->act == WR_ACT_NONE && x->attempt <= 1 &&
+            (!w->sub->idem.enabled || x->claimed)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /*
  * Run BT's handlers and publish what each outcome needs (the invalid items'
  * copies went out in prepare_batch). Returns a WR_BROKER_* code, or PAUSE
@@ -1462,6 +1482,15 @@ static int run_batch(wr_worker *w, batch *bt)
             if (!it->claimed) {
                 continue;
             }
+        }
+        if (it->attempt > 1 && wr_shared_brk_state(w->brk) == WR_BRK_HALF_OPEN &&
+            fresh_after(w, bt, i)) {
+            /* half-open: the probe slots go to fresh messages first. A retry may be
+             * one of the messages that failed before; if it probes and fails again,
+             * the good messages behind it wait another open_for. Back to the queue
+             * without counting an attempt: it runs once the breaker closed */
+            it->act = WR_ACT_NONE;
+            continue;
         }
         if (!wr_shared_brk_allow(w->brk)) {
             /* the breaker opened (or half-open has no probe slot left): back to the

@@ -480,7 +480,7 @@ static void test_unknown_keys(void)
         MINIMAL "    prefetc: 10\n",
         "9:5: unknown key 'prefetc' in subscriptions[0] (expected one of: name, queue, "
         "dlq, handler, prefetch, concurrency, batch_size, handler_timeout, max_body_size, "
-        "max_publish_size, retry, idempotency, breaker, bindings)");
+        "max_publish_size, retry, idempotency, breaker, bindings, trace_fields)");
     EXPECT_ERRORS("amqp:\n"
                   "  url: amqp://localhost/\n"
                   "  heartbeats: 5s\n"
@@ -536,7 +536,7 @@ static void test_wrong_node_kinds(void)
         MINIMAL "    queue2: q\n    bindings: {exchange: x}\n",
         "9:5: unknown key 'queue2' in subscriptions[0] (expected one of: name, queue, "
         "dlq, handler, prefetch, concurrency, batch_size, handler_timeout, max_body_size, "
-        "max_publish_size, retry, idempotency, breaker, bindings)",
+        "max_publish_size, retry, idempotency, breaker, bindings, trace_fields)",
         "10:15: subscriptions[0].bindings: expected a list, got a mapping");
     /* Never echo a scalar where a mapping was expected: it may be a secret URL. */
     EXPECT_ERRORS("amqp: amqp://user:hunter2@host/\n"
@@ -2559,6 +2559,7 @@ static void test_reference(void)
         "subscriptions[].bindings[].type",
         "subscriptions[].bindings[].declare",
         "subscriptions[].bindings[].routing_keys",
+        "subscriptions[].trace_fields",
     };
     size_t nkeys = sizeof(keys) / sizeof(keys[0]);
     char *buf = NULL;
