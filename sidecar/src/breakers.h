@@ -60,11 +60,11 @@ typedef struct {
 /* A breaker as status shows it: plain data, copied under the lock. */
 typedef struct {
     wr_brk_state state;
-    int64_t opened_at_ms;     /* wall clock ms of the last opening (0: never) */
-    int64_t probe_at_ms;      /* open: when it lets probes through (wall clock ms) */
-    long opened_count;        /* times it opened since start */
-    wr_brk_failures counted;  /* the last failures it counted */
-    wr_brk_failures recent;   /* the last failures of any kind (counted or not) */
+    int64_t opened_at_ms;    /* wall clock ms of the last opening (0: never) */
+    int64_t probe_at_ms;     /* open: when it lets probes through (wall clock ms) */
+    long opened_count;       /* times it opened since start */
+    wr_brk_failures counted; /* the last failures it counted */
+    wr_brk_failures recent;  /* the last failures of any kind (counted or not) */
 } wr_brk_status;
 
 /* Fill *ST with B's state now. */

@@ -191,8 +191,8 @@ char *wr_idkey_fields(char *const *paths, int n, const wr_envelope *env)
             json_object_set(out, paths[i], v);
         }
     }
-    char *text = json_object_size(out) > 0 ? json_dumps(out, JSON_COMPACT | JSON_ENSURE_ASCII)
-                                           : NULL;
+    char *text =
+        json_object_size(out) > 0 ? json_dumps(out, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
     json_decref(out);
     json_decref(root);
     return text;

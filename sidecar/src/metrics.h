@@ -139,8 +139,8 @@ typedef struct {
 /* The process's figures now. */
 typedef struct {
     int started, draining;
-    int redis_up;              /* answered within the staleness limit */
-    char redis_error[256];     /* why not, when not */
+    int redis_up;                /* answered within the staleness limit */
+    char redis_error[256];       /* why not, when not */
     double redis_checked_ago_ms; /* since the prober's last answer (or try) */
 } wr_proc_figures;
 

@@ -42,8 +42,8 @@ typedef struct {
     char *source;             /* the handler's source (guarded by lock) */
     size_t source_len;
     char version[17];
-    char *files;              /* what the version covers (reload.c's manifest: one
-                                 "path hash" line per file), for the reload log */
+    char *files; /* what the version covers (reload.c's manifest: one
+                    "path hash" line per file), for the reload log */
     int64_t timeout_ms;
     wr_retry_policy retry;    /* delays_ms points into delays */
     int64_t delays[WR_LIVE_MAX_DELAYS];
