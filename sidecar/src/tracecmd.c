@@ -572,6 +572,9 @@ int wr_tracecmd_main(int argc, char **argv)
         } else if (sub->idem.enabled && sub->idem.source != WR_KEY_MESSAGE_ID) {
             need_search = 1; /* its key is a header or a field: find the message id */
         }
+        if (sub->trace_field_count > 0) {
+            need_search = 1; /* VALUE may be one of the body values it records */
+        }
         json_decref(story);
     }
     /* 2. not a key there (or --grep): search the journals for it */

@@ -14,7 +14,8 @@ Messages come without a traceparent.
    notifications).
 2. For o-2 the notifications leaf is in the DLQ with reason `rejected`, and
    trace does not offer a replay for it (it says a replay is rejected again).
-3. The idempotency key `o-1` (ledger) is found as a key; `--grep o-2` finds the
+3. The idempotency key `o-1` (ledger) is found as a key, and in orders by the
+   value its journal recorded (`trace_fields: [order_id]`); `--grep o-2` finds the
    ledger event whose key is made of that business value; `--depth 0` leaves
    the tree out; an id nobody saw exits 1.
 """
@@ -62,7 +63,8 @@ def sub(name, key, routing_keys):
     return s
 
 
-subs = [sub("orders", None, ["order.created"]), sub("ledger", "json:order_id", ["order.created"]),
+subs = [dict(sub("orders", None, ["order.created"]), trace_fields=["order_id"]),
+        sub("ledger", "json:order_id", ["order.created"]),
         sub("payments", None, ["payment.requested"]),
         sub("notifications", None, ["order.confirmed"])]
 w = Warren(tmp, subs)
@@ -148,8 +150,11 @@ try:
 
     # 3. a key, a business value, depth, not found
     rc, obj, err = trace(o1, "--json")
-    check_eq(sorted(by_sub(obj)), ["ledger"], "o-1 as a key: ledger")
+    check_eq(sorted(by_sub(obj)), ["ledger", "orders"],
+             "o-1: a key in ledger, a recorded field (trace_fields) in orders")
     check_eq(by_sub(obj).get("ledger", {}).get("matched_by"), "key", "matched by key")
+    first = (by_sub(obj).get("orders", {}).get("entries") or [{}])[-1]
+    check_eq(first.get("fields"), {"order_id": o1}, "the journal recorded the order id")
     rc, obj, err = trace(o2, "--grep", "--json")
     check("ledger" in by_sub(obj) and by_sub(obj)["ledger"].get("matched_by") == "grep",
           "--grep o-2 finds the ledger event: %r" % sorted(by_sub(obj)))
