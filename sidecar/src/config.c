@@ -586,6 +586,39 @@ static const field redis_fields[] = {
      .desc = "Longest wait between two attempts to reach Redis while it is away (consumption "
              "is paused meanwhile): doubles from 200ms up to this, starts over once it "
              "answers."},
+    {.name = "sentinels",
+     .type = T_STRLIST,
+     .offset = offsetof(wr_config, redis_sentinels),
+     .count_offset = offsetof(wr_config, redis_sentinel_count),
+     .min = 3,
+     .max = 300,
+     .desc = "Redis Sentinel addresses (`HOST:PORT`, a list): every connect asks them, in "
+             "turn, where the primary `master_name` is, and checks that the server it reaches "
+             "says it is a primary; `url` then gives only the user, password and db."},
+    {.name = "master_name",
+     .type = T_STRING,
+     .offset = offsetof(wr_config, redis_master_name),
+     .min = 1,
+     .max = 200,
+     .desc = "Name of the primary at the sentinels (`sentinel monitor NAME ...`); required "
+             "with `sentinels`."},
+    {.name = "min_replicas_acked",
+     .type = T_INT,
+     .offset = offsetof(wr_config, redis_min_replicas),
+     .def = "0",
+     .min = 0,
+     .max = 16,
+     .desc = "Replicas that must hold a batch's idempotency records and ctx.store writes "
+             "before its messages are acked (`WAIT`); when fewer answer within "
+             "`min_replicas_timeout` the handled messages go back to the queue unacked and "
+             "the worker pauses as in an outage. 0: no wait (asynchronous replication)."},
+    {.name = "min_replicas_timeout",
+     .type = T_DURATION,
+     .offset = offsetof(wr_config, redis_min_replicas_timeout_ms),
+     .def = "1s",
+     .min = 1,
+     .max = 300000,
+     .desc = "How long a batch waits for `min_replicas_acked` replicas; below `timeout`."},
 };
 
 static const field log_fields[] = {
@@ -702,6 +735,7 @@ static const field store_fields[] = {
 };
 
 static void finish_http(loader *ld, void *base, int index, yaml_node_t *node, const char *path);
+static void finish_redis(loader *ld, void *base, int index, yaml_node_t *node, const char *path);
 
 static const field http_fields[] = {
     {.name = "listen",
@@ -758,7 +792,7 @@ static const field security_fields[] = {
 };
 
 static const section amqp_section = {amqp_fields, NFIELDS(amqp_fields), 0, finish_amqp};
-static const section redis_section = {redis_fields, NFIELDS(redis_fields), 0, NULL};
+static const section redis_section = {redis_fields, NFIELDS(redis_fields), 0, finish_redis};
 static const section log_section = {log_fields, NFIELDS(log_fields), 0, NULL};
 static const section defaults_section = {defaults_fields, NFIELDS(defaults_fields), 0, NULL};
 static const section shutdown_section = {shutdown_fields, NFIELDS(shutdown_fields), 0, NULL};
@@ -2717,6 +2751,48 @@ static void finish_amqp(loader *ld, void *base, int index, yaml_node_t *node, co
     }
 }
 
+/*
+ * After the redis section is walked: sentinels and master_name go together,
+ * each sentinel is HOST:PORT, and WAIT's timeout stays below the command
+ * timeout (a WAIT that outlasts it would be read as a dead connection).
+ */
+static void finish_redis(loader *ld, void *base, int index, yaml_node_t *node, const char *path)
+{
+    const wr_config *cfg = base;
+    (void)index;
+    yaml_node_t *sn = find_value(ld, node, "sentinels");
+    yaml_node_t *mn = find_value(ld, node, "master_name");
+    if (sn != NULL && mn == NULL) {
+        err_at(ld, NODE_LINE(sn), NODE_COL(sn), "%s.sentinels: needs %s.master_name too", path,
+               path);
+    } else if (mn != NULL && sn == NULL) {
+        err_at(ld, NODE_LINE(mn), NODE_COL(mn), "%s.master_name: needs %s.sentinels too", path,
+               path);
+    }
+    for (int i = 0; i < cfg->redis_sentinel_count; i++) {
+        const char *s = cfg->redis_sentinels[i];
+        const char *colon = strrchr(s, ':');
+        char *end = NULL;
+        long port = colon != NULL ? strtol(colon + 1, &end, 10) : 0;
+        if (colon == NULL || colon == s || end == colon + 1 || *end != '\0' || port < 1 ||
+            port > 65535) {
+            yaml_node_t *v = sn;
+            if (sn != NULL && sn->type == YAML_SEQUENCE_NODE &&
+                sn->data.sequence.items.start + i < sn->data.sequence.items.top) {
+                v = yaml_document_get_node(ld->doc, sn->data.sequence.items.start[i]);
+            }
+            err_at(ld, NODE_LINE(v), NODE_COL(v),
+                   "%s.sentinels[%d]: expected HOST:PORT (such as 10.0.0.5:26379)", path, i);
+        }
+    }
+    yaml_node_t *tn = find_value(ld, node, "min_replicas_timeout");
+    if (cfg->redis_min_replicas_timeout_ms >= cfg->redis_timeout_ms) {
+        yaml_node_t *v = tn != NULL ? tn : find_value(ld, node, "timeout");
+        err_at(ld, NODE_LINE(v != NULL ? v : node), NODE_COL(v != NULL ? v : node),
+               "%s.min_replicas_timeout: must be shorter than %s.timeout", path, path);
+    }
+}
+
 /* After the http section is walked: its listen address must parse. */
 static void finish_http(loader *ld, void *base, int index, yaml_node_t *node, const char *path)
 {
@@ -3521,6 +3597,9 @@ wr_config *wr_config_parse(const char *path, const char *text, size_t len, wr_co
     if (ld.nerr == 0 && ld.dropped == 0) {
         inherit_defaults(cfg);
         cfg->amqp.tls = &cfg->amqp_tls;
+        cfg->redis.sentinels = cfg->redis_sentinels;
+        cfg->redis.sentinel_count = cfg->redis_sentinel_count;
+        cfg->redis.master_name = cfg->redis_master_name;
     }
 
 done:

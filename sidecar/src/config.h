@@ -64,6 +64,12 @@ typedef struct {
     char *user;     /* NULL unless given */
     char *password; /* NULL unless given */
     int db;         /* default 0 */
+    /* In a loaded wr_config: redis.sentinels and redis.master_name (owned by the config;
+     * NULL and 0 from wr_redis_url_parse and when not set). Then host and port are not
+     * used: every connect asks the sentinels where the primary is (rconn.h). */
+    char *const *sentinels; /* "HOST:PORT", sentinel_count of them */
+    int sentinel_count;
+    const char *master_name;
 } wr_redis_url;
 
 /* One binding of the subscription's queue to an exchange. */
@@ -171,6 +177,15 @@ typedef struct {
     int64_t redis_timeout_ms;        /* redis.timeout, default 2s */
     int64_t redis_reconnect_max_ms;  /* redis.reconnect_max: cap of the backoff while Redis
                                         is away, default 5s, 100ms..10m */
+    char **redis_sentinels;          /* redis.sentinels: "HOST:PORT" list, NULL-terminated;
+                                        NULL: no Sentinel (redis.url names the server) */
+    int redis_sentinel_count;
+    char *redis_master_name;         /* redis.master_name: the primary's name at the
+                                        sentinels; required with redis.sentinels */
+    int redis_min_replicas;          /* redis.min_replicas_acked: replicas that must hold a
+                                        batch's commit before its acks (WAIT), default 0 */
+    int64_t redis_min_replicas_timeout_ms; /* redis.min_replicas_timeout: WAIT's timeout,
+                                              default 1s, below redis.timeout */
 
     wr_log_level log_level;          /* log.level: debug|info|warn|error, default info */
     int log_bodies;                  /* log.bodies: outcome lines carry the body's first

@@ -271,6 +271,15 @@ static int restart_diff(const wr_config *a, const wr_config *b, char *what, size
     DIFF(!str_eq(a->redis.url, b->redis.url), "redis.url");
     DIFF(a->redis_timeout_ms != b->redis_timeout_ms, "redis.timeout");
     DIFF(a->redis_reconnect_max_ms != b->redis_reconnect_max_ms, "redis.reconnect_max");
+    int sentinels_same = a->redis_sentinel_count == b->redis_sentinel_count;
+    for (int k = 0; sentinels_same && k < a->redis_sentinel_count; k++) {
+        sentinels_same = str_eq(a->redis_sentinels[k], b->redis_sentinels[k]);
+    }
+    DIFF(!sentinels_same, "redis.sentinels");
+    DIFF(!str_eq(a->redis_master_name, b->redis_master_name), "redis.master_name");
+    DIFF(a->redis_min_replicas != b->redis_min_replicas, "redis.min_replicas_acked");
+    DIFF(a->redis_min_replicas_timeout_ms != b->redis_min_replicas_timeout_ms,
+         "redis.min_replicas_timeout");
     DIFF(a->shutdown_grace_ms != b->shutdown_grace_ms, "shutdown.grace");
     DIFF(a->sub_count != b->sub_count, "subscriptions (added or removed)");
     for (int i = 0; i < a->sub_count && i < b->sub_count; i++) {

@@ -1787,6 +1787,50 @@ static int ack_batch(wr_worker *w, batch *bt)
 }
 
 /*
+ * redis.min_replicas_acked: before BT's acks, WAIT until that many replicas
+ * hold its commit, so a failover to one of them keeps what the acks stand on.
+ * Only what Redis alone keeps needs it: a message handled (its done record
+ * and ctx.store writes) and a duplicate (acked on the strength of a record);
+ * a retry, wait or DLQ copy is in the broker already. When fewer replicas
+ * answer in time (or the connection fails) those messages go back to the
+ * queue unacked: the redelivery finds the record done, or runs again if the
+ * record was lost with the primary. Returns 1 when it returned any (the
+ * caller then pauses as in an outage), 0 otherwise.
+ */
+static int await_replicas(wr_worker *w, batch *bt)
+{
+    const wr_config *cfg = w->cfg;
+    if (cfg->redis_min_replicas <= 0 || !w->sub->idem.enabled) {
+        return 0;
+    }
+    int need = 0;
+    for (int i = 0; i < bt->n; i++) {
+        const item *it = &bt->items[i];
+        need += !it->held && (it->act == WR_ACT_OK || it->act == WR_ACT_DUPLICATE);
+    }
+    if (need == 0) {
+        return 0;
+    }
+    double t0 = wr_mono_ms();
+    int acked =
+        wr_idem_wait_replicas(w->idem, cfg->redis_min_replicas, cfg->redis_min_replicas_timeout_ms);
+    wr_hist_observe(&w->st->redis_wait, (wr_mono_ms() - t0) / 1000);
+    if (acked >= cfg->redis_min_replicas) {
+        return 0;
+    }
+    wr_stat_add(&w->st->replica_waits_failed, 1);
+    for (int i = 0; i < bt->n; i++) {
+        item *it = &bt->items[i];
+        if (!it->held && (it->act == WR_ACT_OK || it->act == WR_ACT_DUPLICATE)) {
+            snprintf(it->error, sizeof(it->error), "not acked, returned to the queue: %s",
+                     wr_idem_error(w->idem));
+            it->act = WR_ACT_NONE;
+        }
+    }
+    return 1;
+}
+
+/*
  * Commit BT, second half: read its finish's answer, act on what the commit
  * said, journal, ack or return each item, log and count, and let BT go.
  * Returns a WR_BROKER_* code, or PAUSE when Redis failed (the batch is then
@@ -1869,6 +1913,7 @@ static int settle(wr_worker *w, batch *bt)
         return WR_BROKER_DOWN;
     }
     journal_batch(w, bt);
+    int unreplicated = await_replicas(w, bt);
 
     int rc = ack_batch(w, bt);
     for (int i = 0; i < bt->n; i++) {
@@ -1911,7 +1956,8 @@ static int settle(wr_worker *w, batch *bt)
         }
         nap(w, 1000);
     }
-    return WR_BROKER_OK;
+    /* too few replicas: pause as in an outage (the rest is abandoned, not acked) */
+    return unreplicated ? PAUSE : WR_BROKER_OK;
 }
 
 /* Commit and settle BT at once (nothing else to overlap with). */
