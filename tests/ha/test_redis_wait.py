@@ -62,7 +62,7 @@ replica_down = False
 try:
     b.declare(queue)
     b.declare(out_queue)
-    ids = ["a-%04d" % i for i in range(TOTAL)]
+    ids = ["%s-a-%04d" % (p, i) for i in range(TOTAL)]
     for mid in ids:
         b.publish(queue, {"n": mid}, message_id=mid)
 
@@ -124,7 +124,7 @@ try:
     for n_rep in (0, 1):
         q = "%s.bench%d" % (p, n_rep)
         b.declare(q)
-        bids = ["b%d-%05d" % (n_rep, i) for i in range(BENCH)]
+        bids = ["%s-b%d-%05d" % (p, n_rep, i) for i in range(BENCH)]
         for mid in bids:
             b.publish(q, {"n": mid}, message_id=mid)
         wb = with_store(ha_warren(tmp, [dict(sub(q), name="b%d" % n_rep)], min_replicas=n_rep,
