@@ -590,7 +590,7 @@ static const field redis_fields[] = {
      .type = T_STRLIST,
      .offset = offsetof(wr_config, redis_sentinels),
      .count_offset = offsetof(wr_config, redis_sentinel_count),
-     .min = 3,
+     .min = 1,
      .max = 300,
      .desc = "Redis Sentinel addresses (`HOST:PORT`, a list): every connect asks them, in "
              "turn, where the primary `master_name` is, and checks that the server it reaches "
@@ -2786,10 +2786,13 @@ static void finish_redis(loader *ld, void *base, int index, yaml_node_t *node, c
         }
     }
     yaml_node_t *tn = find_value(ld, node, "min_replicas_timeout");
-    if (cfg->redis_min_replicas_timeout_ms >= cfg->redis_timeout_ms) {
+    if (cfg->redis_min_replicas > 0 && cfg->redis_timeout_ms > 0 &&
+        cfg->redis_min_replicas_timeout_ms >= cfg->redis_timeout_ms) {
         yaml_node_t *v = tn != NULL ? tn : find_value(ld, node, "timeout");
         err_at(ld, NODE_LINE(v != NULL ? v : node), NODE_COL(v != NULL ? v : node),
-               "%s.min_replicas_timeout: must be shorter than %s.timeout", path, path);
+               "%s.min_replicas_timeout (%lld ms) must be shorter than %s.timeout (%lld ms)", path,
+               (long long)cfg->redis_min_replicas_timeout_ms, path,
+               (long long)cfg->redis_timeout_ms);
     }
 }
 

@@ -2304,6 +2304,69 @@ static void test_values_not_echoed(void)
  * amqp.tls: files resolved like handler paths and pointed to by the loaded
  * URL; only with amqps://, and a client certificate comes with its key.
  */
+/* redis.sentinels, master_name, min_replicas_acked: loaded into the URL the
+ * connections use; the pairs and bounds checked at their keys. */
+static void test_redis_ha(void)
+{
+    wr_config *cfg = LOAD_OK("amqp:\n  url: amqp://h/\n"
+                             "redis:\n"
+                             "  url: redis://:pw@ignored:1/2\n"
+                             "  sentinels: [10.0.0.5:26379, 'sentinel-b:26380']\n"
+                             "  master_name: orders\n"
+                             "  min_replicas_acked: 1\n"
+                             "  min_replicas_timeout: 250ms\n"
+                             "subscriptions:\n  - name: a\n    queue: q\n    handler: h.lua\n");
+    if (cfg != NULL) {
+        CHECK_INT(cfg->redis.sentinel_count, 2);
+        CHECK_STR(cfg->redis.sentinels[0], "10.0.0.5:26379");
+        CHECK_STR(cfg->redis.sentinels[1], "sentinel-b:26380");
+        CHECK_STR(cfg->redis.master_name, "orders");
+        CHECK_STR(cfg->redis.password, "pw");
+        CHECK_INT(cfg->redis.db, 2);
+        CHECK_INT(cfg->redis_min_replicas, 1);
+        CHECK_INT((int)cfg->redis_min_replicas_timeout_ms, 250);
+        wr_config_free(cfg);
+    }
+    cfg = LOAD_OK(MINIMAL);
+    if (cfg != NULL) {
+        CHECK_INT(cfg->redis.sentinel_count, 0);
+        CHECK(cfg->redis.sentinels == NULL && cfg->redis.master_name == NULL);
+        CHECK_INT(cfg->redis_min_replicas, 0);
+        CHECK_INT((int)cfg->redis_min_replicas_timeout_ms, 1000);
+        wr_config_free(cfg);
+    }
+    EXPECT_ERRORS("amqp:\n  url: amqp://h/\n"
+                  "redis:\n"
+                  "  url: redis://h\n"
+                  "  sentinels: [10.0.0.5:26379, 'nope', 'h:0', ':26379']\n"
+                  "  min_replicas_acked: 17\n"
+                  "  min_replicas_timeout: 2s\n"
+                  "subscriptions:\n  - name: a\n    queue: q\n    handler: h.lua\n",
+                  "5:14: redis.sentinels: needs redis.master_name too",
+                  "5:31: redis.sentinels[1]: expected HOST:PORT (such as 10.0.0.5:26379)",
+                  "5:39: redis.sentinels[2]: expected HOST:PORT (such as 10.0.0.5:26379)",
+                  "5:46: redis.sentinels[3]: expected HOST:PORT (such as 10.0.0.5:26379)",
+                  "6:23: redis.min_replicas_acked: expected an integer from 0 to 16, got '17'");
+    EXPECT_ERRORS("amqp:\n  url: amqp://h/\n"
+                  "redis:\n"
+                  "  url: redis://h\n"
+                  "  min_replicas_acked: 1\n"
+                  "  min_replicas_timeout: 2s\n"
+                  "subscriptions:\n  - name: a\n    queue: q\n    handler: h.lua\n",
+                  "6:25: redis.min_replicas_timeout (2000 ms) must be shorter than redis.timeout "
+                  "(2000 ms)");
+    EXPECT_ERRORS("amqp:\n  url: amqp://h/\n"
+                  "redis:\n"
+                  "  url: redis://h\n"
+                  "  timeout: 500ms\n"
+                  "  master_name: orders\n"
+                  "  min_replicas_acked: 2\n"
+                  "subscriptions:\n  - name: a\n    queue: q\n    handler: h.lua\n",
+                  "5:12: redis.min_replicas_timeout (1000 ms) must be shorter than redis.timeout "
+                  "(500 ms)",
+                  "6:16: redis.master_name: needs redis.sentinels too");
+}
+
 static void test_tls_config(void)
 {
     char path[PATH_MAX + 64], line[PATH_MAX + 200];
@@ -2457,6 +2520,10 @@ static void test_reference(void)
         "redis.url",
         "redis.timeout",
         "redis.reconnect_max",
+        "redis.sentinels",
+        "redis.master_name",
+        "redis.min_replicas_acked",
+        "redis.min_replicas_timeout",
         "log",
         "log.level",
         "log.bodies",
@@ -2791,6 +2858,7 @@ int main(void)
     test_amqp_urls();
     test_mask_url();
     test_tls_config();
+    test_redis_ha();
     test_control_characters();
     test_expansion_depth();
     test_value_size();
