@@ -717,7 +717,7 @@ static const field store_fields[] = {
      .min = 1,
      .max = 100,
      .desc = "Redis key prefix of ctx.store: the service's namespace (give each service its "
-             "own; `{tag}` in it and in `idempotency.prefix` for Redis Cluster)."},
+             "own)."},
     {.name = "max_writes",
      .type = T_INT,
      .offset = offsetof(wr_config, store_max_writes),

@@ -169,6 +169,31 @@ static int check_primary(wr_rconn *c, const char *host, int port)
 }
 
 /*
+ * Redis Cluster is not supported (a batch's keys span slots, and hiredis 0.14
+ * follows no MOVED/ASK): a cluster node is refused at connect, with that
+ * reason, rather than met later as MOVED errors on every batch. Returns 0, or
+ * -1 with the reason in c->err.
+ */
+static int refuse_cluster(wr_rconn *c, const char *host, int port)
+{
+    redisReply *r = redisCommand(c->c, "INFO cluster");
+    if (r == NULL) {
+        drop(c, "INFO");
+        return -1;
+    }
+    int cluster = r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_enabled:1") != NULL;
+    freeReplyObject(r);
+    if (cluster) {
+        snprintf(c->err, sizeof(c->err),
+                 "%s:%d is a Redis Cluster node: Redis Cluster is not supported (use one "
+                 "primary, with replicas and Sentinel for failover)",
+                 host, port);
+        return -1;
+    }
+    return 0;
+}
+
+/*
  * Connect: the primary's address (locate), TCP with the timeout, then the command timeout and
  * keep-alive (hiredis 0.14 forgets both on a reconnect), AUTH, SELECT and the scripts. On failure
  * the connection is left closed. Returns 0 or -1.
@@ -210,6 +235,9 @@ static int connect_now(wr_rconn *c)
     }
     if (rc == 0 && c->url.sentinel_count > 0) {
         rc = check_primary(c, host, port);
+    }
+    if (rc == 0) {
+        rc = refuse_cluster(c, host, port);
     }
     if (rc == 0 && c->url.db != 0) {
         rc = setup_reply(c, "SELECT", redisCommand(c->c, "SELECT %d", c->url.db));

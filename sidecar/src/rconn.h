@@ -15,6 +15,8 @@
  * connect like any other. A reply READONLY (the server became a replica
  * under us) is a connection failure too, not a command's error: the
  * connection is closed and the next connect asks the sentinels again.
+ * Redis Cluster is not supported: a server with cluster_enabled:1 is refused
+ * at connect.
  *
  * Commands can be pipelined: wr_rconn_append() queues one without sending it,
  * wr_rconn_flush() sends what is queued, and wr_rconn_read() returns the next
