@@ -39,7 +39,7 @@
 #include <yaml.h>
 
 #define PATH_BUF 256           /* dotted key paths such as subscriptions[3].bindings[0].type */
-#define MAX_FIELDS 16          /* most keys any one section has */
+#define MAX_FIELDS 24          /* most keys any one section has */
 #define AMQP_SHORTSTR 255      /* AMQP names (queues, exchanges, routing keys) are shortstrs */
 #define MAX_BODY (512LL << 20) /* RabbitMQ's own ceiling on a message body */
 #define DAY_MS 86400000LL      /* one day in milliseconds */
@@ -149,6 +149,8 @@ struct section {
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const exchange_types[] = {"direct", "topic", "fanout", "headers", NULL};
 static const char *const missing_key_actions[] = {"dlq", "body-hash", NULL};
+static const char *const queue_types[] = {"classic", "quorum", NULL};
+static const char *const dlq_types[] = {"auto", "classic", "quorum", NULL};
 
 _Static_assert(sizeof(wr_log_level) == sizeof(int), "log level is stored as an int");
 _Static_assert(sizeof(wr_key_source) == sizeof(int), "key source is stored as an int");
@@ -407,6 +409,29 @@ static const field subscription_fields[] = {
      .max = AMQP_SHORTSTR,
      .def_doc = "`<queue>.dlq`",
      .desc = "Dead-letter queue: failed and undecodable messages, each with its story."},
+    {.name = "queue_type",
+     .type = T_ENUM,
+     .offset = offsetof(wr_subscription, queue_type),
+     .def = "classic",
+     .enum_values = queue_types,
+     .desc = "Type of the consumed queue when warren declares it (it does not exist yet): "
+             "classic or quorum (replicated on a cluster). A queue that exists is consumed as "
+             "it is."},
+    {.name = "dlq_type",
+     .type = T_ENUM,
+     .offset = offsetof(wr_subscription, dlq_type),
+     .def = "auto",
+     .enum_values = dlq_types,
+     .desc = "Type of the dead-letter queue: quorum, classic, or auto (quorum when `amqp.urls` "
+             "names other nodes of a cluster, so dead letters survive a node's loss; classic "
+             "otherwise)."},
+    {.name = "delay_queue_type",
+     .type = T_ENUM,
+     .offset = offsetof(wr_subscription, delay_queue_type),
+     .def = "classic",
+     .enum_values = queue_types,
+     .desc = "Type of the retry tiers and the wait queue: classic, or quorum (dead-lettering "
+             "back at-least-once, needs RabbitMQ 3.10 or later)."},
     {.name = "handler",
      .type = T_PATH,
      .offset = offsetof(wr_subscription, handler),
@@ -557,6 +582,15 @@ static const field amqp_fields[] = {
      .desc = "Longest wait between two attempts to reach the broker: the wait doubles from "
              "200ms up to this (each one shortened at random by up to half) and starts over "
              "once connected."},
+    {.name = "urls",
+     .type = T_STRLIST,
+     .offset = offsetof(wr_config, amqp_url_texts),
+     .count_offset = offsetof(wr_config, amqp_url_text_count),
+     .min = 1,
+     .max = 4096,
+     .desc = "Other nodes of the same cluster (amqp[s]:// URLs, a list): a worker that cannot "
+             "reach a node, or loses it, tries the next one (`url` first, then these, round and "
+             "round), with the same backoff."},
     {.name = "tls",
      .type = T_SECTION,
      .sub = &tls_section,
@@ -2732,11 +2766,14 @@ static yaml_node_t *find_value(loader *ld, yaml_node_t *map, const char *key)
  * amqp:// they would be ignored and the password sent in the clear), and a
  * client certificate comes with its key.
  */
+static void parse_alt_urls(loader *ld, wr_config *cfg, yaml_node_t *list, const char *path);
+
 static void finish_amqp(loader *ld, void *base, int index, yaml_node_t *node, const char *path)
 {
     wr_config *cfg = base;
     yaml_node_t *tls = find_value(ld, node, "tls");
     (void)index;
+    parse_alt_urls(ld, cfg, find_value(ld, node, "urls"), path);
     if (tls == NULL || tls->type != YAML_MAPPING_NODE) {
         return;
     }
@@ -2749,6 +2786,48 @@ static void finish_amqp(loader *ld, void *base, int index, yaml_node_t *node, co
         err_at(ld, NODE_LINE(tls), NODE_COL(tls), "%s.tls: cert and key go together: %s is missing",
                path, cfg->amqp_tls.cert == NULL ? "cert" : "key");
     }
+}
+
+/*
+ * amqp.urls: parse each into cfg->amqp_alts, errors at the item (masked like
+ * amqp.url's). The TLS files of amqp.tls apply to every node.
+ */
+static void parse_alt_urls(loader *ld, wr_config *cfg, yaml_node_t *list, const char *path)
+{
+    int n = cfg->amqp_url_text_count;
+    if (n <= 0 || list == NULL) {
+        return;
+    }
+    cfg->amqp_alts = calloc((size_t)n, sizeof(*cfg->amqp_alts));
+    if (cfg->amqp_alts == NULL) {
+        err_at(ld, NODE_LINE(list), NODE_COL(list), "%s.urls: out of memory", path);
+        return;
+    }
+    cfg->amqp_alt_count = n;
+    for (int i = 0; i < n; i++) {
+        const char *why;
+        yaml_node_t *v = list;
+        if (list->type == YAML_SEQUENCE_NODE &&
+            list->data.sequence.items.start + i < list->data.sequence.items.top) {
+            v = yaml_document_get_node(ld->doc, list->data.sequence.items.start[i]);
+        }
+        if (wr_amqp_url_parse(cfg->amqp_url_texts[i], &cfg->amqp_alts[i], &why) != 0) {
+            char ipath[PATH_BUF];
+            make_path(ipath, "%s.urls[%d]", path, i);
+            url_error(ld, NODE_LINE(v), NODE_COL(v), ipath, "AMQP", cfg->amqp_url_texts[i], why);
+        } else if (cfg->amqp.url != NULL && cfg->amqp_alts[i].ssl != cfg->amqp.ssl) {
+            err_at(ld, NODE_LINE(v), NODE_COL(v),
+                   "%s.urls[%d]: every node takes the same scheme as %s.url (%s)", path, i, path,
+                   cfg->amqp.ssl ? "amqps://" : "amqp://");
+        }
+    }
+}
+
+const wr_amqp_url *wr_config_amqp_url(const wr_config *cfg, int i)
+{
+    int n = 1 + cfg->amqp_alt_count;
+    int k = ((i % n) + n) % n;
+    return k == 0 ? &cfg->amqp : &cfg->amqp_alts[k - 1];
 }
 
 /*
@@ -3299,6 +3378,10 @@ void wr_config_free(wr_config *cfg)
         return;
     }
     free_fields(&top_section, cfg);
+    for (int i = 0; i < cfg->amqp_alt_count; i++) {
+        wr_amqp_url_clear(&cfg->amqp_alts[i]);
+    }
+    free(cfg->amqp_alts);
     free(cfg->path);
     free(cfg->dir);
     free(cfg);
@@ -3600,6 +3683,13 @@ wr_config *wr_config_parse(const char *path, const char *text, size_t len, wr_co
     if (ld.nerr == 0 && ld.dropped == 0) {
         inherit_defaults(cfg);
         cfg->amqp.tls = &cfg->amqp_tls;
+        for (int i = 0; i < cfg->amqp_alt_count; i++) {
+            cfg->amqp_alts[i].tls = &cfg->amqp_tls;
+        }
+        for (int i = 0; i < cfg->sub_count; i++) {
+            wr_subscription *sub = &cfg->subs[i];
+            sub->dlq_quorum = sub->dlq_type == 2 || (sub->dlq_type == 0 && cfg->amqp_alt_count > 0);
+        }
         cfg->redis.sentinels = cfg->redis_sentinels;
         cfg->redis.sentinel_count = cfg->redis_sentinel_count;
         cfg->redis.master_name = cfg->redis_master_name;

@@ -155,6 +155,11 @@ typedef struct {
     wr_retry_policy retry;   /* defaults.retry merged with subscriptions[].retry, key by key */
     wr_idem_policy idem;     /* defaults.idempotency merged with subscriptions[].idempotency */
     wr_breaker_policy breaker; /* defaults.breaker merged with subscriptions[].breaker */
+    int queue_type;            /* queue_type: 0 classic, 1 quorum: the consumed queue's type when
+                                  warren declares it (one that exists is taken as it is) */
+    int dlq_type;              /* dlq_type: 0 auto, 1 classic, 2 quorum (as written) */
+    int dlq_quorum;            /* resolved: auto is quorum when amqp.urls names other nodes */
+    int delay_queue_type;      /* delay_queue_type: 0 classic, 1 quorum: retry tiers and wait */
     wr_binding *bindings; /* may be empty: then the queue is consumed as it is */
     int binding_count;
     int line, col;      /* where the subscription starts, for later messages */
@@ -172,6 +177,11 @@ typedef struct {
     int64_t amqp_reconnect_max_ms;   /* amqp.reconnect_max: cap of the reconnect backoff,
                                         default 5s, 100ms..10m */
     wr_amqp_tls amqp_tls;            /* amqp.tls; amqp.tls points here once loaded */
+    char **amqp_url_texts;           /* amqp.urls as written: the cluster's other nodes */
+    int amqp_url_text_count;
+    wr_amqp_url *amqp_alts; /* amqp.urls parsed, amqp_alt_count of them (tls set
+                               like amqp's); tried in turn after amqp.url */
+    int amqp_alt_count;
 
     wr_redis_url redis;  /* redis.url, required */
     int64_t redis_timeout_ms;        /* redis.timeout, default 2s */
@@ -225,6 +235,9 @@ typedef struct {
     wr_subscription *subs;           /* at least one */
     int sub_count;
 } wr_config;
+
+/* The I-th broker address to try (amqp.url, then amqp.urls, round and round). */
+const wr_amqp_url *wr_config_amqp_url(const wr_config *cfg, int i);
 
 /*
  * Load and validate PATH. On success returns a new wr_config (free with

@@ -190,6 +190,8 @@ struct wr_worker {
     size_t max_body;
     wr_wstats *st;                  /* this worker's figures (metrics.h); only we write them */
     int connections;                /* broker connections made so far */
+    int broker_at;                  /* which broker address to try (wr_config_amqp_url): the
+                                       next one after a failed connect or a lost connection */
     int pause_backoff_ms;           /* wait before the next pause's reconnect (pauses in a row) */
     unsigned long journal_failures; /* batches whose journal entries could not be written */
 };
@@ -383,7 +385,8 @@ static int connect_broker(wr_worker *w)
         for (int waited = 0; atomic_load(&w->flags->orphans) > 0 && waited < 3000; waited += 100) {
             nap(w, 100);
         }
-        w->b = wr_broker_create(&cfg->amqp, (int)(cfg->amqp_heartbeat_ms / 1000),
+        const wr_amqp_url *url = wr_config_amqp_url(cfg, w->broker_at);
+        w->b = wr_broker_create(url, (int)(cfg->amqp_heartbeat_ms / 1000),
                                 cfg->amqp_connect_timeout_ms, w->name, err, sizeof(err));
         if (w->b != NULL) {
             if (wr_broker_declare(w->b, &w->topo) == WR_BROKER_OK &&
@@ -400,7 +403,7 @@ static int connect_broker(wr_worker *w)
                 wr_log_int(&l, "worker", w->index);
                 wr_log_str(&l, "queue", w->sub->queue);
                 wr_log_int(&l, "prefetch", w->sub->prefetch);
-                wr_log_str(&l, "broker", cfg->amqp.redacted);
+                wr_log_str(&l, "broker", url->redacted);
                 if (attempt > 1) {
                     wr_log_int(&l, "attempts", attempt);
                 }
@@ -411,8 +414,9 @@ static int connect_broker(wr_worker *w)
             wr_broker_destroy(w->b);
             w->b = NULL;
         }
+        w->broker_at++; /* a cluster: the next node next time */
         int wait = jittered(w, backoff);
-        log_unavailable(w, "broker not available", cfg->amqp.redacted, err, wait);
+        log_unavailable(w, "broker not available", url->redacted, err, wait);
         nap(w, wait);
         backoff = backoff * 2 > cfg->amqp_reconnect_max_ms ? (int)cfg->amqp_reconnect_max_ms
                                                            : backoff * 2;
@@ -2152,6 +2156,7 @@ static void fail_turn(wr_worker *w, int rc)
     if (w->b != NULL) {
         disconnect(w);
     }
+    w->broker_at++; /* a cluster: reconnect through the next node */
     abandon(w, 0, why);
     nap(w, BACKOFF_MIN_MS);
 }
