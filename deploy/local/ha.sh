@@ -16,6 +16,17 @@
 #   ha.sh redis-stop-replica DIR / redis-start-replica DIR
 #                                stop or start the server that is not the primary
 #                                (what min_replicas_acked then does)
+#   ha.sh rabbit-start DIR       three RabbitMQ nodes joined in one cluster
+#                                (deploy/local/stack.sh start-rabbit for each, in
+#                                DIR/rabbit-<port>; the same Erlang cookie, the
+#                                rabbitmq user's; join_cluster to the first)
+#   ha.sh rabbit-stop DIR        stop the three nodes
+#   ha.sh rabbit-stop-node-N DIR / rabbit-start-node-N DIR   (N = 1, 2, 3)
+#                                stop or start one node (it keeps its data and
+#                                rejoins the cluster when started again)
+#   ha.sh rabbit-kill-node-N DIR SIGKILL node N's Erlang VM (a crash: no goodbye
+#                                to clients or to the other nodes)
+#   ha.sh rabbit-status DIR      the cluster's running nodes
 #
 # All state lives under DIR (one directory per server). No persistence: the
 # replica holds what replication gave it, which is what a failover keeps. Must
@@ -24,6 +35,15 @@
 # Environment (ports):
 #   WR_HA_REDIS_PORT      first Redis server; the second is +1  (default 25801)
 #   WR_HA_SENTINEL_PORT   first sentinel; three in a row        (default 25811)
+#   WR_HA_AMQP_PORT       first RabbitMQ node's AMQP port; +1, +2 for the others
+#                                                               (default 25601)
+#   WR_HA_DIST_PORT       first node's Erlang distribution port; +1, +2; each
+#                         node's rabbitmqctl takes 11 ports from DIST+9+11*(N-1)
+#                                                               (default 25901)
+#
+# rabbit-start writes DIR/rabbit.env:
+#   WARREN_AMQP_URLS=amqp://guest:guest@127.0.0.1:<a1>/,...<a2>/,...<a3>/
+#   WARREN_RABBIT_NODES=warren-<a1>@localhost,warren-<a2>@localhost,warren-<a3>@localhost
 #
 # redis-start writes DIR/env (KEY=VALUE lines):
 #   WARREN_REDIS_SENTINELS=127.0.0.1:<s1>,127.0.0.1:<s2>,127.0.0.1:<s3>
@@ -40,7 +60,7 @@ FAILOVER_TIMEOUT_MS=5000
 say() { echo "ha: $*"; }
 die() { echo "ha: error: $*" >&2; exit 1; }
 
-[ $# -eq 2 ] || { sed -n '7,19p' "$0" >&2; exit 2; }
+[ $# -eq 2 ] || { sed -n '7,28p' "$0" >&2; exit 2; }
 CMD=$1
 DIR=$(realpath -m -- "$2")
 [ "$(id -u)" -eq 0 ] || die "must run as root"
@@ -225,6 +245,78 @@ status() {
     return "$rc"
 }
 
+# ---------------------------------------------------------------- RabbitMQ
+
+A1=${WR_HA_AMQP_PORT:-25601}
+D1=${WR_HA_DIST_PORT:-25901}
+STACK_SH=$(dirname "$(realpath "$0")")/stack.sh
+
+node_port() { echo $((A1 + $1 - 1)); }
+node_name() { echo "warren-$(node_port "$1")@localhost"; }
+node_ctl() { echo $((D1 + 9 + 11 * ($1 - 1))); }
+
+# stack.sh COMMAND for node N in DIR/rabbit-<port> (its Redis port is never
+# started: stack.sh only wants a number that differs from the others)
+node_stack() {
+    local n=$1 cmd=$2
+    env WR_AMQP_PORT="$(node_port "$n")" WR_RABBIT_DIST_PORT=$((D1 + n - 1)) \
+        WR_RABBIT_CTL_PORT="$(node_ctl "$n")" WR_REDIS_PORT=$((A1 + 50 + n)) WR_AMQPS_PORT= \
+        bash "$STACK_SH" "$cmd" "$DIR/rabbit-$(node_port "$n")"
+}
+
+# rabbitmqctl against node N, as stack.sh runs it (the rabbitmq user's
+# cookie, loopback distribution, node N's own rabbitmqctl ports)
+rabbitmqctl_n() {
+    local n=$1 ctl
+    shift
+    ctl=$(node_ctl "$n")
+    (cd / && timeout -k 5 120 runuser -u rabbitmq -- env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+        LANG=C.UTF-8 LC_ALL=C.UTF-8 HOME=/var/lib/rabbitmq ERL_EPMD_ADDRESS=127.0.0.1 \
+        RABBITMQ_USE_LONGNAME=false \
+        RABBITMQ_CTL_ERL_ARGS='-kernel inet_dist_use_interface {127,0,0,1}' \
+        RABBITMQ_CTL_DIST_PORT_MIN="$ctl" RABBITMQ_CTL_DIST_PORT_MAX=$((ctl + 10)) \
+        /usr/lib/rabbitmq/bin/rabbitmqctl -n "$(node_name "$n")" "$@") 9>&-
+}
+
+in_cluster() {      # node N runs as a member of node 1's cluster
+    rabbitmqctl_n "$1" cluster_status --formatter json 2>/dev/null |
+        grep -q "\"$(node_name 1)\""
+}
+
+rabbit_start() {
+    local t0=$SECONDS n
+    (umask 022 && mkdir -p -- "$DIR")
+    node_stack 1 start-rabbit
+    for n in 2 3; do node_stack "$n" start-rabbit; done
+    for n in 2 3; do
+        if in_cluster "$n" && rabbitmqctl_n 1 cluster_status --formatter json |
+            grep -q "\"$(node_name "$n")\""; then
+            say "rabbit: $(node_name "$n") already in the cluster"
+            continue
+        fi
+        rabbitmqctl_n "$n" stop_app >/dev/null
+        rabbitmqctl_n "$n" join_cluster "$(node_name 1)" >/dev/null
+        rabbitmqctl_n "$n" start_app >/dev/null
+        say "rabbit: $(node_name "$n") joined $(node_name 1)"
+    done
+    printf 'WARREN_AMQP_URLS=amqp://guest:guest@127.0.0.1:%s/,amqp://guest:guest@127.0.0.1:%s/,amqp://guest:guest@127.0.0.1:%s/\nWARREN_RABBIT_NODES=%s,%s,%s\n' \
+        "$(node_port 1)" "$(node_port 2)" "$(node_port 3)" \
+        "$(node_name 1)" "$(node_name 2)" "$(node_name 3)" >"$DIR/rabbit.env"
+    say "rabbit: cluster of 3 nodes up in $((SECONDS - t0))s (AMQP $(node_port 1)-$(node_port 3))"
+}
+
+rabbit_kill() {
+    local n=$1 pidfile pid
+    pidfile=$DIR/rabbit-$(node_port "$n")/rabbit/rabbit.pid
+    pid=$(tr -dc '0-9' <"$pidfile" 2>/dev/null || true)
+    [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = beam.smp ] ||
+        die "node $(node_name "$n") is not running (no beam.smp for $pidfile)"
+    kill -KILL "$pid"
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    rm -f -- "$pidfile"
+    say "rabbit: killed $(node_name "$n") (pid $pid)"
+}
+
 case $CMD in
     redis-start) start_all ;;
     redis-stop)
@@ -239,5 +331,11 @@ case $CMD in
         mapfile -t lines < <(server_lines "$p")
         launch "$(other "$p")" "${lines[@]}"
         wait_until 30 "replica of 127.0.0.1:$p in sync" settled_on "$p" ;;
-    *) sed -n '7,19p' "$0" >&2; exit 2 ;;
+    rabbit-start) rabbit_start ;;
+    rabbit-stop) for n in 3 2 1; do node_stack "$n" stop-rabbit; done ;;
+    rabbit-stop-node-[123]) node_stack "${CMD##*-}" stop-rabbit ;;
+    rabbit-start-node-[123]) node_stack "${CMD##*-}" start-rabbit ;;
+    rabbit-kill-node-[123]) rabbit_kill "${CMD##*-}" ;;
+    rabbit-status) rabbitmqctl_n 1 cluster_status --formatter json ;;
+    *) sed -n '7,28p' "$0" >&2; exit 2 ;;
 esac

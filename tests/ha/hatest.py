@@ -16,25 +16,30 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import redis as redislib  # noqa: E402
 from redis.sentinel import Sentinel  # noqa: E402
 
-from wrtest import SOURCE_DIR, Warren, check  # noqa: E402
+from wrtest import SOURCE_DIR, Broker, Warren, check  # noqa: E402
 
 HA_DIR = os.environ.get("WR_HA_DIR", "/var/tmp/warren/ha")
 HA_SH = os.path.join(SOURCE_DIR, "deploy", "local", "ha.sh")
 
 
 def ha_env():
+    """DIR/env of the Redis servers ha.sh redis-start made: {} when none (a
+    test of the RabbitMQ cluster alone)."""
     env = {}
-    with open(os.path.join(HA_DIR, "env")) as fh:
-        for line in fh:
-            if "=" in line:
-                k, v = line.strip().split("=", 1)
-                env[k] = v
+    try:
+        with open(os.path.join(HA_DIR, "env")) as fh:
+            for line in fh:
+                if "=" in line:
+                    k, v = line.strip().split("=", 1)
+                    env[k] = v
+    except FileNotFoundError:
+        pass
     return env
 
 
 HA = ha_env()
-SENTINELS = HA["WARREN_REDIS_SENTINELS"].split(",")
-MASTER = HA["WARREN_REDIS_MASTER"]
+SENTINELS = [a for a in HA.get("WARREN_REDIS_SENTINELS", "").split(",") if a]
+MASTER = HA.get("WARREN_REDIS_MASTER", "")
 
 
 def ha(cmd):
@@ -84,3 +89,43 @@ def store_counts(r, store_prefix, ids):
     for i in ids:
         pipe.get("%sn:%s" % (store_prefix, i))
     return {i: int(v or 0) for i, v in zip(ids, pipe.execute())}
+
+
+def rabbit_env():
+    """DIR/rabbit.env of the cluster ha.sh rabbit-start made: {} when none."""
+    env = {}
+    try:
+        with open(os.path.join(HA_DIR, "rabbit.env")) as fh:
+            for line in fh:
+                if "=" in line:
+                    k, v = line.strip().split("=", 1)
+                    env[k] = v
+    except FileNotFoundError:
+        pass
+    return env
+
+
+class NodeBroker(Broker):
+    """wrtest.Broker connected to one node of the cluster (URL)."""
+
+    def __init__(self, url):
+        import pika
+        self.conn = pika.BlockingConnection(pika.URLParameters(url))
+        self.ch = self.conn.channel()
+        self.ch.confirm_delivery()
+
+    def declare_quorum(self, queue):
+        self.ch.queue_declare(queue=queue, durable=True, arguments={"x-queue-type": "quorum"})
+
+    def is_quorum(self, queue):
+        """True when QUEUE exists as a quorum queue: declaring it as one again
+        with no other argument succeeds only then (RabbitMQ answers 406 to an
+        inequivalent x-queue-type, on a throwaway channel)."""
+        import pika
+        ch = self.conn.channel()
+        try:
+            ch.queue_declare(queue=queue, durable=True, arguments={"x-queue-type": "quorum"})
+            ch.close()
+            return True
+        except pika.exceptions.ChannelClosedByBroker:
+            return False

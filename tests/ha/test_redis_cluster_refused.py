@@ -8,7 +8,7 @@ import time
 
 import redis as redislib
 
-from hatest import HA  # noqa: F401
+import hatest  # noqa: F401  (wrtest from tests/integration)
 from wrtest import Broker, Warren, check, check_eq, finish, prefix, tempdir, wait_for, write
 
 PORT = int(os.environ.get("WR_HA_REDIS_PORT", "17801")) + 22

@@ -16,7 +16,7 @@ import time
 
 import redis as redislib
 
-from hatest import HA  # noqa: F401  (the HA fixture's env must exist)
+import hatest  # noqa: F401  (wrtest from tests/integration)
 from wrtest import (GATE_LUA, Broker, Gate, Warren, check, check_eq, finish, idem_record, prefix,
                     tempdir, wait_for, write)
 
