@@ -33,13 +33,13 @@
 # run as root; the servers run as the redis user.
 #
 # Environment (ports):
-#   WR_HA_REDIS_PORT      first Redis server; the second is +1  (default 25801)
-#   WR_HA_SENTINEL_PORT   first sentinel; three in a row        (default 25811)
+#   WR_HA_REDIS_PORT      first Redis server; the second is +1  (default 17801)
+#   WR_HA_SENTINEL_PORT   first sentinel; three in a row        (default 17811)
 #   WR_HA_AMQP_PORT       first RabbitMQ node's AMQP port; +1, +2 for the others
-#                                                               (default 25601)
+#                                                               (default 17601)
 #   WR_HA_DIST_PORT       first node's Erlang distribution port; +1, +2; each
 #                         node's rabbitmqctl takes 11 ports from DIST+9+11*(N-1)
-#                                                               (default 25901)
+#                                                               (default 17901)
 #
 # rabbit-start writes DIR/rabbit.env:
 #   WARREN_AMQP_URLS=amqp://guest:guest@127.0.0.1:<a1>/,...<a2>/,...<a3>/
@@ -65,9 +65,9 @@ CMD=$1
 DIR=$(realpath -m -- "$2")
 [ "$(id -u)" -eq 0 ] || die "must run as root"
 
-R1=${WR_HA_REDIS_PORT:-25801}
+R1=${WR_HA_REDIS_PORT:-17801}
 R2=$((R1 + 1))
-S1=${WR_HA_SENTINEL_PORT:-25811}
+S1=${WR_HA_SENTINEL_PORT:-17811}
 SENTINELS=("$S1" "$((S1 + 1))" "$((S1 + 2))")
 SERVERS=("$R1" "$R2")
 
@@ -247,8 +247,8 @@ status() {
 
 # ---------------------------------------------------------------- RabbitMQ
 
-A1=${WR_HA_AMQP_PORT:-25601}
-D1=${WR_HA_DIST_PORT:-25901}
+A1=${WR_HA_AMQP_PORT:-17601}
+D1=${WR_HA_DIST_PORT:-17901}
 STACK_SH=$(dirname "$(realpath "$0")")/stack.sh
 
 node_port() { echo $((A1 + $1 - 1)); }
