@@ -11,7 +11,8 @@ warren must move to another node by itself (logged "consuming" with another
 broker), consumption must resume within seconds, and at the end: every input
 handled exactly once (its ctx.store counter in Redis is 1: no effect lost,
 none applied twice), every output id published, nothing in the queue or the
-DLQ, and the queues warren declared are quorum queues. The longest stall of
+DLQ, and the queues warren declared are quorum queues; `warren dlq list`
+works while node 1 is down. The longest stall of
 the outputs is printed. Node 1 is then started again (it rejoins).
 
 Then a rolling restart under load: a second subscription (100 ms a message)
@@ -20,11 +21,12 @@ while nodes 1, 2 and 3 are stopped and started again one after the other
 stop catching inputs not handled yet. Checked as above: nothing lost, nothing
 applied twice, every output published, nothing dead-lettered."""
 import os
+import subprocess
 import threading
 import time
 
 from hatest import NodeBroker, ha, rabbit_env, store_counts
-from wrtest import (Warren, check, check_eq, finish, prefix, redis_client, tempdir, wait_for,
+from wrtest import (ENV, WARREN, Warren, check, check_eq, finish, prefix, redis_client, tempdir, wait_for,
                     write)
 
 EVENTS = int(os.environ.get("WR_HA_EVENTS", "6000"))
@@ -128,6 +130,13 @@ try:
         "every worker consumes again through another node (%s)"
         % sorted(set(x.get("broker") for x in moved)))
     check(stall < 30, "consumption resumed within 30 s (longest stall %.1fs)" % stall)
+    # the operator's tools find a live node too (amqp.url's is down)
+    env = dict(os.environ)
+    env.update(ENV)
+    dl = subprocess.run([WARREN, "dlq", "list", "-c", w.config, "--subscription", "cl", "--json"],
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=60)
+    check_eq(dl.returncode, 0, "warren dlq list works with node 1 down (%s)"
+             % dl.stdout.decode(errors="replace").strip()[:200])
     check(wait_for(lambda: b.depth(queue) == 0 and
                    sum(1 for v in store_counts(r, SP, ids).values() if v > 0) == EVENTS,
                    180, "every input handled", interval=0.5), "the queue drains")
