@@ -26,8 +26,8 @@ import threading
 import time
 
 from hatest import NodeBroker, ha, rabbit_env, store_counts
-from wrtest import (ENV, WARREN, Warren, check, check_eq, finish, prefix, redis_client, tempdir, wait_for,
-                    write)
+from wrtest import (ENV, WARREN, Warren, check, check_eq, finish, prefix, redis_client, tempdir,
+                    wait_for, write)
 
 EVENTS = int(os.environ.get("WR_HA_EVENTS", "6000"))
 CONCURRENCY, BATCH, PREFETCH = 2, 50, 100
