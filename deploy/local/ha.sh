@@ -113,7 +113,8 @@ launch() {          # port conf-lines...
         printf '%s\n' "$@"
     } >"$d/conf"
     chown -R redis:redis -- "$d"
-    (cd / && runuser -u redis -- redis-server "$d/conf" "${LAUNCH_MODE[@]}") >>"$d/startup.out" 2>&1 9>&-
+    (cd / && runuser -u redis -- redis-server "$d/conf" "${LAUNCH_MODE[@]}") \
+        >>"$d/startup.out" 2>&1 9>&-
     wait_until 10 "127.0.0.1:$port answering" ping_ok "$port"
 }
 
@@ -157,7 +158,8 @@ settled_on() {
     local port=$1 s o
     [ "$(role_of "$port")" = master ] || return 1
     for s in "${SENTINELS[@]}"; do
-        [ "$(cli "$s" sentinel get-master-addr-by-name "$MASTER" | sed -n 2p)" = "$port" ] || return 1
+        [ "$(cli "$s" sentinel get-master-addr-by-name "$MASTER" | sed -n 2p)" = "$port" ] ||
+            return 1
     done
     o=$(other "$port")
     if [ -n "$(pid_of "$o")" ]; then
@@ -167,8 +169,11 @@ settled_on() {
 }
 
 write_env() {
-    printf 'WARREN_REDIS_SENTINELS=127.0.0.1:%s,127.0.0.1:%s,127.0.0.1:%s\nWARREN_REDIS_MASTER=%s\nWARREN_REDIS_SERVERS=127.0.0.1:%s,127.0.0.1:%s\n' \
-        "${SENTINELS[@]}" "$MASTER" "$R1" "$R2" >"$DIR/env"
+    {
+        printf 'WARREN_REDIS_SENTINELS=127.0.0.1:%s,127.0.0.1:%s,127.0.0.1:%s\n' "${SENTINELS[@]}"
+        printf 'WARREN_REDIS_MASTER=%s\n' "$MASTER"
+        printf 'WARREN_REDIS_SERVERS=127.0.0.1:%s,127.0.0.1:%s\n' "$R1" "$R2"
+    } >"$DIR/env"
 }
 
 start_all() {
@@ -200,7 +205,8 @@ start_all() {
 sentinels_known() {
     local s n
     for s in "${SENTINELS[@]}"; do
-        n=$(cli "$s" sentinel master "$MASTER" | awk 'f {print; exit} /^num-other-sentinels$/ {f=1}')
+        n=$(cli "$s" sentinel master "$MASTER" |
+            awk 'f {print; exit} /^num-other-sentinels$/ {f=1}')
         [ "${n:-0}" -ge 2 ] || return 1
     done
 }
@@ -299,9 +305,11 @@ rabbit_start() {
         rabbitmqctl_n "$n" start_app >/dev/null
         say "rabbit: $(node_name "$n") joined $(node_name 1)"
     done
-    printf 'WARREN_AMQP_URLS=amqp://guest:guest@127.0.0.1:%s/,amqp://guest:guest@127.0.0.1:%s/,amqp://guest:guest@127.0.0.1:%s/\nWARREN_RABBIT_NODES=%s,%s,%s\n' \
-        "$(node_port 1)" "$(node_port 2)" "$(node_port 3)" \
-        "$(node_name 1)" "$(node_name 2)" "$(node_name 3)" >"$DIR/rabbit.env"
+    {
+        printf 'WARREN_AMQP_URLS=amqp://guest:guest@127.0.0.1:%s/' "$(node_port 1)"
+        printf ',amqp://guest:guest@127.0.0.1:%s/' "$(node_port 2)" "$(node_port 3)"
+        printf '\nWARREN_RABBIT_NODES=%s,%s,%s\n' "$(node_name 1)" "$(node_name 2)" "$(node_name 3)"
+    } >"$DIR/rabbit.env"
     say "rabbit: cluster of 3 nodes up in $((SECONDS - t0))s (AMQP $(node_port 1)-$(node_port 3))"
 }
 

@@ -41,7 +41,8 @@ try:
         text = fh.read()
     with open(w.config, "w") as fh:
         fh.write(text.replace("redis:\n  url: ${WARREN_REDIS_URL}\n",
-                              "redis:\n  url: redis://127.0.0.1:%d/0\n  reconnect_max: 1s\n" % PORT))
+                              "redis:\n  url: redis://127.0.0.1:%d/0\n  reconnect_max: 1s\n"
+                              % PORT))
     w.start()
     check(wait_for(lambda: any("Redis Cluster is not supported" in str(l) for l in w.lines()),
                    20, "warren refusing the cluster node"),

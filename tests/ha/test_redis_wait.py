@@ -135,12 +135,12 @@ try:
                       120, "bench run %d" % n_rep, interval=0.2)
         elapsed = time.monotonic() - t0
         samples = wb.metrics()
-        ws = wb.metric(samples, "warren_redis_call_duration_seconds_sum", subscription="b%d" % n_rep,
-                       call="wait")
+        ws = wb.metric(samples, "warren_redis_call_duration_seconds_sum",
+                       subscription="b%d" % n_rep, call="wait")
         wc = wb.metric(samples, "warren_redis_call_duration_seconds_count",
                        subscription="b%d" % n_rep, call="wait")
-        fs = wb.metric(samples, "warren_redis_call_duration_seconds_sum", subscription="b%d" % n_rep,
-                       call="finish")
+        fs = wb.metric(samples, "warren_redis_call_duration_seconds_sum",
+                       subscription="b%d" % n_rep, call="finish")
         fc = wb.metric(samples, "warren_redis_call_duration_seconds_count",
                        subscription="b%d" % n_rep, call="finish")
         check(ok, "bench run with min_replicas_acked %d drained" % n_rep)
