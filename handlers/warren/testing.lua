@@ -964,9 +964,11 @@ testing.STORE_ERRORS = {
   overflow = "increment or decrement would overflow",
   -- what Redis answers a read of a key of another type (after "ctx.store.<fn>: ")
   wrongtype = "Redis: WRONGTYPE Operation against a key holding the wrong kind of value",
-  -- how a commit that did not apply is reported (worker.c), then the commit script's words
+  -- how a commit that did not apply is reported (decide.c, for the worker and exec), then
+  -- the commit script's words
   refused = "store writes refused, nothing applied: %s",
   conflict = "store %s; nothing applied, the message runs again",
+  failed = "the commit failed, the message runs again: %s",
 }
 
 local S = testing.STORE_ERRORS
@@ -2488,7 +2490,7 @@ run_message = function(module, event, ctx, st, opts)
   elseif commit == "conflict" then
     result.error = fmt(S.conflict, why)
   elseif commit == "failed" then
-    result.error = "the commit failed, the message runs again: " .. why
+    result.error = fmt(S.failed, why)
   end
   result.logs = { unpack(ctx.logs, first_log) }
   result.http_calls = { unpack(ctx.http_calls, first_call) }

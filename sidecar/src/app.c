@@ -41,12 +41,20 @@ static void print_errors(const wr_config_errors *errs)
     }
 }
 
-static wr_config *load(const char *path)
+/* Load the config at PATH, its problems printed (print_errors); *PROBLEMS, when
+ * not NULL, says how many there were (at least 1 when NULL is returned). */
+static wr_config *load(const char *path, int *problems)
 {
     wr_config_errors errs = {0};
     wr_config *cfg = wr_config_load(path, &errs);
     if (cfg == NULL) {
         print_errors(&errs);
+    }
+    if (problems != NULL) {
+        *problems = errs.count + errs.dropped;
+        if (cfg == NULL && *problems == 0) {
+            *problems = 1;
+        }
     }
     wr_config_errors_free(&errs);
     return cfg;
@@ -137,8 +145,13 @@ int wr_app_check(const char *config_path, wr_lint_mode lint)
 {
     /* what handlers log in init goes to stderr: stdout is the report */
     wr_log_set_fd(STDERR_FILENO);
-    wr_config *cfg = load(config_path);
+    int problems = 0;
+    wr_config *cfg = load(config_path, &problems);
     if (cfg == NULL) {
+        /* stdout says the check failed however it failed: a script that reads
+         * it gets the same answer for a config error as for a handler error */
+        printf("%s: check failed, %d problem%s (listed on stderr)\n", config_path, problems,
+               problems == 1 ? "" : "s");
         return 1;
     }
     char *lines = NULL;
@@ -198,7 +211,7 @@ static void free_inflight(wr_inflight **f, int n)
 
 int wr_app_run(const char *config_path)
 {
-    wr_config *cfg = load(config_path);
+    wr_config *cfg = load(config_path, NULL);
     if (cfg == NULL) {
         return 1;
     }

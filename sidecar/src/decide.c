@@ -4,6 +4,7 @@
 #include "decide.h"
 
 #include <stddef.h>
+#include <stdio.h>
 
 const char *wr_action_name(wr_action a)
 {
@@ -60,4 +61,29 @@ wr_decision wr_decide(wr_outcome out, int attempt, const wr_retry_policy *policy
         return d;
     }
     return d;
+}
+
+wr_action wr_decide_commit(wr_commit_result result, const char *why, char *text, size_t size)
+{
+    if (why == NULL) {
+        why = "";
+    }
+    switch (result) {
+    case WR_COMMIT_REFUSED:
+        snprintf(text, size, "store writes refused, nothing applied: %s", why);
+        return WR_ACT_DLQ;
+    case WR_COMMIT_CONFLICT:
+        /* WHY is the script's "conflict: KEY changed since the handler read it" */
+        snprintf(text, size, "store %s; nothing applied, the message runs again", why);
+        return WR_ACT_NONE;
+    case WR_COMMIT_FAILED:
+        snprintf(text, size, "the commit failed, the message runs again: %s", why);
+        return WR_ACT_NONE;
+    case WR_COMMIT_APPLIED:
+        break;
+    }
+    if (size > 0) {
+        text[0] = '\0';
+    }
+    return WR_ACT_OK;
 }

@@ -18,6 +18,7 @@
 #ifndef WR_DECIDE_H
 #define WR_DECIDE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "outcome.h"
@@ -57,5 +58,26 @@ typedef struct {
 wr_decision wr_decide(wr_outcome out, int attempt, const wr_retry_policy *policy,
                       const wr_retry_tiers *tiers, int64_t requested_ms, double rand01,
                       int aborting);
+
+/* What the commit of an ok message's ctx.store writes came to (the commit
+ * script's answer, sidecar/scripts/finish.lua; exec's offcommit.h runs the same). */
+typedef enum {
+    WR_COMMIT_APPLIED = 0, /* every write applied (or there were none) */
+    WR_COMMIT_REFUSED,     /* a write Redis would refuse (a key of another type, a
+                              counter that is not an integer): nothing applied */
+    WR_COMMIT_CONFLICT,    /* a value the handler read changed before the commit:
+                              nothing applied */
+    WR_COMMIT_FAILED,      /* the script raised on the record: nothing applied */
+} wr_commit_result;
+
+/*
+ * Decide for an ok message whose commit came to RESULT, WHY being the
+ * script's words. Returns WR_ACT_OK (applied), WR_ACT_DLQ (refused: no retry
+ * can change it; reason store-refused) or WR_ACT_NONE (conflict, failed: back
+ * to the queue, it runs again from fresh state). Writes the error that the
+ * log line, the DLQ copy and `warren exec` show into TEXT (SIZE bytes; "" when
+ * applied), so the worker and exec say it in the same words.
+ */
+wr_action wr_decide_commit(wr_commit_result result, const char *why, char *text, size_t size);
 
 #endif

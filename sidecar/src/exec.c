@@ -697,10 +697,13 @@ static int decide_run(const wr_subscription *sub, int attempt, const exec_ran *r
         json_object_set_new(decision, "action", json_string("ack"));
         return 1;
     }
+    /* the worker's decision for the same commit result, in its words */
     char text[1200];
-    if (r->commit == WR_OFFCOMMIT_REFUSED) {
+    wr_commit_result result = r->commit == WR_OFFCOMMIT_REFUSED    ? WR_COMMIT_REFUSED
+                              : r->commit == WR_OFFCOMMIT_CONFLICT ? WR_COMMIT_CONFLICT
+                                                                   : WR_COMMIT_FAILED;
+    if (wr_decide_commit(result, r->commit_why, text, sizeof(text)) == WR_ACT_DLQ) {
         /* no retry can change it: the worker dead-letters it (worker.c) */
-        snprintf(text, sizeof(text), "store writes refused, nothing applied: %s", r->commit_why);
         json_object_set_new(decision, "action", json_string("dead-letter"));
         json_object_set_new(decision, "queue", json_string(sub->dlq));
         json_object_set_new(decision, "reason", json_string(wr_reason_name(WR_RS_STORE_REFUSED)));
@@ -708,13 +711,6 @@ static int decide_run(const wr_subscription *sub, int attempt, const exec_ran *r
         return 0;
     }
     /* back to the queue, nothing applied: it runs again from fresh state */
-    if (r->commit == WR_OFFCOMMIT_CONFLICT) {
-        snprintf(text, sizeof(text), "store %s; nothing applied, the message runs again",
-                 r->commit_why);
-    } else {
-        snprintf(text, sizeof(text), "the commit failed, the message runs again: %s",
-                 r->commit_why);
-    }
     json_object_set_new(decision, "action", json_string("requeue"));
     json_object_set_new(decision, "queue", json_string(sub->queue));
     json_object_set_new(decision, "why", json_string(text));

@@ -1873,11 +1873,7 @@ static int settle(wr_worker *w, batch *bt)
              * the checks did not foresee). Its record was given back as released:
              * the start stays counted, so a message that fails this way every
              * time reaches the crash-loop guard and the DLQ instead of looping. */
-            snprintf(it->error, sizeof(it->error),
-                     "the commit failed, the message runs "
-                     "again: %s",
-                     f->why);
-            it->act = WR_ACT_NONE;
+            it->act = wr_decide_commit(WR_COMMIT_FAILED, f->why, it->error, sizeof(it->error));
         } else if (!f->owned) {
             wr_stat_add(&w->st->lease_lost, 1);
             /* The effects are published but the record is not written: never ack
@@ -1895,19 +1891,13 @@ static int settle(wr_worker *w, batch *bt)
              * storebuf.h): nothing applied, the record unclaimed; the message goes
              * back and runs again from fresh state. Its outgoing events, if any
              * went out, carry the same ids next time. */
-            snprintf(it->error, sizeof(it->error),
-                     "store %s; nothing applied, the message "
-                     "runs again",
-                     f->why);
-            it->act = WR_ACT_NONE;
+            it->act = wr_decide_commit(WR_COMMIT_CONFLICT, f->why, it->error, sizeof(it->error));
             it->claimed = 0;
         } else if (f->refused) {
             /* Owned, but Redis holds a key of another type (or a counter that is
              * not an integer): nothing applied, the record still ours and
              * processing. No retry can change that: dead-letter it (below). */
-            snprintf(it->error, sizeof(it->error), "store writes refused, nothing applied: %s",
-                     f->why);
-            it->act = WR_ACT_DLQ;
+            it->act = wr_decide_commit(WR_COMMIT_REFUSED, f->why, it->error, sizeof(it->error));
             it->outcome = "store-refused";
             set_reason(it, WR_RS_STORE_REFUSED);
             refused++;

@@ -96,17 +96,31 @@ check("unexpected symbol near 'then'" in err, "run says why")
 
 bad = config("bad.yaml", "  - name: a\n    queue: q.a\n    handler: good.lua\n    prefetch: lots\n"
              "    bogus: 1\n")
-rc, _, err = run("check", "-c", bad)
+rc, out, err = run("check", "-c", bad)
 check_eq(rc, 1, "check with config errors exits 1")
 errs = err.strip().splitlines()
 check_eq(len(errs), 2, "every config problem is reported")
+check_eq(out, "%s: check failed, 2 problems (listed on stderr)\n" % bad,
+         "stdout says the check failed, as for a handler error")
 check(all(e.startswith(bad + ":") for e in errs), "each problem is FILE:LINE:COL: message")
 check(any(":9:15: " in e and "prefetch" in e for e in errs), "prefetch error at 9:15: %r" % errs)
 check(any(":10:5: " in e and "bogus" in e for e in errs), "unknown key at 10:5: %r" % errs)
 
-rc, _, err = run("check", "-c", os.path.join(tmp, "nope.yaml"))
+rc, out, err = run("check", "-c", os.path.join(tmp, "nope.yaml"))
 check_eq(rc, 1, "a missing config file exits 1")
 check("nope.yaml" in err, "and names the file")
+check_eq(out, "%s: check failed, 1 problem (listed on stderr)\n" % os.path.join(tmp, "nope.yaml"),
+         "stdout says the check failed")
+retry_line = "    retry: {max_attempts: \"6\"}"
+quoted = config("quoted.yaml", "  - name: a\n    queue: q.a\n    handler: good.lua\n"
+                + retry_line + "\n")
+rc, out, err = run("check", "-c", quoted)
+check_eq((rc, err), (1, "%s:9:%d: subscriptions[0].retry.max_attempts: expected an integer from 1 "
+                        "to 100, got the quoted string \"6\" (write it without quotes)\n"
+                     % (quoted, retry_line.index('"6"') + 1)),
+         "a quoted max_attempts fails check at FILE:LINE:COL")
+check_eq(out, "%s: check failed, 1 problem (listed on stderr)\n" % quoted,
+         "and stdout says the check failed")
 
 # Credentials never appear in errors.
 leak = config("leak.yaml", "  - name: a\n    queue: q.a\n    handler: good.lua\n")

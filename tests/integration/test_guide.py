@@ -9,7 +9,9 @@ author meets warren and must be decided alike: the busted kit
 RabbitMQ and Redis, with a payment service on loopback answering as the
 events' fakes say. The sidecar's decision is read from what it did (its
 outcome line, the DLQ copy's reason, the delay queue that holds the message),
-not from exec's or the kit's report.
+not from exec's or the kit's report. The README's `.busted` for a kit
+installed under another prefix is run too: with it, and no LUA_PATH, busted
+finds the kit and the guide's specs pass.
 
 Markers in the guide (HTML comments, invisible when rendered):
   <!-- file: PATH -->        the next code block is the file PATH
@@ -115,6 +117,32 @@ key = re.search(r"^key           (\S+)", example, re.M)
 ids = re.findall(r"^  (\S+) -> ", example, re.M)
 check(sub and key and ids == ["%s:%s:1" % (key[1], sub[1])],
       "the README's exec example shows ids as <key>:<subscription>:<n>: %r" % ids)
+
+# The README's `.busted` for a kit installed under another prefix (/opt/warren
+# there, the scratch prefix here): the guide's specs pass with it alone, no
+# LUA_PATH; with the guide's own .busted (no lpath) the kit is not found.
+busted_config = re.search(r"<!-- busted-config -->\n```lua\n(.*?)```", readme, re.S)
+check(busted_config, "the README shows a .busted for a kit under another prefix")
+busted_want = [body for args, body in runs if body.startswith("$ busted\n")]
+check_eq(len(busted_want), 1, "the guide runs busted once")
+if busted_config and busted_want:
+    elsewhere = os.path.join(tmp, "refunds-lpath")
+    shutil.copytree(project, elsewhere)
+    env_no_path = dict(env)
+    env_no_path.pop("LUA_PATH", None)
+    p = subprocess.run(["busted"], cwd=elsewhere, env=env_no_path, capture_output=True,
+                       text=True, timeout=120)
+    check(p.returncode != 0 and "module 'warren.testing' not found" in p.stdout + p.stderr,
+          "without LUA_PATH or lpath the kit is not found (exit %d)" % p.returncode)
+    with open(os.path.join(elsewhere, ".busted"), "w") as fh:
+        fh.write(busted_config[1].replace("/opt/warren", prefix))
+    p = subprocess.run(["busted"], cwd=elsewhere, env=env_no_path, capture_output=True,
+                       text=True, timeout=120)
+    check_eq((p.returncode, normalise(p.stdout + p.stderr).rstrip("\n").split("\n")[-1]),
+             (0, normalise(busted_want[0]).rstrip("\n").split("\n")[-1]),
+             "the README's .busted finds the kit: the guide's specs pass (%s)"
+             % (p.stdout + p.stderr)[-300:])
+    shutil.rmtree(elsewhere, ignore_errors=True)
 
 # ---- the guide's events through the kit, warren exec and the sidecar -----------------
 events = sorted(p for p, _ in files if p.startswith("events/"))

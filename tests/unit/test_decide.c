@@ -135,6 +135,34 @@ static void test_names(void)
     CHECK_INT(wr_reason_parse("something-new"), WR_RS_OTHER);
 }
 
+/* A commit that did not apply: the worker and exec take this one decision and
+ * say it in these words (the DLQ copy's x-warren-error, the log, exec's report). */
+static void test_commit(void)
+{
+    char text[256] = "stale";
+    CHECK_INT(wr_decide_commit(WR_COMMIT_APPLIED, NULL, text, sizeof(text)), WR_ACT_OK);
+    CHECK_STR(text, "");
+    CHECK_INT(wr_decide_commit(WR_COMMIT_REFUSED,
+                               "ctx.store.hincrby: key s:c-7 holds a string in Redis", text,
+                               sizeof(text)),
+              WR_ACT_DLQ);
+    CHECK_STR(text, "store writes refused, nothing applied: ctx.store.hincrby: key s:c-7 holds "
+                    "a string in Redis");
+    CHECK_INT(wr_decide_commit(WR_COMMIT_CONFLICT,
+                               "conflict: s:c-7 changed since the handler read it", text,
+                               sizeof(text)),
+              WR_ACT_NONE);
+    CHECK_STR(text, "store conflict: s:c-7 changed since the handler read it; nothing "
+                    "applied, the message runs again");
+    CHECK_INT(wr_decide_commit(WR_COMMIT_FAILED, "OOM command not allowed", text, sizeof(text)),
+              WR_ACT_NONE);
+    CHECK_STR(text, "the commit failed, the message runs again: OOM command not allowed");
+    /* a short buffer is cut, never overrun */
+    char small[12];
+    CHECK_INT(wr_decide_commit(WR_COMMIT_FAILED, "x", small, sizeof(small)), WR_ACT_NONE);
+    CHECK_STR(small, "the commit ");
+}
+
 int main(void)
 {
     test_ok_and_permanent();
@@ -142,5 +170,6 @@ int main(void)
     test_jitter();
     test_shutdown();
     test_names();
+    test_commit();
     return check_report("test_decide");
 }

@@ -1119,10 +1119,10 @@ describe("the kit and the runtime", function()
   end)
 
   it("raise the same ctx.store texts (testing.STORE_ERRORS in lua_store.c, storebuf.c; "
-     .. "a commit's in worker.c)", function()
+     .. "a commit's in decide.c)", function()
     if not need_sources() then return end
     local set = c_source.text_set { dir .. "/lua_store.c", dir .. "/storebuf.c",
-                                    dir .. "/worker.c" }
+                                    dir .. "/decide.c" }
     local missing = {}
     for key, text in pairs(testing.STORE_ERRORS) do
       -- Redis's own WRONGTYPE reply is not in the C sources
