@@ -72,17 +72,28 @@ EVENTS = [
     (1, None, "order.created",
      order("o-1009", "c-12", [{"sku": "pen-1", "qty": 1}], 1.50, "fay@example.com"),
      "no message id: dead-lettered (it could never be deduplicated)", 2),
+    (1, "evt-1012", "order.created",
+     order("o-1012", "c-14", [{"sku": "mug", "qty": "two"}], 9.00, "ivy@example.com"),
+     "breaks its contract (qty must be an integer): dead-lettered as schema-invalid "
+     "by orders and ledger before any handler runs", 2),
+    (1, "evt-1013", "order.created",
+     {"order_id": "o-1013", "customer": "c-15", "lines": [{"sku": "pen-1", "quantity": 2}],
+      "amount": 3.00, "email": "hal@example.com"},
+     "an old v1 order (header version: 1): upcast to v2 by the contract's upcaster, "
+     "then confirmed, reserved, charged, e-mailed", 5),
     (2, "evt-1010", "order.created",
      order("o-1005", "c-13", [{"sku": "book-42", "qty": 1}], 29.90, "gus@example.com"),
      "the order whose cancel came first: refused (409) -> order.closed, never charged", 2),
     (2, "evt-1011", "order.cancelled", {"order_id": "o-1007", "reason": "too slow"},
      "a cancel after its order: cancelled -> stock released", 3),
 ]
+# headers of the events that carry some (the version of evt-1013, an old producer's)
+HEADERS = {"evt-1013": {"version": 1}}
 # what the shop's services must have recorded at the end
-CHARGED = {"o-1001": 29.90, "o-1002": 4.50, "o-1006": 1.50, "o-1007": 18.00}
+CHARGED = {"o-1001": 29.90, "o-1002": 4.50, "o-1006": 1.50, "o-1007": 18.00, "o-1013": 3.00}
 NEVER_CHARGED = {"o-1003": "declined", "o-1004": "no items", "o-1005": "cancelled first",
-                 "o-1008": "malformed", "o-1009": "no message id"}
-RESERVED = {"o-1001", "o-1002", "o-1003", "o-1006"}  # o-1007's was released
+                 "o-1008": "malformed", "o-1009": "no message id", "o-1012": "schema-invalid"}
+RESERVED = {"o-1001", "o-1002", "o-1003", "o-1006", "o-1013"}  # o-1007's was released
 
 FINAL = ("ok", "duplicate", "dead-lettered")
 
@@ -195,7 +206,8 @@ def publish(ch, phase):
             continue
         payload = body if isinstance(body, str) else json.dumps(body)
         ch.basic_publish(EXCHANGE, rk, payload.encode(), pika.BasicProperties(
-            message_id=mid, content_type="application/json", delivery_mode=2), mandatory=True)
+            message_id=mid, content_type="application/json", delivery_mode=2,
+            headers=HEADERS.get(mid)), mandatory=True)
         print("  %-9s %-16s expect: %s" % (mid or "(no id)", rk, expect))
 
 
@@ -418,9 +430,10 @@ def run(log_path):
     for c, h in sorted(ledgers.items()):
         print("  ledger %-10s orders %s, total %.2f" % (c, h.get("orders", "0"),
                                                          int(h.get("total_cents", 0)) / 100))
-    # o-1001 (twice: one duplicate, then a redelivery), o-1002, o-1003, o-1006 hold stock;
-    # o-1007 was cancelled after it (stock back), o-1005's cancel came first (none taken)
-    want = {"book-42": -1, "pen-1": -4, "mug": -1}
+    # o-1001 (twice: one duplicate, then a redelivery), o-1002, o-1003, o-1006, o-1013 (a v1
+    # order, upcast) hold stock; o-1007 was cancelled after it (stock back), o-1005's cancel
+    # came first (none taken), o-1012 broke its contract (never reached the ledger)
+    want = {"book-42": -1, "pen-1": -6, "mug": -1}
     if stock_after != want:
         problems.append("ledger stock %s, expected %s" % (stock_after, want))
 

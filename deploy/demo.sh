@@ -9,7 +9,9 @@
 # notifications, and ledger: stock and ledgers in ctx.store), publishes example
 # order events (a normal order, a duplicate,
 # a payment that fails once, a declined card, an order without items, a cancel
-# before its order, a cancel after it, malformed messages), prints what
+# before its order, a cancel after it, malformed messages, an order that breaks
+# its contract (config/contracts.yaml) and an old v1 order that its upcaster
+# brings to v2), prints what
 # happened to each, the dead-letter queues and what the services recorded,
 # then stops everything it started. Safe to run twice in a row.
 #
@@ -66,6 +68,8 @@ RUN="$DEMO/run"
 rm -rf "$RUN"
 mkdir -p "$RUN/config" "$RUN/handlers"
 ln -s "$ROOT/config/warren.yaml" "$RUN/config/warren.yaml"
+ln -s "$ROOT/config/contracts.yaml" "$RUN/config/contracts.yaml"
+ln -s "$ROOT/config/upcasters" "$RUN/config/upcasters"
 for f in "$ROOT"/handlers/*.lua; do
     [ "$(basename "$f")" = shop.lua ] || ln -s "$f" "$RUN/handlers/"
 done

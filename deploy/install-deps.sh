@@ -14,9 +14,11 @@ PACKAGES=(
     build-essential cmake pkg-config help2man
     librabbitmq-dev libhiredis-dev libluajit2-5.1-dev luajit2
     libyaml-dev libjansson-dev libmicrohttpd-dev libcurl4-openssl-dev libssl-dev
+    libpcre2-dev
     lua-cjson lua-busted lua-yaml
     rabbitmq-server redis-server redis-tools
     python3 python3-pika python3-redis python3-yaml
+    json-schema-test-suite python3-jsonschema
     prometheus
     procps iproute2
     clang-14 libclang-rt-14-dev

@@ -20,6 +20,7 @@
 
 #include "breakers.h"
 #include "config.h"
+#include "contracts.h"
 #include "http.h"
 #include "inflight.h"
 #include "lint.h"
@@ -137,6 +138,55 @@ static int lint_handlers(const wr_config *cfg, const int *loaded, wr_lint_mode m
 }
 
 /*
+ * Load every subscription's contracts (schemas compiled, upcaster files
+ * found) and validate the examples they carry. Problems go to stderr as
+ * FILE:LINE:COL: message; what checked out goes to REPORT. Returns the
+ * number of problems.
+ */
+static int check_contracts(const wr_config *cfg, FILE *report)
+{
+    int problems = 0;
+    for (int i = 0; i < cfg->sub_count; i++) {
+        const wr_subscription *s = &cfg->subs[i];
+        char err[8192];
+        if (s->contracts.file == NULL) {
+            continue;
+        }
+        wr_contracts *c = wr_contracts_load(s->contracts.file, err, sizeof(err));
+        if (c == NULL) {
+            fprintf(stderr, "%s\n", err);
+            for (const char *p = err; *p; p++) {
+                problems += *p == '\n';
+            }
+            problems++;
+            continue;
+        }
+        int bad = wr_contracts_check_examples(c, stderr);
+        char version[17], lerr[1024];
+        wr_lua_opts o = {.handler_path = s->handler,
+                         .version = wr_handler_version(s->handler, version) == 0 ? version : NULL,
+                         .subscription = s->name,
+                         .queue = s->queue,
+                         .timeout_ms = s->handler_timeout_ms,
+                         .max_attempts = 1};
+        wr_lua *L = wr_lua_create(&o, lerr, sizeof(lerr));
+        if (L != NULL) {
+            /* upcasters run in the handler's state, as in a worker */
+            bad += wr_contracts_check_upcasts(c, L, stderr, NULL);
+            wr_lua_destroy(L);
+        }
+        problems += bad;
+        if (bad == 0 && report != NULL) {
+            fprintf(report, "%s: %d event contract%s, examples valid (%s)\n", s->name,
+                    wr_contracts_count(c), wr_contracts_count(c) == 1 ? "" : "s",
+                    s->contracts.file);
+        }
+        wr_contracts_free(c);
+    }
+    return problems;
+}
+
+/*
  * `warren check`: problems go to stderr, one FILE:LINE:COL: message each; stdout
  * says what was verified only when all of it was (a "configuration OK" above
  * a handler error would be read as a pass), else how many problems there were.
@@ -164,6 +214,7 @@ int wr_app_check(const char *config_path, wr_lint_mode lint)
         return 1;
     }
     int failures = compile_handlers(cfg, report, loaded);
+    failures += check_contracts(cfg, report);
     if (report != NULL) {
         fclose(report);
     }

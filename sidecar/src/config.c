@@ -151,6 +151,7 @@ static const char *const exchange_types[] = {"direct", "topic", "fanout", "heade
 static const char *const missing_key_actions[] = {"dlq", "body-hash", NULL};
 static const char *const queue_types[] = {"classic", "quorum", NULL};
 static const char *const dlq_types[] = {"auto", "classic", "quorum", NULL};
+static const char *const unknown_type_actions[] = {"pass", "dlq", NULL};
 
 _Static_assert(sizeof(wr_log_level) == sizeof(int), "log level is stored as an int");
 _Static_assert(sizeof(wr_key_source) == sizeof(int), "key source is stored as an int");
@@ -387,6 +388,50 @@ static const field binding_fields[] = {
 static const section binding_section = {binding_fields, NFIELDS(binding_fields), sizeof(wr_binding),
                                         NULL};
 
+static const field contract_fields[] = {
+    {.name = "file",
+     .type = T_PATH,
+     .offset = offsetof(wr_contract_policy, file),
+     .min = 1,
+     .max = PATH_MAX,
+     .flags = F_REQUIRED,
+     .desc = "Contracts file (YAML: a JSON Schema per event type and version, upcasters for "
+             "older versions), relative to the config file's directory."},
+    {.name = "unknown_types",
+     .type = T_ENUM,
+     .offset = offsetof(wr_contract_policy, unknown_types_dlq),
+     .def = "pass",
+     .enum_values = unknown_type_actions,
+     .desc = "An event whose type has no contract is passed to the handler "
+             "(`pass`) or dead-lettered at once as unknown-type (`dlq`)."},
+    {.name = "version_header",
+     .type = T_STRING,
+     .offset = offsetof(wr_contract_policy, version_header),
+     .def = "version",
+     .min = 1,
+     .max = AMQP_SHORTSTR,
+     .desc = "The header that carries an event's version (else the body's "
+             "top-level field of that name)."},
+    {.name = "default_version",
+     .type = T_INT,
+     .offset = offsetof(wr_contract_policy, default_version),
+     .def = "0",
+     .min = 0,
+     .max = 1000000,
+     .desc = "The version of an event that carries none; 0: its type's current version (the "
+             "contract's `version`)."},
+    {.name = "validate_outgoing",
+     .type = T_BOOL,
+     .offset = offsetof(wr_contract_policy, validate_outgoing),
+     .def = "false",
+     .desc = "Check the events the handler publishes against their type's current contract "
+             "(type: opts.cloudevent.type, else opts.type, else the routing key): one that "
+             "does not match fails the handler's own message (schema-invalid, DLQ) instead "
+             "of reaching the next service."},
+};
+
+static const section contracts_section = {contract_fields, NFIELDS(contract_fields), 0, NULL};
+
 static const field subscription_fields[] = {
     {.name = "name",
      .type = T_STRING,
@@ -514,6 +559,13 @@ static const field subscription_fields[] = {
      .merge_from = "defaults.breaker",
      .desc = "Circuit breaker around this subscription's handler; overrides "
              "`defaults.breaker` key by key."},
+    {.name = "contracts",
+     .type = T_SECTION,
+     .offset = offsetof(wr_subscription, contracts),
+     .sub = &contracts_section,
+     .desc = "Event contracts: every message is checked against its type's contract before "
+             "its handler runs (schema-invalid, version-unknown and unknown-type go to the DLQ "
+             "at once)."},
     {.name = "bindings",
      .type = T_LIST,
      .offset = offsetof(wr_subscription, bindings),

@@ -137,6 +137,17 @@ typedef struct {
                                   one failure re-opens it; 1..100, default 3 */
 } wr_breaker_policy;
 
+/* A subscription's event contracts (contracts.h). */
+typedef struct {
+    char *file;            /* contracts.file, absolute; NULL: no contracts */
+    int unknown_types_dlq; /* contracts.unknown_types: pass (0, default) or dlq (1) */
+    char *version_header;  /* contracts.version_header: header (or JSON field) with the
+                              event's version; default "version" */
+    int default_version;   /* contracts.default_version: of an event without one; 0
+                              (default): its type's current version */
+    int validate_outgoing; /* contracts.validate_outgoing: check published events too */
+} wr_contract_policy;
+
 /* One consumed queue and the handler that processes its messages. */
 typedef struct {
     char *name;         /* required; [A-Za-z0-9_.-]+, unique; labels logs and metrics */
@@ -160,6 +171,7 @@ typedef struct {
     int dlq_type;              /* dlq_type: 0 auto, 1 classic, 2 quorum (as written) */
     int dlq_quorum;            /* resolved: auto is quorum when amqp.urls names other nodes */
     int delay_queue_type;      /* delay_queue_type: 0 classic, 1 quorum: retry tiers and wait */
+    wr_contract_policy contracts; /* contracts: event contracts, file NULL when none */
     wr_binding *bindings; /* may be empty: then the queue is consumed as it is */
     int binding_count;
     int line, col;      /* where the subscription starts, for later messages */

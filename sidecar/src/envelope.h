@@ -39,6 +39,9 @@ typedef struct {
     amqp_bytes_t traceparent;  /* W3C traceparent header, empty if absent */
     amqp_bytes_t tracestate;   /* W3C tracestate header, empty if absent: passed on as is */
     char version_buf[24];      /* storage when "version" is an integer header */
+    amqp_bytes_t original_version; /* the version it was produced as, when upcast
+                                      (contracts.h); empty: the same as version */
+    char original_buf[24];         /* storage for original_version */
 } wr_envelope;
 
 /* Why a message is invalid: stable codes, used in DLQ headers and metrics. */

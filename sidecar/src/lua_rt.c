@@ -269,6 +269,9 @@ static void free_pub(wr_lua_pub *p)
     }
     free(p->header_keys);
     free(p->header_vals);
+    free(p->ce_type);
+    free(p->ce_source);
+    free(p->ce_subject);
 }
 
 static void free_pubs(wr_lua *rt)
@@ -284,7 +287,8 @@ static void free_pubs(wr_lua *rt)
 static size_t pub_size(const wr_lua_pub *p)
 {
     size_t n = p->body_len;
-    const char *strs[] = {p->exchange, p->routing_key, p->content_type, p->type};
+    const char *strs[] = {p->exchange, p->routing_key, p->content_type, p->type,
+                          p->ce_type,  p->ce_source,   p->ce_subject};
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
         n += strs[i] != NULL ? strlen(strs[i]) : 0;
     }
@@ -724,6 +728,36 @@ static int ctx_publish(lua_State *L)
         } else if (!lua_isnil(L, -1)) {
             PUB_FAIL(L, "ctx.publish: opts.headers must be a table");
         }
+        lua_pop(L, 1);
+        /* opts.cloudevent = {type = ..., source = ... [, subject = ...]}: a CloudEvent in
+         * binary mode (the worker adds specversion, id, time and traceparent) */
+        lua_getfield(L, 4, "cloudevent");
+        if (lua_istable(L, -1)) {
+            static const char *const keys[] = {"type", "source", "subject"};
+            char **dst[] = {&p->ce_type, &p->ce_source, &p->ce_subject};
+            for (int k = 0; k < 3; k++) {
+                lua_getfield(L, -1, keys[k]);
+                if (lua_type(L, -1) == LUA_TSTRING) {
+                    s = lua_tolstring(L, -1, &n);
+                    if (n == 0 || n > SHORTSTR) {
+                        PUB_FAIL(L, "ctx.publish: opts.cloudevent.%s must be 1 to %d bytes",
+                                 keys[k], SHORTSTR);
+                    }
+                    if (charge_pub(rt, n) != 0) {
+                        PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
+                    }
+                    *dst[k] = dupn(s, n);
+                    if (*dst[k] == NULL) {
+                        PUB_FAIL(L, "not enough memory");
+                    }
+                } else if (k < 2 || !lua_isnil(L, -1)) {
+                    PUB_FAIL(L, "ctx.publish: opts.cloudevent.%s must be a string", keys[k]);
+                }
+                lua_pop(L, 1);
+            }
+        } else if (!lua_isnil(L, -1)) {
+            PUB_FAIL(L, "ctx.publish: opts.cloudevent must be a table");
+        }
     }
     return 0;
 }
@@ -950,6 +984,8 @@ static int push_event(wr_lua *rt, const wr_envelope *env, char *err, size_t errc
     set_bytes(L, "id", env->id);
     set_bytes(L, "type", env->type);
     set_bytes(L, "version", env->version);
+    set_bytes(L, "original_version",
+              env->original_version.len > 0 ? env->original_version : env->version);
     push_bytes(L, env->exchange);
     lua_setfield(L, -2, "exchange");
     push_bytes(L, env->routing_key);
@@ -967,6 +1003,17 @@ static int push_event(wr_lua *rt, const wr_envelope *env, char *err, size_t errc
     lua_setfield(L, -2, "redelivered");
     lua_pushinteger(L, rt->call ? rt->call->attempt : env->attempt);
     lua_setfield(L, -2, "attempt");
+    if (rt->call != NULL && rt->call->cloudevent != NULL) {
+        /* -- ... event decode attributes: event.cloudevent */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_decode);
+        lua_pushstring(L, rt->call->cloudevent);
+        int rc = lua_pcall(L, 1, 1, 0);
+        if (rc != 0) {
+            lua_pop(L, 2);
+            return -2; /* warren's own JSON: only memory can fail it */
+        }
+        lua_setfield(L, -2, "cloudevent");
+    }
     if (env->is_json) {
         /* -- ... event decode body */
         lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_decode);
@@ -1374,12 +1421,13 @@ static int read_module(lua_State *L)
  * the state runs out of memory or the module table's __index raises.
  * Returns 0, or -1 with ERR. -- (empty) on success.
  */
-static int load_handler(wr_lua *rt, const char *src, size_t len, char *err, size_t errcap)
+/* Push a new sandbox environment (handler code's globals), built by
+ * sandbox.lua; TB is the traceback handler's index. Returns 0, or -1 with ERR
+ * (the error left on the stack). -- ... => -- ... env */
+static int push_sandbox(wr_lua *rt, int tb, char *err, size_t errcap)
 {
     lua_State *L = rt->L;
-    lua_pushcfunction(L, traceback);
-    int tb = lua_gettop(L);
-    /* the sandbox: -- tb sandboxfn G dir cjson cjson_safe read_module max_source */
+    /* -- sandboxfn G dir cjson cjson_safe read_module max_source */
     if (luaL_loadbuffer(L, sandbox_lua, sizeof(sandbox_lua) - 1, "=warren.sandbox") != 0) {
         snprintf(err, errcap, "internal: sandbox: %s", lua_tostring(L, -1));
         return -1;
@@ -1392,6 +1440,17 @@ static int load_handler(wr_lua *rt, const char *src, size_t len, char *err, size
     lua_pushinteger(L, WR_LUA_MAX_SOURCE);
     if (lua_pcall(L, 6, 1, tb) != 0) {
         snprintf(err, errcap, "internal: sandbox: %s", lua_tostring(L, -1));
+        return -1;
+    }
+    return 0;
+}
+
+static int load_handler(wr_lua *rt, const char *src, size_t len, char *err, size_t errcap)
+{
+    lua_State *L = rt->L;
+    lua_pushcfunction(L, traceback);
+    int tb = lua_gettop(L);
+    if (push_sandbox(rt, tb, err, errcap) != 0) {
         return -1;
     }
     int envi = lua_gettop(L); /* -- tb env */
@@ -1810,4 +1869,213 @@ wr_outcome wr_lua_handle(wr_lua *rt, const wr_envelope *env, const wr_lua_call *
         rt->mem_slack = 0;
     }
     return res->outcome;
+}
+
+/* ---- upcasters (contracts.h) ---------------------------------------------------- */
+
+typedef struct {
+    wr_lua *rt;
+    const wr_lua_upcaster *steps;
+    int n;
+    const char *type;
+    const char *body;
+    size_t len;
+    char *out;
+    size_t out_len;
+    char *err;
+    size_t errcap;
+    int failed; /* ERR says why */
+} upcast_args;
+
+/* Push the function of upcaster U: compiled in a sandbox of its own the first
+ * time, then kept in the registry table warren.upcasters under its path.
+ * Returns 0, or -1 with ERR. -- ... => -- ... fn */
+static int push_upcaster(wr_lua *rt, int tb, const wr_lua_upcaster *u, char *err, size_t errcap)
+{
+    lua_State *L = rt->L;
+    lua_getfield(L, LUA_REGISTRYINDEX, "warren.upcasters");
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, "warren.upcasters");
+    }
+    lua_getfield(L, -1, u->path); /* -- cache fn? */
+    if (lua_isfunction(L, -1)) {
+        lua_remove(L, -2);
+        return 0;
+    }
+    lua_pop(L, 1);
+    if (push_sandbox(rt, tb, err, errcap) != 0) {
+        return -1;
+    }
+    char chunkname[1100];
+    snprintf(chunkname, sizeof(chunkname), "@%s", u->path);
+    if (luaL_loadbuffer(L, u->src, u->len, chunkname) != 0) {
+        first_line(L, err, errcap);
+        return -1;
+    }
+    lua_insert(L, -2);
+    lua_setfenv(L, -2); /* -- cache chunk */
+    if (lua_pcall(L, 0, 1, tb) != 0) {
+        first_line(L, err, errcap);
+        return -1;
+    }
+    if (!lua_isfunction(L, -1)) {
+        snprintf(err, errcap, "%s: an upcaster must return a function(data, info), it returned %s",
+                 u->path, luaL_typename(L, -1));
+        return -1;
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -3, u->path);
+    lua_remove(L, -2);
+    return 0;
+}
+
+/* lua_cpcall'd by wr_lua_upcast. -- ud */
+static int upcast_call(lua_State *L)
+{
+    upcast_args *a = lua_touserdata(L, 1);
+    wr_lua *rt = a->rt;
+    lua_settop(L, 0);
+    lua_pushcfunction(L, traceback);
+    int tb = 1;
+    /* -- tb data */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_decode);
+    lua_pushlstring(L, a->body, a->len);
+    if (lua_pcall(L, 1, 1, tb) != 0) {
+        char msg[900];
+        first_line(L, msg, sizeof(msg));
+        snprintf(a->err, a->errcap, "the body is not valid JSON: %s", msg);
+        a->failed = 1;
+        return 0;
+    }
+    rt->phase = PHASE_INIT; /* code of the service's under the deadline, without ctx */
+    start_deadline(rt);
+    for (int i = 0; i < a->n; i++) {
+        const wr_lua_upcaster *u = &a->steps[i];
+        if (push_upcaster(rt, tb, u, a->err, a->errcap) != 0) {
+            rt->phase = PHASE_NONE;
+            a->failed = 1;
+            return 0;
+        }
+        /* -- tb data fn => -- tb fn data info */
+        lua_insert(L, -2);
+        lua_createtable(L, 0, 3);
+        lua_pushnumber(L, (double)u->from);
+        lua_setfield(L, -2, "from");
+        lua_pushnumber(L, (double)(u->from + 1));
+        lua_setfield(L, -2, "to");
+        lua_pushstring(L, a->type);
+        lua_setfield(L, -2, "type");
+        if (lua_pcall(L, 2, 1, tb) != 0) {
+            rt->phase = PHASE_NONE;
+            char msg[900];
+            first_line(L, msg, sizeof(msg));
+            snprintf(a->err, a->errcap, "v%lld -> v%lld: %s", (long long)u->from,
+                     (long long)u->from + 1, msg);
+            a->failed = 1;
+            return 0;
+        }
+        if (!lua_istable(L, -1)) {
+            rt->phase = PHASE_NONE;
+            snprintf(a->err, a->errcap, "v%lld -> v%lld: %s returned %s, not the event's data",
+                     (long long)u->from, (long long)u->from + 1, u->path, luaL_typename(L, -1));
+            a->failed = 1;
+            return 0;
+        }
+    }
+    rt->phase = PHASE_NONE;
+    /* -- tb data => -- tb json */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_encode);
+    lua_insert(L, -2);
+    if (lua_pcall(L, 1, 1, tb) != 0) {
+        char msg[900];
+        first_line(L, msg, sizeof(msg));
+        snprintf(a->err, a->errcap, "the upcast event cannot be encoded as JSON: %s", msg);
+        a->failed = 1;
+        return 0;
+    }
+    size_t n = 0;
+    const char *json = lua_tolstring(L, -1, &n);
+    a->out = malloc(n + 1);
+    if (a->out == NULL) {
+        snprintf(a->err, a->errcap, "out of memory");
+        a->failed = 1;
+        return 0;
+    }
+    memcpy(a->out, json, n);
+    a->out[n] = 0;
+    a->out_len = n;
+    return 0;
+}
+
+int wr_lua_upcast(wr_lua *rt, const wr_lua_upcaster *steps, int n, const char *type,
+                  const char *body, size_t len, char **out, size_t *out_len, char *err,
+                  size_t errcap)
+{
+    lua_State *L = rt->L;
+    upcast_args a = {.rt = rt,
+                     .steps = steps,
+                     .n = n,
+                     .type = type,
+                     .body = body,
+                     .len = len,
+                     .err = err,
+                     .errcap = errcap};
+    rt->timed_out = 0;
+    rt->oom = 0;
+    err[0] = 0;
+    lua_settop(L, 0);
+    int rc = lua_cpcall(L, upcast_call, &a);
+    rt->phase = PHASE_NONE;
+    if (rc != 0) {
+        first_line(L, err, errcap);
+        a.failed = 1;
+    }
+    lua_sethook(L, deadline_hook, HOOK_MASK, HOOK_EVERY);
+    lua_settop(L, 0);
+    if (a.failed) {
+        free(a.out);
+        return -1;
+    }
+    *out = a.out;
+    *out_len = a.out_len;
+    return 0;
+}
+
+typedef struct {
+    wr_lua *rt;
+    const wr_lua_upcaster *u;
+    char *err;
+    size_t errcap;
+    int failed;
+} compile_up_args;
+
+/* lua_cpcall'd by wr_lua_upcaster_compile. -- ud */
+static int compile_up_call(lua_State *L)
+{
+    compile_up_args *a = lua_touserdata(L, 1);
+    lua_settop(L, 0);
+    lua_pushcfunction(L, traceback);
+    a->rt->phase = PHASE_INIT;
+    start_deadline(a->rt);
+    a->failed = push_upcaster(a->rt, 1, a->u, a->err, a->errcap) != 0;
+    a->rt->phase = PHASE_NONE;
+    return 0;
+}
+
+int wr_lua_upcaster_compile(wr_lua *rt, const wr_lua_upcaster *u, char *err, size_t errcap)
+{
+    compile_up_args a = {.rt = rt, .u = u, .err = err, .errcap = errcap};
+    err[0] = 0;
+    int rc = lua_cpcall(rt->L, compile_up_call, &a);
+    rt->phase = PHASE_NONE;
+    if (rc != 0) {
+        first_line(rt->L, err, errcap);
+        a.failed = 1;
+    }
+    lua_sethook(rt->L, deadline_hook, HOOK_MASK, HOOK_EVERY);
+    lua_settop(rt->L, 0);
+    return a.failed ? -1 : 0;
 }

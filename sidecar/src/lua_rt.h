@@ -114,6 +114,10 @@ typedef struct {
     char **header_keys; /* string headers, header_count of them */
     char **header_vals;
     int header_count;
+    char *ce_type;    /* opts.cloudevent: emit a binary-mode CloudEvent of this type
+                         (cloudevent.h); NULL: a plain message */
+    char *ce_source;  /* its source (required with ce_type) */
+    char *ce_subject; /* its subject, NULL if none */
 } wr_lua_pub;
 
 typedef struct {
@@ -150,6 +154,8 @@ typedef struct {
     const char *tracestate; /* the message's W3C tracestate, or NULL: sent on by ctx.http */
     int attempt;
     const wr_lua_store *store; /* NULL: ctx.store is not available (idempotency off) */
+    const char *cloudevent;    /* the message's CloudEvent attributes as a JSON object
+                                  (cloudevent.h): event.cloudevent; NULL: not one */
 } wr_lua_call;
 
 /*
@@ -197,5 +203,31 @@ void wr_lua_interrupt(wr_lua *L);
 
 /* Bytes the state currently holds. */
 size_t wr_lua_memory(const wr_lua *L);
+
+/* One upcaster (contracts.h): the file, its source, the version it takes. */
+typedef struct {
+    int64_t from;
+    const char *path;
+    const char *src;
+    size_t len;
+} wr_lua_upcaster;
+
+/*
+ * Upcast event BODY (LEN bytes of JSON) of TYPE through the N upcasters in
+ * STEPS, in order, in this state: each file is compiled once into a sandbox
+ * of its own (handler rules: no io, os.execute, ffi, debug, bytecode) and
+ * returns function(data, info) -> the data of the next version, where info
+ * is {from, to, type}. The chain runs under the handler's timeout. Returns 0
+ * with *OUT (malloc'd JSON, the caller frees it) and *OUT_LEN, or -1 with ERR:
+ * "v1 -> v2: /path/up.lua:3: message", a non-table result, or a timeout.
+ */
+/* Compile upcaster U into this state (as wr_lua_upcast would, once): 0, or
+ * -1 with ERR ("path:line: message", or what the file returned instead of a
+ * function). */
+int wr_lua_upcaster_compile(wr_lua *L, const wr_lua_upcaster *u, char *err, size_t errcap);
+
+int wr_lua_upcast(wr_lua *L, const wr_lua_upcaster *steps, int n, const char *type,
+                  const char *body, size_t len, char **out, size_t *out_len, char *err,
+                  size_t errcap);
 
 #endif

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "breakers.h"
+#include "contracts.h"
 #include "log.h"
 #include "reload.h"
 
@@ -442,6 +443,16 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
             wr_live_version(wr_reloader_live(m->rel, s), v);
             fprintf(fp, "warren_handler_info{subscription=\"%s\",version=\"%s\"} 1\n",
                     cfg->subs[s].name, v);
+        }
+        family(fp, "warren_contract_events_total", "counter",
+               "Events checked against their contract (contracts.h), by type, version and "
+               "result: valid, upcast, schema-invalid, version-unknown, no-contract, "
+               "unknown-type.");
+        for (int s = 0; s < nsub; s++) {
+            const wr_live *l = wr_reloader_live(m->rel, s);
+            if (l->contracts != NULL) {
+                wr_contracts_render(l->contracts, cfg->subs[s].name, fp);
+            }
         }
     }
 

@@ -30,6 +30,12 @@ typedef enum {
     WR_RS_INVALID_JSON, /* invalid-json */
     WR_RS_ENCODING,     /* unsupported-content-encoding */
     WR_RS_MISSING_KEY,  /* missing-idempotency-key */
+    /* its contract (contracts.h): dead-lettered at once */
+    WR_RS_SCHEMA_INVALID,     /* schema-invalid */
+    WR_RS_VERSION_UNKNOWN,    /* version-unknown: no contract for its version (yet) */
+    WR_RS_UNKNOWN_TYPE,       /* unknown-type: no contract for its type (unknown_types: dlq) */
+    WR_RS_UPCAST_FAILED,      /* upcast-failed: an upcaster raised or its result is invalid */
+    WR_RS_INVALID_CLOUDEVENT, /* invalid-cloudevent: claims to be one, is not (cloudevent.h) */
     /* the handler (lua_rt.h) */
     WR_RS_HANDLER_ERROR,   /* handler-error */
     WR_RS_TIMEOUT,         /* timeout */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "contracts.h"
 #include "log.h"
 #include "lua_rt.h"
 #include "watch.h"
@@ -181,6 +182,10 @@ wr_reloader *wr_reloader_create(const wr_config *cfg, char *err, size_t errcap)
         version_of(s->handler, l->source, l->source_len, l->version);
         l->timeout_ms = s->handler_timeout_ms;
         wr_retry_policy_copy(&l->retry, l->delays, &s->retry);
+        if (s->contracts.file != NULL &&
+            (l->contracts = wr_contracts_load(s->contracts.file, err, errcap)) == NULL) {
+            goto fail;
+        }
         paths[i] = s->handler;
     }
     paths[cfg->sub_count] = cfg->path;
@@ -206,6 +211,7 @@ void wr_reloader_destroy(wr_reloader *r)
     }
     for (int i = 0; r->live != NULL && i < r->cfg->sub_count; i++) {
         free(r->live[i].source);
+        wr_contracts_free(r->live[i].contracts);
         pthread_mutex_destroy(&r->live[i].lock);
     }
     free(r->live);

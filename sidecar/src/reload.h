@@ -43,6 +43,8 @@ typedef struct {
     int64_t timeout_ms;
     wr_retry_policy retry;    /* delays_ms points into delays */
     int64_t delays[WR_LIVE_MAX_DELAYS];
+    struct wr_contracts *contracts; /* the subscription's contracts (contracts.h), NULL when
+                                       none: set before its workers start, then read-only */
 } wr_live;
 
 /* A worker's copy of a wr_live. */

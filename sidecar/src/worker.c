@@ -38,6 +38,8 @@
 
 #include "breakers.h"
 #include "broker.h"
+#include "cloudevent.h"
+#include "contracts.h"
 #include "decide.h"
 #include "dlq.h"
 #include "envelope.h"
@@ -95,6 +97,8 @@ typedef struct {
     int tier;         /* RETRY: its delay tier */
     wr_outcome out;   /* the handler's outcome, when it ran */
     int ran;          /* the handler ran (out is set) */
+    int64_t upcast_from; /* its contract says: upcast from this version first (0: no) */
+    wr_cloudevent ce;    /* what it is as a CloudEvent (cloudevent.h), mode NONE if not one */
 } item;
 
 struct wr_worker;
@@ -469,7 +473,7 @@ static int publish_outgoing(wr_worker *w, batch *bt, item *it, const wr_lua_resu
             props.type = pool_dup(&bt->pool, p->type, strlen(p->type));
         }
         amqp_table_entry_t *h =
-            amqp_pool_alloc(&bt->pool, sizeof(*h) * (size_t)(p->header_count + 3));
+            amqp_pool_alloc(&bt->pool, sizeof(*h) * (size_t)(p->header_count + 3 + 7));
         if (h == NULL) {
             return WR_BROKER_DOWN;
         }
@@ -497,6 +501,33 @@ static int publish_outgoing(wr_worker *w, batch *bt, item *it, const wr_lua_resu
             h[nh].value.kind = AMQP_FIELD_KIND_UTF8;
             h[nh].value.value.bytes = it->env.tracestate;
             nh++;
+        }
+        if (p->ce_type != NULL) {
+            /* a CloudEvent in binary mode (cloudevent.h): its id is the message's
+             * deterministic id, its trace the traceparent extension */
+            char when[40];
+            int64_t now = wr_now_ms();
+            time_t secs = (time_t)(now / 1000);
+            struct tm tm;
+            gmtime_r(&secs, &tm);
+            size_t wl = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
+            snprintf(when + wl, sizeof(when) - wl, ".%03dZ", (int)(now % 1000));
+            const char *ce[][2] = {{"cloudEvents:specversion", "1.0"},
+                                   {"cloudEvents:id", id},
+                                   {"cloudEvents:type", p->ce_type},
+                                   {"cloudEvents:source", p->ce_source},
+                                   {"cloudEvents:time", when},
+                                   {"cloudEvents:traceparent", tp},
+                                   {"cloudEvents:subject", p->ce_subject}};
+            for (size_t k = 0; k < sizeof(ce) / sizeof(ce[0]); k++) {
+                if (ce[k][1] == NULL) {
+                    continue;
+                }
+                h[nh].key = amqp_cstring_bytes(ce[k][0]);
+                h[nh].value.kind = AMQP_FIELD_KIND_UTF8;
+                h[nh].value.value.bytes = pool_dup(&bt->pool, ce[k][1], strlen(ce[k][1]));
+                nh++;
+            }
         }
         props.headers.num_entries = nh;
         props.headers.entries = h;
@@ -721,6 +752,41 @@ static void prepare(wr_worker *w, item *it)
         reason = wr_reason_name(key_rs); /* missing-idempotency-key or invalid-json */
         rc = -1;
     }
+    if (rc == 0) {
+        /* a CloudEvent: its type selects the contract, its data is the body (structured) */
+        int cr = wr_cloudevent_read(&it->env, &it->ce, it->error, sizeof(it->error));
+        if (cr < 0) {
+            reason = wr_reason_name(WR_RS_INVALID_CLOUDEVENT);
+            rc = -1;
+        } else if (cr == 1) {
+            it->env.type = (amqp_bytes_t){.len = strlen(it->ce.type), .bytes = it->ce.type};
+            if (it->env.id.len == 0) {
+                it->env.id = (amqp_bytes_t){.len = strlen(it->ce.id), .bytes = it->ce.id};
+            }
+            if (it->ce.mode == WR_CE_STRUCTURED) {
+                it->env.body = (amqp_bytes_t){.len = it->ce.data_len, .bytes = it->ce.data};
+                it->env.is_json = it->ce.data != NULL;
+            }
+        }
+    }
+    if (rc == 0 && w->live->contracts != NULL) {
+        /* the contract (contracts.h): schema-invalid, version-unknown, unknown-type */
+        wr_ct_result ct;
+        int64_t version;
+        wr_reason crs =
+            wr_contracts_check_envelope(w->live->contracts, &w->sub->contracts, &it->env, &ct,
+                                        &version, it->error, sizeof(it->error));
+        if (crs != WR_RS_NONE) {
+            reason = wr_reason_name(crs);
+            rc = -1;
+        } else if (ct != WR_CT_NO_CONTRACT) {
+            /* event.version: the version its contract found (header, field or default) */
+            int n = snprintf(it->env.version_buf, sizeof(it->env.version_buf), "%lld",
+                             (long long)version);
+            it->env.version = (amqp_bytes_t){.len = (size_t)n, .bytes = it->env.version_buf};
+            it->upcast_from = ct == WR_CT_UPCAST ? version : 0;
+        }
+    }
     if (rc != 0) {
         it->rs = wr_reason_parse(reason);
         snprintf(it->reason, sizeof(it->reason), "%s", reason);
@@ -739,6 +805,75 @@ static void prepare(wr_worker *w, item *it)
 }
 
 /*
+ * Upcast IT (an older version its contract lists) to the current version:
+ * its contract's upcasters run in the worker's Lua state (lua_rt.h), and the
+ * result must validate against the current schema. Returns the new body
+ * (malloc'd; IT's envelope then shows the current and the original version),
+ * or NULL with the reason in IT->error.
+ */
+static char *upcast(wr_worker *w, item *it, size_t *len)
+{
+    wr_contracts *c = w->live->contracts;
+    wr_upcast_step steps[WR_CONTRACTS_MAX_CHAIN];
+    wr_lua_upcaster lsteps[WR_CONTRACTS_MAX_CHAIN];
+    char type[256];
+    snprintf(type, sizeof(type), "%.*s", (int)it->env.type.len, (const char *)it->env.type.bytes);
+    int n =
+        wr_contracts_chain(c, type, strlen(type), it->upcast_from, steps, WR_CONTRACTS_MAX_CHAIN);
+    if (n < 0) {
+        snprintf(it->error, sizeof(it->error), "%s v%lld: no upcaster chain to the current version",
+                 type, (long long)it->upcast_from);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        lsteps[i] = (wr_lua_upcaster){
+            .from = steps[i].from, .path = steps[i].path, .src = steps[i].src, .len = steps[i].len};
+    }
+    char *out = NULL, err[700];
+    if (wr_lua_upcast(w->lua, lsteps, n, type, (const char *)it->env.body.bytes, it->env.body.len,
+                      &out, len, err, sizeof(err)) != 0) {
+        snprintf(it->error, sizeof(it->error), "%s: %s", type, err);
+        return NULL;
+    }
+    if (wr_contracts_validate_current(c, type, strlen(type), it->upcast_from, out, *len, it->error,
+                                      sizeof(it->error)) != 0) {
+        free(out);
+        return NULL;
+    }
+    memcpy(it->env.original_buf, it->env.version_buf, sizeof(it->env.original_buf));
+    it->env.original_version =
+        (amqp_bytes_t){.len = it->env.version.len, .bytes = it->env.original_buf};
+    int k = snprintf(it->env.version_buf, sizeof(it->env.version_buf), "%lld",
+                     (long long)wr_contracts_current(c, type, strlen(type)));
+    it->env.version = (amqp_bytes_t){.len = (size_t)k, .bytes = it->env.version_buf};
+    return out;
+}
+
+/*
+ * contracts.validate_outgoing: check each event RES publishes against its
+ * type's current contract. Returns WR_OUT_OK, or WR_OUT_INVALID with RES's
+ * reason (schema-invalid) and error naming the event: the handler's own
+ * message fails, permanently, instead of the next service's.
+ */
+static wr_outcome check_outgoing(wr_worker *w, wr_lua_result *res)
+{
+    for (int i = 0; i < res->pub_count; i++) {
+        const wr_lua_pub *p = &res->pubs[i];
+        const char *type = p->ce_type ? p->ce_type : p->type ? p->type : p->routing_key;
+        char detail[900];
+        if (wr_contracts_validate_outgoing(w->live->contracts, type, strlen(type), p->body,
+                                           p->body_len, detail, sizeof(detail)) < 0) {
+            snprintf(res->reason, sizeof(res->reason), "%s", wr_reason_name(WR_RS_SCHEMA_INVALID));
+            snprintf(res->error, sizeof(res->error),
+                     "ctx.publish #%d does not match its contract: %s", i + 1, detail);
+            res->outcome = WR_OUT_INVALID;
+            return WR_OUT_INVALID;
+        }
+    }
+    return WR_OUT_OK;
+}
+
+/*
  * Run IT's handler and decide what happens to it (decide.h). Publishes what
  * the outcome needs. Returns a WR_BROKER_* code (DOWN stops the batch:
  * nothing more is acked).
@@ -747,7 +882,8 @@ static int run_one(wr_worker *w, batch *bt, item *it)
 {
     snprintf(it->tracestate, sizeof(it->tracestate), "%.*s", (int)it->env.tracestate.len,
              (const char *)it->env.tracestate.bytes);
-    wr_lua_call call = {.idempotency_key = it->key[0] ? it->key : NULL,
+    wr_lua_call call = {.cloudevent = it->ce.attributes,
+                        .idempotency_key = it->key[0] ? it->key : NULL,
                         .trace_id = it->trace_id,
                         .tracestate = it->tracestate[0] ? it->tracestate : NULL,
                         .attempt = it->attempt};
@@ -767,8 +903,30 @@ static int run_one(wr_worker *w, batch *bt, item *it)
         call.idempotency_key = idbuf;
     }
     it->started_ms = wr_mono_ms();
+    amqp_bytes_t body = it->env.body;
+    char *upcast_body = NULL;
+    if (it->upcast_from > 0) {
+        size_t len = 0;
+        if ((upcast_body = upcast(w, it, &len)) == NULL) {
+            /* the upcaster failed or its result is not the current version: DLQ at once */
+            it->duration_ms = wr_mono_ms() - it->started_ms;
+            it->out = WR_OUT_INVALID;
+            it->outcome = wr_outcome_name(WR_OUT_INVALID);
+            it->rs = WR_RS_UPCAST_FAILED;
+            snprintf(it->reason, sizeof(it->reason), "%s", wr_reason_name(WR_RS_UPCAST_FAILED));
+            it->dec = wr_decide(WR_OUT_INVALID, it->attempt, &w->retry, &w->tiers, -1, 0, 0);
+            it->act = it->dec.action;
+            return publish_copy(w, bt, it, it->dec.error_class);
+        }
+        it->env.body = (amqp_bytes_t){.len = len, .bytes = upcast_body};
+    }
     wr_lua_result res;
     wr_outcome out = wr_lua_handle(w->lua, &it->env, &call, &res);
+    it->env.body = body;
+    free(upcast_body);
+    if (out == WR_OUT_OK && w->live->contracts != NULL && w->sub->contracts.validate_outgoing) {
+        out = check_outgoing(w, &res);
+    }
     it->duration_ms = wr_mono_ms() - it->started_ms;
     it->out = out;
     it->ran = 1;
@@ -1224,6 +1382,7 @@ static int prepare_batch(wr_worker *w, batch *bt)
     atomic_store(&w->st->busy, 1);
     for (int i = 0; i < bt->n; i++) {
         item *it = &bt->items[i];
+        wr_cloudevent_clear(&it->ce);
         memset(it, 0, sizeof(*it));
         it->d = bt->taken[i];
         wr_storebuf_reset(bt->stores[i]);
@@ -2299,6 +2458,9 @@ static void batch_free(batch *bt, int n)
     }
     for (int i = 0; bt->entries != NULL && i < n; i++) {
         free(bt->entries[i]);
+    }
+    for (int i = 0; bt->items != NULL && i < n; i++) {
+        wr_cloudevent_clear(&bt->items[i].ce);
     }
     empty_amqp_pool(&bt->pool);
     free(bt->taken);

@@ -72,6 +72,10 @@ for f in glob.glob(os.path.join(SOURCE_DIR, "handlers", "*.lua")):
 write(os.path.join(tmp, "handlers", "shop.lua"),
       'return {\n  url = "%s",\n  exchange = "%s",\n}\n' % (SHOP, exchange))
 
+# the event contracts the config names, and their upcasters (config/contracts.yaml)
+shutil.copy(os.path.join(SOURCE_DIR, "config", "contracts.yaml"), os.path.join(tmp, "config"))
+shutil.copytree(os.path.join(SOURCE_DIR, "config", "upcasters"),
+                os.path.join(tmp, "config", "upcasters"))
 with open(os.path.join(SOURCE_DIR, "config", "warren.yaml")) as fh:
     config = fh.read()
 config, n_queues = re.subn(r"(?m)^(\s+(?:queue|dlq): )(\S+)$", r"\g<1>%s.\2" % p, config)

@@ -481,7 +481,7 @@ static void test_unknown_keys(void)
         "9:5: unknown key 'prefetc' in subscriptions[0] (expected one of: name, queue, "
         "dlq, queue_type, dlq_type, delay_queue_type, handler, prefetch, concurrency, "
         "batch_size, handler_timeout, max_body_size, max_publish_size, retry, idempotency, "
-        "breaker, bindings)");
+        "breaker, contracts, bindings)");
     EXPECT_ERRORS("amqp:\n"
                   "  url: amqp://localhost/\n"
                   "  heartbeats: 5s\n"
@@ -538,7 +538,7 @@ static void test_wrong_node_kinds(void)
         "9:5: unknown key 'queue2' in subscriptions[0] (expected one of: name, queue, "
         "dlq, queue_type, dlq_type, delay_queue_type, handler, prefetch, concurrency, "
         "batch_size, handler_timeout, max_body_size, max_publish_size, retry, idempotency, "
-        "breaker, bindings)",
+        "breaker, contracts, bindings)",
         "10:15: subscriptions[0].bindings: expected a list, got a mapping");
     /* Never echo a scalar where a mapping was expected: it may be a secret URL. */
     EXPECT_ERRORS("amqp: amqp://user:hunter2@host/\n"
@@ -2671,6 +2671,12 @@ static void test_reference(void)
         "subscriptions[].breaker.consecutive_failures",
         "subscriptions[].breaker.open_for",
         "subscriptions[].breaker.half_open_probes",
+        "subscriptions[].contracts",
+        "subscriptions[].contracts.file",
+        "subscriptions[].contracts.unknown_types",
+        "subscriptions[].contracts.version_header",
+        "subscriptions[].contracts.default_version",
+        "subscriptions[].contracts.validate_outgoing",
         "subscriptions[].bindings",
         "subscriptions[].bindings[].exchange",
         "subscriptions[].bindings[].type",

@@ -1,0 +1,184 @@
+/*
+ * contracts: a service's event contracts (a YAML file named by a
+ * subscription's `contracts` key), compiled once, and the check every
+ * message of that subscription passes before its handler runs.
+ *
+ * The file, in the shape teams write by hand:
+ *
+ *   events:
+ *     order.created:              # the event type (AMQP `type`, else routing key)
+ *       version: 2                # the version handlers are written for
+ *       schema: { ... }           # JSON Schema, draft 7 (schema.h)
+ *       examples: [ {...} ]       # optional: events that must validate
+ *       backwards_compatible_with:
+ *         - version: 1
+ *           upcaster: upcasters/order_created_v1.lua   # v1 -> v2 (must exist)
+ *           schema: { ... }       # optional
+ *           examples: [ {...} ]   # optional
+ *
+ * Every problem is reported as FILE:LINE:COL: message (schemas are compiled
+ * here, so an unsupported keyword is an error at its line). Paths are
+ * relative to the contracts file's directory.
+ *
+ * wr_contracts_check() decides what one event is: valid; invalid
+ * (schema-invalid, with its violations); of a version no contract knows
+ * (version-unknown); of an older version that needs upcasting
+ * (WR_CT_UPCAST: the caller runs the upcasters); of a type without a
+ * contract (passed or dead-lettered, per subscription). A compiled
+ * wr_contracts is read-only after loading, so the workers of a subscription
+ * share one; its counters (warren_contract_events_total) are atomic.
+ *
+ * Pure: reads the file it is given and nothing else; no sockets.
+ * Unit-tested in tests/unit/test_contracts.c.
+ */
+#ifndef WR_CONTRACTS_H
+#define WR_CONTRACTS_H
+
+#include <jansson.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "config.h"
+#include "envelope.h"
+#include "outcome.h"
+#include "schema.h"
+
+typedef struct wr_contracts wr_contracts;
+
+/* What an event is, by its contract. */
+typedef enum {
+    WR_CT_VALID = 0,       /* its type and version have a contract, and it validates */
+    WR_CT_NO_CONTRACT,     /* its type has none: pass it on (unknown_types: pass) */
+    WR_CT_INVALID,         /* schema-invalid */
+    WR_CT_VERSION_UNKNOWN, /* version-unknown: newer than the contract, or not listed */
+    WR_CT_UNKNOWN_TYPE,    /* unknown-type: no contract and unknown_types: dlq */
+    WR_CT_UPCAST,          /* an older version listed with an upcaster */
+    WR_CT_COUNT
+} wr_ct_result;
+
+/* How a subscription reads its events' versions and treats unknown types. */
+typedef struct {
+    const char *version_header; /* header (or top-level JSON field) with the version */
+    int64_t default_version;    /* for events that carry none (0 in a wr_contract_policy:
+                                   the type's current version) */
+    int unknown_dlq;            /* 1: a type without a contract goes to the DLQ */
+} wr_contract_opts;
+
+/*
+ * Load and compile contracts file PATH. Returns the contracts, or NULL with
+ * every problem found in ERR (lines "FILE:LINE:COL: message" separated by
+ * '\n', cut to CAP bytes).
+ */
+wr_contracts *wr_contracts_load(const char *path, char *err, size_t cap);
+
+/* The same from TEXT (LEN bytes) as if read from PATH. */
+wr_contracts *wr_contracts_parse(const char *path, const char *text, size_t len, char *err,
+                                 size_t cap);
+
+void wr_contracts_free(wr_contracts *c);
+
+/* Number of event types in C. */
+int wr_contracts_count(const wr_contracts *c);
+
+/*
+ * The version of an event: header OPTS->version_header's value (VERSION,
+ * VERSION_LEN bytes; NULL when absent) when it has one, else BODY's
+ * top-level member of that name, else OPTS->default_version. Returns 0 and
+ * sets *OUT, or -1 when the version given is not a positive integer.
+ */
+int wr_contracts_version(const wr_contract_opts *opts, const char *version, size_t version_len,
+                         const json_t *body, int64_t *out);
+
+/*
+ * Check event BODY of type TYPE (TYPE_LEN bytes) and version VERSION against
+ * C. DETAIL (CAP bytes) gets the explanation for anything but WR_CT_VALID
+ * and WR_CT_NO_CONTRACT: "order.created v2: /items/0/quantity: minimum: 0 <
+ * 1; ..." (violations capped at MAX_VIOLATIONS). Counts the result.
+ */
+#define WR_CONTRACTS_MAX_VIOLATIONS 10
+wr_ct_result wr_contracts_check(wr_contracts *c, const wr_contract_opts *opts, const char *type,
+                                size_t type_len, int64_t version, const json_t *body, char *detail,
+                                size_t cap);
+
+/*
+ * The check the worker makes before the handler: the event's type and
+ * version from envelope ENV (version header per POLICY, else the body's
+ * field, else the default), its JSON body parsed, then wr_contracts_check().
+ * Returns the reason to dead-letter it (WR_RS_SCHEMA_INVALID,
+ * WR_RS_VERSION_UNKNOWN, WR_RS_UNKNOWN_TYPE, WR_RS_INVALID_JSON) with DETAIL,
+ * or WR_RS_NONE to go on, with *RESULT (WR_CT_VALID, WR_CT_NO_CONTRACT or
+ * WR_CT_UPCAST) and *VERSION set.
+ */
+wr_reason wr_contracts_check_envelope(wr_contracts *c, const wr_contract_policy *policy,
+                                      const wr_envelope *env, wr_ct_result *result,
+                                      int64_t *version, char *detail, size_t cap);
+
+/* One step of an upcast chain: the upcaster that turns FROM into FROM + 1. */
+typedef struct {
+    int64_t from;
+    const char *path; /* the upcaster file (absolute) */
+    const char *src;  /* its source, read at load */
+    size_t len;
+} wr_upcast_step;
+
+#define WR_CONTRACTS_MAX_CHAIN 32
+
+/*
+ * The upcasters that take an event of TYPE from version FROM to the current
+ * one, in order, into STEPS (at most CAP; they point into C). Returns the
+ * number of steps, 0 when FROM is the current version, -1 when there is no
+ * such chain (FROM unknown). The loader makes sure every listed version has
+ * a complete chain.
+ */
+int wr_contracts_chain(const wr_contracts *c, const char *type, size_t type_len, int64_t from,
+                       wr_upcast_step *steps, int cap);
+
+/*
+ * Validate BODY (LEN bytes of JSON), an event of TYPE upcast from FROM, against
+ * the current version's schema. Returns 0 when it validates; -1 with DETAIL:
+ * "order.created v1 -> v2: /items: required: ..." (or why it is not JSON).
+ */
+int wr_contracts_validate_current(wr_contracts *c, const char *type, size_t type_len, int64_t from,
+                                  const char *body, size_t len, char *detail, size_t cap);
+
+/*
+ * validate_outgoing: check BODY (LEN bytes), an event a handler publishes as
+ * TYPE, against TYPE's current version. Returns 0 when it validates, 1 when
+ * TYPE has no contract (nothing to check), -1 with DETAIL ("order.confirmed
+ * v1: /total: type: string, not number", or why it is not JSON).
+ */
+int wr_contracts_validate_outgoing(wr_contracts *c, const char *type, size_t type_len,
+                                   const char *body, size_t len, char *detail, size_t cap);
+
+/* "valid", "no-contract", "schema-invalid", "version-unknown", "unknown-type", "upcast". */
+const char *wr_ct_result_name(wr_ct_result r);
+
+/* The current version of TYPE (its contract's `version`), or -1 without a contract. */
+int64_t wr_contracts_current(const wr_contracts *c, const char *type, size_t type_len);
+
+/*
+ * Write the counters as Prometheus text, every series labelled with
+ * subscription SUB: warren_contract_events_total{subscription,type,version,
+ * result}. Events of types without a contract count under type="" (one
+ * series, however many types producers invent).
+ */
+void wr_contracts_render(const wr_contracts *c, const char *sub, FILE *fp);
+
+/*
+ * `warren check`: validate every example of every contract against its
+ * version's schema. Writes one "FILE:LINE:COL: message" line per problem to
+ * FP and returns how many there were.
+ */
+int wr_contracts_check_examples(const wr_contracts *c, FILE *fp);
+
+/*
+ * `warren check`: compile every upcaster in Lua state L (a subscription's,
+ * lua_rt.h) and run each example of an older version through its chain; the
+ * result must validate against the current schema. One "FILE:LINE:COL:
+ * message" line per problem to FP; returns how many. With SHOW, each example
+ * upcast is described on SHOW ("order.created example 0: v1 -> v2 valid").
+ */
+struct wr_lua;
+int wr_contracts_check_upcasts(wr_contracts *c, struct wr_lua *L, FILE *fp, FILE *show);
+
+#endif
