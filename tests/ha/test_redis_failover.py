@@ -5,8 +5,8 @@ Four runs, each on its own queue: a coordinated failover (SENTINEL FAILOVER)
 and a SIGKILL of the primary (the sentinels promote the replica after
 down-after-milliseconds, 1 s; ha.sh then starts the killed server as the new
 primary's replica), each with redis.min_replicas_acked 0 and 1. In each run
-warren (two workers, batches of 50) handles EVENTS events whose handler adds
-1 to a ctx.store counter of its own (committed with the idempotency record)
+warren (two workers, batches of 50) handles EVENTS events whose handler
+works 3 ms and adds 1 to a ctx.store counter of its own (committed with the idempotency record)
 and publishes one output; the failover starts once a third of the outputs are
 out. warren must find the new primary by itself (it has no address but the
 sentinels'), and the queue must drain.
@@ -43,6 +43,8 @@ def run(kind, min_replicas):
     write(os.path.join(tmp, name + ".lua"), r'''
 local M = {}
 function M.handle(event, ctx)
+  local t = ctx.now()
+  while ctx.now() - t < 0.003 do end  -- 3 ms of work: the failover catches some
   ctx.store.incrby("n:" .. event.id, 1)
   ctx.publish("", "%s", { input = event.id })
 end
@@ -65,6 +67,9 @@ return M
         wait_for(lambda: b.depth(out_queue) >= EVENTS // 3 or not w.alive(), 60,
                  "%s: a third of the outputs" % name, interval=0.05)
         t0 = time.monotonic()
+        ready_at_start = b.depth(queue)
+        check(ready_at_start > 0, "%s: the failover begins with work left (%d inputs ready)"
+              % (name, ready_at_start))
         # the failover runs in a thread; meanwhile the outputs are sampled, and
         # the longest time they did not grow is the pause the failover cost
         result = {}
@@ -85,6 +90,8 @@ return M
             time.sleep(0.05)
         th.join()
         t_settled = time.monotonic()
+        print("  %s: %d inputs ready when the failover began, %d when ha.sh returned"
+              % (name, ready_at_start, b.depth(queue)), flush=True)
         check_eq(result.get("rc"), 0, "%s: ha.sh %s" % (name, kind))
         check(b.depth(out_queue) > 0 and time.monotonic() - last_t < 60,
               "%s: consumption resumed by itself" % name)
