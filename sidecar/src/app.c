@@ -260,6 +260,61 @@ static void free_inflight(wr_inflight **f, int n)
     free(f);
 }
 
+/*
+ * A fatal start: one JSON line at level error (the log's form, on stdout with
+ * the rest), naming the subscription, the file and line of ERR when it starts
+ * with "FILE:LINE:" (Lua's form), and where the subscription is in the config.
+ */
+static void log_fatal(const wr_config *cfg, int i, const char *msg, const char *err)
+{
+    const wr_subscription *s = &cfg->subs[i];
+    wr_logline l;
+    wr_log_begin(&l, WR_LOG_ERROR, msg);
+    wr_log_str(&l, "subscription", s->name);
+    wr_log_str(&l, "file", s->handler);
+    size_t hl = strlen(s->handler);
+    if (strncmp(err, s->handler, hl) == 0 && err[hl] == ':') {
+        char *end;
+        long line = strtol(err + hl + 1, &end, 10);
+        if (end > err + hl + 1 && *end == ':') {
+            wr_log_int(&l, "line", line);
+        }
+    }
+    wr_log_str(&l, "error", err);
+    char where[1200];
+    snprintf(where, sizeof(where), "%s:%d:%d: subscriptions[%d].handler", cfg->path, s->line,
+             s->col, i);
+    wr_log_str(&l, "config", where);
+    wr_log_end(&l);
+}
+
+/*
+ * Before anything consumes: every handler must load (compile, return a
+ * handle function, run its init), as a worker would load it. The first that
+ * does not is the one fatal line; nothing was consumed. Returns 0, or 1.
+ */
+static int preflight(const wr_config *cfg)
+{
+    for (int i = 0; i < cfg->sub_count; i++) {
+        const wr_subscription *s = &cfg->subs[i];
+        char version[17];
+        wr_lua_opts o = {.handler_path = s->handler,
+                         .version = wr_handler_version(s->handler, version) == 0 ? version : NULL,
+                         .subscription = s->name,
+                         .queue = s->queue,
+                         .timeout_ms = s->handler_timeout_ms,
+                         .max_attempts = s->retry.max_attempts};
+        char err[1024];
+        wr_lua *L = wr_lua_create(&o, err, sizeof(err));
+        if (L == NULL) {
+            log_fatal(cfg, i, "cannot start: a handler does not load; nothing consumed", err);
+            return 1;
+        }
+        wr_lua_destroy(L);
+    }
+    return 0;
+}
+
 int wr_app_run(const char *config_path)
 {
     wr_config *cfg = load(config_path, NULL);
@@ -279,6 +334,10 @@ int wr_app_run(const char *config_path)
     int total = 0;
     for (int i = 0; i < cfg->sub_count; i++) {
         total += cfg->subs[i].concurrency;
+    }
+    if (preflight(cfg) != 0) {
+        wr_config_free(cfg);
+        return 1;
     }
     char rerr[1024];
     wr_reloader *reloader = wr_reloader_create(cfg, rerr, sizeof(rerr));
@@ -339,8 +398,7 @@ int wr_app_run(const char *config_path)
                 cfg, s, k, wr_reloader_live(reloader, i), wr_breakers_sub(breakers, i), breakers,
                 inflight[i], &flags, wr_metrics_worker(metrics, i, k), err, sizeof(err));
             if (workers[started] == NULL) {
-                fprintf(stderr, "%s:%d:%d: subscriptions[%d].handler: %s\n", cfg->path, s->line,
-                        s->col, i, err);
+                log_fatal(cfg, i, "cannot start: a worker did not start", err);
                 rc = 1;
                 break;
             }

@@ -16,6 +16,9 @@ struct wr_shared_brk {
     char name[128];   /* "subscription:orders" or "payments" */
     char kind[16];    /* "subscription" or "dependency" */
     unsigned long transitions[3]; /* changes into each wr_brk_state (under lock) */
+    int64_t opened_wall_ms;       /* wall clock of the last opening */
+    wr_brk_failures counted;      /* newest first (under lock) */
+    wr_brk_failures recent;
     wr_shared_brk *next;
 };
 
@@ -117,9 +120,27 @@ static void log_change(const wr_shared_brk *b, const wr_brk_change *c)
     wr_log_str(&l, "from", wr_brk_state_name(c->from));
     wr_log_str(&l, "to", wr_brk_state_name(c->to));
     if (c->to == WR_BRK_OPEN) {
-        wr_log_int(&l, "calls", c->calls);
-        wr_log_int(&l, "failures", c->failures);
+        ((wr_shared_brk *)b)->opened_wall_ms = wr_now_ms();
+        if (c->from == WR_BRK_HALF_OPEN) {
+            wr_log_str(&l, "why", "a probe failed");
+        } else {
+            wr_log_int(&l, "calls", c->calls);
+            wr_log_int(&l, "failures", c->failures);
+        }
         wr_log_int(&l, "open_ms", b->b.p.open_ms);
+        /* the failures that opened it, newest first: "id: error; id: error" */
+        char list[1024];
+        size_t n = 0;
+        list[0] = '\0';
+        for (int k = 0; k < b->counted.n && n < sizeof(list); k++) {
+            int w = snprintf(list + n, sizeof(list) - n, "%s%s: %s", k > 0 ? "; " : "",
+                             b->counted.e[k].message_id[0] ? b->counted.e[k].message_id : "-",
+                             b->counted.e[k].error);
+            n += w > 0 ? (size_t)w : 0;
+        }
+        if (b->counted.n > 0) {
+            wr_log_str(&l, "last_failures", list);
+        }
     }
     wr_log_end(&l);
 }
@@ -146,6 +167,65 @@ void wr_shared_brk_record(wr_shared_brk *b, int ok)
     if (changed) {
         log_change(b, &c);
     }
+    pthread_mutex_unlock(&b->lock);
+}
+
+/* Put a failure first in F (the oldest falls out). */
+static void push_failure(wr_brk_failures *f, const char *id, size_t len, const char *error,
+                         int counted)
+{
+    memmove(&f->e[1], &f->e[0], sizeof(f->e[0]) * (WR_BRK_KEEP - 1));
+    f->n += f->n < WR_BRK_KEEP;
+    f->e[0].at_ms = wr_now_ms();
+    if (id == NULL) {
+        len = 0;
+    }
+    if (len >= sizeof(f->e[0].message_id)) {
+        len = sizeof(f->e[0].message_id) - 1;
+    }
+    memcpy(f->e[0].message_id, id != NULL ? id : "", len);
+    f->e[0].message_id[len] = '\0';
+    snprintf(f->e[0].error, sizeof(f->e[0].error), "%s", error ? error : "");
+    f->e[0].counted = counted;
+}
+
+void wr_shared_brk_failed(wr_shared_brk *b, const char *id, size_t len, const char *error)
+{
+    wr_brk_change c;
+    int changed = 0;
+    pthread_mutex_lock(&b->lock);
+    push_failure(&b->counted, id, len, error, 1);
+    push_failure(&b->recent, id, len, error, 1);
+    wr_brk_record(&b->b, wr_now_ms(), 0, &c, &changed);
+    if (changed) {
+        log_change(b, &c);
+    }
+    pthread_mutex_unlock(&b->lock);
+}
+
+void wr_shared_brk_note(wr_shared_brk *b, const char *id, size_t len, const char *error)
+{
+    pthread_mutex_lock(&b->lock);
+    push_failure(&b->recent, id, len, error, 0);
+    pthread_mutex_unlock(&b->lock);
+}
+
+void wr_shared_brk_status(wr_shared_brk *b, wr_brk_status *st)
+{
+    wr_brk_change c;
+    int changed = 0;
+    memset(st, 0, sizeof(*st));
+    pthread_mutex_lock(&b->lock);
+    int64_t now = wr_now_ms();
+    st->state = wr_brk_state_at(&b->b, now, &c, &changed);
+    if (changed) {
+        log_change(b, &c);
+    }
+    st->opened_at_ms = b->opened_wall_ms;
+    st->probe_at_ms = st->state == WR_BRK_OPEN ? now + wr_brk_open_left(&b->b, now) : 0;
+    st->opened_count = b->b.opened_count;
+    st->counted = b->counted;
+    st->recent = b->recent;
     pthread_mutex_unlock(&b->lock);
 }
 

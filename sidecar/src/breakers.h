@@ -36,6 +36,40 @@ int wr_shared_brk_allow(wr_shared_brk *b);
 void wr_shared_brk_record(wr_shared_brk *b, int ok);
 void wr_shared_brk_release(wr_shared_brk *b);
 
+/* Record one failure, and what it was: the message id (ID, LEN bytes, may be
+ * NULL) and its error (ERROR, may be NULL). The newest WR_BRK_KEEP failures
+ * are kept: the "breaker opened" line names them, and so does status. */
+#define WR_BRK_KEEP 3
+void wr_shared_brk_failed(wr_shared_brk *b, const char *id, size_t len, const char *error);
+
+/* Note a failed message that the breaker does not count (a handler's own
+ * error, a rejection): status lists it among the last errors. */
+void wr_shared_brk_note(wr_shared_brk *b, const char *id, size_t len, const char *error);
+
+/* Failures, newest first. */
+typedef struct {
+    int n;
+    struct {
+        int64_t at_ms;
+        char message_id[128];
+        char error[256];
+        int counted; /* the breaker counted it */
+    } e[WR_BRK_KEEP];
+} wr_brk_failures;
+
+/* A breaker as status shows it: plain data, copied under the lock. */
+typedef struct {
+    wr_brk_state state;
+    int64_t opened_at_ms;    /* wall clock ms of the last opening (0: never) */
+    int64_t probe_at_ms;     /* open: when it lets probes through (wall clock ms) */
+    long opened_count;       /* times it opened since start */
+    wr_brk_failures counted; /* the last failures it counted */
+    wr_brk_failures recent;  /* the last failures of any kind (counted or not) */
+} wr_brk_status;
+
+/* Fill *ST with B's state now. */
+void wr_shared_brk_status(wr_shared_brk *b, wr_brk_status *st);
+
 /* 1 when no call may start now: open, or half-open with every probe slot taken.
  * *WAIT_MS: a good time to look again. */
 int wr_shared_brk_blocks(wr_shared_brk *b, int64_t *wait_ms);

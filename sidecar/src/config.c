@@ -152,6 +152,7 @@ static const char *const missing_key_actions[] = {"dlq", "body-hash", NULL};
 static const char *const queue_types[] = {"classic", "quorum", NULL};
 static const char *const dlq_types[] = {"auto", "classic", "quorum", NULL};
 static const char *const unknown_type_actions[] = {"pass", "dlq", NULL};
+static const char *const breaker_counts[] = {"dependencies", "all", NULL};
 
 _Static_assert(sizeof(wr_log_level) == sizeof(int), "log level is stored as an int");
 _Static_assert(sizeof(wr_key_source) == sizeof(int), "key source is stored as an int");
@@ -351,6 +352,16 @@ static const field breaker_fields[] = {
      .flags = F_MERGE,
      .desc = "Calls let through half-open: that many successes close it, one failure "
              "re-opens it."},
+    {.name = "counts",
+     .type = T_ENUM,
+     .offset = offsetof(wr_breaker_policy, count_all),
+     .def = "dependencies",
+     .enum_values = breaker_counts,
+     .flags = F_MERGE,
+     .desc = "What a subscription's breaker counts as a failure: `dependencies` (timeouts, "
+             "ctx.retry, ctx.http transport errors and 5xx, a named breaker's failures or "
+             "refusals; a handler's own Lua error is not the dependency's fault) or `all` "
+             "(every retryable failure)."},
 };
 
 static const section breaker_section = {breaker_fields, NFIELDS(breaker_fields),
@@ -573,6 +584,15 @@ static const field subscription_fields[] = {
      .min = 0,
      .sub = &binding_section,
      .desc = "Exchange bindings declared for the queue; none: consume the queue as it is."},
+    {.name = "trace_fields",
+     .type = T_STRLIST,
+     .offset = offsetof(wr_subscription, trace_fields),
+     .count_offset = offsetof(wr_subscription, trace_field_count),
+     .min = 1,
+     .max = 200,
+     .desc = "JSON paths of the body (dot-separated, `customer.email`) whose values the "
+             "journal records with a message's first attempt, so `warren trace --grep VALUE` "
+             "finds an event by a business value (an order id, an e-mail address)."},
 };
 
 static const section subscription_section = {subscription_fields, NFIELDS(subscription_fields),

@@ -135,6 +135,10 @@ typedef struct {
                                   default 30s */
     int half_open_probes;      /* calls let through half-open; that many successes close it,
                                   one failure re-opens it; 1..100, default 3 */
+    int count_all;             /* breaker.counts: 0 "dependencies" (default): a subscription's
+                                  breaker counts timeouts, ctx.retry and errors raised by a
+                                  dependency (ctx.http, a named breaker), not the handler's
+                                  own bugs; 1 "all": every retryable failure */
 } wr_breaker_policy;
 
 /* A subscription's event contracts (contracts.h). */
@@ -174,6 +178,9 @@ typedef struct {
     wr_contract_policy contracts; /* contracts: event contracts, file NULL when none */
     wr_binding *bindings; /* may be empty: then the queue is consumed as it is */
     int binding_count;
+    char **trace_fields;  /* JSON paths ("order_id", "customer.email") whose values the
+                             journal records, for `warren trace --grep`; may be empty */
+    int trace_field_count;
     int line, col;      /* where the subscription starts, for later messages */
 } wr_subscription;
 

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <hiredis/hiredis.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,6 +28,7 @@
 #include "idkey.h"
 #include "journal.h"
 #include "log.h"
+#include "outcome.h"
 #include "rconn.h"
 #include "sign.h"
 #include "record.h"
@@ -47,16 +49,23 @@ const char wr_dlqtool_usage[] =
     "  dlq purge -c FILE --subscription NAME [filters] [--yes]\n"
     "                       delete the matching messages, every copy of each id\n"
     "                       (asks first without --yes)\n"
+    "  dlq list ... --group-by reason|error\n"
+    "                       count the matching ids and messages per reason code or per\n"
+    "                       error text instead of listing them (no default limit)\n"
     "  dlq filters: --id ID, --reason R, --grep TEXT (id, error, body),\n"
-    "               --older-than DURATION (last failure), --limit N (list: default 100)\n";
+    "               --older-than DURATION (last failure), --limit N (list: default 100)\n"
+    "               R is a reason code, the one of x-warren-reason, metrics and trace:\n"
+    "               warren dlq list --reason help lists them\n";
 
 typedef enum { CMD_LIST, CMD_SHOW, CMD_REPLAY, CMD_PURGE } dlq_cmd;
 
 typedef struct {
     dlq_cmd cmd;
     const char *config, *sub, *id, *reason, *grep;
-    int64_t older_ms; /* -1: no --older-than */
-    long limit;       /* 0: no limit */
+    wr_reason reason_code; /* --reason, checked against outcome.h's table */
+    const char *group_by;  /* list --group-by: "reason" or "error"; NULL: list */
+    int64_t older_ms;      /* -1: no --older-than */
+    long limit;            /* 0: no limit */
     int json, dry_run, yes;
     double rate; /* messages per second */
 } opts;
@@ -126,6 +135,30 @@ static amqp_bytes_t prop_str(const amqp_basic_properties_t *p, amqp_flags_t flag
 static amqp_bytes_t msg_id(const dmsg *m)
 {
     return prop_str(&m->msg.properties, AMQP_BASIC_MESSAGE_ID_FLAG, m->msg.properties.message_id);
+}
+
+/*
+ * The handle of message M, what the commands print and --id / show accept:
+ * its message id, or for a message without one "body:" and the first 12 hex
+ * digits of the SHA-256 of its body (stable: a DLQ copy's body never
+ * changes), so every DLQ entry can be named. BUF holds the latter.
+ */
+static amqp_bytes_t handle_of(const dmsg *m, char buf[24])
+{
+    amqp_bytes_t id = msg_id(m);
+    if (id.len > 0) {
+        return id;
+    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (EVP_Digest(m->msg.body.bytes ? m->msg.body.bytes : "", m->msg.body.len, md, &n,
+                   EVP_sha256(), NULL) != 1 ||
+        n < 6) {
+        return id;
+    }
+    snprintf(buf, 24, "body:%02x%02x%02x%02x%02x%02x", md[0], md[1], md[2], md[3], md[4], md[5]);
+    amqp_bytes_t h = {strlen(buf), buf};
+    return h;
 }
 
 static amqp_bytes_t hdr(const dmsg *m, const char *name)
@@ -363,12 +396,27 @@ static void reader_close(reader *r)
     json_decref(r->ids);
 }
 
+/* The reason code of M's x-warren-reason header (WR_RS_OTHER for a code this
+ * version does not know, WR_RS_NONE for none). */
+static wr_reason reason_of(const dmsg *m)
+{
+    char code[64];
+    amqp_bytes_t b = hdr(m, XW "reason");
+    if (b.len >= sizeof(code)) {
+        return WR_RS_OTHER;
+    }
+    memcpy(code, b.bytes ? b.bytes : "", b.len);
+    code[b.len] = '\0';
+    return wr_reason_parse(code);
+}
+
 static int matches(const opts *o, const dmsg *m, int64_t now)
 {
-    if (o->id != NULL && !bytes_is(msg_id(m), o->id)) {
+    char hb[24];
+    if (o->id != NULL && !bytes_is(handle_of(m, hb), o->id)) {
         return 0;
     }
-    if (o->reason != NULL && !bytes_is(hdr(m, XW "reason"), o->reason)) {
+    if (o->reason != NULL && reason_of(m) != o->reason_code) {
         return 0;
     }
     if (o->older_ms >= 0) {
@@ -578,7 +626,9 @@ static json_t *summary_json(const dmsg *m, size_t copies)
 {
     amqp_bytes_t err = hdr(m, XW "error");
     json_t *o = json_object();
+    char hb[24];
     json_object_set_new(o, "message_id", json_bytes(msg_id(m)));
+    json_object_set_new(o, "handle", json_bytes(handle_of(m, hb)));
     json_object_set_new(o, "reason", json_bytes(hdr(m, XW "reason")));
     json_object_set_new(o, "error_class", json_bytes(hdr(m, XW "error-class")));
     json_object_set_new(o, "attempts", json_integer(attempts_of(m)));
@@ -598,7 +648,8 @@ static json_t *summary_json(const dmsg *m, size_t copies)
 static void summary_line(FILE *fp, const dmsg *m, size_t copies)
 {
     amqp_bytes_t err = hdr(m, XW "error");
-    put_bytes_field(fp, msg_id(m));
+    char hb[24];
+    put_bytes_field(fp, handle_of(m, hb));
     fputs("  ", fp);
     put_bytes_field(fp, hdr(m, XW "reason"));
     fputs("  ", fp);
@@ -689,7 +740,9 @@ static void show_text(const dmsg *m, size_t copies, const char *dlq)
     json_t *j = show_json(m, copies);
     const char *k;
     json_t *v;
-    printf("message %.*s in %s", (int)msg_id(m).len, (const char *)msg_id(m).bytes, dlq);
+    char hb[24];
+    amqp_bytes_t h = handle_of(m, hb);
+    printf("message %.*s in %s", (int)h.len, (const char *)h.bytes, dlq);
     if (copies > 1) {
         printf(" (%zu copies with this id; the first is shown)", copies);
     }
@@ -1122,8 +1175,9 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
             json_object_set_new(j, "result", json_string(result));
             json_array_append_new(out, j);
         } else {
+            char hb[24];
             printf("%s ", o->dry_run ? "would replay" : "replay");
-            put_bytes_field(stdout, msg_id(m));
+            put_bytes_field(stdout, handle_of(m, hb));
             printf(" (%.*s) to %s: %s", (int)hdr(m, XW "reason").len,
                    (const char *)hdr(m, XW "reason").bytes, sub->queue, result);
             if (g->copies > 1 && o->dry_run) {
@@ -1229,7 +1283,123 @@ static int do_purge(const opts *o, const wr_subscription *sub, reader *r, const 
     return purged == copies ? 0 : 1;
 }
 
+/* --- group-by ------------------------------------------------------------ */
+
+/* The key M counts under for --group-by BY: its reason code, or its error's
+ * first line (cut to 120 bytes). */
+static json_t *group_key(const char *by, const dmsg *m)
+{
+    amqp_bytes_t b = hdr(m, strcmp(by, "reason") == 0 ? XW "reason" : XW "error");
+    const char *nl = b.len > 0 ? memchr(b.bytes, '\n', b.len) : NULL;
+    if (nl != NULL) {
+        b.len = (size_t)(nl - (const char *)b.bytes);
+    }
+    b.len = wr_utf8_truncate(b.bytes, b.len, 120);
+    if (b.len == 0) {
+        return json_string("-");
+    }
+    return json_bytes(b);
+}
+
+static int cmp_counts(const void *a, const void *b)
+{
+    const json_t *x = *(const json_t *const *)a, *y = *(const json_t *const *)b;
+    json_int_t nx = json_integer_value(json_object_get(x, "ids"));
+    json_int_t ny = json_integer_value(json_object_get(y, "ids"));
+    if (nx != ny) {
+        return nx > ny ? -1 : 1;
+    }
+    return strcmp(json_string_value(json_object_get(x, "key")),
+                  json_string_value(json_object_get(y, "key")));
+}
+
+/*
+ * `dlq list --group-by reason|error`: one row per reason code (or error text)
+ * with the count of selected ids and of their copies, most ids first. Returns
+ * the exit status.
+ */
+static int print_groups(const opts *o, const wr_subscription *sub, const reader *r,
+                        const size_t *sel, size_t nsel)
+{
+    json_t *by = json_object(); /* key -> {key, ids, messages} */
+    size_t width = strlen(o->group_by);
+    for (size_t i = 0; i < nsel; i++) {
+        const dgroup *g = &r->groups[sel[i]];
+        json_t *k = group_key(o->group_by, &r->msgs[g->rep]);
+        const char *key = json_string_value(k);
+        json_t *row = json_object_get(by, key);
+        if (row == NULL) {
+            row = json_object();
+            json_object_set_new(row, "key", json_incref(k));
+            json_object_set_new(row, "ids", json_integer(0));
+            json_object_set_new(row, "messages", json_integer(0));
+            json_object_set_new(by, key, row);
+        }
+        json_object_set_new(row, "ids",
+                            json_integer(json_integer_value(json_object_get(row, "ids")) + 1));
+        json_object_set_new(row, "messages",
+                            json_integer(json_integer_value(json_object_get(row, "messages")) +
+                                         (json_int_t)g->copies));
+        if (strlen(key) > width) {
+            width = strlen(key);
+        }
+        json_decref(k);
+    }
+    size_t n = json_object_size(by), at = 0;
+    json_t **rows = calloc(n + 1, sizeof(*rows));
+    if (rows == NULL) {
+        json_decref(by);
+        fprintf(stderr, "warren dlq: out of memory\n");
+        return 1;
+    }
+    const char *key;
+    json_t *row;
+    json_object_foreach(by, key, row)
+    {
+        rows[at++] = row;
+    }
+    qsort(rows, n, sizeof(*rows), cmp_counts);
+    int rc = 0;
+    if (o->json) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < n; i++) {
+            json_t *x = json_object();
+            json_object_set(x, o->group_by, json_object_get(rows[i], "key"));
+            json_object_set(x, "ids", json_object_get(rows[i], "ids"));
+            json_object_set(x, "messages", json_object_get(rows[i], "messages"));
+            json_array_append_new(a, x);
+        }
+        rc = print_json(a);
+    } else {
+        printf("%-*s  %6s  %8s\n", (int)width, o->group_by, "ids", "messages");
+        for (size_t i = 0; i < n; i++) {
+            printf("%-*s  %6" JSON_INTEGER_FORMAT "  %8" JSON_INTEGER_FORMAT "\n", (int)width,
+                   json_string_value(json_object_get(rows[i], "key")),
+                   json_integer_value(json_object_get(rows[i], "ids")),
+                   json_integer_value(json_object_get(rows[i], "messages")));
+        }
+        fprintf(stderr, "%zu id(s) in %zu group(s); %s held %u\n", nsel, n, sub->dlq, r->depth);
+    }
+    free(rows);
+    json_decref(by);
+    return rc;
+}
+
 /* --- entry ---------------------------------------------------------------- */
+
+/* An unknown --reason: a usage error that lists the codes (--reason help: the
+ * list alone, exit 0). */
+static int bad_reason(const char *name)
+{
+    char list[1024];
+    wr_reason_list(", ", list, sizeof(list));
+    if (strcmp(name, "help") == 0) {
+        printf("reason codes: %s\n", list);
+        return 0;
+    }
+    fprintf(stderr, "warren dlq: --reason: unknown reason '%s'; valid reasons: %s\n", name, list);
+    return 2;
+}
 
 static int parse_rate(const char *s, double *out)
 {
@@ -1272,6 +1442,7 @@ int wr_dlqtool_main(int argc, char **argv)
                   (filters && (strcmp(a, "--id") == 0 || strcmp(a, "--reason") == 0 ||
                                strcmp(a, "--grep") == 0 || strcmp(a, "--older-than") == 0 ||
                                strcmp(a, "--limit") == 0)) ||
+                  (o.cmd == CMD_LIST && strcmp(a, "--group-by") == 0) ||
                   (o.cmd == CMD_REPLAY && strcmp(a, "--rate") == 0);
         if (val && i + 1 >= argc) {
             return usage("%s needs a value", a);
@@ -1284,6 +1455,14 @@ int wr_dlqtool_main(int argc, char **argv)
             o.id = argv[++i];
         } else if (val && strcmp(a, "--reason") == 0) {
             o.reason = argv[++i];
+            if (wr_reason_lookup(o.reason, &o.reason_code) != 0) {
+                return bad_reason(o.reason);
+            }
+        } else if (val && strcmp(a, "--group-by") == 0) {
+            o.group_by = argv[++i];
+            if (strcmp(o.group_by, "reason") != 0 && strcmp(o.group_by, "error") != 0) {
+                return usage("--group-by: '%s' is not reason or error", o.group_by);
+            }
         } else if (val && strcmp(a, "--grep") == 0) {
             o.grep = argv[++i];
         } else if (val && strcmp(a, "--older-than") == 0) {
@@ -1325,7 +1504,7 @@ int wr_dlqtool_main(int argc, char **argv)
         o.id = show_id;
         o.limit = 1;
     } else if (o.limit < 0) {
-        o.limit = o.cmd == CMD_LIST ? 100 : 0;
+        o.limit = o.cmd == CMD_LIST && o.group_by == NULL ? 100 : 0;
     }
 
     wr_config_errors errs = {0};
@@ -1366,7 +1545,9 @@ int wr_dlqtool_main(int argc, char **argv)
     }
     switch (o.cmd) {
     case CMD_LIST:
-        if (o.json) {
+        if (o.group_by != NULL) {
+            rc = print_groups(&o, sub, &r, sel, nsel);
+        } else if (o.json) {
             json_t *a = json_array();
             for (size_t i = 0; i < nsel; i++) {
                 const dgroup *g = &r.groups[sel[i]];

@@ -5,6 +5,7 @@
 #include "envelope.h"
 
 #include <errno.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,5 +255,37 @@ int wr_trace_parse(amqp_bytes_t tp, char *trace_id, char *span_id)
     trace_id[32] = '\0';
     memcpy(span_id, s + 36, 16);
     span_id[16] = '\0';
+    return 0;
+}
+
+int wr_trace_derive(amqp_bytes_t message_id, const char *key, char *trace_id)
+{
+    static const char tag[] = "warren-trace\n";
+    const void *src = message_id.bytes;
+    size_t n = message_id.len;
+    if (n == 0) {
+        src = key;
+        n = key != NULL ? strlen(key) : 0;
+    }
+    if (n == 0) {
+        return -1;
+    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+             EVP_DigestUpdate(ctx, tag, sizeof(tag) - 1) == 1 &&
+             EVP_DigestUpdate(ctx, src, n) == 1 && EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 &&
+             mdlen >= 16;
+    EVP_MD_CTX_free(ctx);
+    if (!ok) {
+        return -1;
+    }
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 16; i++) {
+        trace_id[2 * i] = hex[md[i] >> 4];
+        trace_id[2 * i + 1] = hex[md[i] & 15];
+    }
+    trace_id[32] = '\0';
     return 0;
 }

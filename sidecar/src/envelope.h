@@ -87,6 +87,16 @@ amqp_bytes_t wr_table_get_str(const amqp_table_t *table, const char *name);
  */
 int wr_trace_parse(amqp_bytes_t tp, char *trace_id, char *span_id);
 
+/*
+ * The trace id of a message that came without a traceparent: derived from its
+ * message id MESSAGE_ID (or, when it has none, from its idempotency key KEY),
+ * so every subscription that gets the same input, every attempt and every
+ * replay of it share one trace. TRACE_ID (33 bytes) gets the first 128 bits
+ * of SHA-256("warren-trace\n" + the id) in lowercase hex. Returns 0, or -1
+ * when there is neither an id nor a key (the caller starts a random trace).
+ */
+int wr_trace_derive(amqp_bytes_t message_id, const char *key, char *trace_id);
+
 /* Offset of the first byte that is not valid UTF-8 in S, or N when all of it is. */
 size_t wr_utf8_check(const unsigned char *s, size_t n);
 

@@ -953,7 +953,8 @@ int wr_exec_run(const wr_exec_opts *opts)
                 call.store = store_buf ? &store : NULL;
             }
             char trace[33] = "", span[17];
-            if (wr_trace_parse(env.traceparent, trace, span) != 0) {
+            if (wr_trace_parse(env.traceparent, trace, span) != 0 &&
+                wr_trace_derive(env.id, key, trace) != 0) {
                 /* a new trace, as a worker starts one: from the clock, no need for quality */
                 unsigned long long a = (unsigned long long)(wr_mono_ms() * 1000.0);
                 unsigned long long b = (unsigned long long)wr_now_ms() ^ 0x9e3779b97f4a7c15ULL;

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "status.h"
+
 struct wr_http {
     struct MHD_Daemon *d;
     wr_metrics *m;
@@ -56,13 +58,20 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *c, const char *u
         status = wr_metrics_live(h->m, fp) ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
     } else if (strcmp(url, "/readyz") == 0 && get) {
         status = wr_metrics_ready(h->m, fp) ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
+    } else if (strcmp(url, "/status") == 0 && get) {
+        type = "application/json";
+        json_t *st = wr_status_json(h->m);
+        if (st == NULL || json_dumpf(st, fp, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0) {
+            status = MHD_HTTP_INTERNAL_SERVER_ERROR;
+        }
+        json_decref(st);
     } else if (strcmp(url, "/metrics") == 0 || strcmp(url, "/healthz") == 0 ||
-               strcmp(url, "/readyz") == 0) {
+               strcmp(url, "/readyz") == 0 || strcmp(url, "/status") == 0) {
         status = MHD_HTTP_METHOD_NOT_ALLOWED;
         fprintf(fp, "only GET\n");
     } else {
         status = MHD_HTTP_NOT_FOUND;
-        fprintf(fp, "not found; try /metrics, /healthz or /readyz\n");
+        fprintf(fp, "not found; try /metrics, /healthz, /readyz or /status\n");
     }
     if (fclose(fp) != 0) {
         free(body);

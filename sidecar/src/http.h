@@ -6,6 +6,9 @@
  *   GET /readyz   200 "ready" when started, not draining, Redis answering and
  *                 every worker connected to the broker; else 503 with the
  *                 failing checks, one per line
+ *   GET /status   JSON: per subscription, consuming or paused and why, queue
+ *                 depths, DLQ copies by reason, handler version, last
+ *                 failures (status.h)
  *
  * Served by libmicrohttpd on its own thread, off the workers' hot path; every
  * answer is computed from the registry at request time. Other paths get 404,

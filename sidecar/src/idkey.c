@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "dlq.h"
+
 /* Copy N bytes of S as the key, refusing empty and oversized ones. */
 static int set_key(const char *s, size_t n, char *out, size_t cap, const char *what, char *why,
                    size_t whycap)
@@ -168,4 +170,30 @@ size_t wr_idkey_event_id(const char *base, size_t base_len, const char *subscrip
         *p++ = hex[md[i] & 15];
     }
     return (size_t)(p - out) + (size_t)sprintf(p, ":%d", n);
+}
+
+char *wr_idkey_fields(char *const *paths, int n, const wr_envelope *env)
+{
+    if (n <= 0 || env->body.len == 0) {
+        return NULL;
+    }
+    json_t *root = json_loadb(env->body.bytes, env->body.len, JSON_DECODE_ANY, NULL);
+    if (root == NULL) {
+        return NULL;
+    }
+    json_t *out = json_object();
+    for (int i = 0; i < n; i++) {
+        json_t *v = json_path(root, paths[i]);
+        if (json_is_string(v)) {
+            size_t len = wr_utf8_truncate(json_string_value(v), json_string_length(v), 200);
+            json_object_set_new(out, paths[i], json_stringn(json_string_value(v), len));
+        } else if (json_is_number(v)) {
+            json_object_set(out, paths[i], v);
+        }
+    }
+    char *text =
+        json_object_size(out) > 0 ? json_dumps(out, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+    json_decref(out);
+    json_decref(root);
+    return text;
 }

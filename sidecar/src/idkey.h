@@ -37,6 +37,15 @@ wr_reason wr_idkey_derive(const wr_idem_policy *policy, const wr_envelope *env, 
 #define WR_AMQP_SHORTSTR 255
 
 /*
+ * The values of the JSON paths PATHS (N of them, "a.b" form, as the json: key
+ * source reads them) in ENV's body, as a compact JSON object {"a.b": value}
+ * of those that are strings or numbers (strings cut at 200 bytes). Returns a
+ * malloc'd string (caller frees), or NULL when none is there or the body is
+ * not JSON.
+ */
+char *wr_idkey_fields(char *const *paths, int n, const wr_envelope *env);
+
+/*
  * The message id of the N-th event (1-based) a handler published while
  * handling the message of key BASE (BASE_LEN bytes) in SUBSCRIPTION:
  * "<base>:<subscription>:<n>", so a run after a crash publishes the same ids

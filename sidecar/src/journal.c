@@ -10,6 +10,7 @@
 #include "dlq.h"
 #include "log.h"
 #include "numfmt.h"
+#include "outcome.h"
 
 wr_journal_entry wr_journal_entry_init(const char *event)
 {
@@ -206,6 +207,10 @@ char *wr_journal_encode(const wr_journal_entry *e)
         put_int(&b, "received_at", e->received_ms);
     }
     put_cstr(&b, "note", e->note);
+    if (e->fields != NULL && e->fields[0] == '{') {
+        jb_key(&b, "fields");
+        jb_raw(&b, e->fields, strlen(e->fields));
+    }
     jb_raw(&b, "}", 1);
     if (b.failed) {
         free(b.buf);
@@ -368,9 +373,25 @@ static void decide_where(json_t *story, const wr_journal_subject *s, const json_
         if (str_of(last, "reason")[0]) {
             strncat(detail, ")", sizeof(detail) - strlen(detail) - 1);
         }
+        /* a replay runs the same handler on the same body: a rejection or a body
+         * that cannot be read would only fail again */
+        wr_reason rs = wr_reason_parse(str_of(last, "reason"));
+        int permanent = rs == WR_RS_REJECTED || rs == WR_RS_MISSING_ID || rs == WR_RS_EMPTY_BODY ||
+                        rs == WR_RS_TOO_LARGE || rs == WR_RS_INVALID_JSON || rs == WR_RS_ENCODING ||
+                        rs == WR_RS_MISSING_KEY;
+        if (permanent) {
+            strncat(detail,
+                    rs == WR_RS_REJECTED
+                        ? "; its handler declined it: a replay is rejected again unless the "
+                          "handler or the data changed"
+                        : "; the message itself is unreadable: a replay fails the same way",
+                    sizeof(detail) - strlen(detail) - 1);
+        }
         set_where(story, "dlq", detail, ts, 0);
         add_next(story, "warren dlq show -c %s --subscription %s %s", s, id);
-        add_next(story, "warren dlq replay -c %s --subscription %s --id %s", s, id);
+        if (!permanent) {
+            add_next(story, "warren dlq replay -c %s --subscription %s --id %s", s, id);
+        }
     } else if (strcmp(ev, WR_JOURNAL_RETRIED) == 0 || strcmp(ev, WR_JOURNAL_DEFERRED) == 0) {
         int64_t due = ts + int_of(last, "delay_ms", 0);
         char dues[32];

@@ -20,6 +20,9 @@
  * epoch milliseconds. The outcome of a first attempt carries `received_at`
  * (with `type` and `redelivered`), from which the reader makes the "received"
  * entry of the timeline: one entry per handled message, not two.
+ * With the subscription's trace_fields, that first entry also carries
+ * `fields`, the recorded body values (`{"order_id":"o-2007"}`), by which
+ * `warren trace` finds an event.
  *
  * This module is pure: it builds entries (wr_journal_encode) and, for the
  * reader, turns a list of entries plus the event's idempotency record into a
@@ -78,6 +81,8 @@ typedef struct {
                             reader shows a "received" entry before this one (one
                             entry per message instead of two: half the writes) */
     const char *note;    /* free text (replay: what was done to the record) */
+    const char *fields;  /* a JSON object of recorded body values (trace_fields), written
+                            as is; NULL: none */
 } wr_journal_entry;
 
 /* An entry with every optional field unset. */

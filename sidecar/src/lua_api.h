@@ -38,6 +38,11 @@ void wr_lua_push_where(lua_State *L);
  * 2) when the handler called the function directly. */
 int wr_lua_caller_error(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Mark the current handler call as failed by a dependency (ctx.http transport
+ * error or 5xx, a named breaker): its error counts for the subscription's
+ * breaker (wr_lua_result.dependency). */
+void wr_lua_note_dependency(lua_State *L);
+
 /* Milliseconds left before the current handler call's deadline (may be <= 0). */
 double wr_lua_time_left_ms(lua_State *L);
 

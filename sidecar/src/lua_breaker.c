@@ -45,6 +45,7 @@ static int brk_call(lua_State *L)
                                    luaL_typename(L, 2));
     }
     if (!wr_shared_brk_allow(b)) {
+        wr_lua_note_dependency(L);
         return wr_lua_caller_error(L, "breaker '%s' is open: call refused, the message will be "
                                       "retried later",
                                    wr_shared_brk_name(b));
@@ -54,7 +55,8 @@ static int brk_call(lua_State *L)
     lua_insert(L, 3); /* -- self fn fn args... */
     int base = 2;
     if (lua_pcall(L, nargs, LUA_MULTRET, 0) != 0) {
-        wr_shared_brk_record(b, 0);
+        wr_shared_brk_failed(b, NULL, 0, lua_tostring(L, -1));
+        wr_lua_note_dependency(L);
         return lua_error(L); /* the same error value, unchanged */
     }
     wr_shared_brk_record(b, 1);

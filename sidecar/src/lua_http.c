@@ -501,6 +501,7 @@ static int http_request(lua_State *L)
     if (rc != WR_HTTP_OK) {
         const char *why = resp.error ? resp.error : "transport error";
         if (raise) {
+            wr_lua_note_dependency(L);
             return wr_lua_caller_error(L, "http %s %s: %s", method, safe(&su, url), why);
         }
         lua_pushnil(L);
@@ -508,6 +509,7 @@ static int http_request(lua_State *L)
         return 2;
     }
     if (resp.status >= 500 && raise) {
+        wr_lua_note_dependency(L);
         char reason[128];
         reason_of(resp.head, resp.head_len, reason, sizeof(reason));
         if (reason[0]) {

@@ -54,6 +54,7 @@ struct wr_lua {
     size_t mem_used;
     size_t mem_limit;
     int oom;           /* an allocation was refused since the last reset */
+    int dep_failed;    /* a dependency failed during the current call (lua_api.h) */
     int mem_slack;     /* a guarded cjson call runs: the limit is a quarter higher */
     const char *stage; /* what the runtime does outside the handler, for errors */
 
@@ -182,6 +183,11 @@ int wr_lua_caller_error(lua_State *L, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     return caller_error(L, "%s", msg);
+}
+
+void wr_lua_note_dependency(lua_State *L)
+{
+    rt_of(L)->dep_failed = 1;
 }
 
 double wr_lua_time_left_ms(lua_State *L)
@@ -1801,6 +1807,7 @@ static int handle_call(lua_State *L)
             set_result(res, WR_OUT_ERROR, "stack-overflow", msg);
         } else {
             set_result(res, WR_OUT_ERROR, "handler-error", msg);
+            res->dependency = rt->dep_failed;
         }
         if (wr_log_enabled(WR_LOG_DEBUG) && lua_type(L, -1) == LUA_TSTRING) {
             wr_logline l;
@@ -1826,6 +1833,7 @@ wr_outcome wr_lua_handle(wr_lua *rt, const wr_envelope *env, const wr_lua_call *
     rt->timed_out = 0;
     rt->cstack_overflow = 0;
     rt->oom = 0;
+    rt->dep_failed = 0;
     rt->mem_slack = 0;
     rt->env = env;
     rt->call = call;

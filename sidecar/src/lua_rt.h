@@ -130,6 +130,8 @@ typedef struct {
     wr_lua_pub *pubs;       /* WR_OUT_OK: buffered publishes, in order; owned by the
                                wr_lua, valid until the next wr_lua_handle */
     int pub_count;
+    int dependency; /* ERROR: raised through a dependency (ctx.http transport error or 5xx,
+                       a named breaker's failure or refusal), not by the handler's own code */
 } wr_lua_result;
 
 /*

@@ -9,6 +9,7 @@
 #include "config.h"
 #include "dlqtool.h"
 #include "exec.h"
+#include "status.h"
 #include "tracecmd.h"
 
 static const char usage[] =
@@ -50,6 +51,7 @@ static void put_usage(FILE *fp)
     fputs(usage, fp);
     fputs(wr_dlqtool_usage, fp);
     fputs(wr_tracecmd_usage, fp);
+    fputs(wr_status_usage, fp);
     fputs(usage_tail, fp);
 }
 
@@ -88,6 +90,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "trace") == 0) {
         return wr_tracecmd_main(argc - 2, argv + 2);
+    }
+    if (strcmp(cmd, "status") == 0) {
+        return wr_status_main(argc - 2, argv + 2);
     }
     int exec = strcmp(cmd, "exec") == 0;
     if (strcmp(cmd, "run") != 0 && strcmp(cmd, "check") != 0 && !exec) {

@@ -18,8 +18,6 @@ const double wr_hist_bounds[WR_HIST_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 
 
 static const char *const outcome_names[WR_MO_COUNT] = {
     "ok", "retried", "dead_lettered", "rejected", "invalid", "duplicate", "deferred", "returned"};
-static const char *const dl_names[WR_DL_COUNT] = {"error",   "timeout", "rejected",
-                                                  "invalid", "crashed", "store-refused"};
 
 #define MAX_QUEUES_PER_SUB 40
 #define REDIS_STALE_MS 15000 /* a Redis check older than this does not count as "up" */
@@ -318,11 +316,11 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
     }
 
     family(fp, "warren_dead_letters_total", "counter",
-           "Copies sent to the dead-letter queue, by reason.");
+           "Copies sent to the dead-letter queue, by reason (the DLQ header's code).");
     for (int s = 0; s < nsub; s++) {
-        for (int r = 0; r < WR_DL_COUNT; r++) {
+        for (int r = WR_RS_NONE + 1; r < WR_RS_COUNT; r++) {
             fprintf(fp, "warren_dead_letters_total{subscription=\"%s\",reason=\"%s\"} %llu\n",
-                    cfg->subs[s].name, dl_names[r],
+                    cfg->subs[s].name, wr_reason_name((wr_reason)r),
                     (unsigned long long)sum_sub(
                         m, s, OFF(dead_letters) + sizeof(atomic_uint_fast64_t) * (size_t)r));
         }
@@ -536,9 +534,11 @@ int wr_metrics_ready(wr_metrics *m, FILE *fp)
     } else {
         ok = 0;
         fprintf(fp, "redis: not answering: %s\n", rerr);
+        /* the workers close their consumers on purpose meanwhile: not the broker's doing */
+        fprintf(fp, "paused: Redis not answering; consumption resumes when it answers\n");
     }
     int down = 0;
-    for (int k = 0; k < m->nworkers; k++) {
+    for (int k = 0; k < m->nworkers && redis; k++) {
         if (!atomic_load(&m->ws[k].connected)) {
             down++;
             if (down <= 5) {
@@ -547,7 +547,9 @@ int wr_metrics_ready(wr_metrics *m, FILE *fp)
             }
         }
     }
-    if (down == 0) {
+    if (!redis) {
+        /* no broker line: whatever it said would be about the pause */
+    } else if (down == 0) {
         fprintf(fp, "broker: %d workers connected\n", m->nworkers);
     } else {
         ok = 0;
@@ -563,6 +565,93 @@ int wr_metrics_ready(wr_metrics *m, FILE *fp)
                 "workers\n",
                 blocked);
     }
+    /* a breaker that stops a subscription is no reason to leave the Service
+     * (the other subscriptions work, and restarting would not help): a detail */
+    for (int i = 0; m->brk != NULL && i < m->cfg->sub_count; i++) {
+        if (!m->cfg->subs[i].breaker.enabled) {
+            continue;
+        }
+        wr_brk_status bs;
+        wr_shared_brk_status(wr_breakers_sub(m->brk, i), &bs);
+        if (bs.state == WR_BRK_OPEN) {
+            char since[32], probe[32];
+            wr_format_time(bs.opened_at_ms, since, sizeof(since));
+            wr_format_time(bs.probe_at_ms, probe, sizeof(probe));
+            fprintf(fp,
+                    "consumption paused: breaker %s open since %s, next probe at %s "
+                    "(does not fail readiness)\n",
+                    m->cfg->subs[i].name, since, probe);
+        }
+    }
     fprintf(fp, ok ? "ready\n" : "not ready\n");
     return ok;
+}
+
+void wr_metrics_sub_figures(wr_metrics *m, int sub, wr_sub_figures *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->depth_main = out->depth_retry = out->depth_wait = out->depth_dlq = -1;
+    for (int k = 0; k < m->nworkers; k++) {
+        if (m->ws_sub[k] != sub) {
+            continue;
+        }
+        const wr_wstats *w = &m->ws[k];
+        out->workers++;
+        out->connected += atomic_load(&w->connected) != 0;
+        out->blocked += atomic_load(&w->blocked) != 0;
+        out->in_flight += atomic_load(&w->in_flight);
+        out->received += ld(&w->received);
+        for (int o = 0; o < WR_MO_COUNT; o++) {
+            out->outcomes[o] += ld(&w->outcomes[o]);
+        }
+        for (int r = 0; r < WR_RS_COUNT; r++) {
+            out->dead_letters[r] += ld(&w->dead_letters[r]);
+        }
+    }
+    pthread_mutex_lock(&m->lock);
+    const qdepth *q = &m->queues[sub * MAX_QUEUES_PER_SUB];
+    for (int i = 0; i < m->queue_count[sub]; i++) {
+        long *d = strcmp(q[i].kind, "main") == 0    ? &out->depth_main
+                  : strcmp(q[i].kind, "wait") == 0  ? &out->depth_wait
+                  : strcmp(q[i].kind, "dlq") == 0   ? &out->depth_dlq
+                  : strcmp(q[i].kind, "retry") == 0 ? &out->depth_retry
+                                                    : NULL;
+        if (d == NULL || q[i].messages < 0) {
+            continue;
+        }
+        /* the delay tiers add up */
+        *d = (*d < 0 ? 0 : *d) + q[i].messages;
+        if (strcmp(q[i].kind, "main") == 0) {
+            out->consumers = q[i].consumers;
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+}
+
+void wr_metrics_proc_figures(wr_metrics *m, wr_proc_figures *out)
+{
+    memset(out, 0, sizeof(*out));
+    pthread_mutex_lock(&m->lock);
+    out->started = m->started;
+    out->draining = m->draining;
+    out->redis_checked_ago_ms = wr_mono_ms() - m->redis_checked_ms;
+    out->redis_up = m->redis_up && out->redis_checked_ago_ms < REDIS_STALE_MS;
+    snprintf(out->redis_error, sizeof(out->redis_error), "%s",
+             m->redis_error[0] ? m->redis_error : "no answer yet");
+    pthread_mutex_unlock(&m->lock);
+}
+
+const wr_config *wr_metrics_config(const wr_metrics *m)
+{
+    return m->cfg;
+}
+
+struct wr_breakers *wr_metrics_breakers(const wr_metrics *m)
+{
+    return m->brk;
+}
+
+struct wr_reloader *wr_metrics_reloader(const wr_metrics *m)
+{
+    return m->rel;
 }

@@ -14,7 +14,8 @@
  *
  * Naming follows Prometheus conventions: warren_ prefix, base units
  * (seconds), _total for counters, labels for subscription, outcome, reason,
- * attempt. README "Metrics" lists every family.
+ * attempt. A reason label is the code of outcome.h, the one DLQ headers, logs,
+ * `warren trace` and `warren dlq --reason` carry. README "Metrics" lists every family.
  */
 #ifndef WR_METRICS_H
 #define WR_METRICS_H
@@ -24,6 +25,7 @@
 #include <stdio.h>
 
 #include "config.h"
+#include "outcome.h"
 
 /* Buckets (upper bounds, seconds) shared by every histogram: 100 us .. 30 s. */
 #define WR_HIST_BUCKETS 17
@@ -48,24 +50,14 @@ typedef enum {
     WR_MO_COUNT
 } wr_met_outcome;
 
-/* Why a copy went to the DLQ: warren_dead_letters_total{reason}. */
-typedef enum {
-    WR_DL_ERROR = 0, /* the handler raised or returned an error on its last attempt */
-    WR_DL_TIMEOUT,   /* ... or ran past its timeout */
-    WR_DL_REJECTED,
-    WR_DL_INVALID,
-    WR_DL_CRASHED,       /* the crash-loop guard */
-    WR_DL_STORE_REFUSED, /* the commit refused its ctx.store writes (a key of another type) */
-    WR_DL_COUNT
-} wr_met_dl_reason;
-
 #define WR_MET_MAX_ATTEMPT 100 /* retry.max_attempts' upper bound */
 
 /* The figures of one worker. Zeroed at creation; written by that worker only. */
 typedef struct {
     atomic_uint_fast64_t received;
     atomic_uint_fast64_t outcomes[WR_MO_COUNT];
-    atomic_uint_fast64_t dead_letters[WR_DL_COUNT];
+    atomic_uint_fast64_t dead_letters[WR_RS_COUNT];       /* DLQ copies by reason (outcome.h): the
+                                                             label is the DLQ header's code */
     atomic_uint_fast64_t retries[WR_MET_MAX_ATTEMPT + 1]; /* by the attempt that failed */
     atomic_uint_fast64_t redis_errors;
     atomic_uint_fast64_t replica_waits_failed; /* batches whose commit too few replicas
@@ -135,6 +127,33 @@ void wr_metrics_render(wr_metrics *m, FILE *fp);
  */
 int wr_metrics_live(wr_metrics *m, FILE *fp);
 int wr_metrics_ready(wr_metrics *m, FILE *fp);
+
+/* ---- figures for status (status.h) ------------------------------------------------ */
+
+/* One subscription's figures now. Queue depths: -1 when not read (yet). */
+typedef struct {
+    int workers, connected, blocked, in_flight;
+    long depth_main, depth_retry, depth_wait, depth_dlq, consumers;
+    uint64_t received;
+    uint64_t outcomes[WR_MO_COUNT];
+    uint64_t dead_letters[WR_RS_COUNT];
+} wr_sub_figures;
+
+/* The process's figures now. */
+typedef struct {
+    int started, draining;
+    int redis_up;                /* answered within the staleness limit */
+    char redis_error[256];       /* why not, when not */
+    double redis_checked_ago_ms; /* since the prober's last answer (or try) */
+} wr_proc_figures;
+
+void wr_metrics_sub_figures(wr_metrics *m, int sub, wr_sub_figures *out);
+void wr_metrics_proc_figures(wr_metrics *m, wr_proc_figures *out);
+
+/* The config, breakers and reloader the registry reports on (the last two may be NULL). */
+const wr_config *wr_metrics_config(const wr_metrics *m);
+struct wr_breakers *wr_metrics_breakers(const wr_metrics *m);
+struct wr_reloader *wr_metrics_reloader(const wr_metrics *m);
 
 /* Escape VALUE as a Prometheus label value (\\, \", \n) into OUT. */
 void wr_metrics_label_escape(const char *value, char *out, size_t cap);

@@ -3,6 +3,7 @@
  */
 #include "outcome.h"
 
+#include <stdio.h>
 #include <string.h>
 
 const char *wr_outcome_name(wr_outcome o)
@@ -64,4 +65,31 @@ wr_reason wr_reason_parse(const char *name)
         }
     }
     return WR_RS_OTHER;
+}
+
+int wr_reason_lookup(const char *name, wr_reason *out)
+{
+    for (int r = 1; name != NULL && r < WR_RS_COUNT; r++) {
+        if (strcmp(reason_names[r], name) == 0) {
+            *out = (wr_reason)r;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+void wr_reason_list(const char *sep, char *out, size_t cap)
+{
+    size_t n = 0;
+    if (cap == 0) {
+        return;
+    }
+    out[0] = '\0';
+    for (int r = 1; r < WR_RS_COUNT && n < cap; r++) {
+        int w = snprintf(out + n, cap - n, "%s%s", r > 1 ? sep : "", reason_names[r]);
+        if (w < 0) {
+            break;
+        }
+        n += (size_t)w;
+    }
 }

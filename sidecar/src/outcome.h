@@ -9,6 +9,8 @@
 #ifndef WR_OUTCOME_H
 #define WR_OUTCOME_H
 
+#include <stddef.h>
+
 typedef enum {
     WR_OUT_OK = 0,  /* handled: publish its events, then ack */
     WR_OUT_ERROR,   /* the handler raised an error (retryable) */
@@ -56,5 +58,16 @@ const char *wr_reason_name(wr_reason r);
 /* The reason named NAME: WR_RS_NONE for NULL or "", WR_RS_OTHER for a
  * name not in the table. */
 wr_reason wr_reason_parse(const char *name);
+
+/*
+ * The reason an operator named (`warren dlq list --reason NAME`): 0 and *OUT
+ * set when NAME is one of the table's codes ("other" included: a DLQ copy
+ * whose code this version does not know lists under it), -1 otherwise.
+ */
+int wr_reason_lookup(const char *name, wr_reason *out);
+
+/* Every code of the table, in its order, separated by SEP, into OUT (cut to
+ * CAP). For usage errors and docs: "missing-message-id, empty-body, ...". */
+void wr_reason_list(const char *sep, char *out, size_t cap);
 
 #endif

@@ -16,6 +16,24 @@
 #include "topology.h"
 
 #define REDIS_EVERY_MS 1000
+#define REDIS_DOWN_EVERY_MS 250 /* while it does not answer: notice its return quickly */
+
+static atomic_uint redis_returns; /* wr_probe_redis_returns */
+static atomic_int redis_down;     /* the last check failed */
+
+unsigned wr_probe_redis_returns(void)
+{
+    return atomic_load(&redis_returns);
+}
+
+static void redis_seen(int up)
+{
+    if (up && atomic_exchange(&redis_down, 0)) {
+        atomic_fetch_add(&redis_returns, 1);
+    } else if (!up) {
+        atomic_store(&redis_down, 1);
+    }
+}
 
 struct wr_probe {
     pthread_t thread;
@@ -33,6 +51,7 @@ static void check_redis(wr_probe *p)
     char err[512] = "";
     if (p->redis != NULL && wr_idem_ping(p->redis) == 0) {
         wr_metrics_set_redis(p->m, 1, NULL);
+        redis_seen(1);
         return;
     }
     if (p->redis != NULL) {
@@ -42,9 +61,11 @@ static void check_redis(wr_probe *p)
     p->redis = wr_idem_create(&p->cfg->redis, p->cfg->redis_timeout_ms, err, sizeof(err));
     if (p->redis != NULL && wr_idem_ping(p->redis) == 0) {
         wr_metrics_set_redis(p->m, 1, NULL);
+        redis_seen(1);
         return;
     }
     wr_metrics_set_redis(p->m, 0, err);
+    redis_seen(0);
 }
 
 /* Read every queue of subscription I. Returns 0, or -1 when the connection broke
@@ -115,7 +136,8 @@ static void *probe_main(void *arg)
             next_poll = t0 + (double)p->cfg->queue_poll_ms;
         }
         /* sleep out the second in short steps, so stopping is quick */
-        while (!atomic_load(&p->stop) && wr_mono_ms() - t0 < REDIS_EVERY_MS) {
+        int every = atomic_load(&redis_down) ? REDIS_DOWN_EVERY_MS : REDIS_EVERY_MS;
+        while (!atomic_load(&p->stop) && wr_mono_ms() - t0 < every) {
             struct timespec ts = {0, 50 * 1000000L};
             nanosleep(&ts, NULL);
         }

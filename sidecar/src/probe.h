@@ -25,4 +25,13 @@ wr_probe *wr_probe_start(const wr_config *cfg, wr_reloader *rel, wr_metrics *m);
 /* Stop the thread (within about a second) and free it. */
 void wr_probe_stop(wr_probe *p);
 
+/*
+ * How many times (process-wide) the prober saw Redis answer again after it
+ * did not. While Redis is away the prober asks four times a second, so a
+ * worker waiting for Redis (or holding a connection that may have died with
+ * the old server) learns of its return within about 250 ms: compare the
+ * number with the one seen before.
+ */
+unsigned wr_probe_redis_returns(void);
+
 #endif

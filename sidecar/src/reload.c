@@ -12,6 +12,7 @@
 #include "contracts.h"
 #include "log.h"
 #include "lua_rt.h"
+#include "luadeps.h"
 #include "watch.h"
 
 #define RESCAN_MS 10000 /* the backstop re-stat, for events the kernel never sent */
@@ -85,58 +86,167 @@ static char *slurp(const char *path, size_t *len, char *err, size_t errcap)
     return wr_lua_read_source(path, "handler", len, err, errcap);
 }
 
-static int cmp_names(const void *a, const void *b)
+#define MAX_DEPS 64
+
+/* One file a version covers: its path relative to the handler's directory and
+ * the FNV-1a of its content ("" content hash 0 when unreadable). */
+typedef struct {
+    char rel[WR_LUADEPS_NAME_MAX + 8];
+    uint64_t hash;
+    int missing;
+} dep_file;
+
+static int cmp_deps(const void *a, const void *b)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    return strcmp(((const dep_file *)a)->rel, ((const dep_file *)b)->rel);
+}
+
+static int has_dep(const dep_file *d, int n, const char *rel)
+{
+    for (int i = 0; i < n; i++) {
+        if (strcmp(d[i].rel, rel) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Read DIR/REL into D[*N] (its hash, or missing) and, with NAMES, scan it for
+ * more requires (appended to NAMES, *NNAMES of them). */
+static void add_dep(const char *dir, const char *rel, dep_file *d, int *n,
+                    char (*names)[WR_LUADEPS_NAME_MAX], int *nnames, int *dynamic)
+{
+    if (*n >= MAX_DEPS || has_dep(d, *n, rel)) {
+        return;
+    }
+    dep_file *f = &d[(*n)++];
+    snprintf(f->rel, sizeof(f->rel), "%s", rel);
+    char p[4400];
+    snprintf(p, sizeof(p), "%s/%s", dir, rel);
+    size_t ml;
+    char why[256];
+    char *m = wr_lua_read_source(p, "module", &ml, why, sizeof(why));
+    f->missing = m == NULL;
+    f->hash = m ? wr_fnv1a(WR_FNV1A_INIT, m, ml) : 0;
+    if (m != NULL && names != NULL) {
+        *nnames += wr_luadeps_scan(m, ml, names + *nnames, MAX_DEPS - *nnames, dynamic);
+    }
+    free(m);
 }
 
 /*
  * The version of a handler: FNV-1a over its source, then over the name and
- * content of every other .lua file in its directory, in name order (the
- * modules it may require). 12 hex digits. Siblings that are not regular
- * files or are too large to be required (lua_rt.h) are left out: a FIFO or a
- * link to /dev/zero named x.lua is neither waited for nor read.
+ * content hash of every module it requires (luadeps.h: `require "x"` in its
+ * text, and in those modules' text, transitively), in name order. 12 hex
+ * digits. Editing one handler changes its own version, and the versions of
+ * handlers that require what changed, not those of every handler that shares
+ * the directory. A require of a computed name (`require(mod)`) could load
+ * any module: then every other .lua file in the directory counts, as before.
+ * Files that are not regular or too large (lua_rt.h) count as missing: a FIFO
+ * named x.lua is neither waited for nor read.
+ *
+ * FILES, when not NULL, gets a malloc'd manifest of what the version covers,
+ * one "rel-path hash" per line, the handler first (its base name), for the
+ * reload log to name the files that changed.
  */
-static void version_of(const char *path, const char *src, size_t len, char out[17])
+static void version_of(const char *path, const char *src, size_t len, char out[17], char **files)
 {
     uint64_t h = wr_fnv1a(WR_FNV1A_INIT, src, len);
     char dir[4096];
     snprintf(dir, sizeof(dir), "%s", path);
     char *slash = strrchr(dir, '/');
-    const char *self = slash ? slash + 1 : path;
+    const char *self = slash ? path + (slash - dir) + 1 : path;
     if (slash != NULL) {
         *slash = '\0';
+    } else {
+        snprintf(dir, sizeof(dir), ".");
     }
-    DIR *d = opendir(slash ? dir : ".");
-    char *names[256];
-    int n = 0;
-    struct dirent *de;
-    while (d != NULL && n < 256 && (de = readdir(d)) != NULL) {
-        size_t l = strlen(de->d_name);
-        if (l > 4 && strcmp(de->d_name + l - 4, ".lua") == 0 && de->d_name[0] != '.' &&
-            strcmp(de->d_name, self) != 0) {
-            names[n] = strdup(de->d_name);
-            n += names[n] != NULL;
+    static __thread char names[MAX_DEPS][WR_LUADEPS_NAME_MAX];
+    static __thread dep_file deps[MAX_DEPS];
+    int dynamic = 0, nnames = wr_luadeps_scan(src, len, names, MAX_DEPS, &dynamic), n = 0;
+    for (int i = 0; i < nnames && !dynamic; i++) {
+        char rel[WR_LUADEPS_NAME_MAX + 8];
+        if (wr_luadeps_path(names[i], rel, sizeof(rel)) == 0) {
+            add_dep(dir, rel, deps, &n, names, &nnames, &dynamic);
         }
     }
-    if (d != NULL) {
-        closedir(d);
+    if (dynamic) {
+        /* any module could be loaded: every .lua file beside it */
+        n = 0;
+        DIR *d = opendir(dir);
+        struct dirent *de;
+        while (d != NULL && n < MAX_DEPS && (de = readdir(d)) != NULL) {
+            size_t l = strlen(de->d_name);
+            if (l > 4 && l < WR_LUADEPS_NAME_MAX && strcmp(de->d_name + l - 4, ".lua") == 0 &&
+                de->d_name[0] != '.' && strcmp(de->d_name, self) != 0) {
+                add_dep(dir, de->d_name, deps, &n, NULL, NULL, NULL);
+            }
+        }
+        if (d != NULL) {
+            closedir(d);
+        }
     }
-    qsort(names, (size_t)n, sizeof(names[0]), cmp_names);
+    qsort(deps, (size_t)n, sizeof(deps[0]), cmp_deps);
     for (int i = 0; i < n; i++) {
-        char p[4400];
-        snprintf(p, sizeof(p), "%s/%s", slash ? dir : ".", names[i]);
-        size_t ml;
-        char why[256];
-        char *m = wr_lua_read_source(p, "module", &ml, why, sizeof(why));
-        if (m != NULL) {
-            h = wr_fnv1a(h, names[i], strlen(names[i]) + 1);
-            h = wr_fnv1a(h, m, ml);
-            free(m);
+        if (!deps[i].missing) {
+            h = wr_fnv1a(h, deps[i].rel, strlen(deps[i].rel) + 1);
+            h = wr_fnv1a(h, &deps[i].hash, sizeof(deps[i].hash));
         }
-        free(names[i]);
     }
     snprintf(out, 17, "%012llx", (unsigned long long)(h & 0xFFFFFFFFFFFFULL));
+    if (files != NULL) {
+        char *m = NULL;
+        size_t ml = 0;
+        FILE *fp = open_memstream(&m, &ml);
+        if (fp != NULL) {
+            fprintf(fp, "%s %016llx\n", self,
+                    (unsigned long long)wr_fnv1a(WR_FNV1A_INIT, src, len));
+            for (int i = 0; i < n; i++) {
+                if (deps[i].missing) {
+                    fprintf(fp, "%s missing\n", deps[i].rel);
+                } else {
+                    fprintf(fp, "%s %016llx\n", deps[i].rel, (unsigned long long)deps[i].hash);
+                }
+            }
+            fclose(fp);
+        }
+        *files = m;
+    }
+}
+
+/* Is the line L (up to its newline) in manifest M? With NAME_ONLY, is a line
+ * for the same file there? */
+static int in_manifest(const char *m, const char *l, int name_only)
+{
+    size_t n = name_only ? strcspn(l, " \n") : strcspn(l, "\n");
+    for (; m != NULL && *m; m = strchr(m, '\n') ? strchr(m, '\n') + 1 : NULL) {
+        if (strncmp(m, l, n) == 0 && (name_only ? m[n] == ' ' : m[n] == '\n' || !m[n])) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The files that differ between manifests OLD and NEW (version_of's FILES):
+ * changed or added, then removed; comma-separated into OUT. */
+static void changed_files(const char *old, const char *new, char *out, size_t cap)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (int pass = 0; pass < 2; pass++) {
+        const char *a = pass == 0 ? new : old, *b = pass == 0 ? old : new;
+        for (const char *l = a; l != NULL && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+            if (pass == 0 ? in_manifest(b, l, 0) : in_manifest(b, l, 1)) {
+                continue;
+            }
+            int nl = (int)strcspn(l, " \n");
+            int w = snprintf(out + n, cap - n, "%s%.*s", n ? ", " : "", nl, l);
+            if (w < 0 || (size_t)w >= cap - n) {
+                break;
+            }
+            n += (size_t)w;
+        }
+    }
 }
 
 int wr_handler_version(const char *path, char out[17])
@@ -147,7 +257,7 @@ int wr_handler_version(const char *path, char out[17])
     if (src == NULL) {
         return -1;
     }
-    version_of(path, src, len, out);
+    version_of(path, src, len, out, NULL);
     free(src);
     return 0;
 }
@@ -179,7 +289,7 @@ wr_reloader *wr_reloader_create(const wr_config *cfg, char *err, size_t errcap)
         if (l->source == NULL) {
             goto fail;
         }
-        version_of(s->handler, l->source, l->source_len, l->version);
+        version_of(s->handler, l->source, l->source_len, l->version, &l->files);
         l->timeout_ms = s->handler_timeout_ms;
         wr_retry_policy_copy(&l->retry, l->delays, &s->retry);
         if (s->contracts.file != NULL &&
@@ -212,6 +322,7 @@ void wr_reloader_destroy(wr_reloader *r)
     for (int i = 0; r->live != NULL && i < r->cfg->sub_count; i++) {
         free(r->live[i].source);
         wr_contracts_free(r->live[i].contracts);
+        free(r->live[i].files);
         pthread_mutex_destroy(&r->live[i].lock);
     }
     free(r->live);
@@ -358,7 +469,8 @@ static int reload_sub(wr_reloader *r, int i, const wr_subscription *nsub, const 
         return -1;
     }
     char version[17];
-    version_of(run->handler, src, len, version);
+    char *files = NULL;
+    version_of(run->handler, src, len, version, &files);
 
     pthread_mutex_lock(&l->lock);
     int same_code = strcmp(version, l->version) == 0;
@@ -367,8 +479,11 @@ static int reload_sub(wr_reloader *r, int i, const wr_subscription *nsub, const 
     char old_version[17];
     memcpy(old_version, l->version, sizeof(old_version));
     pthread_mutex_unlock(&l->lock);
+    char changed[512];
+    changed_files(l->files, files, changed, sizeof(changed));
     if (same_code && same_policy) {
         free(src);
+        free(files);
         return 0;
     }
     if (!same_code) {
@@ -391,9 +506,11 @@ static int reload_sub(wr_reloader *r, int i, const wr_subscription *nsub, const 
             wr_log_str(&line, "version", version);
             wr_log_str(&line, "running_version", old_version);
             wr_log_str(&line, "error", err);
+            wr_log_str(&line, "changed", changed);
             wr_log_str(&line, "trigger", why);
             wr_log_end(&line);
             free(src);
+            free(files);
             return -1;
         }
         wr_lua_destroy(probe);
@@ -402,6 +519,8 @@ static int reload_sub(wr_reloader *r, int i, const wr_subscription *nsub, const 
     free(l->source);
     l->source = src;
     l->source_len = len;
+    free(l->files);
+    l->files = files;
     memcpy(l->version, version, sizeof(l->version));
     l->timeout_ms = nsub->handler_timeout_ms;
     wr_retry_policy_copy(&l->retry, l->delays, &nsub->retry);
@@ -415,6 +534,7 @@ static int reload_sub(wr_reloader *r, int i, const wr_subscription *nsub, const 
     wr_log_str(&line, "version", version);
     if (!same_code) {
         wr_log_str(&line, "previous_version", old_version);
+        wr_log_str(&line, "changed", changed);
     }
     wr_log_int(&line, "handler_timeout_ms", nsub->handler_timeout_ms);
     wr_log_int(&line, "max_attempts", nsub->retry.max_attempts);

@@ -18,8 +18,10 @@
  * counted (reloads applied, refused).
  *
  * A handler's version is a content hash of its file and of the Lua modules
- * beside it (which it may require), so the same files have the same version
- * in every process, in logs and in x-warren-handler-version headers.
+ * it requires (luadeps.h), so the same files have the same version in every
+ * process, in logs and in x-warren-handler-version headers, and an edit
+ * changes the versions of the handlers it concerns only. The reload log names
+ * the files that changed.
  */
 #ifndef WR_RELOAD_H
 #define WR_RELOAD_H
@@ -40,6 +42,8 @@ typedef struct {
     char *source;             /* the handler's source (guarded by lock) */
     size_t source_len;
     char version[17];
+    char *files; /* what the version covers (reload.c's manifest: one
+                    "path hash" line per file), for the reload log */
     int64_t timeout_ms;
     wr_retry_policy retry;    /* delays_ms points into delays */
     int64_t delays[WR_LIVE_MAX_DELAYS];

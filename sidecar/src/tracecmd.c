@@ -11,16 +11,22 @@
 #include <string.h>
 
 #include "config.h"
+#include "idkey.h"
 #include "journal.h"
 #include "rconn.h"
 #include "record.h"
+#include "status.h"
 #include "log.h"
 
 const char wr_tracecmd_usage[] =
-    "  trace -c FILE ID [--subscription NAME] [--json]\n"
-    "                       the journey of one event (ID: its idempotency key, the\n"
-    "                       message id by default): timeline, trace id, handler\n"
-    "                       versions, where it is now and what to run next\n";
+    "  trace -c FILE VALUE [--subscription NAME] [--grep] [--depth N] [--json]\n"
+    "                       the journey of one event in every subscription (VALUE:\n"
+    "                       its message id or idempotency key; with --grep any text of\n"
+    "                       its journal: a business value, an error): timeline, trace\n"
+    "                       id, handler versions, where it is now, what to run next,\n"
+    "                       and the tree of the events it published (N levels, 5);\n"
+    "                       a subscription that is not consuming now says why (from\n"
+    "                       the sidecar's /status: http.listen, or --status-url URL)\n";
 
 static int usage(const char *fmt, const char *arg)
 {
@@ -137,24 +143,375 @@ out:
     return rc;
 }
 
+#define MAX_NODES 200     /* stories in one tree, at most */
+#define MAX_MATCHES 50    /* events one search may find */
+#define SCAN_COUNT "1000" /* keys per SCAN step */
+
+/* What one `warren trace` run works with. */
+typedef struct {
+    const char *config;
+    const wr_config *cfg;
+    const char *subname; /* --subscription, or NULL: every subscription */
+    wr_rconn *c;
+    int nodes;     /* stories read so far (MAX_NODES) */
+    long scanned;  /* keys looked at by searches */
+    long scan_max; /* --scan-limit */
+    char err[512];
+} tracer;
+
+static int sub_wanted(const tracer *t, const wr_subscription *sub)
+{
+    return t->subname == NULL || strcmp(sub->name, t->subname) == 0;
+}
+
+/* One (subscription, key) pair found by a search, deduplicated. */
+typedef struct {
+    int sub;
+    char *key;
+} found_event;
+
+typedef struct {
+    found_event h[MAX_MATCHES];
+    int n;
+} hits;
+
+static void hits_add(hits *hs, int sub, const char *key, size_t len)
+{
+    for (int i = 0; i < hs->n; i++) {
+        if (hs->h[i].sub == sub && strlen(hs->h[i].key) == len &&
+            memcmp(hs->h[i].key, key, len) == 0) {
+            return;
+        }
+    }
+    if (hs->n < MAX_MATCHES) {
+        hs->h[hs->n].sub = sub;
+        hs->h[hs->n].key = strndup(key, len);
+        hs->n += hs->h[hs->n].key != NULL;
+    }
+}
+
+static void hits_free(hits *hs)
+{
+    for (int i = 0; i < hs->n; i++) {
+        free(hs->h[i].key);
+    }
+    hs->n = 0;
+}
+
+/*
+ * Does journal entry TEXT (N bytes) match VALUE? Exactly: its message_id is
+ * VALUE, or one of its recorded fields (trace_fields) is. With GREP: VALUE occurs anywhere in it (an error, a type, a trace
+ * id, a recorded field).
+ */
+static int entry_matches(const char *text, size_t n, const char *value, int grep)
+{
+    if (grep) {
+        size_t vl = strlen(value);
+        for (size_t i = 0; vl > 0 && i + vl <= n; i++) {
+            if (memcmp(text + i, value, vl) == 0) {
+                return 1;
+            }
+        }
+        return 0;
+    }
+    json_t *j = json_loadb(text, n, 0, NULL);
+    const char *id = json_string_value(json_object_get(j, "message_id"));
+    int hit = id != NULL && strcmp(id, value) == 0;
+    /* or a business value the journal recorded (trace_fields) */
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(j, "fields"), k, v)
+    {
+        hit |= json_is_string(v) && strcmp(json_string_value(v), value) == 0;
+    }
+    json_decref(j);
+    return hit;
+}
+
+/*
+ * Which subscription and event key Redis key K (a journal or a record of a
+ * subscription of the config) belongs to: sets *SUB and *KEY (into K) and
+ * returns 1 for a journal, 2 for a record, 0 for neither.
+ */
+static int classify(const tracer *t, const char *k, int *sub, const char **key)
+{
+    int kind = 0;
+    size_t best = 0;
+    for (int i = 0; i < t->cfg->sub_count; i++) {
+        const wr_subscription *s = &t->cfg->subs[i];
+        size_t pl = strlen(s->idem.prefix), nl = strlen(s->name);
+        if (!sub_wanted(t, s) || strncmp(k, s->idem.prefix, pl) != 0) {
+            continue;
+        }
+        const char *rest = k + pl;
+        int j = strncmp(rest, "journal:", 8) == 0;
+        const char *at = j ? rest + 8 : rest;
+        if (strncmp(at, s->name, nl) == 0 && at[nl] == ':' && pl + nl >= best) {
+            best = pl + nl;
+            kind = j ? 1 : 2;
+            *sub = i;
+            *key = at + nl + 1;
+        }
+    }
+    return kind;
+}
+
+/*
+ * Search Redis for events whose journal (or the entry kept in a done record)
+ * matches VALUE (entry_matches), with SCAN over each idempotency prefix of the
+ * subscriptions, and add them to HS. Reads a batch of keys' values in one
+ * pipelined round trip. Stops after t->scan_max keys. Returns 0, or -1 when
+ * Redis failed.
+ */
+static int search(tracer *t, const char *value, int grep, hits *hs)
+{
+    for (int p = 0; p < t->cfg->sub_count; p++) {
+        const char *prefix = t->cfg->subs[p].idem.prefix;
+        int seen = 0;
+        for (int q = 0; q < p; q++) {
+            seen |= strcmp(t->cfg->subs[q].idem.prefix, prefix) == 0;
+        }
+        if (seen || !t->cfg->subs[p].idem.enabled) {
+            continue;
+        }
+        char cursor[32] = "0", match[1100];
+        snprintf(match, sizeof(match), "%s*", prefix);
+        do {
+            const char *argv[] = {"SCAN", cursor, "MATCH", match, "COUNT", SCAN_COUNT};
+            redisReply *r = wr_rconn_command(t->c, 6, argv, NULL);
+            if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
+                snprintf(t->err, sizeof(t->err), "Redis: SCAN: %s",
+                         r == NULL                      ? wr_rconn_error(t->c)
+                         : r->type == REDIS_REPLY_ERROR ? r->str
+                                                        : "unexpected reply");
+                freeReplyObject(r);
+                return -1;
+            }
+            snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+            redisReply *keys = r->element[1];
+            int kinds[1024], subs[1024], asked = 0;
+            const char *evkeys[1024];
+            for (size_t i = 0; i < keys->elements && i < 1024; i++) {
+                const char *k = keys->element[i]->str;
+                kinds[i] = classify(t, k, &subs[i], &evkeys[i]);
+                if (kinds[i] != 0) {
+                    const char *a[] = {kinds[i] == 1 ? "LRANGE" : "GET", k, "0", "-1"};
+                    if (wr_rconn_append(t->c, kinds[i] == 1 ? 4 : 2, a, NULL) != 0) {
+                        freeReplyObject(r);
+                        snprintf(t->err, sizeof(t->err), "Redis: %s", wr_rconn_error(t->c));
+                        return -1;
+                    }
+                    asked++;
+                }
+            }
+            if (asked > 0 && wr_rconn_flush(t->c) != 0) {
+                freeReplyObject(r);
+                snprintf(t->err, sizeof(t->err), "Redis: %s", wr_rconn_error(t->c));
+                return -1;
+            }
+            for (size_t i = 0; i < keys->elements && i < 1024; i++) {
+                if (kinds[i] == 0) {
+                    continue;
+                }
+                redisReply *v = wr_rconn_read(t->c);
+                if (v == NULL) {
+                    freeReplyObject(r);
+                    snprintf(t->err, sizeof(t->err), "Redis: %s", wr_rconn_error(t->c));
+                    return -1;
+                }
+                int hit = 0;
+                if (grep && strstr(evkeys[i], value) != NULL) {
+                    hit = 1; /* the key itself: a business value the key is made of */
+                } else if (v->type == REDIS_REPLY_ARRAY) {
+                    for (size_t e = 0; e < v->elements && !hit; e++) {
+                        redisReply *x = v->element[e];
+                        hit = x->type == REDIS_REPLY_STRING &&
+                              entry_matches(x->str, x->len, value, grep);
+                    }
+                } else if (v->type == REDIS_REPLY_STRING) {
+                    wr_record rec;
+                    hit = wr_record_parse(v->str, v->len, &rec) == 0 && rec.state == 'd' &&
+                          rec.entry_len > 0 && entry_matches(rec.entry, rec.entry_len, value, grep);
+                }
+                if (hit) {
+                    hits_add(hs, subs[i], evkeys[i], strlen(evkeys[i]));
+                }
+                freeReplyObject(v);
+            }
+            t->scanned += (long)keys->elements;
+            freeReplyObject(r);
+        } while (strcmp(cursor, "0") != 0 && t->scanned < t->scan_max);
+    }
+    return 0;
+}
+
+/* The story of KEY in subscription I, with "subscription" and "key" set; NULL
+ * when Redis failed (t->err says why). */
+static json_t *story_of(tracer *t, int i, const char *key)
+{
+    json_t *story = NULL;
+    t->nodes++;
+    if (read_story(t->c, t->config, &t->cfg->subs[i], key, &story, t->err, sizeof(t->err)) != 0) {
+        char e[sizeof(t->err)];
+        snprintf(e, sizeof(e), "%s", t->err);
+        snprintf(t->err, sizeof(t->err), "%s: %.400s", t->cfg->subs[i].name, e);
+        return NULL;
+    }
+    return story;
+}
+
+static int story_found(const json_t *st)
+{
+    return json_is_true(json_object_get(st, "found"));
+}
+
+static int add_children(tracer *t, json_t *story, int sub, int depth);
+
+/*
+ * The stories of the event with message id ID in every subscription (an
+ * event published by a handler: its id is its key wherever idempotency keys
+ * by message id), each with its own children down to DEPTH more levels.
+ * Returns a new array (possibly empty), or NULL when Redis failed.
+ */
+static json_t *stories_of_id(tracer *t, const char *id, int depth)
+{
+    json_t *out = json_array();
+    for (int i = 0; i < t->cfg->sub_count && t->nodes < MAX_NODES; i++) {
+        const wr_subscription *sub = &t->cfg->subs[i];
+        if (!sub->idem.enabled || sub->idem.source != WR_KEY_MESSAGE_ID) {
+            continue;
+        }
+        json_t *st = story_of(t, i, id);
+        if (st == NULL) {
+            json_decref(out);
+            return NULL;
+        }
+        if (!story_found(st)) {
+            json_decref(st);
+            continue;
+        }
+        if (add_children(t, st, i, depth) != 0) {
+            json_decref(st);
+            json_decref(out);
+            return NULL;
+        }
+        json_array_append_new(out, st);
+    }
+    return out;
+}
+
+/*
+ * The events a handled event published: an "ok" entry of STORY (subscription
+ * SUB) says how many (published), and their ids are derived from its key
+ * (idkey.h: <key>:<subscription>:<n>). Sets STORY's "children" to
+ * [{"message_id", "stories": [...]}] when DEPTH > 0. Returns 0, or -1 when
+ * Redis failed.
+ */
+static int add_children(tracer *t, json_t *story, int sub, int depth)
+{
+    int published = 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(story, "entries"), i, e)
+    {
+        const char *ev = json_string_value(json_object_get(e, "event"));
+        if (ev != NULL && strcmp(ev, WR_JOURNAL_OK) == 0) {
+            published = (int)json_integer_value(json_object_get(e, "published"));
+        }
+    }
+    if (depth <= 0 || published <= 0) {
+        return 0;
+    }
+    const char *key = json_string_value(json_object_get(story, "key"));
+    json_t *kids = json_array();
+    for (int n = 1; n <= published && t->nodes < MAX_NODES; n++) {
+        char id[WR_EVENT_ID_CAP];
+        wr_idkey_event_id(key, strlen(key), t->cfg->subs[sub].name, n, id);
+        json_t *sts = stories_of_id(t, id, depth - 1);
+        if (sts == NULL) {
+            json_decref(kids);
+            return -1;
+        }
+        json_t *kid = json_object();
+        json_object_set_new(kid, "message_id", json_string(id));
+        json_object_set_new(kid, "stories", sts);
+        json_array_append_new(kids, kid);
+    }
+    json_object_set_new(story, "children", kids);
+    return 0;
+}
+
+/* One line per child story under PAD, recursively: where it is, and the
+ * first command to run there. */
+static void render_children(FILE *fp, const json_t *story, const char *pad)
+{
+    const json_t *kids = json_object_get(story, "children");
+    size_t i, k;
+    json_t *kid, *st;
+    json_array_foreach(kids, i, kid)
+    {
+        int last = i + 1 == json_array_size(kids);
+        const char *id = json_string_value(json_object_get(kid, "message_id"));
+        const json_t *sts = json_object_get(kid, "stories");
+        char sub_pad[256];
+        snprintf(sub_pad, sizeof(sub_pad), "%s%s", pad, last ? "   " : "|  ");
+        if (json_array_size(sts) == 0) {
+            fprintf(fp, "%s%s %s: published; no subscription of this config has seen it\n", pad,
+                    last ? "`-" : "|-", id);
+            continue;
+        }
+        json_array_foreach(sts, k, st)
+        {
+            const json_t *w = json_object_get(st, "where");
+            const json_t *next = json_object_get(st, "next");
+            fprintf(fp, "%s%s %s in %s: %s - %s\n", pad, last ? "`-" : "|-", id,
+                    json_string_value(json_object_get(st, "subscription")),
+                    json_string_value(json_object_get(w, "state")),
+                    json_string_value(json_object_get(w, "detail")));
+            if (json_array_size(next) > 0) {
+                fprintf(fp, "%s   next: %s\n", sub_pad, json_string_value(json_array_get(next, 0)));
+            }
+            render_children(fp, st, sub_pad);
+        }
+    }
+}
+
 int wr_tracecmd_main(int argc, char **argv)
 {
     const char *config = NULL, *subname = NULL, *id = NULL;
-    int json = 0;
+    const char *status_url = NULL;
+    int json = 0, grep = 0, depth = 5;
+    long scan_max = 1000000;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0 ||
-            strcmp(a, "--subscription") == 0) {
+            strcmp(a, "--subscription") == 0 || strcmp(a, "--depth") == 0 ||
+            strcmp(a, "--scan-limit") == 0 || strcmp(a, "--status-url") == 0) {
             if (i + 1 >= argc) {
                 return usage("%s needs a value", a);
             }
-            if (strcmp(a, "--subscription") == 0) {
+            if (strcmp(a, "--status-url") == 0) {
+                status_url = argv[++i];
+            } else if (strcmp(a, "--subscription") == 0) {
                 subname = argv[++i];
+            } else if (strcmp(a, "--depth") == 0 || strcmp(a, "--scan-limit") == 0) {
+                char *end;
+                long v = strtol(argv[++i], &end, 10);
+                if (*end || end == argv[i] || v < 0) {
+                    return usage("not a count: '%s'", argv[i]);
+                }
+                if (strcmp(a, "--depth") == 0) {
+                    depth = (int)(v > 20 ? 20 : v);
+                } else {
+                    scan_max = v;
+                }
             } else {
                 config = argv[++i];
             }
         } else if (strcmp(a, "--json") == 0) {
             json = 1;
+        } else if (strcmp(a, "--grep") == 0) {
+            grep = 1;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             printf("usage:\n%s", wr_tracecmd_usage);
             return 0;
@@ -177,12 +534,12 @@ int wr_tracecmd_main(int argc, char **argv)
         return 2;
     }
     int rc = 1;
-    char err[512];
+    tracer t = {.config = config, .cfg = cfg, .subname = subname, .scan_max = scan_max};
     json_t *stories = json_array();
-    wr_rconn *c = NULL;
+    hits hs = {.n = 0};
     int matched = 0;
     for (int i = 0; i < cfg->sub_count; i++) {
-        matched += subname == NULL || strcmp(cfg->subs[i].name, subname) == 0;
+        matched += sub_wanted(&t, &cfg->subs[i]);
     }
     if (matched == 0) {
         fprintf(stderr, "warren trace: no subscription '%s' in %s (have:", subname, cfg->path);
@@ -193,66 +550,145 @@ int wr_tracecmd_main(int argc, char **argv)
         rc = 2;
         goto out;
     }
-    c = wr_rconn_create(&cfg->redis, cfg->redis_timeout_ms, NULL, 0, err, sizeof(err));
-    if (c == NULL) {
-        fprintf(stderr, "warren trace: cannot connect to %s: %s\n", cfg->redis.redacted, err);
+    t.c = wr_rconn_create(&cfg->redis, cfg->redis_timeout_ms, NULL, 0, t.err, sizeof(t.err));
+    if (t.c == NULL) {
+        fprintf(stderr, "warren trace: cannot connect to %s: %s\n", cfg->redis.redacted, t.err);
         goto out;
     }
-    for (int i = 0; i < cfg->sub_count; i++) {
+    /* 1. VALUE as an event key in each subscription (the message id by default) */
+    int need_search = grep;
+    for (int i = 0; i < cfg->sub_count && !grep; i++) {
         const wr_subscription *sub = &cfg->subs[i];
-        if (subname != NULL && strcmp(sub->name, subname) != 0) {
+        if (!sub_wanted(&t, sub)) {
             continue;
         }
-        json_t *story = NULL;
-        if (read_story(c, config, sub, id, &story, err, sizeof(err)) != 0) {
-            fprintf(stderr, "warren trace: %s: %s\n", sub->name, err);
+        json_t *story = story_of(&t, i, id);
+        if (story == NULL) {
+            fprintf(stderr, "warren trace: %s\n", t.err);
             goto out;
         }
-        /* a subscription that never saw the event is left out, unless it was asked for */
-        if (json_is_true(json_object_get(story, "found")) || subname != NULL) {
-            json_array_append_new(stories, story);
-        } else {
-            json_decref(story);
+        if (story_found(story)) {
+            hits_add(&hs, i, id, strlen(id));
+        } else if (sub->idem.enabled && sub->idem.source != WR_KEY_MESSAGE_ID) {
+            need_search = 1; /* its key is a header or a field: find the message id */
+        }
+        if (sub->trace_field_count > 0) {
+            need_search = 1; /* VALUE may be one of the body values it records */
+        }
+        json_decref(story);
+    }
+    /* 2. not a key there (or --grep): search the journals for it */
+    if (need_search || hs.n == 0) {
+        if (search(&t, id, grep, &hs) != 0) {
+            fprintf(stderr, "warren trace: %s\n", t.err);
+            goto out;
         }
     }
-    int found = 0;
+    /* 3. each event found, with the tree of what it published */
+    for (int h = 0; h < hs.n; h++) {
+        json_t *story = story_of(&t, hs.h[h].sub, hs.h[h].key);
+        if (story == NULL || add_children(&t, story, hs.h[h].sub, depth) != 0) {
+            json_decref(story);
+            fprintf(stderr, "warren trace: %s\n", t.err);
+            goto out;
+        }
+        json_object_set_new(story, "matched_by",
+                            json_string(grep                           ? "grep"
+                                        : strcmp(hs.h[h].key, id) == 0 ? "key"
+                                                                       : "message_id"));
+        json_array_append_new(stories, story);
+    }
+    /* --subscription names one: say what it knows even when nothing */
+    if (hs.n == 0 && subname != NULL && !grep) {
+        for (int i = 0; i < cfg->sub_count; i++) {
+            if (sub_wanted(&t, &cfg->subs[i])) {
+                json_t *story = story_of(&t, i, id);
+                if (story != NULL) {
+                    json_array_append_new(stories, story);
+                }
+            }
+        }
+    }
+    int found = hs.n;
     size_t k;
     json_t *st;
+    /* what keeps each subscription from consuming now (best effort: the
+     * sidecar may not run here, or listen on no fixed port) */
+    char serr[512];
+    json_t *status = wr_status_fetch(config, status_url, serr, sizeof(serr));
+    json_t *paused = json_object(); /* subscription -> [why...] */
+    json_array_foreach(json_object_get(status, "subscriptions"), k, st)
+    {
+        const char *state = json_string_value(json_object_get(st, "state"));
+        if (state != NULL && strcmp(state, "paused") == 0) {
+            json_object_set(paused, json_string_value(json_object_get(st, "name")),
+                            json_object_get(st, "why"));
+        }
+    }
+    json_decref(status);
     json_array_foreach(stories, k, st)
     {
-        found += json_is_true(json_object_get(st, "found"));
+        json_t *why =
+            json_object_get(paused, json_string_value(json_object_get(st, "subscription")));
+        if (why != NULL) {
+            json_object_set(st, "consumption_paused", why);
+        }
     }
     if (json) {
         json_t *o = json_object();
         json_object_set_new(o, "id", json_string(id));
         json_object_set_new(o, "found", json_boolean(found > 0));
         json_object_set_new(o, "stories", json_incref(stories));
+        json_object_set(o, "paused", paused);
         json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
         fputc('\n', stdout);
         json_decref(o);
     } else if (found > 0) {
         json_array_foreach(stories, k, st)
         {
-            if (json_is_true(json_object_get(st, "found"))) {
-                if (k > 0) {
-                    fputc('\n', stdout);
-                }
-                wr_journal_render(stdout, st);
+            if (k > 0) {
+                fputc('\n', stdout);
+            }
+            wr_journal_render(stdout, st);
+            size_t w;
+            json_t *why;
+            json_array_foreach(json_object_get(st, "consumption_paused"), w, why)
+            {
+                printf("note:  %s\n", json_string_value(why));
+            }
+            if (json_array_size(json_object_get(st, "children")) > 0) {
+                fprintf(stdout, "published:\n");
+                render_children(stdout, st, "  ");
             }
         }
     }
     if (found == 0) {
         fprintf(stderr,
                 "warren trace: '%s' not found in %s%s: no journal and no idempotency record "
-                "(ID is the idempotency key; journals are kept %lld h; subscriptions "
-                "without idempotency keep none)\n",
+                "has it as %s (journals are kept %lld h; subscriptions without idempotency "
+                "keep none; %ld key(s) searched)\n",
                 id, subname ? "subscription " : "any subscription", subname ? subname : "",
-                (long long)(cfg->journal_ttl_ms / 3600000));
+                grep ? "text" : "message id or key", (long long)(cfg->journal_ttl_ms / 3600000),
+                t.scanned);
+        /* a message in a paused subscription's queue has no journal until it is taken */
+        const char *name;
+        json_t *why;
+        json_object_foreach(paused, name, why)
+        {
+            fprintf(stderr,
+                    "warren trace: note: %s is not consuming (%s): an event waiting in "
+                    "its queue has no journal yet\n",
+                    name, json_string_value(json_array_get(why, 0)));
+        }
+    } else if (hs.n >= MAX_MATCHES) {
+        fprintf(stderr, "warren trace: the first %d matches shown\n", MAX_MATCHES);
     }
+    json_decref(paused);
     rc = found > 0 ? 0 : 1;
 out:
     fflush(stdout);
-    wr_rconn_destroy(c);
+    hits_free(&hs);
+    wr_rconn_destroy(t.c);
     json_decref(stories);
     wr_config_free(cfg);
     return rc;

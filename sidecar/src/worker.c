@@ -50,6 +50,7 @@
 #include "log.h"
 #include "lua_rt.h"
 #include "metrics.h"
+#include "probe.h"
 #include "record.h"
 #include "reload.h"
 #include "retry.h"
@@ -72,6 +73,7 @@ typedef struct {
     wr_envelope env;
     int valid;  /* the envelope decoded */
     int forged; /* its x-warren-* headers were not warren's (sign.h): ignored */
+    int dependency; /* its handler error came through a dependency (lua_rt.h) */
     int returned; /* goes back to the queue unclaimed (see prepare_batch) */
     int held;   /* a copy of a key in flight here: held back, not ours now */
     wr_action act;
@@ -197,6 +199,7 @@ struct wr_worker {
     int broker_at;                  /* which broker address to try (wr_config_amqp_url): the
                                        next one after a failed connect or a lost connection */
     int pause_backoff_ms;           /* wait before the next pause's reconnect (pauses in a row) */
+    unsigned redis_returns;         /* wr_probe_redis_returns() when last checked */
     unsigned long journal_failures; /* batches whose journal entries could not be written */
 };
 
@@ -250,6 +253,18 @@ static void nap(wr_worker *w, int ms)
         struct timespec ts = {.tv_sec = 0, .tv_nsec = (long)step * 1000000L};
         nanosleep(&ts, NULL);
         ms -= step;
+    }
+}
+
+/* nap() while waiting for Redis: cut short when the prober sees it answer again
+ * (probe.h), so consumption resumes within about a second of its return
+ * whatever the backoff had grown to. */
+static void nap_for_redis(wr_worker *w, int ms)
+{
+    unsigned seen = wr_probe_redis_returns();
+    while (ms > 0 && !atomic_load(&w->flags->stop) && wr_probe_redis_returns() == seen) {
+        nap(w, ms < 100 ? ms : 100);
+        ms -= 100;
     }
 }
 
@@ -317,6 +332,32 @@ static int backoff_start(int64_t cap_ms)
 }
 
 /*
+ * Before a batch of an idle worker: when Redis went away and came back since
+ * this worker last looked (probe.h), its connection may have died with the old
+ * server while it had nothing to do. PING it, and connect anew if that fails,
+ * so the batch does not meet a closed connection. Best effort: a Redis that
+ * is really away is found by the batch, which pauses.
+ */
+static void redis_check_idle(wr_worker *w)
+{
+    unsigned now = wr_probe_redis_returns();
+    if (now == w->redis_returns || w->idem == NULL) {
+        return;
+    }
+    w->redis_returns = now;
+    if (wr_idem_ping(w->idem) == 0) {
+        return;
+    }
+    char err[512];
+    wr_idem *fresh = wr_idem_create(&w->cfg->redis, w->cfg->redis_timeout_ms, err, sizeof(err));
+    if (fresh != NULL) {
+        wr_idem_destroy(w->idem);
+        w->idem = fresh;
+        wr_logf(WR_LOG_INFO, "%s: Redis came back while idle: connected anew", w->name);
+    }
+}
+
+/*
  * Make sure Redis answers (when idempotency is on), retrying with capped,
  * jittered backoff until it does or the worker is told to stop. The wait
  * doubles up to redis.reconnect_max and starts over at every call, so an
@@ -353,7 +394,7 @@ static int ensure_redis(wr_worker *w)
         down = 1;
         int wait = jittered(w, backoff);
         log_unavailable(w, "Redis not available", w->cfg->redis.redacted, err, wait);
-        nap(w, wait);
+        nap_for_redis(w, wait);
         /* holding records of messages we gave back: look often, so they are given
          * back before another worker's takeover counts them as crashed runs */
         int64_t cap = w->orphan_count > 0 && w->cfg->redis_reconnect_max_ms > 500
@@ -742,9 +783,7 @@ static void prepare(wr_worker *w, item *it)
         wr_log_end(&l);
     }
     it->attempt = it->env.attempt;
-    if (wr_trace_parse(it->env.traceparent, it->trace_id, span) != 0) {
-        hex_rand(w, it->trace_id, 32);
-    }
+    int traced = wr_trace_parse(it->env.traceparent, it->trace_id, span) == 0;
     wr_reason key_rs = WR_RS_NONE;
     if (rc == 0 && pol->enabled &&
         (key_rs = wr_idkey_derive(pol, &it->env, it->key, sizeof(it->key), it->error,
@@ -786,6 +825,10 @@ static void prepare(wr_worker *w, item *it)
             it->env.version = (amqp_bytes_t){.len = (size_t)n, .bytes = it->env.version_buf};
             it->upcast_from = ct == WR_CT_UPCAST ? version : 0;
         }
+    }
+    /* no traceparent: one trace per input (its id), whichever subscription has it */
+    if (!traced && wr_trace_derive(it->env.id, it->key, it->trace_id) != 0) {
+        hex_rand(w, it->trace_id, 32);
     }
     if (rc != 0) {
         it->rs = wr_reason_parse(reason);
@@ -939,6 +982,7 @@ static int run_one(wr_worker *w, batch *bt, item *it)
     }
     it->outcome = wr_outcome_name(out);
     it->rs = wr_reason_parse(res.reason);
+    it->dependency = res.dependency;
     snprintf(it->reason, sizeof(it->reason), "%s", res.reason);
     snprintf(it->error, sizeof(it->error), "%s", res.error);
     double r = (double)(next_rand(w) >> 11) / 9007199254740992.0; /* [0, 1) */
@@ -1067,20 +1111,14 @@ static void count_item(wr_worker *w, const item *it)
         o = WR_MO_RETURNED;
         break;
     case WR_ACT_DLQ: {
-        wr_met_dl_reason r = WR_DL_ERROR;
+        /* counted under the code its DLQ copy carries (x-warren-reason) */
+        wr_reason r = it->rs > WR_RS_NONE && it->rs < WR_RS_COUNT ? it->rs : WR_RS_OTHER;
         o = WR_MO_DEAD_LETTERED;
         if (!it->valid || it->out == WR_OUT_INVALID) {
-            r = WR_DL_INVALID;
             o = WR_MO_INVALID;
-        } else if (it->rs == WR_RS_CRASHED) {
-            r = WR_DL_CRASHED;
-        } else if (it->rs == WR_RS_STORE_REFUSED) {
-            r = WR_DL_STORE_REFUSED;
-        } else if (it->out == WR_OUT_REJECT) {
-            r = WR_DL_REJECTED;
+        } else if (it->out == WR_OUT_REJECT && it->rs != WR_RS_CRASHED &&
+                   it->rs != WR_RS_STORE_REFUSED) {
             o = WR_MO_REJECTED;
-        } else if (it->out == WR_OUT_TIMEOUT) {
-            r = WR_DL_TIMEOUT;
         }
         wr_stat_add(&w->st->dead_letters[r], 1);
         break;
@@ -1132,7 +1170,13 @@ static char *journal_text(const wr_worker *w, const item *it, int64_t now, doubl
     if (it->act == WR_ACT_OK) {
         e.published = (int)(it->pub_end - it->pub_first);
     }
-    return wr_journal_encode(&e);
+    char *fields = e.received_ms > 0 && w->sub->trace_field_count > 0
+                       ? wr_idkey_fields(w->sub->trace_fields, w->sub->trace_field_count, &it->env)
+                       : NULL;
+    e.fields = fields;
+    char *text = wr_journal_encode(&e);
+    free(fields);
+    return text;
 }
 
 /* ---- records ------------------------------------------------------------------------ */
@@ -1542,6 +1586,20 @@ static int extend_leases(wr_worker *w, batch *bt, int from)
     return 0;
 }
 
+/* Does BT hold, after item I, a fresh message (a first attempt) that is still
+ * to run? */
+static int fresh_after(const wr_worker *w, const batch *bt, int i)
+{
+    for (int j = i + 1; j < bt->n; j++) {
+        const item *x = &bt->items[j];
+        if (!x->held && x->act == WR_ACT_NONE && x->attempt <= 1 &&
+            (!w->sub->idem.enabled || x->claimed)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /*
  * Run BT's handlers and publish what each outcome needs (the invalid items'
  * copies went out in prepare_batch). Returns a WR_BROKER_* code, or PAUSE
@@ -1588,6 +1646,15 @@ static int run_batch(wr_worker *w, batch *bt)
                 continue;
             }
         }
+        if (it->attempt > 1 && wr_shared_brk_state(w->brk) == WR_BRK_HALF_OPEN &&
+            fresh_after(w, bt, i)) {
+            /* half-open: the probe slots go to fresh messages first. A retry may be
+             * one of the messages that failed before; if it probes and fails again,
+             * the good messages behind it wait another open_for. Back to the queue
+             * without counting an attempt: it runs once the breaker closed */
+            it->act = WR_ACT_NONE;
+            continue;
+        }
         if (!wr_shared_brk_allow(w->brk)) {
             /* the breaker opened (or half-open has no probe slot left): back to the
              * queue without counting an attempt, quietly */
@@ -1603,11 +1670,15 @@ static int run_batch(wr_worker *w, batch *bt)
             wr_shared_brk_release(w->brk); /* interrupted by shutdown: no verdict */
         } else if (it->out == WR_OUT_OK) {
             wr_shared_brk_record(w->brk, 1);
-        } else if (it->out == WR_OUT_ERROR || it->out == WR_OUT_TIMEOUT ||
-                   it->out == WR_OUT_RETRY) {
-            wr_shared_brk_record(w->brk, 0);
+        } else if (it->out == WR_OUT_TIMEOUT || it->out == WR_OUT_RETRY ||
+                   (it->out == WR_OUT_ERROR &&
+                    (it->dependency || w->sub->breaker.count_all))) {
+            wr_shared_brk_failed(w->brk, it->env.id.bytes, it->env.id.len, it->error);
         } else {
-            wr_shared_brk_release(w->brk); /* rejections and invalid bodies don't count */
+            /* rejections, invalid bodies and (breaker.counts: dependencies) the
+             * handler's own bugs: not the dependency's fault, no verdict */
+            wr_shared_brk_release(w->brk);
+            wr_shared_brk_note(w->brk, it->env.id.bytes, it->env.id.len, it->error);
         }
         if (rc != WR_BROKER_OK) {
             return rc;
@@ -2287,7 +2358,7 @@ static void fail_turn(wr_worker *w, int rc)
         drain(w);
         disconnect(w);
         if (w->pause_backoff_ms > 0) {
-            nap(w, jittered(w, w->pause_backoff_ms));
+            nap_for_redis(w, jittered(w, w->pause_backoff_ms));
         }
         w->pause_backoff_ms = w->pause_backoff_ms == 0                   ? BACKOFF_MIN_MS
                               : w->pause_backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
@@ -2384,6 +2455,9 @@ static void *worker_main(void *arg)
             /* with a batch in flight, take only what is there: settling it must not
              * wait for new deliveries */
             rc = take(w, cur, prev->live ? 0 : TAKE_TIMEOUT_MS);
+            if (rc == WR_BROKER_OK && cur->n > 0 && !prev->live) {
+                redis_check_idle(w);
+            }
             if (rc == WR_BROKER_OK && cur->n > 0) {
                 rc = step(w, cur, prev);
                 if (rc == WR_BROKER_OK) {

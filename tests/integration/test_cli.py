@@ -1,6 +1,7 @@
 """The command line: --version, --help, usage errors (exit 2), `check` on a
 good config (exit 0) and on broken ones (exit 1, FILE:LINE:COL: message),
 and `run` refusing a handler that does not compile."""
+import json
 import os
 import subprocess
 
@@ -90,9 +91,16 @@ check((rc, err) == (0, "") and "globals not checked" in out, "--lint off does no
 rc, _, err = run("check", "-c", lint_cfg, "--lint", "loud")
 check_eq(rc, 2, "--lint with another word is a usage error")
 
-rc, _, err = run("run", "-c", cfg)
+rc, out, err = run("run", "-c", cfg)
 check_eq(rc, 1, "run refuses to start with a broken handler")
-check("unexpected symbol near 'then'" in err, "run says why")
+# one JSON error line naming the file and line, and nothing consumed before it
+lines = [ln for ln in (out + err).splitlines() if ln.strip()]
+fatal = json.loads(lines[0]) if len(lines) == 1 and lines[0].startswith("{") else {}
+check(len(lines) == 1 and fatal.get("level") == "error" and
+      "unexpected symbol near 'then'" in fatal.get("error", "") and
+      fatal.get("file") == broken and fatal.get("line") == 3,
+      "run says why in one JSON line with the file and line: %r" % lines)
+check(not any("consuming" in ln for ln in lines), "nothing consumed")
 
 bad = config("bad.yaml", "  - name: a\n    queue: q.a\n    handler: good.lua\n    prefetch: lots\n"
              "    bogus: 1\n")

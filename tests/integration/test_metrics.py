@@ -89,8 +89,8 @@ try:
     # an absent series reads as None: every "expect 0" below also asserts the series exists
     check_eq(handled("deferred", m), 0, "outcome deferred: none")
     check_eq(handled("returned", m), 0, "outcome returned: none")
-    for reason, n in (("error", FAIL), ("rejected", REJ), ("invalid", BAD), ("timeout", 0),
-                      ("crashed", 0)):
+    for reason, n in (("handler-error", FAIL), ("rejected", REJ), ("invalid-json", BAD),
+                      ("timeout", 0), ("crashed", 0)):
         check_eq(w.metric(m, "warren_dead_letters_total", subscription=sub_name, reason=reason),
                  n, "dead letters, reason %s" % reason)
     check_eq(w.metric(m, "warren_retries_total", subscription=sub_name, attempt="1"), FAIL,

@@ -481,7 +481,7 @@ static void test_unknown_keys(void)
         "9:5: unknown key 'prefetc' in subscriptions[0] (expected one of: name, queue, "
         "dlq, queue_type, dlq_type, delay_queue_type, handler, prefetch, concurrency, "
         "batch_size, handler_timeout, max_body_size, max_publish_size, retry, idempotency, "
-        "breaker, contracts, bindings)");
+        "breaker, contracts, bindings, trace_fields)");
     EXPECT_ERRORS("amqp:\n"
                   "  url: amqp://localhost/\n"
                   "  heartbeats: 5s\n"
@@ -538,7 +538,7 @@ static void test_wrong_node_kinds(void)
         "9:5: unknown key 'queue2' in subscriptions[0] (expected one of: name, queue, "
         "dlq, queue_type, dlq_type, delay_queue_type, handler, prefetch, concurrency, "
         "batch_size, handler_timeout, max_body_size, max_publish_size, retry, idempotency, "
-        "breaker, contracts, bindings)",
+        "breaker, contracts, bindings, trace_fields)",
         "10:15: subscriptions[0].bindings: expected a list, got a mapping");
     /* Never echo a scalar where a mapping was expected: it may be a secret URL. */
     EXPECT_ERRORS("amqp: amqp://user:hunter2@host/\n"
@@ -1635,7 +1635,8 @@ static void test_breaker_merge(void)
 static void test_breaker_errors(void)
 {
     static const char keys[] = "(expected one of: enabled, window, window_time, min_calls, "
-                               "failure_ratio, consecutive_failures, open_for, half_open_probes)";
+                               "failure_ratio, consecutive_failures, open_for, half_open_probes, "
+                               "counts)";
     char unknown[3][256];
 
     /* Integers out of range, in a subscription, the defaults and a named breaker. */
@@ -2609,6 +2610,7 @@ static void test_reference(void)
         "defaults.breaker.consecutive_failures",
         "defaults.breaker.open_for",
         "defaults.breaker.half_open_probes",
+        "defaults.breaker.counts",
         "breakers",
         "breakers.<name>.enabled",
         "breakers.<name>.window",
@@ -2618,6 +2620,7 @@ static void test_reference(void)
         "breakers.<name>.consecutive_failures",
         "breakers.<name>.open_for",
         "breakers.<name>.half_open_probes",
+        "breakers.<name>.counts",
         "shutdown",
         "shutdown.grace",
         "store",
@@ -2677,11 +2680,13 @@ static void test_reference(void)
         "subscriptions[].contracts.version_header",
         "subscriptions[].contracts.default_version",
         "subscriptions[].contracts.validate_outgoing",
+        "subscriptions[].breaker.counts",
         "subscriptions[].bindings",
         "subscriptions[].bindings[].exchange",
         "subscriptions[].bindings[].type",
         "subscriptions[].bindings[].declare",
         "subscriptions[].bindings[].routing_keys",
+        "subscriptions[].trace_fields",
     };
     size_t nkeys = sizeof(keys) / sizeof(keys[0]);
     char *buf = NULL;

@@ -135,6 +135,31 @@ static void test_names(void)
     CHECK_INT(wr_reason_parse("something-new"), WR_RS_OTHER);
 }
 
+/* The operator's names: only the table's codes are accepted, and the list a
+ * usage error shows holds every one of them, in the table's order. */
+static void test_reason_lookup(void)
+{
+    wr_reason r = WR_RS_NONE;
+    CHECK_INT(wr_reason_lookup("handler-error", &r), 0);
+    CHECK_INT(r, WR_RS_HANDLER_ERROR);
+    CHECK_INT(wr_reason_lookup("other", &r), 0);
+    CHECK_INT(r, WR_RS_OTHER);
+    CHECK_INT(wr_reason_lookup("invalid", &r), -1); /* an error class, not a reason */
+    CHECK_INT(wr_reason_lookup("error", &r), -1);
+    CHECK_INT(wr_reason_lookup("", &r), -1);
+    CHECK_INT(wr_reason_lookup(NULL, &r), -1);
+    char list[512];
+    wr_reason_list(", ", list, sizeof(list));
+    CHECK_STR(list, "missing-message-id, empty-body, body-too-large, invalid-json, "
+                    "unsupported-content-encoding, missing-idempotency-key, schema-invalid, "
+                    "version-unknown, unknown-type, upcast-failed, invalid-cloudevent, "
+                    "handler-error, timeout, out-of-memory, stack-overflow, retry-requested, "
+                    "rejected, crashed, store-refused, other");
+    char small[20];
+    wr_reason_list(", ", small, sizeof(small));
+    CHECK_STR(small, "missing-message-id,");
+}
+
 /* A commit that did not apply: the worker and exec take this one decision and
  * say it in these words (the DLQ copy's x-warren-error, the log, exec's report). */
 static void test_commit(void)
@@ -170,6 +195,7 @@ int main(void)
     test_jitter();
     test_shutdown();
     test_names();
+    test_reason_lookup();
     test_commit();
     return check_report("test_decide");
 }

@@ -685,6 +685,22 @@ static void test_signature(void)
     empty_amqp_pool(&pool);
 }
 
+/* A message without a traceparent: its trace id is derived from its id (or
+ * key), the same in every subscription; the expected values are SHA-256 of
+ * "warren-trace\n" + the id, computed outside (Python's hashlib). */
+static void test_trace_derive(void)
+{
+    char a[33], b[33];
+    CHECK_INT(wr_trace_derive(B("evt-1"), NULL, a), 0);
+    CHECK_STR(a, "06b9ccb39b77ee7173338ddc1eaa990d");
+    CHECK_INT(wr_trace_derive(B("evt-1"), "another-key", b), 0); /* the id wins */
+    CHECK_STR(b, a);
+    CHECK_INT(wr_trace_derive(B(""), "o-7", b), 0); /* no id: the key */
+    CHECK_STR(b, "4ad7b930b476b68997698d16ac25d0be");
+    CHECK_INT(wr_trace_derive(B(""), "", b), -1);
+    CHECK_INT(wr_trace_derive(B(""), NULL, b), -1);
+}
+
 int main(void)
 {
     test_signature();
@@ -697,5 +713,6 @@ int main(void)
     test_is_json_type();
     test_table_get_int();
     test_trace_parse();
+    test_trace_derive();
     return check_report("test_envelope");
 }

@@ -305,6 +305,34 @@ static void test_story_received_at(void)
     free(text);
 }
 
+/* A declined (ctx.reject) or unreadable message in the DLQ: no replay offered,
+ * the story says why; a handler error still offers one. */
+static void test_story_no_replay_for_permanent(void)
+{
+    const char *rejected[] = {
+        "{\"ts\":1000,\"event\":\"dead-lettered\",\"message_id\":\"o-1\",\"attempt\":1,"
+        "\"reason\":\"rejected\",\"error\":\"card declined\",\"queue\":\"orders.in.dlq\"}",
+    };
+    json_t *s = wr_journal_story(&subject, rejected, 1, NULL);
+    CHECK_STR(where_state(s), "dlq");
+    CHECK_INT(json_array_size(json_object_get(s, "next")), 1);
+    CHECK_STR(next_cmd(s, 0), "warren dlq show -c w.yaml --subscription orders o-1");
+    CHECK_STR(json_string_value(json_object_get(json_object_get(s, "where"), "detail")),
+              "in the DLQ orders.in.dlq: dead-lettered at 1970-01-01T00:00:01.000Z after "
+              "attempt 1 (rejected); its handler declined it: a replay is rejected again "
+              "unless the handler or the data changed");
+    json_decref(s);
+    const char *invalid[] = {
+        "{\"ts\":1000,\"event\":\"dead-lettered\",\"message_id\":\"o-2\",\"attempt\":1,"
+        "\"reason\":\"invalid-json\",\"queue\":\"orders.in.dlq\"}",
+    };
+    s = wr_journal_story(&subject, invalid, 1, NULL);
+    CHECK_INT(json_array_size(json_object_get(s, "next")), 1);
+    CHECK(strstr(json_string_value(json_object_get(json_object_get(s, "where"), "detail")),
+                 "a replay fails the same way") != NULL);
+    json_decref(s);
+}
+
 int main(void)
 {
     test_encode();
@@ -313,5 +341,6 @@ int main(void)
     test_story_duplicate_replay();
     test_story_where();
     test_story_received_at();
+    test_story_no_replay_for_permanent();
     return check_report("test_journal");
 }

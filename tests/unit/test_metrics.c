@@ -85,7 +85,7 @@ static void test_render(void)
     wr_stat_add(&a->outcomes[WR_MO_OK], 4);
     wr_stat_add(&b->outcomes[WR_MO_OK], 6);
     wr_stat_add(&b->outcomes[WR_MO_DUPLICATE], 1);
-    wr_stat_add(&a->dead_letters[WR_DL_TIMEOUT], 1);
+    wr_stat_add(&a->dead_letters[WR_RS_TIMEOUT], 1);
     wr_stat_add(&a->retries[2], 3);
     wr_stat_add(&c->received, 1);
     wr_stat_add(&a->journal_errors, 1);
@@ -112,6 +112,12 @@ static void test_render(void)
     CHECK_LINE(t, "warren_messages_handled_total{subscription=\"orders\",outcome=\"duplicate\"} 1");
     CHECK_LINE(t, "warren_messages_handled_total{subscription=\"orders\",outcome=\"invalid\"} 0");
     CHECK_LINE(t, "warren_dead_letters_total{subscription=\"orders\",reason=\"timeout\"} 1");
+    /* the reason label is the DLQ header's code (outcome.h), every code exported */
+    CHECK_LINE(t, "warren_dead_letters_total{subscription=\"orders\",reason=\"handler-error\"} 0");
+    CHECK_LINE(t, "warren_dead_letters_total{subscription=\"orders\",reason=\"invalid-json\"} 0");
+    CHECK(strstr(t, "reason=\"error\"") == NULL);
+    CHECK(strstr(t, "reason=\"invalid\"") == NULL);
+    CHECK(strstr(t, "reason=\"\"") == NULL);
     CHECK_LINE(t, "warren_retries_total{subscription=\"orders\",attempt=\"2\"} 3");
     CHECK_LINE(t, "warren_journal_write_failures_total{subscription=\"orders\"} 2");
     CHECK_LINE(t, "warren_journal_write_failures_total{subscription=\"payments\"} 0");
@@ -178,9 +184,11 @@ static void test_health(void)
     /* not started, no Redis answer, nobody connected */
     CHECK_VERDICT(wr_metrics_ready, m, 0, "handlers: not loaded yet");
     CHECK_VERDICT(wr_metrics_ready, m, 0, "redis: not answering");
-    CHECK_VERDICT(wr_metrics_ready, m, 0, "worker orders#0 not connected");
+    /* Redis away: the workers' closed connections are the pause, not the broker */
+    CHECK_VERDICT(wr_metrics_ready, m, 0, "paused: Redis not answering; consumption resumes");
     wr_metrics_set_started(m);
     wr_metrics_set_redis(m, 1, NULL);
+    CHECK_VERDICT(wr_metrics_ready, m, 0, "worker orders#0 not connected");
     for (int s = 0; s < 2; s++) {
         for (int i = 0; i < subs[s].concurrency; i++) {
             atomic_store(&wr_metrics_worker(m, s, i)->connected, 1);
