@@ -15,6 +15,14 @@
 #      on loopback ports 17672/17379 (and AMQP over TLS on 17671) started by
 #      the `stack` fixture and stopped by its cleanup even when a test fails
 #
+#
+# `deploy/test.sh --ha` runs the HA tests instead (tests/ha/, ctest -L ha:
+# Redis with a replica and Sentinel, and a 3-node RabbitMQ cluster, started by
+# deploy/local/ha.sh on loopback ports 17801-17813 and 17601-17603, plus the
+# stack above). They take minutes and are not part of the default run; run
+# them at least once per change to the connection code (rconn.c, broker.c,
+# the reconnect paths of worker.c).
+#
 # Ends with one summary line: "N passed, N failed". Only what ran and passed
 # counts as passed: a pending busted spec, a skipped or not-run ctest test and
 # a test missing from ctest's report count as failed; the stack fixtures are
@@ -26,6 +34,31 @@ ROOT=$(pwd)
 JOBS=${JOBS:-2}
 
 bash deploy/install-deps.sh || exit 1
+
+if [ "${1:-}" = "--ha" ]; then
+    mkdir -p build-test
+    echo "test: building (release) in build-test/"
+    cmake -S "$ROOT" -B build-test -DWARREN_WERROR=ON -DWARREN_TESTS=ON \
+        -DCMAKE_BUILD_TYPE=RelWithDebInfo >build-test/configure.log 2>&1 ||
+        { cat build-test/configure.log; exit 1; }
+    cmake --build build-test -j"$JOBS" >build-test/build.log 2>&1 ||
+        { grep -E "error|warning" build-test/build.log | head -50; exit 1; }
+    echo "test: HA tests (Redis Sentinel, RabbitMQ cluster; ctest -L ha)"
+    rm -f build-test/ha.xml
+    ctest --test-dir build-test -L ha --output-on-failure \
+        --output-junit "$ROOT/build-test/ha.xml" 2>&1 | tee build-test/ha.log
+    line=$(/usr/bin/python3 deploy/ctest_tally.py build-test ha "$ROOT/build-test/ha.xml")
+    if ! [[ "$line" =~ ^[0-9]+\ [0-9]+$ ]]; then
+        echo "0 passed, 1 failed"
+        exit 1
+    fi
+    echo "${line% *} passed, ${line#* } failed"
+    [ "${line#* }" -eq 0 ]
+    exit
+elif [ $# -gt 0 ]; then
+    echo "usage: deploy/test.sh [--ha]" >&2
+    exit 2
+fi
 
 build() { # dir, extra cmake args...
     local dir=$1

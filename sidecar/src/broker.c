@@ -516,8 +516,27 @@ int wr_broker_declare(wr_broker *b, const wr_topology *t)
     }
     for (int i = 0; i < t->queue_count; i++) {
         const wr_queue_decl *q = &t->queues[i];
-        amqp_table_entry_t args[3];
+        amqp_table_entry_t args[6];
         int n = 0;
+        if (q->quorum) {
+            args[n].key = amqp_cstring_bytes("x-queue-type");
+            args[n].value.kind = AMQP_FIELD_KIND_UTF8;
+            args[n].value.value.bytes = amqp_cstring_bytes("quorum");
+            n++;
+            if (q->dead_letter_exchange != NULL) {
+                /* a quorum queue dead-letters at most once unless told otherwise:
+                 * a retry copy must not vanish between the delay queue and its
+                 * target */
+                args[n].key = amqp_cstring_bytes("x-dead-letter-strategy");
+                args[n].value.kind = AMQP_FIELD_KIND_UTF8;
+                args[n].value.value.bytes = amqp_cstring_bytes("at-least-once");
+                n++;
+                args[n].key = amqp_cstring_bytes("x-overflow");
+                args[n].value.kind = AMQP_FIELD_KIND_UTF8;
+                args[n].value.value.bytes = amqp_cstring_bytes("reject-publish");
+                n++;
+            }
+        }
         if (q->message_ttl_ms >= 0) {
             args[n].key = amqp_cstring_bytes("x-message-ttl");
             args[n].value.kind = AMQP_FIELD_KIND_I64;
@@ -602,8 +621,7 @@ int wr_broker_cancel(wr_broker *b)
      * so the caller's "return everything" covers them; read later, they would be
      * taken for new deliveries after a nack of every tag had already returned
      * them (and their ack would close the channel: unknown delivery tag). */
-    while (rc == WR_BROKER_OK &&
-           (amqp_frames_enqueued(b->conn) || amqp_data_in_buffer(b->conn))) {
+    while (rc == WR_BROKER_OK && (amqp_frames_enqueued(b->conn) || amqp_data_in_buffer(b->conn))) {
         int prc = wr_broker_poll(b, 0);
         if (prc == WR_BROKER_DOWN) {
             rc = prc;

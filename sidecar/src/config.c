@@ -152,6 +152,8 @@ static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL}
 static const char *const exchange_types[] = {"direct", "topic", "fanout", "headers", NULL};
 static const char *const missing_key_actions[] = {"dlq", "body-hash", NULL};
 static const char *const on_dlq_actions[] = {"release", "dlq_all", NULL};
+static const char *const queue_types[] = {"classic", "quorum", NULL};
+static const char *const dlq_types[] = {"auto", "classic", "quorum", NULL};
 static const char *const unknown_type_actions[] = {"pass", "dlq", NULL};
 static const char *const breaker_counts[] = {"dependencies", "all", NULL};
 
@@ -523,6 +525,29 @@ static const field subscription_fields[] = {
      .max = AMQP_SHORTSTR,
      .def_doc = "`<queue>.dlq`",
      .desc = "Dead-letter queue: failed and undecodable messages, each with its story."},
+    {.name = "queue_type",
+     .type = T_ENUM,
+     .offset = offsetof(wr_subscription, queue_type),
+     .def = "classic",
+     .enum_values = queue_types,
+     .desc = "Type of the consumed queue when warren declares it (it does not exist yet): "
+             "classic or quorum (replicated on a cluster). A queue that exists is consumed as "
+             "it is."},
+    {.name = "dlq_type",
+     .type = T_ENUM,
+     .offset = offsetof(wr_subscription, dlq_type),
+     .def = "auto",
+     .enum_values = dlq_types,
+     .desc = "Type of the dead-letter queue: quorum, classic, or auto (quorum when `amqp.urls` "
+             "names other nodes of a cluster, so dead letters survive a node's loss; classic "
+             "otherwise)."},
+    {.name = "delay_queue_type",
+     .type = T_ENUM,
+     .offset = offsetof(wr_subscription, delay_queue_type),
+     .def = "classic",
+     .enum_values = queue_types,
+     .desc = "Type of the retry tiers and the wait queue: classic, or quorum (dead-lettering "
+             "back at-least-once, needs RabbitMQ 3.10 or later)."},
     {.name = "handler",
      .type = T_PATH,
      .offset = offsetof(wr_subscription, handler),
@@ -704,6 +729,15 @@ static const field amqp_fields[] = {
      .desc = "Longest wait between two attempts to reach the broker: the wait doubles from "
              "200ms up to this (each one shortened at random by up to half) and starts over "
              "once connected."},
+    {.name = "urls",
+     .type = T_STRLIST,
+     .offset = offsetof(wr_config, amqp_url_texts),
+     .count_offset = offsetof(wr_config, amqp_url_text_count),
+     .min = 1,
+     .max = 4096,
+     .desc = "Other nodes of the same cluster (amqp[s]:// URLs, a list): a worker that cannot "
+             "reach a node, or loses it, tries the next one (`url` first, then these, round and "
+             "round), with the same backoff."},
     {.name = "tls",
      .type = T_SECTION,
      .sub = &tls_section,
@@ -733,6 +767,39 @@ static const field redis_fields[] = {
      .desc = "Longest wait between two attempts to reach Redis while it is away (consumption "
              "is paused meanwhile): doubles from 200ms up to this, starts over once it "
              "answers."},
+    {.name = "sentinels",
+     .type = T_STRLIST,
+     .offset = offsetof(wr_config, redis_sentinels),
+     .count_offset = offsetof(wr_config, redis_sentinel_count),
+     .min = 1,
+     .max = 300,
+     .desc = "Redis Sentinel addresses (`HOST:PORT`, a list): every connect asks them, in "
+             "turn, where the primary `master_name` is, and checks that the server it reaches "
+             "says it is a primary; `url` then gives only the user, password and db."},
+    {.name = "master_name",
+     .type = T_STRING,
+     .offset = offsetof(wr_config, redis_master_name),
+     .min = 1,
+     .max = 200,
+     .desc = "Name of the primary at the sentinels (`sentinel monitor NAME ...`); required "
+             "with `sentinels`."},
+    {.name = "min_replicas_acked",
+     .type = T_INT,
+     .offset = offsetof(wr_config, redis_min_replicas),
+     .def = "0",
+     .min = 0,
+     .max = 16,
+     .desc = "Replicas that must hold a batch's idempotency records and ctx.store writes "
+             "before its messages are acked (`WAIT`); when fewer answer within "
+             "`min_replicas_timeout` the handled messages go back to the queue unacked and "
+             "the worker pauses as in an outage. 0: no wait (asynchronous replication)."},
+    {.name = "min_replicas_timeout",
+     .type = T_DURATION,
+     .offset = offsetof(wr_config, redis_min_replicas_timeout_ms),
+     .def = "1s",
+     .min = 1,
+     .max = 300000,
+     .desc = "How long a batch waits for `min_replicas_acked` replicas; below `timeout`."},
 };
 
 static const field log_fields[] = {
@@ -831,7 +898,7 @@ static const field store_fields[] = {
      .min = 1,
      .max = 100,
      .desc = "Redis key prefix of ctx.store: the service's namespace (give each service its "
-             "own; `{tag}` in it and in `idempotency.prefix` for Redis Cluster)."},
+             "own)."},
     {.name = "max_writes",
      .type = T_INT,
      .offset = offsetof(wr_config, store_max_writes),
@@ -849,6 +916,7 @@ static const field store_fields[] = {
 };
 
 static void finish_http(loader *ld, void *base, int index, yaml_node_t *node, const char *path);
+static void finish_redis(loader *ld, void *base, int index, yaml_node_t *node, const char *path);
 
 static const field http_fields[] = {
     {.name = "listen",
@@ -905,7 +973,7 @@ static const field security_fields[] = {
 };
 
 static const section amqp_section = {amqp_fields, NFIELDS(amqp_fields), 0, finish_amqp};
-static const section redis_section = {redis_fields, NFIELDS(redis_fields), 0, NULL};
+static const section redis_section = {redis_fields, NFIELDS(redis_fields), 0, finish_redis};
 static const section log_section = {log_fields, NFIELDS(log_fields), 0, NULL};
 static const section defaults_section = {defaults_fields, NFIELDS(defaults_fields), 0, NULL};
 static const section shutdown_section = {shutdown_fields, NFIELDS(shutdown_fields), 0, NULL};
@@ -2845,11 +2913,14 @@ static yaml_node_t *find_value(loader *ld, yaml_node_t *map, const char *key)
  * amqp:// they would be ignored and the password sent in the clear), and a
  * client certificate comes with its key.
  */
+static void parse_alt_urls(loader *ld, wr_config *cfg, yaml_node_t *list, const char *path);
+
 static void finish_amqp(loader *ld, void *base, int index, yaml_node_t *node, const char *path)
 {
     wr_config *cfg = base;
     yaml_node_t *tls = find_value(ld, node, "tls");
     (void)index;
+    parse_alt_urls(ld, cfg, find_value(ld, node, "urls"), path);
     if (tls == NULL || tls->type != YAML_MAPPING_NODE) {
         return;
     }
@@ -2861,6 +2932,93 @@ static void finish_amqp(loader *ld, void *base, int index, yaml_node_t *node, co
         find_value(ld, tls, cfg->amqp_tls.cert == NULL ? "cert" : "key") == NULL) {
         err_at(ld, NODE_LINE(tls), NODE_COL(tls), "%s.tls: cert and key go together: %s is missing",
                path, cfg->amqp_tls.cert == NULL ? "cert" : "key");
+    }
+}
+
+/*
+ * amqp.urls: parse each into cfg->amqp_alts, errors at the item (masked like
+ * amqp.url's). The TLS files of amqp.tls apply to every node.
+ */
+static void parse_alt_urls(loader *ld, wr_config *cfg, yaml_node_t *list, const char *path)
+{
+    int n = cfg->amqp_url_text_count;
+    if (n <= 0 || list == NULL) {
+        return;
+    }
+    cfg->amqp_alts = calloc((size_t)n, sizeof(*cfg->amqp_alts));
+    if (cfg->amqp_alts == NULL) {
+        err_at(ld, NODE_LINE(list), NODE_COL(list), "%s.urls: out of memory", path);
+        return;
+    }
+    cfg->amqp_alt_count = n;
+    for (int i = 0; i < n; i++) {
+        const char *why;
+        yaml_node_t *v = list;
+        if (list->type == YAML_SEQUENCE_NODE &&
+            list->data.sequence.items.start + i < list->data.sequence.items.top) {
+            v = yaml_document_get_node(ld->doc, list->data.sequence.items.start[i]);
+        }
+        if (wr_amqp_url_parse(cfg->amqp_url_texts[i], &cfg->amqp_alts[i], &why) != 0) {
+            char ipath[PATH_BUF];
+            make_path(ipath, "%s.urls[%d]", path, i);
+            url_error(ld, NODE_LINE(v), NODE_COL(v), ipath, "AMQP", cfg->amqp_url_texts[i], why);
+        } else if (cfg->amqp.url != NULL && cfg->amqp_alts[i].ssl != cfg->amqp.ssl) {
+            err_at(ld, NODE_LINE(v), NODE_COL(v),
+                   "%s.urls[%d]: every node takes the same scheme as %s.url (%s)", path, i, path,
+                   cfg->amqp.ssl ? "amqps://" : "amqp://");
+        }
+    }
+}
+
+const wr_amqp_url *wr_config_amqp_url(const wr_config *cfg, int i)
+{
+    int n = 1 + cfg->amqp_alt_count;
+    int k = ((i % n) + n) % n;
+    return k == 0 ? &cfg->amqp : &cfg->amqp_alts[k - 1];
+}
+
+/*
+ * After the redis section is walked: sentinels and master_name go together,
+ * each sentinel is HOST:PORT, and WAIT's timeout stays below the command
+ * timeout (a WAIT that outlasts it would be read as a dead connection).
+ */
+static void finish_redis(loader *ld, void *base, int index, yaml_node_t *node, const char *path)
+{
+    const wr_config *cfg = base;
+    (void)index;
+    yaml_node_t *sn = find_value(ld, node, "sentinels");
+    yaml_node_t *mn = find_value(ld, node, "master_name");
+    if (sn != NULL && mn == NULL) {
+        err_at(ld, NODE_LINE(sn), NODE_COL(sn), "%s.sentinels: needs %s.master_name too", path,
+               path);
+    } else if (mn != NULL && sn == NULL) {
+        err_at(ld, NODE_LINE(mn), NODE_COL(mn), "%s.master_name: needs %s.sentinels too", path,
+               path);
+    }
+    for (int i = 0; i < cfg->redis_sentinel_count; i++) {
+        const char *s = cfg->redis_sentinels[i];
+        const char *colon = strrchr(s, ':');
+        char *end = NULL;
+        long port = colon != NULL ? strtol(colon + 1, &end, 10) : 0;
+        if (colon == NULL || colon == s || end == colon + 1 || *end != '\0' || port < 1 ||
+            port > 65535) {
+            yaml_node_t *v = sn;
+            if (sn != NULL && sn->type == YAML_SEQUENCE_NODE &&
+                sn->data.sequence.items.start + i < sn->data.sequence.items.top) {
+                v = yaml_document_get_node(ld->doc, sn->data.sequence.items.start[i]);
+            }
+            err_at(ld, NODE_LINE(v), NODE_COL(v),
+                   "%s.sentinels[%d]: expected HOST:PORT (such as 10.0.0.5:26379)", path, i);
+        }
+    }
+    yaml_node_t *tn = find_value(ld, node, "min_replicas_timeout");
+    if (cfg->redis_min_replicas > 0 && cfg->redis_timeout_ms > 0 &&
+        cfg->redis_min_replicas_timeout_ms >= cfg->redis_timeout_ms) {
+        yaml_node_t *v = tn != NULL ? tn : find_value(ld, node, "timeout");
+        err_at(ld, NODE_LINE(v != NULL ? v : node), NODE_COL(v != NULL ? v : node),
+               "%s.min_replicas_timeout (%lld ms) must be shorter than %s.timeout (%lld ms)", path,
+               (long long)cfg->redis_min_replicas_timeout_ms, path,
+               (long long)cfg->redis_timeout_ms);
     }
 }
 
@@ -3449,6 +3607,10 @@ void wr_config_free(wr_config *cfg)
         return;
     }
     free_fields(&top_section, cfg);
+    for (int i = 0; i < cfg->amqp_alt_count; i++) {
+        wr_amqp_url_clear(&cfg->amqp_alts[i]);
+    }
+    free(cfg->amqp_alts);
     free(cfg->path);
     free(cfg->dir);
     free(cfg);
@@ -3751,6 +3913,16 @@ wr_config *wr_config_parse(const char *path, const char *text, size_t len, wr_co
     if (ld.nerr == 0 && ld.dropped == 0) {
         inherit_defaults(cfg);
         cfg->amqp.tls = &cfg->amqp_tls;
+        for (int i = 0; i < cfg->amqp_alt_count; i++) {
+            cfg->amqp_alts[i].tls = &cfg->amqp_tls;
+        }
+        for (int i = 0; i < cfg->sub_count; i++) {
+            wr_subscription *sub = &cfg->subs[i];
+            sub->dlq_quorum = sub->dlq_type == 2 || (sub->dlq_type == 0 && cfg->amqp_alt_count > 0);
+        }
+        cfg->redis.sentinels = cfg->redis_sentinels;
+        cfg->redis.sentinel_count = cfg->redis_sentinel_count;
+        cfg->redis.master_name = cfg->redis_master_name;
     }
 
 done:

@@ -64,6 +64,12 @@ typedef struct {
     char *user;     /* NULL unless given */
     char *password; /* NULL unless given */
     int db;         /* default 0 */
+    /* In a loaded wr_config: redis.sentinels and redis.master_name (owned by the config;
+     * NULL and 0 from wr_redis_url_parse and when not set). Then host and port are not
+     * used: every connect asks the sentinels where the primary is (rconn.h). */
+    char *const *sentinels; /* "HOST:PORT", sentinel_count of them */
+    int sentinel_count;
+    const char *master_name;
 } wr_redis_url;
 
 /* One binding of the subscription's queue to an exchange. */
@@ -194,6 +200,11 @@ typedef struct {
     wr_ordering_policy ordering; /* subscriptions[].ordering; off when absent */
     wr_gate *gates;              /* subscriptions[].gates; may be empty */
     int gate_count;
+    int queue_type;            /* queue_type: 0 classic, 1 quorum: the consumed queue's type when
+                                  warren declares it (one that exists is taken as it is) */
+    int dlq_type;              /* dlq_type: 0 auto, 1 classic, 2 quorum (as written) */
+    int dlq_quorum;            /* resolved: auto is quorum when amqp.urls names other nodes */
+    int delay_queue_type;      /* delay_queue_type: 0 classic, 1 quorum: retry tiers and wait */
     wr_contract_policy contracts; /* contracts: event contracts, file NULL when none */
     wr_binding *bindings; /* may be empty: then the queue is consumed as it is */
     int binding_count;
@@ -215,11 +226,25 @@ typedef struct {
     int64_t amqp_reconnect_max_ms;   /* amqp.reconnect_max: cap of the reconnect backoff,
                                         default 5s, 100ms..10m */
     wr_amqp_tls amqp_tls;            /* amqp.tls; amqp.tls points here once loaded */
+    char **amqp_url_texts;           /* amqp.urls as written: the cluster's other nodes */
+    int amqp_url_text_count;
+    wr_amqp_url *amqp_alts; /* amqp.urls parsed, amqp_alt_count of them (tls set
+                               like amqp's); tried in turn after amqp.url */
+    int amqp_alt_count;
 
     wr_redis_url redis;  /* redis.url, required */
     int64_t redis_timeout_ms;        /* redis.timeout, default 2s */
     int64_t redis_reconnect_max_ms;  /* redis.reconnect_max: cap of the backoff while Redis
                                         is away, default 5s, 100ms..10m */
+    char **redis_sentinels;          /* redis.sentinels: "HOST:PORT" list, NULL-terminated;
+                                        NULL: no Sentinel (redis.url names the server) */
+    int redis_sentinel_count;
+    char *redis_master_name;         /* redis.master_name: the primary's name at the
+                                        sentinels; required with redis.sentinels */
+    int redis_min_replicas;          /* redis.min_replicas_acked: replicas that must hold a
+                                        batch's commit before its acks (WAIT), default 0 */
+    int64_t redis_min_replicas_timeout_ms; /* redis.min_replicas_timeout: WAIT's timeout,
+                                              default 1s, below redis.timeout */
 
     wr_log_level log_level;          /* log.level: debug|info|warn|error, default info */
     int log_bodies;                  /* log.bodies: outcome lines carry the body's first
@@ -259,6 +284,9 @@ typedef struct {
     wr_subscription *subs;           /* at least one */
     int sub_count;
 } wr_config;
+
+/* The I-th broker address to try (amqp.url, then amqp.urls, round and round). */
+const wr_amqp_url *wr_config_amqp_url(const wr_config *cfg, int i);
 
 /*
  * Load and validate PATH. On success returns a new wr_config (free with

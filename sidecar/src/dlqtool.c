@@ -265,14 +265,24 @@ static int reader_open(reader *r, const wr_config *cfg, const char *queue)
 {
     const wr_amqp_url *u = &cfg->amqp;
     r->queue = queue;
-    r->conn = amqp_new_connection();
     char why[sizeof(r->err) - 64];
-    if (r->conn == NULL) {
-        snprintf(r->err, sizeof(r->err), "out of memory");
-        return -1;
-    }
-    if (wr_broker_open_socket(r->conn, u, cfg->amqp_connect_timeout_ms, why, sizeof(why)) != 0) {
+    /* a cluster: the first node (amqp.url, then amqp.urls) that takes the connection */
+    for (int k = 0; k <= cfg->amqp_alt_count; k++) {
+        u = wr_config_amqp_url(cfg, k);
+        r->conn = amqp_new_connection();
+        if (r->conn == NULL) {
+            snprintf(r->err, sizeof(r->err), "out of memory");
+            return -1;
+        }
+        if (wr_broker_open_socket(r->conn, u, cfg->amqp_connect_timeout_ms, why, sizeof(why)) ==
+            0) {
+            break;
+        }
         snprintf(r->err, sizeof(r->err), "%s: %s", u->redacted, why);
+        amqp_destroy_connection(r->conn);
+        r->conn = NULL;
+    }
+    if (r->conn == NULL) {
         return -1;
     }
     amqp_rpc_reply_t rep = amqp_login(r->conn, u->vhost, 0, AMQP_DEFAULT_FRAME_SIZE, 0,
@@ -1055,8 +1065,10 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
         }
     }
     if (!o->dry_run && nsel > 0) {
-        b = wr_broker_create(&cfg->amqp, 0, cfg->amqp_connect_timeout_ms, "warren dlq replay", berr,
-                             sizeof(berr));
+        for (int k = 0; b == NULL && k <= cfg->amqp_alt_count; k++) {
+            b = wr_broker_create(wr_config_amqp_url(cfg, k), 0, cfg->amqp_connect_timeout_ms,
+                                 "warren dlq replay", berr, sizeof(berr));
+        }
         if (b == NULL) {
             fprintf(stderr, "warren dlq: %s\n", berr);
             fail = 1;

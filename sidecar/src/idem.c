@@ -324,6 +324,31 @@ int wr_idem_ping(wr_idem *d)
     return ok ? 0 : -1;
 }
 
+int wr_idem_wait_replicas(wr_idem *d, int n, int64_t timeout_ms)
+{
+    char num[WR_NUMFMT_MAX], ms[WR_NUMFMT_MAX];
+    size_t nl = wr_fmt_u64(num, (uint64_t)n), tl = wr_fmt_u64(ms, (uint64_t)timeout_ms);
+    const char *argv[3] = {"WAIT", num, ms};
+    size_t lens[3] = {4, nl, tl};
+    redisReply *r = sync_command(d, 3, argv, lens);
+    if (r == NULL) {
+        return -1;
+    }
+    if (r->type != REDIS_REPLY_INTEGER) {
+        unexpected(d, "WAIT", r);
+        freeReplyObject(r);
+        return -1;
+    }
+    int acked = (int)r->integer;
+    freeReplyObject(r);
+    if (acked < n) {
+        snprintf(d->err, sizeof(d->err),
+                 "WAIT: %d of %d replica%s acknowledged the commit within %lld ms", acked, n,
+                 n == 1 ? "" : "s", (long long)timeout_ms);
+    }
+    return acked;
+}
+
 /* ---- argument vectors ------------------------------------------------------------------ */
 
 /* EVALSHA sha numkeys key... arg...: pointers into the callers' strings and

@@ -132,6 +132,15 @@ int wr_idem_finish_send(wr_idem *d, const wr_finish *ops, int n, const char *tok
                         int64_t lease_ms, int64_t ttl_ms);
 int wr_idem_finish_recv(wr_idem *d, wr_finish *ops, int n);
 
+/*
+ * WAIT N TIMEOUT_MS: wait until N replicas hold every write this connection
+ * sent before (a finish read back, the journal writes queued before it), so
+ * that a failover to one of them keeps them. Returns how many replicas
+ * acknowledged in time (fewer than N: the reason is in wr_idem_error), or -1
+ * when the connection failed.
+ */
+int wr_idem_wait_replicas(wr_idem *d, int n, int64_t timeout_ms);
+
 /* PING: 0 when Redis answers PONG (not BUSY or LOADING: -1 then). */
 int wr_idem_ping(wr_idem *d);
 

@@ -369,10 +369,16 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
                     ",call=\"finish\"");
         hist_series(fp, m, "warren_redis_call_duration_seconds", s, OFF(redis_journal),
                     ",call=\"journal\"");
+        hist_series(fp, m, "warren_redis_call_duration_seconds", s, OFF(redis_wait),
+                    ",call=\"wait\"");
     }
     counter_per_sub(fp, m, "warren_redis_errors_total",
                     "Redis calls that failed (the batch was returned to the queue).",
                     OFF(redis_errors));
+    counter_per_sub(fp, m, "warren_redis_replica_wait_failures_total",
+                    "Batches whose commit fewer than redis.min_replicas_acked replicas "
+                    "acknowledged in time (their handled messages were returned, not acked).",
+                    OFF(replica_waits_failed));
     counter_per_sub(fp, m, "warren_journal_write_failures_total",
                     "Batches whose journal entries could not be written (best effort: the "
                     "messages were handled and acked all the same).",

@@ -61,7 +61,9 @@ typedef struct {
                                                              label is the DLQ header's code */
     atomic_uint_fast64_t retries[WR_MET_MAX_ATTEMPT + 1]; /* by the attempt that failed */
     atomic_uint_fast64_t redis_errors;
-    atomic_uint_fast64_t reconnects;     /* broker connections made after the first */
+    atomic_uint_fast64_t replica_waits_failed; /* batches whose commit too few replicas
+                                                   acknowledged (redis.min_replicas_acked) */
+    atomic_uint_fast64_t reconnects;           /* broker connections made after the first */
     atomic_uint_fast64_t lease_lost;     /* outcomes not recorded: another worker owned the key */
     atomic_uint_fast64_t forged;         /* messages whose x-warren-* headers were not signed by
                                             warren (sign.h): ignored */
@@ -72,6 +74,7 @@ typedef struct {
     wr_hist handler;                     /* handler run time */
     wr_hist redis_claim, redis_finish;   /* one round trip per batch each */
     wr_hist redis_journal;               /* the batch's journal entries (journal.h) */
+    wr_hist redis_wait;                  /* WAIT for replicas (redis.min_replicas_acked) */
     atomic_uint_fast64_t journal_errors; /* batches whose journal entries were not written */
     wr_hist confirm;                     /* a batch's wait for its publish confirms */
     atomic_int in_flight;                /* deliveries of the batch being processed */

@@ -43,6 +43,7 @@ struct wr_probe {
     wr_metrics *m;
     wr_idem *redis;
     wr_broker *b;
+    int broker_at; /* which broker address next (wr_config_amqp_url) */
 };
 
 static void check_redis(wr_probe *p)
@@ -87,8 +88,7 @@ static int poll_sub(wr_probe *p, int i)
     int rc = 0;
     for (int q = 0; q < t.queue_count && rc == 0; q++) {
         uint32_t messages = 0, consumers = 0;
-        if (wr_broker_queue_depth(p->b, t.queues[q].name, &messages, &consumers) !=
-            WR_BROKER_OK) {
+        if (wr_broker_queue_depth(p->b, t.queues[q].name, &messages, &consumers) != WR_BROKER_OK) {
             wr_metrics_set_queue(p->m, i, t.queues[q].name, t.queues[q].role, -1, -1);
             rc = -1;
             break;
@@ -104,9 +104,11 @@ static void poll_queues(wr_probe *p)
 {
     if (p->b == NULL) {
         char err[512];
-        p->b = wr_broker_create(&p->cfg->amqp, 0, p->cfg->amqp_connect_timeout_ms,
-                                "warren probe", err, sizeof(err));
+        /* a cluster: the next node when this one does not answer */
+        p->b = wr_broker_create(wr_config_amqp_url(p->cfg, p->broker_at), 0,
+                                p->cfg->amqp_connect_timeout_ms, "warren probe", err, sizeof(err));
         if (p->b == NULL) {
+            p->broker_at++;
             wr_metrics_queue_poll_failed(p->m);
             return;
         }
@@ -116,6 +118,7 @@ static void poll_queues(wr_probe *p)
             wr_metrics_queue_poll_failed(p->m);
             wr_broker_destroy(p->b);
             p->b = NULL;
+            p->broker_at++;
             return;
         }
     }

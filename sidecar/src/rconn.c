@@ -18,7 +18,8 @@ struct wr_rconn {
     int64_t timeout_ms;
     wr_rscript *scripts; /* borrowed */
     int nscripts;
-    int owed; /* replies not read yet */
+    int owed;           /* replies not read yet */
+    int first_sentinel; /* the sentinel asked first: the last one that answered */
     char err[512];
 };
 
@@ -68,9 +69,134 @@ static int load_script(wr_rconn *c, wr_rscript *s)
 }
 
 /*
- * Connect: TCP with the timeout, then the command timeout and keep-alive
- * (hiredis 0.14 forgets both on a reconnect), AUTH, SELECT and the scripts.
- * On failure the connection is left closed. Returns 0 or -1.
+ * Ask sentinel ADDR ("HOST:PORT") where the primary NAME is, into HOST and
+ * *PORT. Returns 0, or -1 with the reason in WHY.
+ */
+static int ask_sentinel(const char *addr, const char *name, struct timeval tv, char *host,
+                        size_t hostcap, int *port, char *why, size_t whycap)
+{
+    char shost[256];
+    const char *colon = strrchr(addr, ':');
+    size_t hl = colon != NULL ? (size_t)(colon - addr) : 0;
+    if (colon == NULL || hl == 0 || hl >= sizeof(shost)) {
+        snprintf(why, whycap, "sentinel %s: expected HOST:PORT", addr);
+        return -1;
+    }
+    memcpy(shost, addr, hl);
+    shost[hl] = '\0';
+    redisContext *s = redisConnectWithTimeout(shost, atoi(colon + 1), tv);
+    if (s == NULL || s->err || redisSetTimeout(s, tv) != REDIS_OK) {
+        snprintf(why, whycap, "sentinel %s: %s", addr, s != NULL ? s->errstr : "out of memory");
+        redisFree(s);
+        return -1;
+    }
+    redisReply *r = redisCommand(s, "SENTINEL get-master-addr-by-name %s", name);
+    int rc = -1;
+    if (r == NULL) {
+        snprintf(why, whycap, "sentinel %s: %s", addr, s->errstr);
+    } else if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+               r->element[0]->type == REDIS_REPLY_STRING &&
+               r->element[1]->type == REDIS_REPLY_STRING && r->element[0]->len < hostcap) {
+        memcpy(host, r->element[0]->str, r->element[0]->len + 1);
+        *port = atoi(r->element[1]->str);
+        rc = 0;
+    } else if (r->type == REDIS_REPLY_NIL) {
+        snprintf(why, whycap, "sentinel %s does not know a primary named '%s'", addr, name);
+    } else {
+        snprintf(why, whycap, "sentinel %s: %s", addr,
+                 r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+    }
+    if (r != NULL) {
+        freeReplyObject(r);
+    }
+    redisFree(s);
+    return rc;
+}
+
+/*
+ * Where to connect: the URL's host and port, or, with sentinels, the primary
+ * the first sentinel that answers names (starting with the one that answered
+ * last time). Returns 0, or -1 with every sentinel's answer in c->err.
+ */
+static int locate(wr_rconn *c, struct timeval tv, char *host, size_t hostcap, int *port)
+{
+    if (c->url.sentinel_count == 0) {
+        snprintf(host, hostcap, "%s", c->url.host);
+        *port = c->url.port;
+        return 0;
+    }
+    size_t used = (size_t)snprintf(c->err, sizeof(c->err), "no sentinel named the primary:");
+    for (int k = 0; k < c->url.sentinel_count; k++) {
+        int i = (c->first_sentinel + k) % c->url.sentinel_count;
+        char why[200];
+        if (ask_sentinel(c->url.sentinels[i], c->url.master_name, tv, host, hostcap, port, why,
+                         sizeof(why)) == 0) {
+            c->first_sentinel = i;
+            return 0;
+        }
+        if (used < sizeof(c->err)) {
+            used += (size_t)snprintf(c->err + used, sizeof(c->err) - used, "%s %s",
+                                     k > 0 ? ";" : "", why);
+        }
+    }
+    return -1;
+}
+
+/*
+ * With sentinels: the server must say it is the primary (ROLE), else a
+ * failover is under way and the sentinel's answer is already stale. Returns
+ * 0, or -1 with the reason in c->err.
+ */
+static int check_primary(wr_rconn *c, const char *host, int port)
+{
+    redisReply *r = redisCommand(c->c, "ROLE");
+    if (r == NULL) {
+        drop(c, "ROLE");
+        return -1;
+    }
+    int ok = r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+             r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "master") == 0;
+    if (!ok) {
+        snprintf(c->err, sizeof(c->err), "%s:%d is not the primary (ROLE: %s)", host, port,
+                 r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+                         r->element[0]->type == REDIS_REPLY_STRING
+                     ? r->element[0]->str
+                 : r->type == REDIS_REPLY_ERROR ? r->str
+                                                : "unexpected reply");
+    }
+    freeReplyObject(r);
+    return ok ? 0 : -1;
+}
+
+/*
+ * Redis Cluster is not supported (a batch's keys span slots, and hiredis 0.14
+ * follows no MOVED/ASK): a cluster node is refused at connect, with that
+ * reason, rather than met later as MOVED errors on every batch. Returns 0, or
+ * -1 with the reason in c->err.
+ */
+static int refuse_cluster(wr_rconn *c, const char *host, int port)
+{
+    redisReply *r = redisCommand(c->c, "INFO cluster");
+    if (r == NULL) {
+        drop(c, "INFO");
+        return -1;
+    }
+    int cluster = r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_enabled:1") != NULL;
+    freeReplyObject(r);
+    if (cluster) {
+        snprintf(c->err, sizeof(c->err),
+                 "%s:%d is a Redis Cluster node: Redis Cluster is not supported (use one "
+                 "primary, with replicas and Sentinel for failover)",
+                 host, port);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Connect: the primary's address (locate), TCP with the timeout, then the command timeout and
+ * keep-alive (hiredis 0.14 forgets both on a reconnect), AUTH, SELECT and the scripts. On failure
+ * the connection is left closed. Returns 0 or -1.
  */
 static int connect_now(wr_rconn *c)
 {
@@ -79,15 +205,21 @@ static int connect_now(wr_rconn *c)
     if (c->c != NULL) {
         redisFree(c->c);
     }
+    c->c = NULL;
     c->owed = 0;
-    c->c = redisConnectWithTimeout(c->url.host, c->url.port, tv);
+    char host[256];
+    int port;
+    if (locate(c, tv, host, sizeof(host), &port) != 0) {
+        return -1;
+    }
+    c->c = redisConnectWithTimeout(host, port, tv);
     if (c->c == NULL) {
         snprintf(c->err, sizeof(c->err), "connect: out of memory");
         return -1;
     }
     if (c->c->err) {
         char what[300];
-        snprintf(what, sizeof(what), "connect to %s:%d", c->url.host, c->url.port);
+        snprintf(what, sizeof(what), "connect to %s:%d", host, port);
         drop(c, what);
         return -1;
     }
@@ -100,6 +232,12 @@ static int connect_now(wr_rconn *c)
         redisReply *r = c->url.user ? redisCommand(c->c, "AUTH %s %s", c->url.user, c->url.password)
                                     : redisCommand(c->c, "AUTH %s", c->url.password);
         rc = setup_reply(c, "AUTH", r);
+    }
+    if (rc == 0 && c->url.sentinel_count > 0) {
+        rc = check_primary(c, host, port);
+    }
+    if (rc == 0) {
+        rc = refuse_cluster(c, host, port);
     }
     if (rc == 0 && c->url.db != 0) {
         rc = setup_reply(c, "SELECT", redisCommand(c->c, "SELECT %d", c->url.db));
@@ -255,6 +393,16 @@ redisReply *wr_rconn_read(wr_rconn *c)
         return NULL;
     }
     c->owed--;
+    if (wr_rconn_readonly(r)) {
+        /* a replica now (a failover demoted it): an outage, not this command's
+         * failure; the next connect looks for the primary again */
+        snprintf(c->err, sizeof(c->err), "Redis is a read-only replica now: %.400s", r->str);
+        freeReplyObject(r);
+        redisFree(c->c);
+        c->c = NULL;
+        c->owed = 0;
+        return NULL;
+    }
     return r;
 }
 
@@ -289,6 +437,17 @@ redisReply *wr_rconn_commandf(wr_rconn *c, const char *fmt, ...)
     }
     c->owed++;
     return wr_rconn_read(c);
+}
+
+int wr_rconn_readonly(const redisReply *r)
+{
+    /* plain commands and scripts that write answer "READONLY You can't write
+     * against a read only replica."; WAIT answers "ERR WAIT cannot be used
+     * with replica instances" (Redis 7.0) */
+    return r != NULL && r->type == REDIS_REPLY_ERROR &&
+           (strncmp(r->str, "READONLY", 8) == 0 || strstr(r->str, "-READONLY") != NULL ||
+            strstr(r->str, "You can't write against a read only replica") != NULL ||
+            strstr(r->str, "WAIT cannot be used with replica") != NULL);
 }
 
 int wr_rconn_noscript(const redisReply *r)

@@ -7,6 +7,17 @@
  * TCP keep-alive, AUTH and SELECT from the URL, and the server-side scripts,
  * loaded on every connect.
  *
+ * With Redis Sentinel (the URL's sentinels and master_name, config.h), every
+ * connect first asks the sentinels in turn where the primary is
+ * (SENTINEL get-master-addr-by-name; the one that answered last is asked
+ * first), connects there and checks that the server says it is the primary
+ * (ROLE): during a failover the answer can be stale, and that is a failed
+ * connect like any other. A reply READONLY (the server became a replica
+ * under us) is a connection failure too, not a command's error: the
+ * connection is closed and the next connect asks the sentinels again.
+ * Redis Cluster is not supported: a server with cluster_enabled:1 is refused
+ * at connect.
+ *
  * Commands can be pipelined: wr_rconn_append() queues one without sending it,
  * wr_rconn_flush() sends what is queued, and wr_rconn_read() returns the next
  * reply, in the order the commands were queued (it flushes first). The
@@ -83,6 +94,10 @@ redisReply *wr_rconn_command(wr_rconn *c, int argc, const char **argv, const siz
 
 /* The same with a printf-style format (hiredis's %s and %b). */
 redisReply *wr_rconn_commandf(wr_rconn *c, const char *fmt, ...);
+
+/* 1 when R is a READONLY error (the server is a replica). wr_rconn_read never
+ * returns one: it fails the connection instead. */
+int wr_rconn_readonly(const redisReply *r);
 
 /* 1 when R is the server's NOSCRIPT error (it forgot its scripts: SCRIPT
  * FLUSH, or a failover to a server that never had them). */

@@ -385,9 +385,23 @@ static int restart_diff(const wr_config *a, const wr_config *b, char *what, size
     DIFF(!str_eq(a->amqp_tls.ca, b->amqp_tls.ca), "amqp.tls.ca");
     DIFF(!str_eq(a->amqp_tls.cert, b->amqp_tls.cert), "amqp.tls.cert");
     DIFF(!str_eq(a->amqp_tls.key, b->amqp_tls.key), "amqp.tls.key");
+    int urls_same = a->amqp_url_text_count == b->amqp_url_text_count;
+    for (int k = 0; urls_same && k < a->amqp_url_text_count; k++) {
+        urls_same = str_eq(a->amqp_url_texts[k], b->amqp_url_texts[k]);
+    }
+    DIFF(!urls_same, "amqp.urls");
     DIFF(!str_eq(a->redis.url, b->redis.url), "redis.url");
     DIFF(a->redis_timeout_ms != b->redis_timeout_ms, "redis.timeout");
     DIFF(a->redis_reconnect_max_ms != b->redis_reconnect_max_ms, "redis.reconnect_max");
+    int sentinels_same = a->redis_sentinel_count == b->redis_sentinel_count;
+    for (int k = 0; sentinels_same && k < a->redis_sentinel_count; k++) {
+        sentinels_same = str_eq(a->redis_sentinels[k], b->redis_sentinels[k]);
+    }
+    DIFF(!sentinels_same, "redis.sentinels");
+    DIFF(!str_eq(a->redis_master_name, b->redis_master_name), "redis.master_name");
+    DIFF(a->redis_min_replicas != b->redis_min_replicas, "redis.min_replicas_acked");
+    DIFF(a->redis_min_replicas_timeout_ms != b->redis_min_replicas_timeout_ms,
+         "redis.min_replicas_timeout");
     DIFF(a->shutdown_grace_ms != b->shutdown_grace_ms, "shutdown.grace");
     DIFF(a->sub_count != b->sub_count, "subscriptions (added or removed)");
     for (int i = 0; i < a->sub_count && i < b->sub_count; i++) {
@@ -401,6 +415,9 @@ static int restart_diff(const wr_config *a, const wr_config *b, char *what, size
         SUB(!str_eq(x->name, y->name), "name");
         SUB(!str_eq(x->queue, y->queue), "queue");
         SUB(!str_eq(x->dlq, y->dlq), "dlq");
+        SUB(x->queue_type != y->queue_type, "queue_type");
+        SUB(x->dlq_quorum != y->dlq_quorum, "dlq_type");
+        SUB(x->delay_queue_type != y->delay_queue_type, "delay_queue_type");
         SUB(!str_eq(x->handler, y->handler), "handler (the file name)");
         SUB(x->prefetch != y->prefetch, "prefetch");
         SUB(x->concurrency != y->concurrency, "concurrency");

@@ -29,6 +29,7 @@ static int add_delay(wr_topology *t, const wr_subscription *sub, int64_t ms, con
         return -1;
     }
     add_queue(t, name, role);
+    t->queues[i].quorum = sub->delay_queue_type == 1;
     t->queues[i].message_ttl_ms = ms;
     t->queues[i].dead_letter_exchange = "";
     t->queues[i].dead_letter_routing_key = sub->queue;
@@ -39,7 +40,9 @@ int wr_topology_plan(const wr_subscription *sub, const wr_retry_tiers *tiers, wr
 {
     memset(out, 0, sizeof(*out));
     add_queue(out, sub->queue, "main");
+    out->queues[0].quorum = sub->queue_type == 1;
     add_queue(out, sub->dlq, "dlq");
+    out->queues[1].quorum = sub->dlq_quorum;
     for (int i = 0; tiers != NULL && i < tiers->count; i++) {
         out->tier_queue[i] = add_delay(out, sub, tiers->delay_ms[i], "retry");
         if (out->tier_queue[i] < 0) {

@@ -19,6 +19,12 @@
  *     while another worker holds its idempotency claim, built like a tier;
  *   - each binding's exchange (durable, when `declare` is set) and binding.
  *
+ * Each queue is classic or quorum as the subscription says (queue_type,
+ * dlq_type, delay_queue_type): a quorum queue is replicated over a cluster's
+ * nodes and survives the loss of a minority of them. No x-delivery-limit is
+ * set: warren returns deliveries on purpose (breaker open, shutdown, Redis
+ * away) and counts attempts itself.
+ *
  * Pure logic: no I/O. The plan borrows strings from the config, which must
  * outlive it.
  */
@@ -35,10 +41,12 @@
 typedef struct {
     const char *name;
     int durable;
-    int64_t message_ttl_ms;        /* x-message-ttl, or -1 for none */
-    const char *dead_letter_exchange;   /* x-dead-letter-exchange, or NULL */
+    int64_t message_ttl_ms;              /* x-message-ttl, or -1 for none */
+    const char *dead_letter_exchange;    /* x-dead-letter-exchange, or NULL */
     const char *dead_letter_routing_key; /* x-dead-letter-routing-key, or NULL */
-    const char *role;              /* "main", "dlq", "retry", "wait": for error messages */
+    const char *role;                    /* "main", "dlq", "retry", "wait": for error messages */
+    int quorum;                          /* x-queue-type=quorum (a delay queue also dead-letters
+                                            at-least-once, which needs x-overflow=reject-publish) */
 } wr_queue_decl;
 
 typedef struct {
@@ -55,12 +63,12 @@ typedef struct {
 typedef struct {
     wr_queue_decl queues[WR_TOPO_MAX_QUEUES];
     int queue_count;
-    int tier_queue[WR_RETRY_MAX_TIERS]; /* index in queues[] of each retry tier's queue */
-    int wait_queue;                     /* index in queues[] of the wait queue */
+    int tier_queue[WR_RETRY_MAX_TIERS];  /* index in queues[] of each retry tier's queue */
+    int wait_queue;                      /* index in queues[] of the wait queue */
     char names[WR_TOPO_MAX_QUEUES][300]; /* storage for the generated queue names */
-    wr_exchange_decl *exchanges; /* malloc'd */
+    wr_exchange_decl *exchanges;         /* malloc'd */
     int exchange_count;
-    wr_binding_decl *bindings;   /* malloc'd */
+    wr_binding_decl *bindings; /* malloc'd */
     int binding_count;
 } wr_topology;
 

@@ -211,6 +211,8 @@ struct wr_worker {
     size_t max_body;
     wr_wstats *st;                  /* this worker's figures (metrics.h); only we write them */
     int connections;                /* broker connections made so far */
+    int broker_at;                  /* which broker address to try (wr_config_amqp_url): the
+                                       next one after a failed connect or a lost connection */
     int pause_backoff_ms;           /* wait before the next pause's reconnect (pauses in a row) */
     unsigned redis_returns;         /* wr_probe_redis_returns() when last checked */
     unsigned long journal_failures; /* batches whose journal entries could not be written */
@@ -443,7 +445,8 @@ static int connect_broker(wr_worker *w)
         for (int waited = 0; atomic_load(&w->flags->orphans) > 0 && waited < 3000; waited += 100) {
             nap(w, 100);
         }
-        w->b = wr_broker_create(&cfg->amqp, (int)(cfg->amqp_heartbeat_ms / 1000),
+        const wr_amqp_url *url = wr_config_amqp_url(cfg, w->broker_at);
+        w->b = wr_broker_create(url, (int)(cfg->amqp_heartbeat_ms / 1000),
                                 cfg->amqp_connect_timeout_ms, w->name, err, sizeof(err));
         if (w->b != NULL) {
             if (wr_broker_declare(w->b, &w->topo) == WR_BROKER_OK &&
@@ -460,7 +463,7 @@ static int connect_broker(wr_worker *w)
                 wr_log_int(&l, "worker", w->index);
                 wr_log_str(&l, "queue", w->sub->queue);
                 wr_log_int(&l, "prefetch", w->sub->prefetch);
-                wr_log_str(&l, "broker", cfg->amqp.redacted);
+                wr_log_str(&l, "broker", url->redacted);
                 if (attempt > 1) {
                     wr_log_int(&l, "attempts", attempt);
                 }
@@ -471,8 +474,9 @@ static int connect_broker(wr_worker *w)
             wr_broker_destroy(w->b);
             w->b = NULL;
         }
+        w->broker_at++; /* a cluster: the next node next time */
         int wait = jittered(w, backoff);
-        log_unavailable(w, "broker not available", cfg->amqp.redacted, err, wait);
+        log_unavailable(w, "broker not available", url->redacted, err, wait);
         nap(w, wait);
         backoff = backoff * 2 > cfg->amqp_reconnect_max_ms ? (int)cfg->amqp_reconnect_max_ms
                                                            : backoff * 2;
@@ -2687,6 +2691,50 @@ static int ack_batch(wr_worker *w, batch *bt)
 }
 
 /*
+ * redis.min_replicas_acked: before BT's acks, WAIT until that many replicas
+ * hold its commit, so a failover to one of them keeps what the acks stand on.
+ * Only what Redis alone keeps needs it: a message handled (its done record
+ * and ctx.store writes) and a duplicate (acked on the strength of a record);
+ * a retry, wait or DLQ copy is in the broker already. When fewer replicas
+ * answer in time (or the connection fails) those messages go back to the
+ * queue unacked: the redelivery finds the record done, or runs again if the
+ * record was lost with the primary. Returns 1 when it returned any (the
+ * caller then pauses as in an outage), 0 otherwise.
+ */
+static int await_replicas(wr_worker *w, batch *bt)
+{
+    const wr_config *cfg = w->cfg;
+    if (cfg->redis_min_replicas <= 0 || !w->sub->idem.enabled) {
+        return 0;
+    }
+    int need = 0;
+    for (int i = 0; i < bt->n; i++) {
+        const item *it = &bt->items[i];
+        need += !it->held && (it->act == WR_ACT_OK || it->act == WR_ACT_DUPLICATE);
+    }
+    if (need == 0) {
+        return 0;
+    }
+    double t0 = wr_mono_ms();
+    int acked =
+        wr_idem_wait_replicas(w->idem, cfg->redis_min_replicas, cfg->redis_min_replicas_timeout_ms);
+    wr_hist_observe(&w->st->redis_wait, (wr_mono_ms() - t0) / 1000);
+    if (acked >= cfg->redis_min_replicas) {
+        return 0;
+    }
+    wr_stat_add(&w->st->replica_waits_failed, 1);
+    for (int i = 0; i < bt->n; i++) {
+        item *it = &bt->items[i];
+        if (!it->held && (it->act == WR_ACT_OK || it->act == WR_ACT_DUPLICATE)) {
+            snprintf(it->error, sizeof(it->error), "not acked, returned to the queue: %s",
+                     wr_idem_error(w->idem));
+            it->act = WR_ACT_NONE;
+        }
+    }
+    return 1;
+}
+
+/*
  * Commit BT, second half: read its finish's answer, act on what the commit
  * said, journal, ack or return each item, log and count, and let BT go.
  * Returns a WR_BROKER_* code, or PAUSE when Redis failed (the batch is then
@@ -2759,6 +2807,7 @@ static int settle(wr_worker *w, batch *bt)
         return WR_BROKER_DOWN;
     }
     journal_batch(w, bt);
+    int unreplicated = await_replicas(w, bt);
 
     int rc = ack_batch(w, bt);
     for (int i = 0; i < bt->n; i++) {
@@ -2814,7 +2863,8 @@ static int settle(wr_worker *w, batch *bt)
         }
         nap(w, 1000);
     }
-    return WR_BROKER_OK;
+    /* too few replicas: pause as in an outage (the rest is abandoned, not acked) */
+    return unreplicated ? PAUSE : WR_BROKER_OK;
 }
 
 /* Commit and settle BT at once (nothing else to overlap with). */
@@ -3017,6 +3067,7 @@ static void fail_turn(wr_worker *w, int rc)
     if (w->b != NULL) {
         disconnect(w);
     }
+    w->broker_at++; /* a cluster: reconnect through the next node */
     abandon(w, 0, why);
     nap(w, BACKOFF_MIN_MS);
 }

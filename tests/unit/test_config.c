@@ -479,8 +479,9 @@ static void test_unknown_keys(void)
     EXPECT_ERRORS(
         MINIMAL "    prefetc: 10\n",
         "9:5: unknown key 'prefetc' in subscriptions[0] (expected one of: name, queue, "
-        "dlq, handler, prefetch, concurrency, batch_size, handler_timeout, max_body_size, "
-        "max_publish_size, retry, idempotency, breaker, ordering, gates, contracts, bindings, trace_fields)");
+        "dlq, queue_type, dlq_type, delay_queue_type, handler, prefetch, concurrency, "
+        "batch_size, handler_timeout, max_body_size, max_publish_size, retry, idempotency, "
+        "breaker, ordering, gates, contracts, bindings, trace_fields)");
     EXPECT_ERRORS("amqp:\n"
                   "  url: amqp://localhost/\n"
                   "  heartbeats: 5s\n"
@@ -494,7 +495,7 @@ static void test_unknown_keys(void)
                   "      - exchange: x\n"
                   "        routing_key: k\n",
                   "3:3: unknown key 'heartbeats' in amqp (expected one of: url, heartbeat, "
-                  "connect_timeout, reconnect_max, tls)",
+                  "connect_timeout, reconnect_max, urls, tls)",
                   "11:9: missing required key 'routing_keys' in subscriptions[0].bindings[0]",
                   "12:9: unknown key 'routing_key' in subscriptions[0].bindings[0] (expected one "
                   "of: exchange, type, declare, routing_keys)");
@@ -535,8 +536,9 @@ static void test_wrong_node_kinds(void)
     EXPECT_ERRORS(
         MINIMAL "    queue2: q\n    bindings: {exchange: x}\n",
         "9:5: unknown key 'queue2' in subscriptions[0] (expected one of: name, queue, "
-        "dlq, handler, prefetch, concurrency, batch_size, handler_timeout, max_body_size, "
-        "max_publish_size, retry, idempotency, breaker, ordering, gates, contracts, bindings, trace_fields)",
+        "dlq, queue_type, dlq_type, delay_queue_type, handler, prefetch, concurrency, "
+        "batch_size, handler_timeout, max_body_size, max_publish_size, retry, idempotency, "
+        "breaker, ordering, gates, contracts, bindings, trace_fields)",
         "10:15: subscriptions[0].bindings: expected a list, got a mapping");
     /* Never echo a scalar where a mapping was expected: it may be a secret URL. */
     EXPECT_ERRORS("amqp: amqp://user:hunter2@host/\n"
@@ -2305,6 +2307,117 @@ static void test_values_not_echoed(void)
  * amqp.tls: files resolved like handler paths and pointed to by the loaded
  * URL; only with amqps://, and a client certificate comes with its key.
  */
+/* redis.sentinels, master_name, min_replicas_acked: loaded into the URL the
+ * connections use; the pairs and bounds checked at their keys. */
+/* amqp.urls and the queue types: the other nodes parsed like amqp.url (the
+ * TLS files shared), tried in turn; dlq_type auto is quorum with amqp.urls. */
+static void test_amqp_cluster(void)
+{
+    wr_config *cfg = LOAD_OK("amqp:\n"
+                             "  url: amqp://u:pw@n1:5672/v\n"
+                             "  urls: [amqp://u:pw@n2:5672/v, 'amqp://u:pw@n3/v']\n"
+                             "redis:\n  url: redis://h\n"
+                             "subscriptions:\n"
+                             "  - name: a\n    queue: q\n    handler: h.lua\n"
+                             "    queue_type: quorum\n    delay_queue_type: quorum\n"
+                             "  - name: b\n    queue: q2\n    handler: h.lua\n"
+                             "    dlq_type: classic\n");
+    if (cfg != NULL) {
+        CHECK_INT(cfg->amqp_alt_count, 2);
+        CHECK_STR(cfg->amqp_alts[0].host, "n2");
+        CHECK_STR(cfg->amqp_alts[1].redacted, "amqp://u:***@n3/v");
+        CHECK(cfg->amqp_alts[1].tls == &cfg->amqp_tls);
+        CHECK(wr_config_amqp_url(cfg, 0) == &cfg->amqp);
+        CHECK(wr_config_amqp_url(cfg, 2) == &cfg->amqp_alts[1]);
+        CHECK(wr_config_amqp_url(cfg, 3) == &cfg->amqp);
+        CHECK_INT(cfg->subs[0].queue_type, 1);
+        CHECK_INT(cfg->subs[0].delay_queue_type, 1);
+        CHECK_INT(cfg->subs[0].dlq_quorum, 1); /* auto, with amqp.urls */
+        CHECK_INT(cfg->subs[1].queue_type, 0);
+        CHECK_INT(cfg->subs[1].dlq_quorum, 0); /* classic, as written */
+        wr_config_free(cfg);
+    }
+    cfg = LOAD_OK(MINIMAL);
+    if (cfg != NULL) {
+        CHECK_INT(cfg->amqp_alt_count, 0);
+        CHECK(wr_config_amqp_url(cfg, 5) == &cfg->amqp);
+        CHECK_INT(cfg->subs[0].dlq_quorum, 0); /* auto, one node */
+        wr_config_free(cfg);
+    }
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: amqp://u:pw@n1/\n"
+                  "  urls: ['amqps://u:secret@n2/', 'http://x', amqp://n3/]\n"
+                  "redis:\n  url: redis://h\n"
+                  "subscriptions:\n  - name: a\n    queue: q\n    handler: h.lua\n"
+                  "    dlq_type: quorate\n",
+                  "3:10: amqp.urls[0]: every node takes the same scheme as amqp.url (amqp://)",
+                  "3:34: amqp.urls[1]: invalid AMQP URL 'http://x' (the scheme must be amqp:// or "
+                  "amqps://)",
+                  "10:15: subscriptions[0].dlq_type: expected one of auto, classic, quorum, got "
+                  "'quorate'");
+}
+
+static void test_redis_ha(void)
+{
+    wr_config *cfg = LOAD_OK("amqp:\n  url: amqp://h/\n"
+                             "redis:\n"
+                             "  url: redis://:pw@ignored:1/2\n"
+                             "  sentinels: [10.0.0.5:26379, 'sentinel-b:26380']\n"
+                             "  master_name: orders\n"
+                             "  min_replicas_acked: 1\n"
+                             "  min_replicas_timeout: 250ms\n"
+                             "subscriptions:\n  - name: a\n    queue: q\n    handler: h.lua\n");
+    if (cfg != NULL) {
+        CHECK_INT(cfg->redis.sentinel_count, 2);
+        CHECK_STR(cfg->redis.sentinels[0], "10.0.0.5:26379");
+        CHECK_STR(cfg->redis.sentinels[1], "sentinel-b:26380");
+        CHECK_STR(cfg->redis.master_name, "orders");
+        CHECK_STR(cfg->redis.password, "pw");
+        CHECK_INT(cfg->redis.db, 2);
+        CHECK_INT(cfg->redis_min_replicas, 1);
+        CHECK_INT((int)cfg->redis_min_replicas_timeout_ms, 250);
+        wr_config_free(cfg);
+    }
+    cfg = LOAD_OK(MINIMAL);
+    if (cfg != NULL) {
+        CHECK_INT(cfg->redis.sentinel_count, 0);
+        CHECK(cfg->redis.sentinels == NULL && cfg->redis.master_name == NULL);
+        CHECK_INT(cfg->redis_min_replicas, 0);
+        CHECK_INT((int)cfg->redis_min_replicas_timeout_ms, 1000);
+        wr_config_free(cfg);
+    }
+    EXPECT_ERRORS("amqp:\n  url: amqp://h/\n"
+                  "redis:\n"
+                  "  url: redis://h\n"
+                  "  sentinels: [10.0.0.5:26379, 'nope', 'h:0', ':26379']\n"
+                  "  min_replicas_acked: 17\n"
+                  "  min_replicas_timeout: 2s\n"
+                  "subscriptions:\n  - name: a\n    queue: q\n    handler: h.lua\n",
+                  "5:14: redis.sentinels: needs redis.master_name too",
+                  "5:31: redis.sentinels[1]: expected HOST:PORT (such as 10.0.0.5:26379)",
+                  "5:39: redis.sentinels[2]: expected HOST:PORT (such as 10.0.0.5:26379)",
+                  "5:46: redis.sentinels[3]: expected HOST:PORT (such as 10.0.0.5:26379)",
+                  "6:23: redis.min_replicas_acked: expected an integer from 0 to 16, got '17'");
+    EXPECT_ERRORS("amqp:\n  url: amqp://h/\n"
+                  "redis:\n"
+                  "  url: redis://h\n"
+                  "  min_replicas_acked: 1\n"
+                  "  min_replicas_timeout: 2s\n"
+                  "subscriptions:\n  - name: a\n    queue: q\n    handler: h.lua\n",
+                  "6:25: redis.min_replicas_timeout (2000 ms) must be shorter than redis.timeout "
+                  "(2000 ms)");
+    EXPECT_ERRORS("amqp:\n  url: amqp://h/\n"
+                  "redis:\n"
+                  "  url: redis://h\n"
+                  "  timeout: 500ms\n"
+                  "  master_name: orders\n"
+                  "  min_replicas_acked: 2\n"
+                  "subscriptions:\n  - name: a\n    queue: q\n    handler: h.lua\n",
+                  "5:12: redis.min_replicas_timeout (1000 ms) must be shorter than redis.timeout "
+                  "(500 ms)",
+                  "6:16: redis.master_name: needs redis.sentinels too");
+}
+
 static void test_tls_config(void)
 {
     char path[PATH_MAX + 64], line[PATH_MAX + 200];
@@ -2450,6 +2563,7 @@ static void test_reference(void)
         "amqp.heartbeat",
         "amqp.connect_timeout",
         "amqp.reconnect_max",
+        "amqp.urls",
         "amqp.tls",
         "amqp.tls.ca",
         "amqp.tls.cert",
@@ -2458,6 +2572,10 @@ static void test_reference(void)
         "redis.url",
         "redis.timeout",
         "redis.reconnect_max",
+        "redis.sentinels",
+        "redis.master_name",
+        "redis.min_replicas_acked",
+        "redis.min_replicas_timeout",
         "log",
         "log.level",
         "log.bodies",
@@ -2522,6 +2640,9 @@ static void test_reference(void)
         "subscriptions[].name",
         "subscriptions[].queue",
         "subscriptions[].dlq",
+        "subscriptions[].queue_type",
+        "subscriptions[].dlq_type",
+        "subscriptions[].delay_queue_type",
         "subscriptions[].handler",
         "subscriptions[].prefetch",
         "subscriptions[].concurrency",
@@ -2917,6 +3038,8 @@ int main(void)
     test_amqp_urls();
     test_mask_url();
     test_tls_config();
+    test_redis_ha();
+    test_amqp_cluster();
     test_control_characters();
     test_expansion_depth();
     test_value_size();

@@ -90,6 +90,8 @@ static void test_render(void)
     wr_stat_add(&c->received, 1);
     wr_stat_add(&a->journal_errors, 1);
     wr_stat_add(&b->journal_errors, 1);
+    wr_stat_add(&a->replica_waits_failed, 3);
+    wr_hist_observe(&a->redis_wait, 0.002);
     wr_hist_observe(&a->redis_journal, 0.0004);
     wr_hist_observe(&a->handler, 0.002);
     wr_hist_observe(&b->handler, 0.2);
@@ -119,6 +121,10 @@ static void test_render(void)
     CHECK_LINE(t, "warren_retries_total{subscription=\"orders\",attempt=\"2\"} 3");
     CHECK_LINE(t, "warren_journal_write_failures_total{subscription=\"orders\"} 2");
     CHECK_LINE(t, "warren_journal_write_failures_total{subscription=\"payments\"} 0");
+    CHECK_LINE(t, "warren_redis_replica_wait_failures_total{subscription=\"orders\"} 3");
+    CHECK_LINE(t, "warren_redis_replica_wait_failures_total{subscription=\"payments\"} 0");
+    CHECK_LINE(t, "warren_redis_call_duration_seconds_count{subscription=\"orders\",call=\"wait\"} "
+                  "1");
     CHECK_LINE(t, "warren_redis_call_duration_seconds_count{subscription=\"orders\","
                   "call=\"journal\"} 1");
     CHECK_LINE(t, "warren_retries_total{subscription=\"orders\",attempt=\"1\"} 0");

@@ -174,6 +174,43 @@ static void test_declare_flags(void)
     wr_topology_clear(&t);
 }
 
+/* queue_type, dlq_quorum (resolved by config), delay_queue_type: each queue
+ * classic or quorum as its role says; classic by default. */
+static void test_quorum(void)
+{
+    wr_retry_tiers tiers;
+    memset(&tiers, 0, sizeof(tiers));
+    tiers.delay_ms[0] = 1000;
+    tiers.count = 1;
+    wr_subscription s = subscription(NULL, 0);
+    wr_topology t;
+    CHECK_INT(wr_topology_plan(&s, &tiers, &t), 0);
+    for (int i = 0; i < t.queue_count; i++) {
+        CHECK_INT(t.queues[i].quorum, 0);
+    }
+    wr_topology_clear(&t);
+
+    s.queue_type = 1;
+    s.dlq_quorum = 1;
+    CHECK_INT(wr_topology_plan(&s, &tiers, &t), 0);
+    CHECK_INT(t.queues[0].quorum, 1);
+    CHECK_INT(t.queues[1].quorum, 1);
+    CHECK_INT(t.queues[t.tier_queue[0]].quorum, 0);
+    CHECK_INT(t.queues[t.wait_queue].quorum, 0);
+    wr_topology_clear(&t);
+
+    s.queue_type = 0;
+    s.dlq_quorum = 0;
+    s.delay_queue_type = 1;
+    CHECK_INT(wr_topology_plan(&s, &tiers, &t), 0);
+    CHECK_INT(t.queues[0].quorum, 0);
+    CHECK_INT(t.queues[1].quorum, 0);
+    CHECK_INT(t.queues[t.tier_queue[0]].quorum, 1);
+    CHECK_INT(t.queues[t.wait_queue].quorum, 1);
+    CHECK_STR(t.queues[t.wait_queue].dead_letter_routing_key, "orders.q");
+    wr_topology_clear(&t);
+}
+
 static void test_retry_tiers(void)
 {
     wr_retry_tiers tiers;
@@ -222,5 +259,6 @@ int main(void)
     test_no_bindings();
     test_declare_flags();
     test_retry_tiers();
+    test_quorum();
     return check_report("test_topology");
 }
