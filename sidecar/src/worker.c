@@ -1439,6 +1439,16 @@ static int take(wr_worker *w, batch *bt, int timeout_ms)
         rc = wr_broker_take(w->b, bt->taken + bt->n, max - bt->n, bt->n > 0 ? 0 : timeout_ms, &got);
     }
     bt->n += got;
+    /* half-open: the probe should find the fresh messages queued behind the
+     * retries (run_batch), which the broker sends in the same burst: give the
+     * rest of that burst a moment to arrive */
+    for (int extra = 0; rc == WR_BROKER_OK && got > 0 && bt->n < max && extra < 3 &&
+                        wr_shared_brk_state(w->brk) == WR_BRK_HALF_OPEN;
+         extra++) {
+        got = 0;
+        rc = wr_broker_take(w->b, bt->taken + bt->n, max - bt->n, 10, &got);
+        bt->n += got;
+    }
     if (rc != WR_BROKER_OK) {
         /* the deliveries die with the connection */
         for (int i = 0; i < bt->n; i++) {
@@ -3146,6 +3156,19 @@ static void *worker_main(void *arg)
             /* with a batch in flight, take only what is there: settling it must not
              * wait for new deliveries */
             rc = take(w, cur, prev->live ? 0 : TAKE_TIMEOUT_MS);
+            if (rc == WR_BROKER_OK && cur->n > 0 && !prev->live &&
+                atomic_load(&w->live->gen) != w->live_gen && apply_live(w) != WR_BROKER_OK) {
+                /* a new version came while this worker waited for deliveries: the
+                 * batch it took starts now, so on the new version (above, nothing is
+                 * in flight to settle first) */
+                wr_logf(WR_LOG_ERROR, "%s: declaring new delay queues failed: %s", w->name,
+                        wr_broker_error(w->b));
+                for (int i = 0; i < cur->n; i++) {
+                    wr_broker_release(cur->taken[i]); /* they go back with the connection */
+                }
+                cur->n = 0;
+                rc = WR_BROKER_DOWN;
+            }
             if (rc == WR_BROKER_OK && cur->n > 0 && !prev->live) {
                 redis_check_idle(w);
             }
