@@ -1365,6 +1365,54 @@ static void drop_held(wr_worker *w)
     w->nheld = 0;
 }
 
+/* How far items[I]'s record got in BT's commit: 1 its outcome is stored as
+ * done (a redelivery is skipped as a duplicate), 0 not, -1 unknown (the commit
+ * went out and its answer never came). */
+static int record_done(const wr_worker *w, const batch *bt, int i)
+{
+    if (!w->sub->idem.enabled || !bt->commit_sent) {
+        return 0;
+    }
+    if (!bt->commit_read || bt->frc != 0) {
+        return bt->nfin > 0 ? -1 : 0;
+    }
+    for (int k = 0; k < bt->nfin; k++) {
+        const wr_finish *f = &bt->fin[k];
+        if (bt->fmap[k] == i) {
+            return f->op == WR_FINISH_DONE && f->owned && !f->refused && !f->conflict;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Say, for each message of BT whose handler ran, that it goes back to the
+ * queue and what its redelivery will do: the line an operator finds when a
+ * message ran twice. Called before the records are given back.
+ */
+static void log_returned(wr_worker *w, batch *bt, int redis_down, const char *why)
+{
+    for (int i = 0; i < bt->n; i++) {
+        item *it = &bt->items[i];
+        if (!it->ran || it->held) {
+            continue;
+        }
+        int done = record_done(w, bt, i);
+        const char *what =
+            done == 1 ? "not acknowledged, its outcome is stored (the redelivery is a duplicate)"
+            : done == -1 ? "the idempotency record may not have been written"
+            : !w->sub->idem.enabled ? "not acknowledged: it runs again"
+            : redis_down ? "the idempotency record could not be written"
+                         : "the broker connection was lost before its outcome was stored";
+        snprintf(it->error, sizeof(it->error), "%s: %s", what, why);
+        wr_action act = it->act; /* unclaim_batch still reads it (a retry's release) */
+        it->act = WR_ACT_NONE;
+        count_item(w, it);
+        log_item(w, it, WR_LOG_WARN);
+        it->act = act;
+    }
+}
+
 /*
  * Abandon both batches: nothing of them is acked; with the connection still
  * up their deliveries go back to the queue (so does every held copy), and
@@ -1394,6 +1442,7 @@ static void abandon(wr_worker *w, int redis_down, const char *why)
         if (!bt->live) {
             continue;
         }
+        log_returned(w, bt, redis_down, why);
         unclaim_batch(w, bt, redis_down);
         for (int i = 0; w->b != NULL && i < bt->n; i++) {
             if (!bt->items[i].held) {
