@@ -29,6 +29,7 @@
 #include "metrics.h"
 #include "probe.h"
 #include "reload.h"
+#include "reroute.h"
 #include "worker.h"
 
 /* Print the config's errors, one FILE:LINE:COL: message per line, to stderr. */
@@ -420,6 +421,17 @@ int wr_app_run(const char *config_path)
         wr_config_free(cfg);
         return rc;
     }
+    /* partitioned subscriptions: what producers send to the queue itself goes on
+     * into the partitions (reroute.h) */
+    wr_reroute **reroutes = calloc((size_t)cfg->sub_count + 1, sizeof(*reroutes));
+    for (int i = 0; reroutes != NULL && i < cfg->sub_count; i++) {
+        char err[512];
+        if (cfg->subs[i].partitions > 0 &&
+            (reroutes[i] = wr_reroute_start(cfg, &cfg->subs[i], &flags.stop, err, sizeof(err))) ==
+                NULL) {
+            log_fatal(cfg, i, "re-routing into the partitions did not start", err);
+        }
+    }
     probe = wr_probe_start(cfg, reloader, metrics);
     wr_metrics_set_started(metrics);
 
@@ -490,6 +502,10 @@ int wr_app_run(const char *config_path)
             }
         }
     }
+    for (int i = 0; reroutes != NULL && i < cfg->sub_count; i++) {
+        wr_reroute_stop(reroutes[i]);
+    }
+    free(reroutes);
     for (int i = 0; i < started; i++) {
         wr_worker_free(workers[i]);
     }

@@ -35,7 +35,8 @@ struct wr_broker {
     int blocked;
     atomic_int *blocked_mirror; /* NULL, or where the blocked state is published */
     char name[128];             /* the connection name, for logs */
-    char consumer_tag[64];
+    char consumer_tag[WR_BROKER_MAX_CONSUMERS][64]; /* one per consumed queue */
+    int consumers;
     char err[512];
 
     /* inbox: deliveries read by the pump and not yet taken, FIFO */
@@ -504,20 +505,35 @@ int wr_broker_declare(wr_broker *b, const wr_topology *t)
 {
     for (int i = 0; i < t->exchange_count; i++) {
         const wr_exchange_decl *x = &t->exchanges[i];
+        amqp_table_entry_t xarg;
+        amqp_table_t xargs = amqp_empty_table;
+        if (x->hash_header != NULL) {
+            /* x-consistent-hash: hash this header instead of the routing key */
+            xarg.key = amqp_cstring_bytes("hash-header");
+            xarg.value.kind = AMQP_FIELD_KIND_UTF8;
+            xarg.value.value.bytes = amqp_cstring_bytes(x->hash_header);
+            xargs = (amqp_table_t){.num_entries = 1, .entries = &xarg};
+        }
         amqp_exchange_declare(b->conn, CH, amqp_cstring_bytes(x->name), amqp_cstring_bytes(x->type),
-                              0, 1, 0, 0, amqp_empty_table);
+                              0, 1, 0, 0, xargs);
         int rc = check_reply(b, amqp_get_rpc_reply(b->conn), "exchange.declare");
         if (rc != WR_BROKER_OK) {
-            return fail(b, rc,
-                        "%s (exchange '%s' of type %s: if it exists with another type or "
-                        "durability, set declare: false on the binding or make them match)",
-                        b->err, x->name, x->type);
+            return fail(b, rc, "%s (exchange '%s' of type %s: %s)", b->err, x->name, x->type,
+                        x->hash_header != NULL
+                            ? "partitions need RabbitMQ's rabbitmq_consistent_hash_exchange "
+                              "plugin enabled, and no other exchange of that name"
+                            : "if it exists with another type or durability, set declare: "
+                              "false on the binding or make them match");
         }
     }
     for (int i = 0; i < t->queue_count; i++) {
         const wr_queue_decl *q = &t->queues[i];
-        amqp_table_entry_t args[6];
+        amqp_table_entry_t args[7];
         int n = 0;
+        if (q->single_active) {
+            args[n] = bool_entry("x-single-active-consumer", 1);
+            n++;
+        }
         if (q->quorum) {
             args[n].key = amqp_cstring_bytes("x-queue-type");
             args[n].value.kind = AMQP_FIELD_KIND_UTF8;
@@ -591,20 +607,30 @@ int wr_broker_declare(wr_broker *b, const wr_topology *t)
 
 int wr_broker_consume(wr_broker *b, const char *queue, int prefetch)
 {
+    return wr_broker_consume_all(b, &queue, 1, prefetch);
+}
+
+int wr_broker_consume_all(wr_broker *b, const char *const *queues, int n, int prefetch)
+{
     amqp_basic_qos(b->conn, CH, 0, (uint16_t)prefetch, 0);
     int rc = check_reply(b, amqp_get_rpc_reply(b->conn), "basic.qos");
     if (rc != WR_BROKER_OK) {
         return rc;
     }
-    amqp_basic_consume_ok_t *ok = amqp_basic_consume(b->conn, CH, amqp_cstring_bytes(queue),
-                                                     amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
-    rc = check_reply(b, amqp_get_rpc_reply(b->conn), "basic.consume");
-    if (rc != WR_BROKER_OK) {
-        return fail(b, rc, "%s (queue '%s')", b->err, queue);
+    b->consumers = 0;
+    for (int i = 0; i < n && i < WR_BROKER_MAX_CONSUMERS; i++) {
+        amqp_basic_consume_ok_t *ok =
+            amqp_basic_consume(b->conn, CH, amqp_cstring_bytes(queues[i]), amqp_empty_bytes, 0, 0,
+                               0, amqp_empty_table);
+        rc = check_reply(b, amqp_get_rpc_reply(b->conn), "basic.consume");
+        if (rc != WR_BROKER_OK) {
+            return fail(b, rc, "%s (queue '%s')", b->err, queues[i]);
+        }
+        snprintf(b->consumer_tag[i], sizeof(b->consumer_tag[i]), "%.*s", (int)ok->consumer_tag.len,
+                 (char *)ok->consumer_tag.bytes);
+        b->consumers++;
+        b->consuming = 1;
     }
-    snprintf(b->consumer_tag, sizeof(b->consumer_tag), "%.*s", (int)ok->consumer_tag.len,
-             (char *)ok->consumer_tag.bytes);
-    b->consuming = 1;
     return WR_BROKER_OK;
 }
 
@@ -614,8 +640,12 @@ int wr_broker_cancel(wr_broker *b)
         return b->down ? WR_BROKER_DOWN : WR_BROKER_OK;
     }
     b->consuming = 0;
-    amqp_basic_cancel(b->conn, CH, amqp_cstring_bytes(b->consumer_tag));
-    int rc = check_reply(b, amqp_get_rpc_reply(b->conn), "basic.cancel");
+    int rc = WR_BROKER_OK;
+    for (int i = 0; i < b->consumers && rc == WR_BROKER_OK; i++) {
+        amqp_basic_cancel(b->conn, CH, amqp_cstring_bytes(b->consumer_tag[i]));
+        rc = check_reply(b, amqp_get_rpc_reply(b->conn), "basic.cancel");
+    }
+    b->consumers = 0;
     /* Deliveries the broker sent before cancel-ok arrived before it too: rabbitmq-c
      * kept them aside while it waited for the reply. File them in the inbox now,
      * so the caller's "return everything" covers them; read later, they would be

@@ -80,7 +80,13 @@ int wr_broker_declare(wr_broker *b, const wr_topology *t);
 
 /* Set the prefetch (basic.qos) and start consuming QUEUE with manual acks. */
 int wr_broker_consume(wr_broker *b, const char *queue, int prefetch);
-/* Stop the consumer (basic.cancel). Every delivery the broker sent before it
+/* The same for each of the N QUEUES (a topology's consume[]: the partitions
+ * of a partitioned subscription), one consumer each on the one channel, each
+ * with PREFETCH unacknowledged messages at most. Deliveries of all of them
+ * come through the one inbox, in the order the broker sent them. */
+#define WR_BROKER_MAX_CONSUMERS WR_MAX_PARTITIONS
+int wr_broker_consume_all(wr_broker *b, const char *const *queues, int n, int prefetch);
+/* Stop the consumers (basic.cancel). Every delivery the broker sent before it
  * confirmed the cancel is in the inbox when this returns; the caller returns
  * them with wr_broker_nack. */
 int wr_broker_cancel(wr_broker *b);

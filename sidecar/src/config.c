@@ -636,6 +636,15 @@ static const field subscription_fields[] = {
      .sub = &ordering_section,
      .desc = "Handle the messages that share a key in delivery order (see the README's "
              "Ordering section); off when absent."},
+    {.name = "partitions",
+     .type = T_INT,
+     .offset = offsetof(wr_subscription, partitions),
+     .min = 1,
+     .max = WR_MAX_PARTITIONS,
+     .desc = "Split the queue into this many partitions by ordering key (a consistent-hash "
+             "exchange and queues `<queue>.p<i>` with a single active consumer each), consumed "
+             "by every worker of every replica: one of them runs a partition at a time. Needs "
+             "`ordering.key`; none when absent."},
     {.name = "gates",
      .type = T_LIST,
      .offset = offsetof(wr_subscription, gates),
@@ -3186,6 +3195,20 @@ static void finish_subscription(loader *ld, void *elems, int index, yaml_node_t 
     } else if (s->dlq != NULL && s->queue != NULL && strcmp(s->dlq, s->queue) == 0) {
         v = find_value(ld, node, "dlq");
         err_at(ld, NODE_LINE(v), NODE_COL(v), "%s.dlq: must differ from the queue", path);
+    }
+    if (s->partitions > 0 && !s->ordering.enabled) {
+        v = find_value(ld, node, "partitions");
+        err_at(ld, NODE_LINE(v), NODE_COL(v),
+               "%s.partitions: needs ordering.key (a message's partition is chosen by its "
+               "ordering key)",
+               path);
+    } else if (s->partitions > 0 && s->queue != NULL &&
+               strlen(s->queue) + strlen(".partitions") > AMQP_SHORTSTR) {
+        v = find_value(ld, node, "queue");
+        err_at(ld, NODE_LINE(v), NODE_COL(v),
+               "%s.queue: the partition exchange '<queue>.partitions' would be longer than %d "
+               "bytes",
+               path, AMQP_SHORTSTR);
     }
     for (int j = 0; j < index; j++) {
         if (s->name != NULL && subs[j].name != NULL && strcmp(s->name, subs[j].name) == 0) {

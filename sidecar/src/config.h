@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #define WR_CONFIG_MAX_ERRORS 64
+#define WR_MAX_PARTITIONS 64 /* most partitions a subscription may have */
 
 /* One problem found while loading, already formatted as "FILE:LINE:COL: message". */
 typedef struct {
@@ -198,6 +199,8 @@ typedef struct {
     wr_idem_policy idem;     /* defaults.idempotency merged with subscriptions[].idempotency */
     wr_breaker_policy breaker; /* defaults.breaker merged with subscriptions[].breaker */
     wr_ordering_policy ordering; /* subscriptions[].ordering; off when absent */
+    int partitions;              /* subscriptions[].partitions: 0 none, else the number of
+                                    partition queues (topology.h; needs ordering.key) */
     wr_gate *gates;              /* subscriptions[].gates; may be empty */
     int gate_count;
     int queue_type;            /* queue_type: 0 classic, 1 quorum: the consumed queue's type when

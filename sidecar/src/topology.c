@@ -31,9 +31,41 @@ static int add_delay(wr_topology *t, const wr_subscription *sub, int64_t ms, con
     add_queue(t, name, role);
     t->queues[i].quorum = sub->delay_queue_type == 1;
     t->queues[i].message_ttl_ms = ms;
-    t->queues[i].dead_letter_exchange = "";
+    /* partitioned: back to the message's partition, through the exchange that
+     * hashes the header the copy still carries (the routing key, kept as the
+     * copy's story has it, plays no part there) */
+    t->queues[i].dead_letter_exchange = sub->partitions > 0 ? t->partition_exchange : "";
     t->queues[i].dead_letter_routing_key = sub->queue;
     return i;
+}
+
+/* The partition exchange, its N queues and their bindings (topology.h). */
+static int add_partitions(wr_topology *t, const wr_subscription *sub, int first_binding)
+{
+    wr_exchange_decl *x = &t->exchanges[t->exchange_count++];
+    x->name = t->partition_exchange;
+    x->type = "x-consistent-hash";
+    x->hash_header = WR_TOPO_PARTITION_HEADER;
+    t->partition_count = sub->partitions;
+    for (int p = 0; p < sub->partitions; p++) {
+        int i = t->queue_count;
+        int n = snprintf(t->names[i], sizeof(t->names[i]), "%s.p%d", sub->queue, p);
+        if (n < 0 || n > WR_TOPO_NAME_MAX) {
+            return -1;
+        }
+        add_queue(t, t->names[i], "partition");
+        t->queues[i].quorum = sub->queue_type == 1;
+        t->queues[i].single_active = 1;
+        t->partition_queue[p] = i;
+        t->consume[p] = t->names[i];
+        wr_binding_decl *d = &t->bindings[first_binding + p];
+        d->queue = t->names[i];
+        d->exchange = t->partition_exchange;
+        d->routing_key = "1"; /* the weight: every partition gets an equal share */
+        t->binding_count++;
+    }
+    t->consume_count = sub->partitions;
+    return 0;
 }
 
 int wr_topology_plan(const wr_subscription *sub, const wr_retry_tiers *tiers, wr_topology *out)
@@ -41,6 +73,20 @@ int wr_topology_plan(const wr_subscription *sub, const wr_retry_tiers *tiers, wr
     memset(out, 0, sizeof(*out));
     add_queue(out, sub->queue, "main");
     out->queues[0].quorum = sub->queue_type == 1;
+    out->consume[0] = sub->queue;
+    out->consume_count = 1;
+    out->back_exchange = "";
+    out->back_routing_key = sub->queue;
+    if (sub->partitions > 0) {
+        int n = snprintf(out->partition_exchange, sizeof(out->partition_exchange), "%s.partitions",
+                         sub->queue);
+        if (n < 0 || n > WR_TOPO_NAME_MAX || sub->partitions > WR_MAX_PARTITIONS) {
+            return -1;
+        }
+        out->queues[0].single_active = 1;
+        out->back_exchange = out->partition_exchange;
+        out->back_routing_key = "";
+    }
     add_queue(out, sub->dlq, "dlq");
     out->queues[1].quorum = sub->dlq_quorum;
     for (int i = 0; tiers != NULL && i < tiers->count; i++) {
@@ -58,9 +104,9 @@ int wr_topology_plan(const wr_subscription *sub, const wr_retry_tiers *tiers, wr
     for (int i = 0; i < sub->binding_count; i++) {
         nkeys += sub->bindings[i].routing_key_count;
     }
-    if (sub->binding_count > 0) {
-        out->exchanges = calloc((size_t)sub->binding_count, sizeof(*out->exchanges));
-        out->bindings = calloc((size_t)(nkeys > 0 ? nkeys : 1), sizeof(*out->bindings));
+    if (sub->binding_count > 0 || sub->partitions > 0) {
+        out->exchanges = calloc((size_t)sub->binding_count + 1, sizeof(*out->exchanges));
+        out->bindings = calloc((size_t)nkeys + (size_t)sub->partitions + 1, sizeof(*out->bindings));
         if (out->exchanges == NULL || out->bindings == NULL) {
             wr_topology_clear(out);
             return -1;
@@ -86,6 +132,10 @@ int wr_topology_plan(const wr_subscription *sub, const wr_retry_tiers *tiers, wr
             d->routing_key = b->routing_keys[k];
         }
     }
+    if (sub->partitions > 0 && add_partitions(out, sub, out->binding_count) != 0) {
+        wr_topology_clear(out);
+        return -1;
+    }
     return 0;
 }
 
@@ -94,4 +144,35 @@ void wr_topology_clear(wr_topology *t)
     free(t->exchanges);
     free(t->bindings);
     memset(t, 0, sizeof(*t));
+}
+
+/* P, when it points into SRC's own storage, moved to the same place in DST. */
+static const char *rebase(const char *p, const wr_topology *src, wr_topology *dst)
+{
+    const char *lo = (const char *)src, *hi = lo + sizeof(*src);
+    if (p != NULL && p >= lo && p < hi) {
+        return (const char *)dst + (p - lo);
+    }
+    return p;
+}
+
+void wr_topology_move(wr_topology *dst, wr_topology *src)
+{
+    memcpy(dst, src, sizeof(*dst));
+    for (int i = 0; i < dst->queue_count; i++) {
+        dst->queues[i].name = rebase(dst->queues[i].name, src, dst);
+        dst->queues[i].dead_letter_exchange = rebase(dst->queues[i].dead_letter_exchange, src, dst);
+    }
+    for (int i = 0; i < dst->exchange_count; i++) {
+        dst->exchanges[i].name = rebase(dst->exchanges[i].name, src, dst);
+    }
+    for (int i = 0; i < dst->binding_count; i++) {
+        dst->bindings[i].queue = rebase(dst->bindings[i].queue, src, dst);
+        dst->bindings[i].exchange = rebase(dst->bindings[i].exchange, src, dst);
+    }
+    for (int i = 0; i < dst->consume_count; i++) {
+        dst->consume[i] = rebase(dst->consume[i], src, dst);
+    }
+    dst->back_exchange = rebase(dst->back_exchange, src, dst);
+    memset(src, 0, sizeof(*src)); /* DST owns the arrays now */
 }

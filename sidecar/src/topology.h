@@ -17,7 +17,23 @@
  *     would copy the message to every other subscriber);
  *   - the wait queue (<queue>.wait, WR_TOPO_WAIT_MS): where a message goes
  *     while another worker holds its idempotency claim, built like a tier;
- *   - each binding's exchange (durable, when `declare` is set) and binding.
+ *   - each binding's exchange (durable, when `declare` is set) and binding;
+ *   - with `partitions: N` (config.h), the partitions: a consistent-hash
+ *     exchange <queue>.partitions (type x-consistent-hash, from RabbitMQ's
+ *     rabbitmq_consistent_hash_exchange plugin) that hashes the header
+ *     WR_TOPO_PARTITION_HEADER (argument hash-header), and N queues
+ *     <queue>.p0 .. <queue>.p<N-1> bound to it with equal weight (binding key
+ *     "1"), each with x-single-active-consumer: every worker of every replica
+ *     consumes every partition and the broker lets one of them run each. The
+ *     delay and wait queues then dead-letter into that exchange (the header
+ *     travels with the copy, so a retried message comes back to its own
+ *     partition), and the consumed queue, when warren declares it, is single
+ *     active consumer too: it only feeds the partitions (reroute.h), in order.
+ *
+ * What the workers consume is in consume[]: the consumed queue, or the
+ * partitions. A message sent back to its queue (released from parking) goes
+ * to back_exchange with back_routing_key: the default exchange and the
+ * consumed queue, or the partition exchange (the message carries its header).
  *
  * Each queue is classic or quorum as the subscription says (queue_type,
  * dlq_type, delay_queue_type): a quorum queue is replicated over a cluster's
@@ -35,7 +51,10 @@
 
 #include "retry.h"
 
-#define WR_TOPO_MAX_QUEUES (WR_RETRY_MAX_TIERS + 3)
+#define WR_TOPO_NAME_MAX 255 /* queue and exchange names are AMQP shortstrs */
+#define WR_TOPO_MAX_QUEUES (WR_RETRY_MAX_TIERS + 3 + WR_MAX_PARTITIONS)
+/* the header a partitioned subscription's exchange hashes: the ordering key */
+#define WR_TOPO_PARTITION_HEADER "warren-partition-key"
 #define WR_TOPO_WAIT_MS 1000 /* how long a message whose key is busy waits */
 
 typedef struct {
@@ -44,14 +63,16 @@ typedef struct {
     int64_t message_ttl_ms;              /* x-message-ttl, or -1 for none */
     const char *dead_letter_exchange;    /* x-dead-letter-exchange, or NULL */
     const char *dead_letter_routing_key; /* x-dead-letter-routing-key, or NULL */
-    const char *role;                    /* "main", "dlq", "retry", "wait": for error messages */
-    int quorum;                          /* x-queue-type=quorum (a delay queue also dead-letters
-                                            at-least-once, which needs x-overflow=reject-publish) */
+    const char *role;  /* "main", "dlq", "retry", "wait", "partition": for error messages */
+    int single_active; /* x-single-active-consumer */
+    int quorum;        /* x-queue-type=quorum (a delay queue also dead-letters
+                          at-least-once, which needs x-overflow=reject-publish) */
 } wr_queue_decl;
 
 typedef struct {
     const char *name;
     const char *type;
+    const char *hash_header; /* argument hash-header (x-consistent-hash), or NULL */
 } wr_exchange_decl;
 
 typedef struct {
@@ -70,6 +91,13 @@ typedef struct {
     int exchange_count;
     wr_binding_decl *bindings; /* malloc'd */
     int binding_count;
+    int partition_count;                           /* 0: not partitioned */
+    int partition_queue[WR_MAX_PARTITIONS];        /* index in queues[] of each partition */
+    char partition_exchange[WR_TOPO_NAME_MAX + 1]; /* "" when not partitioned */
+    const char *consume[WR_MAX_PARTITIONS];        /* the queues a worker consumes */
+    int consume_count;
+    const char *back_exchange;    /* where a message goes back to its queue: "" or */
+    const char *back_routing_key; /* partition_exchange, with this routing key */
 } wr_topology;
 
 /* Build the plan for SUB with the retry tiers TIERS (NULL: none). Returns 0, or
@@ -77,5 +105,10 @@ typedef struct {
  * wr_topology_clear(). */
 int wr_topology_plan(const wr_subscription *sub, const wr_retry_tiers *tiers, wr_topology *out);
 void wr_topology_clear(wr_topology *t);
+
+/* Move the plan SRC into DST (whose old contents are overwritten, not freed):
+ * a plan points into its own name storage, so a plain struct copy would leave
+ * DST's names in SRC. SRC is left empty. */
+void wr_topology_move(wr_topology *dst, wr_topology *src);
 
 #endif

@@ -450,7 +450,8 @@ static int connect_broker(wr_worker *w)
                                 cfg->amqp_connect_timeout_ms, w->name, err, sizeof(err));
         if (w->b != NULL) {
             if (wr_broker_declare(w->b, &w->topo) == WR_BROKER_OK &&
-                wr_broker_consume(w->b, w->sub->queue, w->sub->prefetch) == WR_BROKER_OK) {
+                wr_broker_consume_all(w->b, w->topo.consume, w->topo.consume_count,
+                                      w->sub->prefetch) == WR_BROKER_OK) {
                 w->paused = 0;
                 wr_broker_mirror_blocked(w->b, &w->st->blocked);
                 if (w->connections++ > 0) {
@@ -1877,7 +1878,8 @@ static int gate_send(wr_worker *w, char kind, const char *key, redisReply *const
             props.message_id.bytes = id;
         }
         const amqp_basic_properties_t *use = &props;
-        const char *queue = w->sub->queue;
+        const char *exchange = w->topo.back_exchange; /* its queue, or its partition */
+        const char *queue = w->topo.back_routing_key;
         if (kind == 'd') {
             char error[700];
             int g = (props._flags & AMQP_BASIC_TYPE_FLAG)
@@ -1911,11 +1913,12 @@ static int gate_send(wr_worker *w, char kind, const char *key, redisReply *const
                 return WR_BROKER_DOWN;
             }
             use = &dprops;
+            exchange = "";
             queue = w->sub->dlq;
         }
         uint64_t seq;
-        int rc = wr_broker_publish(w->b, amqp_empty_bytes, amqp_cstring_bytes(queue), 1, use, body,
-                                   &seq);
+        int rc = wr_broker_publish(w->b, amqp_cstring_bytes(exchange), amqp_cstring_bytes(queue), 1,
+                                   use, body, &seq);
         if (rc != WR_BROKER_OK) {
             return rc;
         }
@@ -3073,7 +3076,7 @@ static int apply_live(wr_worker *w)
         return WR_BROKER_OK;
     }
     wr_topology_clear(&w->topo);
-    w->topo = topo;
+    wr_topology_move(&w->topo, &topo);
     w->tiers = tiers;
     /* the new delay queues must exist before the first retry copy goes to one */
     return w->b != NULL ? wr_broker_declare(w->b, &w->topo) : WR_BROKER_OK;
@@ -3180,7 +3183,8 @@ static void *worker_main(void *arg)
                 continue;
             }
             if (w->paused) {
-                if (wr_broker_consume(w->b, w->sub->queue, w->sub->prefetch) != WR_BROKER_OK) {
+                if (wr_broker_consume_all(w->b, w->topo.consume, w->topo.consume_count,
+                                          w->sub->prefetch) != WR_BROKER_OK) {
                     fail_turn(w, WR_BROKER_DOWN);
                     break;
                 }

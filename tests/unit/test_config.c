@@ -481,7 +481,7 @@ static void test_unknown_keys(void)
         "9:5: unknown key 'prefetc' in subscriptions[0] (expected one of: name, queue, "
         "dlq, queue_type, dlq_type, delay_queue_type, handler, prefetch, concurrency, "
         "batch_size, handler_timeout, max_body_size, max_publish_size, retry, idempotency, "
-        "breaker, ordering, gates, contracts, bindings, trace_fields)");
+        "breaker, ordering, partitions, gates, contracts, bindings, trace_fields)");
     EXPECT_ERRORS("amqp:\n"
                   "  url: amqp://localhost/\n"
                   "  heartbeats: 5s\n"
@@ -538,7 +538,7 @@ static void test_wrong_node_kinds(void)
         "9:5: unknown key 'queue2' in subscriptions[0] (expected one of: name, queue, "
         "dlq, queue_type, dlq_type, delay_queue_type, handler, prefetch, concurrency, "
         "batch_size, handler_timeout, max_body_size, max_publish_size, retry, idempotency, "
-        "breaker, ordering, gates, contracts, bindings, trace_fields)",
+        "breaker, ordering, partitions, gates, contracts, bindings, trace_fields)",
         "10:15: subscriptions[0].bindings: expected a list, got a mapping");
     /* Never echo a scalar where a mapping was expected: it may be a secret URL. */
     EXPECT_ERRORS("amqp: amqp://user:hunter2@host/\n"
@@ -2677,6 +2677,7 @@ static void test_reference(void)
         "subscriptions[].ordering",
         "subscriptions[].ordering.key",
         "subscriptions[].ordering.on_dlq",
+        "subscriptions[].partitions",
         "subscriptions[].gates",
         "subscriptions[].gates[].type",
         "subscriptions[].gates[].after",
@@ -2935,6 +2936,25 @@ static void test_ordering(void)
                   "digits, '_' and '-', joined by '.'), got 'a..b'",
                   "11:7: unknown key 'lanes' in subscriptions[0].ordering (expected one of: key, "
                   "on_dlq)");
+    /* partitions: 1..64, only with an ordering key */
+    cfg = load_text(MINIMAL "    ordering: {key: json:order_id}\n    partitions: 8\n", &errs);
+    CHECK(cfg != NULL);
+    if (cfg != NULL) {
+        CHECK_INT(cfg->subs[0].partitions, 8);
+        wr_config_free(cfg);
+    }
+    cfg = load_text(MINIMAL "    ordering: {key: json:order_id}\n", &errs);
+    CHECK(cfg != NULL);
+    if (cfg != NULL) {
+        CHECK_INT(cfg->subs[0].partitions, 0);
+        wr_config_free(cfg);
+    }
+    EXPECT_ERRORS(MINIMAL "    partitions: 4\n",
+                  "9:17: subscriptions[0].partitions: needs ordering.key (a message's partition "
+                  "is chosen by its ordering key)");
+    EXPECT_ERRORS(MINIMAL "    ordering: {key: json:order_id}\n    partitions: 65\n",
+                  "10:17: subscriptions[0].partitions: expected an integer from 1 to 64, got "
+                  "'65'");
     EXPECT_ERRORS(MINIMAL "    ordering: json:order_id\n",
                   "9:15: subscriptions[0].ordering: expected a mapping, got a string");
 }

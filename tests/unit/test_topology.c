@@ -16,6 +16,7 @@
 
 #include "check.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 static wr_binding binding(const char *exchange, const char *type, int declare, char **keys)
@@ -253,6 +254,81 @@ static void test_retry_tiers(void)
     wr_topology_clear(&t);
 }
 
+/* partitions: N: a consistent-hash exchange on the partition header, N single
+ * active consumer queues bound with weight "1", the workers consume those (not
+ * the queue), the consumed queue is single active consumer too, and every
+ * delay queue dead-letters into the exchange (a retried message comes back to
+ * its partition); a binding of the service's own is still made to the queue. */
+static void test_partitions(void)
+{
+    char *keys[] = {"order.*", NULL};
+    wr_binding b[] = {binding("events", "topic", 1, keys)};
+    wr_subscription s = subscription(b, 1);
+    s.partitions = 3;
+    wr_retry_tiers tiers = {.count = 1, .delay_ms = {5000}};
+    wr_topology t;
+    CHECK_INT(wr_topology_plan(&s, &tiers, &t), 0);
+    CHECK_STR(t.partition_exchange, "orders.q.partitions");
+    CHECK_INT(t.partition_count, 3);
+    CHECK_INT(t.exchange_count, 2);
+    CHECK_STR(t.exchanges[0].name, "events");
+    CHECK(t.exchanges[0].hash_header == NULL);
+    CHECK_STR(t.exchanges[1].name, "orders.q.partitions");
+    CHECK_STR(t.exchanges[1].type, "x-consistent-hash");
+    CHECK_STR(t.exchanges[1].hash_header, "warren-partition-key");
+    CHECK_INT(t.queues[0].single_active, 1);
+    CHECK_INT(t.queues[1].single_active, 0); /* the DLQ */
+    const char *names[3] = {"orders.q.p0", "orders.q.p1", "orders.q.p2"};
+    CHECK_INT(t.consume_count, 3);
+    CHECK_INT(t.binding_count, 4);
+    CHECK_STR(t.bindings[0].queue, "orders.q");
+    CHECK_STR(t.bindings[0].exchange, "events");
+    for (int p = 0; p < 3; p++) {
+        const wr_queue_decl *q = &t.queues[t.partition_queue[p]];
+        CHECK_STR(q->name, names[p]);
+        CHECK_STR(q->role, "partition");
+        CHECK_INT(q->single_active, 1);
+        CHECK_INT(q->durable, 1);
+        CHECK_INT(q->message_ttl_ms, -1);
+        CHECK(q->dead_letter_exchange == NULL);
+        CHECK_STR(t.consume[p], names[p]);
+        CHECK_STR(t.bindings[1 + p].queue, names[p]);
+        CHECK_STR(t.bindings[1 + p].exchange, "orders.q.partitions");
+        CHECK_STR(t.bindings[1 + p].routing_key, "1");
+    }
+    CHECK_STR(t.queues[t.tier_queue[0]].name, "orders.q.retry.5s");
+    CHECK_STR(t.queues[t.tier_queue[0]].dead_letter_exchange, "orders.q.partitions");
+    CHECK_STR(t.queues[t.wait_queue].dead_letter_exchange, "orders.q.partitions");
+    CHECK_STR(t.back_exchange, "orders.q.partitions");
+    CHECK_STR(t.back_routing_key, "");
+
+    /* moved: every name points into the new plan, none into the old */
+    wr_topology *moved = malloc(sizeof(*moved));
+    CHECK(moved != NULL);
+    if (moved != NULL) {
+        wr_topology_move(moved, &t);
+        CHECK_INT(t.queue_count, 0);
+        CHECK(moved->consume[2] == moved->names[moved->partition_queue[2]]);
+        CHECK(moved->queues[moved->wait_queue].dead_letter_exchange == moved->partition_exchange);
+        CHECK(moved->bindings[3].exchange == moved->partition_exchange);
+        CHECK(moved->back_exchange == moved->partition_exchange);
+        CHECK_STR(moved->queues[moved->tier_queue[0]].name, "orders.q.retry.5s");
+        wr_topology_clear(moved);
+        free(moved);
+    }
+
+    /* not partitioned: the queue is consumed, messages go back to it */
+    s.partitions = 0;
+    CHECK_INT(wr_topology_plan(&s, &tiers, &t), 0);
+    CHECK_INT(t.consume_count, 1);
+    CHECK_STR(t.consume[0], "orders.q");
+    CHECK_INT(t.queues[0].single_active, 0);
+    CHECK_STR(t.back_exchange, "");
+    CHECK_STR(t.back_routing_key, "orders.q");
+    CHECK_STR(t.partition_exchange, "");
+    wr_topology_clear(&t);
+}
+
 int main(void)
 {
     test_full_plan();
@@ -260,5 +336,6 @@ int main(void)
     test_declare_flags();
     test_retry_tiers();
     test_quorum();
+    test_partitions();
     return check_report("test_topology");
 }
