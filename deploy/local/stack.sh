@@ -439,13 +439,30 @@ ssl_options.verify = verify_peer
 ssl_options.fail_if_no_peer_cert = false
 EOF
     fi
-    # Plugins: none by default. Kept across restarts, so
-    # `rabbitmq-plugins enable` against this node persists.
+    # Plugins: rabbitmq_consistent_hash_exchange (a subscription's `partitions`
+    # route through an x-consistent-hash exchange), added to a file kept from
+    # an older start. Kept across restarts, so `rabbitmq-plugins enable`
+    # against this node persists.
     [ -f "$R/enabled_plugins" ] || echo '[].' >"$R/enabled_plugins"
+    add_hash_plugin_to_file
     chown -R rabbitmq:rabbitmq -- "$R"
     chmod 750 -- "$R"
     runuser -u rabbitmq -- test -w "$R/mnesia" ||
         die "the rabbitmq user cannot reach $R (is a parent of $DIR closed to other users?)"
+}
+
+# enabled_plugins is an Erlang list: [a,b]. Add the consistent-hash exchange
+# plugin unless it is there. Returns 0 when the file changed.
+add_hash_plugin_to_file() {
+    local f="$R/enabled_plugins"
+    grep -q rabbitmq_consistent_hash_exchange "$f" 2>/dev/null && return 1
+    if grep -q '^\[ *\]\.' "$f"; then
+        echo '[rabbitmq_consistent_hash_exchange].' >"$f"
+    else
+        sed -i 's/^\[/[rabbitmq_consistent_hash_exchange,/' "$f"
+        chown rabbitmq:rabbitmq "$f"
+    fi
+    return 0
 }
 
 start_rabbit() {
@@ -454,6 +471,13 @@ start_rabbit() {
     if [ -n "$pid" ]; then
         if amqp_wait 0; then
             say "rabbitmq: already running (pid $pid, node $NODE, amqp 127.0.0.1:$AMQP_PORT)"
+            if add_hash_plugin_to_file; then
+                # a node started before partitions existed: enable it live (no restart)
+                say "rabbitmq: enabling rabbitmq_consistent_hash_exchange"
+                CMD_TIMEOUT=60 as_rabbitmq "$RABBIT_BIN/rabbitmq-plugins" -n "$NODE" enable \
+                    rabbitmq_consistent_hash_exchange >/dev/null ||
+                    die "rabbitmq: rabbitmq-plugins enable rabbitmq_consistent_hash_exchange failed"
+            fi
             return 0
         fi
         say "rabbitmq: pid $pid is up but not answering yet; waiting"

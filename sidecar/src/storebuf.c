@@ -615,6 +615,26 @@ const wr_sb_guard *wr_storebuf_guards(const wr_storebuf *b, int *count)
     return b->g;
 }
 
+int wr_storebuf_guard_expect(wr_storebuf *b, wr_sbstr key, wr_sbstr value)
+{
+    for (int i = 0; i < b->ng; i++) {
+        wr_sb_guard *g = &b->g[i];
+        wr_sbstr k = wr_storebuf_key(b, g->key);
+        if (strcmp(g->cmd, "GET") != 0 || g->count != 0 || k.n != key.n ||
+            memcmp(k.p, key.p, key.n) != 0) {
+            continue;
+        }
+        wr_sbstr v = dup_str(value);
+        if (v.p == NULL) {
+            return -1;
+        }
+        g->items[0] = v; /* add_guard allocated room for one */
+        g->count = 1;
+        return 1;
+    }
+    return 0;
+}
+
 /*
  * The merged members (sets) or field/value pairs (hashes) of K into OUT.
  * Computed values are formatted into NUMS (caller's, one slot per overlay

@@ -162,6 +162,17 @@ typedef struct {
 /* The reads to check at commit (see above). */
 const wr_sb_guard *wr_storebuf_guards(const wr_storebuf *b, int *count);
 
+/*
+ * A GET guard on KEY that saw nothing now expects VALUE instead: for a write
+ * the worker itself made to KEY after this message read it, on behalf of a
+ * later message of the same batch (a retried message taking its ordering
+ * key's hold, which an earlier message of that key read), that must not make
+ * this earlier message's commit a conflict. A guard that saw a value is left
+ * as it is. Returns 1 when a guard changed, 0 when none did, -1 when out of
+ * memory (the guard is then unchanged).
+ */
+int wr_storebuf_guard_expect(wr_storebuf *b, wr_sbstr key, wr_sbstr value);
+
 /* The commit script's name for OP ("set", "del", "incrby", ...). */
 const char *wr_sb_op_name(wr_sb_op op);
 

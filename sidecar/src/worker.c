@@ -873,7 +873,7 @@ static void prepare(wr_worker *w, item *it)
     }
 }
 
-static int lane_hold(wr_worker *w, item *it);
+static int lane_hold(wr_worker *w, batch *bt, item *it);
 
 /*
  * Upcast IT (an older version its contract lists) to the current version:
@@ -1023,7 +1023,7 @@ static int run_one(wr_worker *w, batch *bt, item *it)
     case WR_ACT_RETRY:
         it->tier = it->dec.tier;
         it->delay_ms = it->dec.delay_ms;
-        if (lane_hold(w, it) != 0) {
+        if (lane_hold(w, bt, it) != 0) {
             return PAUSE; /* its key's later messages must not run ahead of its retry */
         }
         return publish_copy(w, bt, it, it->dec.error_class);
@@ -2165,8 +2165,11 @@ static int lane_park(wr_worker *w, batch *bt, item *it, int *rc)
 
 /* IT goes to a delay queue: from now on its key's later messages wait behind
  * it (before its copy is published: a crash in between leaves it holding, and
- * its redelivery is the holder). Returns 0, or -1 when Redis failed. */
-static int lane_hold(wr_worker *w, item *it)
+ * its redelivery is the holder). The earlier messages of its key in BT read
+ * the hold free and are not committed yet: their reads now expect IT's hold,
+ * or their commits would fail as conflicts and they would come back parked
+ * behind IT, to run after it. Returns 0, or -1 when Redis failed. */
+static int lane_hold(wr_worker *w, batch *bt, item *it)
 {
     if (!lane_redis(w, it)) {
         return 0;
@@ -2181,6 +2184,13 @@ static int lane_hold(wr_worker *w, item *it)
         return -1;
     }
     it->holder = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    for (item *e = bt->items; it->holder && e < it; e++) {
+        if (strcmp(e->okey, it->okey) == 0 &&
+            wr_storebuf_guard_expect(bt->stores[e - bt->items], (wr_sbstr){hold, strlen(hold)},
+                                     (wr_sbstr){it->rkey, strlen(it->rkey)}) < 0) {
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -2189,6 +2199,10 @@ static int lane_hold(wr_worker *w, item *it)
  * says what a dead-lettered one does). So does a holder parked behind a
  * causal gate: it waits for a predecessor of its key, which may be parked
  * behind it here, and holding on would deadlock the two; the gate orders it.
+ * So does a duplicate that holds its key (it is not known as a holder: a
+ * duplicate is not run, so the hold was never read): a holder whose other
+ * copy was done meanwhile, the released copy of a message that a crash also
+ * left in the queue (lnext does nothing when the hold is not its own).
  * Returns a WR_BROKER_* code or PAUSE. */
 static int lane_release(wr_worker *w, batch *bt)
 {
@@ -2197,8 +2211,10 @@ static int lane_release(wr_worker *w, batch *bt)
     snprintf(retry, sizeof(retry), "%d", GATE_RETRY_MS);
     for (int i = 0; i < bt->n; i++) {
         item *it = &bt->items[i];
-        if (!it->holder || it->held || !lane_redis(w, it) ||
-            (it->act != WR_ACT_OK && it->act != WR_ACT_DLQ && it->act != WR_ACT_PARKED)) {
+        if (it->held || !lane_redis(w, it) ||
+            (it->act != WR_ACT_DUPLICATE &&
+             (!it->holder ||
+              (it->act != WR_ACT_OK && it->act != WR_ACT_DLQ && it->act != WR_ACT_PARKED)))) {
             continue;
         }
         int dlq_all = it->act == WR_ACT_DLQ && w->sub->ordering.dlq_all;

@@ -326,6 +326,32 @@ static void test_guards(void)
     wr_storebuf_destroy(b);
 }
 
+/* A GET guard that saw nothing can be told to expect a value (the worker's own
+ * later write on behalf of another message); one that saw a value, another
+ * command's or another key's guard is left alone. */
+static void test_guard_expect(void)
+{
+    fake f = {0};
+    wr_storebuf *b = wr_storebuf_create(16);
+    int n;
+    R(b, &f, "GET", "s", NULL);
+    R(b, &f, "GET", "missing", NULL);
+    R(b, &f, "EXISTS", "other", NULL);
+    CHECK_INT(wr_storebuf_guard_expect(b, S("s"), S("x")), 0);
+    CHECK_INT(wr_storebuf_guard_expect(b, S("other"), S("x")), 0);
+    CHECK_INT(wr_storebuf_guard_expect(b, S("nowhere"), S("x")), 0);
+    CHECK_INT(wr_storebuf_guard_expect(b, S("missing"), S("holder-1")), 1);
+    const wr_sb_guard *g = wr_storebuf_guards(b, &n);
+    CHECK_INT(n, 3);
+    CHECK(g[0].count == 1 && eq(g[0].items[0], "41"));
+    CHECK(g[1].count == 1 && eq(g[1].items[0], "holder-1"));
+    CHECK(g[2].count == 1 && eq(g[2].items[0], "0"));
+    /* it saw a value now: a second change is refused */
+    CHECK_INT(wr_storebuf_guard_expect(b, S("missing"), S("holder-2")), 0);
+    CHECK(eq(g[1].items[0], "holder-1"));
+    wr_storebuf_destroy(b); /* frees the new value too (ASan would say) */
+}
+
 /* A second buffer reading through a first one (the worker's batch chain). */
 static int through(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_base *out,
                    char *why, size_t whycap)
@@ -402,6 +428,7 @@ int main(void)
     test_integer_grammar();
     test_peek_chain();
     test_guards();
+    test_guard_expect();
     test_strings();
     test_hashes();
     test_sets();
