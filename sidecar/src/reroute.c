@@ -142,6 +142,12 @@ static int connect(wr_reroute *r)
  */
 static int round_trip(wr_reroute *r, amqp_envelope_t **taken, amqp_pool_t *pool)
 {
+    if (wr_broker_blocked(r->b)) {
+        /* the broker's memory or disk alarm: a publish could block the thread for
+         * good; take nothing (each message means a publish) until it lifts */
+        int prc = wr_broker_poll(r->b, TAKE_TIMEOUT_MS);
+        return prc == WR_BROKER_DOWN ? prc : WR_BROKER_OK;
+    }
     int n = 0;
     int rc = wr_broker_take(r->b, taken, ROUND_MAX, TAKE_TIMEOUT_MS, &n);
     if (rc != WR_BROKER_OK || n == 0) {

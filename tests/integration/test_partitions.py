@@ -185,8 +185,12 @@ try:
     for q in parts:
         check(wait_for(lambda: b.consumers(q) == 2, 20, "2 consumers left on " + q),
               "%s: the survivor's 2 workers consume it" % q)
+    t_kill = time.time()
     check(wait_for(lambda: applied() >= len(stream), 240, "every event applied", interval=0.2),
           "every event was applied after the takeover (%d of %d)" % (applied(), len(stream)))
+    print("  the other %d events applied %.1f s after the kill" % (len(stream) - before,
+                                                                  time.time() - t_kill),
+          flush=True)
     time.sleep(3)  # a late duplicate run would show by now
     check(len(survivor.lines(msg="message handled")) > ran[survivor],
           "the survivor took the partitions over")
