@@ -634,8 +634,8 @@ static const field subscription_fields[] = {
      .type = T_SECTION,
      .offset = offsetof(wr_subscription, ordering),
      .sub = &ordering_section,
-     .desc = "Handle the messages that share a key in delivery order (see the README's "
-             "Ordering section); off when absent."},
+     .desc = "Handle the messages that share a key in delivery order (see "
+             "docs/ordering.md); off when absent."},
     {.name = "gates",
      .type = T_LIST,
      .offset = offsetof(wr_subscription, gates),
@@ -644,7 +644,7 @@ static const field subscription_fields[] = {
      .max = 64,
      .sub = &gate_section,
      .desc = "Causal gates: a type that waits until another type is done for the same key "
-             "(see the README's Ordering section)."},
+             "(see docs/ordering.md)."},
     {.name = "contracts",
      .type = T_SECTION,
      .offset = offsetof(wr_subscription, contracts),
