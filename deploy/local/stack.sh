@@ -444,7 +444,7 @@ EOF
     # an older start. Kept across restarts, so `rabbitmq-plugins enable`
     # against this node persists.
     [ -f "$R/enabled_plugins" ] || echo '[].' >"$R/enabled_plugins"
-    add_hash_plugin_to_file
+    add_hash_plugin_to_file || true
     chown -R rabbitmq:rabbitmq -- "$R"
     chmod 750 -- "$R"
     runuser -u rabbitmq -- test -w "$R/mnesia" ||

@@ -20,7 +20,7 @@ static const char *const outcome_names[WR_MO_COUNT] = {
     "ok",        "retried",  "dead_lettered", "rejected", "invalid",
     "duplicate", "deferred", "returned",      "parked"};
 
-#define MAX_QUEUES_PER_SUB 40
+#define MAX_QUEUES_PER_SUB (40 + WR_MAX_PARTITIONS) /* a partitioned one has more */
 #define REDIS_STALE_MS 15000 /* a Redis check older than this does not count as "up" */
 
 typedef struct {

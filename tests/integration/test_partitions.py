@@ -219,6 +219,13 @@ try:
     check_eq(b.depth(queue), 0, "the queue itself is empty (every message re-routed and acked)")
     check(len(survivor.lines(msg="re-routing the queue into its partitions")) >= 1,
           "the survivor logged that it re-routes %s" % queue)
+    # /metrics reads every partition's depth (http.queue_poll: 1 s)
+    def depths():
+        samples = survivor.metrics()
+        return [survivor.metric(samples, "warren_queue_messages", subscription=SUB, queue=q,
+                                kind="partition") for q in parts]
+    check(wait_for(lambda: depths() == [0.0] * N, 10, "partition depths in /metrics"),
+          "/metrics shows each partition's depth (%s)" % depths())
     check_eq(survivor.stop(), 0, "the survivor exits 0")
 finally:
     for x in (w1, w2):
