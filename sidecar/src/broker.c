@@ -37,6 +37,9 @@ struct wr_broker {
     char name[128];             /* the connection name, for logs */
     char consumer_tag[WR_BROKER_MAX_CONSUMERS][64]; /* one per consumed queue */
     int consumers;
+    const char *later[WR_BROKER_MAX_CONSUMERS]; /* queues to consume at later_ms */
+    int nlater;
+    double later_ms;
     char err[512];
 
     /* inbox: deliveries read by the pump and not yet taken, FIFO */
@@ -607,18 +610,14 @@ int wr_broker_declare(wr_broker *b, const wr_topology *t)
 
 int wr_broker_consume(wr_broker *b, const char *queue, int prefetch)
 {
-    return wr_broker_consume_all(b, &queue, 1, prefetch);
+    return wr_broker_consume_all(b, &queue, 1, 1, prefetch);
 }
 
-int wr_broker_consume_all(wr_broker *b, const char *const *queues, int n, int prefetch)
+/* Start a consumer on each of the N QUEUES. */
+static int consume_queues(wr_broker *b, const char *const *queues, int n)
 {
-    amqp_basic_qos(b->conn, CH, 0, (uint16_t)prefetch, 0);
-    int rc = check_reply(b, amqp_get_rpc_reply(b->conn), "basic.qos");
-    if (rc != WR_BROKER_OK) {
-        return rc;
-    }
-    b->consumers = 0;
-    for (int i = 0; i < n && i < WR_BROKER_MAX_CONSUMERS; i++) {
+    int rc = WR_BROKER_OK;
+    for (int i = 0; i < n && b->consumers < WR_BROKER_MAX_CONSUMERS; i++) {
         amqp_basic_consume_ok_t *ok =
             amqp_basic_consume(b->conn, CH, amqp_cstring_bytes(queues[i]), amqp_empty_bytes, 0, 0,
                                0, amqp_empty_table);
@@ -626,12 +625,29 @@ int wr_broker_consume_all(wr_broker *b, const char *const *queues, int n, int pr
         if (rc != WR_BROKER_OK) {
             return fail(b, rc, "%s (queue '%s')", b->err, queues[i]);
         }
-        snprintf(b->consumer_tag[i], sizeof(b->consumer_tag[i]), "%.*s", (int)ok->consumer_tag.len,
+        char *tag = b->consumer_tag[b->consumers++];
+        snprintf(tag, sizeof(b->consumer_tag[0]), "%.*s", (int)ok->consumer_tag.len,
                  (char *)ok->consumer_tag.bytes);
-        b->consumers++;
         b->consuming = 1;
     }
-    return WR_BROKER_OK;
+    return rc;
+}
+
+int wr_broker_consume_all(wr_broker *b, const char *const *queues, int n, int now, int prefetch)
+{
+    amqp_basic_qos(b->conn, CH, 0, (uint16_t)prefetch, 0);
+    int rc = check_reply(b, amqp_get_rpc_reply(b->conn), "basic.qos");
+    if (rc != WR_BROKER_OK) {
+        return rc;
+    }
+    b->consumers = 0;
+    now = now < n ? now : n;
+    b->nlater = 0;
+    for (int i = now; i < n && b->nlater < WR_BROKER_MAX_CONSUMERS; i++) {
+        b->later[b->nlater++] = queues[i]; /* the topology's names outlive the connection */
+    }
+    b->later_ms = wr_mono_ms() + WR_TOPO_STANDBY_MS;
+    return consume_queues(b, queues, now);
 }
 
 int wr_broker_cancel(wr_broker *b)
@@ -640,6 +656,7 @@ int wr_broker_cancel(wr_broker *b)
         return b->down ? WR_BROKER_DOWN : WR_BROKER_OK;
     }
     b->consuming = 0;
+    b->nlater = 0;
     int rc = WR_BROKER_OK;
     for (int i = 0; i < b->consumers && rc == WR_BROKER_OK; i++) {
         amqp_basic_cancel(b->conn, CH, amqp_cstring_bytes(b->consumer_tag[i]));
@@ -863,6 +880,15 @@ int wr_broker_poll(wr_broker *b, int timeout_ms)
 
 int wr_broker_take(wr_broker *b, amqp_envelope_t **out, int max, int timeout_ms, int *n)
 {
+    if (b->nlater > 0 && b->consuming && !b->down && wr_mono_ms() >= b->later_ms) {
+        /* the standby consumers (wr_broker_consume_all) */
+        int later = b->nlater;
+        b->nlater = 0;
+        if (consume_queues(b, b->later, later) != WR_BROKER_OK) {
+            *n = 0;
+            return WR_BROKER_DOWN;
+        }
+    }
     *n = 0;
     double deadline = wr_mono_ms() + timeout_ms;
     /* wait for the first delivery */

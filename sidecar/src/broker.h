@@ -82,10 +82,12 @@ int wr_broker_declare(wr_broker *b, const wr_topology *t);
 int wr_broker_consume(wr_broker *b, const char *queue, int prefetch);
 /* The same for each of the N QUEUES (a topology's consume[]: the partitions
  * of a partitioned subscription), one consumer each on the one channel, each
- * with PREFETCH unacknowledged messages at most. Deliveries of all of them
- * come through the one inbox, in the order the broker sent them. */
+ * with PREFETCH unacknowledged messages at most: the first NOW of them at
+ * once, the others by the first wr_broker_take() WR_TOPO_STANDBY_MS later
+ * (topology.h: wr_topology_prefer). Deliveries of all of them come through
+ * the one inbox, in the order the broker sent them. */
 #define WR_BROKER_MAX_CONSUMERS WR_MAX_PARTITIONS
-int wr_broker_consume_all(wr_broker *b, const char *const *queues, int n, int prefetch);
+int wr_broker_consume_all(wr_broker *b, const char *const *queues, int n, int now, int prefetch);
 /* Stop the consumers (basic.cancel). Every delivery the broker sent before it
  * confirmed the cancel is in the inbox when this returns; the caller returns
  * them with wr_broker_nack. */

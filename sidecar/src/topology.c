@@ -65,7 +65,29 @@ static int add_partitions(wr_topology *t, const wr_subscription *sub, int first_
         t->binding_count++;
     }
     t->consume_count = sub->partitions;
+    t->consume_now = sub->partitions;
     return 0;
+}
+
+void wr_topology_prefer(wr_topology *t, int index, int count)
+{
+    if (t->partition_count == 0 || count <= 0) {
+        return;
+    }
+    int n = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int p = 0; p < t->partition_count; p++) {
+            if ((p % count == index) == (pass == 0)) {
+                t->consume[n++] = t->names[t->partition_queue[p]];
+            }
+        }
+        if (pass == 0) {
+            t->consume_now = n;
+        }
+    }
+    if (t->consume_now == 0) {
+        t->consume_now = t->consume_count; /* more workers than partitions: any */
+    }
 }
 
 int wr_topology_plan(const wr_subscription *sub, const wr_retry_tiers *tiers, wr_topology *out)
@@ -75,6 +97,7 @@ int wr_topology_plan(const wr_subscription *sub, const wr_retry_tiers *tiers, wr
     out->queues[0].quorum = sub->queue_type == 1;
     out->consume[0] = sub->queue;
     out->consume_count = 1;
+    out->consume_now = 1;
     out->back_exchange = "";
     out->back_routing_key = sub->queue;
     if (sub->partitions > 0) {

@@ -96,6 +96,8 @@ typedef struct {
     char partition_exchange[WR_TOPO_NAME_MAX + 1]; /* "" when not partitioned */
     const char *consume[WR_MAX_PARTITIONS];        /* the queues a worker consumes */
     int consume_count;
+    int consume_now;              /* the first consume_now of them at once, the rest after
+                                     WR_TOPO_STANDBY_MS (wr_topology_prefer) */
     const char *back_exchange;    /* where a message goes back to its queue: "" or */
     const char *back_routing_key; /* partition_exchange, with this routing key */
 } wr_topology;
@@ -105,6 +107,18 @@ typedef struct {
  * wr_topology_clear(). */
 int wr_topology_plan(const wr_subscription *sub, const wr_retry_tiers *tiers, wr_topology *out);
 void wr_topology_clear(wr_topology *t);
+
+/*
+ * Spread a partitioned plan's partitions over a process's COUNT workers: put
+ * the partitions of worker INDEX (p % COUNT == INDEX) first in consume[] and
+ * consume_now = how many they are. The worker subscribes to those at once
+ * and to the others WR_TOPO_STANDBY_MS later: the broker gives a partition to
+ * its first consumer, so each partition goes to its own worker when that
+ * worker is up, and to another one (a standby until then) when it is not.
+ * Does nothing to a plan without partitions (consume_now stays consume_count).
+ */
+#define WR_TOPO_STANDBY_MS 2000
+void wr_topology_prefer(wr_topology *t, int index, int count);
 
 /* Move the plan SRC into DST (whose old contents are overwritten, not freed):
  * a plan points into its own name storage, so a plain struct copy would leave

@@ -451,7 +451,7 @@ static int connect_broker(wr_worker *w)
         if (w->b != NULL) {
             if (wr_broker_declare(w->b, &w->topo) == WR_BROKER_OK &&
                 wr_broker_consume_all(w->b, w->topo.consume, w->topo.consume_count,
-                                      w->sub->prefetch) == WR_BROKER_OK) {
+                                      w->topo.consume_now, w->sub->prefetch) == WR_BROKER_OK) {
                 w->paused = 0;
                 wr_broker_mirror_blocked(w->b, &w->st->blocked);
                 if (w->connections++ > 0) {
@@ -3093,6 +3093,7 @@ static int apply_live(wr_worker *w)
     }
     wr_topology_clear(&w->topo);
     wr_topology_move(&w->topo, &topo);
+    wr_topology_prefer(&w->topo, w->index, w->sub->concurrency);
     w->tiers = tiers;
     /* the new delay queues must exist before the first retry copy goes to one */
     return w->b != NULL ? wr_broker_declare(w->b, &w->topo) : WR_BROKER_OK;
@@ -3200,7 +3201,7 @@ static void *worker_main(void *arg)
             }
             if (w->paused) {
                 if (wr_broker_consume_all(w->b, w->topo.consume, w->topo.consume_count,
-                                          w->sub->prefetch) != WR_BROKER_OK) {
+                                          w->topo.consume_now, w->sub->prefetch) != WR_BROKER_OK) {
                     fail_turn(w, WR_BROKER_DOWN);
                     break;
                 }
@@ -3419,6 +3420,7 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
         wr_live_snapshot_free(&snap);
         goto fail;
     }
+    wr_topology_prefer(&w->topo, index, sub->concurrency); /* its own partitions first */
     if (remember_source(w, snap.source, snap.source_len, snap.version) != 0) {
         snprintf(err, errcap, "out of memory");
         wr_live_snapshot_free(&snap);

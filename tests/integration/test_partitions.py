@@ -182,6 +182,8 @@ try:
           % (victim.log_path.rsplit("/", 1)[-1], before, len(stream), ran[victim],
              ran[survivor], len(held)), flush=True)
     check(ran[victim] > 0, "the killed process was running partitions")
+    workers = sorted(set(l.get("worker") for l in victim.lines(msg="message handled")))
+    check_eq(workers, [0, 1], "its partitions were spread over its two workers")
     for q in parts:
         check(wait_for(lambda: b.consumers(q) == 2, 20, "2 consumers left on " + q),
               "%s: the survivor's 2 workers consume it" % q)

@@ -302,6 +302,23 @@ static void test_partitions(void)
     CHECK_STR(t.back_exchange, "orders.q.partitions");
     CHECK_STR(t.back_routing_key, "");
 
+    /* all at once, until spread over workers: worker 1 of 2 takes p1 first,
+     * then p0 and p2 after the standby time */
+    CHECK_INT(t.consume_now, 3);
+    wr_topology_prefer(&t, 1, 2);
+    CHECK_INT(t.consume_now, 1);
+    CHECK_STR(t.consume[0], "orders.q.p1");
+    CHECK_STR(t.consume[1], "orders.q.p0");
+    CHECK_STR(t.consume[2], "orders.q.p2");
+    wr_topology_prefer(&t, 0, 2);
+    CHECK_INT(t.consume_now, 2);
+    CHECK_STR(t.consume[0], "orders.q.p0");
+    CHECK_STR(t.consume[1], "orders.q.p2");
+    CHECK_STR(t.consume[2], "orders.q.p1");
+    /* more workers than partitions: a worker without one of its own takes any */
+    wr_topology_prefer(&t, 4, 5);
+    CHECK_INT(t.consume_now, 3);
+
     /* moved: every name points into the new plan, none into the old */
     wr_topology *moved = malloc(sizeof(*moved));
     CHECK(moved != NULL);
@@ -321,6 +338,9 @@ static void test_partitions(void)
     s.partitions = 0;
     CHECK_INT(wr_topology_plan(&s, &tiers, &t), 0);
     CHECK_INT(t.consume_count, 1);
+    CHECK_INT(t.consume_now, 1);
+    wr_topology_prefer(&t, 1, 2); /* nothing to spread */
+    CHECK_INT(t.consume_now, 1);
     CHECK_STR(t.consume[0], "orders.q");
     CHECK_INT(t.queues[0].single_active, 0);
     CHECK_STR(t.back_exchange, "");
