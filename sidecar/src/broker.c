@@ -37,7 +37,8 @@ struct wr_broker {
     char name[128];             /* the connection name, for logs */
     char consumer_tag[WR_BROKER_MAX_CONSUMERS][64]; /* one per consumed queue */
     int consumers;
-    const char *later[WR_BROKER_MAX_CONSUMERS]; /* queues to consume at later_ms */
+    char later[WR_BROKER_MAX_CONSUMERS][256]; /* queues to consume at later_ms (copies:
+                                                  a worker may plan anew meanwhile) */
     int nlater;
     double later_ms;
     char err[512];
@@ -644,7 +645,7 @@ int wr_broker_consume_all(wr_broker *b, const char *const *queues, int n, int no
     now = now < n ? now : n;
     b->nlater = 0;
     for (int i = now; i < n && b->nlater < WR_BROKER_MAX_CONSUMERS; i++) {
-        b->later[b->nlater++] = queues[i]; /* the topology's names outlive the connection */
+        snprintf(b->later[b->nlater++], sizeof(b->later[0]), "%s", queues[i]);
     }
     b->later_ms = wr_mono_ms() + WR_TOPO_STANDBY_MS;
     return consume_queues(b, queues, now);
@@ -882,9 +883,13 @@ int wr_broker_take(wr_broker *b, amqp_envelope_t **out, int max, int timeout_ms,
 {
     if (b->nlater > 0 && b->consuming && !b->down && wr_mono_ms() >= b->later_ms) {
         /* the standby consumers (wr_broker_consume_all) */
-        int later = b->nlater;
+        const char *later[WR_BROKER_MAX_CONSUMERS];
+        for (int i = 0; i < b->nlater; i++) {
+            later[i] = b->later[i];
+        }
+        int nlater = b->nlater;
         b->nlater = 0;
-        if (consume_queues(b, b->later, later) != WR_BROKER_OK) {
+        if (consume_queues(b, later, nlater) != WR_BROKER_OK) {
             *n = 0;
             return WR_BROKER_DOWN;
         }
