@@ -1072,6 +1072,7 @@ static void log_item(const wr_worker *w, const item *it, wr_log_level level)
         [WR_ACT_RETRY] = "message scheduled for retry",
         [WR_ACT_WAIT] = "message deferred: another worker holds its key",
         [WR_ACT_DUPLICATE] = "duplicate message skipped",
+        [WR_ACT_PARKED] = "message parked", /* (the lookup read past the table) */
     };
     wr_logline l;
     wr_log_begin(&l, level, msgs[it->act]);
