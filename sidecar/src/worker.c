@@ -1528,6 +1528,9 @@ static int prepare_batch(wr_worker *w, batch *bt)
         wr_storebuf_reset(bt->stores[i]);
         wr_sb_result_free(&bt->links[i].held);
         prepare(w, it);
+        if (it->env.timestamp > atomic_load(&w->st->newest_ts)) {
+            atomic_store(&w->st->newest_ts, (long long)it->env.timestamp); /* status: lag */
+        }
         if (it->valid && pol->enabled) {
             int r = wr_inflight_add(w->inflight, it->rkey);
             if (r == 1) {
