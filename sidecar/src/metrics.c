@@ -166,10 +166,9 @@ void wr_metrics_set_queue(wr_metrics *m, int sub, const char *queue, const char 
             if (m->ws_sub[k] != sub) {
                 continue;
             }
-            r.taken += ld(&m->ws[k].received);
+            r.held += atomic_load(&m->ws[k].in_flight);
             for (int o = 0; o < WR_MO_COUNT; o++) {
-                uint64_t v = ld(&m->ws[k].outcomes[o]);
-                *(o == WR_MO_RETURNED ? &r.returned : &r.finished) += v;
+                r.finished += o == WR_MO_RETURNED ? 0 : ld(&m->ws[k].outcomes[o]);
             }
         }
         m->lag[sub * WR_LAG_SAMPLES + m->lag_next[sub]] = r;

@@ -160,15 +160,14 @@ void wr_metrics_sub_figures(wr_metrics *m, int sub, wr_sub_figures *out);
 /*
  * One reading of a subscription's main queue, taken each time the prober
  * stores its depth (http.queue_poll): the broker's ready count and what this
- * process's workers had taken, finished and given back by then. Consecutive
- * readings give the rates in and out (status.h: wr_status_lag).
+ * process's workers held and had finished by then. Consecutive readings give
+ * the rates in and out (status.h: wr_status_lag).
  */
 typedef struct {
     double mono_ms;    /* wr_mono_ms() of the reading */
     long ready;        /* ready messages in the main queue (the broker's count) */
-    uint64_t taken;    /* deliveries the workers took so far */
-    uint64_t finished; /* of them, finished: acked or moved on (every outcome but returned) */
-    uint64_t returned; /* given back to the broker unfinished */
+    long held;         /* deliveries in the workers' batches (in flight) */
+    uint64_t finished; /* finished so far: acked or moved on (every outcome but returned) */
 } wr_lag_sample;
 
 #define WR_LAG_SAMPLES 64 /* kept per subscription: a minute and more at a 1 s poll */

@@ -119,8 +119,8 @@ void wr_status_lag(const wr_lag_sample *s, int n, long held, int64_t newest_ts_m
         return;
     }
     out->window_s = dt;
-    double arrived = (double)(last->ready - base->ready) + (double)(last->taken - base->taken) -
-                     (double)(last->returned - base->returned);
+    double arrived = (double)(last->ready - base->ready) + (double)(last->held - base->held) +
+                     (double)(last->finished - base->finished);
     out->in_per_s = arrived > 0 ? arrived / dt : 0;
     out->out_per_s = (double)(last->finished - base->finished) / dt;
     double net = out->out_per_s - out->in_per_s; /* > 0: the backlog shrinks */
@@ -128,7 +128,7 @@ void wr_status_lag(const wr_lag_sample *s, int n, long held, int64_t newest_ts_m
     span_text(dt, w, sizeof(w));
     /* less than one message over the window is no trend */
     double eps = 1.0 / dt;
-    if (out->ready == 0 && out->held == 0) {
+    if (out->ready == 0) {
         snprintf(out->verdict, sizeof(out->verdict), "caught up: nothing waiting");
     } else if (out->out_per_s == 0 && out->ready > 0) {
         snprintf(out->verdict, sizeof(out->verdict),
@@ -229,13 +229,9 @@ json_t *wr_status_json(wr_metrics *m)
         json_object_set_new(s, "queues", q);
         wr_lag_sample samples[WR_LAG_SAMPLES];
         int ns = wr_metrics_lag_samples(m, i, samples, WR_LAG_SAMPLES);
-        uint64_t finished = 0;
-        for (int k = 0; k < WR_MO_COUNT; k++) {
-            finished += f.outcomes[k];
-        }
         wr_status_lag_t lag;
-        wr_status_lag(samples, ns, (long)(f.received - finished), f.newest_ts_ms, f.consumers,
-                      f.connected, LAG_WINDOW_MS, now, &lag);
+        wr_status_lag(samples, ns, f.in_flight, f.newest_ts_ms, f.consumers, f.connected,
+                      LAG_WINDOW_MS, now, &lag);
         json_t *lj = json_object();
         json_object_set_new(lj, "ready", depth_json(lag.ready));
         json_object_set_new(lj, "held", json_integer(lag.held));

@@ -52,16 +52,17 @@ void wr_status_why(const char *name, const wr_sub_figures *f, const wr_proc_figu
  * RabbitMQ says over AMQP only how many messages are ready (queue.declare-ok);
  * the unacked ones and the age of the head message are not told (that is the
  * management plugin's HTTP API). So: held is what this process's workers
- * took and have not finished; the age is bounded by the newest AMQP timestamp
+ * hold in their batches now; the age is bounded by the newest AMQP timestamp
  * among the messages taken (a queue hands out in order, so what still waits
  * was published after it, retry copies aside); and the rates come from two
  * readings: out = messages finished per second, in = (the change in ready +
- * taken - returned) per second, which is what arrived in the queue when this
- * process is its only consumer.
+ * the change in held + finished) per second, which is what arrived in the
+ * queue when this process is its only consumer (deliveries prefetched but
+ * not yet in a batch count as neither: at most the prefetch, for a moment).
  */
 typedef struct {
     long ready;          /* the broker's ready count at the newest reading; -1: none */
-    long held;           /* taken by this process's workers, not finished */
+    long held;           /* in this process's workers' batches now */
     double window_s;     /* the readings the rates span; 0: fewer than two */
     double in_per_s;     /* arrived in the main queue */
     double out_per_s;    /* finished by this process */
@@ -72,8 +73,8 @@ typedef struct {
 } wr_status_lag_t;
 
 /*
- * Work out the lag from readings S[0..N) (oldest first), HELD (taken, not
- * finished, now), the newest timestamp among the messages taken NEWEST_TS_MS
+ * Work out the lag from readings S[0..N) (oldest first), HELD (in the
+ * workers' batches now), the newest timestamp among the messages taken NEWEST_TS_MS
  * (0: none), the queue's CONSUMERS and this process's CONNECTED workers, at
  * wall clock NOW_MS. The rates span the last WINDOW_MS (or every reading when
  * they span less). Pure.
