@@ -59,6 +59,7 @@
 #include "reload.h"
 #include "retry.h"
 #include "sign.h"
+#include "tindex.h"
 #include "topology.h"
 
 #define TAKE_TIMEOUT_MS 200      /* idle wait per loop turn: bounds shutdown latency */
@@ -2616,12 +2617,14 @@ static void journal_batch(wr_worker *w, batch *bt)
     int nl = 0;
     int64_t now = wr_now_ms();
     double mono = wr_mono_ms();
+    wr_tindex ix = {0}; /* the trace index (tindex.h), written with the entries */
     for (int i = 0; i < bt->n; i++) {
         const item *it = &bt->items[i];
         if (it->held || (it->act == WR_ACT_NONE && it->error[0] == '\0')) {
             continue; /* held back, or not started (shutdown, breaker): quietly */
         }
         if (it->claimed && finish_op_of(it) == WR_FINISH_DONE && bt->entries[i] != NULL) {
+            wr_tindex_add(&ix, w->sub, bt->entries[i], it->key);
             continue; /* kept in its done record */
         }
         if (lists == NULL) {
@@ -2641,13 +2644,27 @@ static void journal_batch(wr_worker *w, batch *bt)
             continue; /* no id to file it under */
         }
         texts[nl] = journal_text(w, it, now, mono);
+        wr_tindex_add(&ix, w->sub, texts[nl], key);
         if (texts[nl] != NULL) {
             lists[nl] = (wr_idem_jlist){
                 .key = jkey, .entries = (const char *const *)&texts[nl], .count = 1};
             nl++;
         }
     }
-    if (nl == 0 && lists == NULL) {
+    int nw = nl; /* lists written: the journals, then the index's */
+    if (ix.n > 0 && lists != NULL) {
+        wr_idem_jlist *all = realloc(lists, (size_t)(bt->n + ix.n) * sizeof(*all));
+        if (all != NULL) {
+            lists = all;
+            memcpy(lists + nl, ix.lists, (size_t)ix.n * sizeof(*all));
+            nw += ix.n;
+        }
+    } else if (ix.n > 0) {
+        lists = ix.lists; /* only done records in the batch: the index alone */
+        nw = ix.n;
+        ix.lists = NULL;
+    }
+    if (nw == 0 && lists == NULL) {
         /* nothing to write; still report what earlier writes' replies said */
         if (wr_idem_journal(w->idem, NULL, 0, cfg->journal_max_entries, cfg->journal_ttl_ms) == 0) {
             return;
@@ -2655,8 +2672,8 @@ static void journal_batch(wr_worker *w, batch *bt)
     } else {
         double t0 = wr_mono_ms();
         int jrc =
-            wr_idem_journal(w->idem, lists, nl, cfg->journal_max_entries, cfg->journal_ttl_ms);
-        if (nl > 0) {
+            wr_idem_journal(w->idem, lists, nw, cfg->journal_max_entries, cfg->journal_ttl_ms);
+        if (nw > 0) {
             wr_hist_observe(&w->st->redis_journal, (wr_mono_ms() - t0) / 1000);
         }
         if (jrc == 0) {
@@ -2674,12 +2691,13 @@ static void journal_batch(wr_worker *w, batch *bt)
     wr_log_int(&l, "failures", (long long)w->journal_failures);
     wr_log_end(&l);
 out:
-    for (int i = 0; i < nl; i++) {
+    for (int i = 0; texts != NULL && i < nl; i++) {
         free(texts[i]);
     }
     free(texts);
     free(lists);
     free(keys);
+    wr_tindex_free(&ix);
 }
 
 /* The lowest delivery tag still unfinished outside BT: in the other batch or
