@@ -63,6 +63,7 @@
 #include "topology.h"
 
 #define TAKE_TIMEOUT_MS 200      /* idle wait per loop turn: bounds shutdown latency */
+#define HALF_OPEN_FRESH_MS 2000  /* half-open: how long retries yield to fresh messages */
 #define LOG_BODY_MAX 2048        /* log.bodies: bytes of a body shown in its outcome line */
 #define CONFIRM_TIMEOUT_MS 30000 /* a batch's confirms; past this the connection is suspect */
 #define BACKOFF_MIN_MS 200
@@ -2311,6 +2312,18 @@ static int lanes_meet(const batch *prev, const batch *cur)
     return 0;
 }
 
+/* Half-open for less than HALF_OPEN_FRESH_MS: a retry alone in its batch
+ * yields to the fresh messages that may wait behind it (run_batch). */
+static int half_open_young(wr_worker *w)
+{
+    if (wr_shared_brk_state(w->brk) != WR_BRK_HALF_OPEN) {
+        return 0;
+    }
+    wr_brk_status st;
+    wr_shared_brk_status(w->brk, &st);
+    return wr_now_ms() - st.half_open_at_ms < HALF_OPEN_FRESH_MS;
+}
+
 /* Does BT hold, after item I, a fresh message (a first attempt) that is still
  * to run? */
 static int fresh_after(const wr_worker *w, const batch *bt, int i)
@@ -2385,6 +2398,25 @@ static int run_batch(wr_worker *w, batch *bt)
              * the good messages behind it wait another open_for. Back to the queue
              * without counting an attempt: it runs once the breaker closed */
             it->act = WR_ACT_NONE;
+            continue;
+        }
+        if (it->attempt > 1 && it->okey[0] == '\0' && half_open_young(w)) {
+            /* half-open, and no fresh message behind it here (a batch of retries,
+             * or of one: the prefetch may hold nothing else): fresh ones may wait
+             * in the queue behind it. Through the wait queue to the queue's tail,
+             * no attempt counted; late in the half-open, a retry probes */
+            wr_logline l;
+            wr_log_begin(&l, WR_LOG_INFO, "half-open: a retry goes behind the fresh messages");
+            wr_log_str(&l, "subscription", w->sub->name);
+            wr_log_strn(&l, "message_id", it->env.id.bytes, it->env.id.len);
+            wr_log_int(&l, "attempt", it->attempt);
+            wr_log_end(&l);
+            it->act = WR_ACT_WAIT;
+            it->delay_ms = WR_TOPO_WAIT_MS;
+            rc = publish_copy(w, bt, it, NULL);
+            if (rc != WR_BROKER_OK) {
+                return rc;
+            }
             continue;
         }
         if (!wr_shared_brk_allow(w->brk)) {
