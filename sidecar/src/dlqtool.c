@@ -1414,14 +1414,19 @@ static int print_groups(const opts *o, const wr_subscription *sub, const reader 
     return rc;
 }
 
-json_t *wr_dlqtool_by_reason(const wr_config *cfg, const wr_subscription *sub, char *err,
-                             size_t cap)
+json_t *wr_dlqtool_by_reason(const wr_config *cfg, const wr_subscription *sub, uint32_t max,
+                             uint32_t *read, uint32_t *held, char *err, size_t cap)
 {
     opts o = {.cmd = CMD_LIST, .older_ms = -1};
     reader r = {0};
     size_t *sel = NULL, nsel = 0;
     json_t *out = NULL;
-    if (reader_open(&r, cfg, sub->dlq) != 0 || scan(&r, &o, 0, &sel, &nsel) != 0) {
+    int opened = reader_open(&r, cfg, sub->dlq) == 0;
+    *held = r.depth;
+    if (opened && max > 0 && r.depth > max) {
+        r.depth = max; /* the first MAX: reader_next stops there */
+    }
+    if (!opened || scan(&r, &o, 0, &sel, &nsel) != 0) {
         snprintf(err, cap, "%s: %s", sub->dlq, r.err);
     } else {
         json_t *by = count_groups("reason", &r, sel, nsel, NULL);
@@ -1438,6 +1443,7 @@ json_t *wr_dlqtool_by_reason(const wr_config *cfg, const wr_subscription *sub, c
         }
         json_decref(by);
     }
+    *read = (uint32_t)r.scanned;
     reader_close(&r);
     free(sel);
     return out;

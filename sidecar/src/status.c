@@ -26,6 +26,7 @@ const char wr_status_usage[] =
     "                       default http://127.0.0.1:PORT/status from http.listen)\n";
 
 #define LAG_WINDOW_MS 60000.0 /* the rates in and out: over the last minute */
+#define DLQ_NOW_MAX 10000     /* messages status reads of a DLQ, at most (the first ones) */
 
 static const char *const outcome_keys[WR_MO_COUNT] = {
     "ok", "retried", "dead_lettered", "rejected", "invalid", "duplicate", "deferred", "returned"};
@@ -392,6 +393,14 @@ void wr_status_render(FILE *fp, const json_t *st)
                         json_integer_value(json_object_get(v, "ids")),
                         json_integer_value(json_object_get(v, "messages")));
             }
+            const json_t *part = json_object_get(s, "dlq_now_partial");
+            if (part != NULL) {
+                fprintf(fp,
+                        " (the first %" JSON_INTEGER_FORMAT " of %" JSON_INTEGER_FORMAT
+                        " messages: dlq list --group-by reason counts them all)",
+                        json_integer_value(json_object_get(part, "read")),
+                        json_integer_value(json_object_get(part, "held")));
+            }
             fprintf(fp, "%s\n", json_object_size(now) == 0 ? " empty" : "");
         } else if (json_is_string(now)) {
             fprintf(fp, "  in the DLQ now: not read (%s)\n", json_string_value(now));
@@ -544,10 +553,18 @@ static void add_dlq_now(json_t *st, const char *config)
         }
         json_t *now = NULL;
         char err[1024];
+        uint32_t read = 0, held = 0;
         if (sub == NULL) {
             now = json_string(cfg != NULL ? "not in the config given" : why);
-        } else if ((now = wr_dlqtool_by_reason(cfg, sub, err, sizeof(err))) == NULL) {
+        } else if ((now = wr_dlqtool_by_reason(cfg, sub, DLQ_NOW_MAX, &read, &held, err,
+                                               sizeof(err))) == NULL) {
             now = json_string(err);
+        } else if (read < held) {
+            /* a big DLQ: the first DLQ_NOW_MAX, and say so */
+            json_t *part = json_object();
+            json_object_set_new(part, "read", json_integer(read));
+            json_object_set_new(part, "held", json_integer(held));
+            json_object_set_new(s, "dlq_now_partial", part);
         }
         json_object_set_new(s, "dlq_now_by_reason", now);
     }

@@ -132,7 +132,7 @@ finally:
     b.close()
     qs = []
     for n in q.values():
-        qs += [n, n + ".wait", n + ".dlq", n + ".retry.1s", n + ".retry.5s", n + ".retry.30s"]
+        qs += [n, n + ".wait", n + ".dlq"] + [n + ".retry." + d for d in ("1s", "5s", "30s", "2m")]
     delete_queues(qs)
     b2 = Broker()
     try:
