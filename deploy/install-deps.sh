@@ -21,7 +21,7 @@ PACKAGES=(
     json-schema-test-suite python3-jsonschema
     prometheus
     procps iproute2
-    clang-14 libclang-rt-14-dev
+    clang-14 libclang-rt-14-dev clang-format-14
     openssl stunnel4
 )
 

@@ -2846,29 +2846,31 @@ static int await_replicas(wr_worker *w, batch *bt)
     return 1;
 }
 
-/*
- * Commit BT, second half: read its finish's answer, act on what the commit
- * said, journal, ack or return each item, log and count, and let BT go.
- * Returns a WR_BROKER_* code, or PAUSE when Redis failed (the batch is then
- * abandoned by the caller).
- */
-static int settle(wr_worker *w, batch *bt)
+/* Read BT's commit answer (if not read yet). 0, or PAUSE when Redis failed. */
+static int read_commit(wr_worker *w, batch *bt)
 {
-    const wr_idem_policy *pol = &w->sub->idem;
-    if (pol->enabled && bt->nfin > 0) {
-        if (!bt->commit_read) {
-            bt->commit_read = 1;
-            bt->frc = wr_idem_finish_recv(w->idem, bt->fin, bt->nfin);
-        }
-        if (bt->frc == WR_IDEM_SCRIPT_FAILED) {
-            bt->frc = finish_one_by_one(w, bt);
-        }
-        if (bt->frc != 0) {
-            wr_stat_add(&w->st->redis_errors, 1);
-            return PAUSE;
-        }
-        wr_hist_observe(&w->st->redis_finish, (wr_mono_ms() - bt->commit_t0) / 1000);
+    if (!w->sub->idem.enabled || bt->nfin == 0) {
+        return 0;
     }
+    if (!bt->commit_read) {
+        bt->commit_read = 1;
+        bt->frc = wr_idem_finish_recv(w->idem, bt->fin, bt->nfin);
+    }
+    if (bt->frc == WR_IDEM_SCRIPT_FAILED) {
+        bt->frc = finish_one_by_one(w, bt);
+    }
+    if (bt->frc != 0) {
+        wr_stat_add(&w->st->redis_errors, 1);
+        return PAUSE;
+    }
+    wr_hist_observe(&w->st->redis_finish, (wr_mono_ms() - bt->commit_t0) / 1000);
+    return 0;
+}
+
+/* What the commit said of each done record: an item whose record was not
+ * written goes back (or, refused, to the DLQ). Returns how many were refused. */
+static int apply_commit(wr_worker *w, batch *bt)
+{
     int refused = 0;
     for (int c = 0; c < bt->nfin; c++) {
         item *it = &bt->items[bt->fmap[c]];
@@ -2915,20 +2917,19 @@ static int settle(wr_worker *w, batch *bt)
             refused++;
         }
     }
-    if (refused > 0 && dead_letter_refused(w, bt) != WR_BROKER_OK) {
-        return WR_BROKER_DOWN;
-    }
-    journal_batch(w, bt);
-    int unreplicated = await_replicas(w, bt);
+    return refused;
+}
 
-    int rc = ack_batch(w, bt);
+/* Count and log each item of BT that started (logged even when an ack
+ * failed: the outcome and its record stand, the redelivery will be skipped
+ * as a duplicate). */
+static void log_settled(wr_worker *w, batch *bt)
+{
     for (int i = 0; i < bt->n; i++) {
         item *it = &bt->items[i];
         if (it->held) {
             continue;
         }
-        /* logged even when an ack failed: the outcome (and its record) stands, the
-         * redelivery will be skipped as a duplicate */
         if (it->act == WR_ACT_NONE && it->error[0] == '\0') {
             continue; /* not started (shutdown, breaker): returned quietly */
         }
@@ -2940,15 +2941,18 @@ static int settle(wr_worker *w, batch *bt)
                                                                                       : WR_LOG_WARN;
         log_item(w, it, level);
     }
-    if (rc != WR_BROKER_OK) {
-        return WR_BROKER_DOWN;
-    }
+}
+
+/* BT is acked: release what waited behind it, forget its publishes, and let
+ * it go. A WR_BROKER_* code. */
+static int let_go(wr_worker *w, batch *bt)
+{
     for (int i = 0; i < bt->n; i++) {
         lane_note(w, &bt->items[i]); /* what the commit changed (a conflict, a lost lease) */
     }
-    /* BT is acked: a release that fails now is not BT's failure. What it did not
-     * send stays in Redis, and the sweep sends it (gates.h); a broker or Redis
-     * that went away is noticed by the next call that needs it. */
+    /* A release that fails now is not BT's failure. What it did not send stays
+     * in Redis, and the sweep sends it (gates.h); a broker or Redis that went
+     * away is noticed by the next call that needs it. */
     if (gate_release(w, bt) != WR_BROKER_OK || lane_release(w, bt) != WR_BROKER_OK) {
         wr_logf(WR_LOG_WARN, "%s: parked messages not released now: the sweep will", w->name);
     }
@@ -2974,6 +2978,31 @@ static int settle(wr_worker *w, batch *bt)
             return WR_BROKER_DOWN;
         }
         nap(w, 1000);
+    }
+    return WR_BROKER_OK;
+}
+
+/*
+ * Commit BT, second half: read its finish's answer, act on what the commit
+ * said, journal, ack or return each item, log and count, and let BT go.
+ * Returns a WR_BROKER_* code, or PAUSE when Redis failed (the batch is then
+ * abandoned by the caller).
+ */
+static int settle(wr_worker *w, batch *bt)
+{
+    if (read_commit(w, bt) != 0) {
+        return PAUSE;
+    }
+    int refused = apply_commit(w, bt);
+    if (refused > 0 && dead_letter_refused(w, bt) != WR_BROKER_OK) {
+        return WR_BROKER_DOWN;
+    }
+    journal_batch(w, bt);
+    int unreplicated = await_replicas(w, bt);
+    int rc = ack_batch(w, bt);
+    log_settled(w, bt);
+    if (rc != WR_BROKER_OK || let_go(w, bt) != WR_BROKER_OK) {
+        return WR_BROKER_DOWN;
     }
     /* too few replicas: pause as in an outage (the rest is abandoned, not acked) */
     return unreplicated ? PAUSE : WR_BROKER_OK;
@@ -3184,6 +3213,157 @@ static void fail_turn(wr_worker *w, int rc)
     nap(w, BACKOFF_MIN_MS);
 }
 
+/* A turn of the loop ends with the worker going on (0), or with the
+ * connection given up (-1: fail_turn was called; connect again). */
+#define TURN_ON 0
+#define TURN_LOST (-1)
+
+/* A new handler version or policy was published: settle what is in flight on
+ * the old one, then switch. */
+static int turn_live(wr_worker *w)
+{
+    if (atomic_load(&w->live->gen) == w->live_gen) {
+        return TURN_ON;
+    }
+    int rc = settle_all(w);
+    if (rc == WR_BROKER_OK && apply_live(w) != WR_BROKER_OK) {
+        wr_logf(WR_LOG_ERROR, "%s: declaring new delay queues failed: %s", w->name,
+                wr_broker_error(w->b));
+        rc = WR_BROKER_DOWN;
+    }
+    if (rc != WR_BROKER_OK) {
+        fail_turn(w, rc);
+        return TURN_LOST;
+    }
+    return TURN_ON;
+}
+
+/* The subscription's breaker: while it is open, stop consuming and wait
+ * (*WAITED set); once it lets messages through again, consume again. */
+static int turn_breaker(wr_worker *w, int *waited)
+{
+    int64_t wait_ms;
+    *waited = 0;
+    if (wr_shared_brk_blocks(w->brk, &wait_ms)) {
+        *waited = 1;
+        if (!w->paused) {
+            /* stop consuming: what was delivered but not started goes back,
+             * without counting an attempt; nothing burns retries meanwhile */
+            int rc = settle_all(w);
+            if (rc != WR_BROKER_OK) {
+                fail_turn(w, rc);
+                return TURN_LOST;
+            }
+            drain(w);
+            w->paused = 1;
+            wr_logline l;
+            wr_log_begin(&l, WR_LOG_WARN, "consumption paused: circuit breaker open");
+            wr_log_str(&l, "subscription", w->sub->name);
+            wr_log_int(&l, "worker", w->index);
+            wr_log_end(&l);
+        }
+        if (wr_broker_poll(w->b, (int)wait_ms) == WR_BROKER_DOWN) {
+            fail_turn(w, WR_BROKER_DOWN);
+            return TURN_LOST;
+        }
+        return TURN_ON;
+    }
+    if (w->paused) {
+        if (wr_broker_consume(w->b, w->sub->queue, w->sub->prefetch) != WR_BROKER_OK) {
+            fail_turn(w, WR_BROKER_DOWN);
+            return TURN_LOST;
+        }
+        w->paused = 0;
+        wr_logline l;
+        wr_log_begin(&l, WR_LOG_INFO, "consumption resumed");
+        wr_log_str(&l, "subscription", w->sub->name);
+        wr_log_int(&l, "worker", w->index);
+        wr_log_str(&l, "breaker", wr_brk_state_name(wr_shared_brk_state(w->brk)));
+        wr_log_end(&l);
+    }
+    return TURN_ON;
+}
+
+/* Take the next batch and move both batches one step (see the top of this
+ * file); with nothing new, finish the one in flight. */
+static int turn_batches(wr_worker *w)
+{
+    batch *cur = &w->batches[w->cur];
+    batch *prev = &w->batches[w->cur ^ 1];
+    /* with a batch in flight, take only what is there: settling it must not
+     * wait for new deliveries */
+    int rc = take(w, cur, prev->live ? 0 : TAKE_TIMEOUT_MS);
+    if (rc == WR_BROKER_OK && cur->n > 0 && !prev->live &&
+        atomic_load(&w->live->gen) != w->live_gen && apply_live(w) != WR_BROKER_OK) {
+        /* a new version came while this worker waited for deliveries: the
+         * batch it took starts now, so on the new version (nothing is in
+         * flight to settle first) */
+        wr_logf(WR_LOG_ERROR, "%s: declaring new delay queues failed: %s", w->name,
+                wr_broker_error(w->b));
+        for (int i = 0; i < cur->n; i++) {
+            wr_broker_release(cur->taken[i]); /* they go back with the connection */
+        }
+        cur->n = 0;
+        rc = WR_BROKER_DOWN;
+    }
+    if (rc == WR_BROKER_OK && cur->n > 0 && !prev->live) {
+        redis_check_idle(w);
+    }
+    if (rc == WR_BROKER_OK && cur->n > 0) {
+        rc = step(w, cur, prev);
+        if (rc == WR_BROKER_OK) {
+            w->cur ^= 1; /* cur is in flight now */
+        }
+    } else if (rc == WR_BROKER_OK && prev->live) {
+        rc = complete(w, prev);
+    }
+    if (rc == WR_BROKER_OK && gate_sweep(w) != WR_BROKER_OK) {
+        /* nothing of a batch depends on it: what it did not send stays in
+         * Redis for the next sweep; a broken connection shows at the next call */
+        wr_logf(WR_LOG_WARN, "%s: sweep of parked messages interrupted", w->name);
+    }
+    if (rc != WR_BROKER_OK) {
+        fail_turn(w, rc);
+        return TURN_LOST;
+    }
+    if (cur->n > 0) {
+        w->pause_backoff_ms = 0; /* a batch went through */
+    }
+    return TURN_ON;
+}
+
+/* One turn of a connected worker's loop. */
+static int turn(wr_worker *w)
+{
+    int waited;
+    if (turn_live(w) != TURN_ON || turn_breaker(w, &waited) != TURN_ON) {
+        return TURN_LOST;
+    }
+    if (waited) {
+        return TURN_ON;
+    }
+    if (wr_broker_blocked(w->b)) {
+        /* the broker's memory or disk alarm: a publish now would block the
+         * thread once TCP buffers fill; take no batch (each one may publish)
+         * until it lifts, servicing the connection meanwhile */
+        if (wr_broker_poll(w->b, TAKE_TIMEOUT_MS) == WR_BROKER_DOWN) {
+            fail_turn(w, WR_BROKER_DOWN);
+            return TURN_LOST;
+        }
+        return TURN_ON;
+    }
+    if (turn_batches(w) != TURN_ON) {
+        return TURN_LOST;
+    }
+    if (!wr_broker_consuming(w->b) && !w->paused) {
+        wr_logf(WR_LOG_WARN, "%s: consumer cancelled by the broker; reconnecting", w->name);
+        int rc = settle_all(w);
+        fail_turn(w, rc == WR_BROKER_OK ? WR_BROKER_DOWN : rc);
+        return TURN_LOST;
+    }
+    return TURN_ON;
+}
+
 static void *worker_main(void *arg)
 {
     wr_worker *w = arg;
@@ -3193,113 +3373,7 @@ static void *worker_main(void *arg)
         if (connect_broker(w) != 0) {
             break;
         }
-        while (!atomic_load(&w->flags->stop)) {
-            batch *cur = &w->batches[w->cur];
-            batch *prev = &w->batches[w->cur ^ 1];
-            int rc = WR_BROKER_OK;
-            if (atomic_load(&w->live->gen) != w->live_gen) {
-                rc = settle_all(w);
-                if (rc == WR_BROKER_OK && apply_live(w) != WR_BROKER_OK) {
-                    wr_logf(WR_LOG_ERROR, "%s: declaring new delay queues failed: %s", w->name,
-                            wr_broker_error(w->b));
-                    rc = WR_BROKER_DOWN;
-                }
-                if (rc != WR_BROKER_OK) {
-                    fail_turn(w, rc);
-                    break;
-                }
-            }
-            int64_t wait_ms;
-            if (wr_shared_brk_blocks(w->brk, &wait_ms)) {
-                if (!w->paused) {
-                    /* stop consuming: what was delivered but not started goes back,
-                     * without counting an attempt; nothing burns retries meanwhile */
-                    if ((rc = settle_all(w)) != WR_BROKER_OK) {
-                        fail_turn(w, rc);
-                        break;
-                    }
-                    drain(w);
-                    w->paused = 1;
-                    wr_logline l;
-                    wr_log_begin(&l, WR_LOG_WARN, "consumption paused: circuit breaker open");
-                    wr_log_str(&l, "subscription", w->sub->name);
-                    wr_log_int(&l, "worker", w->index);
-                    wr_log_end(&l);
-                }
-                if (wr_broker_poll(w->b, (int)wait_ms) == WR_BROKER_DOWN) {
-                    fail_turn(w, WR_BROKER_DOWN);
-                    break;
-                }
-                continue;
-            }
-            if (w->paused) {
-                if (wr_broker_consume(w->b, w->sub->queue, w->sub->prefetch) != WR_BROKER_OK) {
-                    fail_turn(w, WR_BROKER_DOWN);
-                    break;
-                }
-                w->paused = 0;
-                wr_logline l;
-                wr_log_begin(&l, WR_LOG_INFO, "consumption resumed");
-                wr_log_str(&l, "subscription", w->sub->name);
-                wr_log_int(&l, "worker", w->index);
-                wr_log_str(&l, "breaker", wr_brk_state_name(wr_shared_brk_state(w->brk)));
-                wr_log_end(&l);
-            }
-            if (wr_broker_blocked(w->b)) {
-                /* the broker's memory or disk alarm: a publish now would block the
-                 * thread once TCP buffers fill; take no batch (each one may publish)
-                 * until it lifts, servicing the connection meanwhile */
-                if (wr_broker_poll(w->b, TAKE_TIMEOUT_MS) == WR_BROKER_DOWN) {
-                    fail_turn(w, WR_BROKER_DOWN);
-                    break;
-                }
-                continue;
-            }
-            /* with a batch in flight, take only what is there: settling it must not
-             * wait for new deliveries */
-            rc = take(w, cur, prev->live ? 0 : TAKE_TIMEOUT_MS);
-            if (rc == WR_BROKER_OK && cur->n > 0 && !prev->live &&
-                atomic_load(&w->live->gen) != w->live_gen && apply_live(w) != WR_BROKER_OK) {
-                /* a new version came while this worker waited for deliveries: the
-                 * batch it took starts now, so on the new version (above, nothing is
-                 * in flight to settle first) */
-                wr_logf(WR_LOG_ERROR, "%s: declaring new delay queues failed: %s", w->name,
-                        wr_broker_error(w->b));
-                for (int i = 0; i < cur->n; i++) {
-                    wr_broker_release(cur->taken[i]); /* they go back with the connection */
-                }
-                cur->n = 0;
-                rc = WR_BROKER_DOWN;
-            }
-            if (rc == WR_BROKER_OK && cur->n > 0 && !prev->live) {
-                redis_check_idle(w);
-            }
-            if (rc == WR_BROKER_OK && cur->n > 0) {
-                rc = step(w, cur, prev);
-                if (rc == WR_BROKER_OK) {
-                    w->cur ^= 1; /* cur is in flight now */
-                }
-            } else if (rc == WR_BROKER_OK && prev->live) {
-                rc = complete(w, prev);
-            }
-            if (rc == WR_BROKER_OK && gate_sweep(w) != WR_BROKER_OK) {
-                /* nothing of a batch depends on it: what it did not send stays in
-                 * Redis for the next sweep; a broken connection shows at the next call */
-                wr_logf(WR_LOG_WARN, "%s: sweep of parked messages interrupted", w->name);
-            }
-            if (rc != WR_BROKER_OK) {
-                fail_turn(w, rc);
-                break;
-            }
-            if (cur->n > 0) {
-                w->pause_backoff_ms = 0; /* a batch went through */
-            }
-            if (!wr_broker_consuming(w->b) && !w->paused) {
-                wr_logf(WR_LOG_WARN, "%s: consumer cancelled by the broker; reconnecting", w->name);
-                rc = settle_all(w);
-                fail_turn(w, rc == WR_BROKER_OK ? WR_BROKER_DOWN : rc);
-                break;
-            }
+        while (!atomic_load(&w->flags->stop) && turn(w) == TURN_ON) {
         }
     }
     /* stopping: settle what is in flight, give back the rest */
