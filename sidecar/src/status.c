@@ -14,19 +14,20 @@
 #include "reload.h"
 
 const char wr_status_usage[] =
-    "  status -c FILE [--url URL] [--json] [--no-dlq]\n"
+    "  status -c FILE [--url URL] [--json] [--no-dlq | --dlq-max N]\n"
     "                       what every subscription is doing now: consuming or paused\n"
     "                       and why, queue depths, lag (ready and held messages, age\n"
     "                       of the oldest waiting, rates in and out over the last\n"
     "                       minute), what is in each DLQ now by reason (read from the\n"
     "                       broker as dlq list --group-by reason does; with -c, unless\n"
-    "                       --no-dlq), DLQ copies by reason since start, handler\n"
+    "                       --no-dlq; the first N messages of each, default 10000),\n"
+    "                       DLQ copies by reason since start, handler\n"
     "                       version (and whether the file on disk differs), last\n"
     "                       failures; read from the running sidecar's /status (URL:\n"
     "                       default http://127.0.0.1:PORT/status from http.listen)\n";
 
 #define LAG_WINDOW_MS 60000.0 /* the rates in and out: over the last minute */
-#define DLQ_NOW_MAX 10000     /* messages status reads of a DLQ, at most (the first ones) */
+#define DLQ_NOW_MAX 10000     /* --dlq-max: messages status reads of a DLQ (the first ones) */
 
 static const char *const outcome_keys[WR_MO_COUNT] = {
     "ok", "retried", "dead_lettered", "rejected", "invalid", "duplicate", "deferred", "returned"};
@@ -523,9 +524,10 @@ json_t *wr_status_fetch(const char *config, const char *url, char *err, size_t c
  * Put what is in each subscription's DLQ now, by reason, into STATUS as the
  * subscription's "dlq_now_by_reason": read from the broker with CONFIG as
  * `dlq list --group-by reason` reads it, or a string saying why not (no
- * CONFIG, the DLQ not readable).
+ * CONFIG, the DLQ not readable). At most the first MAX messages of each: when a
+ * DLQ holds more, "dlq_now_partial" says how many were read of how many.
  */
-static void add_dlq_now(json_t *st, const char *config)
+static void add_dlq_now(json_t *st, const char *config, uint32_t max)
 {
     wr_config *cfg = NULL;
     char why[1024] = "give -c FILE to read the DLQs";
@@ -556,11 +558,11 @@ static void add_dlq_now(json_t *st, const char *config)
         uint32_t read = 0, held = 0;
         if (sub == NULL) {
             now = json_string(cfg != NULL ? "not in the config given" : why);
-        } else if ((now = wr_dlqtool_by_reason(cfg, sub, DLQ_NOW_MAX, &read, &held, err,
-                                               sizeof(err))) == NULL) {
+        } else if ((now = wr_dlqtool_by_reason(cfg, sub, max, &read, &held, err, sizeof(err))) ==
+                   NULL) {
             now = json_string(err);
         } else if (read < held) {
-            /* a big DLQ: the first DLQ_NOW_MAX, and say so */
+            /* a big DLQ: the first MAX, and say so */
             json_t *part = json_object();
             json_object_set_new(part, "read", json_integer(read));
             json_object_set_new(part, "held", json_integer(held));
@@ -575,9 +577,18 @@ int wr_status_main(int argc, char **argv)
 {
     const char *config = NULL, *url = NULL;
     int json = 0, no_dlq = 0;
+    uint32_t dlq_max = DLQ_NOW_MAX;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0 || strcmp(a, "--url") == 0) {
+        if (strcmp(a, "--dlq-max") == 0) {
+            char *end = NULL;
+            long v = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : 0;
+            if (end == NULL || *end != '\0' || end == argv[i + 1] || v < 1 || v > 1000000) {
+                return usage("--dlq-max needs a count from 1 to 1000000%s", "");
+            }
+            dlq_max = (uint32_t)v;
+            i++;
+        } else if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0 || strcmp(a, "--url") == 0) {
             if (i + 1 >= argc) {
                 return usage("%s needs a value", a);
             }
@@ -607,7 +618,7 @@ int wr_status_main(int argc, char **argv)
         return strstr(err, "http.listen") != NULL ? 2 : 1;
     }
     if (!no_dlq) {
-        add_dlq_now(st, config);
+        add_dlq_now(st, config, dlq_max);
     }
     if (json) {
         json_dumpf(st, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
