@@ -59,9 +59,11 @@
 #include "reload.h"
 #include "retry.h"
 #include "sign.h"
+#include "tindex.h"
 #include "topology.h"
 
 #define TAKE_TIMEOUT_MS 200      /* idle wait per loop turn: bounds shutdown latency */
+#define HALF_OPEN_FRESH_MS 2000  /* half-open: how long retries yield to fresh messages */
 #define LOG_BODY_MAX 2048        /* log.bodies: bytes of a body shown in its outcome line */
 #define CONFIRM_TIMEOUT_MS 30000 /* a batch's confirms; past this the connection is suspect */
 #define BACKOFF_MIN_MS 200
@@ -1528,6 +1530,9 @@ static int prepare_batch(wr_worker *w, batch *bt)
         wr_storebuf_reset(bt->stores[i]);
         wr_sb_result_free(&bt->links[i].held);
         prepare(w, it);
+        if (it->env.timestamp > atomic_load(&w->st->newest_ts)) {
+            atomic_store(&w->st->newest_ts, (long long)it->env.timestamp); /* status: lag */
+        }
         if (it->valid && pol->enabled) {
             int r = wr_inflight_add(w->inflight, it->rkey);
             if (r == 1) {
@@ -2307,6 +2312,18 @@ static int lanes_meet(const batch *prev, const batch *cur)
     return 0;
 }
 
+/* Half-open for less than HALF_OPEN_FRESH_MS: a retry alone in its batch
+ * yields to the fresh messages that may wait behind it (run_batch). */
+static int half_open_young(wr_worker *w)
+{
+    if (wr_shared_brk_state(w->brk) != WR_BRK_HALF_OPEN) {
+        return 0;
+    }
+    wr_brk_status st;
+    wr_shared_brk_status(w->brk, &st);
+    return wr_now_ms() - st.half_open_at_ms < HALF_OPEN_FRESH_MS;
+}
+
 /* Does BT hold, after item I, a fresh message (a first attempt) that is still
  * to run? */
 static int fresh_after(const wr_worker *w, const batch *bt, int i)
@@ -2381,6 +2398,25 @@ static int run_batch(wr_worker *w, batch *bt)
              * the good messages behind it wait another open_for. Back to the queue
              * without counting an attempt: it runs once the breaker closed */
             it->act = WR_ACT_NONE;
+            continue;
+        }
+        if (it->attempt > 1 && it->okey[0] == '\0' && half_open_young(w)) {
+            /* half-open, and no fresh message behind it here (a batch of retries,
+             * or of one: the prefetch may hold nothing else): fresh ones may wait
+             * in the queue behind it. Through the wait queue to the queue's tail,
+             * no attempt counted; late in the half-open, a retry probes */
+            wr_logline l;
+            wr_log_begin(&l, WR_LOG_INFO, "half-open: a retry goes behind the fresh messages");
+            wr_log_str(&l, "subscription", w->sub->name);
+            wr_log_strn(&l, "message_id", it->env.id.bytes, it->env.id.len);
+            wr_log_int(&l, "attempt", it->attempt);
+            wr_log_end(&l);
+            it->act = WR_ACT_WAIT;
+            it->delay_ms = WR_TOPO_WAIT_MS;
+            rc = publish_copy(w, bt, it, NULL);
+            if (rc != WR_BROKER_OK) {
+                return rc;
+            }
             continue;
         }
         if (!wr_shared_brk_allow(w->brk)) {
@@ -2613,12 +2649,14 @@ static void journal_batch(wr_worker *w, batch *bt)
     int nl = 0;
     int64_t now = wr_now_ms();
     double mono = wr_mono_ms();
+    wr_tindex ix = {0}; /* the trace index (tindex.h), written with the entries */
     for (int i = 0; i < bt->n; i++) {
         const item *it = &bt->items[i];
         if (it->held || (it->act == WR_ACT_NONE && it->error[0] == '\0')) {
             continue; /* held back, or not started (shutdown, breaker): quietly */
         }
         if (it->claimed && finish_op_of(it) == WR_FINISH_DONE && bt->entries[i] != NULL) {
+            wr_tindex_add(&ix, w->sub, bt->entries[i], it->key);
             continue; /* kept in its done record */
         }
         if (lists == NULL) {
@@ -2638,13 +2676,27 @@ static void journal_batch(wr_worker *w, batch *bt)
             continue; /* no id to file it under */
         }
         texts[nl] = journal_text(w, it, now, mono);
+        wr_tindex_add(&ix, w->sub, texts[nl], key);
         if (texts[nl] != NULL) {
             lists[nl] = (wr_idem_jlist){
                 .key = jkey, .entries = (const char *const *)&texts[nl], .count = 1};
             nl++;
         }
     }
-    if (nl == 0 && lists == NULL) {
+    int nw = nl; /* lists written: the journals, then the index's */
+    if (ix.n > 0 && lists != NULL) {
+        wr_idem_jlist *all = realloc(lists, (size_t)(bt->n + ix.n) * sizeof(*all));
+        if (all != NULL) {
+            lists = all;
+            memcpy(lists + nl, ix.lists, (size_t)ix.n * sizeof(*all));
+            nw += ix.n;
+        }
+    } else if (ix.n > 0) {
+        lists = ix.lists; /* only done records in the batch: the index alone */
+        nw = ix.n;
+        ix.lists = NULL;
+    }
+    if (nw == 0 && lists == NULL) {
         /* nothing to write; still report what earlier writes' replies said */
         if (wr_idem_journal(w->idem, NULL, 0, cfg->journal_max_entries, cfg->journal_ttl_ms) == 0) {
             return;
@@ -2652,8 +2704,8 @@ static void journal_batch(wr_worker *w, batch *bt)
     } else {
         double t0 = wr_mono_ms();
         int jrc =
-            wr_idem_journal(w->idem, lists, nl, cfg->journal_max_entries, cfg->journal_ttl_ms);
-        if (nl > 0) {
+            wr_idem_journal(w->idem, lists, nw, cfg->journal_max_entries, cfg->journal_ttl_ms);
+        if (nw > 0) {
             wr_hist_observe(&w->st->redis_journal, (wr_mono_ms() - t0) / 1000);
         }
         if (jrc == 0) {
@@ -2671,12 +2723,13 @@ static void journal_batch(wr_worker *w, batch *bt)
     wr_log_int(&l, "failures", (long long)w->journal_failures);
     wr_log_end(&l);
 out:
-    for (int i = 0; i < nl; i++) {
+    for (int i = 0; texts != NULL && i < nl; i++) {
         free(texts[i]);
     }
     free(texts);
     free(lists);
     free(keys);
+    wr_tindex_free(&ix);
 }
 
 /* The lowest delivery tag still unfinished outside BT: in the other batch or
