@@ -173,9 +173,10 @@ struct wr_worker {
     char *run_source;     /* the running version's source */
     char run_version[64];
 
-    wr_live *live;         /* the subscription's live handler and policy (reload.h) */
-    unsigned live_gen;     /* the generation this worker runs */
-    wr_retry_policy retry; /* the worker's copy of the live retry policy */
+    wr_live *live;                  /* the subscription's live handler and policy (reload.h) */
+    unsigned live_gen;              /* the generation this worker runs */
+    struct wr_contracts *contracts; /* that generation's contracts (a reference), or NULL */
+    wr_retry_policy retry;          /* the worker's copy of the live retry policy */
     int64_t retry_delays[WR_LIVE_MAX_DELAYS];
 
     wr_shared_brk *brk;     /* the subscription's circuit breaker (shared by its workers) */
@@ -823,13 +824,12 @@ static void prepare(wr_worker *w, item *it)
             }
         }
     }
-    if (rc == 0 && w->live->contracts != NULL) {
+    if (rc == 0 && w->contracts != NULL) {
         /* the contract (contracts.h): schema-invalid, version-unknown, unknown-type */
         wr_ct_result ct;
         int64_t version;
-        wr_reason crs =
-            wr_contracts_check_envelope(w->live->contracts, &w->sub->contracts, &it->env, &ct,
-                                        &version, it->error, sizeof(it->error));
+        wr_reason crs = wr_contracts_check_envelope(w->contracts, &w->sub->contracts, &it->env, &ct,
+                                                    &version, it->error, sizeof(it->error));
         if (crs != WR_RS_NONE) {
             reason = wr_reason_name(crs);
             rc = -1;
@@ -883,31 +883,12 @@ static int lane_hold(wr_worker *w, item *it);
  */
 static char *upcast(wr_worker *w, item *it, size_t *len)
 {
-    wr_contracts *c = w->live->contracts;
-    wr_upcast_step steps[WR_CONTRACTS_MAX_CHAIN];
-    wr_lua_upcaster lsteps[WR_CONTRACTS_MAX_CHAIN];
-    char type[256];
+    wr_contracts *c = w->contracts;
+    char type[256], *out = NULL;
     snprintf(type, sizeof(type), "%.*s", (int)it->env.type.len, (const char *)it->env.type.bytes);
-    int n =
-        wr_contracts_chain(c, type, strlen(type), it->upcast_from, steps, WR_CONTRACTS_MAX_CHAIN);
-    if (n < 0) {
-        snprintf(it->error, sizeof(it->error), "%s v%lld: no upcaster chain to the current version",
-                 type, (long long)it->upcast_from);
-        return NULL;
-    }
-    for (int i = 0; i < n; i++) {
-        lsteps[i] = (wr_lua_upcaster){
-            .from = steps[i].from, .path = steps[i].path, .src = steps[i].src, .len = steps[i].len};
-    }
-    char *out = NULL, err[700];
-    if (wr_lua_upcast(w->lua, lsteps, n, type, (const char *)it->env.body.bytes, it->env.body.len,
-                      &out, len, err, sizeof(err)) != 0) {
-        snprintf(it->error, sizeof(it->error), "%s: %s", type, err);
-        return NULL;
-    }
-    if (wr_contracts_validate_current(c, type, strlen(type), it->upcast_from, out, *len, it->error,
-                                      sizeof(it->error)) != 0) {
-        free(out);
+    if (wr_contracts_upcast(c, w->lua, type, strlen(type), it->upcast_from,
+                            (const char *)it->env.body.bytes, it->env.body.len, &out, len,
+                            it->error, sizeof(it->error), NULL, NULL) != 0) {
         return NULL;
     }
     memcpy(it->env.original_buf, it->env.version_buf, sizeof(it->env.original_buf));
@@ -931,8 +912,8 @@ static wr_outcome check_outgoing(wr_worker *w, wr_lua_result *res)
         const wr_lua_pub *p = &res->pubs[i];
         const char *type = p->ce_type ? p->ce_type : p->type ? p->type : p->routing_key;
         char detail[900];
-        if (wr_contracts_validate_outgoing(w->live->contracts, type, strlen(type), p->body,
-                                           p->body_len, detail, sizeof(detail)) < 0) {
+        if (wr_contracts_validate_outgoing(w->contracts, type, strlen(type), p->body, p->body_len,
+                                           detail, sizeof(detail)) < 0) {
             snprintf(res->reason, sizeof(res->reason), "%s", wr_reason_name(WR_RS_SCHEMA_INVALID));
             snprintf(res->error, sizeof(res->error),
                      "ctx.publish #%d does not match its contract: %s", i + 1, detail);
@@ -994,7 +975,7 @@ static int run_one(wr_worker *w, batch *bt, item *it)
     wr_outcome out = wr_lua_handle(w->lua, &it->env, &call, &res);
     it->env.body = body;
     free(upcast_body);
-    if (out == WR_OUT_OK && w->live->contracts != NULL && w->sub->contracts.validate_outgoing) {
+    if (out == WR_OUT_OK && w->contracts != NULL && w->sub->contracts.validate_outgoing) {
         out = check_outgoing(w, &res);
     }
     it->duration_ms = wr_mono_ms() - it->started_ms;
@@ -3055,6 +3036,9 @@ static int apply_live(wr_worker *w)
     w->lua_opts.max_attempts = snap.retry.max_attempts;
     wr_lua_set_limits(w->lua, snap.timeout_ms, snap.retry.max_attempts);
     wr_retry_policy_copy(&w->retry, w->retry_delays, &snap.retry);
+    wr_contracts_free(w->contracts); /* events from now on meet the new generation's */
+    w->contracts = snap.contracts;
+    snap.contracts = NULL;
     wr_live_snapshot_free(&snap);
 
     wr_retry_tiers tiers;
@@ -3404,6 +3388,8 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
         wr_live_snapshot_free(&snap);
         goto fail;
     }
+    w->contracts = snap.contracts;
+    snap.contracts = NULL;
     wr_live_snapshot_free(&snap);
     w->lua = wr_lua_create(&w->lua_opts, err, errcap);
     if (w->lua == NULL) {
@@ -3444,6 +3430,7 @@ void wr_worker_free(wr_worker *w)
         pthread_join(w->thread, NULL);
     }
     wr_lua_destroy(w->lua);
+    wr_contracts_free(w->contracts);
     wr_idem_destroy(w->idem);
     wr_topology_clear(&w->topo);
     for (int b = 0; b < 2; b++) {
