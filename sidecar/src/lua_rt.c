@@ -1896,8 +1896,10 @@ typedef struct {
 } upcast_args;
 
 /* Push the function of upcaster U: compiled in a sandbox of its own the first
- * time, then kept in the registry table warren.upcasters under its path.
- * Returns 0, or -1 with ERR. -- ... => -- ... fn */
+ * time, then kept in the registry table warren.upcasters under its path and
+ * the hash of its source (a reloaded upcaster of the same path is compiled
+ * anew; the version it replaces is dropped). Returns 0, or -1 with ERR.
+ * -- ... => -- ... fn */
 static int push_upcaster(wr_lua *rt, int tb, const wr_lua_upcaster *u, char *err, size_t errcap)
 {
     lua_State *L = rt->L;
@@ -1908,12 +1910,25 @@ static int push_upcaster(wr_lua *rt, int tb, const wr_lua_upcaster *u, char *err
         lua_pushvalue(L, -1);
         lua_setfield(L, LUA_REGISTRYINDEX, "warren.upcasters");
     }
-    lua_getfield(L, -1, u->path); /* -- cache fn? */
+    char key[1100];
+    snprintf(key, sizeof(key), "%016llx %s",
+             (unsigned long long)wr_fnv1a(WR_FNV1A_INIT, u->src, u->len), u->path);
+    lua_getfield(L, -1, key); /* -- cache fn? */
     if (lua_isfunction(L, -1)) {
         lua_remove(L, -2);
         return 0;
     }
     lua_pop(L, 1);
+    /* other versions of this path: not run again, let them go */
+    for (lua_pushnil(L); lua_next(L, -2) != 0;) {
+        lua_pop(L, 1); /* -- cache k */
+        const char *k = lua_tostring(L, -1);
+        if (k != NULL && strlen(k) > 17 && strcmp(k + 17, u->path) == 0) {
+            lua_pushvalue(L, -1);
+            lua_pushnil(L);
+            lua_settable(L, -4); /* clearing a field during lua_next is allowed */
+        }
+    }
     if (push_sandbox(rt, tb, err, errcap) != 0) {
         return -1;
     }
@@ -1935,7 +1950,7 @@ static int push_upcaster(wr_lua *rt, int tb, const wr_lua_upcaster *u, char *err
         return -1;
     }
     lua_pushvalue(L, -1);
-    lua_setfield(L, -3, u->path);
+    lua_setfield(L, -3, key);
     lua_remove(L, -2);
     return 0;
 }

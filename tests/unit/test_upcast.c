@@ -141,6 +141,15 @@ int main(void)
     CHECK_STR(upcast(L, chain, 1, "not json"),
               "error: the body is not valid JSON: Expected value but found invalid token at "
               "character 1");
+
+    /* a reloaded upcaster (same file, new source) runs its new source in a state that
+     * ran the old one (a reload keeps the worker's state when the handler is the same) */
+    const char *r1 = "return function(d) d.by = 'first' return d end\n";
+    const char *r2 = "return function(d) d.by = 'second' return d end\n";
+    const char *rp = put("reloaded.lua", r1);
+    wr_lua_upcaster before[1] = {step(1, rp, r1)}, after[1] = {step(1, rp, r2)};
+    CHECK_JSON(upcast(L, before, 1, "{}"), "{\"by\":\"first\"}");
+    CHECK_JSON(upcast(L, after, 1, "{}"), "{\"by\":\"second\"}");
     wr_lua_destroy(L);
     return check_report("test_upcast");
 }
