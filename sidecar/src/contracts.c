@@ -1147,6 +1147,64 @@ int wr_contracts_upcast(wr_contracts *c, struct wr_lua *L, const char *type, siz
     return rc;
 }
 
+wr_reason wr_contracts_admit(wr_contracts *c, const wr_contract_policy *policy, wr_envelope *env,
+                             wr_cloudevent *ce, int64_t *upcast_from, int64_t *version_out,
+                             char *detail, size_t cap)
+{
+    *upcast_from = 0;
+    if (version_out != NULL) {
+        *version_out = 0;
+    }
+    int cr = wr_cloudevent_read(env, ce, detail, cap);
+    if (cr < 0) {
+        return WR_RS_INVALID_CLOUDEVENT;
+    }
+    if (cr == 1) {
+        env->type = (amqp_bytes_t){.len = strlen(ce->type), .bytes = ce->type};
+        if (env->id.len == 0) {
+            env->id = (amqp_bytes_t){.len = strlen(ce->id), .bytes = ce->id};
+        }
+        if (ce->mode == WR_CE_STRUCTURED) {
+            env->body = (amqp_bytes_t){.len = ce->data_len, .bytes = ce->data};
+            env->is_json = ce->data != NULL;
+        }
+    }
+    if (c == NULL) {
+        return WR_RS_NONE;
+    }
+    wr_ct_result ct;
+    int64_t version = 0;
+    wr_reason rs = wr_contracts_check_envelope(c, policy, env, &ct, &version, detail, cap);
+    if (version_out != NULL && ct != WR_CT_NO_CONTRACT && ct != WR_CT_UNKNOWN_TYPE) {
+        *version_out = version;
+    }
+    if (rs == WR_RS_NONE && ct != WR_CT_NO_CONTRACT) {
+        /* event.version: the version its contract found (header, field or default) */
+        int n = snprintf(env->version_buf, sizeof(env->version_buf), "%lld", (long long)version);
+        env->version = (amqp_bytes_t){.len = (size_t)n, .bytes = env->version_buf};
+        *upcast_from = ct == WR_CT_UPCAST ? version : 0;
+    }
+    return rs;
+}
+
+char *wr_contracts_upcast_envelope(wr_contracts *c, struct wr_lua *L, wr_envelope *env,
+                                   int64_t from, size_t *len, char *detail, size_t cap,
+                                   wr_upcast_show show, void *ud)
+{
+    char type[256], *out = NULL;
+    snprintf(type, sizeof(type), "%.*s", (int)env->type.len, (const char *)env->type.bytes);
+    if (wr_contracts_upcast(c, L, type, strlen(type), from, (const char *)env->body.bytes,
+                            env->body.len, &out, len, detail, cap, show, ud) != 0) {
+        return NULL;
+    }
+    memcpy(env->original_buf, env->version_buf, sizeof(env->original_buf));
+    env->original_version = (amqp_bytes_t){.len = env->version.len, .bytes = env->original_buf};
+    int k = snprintf(env->version_buf, sizeof(env->version_buf), "%lld",
+                     (long long)wr_contracts_current(c, type, strlen(type)));
+    env->version = (amqp_bytes_t){.len = (size_t)k, .bytes = env->version_buf};
+    return out;
+}
+
 int wr_contracts_validate_current(wr_contracts *c, const char *type, size_t type_len, int64_t from,
                                   const char *body, size_t len, char *detail, size_t cap)
 {

@@ -38,6 +38,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "cloudevent.h"
 #include "config.h"
 #include "envelope.h"
 #include "outcome.h"
@@ -143,6 +144,23 @@ wr_reason wr_contracts_check_envelope(wr_contracts *c, const wr_contract_policy 
                                       const wr_envelope *env, wr_ct_result *result,
                                       int64_t *version, char *detail, size_t cap);
 
+/*
+ * What a worker (and `warren exec`) makes of decoded envelope ENV before its
+ * handler runs, once its idempotency key is derived: the CloudEvent it may
+ * be (cloudevent.h, into CE, which the caller clears: its type then selects
+ * the contract, its id stands in for a missing message id, its data is the
+ * body in structured mode), then, with contracts C (NULL: none),
+ * wr_contracts_check_envelope under POLICY, ENV's version then showing the
+ * version found. Returns the reason to dead-letter it (invalid-cloudevent,
+ * schema-invalid, version-unknown, unknown-type, invalid-json) with DETAIL,
+ * or WR_RS_NONE with *UPCAST_FROM: the version to upcast from before the
+ * handler runs (wr_contracts_upcast_envelope), 0 for none. *VERSION (may be
+ * NULL) gets the version its contract found, also for an event refused, or 0.
+ */
+wr_reason wr_contracts_admit(wr_contracts *c, const wr_contract_policy *policy, wr_envelope *env,
+                             wr_cloudevent *ce, int64_t *upcast_from, int64_t *version,
+                             char *detail, size_t cap);
+
 /* One step of an upcast chain: the upcaster that turns FROM into FROM + 1. */
 typedef struct {
     int64_t from;
@@ -185,6 +203,17 @@ typedef void (*wr_upcast_show)(void *ud, const char *what, int64_t from, int64_t
 int wr_contracts_upcast(wr_contracts *c, struct wr_lua *L, const char *type, size_t type_len,
                         int64_t from, const char *body, size_t len, char **out, size_t *out_len,
                         char *detail, size_t cap, wr_upcast_show show, void *ud);
+
+/*
+ * wr_contracts_upcast for ENV (admitted with *UPCAST_FROM = FROM): returns
+ * the body the handler gets (malloc'd, *LEN bytes; the caller points ENV's
+ * body at it for the call and frees it), ENV's version then the current one
+ * and its original_version the one received; or NULL with DETAIL
+ * (upcast-failed, counted).
+ */
+char *wr_contracts_upcast_envelope(wr_contracts *c, struct wr_lua *L, wr_envelope *env,
+                                   int64_t from, size_t *len, char *detail, size_t cap,
+                                   wr_upcast_show show, void *ud);
 
 /*
  * Validate BODY (LEN bytes of JSON), an event of TYPE upcast from FROM, against

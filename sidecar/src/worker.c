@@ -808,37 +808,12 @@ static void prepare(wr_worker *w, item *it)
         rc = -1;
     }
     if (rc == 0) {
-        /* a CloudEvent: its type selects the contract, its data is the body (structured) */
-        int cr = wr_cloudevent_read(&it->env, &it->ce, it->error, sizeof(it->error));
-        if (cr < 0) {
-            reason = wr_reason_name(WR_RS_INVALID_CLOUDEVENT);
-            rc = -1;
-        } else if (cr == 1) {
-            it->env.type = (amqp_bytes_t){.len = strlen(it->ce.type), .bytes = it->ce.type};
-            if (it->env.id.len == 0) {
-                it->env.id = (amqp_bytes_t){.len = strlen(it->ce.id), .bytes = it->ce.id};
-            }
-            if (it->ce.mode == WR_CE_STRUCTURED) {
-                it->env.body = (amqp_bytes_t){.len = it->ce.data_len, .bytes = it->ce.data};
-                it->env.is_json = it->ce.data != NULL;
-            }
-        }
-    }
-    if (rc == 0 && w->contracts != NULL) {
-        /* the contract (contracts.h): schema-invalid, version-unknown, unknown-type */
-        wr_ct_result ct;
-        int64_t version;
-        wr_reason crs = wr_contracts_check_envelope(w->contracts, &w->sub->contracts, &it->env, &ct,
-                                                    &version, it->error, sizeof(it->error));
+        /* a CloudEvent, then its contract (contracts.h), as `warren exec` does */
+        wr_reason crs = wr_contracts_admit(w->contracts, &w->sub->contracts, &it->env, &it->ce,
+                                           &it->upcast_from, NULL, it->error, sizeof(it->error));
         if (crs != WR_RS_NONE) {
             reason = wr_reason_name(crs);
             rc = -1;
-        } else if (ct != WR_CT_NO_CONTRACT) {
-            /* event.version: the version its contract found (header, field or default) */
-            int n = snprintf(it->env.version_buf, sizeof(it->env.version_buf), "%lld",
-                             (long long)version);
-            it->env.version = (amqp_bytes_t){.len = (size_t)n, .bytes = it->env.version_buf};
-            it->upcast_from = ct == WR_CT_UPCAST ? version : 0;
         }
     }
     /* no traceparent: one trace per input (its id), whichever subscription has it */
@@ -883,21 +858,8 @@ static int lane_hold(wr_worker *w, item *it);
  */
 static char *upcast(wr_worker *w, item *it, size_t *len)
 {
-    wr_contracts *c = w->contracts;
-    char type[256], *out = NULL;
-    snprintf(type, sizeof(type), "%.*s", (int)it->env.type.len, (const char *)it->env.type.bytes);
-    if (wr_contracts_upcast(c, w->lua, type, strlen(type), it->upcast_from,
-                            (const char *)it->env.body.bytes, it->env.body.len, &out, len,
-                            it->error, sizeof(it->error), NULL, NULL) != 0) {
-        return NULL;
-    }
-    memcpy(it->env.original_buf, it->env.version_buf, sizeof(it->env.original_buf));
-    it->env.original_version =
-        (amqp_bytes_t){.len = it->env.version.len, .bytes = it->env.original_buf};
-    int k = snprintf(it->env.version_buf, sizeof(it->env.version_buf), "%lld",
-                     (long long)wr_contracts_current(c, type, strlen(type)));
-    it->env.version = (amqp_bytes_t){.len = (size_t)k, .bytes = it->env.version_buf};
-    return out;
+    return wr_contracts_upcast_envelope(w->contracts, w->lua, &it->env, it->upcast_from, len,
+                                        it->error, sizeof(it->error), NULL, NULL);
 }
 
 /*
