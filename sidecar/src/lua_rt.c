@@ -2048,6 +2048,9 @@ int wr_lua_upcast(wr_lua *rt, const wr_lua_upcaster *steps, int n, const char *t
                      .errcap = errcap};
     rt->timed_out = 0;
     rt->oom = 0;
+    rt->cstack_overflow = 0;
+    /* this thread's stack: the state may have been made (init) on another one */
+    set_cstack_floor(rt);
     err[0] = 0;
     lua_settop(L, 0);
     int rc = lua_cpcall(L, upcast_call, &a);
