@@ -735,8 +735,9 @@ static int ctx_publish(lua_State *L)
             PUB_FAIL(L, "ctx.publish: opts.headers must be a table");
         }
         lua_pop(L, 1);
-        /* opts.cloudevent = {type = ..., source = ... [, subject = ...]}: a CloudEvent in
-         * binary mode (the worker adds specversion, id, time and traceparent) */
+        /* opts.cloudevent = {type = ..., source = ... [, subject = ...] [, mode = ...]}: a
+         * CloudEvent, binary mode unless mode = "structured" (the worker adds
+         * specversion, id, time and traceparent) */
         lua_getfield(L, 4, "cloudevent");
         if (lua_istable(L, -1)) {
             static const char *const keys[] = {"type", "source", "subject"};
@@ -761,6 +762,16 @@ static int ctx_publish(lua_State *L)
                 }
                 lua_pop(L, 1);
             }
+            /* mode: "binary" (attributes as headers, the default) or "structured" */
+            lua_getfield(L, -1, "mode");
+            s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+            if (s != NULL && strcmp(s, "structured") == 0) {
+                p->ce_structured = 1;
+            } else if (!lua_isnil(L, -1) && (s == NULL || strcmp(s, "binary") != 0)) {
+                PUB_FAIL(L, "ctx.publish: opts.cloudevent.mode must be \"binary\" or "
+                            "\"structured\"");
+            }
+            lua_pop(L, 1);
         } else if (!lua_isnil(L, -1)) {
             PUB_FAIL(L, "ctx.publish: opts.cloudevent must be a table");
         }

@@ -559,9 +559,10 @@ static int publish_outgoing(wr_worker *w, batch *bt, item *it, const wr_lua_resu
             h[nh].value.value.bytes = it->env.tracestate;
             nh++;
         }
+        amqp_bytes_t ce_body = {0, NULL};
         if (p->ce_type != NULL) {
-            /* a CloudEvent in binary mode (cloudevent.h): its id is the message's
-             * deterministic id, its trace the traceparent extension */
+            /* a CloudEvent (cloudevent.h): its id is the message's deterministic id,
+             * its trace the traceparent extension; binary mode unless structured */
             char when[40];
             int64_t now = wr_now_ms();
             time_t secs = (time_t)(now / 1000);
@@ -576,7 +577,19 @@ static int publish_outgoing(wr_worker *w, batch *bt, item *it, const wr_lua_resu
                                    {"cloudEvents:time", when},
                                    {"cloudEvents:traceparent", tp},
                                    {"cloudEvents:subject", p->ce_subject}};
-            for (size_t k = 0; k < sizeof(ce) / sizeof(ce[0]); k++) {
+            if (p->ce_structured) {
+                wr_ce_attrs a = {id, p->ce_type, p->ce_source, p->ce_subject, when, tp};
+                size_t len = 0;
+                char *t = wr_cloudevent_structured(&a, p->content_type, p->body, p->body_len, &len);
+                if (t == NULL) {
+                    return WR_BROKER_DOWN;
+                }
+                ce_body = pool_dup(&bt->pool, t, len);
+                free(t);
+                props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
+                props.content_type = amqp_cstring_bytes(WR_CE_STRUCTURED_TYPE);
+            }
+            for (size_t k = 0; !p->ce_structured && k < sizeof(ce) / sizeof(ce[0]); k++) {
                 if (ce[k][1] == NULL) {
                     continue;
                 }
@@ -591,7 +604,7 @@ static int publish_outgoing(wr_worker *w, batch *bt, item *it, const wr_lua_resu
 
         amqp_bytes_t ex = pool_dup(&bt->pool, p->exchange, strlen(p->exchange));
         amqp_bytes_t rk = pool_dup(&bt->pool, p->routing_key, strlen(p->routing_key));
-        amqp_bytes_t body = {p->body_len, p->body};
+        amqp_bytes_t body = ce_body.bytes ? ce_body : (amqp_bytes_t){p->body_len, p->body};
         uint64_t seq;
         int rc = wr_broker_publish(w->b, ex, rk, p->mandatory, &props, body, &seq);
         if (rc != WR_BROKER_OK) {
