@@ -173,6 +173,12 @@ int wr_cloudevent_read(const wr_envelope *env, wr_cloudevent *ce, char *err, siz
                      ce->mode == WR_CE_BINARY ? "binary" : "structured", REQUIRED[i]);
             goto fail;
         }
+        if (strlen(json_string_value(v)) != json_string_length(v)) {
+            /* a header's bytes may hold one: the id would be cut there (and two events
+             * share a key); the spec allows no control characters in a String anyway */
+            snprintf(err, errcap, "CloudEvent %s contains a NUL byte", REQUIRED[i]);
+            goto fail;
+        }
     }
     const char *sv = json_string_value(json_object_get(attrs, "specversion"));
     if (strcmp(sv, "1.0") != 0) {
@@ -246,7 +252,8 @@ char *wr_cloudevent_structured(const wr_ce_attrs *a, const char *content_type, c
         if (content_type != NULL) {
             json_object_set_new(ev, "datacontenttype", json_string(content_type));
         }
-        json_t *text = json_stringn(body, len); /* NULL unless UTF-8 */
+        /* text: UTF-8 without NUL bytes (json_stringn refuses other bytes) */
+        json_t *text = memchr(body, 0, len) == NULL ? json_stringn(body, len) : NULL;
         if (text != NULL) {
             json_object_set_new(ev, "data", text);
         } else {

@@ -65,9 +65,9 @@ typedef struct {
  * WR_CE_STRUCTURED_TYPE): the JSON event format with specversion "1.0", the
  * attributes A, and the data BODY (LEN bytes) of content type CONTENT_TYPE
  * (NULL: JSON): JSON data as "data" (datacontenttype application/json), any
- * other as "data" when it is UTF-8 text, else "data_base64" (datacontenttype
- * the content type given). Returns the malloc'd text and *OUT_LEN, or NULL
- * when out of memory.
+ * other as "data" when it is UTF-8 text without NUL bytes, else as
+ * "data_base64" (datacontenttype the content type given). Returns the
+ * malloc'd text and *OUT_LEN, or NULL when out of memory.
  */
 char *wr_cloudevent_structured(const wr_ce_attrs *a, const char *content_type, const char *body,
                                size_t len, size_t *out_len);

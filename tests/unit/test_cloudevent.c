@@ -190,9 +190,25 @@ static void test_write_structured(void)
     free(body);
 }
 
+/* A NUL byte in a header's bytes would cut the id short: two events, one key. */
+static void test_nul(void)
+{
+    char names[6][64], err[256];
+    amqp_table_entry_t ents[6];
+    amqp_table_t t;
+    wr_envelope env;
+    wr_cloudevent ce;
+    binary_example("cloudEvents:", names, ents, &t, &env);
+    ents[3].value.kind = AMQP_FIELD_KIND_BYTES;
+    ents[3].value.value.bytes = (amqp_bytes_t){.len = 5, .bytes = "12\0ab"};
+    CHECK_INT(wr_cloudevent_read(&env, &ce, err, sizeof err), -1);
+    CHECK_STR(err, "CloudEvent id contains a NUL byte");
+}
+
 int main(void)
 {
     test_binary();
+    test_nul();
     test_structured();
     test_write_structured();
     return check_report("test_cloudevent");
