@@ -503,6 +503,15 @@ static int restart_diff(const wr_config *a, const wr_config *b, char *what, size
             }
         }
         SUB(!bind_same, "bindings");
+        /* the contracts file's content reloads (reload_contracts); which file, and how
+         * events are read against it, are the running config's */
+        SUB(!str_eq(x->contracts.file, y->contracts.file) ||
+                x->contracts.unknown_types_dlq != y->contracts.unknown_types_dlq ||
+                !str_eq(x->contracts.version_header, y->contracts.version_header) ||
+                x->contracts.default_version != y->contracts.default_version ||
+                x->contracts.validate_outgoing != y->contracts.validate_outgoing,
+            "contracts (file, unknown_types, version_header, default_version, "
+            "validate_outgoing)");
 #undef SUB
     }
 #undef DIFF

@@ -11,7 +11,8 @@ refused with FILE:LINE:COL and the running contracts stay in force. The log
 ("contracts loaded", "contracts reloaded" with previous_version), /status and
 `warren status` name the live contracts version. warren_contract_events_total
 counts every outcome, upcast-failed included, and keeps counting across
-reloads."""
+reloads. Which contracts file a subscription reads, and how (default_version,
+...), are restart-only settings: a change is logged as such."""
 import json
 import os
 import subprocess
@@ -201,6 +202,21 @@ try:
                    ("2", "schema-invalid"): 1.0},
              "every outcome counted, the one before the reloads included")
     check_eq(len(w.lines(msg="contracts reloaded")), 2, "saving the same text reloads nothing")
+
+    # 5. how events are read against the contracts is the running config's: a restart
+    with open(w.config) as fh:
+        text = fh.read()
+    save(w.config, text.replace('"default_version": 1', '"default_version": 2'))
+    msg = "config change needs a restart; the running values stay"
+    wait_for(lambda: w.lines(msg=msg), 20, "the config change noticed")
+    keys = [l.get("keys", "") for l in w.lines(msg=msg)]
+    check(any("subscriptions[0].contracts (file, unknown_types, version_header, "
+              "default_version, validate_outgoing)" in k for k in keys),
+          "a change of contracts settings needs a restart, and says so: %r" % keys)
+    b.publish(queue, {"order_id": "o-7", "customer": "c-7"}, message_id="m-v1-default",
+              type="order.created")
+    check_eq(handled("m-v1-default").get("original_version"), "1",
+             "the running default_version (1) stays")
 finally:
     rc = w.stop()
     b.delete(queue, out, dlq, queue + ".wait")
