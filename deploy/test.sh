@@ -2,8 +2,9 @@
 # The whole test suite, one command (the README's second command; .ci/run calls it).
 #
 #   1. installs what it needs (deploy/install-deps.sh: apt-get, only when missing)
-#   2. builds twice: build-asan/ with AddressSanitizer + UBSan for the unit
-#      tests, build-test/ (optimised, -Werror) for the integration tests
+#   2. builds: build-asan/ with AddressSanitizer + UBSan for the unit tests,
+#      build-test/ (optimised, -Werror) for the integration tests, build-tsan/
+#      (warren with ThreadSanitizer) for the thread tests
 #   3. C unit tests (ctest -L unit, under the sanitizers)
 #   4. fuzzing (ctest -L fuzz in build-fuzz/, built with clang-14): each
 #      libFuzzer target of tests/fuzz/ runs WR_FUZZ_SECONDS (default 20) from
@@ -13,7 +14,10 @@
 #      the contract between the kit and the runtime
 #   6. integration tests (ctest -L integration): a private RabbitMQ and Redis
 #      on loopback ports 17672/17379 (and AMQP over TLS on 17671) started by
-#      the `stack` fixture and stopped by its cleanup even when a test fails
+#      the `stack` fixture and stopped by its cleanup even when a test fails;
+#      the tests of the threads that share state (reload, metrics, breaker,
+#      shutdown, status) run a second time against build-tsan/ (warren built
+#      with ThreadSanitizer, tests/tsan/run.py): a TSan report fails them
 #
 #
 # `deploy/test.sh --ha` runs the HA tests instead (tests/ha/, ctest -L ha:
@@ -72,8 +76,16 @@ build() { # dir, extra cmake args...
 mkdir -p build-test build-asan build-fuzz
 echo "test: building (sanitizers) in build-asan/"
 build build-asan -DWARREN_SANITIZE=ON -DWARREN_TESTS=ON -DCMAKE_BUILD_TYPE=Debug || exit 1
+echo "test: building (ThreadSanitizer, warren only) in build-tsan/"
+mkdir -p build-tsan
+cmake -S "$ROOT" -B build-tsan -DWARREN_WERROR=ON -DWARREN_TSAN=ON -DWARREN_TESTS=OFF \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo >build-tsan/configure.log 2>&1 ||
+    { cat build-tsan/configure.log; exit 1; }
+cmake --build build-tsan -j"$JOBS" --target warren >build-tsan/build.log 2>&1 ||
+    { grep -E "error|warning" build-tsan/build.log | head -50; exit 1; }
 echo "test: building (release) in build-test/"
-build build-test -DWARREN_TESTS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo || exit 1
+build build-test -DWARREN_TESTS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DWR_TSAN_BUILD_DIR="$ROOT/build-tsan" || exit 1
 echo "test: building (libFuzzer targets, clang-14) in build-fuzz/"
 CC=clang-14 cmake -S "$ROOT" -B build-fuzz -DWARREN_WERROR=ON -DWARREN_FUZZ=ON -DWARREN_TESTS=OFF \
     -DCMAKE_BUILD_TYPE=Debug -DWR_FUZZ_SECONDS="${WR_FUZZ_SECONDS:-20}" >build-fuzz/configure.log 2>&1 ||

@@ -21,7 +21,7 @@
 -- What the gate does not do: it orders a cancel after its create, not two
 -- creates of one order (the same order under another message id still finds
 -- order:<id> "created" and books nothing), and a cancel sent twice still
--- finds "cancelled". Which to use: see the README's Ordering section.
+-- finds "cancelled". Which to use: see docs/ordering.md.
 
 local M = {}
 

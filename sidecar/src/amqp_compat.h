@@ -1,7 +1,7 @@
 /*
  * amqp_compat: include rabbitmq-c the way this build needs it. With -std=c11
  * and _POSIX_C_SOURCE, <amqp.h> uses struct timeval before anything declares
- * it, so <sys/time.h> must come first (see PLATFORM.md).
+ * it, so <sys/time.h> must come first (docs/architecture.md, "rabbitmq-c").
  */
 #ifndef WR_AMQP_COMPAT_H
 #define WR_AMQP_COMPAT_H

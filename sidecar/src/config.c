@@ -634,8 +634,8 @@ static const field subscription_fields[] = {
      .type = T_SECTION,
      .offset = offsetof(wr_subscription, ordering),
      .sub = &ordering_section,
-     .desc = "Handle the messages that share a key in delivery order (see the README's "
-             "Ordering section); off when absent."},
+     .desc = "Handle the messages that share a key in delivery order (see "
+             "docs/ordering.md); off when absent."},
     {.name = "gates",
      .type = T_LIST,
      .offset = offsetof(wr_subscription, gates),
@@ -644,7 +644,7 @@ static const field subscription_fields[] = {
      .max = 64,
      .sub = &gate_section,
      .desc = "Causal gates: a type that waits until another type is done for the same key "
-             "(see the README's Ordering section)."},
+             "(see docs/ordering.md)."},
     {.name = "contracts",
      .type = T_SECTION,
      .offset = offsetof(wr_subscription, contracts),
@@ -2143,6 +2143,259 @@ static void url_error(loader *ld, int line, int col, const char *path, const cha
     }
 }
 
+/* Where a scalar was found and how messages show it. */
+typedef struct {
+    int line, col;
+    const char *path; /* the dotted key */
+    const char *got;  /* the value as messages show it (describe_value) */
+} scalar_at;
+
+/* Report that F wanted something else (expected_phrase says what). */
+static void expected_error(loader *ld, const field *f, const scalar_at *at)
+{
+    char want[128];
+    expected_phrase(f, want, sizeof(want));
+    err_at(ld, at->line, at->col, "%s: expected %s, got %s", at->path, want, at->got);
+}
+
+static void set_string_field(loader *ld, const field *f, void *base, const char *text,
+                             const scalar_at *at)
+{
+    size_t len = strlen(text);
+    if (len == 0 && f->min > 0) {
+        err_at(ld, at->line, at->col, "%s: must not be empty", at->path);
+        return;
+    }
+    if ((int64_t)len > f->max) {
+        err_at(ld, at->line, at->col, "%s: must be at most %lld bytes long, got %zu bytes",
+               at->path, (long long)f->max, len);
+        return;
+    }
+    if (f->flags & F_IDENT) {
+        static const char ident[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                    "abcdefghijklmnopqrstuvwxyz0123456789_.-";
+        if (strspn(text, ident) != len) {
+            err_at(ld, at->line, at->col,
+                   "%s: may contain only letters, digits, '_', '.' and '-', got %s", at->path,
+                   at->got);
+            return;
+        }
+    }
+    if (!set_string(AT(base, f->offset, char *), text)) {
+        err_at(ld, at->line, at->col, "%s: out of memory", at->path);
+    }
+}
+
+static void set_path_field(loader *ld, const field *f, void *base, const char *text,
+                           const scalar_at *at)
+{
+    char *err, *real;
+    if (text[0] == '\0') {
+        err_at(ld, at->line, at->col, "%s: must not be empty", at->path);
+        return;
+    }
+    real = resolve_path(ld, f, text, &err);
+    if (real == NULL) {
+        err_at(ld, at->line, at->col, "%s: %s", at->path, err ? err : "out of memory");
+        free(err);
+        return;
+    }
+    free(*AT(base, f->offset, char *));
+    *AT(base, f->offset, char *) = real;
+}
+
+static void set_int_field(loader *ld, const field *f, void *base, const char *text,
+                          const scalar_at *at)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    bool digits = text[0] == '-' || (text[0] >= '0' && text[0] <= '9');
+    if (!digits || *end != '\0' || errno != 0 || v < f->min || v > f->max) {
+        expected_error(ld, f, at);
+        return;
+    }
+    *AT(base, f->offset, int) = (int)v;
+}
+
+static void set_duration_field(loader *ld, const field *f, void *base, const char *text,
+                               const scalar_at *at)
+{
+    int64_t ms;
+    const char *or_none = (f->flags & F_NONE) ? ", or none" : "";
+    if ((f->flags & F_NONE) && strcmp(text, "none") == 0) {
+        *AT(base, f->offset, int64_t) = 0;
+        return;
+    }
+    if (wr_config_parse_duration(text, &ms) != 0) {
+        expected_error(ld, f, at);
+        return;
+    }
+    if (ms < f->min || ms > f->max) {
+        char lo[32], hi[32];
+        format_duration(f->min, lo, sizeof(lo));
+        format_duration(f->max, hi, sizeof(hi));
+        err_at(ld, at->line, at->col, "%s: expected a duration from %s to %s%s, got %s", at->path,
+               lo, hi, or_none, at->got);
+        return;
+    }
+    *AT(base, f->offset, int64_t) = ms;
+}
+
+/* Plain decimals only (2, 1.5): no signs, exponents, hex, inf or nan. */
+static void set_number_field(loader *ld, const field *f, void *base, const char *text,
+                             const scalar_at *at)
+{
+    size_t i = strspn(text, "0123456789");
+    bool ok = i > 0;
+    if (ok && text[i] == '.') {
+        size_t frac = strspn(text + i + 1, "0123456789");
+        ok = frac > 0;
+        i += 1 + frac;
+    }
+    double v = ok && text[i] == '\0' ? strtod(text, NULL) : -1.0;
+    bool low = (f->flags & F_GT_MIN) ? v <= (double)f->min : v < (double)f->min;
+    if (!ok || text[i] != '\0' || low || v > (double)f->max) {
+        expected_error(ld, f, at);
+        return;
+    }
+    *AT(base, f->offset, double) = v;
+}
+
+/* An idempotency key source: message_id, header:NAME or json:PATH. */
+static void set_key_field(loader *ld, const field *f, void *base, const char *text,
+                          const scalar_at *at)
+{
+    int source;
+    const char *arg = NULL;
+    char *copy = NULL;
+    if (strcmp(text, "message_id") == 0) {
+        source = WR_KEY_MESSAGE_ID;
+    } else if (strncmp(text, "header:", 7) == 0 && text[7] != '\0') {
+        source = WR_KEY_HEADER;
+        arg = text + 7;
+        if (strlen(arg) > AMQP_SHORTSTR) {
+            err_at(ld, at->line, at->col,
+                   "%s: the header name must be at most %d bytes long, got %zu bytes", at->path,
+                   AMQP_SHORTSTR, strlen(arg));
+            return;
+        }
+    } else if (strncmp(text, "json:", 5) == 0) {
+        source = WR_KEY_JSON;
+        arg = text + 5;
+        if (!valid_json_path(arg)) {
+            char gotpath[GOT_MAX];
+            describe_value(f, arg, gotpath, sizeof(gotpath));
+            err_at(ld, at->line, at->col,
+                   "%s: invalid JSON path (names of letters, digits, '_' and '-', joined by "
+                   "'.'), got %s",
+                   at->path, gotpath);
+            return;
+        }
+    } else {
+        expected_error(ld, f, at);
+        return;
+    }
+    if (arg != NULL && (copy = strdup(arg)) == NULL) {
+        err_at(ld, at->line, at->col, "%s: out of memory", at->path);
+        return;
+    }
+    free(*AT(base, f->arg_offset, char *));
+    *AT(base, f->arg_offset, char *) = copy;
+    *AT(base, f->offset, int) = source;
+}
+
+static void set_size_field(loader *ld, const field *f, void *base, const char *text,
+                           const scalar_at *at)
+{
+    int64_t bytes;
+    if (parse_size(text, &bytes) != 0) {
+        expected_error(ld, f, at);
+        return;
+    }
+    if (bytes < f->min || bytes > f->max) {
+        char lo[32], hi[32];
+        format_size(f->min, lo, sizeof(lo));
+        format_size(f->max, hi, sizeof(hi));
+        err_at(ld, at->line, at->col, "%s: expected a size from %s to %s, got %s", at->path, lo,
+               hi, at->got);
+        return;
+    }
+    *AT(base, f->offset, int64_t) = bytes;
+}
+
+static void set_bool_field(loader *ld, const field *f, void *base, const char *text,
+                           const scalar_at *at)
+{
+    static const char *const yes[] = {"true", "True", "TRUE", "yes", "Yes",
+                                      "YES",  "on",   "On",   "ON",  NULL};
+    static const char *const no[] = {"false", "False", "FALSE", "no",  "No",
+                                     "NO",    "off",   "Off",   "OFF", NULL};
+    for (int i = 0; yes[i] != NULL; i++) {
+        if (strcmp(text, yes[i]) == 0) {
+            *AT(base, f->offset, int) = 1;
+            return;
+        }
+        if (strcmp(text, no[i]) == 0) {
+            *AT(base, f->offset, int) = 0;
+            return;
+        }
+    }
+    err_at(ld, at->line, at->col, "%s: expected true or false, got %s", at->path, at->got);
+}
+
+/* T_ENUM stores the value's index, T_ENUM_STR a copy of it. */
+static void set_enum_field(loader *ld, const field *f, void *base, const char *text,
+                           const scalar_at *at)
+{
+    for (int i = 0; f->enum_values[i] != NULL; i++) {
+        if (strcmp(text, f->enum_values[i]) == 0) {
+            if (f->type == T_ENUM) {
+                *AT(base, f->offset, int) = i;
+            } else if (!set_string(AT(base, f->offset, char *), text)) {
+                err_at(ld, at->line, at->col, "%s: out of memory", at->path);
+            }
+            return;
+        }
+    }
+    expected_error(ld, f, at);
+}
+
+static void set_amqp_url_field(loader *ld, const field *f, void *base, const char *text,
+                               const scalar_at *at)
+{
+    const char *why;
+    wr_amqp_url *u = AT(base, f->offset, wr_amqp_url);
+    wr_amqp_url_clear(u);
+    if (wr_amqp_url_parse(text, u, &why) != 0) {
+        url_error(ld, at->line, at->col, at->path, "AMQP", text, why);
+    }
+}
+
+static void set_redis_url_field(loader *ld, const field *f, void *base, const char *text,
+                                const scalar_at *at)
+{
+    const char *why;
+    wr_redis_url *u = AT(base, f->offset, wr_redis_url);
+    wr_redis_url_clear(u);
+    if (wr_redis_url_parse(text, u, &why) != 0) {
+        url_error(ld, at->line, at->col, at->path, "Redis", text, why);
+    }
+}
+
+/* How each scalar type is read from its text; NULL for the types that are
+ * not scalars (lists, sections: set_node walks them). */
+typedef void (*scalar_setter)(loader *ld, const field *f, void *base, const char *text,
+                              const scalar_at *at);
+static const scalar_setter scalar_setters[] = {
+    [T_STRING] = set_string_field,     [T_PATH] = set_path_field,
+    [T_INT] = set_int_field,           [T_DURATION] = set_duration_field,
+    [T_SIZE] = set_size_field,         [T_BOOL] = set_bool_field,
+    [T_ENUM] = set_enum_field,         [T_ENUM_STR] = set_enum_field,
+    [T_NUMBER] = set_number_field,     [T_KEY] = set_key_field,
+    [T_AMQP_URL] = set_amqp_url_field, [T_REDIS_URL] = set_redis_url_field,
+};
+
 /*
  * Interpret one (already expanded) scalar TEXT for field F and store it in
  * BASE. LINE/COL locate it for messages; PATH is the dotted key. Defaults go
@@ -2151,222 +2404,12 @@ static void url_error(loader *ld, int line, int col, const char *path, const cha
 static void set_scalar(loader *ld, const field *f, void *base, const char *text, int line, int col,
                        const char *path)
 {
-    char want[128], got[GOT_MAX];
-
+    char got[GOT_MAX];
     describe_value(f, text, got, sizeof(got));
-
-    switch (f->type) {
-    case T_STRING: {
-        size_t len = strlen(text);
-        if (len == 0 && f->min > 0) {
-            err_at(ld, line, col, "%s: must not be empty", path);
-            return;
-        }
-        if ((int64_t)len > f->max) {
-            err_at(ld, line, col, "%s: must be at most %lld bytes long, got %zu bytes", path,
-                   (long long)f->max, len);
-            return;
-        }
-        if (f->flags & F_IDENT) {
-            static const char ident[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                        "abcdefghijklmnopqrstuvwxyz0123456789_.-";
-            if (strspn(text, ident) != len) {
-                err_at(ld, line, col,
-                       "%s: may contain only letters, digits, '_', '.' and '-', got %s", path, got);
-                return;
-            }
-        }
-        if (!set_string(AT(base, f->offset, char *), text)) {
-            err_at(ld, line, col, "%s: out of memory", path);
-        }
-        return;
-    }
-    case T_PATH: {
-        char *err, *real;
-        if (text[0] == '\0') {
-            err_at(ld, line, col, "%s: must not be empty", path);
-            return;
-        }
-        real = resolve_path(ld, f, text, &err);
-        if (real == NULL) {
-            err_at(ld, line, col, "%s: %s", path, err ? err : "out of memory");
-            free(err);
-            return;
-        }
-        free(*AT(base, f->offset, char *));
-        *AT(base, f->offset, char *) = real;
-        return;
-    }
-    case T_INT: {
-        char *end;
-        errno = 0;
-        long long v = strtoll(text, &end, 10);
-        bool digits = text[0] == '-' || (text[0] >= '0' && text[0] <= '9');
-        if (!digits || *end != '\0' || errno != 0 || v < f->min || v > f->max) {
-            expected_phrase(f, want, sizeof(want));
-            err_at(ld, line, col, "%s: expected %s, got %s", path, want, got);
-            return;
-        }
-        *AT(base, f->offset, int) = (int)v;
-        return;
-    }
-    case T_DURATION: {
-        int64_t ms;
-        const char *or_none = (f->flags & F_NONE) ? ", or none" : "";
-        if ((f->flags & F_NONE) && strcmp(text, "none") == 0) {
-            *AT(base, f->offset, int64_t) = 0;
-            return;
-        }
-        if (wr_config_parse_duration(text, &ms) != 0) {
-            expected_phrase(f, want, sizeof(want));
-            err_at(ld, line, col, "%s: expected %s, got %s", path, want, got);
-            return;
-        }
-        if (ms < f->min || ms > f->max) {
-            char lo[32], hi[32];
-            format_duration(f->min, lo, sizeof(lo));
-            format_duration(f->max, hi, sizeof(hi));
-            err_at(ld, line, col, "%s: expected a duration from %s to %s%s, got %s", path, lo, hi,
-                   or_none, got);
-            return;
-        }
-        *AT(base, f->offset, int64_t) = ms;
-        return;
-    }
-    case T_NUMBER: {
-        /* Plain decimals only (2, 1.5): no signs, exponents, hex, inf or nan. */
-        size_t i = strspn(text, "0123456789");
-        bool ok = i > 0;
-        if (ok && text[i] == '.') {
-            size_t frac = strspn(text + i + 1, "0123456789");
-            ok = frac > 0;
-            i += 1 + frac;
-        }
-        double v = ok && text[i] == '\0' ? strtod(text, NULL) : -1.0;
-        bool low = (f->flags & F_GT_MIN) ? v <= (double)f->min : v < (double)f->min;
-        if (!ok || text[i] != '\0' || low || v > (double)f->max) {
-            expected_phrase(f, want, sizeof(want));
-            err_at(ld, line, col, "%s: expected %s, got %s", path, want, got);
-            return;
-        }
-        *AT(base, f->offset, double) = v;
-        return;
-    }
-    case T_KEY: {
-        int source;
-        const char *arg = NULL;
-        char *copy = NULL;
-        if (strcmp(text, "message_id") == 0) {
-            source = WR_KEY_MESSAGE_ID;
-        } else if (strncmp(text, "header:", 7) == 0 && text[7] != '\0') {
-            source = WR_KEY_HEADER;
-            arg = text + 7;
-            if (strlen(arg) > AMQP_SHORTSTR) {
-                err_at(ld, line, col,
-                       "%s: the header name must be at most %d bytes long, got %zu bytes", path,
-                       AMQP_SHORTSTR, strlen(arg));
-                return;
-            }
-        } else if (strncmp(text, "json:", 5) == 0) {
-            source = WR_KEY_JSON;
-            arg = text + 5;
-            if (!valid_json_path(arg)) {
-                char gotpath[GOT_MAX];
-                describe_value(f, arg, gotpath, sizeof(gotpath));
-                err_at(ld, line, col,
-                       "%s: invalid JSON path (names of letters, digits, '_' and '-', joined by "
-                       "'.'), got %s",
-                       path, gotpath);
-                return;
-            }
-        } else {
-            expected_phrase(f, want, sizeof(want));
-            err_at(ld, line, col, "%s: expected %s, got %s", path, want, got);
-            return;
-        }
-        if (arg != NULL && (copy = strdup(arg)) == NULL) {
-            err_at(ld, line, col, "%s: out of memory", path);
-            return;
-        }
-        free(*AT(base, f->arg_offset, char *));
-        *AT(base, f->arg_offset, char *) = copy;
-        *AT(base, f->offset, int) = source;
-        return;
-    }
-    case T_SIZE: {
-        int64_t bytes;
-        if (parse_size(text, &bytes) != 0) {
-            expected_phrase(f, want, sizeof(want));
-            err_at(ld, line, col, "%s: expected %s, got %s", path, want, got);
-            return;
-        }
-        if (bytes < f->min || bytes > f->max) {
-            char lo[32], hi[32];
-            format_size(f->min, lo, sizeof(lo));
-            format_size(f->max, hi, sizeof(hi));
-            err_at(ld, line, col, "%s: expected a size from %s to %s, got %s", path, lo, hi, got);
-            return;
-        }
-        *AT(base, f->offset, int64_t) = bytes;
-        return;
-    }
-    case T_BOOL: {
-        static const char *const yes[] = {"true", "True", "TRUE", "yes", "Yes",
-                                          "YES",  "on",   "On",   "ON",  NULL};
-        static const char *const no[] = {"false", "False", "FALSE", "no",  "No",
-                                         "NO",    "off",   "Off",   "OFF", NULL};
-        for (int i = 0; yes[i] != NULL; i++) {
-            if (strcmp(text, yes[i]) == 0) {
-                *AT(base, f->offset, int) = 1;
-                return;
-            }
-            if (strcmp(text, no[i]) == 0) {
-                *AT(base, f->offset, int) = 0;
-                return;
-            }
-        }
-        err_at(ld, line, col, "%s: expected true or false, got %s", path, got);
-        return;
-    }
-    case T_ENUM:
-    case T_ENUM_STR:
-        for (int i = 0; f->enum_values[i] != NULL; i++) {
-            if (strcmp(text, f->enum_values[i]) == 0) {
-                if (f->type == T_ENUM) {
-                    *AT(base, f->offset, int) = i;
-                } else if (!set_string(AT(base, f->offset, char *), text)) {
-                    err_at(ld, line, col, "%s: out of memory", path);
-                }
-                return;
-            }
-        }
-        expected_phrase(f, want, sizeof(want));
-        err_at(ld, line, col, "%s: expected %s, got %s", path, want, got);
-        return;
-    case T_AMQP_URL: {
-        const char *why;
-        wr_amqp_url *u = AT(base, f->offset, wr_amqp_url);
-        wr_amqp_url_clear(u);
-        if (wr_amqp_url_parse(text, u, &why) != 0) {
-            url_error(ld, line, col, path, "AMQP", text, why);
-        }
-        return;
-    }
-    case T_REDIS_URL: {
-        const char *why;
-        wr_redis_url *u = AT(base, f->offset, wr_redis_url);
-        wr_redis_url_clear(u);
-        if (wr_redis_url_parse(text, u, &why) != 0) {
-            url_error(ld, line, col, path, "Redis", text, why);
-        }
-        return;
-    }
-    case T_STRLIST:
-    case T_DURLIST:
-    case T_SECTION:
-    case T_LIST:
-    case T_NAMED:
-        break; /* not scalars: handled by set_node */
+    scalar_at at = {.line = line, .col = col, .path = path, .got = got};
+    size_t n = sizeof(scalar_setters) / sizeof(scalar_setters[0]);
+    if ((size_t)f->type < n && scalar_setters[f->type] != NULL) {
+        scalar_setters[f->type](ld, f, base, text, &at);
     }
 }
 

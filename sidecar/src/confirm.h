@@ -1,7 +1,7 @@
 /*
  * confirm: bookkeeping for publisher confirms on one channel.
  *
- * rabbitmq-c 0.11 has no confirm-wait helper (PLATFORM.md): after
+ * rabbitmq-c 0.11 has no confirm-wait helper (docs/architecture.md, "Platform facts"): after
  * confirm.select the broker numbers our publishes 1, 2, 3, ... and answers
  * with basic.ack / basic.nack frames whose delivery tag names one publish, or
  * with `multiple` every publish up to it. A mandatory publish that no queue

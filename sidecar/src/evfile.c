@@ -241,6 +241,196 @@ static int has_line_break(const char *s)
 static void check_fields(checker *ck, const field *fields, size_t nfields, const json_t *obj,
                          const char *path, wr_textpos obj_at);
 
+/* "expected a string, got ..." */
+static void expected_string(checker *ck, const json_t *v, const char *path, wr_textpos at)
+{
+    char got[64];
+    err_at(ck, at, "%s: expected a string, got %s", path, kind_of(v, got, sizeof(got)));
+}
+
+static void check_method(checker *ck, const json_t *v, const char *path, wr_textpos at)
+{
+    const char *m = json_string_value(v);
+    int ok = m != NULL && m[0] != '\0' && strlen(m) <= 20;
+    for (const char *c = m; ok && *c; c++) {
+        ok = (*c >= 'A' && *c <= 'Z') || *c == '-';
+    }
+    if (!json_is_string(v)) {
+        expected_string(ck, v, path, at);
+    } else if (!ok) {
+        /* a short word is safe to show; a long one is shown by its length */
+        if (strlen(m) <= 20 && !has_line_break(m)) {
+            err_at(ck, at, "%s: expected an HTTP method like GET or POST, got '%s'", path, m);
+        } else {
+            err_at(ck, at, "%s: expected an HTTP method like GET or POST", path);
+        }
+    }
+}
+
+static void check_error_kind(checker *ck, const json_t *v, const char *path, wr_textpos at)
+{
+    const char *e = json_string_value(v);
+    int ok = 0;
+    for (size_t i = 0; e != NULL && i < sizeof(error_kinds) / sizeof(error_kinds[0]); i++) {
+        ok |= strcmp(e, error_kinds[i].name) == 0;
+    }
+    if (ok) {
+        return;
+    }
+    char list[128] = "";
+    for (size_t i = 0; i < sizeof(error_kinds) / sizeof(error_kinds[0]); i++) {
+        strcat(list, i ? ", " : "");
+        strcat(list, error_kinds[i].name);
+    }
+    char shown[40], got[64];
+    if (e != NULL && strlen(e) <= 20 && !has_line_break(e)) {
+        snprintf(shown, sizeof(shown), "'%s'", e);
+    } else {
+        snprintf(shown, sizeof(shown), "%s", kind_of(v, got, sizeof(got)));
+    }
+    err_at(ck, at, "%s: expected one of %s, got %s", path, list, shown);
+}
+
+/* A message's headers (F_MSG_HEADERS: values may be strings, numbers or
+ * booleans) or a fake response's (F_RESP_HEADERS: names and one-line values). */
+static void check_headers(checker *ck, field_kind kind, const json_t *v, const char *path,
+                          wr_textpos at)
+{
+    char got[64];
+    if (!json_is_object(v)) {
+        err_at(ck, at, "%s: expected an object, got %s", path, kind_of(v, got, sizeof(got)));
+        return;
+    }
+    const char *k;
+    json_t *x;
+    json_object_foreach((json_t *)v, k, x)
+    {
+        char sub[600];
+        snprintf(sub, sizeof(sub), "%.250s.%.250s", path, k);
+        /* positions are looked up only for a problem */
+        if (kind == F_MSG_HEADERS) {
+            if (!json_is_string(x) && !json_is_number(x) && !json_is_boolean(x)) {
+                err_at(ck, member_at(ck, v, k, 1),
+                       "%s: expected a string, a number or a boolean, got %s", sub,
+                       kind_of(x, got, sizeof(got)));
+            }
+            continue;
+        }
+        if (k[0] == '\0' || strpbrk(k, "\r\n: \t") != NULL) {
+            err_at(ck, member_at(ck, v, k, 0),
+                   "%s: a header name cannot be empty or hold a colon, a space "
+                   "or a line break",
+                   path);
+        } else if (!json_is_string(x) && !json_is_number(x)) {
+            err_at(ck, member_at(ck, v, k, 1), "%s: expected a string or a number, got %s", sub,
+                   kind_of(x, got, sizeof(got)));
+        } else if (json_is_string(x) && has_line_break(json_string_value(x))) {
+            err_at(ck, member_at(ck, v, k, 1), "%s: expected one line of text, got a line break",
+                   sub);
+        }
+    }
+}
+
+/* One key of a store (member K of V, value X, named SUB): a string or number
+ * (a string key), an object (a hash), an array of strings (a set), or, in
+ * store_at (F_STORE_AT), null (deleted by another message). */
+static void check_store_key(checker *ck, field_kind kind, const json_t *v, const char *k,
+                            const json_t *x, const char *sub)
+{
+    char got[64];
+    if (kind == F_STORE_AT && json_is_null(x)) {
+        return;
+    }
+    if (json_is_object(x)) {
+        const char *f;
+        json_t *fv;
+        json_object_foreach((json_t *)x, f, fv)
+        {
+            if (!json_is_string(fv) && !json_is_number(fv)) {
+                err_at(ck, member_at(ck, x, f, 1),
+                       "%s.%.200s: expected a string or a number, got %s", sub, f,
+                       kind_of(fv, got, sizeof(got)));
+            }
+        }
+    } else if (json_is_array(x)) {
+        size_t i;
+        json_t *m;
+        json_array_foreach((json_t *)x, i, m)
+        {
+            if (!json_is_string(m)) {
+                err_at(ck, wr_jsonpos_element(ck->pos, x, i),
+                       "%s[%zu]: expected a string (a set member), got %s", sub, i,
+                       kind_of(m, got, sizeof(got)));
+            }
+        }
+    } else if (!json_is_string(x) && !json_is_number(x)) {
+        err_at(ck, member_at(ck, v, k, 1),
+               "%s: expected a string or a number (a string key), an object (a hash) "
+               "or an array (a set)%s, got %s",
+               sub, kind == F_STORE_AT ? ", or null (deleted)" : "", kind_of(x, got, sizeof(got)));
+    }
+}
+
+static void check_store(checker *ck, field_kind kind, const json_t *v, const char *path,
+                        wr_textpos at)
+{
+    char got[64];
+    if (!json_is_object(v)) {
+        err_at(ck, at, "%s: expected an object, got %s", path, kind_of(v, got, sizeof(got)));
+        return;
+    }
+    const char *k;
+    json_t *x;
+    json_object_foreach((json_t *)v, k, x)
+    {
+        char sub[600];
+        snprintf(sub, sizeof(sub), "%.250s.%.250s", path, k);
+        check_store_key(ck, kind, v, k, x, sub);
+    }
+}
+
+/* One fake of the "http" list (F, named SUB, at FAT). */
+static void check_fake(checker *ck, const json_t *f, const char *sub, wr_textpos fat)
+{
+    char got[64];
+    if (!json_is_object(f)) {
+        err_at(ck, fat, "%s: expected an object, got %s", sub, kind_of(f, got, sizeof(got)));
+        return;
+    }
+    check_fields(ck, fake_fields, sizeof(fake_fields) / sizeof(fake_fields[0]), f, sub, fat);
+    if (json_object_get(f, "json") != NULL && json_object_get(f, "body") != NULL) {
+        err_at(ck, member_at(ck, f, "body", 0), "%s.body: give \"json\" or \"body\", not both",
+               sub);
+    }
+    if (json_object_get(f, "error") != NULL &&
+        (json_object_get(f, "status") || json_object_get(f, "reason") ||
+         json_object_get(f, "headers") || json_object_get(f, "json") ||
+         json_object_get(f, "body"))) {
+        err_at(ck, member_at(ck, f, "error", 0),
+               "%s.error: a transport error has no status, reason, headers, json or "
+               "body",
+               sub);
+    }
+}
+
+static void check_fakes(checker *ck, const json_t *v, const char *path, wr_textpos at)
+{
+    char got[64];
+    if (!json_is_array(v)) {
+        err_at(ck, at, "%s: expected an array of fakes, got %s", path,
+               kind_of(v, got, sizeof(got)));
+        return;
+    }
+    size_t i;
+    json_t *f;
+    json_array_foreach((json_t *)v, i, f)
+    {
+        char sub[600];
+        snprintf(sub, sizeof(sub), "%.250s[%zu]", path, i);
+        check_fake(ck, f, sub, wr_jsonpos_element(ck->pos, v, i));
+    }
+}
+
 /* Check the value V of member NAME (path PATH) at AT against KIND. */
 static void check_field(checker *ck, field_kind kind, const json_t *v, const char *path,
                         wr_textpos at)
@@ -251,12 +441,12 @@ static void check_field(checker *ck, field_kind kind, const json_t *v, const cha
         return;
     case F_STRING:
         if (!json_is_string(v)) {
-            err_at(ck, at, "%s: expected a string, got %s", path, kind_of(v, got, sizeof(got)));
+            expected_string(ck, v, path, at);
         }
         return;
     case F_LINE:
         if (!json_is_string(v)) {
-            err_at(ck, at, "%s: expected a string, got %s", path, kind_of(v, got, sizeof(got)));
+            expected_string(ck, v, path, at);
         } else if (has_line_break(json_string_value(v))) {
             err_at(ck, at, "%s: expected one line of text, got a line break", path);
         }
@@ -280,177 +470,33 @@ static void check_field(checker *ck, field_kind kind, const json_t *v, const cha
                    kind_of(v, got, sizeof(got)));
         }
         return;
-    case F_METHOD: {
-        const char *m = json_string_value(v);
-        int ok = m != NULL && m[0] != '\0' && strlen(m) <= 20;
-        for (const char *c = m; ok && *c; c++) {
-            ok = (*c >= 'A' && *c <= 'Z') || *c == '-';
-        }
-        if (!json_is_string(v)) {
-            err_at(ck, at, "%s: expected a string, got %s", path, kind_of(v, got, sizeof(got)));
-        } else if (!ok) {
-            /* a short word is safe to show; a long one is shown by its length */
-            if (strlen(m) <= 20 && !has_line_break(m)) {
-                err_at(ck, at, "%s: expected an HTTP method like GET or POST, got '%s'", path, m);
-            } else {
-                err_at(ck, at, "%s: expected an HTTP method like GET or POST", path);
-            }
-        }
+    case F_METHOD:
+        check_method(ck, v, path, at);
         return;
-    }
     case F_URL: {
         const char *u = json_string_value(v);
         if (u == NULL) {
-            err_at(ck, at, "%s: expected a string, got %s", path, kind_of(v, got, sizeof(got)));
+            expected_string(ck, v, path, at);
         } else if (strncmp(u, "http://", 7) != 0 && strncmp(u, "https://", 8) != 0) {
             /* not shown: a URL may hold a password */
             err_at(ck, at, "%s: expected a URL starting with http:// or https://", path);
         }
         return;
     }
-    case F_ERROR_KIND: {
-        const char *e = json_string_value(v);
-        int ok = 0;
-        for (size_t i = 0; e != NULL && i < sizeof(error_kinds) / sizeof(error_kinds[0]); i++) {
-            ok |= strcmp(e, error_kinds[i].name) == 0;
-        }
-        if (!ok) {
-            char list[128] = "";
-            for (size_t i = 0; i < sizeof(error_kinds) / sizeof(error_kinds[0]); i++) {
-                strcat(list, i ? ", " : "");
-                strcat(list, error_kinds[i].name);
-            }
-            char shown[40];
-            if (e != NULL && strlen(e) <= 20 && !has_line_break(e)) {
-                snprintf(shown, sizeof(shown), "'%s'", e);
-            } else {
-                snprintf(shown, sizeof(shown), "%s", kind_of(v, got, sizeof(got)));
-            }
-            err_at(ck, at, "%s: expected one of %s, got %s", path, list, shown);
-        }
+    case F_ERROR_KIND:
+        check_error_kind(ck, v, path, at);
         return;
-    }
     case F_MSG_HEADERS:
-    case F_RESP_HEADERS: {
-        if (!json_is_object(v)) {
-            err_at(ck, at, "%s: expected an object, got %s", path, kind_of(v, got, sizeof(got)));
-            return;
-        }
-        const char *k;
-        json_t *x;
-        json_object_foreach((json_t *)v, k, x)
-        {
-            char sub[600];
-            snprintf(sub, sizeof(sub), "%.250s.%.250s", path, k);
-            /* positions are looked up only for a problem */
-            if (kind == F_MSG_HEADERS) {
-                if (!json_is_string(x) && !json_is_number(x) && !json_is_boolean(x)) {
-                    err_at(ck, member_at(ck, v, k, 1),
-                           "%s: expected a string, a number or a boolean, got %s", sub,
-                           kind_of(x, got, sizeof(got)));
-                }
-                continue;
-            }
-            if (k[0] == '\0' || strpbrk(k, "\r\n: \t") != NULL) {
-                err_at(ck, member_at(ck, v, k, 0),
-                       "%s: a header name cannot be empty or hold a colon, a space "
-                       "or a line break",
-                       path);
-            } else if (!json_is_string(x) && !json_is_number(x)) {
-                err_at(ck, member_at(ck, v, k, 1), "%s: expected a string or a number, got %s", sub,
-                       kind_of(x, got, sizeof(got)));
-            } else if (json_is_string(x) && has_line_break(json_string_value(x))) {
-                err_at(ck, member_at(ck, v, k, 1),
-                       "%s: expected one line of text, got a line break", sub);
-            }
-        }
+    case F_RESP_HEADERS:
+        check_headers(ck, kind, v, path, at);
         return;
-    }
     case F_STORE:
-    case F_STORE_AT: {
-        if (!json_is_object(v)) {
-            err_at(ck, at, "%s: expected an object, got %s", path, kind_of(v, got, sizeof(got)));
-            return;
-        }
-        const char *k;
-        json_t *x;
-        json_object_foreach((json_t *)v, k, x)
-        {
-            char sub[600];
-            snprintf(sub, sizeof(sub), "%.250s.%.250s", path, k);
-            if (kind == F_STORE_AT && json_is_null(x)) {
-                continue; /* deleted by another message */
-            }
-            if (json_is_object(x)) {
-                const char *f;
-                json_t *fv;
-                json_object_foreach(x, f, fv)
-                {
-                    if (!json_is_string(fv) && !json_is_number(fv)) {
-                        err_at(ck, member_at(ck, x, f, 1),
-                               "%s.%.200s: expected a string or a number, got %s", sub, f,
-                               kind_of(fv, got, sizeof(got)));
-                    }
-                }
-            } else if (json_is_array(x)) {
-                size_t i;
-                json_t *m;
-                json_array_foreach(x, i, m)
-                {
-                    if (!json_is_string(m)) {
-                        err_at(ck, wr_jsonpos_element(ck->pos, x, i),
-                               "%s[%zu]: expected a string (a set member), got %s", sub, i,
-                               kind_of(m, got, sizeof(got)));
-                    }
-                }
-            } else if (!json_is_string(x) && !json_is_number(x)) {
-                err_at(ck, member_at(ck, v, k, 1),
-                       "%s: expected a string or a number (a string key), an object (a hash) "
-                       "or an array (a set)%s, got %s",
-                       sub, kind == F_STORE_AT ? ", or null (deleted)" : "",
-                       kind_of(x, got, sizeof(got)));
-            }
-        }
+    case F_STORE_AT:
+        check_store(ck, kind, v, path, at);
         return;
-    }
-    case F_FAKES: {
-        if (!json_is_array(v)) {
-            err_at(ck, at, "%s: expected an array of fakes, got %s", path,
-                   kind_of(v, got, sizeof(got)));
-            return;
-        }
-        size_t i;
-        json_t *f;
-        json_array_foreach((json_t *)v, i, f)
-        {
-            char sub[600];
-            snprintf(sub, sizeof(sub), "%.250s[%zu]", path, i);
-            wr_textpos fat = wr_jsonpos_element(ck->pos, v, i);
-            if (!json_is_object(f)) {
-                err_at(ck, fat, "%s: expected an object, got %s", sub,
-                       kind_of(f, got, sizeof(got)));
-                continue;
-            }
-            check_fields(ck, fake_fields, sizeof(fake_fields) / sizeof(fake_fields[0]), f, sub,
-                         fat);
-            if (json_object_get(f, "json") != NULL && json_object_get(f, "body") != NULL) {
-                err_at(ck, member_at(ck, f, "body", 0),
-                       "%s.body: give \"json\" or \"body\", "
-                       "not both",
-                       sub);
-            }
-            if (json_object_get(f, "error") != NULL &&
-                (json_object_get(f, "status") || json_object_get(f, "reason") ||
-                 json_object_get(f, "headers") || json_object_get(f, "json") ||
-                 json_object_get(f, "body"))) {
-                err_at(ck, member_at(ck, f, "error", 0),
-                       "%s.error: a transport error has no status, reason, headers, json or "
-                       "body",
-                       sub);
-            }
-        }
+    case F_FAKES:
+        check_fakes(ck, v, path, at);
         return;
-    }
     }
 }
 

@@ -35,15 +35,15 @@
 #include "lua_api.h"
 #include "lua_http.h"
 
-#define MAX_BODY (8u << 20)       /* response bytes kept */
+#define MAX_BODY (8u << 20) /* response bytes kept */
 #define DEFAULT_TIMEOUT_MS 5000
 
 typedef struct {
     CURL *curl;
-    char *buf;  /* response body */
+    char *buf; /* response body */
     size_t len, cap;
     int too_big;
-    char *hdr;  /* raw response headers of the last response */
+    char *hdr; /* raw response headers of the last response */
     size_t hlen, hcap;
     unsigned seq; /* for span ids */
 } http_state;
@@ -326,19 +326,9 @@ static wr_http_send_fn transport_of(lua_State *L, void **ud)
     return fn != NULL ? fn : wr_lua_http_curl;
 }
 
-/*
- * ctx.http.request{method, url, headers, body, timeout, raise}
- * Returns res ({status, headers, body, json}) or nil, err (raise = false).
- */
-static int http_request(lua_State *L)
+/* Raise on an option ctx.http.request does not know (the options are at 1). */
+static void check_options(lua_State *L)
 {
-    wr_lua_check_handling(L, "http.request");
-    if (lua_gettop(L) != 1 || !lua_istable(L, 1)) {
-        return wr_lua_caller_error(L, E_ARGS,
-                                   lua_gettop(L) == 1 ? luaL_typename(L, 1)
-                                   : lua_gettop(L) == 0 ? "no value"
-                                                        : "more than one argument");
-    }
     static const char *known[] = {"method", "url", "headers", "body", "timeout", "raise"};
     lua_pushnil(L);
     while (lua_next(L, 1) != 0) {
@@ -350,23 +340,33 @@ static int http_request(lua_State *L)
         }
         if (!ok) {
             lua_pushvalue(L, -2);
-            return wr_lua_caller_error(L, E_OPTION,
-                                       lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+            wr_lua_caller_error(L, E_OPTION, lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
         }
         lua_pop(L, 1);
     }
-    safe_url su;
+}
+
+/* The request's URL and method, checked (they stay alive in the options
+ * table at 1). Raises on a bad one. */
+static const char *read_url(lua_State *L, safe_url *su)
+{
     lua_getfield(L, 1, "url");
     if (lua_type(L, -1) != LUA_TSTRING) {
-        return wr_lua_caller_error(L, E_URL, luaL_typename(L, -1));
+        wr_lua_caller_error(L, E_URL, luaL_typename(L, -1));
     }
     const char *url = lua_tostring(L, -1);
+    lua_pop(L, 1);
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
-        return wr_lua_caller_error(L, E_URL_SCHEME, safe(&su, url));
+        wr_lua_caller_error(L, E_URL_SCHEME, safe(su, url));
     }
     if (!valid_url_chars(url)) {
-        return wr_lua_caller_error(L, E_URL_CHARS, safe(&su, url));
+        wr_lua_caller_error(L, E_URL_CHARS, safe(su, url));
     }
+    return url;
+}
+
+static const char *read_method(lua_State *L)
+{
     lua_getfield(L, 1, "method");
     const char *method = "GET";
     if (lua_type(L, -1) == LUA_TSTRING) {
@@ -376,16 +376,31 @@ static int http_request(lua_State *L)
             ok &= (*c >= 'A' && *c <= 'Z') || *c == '-';
         }
         if (!ok) {
-            return wr_lua_caller_error(L, E_METHOD_TOKEN, method);
+            wr_lua_caller_error(L, E_METHOD_TOKEN, method);
         }
     } else if (!lua_isnil(L, -1)) {
-        return wr_lua_caller_error(L, E_METHOD, luaL_typename(L, -1));
+        wr_lua_caller_error(L, E_METHOD, luaL_typename(L, -1));
     }
+    lua_pop(L, 1);
+    return method;
+}
+
+/* raise = true (the default) or false. */
+static int read_raise(lua_State *L)
+{
     lua_getfield(L, 1, "raise");
     if (!lua_isnil(L, -1) && !lua_isboolean(L, -1)) {
-        return wr_lua_caller_error(L, E_RAISE, luaL_typename(L, -1));
+        wr_lua_caller_error(L, E_RAISE, luaL_typename(L, -1));
     }
     int raise = lua_isnil(L, -1) ? 1 : lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return raise;
+}
+
+/* The request's timeout: the option (or the default), cut to the time the
+ * handler has left. Raises when none is left. */
+static int64_t read_timeout_left(lua_State *L, const char *method, const char *url, safe_url *su)
+{
     int64_t timeout = read_timeout(L);
     if (timeout < 0) {
         timeout = DEFAULT_TIMEOUT_MS;
@@ -395,101 +410,176 @@ static int http_request(lua_State *L)
         timeout = (int64_t)left;
     }
     if (timeout < 1) {
-        return wr_lua_caller_error(L, "http %s %s: no time left before the handler's deadline",
-                                   method, safe(&su, url));
+        wr_lua_caller_error(L, "http %s %s: no time left before the handler's deadline", method,
+                            safe(su, url));
     }
+    return timeout;
+}
 
-    /* the body: a string, or a table sent as JSON -- stack: opts url method raise [body] */
-    const char *body = NULL;
-    size_t body_len = 0;
-    int json_body = 0;
+/* Push the body (a string, a table encoded as JSON, or nil) and return it
+ * in BODY/LEN (NULL: none); *JSON says it was a table. The pushed value keeps
+ * it alive. */
+static void push_body(lua_State *L, const char **body, size_t *len, int *json)
+{
+    *body = NULL;
+    *len = 0;
+    *json = 0;
     lua_getfield(L, 1, "body");
     if (lua_istable(L, -1)) {
         wr_lua_push_encode(L);
         lua_pushvalue(L, -2);
         if (lua_pcall(L, 1, 1, 0) != 0) {
-            return wr_lua_caller_error(L, E_BODY_JSON, lua_tostring(L, -1));
+            wr_lua_caller_error(L, E_BODY_JSON, lua_tostring(L, -1));
         }
-        json_body = 1;
+        lua_remove(L, -2);
+        *json = 1;
     } else if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING) {
-        return wr_lua_caller_error(L, E_BODY, luaL_typename(L, -1));
+        wr_lua_caller_error(L, E_BODY, luaL_typename(L, -1));
     }
     if (lua_type(L, -1) == LUA_TSTRING) {
-        body = lua_tolstring(L, -1, &body_len);
+        *body = lua_tolstring(L, -1, len);
     }
+}
 
-    /* the header lines, kept alive in a table -- stack: ... body lines */
-    lua_newtable(L);
-    int lines = lua_gettop(L);
+/* Add the handler's headers (option `headers`) to the lines table at LINES,
+ * checked. Returns the count; *HAS_CT / *HAS_TP say whether Content-Type and
+ * traceparent were among them. */
+static int add_handler_headers(lua_State *L, int lines, int *has_ct, int *has_tp)
+{
     int count = 0;
-    int has_ct = 0, has_tp = 0;
     lua_getfield(L, 1, "headers");
     if (lua_istable(L, -1)) {
         lua_pushnil(L);
         while (lua_next(L, -2) != 0) {
             if (lua_type(L, -2) != LUA_TSTRING) {
-                return wr_lua_caller_error(L, E_HEADER_NAME, luaL_typename(L, -2));
+                wr_lua_caller_error(L, E_HEADER_NAME, luaL_typename(L, -2));
             }
             size_t kn, vn;
             const char *k = lua_tolstring(L, -2, &kn);
             if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {
-                return wr_lua_caller_error(L, E_HEADER_VALUE, k, luaL_typename(L, -1));
+                wr_lua_caller_error(L, E_HEADER_VALUE, k, luaL_typename(L, -1));
             }
             lua_pushvalue(L, -1);
             const char *v = lua_tolstring(L, -1, &vn);
             if (strpbrk(k, "\r\n:") != NULL || strpbrk(v, "\r\n") != NULL) {
-                return wr_lua_caller_error(L, E_HEADER_CHARS, k);
+                wr_lua_caller_error(L, E_HEADER_CHARS, k);
             }
             if (kn + 2 + vn > WR_HTTP_MAX_HEADER_LINE) {
-                return wr_lua_caller_error(L, E_HEADER_SIZE, k, WR_HTTP_MAX_HEADER_LINE);
+                wr_lua_caller_error(L, E_HEADER_SIZE, k, WR_HTTP_MAX_HEADER_LINE);
             }
             lua_pushfstring(L, "%s: %s", k, v);
             lua_rawseti(L, lines, ++count);
-            has_ct |= strcasecmp(k, "content-type") == 0;
-            has_tp |= strcasecmp(k, "traceparent") == 0;
+            *has_ct |= strcasecmp(k, "content-type") == 0;
+            *has_tp |= strcasecmp(k, "traceparent") == 0;
             lua_pop(L, 2);
         }
     } else if (!lua_isnil(L, -1)) {
-        return wr_lua_caller_error(L, E_HEADERS, luaL_typename(L, -1));
+        wr_lua_caller_error(L, E_HEADERS, luaL_typename(L, -1));
     }
     lua_pop(L, 1);
+    return count;
+}
+
+/* Add the message's trace context to the lines table at LINES (same trace,
+ * a new span), after COUNT lines. Returns the new count. */
+static int add_trace_headers(lua_State *L, int lines, int count)
+{
+    const char *trace = wr_lua_trace_id(L);
+    if (trace == NULL) {
+        return count;
+    }
+    http_state *h = state_of(L);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    unsigned long long span = ((unsigned long long)ts.tv_nsec << 20) ^
+                              (unsigned long long)ts.tv_sec ^ ((unsigned long long)++h->seq << 40);
+    char line[128];
+    snprintf(line, sizeof(line), "traceparent: 00-%s-%016llx-01", trace, span | 1);
+    lua_pushstring(L, line);
+    lua_rawseti(L, lines, ++count);
+    const char *state = wr_lua_tracestate(L);
+    if (state != NULL && state[0] != '\0' && strpbrk(state, "\r\n") == NULL) {
+        char sl[600];
+        snprintf(sl, sizeof(sl), "tracestate: %.512s", state); /* W3C: 512 at most */
+        lua_pushstring(L, sl);
+        lua_rawseti(L, lines, ++count);
+    }
+    return count;
+}
+
+/* Push the request's header lines as a table, and return them as an array
+ * of C strings (a userdata pushed after it; both stay on the stack) with
+ * their count in *COUNT. */
+static const char **push_headers_of(lua_State *L, int json_body, int *count)
+{
+    lua_newtable(L);
+    int lines = lua_gettop(L);
+    int has_ct = 0, has_tp = 0;
+    int n = add_handler_headers(L, lines, &has_ct, &has_tp);
     if (json_body && !has_ct) {
         lua_pushliteral(L, "Content-Type: application/json");
-        lua_rawseti(L, lines, ++count);
+        lua_rawseti(L, lines, ++n);
     }
-    const char *trace = wr_lua_trace_id(L);
-    if (trace != NULL && !has_tp) {
-        http_state *h = state_of(L);
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        unsigned long long span = ((unsigned long long)ts.tv_nsec << 20) ^
-                                  (unsigned long long)ts.tv_sec ^ ((unsigned long long)++h->seq << 40);
-        char line[128];
-        snprintf(line, sizeof(line), "traceparent: 00-%s-%016llx-01", trace, span | 1);
-        lua_pushstring(L, line);
-        lua_rawseti(L, lines, ++count);
-        const char *state = wr_lua_tracestate(L);
-        if (state != NULL && state[0] != '\0' && strpbrk(state, "\r\n") == NULL) {
-            char sl[600];
-            snprintf(sl, sizeof(sl), "tracestate: %.512s", state); /* W3C: 512 at most */
-            lua_pushstring(L, sl);
-            lua_rawseti(L, lines, ++count);
-        }
+    if (!has_tp) {
+        n = add_trace_headers(L, lines, n);
     }
-    const char **hv = lua_newuserdata(L, sizeof(*hv) * (size_t)(count ? count : 1));
-    for (int i = 0; i < count; i++) {
+    const char **hv = lua_newuserdata(L, sizeof(*hv) * (size_t)(n ? n : 1));
+    for (int i = 0; i < n; i++) {
         lua_rawgeti(L, lines, i + 1);
         hv[i] = lua_tostring(L, -1); /* the string stays in the lines table */
         lua_pop(L, 1);
     }
+    *count = n;
+    return hv;
+}
 
-    wr_http_req req = {.method = method,
-                       .url = url,
-                       .headers = hv,
-                       .header_count = count,
-                       .body = body,
-                       .body_len = body_len,
-                       .timeout_ms = timeout};
+/* Push res = {status, headers, body, json} for RESP. */
+static void push_response(lua_State *L, const wr_http_resp *resp)
+{
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, (lua_Integer)resp->status);
+    lua_setfield(L, -2, "status");
+    push_headers(L, resp->head, resp->head_len);
+    lua_getfield(L, -1, "content-type");
+    int json = is_json_type(lua_tostring(L, -1));
+    lua_pop(L, 1);
+    lua_setfield(L, -2, "headers");
+    lua_pushlstring(L, resp->body ? resp->body : "", resp->body_len);
+    lua_setfield(L, -2, "body");
+    if (json && resp->body_len > 0) {
+        wr_lua_push_safe_decode(L);
+        lua_pushlstring(L, resp->body, resp->body_len);
+        lua_call(L, 1, 1); /* cjson.safe: nil on bad JSON, never raises */
+        lua_setfield(L, -2, "json");
+    }
+}
+
+/*
+ * ctx.http.request{method, url, headers, body, timeout, raise}
+ * Returns res ({status, headers, body, json}) or nil, err (raise = false).
+ * A transport error or a 5xx raises (unless raise = false) and counts as a
+ * dependency's failure (the breaker's).
+ */
+static int http_request(lua_State *L)
+{
+    wr_lua_check_handling(L, "http.request");
+    if (lua_gettop(L) != 1 || !lua_istable(L, 1)) {
+        return wr_lua_caller_error(L, E_ARGS,
+                                   lua_gettop(L) == 1   ? luaL_typename(L, 1)
+                                   : lua_gettop(L) == 0 ? "no value"
+                                                        : "more than one argument");
+    }
+    check_options(L);
+    safe_url su;
+    const char *url = read_url(L, &su);
+    const char *method = read_method(L);
+    int raise = read_raise(L);
+    wr_http_req req = {.method = method, .url = url};
+    req.timeout_ms = read_timeout_left(L, method, url, &su);
+    int json_body;
+    push_body(L, &req.body, &req.body_len, &json_body);
+    req.headers = push_headers_of(L, json_body, &req.header_count);
+
     wr_http_resp resp;
     memset(&resp, 0, sizeof(resp));
     void *ud = NULL;
@@ -518,23 +608,7 @@ static int http_request(lua_State *L)
         }
         return wr_lua_caller_error(L, "http %s %s: %ld", method, safe(&su, url), resp.status);
     }
-    /* -- ... res */
-    lua_createtable(L, 0, 4);
-    lua_pushinteger(L, (lua_Integer)resp.status);
-    lua_setfield(L, -2, "status");
-    push_headers(L, resp.head, resp.head_len);
-    lua_getfield(L, -1, "content-type");
-    int json = is_json_type(lua_tostring(L, -1));
-    lua_pop(L, 1);
-    lua_setfield(L, -2, "headers");
-    lua_pushlstring(L, resp.body ? resp.body : "", resp.body_len);
-    lua_setfield(L, -2, "body");
-    if (json && resp.body_len > 0) {
-        wr_lua_push_safe_decode(L);
-        lua_pushlstring(L, resp.body, resp.body_len);
-        lua_call(L, 1, 1); /* cjson.safe: nil on bad JSON, never raises */
-        lua_setfield(L, -2, "json");
-    }
+    push_response(L, &resp);
     return 1;
 }
 

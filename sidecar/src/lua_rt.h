@@ -27,7 +27,7 @@
  *
  * Timeouts: the state runs with LuaJIT's JIT compiler off, so an instruction
  * count hook fires everywhere, including in `while true do end`, and stops a
- * handler that runs past its deadline (PLATFORM.md: with the JIT on, hooks
+ * handler that runs past its deadline (docs/architecture.md, "LuaJIT": with the JIT on, hooks
  * never fire in compiled loops). The hook also runs at every function call,
  * where it reads the coarse clock, so a loop of slow C calls stops in time.
  * The C functions that could run long without calling anything are replaced

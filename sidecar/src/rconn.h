@@ -2,7 +2,7 @@
  * rconn: one Redis connection, as every part of warren uses it: the workers'
  * idempotency records (idem.c), the readiness probe, `warren dlq` and
  * `warren trace`. One place for what hiredis 0.14 leaves to its caller
- * (PLATFORM.md): the connect timeout and the command timeout (without which a
+ * (docs/architecture.md, "hiredis"): the connect timeout and the command timeout (without which a
  * silent server blocks a command forever, and which a reconnect forgets),
  * TCP keep-alive, AUTH and SELECT from the URL, and the server-side scripts,
  * loaded on every connect.

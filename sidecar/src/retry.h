@@ -1,7 +1,7 @@
 /*
  * retry: the retry schedule of a subscription, as pure functions.
  *
- * Retries travel through delay queues (DESIGN.md): one queue per distinct
+ * Retries travel through delay queues (docs/architecture.md, "RabbitMQ"): one queue per distinct
  * delay ("tier"), with a queue-level TTL that dead-letters back to the failing
  * queue only. Because a queue-level TTL expires only the queue's head, every
  * message in a tier must wait the same time; so the schedule is quantised to

@@ -53,7 +53,7 @@ struct wr_storebuf {
     /* numbers computed by a read (base + delta): valid until the next read */
     wr_sb_guard *g; /* reads to check at commit */
     int ng, capg;
-    int peeking;    /* inside wr_storebuf_peek: keep no guards */
+    int peeking; /* inside wr_storebuf_peek: keep no guards */
     char strnum[24];
     char (*nums)[24]; /* one slot per field of the key read */
     size_t nums_cap;
@@ -692,182 +692,241 @@ oom:
     FAIL("out of memory");
 }
 
+/* One read through the buffer: what it asks and where its answer goes. */
+typedef struct {
+    wr_storebuf *b;
+    const char *cmd;
+    wr_sbstr key, arg;
+    wr_sb_fetch fetch;
+    void *ud;
+    wr_sb_result *out;
+} sb_read;
+
+/* Ask Redis (through the fetch callback) for R's command as it stands there. */
+static int read_base(const sb_read *r, const char *cmd, wr_sb_base *base, char *err, size_t errcap)
+{
+    return fetch_base(r->b, r->fetch, r->ud, cmd, r->key, r->arg, base, err, errcap);
+}
+
+/* OUT's items: a copy of BASE's (the base's memory belongs to the fetch). */
+static int copy_items(wr_sb_result *out, const wr_sb_base *base, char *err, size_t errcap)
+{
+    if (base->count == 0) {
+        return 0;
+    }
+    out->items = malloc(base->count * sizeof(*out->items));
+    if (out->items == NULL) {
+        FAIL("out of memory");
+    }
+    memcpy(out->items, base->items, base->count * sizeof(*out->items));
+    out->count = base->count;
+    return 0;
+}
+
+/* Nothing buffered for the key: Redis answers. */
+static int read_unbuffered(const sb_read *r, char *err, size_t errcap)
+{
+    wr_sb_base base;
+    if (read_base(r, r->cmd, &base, err, errcap) != 0) {
+        return -1;
+    }
+    r->out->present = base.present;
+    r->out->str = base.str;
+    r->out->num = base.num;
+    return copy_items(r->out, &base, err, errcap);
+}
+
+/* GET: the buffered value, or Redis's plus the buffered increments. */
+static int read_get(const sb_read *r, skey *k, char *err, size_t errcap)
+{
+    if (wrongtype(k, K_STR, err, errcap) != 0) {
+        return -1;
+    }
+    if (k->state == S_ABSENT) {
+        return 0;
+    }
+    wr_sb_result *out = r->out;
+    if (k->state == S_KNOWN) {
+        out->present = 1;
+        out->str = view(&k->str);
+        return 0;
+    }
+    wr_sb_base base;
+    if (read_base(r, "GET", &base, err, errcap) != 0) {
+        return -1;
+    }
+    if (!k->has_delta) {
+        out->present = base.present;
+        out->str = base.str;
+        return 0;
+    }
+    out->present = 1;
+    return base_plus(base.str, base.present, k->delta, r->b->strnum, sizeof(r->b->strnum),
+                     &out->str, err, errcap);
+}
+
+/* HGET, SISMEMBER: the buffered field, or Redis's plus its increments. */
+static int read_field(const sb_read *r, skey *k, char *err, size_t errcap)
+{
+    int hash = r->cmd[0] == 'H';
+    if (wrongtype(k, hash ? K_HASH : K_SET, err, errcap) != 0) {
+        return -1;
+    }
+    if (k->state == S_ABSENT) {
+        return 0;
+    }
+    wr_sb_result *out = r->out;
+    fent *f = find_field(k, r->arg);
+    if (f != NULL && f->st != F_DELTA) {
+        out->present = f->st == F_SET;
+        out->num = out->present;
+        if (hash && out->present) {
+            out->str = view(&f->val);
+        }
+        return 0;
+    }
+    if (f == NULL && k->state == S_KNOWN) {
+        return 0;
+    }
+    wr_sb_base base;
+    if (read_base(r, r->cmd, &base, err, errcap) != 0) {
+        return -1;
+    }
+    if (f == NULL) {
+        out->present = base.present;
+        out->str = base.str;
+        out->num = base.num;
+        return 0;
+    }
+    out->present = 1;
+    return base_plus(base.str, base.present, f->delta, r->b->strnum, sizeof(r->b->strnum),
+                     &out->str, err, errcap);
+}
+
+/* HGETALL, SMEMBERS: Redis's members merged with the buffered ones. */
+static int read_all(const sb_read *r, skey *k, char *err, size_t errcap)
+{
+    wr_storebuf *b = r->b;
+    if (wrongtype(k, r->cmd[0] == 'H' ? K_HASH : K_SET, err, errcap) != 0) {
+        return -1;
+    }
+    if (k->state == S_ABSENT) {
+        return 0;
+    }
+    if (k->kind == K_NONE) {
+        /* only an expire buffered: the base as it is */
+        wr_sb_base base;
+        if (read_base(r, r->cmd, &base, err, errcap) != 0) {
+            return -1;
+        }
+        return copy_items(r->out, &base, err, errcap);
+    }
+    /* computed values go into per-field slots kept by the buffer */
+    if (b->nums_cap < k->nf + 1) {
+        char(*n)[24] = realloc(b->nums, (k->nf + 1) * sizeof(*n));
+        if (n == NULL) {
+            FAIL("out of memory");
+        }
+        b->nums = n;
+        b->nums_cap = k->nf + 1;
+    }
+    return merged(b, k, r->fetch, r->ud, r->out, b->nums, err, errcap);
+}
+
+/* EXISTS: whether the key has anything once the buffer is applied. */
+static int read_exists(const sb_read *r, skey *k, char *err, size_t errcap)
+{
+    wr_sb_result *out = r->out;
+    if (k->state == S_ABSENT) {
+        return 0;
+    }
+    if (k->kind == K_STR && (k->state == S_KNOWN || k->has_delta)) {
+        out->num = 1;
+        return 0;
+    }
+    if (k->kind == K_HASH || k->kind == K_SET) {
+        for (size_t i = 0; i < k->nf; i++) {
+            if (k->f[i].st != F_DEL) {
+                out->num = 1;
+                return 0;
+            }
+        }
+        if (k->state == S_KNOWN) {
+            return 0;
+        }
+        wr_sb_result m;
+        if (wr_storebuf_read(r->b, k->kind == K_HASH ? "HGETALL" : "SMEMBERS", r->key, r->arg,
+                             r->fetch, r->ud, &m, err, errcap) != 0) {
+            return -1;
+        }
+        out->num = m.count > 0;
+        wr_sb_result_free(&m);
+        return 0;
+    }
+    wr_sb_base base;
+    if (read_base(r, "EXISTS", &base, err, errcap) != 0) {
+        return -1;
+    }
+    out->num = base.num;
+    return 0;
+}
+
+/* PTTL: -2 when the key does not exist once the buffer is applied, the
+ * buffered expiry, or Redis's. */
+static int read_pttl(const sb_read *r, skey *k, char *err, size_t errcap)
+{
+    wr_sb_result ex;
+    if (wr_storebuf_read(r->b, "EXISTS", r->key, r->arg, r->fetch, r->ud, &ex, err, errcap) != 0) {
+        return -1;
+    }
+    int64_t exists = ex.num;
+    wr_sb_result_free(&ex); /* a number: nothing to free today, but it is a result */
+    if (!exists) {
+        r->out->num = -2;
+        return 0;
+    }
+    if (k->ttl_known) {
+        r->out->num = k->ttl_ms;
+        return 0;
+    }
+    wr_sb_base base;
+    if (read_base(r, "PTTL", &base, err, errcap) != 0) {
+        return -1;
+    }
+    /* created by this message's increments: no expiry */
+    r->out->num = base.num == -2 ? -1 : base.num;
+    return 0;
+}
+
 int wr_storebuf_read(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_fetch fetch,
                      void *ud, wr_sb_result *out, char *err, size_t errcap)
 {
     memset(out, 0, sizeof(*out));
+    sb_read r = {.b = b, .cmd = cmd, .key = key, .arg = arg, .fetch = fetch, .ud = ud, .out = out};
     skey *k = find_key(b, key, NULL);
-    wr_sb_base base;
     if (k == NULL) {
-        /* nothing buffered: Redis answers */
-        if (fetch_base(b, fetch, ud, cmd, key, arg, &base, err, errcap) != 0) {
-            return -1;
-        }
-        out->present = base.present;
-        out->str = base.str;
-        out->num = base.num;
-        if (base.count > 0) {
-            out->items = malloc(base.count * sizeof(*out->items));
-            if (out->items == NULL) {
-                FAIL("out of memory");
-            }
-            memcpy(out->items, base.items, base.count * sizeof(*out->items));
-            out->count = base.count;
-        }
-        return 0;
+        return read_unbuffered(&r, err, errcap);
     }
-    char *strnum = b->strnum;
     if (strcmp(cmd, "GET") == 0) {
-        if (wrongtype(k, K_STR, err, errcap) != 0) {
-            return -1;
-        }
-        if (k->state == S_ABSENT) {
-            return 0;
-        }
-        if (k->state == S_KNOWN) {
-            out->present = 1;
-            out->str = view(&k->str);
-            return 0;
-        }
-        if (fetch_base(b, fetch, ud, "GET", key, arg, &base, err, errcap) != 0) {
-            return -1;
-        }
-        if (!k->has_delta) {
-            out->present = base.present;
-            out->str = base.str;
-            return 0;
-        }
-        out->present = 1;
-        return base_plus(base.str, base.present, k->delta, strnum, sizeof(b->strnum), &out->str,
-                         err, errcap);
+        return read_get(&r, k, err, errcap);
     }
     if (strcmp(cmd, "HGET") == 0 || strcmp(cmd, "SISMEMBER") == 0) {
-        int hash = cmd[0] == 'H';
-        if (wrongtype(k, hash ? K_HASH : K_SET, err, errcap) != 0) {
-            return -1;
-        }
-        if (k->state == S_ABSENT) {
-            return 0;
-        }
-        fent *f = find_field(k, arg);
-        if (f != NULL && f->st != F_DELTA) {
-            out->present = f->st == F_SET;
-            out->num = out->present;
-            if (hash && out->present) {
-                out->str = view(&f->val);
-            }
-            return 0;
-        }
-        if (f == NULL && k->state == S_KNOWN) {
-            return 0;
-        }
-        if (fetch_base(b, fetch, ud, cmd, key, arg, &base, err, errcap) != 0) {
-            return -1;
-        }
-        if (f == NULL) {
-            out->present = base.present;
-            out->str = base.str;
-            out->num = base.num;
-            return 0;
-        }
-        out->present = 1;
-        return base_plus(base.str, base.present, f->delta, strnum, sizeof(b->strnum), &out->str,
-                         err, errcap);
+        return read_field(&r, k, err, errcap);
     }
     if (strcmp(cmd, "HGETALL") == 0 || strcmp(cmd, "SMEMBERS") == 0) {
-        int want = cmd[0] == 'H' ? K_HASH : K_SET;
-        if (wrongtype(k, want, err, errcap) != 0) {
-            return -1;
-        }
-        if (k->state == S_ABSENT) {
-            return 0;
-        }
-        if (k->kind == K_NONE) {
-            /* only an expire buffered: the base as it is */
-            if (fetch_base(b, fetch, ud, cmd, key, arg, &base, err, errcap) != 0) {
-                return -1;
-            }
-            if (base.count > 0) {
-                out->items = malloc(base.count * sizeof(*out->items));
-                if (out->items == NULL) {
-                    FAIL("out of memory");
-                }
-                memcpy(out->items, base.items, base.count * sizeof(*out->items));
-                out->count = base.count;
-            }
-            return 0;
-        }
-        /* computed values go into per-field slots kept by the buffer */
-        if (b->nums_cap < k->nf + 1) {
-            char(*n)[24] = realloc(b->nums, (k->nf + 1) * sizeof(*n));
-            if (n == NULL) {
-                FAIL("out of memory");
-            }
-            b->nums = n;
-            b->nums_cap = k->nf + 1;
-        }
-        return merged(b, k, fetch, ud, out, b->nums, err, errcap);
+        return read_all(&r, k, err, errcap);
     }
     if (strcmp(cmd, "EXISTS") == 0) {
-        if (k->state == S_ABSENT) {
-            return 0;
-        }
-        if (k->kind == K_STR && (k->state == S_KNOWN || k->has_delta)) {
-            out->num = 1;
-            return 0;
-        }
-        if (k->kind == K_HASH || k->kind == K_SET) {
-            for (size_t i = 0; i < k->nf; i++) {
-                if (k->f[i].st != F_DEL) {
-                    out->num = 1;
-                    return 0;
-                }
-            }
-            if (k->state == S_KNOWN) {
-                return 0;
-            }
-            wr_sb_result m;
-            if (wr_storebuf_read(b, k->kind == K_HASH ? "HGETALL" : "SMEMBERS", key, arg, fetch, ud,
-                                 &m, err, errcap) != 0) {
-                return -1;
-            }
-            out->num = m.count > 0;
-            wr_sb_result_free(&m);
-            return 0;
-        }
-        if (fetch_base(b, fetch, ud, "EXISTS", key, arg, &base, err, errcap) != 0) {
-            return -1;
-        }
-        out->num = base.num;
-        return 0;
+        return read_exists(&r, k, err, errcap);
     }
     if (strcmp(cmd, "PTTL") == 0) {
-        wr_sb_result ex;
-        if (wr_storebuf_read(b, "EXISTS", key, arg, fetch, ud, &ex, err, errcap) != 0) {
-            return -1;
-        }
-        int64_t exists = ex.num;
-        wr_sb_result_free(&ex); /* a number: nothing to free today, but it is a result */
-        if (!exists) {
-            out->num = -2;
-            return 0;
-        }
-        if (k->ttl_known) {
-            out->num = k->ttl_ms;
-            return 0;
-        }
-        if (fetch_base(b, fetch, ud, "PTTL", key, arg, &base, err, errcap) != 0) {
-            return -1;
-        }
-        /* created by this message's increments: no expiry */
-        out->num = base.num == -2 ? -1 : base.num;
-        return 0;
+        return read_pttl(&r, k, err, errcap);
     }
     FAIL("unknown read command %s", cmd);
 }
 
-int wr_storebuf_peek(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg,
-                     wr_sb_fetch fetch, void *ud, wr_sb_result *out, char *err, size_t errcap)
+int wr_storebuf_peek(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_fetch fetch,
+                     void *ud, wr_sb_result *out, char *err, size_t errcap)
 {
     int saved = b->peeking;
     b->peeking = 1;

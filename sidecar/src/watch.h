@@ -4,7 +4,7 @@
  *
  * A ConfigMap volume holds `handler.lua -> ..data/handler.lua`, and an update
  * swaps `..data` atomically: no event ever names handler.lua, and a watch on
- * the file itself dies after the first update (PLATFORM.md). Editors save by
+ * the file itself dies after the first update (docs/architecture.md). Editors save by
  * writing a temporary file and renaming it over the original. So this module
  * watches the *directories* of the files, treats any event as "something may
  * have changed", waits for the events to settle (debounce), then stat()s each

@@ -5,7 +5,7 @@
  * its Lua state (lua_rt.h), its publish pool. Nothing is shared with other
  * workers except the run flags below and the read-only config.
  *
- * The loop (DESIGN.md, "Flow of one message"; worker.c has the detail):
+ * The loop (docs/architecture.md, "Flow of one message"; worker.c has the detail):
  *
  *   take the deliveries already buffered (up to batch_size)
  *   for each: decode the envelope; claim its idempotency record; run the handler

@@ -3,7 +3,7 @@
 -- warren runs every handler with the JIT off so that its timeout (a count
 -- hook) fires in every loop: with the JIT on, hooks never fire inside
 -- compiled loops and `while true do end` could not be stopped
--- (/work/shared/PLATFORM.md, LuaJIT#723). This compares, in one go on this
+-- (docs/architecture.md, "LuaJIT"; LuaJIT#723). This compares, in one go on this
 -- machine, a typical handler (decode a JSON order, walk its items, encode an
 -- event) and a loop-heavy pure-Lua function, with the JIT off and on.
 --

@@ -9,7 +9,7 @@ author meets warren and must be decided alike: the busted kit
 RabbitMQ and Redis, with a payment service on loopback answering as the
 events' fakes say. The sidecar's decision is read from what it did (its
 outcome line, the DLQ copy's reason, the delay queue that holds the message),
-not from exec's or the kit's report. The README's `.busted` for a kit
+not from exec's or the kit's report. testing-handlers.md's `.busted` for a kit
 installed under another prefix is run too: with it, and no LUA_PATH, busted
 finds the kit and the guide's specs pass.
 
@@ -106,9 +106,9 @@ for args, body in runs:
         check_eq(p.returncode, want_exit, "`%s` exits %d" % (cmd, want_exit))
         check_eq(got, want, "`%s` prints what the guide shows" % cmd)
 
-# The README's own `warren exec` example: a published id is <key>:<subscription>:<n>,
-# with the key and the subscription the example shows.
-with open(os.path.join(SOURCE_DIR, "README.md")) as fh:
+# docs/testing-handlers.md's own `warren exec` example: a published id is
+# <key>:<subscription>:<n>, with the key and the subscription the example shows.
+with open(os.path.join(SOURCE_DIR, "docs", "testing-handlers.md")) as fh:
     readme = fh.read()
 example = readme[readme.index("$ build/warren exec -c warren.yaml --subscription refunds"):]
 example = example[:example.index("```")]
@@ -116,13 +116,13 @@ sub = re.search(r"^subscription  (\S+)", example, re.M)
 key = re.search(r"^key           (\S+)", example, re.M)
 ids = re.findall(r"^  (\S+) -> ", example, re.M)
 check(sub and key and ids == ["%s:%s:1" % (key[1], sub[1])],
-      "the README's exec example shows ids as <key>:<subscription>:<n>: %r" % ids)
+      "testing-handlers.md's exec example shows ids as <key>:<subscription>:<n>: %r" % ids)
 
-# The README's `.busted` for a kit installed under another prefix (/opt/warren
+# testing-handlers.md's `.busted` for a kit installed under another prefix (/opt/warren
 # there, the scratch prefix here): the guide's specs pass with it alone, no
 # LUA_PATH; with the guide's own .busted (no lpath) the kit is not found.
 busted_config = re.search(r"<!-- busted-config -->\n```lua\n(.*?)```", readme, re.S)
-check(busted_config, "the README shows a .busted for a kit under another prefix")
+check(busted_config, "testing-handlers.md shows a .busted for a kit under another prefix")
 busted_want = [body for args, body in runs if body.startswith("$ busted\n")]
 check_eq(len(busted_want), 1, "the guide runs busted once")
 if busted_config and busted_want:
@@ -140,7 +140,7 @@ if busted_config and busted_want:
                        text=True, timeout=120)
     check_eq((p.returncode, normalise(p.stdout + p.stderr).rstrip("\n").split("\n")[-1]),
              (0, normalise(busted_want[0]).rstrip("\n").split("\n")[-1]),
-             "the README's .busted finds the kit: the guide's specs pass (%s)"
+             "testing-handlers.md's .busted finds the kit: the guide's specs pass (%s)"
              % (p.stdout + p.stderr)[-300:])
     shutil.rmtree(elsewhere, ignore_errors=True)
 

@@ -89,7 +89,8 @@ for f in ["bin/warren", "share/man/man1/warren.1.gz", "share/lua/5.1/warren/test
           "share/doc/warren/examples/config/contracts.yaml",
           "share/doc/warren/examples/config/upcasters/order_created_v1.lua",
           "share/doc/warren/README.md",
-          "share/doc/warren/operations.md"] + \
+          "share/doc/warren/operations.md", "share/doc/warren/handlers.md",
+          "share/doc/warren/configuration.md", "share/doc/warren/architecture.md"] + \
         ["share/doc/warren/examples/handlers/" + h for h in handlers]:
     check(f in files, "installed %s" % f)
 installed = os.path.join(prefix, "bin", "warren")

@@ -6,7 +6,7 @@
  * a keyword that stops compiling cannot hide as a skip; a listed skip that
  * compiles again fails too. Each case is validated twice, stopping at the
  * first violation and collecting them all, and both must agree with the
- * suite. Prints the pass count (README quotes it).
+ * suite. Prints the pass count (docs/contracts.md quotes it).
  *
  * The suite's directory is WR_SCHEMA_SUITE, else
  * /usr/share/json-schema-test-suite/tests/draft7; missing, the test fails.
