@@ -505,11 +505,12 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
         family(fp, "warren_contract_events_total", "counter",
                "Events checked against their contract (contracts.h), by type, version and "
                "result: valid, upcast, schema-invalid, version-unknown, no-contract, "
-               "unknown-type.");
+               "unknown-type, upcast-failed (of those counted as upcast).");
         for (int s = 0; s < nsub; s++) {
-            const wr_live *l = wr_reloader_live(m->rel, s);
-            if (l->contracts != NULL) {
-                wr_contracts_render(l->contracts, cfg->subs[s].name, fp);
+            wr_contracts *c = wr_live_contracts(wr_reloader_live(m->rel, s));
+            if (c != NULL) {
+                wr_contracts_render(c, cfg->subs[s].name, fp);
+                wr_contracts_free(c);
             }
         }
     }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "contracts.h"
 #include "dlqtool.h"
 #include "log.h"
 #include "outcome.h"
@@ -286,6 +287,15 @@ json_t *wr_status_json(wr_metrics *m)
             json_object_set_new(hd, "differs", json_true());
         }
         json_object_set_new(s, "handler", hd);
+        wr_contracts *ct = rel != NULL ? wr_live_contracts(wr_reloader_live(rel, i)) : NULL;
+        if (ct != NULL) {
+            json_t *cj = json_object();
+            json_object_set_new(cj, "path", json_string(wr_contracts_path(ct)));
+            json_object_set_new(cj, "version", json_string(wr_contracts_digest(ct)));
+            json_object_set_new(cj, "event_types", json_integer(wr_contracts_count(ct)));
+            json_object_set_new(s, "contracts", cj);
+            wr_contracts_free(ct);
+        }
         json_array_append_new(subs, s);
     }
     json_object_set_new(o, "subscriptions", subs);
@@ -429,6 +439,12 @@ void wr_status_render(FILE *fp, const json_t *st)
                     str(h, "on_disk"));
         }
         fputc('\n', fp);
+        const json_t *ct = json_object_get(s, "contracts");
+        if (ct != NULL) {
+            fprintf(fp, "  contracts %s version %s (%" JSON_INTEGER_FORMAT " event types)\n",
+                    str(ct, "path"), str(ct, "version"),
+                    json_integer_value(json_object_get(ct, "event_types")));
+        }
         json_array_foreach(json_object_get(s, "last_failures"), k, v)
         {
             fprintf(fp, "  %s %s %s: %s%s\n", k == 0 ? "last failures:" : "              ",
