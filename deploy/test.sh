@@ -7,7 +7,7 @@
 #      (warren with ThreadSanitizer) for the thread tests
 #   3. C unit tests (ctest -L unit, under the sanitizers)
 #   4. fuzzing (ctest -L fuzz in build-fuzz/, built with clang-14): each
-#      libFuzzer target of tests/fuzz/ runs WR_FUZZ_SECONDS (default 30) from
+#      libFuzzer target of tests/fuzz/ runs WR_FUZZ_SECONDS (default 20) from
 #      its seed corpus under ASan + UBSan, two at a time; a crash, sanitizer
 #      report or slow input is a failed test (input in build-fuzz/fuzz-artifacts/)
 #   5. busted specs of the handlers and the Lua test kit (LuaJIT), including
@@ -88,7 +88,7 @@ build build-test -DWARREN_TESTS=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DWR_TSAN_BUILD_DIR="$ROOT/build-tsan" || exit 1
 echo "test: building (libFuzzer targets, clang-14) in build-fuzz/"
 CC=clang-14 cmake -S "$ROOT" -B build-fuzz -DWARREN_WERROR=ON -DWARREN_FUZZ=ON -DWARREN_TESTS=OFF \
-    -DCMAKE_BUILD_TYPE=Debug -DWR_FUZZ_SECONDS="${WR_FUZZ_SECONDS:-30}" >build-fuzz/configure.log 2>&1 ||
+    -DCMAKE_BUILD_TYPE=Debug -DWR_FUZZ_SECONDS="${WR_FUZZ_SECONDS:-20}" >build-fuzz/configure.log 2>&1 ||
     { cat build-fuzz/configure.log; exit 1; }
 cmake --build build-fuzz -j"$JOBS" --target fuzz >build-fuzz/build.log 2>&1 ||
     { grep -E "error|warning" build-fuzz/build.log | head -50; exit 1; }
@@ -118,7 +118,7 @@ ctest --test-dir build-asan -L unit --output-on-failure -j"$JOBS" \
     --output-junit "$ROOT/build-asan/unit.xml" 2>&1 | tee build-asan/unit.log
 tally build-asan unit "$ROOT/build-asan/unit.xml"
 
-echo "test: fuzzing (libFuzzer, ${WR_FUZZ_SECONDS:-30} s per target, ASan + UBSan)"
+echo "test: fuzzing (libFuzzer, ${WR_FUZZ_SECONDS:-20} s per target, ASan + UBSan)"
 rm -f build-fuzz/fuzz.xml
 ctest --test-dir build-fuzz -L fuzz --output-on-failure -j"$JOBS" \
     --output-junit "$ROOT/build-fuzz/fuzz.xml" 2>&1 | tee build-fuzz/fuzz.log

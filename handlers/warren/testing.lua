@@ -2084,8 +2084,13 @@ local FROM_CONFIG = { "max_attempts", "idempotency_key", "queue", "handler_versi
 --   each run derives the idempotency key and checks the message as the worker
 --   does before its handler runs (an invalid message, a missing key, a body
 --   too large: outcome "invalid" with the worker's reason, the handler not
---   run). Those options are not given besides `config`. testing.deliver
---   needs such a ctx.
+--   run). The subscription's contracts apply as in the worker: an event
+--   its contract refuses is "invalid" (schema-invalid, version-unknown,
+--   unknown-type, upcast-failed), an older version reaches the handler as
+--   the contract's upcasters made it (event.version the current version,
+--   event.original_version the one received), and the result's `contract`
+--   lists the steps (`warren exec`'s). Those options are not given besides
+--   `config`. testing.deliver needs such a ctx.
 --   ctx.store behaves as in the runtime: reads see the message's own writes,
 --   writes are buffered and land in the ctx's store only when the run is "ok"
 --   and the sidecar's commit script lets them (see testing.run);
@@ -2446,6 +2451,21 @@ run_message = function(module, event, ctx, st, opts)
   end
 
   local ev = deep_copy(event)
+  -- its contract (exec's "contract": the worker's steps): event.version is the
+  -- version found; an older one reaches the handler as the upcasters made it
+  local contract = env and env.contract
+  if contract then
+    result.contract = contract
+    if type(contract.version) == "number" then
+      ev.version = fmt("%d", contract.version)
+    end
+    if type(contract.body_for_handler) == "string" then
+      ev.original_version = ev.version
+      ev.version = fmt("%d", contract.version_for_handler)
+      ev.body = contract.body_for_handler
+      ev.data = cjson.decode(contract.body_for_handler)
+    end
+  end
   local attempt = st.attempt or (env and env.attempt)
     or (type(ev.attempt) == "number" and ev.attempt) or 1
   ev.attempt = attempt

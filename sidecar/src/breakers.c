@@ -13,10 +13,11 @@
 struct wr_shared_brk {
     pthread_mutex_t lock;
     wr_brk b;
-    char name[128];   /* "subscription:orders" or "payments" */
-    char kind[16];    /* "subscription" or "dependency" */
+    char name[128];               /* "subscription:orders" or "payments" */
+    char kind[16];                /* "subscription" or "dependency" */
     unsigned long transitions[3]; /* changes into each wr_brk_state (under lock) */
     int64_t opened_wall_ms;       /* wall clock of the last opening */
+    int64_t half_open_wall_ms;    /* wall clock of the last turn to half-open */
     wr_brk_failures counted;      /* newest first (under lock) */
     wr_brk_failures recent;
     wr_shared_brk *next;
@@ -119,6 +120,9 @@ static void log_change(const wr_shared_brk *b, const wr_brk_change *c)
     wr_log_str(&l, "kind", b->kind);
     wr_log_str(&l, "from", wr_brk_state_name(c->from));
     wr_log_str(&l, "to", wr_brk_state_name(c->to));
+    if (c->to == WR_BRK_HALF_OPEN) {
+        ((wr_shared_brk *)b)->half_open_wall_ms = wr_now_ms();
+    }
     if (c->to == WR_BRK_OPEN) {
         ((wr_shared_brk *)b)->opened_wall_ms = wr_now_ms();
         if (c->from == WR_BRK_HALF_OPEN) {
@@ -223,6 +227,7 @@ void wr_shared_brk_status(wr_shared_brk *b, wr_brk_status *st)
     }
     st->opened_at_ms = b->opened_wall_ms;
     st->probe_at_ms = st->state == WR_BRK_OPEN ? now + wr_brk_open_left(&b->b, now) : 0;
+    st->half_open_at_ms = st->state == WR_BRK_HALF_OPEN ? b->half_open_wall_ms : 0;
     st->opened_count = b->b.opened_count;
     st->counted = b->counted;
     st->recent = b->recent;

@@ -62,6 +62,7 @@ typedef struct {
     wr_brk_state state;
     int64_t opened_at_ms;    /* wall clock ms of the last opening (0: never) */
     int64_t probe_at_ms;     /* open: when it lets probes through (wall clock ms) */
+    int64_t half_open_at_ms; /* half-open: since when (wall clock ms) */
     long opened_count;       /* times it opened since start */
     wr_brk_failures counted; /* the last failures it counted */
     wr_brk_failures recent;  /* the last failures of any kind (counted or not) */
@@ -80,8 +81,8 @@ const char *wr_shared_brk_name(const wr_shared_brk *b);
 
 /* Call FN for every breaker (subscriptions first, then named ones) with its
  * state now and how many times it changed into each state. For metrics. */
-typedef void (*wr_breakers_visit)(void *ud, const char *name, const char *kind,
-                                  wr_brk_state state, const unsigned long transitions[3]);
+typedef void (*wr_breakers_visit)(void *ud, const char *name, const char *kind, wr_brk_state state,
+                                  const unsigned long transitions[3]);
 void wr_breakers_each(wr_breakers *s, wr_breakers_visit fn, void *ud);
 
 #endif

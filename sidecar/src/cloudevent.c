@@ -173,6 +173,12 @@ int wr_cloudevent_read(const wr_envelope *env, wr_cloudevent *ce, char *err, siz
                      ce->mode == WR_CE_BINARY ? "binary" : "structured", REQUIRED[i]);
             goto fail;
         }
+        if (strlen(json_string_value(v)) != json_string_length(v)) {
+            /* a header's bytes may hold one: the id would be cut there (and two events
+             * share a key); the spec allows no control characters in a String anyway */
+            snprintf(err, errcap, "CloudEvent %s contains a NUL byte", REQUIRED[i]);
+            goto fail;
+        }
     }
     const char *sv = json_string_value(json_object_get(attrs, "specversion"));
     if (strcmp(sv, "1.0") != 0) {
@@ -197,4 +203,65 @@ fail:
         ce->mode = mode;
     }
     return -1;
+}
+
+/* BODY (LEN bytes) in base64 (RFC 4648), as a JSON string; NULL when out of memory. */
+static json_t *base64_json(const unsigned char *b, size_t len)
+{
+    static const char A[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *t = malloc((len + 2) / 3 * 4 + 1);
+    size_t n = 0;
+    if (t == NULL) {
+        return NULL;
+    }
+    for (size_t i = 0; i < len; i += 3) {
+        unsigned v = (unsigned)b[i] << 16 | (i + 1 < len ? (unsigned)b[i + 1] << 8 : 0) |
+                     (i + 2 < len ? b[i + 2] : 0);
+        t[n++] = A[v >> 18 & 63];
+        t[n++] = A[v >> 12 & 63];
+        t[n++] = i + 1 < len ? A[v >> 6 & 63] : '=';
+        t[n++] = i + 2 < len ? A[v & 63] : '=';
+    }
+    json_t *j = json_stringn(t, n);
+    free(t);
+    return j;
+}
+
+char *wr_cloudevent_structured(const wr_ce_attrs *a, const char *content_type, const char *body,
+                               size_t len, size_t *out_len)
+{
+    json_t *ev = json_object();
+    const char *keys[] = {"id", "type", "source", "subject", "time", "traceparent"};
+    const char *vals[] = {a->id, a->type, a->source, a->subject, a->time, a->traceparent};
+    json_object_set_new(ev, "specversion", json_string("1.0"));
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        if (vals[k] != NULL) {
+            json_object_set_new(ev, keys[k], json_string(vals[k]));
+        }
+    }
+    amqp_bytes_t ct = {content_type ? strlen(content_type) : 0, (void *)content_type};
+    json_t *data = NULL;
+    if (wr_envelope_is_json_type(ct)) {
+        data = json_loadb(body, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+    }
+    if (data != NULL) {
+        json_object_set_new(ev, "datacontenttype",
+                            json_string(content_type ? content_type : "application/json"));
+        json_object_set_new(ev, "data", data);
+    } else {
+        if (content_type != NULL) {
+            json_object_set_new(ev, "datacontenttype", json_string(content_type));
+        }
+        /* text: UTF-8 without NUL bytes (json_stringn refuses other bytes) */
+        json_t *text = memchr(body, 0, len) == NULL ? json_stringn(body, len) : NULL;
+        if (text != NULL) {
+            json_object_set_new(ev, "data", text);
+        } else {
+            json_object_set_new(ev, "data_base64", base64_json((const unsigned char *)body, len));
+        }
+    }
+    char *out = json_dumps(ev, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(ev);
+    *out_len = out ? strlen(out) : 0;
+    return out;
 }

@@ -19,6 +19,9 @@
  * none) and, in structured mode, the data as JSON text (what the handler and
  * the contract see as the event's body).
  *
+ * wr_cloudevent_structured() writes one in structured mode, for
+ * ctx.publish(..., {cloudevent = {..., mode = "structured"}}).
+ *
  * Pure: no I/O, unit-tested in tests/unit/test_cloudevent.c.
  */
 #ifndef WR_CLOUDEVENT_H
@@ -49,5 +52,24 @@ typedef struct {
  */
 int wr_cloudevent_read(const wr_envelope *env, wr_cloudevent *ce, char *err, size_t errcap);
 void wr_cloudevent_clear(wr_cloudevent *ce);
+
+/* The attributes of a CloudEvent warren emits (subject may be NULL). */
+typedef struct {
+    const char *id, *type, *source, *subject, *time, *traceparent;
+} wr_ce_attrs;
+
+#define WR_CE_STRUCTURED_TYPE "application/cloudevents+json"
+
+/*
+ * The body of a structured-mode CloudEvent (content type
+ * WR_CE_STRUCTURED_TYPE): the JSON event format with specversion "1.0", the
+ * attributes A, and the data BODY (LEN bytes) of content type CONTENT_TYPE
+ * (NULL: JSON): JSON data as "data" (datacontenttype application/json), any
+ * other as "data" when it is UTF-8 text without NUL bytes, else as
+ * "data_base64" (datacontenttype the content type given). Returns the
+ * malloc'd text and *OUT_LEN, or NULL when out of memory.
+ */
+char *wr_cloudevent_structured(const wr_ce_attrs *a, const char *content_type, const char *body,
+                               size_t len, size_t *out_len);
 
 #endif

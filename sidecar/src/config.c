@@ -3010,6 +3010,9 @@ static void parse_alt_urls(loader *ld, wr_config *cfg, yaml_node_t *list, const 
             list->data.sequence.items.start + i < list->data.sequence.items.top) {
             v = yaml_document_get_node(ld->doc, list->data.sequence.items.start[i]);
         }
+        if (cfg->amqp_url_texts[i] == NULL) {
+            continue; /* not a string: the list's own check said so */
+        }
         if (wr_amqp_url_parse(cfg->amqp_url_texts[i], &cfg->amqp_alts[i], &why) != 0) {
             char ipath[PATH_BUF];
             make_path(ipath, "%s.urls[%d]", path, i);

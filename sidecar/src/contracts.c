@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -48,11 +49,31 @@ typedef struct {
     char *ptr;         /* JSON pointer of this version's entry in the document */
 } cversion;
 
+/*
+ * The counters of warren_contract_events_total: one row per (type, version),
+ * appended and never moved or removed, so a worker counts through a row
+ * pointer without a lock. A reloaded contracts file adopts its predecessor's
+ * rows (wr_contracts_adopt_counts): the series keep counting across reloads,
+ * also for the events a worker still checks against the old version.
+ */
+typedef struct ct_row {
+    char *type;
+    char ver[24]; /* "2", "other" (a version no contract lists), "" (no contract) */
+    atomic_uint_fast64_t n[WR_CT_COUNT];
+    struct ct_row *next;
+} ct_row;
+
+typedef struct {
+    pthread_mutex_t lock; /* guards appends; readers of n need none */
+    atomic_int refs;      /* the contracts that count here */
+    ct_row *head, **tail;
+} ct_counts;
+
 typedef struct {
     char *type;
     cversion *v; /* v[0]: the current version; then backwards_compatible_with */
     size_t nv;
-    atomic_uint_fast64_t (*counts)[WR_CT_COUNT]; /* nv + 1 rows: the last for other versions */
+    ct_row **rows; /* nv + 1 rows: the last for other versions */
 } contract;
 
 struct wr_contracts {
@@ -62,8 +83,96 @@ struct wr_contracts {
     posmap keys, vals;
     contract *c;
     size_t n;
-    atomic_uint_fast64_t none[WR_CT_COUNT]; /* events of types without a contract */
+    atomic_int refs;
+    char digest[17]; /* wr_contracts_digest */
+    ct_counts *counts;
+    ct_row *none; /* events of types without a contract */
 };
+
+/* ---- counters ------------------------------------------------------------------- */
+
+static ct_counts *counts_new(void)
+{
+    ct_counts *k = calloc(1, sizeof *k);
+    if (k) {
+        pthread_mutex_init(&k->lock, NULL);
+        atomic_init(&k->refs, 1);
+        k->tail = &k->head;
+    }
+    return k;
+}
+
+static void counts_release(ct_counts *k)
+{
+    if (!k || atomic_fetch_sub(&k->refs, 1) != 1) {
+        return;
+    }
+    for (ct_row *r = k->head, *next; r; r = next) {
+        next = r->next;
+        free(r->type);
+        free(r);
+    }
+    pthread_mutex_destroy(&k->lock);
+    free(k);
+}
+
+/* The row of TYPE and VER in K, appended when there is none; NULL when out of memory. */
+static ct_row *counts_row(ct_counts *k, const char *type, const char *ver)
+{
+    pthread_mutex_lock(&k->lock);
+    ct_row *r = k->head;
+    while (r && (strcmp(r->type, type) != 0 || strcmp(r->ver, ver) != 0)) {
+        r = r->next;
+    }
+    if (!r && (r = calloc(1, sizeof *r)) != NULL) {
+        r->type = strdup(type);
+        snprintf(r->ver, sizeof r->ver, "%s", ver);
+        if (!r->type) {
+            free(r);
+            r = NULL;
+        } else {
+            *k->tail = r;
+            k->tail = &r->next;
+        }
+    }
+    pthread_mutex_unlock(&k->lock);
+    return r;
+}
+
+/* Point every row of C into K. Returns 0, or -1 when out of memory. */
+static int bind_rows(wr_contracts *c, ct_counts *k)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        contract *t = &c->c[i];
+        for (size_t s = 0; s <= t->nv; s++) {
+            char ver[24];
+            if (s < t->nv) {
+                snprintf(ver, sizeof ver, "%lld", (long long)t->v[s].version);
+            } else {
+                snprintf(ver, sizeof ver, "other");
+            }
+            if ((t->rows[s] = counts_row(k, t->type, ver)) == NULL) {
+                return -1;
+            }
+        }
+    }
+    return (c->none = counts_row(k, "", "")) != NULL ? 0 : -1;
+}
+
+int wr_contracts_adopt_counts(wr_contracts *c, const wr_contracts *old)
+{
+    if (!old || c->counts == old->counts) {
+        return 0;
+    }
+    if (bind_rows(c, old->counts) != 0) {
+        bind_rows(c, c->counts); /* keep counting into its own rows */
+        return -1;
+    }
+    atomic_fetch_add(&old->counts->refs, 1);
+    counts_release(c->counts);
+    c->counts = old->counts;
+    return 0;
+}
 
 /* Loader state: errors gathered as lines. */
 typedef struct {
@@ -439,8 +548,8 @@ static int load_contract(loader *ld, contract *c, const char *type, const json_t
         err_at(ld, p, "backwards_compatible_with must be a list");
     }
     c->v = calloc(nb + 1, sizeof *c->v);
-    c->counts = calloc(nb + 2, sizeof *c->counts);
-    if (!c->v || !c->counts) {
+    c->rows = calloc(nb + 2, sizeof *c->rows);
+    if (!c->v || !c->rows) {
         err_at(ld, at, "out of memory");
         return -1;
     }
@@ -496,15 +605,24 @@ static void contract_free(contract *c)
         free(c->v[i].ptr);
     }
     free(c->v);
-    free(c->counts);
+    free(c->rows);
     free(c->type);
+}
+
+wr_contracts *wr_contracts_ref(wr_contracts *c)
+{
+    if (c) {
+        atomic_fetch_add(&c->refs, 1);
+    }
+    return c;
 }
 
 void wr_contracts_free(wr_contracts *c)
 {
-    if (!c) {
+    if (!c || atomic_fetch_sub(&c->refs, 1) != 1) {
         return;
     }
+    counts_release(c->counts);
     for (size_t i = 0; i < c->n; i++) {
         contract_free(&c->c[i]);
     }
@@ -538,6 +656,7 @@ wr_contracts *wr_contracts_parse(const char *path, const char *text, size_t len,
         snprintf(err, cap, "%s: out of memory", path);
         return NULL;
     }
+    atomic_init(&ld.ct->refs, 1);
     ld.ct->path = strdup(path);
     const char *slash = strrchr(path, '/');
     ld.ct->dir = slash ? strndup(path, (size_t)(slash - path)) : strdup(".");
@@ -587,11 +706,49 @@ wr_contracts *wr_contracts_parse(const char *path, const char *text, size_t len,
             load_contract(&ld, &ld.ct->c[ld.ct->n++], k, e);
         }
     }
+    if (!ld.count && ((ld.ct->counts = counts_new()) == NULL || bind_rows(ld.ct, ld.ct->counts))) {
+        add_error(&ld, 1, 1, "out of memory");
+    }
     if (ld.count) {
         wr_contracts_free(ld.ct);
         return NULL;
     }
+    /* the digest: the file's text, then each upcaster's path and source */
+    uint64_t h = wr_fnv1a(WR_FNV1A_INIT, text, len);
+    for (size_t i = 0; i < ld.ct->n; i++) {
+        for (size_t s = 1; s < ld.ct->c[i].nv; s++) {
+            const cversion *cv = &ld.ct->c[i].v[s];
+            h = wr_fnv1a(h, cv->upcaster, strlen(cv->upcaster) + 1);
+            h = wr_fnv1a(h, cv->up_src, cv->up_len);
+        }
+    }
+    snprintf(ld.ct->digest, sizeof ld.ct->digest, "%012llx",
+             (unsigned long long)(h & 0xFFFFFFFFFFFFULL));
     return ld.ct;
+}
+
+const char *wr_contracts_digest(const wr_contracts *c)
+{
+    return c->digest;
+}
+
+const char *wr_contracts_path(const wr_contracts *c)
+{
+    return c->path;
+}
+
+int wr_contracts_files(const wr_contracts *c, const char **paths, int cap)
+{
+    int n = 0;
+    if (n < cap) {
+        paths[n++] = c->path;
+    }
+    for (size_t i = 0; i < c->n; i++) {
+        for (size_t s = 1; s < c->c[i].nv && n < cap; s++) {
+            paths[n++] = c->c[i].v[s].upcaster;
+        }
+    }
+    return n;
 }
 
 wr_contracts *wr_contracts_load(const char *path, char *err, size_t cap)
@@ -684,6 +841,7 @@ static const char *const ct_names[WR_CT_COUNT] = {
     [WR_CT_VERSION_UNKNOWN] = "version-unknown",
     [WR_CT_UNKNOWN_TYPE] = "unknown-type",
     [WR_CT_UPCAST] = "upcast",
+    [WR_CT_UPCAST_FAILED] = "upcast-failed",
 };
 
 const char *wr_ct_result_name(wr_ct_result r)
@@ -704,7 +862,7 @@ wr_ct_result wr_contracts_check(wr_contracts *c, const wr_contract_opts *opts, c
         if (r == WR_CT_UNKNOWN_TYPE) {
             snprintf(detail, cap, "no contract for event type '%.*s'", (int)type_len, type);
         }
-        wr_stat_add(&c->none[r], 1);
+        wr_stat_add(&c->none->n[r], 1);
         return r;
     }
     size_t slot = k->nv; /* other versions */
@@ -735,7 +893,7 @@ wr_ct_result wr_contracts_check(wr_contracts *c, const wr_contract_opts *opts, c
             }
         }
     }
-    wr_stat_add(&k->counts[slot][r], 1);
+    wr_stat_add(&k->rows[slot]->n[r], 1);
     return r;
 }
 
@@ -743,37 +901,20 @@ void wr_contracts_render(const wr_contracts *c, const char *sub, FILE *fp)
 {
     char esub[512], etype[512];
     wr_metrics_label_escape(sub, esub, sizeof esub);
-    for (size_t i = 0; i < c->n; i++) {
-        const contract *k = &c->c[i];
+    pthread_mutex_lock(&c->counts->lock);
+    for (const ct_row *k = c->counts->head; k; k = k->next) {
         wr_metrics_label_escape(k->type, etype, sizeof etype);
-        for (size_t s = 0; s <= k->nv; s++) {
-            for (int r = 0; r < WR_CT_COUNT; r++) {
-                uint64_t n = atomic_load_explicit(&k->counts[s][r], memory_order_relaxed);
-                if (n == 0) {
-                    continue;
-                }
-                char ver[24];
-                if (s < k->nv) {
-                    snprintf(ver, sizeof ver, "%lld", (long long)k->v[s].version);
-                } else {
-                    snprintf(ver, sizeof ver, "other");
-                }
+        for (int r = 0; r < WR_CT_COUNT; r++) {
+            uint64_t n = atomic_load_explicit(&k->n[r], memory_order_relaxed);
+            if (n) {
                 fprintf(fp,
                         "warren_contract_events_total{subscription=\"%s\",type=\"%s\","
                         "version=\"%s\",result=\"%s\"} %llu\n",
-                        esub, etype, ver, ct_names[r], (unsigned long long)n);
+                        esub, etype, k->ver, ct_names[r], (unsigned long long)n);
             }
         }
     }
-    for (int r = 0; r < WR_CT_COUNT; r++) {
-        uint64_t n = atomic_load_explicit(&c->none[r], memory_order_relaxed);
-        if (n) {
-            fprintf(fp,
-                    "warren_contract_events_total{subscription=\"%s\",type=\"\",version=\"\","
-                    "result=\"%s\"} %llu\n",
-                    esub, ct_names[r], (unsigned long long)n);
-        }
-    }
+    pthread_mutex_unlock(&c->counts->lock);
 }
 
 int wr_contracts_check_examples(const wr_contracts *c, FILE *fp)
@@ -920,6 +1061,150 @@ int wr_contracts_chain(const wr_contracts *c, const char *type, size_t type_len,
     return from > k->v[0].version ? -1 : n;
 }
 
+int wr_contracts_upcast(wr_contracts *c, struct wr_lua *L, const char *type, size_t type_len,
+                        int64_t from, const char *body, size_t len, char **out, size_t *out_len,
+                        char *detail, size_t cap, wr_upcast_show show, void *ud)
+{
+    wr_upcast_step steps[WR_CONTRACTS_MAX_CHAIN];
+    wr_lua_upcaster ls[WR_CONTRACTS_MAX_CHAIN];
+    char tname[256], err[700];
+    snprintf(tname, sizeof tname, "%.*s", (int)type_len, type);
+    *out = NULL;
+    *out_len = 0;
+    int n = wr_contracts_chain(c, type, type_len, from, steps, WR_CONTRACTS_MAX_CHAIN);
+    int rc = 0;
+    if (n < 0) {
+        snprintf(detail, cap, "%s v%lld: no upcaster chain to the current version", tname,
+                 (long long)from);
+        rc = -1;
+    }
+    for (int i = 0; i < n; i++) {
+        ls[i] = (wr_lua_upcaster){
+            .from = steps[i].from, .path = steps[i].path, .src = steps[i].src, .len = steps[i].len};
+    }
+    if (rc == 0 && !show) {
+        /* the whole chain at once, under one handler timeout */
+        if (wr_lua_upcast(L, ls, n, tname, body, len, out, out_len, err, sizeof err) != 0) {
+            snprintf(detail, cap, "%s: %s", tname, err);
+            rc = -1;
+        }
+    } else if (rc == 0) {
+        /* one step at a time, each shown */
+        const char *in = body;
+        size_t in_len = len;
+        char *cur = NULL;
+        for (int i = 0; i < n && rc == 0; i++) {
+            char *next = NULL;
+            size_t next_len = 0;
+            if (wr_lua_upcast(L, &ls[i], 1, tname, in, in_len, &next, &next_len, err, sizeof err) !=
+                0) {
+                snprintf(detail, cap, "%s: %s", tname, err);
+                show(ud, "upcast", ls[i].from, ls[i].from + 1, NULL, 0, detail);
+                rc = -1;
+            } else {
+                show(ud, "upcast", ls[i].from, ls[i].from + 1, next, next_len, NULL);
+                free(cur);
+                cur = next;
+                in = cur;
+                in_len = next_len;
+            }
+        }
+        if (rc == 0 && n == 0) {
+            cur = malloc(len + 1);
+            if (cur) {
+                memcpy(cur, body, len);
+                cur[len] = 0;
+            }
+        }
+        *out = cur;
+        *out_len = rc == 0 ? in_len : 0;
+        if (rc != 0) {
+            free(cur);
+            *out = NULL;
+        }
+    }
+    if (rc == 0 && *out &&
+        wr_contracts_validate_current(c, type, type_len, from, *out, *out_len, detail, cap) != 0) {
+        rc = -1;
+        if (show) {
+            show(ud, "validate", from, wr_contracts_current(c, type, type_len), NULL, 0, detail);
+        }
+    } else if (rc == 0 && show) {
+        show(ud, "validate", from, wr_contracts_current(c, type, type_len), *out, *out_len, NULL);
+    }
+    if (rc != 0) {
+        free(*out);
+        *out = NULL;
+        *out_len = 0;
+        contract *k = find(c, type, type_len);
+        size_t slot = k ? k->nv : 0;
+        for (size_t i = 0; k && i < k->nv; i++) {
+            slot = k->v[i].version == from ? i : slot;
+        }
+        wr_stat_add(k ? &k->rows[slot]->n[WR_CT_UPCAST_FAILED] : &c->none->n[WR_CT_UPCAST_FAILED],
+                    1);
+    }
+    return rc;
+}
+
+wr_reason wr_contracts_admit(wr_contracts *c, const wr_contract_policy *policy, wr_envelope *env,
+                             wr_cloudevent *ce, int64_t *upcast_from, int64_t *version_out,
+                             char *detail, size_t cap)
+{
+    *upcast_from = 0;
+    if (version_out != NULL) {
+        *version_out = 0;
+    }
+    int cr = wr_cloudevent_read(env, ce, detail, cap);
+    if (cr < 0) {
+        return WR_RS_INVALID_CLOUDEVENT;
+    }
+    if (cr == 1) {
+        env->type = (amqp_bytes_t){.len = strlen(ce->type), .bytes = ce->type};
+        if (env->id.len == 0) {
+            env->id = (amqp_bytes_t){.len = strlen(ce->id), .bytes = ce->id};
+        }
+        if (ce->mode == WR_CE_STRUCTURED) {
+            env->body = (amqp_bytes_t){.len = ce->data_len, .bytes = ce->data};
+            env->is_json = ce->data != NULL;
+        }
+    }
+    if (c == NULL) {
+        return WR_RS_NONE;
+    }
+    wr_ct_result ct;
+    int64_t version = 0;
+    wr_reason rs = wr_contracts_check_envelope(c, policy, env, &ct, &version, detail, cap);
+    if (version_out != NULL && ct != WR_CT_NO_CONTRACT && ct != WR_CT_UNKNOWN_TYPE) {
+        *version_out = version;
+    }
+    if (rs == WR_RS_NONE && ct != WR_CT_NO_CONTRACT) {
+        /* event.version: the version its contract found (header, field or default) */
+        int n = snprintf(env->version_buf, sizeof(env->version_buf), "%lld", (long long)version);
+        env->version = (amqp_bytes_t){.len = (size_t)n, .bytes = env->version_buf};
+        *upcast_from = ct == WR_CT_UPCAST ? version : 0;
+    }
+    return rs;
+}
+
+char *wr_contracts_upcast_envelope(wr_contracts *c, struct wr_lua *L, wr_envelope *env,
+                                   int64_t from, size_t *len, char *detail, size_t cap,
+                                   wr_upcast_show show, void *ud)
+{
+    char type[256], *out = NULL;
+    snprintf(type, sizeof(type), "%.*s", (int)env->type.len, (const char *)env->type.bytes);
+    if (wr_contracts_upcast(c, L, type, strlen(type), from, (const char *)env->body.bytes,
+                            env->body.len, &out, len, detail, cap, show, ud) != 0) {
+        return NULL;
+    }
+    memcpy(env->original_buf, env->version_buf, sizeof(env->original_buf));
+    env->original_version = (amqp_bytes_t){.len = env->version.len, .bytes = env->original_buf};
+    int k = snprintf(env->version_buf, sizeof(env->version_buf), "%lld",
+                     (long long)wr_contracts_current(c, type, strlen(type)));
+    env->version = (amqp_bytes_t){.len = (size_t)k, .bytes = env->version_buf};
+    return out;
+}
+
 int wr_contracts_validate_current(wr_contracts *c, const char *type, size_t type_len, int64_t from,
                                   const char *body, size_t len, char *detail, size_t cap)
 {
@@ -999,16 +1284,16 @@ int wr_contracts_check_upcasts(wr_contracts *c, struct wr_lua *L, FILE *fp, FILE
                 if (!bad && wr_lua_upcast(L, ls, n, k->type, body, strlen(body), &out, &out_len,
                                           err, sizeof err) != 0) {
                     bad = 1;
-                } else if (!bad && wr_contracts_validate_current(c, k->type, strlen(k->type),
-                                                                 cv->version, out, out_len, err,
-                                                                 sizeof err) != 0) {
+                } else if (!bad &&
+                           wr_contracts_validate_current(c, k->type, strlen(k->type), cv->version,
+                                                         out, out_len, err, sizeof err) != 0) {
                     bad = 1;
                 }
                 snprintf(p, sizeof p, "%s/examples/%zu", cv->ptr, j);
                 locate(c, p, 1, &l, &col);
                 if (bad) {
-                    fprintf(fp, "%s:%d:%d: example %zu of %s v%lld does not upcast: %s\n",
-                            c->path, l, col, j, k->type, (long long)cv->version,
+                    fprintf(fp, "%s:%d:%d: example %zu of %s v%lld does not upcast: %s\n", c->path,
+                            l, col, j, k->type, (long long)cv->version,
                             body ? err : "out of memory");
                     problems++;
                 } else if (show) {

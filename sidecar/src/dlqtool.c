@@ -37,9 +37,10 @@
 #define XW "x-warren-"
 
 const char wr_dlqtool_usage[] =
-    "  dlq list -c FILE --subscription NAME [filters] [--json]\n"
+    "  dlq list -c FILE [--subscription NAME] [filters] [--json]\n"
     "                       one line per message id in the DLQ, with its copy count;\n"
-    "                       the DLQ is left as it is\n"
+    "                       the DLQ is left as it is; without --subscription, every\n"
+    "                       subscription's DLQ in turn (--json: an object by name)\n"
     "  dlq show ID -c FILE --subscription NAME [--json]\n"
     "                       every property and header of one DLQ message, and its body\n"
     "  dlq replay -c FILE --subscription NAME [filters] [--rate N/s] [--dry-run]\n"
@@ -67,7 +68,8 @@ typedef struct {
     int64_t older_ms;      /* -1: no --older-than */
     long limit;            /* 0: no limit */
     int json, dry_run, yes;
-    double rate; /* messages per second */
+    double rate;  /* messages per second */
+    json_t *sink; /* list --json of every subscription: each one's output goes here */
 } opts;
 
 #define NO_MSG ((size_t)-1)
@@ -662,6 +664,20 @@ static void summary_line(FILE *fp, const dmsg *m, size_t copies)
     err.len = wr_utf8_truncate(err.bytes, err.len, 80);
     put_bytes_field(fp, err);
     fputc('\n', fp);
+}
+
+/* list --json: print J, or keep it under the subscription's name when the
+ * list covers every subscription. Takes J. */
+static int emit_json(const opts *o, const wr_subscription *sub, json_t *j)
+{
+    if (o->sink != NULL) {
+        return json_object_set_new(o->sink, sub->name, j) == 0 ? 0 : 1;
+    }
+    json_t *print = j;
+    int rc = json_dumpf(print, stdout, JSON_INDENT(2) | JSON_ENSURE_ASCII) == 0 ? 0 : 1;
+    fputc('\n', stdout);
+    json_decref(j);
+    return rc;
 }
 
 static int print_json(json_t *j)
@@ -1314,18 +1330,17 @@ static int cmp_counts(const void *a, const void *b)
 }
 
 /*
- * `dlq list --group-by reason|error`: one row per reason code (or error text)
- * with the count of selected ids and of their copies, most ids first. Returns
- * the exit status.
+ * Count the selected groups SEL[0..NSEL) of R per key of BY ("reason" or
+ * "error"): a new JSON object key -> {key, ids, messages}, or NULL when out
+ * of memory. *WIDTH grows to the longest key.
  */
-static int print_groups(const opts *o, const wr_subscription *sub, const reader *r,
-                        const size_t *sel, size_t nsel)
+static json_t *count_groups(const char *by_name, const reader *r, const size_t *sel, size_t nsel,
+                            size_t *width)
 {
     json_t *by = json_object(); /* key -> {key, ids, messages} */
-    size_t width = strlen(o->group_by);
-    for (size_t i = 0; i < nsel; i++) {
+    for (size_t i = 0; by != NULL && i < nsel; i++) {
         const dgroup *g = &r->groups[sel[i]];
-        json_t *k = group_key(o->group_by, &r->msgs[g->rep]);
+        json_t *k = group_key(by_name, &r->msgs[g->rep]);
         const char *key = json_string_value(k);
         json_t *row = json_object_get(by, key);
         if (row == NULL) {
@@ -1340,15 +1355,29 @@ static int print_groups(const opts *o, const wr_subscription *sub, const reader 
         json_object_set_new(row, "messages",
                             json_integer(json_integer_value(json_object_get(row, "messages")) +
                                          (json_int_t)g->copies));
-        if (strlen(key) > width) {
-            width = strlen(key);
+        if (width != NULL && strlen(key) > *width) {
+            *width = strlen(key);
         }
         json_decref(k);
     }
+    return by;
+}
+
+/*
+ * `dlq list --group-by reason|error`: one row per reason code (or error text)
+ * with the count of selected ids and of their copies, most ids first. Returns
+ * the exit status.
+ */
+static int print_groups(const opts *o, const wr_subscription *sub, const reader *r,
+                        const size_t *sel, size_t nsel)
+{
+    size_t width = strlen(o->group_by);
+    json_t *by = count_groups(o->group_by, r, sel, nsel, &width);
     size_t n = json_object_size(by), at = 0;
     json_t **rows = calloc(n + 1, sizeof(*rows));
-    if (rows == NULL) {
+    if (by == NULL || rows == NULL) {
         json_decref(by);
+        free(rows);
         fprintf(stderr, "warren dlq: out of memory\n");
         return 1;
     }
@@ -1369,7 +1398,7 @@ static int print_groups(const opts *o, const wr_subscription *sub, const reader 
             json_object_set(x, "messages", json_object_get(rows[i], "messages"));
             json_array_append_new(a, x);
         }
-        rc = print_json(a);
+        rc = emit_json(o, sub, a);
     } else {
         printf("%-*s  %6s  %8s\n", (int)width, o->group_by, "ids", "messages");
         for (size_t i = 0; i < n; i++) {
@@ -1383,6 +1412,41 @@ static int print_groups(const opts *o, const wr_subscription *sub, const reader 
     free(rows);
     json_decref(by);
     return rc;
+}
+
+json_t *wr_dlqtool_by_reason(const wr_config *cfg, const wr_subscription *sub, uint32_t max,
+                             uint32_t *read, uint32_t *held, char *err, size_t cap)
+{
+    opts o = {.cmd = CMD_LIST, .older_ms = -1};
+    reader r = {0};
+    size_t *sel = NULL, nsel = 0;
+    json_t *out = NULL;
+    int opened = reader_open(&r, cfg, sub->dlq) == 0;
+    *held = r.depth;
+    if (opened && max > 0 && r.depth > max) {
+        r.depth = max; /* the first MAX: reader_next stops there */
+    }
+    if (!opened || scan(&r, &o, 0, &sel, &nsel) != 0) {
+        snprintf(err, cap, "%s: %s", sub->dlq, r.err);
+    } else {
+        json_t *by = count_groups("reason", &r, sel, nsel, NULL);
+        if (by == NULL || (out = json_object()) == NULL) {
+            snprintf(err, cap, "out of memory");
+        } else {
+            const char *key;
+            json_t *row;
+            json_object_foreach(by, key, row)
+            {
+                json_object_del(row, "key");
+                json_object_set(out, key, row);
+            }
+        }
+        json_decref(by);
+    }
+    *read = (uint32_t)r.scanned;
+    reader_close(&r);
+    free(sel);
+    return out;
 }
 
 /* --- entry ---------------------------------------------------------------- */
@@ -1411,6 +1475,70 @@ static int parse_rate(const char *s, double *out)
     }
     *out = v;
     return 0;
+}
+
+/*
+ * Run the command of O on subscription SUB's DLQ. Returns the exit status.
+ */
+static int run_sub(const opts *op, const wr_config *cfg, const wr_subscription *sub,
+                   const char *show_id)
+{
+    const opts o = *op;
+    int rc = 1;
+    reader r = {0};
+    size_t *sel = NULL, nsel = 0;
+    if (reader_open(&r, cfg, sub->dlq) != 0 || scan(&r, &o, o.limit, &sel, &nsel) != 0) {
+        fprintf(stderr, "warren dlq: %s: %s\n", sub->dlq, r.err);
+        goto out;
+    }
+    switch (o.cmd) {
+    case CMD_LIST:
+        if (o.group_by != NULL) {
+            rc = print_groups(&o, sub, &r, sel, nsel);
+        } else if (o.json) {
+            json_t *a = json_array();
+            for (size_t i = 0; i < nsel; i++) {
+                const dgroup *g = &r.groups[sel[i]];
+                json_array_append_new(a, summary_json(&r.msgs[g->rep], g->copies));
+            }
+            rc = emit_json(&o, sub, a);
+        } else {
+            size_t copies = 0;
+            for (size_t i = 0; i < nsel; i++) {
+                const dgroup *g = &r.groups[sel[i]];
+                summary_line(stdout, &r.msgs[g->rep], g->copies);
+                copies += g->copies;
+            }
+            fprintf(stderr, "%zu id(s) listed (%zu message(s)); %s held %u\n", nsel, copies,
+                    sub->dlq, r.depth);
+            rc = 0;
+        }
+        break;
+    case CMD_SHOW:
+        if (nsel == 0) {
+            fprintf(stderr, "warren dlq: no message '%s' in %s\n", show_id, sub->dlq);
+            rc = 1;
+        } else if (o.json) {
+            const dgroup *g = &r.groups[sel[0]];
+            rc = print_json(show_json(&r.msgs[g->rep], g->copies));
+        } else {
+            const dgroup *g = &r.groups[sel[0]];
+            show_text(&r.msgs[g->rep], g->copies, sub->dlq);
+            rc = 0;
+        }
+        break;
+    case CMD_REPLAY:
+        rc = do_replay(&o, cfg, sub, &r, sel, nsel);
+        break;
+    case CMD_PURGE:
+        rc = do_purge(&o, sub, &r, sel, nsel);
+        break;
+    }
+out:
+    fflush(stdout);
+    reader_close(&r);
+    free(sel);
+    return rc;
 }
 
 int wr_dlqtool_main(int argc, char **argv)
@@ -1494,8 +1622,11 @@ int wr_dlqtool_main(int argc, char **argv)
             return usage("unexpected argument '%s'", a);
         }
     }
-    if (o.config == NULL || o.sub == NULL) {
+    if ((o.config == NULL || o.sub == NULL) && o.cmd != CMD_LIST) {
         return usage("dlq %s needs -c FILE and --subscription NAME", argv[0]);
+    }
+    if (o.config == NULL) {
+        return usage("dlq %s needs -c FILE", argv[0]);
     }
     if (o.cmd == CMD_SHOW && show_id == NULL) {
         return usage("%s", "dlq show needs a message ID");
@@ -1516,6 +1647,33 @@ int wr_dlqtool_main(int argc, char **argv)
         wr_config_errors_free(&errs);
         return 2;
     }
+    srand((unsigned)wr_now_ms() ^ (unsigned)getpid());
+    /* the broker module's log lines go to stderr: stdout is the report (and JSON) */
+    wr_log_set_fd(STDERR_FILENO);
+    wr_log_set_level(cfg->log_level);
+    int rc = 0;
+    if (o.sub == NULL) {
+        /* list without --subscription: every subscription's DLQ in turn */
+        if (o.json && (o.sink = json_object()) == NULL) {
+            fprintf(stderr, "warren dlq: out of memory\n");
+            wr_config_free(cfg);
+            return 1;
+        }
+        for (int i = 0; i < cfg->sub_count; i++) {
+            if (!o.json) {
+                printf("%s%s (%s):\n", i > 0 ? "\n" : "", cfg->subs[i].name, cfg->subs[i].dlq);
+                fflush(stdout);
+            }
+            int one = run_sub(&o, cfg, &cfg->subs[i], show_id);
+            rc = one > rc ? one : rc;
+        }
+        if (o.sink != NULL) {
+            int prc = print_json(o.sink);
+            rc = prc > rc ? prc : rc;
+        }
+        wr_config_free(cfg);
+        return rc;
+    }
     const wr_subscription *sub = NULL;
     for (int i = 0; i < cfg->sub_count; i++) {
         if (strcmp(cfg->subs[i].name, o.sub) == 0) {
@@ -1531,65 +1689,7 @@ int wr_dlqtool_main(int argc, char **argv)
         wr_config_free(cfg);
         return 2;
     }
-    srand((unsigned)wr_now_ms() ^ (unsigned)getpid());
-    /* the broker module's log lines go to stderr: stdout is the report (and JSON) */
-    wr_log_set_fd(STDERR_FILENO);
-    wr_log_set_level(cfg->log_level);
-
-    int rc = 1;
-    reader r = {0};
-    size_t *sel = NULL, nsel = 0;
-    if (reader_open(&r, cfg, sub->dlq) != 0 || scan(&r, &o, o.limit, &sel, &nsel) != 0) {
-        fprintf(stderr, "warren dlq: %s: %s\n", sub->dlq, r.err);
-        goto out;
-    }
-    switch (o.cmd) {
-    case CMD_LIST:
-        if (o.group_by != NULL) {
-            rc = print_groups(&o, sub, &r, sel, nsel);
-        } else if (o.json) {
-            json_t *a = json_array();
-            for (size_t i = 0; i < nsel; i++) {
-                const dgroup *g = &r.groups[sel[i]];
-                json_array_append_new(a, summary_json(&r.msgs[g->rep], g->copies));
-            }
-            rc = print_json(a);
-        } else {
-            size_t copies = 0;
-            for (size_t i = 0; i < nsel; i++) {
-                const dgroup *g = &r.groups[sel[i]];
-                summary_line(stdout, &r.msgs[g->rep], g->copies);
-                copies += g->copies;
-            }
-            fprintf(stderr, "%zu id(s) listed (%zu message(s)); %s held %u\n", nsel, copies,
-                    sub->dlq, r.depth);
-            rc = 0;
-        }
-        break;
-    case CMD_SHOW:
-        if (nsel == 0) {
-            fprintf(stderr, "warren dlq: no message '%s' in %s\n", show_id, sub->dlq);
-            rc = 1;
-        } else if (o.json) {
-            const dgroup *g = &r.groups[sel[0]];
-            rc = print_json(show_json(&r.msgs[g->rep], g->copies));
-        } else {
-            const dgroup *g = &r.groups[sel[0]];
-            show_text(&r.msgs[g->rep], g->copies, sub->dlq);
-            rc = 0;
-        }
-        break;
-    case CMD_REPLAY:
-        rc = do_replay(&o, cfg, sub, &r, sel, nsel);
-        break;
-    case CMD_PURGE:
-        rc = do_purge(&o, sub, &r, sel, nsel);
-        break;
-    }
-out:
-    fflush(stdout);
-    reader_close(&r);
-    free(sel);
+    rc = run_sub(&o, cfg, sub, show_id);
     wr_config_free(cfg);
     return rc;
 }

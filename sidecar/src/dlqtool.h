@@ -38,6 +38,23 @@
 #ifndef WR_DLQTOOL_H
 #define WR_DLQTOOL_H
 
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+/*
+ * What is in subscription SUB's DLQ now, counted per reason code exactly as
+ * `dlq list --group-by reason` counts it (one id per message id, its copies as
+ * messages): a new JSON object {reason: {"ids": N, "messages": N}} (caller
+ * decrefs), or NULL with ERR. Reads at most MAX messages (0: all), the first
+ * ones, and leaves the DLQ as it is; *READ says how many it read, *HELD how
+ * many the DLQ held.
+ */
+json_t *wr_dlqtool_by_reason(const wr_config *cfg, const wr_subscription *sub, uint32_t max,
+                             uint32_t *read, uint32_t *held, char *err, size_t cap);
+
 /* Run `warren dlq ARGV...` (ARGV[0] is the subcommand). Prints the usage itself. */
 int wr_dlqtool_main(int argc, char **argv);
 

@@ -11,6 +11,7 @@
 
 #include "breakers.h"
 #include "config.h"
+#include "contracts.h"
 #include "decide.h"
 #include "envelope.h"
 #include "evfile.h"
@@ -718,6 +719,52 @@ static int decide_run(const wr_subscription *sub, int attempt, const exec_ran *r
 }
 
 /* The report as text (the JSON's fields, one per line). */
+/* wr_upcast_show for exec: each step into the JSON array UD. */
+static void exec_step(void *ud, const char *what, int64_t from, int64_t to, const char *body,
+                      size_t len, const char *err)
+{
+    json_t *st = json_object();
+    json_object_set_new(st, "step", json_string(what));
+    json_object_set_new(st, "from", json_integer(from));
+    json_object_set_new(st, "to", json_integer(to));
+    json_object_set_new(st, "result", json_string(err ? "failed" : "ok"));
+    if (err) {
+        json_object_set_new(st, "error", json_string(err));
+    } else if (body != NULL) {
+        json_object_set_new(st, "body", json_stringn(body, len));
+    }
+    json_array_append_new(ud, st);
+}
+
+/* The "contract" part of the report in words: what was received, each upcast
+ * step and the validation. */
+static void print_contract(const json_t *ct)
+{
+    json_t *v = json_object_get(ct, "version");
+    printf("contract      %s", json_string_value(json_object_get(ct, "type")));
+    if (json_is_integer(v)) {
+        printf(" v%lld", (long long)json_integer_value(v));
+    }
+    printf(" received: %s\n", json_string_value(json_object_get(ct, "result")));
+    size_t i;
+    json_t *st;
+    json_array_foreach(json_object_get(ct, "steps"), i, st)
+    {
+        const char *what = json_string_value(json_object_get(st, "step"));
+        const char *res = json_string_value(json_object_get(st, "result"));
+        const char *err = json_string_value(json_object_get(st, "error"));
+        const char *body = json_string_value(json_object_get(st, "body"));
+        long long from = json_integer_value(json_object_get(st, "from"));
+        long long to = json_integer_value(json_object_get(st, "to"));
+        if (strcmp(what, "upcast") == 0) {
+            printf("  upcast      v%lld -> v%lld %s: %s\n", from, to, res, err ? err : body);
+        } else {
+            printf("  validate    v%lld %s%s%s\n", to, strcmp(res, "ok") == 0 ? "valid" : res,
+                   err ? ": " : "", err ? err : "");
+        }
+    }
+}
+
 static void print_report(json_t *report, const wr_subscription *sub, int attempt, json_t *calls,
                          json_t *unused, int live)
 {
@@ -733,6 +780,9 @@ static void print_report(json_t *report, const wr_subscription *sub, int attempt
                json_string_value(json_object_get(report, "error")));
     }
     printf("\nattempt       %d of %d\n", attempt, sub->retry.max_attempts);
+    if (json_object_get(report, "contract")) {
+        print_contract(json_object_get(report, "contract"));
+    }
     if (key != NULL) {
         printf("key           %s\n", key);
     }
@@ -814,6 +864,9 @@ int wr_exec_run(const wr_exec_opts *opts)
     exec_http xh = {.live = opts->live_http, .calls = json_array()};
     char *body = NULL;
     wr_lua *L = NULL;
+    wr_contracts *contracts = NULL;
+    wr_cloudevent ce = {0};
+    char *upcast_body = NULL;
     exec_store es = {0};
     wr_storebuf *store_buf = NULL;
     wr_lua_store store;
@@ -863,7 +916,13 @@ int wr_exec_run(const wr_exec_opts *opts)
     wr_log_set_fd(STDERR_FILENO);
     wr_log_set_level(cfg->log_level);
     int run_here = !opts->envelope && opts->result_path == NULL;
-    if (run_here) {
+    if (sub->contracts.file != NULL &&
+        (contracts = wr_contracts_load(sub->contracts.file, err, sizeof(err))) == NULL) {
+        fprintf(stderr, "%s\n", err);
+        goto out;
+    }
+    if (run_here || contracts != NULL) {
+        /* the handler's state: upcasters run in it, as in a worker */
         wr_lua_opts o = {.handler_path = sub->handler,
                          .version = have_version ? version : NULL,
                          .subscription = sub->name,
@@ -909,6 +968,50 @@ int wr_exec_run(const wr_exec_opts *opts)
             WR_RS_NONE) {
         invalid = 1;
         reason = wr_reason_name(key_rs);
+    }
+    int64_t upcast_from = 0, received = 0;
+    wr_reason crs = WR_RS_NONE;
+    int admitted = !invalid;
+    if (!invalid && (crs = wr_contracts_admit(contracts, &sub->contracts, &env, &ce, &upcast_from,
+                                              &received, detail, sizeof(detail))) != WR_RS_NONE) {
+        invalid = 1;
+        reason = wr_reason_name(crs);
+    }
+    if (admitted && contracts != NULL &&
+        (crs != WR_RS_NONE ||
+         wr_contracts_current(contracts, (const char *)env.type.bytes, env.type.len) >= 0)) {
+        /* the contract's steps, as the worker takes them: validate, upcast, validate */
+        json_t *ct = json_object();
+        json_object_set_new(ct, "type", json_stringn((const char *)env.type.bytes, env.type.len));
+        json_object_set_new(ct, "version", received > 0 ? json_integer(received) : json_null());
+        json_object_set_new(ct, "result",
+                            json_string(crs != WR_RS_NONE ? wr_reason_name(crs)
+                                        : upcast_from > 0 ? "upcast"
+                                                          : "valid"));
+        json_t *steps = json_array();
+        json_object_set_new(ct, "steps", steps);
+        json_object_set_new(report, "contract", ct);
+        if (received > 0) {
+            /* the event as received, against its version's schema */
+            exec_step(steps, "validate", received, received, NULL, 0,
+                      crs != WR_RS_NONE ? detail : NULL);
+        }
+        if (upcast_from > 0) {
+            size_t len = 0;
+            upcast_body = wr_contracts_upcast_envelope(contracts, L, &env, upcast_from, &len,
+                                                       detail, sizeof(detail), exec_step, steps);
+            if (upcast_body == NULL) {
+                invalid = 1;
+                reason = wr_reason_name(WR_RS_UPCAST_FAILED);
+                json_object_set_new(ct, "result", json_string(reason));
+            } else {
+                env.body = (amqp_bytes_t){.len = len, .bytes = upcast_body};
+                json_object_set_new(ct, "version_for_handler",
+                                    json_integer(wr_contracts_current(
+                                        contracts, (const char *)env.type.bytes, env.type.len)));
+                json_object_set_new(ct, "body_for_handler", json_stringn(upcast_body, len));
+            }
+        }
     }
     if (!invalid && key[0] == '\0') {
         snprintf(key, sizeof(key), "%.*s", (int)env.id.len, (const char *)env.id.bytes);
@@ -1024,6 +1127,9 @@ int wr_exec_run(const wr_exec_opts *opts)
 
 out:
     json_decref(report);
+    free(upcast_body);
+    wr_cloudevent_clear(&ce);
+    wr_contracts_free(contracts);
     wr_storebuf_destroy(store_buf);
     free(es.items);
     wr_lua_destroy(L);

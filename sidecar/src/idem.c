@@ -548,62 +548,88 @@ static const wr_sb_write *op_writes(const wr_finish *o, int *nw)
     return NULL;
 }
 
-int wr_idem_finish_send(wr_idem *d, const wr_finish *ops, int n, const char *token,
-                        int64_t lease_ms, int64_t ttl_ms)
+/* One finish call being built: the batch's store keys, each once, and the
+ * script's arguments (see finish.lua for their layout). */
+typedef struct {
+    const wr_finish *ops;
+    int n;
+    skeys sk;
+    char **values; /* per op: its record's new value */
+    int **kmap;    /* per op: its storebuf key -> index in sk.slots */
+    args a;
+} finish_call;
+
+static void fc_free(finish_call *fc)
 {
-    /* the store keys of the whole batch, each once */
+    args_free(&fc->a);
+    for (int i = 0; fc->values != NULL && i < fc->n; i++) {
+        free(fc->values[i]);
+    }
+    for (int i = 0; fc->kmap != NULL && i < fc->n; i++) {
+        free(fc->kmap[i]);
+    }
+    free(fc->values);
+    free(fc->kmap);
+    free(fc->sk.slots);
+    free(fc->sk.order);
+}
+
+/* Size and allocate FC for its ops. 0, or -1 out of memory. */
+static int fc_alloc(finish_call *fc)
+{
     size_t total_keys = 0;
-    int total_writes = 0, guard_slots = 0, total_guards = 0;
+    int total_writes = 0, guard_slots = 0, total_guards = 0, n = fc->n;
     for (int i = 0; i < n; i++) {
         int nw;
-        op_writes(&ops[i], &nw);
+        op_writes(&fc->ops[i], &nw);
         if (nw > 0) {
             int ng;
-            const wr_sb_guard *g = wr_storebuf_guards(ops[i].writes, &ng);
+            const wr_sb_guard *g = wr_storebuf_guards(fc->ops[i].writes, &ng);
             for (int j = 0; j < ng; j++) {
                 guard_slots += 4 + (int)g[j].count;
             }
             total_guards += ng;
             total_writes += nw;
-            total_keys += (size_t)wr_storebuf_key_count(ops[i].writes);
+            total_keys += (size_t)wr_storebuf_key_count(fc->ops[i].writes);
         }
     }
-    skeys sk = {0};
-    sk.cap = 16;
-    while (sk.cap < 2 * total_keys + 2) {
-        sk.cap *= 2;
+    fc->sk.cap = 16;
+    while (fc->sk.cap < 2 * total_keys + 2) {
+        fc->sk.cap *= 2;
     }
-    sk.slots = calloc(sk.cap, sizeof(*sk.slots));
-    sk.order = malloc(sizeof(*sk.order) * (total_keys + 1));
-    char **values = calloc((size_t)n + 1, sizeof(*values));
-    int **kmap = calloc((size_t)n + 1, sizeof(*kmap)); /* per op: storebuf key -> skey index */
-    args a = {0};
-    int rc = -1;
-    if (sk.slots == NULL || sk.order == NULL || values == NULL || kmap == NULL ||
-        args_init(&a, 7 * n + 10 + 5 * (int)total_keys + 4 * total_writes + guard_slots,
-                  8 + 3 * n + 4 * (int)total_keys + 2 * total_writes + 2 * total_guards) != 0) {
-        snprintf(d->err, sizeof(d->err), "out of memory");
-        goto out;
+    fc->sk.slots = calloc(fc->sk.cap, sizeof(*fc->sk.slots));
+    fc->sk.order = malloc(sizeof(*fc->sk.order) * (total_keys + 1));
+    fc->values = calloc((size_t)n + 1, sizeof(*fc->values));
+    fc->kmap = calloc((size_t)n + 1, sizeof(*fc->kmap));
+    if (fc->sk.slots == NULL || fc->sk.order == NULL || fc->values == NULL || fc->kmap == NULL) {
+        return -1;
     }
-    /* what the batch does to each key */
-    for (int i = 0; i < n; i++) {
+    return args_init(&fc->a, 7 * n + 10 + 5 * (int)total_keys + 4 * total_writes + guard_slots,
+                     8 + 3 * n + 4 * (int)total_keys + 2 * total_writes + 2 * total_guards);
+}
+
+/* What the batch does to each store key: every key once, whether all its
+ * writes are increments (summed into one), whether a read of it is guarded. */
+static int fc_map_keys(finish_call *fc)
+{
+    for (int i = 0; i < fc->n; i++) {
         int nw;
-        const wr_sb_write *ws = op_writes(&ops[i], &nw);
+        const wr_sb_write *ws = op_writes(&fc->ops[i], &nw);
         if (nw == 0) {
             continue;
         }
-        int kc = wr_storebuf_key_count(ops[i].writes);
-        kmap[i] = malloc(sizeof(int) * (size_t)(kc > 0 ? kc : 1));
-        if (kmap[i] == NULL) {
-            snprintf(d->err, sizeof(d->err), "out of memory");
-            goto out;
+        const wr_storebuf *sb = fc->ops[i].writes;
+        int kc = wr_storebuf_key_count(sb);
+        int *map = fc->kmap[i] = malloc(sizeof(int) * (size_t)(kc > 0 ? kc : 1));
+        if (map == NULL) {
+            return -1;
         }
         for (int k = 0; k < kc; k++) {
-            skey *e = skeys_get(&sk, wr_storebuf_key(ops[i].writes, k));
-            kmap[i][k] = (int)(e - sk.slots);
+            skey *e = skeys_get(&fc->sk, wr_storebuf_key(sb, k));
+            map[k] = (int)(e - fc->sk.slots);
         }
         for (int j = 0; j < nw; j++) {
-            skey *e = &sk.slots[kmap[i][ws[j].key]];
+            skey *e = &fc->sk.slots[map[ws[j].key]];
             if (ws[j].op == WR_SB_INCRBY) {
                 add_incr(e, ws[j].num);
             } else {
@@ -611,40 +637,56 @@ int wr_idem_finish_send(wr_idem *d, const wr_finish *ops, int n, const char *tok
             }
         }
         int ng;
-        const wr_sb_guard *g = wr_storebuf_guards(ops[i].writes, &ng);
+        const wr_sb_guard *g = wr_storebuf_guards(sb, &ng);
         for (int j = 0; j < ng; j++) {
-            sk.slots[kmap[i][g[j].key]].guarded = 1;
+            fc->sk.slots[map[g[j].key]].guarded = 1;
         }
     }
-    args_add(&a, "EVALSHA");
-    args_add(&a, "");
-    args_num(&a, (long long)n + (long long)sk.count);
-    for (int i = 0; i < n; i++) {
-        args_add(&a, ops[i].key);
+    return 0;
+}
+
+/* The call's head: the record keys, the store keys, the common arguments and
+ * the summed increments. */
+static void fc_add_head(finish_call *fc, const char *token, int64_t lease_ms, int64_t ttl_ms)
+{
+    args *a = &fc->a;
+    skeys *sk = &fc->sk;
+    args_add(a, "EVALSHA");
+    args_add(a, "");
+    args_num(a, (long long)fc->n + (long long)sk->count);
+    for (int i = 0; i < fc->n; i++) {
+        args_add(a, fc->ops[i].key);
     }
     int nsum = 0;
-    for (size_t k = 0; k < sk.count; k++) {
-        sk.order[k]->index = n + 1 + (int)k; /* Lua's KEYS is 1-based */
-        args_addn(&a, sk.order[k]->key.p, sk.order[k]->key.n);
-        nsum += sum_fits(sk.order[k]);
+    for (size_t k = 0; k < sk->count; k++) {
+        sk->order[k]->index = fc->n + 1 + (int)k; /* Lua's KEYS is 1-based */
+        args_addn(a, sk->order[k]->key.p, sk->order[k]->key.n);
+        nsum += sum_fits(sk->order[k]);
     }
-    args_add(&a, token);
-    args_num(&a, (long long)ttl_ms);
-    args_num(&a, (long long)lease_ms);
-    args_num(&a, n);
-    args_num(&a, nsum);
-    for (size_t k = 0; k < sk.count; k++) {
-        const skey *e = sk.order[k];
+    args_add(a, token);
+    args_num(a, (long long)ttl_ms);
+    args_num(a, (long long)lease_ms);
+    args_num(a, fc->n);
+    args_num(a, nsum);
+    for (size_t k = 0; k < sk->count; k++) {
+        const skey *e = sk->order[k];
         if (sum_fits(e)) {
-            args_num(&a, e->index);
-            args_num(&a, (long long)e->total);
-            args_num(&a, (long long)e->neg);
-            args_num(&a, (long long)e->pos);
+            args_num(a, e->index);
+            args_num(a, (long long)e->total);
+            args_num(a, (long long)e->neg);
+            args_num(a, (long long)e->pos);
         }
     }
+}
+
+/* Each op's record: what it does, the record's new value, and the shape of
+ * its writes (plain, guard slots, all-distinct keys, summed). 0, or -1 out of
+ * memory. */
+static int fc_add_records(finish_call *fc)
+{
     static const char *names[] = {"done", "release", "extend", "unclaim"};
-    for (int i = 0; i < n; i++) {
-        const wr_finish *o = &ops[i];
+    for (int i = 0; i < fc->n; i++) {
+        const wr_finish *o = &fc->ops[i];
         int nw;
         const wr_sb_write *ws = op_writes(o, &nw);
         int plain = 0, sums = 0, slots = 0, shape = 1;
@@ -655,97 +697,113 @@ int wr_idem_finish_send(wr_idem *d, const wr_finish *ops, int n, const char *tok
                 slots += 4 + (int)g[j].count;
             }
             for (int j = 0; j < nw; j++) {
-                if (sum_fits(&sk.slots[kmap[i][ws[j].key]])) {
+                if (sum_fits(&fc->sk.slots[fc->kmap[i][ws[j].key]])) {
                     sums++;
                     continue;
                 }
                 plain++;
                 for (int x = 0; x < j && shape; x++) {
-                    shape = ws[x].key != ws[j].key || sum_fits(&sk.slots[kmap[i][ws[x].key]]);
+                    shape = ws[x].key != ws[j].key ||
+                            sum_fits(&fc->sk.slots[fc->kmap[i][ws[x].key]]);
                 }
             }
         }
-        args_add(&a, names[o->op]);
+        args_add(&fc->a, names[o->op]);
         if (o->op == WR_FINISH_DONE) {
-            values[i] =
+            fc->values[i] =
                 wr_record_done(o->starts, o->outcome ? o->outcome : "", o->done_at, o->entry);
         } else if (o->op == WR_FINISH_RELEASE || o->op == WR_FINISH_UNCLAIM) {
-            values[i] = wr_record_released(o->op == WR_FINISH_UNCLAIM ? o->starts - 1 : o->starts);
+            fc->values[i] =
+                wr_record_released(o->op == WR_FINISH_UNCLAIM ? o->starts - 1 : o->starts);
         }
-        if (o->op != WR_FINISH_EXTEND && values[i] == NULL) {
-            snprintf(d->err, sizeof(d->err), "out of memory");
-            goto out;
+        if (o->op != WR_FINISH_EXTEND && fc->values[i] == NULL) {
+            return -1;
         }
-        args_add(&a, values[i] ? values[i] : "");
-        args_num(&a, plain);
-        args_num(&a, slots);
-        args_add(&a, shape ? "1" : "0");
-        args_num(&a, sums);
+        args_add(&fc->a, fc->values[i] ? fc->values[i] : "");
+        args_num(&fc->a, plain);
+        args_num(&fc->a, slots);
+        args_add(&fc->a, shape ? "1" : "0");
+        args_num(&fc->a, sums);
     }
-    for (int i = 0; i < n; i++) {
-        int nw;
-        const wr_sb_write *ws = op_writes(&ops[i], &nw);
-        if (nw == 0) {
+    return 0;
+}
+
+/* Op I's guards, its plain writes, then its summed increments. */
+static void fc_add_writes(finish_call *fc, int i)
+{
+    args *a = &fc->a;
+    int nw;
+    const wr_sb_write *ws = op_writes(&fc->ops[i], &nw);
+    if (nw == 0) {
+        return;
+    }
+    const int *map = fc->kmap[i];
+    int ng;
+    const wr_sb_guard *gs = wr_storebuf_guards(fc->ops[i].writes, &ng);
+    for (int j = 0; j < ng; j++) {
+        const wr_sb_guard *g = &gs[j];
+        args_add(a, g->cmd);
+        args_num(a, fc->sk.slots[map[g->key]].index);
+        args_addn(a, g->arg.p, g->arg.n);
+        args_num(a, (long long)g->count);
+        for (size_t x = 0; x < g->count; x++) {
+            args_addn(a, g->items[x].p, g->items[x].n);
+        }
+    }
+    for (int j = 0; j < nw; j++) {
+        const wr_sb_write *w = &ws[j];
+        const skey *e = &fc->sk.slots[map[w->key]];
+        if (sum_fits(e)) {
             continue;
         }
-        int ng;
-        const wr_sb_guard *gs = wr_storebuf_guards(ops[i].writes, &ng);
-        for (int j = 0; j < ng; j++) {
-            const wr_sb_guard *g = &gs[j];
-            args_add(&a, g->cmd);
-            args_num(&a, sk.slots[kmap[i][g->key]].index);
-            args_addn(&a, g->arg.p, g->arg.n);
-            args_num(&a, (long long)g->count);
-            for (size_t x = 0; x < g->count; x++) {
-                args_addn(&a, g->items[x].p, g->items[x].n);
-            }
-        }
-        for (int j = 0; j < nw; j++) {
-            const wr_sb_write *w = &ws[j];
-            const skey *e = &sk.slots[kmap[i][w->key]];
-            if (sum_fits(e)) {
-                continue;
-            }
-            args_add(&a, wr_sb_op_name(w->op));
-            args_num(&a, e->index);
-            switch (w->op) {
-            case WR_SB_INCRBY:
-            case WR_SB_EXPIRE:
-                args_num(&a, (long long)w->num);
-                args_add(&a, "");
-                break;
-            case WR_SB_SET:
-            case WR_SB_HINCRBY:
-                args_addn(&a, w->a.p, w->a.n);
-                args_num(&a, (long long)w->num);
-                break;
-            default:
-                args_addn(&a, w->a.p, w->a.n);
-                args_addn(&a, w->b.p, w->b.n);
-                break;
-            }
-        }
-        for (int j = 0; j < nw; j++) {
-            const skey *e = &sk.slots[kmap[i][ws[j].key]];
-            if (sum_fits(e)) {
-                args_num(&a, e->index);
-                args_num(&a, (long long)ws[j].num);
-            }
+        args_add(a, wr_sb_op_name(w->op));
+        args_num(a, e->index);
+        switch (w->op) {
+        case WR_SB_INCRBY:
+        case WR_SB_EXPIRE:
+            args_num(a, (long long)w->num);
+            args_add(a, "");
+            break;
+        case WR_SB_SET:
+        case WR_SB_HINCRBY:
+            args_addn(a, w->a.p, w->a.n);
+            args_num(a, (long long)w->num);
+            break;
+        default:
+            args_addn(a, w->a.p, w->a.n);
+            args_addn(a, w->b.p, w->b.n);
+            break;
         }
     }
-    rc = send_script(d, OWE_FINISH, a.argc, a.argv, a.lens);
+    for (int j = 0; j < nw; j++) {
+        const skey *e = &fc->sk.slots[map[ws[j].key]];
+        if (sum_fits(e)) {
+            args_num(a, e->index);
+            args_num(a, (long long)ws[j].num);
+        }
+    }
+}
+
+int wr_idem_finish_send(wr_idem *d, const wr_finish *ops, int n, const char *token,
+                        int64_t lease_ms, int64_t ttl_ms)
+{
+    finish_call fc = {.ops = ops, .n = n};
+    int rc = -1;
+    if (fc_alloc(&fc) != 0 || fc_map_keys(&fc) != 0) {
+        snprintf(d->err, sizeof(d->err), "out of memory");
+        goto out;
+    }
+    fc_add_head(&fc, token, lease_ms, ttl_ms);
+    if (fc_add_records(&fc) != 0) {
+        snprintf(d->err, sizeof(d->err), "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        fc_add_writes(&fc, i);
+    }
+    rc = send_script(d, OWE_FINISH, fc.a.argc, fc.a.argv, fc.a.lens);
 out:
-    args_free(&a);
-    for (int i = 0; values != NULL && i < n; i++) {
-        free(values[i]);
-    }
-    for (int i = 0; kmap != NULL && i < n; i++) {
-        free(kmap[i]);
-    }
-    free(values);
-    free(kmap);
-    free(sk.slots);
-    free(sk.order);
+    fc_free(&fc);
     return rc;
 }
 

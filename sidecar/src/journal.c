@@ -296,6 +296,72 @@ static void add_next(json_t *story, const char *fmt, const wr_journal_subject *s
     json_array_append_new(json_object_get(story, "next"), json_string(cmd));
 }
 
+/* Where the message is when its journal says nothing (off, expired): what
+ * its record says. ID names it for `warren dlq`. */
+static void where_from_record(json_t *story, const wr_journal_subject *s,
+                              const wr_journal_record *rec, const char *id)
+{
+    char detail[1024], when[32];
+    if (rec != NULL && rec->state != NULL && strcmp(rec->state, "done") == 0 &&
+        rec->outcome != NULL && strcmp(rec->outcome, "ok") != 0) {
+        /* failed for good, journal gone: its copy went to the DLQ (unless purged since) */
+        snprintf(detail, sizeof(detail),
+                 "its record says %s and it has no journal entries left: its copy went to "
+                 "%s (unless it was purged or replayed since)",
+                 rec->outcome, s->dlq ? s->dlq : "the DLQ");
+        set_where(story, "dlq", detail, rec->done_at, 0);
+        add_next(story, "warren dlq show -c %s --subscription %s %s", s, id);
+    } else if (rec != NULL && rec->state != NULL && strcmp(rec->state, "done") == 0) {
+        wr_format_time(rec->done_at, when, sizeof(when));
+        snprintf(detail, sizeof(detail), "done: outcome %s%s%s; no journal entries left",
+                 rec->outcome ? rec->outcome : "?", rec->done_at > 0 ? " at " : "",
+                 rec->done_at > 0 ? when : "");
+        set_where(story, "done", detail, rec->done_at, 0);
+    } else if (rec != NULL && rec->state != NULL) {
+        snprintf(detail, sizeof(detail),
+                 "its record is %s, but it has no journal (journal off or expired)", rec->state);
+        set_where(story, "unknown", detail, 0, 0);
+    } else {
+        set_where(story, "unknown", "never seen: no journal and no idempotency record", 0, 0);
+    }
+}
+
+/* In the DLQ, as its last entry LAST says; what to run next depends on
+ * whether a replay can succeed. */
+static void where_dead_lettered(json_t *story, const wr_journal_subject *s, const json_t *last,
+                                const char *id)
+{
+    char detail[1024], when[32];
+    int64_t ts = int_of(last, "ts", 0);
+    wr_format_time(ts, when, sizeof(when));
+    const char *queue = str_of(last, "queue");
+    snprintf(detail, sizeof(detail), "in the DLQ %s: dead-lettered at %s after attempt %lld%s%s",
+             queue[0] ? queue : s->dlq, when, (long long)int_of(last, "attempt", 0),
+             str_of(last, "reason")[0] ? " (" : "", str_of(last, "reason"));
+    if (str_of(last, "reason")[0]) {
+        strncat(detail, ")", sizeof(detail) - strlen(detail) - 1);
+    }
+    /* a replay runs the same handler on the same body: a rejection or a body
+     * that cannot be read would only fail again */
+    wr_reason rs = wr_reason_parse(str_of(last, "reason"));
+    int permanent = rs == WR_RS_REJECTED || rs == WR_RS_MISSING_ID || rs == WR_RS_EMPTY_BODY ||
+                    rs == WR_RS_TOO_LARGE || rs == WR_RS_INVALID_JSON || rs == WR_RS_ENCODING ||
+                    rs == WR_RS_MISSING_KEY;
+    if (permanent) {
+        strncat(detail,
+                rs == WR_RS_REJECTED
+                    ? "; its handler declined it: a replay is rejected again unless the "
+                      "handler or the data changed"
+                    : "; the message itself is unreadable: a replay fails the same way",
+                sizeof(detail) - strlen(detail) - 1);
+    }
+    set_where(story, "dlq", detail, ts, 0);
+    add_next(story, "warren dlq show -c %s --subscription %s %s", s, id);
+    if (!permanent) {
+        add_next(story, "warren dlq replay -c %s --subscription %s --id %s", s, id);
+    }
+}
+
 /*
  * Decide where the message is now. The last decisive journal entry says what
  * was done with it; the record says whether a worker holds it at this moment
@@ -328,29 +394,7 @@ static void decide_where(json_t *story, const wr_journal_subject *s, const json_
         return;
     }
     if (last == NULL) {
-        if (rec != NULL && rec->state != NULL && strcmp(rec->state, "done") == 0 &&
-            rec->outcome != NULL && strcmp(rec->outcome, "ok") != 0) {
-            /* failed for good, journal gone: its copy went to the DLQ (unless purged since) */
-            snprintf(detail, sizeof(detail),
-                     "its record says %s and it has no journal entries left: its copy went to "
-                     "%s (unless it was purged or replayed since)",
-                     rec->outcome, s->dlq ? s->dlq : "the DLQ");
-            set_where(story, "dlq", detail, rec->done_at, 0);
-            add_next(story, "warren dlq show -c %s --subscription %s %s", s, id);
-        } else if (rec != NULL && rec->state != NULL && strcmp(rec->state, "done") == 0) {
-            wr_format_time(rec->done_at, when, sizeof(when));
-            snprintf(detail, sizeof(detail), "done: outcome %s%s%s; no journal entries left",
-                     rec->outcome ? rec->outcome : "?", rec->done_at > 0 ? " at " : "",
-                     rec->done_at > 0 ? when : "");
-            set_where(story, "done", detail, rec->done_at, 0);
-        } else if (rec != NULL && rec->state != NULL) {
-            snprintf(detail, sizeof(detail),
-                     "its record is %s, but it has no journal (journal off or expired)",
-                     rec->state);
-            set_where(story, "unknown", detail, 0, 0);
-        } else {
-            set_where(story, "unknown", "never seen: no journal and no idempotency record", 0, 0);
-        }
+        where_from_record(story, s, rec, id);
         return;
     }
     int64_t ts = int_of(last, "ts", 0);
@@ -366,32 +410,7 @@ static void decide_where(json_t *story, const wr_journal_subject *s, const json_
                                                                : "a duplicate, skipped");
         set_where(story, "done", detail, ts, 0);
     } else if (strcmp(ev, WR_JOURNAL_DEAD_LETTERED) == 0) {
-        snprintf(detail, sizeof(detail),
-                 "in the DLQ %s: dead-lettered at %s after attempt %lld%s%s",
-                 queue[0] ? queue : s->dlq, when, (long long)int_of(last, "attempt", 0),
-                 str_of(last, "reason")[0] ? " (" : "", str_of(last, "reason"));
-        if (str_of(last, "reason")[0]) {
-            strncat(detail, ")", sizeof(detail) - strlen(detail) - 1);
-        }
-        /* a replay runs the same handler on the same body: a rejection or a body
-         * that cannot be read would only fail again */
-        wr_reason rs = wr_reason_parse(str_of(last, "reason"));
-        int permanent = rs == WR_RS_REJECTED || rs == WR_RS_MISSING_ID || rs == WR_RS_EMPTY_BODY ||
-                        rs == WR_RS_TOO_LARGE || rs == WR_RS_INVALID_JSON || rs == WR_RS_ENCODING ||
-                        rs == WR_RS_MISSING_KEY;
-        if (permanent) {
-            strncat(detail,
-                    rs == WR_RS_REJECTED
-                        ? "; its handler declined it: a replay is rejected again unless the "
-                          "handler or the data changed"
-                        : "; the message itself is unreadable: a replay fails the same way",
-                    sizeof(detail) - strlen(detail) - 1);
-        }
-        set_where(story, "dlq", detail, ts, 0);
-        add_next(story, "warren dlq show -c %s --subscription %s %s", s, id);
-        if (!permanent) {
-            add_next(story, "warren dlq replay -c %s --subscription %s --id %s", s, id);
-        }
+        where_dead_lettered(story, s, last, id);
     } else if (strcmp(ev, WR_JOURNAL_RETRIED) == 0 || strcmp(ev, WR_JOURNAL_DEFERRED) == 0) {
         int64_t due = ts + int_of(last, "delay_ms", 0);
         char dues[32];

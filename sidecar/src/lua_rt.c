@@ -735,8 +735,9 @@ static int ctx_publish(lua_State *L)
             PUB_FAIL(L, "ctx.publish: opts.headers must be a table");
         }
         lua_pop(L, 1);
-        /* opts.cloudevent = {type = ..., source = ... [, subject = ...]}: a CloudEvent in
-         * binary mode (the worker adds specversion, id, time and traceparent) */
+        /* opts.cloudevent = {type = ..., source = ... [, subject = ...] [, mode = ...]}: a
+         * CloudEvent, binary mode unless mode = "structured" (the worker adds
+         * specversion, id, time and traceparent) */
         lua_getfield(L, 4, "cloudevent");
         if (lua_istable(L, -1)) {
             static const char *const keys[] = {"type", "source", "subject"};
@@ -761,6 +762,16 @@ static int ctx_publish(lua_State *L)
                 }
                 lua_pop(L, 1);
             }
+            /* mode: "binary" (attributes as headers, the default) or "structured" */
+            lua_getfield(L, -1, "mode");
+            s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+            if (s != NULL && strcmp(s, "structured") == 0) {
+                p->ce_structured = 1;
+            } else if (!lua_isnil(L, -1) && (s == NULL || strcmp(s, "binary") != 0)) {
+                PUB_FAIL(L, "ctx.publish: opts.cloudevent.mode must be \"binary\" or "
+                            "\"structured\"");
+            }
+            lua_pop(L, 1);
         } else if (!lua_isnil(L, -1)) {
             PUB_FAIL(L, "ctx.publish: opts.cloudevent must be a table");
         }
@@ -1896,8 +1907,10 @@ typedef struct {
 } upcast_args;
 
 /* Push the function of upcaster U: compiled in a sandbox of its own the first
- * time, then kept in the registry table warren.upcasters under its path.
- * Returns 0, or -1 with ERR. -- ... => -- ... fn */
+ * time, then kept in the registry table warren.upcasters under its path and
+ * the hash of its source (a reloaded upcaster of the same path is compiled
+ * anew; the version it replaces is dropped). Returns 0, or -1 with ERR.
+ * -- ... => -- ... fn */
 static int push_upcaster(wr_lua *rt, int tb, const wr_lua_upcaster *u, char *err, size_t errcap)
 {
     lua_State *L = rt->L;
@@ -1908,12 +1921,25 @@ static int push_upcaster(wr_lua *rt, int tb, const wr_lua_upcaster *u, char *err
         lua_pushvalue(L, -1);
         lua_setfield(L, LUA_REGISTRYINDEX, "warren.upcasters");
     }
-    lua_getfield(L, -1, u->path); /* -- cache fn? */
+    char key[1100];
+    snprintf(key, sizeof(key), "%016llx %s",
+             (unsigned long long)wr_fnv1a(WR_FNV1A_INIT, u->src, u->len), u->path);
+    lua_getfield(L, -1, key); /* -- cache fn? */
     if (lua_isfunction(L, -1)) {
         lua_remove(L, -2);
         return 0;
     }
     lua_pop(L, 1);
+    /* other versions of this path: not run again, let them go */
+    for (lua_pushnil(L); lua_next(L, -2) != 0;) {
+        lua_pop(L, 1); /* -- cache k */
+        const char *k = lua_tostring(L, -1);
+        if (k != NULL && strlen(k) > 17 && strcmp(k + 17, u->path) == 0) {
+            lua_pushvalue(L, -1);
+            lua_pushnil(L);
+            lua_settable(L, -4); /* clearing a field during lua_next is allowed */
+        }
+    }
     if (push_sandbox(rt, tb, err, errcap) != 0) {
         return -1;
     }
@@ -1935,7 +1961,7 @@ static int push_upcaster(wr_lua *rt, int tb, const wr_lua_upcaster *u, char *err
         return -1;
     }
     lua_pushvalue(L, -1);
-    lua_setfield(L, -3, u->path);
+    lua_setfield(L, -3, key);
     lua_remove(L, -2);
     return 0;
 }
@@ -2033,6 +2059,9 @@ int wr_lua_upcast(wr_lua *rt, const wr_lua_upcaster *steps, int n, const char *t
                      .errcap = errcap};
     rt->timed_out = 0;
     rt->oom = 0;
+    rt->cstack_overflow = 0;
+    /* this thread's stack: the state may have been made (init) on another one */
+    set_cstack_floor(rt);
     err[0] = 0;
     lua_settop(L, 0);
     int rc = lua_cpcall(L, upcast_call, &a);

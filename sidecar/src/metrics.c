@@ -16,9 +16,9 @@ const double wr_hist_bounds[WR_HIST_BUCKETS] = {0.0001, 0.00025, 0.0005, 0.001, 
                                                 0.01,   0.025,   0.05,   0.1,   0.25,   0.5,
                                                 1,      2.5,     5,      10,    30};
 
-static const char *const outcome_names[WR_MO_COUNT] = {
-    "ok",        "retried",  "dead_lettered", "rejected", "invalid",
-    "duplicate", "deferred", "returned",      "parked"};
+static const char *const outcome_names[WR_MO_COUNT] = {"ok",       "retried",  "dead_lettered",
+                                                       "rejected", "invalid",  "duplicate",
+                                                       "deferred", "returned", "parked"};
 
 #define MAX_QUEUES_PER_SUB (40 + WR_MAX_PARTITIONS) /* a partitioned one has more */
 #define REDIS_STALE_MS 15000 /* a Redis check older than this does not count as "up" */
@@ -41,12 +41,17 @@ struct wr_metrics {
     pthread_mutex_t lock; /* guards what the prober stores below */
     qdepth *queues;       /* sub_count * MAX_QUEUES_PER_SUB slots */
     int *queue_count;     /* per subscription */
+    wr_lag_sample *lag;   /* sub_count * WR_LAG_SAMPLES readings, a ring per subscription */
+    int *lag_count;       /* readings stored per subscription (the ring's fill) */
+    int *lag_next;        /* where the next one goes */
     unsigned long queue_poll_errors;
     int redis_up;
     double redis_checked_ms;
     char redis_error[256];
     int draining, started;
 };
+
+static uint64_t ld(const atomic_uint_fast64_t *c);
 
 void wr_hist_observe(wr_hist *h, double seconds)
 {
@@ -74,7 +79,11 @@ wr_metrics *wr_metrics_create(const wr_config *cfg)
     m->ws_index = calloc((size_t)m->nworkers, sizeof(int));
     m->queues = calloc((size_t)cfg->sub_count * MAX_QUEUES_PER_SUB, sizeof(qdepth));
     m->queue_count = calloc((size_t)cfg->sub_count, sizeof(int));
-    if (!m->ws || !m->ws_sub || !m->ws_index || !m->queues || !m->queue_count) {
+    m->lag = calloc((size_t)cfg->sub_count * WR_LAG_SAMPLES, sizeof(wr_lag_sample));
+    m->lag_count = calloc((size_t)cfg->sub_count, sizeof(int));
+    m->lag_next = calloc((size_t)cfg->sub_count, sizeof(int));
+    if (!m->ws || !m->ws_sub || !m->ws_index || !m->queues || !m->queue_count || !m->lag ||
+        !m->lag_count || !m->lag_next) {
         wr_metrics_destroy(m);
         return NULL;
     }
@@ -98,7 +107,8 @@ void wr_metrics_destroy(wr_metrics *m)
     if (m == NULL) {
         return;
     }
-    if (m->ws && m->ws_sub && m->ws_index && m->queues && m->queue_count) {
+    if (m->ws && m->ws_sub && m->ws_index && m->queues && m->queue_count && m->lag &&
+        m->lag_count && m->lag_next) {
         pthread_mutex_destroy(&m->lock);
     }
     free(m->ws);
@@ -106,6 +116,9 @@ void wr_metrics_destroy(wr_metrics *m)
     free(m->ws_index);
     free(m->queues);
     free(m->queue_count);
+    free(m->lag);
+    free(m->lag_count);
+    free(m->lag_next);
     free(m);
 }
 
@@ -146,7 +159,41 @@ void wr_metrics_set_queue(wr_metrics *m, int sub, const char *queue, const char 
         q[i].messages = messages;
         q[i].consumers = consumers;
     }
+    if (messages >= 0 && strcmp(kind, "main") == 0) {
+        /* a lag reading: the depth with what the workers had done by now */
+        wr_lag_sample r = {.mono_ms = wr_mono_ms(), .ready = messages};
+        for (int k = 0; k < m->nworkers; k++) {
+            if (m->ws_sub[k] != sub) {
+                continue;
+            }
+            r.held += atomic_load(&m->ws[k].in_flight);
+            for (int o = 0; o < WR_MO_COUNT; o++) {
+                r.finished += o == WR_MO_RETURNED ? 0 : ld(&m->ws[k].outcomes[o]);
+            }
+        }
+        m->lag[sub * WR_LAG_SAMPLES + m->lag_next[sub]] = r;
+        m->lag_next[sub] = (m->lag_next[sub] + 1) % WR_LAG_SAMPLES;
+        if (m->lag_count[sub] < WR_LAG_SAMPLES) {
+            m->lag_count[sub]++;
+        }
+    }
     pthread_mutex_unlock(&m->lock);
+}
+
+int wr_metrics_lag_samples(wr_metrics *m, int sub, wr_lag_sample *out, int cap)
+{
+    if (sub < 0 || sub >= m->cfg->sub_count) {
+        return 0;
+    }
+    pthread_mutex_lock(&m->lock);
+    int n = m->lag_count[sub] < cap ? m->lag_count[sub] : cap;
+    /* the oldest of the last N readings */
+    int at = (m->lag_next[sub] - n + WR_LAG_SAMPLES) % WR_LAG_SAMPLES;
+    for (int i = 0; i < n; i++) {
+        out[i] = m->lag[sub * WR_LAG_SAMPLES + (at + i) % WR_LAG_SAMPLES];
+    }
+    pthread_mutex_unlock(&m->lock);
+    return n;
 }
 
 void wr_metrics_queue_poll_failed(wr_metrics *m)
@@ -458,11 +505,12 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
         family(fp, "warren_contract_events_total", "counter",
                "Events checked against their contract (contracts.h), by type, version and "
                "result: valid, upcast, schema-invalid, version-unknown, no-contract, "
-               "unknown-type.");
+               "unknown-type, upcast-failed (of those counted as upcast).");
         for (int s = 0; s < nsub; s++) {
-            const wr_live *l = wr_reloader_live(m->rel, s);
-            if (l->contracts != NULL) {
-                wr_contracts_render(l->contracts, cfg->subs[s].name, fp);
+            wr_contracts *c = wr_live_contracts(wr_reloader_live(m->rel, s));
+            if (c != NULL) {
+                wr_contracts_render(c, cfg->subs[s].name, fp);
+                wr_contracts_free(c);
             }
         }
     }
@@ -614,6 +662,10 @@ void wr_metrics_sub_figures(wr_metrics *m, int sub, wr_sub_figures *out)
         out->blocked += atomic_load(&w->blocked) != 0;
         out->in_flight += atomic_load(&w->in_flight);
         out->received += ld(&w->received);
+        int64_t ts = (int64_t)atomic_load(&w->newest_ts) * 1000;
+        if (ts > out->newest_ts_ms) {
+            out->newest_ts_ms = ts;
+        }
         for (int o = 0; o < WR_MO_COUNT; o++) {
             out->outcomes[o] += ld(&w->outcomes[o]);
         }

@@ -78,6 +78,8 @@ typedef struct {
     atomic_uint_fast64_t journal_errors; /* batches whose journal entries were not written */
     wr_hist confirm;                     /* a batch's wait for its publish confirms */
     atomic_int in_flight;                /* deliveries of the batch being processed */
+    atomic_llong newest_ts;              /* the latest AMQP timestamp (s) among the messages
+                                            taken; 0: none carried one (status.h: lag) */
     atomic_int connected;                /* 1 while consuming (or paused by its breaker) */
     atomic_int blocked;                  /* 1 while the broker blocks our publishes (alarm) */
     atomic_int busy;                     /* 1 inside a batch */
@@ -139,6 +141,7 @@ int wr_metrics_ready(wr_metrics *m, FILE *fp);
 typedef struct {
     int workers, connected, blocked, in_flight;
     long depth_main, depth_retry, depth_wait, depth_dlq, consumers;
+    int64_t newest_ts_ms; /* the latest AMQP timestamp among the messages taken (0: none) */
     uint64_t received;
     uint64_t outcomes[WR_MO_COUNT];
     uint64_t dead_letters[WR_RS_COUNT];
@@ -153,6 +156,25 @@ typedef struct {
 } wr_proc_figures;
 
 void wr_metrics_sub_figures(wr_metrics *m, int sub, wr_sub_figures *out);
+
+/*
+ * One reading of a subscription's main queue, taken each time the prober
+ * stores its depth (http.queue_poll): the broker's ready count and what this
+ * process's workers held and had finished by then. Consecutive readings give
+ * the rates in and out (status.h: wr_status_lag).
+ */
+typedef struct {
+    double mono_ms;    /* wr_mono_ms() of the reading */
+    long ready;        /* ready messages in the main queue (the broker's count) */
+    long held;         /* deliveries in the workers' batches (in flight) */
+    uint64_t finished; /* finished so far: acked or moved on (every outcome but returned) */
+} wr_lag_sample;
+
+#define WR_LAG_SAMPLES 64 /* kept per subscription: a minute and more at a 1 s poll */
+
+/* Copy subscription SUB's readings, oldest first, into OUT (room for CAP);
+ * returns how many. */
+int wr_metrics_lag_samples(wr_metrics *m, int sub, wr_lag_sample *out, int cap);
 void wr_metrics_proc_figures(wr_metrics *m, wr_proc_figures *out);
 
 /* The config, breakers and reloader the registry reports on (the last two may be NULL). */

@@ -67,6 +67,7 @@ int wr_live_snapshot_take(wr_live *live, wr_live_snapshot *out)
     memcpy(out->version, live->version, sizeof(out->version));
     out->timeout_ms = live->timeout_ms;
     wr_retry_policy_copy(&out->retry, out->delays, &live->retry);
+    out->contracts = wr_contracts_ref(live->contracts);
     pthread_mutex_unlock(&live->lock);
     return out->source != NULL ? 0 : -1;
 }
@@ -75,6 +76,16 @@ void wr_live_snapshot_free(wr_live_snapshot *s)
 {
     free(s->source);
     s->source = NULL;
+    wr_contracts_free(s->contracts);
+    s->contracts = NULL;
+}
+
+struct wr_contracts *wr_live_contracts(wr_live *live)
+{
+    pthread_mutex_lock(&live->lock);
+    wr_contracts *c = wr_contracts_ref(live->contracts);
+    pthread_mutex_unlock(&live->lock);
+    return c;
 }
 
 /* ---- reading handlers ------------------------------------------------------------- */
@@ -264,13 +275,66 @@ int wr_handler_version(const char *path, char out[17])
 
 /* ---- set-up ------------------------------------------------------------------------ */
 
+#define MAX_CONTRACT_FILES 64 /* per subscription: its contracts file and upcasters */
+
+/*
+ * Watch the files a reload reads: every handler, the config file, and every
+ * subscription's contracts file and upcasters (the set changes when a
+ * reloaded contracts file names other upcasters: then the watch is made
+ * anew). Returns the watch, or NULL with ERR.
+ */
+static wr_watch *watch_files(wr_reloader *r, char *err, size_t errcap)
+{
+    const wr_config *cfg = r->cfg;
+    size_t cap = (size_t)cfg->sub_count * (MAX_CONTRACT_FILES + 1) + 1;
+    const char **paths = calloc(cap, sizeof(*paths));
+    wr_contracts **held = calloc((size_t)cfg->sub_count + 1, sizeof(*held));
+    int n = 0;
+    if (paths == NULL || held == NULL) {
+        free(paths);
+        free(held);
+        snprintf(err, errcap, "out of memory");
+        return NULL;
+    }
+    for (int i = 0; i < cfg->sub_count; i++) {
+        paths[n++] = cfg->subs[i].handler;
+        if ((held[i] = wr_live_contracts(&r->live[i])) != NULL) {
+            n += wr_contracts_files(held[i], paths + n, MAX_CONTRACT_FILES);
+        }
+    }
+    paths[n++] = cfg->path;
+    wr_watch *w = wr_watch_create(paths, n, err, errcap);
+    for (int i = 0; i < cfg->sub_count; i++) {
+        wr_contracts_free(held[i]);
+    }
+    free(held);
+    free(paths);
+    return w;
+}
+
+/* Log that subscription S runs contracts C (at start, and after a reload). */
+static void log_contracts(const char *msg, const wr_subscription *s, const wr_contracts *c,
+                          const char *previous, const char *why)
+{
+    wr_logline line;
+    wr_log_begin(&line, WR_LOG_INFO, msg);
+    wr_log_str(&line, "subscription", s->name);
+    wr_log_str(&line, "file", wr_contracts_path(c));
+    wr_log_str(&line, "contracts_version", wr_contracts_digest(c));
+    if (previous != NULL) {
+        wr_log_str(&line, "previous_version", previous);
+    }
+    wr_log_int(&line, "event_types", wr_contracts_count(c));
+    if (why != NULL) {
+        wr_log_str(&line, "trigger", why);
+    }
+    wr_log_end(&line);
+}
+
 wr_reloader *wr_reloader_create(const wr_config *cfg, char *err, size_t errcap)
 {
     wr_reloader *r = calloc(1, sizeof(*r));
-    const char **paths = calloc((size_t)cfg->sub_count + 1, sizeof(*paths));
-    if (r == NULL || paths == NULL) {
-        free(r);
-        free(paths);
+    if (r == NULL) {
         snprintf(err, errcap, "out of memory");
         return NULL;
     }
@@ -296,20 +360,19 @@ wr_reloader *wr_reloader_create(const wr_config *cfg, char *err, size_t errcap)
             (l->contracts = wr_contracts_load(s->contracts.file, err, errcap)) == NULL) {
             goto fail;
         }
-        paths[i] = s->handler;
+        if (l->contracts != NULL) {
+            log_contracts("contracts loaded", s, l->contracts, NULL, NULL);
+        }
     }
-    paths[cfg->sub_count] = cfg->path;
-    r->watch = wr_watch_create(paths, cfg->sub_count + 1, err, errcap);
+    r->watch = watch_files(r, err, errcap);
     if (r->watch == NULL) {
         /* no inotify (a restricted container): SIGHUP and the periodic re-stat still work */
         wr_logf(WR_LOG_WARN, "file watching unavailable (%s): reload with SIGHUP", err);
     }
     r->next_rescan = wr_mono_ms() + RESCAN_MS;
-    free(paths);
     return r;
 
 fail:
-    free(paths);
     wr_reloader_destroy(r);
     return NULL;
 }
@@ -440,6 +503,15 @@ static int restart_diff(const wr_config *a, const wr_config *b, char *what, size
             }
         }
         SUB(!bind_same, "bindings");
+        /* the contracts file's content reloads (reload_contracts); which file, and how
+         * events are read against it, are the running config's */
+        SUB(!str_eq(x->contracts.file, y->contracts.file) ||
+                x->contracts.unknown_types_dlq != y->contracts.unknown_types_dlq ||
+                !str_eq(x->contracts.version_header, y->contracts.version_header) ||
+                x->contracts.default_version != y->contracts.default_version ||
+                x->contracts.validate_outgoing != y->contracts.validate_outgoing,
+            "contracts (file, unknown_types, version_header, default_version, "
+            "validate_outgoing)");
 #undef SUB
     }
 #undef DIFF
@@ -543,6 +615,111 @@ static int reload_sub(wr_reloader *r, int i, const wr_subscription *nsub, const 
     return 1;
 }
 
+/* Log each line of the problems in TEXT as a refused contracts reload. */
+static void log_contracts_refused(const wr_subscription *s, const wr_contracts *running,
+                                  const char *text, const char *why)
+{
+    for (const char *p = text; p != NULL && *p;) {
+        size_t n = strcspn(p, "\n");
+        if (n > 0) {
+            char msg[2048];
+            snprintf(msg, sizeof(msg), "%.*s", (int)n, p);
+            wr_logline line;
+            wr_log_begin(&line, WR_LOG_ERROR,
+                         "contracts reload refused; the running contracts stay");
+            wr_log_str(&line, "subscription", s->name);
+            wr_log_str(&line, "file", s->contracts.file);
+            wr_log_str(&line, "error", msg);
+            if (running != NULL) {
+                wr_log_str(&line, "running_version", wr_contracts_digest(running));
+            }
+            wr_log_str(&line, "trigger", why);
+            wr_log_end(&line);
+        }
+        p += n;
+        p += *p == '\n';
+    }
+}
+
+/*
+ * Reload subscription I's contracts when its contracts file or an upcaster
+ * changed: build (load and compile), validate (examples valid, each upcaster
+ * compiles and upcasts its examples to a valid current event, in a throwaway
+ * state of the running handler), swap (the workers take it with the next
+ * generation). Returns 1 applied, 0 nothing changed, -1 refused (logged, each
+ * problem as FILE:LINE:COL; the running contracts stay).
+ */
+static int reload_contracts(wr_reloader *r, int i, const char *why)
+{
+    wr_live *l = &r->live[i];
+    const wr_subscription *run = &r->cfg->subs[i];
+    if (run->contracts.file == NULL) {
+        return 0;
+    }
+    wr_contracts *cur = wr_live_contracts(l);
+    char err[8192];
+    wr_contracts *next = wr_contracts_load(run->contracts.file, err, sizeof(err));
+    if (next != NULL && cur != NULL &&
+        strcmp(wr_contracts_digest(next), wr_contracts_digest(cur)) == 0) {
+        wr_contracts_free(next);
+        wr_contracts_free(cur);
+        return 0;
+    }
+    if (next != NULL) {
+        char *text = NULL;
+        size_t tlen = 0;
+        FILE *fp = open_memstream(&text, &tlen);
+        wr_live_snapshot snap = {0};
+        int bad = fp == NULL || wr_live_snapshot_take(l, &snap) != 0;
+        if (!bad) {
+            bad = wr_contracts_check_examples(next, fp);
+            wr_lua_opts o = {.handler_path = run->handler,
+                             .source = snap.source,
+                             .source_len = snap.source_len,
+                             .version = snap.version,
+                             .subscription = run->name,
+                             .queue = run->queue,
+                             .timeout_ms = snap.timeout_ms,
+                             .max_attempts = 1};
+            char lerr[1024];
+            wr_lua *probe = wr_lua_create(&o, lerr, sizeof(lerr));
+            if (probe == NULL) {
+                fprintf(fp, "%s: the running handler cannot check the upcasters: %s\n",
+                        run->handler, lerr);
+                bad++;
+            } else {
+                bad += wr_contracts_check_upcasts(next, probe, fp, NULL);
+                wr_lua_destroy(probe);
+            }
+        }
+        wr_live_snapshot_free(&snap);
+        if (fp != NULL) {
+            fclose(fp);
+        }
+        if (bad) {
+            snprintf(err, sizeof(err), "%s", text ? text : "out of memory");
+            wr_contracts_free(next);
+            next = NULL;
+        }
+        free(text);
+    }
+    if (next == NULL) {
+        log_contracts_refused(run, cur, err, why);
+        wr_contracts_free(cur);
+        return -1;
+    }
+    wr_contracts_adopt_counts(next, cur);
+    pthread_mutex_lock(&l->lock);
+    wr_contracts *old = l->contracts;
+    l->contracts = next;
+    atomic_fetch_add(&l->gen, 1);
+    pthread_mutex_unlock(&l->lock);
+    log_contracts("contracts reloaded", run, next, cur ? wr_contracts_digest(cur) : NULL, why);
+    wr_contracts_free(old);
+    wr_contracts_free(cur);
+    return 1;
+}
+
 void wr_reloader_reload(wr_reloader *r, const char *why)
 {
     wr_config_errors errs = {0};
@@ -573,6 +750,7 @@ void wr_reloader_reload(wr_reloader *r, const char *why)
         wr_log_set_level(next->log_level);
         wr_logf(WR_LOG_INFO, "log level now %s", wr_log_level_name(next->log_level));
     }
+    int contracts_changed = 0;
     for (int i = 0; i < r->cfg->sub_count; i++) {
         /* live parts follow the subscription of the same name */
         const wr_subscription *nsub = NULL;
@@ -587,8 +765,23 @@ void wr_reloader_reload(wr_reloader *r, const char *why)
         int rc = reload_sub(r, i, nsub, why);
         r->applied += rc > 0;
         r->refused += rc < 0;
+        rc = reload_contracts(r, i, why);
+        r->applied += rc > 0;
+        r->refused += rc < 0;
+        contracts_changed |= rc > 0;
     }
     wr_config_free(next);
+    if (contracts_changed) {
+        /* the upcasters named may be others now: watch what the new files name */
+        char err[512];
+        wr_watch *w = watch_files(r, err, sizeof(err));
+        if (w != NULL) {
+            wr_watch_destroy(r->watch);
+            r->watch = w;
+        } else {
+            wr_logf(WR_LOG_WARN, "file watching unavailable (%s): reload with SIGHUP", err);
+        }
+    }
 }
 
 void wr_reloader_tick(wr_reloader *r, int *wait_ms)

@@ -17,6 +17,13 @@
  * its file, line and error, and the old version keeps running. Results are
  * counted (reloads applied, refused).
  *
+ * A subscription's contracts (contracts.h) reload the same way: a change to
+ * the contracts file or to an upcaster loads the file anew (schemas compiled,
+ * every upcaster compiled and run on the file's examples in a throwaway state
+ * of the handler); a file with problems is refused with each problem as
+ * FILE:LINE:COL and the running contracts stay. Workers take the new
+ * contracts with the next generation, as they take a new handler.
+ *
  * A handler's version is a content hash of its file and of the Lua modules
  * it requires (luadeps.h), so the same files have the same version in every
  * process, in logs and in x-warren-handler-version headers, and an edit
@@ -38,28 +45,29 @@
 /* The live parts of one subscription. */
 typedef struct {
     pthread_mutex_t lock;
-    atomic_uint gen;          /* bumped when anything below changes */
-    char *source;             /* the handler's source (guarded by lock) */
+    atomic_uint gen; /* bumped when anything below changes */
+    char *source;    /* the handler's source (guarded by lock) */
     size_t source_len;
     char version[17];
     char *files; /* what the version covers (reload.c's manifest: one
                     "path hash" line per file), for the reload log */
     int64_t timeout_ms;
-    wr_retry_policy retry;    /* delays_ms points into delays */
+    wr_retry_policy retry; /* delays_ms points into delays */
     int64_t delays[WR_LIVE_MAX_DELAYS];
-    struct wr_contracts *contracts; /* the subscription's contracts (contracts.h), NULL when
-                                       none: set before its workers start, then read-only */
+    struct wr_contracts *contracts; /* the subscription's contracts (contracts.h), NULL
+                                       when none (guarded by lock; replaced on reload) */
 } wr_live;
 
 /* A worker's copy of a wr_live. */
 typedef struct {
     unsigned gen;
-    char *source;             /* malloc'd */
+    char *source; /* malloc'd */
     size_t source_len;
     char version[17];
     int64_t timeout_ms;
     wr_retry_policy retry;
     int64_t delays[WR_LIVE_MAX_DELAYS];
+    struct wr_contracts *contracts; /* a reference (the snapshot's owner drops it), or NULL */
 } wr_live_snapshot;
 
 /* Copy LIVE into OUT (under its lock). Returns 0, or -1 when out of memory. */
@@ -98,6 +106,10 @@ void wr_reloader_reload(wr_reloader *r, const char *why);
 
 /* The handler version LIVE runs now (under its lock). */
 void wr_live_version(wr_live *live, char out[17]);
+
+/* A reference to the contracts LIVE runs now (drop it with wr_contracts_free),
+ * or NULL when its subscription has none. */
+struct wr_contracts *wr_live_contracts(wr_live *live);
 
 /* Reloads applied and refused since start. */
 void wr_reloader_counts(const wr_reloader *r, long *applied, long *refused);

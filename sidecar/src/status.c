@@ -8,17 +8,27 @@
 #include <string.h>
 
 #include "config.h"
+#include "contracts.h"
+#include "dlqtool.h"
 #include "log.h"
 #include "outcome.h"
 #include "reload.h"
 
 const char wr_status_usage[] =
-    "  status -c FILE [--url URL] [--json]\n"
+    "  status -c FILE [--url URL] [--json] [--no-dlq | --dlq-max N]\n"
     "                       what every subscription is doing now: consuming or paused\n"
-    "                       and why, queue depths, DLQ copies by reason, handler\n"
+    "                       and why, queue depths, lag (ready and held messages, age\n"
+    "                       of the oldest waiting, rates in and out over the last\n"
+    "                       minute), what is in each DLQ now by reason (read from the\n"
+    "                       broker as dlq list --group-by reason does; with -c, unless\n"
+    "                       --no-dlq; the first N messages of each, default 10000),\n"
+    "                       DLQ copies by reason since start, handler\n"
     "                       version (and whether the file on disk differs), last\n"
     "                       failures; read from the running sidecar's /status (URL:\n"
     "                       default http://127.0.0.1:PORT/status from http.listen)\n";
+
+#define LAG_WINDOW_MS 60000.0 /* the rates in and out: over the last minute */
+#define DLQ_NOW_MAX 10000     /* --dlq-max: messages status reads of a DLQ (the first ones) */
 
 static const char *const outcome_keys[WR_MO_COUNT] = {
     "ok", "retried", "dead_lettered", "rejected", "invalid", "duplicate", "deferred", "returned"};
@@ -64,6 +74,78 @@ void wr_status_why(const char *name, const wr_sub_figures *f, const wr_proc_figu
         char n[64];
         snprintf(n, sizeof(n), "%d of %d", f->workers - f->connected, f->workers);
         add_why(out, f->connected == 0, "broker: %s workers not connected%s", n, "");
+    }
+}
+
+/* SECONDS as "45 s", "12 min" or "3.5 h". */
+static void span_text(double seconds, char *out, size_t cap)
+{
+    if (seconds < 120) {
+        snprintf(out, cap, "%.0f s", seconds);
+    } else if (seconds < 7200) {
+        snprintf(out, cap, "%.0f min", seconds / 60);
+    } else {
+        snprintf(out, cap, "%.1f h", seconds / 3600);
+    }
+}
+
+void wr_status_lag(const wr_lag_sample *s, int n, long held, int64_t newest_ts_ms, long consumers,
+                   int connected, double window_ms, int64_t now_ms, wr_status_lag_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->ready = n > 0 ? s[n - 1].ready : -1;
+    out->held = held < 0 ? 0 : held;
+    out->other_consumers = consumers > connected;
+    if (out->ready < 0) {
+        out->oldest_max_s = -1;
+        snprintf(out->verdict, sizeof(out->verdict), "queue not read yet");
+        return;
+    }
+    if (out->ready == 0) {
+        out->oldest_max_s = 0;
+    } else if (newest_ts_ms <= 0) {
+        out->oldest_max_s = -1;
+    } else {
+        out->oldest_max_s = now_ms > newest_ts_ms ? (double)(now_ms - newest_ts_ms) / 1000 : 0;
+    }
+    /* the base: the newest reading at least WINDOW_MS before the last one */
+    const wr_lag_sample *last = &s[n - 1], *base = &s[0];
+    for (int i = n - 2; i >= 0; i--) {
+        if (last->mono_ms - s[i].mono_ms >= window_ms) {
+            base = &s[i];
+            break;
+        }
+    }
+    double dt = (last->mono_ms - base->mono_ms) / 1000;
+    if (n < 2 || dt <= 0) {
+        snprintf(out->verdict, sizeof(out->verdict), "measuring: one reading of the queue so far");
+        return;
+    }
+    out->window_s = dt;
+    double arrived = (double)(last->ready - base->ready) + (double)(last->held - base->held) +
+                     (double)(last->finished - base->finished);
+    out->in_per_s = arrived > 0 ? arrived / dt : 0;
+    out->out_per_s = (double)(last->finished - base->finished) / dt;
+    double net = out->out_per_s - out->in_per_s; /* > 0: the backlog shrinks */
+    char w[32];
+    span_text(dt, w, sizeof(w));
+    /* less than one message over the window is no trend */
+    double eps = 1.0 / dt;
+    if (out->ready == 0) {
+        snprintf(out->verdict, sizeof(out->verdict), "caught up: nothing waiting");
+    } else if (out->out_per_s == 0 && out->ready > 0) {
+        snprintf(out->verdict, sizeof(out->verdict),
+                 "stuck: %ld waiting, none finished in the last %s", out->ready, w);
+    } else if (net > eps && out->ready > 0) {
+        char eta[32];
+        span_text((double)out->ready / net, eta, sizeof(eta));
+        snprintf(out->verdict, sizeof(out->verdict),
+                 "catching up: the backlog falls %.1f/s, empty in about %s", net, eta);
+    } else if (-net > eps) {
+        snprintf(out->verdict, sizeof(out->verdict), "falling behind: the backlog grows %.1f/s",
+                 -net);
+    } else {
+        snprintf(out->verdict, sizeof(out->verdict), "keeping up: as many out as in");
     }
 }
 
@@ -148,6 +230,22 @@ json_t *wr_status_json(wr_metrics *m)
         json_object_set_new(q, "dlq", depth_json(f.depth_dlq));
         json_object_set_new(q, "consumers", json_integer(f.consumers));
         json_object_set_new(s, "queues", q);
+        wr_lag_sample samples[WR_LAG_SAMPLES];
+        int ns = wr_metrics_lag_samples(m, i, samples, WR_LAG_SAMPLES);
+        wr_status_lag_t lag;
+        wr_status_lag(samples, ns, f.in_flight, f.newest_ts_ms, f.consumers, f.connected,
+                      LAG_WINDOW_MS, now, &lag);
+        json_t *lj = json_object();
+        json_object_set_new(lj, "ready", depth_json(lag.ready));
+        json_object_set_new(lj, "held", json_integer(lag.held));
+        json_object_set_new(lj, "oldest_waiting_at_most_s",
+                            lag.oldest_max_s < 0 ? json_null() : json_real(lag.oldest_max_s));
+        json_object_set_new(lj, "window_s", json_real(lag.window_s));
+        json_object_set_new(lj, "in_per_s", json_real(lag.in_per_s));
+        json_object_set_new(lj, "out_per_s", json_real(lag.out_per_s));
+        json_object_set_new(lj, "other_consumers", json_boolean(lag.other_consumers));
+        json_object_set_new(lj, "verdict", json_string(lag.verdict));
+        json_object_set_new(s, "lag", lj);
         json_t *h = json_object();
         json_object_set_new(h, "received", json_integer((json_int_t)f.received));
         for (int k = 0; k < WR_MO_COUNT; k++) {
@@ -189,6 +287,15 @@ json_t *wr_status_json(wr_metrics *m)
             json_object_set_new(hd, "differs", json_true());
         }
         json_object_set_new(s, "handler", hd);
+        wr_contracts *ct = rel != NULL ? wr_live_contracts(wr_reloader_live(rel, i)) : NULL;
+        if (ct != NULL) {
+            json_t *cj = json_object();
+            json_object_set_new(cj, "path", json_string(wr_contracts_path(ct)));
+            json_object_set_new(cj, "version", json_string(wr_contracts_digest(ct)));
+            json_object_set_new(cj, "event_types", json_integer(wr_contracts_count(ct)));
+            json_object_set_new(s, "contracts", cj);
+            wr_contracts_free(ct);
+        }
         json_array_append_new(subs, s);
     }
     json_object_set_new(o, "subscriptions", subs);
@@ -217,6 +324,41 @@ static void put_depth(FILE *fp, const char *name, const json_t *q)
     } else {
         fprintf(fp, "  %s -", name); /* no such queue, or not read yet */
     }
+}
+
+static double num(const json_t *o, const char *k)
+{
+    return json_number_value(json_object_get(o, k));
+}
+
+/* "  lag: 120 ready, 5 held; oldest waiting at most 42 s; over the last 60 s
+ *   in 3.0/s, out 5.0/s: catching up: ..." */
+static void put_lag(FILE *fp, const json_t *lag)
+{
+    const json_t *ready = json_object_get(lag, "ready");
+    if (!json_is_integer(ready)) {
+        fprintf(fp, "  lag: %s\n", str(lag, "verdict"));
+        return;
+    }
+    fprintf(fp, "  lag: %" JSON_INTEGER_FORMAT " ready, %" JSON_INTEGER_FORMAT " held",
+            json_integer_value(ready), json_integer_value(json_object_get(lag, "held")));
+    const json_t *age = json_object_get(lag, "oldest_waiting_at_most_s");
+    if (json_integer_value(ready) == 0) {
+        /* nothing waits: no age to give */
+    } else if (json_is_number(age)) {
+        fprintf(fp, "; oldest waiting at most %.0f s old", json_number_value(age));
+    } else {
+        fprintf(fp, "; age of the oldest waiting unknown (no AMQP timestamp)");
+    }
+    fputc('\n', fp);
+    if (num(lag, "window_s") > 0) {
+        fprintf(fp, "    over the last %.0f s: in %.1f/s, out %.1f/s%s\n", num(lag, "window_s"),
+                num(lag, "in_per_s"), num(lag, "out_per_s"),
+                json_is_true(json_object_get(lag, "other_consumers"))
+                    ? " (this process's workers only: the queue has other consumers)"
+                    : "");
+    }
+    fprintf(fp, "    %s\n", str(lag, "verdict"));
 }
 
 void wr_status_render(FILE *fp, const json_t *st)
@@ -248,9 +390,35 @@ void wr_status_render(FILE *fp, const json_t *st)
                 json_integer_value(json_object_get(w, "connected")),
                 json_integer_value(json_object_get(w, "total")),
                 json_integer_value(json_object_get(w, "in_flight")));
+        const json_t *lag = json_object_get(s, "lag");
+        if (lag != NULL) {
+            put_lag(fp, lag);
+        }
+        const json_t *now = json_object_get(s, "dlq_now_by_reason");
+        if (json_is_object(now)) {
+            fprintf(fp, "  in the DLQ now (by reason, ids/messages):");
+            const char *key;
+            json_object_foreach((json_t *)now, key, v)
+            {
+                fprintf(fp, " %s %" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT, key,
+                        json_integer_value(json_object_get(v, "ids")),
+                        json_integer_value(json_object_get(v, "messages")));
+            }
+            const json_t *part = json_object_get(s, "dlq_now_partial");
+            if (part != NULL) {
+                fprintf(fp,
+                        " (the first %" JSON_INTEGER_FORMAT " of %" JSON_INTEGER_FORMAT
+                        " messages: dlq list --group-by reason counts them all)",
+                        json_integer_value(json_object_get(part, "read")),
+                        json_integer_value(json_object_get(part, "held")));
+            }
+            fprintf(fp, "%s\n", json_object_size(now) == 0 ? " empty" : "");
+        } else if (json_is_string(now)) {
+            fprintf(fp, "  in the DLQ now: not read (%s)\n", json_string_value(now));
+        }
         const json_t *dl = json_object_get(s, "dead_letters_by_reason");
         if (json_object_size(dl) > 0) {
-            fprintf(fp, "  dead-lettered since start:");
+            fprintf(fp, "  dead-lettered since start (copies):");
             const char *key;
             json_object_foreach((json_t *)dl, key, v)
             {
@@ -271,6 +439,12 @@ void wr_status_render(FILE *fp, const json_t *st)
                     str(h, "on_disk"));
         }
         fputc('\n', fp);
+        const json_t *ct = json_object_get(s, "contracts");
+        if (ct != NULL) {
+            fprintf(fp, "  contracts %s version %s (%" JSON_INTEGER_FORMAT " event types)\n",
+                    str(ct, "path"), str(ct, "version"),
+                    json_integer_value(json_object_get(ct, "event_types")));
+        }
         json_array_foreach(json_object_get(s, "last_failures"), k, v)
         {
             fprintf(fp, "  %s %s %s: %s%s\n", k == 0 ? "last failures:" : "              ",
@@ -362,13 +536,75 @@ json_t *wr_status_fetch(const char *config, const char *url, char *err, size_t c
     return st;
 }
 
+/*
+ * Put what is in each subscription's DLQ now, by reason, into STATUS as the
+ * subscription's "dlq_now_by_reason": read from the broker with CONFIG as
+ * `dlq list --group-by reason` reads it, or a string saying why not (no
+ * CONFIG, the DLQ not readable). At most the first MAX messages of each: when a
+ * DLQ holds more, "dlq_now_partial" says how many were read of how many.
+ */
+static void add_dlq_now(json_t *st, const char *config, uint32_t max)
+{
+    wr_config *cfg = NULL;
+    char why[1024] = "give -c FILE to read the DLQs";
+    if (config != NULL) {
+        wr_config_errors errs = {0};
+        cfg = wr_config_load(config, &errs);
+        if (cfg == NULL) {
+            snprintf(why, sizeof(why), "%s", errs.count > 0 ? errs.lines[0] : "config not loaded");
+        } else {
+            /* the broker module's log lines go to stderr: stdout is the report */
+            wr_log_set_fd(2);
+            wr_log_set_level(cfg->log_level);
+        }
+        wr_config_errors_free(&errs);
+    }
+    size_t i;
+    json_t *s;
+    json_array_foreach(json_object_get(st, "subscriptions"), i, s)
+    {
+        const wr_subscription *sub = NULL;
+        for (int k = 0; cfg != NULL && k < cfg->sub_count; k++) {
+            if (strcmp(cfg->subs[k].name, str(s, "name")) == 0) {
+                sub = &cfg->subs[k];
+            }
+        }
+        json_t *now = NULL;
+        char err[1024];
+        uint32_t read = 0, held = 0;
+        if (sub == NULL) {
+            now = json_string(cfg != NULL ? "not in the config given" : why);
+        } else if ((now = wr_dlqtool_by_reason(cfg, sub, max, &read, &held, err, sizeof(err))) ==
+                   NULL) {
+            now = json_string(err);
+        } else if (read < held) {
+            /* a big DLQ: the first MAX, and say so */
+            json_t *part = json_object();
+            json_object_set_new(part, "read", json_integer(read));
+            json_object_set_new(part, "held", json_integer(held));
+            json_object_set_new(s, "dlq_now_partial", part);
+        }
+        json_object_set_new(s, "dlq_now_by_reason", now);
+    }
+    wr_config_free(cfg);
+}
+
 int wr_status_main(int argc, char **argv)
 {
     const char *config = NULL, *url = NULL;
-    int json = 0;
+    int json = 0, no_dlq = 0;
+    uint32_t dlq_max = DLQ_NOW_MAX;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0 || strcmp(a, "--url") == 0) {
+        if (strcmp(a, "--dlq-max") == 0) {
+            char *end = NULL;
+            long v = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : 0;
+            if (end == NULL || *end != '\0' || end == argv[i + 1] || v < 1 || v > 1000000) {
+                return usage("--dlq-max needs a count from 1 to 1000000%s", "");
+            }
+            dlq_max = (uint32_t)v;
+            i++;
+        } else if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0 || strcmp(a, "--url") == 0) {
             if (i + 1 >= argc) {
                 return usage("%s needs a value", a);
             }
@@ -379,6 +615,8 @@ int wr_status_main(int argc, char **argv)
             }
         } else if (strcmp(a, "--json") == 0) {
             json = 1;
+        } else if (strcmp(a, "--no-dlq") == 0) {
+            no_dlq = 1;
         } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             printf("usage:\n%s", wr_status_usage);
             return 0;
@@ -394,6 +632,9 @@ int wr_status_main(int argc, char **argv)
     if (st == NULL) {
         fprintf(stderr, "warren status: %s\n", err);
         return strstr(err, "http.listen") != NULL ? 2 : 1;
+    }
+    if (!no_dlq) {
+        add_dlq_now(st, config, dlq_max);
     }
     if (json) {
         json_dumpf(st, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

@@ -16,6 +16,7 @@
 #include "rconn.h"
 #include "record.h"
 #include "status.h"
+#include "tindex.h"
 #include "log.h"
 
 const char wr_tracecmd_usage[] =
@@ -155,6 +156,7 @@ typedef struct {
     wr_rconn *c;
     int nodes;     /* stories read so far (MAX_NODES) */
     long scanned;  /* keys looked at by searches */
+    long indexed;  /* trace index members read (tindex.h) */
     long scan_max; /* --scan-limit */
     char err[512];
 } tracer;
@@ -200,8 +202,8 @@ static void hits_free(hits *hs)
 
 /*
  * Does journal entry TEXT (N bytes) match VALUE? Exactly: its message_id is
- * VALUE, or one of its recorded fields (trace_fields) is. With GREP: VALUE occurs anywhere in it (an error, a type, a trace
- * id, a recorded field).
+ * VALUE, or one of its recorded fields (trace_fields) is. With GREP: VALUE occurs anywhere in it
+ * (an error, a type, a trace id, a recorded field).
  */
 static int entry_matches(const char *text, size_t n, const char *value, int grep)
 {
@@ -345,6 +347,58 @@ static int search(tracer *t, const char *value, int grep, hits *hs)
     return 0;
 }
 
+/*
+ * Look VALUE up in the trace index (tindex.h) under each idempotency prefix
+ * of the wanted subscriptions, and add the events it names to HS (only
+ * subscription ONLY's when ONLY >= 0): one LRANGE per prefix, whatever the
+ * number of records. Returns 0, or -1 when Redis failed.
+ */
+static int index_lookup(tracer *t, const char *value, int only, hits *hs)
+{
+    for (int p = 0; p < t->cfg->sub_count; p++) {
+        const char *prefix = t->cfg->subs[p].idem.prefix;
+        int seen = 0;
+        for (int q = 0; q < p; q++) {
+            seen |=
+                t->cfg->subs[q].idem.enabled && strcmp(t->cfg->subs[q].idem.prefix, prefix) == 0;
+        }
+        char key[WR_TINDEX_VALUE_MAX + 1200];
+        if (seen || !t->cfg->subs[p].idem.enabled ||
+            wr_tindex_key(prefix, value, key, sizeof(key)) != 0) {
+            continue;
+        }
+        const char *argv[] = {"LRANGE", key, "0", "-1"};
+        redisReply *r = wr_rconn_command(t->c, 4, argv, NULL);
+        if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+            snprintf(t->err, sizeof(t->err), "Redis: LRANGE: %s",
+                     r == NULL                      ? wr_rconn_error(t->c)
+                     : r->type == REDIS_REPLY_ERROR ? r->str
+                                                    : "unexpected reply");
+            freeReplyObject(r);
+            return -1;
+        }
+        for (size_t e = 0; e < r->elements; e++) {
+            const redisReply *m = r->element[e];
+            size_t sl;
+            const char *k;
+            if (m->type != REDIS_REPLY_STRING || wr_tindex_member(m->str, m->len, &sl, &k) != 0) {
+                continue;
+            }
+            for (int i = 0; i < t->cfg->sub_count; i++) {
+                const wr_subscription *sub = &t->cfg->subs[i];
+                if ((only < 0 || i == only) && sub_wanted(t, sub) && sub->idem.enabled &&
+                    strcmp(sub->idem.prefix, prefix) == 0 && strlen(sub->name) == sl &&
+                    memcmp(sub->name, m->str, sl) == 0) {
+                    hits_add(hs, i, k, m->len - sl - 1);
+                }
+            }
+        }
+        t->indexed += (long)r->elements;
+        freeReplyObject(r);
+    }
+    return 0;
+}
+
 /* The story of KEY in subscription I, with "subscription" and "key" set; NULL
  * when Redis failed (t->err says why). */
 static json_t *story_of(tracer *t, int i, const char *key)
@@ -370,33 +424,60 @@ static int add_children(tracer *t, json_t *story, int sub, int depth);
 /*
  * The stories of the event with message id ID in every subscription (an
  * event published by a handler: its id is its key wherever idempotency keys
- * by message id), each with its own children down to DEPTH more levels.
+ * by message id; elsewhere the trace index maps it to the key), each with its
+ * own children down to DEPTH more levels.
  * Returns a new array (possibly empty), or NULL when Redis failed.
  */
 static json_t *stories_of_id(tracer *t, const char *id, int depth)
 {
     json_t *out = json_array();
+    /* keyed by another field: the trace index maps the id to the key */
+    hits other = {.n = 0};
+    int any_other = 0;
+    for (int i = 0; i < t->cfg->sub_count; i++) {
+        any_other |=
+            t->cfg->subs[i].idem.enabled && t->cfg->subs[i].idem.source != WR_KEY_MESSAGE_ID;
+    }
+    if (any_other && index_lookup(t, id, -1, &other) != 0) {
+        json_decref(out);
+        return NULL;
+    }
     for (int i = 0; i < t->cfg->sub_count && t->nodes < MAX_NODES; i++) {
         const wr_subscription *sub = &t->cfg->subs[i];
-        if (!sub->idem.enabled || sub->idem.source != WR_KEY_MESSAGE_ID) {
+        if (!sub->idem.enabled) {
             continue;
         }
-        json_t *st = story_of(t, i, id);
-        if (st == NULL) {
-            json_decref(out);
-            return NULL;
+        for (int h = -1; h < other.n && t->nodes < MAX_NODES; h++) {
+            const char *key = id;
+            if (h < 0 && sub->idem.source != WR_KEY_MESSAGE_ID) {
+                continue; /* not its key here */
+            }
+            if (h >= 0) {
+                if (other.h[h].sub != i || sub->idem.source == WR_KEY_MESSAGE_ID) {
+                    continue;
+                }
+                key = other.h[h].key;
+            }
+            json_t *st = story_of(t, i, key);
+            if (st == NULL) {
+                hits_free(&other);
+                json_decref(out);
+                return NULL;
+            }
+            if (!story_found(st)) {
+                json_decref(st);
+                continue;
+            }
+            if (add_children(t, st, i, depth) != 0) {
+                json_decref(st);
+                hits_free(&other);
+                json_decref(out);
+                return NULL;
+            }
+            json_array_append_new(out, st);
         }
-        if (!story_found(st)) {
-            json_decref(st);
-            continue;
-        }
-        if (add_children(t, st, i, depth) != 0) {
-            json_decref(st);
-            json_decref(out);
-            return NULL;
-        }
-        json_array_append_new(out, st);
     }
+    hits_free(&other);
     return out;
 }
 
@@ -556,7 +637,6 @@ int wr_tracecmd_main(int argc, char **argv)
         goto out;
     }
     /* 1. VALUE as an event key in each subscription (the message id by default) */
-    int need_search = grep;
     for (int i = 0; i < cfg->sub_count && !grep; i++) {
         const wr_subscription *sub = &cfg->subs[i];
         if (!sub_wanted(&t, sub)) {
@@ -569,22 +649,31 @@ int wr_tracecmd_main(int argc, char **argv)
         }
         if (story_found(story)) {
             hits_add(&hs, i, id, strlen(id));
-        } else if (sub->idem.enabled && sub->idem.source != WR_KEY_MESSAGE_ID) {
-            need_search = 1; /* its key is a header or a field: find the message id */
-        }
-        if (sub->trace_field_count > 0) {
-            need_search = 1; /* VALUE may be one of the body values it records */
         }
         json_decref(story);
     }
-    /* 2. not a key there (or --grep): search the journals for it */
-    if (need_search || hs.n == 0) {
+    /* 2. a message id or a recorded body value: the trace index names the
+     * events (tindex.h) */
+    if (!grep && index_lookup(&t, id, -1, &hs) != 0) {
+        fprintf(stderr, "warren trace: %s\n", t.err);
+        goto out;
+    }
+    /* 3. --grep, or found nowhere yet: search the journals and records one by
+     * one (an event journaled before the index existed, or whose index write
+     * was lost: it is best effort) */
+    if (grep || hs.n == 0) {
         if (search(&t, id, grep, &hs) != 0) {
             fprintf(stderr, "warren trace: %s\n", t.err);
             goto out;
         }
+        if (!grep && hs.n > 0) {
+            fprintf(stderr,
+                    "warren trace: '%s' is not in the trace index: found by searching %ld "
+                    "key(s)\n",
+                    id, t.scanned);
+        }
     }
-    /* 3. each event found, with the tree of what it published */
+    /* 4. each event found, with the tree of what it published */
     for (int h = 0; h < hs.n; h++) {
         json_t *story = story_of(&t, hs.h[h].sub, hs.h[h].key);
         if (story == NULL || add_children(&t, story, hs.h[h].sub, depth) != 0) {

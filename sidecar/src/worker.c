@@ -59,9 +59,11 @@
 #include "reload.h"
 #include "retry.h"
 #include "sign.h"
+#include "tindex.h"
 #include "topology.h"
 
 #define TAKE_TIMEOUT_MS 200      /* idle wait per loop turn: bounds shutdown latency */
+#define HALF_OPEN_FRESH_MS 2000  /* half-open: how long retries yield to fresh messages */
 #define LOG_BODY_MAX 2048        /* log.bodies: bytes of a body shown in its outcome line */
 #define CONFIRM_TIMEOUT_MS 30000 /* a batch's confirms; past this the connection is suspect */
 #define BACKOFF_MIN_MS 200
@@ -173,9 +175,10 @@ struct wr_worker {
     char *run_source;     /* the running version's source */
     char run_version[64];
 
-    wr_live *live;         /* the subscription's live handler and policy (reload.h) */
-    unsigned live_gen;     /* the generation this worker runs */
-    wr_retry_policy retry; /* the worker's copy of the live retry policy */
+    wr_live *live;                  /* the subscription's live handler and policy (reload.h) */
+    unsigned live_gen;              /* the generation this worker runs */
+    struct wr_contracts *contracts; /* that generation's contracts (a reference), or NULL */
+    wr_retry_policy retry;          /* the worker's copy of the live retry policy */
     int64_t retry_delays[WR_LIVE_MAX_DELAYS];
 
     wr_shared_brk *brk;     /* the subscription's circuit breaker (shared by its workers) */
@@ -559,9 +562,10 @@ static int publish_outgoing(wr_worker *w, batch *bt, item *it, const wr_lua_resu
             h[nh].value.value.bytes = it->env.tracestate;
             nh++;
         }
+        amqp_bytes_t ce_body = {0, NULL};
         if (p->ce_type != NULL) {
-            /* a CloudEvent in binary mode (cloudevent.h): its id is the message's
-             * deterministic id, its trace the traceparent extension */
+            /* a CloudEvent (cloudevent.h): its id is the message's deterministic id,
+             * its trace the traceparent extension; binary mode unless structured */
             char when[40];
             int64_t now = wr_now_ms();
             time_t secs = (time_t)(now / 1000);
@@ -576,7 +580,19 @@ static int publish_outgoing(wr_worker *w, batch *bt, item *it, const wr_lua_resu
                                    {"cloudEvents:time", when},
                                    {"cloudEvents:traceparent", tp},
                                    {"cloudEvents:subject", p->ce_subject}};
-            for (size_t k = 0; k < sizeof(ce) / sizeof(ce[0]); k++) {
+            if (p->ce_structured) {
+                wr_ce_attrs a = {id, p->ce_type, p->ce_source, p->ce_subject, when, tp};
+                size_t len = 0;
+                char *t = wr_cloudevent_structured(&a, p->content_type, p->body, p->body_len, &len);
+                if (t == NULL) {
+                    return WR_BROKER_DOWN;
+                }
+                ce_body = pool_dup(&bt->pool, t, len);
+                free(t);
+                props._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
+                props.content_type = amqp_cstring_bytes(WR_CE_STRUCTURED_TYPE);
+            }
+            for (size_t k = 0; !p->ce_structured && k < sizeof(ce) / sizeof(ce[0]); k++) {
                 if (ce[k][1] == NULL) {
                     continue;
                 }
@@ -591,7 +607,7 @@ static int publish_outgoing(wr_worker *w, batch *bt, item *it, const wr_lua_resu
 
         amqp_bytes_t ex = pool_dup(&bt->pool, p->exchange, strlen(p->exchange));
         amqp_bytes_t rk = pool_dup(&bt->pool, p->routing_key, strlen(p->routing_key));
-        amqp_bytes_t body = {p->body_len, p->body};
+        amqp_bytes_t body = ce_body.bytes ? ce_body : (amqp_bytes_t){p->body_len, p->body};
         uint64_t seq;
         int rc = wr_broker_publish(w->b, ex, rk, p->mandatory, &props, body, &seq);
         if (rc != WR_BROKER_OK) {
@@ -808,38 +824,12 @@ static void prepare(wr_worker *w, item *it)
         rc = -1;
     }
     if (rc == 0) {
-        /* a CloudEvent: its type selects the contract, its data is the body (structured) */
-        int cr = wr_cloudevent_read(&it->env, &it->ce, it->error, sizeof(it->error));
-        if (cr < 0) {
-            reason = wr_reason_name(WR_RS_INVALID_CLOUDEVENT);
-            rc = -1;
-        } else if (cr == 1) {
-            it->env.type = (amqp_bytes_t){.len = strlen(it->ce.type), .bytes = it->ce.type};
-            if (it->env.id.len == 0) {
-                it->env.id = (amqp_bytes_t){.len = strlen(it->ce.id), .bytes = it->ce.id};
-            }
-            if (it->ce.mode == WR_CE_STRUCTURED) {
-                it->env.body = (amqp_bytes_t){.len = it->ce.data_len, .bytes = it->ce.data};
-                it->env.is_json = it->ce.data != NULL;
-            }
-        }
-    }
-    if (rc == 0 && w->live->contracts != NULL) {
-        /* the contract (contracts.h): schema-invalid, version-unknown, unknown-type */
-        wr_ct_result ct;
-        int64_t version;
-        wr_reason crs =
-            wr_contracts_check_envelope(w->live->contracts, &w->sub->contracts, &it->env, &ct,
-                                        &version, it->error, sizeof(it->error));
+        /* a CloudEvent, then its contract (contracts.h), as `warren exec` does */
+        wr_reason crs = wr_contracts_admit(w->contracts, &w->sub->contracts, &it->env, &it->ce,
+                                           &it->upcast_from, NULL, it->error, sizeof(it->error));
         if (crs != WR_RS_NONE) {
             reason = wr_reason_name(crs);
             rc = -1;
-        } else if (ct != WR_CT_NO_CONTRACT) {
-            /* event.version: the version its contract found (header, field or default) */
-            int n = snprintf(it->env.version_buf, sizeof(it->env.version_buf), "%lld",
-                             (long long)version);
-            it->env.version = (amqp_bytes_t){.len = (size_t)n, .bytes = it->env.version_buf};
-            it->upcast_from = ct == WR_CT_UPCAST ? version : 0;
         }
     }
     /* no traceparent: one trace per input (its id), whichever subscription has it */
@@ -884,40 +874,8 @@ static int lane_hold(wr_worker *w, batch *bt, item *it);
  */
 static char *upcast(wr_worker *w, item *it, size_t *len)
 {
-    wr_contracts *c = w->live->contracts;
-    wr_upcast_step steps[WR_CONTRACTS_MAX_CHAIN];
-    wr_lua_upcaster lsteps[WR_CONTRACTS_MAX_CHAIN];
-    char type[256];
-    snprintf(type, sizeof(type), "%.*s", (int)it->env.type.len, (const char *)it->env.type.bytes);
-    int n =
-        wr_contracts_chain(c, type, strlen(type), it->upcast_from, steps, WR_CONTRACTS_MAX_CHAIN);
-    if (n < 0) {
-        snprintf(it->error, sizeof(it->error), "%s v%lld: no upcaster chain to the current version",
-                 type, (long long)it->upcast_from);
-        return NULL;
-    }
-    for (int i = 0; i < n; i++) {
-        lsteps[i] = (wr_lua_upcaster){
-            .from = steps[i].from, .path = steps[i].path, .src = steps[i].src, .len = steps[i].len};
-    }
-    char *out = NULL, err[700];
-    if (wr_lua_upcast(w->lua, lsteps, n, type, (const char *)it->env.body.bytes, it->env.body.len,
-                      &out, len, err, sizeof(err)) != 0) {
-        snprintf(it->error, sizeof(it->error), "%s: %s", type, err);
-        return NULL;
-    }
-    if (wr_contracts_validate_current(c, type, strlen(type), it->upcast_from, out, *len, it->error,
-                                      sizeof(it->error)) != 0) {
-        free(out);
-        return NULL;
-    }
-    memcpy(it->env.original_buf, it->env.version_buf, sizeof(it->env.original_buf));
-    it->env.original_version =
-        (amqp_bytes_t){.len = it->env.version.len, .bytes = it->env.original_buf};
-    int k = snprintf(it->env.version_buf, sizeof(it->env.version_buf), "%lld",
-                     (long long)wr_contracts_current(c, type, strlen(type)));
-    it->env.version = (amqp_bytes_t){.len = (size_t)k, .bytes = it->env.version_buf};
-    return out;
+    return wr_contracts_upcast_envelope(w->contracts, w->lua, &it->env, it->upcast_from, len,
+                                        it->error, sizeof(it->error), NULL, NULL);
 }
 
 /*
@@ -932,8 +890,8 @@ static wr_outcome check_outgoing(wr_worker *w, wr_lua_result *res)
         const wr_lua_pub *p = &res->pubs[i];
         const char *type = p->ce_type ? p->ce_type : p->type ? p->type : p->routing_key;
         char detail[900];
-        if (wr_contracts_validate_outgoing(w->live->contracts, type, strlen(type), p->body,
-                                           p->body_len, detail, sizeof(detail)) < 0) {
+        if (wr_contracts_validate_outgoing(w->contracts, type, strlen(type), p->body, p->body_len,
+                                           detail, sizeof(detail)) < 0) {
             snprintf(res->reason, sizeof(res->reason), "%s", wr_reason_name(WR_RS_SCHEMA_INVALID));
             snprintf(res->error, sizeof(res->error),
                      "ctx.publish #%d does not match its contract: %s", i + 1, detail);
@@ -995,7 +953,7 @@ static int run_one(wr_worker *w, batch *bt, item *it)
     wr_outcome out = wr_lua_handle(w->lua, &it->env, &call, &res);
     it->env.body = body;
     free(upcast_body);
-    if (out == WR_OUT_OK && w->live->contracts != NULL && w->sub->contracts.validate_outgoing) {
+    if (out == WR_OUT_OK && w->contracts != NULL && w->sub->contracts.validate_outgoing) {
         out = check_outgoing(w, &res);
     }
     it->duration_ms = wr_mono_ms() - it->started_ms;
@@ -1530,6 +1488,9 @@ static int prepare_batch(wr_worker *w, batch *bt)
         wr_storebuf_reset(bt->stores[i]);
         wr_sb_result_free(&bt->links[i].held);
         prepare(w, it);
+        if (it->env.timestamp > atomic_load(&w->st->newest_ts)) {
+            atomic_store(&w->st->newest_ts, (long long)it->env.timestamp); /* status: lag */
+        }
         if (it->valid && pol->enabled) {
             int r = wr_inflight_add(w->inflight, it->rkey);
             if (r == 1) {
@@ -2327,6 +2288,18 @@ static int lanes_meet(const batch *prev, const batch *cur)
     return 0;
 }
 
+/* Half-open for less than HALF_OPEN_FRESH_MS: a retry alone in its batch
+ * yields to the fresh messages that may wait behind it (run_batch). */
+static int half_open_young(wr_worker *w)
+{
+    if (wr_shared_brk_state(w->brk) != WR_BRK_HALF_OPEN) {
+        return 0;
+    }
+    wr_brk_status st;
+    wr_shared_brk_status(w->brk, &st);
+    return wr_now_ms() - st.half_open_at_ms < HALF_OPEN_FRESH_MS;
+}
+
 /* Does BT hold, after item I, a fresh message (a first attempt) that is still
  * to run? */
 static int fresh_after(const wr_worker *w, const batch *bt, int i)
@@ -2401,6 +2374,25 @@ static int run_batch(wr_worker *w, batch *bt)
              * the good messages behind it wait another open_for. Back to the queue
              * without counting an attempt: it runs once the breaker closed */
             it->act = WR_ACT_NONE;
+            continue;
+        }
+        if (it->attempt > 1 && it->okey[0] == '\0' && half_open_young(w)) {
+            /* half-open, and no fresh message behind it here (a batch of retries,
+             * or of one: the prefetch may hold nothing else): fresh ones may wait
+             * in the queue behind it. Through the wait queue to the queue's tail,
+             * no attempt counted; late in the half-open, a retry probes */
+            wr_logline l;
+            wr_log_begin(&l, WR_LOG_INFO, "half-open: a retry goes behind the fresh messages");
+            wr_log_str(&l, "subscription", w->sub->name);
+            wr_log_strn(&l, "message_id", it->env.id.bytes, it->env.id.len);
+            wr_log_int(&l, "attempt", it->attempt);
+            wr_log_end(&l);
+            it->act = WR_ACT_WAIT;
+            it->delay_ms = WR_TOPO_WAIT_MS;
+            rc = publish_copy(w, bt, it, NULL);
+            if (rc != WR_BROKER_OK) {
+                return rc;
+            }
             continue;
         }
         if (!wr_shared_brk_allow(w->brk)) {
@@ -2633,12 +2625,14 @@ static void journal_batch(wr_worker *w, batch *bt)
     int nl = 0;
     int64_t now = wr_now_ms();
     double mono = wr_mono_ms();
+    wr_tindex ix = {0}; /* the trace index (tindex.h), written with the entries */
     for (int i = 0; i < bt->n; i++) {
         const item *it = &bt->items[i];
         if (it->held || (it->act == WR_ACT_NONE && it->error[0] == '\0')) {
             continue; /* held back, or not started (shutdown, breaker): quietly */
         }
         if (it->claimed && finish_op_of(it) == WR_FINISH_DONE && bt->entries[i] != NULL) {
+            wr_tindex_add(&ix, w->sub, bt->entries[i], it->key);
             continue; /* kept in its done record */
         }
         if (lists == NULL) {
@@ -2658,13 +2652,27 @@ static void journal_batch(wr_worker *w, batch *bt)
             continue; /* no id to file it under */
         }
         texts[nl] = journal_text(w, it, now, mono);
+        wr_tindex_add(&ix, w->sub, texts[nl], key);
         if (texts[nl] != NULL) {
             lists[nl] = (wr_idem_jlist){
                 .key = jkey, .entries = (const char *const *)&texts[nl], .count = 1};
             nl++;
         }
     }
-    if (nl == 0 && lists == NULL) {
+    int nw = nl; /* lists written: the journals, then the index's */
+    if (ix.n > 0 && lists != NULL) {
+        wr_idem_jlist *all = realloc(lists, (size_t)(bt->n + ix.n) * sizeof(*all));
+        if (all != NULL) {
+            lists = all;
+            memcpy(lists + nl, ix.lists, (size_t)ix.n * sizeof(*all));
+            nw += ix.n;
+        }
+    } else if (ix.n > 0) {
+        lists = ix.lists; /* only done records in the batch: the index alone */
+        nw = ix.n;
+        ix.lists = NULL;
+    }
+    if (nw == 0 && lists == NULL) {
         /* nothing to write; still report what earlier writes' replies said */
         if (wr_idem_journal(w->idem, NULL, 0, cfg->journal_max_entries, cfg->journal_ttl_ms) == 0) {
             return;
@@ -2672,8 +2680,8 @@ static void journal_batch(wr_worker *w, batch *bt)
     } else {
         double t0 = wr_mono_ms();
         int jrc =
-            wr_idem_journal(w->idem, lists, nl, cfg->journal_max_entries, cfg->journal_ttl_ms);
-        if (nl > 0) {
+            wr_idem_journal(w->idem, lists, nw, cfg->journal_max_entries, cfg->journal_ttl_ms);
+        if (nw > 0) {
             wr_hist_observe(&w->st->redis_journal, (wr_mono_ms() - t0) / 1000);
         }
         if (jrc == 0) {
@@ -2691,12 +2699,13 @@ static void journal_batch(wr_worker *w, batch *bt)
     wr_log_int(&l, "failures", (long long)w->journal_failures);
     wr_log_end(&l);
 out:
-    for (int i = 0; i < nl; i++) {
+    for (int i = 0; texts != NULL && i < nl; i++) {
         free(texts[i]);
     }
     free(texts);
     free(lists);
     free(keys);
+    wr_tindex_free(&ix);
 }
 
 /* The lowest delivery tag still unfinished outside BT: in the other batch or
@@ -3104,6 +3113,9 @@ static int apply_live(wr_worker *w)
     w->lua_opts.max_attempts = snap.retry.max_attempts;
     wr_lua_set_limits(w->lua, snap.timeout_ms, snap.retry.max_attempts);
     wr_retry_policy_copy(&w->retry, w->retry_delays, &snap.retry);
+    wr_contracts_free(w->contracts); /* events from now on meet the new generation's */
+    w->contracts = snap.contracts;
+    snap.contracts = NULL;
     wr_live_snapshot_free(&snap);
 
     wr_retry_tiers tiers;
@@ -3501,6 +3513,8 @@ wr_worker *wr_worker_start(const wr_config *cfg, const wr_subscription *sub, int
         wr_live_snapshot_free(&snap);
         goto fail;
     }
+    w->contracts = snap.contracts;
+    snap.contracts = NULL;
     wr_live_snapshot_free(&snap);
     w->lua = wr_lua_create(&w->lua_opts, err, errcap);
     if (w->lua == NULL) {
@@ -3541,6 +3555,7 @@ void wr_worker_free(wr_worker *w)
         pthread_join(w->thread, NULL);
     }
     wr_lua_destroy(w->lua);
+    wr_contracts_free(w->contracts);
     wr_idem_destroy(w->idem);
     wr_topology_clear(&w->topo);
     for (int b = 0; b < 2; b++) {

@@ -160,8 +160,88 @@ def seeds_storebuf():
           op(2, b")\x02", num=1))
 
 
+def seeds_schema():
+    """A schema (2-byte length), then an instance."""
+    import json
+
+    def seed(name, schema, instance):
+        sch = json.dumps(schema).encode()
+        write("schema", name, struct.pack(">H", len(sch)) + sch + json.dumps(instance).encode())
+    item = {"type": "object", "required": ["sku", "quantity"],
+            "properties": {"quantity": {"type": "integer", "minimum": 1}}}
+    order = {"type": "object", "required": ["order_id", "items"],
+             "properties": {"order_id": {"type": "string", "minLength": 1,
+                                         "pattern": "^o-[0-9]+$"},
+                            "items": {"type": "array", "minItems": 1, "uniqueItems": True,
+                                      "items": {"$ref": "#/$defs/item"}},
+                            "total": {"type": "number", "exclusiveMinimum": 0},
+                            "at": {"type": "string", "format": "date-time"}},
+             "additionalProperties": False, "$defs": {"item": item}}
+    seed("order-valid", order, {"order_id": "o-1", "items": [{"sku": "a", "quantity": 1}],
+                                "total": 2.5, "at": "2026-12-05T15:00:00Z"})
+    seed("order-invalid", order, {"order_id": "", "items": [{"sku": "a", "quantity": 0}] * 2,
+                                  "x": 1, "at": "yesterday"})
+    seed("combinators", {"anyOf": [{"type": "integer"}, {"enum": ["a", None]}],
+                         "not": {"const": 3}, "oneOf": [{"maximum": 10}, {"minimum": 5}],
+                         "allOf": [{"type": ["integer", "string"]}]}, 7)
+    seed("formats", {"type": "array", "maxItems": 4, "items": {"anyOf": [
+        {"format": "email"}, {"format": "uuid"}, {"format": "uri"}, {"format": "date"}]}},
+        ["a@b.c", "123e4567-e89b-12d3-a456-426614174000", "http://x/y", "2026-02-30"])
+    seed("unsupported", {"type": "object", "properties": {"a": {"x-db": 1}}}, {})
+
+
+def seeds_contracts():
+    """A contracts file (2-byte length), an event type (length byte), a version (8 bytes),
+    then the event's body."""
+    def seed(name, text, etype, version, body):
+        t = text.encode()
+        write("contracts", name, struct.pack(">H", len(t)) + t + s8(etype) +
+              struct.pack(">q", version) + body.encode())
+    with open(os.path.join(ROOT, "config", "contracts.yaml")) as fh:
+        example = fh.read().replace("upcasters/order_created_v1.lua", "up.lua")
+    seed("example-v2", example, "order.created", 2,
+         '{"order_id": "o-1", "customer_id": "c-1", "items": [{"sku": "a", "quantity": 1, '
+         '"price": 2}], "total_amount": 2, "timestamp": "2026-12-05T15:00:00Z"}')
+    seed("example-v1", example, "order.created", 1, '{"order_id": "o-1"}')
+    seed("example-v9", example, "order.created", 9, "{}")
+    chain = ("events:\n  e:\n    version: 3\n    schema: {type: object}\n"
+             "    backwards_compatible_with:\n"
+             "      - {version: 1, upcaster: up.lua, examples: [{a: 1}]}\n"
+             "      - {version: 2, upcaster: up.lua, schema: {required: [a]}}\n")
+    seed("chain", chain, "e", 2, '{"a": 1}')
+    seed("errors", "events:\n  e:\n    version: 0\n    schema: {type: objekt, x-y: 1}\n"
+         "    backwards_compatible_with:\n      - {version: 4, upcaster: missing.lua}\n"
+         "  f: [1, 2\n", "f", 1, "{}")
+    seed("unknown-type", "events: {a: {version: 1, schema: true}}\n", "b", 1, "[]")
+
+
+def seeds_cloudevent():
+    """flags, content type (length byte), N headers (name, value: length bytes), body."""
+    binary = [("cloudEvents:specversion", "1.0"), ("cloudEvents:type", "com.example.someevent"),
+              ("cloudEvents:time", "2018-04-05T03:56:24Z"), ("cloudEvents:id", "1234-1234-1234"),
+              ("cloudEvents:source", "/mycontext/subcontext"),
+              ("cloudEvents:comexampleextension1", "value")]
+
+    def seed(name, flags, ctype, headers, body):
+        h = b"".join(s8(k) + s8(v) for k, v in headers)
+        write("cloudevent", name, bytes([flags]) + s8(ctype) + bytes([len(headers)]) + h +
+              body.encode())
+    seed("binary", 0, "application/json", binary, '{"appinfoA": "abc"}')
+    seed("binary-ce_", 0, "application/json",
+         [("ce_" + k.split(":", 1)[1], v) for k, v in binary], "{}")
+    seed("binary-bytes", 0xff, "text/plain", binary, "plain text")
+    seed("structured", 0, "application/cloudevents+json; charset=utf-8", [],
+         '{"specversion": "1.0", "type": "com.example.someevent", "source": "/mycontext", '
+         '"id": "C234-1234-1234", "time": "2018-04-05T17:31:00Z", '
+         '"comexampleextension1": "value", "comexampleothervalue": 5, '
+         '"datacontenttype": "application/json", "data": {"appinfoA": "abc", "appinfoB": 123}}')
+    seed("structured-no-source", 0, "application/cloudevents+json", [],
+         '{"specversion": "1.0", "type": "t", "id": "i"}')
+
+
 if __name__ == "__main__":
-    for t in ("envelope", "dlq", "config", "url", "storebuf"):
+    for t in ("envelope", "dlq", "config", "url", "storebuf", "schema", "contracts",
+              "cloudevent"):
         shutil.rmtree(os.path.join(CORPUS, t), ignore_errors=True)
         os.makedirs(os.path.join(CORPUS, t))
     seeds_envelope()
@@ -169,3 +249,6 @@ if __name__ == "__main__":
     seeds_config()
     seeds_url()
     seeds_storebuf()
+    seeds_schema()
+    seeds_contracts()
+    seeds_cloudevent()

@@ -14,7 +14,9 @@ idempotency key (header:cloudEvents:id), so a second copy is a duplicate.
 ctx.publish(..., {cloudevent = {type, source}}) emits a valid binary-mode
 CloudEvent (specversion 1.0, id = warren's deterministic message id, time,
 the trace as the traceparent extension), which a subscription reads back
-with the same attributes."""
+with the same attributes; with mode = "structured" the same event is the
+whole body (application/cloudevents+json, no cloudEvents: headers) and reads
+back the same."""
 import json
 import os
 import re
@@ -49,7 +51,7 @@ write(os.path.join(tmp, "emit.lua"), r'''
 return { handle = function(event, ctx)
   ctx.publish("", "%s", { appinfoA = "from " .. event.id, appinfoB = 7 },
               { cloudevent = { type = "com.example.someevent", source = "/warren/emit",
-                               subject = "orders/o-1" } })
+                               subject = "orders/o-1", mode = event.data.mode } })
 end }
 ''' % emitted)
 subs = [{"name": "emit", "queue": qe, "handler": "emit.lua"},
@@ -160,6 +162,42 @@ try:
             check_eq(back[0].get("cloudevent"), want, "read back with the same attributes")
             check_eq(back[0].get("data"), {"appinfoA": "from e-1", "appinfoB": 7},
                      "and the same data (valid against the type's contract)")
+
+    # structured mode: the whole event as the body
+    b.publish(qe, {"mode": "structured"}, message_id="e-2",
+              headers={"traceparent": "00-%s-00f067aa0ba902b7-01" % tid})
+    wait_for(lambda: b.depth(emitted) >= 1, 20, "the structured CloudEvent emitted")
+    msgs = b.drain(emitted)
+    check_eq(len(msgs), 1, "one structured event emitted")
+    if msgs:
+        props, body = msgs[0]
+        check_eq(props.content_type, "application/cloudevents+json",
+                 "structured mode's content type")
+        check_eq(sorted(k for k in (props.headers or {}) if k.lower().startswith("cloudevents")),
+                 [], "no cloudEvents: headers in structured mode")
+        ev = json.loads(body)
+        check_eq(sorted(ev), ["data", "datacontenttype", "id", "source", "specversion",
+                              "subject", "time", "traceparent", "type"],
+                 "the attributes and the data in the body")
+        check_eq((ev.get("specversion"), ev.get("id"), ev.get("type"), ev.get("source"),
+                  ev.get("subject"), ev.get("datacontenttype"), ev.get("data")),
+                 ("1.0", props.message_id, "com.example.someevent", "/warren/emit", "orders/o-1",
+                  "application/json", {"appinfoA": "from e-2", "appinfoB": 7}),
+                 "specversion 1.0, the deterministic id, type, source, subject, the data")
+        check_eq(props.message_id, "e-2:emit:1", "the deterministic id (structured)")
+        check(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", ev.get("time", "")),
+              "time is RFC 3339: %r" % ev.get("time"))
+        check((ev.get("traceparent") or "").startswith("00-%s-" % tid),
+              "the trace as the traceparent extension: %r" % ev.get("traceparent"))
+        b.publish(q, body, message_id=props.message_id, content_type=props.content_type,
+                  headers=props.headers)
+        wait_for(lambda: b.depth(out) >= 1, 20, "the structured CloudEvent handled")
+        back = [json.loads(x) for _, x in b.drain(out)]
+        check_eq(len(back), 1, "read back once (structured)")
+        if back:
+            check_eq(back[0].get("cloudevent"), {k: v for k, v in ev.items() if k != "data"},
+                     "read back with the same attributes (structured)")
+            check_eq(back[0].get("data"), ev.get("data"), "and the same data (structured)")
     check_eq(w.stop(), 0, "exit 0")
 finally:
     if w.alive():

@@ -29,7 +29,7 @@ import time
 import traceback
 
 
-from wrtest import (stack, depth, delete_queues, records, done_count, ENV, SOURCE_DIR, STACK_DIR, Broker, Warren, check, check_eq, finish, prefix,
+from wrtest import (check_outputs, work_handler, stack, depth, delete_queues, records, done_count, ENV, SOURCE_DIR, STACK_DIR, Broker, Warren, check, check_eq, finish, prefix,
                     redis_client, tempdir, wait_for, write)
 
 TOTAL = 10000
@@ -47,15 +47,7 @@ sub_name = "rds"
 r = redis_client()
 ids = ["r-%05d" % i for i in range(TOTAL)]
 
-write(os.path.join(tmp, "work.lua"), r'''
-local M = {}
-function M.handle(event, ctx)
-  local t = ctx.now()
-  while ctx.now() - t < 0.002 do end
-  ctx.publish("", "%s", { input = event.id })
-end
-return M
-''' % out_queue)
+work_handler(tmp, out_queue, 0.002)
 
 sub = {"name": sub_name, "queue": queue, "handler": "work.lua", "concurrency": CONCURRENCY,
        "prefetch": PREFETCH, "batch_size": BATCH, "retry": {"max_attempts": 1},
@@ -125,17 +117,7 @@ try:
     check_eq(w.stop(), 0, "warren exits 0 on SIGTERM")
 
     # ---- the invariants
-    outs = b.drain(out_queue)
-    per_input = {}
-    for props, body in outs:
-        per_input[props.message_id] = per_input.get(props.message_id, 0) + 1
-    want = set("%s:%s:1" % (i, sub_name) for i in ids)
-    check_eq(sorted(want - set(per_input)), [], "every input has its output <id>:<subscription>:1")
-    check_eq(sorted(set(per_input) - want), [], "no output id that is not an input's <id>:<subscription>:1")
-    repub = sorted(k for k, v in per_input.items() if v > 1)
-    print("  %d outputs for %d inputs; %d output ids published more than once (the batches in "
-          "flight when Redis died, re-run with the same ids): %s"
-          % (len(outs), TOTAL, len(repub), repub[:10]), flush=True)
+    repub = check_outputs(b, out_queue, sub_name, ids)
     check(len(repub) <= CONCURRENCY * BATCH,
           "re-published ids bounded by the in-flight batches (%d <= %d)"
           % (len(repub), CONCURRENCY * BATCH))

@@ -36,7 +36,7 @@ import traceback
 from urllib.parse import urlparse
 
 
-from wrtest import (depth, delete_queues, records, done_count, ENV, STACK_DIR, Broker, Warren, check, check_eq, finish, prefix, redis_client,
+from wrtest import (check_outputs, depth, delete_queues, records, done_count, ENV, STACK_DIR, Broker, Warren, check, check_eq, finish, prefix, redis_client,
                     tempdir, wait_for, write)
 
 TOTAL = 3000
@@ -168,16 +168,7 @@ try:
                            "lines)")
     check_eq(len(node_lines), 0, "no missed-heartbeat closes in the broker's log")
 
-    outs = b.drain(out_queue)
-    per_input = {}
-    for props, body in outs:
-        per_input[props.message_id] = per_input.get(props.message_id, 0) + 1
-    want = set("%s:%s:1" % (i, sub_name) for i in publishing)
-    check_eq(sorted(want - set(per_input)), [], "every input has its output <id>:<subscription>:1")
-    check_eq(sorted(set(per_input) - want), [], "no output id that is not a publishing input's <id>:<subscription>:1")
-    repub = sorted(k for k, v in per_input.items() if v > 1)
-    print("  %d outputs for %d publishing inputs; %d ids published more than once: %s"
-          % (len(outs), len(publishing), len(repub), repub[:12]), flush=True)
+    repub = check_outputs(b, out_queue, sub_name, publishing, what="publishing input")
     check(len(repub) <= len(STALLS) * CONCURRENCY * BATCH,
           "re-published ids bounded by the batches in flight at the stalls (%d <= %d)"
           % (len(repub), len(STALLS) * CONCURRENCY * BATCH))

@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
 
-from wrtest import (depth, delete_queues, records, done_count, ENV, STACK_DIR, Broker, Warren, check, check_eq, finish, prefix, redis_client,
+from wrtest import (check_outputs, depth, delete_queues, records, done_count, ENV, STACK_DIR, Broker, Warren, check, check_eq, finish, prefix, redis_client,
                     tempdir, wait_for, write)
 
 TOTAL = 1000
@@ -159,14 +159,7 @@ try:
     check_eq(sorted(i for i, n in slow_calls.items() if n != 1), [],
              "each slow event called the service exactly once")
 
-    outs = b.drain(out_queue)
-    per_input = collections.Counter(props.message_id for props, _ in outs)
-    want = set("%s:%s:1" % (i, sub_name) for i in publishing)
-    check_eq(sorted(want - set(per_input)), [], "every publishing input has its output <id>:<subscription>:1")
-    check_eq(sorted(set(per_input) - want), [], "no output id that is not a publishing input's <id>:<subscription>:1")
-    repub = sorted(k for k, v in per_input.items() if v > 1)
-    print("  %d outputs for %d publishing inputs; %d ids published more than once: %s"
-          % (len(outs), len(publishing), len(repub), repub[:12]), flush=True)
+    repub = check_outputs(b, out_queue, sub_name, publishing, what="publishing input")
 
     recs = records(r, sub_name)
     check_eq(sorted(i for i in ids if recs.get(i, {}).get("state") != "done"), [],

@@ -61,6 +61,12 @@ def normalise(text):
     text = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:<port>", text)
     text = re.sub(r"\d+ key\(s\) searched", "<n> key(s) searched", text)
     text = re.sub(r"warren \d+\.\d+\.\d+ at", "warren <v> at", text)
+    # status's lag: rates and ages follow the run's timing
+    text = re.sub(r"over the last \d+ s: in \d+\.\d/s, out \d+\.\d/s",
+                  "over the last <n> s: in <r>/s, out <r>/s", text)
+    text = re.sub(r"at most \d+ s old", "at most <n> s old", text)
+    text = re.sub(r"\n +(measuring|caught up|catching up|keeping up|falling behind|stuck): .*",
+                  "\n <lag verdict>", text)
     text = re.sub(r" {2,}", " ", text)  # column widths follow the directory's length
     return text
 

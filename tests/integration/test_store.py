@@ -186,7 +186,9 @@ b.drain(queue + ".dlq")
 
 # 6. two messages read-modify-write one key at once on two workers: the commit
 #    that finds its read changed is a conflict, applies nothing, and runs again
-sub_c = dict(sub, name="st-c", concurrency=2, prefetch=1, batch_size=1)
+# (the handlers busy-loop on CPU time: a loaded machine stretches that in wall
+# time, so the timeout leaves room; a timeout here would be a retry, not a conflict)
+sub_c = dict(sub, name="st-c", concurrency=2, prefetch=1, batch_size=1, handler_timeout="30s")
 w = Warren(tmp, [sub_c], extra=extra, name="conc").start()
 check(w.wait_consuming(2), "two workers consuming")
 b.publish(queue, {"kind": "rmw", "busy": 0.5}, message_id="rmw-1")

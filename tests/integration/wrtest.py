@@ -12,6 +12,7 @@ failure, and on a run that made no check at all (a test that checks nothing
 cannot pass).
 """
 import atexit
+import collections
 import json
 import re
 import os
@@ -547,3 +548,38 @@ def done_count(r, sub):
     for k in keys:
         pipe.get(k)
     return sum(1 for v in pipe.execute() if parse_record(v).get("state") == "done")
+
+
+def work_handler(tmp, out_queue, busy_s, name="work.lua"):
+    """Write a handler that works BUSY_S seconds of wall time per event, then
+    publishes one output {input = <id>} to OUT_QUEUE through the default
+    exchange: the steady load of the outage tests. Returns its path."""
+    return write(os.path.join(tmp, name), r'''
+local M = {}
+function M.handle(event, ctx)
+  local t = ctx.now()
+  while ctx.now() - t < %s do end
+  ctx.publish("", "%s", { input = event.id })
+end
+return M
+''' % (repr(busy_s), out_queue))
+
+
+def check_outputs(b, out_queue, sub_name, inputs, what="input"):
+    """Drain OUT_QUEUE and check that each id of INPUTS has its output
+    <id>:<SUB_NAME>:1 and that no other output id is there (a re-run publishes
+    the same ids, so duplicates are allowed and reported). Returns the ids
+    published more than once."""
+    outs = b.drain(out_queue)
+    per_input = collections.Counter(props.message_id for props, _ in outs)
+    want = set("%s:%s:1" % (i, sub_name) for i in inputs)
+    check_eq(sorted(want - set(per_input)), [],
+             "every %s has its output <id>:<subscription>:1" % what)
+    check_eq(sorted(set(per_input) - want), [],
+             "no output id that is not a%s %s's <id>:<subscription>:1"
+             % ("n" if what[0] in "aeiou" else "", what))
+    repub = sorted(k for k, v in per_input.items() if v > 1)
+    print("  %d outputs for %d %ss; %d ids published more than once (re-runs of batches "
+          "in flight, same ids): %s" % (len(outs), len(inputs), what, len(repub), repub[:12]),
+          flush=True)
+    return repub

@@ -148,9 +148,68 @@ static void test_structured(void)
     wr_cloudevent_clear(&ce);
 }
 
+/* Structured mode as warren writes it (ctx.publish ... mode = "structured"), read back. */
+static void test_write_structured(void)
+{
+    wr_ce_attrs a = {.id = "C234-1234-1234",
+                     .type = "com.example.someevent",
+                     .source = "/mycontext",
+                     .time = "2018-04-05T17:31:00.000Z",
+                     .traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"};
+    const char *data = "{\"appinfoA\": \"abc\", \"appinfoB\": 123, \"appinfoC\": true}";
+    size_t len = 0;
+    char *body = wr_cloudevent_structured(&a, NULL, data, strlen(data), &len);
+    CHECK_STR(body, "{\"specversion\":\"1.0\",\"id\":\"C234-1234-1234\",\"type\":"
+                    "\"com.example.someevent\",\"source\":\"/mycontext\",\"time\":"
+                    "\"2018-04-05T17:31:00.000Z\",\"traceparent\":"
+                    "\"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\","
+                    "\"datacontenttype\":\"application/json\",\"data\":{\"appinfoA\":\"abc\","
+                    "\"appinfoB\":123,\"appinfoC\":true}}");
+    CHECK_INT(len, body ? strlen(body) : 0);
+    wr_envelope env;
+    wr_cloudevent ce;
+    char err[256];
+    memset(&env, 0, sizeof env);
+    env.content_type = B(WR_CE_STRUCTURED_TYPE);
+    env.body = (amqp_bytes_t){.len = len, .bytes = body};
+    CHECK_INT(wr_cloudevent_read(&env, &ce, err, sizeof err), 1);
+    CHECK_STR(ce.id, "C234-1234-1234");
+    CHECK_STR(ce.data, "{\"appinfoA\":\"abc\",\"appinfoB\":123,\"appinfoC\":true}");
+    wr_cloudevent_clear(&ce);
+    free(body);
+
+    /* text data stays text; bytes that are not UTF-8 go as data_base64 */
+    a.subject = "orders/o-1";
+    body = wr_cloudevent_structured(&a, "text/plain", "hello", 5, &len);
+    CHECK_STR(strstr(body, "\"subject\":\"orders/o-1\",\"time\"") ? "yes" : body, "yes");
+    CHECK_STR(strstr(body, "\"datacontenttype\":\"text/plain\",\"data\":\"hello\"}") ? "yes" : body,
+              "yes");
+    free(body);
+    body = wr_cloudevent_structured(&a, "application/octet-stream", "\xff\x00\x01", 3, &len);
+    CHECK_STR(strstr(body, "\"data_base64\":\"/wAB\"}") ? "yes" : body, "yes");
+    free(body);
+}
+
+/* A NUL byte in a header's bytes would cut the id short: two events, one key. */
+static void test_nul(void)
+{
+    char names[6][64], err[256];
+    amqp_table_entry_t ents[6];
+    amqp_table_t t;
+    wr_envelope env;
+    wr_cloudevent ce;
+    binary_example("cloudEvents:", names, ents, &t, &env);
+    ents[3].value.kind = AMQP_FIELD_KIND_BYTES;
+    ents[3].value.value.bytes = (amqp_bytes_t){.len = 5, .bytes = "12\0ab"};
+    CHECK_INT(wr_cloudevent_read(&env, &ce, err, sizeof err), -1);
+    CHECK_STR(err, "CloudEvent id contains a NUL byte");
+}
+
 int main(void)
 {
     test_binary();
+    test_nul();
     test_structured();
+    test_write_structured();
     return check_report("test_cloudevent");
 }

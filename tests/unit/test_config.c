@@ -2355,6 +2355,16 @@ static void test_amqp_cluster(void)
                   "amqps://)",
                   "10:15: subscriptions[0].dlq_type: expected one of auto, classic, quorum, got "
                   "'quorate'");
+    /* an entry that is not a string is reported once, by the list (it used to
+     * reach the URL parser as a null pointer: found by fuzz_config) */
+    EXPECT_ERRORS("amqp:\n"
+                  "  url: amqp://u:pw@n1/\n"
+                  "  urls:\n"
+                  "  - name: a\n"
+                  "  - amqp://n2/\n"
+                  "redis:\n  url: redis://h\n"
+                  "subscriptions:\n  - name: a\n    queue: q\n    handler: h.lua\n",
+                  "4:5: amqp.urls[0]: expected a string, got a mapping");
 }
 
 static void test_redis_ha(void)

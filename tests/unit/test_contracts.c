@@ -11,6 +11,7 @@
 
 #include "check.h"
 #include "contracts.h"
+#include "lua_rt.h"
 
 static char dir[256];
 
@@ -212,6 +213,130 @@ static void test_check(void)
     wr_contracts_free(c);
 }
 
+/* The counters of C as Prometheus text. */
+static const char *rendered(const wr_contracts *c)
+{
+    static char out[2048];
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&buf, &len);
+    wr_contracts_render(c, "orders", fp);
+    fclose(fp);
+    snprintf(out, sizeof out, "%s", buf);
+    free(buf);
+    return out;
+}
+
+static void show_step(void *ud, const char *what, int64_t from, int64_t to, const char *body,
+                      size_t len, const char *err)
+{
+    size_t n = strlen(ud);
+    snprintf((char *)ud + n, 1024 - n, "%s v%lld -> v%lld: %.*s\n", what, (long long)from,
+             (long long)to, body ? (int)len : (int)strlen(err), body ? body : err);
+}
+
+/*
+ * Reloads: the digest follows the file and its upcasters; a reloaded file
+ * adopts the counters of the one it replaces (the old one may still count);
+ * wr_contracts_upcast runs the chain, validates, and counts upcast-failed.
+ */
+static void test_reload_and_upcast(void)
+{
+    char err[1024], detail[600], p[300];
+    wr_contracts *a = parse(ORDERS, err, sizeof err), *same = parse(ORDERS, err, sizeof err);
+    CHECK(a != NULL && same != NULL);
+    if (!a || !same) {
+        return;
+    }
+    CHECK_INT((int)strlen(wr_contracts_digest(a)), 12);
+    CHECK_STR(wr_contracts_digest(same), wr_contracts_digest(a));
+    const char *files[4];
+    CHECK_INT(wr_contracts_files(a, files, 4), 2);
+    snprintf(p, sizeof p, "%s/up.lua", dir);
+    CHECK_STR(files[1], p);
+
+    /* v1 -> v2 upcasters: one that fixes the event, one that fails validation */
+    snprintf(p, sizeof p, "%s/up.lua", dir);
+    FILE *fp = fopen(p, "w");
+    fputs("return function(e) e.items = { { sku = 'a', quantity = e.qty } }; e.qty = nil; "
+          "return e end\n",
+          fp);
+    fclose(fp);
+    wr_contracts *b = parse(ORDERS, err, sizeof err);
+    CHECK(b != NULL);
+    if (!b) {
+        wr_contracts_free(a);
+        wr_contracts_free(same);
+        return;
+    }
+    CHECK(strcmp(wr_contracts_digest(b), wr_contracts_digest(a)) != 0);
+
+    wr_contract_opts o = {.version_header = "version", .default_version = 1};
+    json_t *j = json_loads("{\"order_id\": \"o\", \"items\": []}", 0, NULL);
+    CHECK_INT(wr_contracts_check(a, &o, "order.created", 13, 2, j, detail, sizeof detail),
+              WR_CT_VALID);
+    CHECK_INT(wr_contracts_adopt_counts(b, a), 0);
+    /* the old one counts on (a worker between two batches), into the same series */
+    CHECK_INT(wr_contracts_check(a, &o, "order.created", 13, 2, j, detail, sizeof detail),
+              WR_CT_VALID);
+    CHECK_INT(wr_contracts_check(b, &o, "order.created", 13, 2, j, detail, sizeof detail),
+              WR_CT_VALID);
+    json_decref(j);
+    wr_contracts_free(a);
+    wr_contracts_free(same);
+    CHECK_STR(rendered(b),
+              "warren_contract_events_total{subscription=\"orders\",type=\"order.created\","
+              "version=\"2\",result=\"valid\"} 3\n");
+
+    snprintf(p, sizeof p, "%s/h.lua", dir);
+    fp = fopen(p, "w");
+    fputs("return { handle = function(event, ctx) end }\n", fp);
+    fclose(fp);
+    wr_lua_opts lo = {
+        .handler_path = p, .subscription = "s", .queue = "q", .timeout_ms = 200, .max_attempts = 1};
+    wr_lua *L = wr_lua_create(&lo, err, sizeof err);
+    CHECK(L != NULL);
+    if (L) {
+        char *out = NULL, steps[1024] = "";
+        size_t len = 0;
+        const char *good = "{\"order_id\": \"o1\", \"qty\": 2}";
+        CHECK_INT(wr_contracts_upcast(b, L, "order.created", 13, 1, good, strlen(good), &out, &len,
+                                      detail, sizeof detail, show_step, steps),
+                  0);
+        json_t *got = out ? json_loadb(out, len, 0, NULL) : NULL;
+        CHECK_INT(json_integer_value(json_object_get(
+                      json_array_get(json_object_get(got, "items"), 0), "quantity")),
+                  2);
+        json_decref(got);
+        free(out);
+        const char *bad = "{\"order_id\": \"o2\", \"qty\": 0}";
+        CHECK_INT(wr_contracts_upcast(b, L, "order.created", 13, 1, bad, strlen(bad), &out, &len,
+                                      detail, sizeof detail, NULL, NULL),
+                  -1);
+        CHECK(out == NULL);
+        CHECK_STR(detail, "order.created v1 -> v2: the result does not validate: "
+                          "/items/0/quantity: minimum: 0 < 1");
+        CHECK_INT(wr_contracts_upcast(b, L, "order.created", 13, 1, bad, strlen(bad), &out, &len,
+                                      detail, sizeof detail, show_step, steps),
+                  -1);
+        /* each step shown: the upcaster's result, then the validation */
+        CHECK_STR(strncmp(steps, "upcast v1 -> v2: {", 18) == 0 ? "yes" : steps, "yes");
+        CHECK_STR(strstr(steps, "validate v1 -> v2: order.created v1 -> v2: the result does not "
+                                "validate: /items/0/quantity: minimum: 0 < 1\n") != NULL
+                      ? "yes"
+                      : steps,
+                  "yes");
+        wr_lua_destroy(L);
+    }
+    unlink(p);
+    CHECK_STR(rendered(b),
+              "warren_contract_events_total{subscription=\"orders\",type=\"order.created\","
+              "version=\"2\",result=\"valid\"} 3\n"
+              "warren_contract_events_total{subscription=\"orders\",type=\"order.created\","
+              "version=\"1\",result=\"upcast-failed\"} 2\n");
+    wr_contracts_free(b);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/wr-test-contracts-XXXXXX");
@@ -227,6 +352,7 @@ int main(void)
     test_load_errors();
     test_version();
     test_check();
+    test_reload_and_upcast();
     unlink(up);
     rmdir(dir);
     return check_report("test_contracts");

@@ -4,6 +4,7 @@
  * once per state, chained in order, under the handler's timeout; every
  * failure is reported with the step and the upcaster's file and line.
  */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -75,6 +76,20 @@ static const char *V2 = "return function(data)\n"
                         "  return data\n"
                         "end\n";
 
+/* A worker's thread: the state was made (and its init run) on the main thread. */
+typedef struct {
+    wr_lua *L;
+    const wr_lua_upcaster *chain;
+    char got[512];
+} on_thread;
+
+static void *upcast_on_thread(void *ud)
+{
+    on_thread *t = ud;
+    snprintf(t->got, sizeof t->got, "%s", upcast(t->L, t->chain, 2, "{\"id\": \"o-t\"}"));
+    return NULL;
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/wr-test-upcast-XXXXXX");
@@ -141,6 +156,28 @@ int main(void)
     CHECK_STR(upcast(L, chain, 1, "not json"),
               "error: the body is not valid JSON: Expected value but found invalid token at "
               "character 1");
+
+    /* on another thread than the one that made the state (a worker's upcast before its
+     * first handler call): the C stack limit is that thread's */
+    wr_lua *L2 = wr_lua_create(&o, err, sizeof err);
+    on_thread th_args = {.L = L2, .chain = chain};
+    pthread_t th;
+    CHECK_INT(L2 != NULL && pthread_create(&th, NULL, upcast_on_thread, &th_args) == 0, 1);
+    if (L2 != NULL) {
+        pthread_join(th, NULL);
+        CHECK_JSON(th_args.got, "{\"id\":\"o-t\",\"v\":2,\"from\":1,\"t\":\"order.created\","
+                                "\"calls\":1,\"seen_by_v2\":true}");
+        wr_lua_destroy(L2);
+    }
+
+    /* a reloaded upcaster (same file, new source) runs its new source in a state that
+     * ran the old one (a reload keeps the worker's state when the handler is the same) */
+    const char *r1 = "return function(d) d.by = 'first' return d end\n";
+    const char *r2 = "return function(d) d.by = 'second' return d end\n";
+    const char *rp = put("reloaded.lua", r1);
+    wr_lua_upcaster before[1] = {step(1, rp, r1)}, after[1] = {step(1, rp, r2)};
+    CHECK_JSON(upcast(L, before, 1, "{}"), "{\"by\":\"first\"}");
+    CHECK_JSON(upcast(L, after, 1, "{}"), "{\"by\":\"second\"}");
     wr_lua_destroy(L);
     return check_report("test_upcast");
 }

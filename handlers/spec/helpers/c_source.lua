@@ -14,12 +14,26 @@ local simple = {
   ["\\"] = "\\", ['"'] = '"', ["'"] = "'", ["?"] = "?",
 }
 
+-- The sources sit in one folder per layer (sidecar/src/<layer>/<file>).
+local LAYERS = { "", "core/", "util/", "config/", "redis/", "amqp/", "lua/", "contracts/",
+                 "daemon/", "cli/" }
+
+local function open_in(dir, file)
+  for _, l in ipairs(LAYERS) do
+    local fh = io.open(dir .. "/" .. l .. file, "rb")
+    if fh then
+      return fh
+    end
+  end
+  return nil
+end
+
 --- Where the sidecar's sources are, seen from handlers/ (nil when absent,
 -- e.g. when the kit was copied into another repository).
 -- @treturn string|nil the directory
 function M.dir()
   for _, d in ipairs { "../sidecar/src", "sidecar/src" } do
-    local fh = io.open(d .. "/lua_rt.c", "rb")
+    local fh = open_in(d, "lua_rt.c")
     if fh then
       fh:close()
       return d
@@ -28,11 +42,16 @@ function M.dir()
   return nil
 end
 
---- The content of a file, or nil when it cannot be read.
+--- The content of a file, or nil when it cannot be read. A path
+-- "<sources>/<file>" is found in whichever layer folder holds the file.
 -- @tparam string path
 -- @treturn string|nil
 function M.read(path)
   local fh = io.open(path, "rb")
+  if not fh then
+    local dir, file = path:match("^(.*)/([^/]+)$")
+    fh = dir and open_in(dir, file)
+  end
   if not fh then
     return nil
   end
