@@ -7,11 +7,11 @@
 -- result says what warren would do with the message: `ok` (and what it would
 -- publish), `rejected`, `retry`, `error`, `timeout` or `invalid`.
 --
--- The ctx functions check their arguments in the order sidecar/src/lua_rt.c
+-- The ctx functions check their arguments in the order sidecar/src/lua/lua_rt.c
 -- does and raise the same texts at the handler's line (testing.ERRORS holds
 -- them; a spec compares them with the C source). For ctx.http.request the kit
 -- is the reference: testing.HTTP_ERRORS defines the texts that
--- sidecar/src/lua_http.c is to use. Nothing here touches the network or the
+-- sidecar/src/lua/lua_http.c is to use. Nothing here touches the network or the
 -- wall clock: HTTP answers come from fakes given to testing.ctx, and
 -- ctx.now() reads a fake clock that only ctx.clock moves.
 --
@@ -45,7 +45,7 @@ local string_table = string -- the strings' metatable __index: s:dump() looks he
 local testing = { _VERSION = "0.1.0" }
 
 --- Error texts of the runtime, as format strings (both string.format and printf).
--- Copied from sidecar/src/lua_rt.c (and envelope.c for `empty_body`); the spec
+-- Copied from sidecar/src/lua/lua_rt.c (and envelope.c for `empty_body`); the spec
 -- spec/01-unit/testing_spec.lua checks that each one still appears there.
 -- The `ctx.*` errors are raised at the handler's line (the nearest handler
 -- frame, also through pcall and a breaker's call), so the text a
@@ -109,7 +109,7 @@ testing.ERRORS = {
 -- errors are raised at the caller's level and checked in this order: the
 -- phase (ERRORS.phase with "http.request"), `args`, `option` (the first
 -- unknown key), then url, method, raise, timeout, body, headers (the order
--- of sidecar/src/lua_http.c).
+-- of sidecar/src/lua/lua_http.c).
 -- `status`, `status_reason` and `transport` are raised (raise = true) or
 -- returned as `nil, err` (transport errors with raise = false).
 -- @table HTTP_ERRORS
@@ -144,11 +144,11 @@ testing.HTTP_ERRORS = {
 }
 
 --- The longest request header line ("Name: value") ctx.http.request sends
--- (WR_HTTP_MAX_HEADER_LINE in sidecar/src/lua_http.h).
+-- (WR_HTTP_MAX_HEADER_LINE in sidecar/src/lua/lua_http.h).
 testing.HTTP_MAX_HEADER_LINE = 4096
 
 --- A URL as ctx.http's error texts show it (wr_http_safe_url in
--- sidecar/src/lua_http.c): the userinfo (between "://" and the last "@"
+-- sidecar/src/lua/lua_http.c): the userinfo (between "://" and the last "@"
 -- before the query) replaced by "***", the query string and fragment by
 -- "?..." or "#...". Error texts reach logs and DLQ headers: no credentials.
 -- @tparam string url
@@ -168,7 +168,7 @@ function testing.safe_url(url)
   return scheme .. main .. tail
 end
 
---- Error texts of ctx.breaker (sidecar/src/lua_breaker.c), checked against it by a spec.
+--- Error texts of ctx.breaker (sidecar/src/lua/lua_breaker.c), checked against it by a spec.
 -- @table BREAKER_ERRORS
 testing.BREAKER_ERRORS = {
   name = "ctx.breaker(name): name must be a non-empty string of at most 100 bytes, got %s",
@@ -213,7 +213,7 @@ end
 local LEVELS = { "debug", "info", "warn", "error" }
 
 -- The sandbox, byte for byte the `sandbox_lua` source embedded in
--- sidecar/src/lua_rt.c (a spec compares them). It receives the globals, the
+-- sidecar/src/lua/lua_rt.c (a spec compares them). It receives the globals, the
 -- handler's directory and the cjson modules, and returns the handler's env.
 local SANDBOX_LUA = [==[
 local G, dir, cjson, cjson_safe, read_source, max_source = ...
@@ -551,7 +551,7 @@ end
 local THIS_FILE = getinfo(1, "S").source
 
 -- Raise MSG at the handler's line, as the runtime's ctx functions do
--- (wr_lua_push_where in sidecar/src/lua_rt.c): the nearest frame up the
+-- (wr_lua_push_where in sidecar/src/lua/lua_rt.c): the nearest frame up the
 -- stack that runs handler code (a Lua function with a current line, not the
 -- kit's own and not a chunk named "=..."), past pcall, a breaker's call and
 -- frames a tail call replaced; no position when there is none.
@@ -938,7 +938,7 @@ local function make_breaker(st)
   end
 end
 
---- Error texts of ctx.store (sidecar/src/lua_store.c and storebuf.c), checked against
+--- Error texts of ctx.store (sidecar/src/lua/lua_store.c and storebuf.c), checked against
 -- them by a spec. Arguments are checked in the runtime's order: the phase
 -- (ERRORS.phase with "store.<fn>"), availability, the argument count, the key,
 -- then the call's other arguments (set: ttl before value; hincrby: n before field).

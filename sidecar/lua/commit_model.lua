@@ -14,7 +14,7 @@
 -- commands (types, WRONGTYPE, 64-bit integers, a hash or set deleted when
 -- emptied, expiries); tests/scripts/test_scripts.py runs the same commits
 -- through it and through a real redis-server and compares the results. The
--- arguments are laid out as sidecar/src/idem.c lays out a batch of one
+-- arguments are laid out as sidecar/src/redis/idem.c lays out a batch of one
 -- message (the same "sum" keys and the same shape flag), so the script takes
 -- the path it takes in the sidecar.
 --

@@ -1,5 +1,5 @@
 -- lint.lua: the reads and writes of undeclared globals in a handler and the
--- modules it requires, for `warren check` (sidecar/src/lint.c runs it in a
+-- modules it requires, for `warren check` (sidecar/src/lua/lint.c runs it in a
 -- plain LuaJIT state of its own; the handler's code is compiled, never run).
 --
 -- Handler globals are locked: reading a name the sandbox does not define, or

@@ -1,4 +1,4 @@
--- gate.lua: the parked messages of causal gates (sidecar/src/gates.h).
+-- gate.lua: the parked messages of causal gates (sidecar/src/core/gates.h).
 --
 -- A parked list holds entries "<deadline_ms>|<properties><body>" in arrival
 -- order. INDEX is a sorted set of the parked lists, scored by when the sweep

@@ -1,6 +1,6 @@
 -- record.lua: shared by claim.lua and finish.lua (prepended to each at build time).
 --
--- An idempotency record is one Redis string (see sidecar/src/record.h):
+-- An idempotency record is one Redis string (see sidecar/src/core/record.h):
 --   p|<starts>|<token>|<lease_until>            processing: TOKEN holds it until
 --                                               LEASE_UNTIL (Redis time, ms)
 --   r|<starts>                                  released: claimable again

@@ -388,7 +388,7 @@ STATES = {"p": "processing", "r": "released", "d": "done"}
 
 
 def parse_record(value):
-    """An idempotency record's value (sidecar/src/record.h) as a dict: state,
+    """An idempotency record's value (sidecar/src/core/record.h) as a dict: state,
     starts, and token + lease_until (processing) or outcome + done_at + entry
     (done). {} for None. Parsed here on its own, not with warren's code, so a
     test notices when warren writes something else."""

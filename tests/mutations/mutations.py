@@ -55,7 +55,7 @@ MUTATIONS = [
         # before Redis has answered it, so a crash or a failed commit in between
         # loses the message: acked, never done, its ctx.store writes never
         # applied.
-        "file": "sidecar/src/worker.c",
+        "file": "sidecar/src/daemon/worker.c",
         "edits": [
             ("""    bt->commit_sent = 1;
     bt->commit_read = 0;
@@ -107,7 +107,7 @@ MUTATIONS = [
         # version and what it reports (outcome lines, journal) names the version
         # that ran it. Here a new version is taken before every message, in the
         # middle of a batch.
-        "file": "sidecar/src/worker.c",
+        "file": "sidecar/src/daemon/worker.c",
         "edits": [
             ("static int unclaim_orphans(wr_worker *w);\n",
              "static int unclaim_orphans(wr_worker *w);\nstatic int apply_live(wr_worker *w);\n"),

@@ -1,4 +1,4 @@
-"""Differential test of warren's JSON Schema validator (sidecar/src/schema.c)
+"""Differential test of warren's JSON Schema validator (sidecar/src/contracts/schema.c)
 against python3-jsonschema (Debian, Draft7Validator) on generated schemas and
 instances: every pair must get the same answer.
 

@@ -2,7 +2,7 @@
 -- ctx API's argument errors (text and position), the phase rules, reject and
 -- retry unwinding through pcall, timeouts, the fake clock, HTTP fakes and the
 -- sandbox. The last block keeps the kit in step with the runtime: the sandbox
--- source and the error texts must still be those of sidecar/src/lua_rt.c.
+-- source and the error texts must still be those of sidecar/src/lua/lua_rt.c.
 --
 -- Most cases are rows of a table (code run by a handler, and what should come
 -- of it): add a row to cover a new case.
@@ -1085,7 +1085,7 @@ describe("ctx.http.request", function()
   end)
 end)
 
--- Set to true once sidecar/src/lua_http.c uses every text of testing.HTTP_ERRORS:
+-- Set to true once sidecar/src/lua/lua_http.c uses every text of testing.HTTP_ERRORS:
 -- from then on a difference fails instead of being reported as pending.
 local HTTP_TEXTS_ADOPTED = true
 
@@ -1138,7 +1138,7 @@ describe("the kit and the runtime", function()
     if not need_sources() then return end
     local src = c_source.read(dir .. "/lua_http.c")
     if not src then
-      pending("sidecar/src/lua_http.c does not exist yet")
+      pending("sidecar/src/lua/lua_http.c does not exist yet")
       return
     end
     local set = c_source.text_set { dir .. "/lua_http.c" }

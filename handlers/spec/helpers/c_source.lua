@@ -1,5 +1,5 @@
 -- c_source: read the string literals of warren's C sources, for the specs that
--- keep warren.testing in step with the runtime (sidecar/src/lua_rt.c).
+-- keep warren.testing in step with the runtime (sidecar/src/lua/lua_rt.c).
 --
 -- C splits long texts into adjacent literals ("ctx.publish: " "exchange ...")
 -- with comments between them; strings() joins each run of adjacent literals
