@@ -133,18 +133,18 @@ static void expect_errors_at(int caller, const char *text, const char *const *wa
     wr_config_errors_free(&errs);
 }
 
-#define EXPECT_ERRORS(text, ...)                                                                  \
+#define EXPECT_ERRORS(text, ...)                                                                   \
     expect_errors_at(__LINE__, text, (const char *const[]){__VA_ARGS__, NULL})
 
 /* The smallest valid config; cases below change one thing in it. */
-#define MINIMAL                                                                                   \
-    "amqp:\n"                                                                                     \
-    "  url: amqp://localhost/\n"                                                                  \
-    "redis:\n"                                                                                    \
-    "  url: redis://localhost\n"                                                                  \
-    "subscriptions:\n"                                                                            \
-    "  - name: a\n"                                                                               \
-    "    queue: q\n"                                                                              \
+#define MINIMAL                                                                                    \
+    "amqp:\n"                                                                                      \
+    "  url: amqp://localhost/\n"                                                                   \
+    "redis:\n"                                                                                     \
+    "  url: redis://localhost\n"                                                                   \
+    "subscriptions:\n"                                                                             \
+    "  - name: a\n"                                                                                \
+    "    queue: q\n"                                                                               \
     "    handler: h.lua\n"
 
 /* ------------------------------------------------------------------------ */
@@ -322,7 +322,7 @@ static void test_full_config(void)
     CHECK_INT(s->concurrency, 4);  /* inherited */
     CHECK_INT(s->batch_size, 200); /* 500 clamped to prefetch */
     CHECK_INT(s->handler_timeout_ms, 2000);
-    CHECK_INT(s->max_body_size, 4 << 20); /* inherited */
+    CHECK_INT(s->max_body_size, 4 << 20);     /* inherited */
     CHECK_INT(s->max_publish_size, 16 << 20); /* the default, inherited */
     CHECK_INT(s->line, 22);
     CHECK_INT(s->col, 5);
@@ -605,10 +605,9 @@ static void test_missing_required(void)
 
 static void test_bad_values(void)
 {
-    EXPECT_ERRORS(
-        MINIMAL "    handler_timeout: 5x\n",
-        "9:22: subscriptions[0].handler_timeout: expected a duration like 500ms, 5s, 2m, "
-        "1h or 7d, got '5x'");
+    EXPECT_ERRORS(MINIMAL "    handler_timeout: 5x\n",
+                  "9:22: subscriptions[0].handler_timeout: expected a duration like 500ms, 5s, 2m, "
+                  "1h or 7d, got '5x'");
     EXPECT_ERRORS("amqp:\n"
                   "  url: amqp://localhost/\n"
                   "  heartbeat: 5x\n"
@@ -641,12 +640,13 @@ static void test_bad_values(void)
                   "12:20: store.max_value_bytes: expected a size from 1B to 16MiB, got '32MiB'",
                   "13:3: unknown key 'max_reads' in store (expected one of: prefix, max_writes, "
                   "max_value_bytes)");
-    EXPECT_ERRORS(MINIMAL "amqp_extra: 1\n"
-                          "defaults:\n"
-                          "  handler_timeout: 0\n",
-                  "9:1: unknown key 'amqp_extra' at the top level (expected one of: amqp, redis, "
-                  "log, defaults, breakers, shutdown, store, http, journal, security, subscriptions)",
-                  "11:20: defaults.handler_timeout: expected a duration from 1ms to 1h, got '0'");
+    EXPECT_ERRORS(
+        MINIMAL "amqp_extra: 1\n"
+                "defaults:\n"
+                "  handler_timeout: 0\n",
+        "9:1: unknown key 'amqp_extra' at the top level (expected one of: amqp, redis, "
+        "log, defaults, breakers, shutdown, store, http, journal, security, subscriptions)",
+        "11:20: defaults.handler_timeout: expected a duration from 1ms to 1h, got '0'");
     EXPECT_ERRORS("amqp:\n"
                   "  url: amqp://localhost/\n"
                   "  heartbeat: 10m\n"
@@ -719,15 +719,13 @@ static void test_strings(void)
     char longq[301];
     memset(longq, 'q', 300);
     longq[300] = '\0';
-    snprintf(text, sizeof(text), MINIMAL "  - name: b\n    queue: %s\n    handler: h.lua\n",
-             longq);
+    snprintf(text, sizeof(text), MINIMAL "  - name: b\n    queue: %s\n    handler: h.lua\n", longq);
     EXPECT_ERRORS(text, "10:12: subscriptions[1].queue: must be at most 255 bytes long, "
                         "got 300 bytes");
 
     /* The default dlq must fit too. */
     longq[253] = '\0';
-    snprintf(text, sizeof(text), MINIMAL "  - name: b\n    queue: %s\n    handler: h.lua\n",
-             longq);
+    snprintf(text, sizeof(text), MINIMAL "  - name: b\n    queue: %s\n    handler: h.lua\n", longq);
     snprintf(line, sizeof(line),
              "10:12: subscriptions[1].queue: the default dlq '<queue>.dlq' "
              "would be longer than 255 bytes (set dlq)");
@@ -960,8 +958,8 @@ static void check_delays_at(int caller, const wr_retry_policy *r, const int64_t 
     }
 }
 
-#define CHECK_DELAYS(r, ...)                                                                      \
-    check_delays_at(__LINE__, (r), (const int64_t[]){__VA_ARGS__},                                \
+#define CHECK_DELAYS(r, ...)                                                                       \
+    check_delays_at(__LINE__, (r), (const int64_t[]){__VA_ARGS__},                                 \
                     (int)(sizeof((const int64_t[]){__VA_ARGS__}) / sizeof(int64_t)))
 #define CHECK_NO_DELAYS(r) check_delays_at(__LINE__, (r), NULL, 0)
 
@@ -1717,10 +1715,10 @@ static void test_breaker_errors(void)
     /* Unknown keys in every kind of breaker section. */
     snprintf(unknown[0], sizeof(unknown[0]),
              "10:7: unknown key 'ratio' in subscriptions[0].breaker %s", keys);
-    snprintf(unknown[1], sizeof(unknown[1]),
-             "13:5: unknown key 'window_ms' in defaults.breaker %s", keys);
-    snprintf(unknown[2], sizeof(unknown[2]),
-             "16:5: unknown key 'probes' in breakers.payments %s", keys);
+    snprintf(unknown[1], sizeof(unknown[1]), "13:5: unknown key 'window_ms' in defaults.breaker %s",
+             keys);
+    snprintf(unknown[2], sizeof(unknown[2]), "16:5: unknown key 'probes' in breakers.payments %s",
+             keys);
     EXPECT_ERRORS(MINIMAL "    breaker:\n"
                           "      ratio: 0.5\n"
                           "defaults:\n"
@@ -1809,8 +1807,7 @@ static void test_journal(void)
                   "12:16: journal.max_entries: expected an integer from 5 to 1000, got '2'",
                   "13:3: unknown key 'cap' in journal (expected one of: enabled, ttl, "
                   "max_entries)");
-    EXPECT_ERRORS(MINIMAL "journal: 7d\n",
-                  "9:10: journal: expected a mapping, got a string");
+    EXPECT_ERRORS(MINIMAL "journal: 7d\n", "9:10: journal: expected a mapping, got a string");
 }
 
 static void test_durations(void)
@@ -2524,11 +2521,15 @@ static void test_control_characters(void)
                   "1:13: amqp.url: invalid AMQP URL 'amqps://u:***@h:0/v?x' (port must be a "
                   "number from 1 to 65535)");
     char text[1024], want[512];
-    snprintf(text, sizeof(text), "amqp:\n  url: amqp://h:0/%0300d\n"
+    snprintf(text, sizeof(text),
+             "amqp:\n  url: amqp://h:0/%0300d\n"
              "redis:\n  url: redis://localhost\n"
-             "subscriptions:\n  - {name: a, queue: q, handler: h.lua}\n", 0);
-    snprintf(want, sizeof(want), "2:8: amqp.url: invalid AMQP URL 'amqp://h:0/%0189d...' (port "
-             "must be a number from 1 to 65535)", 0);
+             "subscriptions:\n  - {name: a, queue: q, handler: h.lua}\n",
+             0);
+    snprintf(want, sizeof(want),
+             "2:8: amqp.url: invalid AMQP URL 'amqp://h:0/%0189d...' (port "
+             "must be a number from 1 to 65535)",
+             0);
     EXPECT_ERRORS(text, want);
     EXPECT_ERRORS(MINIMAL "breakers:\n  \"p\\ty\": {window: 0}\n",
                   "10:3: breakers: may contain only letters, digits, '_', '.' and '-', got 'p?y'",

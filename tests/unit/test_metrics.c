@@ -23,8 +23,7 @@ static void setup(void)
 
 /* Render M into a malloc'd string. (noinline: GCC 12 mistakes the buffer that
  * open_memstream fills for a pointer to the local that holds it.) */
-__attribute__((noinline))
-static char *render(wr_metrics *m)
+__attribute__((noinline)) static char *render(wr_metrics *m)
 {
     char *buf = NULL;
     size_t len = 0;
@@ -45,13 +44,13 @@ static int has(const char *text, const char *line)
     return 0;
 }
 
-#define CHECK_LINE(text, line)                                                                    \
-    do {                                                                                          \
-        check_count++;                                                                            \
-        if (!has(text, line)) {                                                                   \
-            check_failures++;                                                                     \
-            fprintf(stderr, "%s:%d: missing line: %s\n", __FILE__, __LINE__, line);             \
-        }                                                                                         \
+#define CHECK_LINE(text, line)                                                                     \
+    do {                                                                                           \
+        check_count++;                                                                             \
+        if (!has(text, line)) {                                                                    \
+            check_failures++;                                                                      \
+            fprintf(stderr, "%s:%d: missing line: %s\n", __FILE__, __LINE__, line);                \
+        }                                                                                          \
     } while (0)
 
 static void test_hist(void)
@@ -61,7 +60,7 @@ static void test_hist(void)
     wr_hist_observe(&h, 0.00005); /* below the first bound */
     wr_hist_observe(&h, 0.0001);  /* on a bound: that bucket (le is inclusive) */
     wr_hist_observe(&h, 0.003);
-    wr_hist_observe(&h, 100);     /* past the last bound: +Inf */
+    wr_hist_observe(&h, 100); /* past the last bound: +Inf */
     CHECK_INT(h.bucket[0], 2);
     CHECK_INT(h.bucket[5], 1); /* 0.005 */
     CHECK_INT(h.bucket[WR_HIST_BUCKETS], 1);
@@ -101,7 +100,7 @@ static void test_render(void)
     atomic_store(&a->connected, 1);
     wr_metrics_set_queue(m, 0, "orders.q", "main", 42, 2);
     wr_metrics_set_queue(m, 0, "orders.q.dlq", "dlq", 3, 0);
-    wr_metrics_set_queue(m, 0, "orders.q.dlq", "dlq", 4, 0); /* updated, not added */
+    wr_metrics_set_queue(m, 0, "orders.q.dlq", "dlq", 4, 0);     /* updated, not added */
     wr_metrics_set_queue(m, 0, "orders.q.wait", "wait", -1, -1); /* unreadable: left out */
 
     char *t = render(m);
@@ -131,15 +130,18 @@ static void test_render(void)
     CHECK(strstr(t, "attempt=\"3\"") == NULL); /* the last attempt never retries */
     CHECK_LINE(t, "# TYPE warren_handler_duration_seconds histogram");
     CHECK_LINE(t, "warren_handler_duration_seconds_bucket{subscription=\"orders\",le=\"0.001\"} 0");
-    CHECK_LINE(t, "warren_handler_duration_seconds_bucket{subscription=\"orders\",le=\"0.0025\"} 1");
+    CHECK_LINE(t,
+               "warren_handler_duration_seconds_bucket{subscription=\"orders\",le=\"0.0025\"} 1");
     CHECK_LINE(t, "warren_handler_duration_seconds_bucket{subscription=\"orders\",le=\"0.25\"} 3");
     CHECK_LINE(t, "warren_handler_duration_seconds_bucket{subscription=\"orders\",le=\"+Inf\"} 3");
     CHECK_LINE(t, "warren_handler_duration_seconds_count{subscription=\"orders\"} 3");
     CHECK_LINE(t, "warren_handler_duration_seconds_sum{subscription=\"orders\"} 0.402000000");
     CHECK_LINE(t, "warren_messages_in_flight{subscription=\"orders\"} 5");
     CHECK_LINE(t, "warren_workers_connected{subscription=\"orders\"} 1");
-    CHECK_LINE(t, "warren_queue_messages{subscription=\"orders\",queue=\"orders.q\",kind=\"main\"} 42");
-    CHECK_LINE(t, "warren_queue_messages{subscription=\"orders\",queue=\"orders.q.dlq\",kind=\"dlq\"} 4");
+    CHECK_LINE(
+        t, "warren_queue_messages{subscription=\"orders\",queue=\"orders.q\",kind=\"main\"} 42");
+    CHECK_LINE(
+        t, "warren_queue_messages{subscription=\"orders\",queue=\"orders.q.dlq\",kind=\"dlq\"} 4");
     CHECK_LINE(t, "warren_queue_consumers{subscription=\"orders\"} 2");
     CHECK(strstr(t, "orders.q.wait") == NULL);
     CHECK_LINE(t, "warren_redis_up 0");
@@ -161,20 +163,20 @@ static int verdict(int (*fn)(wr_metrics *, FILE *), wr_metrics *m, char **text)
     return r;
 }
 
-#define CHECK_VERDICT(fn, m, want, needle)                                                        \
-    do {                                                                                          \
-        char *t_;                                                                                 \
-        CHECK_INT(verdict(fn, m, &t_), want);                                                     \
-        if ((needle) != NULL) {                                                                   \
-            const char *n_ = (needle);                                                            \
-            check_count++;                                                                        \
-            if (t_ == NULL || strstr(t_, n_) == NULL) {                                           \
-                check_failures++;                                                                 \
-                fprintf(stderr, "%s:%d: report lacks '%s':\n%s", __FILE__, __LINE__, n_,         \
-                        t_ ? t_ : "");                                                            \
-            }                                                                                     \
-        }                                                                                         \
-        free(t_);                                                                                 \
+#define CHECK_VERDICT(fn, m, want, needle)                                                         \
+    do {                                                                                           \
+        char *t_;                                                                                  \
+        CHECK_INT(verdict(fn, m, &t_), want);                                                      \
+        if ((needle) != NULL) {                                                                    \
+            const char *n_ = (needle);                                                             \
+            check_count++;                                                                         \
+            if (t_ == NULL || strstr(t_, n_) == NULL) {                                            \
+                check_failures++;                                                                  \
+                fprintf(stderr, "%s:%d: report lacks '%s':\n%s", __FILE__, __LINE__, n_,           \
+                        t_ ? t_ : "");                                                             \
+            }                                                                                      \
+        }                                                                                          \
+        free(t_);                                                                                  \
     } while (0)
 
 static void test_health(void)

@@ -8,8 +8,13 @@
 
 static wr_retry_policy delays(int max_attempts, int64_t *d, int n)
 {
-    wr_retry_policy p = {.max_attempts = max_attempts, .delays_ms = d, .delay_count = n,
-                         .initial_ms = 1000, .multiplier = 2.0, .max_ms = 300000, .jitter = 0};
+    wr_retry_policy p = {.max_attempts = max_attempts,
+                         .delays_ms = d,
+                         .delay_count = n,
+                         .initial_ms = 1000,
+                         .multiplier = 2.0,
+                         .max_ms = 300000,
+                         .jitter = 0};
     return p;
 }
 
@@ -75,8 +80,8 @@ static void test_unsorted_and_repeated_delays(void)
 
 static void test_backoff(void)
 {
-    wr_retry_policy p = {.max_attempts = 7, .initial_ms = 1000, .multiplier = 2.0,
-                         .max_ms = 10000, .jitter = 0};
+    wr_retry_policy p = {
+        .max_attempts = 7, .initial_ms = 1000, .multiplier = 2.0, .max_ms = 10000, .jitter = 0};
     wr_retry_tiers t;
     wr_retry_tiers_of(&p, &t);
     /* attempts 1..6 fail: 1s 2s 4s 8s 10s 10s */
@@ -88,8 +93,8 @@ static void test_backoff(void)
     CHECK_INT(t.delay_ms[4], 10000);
     CHECK_INT(wr_retry_base_delay(&p, 6), 10000);
 
-    wr_retry_policy q = {.max_attempts = 4, .initial_ms = 500, .multiplier = 1.5,
-                         .max_ms = 60000, .jitter = 0};
+    wr_retry_policy q = {
+        .max_attempts = 4, .initial_ms = 500, .multiplier = 1.5, .max_ms = 60000, .jitter = 0};
     wr_retry_tiers_of(&q, &t);
     CHECK_INT(t.count, 3);
     CHECK_INT(t.delay_ms[0], 500);
@@ -102,8 +107,8 @@ static void test_backoff(void)
 
 static void test_jitter(void)
 {
-    wr_retry_policy p = {.max_attempts = 3, .initial_ms = 1000, .multiplier = 2.0,
-                         .max_ms = 10000, .jitter = 0.5};
+    wr_retry_policy p = {
+        .max_attempts = 3, .initial_ms = 1000, .multiplier = 2.0, .max_ms = 10000, .jitter = 0.5};
     wr_retry_tiers t;
     wr_retry_tiers_of(&p, &t);
     int tier;

@@ -383,9 +383,8 @@ static void test_peek_chain(void)
     CHECK_INT(wr_storebuf_read(second, "GET", S("s"), none, through, chain, &r, err, sizeof(err)),
               0);
     CHECK(r.present == 1 && eq(r.str, "42"));
-    CHECK_INT(wr_storebuf_read(second, "HGETALL", S("h"), none, through, chain, &r, err,
-                               sizeof(err)),
-              0);
+    CHECK_INT(
+        wr_storebuf_read(second, "HGETALL", S("h"), none, through, chain, &r, err, sizeof(err)), 0);
     CHECK_INT(r.count, 6);
     wr_sb_result_free(&r);
     /* the second guards what it saw; the first gained no guard nor key by the peeks */
@@ -405,8 +404,17 @@ static void test_peek_chain(void)
  * does: an incrby over a value Redis would refuse is refused here too. */
 static void test_integer_grammar(void)
 {
-    static const char *const refused[] = {"05", "-0", "+5", " 5", "5 ", "", "1.5", "0x10",
-                                          "-", "99999999999999999999", "123456789012345678901"};
+    static const char *const refused[] = {"05",
+                                          "-0",
+                                          "+5",
+                                          " 5",
+                                          "5 ",
+                                          "",
+                                          "1.5",
+                                          "0x10",
+                                          "-",
+                                          "99999999999999999999",
+                                          "123456789012345678901"};
     static const char *const taken[] = {"0", "-5", "9223372036854775806", "-42"};
     for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
         wr_storebuf *b = wr_storebuf_create(4);

@@ -108,8 +108,8 @@ int main(int argc, char **argv)
                 return usage_error("%s needs a file name", argv[i]);
             }
             config = argv[++i];
-        } else if (exec && (strcmp(argv[i], "--subscription") == 0 ||
-                            strcmp(argv[i], "--event") == 0)) {
+        } else if (exec &&
+                   (strcmp(argv[i], "--subscription") == 0 || strcmp(argv[i], "--event") == 0)) {
             if (i + 1 >= argc) {
                 return usage_error("%s needs a value", argv[i]);
             }

@@ -55,15 +55,15 @@
  * configuration is a few KiB, nests six levels and holds a few hundred values;
  * these bound the time and memory a file can cost far above that.
  */
-#define MAX_FILE (1 << 20)   /* bytes read from the file: 1 MiB */
-#define MAX_YAML_DEPTH 32    /* nested YAML collections, the top-level mapping included */
-#define MAX_VALUE (64 << 10) /* bytes of one value, after ${} expansion: 64 KiB */
-#define MAX_EXPAND_DEPTH 8   /* ${VAR:-default} nested in a default */
-#define MAX_VALUES 100000    /* values the walk visits (an alias counts once per use) */
-#define MAX_ENV_NAME 128     /* bytes in the name of a ${VAR} */
-#define ECHO_MAX 8           /* values up to this many bytes are quoted in messages */
-#define KEY_ECHO_MAX 64      /* keys and names are quoted up to this many bytes */
-#define URL_ECHO_MAX 200     /* URLs (masked) are quoted up to this many bytes */
+#define MAX_FILE (1 << 20)          /* bytes read from the file: 1 MiB */
+#define MAX_YAML_DEPTH 32           /* nested YAML collections, the top-level mapping included */
+#define MAX_VALUE (64 << 10)        /* bytes of one value, after ${} expansion: 64 KiB */
+#define MAX_EXPAND_DEPTH 8          /* ${VAR:-default} nested in a default */
+#define MAX_VALUES 100000           /* values the walk visits (an alias counts once per use) */
+#define MAX_ENV_NAME 128            /* bytes in the name of a ${VAR} */
+#define ECHO_MAX 8                  /* values up to this many bytes are quoted in messages */
+#define KEY_ECHO_MAX 64             /* keys and names are quoted up to this many bytes */
+#define URL_ECHO_MAX 200            /* URLs (masked) are quoted up to this many bytes */
 #define GOT_MAX (KEY_ECHO_MAX + 48) /* room for describe_value's phrase */
 
 /* ------------------------------------------------------------------------ */
@@ -2326,8 +2326,8 @@ static void set_size_field(loader *ld, const field *f, void *base, const char *t
         char lo[32], hi[32];
         format_size(f->min, lo, sizeof(lo));
         format_size(f->max, hi, sizeof(hi));
-        err_at(ld, at->line, at->col, "%s: expected a size from %s to %s, got %s", at->path, lo,
-               hi, at->got);
+        err_at(ld, at->line, at->col, "%s: expected a size from %s to %s, got %s", at->path, lo, hi,
+               at->got);
         return;
     }
     *AT(base, f->offset, int64_t) = bytes;
@@ -3192,8 +3192,7 @@ static void check_gates(loader *ld, wr_config *cfg, yaml_node_t *root)
     for (int i = 0; i < cfg->sub_count; i++) {
         const wr_subscription *s = &cfg->subs[i];
         yaml_node_t *item = yaml_document_get_node(ld->doc, subs->data.sequence.items.start[i]);
-        yaml_node_t *gates =
-            item->type == YAML_MAPPING_NODE ? find_value(ld, item, "gates") : NULL;
+        yaml_node_t *gates = item->type == YAML_MAPPING_NODE ? find_value(ld, item, "gates") : NULL;
         if (s->gate_count == 0 || gates == NULL) {
             continue;
         }
@@ -3209,8 +3208,7 @@ static void check_gates(loader *ld, wr_config *cfg, yaml_node_t *root)
             if (gt->after == NULL || wr_gates_routed(s, gt->after)) {
                 continue;
             }
-            yaml_node_t *gn = yaml_document_get_node(ld->doc,
-                                                     gates->data.sequence.items.start[g]);
+            yaml_node_t *gn = yaml_document_get_node(ld->doc, gates->data.sequence.items.start[g]);
             yaml_node_t *v = find_value(ld, gn, "after");
             err_at(ld, v ? NODE_LINE(v) : gt->line, v ? NODE_COL(v) : gt->col,
                    "subscriptions[%d].gates[%d].after: no binding of queue '%s' routes '%s': "

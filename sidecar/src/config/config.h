@@ -51,7 +51,7 @@ typedef struct {
     char *user;
     char *password;
     char *vhost;
-    int ssl;        /* 1 for amqps:// */
+    int ssl;                /* 1 for amqps:// */
     const wr_amqp_tls *tls; /* in a loaded wr_config: its amqp.tls (owned by the config);
                                NULL from wr_amqp_url_parse */
 } wr_amqp_url;
@@ -89,13 +89,13 @@ typedef struct {
  * shortened by up to `jitter` of itself at random).
  */
 typedef struct {
-    int max_attempts;          /* attempts in all, the first included; 1..100, default 5 */
-    int64_t *delays_ms;        /* explicit delays, delay_count of them; NULL with backoff */
+    int max_attempts;   /* attempts in all, the first included; 1..100, default 5 */
+    int64_t *delays_ms; /* explicit delays, delay_count of them; NULL with backoff */
     int delay_count;
-    int64_t initial_ms;        /* backoff.initial, default 1s */
-    double multiplier;         /* backoff.multiplier, 1.0..10.0, default 2.0 */
-    int64_t max_ms;            /* backoff.max, default 5m */
-    double jitter;             /* backoff.jitter, 0.0..1.0, default 0.0 */
+    int64_t initial_ms; /* backoff.initial, default 1s */
+    double multiplier;  /* backoff.multiplier, 1.0..10.0, default 2.0 */
+    int64_t max_ms;     /* backoff.max, default 5m */
+    double jitter;      /* backoff.jitter, 0.0..1.0, default 0.0 */
 } wr_retry_policy;
 
 typedef enum {
@@ -106,16 +106,16 @@ typedef enum {
 
 /* How a subscription deduplicates messages in Redis. */
 typedef struct {
-    int enabled;               /* idempotency.enabled, default 1 */
-    wr_key_source source;      /* from idempotency.key: "message_id", "header:NAME", "json:PATH" */
-    char *key_arg;             /* header name or JSON path; NULL for message_id */
-    char *prefix;              /* Redis key prefix, default "warren:idem:"; the full key is
-                                  <prefix><subscription>:<key> */
-    int64_t ttl_ms;            /* how long a done record is kept; default 7d; 0 = "none":
-                                  kept forever */
-    int64_t lease_ms;          /* how long a claim holds before another worker may take over;
-                                  default 30s, at least 1s */
-    int missing_key_hash;      /* missing_key: "dlq" (0, default) or "body-hash" (1) */
+    int enabled;          /* idempotency.enabled, default 1 */
+    wr_key_source source; /* from idempotency.key: "message_id", "header:NAME", "json:PATH" */
+    char *key_arg;        /* header name or JSON path; NULL for message_id */
+    char *prefix;         /* Redis key prefix, default "warren:idem:"; the full key is
+                             <prefix><subscription>:<key> */
+    int64_t ttl_ms;       /* how long a done record is kept; default 7d; 0 = "none":
+                             kept forever */
+    int64_t lease_ms;     /* how long a claim holds before another worker may take over;
+                             default 30s, at least 1s */
+    int missing_key_hash; /* missing_key: "dlq" (0, default) or "body-hash" (1) */
 } wr_idem_policy;
 
 /*
@@ -124,22 +124,22 @@ typedef struct {
  * messages do not count.
  */
 typedef struct {
-    int enabled;               /* breaker.enabled, default 1 */
-    int window;                /* calls in the sliding window, 1..1000, default 20 */
-    int64_t window_ms;         /* or a time window (breaker.window_time), 0 = count window;
-                                  1s..1h when set; then `window` is unused */
-    int min_calls;             /* calls in the window before the ratio counts, 1..1000,
-                                  default 10 */
-    double failure_ratio;      /* failures/calls that open it, 0 < r <= 1, default 0.5 */
-    int consecutive_failures;  /* or this many failures in a row open it, 0 = off (default) */
-    int64_t open_ms;           /* how long it stays open before half-open, 100ms..1h,
-                                  default 30s */
-    int half_open_probes;      /* calls let through half-open; that many successes close it,
-                                  one failure re-opens it; 1..100, default 3 */
-    int count_all;             /* breaker.counts: 0 "dependencies" (default): a subscription's
-                                  breaker counts timeouts, ctx.retry and errors raised by a
-                                  dependency (ctx.http, a named breaker), not the handler's
-                                  own bugs; 1 "all": every retryable failure */
+    int enabled;              /* breaker.enabled, default 1 */
+    int window;               /* calls in the sliding window, 1..1000, default 20 */
+    int64_t window_ms;        /* or a time window (breaker.window_time), 0 = count window;
+                                 1s..1h when set; then `window` is unused */
+    int min_calls;            /* calls in the window before the ratio counts, 1..1000,
+                                 default 10 */
+    double failure_ratio;     /* failures/calls that open it, 0 < r <= 1, default 0.5 */
+    int consecutive_failures; /* or this many failures in a row open it, 0 = off (default) */
+    int64_t open_ms;          /* how long it stays open before half-open, 100ms..1h,
+                                 default 30s */
+    int half_open_probes;     /* calls let through half-open; that many successes close it,
+                                 one failure re-opens it; 1..100, default 3 */
+    int count_all;            /* breaker.counts: 0 "dependencies" (default): a subscription's
+                                 breaker counts timeouts, ctx.retry and errors raised by a
+                                 dependency (ctx.http, a named breaker), not the handler's
+                                 own bugs; 1 "all": every retryable failure */
 } wr_breaker_policy;
 
 /*
@@ -166,8 +166,8 @@ typedef struct {
     char *after;          /* required: the type it waits for; not `type` */
     wr_key_source source; /* key: "header:NAME" or "json:PATH", for both types */
     char *key_arg;
-    int64_t timeout_ms;   /* how long it may wait; then the DLQ (gate-timeout); default 10m */
-    int line, col;        /* where it starts, for later messages */
+    int64_t timeout_ms; /* how long it may wait; then the DLQ (gate-timeout); default 10m */
+    int line, col;      /* where it starts, for later messages */
 } wr_gate;
 /* A subscription's event contracts (contracts.h). */
 typedef struct {
@@ -182,48 +182,48 @@ typedef struct {
 
 /* One consumed queue and the handler that processes its messages. */
 typedef struct {
-    char *name;         /* required; [A-Za-z0-9_.-]+, unique; labels logs and metrics */
-    char *queue;        /* required; the durable queue consumed */
-    char *dlq;          /* default "<queue>.dlq" */
-    char *handler;      /* required; absolute path after resolution against the
-                           config file's directory; the file must exist */
-    int prefetch;       /* 1..65535; default from defaults.prefetch */
-    int concurrency;    /* 1..64 worker threads; default from defaults.concurrency */
-    int batch_size;     /* 1..prefetch; default min(defaults.batch_size, prefetch) */
-    int64_t handler_timeout_ms; /* default from defaults.handler_timeout */
-    int64_t max_body_size; /* bytes; larger messages are dead-lettered as body-too-large;
-                              default from defaults.max_body_size */
-    int64_t max_publish_size; /* bytes a handler may publish per message (bodies, names,
-                                 headers); default from defaults.max_publish_size */
-    wr_retry_policy retry;   /* defaults.retry merged with subscriptions[].retry, key by key */
-    wr_idem_policy idem;     /* defaults.idempotency merged with subscriptions[].idempotency */
-    wr_breaker_policy breaker; /* defaults.breaker merged with subscriptions[].breaker */
+    char *name;                  /* required; [A-Za-z0-9_.-]+, unique; labels logs and metrics */
+    char *queue;                 /* required; the durable queue consumed */
+    char *dlq;                   /* default "<queue>.dlq" */
+    char *handler;               /* required; absolute path after resolution against the
+                                    config file's directory; the file must exist */
+    int prefetch;                /* 1..65535; default from defaults.prefetch */
+    int concurrency;             /* 1..64 worker threads; default from defaults.concurrency */
+    int batch_size;              /* 1..prefetch; default min(defaults.batch_size, prefetch) */
+    int64_t handler_timeout_ms;  /* default from defaults.handler_timeout */
+    int64_t max_body_size;       /* bytes; larger messages are dead-lettered as body-too-large;
+                                    default from defaults.max_body_size */
+    int64_t max_publish_size;    /* bytes a handler may publish per message (bodies, names,
+                                    headers); default from defaults.max_publish_size */
+    wr_retry_policy retry;       /* defaults.retry merged with subscriptions[].retry, key by key */
+    wr_idem_policy idem;         /* defaults.idempotency merged with subscriptions[].idempotency */
+    wr_breaker_policy breaker;   /* defaults.breaker merged with subscriptions[].breaker */
     wr_ordering_policy ordering; /* subscriptions[].ordering; off when absent */
     int partitions;              /* subscriptions[].partitions: 0 none, else the number of
                                     partition queues (topology.h; needs ordering.key) */
     wr_gate *gates;              /* subscriptions[].gates; may be empty */
     int gate_count;
-    int queue_type;            /* queue_type: 0 classic, 1 quorum: the consumed queue's type when
-                                  warren declares it (one that exists is taken as it is) */
-    int dlq_type;              /* dlq_type: 0 auto, 1 classic, 2 quorum (as written) */
-    int dlq_quorum;            /* resolved: auto is quorum when amqp.urls names other nodes */
-    int delay_queue_type;      /* delay_queue_type: 0 classic, 1 quorum: retry tiers and wait */
+    int queue_type;               /* queue_type: 0 classic, 1 quorum: the consumed queue's type when
+                                     warren declares it (one that exists is taken as it is) */
+    int dlq_type;                 /* dlq_type: 0 auto, 1 classic, 2 quorum (as written) */
+    int dlq_quorum;               /* resolved: auto is quorum when amqp.urls names other nodes */
+    int delay_queue_type;         /* delay_queue_type: 0 classic, 1 quorum: retry tiers and wait */
     wr_contract_policy contracts; /* contracts: event contracts, file NULL when none */
-    wr_binding *bindings; /* may be empty: then the queue is consumed as it is */
+    wr_binding *bindings;         /* may be empty: then the queue is consumed as it is */
     int binding_count;
-    char **trace_fields;  /* JSON paths ("order_id", "customer.email") whose values the
-                             journal records, for `warren trace --grep`; may be empty */
+    char **trace_fields; /* JSON paths ("order_id", "customer.email") whose values the
+                            journal records, for `warren trace --grep`; may be empty */
     int trace_field_count;
-    int line, col;      /* where the subscription starts, for later messages */
+    int line, col; /* where the subscription starts, for later messages */
 } wr_subscription;
 
 typedef enum { WR_LOG_DEBUG = 0, WR_LOG_INFO, WR_LOG_WARN, WR_LOG_ERROR } wr_log_level;
 
 typedef struct {
-    char *path;          /* the config file as given */
-    char *dir;           /* its directory, absolute; handler paths are relative to it */
+    char *path; /* the config file as given */
+    char *dir;  /* its directory, absolute; handler paths are relative to it */
 
-    wr_amqp_url amqp;    /* amqp.url, required */
+    wr_amqp_url amqp;                /* amqp.url, required */
     int64_t amqp_heartbeat_ms;       /* amqp.heartbeat, default 10s, 0 disables, max 300s */
     int64_t amqp_connect_timeout_ms; /* amqp.connect_timeout, default 5s */
     int64_t amqp_reconnect_max_ms;   /* amqp.reconnect_max: cap of the reconnect backoff,
@@ -235,48 +235,48 @@ typedef struct {
                                like amqp's); tried in turn after amqp.url */
     int amqp_alt_count;
 
-    wr_redis_url redis;  /* redis.url, required */
-    int64_t redis_timeout_ms;        /* redis.timeout, default 2s */
-    int64_t redis_reconnect_max_ms;  /* redis.reconnect_max: cap of the backoff while Redis
-                                        is away, default 5s, 100ms..10m */
-    char **redis_sentinels;          /* redis.sentinels: "HOST:PORT" list, NULL-terminated;
-                                        NULL: no Sentinel (redis.url names the server) */
+    wr_redis_url redis;             /* redis.url, required */
+    int64_t redis_timeout_ms;       /* redis.timeout, default 2s */
+    int64_t redis_reconnect_max_ms; /* redis.reconnect_max: cap of the backoff while Redis
+                                       is away, default 5s, 100ms..10m */
+    char **redis_sentinels;         /* redis.sentinels: "HOST:PORT" list, NULL-terminated;
+                                       NULL: no Sentinel (redis.url names the server) */
     int redis_sentinel_count;
-    char *redis_master_name;         /* redis.master_name: the primary's name at the
-                                        sentinels; required with redis.sentinels */
-    int redis_min_replicas;          /* redis.min_replicas_acked: replicas that must hold a
-                                        batch's commit before its acks (WAIT), default 0 */
+    char *redis_master_name;               /* redis.master_name: the primary's name at the
+                                              sentinels; required with redis.sentinels */
+    int redis_min_replicas;                /* redis.min_replicas_acked: replicas that must hold a
+                                              batch's commit before its acks (WAIT), default 0 */
     int64_t redis_min_replicas_timeout_ms; /* redis.min_replicas_timeout: WAIT's timeout,
                                               default 1s, below redis.timeout */
 
-    wr_log_level log_level;          /* log.level: debug|info|warn|error, default info */
-    int log_bodies;                  /* log.bodies: outcome lines carry the body's first
-                                        2 KiB; default 0 (bodies may hold personal data) */
+    wr_log_level log_level; /* log.level: debug|info|warn|error, default info */
+    int log_bodies;         /* log.bodies: outcome lines carry the body's first
+                               2 KiB; default 0 (bodies may hold personal data) */
 
     /* defaults: applied to every subscription that does not set its own */
-    int default_prefetch;            /* defaults.prefetch, default 50 */
-    int default_concurrency;         /* defaults.concurrency, default 1 */
-    int default_batch_size;          /* defaults.batch_size, default 50 */
+    int default_prefetch;               /* defaults.prefetch, default 50 */
+    int default_concurrency;            /* defaults.concurrency, default 1 */
+    int default_batch_size;             /* defaults.batch_size, default 50 */
     int64_t default_handler_timeout_ms; /* defaults.handler_timeout, default 5s */
-    int64_t default_max_body_size;   /* defaults.max_body_size, bytes, default 512 KiB */
-    int64_t default_max_publish_size; /* defaults.max_publish_size, bytes, default 16 MiB */
+    int64_t default_max_body_size;      /* defaults.max_body_size, bytes, default 512 KiB */
+    int64_t default_max_publish_size;   /* defaults.max_publish_size, bytes, default 16 MiB */
 
-    int64_t shutdown_grace_ms;       /* shutdown.grace, default 25s (fits Kubernetes' 30s) */
+    int64_t shutdown_grace_ms; /* shutdown.grace, default 25s (fits Kubernetes' 30s) */
 
     /* store: ctx.store (lua_store.c), committed with the idempotency record */
-    char *store_prefix;              /* store.prefix, default "warren:store:" */
-    int store_max_writes;            /* store.max_writes, 1..10000, default 256 per message */
-    int64_t store_max_value_bytes;   /* store.max_value_bytes, default 64 KiB, max 16 MiB */
+    char *store_prefix;            /* store.prefix, default "warren:store:" */
+    int store_max_writes;          /* store.max_writes, 1..10000, default 256 per message */
+    int64_t store_max_value_bytes; /* store.max_value_bytes, default 64 KiB, max 16 MiB */
 
-    char *http_listen;               /* http.listen: "HOST:PORT" for /metrics, /healthz,
-                                        /readyz; default "0.0.0.0:9464"; "off" disables */
-    int64_t queue_poll_ms;           /* http.queue_poll: queue depth poll period, default 15s */
+    char *http_listen;     /* http.listen: "HOST:PORT" for /metrics, /healthz,
+                              /readyz; default "0.0.0.0:9464"; "off" disables */
+    int64_t queue_poll_ms; /* http.queue_poll: queue depth poll period, default 15s */
 
     /* journal: the short per-event history `warren trace` reads (journal.h) */
-    int journal_enabled;             /* journal.enabled, default 1 */
-    char *signing_key;               /* security.signing_key, NULL: derived (sign.h) */
-    int64_t journal_ttl_ms;          /* journal.ttl, default 7d, 1s..365d */
-    int journal_max_entries;         /* journal.max_entries, default 50, 5..1000 */
+    int journal_enabled;     /* journal.enabled, default 1 */
+    char *signing_key;       /* security.signing_key, NULL: derived (sign.h) */
+    int64_t journal_ttl_ms;  /* journal.ttl, default 7d, 1s..365d */
+    int journal_max_entries; /* journal.max_entries, default 50, 5..1000 */
 
     /* breakers: named breakers handlers call through (ctx.breaker(name)), each
      * defaults.breaker merged with breakers.<name>; names [A-Za-z0-9_.-]+ */
@@ -284,7 +284,7 @@ typedef struct {
     wr_breaker_policy *breakers;
     int breaker_count;
 
-    wr_subscription *subs;           /* at least one */
+    wr_subscription *subs; /* at least one */
     int sub_count;
 } wr_config;
 

@@ -135,8 +135,8 @@ static amqp_bytes_t bytes_if(int flag, amqp_bytes_t b)
     return flag ? b : amqp_empty_bytes;
 }
 
-int wr_envelope_decode(const amqp_envelope_t *d, size_t max_body, int require_id,
-                       wr_envelope *env, const char **reason, char *detail, size_t detail_cap)
+int wr_envelope_decode(const amqp_envelope_t *d, size_t max_body, int require_id, wr_envelope *env,
+                       const char **reason, char *detail, size_t detail_cap)
 {
     const amqp_basic_properties_t *p = &d->message.properties;
     amqp_flags_t f = p->_flags;
@@ -243,12 +243,11 @@ int wr_trace_parse(amqp_bytes_t tp, char *trace_id, char *span_id)
         return -1;
     }
     /* version and flags are two lowercase hex digits each; version ff is invalid */
-    if (!lower_hex(s[0]) || !lower_hex(s[1]) || (s[0] == 'f' && s[1] == 'f') ||
-        !lower_hex(s[53]) || !lower_hex(s[54])) {
+    if (!lower_hex(s[0]) || !lower_hex(s[1]) || (s[0] == 'f' && s[1] == 'f') || !lower_hex(s[53]) ||
+        !lower_hex(s[54])) {
         return -1;
     }
-    if ((s[0] == '0' && s[1] == '0' && tp.len != 55) || !hex_id(s + 3, 32) ||
-        !hex_id(s + 36, 16)) {
+    if ((s[0] == '0' && s[1] == '0' && tp.len != 55) || !hex_id(s + 3, 32) || !hex_id(s + 36, 16)) {
         return -1;
     }
     memcpy(trace_id, s + 3, 32);

@@ -24,21 +24,21 @@
 #include "amqp_compat.h"
 
 typedef struct {
-    amqp_bytes_t id;           /* AMQP message_id */
-    amqp_bytes_t type;         /* AMQP type property, else the routing key */
-    amqp_bytes_t version;      /* "version" header (string or integer), empty if absent */
-    amqp_bytes_t exchange;     /* exchange the producer published to */
+    amqp_bytes_t id;       /* AMQP message_id */
+    amqp_bytes_t type;     /* AMQP type property, else the routing key */
+    amqp_bytes_t version;  /* "version" header (string or integer), empty if absent */
+    amqp_bytes_t exchange; /* exchange the producer published to */
     amqp_bytes_t routing_key;
     amqp_bytes_t content_type; /* empty if absent */
     amqp_bytes_t body;
     const amqp_table_t *headers; /* NULL when the message has none */
-    int64_t timestamp;         /* AMQP timestamp (seconds), 0 if absent */
+    int64_t timestamp;           /* AMQP timestamp (seconds), 0 if absent */
     int redelivered;
-    int is_json;               /* the body is to be decoded as JSON */
-    int attempt;               /* 1 + x-warren-attempt header (retries), 1 if absent */
-    amqp_bytes_t traceparent;  /* W3C traceparent header, empty if absent */
-    amqp_bytes_t tracestate;   /* W3C tracestate header, empty if absent: passed on as is */
-    char version_buf[24];      /* storage when "version" is an integer header */
+    int is_json;                   /* the body is to be decoded as JSON */
+    int attempt;                   /* 1 + x-warren-attempt header (retries), 1 if absent */
+    amqp_bytes_t traceparent;      /* W3C traceparent header, empty if absent */
+    amqp_bytes_t tracestate;       /* W3C tracestate header, empty if absent: passed on as is */
+    char version_buf[24];          /* storage when "version" is an integer header */
     amqp_bytes_t original_version; /* the version it was produced as, when upcast
                                       (contracts.h); empty: the same as version */
     char original_buf[24];         /* storage for original_version */
@@ -63,8 +63,8 @@ typedef struct {
  * DETAIL (always NUL-terminated). ENV is filled as far as possible either way,
  * so an invalid message can still be logged with its id and type.
  */
-int wr_envelope_decode(const amqp_envelope_t *d, size_t max_body, int require_id,
-                       wr_envelope *env, const char **reason, char *detail, size_t detail_cap);
+int wr_envelope_decode(const amqp_envelope_t *d, size_t max_body, int require_id, wr_envelope *env,
+                       const char **reason, char *detail, size_t detail_cap);
 
 /* 1 when CONTENT_TYPE names JSON: empty (producers often omit it), application/json,
  * text/json or application/<anything>+json, parameters ignored. */

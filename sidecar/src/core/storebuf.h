@@ -140,8 +140,8 @@ int wr_storebuf_read(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg
  * buffers of the messages before it that succeeded, down to Redis). What OUT
  * points to stays valid until the next read or peek of B.
  */
-int wr_storebuf_peek(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg,
-                     wr_sb_fetch fetch, void *ud, wr_sb_result *out, char *err, size_t errcap);
+int wr_storebuf_peek(wr_storebuf *b, const char *cmd, wr_sbstr key, wr_sbstr arg, wr_sb_fetch fetch,
+                     void *ud, wr_sb_result *out, char *err, size_t errcap);
 
 /* The buffered writes in order, and the keys they (and the guards) refer to. */
 const wr_sb_write *wr_storebuf_writes(const wr_storebuf *b, int *count);

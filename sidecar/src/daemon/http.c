@@ -99,8 +99,7 @@ wr_http *wr_http_start(const char *host, int port, wr_metrics *m, char *err, siz
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
     if (h->d == NULL) {
-        snprintf(err, errcap, "cannot listen on %s:%d (address in use, or not ours?)", host,
-                 port);
+        snprintf(err, errcap, "cannot listen on %s:%d (address in use, or not ours?)", host, port);
         free(h);
         return NULL;
     }

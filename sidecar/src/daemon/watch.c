@@ -16,16 +16,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#define DIR_MASK                                                                            \
-    (IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM | IN_ATTRIB |      \
+#define DIR_MASK                                                                                   \
+    (IN_CREATE | IN_MOVED_TO | IN_CLOSE_WRITE | IN_DELETE | IN_MOVED_FROM | IN_ATTRIB |            \
      IN_DELETE_SELF | IN_MOVE_SELF)
 
 typedef struct {
     char *path;
     char *dir;
-    int wd;            /* watch descriptor of dir, -1 when not watched */
-    char *target_dir;  /* directory of the file the path resolves to, when it is a
-                          symlink elsewhere (an edit there changes the file too) */
+    int wd;           /* watch descriptor of dir, -1 when not watched */
+    char *target_dir; /* directory of the file the path resolves to, when it is a
+                         symlink elsewhere (an edit there changes the file too) */
     int target_wd;
     int exists;
     dev_t dev;

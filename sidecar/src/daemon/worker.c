@@ -77,11 +77,11 @@
 typedef struct {
     amqp_envelope_t *d;
     wr_envelope env;
-    int valid;  /* the envelope decoded */
-    int forged; /* its x-warren-* headers were not warren's (sign.h): ignored */
+    int valid;      /* the envelope decoded */
+    int forged;     /* its x-warren-* headers were not warren's (sign.h): ignored */
     int dependency; /* its handler error came through a dependency (lua_rt.h) */
-    int returned; /* goes back to the queue unclaimed (see prepare_batch) */
-    int held;   /* a copy of a key in flight here: held back, not ours now */
+    int returned;   /* goes back to the queue unclaimed (see prepare_batch) */
+    int held;       /* a copy of a key in flight here: held back, not ours now */
     wr_action act;
     uint64_t pub_first, pub_end; /* its publishes, as sequence numbers on the channel */
     const char *outcome;         /* for the log: handler outcome name */
@@ -111,8 +111,8 @@ typedef struct {
     int marks;                   /* its commit writes causal gates' done marks (gates.h) */
     int holder;                  /* it holds its ordering key in Redis: a retried message, or
                                     one released behind it (gate.lua's lanes) */
-    int64_t upcast_from; /* its contract says: upcast from this version first (0: no) */
-    wr_cloudevent ce;    /* what it is as a CloudEvent (cloudevent.h), mode NONE if not one */
+    int64_t upcast_from;         /* its contract says: upcast from this version first (0: no) */
+    wr_cloudevent ce; /* what it is as a CloudEvent (cloudevent.h), mode NONE if not one */
 } item;
 
 struct wr_worker;
@@ -1359,10 +1359,10 @@ static void log_returned(wr_worker *w, batch *bt, int redis_down, const char *wh
         }
         int done = record_done(w, bt, i);
         const char *what =
-            done == 1 ? "not acknowledged, its outcome is stored (the redelivery is a duplicate)"
+            done == 1    ? "not acknowledged, its outcome is stored (the redelivery is a duplicate)"
             : done == -1 ? "the idempotency record may not have been written"
             : !w->sub->idem.enabled ? "not acknowledged: it runs again"
-            : redis_down ? "the idempotency record could not be written"
+            : redis_down            ? "the idempotency record could not be written"
                          : "the broker connection was lost before its outcome was stored";
         snprintf(it->error, sizeof(it->error), "%s: %s", what, why);
         wr_action act = it->act; /* unclaim_batch still reads it (a retry's release) */
@@ -2412,8 +2412,7 @@ static int run_batch(wr_worker *w, batch *bt)
         } else if (it->out == WR_OUT_OK) {
             wr_shared_brk_record(w->brk, 1);
         } else if (it->out == WR_OUT_TIMEOUT || it->out == WR_OUT_RETRY ||
-                   (it->out == WR_OUT_ERROR &&
-                    (it->dependency || w->sub->breaker.count_all))) {
+                   (it->out == WR_OUT_ERROR && (it->dependency || w->sub->breaker.count_all))) {
             wr_shared_brk_failed(w->brk, it->env.id.bytes, it->env.id.len, it->error);
         } else {
             /* rejections, invalid bodies and (breaker.counts: dependencies) the
@@ -2747,7 +2746,8 @@ static int ack_batch(wr_worker *w, batch *bt)
             /* insertion sort by tag: the batch is in delivery order but for the copies
              * held back earlier, taken again at its start */
             int j = m++;
-            while (j > 0 && bt->items[order[j - 1]].d->delivery_tag > bt->items[i].d->delivery_tag) {
+            while (j > 0 &&
+                   bt->items[order[j - 1]].d->delivery_tag > bt->items[i].d->delivery_tag) {
                 order[j] = order[j - 1];
                 j--;
             }

@@ -46,8 +46,9 @@ static int brk_call(lua_State *L)
     }
     if (!wr_shared_brk_allow(b)) {
         wr_lua_note_dependency(L);
-        return wr_lua_caller_error(L, "breaker '%s' is open: call refused, the message will be "
-                                      "retried later",
+        return wr_lua_caller_error(L,
+                                   "breaker '%s' is open: call refused, the message will be "
+                                   "retried later",
                                    wr_shared_brk_name(b));
     }
     int nargs = lua_gettop(L) - 2;
@@ -75,8 +76,9 @@ static int brk_state(lua_State *L)
 static int ctx_breaker(lua_State *L)
 {
     if (lua_type(L, 1) != LUA_TSTRING || lua_objlen(L, 1) == 0 || lua_objlen(L, 1) > 100) {
-        return wr_lua_caller_error(L, "ctx.breaker(name): name must be a non-empty string of at "
-                                      "most 100 bytes, got %s",
+        return wr_lua_caller_error(L,
+                                   "ctx.breaker(name): name must be a non-empty string of at "
+                                   "most 100 bytes, got %s",
                                    luaL_typename(L, 1));
     }
     /* one breaker object per name and state, cached in the registry */

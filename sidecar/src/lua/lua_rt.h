@@ -114,10 +114,10 @@ typedef struct {
     char **header_keys; /* string headers, header_count of them */
     char **header_vals;
     int header_count;
-    char *ce_type;    /* opts.cloudevent: emit a CloudEvent of this type
-                         (cloudevent.h); NULL: a plain message */
-    char *ce_source;  /* its source (required with ce_type) */
-    char *ce_subject; /* its subject, NULL if none */
+    char *ce_type;     /* opts.cloudevent: emit a CloudEvent of this type
+                          (cloudevent.h); NULL: a plain message */
+    char *ce_source;   /* its source (required with ce_type) */
+    char *ce_subject;  /* its subject, NULL if none */
     int ce_structured; /* opts.cloudevent.mode = "structured": the whole event as the
                           body (application/cloudevents+json), not headers */
 } wr_lua_pub;

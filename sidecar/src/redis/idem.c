@@ -703,8 +703,8 @@ static int fc_add_records(finish_call *fc)
                 }
                 plain++;
                 for (int x = 0; x < j && shape; x++) {
-                    shape = ws[x].key != ws[j].key ||
-                            sum_fits(&fc->sk.slots[fc->kmap[i][ws[x].key]]);
+                    shape =
+                        ws[x].key != ws[j].key || sum_fits(&fc->sk.slots[fc->kmap[i][ws[x].key]]);
                 }
             }
         }
@@ -928,9 +928,8 @@ int wr_idem_store_fetch(void *ud, const char *cmd, wr_sbstr key, wr_sbstr arg, w
 
 /* ---- causal gates ------------------------------------------------------------------------- */
 
-const redisReply *wr_idem_gate(wr_idem *d, int nkeys, const char *const *keys,
-                               const size_t *klens, int nargs, const char *const *vals,
-                               const size_t *vlens)
+const redisReply *wr_idem_gate(wr_idem *d, int nkeys, const char *const *keys, const size_t *klens,
+                               int nargs, const char *const *vals, const size_t *vlens)
 {
     enum { MAXARGS = 16 };
     const char *argv[MAXARGS];
