@@ -58,6 +58,12 @@ try:
              "the first probe was a good event: half-open, then closed")
     check(w.lines(msg="half-open: a retry goes behind the fresh messages"),
           "the retry's turn given up is logged")
+    deferred = [ln for ln in w.lines() if ln.get("msg", "").startswith("message deferred")
+                and ln.get("message_id", "").startswith(p + "-bad-")]
+    check(deferred and all(ln["msg"] == "message deferred: a half-open breaker probes fresh "
+                                        "messages first" for ln in deferred),
+          "its outcome line says why it was deferred (not a busy key): %r"
+          % sorted(set(ln["msg"] for ln in deferred)))
     check(wait_for(lambda: len([ln for ln in w.lines(msg="message scheduled for retry")
                                 if ln.get("message_id", "").startswith(p + "-bad-")]) >= 4,
                    20, "the retries to run again"), "the retries ran again after the close")

@@ -100,11 +100,12 @@ typedef struct {
     int claimed;                /* we hold its record (ACQUIRED or TAKEOVER) */
     int takeover;
     int starts;
-    wr_decision dec;  /* what its outcome means (decide.h) */
-    int64_t delay_ms; /* RETRY / WAIT: how long it waits */
-    int tier;         /* RETRY: its delay tier */
-    wr_outcome out;   /* the handler's outcome, when it ran */
-    int ran;          /* the handler ran (out is set) */
+    wr_decision dec;       /* what its outcome means (decide.h) */
+    int64_t delay_ms;      /* RETRY / WAIT: how long it waits */
+    int tier;              /* RETRY: its delay tier */
+    wr_outcome out;        /* the handler's outcome, when it ran */
+    int ran;               /* the handler ran (out is set) */
+    const char *defer_why; /* WAIT for another reason than a busy key: the log line's text */
 
     char okey[WR_IDKEY_MAX + 1]; /* its ordering key ("": none, or ordering is off) */
     int followed;                /* it followed an unfinished earlier message of okey */
@@ -1033,7 +1034,8 @@ static void log_item(const wr_worker *w, const item *it, wr_log_level level)
         [WR_ACT_PARKED] = "message parked", /* (the lookup read past the table) */
     };
     wr_logline l;
-    wr_log_begin(&l, level, msgs[it->act]);
+    wr_log_begin(&l, level,
+                 it->act == WR_ACT_WAIT && it->defer_why != NULL ? it->defer_why : msgs[it->act]);
     wr_log_str(&l, "subscription", w->sub->name);
     wr_log_int(&l, "worker", w->index);
     wr_log_strn(&l, "message_id", it->env.id.bytes, it->env.id.len);
@@ -2388,6 +2390,7 @@ static int run_batch(wr_worker *w, batch *bt)
             wr_log_int(&l, "attempt", it->attempt);
             wr_log_end(&l);
             it->act = WR_ACT_WAIT;
+            it->defer_why = "message deferred: a half-open breaker probes fresh messages first";
             it->delay_ms = WR_TOPO_WAIT_MS;
             rc = publish_copy(w, bt, it, NULL);
             if (rc != WR_BROKER_OK) {
