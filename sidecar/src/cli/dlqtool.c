@@ -21,6 +21,7 @@
 
 #include "amqp_compat.h"
 #include "broker.h"
+#include "cmdcfg.h"
 #include "config.h"
 #include "dlq.h"
 #include "envelope.h"
@@ -1693,13 +1694,8 @@ int wr_dlqtool_main(int argc, char **argv)
         o.limit = o.cmd == CMD_LIST && o.group_by == NULL ? 100 : 0;
     }
 
-    wr_config_errors errs = {0};
-    wr_config *cfg = wr_config_load(o.config, &errs);
+    wr_config *cfg = wr_cmd_load(o.config, NULL);
     if (cfg == NULL) {
-        for (int i = 0; i < errs.count; i++) {
-            fprintf(stderr, "%s\n", errs.lines[i]);
-        }
-        wr_config_errors_free(&errs);
         return 2;
     }
     srand((unsigned)wr_now_ms() ^ (unsigned)getpid());
@@ -1729,18 +1725,8 @@ int wr_dlqtool_main(int argc, char **argv)
         wr_config_free(cfg);
         return rc;
     }
-    const wr_subscription *sub = NULL;
-    for (int i = 0; i < cfg->sub_count; i++) {
-        if (strcmp(cfg->subs[i].name, o.sub) == 0) {
-            sub = &cfg->subs[i];
-        }
-    }
+    const wr_subscription *sub = wr_cmd_subscription(cfg, o.sub, "warren dlq");
     if (sub == NULL) {
-        fprintf(stderr, "warren dlq: no subscription '%s' in %s (have:", o.sub, cfg->path);
-        for (int i = 0; i < cfg->sub_count; i++) {
-            fprintf(stderr, " %s", cfg->subs[i].name);
-        }
-        fprintf(stderr, ")\n");
         wr_config_free(cfg);
         return 2;
     }

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "breakers.h"
+#include "cmdcfg.h"
 #include "config.h"
 #include "contracts.h"
 #include "decide.h"
@@ -838,22 +839,6 @@ static void print_json(json_t *j)
     free(s);
 }
 
-/* The subscription NAME of CFG; NULL (said on stderr) when there is none. */
-static const wr_subscription *find_subscription(const wr_config *cfg, const char *name)
-{
-    for (int i = 0; i < cfg->sub_count; i++) {
-        if (strcmp(cfg->subs[i].name, name) == 0) {
-            return &cfg->subs[i];
-        }
-    }
-    fprintf(stderr, "warren exec: no subscription '%s' in %s (have:", name, cfg->path);
-    for (int i = 0; i < cfg->sub_count; i++) {
-        fprintf(stderr, " %s", cfg->subs[i].name);
-    }
-    fprintf(stderr, ")\n");
-    return NULL;
-}
-
 /* The handler's Lua state, made as a worker makes it, with exec's HTTP
  * transport (the event file's fakes). NULL with ERR on failure. */
 static wr_lua *exec_lua(const wr_subscription *sub, const char *version, wr_breakers *breakers,
@@ -995,16 +980,12 @@ int wr_exec_run(const wr_exec_opts *opts)
     const char *event_path = opts->event_path;
     int json_output = opts->json_output;
     int rc = 2;
-    wr_config_errors errs = {0};
-    wr_config *cfg = wr_config_load(config_path, &errs);
+    wr_config_errors errs = {0}; /* the event file's */
+    wr_config *cfg = wr_cmd_load(config_path, NULL);
     if (cfg == NULL) {
-        for (int i = 0; i < errs.count; i++) {
-            fprintf(stderr, "%s\n", errs.lines[i]);
-        }
-        wr_config_errors_free(&errs);
         return 2;
     }
-    const wr_subscription *sub = find_subscription(cfg, subscription);
+    const wr_subscription *sub = wr_cmd_subscription(cfg, subscription, "warren exec");
     wr_evfile *evf = NULL;
     json_t *ev = NULL;
     exec_http xh = {.live = opts->live_http, .calls = json_array()};

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cmdcfg.h"
 #include "config.h"
 #include "idkey.h"
 #include "journal.h"
@@ -767,29 +768,15 @@ int wr_tracecmd_main(int argc, char **argv)
     if (rc >= 0) {
         return rc;
     }
-    wr_config_errors errs = {0};
-    wr_config *cfg = wr_config_load(a.config, &errs);
+    wr_config *cfg = wr_cmd_load(a.config, NULL);
     if (cfg == NULL) {
-        for (int i = 0; i < errs.count; i++) {
-            fprintf(stderr, "%s\n", errs.lines[i]);
-        }
-        wr_config_errors_free(&errs);
         return 2;
     }
     rc = 1;
     tracer t = {.config = a.config, .cfg = cfg, .subname = a.subname, .scan_max = a.scan_max};
     json_t *stories = json_array();
     hits hs = {.n = 0};
-    int matched = 0;
-    for (int i = 0; i < cfg->sub_count; i++) {
-        matched += sub_wanted(&t, &cfg->subs[i]);
-    }
-    if (matched == 0) {
-        fprintf(stderr, "warren trace: no subscription '%s' in %s (have:", a.subname, cfg->path);
-        for (int i = 0; i < cfg->sub_count; i++) {
-            fprintf(stderr, " %s", cfg->subs[i].name);
-        }
-        fprintf(stderr, ")\n");
+    if (a.subname != NULL && wr_cmd_subscription(cfg, a.subname, "warren trace") == NULL) {
         rc = 2;
         goto out;
     }

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "breakers.h"
+#include "cmdcfg.h"
 #include "config.h"
 #include "contracts.h"
 #include "http.h"
@@ -33,34 +34,6 @@
 #include "worker.h"
 
 /* Print the config's errors, one FILE:LINE:COL: message per line, to stderr. */
-static void print_errors(const wr_config_errors *errs)
-{
-    for (int i = 0; i < errs->count; i++) {
-        fprintf(stderr, "%s\n", errs->lines[i]);
-    }
-    if (errs->dropped > 0) {
-        fprintf(stderr, "(%d more errors not shown)\n", errs->dropped);
-    }
-}
-
-/* Load the config at PATH, its problems printed (print_errors); *PROBLEMS, when
- * not NULL, says how many there were (at least 1 when NULL is returned). */
-static wr_config *load(const char *path, int *problems)
-{
-    wr_config_errors errs = {0};
-    wr_config *cfg = wr_config_load(path, &errs);
-    if (cfg == NULL) {
-        print_errors(&errs);
-    }
-    if (problems != NULL) {
-        *problems = errs.count + errs.dropped;
-        if (cfg == NULL && *problems == 0) {
-            *problems = 1;
-        }
-    }
-    wr_config_errors_free(&errs);
-    return cfg;
-}
 
 /*
  * Compile every subscription's handler in a throwaway state (module body and
@@ -197,7 +170,7 @@ int wr_app_check(const char *config_path, wr_lint_mode lint)
     /* what handlers log in init goes to stderr: stdout is the report */
     wr_log_set_fd(STDERR_FILENO);
     int problems = 0;
-    wr_config *cfg = load(config_path, &problems);
+    wr_config *cfg = wr_cmd_load(config_path, &problems);
     if (cfg == NULL) {
         /* stdout says the check failed however it failed: a script that reads
          * it gets the same answer for a config error as for a handler error */
@@ -399,7 +372,7 @@ static void serve(const wr_config *cfg, int sfd, wr_reloader *reloader, wr_metri
 
 int wr_app_run(const char *config_path)
 {
-    wr_config *cfg = load(config_path, NULL);
+    wr_config *cfg = wr_cmd_load(config_path, NULL);
     if (cfg == NULL) {
         return 1;
     }
