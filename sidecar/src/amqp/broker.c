@@ -337,28 +337,32 @@ int wr_broker_open_socket(amqp_connection_state_t conn, const wr_amqp_url *url, 
     return 0;
 }
 
-wr_broker *wr_broker_create(const wr_amqp_url *url, int heartbeat_s, int64_t connect_timeout_ms,
-                            const char *name, char *err, size_t errcap)
+/* Why a login failed, as check_reply says it (without a wr_broker to close). */
+static void login_reason(amqp_rpc_reply_t r, char *out, size_t cap)
 {
-    wr_broker *b = calloc(1, sizeof(*b));
-    if (b == NULL) {
-        snprintf(err, errcap, "out of memory");
-        return NULL;
+    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
+        snprintf(out, cap, "login: %s", amqp_error_string2(r.library_error));
+    } else if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
+               r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
+        amqp_connection_close_t *m = r.reply.decoded;
+        snprintf(out, cap, "login: connection closed by the broker: %u %.*s", m->reply_code,
+                 (int)m->reply_text.len, (char *)m->reply_text.bytes);
+    } else if (r.reply_type == AMQP_RESPONSE_NONE) {
+        snprintf(out, cap, "login: no reply from the broker");
+    } else {
+        snprintf(out, cap, "login: unexpected server reply 0x%08x", r.reply.id);
     }
-    snprintf(b->name, sizeof(b->name), "%s", name);
-    wr_confirm_init(&b->batch);
-    b->next_seq = 1;
-    b->conn = amqp_new_connection();
-    if (b->conn == NULL) {
-        snprintf(err, errcap, "out of memory");
-        goto fail;
+}
+
+int wr_broker_connect(amqp_connection_state_t conn, const wr_amqp_url *url, int heartbeat_s,
+                      int64_t timeout_ms, const char *name, char *err, size_t errcap)
+{
+    if (wr_broker_open_socket(conn, url, timeout_ms, err, errcap) != 0) {
+        return -1;
     }
-    if (wr_broker_open_socket(b->conn, url, connect_timeout_ms, err, errcap) != 0) {
-        goto fail;
-    }
-    struct timeval tv = {.tv_sec = (time_t)(connect_timeout_ms / 1000),
-                         .tv_usec = (suseconds_t)(connect_timeout_ms % 1000) * 1000};
-    amqp_set_handshake_timeout(b->conn, &tv);
+    struct timeval tv = {.tv_sec = (time_t)(timeout_ms / 1000),
+                         .tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000};
+    amqp_set_handshake_timeout(conn, &tv);
 
     amqp_table_entry_t caps[] = {
         bool_entry("consumer_cancel_notify", 1),
@@ -380,24 +384,47 @@ wr_broker *wr_broker_create(const wr_amqp_url *url, int heartbeat_s, int64_t con
     amqp_table_t table = {.num_entries = 3, .entries = props};
 
     amqp_rpc_reply_t r =
-        amqp_login_with_properties(b->conn, url->vhost, 0, AMQP_DEFAULT_FRAME_SIZE, heartbeat_s,
+        amqp_login_with_properties(conn, url->vhost, 0, AMQP_DEFAULT_FRAME_SIZE, heartbeat_s,
                                    &table, AMQP_SASL_METHOD_PLAIN, url->user, url->password);
-    if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-        char tls_why[300] = "";
-        check_reply(b, r, "login");
-        if (url->ssl && r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
-            /* With TLS 1.3 the broker judges our certificate after the handshake:
-             * its alert ("unknown ca", "certificate required") surfaces here, unless
-             * the connection was reset before we read it. */
-            wr_broker_tls_reason(tls_why, sizeof(tls_why));
-            if (tls_why[0] == '\0') {
-                snprintf(tls_why, sizeof(tls_why),
-                         " (the broker closed the TLS connection: does it refuse our "
-                         "client certificate, or want one?)");
-            }
+    if (r.reply_type == AMQP_RESPONSE_NORMAL) {
+        return 0;
+    }
+    char why[512], tls_why[300] = "";
+    login_reason(r, why, sizeof(why));
+    if (url->ssl && r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
+        /* With TLS 1.3 the broker judges our certificate after the handshake:
+         * its alert ("unknown ca", "certificate required") surfaces here, unless
+         * the connection was reset before we read it. */
+        wr_broker_tls_reason(tls_why, sizeof(tls_why));
+        if (tls_why[0] == '\0') {
+            snprintf(tls_why, sizeof(tls_why),
+                     " (the broker closed the TLS connection: does it refuse our "
+                     "client certificate, or want one?)");
         }
-        snprintf(err, errcap, "%s%s (broker %s:%d, vhost '%s', user '%s')", b->err, tls_why,
-                 url->host, url->port, url->vhost, url->user);
+    }
+    snprintf(err, errcap, "%s%s (broker %s:%d, vhost '%s', user '%s')", why, tls_why, url->host,
+             url->port, url->vhost, url->user);
+    return -1;
+}
+
+wr_broker *wr_broker_create(const wr_amqp_url *url, int heartbeat_s, int64_t connect_timeout_ms,
+                            const char *name, char *err, size_t errcap)
+{
+    wr_broker *b = calloc(1, sizeof(*b));
+    if (b == NULL) {
+        snprintf(err, errcap, "out of memory");
+        return NULL;
+    }
+    snprintf(b->name, sizeof(b->name), "%s", name);
+    wr_confirm_init(&b->batch);
+    b->next_seq = 1;
+    b->conn = amqp_new_connection();
+    if (b->conn == NULL) {
+        snprintf(err, errcap, "out of memory");
+        goto fail;
+    }
+    if (wr_broker_connect(b->conn, url, heartbeat_s, connect_timeout_ms, name, err, errcap) != 0) {
+        snprintf(b->err, sizeof(b->err), "%s", err);
         goto fail;
     }
     b->open = 1;

@@ -61,6 +61,16 @@ int wr_broker_open_socket(amqp_connection_state_t conn, const wr_amqp_url *url, 
                           char *err, size_t errcap);
 
 /*
+ * Open CONN to URL (wr_broker_open_socket) and log in within TIMEOUT_MS,
+ * advertising consumer_cancel_notify, connection.blocked and publisher
+ * confirms, named NAME in the broker's connection list. Every AMQP connection
+ * warren makes logs in through here. Returns 0, or -1 with the reason in ERR
+ * (the broker, vhost and user named; never the password).
+ */
+int wr_broker_connect(amqp_connection_state_t conn, const wr_amqp_url *url, int heartbeat_s,
+                      int64_t timeout_ms, const char *name, char *err, size_t errcap);
+
+/*
  * After a failed call on a TLS connection: OpenSSL's reason on this thread as
  * ": reason" (such as ": tlsv1 alert unknown ca", the broker refusing our
  * client certificate), or "" when there is none. Clears OpenSSL's queue.

@@ -277,8 +277,8 @@ static int reader_open(reader *r, const wr_config *cfg, const char *queue)
             snprintf(r->err, sizeof(r->err), "out of memory");
             return -1;
         }
-        if (wr_broker_open_socket(r->conn, u, cfg->amqp_connect_timeout_ms, why, sizeof(why)) ==
-            0) {
+        if (wr_broker_connect(r->conn, u, 0, cfg->amqp_connect_timeout_ms, "warren dlq", why,
+                              sizeof(why)) == 0) {
             break;
         }
         snprintf(r->err, sizeof(r->err), "%s: %s", u->redacted, why);
@@ -286,25 +286,6 @@ static int reader_open(reader *r, const wr_config *cfg, const char *queue)
         r->conn = NULL;
     }
     if (r->conn == NULL) {
-        return -1;
-    }
-    amqp_rpc_reply_t rep = amqp_login(r->conn, u->vhost, 0, AMQP_DEFAULT_FRAME_SIZE, 0,
-                                      AMQP_SASL_METHOD_PLAIN, u->user, u->password);
-    if (rep.reply_type != AMQP_RESPONSE_NORMAL) {
-        char tls_why[300] = "";
-        if (u->ssl && rep.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
-            wr_broker_tls_reason(tls_why, sizeof(tls_why));
-            if (tls_why[0] == '\0') {
-                snprintf(tls_why, sizeof(tls_why),
-                         " (the broker closed the TLS connection: does it refuse our "
-                         "client certificate, or want one?)");
-            }
-        }
-        snprintf(r->err, sizeof(r->err), "cannot log in to %s: %s%s", u->redacted,
-                 rep.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION
-                     ? amqp_error_string2(rep.library_error)
-                     : "refused by the broker",
-                 tls_why);
         return -1;
     }
     amqp_channel_open(r->conn, CH);
