@@ -650,7 +650,7 @@ static const field subscription_fields[] = {
      .offset = offsetof(wr_subscription, gates),
      .count_offset = offsetof(wr_subscription, gate_count),
      .min = 0,
-     .max = 64,
+     .max = WR_MAX_GATES,
      .sub = &gate_section,
      .desc = "Causal gates: a type that waits until another type is done for the same key "
              "(see docs/ordering.md)."},

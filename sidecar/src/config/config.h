@@ -157,6 +157,8 @@ typedef struct {
                              are dead-lettered too */
 } wr_ordering_policy;
 
+#define WR_MAX_GATES 64 /* subscriptions[].gates: most items */
+
 /*
  * A causal gate (gates.h): a message of `type` waits, parked, until a message
  * of type `after` with the same key is done (handled ok) in this subscription.

@@ -1764,6 +1764,7 @@ static int gate_park(wr_worker *w, batch *bt, item *it, int *rc)
         return 0;
     }
     it->act = WR_ACT_PARKED;
+    wr_stat_add(&w->st->gate_parked[g], 1);
     snprintf(it->error, sizeof(it->error), "waiting for %s of %s", sub->gates[g].after, gkey);
     wr_logline l;
     wr_log_begin(&l, WR_LOG_INFO, "parked behind a causal gate");
@@ -1819,6 +1820,7 @@ static int gate_send(wr_worker *w, char kind, const char *key, redisReply *const
     amqp_pool_t *pool = &w->gate_pool;
     uint64_t first = wr_broker_next_seq(w->b), end = first;
     int sent = 0;
+    uint64_t per_gate[WR_MAX_GATES] = {0}; /* the entries sent, by gate */
     for (size_t i = 0; i < n; i++) {
         const redisReply *e = entries[i];
         amqp_basic_properties_t props, dprops;
@@ -1844,11 +1846,11 @@ static int gate_send(wr_worker *w, char kind, const char *key, redisReply *const
         const amqp_basic_properties_t *use = &props;
         const char *exchange = w->topo.back_exchange; /* its queue, or its partition */
         const char *queue = w->topo.back_routing_key;
+        int g = (props._flags & AMQP_BASIC_TYPE_FLAG)
+                    ? wr_gates_waiting(w->sub, props.type.bytes, props.type.len)
+                    : -1;
         if (kind == 'd') {
             char error[700];
-            int g = (props._flags & AMQP_BASIC_TYPE_FLAG)
-                        ? wr_gates_waiting(w->sub, props.type.bytes, props.type.len)
-                        : -1;
             if (holder != NULL) {
                 /* ordering.on_dlq: dlq_all */
                 snprintf(error, sizeof(error),
@@ -1888,6 +1890,9 @@ static int gate_send(wr_worker *w, char kind, const char *key, redisReply *const
         }
         end = seq + 1;
         sent++;
+        if (g >= 0 && g < WR_MAX_GATES) {
+            per_gate[g]++;
+        }
     }
     w->gate_seq_end = end > w->gate_seq_end ? end : w->gate_seq_end;
     if (end > first) {
@@ -1911,8 +1916,9 @@ static int gate_send(wr_worker *w, char kind, const char *key, redisReply *const
     if (gate_call(w, 2, keys, 1, args, lens) == NULL) {
         return PAUSE;
     }
-    if (kind != 'd' || holder == NULL) {
-        wr_stat_add(kind == 'd' ? &w->st->gate_timeouts : &w->st->gate_released, (uint64_t)sent);
+    for (int g = 0; holder == NULL && g < w->sub->gate_count && g < WR_MAX_GATES; g++) {
+        /* a lane's hand-over (HOLDER) is no gate's release */
+        wr_stat_add(kind == 'd' ? &w->st->gate_timeouts[g] : &w->st->gate_released[g], per_gate[g]);
     }
     wr_logline l;
     wr_log_begin(&l, kind == 'd' ? WR_LOG_WARN : WR_LOG_INFO,
