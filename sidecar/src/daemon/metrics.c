@@ -469,8 +469,8 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
                      "predecessor was done (or again, after their sender died).",
                      OFF(gate_released));
     counter_per_gate(fp, m, "warren_gate_timeouts_total",
-                     "Parked messages dead-lettered because their predecessor was not done "
-                     "within the gate's timeout (reason gate-timeout).",
+                     "Parked messages whose predecessor was not done within the gate's timeout: "
+                     "dead-lettered (reason gate-timeout) or sent back to run (on_timeout: run).",
                      OFF(gate_timeouts));
 
     family(fp, "warren_publish_confirm_duration_seconds", "histogram",
