@@ -2101,8 +2101,8 @@ static int gate_sweep(wr_worker *w)
     snprintf(retry, sizeof(retry), "%d", GATE_RETRY_MS);
     /* the gates whose on_timeout is run, as ",0,2," after their lists' prefix */
     char park[GATE_KEY_MAX], run[WR_MAX_GATES * 4 + 2] = ",";
-    wr_gate_park_key(park, sizeof(park), w->sub->idem.prefix, w->sub->name, 0, "");
-    park[strlen(park) - 2] = '\0'; /* "<prefix>~park:<subscription>:" */
+    int pn = wr_gate_park_key(park, sizeof(park), w->sub->idem.prefix, w->sub->name, 0, "");
+    park[pn >= 2 ? pn - 2 : 0] = '\0'; /* "<prefix>~park:<subscription>:" */
     for (int g = 0; g < w->sub->gate_count; g++) {
         if (w->sub->gates[g].run_on_timeout) {
             snprintf(run + strlen(run), sizeof(run) - strlen(run), "%d,", g);
