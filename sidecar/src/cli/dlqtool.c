@@ -1052,6 +1052,126 @@ static void journal_replayed(wr_idem *jd, const wr_config *cfg, const wr_subscri
     free(text);
 }
 
+/* One message of a replay and what became of it. */
+typedef struct {
+    const dmsg *m;
+    const dgroup *g;
+    size_t gone; /* copies of its id taken out of the DLQ */
+    int have_key;
+    const char *key, *why, *state, *outcome, *action, *result;
+} replay_item;
+
+/* Say what the replay did with IT (a line and its record, or a JSON entry into OUT). */
+static void print_replayed(const opts *o, const wr_subscription *sub, const replay_item *it,
+                           json_t *out)
+{
+    const dmsg *m = it->m;
+    const dgroup *g = it->g;
+    if (o->json) {
+        json_t *j = summary_json(m, g->copies);
+        json_object_set_new(j, "copies_removed", json_integer((json_int_t)it->gone));
+        json_object_set_new(j, "record", it->have_key ? json_string(it->key) : json_null());
+        json_object_set_new(j, "record_state", json_string(it->state));
+        json_object_set_new(j, "record_outcome", json_string(it->outcome));
+        json_object_set_new(j, "record_action", json_string(it->action));
+        json_object_set_new(j, "result", json_string(it->result));
+        json_array_append_new(out, j);
+    } else {
+        char hb[24];
+        printf("%s ", o->dry_run ? "would replay" : "replay");
+        put_bytes_field(stdout, handle_of(m, hb));
+        printf(" (%.*s) to %s: %s", (int)hdr(m, XW "reason").len,
+               (const char *)hdr(m, XW "reason").bytes, sub->queue, it->result);
+        if (g->copies > 1 && o->dry_run) {
+            printf("; its %zu copies in the DLQ would all be removed", g->copies);
+        } else if (g->copies > 1) {
+            printf("; %zu of its %zu copies removed from the DLQ", it->gone, g->copies);
+        }
+        printf("\n");
+        if (it->have_key) {
+            printf("  record %s: %s%s%s, %s\n", it->key, it->state[0] ? it->state : "absent",
+                   it->outcome[0] ? "/" : "", it->outcome, it->action);
+        } else if (sub->idem.enabled) {
+            printf("  no idempotency key: %s\n", it->why);
+        }
+    }
+}
+
+/* Publish M's copy to SUB's queue (confirmed, 10 s at most). *SENT: it went
+ * out; *DOWN: the connection is lost. Returns the copy's state. */
+static wr_pub_state send_copy(wr_broker *b, const wr_subscription *sub, dmsg *m,
+                              const wr_sign_key *sign, int *sent, int *down)
+{
+    amqp_pool_t pool;
+    init_amqp_pool(&pool, 4096);
+    amqp_basic_properties_t props;
+    uint64_t seq = 0;
+    int prc = replay_props(&pool, m, sign, &props);
+    wr_pub_state ps = WR_PUB_PENDING;
+    if (prc == 0) {
+        prc = wr_broker_publish(b, amqp_cstring_bytes(""), amqp_cstring_bytes(sub->queue), 1,
+                                &props, m->msg.body, &seq);
+        if (prc == WR_BROKER_OK) {
+            *sent = 1;
+            prc = wr_broker_confirm_wait(b, seq + 1, 10000);
+        }
+        ps = prc == WR_BROKER_OK ? wr_broker_confirm_state(b, seq) : WR_PUB_PENDING;
+        *down = prc == WR_BROKER_DOWN || prc == WR_BROKER_CONFLICT;
+        wr_broker_confirm_release(b, seq + 1); /* before the pool it points into goes */
+    }
+    empty_amqp_pool(&pool);
+    return ps;
+}
+
+/* The connections a replay needs: Redis for the records (a dry run shows
+ * them when it can), the journal's, and the broker (tried node by node).
+ * Returns -1 when one that is needed cannot be had (said on stderr). */
+static int open_replay(const opts *o, const wr_config *cfg, const wr_subscription *sub, size_t nsel,
+                       redis_conn *rd, wr_idem **jd, wr_broker **b)
+{
+    if (!o->dry_run && sub->idem.enabled && redis_open(rd, cfg) != 0) {
+        fprintf(stderr, "warren dlq: %s\n", rd->err);
+        return -1;
+    }
+    if (o->dry_run && sub->idem.enabled && redis_open(rd, cfg) != 0) {
+        fprintf(stderr, "warren dlq: %s (records not shown)\n", rd->err);
+        redis_close(rd);
+    }
+    if (!o->dry_run && nsel > 0 && sub->idem.enabled && cfg->journal_enabled) {
+        char jerr[256];
+        *jd = wr_idem_create(&cfg->redis, cfg->redis_timeout_ms, jerr, sizeof(jerr));
+        if (*jd == NULL) {
+            fprintf(stderr, "warren dlq: journal entries will not be written: %s\n", jerr);
+        }
+    }
+    if (!o->dry_run && nsel > 0) {
+        char berr[256];
+        for (int k = 0; *b == NULL && k <= cfg->amqp_alt_count; k++) {
+            *b = wr_broker_create(wr_config_amqp_url(cfg, k), 0, cfg->amqp_connect_timeout_ms,
+                                  "warren dlq replay", berr, sizeof(berr));
+        }
+        if (*b == NULL) {
+            fprintf(stderr, "warren dlq: %s\n", berr);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Ack every copy of G's id in the DLQ; *GONE counts them. 1 when all were acked. */
+static int ack_copies(reader *r, const dgroup *g, size_t *gone)
+{
+    int acked = 1;
+    for (size_t c = g->first; c != NO_MSG; c = r->msgs[c].next) {
+        if (reader_ack(r, &r->msgs[c]) == 0) {
+            (*gone)++;
+        } else {
+            acked = 0;
+        }
+    }
+    return acked;
+}
+
 static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription *sub, reader *r,
                      const size_t *sel, size_t nsel)
 {
@@ -1063,33 +1183,9 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
     int fail = 0, down = 0;
     size_t replayed = 0, removed = 0;
     json_t *out = json_array();
-    char berr[256];
-    if (!o->dry_run && sub->idem.enabled && redis_open(&rd, cfg) != 0) {
-        fprintf(stderr, "warren dlq: %s\n", rd.err);
+    if (open_replay(o, cfg, sub, nsel, &rd, &jd, &b) != 0) {
         fail = 1;
         goto done;
-    }
-    if (o->dry_run && sub->idem.enabled && redis_open(&rd, cfg) != 0) {
-        fprintf(stderr, "warren dlq: %s (records not shown)\n", rd.err);
-        redis_close(&rd);
-    }
-    if (!o->dry_run && nsel > 0 && sub->idem.enabled && cfg->journal_enabled) {
-        char jerr[256];
-        jd = wr_idem_create(&cfg->redis, cfg->redis_timeout_ms, jerr, sizeof(jerr));
-        if (jd == NULL) {
-            fprintf(stderr, "warren dlq: journal entries will not be written: %s\n", jerr);
-        }
-    }
-    if (!o->dry_run && nsel > 0) {
-        for (int k = 0; b == NULL && k <= cfg->amqp_alt_count; k++) {
-            b = wr_broker_create(wr_config_amqp_url(cfg, k), 0, cfg->amqp_connect_timeout_ms,
-                                 "warren dlq replay", berr, sizeof(berr));
-        }
-        if (b == NULL) {
-            fprintf(stderr, "warren dlq: %s\n", berr);
-            fail = 1;
-            goto done;
-        }
     }
     for (size_t i = 0; i < nsel; i++) {
         const dgroup *g = &r->groups[sel[i]];
@@ -1130,35 +1226,11 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
                 sleep_ms(1000.0 / o->rate);
             }
             int64_t sent_at = wr_now_ms();
-            amqp_pool_t pool;
-            init_amqp_pool(&pool, 4096);
-            amqp_basic_properties_t props;
-            uint64_t seq = 0;
-            int prc = replay_props(&pool, m, &sign, &props);
-            wr_pub_state ps = WR_PUB_PENDING;
             int sent = 0;
-            if (prc == 0) {
-                prc = wr_broker_publish(b, amqp_cstring_bytes(""), amqp_cstring_bytes(sub->queue),
-                                        1, &props, m->msg.body, &seq);
-                if (prc == WR_BROKER_OK) {
-                    sent = 1;
-                    prc = wr_broker_confirm_wait(b, seq + 1, 10000);
-                }
-                ps = prc == WR_BROKER_OK ? wr_broker_confirm_state(b, seq) : WR_PUB_PENDING;
-                down = prc == WR_BROKER_DOWN || prc == WR_BROKER_CONFLICT;
-                wr_broker_confirm_release(b, seq + 1); /* before the pool it points into goes */
-            }
-            empty_amqp_pool(&pool);
+            wr_pub_state ps = send_copy(b, sub, m, &sign, &sent, &down);
             if (ps == WR_PUB_ACKED) {
                 /* one copy went back: every copy of the id leaves the DLQ */
-                int acked = 1;
-                for (size_t c = g->first; c != NO_MSG; c = r->msgs[c].next) {
-                    if (reader_ack(r, &r->msgs[c]) == 0) {
-                        gone++;
-                    } else {
-                        acked = 0;
-                    }
-                }
+                int acked = ack_copies(r, g, &gone);
                 removed += gone;
                 if (!acked) {
                     result = "replayed, but the DLQ ack failed (it may be replayed twice)";
@@ -1181,34 +1253,17 @@ static int do_replay(const opts *o, const wr_config *cfg, const wr_subscription 
                 fail = 1;
             }
         }
-        if (o->json) {
-            json_t *j = summary_json(m, g->copies);
-            json_object_set_new(j, "copies_removed", json_integer((json_int_t)gone));
-            json_object_set_new(j, "record", have_key ? json_string(key) : json_null());
-            json_object_set_new(j, "record_state", json_string(state));
-            json_object_set_new(j, "record_outcome", json_string(outcome));
-            json_object_set_new(j, "record_action", json_string(action));
-            json_object_set_new(j, "result", json_string(result));
-            json_array_append_new(out, j);
-        } else {
-            char hb[24];
-            printf("%s ", o->dry_run ? "would replay" : "replay");
-            put_bytes_field(stdout, handle_of(m, hb));
-            printf(" (%.*s) to %s: %s", (int)hdr(m, XW "reason").len,
-                   (const char *)hdr(m, XW "reason").bytes, sub->queue, result);
-            if (g->copies > 1 && o->dry_run) {
-                printf("; its %zu copies in the DLQ would all be removed", g->copies);
-            } else if (g->copies > 1) {
-                printf("; %zu of its %zu copies removed from the DLQ", gone, g->copies);
-            }
-            printf("\n");
-            if (have_key) {
-                printf("  record %s: %s%s%s, %s\n", key, state[0] ? state : "absent",
-                       outcome[0] ? "/" : "", outcome, action);
-            } else if (sub->idem.enabled) {
-                printf("  no idempotency key: %s\n", why);
-            }
-        }
+        replay_item it = {.m = m,
+                          .g = g,
+                          .gone = gone,
+                          .have_key = have_key,
+                          .key = key,
+                          .why = why,
+                          .state = state,
+                          .outcome = outcome,
+                          .action = action,
+                          .result = result};
+        print_replayed(o, sub, &it, out);
         if (!o->dry_run && strncmp(result, "not", 3) == 0) {
             const char *why_b = wr_broker_error(b);
             fprintf(stderr, "warren dlq: %.*s: %s%s%s; it stays in %s\n", (int)msg_id(m).len,

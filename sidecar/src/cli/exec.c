@@ -838,6 +838,157 @@ static void print_json(json_t *j)
     free(s);
 }
 
+/* The subscription NAME of CFG; NULL (said on stderr) when there is none. */
+static const wr_subscription *find_subscription(const wr_config *cfg, const char *name)
+{
+    for (int i = 0; i < cfg->sub_count; i++) {
+        if (strcmp(cfg->subs[i].name, name) == 0) {
+            return &cfg->subs[i];
+        }
+    }
+    fprintf(stderr, "warren exec: no subscription '%s' in %s (have:", name, cfg->path);
+    for (int i = 0; i < cfg->sub_count; i++) {
+        fprintf(stderr, " %s", cfg->subs[i].name);
+    }
+    fprintf(stderr, ")\n");
+    return NULL;
+}
+
+/* The handler's Lua state, made as a worker makes it, with exec's HTTP
+ * transport (the event file's fakes). NULL with ERR on failure. */
+static wr_lua *exec_lua(const wr_subscription *sub, const char *version, wr_breakers *breakers,
+                        exec_http *xh, char *err, size_t errcap)
+{
+    wr_lua_opts o = {.handler_path = sub->handler,
+                     .version = version,
+                     .subscription = sub->name,
+                     .queue = sub->queue,
+                     .timeout_ms = sub->handler_timeout_ms,
+                     .max_attempts = sub->retry.max_attempts,
+                     .breakers = breakers,
+                     .breaker_fallback = &sub->breaker,
+                     .max_publish_bytes = (size_t)sub->max_publish_size,
+                     .http_send = exec_send,
+                     .http_ud = xh};
+    return wr_lua_create(&o, err, errcap);
+}
+
+/* What the contract check said of an event (wr_contracts_admit). */
+typedef struct {
+    wr_contracts *contracts;
+    wr_lua *L;           /* where upcasters run */
+    wr_reason rs;        /* the check's refusal, WR_RS_NONE when admitted */
+    int64_t received;    /* the version it came with (0: none) */
+    int64_t upcast_from; /* upcast from this version first (0: no) */
+    char *detail;        /* the refusal's text; an upcast's failure is written here */
+    size_t detail_cap;
+} exec_contract;
+
+/*
+ * The contract's steps, as the worker takes them (validate as received,
+ * each upcast, validate the result), into REPORT's "contract"; an upcast
+ * body replaces ENV's (kept in *UPCAST_BODY). Returns -1 when the upcast
+ * failed, else 0.
+ */
+static int contract_steps(const exec_contract *c, wr_envelope *env, json_t *report,
+                          char **upcast_body)
+{
+    json_t *ct = json_object();
+    json_object_set_new(ct, "type", json_stringn((const char *)env->type.bytes, env->type.len));
+    json_object_set_new(ct, "version", c->received > 0 ? json_integer(c->received) : json_null());
+    json_object_set_new(ct, "result",
+                        json_string(c->rs != WR_RS_NONE  ? wr_reason_name(c->rs)
+                                    : c->upcast_from > 0 ? "upcast"
+                                                         : "valid"));
+    json_t *steps = json_array();
+    json_object_set_new(ct, "steps", steps);
+    json_object_set_new(report, "contract", ct);
+    if (c->received > 0) {
+        /* the event as received, against its version's schema */
+        exec_step(steps, "validate", c->received, c->received, NULL, 0,
+                  c->rs != WR_RS_NONE ? c->detail : NULL);
+    }
+    if (c->upcast_from <= 0) {
+        return 0;
+    }
+    size_t len = 0;
+    *upcast_body = wr_contracts_upcast_envelope(c->contracts, c->L, env, c->upcast_from, &len,
+                                                c->detail, c->detail_cap, exec_step, steps);
+    if (*upcast_body == NULL) {
+        json_object_set_new(ct, "result", json_string(wr_reason_name(WR_RS_UPCAST_FAILED)));
+        return -1;
+    }
+    env->body = (amqp_bytes_t){.len = len, .bytes = *upcast_body};
+    json_object_set_new(ct, "version_for_handler",
+                        json_integer(wr_contracts_current(
+                            c->contracts, (const char *)env->type.bytes, env->type.len)));
+    json_object_set_new(ct, "body_for_handler", json_stringn(*upcast_body, len));
+    return 0;
+}
+
+/*
+ * Run the handler on ENV as a worker would (the key, the trace, ctx.store
+ * over the event file's store), and say in RAN what came of it: the outcome,
+ * the events it would publish (into PUBLISHED), the store writes and the
+ * commit's verdict (the sidecar's commit script over the event file's store).
+ * Returns the store buffer (the caller frees it), NULL without idempotency.
+ */
+static wr_storebuf *run_handler(const wr_config *cfg, const wr_subscription *sub, wr_lua *L,
+                                const wr_envelope *env, const char *key, json_t *ev, exec_store *es,
+                                wr_lua_store *store, json_t *report, json_t *published,
+                                exec_ran *ran)
+{
+    wr_storebuf *store_buf = NULL;
+    wr_lua_call call = {.idempotency_key = key, .trace_id = NULL, .attempt = env->attempt};
+    if (sub->idem.enabled) {
+        es->seed = json_object_get(ev, "store");
+        es->prefix_len = strlen(cfg->store_prefix);
+        store_buf = wr_storebuf_create(cfg->store_max_writes);
+        *store = (wr_lua_store){.buf = store_buf,
+                                .fetch = exec_fetch,
+                                .fetch_ud = es,
+                                .prefix = cfg->store_prefix,
+                                .max_value_bytes = (size_t)cfg->store_max_value_bytes};
+        call.store = store_buf ? store : NULL;
+    }
+    char trace[33] = "", span[17];
+    if (wr_trace_parse(env->traceparent, trace, span) != 0 &&
+        wr_trace_derive(env->id, key, trace) != 0) {
+        /* a new trace, as a worker starts one: from the clock, no need for quality */
+        unsigned long long a = (unsigned long long)(wr_mono_ms() * 1000.0);
+        unsigned long long b = (unsigned long long)wr_now_ms() ^ 0x9e3779b97f4a7c15ULL;
+        snprintf(trace, sizeof(trace), "%016llx%016llx", a * 0x2545F4914F6CDD1DULL, b);
+    }
+    call.trace_id = trace;
+    wr_lua_result res;
+    double t0 = wr_mono_ms();
+    ran->out = wr_lua_handle(L, env, &call, &res);
+    json_object_set_new(report, "duration_ms", json_real(wr_mono_ms() - t0));
+    snprintf(ran->reason, sizeof(ran->reason), "%s", res.reason);
+    snprintf(ran->error, sizeof(ran->error), "%s", res.error);
+    ran->retry_delay_ms = res.retry_delay_ms;
+    int nw = 0;
+    if (ran->out == WR_OUT_OK) {
+        /* the sidecar publishes them before the commit, whatever it says */
+        for (int i = 0; i < res.pub_count; i++) {
+            json_array_append_new(published, pub_json(&res.pubs[i], key, sub->name, i));
+        }
+        if (store_buf != NULL) {
+            /* what the commit would apply with the done mark */
+            json_object_set_new(report, "store_writes", writes_json(store_buf, es->prefix_len));
+            wr_storebuf_writes(store_buf, &nw);
+        }
+    }
+    if (nw > 0) {
+        /* the sidecar's commit script, over the event file's store */
+        ran->committed = 1;
+        ran->commit = wr_offcommit_run(
+            store_buf, cfg->store_prefix, es->seed, json_object_get(ev, "store_at_commit"),
+            (double)wr_now_ms() / 1000.0, ran->commit_why, sizeof(ran->commit_why));
+    }
+    return store_buf;
+}
+
 int wr_exec_run(const wr_exec_opts *opts)
 {
     const char *config_path = opts->config_path, *subscription = opts->subscription;
@@ -853,12 +1004,7 @@ int wr_exec_run(const wr_exec_opts *opts)
         wr_config_errors_free(&errs);
         return 2;
     }
-    const wr_subscription *sub = NULL;
-    for (int i = 0; i < cfg->sub_count; i++) {
-        if (strcmp(cfg->subs[i].name, subscription) == 0) {
-            sub = &cfg->subs[i];
-        }
-    }
+    const wr_subscription *sub = find_subscription(cfg, subscription);
     wr_evfile *evf = NULL;
     json_t *ev = NULL;
     exec_http xh = {.live = opts->live_http, .calls = json_array()};
@@ -875,11 +1021,6 @@ int wr_exec_run(const wr_exec_opts *opts)
     amqp_pool_t pool;
     init_amqp_pool(&pool, 4096);
     if (sub == NULL) {
-        fprintf(stderr, "warren exec: no subscription '%s' in %s (have:", subscription, cfg->path);
-        for (int i = 0; i < cfg->sub_count; i++) {
-            fprintf(stderr, " %s", cfg->subs[i].name);
-        }
-        fprintf(stderr, ")\n");
         goto out;
     }
     char version[17];
@@ -923,18 +1064,7 @@ int wr_exec_run(const wr_exec_opts *opts)
     }
     if (run_here || contracts != NULL) {
         /* the handler's state: upcasters run in it, as in a worker */
-        wr_lua_opts o = {.handler_path = sub->handler,
-                         .version = have_version ? version : NULL,
-                         .subscription = sub->name,
-                         .queue = sub->queue,
-                         .timeout_ms = sub->handler_timeout_ms,
-                         .max_attempts = sub->retry.max_attempts,
-                         .breakers = breakers,
-                         .breaker_fallback = &sub->breaker,
-                         .max_publish_bytes = (size_t)sub->max_publish_size,
-                         .http_send = exec_send,
-                         .http_ud = &xh};
-        L = wr_lua_create(&o, err, sizeof(err));
+        L = exec_lua(sub, have_version ? version : NULL, breakers, &xh, err, sizeof(err));
         if (L == NULL) {
             fprintf(stderr, "%s:%d:%d: subscriptions: %s: %s\n", cfg->path, sub->line, sub->col,
                     sub->name, err);
@@ -980,37 +1110,16 @@ int wr_exec_run(const wr_exec_opts *opts)
     if (admitted && contracts != NULL &&
         (crs != WR_RS_NONE ||
          wr_contracts_current(contracts, (const char *)env.type.bytes, env.type.len) >= 0)) {
-        /* the contract's steps, as the worker takes them: validate, upcast, validate */
-        json_t *ct = json_object();
-        json_object_set_new(ct, "type", json_stringn((const char *)env.type.bytes, env.type.len));
-        json_object_set_new(ct, "version", received > 0 ? json_integer(received) : json_null());
-        json_object_set_new(ct, "result",
-                            json_string(crs != WR_RS_NONE ? wr_reason_name(crs)
-                                        : upcast_from > 0 ? "upcast"
-                                                          : "valid"));
-        json_t *steps = json_array();
-        json_object_set_new(ct, "steps", steps);
-        json_object_set_new(report, "contract", ct);
-        if (received > 0) {
-            /* the event as received, against its version's schema */
-            exec_step(steps, "validate", received, received, NULL, 0,
-                      crs != WR_RS_NONE ? detail : NULL);
-        }
-        if (upcast_from > 0) {
-            size_t len = 0;
-            upcast_body = wr_contracts_upcast_envelope(contracts, L, &env, upcast_from, &len,
-                                                       detail, sizeof(detail), exec_step, steps);
-            if (upcast_body == NULL) {
-                invalid = 1;
-                reason = wr_reason_name(WR_RS_UPCAST_FAILED);
-                json_object_set_new(ct, "result", json_string(reason));
-            } else {
-                env.body = (amqp_bytes_t){.len = len, .bytes = upcast_body};
-                json_object_set_new(ct, "version_for_handler",
-                                    json_integer(wr_contracts_current(
-                                        contracts, (const char *)env.type.bytes, env.type.len)));
-                json_object_set_new(ct, "body_for_handler", json_stringn(upcast_body, len));
-            }
+        exec_contract c = {.contracts = contracts,
+                           .L = L,
+                           .rs = crs,
+                           .received = received,
+                           .upcast_from = upcast_from,
+                           .detail = detail,
+                           .detail_cap = sizeof(detail)};
+        if (contract_steps(&c, &env, report, &upcast_body) != 0) {
+            invalid = 1;
+            reason = wr_reason_name(WR_RS_UPCAST_FAILED);
         }
     }
     if (!invalid && key[0] == '\0') {
@@ -1043,54 +1152,8 @@ int wr_exec_run(const wr_exec_opts *opts)
                 goto out;
             }
         } else {
-            wr_lua_call call = {.idempotency_key = key, .trace_id = NULL, .attempt = env.attempt};
-            if (pol->enabled) {
-                es.seed = json_object_get(ev, "store");
-                es.prefix_len = strlen(cfg->store_prefix);
-                store_buf = wr_storebuf_create(cfg->store_max_writes);
-                store = (wr_lua_store){.buf = store_buf,
-                                       .fetch = exec_fetch,
-                                       .fetch_ud = &es,
-                                       .prefix = cfg->store_prefix,
-                                       .max_value_bytes = (size_t)cfg->store_max_value_bytes};
-                call.store = store_buf ? &store : NULL;
-            }
-            char trace[33] = "", span[17];
-            if (wr_trace_parse(env.traceparent, trace, span) != 0 &&
-                wr_trace_derive(env.id, key, trace) != 0) {
-                /* a new trace, as a worker starts one: from the clock, no need for quality */
-                unsigned long long a = (unsigned long long)(wr_mono_ms() * 1000.0);
-                unsigned long long b = (unsigned long long)wr_now_ms() ^ 0x9e3779b97f4a7c15ULL;
-                snprintf(trace, sizeof(trace), "%016llx%016llx", a * 0x2545F4914F6CDD1DULL, b);
-            }
-            call.trace_id = trace;
-            wr_lua_result res;
-            double t0 = wr_mono_ms();
-            ran.out = wr_lua_handle(L, &env, &call, &res);
-            json_object_set_new(report, "duration_ms", json_real(wr_mono_ms() - t0));
-            snprintf(ran.reason, sizeof(ran.reason), "%s", res.reason);
-            snprintf(ran.error, sizeof(ran.error), "%s", res.error);
-            ran.retry_delay_ms = res.retry_delay_ms;
-            int nw = 0;
-            if (ran.out == WR_OUT_OK) {
-                /* the sidecar publishes them before the commit, whatever it says */
-                for (int i = 0; i < res.pub_count; i++) {
-                    json_array_append_new(published, pub_json(&res.pubs[i], key, sub->name, i));
-                }
-                if (store_buf != NULL) {
-                    /* what the commit would apply with the done mark */
-                    json_object_set_new(report, "store_writes",
-                                        writes_json(store_buf, es.prefix_len));
-                    wr_storebuf_writes(store_buf, &nw);
-                }
-            }
-            if (nw > 0) {
-                /* the sidecar's commit script, over the event file's store */
-                ran.committed = 1;
-                ran.commit = wr_offcommit_run(
-                    store_buf, cfg->store_prefix, es.seed, json_object_get(ev, "store_at_commit"),
-                    (double)wr_now_ms() / 1000.0, ran.commit_why, sizeof(ran.commit_why));
-            }
+            store_buf =
+                run_handler(cfg, sub, L, &env, key, ev, &es, &store, report, published, &ran);
         }
         json_object_set_new(report, "outcome", json_string(wr_outcome_name(ran.out)));
         if (ran.out != WR_OUT_OK) {

@@ -557,155 +557,144 @@ static void render_children(FILE *fp, const json_t *story, const char *pad)
     }
 }
 
-int wr_tracecmd_main(int argc, char **argv)
+/* What `warren trace` was asked. */
+typedef struct {
+    const char *config, *subname, *id, *status_url;
+    int json, grep, depth;
+    long scan_max;
+} trace_args;
+
+/* Read ARGV into A. Returns -1 to go on, else the exit code (usage: 2, --help: 0). */
+static int parse_args(int argc, char **argv, trace_args *a)
 {
-    const char *config = NULL, *subname = NULL, *id = NULL;
-    const char *status_url = NULL;
-    int json = 0, grep = 0, depth = 5;
-    long scan_max = 1000000;
+    *a = (trace_args){.depth = 5, .scan_max = 1000000};
     for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "-c") == 0 || strcmp(a, "--config") == 0 ||
-            strcmp(a, "--subscription") == 0 || strcmp(a, "--depth") == 0 ||
-            strcmp(a, "--scan-limit") == 0 || strcmp(a, "--status-url") == 0) {
+        const char *o = argv[i];
+        if (strcmp(o, "-c") == 0 || strcmp(o, "--config") == 0 ||
+            strcmp(o, "--subscription") == 0 || strcmp(o, "--depth") == 0 ||
+            strcmp(o, "--scan-limit") == 0 || strcmp(o, "--status-url") == 0) {
             if (i + 1 >= argc) {
-                return usage("%s needs a value", a);
+                return usage("%s needs a value", o);
             }
-            if (strcmp(a, "--status-url") == 0) {
-                status_url = argv[++i];
-            } else if (strcmp(a, "--subscription") == 0) {
-                subname = argv[++i];
-            } else if (strcmp(a, "--depth") == 0 || strcmp(a, "--scan-limit") == 0) {
+            if (strcmp(o, "--status-url") == 0) {
+                a->status_url = argv[++i];
+            } else if (strcmp(o, "--subscription") == 0) {
+                a->subname = argv[++i];
+            } else if (strcmp(o, "--depth") == 0 || strcmp(o, "--scan-limit") == 0) {
                 char *end;
                 long v = strtol(argv[++i], &end, 10);
                 if (*end || end == argv[i] || v < 0) {
                     return usage("not a count: '%s'", argv[i]);
                 }
-                if (strcmp(a, "--depth") == 0) {
-                    depth = (int)(v > 20 ? 20 : v);
+                if (strcmp(o, "--depth") == 0) {
+                    a->depth = (int)(v > 20 ? 20 : v);
                 } else {
-                    scan_max = v;
+                    a->scan_max = v;
                 }
             } else {
-                config = argv[++i];
+                a->config = argv[++i];
             }
-        } else if (strcmp(a, "--json") == 0) {
-            json = 1;
-        } else if (strcmp(a, "--grep") == 0) {
-            grep = 1;
-        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+        } else if (strcmp(o, "--json") == 0) {
+            a->json = 1;
+        } else if (strcmp(o, "--grep") == 0) {
+            a->grep = 1;
+        } else if (strcmp(o, "-h") == 0 || strcmp(o, "--help") == 0) {
             printf("usage:\n%s", wr_tracecmd_usage);
             return 0;
-        } else if (id == NULL && a[0] != '-' && a[0] != '\0') {
-            id = a;
+        } else if (a->id == NULL && o[0] != '-' && o[0] != '\0') {
+            a->id = o;
         } else {
-            return usage("unexpected argument '%s'", a);
+            return usage("unexpected argument '%s'", o);
         }
     }
-    if (config == NULL || id == NULL) {
+    if (a->config == NULL || a->id == NULL) {
         return usage("%s", "trace needs -c FILE and an event ID");
     }
-    wr_config_errors errs = {0};
-    wr_config *cfg = wr_config_load(config, &errs);
-    if (cfg == NULL) {
-        for (int i = 0; i < errs.count; i++) {
-            fprintf(stderr, "%s\n", errs.lines[i]);
-        }
-        wr_config_errors_free(&errs);
-        return 2;
-    }
-    int rc = 1;
-    tracer t = {.config = config, .cfg = cfg, .subname = subname, .scan_max = scan_max};
-    json_t *stories = json_array();
-    hits hs = {.n = 0};
-    int matched = 0;
-    for (int i = 0; i < cfg->sub_count; i++) {
-        matched += sub_wanted(&t, &cfg->subs[i]);
-    }
-    if (matched == 0) {
-        fprintf(stderr, "warren trace: no subscription '%s' in %s (have:", subname, cfg->path);
-        for (int i = 0; i < cfg->sub_count; i++) {
-            fprintf(stderr, " %s", cfg->subs[i].name);
-        }
-        fprintf(stderr, ")\n");
-        rc = 2;
-        goto out;
-    }
-    t.c = wr_rconn_create(&cfg->redis, cfg->redis_timeout_ms, NULL, 0, t.err, sizeof(t.err));
-    if (t.c == NULL) {
-        fprintf(stderr, "warren trace: cannot connect to %s: %s\n", cfg->redis.redacted, t.err);
-        goto out;
-    }
-    /* 1. VALUE as an event key in each subscription (the message id by default) */
+    return -1;
+}
+
+/* Find the events ID names into HS: as a key in each subscription, through
+ * the trace index, then (with --grep, or when nothing was found) by searching
+ * the journals and records. 0, or -1 with T's error. */
+static int find_events(tracer *t, const char *id, int grep, hits *hs)
+{
+    const wr_config *cfg = t->cfg;
+    /* 1. ID as an event key in each subscription (the message id by default) */
     for (int i = 0; i < cfg->sub_count && !grep; i++) {
-        const wr_subscription *sub = &cfg->subs[i];
-        if (!sub_wanted(&t, sub)) {
+        if (!sub_wanted(t, &cfg->subs[i])) {
             continue;
         }
-        json_t *story = story_of(&t, i, id);
+        json_t *story = story_of(t, i, id);
         if (story == NULL) {
-            fprintf(stderr, "warren trace: %s\n", t.err);
-            goto out;
+            return -1;
         }
         if (story_found(story)) {
-            hits_add(&hs, i, id, strlen(id));
+            hits_add(hs, i, id, strlen(id));
         }
         json_decref(story);
     }
     /* 2. a message id or a recorded body value: the trace index names the
      * events (tindex.h) */
-    if (!grep && index_lookup(&t, id, -1, &hs) != 0) {
-        fprintf(stderr, "warren trace: %s\n", t.err);
-        goto out;
+    if (!grep && index_lookup(t, id, -1, hs) != 0) {
+        return -1;
     }
     /* 3. --grep, or found nowhere yet: search the journals and records one by
      * one (an event journaled before the index existed, or whose index write
      * was lost: it is best effort) */
-    if (grep || hs.n == 0) {
-        if (search(&t, id, grep, &hs) != 0) {
-            fprintf(stderr, "warren trace: %s\n", t.err);
-            goto out;
+    if (grep || hs->n == 0) {
+        if (search(t, id, grep, hs) != 0) {
+            return -1;
         }
-        if (!grep && hs.n > 0) {
+        if (!grep && hs->n > 0) {
             fprintf(stderr,
                     "warren trace: '%s' is not in the trace index: found by searching %ld "
                     "key(s)\n",
-                    id, t.scanned);
+                    id, t->scanned);
         }
     }
-    /* 4. each event found, with the tree of what it published */
-    for (int h = 0; h < hs.n; h++) {
-        json_t *story = story_of(&t, hs.h[h].sub, hs.h[h].key);
-        if (story == NULL || add_children(&t, story, hs.h[h].sub, depth) != 0) {
+    return 0;
+}
+
+/* The story of each event found, with the tree of what it published, into
+ * STORIES. 0, or -1 with T's error. */
+static int tell_stories(tracer *t, const trace_args *a, const hits *hs, json_t *stories)
+{
+    for (int h = 0; h < hs->n; h++) {
+        json_t *story = story_of(t, hs->h[h].sub, hs->h[h].key);
+        if (story == NULL || add_children(t, story, hs->h[h].sub, a->depth) != 0) {
             json_decref(story);
-            fprintf(stderr, "warren trace: %s\n", t.err);
-            goto out;
+            return -1;
         }
         json_object_set_new(story, "matched_by",
-                            json_string(grep                           ? "grep"
-                                        : strcmp(hs.h[h].key, id) == 0 ? "key"
-                                                                       : "message_id"));
+                            json_string(a->grep                            ? "grep"
+                                        : strcmp(hs->h[h].key, a->id) == 0 ? "key"
+                                                                           : "message_id"));
         json_array_append_new(stories, story);
     }
     /* --subscription names one: say what it knows even when nothing */
-    if (hs.n == 0 && subname != NULL && !grep) {
-        for (int i = 0; i < cfg->sub_count; i++) {
-            if (sub_wanted(&t, &cfg->subs[i])) {
-                json_t *story = story_of(&t, i, id);
+    if (hs->n == 0 && a->subname != NULL && !a->grep) {
+        for (int i = 0; i < t->cfg->sub_count; i++) {
+            if (sub_wanted(t, &t->cfg->subs[i])) {
+                json_t *story = story_of(t, i, a->id);
                 if (story != NULL) {
                     json_array_append_new(stories, story);
                 }
             }
         }
     }
-    int found = hs.n;
+    return 0;
+}
+
+/* What keeps each subscription from consuming now, as the running sidecar
+ * says (best effort: it may not run here, or listen on no fixed port):
+ * subscription -> [why...]; each story of a paused one gets its reasons. */
+static json_t *paused_now(const trace_args *a, json_t *stories)
+{
+    char serr[512];
+    json_t *status = wr_status_fetch(a->config, a->status_url, serr, sizeof(serr));
+    json_t *paused = json_object();
     size_t k;
     json_t *st;
-    /* what keeps each subscription from consuming now (best effort: the
-     * sidecar may not run here, or listen on no fixed port) */
-    char serr[512];
-    json_t *status = wr_status_fetch(config, status_url, serr, sizeof(serr));
-    json_t *paused = json_object(); /* subscription -> [why...] */
     json_array_foreach(json_object_get(status, "subscriptions"), k, st)
     {
         const char *state = json_string_value(json_object_get(st, "state"));
@@ -723,9 +712,101 @@ int wr_tracecmd_main(int argc, char **argv)
             json_object_set(st, "consumption_paused", why);
         }
     }
-    if (json) {
+    return paused;
+}
+
+static void print_stories(json_t *stories)
+{
+    size_t k;
+    json_t *st;
+    json_array_foreach(stories, k, st)
+    {
+        if (k > 0) {
+            fputc('\n', stdout);
+        }
+        wr_journal_render(stdout, st);
+        size_t w;
+        json_t *why;
+        json_array_foreach(json_object_get(st, "consumption_paused"), w, why)
+        {
+            printf("note:  %s\n", json_string_value(why));
+        }
+        if (json_array_size(json_object_get(st, "children")) > 0) {
+            fprintf(stdout, "published:\n");
+            render_children(stdout, st, "  ");
+        }
+    }
+}
+
+/* Nothing found: say where warren looked, and which queues it does not read now. */
+static void say_not_found(const trace_args *a, const tracer *t, json_t *paused)
+{
+    fprintf(stderr,
+            "warren trace: '%s' not found in %s%s: no journal and no idempotency record "
+            "has it as %s (journals are kept %lld h; subscriptions without idempotency "
+            "keep none; %ld key(s) searched)\n",
+            a->id, a->subname ? "subscription " : "any subscription", a->subname ? a->subname : "",
+            a->grep ? "text" : "message id or key", (long long)(t->cfg->journal_ttl_ms / 3600000),
+            t->scanned);
+    /* a message in a paused subscription's queue has no journal until it is taken */
+    const char *name;
+    json_t *why;
+    json_object_foreach(paused, name, why)
+    {
+        fprintf(stderr,
+                "warren trace: note: %s is not consuming (%s): an event waiting in "
+                "its queue has no journal yet\n",
+                name, json_string_value(json_array_get(why, 0)));
+    }
+}
+
+int wr_tracecmd_main(int argc, char **argv)
+{
+    trace_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc >= 0) {
+        return rc;
+    }
+    wr_config_errors errs = {0};
+    wr_config *cfg = wr_config_load(a.config, &errs);
+    if (cfg == NULL) {
+        for (int i = 0; i < errs.count; i++) {
+            fprintf(stderr, "%s\n", errs.lines[i]);
+        }
+        wr_config_errors_free(&errs);
+        return 2;
+    }
+    rc = 1;
+    tracer t = {.config = a.config, .cfg = cfg, .subname = a.subname, .scan_max = a.scan_max};
+    json_t *stories = json_array();
+    hits hs = {.n = 0};
+    int matched = 0;
+    for (int i = 0; i < cfg->sub_count; i++) {
+        matched += sub_wanted(&t, &cfg->subs[i]);
+    }
+    if (matched == 0) {
+        fprintf(stderr, "warren trace: no subscription '%s' in %s (have:", a.subname, cfg->path);
+        for (int i = 0; i < cfg->sub_count; i++) {
+            fprintf(stderr, " %s", cfg->subs[i].name);
+        }
+        fprintf(stderr, ")\n");
+        rc = 2;
+        goto out;
+    }
+    t.c = wr_rconn_create(&cfg->redis, cfg->redis_timeout_ms, NULL, 0, t.err, sizeof(t.err));
+    if (t.c == NULL) {
+        fprintf(stderr, "warren trace: cannot connect to %s: %s\n", cfg->redis.redacted, t.err);
+        goto out;
+    }
+    if (find_events(&t, a.id, a.grep, &hs) != 0 || tell_stories(&t, &a, &hs, stories) != 0) {
+        fprintf(stderr, "warren trace: %s\n", t.err);
+        goto out;
+    }
+    int found = hs.n;
+    json_t *paused = paused_now(&a, stories);
+    if (a.json) {
         json_t *o = json_object();
-        json_object_set_new(o, "id", json_string(id));
+        json_object_set_new(o, "id", json_string(a.id));
         json_object_set_new(o, "found", json_boolean(found > 0));
         json_object_set_new(o, "stories", json_incref(stories));
         json_object_set(o, "paused", paused);
@@ -733,42 +814,10 @@ int wr_tracecmd_main(int argc, char **argv)
         fputc('\n', stdout);
         json_decref(o);
     } else if (found > 0) {
-        json_array_foreach(stories, k, st)
-        {
-            if (k > 0) {
-                fputc('\n', stdout);
-            }
-            wr_journal_render(stdout, st);
-            size_t w;
-            json_t *why;
-            json_array_foreach(json_object_get(st, "consumption_paused"), w, why)
-            {
-                printf("note:  %s\n", json_string_value(why));
-            }
-            if (json_array_size(json_object_get(st, "children")) > 0) {
-                fprintf(stdout, "published:\n");
-                render_children(stdout, st, "  ");
-            }
-        }
+        print_stories(stories);
     }
     if (found == 0) {
-        fprintf(stderr,
-                "warren trace: '%s' not found in %s%s: no journal and no idempotency record "
-                "has it as %s (journals are kept %lld h; subscriptions without idempotency "
-                "keep none; %ld key(s) searched)\n",
-                id, subname ? "subscription " : "any subscription", subname ? subname : "",
-                grep ? "text" : "message id or key", (long long)(cfg->journal_ttl_ms / 3600000),
-                t.scanned);
-        /* a message in a paused subscription's queue has no journal until it is taken */
-        const char *name;
-        json_t *why;
-        json_object_foreach(paused, name, why)
-        {
-            fprintf(stderr,
-                    "warren trace: note: %s is not consuming (%s): an event waiting in "
-                    "its queue has no journal yet\n",
-                    name, json_string_value(json_array_get(why, 0)));
-        }
+        say_not_found(&a, &t, paused);
     } else if (hs.n >= MAX_MATCHES) {
         fprintf(stderr, "warren trace: the first %d matches shown\n", MAX_MATCHES);
     }

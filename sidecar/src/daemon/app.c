@@ -316,6 +316,87 @@ static int preflight(const wr_config *cfg)
     return 0;
 }
 
+/* The "warren started" line: version, config, broker, what runs, where HTTP listens. */
+static void log_started(const wr_config *cfg, int total, wr_http *http, const char *host)
+{
+    wr_logline l;
+    wr_log_begin(&l, WR_LOG_INFO, "warren started");
+    wr_log_str(&l, "version", WARREN_VERSION);
+    wr_log_str(&l, "config", cfg->path);
+    wr_log_str(&l, "broker", cfg->amqp.redacted);
+    wr_log_int(&l, "subscriptions", cfg->sub_count);
+    wr_log_int(&l, "workers", total);
+    if (http != NULL) {
+        char addr[96];
+        snprintf(addr, sizeof(addr), "%s:%d", host, wr_http_port(http));
+        wr_log_str(&l, "http", addr);
+    }
+    wr_log_end(&l);
+}
+
+/*
+ * Serve until stopped: signals (SIGTERM/SIGINT drain, a second one or the end
+ * of the grace period interrupts the handlers; SIGHUP reloads) and the
+ * reloader's file watch, until every worker is done.
+ */
+static void serve(const wr_config *cfg, int sfd, wr_reloader *reloader, wr_metrics *metrics,
+                  wr_run_flags *flags, wr_worker **workers, int started)
+{
+    double deadline = 0;
+    int wait_ms = 200;
+    for (;;) {
+        struct pollfd fds[2] = {{.fd = sfd, .events = POLLIN},
+                                {.fd = wr_reloader_fd(reloader), .events = POLLIN}};
+        int timeout = atomic_load(&flags->stop) || wait_ms < 0 || wait_ms > 200 ? 200 : wait_ms;
+        poll(fds, fds[1].fd >= 0 ? 2 : 1, timeout);
+        struct signalfd_siginfo si;
+        int sig = 0;
+        if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+            sig = (int)si.ssi_signo;
+        }
+        if (sig == SIGTERM || sig == SIGINT) {
+            if (!atomic_load(&flags->stop)) {
+                deadline = wr_mono_ms() + (double)cfg->shutdown_grace_ms;
+                atomic_store(&flags->stop, 1);
+                wr_metrics_set_draining(metrics, 1);
+                wr_logf(WR_LOG_INFO,
+                        "%s: stopping consumption, finishing in-flight messages (grace %lld ms)",
+                        sig == SIGTERM ? "SIGTERM" : "SIGINT", (long long)cfg->shutdown_grace_ms);
+            } else if (!atomic_load(&flags->abort)) {
+                wr_logf(WR_LOG_WARN, "second signal: interrupting handlers and returning their "
+                                     "messages to the broker");
+                atomic_store(&flags->abort, 1);
+            }
+        } else if (sig == SIGHUP && !atomic_load(&flags->stop)) {
+            wr_reloader_reload(reloader, "SIGHUP");
+        }
+        if (!atomic_load(&flags->stop)) {
+            wr_reloader_tick(reloader, &wait_ms);
+        }
+        if (atomic_load(&flags->stop)) {
+            if (all_done(workers, started)) {
+                break;
+            }
+            if (!atomic_load(&flags->abort) && wr_mono_ms() > deadline) {
+                wr_logf(WR_LOG_WARN, "grace period over: interrupting handlers and returning "
+                                     "their messages to the broker");
+                atomic_store(&flags->abort, 1);
+            }
+            if (atomic_load(&flags->abort)) {
+                for (int i = 0; i < started; i++) {
+                    wr_worker_interrupt(workers[i]);
+                }
+                if (wr_mono_ms() > deadline + 5000) {
+                    /* a worker stuck outside Lua: exit anyway, the broker requeues */
+                    wr_logf(WR_LOG_ERROR, "workers did not stop in time; exiting");
+                    fflush(stdout);
+                    _Exit(0);
+                }
+            }
+        }
+    }
+}
+
 int wr_app_run(const char *config_path)
 {
     wr_config *cfg = load(config_path, NULL);
@@ -435,73 +516,8 @@ int wr_app_run(const char *config_path)
     probe = wr_probe_start(cfg, reloader, metrics);
     wr_metrics_set_started(metrics);
 
-    wr_logline l;
-    wr_log_begin(&l, WR_LOG_INFO, "warren started");
-    wr_log_str(&l, "version", WARREN_VERSION);
-    wr_log_str(&l, "config", cfg->path);
-    wr_log_str(&l, "broker", cfg->amqp.redacted);
-    wr_log_int(&l, "subscriptions", cfg->sub_count);
-    wr_log_int(&l, "workers", total);
-    if (http != NULL) {
-        char addr[96];
-        snprintf(addr, sizeof(addr), "%s:%d", host, wr_http_port(http));
-        wr_log_str(&l, "http", addr);
-    }
-    wr_log_end(&l);
-
-    double deadline = 0;
-    int wait_ms = 200;
-    for (;;) {
-        struct pollfd fds[2] = {{.fd = sfd, .events = POLLIN},
-                                {.fd = wr_reloader_fd(reloader), .events = POLLIN}};
-        int timeout = atomic_load(&flags.stop) || wait_ms < 0 || wait_ms > 200 ? 200 : wait_ms;
-        poll(fds, fds[1].fd >= 0 ? 2 : 1, timeout);
-        struct signalfd_siginfo si;
-        int sig = 0;
-        if (read(sfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-            sig = (int)si.ssi_signo;
-        }
-        if (sig == SIGTERM || sig == SIGINT) {
-            if (!atomic_load(&flags.stop)) {
-                deadline = wr_mono_ms() + (double)cfg->shutdown_grace_ms;
-                atomic_store(&flags.stop, 1);
-                wr_metrics_set_draining(metrics, 1);
-                wr_logf(WR_LOG_INFO,
-                        "%s: stopping consumption, finishing in-flight messages (grace %lld ms)",
-                        sig == SIGTERM ? "SIGTERM" : "SIGINT", (long long)cfg->shutdown_grace_ms);
-            } else if (!atomic_load(&flags.abort)) {
-                wr_logf(WR_LOG_WARN, "second signal: interrupting handlers and returning their "
-                                     "messages to the broker");
-                atomic_store(&flags.abort, 1);
-            }
-        } else if (sig == SIGHUP && !atomic_load(&flags.stop)) {
-            wr_reloader_reload(reloader, "SIGHUP");
-        }
-        if (!atomic_load(&flags.stop)) {
-            wr_reloader_tick(reloader, &wait_ms);
-        }
-        if (atomic_load(&flags.stop)) {
-            if (all_done(workers, started)) {
-                break;
-            }
-            if (!atomic_load(&flags.abort) && wr_mono_ms() > deadline) {
-                wr_logf(WR_LOG_WARN, "grace period over: interrupting handlers and returning "
-                                     "their messages to the broker");
-                atomic_store(&flags.abort, 1);
-            }
-            if (atomic_load(&flags.abort)) {
-                for (int i = 0; i < started; i++) {
-                    wr_worker_interrupt(workers[i]);
-                }
-                if (wr_mono_ms() > deadline + 5000) {
-                    /* a worker stuck outside Lua: exit anyway, the broker requeues */
-                    wr_logf(WR_LOG_ERROR, "workers did not stop in time; exiting");
-                    fflush(stdout);
-                    _Exit(0);
-                }
-            }
-        }
-    }
+    log_started(cfg, total, http, host);
+    serve(cfg, sfd, reloader, metrics, &flags, workers, started);
     for (int i = 0; reroutes != NULL && i < cfg->sub_count; i++) {
         wr_reroute_stop(reroutes[i]);
     }

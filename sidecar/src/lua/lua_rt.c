@@ -557,12 +557,9 @@ static int charge_pub(wr_lua *rt, size_t n)
         return caller_error(L, __VA_ARGS__);                                                       \
     } while (0)
 
-/* ctx.publish(exchange, routing_key, body, opts) */
-static int ctx_publish(lua_State *L)
+/* ctx.publish's arguments, checked (3 or 4 of them). Raises on a bad one. */
+static int check_publish_args(lua_State *L, wr_lua *rt, int nargs)
 {
-    wr_lua *rt = self(L);
-    check_phase(L, rt, "publish", 0);
-    int nargs = lua_gettop(L);
     if (nargs < 3 || nargs > 4) {
         return caller_error(L,
                             "ctx.publish(exchange, routing_key, body [, opts]) takes 3 or 4 "
@@ -590,8 +587,177 @@ static int ctx_publish(lua_State *L)
     if (rt->pub_count >= MAX_PUBLISHES) {
         return caller_error(L, "ctx.publish: more than %d publishes in one message", MAX_PUBLISHES);
     }
+    return 0;
+}
+
+/* opts.headers (the table on top of the stack) into P's headers. */
+static int pub_headers(lua_State *L, wr_lua *rt, wr_lua_pub *p)
+{
+    size_t n;
+    const char *s;
+    int cap = 0;
+    size_t header_bytes = 0;
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+        /* -- headers key value */
+        if (lua_type(L, -2) != LUA_TSTRING ||
+            (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER &&
+             lua_type(L, -1) != LUA_TBOOLEAN)) {
+            PUB_FAIL(L, "ctx.publish: opts.headers must map strings to "
+                        "strings, numbers or booleans");
+        }
+        if (p->header_count == cap) {
+            cap = cap ? cap * 2 : 4;
+            char **k = realloc(p->header_keys, (size_t)cap * sizeof(*k));
+            if (k != NULL) {
+                p->header_keys = k;
+            }
+            char **v = realloc(p->header_vals, (size_t)cap * sizeof(*v));
+            if (v != NULL) {
+                p->header_vals = v;
+            }
+            if (k == NULL || v == NULL) {
+                PUB_FAIL(L, "not enough memory");
+            }
+        }
+        const char *val =
+            lua_type(L, -1) == LUA_TBOOLEAN ? (lua_toboolean(L, -1) ? "true" : "false") : NULL;
+        size_t vn = val ? strlen(val) : 0;
+        lua_pushvalue(L, -1); /* tolstring on a copy keeps the number intact */
+        if (val == NULL) {
+            val = lua_tolstring(L, -1, &vn);
+        }
+        s = lua_tolstring(L, -3, &n);
+        if (n > SHORTSTR) {
+            PUB_FAIL(L, PUB_LONG, "a name in opts.headers", n);
+        }
+        header_bytes += n + vn;
+        if (header_bytes > MAX_HEADER_BYTES) {
+            PUB_FAIL(L, PUB_HEADERS, (size_t)MAX_HEADER_BYTES);
+        }
+        if (charge_pub(rt, n + vn) != 0 || n + vn < n) {
+            PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
+        }
+        p->header_vals[p->header_count] = dupn(val, vn);
+        p->header_keys[p->header_count] = dupn(s, n);
+        p->header_count++;
+        lua_pop(L, 1);
+        if (p->header_vals[p->header_count - 1] == NULL ||
+            p->header_keys[p->header_count - 1] == NULL) {
+            PUB_FAIL(L, "not enough memory");
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
+/* opts.cloudevent (the table on top of the stack) = {type = ..., source = ...
+ * [, subject = ...] [, mode = ...]}: a CloudEvent, binary mode unless mode =
+ * "structured" (the worker adds specversion, id, time and traceparent). */
+static int pub_cloudevent(lua_State *L, wr_lua *rt, wr_lua_pub *p)
+{
+    size_t n;
+    const char *s;
+    static const char *const keys[] = {"type", "source", "subject"};
+    char **dst[] = {&p->ce_type, &p->ce_source, &p->ce_subject};
+    for (int k = 0; k < 3; k++) {
+        lua_getfield(L, -1, keys[k]);
+        if (lua_type(L, -1) == LUA_TSTRING) {
+            s = lua_tolstring(L, -1, &n);
+            if (n == 0 || n > SHORTSTR) {
+                PUB_FAIL(L, "ctx.publish: opts.cloudevent.%s must be 1 to %d bytes", keys[k],
+                         SHORTSTR);
+            }
+            if (charge_pub(rt, n) != 0) {
+                PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
+            }
+            *dst[k] = dupn(s, n);
+            if (*dst[k] == NULL) {
+                PUB_FAIL(L, "not enough memory");
+            }
+        } else if (k < 2 || !lua_isnil(L, -1)) {
+            PUB_FAIL(L, "ctx.publish: opts.cloudevent.%s must be a string", keys[k]);
+        }
+        lua_pop(L, 1);
+    }
+    /* mode: "binary" (attributes as headers, the default) or "structured" */
+    lua_getfield(L, -1, "mode");
+    s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    if (s != NULL && strcmp(s, "structured") == 0) {
+        p->ce_structured = 1;
+    } else if (!lua_isnil(L, -1) && (s == NULL || strcmp(s, "binary") != 0)) {
+        PUB_FAIL(L, "ctx.publish: opts.cloudevent.mode must be \"binary\" or "
+                    "\"structured\"");
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* ctx.publish's opts (the table at 4) into P; NJ is the length of the JSON
+ * content type a table body was given (an opts.content_type replaces it). */
+static int pub_opts(lua_State *L, wr_lua *rt, wr_lua_pub *p, size_t nj)
+{
+    size_t n;
+    const char *s;
+    lua_getfield(L, 4, "content_type");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        s = lua_tolstring(L, -1, &n);
+        if (n > SHORTSTR) {
+            PUB_FAIL(L, PUB_LONG, "opts.content_type", n);
+        }
+        if (charge_pub(rt, n) != 0) {
+            PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
+        }
+        rt->pub_bytes -= nj; /* the JSON content type it replaces */
+        free(p->content_type);
+        p->content_type = dupn(s, n);
+    } else if (!lua_isnil(L, -1)) {
+        PUB_FAIL(L, "ctx.publish: opts.content_type must be a string");
+    }
+    lua_getfield(L, 4, "type");
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        s = lua_tolstring(L, -1, &n);
+        if (n > SHORTSTR) {
+            PUB_FAIL(L, PUB_LONG, "opts.type", n);
+        }
+        if (charge_pub(rt, n) != 0) {
+            PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
+        }
+        p->type = dupn(s, n);
+    } else if (!lua_isnil(L, -1)) {
+        PUB_FAIL(L, "ctx.publish: opts.type must be a string");
+    }
+    lua_getfield(L, 4, "mandatory");
+    p->mandatory = lua_toboolean(L, -1);
+    lua_getfield(L, 4, "headers");
+    if (lua_istable(L, -1)) {
+        if (pub_headers(L, rt, p) != 0) {
+            return -1;
+        }
+    } else if (!lua_isnil(L, -1)) {
+        PUB_FAIL(L, "ctx.publish: opts.headers must be a table");
+    }
+    lua_pop(L, 1);
+    lua_getfield(L, 4, "cloudevent");
+    if (lua_istable(L, -1)) {
+        if (pub_cloudevent(L, rt, p) != 0) {
+            return -1;
+        }
+    } else if (!lua_isnil(L, -1)) {
+        PUB_FAIL(L, "ctx.publish: opts.cloudevent must be a table");
+    }
+    return 0;
+}
+
+/* ctx.publish(exchange, routing_key, body, opts) */
+static int ctx_publish(lua_State *L)
+{
+    wr_lua *rt = self(L);
+    check_phase(L, rt, "publish", 0);
+    int nargs = lua_gettop(L);
+    check_publish_args(L, rt, nargs);
     const char *json_type = NULL;
-    if (btype == LUA_TTABLE) {
+    if (lua_type(L, 3) == LUA_TTABLE) {
         /* -- ... body */
         lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_encode);
         lua_pushvalue(L, 3);
@@ -645,136 +811,7 @@ static int ctx_publish(lua_State *L)
         PUB_FAIL(L, "not enough memory");
     }
     if (nargs == 4 && lua_istable(L, 4)) {
-        lua_getfield(L, 4, "content_type");
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            s = lua_tolstring(L, -1, &n);
-            if (n > SHORTSTR) {
-                PUB_FAIL(L, PUB_LONG, "opts.content_type", n);
-            }
-            if (charge_pub(rt, n) != 0) {
-                PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
-            }
-            rt->pub_bytes -= nj; /* the JSON content type it replaces */
-            free(p->content_type);
-            p->content_type = dupn(s, n);
-        } else if (!lua_isnil(L, -1)) {
-            PUB_FAIL(L, "ctx.publish: opts.content_type must be a string");
-        }
-        lua_getfield(L, 4, "type");
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            s = lua_tolstring(L, -1, &n);
-            if (n > SHORTSTR) {
-                PUB_FAIL(L, PUB_LONG, "opts.type", n);
-            }
-            if (charge_pub(rt, n) != 0) {
-                PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
-            }
-            p->type = dupn(s, n);
-        } else if (!lua_isnil(L, -1)) {
-            PUB_FAIL(L, "ctx.publish: opts.type must be a string");
-        }
-        lua_getfield(L, 4, "mandatory");
-        p->mandatory = lua_toboolean(L, -1);
-        lua_getfield(L, 4, "headers");
-        if (lua_istable(L, -1)) {
-            int cap = 0;
-            size_t header_bytes = 0;
-            lua_pushnil(L);
-            while (lua_next(L, -2) != 0) {
-                /* -- headers key value */
-                if (lua_type(L, -2) != LUA_TSTRING ||
-                    (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER &&
-                     lua_type(L, -1) != LUA_TBOOLEAN)) {
-                    PUB_FAIL(L, "ctx.publish: opts.headers must map strings to "
-                                "strings, numbers or booleans");
-                }
-                if (p->header_count == cap) {
-                    cap = cap ? cap * 2 : 4;
-                    char **k = realloc(p->header_keys, (size_t)cap * sizeof(*k));
-                    if (k != NULL) {
-                        p->header_keys = k;
-                    }
-                    char **v = realloc(p->header_vals, (size_t)cap * sizeof(*v));
-                    if (v != NULL) {
-                        p->header_vals = v;
-                    }
-                    if (k == NULL || v == NULL) {
-                        PUB_FAIL(L, "not enough memory");
-                    }
-                }
-                const char *val = lua_type(L, -1) == LUA_TBOOLEAN
-                                      ? (lua_toboolean(L, -1) ? "true" : "false")
-                                      : NULL;
-                size_t vn = val ? strlen(val) : 0;
-                lua_pushvalue(L, -1); /* tolstring on a copy keeps the number intact */
-                if (val == NULL) {
-                    val = lua_tolstring(L, -1, &vn);
-                }
-                s = lua_tolstring(L, -3, &n);
-                if (n > SHORTSTR) {
-                    PUB_FAIL(L, PUB_LONG, "a name in opts.headers", n);
-                }
-                header_bytes += n + vn;
-                if (header_bytes > MAX_HEADER_BYTES) {
-                    PUB_FAIL(L, PUB_HEADERS, (size_t)MAX_HEADER_BYTES);
-                }
-                if (charge_pub(rt, n + vn) != 0 || n + vn < n) {
-                    PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
-                }
-                p->header_vals[p->header_count] = dupn(val, vn);
-                p->header_keys[p->header_count] = dupn(s, n);
-                p->header_count++;
-                lua_pop(L, 1);
-                if (p->header_vals[p->header_count - 1] == NULL ||
-                    p->header_keys[p->header_count - 1] == NULL) {
-                    PUB_FAIL(L, "not enough memory");
-                }
-                lua_pop(L, 1);
-            }
-        } else if (!lua_isnil(L, -1)) {
-            PUB_FAIL(L, "ctx.publish: opts.headers must be a table");
-        }
-        lua_pop(L, 1);
-        /* opts.cloudevent = {type = ..., source = ... [, subject = ...] [, mode = ...]}: a
-         * CloudEvent, binary mode unless mode = "structured" (the worker adds
-         * specversion, id, time and traceparent) */
-        lua_getfield(L, 4, "cloudevent");
-        if (lua_istable(L, -1)) {
-            static const char *const keys[] = {"type", "source", "subject"};
-            char **dst[] = {&p->ce_type, &p->ce_source, &p->ce_subject};
-            for (int k = 0; k < 3; k++) {
-                lua_getfield(L, -1, keys[k]);
-                if (lua_type(L, -1) == LUA_TSTRING) {
-                    s = lua_tolstring(L, -1, &n);
-                    if (n == 0 || n > SHORTSTR) {
-                        PUB_FAIL(L, "ctx.publish: opts.cloudevent.%s must be 1 to %d bytes",
-                                 keys[k], SHORTSTR);
-                    }
-                    if (charge_pub(rt, n) != 0) {
-                        PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
-                    }
-                    *dst[k] = dupn(s, n);
-                    if (*dst[k] == NULL) {
-                        PUB_FAIL(L, "not enough memory");
-                    }
-                } else if (k < 2 || !lua_isnil(L, -1)) {
-                    PUB_FAIL(L, "ctx.publish: opts.cloudevent.%s must be a string", keys[k]);
-                }
-                lua_pop(L, 1);
-            }
-            /* mode: "binary" (attributes as headers, the default) or "structured" */
-            lua_getfield(L, -1, "mode");
-            s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-            if (s != NULL && strcmp(s, "structured") == 0) {
-                p->ce_structured = 1;
-            } else if (!lua_isnil(L, -1) && (s == NULL || strcmp(s, "binary") != 0)) {
-                PUB_FAIL(L, "ctx.publish: opts.cloudevent.mode must be \"binary\" or "
-                            "\"structured\"");
-            }
-            lua_pop(L, 1);
-        } else if (!lua_isnil(L, -1)) {
-            PUB_FAIL(L, "ctx.publish: opts.cloudevent must be a table");
-        }
+        return pub_opts(L, rt, p, nj);
     }
     return 0;
 }
