@@ -3,16 +3,20 @@
 -- A parked list holds entries "<deadline_ms>|<properties><body>" in arrival
 -- order. INDEX is a sorted set of the parked lists, scored by when the sweep
 -- should look at each again; SENDING a sorted set of the lists being sent
--- ("o" .. key: back to the queue, "d" .. key: to the DLQ), scored by when the
+-- ("o" .. key: back to the queue, "d" .. key: to the DLQ, "r" .. key: back
+-- to the queue past the gate's timeout, to run without the predecessor),
+-- scored by when the
 -- sweep should send them again if the worker sending them never says 'sent'.
 -- MARKS maps each parked list to the "done for key" mark it waits for.
 --
 -- ARGV[1] is the operation:
 --
---   park   KEYS: mark, list, index, marks
+--   park   KEYS: mark, list, index, marks[, pass]
 --          ARGV: entry, recheck_ms
 --          The mark exists: nothing is parked; returns 0 (run the message).
---          Else the entry is appended to the list; returns 1.
+--          PASS (the message came back past this gate's timeout, on_timeout
+--          run) holds this list's name: nothing is parked; returns 2 (run it
+--          without its predecessor). Else the entry is appended; returns 1.
 --   take   KEYS: list, index, marks, sending, seq
 --          ARGV: retry_ms
 --          The mark of the list was just written: its entries move to a new
@@ -20,10 +24,18 @@
 --          parked). The caller publishes them, then calls 'sent'.
 --   sent   KEYS: the list returned by take or sweep, sending
 --          The entries are published and confirmed: the list is dropped.
+--   pass   KEYS: an "r" list returned by sweep, pass key
+--          ARGV: ttl_ms
+--          The pass key names the parked list the entries came from, for
+--          TTL_MS (0: for ever; see park); returns 1, or 0 when the list is
+--          sent already.
 --   sweep  KEYS: index, marks, sending, seq
---          ARGV: recheck_ms, retry_ms, max
+--          ARGV: recheck_ms, retry_ms, max[, park, run]: PARK is the parked
+--          lists' prefix "<prefix>~park:<subscription>:", RUN the indexes of
+--          the gates whose on_timeout is run, as ",0,2,"
 --          Returns up to MAX groups {kind, key, entries...}, kind "o" (send
---          back to the queue) or "d" (dead-letter: past the gate's timeout):
+--          back to the queue), "d" (dead-letter: past the gate's timeout) or
+--          "r" (past the timeout of a gate whose on_timeout is run):
 --          lists whose sender did not say 'sent' within retry_ms, parked lists
 --          whose mark exists (the worker that wrote it died before taking
 --          them), parked entries past their deadline, and the next message of
@@ -126,6 +138,7 @@ end
 
 if op == 'park' then
   if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+  if KEYS[5] and redis.call('GET', KEYS[5]) == KEYS[2] then return 2 end
   redis.call('RPUSH', KEYS[2], ARGV[2])
   redis.call('HSET', KEYS[4], KEYS[2], KEYS[1])
   local due = math.min(deadline(ARGV[2]), now + tonumber(ARGV[3]))
@@ -156,8 +169,18 @@ elseif op == 'lnext' then
 elseif op == 'take' then
   return take(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], tonumber(ARGV[2]))
 elseif op == 'sent' then
-  redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[2], 'o' .. KEYS[1], 'd' .. KEYS[1])
+  redis.call('DEL', KEYS[1], KEYS[1] .. ':from')
+  redis.call('ZREM', KEYS[2], 'o' .. KEYS[1], 'd' .. KEYS[1], 'r' .. KEYS[1])
+  return 1
+elseif op == 'pass' then
+  local from = redis.call('GET', KEYS[1] .. ':from')
+  if not from then return 0 end
+  local ttl = tonumber(ARGV[2])
+  if ttl > 0 then
+    redis.call('SET', KEYS[2], from, 'PX', ttl)
+  else
+    redis.call('SET', KEYS[2], from) -- idempotency records kept forever: so is the pass
+  end
   return 1
 elseif op == 'sweep' then
   local index, marks, sending, seq = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -204,8 +227,14 @@ elseif op == 'sweep' then
         late[#late + 1] = redis.call('LPOP', list)
       end
       if #late > 0 then
-        local key = to_sending('d', late, sending, seq, retry)
-        local g = {'d', key}
+        local kind = 'd'
+        if ARGV[6] and string.sub(list, 1, string.len(ARGV[5])) == ARGV[5] then
+          local g = string.match(list, '^(%d+):', string.len(ARGV[5]) + 1)
+          if g and string.find(ARGV[6], ',' .. g .. ',', 1, true) then kind = 'r' end
+        end
+        local key = to_sending(kind, late, sending, seq, retry)
+        if kind == 'r' then redis.call('SET', key .. ':from', list) end
+        local g = {kind, key}
         for i = 1, #late do g[i + 2] = late[i] end
         out[#out + 1] = g
       end

@@ -40,6 +40,7 @@ tmp = tempdir()
 r = redis_client()
 queue, out = p + ".in", p + ".out"
 SUB = "gated"
+GATE = "order.cancelled<-order.created"  # the gate label of /metrics
 
 write(os.path.join(tmp, "h.lua"), r'''
 local M = {}
@@ -150,9 +151,11 @@ try:
     samples = w.metrics()
     check_eq(w.metric(samples, "warren_messages_handled_total", subscription=SUB,
                       outcome="parked"), 4, "4 parked messages counted (o-1, o-2, o-4, o-5)")
-    check_eq(w.metric(samples, "warren_gate_released_total", subscription=SUB), 2,
+    check_eq(w.metric(samples, "warren_gate_parked_total", subscription=SUB, gate=GATE), 4,
+             "4 parked behind the gate, counted per gate")
+    check_eq(w.metric(samples, "warren_gate_released_total", subscription=SUB, gate=GATE), 2,
              "2 released (o-1, o-2)")
-    check_eq(w.metric(samples, "warren_gate_timeouts_total", subscription=SUB), 1,
+    check_eq(w.metric(samples, "warren_gate_timeouts_total", subscription=SUB, gate=GATE), 1,
              "1 timed out (o-4)")
     w.kill9()
     publish(b, "o-5", "order.created")
@@ -185,6 +188,10 @@ try:
     check_eq(b.depth(queue + ".dlq"), 0, "the naive handler never rejected (the DLQ is empty)")
     check_eq(b.depth(queue), 0, "the queue is empty")
     check_eq(parked_count(), 0, "nothing parked")
+    samples = w2.metrics()
+    check_eq([w2.metric(samples, "warren_gate_%s_total" % f, subscription=SUB, gate=GATE)
+              for f in ("parked", "released", "timeouts")], [1, 2, 0],
+             "the new warren: 1 parked (o-6), 2 released (o-5, o-6), no timeout")
     check_eq(w2.stop(), 0, "warren exits 0")
 finally:
     for x in (w, w2):

@@ -182,6 +182,37 @@ def gates(r):
     g([sw[0][1], sending], "sent")
     check_eq((r.zcard(idx), r.hlen(marks), r.zcard(sending)), (0, 0, 0), "all clean")
 
+    # on_timeout run (gate 1 of ",1,"): late entries go to an "r" sending list that
+    # remembers its parked list; a pass names that list; park lets its bearer run
+    mark3, lst3, lst4 = P + "~gate:s:paid:o4", P + "~park:s:1:o4", P + "~park:s:10:o4"
+    g([mark3, lst3, idx, marks], "park", past + "|r", 5000)
+    g([mark3, lst4, idx, marks], "park", past + "|q", 5000)  # gate 10: not a run gate
+    sw = g([idx, marks, sending, seq], "sweep", 5000, 10000, 20, P + "~park:s:", ",1,")
+    check_eq(sorted((x[0], x[2:]) for x in sw), [("d", [past + "|q"]), ("r", [past + "|r"])],
+             "gate 1's late entry is sent to run, gate 10's to the DLQ")
+    rl = [x[1] for x in sw if x[0] == "r"][0]
+    check(r.zscore(sending, "r" + rl) is not None, "the r list is noted")
+    pk = P + "~gatepass:s:tok"
+    check_eq(g([rl, pk], "pass", 60000), 1, "pass written")
+    check_eq(r.get(pk), lst3, "the pass names the parked list")
+    check(0 < r.pttl(pk) <= 60000, "and expires")
+    check_eq(g([mark3, lst3, idx, marks, pk], "park", far + "|r", 5000), 2,
+             "its bearer runs past the gate")
+    check_eq(g([mark3, lst4, idx, marks, pk], "park", far + "|z", 5000), 1,
+             "the pass opens no other list")
+    r.zadd(sending, {"r" + rl: 0})
+    sw2 = g([idx, marks, sending, seq], "sweep", 5000, 10000, 20, P + "~park:s:", ",1,")
+    check_eq([(x[0], x[1]) for x in sw2], [("r", rl)], "a quiet r list is sent again as r")
+    for x in sw:
+        g([x[1], sending], "sent")
+    check_eq((r.exists(rl), r.exists(rl + ":from"), r.zcard(sending)), (0, 0, 0),
+             "sent drops the list, its origin and its note")
+    check_eq(g([rl, pk + "2"], "pass", 60000), 0, "no pass for a list sent already")
+    r.delete(lst4, pk)
+    r.zrem(idx, lst4)
+    r.hdel(marks, lst4)
+    check_eq((r.zcard(idx), r.hlen(marks), r.zcard(sending)), (0, 0, 0), "all clean")
+
     # lanes: a retried head holds its key; later messages park behind it, then run
     # one by one in order, each the holder in turn
     hold, lane = P + "~hold:s:o3", P + "~park:s:lane:o3"

@@ -2694,6 +2694,7 @@ static void test_reference(void)
         "subscriptions[].gates[].after",
         "subscriptions[].gates[].key",
         "subscriptions[].gates[].timeout",
+        "subscriptions[].gates[].on_timeout",
         "subscriptions[].contracts",
         "subscriptions[].contracts.file",
         "subscriptions[].contracts.unknown_types",
@@ -2984,7 +2985,7 @@ static void test_gates(void)
                                        "        after: order.created\n"
                                        "        key: json:order_id\n"
                                        "      - {type: order.shipped, after: order.paid, "
-                                       "key: 'header:x-order', timeout: 30s}\n",
+                                       "key: 'header:x-order', timeout: 30s, on_timeout: run}\n",
                                &errs);
     CHECK(cfg != NULL);
     if (cfg != NULL) {
@@ -2995,9 +2996,11 @@ static void test_gates(void)
         CHECK_INT(s->gates[0].source, WR_KEY_JSON);
         CHECK_STR(s->gates[0].key_arg, "order_id");
         CHECK_INT(s->gates[0].timeout_ms, 600000);
+        CHECK_INT(s->gates[0].run_on_timeout, 0);
         CHECK_INT(s->gates[1].source, WR_KEY_HEADER);
         CHECK_STR(s->gates[1].key_arg, "x-order");
         CHECK_INT(s->gates[1].timeout_ms, 30000);
+        CHECK_INT(s->gates[1].run_on_timeout, 1);
         CHECK_INT(s->gates[1].line, 16);
         wr_config_free(cfg);
     } else {
@@ -3032,6 +3035,10 @@ static void test_gates(void)
                   "waits for is written with the idempotency record)");
     EXPECT_ERRORS(MINIMAL "    gates: [{type: a, key: 'json:k'}]\n",
                   "9:13: missing required key 'after' in subscriptions[0].gates[0]");
+    EXPECT_ERRORS(MINIMAL "    gates:\n"
+                          "      - {type: a, after: b, key: 'json:k', on_timeout: retry}\n",
+                  "10:56: subscriptions[0].gates[0].on_timeout: expected one of dlq, run, got "
+                  "'retry'");
 }
 
 int main(void)

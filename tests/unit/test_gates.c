@@ -12,6 +12,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "check.h"
 
@@ -97,6 +98,12 @@ static void test_keys(void)
     wr_gate_marks_key(k, sizeof(k), "{w}:", "orders");
     CHECK_STR(k, "{w}:~parkmark:orders");
     CHECK_INT(wr_gate_mark_key(k, 20, "warren:idem:", "orders", "order.created", "o-42"), -1);
+    CHECK_INT(wr_gate_pass_key(k, sizeof(k), "warren:idem:", "orders", "0a1bXX", 4), 33);
+    CHECK_STR(k, "warren:idem:~gatepass:orders:0a1b");
+    CHECK_INT(wr_gate_pass_key(k, sizeof(k), "warren:idem:", "orders", "", 0), -1);
+    char long_token[WR_GATE_PASS_TOKEN_MAX + 1];
+    memset(long_token, 'a', sizeof(long_token));
+    CHECK_INT(wr_gate_pass_key(k, sizeof(k), "w:", "o", long_token, sizeof(long_token)), -1);
 }
 
 static void test_entry_round_trip(void)

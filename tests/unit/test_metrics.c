@@ -218,6 +218,50 @@ static void test_health(void)
     wr_metrics_destroy(m);
 }
 
+/* Gate counters: one series per gate of each subscription, summed over its
+ * workers, labelled with the gate's type and after (escaped); none for a
+ * subscription without gates. */
+static void test_gates(void)
+{
+    wr_gate gates[2] = {{.type = "order.cancelled", .after = "order.created"},
+                        {.type = "order.\"x\"", .after = "order.paid"}};
+    subs[0].gates = gates;
+    subs[0].gate_count = 2;
+    wr_metrics *m = wr_metrics_create(&cfg);
+    CHECK(m != NULL);
+    if (m == NULL) {
+        subs[0].gates = NULL;
+        subs[0].gate_count = 0;
+        return;
+    }
+    wr_wstats *a = wr_metrics_worker(m, 0, 0), *b = wr_metrics_worker(m, 0, 1);
+    wr_stat_add(&a->gate_parked[0], 2);
+    wr_stat_add(&b->gate_parked[0], 1);
+    wr_stat_add(&b->gate_parked[1], 5);
+    wr_stat_add(&a->gate_released[0], 2);
+    wr_stat_add(&b->gate_timeouts[0], 1);
+    wr_stat_add(&a->gate_timeouts[1], 4);
+    char *t = render(m);
+    CHECK_LINE(t, "# TYPE warren_gate_parked_total counter");
+    CHECK_LINE(t, "warren_gate_parked_total{subscription=\"orders\","
+                  "gate=\"order.cancelled<-order.created\"} 3");
+    CHECK_LINE(t, "warren_gate_parked_total{subscription=\"orders\","
+                  "gate=\"order.\\\"x\\\"<-order.paid\"} 5");
+    CHECK_LINE(t, "warren_gate_released_total{subscription=\"orders\","
+                  "gate=\"order.cancelled<-order.created\"} 2");
+    CHECK_LINE(t, "warren_gate_released_total{subscription=\"orders\","
+                  "gate=\"order.\\\"x\\\"<-order.paid\"} 0");
+    CHECK_LINE(t, "warren_gate_timeouts_total{subscription=\"orders\","
+                  "gate=\"order.cancelled<-order.created\"} 1");
+    CHECK_LINE(t, "warren_gate_timeouts_total{subscription=\"orders\","
+                  "gate=\"order.\\\"x\\\"<-order.paid\"} 4");
+    CHECK(strstr(t, "warren_gate_parked_total{subscription=\"payments\"") == NULL);
+    free(t);
+    wr_metrics_destroy(m);
+    subs[0].gates = NULL;
+    subs[0].gate_count = 0;
+}
+
 static void test_escape(void)
 {
     char out[64];
@@ -233,6 +277,7 @@ int main(void)
     test_hist();
     test_render();
     test_health();
+    test_gates();
     test_escape();
     return check_report("test_metrics");
 }

@@ -152,6 +152,7 @@ static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL}
 static const char *const exchange_types[] = {"direct", "topic", "fanout", "headers", NULL};
 static const char *const missing_key_actions[] = {"dlq", "body-hash", NULL};
 static const char *const on_dlq_actions[] = {"release", "dlq_all", NULL};
+static const char *const gate_timeout_actions[] = {"dlq", "run", NULL};
 static const char *const queue_types[] = {"classic", "quorum", NULL};
 static const char *const dlq_types[] = {"auto", "classic", "quorum", NULL};
 static const char *const unknown_type_actions[] = {"pass", "dlq", NULL};
@@ -454,7 +455,15 @@ static const field gate_fields[] = {
      .def = "10m",
      .min = 1000,
      .max = 7 * DAY_MS,
-     .desc = "How long a message may wait; then it is dead-lettered with reason gate-timeout."},
+     .desc = "How long a message may wait; then `on_timeout` says what happens to it."},
+    {.name = "on_timeout",
+     .type = T_ENUM,
+     .offset = offsetof(wr_gate, run_on_timeout),
+     .def = "dlq",
+     .enum_values = gate_timeout_actions,
+     .desc = "A message still waiting after `timeout`: dead-letter it with reason gate-timeout "
+             "(`dlq`), or send it back to the queue to run without its predecessor (`run`; "
+             "this gate does not park it again)."},
 };
 
 static const section gate_section = {gate_fields, NFIELDS(gate_fields), sizeof(wr_gate),
@@ -650,7 +659,7 @@ static const field subscription_fields[] = {
      .offset = offsetof(wr_subscription, gates),
      .count_offset = offsetof(wr_subscription, gate_count),
      .min = 0,
-     .max = 64,
+     .max = WR_MAX_GATES,
      .sub = &gate_section,
      .desc = "Causal gates: a type that waits until another type is done for the same key "
              "(see docs/ordering.md)."},

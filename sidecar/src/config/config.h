@@ -157,6 +157,8 @@ typedef struct {
                              are dead-lettered too */
 } wr_ordering_policy;
 
+#define WR_MAX_GATES 64 /* subscriptions[].gates: most items */
+
 /*
  * A causal gate (gates.h): a message of `type` waits, parked, until a message
  * of type `after` with the same key is done (handled ok) in this subscription.
@@ -166,7 +168,9 @@ typedef struct {
     char *after;          /* required: the type it waits for; not `type` */
     wr_key_source source; /* key: "header:NAME" or "json:PATH", for both types */
     char *key_arg;
-    int64_t timeout_ms; /* how long it may wait; then the DLQ (gate-timeout); default 10m */
+    int64_t timeout_ms; /* how long it may wait; default 10m */
+    int run_on_timeout; /* on_timeout: "dlq" (0, default): the DLQ, reason gate-timeout;
+                           "run" (1): back to the queue, run without its predecessor */
     int line, col;      /* where it starts, for later messages */
 } wr_gate;
 /* A subscription's event contracts (contracts.h). */

@@ -154,6 +154,15 @@ int wr_gate_marks_key(char *out, size_t cap, const char *prefix, const char *sub
     return fit(snprintf(out, cap, "%s~parkmark:%s", prefix, sub), cap);
 }
 
+int wr_gate_pass_key(char *out, size_t cap, const char *prefix, const char *sub, const char *token,
+                     size_t token_len)
+{
+    if (token_len == 0 || token_len > WR_GATE_PASS_TOKEN_MAX) {
+        return -1;
+    }
+    return fit(snprintf(out, cap, "%s~gatepass:%s:%.*s", prefix, sub, (int)token_len, token), cap);
+}
+
 /* ---- a parked message as one string --------------------------------------------------- */
 
 #define MAXP 12 /* properties kept */

@@ -5,7 +5,8 @@
  *     - type: order.cancelled    # this type ...
  *       after: order.created     # ... waits until this type is done for the same key
  *       key: json:order_id
- *       timeout: 10m             # then: the DLQ, reason gate-timeout
+ *       timeout: 10m             # then what on_timeout says:
+ *       on_timeout: dlq          # the DLQ, reason gate-timeout (default), or run
  *
  * How a gate works (the worker does the I/O, sidecar/scripts/gate.lua the
  * Redis side):
@@ -30,8 +31,18 @@
  *     the normal path left: :out lists whose publisher died (published again:
  *     the idempotency record makes a second copy a duplicate), parked lists
  *     whose mark exists (a worker died between its commit and the release),
- *     and parked messages past their gate's timeout (moved to <list>:dlq and
- *     dead-lettered with reason gate-timeout, confirmed, then deleted).
+ *     and parked messages past their gate's timeout (moved to a sending list
+ *     and dead-lettered with reason gate-timeout, confirmed, then deleted).
+ *   - With on_timeout: run, the messages past the timeout go back to the
+ *     queue instead, each with a pass: a header WR_GATE_PASS_HEADER carrying
+ *     a random token, and a Redis key <prefix>~gatepass:<subscription>:
+ *     <token> whose value is the parked list they came from (so the gate and
+ *     the key), written before they are published, kept as long as the
+ *     idempotency records. When such a message meets its gate again, the
+ *     park script finds the pass naming the list it would park in, and it
+ *     runs. A pass names one gate and key: a token copied onto another
+ *     message opens nothing else, and a header without its Redis key is
+ *     ignored, so a producer cannot write its own pass.
  *
  * Keys begin with the subscription's idempotency prefix and '~', which no
  * subscription name holds, so they never meet an idempotency record.
@@ -71,6 +82,12 @@ int wr_gate_park_key(char *out, size_t cap, const char *prefix, const char *sub,
                      const char *key);
 int wr_gate_index_key(char *out, size_t cap, const char *prefix, const char *sub);
 int wr_gate_marks_key(char *out, size_t cap, const char *prefix, const char *sub);
+int wr_gate_pass_key(char *out, size_t cap, const char *prefix, const char *sub, const char *token,
+                     size_t token_len);
+
+/* The header of a message released past its gate's timeout (on_timeout: run). */
+#define WR_GATE_PASS_HEADER "x-warren-gate-pass"
+#define WR_GATE_PASS_TOKEN_MAX 64 /* a longer header is no pass */
 
 /*
  * A parked message as one string: "<deadline_ms>|" then its properties as an

@@ -277,6 +277,25 @@ static void counter_per_sub(FILE *fp, const wr_metrics *m, const char *name, con
     }
 }
 
+/* A counter array of wr_wstats (at OFFSET) indexed by causal gate: one series
+ * per gate of every subscription, labelled gate="<type><-<after>". */
+static void counter_per_gate(FILE *fp, const wr_metrics *m, const char *name, const char *help,
+                             size_t offset)
+{
+    family(fp, name, "counter", help);
+    for (int s = 0; s < m->cfg->sub_count; s++) {
+        const wr_subscription *sub = &m->cfg->subs[s];
+        for (int g = 0; g < sub->gate_count && g < WR_MAX_GATES; g++) {
+            char gate[512], label[1024];
+            snprintf(gate, sizeof(gate), "%s<-%s", sub->gates[g].type, sub->gates[g].after);
+            wr_metrics_label_escape(gate, label, sizeof(label));
+            fprintf(fp, "%s{subscription=\"%s\",gate=\"%s\"} %llu\n", name, sub->name, label,
+                    (unsigned long long)sum_sub(m, s,
+                                                offset + sizeof(atomic_uint_fast64_t) * (size_t)g));
+        }
+    }
+}
+
 /* One histogram series: H summed over the workers of SUB. EXTRA: more labels. */
 static void hist_series(FILE *fp, const wr_metrics *m, const char *name, int sub, size_t offset,
                         const char *extra)
@@ -441,14 +460,18 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
                     "Messages not run because an earlier message of their ordering key had not "
                     "finished: sent after it, back to the queue or through the wait queue.",
                     OFF(lane_followed));
-    counter_per_sub(fp, m, "warren_gate_released_total",
-                    "Parked messages sent back to the queue once their causal gate's "
-                    "predecessor was done (or again, after their sender died).",
-                    OFF(gate_released));
-    counter_per_sub(fp, m, "warren_gate_timeouts_total",
-                    "Parked messages dead-lettered because their predecessor was not done "
-                    "within the gate's timeout (reason gate-timeout).",
-                    OFF(gate_timeouts));
+    counter_per_gate(fp, m, "warren_gate_parked_total",
+                     "Messages parked behind a causal gate because its predecessor was not done "
+                     "for their key.",
+                     OFF(gate_parked));
+    counter_per_gate(fp, m, "warren_gate_released_total",
+                     "Parked messages sent back to the queue once their causal gate's "
+                     "predecessor was done (or again, after their sender died).",
+                     OFF(gate_released));
+    counter_per_gate(fp, m, "warren_gate_timeouts_total",
+                     "Parked messages whose predecessor was not done within the gate's timeout: "
+                     "dead-lettered (reason gate-timeout) or sent back to run (on_timeout: run).",
+                     OFF(gate_timeouts));
 
     family(fp, "warren_publish_confirm_duration_seconds", "histogram",
            "Wait for the broker's confirms of a batch's publishes.");

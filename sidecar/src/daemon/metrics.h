@@ -64,16 +64,18 @@ typedef struct {
     atomic_uint_fast64_t replica_waits_failed; /* batches whose commit too few replicas
                                                    acknowledged (redis.min_replicas_acked) */
     atomic_uint_fast64_t reconnects;           /* broker connections made after the first */
-    atomic_uint_fast64_t lease_lost;     /* outcomes not recorded: another worker owned the key */
-    atomic_uint_fast64_t forged;         /* messages whose x-warren-* headers were not signed by
-                                            warren (sign.h): ignored */
-    atomic_uint_fast64_t lane_followed;  /* messages that followed an unfinished earlier
-                                            message of their ordering key (ordering.h) */
-    atomic_uint_fast64_t gate_released;  /* parked messages sent back to the queue (gates.h) */
-    atomic_uint_fast64_t gate_timeouts;  /* parked messages dead-lettered: gate-timeout */
-    wr_hist handler;                     /* handler run time */
-    wr_hist redis_claim, redis_finish;   /* one round trip per batch each */
-    wr_hist redis_journal;               /* the batch's journal entries (journal.h) */
+    atomic_uint_fast64_t lease_lost;    /* outcomes not recorded: another worker owned the key */
+    atomic_uint_fast64_t forged;        /* messages whose x-warren-* headers were not signed by
+                                           warren (sign.h): ignored */
+    atomic_uint_fast64_t lane_followed; /* messages that followed an unfinished earlier
+                                           message of their ordering key (ordering.h) */
+    /* per causal gate (gates.h), by the gate's index in its subscription */
+    atomic_uint_fast64_t gate_parked[WR_MAX_GATES];   /* parked behind the gate */
+    atomic_uint_fast64_t gate_released[WR_MAX_GATES]; /* sent back to the queue, predecessor done */
+    atomic_uint_fast64_t gate_timeouts[WR_MAX_GATES]; /* not done within the gate's timeout */
+    wr_hist handler;                                  /* handler run time */
+    wr_hist redis_claim, redis_finish;                /* one round trip per batch each */
+    wr_hist redis_journal;                            /* the batch's journal entries (journal.h) */
     wr_hist redis_wait;                  /* WAIT for replicas (redis.min_replicas_acked) */
     atomic_uint_fast64_t journal_errors; /* batches whose journal entries were not written */
     wr_hist confirm;                     /* a batch's wait for its publish confirms */

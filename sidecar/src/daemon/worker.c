@@ -1745,14 +1745,21 @@ static int gate_park(wr_worker *w, batch *bt, item *it, int *rc)
         snprintf(it->error, sizeof(it->error), "returned: out of memory parking it");
         return 1;
     }
-    char k[4][GATE_KEY_MAX];
+    char k[4][GATE_KEY_MAX], pass[GATE_KEY_MAX];
     gate_sub_keys(w, k);
-    const char *keys[4] = {mark, list, k[0], k[1]};
+    /* a message released past this gate's timeout (on_timeout: run) shows its pass */
+    const amqp_basic_properties_t *dp = &it->d->message.properties;
+    amqp_bytes_t tok = (dp->_flags & AMQP_BASIC_HEADERS_FLAG)
+                           ? wr_table_get_str(&dp->headers, WR_GATE_PASS_HEADER)
+                           : amqp_empty_bytes;
+    int has_pass =
+        wr_gate_pass_key(pass, sizeof(pass), sub->idem.prefix, sub->name, tok.bytes, tok.len) >= 0;
+    const char *keys[5] = {mark, list, k[0], k[1], pass};
     char recheck[24];
     snprintf(recheck, sizeof(recheck), "%d", GATE_RECHECK_MS);
     const char *args[3] = {"park", entry, recheck};
     size_t lens[3] = {4, elen, strlen(recheck)};
-    const redisReply *r = gate_call(w, 4, keys, 3, args, lens);
+    const redisReply *r = gate_call(w, 4 + has_pass, keys, 3, args, lens);
     free(entry);
     if (r == NULL) {
         *rc = PAUSE;
@@ -1763,7 +1770,22 @@ static int gate_park(wr_worker *w, batch *bt, item *it, int *rc)
         wr_storebuf_reset(bt->stores[idx]);
         return 0;
     }
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 2) {
+        wr_logline l;
+        wr_log_begin(&l, WR_LOG_WARN,
+                     "runs without its predecessor: released at its gate's timeout");
+        wr_log_str(&l, "subscription", sub->name);
+        wr_log_int(&l, "worker", w->index);
+        wr_log_strn(&l, "message_id", it->env.id.bytes, it->env.id.len);
+        wr_log_strn(&l, "type", it->env.type.bytes, it->env.type.len);
+        wr_log_str(&l, "not_done", sub->gates[g].after);
+        wr_log_str(&l, "gate_key", gkey);
+        wr_log_str(&l, "trace_id", it->trace_id);
+        wr_log_end(&l);
+        return 0;
+    }
     it->act = WR_ACT_PARKED;
+    wr_stat_add(&w->st->gate_parked[g], 1);
     snprintf(it->error, sizeof(it->error), "waiting for %s of %s", sub->gates[g].after, gkey);
     wr_logline l;
     wr_log_begin(&l, WR_LOG_INFO, "parked behind a causal gate");
@@ -1807,9 +1829,73 @@ static void gate_mark(wr_worker *w, batch *bt, item *it)
 }
 
 /*
+ * A gate pass for the entries of "r" sending list KEY (gates.h): a random
+ * token into TOKEN (33 bytes), its Redis key written. Returns 1, 0 when the
+ * list is sent already (nothing to publish), -1 when Redis failed. The gate
+ * call frees the reply of the last one: ENTRIES of gate_send must not be in
+ * it (the sweep's groups are taken out of theirs).
+ */
+static int gate_pass(wr_worker *w, const char *key, char *token)
+{
+    unsigned char raw[16];
+    int fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC);
+    ssize_t got = fd >= 0 ? read(fd, raw, sizeof(raw)) : -1;
+    if (fd >= 0) {
+        close(fd);
+    }
+    if (got != (ssize_t)sizeof(raw)) {
+        hex_rand(w, token, 32); /* no /dev/urandom: the worker's own generator */
+    } else {
+        for (int i = 0; i < 16; i++) {
+            snprintf(token + 2 * i, 3, "%02x", raw[i]);
+        }
+    }
+    token[32] = '\0';
+    char pass[GATE_KEY_MAX], ttl[24];
+    if (wr_gate_pass_key(pass, sizeof(pass), w->sub->idem.prefix, w->sub->name, token, 32) < 0) {
+        return -1;
+    }
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)w->sub->idem.ttl_ms);
+    const char *keys[2] = {key, pass};
+    const char *args[2] = {"pass", ttl};
+    size_t lens[2] = {4, strlen(ttl)};
+    const redisReply *r = gate_call(w, 2, keys, 2, args, lens);
+    if (r == NULL) {
+        return -1;
+    }
+    return r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+}
+
+/* PROPS's headers with header NAME set to the string VALUE (from POOL).
+ * Returns 0, or -1 when out of memory. */
+static int with_header(amqp_pool_t *pool, amqp_basic_properties_t *props, const char *name,
+                       const char *value)
+{
+    int n = (props->_flags & AMQP_BASIC_HEADERS_FLAG) ? props->headers.num_entries : 0;
+    amqp_table_entry_t *e = amqp_pool_alloc(pool, sizeof(*e) * (size_t)(n + 1));
+    if (e == NULL) {
+        return -1;
+    }
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        amqp_bytes_t k = props->headers.entries[i].key;
+        if (k.len != strlen(name) || memcmp(k.bytes, name, k.len) != 0) {
+            e[m++] = props->headers.entries[i];
+        }
+    }
+    e[m].key = amqp_cstring_bytes(name);
+    e[m].value.kind = AMQP_FIELD_KIND_UTF8;
+    e[m++].value.value.bytes = amqp_cstring_bytes(value);
+    props->headers = (amqp_table_t){.num_entries = m, .entries = e};
+    props->_flags |= AMQP_BASIC_HEADERS_FLAG;
+    return 0;
+}
+
+/*
  * Publish the entries of sending list KEY (gate.lua's take or sweep) back to
- * the queue (KIND 'o') or to the DLQ (KIND 'd': past their gate's timeout),
- * wait for the confirms, then tell Redis they are sent. Returns a
+ * the queue (KIND 'o'; KIND 'r': past the timeout of a gate whose on_timeout
+ * is run, each with a pass, gates.h) or to the DLQ (KIND 'd': past their
+ * gate's timeout), wait for the confirms, then tell Redis they are sent. Returns a
  * WR_BROKER_* code, or PAUSE when Redis failed. Entries that cannot be
  * decoded are logged and dropped.
  */
@@ -1819,6 +1905,15 @@ static int gate_send(wr_worker *w, char kind, const char *key, redisReply *const
     amqp_pool_t *pool = &w->gate_pool;
     uint64_t first = wr_broker_next_seq(w->b), end = first;
     int sent = 0;
+    uint64_t per_gate[WR_MAX_GATES] = {0}; /* the entries sent, by gate */
+    char token[33] = "";
+    if (kind == 'r') {
+        int p = gate_pass(w, key, token);
+        if (p < 0) {
+            return PAUSE;
+        }
+        n = p == 0 ? 0 : n; /* sent already: nothing to publish */
+    }
     for (size_t i = 0; i < n; i++) {
         const redisReply *e = entries[i];
         amqp_basic_properties_t props, dprops;
@@ -1844,11 +1939,14 @@ static int gate_send(wr_worker *w, char kind, const char *key, redisReply *const
         const amqp_basic_properties_t *use = &props;
         const char *exchange = w->topo.back_exchange; /* its queue, or its partition */
         const char *queue = w->topo.back_routing_key;
+        if (kind == 'r' && with_header(pool, &props, WR_GATE_PASS_HEADER, token) != 0) {
+            return WR_BROKER_DOWN;
+        }
+        int g = (props._flags & AMQP_BASIC_TYPE_FLAG)
+                    ? wr_gates_waiting(w->sub, props.type.bytes, props.type.len)
+                    : -1;
         if (kind == 'd') {
             char error[700];
-            int g = (props._flags & AMQP_BASIC_TYPE_FLAG)
-                        ? wr_gates_waiting(w->sub, props.type.bytes, props.type.len)
-                        : -1;
             if (holder != NULL) {
                 /* ordering.on_dlq: dlq_all */
                 snprintf(error, sizeof(error),
@@ -1888,6 +1986,9 @@ static int gate_send(wr_worker *w, char kind, const char *key, redisReply *const
         }
         end = seq + 1;
         sent++;
+        if (g >= 0 && g < WR_MAX_GATES) {
+            per_gate[g]++;
+        }
     }
     w->gate_seq_end = end > w->gate_seq_end ? end : w->gate_seq_end;
     if (end > first) {
@@ -1911,17 +2012,23 @@ static int gate_send(wr_worker *w, char kind, const char *key, redisReply *const
     if (gate_call(w, 2, keys, 1, args, lens) == NULL) {
         return PAUSE;
     }
-    if (kind != 'd' || holder == NULL) {
-        wr_stat_add(kind == 'd' ? &w->st->gate_timeouts : &w->st->gate_released, (uint64_t)sent);
+    for (int g = 0; holder == NULL && g < w->sub->gate_count && g < WR_MAX_GATES; g++) {
+        /* a lane's hand-over (HOLDER) is no gate's release */
+        wr_stat_add(kind == 'o' ? &w->st->gate_released[g] : &w->st->gate_timeouts[g], per_gate[g]);
     }
     wr_logline l;
-    wr_log_begin(&l, kind == 'd' ? WR_LOG_WARN : WR_LOG_INFO,
-                 kind != 'd'      ? "parked messages released"
+    wr_log_begin(&l, kind == 'o' ? WR_LOG_INFO : WR_LOG_WARN,
+                 kind == 'o'      ? "parked messages released"
+                 : kind == 'r'    ? "parked messages released: gate-timeout, to run without their "
+                                    "predecessor"
                  : holder == NULL ? "parked messages dead-lettered: gate-timeout"
                                   : "parked messages dead-lettered: ordering-head-dead-lettered");
     wr_log_str(&l, "subscription", w->sub->name);
     wr_log_int(&l, "worker", w->index);
     wr_log_int(&l, "count", sent);
+    if (kind != 'o' && holder == NULL) {
+        wr_log_str(&l, "action", kind == 'r' ? "run" : "dlq"); /* the gate's on_timeout */
+    }
     wr_log_end(&l);
     return WR_BROKER_OK;
 }
@@ -1992,10 +2099,19 @@ static int gate_sweep(wr_worker *w)
     char recheck[24], retry[24];
     snprintf(recheck, sizeof(recheck), "%d", GATE_RECHECK_MS);
     snprintf(retry, sizeof(retry), "%d", GATE_RETRY_MS);
+    /* the gates whose on_timeout is run, as ",0,2," after their lists' prefix */
+    char park[GATE_KEY_MAX], run[WR_MAX_GATES * 4 + 2] = ",";
+    int pn = wr_gate_park_key(park, sizeof(park), w->sub->idem.prefix, w->sub->name, 0, "");
+    park[pn >= 2 ? pn - 2 : 0] = '\0'; /* "<prefix>~park:<subscription>:" */
+    for (int g = 0; g < w->sub->gate_count; g++) {
+        if (w->sub->gates[g].run_on_timeout) {
+            snprintf(run + strlen(run), sizeof(run) - strlen(run), "%d,", g);
+        }
+    }
     const char *keys[4] = {k[0], k[1], k[2], k[3]};
-    const char *args[4] = {"sweep", recheck, retry, "20"};
-    size_t lens[4] = {5, strlen(recheck), strlen(retry), 2};
-    const redisReply *r = gate_call(w, 4, keys, 4, args, lens);
+    const char *args[6] = {"sweep", recheck, retry, "20", park, run};
+    size_t lens[6] = {5, strlen(recheck), strlen(retry), 2, strlen(park), strlen(run)};
+    const redisReply *r = gate_call(w, 4, keys, strlen(run) > 1 ? 6 : 4, args, lens);
     if (r == NULL) {
         return PAUSE;
     }
