@@ -359,17 +359,11 @@ static void breaker_transitions(void *ud, const char *name, const char *kind, wr
 
 #define OFF(field) offsetof(wr_wstats, field)
 
-void wr_metrics_render(wr_metrics *m, FILE *fp)
+/* Messages: outcomes, dead letters by reason, retries by attempt, handler time, in flight. */
+static void render_messages(wr_metrics *m, FILE *fp)
 {
     const wr_config *cfg = m->cfg;
     int nsub = cfg->sub_count;
-
-    family(fp, "warren_build_info", "gauge", "The running warren version (always 1).");
-    fprintf(fp, "warren_build_info{version=\"%s\"} 1\n", WARREN_VERSION);
-
-    counter_per_sub(fp, m, "warren_messages_received_total",
-                    "Deliveries taken from the subscription's queue.", OFF(received));
-
     family(fp, "warren_messages_handled_total", "counter",
            "Deliveries finished, by outcome (ok, retried, dead_lettered, rejected, invalid, "
            "duplicate, deferred, returned).");
@@ -423,7 +417,13 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
         }
         fprintf(fp, "warren_messages_in_flight{subscription=\"%s\"} %ld\n", cfg->subs[s].name, t);
     }
+}
 
+/* Redis and broker calls, the failures they count, ordering and gates. */
+static void render_calls(wr_metrics *m, FILE *fp)
+{
+    const wr_config *cfg = m->cfg;
+    int nsub = cfg->sub_count;
     family(fp, "warren_redis_call_duration_seconds", "histogram",
            "Round trips to Redis for a batch's idempotency records (claim, finish); "
            "journal: the time to send a batch's journal entries (their replies are read "
@@ -480,7 +480,13 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
     }
     counter_per_sub(fp, m, "warren_broker_reconnects_total",
                     "Broker connections made again after one was lost.", OFF(reconnects));
+}
 
+/* Workers connected and blocked, per subscription. */
+static void render_workers(wr_metrics *m, FILE *fp)
+{
+    const wr_config *cfg = m->cfg;
+    int nsub = cfg->sub_count;
     family(fp, "warren_workers_connected", "gauge", "Workers connected to the broker.");
     for (int s = 0; s < nsub; s++) {
         int t = 0;
@@ -500,7 +506,13 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
         }
         fprintf(fp, "warren_workers_blocked{subscription=\"%s\"} %d\n", cfg->subs[s].name, t);
     }
+}
 
+/* Breakers, reloads, the handler versions and the contracts that run now. */
+static void render_live(wr_metrics *m, FILE *fp)
+{
+    const wr_config *cfg = m->cfg;
+    int nsub = cfg->sub_count;
     if (m->brk != NULL) {
         family(fp, "warren_breaker_state", "gauge",
                "Circuit breaker state: 1 for the state it is in, 0 for the others.");
@@ -537,7 +549,13 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
             }
         }
     }
+}
 
+/* What the prober saw: queue depths and consumers, polls that failed, Redis. */
+static void render_queues(wr_metrics *m, FILE *fp)
+{
+    const wr_config *cfg = m->cfg;
+    int nsub = cfg->sub_count;
     pthread_mutex_lock(&m->lock);
     family(fp, "warren_queue_messages", "gauge",
            "Messages ready in the subscription's queues (polled), by kind: main, retry, "
@@ -572,6 +590,21 @@ void wr_metrics_render(wr_metrics *m, FILE *fp)
     fprintf(fp, "warren_redis_up %d\n",
             m->redis_up && wr_mono_ms() - m->redis_checked_ms < REDIS_STALE_MS);
     pthread_mutex_unlock(&m->lock);
+}
+
+void wr_metrics_render(wr_metrics *m, FILE *fp)
+{
+    family(fp, "warren_build_info", "gauge", "The running warren version (always 1).");
+    fprintf(fp, "warren_build_info{version=\"%s\"} 1\n", WARREN_VERSION);
+
+    counter_per_sub(fp, m, "warren_messages_received_total",
+                    "Deliveries taken from the subscription's queue.", OFF(received));
+
+    render_messages(m, fp);
+    render_calls(m, fp);
+    render_workers(m, fp);
+    render_live(m, fp);
+    render_queues(m, fp);
 }
 
 /* ---- health ---------------------------------------------------------------------------- */
