@@ -98,6 +98,10 @@ static void test_load_errors(void)
     CHECK_STR(load_errors("events:\n  a: {version: 1, schema: {}\n"),
               "D/contracts.yaml:3:1: did not find expected ',' or '}'");
     CHECK_STR(load_errors("event: {}\n"), "D/contracts.yaml:1:1: unknown key 'event'");
+    /* a value quoted in an error keeps it one line (a flow scalar folds blank
+     * lines into line breaks: found by fuzz_contracts) */
+    CHECK_STR(load_errors("events:\n  a:\n    version: 1\n    schema: {type: o\n\n\nbject}\n"),
+              "D/contracts.yaml:4:14: schema: unknown type 'o\\n\\nbject'");
 }
 
 static json_t *js(const char *text)

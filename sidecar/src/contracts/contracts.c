@@ -183,13 +183,30 @@ typedef struct {
     char path[1024]; /* JSON pointer while converting */
 } loader;
 
+/* MSG with its control characters written as escapes (\n, \t, \r, ?), so
+ * an error stays one line whatever value it quotes. */
+static void one_line(const char *msg, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)msg; *p && o + 3 < cap; p++) {
+        if (*p >= 0x20 && *p != 0x7f) {
+            out[o++] = (char)*p;
+        } else {
+            out[o++] = '\\';
+            out[o++] = *p == '\n' ? 'n' : *p == '\t' ? 't' : *p == '\r' ? 'r' : '?';
+        }
+    }
+    out[o] = '\0';
+}
+
 static void add_error(loader *ld, int line, int col, const char *fmt, ...)
 {
-    char msg[512];
+    char raw[512], msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    one_line(raw, msg, sizeof msg);
     ld->count++;
     if (ld->len + 1 >= ld->cap) {
         return;
