@@ -199,6 +199,19 @@ static void one_line(const char *msg, char *out, size_t cap)
     out[o] = '\0';
 }
 
+/* One "PATH:LINE:COL: message" line on FP, the message kept to one line
+ * (what it quotes, a name or a Lua error, may hold line breaks). */
+static void print_at(FILE *fp, const char *path, int line, int col, const char *fmt, ...)
+{
+    char raw[2048], msg[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    va_end(ap);
+    one_line(raw, msg, sizeof msg);
+    fprintf(fp, "%s:%d:%d: %s\n", path, line, col, msg);
+}
+
 static void add_error(loader *ld, int line, int col, const char *fmt, ...)
 {
     char raw[512], msg[1024];
@@ -967,8 +980,8 @@ int wr_contracts_check_examples(const wr_contracts *c, FILE *fp)
                 wr_schema_format(
                     vs, total < WR_CONTRACTS_MAX_VIOLATIONS ? total : WR_CONTRACTS_MAX_VIOLATIONS,
                     total, line, sizeof line);
-                fprintf(fp, "%s:%d:%d: example %zu of %s v%lld does not validate: %s\n", c->path, l,
-                        col, j, k->type, (long long)cv->version, line);
+                print_at(fp, c->path, l, col, "example %zu of %s v%lld does not validate: %s", j,
+                         k->type, (long long)cv->version, line);
                 problems++;
             }
         }
@@ -1274,8 +1287,8 @@ int wr_contracts_check_upcasts(wr_contracts *c, struct wr_lua *L, FILE *fp, FILE
             if (wr_lua_upcaster_compile(L, &u, err, sizeof err) != 0) {
                 snprintf(p, sizeof p, "%s/upcaster", cv->ptr);
                 locate(c, p, 1, &l, &col);
-                fprintf(fp, "%s:%d:%d: upcaster of %s v%lld: %s\n", c->path, l, col, k->type,
-                        (long long)cv->version, err);
+                print_at(fp, c->path, l, col, "upcaster of %s v%lld: %s", k->type,
+                         (long long)cv->version, err);
                 problems++;
                 continue;
             }
@@ -1309,9 +1322,8 @@ int wr_contracts_check_upcasts(wr_contracts *c, struct wr_lua *L, FILE *fp, FILE
                 snprintf(p, sizeof p, "%s/examples/%zu", cv->ptr, j);
                 locate(c, p, 1, &l, &col);
                 if (bad) {
-                    fprintf(fp, "%s:%d:%d: example %zu of %s v%lld does not upcast: %s\n", c->path,
-                            l, col, j, k->type, (long long)cv->version,
-                            body ? err : "out of memory");
+                    print_at(fp, c->path, l, col, "example %zu of %s v%lld does not upcast: %s", j,
+                             k->type, (long long)cv->version, body ? err : "out of memory");
                     problems++;
                 } else if (show) {
                     fprintf(show, "%s example %zu: v%lld -> v%lld valid: %s\n", k->type, j,
