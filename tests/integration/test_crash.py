@@ -1,8 +1,8 @@
 """kill -9 the sidecar while 20,000 events flow (10% of them repeats) until
 10 kills have caught work in flight, restarting it after each and waiting
 until it consumes again. The kills are spread over the queue's messages (work
-is left to catch however fast the machine), each at a random moment a little
-after its point; one counts when the killed process still holds claims in
+is left to catch however fast the machine), each at a random point in its
+share of them; one counts when the killed process still holds claims in
 Redis (records "processing" under its token), one that finds the workers
 between batches is tried again (wrtest.kill_in_flight). At the end: every
 input id has exactly one done record (ok, or dead-lettered with its copy in

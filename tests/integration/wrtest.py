@@ -505,27 +505,28 @@ def held_by(r, sub, pid):
 
 def kill_in_flight(w, b, r, sub, queue, kills, rng, workers, max_tries=None):
     """kill -9 the running warren W until KILLS kills have caught work in
-    flight, restarting it after each kill and waiting until its WORKERS consume
-    again. The kills are spread over the messages QUEUE still holds: each try
-    comes once the restarted process has taken 1 / (tries left + 2) of what is
-    left (so there is work left to catch for every try, however fast the
-    machine drains the queue while a restart takes its second), at a random
-    moment 50 to 250 ms later (RNG). A kill counts only when the killed process still held
-    claims in Redis (held_by: records "processing" under its token); one that
-    finds none (the workers were between batches) is reported and the next try
-    comes, up to MAX_TRIES (default 3 x KILLS). Returns [keys held at each
-    kill], misses included (as empty sets)."""
+    flight, restarting it after each and waiting until its WORKERS consume
+    again. The kills are spread over the messages QUEUE still holds, never over
+    time: each try comes the moment the restarted process has taken a random
+    half to whole of 1 / (tries left + 2) of what is left (RNG), so there is
+    work left for every try however fast the machine drains the queue (a fixed
+    delay after a mark let a fast machine drain the queue before the tenth
+    kill). A kill counts only when the killed process still held claims in
+    Redis (held_by: records "processing" under its token); one that finds none
+    (the workers were between batches) is reported and the next try comes, up
+    to MAX_TRIES (default 3 x KILLS). Returns [keys held at each kill], misses
+    included (as empty sets)."""
     max_tries = max_tries or 3 * kills
     held_at = []
     caught = 0
     starts = 1
     while caught < kills and len(held_at) < max_tries:
         now = b.depth(queue)
-        mark = now - max(1, now // (max_tries - len(held_at) + 2))
+        share = max(1, now // (max_tries - len(held_at) + 2))
+        mark = now - max(1, int(share * rng.uniform(0.5, 1.0)))
         if now == 0 or not wait_for(lambda: b.depth(queue) <= mark, 120,
-                        "%s down to %d messages" % (queue, mark), interval=0.02):
+                                    "%s down to %d messages" % (queue, mark), interval=0.005):
             break
-        time.sleep(rng.uniform(0.05, 0.25))
         pid = w.proc.pid
         w.kill9()
         held = held_by(r, sub, pid)
