@@ -264,12 +264,32 @@ static void journal_replayed(wr_idem *jd, const wr_config *cfg, const wr_subscri
 
 /* One message of a replay and what became of it. */
 typedef struct {
-    const wr_dlqread_msg *m;
+    wr_dlqread_msg *m;
     const wr_dlqread_group *g;
-    size_t gone; /* copies of its id taken out of the DLQ */
-    int have_key;
-    const char *key, *why, *state, *outcome, *action, *result;
+    size_t gone;                  /* copies of its id taken out of the DLQ */
+    int have_key;                 /* KEY is its idempotency record's */
+    char key[WR_IDKEY_MAX + 256]; /* its record's Redis key */
+    char why[256];                /* why it has no key */
+    char state[32], outcome[32];  /* of the record ("" when absent) */
+    const char *action;           /* what was done to the record */
+    const char *result;           /* what became of the message */
 } replay_item;
+
+/* A replay in progress: its connections and counts. */
+typedef struct {
+    const wr_dlqreplay_opts *o;
+    const wr_config *cfg;
+    const wr_subscription *sub;
+    wr_dlqreader *r;
+    redis_conn rd;
+    wr_sign_key sign;
+    wr_broker *b;
+    wr_idem *jd; /* the journal's connection */
+    int fail;    /* a message was not replayed */
+    int down;    /* the broker connection is lost */
+    size_t replayed, removed;
+    json_t *out; /* --json: the entries */
+} replay;
 
 /* Say what the replay did with IT (a line and its record, or a JSON entry into OUT). */
 static void print_replayed(const wr_dlqreplay_opts *o, const wr_subscription *sub,
@@ -382,139 +402,155 @@ static int ack_copies(wr_dlqreader *r, const wr_dlqread_group *g, size_t *gone)
     return acked;
 }
 
-int wr_dlqreplay_run(const wr_dlqreplay_opts *o, const wr_config *cfg, const wr_subscription *sub,
-                     wr_dlqreader *r, const size_t *sel, size_t nsel)
+/*
+ * The record of IT's message: its key, its state, and what a replay does to
+ * it (reset unless its outcome is ok or a worker holds it); the reset itself
+ * unless this is a dry run. Returns 0, or -1 when Redis failed (said).
+ */
+static int reset_record(replay *rp, replay_item *it)
 {
-    redis_conn rd = {0};
-    wr_sign_key sign;
-    wr_sign_key_for(&sign, cfg);
-    wr_broker *b = NULL;
-    wr_idem *jd = NULL; /* the journal's connection */
-    int fail = 0, down = 0;
-    size_t replayed = 0, removed = 0;
-    json_t *out = json_array();
-    if (open_replay(o, cfg, sub, nsel, &rd, &jd, &b) != 0) {
-        fail = 1;
-        goto done;
+    const wr_subscription *sub = rp->sub;
+    char *entry = NULL;
+    it->action = "nothing to reset";
+    it->have_key = sub->idem.enabled &&
+                   record_key(sub, it->m, it->key, sizeof(it->key), it->why, sizeof(it->why)) == 0;
+    if (it->have_key && rp->rd.rc != NULL &&
+        redis_record(&rp->rd, it->key, it->state, it->outcome, sizeof(it->state), &entry) != 0) {
+        fprintf(stderr, "warren dlq: %s\n", rp->rd.err);
+        return -1;
     }
-    for (size_t i = 0; i < nsel; i++) {
-        const wr_dlqread_group *g = &r->groups[sel[i]];
-        wr_dlqread_msg *m = &r->msgs[g->rep];
-        size_t gone = 0; /* copies of this id taken out of the DLQ */
-        char key[WR_IDKEY_MAX + 256], why[256], state[32] = "", outcome[32] = "";
-        char *entry = NULL;
-        const char *action = "nothing to reset";
-        int have_key =
-            sub->idem.enabled && record_key(sub, m, key, sizeof(key), why, sizeof(why)) == 0;
-        if (have_key && rd.rc != NULL &&
-            redis_record(&rd, key, state, outcome, sizeof(state), &entry) != 0) {
-            fprintf(stderr, "warren dlq: %s\n", rd.err);
-            fail = 1;
-            break;
-        }
-        if (have_key && state[0] != '\0') {
-            if (strcmp(outcome, "ok") == 0) {
-                action = "kept (outcome ok: the replay will be acked as a duplicate)";
-            } else if (strcmp(state, "processing") == 0) {
-                action = "kept (a worker holds it: the replay waits for its lease)";
-            } else {
-                action = o->dry_run ? "would be reset" : "reset";
-            }
-        }
-        if (!o->dry_run && strcmp(action, "reset") == 0 && cfg->journal_enabled) {
-            keep_entry(&rd, cfg, sub, key, entry);
-        }
-        free(entry);
-        if (!o->dry_run && strcmp(action, "reset") == 0 && redis_del(&rd, key) != 0) {
-            fprintf(stderr, "warren dlq: %s\n", rd.err);
-            fail = 1;
-            break;
-        }
-        const char *result = "dry-run";
-        if (!o->dry_run) {
-            if (replayed > 0 && o->rate > 0) {
-                sleep_ms(1000.0 / o->rate);
-            }
-            int64_t sent_at = wr_now_ms();
-            int sent = 0;
-            wr_pub_state ps = send_copy(b, sub, m, &sign, &sent, &down);
-            if (ps == WR_PUB_ACKED) {
-                /* one copy went back: every copy of the id leaves the DLQ */
-                int acked = ack_copies(r, g, &gone);
-                removed += gone;
-                if (!acked) {
-                    result = "replayed, but the DLQ ack failed (it may be replayed twice)";
-                    fail = 1;
-                } else {
-                    result = "replayed";
-                    replayed++;
-                }
-                if (have_key) {
-                    journal_replayed(jd, cfg, sub, m, key, action, 0, sent_at);
-                }
-            } else {
-                if (sent && ps == WR_PUB_PENDING && have_key) {
-                    journal_replayed(jd, cfg, sub, m, key, action, 1, sent_at);
-                }
-                wr_dlqread_return(r, m);
-                result = ps == WR_PUB_RETURNED ? "not replayed: unroutable (no queue?)"
-                         : ps == WR_PUB_NACKED ? "not replayed: the broker refused the copy"
-                                               : "not replayed: the copy was not confirmed";
-                fail = 1;
-            }
-        }
-        replay_item it = {.m = m,
-                          .g = g,
-                          .gone = gone,
-                          .have_key = have_key,
-                          .key = key,
-                          .why = why,
-                          .state = state,
-                          .outcome = outcome,
-                          .action = action,
-                          .result = result};
-        print_replayed(o, sub, &it, out);
-        if (!o->dry_run && strncmp(result, "not", 3) == 0) {
-            const char *why_b = wr_broker_error(b);
-            fprintf(stderr, "warren dlq: %.*s: %s%s%s; it stays in %s\n", (int)wr_dlqread_id(m).len,
-                    (const char *)wr_dlqread_id(m).bytes, result, why_b[0] ? ": " : "", why_b,
-                    sub->dlq);
-            if (down) {
-                fprintf(stderr,
-                        "warren dlq: the broker connection is lost: stopping; the "
-                        "remaining messages stay in %s\n",
-                        sub->dlq);
-                break;
-            }
+    if (it->have_key && it->state[0] != '\0') {
+        if (strcmp(it->outcome, "ok") == 0) {
+            it->action = "kept (outcome ok: the replay will be acked as a duplicate)";
+        } else if (strcmp(it->state, "processing") == 0) {
+            it->action = "kept (a worker holds it: the replay waits for its lease)";
+        } else {
+            it->action = rp->o->dry_run ? "would be reset" : "reset";
         }
     }
-done:
-    if (o->json) {
-        wr_dlqrender_print_json(out);
+    int reset = !rp->o->dry_run && strcmp(it->action, "reset") == 0;
+    if (reset && rp->cfg->journal_enabled) {
+        keep_entry(&rp->rd, rp->cfg, sub, it->key, entry);
+    }
+    free(entry);
+    if (reset && redis_del(&rp->rd, it->key) != 0) {
+        fprintf(stderr, "warren dlq: %s\n", rp->rd.err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Send IT's message back (at the replay's rate) and, once its copy is
+ * confirmed, take every copy of its id out of the DLQ; else return it to the
+ * DLQ. Sets IT->result and journals the replay. */
+static void send_back(replay *rp, replay_item *it)
+{
+    if (rp->replayed > 0 && rp->o->rate > 0) {
+        sleep_ms(1000.0 / rp->o->rate);
+    }
+    int64_t sent_at = wr_now_ms();
+    int sent = 0;
+    wr_pub_state ps = send_copy(rp->b, rp->sub, it->m, &rp->sign, &sent, &rp->down);
+    if (ps == WR_PUB_ACKED) {
+        /* one copy went back: every copy of the id leaves the DLQ */
+        int acked = ack_copies(rp->r, it->g, &it->gone);
+        rp->removed += it->gone;
+        if (!acked) {
+            it->result = "replayed, but the DLQ ack failed (it may be replayed twice)";
+            rp->fail = 1;
+        } else {
+            it->result = "replayed";
+            rp->replayed++;
+        }
+        if (it->have_key) {
+            journal_replayed(rp->jd, rp->cfg, rp->sub, it->m, it->key, it->action, 0, sent_at);
+        }
+        return;
+    }
+    if (sent && ps == WR_PUB_PENDING && it->have_key) {
+        journal_replayed(rp->jd, rp->cfg, rp->sub, it->m, it->key, it->action, 1, sent_at);
+    }
+    wr_dlqread_return(rp->r, it->m);
+    it->result = ps == WR_PUB_RETURNED ? "not replayed: unroutable (no queue?)"
+                 : ps == WR_PUB_NACKED ? "not replayed: the broker refused the copy"
+                                       : "not replayed: the copy was not confirmed";
+    rp->fail = 1;
+}
+
+/* Say why IT was not replayed. 1 when the replay must stop (the broker is gone). */
+static int not_replayed(const replay *rp, const replay_item *it)
+{
+    const char *why_b = wr_broker_error(rp->b);
+    amqp_bytes_t id = wr_dlqread_id(it->m);
+    fprintf(stderr, "warren dlq: %.*s: %s%s%s; it stays in %s\n", (int)id.len,
+            (const char *)id.bytes, it->result, why_b[0] ? ": " : "", why_b, rp->sub->dlq);
+    if (rp->down) {
+        fprintf(stderr,
+                "warren dlq: the broker connection is lost: stopping; the "
+                "remaining messages stay in %s\n",
+                rp->sub->dlq);
+    }
+    return rp->down;
+}
+
+/* The replay's last words (and the --json entries), then its connections closed. */
+static void finish_replay(replay *rp, size_t nsel)
+{
+    const wr_subscription *sub = rp->sub;
+    if (rp->o->json) {
+        wr_dlqrender_print_json(rp->out);
     } else {
-        json_decref(out);
-        if (o->dry_run) {
+        json_decref(rp->out);
+        if (rp->o->dry_run) {
             printf("dry run: %zu message(s) would be replayed from %s; nothing changed\n", nsel,
                    sub->dlq);
         } else {
-            printf("replayed %zu of %zu message(s) from %s to %s", replayed, nsel, sub->dlq,
+            printf("replayed %zu of %zu message(s) from %s to %s", rp->replayed, nsel, sub->dlq,
                    sub->queue);
-            if (removed != replayed) {
-                printf(" (%zu copies removed from the DLQ)", removed);
+            if (rp->removed != rp->replayed) {
+                printf(" (%zu copies removed from the DLQ)", rp->removed);
             }
             printf("\n");
         }
     }
-    if (b != NULL) {
-        wr_broker_destroy(b);
+    if (rp->b != NULL) {
+        wr_broker_destroy(rp->b);
     }
-    if (wr_idem_settle(jd) != 0) {
+    if (wr_idem_settle(rp->jd) != 0) {
         fprintf(stderr, "warren dlq: journal entries of the replay may be missing: %s\n",
-                wr_idem_error(jd));
+                wr_idem_error(rp->jd));
     }
-    wr_idem_destroy(jd);
-    if (rd.rc != NULL) {
-        redis_close(&rd);
+    wr_idem_destroy(rp->jd);
+    if (rp->rd.rc != NULL) {
+        redis_close(&rp->rd);
     }
-    return fail;
+}
+
+int wr_dlqreplay_run(const wr_dlqreplay_opts *o, const wr_config *cfg, const wr_subscription *sub,
+                     wr_dlqreader *r, const size_t *sel, size_t nsel)
+{
+    replay rp = {.o = o, .cfg = cfg, .sub = sub, .r = r, .out = json_array()};
+    wr_sign_key_for(&rp.sign, cfg);
+    size_t todo = nsel;
+    if (open_replay(o, cfg, sub, nsel, &rp.rd, &rp.jd, &rp.b) != 0) {
+        rp.fail = 1;
+        todo = 0;
+    }
+    for (size_t i = 0; i < todo; i++) {
+        replay_item it = {.g = &r->groups[sel[i]], .result = "dry-run"};
+        it.m = &r->msgs[it.g->rep];
+        if (reset_record(&rp, &it) != 0) {
+            rp.fail = 1;
+            break;
+        }
+        if (!o->dry_run) {
+            send_back(&rp, &it);
+        }
+        print_replayed(o, sub, &it, rp.out);
+        if (!o->dry_run && strncmp(it.result, "not", 3) == 0 && not_replayed(&rp, &it)) {
+            break;
+        }
+    }
+    finish_replay(&rp, nsel);
+    return rp.fail;
 }
