@@ -24,13 +24,15 @@
 
 const char wr_tracecmd_usage[] =
     "  trace -c FILE VALUE [--subscription NAME] [--grep] [--depth N] [--json]\n"
+    "        [--status-url URL] [--scan-limit N]\n"
     "                       the journey of one event in every subscription (VALUE:\n"
     "                       its message id or idempotency key; with --grep any text of\n"
     "                       its journal: a business value, an error): timeline, trace\n"
     "                       id, handler versions, where it is now, what to run next,\n"
     "                       and the tree of the events it published (N levels, 5);\n"
     "                       a subscription that is not consuming now says why (from\n"
-    "                       the sidecar's /status: http.listen, or --status-url URL)\n";
+    "                       the sidecar's /status: http.listen, or --status-url URL);\n"
+    "                       --grep and a key not found search at most N keys (1000000)\n";
 
 /* The "ts" of journal entry TEXT (0 when it has none). */
 static int64_t entry_ts(const char *text)
