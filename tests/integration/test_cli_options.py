@@ -3,8 +3,11 @@
 options, and exits 0; an unknown option, an option of another command, or an
 option without its value prints one line naming it and the command's usage
 on stderr, and exits 2. Options may come before or after positional
-arguments, and --name=value works as --name value."""
+arguments, and --name=value works as --name value. The usage errors that
+docs/cli.md shows are what the commands print."""
 import os
+import re
+import shlex
 import subprocess
 
 from wrtest import ENV, SOURCE_DIR, WARREN, check, check_eq, finish
@@ -109,4 +112,14 @@ rc, _, err = run("config-reference", "extra")
 check_eq((rc, err.splitlines()[0] if err else ""),
          (2, "warren config-reference: config-reference takes no arguments (got 'extra')"),
          "config-reference takes no arguments")
+
+# docs/cli.md's examples: "$ warren ..." and the first line it prints on stderr
+with open(os.path.join(SOURCE_DIR, "docs", "cli.md")) as fh:
+    doc = fh.read()
+shown = re.findall(r"^\$ (warren [^\n]*)\n([^\n]*)\n", doc, re.M)
+check(len(shown) >= 2, "docs/cli.md shows usage errors: %d" % len(shown))
+for cmdline, first in shown:
+    args = [a.replace("config/warren.yaml", example) for a in shlex.split(cmdline)[1:]]
+    rc, out, err = run(*args)
+    check_eq((rc, err.splitlines()[0] if err else ""), (2, first), "docs/cli.md: %s" % cmdline)
 finish()

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "cliopt.h"
+#include "cmdcfg.h"
 #include "config.h"
 #include "dlqtool.h"
 #include "log.h"
@@ -23,17 +24,6 @@ typedef struct {
     int json, no_dlq;
     long dlq_max;
 } status_args;
-
-/* The subscription of CFG named NAME, or NULL. */
-static const wr_subscription *sub_named(const wr_config *cfg, const char *name)
-{
-    for (int k = 0; cfg != NULL && name != NULL && k < cfg->sub_count; k++) {
-        if (strcmp(cfg->subs[k].name, name) == 0) {
-            return &cfg->subs[k];
-        }
-    }
-    return NULL;
-}
 
 /*
  * Put what is in each subscription's DLQ now, by reason, into STATUS as the
@@ -62,7 +52,8 @@ static void add_dlq_now(json_t *st, const char *config, uint32_t max)
     json_t *s;
     json_array_foreach(json_object_get(st, "subscriptions"), i, s)
     {
-        const wr_subscription *sub = sub_named(cfg, json_string_value(json_object_get(s, "name")));
+        const wr_subscription *sub =
+            wr_cmd_find_subscription(cfg, json_string_value(json_object_get(s, "name")));
         json_t *now = NULL;
         char err[1024];
         uint32_t read = 0, held = 0;
