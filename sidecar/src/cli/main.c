@@ -11,7 +11,7 @@
 #include "config.h"
 #include "dlqtool.h"
 #include "exec.h"
-#include "status.h"
+#include "statusview.h"
 #include "statuscmd.h"
 #include "tracecmd.h"
 

@@ -14,7 +14,7 @@
 #include "config.h"
 #include "dlqtool.h"
 #include "log.h"
-#include "status.h"
+#include "statusview.h"
 
 #define DLQ_NOW_MAX 10000 /* --dlq-max: messages status reads of a DLQ (the first ones) */
 

@@ -18,7 +18,7 @@
 #include "journal.h"
 #include "rconn.h"
 #include "record.h"
-#include "status.h"
+#include "statusview.h"
 #include "tindex.h"
 #include "log.h"
 
