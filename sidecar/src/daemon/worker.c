@@ -2825,7 +2825,7 @@ static void journal_batch(wr_worker *w, batch *bt)
     if (nw == 0 && lists == NULL) {
         /* nothing to write; still report what earlier writes' replies said */
         if (wr_idem_journal(w->idem, NULL, 0, cfg->journal_max_entries, cfg->journal_ttl_ms) == 0) {
-            return;
+            goto out; /* the index may hold strings with no list (nothing to index) */
         }
     } else {
         double t0 = wr_mono_ms();
