@@ -38,7 +38,10 @@
 #include <amqp.h>
 #include <yaml.h>
 
+#include "envexpand.h"
 #include "gates.h"
+#include "strutil.h"
+#include "units.h"
 
 #define PATH_BUF 256           /* dotted key paths such as subscriptions[3].bindings[0].type */
 #define MAX_FIELDS 24          /* most keys any one section has */
@@ -57,10 +60,7 @@
  */
 #define MAX_FILE (1 << 20)          /* bytes read from the file: 1 MiB */
 #define MAX_YAML_DEPTH 32           /* nested YAML collections, the top-level mapping included */
-#define MAX_VALUE (64 << 10)        /* bytes of one value, after ${} expansion: 64 KiB */
-#define MAX_EXPAND_DEPTH 8          /* ${VAR:-default} nested in a default */
 #define MAX_VALUES 100000           /* values the walk visits (an alias counts once per use) */
-#define MAX_ENV_NAME 128            /* bytes in the name of a ${VAR} */
 #define ECHO_MAX 8                  /* values up to this many bytes are quoted in messages */
 #define KEY_ECHO_MAX 64             /* keys and names are quoted up to this many bytes */
 #define URL_ECHO_MAX 200            /* URLs (masked) are quoted up to this many bytes */
@@ -1073,58 +1073,6 @@ _Static_assert(NFIELDS(breaker_fields) <= MAX_FIELDS, "too many breaker keys");
 /* Fields are reached by byte offset from the start of their struct. */
 #define AT(base, off, type) ((type *)((char *)(base) + (off)))
 
-/* vsnprintf into a fresh buffer; NULL only when out of memory. */
-static char *vformat(const char *fmt, va_list ap)
-{
-    va_list ap2;
-    va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap2);
-    va_end(ap2);
-    if (n < 0) {
-        return NULL;
-    }
-    char *s = malloc((size_t)n + 1);
-    if (s != NULL) {
-        vsnprintf(s, (size_t)n + 1, fmt, ap);
-    }
-    return s;
-}
-
-static char *format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *format(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = vformat(fmt, ap);
-    va_end(ap);
-    return s;
-}
-
-static char *dup_range(const char *s, size_t n)
-{
-    char *d = malloc(n + 1);
-    if (d != NULL) {
-        memcpy(d, s, n);
-        d[n] = '\0';
-    }
-    return d;
-}
-
-/*
- * The first MAX bytes of S (N bytes) into OUT (at least MAX + 4 bytes), for a
- * message: control characters become '?' (a newline would split the message's
- * line in two), and "..." marks a cut.
- */
-static void printable(const char *s, size_t n, size_t max, char *out)
-{
-    size_t k = n < max ? n : max;
-    for (size_t i = 0; i < k; i++) {
-        unsigned char c = (unsigned char)s[i];
-        out[i] = c < 0x20 || c == 0x7f ? '?' : (char)c;
-    }
-    strcpy(out + k, n > max ? "..." : "");
-}
-
 /*
  * Format a dotted key path into OUT (PATH_BUF bytes). Paths are built from
  * schema names and list indexes, so they stay short; one that did not fit
@@ -1147,696 +1095,6 @@ static void join_key(char *out, const char *parent, const char *key)
     } else {
         make_path(out, "%s.%s", parent, key);
     }
-}
-
-/*
- * Format a millisecond count the way a user would write it: the largest units
- * that add up exactly ("5m", "1m30s", "250ms", "0s").
- */
-static void format_duration(int64_t ms, char *out, size_t len)
-{
-    static const struct {
-        const char *unit;
-        int64_t ms;
-    } units[] = {{"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000}, {"ms", 1}};
-    size_t used = 0;
-
-    out[0] = '\0';
-    if (ms == 0) {
-        snprintf(out, len, "0s");
-        return;
-    }
-    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]) && used < len; i++) {
-        if (ms >= units[i].ms) {
-            int n = snprintf(out + used, len - used, "%lld%s", (long long)(ms / units[i].ms),
-                             units[i].unit);
-            used += n > 0 ? (size_t)n : 0;
-            ms %= units[i].ms;
-        }
-    }
-}
-
-/* ------------------------------------------------------------------------ */
-/* Durations                                                                  */
-/* ------------------------------------------------------------------------ */
-
-/*
- * A duration is one or more <digits><unit> terms (ms, s, m, h, d) added up,
- * or a bare "0". Anything else, including an overflow of int64 milliseconds,
- * returns -1 and leaves *MS alone.
- */
-int wr_config_parse_duration(const char *text, int64_t *ms)
-{
-    int64_t total = 0;
-    const char *p = text;
-
-    if (text == NULL || *text == '\0') {
-        return -1;
-    }
-    if (strcmp(text, "0") == 0) {
-        *ms = 0;
-        return 0;
-    }
-    while (*p != '\0') {
-        int64_t n = 0, scale;
-        if (*p < '0' || *p > '9') {
-            return -1;
-        }
-        while (*p >= '0' && *p <= '9') {
-            if (n > (INT64_MAX - (*p - '0')) / 10) {
-                return -1;
-            }
-            n = n * 10 + (*p - '0');
-            p++;
-        }
-        if (p[0] == 'm' && p[1] == 's') {
-            scale = 1;
-            p += 2;
-        } else if (*p == 's') {
-            scale = 1000;
-            p++;
-        } else if (*p == 'm') {
-            scale = 60000;
-            p++;
-        } else if (*p == 'h') {
-            scale = 3600000;
-            p++;
-        } else if (*p == 'd') {
-            scale = 86400000;
-            p++;
-        } else {
-            return -1;
-        }
-        if (n > INT64_MAX / scale || total > INT64_MAX - n * scale) {
-            return -1;
-        }
-        total += n * scale;
-    }
-    *ms = total;
-    return 0;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Sizes                                                                      */
-/* ------------------------------------------------------------------------ */
-
-static const struct {
-    const char *unit;
-    int64_t bytes;
-} size_units[] = {{"GiB", 1LL << 30}, {"MiB", 1LL << 20}, {"KiB", 1LL << 10}, {"B", 1}};
-
-/*
- * A size is digits with an optional IEC unit (B, KiB, MiB, GiB): "65536",
- * "512KiB", "4MiB". Decimal units (KB, MB) are refused rather than guessed.
- * Returns 0 with the byte count in *BYTES, or -1 (also on overflow).
- */
-static int parse_size(const char *text, int64_t *bytes)
-{
-    int64_t n = 0;
-    const char *p = text;
-
-    if (*p < '0' || *p > '9') {
-        return -1;
-    }
-    while (*p >= '0' && *p <= '9') {
-        if (n > (INT64_MAX - (*p - '0')) / 10) {
-            return -1;
-        }
-        n = n * 10 + (*p - '0');
-        p++;
-    }
-    if (*p == '\0') {
-        *bytes = n;
-        return 0;
-    }
-    for (size_t i = 0; i < sizeof(size_units) / sizeof(size_units[0]); i++) {
-        if (strcmp(p, size_units[i].unit) == 0) {
-            if (n > INT64_MAX / size_units[i].bytes) {
-                return -1;
-            }
-            *bytes = n * size_units[i].bytes;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-/* Format a byte count in the largest IEC unit that divides it ("512KiB", "1B"). */
-static void format_size(int64_t bytes, char *out, size_t len)
-{
-    for (size_t i = 0; i < sizeof(size_units) / sizeof(size_units[0]); i++) {
-        if (bytes != 0 && bytes % size_units[i].bytes == 0) {
-            snprintf(out, len, "%lld%s", (long long)(bytes / size_units[i].bytes),
-                     size_units[i].unit);
-            return;
-        }
-    }
-    snprintf(out, len, "%lldB", (long long)bytes);
-}
-
-/* ------------------------------------------------------------------------ */
-/* URLs                                                                       */
-/* ------------------------------------------------------------------------ */
-
-/*
- * Where the part after "scheme://" starts in TEXT, or NULL when TEXT does not
- * begin with a scheme (RFC 3986: a letter, then letters, digits, '+', '-' or
- * '.') followed by "://". Only the first ':' can end a scheme: in
- * "user:pa://ss@host" the "://" belongs to a password.
- */
-static const char *after_scheme(const char *text)
-{
-    static const char tail[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+-.";
-    size_t n = strspn(text, tail);
-    bool letter = (text[0] >= 'a' && text[0] <= 'z') || (text[0] >= 'A' && text[0] <= 'Z');
-
-    if (n == 0 || !letter || strncmp(text + n, "://", 3) != 0) {
-        return NULL;
-    }
-    return text + n + 3;
-}
-
-/*
- * Copy a URL with its password replaced by "***", for logs and messages. The
- * userinfo is everything after "scheme://" (or from the start, when there is
- * no scheme) up to the last '@'; its password is what follows the first ':'
- * in it. When SECRET_ALONE is set (Redis, as redis-cli reads it) a userinfo
- * without ':' is itself the password. This errs on the side of masking too
- * much for malformed URLs, never too little.
- */
-static char *mask_url(const char *text, bool secret_alone)
-{
-    const char *scheme_end = after_scheme(text);
-    const char *start = scheme_end != NULL ? scheme_end : text;
-    const char *at = strrchr(start, '@');
-    const char *colon;
-
-    if (at == NULL) {
-        return strdup(text);
-    }
-    colon = memchr(start, ':', (size_t)(at - start));
-    if (colon != NULL) {
-        return format("%.*s***%s", (int)(colon + 1 - text), text, at);
-    }
-    if (secret_alone) {
-        return format("%.*s***%s", (int)(start - text), text, at);
-    }
-    return strdup(text);
-}
-
-char *wr_url_mask(const char *text)
-{
-    return mask_url(text, true);
-}
-
-/* True when S is 1 to 5 digits making a port from 1 to 65535. */
-static bool valid_port(const char *s, size_t n)
-{
-    long v = 0;
-    if (n == 0 || n > 5) {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9') {
-            return false;
-        }
-        v = v * 10 + (s[i] - '0');
-    }
-    return v >= 1 && v <= 65535;
-}
-
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
-/* True when every '%' in [S, S+N) starts a two-hex-digit escape of an ASCII byte. */
-static bool valid_escapes(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '%') {
-            if (i + 2 >= n || hex_value(s[i + 1]) < 0 || hex_value(s[i + 2]) < 0 ||
-                hex_value(s[i + 1]) > 7) {
-                return false;
-            }
-            i += 2;
-        }
-    }
-    return true;
-}
-
-/*
- * Split the part of a URL after "scheme://" into userinfo, host[:port] and
- * path, the way both parsers see it: the userinfo ends at the last '@', the
- * host part at the first '/' after it. Returns the host part's start and
- * length; *PATH points at the '/' (or the end).
- */
-static const char *split_hostpart(const char *rest, size_t *len, const char **path)
-{
-    const char *at = strrchr(rest, '@');
-    const char *host = at != NULL ? at + 1 : rest;
-    const char *slash = strchr(host, '/');
-
-    *path = slash != NULL ? slash : host + strlen(host);
-    *len = (size_t)(*path - host);
-    return host;
-}
-
-/*
- * Check HOST[:PORT] (HOST may be a bracketed IPv6 address). Returns NULL when
- * well formed, with the host's span in *H, *HLEN and the port's in *P, *PLEN
- * (PLEN 0 when absent); otherwise a reason.
- */
-static const char *check_hostport(const char *s, size_t n, const char **h, size_t *hlen,
-                                  const char **p, size_t *plen)
-{
-    const char *colon;
-
-    *p = NULL;
-    *plen = 0;
-    if (n > 0 && s[0] == '[') {
-        const char *close = memchr(s, ']', n);
-        if (close == NULL) {
-            return "unterminated '[' in the host";
-        }
-        *h = s + 1;
-        *hlen = (size_t)(close - s - 1);
-        if (close + 1 < s + n) {
-            if (close[1] != ':') {
-                return "unexpected text after the ']' of the host";
-            }
-            *p = close + 2;
-            *plen = (size_t)(s + n - *p);
-            if (!valid_port(*p, *plen)) {
-                return "port must be a number from 1 to 65535";
-            }
-        }
-    } else {
-        colon = memchr(s, ':', n);
-        *h = s;
-        *hlen = colon != NULL ? (size_t)(colon - s) : n;
-        if (colon != NULL) {
-            *p = colon + 1;
-            *plen = (size_t)(s + n - *p);
-            if (memchr(*p, ':', *plen) != NULL) {
-                return "too many ':' (IPv6 addresses go in brackets; percent-encode ':' "
-                       "in a password as %3A)";
-            }
-            if (!valid_port(*p, *plen)) {
-                return "port must be a number from 1 to 65535";
-            }
-        }
-    }
-    if (*hlen == 0) {
-        return "missing host";
-    }
-    return NULL;
-}
-
-void wr_amqp_url_clear(wr_amqp_url *u)
-{
-    if (u == NULL) {
-        return;
-    }
-    free(u->url);
-    free(u->redacted);
-    free(u->host);
-    free(u->user);
-    free(u->password);
-    free(u->vhost);
-    memset(u, 0, sizeof(*u));
-}
-
-/*
- * Parse an amqp:// or amqps:// URL with rabbitmq-c's own parser (so we accept
- * exactly what the library would), then add what it does not check: a host
- * must be given, the port must be 1..65535, and an empty vhost ("amqp://h/")
- * means "/" as it does for most clients. rabbitmq-c gives no reason for a
- * failure, so one is worked out from the URL's parts. Returns 0 and fills
- * OUT (every string malloc'd), or -1 with a static reason in *WHY and OUT
- * zeroed.
- */
-int wr_amqp_url_parse(const char *text, wr_amqp_url *out, const char **why)
-{
-    struct amqp_connection_info ci;
-    const char *rest, *hostpart, *path, *h, *p;
-    size_t hostlen, hlen, plen;
-    char *copy = NULL;
-
-    memset(out, 0, sizeof(*out));
-    *why = NULL;
-    if (strncmp(text, "amqp://", 7) == 0) {
-        rest = text + 7;
-    } else if (strncmp(text, "amqps://", 8) == 0) {
-        rest = text + 8;
-    } else {
-        *why = "the scheme must be amqp:// or amqps://";
-        return -1;
-    }
-    if (strpbrk(rest, "?#") != NULL) {
-        *why = "query strings and fragments are not supported (percent-encode '?' and '#')";
-        return -1;
-    }
-    if (!valid_escapes(rest, strlen(rest))) {
-        *why = "bad percent-encoding (use %XX for ASCII characters only)";
-        return -1;
-    }
-    hostpart = split_hostpart(rest, &hostlen, &path);
-    *why = check_hostport(hostpart, hostlen, &h, &hlen, &p, &plen);
-    if (*why != NULL) {
-        return -1;
-    }
-    if (*path == '/' && strchr(path + 1, '/') != NULL) {
-        *why = "the vhost must be a single path segment (write %2F for '/')";
-        return -1;
-    }
-    copy = strdup(text);
-    if (copy == NULL) {
-        *why = "out of memory";
-        return -1;
-    }
-    if (amqp_parse_url(copy, &ci) != AMQP_STATUS_OK) {
-        *why = "malformed URL (percent-encode ':', '@' and '/' in the user name and password)";
-        goto fail;
-    }
-    out->url = strdup(text);
-    out->redacted = mask_url(text, false);
-    out->host = strdup(ci.host);
-    out->user = strdup(ci.user);
-    out->password = strdup(ci.password);
-    out->vhost = strdup(ci.vhost[0] != '\0' ? ci.vhost : "/");
-    out->port = ci.port;
-    out->ssl = ci.ssl ? 1 : 0;
-    if (out->url == NULL || out->redacted == NULL || out->host == NULL || out->user == NULL ||
-        out->password == NULL || out->vhost == NULL) {
-        *why = "out of memory";
-        goto fail;
-    }
-    free(copy);
-    return 0;
-
-fail:
-    wr_amqp_url_clear(out);
-    free(copy);
-    return -1;
-}
-
-void wr_redis_url_clear(wr_redis_url *u)
-{
-    if (u == NULL) {
-        return;
-    }
-    free(u->url);
-    free(u->redacted);
-    free(u->host);
-    free(u->user);
-    free(u->password);
-    memset(u, 0, sizeof(*u));
-}
-
-/* Percent-decode [S, S+N) into a new string (escapes already checked). */
-static char *percent_decode(const char *s, size_t n)
-{
-    char *d = malloc(n + 1), *o = d;
-    if (d == NULL) {
-        return NULL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '%' && i + 2 < n) {
-            *o++ = (char)(hex_value(s[i + 1]) * 16 + hex_value(s[i + 2]));
-            i += 2;
-        } else {
-            *o++ = s[i];
-        }
-    }
-    *o = '\0';
-    return d;
-}
-
-/*
- * Parse redis://[[user]:password@]host[:port][/db] by hand (hiredis has no
- * URL parser). Like redis-cli, a userinfo without ':' is a password alone;
- * user and password are percent-decoded. Returns 0 and fills OUT (strings
- * malloc'd; user and password NULL when absent), or -1 with a static reason
- * in *WHY and OUT zeroed.
- */
-int wr_redis_url_parse(const char *text, wr_redis_url *out, const char **why)
-{
-    const char *rest, *at, *hostpart, *path, *h, *p;
-    size_t hostlen, hlen, plen;
-
-    memset(out, 0, sizeof(*out));
-    *why = NULL;
-    if (strncmp(text, "rediss://", 9) == 0) {
-        *why = "TLS (rediss://) is not supported";
-        return -1;
-    }
-    if (strncmp(text, "unix://", 7) == 0) {
-        *why = "unix sockets are not supported";
-        return -1;
-    }
-    if (strncmp(text, "redis://", 8) != 0) {
-        *why = "the scheme must be redis://";
-        return -1;
-    }
-    rest = text + 8;
-    if (strpbrk(rest, "?#") != NULL) {
-        *why = "query strings and fragments are not supported (percent-encode '?' and '#')";
-        return -1;
-    }
-    hostpart = split_hostpart(rest, &hostlen, &path);
-    *why = check_hostport(hostpart, hostlen, &h, &hlen, &p, &plen);
-    if (*why != NULL) {
-        return -1;
-    }
-    at = hostpart > rest ? hostpart - 1 : NULL;
-    if (at != NULL && !valid_escapes(rest, (size_t)(at - rest))) {
-        *why = "bad percent-encoding in the user name or password";
-        return -1;
-    }
-    out->db = 0;
-    if (*path == '/' && path[1] != '\0') {
-        long long db = 0;
-        for (const char *d = path + 1; *d != '\0'; d++) {
-            if (*d < '0' || *d > '9' || db > INT_MAX / 10) {
-                *why = "the database must be a non-negative integer";
-                return -1;
-            }
-            db = db * 10 + (*d - '0');
-        }
-        if (db > INT_MAX) {
-            *why = "the database must be a non-negative integer";
-            return -1;
-        }
-        out->db = (int)db;
-    }
-    out->port = plen > 0 ? atoi(p) : 6379;
-    out->url = strdup(text);
-    out->redacted = mask_url(text, true);
-    out->host = dup_range(h, hlen);
-    if (out->url == NULL || out->redacted == NULL || out->host == NULL) {
-        goto oom;
-    }
-    if (at != NULL) {
-        const char *colon = memchr(rest, ':', (size_t)(at - rest));
-        const char *pw = colon != NULL ? colon + 1 : rest;
-        if (colon != NULL && colon > rest) {
-            out->user = percent_decode(rest, (size_t)(colon - rest));
-            if (out->user == NULL) {
-                goto oom;
-            }
-        }
-        out->password = percent_decode(pw, (size_t)(at - pw));
-        if (out->password == NULL) {
-            goto oom;
-        }
-    }
-    return 0;
-
-oom:
-    wr_redis_url_clear(out);
-    *why = "out of memory";
-    return -1;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Environment expansion                                                      */
-/* ------------------------------------------------------------------------ */
-
-typedef struct {
-    char *buf;
-    size_t len, cap;
-    bool oom;
-    bool too_long; /* more than MAX_VALUE bytes were added: the rest is dropped */
-} strbuf;
-
-static void sb_add(strbuf *sb, const char *s, size_t n)
-{
-    if (sb->oom || sb->too_long) {
-        return;
-    }
-    if (n > MAX_VALUE || sb->len + n > MAX_VALUE) {
-        sb->too_long = true;
-        return;
-    }
-    if (sb->len + n + 1 > sb->cap) {
-        size_t cap = sb->cap ? sb->cap : 64;
-        while (cap < sb->len + n + 1) {
-            cap *= 2;
-        }
-        char *b = realloc(sb->buf, cap);
-        if (b == NULL) {
-            sb->oom = true;
-            return;
-        }
-        sb->buf = b;
-        sb->cap = cap;
-    }
-    memcpy(sb->buf + sb->len, s, n);
-    sb->len += n;
-    sb->buf[sb->len] = '\0';
-}
-
-static bool valid_env_name(const char *s, size_t n)
-{
-    if (n == 0 || (s[0] >= '0' && s[0] <= '9')) {
-        return false;
-    }
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '_')) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/*
- * Expand [IN, IN+N) into SB: "$$" is a literal '$', "${VAR}" the variable
- * (an error when unset), "${VAR:-default}" the variable or, when it is unset
- * or empty, the default (itself expanded, so defaults may nest, up to
- * MAX_EXPAND_DEPTH levels in all: checked while the closing '}' is looked
- * for, so the text is scanned a bounded number of times and the recursion
- * stays shallow). Any other '$' is kept as it is. Stops as soon as SB is
- * full (MAX_VALUE). Returns NULL, or an error message (malloc'd) that names
- * the variable but never echoes the text, which may hold secrets.
- */
-static char *expand_into(strbuf *sb, const char *in, size_t n)
-{
-    size_t i = 0, lit = 0;
-
-    while (i < n && !sb->too_long) {
-        if (in[i] != '$' || i + 1 >= n || (in[i + 1] != '$' && in[i + 1] != '{')) {
-            i++;
-            continue;
-        }
-        sb_add(sb, in + lit, i - lit);
-        if (in[i + 1] == '$') {
-            sb_add(sb, "$", 1);
-            i += 2;
-            lit = i;
-            continue;
-        }
-        /* "${": find the matching '}', skipping "$$" and nested "${...}". */
-        size_t j = i + 2, depth = 1;
-        while (j < n && depth > 0) {
-            if (in[j] == '$' && j + 1 < n && (in[j + 1] == '$' || in[j + 1] == '{')) {
-                depth += in[j + 1] == '{';
-                if (depth > MAX_EXPAND_DEPTH) {
-                    return format("${} defaults nested more than %d deep", MAX_EXPAND_DEPTH);
-                }
-                j += 2;
-                continue;
-            }
-            if (in[j] == '}') {
-                depth--;
-            }
-            j++;
-        }
-        if (depth > 0) {
-            return strdup("unterminated '${' (write $$ for a literal '$')");
-        }
-        const char *body = in + i + 2;
-        size_t blen = j - 1 - (i + 2);
-        const char *dash = NULL;
-        for (size_t k = 0; k + 1 < blen; k++) {
-            if (body[k] == ':' && body[k + 1] == '-') {
-                dash = body + k;
-                break;
-            }
-        }
-        size_t namelen = dash != NULL ? (size_t)(dash - body) : blen;
-        if (namelen == 0) {
-            return strdup("empty environment variable name in '${}'");
-        }
-        if (namelen > MAX_ENV_NAME) {
-            return format("environment variable name longer than %d bytes", MAX_ENV_NAME);
-        }
-        if (!valid_env_name(body, namelen)) {
-            char shown[KEY_ECHO_MAX + 4];
-            printable(body, namelen, KEY_ECHO_MAX, shown);
-            return format("invalid environment variable name '%s' (letters, digits and '_')",
-                          shown);
-        }
-        char *name = dup_range(body, namelen);
-        if (name == NULL) {
-            return strdup("out of memory");
-        }
-        const char *value = getenv(name);
-        if (dash == NULL && value == NULL) {
-            char *msg = format("environment variable '%s' is not set "
-                               "(write ${%s:-default} to give a default)",
-                               name, name);
-            free(name);
-            return msg;
-        }
-        free(name);
-        if (dash != NULL && (value == NULL || value[0] == '\0')) {
-            char *err = expand_into(sb, dash + 2, (size_t)(body + blen - (dash + 2)));
-            if (err != NULL) {
-                return err;
-            }
-        } else {
-            sb_add(sb, value, strlen(value));
-        }
-        i = j;
-        lit = i;
-    }
-    sb_add(sb, in + lit, n - lit);
-    return NULL;
-}
-
-/* Expand TEXT into a new string in *OUT. Returns NULL or a malloc'd error message. */
-static char *expand_env(const char *text, char **out)
-{
-    strbuf sb = {0};
-    char *err;
-
-    *out = NULL;
-    sb_add(&sb, "", 0);
-    err = expand_into(&sb, text, strlen(text));
-    if (err == NULL && sb.too_long) {
-        err = format("the value is longer than %d KiB", MAX_VALUE >> 10);
-    }
-    if (err == NULL && sb.oom) {
-        err = strdup("out of memory");
-    }
-    if (err != NULL) {
-        free(sb.buf);
-        return err;
-    }
-    *out = sb.buf;
-    return NULL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1898,9 +1156,10 @@ static void err_at(loader *ld, int line, int col, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    char *msg = vformat(fmt, ap);
+    char *msg = wr_str_vformat(fmt, ap);
     va_end(ap);
-    char *line_text = format("%s:%d:%d: %s", ld->file, line, col, msg ? msg : "out of memory");
+    char *line_text =
+        wr_str_format("%s:%d:%d: %s", ld->file, line, col, msg ? msg : "out of memory");
     free(msg);
     add_error(ld, line, col, line_text);
 }
@@ -1947,7 +1206,7 @@ static void describe_value(const field *f, const char *text, char *out, size_t c
     if (n == 0) {
         snprintf(out, cap, "an empty value");
     } else if (n <= max) {
-        printable(text, n, max, shown);
+        wr_str_printable(text, n, max, shown);
         snprintf(out, cap, "'%s'", shown);
     } else {
         snprintf(out, cap, "a value of %zu bytes (not shown)", n);
@@ -1959,7 +1218,7 @@ static void quote_if_short(const char *text, char *out, size_t cap)
 {
     char shown[ECHO_MAX + 4];
     if (strlen(text) <= ECHO_MAX) {
-        printable(text, strlen(text), ECHO_MAX, shown);
+        wr_str_printable(text, strlen(text), ECHO_MAX, shown);
         snprintf(out, cap, " '%s'", shown);
     } else {
         out[0] = '\0';
@@ -2100,13 +1359,13 @@ static char *resolve_path(loader *ld, const field *f, const char *text, char **e
     struct stat st;
 
     *err = NULL;
-    joined = text[0] == '/' ? strdup(text) : format("%s/%s", ld->dir, text);
+    joined = text[0] == '/' ? strdup(text) : wr_str_format("%s/%s", ld->dir, text);
     if (joined == NULL) {
         *err = strdup("out of memory");
         return NULL;
     }
     char *slash = strrchr(joined, '/');
-    dir = slash == joined ? strdup("/") : dup_range(joined, (size_t)(slash - joined));
+    dir = slash == joined ? strdup("/") : wr_str_dup_range(joined, (size_t)(slash - joined));
     real = dir ? realpath(dir, NULL) : NULL;
     int e = errno;
     free(dir);
@@ -2114,17 +1373,17 @@ static char *resolve_path(loader *ld, const field *f, const char *text, char **e
     if (real == NULL || stat(joined, &st) != 0) {
         e = real == NULL ? e : errno;
         if (e == ENOENT || e == ENOTDIR) {
-            *err = text[0] == '/' ? format("%s file not found, got %s", f->name, got)
-                                  : format("%s file not found (relative to %s), got %s", f->name,
-                                           ld->dir, got);
+            *err = text[0] == '/' ? wr_str_format("%s file not found, got %s", f->name, got)
+                                  : wr_str_format("%s file not found (relative to %s), got %s",
+                                                  f->name, ld->dir, got);
         } else {
-            *err = format("%s file: %s, got %s", f->name, strerror(e), got);
+            *err = wr_str_format("%s file: %s, got %s", f->name, strerror(e), got);
         }
         free(real);
         free(joined);
         return NULL;
     }
-    out = format("%s%s%s", real, strcmp(real, "/") == 0 ? "" : "/", slash + 1);
+    out = wr_str_format("%s%s%s", real, strcmp(real, "/") == 0 ? "" : "/", slash + 1);
     free(real);
     free(joined);
     if (out == NULL) {
@@ -2132,7 +1391,7 @@ static char *resolve_path(loader *ld, const field *f, const char *text, char **e
         return NULL;
     }
     if (!S_ISREG(st.st_mode)) {
-        *err = format("%s file is not a regular file, got %s", f->name, got);
+        *err = wr_str_format("%s file is not a regular file, got %s", f->name, got);
         free(out);
         return NULL;
     }
@@ -2148,10 +1407,10 @@ static char *resolve_path(loader *ld, const field *f, const char *text, char **e
 static void url_error(loader *ld, int line, int col, const char *path, const char *kind,
                       const char *text, const char *why)
 {
-    if (after_scheme(text) != NULL) {
-        char *masked = mask_url(text, true);
+    if (wr_url_after_scheme(text) != NULL) {
+        char *masked = wr_url_mask_userinfo(text, true);
         char shown[URL_ECHO_MAX + 4];
-        printable(masked ? masked : "***", masked ? strlen(masked) : 3, URL_ECHO_MAX, shown);
+        wr_str_printable(masked ? masked : "***", masked ? strlen(masked) : 3, URL_ECHO_MAX, shown);
         err_at(ld, line, col, "%s: invalid %s URL '%s' (%s)", path, kind, shown, why);
         free(masked);
     } else {
@@ -2245,14 +1504,14 @@ static void set_duration_field(loader *ld, const field *f, void *base, const cha
         *AT(base, f->offset, int64_t) = 0;
         return;
     }
-    if (wr_config_parse_duration(text, &ms) != 0) {
+    if (wr_units_parse_duration(text, &ms) != 0) {
         expected_error(ld, f, at);
         return;
     }
     if (ms < f->min || ms > f->max) {
         char lo[32], hi[32];
-        format_duration(f->min, lo, sizeof(lo));
-        format_duration(f->max, hi, sizeof(hi));
+        wr_units_format_duration(f->min, lo, sizeof(lo));
+        wr_units_format_duration(f->max, hi, sizeof(hi));
         err_at(ld, at->line, at->col, "%s: expected a duration from %s to %s%s, got %s", at->path,
                lo, hi, or_none, at->got);
         return;
@@ -2327,14 +1586,14 @@ static void set_size_field(loader *ld, const field *f, void *base, const char *t
                            const scalar_at *at)
 {
     int64_t bytes;
-    if (parse_size(text, &bytes) != 0) {
+    if (wr_units_parse_size(text, &bytes) != 0) {
         expected_error(ld, f, at);
         return;
     }
     if (bytes < f->min || bytes > f->max) {
         char lo[32], hi[32];
-        format_size(f->min, lo, sizeof(lo));
-        format_size(f->max, hi, sizeof(hi));
+        wr_units_format_size(f->min, lo, sizeof(lo));
+        wr_units_format_size(f->max, hi, sizeof(hi));
         err_at(ld, at->line, at->col, "%s: expected a size from %s to %s, got %s", at->path, lo, hi,
                at->got);
         return;
@@ -2472,7 +1731,7 @@ static char *expanded_scalar(loader *ld, yaml_node_t *node, const char *path)
         err_at(ld, NODE_LINE(node), NODE_COL(node), "%s: contains a NUL byte (\\0)", path);
         return NULL;
     }
-    err = expand_env(text, &out);
+    err = wr_env_expand(text, &out);
     if (err != NULL) {
         err_at(ld, NODE_LINE(node), NODE_COL(node), "%s: %s", path, err);
         free(err);
@@ -2768,14 +2027,14 @@ static void set_named(loader *ld, const field *f, void *base, yaml_node_t *node,
         }
         if (first != NULL) {
             char shown[KEY_ECHO_MAX + 4];
-            printable(name, strlen(name), KEY_ECHO_MAX, shown);
+            wr_str_printable(name, strlen(name), KEY_ECHO_MAX, shown);
             err_at(ld, NODE_LINE(key), NODE_COL(key), "duplicate key '%s' in %s (first at %d:%d)",
                    shown, path, NODE_LINE(first), NODE_COL(first));
             continue;
         }
         set_scalar(ld, &name_field, &names[i], name, NODE_LINE(key), NODE_COL(key), path);
         char shown[KEY_ECHO_MAX + 4];
-        printable(name, strlen(name), KEY_ECHO_MAX, shown);
+        wr_str_printable(name, strlen(name), KEY_ECHO_MAX, shown);
         join_key(sub, path, shown);
         if (value->type != YAML_MAPPING_NODE) {
             err_at(ld, NODE_LINE(value), NODE_COL(value), "%s: expected a mapping, got %s", sub,
@@ -2935,7 +2194,7 @@ static void walk_mapping(loader *ld, const section *sec, void *base, yaml_node_t
                                          k > 0 ? ", " : "", sec->fields[k].name);
             }
             char shown[KEY_ECHO_MAX + 4];
-            printable(name, strlen(name), KEY_ECHO_MAX, shown);
+            wr_str_printable(name, strlen(name), KEY_ECHO_MAX, shown);
             err_at(ld, NODE_LINE(key), NODE_COL(key), "unknown key '%s' %s%s (expected one of: %s)",
                    shown, where, path, known);
             continue;
@@ -3101,46 +2360,6 @@ static void finish_http(loader *ld, void *base, int index, yaml_node_t *node, co
     }
 }
 
-int wr_listen_parse(const char *text, char *host, size_t hostcap, int *port, const char **why)
-{
-    if (strcmp(text, "off") == 0) {
-        return 1;
-    }
-    const char *colon = strrchr(text, ':');
-    if (colon == NULL) {
-        *why = "expected HOST:PORT (such as 0.0.0.0:9464 or 127.0.0.1:0) or off";
-        return -1;
-    }
-    size_t hl = (size_t)(colon - text);
-    char h[64];
-    if (hl == 0 || hl >= sizeof(h) || hl >= hostcap) {
-        *why = "expected an IPv4 address before the port, such as 0.0.0.0:9464";
-        return -1;
-    }
-    memcpy(h, text, hl);
-    h[hl] = '\0';
-    if (strcmp(h, "localhost") == 0) {
-        snprintf(h, sizeof(h), "127.0.0.1");
-    }
-    unsigned a, b, c, d;
-    char extra;
-    if (sscanf(h, "%3u.%3u.%3u.%3u%c", &a, &b, &c, &d, &extra) != 4 || a > 255 || b > 255 ||
-        c > 255 || d > 255) {
-        *why = "expected an IPv4 address before the port, such as 0.0.0.0:9464";
-        return -1;
-    }
-    char *end;
-    errno = 0;
-    long p = strtol(colon + 1, &end, 10);
-    if (colon[1] == '\0' || *end != '\0' || errno != 0 || p < 0 || p > 65535) {
-        *why = "expected a port 0..65535 after the colon";
-        return -1;
-    }
-    snprintf(host, hostcap, "%s", h);
-    *port = (int)p;
-    return 0;
-}
-
 /*
  * After subscription INDEX is walked: remember where it starts, derive the
  * default dlq, and check what spans subscriptions (unique names and queues)
@@ -3243,7 +2462,7 @@ static void finish_subscription(loader *ld, void *elems, int index, yaml_node_t 
                    "(set dlq)",
                    path, AMQP_SHORTSTR);
         } else {
-            s->dlq = format("%s.dlq", s->queue);
+            s->dlq = wr_str_format("%s.dlq", s->queue);
         }
     } else if (s->dlq != NULL && s->queue != NULL && strcmp(s->dlq, s->queue) == 0) {
         v = find_value(ld, node, "dlq");
@@ -3315,6 +2534,12 @@ static void finish_retry(loader *ld, void *elems, int index, yaml_node_t *node, 
             return;
         }
     }
+}
+
+/* The public name of wr_units_parse_duration (config.h). */
+int wr_config_parse_duration(const char *text, int64_t *ms)
+{
+    return wr_units_parse_duration(text, ms);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -3414,7 +2639,7 @@ static void set_default(loader *ld, const field *f, void *base, const char *path
         size_t len = strcspn(p, ", ]");
         char item[32];
         snprintf(item, sizeof(item), "%.*s", (int)len, p);
-        if (wr_config_parse_duration(item, &list[i]) != 0) {
+        if (wr_units_parse_duration(item, &list[i]) != 0) {
             err_at(ld, 0, 0, "%s: bad built-in default '%s'", path, f->def);
         }
         p += len;
@@ -3503,11 +2728,11 @@ static void merge_retry(loader *ld, wr_retry_policy *dst, yaml_node_t *node, wr_
         return;
     }
     if (own_max) {
-        format_duration(dst->initial_ms, other, sizeof(other));
+        wr_units_format_duration(dst->initial_ms, other, sizeof(other));
         err_at(ld, NODE_LINE(vm), NODE_COL(vm), "%s.max: must be at least backoff.initial (%s)",
                bpath, other);
     } else {
-        format_duration(dst->max_ms, other, sizeof(other));
+        wr_units_format_duration(dst->max_ms, other, sizeof(other));
         err_at(ld, NODE_LINE(vi), NODE_COL(vi), "%s.initial: must be at most backoff.max (%s)",
                bpath, other);
     }
@@ -3769,7 +2994,7 @@ static char *config_dir(const char *path)
     } else if (slash == path) {
         dir = strdup("/");
     } else {
-        dir = dup_range(path, (size_t)(slash - path));
+        dir = wr_str_dup_range(path, (size_t)(slash - path));
     }
     if (dir == NULL) {
         return NULL;
@@ -3889,7 +3114,7 @@ wr_config *wr_config_load(const char *path, wr_config_errors *errs)
     if (buf == NULL) {
         if (errs != NULL) {
             memset(errs, 0, sizeof(*errs));
-            errs->lines[0] = format("%s: %s: %s", path, what, strerror(errno));
+            errs->lines[0] = wr_str_format("%s: %s: %s", path, what, strerror(errno));
             errs->count = errs->lines[0] != NULL;
             errs->dropped = errs->lines[0] == NULL;
         }
@@ -3931,19 +3156,20 @@ wr_config *wr_config_parse(const char *path, const char *text, size_t len, wr_co
     }
     cfg = calloc(1, sizeof(*cfg));
     if (cfg == NULL || (cfg->path = strdup(path)) == NULL) {
-        add_error(&ld, 0, 0, format("%s: out of memory", path));
+        add_error(&ld, 0, 0, wr_str_format("%s: out of memory", path));
         goto done;
     }
     cfg->dir = config_dir(path);
     if (cfg->dir == NULL) {
-        add_error(&ld, 0, 0, format("%s: cannot resolve its directory: %s", path, strerror(errno)));
+        add_error(&ld, 0, 0,
+                  wr_str_format("%s: cannot resolve its directory: %s", path, strerror(errno)));
         goto done;
     }
     ld.dir = cfg->dir;
     ld.doc = &doc;
 
     if (!yaml_parser_initialize(&parser)) {
-        add_error(&ld, 0, 0, format("%s: out of memory", path));
+        add_error(&ld, 0, 0, wr_str_format("%s: out of memory", path));
         goto done;
     }
     have_parser = true;
@@ -4050,8 +3276,8 @@ static void reference_type(const field *f, char *out, size_t len)
         snprintf(out, len, "integer, %lld to %lld", (long long)f->min, (long long)f->max);
         break;
     case T_DURATION:
-        format_duration(f->min, lo, sizeof(lo));
-        format_duration(f->max, hi, sizeof(hi));
+        wr_units_format_duration(f->min, lo, sizeof(lo));
+        wr_units_format_duration(f->max, hi, sizeof(hi));
         snprintf(out, len, "duration, %s to %s%s", lo, hi,
                  (f->flags & F_NONE) ? ", or `none`" : "");
         break;
@@ -4060,16 +3286,16 @@ static void reference_type(const field *f, char *out, size_t len)
                  (f->flags & F_GT_MIN) ? " (exclusive)" : "", (long long)f->max);
         break;
     case T_DURLIST:
-        format_duration(f->min, lo, sizeof(lo));
-        format_duration(f->max, hi, sizeof(hi));
+        wr_units_format_duration(f->min, lo, sizeof(lo));
+        wr_units_format_duration(f->max, hi, sizeof(hi));
         snprintf(out, len, "list of 1 to %d durations, %s to %s", f->max_count, lo, hi);
         break;
     case T_KEY:
         snprintf(out, len, "`message_id`, `header:NAME` or `json:PATH`");
         break;
     case T_SIZE:
-        format_size(f->min, lo, sizeof(lo));
-        format_size(f->max, hi, sizeof(hi));
+        wr_units_format_size(f->min, lo, sizeof(lo));
+        wr_units_format_size(f->max, hi, sizeof(hi));
         snprintf(out, len, "size, %s to %s", lo, hi);
         break;
     case T_BOOL:

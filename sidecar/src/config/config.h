@@ -25,6 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "url.h"
+
 #define WR_CONFIG_MAX_ERRORS 64
 #define WR_MAX_PARTITIONS 64 /* most partitions a subscription may have */
 
@@ -34,44 +36,6 @@ typedef struct {
     int count;                         /* number of lines used */
     int dropped;                       /* errors found beyond WR_CONFIG_MAX_ERRORS */
 } wr_config_errors;
-
-/* TLS files for an amqps:// broker (amqp.tls): absolute paths, or NULL when not set. */
-typedef struct {
-    char *ca;   /* CA certificates (PEM) to verify the broker with; NULL: the system's */
-    char *cert; /* client certificate chain (PEM); set with key, or neither */
-    char *key;  /* its private key (PEM, not encrypted) */
-} wr_amqp_tls;
-
-/* An AMQP broker address, parsed from an amqp:// or amqps:// URL. */
-typedef struct {
-    char *url;      /* the URL as written after ${} expansion; may hold a password */
-    char *redacted; /* the same URL with the password replaced by "***": safe to log */
-    char *host;
-    int port;
-    char *user;
-    char *password;
-    char *vhost;
-    int ssl;                /* 1 for amqps:// */
-    const wr_amqp_tls *tls; /* in a loaded wr_config: its amqp.tls (owned by the config);
-                               NULL from wr_amqp_url_parse */
-} wr_amqp_url;
-
-/* A Redis address, parsed from redis://[[user]:password@]host[:port][/db]. */
-typedef struct {
-    char *url;
-    char *redacted;
-    char *host;
-    int port;       /* default 6379 */
-    char *user;     /* NULL unless given */
-    char *password; /* NULL unless given */
-    int db;         /* default 0 */
-    /* In a loaded wr_config: redis.sentinels and redis.master_name (owned by the config;
-     * NULL and 0 from wr_redis_url_parse and when not set). Then host and port are not
-     * used: every connect asks the sentinels where the primary is (rconn.h). */
-    char *const *sentinels; /* "HOST:PORT", sentinel_count of them */
-    int sentinel_count;
-    const char *master_name;
-} wr_redis_url;
 
 /* One binding of the subscription's queue to an exchange. */
 typedef struct {
@@ -327,35 +291,6 @@ void wr_config_errors_free(wr_config_errors *errs);
  * (no unit, unknown unit, negative, overflow).
  */
 int wr_config_parse_duration(const char *text, int64_t *ms);
-
-/* Parse a redis:// URL into OUT (fields malloc'd; free with wr_redis_url_clear).
- * Returns 0, or -1 with a reason (static string) in *WHY. */
-int wr_redis_url_parse(const char *text, wr_redis_url *out, const char **why);
-void wr_redis_url_clear(wr_redis_url *u);
-
-/*
- * Copy TEXT, a URL or something like one, with its password masked: the
- * userinfo (after "scheme://", or from the start when there is no scheme, up
- * to the last '@') keeps what comes before its first ':' and loses the rest
- * to "***"; a userinfo without ':' is masked whole. Only a real scheme (a
- * letter, then letters, digits, '+', '-', '.') before the first ':' counts,
- * so "user:pa://ss@host" becomes "user:***@host". Returns a malloc'd string,
- * or NULL when out of memory.
- */
-char *wr_url_mask(const char *text);
-
-/* Same for amqp:// and amqps:// URLs (rabbitmq-c's amqp_parse_url rules; the
- * vhost defaults to "/"). */
-int wr_amqp_url_parse(const char *text, wr_amqp_url *out, const char **why);
-void wr_amqp_url_clear(wr_amqp_url *u);
-
-/*
- * Parse an http.listen value: "HOST:PORT" with HOST an IPv4 address (or
- * "localhost", meaning 127.0.0.1) and PORT 0..65535 (0: any free port), or
- * "off". Returns 1 for off, 0 with the address in HOST (at least 16 bytes)
- * and *PORT, or -1 with a reason in *WHY.
- */
-int wr_listen_parse(const char *text, char *host, size_t hostcap, int *port, const char **why);
 
 /*
  * Write the configuration reference (every key, type, default, whether it
