@@ -125,7 +125,7 @@ static char *expand_into(strbuf *sb, const char *in, size_t n)
             char shown[NAME_ECHO_MAX + 4];
             wr_str_printable(body, namelen, NAME_ECHO_MAX, shown);
             return wr_str_format("invalid environment variable name '%s' (letters, digits and '_')",
-                          shown);
+                                 shown);
         }
         char *name = wr_str_dup_range(body, namelen);
         if (name == NULL) {
@@ -134,8 +134,8 @@ static char *expand_into(strbuf *sb, const char *in, size_t n)
         const char *value = getenv(name);
         if (dash == NULL && value == NULL) {
             char *msg = wr_str_format("environment variable '%s' is not set "
-                               "(write ${%s:-default} to give a default)",
-                               name, name);
+                                      "(write ${%s:-default} to give a default)",
+                                      name, name);
             free(name);
             return msg;
         }

@@ -385,7 +385,6 @@ oom:
     return -1;
 }
 
-
 int wr_listen_parse(const char *text, char *host, size_t hostcap, int *port, const char **why)
 {
     if (strcmp(text, "off") == 0) {

@@ -88,7 +88,6 @@ void wr_amqp_url_clear(wr_amqp_url *u);
  */
 int wr_listen_parse(const char *text, char *host, size_t hostcap, int *port, const char **why);
 
-
 /*
  * Where the part after "scheme://" starts in TEXT, or NULL when TEXT does not
  * begin with a scheme (RFC 3986: a letter, then letters, digits, '+', '-' or
