@@ -43,11 +43,12 @@ static void parse_alt_urls(loader *ld, wr_config *cfg, yaml_node_t *list, const 
         if (wr_amqp_url_parse(cfg->amqp_url_texts[i], &cfg->amqp_alts[i], &why) != 0) {
             char ipath[PATH_BUF];
             cfg_make_path(ipath, "%s.urls[%d]", path, i);
-            cfg_url_error(ld, NODE_LINE(v), NODE_COL(v), ipath, "AMQP", cfg->amqp_url_texts[i], why);
+            cfg_url_error(ld, NODE_LINE(v), NODE_COL(v), ipath, "AMQP", cfg->amqp_url_texts[i],
+                          why);
         } else if (cfg->amqp.url != NULL && cfg->amqp_alts[i].ssl != cfg->amqp.ssl) {
             cfg_err_at(ld, NODE_LINE(v), NODE_COL(v),
-                   "%s.urls[%d]: every node takes the same scheme as %s.url (%s)", path, i, path,
-                   cfg->amqp.ssl ? "amqps://" : "amqp://");
+                       "%s.urls[%d]: every node takes the same scheme as %s.url (%s)", path, i,
+                       path, cfg->amqp.ssl ? "amqps://" : "amqp://");
         }
     }
 }
@@ -68,15 +69,15 @@ void cfg_finish_amqp(loader *ld, void *base, int index, yaml_node_t *node, const
     }
     if (cfg->amqp.url != NULL && !cfg->amqp.ssl) {
         cfg_err_at(ld, NODE_LINE(tls), NODE_COL(tls),
-               "%s.tls: TLS files are set but %s.url is not an amqps:// URL", path, path);
+                   "%s.tls: TLS files are set but %s.url is not an amqps:// URL", path, path);
     }
     if ((cfg->amqp_tls.cert == NULL) != (cfg->amqp_tls.key == NULL) &&
         cfg_find_value(ld, tls, cfg->amqp_tls.cert == NULL ? "cert" : "key") == NULL) {
-        cfg_err_at(ld, NODE_LINE(tls), NODE_COL(tls), "%s.tls: cert and key go together: %s is missing",
-               path, cfg->amqp_tls.cert == NULL ? "cert" : "key");
+        cfg_err_at(ld, NODE_LINE(tls), NODE_COL(tls),
+                   "%s.tls: cert and key go together: %s is missing", path,
+                   cfg->amqp_tls.cert == NULL ? "cert" : "key");
     }
 }
-
 
 /*
  * After the redis section is walked: sentinels and master_name go together,
@@ -91,10 +92,10 @@ void cfg_finish_redis(loader *ld, void *base, int index, yaml_node_t *node, cons
     yaml_node_t *mn = cfg_find_value(ld, node, "master_name");
     if (sn != NULL && mn == NULL) {
         cfg_err_at(ld, NODE_LINE(sn), NODE_COL(sn), "%s.sentinels: needs %s.master_name too", path,
-               path);
+                   path);
     } else if (mn != NULL && sn == NULL) {
         cfg_err_at(ld, NODE_LINE(mn), NODE_COL(mn), "%s.master_name: needs %s.sentinels too", path,
-               path);
+                   path);
     }
     for (int i = 0; i < cfg->redis_sentinel_count; i++) {
         const char *s = cfg->redis_sentinels[i];
@@ -109,7 +110,7 @@ void cfg_finish_redis(loader *ld, void *base, int index, yaml_node_t *node, cons
                 v = yaml_document_get_node(ld->doc, sn->data.sequence.items.start[i]);
             }
             cfg_err_at(ld, NODE_LINE(v), NODE_COL(v),
-                   "%s.sentinels[%d]: expected HOST:PORT (such as 10.0.0.5:26379)", path, i);
+                       "%s.sentinels[%d]: expected HOST:PORT (such as 10.0.0.5:26379)", path, i);
         }
     }
     yaml_node_t *tn = cfg_find_value(ld, node, "min_replicas_timeout");
@@ -117,9 +118,9 @@ void cfg_finish_redis(loader *ld, void *base, int index, yaml_node_t *node, cons
         cfg->redis_min_replicas_timeout_ms >= cfg->redis_timeout_ms) {
         yaml_node_t *v = tn != NULL ? tn : cfg_find_value(ld, node, "timeout");
         cfg_err_at(ld, NODE_LINE(v != NULL ? v : node), NODE_COL(v != NULL ? v : node),
-               "%s.min_replicas_timeout (%lld ms) must be shorter than %s.timeout (%lld ms)", path,
-               (long long)cfg->redis_min_replicas_timeout_ms, path,
-               (long long)cfg->redis_timeout_ms);
+                   "%s.min_replicas_timeout (%lld ms) must be shorter than %s.timeout (%lld ms)",
+                   path, (long long)cfg->redis_min_replicas_timeout_ms, path,
+                   (long long)cfg->redis_timeout_ms);
     }
 }
 
@@ -149,9 +150,9 @@ void cfg_finish_ordering(loader *ld, void *base, int index, yaml_node_t *node, c
     if (v != NULL && v->type == YAML_SCALAR_NODE &&
         strcmp((const char *)v->data.scalar.value, "message_id") == 0) {
         cfg_err_at(ld, NODE_LINE(v), NODE_COL(v),
-               "%s.key: expected header:NAME or json:PATH (a message_id is unique per message "
-               "and orders nothing), got message_id",
-               path);
+                   "%s.key: expected header:NAME or json:PATH (a message_id is unique per message "
+                   "and orders nothing), got message_id",
+                   path);
     }
 }
 
@@ -165,14 +166,14 @@ void cfg_finish_gate(loader *ld, void *elems, int index, yaml_node_t *node, cons
     if (v != NULL && v->type == YAML_SCALAR_NODE &&
         strcmp((const char *)v->data.scalar.value, "message_id") == 0) {
         cfg_err_at(ld, NODE_LINE(v), NODE_COL(v),
-               "%s.key: expected header:NAME or json:PATH (a message_id is unique per message "
-               "and names no predecessor), got message_id",
-               path);
+                   "%s.key: expected header:NAME or json:PATH (a message_id is unique per message "
+                   "and names no predecessor), got message_id",
+                   path);
     }
     v = cfg_find_value(ld, node, "after");
     if (v != NULL && g->type != NULL && g->after != NULL && strcmp(g->type, g->after) == 0) {
         cfg_err_at(ld, NODE_LINE(v), NODE_COL(v), "%s.after: a type cannot wait for itself ('%s')",
-               path, g->after);
+                   path, g->after);
     }
 }
 
@@ -192,15 +193,17 @@ void cfg_check_gates(loader *ld, wr_config *cfg, yaml_node_t *root)
     for (int i = 0; i < cfg->sub_count; i++) {
         const wr_subscription *s = &cfg->subs[i];
         yaml_node_t *item = yaml_document_get_node(ld->doc, subs->data.sequence.items.start[i]);
-        yaml_node_t *gates = item->type == YAML_MAPPING_NODE ? cfg_find_value(ld, item, "gates") : NULL;
+        yaml_node_t *gates =
+            item->type == YAML_MAPPING_NODE ? cfg_find_value(ld, item, "gates") : NULL;
         if (s->gate_count == 0 || gates == NULL) {
             continue;
         }
         if (s->idem.enabled != 1) {
-            cfg_err_at(ld, NODE_LINE(gates), NODE_COL(gates),
-                   "subscriptions[%d].gates: need idempotency.enabled (the done mark a gate waits "
-                   "for is written with the idempotency record)",
-                   i);
+            cfg_err_at(
+                ld, NODE_LINE(gates), NODE_COL(gates),
+                "subscriptions[%d].gates: need idempotency.enabled (the done mark a gate waits "
+                "for is written with the idempotency record)",
+                i);
             continue;
         }
         for (int g = 0; g < s->gate_count && s->binding_count > 0; g++) {
@@ -211,9 +214,9 @@ void cfg_check_gates(loader *ld, wr_config *cfg, yaml_node_t *root)
             yaml_node_t *gn = yaml_document_get_node(ld->doc, gates->data.sequence.items.start[g]);
             yaml_node_t *v = cfg_find_value(ld, gn, "after");
             cfg_err_at(ld, v ? NODE_LINE(v) : gt->line, v ? NODE_COL(v) : gt->col,
-                   "subscriptions[%d].gates[%d].after: no binding of queue '%s' routes '%s': "
-                   "the gate would wait for a type that never comes",
-                   i, g, s->queue, gt->after);
+                       "subscriptions[%d].gates[%d].after: no binding of queue '%s' routes '%s': "
+                       "the gate would wait for a type that never comes",
+                       i, g, s->queue, gt->after);
         }
     }
 }
@@ -225,7 +228,7 @@ void cfg_check_gates(loader *ld, wr_config *cfg, yaml_node_t *root)
  * later, once the defaults section is known wherever it sits in the file.
  */
 void cfg_finish_subscription(loader *ld, void *elems, int index, yaml_node_t *node,
-                                const char *path)
+                             const char *path)
 {
     wr_subscription *subs = elems, *s = &subs[index];
     yaml_node_t *v;
@@ -236,9 +239,9 @@ void cfg_finish_subscription(loader *ld, void *elems, int index, yaml_node_t *no
         if (strlen(s->queue) + 4 > AMQP_SHORTSTR) {
             v = cfg_find_value(ld, node, "queue");
             cfg_err_at(ld, NODE_LINE(v), NODE_COL(v),
-                   "%s.queue: the default dlq '<queue>.dlq' would be longer than %d bytes "
-                   "(set dlq)",
-                   path, AMQP_SHORTSTR);
+                       "%s.queue: the default dlq '<queue>.dlq' would be longer than %d bytes "
+                       "(set dlq)",
+                       path, AMQP_SHORTSTR);
         } else {
             s->dlq = wr_str_format("%s.dlq", s->queue);
         }
@@ -249,16 +252,16 @@ void cfg_finish_subscription(loader *ld, void *elems, int index, yaml_node_t *no
     if (s->partitions > 0 && !s->ordering.enabled) {
         v = cfg_find_value(ld, node, "partitions");
         cfg_err_at(ld, NODE_LINE(v), NODE_COL(v),
-               "%s.partitions: needs ordering.key (a message's partition is chosen by its "
-               "ordering key)",
-               path);
+                   "%s.partitions: needs ordering.key (a message's partition is chosen by its "
+                   "ordering key)",
+                   path);
     } else if (s->partitions > 0 && s->queue != NULL &&
                strlen(s->queue) + strlen(".partitions") > AMQP_SHORTSTR) {
         v = cfg_find_value(ld, node, "queue");
         cfg_err_at(ld, NODE_LINE(v), NODE_COL(v),
-               "%s.queue: the partition exchange '<queue>.partitions' would be longer than %d "
-               "bytes",
-               path, AMQP_SHORTSTR);
+                   "%s.queue: the partition exchange '<queue>.partitions' would be longer than %d "
+                   "bytes",
+                   path, AMQP_SHORTSTR);
     }
     for (int j = 0; j < index; j++) {
         if (s->name != NULL && subs[j].name != NULL && strcmp(s->name, subs[j].name) == 0) {
@@ -266,8 +269,8 @@ void cfg_finish_subscription(loader *ld, void *elems, int index, yaml_node_t *no
             cfg_quote_if_short(s->name, q, sizeof(q));
             v = cfg_find_value(ld, node, "name");
             cfg_err_at(ld, NODE_LINE(v), NODE_COL(v),
-                   "%s.name: duplicate subscription name%s (also at %d:%d)", path, q, subs[j].line,
-                   subs[j].col);
+                       "%s.name: duplicate subscription name%s (also at %d:%d)", path, q,
+                       subs[j].line, subs[j].col);
             break;
         }
     }
@@ -277,8 +280,8 @@ void cfg_finish_subscription(loader *ld, void *elems, int index, yaml_node_t *no
             cfg_quote_if_short(s->queue, q, sizeof(q));
             v = cfg_find_value(ld, node, "queue");
             cfg_err_at(ld, NODE_LINE(v), NODE_COL(v),
-                   "%s.queue: queue%s is already consumed by subscriptions[%d] (at %d:%d)", path, q,
-                   j, subs[j].line, subs[j].col);
+                       "%s.queue: queue%s is already consumed by subscriptions[%d] (at %d:%d)",
+                       path, q, j, subs[j].line, subs[j].col);
             break;
         }
     }
@@ -307,8 +310,8 @@ void cfg_finish_retry(loader *ld, void *elems, int index, yaml_node_t *node, con
         if (first == NULL) {
             first = name;
         } else if (strcmp(first, name) != 0) {
-            cfg_err_at(ld, NODE_LINE(key), NODE_COL(key), "%s: set either delays or backoff, not both",
-                   path);
+            cfg_err_at(ld, NODE_LINE(key), NODE_COL(key),
+                       "%s: set either delays or backoff, not both", path);
             return;
         }
     }

@@ -168,8 +168,7 @@ typedef struct {
     /* Read the (expanded) scalar TEXT into the field at BASE; errors at AT. */
     void (*parse)(loader *ld, const field *f, void *base, const char *text, const scalar_at *at);
     /* Types that are not scalars (lists, mappings) read their whole node instead. */
-    void (*parse_node)(loader *ld, const field *f, void *base, yaml_node_t *node,
-                       const char *path);
+    void (*parse_node)(loader *ld, const field *f, void *base, yaml_node_t *node, const char *path);
     /* What the type accepts, after "expected" in messages: fixed words, or words
      * that depend on the field's bounds or values (then expects_fn). */
     const char *expects;
@@ -186,11 +185,11 @@ typedef struct {
     void (*set_default)(loader *ld, const field *f, void *base, const char *path);
     /* Free what the value holds and reset it (not BASE itself). */
     void (*free)(const field *f, void *base);
-    size_t plain_size; /* int, int64_t or double stored as is: its size (F_INHERIT copies
-                          it from the wr_config); 0 for other types */
-    bool bare;         /* written bare in YAML: a quoted "6" is refused as a string */
-    bool nested;       /* T_SECTION: the fields of f->sub live in the parent's struct (or
-                          where f->locate says): defaults, marks and merges go into them */
+    size_t plain_size;    /* int, int64_t or double stored as is: its size (F_INHERIT copies
+                             it from the wr_config); 0 for other types */
+    bool bare;            /* written bare in YAML: a quoted "6" is refused as a string */
+    bool nested;          /* T_SECTION: the fields of f->sub live in the parent's struct (or
+                             where f->locate says): defaults, marks and merges go into them */
     const char *ref_rows; /* mappings and lists: the reference lists their keys under
                              this prefix, a format of the key ("%s[]."); NULL: a value */
 } cfg_type_ops;
@@ -215,7 +214,7 @@ void cfg_reference_type(const field *f, char *out, size_t len);
 /* True when F (F_MERGE or F_INHERIT) holds a value in BASE. */
 bool cfg_is_set(const field *f, const void *base);
 void cfg_url_error(loader *ld, int line, int col, const char *path, const char *kind,
-                      const char *text, const char *why);
+                   const char *text, const char *why);
 /* Free what the fields of SEC hold in BASE (not BASE itself). */
 void cfg_free_fields(const section *sec, void *base);
 
@@ -232,14 +231,14 @@ void cfg_quote_if_short(const char *text, char *out, size_t cap);
 void cfg_kind_error(loader *ld, const field *f, yaml_node_t *node, const char *path);
 void cfg_expected_error(loader *ld, const field *f, const scalar_at *at);
 void cfg_set_scalar(loader *ld, const field *f, void *base, const char *text, int line, int col,
-                       const char *path);
+                    const char *path);
 bool cfg_spend(loader *ld, yaml_node_t *node, const char *path);
 bool cfg_has_nul(const yaml_node_t *node);
 char *cfg_expanded_scalar(loader *ld, yaml_node_t *node, const char *path);
 void *cfg_section_base(loader *ld, const field *f, void *base);
 void cfg_mark_unset_fields(const section *sec, void *base);
 void cfg_walk_mapping(loader *ld, const section *sec, void *base, yaml_node_t *node,
-                         const char *path);
+                      const char *path);
 yaml_node_t *cfg_find_value(loader *ld, yaml_node_t *map, const char *key);
 yaml_node_t *cfg_find_mapping(loader *ld, yaml_node_t *map, const char *key);
 char *cfg_read_file(const char *path, size_t *len, const char **what);
@@ -257,7 +256,7 @@ void cfg_finish_ordering(loader *ld, void *base, int index, yaml_node_t *node, c
 void cfg_finish_gate(loader *ld, void *elems, int index, yaml_node_t *node, const char *path);
 void cfg_check_gates(loader *ld, wr_config *cfg, yaml_node_t *root);
 void cfg_finish_subscription(loader *ld, void *elems, int index, yaml_node_t *node,
-                                const char *path);
+                             const char *path);
 void cfg_finish_retry(loader *ld, void *elems, int index, yaml_node_t *node, const char *path);
 
 /* config_merge.c */

@@ -156,7 +156,7 @@ void cfg_kind_error(loader *ld, const field *f, yaml_node_t *node, const char *p
     char want[128];
     cfg_expected_phrase(f, want, sizeof(want));
     cfg_err_at(ld, NODE_LINE(node), NODE_COL(node), "%s: expected %s, got %s", path, want,
-           cfg_node_kind(node));
+               cfg_node_kind(node));
 }
 
 /* Report that F wanted something else (cfg_expected_phrase says what). */
@@ -173,7 +173,7 @@ void cfg_expected_error(loader *ld, const field *f, const scalar_at *at)
  * through here too, written as text, so they obey the same rules.
  */
 void cfg_set_scalar(loader *ld, const field *f, void *base, const char *text, int line, int col,
-                       const char *path)
+                    const char *path)
 {
     char got[GOT_MAX];
     cfg_describe_value(f, text, got, sizeof(got));
@@ -198,8 +198,8 @@ bool cfg_spend(loader *ld, yaml_node_t *node, const char *path)
     if (++ld->values > MAX_VALUES) {
         ld->exhausted = true;
         cfg_err_at(ld, NODE_LINE(node), NODE_COL(node),
-               "%s: more than %d values in all (a YAML alias counts once per use)", path,
-               MAX_VALUES);
+                   "%s: more than %d values in all (a YAML alias counts once per use)", path,
+                   MAX_VALUES);
         return false;
     }
     return true;
@@ -275,10 +275,10 @@ static void set_node(loader *ld, const field *f, void *base, yaml_node_t *node, 
         char want[128];
         cfg_expected_phrase(f, want, sizeof(want));
         cfg_err_at(ld, NODE_LINE(node), NODE_COL(node),
-               "%s: expected %s, got the quoted string %c%s%c (write it without quotes)", path,
-               want, node->data.scalar.style == YAML_SINGLE_QUOTED_SCALAR_STYLE ? '\'' : '"',
-               (const char *)node->data.scalar.value,
-               node->data.scalar.style == YAML_SINGLE_QUOTED_SCALAR_STYLE ? '\'' : '"');
+                   "%s: expected %s, got the quoted string %c%s%c (write it without quotes)", path,
+                   want, node->data.scalar.style == YAML_SINGLE_QUOTED_SCALAR_STYLE ? '\'' : '"',
+                   (const char *)node->data.scalar.value,
+                   node->data.scalar.style == YAML_SINGLE_QUOTED_SCALAR_STYLE ? '\'' : '"');
         return;
     }
     char *text = cfg_expanded_scalar(ld, node, path);
@@ -300,7 +300,7 @@ static void apply_missing(loader *ld, const field *f, void *base, yaml_node_t *m
 {
     if ((f->flags & F_REQUIRED) && map != NULL) {
         cfg_err_at(ld, NODE_LINE(map), NODE_COL(map), "missing required key '%s' %s%s", f->name,
-               path[0] != '\0' ? "in " : "at the top level", path);
+                   path[0] != '\0' ? "in " : "at the top level", path);
     }
     const cfg_type_ops *ops = cfg_ops(f);
     if (ops->nested) {
@@ -338,7 +338,7 @@ static int find_field(const section *sec, const char *name)
  * rest.
  */
 void cfg_walk_mapping(loader *ld, const section *sec, void *base, yaml_node_t *node,
-                         const char *path)
+                      const char *path)
 {
     yaml_node_t *seen[MAX_FIELDS] = {0};
     const char *where = path[0] != '\0' ? "in " : "at the top level";
@@ -354,13 +354,13 @@ void cfg_walk_mapping(loader *ld, const section *sec, void *base, yaml_node_t *n
             return;
         }
         if (key->type != YAML_SCALAR_NODE) {
-            cfg_err_at(ld, NODE_LINE(key), NODE_COL(key), "expected a string key %s%s, got %s", where,
-                   path, cfg_node_kind(key));
+            cfg_err_at(ld, NODE_LINE(key), NODE_COL(key), "expected a string key %s%s, got %s",
+                       where, path, cfg_node_kind(key));
             continue;
         }
         if (cfg_has_nul(key)) {
-            cfg_err_at(ld, NODE_LINE(key), NODE_COL(key), "a key %s%s contains a NUL byte (\\0)", where,
-                   path);
+            cfg_err_at(ld, NODE_LINE(key), NODE_COL(key), "a key %s%s contains a NUL byte (\\0)",
+                       where, path);
             continue;
         }
         const char *name = (const char *)key->data.scalar.value;
@@ -375,13 +375,14 @@ void cfg_walk_mapping(loader *ld, const section *sec, void *base, yaml_node_t *n
             }
             char shown[KEY_ECHO_MAX + 4];
             wr_str_printable(name, strlen(name), KEY_ECHO_MAX, shown);
-            cfg_err_at(ld, NODE_LINE(key), NODE_COL(key), "unknown key '%s' %s%s (expected one of: %s)",
-                   shown, where, path, known);
+            cfg_err_at(ld, NODE_LINE(key), NODE_COL(key),
+                       "unknown key '%s' %s%s (expected one of: %s)", shown, where, path, known);
             continue;
         }
         if (seen[i] != NULL) {
-            cfg_err_at(ld, NODE_LINE(key), NODE_COL(key), "duplicate key '%s' %s%s (first at %d:%d)",
-                   name, where, path, NODE_LINE(seen[i]), NODE_COL(seen[i]));
+            cfg_err_at(ld, NODE_LINE(key), NODE_COL(key),
+                       "duplicate key '%s' %s%s (first at %d:%d)", name, where, path,
+                       NODE_LINE(seen[i]), NODE_COL(seen[i]));
             continue;
         }
         seen[i] = key;
@@ -523,11 +524,11 @@ void cfg_yaml_error(loader *ld, yaml_parser_t *parser, const char *buf, size_t l
         cfg_err_at(ld, line, col, "out of memory while parsing YAML");
     } else if (parser->context != NULL) {
         cfg_err_at(ld, line, col, "YAML syntax error: %s (%s that started at %d:%d)",
-               parser->problem ? parser->problem : "unknown problem", parser->context,
-               (int)parser->context_mark.line + 1, (int)parser->context_mark.column + 1);
+                   parser->problem ? parser->problem : "unknown problem", parser->context,
+                   (int)parser->context_mark.line + 1, (int)parser->context_mark.column + 1);
     } else {
         cfg_err_at(ld, line, col, "YAML syntax error: %s",
-               parser->problem ? parser->problem : "unknown problem");
+                   parser->problem ? parser->problem : "unknown problem");
     }
 }
 
@@ -558,7 +559,7 @@ bool cfg_check_depth(loader *ld, const char *buf, size_t len)
         case YAML_MAPPING_START_EVENT:
             if (++depth > MAX_YAML_DEPTH) {
                 cfg_err_at(ld, (int)event.start_mark.line + 1, (int)event.start_mark.column + 1,
-                       "YAML collections nested more than %d deep", MAX_YAML_DEPTH);
+                           "YAML collections nested more than %d deep", MAX_YAML_DEPTH);
                 ok = false;
                 done = true;
             }

@@ -99,11 +99,11 @@ static void merge_retry(loader *ld, wr_retry_policy *dst, yaml_node_t *node, wr_
     if (own_max) {
         wr_units_format_duration(dst->initial_ms, other, sizeof(other));
         cfg_err_at(ld, NODE_LINE(vm), NODE_COL(vm), "%s.max: must be at least backoff.initial (%s)",
-               bpath, other);
+                   bpath, other);
     } else {
         wr_units_format_duration(dst->max_ms, other, sizeof(other));
         cfg_err_at(ld, NODE_LINE(vi), NODE_COL(vi), "%s.initial: must be at most backoff.max (%s)",
-               bpath, other);
+                   bpath, other);
     }
 }
 
@@ -120,7 +120,8 @@ void cfg_merge_policies(loader *ld, wr_config *cfg, yaml_node_t *root)
     yaml_node_t *defaults = cfg_find_mapping(ld, root, "defaults");
     yaml_node_t *subs = cfg_find_value(ld, root, "subscriptions");
 
-    merge_retry(ld, &ld->def_retry, cfg_find_mapping(ld, defaults, "retry"), NULL, "defaults.retry");
+    merge_retry(ld, &ld->def_retry, cfg_find_mapping(ld, defaults, "retry"), NULL,
+                "defaults.retry");
     merge_fields(ld, &cfg_idem_section, &ld->def_idem, NULL, "defaults.idempotency");
     merge_fields(ld, &cfg_breaker_section, &ld->def_breaker, NULL, "defaults.breaker");
     for (int i = 0; i < cfg->breaker_count; i++) {

@@ -62,7 +62,10 @@ static void write_rows(FILE *fp, const section *sec, const char *prefix, const c
         cfg_reference_type(f, type, sizeof(type));
         default_text(f, inherit, def, sizeof(def));
         fprintf(fp, "| `%s` | %s | %s | %s | %s |\n", key, type, def,
-                nested ? "-" : (f->flags & F_LIVE) ? "yes" : "no (restart)", f->desc);
+                nested                ? "-"
+                : (f->flags & F_LIVE) ? "yes"
+                                      : "no (restart)",
+                f->desc);
         if (nested) {
             write_nested(fp, f, key, inherit);
         }

@@ -44,7 +44,6 @@ static const char *const breaker_counts[] = {"dependencies", "all", NULL};
 _Static_assert(sizeof(wr_log_level) == sizeof(int), "log level is stored as an int");
 _Static_assert(sizeof(wr_key_source) == sizeof(int), "key source is stored as an int");
 
-
 /*
  * retry, idempotency and breaker: one table each, used both under defaults
  * (where the loader keeps the values: wr_config has no room for them) and in
@@ -246,7 +245,7 @@ static const field breaker_fields[] = {
 };
 
 const section cfg_breaker_section = {breaker_fields, NFIELDS(breaker_fields),
-                                        sizeof(wr_breaker_policy), NULL};
+                                     sizeof(wr_breaker_policy), NULL};
 
 static const field binding_fields[] = {
     {.name = "exchange",
@@ -566,7 +565,7 @@ static const field subscription_fields[] = {
 };
 
 const section cfg_subscription_section = {subscription_fields, NFIELDS(subscription_fields),
-                                             sizeof(wr_subscription), cfg_finish_subscription};
+                                          sizeof(wr_subscription), cfg_finish_subscription};
 
 static const field tls_fields[] = {
     {.name = "ca",

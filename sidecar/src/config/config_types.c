@@ -22,7 +22,6 @@
 #include "strutil.h"
 #include "units.h"
 
-
 /* Replace the char * at P with TEXT copied; false only when out of memory. */
 static bool set_string(char **p, const char *text)
 {
@@ -116,7 +115,7 @@ static char *resolve_path(loader *ld, const field *f, const char *text, char **e
  * a secret pasted under the wrong key.
  */
 void cfg_url_error(loader *ld, int line, int col, const char *path, const char *kind,
-                      const char *text, const char *why)
+                   const char *text, const char *why)
 {
     if (wr_url_after_scheme(text) != NULL) {
         char *masked = wr_url_mask_userinfo(text, true);
@@ -141,7 +140,7 @@ static void set_string_field(loader *ld, const field *f, void *base, const char 
     }
     if ((int64_t)len > f->max) {
         cfg_err_at(ld, at->line, at->col, "%s: must be at most %lld bytes long, got %zu bytes",
-               at->path, (long long)f->max, len);
+                   at->path, (long long)f->max, len);
         return;
     }
     if (f->flags & F_IDENT) {
@@ -149,8 +148,8 @@ static void set_string_field(loader *ld, const field *f, void *base, const char 
                                     "abcdefghijklmnopqrstuvwxyz0123456789_.-";
         if (strspn(text, ident) != len) {
             cfg_err_at(ld, at->line, at->col,
-                   "%s: may contain only letters, digits, '_', '.' and '-', got %s", at->path,
-                   at->got);
+                       "%s: may contain only letters, digits, '_', '.' and '-', got %s", at->path,
+                       at->got);
             return;
         }
     }
@@ -208,8 +207,8 @@ static void set_duration_field(loader *ld, const field *f, void *base, const cha
         char lo[32], hi[32];
         wr_units_format_duration(f->min, lo, sizeof(lo));
         wr_units_format_duration(f->max, hi, sizeof(hi));
-        cfg_err_at(ld, at->line, at->col, "%s: expected a duration from %s to %s%s, got %s", at->path,
-               lo, hi, or_none, at->got);
+        cfg_err_at(ld, at->line, at->col, "%s: expected a duration from %s to %s%s, got %s",
+                   at->path, lo, hi, or_none, at->got);
         return;
     }
     *AT(base, f->offset, int64_t) = ms;
@@ -249,8 +248,8 @@ static void set_key_field(loader *ld, const field *f, void *base, const char *te
         arg = text + 7;
         if (strlen(arg) > AMQP_SHORTSTR) {
             cfg_err_at(ld, at->line, at->col,
-                   "%s: the header name must be at most %d bytes long, got %zu bytes", at->path,
-                   AMQP_SHORTSTR, strlen(arg));
+                       "%s: the header name must be at most %d bytes long, got %zu bytes", at->path,
+                       AMQP_SHORTSTR, strlen(arg));
             return;
         }
     } else if (strncmp(text, "json:", 5) == 0) {
@@ -260,9 +259,9 @@ static void set_key_field(loader *ld, const field *f, void *base, const char *te
             char gotpath[GOT_MAX];
             cfg_describe_value(f, arg, gotpath, sizeof(gotpath));
             cfg_err_at(ld, at->line, at->col,
-                   "%s: invalid JSON path (names of letters, digits, '_' and '-', joined by "
-                   "'.'), got %s",
-                   at->path, gotpath);
+                       "%s: invalid JSON path (names of letters, digits, '_' and '-', joined by "
+                       "'.'), got %s",
+                       at->path, gotpath);
             return;
         }
     } else {
@@ -290,8 +289,8 @@ static void set_size_field(loader *ld, const field *f, void *base, const char *t
         char lo[32], hi[32];
         wr_units_format_size(f->min, lo, sizeof(lo));
         wr_units_format_size(f->max, hi, sizeof(hi));
-        cfg_err_at(ld, at->line, at->col, "%s: expected a size from %s to %s, got %s", at->path, lo, hi,
-               at->got);
+        cfg_err_at(ld, at->line, at->col, "%s: expected a size from %s to %s, got %s", at->path, lo,
+                   hi, at->got);
         return;
     }
     *AT(base, f->offset, int64_t) = bytes;
@@ -414,7 +413,7 @@ static void set_strlist(loader *ld, const field *f, void *base, yaml_node_t *nod
         }
         if (item->type != YAML_SCALAR_NODE) {
             cfg_err_at(ld, NODE_LINE(item), NODE_COL(item), "%s: expected a string, got %s", ipath,
-                   cfg_node_kind(item));
+                       cfg_node_kind(item));
             continue;
         }
         char *text = cfg_expanded_scalar(ld, item, ipath);
@@ -423,8 +422,8 @@ static void set_strlist(loader *ld, const field *f, void *base, yaml_node_t *nod
         }
         if ((int64_t)strlen(text) > f->max) {
             cfg_err_at(ld, NODE_LINE(item), NODE_COL(item),
-                   "%s: must be at most %lld bytes long, got %zu bytes", ipath, (long long)f->max,
-                   strlen(text));
+                       "%s: must be at most %lld bytes long, got %zu bytes", ipath,
+                       (long long)f->max, strlen(text));
             free(text);
             continue;
         }
@@ -456,7 +455,7 @@ static void set_durlist(loader *ld, const field *f, void *base, yaml_node_t *nod
     }
     if (n > f->max_count) {
         cfg_err_at(ld, NODE_LINE(node), NODE_COL(node), "%s: must have at most %d entries, got %d",
-               path, f->max_count, n);
+                   path, f->max_count, n);
         return;
     }
     int64_t *list = calloc((size_t)n, sizeof(int64_t));
@@ -490,7 +489,6 @@ static void set_durlist(loader *ld, const field *f, void *base, yaml_node_t *nod
     }
 }
 
-
 /* Read a list of mappings into a calloc'd element array, each walked against f->sub. */
 static void set_list(loader *ld, const field *f, void *base, yaml_node_t *node, const char *path)
 {
@@ -509,8 +507,8 @@ static void set_list(loader *ld, const field *f, void *base, yaml_node_t *node, 
         return;
     }
     if (f->max > 0 && n > f->max) {
-        cfg_err_at(ld, NODE_LINE(node), NODE_COL(node), "%s: must have at most %lld entries, got %d",
-               path, (long long)f->max, n);
+        cfg_err_at(ld, NODE_LINE(node), NODE_COL(node),
+                   "%s: must have at most %lld entries, got %d", path, (long long)f->max, n);
         return;
     }
     if (n == 0) {
@@ -532,7 +530,7 @@ static void set_list(loader *ld, const field *f, void *base, yaml_node_t *node, 
         }
         if (item->type != YAML_MAPPING_NODE) {
             cfg_err_at(ld, NODE_LINE(item), NODE_COL(item), "%s: expected a mapping, got %s", ipath,
-                   cfg_node_kind(item));
+                       cfg_node_kind(item));
             continue;
         }
         cfg_walk_mapping(ld, sec, elems + (size_t)i * sec->elem_size, item, ipath);
@@ -540,6 +538,39 @@ static void set_list(loader *ld, const field *f, void *base, yaml_node_t *node, 
             sec->finish(ld, elems, i, item, ipath);
         }
     }
+}
+
+/*
+ * The name of entry I of a mapping of names (PAIRS, in PATH), or NULL with
+ * the error recorded when its key is not a string, holds a NUL byte, or was
+ * given before.
+ */
+static const char *named_key(loader *ld, yaml_node_pair_t *pairs, int i, const char *path)
+{
+    yaml_node_t *key = yaml_document_get_node(ld->doc, pairs[i].key);
+    if (key->type != YAML_SCALAR_NODE) {
+        cfg_err_at(ld, NODE_LINE(key), NODE_COL(key), "expected a string key in %s, got %s", path,
+                   cfg_node_kind(key));
+        return NULL;
+    }
+    if (cfg_has_nul(key)) {
+        cfg_err_at(ld, NODE_LINE(key), NODE_COL(key), "a key in %s contains a NUL byte (\\0)",
+                   path);
+        return NULL;
+    }
+    const char *name = (const char *)key->data.scalar.value;
+    for (int j = 0; j < i; j++) {
+        yaml_node_t *k = yaml_document_get_node(ld->doc, pairs[j].key);
+        if (k->type == YAML_SCALAR_NODE && strcmp((const char *)k->data.scalar.value, name) == 0) {
+            char shown[KEY_ECHO_MAX + 4];
+            wr_str_printable(name, strlen(name), KEY_ECHO_MAX, shown);
+            cfg_err_at(ld, NODE_LINE(key), NODE_COL(key),
+                       "duplicate key '%s' in %s (first at %d:%d)", shown, path, NODE_LINE(k),
+                       NODE_COL(k));
+            return NULL;
+        }
+    }
+    return name;
 }
 
 /*
@@ -564,8 +595,8 @@ static void set_named(loader *ld, const field *f, void *base, yaml_node_t *node,
     pairs = node->data.mapping.pairs.start;
     n = (int)(node->data.mapping.pairs.top - pairs);
     if (f->max > 0 && n > f->max) {
-        cfg_err_at(ld, NODE_LINE(node), NODE_COL(node), "%s: must have at most %lld entries, got %d",
-               path, (long long)f->max, n);
+        cfg_err_at(ld, NODE_LINE(node), NODE_COL(node),
+                   "%s: must have at most %lld entries, got %d", path, (long long)f->max, n);
         return;
     }
     if (n == 0) {
@@ -586,36 +617,14 @@ static void set_named(loader *ld, const field *f, void *base, yaml_node_t *node,
         yaml_node_t *key = yaml_document_get_node(ld->doc, pairs[i].key);
         yaml_node_t *value = yaml_document_get_node(ld->doc, pairs[i].value);
         void *elem = elems + (size_t)i * sec->elem_size;
-        yaml_node_t *first = NULL;
         char sub[PATH_BUF];
 
         cfg_mark_unset_fields(sec, elem);
         if (!cfg_spend(ld, key, path)) {
             return;
         }
-        if (key->type != YAML_SCALAR_NODE) {
-            cfg_err_at(ld, NODE_LINE(key), NODE_COL(key), "expected a string key in %s, got %s", path,
-                   cfg_node_kind(key));
-            continue;
-        }
-        if (cfg_has_nul(key)) {
-            cfg_err_at(ld, NODE_LINE(key), NODE_COL(key), "a key in %s contains a NUL byte (\\0)",
-                   path);
-            continue;
-        }
-        const char *name = (const char *)key->data.scalar.value;
-        for (int j = 0; j < i && first == NULL; j++) {
-            yaml_node_t *k = yaml_document_get_node(ld->doc, pairs[j].key);
-            if (k->type == YAML_SCALAR_NODE &&
-                strcmp((const char *)k->data.scalar.value, name) == 0) {
-                first = k;
-            }
-        }
-        if (first != NULL) {
-            char shown[KEY_ECHO_MAX + 4];
-            wr_str_printable(name, strlen(name), KEY_ECHO_MAX, shown);
-            cfg_err_at(ld, NODE_LINE(key), NODE_COL(key), "duplicate key '%s' in %s (first at %d:%d)",
-                   shown, path, NODE_LINE(first), NODE_COL(first));
+        const char *name = named_key(ld, pairs, i, path);
+        if (name == NULL) {
             continue;
         }
         cfg_set_scalar(ld, &name_field, &names[i], name, NODE_LINE(key), NODE_COL(key), path);
@@ -624,7 +633,7 @@ static void set_named(loader *ld, const field *f, void *base, yaml_node_t *node,
         cfg_join_key(sub, path, shown);
         if (value->type != YAML_MAPPING_NODE) {
             cfg_err_at(ld, NODE_LINE(value), NODE_COL(value), "%s: expected a mapping, got %s", sub,
-                   cfg_node_kind(value));
+                       cfg_node_kind(value));
             continue;
         }
         cfg_walk_mapping(ld, sec, elem, value, sub);
@@ -634,12 +643,8 @@ static void set_named(loader *ld, const field *f, void *base, yaml_node_t *node,
     }
 }
 
-
-
-
 /* T_SECTION: a nested mapping, walked against f->sub, then its finish hook. */
-static void set_section(loader *ld, const field *f, void *base, yaml_node_t *node,
-                        const char *path)
+static void set_section(loader *ld, const field *f, void *base, yaml_node_t *node, const char *path)
 {
     if (node->type != YAML_MAPPING_NODE) {
         cfg_kind_error(ld, f, node, path);
@@ -797,8 +802,7 @@ static void copy_key(loader *ld, const field *f, void *dst, const void *src, con
     *AT(dst, f->offset, int) = *AT(src, f->offset, const int);
 }
 
-static void copy_durlist(loader *ld, const field *f, void *dst, const void *src,
-                         const char *path)
+static void copy_durlist(loader *ld, const field *f, void *dst, const void *src, const char *path)
 {
     int n = *AT(src, f->count_offset, const int);
     int64_t *list = malloc((size_t)n * sizeof(int64_t));
@@ -1077,15 +1081,12 @@ static const cfg_type_ops named_ops = {
 };
 
 static const cfg_type_ops *const type_ops[] = {
-    [T_STRING] = &string_ops,       [T_PATH] = &path_ops,
-    [T_INT] = &int_ops,             [T_DURATION] = &duration_ops,
-    [T_SIZE] = &size_ops,           [T_BOOL] = &bool_ops,
-    [T_ENUM] = &enum_ops,           [T_ENUM_STR] = &enum_str_ops,
-    [T_NUMBER] = &number_ops,       [T_DURLIST] = &durlist_ops,
-    [T_KEY] = &key_ops,             [T_AMQP_URL] = &amqp_url_ops,
-    [T_REDIS_URL] = &redis_url_ops, [T_STRLIST] = &strlist_ops,
-    [T_SECTION] = &section_ops,     [T_LIST] = &list_ops,
-    [T_NAMED] = &named_ops,
+    [T_STRING] = &string_ops,       [T_PATH] = &path_ops,         [T_INT] = &int_ops,
+    [T_DURATION] = &duration_ops,   [T_SIZE] = &size_ops,         [T_BOOL] = &bool_ops,
+    [T_ENUM] = &enum_ops,           [T_ENUM_STR] = &enum_str_ops, [T_NUMBER] = &number_ops,
+    [T_DURLIST] = &durlist_ops,     [T_KEY] = &key_ops,           [T_AMQP_URL] = &amqp_url_ops,
+    [T_REDIS_URL] = &redis_url_ops, [T_STRLIST] = &strlist_ops,   [T_SECTION] = &section_ops,
+    [T_LIST] = &list_ops,           [T_NAMED] = &named_ops,
 };
 _Static_assert(sizeof(type_ops) / sizeof(type_ops[0]) == T_NAMED + 1,
                "every field type has its ops record");

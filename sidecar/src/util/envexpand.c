@@ -61,6 +61,35 @@ static bool valid_env_name(const char *s, size_t n)
 }
 
 /*
+ * Find the '}' that closes the "${" whose body starts at IN[START], skipping
+ * "$$" and nested "${...}" (at most WR_ENV_MAX_DEPTH deep in all). Returns
+ * NULL with the index just past it in *END, or a malloc'd error message.
+ */
+static char *closing_brace(const char *in, size_t n, size_t start, size_t *end)
+{
+    size_t j = start, depth = 1;
+    while (j < n && depth > 0) {
+        if (in[j] == '$' && j + 1 < n && (in[j + 1] == '$' || in[j + 1] == '{')) {
+            depth += in[j + 1] == '{';
+            if (depth > WR_ENV_MAX_DEPTH) {
+                return wr_str_format("${} defaults nested more than %d deep", WR_ENV_MAX_DEPTH);
+            }
+            j += 2;
+            continue;
+        }
+        if (in[j] == '}') {
+            depth--;
+        }
+        j++;
+    }
+    if (depth > 0) {
+        return strdup("unterminated '${' (write $$ for a literal '$')");
+    }
+    *end = j;
+    return NULL;
+}
+
+/*
  * Expand [IN, IN+N) into SB: "$$" is a literal '$', "${VAR}" the variable
  * (an error when unset), "${VAR:-default}" the variable or, when it is unset
  * or empty, the default (itself expanded, so defaults may nest, up to
@@ -86,24 +115,10 @@ static char *expand_into(strbuf *sb, const char *in, size_t n)
             lit = i;
             continue;
         }
-        /* "${": find the matching '}', skipping "$$" and nested "${...}". */
-        size_t j = i + 2, depth = 1;
-        while (j < n && depth > 0) {
-            if (in[j] == '$' && j + 1 < n && (in[j + 1] == '$' || in[j + 1] == '{')) {
-                depth += in[j + 1] == '{';
-                if (depth > WR_ENV_MAX_DEPTH) {
-                    return wr_str_format("${} defaults nested more than %d deep", WR_ENV_MAX_DEPTH);
-                }
-                j += 2;
-                continue;
-            }
-            if (in[j] == '}') {
-                depth--;
-            }
-            j++;
-        }
-        if (depth > 0) {
-            return strdup("unterminated '${' (write $$ for a literal '$')");
+        size_t j = n;
+        char *err = closing_brace(in, n, i + 2, &j);
+        if (err != NULL) {
+            return err;
         }
         const char *body = in + i + 2;
         size_t blen = j - 1 - (i + 2);
@@ -141,7 +156,7 @@ static char *expand_into(strbuf *sb, const char *in, size_t n)
         }
         free(name);
         if (dash != NULL && (value == NULL || value[0] == '\0')) {
-            char *err = expand_into(sb, dash + 2, (size_t)(body + blen - (dash + 2)));
+            err = expand_into(sb, dash + 2, (size_t)(body + blen - (dash + 2)));
             if (err != NULL) {
                 return err;
             }
