@@ -25,6 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "breaker.h"
+#include "retry.h"
 #include "url.h"
 
 #define WR_CONFIG_MAX_ERRORS 64
@@ -46,22 +48,6 @@ typedef struct {
     int routing_key_count;
 } wr_binding;
 
-/*
- * When and how often a failed message is tried again. Either an explicit list
- * of delays (attempt n+1 waits delays[n-1]; the last delay repeats) or
- * exponential backoff (initial * multiplier^(n-1), capped at max, each delay
- * shortened by up to `jitter` of itself at random).
- */
-typedef struct {
-    int max_attempts;   /* attempts in all, the first included; 1..100, default 5 */
-    int64_t *delays_ms; /* explicit delays, delay_count of them; NULL with backoff */
-    int delay_count;
-    int64_t initial_ms; /* backoff.initial, default 1s */
-    double multiplier;  /* backoff.multiplier, 1.0..10.0, default 2.0 */
-    int64_t max_ms;     /* backoff.max, default 5m */
-    double jitter;      /* backoff.jitter, 0.0..1.0, default 0.0 */
-} wr_retry_policy;
-
 typedef enum {
     WR_KEY_MESSAGE_ID = 0, /* the AMQP message_id (default) */
     WR_KEY_HEADER,         /* a header, named by key_arg */
@@ -81,30 +67,6 @@ typedef struct {
                              default 30s, at least 1s */
     int missing_key_hash; /* missing_key: "dlq" (0, default) or "body-hash" (1) */
 } wr_idem_policy;
-
-/*
- * When a circuit breaker opens and how it recovers (breaker.h). Failures are
- * retryable handler failures and timeouts; rejections, duplicates and invalid
- * messages do not count.
- */
-typedef struct {
-    int enabled;              /* breaker.enabled, default 1 */
-    int window;               /* calls in the sliding window, 1..1000, default 20 */
-    int64_t window_ms;        /* or a time window (breaker.window_time), 0 = count window;
-                                 1s..1h when set; then `window` is unused */
-    int min_calls;            /* calls in the window before the ratio counts, 1..1000,
-                                 default 10 */
-    double failure_ratio;     /* failures/calls that open it, 0 < r <= 1, default 0.5 */
-    int consecutive_failures; /* or this many failures in a row open it, 0 = off (default) */
-    int64_t open_ms;          /* how long it stays open before half-open, 100ms..1h,
-                                 default 30s */
-    int half_open_probes;     /* calls let through half-open; that many successes close it,
-                                 one failure re-opens it; 1..100, default 3 */
-    int count_all;            /* breaker.counts: 0 "dependencies" (default): a subscription's
-                                 breaker counts timeouts, ctx.retry and errors raised by a
-                                 dependency (ctx.http, a named breaker), not the handler's
-                                 own bugs; 1 "all": every retryable failure */
-} wr_breaker_policy;
 
 /*
  * Per-key order (ordering.h): the messages of a subscription that share an
