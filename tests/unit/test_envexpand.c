@@ -63,9 +63,10 @@ static void test_refusals(void)
               "ERR:invalid environment variable name 'A?B' (letters, digits and '_')");
     char name[WR_ENV_MAX_NAME + 8];
     memset(name, 'A', sizeof(name));
-    snprintf(name, sizeof(name), "${%.*s}", WR_ENV_MAX_NAME + 1,
-             "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-             "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    snprintf(
+        name, sizeof(name), "${%.*s}", WR_ENV_MAX_NAME + 1,
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
     CHECK_STR(expand(name), "ERR:environment variable name longer than 128 bytes");
 }
 

@@ -3,9 +3,10 @@
  *
  * wr_config_load() reads one YAML file (libyaml's document API, so every value
  * keeps its line and column), expands ${VAR} and ${VAR:-default} from the
- * environment in every scalar, and walks the result against a declarative
- * schema (the table in config.c, which also feeds `warren config-reference` and
- * the README's reference table). Unknown keys, wrong types, missing required
+ * environment in every scalar (envexpand.h), and walks the result against a
+ * declarative schema (the tables in config_schema.c, which also feed `warren
+ * config-reference` and docs/configuration.md's table; the other files of the
+ * module are listed in config_internal.h). Unknown keys, wrong types, missing required
  * fields, bad durations and unparsable URLs are all reported, not just the
  * first one, each as one line:
  *
@@ -18,6 +19,9 @@
  * wr_config_free(). Nothing in here touches the network: handler files are
  * resolved to absolute paths and checked to exist, compiling them is the Lua
  * runtime's job (see lua_rt.h).
+ *
+ * Types defined elsewhere and included here: the URL types (url.h), the
+ * retry and breaker policies (retry.h, breaker.h).
  */
 #ifndef WR_CONFIG_H
 #define WR_CONFIG_H

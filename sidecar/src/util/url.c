@@ -10,9 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <sys/time.h> /* rabbitmq-c's amqp.h needs struct timeval under -std=c11 */
-#include <amqp.h>
-
+#include "amqp_compat.h"
 #include "strutil.h"
 
 /*
