@@ -79,8 +79,8 @@ typedef enum {
 #define F_IDENT 0x4u    /* string limited to [A-Za-z0-9_.-] */
 #define F_INHERIT 0x8u  /* unset: copied from the wr_config field at inherit_offset */
 #define F_NONE 0x10u    /* T_DURATION: "none" is accepted too, stored as 0 */
-/* F_MERGE: starts unset (see cfg_mark_unset); once the whole file is walked, cfg_merge_policies()
- * fills it from the defaults, else from def. */
+/* F_MERGE: starts unset (cfg_mark_unset_fields); once the whole file is walked,
+ * cfg_merge_policies() fills it from the defaults, else from def. */
 #define F_MERGE 0x20u
 #define F_GT_MIN 0x40u /* T_NUMBER: min itself is excluded (0 < r <= 1) */
 #define F_KEYNAME                                                                                  \
