@@ -21,7 +21,7 @@
  * runtime's job (see lua_rt.h).
  *
  * Types defined elsewhere and included here: the URL types (url.h), the
- * retry and breaker policies (retry.h, breaker.h).
+ * retry and breaker policies (retry.h, breaker.h), the log levels (log.h).
  */
 #ifndef WR_CONFIG_H
 #define WR_CONFIG_H
@@ -30,6 +30,7 @@
 #include <stdint.h>
 
 #include "breaker.h"
+#include "log.h"
 #include "retry.h"
 #include "url.h"
 
@@ -150,8 +151,6 @@ typedef struct {
     int trace_field_count;
     int line, col; /* where the subscription starts, for later messages */
 } wr_subscription;
-
-typedef enum { WR_LOG_DEBUG = 0, WR_LOG_INFO, WR_LOG_WARN, WR_LOG_ERROR } wr_log_level;
 
 typedef struct {
     char *path; /* the config file as given */
