@@ -5,13 +5,10 @@
  * document, walk it against the schema (config_load.c), merge the policies
  * (config_merge.c), run the checks that span sections, and either hand back
  * the config or free it and hand back every error in file order. The other
- * files of the module are listed in config_internal.h. Everything here is
- * pure apart from reading the one file and resolving paths with realpath();
- * there is no global mutable state.
+ * files of the module are listed in config_internal.h. The module is pure
+ * apart from reading the one file and resolving paths with realpath()
+ * (config_load.c, config_types.c); there is no global mutable state.
  */
-/* realpath() is XSI: glibc hides it under plain _POSIX_C_SOURCE. */
-#define _XOPEN_SOURCE 700
-
 #include "config_internal.h"
 
 #include <errno.h>
