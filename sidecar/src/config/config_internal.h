@@ -77,8 +77,10 @@ typedef enum {
 #define F_REQUIRED 0x1u /* the key must be present */
 #define F_LIVE 0x2u     /* a reload applies a change without restarting */
 #define F_IDENT 0x4u    /* string limited to [A-Za-z0-9_.-] */
-#define F_INHERIT 0x8u  /* unset: copied from the wr_config field at inherit_offset */
-#define F_NONE 0x10u    /* T_DURATION: "none" is accepted too, stored as 0 */
+/* F_INHERIT: unset, it is copied from the wr_config field at inherit_offset (the
+ * type needs unset and plain_size: int, duration, size). */
+#define F_INHERIT 0x8u
+#define F_NONE 0x10u /* T_DURATION: "none" is accepted too, stored as 0 */
 /* F_MERGE: starts unset (cfg_mark_unset_fields); once the whole file is walked,
  * cfg_merge_policies() fills it from the defaults, else from def. */
 #define F_MERGE 0x20u
