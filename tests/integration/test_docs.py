@@ -5,7 +5,8 @@
   items publishes order.confirmed and counts the customer's orders in
   ctx.store; an order without items is rejected (the DLQ, no retry).
 - docs/configuration.md's reference table is what `warren config-reference`
-  prints now (edit the key tables in config.c, then paste the command's output).
+  prints now (edit the key tables in sidecar/src/config/config_schema.c, then
+  paste the command's output).
 - Every relative link in README.md and docs/*.md names a file that exists, and
   a link to a heading (#anchor) names a heading of that file.
 

@@ -3,9 +3,10 @@
  *
  * wr_config_load() reads one YAML file (libyaml's document API, so every value
  * keeps its line and column), expands ${VAR} and ${VAR:-default} from the
- * environment in every scalar, and walks the result against a declarative
- * schema (the table in config.c, which also feeds `warren config-reference` and
- * the README's reference table). Unknown keys, wrong types, missing required
+ * environment in every scalar (envexpand.h), and walks the result against a
+ * declarative schema (the tables in config_schema.c, which also feed `warren
+ * config-reference` and docs/configuration.md's table; the other files of the
+ * module are listed in config_internal.h). Unknown keys, wrong types, missing required
  * fields, bad durations and unparsable URLs are all reported, not just the
  * first one, each as one line:
  *
@@ -18,12 +19,20 @@
  * wr_config_free(). Nothing in here touches the network: handler files are
  * resolved to absolute paths and checked to exist, compiling them is the Lua
  * runtime's job (see lua_rt.h).
+ *
+ * Types defined elsewhere and included here: the URL types (url.h), the
+ * retry and breaker policies (retry.h, breaker.h), the log levels (log.h).
  */
 #ifndef WR_CONFIG_H
 #define WR_CONFIG_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "breaker.h"
+#include "log.h"
+#include "retry.h"
+#include "url.h"
 
 #define WR_CONFIG_MAX_ERRORS 64
 #define WR_MAX_PARTITIONS 64 /* most partitions a subscription may have */
@@ -35,44 +44,6 @@ typedef struct {
     int dropped;                       /* errors found beyond WR_CONFIG_MAX_ERRORS */
 } wr_config_errors;
 
-/* TLS files for an amqps:// broker (amqp.tls): absolute paths, or NULL when not set. */
-typedef struct {
-    char *ca;   /* CA certificates (PEM) to verify the broker with; NULL: the system's */
-    char *cert; /* client certificate chain (PEM); set with key, or neither */
-    char *key;  /* its private key (PEM, not encrypted) */
-} wr_amqp_tls;
-
-/* An AMQP broker address, parsed from an amqp:// or amqps:// URL. */
-typedef struct {
-    char *url;      /* the URL as written after ${} expansion; may hold a password */
-    char *redacted; /* the same URL with the password replaced by "***": safe to log */
-    char *host;
-    int port;
-    char *user;
-    char *password;
-    char *vhost;
-    int ssl;                /* 1 for amqps:// */
-    const wr_amqp_tls *tls; /* in a loaded wr_config: its amqp.tls (owned by the config);
-                               NULL from wr_amqp_url_parse */
-} wr_amqp_url;
-
-/* A Redis address, parsed from redis://[[user]:password@]host[:port][/db]. */
-typedef struct {
-    char *url;
-    char *redacted;
-    char *host;
-    int port;       /* default 6379 */
-    char *user;     /* NULL unless given */
-    char *password; /* NULL unless given */
-    int db;         /* default 0 */
-    /* In a loaded wr_config: redis.sentinels and redis.master_name (owned by the config;
-     * NULL and 0 from wr_redis_url_parse and when not set). Then host and port are not
-     * used: every connect asks the sentinels where the primary is (rconn.h). */
-    char *const *sentinels; /* "HOST:PORT", sentinel_count of them */
-    int sentinel_count;
-    const char *master_name;
-} wr_redis_url;
-
 /* One binding of the subscription's queue to an exchange. */
 typedef struct {
     char *exchange;      /* required, non-empty (the default exchange cannot be bound) */
@@ -81,22 +52,6 @@ typedef struct {
     char **routing_keys; /* NULL-terminated; at least one ("#" for everything) */
     int routing_key_count;
 } wr_binding;
-
-/*
- * When and how often a failed message is tried again. Either an explicit list
- * of delays (attempt n+1 waits delays[n-1]; the last delay repeats) or
- * exponential backoff (initial * multiplier^(n-1), capped at max, each delay
- * shortened by up to `jitter` of itself at random).
- */
-typedef struct {
-    int max_attempts;   /* attempts in all, the first included; 1..100, default 5 */
-    int64_t *delays_ms; /* explicit delays, delay_count of them; NULL with backoff */
-    int delay_count;
-    int64_t initial_ms; /* backoff.initial, default 1s */
-    double multiplier;  /* backoff.multiplier, 1.0..10.0, default 2.0 */
-    int64_t max_ms;     /* backoff.max, default 5m */
-    double jitter;      /* backoff.jitter, 0.0..1.0, default 0.0 */
-} wr_retry_policy;
 
 typedef enum {
     WR_KEY_MESSAGE_ID = 0, /* the AMQP message_id (default) */
@@ -117,30 +72,6 @@ typedef struct {
                              default 30s, at least 1s */
     int missing_key_hash; /* missing_key: "dlq" (0, default) or "body-hash" (1) */
 } wr_idem_policy;
-
-/*
- * When a circuit breaker opens and how it recovers (breaker.h). Failures are
- * retryable handler failures and timeouts; rejections, duplicates and invalid
- * messages do not count.
- */
-typedef struct {
-    int enabled;              /* breaker.enabled, default 1 */
-    int window;               /* calls in the sliding window, 1..1000, default 20 */
-    int64_t window_ms;        /* or a time window (breaker.window_time), 0 = count window;
-                                 1s..1h when set; then `window` is unused */
-    int min_calls;            /* calls in the window before the ratio counts, 1..1000,
-                                 default 10 */
-    double failure_ratio;     /* failures/calls that open it, 0 < r <= 1, default 0.5 */
-    int consecutive_failures; /* or this many failures in a row open it, 0 = off (default) */
-    int64_t open_ms;          /* how long it stays open before half-open, 100ms..1h,
-                                 default 30s */
-    int half_open_probes;     /* calls let through half-open; that many successes close it,
-                                 one failure re-opens it; 1..100, default 3 */
-    int count_all;            /* breaker.counts: 0 "dependencies" (default): a subscription's
-                                 breaker counts timeouts, ctx.retry and errors raised by a
-                                 dependency (ctx.http, a named breaker), not the handler's
-                                 own bugs; 1 "all": every retryable failure */
-} wr_breaker_policy;
 
 /*
  * Per-key order (ordering.h): the messages of a subscription that share an
@@ -220,8 +151,6 @@ typedef struct {
     int trace_field_count;
     int line, col; /* where the subscription starts, for later messages */
 } wr_subscription;
-
-typedef enum { WR_LOG_DEBUG = 0, WR_LOG_INFO, WR_LOG_WARN, WR_LOG_ERROR } wr_log_level;
 
 typedef struct {
     char *path; /* the config file as given */
@@ -327,35 +256,6 @@ void wr_config_errors_free(wr_config_errors *errs);
  * (no unit, unknown unit, negative, overflow).
  */
 int wr_config_parse_duration(const char *text, int64_t *ms);
-
-/* Parse a redis:// URL into OUT (fields malloc'd; free with wr_redis_url_clear).
- * Returns 0, or -1 with a reason (static string) in *WHY. */
-int wr_redis_url_parse(const char *text, wr_redis_url *out, const char **why);
-void wr_redis_url_clear(wr_redis_url *u);
-
-/*
- * Copy TEXT, a URL or something like one, with its password masked: the
- * userinfo (after "scheme://", or from the start when there is no scheme, up
- * to the last '@') keeps what comes before its first ':' and loses the rest
- * to "***"; a userinfo without ':' is masked whole. Only a real scheme (a
- * letter, then letters, digits, '+', '-', '.') before the first ':' counts,
- * so "user:pa://ss@host" becomes "user:***@host". Returns a malloc'd string,
- * or NULL when out of memory.
- */
-char *wr_url_mask(const char *text);
-
-/* Same for amqp:// and amqps:// URLs (rabbitmq-c's amqp_parse_url rules; the
- * vhost defaults to "/"). */
-int wr_amqp_url_parse(const char *text, wr_amqp_url *out, const char **why);
-void wr_amqp_url_clear(wr_amqp_url *u);
-
-/*
- * Parse an http.listen value: "HOST:PORT" with HOST an IPv4 address (or
- * "localhost", meaning 127.0.0.1) and PORT 0..65535 (0: any free port), or
- * "off". Returns 1 for off, 0 with the address in HOST (at least 16 bytes)
- * and *PORT, or -1 with a reason in *WHY.
- */
-int wr_listen_parse(const char *text, char *host, size_t hostcap, int *port, const char **why);
 
 /*
  * Write the configuration reference (every key, type, default, whether it

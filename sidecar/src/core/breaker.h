@@ -22,9 +22,32 @@
 
 #include <stdint.h>
 
-#include "config.h"
-
 #define WR_BRK_BUCKETS 60
+
+/*
+ * When a circuit breaker opens and how it recovers (below). Failures are
+ * retryable handler failures and timeouts; rejections, duplicates and invalid
+ * messages do not count.
+ * config.h loads it from breaker, defaults.breaker and breakers.<name>.
+ */
+typedef struct {
+    int enabled;              /* breaker.enabled, default 1 */
+    int window;               /* calls in the sliding window, 1..1000, default 20 */
+    int64_t window_ms;        /* or a time window (breaker.window_time), 0 = count window;
+                                 1s..1h when set; then `window` is unused */
+    int min_calls;            /* calls in the window before the ratio counts, 1..1000,
+                                 default 10 */
+    double failure_ratio;     /* failures/calls that open it, 0 < r <= 1, default 0.5 */
+    int consecutive_failures; /* or this many failures in a row open it, 0 = off (default) */
+    int64_t open_ms;          /* how long it stays open before half-open, 100ms..1h,
+                                 default 30s */
+    int half_open_probes;     /* calls let through half-open; that many successes close it,
+                                 one failure re-opens it; 1..100, default 3 */
+    int count_all;            /* breaker.counts: 0 "dependencies" (default): a subscription's
+                                 breaker counts timeouts, ctx.retry and errors raised by a
+                                 dependency (ctx.http, a named breaker), not the handler's
+                                 own bugs; 1 "all": every retryable failure */
+} wr_breaker_policy;
 
 typedef enum { WR_BRK_CLOSED = 0, WR_BRK_OPEN, WR_BRK_HALF_OPEN } wr_brk_state;
 

@@ -19,11 +19,27 @@
 #ifndef WR_RETRY_H
 #define WR_RETRY_H
 
+#include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
-
 #define WR_RETRY_MAX_TIERS 32
+
+/*
+ * When and how often a failed message is tried again. Either an explicit list
+ * of delays (attempt n+1 waits delays[n-1]; the last delay repeats) or
+ * exponential backoff (initial * multiplier^(n-1), capped at max, each delay
+ * shortened by up to `jitter` of itself at random).
+ * config.h loads it from retry and defaults.retry (docs/configuration.md).
+ */
+typedef struct {
+    int max_attempts;   /* attempts in all, the first included; 1..100, default 5 */
+    int64_t *delays_ms; /* explicit delays, delay_count of them; NULL with backoff */
+    int delay_count;
+    int64_t initial_ms; /* backoff.initial, default 1s */
+    double multiplier;  /* backoff.multiplier, 1.0..10.0, default 2.0 */
+    int64_t max_ms;     /* backoff.max, default 5m */
+    double jitter;      /* backoff.jitter, 0.0..1.0, default 0.0 */
+} wr_retry_policy;
 
 typedef struct {
     int64_t delay_ms[WR_RETRY_MAX_TIERS]; /* ascending, distinct */

@@ -19,7 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h" /* wr_log_level */
+/* The levels, in order; config.h reads log.level into one. */
+typedef enum { WR_LOG_DEBUG = 0, WR_LOG_INFO, WR_LOG_WARN, WR_LOG_ERROR } wr_log_level;
 
 #define WR_LOG_LINE_MAX 8192
 #define WR_LOG_VALUE_MAX 4096 /* bytes one string value may take, escaped */
