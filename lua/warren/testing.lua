@@ -46,7 +46,7 @@ local string_table = string -- the strings' metatable __index: s:dump() looks he
 local testing = { _VERSION = "0.1.0" }
 
 -- warren's own Lua files beside the kit: sidecar/lua/ in the source tree
--- (handlers/warren/testing.lua -> ../../sidecar), or where the package installs
+-- (lua/warren/testing.lua -> ../../sidecar), or where the package installs
 -- them (share/lua/5.1/warren/testing.lua -> share/warren/), or $WARREN_SHARE_DIR.
 -- The kit takes the handler API's texts and limits (lua/contract.lua) and the
 -- sandbox (lua/sandbox.lua) from there: the very files the sidecar embeds.
