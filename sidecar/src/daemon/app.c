@@ -370,6 +370,151 @@ static void serve(const wr_config *cfg, int sfd, wr_reloader *reloader, wr_metri
     }
 }
 
+/* The signals warren serves (serve): SIGTERM, SIGINT, SIGHUP. */
+static void run_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+}
+
+/* What a running warren owns; app_open builds it, app_close frees what was built. */
+typedef struct {
+    wr_config *cfg;
+    wr_reloader *reloader;
+    int sfd; /* signalfd of SIGTERM, SIGINT, SIGHUP */
+    wr_breakers *breakers;
+    wr_metrics *metrics;
+    wr_http *http;
+    wr_probe *probe;
+    wr_worker **workers;
+    int total, started;     /* workers configured, started */
+    wr_inflight **inflight; /* per subscription: the keys its workers have in flight */
+    wr_reroute **reroutes;  /* per partitioned subscription (reroute.h) */
+    wr_run_flags flags;
+    char host[64]; /* http.listen's host, when it listens */
+} app;
+
+/* Stop and free what A holds, workers first; STOPPED logs "warren stopped". */
+static void app_close(app *a, int stopped)
+{
+    atomic_store(&a->flags.stop, 1);
+    for (int i = 0; a->reroutes != NULL && i < a->cfg->sub_count; i++) {
+        wr_reroute_stop(a->reroutes[i]);
+    }
+    free(a->reroutes);
+    for (int i = 0; i < a->started; i++) {
+        wr_worker_free(a->workers[i]);
+    }
+    free(a->workers);
+    if (stopped) {
+        long applied, refused;
+        wr_reloader_counts(a->reloader, &applied, &refused);
+        wr_logline fin;
+        wr_log_begin(&fin, WR_LOG_INFO, "warren stopped");
+        wr_log_int(&fin, "reloads_applied", applied);
+        wr_log_int(&fin, "reloads_refused", refused);
+        wr_log_end(&fin);
+    }
+    if (a->sfd >= 0) {
+        close(a->sfd);
+    }
+    wr_probe_stop(a->probe);
+    wr_http_stop(a->http);
+    wr_metrics_destroy(a->metrics);
+    wr_breakers_destroy(a->breakers);
+    free_inflight(a->inflight, a->cfg->sub_count);
+    wr_reloader_destroy(a->reloader);
+    wr_config_free(a->cfg);
+}
+
+/* Everything but the threads: reloader, signals (blocked, read from a
+ * signalfd), breakers, metrics, the in-flight sets. Returns 0, or 1 with the
+ * reason on stderr (what was built is freed by app_close). */
+static int app_open(app *a, wr_config *cfg)
+{
+    memset(a, 0, sizeof(*a));
+    a->cfg = cfg;
+    a->sfd = -1;
+    atomic_init(&a->flags.stop, 0);
+    atomic_init(&a->flags.abort, 0);
+    atomic_init(&a->flags.orphans, 0);
+    for (int i = 0; i < cfg->sub_count; i++) {
+        a->total += cfg->subs[i].concurrency;
+    }
+    char rerr[1024];
+    a->reloader = wr_reloader_create(cfg, rerr, sizeof(rerr));
+    if (a->reloader == NULL) {
+        fprintf(stderr, "warren: %s\n", rerr);
+        return 1;
+    }
+    sigset_t set;
+    run_signals(&set);
+    a->sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    a->breakers = wr_breakers_create(cfg);
+    a->metrics = wr_metrics_create(cfg);
+    a->workers = calloc((size_t)a->total + 1, sizeof(*a->workers));
+    a->inflight = calloc((size_t)cfg->sub_count + 1, sizeof(*a->inflight));
+    int ok = a->inflight != NULL;
+    for (int i = 0; ok && i < cfg->sub_count; i++) {
+        ok = (a->inflight[i] = wr_inflight_create()) != NULL;
+    }
+    if (a->workers == NULL || a->sfd < 0 || a->breakers == NULL || a->metrics == NULL || !ok) {
+        fprintf(stderr, "warren: cannot start: %s\n",
+                a->sfd < 0 ? "signalfd failed" : "out of memory");
+        return 1;
+    }
+    wr_metrics_sources(a->metrics, a->breakers, a->reloader);
+    return 0;
+}
+
+/* HTTP (when http.listen is set) and every subscription's workers. Returns
+ * 0, or 1 with the reason logged. */
+static int app_start(app *a)
+{
+    wr_config *cfg = a->cfg;
+    int port = 0;
+    const char *why = "";
+    if (wr_listen_parse(cfg->http_listen, a->host, sizeof(a->host), &port, &why) == 0) {
+        char err[512];
+        a->http = wr_http_start(a->host, port, a->metrics, err, sizeof(err));
+        if (a->http == NULL) {
+            fprintf(stderr, "%s: http.listen: %s\n", cfg->path, err);
+            return 1;
+        }
+    }
+    for (int i = 0; i < cfg->sub_count; i++) {
+        const wr_subscription *s = &cfg->subs[i];
+        for (int k = 0; k < s->concurrency; k++) {
+            char err[1024];
+            wr_worker *w =
+                wr_worker_start(cfg, s, k, wr_reloader_live(a->reloader, i),
+                                wr_breakers_sub(a->breakers, i), a->breakers, a->inflight[i],
+                                &a->flags, wr_metrics_worker(a->metrics, i, k), err, sizeof(err));
+            if (w == NULL) {
+                log_fatal(cfg, i, "cannot start: a worker did not start", err);
+                return 1;
+            }
+            a->workers[a->started++] = w;
+        }
+    }
+    /* partitioned subscriptions: what producers send to the queue itself goes on
+     * into the partitions (reroute.h) */
+    a->reroutes = calloc((size_t)cfg->sub_count + 1, sizeof(*a->reroutes));
+    for (int i = 0; a->reroutes != NULL && i < cfg->sub_count; i++) {
+        char err[512];
+        if (cfg->subs[i].partitions > 0 &&
+            (a->reroutes[i] =
+                 wr_reroute_start(cfg, &cfg->subs[i], &a->flags.stop, err, sizeof(err))) == NULL) {
+            log_fatal(cfg, i, "re-routing into the partitions did not start", err);
+        }
+    }
+    a->probe = wr_probe_start(cfg, a->reloader, a->metrics);
+    wr_metrics_set_started(a->metrics);
+    return 0;
+}
+
 int wr_app_run(const char *config_path)
 {
     wr_config *cfg = wr_cmd_load(config_path, NULL);
@@ -377,142 +522,23 @@ int wr_app_run(const char *config_path)
         return 1;
     }
     wr_log_set_level(cfg->log_level);
-
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
+    run_signals(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
-
-    int total = 0;
-    for (int i = 0; i < cfg->sub_count; i++) {
-        total += cfg->subs[i].concurrency;
-    }
     if (preflight(cfg) != 0) {
         wr_config_free(cfg);
         return 1;
     }
-    char rerr[1024];
-    wr_reloader *reloader = wr_reloader_create(cfg, rerr, sizeof(rerr));
-    if (reloader == NULL) {
-        fprintf(stderr, "warren: %s\n", rerr);
-        wr_config_free(cfg);
-        return 1;
+    app a;
+    int rc = app_open(&a, cfg);
+    if (rc == 0) {
+        rc = app_start(&a);
     }
-    int sfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
-    wr_breakers *breakers = wr_breakers_create(cfg);
-    wr_metrics *metrics = wr_metrics_create(cfg);
-    wr_http *http = NULL;
-    wr_probe *probe = NULL;
-    wr_worker **workers = calloc((size_t)total, sizeof(*workers));
-    /* per subscription: the keys its workers have in flight (inflight.h) */
-    wr_inflight **inflight = calloc((size_t)cfg->sub_count + 1, sizeof(*inflight));
-    for (int i = 0; inflight != NULL && i < cfg->sub_count; i++) {
-        inflight[i] = wr_inflight_create();
+    if (rc == 0) {
+        log_started(cfg, a.total, a.http, a.host);
+        serve(cfg, a.sfd, a.reloader, a.metrics, &a.flags, a.workers, a.started);
     }
-    wr_run_flags flags;
-    atomic_init(&flags.stop, 0);
-    atomic_init(&flags.abort, 0);
-    atomic_init(&flags.orphans, 0);
-    int started = 0;
-    int rc = 0;
-    int inflight_ok = inflight != NULL;
-    for (int i = 0; inflight_ok && i < cfg->sub_count; i++) {
-        inflight_ok = inflight[i] != NULL;
-    }
-    if (workers == NULL || sfd < 0 || breakers == NULL || metrics == NULL || !inflight_ok) {
-        fprintf(stderr, "warren: cannot start: %s\n",
-                sfd < 0 ? "signalfd failed" : "out of memory");
-        free(workers);
-        wr_metrics_destroy(metrics);
-        wr_breakers_destroy(breakers);
-        free_inflight(inflight, cfg->sub_count);
-        wr_reloader_destroy(reloader);
-        wr_config_free(cfg);
-        return 1;
-    }
-    wr_metrics_sources(metrics, breakers, reloader);
-    char host[64];
-    int port = 0;
-    const char *why = "";
-    if (wr_listen_parse(cfg->http_listen, host, sizeof(host), &port, &why) == 0) {
-        char err[512];
-        http = wr_http_start(host, port, metrics, err, sizeof(err));
-        if (http == NULL) {
-            fprintf(stderr, "%s: http.listen: %s\n", cfg->path, err);
-            rc = 1;
-        }
-    }
-    for (int i = 0; i < cfg->sub_count && rc == 0; i++) {
-        const wr_subscription *s = &cfg->subs[i];
-        for (int k = 0; k < s->concurrency; k++) {
-            char err[1024];
-            workers[started] = wr_worker_start(
-                cfg, s, k, wr_reloader_live(reloader, i), wr_breakers_sub(breakers, i), breakers,
-                inflight[i], &flags, wr_metrics_worker(metrics, i, k), err, sizeof(err));
-            if (workers[started] == NULL) {
-                log_fatal(cfg, i, "cannot start: a worker did not start", err);
-                rc = 1;
-                break;
-            }
-            started++;
-        }
-    }
-    if (rc != 0) {
-        atomic_store(&flags.stop, 1);
-        for (int i = 0; i < started; i++) {
-            wr_worker_free(workers[i]);
-        }
-        free(workers);
-        close(sfd);
-        wr_http_stop(http);
-        wr_metrics_destroy(metrics);
-        wr_breakers_destroy(breakers);
-        free_inflight(inflight, cfg->sub_count);
-        wr_reloader_destroy(reloader);
-        wr_config_free(cfg);
-        return rc;
-    }
-    /* partitioned subscriptions: what producers send to the queue itself goes on
-     * into the partitions (reroute.h) */
-    wr_reroute **reroutes = calloc((size_t)cfg->sub_count + 1, sizeof(*reroutes));
-    for (int i = 0; reroutes != NULL && i < cfg->sub_count; i++) {
-        char err[512];
-        if (cfg->subs[i].partitions > 0 &&
-            (reroutes[i] = wr_reroute_start(cfg, &cfg->subs[i], &flags.stop, err, sizeof(err))) ==
-                NULL) {
-            log_fatal(cfg, i, "re-routing into the partitions did not start", err);
-        }
-    }
-    probe = wr_probe_start(cfg, reloader, metrics);
-    wr_metrics_set_started(metrics);
-
-    log_started(cfg, total, http, host);
-    serve(cfg, sfd, reloader, metrics, &flags, workers, started);
-    for (int i = 0; reroutes != NULL && i < cfg->sub_count; i++) {
-        wr_reroute_stop(reroutes[i]);
-    }
-    free(reroutes);
-    for (int i = 0; i < started; i++) {
-        wr_worker_free(workers[i]);
-    }
-    free(workers);
-    long applied, refused;
-    wr_reloader_counts(reloader, &applied, &refused);
-    wr_logline fin;
-    wr_log_begin(&fin, WR_LOG_INFO, "warren stopped");
-    wr_log_int(&fin, "reloads_applied", applied);
-    wr_log_int(&fin, "reloads_refused", refused);
-    wr_log_end(&fin);
-    close(sfd);
-    wr_probe_stop(probe);
-    wr_http_stop(http);
-    wr_metrics_destroy(metrics);
-    wr_breakers_destroy(breakers);
-    free_inflight(inflight, cfg->sub_count);
-    wr_reloader_destroy(reloader);
-    wr_config_free(cfg);
-    return 0;
+    app_close(&a, rc == 0);
+    return rc;
 }

@@ -71,6 +71,7 @@
 /* A batch step's result: Redis failed; close the broker connection (returning
  * every delivery) until Redis answers. */
 #define PAUSE 1
+#define GATE_DROPPED 2 /* gate_publish_one: an entry that cannot be decoded */
 #define RKEY_MAX (WR_IDKEY_MAX + 300)
 
 /* One delivery of a batch and what became of it. */
@@ -1891,6 +1892,106 @@ static int with_header(amqp_pool_t *pool, amqp_basic_properties_t *props, const 
     return 0;
 }
 
+/* The DLQ copy of a parked entry (PROPS) past its gate's timeout (gate G, or
+ * -1), or dead-lettered behind the dead-lettered head of its ordering key
+ * (HOLDER, ordering.on_dlq: dlq_all), into DPROPS. */
+static int gate_dlq_props(wr_worker *w, amqp_basic_properties_t *props, int g, const char *holder,
+                          amqp_basic_properties_t *dprops)
+{
+    char error[700];
+    if (holder != NULL) {
+        snprintf(error, sizeof(error),
+                 "ordering-head-dead-lettered: %.600s, an earlier message of its "
+                 "ordering key, was dead-lettered",
+                 holder);
+    } else {
+        snprintf(error, sizeof(error),
+                 "gate-timeout: %s%s was not done for its key within the gate's timeout",
+                 g >= 0 ? "its predecessor " : "its causal gate's predecessor",
+                 g >= 0 ? w->sub->gates[g].after : "");
+    }
+    const char *why = holder != NULL ? "ordering-head-dead-lettered" : "gate-timeout";
+    wr_failure f = {.reason = why,
+                    .error_class = why,
+                    .error = error,
+                    .attempt = 1,
+                    .now_ms = wr_now_ms(),
+                    .subscription = w->sub->name,
+                    .queue = w->sub->queue,
+                    .handler = w->sub->handler,
+                    .handler_version = w->lua ? wr_lua_version(w->lua) : NULL,
+                    .sign = &w->sign};
+    return wr_dlq_build_props(&w->gate_pool, props, amqp_empty_bytes,
+                              amqp_cstring_bytes(w->sub->queue), &f, dprops);
+}
+
+/* Publish parked entry E of list KEY as gate_send does (KIND, TOKEN: the
+ * pass of kind 'r', HOLDER). Sets *GATE to the entry's gate (or -1) and *SEQ
+ * to its publish's sequence number. Returns a WR_BROKER_* code, or
+ * GATE_DROPPED when the entry cannot be decoded (logged: it is dropped). */
+static int gate_publish_one(wr_worker *w, char kind, const char *key, const redisReply *e,
+                            const char *token, const char *holder, int *gate, uint64_t *seq)
+{
+    amqp_pool_t *pool = &w->gate_pool;
+    amqp_basic_properties_t props, dprops;
+    amqp_bytes_t body;
+    int64_t deadline;
+    char err[128];
+    if (e->type != REDIS_REPLY_STRING || wr_gate_entry_decode(e->str, e->len, pool, &props, &body,
+                                                              &deadline, err, sizeof(err)) != 0) {
+        wr_logf(WR_LOG_ERROR, "%s: causal gate: dropping a parked entry of %s: %s", w->name, key,
+                e->type == REDIS_REPLY_STRING ? err : "not a string");
+        return GATE_DROPPED;
+    }
+    /* the broker keeps the message id until the publish is released */
+    if (props._flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
+        void *id = amqp_pool_alloc(pool, props.message_id.len);
+        if (id == NULL && props.message_id.len > 0) {
+            return WR_BROKER_DOWN;
+        }
+        memcpy(id, props.message_id.bytes, props.message_id.len);
+        props.message_id.bytes = id;
+    }
+    const amqp_basic_properties_t *use = &props;
+    const char *exchange = w->topo.back_exchange; /* its queue, or its partition */
+    const char *queue = w->topo.back_routing_key;
+    if (kind == 'r' && with_header(pool, &props, WR_GATE_PASS_HEADER, token) != 0) {
+        return WR_BROKER_DOWN;
+    }
+    *gate = (props._flags & AMQP_BASIC_TYPE_FLAG)
+                ? wr_gates_waiting(w->sub, props.type.bytes, props.type.len)
+                : -1;
+    if (kind == 'd') {
+        if (gate_dlq_props(w, &props, *gate, holder, &dprops) != 0) {
+            return WR_BROKER_DOWN;
+        }
+        use = &dprops;
+        exchange = "";
+        queue = w->sub->dlq;
+    }
+    return wr_broker_publish(w->b, amqp_cstring_bytes(exchange), amqp_cstring_bytes(queue), 1, use,
+                             body, seq);
+}
+
+/* The line gate_send logs for COUNT entries of KIND (HOLDER) it sent. */
+static void gate_sent_log(const wr_worker *w, char kind, const char *holder, int count)
+{
+    wr_logline l;
+    wr_log_begin(&l, kind == 'o' ? WR_LOG_INFO : WR_LOG_WARN,
+                 kind == 'o'      ? "parked messages released"
+                 : kind == 'r'    ? "parked messages released: gate-timeout, to run without their "
+                                    "predecessor"
+                 : holder == NULL ? "parked messages dead-lettered: gate-timeout"
+                                  : "parked messages dead-lettered: ordering-head-dead-lettered");
+    wr_log_str(&l, "subscription", w->sub->name);
+    wr_log_int(&l, "worker", w->index);
+    wr_log_int(&l, "count", count);
+    if (kind != 'o' && holder == NULL) {
+        wr_log_str(&l, "action", kind == 'r' ? "run" : "dlq"); /* the gate's on_timeout */
+    }
+    wr_log_end(&l);
+}
+
 /*
  * Publish the entries of sending list KEY (gate.lua's take or sweep) back to
  * the queue (KIND 'o'; KIND 'r': past the timeout of a gate whose on_timeout
@@ -1902,7 +2003,6 @@ static int with_header(amqp_pool_t *pool, amqp_basic_properties_t *props, const 
 static int gate_send(wr_worker *w, char kind, const char *key, redisReply *const *entries, size_t n,
                      const char *holder)
 {
-    amqp_pool_t *pool = &w->gate_pool;
     uint64_t first = wr_broker_next_seq(w->b), end = first;
     int sent = 0;
     uint64_t per_gate[WR_MAX_GATES] = {0}; /* the entries sent, by gate */
@@ -1915,72 +2015,12 @@ static int gate_send(wr_worker *w, char kind, const char *key, redisReply *const
         n = p == 0 ? 0 : n; /* sent already: nothing to publish */
     }
     for (size_t i = 0; i < n; i++) {
-        const redisReply *e = entries[i];
-        amqp_basic_properties_t props, dprops;
-        amqp_bytes_t body;
-        int64_t deadline;
-        char err[128];
-        if (e->type != REDIS_REPLY_STRING ||
-            wr_gate_entry_decode(e->str, e->len, pool, &props, &body, &deadline, err,
-                                 sizeof(err)) != 0) {
-            wr_logf(WR_LOG_ERROR, "%s: causal gate: dropping a parked entry of %s: %s", w->name,
-                    key, e->type == REDIS_REPLY_STRING ? err : "not a string");
+        int g = -1;
+        uint64_t seq;
+        int rc = gate_publish_one(w, kind, key, entries[i], token, holder, &g, &seq);
+        if (rc == GATE_DROPPED) {
             continue;
         }
-        /* the broker keeps the message id until the publish is released */
-        if (props._flags & AMQP_BASIC_MESSAGE_ID_FLAG) {
-            void *id = amqp_pool_alloc(pool, props.message_id.len);
-            if (id == NULL && props.message_id.len > 0) {
-                return WR_BROKER_DOWN;
-            }
-            memcpy(id, props.message_id.bytes, props.message_id.len);
-            props.message_id.bytes = id;
-        }
-        const amqp_basic_properties_t *use = &props;
-        const char *exchange = w->topo.back_exchange; /* its queue, or its partition */
-        const char *queue = w->topo.back_routing_key;
-        if (kind == 'r' && with_header(pool, &props, WR_GATE_PASS_HEADER, token) != 0) {
-            return WR_BROKER_DOWN;
-        }
-        int g = (props._flags & AMQP_BASIC_TYPE_FLAG)
-                    ? wr_gates_waiting(w->sub, props.type.bytes, props.type.len)
-                    : -1;
-        if (kind == 'd') {
-            char error[700];
-            if (holder != NULL) {
-                /* ordering.on_dlq: dlq_all */
-                snprintf(error, sizeof(error),
-                         "ordering-head-dead-lettered: %.600s, an earlier message of its "
-                         "ordering key, was dead-lettered",
-                         holder);
-            } else {
-                snprintf(error, sizeof(error),
-                         "gate-timeout: %s%s was not done for its key within the gate's timeout",
-                         g >= 0 ? "its predecessor " : "its causal gate's predecessor",
-                         g >= 0 ? w->sub->gates[g].after : "");
-            }
-            const char *why = holder != NULL ? "ordering-head-dead-lettered" : "gate-timeout";
-            wr_failure f = {.reason = why,
-                            .error_class = why,
-                            .error = error,
-                            .attempt = 1,
-                            .now_ms = wr_now_ms(),
-                            .subscription = w->sub->name,
-                            .queue = w->sub->queue,
-                            .handler = w->sub->handler,
-                            .handler_version = w->lua ? wr_lua_version(w->lua) : NULL,
-                            .sign = &w->sign};
-            if (wr_dlq_build_props(pool, &props, amqp_empty_bytes,
-                                   amqp_cstring_bytes(w->sub->queue), &f, &dprops) != 0) {
-                return WR_BROKER_DOWN;
-            }
-            use = &dprops;
-            exchange = "";
-            queue = w->sub->dlq;
-        }
-        uint64_t seq;
-        int rc = wr_broker_publish(w->b, amqp_cstring_bytes(exchange), amqp_cstring_bytes(queue), 1,
-                                   use, body, &seq);
         if (rc != WR_BROKER_OK) {
             return rc;
         }
@@ -2016,20 +2056,7 @@ static int gate_send(wr_worker *w, char kind, const char *key, redisReply *const
         /* a lane's hand-over (HOLDER) is no gate's release */
         wr_stat_add(kind == 'o' ? &w->st->gate_released[g] : &w->st->gate_timeouts[g], per_gate[g]);
     }
-    wr_logline l;
-    wr_log_begin(&l, kind == 'o' ? WR_LOG_INFO : WR_LOG_WARN,
-                 kind == 'o'      ? "parked messages released"
-                 : kind == 'r'    ? "parked messages released: gate-timeout, to run without their "
-                                    "predecessor"
-                 : holder == NULL ? "parked messages dead-lettered: gate-timeout"
-                                  : "parked messages dead-lettered: ordering-head-dead-lettered");
-    wr_log_str(&l, "subscription", w->sub->name);
-    wr_log_int(&l, "worker", w->index);
-    wr_log_int(&l, "count", sent);
-    if (kind != 'o' && holder == NULL) {
-        wr_log_str(&l, "action", kind == 'r' ? "run" : "dlq"); /* the gate's on_timeout */
-    }
-    wr_log_end(&l);
+    gate_sent_log(w, kind, holder, sent);
     return WR_BROKER_OK;
 }
 
