@@ -1,6 +1,10 @@
 /*
- * lua_rt: the handler's LuaJIT state: sandbox, event and ctx, one call per
- * message. See lua_rt.h for the contract.
+ * lua_rt: the handler's LuaJIT state: its setup (libraries, cjson, the
+ * sandbox of sidecar/lua/sandbox.lua), the memory limit and the deadline, the
+ * event and ctx tables, and one call into the handler per message. See
+ * lua_rt.h for the contract. The ctx functions live in their own modules, one
+ * per API area: lua_ctx.c (publish, reject, retry, now, log), lua_http.c,
+ * lua_store.c, lua_breaker.c; their texts are sidecar/lua/contract.lua's.
  *
  * Stack-layout comments ("-- a b c" = bottom to top of the part we touch)
  * accompany the functions that juggle the Lua stack.
