@@ -807,7 +807,7 @@ testing.STORE_ERRORS = contract.STORE_ERRORS
 
 local S = testing.STORE_ERRORS
 local MAX_INT = 9007199254740992 -- 2^53
-local KEY_MAX = 1023             -- KEY_BUF - 1 in lua_store.c, prefix included
+local KEY_MAX = LIMITS.store_key_max -- a key, store.prefix included
 local KIND_NAME = { string = "a string", hash = "a hash", set = "a set" }
 
 ---------------------------------------------------------------------------

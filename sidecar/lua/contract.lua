@@ -171,6 +171,7 @@ M.LIMITS = {
   hook_every = 10000,               -- VM instructions between deadline checks
   max_error = 1023,                 -- wr_lua_result.error holds this many bytes
   http_max_header_line = 4096,      -- a request header line "Name: value" of ctx.http.request
+  store_key_max = 1023,             -- a ctx.store key, store.prefix included, in bytes
 }
 
 return M

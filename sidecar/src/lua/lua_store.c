@@ -40,8 +40,8 @@
 #include "lua_rt.h"
 #include "storebuf.h"
 
-#define MAX_INCREMENT 9007199254740992.0 /* 2^53: a Lua number is a double */
-#define KEY_BUF 1024                     /* prefix (<= 100) + key */
+#define MAX_INCREMENT 9007199254740992.0     /* 2^53: a Lua number is a double */
+#define KEY_BUF (WR_LIMIT_STORE_KEY_MAX + 1) /* prefix (<= 100) + key + NUL */
 
 /*
  * The fixed checks of every ctx.store function, in order: it runs while a
