@@ -7,7 +7,9 @@
 --     WR_EH_ for HTTP_ERRORS, WR_ES_ for STORE_ERRORS, WR_EB_ for
 --     BREAKER_ERRORS, WR_LIMIT_<KEY> for LIMITS), which the compiler checks
 --     against each call's arguments (-Wformat);
---   * the kit: require "warren.contract" (sidecar/lua/ is on its path).
+--   * the kit (lua/warren/testing.lua) loads this file, found beside it:
+--     sidecar/ in the source tree, share/warren/ when installed, or
+--     $WARREN_SHARE_DIR; testing.ERRORS and the rest are its tables.
 --
 -- Texts are format strings for string.format and printf alike, with only
 -- %s, %.<n>s, %d and %%: the generator writes %d as %lld for C (the C side

@@ -42,7 +42,7 @@ describe("the handler contract (sidecar/lua/contract.lua)", function()
   it("holds format strings that string.format and printf print alike", function()
     for _, g in ipairs(GROUPS) do
       for key, text in pairs(contract[g]) do
-        local rest = text:gsub("%%%%", ""):gsub("%%%.?%d*[sd]", "")
+        local rest = text:gsub("%%%%", ""):gsub("%%%.%d+s", ""):gsub("%%[sd]", "")
         assert.is_nil(rest:find("%", 1, true), g .. "." .. key .. ": " .. text)
       end
     end
