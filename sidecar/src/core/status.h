@@ -1,8 +1,6 @@
 /*
- * status: what each subscription is doing now and why, for the operator.
- *
- *   GET /status     (http.h) one JSON object, built here from the registry
- *   warren status   fetches it from the running sidecar and prints it
+ * status: what each subscription is doing now and why, for the operator, as
+ * GET /status (statusjson.h) and `warren status` (statusview.h) show it.
  *
  * Per subscription: consuming or paused and every reason why (its breaker
  * open or without a probe slot, Redis not answering, the broker blocking
@@ -14,14 +12,13 @@
  * differs (a refused reload), and the last failures.
  *
  * wr_status_why is the one decision (pure: figures in, words out), so the
- * JSON, the text and /readyz say the same thing. wr_status_json reads the
- * registry, the breakers and the handler files; wr_status_render prints the
- * JSON for a terminal.
+ * JSON, the text and /readyz say the same thing; wr_status_lag turns the
+ * readings of the last minute into a verdict. Pure: statusjson.h builds the
+ * JSON from the registry, statusview.h fetches and prints it.
  */
 #ifndef WR_STATUS_H
 #define WR_STATUS_H
 
-#include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -81,20 +78,5 @@ typedef struct {
  */
 void wr_status_lag(const wr_lag_sample *s, int n, long held, int64_t newest_ts_ms, long consumers,
                    int connected, double window_ms, int64_t now_ms, wr_status_lag_t *out);
-
-/* The status of every subscription as a new JSON object (caller decrefs). */
-json_t *wr_status_json(wr_metrics *m);
-
-/* Print STATUS (from wr_status_json, possibly fetched) readably to FP. */
-void wr_status_render(FILE *fp, const json_t *status);
-
-/* The status of the sidecar running with CONFIG (its http.listen; a fixed
- * port is needed), or at URL when not NULL: GET /status with libcurl (5 s at
- * most). Returns the parsed JSON (caller decrefs), or NULL with ERR. */
-json_t *wr_status_fetch(const char *config, const char *url, char *err, size_t cap);
-
-/* `warren status -c FILE [--url URL] [--json]`. */
-int wr_status_main(int argc, char **argv);
-extern const char wr_status_usage[];
 
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "status.h"
+#include "statusjson.h"
 
 struct wr_http {
     struct MHD_Daemon *d;
