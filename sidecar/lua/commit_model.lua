@@ -6,7 +6,7 @@
 -- key holds, a counter that is not an integer or would overflow, and a read
 -- that another message changed since the handler made it (a conflict). The
 -- two places that have no Redis, `warren exec` (which embeds this file) and
--- the busted kit (handlers/warren/testing.lua, which loads it), run THE SAME
+-- the busted kit (lua/warren/testing.lua, which loads it), run THE SAME
 -- script here, over an in-memory model of the Redis commands it calls, so
 -- they reach the sidecar's decision in the sidecar's words.
 --

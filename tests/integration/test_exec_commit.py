@@ -120,7 +120,7 @@ io.write(cjson.encode(out))
 '''
 kit_env = dict(os.environ)
 kit_env.update(ENV)
-kit_env["LUA_PATH"] = os.path.join(SOURCE_DIR, "handlers", "?.lua") + ";;"
+kit_env["LUA_PATH"] = os.path.join(SOURCE_DIR, "lua", "?.lua") + ";;"
 kit_env["WARREN_BIN"] = WARREN
 paths = {name: os.path.join(tmp, name + ".json") for name in cases}
 p = subprocess.run(["luajit", write(os.path.join(tmp, "kit.lua"), KIT), cfg,

@@ -84,7 +84,8 @@ handlers = sorted(os.path.basename(p) for p in glob.glob(os.path.join(SOURCE_DIR
                                                                       "*.lua")))
 for f in ["bin/warren", "share/man/man1/warren.1.gz", "share/lua/5.1/warren/testing.lua",
           "share/warren/scripts/record.lua", "share/warren/scripts/finish.lua",
-          "share/warren/lua/commit_model.lua",
+          "share/warren/lua/commit_model.lua", "share/warren/lua/contract.lua",
+          "share/warren/lua/sandbox.lua",
           "share/doc/warren/examples/config/warren.yaml",
           "share/doc/warren/examples/config/contracts.yaml",
           "share/doc/warren/examples/config/upcasters/order_created_v1.lua",

@@ -1,15 +1,14 @@
 -- Specs of the handler test kit, warren.testing: every public function, the
 -- ctx API's argument errors (text and position), the phase rules, reject and
 -- retry unwinding through pcall, timeouts, the fake clock, HTTP fakes and the
--- sandbox. The last block keeps the kit in step with the runtime: the sandbox
--- source and the error texts must still be those of sidecar/src/lua/lua_rt.c.
+-- sandbox. That the kit and the runtime share their texts and sandbox is
+-- spec/03-contract/contract_files_spec.lua's business.
 --
 -- Most cases are rows of a table (code run by a handler, and what should come
 -- of it): add a row to cover a new case.
 
 local testing = require "warren.testing"
 local fixtures = require "spec.helpers.fixtures"
-local c_source = require "spec.helpers.c_source"
 local cjson = require "cjson"
 
 local E, H = testing.ERRORS, testing.HTTP_ERRORS
@@ -1082,80 +1081,5 @@ describe("ctx.http.request", function()
     assert.equals("error", res.outcome)
     assert.equals("testing: the fake for GET http://x/ returned a response that status must be "
                   .. "an integer from 100 to 599, got 'ok'", res.error)
-  end)
-end)
-
--- Set to true once sidecar/src/lua/lua_http.c uses every text of testing.HTTP_ERRORS:
--- from then on a difference fails instead of being reported as pending.
-local HTTP_TEXTS_ADOPTED = true
-
-describe("the kit and the runtime", function()
-  local dir = c_source.dir()
-  local function need_sources()
-    if not dir then
-      pending("sidecar/src is not beside handlers/: nothing to compare with")
-      return false
-    end
-    return true
-  end
-
-  it("run the same sandbox source", function()
-    if not need_sources() then return end
-    local src = assert(c_source.read(dir .. "/lua_rt.c"))
-    assert.equals(c_source.initializer(src, "sandbox_lua"), testing._SANDBOX_LUA)
-  end)
-
-  it("raise the same texts (testing.ERRORS appear in the C sources)", function()
-    if not need_sources() then return end
-    local set = c_source.text_set { dir .. "/lua_rt.c", dir .. "/envelope.c" }
-    local missing = {}
-    for key, text in pairs(E) do
-      if not set[text] then
-        missing[#missing + 1] = key .. ": " .. text
-      end
-    end
-    table.sort(missing)
-    assert.same({}, missing)
-  end)
-
-  it("raise the same ctx.store texts (testing.STORE_ERRORS in lua_store.c, storebuf.c; "
-     .. "a commit's in decide.c)", function()
-    if not need_sources() then return end
-    local set = c_source.text_set { dir .. "/lua_store.c", dir .. "/storebuf.c",
-                                    dir .. "/decide.c" }
-    local missing = {}
-    for key, text in pairs(testing.STORE_ERRORS) do
-      -- Redis's own WRONGTYPE reply is not in the C sources
-      if key ~= "wrongtype" and not set[text] then
-        missing[#missing + 1] = key .. ": " .. text
-      end
-    end
-    table.sort(missing)
-    assert.same({}, missing)
-  end)
-
-  it("raise the same ctx.http.request texts (testing.HTTP_ERRORS in lua_http.c)", function()
-    if not need_sources() then return end
-    local src = c_source.read(dir .. "/lua_http.c")
-    if not src then
-      pending("sidecar/src/lua/lua_http.c does not exist yet")
-      return
-    end
-    local set = c_source.text_set { dir .. "/lua_http.c" }
-    local missing = {}
-    for key, text in pairs(H) do
-      if key ~= "no_fake" and not set[text] then
-        missing[#missing + 1] = key .. ": " .. text
-      end
-    end
-    table.sort(missing)
-    if not HTTP_TEXTS_ADOPTED and #missing > 0 then
-      -- lua_http.c is being written against these texts: until it has them
-      -- all, say what is left instead of failing (then set HTTP_TEXTS_ADOPTED)
-      pending(#missing .. " texts of testing.HTTP_ERRORS not in lua_http.c yet: "
-              .. table.concat(missing, " | "))
-      return
-    end
-    assert.same({}, missing)
   end)
 end)

@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "contract.h"
+
 const char *wr_action_name(wr_action a)
 {
     switch (a) {
@@ -72,14 +74,14 @@ wr_action wr_decide_commit(wr_commit_result result, const char *why, char *text,
     }
     switch (result) {
     case WR_COMMIT_REFUSED:
-        snprintf(text, size, "store writes refused, nothing applied: %s", why);
+        snprintf(text, size, WR_ES_REFUSED, why);
         return WR_ACT_DLQ;
     case WR_COMMIT_CONFLICT:
         /* WHY is the script's "conflict: KEY changed since the handler read it" */
-        snprintf(text, size, "store %s; nothing applied, the message runs again", why);
+        snprintf(text, size, WR_ES_CONFLICT, why);
         return WR_ACT_NONE;
     case WR_COMMIT_FAILED:
-        snprintf(text, size, "the commit failed, the message runs again: %s", why);
+        snprintf(text, size, WR_ES_FAILED, why);
         return WR_ACT_NONE;
     case WR_COMMIT_APPLIED:
         break;

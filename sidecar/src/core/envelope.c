@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "contract.h"
 #include "log.h"
 
 const amqp_field_value_t *wr_table_get(const amqp_table_t *table, const char *name)
@@ -185,7 +186,7 @@ int wr_envelope_decode(const amqp_envelope_t *d, size_t max_body, int require_id
     }
     if (env->body.len == 0) {
         *reason = WR_REASON_EMPTY_BODY;
-        snprintf(detail, detail_cap, "the message body is empty");
+        snprintf(detail, detail_cap, WR_E_EMPTY_BODY);
         return -1;
     }
     if (env->body.len > max_body) {

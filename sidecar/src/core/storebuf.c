@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "contract.h"
+
 enum kind { K_NONE = 0, K_STR, K_HASH, K_SET };
 enum state { S_UNKNOWN = 0, S_ABSENT, S_KNOWN };
 enum fstate { F_SET = 0, F_DEL, F_DELTA };
@@ -302,7 +304,7 @@ static int overlay(skey *k, wr_sb_op op, wr_sbstr a, wr_sbstr bv, int64_t num, c
                : op == WR_SB_SADD || op == WR_SB_SREM                        ? K_SET
                                                                              : K_NONE;
     if (want != K_NONE && k->kind != K_NONE && k->kind != want) {
-        FAIL("key '%s' holds %s in this message", k->key.p, kind_names[k->kind]);
+        FAIL(WR_ES_KIND, k->key.p, kind_names[k->kind]);
     }
     switch (op) {
     case WR_SB_SET:
@@ -338,10 +340,10 @@ static int overlay(skey *k, wr_sb_op op, wr_sbstr a, wr_sbstr bv, int64_t num, c
         if (k->state == S_KNOWN) {
             int64_t cur, next;
             if (parse_int(view(&k->str), &cur) != 0) {
-                FAIL("value is not an integer");
+                FAIL(WR_ES_NOT_INTEGER);
             }
             if (add_checked(cur, num, &next) != 0) {
-                FAIL("increment or decrement would overflow");
+                FAIL(WR_ES_OVERFLOW);
             }
             return set_num(&k->str, next) == 0 ? 0 : (snprintf(err, errcap, "out of memory"), -1);
         }
@@ -350,7 +352,7 @@ static int overlay(skey *k, wr_sb_op op, wr_sbstr a, wr_sbstr bv, int64_t num, c
             return set_num(&k->str, num) == 0 ? 0 : (snprintf(err, errcap, "out of memory"), -1);
         }
         if (add_checked(k->delta, num, &k->delta) != 0) {
-            FAIL("increment or decrement would overflow");
+            FAIL(WR_ES_OVERFLOW);
         }
         k->has_delta = 1;
         return 0;
@@ -388,10 +390,10 @@ static int overlay(skey *k, wr_sb_op op, wr_sbstr a, wr_sbstr bv, int64_t num, c
     if (f->st == F_SET && f->val.p != NULL) {
         int64_t cur, next;
         if (parse_int(view(&f->val), &cur) != 0) {
-            FAIL("hash value is not an integer");
+            FAIL(WR_ES_HASH_NOT_INTEGER);
         }
         if (add_checked(cur, num, &next) != 0) {
-            FAIL("increment or decrement would overflow");
+            FAIL(WR_ES_OVERFLOW);
         }
         return set_num(&f->val, next) == 0 ? 0 : (snprintf(err, errcap, "out of memory"), -1);
     }
@@ -401,7 +403,7 @@ static int overlay(skey *k, wr_sb_op op, wr_sbstr a, wr_sbstr bv, int64_t num, c
         return set_num(&f->val, num) == 0 ? 0 : (snprintf(err, errcap, "out of memory"), -1);
     }
     if (f->st == F_DELTA && add_checked(f->delta, num, &f->delta) != 0) {
-        FAIL("increment or decrement would overflow");
+        FAIL(WR_ES_OVERFLOW);
     }
     if (f->st != F_DELTA) {
         f->delta = num;
@@ -414,7 +416,7 @@ int wr_storebuf_write(wr_storebuf *b, wr_sb_op op, wr_sbstr key, wr_sbstr a, wr_
                       int64_t num, char *err, size_t errcap)
 {
     if (b->nw >= b->max_writes) {
-        FAIL("more than %d writes in one message (store.max_writes)", b->max_writes);
+        FAIL(WR_ES_MAX_WRITES, (long long)b->max_writes);
     }
     if (b->nw == b->capw) {
         int cap = b->capw ? b->capw * 2 : 8;
@@ -500,7 +502,7 @@ static int push(builder *bd, wr_sbstr s)
 static int wrongtype(skey *k, int want, char *err, size_t errcap)
 {
     if (k->kind != K_NONE && k->kind != want) {
-        FAIL("key '%s' holds %s in this message", k->key.p, kind_names[k->kind]);
+        FAIL(WR_ES_KIND, k->key.p, kind_names[k->kind]);
     }
     return 0;
 }
@@ -510,10 +512,10 @@ static int base_plus(wr_sbstr base, int present, int64_t delta, char *buf, size_
 {
     int64_t v = 0;
     if (present && parse_int(base, &v) != 0) {
-        FAIL("value is not an integer");
+        FAIL(WR_ES_NOT_INTEGER);
     }
     if (add_checked(v, delta, &v) != 0) {
-        FAIL("increment or decrement would overflow");
+        FAIL(WR_ES_OVERFLOW);
     }
     int n = snprintf(buf, cap, "%" PRId64, v);
     *out = (wr_sbstr){buf, (size_t)n};

@@ -19,18 +19,19 @@
 #include <string.h>
 
 #include "breakers.h"
+#include "contract.h"
 #include "lua_api.h"
 
 static wr_shared_brk *check_self(lua_State *L, const char *fn)
 {
     if (!lua_istable(L, 1)) {
-        wr_lua_caller_error(L, "breaker:%s: call it with ':' (breaker:%s(...))", fn, fn);
+        wr_lua_caller_error(L, WR_EB_SELF, fn, fn);
     }
     lua_getfield(L, 1, "__brk");
     wr_shared_brk *b = lua_touserdata(L, -1);
     lua_pop(L, 1);
     if (b == NULL) {
-        wr_lua_caller_error(L, "breaker:%s: not a breaker (use ctx.breaker(name))", fn);
+        wr_lua_caller_error(L, WR_EB_NOT_BREAKER, fn);
     }
     return b;
 }
@@ -41,15 +42,11 @@ static int brk_call(lua_State *L)
     wr_lua_check_handling(L, "breaker(...):call");
     wr_shared_brk *b = check_self(L, "call");
     if (!lua_isfunction(L, 2)) {
-        return wr_lua_caller_error(L, "breaker:call(fn, ...): fn must be a function, got %s",
-                                   luaL_typename(L, 2));
+        return wr_lua_caller_error(L, WR_EB_FN, luaL_typename(L, 2));
     }
     if (!wr_shared_brk_allow(b)) {
         wr_lua_note_dependency(L);
-        return wr_lua_caller_error(L,
-                                   "breaker '%s' is open: call refused, the message will be "
-                                   "retried later",
-                                   wr_shared_brk_name(b));
+        return wr_lua_caller_error(L, WR_EB_OPEN, wr_shared_brk_name(b));
     }
     int nargs = lua_gettop(L) - 2;
     lua_pushvalue(L, 2);
@@ -76,10 +73,7 @@ static int brk_state(lua_State *L)
 static int ctx_breaker(lua_State *L)
 {
     if (lua_type(L, 1) != LUA_TSTRING || lua_objlen(L, 1) == 0 || lua_objlen(L, 1) > 100) {
-        return wr_lua_caller_error(L,
-                                   "ctx.breaker(name): name must be a non-empty string of at "
-                                   "most 100 bytes, got %s",
-                                   luaL_typename(L, 1));
+        return wr_lua_caller_error(L, WR_EB_NAME, luaL_typename(L, 1));
     }
     /* one breaker object per name and state, cached in the registry */
     lua_getfield(L, LUA_REGISTRYINDEX, "warren.breaker_objs");
@@ -95,7 +89,7 @@ static int ctx_breaker(lua_State *L)
     const wr_breaker_policy *fallback = lua_touserdata(L, -1);
     lua_pop(L, 2);
     if (set == NULL || fallback == NULL) {
-        return wr_lua_caller_error(L, "ctx.breaker: breakers are not available here");
+        return wr_lua_caller_error(L, WR_EB_UNAVAILABLE);
     }
     wr_shared_brk *b = wr_breakers_named(set, lua_tostring(L, 1), fallback);
     if (b == NULL) {

@@ -32,6 +32,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "contract.h"
 #include "lua_api.h"
 #include "lua_http.h"
 
@@ -204,32 +205,28 @@ static int is_json_type(const char *ct)
 }
 
 /*
- * The argument errors below are the ones the Lua test kit raises
- * (handlers/warren/testing.lua, HTTP_ERRORS), word for word and in the same
- * order of checks: a spec compares them, so handlers tested with the kit see
- * what they will see here.
+ * The argument errors are sidecar/lua/contract.lua's HTTP_ERRORS (contract.h),
+ * the texts the Lua test kit raises too, in the same order of checks: handlers
+ * tested with the kit see what they will see here.
  */
-#define E_ARGS "ctx.http.request(opts) takes one table, got %s"
-static const char E_OPTION[] =
-    "ctx.http.request{...}: unknown option '%s' (expected method, url, headers, body, "
-    "timeout, raise)";
-#define E_METHOD "ctx.http.request{...}: method must be a string, got %s"
-#define E_METHOD_TOKEN "ctx.http.request{...}: method '%s' is not an HTTP method like GET or POST"
-#define E_URL "ctx.http.request{...}: url must be a string, got %s"
-#define E_URL_SCHEME "ctx.http.request{...}: url '%s' does not start with http:// or https://"
-#define E_URL_CHARS "ctx.http.request{...}: url '%s' contains spaces or control characters"
-#define E_HEADERS "ctx.http.request{...}: headers must be a table, got %s"
-#define E_HEADER_NAME "ctx.http.request{...}: header names must be strings, got %s"
-#define E_HEADER_VALUE "ctx.http.request{...}: header '%s' must be a string or a number, got %s"
-static const char E_HEADER_CHARS[] =
-    "ctx.http.request{...}: header '%s' holds a line break, or a colon in its name";
-#define E_HEADER_SIZE "ctx.http.request{...}: header '%s' is longer than %d bytes"
-#define E_BODY "ctx.http.request{...}: body must be a string or a table, got %s"
-#define E_BODY_JSON "ctx.http.request{...}: body cannot be encoded as JSON: %s"
-#define E_TIMEOUT "ctx.http.request{...}: timeout must be seconds or a duration like 2s, got %s"
-#define E_TIMEOUT_DURATION "ctx.http.request{...}: timeout '%s' is not a duration like 2s"
-#define E_TIMEOUT_RANGE "ctx.http.request{...}: timeout must be more than 0 seconds, got %s"
-#define E_RAISE "ctx.http.request{...}: raise must be a boolean, got %s"
+#define E_ARGS WR_EH_ARGS
+#define E_OPTION WR_EH_OPTION
+#define E_METHOD WR_EH_METHOD
+#define E_METHOD_TOKEN WR_EH_METHOD_TOKEN
+#define E_URL WR_EH_URL
+#define E_URL_SCHEME WR_EH_URL_SCHEME
+#define E_URL_CHARS WR_EH_URL_CHARS
+#define E_HEADERS WR_EH_HEADERS
+#define E_HEADER_NAME WR_EH_HEADER_NAME
+#define E_HEADER_VALUE WR_EH_HEADER_VALUE
+#define E_HEADER_CHARS WR_EH_HEADER_CHARS
+#define E_HEADER_SIZE WR_EH_HEADER_SIZE
+#define E_BODY WR_EH_BODY
+#define E_BODY_JSON WR_EH_BODY_JSON
+#define E_TIMEOUT WR_EH_TIMEOUT
+#define E_TIMEOUT_DURATION WR_EH_TIMEOUT_DURATION
+#define E_TIMEOUT_RANGE WR_EH_TIMEOUT_RANGE
+#define E_RAISE WR_EH_RAISE
 
 /* Read opts.timeout: seconds (number) or a duration string. -1 when absent. */
 static int64_t read_timeout(lua_State *L)
@@ -410,8 +407,7 @@ static int64_t read_timeout_left(lua_State *L, const char *method, const char *u
         timeout = (int64_t)left;
     }
     if (timeout < 1) {
-        wr_lua_caller_error(L, "http %s %s: no time left before the handler's deadline", method,
-                            safe(su, url));
+        wr_lua_caller_error(L, WR_EH_NO_TIME, method, safe(su, url));
     }
     return timeout;
 }
@@ -465,7 +461,7 @@ static int add_handler_headers(lua_State *L, int lines, int *has_ct, int *has_tp
                 wr_lua_caller_error(L, E_HEADER_CHARS, k);
             }
             if (kn + 2 + vn > WR_HTTP_MAX_HEADER_LINE) {
-                wr_lua_caller_error(L, E_HEADER_SIZE, k, WR_HTTP_MAX_HEADER_LINE);
+                wr_lua_caller_error(L, E_HEADER_SIZE, k, (long long)WR_HTTP_MAX_HEADER_LINE);
             }
             lua_pushfstring(L, "%s: %s", k, v);
             lua_rawseti(L, lines, ++count);
@@ -586,16 +582,16 @@ static int http_request(lua_State *L)
     wr_http_send_fn send = transport_of(L, &ud);
     int rc = send(ud, L, &req, &resp);
     if (rc == WR_HTTP_REFUSED) {
-        return raise_text(L, resp.error ? resp.error : "http: the request was refused");
+        return raise_text(L, resp.error ? resp.error : WR_EH_REFUSED);
     }
     if (rc != WR_HTTP_OK) {
         const char *why = resp.error ? resp.error : "transport error";
         if (raise) {
             wr_lua_note_dependency(L);
-            return wr_lua_caller_error(L, "http %s %s: %s", method, safe(&su, url), why);
+            return wr_lua_caller_error(L, WR_EH_TRANSPORT, method, safe(&su, url), why);
         }
         lua_pushnil(L);
-        lua_pushfstring(L, "http %s %s: %s", method, safe(&su, url), why);
+        lua_pushfstring(L, WR_EH_TRANSPORT, method, safe(&su, url), why);
         return 2;
     }
     if (resp.status >= 500 && raise) {
@@ -603,10 +599,10 @@ static int http_request(lua_State *L)
         char reason[128];
         reason_of(resp.head, resp.head_len, reason, sizeof(reason));
         if (reason[0]) {
-            return wr_lua_caller_error(L, "http %s %s: %ld %s", method, safe(&su, url), resp.status,
-                                       reason);
+            return wr_lua_caller_error(L, WR_EH_STATUS_REASON, method, safe(&su, url),
+                                       (long long)resp.status, reason);
         }
-        return wr_lua_caller_error(L, "http %s %s: %ld", method, safe(&su, url), resp.status);
+        return wr_lua_caller_error(L, WR_EH_STATUS, method, safe(&su, url), (long long)resp.status);
     }
     push_response(L, &resp);
     return 1;

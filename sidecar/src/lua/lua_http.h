@@ -21,11 +21,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "contract.h"
+
 struct lua_State;
 
 /* The longest request header line ("Name: value") ctx.http sends; a longer one
  * is an argument error, never cut short. */
-#define WR_HTTP_MAX_HEADER_LINE 4096
+#define WR_HTTP_MAX_HEADER_LINE WR_LIMIT_HTTP_MAX_HEADER_LINE /* sidecar/lua/contract.lua */
 
 /* A request as ctx.http.request built it. Valid during the send call only. */
 typedef struct wr_http_req {

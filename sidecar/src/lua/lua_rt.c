@@ -1,6 +1,10 @@
 /*
- * lua_rt: the handler's LuaJIT state: sandbox, event and ctx, one call per
- * message. See lua_rt.h for the contract.
+ * lua_rt: the handler's LuaJIT state: its setup (libraries, cjson, the
+ * sandbox of sidecar/lua/sandbox.lua), the memory limit and the deadline, the
+ * event and ctx tables, and one call into the handler per message. See
+ * lua_rt.h for the contract. The ctx functions live in their own modules, one
+ * per API area: lua_ctx.c (publish, reject, retry, now, log), lua_http.c,
+ * lua_store.c, lua_breaker.c; their texts are sidecar/lua/contract.lua's.
  *
  * Stack-layout comments ("-- a b c" = bottom to top of the part we touch)
  * accompany the functions that juggle the Lua stack.
@@ -24,21 +28,20 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "contract.h"
 #include "log.h"
 #include "lua_api.h"
+#include "lua_ctx.h"
+#include "scripts.h"
 
-#define HOOK_EVERY 10000                         /* VM instructions between deadline checks */
+#define HOOK_EVERY WR_LIMIT_HOOK_EVERY           /* VM instructions between deadline checks */
 #define HOOK_MASK (LUA_MASKCOUNT | LUA_MASKCALL) /* calls: C stack depth, coarse deadline */
 #define CSTACK_BUDGET (2u << 20)  /* C stack a handler call may use below its entry */
 #define CSTACK_RESERVE (1u << 20) /* kept free at the thread stack's end in any case */
 #define CSTACK_ERROR                                                                               \
     "C stack overflow: calls nested too deeply through C functions (string.gsub or "               \
     "table.sort callbacks, coroutines, metamethods)"
-#define DEFAULT_MEMORY (64u << 20)        /* bytes per state */
-#define MAX_PUBLISHES 1000                /* ctx.publish calls per message */
-#define DEFAULT_PUBLISH_BYTES (16u << 20) /* what ctx.publish may buffer per message */
-
-enum phase { PHASE_NONE, PHASE_INIT, PHASE_HANDLE };
+#define DEFAULT_MEMORY (64u << 20) /* bytes per state */
 
 struct wr_lua {
     lua_State *L;
@@ -58,8 +61,9 @@ struct wr_lua {
     int mem_slack;     /* a guarded cjson call runs: the limit is a quarter higher */
     const char *stage; /* what the runtime does outside the handler, for errors */
 
-    /* the current call */
-    enum phase phase;
+    /* the current call: its phase, message, publishes and forced outcome
+     * (what the ctx functions of lua_ctx.c read and write) */
+    wr_lua_ctxcall cx;
     double deadline_ms;     /* monotonic */
     double next_service_ms; /* monotonic: when the hook next calls opts.service */
     double next_check_ms;   /* monotonic: when a call event next does the full check */
@@ -67,22 +71,12 @@ struct wr_lua {
     int timed_out;
     int cstack_overflow; /* the current call went below cstack_floor */
     atomic_int interrupted;
-    wr_outcome forced; /* set by ctx.reject / ctx.retry */
-    char forced_reason[1024];
-    int64_t forced_delay_ms;
-    const wr_envelope *env;
-    const wr_lua_call *call;
-
-    /* buffered publishes of the current call */
-    wr_lua_pub *pubs;
-    int pub_count, pub_cap;
-    size_t pub_bytes; /* what they hold, against opts.max_publish_bytes */
 
     int ref_handle; /* registry refs */
     int ref_ctx;
     int ref_decode; /* cjson.decode */
-    int ref_encode; /* cjson.encode */
-    int ref_null;   /* cjson.null */
+    /* cjson.encode: cx.ref_encode */
+    int ref_null; /* cjson.null */
 };
 
 /* ---- allocator with a limit ------------------------------------------------ */
@@ -110,11 +104,6 @@ static void *limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 }
 
 /* ---- helpers ------------------------------------------------------------------ */
-
-static wr_lua *self(lua_State *L)
-{
-    return lua_touserdata(L, lua_upvalueindex(1));
-}
 
 void wr_lua_push_where(lua_State *L)
 {
@@ -149,17 +138,6 @@ static int caller_error(lua_State *L, const char *fmt, ...)
     return lua_error(L);
 }
 
-/* "API disabled in the context of ...": a ctx function used outside its phase. */
-static void check_phase(lua_State *L, wr_lua *rt, const char *fn, int allow_init)
-{
-    if (rt->phase == PHASE_HANDLE || (allow_init && rt->phase == PHASE_INIT)) {
-        return;
-    }
-    caller_error(L, "ctx.%s is not available %s", fn,
-                 rt->phase == PHASE_INIT ? "in init (only while handling a message)"
-                                         : "outside a handler call");
-}
-
 /* ---- for the API-area modules (lua_api.h) ------------------------------------- */
 
 static wr_lua *rt_of(lua_State *L)
@@ -172,7 +150,7 @@ static wr_lua *rt_of(lua_State *L)
 
 void wr_lua_check_handling(lua_State *L, const char *fn)
 {
-    check_phase(L, rt_of(L), fn, 0);
+    wr_lua_ctx_check_phase(L, &rt_of(L)->cx, fn, 0);
 }
 
 int wr_lua_caller_error(lua_State *L, const char *fmt, ...)
@@ -198,19 +176,19 @@ double wr_lua_time_left_ms(lua_State *L)
 const char *wr_lua_trace_id(lua_State *L)
 {
     wr_lua *rt = rt_of(L);
-    return rt->call != NULL ? rt->call->trace_id : NULL;
+    return rt->cx.call != NULL ? rt->cx.call->trace_id : NULL;
 }
 
 const struct wr_lua_store_s *wr_lua_store_of(lua_State *L)
 {
     wr_lua *rt = rt_of(L);
-    return rt->call != NULL ? rt->call->store : NULL;
+    return rt->cx.call != NULL ? rt->cx.call->store : NULL;
 }
 
 const char *wr_lua_tracestate(lua_State *L)
 {
     wr_lua *rt = rt_of(L);
-    return rt->call != NULL ? rt->call->tracestate : NULL;
+    return rt->cx.call != NULL ? rt->cx.call->tracestate : NULL;
 }
 
 wr_http_send_fn wr_lua_http_transport(lua_State *L, void **ud)
@@ -232,7 +210,7 @@ void wr_lua_service(lua_State *L)
 
 void wr_lua_push_encode(lua_State *L)
 {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, rt_of(L)->ref_encode);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt_of(L)->cx.ref_encode);
 }
 
 void wr_lua_push_safe_decode(lua_State *L)
@@ -250,59 +228,6 @@ uint64_t wr_fnv1a(uint64_t h, const void *p, size_t n)
         h *= 1099511628211ULL;
     }
     return h;
-}
-
-static char *dupn(const char *s, size_t n)
-{
-    char *d = malloc(n + 1);
-    if (d != NULL) {
-        memcpy(d, s, n);
-        d[n] = '\0';
-    }
-    return d;
-}
-
-static void free_pub(wr_lua_pub *p)
-{
-    free(p->exchange);
-    free(p->routing_key);
-    free(p->body);
-    free(p->content_type);
-    free(p->type);
-    for (int k = 0; k < p->header_count; k++) {
-        free(p->header_keys[k]);
-        free(p->header_vals[k]);
-    }
-    free(p->header_keys);
-    free(p->header_vals);
-    free(p->ce_type);
-    free(p->ce_source);
-    free(p->ce_subject);
-}
-
-static void free_pubs(wr_lua *rt)
-{
-    for (int i = 0; i < rt->pub_count; i++) {
-        free_pub(&rt->pubs[i]);
-    }
-    rt->pub_count = 0;
-    rt->pub_bytes = 0;
-}
-
-/* The bytes publish P holds (what counts against max_publish_bytes). */
-static size_t pub_size(const wr_lua_pub *p)
-{
-    size_t n = p->body_len;
-    const char *strs[] = {p->exchange, p->routing_key, p->content_type, p->type,
-                          p->ce_type,  p->ce_source,   p->ce_subject};
-    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
-        n += strs[i] != NULL ? strlen(strs[i]) : 0;
-    }
-    for (int k = 0; k < p->header_count; k++) {
-        n += (p->header_keys[k] != NULL ? strlen(p->header_keys[k]) : 0) +
-             (p->header_vals[k] != NULL ? strlen(p->header_vals[k]) : 0);
-    }
-    return n;
 }
 
 /* ---- the timeout hook ---------------------------------------------------------- */
@@ -402,9 +327,11 @@ static int raise_deadline(lua_State *L, wr_lua *rt, int stop, int level)
     lua_sethook(L, deadline_hook, HOOK_MASK, 1);
     push_where(L, level);
     if (stop) {
-        lua_pushstring(L, "handler interrupted: the sidecar is shutting down");
+        lua_pushstring(L, WR_E_INTERRUPTED);
     } else {
-        lua_pushfstring(L, "handler timed out after %d ms", (int)rt->opts.timeout_ms);
+        char msg[128];
+        snprintf(msg, sizeof(msg), WR_E_TIMEOUT, (long long)rt->opts.timeout_ms);
+        lua_pushstring(L, msg);
     }
     lua_concat(L, 2);
     return lua_error(L);
@@ -415,13 +342,14 @@ static int raise_deadline(lua_State *L, wr_lua *rt, int stop, int level)
 static void full_check(lua_State *L, wr_lua *rt, double now, int level)
 {
     int stop = atomic_load(&rt->interrupted);
-    if (rt->opts.service != NULL && now >= rt->next_service_ms && rt->phase == PHASE_HANDLE) {
+    if (rt->opts.service != NULL && now >= rt->next_service_ms &&
+        rt->cx.phase == WR_LUA_PHASE_HANDLE) {
         rt->next_service_ms = now + (double)rt->opts.service_every_ms;
         rt->opts.service(rt->opts.service_ud);
         now = wr_mono_ms();
     }
     rt->next_check_ms = rt->deadline_ms;
-    if (rt->opts.service != NULL && rt->phase == PHASE_HANDLE &&
+    if (rt->opts.service != NULL && rt->cx.phase == WR_LUA_PHASE_HANDLE &&
         rt->next_service_ms < rt->next_check_ms) {
         rt->next_check_ms = rt->next_service_ms;
     }
@@ -433,7 +361,7 @@ static void full_check(lua_State *L, wr_lua *rt, double now, int level)
 static void deadline_hook(lua_State *L, lua_Debug *ar)
 {
     wr_lua *rt = rt_of_alloc(L);
-    if (rt == NULL || rt->phase == PHASE_NONE) {
+    if (rt == NULL || rt->cx.phase == WR_LUA_PHASE_NONE) {
         return;
     }
     if (ar->event != LUA_HOOKCOUNT) {
@@ -467,7 +395,7 @@ static void deadline_hook(lua_State *L, lua_Debug *ar)
 void wr_lua_check_deadline(lua_State *L)
 {
     wr_lua *rt = rt_of_alloc(L);
-    if (rt != NULL && rt->phase != PHASE_NONE) {
+    if (rt != NULL && rt->cx.phase != WR_LUA_PHASE_NONE) {
         full_check(L, rt, wr_mono_ms(), 1);
     }
 }
@@ -515,422 +443,6 @@ void wr_lua_mem_slack(lua_State *L, int on)
     if (rt != NULL) {
         rt->mem_slack = on;
     }
-}
-
-/* ---- ctx functions -------------------------------------------------------------- */
-
-/* Drop the publish being built (an error in its options): the handler may
- * catch the error with pcall, and a half-built publish must not go out. */
-static void drop_last_pub(wr_lua *rt)
-{
-    wr_lua_pub *p = &rt->pubs[--rt->pub_count];
-    rt->pub_bytes -= pub_size(p);
-    free_pub(p);
-}
-
-/* Whether N more bytes of publishes fit in this message's allowance; if so
- * they are counted. */
-static int charge_pub(wr_lua *rt, size_t n)
-{
-    size_t cap = rt->opts.max_publish_bytes ? rt->opts.max_publish_bytes : DEFAULT_PUBLISH_BYTES;
-    if (n > cap || rt->pub_bytes > cap - n) {
-        return -1;
-    }
-    rt->pub_bytes += n;
-    return 0;
-}
-
-#define PUB_TOO_BIG "ctx.publish: this message's events would exceed max_publish_size (%zu bytes)"
-/* AMQP short strings (exchange, routing key, type, header names) */
-#define SHORTSTR 255
-#define PUB_LONG "ctx.publish: %s is longer than 255 bytes (%zu)"
-/* the headers travel in one frame with the properties: well inside the 128 KiB
- * frame RabbitMQ offers */
-#define MAX_HEADER_BYTES 65536
-#define PUB_HEADERS "ctx.publish: opts.headers take more than %zu bytes"
-#define PUB_CAP(rt)                                                                                \
-    ((rt)->opts.max_publish_bytes ? (rt)->opts.max_publish_bytes : (size_t)DEFAULT_PUBLISH_BYTES)
-
-#define PUB_FAIL(L, ...)                                                                           \
-    do {                                                                                           \
-        drop_last_pub(rt);                                                                         \
-        return caller_error(L, __VA_ARGS__);                                                       \
-    } while (0)
-
-/* ctx.publish's arguments, checked (3 or 4 of them). Raises on a bad one. */
-static int check_publish_args(lua_State *L, wr_lua *rt, int nargs)
-{
-    if (nargs < 3 || nargs > 4) {
-        return caller_error(L,
-                            "ctx.publish(exchange, routing_key, body [, opts]) takes 3 or 4 "
-                            "arguments, got %d",
-                            nargs);
-    }
-    if (lua_type(L, 1) != LUA_TSTRING) {
-        return caller_error(L,
-                            "ctx.publish: exchange must be a string (\"\" for the default "
-                            "exchange), got %s",
-                            luaL_typename(L, 1));
-    }
-    if (lua_type(L, 2) != LUA_TSTRING) {
-        return caller_error(L, "ctx.publish: routing_key must be a string, got %s",
-                            luaL_typename(L, 2));
-    }
-    int btype = lua_type(L, 3);
-    if (btype != LUA_TSTRING && btype != LUA_TTABLE) {
-        return caller_error(L, "ctx.publish: body must be a string or a table, got %s",
-                            luaL_typename(L, 3));
-    }
-    if (nargs == 4 && !lua_isnil(L, 4) && !lua_istable(L, 4)) {
-        return caller_error(L, "ctx.publish: opts must be a table, got %s", luaL_typename(L, 4));
-    }
-    if (rt->pub_count >= MAX_PUBLISHES) {
-        return caller_error(L, "ctx.publish: more than %d publishes in one message", MAX_PUBLISHES);
-    }
-    return 0;
-}
-
-/* opts.headers (the table on top of the stack) into P's headers. */
-static int pub_headers(lua_State *L, wr_lua *rt, wr_lua_pub *p)
-{
-    size_t n;
-    const char *s;
-    int cap = 0;
-    size_t header_bytes = 0;
-    lua_pushnil(L);
-    while (lua_next(L, -2) != 0) {
-        /* -- headers key value */
-        if (lua_type(L, -2) != LUA_TSTRING ||
-            (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER &&
-             lua_type(L, -1) != LUA_TBOOLEAN)) {
-            PUB_FAIL(L, "ctx.publish: opts.headers must map strings to "
-                        "strings, numbers or booleans");
-        }
-        if (p->header_count == cap) {
-            cap = cap ? cap * 2 : 4;
-            char **k = realloc(p->header_keys, (size_t)cap * sizeof(*k));
-            if (k != NULL) {
-                p->header_keys = k;
-            }
-            char **v = realloc(p->header_vals, (size_t)cap * sizeof(*v));
-            if (v != NULL) {
-                p->header_vals = v;
-            }
-            if (k == NULL || v == NULL) {
-                PUB_FAIL(L, "not enough memory");
-            }
-        }
-        const char *val =
-            lua_type(L, -1) == LUA_TBOOLEAN ? (lua_toboolean(L, -1) ? "true" : "false") : NULL;
-        size_t vn = val ? strlen(val) : 0;
-        lua_pushvalue(L, -1); /* tolstring on a copy keeps the number intact */
-        if (val == NULL) {
-            val = lua_tolstring(L, -1, &vn);
-        }
-        s = lua_tolstring(L, -3, &n);
-        if (n > SHORTSTR) {
-            PUB_FAIL(L, PUB_LONG, "a name in opts.headers", n);
-        }
-        header_bytes += n + vn;
-        if (header_bytes > MAX_HEADER_BYTES) {
-            PUB_FAIL(L, PUB_HEADERS, (size_t)MAX_HEADER_BYTES);
-        }
-        if (charge_pub(rt, n + vn) != 0 || n + vn < n) {
-            PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
-        }
-        p->header_vals[p->header_count] = dupn(val, vn);
-        p->header_keys[p->header_count] = dupn(s, n);
-        p->header_count++;
-        lua_pop(L, 1);
-        if (p->header_vals[p->header_count - 1] == NULL ||
-            p->header_keys[p->header_count - 1] == NULL) {
-            PUB_FAIL(L, "not enough memory");
-        }
-        lua_pop(L, 1);
-    }
-    return 0;
-}
-
-/* opts.cloudevent (the table on top of the stack) = {type = ..., source = ...
- * [, subject = ...] [, mode = ...]}: a CloudEvent, binary mode unless mode =
- * "structured" (the worker adds specversion, id, time and traceparent). */
-static int pub_cloudevent(lua_State *L, wr_lua *rt, wr_lua_pub *p)
-{
-    size_t n;
-    const char *s;
-    static const char *const keys[] = {"type", "source", "subject"};
-    char **dst[] = {&p->ce_type, &p->ce_source, &p->ce_subject};
-    for (int k = 0; k < 3; k++) {
-        lua_getfield(L, -1, keys[k]);
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            s = lua_tolstring(L, -1, &n);
-            if (n == 0 || n > SHORTSTR) {
-                PUB_FAIL(L, "ctx.publish: opts.cloudevent.%s must be 1 to %d bytes", keys[k],
-                         SHORTSTR);
-            }
-            if (charge_pub(rt, n) != 0) {
-                PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
-            }
-            *dst[k] = dupn(s, n);
-            if (*dst[k] == NULL) {
-                PUB_FAIL(L, "not enough memory");
-            }
-        } else if (k < 2 || !lua_isnil(L, -1)) {
-            PUB_FAIL(L, "ctx.publish: opts.cloudevent.%s must be a string", keys[k]);
-        }
-        lua_pop(L, 1);
-    }
-    /* mode: "binary" (attributes as headers, the default) or "structured" */
-    lua_getfield(L, -1, "mode");
-    s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-    if (s != NULL && strcmp(s, "structured") == 0) {
-        p->ce_structured = 1;
-    } else if (!lua_isnil(L, -1) && (s == NULL || strcmp(s, "binary") != 0)) {
-        PUB_FAIL(L, "ctx.publish: opts.cloudevent.mode must be \"binary\" or "
-                    "\"structured\"");
-    }
-    lua_pop(L, 1);
-    return 0;
-}
-
-/* ctx.publish's opts (the table at 4) into P; NJ is the length of the JSON
- * content type a table body was given (an opts.content_type replaces it). */
-static int pub_opts(lua_State *L, wr_lua *rt, wr_lua_pub *p, size_t nj)
-{
-    size_t n;
-    const char *s;
-    lua_getfield(L, 4, "content_type");
-    if (lua_type(L, -1) == LUA_TSTRING) {
-        s = lua_tolstring(L, -1, &n);
-        if (n > SHORTSTR) {
-            PUB_FAIL(L, PUB_LONG, "opts.content_type", n);
-        }
-        if (charge_pub(rt, n) != 0) {
-            PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
-        }
-        rt->pub_bytes -= nj; /* the JSON content type it replaces */
-        free(p->content_type);
-        p->content_type = dupn(s, n);
-    } else if (!lua_isnil(L, -1)) {
-        PUB_FAIL(L, "ctx.publish: opts.content_type must be a string");
-    }
-    lua_getfield(L, 4, "type");
-    if (lua_type(L, -1) == LUA_TSTRING) {
-        s = lua_tolstring(L, -1, &n);
-        if (n > SHORTSTR) {
-            PUB_FAIL(L, PUB_LONG, "opts.type", n);
-        }
-        if (charge_pub(rt, n) != 0) {
-            PUB_FAIL(L, PUB_TOO_BIG, PUB_CAP(rt));
-        }
-        p->type = dupn(s, n);
-    } else if (!lua_isnil(L, -1)) {
-        PUB_FAIL(L, "ctx.publish: opts.type must be a string");
-    }
-    lua_getfield(L, 4, "mandatory");
-    p->mandatory = lua_toboolean(L, -1);
-    lua_getfield(L, 4, "headers");
-    if (lua_istable(L, -1)) {
-        if (pub_headers(L, rt, p) != 0) {
-            return -1;
-        }
-    } else if (!lua_isnil(L, -1)) {
-        PUB_FAIL(L, "ctx.publish: opts.headers must be a table");
-    }
-    lua_pop(L, 1);
-    lua_getfield(L, 4, "cloudevent");
-    if (lua_istable(L, -1)) {
-        if (pub_cloudevent(L, rt, p) != 0) {
-            return -1;
-        }
-    } else if (!lua_isnil(L, -1)) {
-        PUB_FAIL(L, "ctx.publish: opts.cloudevent must be a table");
-    }
-    return 0;
-}
-
-/* ctx.publish(exchange, routing_key, body, opts) */
-static int ctx_publish(lua_State *L)
-{
-    wr_lua *rt = self(L);
-    check_phase(L, rt, "publish", 0);
-    int nargs = lua_gettop(L);
-    check_publish_args(L, rt, nargs);
-    const char *json_type = NULL;
-    if (lua_type(L, 3) == LUA_TTABLE) {
-        /* -- ... body */
-        lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_encode);
-        lua_pushvalue(L, 3);
-        if (lua_pcall(L, 1, 1, 0) != 0) {
-            return caller_error(L, "ctx.publish: body cannot be encoded as JSON: %s",
-                                lua_tostring(L, -1));
-        }
-        lua_replace(L, 3);
-        json_type = "application/json";
-    }
-    if (rt->pub_count == rt->pub_cap) {
-        int cap = rt->pub_cap ? rt->pub_cap * 2 : 8;
-        wr_lua_pub *p = realloc(rt->pubs, (size_t)cap * sizeof(*p));
-        if (p == NULL) {
-            return luaL_error(L, "not enough memory");
-        }
-        rt->pubs = p;
-        rt->pub_cap = cap;
-    }
-    /* what is copied out of the state counts against the message's allowance,
-     * checked before anything is copied */
-    size_t ne, nr, nb;
-    lua_tolstring(L, 1, &ne);
-    lua_tolstring(L, 2, &nr);
-    lua_tolstring(L, 3, &nb);
-    /* AMQP short strings: the broker could not take a longer one, and the failed
-     * publish would cost the connection rather than this message */
-    if (ne > SHORTSTR || nr > SHORTSTR) {
-        return caller_error(L, PUB_LONG, ne > SHORTSTR ? "exchange" : "routing_key",
-                            ne > SHORTSTR ? ne : nr);
-    }
-    size_t nj = json_type ? strlen(json_type) : 0;
-    if (ne + nr < ne || ne + nr + nb < nb || charge_pub(rt, ne + nr + nb + nj) != 0) {
-        return caller_error(L, PUB_TOO_BIG, PUB_CAP(rt));
-    }
-    wr_lua_pub *p = &rt->pubs[rt->pub_count];
-    memset(p, 0, sizeof(*p));
-    size_t n;
-    const char *s;
-    s = lua_tolstring(L, 1, &n);
-    p->exchange = dupn(s, n);
-    s = lua_tolstring(L, 2, &n);
-    p->routing_key = dupn(s, n);
-    s = lua_tolstring(L, 3, &n);
-    p->body = dupn(s, n);
-    p->body_len = n;
-    p->content_type = json_type ? dupn(json_type, strlen(json_type)) : NULL;
-    rt->pub_count++; /* from here on free_pubs owns what p holds */
-    if (p->exchange == NULL || p->routing_key == NULL || p->body == NULL ||
-        (json_type != NULL && p->content_type == NULL)) {
-        PUB_FAIL(L, "not enough memory");
-    }
-    if (nargs == 4 && lua_istable(L, 4)) {
-        return pub_opts(L, rt, p, nj);
-    }
-    return 0;
-}
-
-/* Raise the sentinel that unwinds the handler after ctx.reject / ctx.retry. */
-static int unwind(lua_State *L, wr_lua *rt)
-{
-    (void)rt;
-    lua_pushlightuserdata(L, (void *)&unwind);
-    return lua_error(L);
-}
-
-/* ctx.reject(reason): permanent failure; the message goes to the DLQ at once. */
-static int ctx_reject(lua_State *L)
-{
-    wr_lua *rt = self(L);
-    check_phase(L, rt, "reject", 0);
-    if (lua_type(L, 1) != LUA_TSTRING) {
-        return caller_error(L, "ctx.reject(reason): reason must be a string, got %s",
-                            luaL_typename(L, 1));
-    }
-    rt->forced = WR_OUT_REJECT;
-    snprintf(rt->forced_reason, sizeof(rt->forced_reason), "%s", lua_tostring(L, 1));
-    return unwind(L, rt);
-}
-
-/* ctx.retry(reason [, {delay = ms}]): retry later. */
-static int ctx_retry(lua_State *L)
-{
-    wr_lua *rt = self(L);
-    check_phase(L, rt, "retry", 0);
-    if (lua_type(L, 1) != LUA_TSTRING) {
-        return caller_error(L, "ctx.retry(reason [, opts]): reason must be a string, got %s",
-                            luaL_typename(L, 1));
-    }
-    int64_t delay = -1;
-    if (lua_istable(L, 2)) {
-        lua_getfield(L, 2, "delay");
-        if (lua_type(L, -1) == LUA_TNUMBER) {
-            double d = lua_tonumber(L, -1);
-            if (!(d >= 0 && d <= 86400000.0)) { /* NaN fails too */
-                return caller_error(L,
-                                    "ctx.retry: opts.delay must be from 0 to 86400000 "
-                                    "milliseconds, got %s",
-                                    lua_tostring(L, -1));
-            }
-            delay = (int64_t)d;
-        } else if (lua_type(L, -1) == LUA_TSTRING) {
-            if (wr_config_parse_duration(lua_tostring(L, -1), &delay) != 0) {
-                return caller_error(L, "ctx.retry: opts.delay '%s' is not a duration like 5s",
-                                    lua_tostring(L, -1));
-            }
-        } else if (!lua_isnil(L, -1)) {
-            return caller_error(L, "ctx.retry: opts.delay must be milliseconds or a duration");
-        }
-        lua_pop(L, 1);
-    } else if (!lua_isnoneornil(L, 2)) {
-        return caller_error(L, "ctx.retry: opts must be a table, got %s", luaL_typename(L, 2));
-    }
-    rt->forced = WR_OUT_RETRY;
-    rt->forced_delay_ms = delay;
-    snprintf(rt->forced_reason, sizeof(rt->forced_reason), "%s", lua_tostring(L, 1));
-    return unwind(L, rt);
-}
-
-/* ctx.now(): seconds since the epoch, with millisecond precision (like ngx.now). */
-static int ctx_now(lua_State *L)
-{
-    lua_pushnumber(L, (double)wr_now_ms() / 1000.0);
-    return 1;
-}
-
-/* ctx.log.<level>(msg [, fields]): a line in the sidecar's JSON log. */
-static int ctx_log(lua_State *L)
-{
-    wr_lua *rt = self(L);
-    wr_log_level level = (wr_log_level)lua_tointeger(L, lua_upvalueindex(2));
-    if (lua_type(L, 1) != LUA_TSTRING && lua_type(L, 1) != LUA_TNUMBER) {
-        return caller_error(L, "ctx.log.%s(msg [, fields]): msg must be a string, got %s",
-                            wr_log_level_name(level), luaL_typename(L, 1));
-    }
-    if (!lua_isnoneornil(L, 2) && !lua_istable(L, 2)) {
-        return caller_error(L, "ctx.log.%s: fields must be a table, got %s",
-                            wr_log_level_name(level), luaL_typename(L, 2));
-    }
-    if (!wr_log_enabled(level)) {
-        return 0;
-    }
-    wr_logline line;
-    wr_log_begin(&line, level, lua_tostring(L, 1));
-    wr_log_str(&line, "subscription", rt->subscription);
-    if (rt->env != NULL) {
-        wr_log_strn(&line, "message_id", rt->env->id.bytes, rt->env->id.len);
-        wr_log_strn(&line, "type", rt->env->type.bytes, rt->env->type.len);
-    }
-    if (rt->call != NULL && rt->call->trace_id != NULL) {
-        wr_log_str(&line, "trace_id", rt->call->trace_id);
-    }
-    wr_log_str(&line, "handler_version", rt->version);
-    lua_Debug ar;
-    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar)) {
-        char where[300];
-        snprintf(where, sizeof(where), "%s:%d", ar.short_src, ar.currentline);
-        wr_log_str(&line, "source", where);
-    }
-    if (lua_istable(L, 2)) {
-        lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_encode);
-        lua_pushvalue(L, 2);
-        if (lua_pcall(L, 1, 1, 0) == 0) {
-            size_t n;
-            const char *json = lua_tolstring(L, -1, &n);
-            wr_log_raw(&line, "fields", json, n);
-        } else {
-            wr_log_str(&line, "fields_error", lua_tostring(L, -1));
-        }
-        lua_pop(L, 1);
-    }
-    wr_log_end(&line);
-    return 0;
 }
 
 /* ---- building values ---------------------------------------------------------- */
@@ -1055,12 +567,12 @@ static int push_event(wr_lua *rt, const wr_envelope *env, char *err, size_t errc
     }
     lua_pushboolean(L, env->redelivered);
     lua_setfield(L, -2, "redelivered");
-    lua_pushinteger(L, rt->call ? rt->call->attempt : env->attempt);
+    lua_pushinteger(L, rt->cx.call ? rt->cx.call->attempt : env->attempt);
     lua_setfield(L, -2, "attempt");
-    if (rt->call != NULL && rt->call->cloudevent != NULL) {
+    if (rt->cx.call != NULL && rt->cx.call->cloudevent != NULL) {
         /* -- ... event decode attributes: event.cloudevent */
         lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_decode);
-        lua_pushstring(L, rt->call->cloudevent);
+        lua_pushstring(L, rt->cx.call->cloudevent);
         int rc = lua_pcall(L, 1, 1, 0);
         if (rc != 0) {
             lua_pop(L, 2);
@@ -1079,7 +591,7 @@ static int push_event(wr_lua *rt, const wr_envelope *env, char *err, size_t errc
             return -2; /* valid or not, it did not fit: not the producer's fault */
         }
         if (rc != 0) {
-            snprintf(err, errcap, "the body is not valid JSON: %s",
+            snprintf(err, errcap, WR_E_INVALID_JSON,
                      lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "?");
             lua_pop(L, 2);
             return -1;
@@ -1124,104 +636,11 @@ static void update_ctx(wr_lua *rt, const wr_envelope *env, const wr_lua_call *ca
 
 /* ---- the sandbox ---------------------------------------------------------------- */
 
-/*
- * The sandbox, written in Lua because it is mostly tables. It receives the
- * full globals, the handlers directory and a loader for source files, and
- * returns the handler's environment. Runs once per state, before any handler
- * code.
- */
-static const char sandbox_lua[] =
-    "local G, dir, cjson, cjson_safe, read_source, max_source = ...\n"
-    "local function copy(t, drop)\n"
-    "  local c = {}\n"
-    "  for k, v in G.pairs(t) do if not (drop and drop[k]) then c[k] = v end end\n"
-    "  return c\n"
-    "end\n"
-    "G.string.dump = nil\n" /* also reachable through the string metatable */
-    /* the string metatable's __index is the real string table, shared by every
-     * string: hide the metatable, so no handler can rewrite string methods */
-    "G.debug.getmetatable('').__metatable = false\n"
-    "local match, gsub = G.string.match, G.string.gsub\n"
-    "local env = {}\n"
-    "for _, k in G.ipairs{'assert','error','ipairs','next','pairs','pcall','select',\n"
-    "  'tonumber','tostring','type','unpack','xpcall','rawequal','rawget','rawset',\n"
-    "  'setmetatable','getmetatable','_VERSION'} do env[k] = G[k] end\n"
-    /* xpcall's message handler runs inside the hook that raised a timeout,
-     * where hooks cannot fire: a handler that loops would never be stopped.
-     * Run it after the unwind (without debug it could see nothing more). */
-    "local pcall = G.pcall\n"
-    "local function xpcall_done(h, ok, ...)\n"
-    "  if ok then return true, ... end\n"
-    "  local _, r = pcall(h, (...))\n"
-    "  return false, r\n"
-    "end\n"
-    "env.xpcall = function(f, h, ...) return xpcall_done(h, pcall(f, ...)) end\n"
-    /* rawset would write past the global lock: refuse it on the globals */
-    "local rawset = G.rawset\n"
-    "env.rawset = function(t, k, v)\n"
-    "  if t == env then\n"
-    "    G.error(\"attempt to create global '\" .. G.tostring(k) ..\n"
-    "      \"' (handler globals are locked: declare it local)\", 2)\n"
-    "  end\n"
-    "  return rawset(t, k, v)\n"
-    "end\n"
-    "env.string = copy(G.string)\n"
-    "env.table = copy(G.table)\n"
-    "env.math = copy(G.math)\n"
-    "env.bit = copy(G.bit)\n"
-    "env.coroutine = copy(G.coroutine)\n"
-    "env.os = { time = G.os.time, clock = G.os.clock, date = G.os.date,\n"
-    "           difftime = G.os.difftime }\n"
-    "local loadstring, setfenv, sub = G.loadstring, G.setfenv, G.string.sub\n"
-    "local function load_text(src, name)\n"
-    "  if G.type(src) ~= 'string' then\n"
-    "    return nil, 'load: only source text is accepted (got ' .. G.type(src) .. ')'\n"
-    "  end\n"
-    "  if sub(src, 1, 1) == '\\27' then\n"
-    "    return nil, 'load: precompiled bytecode is not allowed in handlers'\n"
-    "  end\n"
-    "  if #src > max_source then\n"
-    "    return nil, 'load: source text over ' .. max_source .. ' bytes'\n"
-    "  end\n"
-    "  local f, err = loadstring(src, name)\n"
-    "  if not f then return nil, err end\n"
-    "  return setfenv(f, env)\n"
-    "end\n"
-    "env.load = load_text\n"
-    "env.loadstring = load_text\n"
-    "local loaded = { cjson = cjson, ['cjson.safe'] = cjson_safe }\n"
-    "function env.require(name)\n"
-    "  if G.type(name) ~= 'string' then G.error('require: module name must be a string', 2) end\n"
-    "  if loaded[name] ~= nil then return loaded[name] end\n"
-    "  if not match(name, '^[%w_]+[%w_.]*$') then\n"
-    "    G.error(\"require: bad module name '\" .. name .. \"'\", 2)\n"
-    "  end\n"
-    "  local path = dir .. '/' .. gsub(name, '%.', '/') .. '.lua'\n"
-    "  local src, rerr, missing = read_source(path)\n"
-    "  if missing then\n"
-    "    G.error(\"module '\" .. name .. \"' not found: no \" .. path ..\n"
-    "      ' (handlers may require Lua modules from their directory, and cjson)', 2)\n"
-    "  end\n"
-    "  if not src then G.error(rerr, 2) end\n"
-    "  local f, err = load_text(src, '@' .. path)\n"
-    "  if not f then G.error(err, 2) end\n"
-    "  local m = f(name)\n"
-    "  if m == nil then m = true end\n"
-    "  loaded[name] = m\n"
-    "  return m\n"
-    "end\n"
-    "env._G = env\n"
-    "G.setmetatable(env, {\n"
-    "  __metatable = false,\n"
-    "  __index = function(_, k)\n"
-    "    G.error(\"attempt to read undeclared global '\" .. G.tostring(k) .. \"'\", 2)\n"
-    "  end,\n"
-    "  __newindex = function(_, k)\n"
-    "    G.error(\"attempt to create global '\" .. G.tostring(k) ..\n"
-    "      \"' (handler globals are locked: declare it local)\", 2)\n"
-    "  end,\n"
-    "})\n"
-    "return env\n";
+/* The sandbox (sidecar/lua/sandbox.lua, embedded as wr_lua_sandbox; the busted
+ * kit loads the same file) builds the handler's globals: it receives the full
+ * globals, the handlers directory, the cjson modules, a loader for source
+ * files and the largest source, and returns the environment. Runs once per
+ * state, before any handler code. */
 
 /* Traceback handler for lua_pcall: keep the error, add where it came from. */
 static int traceback(lua_State *L)
@@ -1232,12 +651,9 @@ static int traceback(lua_State *L)
     const char *msg = lua_tostring(L, 1);
     if (msg == NULL) {
         if (lua_isnil(L, 1)) {
-            msg = "error(nil) raised (raise a string: error('what went wrong'))";
+            msg = WR_E_ERROR_NIL;
         } else {
-            lua_pushfstring(L,
-                            "error object is a %s, not a string (raise a string: "
-                            "error('what went wrong'))",
-                            luaL_typename(L, 1));
+            lua_pushfstring(L, WR_E_ERROR_OBJECT, luaL_typename(L, 1));
             msg = lua_tostring(L, -1);
         }
     }
@@ -1273,25 +689,7 @@ static int set_api(wr_lua *rt)
     lua_State *L = rt->L;
     /* -- ... ctx */
     lua_createtable(L, 0, 16);
-    static const struct {
-        const char *name;
-        lua_CFunction fn;
-    } fns[] = {
-        {"publish", ctx_publish}, {"reject", ctx_reject}, {"retry", ctx_retry}, {"now", ctx_now}};
-    for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
-        lua_pushlightuserdata(L, rt);
-        lua_pushcclosure(L, fns[i].fn, 1);
-        lua_setfield(L, -2, fns[i].name);
-    }
-    lua_createtable(L, 0, 4);
-    static const char *levels[] = {"debug", "info", "warn", "error"};
-    for (int i = 0; i < 4; i++) {
-        lua_pushlightuserdata(L, rt);
-        lua_pushinteger(L, i);
-        lua_pushcclosure(L, ctx_log, 2);
-        lua_setfield(L, -2, levels[i]);
-    }
-    lua_setfield(L, -2, "log");
+    wr_lua_ctx_inject(L, &rt->cx);
     wr_lua_http_inject(L);
     wr_lua_breaker_inject(L, rt->opts.breakers, rt->opts.breaker_fallback);
     wr_lua_store_inject(L);
@@ -1318,30 +716,29 @@ char *wr_lua_read_source(const char *path, const char *what, size_t *len, char *
      * the descriptor sees what was opened, whatever the name points to now */
     struct stat pre;
     if (stat(path, &pre) == 0 && !S_ISREG(pre.st_mode)) {
-        snprintf(err, errcap, "%s: cannot load %s: not a regular file", path, what);
+        snprintf(err, errcap, WR_E_LOAD_NOT_REGULAR, path, what);
         errno = 0;
         return NULL;
     }
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        snprintf(err, errcap, "%s: cannot open %s: %s", path, what, strerror(e));
+        snprintf(err, errcap, WR_E_LOAD_OPEN, path, what, strerror(e));
         errno = e;
         return NULL;
     }
     struct stat st;
     char *buf = NULL;
     if (fstat(fd, &st) != 0) {
-        snprintf(err, errcap, "%s: cannot read %s: %s", path, what, strerror(errno));
+        snprintf(err, errcap, WR_E_LOAD_READ, path, what, strerror(errno));
         goto fail;
     }
     if (!S_ISREG(st.st_mode)) {
-        snprintf(err, errcap, "%s: cannot load %s: not a regular file", path, what);
+        snprintf(err, errcap, WR_E_LOAD_NOT_REGULAR, path, what);
         goto fail;
     }
     if (st.st_size > (off_t)WR_LUA_MAX_SOURCE) {
-        snprintf(err, errcap, "%s: cannot load %s: larger than %u bytes", path, what,
-                 (unsigned)WR_LUA_MAX_SOURCE);
+        snprintf(err, errcap, WR_E_LOAD_TOO_LARGE, path, what, (long long)WR_LUA_MAX_SOURCE);
         goto fail;
     }
     /* read to the end, not to st_size: the file may change meanwhile; one byte
@@ -1357,7 +754,7 @@ char *wr_lua_read_source(const char *path, const char *what, size_t *len, char *
             continue;
         }
         if (r < 0) {
-            snprintf(err, errcap, "%s: cannot read %s: %s", path, what, strerror(errno));
+            snprintf(err, errcap, WR_E_LOAD_READ, path, what, strerror(errno));
             goto fail;
         }
         if (r == 0) {
@@ -1365,8 +762,7 @@ char *wr_lua_read_source(const char *path, const char *what, size_t *len, char *
         }
         n += (size_t)r;
         if (n > WR_LUA_MAX_SOURCE) {
-            snprintf(err, errcap, "%s: cannot load %s: larger than %u bytes", path, what,
-                     (unsigned)WR_LUA_MAX_SOURCE);
+            snprintf(err, errcap, WR_E_LOAD_TOO_LARGE, path, what, (long long)WR_LUA_MAX_SOURCE);
             goto fail;
         }
         if (n == cap) {
@@ -1419,7 +815,7 @@ static int open_cjson(wr_lua *rt, char *err, size_t errcap)
     lua_getfield(L, -1, "decode");
     rt->ref_decode = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, -1, "encode");
-    rt->ref_encode = luaL_ref(L, LUA_REGISTRYINDEX);
+    rt->cx.ref_encode = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_getfield(L, -1, "null");
     rt->ref_null = luaL_ref(L, LUA_REGISTRYINDEX);
     lua_pop(L, 1);
@@ -1482,7 +878,7 @@ static int push_sandbox(wr_lua *rt, int tb, char *err, size_t errcap)
 {
     lua_State *L = rt->L;
     /* -- sandboxfn G dir cjson cjson_safe read_module max_source */
-    if (luaL_loadbuffer(L, sandbox_lua, sizeof(sandbox_lua) - 1, "=warren.sandbox") != 0) {
+    if (luaL_loadbuffer(L, wr_lua_sandbox, strlen(wr_lua_sandbox), "=warren.sandbox") != 0) {
         snprintf(err, errcap, "internal: sandbox: %s", lua_tostring(L, -1));
         return -1;
     }
@@ -1518,53 +914,48 @@ static int load_handler(wr_lua *rt, const char *src, size_t len, char *err, size
     lua_pushvalue(L, envi);
     lua_setfenv(L, -2);
     /* run the module body under the deadline too: -- tb env chunk */
-    rt->phase = PHASE_INIT;
+    rt->cx.phase = WR_LUA_PHASE_INIT;
     start_deadline(rt);
     if (lua_pcall(L, 0, 1, tb) != 0) {
-        rt->phase = PHASE_NONE;
+        rt->cx.phase = WR_LUA_PHASE_NONE;
         first_line(L, err, errcap);
         return -1;
     }
     /* -- tb env module */
     if (!lua_istable(L, -1)) {
-        rt->phase = PHASE_NONE;
-        snprintf(err, errcap,
-                 "%s: the handler must return a table with handle(event, ctx), "
-                 "it returned %s",
-                 rt->handler_path, luaL_typename(L, -1));
+        rt->cx.phase = WR_LUA_PHASE_NONE;
+        snprintf(err, errcap, WR_E_LOAD_NOT_TABLE, rt->handler_path, luaL_typename(L, -1));
         return -1;
     }
     /* still under the deadline: the table's __index is handler code */
     lua_getfield(L, -1, "handle");
-    rt->phase = PHASE_NONE;
+    rt->cx.phase = WR_LUA_PHASE_NONE;
     if (!lua_isfunction(L, -1)) {
-        snprintf(err, errcap, "%s: the returned table has no function 'handle' (found %s)",
-                 rt->handler_path, luaL_typename(L, -1));
+        snprintf(err, errcap, WR_E_LOAD_NO_HANDLE, rt->handler_path, luaL_typename(L, -1));
         return -1;
     }
     rt->ref_handle = luaL_ref(L, LUA_REGISTRYINDEX);
     set_api(rt);
-    rt->phase = PHASE_INIT;
+    rt->cx.phase = WR_LUA_PHASE_INIT;
     start_deadline(rt);
     lua_getfield(L, -1, "init");
     if (lua_isfunction(L, -1)) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_ctx);
         start_deadline(rt);
         if (lua_pcall(L, 1, 0, tb) != 0) {
-            rt->phase = PHASE_NONE;
+            rt->cx.phase = WR_LUA_PHASE_NONE;
             char msg[900];
             first_line(L, msg, sizeof(msg));
-            snprintf(err, errcap, "init failed: %s", msg);
+            snprintf(err, errcap, WR_E_INIT_FAILED, msg);
             return -1;
         }
-        rt->phase = PHASE_NONE;
+        rt->cx.phase = WR_LUA_PHASE_NONE;
     } else if (!lua_isnil(L, -1)) {
-        rt->phase = PHASE_NONE;
-        snprintf(err, errcap, "%s: 'init' must be a function, found %s", rt->handler_path,
-                 luaL_typename(L, -1));
+        rt->cx.phase = WR_LUA_PHASE_NONE;
+        snprintf(err, errcap, WR_E_LOAD_INIT_TYPE, rt->handler_path, luaL_typename(L, -1));
         return -1;
     } else {
-        rt->phase = PHASE_NONE;
+        rt->cx.phase = WR_LUA_PHASE_NONE;
         lua_pop(L, 1);
     }
     lua_settop(L, 0);
@@ -1660,6 +1051,9 @@ wr_lua *wr_lua_create(const wr_lua_opts *opts, char *err, size_t errcap)
     rt->opts.handler_path = rt->handler_path;
     rt->opts.subscription = rt->subscription;
     rt->opts.queue = rt->queue;
+    rt->cx.max_publish_bytes = opts->max_publish_bytes;
+    rt->cx.subscription = rt->subscription;
+    rt->cx.version = rt->version;
     /* opts.source and opts.version are read here only */
 
     size_t len;
@@ -1685,8 +1079,7 @@ wr_lua *wr_lua_create(const wr_lua_opts *opts, char *err, size_t errcap)
     rt->opts.version = NULL;
     if (len > 0 && src[0] == '\033') {
         free(src);
-        snprintf(err, errcap, "%s: precompiled bytecode is not accepted as a handler",
-                 rt->handler_path);
+        snprintf(err, errcap, WR_E_LOAD_BYTECODE, rt->handler_path);
         goto fail;
     }
 
@@ -1701,7 +1094,7 @@ wr_lua *wr_lua_create(const wr_lua_opts *opts, char *err, size_t errcap)
     create_args a = {.rt = rt, .src = src, .len = len, .err = err, .errcap = errcap};
     err[0] = '\0';
     int rc = lua_cpcall(rt->L, create_state, &a);
-    rt->phase = PHASE_NONE;
+    rt->cx.phase = WR_LUA_PHASE_NONE;
     free(src);
     if (rc != 0) {
         if (rc == LUA_ERRMEM || rt->oom) {
@@ -1733,8 +1126,7 @@ void wr_lua_destroy(wr_lua *rt)
     if (rt->L != NULL) {
         lua_close(rt->L);
     }
-    free_pubs(rt);
-    free(rt->pubs);
+    wr_lua_ctx_destroy(&rt->cx);
     free(rt->handler_path);
     free(rt->subscription);
     free(rt->queue);
@@ -1823,25 +1215,26 @@ static int handle_call(lua_State *L)
     update_ctx(rt, a->env, a->call); /* -- tb handle event ctx */
     rt->stage = NULL;
 
-    rt->phase = PHASE_HANDLE;
+    rt->cx.phase = WR_LUA_PHASE_HANDLE;
     start_deadline(rt);
     int rc = lua_pcall(L, 2, 1, 1);
-    rt->phase = PHASE_NONE;
+    rt->cx.phase = WR_LUA_PHASE_NONE;
     lua_sethook(L, deadline_hook, HOOK_MASK, HOOK_EVERY); /* undo a timeout's every-1 */
     rt->stage = "after the handler ran (reading its outcome)";
 
-    if (rt->forced != WR_OUT_OK) {
+    if (rt->cx.forced != WR_OUT_OK) {
         /* ctx.reject / ctx.retry win even if the handler caught the unwind with pcall */
-        free_pubs(rt);
-        set_result(res, rt->forced, rt->forced == WR_OUT_REJECT ? "rejected" : "retry-requested",
-                   rt->forced_reason);
-        res->retry_delay_ms = rt->forced_delay_ms;
+        wr_lua_ctx_free_pubs(&rt->cx);
+        set_result(res, rt->cx.forced,
+                   rt->cx.forced == WR_OUT_REJECT ? "rejected" : "retry-requested",
+                   rt->cx.forced_reason);
+        res->retry_delay_ms = rt->cx.forced_delay_ms;
     } else if (rc == 0) {
         set_result(res, WR_OUT_OK, "", NULL);
-        res->pubs = rt->pubs;
-        res->pub_count = rt->pub_count;
+        res->pubs = rt->cx.pubs;
+        res->pub_count = rt->cx.pub_count;
     } else {
-        free_pubs(rt);
+        wr_lua_ctx_free_pubs(&rt->cx);
         char msg[1024];
         first_line(L, msg, sizeof(msg));
         if (rc == LUA_ERRMEM || rt->oom) {
@@ -1875,16 +1268,14 @@ wr_outcome wr_lua_handle(wr_lua *rt, const wr_envelope *env, const wr_lua_call *
     lua_State *L = rt->L;
     memset(res, 0, sizeof(*res));
     res->retry_delay_ms = -1;
-    free_pubs(rt);
-    rt->forced = WR_OUT_OK;
-    rt->forced_reason[0] = '\0';
+    wr_lua_ctx_begin(&rt->cx);
     rt->timed_out = 0;
     rt->cstack_overflow = 0;
     rt->oom = 0;
     rt->dep_failed = 0;
     rt->mem_slack = 0;
-    rt->env = env;
-    rt->call = call;
+    rt->cx.env = env;
+    rt->cx.call = call;
     rt->stage = "before the handler ran (starting the call)";
 
     lua_settop(L, 0);
@@ -1894,9 +1285,9 @@ wr_outcome wr_lua_handle(wr_lua *rt, const wr_envelope *env, const wr_lua_call *
         /* raised outside the handler's own pcall: out of memory building the
          * event or reading the outcome. The state may hold what filled it: the
          * worker builds a new one. */
-        rt->phase = PHASE_NONE;
+        rt->cx.phase = WR_LUA_PHASE_NONE;
         lua_sethook(L, deadline_hook, HOOK_MASK, HOOK_EVERY);
-        free_pubs(rt);
+        wr_lua_ctx_free_pubs(&rt->cx);
         res->pubs = NULL;
         res->pub_count = 0;
         char msg[1024];
@@ -1910,8 +1301,8 @@ wr_outcome wr_lua_handle(wr_lua *rt, const wr_envelope *env, const wr_lua_call *
         }
         res->rebuild = 1;
     }
-    rt->env = NULL;
-    rt->call = NULL;
+    rt->cx.env = NULL;
+    rt->cx.call = NULL;
     lua_settop(L, 0);
     if (res->rebuild) {
         /* LuaJIT does not collect when an allocation fails: what the failed
@@ -2017,16 +1408,16 @@ static int upcast_call(lua_State *L)
     if (lua_pcall(L, 1, 1, tb) != 0) {
         char msg[900];
         first_line(L, msg, sizeof(msg));
-        snprintf(a->err, a->errcap, "the body is not valid JSON: %s", msg);
+        snprintf(a->err, a->errcap, WR_E_INVALID_JSON, msg);
         a->failed = 1;
         return 0;
     }
-    rt->phase = PHASE_INIT; /* code of the service's under the deadline, without ctx */
+    rt->cx.phase = WR_LUA_PHASE_INIT; /* code of the service's under the deadline, without ctx */
     start_deadline(rt);
     for (int i = 0; i < a->n; i++) {
         const wr_lua_upcaster *u = &a->steps[i];
         if (push_upcaster(rt, tb, u, a->err, a->errcap) != 0) {
-            rt->phase = PHASE_NONE;
+            rt->cx.phase = WR_LUA_PHASE_NONE;
             a->failed = 1;
             return 0;
         }
@@ -2040,7 +1431,7 @@ static int upcast_call(lua_State *L)
         lua_pushstring(L, a->type);
         lua_setfield(L, -2, "type");
         if (lua_pcall(L, 2, 1, tb) != 0) {
-            rt->phase = PHASE_NONE;
+            rt->cx.phase = WR_LUA_PHASE_NONE;
             char msg[900];
             first_line(L, msg, sizeof(msg));
             snprintf(a->err, a->errcap, "v%lld -> v%lld: %s", (long long)u->from,
@@ -2049,16 +1440,16 @@ static int upcast_call(lua_State *L)
             return 0;
         }
         if (!lua_istable(L, -1)) {
-            rt->phase = PHASE_NONE;
+            rt->cx.phase = WR_LUA_PHASE_NONE;
             snprintf(a->err, a->errcap, "v%lld -> v%lld: %s returned %s, not the event's data",
                      (long long)u->from, (long long)u->from + 1, u->path, luaL_typename(L, -1));
             a->failed = 1;
             return 0;
         }
     }
-    rt->phase = PHASE_NONE;
+    rt->cx.phase = WR_LUA_PHASE_NONE;
     /* -- tb data => -- tb json */
-    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->ref_encode);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, rt->cx.ref_encode);
     lua_insert(L, -2);
     if (lua_pcall(L, 1, 1, tb) != 0) {
         char msg[900];
@@ -2102,7 +1493,7 @@ int wr_lua_upcast(wr_lua *rt, const wr_lua_upcaster *steps, int n, const char *t
     err[0] = 0;
     lua_settop(L, 0);
     int rc = lua_cpcall(L, upcast_call, &a);
-    rt->phase = PHASE_NONE;
+    rt->cx.phase = WR_LUA_PHASE_NONE;
     if (rc != 0) {
         first_line(L, err, errcap);
         a.failed = 1;
@@ -2132,10 +1523,10 @@ static int compile_up_call(lua_State *L)
     compile_up_args *a = lua_touserdata(L, 1);
     lua_settop(L, 0);
     lua_pushcfunction(L, traceback);
-    a->rt->phase = PHASE_INIT;
+    a->rt->cx.phase = WR_LUA_PHASE_INIT;
     start_deadline(a->rt);
     a->failed = push_upcaster(a->rt, 1, a->u, a->err, a->errcap) != 0;
-    a->rt->phase = PHASE_NONE;
+    a->rt->cx.phase = WR_LUA_PHASE_NONE;
     return 0;
 }
 
@@ -2144,7 +1535,7 @@ int wr_lua_upcaster_compile(wr_lua *rt, const wr_lua_upcaster *u, char *err, siz
     compile_up_args a = {.rt = rt, .u = u, .err = err, .errcap = errcap};
     err[0] = 0;
     int rc = lua_cpcall(rt->L, compile_up_call, &a);
-    rt->phase = PHASE_NONE;
+    rt->cx.phase = WR_LUA_PHASE_NONE;
     if (rc != 0) {
         first_line(rt->L, err, errcap);
         a.failed = 1;

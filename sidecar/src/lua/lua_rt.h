@@ -65,6 +65,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "contract.h"
 #include "outcome.h"
 #include "envelope.h"
 #include "lua_http.h"
@@ -179,7 +180,7 @@ wr_outcome wr_lua_handle(wr_lua *L, const wr_envelope *env, const wr_lua_call *c
                          wr_lua_result *res);
 
 /* Largest handler or module source file accepted, in bytes. */
-#define WR_LUA_MAX_SOURCE (8u << 20)
+#define WR_LUA_MAX_SOURCE ((unsigned)WR_LIMIT_MAX_SOURCE) /* sidecar/lua/contract.lua */
 
 /*
  * Read the Lua source at PATH (a handler, WHAT = "handler", or a module it

@@ -35,12 +35,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "contract.h"
 #include "lua_api.h"
 #include "lua_rt.h"
 #include "storebuf.h"
 
-#define MAX_INCREMENT 9007199254740992.0 /* 2^53: a Lua number is a double */
-#define KEY_BUF 1024                     /* prefix (<= 100) + key */
+#define MAX_INCREMENT 9007199254740992.0     /* 2^53: a Lua number is a double */
+#define KEY_BUF (WR_LIMIT_STORE_KEY_MAX + 1) /* prefix (<= 100) + key + NUL */
 
 /*
  * The fixed checks of every ctx.store function, in order: it runs while a
@@ -53,11 +54,7 @@ static const wr_lua_store *check_store(lua_State *L, const char *fn)
     wr_lua_check_handling(L, name);
     const wr_lua_store *st = wr_lua_store_of(L);
     if (st == NULL || st->buf == NULL) {
-        wr_lua_caller_error(L,
-                            "ctx.store.%s: ctx.store is not available: idempotency is off "
-                            "for this subscription (the store's writes are committed with "
-                            "the idempotency record)",
-                            fn);
+        wr_lua_caller_error(L, WR_ES_UNAVAILABLE, fn);
     }
     return st;
 }
@@ -67,10 +64,11 @@ static void check_nargs(lua_State *L, const char *usage, int min, int max)
     int n = lua_gettop(L);
     if (n < min || n > max) {
         if (min == max) {
-            wr_lua_caller_error(L, "ctx.store.%s takes %d argument%s, got %d", usage, min,
-                                min == 1 ? "" : "s", n);
+            wr_lua_caller_error(L, WR_ES_NARGS, usage, (long long)min, min == 1 ? "" : "s",
+                                (long long)n);
         }
-        wr_lua_caller_error(L, "ctx.store.%s takes %d to %d arguments, got %d", usage, min, max, n);
+        wr_lua_caller_error(L, WR_ES_NARGS_RANGE, usage, (long long)min, (long long)max,
+                            (long long)n);
     }
 }
 
@@ -78,15 +76,13 @@ static void check_nargs(lua_State *L, const char *usage, int min, int max)
 static wr_sbstr key_arg(lua_State *L, const wr_lua_store *st, const char *fn, char *buf)
 {
     if (lua_type(L, 1) != LUA_TSTRING) {
-        wr_lua_caller_error(L, "ctx.store.%s: key must be a string, got %s", fn,
-                            luaL_typename(L, 1));
+        wr_lua_caller_error(L, WR_ES_KEY, fn, luaL_typename(L, 1));
     }
     size_t n;
     const char *k = lua_tolstring(L, 1, &n);
     size_t pn = strlen(st->prefix);
     if (n == 0 || pn + n >= KEY_BUF) {
-        wr_lua_caller_error(L, "ctx.store.%s: key must be 1 to %zu bytes, got %zu", fn,
-                            KEY_BUF - 1 - pn, n);
+        wr_lua_caller_error(L, WR_ES_KEY_LEN, fn, (long long)(KEY_BUF - 1 - pn), (long long)n);
     }
     memcpy(buf, st->prefix, pn);
     memcpy(buf + pn, k, n);
@@ -103,8 +99,7 @@ static wr_sbstr value_arg(lua_State *L, const wr_lua_store *st, const char *fn, 
 {
     int t = lua_type(L, idx);
     if (t != LUA_TSTRING && t != LUA_TNUMBER) {
-        wr_lua_caller_error(L, "ctx.store.%s: %s must be a string or a number, got %s", fn, what,
-                            luaL_typename(L, idx));
+        wr_lua_caller_error(L, WR_ES_VALUE, fn, what, luaL_typename(L, idx));
     }
     size_t n;
     const char *s;
@@ -122,10 +117,8 @@ static wr_sbstr value_arg(lua_State *L, const wr_lua_store *st, const char *fn, 
     }
     s = lua_tolstring(L, idx, &n);
     if (n > st->max_value_bytes) {
-        wr_lua_caller_error(L,
-                            "ctx.store.%s: %s is %zu bytes, more than store.max_value_bytes "
-                            "(%zu)",
-                            fn, what, n, st->max_value_bytes);
+        wr_lua_caller_error(L, WR_ES_VALUE_LEN, fn, what, (long long)n,
+                            (long long)st->max_value_bytes);
     }
     return (wr_sbstr){s, n};
 }
@@ -133,13 +126,11 @@ static wr_sbstr value_arg(lua_State *L, const wr_lua_store *st, const char *fn, 
 static int64_t int_arg(lua_State *L, const char *fn, int idx, const char *what)
 {
     if (lua_type(L, idx) != LUA_TNUMBER) {
-        wr_lua_caller_error(L, "ctx.store.%s: %s must be a whole number, got %s", fn, what,
-                            luaL_typename(L, idx));
+        wr_lua_caller_error(L, WR_ES_INT, fn, what, luaL_typename(L, idx));
     }
     lua_Number v = lua_tonumber(L, idx);
     if (v != floor(v) || fabs(v) >= MAX_INCREMENT) {
-        wr_lua_caller_error(L, "ctx.store.%s: %s must be a whole number within +-2^53, got %s", fn,
-                            what, lua_tostring(L, idx));
+        wr_lua_caller_error(L, WR_ES_INT_RANGE, fn, what, lua_tostring(L, idx));
     }
     return (int64_t)v;
 }
@@ -149,11 +140,9 @@ static int64_t ttl_arg(lua_State *L, const char *fn, int idx)
 {
     if (lua_type(L, idx) != LUA_TNUMBER || !(lua_tonumber(L, idx) > 0) ||
         lua_tonumber(L, idx) > 10.0 * 365 * 86400) {
-        wr_lua_caller_error(
-            L,
-            "ctx.store.%s: ttl must be a positive number of seconds (at "
-            "most 10 years), got %s",
-            fn, lua_type(L, idx) == LUA_TNUMBER ? lua_tostring(L, idx) : luaL_typename(L, idx));
+        wr_lua_caller_error(L, WR_ES_TTL, fn,
+                            lua_type(L, idx) == LUA_TNUMBER ? lua_tostring(L, idx)
+                                                            : luaL_typename(L, idx));
     }
     int64_t ms = (int64_t)(lua_tonumber(L, idx) * 1000.0 + 0.5);
     return ms < 1 ? 1 : ms;
@@ -263,10 +252,7 @@ static int members(lua_State *L, const char *fn, wr_sb_op op)
 {
     const wr_lua_store *st = check_store(L, fn);
     if (lua_gettop(L) < 2) {
-        return wr_lua_caller_error(L,
-                                   "ctx.store.%s(key, member...) takes a key and at least "
-                                   "one member, got %d arguments",
-                                   fn, lua_gettop(L));
+        return wr_lua_caller_error(L, WR_ES_MEMBERS, fn, (long long)lua_gettop(L));
     }
     char kb[KEY_BUF];
     wr_sbstr k = key_arg(L, st, fn, kb);

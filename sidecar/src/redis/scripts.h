@@ -19,5 +19,9 @@ extern const char wr_script_gate[];   /* causal gates: park, take, sent, sweep (
 extern const char wr_lua_commit_model[]; /* the commit script over an in-memory Redis
                                             (offcommit.h) */
 extern const char wr_lua_lint[];         /* undeclared globals in handlers (lint.h) */
+/* and in every handler state, before any handler code: */
+extern const char wr_lua_sandbox[];  /* the handler's globals (lua_rt.c; the kit loads it too) */
+extern const char wr_lua_contract[]; /* the API's texts and limits: the C side uses them as
+                                        macros (generated/contract.h), the kit loads them */
 
 #endif

@@ -7,11 +7,12 @@
 -- result says what warren would do with the message: `ok` (and what it would
 -- publish), `rejected`, `retry`, `error`, `timeout` or `invalid`.
 --
--- The ctx functions check their arguments in the order sidecar/src/lua/lua_rt.c
--- does and raise the same texts at the handler's line (testing.ERRORS holds
--- them; a spec compares them with the C source). For ctx.http.request the kit
--- is the reference: testing.HTTP_ERRORS defines the texts that
--- sidecar/src/lua/lua_http.c is to use. Nothing here touches the network or the
+-- The ctx functions check their arguments in the order the sidecar does
+-- (sidecar/src/lua/lua_ctx.c, lua_http.c, lua_store.c, lua_breaker.c) and
+-- raise the same texts at the handler's line: both take them from
+-- sidecar/lua/contract.lua (testing.ERRORS, HTTP_ERRORS, STORE_ERRORS,
+-- BREAKER_ERRORS are its tables), and both build the handler's globals with
+-- sidecar/lua/sandbox.lua. Nothing here touches the network or the
 -- wall clock: HTTP answers come from fakes given to testing.ctx, and
 -- ctx.now() reads a fake clock that only ctx.clock moves.
 --
@@ -44,108 +45,53 @@ local string_table = string -- the strings' metatable __index: s:dump() looks he
 
 local testing = { _VERSION = "0.1.0" }
 
---- Error texts of the runtime, as format strings (both string.format and printf).
--- Copied from sidecar/src/lua/lua_rt.c (and envelope.c for `empty_body`); the spec
--- spec/01-unit/testing_spec.lua checks that each one still appears there.
+-- warren's own Lua files beside the kit: sidecar/lua/ in the source tree
+-- (lua/warren/testing.lua -> ../../sidecar), or where the package installs
+-- them (share/lua/5.1/warren/testing.lua -> share/warren/), or $WARREN_SHARE_DIR.
+-- The kit takes the handler API's texts and limits (lua/contract.lua) and the
+-- sandbox (lua/sandbox.lua) from there: the very files the sidecar embeds.
+local THIS_DIR = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$")) or "."
+local SHARE_DIRS = { os.getenv("WARREN_SHARE_DIR"), THIS_DIR .. "/../../sidecar",
+                     THIS_DIR .. "/../../../warren" }
+local function share_dir()
+  local tried = {}
+  for _, dir in pairs(SHARE_DIRS) do
+    local path = dir .. "/lua/contract.lua"
+    tried[#tried + 1] = path
+    local fh = io.open(path, "rb")
+    if fh then
+      fh:close()
+      return dir
+    end
+  end
+  error("warren.testing: cannot find warren's Lua files (tried " .. table.concat(tried, ", ")
+        .. "); set WARREN_SHARE_DIR to the directory holding lua/contract.lua (the source "
+        .. "tree's sidecar/, or share/warren)", 3)
+end
+local SHARE_DIR = share_dir()
+local contract = assert(loadfile(SHARE_DIR .. "/lua/contract.lua"))()
+
+--- Error texts of the runtime, as format strings (both string.format and printf):
+-- sidecar/lua/contract.lua's ERRORS, which the sidecar's C code uses too.
 -- The `ctx.*` errors are raised at the handler's line (the nearest handler
 -- frame, also through pcall and a breaker's call), so the text a
 -- handler sees starts with its own `file:line: `.
 -- @table ERRORS
-testing.ERRORS = {
-  -- a ctx function used outside its phase: phase:format(fn, phase_init or phase_none)
-  phase = "ctx.%s is not available %s",
-  phase_init = "in init (only while handling a message)",
-  phase_none = "outside a handler call",
+testing.ERRORS = contract.ERRORS
 
-  publish_args = "ctx.publish(exchange, routing_key, body [, opts]) takes 3 or 4 arguments, "
-    .. "got %d",
-  publish_exchange = 'ctx.publish: exchange must be a string ("" for the default exchange), '
-    .. "got %s",
-  publish_routing_key = "ctx.publish: routing_key must be a string, got %s",
-  publish_body = "ctx.publish: body must be a string or a table, got %s",
-  publish_opts = "ctx.publish: opts must be a table, got %s",
-  publish_limit = "ctx.publish: more than %d publishes in one message",
-  publish_too_big = "ctx.publish: this message's events would exceed max_publish_size (%d bytes)",
-  publish_encode = "ctx.publish: body cannot be encoded as JSON: %s",
-  publish_content_type = "ctx.publish: opts.content_type must be a string",
-  publish_type = "ctx.publish: opts.type must be a string",
-  publish_headers = "ctx.publish: opts.headers must be a table",
-  publish_header_value = "ctx.publish: opts.headers must map strings to strings, numbers or "
-    .. "booleans",
-  publish_long = "ctx.publish: %s is longer than 255 bytes (%d)",
-  publish_headers_big = "ctx.publish: opts.headers take more than %d bytes",
-
-  reject_reason = "ctx.reject(reason): reason must be a string, got %s",
-
-  retry_reason = "ctx.retry(reason [, opts]): reason must be a string, got %s",
-  retry_opts = "ctx.retry: opts must be a table, got %s",
-  retry_delay = "ctx.retry: opts.delay '%s' is not a duration like 5s",
-  retry_delay_type = "ctx.retry: opts.delay must be milliseconds or a duration",
-  retry_delay_range = "ctx.retry: opts.delay must be from 0 to 86400000 milliseconds, got %s",
-
-  -- log_msg:format(level, type), log_fields:format(level, type)
-  log_msg = "ctx.log.%s(msg [, fields]): msg must be a string, got %s",
-  log_fields = "ctx.log.%s: fields must be a table, got %s",
-
-  -- how a failed call is reported (wr_lua_result.error)
-  timeout = "handler timed out after %d ms",
-  error_nil = "error(nil) raised (raise a string: error('what went wrong'))",
-  error_object = "error object is a %s, not a string (raise a string: error('what went wrong'))",
-  invalid_json = "the body is not valid JSON: %s",
-  empty_body = "the message body is empty",
-
-  -- loading (wr_lua_create's err)
-  load_open = "%s: cannot open %s: %s",
-  load_too_large = "%s: cannot load %s: larger than %u bytes",
-  load_bytecode = "%s: precompiled bytecode is not accepted as a handler",
-  load_not_table = "%s: the handler must return a table with handle(event, ctx), it returned %s",
-  load_no_handle = "%s: the returned table has no function 'handle' (found %s)",
-  load_init_type = "%s: 'init' must be a function, found %s",
-  init_failed = "init failed: %s",
-}
-
---- Error texts of ctx.http.request, as format strings (string.format and printf).
--- The kit defines them; the runtime's C implementation copies them. Argument
--- errors are raised at the caller's level and checked in this order: the
--- phase (ERRORS.phase with "http.request"), `args`, `option` (the first
--- unknown key), then url, method, raise, timeout, body, headers (the order
--- of sidecar/src/lua/lua_http.c).
--- `status`, `status_reason` and `transport` are raised (raise = true) or
--- returned as `nil, err` (transport errors with raise = false).
+--- Error texts of ctx.http.request (contract.lua's HTTP_ERRORS, used by
+-- sidecar/src/lua/lua_http.c). Argument errors are raised at the caller's
+-- level and checked in this order: the phase (ERRORS.phase with
+-- "http.request"), `args`, `option` (the first unknown key), then url,
+-- method, raise, timeout, body, headers. `status`, `status_reason` and
+-- `transport` are raised (raise = true) or returned as `nil, err` (transport
+-- errors with raise = false). `no_fake` is the kit's own.
 -- @table HTTP_ERRORS
-testing.HTTP_ERRORS = {
-  args = "ctx.http.request(opts) takes one table, got %s",
-  option = "ctx.http.request{...}: unknown option '%s' (expected method, url, headers, body, "
-    .. "timeout, raise)",
-  method = "ctx.http.request{...}: method must be a string, got %s",
-  method_token = "ctx.http.request{...}: method '%s' is not an HTTP method like GET or POST",
-  url = "ctx.http.request{...}: url must be a string, got %s",
-  url_scheme = "ctx.http.request{...}: url '%s' does not start with http:// or https://",
-  url_chars = "ctx.http.request{...}: url '%s' contains spaces or control characters",
-  headers = "ctx.http.request{...}: headers must be a table, got %s",
-  header_name = "ctx.http.request{...}: header names must be strings, got %s",
-  header_value = "ctx.http.request{...}: header '%s' must be a string or a number, got %s",
-  header_chars = "ctx.http.request{...}: header '%s' holds a line break, or a colon in its name",
-  -- header_size:format(name, testing.HTTP_MAX_HEADER_LINE): a "Name: value" line too long
-  header_size = "ctx.http.request{...}: header '%s' is longer than %d bytes",
-  body = "ctx.http.request{...}: body must be a string or a table, got %s",
-  body_json = "ctx.http.request{...}: body cannot be encoded as JSON: %s",
-  timeout = "ctx.http.request{...}: timeout must be seconds or a duration like 2s, got %s",
-  timeout_duration = "ctx.http.request{...}: timeout '%s' is not a duration like 2s",
-  timeout_range = "ctx.http.request{...}: timeout must be more than 0 seconds, got %s",
-  raise = "ctx.http.request{...}: raise must be a boolean, got %s",
-  -- outcomes: status:format(method, url, status), status_reason adds the reason phrase;
-  -- the url as testing.safe_url shows it (no userinfo, no query string)
-  status = "http %s %s: %d",
-  status_reason = "http %s %s: %d %s",
-  transport = "http %s %s: %s",
-  -- the kit's own transport error for a request nobody faked
-  no_fake = "no fake response for %s %s (add one to testing.ctx{http = ...})",
-}
+testing.HTTP_ERRORS = contract.HTTP_ERRORS
 
 --- The longest request header line ("Name: value") ctx.http.request sends
 -- (WR_HTTP_MAX_HEADER_LINE in sidecar/src/lua/lua_http.h).
-testing.HTTP_MAX_HEADER_LINE = 4096
+testing.HTTP_MAX_HEADER_LINE = contract.LIMITS.http_max_header_line
 
 --- A URL as ctx.http's error texts show it (wr_http_safe_url in
 -- sidecar/src/lua/lua_http.c): the userinfo (between "://" and the last "@"
@@ -168,26 +114,22 @@ function testing.safe_url(url)
   return scheme .. main .. tail
 end
 
---- Error texts of ctx.breaker (sidecar/src/lua/lua_breaker.c), checked against it by a spec.
+--- Error texts of ctx.breaker (contract.lua's BREAKER_ERRORS, used by sidecar/src/lua/lua_breaker.c).
 -- @table BREAKER_ERRORS
-testing.BREAKER_ERRORS = {
-  name = "ctx.breaker(name): name must be a non-empty string of at most 100 bytes, got %s",
-  self = "breaker:%s: call it with ':' (breaker:%s(...))",
-  fn = "breaker:call(fn, ...): fn must be a function, got %s",
-  open = "breaker '%s' is open: call refused, the message will be retried later",
-}
+testing.BREAKER_ERRORS = contract.BREAKER_ERRORS
 
 local E, H = testing.ERRORS, testing.HTTP_ERRORS
 
-local MAX_PUBLISHES = 1000          -- ctx.publish calls per message (lua_rt.c)
-local MAX_PUBLISH_BYTES = 16 * 1024 * 1024 -- defaults.max_publish_size
-local HOOK_EVERY = 10000            -- VM instructions between deadline checks (lua_rt.c)
+local LIMITS = contract.LIMITS
+local MAX_PUBLISHES = LIMITS.max_publishes          -- ctx.publish calls per message
+local MAX_PUBLISH_BYTES = LIMITS.max_publish_bytes  -- defaults.max_publish_size
+local HOOK_EVERY = LIMITS.hook_every                -- VM instructions between deadline checks
 local DEFAULT_TIMEOUT_MS = 5000     -- handler_timeout's default
 local DEFAULT_MAX_ATTEMPTS = 5      -- retry.max_attempts' default
 local DEFAULT_NOW = 1767225600      -- the fake clock's start: 2026-01-01T00:00:00Z
 local DEFAULT_VERSION = "000000000000"
-local MAX_ERROR = 1023              -- wr_lua_result.error holds 1023 bytes
-local MAX_SOURCE = 8 * 1024 * 1024  -- WR_LUA_MAX_SOURCE: the largest handler or module file
+local MAX_ERROR = LIMITS.max_error   -- wr_lua_result.error holds 1023 bytes
+local MAX_SOURCE = LIMITS.max_source -- WR_LUA_MAX_SOURCE: the largest handler or module file
 
 -- The sandbox's read_source(path) (lua_rt.c's read_module): the text of a
 -- module file, or nil, why, and true when it does not exist. The runtime also
@@ -200,110 +142,28 @@ local function read_source(path)
     if why:sub(1, #path + 2) == path .. ": " then
       why = why:sub(#path + 3)
     end
-    return nil, string.format("%s: cannot open module: %s", path, why),
+    return nil, fmt(E.load_open, path, "module", why),
       why == "No such file or directory"
   end
   local src = fh:read("*a")
   fh:close()
   if #src > MAX_SOURCE then
-    return nil, string.format("%s: cannot load module: larger than %u bytes", path, MAX_SOURCE)
+    return nil, fmt(E.load_too_large, path, "module", MAX_SOURCE)
   end
   return src
 end
 local LEVELS = { "debug", "info", "warn", "error" }
 
--- The sandbox, byte for byte the `sandbox_lua` source embedded in
--- sidecar/src/lua/lua_rt.c (a spec compares them). It receives the globals, the
--- handler's directory and the cjson modules, and returns the handler's env.
-local SANDBOX_LUA = [==[
-local G, dir, cjson, cjson_safe, read_source, max_source = ...
-local function copy(t, drop)
-  local c = {}
-  for k, v in G.pairs(t) do if not (drop and drop[k]) then c[k] = v end end
-  return c
+-- The sandbox: sidecar/lua/sandbox.lua, the file the sidecar embeds. It
+-- receives the globals, the handler's directory and the cjson modules, and
+-- returns the handler's env.
+local SANDBOX_LUA
+do
+  local fh = assert(io.open(SHARE_DIR .. "/lua/sandbox.lua", "rb"))
+  SANDBOX_LUA = fh:read("*a")
+  fh:close()
 end
-G.string.dump = nil
-G.debug.getmetatable('').__metatable = false
-local match, gsub = G.string.match, G.string.gsub
-local env = {}
-for _, k in G.ipairs{'assert','error','ipairs','next','pairs','pcall','select',
-  'tonumber','tostring','type','unpack','xpcall','rawequal','rawget','rawset',
-  'setmetatable','getmetatable','_VERSION'} do env[k] = G[k] end
-local pcall = G.pcall
-local function xpcall_done(h, ok, ...)
-  if ok then return true, ... end
-  local _, r = pcall(h, (...))
-  return false, r
-end
-env.xpcall = function(f, h, ...) return xpcall_done(h, pcall(f, ...)) end
-local rawset = G.rawset
-env.rawset = function(t, k, v)
-  if t == env then
-    G.error("attempt to create global '" .. G.tostring(k) ..
-      "' (handler globals are locked: declare it local)", 2)
-  end
-  return rawset(t, k, v)
-end
-env.string = copy(G.string)
-env.table = copy(G.table)
-env.math = copy(G.math)
-env.bit = copy(G.bit)
-env.coroutine = copy(G.coroutine)
-env.os = { time = G.os.time, clock = G.os.clock, date = G.os.date,
-           difftime = G.os.difftime }
-local loadstring, setfenv, sub = G.loadstring, G.setfenv, G.string.sub
-local function load_text(src, name)
-  if G.type(src) ~= 'string' then
-    return nil, 'load: only source text is accepted (got ' .. G.type(src) .. ')'
-  end
-  if sub(src, 1, 1) == '\27' then
-    return nil, 'load: precompiled bytecode is not allowed in handlers'
-  end
-  if #src > max_source then
-    return nil, 'load: source text over ' .. max_source .. ' bytes'
-  end
-  local f, err = loadstring(src, name)
-  if not f then return nil, err end
-  return setfenv(f, env)
-end
-env.load = load_text
-env.loadstring = load_text
-local loaded = { cjson = cjson, ['cjson.safe'] = cjson_safe }
-function env.require(name)
-  if G.type(name) ~= 'string' then G.error('require: module name must be a string', 2) end
-  if loaded[name] ~= nil then return loaded[name] end
-  if not match(name, '^[%w_]+[%w_.]*$') then
-    G.error("require: bad module name '" .. name .. "'", 2)
-  end
-  local path = dir .. '/' .. gsub(name, '%.', '/') .. '.lua'
-  local src, rerr, missing = read_source(path)
-  if missing then
-    G.error("module '" .. name .. "' not found: no " .. path ..
-      ' (handlers may require Lua modules from their directory, and cjson)', 2)
-  end
-  if not src then G.error(rerr, 2) end
-  local f, err = load_text(src, '@' .. path)
-  if not f then G.error(err, 2) end
-  local m = f(name)
-  if m == nil then m = true end
-  loaded[name] = m
-  return m
-end
-env._G = env
-G.setmetatable(env, {
-  __metatable = false,
-  __index = function(_, k)
-    G.error("attempt to read undeclared global '" .. G.tostring(k) .. "'", 2)
-  end,
-  __newindex = function(_, k)
-    G.error("attempt to create global '" .. G.tostring(k) ..
-      "' (handler globals are locked: declare it local)", 2)
-  end,
-})
-return env
-]==]
-
-testing._SANDBOX_LUA = SANDBOX_LUA -- for the spec that compares it with lua_rt.c
+testing._SANDBOX_LUA = SANDBOX_LUA -- for the spec that compares it with the binary's
 
 -- Private state, keyed weakly by the public tables.
 local states = setmetatable({}, { __mode = "k" })   -- ctx -> its state
@@ -938,42 +798,16 @@ local function make_breaker(st)
   end
 end
 
---- Error texts of ctx.store (sidecar/src/lua/lua_store.c and storebuf.c), checked against
--- them by a spec. Arguments are checked in the runtime's order: the phase
+--- Error texts of ctx.store (contract.lua's STORE_ERRORS, used by sidecar/src/lua/lua_store.c,
+-- storebuf.c and decide.c). Arguments are checked in the runtime's order: the phase
 -- (ERRORS.phase with "store.<fn>"), availability, the argument count, the key,
 -- then the call's other arguments (set: ttl before value; hincrby: n before field).
 -- @table STORE_ERRORS
-testing.STORE_ERRORS = {
-  unavailable = "ctx.store.%s: ctx.store is not available: idempotency is off for this "
-    .. "subscription (the store's writes are committed with the idempotency record)",
-  nargs = "ctx.store.%s takes %d argument%s, got %d",
-  nargs_range = "ctx.store.%s takes %d to %d arguments, got %d",
-  members = "ctx.store.%s(key, member...) takes a key and at least one member, got %d arguments",
-  key = "ctx.store.%s: key must be a string, got %s",
-  key_len = "ctx.store.%s: key must be 1 to %d bytes, got %d",
-  value = "ctx.store.%s: %s must be a string or a number, got %s",
-  value_len = "ctx.store.%s: %s is %d bytes, more than store.max_value_bytes (%d)",
-  int = "ctx.store.%s: %s must be a whole number, got %s",
-  int_range = "ctx.store.%s: %s must be a whole number within +-2^53, got %s",
-  ttl = "ctx.store.%s: ttl must be a positive number of seconds (at most 10 years), got %s",
-  -- what the buffer refuses (storebuf.c), after "ctx.store.<fn>: "
-  max_writes = "more than %d writes in one message (store.max_writes)",
-  kind = "key '%s' holds %s in this message",
-  not_integer = "value is not an integer",
-  hash_not_integer = "hash value is not an integer",
-  overflow = "increment or decrement would overflow",
-  -- what Redis answers a read of a key of another type (after "ctx.store.<fn>: ")
-  wrongtype = "Redis: WRONGTYPE Operation against a key holding the wrong kind of value",
-  -- how a commit that did not apply is reported (decide.c, for the worker and exec), then
-  -- the commit script's words
-  refused = "store writes refused, nothing applied: %s",
-  conflict = "store %s; nothing applied, the message runs again",
-  failed = "the commit failed, the message runs again: %s",
-}
+testing.STORE_ERRORS = contract.STORE_ERRORS
 
 local S = testing.STORE_ERRORS
 local MAX_INT = 9007199254740992 -- 2^53
-local KEY_MAX = 1023             -- KEY_BUF - 1 in lua_store.c, prefix included
+local KEY_MAX = LIMITS.store_key_max -- a key, store.prefix included
 local KIND_NAME = { string = "a string", hash = "a hash", set = "a set" }
 
 ---------------------------------------------------------------------------
@@ -983,39 +817,21 @@ local KIND_NAME = { string = "a string", hash = "a hash", set = "a set" }
 -- The kit commits a message's ctx.store writes the way the sidecar does: with
 -- the sidecar's commit script (sidecar/scripts/finish.lua), run over the
 -- in-memory Redis of sidecar/lua/commit_model.lua (what `warren exec` runs
--- too). They are found next to the kit: in the source tree
--- (handlers/warren/testing.lua -> sidecar/), or where the package installs
--- them (share/lua/5.1/warren/testing.lua -> share/warren/), or in
--- $WARREN_SHARE_DIR.
+-- too), found in SHARE_DIR (see share_dir above).
 local warren_files
 local function find_warren_files()
   if warren_files then
     return warren_files
   end
-  local here = (THIS_FILE:match("^@(.*)/[^/]*$")) or "."
-  local tried = {}
-  local candidates = { os.getenv("WARREN_SHARE_DIR"), here .. "/../../sidecar",
-                       here .. "/../../../warren" }
-  for _, dir in pairs(candidates) do
-    local path = dir .. "/lua/commit_model.lua"
-    tried[#tried + 1] = path
-    local fh = io.open(path, "rb")
-    if fh then
-      fh:close()
-      local model = assert(loadfile(path))()
-      local parts = {}
-      for i, name in ipairs { "record.lua", "finish.lua" } do
-        local sh = assert(io.open(dir .. "/scripts/" .. name, "rb"))
-        parts[i] = sh:read("*a")
-        sh:close()
-      end
-      warren_files = { model = model, finish = parts[1] .. "\n" .. parts[2] }
-      return warren_files
-    end
+  local model = assert(loadfile(SHARE_DIR .. "/lua/commit_model.lua"))()
+  local parts = {}
+  for i, name in ipairs { "record.lua", "finish.lua" } do
+    local sh = assert(io.open(SHARE_DIR .. "/scripts/" .. name, "rb"))
+    parts[i] = sh:read("*a")
+    sh:close()
   end
-  error("warren.testing: cannot find warren's commit model (tried " .. table.concat(tried, ", ")
-        .. "); set WARREN_SHARE_DIR to the directory holding lua/commit_model.lua and "
-        .. "scripts/finish.lua (the source tree's sidecar/, or share/warren)", 0)
+  warren_files = { model = model, finish = parts[1] .. "\n" .. parts[2] }
+  return warren_files
 end
 
 ---------------------------------------------------------------------------
