@@ -27,7 +27,7 @@
  * types, an attempt out of range are errors as FILE:LINE:COL: message
  * (evfile.h has the format).
  *
- * Two modes serve the busted kit (handlers/warren/testing.lua), which runs
+ * Two modes serve the busted kit (lua/warren/testing.lua), which runs
  * handlers in-process with Lua fakes but takes everything the config decides
  * from here, so the config is parsed, the envelope checked and the decision
  * taken by one piece of code:
