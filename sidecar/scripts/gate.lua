@@ -50,7 +50,8 @@
 --   lpark  KEYS: hold, list, index, marks
 --          ARGV: record key, entry, recheck_ms
 --          The hold is absent or is this message's: returns 0 (run it). Else
---          the entry is appended to the list; returns 1.
+--          the entry is appended to the list; returns the holder's record key
+--          (what it is parked behind).
 --   lhold  KEYS: hold   ARGV: record key
 --          This message (retried) now holds its key, unless another one does;
 --          returns 1 when it holds it.
@@ -153,7 +154,7 @@ elseif op == 'lpark' then
   if not redis.call('ZSCORE', KEYS[3], KEYS[2]) then
     redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), KEYS[2])
   end
-  return 1
+  return h
 elseif op == 'lhold' then
   local h = redis.call('GET', KEYS[1])
   if h and h ~= ARGV[2] then return 0 end

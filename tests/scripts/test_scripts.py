@@ -223,8 +223,8 @@ def gates(r):
     check_eq(g([hold, lane, idx, marks], "lpark", "rec:m1", "0|m1", 5000), 0,
              "the holder itself runs")
     for m in ("m2", "m3", "m4"):
-        check_eq(g([hold, lane, idx, marks], "lpark", "rec:" + m, "0|" + m, 5000), 1,
-                 "%s parks behind m1" % m)
+        check_eq(g([hold, lane, idx, marks], "lpark", "rec:" + m, "0|" + m, 5000), "rec:m1",
+                 "%s parks behind m1 (named)" % m)
     check_eq(r.hget(marks, lane), "L" + hold, "the lane's hold noted")
     check_eq(g([hold, lane, idx, marks, sending, seq], "lnext", 10000, "rec:m3", "release"), [],
              "not the holder: nothing")
@@ -232,8 +232,8 @@ def gates(r):
     check_eq(nx[1:], ["0|m2"], "m1 done: m2 is released, alone")
     check_eq(r.get(hold), "rec:m2", "and holds the key")
     g([nx[0], sending], "sent")
-    check_eq(g([hold, lane, idx, marks], "lpark", "rec:m5", "0|m5", 5000), 1,
-             "a new message parks behind the released ones")
+    check_eq(g([hold, lane, idx, marks], "lpark", "rec:m5", "0|m5", 5000), "rec:m2",
+             "a new message parks behind the released ones (m2 holds)")
     check_eq(g([hold, lane, idx, marks], "lpark", "rec:m2", "0|m2", 5000), 0, "m2 runs")
     nx = g([hold, lane, idx, marks, sending, seq], "lnext", 10000, "rec:m2", "release")
     check_eq(nx[1:], ["0|m3"], "then m3")

@@ -2192,36 +2192,15 @@ static void lane_keys(const wr_worker *w, const item *it, char *hold, char *list
 }
 
 /*
- * IT is about to run: when a message of its ordering key is being retried
- * (or was released behind one and is not done), park IT behind it and return
- * 1 (*RC PAUSE when Redis failed); 0: IT runs (it may be the holder itself).
- * The hold is read as a guarded ctx.store read, as a gate's mark is.
+ * Park IT in Redis behind the message that holds its ordering key (gate.lua's
+ * lpark, which reads the hold again in the same script run). Returns 1 when
+ * IT is parked (WR_ACT_PARKED), or not run for want of memory (WR_ACT_NONE),
+ * or *RC is PAUSE (Redis failed); 0 when the key is free or held by IT itself
+ * after all.
  */
-static int lane_park(wr_worker *w, batch *bt, item *it, int *rc)
+static int lane_park_entry(wr_worker *w, batch *bt, item *it, const char *hold, const char *list,
+                           int *rc)
 {
-    *rc = WR_BROKER_OK;
-    if (!lane_redis(w, it)) {
-        return 0;
-    }
-    char hold[GATE_KEY_MAX], list[GATE_KEY_MAX], err[256];
-    lane_keys(w, it, hold, list);
-    int idx = (int)(it - bt->items);
-    bt->links[idx] = (struct store_link){.w = w, .b = bt, .index = idx};
-    wr_sb_result res = {0};
-    if (wr_storebuf_read(bt->stores[idx], "GET", (wr_sbstr){hold, strlen(hold)}, (wr_sbstr){"", 0},
-                         chained_fetch, &bt->links[idx], &res, err, sizeof(err)) != 0) {
-        wr_logf(WR_LOG_ERROR, "%s: ordering: %s", w->name, err);
-        *rc = PAUSE;
-        return 1;
-    }
-    char holder[RKEY_MAX];
-    int taken = res.present;
-    snprintf(holder, sizeof(holder), "%.*s", taken ? (int)res.str.n : 0, taken ? res.str.p : "");
-    wr_sb_result_free(&res);
-    if (!taken || strcmp(holder, it->rkey) == 0) {
-        it->holder = taken;
-        return 0;
-    }
     amqp_basic_properties_t props, clean;
     const amqp_basic_properties_t *orig = &it->d->message.properties;
     if (it->forged) {
@@ -2252,9 +2231,11 @@ static int lane_park(wr_worker *w, batch *bt, item *it, int *rc)
         return 1;
     }
     if (r->type == REDIS_REPLY_INTEGER && r->integer == 0) {
-        wr_storebuf_reset(bt->stores[idx]); /* the lane came free meanwhile: run, afresh */
         return 0;
     }
+    char holder[RKEY_MAX];
+    snprintf(holder, sizeof(holder), "%.*s", r->type == REDIS_REPLY_STRING ? (int)r->len : 0,
+             r->type == REDIS_REPLY_STRING ? r->str : "");
     it->act = WR_ACT_PARKED;
     snprintf(it->error, sizeof(it->error), "behind %.400s, retried, of ordering key %.400s", holder,
              it->okey);
@@ -2268,6 +2249,66 @@ static int lane_park(wr_worker *w, batch *bt, item *it, int *rc)
     wr_log_str(&l, "trace_id", it->trace_id);
     wr_log_end(&l);
     return 1;
+}
+
+/*
+ * IT is about to run: when a message of its ordering key is being retried
+ * (or was released behind one and is not done), park IT behind it and return
+ * 1 (*RC PAUSE when Redis failed); 0: IT runs (it may be the holder itself).
+ * The hold is read as a guarded ctx.store read, as a gate's mark is.
+ */
+static int lane_park(wr_worker *w, batch *bt, item *it, int *rc)
+{
+    *rc = WR_BROKER_OK;
+    if (!lane_redis(w, it)) {
+        return 0;
+    }
+    char hold[GATE_KEY_MAX], list[GATE_KEY_MAX], err[256];
+    lane_keys(w, it, hold, list);
+    int idx = (int)(it - bt->items);
+    bt->links[idx] = (struct store_link){.w = w, .b = bt, .index = idx};
+    wr_sb_result res = {0};
+    if (wr_storebuf_read(bt->stores[idx], "GET", (wr_sbstr){hold, strlen(hold)}, (wr_sbstr){"", 0},
+                         chained_fetch, &bt->links[idx], &res, err, sizeof(err)) != 0) {
+        wr_logf(WR_LOG_ERROR, "%s: ordering: %s", w->name, err);
+        *rc = PAUSE;
+        return 1;
+    }
+    int taken = res.present;
+    int own = taken && res.str.n == strlen(it->rkey) && memcmp(res.str.p, it->rkey, res.str.n) == 0;
+    wr_sb_result_free(&res);
+    if (!taken || own) {
+        it->holder = taken;
+        return 0;
+    }
+    if (lane_park_entry(w, bt, it, hold, list, rc)) {
+        return 1;
+    }
+    wr_storebuf_reset(bt->stores[idx]); /* the lane came free meanwhile: run, afresh */
+    return 0;
+}
+
+/*
+ * IT cannot be claimed (another process holds its idempotency record: one
+ * killed with kill -9 while it ran it, until the lease runs out) and would go
+ * through the wait queue. When its ordering key is held in Redis by another
+ * message (a retried one, or one released behind it), the key's later
+ * messages are parked behind that one and would be released ahead of IT,
+ * which the wait queue brings back later: park IT there too, in its turn,
+ * and return 1 (*RC PAUSE when Redis failed). 0: the key is free or IT holds
+ * it; IT goes through the wait queue (its later messages follow it there in
+ * this worker, or park behind it in Redis when it holds the key). Costs one
+ * Redis round trip per such message, none on the way of a claimed one.
+ */
+static int lane_park_busy(wr_worker *w, batch *bt, item *it, int *rc)
+{
+    *rc = WR_BROKER_OK;
+    if (!lane_redis(w, it)) {
+        return 0;
+    }
+    char hold[GATE_KEY_MAX], list[GATE_KEY_MAX];
+    lane_keys(w, it, hold, list);
+    return lane_park_entry(w, bt, it, hold, list, rc);
 }
 
 /* IT goes to a delay queue: from now on its key's later messages wait behind
@@ -2484,7 +2525,9 @@ static int run_batch(wr_worker *w, batch *bt)
             continue;
         }
         if (it->act == WR_ACT_WAIT) {
-            rc = publish_copy(w, bt, it, NULL);
+            if (!lane_park_busy(w, bt, it, &rc)) {
+                rc = publish_copy(w, bt, it, NULL);
+            }
             if (rc != WR_BROKER_OK) {
                 return rc;
             }
