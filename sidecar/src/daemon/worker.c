@@ -2110,13 +2110,16 @@ static int gate_release(wr_worker *w, batch *bt)
 /*
  * What the normal path left behind (gates.h): lists whose sender died,
  * parked messages whose predecessor's worker died between its commit and the
- * release, and parked messages past their gate's timeout. Worker 0 of a
- * subscription does it about once a second. Returns a WR_BROKER_* code or
- * PAUSE.
+ * release, and parked messages past their gate's timeout; and the lanes of
+ * ordering keys (gate.lua's lanes: a subscription with ordering and no gate
+ * has them too) whose holder's worker died between its commit and the
+ * hand-over. Worker 0 of a subscription does it about once a second. Returns
+ * a WR_BROKER_* code or PAUSE.
  */
 static int gate_sweep(wr_worker *w)
 {
-    if (w->sub->gate_count == 0 || w->idem == NULL || w->index != 0 ||
+    int lanes = w->lanes != NULL && w->sub->idem.enabled;
+    if ((w->sub->gate_count == 0 && !lanes) || w->idem == NULL || w->index != 0 ||
         wr_mono_ms() < w->next_sweep_ms) {
         return WR_BROKER_OK;
     }
