@@ -211,13 +211,52 @@ sentinels_known() {
     done
 }
 
+# the sentinels name PORT and PORT says it is the primary (the old primary
+# may still call itself one: the sentinels turn it into a replica when they
+# next look at it, within about ten seconds)
+promoted() {
+    local port=$1 s
+    [ "$(role_of "$port")" = master ] || return 1
+    for s in "${SENTINELS[@]}"; do
+        [ "$(cli "$s" sentinel get-master-addr-by-name "$MASTER" | sed -n 2p)" = "$port" ] ||
+            return 1
+    done
+}
+
+# The last lines the sentinels logged, for a failover that did not happen.
+sentinel_logs() {
+    local s
+    for s in "${SENTINELS[@]}"; do
+        echo "ha: sentinel 127.0.0.1:$s log:" >&2
+        tail -n 15 "$DIR/$s/log" 2>/dev/null | sed 's/^/ha:   /' >&2 || true
+    done
+}
+
+# SENTINEL FAILOVER once the pair is settled (a failover asked of a pair whose
+# replica is not in sync, or of sentinels still busy with the last one, is
+# refused or aborted: failover-abort-no-good-slave, INPROG), asked again up to
+# three times when the sentinels do not promote the replica in time (a sentinel
+# in TILT mode on a loaded machine acts on nothing for 30 s).
 failover() {
-    local p o t0=$SECONDS
+    local p o t0=$SECONDS try out
     p=$(primary) || die "no sentinel names a primary"
     o=$(other "$p")
-    cli "${SENTINELS[0]}" sentinel failover "$MASTER" >/dev/null || die "SENTINEL FAILOVER refused"
-    wait_until 30 "failover to 127.0.0.1:$o" settled_on "$o"
-    say "failover: 127.0.0.1:$p -> 127.0.0.1:$o in $((SECONDS - t0))s"
+    wait_until 60 "127.0.0.1:$p and its replica settled before the failover" settled_on "$p"
+    for try in 1 2 3; do
+        out=$(cli "${SENTINELS[0]}" sentinel failover "$MASTER" || true)
+        [ "$out" = OK ] || say "SENTINEL FAILOVER (try $try): ${out:-no answer}"
+        local deadline=$((SECONDS + 20))
+        while ! promoted "$o" && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
+        promoted "$o" && break
+        say "failover to 127.0.0.1:$o not done in 20s (try $try)"
+        [ "$try" -lt 3 ] || { sentinel_logs; die "failover to 127.0.0.1:$o: not done in 3 tries"; }
+    done
+    say "failover: 127.0.0.1:$p -> 127.0.0.1:$o promoted in $((SECONDS - t0))s"
+    if ! (wait_until 60 "127.0.0.1:$p replicating from 127.0.0.1:$o" settled_on "$o"); then
+        sentinel_logs
+        exit 1
+    fi
+    say "failover: 127.0.0.1:$p replicates from 127.0.0.1:$o after $((SECONDS - t0))s"
 }
 
 kill_primary() {

@@ -9,7 +9,10 @@ warren (two workers, batches of 50) handles EVENTS events whose handler
 works 3 ms and adds 1 to a ctx.store counter of its own (committed with the idempotency record)
 and publishes one output; the failover starts once a third of the outputs are
 out. warren must find the new primary by itself (it has no address but the
-sentinels'), and the queue must drain.
+sentinels'), and the queue must drain. In a coordinated failover the old
+primary keeps answering (and taking writes it loses when it is demoted, about
+ten seconds later): the workers must follow the sentinels' +switch-master at
+once, each logging "the sentinels moved the primary".
 
 Per run, read from the primary the sentinels name at the end (never through
 warren): a lost effect is an input acked (gone from the queue) whose counter
@@ -122,6 +125,14 @@ return M
               "%.1fs, longest stall of the outputs %.1fs"
               % (kind, min_replicas, len(lost), len(double), repub, returned,
                  t_settled - t0, t_resumed), flush=True)
+        if kind == "failover":
+            # the old primary still answered: only the sentinels' +switch-master
+            # could tell the workers to move before it was demoted
+            moved = [x for x in w.lines() if "the sentinels moved the primary" in
+                     str(x.get("msg", ""))]
+            check(len(moved) >= CONCURRENCY,
+                  "%s: the workers followed the sentinels' switch at once (%d lines "
+                  "'the sentinels moved the primary')" % (name, len(moved)))
         check_eq(double, [], "%s: no effect applied twice" % name)
         check_eq(missing_out, [], "%s: every output id published" % name)
         if min_replicas > 0:

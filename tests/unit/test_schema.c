@@ -107,6 +107,15 @@ static void test_compile_errors(void)
     CHECK_STR(compile_error("{\"properties\": {\"x\": {\"$id\": \"#x\"}}}"),
               "/properties/x/$id: $id is supported only at the root (references are local)");
     CHECK_STR(compile_error("[1]"), ": a schema must be an object or a boolean");
+    CHECK_STR(compile_error("{\"properties\": [1]}"),
+              "/properties: properties must be an object of schemas");
+    CHECK_STR(compile_error("{\"patternProperties\": 5}"),
+              "/patternProperties: patternProperties must be an object of schemas");
+    CHECK_STR(compile_error("{\"properties\": {\"a\": 2}}"),
+              "/properties/a: a schema must be an object or a boolean");
+    CHECK_STR(compile_error("{\"patternProperties\": {\"(\": {}}}"),
+              "/patternProperties/(: invalid regular expression at offset 1: missing closing "
+              "parenthesis");
     CHECK_STR(compile_error(ORDER), "(compiled)");
 }
 

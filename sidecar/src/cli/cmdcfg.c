@@ -28,12 +28,21 @@ wr_config *wr_cmd_load(const char *path, int *problems)
     return cfg;
 }
 
-const wr_subscription *wr_cmd_subscription(const wr_config *cfg, const char *name, const char *cmd)
+const wr_subscription *wr_cmd_find_subscription(const wr_config *cfg, const char *name)
 {
-    for (int i = 0; i < cfg->sub_count; i++) {
+    for (int i = 0; cfg != NULL && name != NULL && i < cfg->sub_count; i++) {
         if (strcmp(cfg->subs[i].name, name) == 0) {
             return &cfg->subs[i];
         }
+    }
+    return NULL;
+}
+
+const wr_subscription *wr_cmd_subscription(const wr_config *cfg, const char *name, const char *cmd)
+{
+    const wr_subscription *sub = wr_cmd_find_subscription(cfg, name);
+    if (sub != NULL) {
+        return sub;
     }
     fprintf(stderr, "%s: no subscription '%s' in %s (have:", cmd, name, cfg->path);
     for (int i = 0; i < cfg->sub_count; i++) {

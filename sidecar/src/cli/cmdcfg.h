@@ -13,6 +13,9 @@
  * says how many there were (at least 1 when NULL is returned). */
 wr_config *wr_cmd_load(const char *path, int *problems);
 
+/* The subscription NAME of CFG, or NULL (nothing said). */
+const wr_subscription *wr_cmd_find_subscription(const wr_config *cfg, const char *name);
+
 /* The subscription NAME of CFG, or NULL after "CMD: no subscription 'NAME' in
  * FILE (have: a b c)" on stderr. */
 const wr_subscription *wr_cmd_subscription(const wr_config *cfg, const char *name, const char *cmd);

@@ -33,7 +33,13 @@
  * the event's journal (journal.h: who, from which DLQ, what was done to the
  * record; best effort), which `warren trace` shows.
  *
- * Exit status: 0 ok, 1 failure (or purge refused), 2 usage error.
+ * The modules: dlqread.h reads the DLQ and groups its copies, dlqrender.h
+ * prints, dlqreplay.h replays; this one reads the options (cliopt.h: each
+ * command takes only its own, `warren dlq CMD --help` shows them) and runs
+ * the command on each subscription.
+ *
+ * Exit status: 0 ok, 1 failure (or purge refused), 2 usage error (or a config
+ * that does not load, a subscription not in it).
  */
 #ifndef WR_DLQTOOL_H
 #define WR_DLQTOOL_H
@@ -55,7 +61,8 @@
 json_t *wr_dlqtool_by_reason(const wr_config *cfg, const wr_subscription *sub, uint32_t max,
                              uint32_t *read, uint32_t *held, char *err, size_t cap);
 
-/* Run `warren dlq ARGV...` (ARGV[0] is the subcommand). Prints the usage itself. */
+/* Run `warren dlq ARGV...` (ARGV[0] is "dlq", ARGV[1] the command: list,
+ * show, replay, purge, or -h/--help). Prints the usage itself. */
 int wr_dlqtool_main(int argc, char **argv);
 
 /* The lines `warren --help` shows for the dlq commands. */

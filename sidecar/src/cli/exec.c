@@ -974,215 +974,286 @@ static wr_storebuf *run_handler(const wr_config *cfg, const wr_subscription *sub
     return store_buf;
 }
 
+/* One `warren exec`: what it loaded, what it holds (exec_free frees it all)
+ * and what it found. */
+typedef struct {
+    const wr_exec_opts *opts;
+    wr_config *cfg;
+    const wr_subscription *sub;
+    char version[17]; /* the handler file's version */
+    int have_version;
+    int run_here; /* the handler runs here (not --envelope, not --result) */
+    wr_evfile *evf;
+    exec_http xh;
+    char *body;
+    amqp_pool_t pool;
+    amqp_envelope_t d; /* the delivery the event file describes */
+    wr_lua *L;
+    wr_contracts *contracts;
+    wr_cloudevent ce;
+    char *upcast_body;
+    exec_store es;
+    wr_storebuf *store_buf;
+    wr_lua_store store;
+    wr_breakers *breakers;
+    wr_envelope env;
+    char key[WR_IDKEY_MAX + 1];
+    int invalid;        /* the worker would dead-letter it before the handler */
+    const char *reason; /* why, when invalid */
+    char detail[1024];
+    json_t *report, *decision, *published;
+} exec_run;
+
+static void exec_free(exec_run *x)
+{
+    json_decref(x->report);
+    json_decref(x->decision);
+    json_decref(x->published);
+    free(x->upcast_body);
+    wr_cloudevent_clear(&x->ce);
+    wr_contracts_free(x->contracts);
+    wr_storebuf_destroy(x->store_buf);
+    free(x->es.items);
+    wr_lua_destroy(x->L);
+    wr_breakers_destroy(x->breakers);
+    wr_evfile_free(x->evf);
+    json_decref(x->xh.calls);
+    free(x->xh.refusal);
+    free(x->body);
+    empty_amqp_pool(&x->pool);
+    wr_config_free(x->cfg);
+}
+
+/* The event file, checked, and the delivery it describes. 0, or -1 (said on
+ * stderr). */
+static int load_event(exec_run *x)
+{
+    const char *path = x->opts->event_path;
+    wr_config_errors errs = {0};
+    x->evf = wr_evfile_load(path, &errs);
+    if (x->evf == NULL) {
+        for (int i = 0; i < errs.count; i++) {
+            fprintf(stderr, "%s\n", errs.lines[i]);
+        }
+        if (errs.dropped > 0) {
+            fprintf(stderr, "%s: %d more problem(s) not shown\n", path, errs.dropped);
+        }
+        wr_config_errors_free(&errs);
+        return -1;
+    }
+    x->xh.ev = x->evf;
+    char err[1024];
+    if (delivery_of(x->evf->event, &x->pool, &x->d, &x->body, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s: %s\n", path, err);
+        return -1;
+    }
+    return 0;
+}
+
+/* The subscription's contracts and, when a handler or an upcaster runs here,
+ * its Lua state. 0, or -1 (said on stderr). */
+static int load_handler(exec_run *x)
+{
+    const wr_subscription *sub = x->sub;
+    char err[1024];
+    /* logs from the handler go to stderr: stdout carries the report */
+    wr_log_set_fd(STDERR_FILENO);
+    wr_log_set_level(x->cfg->log_level);
+    if (sub->contracts.file != NULL &&
+        (x->contracts = wr_contracts_load(sub->contracts.file, err, sizeof(err))) == NULL) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    if (x->run_here || x->contracts != NULL) {
+        /* the handler's state: upcasters run in it, as in a worker */
+        x->L = exec_lua(sub, x->have_version ? x->version : NULL, x->breakers, &x->xh, err,
+                        sizeof(err));
+        if (x->L == NULL) {
+            fprintf(stderr, "%s:%d:%d: subscriptions: %s: %s\n", x->cfg->path, sub->line, sub->col,
+                    sub->name, err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The contract check of the decoded event and its steps into the report
+ * (an upcast body replaces the envelope's); sets x->invalid when it refuses. */
+static void admit_contract(exec_run *x)
+{
+    int64_t upcast_from = 0, received = 0;
+    wr_reason crs = wr_contracts_admit(x->contracts, &x->sub->contracts, &x->env, &x->ce,
+                                       &upcast_from, &received, x->detail, sizeof(x->detail));
+    if (crs != WR_RS_NONE) {
+        x->invalid = 1;
+        x->reason = wr_reason_name(crs);
+    }
+    if (x->contracts == NULL ||
+        (crs == WR_RS_NONE && wr_contracts_current(x->contracts, (const char *)x->env.type.bytes,
+                                                   x->env.type.len) < 0)) {
+        return;
+    }
+    exec_contract c = {.contracts = x->contracts,
+                       .L = x->L,
+                       .rs = crs,
+                       .received = received,
+                       .upcast_from = upcast_from,
+                       .detail = x->detail,
+                       .detail_cap = sizeof(x->detail)};
+    if (contract_steps(&c, &x->env, x->report, &x->upcast_body) != 0) {
+        x->invalid = 1;
+        x->reason = wr_reason_name(WR_RS_UPCAST_FAILED);
+    }
+}
+
+/* What the worker does before any handler runs (worker.c's prepare): decode
+ * the envelope, derive the key, check the contract. Starts the report. */
+static void admit(exec_run *x)
+{
+    const wr_subscription *sub = x->sub;
+    const wr_idem_policy *pol = &sub->idem;
+    int require_id = !(pol->enabled && (pol->source != WR_KEY_MESSAGE_ID || pol->missing_key_hash));
+    x->report = json_object();
+    x->decision = json_object();
+    x->published = json_array();
+    json_object_set_new(x->report, "subscription", json_string(sub->name));
+    json_object_set_new(x->report, "handler", json_string(sub->handler));
+    json_object_set_new(x->report, "handler_version",
+                        json_string(x->L              ? wr_lua_version(x->L)
+                                    : x->have_version ? x->version
+                                                      : ""));
+    x->invalid =
+        wr_envelope_decode(&x->d, sub->max_body_size > 0 ? (size_t)sub->max_body_size : 512 * 1024,
+                           require_id, &x->env, &x->reason, x->detail, sizeof(x->detail)) != 0;
+    wr_reason key_rs = WR_RS_NONE;
+    if (!x->invalid && pol->enabled &&
+        (key_rs = wr_idkey_derive(pol, &x->env, x->key, sizeof(x->key), x->detail,
+                                  sizeof(x->detail))) != WR_RS_NONE) {
+        x->invalid = 1;
+        x->reason = wr_reason_name(key_rs);
+    }
+    if (!x->invalid) {
+        admit_contract(x);
+    }
+    if (!x->invalid && x->key[0] == '\0') {
+        snprintf(x->key, sizeof(x->key), "%.*s", (int)x->env.id.len, (const char *)x->env.id.bytes);
+    }
+    json_object_set_new(x->report, "attempt", json_integer(x->env.attempt));
+    if (x->key[0]) {
+        json_object_set_new(x->report, "idempotency_key", json_string(x->key));
+    }
+}
+
+/* How the event ends: invalid (the DLQ), the kit's envelope (no handler), or
+ * the handler's outcome (run here, or read from --result) and the decision.
+ * *OK: the handler succeeded. 0, or -1 when the result file is bad. */
+static int conclude(exec_run *x, int *ok)
+{
+    json_t *report = x->report;
+    *ok = 0;
+    if (x->invalid) {
+        json_object_set_new(report, "outcome", json_string("invalid"));
+        json_object_set_new(report, "reason", json_string(x->reason));
+        json_object_set_new(report, "error", json_string(x->detail));
+        json_object_set_new(x->decision, "action", json_string("dead-letter"));
+        json_object_set_new(x->decision, "queue", json_string(x->sub->dlq));
+        json_object_set_new(x->decision, "reason", json_string(x->reason));
+        return 0;
+    }
+    if (x->opts->envelope) {
+        /* the kit runs the handler itself: it needs the key and the attempt */
+        char trace[33], span[17];
+        json_object_set_new(report, "trace_id",
+                            wr_trace_parse(x->env.traceparent, trace, span) == 0
+                                ? json_string(trace)
+                                : json_null());
+        return 0;
+    }
+    exec_ran ran = {.retry_delay_ms = -1};
+    char err[1024];
+    if (!x->run_here) {
+        if (read_result(x->opts->result_path, x->key, x->sub->name, &ran, x->published, err,
+                        sizeof(err)) != 0) {
+            fprintf(stderr, "warren exec: %s\n", err);
+            return -1;
+        }
+    } else {
+        x->store_buf = run_handler(x->cfg, x->sub, x->L, &x->env, x->key, x->evf->event, &x->es,
+                                   &x->store, report, x->published, &ran);
+    }
+    json_object_set_new(report, "outcome", json_string(wr_outcome_name(ran.out)));
+    if (ran.out != WR_OUT_OK) {
+        json_object_set_new(report, "reason", json_string(ran.reason));
+        json_object_set_new(report, "error", json_string(ran.error));
+    }
+    *ok = decide_run(x->sub, x->env.attempt, &ran, report, x->decision);
+    return 0;
+}
+
+/* --envelope: the report for the kit, with the settings and the event file
+ * as checked. Returns the exit status. */
+static int print_envelope(exec_run *x)
+{
+    json_t *report = x->report;
+    if (x->invalid) {
+        json_object_set(report, "decision", x->decision);
+    }
+    json_object_set_new(report, "settings",
+                        settings_json(x->cfg, x->sub, x->have_version ? x->version : NULL));
+    /* the file as checked (store numbers as text), and its fakes resolved */
+    json_object_set_new(report, "event_file", json_deep_copy(x->evf->event));
+    json_object_set_new(report, "http_fakes", fakes_json(x->evf));
+    print_json(report);
+    return x->invalid ? 1 : 0;
+}
+
+/* A run's report, as text or JSON. Returns the exit status. */
+static int print_run(exec_run *x, int ok)
+{
+    json_t *report = x->report;
+    json_t *unused = unused_json(x->evf);
+    json_object_set(report, "published", x->published);
+    json_object_set(report, "decision", x->decision);
+    json_object_set_new(report, "http_calls", json_incref(x->xh.calls));
+    json_object_set_new(report, "unused_fakes", unused);
+    if (x->opts->json_output) {
+        print_json(report);
+    } else {
+        print_report(report, x->sub, x->env.attempt, x->xh.calls, unused, x->xh.live);
+    }
+    return ok && x->xh.unfaked == 0 ? 0 : 1;
+}
+
 int wr_exec_run(const wr_exec_opts *opts)
 {
-    const char *config_path = opts->config_path, *subscription = opts->subscription;
-    const char *event_path = opts->event_path;
-    int json_output = opts->json_output;
-    int rc = 2;
-    wr_config_errors errs = {0}; /* the event file's */
-    wr_config *cfg = wr_cmd_load(config_path, NULL);
-    if (cfg == NULL) {
-        return 2;
-    }
-    const wr_subscription *sub = wr_cmd_subscription(cfg, subscription, "warren exec");
-    wr_evfile *evf = NULL;
-    json_t *ev = NULL;
-    exec_http xh = {.live = opts->live_http, .calls = json_array()};
-    char *body = NULL;
-    wr_lua *L = NULL;
-    wr_contracts *contracts = NULL;
-    wr_cloudevent ce = {0};
-    char *upcast_body = NULL;
-    exec_store es = {0};
-    wr_storebuf *store_buf = NULL;
-    wr_lua_store store;
-    wr_breakers *breakers = wr_breakers_create(cfg);
-    json_t *report = NULL;
-    amqp_pool_t pool;
-    init_amqp_pool(&pool, 4096);
-    if (sub == NULL) {
+    exec_run x = {.opts = opts,
+                  .run_here = !opts->envelope && opts->result_path == NULL,
+                  .xh = {.live = opts->live_http, .calls = json_array()}};
+    init_amqp_pool(&x.pool, 4096);
+    int rc = 2, ok = 0;
+    x.cfg = wr_cmd_load(opts->config_path, NULL);
+    if (x.cfg == NULL ||
+        (x.sub = wr_cmd_subscription(x.cfg, opts->subscription, "warren exec")) == NULL) {
         goto out;
     }
-    char version[17];
-    int have_version = wr_handler_version(sub->handler, version) == 0;
-    if (opts->envelope && event_path == NULL) {
+    x.breakers = wr_breakers_create(x.cfg);
+    x.have_version = wr_handler_version(x.sub->handler, x.version) == 0;
+    if (opts->envelope && opts->event_path == NULL) {
         /* the subscription alone: what testing.ctx{config = ...} reads */
-        json_t *j = settings_json(cfg, sub, have_version ? version : NULL);
+        json_t *j = settings_json(x.cfg, x.sub, x.have_version ? x.version : NULL);
         print_json(j);
         json_decref(j);
         rc = 0;
         goto out;
     }
-    evf = wr_evfile_load(event_path, &errs);
-    if (evf == NULL) {
-        for (int i = 0; i < errs.count; i++) {
-            fprintf(stderr, "%s\n", errs.lines[i]);
-        }
-        if (errs.dropped > 0) {
-            fprintf(stderr, "%s: %d more problem(s) not shown\n", event_path, errs.dropped);
-        }
-        wr_config_errors_free(&errs);
+    if (load_event(&x) != 0 || load_handler(&x) != 0) {
         goto out;
     }
-    ev = evf->event;
-    xh.ev = evf;
-    amqp_envelope_t d;
-    char err[1024];
-    if (delivery_of(ev, &pool, &d, &body, err, sizeof(err)) != 0) {
-        fprintf(stderr, "%s: %s\n", event_path, err);
-        goto out;
+    admit(&x);
+    if (conclude(&x, &ok) == 0) {
+        rc = opts->envelope ? print_envelope(&x) : print_run(&x, ok);
     }
-
-    /* logs from the handler go to stderr: stdout carries the report */
-    wr_log_set_fd(STDERR_FILENO);
-    wr_log_set_level(cfg->log_level);
-    int run_here = !opts->envelope && opts->result_path == NULL;
-    if (sub->contracts.file != NULL &&
-        (contracts = wr_contracts_load(sub->contracts.file, err, sizeof(err))) == NULL) {
-        fprintf(stderr, "%s\n", err);
-        goto out;
-    }
-    if (run_here || contracts != NULL) {
-        /* the handler's state: upcasters run in it, as in a worker */
-        L = exec_lua(sub, have_version ? version : NULL, breakers, &xh, err, sizeof(err));
-        if (L == NULL) {
-            fprintf(stderr, "%s:%d:%d: subscriptions: %s: %s\n", cfg->path, sub->line, sub->col,
-                    sub->name, err);
-            goto out;
-        }
-    }
-
-    /* what the worker does before any handler runs (worker.c's prepare) */
-    const wr_idem_policy *pol = &sub->idem;
-    int require_id = !(pol->enabled && (pol->source != WR_KEY_MESSAGE_ID || pol->missing_key_hash));
-    wr_envelope env;
-    const char *reason = NULL;
-    char detail[1024];
-    char key[WR_IDKEY_MAX + 1] = "";
-    report = json_object();
-    json_t *decision = json_object();
-    json_t *published = json_array();
-    json_object_set_new(report, "subscription", json_string(sub->name));
-    json_object_set_new(report, "handler", json_string(sub->handler));
-    json_object_set_new(report, "handler_version",
-                        json_string(L              ? wr_lua_version(L)
-                                    : have_version ? version
-                                                   : ""));
-    int ok = 0;
-    int invalid =
-        wr_envelope_decode(&d, sub->max_body_size > 0 ? (size_t)sub->max_body_size : 512 * 1024,
-                           require_id, &env, &reason, detail, sizeof(detail)) != 0;
-    wr_reason key_rs = WR_RS_NONE;
-    if (!invalid && pol->enabled &&
-        (key_rs = wr_idkey_derive(pol, &env, key, sizeof(key), detail, sizeof(detail))) !=
-            WR_RS_NONE) {
-        invalid = 1;
-        reason = wr_reason_name(key_rs);
-    }
-    int64_t upcast_from = 0, received = 0;
-    wr_reason crs = WR_RS_NONE;
-    int admitted = !invalid;
-    if (!invalid && (crs = wr_contracts_admit(contracts, &sub->contracts, &env, &ce, &upcast_from,
-                                              &received, detail, sizeof(detail))) != WR_RS_NONE) {
-        invalid = 1;
-        reason = wr_reason_name(crs);
-    }
-    if (admitted && contracts != NULL &&
-        (crs != WR_RS_NONE ||
-         wr_contracts_current(contracts, (const char *)env.type.bytes, env.type.len) >= 0)) {
-        exec_contract c = {.contracts = contracts,
-                           .L = L,
-                           .rs = crs,
-                           .received = received,
-                           .upcast_from = upcast_from,
-                           .detail = detail,
-                           .detail_cap = sizeof(detail)};
-        if (contract_steps(&c, &env, report, &upcast_body) != 0) {
-            invalid = 1;
-            reason = wr_reason_name(WR_RS_UPCAST_FAILED);
-        }
-    }
-    if (!invalid && key[0] == '\0') {
-        snprintf(key, sizeof(key), "%.*s", (int)env.id.len, (const char *)env.id.bytes);
-    }
-    json_object_set_new(report, "attempt", json_integer(env.attempt));
-    if (key[0]) {
-        json_object_set_new(report, "idempotency_key", json_string(key));
-    }
-    if (invalid) {
-        json_object_set_new(report, "outcome", json_string("invalid"));
-        json_object_set_new(report, "reason", json_string(reason));
-        json_object_set_new(report, "error", json_string(detail));
-        json_object_set_new(decision, "action", json_string("dead-letter"));
-        json_object_set_new(decision, "queue", json_string(sub->dlq));
-        json_object_set_new(decision, "reason", json_string(reason));
-    } else if (opts->envelope) {
-        /* the kit runs the handler itself: it needs the key and the attempt */
-        json_object_set_new(report, "trace_id", json_null());
-        char trace[33], span[17];
-        if (wr_trace_parse(env.traceparent, trace, span) == 0) {
-            json_object_set_new(report, "trace_id", json_string(trace));
-        }
-    } else {
-        exec_ran ran = {.retry_delay_ms = -1};
-        if (!run_here) {
-            if (read_result(opts->result_path, key, sub->name, &ran, published, err, sizeof(err)) !=
-                0) {
-                fprintf(stderr, "warren exec: %s\n", err);
-                goto out;
-            }
-        } else {
-            store_buf =
-                run_handler(cfg, sub, L, &env, key, ev, &es, &store, report, published, &ran);
-        }
-        json_object_set_new(report, "outcome", json_string(wr_outcome_name(ran.out)));
-        if (ran.out != WR_OUT_OK) {
-            json_object_set_new(report, "reason", json_string(ran.reason));
-            json_object_set_new(report, "error", json_string(ran.error));
-        }
-        ok = decide_run(sub, env.attempt, &ran, report, decision);
-    }
-    json_object_set_new(report, "published", published);
-    json_object_set_new(report, "decision", decision);
-    if (opts->envelope) {
-        json_object_del(report, "published");
-        if (!invalid) {
-            json_object_del(report, "decision");
-        }
-        json_object_set_new(report, "settings",
-                            settings_json(cfg, sub, have_version ? version : NULL));
-        /* the file as checked (store numbers as text), and its fakes resolved */
-        json_object_set_new(report, "event_file", json_deep_copy(ev));
-        json_object_set_new(report, "http_fakes", fakes_json(evf));
-        print_json(report);
-        rc = invalid ? 1 : 0;
-        goto out;
-    }
-    json_t *unused = unused_json(evf);
-    json_object_set_new(report, "http_calls", json_incref(xh.calls));
-    json_object_set_new(report, "unused_fakes", unused);
-    if (json_output) {
-        print_json(report);
-    } else {
-        print_report(report, sub, env.attempt, xh.calls, unused, xh.live);
-    }
-    rc = ok && xh.unfaked == 0 ? 0 : 1;
-
 out:
-    json_decref(report);
-    free(upcast_body);
-    wr_cloudevent_clear(&ce);
-    wr_contracts_free(contracts);
-    wr_storebuf_destroy(store_buf);
-    free(es.items);
-    wr_lua_destroy(L);
-    wr_breakers_destroy(breakers);
-    wr_evfile_free(evf);
-    json_decref(xh.calls);
-    free(xh.refusal);
-    free(body);
-    empty_amqp_pool(&pool);
-    wr_config_free(cfg);
+    exec_free(&x);
     return rc;
 }

@@ -6,10 +6,12 @@
 
 #include <hiredis/hiredis.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cliopt.h"
 #include "cmdcfg.h"
 #include "config.h"
 #include "idkey.h"
@@ -22,21 +24,15 @@
 
 const char wr_tracecmd_usage[] =
     "  trace -c FILE VALUE [--subscription NAME] [--grep] [--depth N] [--json]\n"
+    "        [--status-url URL] [--scan-limit N]\n"
     "                       the journey of one event in every subscription (VALUE:\n"
     "                       its message id or idempotency key; with --grep any text of\n"
     "                       its journal: a business value, an error): timeline, trace\n"
     "                       id, handler versions, where it is now, what to run next,\n"
     "                       and the tree of the events it published (N levels, 5);\n"
     "                       a subscription that is not consuming now says why (from\n"
-    "                       the sidecar's /status: http.listen, or --status-url URL)\n";
-
-static int usage(const char *fmt, const char *arg)
-{
-    fprintf(stderr, "warren trace: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "\n\nusage:\n%s", wr_tracecmd_usage);
-    return 2;
-}
+    "                       the sidecar's /status: http.listen, or --status-url URL);\n"
+    "                       --grep and a key not found search at most N keys (1000000)\n";
 
 /* The "ts" of journal entry TEXT (0 when it has none). */
 static int64_t entry_ts(const char *text)
@@ -565,51 +561,54 @@ typedef struct {
     long scan_max;
 } trace_args;
 
-/* Read ARGV into A. Returns -1 to go on, else the exit code (usage: 2, --help: 0). */
+/* Read ARGV into A. Returns -1 to go on, else the exit status. */
 static int parse_args(int argc, char **argv, trace_args *a)
 {
+    enum { OPT_SUB = 256, OPT_DEPTH, OPT_SCAN, OPT_STATUS_URL, OPT_JSON, OPT_GREP };
+    static const struct option longopts[] = {
+        WR_CLIOPT_CONFIG,
+        WR_CLIOPT_HELP,
+        {"subscription", required_argument, NULL, OPT_SUB},
+        {"depth", required_argument, NULL, OPT_DEPTH},
+        {"scan-limit", required_argument, NULL, OPT_SCAN},
+        {"status-url", required_argument, NULL, OPT_STATUS_URL},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"grep", no_argument, NULL, OPT_GREP},
+        {0}};
+    wr_cliopt o = {
+        .name = "trace", .usage = wr_tracecmd_usage, .shortopts = "c:h", .longopts = longopts};
     *a = (trace_args){.depth = 5, .scan_max = 1000000};
-    for (int i = 0; i < argc; i++) {
-        const char *o = argv[i];
-        if (strcmp(o, "-c") == 0 || strcmp(o, "--config") == 0 ||
-            strcmp(o, "--subscription") == 0 || strcmp(o, "--depth") == 0 ||
-            strcmp(o, "--scan-limit") == 0 || strcmp(o, "--status-url") == 0) {
-            if (i + 1 >= argc) {
-                return usage("%s needs a value", o);
-            }
-            if (strcmp(o, "--status-url") == 0) {
-                a->status_url = argv[++i];
-            } else if (strcmp(o, "--subscription") == 0) {
-                a->subname = argv[++i];
-            } else if (strcmp(o, "--depth") == 0 || strcmp(o, "--scan-limit") == 0) {
-                char *end;
-                long v = strtol(argv[++i], &end, 10);
-                if (*end || end == argv[i] || v < 0) {
-                    return usage("not a count: '%s'", argv[i]);
-                }
-                if (strcmp(o, "--depth") == 0) {
-                    a->depth = (int)(v > 20 ? 20 : v);
-                } else {
-                    a->scan_max = v;
-                }
-            } else {
-                a->config = argv[++i];
-            }
-        } else if (strcmp(o, "--json") == 0) {
+    int c;
+    long v;
+    while ((c = wr_cliopt_next(&o, argc, argv)) >= 0) {
+        if (c == OPT_SUB) {
+            a->subname = optarg;
+        } else if (c == OPT_STATUS_URL) {
+            a->status_url = optarg;
+        } else if (c == OPT_JSON) {
             a->json = 1;
-        } else if (strcmp(o, "--grep") == 0) {
+        } else if (c == OPT_GREP) {
             a->grep = 1;
-        } else if (strcmp(o, "-h") == 0 || strcmp(o, "--help") == 0) {
-            printf("usage:\n%s", wr_tracecmd_usage);
-            return 0;
-        } else if (a->id == NULL && o[0] != '-' && o[0] != '\0') {
-            a->id = o;
+        } else if (wr_cliopt_count(optarg, 0, LONG_MAX, &v) != 0) {
+            return wr_cliopt_usage(&o, "not a count: '%s'", optarg);
+        } else if (c == OPT_DEPTH) {
+            a->depth = (int)(v > 20 ? 20 : v);
         } else {
-            return usage("unexpected argument '%s'", o);
+            a->scan_max = v;
         }
     }
+    if (c == WR_CLIOPT_EXIT) {
+        return o.status;
+    }
+    a->config = o.config;
+    if (optind < argc && argv[optind][0] != '\0') {
+        a->id = argv[optind++];
+    }
+    if (optind < argc) {
+        return wr_cliopt_usage(&o, "unexpected argument '%s'", argv[optind]);
+    }
     if (a->config == NULL || a->id == NULL) {
-        return usage("%s", "trace needs -c FILE and an event ID");
+        return wr_cliopt_usage(&o, "trace needs -c FILE and an event ID");
     }
     return -1;
 }

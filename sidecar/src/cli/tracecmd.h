@@ -23,7 +23,7 @@
 #ifndef WR_TRACECMD_H
 #define WR_TRACECMD_H
 
-/* Run `warren trace ARGV...` (ARGV holds what follows "trace"). */
+/* Run `warren trace ARGV...` (ARGV[0] is "trace"). */
 int wr_tracecmd_main(int argc, char **argv);
 
 /* The lines `warren --help` shows for trace. */

@@ -1235,23 +1235,18 @@ char *wr_contracts_upcast_envelope(wr_contracts *c, struct wr_lua *L, wr_envelop
     return out;
 }
 
-int wr_contracts_validate_current(wr_contracts *c, const char *type, size_t type_len, int64_t from,
-                                  const char *body, size_t len, char *detail, size_t cap)
+/*
+ * Validate BODY against K's current schema. DETAIL already holds N bytes of
+ * its lead-in; on failure the reason follows them: "the NOUN is not JSON:
+ * ...", or LEAD and the violations. Returns 0 (DETAIL emptied) or -1.
+ */
+static int validate_body(const contract *k, const char *body, size_t len, const char *noun,
+                         const char *lead, char *detail, size_t cap, size_t n)
 {
-    const contract *k = find(c, type, type_len);
     json_error_t jerr;
-    if (!k) {
-        snprintf(detail, cap, "no contract for event type '%.*s'", (int)type_len, type);
-        return -1;
-    }
-    int n = snprintf(detail, cap, "%s v%lld -> v%lld: ", k->type, (long long)from,
-                     (long long)k->v[0].version);
-    if (n < 0 || (size_t)n >= cap) {
-        return -1;
-    }
     json_t *j = json_loadb(body, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     if (!j) {
-        snprintf(detail + n, cap - (size_t)n, "the result is not JSON: %s", jerr.text);
+        snprintf(detail + n, cap - n, "the %s is not JSON: %s", noun, jerr.text);
         return -1;
     }
     wr_schema_violation vs[WR_CONTRACTS_MAX_VIOLATIONS];
@@ -1262,13 +1257,30 @@ int wr_contracts_validate_current(wr_contracts *c, const char *type, size_t type
         detail[0] = 0;
         return 0;
     }
-    int m = snprintf(detail + n, cap - (size_t)n, "the result does not validate: ");
-    if (m > 0 && (size_t)(n + m) < cap) {
+    int m = snprintf(detail + n, cap - n, "%s", lead);
+    if (m >= 0 && n + (size_t)m < cap) {
         wr_schema_format(vs,
                          total < WR_CONTRACTS_MAX_VIOLATIONS ? total : WR_CONTRACTS_MAX_VIOLATIONS,
-                         total, detail + n + m, cap - (size_t)(n + m));
+                         total, detail + n + (size_t)m, cap - n - (size_t)m);
     }
     return -1;
+}
+
+int wr_contracts_validate_current(wr_contracts *c, const char *type, size_t type_len, int64_t from,
+                                  const char *body, size_t len, char *detail, size_t cap)
+{
+    const contract *k = find(c, type, type_len);
+    if (!k) {
+        snprintf(detail, cap, "no contract for event type '%.*s'", (int)type_len, type);
+        return -1;
+    }
+    int n = snprintf(detail, cap, "%s v%lld -> v%lld: ", k->type, (long long)from,
+                     (long long)k->v[0].version);
+    if (n < 0 || (size_t)n >= cap) {
+        return -1;
+    }
+    return validate_body(k, body, len, "result", "the result does not validate: ", detail, cap,
+                         (size_t)n);
 }
 
 int wr_contracts_check_upcasts(wr_contracts *c, struct wr_lua *L, FILE *fp, FILE *show)
@@ -1341,7 +1353,6 @@ int wr_contracts_validate_outgoing(wr_contracts *c, const char *type, size_t typ
                                    const char *body, size_t len, char *detail, size_t cap)
 {
     const contract *k = find(c, type, type_len);
-    json_error_t jerr;
     if (!k) {
         return 1;
     }
@@ -1349,20 +1360,5 @@ int wr_contracts_validate_outgoing(wr_contracts *c, const char *type, size_t typ
     if (n < 0 || (size_t)n >= cap) {
         return -1;
     }
-    json_t *j = json_loadb(body, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-    if (!j) {
-        snprintf(detail + n, cap - (size_t)n, "the body is not JSON: %s", jerr.text);
-        return -1;
-    }
-    wr_schema_violation vs[WR_CONTRACTS_MAX_VIOLATIONS];
-    size_t total = 0;
-    int ok = wr_schema_validate(k->v[0].schema, j, vs, WR_CONTRACTS_MAX_VIOLATIONS, &total);
-    json_decref(j);
-    if (ok) {
-        detail[0] = 0;
-        return 0;
-    }
-    wr_schema_format(vs, total < WR_CONTRACTS_MAX_VIOLATIONS ? total : WR_CONTRACTS_MAX_VIOLATIONS,
-                     total, detail + n, cap - (size_t)n);
-    return -1;
+    return validate_body(k, body, len, "body", "", detail, cap, (size_t)n);
 }

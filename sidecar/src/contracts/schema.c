@@ -381,16 +381,20 @@ static int kw_required(cstate *c, node *n, const char *key, const json_t *v)
     return 0;
 }
 
-static int kw_properties(cstate *c, node *n, const char *key, const json_t *v)
+/* properties (PATTERNS 0) or patternProperties (1): an object of schemas
+ * under names or under regular expressions. */
+static int schema_map(cstate *c, node *n, const char *key, const json_t *v, int patterns)
 {
     const char *k;
     json_t *e;
     if (!json_is_object(v)) {
-        cfail(c, key, "properties must be an object of schemas");
+        cfail(c, key, "%s must be an object of schemas", key);
         return -1;
     }
-    n->props = calloc(json_object_size(v) + 1, sizeof *n->props);
-    if (!n->props) {
+    size_t cap = json_object_size(v) + 1;
+    void *arr = patterns ? (void *)(n->patprops = calloc(cap, sizeof *n->patprops))
+                         : (void *)(n->props = calloc(cap, sizeof *n->props));
+    if (!arr) {
         cfail(c, key, "out of memory");
         return -1;
     }
@@ -404,48 +408,32 @@ static int kw_properties(cstate *c, node *n, const char *key, const json_t *v)
             cfail(c, k, "a schema must be an object or a boolean");
             break;
         }
-        prop *p = &n->props[n->nprops++];
-        p->len = strlen(k);
-        p->name = strdup(k);
-        p->schema = sub(c, k, e);
+        if (patterns) {
+            patprop *p = &n->patprops[n->npatprops];
+            if (!(p->re = compile_regex(c, k, k))) {
+                break;
+            }
+            n->npatprops++;
+            p->schema = sub(c, k, e);
+        } else {
+            prop *p = &n->props[n->nprops++];
+            p->len = strlen(k);
+            p->name = strdup(k);
+            p->schema = sub(c, k, e);
+        }
     }
     c->path[old] = 0;
     return c->failed ? -1 : 0;
 }
 
+static int kw_properties(cstate *c, node *n, const char *key, const json_t *v)
+{
+    return schema_map(c, n, key, v, 0);
+}
+
 static int kw_pattern_properties(cstate *c, node *n, const char *key, const json_t *v)
 {
-    const char *k;
-    json_t *e;
-    if (!json_is_object(v)) {
-        cfail(c, key, "patternProperties must be an object of schemas");
-        return -1;
-    }
-    n->patprops = calloc(json_object_size(v) + 1, sizeof *n->patprops);
-    if (!n->patprops) {
-        cfail(c, key, "out of memory");
-        return -1;
-    }
-    size_t old = path_push(c->path, sizeof c->path, key, strlen(key));
-    json_object_foreach((json_t *)v, k, e)
-    {
-        if (c->failed) {
-            break;
-        }
-        if (!is_schema_value(e)) {
-            cfail(c, k, "a schema must be an object or a boolean");
-            break;
-        }
-        patprop *p = &n->patprops[n->npatprops];
-        p->re = compile_regex(c, k, k);
-        if (!p->re) {
-            break;
-        }
-        n->npatprops++;
-        p->schema = sub(c, k, e);
-    }
-    c->path[old] = 0;
-    return c->failed ? -1 : 0;
+    return schema_map(c, n, key, v, 1);
 }
 
 static int kw_schema_member(cstate *c, const char *key, const json_t *v, node **out)

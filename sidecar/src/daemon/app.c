@@ -33,7 +33,17 @@
 #include "reroute.h"
 #include "worker.h"
 
-/* Print the config's errors, one FILE:LINE:COL: message per line, to stderr. */
+/* How a worker loads S's handler (its file's VERSION, a char[17] filled in
+ * here), for a throwaway state that runs at most MAX_ATTEMPTS attempts. */
+static wr_lua_opts handler_opts(const wr_subscription *s, char *version, int max_attempts)
+{
+    return (wr_lua_opts){.handler_path = s->handler,
+                         .version = wr_handler_version(s->handler, version) == 0 ? version : NULL,
+                         .subscription = s->name,
+                         .queue = s->queue,
+                         .timeout_ms = s->handler_timeout_ms,
+                         .max_attempts = max_attempts};
+}
 
 /*
  * Compile every subscription's handler in a throwaway state (module body and
@@ -49,12 +59,7 @@ static int compile_handlers(const wr_config *cfg, FILE *report, int *loaded)
     for (int i = 0; i < cfg->sub_count; i++) {
         const wr_subscription *s = &cfg->subs[i];
         char version[17];
-        wr_lua_opts o = {.handler_path = s->handler,
-                         .version = wr_handler_version(s->handler, version) == 0 ? version : NULL,
-                         .subscription = s->name,
-                         .queue = s->queue,
-                         .timeout_ms = s->handler_timeout_ms,
-                         .max_attempts = 1};
+        wr_lua_opts o = handler_opts(s, version, 1);
         char err[1024];
         wr_lua *L = wr_lua_create(&o, err, sizeof(err));
         if (L == NULL) {
@@ -137,12 +142,7 @@ static int check_contracts(const wr_config *cfg, FILE *report)
         }
         int bad = wr_contracts_check_examples(c, stderr);
         char version[17], lerr[1024];
-        wr_lua_opts o = {.handler_path = s->handler,
-                         .version = wr_handler_version(s->handler, version) == 0 ? version : NULL,
-                         .subscription = s->name,
-                         .queue = s->queue,
-                         .timeout_ms = s->handler_timeout_ms,
-                         .max_attempts = 1};
+        wr_lua_opts o = handler_opts(s, version, 1);
         wr_lua *L = wr_lua_create(&o, lerr, sizeof(lerr));
         if (L != NULL) {
             /* upcasters run in the handler's state, as in a worker */
@@ -272,12 +272,7 @@ static int preflight(const wr_config *cfg)
     for (int i = 0; i < cfg->sub_count; i++) {
         const wr_subscription *s = &cfg->subs[i];
         char version[17];
-        wr_lua_opts o = {.handler_path = s->handler,
-                         .version = wr_handler_version(s->handler, version) == 0 ? version : NULL,
-                         .subscription = s->name,
-                         .queue = s->queue,
-                         .timeout_ms = s->handler_timeout_ms,
-                         .max_attempts = s->retry.max_attempts};
+        wr_lua_opts o = handler_opts(s, version, s->retry.max_attempts);
         char err[1024];
         wr_lua *L = wr_lua_create(&o, err, sizeof(err));
         if (L == NULL) {

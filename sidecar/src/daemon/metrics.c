@@ -277,6 +277,22 @@ static void counter_per_sub(FILE *fp, const wr_metrics *m, const char *name, con
     }
 }
 
+/* A gauge per subscription: the sum over its workers of the atomic_int of
+ * wr_wstats at OFFSET. */
+static void gauge_per_sub(FILE *fp, const wr_metrics *m, const char *name, const char *help,
+                          size_t offset)
+{
+    family(fp, name, "gauge", help);
+    for (int s = 0; s < m->cfg->sub_count; s++) {
+        long t = 0;
+        for (int k = 0; k < m->nworkers; k++) {
+            atomic_int *v = (atomic_int *)((char *)&m->ws[k] + offset);
+            t += m->ws_sub[k] == s ? atomic_load(v) : 0;
+        }
+        fprintf(fp, "%s{subscription=\"%s\"} %ld\n", name, m->cfg->subs[s].name, t);
+    }
+}
+
 /* A counter array of wr_wstats (at OFFSET) indexed by causal gate: one series
  * per gate of every subscription, labelled gate="<type><-<after>". */
 static void counter_per_gate(FILE *fp, const wr_metrics *m, const char *name, const char *help,
@@ -408,15 +424,8 @@ static void render_messages(wr_metrics *m, FILE *fp)
         hist_series(fp, m, "warren_handler_duration_seconds", s, OFF(handler), "");
     }
 
-    family(fp, "warren_messages_in_flight", "gauge",
-           "Deliveries in the batches being processed now.");
-    for (int s = 0; s < nsub; s++) {
-        long t = 0;
-        for (int k = 0; k < m->nworkers; k++) {
-            t += m->ws_sub[k] == s ? atomic_load(&m->ws[k].in_flight) : 0;
-        }
-        fprintf(fp, "warren_messages_in_flight{subscription=\"%s\"} %ld\n", cfg->subs[s].name, t);
-    }
+    gauge_per_sub(fp, m, "warren_messages_in_flight",
+                  "Deliveries in the batches being processed now.", OFF(in_flight));
 }
 
 /* Redis and broker calls, the failures they count, ordering and gates. */
@@ -485,27 +494,13 @@ static void render_calls(wr_metrics *m, FILE *fp)
 /* Workers connected and blocked, per subscription. */
 static void render_workers(wr_metrics *m, FILE *fp)
 {
-    const wr_config *cfg = m->cfg;
-    int nsub = cfg->sub_count;
-    family(fp, "warren_workers_connected", "gauge", "Workers connected to the broker.");
-    for (int s = 0; s < nsub; s++) {
-        int t = 0;
-        for (int k = 0; k < m->nworkers; k++) {
-            t += m->ws_sub[k] == s ? atomic_load(&m->ws[k].connected) : 0;
-        }
-        fprintf(fp, "warren_workers_connected{subscription=\"%s\"} %d\n", cfg->subs[s].name, t);
-    }
+    gauge_per_sub(fp, m, "warren_workers_connected", "Workers connected to the broker.",
+                  OFF(connected));
 
-    family(fp, "warren_workers_blocked", "gauge",
-           "Workers whose publishes the broker blocks (memory or disk alarm): they take no "
-           "messages until it lifts.");
-    for (int s = 0; s < nsub; s++) {
-        int t = 0;
-        for (int k = 0; k < m->nworkers; k++) {
-            t += m->ws_sub[k] == s ? atomic_load(&m->ws[k].blocked) : 0;
-        }
-        fprintf(fp, "warren_workers_blocked{subscription=\"%s\"} %d\n", cfg->subs[s].name, t);
-    }
+    gauge_per_sub(fp, m, "warren_workers_blocked",
+                  "Workers whose publishes the broker blocks (memory or disk alarm): they take no "
+                  "messages until it lifts.",
+                  OFF(blocked));
 }
 
 /* Breakers, reloads, the handler versions and the contracts that run now. */

@@ -1690,6 +1690,34 @@ static const redisReply *gate_call(wr_worker *w, int n, const char *const *keys,
 }
 
 /*
+ * The entry to park for IT (gates.h: a copy that carries its route, as a wait
+ * copy does, forged headers stripped; DEADLINE in ms, 0 for none) into *ENTRY
+ * (malloc'd) and *ELEN. Returns 0; 1 when a forged header cannot be stripped
+ * (IT is not parked); -1 when out of memory (IT goes back to the queue:
+ * WR_ACT_NONE, with its error set).
+ */
+static int park_entry(wr_worker *w, batch *bt, item *it, int64_t deadline, char **entry,
+                      size_t *elen)
+{
+    amqp_basic_properties_t props, clean;
+    const amqp_basic_properties_t *orig = &it->d->message.properties;
+    if (it->forged) {
+        if (wr_dlq_strip_props(&bt->pool, orig, &clean) != 0) {
+            return 1;
+        }
+        orig = &clean;
+    }
+    if (wr_dlq_build_wait_props(&bt->pool, orig, it->d->exchange, it->d->routing_key, &w->sign,
+                                &props) != 0 ||
+        wr_gate_entry_encode(&props, it->d->message.body, deadline, entry, elen) != 0) {
+        it->act = WR_ACT_NONE;
+        snprintf(it->error, sizeof(it->error), "returned: out of memory parking it");
+        return -1;
+    }
+    return 0;
+}
+
+/*
  * IT is about to run. When its type waits on a gate (gates.h) whose "done
  * for key" mark is not there, park it and return 1 (IT is WR_ACT_PARKED; *RC
  * PAUSE when Redis failed); else 0: IT runs. The mark is read as a guarded
@@ -1728,23 +1756,11 @@ static int gate_park(wr_worker *w, batch *bt, item *it, int *rc)
         return 0;
     }
     /* park a copy that carries its route, as a wait copy does */
-    amqp_basic_properties_t props, clean;
-    const amqp_basic_properties_t *orig = &it->d->message.properties;
-    if (it->forged) {
-        if (wr_dlq_strip_props(&bt->pool, orig, &clean) != 0) {
-            return 0;
-        }
-        orig = &clean;
-    }
     char *entry = NULL;
     size_t elen = 0;
-    if (wr_dlq_build_wait_props(&bt->pool, orig, it->d->exchange, it->d->routing_key, &w->sign,
-                                &props) != 0 ||
-        wr_gate_entry_encode(&props, it->d->message.body, wr_now_ms() + sub->gates[g].timeout_ms,
-                             &entry, &elen) != 0) {
-        it->act = WR_ACT_NONE; /* out of memory: back to the queue */
-        snprintf(it->error, sizeof(it->error), "returned: out of memory parking it");
-        return 1;
+    int enc = park_entry(w, bt, it, wr_now_ms() + sub->gates[g].timeout_ms, &entry, &elen);
+    if (enc != 0) {
+        return enc > 0 ? 0 : 1;
     }
     char k[4][GATE_KEY_MAX], pass[GATE_KEY_MAX];
     gate_sub_keys(w, k);
@@ -2204,22 +2220,11 @@ static void lane_keys(const wr_worker *w, const item *it, char *hold, char *list
 static int lane_park_entry(wr_worker *w, batch *bt, item *it, const char *hold, const char *list,
                            int *rc)
 {
-    amqp_basic_properties_t props, clean;
-    const amqp_basic_properties_t *orig = &it->d->message.properties;
-    if (it->forged) {
-        if (wr_dlq_strip_props(&bt->pool, orig, &clean) != 0) {
-            return 0;
-        }
-        orig = &clean;
-    }
     char *entry = NULL;
     size_t elen = 0;
-    if (wr_dlq_build_wait_props(&bt->pool, orig, it->d->exchange, it->d->routing_key, &w->sign,
-                                &props) != 0 ||
-        wr_gate_entry_encode(&props, it->d->message.body, 0, &entry, &elen) != 0) {
-        it->act = WR_ACT_NONE;
-        snprintf(it->error, sizeof(it->error), "returned: out of memory parking it");
-        return 1;
+    int enc = park_entry(w, bt, it, 0, &entry, &elen);
+    if (enc != 0) {
+        return enc > 0 ? 0 : 1;
     }
     char k[4][GATE_KEY_MAX], recheck[24];
     gate_sub_keys(w, k);

@@ -4,9 +4,11 @@
  */
 #include "rconn.h"
 
+#include "log.h"
 #include "numfmt.h"
 #include "record.h"
 
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,8 +20,10 @@ struct wr_rconn {
     int64_t timeout_ms;
     wr_rscript *scripts; /* borrowed */
     int nscripts;
-    int owed;           /* replies not read yet */
-    int first_sentinel; /* the sentinel asked first: the last one that answered */
+    int owed;            /* replies not read yet */
+    int first_sentinel;  /* the sentinel asked first: the last one that answered */
+    redisContext *watch; /* with sentinels: subscribed to +switch-master on one */
+    int watch_sentinel;  /* which one */
     char err[512];
 };
 
@@ -111,6 +115,92 @@ static int ask_sentinel(const char *addr, const char *name, struct timeval tv, c
     }
     redisFree(s);
     return rc;
+}
+
+/*
+ * With sentinels: subscribe to +switch-master on sentinel I (the one that
+ * just named the primary), so that a failover the sentinels carry out while
+ * the primary still answers (SENTINEL FAILOVER: the old primary takes writes
+ * until the sentinels demote it, about ten seconds later, and loses them
+ * then) is followed at once (follow_switch). Best effort: without the
+ * subscription warren notices the failover only when the old primary fails
+ * or turns read-only. Tried again at the next connect.
+ */
+static void open_watch(wr_rconn *c, int i, struct timeval tv)
+{
+    if (c->watch != NULL && c->watch_sentinel == i) {
+        return;
+    }
+    if (c->watch != NULL) {
+        redisFree(c->watch);
+        c->watch = NULL;
+    }
+    const char *addr = c->url.sentinels[i];
+    const char *colon = strrchr(addr, ':');
+    char shost[256];
+    size_t hl = colon != NULL ? (size_t)(colon - addr) : 0;
+    if (colon == NULL || hl == 0 || hl >= sizeof(shost)) {
+        return;
+    }
+    memcpy(shost, addr, hl);
+    shost[hl] = '\0';
+    redisContext *w = redisConnectWithTimeout(shost, atoi(colon + 1), tv);
+    redisReply *r = NULL;
+    if (w != NULL && !w->err && redisSetTimeout(w, tv) == REDIS_OK) {
+        r = redisCommand(w, "SUBSCRIBE +switch-master");
+    }
+    if (r != NULL && r->type == REDIS_REPLY_ARRAY) {
+        c->watch = w;
+        c->watch_sentinel = i;
+        w = NULL;
+    }
+    if (r != NULL) {
+        freeReplyObject(r);
+    }
+    redisFree(w);
+}
+
+/*
+ * What the watched sentinel said since the last look, without waiting: when
+ * it moved our primary (+switch-master "<name> <old ip> <old port> <new ip>
+ * <new port>"), the connection is closed (no reply may be owed) and the next
+ * connect asks that sentinel where the primary is now.
+ */
+static void follow_switch(wr_rconn *c)
+{
+    struct pollfd pf = {.fd = c->watch->fd, .events = POLLIN};
+    if (poll(&pf, 1, 0) <= 0) {
+        return;
+    }
+    int moved = 0, ok = redisBufferRead(c->watch) == REDIS_OK;
+    char to[300] = "";
+    void *m = NULL;
+    size_t nl = strlen(c->url.master_name);
+    while (ok && (ok = redisGetReplyFromReader(c->watch, &m) == REDIS_OK) && m != NULL) {
+        redisReply *r = m;
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+            r->element[2]->type == REDIS_REPLY_STRING &&
+            strncmp(r->element[2]->str, c->url.master_name, nl) == 0 &&
+            r->element[2]->str[nl] == ' ') {
+            const char *old = r->element[2]->str + nl + 1;
+            const char *sp = strchr(old, ' ');
+            sp = sp != NULL ? strchr(sp + 1, ' ') : NULL;
+            snprintf(to, sizeof(to), "%s", sp != NULL ? sp + 1 : old);
+            moved = 1;
+        }
+        freeReplyObject(r);
+    }
+    if (!ok) { /* the sentinel went away: watched again from the next connect */
+        redisFree(c->watch);
+        c->watch = NULL;
+    }
+    if (moved && c->c != NULL && c->owed == 0) {
+        wr_logf(WR_LOG_WARN, "redis: the sentinels moved the primary '%s' to %s; reconnecting",
+                c->url.master_name, to);
+        redisFree(c->c);
+        c->c = NULL;
+        c->first_sentinel = c->watch_sentinel;
+    }
 }
 
 /*
@@ -249,7 +339,18 @@ static int connect_now(wr_rconn *c)
         redisFree(c->c);
         c->c = NULL;
     }
+    if (rc == 0 && c->url.sentinel_count > 0) {
+        open_watch(c, c->first_sentinel, tv);
+    }
     return rc;
+}
+
+/* Before a command when no reply is owed: follow a switch the sentinels announced. */
+static void between_commands(wr_rconn *c)
+{
+    if (c->watch != NULL && c->owed == 0 && c->c != NULL) {
+        follow_switch(c);
+    }
 }
 
 wr_rconn *wr_rconn_create(const wr_redis_url *url, int64_t timeout_ms, wr_rscript *scripts,
@@ -278,6 +379,9 @@ void wr_rconn_destroy(wr_rconn *c)
         if (c->c != NULL) {
             redisFree(c->c);
         }
+        if (c->watch != NULL) {
+            redisFree(c->watch);
+        }
         free(c);
     }
 }
@@ -289,6 +393,7 @@ const char *wr_rconn_error(const wr_rconn *c)
 
 int wr_rconn_ensure(wr_rconn *c)
 {
+    between_commands(c);
     return c->c != NULL ? 0 : connect_now(c);
 }
 
@@ -304,6 +409,7 @@ int wr_rconn_owed(const wr_rconn *c)
 
 int wr_rconn_append(wr_rconn *c, int argc, const char **argv, const size_t *lens)
 {
+    between_commands(c);
     if (c->c == NULL && connect_now(c) != 0) {
         return -1;
     }
@@ -317,6 +423,7 @@ int wr_rconn_append(wr_rconn *c, int argc, const char **argv, const size_t *lens
 
 int wr_rconn_append_formatted(wr_rconn *c, const char *cmd, size_t len)
 {
+    between_commands(c);
     if (c->c == NULL && connect_now(c) != 0) {
         return -1;
     }

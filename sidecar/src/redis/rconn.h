@@ -14,7 +14,13 @@
  * (ROLE): during a failover the answer can be stale, and that is a failed
  * connect like any other. A reply READONLY (the server became a replica
  * under us) is a connection failure too, not a command's error: the
- * connection is closed and the next connect asks the sentinels again.
+ * connection is closed and the next connect asks the sentinels again. A
+ * connection also listens to the sentinel that named the primary
+ * (+switch-master): when the sentinels move the primary while the old one
+ * still answers (SENTINEL FAILOVER; the old primary takes writes until it is
+ * demoted seconds later, and loses them), the connection is closed between
+ * two commands (no reply owed) and connects to the new primary, logging
+ * "redis: the sentinels moved the primary".
  * Redis Cluster is not supported: a server with cluster_enabled:1 is refused
  * at connect.
  *
