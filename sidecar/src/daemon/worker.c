@@ -2210,6 +2210,25 @@ static void lane_keys(const wr_worker *w, const item *it, char *hold, char *list
     snprintf(list, GATE_KEY_MAX, "%s~park:%s:lane:%s", w->sub->idem.prefix, w->sub->name, it->okey);
 }
 
+/* Whether hold value V (gate.lua's lanes: the holder's record key, then a
+ * NUL and the record key of each earlier message of its batch still to be
+ * committed when it took the hold) names RKEY: 1 as its holder, 2 as one of
+ * those earlier messages (it runs again ahead of the holder after a crash),
+ * 0 not at all. */
+static int hold_names(wr_sbstr v, const char *rkey)
+{
+    size_t n = strlen(rkey);
+    for (size_t at = 0, part = 1; at <= v.n; part = 2) {
+        const char *z = memchr(v.p + at, '\0', v.n - at);
+        size_t end = z != NULL ? (size_t)(z - v.p) : v.n;
+        if (end - at == n && memcmp(v.p + at, rkey, n) == 0) {
+            return (int)part;
+        }
+        at = end + 1;
+    }
+    return 0;
+}
+
 /*
  * Park IT in Redis behind the message that holds its ordering key (gate.lua's
  * lpark, which reads the hold again in the same script run). Returns 1 when
@@ -2282,11 +2301,10 @@ static int lane_park(wr_worker *w, batch *bt, item *it, int *rc)
         *rc = PAUSE;
         return 1;
     }
-    int taken = res.present;
-    int own = taken && res.str.n == strlen(it->rkey) && memcmp(res.str.p, it->rkey, res.str.n) == 0;
+    int taken = res.present, named = taken ? hold_names(res.str, it->rkey) : 0;
     wr_sb_result_free(&res);
-    if (!taken || own) {
-        it->holder = taken;
+    if (!taken || named != 0) {
+        it->holder = named == 1; /* 2: an earlier message of the holder's batch, run again */
         return 0;
     }
     if (lane_park_entry(w, bt, it, hold, list, rc)) {
@@ -2324,7 +2342,9 @@ static int lane_park_busy(wr_worker *w, batch *bt, item *it, int *rc)
  * its redelivery is the holder). The earlier messages of its key in BT read
  * the hold free and are not committed yet: their reads now expect IT's hold,
  * or their commits would fail as conflicts and they would come back parked
- * behind IT, to run after it. Returns 0, or -1 when Redis failed. */
+ * behind IT, to run after it. The hold names those that ran (a kill -9 before
+ * BT's commit sends them back, and they must run again ahead of IT, not park
+ * behind it). Returns 0, or -1 when Redis failed or out of memory. */
 static int lane_hold(wr_worker *w, batch *bt, item *it)
 {
     if (!lane_redis(w, it)) {
@@ -2332,22 +2352,39 @@ static int lane_hold(wr_worker *w, batch *bt, item *it)
     }
     char hold[GATE_KEY_MAX], list[GATE_KEY_MAX];
     lane_keys(w, it, hold, list);
+    size_t rlen = strlen(it->rkey), n = rlen;
+    char *value = malloc((size_t)bt->n * RKEY_MAX + 1);
+    if (value == NULL) {
+        return -1;
+    }
+    memcpy(value, it->rkey, rlen);
+    for (item *e = bt->items; e < it; e++) {
+        if (!e->held && e->act == WR_ACT_OK && strcmp(e->okey, it->okey) == 0) {
+            size_t el = strlen(e->rkey);
+            value[n++] = '\0';
+            memcpy(value + n, e->rkey, el);
+            n += el;
+        }
+    }
     const char *keys[1] = {hold};
-    const char *args[2] = {"lhold", it->rkey};
-    size_t lens[2] = {5, strlen(it->rkey)};
-    const redisReply *r = gate_call(w, 1, keys, 2, args, lens);
+    const char *args[3] = {"lhold", it->rkey, value + rlen};
+    size_t lens[3] = {5, rlen, n - rlen};
+    const redisReply *r = gate_call(w, 1, keys, n > rlen ? 3 : 2, args, lens);
     if (r == NULL) {
+        free(value);
         return -1;
     }
     it->holder = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-    for (item *e = bt->items; it->holder && e < it; e++) {
+    int rc = 0;
+    for (item *e = bt->items; it->holder && rc == 0 && e < it; e++) {
         if (strcmp(e->okey, it->okey) == 0 &&
             wr_storebuf_guard_expect(bt->stores[e - bt->items], (wr_sbstr){hold, strlen(hold)},
-                                     (wr_sbstr){it->rkey, strlen(it->rkey)}) < 0) {
-            return -1;
+                                     (wr_sbstr){value, n}) < 0) {
+            rc = -1;
         }
     }
-    return 0;
+    free(value);
+    return rc;
 }
 
 /* BT's commit is read: each holder that is done (handled, or dead-lettered)
