@@ -260,6 +260,28 @@ def gates(r):
     check_eq(g([hold, lane, idx, marks, sending, seq], "lnext", 10000, "rec:m9", "release"), [],
              "nothing parked: nothing released")
     check_eq(r.exists(hold), 0, "and the key is free")
+    # a hold that names earlier messages of the holder's batch (after a NUL each):
+    # they run (a kill -9 before that batch's commit sent them back), others park
+    check_eq(g([hold], "lhold", "rec:n3", "\0rec:n1\0rec:n2"), 1, "n3 holds, naming n1, n2")
+    check_eq(r.get(hold), "rec:n3\0rec:n1\0rec:n2", "the hold as written")
+    check_eq(g([hold], "lhold", "rec:n1"), 0, "n1 cannot take it")
+    for m in ("n1", "n2", "n3"):
+        check_eq(g([hold, lane, idx, marks], "lpark", "rec:" + m, "0|" + m, 5000), 0,
+                 "%s runs" % m)
+    check_eq(g([hold, lane, idx, marks], "lpark", "rec:n", "0|n", 5000), "rec:n3",
+             "a message it does not name parks behind n3 (a prefix of a name is no name)")
+    check_eq(g([hold, lane, idx, marks, sending, seq], "lnext", 10000, "rec:n1", "release"), [],
+             "a named earlier message is not the holder: nothing")
+    r.set("rec:n3", "d|1|ok|1|")
+    r.zadd(idx, {lane: 0})
+    sw = g([idx, marks, sending, seq], "sweep", 5000, 10000, 20)
+    check_eq([(x[0], x[2:]) for x in sw], [("o", ["0|n"])],
+             "the sweep reads the holder's record, not the names after it")
+    check_eq(r.get(hold), "rec:n", "and hands the key over")
+    g([sw[0][1], sending], "sent")
+    check_eq(g([hold, lane, idx, marks, sending, seq], "lnext", 10000, "rec:n", "release"), [],
+             "the last one done: the key is free")
+    check_eq(r.exists(hold), 0, "free")
     # an entry without a deadline (a lane's) is never taken for a late one
     stray = P + "~park:s:lane:zz"
     r.rpush(stray, "5:rec:z0|z")
