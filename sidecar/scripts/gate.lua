@@ -43,17 +43,24 @@
 --
 -- Lanes (ordering.key, retries keep order): HOLD names the idempotency
 -- record of the message a key's later messages wait behind (a retried one,
--- then each released one in turn). A lane's parked entries are
+-- then each released one in turn), then, after a NUL each, the records of the
+-- earlier messages of its key that ran in its batch and were not committed
+-- yet when it took the hold: a kill -9 before that commit sends them back,
+-- and they must run again ahead of it, never park behind it (record keys hold
+-- no NUL). A lane's parked entries are
 -- "<n>:<record key>" (n its length) followed by the entry; MARKS maps the list
 -- to "L" .. hold.
 --
 --   lpark  KEYS: hold, list, index, marks
 --          ARGV: record key, entry, recheck_ms
---          The hold is absent or is this message's: returns 0 (run it). Else
---          the entry is appended to the list; returns 1.
---   lhold  KEYS: hold   ARGV: record key
+--          The hold is absent, or is this message's, or names it as an
+--          earlier message of the holder's batch: returns 0 (run it). Else
+--          the entry is appended to the list; returns the holder's record key
+--          (what it is parked behind).
+--   lhold  KEYS: hold   ARGV: record key[, earlier]
 --          This message (retried) now holds its key, unless another one does;
---          returns 1 when it holds it.
+--          returns 1 when it holds it. EARLIER: "\0<record key>" for each
+--          earlier message of its key in its batch still to be committed.
 --   lnext  KEYS: hold, list, index, marks, sending, seq
 --          ARGV: retry_ms, record key, mode ("release" or "dlq_all")
 --          The holder (this record) is done: release: the next parked entry
@@ -136,6 +143,20 @@ local function hand_over(hold, list, index, marks, sending, seq, retry, release)
   return out
 end
 
+-- The record key of the holder named by hold value H.
+local function holder_of(h)
+  local z = string.find(h, '\0', 1, true)
+  if z then return string.sub(h, 1, z - 1) end
+  return h
+end
+
+-- Whether hold value H lets record key RKEY run: its holder, or an earlier
+-- message of the holder's batch.
+local function lets_run(h, rkey)
+  if holder_of(h) == rkey then return true end
+  return string.find(h .. '\0', '\0' .. rkey .. '\0', 1, true) ~= nil
+end
+
 if op == 'park' then
   if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
   if KEYS[5] and redis.call('GET', KEYS[5]) == KEYS[2] then return 2 end
@@ -147,20 +168,21 @@ if op == 'park' then
   return 1
 elseif op == 'lpark' then
   local h = redis.call('GET', KEYS[1])
-  if not h or h == ARGV[2] then return 0 end
+  if not h or lets_run(h, ARGV[2]) then return 0 end
   redis.call('RPUSH', KEYS[2], string.len(ARGV[2]) .. ':' .. ARGV[2] .. ARGV[3])
   redis.call('HSET', KEYS[4], KEYS[2], 'L' .. KEYS[1])
   if not redis.call('ZSCORE', KEYS[3], KEYS[2]) then
     redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), KEYS[2])
   end
-  return 1
+  return holder_of(h)
 elseif op == 'lhold' then
   local h = redis.call('GET', KEYS[1])
-  if h and h ~= ARGV[2] then return 0 end
-  redis.call('SET', KEYS[1], ARGV[2])
+  if h and holder_of(h) ~= ARGV[2] then return 0 end
+  redis.call('SET', KEYS[1], ARGV[2] .. (ARGV[3] or ''))
   return 1
 elseif op == 'lnext' then
-  if redis.call('GET', KEYS[1]) ~= ARGV[3] then return {} end
+  local h = redis.call('GET', KEYS[1])
+  if not h or holder_of(h) ~= ARGV[3] then return {} end
   local r = hand_over(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], tonumber(ARGV[2]),
                       ARGV[4] ~= 'dlq_all')
   if #r == 0 then return {} end
@@ -206,7 +228,7 @@ elseif op == 'sweep' then
       -- a lane: hand it over when its holder is gone or done
       local hold = string.sub(mark, 2)
       local h = redis.call('GET', hold)
-      if not h or read_record(h) == 'd' then
+      if not h or read_record(holder_of(h)) == 'd' then
         local g = hand_over(hold, list, index, marks, sending, seq, retry, true)
         if #g > 0 then out[#out + 1] = g end
       else

@@ -8,9 +8,9 @@ order across two warren processes, one of them killed with kill -9.
   them active.
 - Events: 300 keys with 12 events each (seq 1..12), published straight to
   the partition exchange with the header set to the key, the keys' events
-  interleaved; 3 % of them fail once (a retry through the delay queue, which
-  must bring the copy back to its partition, behind which the key's later
-  events wait).
+  interleaved; 3 % of them (WR_PARTITION_FAIL_RATE) fail once (a retry
+  through the delay queue, which must bring the copy back to its partition,
+  behind which the key's later events wait).
 - The process that holds work is killed with kill -9 once half the events
   are done, and not restarted: the other takes its partitions over.
 - The handler checks that an event's seq is the one after the last applied
@@ -36,6 +36,9 @@ KEYS = int(os.environ.get("WR_PARTITION_KEYS", "300"))
 EVENTS = 12
 N = 4
 rng = random.Random(int(os.environ.get("WR_PARTITION_SEED", "16")))
+# the share of events that fail once: more of them make it likelier that the kill catches
+# a key whose next event the dead process holds while an earlier one is retried
+FAIL_RATE = float(os.environ.get("WR_PARTITION_FAIL_RATE", "0.03"))
 p = prefix()
 tmp = tempdir()
 r = redis_client()
@@ -154,7 +157,7 @@ try:
         b.ch.confirm_delivery()
 
     keys = ["k%04d" % i for i in range(KEYS)]
-    stream = events(keys, 1, EVENTS, 0.03)
+    stream = events(keys, 1, EVENTS, FAIL_RATE)
     fails = sum(1 for e in stream if e.get("fail_once"))
     ch = b.conn.channel()  # no confirm per message: the count is checked instead
     t0 = time.time()

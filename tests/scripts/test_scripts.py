@@ -223,8 +223,8 @@ def gates(r):
     check_eq(g([hold, lane, idx, marks], "lpark", "rec:m1", "0|m1", 5000), 0,
              "the holder itself runs")
     for m in ("m2", "m3", "m4"):
-        check_eq(g([hold, lane, idx, marks], "lpark", "rec:" + m, "0|" + m, 5000), 1,
-                 "%s parks behind m1" % m)
+        check_eq(g([hold, lane, idx, marks], "lpark", "rec:" + m, "0|" + m, 5000), "rec:m1",
+                 "%s parks behind m1 (named)" % m)
     check_eq(r.hget(marks, lane), "L" + hold, "the lane's hold noted")
     check_eq(g([hold, lane, idx, marks, sending, seq], "lnext", 10000, "rec:m3", "release"), [],
              "not the holder: nothing")
@@ -232,8 +232,8 @@ def gates(r):
     check_eq(nx[1:], ["0|m2"], "m1 done: m2 is released, alone")
     check_eq(r.get(hold), "rec:m2", "and holds the key")
     g([nx[0], sending], "sent")
-    check_eq(g([hold, lane, idx, marks], "lpark", "rec:m5", "0|m5", 5000), 1,
-             "a new message parks behind the released ones")
+    check_eq(g([hold, lane, idx, marks], "lpark", "rec:m5", "0|m5", 5000), "rec:m2",
+             "a new message parks behind the released ones (m2 holds)")
     check_eq(g([hold, lane, idx, marks], "lpark", "rec:m2", "0|m2", 5000), 0, "m2 runs")
     nx = g([hold, lane, idx, marks, sending, seq], "lnext", 10000, "rec:m2", "release")
     check_eq(nx[1:], ["0|m3"], "then m3")
@@ -260,6 +260,28 @@ def gates(r):
     check_eq(g([hold, lane, idx, marks, sending, seq], "lnext", 10000, "rec:m9", "release"), [],
              "nothing parked: nothing released")
     check_eq(r.exists(hold), 0, "and the key is free")
+    # a hold that names earlier messages of the holder's batch (after a NUL each):
+    # they run (a kill -9 before that batch's commit sent them back), others park
+    check_eq(g([hold], "lhold", "rec:n3", "\0rec:n1\0rec:n2"), 1, "n3 holds, naming n1, n2")
+    check_eq(r.get(hold), "rec:n3\0rec:n1\0rec:n2", "the hold as written")
+    check_eq(g([hold], "lhold", "rec:n1"), 0, "n1 cannot take it")
+    for m in ("n1", "n2", "n3"):
+        check_eq(g([hold, lane, idx, marks], "lpark", "rec:" + m, "0|" + m, 5000), 0,
+                 "%s runs" % m)
+    check_eq(g([hold, lane, idx, marks], "lpark", "rec:n", "0|n", 5000), "rec:n3",
+             "a message it does not name parks behind n3 (a prefix of a name is no name)")
+    check_eq(g([hold, lane, idx, marks, sending, seq], "lnext", 10000, "rec:n1", "release"), [],
+             "a named earlier message is not the holder: nothing")
+    r.set("rec:n3", "d|1|ok|1|")
+    r.zadd(idx, {lane: 0})
+    sw = g([idx, marks, sending, seq], "sweep", 5000, 10000, 20)
+    check_eq([(x[0], x[2:]) for x in sw], [("o", ["0|n"])],
+             "the sweep reads the holder's record, not the names after it")
+    check_eq(r.get(hold), "rec:n", "and hands the key over")
+    g([sw[0][1], sending], "sent")
+    check_eq(g([hold, lane, idx, marks, sending, seq], "lnext", 10000, "rec:n", "release"), [],
+             "the last one done: the key is free")
+    check_eq(r.exists(hold), 0, "free")
     # an entry without a deadline (a lane's) is never taken for a late one
     stray = P + "~park:s:lane:zz"
     r.rpush(stray, "5:rec:z0|z")

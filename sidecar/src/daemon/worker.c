@@ -2126,13 +2126,16 @@ static int gate_release(wr_worker *w, batch *bt)
 /*
  * What the normal path left behind (gates.h): lists whose sender died,
  * parked messages whose predecessor's worker died between its commit and the
- * release, and parked messages past their gate's timeout. Worker 0 of a
- * subscription does it about once a second. Returns a WR_BROKER_* code or
- * PAUSE.
+ * release, and parked messages past their gate's timeout; and the lanes of
+ * ordering keys (gate.lua's lanes: a subscription with ordering and no gate
+ * has them too) whose holder's worker died between its commit and the
+ * hand-over. Worker 0 of a subscription does it about once a second. Returns
+ * a WR_BROKER_* code or PAUSE.
  */
 static int gate_sweep(wr_worker *w)
 {
-    if (w->sub->gate_count == 0 || w->idem == NULL || w->index != 0 ||
+    int lanes = w->lanes != NULL && w->sub->idem.enabled;
+    if ((w->sub->gate_count == 0 && !lanes) || w->idem == NULL || w->index != 0 ||
         wr_mono_ms() < w->next_sweep_ms) {
         return WR_BROKER_OK;
     }
@@ -2207,6 +2210,74 @@ static void lane_keys(const wr_worker *w, const item *it, char *hold, char *list
     snprintf(list, GATE_KEY_MAX, "%s~park:%s:lane:%s", w->sub->idem.prefix, w->sub->name, it->okey);
 }
 
+/* Whether hold value V (gate.lua's lanes: the holder's record key, then a
+ * NUL and the record key of each earlier message of its batch still to be
+ * committed when it took the hold) names RKEY: 1 as its holder, 2 as one of
+ * those earlier messages (it runs again ahead of the holder after a crash),
+ * 0 not at all. */
+static int hold_names(wr_sbstr v, const char *rkey)
+{
+    size_t n = strlen(rkey);
+    for (size_t at = 0, part = 1; at <= v.n; part = 2) {
+        const char *z = memchr(v.p + at, '\0', v.n - at);
+        size_t end = z != NULL ? (size_t)(z - v.p) : v.n;
+        if (end - at == n && memcmp(v.p + at, rkey, n) == 0) {
+            return (int)part;
+        }
+        at = end + 1;
+    }
+    return 0;
+}
+
+/*
+ * Park IT in Redis behind the message that holds its ordering key (gate.lua's
+ * lpark, which reads the hold again in the same script run). Returns 1 when
+ * IT is parked (WR_ACT_PARKED), or not run for want of memory (WR_ACT_NONE),
+ * or *RC is PAUSE (Redis failed); 0 when the key is free or held by IT itself
+ * after all.
+ */
+static int lane_park_entry(wr_worker *w, batch *bt, item *it, const char *hold, const char *list,
+                           int *rc)
+{
+    char *entry = NULL;
+    size_t elen = 0;
+    int enc = park_entry(w, bt, it, 0, &entry, &elen);
+    if (enc != 0) {
+        return enc > 0 ? 0 : 1;
+    }
+    char k[4][GATE_KEY_MAX], recheck[24];
+    gate_sub_keys(w, k);
+    snprintf(recheck, sizeof(recheck), "%d", GATE_RECHECK_MS);
+    const char *keys[4] = {hold, list, k[0], k[1]};
+    const char *args[4] = {"lpark", it->rkey, entry, recheck};
+    size_t lens[4] = {5, strlen(it->rkey), elen, strlen(recheck)};
+    const redisReply *r = gate_call(w, 4, keys, 4, args, lens);
+    free(entry);
+    if (r == NULL) {
+        *rc = PAUSE;
+        return 1;
+    }
+    if (r->type == REDIS_REPLY_INTEGER && r->integer == 0) {
+        return 0;
+    }
+    char holder[RKEY_MAX];
+    snprintf(holder, sizeof(holder), "%.*s", r->type == REDIS_REPLY_STRING ? (int)r->len : 0,
+             r->type == REDIS_REPLY_STRING ? r->str : "");
+    it->act = WR_ACT_PARKED;
+    snprintf(it->error, sizeof(it->error), "behind %.400s, retried, of ordering key %.400s", holder,
+             it->okey);
+    wr_logline l;
+    wr_log_begin(&l, WR_LOG_INFO, "parked behind a retried message of its ordering key");
+    wr_log_str(&l, "subscription", w->sub->name);
+    wr_log_int(&l, "worker", w->index);
+    wr_log_strn(&l, "message_id", it->env.id.bytes, it->env.id.len);
+    wr_log_str(&l, "ordering_key", it->okey);
+    wr_log_str(&l, "behind", holder);
+    wr_log_str(&l, "trace_id", it->trace_id);
+    wr_log_end(&l);
+    return 1;
+}
+
 /*
  * IT is about to run: when a message of its ordering key is being retried
  * (or was released behind one and is not done), park IT behind it and return
@@ -2230,49 +2301,40 @@ static int lane_park(wr_worker *w, batch *bt, item *it, int *rc)
         *rc = PAUSE;
         return 1;
     }
-    char holder[RKEY_MAX];
-    int taken = res.present;
-    snprintf(holder, sizeof(holder), "%.*s", taken ? (int)res.str.n : 0, taken ? res.str.p : "");
+    int taken = res.present, named = taken ? hold_names(res.str, it->rkey) : 0;
     wr_sb_result_free(&res);
-    if (!taken || strcmp(holder, it->rkey) == 0) {
-        it->holder = taken;
+    if (!taken || named != 0) {
+        it->holder = named == 1; /* 2: an earlier message of the holder's batch, run again */
         return 0;
     }
-    char *entry = NULL;
-    size_t elen = 0;
-    int enc = park_entry(w, bt, it, 0, &entry, &elen);
-    if (enc != 0) {
-        return enc > 0 ? 0 : 1;
-    }
-    char k[4][GATE_KEY_MAX], recheck[24];
-    gate_sub_keys(w, k);
-    snprintf(recheck, sizeof(recheck), "%d", GATE_RECHECK_MS);
-    const char *keys[4] = {hold, list, k[0], k[1]};
-    const char *args[4] = {"lpark", it->rkey, entry, recheck};
-    size_t lens[4] = {5, strlen(it->rkey), elen, strlen(recheck)};
-    const redisReply *r = gate_call(w, 4, keys, 4, args, lens);
-    free(entry);
-    if (r == NULL) {
-        *rc = PAUSE;
+    if (lane_park_entry(w, bt, it, hold, list, rc)) {
         return 1;
     }
-    if (r->type == REDIS_REPLY_INTEGER && r->integer == 0) {
-        wr_storebuf_reset(bt->stores[idx]); /* the lane came free meanwhile: run, afresh */
+    wr_storebuf_reset(bt->stores[idx]); /* the lane came free meanwhile: run, afresh */
+    return 0;
+}
+
+/*
+ * IT cannot be claimed (another process holds its idempotency record: one
+ * killed with kill -9 while it ran it, until the lease runs out) and would go
+ * through the wait queue. When its ordering key is held in Redis by another
+ * message (a retried one, or one released behind it), the key's later
+ * messages are parked behind that one and would be released ahead of IT,
+ * which the wait queue brings back later: park IT there too, in its turn,
+ * and return 1 (*RC PAUSE when Redis failed). 0: the key is free or IT holds
+ * it; IT goes through the wait queue (its later messages follow it there in
+ * this worker, or park behind it in Redis when it holds the key). Costs one
+ * Redis round trip per such message, none on the way of a claimed one.
+ */
+static int lane_park_busy(wr_worker *w, batch *bt, item *it, int *rc)
+{
+    *rc = WR_BROKER_OK;
+    if (!lane_redis(w, it)) {
         return 0;
     }
-    it->act = WR_ACT_PARKED;
-    snprintf(it->error, sizeof(it->error), "behind %.400s, retried, of ordering key %.400s", holder,
-             it->okey);
-    wr_logline l;
-    wr_log_begin(&l, WR_LOG_INFO, "parked behind a retried message of its ordering key");
-    wr_log_str(&l, "subscription", w->sub->name);
-    wr_log_int(&l, "worker", w->index);
-    wr_log_strn(&l, "message_id", it->env.id.bytes, it->env.id.len);
-    wr_log_str(&l, "ordering_key", it->okey);
-    wr_log_str(&l, "behind", holder);
-    wr_log_str(&l, "trace_id", it->trace_id);
-    wr_log_end(&l);
-    return 1;
+    char hold[GATE_KEY_MAX], list[GATE_KEY_MAX];
+    lane_keys(w, it, hold, list);
+    return lane_park_entry(w, bt, it, hold, list, rc);
 }
 
 /* IT goes to a delay queue: from now on its key's later messages wait behind
@@ -2280,7 +2342,9 @@ static int lane_park(wr_worker *w, batch *bt, item *it, int *rc)
  * its redelivery is the holder). The earlier messages of its key in BT read
  * the hold free and are not committed yet: their reads now expect IT's hold,
  * or their commits would fail as conflicts and they would come back parked
- * behind IT, to run after it. Returns 0, or -1 when Redis failed. */
+ * behind IT, to run after it. The hold names those that ran (a kill -9 before
+ * BT's commit sends them back, and they must run again ahead of IT, not park
+ * behind it). Returns 0, or -1 when Redis failed or out of memory. */
 static int lane_hold(wr_worker *w, batch *bt, item *it)
 {
     if (!lane_redis(w, it)) {
@@ -2288,22 +2352,39 @@ static int lane_hold(wr_worker *w, batch *bt, item *it)
     }
     char hold[GATE_KEY_MAX], list[GATE_KEY_MAX];
     lane_keys(w, it, hold, list);
+    size_t rlen = strlen(it->rkey), n = rlen;
+    char *value = malloc((size_t)bt->n * RKEY_MAX + 1);
+    if (value == NULL) {
+        return -1;
+    }
+    memcpy(value, it->rkey, rlen);
+    for (item *e = bt->items; e < it; e++) {
+        if (!e->held && e->act == WR_ACT_OK && strcmp(e->okey, it->okey) == 0) {
+            size_t el = strlen(e->rkey);
+            value[n++] = '\0';
+            memcpy(value + n, e->rkey, el);
+            n += el;
+        }
+    }
     const char *keys[1] = {hold};
-    const char *args[2] = {"lhold", it->rkey};
-    size_t lens[2] = {5, strlen(it->rkey)};
-    const redisReply *r = gate_call(w, 1, keys, 2, args, lens);
+    const char *args[3] = {"lhold", it->rkey, value + rlen};
+    size_t lens[3] = {5, rlen, n - rlen};
+    const redisReply *r = gate_call(w, 1, keys, n > rlen ? 3 : 2, args, lens);
     if (r == NULL) {
+        free(value);
         return -1;
     }
     it->holder = r->type == REDIS_REPLY_INTEGER && r->integer == 1;
-    for (item *e = bt->items; it->holder && e < it; e++) {
+    int rc = 0;
+    for (item *e = bt->items; it->holder && rc == 0 && e < it; e++) {
         if (strcmp(e->okey, it->okey) == 0 &&
             wr_storebuf_guard_expect(bt->stores[e - bt->items], (wr_sbstr){hold, strlen(hold)},
-                                     (wr_sbstr){it->rkey, strlen(it->rkey)}) < 0) {
-            return -1;
+                                     (wr_sbstr){value, n}) < 0) {
+            rc = -1;
         }
     }
-    return 0;
+    free(value);
+    return rc;
 }
 
 /* BT's commit is read: each holder that is done (handled, or dead-lettered)
@@ -2489,7 +2570,9 @@ static int run_batch(wr_worker *w, batch *bt)
             continue;
         }
         if (it->act == WR_ACT_WAIT) {
-            rc = publish_copy(w, bt, it, NULL);
+            if (!lane_park_busy(w, bt, it, &rc)) {
+                rc = publish_copy(w, bt, it, NULL);
+            }
             if (rc != WR_BROKER_OK) {
                 return rc;
             }
