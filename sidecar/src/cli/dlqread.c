@@ -4,6 +4,8 @@
  */
 #include "dlqread.h"
 
+#include "digest.h"
+
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -42,8 +44,8 @@ amqp_bytes_t wr_dlqread_handle(const wr_dlqread_msg *m, char buf[WR_DLQREAD_HAND
     }
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
-    if (EVP_Digest(m->msg.body.bytes ? m->msg.body.bytes : "", m->msg.body.len, md, &n,
-                   EVP_sha256(), NULL) != 1 ||
+    if (EVP_Digest(m->msg.body.bytes ? m->msg.body.bytes : "", m->msg.body.len, md, &n, wr_sha256(),
+                   NULL) != 1 ||
         n < 6) {
         return id;
     }

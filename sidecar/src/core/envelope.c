@@ -4,6 +4,8 @@
  */
 #include "envelope.h"
 
+#include "digest.h"
+
 #include <errno.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -273,7 +275,7 @@ int wr_trace_derive(amqp_bytes_t message_id, const char *key, char *trace_id)
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok = ctx != NULL && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1 &&
+    int ok = ctx != NULL && EVP_DigestInit_ex(ctx, wr_sha256(), NULL) == 1 &&
              EVP_DigestUpdate(ctx, tag, sizeof(tag) - 1) == 1 &&
              EVP_DigestUpdate(ctx, src, n) == 1 && EVP_DigestFinal_ex(ctx, md, &mdlen) == 1 &&
              mdlen >= 16;

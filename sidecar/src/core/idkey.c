@@ -3,6 +3,8 @@
  */
 #include "idkey.h"
 
+#include "digest.h"
+
 #include <jansson.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -86,7 +88,7 @@ static int body_hash(const wr_envelope *env, char *out, size_t cap)
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
     if (cap < 7 + 64 + 1 ||
-        EVP_Digest(env->body.bytes, env->body.len, md, &len, EVP_sha256(), NULL) != 1) {
+        EVP_Digest(env->body.bytes, env->body.len, md, &len, wr_sha256(), NULL) != 1) {
         return -1;
     }
     memcpy(out, "sha256:", 7);
@@ -153,7 +155,7 @@ size_t wr_idkey_event_id(const char *base, size_t base_len, const char *subscrip
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
     EVP_MD_CTX *c = EVP_MD_CTX_new();
-    int ok = c != NULL && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1 &&
+    int ok = c != NULL && EVP_DigestInit_ex(c, wr_sha256(), NULL) == 1 &&
              EVP_DigestUpdate(c, base, base_len) == 1 && EVP_DigestUpdate(c, ":", 1) == 1 &&
              EVP_DigestUpdate(c, subscription, strlen(subscription)) == 1 &&
              EVP_DigestFinal_ex(c, md, &mdlen) == 1;

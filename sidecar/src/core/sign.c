@@ -3,6 +3,8 @@
  */
 #include "sign.h"
 
+#include "digest.h"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -13,7 +15,7 @@
 void wr_sign_key_from(wr_sign_key *k, const char *secret, size_t len)
 {
     unsigned int n = 0;
-    if (EVP_Digest(secret, len, k->key, &n, EVP_sha256(), NULL) != 1 || n != sizeof(k->key)) {
+    if (EVP_Digest(secret, len, k->key, &n, wr_sha256(), NULL) != 1 || n != sizeof(k->key)) {
         memset(k->key, 0, sizeof(k->key)); /* OpenSSL out of memory: no usable key */
     }
 }
@@ -73,7 +75,7 @@ void wr_sign(const wr_sign_key *k, amqp_bytes_t message_id, int64_t attempt, amq
     field(buf, &at, routing_key.bytes, routing_key.len > 255 ? 255 : routing_key.len);
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
-    if (HMAC(EVP_sha256(), k->key, (int)sizeof(k->key), buf, at, md, &mdlen) == NULL) {
+    if (HMAC(wr_sha256(), k->key, (int)sizeof(k->key), buf, at, md, &mdlen) == NULL) {
         mdlen = 0;
     }
     static const char hex[] = "0123456789abcdef";
