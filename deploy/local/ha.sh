@@ -232,6 +232,24 @@ sentinel_logs() {
     done
 }
 
+# every sentinel sees the replica as one it may promote (what Sentinel's replica
+# selection asks: not down or disconnected, answered a PING within 5 s, INFO
+# read within 30 s, its link to the primary not down, priority not 0)
+replica_promotable() {
+    local s
+    for s in "${SENTINELS[@]}"; do
+        cli "$s" sentinel replicas "$MASTER" | awk '
+            NR % 2 == 1 { k = $0; next }
+            { v[k] = $0 }
+            END {
+                ok = v["flags"] == "slave" && v["last-ok-ping-reply"] + 0 < 5000 &&
+                     v["info-refresh"] + 0 < 30000 && v["master-link-down-time"] + 0 == 0 &&
+                     v["slave-priority"] + 0 > 0
+                exit !ok
+            }' || return 1
+    done
+}
+
 # SENTINEL FAILOVER once the pair is settled (a failover asked of a pair whose
 # replica is not in sync, or of sentinels still busy with the last one, is
 # refused or aborted: failover-abort-no-good-slave, INPROG), asked again up to
@@ -242,6 +260,7 @@ failover() {
     p=$(primary) || die "no sentinel names a primary"
     o=$(other "$p")
     wait_until 60 "127.0.0.1:$p and its replica settled before the failover" settled_on "$p"
+    wait_until 60 "the sentinels ready to promote 127.0.0.1:$o" replica_promotable
     for try in 1 2 3; do
         out=$(cli "${SENTINELS[0]}" sentinel failover "$MASTER" || true)
         [ "$out" = OK ] || say "SENTINEL FAILOVER (try $try): ${out:-no answer}"
