@@ -19,7 +19,8 @@
 #   ha.sh rabbit-start DIR       three RabbitMQ nodes joined in one cluster
 #                                (deploy/local/stack.sh start-rabbit for each, in
 #                                DIR/rabbit-<port>; the same Erlang cookie, the
-#                                rabbitmq user's; join_cluster to the first)
+#                                rabbitmq user's; join_cluster to the first); a
+#                                new, empty cluster when none of them runs
 #   ha.sh rabbit-stop DIR        stop the three nodes
 #   ha.sh rabbit-stop-node-N DIR / rabbit-start-node-N DIR   (N = 1, 2, 3)
 #                                stop or start one node (it keeps its data and
@@ -60,7 +61,7 @@ FAILOVER_TIMEOUT_MS=5000
 say() { echo "ha: $*"; }
 die() { echo "ha: error: $*" >&2; exit 1; }
 
-[ $# -eq 2 ] || { sed -n '7,28p' "$0" >&2; exit 2; }
+[ $# -eq 2 ] || { sed -n '7,30p' "$0" >&2; exit 2; }
 CMD=$1
 DIR=$(realpath -m -- "$2")
 [ "$(id -u)" -eq 0 ] || die "must run as root"
@@ -347,9 +348,21 @@ in_cluster() {      # node N runs as a member of node 1's cluster
         grep -q "\"$(node_name 1)\""
 }
 
+node_running() {    # node N's Erlang VM is up (its pid file names a beam.smp)
+    local pid
+    pid=$(tr -dc '0-9' <"$DIR/rabbit-$(node_port "$1")/rabbit/rabbit.pid" 2>/dev/null || true)
+    [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = beam.smp ]
+}
+
 rabbit_start() {
     local t0=$SECONDS n
     (umask 022 && mkdir -p -- "$DIR")
+    # a fresh cluster when none of its nodes runs: a node restarted on the
+    # data an earlier run left (its peers down, the last to stop unknown)
+    # could hang at boot waiting for them
+    if ! node_running 1 && ! node_running 2 && ! node_running 3; then
+        for n in 1 2 3; do rm -rf -- "$DIR/rabbit-$(node_port "$n")/rabbit/mnesia"; done
+    fi
     node_stack 1 start-rabbit
     for n in 2 3; do node_stack "$n" start-rabbit; done
     for n in 2 3; do
@@ -403,5 +416,5 @@ case $CMD in
     rabbit-start-node-[123]) node_stack "${CMD##*-}" start-rabbit ;;
     rabbit-kill-node-[123]) rabbit_kill "${CMD##*-}" ;;
     rabbit-status) rabbitmqctl_n 1 cluster_status --formatter json ;;
-    *) sed -n '7,28p' "$0" >&2; exit 2 ;;
+    *) sed -n '7,30p' "$0" >&2; exit 2 ;;
 esac
