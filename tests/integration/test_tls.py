@@ -25,13 +25,15 @@ The broker asks for a client certificate but does not require one.
    tls-port WR_REDIS_TLS_PORT, client certificates required) is reached
    through stunnel4 in client mode on WR_STUNNEL_PORT (plain in; TLS out,
    the test CA trusted, the name "localhost" checked, the client certificate
-   shown). warren handles a message through the proxy (its record lands in
+   shown), configured with docs/security.md's stunnel.conf as the page shows
+   it (its addresses, names and files replaced by the test's). warren handles a message through the proxy (its record lands in
    the TLS Redis, read back over TLS directly), `warren trace` reads the
    event's journal through the proxy, and a plain client on the TLS port
    gets no answer.
 """
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -42,9 +44,9 @@ from urllib.parse import urlparse
 import redis as redislib
 
 sys.path.insert(0, os.path.dirname(__file__))
-from wrtest import (ENV, STACK_DIR, STACK_SH, WARREN, Broker, Warren, check, check_eq,  # noqa: E402
-                    delete_queues, finish, idem_record, prefix, redis_client, tempdir, wait_for,
-                    write)
+from wrtest import (ENV, SOURCE_DIR, STACK_DIR, STACK_SH, WARREN, Broker,  # noqa: E402
+                    Warren, check, check_eq, delete_queues, finish, idem_record, prefix,
+                    redis_client, tempdir, wait_for, write)
 
 if "WARREN_AMQPS_URL" not in ENV:
     check(False, "the test stack has a TLS listener (WR_AMQPS_PORT; %s/env has no "
@@ -227,21 +229,25 @@ try:
          "--dir", rdir, "--save", "", "--appendonly", "no", "--logfile",
          os.path.join(rdir, "redis.log")],
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    stunnel_conf = write(os.path.join(tmp, "stunnel.conf"), """\
-foreground = yes
-pid =
-output = %s
-[redis]
-client = yes
-accept = 127.0.0.1:%d
-connect = 127.0.0.1:%d
-CAfile = %s
-verifyChain = yes
-checkHost = localhost
-cert = %s
-key = %s
-""" % (os.path.join(tmp, "stunnel.log"), STUNNEL_PORT, REDIS_TLS_PORT, tls("ca.pem"),
-       tls("client.pem"), tls("client.key")))
+    # docs/security.md's stunnel.conf, as shown there, pointed at this test's ports and
+    # PKI (and told to keep its pid and log here)
+    with open(os.path.join(SOURCE_DIR, "docs", "security.md")) as fh:
+        shown = re.search(r"```\n(# stunnel.conf[^\n]*\n.*?)```", fh.read(), re.S)
+    check(shown is not None, "4: docs/security.md shows a stunnel.conf")
+    conf = shown.group(1) if shown else ""
+    doc_port = re.search(r"^accept = 127\.0\.0\.1:(\d+)$", conf, re.M)
+    check(doc_port and ("redis://:${REDIS_PASSWORD}@127.0.0.1:%s/0" % doc_port[1]) in
+          open(os.path.join(SOURCE_DIR, "docs", "security.md")).read(),
+          "4: docs/security.md's redis.url names the proxy's port")
+    for key, value in (("accept", "127.0.0.1:%d" % STUNNEL_PORT),
+                       ("connect", "127.0.0.1:%d" % REDIS_TLS_PORT),
+                       ("CAfile", tls("ca.pem")), ("checkHost", "localhost"),
+                       ("cert", tls("client.pem")), ("key", tls("client.key"))):
+        conf, n = re.subn(r"^%s = [^\s;]+" % key, "%s = %s" % (key, value), conf, flags=re.M)
+        check_eq(n, 1, "4: docs/security.md's stunnel.conf sets %s" % key)
+    conf = conf.replace("foreground = yes\n", "foreground = yes\npid =\noutput = %s\n"
+                        % os.path.join(tmp, "stunnel.log"), 1)
+    stunnel_conf = write(os.path.join(tmp, "stunnel.conf"), conf)
     stunnel_proc = subprocess.Popen(["stunnel4", stunnel_conf], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.STDOUT)
     direct = redislib.Redis(host="localhost", port=REDIS_TLS_PORT, ssl=True,
