@@ -18,6 +18,7 @@ Installing the package with dpkg into a clean Debian root, and building the
 image, take minutes and the network: deploy/package.sh and
 deploy/container/build.sh do that, outside this suite.
 """
+import fnmatch
 import glob
 import gzip
 import os
@@ -94,6 +95,22 @@ for f in ["bin/warren", "share/man/man1/warren.1.gz", "share/lua/5.1/warren/test
           "share/doc/warren/configuration.md", "share/doc/warren/architecture.md"] + \
         ["share/doc/warren/examples/handlers/" + h for h in handlers]:
     check(f in files, "installed %s" % f)
+# docs/operations.md's list of what the package holds: each line names files that
+# are installed, and every installed file is on a line ("a, b" is a and b in a's
+# folder; a "(...)" after the paths says what they are)
+with open(os.path.join(SOURCE_DIR, "docs", "operations.md")) as fh:
+    listing = re.search(r"The package holds:\n\n```\n(.*?)```", fh.read(), re.S)
+patterns = []
+for line in (listing.group(1) if check(listing, "operations.md lists what the package holds")
+             else "").splitlines():
+    if line.startswith("/"):
+        names = re.split(r"\s+\(|\s{2,}", line)[0].strip().split(", ")
+        patterns += [names[0]] + [os.path.join(os.path.dirname(names[0]), n) for n in names[1:]]
+for pattern in patterns:
+    check(any(fnmatch.fnmatchcase("/usr/" + f, pattern) for f in files),
+          "operations.md: the package holds %s" % pattern)
+check_eq([f for f in files if not any(fnmatch.fnmatchcase("/usr/" + f, p) for p in patterns)],
+         [], "operations.md's list names every installed file")
 installed = os.path.join(prefix, "bin", "warren")
 r = run([installed, "--version"])
 check_eq(r.stdout.strip(), "warren " + V, "the installed warren --version")
