@@ -4,7 +4,9 @@ options, and exits 0; an unknown option, an option of another command, or an
 option without its value prints one line naming it and the command's usage
 on stderr, and exits 2. Options may come before or after positional
 arguments, and --name=value works as --name value. The usage errors that
-docs/cli.md shows are what the commands print."""
+docs/cli.md shows are what the commands print; every option docs/cli.md's
+overview and docs/operations.md's dlq synopsis show is one the command takes,
+and the overview names every command."""
 import os
 import re
 import shlex
@@ -113,13 +115,71 @@ check_eq((rc, err.splitlines()[0] if err else ""),
          (2, "warren config-reference: config-reference takes no arguments (got 'extra')"),
          "config-reference takes no arguments")
 
-# docs/cli.md's examples: "$ warren ..." and the first line it prints on stderr
+# docs/cli.md's examples: "$ warren ..." and what it prints on stderr, up to the
+# "..." that stands for the rest of the usage
 with open(os.path.join(SOURCE_DIR, "docs", "cli.md")) as fh:
     doc = fh.read()
-shown = re.findall(r"^\$ (warren [^\n]*)\n([^\n]*)\n", doc, re.M)
+errors_block = re.search(r"```\n(\$ warren .*?)```", doc, re.S)
+shown = re.findall(r"^\$ (warren [^\n]*)\n(.*?)^\.\.\.$",
+                   errors_block.group(1) if errors_block else "", re.M | re.S)
 check(len(shown) >= 2, "docs/cli.md shows usage errors: %d" % len(shown))
-for cmdline, first in shown:
+for cmdline, lines in shown:
     args = [a.replace("config/warren.yaml", example) for a in shlex.split(cmdline)[1:]]
     rc, out, err = run(*args)
-    check_eq((rc, err.splitlines()[0] if err else ""), (2, first), "docs/cli.md: %s" % cmdline)
+    want = lines.rstrip("\n").split("\n")
+    check_eq((rc, err.split("\n")[:len(want)]), (2, want), "docs/cli.md: %s" % cmdline)
+
+
+def synopsis(block):
+    """The commands of a synopsis block: [(command words, options named)] for each
+    line that starts with "warren" (up to its description, spaces then a word), and
+    the lines that continue its options ("   [--opt ...]")."""
+    out = []
+    for line in block.split("\n"):
+        if line.startswith("warren "):
+            line = re.split(r" {2,}(?=[a-z(])", line)[0]
+            cmd = []
+            for w in line.split()[1:]:
+                if not re.fullmatch(r"[a-zA-Z][a-zA-Z-]*(\|[a-z-]+)*", w):
+                    break
+                cmd.append(w)
+            out.append((cmd, []))
+        elif not (out and re.match(r" {1,19}\[", line)):
+            continue
+        out[-1][1].extend(re.findall(r"(?<![\w-])(--?[a-z][a-z-]*)", line))
+    return out
+
+
+# docs/cli.md's overview of the commands, and docs/operations.md's dlq synopsis:
+# every option they show is one the command takes (its --help names it), and the
+# overview names every command
+with open(os.path.join(SOURCE_DIR, "docs", "operations.md")) as fh:
+    ops = fh.read()
+blocks = {"cli.md": re.search(r"```\n(warren run -c FILE.*?)```", doc, re.S),
+          "operations.md": re.search(r"```sh\n(warren dlq list .*?)```", ops, re.S)}
+named = set()
+for page, m in blocks.items():
+    if not check(m is not None, "docs/%s shows a synopsis" % page):
+        continue
+    commands = synopsis(m.group(1))
+    check(sum(len(opts) for _, opts in commands) >= 2 * len(commands),
+          "docs/%s: the synopsis's options are read" % page)
+    for cmd, opts in commands:
+        if not cmd:  # warren --version | --help
+            for opt in opts:
+                rc, out, err = run(opt)
+                check_eq((rc, err), (0, ""), "docs/%s: warren %s" % (page, opt))
+            continue
+        if cmd[0] == "COMMAND":
+            continue
+        subs = cmd[1].split("|") if len(cmd) > 1 else [None]
+        for sub in subs:
+            argv = [cmd[0]] + ([sub] if sub else [])
+            named.add(" ".join(argv))
+            rc, out, err = run(*(argv + ["--help"]))
+            check_eq(rc, 0, "docs/%s: warren %s --help" % (page, " ".join(argv)))
+            unknown = [o for o in opts if o not in ("-c", "--help") and o not in out]
+            check_eq(unknown, [], "docs/%s: the options shown for warren %s are its own"
+                     % (page, " ".join(argv)))
+check_eq(sorted(set(FIRST_LINE) - named), [], "docs/cli.md's overview names every command")
 finish()
