@@ -1,5 +1,5 @@
 """docs/handlers.md, the handler author's guide, is true: every file it shows
-is written out as a project, every command it shows is run against warren as
+is written out as a project (the files its list of the project names), every command it shows is run against warren as
 installed (`cmake --install`: the binary, the kit on the Lua path, the commit
 script beside it) and prints what the guide says it prints (paths, handler
 versions, the payment service's port and busted's timing normalised). Then
@@ -19,6 +19,7 @@ Markers in the guide (HTML comments, invisible when rendered):
                              each followed by its expected output (all of it,
                              or its last N lines), stdout then stderr
 """
+import fnmatch
 import http.server
 import json
 import os
@@ -59,6 +60,20 @@ check(len(files) >= 10 and len(runs) >= 5,
       "the guide's marked blocks are found (%d files, %d runs)" % (len(files), len(runs)))
 other = re.findall(r"```(?:lua|json|yaml)\n", guide)
 check_eq(len(other), len(files), "every lua, json and yaml block of the guide is a marked file")
+
+# "The project": each path it lists is a file (or files) the guide writes, and every
+# folder the guide writes into is listed
+listing = re.search(r"## The project\n\n```\n(.*?)```", guide, re.S)
+listed = [line.split()[0] for line in (listing.group(1) if listing else "").splitlines()
+          if line.strip()]
+written = [path for path, _ in files]
+check(listed, "the guide lists the project's files")
+for pattern in listed:
+    check(fnmatch.filter(written, pattern), "the project's %s is a file the guide writes"
+          % pattern)
+check_eq(sorted(set(os.path.dirname(p) for p in written) -
+                set(os.path.dirname(p) for p in listed)), [],
+         "every folder the guide writes into is in its list of the project")
 
 project = os.path.join(tmp, "refunds")
 for path, body in files:
