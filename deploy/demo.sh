@@ -20,25 +20,37 @@
 # runs a view of the repository in .demo/run/: config/warren.yaml and the
 # handlers as symlinks (so edits to them still hot-reload), and a shop.lua of
 # its own holding WR_SHOP_PORT's address.
+#
+# tests/integration/test_demo.py runs the demo on the test suite's servers and
+# build, with three more variables: WR_DEMO_BUILD=DIR (use DIR/warren: no
+# install, no build), WR_DEMO_STACK=DIR (the servers deploy/local/stack.sh runs
+# from DIR: neither started nor stopped here) and WR_DEMO_DIR (the demo's files,
+# default .demo/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-DEMO="$ROOT/.demo"
+DEMO=${WR_DEMO_DIR:-$ROOT/.demo}
 export WR_AMQP_PORT=${WR_AMQP_PORT:-5672}
 export WR_REDIS_PORT=${WR_REDIS_PORT:-6379}
 export WR_SHOP_PORT=${WR_SHOP_PORT:-8089}
 export SHOP_URL=http://127.0.0.1:$WR_SHOP_PORT
 # The servers' data lives outside the checkout: they run as the rabbitmq and
 # redis users, who cannot enter a checkout under a private directory like /root.
-STACK=/var/tmp/warren/demo-$WR_AMQP_PORT
+STACK=${WR_DEMO_STACK:-/var/tmp/warren/demo-$WR_AMQP_PORT}
 
-bash deploy/install-deps.sh
-echo "demo: building warren"
 mkdir -p "$DEMO"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWARREN_TESTS=OFF >"$DEMO/configure.log" 2>&1 ||
-    { cat "$DEMO/configure.log"; exit 1; }
-cmake --build build -j2 --target warren >"$DEMO/build.log" 2>&1 ||
-    { tail -30 "$DEMO/build.log"; exit 1; }
+if [ -n "${WR_DEMO_BUILD:-}" ]; then
+    WARREN="$(cd "$WR_DEMO_BUILD" && pwd)/warren"
+    [ -x "$WARREN" ] || { echo "demo: no warren in $WR_DEMO_BUILD" >&2; exit 1; }
+else
+    bash deploy/install-deps.sh
+    echo "demo: building warren"
+    cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWARREN_TESTS=OFF \
+        >"$DEMO/configure.log" 2>&1 || { cat "$DEMO/configure.log"; exit 1; }
+    cmake --build build -j2 --target warren >"$DEMO/build.log" 2>&1 ||
+        { tail -30 "$DEMO/build.log"; exit 1; }
+    WARREN="$ROOT/build/warren"
+fi
 
 warren_pid=
 shop_pid=
@@ -51,12 +63,12 @@ cleanup() {
         kill -TERM "$shop_pid" 2>/dev/null || true
         wait "$shop_pid" 2>/dev/null || true
     fi
-    bash deploy/local/stack.sh stop "$STACK" || true
+    [ -n "${WR_DEMO_STACK:-}" ] || bash deploy/local/stack.sh stop "$STACK" || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-bash deploy/local/stack.sh start "$STACK"
+[ -n "${WR_DEMO_STACK:-}" ] || bash deploy/local/stack.sh start "$STACK"
 set -a
 # shellcheck disable=SC1091
 . "$STACK/env"
@@ -77,8 +89,8 @@ sed -E "s#^( *url *= *)\"[^\"]*\"#\1\"$SHOP_URL\"#" handlers/shop.lua >"$RUN/han
 grep -qF "\"$SHOP_URL\"" "$RUN/handlers/shop.lua" ||
     { echo "demo: handlers/shop.lua has no 'url = \"...\"' line to point at $SHOP_URL" >&2; exit 1; }
 
-echo "demo: warren check -c .demo/run/config/warren.yaml (config/warren.yaml, shop at $SHOP_URL)"
-build/warren check -c "$RUN/config/warren.yaml" 2>&1 | grep -v '"msg":"orders handler loaded"'
+echo "demo: warren check -c ${RUN#"$ROOT"/}/config/warren.yaml (config/warren.yaml, shop at $SHOP_URL)"
+"$WARREN" check -c "$RUN/config/warren.yaml" 2>&1 | grep -v '"msg":"orders handler loaded"'
 
 echo "demo: starting the shop's services (deploy/shop_service.py) on $SHOP_URL"
 /usr/bin/python3 deploy/shop_service.py "$WR_SHOP_PORT" >"$DEMO/shop.log" 2>&1 &
@@ -99,11 +111,11 @@ grep -q '^ready' "$DEMO/shop.log" || { echo "demo: the shop's services did not a
 /usr/bin/python3 deploy/demo.py reset
 
 : >"$DEMO/warren.log"
-WARREN_HTTP_LISTEN=127.0.0.1:0 build/warren run -c "$RUN/config/warren.yaml" >>"$DEMO/warren.log" 2>&1 &
+WARREN_HTTP_LISTEN=127.0.0.1:0 "$WARREN" run -c "$RUN/config/warren.yaml" >>"$DEMO/warren.log" 2>&1 &
 warren_pid=$!
-echo "demo: warren running (pid $warren_pid), log in .demo/warren.log"
+echo "demo: warren running (pid $warren_pid), log in ${DEMO#"$ROOT"/}/warren.log"
 
-WARREN_BIN="$PWD/build/warren" WARREN_CONFIG="$RUN/config/warren.yaml" \
+WARREN_BIN="$WARREN" WARREN_CONFIG="$RUN/config/warren.yaml" \
     /usr/bin/python3 deploy/demo.py run "$DEMO/warren.log" && story=0 || story=$?
 
 kill -TERM "$warren_pid"
