@@ -4,7 +4,8 @@ breaks an example fails here), and its output compared with what the page
 shows, after normalising what changes from run to run (times, handler
 versions, durations, the scratch directory, ports).
 
-- docs/contracts.md: the violations block is what `warren exec` prints for an
+- docs/contracts.md: the file's shape (placeholders emptied) is a contracts
+  file `warren check` loads; the violations block is what `warren exec` prints for an
   event that breaks a contract in those three ways; the upcaster is
   config/upcasters/order_created_v1.lua (the same code) and passes `warren
   check` in the example contracts; the `warren exec` contract steps are what
@@ -181,6 +182,20 @@ check_eq((rc, (rep.get("decision") or {}).get("reason")), (1, "schema-invalid"),
 check_eq(rep.get("error"), " ".join(lines_of(shown or "")),
          "contracts.md: the violations are the ones the page shows (its block is one line, "
          "wrapped)")
+
+# The contracts file's shape, its placeholders ({ ... }, [ ... ]) left empty, is a
+# contracts file warren check loads (with the page's upcaster path).
+shown = doc_block("contracts.md", "events:\n  order.created:", "yaml")
+shape = (shown or "").replace("{ ... }", "{}").replace("[ ... ]", "[]")
+with open(os.path.join(SOURCE_DIR, "config", "upcasters", "order_created_v1.lua")) as fh:
+    upcaster = fh.read()
+upcaster_path = re.search(r"upcaster: (\S+)", shape)
+d = project("shape", {"contracts.yaml": shape, "handlers/ok.lua": ok_handler,
+                      (upcaster_path[1] if upcaster_path else "up.lua"): upcaster,
+                      "warren.yaml": CONFIG_HEAD + sub_yaml})
+rc, out, err = warren("check", "-c", "warren.yaml", cwd=d)
+check(rc == 0 and "1 event contract, examples valid" in out,
+      "contracts.md: the contracts file's shape loads (%s)" % (out + err)[-300:])
 
 # The upcaster: the page's code is config/upcasters/order_created_v1.lua's, and it
 # passes `warren check` in the example's contracts (check runs it on the v1 examples).

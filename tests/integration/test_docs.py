@@ -9,6 +9,10 @@
   paste the command's output).
 - Every relative link in README.md and docs/*.md names a file that exists, and
   a link to a heading (#anchor) names a heading of that file.
+- Every fenced block of README.md and docs/*.md is either run by a test (a
+  block after a marker of test_guide.py or test_runbook.py, or one listed
+  below with the test that runs it, which reads that page) or a drawing (a
+  flow with arrows, not runnable): a new example fails here until a test runs it.
 
 The examples are read from the documents themselves, so an edit that breaks
 them fails here. (docs/handlers.md's guide is run by test_guide.py, the
@@ -134,4 +138,75 @@ for d in docs:
                     bad.append("%s: %s (no such heading)" % (d, target))
 print("  %d relative links in %d documents" % (nlinks, len(docs)), flush=True)
 check_eq(bad, [], "every relative link names a file and heading that exist")
+
+# Every fenced block of the docs is run by a test, or is a drawing. A block after a
+# marker (<!-- file: -->, <!-- run -->, <!-- drill: -->, <!-- busted-config -->) is
+# test_guide.py's or test_runbook.py's; every other one is here, by page and first
+# line: the test that runs it (which names the page), or why none does.
+DRAWING = "a drawing"
+BLOCKS = {
+    ("README.md", "bash deploy/demo.sh"): "test_demo.py",
+    ("README.md", "-- handlers/orders.lua"): "test_docs.py",
+    ("README.md", "subscriptions:\n  - name: orders\n    queue: orders.created"): "test_docs.py",
+    ("README.md", "deliver → decode → check its contract"): DRAWING,
+    ("docs/architecture.md", "deliver → decode the envelope"): DRAWING,
+    ("docs/architecture.md", "absent or released ──claim──▶"): DRAWING,
+    ("docs/cli.md", "warren run -c FILE"): "test_cli_options.py",
+    ("docs/cli.md", "$ warren dlq list --limt 5"): "test_cli_options.py",
+    ("docs/cli.md", "config/warren.yaml:12:15:"): "test_doc_examples.py",
+    ("docs/contracts.md", "events:\n  order.created:"): "test_doc_examples.py",
+    ("docs/contracts.md", "order.created v2: /: required"): "test_doc_examples.py",
+    ("docs/contracts.md", "-- config/upcasters/order_created_v1.lua"): "test_doc_examples.py",
+    ("docs/contracts.md", "contract      order.created v1 received"): "test_doc_examples.py",
+    ("docs/development.md", "bash deploy/install-deps.sh"): "test_doc_examples.py",
+    ("docs/development.md", "sidecar/src/"): "test_doc_examples.py",
+    ("docs/handler-api.md", "-- handlers/orders.lua"): "test_doc_examples.py",
+    ("docs/handler-api.md", "local st = ctx.store"): "test_doc_examples.py",
+    ("docs/handlers.md", "warren.yaml               the sidecar's config"): "test_guide.py",
+    ("docs/messages.md", "deliver → decode (id, type, headers, JSON body)"): DRAWING,
+    ("docs/operations.md", "/usr/bin/warren\n"): "test_package.py",
+    ("docs/operations.md", "podman run"): "test_doc_examples.py",
+    ("docs/operations.md", "classic (two containers)"): DRAWING,
+    ("docs/operations.md", " producer\n"): DRAWING,
+    ("docs/operations.md", '{"ts":'): "test_doc_examples.py",
+    ("docs/operations.md", "$ warren dlq list -c warren.yaml --subscription payments"):
+        "test_doc_examples.py",
+    ("docs/operations.md", "warren dlq list   -c warren.yaml"): "test_cli_options.py",
+    ("docs/operations.md", "$ warren trace -c warren.yaml evt-1002"): "test_doc_examples.py",
+    ("docs/operations.md", "where: dlq - in the DLQ"): "test_doc_examples.py",
+    ("docs/operations.md", "published:\n  |- m-2:orders:1"): "test_doc_examples.py",
+    ("docs/operations.md", "$ curl -s -w"): "test_doc_examples.py",
+    ("docs/ordering.md", "subscriptions:\n  - name: orders\n    ordering:"):
+        "test_doc_examples.py",
+    ("docs/ordering.md", "subscriptions:\n  - name: orders\n    queue: orders"):
+        "test_doc_examples.py",
+    ("docs/ordering.md", "subscriptions:\n  - name: ledger"): "test_doc_examples.py",
+    ("docs/security.md", "# stunnel.conf"): "test_tls.py",
+    ("docs/testing-handlers.md", "-- a spec of handlers/payments.lua"):
+        "handlers/spec/testing_doc_spec.lua",
+    ("docs/testing-handlers.md", "bash tests/lua/run_busted.sh"): "test_doc_examples.py",
+    ("docs/testing-handlers.md", "$ build/warren exec -c warren.yaml"): "test_doc_examples.py",
+    ("docs/testing-handlers.md", '{\n  "id": "rf-9"'): "test_doc_examples.py",
+    ("docs/testing-handlers.md", "subscription  refunds (handler"): "test_doc_examples.py",
+}
+used, unaccounted = set(), []
+for d in docs:
+    for m in re.finditer(r"(<!-- [^>]*-->\n)?^```[a-z]*\n(.*?)^```", texts[d], re.S | re.M):
+        if m.group(1):
+            continue
+        keys = [k for k in BLOCKS if k[0] == d and m.group(2).startswith(k[1])]
+        if len(keys) != 1:
+            unaccounted.append("%s:%d (%d entries)" % (d, texts[d][:m.start()].count("\n") + 2,
+                                                        len(keys)))
+        used.update(keys)
+check_eq(unaccounted, [], "every block of the docs is run by a test or is a drawing")
+check_eq(sorted(set(BLOCKS) - used), [], "every block listed here is in the docs")
+for (d, first), who in sorted(BLOCKS.items()):
+    if who == DRAWING:
+        continue
+    path = os.path.join(SOURCE_DIR, who) if "/" in who else \
+        os.path.join(SOURCE_DIR, "tests", "integration", who)
+    text = open(path).read() if os.path.exists(path) else ""
+    check(os.path.basename(d) in text, "%s (%s...) is run by %s, which reads %s"
+          % (d, first.split("\n")[0][:30], who, os.path.basename(d)))
 finish()
