@@ -24,9 +24,9 @@ import time
 import traceback
 
 
-from wrtest import (Broker, Warren, check, check_clean_end, check_eq, check_outputs,
-                    delete_queues, done_count, finish, handled_once, prefix, records,
-                    redis_client, stack, tempdir, wait_for, work_handler)
+from wrtest import (Broker, Warren, check, check_clean_end, check_done_ok, check_eq,
+                    check_outputs, delete_queues, done_count, drain_and_stop, finish,
+                    handled_once, prefix, redis_client, stack, tempdir, wait_for, work_handler)
 
 FIRST = 8000          # published before the outage
 TOTAL = 10000         # the rest is published once the broker is back
@@ -120,10 +120,7 @@ try:
         return b.depth(queue) == 0 and b.depth(queue + ".wait") == 0 and \
             done_count(r, sub_name) >= TOTAL
 
-    wait_for(drained, 150, "every event done after the restart", interval=1)
-    time.sleep(2)
-    wait_for(drained, 30, "still drained", interval=1)
-    check_eq(w.stop(), 0, "warren exits 0 on SIGTERM")
+    drain_and_stop(w, drained, 150, "every event done after the restart")
 
     # ---- the invariants
     repub = check_outputs(b, out_queue, sub_name, ids)
@@ -131,11 +128,7 @@ try:
           "re-published ids bounded by the in-flight batches (%d <= %d)"
           % (len(repub), CONCURRENCY * BATCH))
 
-    recs = records(r, sub_name)
-    check_eq(sorted(i for i in ids if recs.get(i, {}).get("state") != "done"), [],
-             "every input has a done record")
-    check_eq(sorted(i for i in ids if recs.get(i, {}).get("outcome") != "ok"), [],
-             "every record's outcome is ok")
+    recs = check_done_ok(r, sub_name, ids)
     check_eq(sorted(k for k in recs if k not in set(ids)), [], "no record for anything else")
     restarted = sorted(i for i in ids if int(recs.get(i, {}).get("starts", 0)) > 1)
     print("  %d records claimed more than once (redelivered after the outage before their "

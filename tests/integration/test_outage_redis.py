@@ -27,9 +27,9 @@ import time
 import traceback
 
 
-from wrtest import (Broker, Warren, check, check_clean_end, check_eq, check_outputs,
-                    delete_queues, done_count, finish, handled_once, prefix, records,
-                    redis_client, stack, tempdir, wait_for, work_handler)
+from wrtest import (Broker, Warren, check, check_clean_end, check_done_ok, check_eq,
+                    check_outputs, delete_queues, done_count, drain_and_stop, finish,
+                    handled_once, prefix, redis_client, stack, tempdir, wait_for, work_handler)
 
 TOTAL = 10000
 CONCURRENCY, BATCH, PREFETCH = 2, 50, 100
@@ -110,10 +110,7 @@ try:
         return b.depth(queue) == 0 and all(b.depth(q) == 0 for q in side_queues) and \
             done_count(r, sub_name) >= TOTAL
 
-    wait_for(drained, 150, "every event done after Redis came back", interval=1)
-    time.sleep(2)
-    wait_for(drained, 30, "still drained", interval=1)
-    check_eq(w.stop(), 0, "warren exits 0 on SIGTERM")
+    drain_and_stop(w, drained, 150, "every event done after Redis came back")
 
     # ---- the invariants
     repub = check_outputs(b, out_queue, sub_name, ids)
@@ -121,11 +118,7 @@ try:
           "re-published ids bounded by the in-flight batches (%d <= %d)"
           % (len(repub), CONCURRENCY * BATCH))
 
-    recs = records(r, sub_name)
-    check_eq(sorted(i for i in ids if recs.get(i, {}).get("state") != "done"), [],
-             "every input has a done record")
-    check_eq(sorted(i for i in ids if recs.get(i, {}).get("outcome") != "ok"), [],
-             "every record's outcome is ok")
+    recs = check_done_ok(r, sub_name, ids)
     done_before = sum(1 for i in ids
                       if int(recs.get(i, {}).get("done_at", "0") or 0) < wall_back * 1000)
     print("  %d inputs had left the queues for good during the outage; %d records were written "

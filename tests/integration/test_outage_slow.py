@@ -36,9 +36,10 @@ import traceback
 from urllib.parse import urlparse
 
 
-from wrtest import (ENV, Broker, Warren, check, check_clean_end, check_connection_kept, check_eq,
-                    check_outputs, delete_queues, done_count, finish, handled_once,
-                    node_log_size, prefix, records, redis_client, tempdir, wait_for, write)
+from wrtest import (Broker, ENV, Warren, check, check_clean_end, check_connection_kept,
+                    check_done_ok, check_eq, check_outputs, delete_queues, done_count,
+                    drain_and_stop, finish, handled_once, node_log_size, prefix, redis_client,
+                    tempdir, write)
 
 TOTAL = 3000
 SLOW = set(range(700, 706)) | set(range(1900, 1906))
@@ -127,11 +128,7 @@ try:
         return b.depth(queue) == 0 and all(b.depth(q) == 0 for q in side_queues) and \
             done_count(r, sub_name) >= TOTAL
 
-    wait_for(drained, 90, "every event done", interval=1)
-    print("  drained %.0fs after warren started" % (time.monotonic() - t_start), flush=True)
-    time.sleep(2)
-    wait_for(drained, 30, "still drained", interval=1)
-    check_eq(w.stop(), 0, "warren exits 0 on SIGTERM")
+    drain_and_stop(w, drained, 90, "every event done", started=t_start)
 
     check_connection_kept(w, node_off, "heartbeat")
 
@@ -140,11 +137,7 @@ try:
           "re-published ids bounded by the batches in flight at the stalls (%d <= %d)"
           % (len(repub), len(STALLS) * CONCURRENCY * BATCH))
 
-    recs = records(r, sub_name)
-    check_eq(sorted(i for i in ids if recs.get(i, {}).get("state") != "done"), [],
-             "every input has a done record")
-    check_eq(sorted(i for i in ids if recs.get(i, {}).get("outcome") != "ok"), [],
-             "every record's outcome is ok (no timeout, no DLQ)")
+    check_done_ok(r, sub_name, ids, " (no timeout, no DLQ)")
 
     runs = {}
     for x in w.lines(msg="handler ran"):

@@ -26,9 +26,9 @@ import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-from wrtest import (Broker, Warren, check, check_clean_end, check_connection_kept, check_eq, depth,
-                    check_outputs, delete_queues, done_count, finish, handled_once,
-                    node_log_size, prefix, records, redis_client, tempdir, wait_for, write)
+from wrtest import (Broker, Warren, check, check_clean_end, check_connection_kept, check_done_ok,
+                    check_eq, check_outputs, delete_queues, depth, done_count, drain_and_stop,
+                    finish, handled_once, node_log_size, prefix, redis_client, tempdir, write)
 
 TOTAL = 1000
 SLOW = set(range(200, 204)) | set(range(600, 604))
@@ -111,11 +111,7 @@ try:
         return b.depth(queue) == 0 and all(depth(b, q) in (0, None) for q in side_queues) and \
             done_count(r, sub_name) >= TOTAL
 
-    wait_for(drained, 60, "every event done", interval=1)
-    print("  drained %.0fs after warren started" % (time.monotonic() - t_start), flush=True)
-    time.sleep(2)
-    wait_for(drained, 15, "still drained", interval=1)
-    check_eq(w.stop(), 0, "warren exits 0 on SIGTERM")
+    drain_and_stop(w, drained, 60, "every event done", settle_timeout=15, started=t_start)
 
     check_connection_kept(w, node_off, "missed heartbeats")
 
@@ -127,11 +123,7 @@ try:
 
     repub = check_outputs(b, out_queue, sub_name, publishing, what="publishing input")
 
-    recs = records(r, sub_name)
-    check_eq(sorted(i for i in ids if recs.get(i, {}).get("state") != "done"), [],
-             "every input has a done record")
-    check_eq(sorted(i for i in ids if recs.get(i, {}).get("outcome") != "ok"), [],
-             "every record's outcome is ok (no timeout, no DLQ)")
+    check_done_ok(r, sub_name, ids, " (no timeout, no DLQ)")
     handled_once(w)
     check_eq(w.lines(level="fatal"), [], "no fatal log line")
 

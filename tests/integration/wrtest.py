@@ -656,3 +656,27 @@ def check_clean_end(b, w, queue, all_queues, why=""):
              "nothing dead-lettered%s (DLQ reasons %s)" % (why, dict(reasons)))
     for q in all_queues:
         check_eq(depth(b, q) or 0, 0, "%s has no leftovers" % q)
+
+
+def check_done_ok(r, sub, ids, outcome_note=""):
+    """Check that every id of IDS has a done record of SUB whose outcome is ok
+    (OUTCOME_NOTE is added to that check's text); returns SUB's records."""
+    recs = records(r, sub)
+    check_eq(sorted(i for i in ids if recs.get(i, {}).get("state") != "done"), [],
+             "every input has a done record")
+    check_eq(sorted(i for i in ids if recs.get(i, {}).get("outcome") != "ok"), [],
+             "every record's outcome is ok%s" % outcome_note)
+    return recs
+
+
+def drain_and_stop(w, drained, timeout, what, settle_timeout=30, started=None):
+    """Wait up to TIMEOUT s until DRAINED() holds (printing how long after
+    STARTED, a time.monotonic(), when given), then 2 s more and again (up to
+    SETTLE_TIMEOUT s: nothing may come back, e.g. from a delay queue), then
+    stop W with SIGTERM and check that it exits 0."""
+    wait_for(drained, timeout, what, interval=1)
+    if started is not None:
+        print("  drained %.0fs after warren started" % (time.monotonic() - started), flush=True)
+    time.sleep(2)
+    wait_for(drained, settle_timeout, "still drained", interval=1)
+    check_eq(w.stop(), 0, "warren exits 0 on SIGTERM")
