@@ -30,8 +30,10 @@ versions, durations, the scratch directory, ports).
   subscriptions plays the examples: `dlq list --group-by reason`, the log's
   dead-lettered line (every field), `warren trace` before and after a replay
   and its `published:` tree, and `curl /readyz` while Redis does not answer.
-- docs/development.md: the layout map names every folder of the tree and
-  only files that exist; the commands of "Building by hand" name options,
+- docs/development.md: the layout map names every folder of the tree (the
+  top-level ones, and those of sidecar/ and tests/) and only files that exist,
+  and an entry that names most of its folder's files names all of them; the
+  commands of "Building by hand" (builds take minutes: not run) name options,
   targets, labels and paths the build has.
 """
 import glob
