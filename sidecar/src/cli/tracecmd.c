@@ -256,6 +256,25 @@ static int classify(const tracer *t, const char *k, int *sub, const char **key)
 }
 
 /*
+ * 1 when subscription P of CFG keeps idempotency records and is the first of
+ * those to use its key prefix: a walk over every prefix once (a SCAN, a look
+ * in the trace index) takes the prefixes at these subscriptions.
+ */
+static int first_of_prefix(const wr_config *cfg, int p)
+{
+    const char *prefix = cfg->subs[p].idem.prefix;
+    if (!cfg->subs[p].idem.enabled) {
+        return 0;
+    }
+    for (int q = 0; q < p; q++) {
+        if (cfg->subs[q].idem.enabled && strcmp(cfg->subs[q].idem.prefix, prefix) == 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/*
  * Search Redis for events whose journal (or the entry kept in a done record)
  * matches VALUE (entry_matches), with SCAN over each idempotency prefix of the
  * subscriptions, and add them to HS. Reads a batch of keys' values in one
@@ -266,11 +285,7 @@ static int search(tracer *t, const char *value, int grep, hits *hs)
 {
     for (int p = 0; p < t->cfg->sub_count; p++) {
         const char *prefix = t->cfg->subs[p].idem.prefix;
-        int seen = 0;
-        for (int q = 0; q < p; q++) {
-            seen |= strcmp(t->cfg->subs[q].idem.prefix, prefix) == 0;
-        }
-        if (seen || !t->cfg->subs[p].idem.enabled) {
+        if (!first_of_prefix(t->cfg, p)) {
             continue;
         }
         char cursor[32] = "0", match[1100];
@@ -354,14 +369,8 @@ static int index_lookup(tracer *t, const char *value, int only, hits *hs)
 {
     for (int p = 0; p < t->cfg->sub_count; p++) {
         const char *prefix = t->cfg->subs[p].idem.prefix;
-        int seen = 0;
-        for (int q = 0; q < p; q++) {
-            seen |=
-                t->cfg->subs[q].idem.enabled && strcmp(t->cfg->subs[q].idem.prefix, prefix) == 0;
-        }
         char key[WR_TINDEX_VALUE_MAX + 1200];
-        if (seen || !t->cfg->subs[p].idem.enabled ||
-            wr_tindex_key(prefix, value, key, sizeof(key)) != 0) {
+        if (!first_of_prefix(t->cfg, p) || wr_tindex_key(prefix, value, key, sizeof(key)) != 0) {
             continue;
         }
         const char *argv[] = {"LRANGE", key, "0", "-1"};
