@@ -43,6 +43,15 @@ static int64_t entry_ts(const char *text)
     return ts;
 }
 
+/* Why reply R (NULL when the command failed) is not what was asked for:
+ * the connection's error, Redis's, or "unexpected reply". */
+static const char *reply_why(const wr_rconn *c, const redisReply *r)
+{
+    return r == NULL                      ? wr_rconn_error(c)
+           : r->type == REDIS_REPLY_ERROR ? r->str
+                                          : "unexpected reply";
+}
+
 /*
  * Read the journal and the record of ID in SUB and build its story into
  * *STORY. The record of a done event keeps the journal entry of its last step
@@ -65,10 +74,7 @@ static int read_story(wr_rconn *c, const char *config, const wr_subscription *su
     const char **entries = NULL;
     int rc = -1;
     if (list == NULL || list->type != REDIS_REPLY_ARRAY) {
-        snprintf(err, cap, "Redis: %s",
-                 list == NULL                      ? wr_rconn_error(c)
-                 : list->type == REDIS_REPLY_ERROR ? list->str
-                                                   : "unexpected reply");
+        snprintf(err, cap, "Redis: %s", reply_why(c, list));
         goto out;
     }
     if (wr_rconn_read_record(c, rkey, &rec, &hold, err, cap) != 0) {
@@ -294,10 +300,7 @@ static int search(tracer *t, const char *value, int grep, hits *hs)
             const char *argv[] = {"SCAN", cursor, "MATCH", match, "COUNT", SCAN_COUNT};
             redisReply *r = wr_rconn_command(t->c, 6, argv, NULL);
             if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-                snprintf(t->err, sizeof(t->err), "Redis: SCAN: %s",
-                         r == NULL                      ? wr_rconn_error(t->c)
-                         : r->type == REDIS_REPLY_ERROR ? r->str
-                                                        : "unexpected reply");
+                snprintf(t->err, sizeof(t->err), "Redis: SCAN: %s", reply_why(t->c, r));
                 freeReplyObject(r);
                 return -1;
             }
@@ -376,10 +379,7 @@ static int index_lookup(tracer *t, const char *value, int only, hits *hs)
         const char *argv[] = {"LRANGE", key, "0", "-1"};
         redisReply *r = wr_rconn_command(t->c, 4, argv, NULL);
         if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
-            snprintf(t->err, sizeof(t->err), "Redis: LRANGE: %s",
-                     r == NULL                      ? wr_rconn_error(t->c)
-                     : r->type == REDIS_REPLY_ERROR ? r->str
-                                                    : "unexpected reply");
+            snprintf(t->err, sizeof(t->err), "Redis: LRANGE: %s", reply_why(t->c, r));
             freeReplyObject(r);
             return -1;
         }
