@@ -19,15 +19,14 @@ empty, every record's outcome is ok.
 
 The servers are shared by the whole ctest run: RabbitMQ is started again in
 a `finally`, whatever happened."""
-import collections
-import os
 import threading
 import time
 import traceback
 
 
-from wrtest import (check_outputs, work_handler, stack, depth, delete_queues, records, done_count, ENV, SOURCE_DIR, STACK_DIR, Broker, Warren, check, check_eq, finish, prefix,
-                    redis_client, tempdir, wait_for, write)
+from wrtest import (Broker, Warren, check, check_clean_end, check_eq, check_outputs,
+                    delete_queues, done_count, finish, handled_once, prefix, records,
+                    redis_client, stack, tempdir, wait_for, work_handler)
 
 FIRST = 8000          # published before the outage
 TOTAL = 10000         # the rest is published once the broker is back
@@ -142,11 +141,7 @@ try:
     print("  %d records claimed more than once (redelivered after the outage before their "
           "record was written)" % len(restarted), flush=True)
 
-    handled = {}
-    for rec in w.lines(msg="message handled"):
-        handled[rec.get("message_id")] = handled.get(rec.get("message_id"), 0) + 1
-    check_eq(sorted(k for k, v in handled.items() if v > 1), [],
-             "no input logged 'message handled' twice")
+    handled = handled_once(w)
     unlogged = sorted(i for i in ids if i not in handled)
     ack_lost = [i for i in unlogged if recs.get(i, {}).get("outcome") == "ok"]
     print("  %d inputs without a 'message handled' line; %d of them recorded ok (handled, the ack "
@@ -159,15 +154,7 @@ try:
              len(w.lines(msg="broker not available")), len(w.lines(msg="consuming"))), flush=True)
     check_eq(w.lines(level="fatal"), [], "no fatal log line")
 
-    dlq = b.drain(queue + ".dlq")
-    reasons = collections.Counter(str((props.headers or {}).get("x-warren-reason")) for props, _ in dlq)
-    for x in w.lines(msg="message dead-lettered")[:3]:
-        print("    warren: %s" % {k: x.get(k) for k in ("ts", "worker", "message_id", "reason",
-                                                      "error", "lease_takeover")}, flush=True)
-    check_eq(sorted(props.message_id for props, _ in dlq), [],
-             "nothing dead-lettered: an outage is not a crash (DLQ reasons %s)" % dict(reasons))
-    for q in all_queues:
-        check_eq(depth(b, q), 0, "%s has no leftovers" % q)
+    check_clean_end(b, w, queue, all_queues, ": an outage is not a crash")
 except Exception:
     traceback.print_exc()
     check(False, "the test ran to its end without an exception")
