@@ -148,6 +148,11 @@ static wr_lua *rt_of(lua_State *L)
     return rt;
 }
 
+int wr_lua_handling(lua_State *L)
+{
+    return rt_of(L)->cx.phase == WR_LUA_PHASE_HANDLE;
+}
+
 void wr_lua_check_handling(lua_State *L, const char *fn)
 {
     wr_lua_ctx_check_phase(L, &rt_of(L)->cx, fn, 0);
