@@ -272,6 +272,25 @@ static int pub_short_opt(lua_State *L, wr_lua_ctxcall *cx, const char *key, cons
     return 0;
 }
 
+/* opts.<KEY> of ctx.publish (the table at 4): nil, or a table that READ
+ * takes into P (it is on top of the stack then). Raises TYPE_ERR for anything
+ * else. */
+static int pub_table_opt(lua_State *L, wr_lua_ctxcall *cx, wr_lua_pub *p, const char *key,
+                         int (*read)(lua_State *, wr_lua_ctxcall *, wr_lua_pub *),
+                         const char *type_err)
+{
+    lua_getfield(L, 4, key);
+    if (lua_istable(L, -1)) {
+        if (read(L, cx, p) != 0) {
+            return -1;
+        }
+    } else if (!lua_isnil(L, -1)) {
+        PUB_FAIL(L, "%s", type_err);
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
 /* ctx.publish's opts (the table at 4) into P. */
 static int pub_opts(lua_State *L, wr_lua_ctxcall *cx, wr_lua_pub *p)
 {
@@ -281,22 +300,10 @@ static int pub_opts(lua_State *L, wr_lua_ctxcall *cx, wr_lua_pub *p)
     }
     lua_getfield(L, 4, "mandatory");
     p->mandatory = lua_toboolean(L, -1);
-    lua_getfield(L, 4, "headers");
-    if (lua_istable(L, -1)) {
-        if (pub_headers(L, cx, p) != 0) {
-            return -1;
-        }
-    } else if (!lua_isnil(L, -1)) {
-        PUB_FAIL(L, WR_E_PUBLISH_HEADERS);
-    }
     lua_pop(L, 1);
-    lua_getfield(L, 4, "cloudevent");
-    if (lua_istable(L, -1)) {
-        if (pub_cloudevent(L, cx, p) != 0) {
-            return -1;
-        }
-    } else if (!lua_isnil(L, -1)) {
-        PUB_FAIL(L, WR_E_PUBLISH_CLOUDEVENT);
+    if (pub_table_opt(L, cx, p, "headers", pub_headers, WR_E_PUBLISH_HEADERS) != 0 ||
+        pub_table_opt(L, cx, p, "cloudevent", pub_cloudevent, WR_E_PUBLISH_CLOUDEVENT) != 0) {
+        return -1;
     }
     return 0;
 }
