@@ -2382,7 +2382,6 @@ static void test_error_where(void)
 
 int main(void)
 {
-    test_publish_limits();
     char tmpl[] = "/tmp/wr-lua-XXXXXX";
     if (mkdtemp(tmpl) == NULL || realpath(tmpl, tmp_dir) == NULL) {
         fprintf(stderr, "cannot create a temporary directory: %s\n", strerror(errno));
@@ -2394,6 +2393,7 @@ int main(void)
         fprintf(stderr, "temporary directory path too long: %s\n", tmp_dir);
         return 2;
     }
+    test_publish_limits();
     std_headers[0].key = B("x-warren-attempt");
     std_headers[0].value.kind = AMQP_FIELD_KIND_I32;
     std_headers[0].value.value.i32 = 2;
