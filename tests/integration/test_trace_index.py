@@ -15,7 +15,9 @@ message id; customer c-7 placed o-1 and o-3, c-8 placed o-2.
    through the index), with o-3's leaf in the DLQ (rejected).
 3. `warren trace` of an order's message id finds it through the index.
 4. With c-8's list deleted (an index write lost), trace still finds o-2 by
-   searching, and says it did so.
+   searching, and says it did so; `audit`, listed first, has idempotency off
+   under the same (default) key prefix: the search scans the prefix all the
+   same.
 """
 import os
 import subprocess
@@ -29,7 +31,7 @@ from wrtest import (ENV, WARREN, Broker, Warren, check, check_eq, delete_queues,
 p = prefix()
 tmp = tempdir()
 ex = p + ".ev"
-q = {n: "%s.%s" % (p, n) for n in ("orders", "payments")}
+q = {n: "%s.%s" % (p, n) for n in ("audit", "orders", "payments")}
 write(os.path.join(tmp, "orders.lua"), r'''
 local M = {}
 function M.handle(event, ctx)
@@ -44,7 +46,10 @@ function M.handle(event, ctx)
 end
 return M
 ''')
-subs = [{"name": "orders", "queue": q["orders"], "handler": "orders.lua",
+subs = [{"name": "audit", "queue": q["audit"], "handler": "payments.lua",
+         "idempotency": {"enabled": False},
+         "bindings": [{"exchange": ex, "routing_keys": ["audit.none"]}]},
+        {"name": "orders", "queue": q["orders"], "handler": "orders.lua",
          "idempotency": {"key": "json:order_id"}, "trace_fields": ["customer.id"],
          "bindings": [{"exchange": ex, "routing_keys": ["order.created"]}]},
         {"name": "payments", "queue": q["payments"], "handler": "payments.lua",
@@ -78,7 +83,7 @@ def scans():
 
 try:
     w.start()
-    check(w.wait_consuming(2), "warren consumes")
+    check(w.wait_consuming(3), "warren consumes")
     for o, c in orders.items():
         b.publish("order.created", {"order_id": oid(o), "customer": {"id": cid(c)}},
                   exchange=ex, message_id="%s-m-%s" % (p, o))

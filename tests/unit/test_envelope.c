@@ -497,6 +497,14 @@ static void test_table_get_int(void)
         }
     }
 
+    /* wr_field_int reads the kinds whose every value fits an int64 (the first 7
+     * entries), and no other: not u64, strings, booleans or floats */
+    for (int i = 0; i < 16; i++) {
+        int64_t v = 12345;
+        CHECK_INT(wr_field_int(&e[i].value, &v), i < 7 ? 0 : -1);
+        CHECK_INT(v, i < 7 ? cases[i].want : 12345);
+    }
+
     /* a u64 beyond INT64_MAX is not an int64: it must not come back negative */
     int64_t got = 0;
     e[7].value.value.u64 = UINT64_MAX;

@@ -1688,6 +1688,33 @@ static void test_publish_limits(void)
     wr_lua_destroy(L);
 }
 
+/* opts.content_type takes the place of a table body's JSON content type in
+ * what the message's publishes count against max_publish_size: only the
+ * content type the publish goes out with counts. */
+static void test_publish_content_type_bytes(void)
+{
+    static const char src[] = "return { handle = function(event, ctx)\n"
+                              "  ctx.publish('', 'k', { a = 1 }, { content_type = 'text/x' })\n"
+                              "  ctx.publish('', 'k', string.rep('x', event.data.n))\n"
+                              "end }\n";
+    wr_lua_opts o = opts_for(write_file("ctbytes.lua", src), 5000, 0);
+    o.max_publish_bytes = 100;
+    char err[1024];
+    wr_lua *L = wr_lua_create(&o, err, sizeof(err));
+    CHECK(L != NULL);
+    if (L == NULL) {
+        return;
+    }
+    wr_lua_result res;
+    /* 'k' + '{"a":1}' + 'text/x' = 14 bytes, then 'k' + 85 bytes: 100 in all */
+    CHECK_INT(run(L, "{\"n\":85}", &res), WR_OUT_OK);
+    CHECK_INT(res.pub_count, 2);
+    CHECK_INT(run(L, "{\"n\":86}", &res), WR_OUT_ERROR);
+    CHECK(strstr(res.error, "ctx.publish: this message's events would exceed max_publish_size "
+                            "(100 bytes)") != NULL);
+    wr_lua_destroy(L);
+}
+
 /* ---- the panic function ---------------------------------------------------------- */
 
 /* An error outside every protected call makes LuaJIT call the state's panic
@@ -2355,7 +2382,6 @@ static void test_error_where(void)
 
 int main(void)
 {
-    test_publish_limits();
     char tmpl[] = "/tmp/wr-lua-XXXXXX";
     if (mkdtemp(tmpl) == NULL || realpath(tmpl, tmp_dir) == NULL) {
         fprintf(stderr, "cannot create a temporary directory: %s\n", strerror(errno));
@@ -2367,6 +2393,7 @@ int main(void)
         fprintf(stderr, "temporary directory path too long: %s\n", tmp_dir);
         return 2;
     }
+    test_publish_limits();
     std_headers[0].key = B("x-warren-attempt");
     std_headers[0].value.kind = AMQP_FIELD_KIND_I32;
     std_headers[0].value.value.i32 = 2;
@@ -2380,6 +2407,7 @@ int main(void)
     test_fnv_reference();
     test_ok();
     test_publish();
+    test_publish_content_type_bytes();
     test_errors();
     test_timeouts();
     test_memory();

@@ -138,6 +138,8 @@ function M.handle(event, ctx)
   e[#e + 1] = try(st.incrby, "k", 1.5)
   e[#e + 1] = try(st.incrby, "k", "x")
   e[#e + 1] = try(st.hincrby, "h", "f", {})
+  e[#e + 1] = try(st.set, "k", {}, -1) -- two bad arguments: the ttl is named
+  e[#e + 1] = try(st.hincrby, "h", {}, 1.5) -- n before field
   e[#e + 1] = try(st.sadd, "s")
   e[#e + 1] = try(st.hset, "k", "f")
   e[#e + 1] = try(st.incrby, "h", 1)

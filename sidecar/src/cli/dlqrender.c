@@ -50,23 +50,13 @@ static json_t *table_json(const amqp_table_t *t)
 
 static json_t *field_json(const amqp_field_value_t *v)
 {
+    int64_t n;
+    if (wr_field_int(v, &n) == 0) {
+        return json_integer(n);
+    }
     switch (v->kind) {
     case AMQP_FIELD_KIND_BOOLEAN:
         return json_boolean(v->value.boolean);
-    case AMQP_FIELD_KIND_I8:
-        return json_integer(v->value.i8);
-    case AMQP_FIELD_KIND_U8:
-        return json_integer(v->value.u8);
-    case AMQP_FIELD_KIND_I16:
-        return json_integer(v->value.i16);
-    case AMQP_FIELD_KIND_U16:
-        return json_integer(v->value.u16);
-    case AMQP_FIELD_KIND_I32:
-        return json_integer(v->value.i32);
-    case AMQP_FIELD_KIND_U32:
-        return json_integer(v->value.u32);
-    case AMQP_FIELD_KIND_I64:
-        return json_integer(v->value.i64);
     case AMQP_FIELD_KIND_U64:
     case AMQP_FIELD_KIND_TIMESTAMP:
         return json_integer((json_int_t)v->value.u64);

@@ -8,6 +8,7 @@
 #include "evfile.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include <strings.h>
 
 #include "jsonpos.h"
+#include "strutil.h"
 
 /* What a field holds; each kind has its check in check_field(). */
 typedef enum {
@@ -164,6 +166,18 @@ static int by_position(const void *a, const void *b)
     return x->col < y->col ? -1 : x->col > y->col;
 }
 
+/* Keep TEXT (malloc'd; NULL when out of memory: nothing kept) in ERRS, or
+ * count it as not shown once ERRS holds WR_CONFIG_MAX_ERRORS. */
+static void keep(wr_config_errors *errs, char *text)
+{
+    if (errs->count >= WR_CONFIG_MAX_ERRORS) {
+        errs->dropped++;
+        free(text);
+    } else if (text != NULL) {
+        errs->lines[errs->count++] = text;
+    }
+}
+
 /* Hand the problems over to ERRS, in file order. */
 static void report(checker *ck, wr_config_errors *errs)
 {
@@ -171,12 +185,7 @@ static void report(checker *ck, wr_config_errors *errs)
         qsort(ck->p, (size_t)ck->n, sizeof(*ck->p), by_position);
     }
     for (int i = 0; i < ck->n; i++) {
-        if (errs->count < WR_CONFIG_MAX_ERRORS) {
-            errs->lines[errs->count++] = ck->p[i].text;
-        } else {
-            errs->dropped++;
-            free(ck->p[i].text);
-        }
+        keep(errs, ck->p[i].text);
     }
     free(ck->p);
     ck->p = NULL;
@@ -187,17 +196,10 @@ static void plain_error(wr_config_errors *errs, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 static void plain_error(wr_config_errors *errs, const char *fmt, ...)
 {
-    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    keep(errs, wr_str_vformat(fmt, ap));
     va_end(ap);
-    if (errs->count < WR_CONFIG_MAX_ERRORS) {
-        errs->lines[errs->count] = strdup(msg);
-        errs->count += errs->lines[errs->count] != NULL;
-    } else {
-        errs->dropped++;
-    }
 }
 
 /* ---- checks ------------------------------------------------------------------------ */
@@ -291,43 +293,30 @@ static void check_error_kind(checker *ck, const json_t *v, const char *path, wr_
     err_at(ck, at, "%s: expected one of %s, got %s", path, list, shown);
 }
 
-/* A message's headers (F_MSG_HEADERS: values may be strings, numbers or
- * booleans) or a fake response's (F_RESP_HEADERS: names and one-line values). */
-static void check_headers(checker *ck, field_kind kind, const json_t *v, const char *path,
-                          wr_textpos at)
+/* One header (member K of V, value X, named SUB; V named PATH) of a message
+ * (F_MSG_HEADERS: values may be strings, numbers or booleans) or of a fake
+ * response (F_RESP_HEADERS: names and one-line values). Positions are looked
+ * up only for a problem. */
+static void check_header(checker *ck, field_kind kind, const json_t *v, const char *k,
+                         const json_t *x, const char *path, const char *sub)
 {
     char got[64];
-    if (!json_is_object(v)) {
-        err_at(ck, at, "%s: expected an object, got %s", path, kind_of(v, got, sizeof(got)));
-        return;
-    }
-    const char *k;
-    json_t *x;
-    json_object_foreach((json_t *)v, k, x)
-    {
-        char sub[600];
-        snprintf(sub, sizeof(sub), "%.250s.%.250s", path, k);
-        /* positions are looked up only for a problem */
-        if (kind == F_MSG_HEADERS) {
-            if (!json_is_string(x) && !json_is_number(x) && !json_is_boolean(x)) {
-                err_at(ck, member_at(ck, v, k, 1),
-                       "%s: expected a string, a number or a boolean, got %s", sub,
-                       kind_of(x, got, sizeof(got)));
-            }
-            continue;
-        }
-        if (k[0] == '\0' || strpbrk(k, "\r\n: \t") != NULL) {
-            err_at(ck, member_at(ck, v, k, 0),
-                   "%s: a header name cannot be empty or hold a colon, a space "
-                   "or a line break",
-                   path);
-        } else if (!json_is_string(x) && !json_is_number(x)) {
-            err_at(ck, member_at(ck, v, k, 1), "%s: expected a string or a number, got %s", sub,
+    if (kind == F_MSG_HEADERS) {
+        if (!json_is_string(x) && !json_is_number(x) && !json_is_boolean(x)) {
+            err_at(ck, member_at(ck, v, k, 1),
+                   "%s: expected a string, a number or a boolean, got %s", sub,
                    kind_of(x, got, sizeof(got)));
-        } else if (json_is_string(x) && has_line_break(json_string_value(x))) {
-            err_at(ck, member_at(ck, v, k, 1), "%s: expected one line of text, got a line break",
-                   sub);
         }
+    } else if (k[0] == '\0' || strpbrk(k, "\r\n: \t") != NULL) {
+        err_at(ck, member_at(ck, v, k, 0),
+               "%s: a header name cannot be empty or hold a colon, a space "
+               "or a line break",
+               path);
+    } else if (!json_is_string(x) && !json_is_number(x)) {
+        err_at(ck, member_at(ck, v, k, 1), "%s: expected a string or a number, got %s", sub,
+               kind_of(x, got, sizeof(got)));
+    } else if (json_is_string(x) && has_line_break(json_string_value(x))) {
+        err_at(ck, member_at(ck, v, k, 1), "%s: expected one line of text, got a line break", sub);
     }
 }
 
@@ -371,8 +360,10 @@ static void check_store_key(checker *ck, field_kind kind, const json_t *v, const
     }
 }
 
-static void check_store(checker *ck, field_kind kind, const json_t *v, const char *path,
-                        wr_textpos at)
+/* An object (V, named PATH, at AT) whose members are all checked alike: headers
+ * (check_header) or a store (check_store_key), each member named PATH.KEY. */
+static void check_members(checker *ck, field_kind kind, const json_t *v, const char *path,
+                          wr_textpos at)
 {
     char got[64];
     if (!json_is_object(v)) {
@@ -385,7 +376,11 @@ static void check_store(checker *ck, field_kind kind, const json_t *v, const cha
     {
         char sub[600];
         snprintf(sub, sizeof(sub), "%.250s.%.250s", path, k);
-        check_store_key(ck, kind, v, k, x, sub);
+        if (kind == F_STORE || kind == F_STORE_AT) {
+            check_store_key(ck, kind, v, k, x, sub);
+        } else {
+            check_header(ck, kind, v, k, x, path, sub);
+        }
     }
 }
 
@@ -488,11 +483,9 @@ static void check_field(checker *ck, field_kind kind, const json_t *v, const cha
         return;
     case F_MSG_HEADERS:
     case F_RESP_HEADERS:
-        check_headers(ck, kind, v, path, at);
-        return;
     case F_STORE:
     case F_STORE_AT:
-        check_store(ck, kind, v, path, at);
+        check_members(ck, kind, v, path, at);
         return;
     case F_FAKES:
         check_fakes(ck, v, path, at);
@@ -538,16 +531,6 @@ static void check_fields(checker *ck, const field *fields, size_t nfields, const
 }
 
 /* ---- fakes ------------------------------------------------------------------------- */
-
-static char *dup_n(const char *s, size_t n)
-{
-    char *d = malloc(n + 1);
-    if (d != NULL) {
-        memcpy(d, s, n);
-        d[n] = '\0';
-    }
-    return d;
-}
 
 /* Append "FMT" to the growing string *BUF (length *LEN). -1 when out of memory. */
 static int append(char **buf, size_t *len, const char *fmt, ...)
@@ -621,7 +604,7 @@ static int build_fake(wr_evfile_fake *f, const json_t *o)
             rc |= append(&f->head, &f->head_len, "Content-Type: application/json\r\n");
         }
     } else if (body != NULL) {
-        f->body = dup_n(json_string_value(body), json_string_length(body));
+        f->body = wr_str_dup_range(json_string_value(body), json_string_length(body));
         f->body_len = json_string_length(body);
     } else {
         f->body = strdup("");
@@ -731,7 +714,7 @@ wr_evfile *wr_evfile_load(const char *path, wr_config_errors *errs)
 {
     FILE *fp = fopen(path, "rb");
     if (fp == NULL) {
-        plain_error(errs, "%s: cannot open the event file: %m", path);
+        plain_error(errs, "%s: cannot open the event file: %s", path, strerror(errno));
         return NULL;
     }
     char *text = NULL;

@@ -12,19 +12,19 @@
 
 #include "scripts.h"
 
+/* The names of the results, by value. */
+static const char *const result_names[] = {
+    [WR_OFFCOMMIT_APPLIED] = "applied",
+    [WR_OFFCOMMIT_REFUSED] = "refused",
+    [WR_OFFCOMMIT_CONFLICT] = "conflict",
+    [WR_OFFCOMMIT_FAILED] = "failed",
+};
+_Static_assert(sizeof(result_names) / sizeof(result_names[0]) == WR_OFFCOMMIT_FAILED + 1,
+               "a name for every result");
+
 const char *wr_offcommit_name(wr_offcommit_result r)
 {
-    switch (r) {
-    case WR_OFFCOMMIT_APPLIED:
-        return "applied";
-    case WR_OFFCOMMIT_REFUSED:
-        return "refused";
-    case WR_OFFCOMMIT_CONFLICT:
-        return "conflict";
-    case WR_OFFCOMMIT_FAILED:
-        break;
-    }
-    return "failed";
+    return (unsigned)r <= WR_OFFCOMMIT_FAILED ? result_names[r] : "failed";
 }
 
 /* The model's clock: seconds, fixed for the run (upvalue 1). */

@@ -43,6 +43,11 @@ static double num(const json_t *o, const char *k)
     return json_number_value(json_object_get(o, k));
 }
 
+static json_int_t count(const json_t *o, const char *k)
+{
+    return json_integer_value(json_object_get(o, k));
+}
+
 /* "  lag: 120 ready, 5 held; oldest waiting at most 42 s; over the last 60 s
  *   in 3.0/s, out 5.0/s: catching up: ..." */
 static void put_lag(FILE *fp, const json_t *lag)
@@ -53,7 +58,7 @@ static void put_lag(FILE *fp, const json_t *lag)
         return;
     }
     fprintf(fp, "  lag: %" JSON_INTEGER_FORMAT " ready, %" JSON_INTEGER_FORMAT " held",
-            json_integer_value(ready), json_integer_value(json_object_get(lag, "held")));
+            json_integer_value(ready), count(lag, "held"));
     const json_t *age = json_object_get(lag, "oldest_waiting_at_most_s");
     if (json_integer_value(ready) == 0) {
         /* nothing waits: no age to give */
@@ -99,9 +104,7 @@ void wr_status_render(FILE *fp, const json_t *st)
         fprintf(fp,
                 "  workers %" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT
                 " connected, %" JSON_INTEGER_FORMAT " in flight\n",
-                json_integer_value(json_object_get(w, "connected")),
-                json_integer_value(json_object_get(w, "total")),
-                json_integer_value(json_object_get(w, "in_flight")));
+                count(w, "connected"), count(w, "total"), count(w, "in_flight"));
         const json_t *lag = json_object_get(s, "lag");
         if (lag != NULL) {
             put_lag(fp, lag);
@@ -113,16 +116,14 @@ void wr_status_render(FILE *fp, const json_t *st)
             json_object_foreach((json_t *)now, key, v)
             {
                 fprintf(fp, " %s %" JSON_INTEGER_FORMAT "/%" JSON_INTEGER_FORMAT, key,
-                        json_integer_value(json_object_get(v, "ids")),
-                        json_integer_value(json_object_get(v, "messages")));
+                        count(v, "ids"), count(v, "messages"));
             }
             const json_t *part = json_object_get(s, "dlq_now_partial");
             if (part != NULL) {
                 fprintf(fp,
                         " (the first %" JSON_INTEGER_FORMAT " of %" JSON_INTEGER_FORMAT
                         " messages: dlq list --group-by reason counts them all)",
-                        json_integer_value(json_object_get(part, "read")),
-                        json_integer_value(json_object_get(part, "held")));
+                        count(part, "read"), count(part, "held"));
             }
             fprintf(fp, "%s\n", json_object_size(now) == 0 ? " empty" : "");
         } else if (json_is_string(now)) {
@@ -141,8 +142,7 @@ void wr_status_render(FILE *fp, const json_t *st)
         const json_t *b = json_object_get(s, "breaker");
         if (b != NULL) {
             fprintf(fp, "  breaker %s (counts %s, opened %" JSON_INTEGER_FORMAT " time(s))\n",
-                    str(b, "state"), str(b, "counts"),
-                    json_integer_value(json_object_get(b, "opened_count")));
+                    str(b, "state"), str(b, "counts"), count(b, "opened_count"));
         }
         const json_t *h = json_object_get(s, "handler");
         fprintf(fp, "  handler %s version %s", str(h, "path"), str(h, "version"));
@@ -154,8 +154,7 @@ void wr_status_render(FILE *fp, const json_t *st)
         const json_t *ct = json_object_get(s, "contracts");
         if (ct != NULL) {
             fprintf(fp, "  contracts %s version %s (%" JSON_INTEGER_FORMAT " event types)\n",
-                    str(ct, "path"), str(ct, "version"),
-                    json_integer_value(json_object_get(ct, "event_types")));
+                    str(ct, "path"), str(ct, "version"), count(ct, "event_types"));
         }
         json_array_foreach(json_object_get(s, "last_failures"), k, v)
         {

@@ -43,6 +43,15 @@ static int64_t entry_ts(const char *text)
     return ts;
 }
 
+/* Why reply R (NULL when the command failed) is not what was asked for:
+ * the connection's error, Redis's, or "unexpected reply". */
+static const char *reply_why(const wr_rconn *c, const redisReply *r)
+{
+    return r == NULL                      ? wr_rconn_error(c)
+           : r->type == REDIS_REPLY_ERROR ? r->str
+                                          : "unexpected reply";
+}
+
 /*
  * Read the journal and the record of ID in SUB and build its story into
  * *STORY. The record of a done event keeps the journal entry of its last step
@@ -65,10 +74,7 @@ static int read_story(wr_rconn *c, const char *config, const wr_subscription *su
     const char **entries = NULL;
     int rc = -1;
     if (list == NULL || list->type != REDIS_REPLY_ARRAY) {
-        snprintf(err, cap, "Redis: %s",
-                 list == NULL                      ? wr_rconn_error(c)
-                 : list->type == REDIS_REPLY_ERROR ? list->str
-                                                   : "unexpected reply");
+        snprintf(err, cap, "Redis: %s", reply_why(c, list));
         goto out;
     }
     if (wr_rconn_read_record(c, rkey, &rec, &hold, err, cap) != 0) {
@@ -256,6 +262,25 @@ static int classify(const tracer *t, const char *k, int *sub, const char **key)
 }
 
 /*
+ * 1 when subscription P of CFG keeps idempotency records and is the first of
+ * those to use its key prefix: a walk over every prefix once (a SCAN, a look
+ * in the trace index) takes the prefixes at these subscriptions.
+ */
+static int first_of_prefix(const wr_config *cfg, int p)
+{
+    const char *prefix = cfg->subs[p].idem.prefix;
+    if (!cfg->subs[p].idem.enabled) {
+        return 0;
+    }
+    for (int q = 0; q < p; q++) {
+        if (cfg->subs[q].idem.enabled && strcmp(cfg->subs[q].idem.prefix, prefix) == 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/*
  * Search Redis for events whose journal (or the entry kept in a done record)
  * matches VALUE (entry_matches), with SCAN over each idempotency prefix of the
  * subscriptions, and add them to HS. Reads a batch of keys' values in one
@@ -266,11 +291,7 @@ static int search(tracer *t, const char *value, int grep, hits *hs)
 {
     for (int p = 0; p < t->cfg->sub_count; p++) {
         const char *prefix = t->cfg->subs[p].idem.prefix;
-        int seen = 0;
-        for (int q = 0; q < p; q++) {
-            seen |= strcmp(t->cfg->subs[q].idem.prefix, prefix) == 0;
-        }
-        if (seen || !t->cfg->subs[p].idem.enabled) {
+        if (!first_of_prefix(t->cfg, p)) {
             continue;
         }
         char cursor[32] = "0", match[1100];
@@ -279,10 +300,7 @@ static int search(tracer *t, const char *value, int grep, hits *hs)
             const char *argv[] = {"SCAN", cursor, "MATCH", match, "COUNT", SCAN_COUNT};
             redisReply *r = wr_rconn_command(t->c, 6, argv, NULL);
             if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements != 2) {
-                snprintf(t->err, sizeof(t->err), "Redis: SCAN: %s",
-                         r == NULL                      ? wr_rconn_error(t->c)
-                         : r->type == REDIS_REPLY_ERROR ? r->str
-                                                        : "unexpected reply");
+                snprintf(t->err, sizeof(t->err), "Redis: SCAN: %s", reply_why(t->c, r));
                 freeReplyObject(r);
                 return -1;
             }
@@ -354,23 +372,14 @@ static int index_lookup(tracer *t, const char *value, int only, hits *hs)
 {
     for (int p = 0; p < t->cfg->sub_count; p++) {
         const char *prefix = t->cfg->subs[p].idem.prefix;
-        int seen = 0;
-        for (int q = 0; q < p; q++) {
-            seen |=
-                t->cfg->subs[q].idem.enabled && strcmp(t->cfg->subs[q].idem.prefix, prefix) == 0;
-        }
         char key[WR_TINDEX_VALUE_MAX + 1200];
-        if (seen || !t->cfg->subs[p].idem.enabled ||
-            wr_tindex_key(prefix, value, key, sizeof(key)) != 0) {
+        if (!first_of_prefix(t->cfg, p) || wr_tindex_key(prefix, value, key, sizeof(key)) != 0) {
             continue;
         }
         const char *argv[] = {"LRANGE", key, "0", "-1"};
         redisReply *r = wr_rconn_command(t->c, 4, argv, NULL);
         if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
-            snprintf(t->err, sizeof(t->err), "Redis: LRANGE: %s",
-                     r == NULL                      ? wr_rconn_error(t->c)
-                     : r->type == REDIS_REPLY_ERROR ? r->str
-                                                    : "unexpected reply");
+            snprintf(t->err, sizeof(t->err), "Redis: LRANGE: %s", reply_why(t->c, r));
             freeReplyObject(r);
             return -1;
         }

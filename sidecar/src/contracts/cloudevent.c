@@ -54,26 +54,16 @@ static const char *media_type(amqp_bytes_t ct, char *buf, size_t cap)
 static json_t *header_value(const amqp_field_value_t *v)
 {
     char ts[32];
+    int64_t n;
+    if (wr_field_int(v, &n) == 0) {
+        return json_integer(n);
+    }
     switch (v->kind) {
     case AMQP_FIELD_KIND_UTF8:
     case AMQP_FIELD_KIND_BYTES:
         return json_stringn((const char *)v->value.bytes.bytes, v->value.bytes.len);
     case AMQP_FIELD_KIND_BOOLEAN:
         return json_boolean(v->value.boolean);
-    case AMQP_FIELD_KIND_I8:
-        return json_integer(v->value.i8);
-    case AMQP_FIELD_KIND_U8:
-        return json_integer(v->value.u8);
-    case AMQP_FIELD_KIND_I16:
-        return json_integer(v->value.i16);
-    case AMQP_FIELD_KIND_U16:
-        return json_integer(v->value.u16);
-    case AMQP_FIELD_KIND_I32:
-        return json_integer(v->value.i32);
-    case AMQP_FIELD_KIND_U32:
-        return json_integer(v->value.u32);
-    case AMQP_FIELD_KIND_I64:
-        return json_integer(v->value.i64);
     case AMQP_FIELD_KIND_TIMESTAMP: {
         time_t t = (time_t)v->value.u64;
         struct tm tm;

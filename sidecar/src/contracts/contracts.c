@@ -183,10 +183,14 @@ typedef struct {
     char path[1024]; /* JSON pointer while converting */
 } loader;
 
-/* MSG with its control characters written as escapes (\n, \t, \r, ?), so
- * an error stays one line whatever value it quotes. */
-static void one_line(const char *msg, char *out, size_t cap)
+/* The message of FMT and AP into OUT (CAP bytes, at most 4096) with its
+ * control characters written as escapes (\n, \t, \r, ?), so an error stays
+ * one line whatever value it quotes (a name or a Lua error may hold line
+ * breaks). The message is cut at CAP / 2 bytes: then every escape fits. */
+static void one_line(char *out, size_t cap, const char *fmt, va_list ap)
 {
+    char msg[2048];
+    vsnprintf(msg, cap / 2 < sizeof msg ? cap / 2 : sizeof msg, fmt, ap);
     size_t o = 0;
     for (const unsigned char *p = (const unsigned char *)msg; *p && o + 3 < cap; p++) {
         if (*p >= 0x20 && *p != 0x7f) {
@@ -199,27 +203,24 @@ static void one_line(const char *msg, char *out, size_t cap)
     out[o] = '\0';
 }
 
-/* One "PATH:LINE:COL: message" line on FP, the message kept to one line
- * (what it quotes, a name or a Lua error, may hold line breaks). */
+/* One "PATH:LINE:COL: message" line on FP, the message kept to one line. */
 static void print_at(FILE *fp, const char *path, int line, int col, const char *fmt, ...)
 {
-    char raw[2048], msg[4096];
+    char msg[4096];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(raw, sizeof raw, fmt, ap);
+    one_line(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    one_line(raw, msg, sizeof msg);
     fprintf(fp, "%s:%d:%d: %s\n", path, line, col, msg);
 }
 
 static void add_error(loader *ld, int line, int col, const char *fmt, ...)
 {
-    char raw[512], msg[1024];
+    char msg[1024];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(raw, sizeof raw, fmt, ap);
+    one_line(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    one_line(raw, msg, sizeof msg);
     ld->count++;
     if (ld->len + 1 >= ld->cap) {
         return;

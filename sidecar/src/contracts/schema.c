@@ -17,6 +17,7 @@
 #include <math.h>
 #include <pcre2.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -436,7 +437,8 @@ static int kw_pattern_properties(cstate *c, node *n, const char *key, const json
     return schema_map(c, n, key, v, 1);
 }
 
-static int kw_schema_member(cstate *c, const char *key, const json_t *v, node **out)
+/* A keyword whose value is one schema (additionalProperties, not, ...). */
+static int schema_member(cstate *c, const char *key, const json_t *v, node **out)
 {
     if (!is_schema_value(v)) {
         cfail(c, key, "%s must be a schema (an object or a boolean)", key);
@@ -444,21 +446,6 @@ static int kw_schema_member(cstate *c, const char *key, const json_t *v, node **
     }
     *out = sub(c, key, v);
     return c->failed ? -1 : 0;
-}
-
-static int kw_additional_properties(cstate *c, node *n, const char *key, const json_t *v)
-{
-    return kw_schema_member(c, key, v, &n->additional);
-}
-
-static int kw_additional_items(cstate *c, node *n, const char *key, const json_t *v)
-{
-    return kw_schema_member(c, key, v, &n->additional_items);
-}
-
-static int kw_not(cstate *c, node *n, const char *key, const json_t *v)
-{
-    return kw_schema_member(c, key, v, &n->not_);
 }
 
 static int kw_items(cstate *c, node *n, const char *key, const json_t *v)
@@ -470,7 +457,7 @@ static int kw_items(cstate *c, node *n, const char *key, const json_t *v)
         }
         return compile_list(c, key, v, &n->tuple);
     }
-    return kw_schema_member(c, key, v, &n->items);
+    return schema_member(c, key, v, &n->items);
 }
 
 static int kw_enum(cstate *c, node *n, const char *key, const json_t *v)
@@ -490,50 +477,6 @@ static int kw_const(cstate *c, node *n, const char *key, const json_t *v)
     n->const_v = json_deep_copy(v);
     n->has_const = 1;
     return 0;
-}
-
-static int kw_minimum(cstate *c, node *n, const char *key, const json_t *v)
-{
-    n->has_min = 1;
-    return get_number(c, key, v, &n->minimum);
-}
-
-static int kw_maximum(cstate *c, node *n, const char *key, const json_t *v)
-{
-    n->has_max = 1;
-    return get_number(c, key, v, &n->maximum);
-}
-
-static int kw_xminimum(cstate *c, node *n, const char *key, const json_t *v)
-{
-    n->has_xmin = 1;
-    return get_number(c, key, v, &n->xminimum);
-}
-
-static int kw_xmaximum(cstate *c, node *n, const char *key, const json_t *v)
-{
-    n->has_xmax = 1;
-    return get_number(c, key, v, &n->xmaximum);
-}
-
-static int kw_min_length(cstate *c, node *n, const char *key, const json_t *v)
-{
-    return get_count(c, key, v, &n->min_len);
-}
-
-static int kw_max_length(cstate *c, node *n, const char *key, const json_t *v)
-{
-    return get_count(c, key, v, &n->max_len);
-}
-
-static int kw_min_items(cstate *c, node *n, const char *key, const json_t *v)
-{
-    return get_count(c, key, v, &n->min_items);
-}
-
-static int kw_max_items(cstate *c, node *n, const char *key, const json_t *v)
-{
-    return get_count(c, key, v, &n->max_items);
 }
 
 static int kw_unique(cstate *c, node *n, const char *key, const json_t *v)
@@ -576,21 +519,6 @@ static int kw_format(cstate *c, node *n, const char *key, const json_t *v)
     return -1;
 }
 
-static int kw_all_of(cstate *c, node *n, const char *key, const json_t *v)
-{
-    return compile_list(c, key, v, &n->all_of);
-}
-
-static int kw_any_of(cstate *c, node *n, const char *key, const json_t *v)
-{
-    return compile_list(c, key, v, &n->any_of);
-}
-
-static int kw_one_of(cstate *c, node *n, const char *key, const json_t *v)
-{
-    return compile_list(c, key, v, &n->one_of);
-}
-
 /* definitions / $defs: each member is compiled now, so its errors show at
  * load even when no $ref uses it. */
 static int kw_defs(cstate *c, node *n, const char *key, const json_t *v)
@@ -618,71 +546,102 @@ static int kw_defs(cstate *c, node *n, const char *key, const json_t *v)
     return c->failed ? -1 : 0;
 }
 
-static int kw_annotation(cstate *c, node *n, const char *key, const json_t *v)
-{
-    (void)c;
-    (void)n;
-    (void)key;
-    (void)v;
-    return 0;
-}
+/* How a keyword is compiled: by its own function, or by what its value is
+ * into the node member at `at`. */
+typedef enum {
+    KW_FN,         /* fn(c, n, key, v) */
+    KW_NUMBER,     /* any number: a double at `at`, and 1 in the int at `given` */
+    KW_COUNT,      /* a non-negative integer: a long long at `at` */
+    KW_SCHEMA,     /* one schema: a node * at `at` */
+    KW_LIST,       /* a non-empty array of schemas: a nodelist at `at` */
+    KW_ANNOTATION, /* anything: it does not constrain the instance */
+} kw_kind;
+
+typedef int (*kw_fn)(cstate *c, node *n, const char *key, const json_t *v);
+
+typedef struct {
+    const char *name;
+    kw_kind kind;
+    size_t at, given; /* offsets in node (see kw_kind) */
+    kw_fn fn;         /* KW_FN */
+} keyword;
 
 /* The keyword table: name, how to compile it. */
-typedef int (*kw_fn)(cstate *c, node *n, const char *key, const json_t *v);
-static const struct {
-    const char *name;
-    kw_fn fn;
-} keywords[] = {
-    {"type", kw_type},
-    {"required", kw_required},
-    {"properties", kw_properties},
-    {"patternProperties", kw_pattern_properties},
-    {"additionalProperties", kw_additional_properties},
-    {"items", kw_items},
-    {"additionalItems", kw_additional_items},
-    {"enum", kw_enum},
-    {"const", kw_const},
-    {"minimum", kw_minimum},
-    {"maximum", kw_maximum},
-    {"exclusiveMinimum", kw_xminimum},
-    {"exclusiveMaximum", kw_xmaximum},
-    {"minLength", kw_min_length},
-    {"maxLength", kw_max_length},
-    {"pattern", kw_pattern},
-    {"minItems", kw_min_items},
-    {"maxItems", kw_max_items},
-    {"uniqueItems", kw_unique},
-    {"format", kw_format},
-    {"allOf", kw_all_of},
-    {"anyOf", kw_any_of},
-    {"oneOf", kw_one_of},
-    {"not", kw_not},
-    {"definitions", kw_defs},
-    {"$defs", kw_defs},
-    {"title", kw_annotation},
-    {"description", kw_annotation},
-    {"default", kw_annotation},
-    {"examples", kw_annotation},
-    {"$comment", kw_annotation},
-    {"$schema", kw_annotation},
-    {"readOnly", kw_annotation},
-    {"writeOnly", kw_annotation},
+#define NODE(member) offsetof(node, member)
+static const keyword keywords[] = {
+    {"type", KW_FN, 0, 0, kw_type},
+    {"required", KW_FN, 0, 0, kw_required},
+    {"properties", KW_FN, 0, 0, kw_properties},
+    {"patternProperties", KW_FN, 0, 0, kw_pattern_properties},
+    {"additionalProperties", KW_SCHEMA, NODE(additional), 0, NULL},
+    {"items", KW_FN, 0, 0, kw_items},
+    {"additionalItems", KW_SCHEMA, NODE(additional_items), 0, NULL},
+    {"enum", KW_FN, 0, 0, kw_enum},
+    {"const", KW_FN, 0, 0, kw_const},
+    {"minimum", KW_NUMBER, NODE(minimum), NODE(has_min), NULL},
+    {"maximum", KW_NUMBER, NODE(maximum), NODE(has_max), NULL},
+    {"exclusiveMinimum", KW_NUMBER, NODE(xminimum), NODE(has_xmin), NULL},
+    {"exclusiveMaximum", KW_NUMBER, NODE(xmaximum), NODE(has_xmax), NULL},
+    {"minLength", KW_COUNT, NODE(min_len), 0, NULL},
+    {"maxLength", KW_COUNT, NODE(max_len), 0, NULL},
+    {"pattern", KW_FN, 0, 0, kw_pattern},
+    {"minItems", KW_COUNT, NODE(min_items), 0, NULL},
+    {"maxItems", KW_COUNT, NODE(max_items), 0, NULL},
+    {"uniqueItems", KW_FN, 0, 0, kw_unique},
+    {"format", KW_FN, 0, 0, kw_format},
+    {"allOf", KW_LIST, NODE(all_of), 0, NULL},
+    {"anyOf", KW_LIST, NODE(any_of), 0, NULL},
+    {"oneOf", KW_LIST, NODE(one_of), 0, NULL},
+    {"not", KW_SCHEMA, NODE(not_), 0, NULL},
+    {"definitions", KW_FN, 0, 0, kw_defs},
+    {"$defs", KW_FN, 0, 0, kw_defs},
+    {"title", KW_ANNOTATION, 0, 0, NULL},
+    {"description", KW_ANNOTATION, 0, 0, NULL},
+    {"default", KW_ANNOTATION, 0, 0, NULL},
+    {"examples", KW_ANNOTATION, 0, 0, NULL},
+    {"$comment", KW_ANNOTATION, 0, 0, NULL},
+    {"$schema", KW_ANNOTATION, 0, 0, NULL},
+    {"readOnly", KW_ANNOTATION, 0, 0, NULL},
+    {"writeOnly", KW_ANNOTATION, 0, 0, NULL},
 };
+#undef NODE
 
-static kw_fn find_keyword(const char *name)
+static const keyword *find_keyword(const char *name)
 {
     for (size_t i = 0; i < sizeof keywords / sizeof keywords[0]; i++) {
         if (strcmp(keywords[i].name, name) == 0) {
-            return keywords[i].fn;
+            return &keywords[i];
         }
     }
     return NULL;
 }
 
-/* Members that may stand beside a $ref: they do not constrain the instance. */
-static int ref_sibling_ok(const char *k)
+/* Compile keyword KW (member KEY, value V) into N: 0, or -1 after cfail. */
+static int compile_keyword(cstate *c, node *n, const keyword *kw, const char *key, const json_t *v)
 {
-    return find_keyword(k) == kw_annotation || find_keyword(k) == kw_defs;
+    char *at = (char *)n + kw->at;
+    switch (kw->kind) {
+    case KW_FN:
+        return kw->fn(c, n, key, v);
+    case KW_NUMBER:
+        *(int *)((char *)n + kw->given) = 1;
+        return get_number(c, key, v, (double *)at);
+    case KW_COUNT:
+        return get_count(c, key, v, (long long *)at);
+    case KW_SCHEMA:
+        return schema_member(c, key, v, (node **)at);
+    case KW_LIST:
+        return compile_list(c, key, v, (nodelist *)at);
+    case KW_ANNOTATION:
+        break;
+    }
+    return 0;
+}
+
+/* Members that may stand beside a $ref: they do not constrain the instance. */
+static int ref_sibling_ok(const keyword *kw)
+{
+    return kw->kind == KW_ANNOTATION || kw->fn == kw_defs;
 }
 
 /* Compile schema J at c->path into a node (or return the node J already
@@ -736,16 +695,16 @@ static node *compile_node(cstate *c, const json_t *j)
             }
             continue;
         }
-        kw_fn fn = find_keyword(k);
-        if (!fn) {
+        const keyword *kw = find_keyword(k);
+        if (!kw) {
             cfail(c, k, "unsupported keyword '%s'", k);
             return NULL;
         }
-        if (ref && !ref_sibling_ok(k)) {
+        if (ref && !ref_sibling_ok(kw)) {
             cfail(c, k, "'%s' beside $ref would be ignored (draft 7): use allOf", k);
             return NULL;
         }
-        if (fn(c, n, k, v) != 0 || c->failed) {
+        if (compile_keyword(c, n, kw, k, v) != 0 || c->failed) {
             return NULL;
         }
     }

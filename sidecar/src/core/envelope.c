@@ -31,12 +31,8 @@ const amqp_field_value_t *wr_table_get(const amqp_table_t *table, const char *na
     return NULL;
 }
 
-int wr_table_get_int(const amqp_table_t *table, const char *name, int64_t *out)
+int wr_field_int(const amqp_field_value_t *v, int64_t *out)
 {
-    const amqp_field_value_t *v = wr_table_get(table, name);
-    if (v == NULL) {
-        return -1;
-    }
     switch (v->kind) {
     case AMQP_FIELD_KIND_I8:
         *out = v->value.i8;
@@ -59,6 +55,21 @@ int wr_table_get_int(const amqp_table_t *table, const char *name, int64_t *out)
     case AMQP_FIELD_KIND_I64:
         *out = v->value.i64;
         return 0;
+    default:
+        return -1;
+    }
+}
+
+int wr_table_get_int(const amqp_table_t *table, const char *name, int64_t *out)
+{
+    const amqp_field_value_t *v = wr_table_get(table, name);
+    if (v == NULL) {
+        return -1;
+    }
+    if (wr_field_int(v, out) == 0) {
+        return 0;
+    }
+    switch (v->kind) {
     case AMQP_FIELD_KIND_U64:
         if (v->value.u64 > (uint64_t)INT64_MAX) {
             return -1; /* not representable: the cast would make it negative */

@@ -73,6 +73,11 @@ int wr_envelope_is_json_type(amqp_bytes_t content_type);
 /* The value of header NAME in TABLE, or NULL. */
 const amqp_field_value_t *wr_table_get(const amqp_table_t *table, const char *name);
 
+/* V's value when V is of an integer kind whose every value fits an int64_t (i8
+ * to i64, u8 to u32): returns 0 and sets *OUT; -1 for any other kind (u64 and
+ * timestamps included). */
+int wr_field_int(const amqp_field_value_t *v, int64_t *out);
+
 /* Read an integer header (any AMQP integer kind, or a decimal string); returns 0 and
  * sets *OUT, or -1 if absent or not an integer. */
 int wr_table_get_int(const amqp_table_t *table, const char *name, int64_t *out);

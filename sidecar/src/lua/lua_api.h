@@ -22,6 +22,10 @@ int wr_lua_panic(lua_State *L);
  * is being handled. */
 void wr_lua_check_handling(lua_State *L, const char *fn);
 
+/* Whether a message is being handled (what wr_lua_check_handling checks): for
+ * callers that build FN only when they must raise. */
+int wr_lua_handling(lua_State *L);
+
 /*
  * Push "source:line: " of the handler code that made the current ctx call:
  * the nearest frame up the stack that runs handler code (a Lua function with

@@ -18,6 +18,7 @@
 #include "contract.h"
 #include "log.h"
 #include "lua_api.h"
+#include "strutil.h"
 
 #define MAX_PUBLISHES WR_LIMIT_MAX_PUBLISHES
 #define DEFAULT_PUBLISH_BYTES ((size_t)WR_LIMIT_MAX_PUBLISH_BYTES)
@@ -25,16 +26,6 @@
 static wr_lua_ctxcall *self(lua_State *L)
 {
     return lua_touserdata(L, lua_upvalueindex(1));
-}
-
-static char *dupn(const char *s, size_t n)
-{
-    char *d = malloc(n + 1);
-    if (d != NULL) {
-        memcpy(d, s, n);
-        d[n] = '\0';
-    }
-    return d;
 }
 
 static void free_pub(wr_lua_pub *p)
@@ -189,8 +180,8 @@ static int pub_headers(lua_State *L, wr_lua_ctxcall *cx, wr_lua_pub *p)
         if (charge_pub(cx, n + vn) != 0 || n + vn < n) {
             PUB_FAIL(L, WR_E_PUBLISH_TOO_BIG, PUB_CAP(cx));
         }
-        p->header_vals[p->header_count] = dupn(val, vn);
-        p->header_keys[p->header_count] = dupn(s, n);
+        p->header_vals[p->header_count] = wr_str_dup_range(val, vn);
+        p->header_keys[p->header_count] = wr_str_dup_range(s, n);
         p->header_count++;
         lua_pop(L, 1);
         if (p->header_vals[p->header_count - 1] == NULL ||
@@ -221,7 +212,7 @@ static int pub_cloudevent(lua_State *L, wr_lua_ctxcall *cx, wr_lua_pub *p)
             if (charge_pub(cx, n) != 0) {
                 PUB_FAIL(L, WR_E_PUBLISH_TOO_BIG, PUB_CAP(cx));
             }
-            *dst[k] = dupn(s, n);
+            *dst[k] = wr_str_dup_range(s, n);
             if (*dst[k] == NULL) {
                 PUB_FAIL(L, "not enough memory");
             }
@@ -242,58 +233,77 @@ static int pub_cloudevent(lua_State *L, wr_lua_ctxcall *cx, wr_lua_pub *p)
     return 0;
 }
 
-/* ctx.publish's opts (the table at 4) into P; NJ is the length of the JSON
- * content type a table body was given (an opts.content_type replaces it). */
-static int pub_opts(lua_State *L, wr_lua_ctxcall *cx, wr_lua_pub *p, size_t nj)
+/*
+ * opts.<KEY> of ctx.publish (the table at 4): nil, or a string of at most 255
+ * bytes that goes into *DST in place of what *DST held (a table body's JSON
+ * content type), counted against the message's allowance instead of it.
+ * Raises TYPE_ERR for anything else.
+ */
+static int pub_short_opt(lua_State *L, wr_lua_ctxcall *cx, const char *key, const char *type_err,
+                         char **dst)
 {
-    size_t n;
-    const char *s;
-    lua_getfield(L, 4, "content_type");
-    if (lua_type(L, -1) == LUA_TSTRING) {
-        s = lua_tolstring(L, -1, &n);
-        if (n > SHORTSTR) {
-            PUB_FAIL(L, WR_E_PUBLISH_LONG, "opts.content_type", (long long)n);
-        }
-        if (charge_pub(cx, n) != 0) {
-            PUB_FAIL(L, WR_E_PUBLISH_TOO_BIG, PUB_CAP(cx));
-        }
-        cx->pub_bytes -= nj; /* the JSON content type it replaces */
-        free(p->content_type);
-        p->content_type = dupn(s, n);
-    } else if (!lua_isnil(L, -1)) {
-        PUB_FAIL(L, WR_E_PUBLISH_CONTENT_TYPE);
+    lua_getfield(L, 4, key);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        return 0;
     }
-    lua_getfield(L, 4, "type");
-    if (lua_type(L, -1) == LUA_TSTRING) {
-        s = lua_tolstring(L, -1, &n);
-        if (n > SHORTSTR) {
-            PUB_FAIL(L, WR_E_PUBLISH_LONG, "opts.type", (long long)n);
+    if (lua_type(L, -1) != LUA_TSTRING) {
+        PUB_FAIL(L, "%s", type_err);
+    }
+    size_t n;
+    const char *s = lua_tolstring(L, -1, &n);
+    if (n > SHORTSTR) {
+        char what[32];
+        snprintf(what, sizeof(what), "opts.%s", key);
+        PUB_FAIL(L, WR_E_PUBLISH_LONG, what, (long long)n);
+    }
+    if (charge_pub(cx, n) != 0) {
+        PUB_FAIL(L, WR_E_PUBLISH_TOO_BIG, PUB_CAP(cx));
+    }
+    if (*dst != NULL) {
+        cx->pub_bytes -= strlen(*dst);
+        free(*dst);
+    }
+    *dst = wr_str_dup_range(s, n);
+    if (*dst == NULL) {
+        PUB_FAIL(L, "not enough memory");
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* opts.<KEY> of ctx.publish (the table at 4): nil, or a table that READ
+ * takes into P (it is on top of the stack then). Raises TYPE_ERR for anything
+ * else. */
+static int pub_table_opt(lua_State *L, wr_lua_ctxcall *cx, wr_lua_pub *p, const char *key,
+                         int (*read)(lua_State *, wr_lua_ctxcall *, wr_lua_pub *),
+                         const char *type_err)
+{
+    lua_getfield(L, 4, key);
+    if (lua_istable(L, -1)) {
+        if (read(L, cx, p) != 0) {
+            return -1;
         }
-        if (charge_pub(cx, n) != 0) {
-            PUB_FAIL(L, WR_E_PUBLISH_TOO_BIG, PUB_CAP(cx));
-        }
-        p->type = dupn(s, n);
     } else if (!lua_isnil(L, -1)) {
-        PUB_FAIL(L, WR_E_PUBLISH_TYPE);
+        PUB_FAIL(L, "%s", type_err);
+    }
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* ctx.publish's opts (the table at 4) into P. */
+static int pub_opts(lua_State *L, wr_lua_ctxcall *cx, wr_lua_pub *p)
+{
+    if (pub_short_opt(L, cx, "content_type", WR_E_PUBLISH_CONTENT_TYPE, &p->content_type) != 0 ||
+        pub_short_opt(L, cx, "type", WR_E_PUBLISH_TYPE, &p->type) != 0) {
+        return -1;
     }
     lua_getfield(L, 4, "mandatory");
     p->mandatory = lua_toboolean(L, -1);
-    lua_getfield(L, 4, "headers");
-    if (lua_istable(L, -1)) {
-        if (pub_headers(L, cx, p) != 0) {
-            return -1;
-        }
-    } else if (!lua_isnil(L, -1)) {
-        PUB_FAIL(L, WR_E_PUBLISH_HEADERS);
-    }
     lua_pop(L, 1);
-    lua_getfield(L, 4, "cloudevent");
-    if (lua_istable(L, -1)) {
-        if (pub_cloudevent(L, cx, p) != 0) {
-            return -1;
-        }
-    } else if (!lua_isnil(L, -1)) {
-        PUB_FAIL(L, WR_E_PUBLISH_CLOUDEVENT);
+    if (pub_table_opt(L, cx, p, "headers", pub_headers, WR_E_PUBLISH_HEADERS) != 0 ||
+        pub_table_opt(L, cx, p, "cloudevent", pub_cloudevent, WR_E_PUBLISH_CLOUDEVENT) != 0) {
+        return -1;
     }
     return 0;
 }
@@ -346,20 +356,20 @@ static int ctx_publish(lua_State *L)
     size_t n;
     const char *s;
     s = lua_tolstring(L, 1, &n);
-    p->exchange = dupn(s, n);
+    p->exchange = wr_str_dup_range(s, n);
     s = lua_tolstring(L, 2, &n);
-    p->routing_key = dupn(s, n);
+    p->routing_key = wr_str_dup_range(s, n);
     s = lua_tolstring(L, 3, &n);
-    p->body = dupn(s, n);
+    p->body = wr_str_dup_range(s, n);
     p->body_len = n;
-    p->content_type = json_type ? dupn(json_type, strlen(json_type)) : NULL;
+    p->content_type = json_type ? wr_str_dup_range(json_type, strlen(json_type)) : NULL;
     cx->pub_count++; /* from here on free_pubs owns what p holds */
     if (p->exchange == NULL || p->routing_key == NULL || p->body == NULL ||
         (json_type != NULL && p->content_type == NULL)) {
         PUB_FAIL(L, "not enough memory");
     }
     if (nargs == 4 && lua_istable(L, 4)) {
-        return pub_opts(L, cx, p, nj);
+        return pub_opts(L, cx, p);
     }
     return 0;
 }

@@ -118,26 +118,6 @@ void wr_lua_push_where(lua_State *L)
     lua_pushliteral(L, "");
 }
 
-/*
- * Raise an error at the handler's line (like error(msg, 2) when the handler
- * called us directly): the message starts with the source:line of the
- * handler code that made the call (wr_lua_push_where), not with the C
- * function's, even through pcall or a breaker's call.
- */
-static int caller_error(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int caller_error(lua_State *L, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    wr_lua_push_where(L);
-    lua_pushstring(L, msg);
-    lua_concat(L, 2);
-    return lua_error(L);
-}
-
 /* ---- for the API-area modules (lua_api.h) ------------------------------------- */
 
 static wr_lua *rt_of(lua_State *L)
@@ -148,11 +128,22 @@ static wr_lua *rt_of(lua_State *L)
     return rt;
 }
 
+int wr_lua_handling(lua_State *L)
+{
+    return rt_of(L)->cx.phase == WR_LUA_PHASE_HANDLE;
+}
+
 void wr_lua_check_handling(lua_State *L, const char *fn)
 {
     wr_lua_ctx_check_phase(L, &rt_of(L)->cx, fn, 0);
 }
 
+/*
+ * Raise an error at the handler's line (like error(msg, 2) when the handler
+ * called us directly): the message starts with the source:line of the
+ * handler code that made the call (wr_lua_push_where), not with the C
+ * function's, even through pcall or a breaker's call.
+ */
 int wr_lua_caller_error(lua_State *L, const char *fmt, ...)
 {
     char msg[512];
@@ -160,7 +151,10 @@ int wr_lua_caller_error(lua_State *L, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    return caller_error(L, "%s", msg);
+    wr_lua_push_where(L);
+    lua_pushstring(L, msg);
+    lua_concat(L, 2);
+    return lua_error(L);
 }
 
 void wr_lua_note_dependency(lua_State *L)

@@ -49,9 +49,11 @@
  */
 static const wr_lua_store *check_store(lua_State *L, const char *fn)
 {
-    char name[64];
-    snprintf(name, sizeof(name), "store.%s", fn);
-    wr_lua_check_handling(L, name);
+    if (!wr_lua_handling(L)) {
+        char name[64];
+        snprintf(name, sizeof(name), "store.%s", fn);
+        wr_lua_check_handling(L, name); /* raises */
+    }
     const wr_lua_store *st = wr_lua_store_of(L);
     if (st == NULL || st->buf == NULL) {
         wr_lua_caller_error(L, WR_ES_UNAVAILABLE, fn);
@@ -159,92 +161,17 @@ static void buffer(lua_State *L, const wr_lua_store *st, const char *fn, wr_sb_o
 
 static const wr_sbstr none = {"", 0};
 
-/* ---- writes ---------------------------------------------------------------------- */
-
-/* ctx.store.set(key, value [, ttl_seconds]) */
-static int st_set(lua_State *L)
+/* A read of KEY (with ARG for HGET and SISMEMBER) through the buffer, into OUT. */
+static void store_read(lua_State *L, const wr_lua_store *st, const char *fn, const char *cmd,
+                       wr_sbstr key, wr_sbstr arg, wr_sb_result *out)
 {
-    const wr_lua_store *st = check_store(L, "set");
-    check_nargs(L, "set(key, value [, ttl])", 2, 3);
-    char kb[KEY_BUF];
-    wr_sbstr k = key_arg(L, st, "set", kb);
-    int64_t ttl = lua_isnoneornil(L, 3) ? 0 : ttl_arg(L, "set", 3);
-    wr_sbstr v = value_arg(L, st, "set", 2, "value");
-    buffer(L, st, "set", WR_SB_SET, k, v, none, ttl);
-    return 0;
-}
-
-/* ctx.store.del(key) */
-static int st_del(lua_State *L)
-{
-    const wr_lua_store *st = check_store(L, "del");
-    check_nargs(L, "del(key)", 1, 1);
-    char kb[KEY_BUF];
-    wr_sbstr k = key_arg(L, st, "del", kb);
-    buffer(L, st, "del", WR_SB_DEL, k, none, none, 0);
-    return 0;
-}
-
-/* ctx.store.incrby(key, n) */
-static int st_incrby(lua_State *L)
-{
-    const wr_lua_store *st = check_store(L, "incrby");
-    check_nargs(L, "incrby(key, n)", 2, 2);
-    char kb[KEY_BUF];
-    wr_sbstr k = key_arg(L, st, "incrby", kb);
-    int64_t n = int_arg(L, "incrby", 2, "n");
-    buffer(L, st, "incrby", WR_SB_INCRBY, k, none, none, n);
-    return 0;
-}
-
-/* ctx.store.expire(key, ttl_seconds) */
-static int st_expire(lua_State *L)
-{
-    const wr_lua_store *st = check_store(L, "expire");
-    check_nargs(L, "expire(key, ttl)", 2, 2);
-    char kb[KEY_BUF];
-    wr_sbstr k = key_arg(L, st, "expire", kb);
-    int64_t ttl = ttl_arg(L, "expire", 2);
-    buffer(L, st, "expire", WR_SB_EXPIRE, k, none, none, ttl);
-    return 0;
-}
-
-/* ctx.store.hset(key, field, value) */
-static int st_hset(lua_State *L)
-{
-    const wr_lua_store *st = check_store(L, "hset");
-    check_nargs(L, "hset(key, field, value)", 3, 3);
-    char kb[KEY_BUF];
-    wr_sbstr k = key_arg(L, st, "hset", kb);
-    wr_sbstr f = value_arg(L, st, "hset", 2, "field");
-    wr_sbstr v = value_arg(L, st, "hset", 3, "value");
-    buffer(L, st, "hset", WR_SB_HSET, k, f, v, 0);
-    return 0;
-}
-
-/* ctx.store.hdel(key, field) */
-static int st_hdel(lua_State *L)
-{
-    const wr_lua_store *st = check_store(L, "hdel");
-    check_nargs(L, "hdel(key, field)", 2, 2);
-    char kb[KEY_BUF];
-    wr_sbstr k = key_arg(L, st, "hdel", kb);
-    wr_sbstr f = value_arg(L, st, "hdel", 2, "field");
-    buffer(L, st, "hdel", WR_SB_HDEL, k, f, none, 0);
-    return 0;
-}
-
-/* ctx.store.hincrby(key, field, n) */
-static int st_hincrby(lua_State *L)
-{
-    const wr_lua_store *st = check_store(L, "hincrby");
-    check_nargs(L, "hincrby(key, field, n)", 3, 3);
-    char kb[KEY_BUF];
-    wr_sbstr k = key_arg(L, st, "hincrby", kb);
-    int64_t n = int_arg(L, "hincrby", 3, "n");
-    wr_sbstr f = value_arg(L, st, "hincrby", 2, "field");
-    buffer(L, st, "hincrby", WR_SB_HINCRBY, k, f, none, n);
-    return 0;
+    char err[600];
+    int rc =
+        wr_storebuf_read(st->buf, cmd, key, arg, st->fetch, st->fetch_ud, out, err, sizeof(err));
+    wr_lua_service(L); /* a blocking call: keep the worker's heartbeats going */
+    if (rc != 0) {
+        wr_lua_caller_error(L, "ctx.store.%s: %s", fn, err);
+    }
 }
 
 /* ctx.store.sadd(key, member...) and ctx.store.srem(key, member...): one write per member */
@@ -278,164 +205,167 @@ static int st_srem(lua_State *L)
     return members(L, "srem", WR_SB_SREM);
 }
 
-/* ---- reads ----------------------------------------------------------------------- */
+/* ---- the functions, as a table ---------------------------------------------------- */
 
-static int store_read(lua_State *L, const wr_lua_store *st, const char *fn, const char *cmd,
-                      wr_sbstr key, wr_sbstr arg, wr_sb_result *out)
+/* What an argument after the key is. */
+typedef enum {
+    ARG_NONE,
+    ARG_FIELD,  /* a hash field: a string or a number (value_arg) */
+    ARG_MEMBER, /* a set member: the same */
+    ARG_VALUE,  /* a value: the same */
+    ARG_INT,    /* an increment "n": a whole number (int_arg) */
+    ARG_TTL,    /* a TTL in seconds (ttl_arg) */
+} st_arg;
+
+/* The name a field, member or value has in the error texts. */
+static const char *const arg_what[] = {
+    [ARG_FIELD] = "field",
+    [ARG_MEMBER] = "member",
+    [ARG_VALUE] = "value",
+};
+
+/* What a read returns. */
+typedef enum {
+    RET_STRING, /* the string, or nil */
+    RET_HASH,   /* {field = value, ...}, empty when the key does not exist */
+    RET_LIST,   /* {member, ...} (no order) */
+    RET_BOOL,   /* Redis's 1 or 0 as true or false */
+    RET_TTL,    /* seconds left (rounded as Redis TTL does), -1 no expiry, -2 no key */
+} st_ret;
+
+/*
+ * One ctx.store function but sadd and srem: ctx.store.<name>(key [, arg2 [,
+ * arg3]]). A read (CMD set) asks the buffer and returns what RET says; a write
+ * (CMD NULL) buffers OP with the strings (field, member, value) as its A and B
+ * in argument order, and the number (increment or TTL) as its NUM.
+ */
+typedef struct {
+    const char *name;  /* ctx.store.<name> */
+    const char *usage; /* for the argument-count error */
+    int min, max;      /* how many arguments (a TTL past MIN may be nil) */
+    st_arg arg[2];     /* arguments 2 and 3 */
+    const char *cmd;   /* a read: the command wr_storebuf_read answers */
+    st_ret ret;        /* a read: what it returns */
+    wr_sb_op op;       /* a write: what it buffers */
+} st_fn;
+
+static const st_fn fns[] = {
+    /* reads */
+    {"get", "get(key)", 1, 1, {ARG_NONE}, "GET", RET_STRING, 0},
+    {"hget", "hget(key, field)", 2, 2, {ARG_FIELD}, "HGET", RET_STRING, 0},
+    {"hgetall", "hgetall(key)", 1, 1, {ARG_NONE}, "HGETALL", RET_HASH, 0},
+    {"exists", "exists(key)", 1, 1, {ARG_NONE}, "EXISTS", RET_BOOL, 0},
+    {"smembers", "smembers(key)", 1, 1, {ARG_NONE}, "SMEMBERS", RET_LIST, 0},
+    {"sismember", "sismember(key, member)", 2, 2, {ARG_MEMBER}, "SISMEMBER", RET_BOOL, 0},
+    {"ttl", "ttl(key)", 1, 1, {ARG_NONE}, "PTTL", RET_TTL, 0},
+    /* writes */
+    {"set", "set(key, value [, ttl])", 2, 3, {ARG_VALUE, ARG_TTL}, NULL, 0, WR_SB_SET},
+    {"del", "del(key)", 1, 1, {ARG_NONE}, NULL, 0, WR_SB_DEL},
+    {"incrby", "incrby(key, n)", 2, 2, {ARG_INT}, NULL, 0, WR_SB_INCRBY},
+    {"expire", "expire(key, ttl)", 2, 2, {ARG_TTL}, NULL, 0, WR_SB_EXPIRE},
+    {"hset", "hset(key, field, value)", 3, 3, {ARG_FIELD, ARG_VALUE}, NULL, 0, WR_SB_HSET},
+    {"hdel", "hdel(key, field)", 2, 2, {ARG_FIELD}, NULL, 0, WR_SB_HDEL},
+    {"hincrby", "hincrby(key, field, n)", 3, 3, {ARG_FIELD, ARG_INT}, NULL, 0, WR_SB_HINCRBY},
+};
+
+/*
+ * Arguments 2 and 3 of a call to F, checked: the number (an increment or a
+ * TTL) into *NUM, then the strings into S in argument order. The number comes
+ * first so that of two bad arguments the one named is always the same (set:
+ * ttl before value; hincrby: n before field; the kit checks in this order).
+ */
+static void other_args(lua_State *L, const wr_lua_store *st, const st_fn *f, wr_sbstr s[2],
+                       int64_t *num)
 {
-    char err[600];
-    int rc =
-        wr_storebuf_read(st->buf, cmd, key, arg, st->fetch, st->fetch_ud, out, err, sizeof(err));
-    wr_lua_service(L); /* a blocking call: keep the worker's heartbeats going */
-    if (rc != 0) {
-        return wr_lua_caller_error(L, "ctx.store.%s: %s", fn, err);
+    for (int idx = 2; idx <= 3; idx++) {
+        st_arg a = f->arg[idx - 2];
+        if (idx > f->min && lua_isnoneornil(L, idx)) {
+            continue; /* set's ttl, left out */
+        }
+        if (a == ARG_INT) {
+            *num = int_arg(L, f->name, idx, "n");
+        } else if (a == ARG_TTL) {
+            *num = ttl_arg(L, f->name, idx);
+        }
     }
-    return 0;
-}
-
-/* ctx.store.get(key) -> string or nil */
-static int st_get(lua_State *L)
-{
-    const wr_lua_store *st = check_store(L, "get");
-    check_nargs(L, "get(key)", 1, 1);
-    char kb[KEY_BUF];
-    wr_sbstr k = key_arg(L, st, "get", kb);
-    wr_sb_result r;
-    store_read(L, st, "get", "GET", k, none, &r);
-    if (r.present) {
-        lua_pushlstring(L, r.str.p, r.str.n);
-    } else {
-        lua_pushnil(L);
+    int ns = 0;
+    for (int idx = 2; idx <= 3; idx++) {
+        st_arg a = f->arg[idx - 2];
+        if (a == ARG_FIELD || a == ARG_MEMBER || a == ARG_VALUE) {
+            s[ns++] = value_arg(L, st, f->name, idx, arg_what[a]);
+        }
     }
-    wr_sb_result_free(&r);
-    return 1;
 }
 
-/* ctx.store.hget(key, field) -> string or nil */
-static int st_hget(lua_State *L)
+/* Push what a read answered, as RET says. */
+static void push_result(lua_State *L, st_ret ret, const wr_sb_result *r)
 {
-    const wr_lua_store *st = check_store(L, "hget");
-    check_nargs(L, "hget(key, field)", 2, 2);
-    char kb[KEY_BUF];
-    wr_sbstr k = key_arg(L, st, "hget", kb);
-    wr_sbstr f = value_arg(L, st, "hget", 2, "field");
-    wr_sb_result r;
-    store_read(L, st, "hget", "HGET", k, f, &r);
-    if (r.present) {
-        lua_pushlstring(L, r.str.p, r.str.n);
-    } else {
-        lua_pushnil(L);
+    switch (ret) {
+    case RET_STRING:
+        if (r->present) {
+            lua_pushlstring(L, r->str.p, r->str.n);
+        } else {
+            lua_pushnil(L);
+        }
+        break;
+    case RET_HASH:
+        lua_createtable(L, 0, (int)(r->count / 2));
+        for (size_t i = 0; i + 1 < r->count; i += 2) {
+            lua_pushlstring(L, r->items[i].p, r->items[i].n);
+            lua_pushlstring(L, r->items[i + 1].p, r->items[i + 1].n);
+            lua_rawset(L, -3);
+        }
+        break;
+    case RET_LIST:
+        lua_createtable(L, (int)r->count, 0);
+        for (size_t i = 0; i < r->count; i++) {
+            lua_pushlstring(L, r->items[i].p, r->items[i].n);
+            lua_rawseti(L, -2, (int)i + 1);
+        }
+        break;
+    case RET_BOOL:
+        lua_pushboolean(L, r->num != 0);
+        break;
+    case RET_TTL:
+        lua_pushinteger(L, r->num < 0 ? (lua_Integer)r->num : (lua_Integer)((r->num + 500) / 1000));
+        break;
     }
-    wr_sb_result_free(&r);
-    return 1;
 }
 
-/* ctx.store.hgetall(key) -> {field = value, ...} (empty when the key does not exist) */
-static int st_hgetall(lua_State *L)
+/* ctx.store.<name>(...): the function its upvalue (an st_fn) describes. */
+static int st_call(lua_State *L)
 {
-    const wr_lua_store *st = check_store(L, "hgetall");
-    check_nargs(L, "hgetall(key)", 1, 1);
+    const st_fn *f = lua_touserdata(L, lua_upvalueindex(1));
+    const wr_lua_store *st = check_store(L, f->name);
+    check_nargs(L, f->usage, f->min, f->max);
     char kb[KEY_BUF];
-    wr_sbstr k = key_arg(L, st, "hgetall", kb);
-    wr_sb_result r;
-    store_read(L, st, "hgetall", "HGETALL", k, none, &r);
-    lua_createtable(L, 0, (int)(r.count / 2));
-    for (size_t i = 0; i + 1 < r.count; i += 2) {
-        lua_pushlstring(L, r.items[i].p, r.items[i].n);
-        lua_pushlstring(L, r.items[i + 1].p, r.items[i + 1].n);
-        lua_rawset(L, -3);
+    wr_sbstr k = key_arg(L, st, f->name, kb);
+    wr_sbstr s[2] = {none, none};
+    int64_t num = 0;
+    other_args(L, st, f, s, &num);
+    if (f->cmd == NULL) {
+        buffer(L, st, f->name, f->op, k, s[0], s[1], num);
+        return 0;
     }
-    wr_sb_result_free(&r);
-    return 1;
-}
-
-/* ctx.store.smembers(key) -> {member, ...} (no order) */
-static int st_smembers(lua_State *L)
-{
-    const wr_lua_store *st = check_store(L, "smembers");
-    check_nargs(L, "smembers(key)", 1, 1);
-    char kb[KEY_BUF];
-    wr_sbstr k = key_arg(L, st, "smembers", kb);
     wr_sb_result r;
-    store_read(L, st, "smembers", "SMEMBERS", k, none, &r);
-    lua_createtable(L, (int)r.count, 0);
-    for (size_t i = 0; i < r.count; i++) {
-        lua_pushlstring(L, r.items[i].p, r.items[i].n);
-        lua_rawseti(L, -2, (int)i + 1);
-    }
-    wr_sb_result_free(&r);
-    return 1;
-}
-
-/* ctx.store.sismember(key, member) -> boolean */
-static int st_sismember(lua_State *L)
-{
-    const wr_lua_store *st = check_store(L, "sismember");
-    check_nargs(L, "sismember(key, member)", 2, 2);
-    char kb[KEY_BUF];
-    wr_sbstr k = key_arg(L, st, "sismember", kb);
-    wr_sbstr m = value_arg(L, st, "sismember", 2, "member");
-    wr_sb_result r;
-    store_read(L, st, "sismember", "SISMEMBER", k, m, &r);
-    lua_pushboolean(L, r.num != 0);
-    wr_sb_result_free(&r);
-    return 1;
-}
-
-/* ctx.store.exists(key) -> boolean */
-static int st_exists(lua_State *L)
-{
-    const wr_lua_store *st = check_store(L, "exists");
-    check_nargs(L, "exists(key)", 1, 1);
-    char kb[KEY_BUF];
-    wr_sbstr k = key_arg(L, st, "exists", kb);
-    wr_sb_result r;
-    store_read(L, st, "exists", "EXISTS", k, none, &r);
-    lua_pushboolean(L, r.num != 0);
-    wr_sb_result_free(&r);
-    return 1;
-}
-
-/* ctx.store.ttl(key) -> seconds left (rounded as Redis TTL does), -1 no expiry, -2 no key */
-static int st_ttl(lua_State *L)
-{
-    const wr_lua_store *st = check_store(L, "ttl");
-    check_nargs(L, "ttl(key)", 1, 1);
-    char kb[KEY_BUF];
-    wr_sbstr k = key_arg(L, st, "ttl", kb);
-    wr_sb_result r;
-    store_read(L, st, "ttl", "PTTL", k, none, &r);
-    lua_pushinteger(L, r.num < 0 ? (lua_Integer)r.num : (lua_Integer)((r.num + 500) / 1000));
+    store_read(L, st, f->name, f->cmd, k, s[0], &r);
+    push_result(L, f->ret, &r);
     wr_sb_result_free(&r);
     return 1;
 }
 
 void wr_lua_store_inject(lua_State *L)
 {
-    static const luaL_Reg fns[] = {
-        {"get", st_get},
-        {"hget", st_hget},
-        {"hgetall", st_hgetall},
-        {"exists", st_exists},
-        {"smembers", st_smembers},
-        {"sismember", st_sismember},
-        {"ttl", st_ttl},
-        {"set", st_set},
-        {"del", st_del},
-        {"incrby", st_incrby},
-        {"expire", st_expire},
-        {"hset", st_hset},
-        {"hdel", st_hdel},
-        {"hincrby", st_hincrby},
-        {"sadd", st_sadd},
-        {"srem", st_srem},
-        {NULL, NULL},
-    };
     /* -- ... ctx */
     lua_createtable(L, 0, 16);
-    for (const luaL_Reg *f = fns; f->name != NULL; f++) {
-        lua_pushcfunction(L, f->func);
-        lua_setfield(L, -2, f->name);
+    for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
+        lua_pushlightuserdata(L, (void *)&fns[i]);
+        lua_pushcclosure(L, st_call, 1);
+        lua_setfield(L, -2, fns[i].name);
     }
+    lua_pushcfunction(L, st_sadd);
+    lua_setfield(L, -2, "sadd");
+    lua_pushcfunction(L, st_srem);
+    lua_setfield(L, -2, "srem");
     lua_setfield(L, -2, "store");
 }
