@@ -1245,9 +1245,12 @@ local function buf_read(st, fn, cmd, k, arg)
   return { num = base.num == -2 and -1 or base.num }
 end
 
-local function make_store(st)
+-- ctx.store's argument checks (lua_store.c's) and its write buffer, for the
+-- functions make_store builds: raising the runtime's texts.
+local function store_checks(st)
   local s = st.store
-  local function begin(fn, min, max, usage, n)
+  local a = {}
+  function a.begin(fn, min, max, usage, n)
     local perr = phase_error(st, "store." .. fn, false)
     if perr then
       raise(perr)
@@ -1262,7 +1265,7 @@ local function make_store(st)
       raise(fmt(S.nargs_range, usage, min, max, n))
     end
   end
-  local function key_of(fn, n, k)
+  function a.key_of(fn, n, k)
     if type(k) ~= "string" then
       raise(fmt(S.key, fn, arg_type(n, 1, k)))
     end
@@ -1271,7 +1274,7 @@ local function make_store(st)
     end
     return k
   end
-  local function value_of(fn, n, i, v, what)
+  function a.value_of(fn, n, i, v, what)
     if type(v) ~= "string" and type(v) ~= "number" then
       raise(fmt(S.value, fn, what, arg_type(n, i, v)))
     end
@@ -1281,7 +1284,7 @@ local function make_store(st)
     end
     return text
   end
-  local function int_of(fn, n, i, v, what)
+  function a.int_of(fn, n, i, v, what)
     if type(v) ~= "number" then
       raise(fmt(S.int, fn, what, arg_type(n, i, v)))
     end
@@ -1291,7 +1294,7 @@ local function make_store(st)
     return v
   end
   -- a TTL in seconds as milliseconds, at least 1 (lua_store.c's ttl_arg)
-  local function ttl_of(fn, n, i, v)
+  function a.ttl_of(fn, n, i, v)
     if type(v) ~= "number" or not (v > 0) or v > 10 * 365 * 86400 then
       raise(fmt(S.ttl, fn, type(v) == "number" and tostring(v) or arg_type(n, i, v)))
     end
@@ -1299,7 +1302,7 @@ local function make_store(st)
     return ms < 1 and 1 or ms
   end
   -- buffer one write (wr_storebuf_write)
-  local function write(fn, op, k, a, bv, num)
+  function a.write(fn, op, k, a, bv, num)
     local b = s.buf
     if #b.writes >= s.max_writes then
       raise(fmt("ctx.store.%s: " .. S.max_writes, fn, s.max_writes))
@@ -1310,8 +1313,12 @@ local function make_store(st)
     end
     b.writes[#b.writes + 1] = { op = op, key = k, a = a or "", b = bv or "", num = num or 0 }
   end
+  return a
+end
 
-  local store = {}
+-- ctx.store's reads into STORE: the buffer's own writes over the data.
+local function add_store_reads(store, st, a)
+  local begin, key_of, value_of = a.begin, a.key_of, a.value_of
   function store.get(...)
     local n = select("#", ...)
     begin("get", 1, 1, "get(key)", n)
@@ -1362,6 +1369,12 @@ local function make_store(st)
     local ms = buf_read(st, "ttl", "PTTL", key_of("ttl", n, (...))).num
     return ms < 0 and ms or floor((ms + 500) / 1000)
   end
+end
+
+-- ctx.store's writes into STORE: buffered, applied when the run succeeds.
+local function add_store_writes(store, a)
+  local begin, key_of, value_of, int_of, ttl_of, write =
+    a.begin, a.key_of, a.value_of, a.int_of, a.ttl_of, a.write
   function store.set(...)
     local n = select("#", ...)
     begin("set", 2, 3, "set(key, value [, ttl])", n)
@@ -1440,6 +1453,13 @@ local function make_store(st)
   function store.srem(...)
     return members("srem", ...)
   end
+end
+
+local function make_store(st)
+  local a = store_checks(st)
+  local store = {}
+  add_store_reads(store, st, a)
+  add_store_writes(store, a)
   return store
 end
 
@@ -1474,6 +1494,101 @@ local function store_end(ctx, st, ok, at_commit)
   return result, why
 end
 
+-- ctx.http.request's options, checked as lua_http.c checks them: the method,
+-- whether a status of 500 or more raises, the timeout in seconds (nil: the
+-- default) and the body as sent (a table encoded as JSON).
+local function request_options(o)
+  local url = o.url
+  if type(url) ~= "string" then
+    raise(fmt(H.url, type(url)))
+  end
+  if not url:lower():match("^https?://[^/]") then
+    raise(fmt(H.url_scheme, testing.safe_url(url)))
+  end
+  if url:find("[%c ]") then
+    raise(fmt(H.url_chars, testing.safe_url(url)))
+  end
+  local method = o.method
+  if method == nil then
+    method = "GET"
+  elseif type(method) ~= "string" then
+    raise(fmt(H.method, type(method)))
+  elseif not method:match("^[A-Z]+$") then
+    raise(fmt(H.method_token, method))
+  end
+  local raises = o.raise
+  if raises == nil then
+    raises = true
+  elseif type(raises) ~= "boolean" then
+    raise(fmt(H.raise, type(raises)))
+  end
+  local timeout = o.timeout
+  if type(timeout) == "number" then
+    if not (timeout > 0) or timeout == huge then
+      raise(fmt(H.timeout_range, tostring(timeout)))
+    end
+  elseif type(timeout) == "string" then
+    local ms = parse_duration(timeout)
+    if not ms then
+      raise(fmt(H.timeout_duration, timeout))
+    elseif ms == 0 then
+      raise(fmt(H.timeout_range, timeout))
+    end
+    timeout = ms / 1000
+  elseif timeout ~= nil then
+    raise(fmt(H.timeout, type(timeout)))
+  end
+  local body = o.body
+  if type(body) == "table" then
+    local ok, encoded = pcall(cjson.encode, body)
+    if not ok then
+      raise(fmt(H.body_json, tostring(encoded)))
+    end
+    body = encoded
+  elseif body ~= nil and type(body) ~= "string" then
+    raise(fmt(H.body, type(body)))
+  end
+  return url, method, raises, timeout, body
+end
+
+-- The headers sent: the handler's, checked, plus Content-Type for a table body
+-- and, unless the handler set one, the message's trace as a new span.
+local function request_headers(ctx, st, o)
+  local headers, has_ct, has_tp = {}, false, false
+  if o.headers ~= nil then
+    if type(o.headers) ~= "table" then
+      raise(fmt(H.headers, type(o.headers)))
+    end
+    for k, v in pairs(o.headers) do
+      if type(k) ~= "string" then
+        raise(fmt(H.header_name, type(k)))
+      end
+      if type(v) ~= "string" and type(v) ~= "number" then
+        raise(fmt(H.header_value, k, type(v)))
+      end
+      v = tostring(v)
+      if k:find("[\r\n:]") or v:find("[\r\n]") then
+        raise(fmt(H.header_chars, k))
+      end
+      if #k + 2 + #v > testing.HTTP_MAX_HEADER_LINE then
+        raise(fmt(H.header_size, k, testing.HTTP_MAX_HEADER_LINE))
+      end
+      headers[k] = v
+      has_ct = has_ct or k:lower() == "content-type"
+      has_tp = has_tp or k:lower() == "traceparent"
+    end
+  end
+  if type(o.body) == "table" and not has_ct then
+    headers["Content-Type"] = "application/json"
+  end
+  if not has_tp and ctx.trace_id then
+    -- the runtime sends the message's trace along, as a new span
+    st.spans = (st.spans or 0) + 1
+    headers.traceparent = fmt("00-%s-%016x-01", ctx.trace_id, st.spans * 2 + 1)
+  end
+  return headers
+end
+
 local function make_http_request(ctx, st)
   return function(...)
     local err = phase_error(st, "http.request", false)
@@ -1489,88 +1604,8 @@ local function make_http_request(ctx, st)
         raise(fmt(H.option, tostring(k)))
       end
     end
-    local url = o.url
-    if type(url) ~= "string" then
-      raise(fmt(H.url, type(url)))
-    end
-    if not url:lower():match("^https?://[^/]") then
-      raise(fmt(H.url_scheme, testing.safe_url(url)))
-    end
-    if url:find("[%c ]") then
-      raise(fmt(H.url_chars, testing.safe_url(url)))
-    end
-    local method = o.method
-    if method == nil then
-      method = "GET"
-    elseif type(method) ~= "string" then
-      raise(fmt(H.method, type(method)))
-    elseif not method:match("^[A-Z]+$") then
-      raise(fmt(H.method_token, method))
-    end
-    local raises = o.raise
-    if raises == nil then
-      raises = true
-    elseif type(raises) ~= "boolean" then
-      raise(fmt(H.raise, type(raises)))
-    end
-    local timeout = o.timeout
-    if type(timeout) == "number" then
-      if not (timeout > 0) or timeout == huge then
-        raise(fmt(H.timeout_range, tostring(timeout)))
-      end
-    elseif type(timeout) == "string" then
-      local ms = parse_duration(timeout)
-      if not ms then
-        raise(fmt(H.timeout_duration, timeout))
-      elseif ms == 0 then
-        raise(fmt(H.timeout_range, timeout))
-      end
-      timeout = ms / 1000
-    elseif timeout ~= nil then
-      raise(fmt(H.timeout, type(timeout)))
-    end
-    local body = o.body
-    if type(body) == "table" then
-      local ok, encoded = pcall(cjson.encode, body)
-      if not ok then
-        raise(fmt(H.body_json, tostring(encoded)))
-      end
-      body = encoded
-    elseif body ~= nil and type(body) ~= "string" then
-      raise(fmt(H.body, type(body)))
-    end
-    local headers, has_ct, has_tp = {}, false, false
-    if o.headers ~= nil then
-      if type(o.headers) ~= "table" then
-        raise(fmt(H.headers, type(o.headers)))
-      end
-      for k, v in pairs(o.headers) do
-        if type(k) ~= "string" then
-          raise(fmt(H.header_name, type(k)))
-        end
-        if type(v) ~= "string" and type(v) ~= "number" then
-          raise(fmt(H.header_value, k, type(v)))
-        end
-        v = tostring(v)
-        if k:find("[\r\n:]") or v:find("[\r\n]") then
-          raise(fmt(H.header_chars, k))
-        end
-        if #k + 2 + #v > testing.HTTP_MAX_HEADER_LINE then
-          raise(fmt(H.header_size, k, testing.HTTP_MAX_HEADER_LINE))
-        end
-        headers[k] = v
-        has_ct = has_ct or k:lower() == "content-type"
-        has_tp = has_tp or k:lower() == "traceparent"
-      end
-    end
-    if type(o.body) == "table" and not has_ct then
-      headers["Content-Type"] = "application/json"
-    end
-    if not has_tp and ctx.trace_id then
-      -- the runtime sends the message's trace along, as a new span
-      st.spans = (st.spans or 0) + 1
-      headers.traceparent = fmt("00-%s-%016x-01", ctx.trace_id, st.spans * 2 + 1)
-    end
+    local url, method, raises, timeout, body = request_options(o)
+    local headers = request_headers(ctx, st, o)
 
     -- body: as the handler gave it (a table stays a table, to compare with
     -- assert.same); body_text: the bytes sent (a table encoded as JSON)
@@ -1913,42 +1948,10 @@ local FROM_CONFIG = { "max_attempts", "idempotency_key", "queue", "handler_versi
 --   `ctx.stored` shows the committed state after each run (strings; hashes
 --   as {field = value}; sets as {member = true}). TTLs follow the fake clock.
 -- @treturn table the ctx
-function testing.ctx(opts)
-  if opts == nil then
-    opts = {}
-  elseif type(opts) ~= "table" then
-    error(fmt("testing.ctx(opts): opts must be a table, got %s", type(opts)), 2)
-  end
-  local fn = "testing.ctx"
+-- testing.ctx's options checked. Returns what is wrong (nil when nothing),
+-- the handler timeout in ms, and the store's seeded data and expiry times.
+local function ctx_options(fn, opts)
   local STR = { string = true }
-  local cfg
-  if opts.config ~= nil then
-    if type(opts.config) ~= "string" or type(opts.subscription) ~= "string" then
-      error(fmt("%s: config must be a file name and subscription the name of one of its "
-                .. "subscriptions, got %s and %s", fn, type(opts.config),
-                type(opts.subscription)), 2)
-    end
-    for _, k in ipairs(FROM_CONFIG) do
-      if opts[k] ~= nil then
-        error(fmt("%s: %s comes from the config (%s, subscription %s): leave it out", fn, k,
-                  opts.config, opts.subscription), 2)
-      end
-    end
-    local ok, settings = pcall(testing.subscription, opts.config, opts.subscription)
-    if not ok then
-      error(settings, 2)
-    end
-    cfg = { config = opts.config, settings = settings }
-    opts = deep_copy(opts)
-    opts.max_attempts = settings.max_attempts
-    opts.queue = settings.queue
-    opts.handler_version = settings.handler_version
-    opts.timeout = settings.handler_timeout_ms / 1000
-    opts.store_prefix = settings.store_prefix
-    opts.store_max_writes = settings.store_max_writes
-    opts.store_max_value_bytes = settings.store_max_value_bytes
-    opts.idempotency = settings.idempotency
-  end
   local err = unknown_option(fn, opts, CTX_OPTIONS)
     or check_count(fn, "attempt", opts.attempt, 1)
     or check_count(fn, "max_attempts", opts.max_attempts, 1)
@@ -1996,6 +1999,57 @@ function testing.ctx(opts)
     data = {}
     err = seed_into("testing.ctx", data, exp, opts.store)
   end
+  return err, timeout_ms, data, exp
+end
+
+-- testing.ctx{config = FILE, subscription = NAME}: the subscription's settings
+-- over OPTS (a copy). Returns the config record and the options, or nil, nil
+-- and what is wrong.
+local function ctx_config(fn, opts)
+  if type(opts.config) ~= "string" or type(opts.subscription) ~= "string" then
+    return nil, nil, fmt("%s: config must be a file name and subscription the name of one "
+                         .. "of its subscriptions, got %s and %s", fn, type(opts.config),
+                         type(opts.subscription))
+  end
+  for _, k in ipairs(FROM_CONFIG) do
+    if opts[k] ~= nil then
+      return nil, nil, fmt("%s: %s comes from the config (%s, subscription %s): leave it out",
+                           fn, k, opts.config, opts.subscription)
+    end
+  end
+  local ok, settings = pcall(testing.subscription, opts.config, opts.subscription)
+  if not ok then
+    return nil, nil, settings
+  end
+  local cfg = { config = opts.config, settings = settings }
+  opts = deep_copy(opts)
+  opts.max_attempts = settings.max_attempts
+  opts.queue = settings.queue
+  opts.handler_version = settings.handler_version
+  opts.timeout = settings.handler_timeout_ms / 1000
+  opts.store_prefix = settings.store_prefix
+  opts.store_max_writes = settings.store_max_writes
+  opts.store_max_value_bytes = settings.store_max_value_bytes
+  opts.idempotency = settings.idempotency
+  return cfg, opts
+end
+
+function testing.ctx(opts)
+  if opts == nil then
+    opts = {}
+  elseif type(opts) ~= "table" then
+    error(fmt("testing.ctx(opts): opts must be a table, got %s", type(opts)), 2)
+  end
+  local fn = "testing.ctx"
+  local cfg, err
+  if opts.config ~= nil then
+    cfg, opts, err = ctx_config(fn, opts)
+    if err then
+      error(err, 2)
+    end
+  end
+  local timeout_ms, data, exp
+  err, timeout_ms, data, exp = ctx_options(fn, opts)
   if err then
     error(err, 2)
   end

@@ -104,7 +104,11 @@ local function arg_ll(x)
   return v
 end
 
-function M.redis(store)
+-- The keyspace of the model: the store's data (DB, EXP: keys under PREFIX,
+-- without it) and, for any other key a script names, tables of its own
+-- (store.other). Expiry is lazy, as in Redis: an expired key is deleted when
+-- it is read.
+local function keyspace(store)
   local db, exp, prefix = store.db, store.exp, store.prefix or ""
   local other, other_exp = {}, {}
   store.other = other
@@ -158,8 +162,13 @@ function M.redis(store)
       put(k, nil)
     end
   end
+  return { slot = slot, now_ms = now_ms, get = get, put = put, of_kind = of_kind,
+           drop_if_empty = drop_if_empty }
+end
 
-  local C = {}
+-- Redis's string and key commands over the keyspace KS, into C.
+local function string_commands(C, ks)
+  local slot, now_ms, get, put, of_kind = ks.slot, ks.now_ms, ks.get, ks.put, ks.of_kind
   function C.TIME()
     local ms = now_ms()
     return { tostring(floor(ms / 1000)), tostring((ms % 1000) * 1000) }
@@ -233,6 +242,11 @@ function M.redis(store)
     end
     return tonumber(v)
   end
+end
+
+-- Redis's hash commands over the keyspace KS, into C.
+local function hash_commands(C, ks)
+  local of_kind, drop_if_empty = ks.of_kind, ks.drop_if_empty
   function C.HGET(k, f)
     local entry = of_kind(k, "hash")
     return entry and entry.v[f] or false
@@ -285,6 +299,11 @@ function M.redis(store)
     entry.v[f] = ll_text(v)
     return tonumber(v)
   end
+end
+
+-- Redis's set commands over the keyspace KS, into C.
+local function set_commands(C, ks)
+  local of_kind, drop_if_empty = ks.of_kind, ks.drop_if_empty
   function C.SADD(k, m)
     local entry = of_kind(k, "set", true)
     local new = not entry.v[m]
@@ -311,6 +330,14 @@ function M.redis(store)
     local entry = of_kind(k, "set")
     return entry and entry.v[m] and 1 or 0
   end
+end
+
+function M.redis(store)
+  local ks = keyspace(store)
+  local C = {}
+  string_commands(C, ks)
+  hash_commands(C, ks)
+  set_commands(C, ks)
 
   local redis = {}
   function redis.call(cmd, ...)

@@ -23,14 +23,13 @@ must not dead-letter anything: the DLQ stays empty, every outcome is ok.
 
 The servers are shared by the whole ctest run: Redis is started again in a
 `finally`, whatever happened."""
-import collections
-import os
 import time
 import traceback
 
 
-from wrtest import (check_outputs, work_handler, stack, depth, delete_queues, records, done_count, ENV, SOURCE_DIR, STACK_DIR, Broker, Warren, check, check_eq, finish, prefix,
-                    redis_client, tempdir, wait_for, write)
+from wrtest import (Broker, Warren, check, check_clean_end, check_done_ok, check_eq,
+                    check_outputs, delete_queues, done_count, drain_and_stop, finish,
+                    handled_once, prefix, redis_client, stack, tempdir, wait_for, work_handler)
 
 TOTAL = 10000
 CONCURRENCY, BATCH, PREFETCH = 2, 50, 100
@@ -111,10 +110,7 @@ try:
         return b.depth(queue) == 0 and all(b.depth(q) == 0 for q in side_queues) and \
             done_count(r, sub_name) >= TOTAL
 
-    wait_for(drained, 150, "every event done after Redis came back", interval=1)
-    time.sleep(2)
-    wait_for(drained, 30, "still drained", interval=1)
-    check_eq(w.stop(), 0, "warren exits 0 on SIGTERM")
+    drain_and_stop(w, drained, 150, "every event done after Redis came back")
 
     # ---- the invariants
     repub = check_outputs(b, out_queue, sub_name, ids)
@@ -122,11 +118,7 @@ try:
           "re-published ids bounded by the in-flight batches (%d <= %d)"
           % (len(repub), CONCURRENCY * BATCH))
 
-    recs = records(r, sub_name)
-    check_eq(sorted(i for i in ids if recs.get(i, {}).get("state") != "done"), [],
-             "every input has a done record")
-    check_eq(sorted(i for i in ids if recs.get(i, {}).get("outcome") != "ok"), [],
-             "every record's outcome is ok")
+    recs = check_done_ok(r, sub_name, ids)
     done_before = sum(1 for i in ids
                       if int(recs.get(i, {}).get("done_at", "0") or 0) < wall_back * 1000)
     print("  %d inputs had left the queues for good during the outage; %d records were written "
@@ -137,11 +129,7 @@ try:
     restarted = sorted(i for i in ids if int(recs.get(i, {}).get("starts", 0)) > 1)
     print("  %d records claimed more than once" % len(restarted), flush=True)
 
-    handled = {}
-    for rec in w.lines(msg="message handled"):
-        handled[rec.get("message_id")] = handled.get(rec.get("message_id"), 0) + 1
-    check_eq(sorted(k for k, v in handled.items() if v > 1), [],
-             "no input logged 'message handled' twice")
+    handled = handled_once(w)
     check_eq(sorted(i for i in ids if i not in handled), [],
              "every input logged 'message handled' once")
     returned = w.lines(msg="message returned to the queue")
@@ -156,15 +144,7 @@ try:
              "no broker connection lost (only Redis went away)")
     check_eq(w.lines(level="fatal"), [], "no fatal log line")
 
-    dlq = b.drain(queue + ".dlq")
-    reasons = collections.Counter(str((props.headers or {}).get("x-warren-reason")) for props, _ in dlq)
-    for x in w.lines(msg="message dead-lettered")[:3]:
-        print("    warren: %s" % {k: x.get(k) for k in ("ts", "worker", "message_id", "reason",
-                                                      "error", "lease_takeover")}, flush=True)
-    check_eq(sorted(props.message_id for props, _ in dlq), [],
-             "nothing dead-lettered: an outage is not a crash (DLQ reasons %s)" % dict(reasons))
-    for q in all_queues:
-        check_eq(depth(b, q), 0, "%s has no leftovers" % q)
+    check_clean_end(b, w, queue, all_queues, ": an outage is not a crash")
 except Exception:
     traceback.print_exc()
     check(False, "the test ran to its end without an exception")

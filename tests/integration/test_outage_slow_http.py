@@ -24,18 +24,16 @@ import threading
 import time
 import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlparse
 
 
-from wrtest import (check_outputs, depth, delete_queues, records, done_count, ENV, STACK_DIR, Broker, Warren, check, check_eq, finish, prefix, redis_client,
-                    tempdir, wait_for, write)
+from wrtest import (Broker, Warren, check, check_clean_end, check_connection_kept, check_done_ok,
+                    check_eq, check_outputs, delete_queues, depth, done_count, drain_and_stop,
+                    finish, handled_once, node_log_size, prefix, redis_client, tempdir, write)
 
 TOTAL = 1000
 SLOW = set(range(200, 204)) | set(range(600, 604))
 SLOW_S = 3
 CONCURRENCY, BATCH, PREFETCH = 2, 10, 20
-AMQP_PORT = urlparse(ENV["WARREN_AMQP_URL"]).port
-NODE_LOG = os.path.join(STACK_DIR, "rabbit", "log", "warren-%d@localhost.log" % AMQP_PORT)
 
 calls = collections.Counter()
 calls_lock = threading.Lock()
@@ -60,24 +58,6 @@ class SlowService(BaseHTTPRequestHandler):
             self.wfile.write(data)
         except BrokenPipeError:
             pass
-
-
-def node_log_size():
-    try:
-        return os.path.getsize(NODE_LOG)
-    except OSError:
-        return None
-
-
-def node_log_since(offset):
-    if offset is None:
-        return []
-    try:
-        with open(NODE_LOG, "rb") as fh:
-            fh.seek(offset)
-            return fh.read().decode("utf-8", "replace").splitlines()
-    except OSError:
-        return []
 
 
 server = ThreadingHTTPServer(("127.0.0.1", 0), SlowService)
@@ -113,12 +93,7 @@ return M
 sub = {"name": sub_name, "queue": queue, "handler": "work.lua", "concurrency": CONCURRENCY,
        "prefetch": PREFETCH, "batch_size": BATCH, "handler_timeout": "10s",
        "retry": {"max_attempts": 3, "delays": ["1s"]}, "idempotency": {"lease": "30s"}}
-w = Warren(tmp, [sub])
-# wrtest.Warren writes `heartbeat: 5s`; this test wants 2 s.
-with open(w.config) as fh:
-    text = fh.read()
-check("  heartbeat: 5s\n" in text, "the generated config has the heartbeat line to change")
-write(w.config, text.replace("  heartbeat: 5s\n", "  heartbeat: 2s\n"))
+w = Warren(tmp, [sub], heartbeat="2s")
 
 b = Broker()
 node_off = node_log_size()
@@ -136,22 +111,9 @@ try:
         return b.depth(queue) == 0 and all(depth(b, q) in (0, None) for q in side_queues) and \
             done_count(r, sub_name) >= TOTAL
 
-    wait_for(drained, 60, "every event done", interval=1)
-    print("  drained %.0fs after warren started" % (time.monotonic() - t_start), flush=True)
-    time.sleep(2)
-    wait_for(drained, 15, "still drained", interval=1)
-    check_eq(w.stop(), 0, "warren exits 0 on SIGTERM")
+    drain_and_stop(w, drained, 60, "every event done", settle_timeout=15, started=t_start)
 
-    lost = [x for x in w.lines() if x.get("msg", "").startswith("broker connection lost")]
-    for x in lost[:6]:
-        print("    warren: %s" % {k: x.get(k) for k in ("ts", "msg", "worker", "error", "batch")},
-              flush=True)
-    node_lines = [l for l in node_log_since(node_off) if "missed heartbeats" in l]
-    for l in node_lines[:6]:
-        print("    node: %s" % l.strip()[:300], flush=True)
-    check_eq(len(lost), 0, "the broker never dropped warren's connection ('broker connection lost' "
-                           "lines)")
-    check_eq(len(node_lines), 0, "no 'missed heartbeats' closes in the broker's log")
+    check_connection_kept(w, node_off, "missed heartbeats")
 
     with calls_lock:
         slow_calls = {i: calls.get(i, 0) for i in sorted(slow_ids)}
@@ -161,22 +123,11 @@ try:
 
     repub = check_outputs(b, out_queue, sub_name, publishing, what="publishing input")
 
-    recs = records(r, sub_name)
-    check_eq(sorted(i for i in ids if recs.get(i, {}).get("state") != "done"), [],
-             "every input has a done record")
-    check_eq(sorted(i for i in ids if recs.get(i, {}).get("outcome") != "ok"), [],
-             "every record's outcome is ok (no timeout, no DLQ)")
-    handled = collections.Counter(x.get("message_id") for x in w.lines(msg="message handled"))
-    check_eq(sorted(k for k, v in handled.items() if v > 1), [],
-             "no input logged 'message handled' twice")
+    check_done_ok(r, sub_name, ids, " (no timeout, no DLQ)")
+    handled_once(w)
     check_eq(w.lines(level="fatal"), [], "no fatal log line")
 
-    dlq = b.drain(queue + ".dlq")
-    reasons = collections.Counter(str((props.headers or {}).get("x-warren-reason")) for props, _ in dlq)
-    check_eq(sorted(props.message_id for props, _ in dlq), [],
-             "nothing dead-lettered (DLQ reasons %s)" % dict(reasons))
-    for q in all_queues:
-        check_eq(depth(b, q) or 0, 0, "%s has no leftovers" % q)
+    check_clean_end(b, w, queue, all_queues)
 except Exception:
     traceback.print_exc()
     check(False, "the test ran to its end without an exception")

@@ -171,12 +171,13 @@ def _stop_leftovers():
 class Warren:
     """The real warren binary with a generated config, logging to a file."""
 
-    def __init__(self, tmp, subscriptions, extra="", name="warren", log_bodies=False):
+    def __init__(self, tmp, subscriptions, extra="", name="warren", log_bodies=False,
+                 heartbeat="5s"):
         self.tmp = tmp
         self.config = os.path.join(tmp, name + ".yaml")
         self.log_path = os.path.join(tmp, name + ".log")
         with open(self.config, "w") as fh:
-            fh.write("amqp:\n  url: ${WARREN_AMQP_URL}\n  heartbeat: 5s\n")
+            fh.write("amqp:\n  url: ${WARREN_AMQP_URL}\n  heartbeat: %s\n" % heartbeat)
             fh.write("redis:\n  url: ${WARREN_REDIS_URL}\n")
             fh.write("log:\n  level: info\n")
             if log_bodies:
@@ -584,3 +585,98 @@ def check_outputs(b, out_queue, sub_name, inputs, what="input"):
           "in flight, same ids): %s" % (len(outs), len(inputs), what, len(repub), repub[:12]),
           flush=True)
     return repub
+
+
+def node_log_path():
+    """The shared RabbitMQ node's log file (stack.sh names it after the AMQP port)."""
+    port = urlparse(ENV["WARREN_AMQP_URL"]).port
+    return os.path.join(STACK_DIR, "rabbit", "log", "warren-%d@localhost.log" % port)
+
+
+def node_log_size():
+    """Where the node's log ends now (None when it cannot be read): pass it to
+    node_log_since to read only what a test caused."""
+    try:
+        return os.path.getsize(node_log_path())
+    except OSError:
+        return None
+
+
+def node_log_since(offset):
+    """The node's log lines written after OFFSET (from node_log_size)."""
+    if offset is None:
+        return []
+    try:
+        with open(node_log_path(), "rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return []
+
+
+def check_connection_kept(w, node_off, node_says):
+    """Check that the broker never dropped W's connection: no "broker
+    connection lost" line in W's log, and no line of the node's log written
+    since NODE_OFF that contains NODE_SAYS (case-insensitive). The first lines
+    of each are printed."""
+    lost = [x for x in w.lines() if x.get("msg", "").startswith("broker connection lost")]
+    for x in lost[:6]:
+        print("    warren: %s" % {k: x.get(k) for k in ("ts", "msg", "worker", "error", "batch")},
+              flush=True)
+    node_lines = [l for l in node_log_since(node_off) if node_says.lower() in l.lower()]
+    for l in node_lines[:6]:
+        print("    node: %s" % l.strip()[:300], flush=True)
+    check_eq(len(lost), 0, "the broker never dropped warren's connection ('broker connection lost' "
+                           "lines)")
+    check_eq(len(node_lines), 0, "no '%s' closes in the broker's log" % node_says)
+
+
+def handled_once(w):
+    """Check that no message id was logged "message handled" twice by W;
+    returns {message id: times logged}."""
+    handled = collections.Counter(x.get("message_id") for x in w.lines(msg="message handled"))
+    check_eq(sorted(k for k, v in handled.items() if v > 1), [],
+             "no input logged 'message handled' twice")
+    return handled
+
+
+def check_clean_end(b, w, queue, all_queues, why=""):
+    """The end of a run that must dead-letter nothing: drain QUEUE's DLQ and
+    check it held nothing (printing W's first "message dead-lettered" lines and
+    the reasons when it did), then check that no queue of ALL_QUEUES holds a
+    message (a queue that does not exist holds none). WHY is added to the
+    DLQ check's text."""
+    dlq = b.drain(queue + ".dlq")
+    reasons = collections.Counter(str((props.headers or {}).get("x-warren-reason"))
+                                  for props, _ in dlq)
+    for x in w.lines(msg="message dead-lettered")[:3]:
+        print("    warren: %s" % {k: x.get(k) for k in ("ts", "worker", "message_id", "reason",
+                                                      "error", "lease_takeover")}, flush=True)
+    check_eq(sorted(props.message_id for props, _ in dlq), [],
+             "nothing dead-lettered%s (DLQ reasons %s)" % (why, dict(reasons)))
+    for q in all_queues:
+        check_eq(depth(b, q) or 0, 0, "%s has no leftovers" % q)
+
+
+def check_done_ok(r, sub, ids, outcome_note=""):
+    """Check that every id of IDS has a done record of SUB whose outcome is ok
+    (OUTCOME_NOTE is added to that check's text); returns SUB's records."""
+    recs = records(r, sub)
+    check_eq(sorted(i for i in ids if recs.get(i, {}).get("state") != "done"), [],
+             "every input has a done record")
+    check_eq(sorted(i for i in ids if recs.get(i, {}).get("outcome") != "ok"), [],
+             "every record's outcome is ok%s" % outcome_note)
+    return recs
+
+
+def drain_and_stop(w, drained, timeout, what, settle_timeout=30, started=None):
+    """Wait up to TIMEOUT s until DRAINED() holds (printing how long after
+    STARTED, a time.monotonic(), when given), then 2 s more and again (up to
+    SETTLE_TIMEOUT s: nothing may come back, e.g. from a delay queue), then
+    stop W with SIGTERM and check that it exits 0."""
+    wait_for(drained, timeout, what, interval=1)
+    if started is not None:
+        print("  drained %.0fs after warren started" % (time.monotonic() - started), flush=True)
+    time.sleep(2)
+    wait_for(drained, settle_timeout, "still drained", interval=1)
+    check_eq(w.stop(), 0, "warren exits 0 on SIGTERM")

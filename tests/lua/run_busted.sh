@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run the busted specs of the Lua side: the warren.testing kit and the example
-# handlers (handlers/spec, configured by handlers/.busted), under LuaJIT.
+# Run the busted specs of the Lua side under LuaJIT: the warren.testing kit's
+# (lua/spec, configured by lua/.busted) and the example handlers' (handlers/spec,
+# configured by handlers/.busted).
 #
 # busted's own summary is not what CI reads: this script has busted write TAP,
 # counts it, and ends with one line "N passed, N failed". A pending spec
@@ -8,12 +9,12 @@
 # exits non-zero when a spec fails, errors or is pending, when busted stops
 # before the end of its report, when no spec ran at all, or when busted is
 # missing (deploy/install-deps.sh installs it: Debian package lua-busted).
-# Extra arguments go to busted, e.g.
-# `bash tests/lua/run_busted.sh spec/02-handlers`.
+# With arguments, the first names the suite (lua or handlers) and the rest go
+# to busted, e.g. `bash tests/lua/run_busted.sh handlers spec/orders_spec.lua`.
 set -uo pipefail
 
 script_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-handlers_dir="$(cd "$script_dir/../../handlers" && pwd)"
+root_dir="$(cd "$script_dir/../.." && pwd)"
 
 fail_early() {
     echo "run_busted: $1" >&2
@@ -38,24 +39,41 @@ if [ -z "${WARREN_BIN:-}" ]; then
 fi
 export WARREN_BIN="${WARREN_BIN:-}"
 
+suites=(lua handlers)
+if [ $# -gt 0 ]; then
+    case "$1" in
+    lua | handlers) suites=("$1") ;;
+    *) fail_early "the first argument names the suite: lua or handlers (not '$1')" ;;
+    esac
+    shift
+fi
+
 tap="$(mktemp)"
 trap 'rm -f "$tap"' EXIT
 
-cd "$handlers_dir" || fail_early "cannot enter $handlers_dir"
-busted --lua=luajit -o spec/helpers/tap_output.lua "$@" | tee "$tap"
-rc=${PIPESTATUS[0]}
+# each suite's TAP ends with its plan (1..N); the counts below add them up
+rc=0
+runs=0
+for suite in "${suites[@]}"; do
+    echo "run_busted: $suite/ (${suite}/.busted)"
+    (cd "$root_dir/$suite" && busted --lua=luajit -o "$script_dir/tap_output.lua" "$@") |
+        tee -a "$tap"
+    st=${PIPESTATUS[0]}
+    [ "$st" -ne 0 ] && rc=$st
+    runs=$((runs + 1))
+done
 
 # ok N - name | ok N - # SKIP name | not ok N - name | 1..N (the plan, printed last)
-read -r passed failed pending plan < <(awk '
+read -r passed failed pending plan < <(awk -v RUNS="$runs" '
     /^not ok [0-9]+ - / { failed++; next }
     /^ok [0-9]+ - # SKIP/ { pending++; next }
     /^ok [0-9]+ - / { passed++; next }
-    /^1\.\.[0-9]+$/ { plan = substr($0, 4) }
-    END { printf "%d %d %d %s\n", passed, failed, pending, (plan == "" ? "-" : plan) }
+    /^1\.\.[0-9]+$/ { plan += substr($0, 4); plans++ }
+    END { printf "%d %d %d %s\n", passed, failed, pending, (plans == RUNS ? plan : "-") }
 ' "$tap")
 
 if [ "$plan" = "-" ]; then
-    echo "run_busted: busted stopped before the end of its report (exit status $rc)" >&2
+    echo "run_busted: a busted run stopped before the end of its report (exit status $rc)" >&2
     failed=$((failed + 1))
 elif [ $((passed + failed + pending)) -ne "$plan" ]; then
     echo "run_busted: busted announced $plan results, the report holds" \

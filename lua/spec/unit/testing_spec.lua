@@ -2,7 +2,7 @@
 -- ctx API's argument errors (text and position), the phase rules, reject and
 -- retry unwinding through pcall, timeouts, the fake clock, HTTP fakes and the
 -- sandbox. That the kit and the runtime share their texts and sandbox is
--- spec/03-contract/contract_files_spec.lua's business.
+-- spec/contract/contract_files_spec.lua's business.
 --
 -- Most cases are rows of a table (code run by a handler, and what should come
 -- of it): add a row to cover a new case.

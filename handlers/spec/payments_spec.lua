@@ -6,10 +6,10 @@
 -- json:order_id), so in these cases ctx.idempotency_key is the order's id, as
 -- warren sets it, and that is the Idempotency-Key the service must get.
 --
--- Each row is a case for shop_cases.check (see spec/02-handlers/shop_cases.lua).
+-- Each row is a case for shop_cases.check (see spec/shop_cases.lua).
 -- To cover a new case, add a row.
 
-local cases = require "spec.02-handlers.shop_cases"
+local cases = require "spec.shop_cases"
 
 local HANDLER = "payments.lua"
 

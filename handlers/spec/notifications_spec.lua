@@ -4,12 +4,12 @@
 -- retries) while the mail relay is down, which the handler stands in for with
 -- addresses at flaky.example failing on their first attempt.
 --
--- Each row is a case for shop_cases.check (see spec/02-handlers/shop_cases.lua).
+-- Each row is a case for shop_cases.check (see spec/shop_cases.lua).
 -- The handler calls no service: no row has a call. To cover a new case, add a row.
 
 local testing = require "warren.testing"
 local cjson = require "cjson"
-local cases = require "spec.02-handlers.shop_cases"
+local cases = require "spec.shop_cases"
 
 local HANDLER = "notifications.lua"
 

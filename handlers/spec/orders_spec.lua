@@ -2,13 +2,13 @@
 -- warren.testing the way the sidecar runs it: loaded in the sandbox, one
 -- message per run, every answer of the order service faked.
 --
--- Each row is a case for shop_cases.check (see spec/02-handlers/shop_cases.lua):
+-- Each row is a case for shop_cases.check (see spec/shop_cases.lua):
 -- the event, the call the handler must make, the service's answer, and what
 -- the handler must publish, reject, raise or log. To cover a new case, add a row.
 
 local testing = require "warren.testing"
 local cjson = require "cjson"
-local cases = require "spec.02-handlers.shop_cases"
+local cases = require "spec.shop_cases"
 
 local HANDLER = "orders.lua"
 local order = cases.order

@@ -2,10 +2,10 @@
 -- for order.confirmed and releases it for order.cancellation.confirmed,
 -- through the inventory service, whose every answer is faked here.
 --
--- Each row is a case for shop_cases.check (see spec/02-handlers/shop_cases.lua).
+-- Each row is a case for shop_cases.check (see spec/shop_cases.lua).
 -- To cover a new case, add a row.
 
-local cases = require "spec.02-handlers.shop_cases"
+local cases = require "spec.shop_cases"
 
 local HANDLER = "inventory.lua"
 local ITEMS = { { sku = "tea", qty = 2 } }

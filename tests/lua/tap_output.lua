@@ -5,7 +5,8 @@
 -- error's message. This handler gives such elements a position first, then
 -- lets TAP report them as a "not ok" line with the message.
 --
--- Use: busted -o spec/helpers/tap_output.lua (from handlers/).
+-- Use: busted -o tests/lua/tap_output.lua (tests/lua/run_busted.sh passes its
+-- full path).
 
 return function(options)
   local busted = require "busted"
