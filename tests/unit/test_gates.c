@@ -120,7 +120,9 @@ static void test_entry_round_trip(void)
     in._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG | AMQP_BASIC_TYPE_FLAG |
                 AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_TIMESTAMP_FLAG |
                 AMQP_BASIC_HEADERS_FLAG | AMQP_BASIC_EXPIRATION_FLAG | AMQP_BASIC_USER_ID_FLAG |
-                AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_PRIORITY_FLAG;
+                AMQP_BASIC_CORRELATION_ID_FLAG | AMQP_BASIC_PRIORITY_FLAG |
+                AMQP_BASIC_CONTENT_ENCODING_FLAG | AMQP_BASIC_REPLY_TO_FLAG |
+                AMQP_BASIC_APP_ID_FLAG;
     in.content_type = amqp_cstring_bytes("application/json");
     in.message_id = amqp_cstring_bytes("m-1");
     in.type = amqp_cstring_bytes("order.cancelled");
@@ -130,6 +132,9 @@ static void test_entry_round_trip(void)
     in.correlation_id = amqp_cstring_bytes("c-9");
     in.expiration = amqp_cstring_bytes("60000");
     in.user_id = amqp_cstring_bytes("guest");
+    in.content_encoding = amqp_cstring_bytes("gzip");
+    in.reply_to = amqp_cstring_bytes("replies");
+    in.app_id = amqp_cstring_bytes("shop");
     in.headers = (amqp_table_t){2, h};
     char body[] = "{\"order_id\":\"o-1\"}\0\xff tail";
     amqp_bytes_t b = {sizeof(body) - 1, body};
@@ -156,6 +161,9 @@ static void test_entry_round_trip(void)
     CHECK(out.message_id.len == 3 && memcmp(out.message_id.bytes, "m-1", 3) == 0);
     CHECK(out.type.len == 15 && memcmp(out.type.bytes, "order.cancelled", 15) == 0);
     CHECK(out.correlation_id.len == 3 && memcmp(out.correlation_id.bytes, "c-9", 3) == 0);
+    CHECK(out.content_encoding.len == 4 && memcmp(out.content_encoding.bytes, "gzip", 4) == 0);
+    CHECK(out.reply_to.len == 7 && memcmp(out.reply_to.bytes, "replies", 7) == 0);
+    CHECK(out.app_id.len == 4 && memcmp(out.app_id.bytes, "shop", 4) == 0);
     CHECK_INT(out.delivery_mode, 2);
     CHECK_INT(out.priority, 7);
     CHECK_INT(out.timestamp, 1764950000);

@@ -906,6 +906,17 @@ int wr_broker_poll(wr_broker *b, int timeout_ms)
     return rc;
 }
 
+/* Read one frame, waiting at most until DEADLINE (wr_mono_ms()): what
+ * wr_broker_poll returns, WR_BROKER_TIMEOUT once the deadline has passed. */
+static int poll_until(wr_broker *b, double deadline)
+{
+    double left = deadline - wr_mono_ms();
+    if (left <= 0) {
+        return WR_BROKER_TIMEOUT;
+    }
+    return wr_broker_poll(b, (int)left + 1);
+}
+
 int wr_broker_take(wr_broker *b, amqp_envelope_t **out, int max, int timeout_ms, int *n)
 {
     if (b->nlater > 0 && b->consuming && !b->down && wr_mono_ms() >= b->later_ms) {
@@ -925,11 +936,7 @@ int wr_broker_take(wr_broker *b, amqp_envelope_t **out, int max, int timeout_ms,
     double deadline = wr_mono_ms() + timeout_ms;
     /* wait for the first delivery */
     while (b->inbox_head == b->inbox_len) {
-        double left = deadline - wr_mono_ms();
-        if (left <= 0) {
-            return WR_BROKER_OK;
-        }
-        int rc = wr_broker_poll(b, (int)left + 1);
+        int rc = poll_until(b, deadline);
         if (rc == WR_BROKER_TIMEOUT) {
             return WR_BROKER_OK;
         }
@@ -1002,12 +1009,8 @@ int wr_broker_confirm_wait(wr_broker *b, uint64_t upto, int timeout_ms)
 {
     double deadline = wr_mono_ms() + timeout_ms;
     while (b->batch.pending > 0 && unanswered_before(b, upto)) {
-        double left = deadline - wr_mono_ms();
-        if (left <= 0) {
-            return WR_BROKER_TIMEOUT;
-        }
-        int rc = wr_broker_poll(b, (int)left + 1);
-        if (rc == WR_BROKER_DOWN) {
+        int rc = poll_until(b, deadline);
+        if (rc == WR_BROKER_TIMEOUT || rc == WR_BROKER_DOWN) {
             return rc;
         }
     }

@@ -139,6 +139,20 @@ void cfg_finish_http(loader *ld, void *base, int index, yaml_node_t *node, const
     }
 }
 
+/* NODE's `key` may not be message_id (unique per message): WHY says what it
+ * then fails to do for the section at PATH. */
+static void refuse_message_id_key(loader *ld, yaml_node_t *node, const char *path, const char *why)
+{
+    yaml_node_t *v = cfg_find_value(ld, node, "key");
+    if (v != NULL && v->type == YAML_SCALAR_NODE &&
+        strcmp((const char *)v->data.scalar.value, "message_id") == 0) {
+        cfg_err_at(ld, NODE_LINE(v), NODE_COL(v),
+                   "%s.key: expected header:NAME or json:PATH (a message_id is unique per message "
+                   "and %s), got message_id",
+                   path, why);
+    }
+}
+
 /* An `ordering` section turns ordering on; a message_id is unique per message,
  * so it cannot order anything. */
 void cfg_finish_ordering(loader *ld, void *base, int index, yaml_node_t *node, const char *path)
@@ -146,14 +160,7 @@ void cfg_finish_ordering(loader *ld, void *base, int index, yaml_node_t *node, c
     (void)index;
     wr_ordering_policy *o = base;
     o->enabled = 1;
-    yaml_node_t *v = cfg_find_value(ld, node, "key");
-    if (v != NULL && v->type == YAML_SCALAR_NODE &&
-        strcmp((const char *)v->data.scalar.value, "message_id") == 0) {
-        cfg_err_at(ld, NODE_LINE(v), NODE_COL(v),
-                   "%s.key: expected header:NAME or json:PATH (a message_id is unique per message "
-                   "and orders nothing), got message_id",
-                   path);
-    }
+    refuse_message_id_key(ld, node, path, "orders nothing");
 }
 
 /* A gate: its key is not the message_id, and a type does not wait for itself. */
@@ -162,15 +169,8 @@ void cfg_finish_gate(loader *ld, void *elems, int index, yaml_node_t *node, cons
     wr_gate *g = &((wr_gate *)elems)[index];
     g->line = NODE_LINE(node);
     g->col = NODE_COL(node);
-    yaml_node_t *v = cfg_find_value(ld, node, "key");
-    if (v != NULL && v->type == YAML_SCALAR_NODE &&
-        strcmp((const char *)v->data.scalar.value, "message_id") == 0) {
-        cfg_err_at(ld, NODE_LINE(v), NODE_COL(v),
-                   "%s.key: expected header:NAME or json:PATH (a message_id is unique per message "
-                   "and names no predecessor), got message_id",
-                   path);
-    }
-    v = cfg_find_value(ld, node, "after");
+    refuse_message_id_key(ld, node, path, "names no predecessor");
+    yaml_node_t *v = cfg_find_value(ld, node, "after");
     if (v != NULL && g->type != NULL && g->after != NULL && strcmp(g->type, g->after) == 0) {
         cfg_err_at(ld, NODE_LINE(v), NODE_COL(v), "%s.after: a type cannot wait for itself ('%s')",
                    path, g->after);

@@ -5,6 +5,7 @@
 #include "gates.h"
 
 #include <inttypes.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,12 +168,27 @@ int wr_gate_pass_key(char *out, size_t cap, const char *prefix, const char *sub,
 
 #define MAXP 12 /* properties kept */
 
-static void put_bytes(amqp_table_entry_t *e, int *n, const char *k, amqp_bytes_t v)
+/* The byte-string properties kept, each under a short key (the order they are written in). */
+static const struct {
+    const char *key;
+    amqp_flags_t flag;
+    size_t offset; /* of its amqp_bytes_t in amqp_basic_properties_t */
+} byte_props[] = {
+    {"ct", AMQP_BASIC_CONTENT_TYPE_FLAG, offsetof(amqp_basic_properties_t, content_type)},
+    {"ce", AMQP_BASIC_CONTENT_ENCODING_FLAG, offsetof(amqp_basic_properties_t, content_encoding)},
+    {"ci", AMQP_BASIC_CORRELATION_ID_FLAG, offsetof(amqp_basic_properties_t, correlation_id)},
+    {"rt", AMQP_BASIC_REPLY_TO_FLAG, offsetof(amqp_basic_properties_t, reply_to)},
+    {"id", AMQP_BASIC_MESSAGE_ID_FLAG, offsetof(amqp_basic_properties_t, message_id)},
+    {"ty", AMQP_BASIC_TYPE_FLAG, offsetof(amqp_basic_properties_t, type)},
+    {"ai", AMQP_BASIC_APP_ID_FLAG, offsetof(amqp_basic_properties_t, app_id)},
+};
+
+/* Append an entry KEY of KIND to E (*N entries so far): its value, to fill in. */
+static amqp_field_value_t *put(amqp_table_entry_t *e, int *n, const char *key, uint8_t kind)
 {
-    e[*n].key = amqp_cstring_bytes(k);
-    e[*n].value.kind = AMQP_FIELD_KIND_BYTES;
-    e[*n].value.value.bytes = v;
-    (*n)++;
+    e[*n].key = amqp_cstring_bytes(key);
+    e[*n].value.kind = kind;
+    return &e[(*n)++].value;
 }
 
 int wr_gate_entry_encode(const amqp_basic_properties_t *props, amqp_bytes_t body,
@@ -181,46 +197,23 @@ int wr_gate_entry_encode(const amqp_basic_properties_t *props, amqp_bytes_t body
     amqp_table_entry_t e[MAXP];
     int n = 0;
     amqp_flags_t f = props->_flags;
-    if (f & AMQP_BASIC_CONTENT_TYPE_FLAG) {
-        put_bytes(e, &n, "ct", props->content_type);
-    }
-    if (f & AMQP_BASIC_CONTENT_ENCODING_FLAG) {
-        put_bytes(e, &n, "ce", props->content_encoding);
-    }
-    if (f & AMQP_BASIC_CORRELATION_ID_FLAG) {
-        put_bytes(e, &n, "ci", props->correlation_id);
-    }
-    if (f & AMQP_BASIC_REPLY_TO_FLAG) {
-        put_bytes(e, &n, "rt", props->reply_to);
-    }
-    if (f & AMQP_BASIC_MESSAGE_ID_FLAG) {
-        put_bytes(e, &n, "id", props->message_id);
-    }
-    if (f & AMQP_BASIC_TYPE_FLAG) {
-        put_bytes(e, &n, "ty", props->type);
-    }
-    if (f & AMQP_BASIC_APP_ID_FLAG) {
-        put_bytes(e, &n, "ai", props->app_id);
+    for (size_t i = 0; i < sizeof(byte_props) / sizeof(byte_props[0]); i++) {
+        if (f & byte_props[i].flag) {
+            put(e, &n, byte_props[i].key, AMQP_FIELD_KIND_BYTES)->value.bytes =
+                *(const amqp_bytes_t *)((const char *)props + byte_props[i].offset);
+        }
     }
     if (f & AMQP_BASIC_DELIVERY_MODE_FLAG) {
-        e[n].key = amqp_cstring_bytes("dm");
-        e[n].value.kind = AMQP_FIELD_KIND_U8;
-        e[n++].value.value.u8 = props->delivery_mode;
+        put(e, &n, "dm", AMQP_FIELD_KIND_U8)->value.u8 = props->delivery_mode;
     }
     if (f & AMQP_BASIC_PRIORITY_FLAG) {
-        e[n].key = amqp_cstring_bytes("pr");
-        e[n].value.kind = AMQP_FIELD_KIND_U8;
-        e[n++].value.value.u8 = props->priority;
+        put(e, &n, "pr", AMQP_FIELD_KIND_U8)->value.u8 = props->priority;
     }
     if (f & AMQP_BASIC_TIMESTAMP_FLAG) {
-        e[n].key = amqp_cstring_bytes("ts");
-        e[n].value.kind = AMQP_FIELD_KIND_TIMESTAMP;
-        e[n++].value.value.u64 = props->timestamp;
+        put(e, &n, "ts", AMQP_FIELD_KIND_TIMESTAMP)->value.u64 = props->timestamp;
     }
     if (f & AMQP_BASIC_HEADERS_FLAG) {
-        e[n].key = amqp_cstring_bytes("h");
-        e[n].value.kind = AMQP_FIELD_KIND_TABLE;
-        e[n++].value.value.table = props->headers;
+        put(e, &n, "h", AMQP_FIELD_KIND_TABLE)->value.table = props->headers;
     }
     amqp_table_t t = {.num_entries = n, .entries = e};
     char head[32];
@@ -283,28 +276,13 @@ int wr_gate_entry_decode(const char *p, size_t n, amqp_pool_t *pool, amqp_basic_
         const amqp_field_value_t *v = &e->value;
 #define KEY(s) (kn == sizeof(s) - 1 && memcmp(k, s, kn) == 0)
         if (v->kind == AMQP_FIELD_KIND_BYTES || v->kind == AMQP_FIELD_KIND_UTF8) {
-            amqp_bytes_t b = v->value.bytes;
-            if (KEY("ct")) {
-                props->_flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
-                props->content_type = b;
-            } else if (KEY("ce")) {
-                props->_flags |= AMQP_BASIC_CONTENT_ENCODING_FLAG;
-                props->content_encoding = b;
-            } else if (KEY("ci")) {
-                props->_flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
-                props->correlation_id = b;
-            } else if (KEY("rt")) {
-                props->_flags |= AMQP_BASIC_REPLY_TO_FLAG;
-                props->reply_to = b;
-            } else if (KEY("id")) {
-                props->_flags |= AMQP_BASIC_MESSAGE_ID_FLAG;
-                props->message_id = b;
-            } else if (KEY("ty")) {
-                props->_flags |= AMQP_BASIC_TYPE_FLAG;
-                props->type = b;
-            } else if (KEY("ai")) {
-                props->_flags |= AMQP_BASIC_APP_ID_FLAG;
-                props->app_id = b;
+            for (size_t j = 0; j < sizeof(byte_props) / sizeof(byte_props[0]); j++) {
+                const char *key = byte_props[j].key;
+                if (kn == strlen(key) && memcmp(k, key, kn) == 0) {
+                    props->_flags |= byte_props[j].flag;
+                    *(amqp_bytes_t *)((char *)props + byte_props[j].offset) = v->value.bytes;
+                    break;
+                }
             }
         } else if (v->kind == AMQP_FIELD_KIND_U8 && KEY("dm")) {
             props->_flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;

@@ -1,6 +1,7 @@
 /*
  * record: the idempotency record's key and value. See record.h.
  */
+#define _GNU_SOURCE /* memrchr */
 #include "record.h"
 
 #include "numfmt.h"
@@ -47,6 +48,28 @@ static int bar(const char **p, const char *end)
     return 0;
 }
 
+/*
+ * "|<text>|<digits>" at *P: the text into *TEXT and *LEN, up to the next '|'
+ * (with LAST, up to the last one: the text may then hold '|'), the number
+ * into *NUM. Returns 0 with *P past the digits, or -1.
+ */
+static int text_and_number(const char **p, const char *end, int last, const char **text,
+                           size_t *len, int64_t *num)
+{
+    if (bar(p, end) != 0) {
+        return -1;
+    }
+    size_t n = (size_t)(end - *p);
+    const char *b = last ? memrchr(*p, '|', n) : memchr(*p, '|', n);
+    if (b == NULL) {
+        return -1;
+    }
+    *text = *p;
+    *len = (size_t)(b - *p);
+    *p = b + 1;
+    return digits(p, end, num);
+}
+
 int wr_record_parse(const char *v, size_t n, wr_record *r)
 {
     memset(r, 0, sizeof(*r));
@@ -66,37 +89,15 @@ int wr_record_parse(const char *v, size_t n, wr_record *r)
             return -1;
         }
         break;
-    case 'p': {
+    case 'p':
         /* the token runs up to the last '|' */
-        if (bar(&p, end) != 0) {
-            return -1;
-        }
-        const char *last = end;
-        while (last > p && last[-1] != '|') {
-            last--;
-        }
-        if (last == p) {
-            return -1;
-        }
-        r->token = p;
-        r->token_len = (size_t)(last - 1 - p);
-        p = last;
-        if (digits(&p, end, &r->lease_until) != 0 || p != end) {
+        if (text_and_number(&p, end, 1, &r->token, &r->token_len, &r->lease_until) != 0 ||
+            p != end) {
             return -1;
         }
         break;
-    }
-    case 'd': {
-        if (bar(&p, end) != 0) {
-            return -1;
-        }
-        const char *o = p;
-        while (p < end && *p != '|') {
-            p++;
-        }
-        r->outcome = o;
-        r->outcome_len = (size_t)(p - o);
-        if (bar(&p, end) != 0 || digits(&p, end, &r->done_at) != 0) {
+    case 'd':
+        if (text_and_number(&p, end, 0, &r->outcome, &r->outcome_len, &r->done_at) != 0) {
             return -1;
         }
         r->entry = "";
@@ -108,7 +109,6 @@ int wr_record_parse(const char *v, size_t n, wr_record *r)
             r->entry_len = (size_t)(end - p);
         }
         break;
-    }
     }
     r->state = v[0];
     return 0;

@@ -758,6 +758,30 @@ static int read_unbuffered(const sb_read *r, char *err, size_t errcap)
     return copy_items(r->out, &base, err, errcap);
 }
 
+/*
+ * A GET, HGET or SISMEMBER whose key or field the buffer holds no value of:
+ * Redis's answer to CMD, plus DELTA when the buffer holds increments of it
+ * (HAS_DELTA; the sum is formatted into the buffer's strnum).
+ */
+static int read_plus(const sb_read *r, const char *cmd, int has_delta, int64_t delta, char *err,
+                     size_t errcap)
+{
+    wr_sb_base base;
+    if (read_base(r, cmd, &base, err, errcap) != 0) {
+        return -1;
+    }
+    wr_sb_result *out = r->out;
+    if (!has_delta) {
+        out->present = base.present;
+        out->str = base.str;
+        out->num = base.num;
+        return 0;
+    }
+    out->present = 1;
+    return base_plus(base.str, base.present, delta, r->b->strnum, sizeof(r->b->strnum), &out->str,
+                     err, errcap);
+}
+
 /* GET: the buffered value, or Redis's plus the buffered increments. */
 static int read_get(const sb_read *r, skey *k, char *err, size_t errcap)
 {
@@ -773,18 +797,7 @@ static int read_get(const sb_read *r, skey *k, char *err, size_t errcap)
         out->str = view(&k->str);
         return 0;
     }
-    wr_sb_base base;
-    if (read_base(r, "GET", &base, err, errcap) != 0) {
-        return -1;
-    }
-    if (!k->has_delta) {
-        out->present = base.present;
-        out->str = base.str;
-        return 0;
-    }
-    out->present = 1;
-    return base_plus(base.str, base.present, k->delta, r->b->strnum, sizeof(r->b->strnum),
-                     &out->str, err, errcap);
+    return read_plus(r, "GET", k->has_delta, k->delta, err, errcap);
 }
 
 /* HGET, SISMEMBER: the buffered field, or Redis's plus its increments. */
@@ -810,19 +823,8 @@ static int read_field(const sb_read *r, skey *k, char *err, size_t errcap)
     if (f == NULL && k->state == S_KNOWN) {
         return 0;
     }
-    wr_sb_base base;
-    if (read_base(r, r->cmd, &base, err, errcap) != 0) {
-        return -1;
-    }
-    if (f == NULL) {
-        out->present = base.present;
-        out->str = base.str;
-        out->num = base.num;
-        return 0;
-    }
-    out->present = 1;
-    return base_plus(base.str, base.present, f->delta, r->b->strnum, sizeof(r->b->strnum),
-                     &out->str, err, errcap);
+    /* not buffered, or only incremented */
+    return read_plus(r, r->cmd, f != NULL, f != NULL ? f->delta : 0, err, errcap);
 }
 
 /* HGETALL, SMEMBERS: Redis's members merged with the buffered ones. */

@@ -149,6 +149,30 @@ static void log_change(const wr_shared_brk *b, const wr_brk_change *c)
     wr_log_end(&l);
 }
 
+/* Count a call's result in B (lock held), logging the change it makes. */
+static void record_locked(wr_shared_brk *b, int ok)
+{
+    wr_brk_change c;
+    int changed = 0;
+    wr_brk_record(&b->b, wr_now_ms(), ok, &c, &changed);
+    if (changed) {
+        log_change(b, &c);
+    }
+}
+
+/* B's state at NOW (lock held), logging the change that reading it makes (an
+ * open breaker whose time is up turns half-open). */
+static wr_brk_state state_locked(wr_shared_brk *b, int64_t now)
+{
+    wr_brk_change c;
+    int changed = 0;
+    wr_brk_state st = wr_brk_state_at(&b->b, now, &c, &changed);
+    if (changed) {
+        log_change(b, &c);
+    }
+    return st;
+}
+
 int wr_shared_brk_allow(wr_shared_brk *b)
 {
     wr_brk_change c;
@@ -164,13 +188,8 @@ int wr_shared_brk_allow(wr_shared_brk *b)
 
 void wr_shared_brk_record(wr_shared_brk *b, int ok)
 {
-    wr_brk_change c;
-    int changed = 0;
     pthread_mutex_lock(&b->lock);
-    wr_brk_record(&b->b, wr_now_ms(), ok, &c, &changed);
-    if (changed) {
-        log_change(b, &c);
-    }
+    record_locked(b, ok);
     pthread_mutex_unlock(&b->lock);
 }
 
@@ -195,15 +214,10 @@ static void push_failure(wr_brk_failures *f, const char *id, size_t len, const c
 
 void wr_shared_brk_failed(wr_shared_brk *b, const char *id, size_t len, const char *error)
 {
-    wr_brk_change c;
-    int changed = 0;
     pthread_mutex_lock(&b->lock);
     push_failure(&b->counted, id, len, error, 1);
     push_failure(&b->recent, id, len, error, 1);
-    wr_brk_record(&b->b, wr_now_ms(), 0, &c, &changed);
-    if (changed) {
-        log_change(b, &c);
-    }
+    record_locked(b, 0);
     pthread_mutex_unlock(&b->lock);
 }
 
@@ -216,15 +230,10 @@ void wr_shared_brk_note(wr_shared_brk *b, const char *id, size_t len, const char
 
 void wr_shared_brk_status(wr_shared_brk *b, wr_brk_status *st)
 {
-    wr_brk_change c;
-    int changed = 0;
     memset(st, 0, sizeof(*st));
     pthread_mutex_lock(&b->lock);
     int64_t now = wr_now_ms();
-    st->state = wr_brk_state_at(&b->b, now, &c, &changed);
-    if (changed) {
-        log_change(b, &c);
-    }
+    st->state = state_locked(b, now);
     st->opened_at_ms = b->opened_wall_ms;
     st->probe_at_ms = st->state == WR_BRK_OPEN ? now + wr_brk_open_left(&b->b, now) : 0;
     st->half_open_at_ms = st->state == WR_BRK_HALF_OPEN ? b->half_open_wall_ms : 0;
@@ -243,18 +252,13 @@ void wr_shared_brk_release(wr_shared_brk *b)
 
 int wr_shared_brk_blocks(wr_shared_brk *b, int64_t *wait_ms)
 {
-    wr_brk_change c;
-    int changed = 0;
     *wait_ms = 200;
     if (!b->b.p.enabled) {
         return 0;
     }
     pthread_mutex_lock(&b->lock);
     int64_t now = wr_now_ms();
-    wr_brk_state st = wr_brk_state_at(&b->b, now, &c, &changed);
-    if (changed) {
-        log_change(b, &c);
-    }
+    wr_brk_state st = state_locked(b, now);
     int blocks = st == WR_BRK_OPEN ||
                  (st == WR_BRK_HALF_OPEN && b->b.probes_given >= b->b.p.half_open_probes);
     if (st == WR_BRK_OPEN) {
@@ -267,13 +271,8 @@ int wr_shared_brk_blocks(wr_shared_brk *b, int64_t *wait_ms)
 
 wr_brk_state wr_shared_brk_state(wr_shared_brk *b)
 {
-    wr_brk_change c;
-    int changed = 0;
     pthread_mutex_lock(&b->lock);
-    wr_brk_state st = wr_brk_state_at(&b->b, wr_now_ms(), &c, &changed);
-    if (changed) {
-        log_change(b, &c);
-    }
+    wr_brk_state st = state_locked(b, wr_now_ms());
     pthread_mutex_unlock(&b->lock);
     return st;
 }

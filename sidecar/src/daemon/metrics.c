@@ -428,6 +428,51 @@ static void render_messages(wr_metrics *m, FILE *fp)
                   "Deliveries in the batches being processed now.", OFF(in_flight));
 }
 
+/* A counter family of wr_wstats: the field at OFFSET, summed per subscription
+ * (counter_per_sub) or, for a PER_GATE array, per causal gate (counter_per_gate). */
+typedef struct {
+    const char *name;
+    const char *help;
+    size_t offset;
+    int per_gate;
+} counter_family;
+
+/* The counters render_calls writes after the Redis call durations, in this order. */
+static const counter_family call_counters[] = {
+    {"warren_redis_errors_total", "Redis calls that failed (the batch was returned to the queue).",
+     OFF(redis_errors), 0},
+    {"warren_redis_replica_wait_failures_total",
+     "Batches whose commit fewer than redis.min_replicas_acked replicas acknowledged in time "
+     "(their handled messages were returned, not acked).",
+     OFF(replica_waits_failed), 0},
+    {"warren_journal_write_failures_total",
+     "Batches whose journal entries could not be written (best effort: the messages were "
+     "handled and acked all the same).",
+     OFF(journal_errors), 0},
+    {"warren_lease_lost_total",
+     "Outcomes not recorded because another worker had taken the message over.", OFF(lease_lost),
+     0},
+    {"warren_forged_headers_total",
+     "Messages whose x-warren-* headers (attempt, original route) were not signed by warren: "
+     "ignored, the message handled as a fresh one.",
+     OFF(forged), 0},
+    {"warren_ordering_followed_total",
+     "Messages not run because an earlier message of their ordering key had not finished: sent "
+     "after it, back to the queue or through the wait queue.",
+     OFF(lane_followed), 0},
+    {"warren_gate_parked_total",
+     "Messages parked behind a causal gate because its predecessor was not done for their key.",
+     OFF(gate_parked), 1},
+    {"warren_gate_released_total",
+     "Parked messages sent back to the queue once their causal gate's predecessor was done (or "
+     "again, after their sender died).",
+     OFF(gate_released), 1},
+    {"warren_gate_timeouts_total",
+     "Parked messages whose predecessor was not done within the gate's timeout: dead-lettered "
+     "(reason gate-timeout) or sent back to run (on_timeout: run).",
+     OFF(gate_timeouts), 1},
+};
+
 /* Redis and broker calls, the failures they count, ordering and gates. */
 static void render_calls(wr_metrics *m, FILE *fp)
 {
@@ -447,40 +492,14 @@ static void render_calls(wr_metrics *m, FILE *fp)
         hist_series(fp, m, "warren_redis_call_duration_seconds", s, OFF(redis_wait),
                     ",call=\"wait\"");
     }
-    counter_per_sub(fp, m, "warren_redis_errors_total",
-                    "Redis calls that failed (the batch was returned to the queue).",
-                    OFF(redis_errors));
-    counter_per_sub(fp, m, "warren_redis_replica_wait_failures_total",
-                    "Batches whose commit fewer than redis.min_replicas_acked replicas "
-                    "acknowledged in time (their handled messages were returned, not acked).",
-                    OFF(replica_waits_failed));
-    counter_per_sub(fp, m, "warren_journal_write_failures_total",
-                    "Batches whose journal entries could not be written (best effort: the "
-                    "messages were handled and acked all the same).",
-                    OFF(journal_errors));
-    counter_per_sub(fp, m, "warren_lease_lost_total",
-                    "Outcomes not recorded because another worker had taken the message over.",
-                    OFF(lease_lost));
-    counter_per_sub(fp, m, "warren_forged_headers_total",
-                    "Messages whose x-warren-* headers (attempt, original route) were not "
-                    "signed by warren: ignored, the message handled as a fresh one.",
-                    OFF(forged));
-    counter_per_sub(fp, m, "warren_ordering_followed_total",
-                    "Messages not run because an earlier message of their ordering key had not "
-                    "finished: sent after it, back to the queue or through the wait queue.",
-                    OFF(lane_followed));
-    counter_per_gate(fp, m, "warren_gate_parked_total",
-                     "Messages parked behind a causal gate because its predecessor was not done "
-                     "for their key.",
-                     OFF(gate_parked));
-    counter_per_gate(fp, m, "warren_gate_released_total",
-                     "Parked messages sent back to the queue once their causal gate's "
-                     "predecessor was done (or again, after their sender died).",
-                     OFF(gate_released));
-    counter_per_gate(fp, m, "warren_gate_timeouts_total",
-                     "Parked messages whose predecessor was not done within the gate's timeout: "
-                     "dead-lettered (reason gate-timeout) or sent back to run (on_timeout: run).",
-                     OFF(gate_timeouts));
+    for (size_t i = 0; i < sizeof(call_counters) / sizeof(call_counters[0]); i++) {
+        const counter_family *c = &call_counters[i];
+        if (c->per_gate) {
+            counter_per_gate(fp, m, c->name, c->help, c->offset);
+        } else {
+            counter_per_sub(fp, m, c->name, c->help, c->offset);
+        }
+    }
 
     family(fp, "warren_publish_confirm_duration_seconds", "histogram",
            "Wait for the broker's confirms of a batch's publishes.");

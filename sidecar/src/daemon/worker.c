@@ -1717,6 +1717,23 @@ static int park_entry(wr_worker *w, batch *bt, item *it, int64_t deadline, char 
     return 0;
 }
 
+/* Log IT at gate G (key GKEY): LEVEL and MSG, with the type it waits for
+ * (the gate's `after`) under FIELD. */
+static void log_gate(const wr_worker *w, const item *it, int g, const char *gkey,
+                     wr_log_level level, const char *msg, const char *field)
+{
+    wr_logline l;
+    wr_log_begin(&l, level, msg);
+    wr_log_str(&l, "subscription", w->sub->name);
+    wr_log_int(&l, "worker", w->index);
+    wr_log_strn(&l, "message_id", it->env.id.bytes, it->env.id.len);
+    wr_log_strn(&l, "type", it->env.type.bytes, it->env.type.len);
+    wr_log_str(&l, field, w->sub->gates[g].after);
+    wr_log_str(&l, "gate_key", gkey);
+    wr_log_str(&l, "trace_id", it->trace_id);
+    wr_log_end(&l);
+}
+
 /*
  * IT is about to run. When its type waits on a gate (gates.h) whose "done
  * for key" mark is not there, park it and return 1 (IT is WR_ACT_PARKED; *RC
@@ -1788,32 +1805,14 @@ static int gate_park(wr_worker *w, batch *bt, item *it, int *rc)
         return 0;
     }
     if (r->type == REDIS_REPLY_INTEGER && r->integer == 2) {
-        wr_logline l;
-        wr_log_begin(&l, WR_LOG_WARN,
-                     "runs without its predecessor: released at its gate's timeout");
-        wr_log_str(&l, "subscription", sub->name);
-        wr_log_int(&l, "worker", w->index);
-        wr_log_strn(&l, "message_id", it->env.id.bytes, it->env.id.len);
-        wr_log_strn(&l, "type", it->env.type.bytes, it->env.type.len);
-        wr_log_str(&l, "not_done", sub->gates[g].after);
-        wr_log_str(&l, "gate_key", gkey);
-        wr_log_str(&l, "trace_id", it->trace_id);
-        wr_log_end(&l);
+        log_gate(w, it, g, gkey, WR_LOG_WARN,
+                 "runs without its predecessor: released at its gate's timeout", "not_done");
         return 0;
     }
     it->act = WR_ACT_PARKED;
     wr_stat_add(&w->st->gate_parked[g], 1);
     snprintf(it->error, sizeof(it->error), "waiting for %s of %s", sub->gates[g].after, gkey);
-    wr_logline l;
-    wr_log_begin(&l, WR_LOG_INFO, "parked behind a causal gate");
-    wr_log_str(&l, "subscription", sub->name);
-    wr_log_int(&l, "worker", w->index);
-    wr_log_strn(&l, "message_id", it->env.id.bytes, it->env.id.len);
-    wr_log_strn(&l, "type", it->env.type.bytes, it->env.type.len);
-    wr_log_str(&l, "waiting_for", sub->gates[g].after);
-    wr_log_str(&l, "gate_key", gkey);
-    wr_log_str(&l, "trace_id", it->trace_id);
-    wr_log_end(&l);
+    log_gate(w, it, g, gkey, WR_LOG_INFO, "parked behind a causal gate", "waiting_for");
     return 1;
 }
 
@@ -2229,6 +2228,25 @@ static int hold_names(wr_sbstr v, const char *rkey)
     return 0;
 }
 
+/* Log (info) MSG: IT is not run now, behind HOLDER, the message that holds
+ * its ordering key; MOVE: where IT goes instead, when not NULL. */
+static void log_behind(const wr_worker *w, const item *it, const char *msg, const char *holder,
+                       const char *move)
+{
+    wr_logline l;
+    wr_log_begin(&l, WR_LOG_INFO, msg);
+    wr_log_str(&l, "subscription", w->sub->name);
+    wr_log_int(&l, "worker", w->index);
+    wr_log_strn(&l, "message_id", it->env.id.bytes, it->env.id.len);
+    wr_log_str(&l, "ordering_key", it->okey);
+    wr_log_str(&l, "behind", holder);
+    if (move != NULL) {
+        wr_log_str(&l, "move", move);
+    }
+    wr_log_str(&l, "trace_id", it->trace_id);
+    wr_log_end(&l);
+}
+
 /*
  * Park IT in Redis behind the message that holds its ordering key (gate.lua's
  * lpark, which reads the hold again in the same script run). Returns 1 when
@@ -2266,15 +2284,7 @@ static int lane_park_entry(wr_worker *w, batch *bt, item *it, const char *hold, 
     it->act = WR_ACT_PARKED;
     snprintf(it->error, sizeof(it->error), "behind %.400s, retried, of ordering key %.400s", holder,
              it->okey);
-    wr_logline l;
-    wr_log_begin(&l, WR_LOG_INFO, "parked behind a retried message of its ordering key");
-    wr_log_str(&l, "subscription", w->sub->name);
-    wr_log_int(&l, "worker", w->index);
-    wr_log_strn(&l, "message_id", it->env.id.bytes, it->env.id.len);
-    wr_log_str(&l, "ordering_key", it->okey);
-    wr_log_str(&l, "behind", holder);
-    wr_log_str(&l, "trace_id", it->trace_id);
-    wr_log_end(&l);
+    log_behind(w, it, "parked behind a retried message of its ordering key", holder, NULL);
     return 1;
 }
 
@@ -2483,16 +2493,8 @@ static int lane_follow(wr_worker *w, batch *bt, item *it, int *rc)
     if (move == WR_LANE_RUN) {
         return 0;
     }
-    wr_logline l;
-    wr_log_begin(&l, WR_LOG_INFO, "behind an unfinished message of its ordering key: not run");
-    wr_log_str(&l, "subscription", w->sub->name);
-    wr_log_int(&l, "worker", w->index);
-    wr_log_strn(&l, "message_id", it->env.id.bytes, it->env.id.len);
-    wr_log_str(&l, "ordering_key", it->okey);
-    wr_log_str(&l, "behind", lane->head_id);
-    wr_log_str(&l, "move", wr_lane_move_name(move));
-    wr_log_str(&l, "trace_id", it->trace_id);
-    wr_log_end(&l);
+    log_behind(w, it, "behind an unfinished message of its ordering key: not run", lane->head_id,
+               wr_lane_move_name(move));
     wr_stat_add(&w->st->lane_followed, 1);
     it->followed = 1;
     if (move == WR_LANE_WAIT) {

@@ -126,12 +126,39 @@ static char *key_text(const char *s, size_t a, size_t b, int escaped)
 
 static void walk(scanner *sc, const json_t *node);
 
+/* Step into the object or array opening at s[i]. Returns 1 when members or
+ * elements follow, 0 when it is empty (and stepped over, up to CLOSE). */
+static int open_nonempty(scanner *sc, char close)
+{
+    adv(sc); /* { or [ */
+    skip_ws(sc);
+    if (at(sc, close)) {
+        adv(sc);
+        return 0;
+    }
+    return 1;
+}
+
+/* After a member or element: 1 past a ',' (another follows), 0 past CLOSE
+ * (the container ends) or on anything else (the scan fails). */
+static int more_follow(scanner *sc, char close)
+{
+    skip_ws(sc);
+    if (at(sc, ',')) {
+        adv(sc);
+        return 1;
+    }
+    if (at(sc, close)) {
+        adv(sc);
+    } else {
+        sc->failed = 1;
+    }
+    return 0;
+}
+
 static void walk_object(scanner *sc, const json_t *obj)
 {
-    adv(sc); /* { */
-    skip_ws(sc);
-    if (at(sc, '}')) {
-        adv(sc);
+    if (!open_nonempty(sc, '}')) {
         return;
     }
     while (!sc->failed) {
@@ -161,24 +188,15 @@ static void walk_object(scanner *sc, const json_t *obj)
             return;
         }
         walk(sc, child);
-        skip_ws(sc);
-        if (at(sc, ',')) {
-            adv(sc);
-        } else if (at(sc, '}')) {
-            adv(sc);
+        if (!more_follow(sc, '}')) {
             return;
-        } else {
-            sc->failed = 1;
         }
     }
 }
 
 static void walk_array(scanner *sc, const json_t *arr)
 {
-    adv(sc); /* [ */
-    skip_ws(sc);
-    if (at(sc, ']')) {
-        adv(sc);
+    if (!open_nonempty(sc, ']')) {
         return;
     }
     for (size_t i = 0; !sc->failed; i++) {
@@ -189,14 +207,8 @@ static void walk_array(scanner *sc, const json_t *arr)
             return;
         }
         walk(sc, child);
-        skip_ws(sc);
-        if (at(sc, ',')) {
-            adv(sc);
-        } else if (at(sc, ']')) {
-            adv(sc);
+        if (!more_follow(sc, ']')) {
             return;
-        } else {
-            sc->failed = 1;
         }
     }
 }

@@ -6,16 +6,18 @@
 #include <stdio.h>
 #include <string.h>
 
+/* The units of a duration, largest first. */
+static const struct {
+    const char *unit;
+    int64_t ms;
+} duration_units[] = {{"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000}, {"ms", 1}};
+
 /*
  * Format a millisecond count the way a user would write it: the largest units
  * that add up exactly ("5m", "1m30s", "250ms", "0s").
  */
 void wr_units_format_duration(int64_t ms, char *out, size_t len)
 {
-    static const struct {
-        const char *unit;
-        int64_t ms;
-    } units[] = {{"d", 86400000}, {"h", 3600000}, {"m", 60000}, {"s", 1000}, {"ms", 1}};
     size_t used = 0;
 
     out[0] = '\0';
@@ -23,14 +25,35 @@ void wr_units_format_duration(int64_t ms, char *out, size_t len)
         snprintf(out, len, "0s");
         return;
     }
-    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]) && used < len; i++) {
-        if (ms >= units[i].ms) {
-            int n = snprintf(out + used, len - used, "%lld%s", (long long)(ms / units[i].ms),
-                             units[i].unit);
+    for (size_t i = 0; i < sizeof(duration_units) / sizeof(duration_units[0]) && used < len; i++) {
+        if (ms >= duration_units[i].ms) {
+            int n = snprintf(out + used, len - used, "%lld%s",
+                             (long long)(ms / duration_units[i].ms), duration_units[i].unit);
             used += n > 0 ? (size_t)n : 0;
-            ms %= units[i].ms;
+            ms %= duration_units[i].ms;
         }
     }
+}
+
+/*
+ * The decimal digits at P (at least one) into *N. Returns the character after
+ * them, or NULL when P does not start with a digit or the number overflows
+ * int64.
+ */
+static const char *digits(const char *p, int64_t *n)
+{
+    if (*p < '0' || *p > '9') {
+        return NULL;
+    }
+    *n = 0;
+    while (*p >= '0' && *p <= '9') {
+        if (*n > (INT64_MAX - (*p - '0')) / 10) {
+            return NULL;
+        }
+        *n = *n * 10 + (*p - '0');
+        p++;
+    }
+    return p;
 }
 
 /*
@@ -51,35 +74,24 @@ int wr_units_parse_duration(const char *text, int64_t *ms)
         return 0;
     }
     while (*p != '\0') {
-        int64_t n = 0, scale;
-        if (*p < '0' || *p > '9') {
+        int64_t n, scale = 0;
+        p = digits(p, &n);
+        if (p == NULL) {
             return -1;
         }
-        while (*p >= '0' && *p <= '9') {
-            if (n > (INT64_MAX - (*p - '0')) / 10) {
-                return -1;
+        /* the longest unit that matches: "ms" is not "m" followed by "s" */
+        size_t unit_len = 0;
+        for (size_t i = 0; i < sizeof(duration_units) / sizeof(duration_units[0]); i++) {
+            size_t l = strlen(duration_units[i].unit);
+            if (l > unit_len && strncmp(p, duration_units[i].unit, l) == 0) {
+                unit_len = l;
+                scale = duration_units[i].ms;
             }
-            n = n * 10 + (*p - '0');
-            p++;
         }
-        if (p[0] == 'm' && p[1] == 's') {
-            scale = 1;
-            p += 2;
-        } else if (*p == 's') {
-            scale = 1000;
-            p++;
-        } else if (*p == 'm') {
-            scale = 60000;
-            p++;
-        } else if (*p == 'h') {
-            scale = 3600000;
-            p++;
-        } else if (*p == 'd') {
-            scale = 86400000;
-            p++;
-        } else {
+        if (unit_len == 0) {
             return -1;
         }
+        p += unit_len;
         if (n > INT64_MAX / scale || total > INT64_MAX - n * scale) {
             return -1;
         }
@@ -101,18 +113,11 @@ static const struct {
  */
 int wr_units_parse_size(const char *text, int64_t *bytes)
 {
-    int64_t n = 0;
-    const char *p = text;
+    int64_t n;
+    const char *p = digits(text, &n);
 
-    if (*p < '0' || *p > '9') {
+    if (p == NULL) {
         return -1;
-    }
-    while (*p >= '0' && *p <= '9') {
-        if (n > (INT64_MAX - (*p - '0')) / 10) {
-            return -1;
-        }
-        n = n * 10 + (*p - '0');
-        p++;
     }
     if (*p == '\0') {
         *bytes = n;
