@@ -177,16 +177,22 @@ static const char *check_hostport(const char *s, size_t n, const char **h, size_
     return NULL;
 }
 
+/* The strings both kinds of URL own. */
+static void free_url_strings(char *url, char *redacted, char *host, char *user, char *password)
+{
+    free(url);
+    free(redacted);
+    free(host);
+    free(user);
+    free(password);
+}
+
 void wr_amqp_url_clear(wr_amqp_url *u)
 {
     if (u == NULL) {
         return;
     }
-    free(u->url);
-    free(u->redacted);
-    free(u->host);
-    free(u->user);
-    free(u->password);
+    free_url_strings(u->url, u->redacted, u->host, u->user, u->password);
     free(u->vhost);
     memset(u, 0, sizeof(*u));
 }
@@ -270,11 +276,7 @@ void wr_redis_url_clear(wr_redis_url *u)
     if (u == NULL) {
         return;
     }
-    free(u->url);
-    free(u->redacted);
-    free(u->host);
-    free(u->user);
-    free(u->password);
+    free_url_strings(u->url, u->redacted, u->host, u->user, u->password);
     memset(u, 0, sizeof(*u));
 }
 
